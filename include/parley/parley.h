@@ -1,0 +1,400 @@
+/*
+ * parley/parley.h — the public C API of Parley.
+ *
+ * Parley runs Transformer translation (encoder-decoder) and dialogue
+ * (decoder-only) models stored in one `.parley` file, dispatching the work to
+ * kernel plugins loaded at run time.
+ *
+ * Conventions (they hold for every function below unless it says otherwise):
+ *  - C99; UTF-8 strings; sizes are size_t; token ids are int32_t.
+ *  - Every fallible function returns a parley_status. PARLEY_OK is 0. On any
+ *    other value the outputs are left untouched, nothing leaks, and
+ *    parley_last_error() returns a message describing what was wrong.
+ *    No function throws, aborts or exits.
+ *  - Handles are opaque. Passing NULL where a handle or an output pointer is
+ *    required returns PARLEY_ERROR_INVALID_ARGUMENT.
+ *  - Option structs start with `size_t struct_size` and are filled by their
+ *    `_init` function; set struct_size = sizeof(the struct) (the _init
+ *    functions do). The library accepts struct_size of any earlier release and
+ *    uses defaults for fields an older caller does not know; a struct_size
+ *    that is smaller than the first release's or larger than this library's
+ *    is refused with PARLEY_ERROR_INVALID_ARGUMENT. Option structs are always
+ *    passed by pointer; a NULL options pointer means "all defaults".
+ *  - Strings returned as `const char *` are owned by the object they came
+ *    from and stay valid until that object is freed, unless noted.
+ *  - Thread-safety: a parley_runtime may be used from several threads at once
+ *    except that parley_runtime_free must not race with anything else using
+ *    it. A parley_model is immutable after loading and may be shared by any
+ *    number of threads.
+ *
+ * Versioning: the API evolves by appending functions, enum values and struct
+ * fields. PARLEY_VERSION_MAJOR changes only when something is removed or
+ * changes meaning; the library's SONAME carries the major version.
+ */
+#ifndef PARLEY_PARLEY_H
+#define PARLEY_PARLEY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#if defined(PARLEY_BUILDING_LIBRARY)
+#define PARLEY_API __declspec(dllexport)
+#else
+#define PARLEY_API __declspec(dllimport)
+#endif
+#else
+#define PARLEY_API __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------- versions */
+
+#define PARLEY_VERSION_MAJOR 0
+#define PARLEY_VERSION_MINOR 1
+#define PARLEY_VERSION_PATCH 0
+/* (major << 16) | (minor << 8) | patch — compare with parley_version(). */
+#define PARLEY_VERSION_NUMBER ((PARLEY_VERSION_MAJOR << 16) | (PARLEY_VERSION_MINOR << 8) | PARLEY_VERSION_PATCH)
+
+/* The version of the library actually loaded, as PARLEY_VERSION_NUMBER. Never fails. */
+PARLEY_API uint32_t parley_version(void);
+/* The same as a string, e.g. "0.1.0". Static storage. Never fails. */
+PARLEY_API const char *parley_version_string(void);
+
+/* -------------------------------------------------------------- status */
+
+typedef enum parley_status {
+  PARLEY_OK = 0,
+  PARLEY_ERROR_INVALID_ARGUMENT = 1, /* NULL handle/output, bad struct_size, unknown enum, bad value */
+  PARLEY_ERROR_OUT_OF_MEMORY = 2,
+  PARLEY_ERROR_IO = 3,               /* a file could not be opened, read or mapped */
+  PARLEY_ERROR_INVALID_MODEL = 4,    /* the model file is malformed (structure or semantics) */
+  PARLEY_ERROR_UNSUPPORTED_VERSION = 5, /* model file format version this library cannot read */
+  PARLEY_ERROR_CHECKSUM = 6,         /* a checksum in the model file does not match */
+  PARLEY_ERROR_NOT_FOUND = 7,        /* no such tensor, key, plugin, device or kernel */
+  PARLEY_ERROR_PLUGIN = 8,           /* a plugin could not be loaded or was refused */
+  PARLEY_ERROR_DEVICE = 9,           /* a device is missing or unusable (e.g. no CUDA driver) */
+  PARLEY_ERROR_UNSUPPORTED = 10,     /* a valid request this build cannot serve */
+  PARLEY_ERROR_INTERNAL = 11         /* a bug in Parley: please report it */
+} parley_status;
+
+/*
+ * A static English name for a status, e.g. "PARLEY_ERROR_INVALID_MODEL".
+ * Unknown values give "PARLEY_ERROR_UNKNOWN". Never fails.
+ */
+PARLEY_API const char *parley_status_name(parley_status status);
+
+/*
+ * The detailed message of the last failed call on this thread, e.g.
+ * "model file 'x.parley': tensor 'decoder.norm.weight': checksum mismatch".
+ * Empty string if the last call on this thread succeeded. The pointer is
+ * valid until the next Parley call on the same thread. Never fails.
+ */
+PARLEY_API const char *parley_last_error(void);
+
+/* ------------------------------------------------------------ dtypes */
+
+/* Element types (same values as in parley/plugin.h and the model file). */
+#ifndef PARLEY_DTYPE_DEFINED
+#define PARLEY_DTYPE_DEFINED
+typedef enum parley_dtype {
+  PARLEY_DTYPE_F32 = 0,
+  PARLEY_DTYPE_F16 = 1,
+  PARLEY_DTYPE_BF16 = 2,
+  PARLEY_DTYPE_I8 = 3,
+  PARLEY_DTYPE_I32 = 4,
+  PARLEY_DTYPE_U8 = 5,
+  PARLEY_DTYPE_I64 = 6,
+  PARLEY_DTYPE_COUNT_ = 7 /* not a type: one past the last valid value */
+} parley_dtype;
+#endif
+
+/* A static name ("f32", "f16", "bf16", "i8", "i32", "u8", "i64"), or "?" for an unknown value. */
+PARLEY_API const char *parley_dtype_name(parley_dtype dtype);
+
+/* ------------------------------------------------------------- logging */
+
+typedef enum parley_log_severity {
+  PARLEY_SEVERITY_DEBUG = 0,
+  PARLEY_SEVERITY_INFO = 1,
+  PARLEY_SEVERITY_WARNING = 2,
+  PARLEY_SEVERITY_ERROR = 3
+} parley_log_severity;
+
+/*
+ * Receives log lines. May be called from any thread, concurrently; the
+ * message is only valid during the call. Must not call back into Parley.
+ */
+typedef void (*parley_log_fn)(void *user_data, parley_log_severity severity, const char *message);
+
+/* ------------------------------------------------------------- runtime */
+
+typedef struct parley_runtime parley_runtime;
+
+/* Which plugin locations parley_runtime_create searches. */
+#define PARLEY_PLUGINS_NONE 0u
+/* <directory of libparley>/parley/plugins (the install layout) */
+#define PARLEY_PLUGINS_BESIDE_LIBRARY 1u
+/* every directory in the PARLEY_PLUGIN_PATH environment variable (':'-separated) */
+#define PARLEY_PLUGINS_ENV_PATH 2u
+/* plugins linked into libparley (static builds) */
+#define PARLEY_PLUGINS_BUILTIN 4u
+#define PARLEY_PLUGINS_DEFAULT (PARLEY_PLUGINS_BESIDE_LIBRARY | PARLEY_PLUGINS_ENV_PATH | PARLEY_PLUGINS_BUILTIN)
+
+typedef struct parley_runtime_options {
+  size_t struct_size;
+  /* Threads for kernels. 0 (default): the number of CPUs available. Max 1024. */
+  int32_t num_threads;
+  /* PARLEY_PLUGINS_* flags; default PARLEY_PLUGINS_DEFAULT. */
+  uint32_t plugin_sources;
+  /* Extra directories to search for plugins (each file matching
+   * libparley_*.so is loaded), searched before the default locations.
+   * The array and strings are only read during parley_runtime_create. */
+  const char *const *plugin_dirs;
+  size_t num_plugin_dirs;
+  /* Log callback (default NULL: log lines at or above min_severity go to stderr). */
+  parley_log_fn log_fn;
+  void *log_user_data;
+  parley_log_severity min_severity; /* default PARLEY_SEVERITY_WARNING */
+} parley_runtime_options;
+
+/* Fill `options` with defaults. Returns PARLEY_ERROR_INVALID_ARGUMENT if NULL. */
+PARLEY_API parley_status parley_runtime_options_init(parley_runtime_options *options);
+
+/*
+ * Create a runtime: a thread pool, a kernel registry and the plugins found in
+ * the configured locations. A plugin that cannot be loaded (missing entry
+ * point, ABI mismatch, duplicate name, malformed descriptor) is skipped and
+ * logged as a warning; it does not make creation fail. `options` may be NULL.
+ * On success *out_runtime owns a new runtime; free it with parley_runtime_free.
+ */
+PARLEY_API parley_status parley_runtime_create(const parley_runtime_options *options, parley_runtime **out_runtime);
+
+/*
+ * Free a runtime. Models loaded from it keep what they need alive, so they
+ * may be freed before or after it. NULL is a no-op.
+ */
+PARLEY_API void parley_runtime_free(parley_runtime *runtime);
+
+/*
+ * Load one plugin library explicitly (a path to a shared library).
+ * Errors: PARLEY_ERROR_IO (cannot open), PARLEY_ERROR_PLUGIN (no entry point,
+ * ABI mismatch, duplicate plugin or device name, malformed descriptor).
+ * On error the runtime is unchanged and keeps working. Thread-safe.
+ */
+PARLEY_API parley_status parley_runtime_load_plugin(parley_runtime *runtime, const char *path);
+
+/* Description of a loaded plugin. Strings are owned by the runtime. */
+typedef struct parley_plugin_info {
+  size_t struct_size;
+  const char *name;
+  const char *version;
+  const char *path;        /* "" for built-in plugins */
+  uint32_t abi_version;    /* (major << 16) | minor */
+  size_t num_devices;
+  size_t num_kernels;
+} parley_plugin_info;
+
+/* Number of loaded plugins. */
+PARLEY_API parley_status parley_runtime_plugin_count(const parley_runtime *runtime, size_t *out_count);
+/*
+ * Describe plugin `index` (0 <= index < count). `info->struct_size` must be
+ * set by the caller (sizeof(parley_plugin_info)); fields beyond it are not
+ * written. Errors: PARLEY_ERROR_NOT_FOUND for an index out of range.
+ */
+PARLEY_API parley_status parley_runtime_plugin_info(const parley_runtime *runtime, size_t index,
+                                                    parley_plugin_info *info);
+
+typedef struct parley_device_info {
+  size_t struct_size;
+  const char *name;        /* "cpu", "cuda", ... */
+  const char *plugin;      /* the plugin that provides it */
+  int32_t kind;            /* PARLEY_DEVICE_CPU = 0, CUDA = 1, OTHER = 2 (see plugin.h) */
+  int32_t available;       /* 1 if its init succeeded */
+  const char *status;      /* "" when available, else why not (e.g. "no CUDA driver") */
+} parley_device_info;
+
+PARLEY_API parley_status parley_runtime_device_count(const parley_runtime *runtime, size_t *out_count);
+/* Describe device `index`; same rules as parley_runtime_plugin_info. */
+PARLEY_API parley_status parley_runtime_device_info(const parley_runtime *runtime, size_t index,
+                                                    parley_device_info *info);
+
+typedef struct parley_kernel_info {
+  size_t struct_size;
+  const char *op;          /* "gemm", "attention", "layer_norm", ... */
+  const char *device;
+  parley_dtype dtype;
+  int32_t priority;
+  const char *name;        /* the plugin's name for it, e.g. "gemm_openblas" */
+  const char *plugin;
+  int32_t selected;        /* 1 if it is the one that serves (op, device, dtype) */
+} parley_kernel_info;
+
+/* Every registered kernel, selected or not. */
+PARLEY_API parley_status parley_runtime_kernel_count(const parley_runtime *runtime, size_t *out_count);
+PARLEY_API parley_status parley_runtime_kernel_info(const parley_runtime *runtime, size_t index,
+                                                    parley_kernel_info *info);
+/*
+ * Which kernel serves (op, device, dtype): `op` is an op name as in
+ * parley_kernel_info.op. Errors: PARLEY_ERROR_NOT_FOUND if no kernel does,
+ * PARLEY_ERROR_DEVICE if the device exists but is unavailable,
+ * PARLEY_ERROR_INVALID_ARGUMENT for an unknown op name or dtype.
+ */
+PARLEY_API parley_status parley_runtime_find_kernel(const parley_runtime *runtime, const char *op,
+                                                    const char *device, parley_dtype dtype,
+                                                    parley_kernel_info *info);
+
+/* --------------------------------------------------------------- model */
+
+typedef struct parley_model parley_model;
+
+typedef struct parley_model_options {
+  size_t struct_size;
+  /* 1 (default): verify the XXH3-64 checksum of every tensor while loading.
+   * 0: skip it (faster; structure and bounds are still checked). */
+  int32_t verify_checksums;
+  /* Device that will run the model (default "cpu"). Must exist and be available. */
+  const char *device;
+  /* For parley_model_load_memory: 0 (default) copies the buffer; 1 uses the
+   * caller's buffer in place, which must then stay valid and unchanged until
+   * the model is freed and must be 64-byte aligned. */
+  int32_t borrow_memory;
+} parley_model_options;
+
+PARLEY_API parley_status parley_model_options_init(parley_model_options *options);
+
+/*
+ * Load a model file (memory-mapped; pages are read on demand). The file is
+ * treated as untrusted: see formats/FORMAT.md section 4 for every check.
+ * Errors: PARLEY_ERROR_IO, PARLEY_ERROR_INVALID_MODEL,
+ * PARLEY_ERROR_UNSUPPORTED_VERSION, PARLEY_ERROR_CHECKSUM (names the
+ * tensor), PARLEY_ERROR_DEVICE / PARLEY_ERROR_NOT_FOUND (device).
+ * Thread-safe; the model keeps the runtime's plugins alive.
+ */
+PARLEY_API parley_status parley_model_load_file(parley_runtime *runtime, const char *path,
+                                                const parley_model_options *options, parley_model **out_model);
+
+/* Load a model from `size` bytes at `data`; see borrow_memory. Same errors. */
+PARLEY_API parley_status parley_model_load_memory(parley_runtime *runtime, const void *data, size_t size,
+                                                  const parley_model_options *options, parley_model **out_model);
+
+/* Free a model. NULL is a no-op. Must not race with other uses of it. */
+PARLEY_API void parley_model_free(parley_model *model);
+
+typedef enum parley_model_kind {
+  PARLEY_MODEL_DECODER_ONLY = 0,
+  PARLEY_MODEL_ENCODER_DECODER = 1
+} parley_model_kind;
+
+typedef struct parley_model_info {
+  size_t struct_size;
+  uint32_t format_major;
+  uint32_t format_minor;
+  const char *architecture;  /* Hugging Face class name, e.g. "MarianMTModel" */
+  parley_model_kind kind;
+  uint32_t vocab_size;
+  size_t num_tensors;
+  size_t num_tokenizers;
+  size_t num_metadata;
+  int32_t has_chat_template;
+  uint64_t file_size;        /* bytes */
+  uint64_t weights_size;     /* sum of tensor lengths */
+  const char *device;
+} parley_model_info;
+
+/* Describe a model. info->struct_size must be set by the caller. */
+PARLEY_API parley_status parley_model_get_info(const parley_model *model, parley_model_info *info);
+
+/*
+ * Config values by dotted key, e.g. "decoder.num_layers", "encoder.hidden_size",
+ * "vocab_size", "decoder.norm" (enum value), "decoder.rope_theta". The list of
+ * keys: parley_model_config_count / parley_model_config_key.
+ * Integers, booleans and enums are read with _int, real numbers with
+ * _float (an integer key may also be read as float).
+ * Errors: PARLEY_ERROR_NOT_FOUND for an unknown key (or an encoder key of a
+ * decoder-only model), PARLEY_ERROR_INVALID_ARGUMENT for a float read as int.
+ */
+PARLEY_API parley_status parley_model_config_int(const parley_model *model, const char *key, int64_t *out_value);
+PARLEY_API parley_status parley_model_config_float(const parley_model *model, const char *key, double *out_value);
+PARLEY_API parley_status parley_model_config_count(const parley_model *model, size_t *out_count);
+/* Key `index` and whether it is a real number (*out_is_float = 1) or an integer (0). */
+PARLEY_API parley_status parley_model_config_key(const parley_model *model, size_t index, const char **out_key,
+                                                 int32_t *out_is_float);
+
+#define PARLEY_MAX_RANK 8
+
+typedef struct parley_tensor_info {
+  size_t struct_size;
+  const char *name;
+  parley_dtype dtype;
+  size_t rank;
+  int64_t shape[PARLEY_MAX_RANK];
+  uint64_t offset;           /* from the start of the data section */
+  uint64_t length;           /* bytes */
+  uint64_t checksum;         /* XXH3-64 as stored in the file */
+  const char *scale_tensor;  /* name of its quantization scales, or NULL */
+  int32_t scale_axis;
+} parley_tensor_info;
+
+/* Tensors are in name order. Errors: PARLEY_ERROR_NOT_FOUND for an index out of range. */
+PARLEY_API parley_status parley_model_tensor_info(const parley_model *model, size_t index, parley_tensor_info *info);
+/* Look a tensor up by name. Errors: PARLEY_ERROR_NOT_FOUND. */
+PARLEY_API parley_status parley_model_find_tensor(const parley_model *model, const char *name,
+                                                  parley_tensor_info *info);
+/*
+ * Verify one tensor's checksum now (also works when the model was loaded with
+ * verify_checksums = 0). Errors: PARLEY_ERROR_NOT_FOUND, PARLEY_ERROR_CHECKSUM.
+ */
+PARLEY_API parley_status parley_model_verify_tensor(const parley_model *model, const char *name);
+
+typedef enum parley_tokenizer_kind {
+  PARLEY_TOKENIZER_SENTENCEPIECE = 0,
+  PARLEY_TOKENIZER_BYTE_LEVEL_BPE = 1
+} parley_tokenizer_kind;
+
+typedef enum parley_tokenizer_role {
+  PARLEY_TOKENIZER_SHARED = 0,
+  PARLEY_TOKENIZER_SOURCE = 1,
+  PARLEY_TOKENIZER_TARGET = 2
+} parley_tokenizer_role;
+
+typedef struct parley_tokenizer_info {
+  size_t struct_size;
+  parley_tokenizer_kind kind;
+  parley_tokenizer_role role;
+  uint64_t model_size;       /* bytes of the tokenizer model blob */
+  size_t num_special_tokens;
+} parley_tokenizer_info;
+
+PARLEY_API parley_status parley_model_tokenizer_info(const parley_model *model, size_t index,
+                                                     parley_tokenizer_info *info);
+
+/* Key/value metadata, in key order. Errors: PARLEY_ERROR_NOT_FOUND. */
+PARLEY_API parley_status parley_model_metadata_at(const parley_model *model, size_t index, const char **out_key,
+                                                  const char **out_value);
+PARLEY_API parley_status parley_model_metadata_get(const parley_model *model, const char *key,
+                                                   const char **out_value);
+
+/* The chat template source. Errors: PARLEY_ERROR_NOT_FOUND if the model has none. */
+PARLEY_API parley_status parley_model_chat_template(const parley_model *model, const char **out_source);
+
+/*
+ * The kernel plan: for each op the model's architecture needs, which kernel
+ * would serve it on the model's device for its compute dtype.
+ * parley_model_kernel_plan_count gives the number of entries; entry `index`
+ * is described by parley_model_kernel_plan_at. An op that no kernel serves
+ * is reported with name "" and plugin "" (loading the model does not fail
+ * yet; running it will, in a later release, with PARLEY_ERROR_NOT_FOUND).
+ */
+PARLEY_API parley_status parley_model_kernel_plan_count(const parley_model *model, size_t *out_count);
+PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, size_t index,
+                                                     parley_kernel_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PARLEY_PARLEY_H */

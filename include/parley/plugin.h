@@ -1,0 +1,438 @@
+/*
+ * parley/plugin.h — the kernel plugin ABI of Parley.
+ *
+ * A plugin is a shared library that exports exactly one C entry point,
+ * PARLEY_PLUGIN_ENTRY_SYMBOL ("parley_plugin_entry"), which returns a
+ * versioned descriptor: the devices the plugin provides and the kernels it
+ * implements. The runtime hands the plugin a table of host services (logging,
+ * a parallel-for over the runtime's thread pool, scratch memory).
+ *
+ * This header is self-contained C99: a plugin includes no other Parley header.
+ *
+ * Evolution rules (the same as the public API):
+ *  - every struct starts with `size_t struct_size`; fields are only appended;
+ *    a reader must check struct_size before touching a field added later;
+ *  - PARLEY_PLUGIN_ABI_MAJOR changes only when an existing field or function
+ *    changes meaning; the host refuses a plugin of another major version and
+ *    a plugin may refuse a host (it receives the host's version in the entry
+ *    point and returns NULL);
+ *  - PARLEY_PLUGIN_ABI_MINOR grows when ops, fields or services are appended.
+ *
+ * Conventions for every kernel:
+ *  - tensors are dense row-major unless strides are given; strides and leading
+ *    dimensions are counted in elements, not bytes;
+ *  - a kernel never aborts: it returns a parley_kernel_status and, on error,
+ *    may describe it through host->set_error();
+ *  - a kernel must not keep pointers to its arguments after it returns;
+ *  - kernels are called concurrently from several threads with distinct
+ *    arguments: a kernel keeps no mutable global state.
+ */
+#ifndef PARLEY_PLUGIN_H
+#define PARLEY_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PARLEY_PLUGIN_ABI_MAJOR 1
+#define PARLEY_PLUGIN_ABI_MINOR 0
+/* Major in the high 16 bits, minor in the low 16 bits. */
+#define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
+#define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
+
+#if defined(_WIN32)
+#define PARLEY_PLUGIN_EXPORT __declspec(dllexport)
+#else
+#define PARLEY_PLUGIN_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------ types */
+
+/* Element types. The same values are used by parley.h and the model file. */
+#ifndef PARLEY_DTYPE_DEFINED
+#define PARLEY_DTYPE_DEFINED
+typedef enum parley_dtype {
+  PARLEY_DTYPE_F32 = 0,
+  PARLEY_DTYPE_F16 = 1,
+  PARLEY_DTYPE_BF16 = 2,
+  PARLEY_DTYPE_I8 = 3,
+  PARLEY_DTYPE_I32 = 4,
+  PARLEY_DTYPE_U8 = 5,
+  PARLEY_DTYPE_I64 = 6,
+  PARLEY_DTYPE_COUNT_ = 7 /* not a type: one past the last valid value */
+} parley_dtype;
+#endif
+
+/* Status a kernel or device function returns. 0 is success. */
+typedef enum parley_kernel_status {
+  PARLEY_KERNEL_OK = 0,
+  PARLEY_KERNEL_INVALID_ARGUMENT = 1, /* shapes, strides, NULL pointers, enum values */
+  PARLEY_KERNEL_UNSUPPORTED = 2,      /* valid request this kernel does not implement */
+  PARLEY_KERNEL_OUT_OF_MEMORY = 3,
+  PARLEY_KERNEL_DEVICE_ERROR = 4 /* driver / device failure */
+} parley_kernel_status;
+
+/* Operations. Each has an argument struct below. Values are stable. */
+typedef enum parley_op {
+  PARLEY_OP_GEMM = 0,
+  PARLEY_OP_ATTENTION = 1,
+  PARLEY_OP_LAYER_NORM = 2,
+  PARLEY_OP_RMS_NORM = 3,
+  PARLEY_OP_ROTARY = 4,
+  PARLEY_OP_ACTIVATION = 5,
+  PARLEY_OP_GATED_ACTIVATION = 6,
+  PARLEY_OP_EMBEDDING = 7,
+  PARLEY_OP_ADD = 8,
+  PARLEY_OP_SOFTMAX = 9,
+  PARLEY_OP_LOG_SOFTMAX = 10,
+  PARLEY_OP_TOPK = 11,
+  PARLEY_OP_COUNT_ = 12 /* not an op: one past the last valid value */
+} parley_op;
+
+/* Element-wise activation, also used as a GEMM epilogue. */
+typedef enum parley_activation {
+  PARLEY_ACT_NONE = 0,
+  PARLEY_ACT_RELU = 1,
+  PARLEY_ACT_GELU_ERF = 2,  /* x * 0.5 * (1 + erf(x / sqrt(2)))          (HF "gelu") */
+  PARLEY_ACT_GELU_TANH = 3, /* 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) (HF "gelu_new") */
+  PARLEY_ACT_SILU = 4,      /* x * sigmoid(x)                               (HF "silu") */
+  PARLEY_ACT_COUNT_ = 5
+} parley_activation;
+
+typedef enum parley_device_kind {
+  PARLEY_DEVICE_CPU = 0,
+  PARLEY_DEVICE_CUDA = 1,
+  PARLEY_DEVICE_OTHER = 2
+} parley_device_kind;
+
+typedef enum parley_copy_kind {
+  PARLEY_COPY_HOST_TO_DEVICE = 0,
+  PARLEY_COPY_DEVICE_TO_HOST = 1,
+  PARLEY_COPY_DEVICE_TO_DEVICE = 2
+} parley_copy_kind;
+
+typedef enum parley_log_level {
+  PARLEY_LOG_DEBUG = 0,
+  PARLEY_LOG_INFO = 1,
+  PARLEY_LOG_WARNING = 2,
+  PARLEY_LOG_ERROR = 3
+} parley_log_level;
+
+/* ---------------------------------------------------------- host services */
+
+/* Body of a parallel loop: processes indices [begin, end). */
+typedef void (*parley_range_fn)(void *user_data, int64_t begin, int64_t end);
+
+/*
+ * Services the runtime offers to plugins. The table and `host` stay valid for
+ * as long as the plugin is loaded. All functions are thread-safe.
+ */
+typedef struct parley_host_services {
+  size_t struct_size;
+  uint32_t abi_version; /* PARLEY_PLUGIN_ABI_VERSION of the host */
+  void *host;           /* opaque, passed back to every function below */
+
+  /* Emit a log line through the runtime's log callback. */
+  void (*log)(void *host, parley_log_level level, const char *message);
+
+  /*
+   * Run fn over [0, n) split into chunks of at least `grain` indices on the
+   * runtime's thread pool; returns when every chunk is done. The calling
+   * thread takes part. Nested calls run serially on the caller.
+   */
+  void (*parallel_for)(void *host, int64_t n, int64_t grain, parley_range_fn fn, void *user_data);
+
+  /* Number of threads parallel_for may use (>= 1). */
+  int (*num_threads)(void *host);
+
+  /*
+   * Scratch memory for the duration of one kernel call on the calling thread,
+   * aligned to 64 bytes. Returns NULL when `bytes` cannot be provided. The
+   * memory is reused by the next kernel call on this thread: never free it.
+   * Only one scratch block is live per call; a second call replaces the first.
+   */
+  void *(*scratch)(void *host, size_t bytes);
+
+  /*
+   * Attach a detailed message to the error a kernel is about to return. The
+   * message is copied; it becomes the runtime's last error text.
+   */
+  void (*set_error)(void *host, const char *message);
+} parley_host_services;
+
+/* Passed to every kernel call. */
+typedef struct parley_kernel_context {
+  size_t struct_size;
+  const parley_host_services *host;
+  void *device_state; /* the state returned by the device's init, or NULL */
+  void *stream;       /* device stream, NULL on the CPU */
+} parley_kernel_context;
+
+/* ----------------------------------------------------------- op arguments */
+/* Every argument struct starts with struct_size. dtype fields name the element
+ * type of the tensors; a kernel registered for one dtype is only called with
+ * that dtype, but must still reject anything it cannot do. */
+
+/*
+ * C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b]  (+ bias[n]) -> epilogue
+ * op(A) is m x k, op(B) is k x n, C is m x n; all row-major.
+ * trans_a != 0 means A is stored k x m (lda >= m), otherwise m x k (lda >= k).
+ * trans_b != 0 means B is stored n x k (ldb >= k), the layout of nn.Linear
+ * weights, otherwise k x n (ldb >= n). ldc >= n.
+ * batch >= 1 matrices at element offsets stride_a/b/c apart (stride 0
+ * broadcasts one matrix to every batch entry). bias may be NULL.
+ */
+typedef struct parley_gemm_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  int32_t trans_a;
+  int32_t trans_b;
+  int64_t m, n, k;
+  int64_t batch;
+  const void *a;
+  int64_t lda, stride_a;
+  const void *b;
+  int64_t ldb, stride_b;
+  void *c;
+  int64_t ldc, stride_c;
+  float alpha;
+  float beta;
+  const void *bias;
+  parley_activation epilogue;
+} parley_gemm_args;
+
+/* Attention masks (combinable flags). */
+#define PARLEY_MASK_NONE 0u
+/* Query i of q_len may see key j iff j <= i + (L - q_len), where L is the
+ * sequence's key length: bottom-right aligned, as needed with a KV cache. */
+#define PARLEY_MASK_CAUSAL 1u
+/* key_lengths[b] valid keys per sequence; keys j >= key_lengths[b] are masked. */
+#define PARLEY_MASK_KEY_PADDING 2u
+
+/*
+ * Scaled dot-product attention, fused (no materialised score matrix is
+ * required). For each batch b, head h, query i:
+ *   out[b,h,i,:] = softmax_j(scale * q[b,h,i,:] . k[b,g,j,:] + mask) @ v[b,g,j,:]
+ * with g = h / (num_heads / num_kv_heads) (GQA/MQA; num_heads must be a
+ * multiple of num_kv_heads). q_len may differ from kv_len (cross-attention).
+ * Tensors are addressed through strides in elements so callers can pass
+ * [batch, seq, heads, dim] or [batch, heads, seq, dim] views; the last
+ * dimension (head_dim) is contiguous.
+ * A query row whose keys are all masked produces zeros (and zero probs).
+ * probs, if not NULL, receives the attention probabilities as F32
+ * [batch, num_heads, q_len, kv_len] dense. lse, if not NULL, receives the
+ * natural-log sum-exp of the scaled, masked scores as F32
+ * [batch, num_heads, q_len] (-INFINITY for a fully masked row).
+ */
+typedef struct parley_attention_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  int64_t batch, num_heads, num_kv_heads, q_len, kv_len, head_dim;
+  const void *q;
+  int64_t q_stride_batch, q_stride_head, q_stride_seq;
+  const void *k;
+  int64_t k_stride_batch, k_stride_head, k_stride_seq;
+  const void *v;
+  int64_t v_stride_batch, v_stride_head, v_stride_seq;
+  void *out;
+  int64_t out_stride_batch, out_stride_head, out_stride_seq;
+  float scale;
+  uint32_t mask;               /* PARLEY_MASK_* flags */
+  const int32_t *key_lengths;  /* [batch], required with PARLEY_MASK_KEY_PADDING */
+  float *probs;                /* optional */
+  float *lse;                  /* optional */
+} parley_attention_args;
+
+/*
+ * Row normalisation over `cols` for `rows` rows (row i at x + i*ld_x).
+ * If residual is not NULL the input is x + residual, and that sum is also
+ * written to residual_out when it is not NULL (fused pre-norm residual).
+ * LayerNorm: (x - mean) / sqrt(var + eps) * gamma + beta (biased variance,
+ *   as torch.nn.LayerNorm); beta may be NULL.
+ * RMSNorm:   x / sqrt(mean(x^2) + eps) * gamma   (as LlamaRMSNorm); beta unused.
+ * out may alias x.
+ */
+typedef struct parley_norm_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  int64_t rows, cols;
+  const void *x;
+  int64_t ld_x;
+  const void *residual;
+  int64_t ld_residual;
+  void *residual_out;
+  int64_t ld_residual_out;
+  const void *gamma;
+  const void *beta;
+  float eps;
+  void *out;
+  int64_t ld_out;
+} parley_norm_args;
+
+/*
+ * Rotary position embedding, in place, on x viewed as [batch, seq, heads,
+ * head_dim] through strides. Only the first rotary_dim (even) features rotate.
+ * positions: [batch * seq] int32, the absolute position of each token.
+ * inv_freq: [rotary_dim / 2] F32, the runtime computes it (theta, linear or
+ * Llama-3 scaling). angle = position * inv_freq[i] * 1; then the pair is
+ *  interleaved != 0: (x[2i], x[2i+1])                 (GPT-J / Marian style)
+ *  interleaved == 0: (x[i], x[i + rotary_dim/2])       (HF rotate_half style)
+ * rotated by angle; cos/sin are multiplied by attention_factor (1 normally).
+ */
+typedef struct parley_rotary_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  int64_t batch, seq, heads, head_dim, rotary_dim;
+  void *x;
+  int64_t stride_batch, stride_seq, stride_head;
+  const int32_t *positions;
+  const float *inv_freq;
+  int32_t interleaved;
+  float attention_factor;
+} parley_rotary_args;
+
+/* out[i,j] = act(x[i,j]) over rows x cols; out may alias x. */
+typedef struct parley_activation_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  parley_activation activation;
+  int64_t rows, cols;
+  const void *x;
+  int64_t ld_x;
+  void *out;
+  int64_t ld_out;
+} parley_activation_args;
+
+/* out[i,j] = act(gate[i,j]) * up[i,j]  (SwiGLU / GeGLU / ReGLU); out may alias gate or up. */
+typedef struct parley_gated_activation_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  parley_activation activation;
+  int64_t rows, cols;
+  const void *gate;
+  int64_t ld_gate;
+  const void *up;
+  int64_t ld_up;
+  void *out;
+  int64_t ld_out;
+} parley_gated_activation_args;
+
+/*
+ * out[i,:] = table[ids[i], :] * scale, table is [vocab, dim] of table_dtype.
+ * For PARLEY_DTYPE_I8 tables, row_scales[vocab] (F32) dequantizes each row.
+ * out has dtype `dtype`. An id outside [0, vocab) is an INVALID_ARGUMENT.
+ */
+typedef struct parley_embedding_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  parley_dtype table_dtype;
+  int64_t count, vocab, dim;
+  const int32_t *ids;
+  const void *table;
+  const float *row_scales;
+  float scale;
+  void *out;
+  int64_t ld_out;
+} parley_embedding_args;
+
+/* out[i] = alpha * a[i] + b[i] for n elements; out may alias a or b. */
+typedef struct parley_add_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  int64_t n;
+  const void *a;
+  const void *b;
+  void *out;
+  float alpha;
+} parley_add_args;
+
+/* Row-wise softmax or log-softmax of x over cols; out may alias x. */
+typedef struct parley_softmax_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  int64_t rows, cols;
+  const void *x;
+  int64_t ld_x;
+  void *out;
+  int64_t ld_out;
+} parley_softmax_args;
+
+/*
+ * The k largest values of each row, in descending order; equal values keep
+ * their index order (lower index first). NaN compares below every number.
+ * values: [rows, k] of dtype, indices: [rows, k] int32. 1 <= k <= cols.
+ */
+typedef struct parley_topk_args {
+  size_t struct_size;
+  parley_dtype dtype;
+  int64_t rows, cols, k;
+  const void *x;
+  int64_t ld_x;
+  void *values;
+  int32_t *indices;
+} parley_topk_args;
+
+/* ------------------------------------------------------------ descriptors */
+
+/* A kernel's entry: args points to the op's argument struct. */
+typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ctx, const void *args);
+
+typedef struct parley_kernel_desc {
+  size_t struct_size;
+  parley_op op;
+  const char *device; /* name of a device of this or another loaded plugin */
+  parley_dtype dtype;
+  /* Higher wins when several plugins serve (op, device, dtype). Built-in
+   * plugins use 0..99; ties go to the plugin loaded first. */
+  int32_t priority;
+  const char *name; /* short, unique within the plugin, e.g. "gemm_openblas" */
+  parley_kernel_fn run;
+} parley_kernel_desc;
+
+typedef struct parley_device_desc {
+  size_t struct_size;
+  const char *name; /* "cpu", "cuda", ...: unique across loaded plugins */
+  parley_device_kind kind;
+  /*
+   * Bring the device up. Returns PARLEY_KERNEL_OK and a state pointer, or an
+   * error with a message in `error` (NUL-terminated, truncated to
+   * error_size): e.g. "no CUDA driver found". A device whose init fails is
+   * listed as unavailable and the runtime keeps working. May be NULL.
+   */
+  parley_kernel_status (*init)(const parley_host_services *host, void **state, char *error, size_t error_size);
+  void (*shutdown)(void *state); /* may be NULL */
+  parley_kernel_status (*allocate)(void *state, size_t bytes, size_t alignment, void **ptr);
+  void (*release)(void *state, void *ptr);
+  parley_kernel_status (*copy)(void *state, void *dst, const void *src, size_t bytes, parley_copy_kind kind,
+                               void *stream);
+  parley_kernel_status (*synchronize)(void *state, void *stream);
+} parley_device_desc;
+
+typedef struct parley_plugin_desc {
+  size_t struct_size;
+  uint32_t abi_version; /* PARLEY_PLUGIN_ABI_VERSION the plugin was built with */
+  const char *name;     /* unique among loaded plugins, e.g. "cpu" */
+  const char *version;  /* free text, e.g. "1.2.0" */
+  const parley_device_desc *devices;
+  size_t num_devices;
+  const parley_kernel_desc *kernels;
+  size_t num_kernels;
+} parley_plugin_desc;
+
+/*
+ * The entry point every plugin exports. `host_abi_version` is the host's
+ * PARLEY_PLUGIN_ABI_VERSION; a plugin that cannot work with it returns NULL
+ * (after host->log explaining why). The returned descriptor and everything
+ * it points to must stay valid until the library is unloaded.
+ */
+typedef const parley_plugin_desc *(*parley_plugin_entry_fn)(uint32_t host_abi_version,
+                                                           const parley_host_services *host);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PARLEY_PLUGIN_H */

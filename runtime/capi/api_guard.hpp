@@ -1,0 +1,66 @@
+// The C boundary: run a body, turning every exception into a status code and
+// the thread-local last-error message. Nothing may escape a parley_* function.
+#pragma once
+
+#include <parley/parley.h>
+
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "core/error.hpp"
+
+namespace parley::capi {
+
+void set_last_error(const std::string &message);
+void clear_last_error();
+
+template <typename Body>
+parley_status guarded(const char *function, Body &&body) noexcept {
+  try {
+    clear_last_error();
+    body();
+    return PARLEY_OK;
+  } catch (const Error &e) {
+    set_last_error(std::string(function) + ": " + e.what());
+    return e.status();
+  } catch (const std::bad_alloc &) {
+    set_last_error(std::string(function) + ": out of memory");
+    return PARLEY_ERROR_OUT_OF_MEMORY;
+  } catch (const std::exception &e) {
+    set_last_error(std::string(function) + ": internal error: " + e.what());
+    return PARLEY_ERROR_INTERNAL;
+  } catch (...) {
+    set_last_error(std::string(function) + ": internal error (unknown exception)");
+    return PARLEY_ERROR_INTERNAL;
+  }
+}
+
+template <typename T>
+void require(const T *p, const char *what) {
+  if (!p) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + " is NULL");
+}
+
+// struct_size of a caller's struct must lie between the first release's size
+// (`min_size`) and this library's sizeof.
+inline void check_struct_size(size_t given, size_t min_size, size_t max_size, const char *what) {
+  if (given < min_size || given > max_size)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + "->struct_size is " + std::to_string(given) +
+                                            ", expected " + std::to_string(min_size) +
+                                            (min_size == max_size ? std::string() : ".." + std::to_string(max_size)) +
+                                            " (initialise it with the matching _init function or sizeof)");
+}
+
+// Copy a fully filled output struct into the caller's, which may be from an
+// older release (smaller); struct_size is kept as the caller set it.
+template <typename T>
+void copy_out(T *dst, const T &src) {
+  size_t n = dst->struct_size;
+  std::memcpy(reinterpret_cast<char *>(dst) + sizeof(size_t), reinterpret_cast<const char *>(&src) + sizeof(size_t),
+              n - sizeof(size_t));
+}
+
+}  // namespace parley::capi
+
+// Size of a struct up to and including `field`: frozen for fields of the first release.
+#define PARLEY_SIZE_THROUGH(type, field) (offsetof(type, field) + sizeof(((type *)nullptr)->field))

@@ -1,0 +1,219 @@
+// parley — command-line front end over the public C API.
+//   parley plugins [--plugin-dir DIR]... [--load LIB]...
+//   parley inspect FILE [--no-verify] [--device NAME] [--plugin-dir DIR]...
+#include <parley/parley.h>
+
+#include <CLI/CLI.hpp>
+#include <cinttypes>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char *kKindNames[] = {"cpu", "cuda", "other"};
+
+// An output struct with struct_size set, as the C API requires.
+template <typename T>
+T sized() {
+  T t{};
+  t.struct_size = sizeof t;
+  return t;
+}
+
+int report(parley_status st, const char *what) {
+  std::fprintf(stderr, "parley: %s failed: %s (%s)\n", what, parley_last_error(), parley_status_name(st));
+  return 1;
+}
+
+struct Common {
+  std::vector<std::string> plugin_dirs;
+  std::vector<std::string> load;
+  int threads = 0;
+  bool verbose = false;
+};
+
+parley_status make_runtime(const Common &c, parley_runtime **rt) {
+  std::vector<const char *> dirs;
+  for (const auto &d : c.plugin_dirs) dirs.push_back(d.c_str());
+  parley_runtime_options o;
+  parley_runtime_options_init(&o);
+  o.plugin_dirs = dirs.data();
+  o.num_plugin_dirs = dirs.size();
+  o.num_threads = c.threads;
+  o.min_severity = c.verbose ? PARLEY_SEVERITY_DEBUG : PARLEY_SEVERITY_WARNING;
+  parley_status st = parley_runtime_create(&o, rt);
+  if (st != PARLEY_OK) return st;
+  for (const auto &lib : c.load) {
+    st = parley_runtime_load_plugin(*rt, lib.c_str());
+    if (st != PARLEY_OK) {
+      parley_runtime_free(*rt);
+      return st;
+    }
+  }
+  return PARLEY_OK;
+}
+
+std::string human_bytes(uint64_t b) {
+  const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+  return buf;
+}
+
+int cmd_plugins(const Common &c) {
+  parley_runtime *rt = nullptr;
+  parley_status st = make_runtime(c, &rt);
+  if (st != PARLEY_OK) return report(st, "runtime");
+  size_t n = 0;
+  parley_runtime_plugin_count(rt, &n);
+  std::printf("Parley %s — %zu plugin(s)\n", parley_version_string(), n);
+  for (size_t i = 0; i < n; ++i) {
+    auto p = sized<parley_plugin_info>();
+    parley_runtime_plugin_info(rt, i, &p);
+    std::printf("  %-12s version %-8s ABI %u.%u  %zu device(s), %zu kernel(s)  %s\n", p.name, p.version,
+                p.abi_version >> 16, p.abi_version & 0xffff, p.num_devices, p.num_kernels,
+                *p.path ? p.path : "(built in)");
+  }
+  parley_runtime_device_count(rt, &n);
+  std::printf("Devices:\n");
+  for (size_t i = 0; i < n; ++i) {
+    auto d = sized<parley_device_info>();
+    parley_runtime_device_info(rt, i, &d);
+    std::printf("  %-12s kind %-5s plugin %-10s %s%s\n", d.name, kKindNames[d.kind < 3 ? d.kind : 2], d.plugin,
+                d.available ? "available" : "UNAVAILABLE: ", d.status);
+  }
+  parley_runtime_kernel_count(rt, &n);
+  std::printf("Kernels (* = selected for its op/device/dtype):\n");
+  for (size_t i = 0; i < n; ++i) {
+    auto k = sized<parley_kernel_info>();
+    parley_runtime_kernel_info(rt, i, &k);
+    std::printf("  %c %-17s %-6s %-5s prio %3d  %s/%s\n", k.selected ? '*' : ' ', k.op, k.device,
+                parley_dtype_name(k.dtype), k.priority, k.plugin, k.name);
+  }
+  parley_runtime_free(rt);
+  return 0;
+}
+
+int cmd_inspect(const Common &c, const std::string &path, bool verify, const std::string &device) {
+  parley_runtime *rt = nullptr;
+  parley_status st = make_runtime(c, &rt);
+  if (st != PARLEY_OK) return report(st, "runtime");
+  parley_model_options mo;
+  parley_model_options_init(&mo);
+  mo.verify_checksums = 0;  // verified per tensor below, so every verdict is shown
+  mo.device = device.c_str();
+  parley_model *m = nullptr;
+  st = parley_model_load_file(rt, path.c_str(), &mo, &m);
+  if (st != PARLEY_OK) {
+    int rc = report(st, "load");
+    parley_runtime_free(rt);
+    return rc;
+  }
+  auto info = sized<parley_model_info>();
+  parley_model_get_info(m, &info);
+  std::printf("%s\n  format %u.%u, %s, architecture %s (%s)\n", path.c_str(), info.format_major, info.format_minor,
+              human_bytes(info.file_size).c_str(), info.architecture,
+              info.kind == PARLEY_MODEL_ENCODER_DECODER ? "encoder-decoder" : "decoder-only");
+  std::printf("  %zu tensors, %s of weights; %zu tokenizer(s); chat template: %s\n", info.num_tensors,
+              human_bytes(info.weights_size).c_str(), info.num_tokenizers, info.has_chat_template ? "yes" : "no");
+
+  std::printf("Config:\n");
+  size_t n = 0;
+  parley_model_config_count(m, &n);
+  for (size_t i = 0; i < n; ++i) {
+    const char *key = nullptr;
+    int32_t is_float = 0;
+    parley_model_config_key(m, i, &key, &is_float);
+    if (is_float) {
+      double v = 0;
+      parley_model_config_float(m, key, &v);
+      std::printf("  %-36s %g\n", key, v);
+    } else {
+      int64_t v = 0;
+      parley_model_config_int(m, key, &v);
+      std::printf("  %-36s %" PRId64 "\n", key, v);
+    }
+  }
+  const char *kinds[] = {"sentencepiece", "byte-level-bpe"}, *roles[] = {"shared", "source", "target"};
+  for (size_t i = 0; i < info.num_tokenizers; ++i) {
+    auto t = sized<parley_tokenizer_info>();
+    parley_model_tokenizer_info(m, i, &t);
+    std::printf("Tokenizer %zu: %s, %s, %s, %zu special token(s)\n", i, kinds[t.kind], roles[t.role],
+                human_bytes(t.model_size).c_str(), t.num_special_tokens);
+  }
+  if (info.num_metadata) std::printf("Metadata:\n");
+  for (size_t i = 0; i < info.num_metadata; ++i) {
+    const char *k, *v;
+    parley_model_metadata_at(m, i, &k, &v);
+    std::printf("  %-20s %s\n", k, v);
+  }
+
+  std::printf("Tensors:\n");
+  size_t bad = 0;
+  for (size_t i = 0; i < info.num_tensors; ++i) {
+    auto t = sized<parley_tensor_info>();
+    parley_model_tensor_info(m, i, &t);
+    std::string shape = "[";
+    for (size_t d = 0; d < t.rank; ++d) shape += (d ? ", " : "") + std::to_string(t.shape[d]);
+    shape += "]";
+    const char *verdict = "not checked";
+    if (verify) {
+      verdict = parley_model_verify_tensor(m, t.name) == PARLEY_OK ? "checksum ok" : "CHECKSUM MISMATCH";
+      if (verdict[0] == 'C') ++bad;
+    }
+    std::printf("  %-48s %-5s %-18s %10s  %s%s%s\n", t.name, parley_dtype_name(t.dtype), shape.c_str(),
+                human_bytes(t.length).c_str(), verdict, t.scale_tensor ? "  scales: " : "",
+                t.scale_tensor ? t.scale_tensor : "");
+  }
+  std::printf("Kernel plan on device '%s':\n", info.device);
+  parley_model_kernel_plan_count(m, &n);
+  for (size_t i = 0; i < n; ++i) {
+    auto k = sized<parley_kernel_info>();
+    parley_model_kernel_plan_at(m, i, &k);
+    if (*k.name)
+      std::printf("  %-17s %-5s -> %s/%s (priority %d)\n", k.op, parley_dtype_name(k.dtype), k.plugin, k.name,
+                  k.priority);
+    else
+      std::printf("  %-17s %-5s -> NO KERNEL\n", k.op, parley_dtype_name(k.dtype));
+  }
+  parley_model_free(m);
+  parley_runtime_free(rt);
+  if (bad) {
+    std::fprintf(stderr, "parley: %zu tensor(s) failed checksum verification\n", bad);
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"parley — Transformer inference runtime tools"};
+  app.require_subcommand(1);
+  Common common;
+  auto add_common = [&](CLI::App *sub) {
+    sub->add_option("--plugin-dir", common.plugin_dirs, "Extra directory to search for plugins (repeatable)");
+    sub->add_option("--load", common.load, "Load a plugin library explicitly (repeatable)");
+    sub->add_option("--threads", common.threads, "Kernel threads (0 = all CPUs)")->check(CLI::Range(0, 1024));
+    sub->add_flag("-v,--verbose", common.verbose, "Debug logging");
+  };
+  auto *plugins = app.add_subcommand("plugins", "List plugins, devices and kernels");
+  add_common(plugins);
+  std::string file, device = "cpu";
+  bool no_verify = false;
+  auto *inspect = app.add_subcommand("inspect", "Describe a .parley model file and check it");
+  inspect->add_option("file", file, "Model file")->required();
+  inspect->add_flag("--no-verify", no_verify, "Skip tensor checksum verification");
+  inspect->add_option("--device", device, "Device whose kernels to plan for");
+  add_common(inspect);
+  CLI11_PARSE(app, argc, argv);
+  if (plugins->parsed()) return cmd_plugins(common);
+  return cmd_inspect(common, file, !no_verify, device);
+}

@@ -1,0 +1,99 @@
+#include "core/thread_pool.hpp"
+
+#include <algorithm>
+#include <atomic>
+
+namespace parley {
+
+namespace {
+thread_local bool t_inside_pool = false;  // true on workers and on a caller during its loop
+}
+
+struct ThreadPool::Job {
+  RangeFn fn;
+  void *user;
+  int64_t n;
+  int64_t chunk;
+  std::atomic<int64_t> next{0};
+  std::atomic<int> active{0};  // workers still inside run_chunks
+};
+
+ThreadPool::ThreadPool(int num_threads) {
+  int extra = std::max(0, num_threads - 1);
+  workers_.reserve(static_cast<size_t>(extra));
+  for (int i = 0; i < extra; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto &t : workers_) t.join();
+}
+
+void ThreadPool::run_chunks(Job &job) {
+  for (;;) {
+    int64_t begin = job.next.fetch_add(job.chunk);
+    if (begin >= job.n) break;
+    job.fn(job.user, begin, std::min(job.n, begin + job.chunk));
+  }
+}
+
+void ThreadPool::worker_loop() {
+  t_inside_pool = true;
+  uint64_t seen = 0;
+  for (;;) {
+    Job *job;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stop_ || (job_ != nullptr && generation_ != seen); });
+      if (stop_) return;
+      seen = generation_;
+      job = job_;
+      job->active.fetch_add(1);
+    }
+    run_chunks(*job);
+    if (job->active.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_.notify_all();
+    }
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void *user) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  int threads = num_threads();
+  if (t_inside_pool || threads == 1 || n <= grain) {
+    fn(user, 0, n);
+    return;
+  }
+  // Several chunks per thread balance uneven rows without tiny tasks.
+  int64_t chunk = std::max(grain, (n + threads * 4 - 1) / (threads * 4));
+  std::unique_lock<std::mutex> submit(submit_mutex_, std::try_to_lock);
+  if (!submit.owns_lock()) {  // another thread's loop owns the workers: run ours alone
+    fn(user, 0, n);
+    return;
+  }
+  Job job;
+  job.fn = fn;
+  job.user = user;
+  job.n = n;
+  job.chunk = chunk;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = &job;
+    ++generation_;
+  }
+  wake_.notify_all();
+  t_inside_pool = true;
+  run_chunks(job);
+  t_inside_pool = false;
+  std::unique_lock<std::mutex> lock(mutex_);
+  job_ = nullptr;  // no new worker may join this job
+  done_.wait(lock, [&] { return job.active.load() == 0; });
+}
+
+}  // namespace parley

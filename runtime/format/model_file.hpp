@@ -1,0 +1,130 @@
+// Reading a .parley model file (formats/FORMAT.md): map it, verify every
+// structural and semantic rule before anything else touches it, and expose
+// typed views. A ModelFile is immutable once constructed.
+#pragma once
+
+#include <parley/parley.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace parley::format {
+struct Model;
+}
+
+namespace parley {
+
+class ThreadPool;
+
+constexpr uint16_t kFormatMajor = 1;
+constexpr uint16_t kFormatMinor = 0;
+constexpr size_t kPreambleSize = 64;
+constexpr uint64_t kMaxHeaderLength = uint64_t{256} << 20;
+constexpr uint64_t kDataAlignment = 64;
+constexpr size_t kMaxTensorNameLength = 512;
+
+struct Preamble {
+  uint16_t major = 0, minor = 0;
+  uint32_t preamble_size = 0;
+  uint64_t header_offset = 0, header_length = 0, header_checksum = 0;
+  uint64_t data_offset = 0, data_length = 0, preamble_checksum = 0;
+};
+
+struct TensorView {
+  std::string name;
+  parley_dtype dtype;
+  std::vector<int64_t> shape;
+  uint64_t offset, length, checksum;
+  std::string scale_tensor;  // empty when not quantized
+  int32_t scale_axis = 0;
+  const uint8_t *data;       // into the mapped data section
+};
+
+struct ConfigEntry {
+  std::string key;
+  bool is_float;
+  int64_t int_value;
+  double float_value;
+};
+
+struct TokenizerView {
+  parley_tokenizer_kind kind;
+  parley_tokenizer_role role;
+  const uint8_t *data;
+  uint64_t length;
+  size_t num_special_tokens;
+};
+
+struct LoadOptions {
+  bool verify_checksums = true;
+  ThreadPool *pool = nullptr;  // parallel checksum verification when set
+};
+
+class ModelFile {
+ public:
+  // Map and verify a file. Throws Error.
+  static std::unique_ptr<ModelFile> open_file(const std::string &path, const LoadOptions &options);
+  // Verify a buffer: copied into 64-byte-aligned memory unless `borrow`. Throws Error.
+  static std::unique_ptr<ModelFile> open_memory(const void *data, size_t size, bool borrow,
+                                                const LoadOptions &options);
+  ~ModelFile();
+  ModelFile(const ModelFile &) = delete;
+  ModelFile &operator=(const ModelFile &) = delete;
+
+  const Preamble &preamble() const { return preamble_; }
+  const format::Model &header() const { return *header_; }
+  uint64_t file_size() const { return size_; }
+  const std::string &label() const { return label_; }
+
+  const std::string &architecture() const { return architecture_; }
+  parley_model_kind kind() const { return kind_; }
+  uint32_t vocab_size() const { return vocab_size_; }
+  const std::vector<TensorView> &tensors() const { return tensors_; }
+  const TensorView *find_tensor(const std::string &name) const;
+  const std::vector<ConfigEntry> &config() const { return config_; }
+  const ConfigEntry *find_config(const std::string &key) const;
+  const std::vector<TokenizerView> &tokenizers() const { return tokenizers_; }
+  const std::vector<std::pair<std::string, std::string>> &metadata() const { return metadata_; }
+  const std::string *chat_template() const { return has_chat_template_ ? &chat_template_ : nullptr; }
+  uint64_t weights_size() const;
+
+  // Recompute one tensor's checksum; throws CHECKSUM naming it.
+  void verify_tensor(const TensorView &t) const;
+
+ private:
+  ModelFile() = default;
+  void parse(const LoadOptions &options);
+  void check_preamble();
+  void check_header();
+  void collect_config();
+  void verify_checksums(ThreadPool *pool) const;
+  [[noreturn]] void bad(parley_status status, const std::string &what) const;
+
+  std::string label_;
+  const uint8_t *base_ = nullptr;
+  uint64_t size_ = 0;
+  void *mapping_ = nullptr;  // munmap on destruction
+  void *owned_ = nullptr;    // free on destruction
+  Preamble preamble_;
+  const format::Model *header_ = nullptr;
+  const uint8_t *data_ = nullptr;
+
+  std::string architecture_;
+  parley_model_kind kind_ = PARLEY_MODEL_DECODER_ONLY;
+  uint32_t vocab_size_ = 0;
+  std::vector<TensorView> tensors_;
+  std::vector<ConfigEntry> config_;
+  std::vector<TokenizerView> tokenizers_;
+  std::vector<std::pair<std::string, std::string>> metadata_;
+  std::string chat_template_;
+  bool has_chat_template_ = false;
+};
+
+// Element size in bytes; 0 for an unknown dtype.
+size_t dtype_size(parley_dtype dtype);
+const char *dtype_name(parley_dtype dtype);
+
+}  // namespace parley
