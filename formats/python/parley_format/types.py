@@ -1,0 +1,209 @@
+"""Python mirrors of the parley.fbs tables the writer takes as input.
+
+Field names and defaults follow formats/parley.fbs exactly. Enum-valued fields
+accept the IntEnum members below, their integer values, or their names as
+strings (case-insensitive; ``"None"`` for the ``None_`` members).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+class DType(enum.IntEnum):
+    F32 = 0
+    F16 = 1
+    BF16 = 2
+    I8 = 3
+    I32 = 4
+    U8 = 5
+    I64 = 6
+
+
+DTYPE_SIZE = {
+    DType.F32: 4,
+    DType.F16: 2,
+    DType.BF16: 2,
+    DType.I8: 1,
+    DType.I32: 4,
+    DType.U8: 1,
+    DType.I64: 8,
+}
+
+
+class ModelKind(enum.IntEnum):
+    DecoderOnly = 0
+    EncoderDecoder = 1
+
+
+class NormKind(enum.IntEnum):
+    LayerNorm = 0
+    RMSNorm = 1
+
+
+class NormPlacement(enum.IntEnum):
+    Pre = 0
+    Post = 1
+
+
+class PositionKind(enum.IntEnum):
+    None_ = 0
+    Learned = 1
+    Sinusoidal = 2
+    Rotary = 3
+
+
+class Activation(enum.IntEnum):
+    ReLU = 1
+    GeluErf = 2
+    GeluTanh = 3
+    SiLU = 4
+
+
+class RopeScaling(enum.IntEnum):
+    None_ = 0
+    Linear = 1
+    Llama3 = 2
+
+
+class QuantScheme(enum.IntEnum):
+    None_ = 0
+    SymmetricPerChannel = 1
+
+
+class TokenizerKind(enum.IntEnum):
+    SentencePiece = 0
+    ByteLevelBPE = 1
+
+
+class TokenizerRole(enum.IntEnum):
+    Shared = 0
+    Source = 1
+    Target = 2
+
+
+def coerce_enum(enum_cls: type[enum.IntEnum], value: Any, what: str) -> enum.IntEnum:
+    """Accepts a member, its int value or its (case-insensitive) name."""
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"{what}: expected {enum_cls.__name__}, got bool {value!r}")
+    if isinstance(value, int):
+        try:
+            return enum_cls(value)
+        except ValueError:
+            pass
+    elif isinstance(value, str):
+        wanted = value.strip().lower().rstrip("_")
+        for member in enum_cls:
+            if member.name.lower().rstrip("_") == wanted:
+                return member
+    names = ", ".join(m.name.rstrip("_") for m in enum_cls)
+    raise ValueError(f"{what}: {value!r} is not a {enum_cls.__name__} (one of {names})")
+
+
+@dataclass(kw_only=True)
+class StackConfig:
+    num_layers: int = 0
+    hidden_size: int = 0
+    num_heads: int = 0
+    num_kv_heads: int = 0  # 0 means num_heads
+    head_dim: int = 0  # 0 means hidden_size / num_heads
+    ffn_size: int = 0
+    activation: Activation | int | str = Activation.ReLU
+    gated_ffn: bool = False
+    norm: NormKind | int | str = NormKind.LayerNorm
+    norm_placement: NormPlacement | int | str = NormPlacement.Pre
+    norm_epsilon: float = 1e-5
+    qkv_bias: bool = True
+    out_bias: bool = True
+    ffn_bias: bool = True
+    qk_norm: bool = False
+    embedding_norm: bool = False
+    final_norm: bool = True
+    position: PositionKind | int | str = PositionKind.None_
+    max_positions: int = 0
+    position_offset: int = 0
+    embedding_scale: float = 1.0
+    rope_theta: float = 10000.0
+    rope_dim: int = 0  # 0 means head_dim
+    rope_interleaved: bool = False
+    rope_scaling: RopeScaling | int | str = RopeScaling.None_
+    rope_scaling_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_positions: int = 0
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    architecture: str  # Hugging Face class, e.g. "LlamaForCausalLM"
+    decoder: StackConfig | dict
+    kind: ModelKind | int | str = ModelKind.DecoderOnly
+    vocab_size: int = 0
+    encoder: StackConfig | dict | None = None  # required when kind == EncoderDecoder
+    tie_word_embeddings: bool = True
+    final_logits_bias: bool = False
+
+
+@dataclass(kw_only=True)
+class Quantization:
+    scheme: QuantScheme | int | str = QuantScheme.None_
+    axis: int = 0
+    scale_tensor: str | None = None  # name of an F32 tensor in the table
+
+
+@dataclass(kw_only=True)
+class SpecialToken:
+    id: int
+    content: str
+
+
+@dataclass(kw_only=True)
+class Tokenizer:
+    model: bytes  # SentencePiece ModelProto / BPE vocab+merges JSON, stored as a Blob
+    kind: TokenizerKind | int | str = TokenizerKind.SentencePiece
+    role: TokenizerRole | int | str = TokenizerRole.Shared
+    pre_tokenizer_regex: str | None = None
+    special_tokens: Sequence[SpecialToken | tuple[int, str] | dict] = ()
+
+
+@dataclass(kw_only=True)
+class GenerationConfig:
+    bos_token_id: int = -1  # -1: not set
+    eos_token_ids: Sequence[int] = ()
+    pad_token_id: int = -1
+    decoder_start_token_id: int = -1
+    forced_bos_token_id: int = -1
+    forced_eos_token_id: int = -1
+    max_length: int = 0  # 0: not set
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    suppress_tokens: Sequence[int] = ()
+
+
+def coerce_dataclass(cls: type, value: Any, what: str):
+    """Returns `value` as an instance of the dataclass `cls` (from a dict, too)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ValueError(f"{what}: unknown field(s) {', '.join(map(repr, unknown))} for {cls.__name__}")
+        try:
+            return cls(**value)
+        except TypeError as e:  # missing required field
+            raise ValueError(f"{what}: {e}") from None
+    raise ValueError(f"{what}: expected {cls.__name__} or dict, got {type(value).__name__}")

@@ -1,0 +1,50 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "core/thread_pool.hpp"
+
+namespace {
+
+TEST(ThreadPool, CoversEveryIndexExactlyOnce) {
+  for (int threads : {1, 2, 3, 8}) {
+    parley::ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 7, 64, 1001}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      pool.parallel_for(n, 3, [](void *u, int64_t b, int64_t e) {
+        auto &h = *static_cast<std::vector<std::atomic<int>> *>(u);
+        for (int64_t i = b; i < e; ++i) h[static_cast<size_t>(i)]++;
+      }, &hits);
+      for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[static_cast<size_t>(i)].load(), 1) << threads << " " << n;
+    }
+  }
+}
+
+TEST(ThreadPool, NestedAndConcurrentCallersComplete) {
+  parley::ThreadPool pool(3);
+  struct Ctx {
+    parley::ThreadPool *pool;
+    std::atomic<int64_t> sum{0};
+  };
+  auto outer = [](void *u, int64_t b, int64_t e) {
+    auto *c = static_cast<Ctx *>(u);
+    for (int64_t i = b; i < e; ++i)
+      c->pool->parallel_for(10, 1, [](void *u2, int64_t b2, int64_t e2) {
+        static_cast<Ctx *>(u2)->sum += e2 - b2;
+      }, c);
+  };
+  std::vector<std::thread> callers;
+  std::vector<std::unique_ptr<Ctx>> ctxs;
+  for (int t = 0; t < 4; ++t) {
+    ctxs.push_back(std::make_unique<Ctx>());
+    ctxs.back()->pool = &pool;
+    callers.emplace_back([&, t] {
+      for (int rep = 0; rep < 50; ++rep) pool.parallel_for(16, 1, outer, ctxs[static_cast<size_t>(t)].get());
+    });
+  }
+  for (auto &c : callers) c.join();
+  for (auto &c : ctxs) EXPECT_EQ(c->sum.load(), 50 * 16 * 10);
+}
+
+}  // namespace
