@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Seed corpus for fuzz_model_loader: the reference test models plus a few
+# small hand-made starts (empty, preamble only, truncated header).
+# Usage: make_seed_corpus.sh PYTHON OUT_DIR
+set -euo pipefail
+py=$1 out=$2
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+"$py" "$here/../data/make_test_models.py" "$out" >/dev/null
+printf '' >"$out/empty"
+head -c 64 "$out/tiny_decoder.parley" >"$out/preamble_only"
+head -c 600 "$out/tiny_decoder.parley" >"$out/truncated_header"
