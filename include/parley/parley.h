@@ -20,6 +20,8 @@
  *    that is smaller than the first release's or larger than this library's
  *    is refused with PARLEY_ERROR_INVALID_ARGUMENT. Option structs are always
  *    passed by pointer; a NULL options pointer means "all defaults".
+ *  - Enumerations travel as int32_t struct fields and parameters (the enum
+ *    type is named in a comment): C leaves an enum's size to the compiler.
  *  - Strings returned as `const char *` are owned by the object they came
  *    from and stay valid until that object is freed, unless noted.
  *  - Thread-safety: a parley_runtime may be used from several threads at once
@@ -85,7 +87,7 @@ typedef enum parley_status {
  * A static English name for a status, e.g. "PARLEY_ERROR_INVALID_MODEL".
  * Unknown values give "PARLEY_ERROR_UNKNOWN". Never fails.
  */
-PARLEY_API const char *parley_status_name(parley_status status);
+PARLEY_API const char *parley_status_name(int32_t status);
 
 /*
  * The detailed message of the last failed call on this thread, e.g.
@@ -113,7 +115,7 @@ typedef enum parley_dtype {
 #endif
 
 /* A static name ("f32", "f16", "bf16", "i8", "i32", "u8", "i64"), or "?" for an unknown value. */
-PARLEY_API const char *parley_dtype_name(parley_dtype dtype);
+PARLEY_API const char *parley_dtype_name(int32_t dtype);
 
 /* ------------------------------------------------------------- logging */
 
@@ -226,7 +228,7 @@ typedef struct parley_kernel_info {
   size_t struct_size;
   const char *op;          /* "gemm", "attention", "layer_norm", ... */
   const char *device;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int32_t priority;
   const char *name;        /* the plugin's name for it, e.g. "gemm_openblas" */
   const char *plugin;
@@ -244,7 +246,7 @@ PARLEY_API parley_status parley_runtime_kernel_info(const parley_runtime *runtim
  * PARLEY_ERROR_INVALID_ARGUMENT for an unknown op name or dtype.
  */
 PARLEY_API parley_status parley_runtime_find_kernel(const parley_runtime *runtime, const char *op,
-                                                    const char *device, parley_dtype dtype,
+                                                    const char *device, int32_t dtype,
                                                     parley_kernel_info *info);
 
 /* --------------------------------------------------------------- model */
@@ -294,7 +296,7 @@ typedef struct parley_model_info {
   uint32_t format_major;
   uint32_t format_minor;
   const char *architecture;  /* Hugging Face class name, e.g. "MarianMTModel" */
-  parley_model_kind kind;
+  int32_t kind; /* parley_model_kind */
   uint32_t vocab_size;
   size_t num_tensors;
   size_t num_tokenizers;
@@ -329,7 +331,7 @@ PARLEY_API parley_status parley_model_config_key(const parley_model *model, size
 typedef struct parley_tensor_info {
   size_t struct_size;
   const char *name;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   size_t rank;
   int64_t shape[PARLEY_MAX_RANK];
   uint64_t offset;           /* from the start of the data section */
@@ -363,8 +365,8 @@ typedef enum parley_tokenizer_role {
 
 typedef struct parley_tokenizer_info {
   size_t struct_size;
-  parley_tokenizer_kind kind;
-  parley_tokenizer_role role;
+  int32_t kind; /* parley_tokenizer_kind */
+  int32_t role; /* parley_tokenizer_role */
   uint64_t model_size;       /* bytes of the tokenizer model blob */
   size_t num_special_tokens;
 } parley_tokenizer_info;

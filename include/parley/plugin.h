@@ -18,6 +18,11 @@
  *    point and returns NULL);
  *  - PARLEY_PLUGIN_ABI_MINOR grows when ops, fields or services are appended.
  *
+ * Enumerations travel as int32_t fields and parameters (the enum type is
+ * named in a comment): the size of a C enum is the compiler's choice, and an
+ * out-of-range value in an enum-typed variable is undefined in C++. Readers
+ * must reject values they do not know.
+ *
  * Conventions for every kernel:
  *  - tensors are dense row-major unless strides are given; strides and leading
  *    dimensions are counted in elements, not bytes;
@@ -136,7 +141,7 @@ typedef struct parley_host_services {
   void *host;           /* opaque, passed back to every function below */
 
   /* Emit a log line through the runtime's log callback. */
-  void (*log)(void *host, parley_log_level level, const char *message);
+  void (*log)(void *host, int32_t level /* parley_log_level */, const char *message);
 
   /*
    * Run fn over [0, n) split into chunks of at least `grain` indices on the
@@ -153,6 +158,9 @@ typedef struct parley_host_services {
    * aligned to 64 bytes. Returns NULL when `bytes` cannot be provided. The
    * memory is reused by the next kernel call on this thread: never free it.
    * Only one scratch block is live per call; a second call replaces the first.
+   * Take scratch inside a parallel_for chunk and use it only within that
+   * chunk: while a thread waits in parallel_for it may run another kernel's
+   * chunk, which may reuse the same thread's scratch.
    */
   void *(*scratch)(void *host, size_t bytes);
 
@@ -187,7 +195,7 @@ typedef struct parley_kernel_context {
  */
 typedef struct parley_gemm_args {
   size_t struct_size;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int32_t trans_a;
   int32_t trans_b;
   int64_t m, n, k;
@@ -201,7 +209,7 @@ typedef struct parley_gemm_args {
   float alpha;
   float beta;
   const void *bias;
-  parley_activation epilogue;
+  int32_t epilogue; /* parley_activation */
 } parley_gemm_args;
 
 /* Attention masks (combinable flags). */
@@ -229,7 +237,7 @@ typedef struct parley_gemm_args {
  */
 typedef struct parley_attention_args {
   size_t struct_size;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int64_t batch, num_heads, num_kv_heads, q_len, kv_len, head_dim;
   const void *q;
   int64_t q_stride_batch, q_stride_head, q_stride_seq;
@@ -257,7 +265,7 @@ typedef struct parley_attention_args {
  */
 typedef struct parley_norm_args {
   size_t struct_size;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int64_t rows, cols;
   const void *x;
   int64_t ld_x;
@@ -284,7 +292,7 @@ typedef struct parley_norm_args {
  */
 typedef struct parley_rotary_args {
   size_t struct_size;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int64_t batch, seq, heads, head_dim, rotary_dim;
   void *x;
   int64_t stride_batch, stride_seq, stride_head;
@@ -297,8 +305,8 @@ typedef struct parley_rotary_args {
 /* out[i,j] = act(x[i,j]) over rows x cols; out may alias x. */
 typedef struct parley_activation_args {
   size_t struct_size;
-  parley_dtype dtype;
-  parley_activation activation;
+  int32_t dtype; /* parley_dtype */
+  int32_t activation; /* parley_activation */
   int64_t rows, cols;
   const void *x;
   int64_t ld_x;
@@ -309,8 +317,8 @@ typedef struct parley_activation_args {
 /* out[i,j] = act(gate[i,j]) * up[i,j]  (SwiGLU / GeGLU / ReGLU); out may alias gate or up. */
 typedef struct parley_gated_activation_args {
   size_t struct_size;
-  parley_dtype dtype;
-  parley_activation activation;
+  int32_t dtype; /* parley_dtype */
+  int32_t activation; /* parley_activation */
   int64_t rows, cols;
   const void *gate;
   int64_t ld_gate;
@@ -327,8 +335,8 @@ typedef struct parley_gated_activation_args {
  */
 typedef struct parley_embedding_args {
   size_t struct_size;
-  parley_dtype dtype;
-  parley_dtype table_dtype;
+  int32_t dtype; /* parley_dtype */
+  int32_t table_dtype; /* parley_dtype */
   int64_t count, vocab, dim;
   const int32_t *ids;
   const void *table;
@@ -341,7 +349,7 @@ typedef struct parley_embedding_args {
 /* out[i] = alpha * a[i] + b[i] for n elements; out may alias a or b. */
 typedef struct parley_add_args {
   size_t struct_size;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int64_t n;
   const void *a;
   const void *b;
@@ -352,7 +360,7 @@ typedef struct parley_add_args {
 /* Row-wise softmax or log-softmax of x over cols; out may alias x. */
 typedef struct parley_softmax_args {
   size_t struct_size;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int64_t rows, cols;
   const void *x;
   int64_t ld_x;
@@ -367,7 +375,7 @@ typedef struct parley_softmax_args {
  */
 typedef struct parley_topk_args {
   size_t struct_size;
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   int64_t rows, cols, k;
   const void *x;
   int64_t ld_x;
@@ -382,9 +390,9 @@ typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ct
 
 typedef struct parley_kernel_desc {
   size_t struct_size;
-  parley_op op;
+  int32_t op; /* parley_op */
   const char *device; /* name of a device of this or another loaded plugin */
-  parley_dtype dtype;
+  int32_t dtype; /* parley_dtype */
   /* Higher wins when several plugins serve (op, device, dtype). Built-in
    * plugins use 0..99; ties go to the plugin loaded first. */
   int32_t priority;
@@ -395,7 +403,7 @@ typedef struct parley_kernel_desc {
 typedef struct parley_device_desc {
   size_t struct_size;
   const char *name; /* "cpu", "cuda", ...: unique across loaded plugins */
-  parley_device_kind kind;
+  int32_t kind; /* parley_device_kind */
   /*
    * Bring the device up. Returns PARLEY_KERNEL_OK and a state pointer, or an
    * error with a message in `error` (NUL-terminated, truncated to
@@ -406,7 +414,8 @@ typedef struct parley_device_desc {
   void (*shutdown)(void *state); /* may be NULL */
   parley_kernel_status (*allocate)(void *state, size_t bytes, size_t alignment, void **ptr);
   void (*release)(void *state, void *ptr);
-  parley_kernel_status (*copy)(void *state, void *dst, const void *src, size_t bytes, parley_copy_kind kind,
+  parley_kernel_status (*copy)(void *state, void *dst, const void *src, size_t bytes,
+                               int32_t kind /* parley_copy_kind */,
                                void *stream);
   parley_kernel_status (*synchronize)(void *state, void *stream);
 } parley_device_desc;

@@ -207,7 +207,7 @@ PARLEY_API parley_status parley_runtime_kernel_info(const parley_runtime *runtim
 }
 
 PARLEY_API parley_status parley_runtime_find_kernel(const parley_runtime *runtime, const char *op, const char *device,
-                                                    parley_dtype dtype, parley_kernel_info *info) {
+                                                    int32_t dtype, parley_kernel_info *info) {
   return guarded(__func__, [&] {
     const Runtime &r = rt(runtime);
     require(op, "op");
@@ -218,7 +218,7 @@ PARLEY_API parley_status parley_runtime_find_kernel(const parley_runtime *runtim
     if (o == PARLEY_OP_COUNT_) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("unknown op name '") + op + "'");
     if (dtype < 0 || dtype >= PARLEY_DTYPE_COUNT_)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "unknown dtype value " + std::to_string(static_cast<int>(dtype)));
-    parley_kernel_info out = r.registry.describe(r.registry.find(o, device, dtype));
+    parley_kernel_info out = r.registry.describe(r.registry.find(o, device, static_cast<parley_dtype>(dtype)));
     copy_out(info, out);
   });
 }

@@ -37,7 +37,7 @@ PARLEY_API const char *parley_version_string(void) {
 
 PARLEY_API const char *parley_last_error(void) { return parley::capi::t_last_error.c_str(); }
 
-PARLEY_API const char *parley_status_name(parley_status status) {
+PARLEY_API const char *parley_status_name(int32_t status) {
   switch (status) {
     case PARLEY_OK: return "PARLEY_OK";
     case PARLEY_ERROR_INVALID_ARGUMENT: return "PARLEY_ERROR_INVALID_ARGUMENT";
@@ -55,6 +55,6 @@ PARLEY_API const char *parley_status_name(parley_status status) {
   return "PARLEY_ERROR_UNKNOWN";
 }
 
-PARLEY_API const char *parley_dtype_name(parley_dtype dtype) { return parley::dtype_name(dtype); }
+PARLEY_API const char *parley_dtype_name(int32_t dtype) { return parley::dtype_name(dtype); }
 
 }  // extern "C"

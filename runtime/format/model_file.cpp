@@ -59,7 +59,7 @@ bool finite(float f) { return std::isfinite(f); }
 
 }  // namespace
 
-size_t dtype_size(parley_dtype dtype) {
+size_t dtype_size(int32_t dtype) {
   switch (dtype) {
     case PARLEY_DTYPE_F32: return 4;
     case PARLEY_DTYPE_F16: return 2;
@@ -72,7 +72,7 @@ size_t dtype_size(parley_dtype dtype) {
   }
 }
 
-const char *dtype_name(parley_dtype dtype) {
+const char *dtype_name(int32_t dtype) {
   switch (dtype) {
     case PARLEY_DTYPE_F32: return "f32";
     case PARLEY_DTYPE_F16: return "f16";

@@ -124,7 +124,7 @@ class ModelFile {
 };
 
 // Element size in bytes; 0 for an unknown dtype.
-size_t dtype_size(parley_dtype dtype);
-const char *dtype_name(parley_dtype dtype);
+size_t dtype_size(int32_t dtype);
+const char *dtype_name(int32_t dtype);
 
 }  // namespace parley

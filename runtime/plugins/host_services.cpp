@@ -30,7 +30,7 @@ const char *severity_name(parley_log_severity s) {
 
 HostServices *self(void *host) { return static_cast<HostServices *>(host); }
 
-void svc_log(void *host, parley_log_level level, const char *message) {
+void svc_log(void *host, int32_t level, const char *message) {
   if (!host || !message) return;
   int l = static_cast<int>(level);
   if (l < PARLEY_SEVERITY_DEBUG || l > PARLEY_SEVERITY_ERROR) l = PARLEY_SEVERITY_ERROR;

@@ -168,7 +168,7 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     Device d;
     d.name = dd.name;
     d.plugin = desc->name;
-    d.kind = dd.kind;
+    d.kind = static_cast<parley_device_kind>(dd.kind);
     d.desc = dd;
     new_devices.push_back(std::move(d));
   }
@@ -186,7 +186,8 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     if (kd.dtype < 0 || kd.dtype >= PARLEY_DTYPE_COUNT_) bad(tag + ": unknown dtype " + std::to_string(kd.dtype));
     if (!valid_name(kd.device) || !device_names.count(kd.device)) bad(tag + ": device missing or unknown");
     if (!kd.run) bad(tag + ": run is NULL");
-    new_kernels.push_back(Kernel{kd.op, kd.device, kd.name, desc->name, kd.dtype, kd.priority, 0, kd.run});
+    new_kernels.push_back(Kernel{static_cast<parley_op>(kd.op), kd.device, kd.name, desc->name,
+                                  static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run});
   }
   lock.unlock();
 

@@ -14,7 +14,7 @@ static parley_kernel_status dev_alloc(void *s, size_t b, size_t a, void **p) {
   return PARLEY_KERNEL_DEVICE_ERROR;
 }
 static void dev_release(void *s, void *p) { (void)s; (void)p; }
-static parley_kernel_status dev_copy(void *s, void *d, const void *src, size_t n, parley_copy_kind k, void *st) {
+static parley_kernel_status dev_copy(void *s, void *d, const void *src, size_t n, int32_t k, void *st) {
   (void)s; (void)d; (void)src; (void)n; (void)k; (void)st;
   return PARLEY_KERNEL_DEVICE_ERROR;
 }

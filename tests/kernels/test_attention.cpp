@@ -1,0 +1,207 @@
+// Fused attention vs a float64 reference: every mask kind, GQA/MQA,
+// q_len != kv_len, fully masked rows, [b,s,h,d] and [b,h,s,d] layouts with
+// padded strides, probs and lse outputs, several head dims.
+#include "test_host.h"
+#include "test_util.h"
+
+namespace parley::test {
+namespace {
+
+struct AttnCase {
+  int64_t batch = 2, heads = 4, kv_heads = 4, q_len = 5, kv_len = 9, head_dim = 64;
+  uint32_t mask = PARLEY_MASK_NONE;
+  bool bshd = true;  // [b,s,h,d] (else [b,h,s,d])
+  int64_t pad = 0;   // extra elements per row (seq stride)
+  bool probs = true, lse = true;
+  std::vector<int32_t> key_lengths;  // default: random in [0, kv_len]
+  int threads = 3;
+};
+
+struct Layout {
+  int64_t sb, sh, ss, size;
+};
+Layout layout(bool bshd, int64_t batch, int64_t heads, int64_t seq, int64_t d, int64_t pad) {
+  if (bshd) {
+    int64_t ss = heads * d + pad;
+    return {seq * ss + 1, d, ss, batch * (seq * ss + 1)};
+  }
+  int64_t ss = d + pad, sh = seq * ss + 2;
+  return {heads * sh, sh, ss, batch * heads * sh};
+}
+
+void run_attention(AttnCase c) {
+  uint32_t seed = fresh_seed();
+  PARLEY_SEED_TRACE(seed);
+  SCOPED_TRACE(testing::Message() << "batch=" << c.batch << " heads=" << c.heads << "/" << c.kv_heads
+                                  << " q_len=" << c.q_len << " kv_len=" << c.kv_len << " d=" << c.head_dim
+                                  << " mask=" << c.mask << " bshd=" << c.bshd);
+  Rng rng(seed);
+  const int64_t D = c.head_dim;
+  Layout lq = layout(c.bshd, c.batch, c.heads, c.q_len, D, c.pad);
+  Layout lk = layout(c.bshd, c.batch, c.kv_heads, c.kv_len, D, c.pad);
+  Layout lo = layout(c.bshd, c.batch, c.heads, c.q_len, D, c.pad);
+  std::vector<float> q = rng.uniform(size_t(lq.size), -2.f, 2.f), k = rng.uniform(size_t(lk.size), -2.f, 2.f),
+                     v = rng.uniform(size_t(lk.size));
+  std::vector<float> out = poisoned(size_t(lo.size));
+  std::vector<float> probs = poisoned(size_t(c.batch * c.heads * c.q_len * c.kv_len));
+  std::vector<float> lse = poisoned(size_t(c.batch * c.heads * c.q_len));
+  if ((c.mask & PARLEY_MASK_KEY_PADDING) && c.key_lengths.empty())
+    for (int64_t b = 0; b < c.batch; ++b) c.key_lengths.push_back(int32_t(rng.integer(0, c.kv_len)));
+  const float scale = 1.f / std::sqrt(float(D));
+
+  std::vector<double> ref_out, ref_probs, ref_lse;
+  std::vector<float> got_out, got_probs, got_lse;
+  const int64_t group = c.heads / c.kv_heads;
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (int64_t i = 0; i < c.q_len; ++i) {
+        const int64_t g = h / group;
+        const int64_t L = (c.mask & PARLEY_MASK_KEY_PADDING) ? c.key_lengths[b] : c.kv_len;
+        std::vector<double> s(size_t(c.kv_len), -INFINITY);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < c.kv_len; ++j) {
+          bool visible = j < L;
+          if (c.mask & PARLEY_MASK_CAUSAL) visible = visible && j <= i + L - c.q_len;
+          if (!visible) continue;
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d)
+            dot += double(q[b * lq.sb + h * lq.sh + i * lq.ss + d]) * k[b * lk.sb + g * lk.sh + j * lk.ss + d];
+          s[j] = double(scale) * dot;
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < c.kv_len; ++j) sum += std::isinf(s[j]) ? 0 : std::exp(s[j] - mx);
+        for (int64_t d = 0; d < D; ++d) {
+          double o = 0;
+          for (int64_t j = 0; j < c.kv_len; ++j)
+            if (!std::isinf(s[j])) o += std::exp(s[j] - mx) / sum * v[b * lk.sb + g * lk.sh + j * lk.ss + d];
+          ref_out.push_back(o);
+          got_out.push_back(out[b * lo.sb + h * lo.sh + i * lo.ss + d]);
+        }
+        for (int64_t j = 0; j < c.kv_len; ++j) {
+          ref_probs.push_back(std::isinf(s[j]) ? 0.0 : std::exp(s[j] - mx) / sum);
+        }
+        ref_lse.push_back(sum > 0 ? mx + std::log(sum) : -INFINITY);
+      }
+
+  TestHost host(c.threads);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = c.batch, a.num_heads = c.heads, a.num_kv_heads = c.kv_heads;
+  a.q_len = c.q_len, a.kv_len = c.kv_len, a.head_dim = D;
+  a.q = q.data(), a.q_stride_batch = lq.sb, a.q_stride_head = lq.sh, a.q_stride_seq = lq.ss;
+  a.k = k.data(), a.k_stride_batch = lk.sb, a.k_stride_head = lk.sh, a.k_stride_seq = lk.ss;
+  a.v = v.data(), a.v_stride_batch = lk.sb, a.v_stride_head = lk.sh, a.v_stride_seq = lk.ss;
+  a.out = out.data(), a.out_stride_batch = lo.sb, a.out_stride_head = lo.sh, a.out_stride_seq = lo.ss;
+  a.scale = scale;
+  a.mask = c.mask;
+  a.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
+  a.probs = c.probs ? probs.data() : nullptr;
+  a.lse = c.lse ? lse.data() : nullptr;
+  ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+
+  // got_out was collected before the call: re-read.
+  got_out.clear();
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (int64_t i = 0; i < c.q_len; ++i)
+        for (int64_t d = 0; d < D; ++d) got_out.push_back(out[b * lo.sb + h * lo.sh + i * lo.ss + d]);
+  EXPECT_LE(rel_error(got_out, ref_out), kF32Tol);
+  if (c.probs) {
+    EXPECT_LE(rel_error(probs, ref_probs), kF32Tol);
+  }
+  if (c.lse) {
+    ASSERT_EQ(lse.size(), ref_lse.size());
+    std::vector<float> finite_got;
+    std::vector<double> finite_ref;
+    for (size_t i = 0; i < lse.size(); ++i) {
+      if (std::isinf(ref_lse[i])) {
+        EXPECT_TRUE(std::isinf(lse[i]) && lse[i] < 0) << "lse[" << i << "] = " << lse[i] << ", want -inf";
+      } else {
+        finite_got.push_back(lse[i]);
+        finite_ref.push_back(ref_lse[i]);
+      }
+    }
+    EXPECT_LE(rel_error(finite_got, finite_ref), kF32Tol);
+  }
+}
+
+TEST(Attention, MaskKinds) {
+  for (uint32_t mask : {PARLEY_MASK_NONE, PARLEY_MASK_CAUSAL, PARLEY_MASK_KEY_PADDING,
+                        PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING}) {
+    AttnCase c;
+    c.mask = mask;
+    c.batch = 3;
+    run_attention(c);
+    c.q_len = 9, c.kv_len = 9, c.key_lengths = {9, 0, 4};
+    run_attention(c);
+  }
+}
+
+TEST(Attention, GroupedAndMultiQuery) {
+  for (int64_t kvh : {1, 2, 4, 8}) {
+    AttnCase c;
+    c.heads = 8, c.kv_heads = kvh, c.mask = PARLEY_MASK_CAUSAL, c.q_len = 7, c.kv_len = 20;
+    run_attention(c);
+  }
+}
+
+TEST(Attention, QueryLongerThanKeysCausal) {
+  // Rows i < q_len - kv_len see no key: zeros, zero probs, lse = -inf.
+  AttnCase c;
+  c.q_len = 9, c.kv_len = 4, c.mask = PARLEY_MASK_CAUSAL;
+  run_attention(c);
+  c.mask |= PARLEY_MASK_KEY_PADDING;
+  c.key_lengths = {2, 4};
+  run_attention(c);
+}
+
+TEST(Attention, CrossAttentionAndDecode) {
+  AttnCase c;
+  c.q_len = 5, c.kv_len = 33;
+  run_attention(c);
+  c.q_len = 33, c.kv_len = 5;
+  run_attention(c);
+  c.q_len = 1, c.kv_len = 130, c.mask = PARLEY_MASK_CAUSAL;  // decode with a KV cache, > 2 key blocks
+  run_attention(c);
+  c.q_len = 65, c.kv_len = 200;
+  run_attention(c);
+}
+
+TEST(Attention, Layouts) {
+  for (bool bshd : {true, false})
+    for (int64_t pad : {0, 3}) {
+      AttnCase c;
+      c.bshd = bshd, c.pad = pad, c.heads = 6, c.kv_heads = 3, c.q_len = 17, c.kv_len = 70,
+      c.mask = PARLEY_MASK_CAUSAL;
+      run_attention(c);
+    }
+}
+
+TEST(Attention, HeadDims) {
+  for (int64_t d : {1, 7, 33, 64, 65, 128, 300}) {
+    AttnCase c;
+    c.head_dim = d, c.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING, c.q_len = 10, c.kv_len = 70;
+    c.key_lengths = {70, 33};
+    run_attention(c);
+  }
+}
+
+TEST(Attention, OptionalOutputsAndThreads) {
+  for (int threads : {0, 1, 3})
+    for (int opt = 0; opt < 4; ++opt) {
+      AttnCase c;
+      c.probs = opt & 1, c.lse = opt & 2, c.threads = threads, c.mask = PARLEY_MASK_CAUSAL;
+      run_attention(c);
+    }
+}
+
+TEST(Attention, EmptyKeys) {
+  AttnCase c;
+  c.kv_len = 0, c.q_len = 3;
+  run_attention(c);
+}
+
+}  // namespace
+}  // namespace parley::test
