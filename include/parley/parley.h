@@ -72,15 +72,15 @@ typedef enum parley_status {
   PARLEY_OK = 0,
   PARLEY_ERROR_INVALID_ARGUMENT = 1, /* NULL handle/output, bad struct_size, unknown enum, bad value */
   PARLEY_ERROR_OUT_OF_MEMORY = 2,
-  PARLEY_ERROR_IO = 3,               /* a file could not be opened, read or mapped */
-  PARLEY_ERROR_INVALID_MODEL = 4,    /* the model file is malformed (structure or semantics) */
+  PARLEY_ERROR_IO = 3,                  /* a file could not be opened, read or mapped */
+  PARLEY_ERROR_INVALID_MODEL = 4,       /* the model file is malformed (structure or semantics) */
   PARLEY_ERROR_UNSUPPORTED_VERSION = 5, /* model file format version this library cannot read */
-  PARLEY_ERROR_CHECKSUM = 6,         /* a checksum in the model file does not match */
-  PARLEY_ERROR_NOT_FOUND = 7,        /* no such tensor, key, plugin, device or kernel */
-  PARLEY_ERROR_PLUGIN = 8,           /* a plugin could not be loaded or was refused */
-  PARLEY_ERROR_DEVICE = 9,           /* a device is missing or unusable (e.g. no CUDA driver) */
-  PARLEY_ERROR_UNSUPPORTED = 10,     /* a valid request this build cannot serve */
-  PARLEY_ERROR_INTERNAL = 11         /* a bug in Parley: please report it */
+  PARLEY_ERROR_CHECKSUM = 6,            /* a checksum in the model file does not match */
+  PARLEY_ERROR_NOT_FOUND = 7,           /* no such tensor, key, plugin, device or kernel */
+  PARLEY_ERROR_PLUGIN = 8,              /* a plugin could not be loaded or was refused */
+  PARLEY_ERROR_DEVICE = 9,              /* a device is missing or unusable (e.g. no CUDA driver) */
+  PARLEY_ERROR_UNSUPPORTED = 10,        /* a valid request this build cannot serve */
+  PARLEY_ERROR_INTERNAL = 11            /* a bug in Parley: please report it */
 } parley_status;
 
 /*
@@ -160,7 +160,7 @@ typedef struct parley_runtime_options {
   /* Log callback (default NULL: log lines at or above min_severity go to stderr). */
   parley_log_fn log_fn;
   void *log_user_data;
-  parley_log_severity min_severity; /* default PARLEY_SEVERITY_WARNING */
+  int32_t min_severity; /* parley_log_severity; default PARLEY_SEVERITY_WARNING */
 } parley_runtime_options;
 
 /* Fill `options` with defaults. Returns PARLEY_ERROR_INVALID_ARGUMENT if NULL. */
@@ -194,8 +194,8 @@ typedef struct parley_plugin_info {
   size_t struct_size;
   const char *name;
   const char *version;
-  const char *path;        /* "" for built-in plugins */
-  uint32_t abi_version;    /* (major << 16) | minor */
+  const char *path;     /* "" for built-in plugins */
+  uint32_t abi_version; /* (major << 16) | minor */
   size_t num_devices;
   size_t num_kernels;
 } parley_plugin_info;
@@ -212,11 +212,11 @@ PARLEY_API parley_status parley_runtime_plugin_info(const parley_runtime *runtim
 
 typedef struct parley_device_info {
   size_t struct_size;
-  const char *name;        /* "cpu", "cuda", ... */
-  const char *plugin;      /* the plugin that provides it */
-  int32_t kind;            /* PARLEY_DEVICE_CPU = 0, CUDA = 1, OTHER = 2 (see plugin.h) */
-  int32_t available;       /* 1 if its init succeeded */
-  const char *status;      /* "" when available, else why not (e.g. "no CUDA driver") */
+  const char *name;   /* "cpu", "cuda", ... */
+  const char *plugin; /* the plugin that provides it */
+  int32_t kind;       /* PARLEY_DEVICE_CPU = 0, CUDA = 1, OTHER = 2 (see plugin.h) */
+  int32_t available;  /* 1 if its init succeeded */
+  const char *status; /* "" when available, else why not (e.g. "no CUDA driver") */
 } parley_device_info;
 
 PARLEY_API parley_status parley_runtime_device_count(const parley_runtime *runtime, size_t *out_count);
@@ -226,13 +226,13 @@ PARLEY_API parley_status parley_runtime_device_info(const parley_runtime *runtim
 
 typedef struct parley_kernel_info {
   size_t struct_size;
-  const char *op;          /* "gemm", "attention", "layer_norm", ... */
+  const char *op; /* "gemm", "attention", "layer_norm", ... */
   const char *device;
   int32_t dtype; /* parley_dtype */
   int32_t priority;
-  const char *name;        /* the plugin's name for it, e.g. "gemm_openblas" */
+  const char *name; /* the plugin's name for it, e.g. "gemm_openblas" */
   const char *plugin;
-  int32_t selected;        /* 1 if it is the one that serves (op, device, dtype) */
+  int32_t selected; /* 1 if it is the one that serves (op, device, dtype) */
 } parley_kernel_info;
 
 /* Every registered kernel, selected or not. */
@@ -245,9 +245,8 @@ PARLEY_API parley_status parley_runtime_kernel_info(const parley_runtime *runtim
  * PARLEY_ERROR_DEVICE if the device exists but is unavailable,
  * PARLEY_ERROR_INVALID_ARGUMENT for an unknown op name or dtype.
  */
-PARLEY_API parley_status parley_runtime_find_kernel(const parley_runtime *runtime, const char *op,
-                                                    const char *device, int32_t dtype,
-                                                    parley_kernel_info *info);
+PARLEY_API parley_status parley_runtime_find_kernel(const parley_runtime *runtime, const char *op, const char *device,
+                                                    int32_t dtype, parley_kernel_info *info);
 
 /* --------------------------------------------------------------- model */
 
@@ -286,24 +285,21 @@ PARLEY_API parley_status parley_model_load_memory(parley_runtime *runtime, const
 /* Free a model. NULL is a no-op. Must not race with other uses of it. */
 PARLEY_API void parley_model_free(parley_model *model);
 
-typedef enum parley_model_kind {
-  PARLEY_MODEL_DECODER_ONLY = 0,
-  PARLEY_MODEL_ENCODER_DECODER = 1
-} parley_model_kind;
+typedef enum parley_model_kind { PARLEY_MODEL_DECODER_ONLY = 0, PARLEY_MODEL_ENCODER_DECODER = 1 } parley_model_kind;
 
 typedef struct parley_model_info {
   size_t struct_size;
   uint32_t format_major;
   uint32_t format_minor;
-  const char *architecture;  /* Hugging Face class name, e.g. "MarianMTModel" */
-  int32_t kind; /* parley_model_kind */
+  const char *architecture; /* Hugging Face class name, e.g. "MarianMTModel" */
+  int32_t kind;             /* parley_model_kind */
   uint32_t vocab_size;
   size_t num_tensors;
   size_t num_tokenizers;
   size_t num_metadata;
   int32_t has_chat_template;
-  uint64_t file_size;        /* bytes */
-  uint64_t weights_size;     /* sum of tensor lengths */
+  uint64_t file_size;    /* bytes */
+  uint64_t weights_size; /* sum of tensor lengths */
   const char *device;
 } parley_model_info;
 
@@ -334,10 +330,10 @@ typedef struct parley_tensor_info {
   int32_t dtype; /* parley_dtype */
   size_t rank;
   int64_t shape[PARLEY_MAX_RANK];
-  uint64_t offset;           /* from the start of the data section */
-  uint64_t length;           /* bytes */
-  uint64_t checksum;         /* XXH3-64 as stored in the file */
-  const char *scale_tensor;  /* name of its quantization scales, or NULL */
+  uint64_t offset;          /* from the start of the data section */
+  uint64_t length;          /* bytes */
+  uint64_t checksum;        /* XXH3-64 as stored in the file */
+  const char *scale_tensor; /* name of its quantization scales, or NULL */
   int32_t scale_axis;
 } parley_tensor_info;
 
@@ -365,9 +361,9 @@ typedef enum parley_tokenizer_role {
 
 typedef struct parley_tokenizer_info {
   size_t struct_size;
-  int32_t kind; /* parley_tokenizer_kind */
-  int32_t role; /* parley_tokenizer_role */
-  uint64_t model_size;       /* bytes of the tokenizer model blob */
+  int32_t kind;        /* parley_tokenizer_kind */
+  int32_t role;        /* parley_tokenizer_role */
+  uint64_t model_size; /* bytes of the tokenizer model blob */
   size_t num_special_tokens;
 } parley_tokenizer_info;
 
@@ -377,8 +373,7 @@ PARLEY_API parley_status parley_model_tokenizer_info(const parley_model *model, 
 /* Key/value metadata, in key order. Errors: PARLEY_ERROR_NOT_FOUND. */
 PARLEY_API parley_status parley_model_metadata_at(const parley_model *model, size_t index, const char **out_key,
                                                   const char **out_value);
-PARLEY_API parley_status parley_model_metadata_get(const parley_model *model, const char *key,
-                                                   const char **out_value);
+PARLEY_API parley_status parley_model_metadata_get(const parley_model *model, const char *key, const char **out_value);
 
 /* The chat template source. Errors: PARLEY_ERROR_NOT_FOUND if the model has none. */
 PARLEY_API parley_status parley_model_chat_template(const parley_model *model, const char **out_source);
@@ -392,8 +387,7 @@ PARLEY_API parley_status parley_model_chat_template(const parley_model *model, c
  * yet; running it will, in a later release, with PARLEY_ERROR_NOT_FOUND).
  */
 PARLEY_API parley_status parley_model_kernel_plan_count(const parley_model *model, size_t *out_count);
-PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, size_t index,
-                                                     parley_kernel_info *info);
+PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, size_t index, parley_kernel_info *info);
 
 #ifdef __cplusplus
 }

@@ -248,10 +248,10 @@ typedef struct parley_attention_args {
   void *out;
   int64_t out_stride_batch, out_stride_head, out_stride_seq;
   float scale;
-  uint32_t mask;               /* PARLEY_MASK_* flags */
-  const int32_t *key_lengths;  /* [batch], required with PARLEY_MASK_KEY_PADDING */
-  float *probs;                /* optional */
-  float *lse;                  /* optional */
+  uint32_t mask;              /* PARLEY_MASK_* flags */
+  const int32_t *key_lengths; /* [batch], required with PARLEY_MASK_KEY_PADDING */
+  float *probs;               /* optional */
+  float *lse;                 /* optional */
 } parley_attention_args;
 
 /*
@@ -305,7 +305,7 @@ typedef struct parley_rotary_args {
 /* out[i,j] = act(x[i,j]) over rows x cols; out may alias x. */
 typedef struct parley_activation_args {
   size_t struct_size;
-  int32_t dtype; /* parley_dtype */
+  int32_t dtype;      /* parley_dtype */
   int32_t activation; /* parley_activation */
   int64_t rows, cols;
   const void *x;
@@ -317,7 +317,7 @@ typedef struct parley_activation_args {
 /* out[i,j] = act(gate[i,j]) * up[i,j]  (SwiGLU / GeGLU / ReGLU); out may alias gate or up. */
 typedef struct parley_gated_activation_args {
   size_t struct_size;
-  int32_t dtype; /* parley_dtype */
+  int32_t dtype;      /* parley_dtype */
   int32_t activation; /* parley_activation */
   int64_t rows, cols;
   const void *gate;
@@ -335,7 +335,7 @@ typedef struct parley_gated_activation_args {
  */
 typedef struct parley_embedding_args {
   size_t struct_size;
-  int32_t dtype; /* parley_dtype */
+  int32_t dtype;       /* parley_dtype */
   int32_t table_dtype; /* parley_dtype */
   int64_t count, vocab, dim;
   const int32_t *ids;
@@ -390,9 +390,9 @@ typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ct
 
 typedef struct parley_kernel_desc {
   size_t struct_size;
-  int32_t op; /* parley_op */
+  int32_t op;         /* parley_op */
   const char *device; /* name of a device of this or another loaded plugin */
-  int32_t dtype; /* parley_dtype */
+  int32_t dtype;      /* parley_dtype */
   /* Higher wins when several plugins serve (op, device, dtype). Built-in
    * plugins use 0..99; ties go to the plugin loaded first. */
   int32_t priority;
@@ -403,7 +403,7 @@ typedef struct parley_kernel_desc {
 typedef struct parley_device_desc {
   size_t struct_size;
   const char *name; /* "cpu", "cuda", ...: unique across loaded plugins */
-  int32_t kind; /* parley_device_kind */
+  int32_t kind;     /* parley_device_kind */
   /*
    * Bring the device up. Returns PARLEY_KERNEL_OK and a state pointer, or an
    * error with a message in `error` (NUL-terminated, truncated to
@@ -415,8 +415,7 @@ typedef struct parley_device_desc {
   parley_kernel_status (*allocate)(void *state, size_t bytes, size_t alignment, void **ptr);
   void (*release)(void *state, void *ptr);
   parley_kernel_status (*copy)(void *state, void *dst, const void *src, size_t bytes,
-                               int32_t kind /* parley_copy_kind */,
-                               void *stream);
+                               int32_t kind /* parley_copy_kind */, void *stream);
   parley_kernel_status (*synchronize)(void *state, void *stream);
 } parley_device_desc;
 
@@ -438,7 +437,7 @@ typedef struct parley_plugin_desc {
  * it points to must stay valid until the library is unloaded.
  */
 typedef const parley_plugin_desc *(*parley_plugin_entry_fn)(uint32_t host_abi_version,
-                                                           const parley_host_services *host);
+                                                            const parley_host_services *host);
 
 #ifdef __cplusplus
 }

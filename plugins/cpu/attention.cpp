@@ -141,8 +141,8 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
                  ll(a->kv_len));
     PARLEY_CHECK(host, a->num_heads >= 1 && a->num_kv_heads >= 1 && a->head_dim >= 1,
-                 "attention: num_heads (%lld), num_kv_heads (%lld) and head_dim (%lld) must be >= 1",
-                 ll(a->num_heads), ll(a->num_kv_heads), ll(a->head_dim));
+                 "attention: num_heads (%lld), num_kv_heads (%lld) and head_dim (%lld) must be >= 1", ll(a->num_heads),
+                 ll(a->num_kv_heads), ll(a->head_dim));
     PARLEY_CHECK(host, a->num_heads % a->num_kv_heads == 0,
                  "attention: num_heads (%lld) is not a multiple of num_kv_heads (%lld)", ll(a->num_heads),
                  ll(a->num_kv_heads));
@@ -152,20 +152,20 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     PARLEY_CHECK(host, a->q && a->out, "attention: q or out is NULL");
     if (a->kv_len > 0) PARLEY_CHECK(host, a->k && a->v, "attention: k or v is NULL");
     const int64_t D = a->head_dim;
-    const int64_t strides[] = {a->q_stride_batch, a->q_stride_head, a->q_stride_seq, a->k_stride_batch,
-                               a->k_stride_head,  a->k_stride_seq,  a->v_stride_batch, a->v_stride_head,
+    const int64_t strides[] = {a->q_stride_batch, a->q_stride_head,    a->q_stride_seq,    a->k_stride_batch,
+                               a->k_stride_head,  a->k_stride_seq,     a->v_stride_batch,  a->v_stride_head,
                                a->v_stride_seq,   a->out_stride_batch, a->out_stride_head, a->out_stride_seq};
     for (int64_t st : strides) PARLEY_CHECK(host, st >= 0, "attention: negative stride %lld", ll(st));
     struct {
       const char *name;
       int64_t stride, count;
-    } rows[] = {{"q_stride_seq", a->q_stride_seq, a->q_len},        {"q_stride_head", a->q_stride_head, a->num_heads},
-                {"k_stride_seq", a->k_stride_seq, a->kv_len},       {"k_stride_head", a->k_stride_head, a->num_kv_heads},
-                {"v_stride_seq", a->v_stride_seq, a->kv_len},       {"v_stride_head", a->v_stride_head, a->num_kv_heads},
-                {"out_stride_seq", a->out_stride_seq, a->q_len},    {"out_stride_head", a->out_stride_head, a->num_heads}};
+    } rows[] = {{"q_stride_seq", a->q_stride_seq, a->q_len},     {"q_stride_head", a->q_stride_head, a->num_heads},
+                {"k_stride_seq", a->k_stride_seq, a->kv_len},    {"k_stride_head", a->k_stride_head, a->num_kv_heads},
+                {"v_stride_seq", a->v_stride_seq, a->kv_len},    {"v_stride_head", a->v_stride_head, a->num_kv_heads},
+                {"out_stride_seq", a->out_stride_seq, a->q_len}, {"out_stride_head", a->out_stride_head, a->num_heads}};
     for (const auto &r : rows)
-      PARLEY_CHECK(host, r.count <= 1 || r.stride >= D, "attention: %s (%lld) < head_dim (%lld)", r.name,
-                   ll(r.stride), ll(D));
+      PARLEY_CHECK(host, r.count <= 1 || r.stride >= D, "attention: %s (%lld) < head_dim (%lld)", r.name, ll(r.stride),
+                   ll(D));
     if (a->mask & PARLEY_MASK_KEY_PADDING) {
       PARLEY_CHECK(host, a->key_lengths != nullptr, "attention: KEY_PADDING mask without key_lengths");
       for (int64_t b = 0; b < a->batch; ++b)

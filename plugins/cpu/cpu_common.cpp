@@ -6,14 +6,22 @@ namespace parley::cpu {
 
 const char *dtype_name(int64_t dtype) {
   switch (dtype) {
-    case PARLEY_DTYPE_F32: return "F32";
-    case PARLEY_DTYPE_F16: return "F16";
-    case PARLEY_DTYPE_BF16: return "BF16";
-    case PARLEY_DTYPE_I8: return "I8";
-    case PARLEY_DTYPE_I32: return "I32";
-    case PARLEY_DTYPE_U8: return "U8";
-    case PARLEY_DTYPE_I64: return "I64";
-    default: return "unknown";
+    case PARLEY_DTYPE_F32:
+      return "F32";
+    case PARLEY_DTYPE_F16:
+      return "F16";
+    case PARLEY_DTYPE_BF16:
+      return "BF16";
+    case PARLEY_DTYPE_I8:
+      return "I8";
+    case PARLEY_DTYPE_I32:
+      return "I32";
+    case PARLEY_DTYPE_U8:
+      return "U8";
+    case PARLEY_DTYPE_I64:
+      return "I64";
+    default:
+      return "unknown";
   }
 }
 

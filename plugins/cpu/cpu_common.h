@@ -26,7 +26,8 @@ namespace parley::cpu {
 
 // Reads an enum field as its integer value without loading an out-of-range
 // enum (which UBSan reports): callers may pass any bit pattern.
-template <typename E> inline int64_t enum_value(const E &e) {
+template <typename E>
+inline int64_t enum_value(const E &e) {
   static_assert(sizeof(E) <= sizeof(int64_t));
   if constexpr (sizeof(E) == 4) {
     int32_t v;
@@ -48,9 +49,7 @@ class Host {
 
   parley_kernel_status fail(parley_kernel_status status, const char *fmt, ...) const
       __attribute__((format(printf, 3, 4)));
-  void *scratch(size_t bytes) const {
-    return h_ && h_->scratch ? h_->scratch(h_->host, bytes) : nullptr;
-  }
+  void *scratch(size_t bytes) const { return h_ && h_->scratch ? h_->scratch(h_->host, bytes) : nullptr; }
   int num_threads() const {
     int n = h_ && h_->num_threads ? h_->num_threads(h_->host) : 1;
     return n < 1 ? 1 : n;
@@ -59,7 +58,8 @@ class Host {
   // Runs body(begin, end) over [0, n) on the host's pool (serially without
   // one). Exceptions are caught inside every chunk; the first failure is
   // returned as a status.
-  template <typename Body> parley_kernel_status parallel_for(int64_t n, int64_t grain, Body &&body) const {
+  template <typename Body>
+  parley_kernel_status parallel_for(int64_t n, int64_t grain, Body &&body) const {
     if (n <= 0) return PARLEY_KERNEL_OK;
     struct Job {
       Body *body;
@@ -105,8 +105,7 @@ parley_kernel_status begin_call(const char *op, const parley_kernel_context *ctx
   if (args == nullptr) return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: args is NULL", op);
   const Args *a = static_cast<const Args *>(args);
   if (a->struct_size < sizeof(Args))
-    return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: struct_size (%zu) < %zu", op, a->struct_size,
-                      sizeof(Args));
+    return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: struct_size (%zu) < %zu", op, a->struct_size, sizeof(Args));
   int64_t dt = enum_value(a->dtype);
   if (dt < 0 || dt >= PARLEY_DTYPE_COUNT_)
     return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: unknown dtype %lld", op, static_cast<long long>(dt));
@@ -118,7 +117,8 @@ parley_kernel_status begin_call(const char *op, const parley_kernel_context *ctx
 }
 
 // Wraps a kernel body so that no exception leaves it.
-template <typename Fn> parley_kernel_status guarded(const char *op, const parley_kernel_context *ctx, Fn &&fn) {
+template <typename Fn>
+parley_kernel_status guarded(const char *op, const parley_kernel_context *ctx, Fn &&fn) {
   try {
     return fn();
   } catch (const std::bad_alloc &) {
@@ -130,32 +130,42 @@ template <typename Fn> parley_kernel_status guarded(const char *op, const parley
   }
 }
 
-#define PARLEY_CHECK(host, cond, ...)                                          \
-  do {                                                                         \
+#define PARLEY_CHECK(host, cond, ...)                                             \
+  do {                                                                            \
     if (!(cond)) return (host).fail(PARLEY_KERNEL_INVALID_ARGUMENT, __VA_ARGS__); \
   } while (0)
 
-inline long long ll(int64_t v) { return static_cast<long long>(v); }
+inline long long ll(int64_t v) {
+  return static_cast<long long>(v);
+}
 
 // ---- activations (reference formulas in plugin.h, HF activations.py) ----
-inline float act_relu(float x) { return x > 0.f ? x : 0.f; }
+inline float act_relu(float x) {
+  return x > 0.f ? x : 0.f;
+}
 // Both GELUs are rewritten without the cancellation of 1 + erf/tanh(u) for
 // negative inputs (which costs ~1e-4 relative error at x = -5):
 //   0.5 (1 + erf(z))  = 0.5 erfc(-z)
 //   0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + exp(-2u))
-inline float act_gelu_erf(float x) { return 0.5f * x * std::erfc(-x * 0.70710678118654752f); }
+inline float act_gelu_erf(float x) {
+  return 0.5f * x * std::erfc(-x * 0.70710678118654752f);
+}
 inline float act_gelu_tanh(float x) {
   const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
   return x / (1.f + std::exp(-2.f * u));
 }
-inline float act_silu(float x) { return x / (1.f + std::exp(-x)); }
+inline float act_silu(float x) {
+  return x / (1.f + std::exp(-x));
+}
 
 // y[i] = act(x[i]) for n elements; x may equal y. act must be valid (0..4).
 void apply_activation(int act, const float *x, float *y, int64_t n);
 // y[i] = act(g[i]) * u[i]
 void apply_gated_activation(int act, const float *g, const float *u, float *y, int64_t n);
 
-inline bool valid_activation(int64_t act) { return act >= 0 && act < PARLEY_ACT_COUNT_; }
+inline bool valid_activation(int64_t act) {
+  return act >= 0 && act < PARLEY_ACT_COUNT_;
+}
 
 }  // namespace parley::cpu
 

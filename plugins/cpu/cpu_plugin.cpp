@@ -26,7 +26,9 @@ parley_kernel_status cpu_allocate(void *, size_t bytes, size_t alignment, void *
   return PARLEY_KERNEL_OK;
 }
 
-void cpu_release(void *, void *ptr) { std::free(ptr); }
+void cpu_release(void *, void *ptr) {
+  std::free(ptr);
+}
 
 parley_kernel_status cpu_copy(void *, void *dst, const void *src, size_t bytes, int32_t kind, void *) {
   const int64_t k = enum_value(kind);
@@ -37,7 +39,9 @@ parley_kernel_status cpu_copy(void *, void *dst, const void *src, size_t bytes, 
   return PARLEY_KERNEL_OK;
 }
 
-parley_kernel_status cpu_synchronize(void *, void *) { return PARLEY_KERNEL_OK; }
+parley_kernel_status cpu_synchronize(void *, void *) {
+  return PARLEY_KERNEL_OK;
+}
 
 const parley_device_desc kDevices[] = {{
     sizeof(parley_device_desc),
@@ -87,7 +91,7 @@ const parley_plugin_desc kPlugin = {
 }  // namespace parley::cpu
 
 extern "C" const parley_plugin_desc *parley_cpu_plugin_entry(uint32_t host_abi_version,
-                                                            const parley_host_services *host) {
+                                                             const parley_host_services *host) {
   if ((host_abi_version >> 16) != PARLEY_PLUGIN_ABI_MAJOR) {
     if (host && host->log) {
       char msg[160];

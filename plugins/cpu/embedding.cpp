@@ -27,8 +27,8 @@ parley_kernel_status embedding_f32(const parley_kernel_context *ctx, const void 
     if (tdt != PARLEY_DTYPE_F32 && tdt != PARLEY_DTYPE_I8)
       return host.fail(PARLEY_KERNEL_UNSUPPORTED, "embedding: table_dtype %s is not supported (F32 or I8)",
                        dtype_name(tdt));
-    PARLEY_CHECK(host, a->count >= 0 && a->vocab >= 0, "embedding: negative count (%lld) or vocab (%lld)",
-                 ll(a->count), ll(a->vocab));
+    PARLEY_CHECK(host, a->count >= 0 && a->vocab >= 0, "embedding: negative count (%lld) or vocab (%lld)", ll(a->count),
+                 ll(a->vocab));
     PARLEY_CHECK(host, a->dim >= 1, "embedding: dim (%lld) < 1", ll(a->dim));
     PARLEY_CHECK(host, a->ld_out >= a->dim, "embedding: ld_out (%lld) < dim (%lld)", ll(a->ld_out), ll(a->dim));
     if (a->count == 0) return PARLEY_KERNEL_OK;

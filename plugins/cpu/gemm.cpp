@@ -13,9 +13,9 @@
 // So the runtime's pool is the only pool, kernels called concurrently from
 // several threads do not oversubscribe the cores, and no OpenMP team spins
 // between kernels.
-#include <algorithm>
-
 #include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
 #if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
 #include <omp.h>
 #endif
@@ -55,7 +55,9 @@ PARLEY_CPU_MULTIVERSION void scale_row(float *c, float beta, int64_t n) {
   }
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -65,8 +67,7 @@ parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args
     const parley_gemm_args *g = nullptr;
     if (auto st = begin_call("gemm", ctx, args, &host, &g)) return st;
     const int64_t m = g->m, n = g->n, k = g->k, batch = g->batch;
-    PARLEY_CHECK(host, m >= 0 && n >= 0 && k >= 0, "gemm: negative shape m=%lld n=%lld k=%lld", ll(m), ll(n),
-                 ll(k));
+    PARLEY_CHECK(host, m >= 0 && n >= 0 && k >= 0, "gemm: negative shape m=%lld n=%lld k=%lld", ll(m), ll(n), ll(k));
     PARLEY_CHECK(host, batch >= 1, "gemm: batch (%lld) < 1", ll(batch));
     int64_t epi = enum_value(g->epilogue);
     PARLEY_CHECK(host, valid_activation(epi), "gemm: unknown epilogue %lld", ll(epi));
@@ -122,8 +123,8 @@ parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args
         } else {
           const float *a = A + bi * g->stride_a + (ta ? m0 : m0 * g->lda);
           const float *b = B + bi * g->stride_b + (tb ? n0 * g->ldb : n0);
-          dnnl_status_t s = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', mc, nc, k, g->alpha, a, g->lda, b, g->ldb,
-                                       g->beta, c, g->ldc);
+          dnnl_status_t s =
+              dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', mc, nc, k, g->alpha, a, g->lda, b, g->ldb, g->beta, c, g->ldc);
           if (s != dnnl_success) {
             lib_status.store(s);
             return PARLEY_KERNEL_DEVICE_ERROR;

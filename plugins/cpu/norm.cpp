@@ -47,8 +47,8 @@ parley_kernel_status norm(const char *op, bool rms, const parley_kernel_context 
     PARLEY_CHECK(host, a->ld_out >= a->cols, "%s: ld_out (%lld) < cols (%lld)", op, ll(a->ld_out), ll(a->cols));
     PARLEY_CHECK(host, a->eps >= 0.f, "%s: eps (%g) is negative or NaN", op, static_cast<double>(a->eps));
     if (a->residual) {
-      PARLEY_CHECK(host, a->ld_residual >= a->cols, "%s: ld_residual (%lld) < cols (%lld)", op,
-                   ll(a->ld_residual), ll(a->cols));
+      PARLEY_CHECK(host, a->ld_residual >= a->cols, "%s: ld_residual (%lld) < cols (%lld)", op, ll(a->ld_residual),
+                   ll(a->cols));
       if (a->residual_out)
         PARLEY_CHECK(host, a->ld_residual_out >= a->cols, "%s: ld_residual_out (%lld) < cols (%lld)", op,
                      ll(a->ld_residual_out), ll(a->cols));

@@ -3,9 +3,9 @@
 #include <parley/plugin.h>
 
 extern "C" const parley_plugin_desc *parley_cpu_plugin_entry(uint32_t host_abi_version,
-                                                            const parley_host_services *host);
+                                                             const parley_host_services *host);
 
 extern "C" PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(uint32_t host_abi_version,
-                                                                             const parley_host_services *host) {
+                                                                              const parley_host_services *host) {
   return parley_cpu_plugin_entry(host_abi_version, host);
 }

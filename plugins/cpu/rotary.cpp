@@ -40,8 +40,7 @@ parley_kernel_status rotary_f32(const parley_kernel_context *ctx, const void *ar
     PARLEY_CHECK(host, a->rotary_dim >= 0 && a->rotary_dim <= a->head_dim && a->rotary_dim % 2 == 0,
                  "rotary: rotary_dim (%lld) must be even and in [0, head_dim=%lld]", ll(a->rotary_dim),
                  ll(a->head_dim));
-    PARLEY_CHECK(host, a->stride_batch >= 0 && a->stride_seq >= 0 && a->stride_head >= 0,
-                 "rotary: negative stride");
+    PARLEY_CHECK(host, a->stride_batch >= 0 && a->stride_seq >= 0 && a->stride_head >= 0, "rotary: negative stride");
     PARLEY_CHECK(host, a->heads <= 1 || a->stride_head >= a->head_dim, "rotary: stride_head (%lld) < head_dim (%lld)",
                  ll(a->stride_head), ll(a->head_dim));
     PARLEY_CHECK(host, a->seq <= 1 || a->stride_seq >= a->head_dim, "rotary: stride_seq (%lld) < head_dim (%lld)",

@@ -47,10 +47,8 @@ parley_kernel_status topk_f32(const parley_kernel_context *ctx, const void *args
     const parley_topk_args *a = nullptr;
     if (auto st = begin_call("topk", ctx, args, &host, &a)) return st;
     PARLEY_CHECK(host, a->rows >= 0, "topk: rows (%lld) < 0", ll(a->rows));
-    PARLEY_CHECK(host, a->cols >= 1 && a->cols <= INT32_MAX, "topk: cols (%lld) outside [1, INT32_MAX]",
-                 ll(a->cols));
-    PARLEY_CHECK(host, a->k >= 1 && a->k <= a->cols, "topk: k (%lld) outside [1, cols=%lld]", ll(a->k),
-                 ll(a->cols));
+    PARLEY_CHECK(host, a->cols >= 1 && a->cols <= INT32_MAX, "topk: cols (%lld) outside [1, INT32_MAX]", ll(a->cols));
+    PARLEY_CHECK(host, a->k >= 1 && a->k <= a->cols, "topk: k (%lld) outside [1, cols=%lld]", ll(a->k), ll(a->cols));
     if (a->rows == 0) return PARLEY_KERNEL_OK;
     PARLEY_CHECK(host, a->x && a->values && a->indices, "topk: x, values or indices is NULL");
     PARLEY_CHECK(host, a->ld_x >= a->cols, "topk: ld_x (%lld) < cols (%lld)", ll(a->ld_x), ll(a->cols));

@@ -133,7 +133,9 @@ PARLEY_API parley_status parley_model_load_memory(parley_runtime *runtime, const
   });
 }
 
-PARLEY_API void parley_model_free(parley_model *model) { delete model; }
+PARLEY_API void parley_model_free(parley_model *model) {
+  delete model;
+}
 
 PARLEY_API parley_status parley_model_get_info(const parley_model *model, parley_model_info *info) {
   return guarded(__func__, [&] {
@@ -269,8 +271,7 @@ PARLEY_API parley_status parley_model_metadata_at(const parley_model *model, siz
   });
 }
 
-PARLEY_API parley_status parley_model_metadata_get(const parley_model *model, const char *key,
-                                                   const char **out_value) {
+PARLEY_API parley_status parley_model_metadata_get(const parley_model *model, const char *key, const char **out_value) {
   return guarded(__func__, [&] {
     const ModelFile &f = file_of(model);
     require(key, "key");
@@ -308,7 +309,8 @@ PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, 
     require(info, "info");
     check_struct_size(info->struct_size, kKernelInfoV1, sizeof *info, "info");
     auto ops = ops_needed(f);
-    if (index >= ops.size()) fail(PARLEY_ERROR_NOT_FOUND, "kernel plan index " + std::to_string(index) + " out of range");
+    if (index >= ops.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "kernel plan index " + std::to_string(index) + " out of range");
     const Registry &reg = model->impl.runtime->registry;
     parley_kernel_info out{};
     try {

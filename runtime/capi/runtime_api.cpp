@@ -50,8 +50,8 @@ const Runtime &rt(const parley_runtime *r) {
 template <typename T>
 size_t checked_index(size_t index, const std::vector<T> &v, const char *what) {
   if (index >= v.size())
-    fail(PARLEY_ERROR_NOT_FOUND,
-         std::string(what) + " index " + std::to_string(index) + " out of range (count " + std::to_string(v.size()) + ")");
+    fail(PARLEY_ERROR_NOT_FOUND, std::string(what) + " index " + std::to_string(index) + " out of range (count " +
+                                     std::to_string(v.size()) + ")");
   return index;
 }
 
@@ -80,8 +80,8 @@ PARLEY_API parley_status parley_runtime_create(const parley_runtime_options *opt
       std::memcpy(&o, options, options->struct_size);
     }
     if (o.num_threads < 0 || o.num_threads > 1024)
-      fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->num_threads = " + std::to_string(o.num_threads) +
-                                              " is outside [0, 1024] (0 = all CPUs)");
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "options->num_threads = " + std::to_string(o.num_threads) + " is outside [0, 1024] (0 = all CPUs)");
     if (o.plugin_sources & ~uint32_t{PARLEY_PLUGINS_DEFAULT})
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->plugin_sources has unknown flags");
     if (o.min_severity < PARLEY_SEVERITY_DEBUG || o.min_severity > PARLEY_SEVERITY_ERROR)
@@ -94,7 +94,8 @@ PARLEY_API parley_status parley_runtime_create(const parley_runtime_options *opt
         fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->plugin_dirs[" + std::to_string(i) + "] is NULL");
 
     int threads = o.num_threads ? o.num_threads : available_cpus();
-    auto impl = std::make_shared<Runtime>(threads, o.log_fn, o.log_user_data, o.min_severity);
+    auto impl =
+        std::make_shared<Runtime>(threads, o.log_fn, o.log_user_data, static_cast<parley_log_severity>(o.min_severity));
     Registry &reg = impl->registry;
 #if defined(PARLEY_STATIC_PLUGINS)
     if (o.plugin_sources & PARLEY_PLUGINS_BUILTIN) reg.load_builtin(parley_cpu_plugin_entry, "cpu");
@@ -120,7 +121,9 @@ PARLEY_API parley_status parley_runtime_create(const parley_runtime_options *opt
   });
 }
 
-PARLEY_API void parley_runtime_free(parley_runtime *runtime) { delete runtime; }
+PARLEY_API void parley_runtime_free(parley_runtime *runtime) {
+  delete runtime;
+}
 
 PARLEY_API parley_status parley_runtime_load_plugin(parley_runtime *runtime, const char *path) {
   return guarded(__func__, [&] {

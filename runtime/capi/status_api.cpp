@@ -20,7 +20,9 @@ void set_last_error(const std::string &message) {
   }
 }
 
-void clear_last_error() { t_last_error.clear(); }
+void clear_last_error() {
+  t_last_error.clear();
+}
 
 }  // namespace parley::capi
 
@@ -29,32 +31,50 @@ void clear_last_error() { t_last_error.clear(); }
 
 extern "C" {
 
-PARLEY_API uint32_t parley_version(void) { return PARLEY_VERSION_NUMBER; }
+PARLEY_API uint32_t parley_version(void) {
+  return PARLEY_VERSION_NUMBER;
+}
 
 PARLEY_API const char *parley_version_string(void) {
   return PARLEY_STR(PARLEY_VERSION_MAJOR) "." PARLEY_STR(PARLEY_VERSION_MINOR) "." PARLEY_STR(PARLEY_VERSION_PATCH);
 }
 
-PARLEY_API const char *parley_last_error(void) { return parley::capi::t_last_error.c_str(); }
+PARLEY_API const char *parley_last_error(void) {
+  return parley::capi::t_last_error.c_str();
+}
 
 PARLEY_API const char *parley_status_name(int32_t status) {
   switch (status) {
-    case PARLEY_OK: return "PARLEY_OK";
-    case PARLEY_ERROR_INVALID_ARGUMENT: return "PARLEY_ERROR_INVALID_ARGUMENT";
-    case PARLEY_ERROR_OUT_OF_MEMORY: return "PARLEY_ERROR_OUT_OF_MEMORY";
-    case PARLEY_ERROR_IO: return "PARLEY_ERROR_IO";
-    case PARLEY_ERROR_INVALID_MODEL: return "PARLEY_ERROR_INVALID_MODEL";
-    case PARLEY_ERROR_UNSUPPORTED_VERSION: return "PARLEY_ERROR_UNSUPPORTED_VERSION";
-    case PARLEY_ERROR_CHECKSUM: return "PARLEY_ERROR_CHECKSUM";
-    case PARLEY_ERROR_NOT_FOUND: return "PARLEY_ERROR_NOT_FOUND";
-    case PARLEY_ERROR_PLUGIN: return "PARLEY_ERROR_PLUGIN";
-    case PARLEY_ERROR_DEVICE: return "PARLEY_ERROR_DEVICE";
-    case PARLEY_ERROR_UNSUPPORTED: return "PARLEY_ERROR_UNSUPPORTED";
-    case PARLEY_ERROR_INTERNAL: return "PARLEY_ERROR_INTERNAL";
+    case PARLEY_OK:
+      return "PARLEY_OK";
+    case PARLEY_ERROR_INVALID_ARGUMENT:
+      return "PARLEY_ERROR_INVALID_ARGUMENT";
+    case PARLEY_ERROR_OUT_OF_MEMORY:
+      return "PARLEY_ERROR_OUT_OF_MEMORY";
+    case PARLEY_ERROR_IO:
+      return "PARLEY_ERROR_IO";
+    case PARLEY_ERROR_INVALID_MODEL:
+      return "PARLEY_ERROR_INVALID_MODEL";
+    case PARLEY_ERROR_UNSUPPORTED_VERSION:
+      return "PARLEY_ERROR_UNSUPPORTED_VERSION";
+    case PARLEY_ERROR_CHECKSUM:
+      return "PARLEY_ERROR_CHECKSUM";
+    case PARLEY_ERROR_NOT_FOUND:
+      return "PARLEY_ERROR_NOT_FOUND";
+    case PARLEY_ERROR_PLUGIN:
+      return "PARLEY_ERROR_PLUGIN";
+    case PARLEY_ERROR_DEVICE:
+      return "PARLEY_ERROR_DEVICE";
+    case PARLEY_ERROR_UNSUPPORTED:
+      return "PARLEY_ERROR_UNSUPPORTED";
+    case PARLEY_ERROR_INTERNAL:
+      return "PARLEY_ERROR_INTERNAL";
   }
   return "PARLEY_ERROR_UNKNOWN";
 }
 
-PARLEY_API const char *parley_dtype_name(int32_t dtype) { return parley::dtype_name(dtype); }
+PARLEY_API const char *parley_dtype_name(int32_t dtype) {
+  return parley::dtype_name(dtype);
+}
 
 }  // extern "C"

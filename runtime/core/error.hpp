@@ -20,6 +20,8 @@ class Error : public std::runtime_error {
   parley_status status_;
 };
 
-[[noreturn]] inline void fail(parley_status status, std::string message) { throw Error(status, std::move(message)); }
+[[noreturn]] inline void fail(parley_status status, std::string message) {
+  throw Error(status, std::move(message));
+}
 
 }  // namespace parley

@@ -30,8 +30,8 @@ class ThreadPool {
   static void run_chunks(Job &job);
 
   std::vector<std::thread> workers_;
-  std::mutex mutex_;             // guards job_, generation_, stop_
-  std::mutex submit_mutex_;      // one parallel_for at a time uses the workers
+  std::mutex mutex_;         // guards job_, generation_, stop_
+  std::mutex submit_mutex_;  // one parallel_for at a time uses the workers
   std::condition_variable wake_;
   std::condition_variable done_;
   Job *job_ = nullptr;

@@ -25,9 +25,15 @@ namespace {
 
 constexpr uint8_t kMagic[8] = {0x89, 'P', 'R', 'L', 'Y', '\r', '\n', 0x1a};
 
-uint16_t le16(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t le32(const uint8_t *p) { return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24; }
-uint64_t le64(const uint8_t *p) { return uint64_t{le32(p)} | uint64_t{le32(p + 4)} << 32; }
+uint16_t le16(const uint8_t *p) {
+  return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
+uint32_t le32(const uint8_t *p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+uint64_t le64(const uint8_t *p) {
+  return uint64_t{le32(p)} | uint64_t{le32(p + 4)} << 32;
+}
 
 std::string hex64(uint64_t v) {
   char buf[19];
@@ -55,37 +61,57 @@ std::string quoted(const flatbuffers::String *s) {
   return out + "'";
 }
 
-bool finite(float f) { return std::isfinite(f); }
+bool finite(float f) {
+  return std::isfinite(f);
+}
 
 }  // namespace
 
 size_t dtype_size(int32_t dtype) {
   switch (dtype) {
-    case PARLEY_DTYPE_F32: return 4;
-    case PARLEY_DTYPE_F16: return 2;
-    case PARLEY_DTYPE_BF16: return 2;
-    case PARLEY_DTYPE_I8: return 1;
-    case PARLEY_DTYPE_I32: return 4;
-    case PARLEY_DTYPE_U8: return 1;
-    case PARLEY_DTYPE_I64: return 8;
-    default: return 0;
+    case PARLEY_DTYPE_F32:
+      return 4;
+    case PARLEY_DTYPE_F16:
+      return 2;
+    case PARLEY_DTYPE_BF16:
+      return 2;
+    case PARLEY_DTYPE_I8:
+      return 1;
+    case PARLEY_DTYPE_I32:
+      return 4;
+    case PARLEY_DTYPE_U8:
+      return 1;
+    case PARLEY_DTYPE_I64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 const char *dtype_name(int32_t dtype) {
   switch (dtype) {
-    case PARLEY_DTYPE_F32: return "f32";
-    case PARLEY_DTYPE_F16: return "f16";
-    case PARLEY_DTYPE_BF16: return "bf16";
-    case PARLEY_DTYPE_I8: return "i8";
-    case PARLEY_DTYPE_I32: return "i32";
-    case PARLEY_DTYPE_U8: return "u8";
-    case PARLEY_DTYPE_I64: return "i64";
-    default: return "?";
+    case PARLEY_DTYPE_F32:
+      return "f32";
+    case PARLEY_DTYPE_F16:
+      return "f16";
+    case PARLEY_DTYPE_BF16:
+      return "bf16";
+    case PARLEY_DTYPE_I8:
+      return "i8";
+    case PARLEY_DTYPE_I32:
+      return "i32";
+    case PARLEY_DTYPE_U8:
+      return "u8";
+    case PARLEY_DTYPE_I64:
+      return "i64";
+    default:
+      return "?";
   }
 }
 
-void ModelFile::bad(parley_status status, const std::string &what) const { fail(status, label_ + ": " + what); }
+void ModelFile::bad(parley_status status, const std::string &what) const {
+  fail(status, label_ + ": " + what);
+}
 
 std::unique_ptr<ModelFile> ModelFile::open_file(const std::string &path, const LoadOptions &options) {
   std::unique_ptr<ModelFile> m(new ModelFile());
@@ -164,10 +190,10 @@ void ModelFile::check_preamble() {
   pr.minor = le16(p + 10);
   // The version comes before the checksum: another major may lay the preamble out differently.
   if (pr.major != kFormatMajor)
-    bad(PARLEY_ERROR_UNSUPPORTED_VERSION,
-        "model file format " + std::to_string(pr.major) + "." + std::to_string(pr.minor) +
-            " is not supported by this Parley " + parley_version_string() + " (reads format " +
-            std::to_string(kFormatMajor) + ".x)");
+    bad(PARLEY_ERROR_UNSUPPORTED_VERSION, "model file format " + std::to_string(pr.major) + "." +
+                                              std::to_string(pr.minor) + " is not supported by this Parley " +
+                                              parley_version_string() + " (reads format " +
+                                              std::to_string(kFormatMajor) + ".x)");
   pr.preamble_size = le32(p + 12);
   pr.header_offset = le64(p + 16);
   pr.header_length = le64(p + 24);
@@ -203,8 +229,8 @@ void ModelFile::check_preamble() {
   }
   uint64_t header_sum = XXH3_64bits(base_ + pr.header_offset, pr.header_length);
   if (header_sum != pr.header_checksum)
-    bad(PARLEY_ERROR_CHECKSUM, "header checksum mismatch (stored " + hex64(pr.header_checksum) + ", computed " +
-                                   hex64(header_sum) + ")");
+    bad(PARLEY_ERROR_CHECKSUM,
+        "header checksum mismatch (stored " + hex64(pr.header_checksum) + ", computed " + hex64(header_sum) + ")");
   data_ = base_ + pr.data_offset;
 }
 
@@ -294,8 +320,7 @@ void ModelFile::check_header() {
   };
   std::vector<Region> regions;
   auto check_region = [&](const std::string &what, uint64_t offset, uint64_t length) {
-    if (offset % kDataAlignment != 0)
-      invalid(what + ": offset " + std::to_string(offset) + " is not a multiple of 64");
+    if (offset % kDataAlignment != 0) invalid(what + ": offset " + std::to_string(offset) + " is not a multiple of 64");
     uint64_t end;
     if (__builtin_add_overflow(offset, length, &end)) invalid(what + ": offset + length overflows");
     if (end > preamble_.data_length)
@@ -353,7 +378,8 @@ void ModelFile::check_header() {
         if (v.dtype != PARLEY_DTYPE_I8) invalid(what + ": per-channel quantization needs dtype i8");
         if (q->axis() < 0 || static_cast<size_t>(q->axis()) >= v.shape.size())
           invalid(what + ": quantization axis " + std::to_string(q->axis()) + " out of range");
-        if (!printable(q->scale_tensor(), kMaxTensorNameLength)) invalid(what + ": quantization scale tensor not named");
+        if (!printable(q->scale_tensor(), kMaxTensorNameLength))
+          invalid(what + ": quantization scale tensor not named");
         v.scale_tensor = q->scale_tensor()->str();
         v.scale_axis = q->axis();
       }
@@ -388,8 +414,8 @@ void ModelFile::check_header() {
             invalid(what + ": special token id " + std::to_string(s->id()) + " is outside the vocabulary");
       }
       tokenizers_.push_back(TokenizerView{static_cast<parley_tokenizer_kind>(t->kind()),
-                                          static_cast<parley_tokenizer_role>(t->role()),
-                                          data_ + t->model()->offset(), t->model()->length(), specials});
+                                          static_cast<parley_tokenizer_role>(t->role()), data_ + t->model()->offset(),
+                                          t->model()->length(), specials});
     }
   }
 

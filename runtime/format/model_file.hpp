@@ -40,7 +40,7 @@ struct TensorView {
   uint64_t offset, length, checksum;
   std::string scale_tensor;  // empty when not quantized
   int32_t scale_axis = 0;
-  const uint8_t *data;       // into the mapped data section
+  const uint8_t *data;  // into the mapped data section
 };
 
 struct ConfigEntry {
@@ -68,8 +68,7 @@ class ModelFile {
   // Map and verify a file. Throws Error.
   static std::unique_ptr<ModelFile> open_file(const std::string &path, const LoadOptions &options);
   // Verify a buffer: copied into 64-byte-aligned memory unless `borrow`. Throws Error.
-  static std::unique_ptr<ModelFile> open_memory(const void *data, size_t size, bool borrow,
-                                                const LoadOptions &options);
+  static std::unique_ptr<ModelFile> open_memory(const void *data, size_t size, bool borrow, const LoadOptions &options);
   ~ModelFile();
   ModelFile(const ModelFile &) = delete;
   ModelFile &operator=(const ModelFile &) = delete;

@@ -20,15 +20,21 @@ thread_local ScratchBlock t_scratch;
 
 const char *severity_name(parley_log_severity s) {
   switch (s) {
-    case PARLEY_SEVERITY_DEBUG: return "debug";
-    case PARLEY_SEVERITY_INFO: return "info";
-    case PARLEY_SEVERITY_WARNING: return "warning";
-    case PARLEY_SEVERITY_ERROR: return "error";
+    case PARLEY_SEVERITY_DEBUG:
+      return "debug";
+    case PARLEY_SEVERITY_INFO:
+      return "info";
+    case PARLEY_SEVERITY_WARNING:
+      return "warning";
+    case PARLEY_SEVERITY_ERROR:
+      return "error";
   }
   return "log";
 }
 
-HostServices *self(void *host) { return static_cast<HostServices *>(host); }
+HostServices *self(void *host) {
+  return static_cast<HostServices *>(host);
+}
 
 void svc_log(void *host, int32_t level, const char *message) {
   if (!host || !message) return;
@@ -42,7 +48,9 @@ void svc_parallel_for(void *host, int64_t n, int64_t grain, parley_range_fn fn, 
   self(host)->pool().parallel_for(n, grain, fn, user);
 }
 
-int svc_num_threads(void *host) { return host ? self(host)->pool().num_threads() : 1; }
+int svc_num_threads(void *host) {
+  return host ? self(host)->pool().num_threads() : 1;
+}
 
 void *svc_scratch(void *host, size_t bytes) {
   if (bytes == 0) bytes = 1;

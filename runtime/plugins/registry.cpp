@@ -16,9 +16,9 @@ namespace parley {
 
 namespace {
 
-constexpr const char *kOpNames[PARLEY_OP_COUNT_] = {
-    "gemm",       "attention",        "layer_norm", "rms_norm", "rotary",      "activation",
-    "gated_activation", "embedding", "add",        "softmax",  "log_softmax", "topk"};
+constexpr const char *kOpNames[PARLEY_OP_COUNT_] = {"gemm",   "attention",  "layer_norm",       "rms_norm",
+                                                    "rotary", "activation", "gated_activation", "embedding",
+                                                    "add",    "softmax",    "log_softmax",      "topk"};
 
 constexpr size_t kMaxDevices = 64;
 constexpr size_t kMaxKernels = 65536;
@@ -162,7 +162,8 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
       bad(tag + ": struct_size too small");
     if (!valid_name(dd.name)) bad(tag + ": name missing or invalid");
     if (!device_names.insert(dd.name).second) bad(std::string("device '") + dd.name + "' is already provided");
-    if (dd.kind < PARLEY_DEVICE_CPU || dd.kind > PARLEY_DEVICE_OTHER) bad(std::string("device '") + dd.name + "': unknown kind");
+    if (dd.kind < PARLEY_DEVICE_CPU || dd.kind > PARLEY_DEVICE_OTHER)
+      bad(std::string("device '") + dd.name + "': unknown kind");
     if (!dd.allocate || !dd.release || !dd.copy || !dd.synchronize)
       bad(std::string("device '") + dd.name + "': allocate/release/copy/synchronize must all be set");
     Device d;
@@ -187,7 +188,7 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     if (!valid_name(kd.device) || !device_names.count(kd.device)) bad(tag + ": device missing or unknown");
     if (!kd.run) bad(tag + ": run is NULL");
     new_kernels.push_back(Kernel{static_cast<parley_op>(kd.op), kd.device, kd.name, desc->name,
-                                  static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run});
+                                 static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run});
   }
   lock.unlock();
 

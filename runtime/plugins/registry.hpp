@@ -12,8 +12,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <set>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -25,7 +25,7 @@ struct LoadedPlugin {
   std::string name, version, path;  // path "" for built-in plugins
   uint32_t abi_version = 0;
   size_t num_devices = 0, num_kernels = 0;
-  void *library = nullptr;          // dlopen handle, nullptr for built-in
+  void *library = nullptr;  // dlopen handle, nullptr for built-in
 };
 
 struct Device {

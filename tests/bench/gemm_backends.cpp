@@ -13,6 +13,10 @@
 //                  (the strategy the cpu plugin uses)
 // The split columns start T-1 std::threads per call (tens of microseconds), which a
 // persistent pool does not pay: they understate the split strategy on tiny shapes.
+#include <cblas.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,10 +24,6 @@
 #include <random>
 #include <thread>
 #include <vector>
-
-#include <cblas.h>
-#include <omp.h>
-#include <oneapi/dnnl/dnnl.h>
 
 extern "C" char *openblas_get_corename(void);
 
@@ -34,7 +34,8 @@ struct Shape {
   int m, n, k;
 };
 
-template <typename G> void split_n(int t, int n, G &&g) {
+template <typename G>
+void split_n(int t, int n, G &&g) {
   std::vector<std::thread> th;
   int chunk = (n + t - 1) / t;
   for (int i = 1; i < t; ++i) {
@@ -51,7 +52,8 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-template <typename F> double gflops(const Shape &s, F &&f) {
+template <typename F>
+double gflops(const Shape &s, F &&f) {
   const double flop = 2.0 * s.m * s.n * s.k;
   // Warm up and pick an iteration count giving ~20 ms per sample.
   f();
@@ -93,13 +95,12 @@ int main(int argc, char **argv) {
     for (int t = 1; t <= max_threads; ++t) {
       openblas_set_num_threads(t);
       double ob = gflops(s, [&] {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, s.n, s.k, 1.f, a.data(), s.k, w.data(), s.k,
-                    0.f, c.data(), s.n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, s.n, s.k, 1.f, a.data(), s.k, w.data(), s.k, 0.f,
+                    c.data(), s.n);
       });
       omp_set_num_threads(t);
-      double dn = gflops(s, [&] {
-        dnnl_sgemm('N', 'T', s.m, s.n, s.k, 1.f, a.data(), s.k, w.data(), s.k, 0.f, c.data(), s.n);
-      });
+      double dn = gflops(
+          s, [&] { dnnl_sgemm('N', 'T', s.m, s.n, s.k, 1.f, a.data(), s.k, w.data(), s.k, 0.f, c.data(), s.n); });
       openblas_set_num_threads(1);
       double sp = gflops(s, [&] {
         split_n(t, s.n, [&](int n0, int n1) {

@@ -128,8 +128,8 @@ void run_attention(AttnCase c) {
 }
 
 TEST(Attention, MaskKinds) {
-  for (uint32_t mask : {PARLEY_MASK_NONE, PARLEY_MASK_CAUSAL, PARLEY_MASK_KEY_PADDING,
-                        PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING}) {
+  for (uint32_t mask :
+       {PARLEY_MASK_NONE, PARLEY_MASK_CAUSAL, PARLEY_MASK_KEY_PADDING, PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING}) {
     AttnCase c;
     c.mask = mask;
     c.batch = 3;
@@ -173,8 +173,7 @@ TEST(Attention, Layouts) {
   for (bool bshd : {true, false})
     for (int64_t pad : {0, 3}) {
       AttnCase c;
-      c.bshd = bshd, c.pad = pad, c.heads = 6, c.kv_heads = 3, c.q_len = 17, c.kv_len = 70,
-      c.mask = PARLEY_MASK_CAUSAL;
+      c.bshd = bshd, c.pad = pad, c.heads = 6, c.kv_heads = 3, c.q_len = 17, c.kv_len = 70, c.mask = PARLEY_MASK_CAUSAL;
       run_attention(c);
     }
 }

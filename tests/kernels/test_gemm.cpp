@@ -21,12 +21,16 @@ struct GemmCase {
 
 double act_ref(parley_activation a, double x) {
   switch (a) {
-    case PARLEY_ACT_RELU: return x > 0 ? x : 0;
-    case PARLEY_ACT_GELU_ERF: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case PARLEY_ACT_RELU:
+      return x > 0 ? x : 0;
+    case PARLEY_ACT_GELU_ERF:
+      return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
     case PARLEY_ACT_GELU_TANH:
       return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    case PARLEY_ACT_SILU: return x / (1 + std::exp(-x));
-    default: return x;
+    case PARLEY_ACT_SILU:
+      return x / (1 + std::exp(-x));
+    default:
+      return x;
   }
 }
 
@@ -39,8 +43,7 @@ void run_gemm(const GemmCase &c) {
   const int64_t ar = c.ta ? c.k : c.m, ac = c.ta ? c.m : c.k;
   const int64_t br = c.tb ? c.n : c.k, bc = c.tb ? c.k : c.n;
   const int64_t lda = ac + c.pad, ldb = bc + c.pad, ldc = c.n + c.pad;
-  const int64_t sa = c.broadcast_a ? 0 : ar * lda + 3, sb = c.broadcast_b ? 0 : br * ldb + 5,
-                sc = c.m * ldc + 2;
+  const int64_t sa = c.broadcast_a ? 0 : ar * lda + 3, sb = c.broadcast_b ? 0 : br * ldb + 5, sc = c.m * ldc + 2;
   const int64_t na = c.broadcast_a ? ar * lda : sa * c.batch, nb = c.broadcast_b ? br * ldb : sb * c.batch;
   std::vector<float> A = rng.uniform(size_t(na)), B = rng.uniform(size_t(nb)), bias = rng.uniform(size_t(c.n));
   std::vector<float> C = poisoned(size_t(sc * c.batch));
@@ -91,8 +94,8 @@ void run_gemm(const GemmCase &c) {
       for (int64_t j = c.n; j < ldc; ++j) ASSERT_TRUE(std::isnan(C[b * sc + i * ldc + j])) << "wrote padding";
 }
 
-const int64_t kShapes[][3] = {{1, 1, 1}, {1, 7, 33}, {7, 33, 65}, {33, 65, 7}, {65, 128, 64},
-                              {1, 512, 256}, {130, 96, 200}, {5, 1, 9}};
+const int64_t kShapes[][3] = {{1, 1, 1},     {1, 7, 33},    {7, 33, 65},    {33, 65, 7},
+                              {65, 128, 64}, {1, 512, 256}, {130, 96, 200}, {5, 1, 9}};
 
 TEST(Gemm, TransposeCombinations) {
   for (auto &s : kShapes)

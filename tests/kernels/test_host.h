@@ -11,7 +11,7 @@
 #include <vector>
 
 extern "C" const parley_plugin_desc *parley_cpu_plugin_entry(uint32_t host_abi_version,
-                                                            const parley_host_services *host);
+                                                             const parley_host_services *host);
 
 namespace parley::test {
 

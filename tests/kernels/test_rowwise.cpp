@@ -11,21 +11,24 @@ const int64_t kCols[] = {1, 7, 33, 65, 512, 1000};
 
 double act_ref(int a, double x) {
   switch (a) {
-    case PARLEY_ACT_RELU: return x > 0 ? x : 0;
-    case PARLEY_ACT_GELU_ERF: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case PARLEY_ACT_RELU:
+      return x > 0 ? x : 0;
+    case PARLEY_ACT_GELU_ERF:
+      return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
     case PARLEY_ACT_GELU_TANH:
       return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    case PARLEY_ACT_SILU: return x / (1 + std::exp(-x));
-    default: return x;
+    case PARLEY_ACT_SILU:
+      return x / (1 + std::exp(-x));
+    default:
+      return x;
   }
 }
 
 void run_norm(bool rms, int64_t rows, int64_t cols, bool residual, bool residual_out, bool beta, bool in_place) {
   uint32_t seed = fresh_seed();
   PARLEY_SEED_TRACE(seed);
-  SCOPED_TRACE(testing::Message() << (rms ? "rms" : "layer") << " rows=" << rows << " cols=" << cols
-                                  << " residual=" << residual << " residual_out=" << residual_out
-                                  << " in_place=" << in_place);
+  SCOPED_TRACE(testing::Message() << (rms ? "rms" : "layer") << " rows=" << rows << " cols=" << cols << " residual="
+                                  << residual << " residual_out=" << residual_out << " in_place=" << in_place);
   Rng rng(seed);
   const int64_t ld = cols + 2;
   std::vector<float> x = rng.uniform(size_t(rows * ld), -3.f, 5.f), r = rng.uniform(size_t(rows * ld)),
@@ -207,8 +210,7 @@ TEST(GatedActivation, AllKinds) {
         a.activation = static_cast<parley_activation>(act);
         a.rows = rows, a.cols = cols;
         a.gate = g.data(), a.ld_gate = ld, a.up = u.data(), a.ld_up = ld, a.out = o, a.ld_out = ld;
-        ASSERT_EQ(find_kernel(PARLEY_OP_GATED_ACTIVATION)(host.context(), &a), PARLEY_KERNEL_OK)
-            << host.last_error();
+        ASSERT_EQ(find_kernel(PARLEY_OP_GATED_ACTIVATION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
         std::vector<float> got;
         for (int64_t i = 0; i < rows; ++i)
           for (int64_t j = 0; j < cols; ++j) got.push_back(o[i * ld + j]);
@@ -253,8 +255,8 @@ void run_softmax(bool log, int64_t rows, int64_t cols, float spread, bool in_pla
       ref.push_back(log ? x[i * ld + j] - mx - std::log(sum) : std::exp(x[i * ld + j] - mx) / sum);
   }
   TestHost host;
-  parley_softmax_args a{sizeof(parley_softmax_args), PARLEY_DTYPE_F32, rows, cols,
-                        in_place ? out.data() : x.data(), ld, out.data(), ld};
+  parley_softmax_args a{
+      sizeof(parley_softmax_args), PARLEY_DTYPE_F32, rows, cols, in_place ? out.data() : x.data(), ld, out.data(), ld};
   ASSERT_EQ(find_kernel(log ? PARLEY_OP_LOG_SOFTMAX : PARLEY_OP_SOFTMAX)(host.context(), &a), PARLEY_KERNEL_OK)
       << host.last_error();
   std::vector<float> got;

@@ -33,14 +33,15 @@ void run_topk(int64_t rows, int64_t cols, int64_t k, bool ties, bool nans) {
   std::vector<float> values = poisoned(size_t(rows * k));
   std::vector<int32_t> idx(size_t(rows * k), -7);
   TestHost host;
-  parley_topk_args a{sizeof(parley_topk_args), PARLEY_DTYPE_F32, rows, cols, k, x.data(), ld, values.data(),
-                     idx.data()};
+  parley_topk_args a{
+      sizeof(parley_topk_args), PARLEY_DTYPE_F32, rows, cols, k, x.data(), ld, values.data(), idx.data()};
   ASSERT_EQ(find_kernel(PARLEY_OP_TOPK)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
   for (int64_t r = 0; r < rows; ++r) {
     std::vector<int32_t> order(static_cast<size_t>(cols));
     std::iota(order.begin(), order.end(), 0);
     const float *xr = x.data() + r * ld;
-    std::stable_sort(order.begin(), order.end(), [&](int32_t p, int32_t q) { return ranks_before(xr[p], p, xr[q], q); });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t p, int32_t q) { return ranks_before(xr[p], p, xr[q], q); });
     for (int64_t j = 0; j < k; ++j) {
       ASSERT_EQ(idx[r * k + j], order[j]) << "row " << r << " rank " << j;
       const float want = xr[order[j]], got = values[r * k + j];
@@ -108,7 +109,7 @@ TEST(Descriptor, RefusesOtherMajor) {
   ASSERT_FALSE(host.logs().empty());
   EXPECT_NE(host.logs().back().find("ABI"), std::string::npos);
   EXPECT_NE(parley_cpu_plugin_entry(PARLEY_PLUGIN_ABI_VERSION + 5, host.services()), nullptr);  // newer minor
-  EXPECT_EQ(parley_cpu_plugin_entry(0, nullptr), nullptr);  // no host: no crash
+  EXPECT_EQ(parley_cpu_plugin_entry(0, nullptr), nullptr);                                      // no host: no crash
 }
 
 TEST(Device, AllocateCopyRelease) {
@@ -151,7 +152,10 @@ TEST(Device, AllocateCopyRelease) {
 
 // ---- misuse ----
 
-template <typename E> void set_raw(E *field, int32_t v) { std::memcpy(field, &v, sizeof v); }
+template <typename E>
+void set_raw(E *field, int32_t v) {
+  std::memcpy(field, &v, sizeof v);
+}
 
 class Misuse : public testing::Test {
  protected:
@@ -190,7 +194,7 @@ TEST_F(Misuse, NullContextAndArgsAndShortStruct) {
     bad.struct_size = 4;
     EXPECT_EQ(fn(&bad, raw.data()), PARLEY_KERNEL_INVALID_ARGUMENT);
     // Unknown and unsupported dtypes.
-    parley_dtype* dt = reinterpret_cast<parley_dtype *>(raw.data() + sizeof(size_t));
+    parley_dtype *dt = reinterpret_cast<parley_dtype *>(raw.data() + sizeof(size_t));
     set_raw(dt, 99);
     EXPECT_EQ(fn(host.context(), raw.data()), PARLEY_KERNEL_INVALID_ARGUMENT);
     set_raw(dt, PARLEY_DTYPE_F16);
@@ -285,8 +289,8 @@ TEST_F(Misuse, RowKernels) {
   set_raw(&act.activation, -1);
   expect_invalid(PARLEY_OP_ACTIVATION, &act, "activation");
 
-  parley_gated_activation_args ga{sizeof(parley_gated_activation_args), PARLEY_DTYPE_F32, PARLEY_ACT_SILU, 2, 4, p,
-                                  4, nullptr, 4, p, 4};
+  parley_gated_activation_args ga{
+      sizeof(parley_gated_activation_args), PARLEY_DTYPE_F32, PARLEY_ACT_SILU, 2, 4, p, 4, nullptr, 4, p, 4};
   expect_invalid(PARLEY_OP_GATED_ACTIVATION, &ga, "NULL");
   ga.up = p;
   set_raw(&ga.activation, 77);

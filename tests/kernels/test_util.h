@@ -36,7 +36,9 @@ struct Rng {
   std::mt19937 gen;
 };
 
-inline std::vector<float> poisoned(size_t n) { return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()); }
+inline std::vector<float> poisoned(size_t n) {
+  return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+}
 
 // ||out - ref|| / ||ref|| over the given element indices; infinity if any
 // output is not finite (NaN never passes).

@@ -10,15 +10,30 @@ static parley_kernel_status ok_kernel(const parley_kernel_context *ctx, const vo
   return PARLEY_KERNEL_OK;
 }
 static parley_kernel_status dev_alloc(void *s, size_t b, size_t a, void **p) {
-  (void)s; (void)b; (void)a; (void)p;
+  (void)s;
+  (void)b;
+  (void)a;
+  (void)p;
   return PARLEY_KERNEL_DEVICE_ERROR;
 }
-static void dev_release(void *s, void *p) { (void)s; (void)p; }
+static void dev_release(void *s, void *p) {
+  (void)s;
+  (void)p;
+}
 static parley_kernel_status dev_copy(void *s, void *d, const void *src, size_t n, int32_t k, void *st) {
-  (void)s; (void)d; (void)src; (void)n; (void)k; (void)st;
+  (void)s;
+  (void)d;
+  (void)src;
+  (void)n;
+  (void)k;
+  (void)st;
   return PARLEY_KERNEL_DEVICE_ERROR;
 }
-static parley_kernel_status dev_sync(void *s, void *st) { (void)s; (void)st; return PARLEY_KERNEL_OK; }
+static parley_kernel_status dev_sync(void *s, void *st) {
+  (void)s;
+  (void)st;
+  return PARLEY_KERNEL_OK;
+}
 static parley_kernel_status dev_init_fails(const parley_host_services *h, void **state, char *err, size_t n) {
   (void)h;
   (void)state;
@@ -31,36 +46,67 @@ static parley_kernel_status dev_init_fails(const parley_host_services *h, void *
 #endif
 
 #define NAME_1 "bad_no_entry"
-static parley_device_desc g_dev = {sizeof(parley_device_desc), "fakegpu", PARLEY_DEVICE_OTHER, dev_init_fails,
-                                   NULL, dev_alloc, dev_release, dev_copy, dev_sync};
-static parley_kernel_desc g_kernel = {sizeof(parley_kernel_desc), PARLEY_OP_GEMM, "cpu", PARLEY_DTYPE_F32, 1,
-                                      "k", ok_kernel};
-static parley_plugin_desc g_desc = {sizeof(parley_plugin_desc), PARLEY_PLUGIN_ABI_VERSION, "bad", "1", NULL, 0,
-                                    &g_kernel, 1};
+static parley_device_desc g_dev = {sizeof(parley_device_desc),
+                                   "fakegpu",
+                                   PARLEY_DEVICE_OTHER,
+                                   dev_init_fails,
+                                   NULL,
+                                   dev_alloc,
+                                   dev_release,
+                                   dev_copy,
+                                   dev_sync};
+static parley_kernel_desc g_kernel = {
+    sizeof(parley_kernel_desc), PARLEY_OP_GEMM, "cpu", PARLEY_DTYPE_F32, 1, "k", ok_kernel};
+static parley_plugin_desc g_desc = {
+    sizeof(parley_plugin_desc), PARLEY_PLUGIN_ABI_VERSION, "bad", "1", NULL, 0, &g_kernel, 1};
 
 #if BAD_KIND == 1 /* no entry point */
-PARLEY_PLUGIN_EXPORT int parley_plugin_entry_misspelled(void) { return 0; }
+PARLEY_PLUGIN_EXPORT int parley_plugin_entry_misspelled(void) {
+  return 0;
+}
 #else
 PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(uint32_t host_abi, const parley_host_services *h) {
   (void)host_abi;
   (void)h;
   switch (BAD_KIND) {
-    case 2: g_desc.abi_version = 99u << 16; break;                       /* ABI mismatch */
-    case 3: return NULL;                                                  /* refuses the host */
-    case 4: g_kernel.run = NULL; break;                                   /* malformed kernel */
-    case 5: g_kernel.op = (parley_op)999; break;                          /* unknown op */
-    case 6: g_desc.name = "cpu"; break;                                   /* duplicate plugin name */
-    case 7: g_dev.init = NULL; g_desc.devices = &g_dev; g_desc.num_devices = 1; g_dev.name = "cpu"; break;
+    case 2:
+      g_desc.abi_version = 99u << 16;
+      break; /* ABI mismatch */
+    case 3:
+      return NULL; /* refuses the host */
+    case 4:
+      g_kernel.run = NULL;
+      break; /* malformed kernel */
+    case 5:
+      g_kernel.op = (parley_op)999;
+      break; /* unknown op */
+    case 6:
+      g_desc.name = "cpu";
+      break; /* duplicate plugin name */
+    case 7:
+      g_dev.init = NULL;
+      g_desc.devices = &g_dev;
+      g_desc.num_devices = 1;
+      g_dev.name = "cpu";
+      break;
     case 8: /* a device whose driver is missing: loads, device unavailable */
       g_desc.name = "fakegpu_plugin";
       g_desc.devices = &g_dev;
       g_desc.num_devices = 1;
       g_kernel.device = "fakegpu";
       break;
-    case 9: g_kernel.device = "tpu9000"; break;                           /* kernel on unknown device */
-    case 10: g_desc.struct_size = 8; break;                               /* truncated descriptor */
-    case 11: g_desc.num_kernels = 3; g_desc.kernels = NULL; break;        /* NULL array with a count */
-    default: break;
+    case 9:
+      g_kernel.device = "tpu9000";
+      break; /* kernel on unknown device */
+    case 10:
+      g_desc.struct_size = 8;
+      break; /* truncated descriptor */
+    case 11:
+      g_desc.num_kernels = 3;
+      g_desc.kernels = NULL;
+      break; /* NULL array with a count */
+    default:
+      break;
   }
   return &g_desc;
 }

@@ -48,11 +48,17 @@ inline uint64_t get64(const Bytes &b, size_t at) {
   std::memcpy(&v, b.data() + at, 8);
   return v;
 }
-inline void put64(Bytes &b, size_t at, uint64_t v) { std::memcpy(b.data() + at, &v, 8); }
-inline void put16(Bytes &b, size_t at, uint16_t v) { std::memcpy(b.data() + at, &v, 2); }
+inline void put64(Bytes &b, size_t at, uint64_t v) {
+  std::memcpy(b.data() + at, &v, 8);
+}
+inline void put16(Bytes &b, size_t at, uint16_t v) {
+  std::memcpy(b.data() + at, &v, 2);
+}
 
 // Recompute the preamble checksum (bytes 0..55) after editing the preamble.
-inline void fix_preamble(Bytes &b) { put64(b, 56, XXH3_64bits(b.data(), 56)); }
+inline void fix_preamble(Bytes &b) {
+  put64(b, 56, XXH3_64bits(b.data(), 56));
+}
 
 // Recompute header and preamble checksums after editing header bytes in place.
 inline void fix_checksums(Bytes &b) {

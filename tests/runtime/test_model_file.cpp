@@ -30,10 +30,10 @@ Outcome load(const Bytes &b, bool verify = true) {
   }
 }
 
-#define EXPECT_LOAD_ERROR(bytes, st, fragment)                                  \
-  do {                                                                          \
-    Outcome out_ = load(bytes);                                                 \
-    EXPECT_EQ(out_.status, st) << out_.message;                                 \
+#define EXPECT_LOAD_ERROR(bytes, st, fragment)                                 \
+  do {                                                                         \
+    Outcome out_ = load(bytes);                                                \
+    EXPECT_EQ(out_.status, st) << out_.message;                                \
     EXPECT_NE(out_.message.find(fragment), std::string::npos) << out_.message; \
   } while (0)
 
@@ -77,9 +77,16 @@ TEST_F(ModelFileTest, TruncationAtEverySectionBoundary) {
   LoadOptions lo;
   auto m = ModelFile::open_memory(good.data(), good.size(), false, lo);
   const Preamble &p = m->preamble();
-  std::vector<size_t> cuts = {0, 1, 8, 63, 64, 65, static_cast<size_t>(p.header_offset + p.header_length / 2),
+  std::vector<size_t> cuts = {0,
+                              1,
+                              8,
+                              63,
+                              64,
+                              65,
+                              static_cast<size_t>(p.header_offset + p.header_length / 2),
                               static_cast<size_t>(p.header_offset + p.header_length),
-                              static_cast<size_t>(p.data_offset), good.size() - 1};
+                              static_cast<size_t>(p.data_offset),
+                              good.size() - 1};
   for (const auto &t : m->tensors()) {
     cuts.push_back(static_cast<size_t>(p.data_offset + t.offset));
     cuts.push_back(static_cast<size_t>(p.data_offset + t.offset + t.length / 2));
@@ -191,8 +198,7 @@ TEST_F(ModelFileTest, CorruptHeaderBehindValidChecksumFailsVerification) {
     fix_checksums(b);
     Outcome o = load(b);  // anything but a crash; most are refused
     refused += o.status != PARLEY_OK;
-    EXPECT_TRUE(o.status == PARLEY_OK || o.status == PARLEY_ERROR_INVALID_MODEL ||
-                o.status == PARLEY_ERROR_CHECKSUM)
+    EXPECT_TRUE(o.status == PARLEY_OK || o.status == PARLEY_ERROR_INVALID_MODEL || o.status == PARLEY_ERROR_CHECKSUM)
         << o.message;
   }
   EXPECT_GT(refused, 0);

@@ -53,8 +53,9 @@ TEST(Registry, CpuPluginDiscoveredWithEveryOp) {
   size_t n = 0;
   ASSERT_EQ(parley_runtime_plugin_count(h.rt, &n), PARLEY_OK);
   ASSERT_EQ(n, 1u);
-  const char *ops[] = {"gemm", "attention", "layer_norm", "rms_norm", "rotary", "activation", "gated_activation",
-                       "embedding", "add", "softmax", "log_softmax", "topk"};
+  const char *ops[] = {"gemm",   "attention",  "layer_norm",       "rms_norm",
+                       "rotary", "activation", "gated_activation", "embedding",
+                       "add",    "softmax",    "log_softmax",      "topk"};
   for (const char *op : ops) {
     parley_status st;
     parley_kernel_info k = kernel_for(h.rt, op, "cpu", &st);

@@ -12,10 +12,13 @@ TEST(ThreadPool, CoversEveryIndexExactlyOnce) {
     parley::ThreadPool pool(threads);
     for (int64_t n : {0, 1, 7, 64, 1001}) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-      pool.parallel_for(n, 3, [](void *u, int64_t b, int64_t e) {
-        auto &h = *static_cast<std::vector<std::atomic<int>> *>(u);
-        for (int64_t i = b; i < e; ++i) h[static_cast<size_t>(i)]++;
-      }, &hits);
+      pool.parallel_for(
+          n, 3,
+          [](void *u, int64_t b, int64_t e) {
+            auto &h = *static_cast<std::vector<std::atomic<int>> *>(u);
+            for (int64_t i = b; i < e; ++i) h[static_cast<size_t>(i)]++;
+          },
+          &hits);
       for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[static_cast<size_t>(i)].load(), 1) << threads << " " << n;
     }
   }
@@ -30,9 +33,8 @@ TEST(ThreadPool, NestedAndConcurrentCallersComplete) {
   auto outer = [](void *u, int64_t b, int64_t e) {
     auto *c = static_cast<Ctx *>(u);
     for (int64_t i = b; i < e; ++i)
-      c->pool->parallel_for(10, 1, [](void *u2, int64_t b2, int64_t e2) {
-        static_cast<Ctx *>(u2)->sum += e2 - b2;
-      }, c);
+      c->pool->parallel_for(
+          10, 1, [](void *u2, int64_t b2, int64_t e2) { static_cast<Ctx *>(u2)->sum += e2 - b2; }, c);
   };
   std::vector<std::thread> callers;
   std::vector<std::unique_ptr<Ctx>> ctxs;

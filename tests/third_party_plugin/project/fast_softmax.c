@@ -7,7 +7,9 @@
 static long g_calls = 0;
 
 /* Test hook (not part of the plugin ABI). */
-PARLEY_PLUGIN_EXPORT long thirdparty_softmax_calls(void) { return g_calls; }
+PARLEY_PLUGIN_EXPORT long thirdparty_softmax_calls(void) {
+  return g_calls;
+}
 
 static parley_kernel_status fast_softmax(const parley_kernel_context *ctx, const void *raw) {
   const parley_softmax_args *a = (const parley_softmax_args *)raw;
@@ -33,8 +35,8 @@ static parley_kernel_status fast_softmax(const parley_kernel_context *ctx, const
 static const parley_kernel_desc g_kernels[] = {
     {sizeof(parley_kernel_desc), PARLEY_OP_SOFTMAX, "cpu", PARLEY_DTYPE_F32, 500, "fast_softmax", fast_softmax}};
 
-static const parley_plugin_desc g_desc = {sizeof(parley_plugin_desc), PARLEY_PLUGIN_ABI_VERSION, "thirdparty", "0.1",
-                                          NULL, 0, g_kernels, 1};
+static const parley_plugin_desc g_desc = {
+    sizeof(parley_plugin_desc), PARLEY_PLUGIN_ABI_VERSION, "thirdparty", "0.1", NULL, 0, g_kernels, 1};
 
 PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(uint32_t host_abi, const parley_host_services *h) {
   if ((host_abi >> 16) != PARLEY_PLUGIN_ABI_MAJOR) return NULL;
