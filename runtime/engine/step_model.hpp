@@ -1,0 +1,24 @@
+// What the decoding algorithms (greedy, beam search, sampling) see of a
+// model: a set of live rows (hypotheses), each fed one token per step, and a
+// way to reorder rows when beams are pruned or expanded. Keeping decoding
+// behind this interface lets it be tested on a scripted model too.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace parley {
+
+class StepModel {
+ public:
+  virtual ~StepModel() = default;
+  virtual int64_t vocab() const = 0;
+  virtual int64_t rows() const = 0;
+  // Feed one token to every live row; returns logits [rows, vocab].
+  virtual std::vector<float> advance(const std::vector<int32_t> &tokens) = 0;
+  // Row r of the new state continues old row parents[r] (rows may be
+  // duplicated or dropped; parents.size() becomes the new row count).
+  virtual void reorder(const std::vector<int32_t> &parents) = 0;
+};
+
+}  // namespace parley

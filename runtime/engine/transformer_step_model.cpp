@@ -1,0 +1,46 @@
+#include "engine/transformer_step_model.hpp"
+
+#include <cstring>
+
+#include "core/error.hpp"
+
+namespace parley {
+
+namespace {
+
+// Gather rows of a [rows, row_elems] buffer.
+std::vector<float> gather(const std::vector<float> &src, int64_t row_elems, const std::vector<int32_t> &parents) {
+  std::vector<float> out(parents.size() * static_cast<size_t>(row_elems));
+  for (size_t r = 0; r < parents.size(); ++r)
+    std::memcpy(out.data() + r * static_cast<size_t>(row_elems),
+                src.data() + static_cast<size_t>(parents[r]) * static_cast<size_t>(row_elems),
+                static_cast<size_t>(row_elems) * sizeof(float));
+  return out;
+}
+
+}  // namespace
+
+void TransformerStepModel::reorder(const std::vector<int32_t> &parents) {
+  DecoderState &s = state_;
+  if (parents.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "reorder: no rows left");
+  for (int32_t p : parents)
+    if (p < 0 || p >= s.batch) fail(PARLEY_ERROR_INTERNAL, "reorder: parent row out of range");
+  const int64_t row = s.k.empty() ? 0 : static_cast<int64_t>(s.k[0].size()) / s.batch;
+  for (auto &k : s.k) k = gather(k, row, parents);
+  for (auto &v : s.v) v = gather(v, row, parents);
+  if (!s.cross_k.empty()) {
+    const int64_t crow = static_cast<int64_t>(s.cross_k[0].size()) / s.batch;
+    for (auto &k : s.cross_k) k = gather(k, crow, parents);
+    for (auto &v : s.cross_v) v = gather(v, crow, parents);
+  }
+  std::vector<int32_t> lengths, src_lengths;
+  for (int32_t p : parents) {
+    lengths.push_back(s.lengths[static_cast<size_t>(p)]);
+    if (!s.src_lengths.empty()) src_lengths.push_back(s.src_lengths[static_cast<size_t>(p)]);
+  }
+  s.lengths = std::move(lengths);
+  s.src_lengths = std::move(src_lengths);
+  s.batch = static_cast<int64_t>(parents.size());
+}
+
+}  // namespace parley

@@ -1,0 +1,25 @@
+// StepModel over the Transformer and its KV cache (DecoderState).
+#pragma once
+
+#include "engine/step_model.hpp"
+#include "model/transformer.hpp"
+
+namespace parley {
+
+class TransformerStepModel : public StepModel {
+ public:
+  TransformerStepModel(const Transformer &model, DecoderState state) : model_(model), state_(std::move(state)) {}
+  int64_t vocab() const override { return model_.vocab(); }
+  int64_t rows() const override { return state_.batch; }
+  std::vector<float> advance(const std::vector<int32_t> &tokens) override {
+    return model_.step(state_, tokens, 1, /*last_only=*/true);
+  }
+  void reorder(const std::vector<int32_t> &parents) override;
+  DecoderState &state() { return state_; }
+
+ private:
+  const Transformer &model_;
+  DecoderState state_;
+};
+
+}  // namespace parley

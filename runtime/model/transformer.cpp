@@ -1,0 +1,531 @@
+#include "model/transformer.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "core/runtime.hpp"
+
+namespace parley {
+
+namespace {
+
+int64_t cfg_i(const ModelFile &f, const std::string &key) {
+  const ConfigEntry *e = f.find_config(key);
+  if (!e) fail(PARLEY_ERROR_INVALID_MODEL, f.label() + ": config key '" + key + "' missing");
+  return e->int_value;
+}
+
+double cfg_f(const ModelFile &f, const std::string &key) {
+  const ConfigEntry *e = f.find_config(key);
+  if (!e) fail(PARLEY_ERROR_INVALID_MODEL, f.label() + ": config key '" + key + "' missing");
+  return e->float_value;
+}
+
+// Rotary inverse frequencies as transformers' modeling_rope_utils computes
+// them (float32 arithmetic), with linear or Llama-3 scaling.
+std::vector<float> rope_inv_freq(const ModelFile &f, const std::string &p, int64_t rope_dim) {
+  float theta = static_cast<float>(cfg_f(f, p + "rope_theta"));
+  std::vector<float> inv(static_cast<size_t>(rope_dim / 2));
+  for (int64_t i = 0; i < rope_dim / 2; ++i)
+    inv[static_cast<size_t>(i)] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+  int64_t scaling = cfg_i(f, p + "rope_scaling");
+  float factor = static_cast<float>(cfg_f(f, p + "rope_scaling_factor"));
+  if (scaling == 1) {
+    for (float &x : inv) x /= factor;
+  } else if (scaling == 2) {
+    float low = static_cast<float>(cfg_f(f, p + "rope_low_freq_factor"));
+    float high = static_cast<float>(cfg_f(f, p + "rope_high_freq_factor"));
+    float old_ctx = static_cast<float>(cfg_i(f, p + "rope_original_max_positions"));
+    float low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+    for (float &x : inv) {
+      float wavelen = 2.f * static_cast<float>(M_PI) / x;
+      float scaled = wavelen > low_wavelen ? x / factor : x;
+      if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+        float smooth = (old_ctx / wavelen - low) / (high - low);
+        scaled = (1.f - smooth) * scaled / factor + smooth * scaled;
+      }
+      x = scaled;
+    }
+  }
+  return inv;
+}
+
+StackParams read_stack(const ModelFile &f, const std::string &p) {
+  StackParams s{};
+  s.layers = cfg_i(f, p + "num_layers");
+  s.hidden = cfg_i(f, p + "hidden_size");
+  s.heads = cfg_i(f, p + "num_heads");
+  s.kv_heads = cfg_i(f, p + "num_kv_heads");
+  s.head_dim = cfg_i(f, p + "head_dim");
+  s.ffn = cfg_i(f, p + "ffn_size");
+  s.activation = static_cast<parley_activation>(cfg_i(f, p + "activation"));
+  s.gated = cfg_i(f, p + "gated_ffn") != 0;
+  s.rms_norm = cfg_i(f, p + "norm") == 1;
+  s.post_norm = cfg_i(f, p + "norm_placement") == 1;
+  s.eps = static_cast<float>(cfg_f(f, p + "norm_epsilon"));
+  s.qkv_bias = cfg_i(f, p + "qkv_bias") != 0;
+  s.out_bias = cfg_i(f, p + "out_bias") != 0;
+  s.ffn_bias = cfg_i(f, p + "ffn_bias") != 0;
+  s.qk_norm = cfg_i(f, p + "qk_norm") != 0;
+  s.embedding_norm = cfg_i(f, p + "embedding_norm") != 0;
+  s.final_norm = cfg_i(f, p + "final_norm") != 0;
+  s.position = static_cast<int>(cfg_i(f, p + "position"));
+  s.max_positions = cfg_i(f, p + "max_positions");
+  s.position_offset = cfg_i(f, p + "position_offset");
+  s.embedding_scale = static_cast<float>(cfg_f(f, p + "embedding_scale"));
+  s.rope_dim = cfg_i(f, p + "rope_dim");
+  s.rope_interleaved = cfg_i(f, p + "rope_interleaved") != 0;
+  if (s.ffn < 1) fail(PARLEY_ERROR_INVALID_MODEL, f.label() + ": config " + p + "ffn_size must be >= 1");
+  if (s.position == 3) s.inv_freq = rope_inv_freq(f, p, s.rope_dim);
+  return s;
+}
+
+}  // namespace
+
+Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device)
+    : runtime_(runtime), ops_(runtime, device), weights_(file), label_(file.label()) {
+  vocab_ = file.vocab_size();
+  has_encoder_ = file.kind() == PARLEY_MODEL_ENCODER_DECODER;
+  dec_stack_.p = read_stack(file, "decoder.");
+  if (has_encoder_) {
+    enc_.p = read_stack(file, "encoder.");
+    if (enc_.p.hidden != dec_.hidden)
+      fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": encoder and decoder hidden sizes differ");
+    bind_stack(enc_, "encoder", false);
+  }
+  bind_stack(dec_stack_, "decoder", has_encoder_);
+  bool tied = cfg_i(file, "tie_word_embeddings") != 0;
+  lm_head_ = tied ? dec_stack_.embed : weights_.get("lm_head.weight", {vocab_, dec_.hidden});
+  if (cfg_i(file, "final_logits_bias")) logits_bias_ = weights_.get("final_logits_bias", {vocab_});
+}
+
+void Transformer::bind_stack(Stack &s, const std::string &prefix, bool cross) const {
+  const StackParams &p = s.p;
+  const int64_t H = p.hidden, qd = p.heads * p.head_dim, kvd = p.kv_heads * p.head_dim;
+  auto name = [&](const std::string &rest) { return prefix + "." + rest; };
+  s.embed = weights_.optional(name("embed_tokens.weight"), {vocab_, H});
+  if (!s.embed && prefix == "encoder") s.embed = weights_.optional("decoder.embed_tokens.weight", {vocab_, H});
+  if (!s.embed) weights_.get(name("embed_tokens.weight"), {vocab_, H});  // throws naming it
+  if (p.position == 1 || p.position == 2)
+    s.positions = weights_.get(name("embed_positions.weight"), {p.max_positions + p.position_offset, H});
+  auto bind_norm = [&](const std::string &n, int64_t dim) {
+    Norm out;
+    out.gamma = weights_.get(name(n + ".weight"), {dim});
+    if (!p.rms_norm) out.beta = weights_.optional(name(n + ".bias"), {dim});
+    return out;
+  };
+  if (p.embedding_norm) s.embedding_norm = bind_norm("embedding_norm", H);
+  if (p.final_norm) s.final_norm = bind_norm("final_norm", H);
+  auto bind_attention = [&](const std::string &a, int64_t kv_in) {
+    Attention at;
+    at.wq = weights_.get(name(a + ".q_proj.weight"), {qd, H});
+    at.wk = weights_.get(name(a + ".k_proj.weight"), {kvd, kv_in});
+    at.wv = weights_.get(name(a + ".v_proj.weight"), {kvd, kv_in});
+    at.wo = weights_.get(name(a + ".o_proj.weight"), {H, qd});
+    if (p.qkv_bias) {
+      at.bq = weights_.get(name(a + ".q_proj.bias"), {qd});
+      at.bk = weights_.get(name(a + ".k_proj.bias"), {kvd});
+      at.bv = weights_.get(name(a + ".v_proj.bias"), {kvd});
+    }
+    if (p.out_bias) at.bo = weights_.get(name(a + ".o_proj.bias"), {H});
+    if (p.qk_norm && a.find("self_attn") != std::string::npos) {
+      at.q_norm = weights_.get(name(a + ".q_norm.weight"), {p.head_dim});
+      at.k_norm = weights_.get(name(a + ".k_norm.weight"), {p.head_dim});
+    }
+    return at;
+  };
+  for (int64_t i = 0; i < p.layers; ++i) {
+    std::string l = "layers." + std::to_string(i) + ".";
+    Layer layer;
+    layer.self_norm = bind_norm(l + "self_attn_norm", H);
+    layer.self_attn = bind_attention(l + "self_attn", H);
+    if (cross) {
+      layer.cross_norm = bind_norm(l + "cross_attn_norm", H);
+      layer.cross_attn = bind_attention(l + "cross_attn", enc_.p.hidden);
+    }
+    layer.ffn_norm = bind_norm(l + "ffn_norm", H);
+    layer.up = weights_.get(name(l + "ffn.up_proj.weight"), {p.ffn, H});
+    layer.down = weights_.get(name(l + "ffn.down_proj.weight"), {H, p.ffn});
+    if (p.gated) layer.gate = weights_.get(name(l + "ffn.gate_proj.weight"), {p.ffn, H});
+    if (p.ffn_bias) {
+      layer.b_up = weights_.get(name(l + "ffn.up_proj.bias"), {p.ffn});
+      layer.b_down = weights_.get(name(l + "ffn.down_proj.bias"), {H});
+      if (p.gated) layer.b_gate = weights_.get(name(l + "ffn.gate_proj.bias"), {p.ffn});
+    }
+    s.layers.push_back(layer);
+  }
+}
+
+void Transformer::norm(const StackParams &p, const Norm &n, const float *x, float *out, int64_t rows) const {
+  parley_norm_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.rows = rows;
+  a.cols = p.hidden;
+  a.x = x;
+  a.ld_x = p.hidden;
+  a.gamma = n.gamma;
+  a.beta = n.beta;
+  a.eps = p.eps;
+  a.out = out;
+  a.ld_out = p.hidden;
+  ops_.run(p.rms_norm ? PARLEY_OP_RMS_NORM : PARLEY_OP_LAYER_NORM, &a);
+}
+
+void Transformer::residual_add(float *x, const float *y, int64_t n) const {
+  parley_add_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.n = n;
+  a.a = x;
+  a.b = y;
+  a.out = x;
+  a.alpha = 1.f;
+  ops_.run(PARLEY_OP_ADD, &a);
+}
+
+void Transformer::embed(const Stack &s, const int32_t *ids, const int32_t *positions, int64_t rows, float *out) const {
+  const StackParams &p = s.p;
+  parley_embedding_args e{};
+  e.struct_size = sizeof e;
+  e.dtype = PARLEY_DTYPE_F32;
+  e.table_dtype = PARLEY_DTYPE_F32;
+  e.count = rows;
+  e.vocab = vocab_;
+  e.dim = p.hidden;
+  e.ids = ids;
+  e.table = s.embed;
+  e.scale = p.embedding_scale;
+  e.out = out;
+  e.ld_out = p.hidden;
+  ops_.run(PARLEY_OP_EMBEDDING, &e);
+  if (s.positions) {
+    std::vector<int32_t> pos(static_cast<size_t>(rows));
+    for (int64_t i = 0; i < rows; ++i)
+      pos[static_cast<size_t>(i)] = positions[i] + static_cast<int32_t>(p.position_offset);
+    std::vector<float> pe(static_cast<size_t>(rows * p.hidden));
+    e.vocab = p.max_positions + p.position_offset;
+    e.ids = pos.data();
+    e.table = s.positions;
+    e.scale = 1.f;
+    e.out = pe.data();
+    ops_.run(PARLEY_OP_EMBEDDING, &e);
+    residual_add(out, pe.data(), rows * p.hidden);
+  }
+  if (p.embedding_norm) norm(p, s.embedding_norm, out, out, rows);
+}
+
+void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const {
+  const StackParams &p = s.p;
+  std::vector<float> up(static_cast<size_t>(rows * p.ffn));
+  if (p.gated) {
+    std::vector<float> gate(up.size());
+    ops_.linear(x, rows, p.hidden, l.gate, p.ffn, l.b_gate, gate.data());
+    ops_.linear(x, rows, p.hidden, l.up, p.ffn, l.b_up, up.data());
+    parley_gated_activation_args g{};
+    g.struct_size = sizeof g;
+    g.dtype = PARLEY_DTYPE_F32;
+    g.activation = p.activation;
+    g.rows = rows;
+    g.cols = p.ffn;
+    g.gate = gate.data();
+    g.ld_gate = p.ffn;
+    g.up = up.data();
+    g.ld_up = p.ffn;
+    g.out = up.data();
+    g.ld_out = p.ffn;
+    ops_.run(PARLEY_OP_GATED_ACTIVATION, &g);
+  } else {
+    ops_.linear(x, rows, p.hidden, l.up, p.ffn, l.b_up, up.data(), p.activation);
+  }
+  ops_.linear(up.data(), rows, p.ffn, l.down, p.hidden, l.b_down, out);
+}
+
+namespace {
+
+// Attention over [batch, q_len, heads, hd] queries and [batch, kv_cap, kv_heads, hd] keys/values.
+parley_attention_args attention_args(int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd, int64_t q_len,
+                                     int64_t kv_cap, const float *q, const float *k, const float *v, float *out,
+                                     const int32_t *key_lengths, uint32_t mask) {
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = batch;
+  a.num_heads = heads;
+  a.num_kv_heads = kv_heads;
+  a.q_len = q_len;
+  a.kv_len = kv_cap;
+  a.head_dim = hd;
+  a.q = q;
+  a.q_stride_batch = q_len * heads * hd;
+  a.q_stride_head = hd;
+  a.q_stride_seq = heads * hd;
+  a.k = k;
+  a.v = v;
+  a.k_stride_batch = a.v_stride_batch = kv_cap * kv_heads * hd;
+  a.k_stride_head = a.v_stride_head = hd;
+  a.k_stride_seq = a.v_stride_seq = kv_heads * hd;
+  a.out = out;
+  a.out_stride_batch = a.q_stride_batch;
+  a.out_stride_head = hd;
+  a.out_stride_seq = heads * hd;
+  a.scale = 1.f / std::sqrt(static_cast<float>(hd));
+  a.mask = mask;
+  a.key_lengths = key_lengths;
+  return a;
+}
+
+}  // namespace
+
+std::vector<float> Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
+  const StackParams &p = enc_.p;
+  const int64_t B = static_cast<int64_t>(sources.size());
+  int64_t S = 0;
+  for (const auto &s : sources) S = std::max<int64_t>(S, static_cast<int64_t>(s.size()));
+  if (S == 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "every source sequence is empty");
+  if ((p.position == 1 || p.position == 2) && S > p.max_positions)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "source of " + std::to_string(S) + " tokens exceeds the encoder's " +
+                                            std::to_string(p.max_positions) + " positions");
+  const int64_t rows = B * S, H = p.hidden, hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
+  std::vector<int32_t> ids(static_cast<size_t>(rows), 0), pos(static_cast<size_t>(rows)),
+      lengths(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    lengths[static_cast<size_t>(b)] = static_cast<int32_t>(sources[static_cast<size_t>(b)].size());
+    for (int64_t i = 0; i < S; ++i) {
+      pos[static_cast<size_t>(b * S + i)] = static_cast<int32_t>(i);
+      if (i < lengths[static_cast<size_t>(b)]) {
+        int32_t id = sources[static_cast<size_t>(b)][static_cast<size_t>(i)];
+        if (id < 0 || id >= vocab_)
+          fail(PARLEY_ERROR_INVALID_ARGUMENT, "source token id " + std::to_string(id) + " (sequence " +
+                                                  std::to_string(b) + ", position " + std::to_string(i) +
+                                                  ") is outside the vocabulary of " + std::to_string(vocab_));
+        ids[static_cast<size_t>(b * S + i)] = id;
+      }
+    }
+  }
+  std::vector<float> x(static_cast<size_t>(rows * H)), h(x.size()), o(x.size());
+  std::vector<float> q(static_cast<size_t>(rows * qd)), k(static_cast<size_t>(rows * kvd)), v(k.size()), a(q.size());
+  embed(enc_, ids.data(), pos.data(), rows, x.data());
+  for (const Layer &l : enc_.layers) {
+    const float *in = x.data();
+    if (!p.post_norm) {
+      norm(p, l.self_norm, x.data(), h.data(), rows);
+      in = h.data();
+    }
+    ops_.linear(in, rows, H, l.self_attn.wq, qd, l.self_attn.bq, q.data());
+    ops_.linear(in, rows, H, l.self_attn.wk, kvd, l.self_attn.bk, k.data());
+    ops_.linear(in, rows, H, l.self_attn.wv, kvd, l.self_attn.bv, v.data());
+    auto args = attention_args(B, p.heads, p.kv_heads, hd, S, S, q.data(), k.data(), v.data(), a.data(), lengths.data(),
+                               PARLEY_MASK_KEY_PADDING);
+    ops_.run(PARLEY_OP_ATTENTION, &args);
+    ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
+    residual_add(x.data(), o.data(), rows * H);
+    if (p.post_norm) norm(p, l.self_norm, x.data(), x.data(), rows);
+    in = x.data();
+    if (!p.post_norm) {
+      norm(p, l.ffn_norm, x.data(), h.data(), rows);
+      in = h.data();
+    }
+    ffn(enc_, l, in, o.data(), rows);
+    residual_add(x.data(), o.data(), rows * H);
+    if (p.post_norm) norm(p, l.ffn_norm, x.data(), x.data(), rows);
+  }
+  if (p.final_norm) norm(p, enc_.final_norm, x.data(), x.data(), rows);
+  *max_len = S;
+  return x;
+}
+
+DecoderState Transformer::start(int64_t batch, int64_t capacity,
+                                const std::vector<std::vector<int32_t>> &sources) const {
+  if (batch < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  if (capacity < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "capacity must be >= 1");
+  if ((dec_.position == 1 || dec_.position == 2) && capacity > dec_.max_positions)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "requested length " + std::to_string(capacity) + " exceeds the model's " +
+                                            std::to_string(dec_.max_positions) + " positions");
+  DecoderState st;
+  st.batch = batch;
+  st.capacity = capacity;
+  st.lengths.assign(static_cast<size_t>(batch), 0);
+  const size_t cache = static_cast<size_t>(batch * capacity * dec_.kv_heads * dec_.head_dim);
+  st.k.assign(static_cast<size_t>(dec_.layers), std::vector<float>(cache));
+  st.v.assign(static_cast<size_t>(dec_.layers), std::vector<float>(cache));
+  if (has_encoder_) {
+    if (static_cast<int64_t>(sources.size()) != batch)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "an encoder-decoder model needs one source per sequence");
+    int64_t S = 0;
+    std::vector<float> enc = encode(sources, &S);
+    st.src_len = S;
+    for (const auto &s : sources) st.src_lengths.push_back(static_cast<int32_t>(s.size()));
+    const int64_t kvd = dec_.kv_heads * dec_.head_dim;
+    for (const Layer &l : dec_stack_.layers) {
+      std::vector<float> k(static_cast<size_t>(batch * S * kvd)), v(k.size());
+      // Cross-attention K/V: computed once per request from the encoder output.
+      ops_.linear(enc.data(), batch * S, enc_.p.hidden, l.cross_attn.wk, kvd, l.cross_attn.bk, k.data());
+      ops_.linear(enc.data(), batch * S, enc_.p.hidden, l.cross_attn.wv, kvd, l.cross_attn.bv, v.data());
+      st.cross_k.push_back(std::move(k));
+      st.cross_v.push_back(std::move(v));
+    }
+  }
+  return st;
+}
+
+std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
+                                     const std::vector<int32_t> &counts) const {
+  const StackParams &p = dec_;
+  const int64_t B = st.batch, rows = B * n, H = p.hidden, hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
+  if (n < 1 || static_cast<int64_t>(tokens.size()) != rows)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "step needs batch x n tokens with n >= 1");
+  if (!counts.empty() && static_cast<int64_t>(counts.size()) != B)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "step: one count per sequence is needed");
+  auto count = [&](int64_t b) { return counts.empty() ? n : static_cast<int64_t>(counts[static_cast<size_t>(b)]); };
+  // Padding rows write throwaway K/V just past the real tokens; key_lengths
+  // cover them so the causal bottom-right rule stays exact for the real
+  // queries (a real query i never sees keys past len + i), and the cache
+  // length only advances by the real count, so they are overwritten later.
+  std::vector<int32_t> pos(static_cast<size_t>(rows)), key_lengths(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    if (count(b) < 1 || count(b) > n)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "step: count of sequence " + std::to_string(b) + " is outside [1, n]");
+    int32_t len = st.lengths[static_cast<size_t>(b)];
+    if (len + n > st.capacity)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "sequence " + std::to_string(b) + " would grow to " +
+                                              std::to_string(len + n) + " tokens, past its capacity of " +
+                                              std::to_string(st.capacity));
+    key_lengths[static_cast<size_t>(b)] = static_cast<int32_t>(len + n);
+    if ((p.position == 1 || p.position == 2) && len + count(b) > p.max_positions)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "sequence " + std::to_string(b) + " would reach position " +
+                                              std::to_string(len + count(b)) + ", past the model's " +
+                                              std::to_string(p.max_positions) + " positions");
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t id = tokens[static_cast<size_t>(b * n + i)];
+      if (i >= count(b)) {
+        pos[static_cast<size_t>(b * n + i)] = 0;  // padding: any valid position
+        continue;
+      }
+      if (id < 0 || id >= vocab_)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "token id " + std::to_string(id) + " (sequence " + std::to_string(b) +
+                                                ") is outside the vocabulary of " + std::to_string(vocab_));
+      pos[static_cast<size_t>(b * n + i)] = static_cast<int32_t>(len + i);
+    }
+  }
+  std::vector<float> x(static_cast<size_t>(rows * H)), h(x.size()), o(x.size());
+  std::vector<float> q(static_cast<size_t>(rows * qd)), k(static_cast<size_t>(rows * kvd)), v(k.size()), a(q.size());
+  std::vector<int32_t> ids(tokens);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = count(b); i < n; ++i) ids[static_cast<size_t>(b * n + i)] = 0;
+  embed(dec_stack_, ids.data(), pos.data(), rows, x.data());
+
+  for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
+    const Layer &l = dec_stack_.layers[li];
+    // Self-attention with the KV cache.
+    const float *in = x.data();
+    if (!p.post_norm) {
+      norm(p, l.self_norm, x.data(), h.data(), rows);
+      in = h.data();
+    }
+    ops_.linear(in, rows, H, l.self_attn.wq, qd, l.self_attn.bq, q.data());
+    ops_.linear(in, rows, H, l.self_attn.wk, kvd, l.self_attn.bk, k.data());
+    ops_.linear(in, rows, H, l.self_attn.wv, kvd, l.self_attn.bv, v.data());
+    if (l.self_attn.q_norm) {  // Qwen3: RMSNorm over each head, before RoPE
+      parley_norm_args na{};
+      na.struct_size = sizeof na;
+      na.dtype = PARLEY_DTYPE_F32;
+      na.cols = hd;
+      na.eps = p.eps;
+      na.rows = rows * p.heads;
+      na.x = na.out = q.data();
+      na.ld_x = na.ld_out = hd;
+      na.gamma = l.self_attn.q_norm;
+      ops_.run(PARLEY_OP_RMS_NORM, &na);
+      na.rows = rows * p.kv_heads;
+      na.x = na.out = k.data();
+      na.gamma = l.self_attn.k_norm;
+      ops_.run(PARLEY_OP_RMS_NORM, &na);
+    }
+    if (p.position == 3) {
+      parley_rotary_args r{};
+      r.struct_size = sizeof r;
+      r.dtype = PARLEY_DTYPE_F32;
+      r.batch = B;
+      r.seq = n;
+      r.head_dim = hd;
+      r.rotary_dim = p.rope_dim;
+      r.positions = pos.data();
+      r.inv_freq = p.inv_freq.data();
+      r.interleaved = p.rope_interleaved;
+      r.attention_factor = 1.f;
+      r.heads = p.heads;
+      r.x = q.data();
+      r.stride_batch = n * qd;
+      r.stride_seq = qd;
+      r.stride_head = hd;
+      ops_.run(PARLEY_OP_ROTARY, &r);
+      r.heads = p.kv_heads;
+      r.x = k.data();
+      r.stride_batch = n * kvd;
+      r.stride_seq = kvd;
+      ops_.run(PARLEY_OP_ROTARY, &r);
+    }
+    float *ck = st.k[li].data(), *cv = st.v[li].data();
+    for (int64_t b = 0; b < B; ++b) {
+      size_t dst = static_cast<size_t>((b * st.capacity + st.lengths[static_cast<size_t>(b)]) * kvd);
+      size_t src = static_cast<size_t>(b * n * kvd);
+      std::memcpy(ck + dst, k.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
+      std::memcpy(cv + dst, v.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
+    }
+    auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(), key_lengths.data(),
+                             PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    ops_.run(PARLEY_OP_ATTENTION, &sa);
+    ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
+    residual_add(x.data(), o.data(), rows * H);
+    if (p.post_norm) norm(p, l.self_norm, x.data(), x.data(), rows);
+
+    if (has_encoder_) {  // cross-attention over the encoder output
+      in = x.data();
+      if (!p.post_norm) {
+        norm(p, l.cross_norm, x.data(), h.data(), rows);
+        in = h.data();
+      }
+      ops_.linear(in, rows, H, l.cross_attn.wq, qd, l.cross_attn.bq, q.data());
+      auto ca = attention_args(B, p.heads, p.kv_heads, hd, n, st.src_len, q.data(), st.cross_k[li].data(),
+                               st.cross_v[li].data(), a.data(), st.src_lengths.data(), PARLEY_MASK_KEY_PADDING);
+      ops_.run(PARLEY_OP_ATTENTION, &ca);
+      ops_.linear(a.data(), rows, qd, l.cross_attn.wo, H, l.cross_attn.bo, o.data());
+      residual_add(x.data(), o.data(), rows * H);
+      if (p.post_norm) norm(p, l.cross_norm, x.data(), x.data(), rows);
+    }
+
+    in = x.data();
+    if (!p.post_norm) {
+      norm(p, l.ffn_norm, x.data(), h.data(), rows);
+      in = h.data();
+    }
+    ffn(dec_stack_, l, in, o.data(), rows);
+    residual_add(x.data(), o.data(), rows * H);
+    if (p.post_norm) norm(p, l.ffn_norm, x.data(), x.data(), rows);
+  }
+  for (int64_t b = 0; b < B; ++b) st.lengths[static_cast<size_t>(b)] += static_cast<int32_t>(count(b));
+
+  const float *final_rows = x.data();
+  int64_t out_rows = rows;
+  std::vector<float> last;
+  if (last_only) {
+    last.resize(static_cast<size_t>(B * H));
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(last.data() + b * H, x.data() + ((b * n) + count(b) - 1) * H, static_cast<size_t>(H) * sizeof(float));
+    final_rows = last.data();
+    out_rows = B;
+  }
+  std::vector<float> normed;
+  if (p.final_norm) {
+    normed.resize(static_cast<size_t>(out_rows * H));
+    norm(p, dec_stack_.final_norm, final_rows, normed.data(), out_rows);
+    final_rows = normed.data();
+  }
+  std::vector<float> logits(static_cast<size_t>(out_rows * vocab_));
+  ops_.linear(final_rows, out_rows, H, lm_head_, vocab_, logits_bias_, logits.data());
+  return logits;
+}
+
+}  // namespace parley

@@ -1,0 +1,108 @@
+// The one config-driven Transformer. It reads its shape from the model
+// file's config (parley.fbs StackConfig), binds the canonical tensors of
+// formats/TENSORS.md, and runs every piece of arithmetic through kernels
+// resolved in the plugin registry (Ops). Numerics follow the Hugging Face
+// implementations the converters come from (modeling_llama.py,
+// modeling_bart.py, modeling_marian.py, modeling_m2m_100.py, modeling_gpt2.py,
+// modeling_qwen3.py).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "format/model_file.hpp"
+#include "model/ops.hpp"
+#include "model/weights.hpp"
+
+namespace parley {
+
+struct StackParams {
+  int64_t layers, hidden, heads, kv_heads, head_dim, ffn;
+  parley_activation activation;
+  bool gated, rms_norm, post_norm;
+  float eps;
+  bool qkv_bias, out_bias, ffn_bias, qk_norm, embedding_norm, final_norm;
+  int position;  // 0 none, 1 learned, 2 sinusoidal (table stored), 3 rotary
+  int64_t max_positions, position_offset;
+  float embedding_scale;
+  int64_t rope_dim;
+  bool rope_interleaved;
+  std::vector<float> inv_freq;  // rope_dim / 2, scaling applied
+};
+
+// Per-request decoder state: self-attention KV cache per layer, and for
+// encoder-decoder models the cross-attention K/V computed once from the
+// encoder output. Sequences are stored from position 0 without padding.
+struct DecoderState {
+  int64_t batch = 0, capacity = 0;
+  std::vector<int32_t> lengths;          // tokens already in the cache, per sequence
+  std::vector<std::vector<float>> k, v;  // [layer] -> [batch, capacity, kv_heads, head_dim]
+  int64_t src_len = 0;
+  std::vector<int32_t> src_lengths;
+  std::vector<std::vector<float>> cross_k, cross_v;  // [layer] -> [batch, src_len, kv_heads, head_dim]
+};
+
+class Transformer {
+ public:
+  Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device);
+
+  bool encoder_decoder() const { return has_encoder_; }
+  int64_t vocab() const { return vocab_; }
+  const StackParams &decoder_params() const { return dec_; }
+
+  // A fresh state for `batch` sequences of up to `capacity` tokens each. For
+  // encoder-decoder models `sources` (token ids per sequence) are encoded now.
+  DecoderState start(int64_t batch, int64_t capacity, const std::vector<std::vector<int32_t>> &sources = {}) const;
+
+  // Append new tokens to every sequence (tokens: batch x n, row-major; when
+  // `counts` is given, sequence b uses only its first counts[b] >= 1 tokens,
+  // the rest is padding) and return logits [batch, n, vocab] (rows past a
+  // sequence's count are meaningless), or [batch, vocab] of each sequence's
+  // last real token when last_only. Throws INVALID_ARGUMENT for ids outside
+  // the vocabulary or sequences growing past capacity / max positions.
+  std::vector<float> step(DecoderState &state, const std::vector<int32_t> &tokens, int64_t n, bool last_only = false,
+                          const std::vector<int32_t> &counts = {}) const;
+
+  // Encoder output for padded sources: [batch, max_len, hidden].
+  std::vector<float> encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const;
+
+ private:
+  struct Norm {
+    const float *gamma = nullptr, *beta = nullptr;
+  };
+  struct Attention {
+    const float *wq, *wk, *wv, *wo, *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+    const float *q_norm = nullptr, *k_norm = nullptr;
+  };
+  struct Layer {
+    Norm self_norm, cross_norm, ffn_norm;
+    Attention self_attn, cross_attn;
+    const float *up, *gate = nullptr, *down, *b_up = nullptr, *b_gate = nullptr, *b_down = nullptr;
+  };
+  struct Stack {
+    StackParams p;
+    const float *embed = nullptr, *positions = nullptr;
+    Norm embedding_norm, final_norm;
+    std::vector<Layer> layers;
+  };
+
+  void bind_stack(Stack &s, const std::string &prefix, bool cross) const;
+  void norm(const StackParams &p, const Norm &n, const float *x, float *out, int64_t rows) const;
+  void embed(const Stack &s, const int32_t *ids, const int32_t *positions, int64_t rows, float *out) const;
+  void ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const;
+  void residual_add(float *x, const float *y, int64_t n) const;
+
+  std::shared_ptr<Runtime> runtime_;
+  Ops ops_;
+  Weights weights_;
+  std::string label_;
+  int64_t vocab_;
+  bool has_encoder_;
+  Stack enc_, dec_stack_;
+  StackParams &dec_ = dec_stack_.p;
+  const float *lm_head_ = nullptr, *logits_bias_ = nullptr;
+};
+
+}  // namespace parley
