@@ -61,9 +61,10 @@ inline void fix_preamble(Bytes &b) {
 }
 
 // Recompute header and preamble checksums after editing header bytes in place.
+// A damaged header range (offset/length past the end) is left as it is.
 inline void fix_checksums(Bytes &b) {
   uint64_t off = get64(b, 16), len = get64(b, 24);
-  put64(b, 32, XXH3_64bits(b.data() + off, len));
+  if (off <= b.size() && len <= b.size() - off) put64(b, 32, XXH3_64bits(b.data() + off, len));
   fix_preamble(b);
 }
 

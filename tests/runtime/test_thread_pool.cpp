@@ -36,13 +36,17 @@ TEST(ThreadPool, NestedAndConcurrentCallersComplete) {
       c->pool->parallel_for(
           10, 1, [](void *u2, int64_t b2, int64_t e2) { static_cast<Ctx *>(u2)->sum += e2 - b2; }, c);
   };
-  std::vector<std::thread> callers;
+  // Every context exists before any thread starts: the vector must not grow under them.
   std::vector<std::unique_ptr<Ctx>> ctxs;
   for (int t = 0; t < 4; ++t) {
     ctxs.push_back(std::make_unique<Ctx>());
     ctxs.back()->pool = &pool;
-    callers.emplace_back([&, t] {
-      for (int rep = 0; rep < 50; ++rep) pool.parallel_for(16, 1, outer, ctxs[static_cast<size_t>(t)].get());
+  }
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t) {
+    Ctx *ctx = ctxs[static_cast<size_t>(t)].get();
+    callers.emplace_back([&pool, outer, ctx] {
+      for (int rep = 0; rep < 50; ++rep) pool.parallel_for(16, 1, outer, ctx);
     });
   }
   for (auto &c : callers) c.join();
