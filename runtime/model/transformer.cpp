@@ -173,6 +173,18 @@ void Transformer::norm(const StackParams &p, const Norm &n, const float *x, floa
   ops_.run(p.rms_norm ? PARLEY_OP_RMS_NORM : PARLEY_OP_LAYER_NORM, &a);
 }
 
+const float *Transformer::sublayer_input(const StackParams &p, const Norm &n, float *x, float *scratch,
+                                         int64_t rows) const {
+  if (p.post_norm) return x;
+  norm(p, n, x, scratch, rows);
+  return scratch;
+}
+
+void Transformer::sublayer_output(const StackParams &p, const Norm &n, float *x, const float *y, int64_t rows) const {
+  residual_add(x, y, rows * p.hidden);
+  if (p.post_norm) norm(p, n, x, x, rows);  // BART/Marian: norm after the residual
+}
+
 void Transformer::residual_add(float *x, const float *y, int64_t n) const {
   parley_add_args a{};
   a.struct_size = sizeof a;
@@ -308,11 +320,7 @@ std::vector<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
   std::vector<float> q(static_cast<size_t>(rows * qd)), k(static_cast<size_t>(rows * kvd)), v(k.size()), a(q.size());
   embed(enc_, ids.data(), pos.data(), rows, x.data());
   for (const Layer &l : enc_.layers) {
-    const float *in = x.data();
-    if (!p.post_norm) {
-      norm(p, l.self_norm, x.data(), h.data(), rows);
-      in = h.data();
-    }
+    const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
     ops_.linear(in, rows, H, l.self_attn.wq, qd, l.self_attn.bq, q.data());
     ops_.linear(in, rows, H, l.self_attn.wk, kvd, l.self_attn.bk, k.data());
     ops_.linear(in, rows, H, l.self_attn.wv, kvd, l.self_attn.bv, v.data());
@@ -320,16 +328,10 @@ std::vector<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
                                PARLEY_MASK_KEY_PADDING);
     ops_.run(PARLEY_OP_ATTENTION, &args);
     ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
-    residual_add(x.data(), o.data(), rows * H);
-    if (p.post_norm) norm(p, l.self_norm, x.data(), x.data(), rows);
-    in = x.data();
-    if (!p.post_norm) {
-      norm(p, l.ffn_norm, x.data(), h.data(), rows);
-      in = h.data();
-    }
+    sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
+    in = sublayer_input(p, l.ffn_norm, x.data(), h.data(), rows);
     ffn(enc_, l, in, o.data(), rows);
-    residual_add(x.data(), o.data(), rows * H);
-    if (p.post_norm) norm(p, l.ffn_norm, x.data(), x.data(), rows);
+    sublayer_output(p, l.ffn_norm, x.data(), o.data(), rows);
   }
   if (p.final_norm) norm(p, enc_.final_norm, x.data(), x.data(), rows);
   *max_len = S;
@@ -419,11 +421,7 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
     // Self-attention with the KV cache.
-    const float *in = x.data();
-    if (!p.post_norm) {
-      norm(p, l.self_norm, x.data(), h.data(), rows);
-      in = h.data();
-    }
+    const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
     ops_.linear(in, rows, H, l.self_attn.wq, qd, l.self_attn.bq, q.data());
     ops_.linear(in, rows, H, l.self_attn.wk, kvd, l.self_attn.bk, k.data());
     ops_.linear(in, rows, H, l.self_attn.wv, kvd, l.self_attn.bv, v.data());
@@ -478,32 +476,21 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
                              PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
     ops_.run(PARLEY_OP_ATTENTION, &sa);
     ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
-    residual_add(x.data(), o.data(), rows * H);
-    if (p.post_norm) norm(p, l.self_norm, x.data(), x.data(), rows);
+    sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
 
     if (has_encoder_) {  // cross-attention over the encoder output
-      in = x.data();
-      if (!p.post_norm) {
-        norm(p, l.cross_norm, x.data(), h.data(), rows);
-        in = h.data();
-      }
+      in = sublayer_input(p, l.cross_norm, x.data(), h.data(), rows);
       ops_.linear(in, rows, H, l.cross_attn.wq, qd, l.cross_attn.bq, q.data());
       auto ca = attention_args(B, p.heads, p.kv_heads, hd, n, st.src_len, q.data(), st.cross_k[li].data(),
                                st.cross_v[li].data(), a.data(), st.src_lengths.data(), PARLEY_MASK_KEY_PADDING);
       ops_.run(PARLEY_OP_ATTENTION, &ca);
       ops_.linear(a.data(), rows, qd, l.cross_attn.wo, H, l.cross_attn.bo, o.data());
-      residual_add(x.data(), o.data(), rows * H);
-      if (p.post_norm) norm(p, l.cross_norm, x.data(), x.data(), rows);
+      sublayer_output(p, l.cross_norm, x.data(), o.data(), rows);
     }
 
-    in = x.data();
-    if (!p.post_norm) {
-      norm(p, l.ffn_norm, x.data(), h.data(), rows);
-      in = h.data();
-    }
+    in = sublayer_input(p, l.ffn_norm, x.data(), h.data(), rows);
     ffn(dec_stack_, l, in, o.data(), rows);
-    residual_add(x.data(), o.data(), rows * H);
-    if (p.post_norm) norm(p, l.ffn_norm, x.data(), x.data(), rows);
+    sublayer_output(p, l.ffn_norm, x.data(), o.data(), rows);
   }
   for (int64_t b = 0; b < B; ++b) st.lengths[static_cast<size_t>(b)] += static_cast<int32_t>(count(b));
 

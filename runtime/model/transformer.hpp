@@ -93,6 +93,10 @@ class Transformer {
   void embed(const Stack &s, const int32_t *ids, const int32_t *positions, int64_t rows, float *out) const;
   void ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const;
   void residual_add(float *x, const float *y, int64_t n) const;
+  // Pre-norm: the normalised copy of x in scratch; post-norm: x itself.
+  const float *sublayer_input(const StackParams &p, const Norm &n, float *x, float *scratch, int64_t rows) const;
+  // x += y, then the post-norm if the stack uses one.
+  void sublayer_output(const StackParams &p, const Norm &n, float *x, const float *y, int64_t rows) const;
 
   std::shared_ptr<Runtime> runtime_;
   Ops ops_;
