@@ -1,0 +1,214 @@
+// Beam search (and beam sampling), transcribed from transformers 5.23.0
+// generation/utils.py `_beam_search` and its helpers. Arithmetic on scores is
+// float32 like the reference's tensors, including its -1e9 sentinels, so that
+// the same hypotheses win with the same scores. torch.topk's order among
+// equal scores is unspecified; here equal scores keep index order.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "core/error.hpp"
+#include "engine/decoding_internal.hpp"
+#include "engine/logits_processors.hpp"
+
+namespace parley::decoding {
+
+namespace {
+
+constexpr float kBig = 1.0e9f;  // transformers' -1.0e9 "cannot be chosen" offset
+
+struct Beam {
+  std::vector<int32_t> tokens;  // generated part
+  float score = 0.0f;
+  bool finished = false;  // finished-hypothesis slots only
+};
+
+struct Candidate {
+  float score;  // accumulated log-prob
+  int32_t beam;
+  int32_t token;
+  bool hits_stop;  // EOS or max length (the stopping criteria)
+};
+
+// Indices of the `k` largest of `v`, best first, equal values in index order
+// (torch.topk, sorted).
+std::vector<size_t> top_indices(const std::vector<float> &v, size_t k) {
+  std::vector<size_t> idx(v.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  k = std::min(k, idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(),
+                    [&](size_t a, size_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+  idx.resize(k);
+  return idx;
+}
+
+// torch.multinomial(softmax(acc), k) without replacement, in draw order.
+std::vector<size_t> sample_indices(const std::vector<float> &acc, size_t k, uint64_t seed, uint64_t stream,
+                                   uint64_t counter0) {
+  std::vector<double> probs(acc.size());
+  softmax(acc.data(), probs.data(), static_cast<int64_t>(acc.size()));
+  std::vector<size_t> picked;
+  for (size_t draw = 0; draw < k; ++draw) {
+    double total = 0.0;
+    for (double p : probs) total += p;
+    if (!(total > 0.0))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "decoding: beam sampling needs at least 2 * num_beams candidates with non-zero probability "
+           "(raise top_k / top_p or lower num_beams)");
+    const double target = uniform01(seed, stream, counter0 + draw) * total;
+    double cum = 0.0;
+    size_t chosen = probs.size();
+    for (size_t i = 0; i < probs.size(); ++i) {
+      if (probs[i] <= 0.0) continue;
+      chosen = i;
+      cum += probs[i];
+      if (target < cum) break;
+    }
+    picked.push_back(chosen);
+    probs[chosen] = 0.0;
+  }
+  return picked;
+}
+
+}  // namespace
+
+std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<float> logits,
+                                                 const std::vector<std::vector<int32_t>> &prompts,
+                                                 const DecodingOptions &o) {
+  const int64_t vocab = model.vocab();
+  const size_t batch = prompts.size();
+  const size_t n = static_cast<size_t>(o.num_beams);
+  expand_rows(model, logits, vocab, o.num_beams);
+  const int64_t padded = padded_prompt_length(prompts);  // decoder_prompt_len
+  const int64_t max_length = padded + o.max_new_tokens;
+  const size_t n_eos = o.eos_token_ids.size();
+  const size_t beams_to_keep = std::max<size_t>(2, 1 + n_eos) * n;
+  const bool early_true = o.early_stopping == EarlyStopping::kTrue;
+  // The warpers keep len(eos) + 1 tokens with beams (2 without EOS ids), see _get_logits_processor.
+  const int64_t min_keep = n_eos ? static_cast<int64_t>(n_eos) + 1 : 2;
+
+  // Only the first beam starts live so that the first step does not pick the
+  // same token from identical beams.
+  std::vector<std::vector<Beam>> running(batch, std::vector<Beam>(n)), finished(batch, std::vector<Beam>(n));
+  for (size_t b = 0; b < batch; ++b)
+    for (size_t j = 0; j < n; ++j) {
+      running[b][j].score = j == 0 ? 0.0f : -kBig;
+      finished[b][j].score = -kBig;
+    }
+  std::vector<char> unsatisfied(batch, 1);  // is_early_stop_heuristic_unsatisfied
+
+  std::vector<float> lp(static_cast<size_t>(vocab)), acc(n * static_cast<size_t>(vocab));
+  for (int64_t step = 0;; ++step) {
+    const int64_t cur_len = padded + step;
+    bool all_hit = true;
+    std::vector<int32_t> parents, next_tokens;
+    for (size_t b = 0; b < batch; ++b) {
+      // b. log_softmax, processors (and warpers when sampling), add the running scores.
+      for (size_t j = 0; j < n; ++j) {
+        const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
+        log_softmax(row, lp.data(), vocab);
+        apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
+        if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
+        for (int64_t v = 0; v < vocab; ++v)
+          acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] =
+              lp[static_cast<size_t>(v)] + running[b][j].score;
+      }
+      // c. _get_top_k_continuations
+      const std::vector<size_t> picked =
+          o.do_sample ? sample_indices(acc, beams_to_keep, o.seed, b, static_cast<uint64_t>(step) * beams_to_keep)
+                      : top_indices(acc, beams_to_keep);
+      std::vector<Candidate> cands;
+      for (size_t idx : picked) {
+        const int32_t token = static_cast<int32_t>(idx % static_cast<size_t>(vocab));
+        const bool eos = std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
+        // d. stopping criteria on the extended sequence (length cur_len + 1)
+        const bool hits = eos || cur_len + 1 >= max_length;
+        all_hit = all_hit && hits;
+        cands.push_back({acc[idx], static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits});
+      }
+      auto extended = [&](const Candidate &c) {
+        std::vector<int32_t> t = running[b][static_cast<size_t>(c.beam)].tokens;
+        t.push_back(c.token);
+        return t;
+      };
+      // e. _get_running_beams_for_next_iteration
+      std::vector<float> running_lp(cands.size());
+      for (size_t k = 0; k < cands.size(); ++k) running_lp[k] = cands[k].score + (cands[k].hits_stop ? -kBig : 0.0f);
+      std::vector<Beam> next_running(n);
+      const std::vector<size_t> keep = top_indices(running_lp, n);
+      for (size_t j = 0; j < n; ++j) {
+        const Candidate &c = cands[keep[j]];
+        next_running[j].tokens = extended(c);
+        next_running[j].score = running_lp[keep[j]];
+        parents.push_back(static_cast<int32_t>(b * n + static_cast<size_t>(c.beam)));
+        next_tokens.push_back(c.token);
+      }
+      // f. _update_finished_beams
+      const float denom = static_cast<float>(std::pow(static_cast<double>(cur_len + 1 - padded), o.length_penalty));
+      bool all_finished = true;
+      for (const Beam &f : finished[b]) all_finished = all_finished && f.finished;
+      std::vector<float> merged;
+      for (const Beam &f : finished[b]) merged.push_back(f.score);
+      for (size_t k = 0; k < cands.size(); ++k) {
+        float s = cands[k].score / denom;
+        if (all_finished && early_true) s += -kBig;
+        if (!unsatisfied[b]) s += -kBig;
+        if (!(cands[k].hits_stop && k < n)) s += -kBig;
+        merged.push_back(s);
+      }
+      std::vector<Beam> next_finished(n);
+      const std::vector<size_t> best = top_indices(merged, n);
+      for (size_t j = 0; j < n; ++j) {
+        if (best[j] < n) {
+          next_finished[j] = finished[b][best[j]];
+        } else {
+          const size_t k = best[j] - n;
+          next_finished[j].tokens = extended(cands[k]);
+          next_finished[j].score = merged[best[j]];
+          next_finished[j].finished = cands[k].hits_stop && k < n;
+        }
+      }
+      running[b] = std::move(next_running);
+      finished[b] = std::move(next_finished);
+    }
+
+    // g. early-stop heuristic and the global stopping condition.
+    const int64_t new_len = cur_len + 1;
+    const int64_t best_len =
+        (o.early_stopping == EarlyStopping::kNever && o.length_penalty > 0.0) ? max_length - padded : new_len - padded;
+    const float best_denom = static_cast<float>(std::pow(static_cast<double>(best_len), o.length_penalty));
+    bool any_unsatisfied = false, every_finished = true;
+    for (size_t b = 0; b < batch; ++b) {
+      const float best_running = running[b][0].score / best_denom;
+      float worst = finished[b][0].score;
+      for (const Beam &f : finished[b]) worst = std::min(worst, f.score);
+      bool improvable = false;
+      for (const Beam &f : finished[b]) {
+        improvable = improvable || best_running > (f.finished ? worst : -kBig);
+        every_finished = every_finished && f.finished;
+      }
+      unsatisfied[b] = unsatisfied[b] && improvable;
+      any_unsatisfied = any_unsatisfied || unsatisfied[b];
+    }
+    const bool go_on = any_unsatisfied && !(every_finished && early_true) && !all_hit;
+    if (!go_on) break;
+
+    bool identity = true;
+    for (size_t r = 0; r < parents.size(); ++r) identity = identity && parents[r] == static_cast<int32_t>(r);
+    if (!identity) model.reorder(parents);
+    logits = model.advance(next_tokens);
+    if (logits.size() != batch * n * static_cast<size_t>(vocab))
+      fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
+  }
+
+  std::vector<std::vector<Hypothesis>> out(batch);
+  for (size_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < o.num_return_sequences; ++j) {
+      Beam &f = finished[b][static_cast<size_t>(j)];
+      out[b].push_back(Hypothesis{std::move(f.tokens), f.score});
+    }
+  return out;
+}
+
+}  // namespace parley::decoding

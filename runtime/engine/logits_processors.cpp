@@ -1,0 +1,172 @@
+#include "engine/logits_processors.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace parley::decoding {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+void force_only(float *scores, int64_t vocab, const std::vector<int32_t> &ids) {
+  std::fill(scores, scores + vocab, kNegInf);
+  for (int32_t id : ids) scores[id] = 0.0f;
+}
+
+uint64_t fmix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+}  // namespace
+
+// RepetitionPenaltyLogitsProcessor: every token seen once or more is penalised
+// once (gather/scatter), negatives multiplied, others divided.
+void repetition_penalty(float *scores, int64_t vocab, const RowHistory &history, double penalty) {
+  std::vector<char> seen(static_cast<size_t>(vocab), 0);
+  for (size_t i = 0; i < history.size(); ++i) {
+    const int32_t t = history[i];
+    if (t >= 0 && t < vocab) seen[static_cast<size_t>(t)] = 1;
+  }
+  const float p = static_cast<float>(penalty);
+  for (int64_t v = 0; v < vocab; ++v)
+    if (seen[static_cast<size_t>(v)]) scores[v] = scores[v] < 0 ? scores[v] * p : scores[v] / p;
+}
+
+// NoRepeatNGramLogitsProcessor: ban every token that would complete an n-gram
+// already present in the history.
+void no_repeat_ngram(float *scores, int64_t vocab, const RowHistory &history, int64_t n) {
+  const size_t len = history.size(), un = static_cast<size_t>(n);
+  if (len < un) return;
+  const size_t prefix = len + 1 - un;  // start of the current (n-1)-token suffix
+  for (size_t w = 0; w + un <= len; ++w) {
+    bool match = true;
+    for (size_t j = 0; j + 1 < un && match; ++j) match = history[w + j] == history[prefix + j];
+    const int32_t banned = history[w + un - 1];
+    if (match && banned >= 0 && banned < vocab) scores[banned] = kNegInf;
+  }
+}
+
+void apply_processors(const DecodingOptions &o, float *scores, int64_t vocab, const RowHistory &history,
+                      int64_t cur_len, int64_t padded_prompt_len) {
+  if (o.repetition_penalty != 1.0) repetition_penalty(scores, vocab, history, o.repetition_penalty);
+  if (o.no_repeat_ngram_size > 0) no_repeat_ngram(scores, vocab, history, o.no_repeat_ngram_size);
+  // MinLengthLogitsProcessor(min_new_tokens + prompt) and
+  // MinNewTokensLengthLogitsProcessor: both suppress EOS while fewer than
+  // min_new_tokens were generated.
+  if (o.min_new_tokens > 0 && !o.eos_token_ids.empty() && cur_len - padded_prompt_len < o.min_new_tokens)
+    for (int32_t e : o.eos_token_ids) scores[e] = kNegInf;
+  // ForcedBOSTokenLogitsProcessor fires when input_ids.shape[-1] == 1.
+  if (o.forced_bos_token_id && cur_len == 1) force_only(scores, vocab, {*o.forced_bos_token_id});
+  // ForcedEOSTokenLogitsProcessor fires at cur_len == max_length - 1.
+  if (!o.forced_eos_token_ids.empty() && cur_len == padded_prompt_len + o.max_new_tokens - 1)
+    force_only(scores, vocab, o.forced_eos_token_ids);
+  for (int32_t t : o.suppress_tokens) scores[t] = kNegInf;
+  if (!o.begin_suppress_tokens.empty()) {
+    const int64_t begin_index =
+        (padded_prompt_len > 1 || !o.forced_bos_token_id) ? padded_prompt_len : padded_prompt_len + 1;
+    if (cur_len == begin_index)
+      for (int32_t t : o.begin_suppress_tokens) scores[t] = kNegInf;
+  }
+}
+
+void temperature(float *scores, int64_t vocab, double t) {
+  const float tf = static_cast<float>(t);
+  for (int64_t v = 0; v < vocab; ++v) scores[v] /= tf;
+}
+
+// TopKLogitsWarper: remove scores strictly below the k-th largest (ties kept).
+void top_k(float *scores, int64_t vocab, int64_t k, int64_t min_tokens_to_keep) {
+  k = std::min(std::max(k, min_tokens_to_keep), vocab);
+  std::vector<float> sorted(scores, scores + vocab);
+  std::nth_element(sorted.begin(), sorted.begin() + (k - 1), sorted.end(), std::greater<float>());
+  const float kth = sorted[static_cast<size_t>(k - 1)];
+  for (int64_t v = 0; v < vocab; ++v)
+    if (scores[v] < kth) scores[v] = kNegInf;
+}
+
+// TopPLogitsWarper: sort ascending, remove tokens whose cumulative probability
+// is <= 1 - top_p, always keeping the min_tokens_to_keep largest.
+void top_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep) {
+  std::vector<int64_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  // torch.sort is not stable; among equal scores we take index order.
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] < scores[b]; });
+  std::vector<float> sorted(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) sorted[static_cast<size_t>(i)] = scores[order[static_cast<size_t>(i)]];
+  std::vector<double> probs(static_cast<size_t>(vocab));
+  softmax(sorted.data(), probs.data(), vocab);
+  const float threshold = static_cast<float>(1.0 - p);
+  double cum = 0.0;  // torch's CPU cumsum accumulates float in double
+  std::vector<int64_t> remove;
+  for (int64_t i = 0; i < vocab - min_tokens_to_keep; ++i) {
+    cum += static_cast<double>(static_cast<float>(probs[static_cast<size_t>(i)]));
+    if (static_cast<float>(cum) <= threshold) remove.push_back(order[static_cast<size_t>(i)]);
+  }
+  for (int64_t v : remove) scores[v] = kNegInf;
+}
+
+// MinPLogitsWarper: remove tokens whose probability is below min_p times the
+// top probability, keeping the min_tokens_to_keep most probable.
+void min_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep) {
+  std::vector<double> probs(static_cast<size_t>(vocab));
+  softmax(scores, probs.data(), vocab);
+  std::vector<float> pf(probs.begin(), probs.end());
+  const float top = *std::max_element(pf.begin(), pf.end());
+  const float threshold = top * static_cast<float>(p);
+  std::vector<int64_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  const int64_t keep = std::min(min_tokens_to_keep, vocab);
+  std::partial_sort(order.begin(), order.begin() + keep, order.end(), [&](int64_t a, int64_t b) {
+    return pf[static_cast<size_t>(a)] > pf[static_cast<size_t>(b)] ||
+           (pf[static_cast<size_t>(a)] == pf[static_cast<size_t>(b)] && a < b);
+  });
+  std::vector<char> kept(static_cast<size_t>(vocab), 0);
+  for (int64_t i = 0; i < keep; ++i) kept[static_cast<size_t>(order[static_cast<size_t>(i)])] = 1;
+  for (int64_t v = 0; v < vocab; ++v)
+    if (!kept[static_cast<size_t>(v)] && pf[static_cast<size_t>(v)] < threshold) scores[v] = kNegInf;
+}
+
+void apply_warpers(const DecodingOptions &o, float *scores, int64_t vocab, int64_t min_tokens_to_keep) {
+  if (o.temperature != 1.0) temperature(scores, vocab, o.temperature);
+  if (o.top_k != 0) top_k(scores, vocab, o.top_k, min_tokens_to_keep);
+  if (o.top_p < 1.0) top_p(scores, vocab, o.top_p, min_tokens_to_keep);
+  if (o.min_p > 0.0) min_p(scores, vocab, o.min_p, min_tokens_to_keep);
+}
+
+void softmax(const float *in, double *out, int64_t vocab) {
+  float mx = kNegInf;
+  for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, in[v]);
+  double sum = 0.0;
+  for (int64_t v = 0; v < vocab; ++v) {
+    out[v] = in[v] == kNegInf ? 0.0 : std::exp(static_cast<double>(in[v]) - mx);
+    sum += out[v];
+  }
+  for (int64_t v = 0; v < vocab; ++v) out[v] /= sum;
+}
+
+void log_softmax(const float *in, float *out, int64_t vocab) {
+  float mx = kNegInf;
+  for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, in[v]);
+  double sum = 0.0;
+  for (int64_t v = 0; v < vocab; ++v)
+    if (in[v] != kNegInf) sum += std::exp(static_cast<double>(in[v]) - mx);
+  const double lse = static_cast<double>(mx) + std::log(sum);
+  for (int64_t v = 0; v < vocab; ++v)
+    out[v] = in[v] == kNegInf ? kNegInf : static_cast<float>(static_cast<double>(in[v]) - lse);
+}
+
+double uniform01(uint64_t seed, uint64_t stream, uint64_t counter) {
+  const uint64_t x = fmix64(fmix64(seed ^ 0x9e3779b97f4a7c15ULL) ^ fmix64(stream + 0x632be59bd9b4e019ULL) ^
+                            (counter * 0xd1b54a32d192ed03ULL));
+  return static_cast<double>(x >> 11) * 0x1.0p-53;
+}
+
+}  // namespace parley::decoding

@@ -1,0 +1,52 @@
+// Logits processors and sampling warpers, one row at a time, transcribed from
+// transformers 5.23.0 generation/logits_process.py and applied in the order
+// GenerationMixin._get_logits_processor builds them. Internal to the engine;
+// exposed in a header so tests can check each one against transformers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/decoding.hpp"
+
+namespace parley::decoding {
+
+// The tokens a row has seen: its prompt followed by what it generated.
+struct RowHistory {
+  const std::vector<int32_t> *prompt;
+  const std::vector<int32_t> *generated;
+  size_t size() const { return prompt->size() + generated->size(); }
+  int32_t operator[](size_t i) const { return i < prompt->size() ? (*prompt)[i] : (*generated)[i - prompt->size()]; }
+};
+
+// The non-sampling processors for these options, in transformers' order:
+// repetition penalty, no-repeat-ngram, min-new-tokens EOS suppression, forced
+// BOS, forced EOS, suppress tokens, begin-suppress tokens. `cur_len` is
+// transformers' input_ids.shape[-1] (padded prompt length + generated count),
+// `padded_prompt_len` the padded prompt length.
+void apply_processors(const DecodingOptions &o, float *scores, int64_t vocab, const RowHistory &history,
+                      int64_t cur_len, int64_t padded_prompt_len);
+
+// The sampling warpers in transformers' order: temperature, top-k, top-p,
+// min-p. `min_tokens_to_keep` is 1, or len(eos) + 1 for beam sampling.
+void apply_warpers(const DecodingOptions &o, float *scores, int64_t vocab, int64_t min_tokens_to_keep);
+
+// Individual pieces (used above, and by tests).
+void repetition_penalty(float *scores, int64_t vocab, const RowHistory &history, double penalty);
+void no_repeat_ngram(float *scores, int64_t vocab, const RowHistory &history, int64_t n);
+void temperature(float *scores, int64_t vocab, double t);
+void top_k(float *scores, int64_t vocab, int64_t k, int64_t min_tokens_to_keep);
+void top_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep);
+void min_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep);
+
+// log_softmax / softmax of one row (float32 result, double accumulation).
+void log_softmax(const float *in, float *out, int64_t vocab);
+void softmax(const float *in, double *out, int64_t vocab);
+
+// A counter-based generator: the draw for (seed, stream, counter) does not
+// depend on anything else, so a row's samples do not depend on the batch it is
+// in. Not torch's generator: sampled outputs cannot match transformers'
+// bit for bit, only in distribution.
+double uniform01(uint64_t seed, uint64_t stream, uint64_t counter);
+
+}  // namespace parley::decoding
