@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/runtime.hpp"
+#include "engine/decoding.hpp"
+#include "engine/transformer_step_model.hpp"
 #include "model/transformer.hpp"
 
 namespace {
@@ -171,6 +173,117 @@ TEST_P(Parity, LogitsMatchTransformers) {
     }
   }
   std::printf("%s: worst |logit - transformers| = %.3g\n", GetParam().c_str(), g_worst);
+}
+
+// Decoding options as the golden's generate() call used them.
+parley::DecodingOptions options_from(const json &settings) {
+  parley::DecodingOptions o;
+  o.max_new_tokens = settings["max_new_tokens"].get<int64_t>();
+  o.num_beams = settings.value("num_beams", 1);
+  o.num_return_sequences = settings.value("num_return_sequences", 1);
+  o.length_penalty = settings["length_penalty"].get<double>();
+  const json &es = settings["early_stopping"];
+  o.early_stopping = es.is_string()   ? parley::EarlyStopping::kNever
+                     : es.get<bool>() ? parley::EarlyStopping::kTrue
+                                      : parley::EarlyStopping::kFalse;
+  o.no_repeat_ngram_size = settings["no_repeat_ngram_size"].get<int64_t>();
+  o.repetition_penalty = settings["repetition_penalty"].get<double>();
+  const json &eos = settings["eos_token_id"];
+  if (eos.is_array())
+    for (const auto &e : eos) o.eos_token_ids.push_back(e.get<int32_t>());
+  else if (!eos.is_null())
+    o.eos_token_ids.push_back(eos.get<int32_t>());
+  if (!settings["pad_token_id"].is_null()) o.pad_token_id = settings["pad_token_id"].get<int32_t>();
+  if (!settings["forced_bos_token_id"].is_null())
+    o.forced_bos_token_id = settings["forced_bos_token_id"].get<int32_t>();
+  if (!settings["forced_eos_token_id"].is_null())
+    o.forced_eos_token_ids = {settings["forced_eos_token_id"].get<int32_t>()};
+  // Single-token bad_words_ids (OPUS-MT bans <pad>) are what the converter
+  // stores as suppress_tokens; both set the token's score to -inf.
+  if (settings.contains("bad_words_ids"))
+    for (const auto &words : settings["bad_words_ids"]) {
+      if (words.size() != 1) throw std::runtime_error("multi-token bad_words_ids are not supported");
+      o.suppress_tokens.push_back(words[0].get<int32_t>());
+    }
+  return o;
+}
+
+// The generated part of a golden sequence: after `prompt_width` tokens, up
+// to and including the first EOS (transformers pads finished rows after it).
+std::vector<int32_t> generated_part(const json &seq, size_t prompt_width, const std::vector<int32_t> &eos) {
+  std::vector<int32_t> out;
+  for (size_t i = prompt_width; i < seq.size(); ++i) {
+    int32_t id = seq[i].get<int32_t>();
+    out.push_back(id);
+    if (std::find(eos.begin(), eos.end(), id) != eos.end()) break;
+  }
+  return out;
+}
+
+// Run decode() on the real model for the golden's inputs.
+std::vector<std::vector<parley::Hypothesis>> run_generate(Loaded &l, const parley::DecodingOptions &o,
+                                                          size_t *prompt_width) {
+  const auto &t = *l.transformer;
+  const json &in = l.golden["inputs"];
+  std::vector<std::vector<int32_t>> prompts;
+  parley::DecoderState st;
+  std::vector<float> last;
+  if (!t.encoder_decoder()) {
+    prompts = real_tokens(in["input_ids"], in["attention_mask"]);
+    *prompt_width = in["input_ids"][0].size();
+    int64_t B = static_cast<int64_t>(prompts.size()), n_max = 0;
+    for (auto &p : prompts) n_max = std::max<int64_t>(n_max, static_cast<int64_t>(p.size()));
+    st = t.start(B, n_max + o.max_new_tokens);
+    std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
+    for (int64_t b = 0; b < B; ++b) {
+      counts.push_back(static_cast<int32_t>(prompts[b].size()));
+      std::copy(prompts[b].begin(), prompts[b].end(), tokens.begin() + b * n_max);
+    }
+    last = t.step(st, tokens, n_max, true, counts);
+  } else {
+    auto sources = real_tokens(in["input_ids"], in["attention_mask"]);
+    int32_t start = l.golden["greedy"]["settings"]["decoder_start_token_id"].get<int32_t>();
+    int64_t B = static_cast<int64_t>(sources.size());
+    prompts.assign(static_cast<size_t>(B), {start});
+    *prompt_width = 1;
+    st = t.start(B, 1 + o.max_new_tokens, sources);
+    last = t.step(st, std::vector<int32_t>(static_cast<size_t>(B), start), 1, true);
+  }
+  parley::TransformerStepModel model(t, std::move(st));
+  return parley::decode(model, last, prompts, o);
+}
+
+TEST_P(Parity, GreedyTokensMatchTransformers) {
+  auto l = load(GetParam());
+  const json &g = l->golden["greedy"];
+  parley::DecodingOptions o = options_from(g["settings"]);
+  size_t width = 0;
+  auto hyps = run_generate(*l, o, &width);
+  ASSERT_EQ(hyps.size(), g["sequences"].size());
+  for (size_t b = 0; b < hyps.size(); ++b) {
+    ASSERT_EQ(hyps[b].size(), 1u);
+    EXPECT_EQ(hyps[b][0].tokens, generated_part(g["sequences"][b], width, o.eos_token_ids))
+        << GetParam() << " row " << b;
+  }
+}
+
+TEST_P(Parity, BeamTokensAndScoresMatchTransformers) {
+  auto l = load(GetParam());
+  const json &g = l->golden["beam"];
+  parley::DecodingOptions o = options_from(g["settings"]);
+  size_t width = 0;
+  auto hyps = run_generate(*l, o, &width);
+  const size_t R = static_cast<size_t>(o.num_return_sequences);
+  ASSERT_EQ(hyps.size() * R, g["sequences"].size());
+  for (size_t b = 0; b < hyps.size(); ++b) {
+    ASSERT_EQ(hyps[b].size(), R);
+    for (size_t r = 0; r < R; ++r) {
+      EXPECT_EQ(hyps[b][r].tokens, generated_part(g["sequences"][b * R + r], width, o.eos_token_ids))
+          << GetParam() << " item " << b << " hypothesis " << r;
+      EXPECT_NEAR(hyps[b][r].score, g["sequences_scores"][b * R + r].get<double>(), kTolerance)
+          << GetParam() << " item " << b << " hypothesis " << r;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Parity, ::testing::ValuesIn(golden_names()),
