@@ -389,6 +389,105 @@ PARLEY_API parley_status parley_model_chat_template(const parley_model *model, c
 PARLEY_API parley_status parley_model_kernel_plan_count(const parley_model *model, size_t *out_count);
 PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, size_t index, parley_kernel_info *info);
 
+/* ------------------------------------------------- generation (token level) */
+
+/*
+ * Streaming: called for every token a sequence generates, in order, from the
+ * thread that called parley_generate / parley_translate_tokens. Return 0 to
+ * go on, nonzero to finish that sequence after this token. Called for greedy
+ * decoding and sampling; beam search (num_beams > 1) does not stream, since
+ * its hypotheses are only final at the end.
+ */
+typedef int32_t (*parley_token_fn)(void *user_data, size_t batch_index, size_t sequence_index, int32_t token);
+
+/*
+ * Decoding options, with the semantics of Hugging Face transformers'
+ * generate() (version 5.23; see runtime/engine/decoding.hpp).
+ * parley_generation_options_init fills them from the model's generation
+ * defaults (generation_config.json as converted), or from transformers'
+ * defaults when `model` is NULL.
+ */
+typedef struct parley_generation_options {
+  size_t struct_size;
+  size_t max_new_tokens;        /* default: the model's max_length (minus the decoder start token), else 256 */
+  size_t min_new_tokens;        /* EOS is suppressed until this many tokens exist */
+  size_t num_beams;             /* 1 = greedy / sampling */
+  size_t num_return_sequences;  /* <= num_beams for beam search */
+  float length_penalty;         /* beam score = sum log-prob / generated_length ^ length_penalty */
+  int32_t early_stopping;       /* 0 false, 1 true, 2 "never" */
+  size_t no_repeat_ngram_size;  /* 0 = off */
+  float repetition_penalty;     /* 1 = off */
+  int32_t do_sample;            /* 0 or 1 */
+  float temperature;            /* > 0 when sampling */
+  size_t top_k;                 /* 0 = off */
+  float top_p;                  /* (0, 1]; 1 = off */
+  float min_p;                  /* [0, 1]; 0 = off */
+  uint64_t seed;                /* sampling is reproducible for a seed (not bit-identical to torch) */
+  /* EOS ids; NULL with num_eos_token_ids 0 keeps the model's. Read during the call only. */
+  const int32_t *eos_token_ids;
+  size_t num_eos_token_ids;
+  parley_token_fn on_token;     /* optional streaming callback */
+  void *user_data;              /* passed to on_token */
+} parley_generation_options;
+
+/* Fill options from the model's generation defaults (model may be NULL). */
+PARLEY_API parley_status parley_generation_options_init(const parley_model *model, parley_generation_options *options);
+
+/* Hypotheses of one generate / translate call. Free with parley_result_free. */
+typedef struct parley_generation_result parley_generation_result;
+
+/*
+ * Generate continuations of a batch of prompts with a decoder-only model.
+ * prompts[i] points to prompt_lengths[i] >= 1 token ids; the arrays are only
+ * read during the call. On success *out_result holds, per prompt,
+ * num_return_sequences hypotheses (best first for beam search): the generated
+ * ids only, ending with the EOS id when the sequence finished on one.
+ * Errors: PARLEY_ERROR_INVALID_ARGUMENT (empty batch, empty prompt, id
+ * outside the vocabulary, prompt + max_new_tokens past the model's positions,
+ * bad options), PARLEY_ERROR_UNSUPPORTED (an encoder-decoder model: use
+ * parley_translate_tokens), PARLEY_ERROR_INVALID_MODEL (config and tensors
+ * disagree; reported by the first call that runs the model).
+ * Thread-safe: any number of threads may generate with one model at once.
+ */
+PARLEY_API parley_status parley_generate(const parley_model *model, const int32_t *const *prompts,
+                                         const size_t *prompt_lengths, size_t batch_size,
+                                         const parley_generation_options *options,
+                                         parley_generation_result **out_result);
+
+/*
+ * Translate a batch of source id sequences with an encoder-decoder model.
+ * target_prefixes may be NULL (no prefix) or hold, per source, a prefix the
+ * translation must start with (prefix_lengths[i] may be 0). The decoder
+ * starts from the model's decoder_start_token_id. Each hypothesis holds the
+ * target ids after the decoder start token: the prefix, then the generated
+ * ids (ending with EOS when finished on one). Errors as parley_generate;
+ * PARLEY_ERROR_UNSUPPORTED for a decoder-only model. Thread-safe.
+ */
+PARLEY_API parley_status parley_translate_tokens(const parley_model *model, const int32_t *const *sources,
+                                                 const size_t *source_lengths, size_t batch_size,
+                                                 const int32_t *const *target_prefixes,
+                                                 const size_t *target_prefix_lengths,
+                                                 const parley_generation_options *options,
+                                                 parley_generation_result **out_result);
+
+/* Number of batch items in a result. */
+PARLEY_API parley_status parley_result_batch_size(const parley_generation_result *result, size_t *out_count);
+/* Number of hypotheses for batch item `batch_index`. Errors: PARLEY_ERROR_NOT_FOUND. */
+PARLEY_API parley_status parley_result_hypothesis_count(const parley_generation_result *result, size_t batch_index,
+                                                        size_t *out_count);
+/*
+ * Hypothesis `index` of batch item `batch_index`: its ids (owned by the
+ * result, valid until parley_result_free), their number, and its score (beam
+ * search: length-normalised log-probability as transformers'
+ * sequences_scores; greedy/sampling: the sum of the chosen tokens'
+ * log-probabilities). out_score may be NULL. Errors: PARLEY_ERROR_NOT_FOUND.
+ */
+PARLEY_API parley_status parley_result_hypothesis(const parley_generation_result *result, size_t batch_index,
+                                                  size_t index, const int32_t **out_tokens, size_t *out_length,
+                                                  float *out_score);
+/* Free a result. NULL is a no-op. */
+PARLEY_API void parley_result_free(parley_generation_result *result);
+
 #ifdef __cplusplus
 }
 #endif

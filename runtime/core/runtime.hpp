@@ -3,10 +3,13 @@
 // plugins (and their code) it depends on alive even after parley_runtime_free.
 #pragma once
 
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "format/model_file.hpp"
+#include "model/transformer.hpp"
 #include "plugins/host_services.hpp"
 #include "plugins/registry.hpp"
 
@@ -23,6 +26,16 @@ struct Model {
   std::shared_ptr<Runtime> runtime;
   std::unique_ptr<ModelFile> file;
   std::string device;
+
+  // The Transformer bound to the file's weights, built on first use so that
+  // loading stays a pure file check (and container-only files stay
+  // inspectable). Thread-safe; a binding error is kept and re-reported.
+  const Transformer &transformer() const;
+
+ private:
+  mutable std::once_flag bind_once_;
+  mutable std::unique_ptr<Transformer> transformer_;
+  mutable std::exception_ptr bind_error_;
 };
 
 }  // namespace parley

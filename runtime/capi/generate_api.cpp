@@ -1,0 +1,232 @@
+// parley_generate / parley_translate_tokens and their results.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "capi/api_guard.hpp"
+#include "core/runtime.hpp"
+#include "engine/generator.hpp"
+
+using namespace parley;
+using parley::capi::check_struct_size;
+using parley::capi::guarded;
+using parley::capi::require;
+
+struct parley_generation_result {
+  std::vector<std::vector<parley::Hypothesis>> items;
+};
+
+namespace parley {
+
+const Transformer &Model::transformer() const {
+  std::call_once(bind_once_, [&] {
+    try {
+      transformer_ = std::make_unique<Transformer>(runtime, *file, device);
+    } catch (...) {
+      bind_error_ = std::current_exception();
+    }
+  });
+  if (bind_error_) std::rethrow_exception(bind_error_);
+  return *transformer_;
+}
+
+}  // namespace parley
+
+namespace {
+
+constexpr size_t kOptionsV1 = PARLEY_SIZE_THROUGH(parley_generation_options, user_data);
+constexpr size_t kMaxBatch = 4096;
+constexpr size_t kMaxSequence = 1 << 20;
+
+void fill_from(const DecodingOptions &d, parley_generation_options &o) {
+  o.max_new_tokens = static_cast<size_t>(d.max_new_tokens);
+  o.min_new_tokens = static_cast<size_t>(d.min_new_tokens);
+  o.num_beams = static_cast<size_t>(d.num_beams);
+  o.num_return_sequences = static_cast<size_t>(d.num_return_sequences);
+  o.length_penalty = static_cast<float>(d.length_penalty);
+  o.early_stopping = d.early_stopping == EarlyStopping::kTrue ? 1 : d.early_stopping == EarlyStopping::kNever ? 2 : 0;
+  o.no_repeat_ngram_size = static_cast<size_t>(d.no_repeat_ngram_size);
+  o.repetition_penalty = static_cast<float>(d.repetition_penalty);
+  o.do_sample = d.do_sample ? 1 : 0;
+  o.temperature = static_cast<float>(d.temperature);
+  o.top_k = static_cast<size_t>(d.top_k);
+  o.top_p = static_cast<float>(d.top_p);
+  o.min_p = static_cast<float>(d.min_p);
+  o.seed = d.seed;
+}
+
+// The caller's options over the model's defaults (which carry what the C
+// struct has no field for: pad, forced BOS/EOS, suppressed tokens).
+DecodingOptions resolve(const ModelFile &file, const parley_generation_options *options) {
+  DecodingOptions d = decoding_defaults(file);
+  if (!options) return d;
+  check_struct_size(options->struct_size, kOptionsV1, sizeof *options, "options");
+  parley_generation_options o;
+  parley_generation_options_init(nullptr, &o);
+  std::memcpy(&o, options, options->struct_size);
+  auto too_big = [](size_t v) { return v > (size_t{1} << 30); };
+  if (too_big(o.max_new_tokens) || too_big(o.min_new_tokens) || too_big(o.num_beams) ||
+      too_big(o.num_return_sequences) || too_big(o.no_repeat_ngram_size) || too_big(o.top_k))
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options: a count is absurdly large (> 2^30)");
+  if (o.early_stopping < 0 || o.early_stopping > 2)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->early_stopping must be 0, 1 or 2");
+  if (o.do_sample != 0 && o.do_sample != 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->do_sample must be 0 or 1");
+  for (float f : {o.length_penalty, o.repetition_penalty, o.temperature, o.top_p, o.min_p})
+    if (!std::isfinite(f)) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options: a real-valued option is not finite");
+  if (o.num_eos_token_ids && !o.eos_token_ids)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->eos_token_ids is NULL but num_eos_token_ids > 0");
+  if (o.num_eos_token_ids > 1024) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options: more than 1024 EOS ids");
+  d.max_new_tokens = static_cast<int64_t>(o.max_new_tokens);
+  d.min_new_tokens = static_cast<int64_t>(o.min_new_tokens);
+  d.num_beams = static_cast<int64_t>(o.num_beams);
+  d.num_return_sequences = static_cast<int64_t>(o.num_return_sequences);
+  d.length_penalty = o.length_penalty;
+  d.early_stopping = o.early_stopping == 1   ? EarlyStopping::kTrue
+                     : o.early_stopping == 2 ? EarlyStopping::kNever
+                                             : EarlyStopping::kFalse;
+  d.no_repeat_ngram_size = static_cast<int64_t>(o.no_repeat_ngram_size);
+  d.repetition_penalty = o.repetition_penalty;
+  d.do_sample = o.do_sample != 0;
+  d.temperature = o.temperature;
+  d.top_k = static_cast<int64_t>(o.top_k);
+  d.top_p = o.top_p;
+  d.min_p = o.min_p;
+  d.seed = o.seed;
+  if (o.num_eos_token_ids) d.eos_token_ids.assign(o.eos_token_ids, o.eos_token_ids + o.num_eos_token_ids);
+  if (d.max_new_tokens < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->max_new_tokens must be >= 1");
+  if (o.on_token) {
+    parley_token_fn fn = o.on_token;
+    void *user = o.user_data;
+    d.on_token = [fn, user](int64_t batch, int64_t sequence, int32_t token) {
+      return fn(user, static_cast<size_t>(batch), static_cast<size_t>(sequence), token) == 0;
+    };
+  }
+  return d;
+}
+
+std::vector<std::vector<int32_t>> read_batch(const int32_t *const *seqs, const size_t *lengths, size_t batch,
+                                             const char *what, bool allow_empty) {
+  if (batch == 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the batch of ") + what + " is empty");
+  if (batch > kMaxBatch)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "batch of " + std::to_string(batch) + " exceeds " + std::to_string(kMaxBatch));
+  require(seqs, what);
+  require(lengths, "lengths");
+  std::vector<std::vector<int32_t>> out(batch);
+  for (size_t b = 0; b < batch; ++b) {
+    if (lengths[b] == 0) {
+      if (allow_empty) continue;
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(b) + "] is empty");
+    }
+    if (lengths[b] > kMaxSequence)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(b) + "] is longer than 2^20 tokens");
+    if (!seqs[b]) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(b) + "] is NULL");
+    out[b].assign(seqs[b], seqs[b] + lengths[b]);
+  }
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+PARLEY_API parley_status parley_generation_options_init(const parley_model *model, parley_generation_options *options) {
+  return guarded(__func__, [&] {
+    require(options, "options");
+    parley_generation_options o{};
+    o.struct_size = sizeof o;
+    fill_from(model ? decoding_defaults(*model->impl.file) : DecodingOptions{}, o);
+    *options = o;
+  });
+}
+
+PARLEY_API parley_status parley_generate(const parley_model *model, const int32_t *const *prompts,
+                                         const size_t *prompt_lengths, size_t batch_size,
+                                         const parley_generation_options *options,
+                                         parley_generation_result **out_result) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_result, "out_result");
+    DecodingOptions d = resolve(*model->impl.file, options);
+    auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
+    auto result = std::make_unique<parley_generation_result>();
+    result->items = generate(model->impl.transformer(), batch, d);
+    *out_result = result.release();
+  });
+}
+
+PARLEY_API parley_status parley_translate_tokens(const parley_model *model, const int32_t *const *sources,
+                                                 const size_t *source_lengths, size_t batch_size,
+                                                 const int32_t *const *target_prefixes,
+                                                 const size_t *target_prefix_lengths,
+                                                 const parley_generation_options *options,
+                                                 parley_generation_result **out_result) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_result, "out_result");
+    const ModelFile &file = *model->impl.file;
+    if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
+      fail(PARLEY_ERROR_UNSUPPORTED, "this is a decoder-only model: use parley_generate");
+    DecodingOptions d = resolve(file, options);
+    auto batch = read_batch(sources, source_lengths, batch_size, "sources", false);
+    std::vector<std::vector<int32_t>> prefixes(batch.size());
+    if (target_prefixes)
+      prefixes = read_batch(target_prefixes, target_prefix_lengths, batch_size, "target_prefixes", true);
+    const ConfigEntry *start = file.find_config("generation.decoder_start_token_id");
+    if (!start || start->int_value < 0)
+      fail(PARLEY_ERROR_INVALID_MODEL, "the model has no decoder_start_token_id in its generation config");
+    std::vector<std::vector<int32_t>> prompts;
+    for (const auto &p : prefixes) {
+      std::vector<int32_t> prompt{static_cast<int32_t>(start->int_value)};
+      prompt.insert(prompt.end(), p.begin(), p.end());
+      prompts.push_back(std::move(prompt));
+    }
+    auto result = std::make_unique<parley_generation_result>();
+    result->items = translate(model->impl.transformer(), batch, prompts, d);
+    for (size_t b = 0; b < result->items.size(); ++b)  // hypotheses start with the prefix
+      for (auto &h : result->items[b]) h.tokens.insert(h.tokens.begin(), prefixes[b].begin(), prefixes[b].end());
+    *out_result = result.release();
+  });
+}
+
+PARLEY_API parley_status parley_result_batch_size(const parley_generation_result *result, size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(result, "result");
+    require(out_count, "out_count");
+    *out_count = result->items.size();
+  });
+}
+
+PARLEY_API parley_status parley_result_hypothesis_count(const parley_generation_result *result, size_t batch_index,
+                                                        size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(result, "result");
+    require(out_count, "out_count");
+    if (batch_index >= result->items.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
+    *out_count = result->items[batch_index].size();
+  });
+}
+
+PARLEY_API parley_status parley_result_hypothesis(const parley_generation_result *result, size_t batch_index,
+                                                  size_t index, const int32_t **out_tokens, size_t *out_length,
+                                                  float *out_score) {
+  return guarded(__func__, [&] {
+    require(result, "result");
+    require(out_tokens, "out_tokens");
+    require(out_length, "out_length");
+    if (batch_index >= result->items.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
+    const auto &hyps = result->items[batch_index];
+    if (index >= hyps.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
+    *out_tokens = hyps[index].tokens.data();
+    *out_length = hyps[index].tokens.size();
+    if (out_score) *out_score = hyps[index].score;
+  });
+}
+
+PARLEY_API void parley_result_free(parley_generation_result *result) {
+  delete result;
+}
+
+}  // extern "C"

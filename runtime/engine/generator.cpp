@@ -1,0 +1,114 @@
+#include "engine/generator.hpp"
+
+#include <algorithm>
+
+#include "core/error.hpp"
+#include "engine/transformer_step_model.hpp"
+#include "parley_generated.h"
+
+namespace parley {
+
+namespace {
+
+int64_t cfg(const ModelFile &f, const std::string &key, int64_t fallback) {
+  const ConfigEntry *e = f.find_config(key);
+  return e ? e->int_value : fallback;
+}
+
+double cfgf(const ModelFile &f, const std::string &key, double fallback) {
+  const ConfigEntry *e = f.find_config(key);
+  return e ? e->float_value : fallback;
+}
+
+// Prefill rows of different lengths in one right-padded step; returns the
+// logits of each row's last token.
+std::vector<float> prefill(const Transformer &model, DecoderState &state,
+                           const std::vector<std::vector<int32_t>> &rows) {
+  const int64_t B = static_cast<int64_t>(rows.size());
+  int64_t n_max = 0;
+  for (const auto &r : rows) {
+    if (r.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a prompt is empty");
+    n_max = std::max<int64_t>(n_max, static_cast<int64_t>(r.size()));
+  }
+  std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto &r = rows[static_cast<size_t>(b)];
+    counts.push_back(static_cast<int32_t>(r.size()));
+    std::copy(r.begin(), r.end(), tokens.begin() + b * n_max);
+  }
+  return model.step(state, tokens, n_max, /*last_only=*/true, counts);
+}
+
+int64_t longest(const std::vector<std::vector<int32_t>> &rows) {
+  size_t n = 0;
+  for (const auto &r : rows) n = std::max(n, r.size());
+  return static_cast<int64_t>(n);
+}
+
+}  // namespace
+
+DecodingOptions decoding_defaults(const ModelFile &f) {
+  DecodingOptions o;
+  int64_t max_length = cfg(f, "generation.max_length", 0);
+  if (max_length > 0)
+    o.max_new_tokens = f.kind() == PARLEY_MODEL_ENCODER_DECODER ? std::max<int64_t>(1, max_length - 1) : max_length;
+  else
+    o.max_new_tokens = 256;
+  o.num_beams = cfg(f, "generation.num_beams", 1);
+  o.length_penalty = cfgf(f, "generation.length_penalty", 1.0);
+  o.early_stopping = cfg(f, "generation.early_stopping", 0) ? EarlyStopping::kTrue : EarlyStopping::kFalse;
+  o.no_repeat_ngram_size = cfg(f, "generation.no_repeat_ngram_size", 0);
+  o.repetition_penalty = cfgf(f, "generation.repetition_penalty", 1.0);
+  o.do_sample = cfg(f, "generation.do_sample", 0) != 0;
+  o.temperature = cfgf(f, "generation.temperature", 1.0);
+  int64_t top_k = cfg(f, "generation.top_k", 0);
+  o.top_k = top_k;  // the converter stores only explicit values: 0 = off
+  o.top_p = cfgf(f, "generation.top_p", 1.0);
+  o.min_p = cfgf(f, "generation.min_p", 0.0);
+  int64_t n_eos = cfg(f, "generation.num_eos_token_ids", 0);
+  for (int64_t i = 0; i < n_eos; ++i)
+    o.eos_token_ids.push_back(static_cast<int32_t>(cfg(f, "generation.eos_token_ids." + std::to_string(i), 0)));
+  int64_t pad = cfg(f, "generation.pad_token_id", -1);
+  if (pad >= 0) o.pad_token_id = static_cast<int32_t>(pad);
+  int64_t bos = cfg(f, "generation.forced_bos_token_id", -1);
+  if (bos >= 0) o.forced_bos_token_id = static_cast<int32_t>(bos);
+  int64_t feos = cfg(f, "generation.forced_eos_token_id", -1);
+  if (feos >= 0) o.forced_eos_token_ids = {static_cast<int32_t>(feos)};
+  if (const auto *g = f.header().generation())
+    if (g->suppress_tokens())
+      for (int32_t id : *g->suppress_tokens()) o.suppress_tokens.push_back(id);
+  return o;
+}
+
+std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
+                                              const std::vector<std::vector<int32_t>> &prompts,
+                                              const DecodingOptions &options) {
+  if (model.encoder_decoder())
+    fail(PARLEY_ERROR_UNSUPPORTED, "this is an encoder-decoder model: translate instead of generate");
+  if (prompts.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  validate_decoding_options(options, model.vocab());
+  DecoderState state = model.start(static_cast<int64_t>(prompts.size()), longest(prompts) + options.max_new_tokens);
+  std::vector<float> last = prefill(model, state, prompts);
+  TransformerStepModel step_model(model, std::move(state));
+  return decode(step_model, last, prompts, options);
+}
+
+std::vector<std::vector<Hypothesis>> translate(const Transformer &model,
+                                               const std::vector<std::vector<int32_t>> &sources,
+                                               const std::vector<std::vector<int32_t>> &decoder_prompts,
+                                               const DecodingOptions &options) {
+  if (!model.encoder_decoder()) fail(PARLEY_ERROR_UNSUPPORTED, "this is a decoder-only model: generate instead");
+  if (sources.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  if (decoder_prompts.size() != sources.size())
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "one decoder prompt per source is needed");
+  for (size_t b = 0; b < sources.size(); ++b)
+    if (sources[b].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "source " + std::to_string(b) + " is empty");
+  validate_decoding_options(options, model.vocab());
+  DecoderState state =
+      model.start(static_cast<int64_t>(sources.size()), longest(decoder_prompts) + options.max_new_tokens, sources);
+  std::vector<float> last = prefill(model, state, decoder_prompts);
+  TransformerStepModel step_model(model, std::move(state));
+  return decode(step_model, last, decoder_prompts, options);
+}
+
+}  // namespace parley

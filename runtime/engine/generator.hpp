@@ -1,0 +1,30 @@
+// Requests on a Transformer: prefill the prompts (one padded step for the
+// whole batch), then hand the rows to decode() through the KV-cache step
+// model. Also maps a model file's generation defaults to DecodingOptions.
+#pragma once
+
+#include <vector>
+
+#include "engine/decoding.hpp"
+#include "format/model_file.hpp"
+#include "model/transformer.hpp"
+
+namespace parley {
+
+// DecodingOptions from the model's generation config (transformers' defaults
+// where the file sets nothing).
+DecodingOptions decoding_defaults(const ModelFile &file);
+
+// Decoder-only: continue each prompt (non-empty token ids).
+std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
+                                              const std::vector<std::vector<int32_t>> &prompts,
+                                              const DecodingOptions &options);
+
+// Encoder-decoder: encode each source, then decode from its decoder prompt
+// (the decoder start token, possibly followed by a target prefix).
+std::vector<std::vector<Hypothesis>> translate(const Transformer &model,
+                                               const std::vector<std::vector<int32_t>> &sources,
+                                               const std::vector<std::vector<int32_t>> &decoder_prompts,
+                                               const DecodingOptions &options);
+
+}  // namespace parley
