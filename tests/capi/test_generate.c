@@ -226,10 +226,33 @@ static void test_marian_translate(parley_runtime *rt) {
   parley_model_free(m);
 }
 
+/* tests/data/tiny_decoder.parley is a valid container whose tensors use
+ * Hugging Face names, not the canonical ones: it loads (a file check), and
+ * the first call that runs it names the missing tensor — every time. */
+static void test_config_tensor_mismatch(parley_runtime *rt) {
+  char path[4096];
+  const char *dir = getenv("PARLEY_TEST_DATA_DIR");
+  static const int32_t p0[] = {1, 2, 3};
+  const int32_t *prompts[1] = {p0};
+  size_t lengths[1] = {3};
+  int round;
+  parley_model *m = NULL;
+  parley_generation_result *r = NULL;
+  snprintf(path, sizeof path, "%s/tiny_decoder.parley", dir ? dir : ".");
+  CHECK_STATUS(parley_model_load_file(rt, path, NULL, &m), PARLEY_OK);
+  for (round = 0; m && round < 2; ++round) {
+    CHECK_STATUS(parley_generate(m, prompts, lengths, 1, NULL, &r), PARLEY_ERROR_INVALID_MODEL);
+    CHECK(strstr(parley_last_error(), "required by the config but missing") != NULL);
+    CHECK(r == NULL);
+  }
+  parley_model_free(m);
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
   test_llama_greedy(rt);
   test_marian_translate(rt);
+  test_config_tensor_mismatch(rt);
   parley_runtime_free(rt);
   printf("test_generate: %d checks, %d failed\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
