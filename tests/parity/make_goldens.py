@@ -6,7 +6,10 @@ outputs from `transformers`.
     python tests/parity/make_goldens.py tests/parity        # regenerate everything
 
 writes OUT_DIR/models/<name>.parley and OUT_DIR/goldens/<name>.json (see
-tests/parity/README.md for what a golden holds). Needs torch and transformers
+tests/parity/README.md for what a golden holds). For the models in
+STORAGE_MODELS it also converts the same checkpoint to every reduced storage
+type, OUT_DIR/models/<name>.<dtype>.parley (float16, bfloat16, int8); their
+reference stays the float32 golden (tests/model/test_storage.cpp). Needs torch and transformers
 (`pip install -r formats/python/requirements-convert.txt`). Nothing is
 downloaded: every model is built from a config object. Same versions and
 seed -> same bytes.
@@ -121,6 +124,13 @@ MODELS = {
                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
               {}),
 }
+
+
+# Reduced-precision copies (same checkpoint, other storage types), checked
+# against the float32 goldens by tests/model/test_storage.cpp: one
+# decoder-only model with GQA, one with Q/K norm, one encoder-decoder.
+STORAGE_MODELS = ("llama", "qwen3", "marian")
+STORAGE_DTYPES = ("float16", "bfloat16", "int8")
 
 
 def _randomize(model: torch.nn.Module, gen: torch.Generator, skip: tuple[str, ...]) -> None:
@@ -287,6 +297,11 @@ def main(argv=None) -> int:
             model, hf_dir, g = build(name, work)
             path = os.path.join(models_dir, f"{name}.parley")
             r = convert(hf_dir, path, dtype="float32", force=True, progress=False)
+            if name in STORAGE_MODELS:
+                for dtype in STORAGE_DTYPES:
+                    rs = convert(hf_dir, os.path.join(models_dir, f"{name}.{dtype}.parley"), dtype=dtype,
+                                 force=True, progress=False)
+                    print(f"{name}.{dtype}: {rs.file_size} bytes model")
             gold = golden(name, model, g)
             gold["model_file"] = f"models/{name}.parley"
             gold["hf_config"] = json.loads(model.config.to_json_string(use_diff=True))

@@ -1,0 +1,235 @@
+// Helpers for tests that run the tiny models of tests/parity against their
+// transformers goldens: load a .parley file (any storage type) with its
+// golden, feed the golden's inputs, map generate() settings onto
+// DecodingOptions. Same conventions as test_parity.cpp.
+#pragma once
+
+#include <parley/parley.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/runtime.hpp"
+#include "engine/decoding.hpp"
+#include "engine/transformer_step_model.hpp"
+#include "model/transformer.hpp"
+
+namespace parity {
+
+using json = nlohmann::json;
+
+inline std::string env(const char *name) {
+  const char *v = std::getenv(name);
+  if (!v) throw std::runtime_error(std::string(name) + " is not set (run through ctest)");
+  return v;
+}
+
+struct Loaded {
+  parley_runtime *rt = nullptr;
+  parley_model *model = nullptr;
+  std::unique_ptr<parley::Transformer> transformer;
+  json golden;
+  Loaded() = default;
+  Loaded(const Loaded &) = delete;
+  Loaded &operator=(const Loaded &) = delete;
+  ~Loaded() {
+    transformer.reset();
+    parley_model_free(model);
+    parley_runtime_free(rt);
+  }
+};
+
+// Golden `name` (tests/parity/goldens/<name>.json) with the model file
+// `model_file` (relative to tests/parity; empty: the golden's own, float32).
+inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &model_file = "") {
+  auto l = std::make_unique<Loaded>();
+  std::string dir = env("PARLEY_PARITY_DIR");
+  std::ifstream f(dir + "/goldens/" + name + ".json");
+  if (!f) throw std::runtime_error("cannot open golden " + name);
+  l->golden = json::parse(f);
+  std::string plugins = env("PARLEY_PLUGIN_BUILD_DIR");
+  const char *dirs[] = {plugins.c_str()};
+  parley_runtime_options o;
+  parley_runtime_options_init(&o);
+  o.plugin_sources = PARLEY_PLUGINS_NONE;
+  o.plugin_dirs = dirs;
+  o.num_plugin_dirs = 1;
+  if (parley_runtime_create(&o, &l->rt) != PARLEY_OK) throw std::runtime_error(parley_last_error());
+  std::string path = dir + "/" + (model_file.empty() ? l->golden["model_file"].get<std::string>() : model_file);
+  if (parley_model_load_file(l->rt, path.c_str(), nullptr, &l->model) != PARLEY_OK)
+    throw std::runtime_error(parley_last_error());
+  l->transformer = std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, "cpu");
+  return l;
+}
+
+// Real (unmasked) tokens of each row.
+inline std::vector<std::vector<int32_t>> real_tokens(const json &ids, const json &mask) {
+  std::vector<std::vector<int32_t>> rows;
+  for (size_t b = 0; b < ids.size(); ++b) {
+    std::vector<int32_t> r;
+    for (size_t i = 0; i < ids[b].size(); ++i)
+      if (mask[b][i].get<int>()) r.push_back(ids[b][i].get<int32_t>());
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+// max |got[v] - want[v]| over one vocabulary row (NaN -> infinity).
+inline double max_diff(const float *got, const json &want) {
+  double m = 0;
+  for (size_t v = 0; v < want.size(); ++v) {
+    double d = std::fabs(static_cast<double>(got[v]) - want[v].get<double>());
+    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
+  }
+  return m;
+}
+
+// Worst |Δlogit| against the golden over every valid position, computed as
+// test_parity.cpp does: decoder-only one sequence at a time, as a
+// right-padded batch and token by token through the KV cache;
+// encoder-decoder batched and token by token.
+inline double worst_logit_diff(const Loaded &l) {
+  const json &in = l.golden["inputs"];
+  const json &want = l.golden["logits"]["values"];
+  const auto &t = *l.transformer;
+  const int64_t V = t.vocab();
+  if (V != l.golden["vocab_size"].get<int64_t>()) throw std::runtime_error("vocabulary size differs from golden");
+  double worst = 0;
+  auto acc = [&](const float *got, const json &w) { worst = std::max(worst, max_diff(got, w)); };
+  if (!t.encoder_decoder()) {
+    auto rows = real_tokens(in["input_ids"], in["attention_mask"]);
+    const int64_t B = static_cast<int64_t>(rows.size());
+    const size_t width = in["input_ids"][0].size();
+    int64_t n_max = 0;
+    for (auto &r : rows) n_max = std::max<int64_t>(n_max, static_cast<int64_t>(r.size()));
+    for (int64_t b = 0; b < B; ++b) {
+      auto st = t.start(1, n_max);
+      int64_t n = static_cast<int64_t>(rows[b].size());
+      auto logits = t.step(st, rows[b], n);
+      size_t pad = width - static_cast<size_t>(n);
+      for (int64_t i = 0; i < n; ++i) acc(logits.data() + i * V, want[b][pad + static_cast<size_t>(i)]);
+    }
+    auto st = t.start(B, n_max);
+    std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
+    for (int64_t b = 0; b < B; ++b) {
+      counts.push_back(static_cast<int32_t>(rows[b].size()));
+      std::copy(rows[b].begin(), rows[b].end(), tokens.begin() + b * n_max);
+    }
+    auto logits = t.step(st, tokens, n_max, false, counts);
+    for (int64_t b = 0; b < B; ++b) {
+      size_t pad = width - rows[b].size();
+      for (int64_t i = 0; i < counts[static_cast<size_t>(b)]; ++i)
+        acc(logits.data() + (b * n_max + i) * V, want[b][pad + static_cast<size_t>(i)]);
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      auto s1 = t.start(1, n_max);
+      size_t pad = width - rows[b].size();
+      for (size_t i = 0; i < rows[b].size(); ++i) acc(t.step(s1, {rows[b][i]}, 1, true).data(), want[b][pad + i]);
+    }
+  } else {
+    auto sources = real_tokens(in["input_ids"], in["attention_mask"]);
+    const json &dec = in["decoder_input_ids"];
+    const int64_t B = static_cast<int64_t>(sources.size()), n = static_cast<int64_t>(dec[0].size());
+    auto st = t.start(B, n, sources);
+    std::vector<int32_t> tokens;
+    for (const auto &row : dec)
+      for (const auto &id : row) tokens.push_back(id.get<int32_t>());
+    auto logits = t.step(st, tokens, n);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < n; ++i) acc(logits.data() + (b * n + i) * V, want[b][static_cast<size_t>(i)]);
+    auto inc = t.start(B, n, sources);
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<int32_t> step_tokens;
+      for (int64_t b = 0; b < B; ++b) step_tokens.push_back(dec[b][i].get<int32_t>());
+      auto lg = t.step(inc, step_tokens, 1, true);
+      for (int64_t b = 0; b < B; ++b) acc(lg.data() + b * V, want[b][static_cast<size_t>(i)]);
+    }
+  }
+  return worst;
+}
+
+// Decoding options as the golden's generate() call used them.
+inline parley::DecodingOptions options_from(const json &settings) {
+  parley::DecodingOptions o;
+  o.max_new_tokens = settings["max_new_tokens"].get<int64_t>();
+  o.num_beams = settings.value("num_beams", 1);
+  o.num_return_sequences = settings.value("num_return_sequences", 1);
+  o.length_penalty = settings["length_penalty"].get<double>();
+  const json &es = settings["early_stopping"];
+  o.early_stopping = es.is_string()   ? parley::EarlyStopping::kNever
+                     : es.get<bool>() ? parley::EarlyStopping::kTrue
+                                      : parley::EarlyStopping::kFalse;
+  o.no_repeat_ngram_size = settings["no_repeat_ngram_size"].get<int64_t>();
+  o.repetition_penalty = settings["repetition_penalty"].get<double>();
+  const json &eos = settings["eos_token_id"];
+  if (eos.is_array())
+    for (const auto &e : eos) o.eos_token_ids.push_back(e.get<int32_t>());
+  else if (!eos.is_null())
+    o.eos_token_ids.push_back(eos.get<int32_t>());
+  if (!settings["pad_token_id"].is_null()) o.pad_token_id = settings["pad_token_id"].get<int32_t>();
+  if (!settings["forced_bos_token_id"].is_null())
+    o.forced_bos_token_id = settings["forced_bos_token_id"].get<int32_t>();
+  if (!settings["forced_eos_token_id"].is_null())
+    o.forced_eos_token_ids = {settings["forced_eos_token_id"].get<int32_t>()};
+  if (settings.contains("bad_words_ids"))
+    for (const auto &words : settings["bad_words_ids"]) {
+      if (words.size() != 1) throw std::runtime_error("multi-token bad_words_ids are not supported");
+      o.suppress_tokens.push_back(words[0].get<int32_t>());
+    }
+  return o;
+}
+
+// The generated part of a golden sequence: after `prompt_width` tokens, up
+// to and including the first EOS (transformers pads finished rows after it).
+inline std::vector<int32_t> generated_part(const json &seq, size_t prompt_width, const std::vector<int32_t> &eos) {
+  std::vector<int32_t> out;
+  for (size_t i = prompt_width; i < seq.size(); ++i) {
+    int32_t id = seq[i].get<int32_t>();
+    out.push_back(id);
+    if (std::find(eos.begin(), eos.end(), id) != eos.end()) break;
+  }
+  return out;
+}
+
+// Run decode() on the model for the golden's inputs.
+inline std::vector<std::vector<parley::Hypothesis>> run_generate(const Loaded &l, const parley::DecodingOptions &o,
+                                                                 size_t *prompt_width) {
+  const auto &t = *l.transformer;
+  const json &in = l.golden["inputs"];
+  std::vector<std::vector<int32_t>> prompts;
+  parley::DecoderState st;
+  std::vector<float> last;
+  if (!t.encoder_decoder()) {
+    prompts = real_tokens(in["input_ids"], in["attention_mask"]);
+    *prompt_width = in["input_ids"][0].size();
+    int64_t B = static_cast<int64_t>(prompts.size()), n_max = 0;
+    for (auto &p : prompts) n_max = std::max<int64_t>(n_max, static_cast<int64_t>(p.size()));
+    st = t.start(B, n_max + o.max_new_tokens);
+    std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
+    for (int64_t b = 0; b < B; ++b) {
+      counts.push_back(static_cast<int32_t>(prompts[static_cast<size_t>(b)].size()));
+      std::copy(prompts[static_cast<size_t>(b)].begin(), prompts[static_cast<size_t>(b)].end(),
+                tokens.begin() + b * n_max);
+    }
+    last = t.step(st, tokens, n_max, true, counts);
+  } else {
+    auto sources = real_tokens(in["input_ids"], in["attention_mask"]);
+    int32_t start = l.golden["greedy"]["settings"]["decoder_start_token_id"].get<int32_t>();
+    int64_t B = static_cast<int64_t>(sources.size());
+    prompts.assign(static_cast<size_t>(B), {start});
+    *prompt_width = 1;
+    st = t.start(B, 1 + o.max_new_tokens, sources);
+    last = t.step(st, std::vector<int32_t>(static_cast<size_t>(B), start), 1, true);
+  }
+  parley::TransformerStepModel model(t, std::move(st));
+  return parley::decode(model, last, prompts, o);
+}
+
+}  // namespace parity
