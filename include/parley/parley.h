@@ -409,25 +409,25 @@ typedef int32_t (*parley_token_fn)(void *user_data, size_t batch_index, size_t s
  */
 typedef struct parley_generation_options {
   size_t struct_size;
-  size_t max_new_tokens;        /* default: the model's max_length (minus the decoder start token), else 256 */
-  size_t min_new_tokens;        /* EOS is suppressed until this many tokens exist */
-  size_t num_beams;             /* 1 = greedy / sampling */
-  size_t num_return_sequences;  /* <= num_beams for beam search */
-  float length_penalty;         /* beam score = sum log-prob / generated_length ^ length_penalty */
-  int32_t early_stopping;       /* 0 false, 1 true, 2 "never" */
-  size_t no_repeat_ngram_size;  /* 0 = off */
-  float repetition_penalty;     /* 1 = off */
-  int32_t do_sample;            /* 0 or 1 */
-  float temperature;            /* > 0 when sampling */
-  size_t top_k;                 /* 0 = off */
-  float top_p;                  /* (0, 1]; 1 = off */
-  float min_p;                  /* [0, 1]; 0 = off */
-  uint64_t seed;                /* sampling is reproducible for a seed (not bit-identical to torch) */
+  size_t max_new_tokens;       /* default: the model's max_length (minus the decoder start token), else 256 */
+  size_t min_new_tokens;       /* EOS is suppressed until this many tokens exist */
+  size_t num_beams;            /* 1 = greedy / sampling */
+  size_t num_return_sequences; /* <= num_beams for beam search */
+  float length_penalty;        /* beam score = sum log-prob / generated_length ^ length_penalty */
+  int32_t early_stopping;      /* 0 false, 1 true, 2 "never" */
+  size_t no_repeat_ngram_size; /* 0 = off */
+  float repetition_penalty;    /* 1 = off */
+  int32_t do_sample;           /* 0 or 1 */
+  float temperature;           /* > 0 when sampling */
+  size_t top_k;                /* 0 = off */
+  float top_p;                 /* (0, 1]; 1 = off */
+  float min_p;                 /* [0, 1]; 0 = off */
+  uint64_t seed;               /* sampling is reproducible for a seed (not bit-identical to torch) */
   /* EOS ids; NULL with num_eos_token_ids 0 keeps the model's. Read during the call only. */
   const int32_t *eos_token_ids;
   size_t num_eos_token_ids;
-  parley_token_fn on_token;     /* optional streaming callback */
-  void *user_data;              /* passed to on_token */
+  parley_token_fn on_token; /* optional streaming callback */
+  void *user_data;          /* passed to on_token */
 } parley_generation_options;
 
 /* Fill options from the model's generation defaults (model may be NULL). */
