@@ -123,6 +123,41 @@ MODELS = {
                    rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2, pad_token_id=1,
                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
               {}),
+    # Linear RoPE scaling (factor 2, theta 2500), head_dim 16, MQA (2:1), untied; prompts of 12-16
+    # tokens so that every rotary frequency turns through a sizeable angle.
+    "llama_rope_linear": (T.LlamaConfig, T.LlamaForCausalLM,
+                          dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                               intermediate_size=48, vocab_size=80, max_position_embeddings=32, rms_norm_eps=1e-5,
+                               tie_word_embeddings=False, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                               rope_parameters={"rope_type": "linear", "rope_theta": 2500.0, "factor": 2.0}),
+                          {}),
+    # Llama-3 RoPE scaling with all three regimes on head_dim 16: theta 100 gives wavelengths
+    # 6.3 | 11.2, 19.9 | 35.3 ... against high/low-frequency wavelengths 32/4 = 8 and 32/1 = 32,
+    # so 1 frequency is kept, 2 are smoothed and 5 divided by 8. Plain MHA (2 heads, 2 KV heads).
+    # Prompts of up to 34 tokens: positions beyond original_max_position_embeddings (32).
+    "llama3_rope": (T.LlamaConfig, T.LlamaForCausalLM,
+                    dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=48, vocab_size=64, max_position_embeddings=64, rms_norm_eps=1e-5,
+                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                         rope_parameters={"rope_type": "llama3", "rope_theta": 100.0, "factor": 8.0,
+                                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                          "original_max_position_embeddings": 32}),
+                    {}),
+    # Qwen2 untied (separate lm_head) with GQA 8:2 (4 query heads per KV head), head_dim 8.
+    "qwen2_untied": (T.Qwen2Config, T.Qwen2ForCausalLM,
+                     dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                          intermediate_size=64, vocab_size=112, max_position_embeddings=64, rms_norm_eps=1e-6,
+                          tie_word_embeddings=False, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                     {}),
+}
+
+# Prompt (decoder-only) / source (encoder-decoder) lengths of the golden
+# batch; models not listed use DEFAULT_LENGTHS.
+DEFAULT_LENGTHS = [5, 3, 4]
+PROMPT_LENGTHS = {
+    "llama_rope_linear": [14, 12, 16],
+    "llama3_rope": [34, 24, 29],
 }
 
 
@@ -218,7 +253,7 @@ def golden(name: str, model, g: torch.Generator) -> dict:
     gc = model.generation_config
     eos = gc.eos_token_id
     eos_list = eos if isinstance(eos, list) else [eos]
-    lengths = [5, 3, 4]
+    lengths = PROMPT_LENGTHS.get(name, DEFAULT_LENGTHS)
     B, S = len(lengths), max(lengths)
     out: dict = {"name": name, "architecture": type(model).__name__, "vocab_size": V,
                  "versions": {"torch": torch.__version__, "transformers": T.__version__}}

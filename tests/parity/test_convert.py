@@ -242,7 +242,7 @@ def _max_dlogit(path: str, gold: dict) -> float:
 
 
 def test_goldens_are_committed():
-    assert len(GOLDENS) == 10, "run tests/parity/make_goldens.py tests/parity"
+    assert len(GOLDENS) == 13, "run tests/parity/make_goldens.py tests/parity"
 
 
 @pytest.mark.parametrize("golden", GOLDENS, ids=lambda p: os.path.basename(p)[:-5])
