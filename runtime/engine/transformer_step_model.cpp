@@ -1,5 +1,6 @@
 #include "engine/transformer_step_model.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.hpp"
@@ -8,13 +9,15 @@ namespace parley {
 
 namespace {
 
-// Gather rows of a [rows, row_elems] buffer.
-std::vector<float> gather(const std::vector<float> &src, int64_t row_elems, const std::vector<int32_t> &parents) {
+// Gather rows of a [rows, row_elems] buffer, copying only the first
+// `used_elems` of each row (the filled part of a KV cache row).
+std::vector<float> gather(const std::vector<float> &src, int64_t row_elems, int64_t used_elems,
+                          const std::vector<int32_t> &parents) {
   std::vector<float> out(parents.size() * static_cast<size_t>(row_elems));
   for (size_t r = 0; r < parents.size(); ++r)
     std::memcpy(out.data() + r * static_cast<size_t>(row_elems),
                 src.data() + static_cast<size_t>(parents[r]) * static_cast<size_t>(row_elems),
-                static_cast<size_t>(row_elems) * sizeof(float));
+                static_cast<size_t>(used_elems) * sizeof(float));
   return out;
 }
 
@@ -26,12 +29,15 @@ void TransformerStepModel::reorder(const std::vector<int32_t> &parents) {
   for (int32_t p : parents)
     if (p < 0 || p >= s.batch) fail(PARLEY_ERROR_INTERNAL, "reorder: parent row out of range");
   const int64_t row = s.k.empty() ? 0 : static_cast<int64_t>(s.k[0].size()) / s.batch;
-  for (auto &k : s.k) k = gather(k, row, parents);
-  for (auto &v : s.v) v = gather(v, row, parents);
+  int32_t longest = 0;
+  for (int32_t p : parents) longest = std::max(longest, s.lengths[static_cast<size_t>(p)]);
+  const int64_t used = s.capacity ? row / s.capacity * longest : row;  // only cached positions move
+  for (auto &k : s.k) k = gather(k, row, used, parents);
+  for (auto &v : s.v) v = gather(v, row, used, parents);
   if (!s.cross_k.empty()) {
     const int64_t crow = static_cast<int64_t>(s.cross_k[0].size()) / s.batch;
-    for (auto &k : s.cross_k) k = gather(k, crow, parents);
-    for (auto &v : s.cross_v) v = gather(v, crow, parents);
+    for (auto &k : s.cross_k) k = gather(k, crow, crow, parents);
+    for (auto &v : s.cross_v) v = gather(v, crow, crow, parents);
   }
   std::vector<int32_t> lengths, src_lengths;
   for (int32_t p : parents) {
