@@ -17,8 +17,7 @@
 #include <vector>
 
 #include "core/runtime.hpp"
-#include "engine/decoding.hpp"
-#include "engine/transformer_step_model.hpp"
+#include "engine/generator.hpp"
 #include "model/transformer.hpp"
 
 namespace parity {
@@ -198,38 +197,19 @@ inline std::vector<int32_t> generated_part(const json &seq, size_t prompt_width,
   return out;
 }
 
-// Run decode() on the model for the golden's inputs.
+// Run the engine's generate()/translate() on the model for the golden's inputs.
 inline std::vector<std::vector<parley::Hypothesis>> run_generate(const Loaded &l, const parley::DecodingOptions &o,
                                                                  size_t *prompt_width) {
   const auto &t = *l.transformer;
   const json &in = l.golden["inputs"];
-  std::vector<std::vector<int32_t>> prompts;
-  parley::DecoderState st;
-  std::vector<float> last;
+  auto rows = real_tokens(in["input_ids"], in["attention_mask"]);
   if (!t.encoder_decoder()) {
-    prompts = real_tokens(in["input_ids"], in["attention_mask"]);
     *prompt_width = in["input_ids"][0].size();
-    int64_t B = static_cast<int64_t>(prompts.size()), n_max = 0;
-    for (auto &p : prompts) n_max = std::max<int64_t>(n_max, static_cast<int64_t>(p.size()));
-    st = t.start(B, n_max + o.max_new_tokens);
-    std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
-    for (int64_t b = 0; b < B; ++b) {
-      counts.push_back(static_cast<int32_t>(prompts[static_cast<size_t>(b)].size()));
-      std::copy(prompts[static_cast<size_t>(b)].begin(), prompts[static_cast<size_t>(b)].end(),
-                tokens.begin() + b * n_max);
-    }
-    last = t.step(st, tokens, n_max, true, counts);
-  } else {
-    auto sources = real_tokens(in["input_ids"], in["attention_mask"]);
-    int32_t start = l.golden["greedy"]["settings"]["decoder_start_token_id"].get<int32_t>();
-    int64_t B = static_cast<int64_t>(sources.size());
-    prompts.assign(static_cast<size_t>(B), {start});
-    *prompt_width = 1;
-    st = t.start(B, 1 + o.max_new_tokens, sources);
-    last = t.step(st, std::vector<int32_t>(static_cast<size_t>(B), start), 1, true);
+    return parley::generate(t, rows, o);
   }
-  parley::TransformerStepModel model(t, std::move(st));
-  return parley::decode(model, last, prompts, o);
+  int32_t start = l.golden["greedy"]["settings"]["decoder_start_token_id"].get<int32_t>();
+  *prompt_width = 1;
+  return parley::translate(t, rows, std::vector<std::vector<int32_t>>(rows.size(), {start}), o);
 }
 
 }  // namespace parity
