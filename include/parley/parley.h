@@ -433,6 +433,16 @@ typedef struct parley_generation_options {
 /* Fill options from the model's generation defaults (model may be NULL). */
 PARLEY_API parley_status parley_generation_options_init(const parley_model *model, parley_generation_options *options);
 
+/*
+ * Prepare the model for running now instead of at the first generate /
+ * translate call: bind every tensor the config needs (checking presence and
+ * shape) and expand reduced-precision weights. Loading only checks the file;
+ * call this to fail early. Errors: PARLEY_ERROR_INVALID_MODEL naming the
+ * missing or misshapen tensor (the same error every later run reports),
+ * PARLEY_ERROR_OUT_OF_MEMORY. Thread-safe; cheap after the first call.
+ */
+PARLEY_API parley_status parley_model_prepare(const parley_model *model);
+
 /* Hypotheses of one generate / translate call. Free with parley_result_free. */
 typedef struct parley_generation_result parley_generation_result;
 

@@ -139,6 +139,13 @@ PARLEY_API parley_status parley_generation_options_init(const parley_model *mode
   });
 }
 
+PARLEY_API parley_status parley_model_prepare(const parley_model *model) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    (void)model->impl.transformer();
+  });
+}
+
 PARLEY_API parley_status parley_generate(const parley_model *model, const int32_t *const *prompts,
                                          const size_t *prompt_lengths, size_t batch_size,
                                          const parley_generation_options *options,

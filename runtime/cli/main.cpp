@@ -172,6 +172,10 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
                 human_bytes(t.length).c_str(), verdict, t.scale_tensor ? "  scales: " : "",
                 t.scale_tensor ? t.scale_tensor : "");
   }
+  if (parley_model_prepare(m) == PARLEY_OK)
+    std::printf("Runnable: yes (every tensor the config needs is present with its shape)\n");
+  else
+    std::printf("Runnable: NO — %s\n", parley_last_error());
   std::printf("Kernel plan on device '%s':\n", info.device);
   parley_model_kernel_plan_count(m, &n);
   for (size_t i = 0; i < n; ++i) {

@@ -77,6 +77,7 @@ static void test_llama_greedy(parley_runtime *rt) {
   parley_generation_options o;
   parley_model *m = load(rt, "llama");
 
+  CHECK_STATUS(parley_model_prepare(m), PARLEY_OK);
   CHECK_STATUS(parley_generation_options_init(m, &o), PARLEY_OK);
   o.max_new_tokens = 8;
   o.num_beams = 1;
@@ -240,6 +241,9 @@ static void test_config_tensor_mismatch(parley_runtime *rt) {
   parley_generation_result *r = NULL;
   snprintf(path, sizeof path, "%s/tiny_decoder.parley", dir ? dir : ".");
   CHECK_STATUS(parley_model_load_file(rt, path, NULL, &m), PARLEY_OK);
+  CHECK_STATUS(parley_model_prepare(m), PARLEY_ERROR_INVALID_MODEL);
+  CHECK(strstr(parley_last_error(), "required by the config but missing") != NULL);
+  CHECK_STATUS(parley_model_prepare(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
   for (round = 0; m && round < 2; ++round) {
     CHECK_STATUS(parley_generate(m, prompts, lengths, 1, NULL, &r), PARLEY_ERROR_INVALID_MODEL);
     CHECK(strstr(parley_last_error(), "required by the config but missing") != NULL);
