@@ -1,0 +1,72 @@
+// The cuda plugin's descriptor and its only exported symbol. Nothing here
+// touches CUDA: the runtime calls the device's init (device.cpp), which is
+// where the driver is first looked for.
+#include <cstdio>
+
+#include "cuda_common.h"
+
+namespace parley::cuda {
+namespace {
+
+const parley_device_desc kDevices[] = {{
+    sizeof(parley_device_desc),
+    "cuda",
+    PARLEY_DEVICE_CUDA,
+    device_init,
+    device_shutdown,
+    device_allocate,
+    device_release,
+    device_copy,
+    device_synchronize,
+}};
+
+constexpr int32_t kPriority = 10;
+
+#define PARLEY_CUDA_KERNEL(op, dtype, name, fn) \
+  { sizeof(parley_kernel_desc), op, "cuda", dtype, kPriority, name, fn }
+
+// Attention is not registered yet (plugins/cuda/attention is in progress).
+const parley_kernel_desc kKernels[] = {
+    PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_F32, "gemm_cublaslt", gemm_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_F16, "gemm_cublaslt_f16", gemm_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_BF16, "gemm_cublaslt_bf16", gemm_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_LAYER_NORM, PARLEY_DTYPE_F32, "layer_norm", layer_norm_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_RMS_NORM, PARLEY_DTYPE_F32, "rms_norm", rms_norm_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_ROTARY, PARLEY_DTYPE_F32, "rotary", rotary_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_ACTIVATION, PARLEY_DTYPE_F32, "activation", activation_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_GATED_ACTIVATION, PARLEY_DTYPE_F32, "gated_activation", gated_activation_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_EMBEDDING, PARLEY_DTYPE_F32, "embedding", embedding_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_ADD, PARLEY_DTYPE_F32, "add", add_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_SOFTMAX, PARLEY_DTYPE_F32, "softmax", softmax_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_LOG_SOFTMAX, PARLEY_DTYPE_F32, "log_softmax", log_softmax_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
+};
+
+const parley_plugin_desc kPlugin = {
+    sizeof(parley_plugin_desc),
+    PARLEY_PLUGIN_ABI_VERSION,
+    "cuda",
+    "0.1.0",
+    kDevices,
+    sizeof(kDevices) / sizeof(kDevices[0]),
+    kKernels,
+    sizeof(kKernels) / sizeof(kKernels[0]),
+};
+
+}  // namespace
+}  // namespace parley::cuda
+
+extern "C" PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(uint32_t host_abi_version,
+                                                                              const parley_host_services *host) {
+  if ((host_abi_version >> 16) != PARLEY_PLUGIN_ABI_MAJOR) {
+    if (host && host->log) {
+      char msg[160];
+      std::snprintf(msg, sizeof msg, "cuda plugin: host plugin ABI %u.%u is incompatible with the plugin's %u.%u",
+                    host_abi_version >> 16, host_abi_version & 0xffffu, unsigned(PARLEY_PLUGIN_ABI_MAJOR),
+                    unsigned(PARLEY_PLUGIN_ABI_MINOR));
+      host->log(host->host, PARLEY_LOG_ERROR, msg);
+    }
+    return nullptr;
+  }
+  return &parley::cuda::kPlugin;
+}

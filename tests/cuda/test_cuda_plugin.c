@@ -1,0 +1,147 @@
+/*
+ * The cuda plugin through the public C API.
+ *   test_cuda_plugin PATH_TO_libparley_cuda.so
+ * Environment: PARLEY_PLUGIN_BUILD_DIR (for libparley_cpu.so) and
+ * PARLEY_TEST_DATA_DIR (tiny_decoder.parley).
+ *
+ * On a machine without a GPU or driver (CI): the plugin loads, "cuda" is
+ * listed unavailable with a reason naming the driver or the device, kernel
+ * lookups and model loads on "cuda" fail with PARLEY_ERROR_DEVICE and that
+ * reason, and the cpu device keeps working. With a usable GPU the device must
+ * be available and its kernels selectable.
+ */
+#include <parley/parley.h>
+#include <parley/plugin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_failures = 0;
+
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+      g_failures++;                                                   \
+    }                                                                 \
+  } while (0)
+
+static int mentions_driver_or_device(const char *s) {
+  return s && (strstr(s, "CUDA driver") != NULL || strstr(s, "no CUDA device") != NULL ||
+               strstr(s, "CUDA initialisation failed") != NULL);
+}
+
+int main(int argc, char **argv) {
+  const char *plugin_dir = getenv("PARLEY_PLUGIN_BUILD_DIR");
+  const char *data_dir = getenv("PARLEY_TEST_DATA_DIR");
+  parley_runtime_options o;
+  parley_runtime *rt = NULL;
+  char path[4096];
+  size_t count = 0, i;
+  int found_cuda = 0, cuda_available = 0, cuda_kernels = 0;
+  char reason[1024] = "";
+
+  if (argc != 2 || !plugin_dir || !data_dir) {
+    fprintf(stderr, "usage: %s LIBPARLEY_CUDA (with PARLEY_PLUGIN_BUILD_DIR, PARLEY_TEST_DATA_DIR set)\n", argv[0]);
+    return 2;
+  }
+  CHECK(parley_runtime_options_init(&o) == PARLEY_OK);
+  o.plugin_sources = PARLEY_PLUGINS_NONE;
+  o.num_threads = 2;
+  CHECK(parley_runtime_create(&o, &rt) == PARLEY_OK);
+  if (!rt) return 1;
+  snprintf(path, sizeof path, "%s/libparley_cpu.so", plugin_dir);
+  CHECK(parley_runtime_load_plugin(rt, path) == PARLEY_OK);
+
+  /* 1. The plugin loads, whatever the machine has. */
+  if (parley_runtime_load_plugin(rt, argv[1]) != PARLEY_OK) {
+    fprintf(stderr, "FAIL: loading %s: %s\n", argv[1], parley_last_error());
+    parley_runtime_free(rt);
+    return 1;
+  }
+
+  /* 2. The device is listed, available or with a reason. */
+  CHECK(parley_runtime_device_count(rt, &count) == PARLEY_OK);
+  for (i = 0; i < count; ++i) {
+    parley_device_info d;
+    memset(&d, 0, sizeof d);
+    d.struct_size = sizeof d;
+    CHECK(parley_runtime_device_info(rt, i, &d) == PARLEY_OK);
+    if (d.name && strcmp(d.name, "cuda") == 0) {
+      found_cuda = 1;
+      cuda_available = d.available;
+      CHECK(d.kind == PARLEY_DEVICE_CUDA);
+      CHECK(d.plugin && strcmp(d.plugin, "cuda") == 0);
+      if (d.status) snprintf(reason, sizeof reason, "%s", d.status);
+      printf("device cuda: available=%d status=\"%s\"\n", d.available, d.status ? d.status : "(null)");
+    }
+  }
+  CHECK(found_cuda);
+
+  /* Its kernels are registered (GEMM f32/f16/bf16 and the F32 row ops). */
+  CHECK(parley_runtime_kernel_count(rt, &count) == PARLEY_OK);
+  for (i = 0; i < count; ++i) {
+    parley_kernel_info k;
+    memset(&k, 0, sizeof k);
+    k.struct_size = sizeof k;
+    CHECK(parley_runtime_kernel_info(rt, i, &k) == PARLEY_OK);
+    if (k.device && strcmp(k.device, "cuda") == 0) cuda_kernels++;
+  }
+  printf("cuda kernels registered: %d\n", cuda_kernels);
+  CHECK(cuda_kernels == 13);
+
+  {
+    parley_kernel_info k;
+    parley_status st;
+    memset(&k, 0, sizeof k);
+    k.struct_size = sizeof k;
+    st = parley_runtime_find_kernel(rt, "gemm", "cuda", PARLEY_DTYPE_F32, &k);
+    if (!cuda_available) {
+      /* 3. No silent fallback: the lookup fails with the device's reason. */
+      const char *err;
+      CHECK(mentions_driver_or_device(reason));
+      CHECK(st == PARLEY_ERROR_DEVICE);
+      err = parley_last_error();
+      printf("find_kernel(gemm, cuda): status %d, \"%s\"\n", (int)st, err ? err : "(null)");
+      CHECK(err && strstr(err, reason) != NULL);
+    } else {
+      CHECK(st == PARLEY_OK);
+      CHECK(k.name && strcmp(k.name, "gemm_cublaslt") == 0);
+    }
+  }
+
+  /* 4. A model asking for "cuda" gets PARLEY_ERROR_DEVICE, never the cpu. */
+  {
+    parley_model_options mo;
+    parley_model *model = NULL;
+    parley_status st;
+    snprintf(path, sizeof path, "%s/tiny_decoder.parley", data_dir);
+    CHECK(parley_model_options_init(&mo) == PARLEY_OK);
+    mo.device = "cuda";
+    st = parley_model_load_file(rt, path, &mo, &model);
+    if (!cuda_available) {
+      const char *err = parley_last_error();
+      printf("model load on cuda: status %d, \"%s\"\n", (int)st, err ? err : "(null)");
+      CHECK(st == PARLEY_ERROR_DEVICE);
+      CHECK(model == NULL);
+      CHECK(err && strstr(err, reason) != NULL);
+    }
+    parley_model_free(model);
+    model = NULL;
+    /* The cpu device is untouched. */
+    mo.device = "cpu";
+    CHECK(parley_model_load_file(rt, path, &mo, &model) == PARLEY_OK);
+    parley_model_free(model);
+  }
+
+  /* 5. Loading it twice is refused cleanly (duplicate plugin name). */
+  CHECK(parley_runtime_load_plugin(rt, argv[1]) == PARLEY_ERROR_PLUGIN);
+
+  parley_runtime_free(rt);
+  if (g_failures) {
+    fprintf(stderr, "%d check(s) failed\n", g_failures);
+    return 1;
+  }
+  printf("ok\n");
+  return 0;
+}
