@@ -14,8 +14,9 @@
  *  - Handles are opaque. Passing NULL where a handle or an output pointer is
  *    required returns PARLEY_ERROR_INVALID_ARGUMENT.
  *  - Option structs start with `size_t struct_size` and are filled by their
- *    `_init` function; set struct_size = sizeof(the struct) (the _init
- *    functions do). The library accepts struct_size of any earlier release and
+ *    `_init` function, a static inline in this header that sets struct_size
+ *    to the caller's sizeof and calls the exported `_defaults` function,
+ *    which writes only that many bytes. The library accepts struct_size of any earlier release and
  *    uses defaults for fields an older caller does not know; a struct_size
  *    that is smaller than the first release's or larger than this library's
  *    is refused with PARLEY_ERROR_INVALID_ARGUMENT. Option structs are always
@@ -163,8 +164,21 @@ typedef struct parley_runtime_options {
   int32_t min_severity; /* parley_log_severity; default PARLEY_SEVERITY_WARNING */
 } parley_runtime_options;
 
-/* Fill `options` with defaults. Returns PARLEY_ERROR_INVALID_ARGUMENT if NULL. */
-PARLEY_API parley_status parley_runtime_options_init(parley_runtime_options *options);
+/*
+ * Defaults for the first options->struct_size bytes of `options` (set
+ * struct_size first; fields past it are not written, so a program built
+ * against an older header is safe with a newer library). Most callers use
+ * parley_runtime_options_init instead. Errors: PARLEY_ERROR_INVALID_ARGUMENT
+ * for NULL or a struct_size outside the known range.
+ */
+PARLEY_API parley_status parley_runtime_options_defaults(parley_runtime_options *options);
+
+/* Fill `options` with defaults (inline, so sizeof is the caller's). */
+static inline parley_status parley_runtime_options_init(parley_runtime_options *options) {
+  if (!options) return parley_runtime_options_defaults(options);
+  options->struct_size = sizeof *options;
+  return parley_runtime_options_defaults(options);
+}
 
 /*
  * Create a runtime: a thread pool, a kernel registry and the plugins found in
@@ -265,7 +279,15 @@ typedef struct parley_model_options {
   int32_t borrow_memory;
 } parley_model_options;
 
-PARLEY_API parley_status parley_model_options_init(parley_model_options *options);
+/* Defaults for the first options->struct_size bytes; see parley_runtime_options_defaults. */
+PARLEY_API parley_status parley_model_options_defaults(parley_model_options *options);
+
+/* Fill `options` with defaults (inline, so sizeof is the caller's). */
+static inline parley_status parley_model_options_init(parley_model_options *options) {
+  if (!options) return parley_model_options_defaults(options);
+  options->struct_size = sizeof *options;
+  return parley_model_options_defaults(options);
+}
 
 /*
  * Load a model file (memory-mapped; pages are read on demand). The file is
@@ -430,8 +452,20 @@ typedef struct parley_generation_options {
   void *user_data;          /* passed to on_token */
 } parley_generation_options;
 
-/* Fill options from the model's generation defaults (model may be NULL). */
-PARLEY_API parley_status parley_generation_options_init(const parley_model *model, parley_generation_options *options);
+/*
+ * The model's generation defaults (transformers' when model is NULL) for the
+ * first options->struct_size bytes; see parley_runtime_options_defaults.
+ */
+PARLEY_API parley_status parley_generation_options_defaults(const parley_model *model,
+                                                            parley_generation_options *options);
+
+/* Fill options from the model's generation defaults (inline, so sizeof is the caller's). */
+static inline parley_status parley_generation_options_init(const parley_model *model,
+                                                           parley_generation_options *options) {
+  if (!options) return parley_generation_options_defaults(model, options);
+  options->struct_size = sizeof *options;
+  return parley_generation_options_defaults(model, options);
+}
 
 /*
  * Prepare the model for running now instead of at the first generate /

@@ -129,13 +129,15 @@ std::vector<std::vector<int32_t>> read_batch(const int32_t *const *seqs, const s
 
 extern "C" {
 
-PARLEY_API parley_status parley_generation_options_init(const parley_model *model, parley_generation_options *options) {
+PARLEY_API parley_status parley_generation_options_defaults(const parley_model *model,
+                                                            parley_generation_options *options) {
   return guarded(__func__, [&] {
     require(options, "options");
+    check_struct_size(options->struct_size, kOptionsV1, sizeof *options, "options");
     parley_generation_options o{};
     o.struct_size = sizeof o;
     fill_from(model ? decoding_defaults(*model->impl.file) : DecodingOptions{}, o);
-    *options = o;
+    parley::capi::copy_out(options, o);
   });
 }
 

@@ -99,14 +99,16 @@ std::vector<parley_op> ops_needed(const ModelFile &f) {
 
 extern "C" {
 
-PARLEY_API parley_status parley_model_options_init(parley_model_options *options) {
+PARLEY_API parley_status parley_model_options_defaults(parley_model_options *options) {
   return guarded(__func__, [&] {
     require(options, "options");
-    *options = parley_model_options{};
-    options->struct_size = sizeof *options;
-    options->verify_checksums = 1;
-    options->device = "cpu";
-    options->borrow_memory = 0;
+    check_struct_size(options->struct_size, kModelOptionsV1, sizeof *options, "options");
+    parley_model_options o{};
+    o.struct_size = sizeof o;
+    o.verify_checksums = 1;
+    o.device = "cpu";
+    o.borrow_memory = 0;
+    copy_out(options, o);
   });
 }
 

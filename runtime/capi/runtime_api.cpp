@@ -59,14 +59,16 @@ size_t checked_index(size_t index, const std::vector<T> &v, const char *what) {
 
 extern "C" {
 
-PARLEY_API parley_status parley_runtime_options_init(parley_runtime_options *options) {
+PARLEY_API parley_status parley_runtime_options_defaults(parley_runtime_options *options) {
   return guarded(__func__, [&] {
     require(options, "options");
-    *options = parley_runtime_options{};
-    options->struct_size = sizeof *options;
-    options->num_threads = 0;
-    options->plugin_sources = PARLEY_PLUGINS_DEFAULT;
-    options->min_severity = PARLEY_SEVERITY_WARNING;
+    check_struct_size(options->struct_size, kRuntimeOptionsV1, sizeof *options, "options");
+    parley_runtime_options o{};
+    o.struct_size = sizeof o;
+    o.num_threads = 0;
+    o.plugin_sources = PARLEY_PLUGINS_DEFAULT;
+    o.min_severity = PARLEY_SEVERITY_WARNING;
+    copy_out(options, o);
   });
 }
 
