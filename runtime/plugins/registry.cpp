@@ -127,6 +127,10 @@ void Registry::load_directory(const std::string &dir) {
       host_.log(PARLEY_SEVERITY_DEBUG, "loaded plugin " + f);
     } catch (const Error &e) {
       host_.log(PARLEY_SEVERITY_WARNING, std::string("skipping plugin: ") + e.what());
+    } catch (const std::exception &e) {  // a plugin that threw through its C entry point
+      host_.log(PARLEY_SEVERITY_WARNING, "skipping plugin '" + f + "': it threw: " + e.what());
+    } catch (...) {
+      host_.log(PARLEY_SEVERITY_WARNING, "skipping plugin '" + f + "': it threw an unknown exception");
     }
   }
 }
@@ -155,8 +159,22 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
   std::vector<Device> new_devices;
   std::set<std::string> device_names;
   for (const auto &d : devices_) device_names.insert(d.name);
+  // Arrays are walked with the plugin's element size, not ours: a plugin
+  // built against a newer minor ABI has longer elements (fields appended).
+  const size_t dev_stride = desc->num_devices ? desc->devices[0].struct_size : 0;
+  const size_t ker_stride = desc->num_kernels ? desc->kernels[0].struct_size : 0;
+  auto device_at = [&](size_t i) -> const parley_device_desc & {
+    return *reinterpret_cast<const parley_device_desc *>(reinterpret_cast<const char *>(desc->devices) +
+                                                         i * dev_stride);
+  };
+  auto kernel_at = [&](size_t i) -> const parley_kernel_desc & {
+    return *reinterpret_cast<const parley_kernel_desc *>(reinterpret_cast<const char *>(desc->kernels) +
+                                                         i * ker_stride);
+  };
+  const bool newer_minor = major == PARLEY_PLUGIN_ABI_MAJOR && minor > PARLEY_PLUGIN_ABI_MINOR;
   for (size_t i = 0; i < desc->num_devices; ++i) {
-    const parley_device_desc &dd = desc->devices[i];
+    const parley_device_desc &dd = device_at(i);
+    if (dd.struct_size != dev_stride) bad("device " + std::to_string(i) + ": struct_size differs from device 0's");
     std::string tag = "device " + std::to_string(i);
     if (dd.struct_size < offsetof(parley_device_desc, synchronize) + sizeof(dd.synchronize))
       bad(tag + ": struct_size too small");
@@ -177,12 +195,18 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
   std::vector<Kernel> new_kernels;
   std::set<std::string> kernel_names;
   for (size_t i = 0; i < desc->num_kernels; ++i) {
-    const parley_kernel_desc &kd = desc->kernels[i];
+    const parley_kernel_desc &kd = kernel_at(i);
     std::string tag = "kernel " + std::to_string(i);
     if (kd.struct_size < offsetof(parley_kernel_desc, run) + sizeof(kd.run)) bad(tag + ": struct_size too small");
+    if (kd.struct_size != ker_stride) bad(tag + ": struct_size differs from kernel 0's");
     if (!valid_name(kd.name)) bad(tag + ": name missing or invalid");
     tag = std::string("kernel '") + kd.name + "'";
     if (!kernel_names.insert(kd.name).second) bad(tag + ": name used twice");
+    bool unknown = kd.op < 0 || kd.op >= PARLEY_OP_COUNT_ || kd.dtype < 0 || kd.dtype >= PARLEY_DTYPE_COUNT_;
+    if (unknown && newer_minor) {  // an op or dtype from a newer minor ABI: not ours to serve
+      host_.log(PARLEY_SEVERITY_INFO, where + ": " + tag + " uses an op or dtype this runtime does not know; skipped");
+      continue;
+    }
     if (kd.op < 0 || kd.op >= PARLEY_OP_COUNT_) bad(tag + ": unknown op " + std::to_string(kd.op));
     if (kd.dtype < 0 || kd.dtype >= PARLEY_DTYPE_COUNT_) bad(tag + ": unknown dtype " + std::to_string(kd.dtype));
     if (!valid_name(kd.device) || !device_names.count(kd.device)) bad(tag + ": device missing or unknown");
@@ -212,13 +236,20 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
   }
 
   lock.lock();
-  for (const auto &p : plugins_)  // re-check: another thread may have raced us
-    if (p.name == desc->name) {
-      lock.unlock();
-      for (auto &d : new_devices)
-        if (d.available && d.desc.shutdown) d.desc.shutdown(d.state);
-      bad(std::string("a plugin named '") + desc->name + "' is already loaded");
-    }
+  // Re-check names: another thread may have registered a plugin or device
+  // with the same name while the devices were initialising.
+  std::string clash;
+  for (const auto &p : plugins_)
+    if (p.name == desc->name) clash = std::string("a plugin named '") + desc->name + "' is already loaded";
+  for (const auto &d : devices_)
+    for (const auto &nd : new_devices)
+      if (d.name == nd.name) clash = "device '" + nd.name + "' is already provided";
+  if (!clash.empty()) {
+    lock.unlock();
+    for (auto &d : new_devices)
+      if (d.available && d.desc.shutdown) d.desc.shutdown(d.state);
+    bad(clash);
+  }
   LoadedPlugin p;
   p.name = desc->name;
   p.version = desc->version;
