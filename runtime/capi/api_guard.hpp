@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "core/error.hpp"
@@ -15,6 +16,15 @@ namespace parley::capi {
 void set_last_error(const std::string &message);
 void clear_last_error();
 
+// Sets the last error to "<function>: <what>" without throwing: when memory
+// is short, the message is what gets lost, never the process.
+inline void report(const char *function, const char *prefix, const char *what) noexcept {
+  try {
+    set_last_error(std::string(function) + ": " + prefix + what);
+  } catch (...) {
+  }
+}
+
 template <typename Body>
 parley_status guarded(const char *function, Body &&body) noexcept {
   try {
@@ -22,16 +32,19 @@ parley_status guarded(const char *function, Body &&body) noexcept {
     body();
     return PARLEY_OK;
   } catch (const Error &e) {
-    set_last_error(std::string(function) + ": " + e.what());
+    report(function, "", e.what());
     return e.status();
   } catch (const std::bad_alloc &) {
-    set_last_error(std::string(function) + ": out of memory");
+    report(function, "", "out of memory");
+    return PARLEY_ERROR_OUT_OF_MEMORY;
+  } catch (const std::length_error &e) {  // a container asked for more than it can hold
+    report(function, "out of memory: ", e.what());
     return PARLEY_ERROR_OUT_OF_MEMORY;
   } catch (const std::exception &e) {
-    set_last_error(std::string(function) + ": internal error: " + e.what());
+    report(function, "internal error: ", e.what());
     return PARLEY_ERROR_INTERNAL;
   } catch (...) {
-    set_last_error(std::string(function) + ": internal error (unknown exception)");
+    report(function, "internal error (unknown exception)", "");
     return PARLEY_ERROR_INTERNAL;
   }
 }

@@ -43,11 +43,11 @@ void load(parley_runtime *runtime, const parley_model_options &o, parley_model *
   lo.verify_checksums = o.verify_checksums != 0;
   lo.pool = &runtime->impl->host.pool();
   auto file = open(lo);
-  auto *m = new parley_model{};
+  auto m = std::make_unique<parley_model>();
   m->impl.runtime = runtime->impl;
   m->impl.file = std::move(file);
   m->impl.device = o.device;
-  *out_model = m;
+  *out_model = m.release();
 }
 
 const ModelFile &file_of(const parley_model *model) {

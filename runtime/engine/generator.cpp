@@ -39,6 +39,18 @@ std::vector<float> prefill(const Transformer &model, DecoderState &state,
   return model.step(state, tokens, n_max, /*last_only=*/true, counts);
 }
 
+// Beam search and multiple samples grow the batch to this many rows; refuse
+// before allocating anything if their KV cache cannot fit.
+void check_memory(const Transformer &model, size_t batch, int64_t capacity, int64_t src_len, const DecodingOptions &o) {
+  int64_t per_item = std::max<int64_t>(1, o.num_beams);
+  if (o.do_sample) per_item = std::max(per_item, o.num_return_sequences);
+  uint64_t rows = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(batch), static_cast<uint64_t>(per_item), &rows) ||
+      rows > (uint64_t{1} << 40))
+    fail(PARLEY_ERROR_OUT_OF_MEMORY, "batch x beams is too large");
+  model.check_kv_bytes(static_cast<int64_t>(rows), capacity, src_len);
+}
+
 int64_t longest(const std::vector<std::vector<int32_t>> &rows) {
   size_t n = 0;
   for (const auto &r : rows) n = std::max(n, r.size());
@@ -87,6 +99,7 @@ std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
     fail(PARLEY_ERROR_UNSUPPORTED, "this is an encoder-decoder model: translate instead of generate");
   if (prompts.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
   validate_decoding_options(options, model.vocab());
+  check_memory(model, prompts.size(), longest(prompts) + options.max_new_tokens, 0, options);
   DecoderState state = model.start(static_cast<int64_t>(prompts.size()), longest(prompts) + options.max_new_tokens);
   std::vector<float> last = prefill(model, state, prompts);
   TransformerStepModel step_model(model, std::move(state));
@@ -104,6 +117,7 @@ std::vector<std::vector<Hypothesis>> translate(const Transformer &model,
   for (size_t b = 0; b < sources.size(); ++b)
     if (sources[b].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "source " + std::to_string(b) + " is empty");
   validate_decoding_options(options, model.vocab());
+  check_memory(model, sources.size(), longest(decoder_prompts) + options.max_new_tokens, longest(sources), options);
   DecoderState state =
       model.start(static_cast<int64_t>(sources.size()), longest(decoder_prompts) + options.max_new_tokens, sources);
   std::vector<float> last = prefill(model, state, decoder_prompts);

@@ -264,7 +264,9 @@ struct StackCheck {
     in("max_positions", s->max_positions(), 0, 16777216);
     in("position_offset", s->position_offset(), 0, 1 << 20);
     in("rope_dim", s->rope_dim(), 0, head_dim);
-    if (s->rope_dim() % 2) bad("config " + name + ".rope_dim must be even");
+    uint32_t rope_dim = s->rope_dim() ? s->rope_dim() : head_dim;  // 0 means head_dim
+    if (s->position() == fb::PositionKind::Rotary && rope_dim % 2)
+      bad("config " + name + ": the rotary dimension (" + std::to_string(rope_dim) + ") must be even");
     in("rope_original_max_positions", s->rope_original_max_positions(), 0, 16777216);
     auto act = static_cast<int>(s->activation());
     if (act < 1 || act > 4) bad("config " + name + ".activation has unknown value " + std::to_string(act));
@@ -444,6 +446,7 @@ void ModelFile::check_header() {
       for (int32_t id : *sup)
         if (id < 0 || static_cast<uint32_t>(id) >= vocab_size_) token("suppress_tokens", id < 0 ? -2 : id);
     if (g->num_beams() < 1 || g->num_beams() > 1024) invalid("generation.num_beams must be in [1, 1024]");
+    if (g->max_length() > 16777216) invalid("generation.max_length must be at most 16777216");
     for (float f : {g->length_penalty(), g->repetition_penalty(), g->temperature(), g->top_p(), g->min_p()})
       if (!finite(f)) invalid("generation: a real-valued default is not finite");
     if (g->top_p() < 0.f || g->top_p() > 1.f) invalid("generation.top_p must be in [0, 1]");

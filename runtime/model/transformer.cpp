@@ -1,5 +1,7 @@
 #include "model/transformer.hpp"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 
@@ -90,6 +92,9 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
   dec_stack_.p = read_stack(file, "decoder.");
   if (has_encoder_) {
     enc_.p = read_stack(file, "encoder.");
+    // The encoder path implements what the supported families use.
+    if (enc_.p.position == 3 || enc_.p.qk_norm)
+      fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": rotary positions or q/k norm in the encoder are not supported");
     if (enc_.p.hidden != dec_.hidden)
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": encoder and decoder hidden sizes differ");
     bind_stack(enc_, "encoder", false);
@@ -338,13 +343,35 @@ std::vector<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
   return x;
 }
 
+uint64_t Transformer::check_kv_bytes(int64_t rows, int64_t capacity, int64_t src_len) const {
+  auto mul = [](uint64_t a, uint64_t b, uint64_t *out) { return __builtin_mul_overflow(a, b, out); };
+  uint64_t per_token = 0, tokens = 0, self = 0, cross = 0, total = 0;
+  bool overflow =
+      mul(static_cast<uint64_t>(dec_.kv_heads * dec_.head_dim), 2 * sizeof(float) * dec_.layers, &per_token) ||
+      mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(capacity), &tokens) || mul(tokens, per_token, &self) ||
+      mul(static_cast<uint64_t>(rows) * static_cast<uint64_t>(src_len), per_token, &cross) ||
+      __builtin_add_overflow(self, cross, &total);
+  uint64_t phys = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
+  if (overflow || total > phys)
+    fail(PARLEY_ERROR_OUT_OF_MEMORY,
+         "the KV cache for " + std::to_string(rows) + " sequences of " + std::to_string(capacity) + " tokens needs " +
+             (overflow ? std::string("more than 2^64 bytes") : std::to_string(total >> 20) + " MiB") +
+             ", more than this machine's " + std::to_string(phys >> 20) + " MiB of memory");
+  return total;
+}
+
 DecoderState Transformer::start(int64_t batch, int64_t capacity,
                                 const std::vector<std::vector<int32_t>> &sources) const {
   if (batch < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
   if (capacity < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "capacity must be >= 1");
-  if ((dec_.position == 1 || dec_.position == 2) && capacity > dec_.max_positions)
+  // Every position scheme has a limit when the file states one (RoPE models
+  // could run past it, but their quality is undefined there).
+  if (dec_.max_positions > 0 && capacity > dec_.max_positions)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "requested length " + std::to_string(capacity) + " exceeds the model's " +
                                             std::to_string(dec_.max_positions) + " positions");
+  int64_t longest_source = 0;
+  for (const auto &src : sources) longest_source = std::max<int64_t>(longest_source, static_cast<int64_t>(src.size()));
+  check_kv_bytes(batch, capacity, longest_source);
   DecoderState st;
   st.batch = batch;
   st.capacity = capacity;

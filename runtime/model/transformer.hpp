@@ -52,6 +52,12 @@ class Transformer {
   int64_t vocab() const { return vocab_; }
   const StackParams &decoder_params() const { return dec_; }
 
+  // Bytes of KV cache (self-attention, plus cross-attention for `src_len`
+  // source tokens) for `rows` sequences of `capacity` tokens. Throws
+  // OUT_OF_MEMORY when the product overflows or exceeds the machine's
+  // physical memory, naming both sizes.
+  uint64_t check_kv_bytes(int64_t rows, int64_t capacity, int64_t src_len = 0) const;
+
   // A fresh state for `batch` sequences of up to `capacity` tokens each. For
   // encoder-decoder models `sources` (token ids per sequence) are encoded now.
   DecoderState start(int64_t batch, int64_t capacity, const std::vector<std::vector<int32_t>> &sources = {}) const;

@@ -144,6 +144,16 @@ static void test_llama_greedy(parley_runtime *rt) {
     o.struct_size = sizeof o;
     o.max_new_tokens = 0;
     CHECK_STATUS(parley_generate(m, prompts, lengths, 3, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    /* Past the model's 64 positions (RoPE too), and a request whose KV
+     * cache could never fit: clear errors before anything is allocated. */
+    o.max_new_tokens = 200;
+    CHECK_STATUS(parley_generate(m, prompts, lengths, 3, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "positions") != NULL);
+    o.max_new_tokens = 8;
+    o.num_beams = (size_t)1 << 29;
+    CHECK_STATUS(parley_generate(m, prompts, lengths, 3, &o, &r), PARLEY_ERROR_OUT_OF_MEMORY);
+    CHECK(strstr(parley_last_error(), "KV cache") != NULL);
+    o.num_beams = 1;
     /* A decoder-only model cannot translate. */
     o.max_new_tokens = 4;
     CHECK_STATUS(parley_translate_tokens(m, prompts, lengths, 3, NULL, NULL, &o, &r), PARLEY_ERROR_UNSUPPORTED);

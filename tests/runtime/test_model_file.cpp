@@ -273,7 +273,13 @@ TEST_F(ModelFileTest, ConfigValuesInRange) {
   expect([](auto &c) { c.decoder->num_layers = 100000; }, "num_layers");
   expect([](auto &c) { c.decoder->hidden_size = 0; }, "hidden_size");
   expect([](auto &c) { c.decoder->norm_epsilon = std::nanf(""); }, "norm_epsilon");
-  expect([](auto &c) { c.decoder->rope_dim = 3; }, "rope_dim");
+  expect([](auto &c) { c.decoder->rope_dim = 3; }, "rotary dimension (3) must be even");
+  expect(
+      [](auto &c) {
+        c.decoder->head_dim = 7;  // rope_dim 0 means head_dim: odd, so no rotation pairs
+        c.decoder->rope_dim = 0;
+      },
+      "rotary dimension (7) must be even");
   expect([](auto &c) { c.decoder->activation = static_cast<format::Activation>(9); }, "activation");
   expect([](auto &c) { c.kind = format::ModelKind::EncoderDecoder; }, "config.encoder is required");
   expect([](auto &c) { c.architecture = ""; }, "architecture");
