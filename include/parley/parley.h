@@ -93,7 +93,8 @@ PARLEY_API const char *parley_status_name(int32_t status);
 /*
  * The detailed message of the last failed call on this thread, e.g.
  * "model file 'x.parley': tensor 'decoder.norm.weight': checksum mismatch".
- * Empty string if the last call on this thread succeeded. The pointer is
+ * Empty string after a successful fallible call on this thread (functions
+ * that cannot fail, such as the _free functions, leave it as it was). The pointer is
  * valid until the next Parley call on the same thread. Never fails.
  */
 PARLEY_API const char *parley_last_error(void);
@@ -473,7 +474,9 @@ static inline parley_status parley_generation_options_init(const parley_model *m
  * shape) and expand reduced-precision weights. Loading only checks the file;
  * call this to fail early. Errors: PARLEY_ERROR_INVALID_MODEL naming the
  * missing or misshapen tensor (the same error every later run reports),
- * PARLEY_ERROR_OUT_OF_MEMORY. Thread-safe; cheap after the first call.
+ * PARLEY_ERROR_NOT_FOUND / PARLEY_ERROR_DEVICE when the model's device lacks
+ * a kernel the Transformer needs or is unavailable, PARLEY_ERROR_OUT_OF_MEMORY
+ * (a failed binding is remembered: later calls report it again). Thread-safe; cheap after the first call.
  */
 PARLEY_API parley_status parley_model_prepare(const parley_model *model);
 
@@ -488,7 +491,9 @@ typedef struct parley_generation_result parley_generation_result;
  * ids only, ending with the EOS id when the sequence finished on one.
  * Errors: PARLEY_ERROR_INVALID_ARGUMENT (empty batch, empty prompt, id
  * outside the vocabulary, prompt + max_new_tokens past the model's positions,
- * bad options), PARLEY_ERROR_UNSUPPORTED (an encoder-decoder model: use
+ * bad options), PARLEY_ERROR_OUT_OF_MEMORY (the request's KV cache — batch x
+ * beams x (prompt + max_new_tokens) — cannot fit in physical memory; checked
+ * before anything is allocated), PARLEY_ERROR_UNSUPPORTED (an encoder-decoder model: use
  * parley_translate_tokens), PARLEY_ERROR_INVALID_MODEL (config and tensors
  * disagree; reported by the first call that runs the model).
  * Thread-safe: any number of threads may generate with one model at once.
