@@ -155,9 +155,14 @@ void softmax(const float *in, double *out, int64_t vocab) {
 void log_softmax(const float *in, float *out, int64_t vocab) {
   float mx = kNegInf;
   for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, in[v]);
+  if (mx == kNegInf) {  // every token masked: all stay -inf
+    std::fill(out, out + vocab, kNegInf);
+    return;
+  }
+  // exp in float (torch's precision; exp(-inf) = 0 needs no branch, so the
+  // loop vectorises), summed in double so the log-sum-exp is exact to float.
   double sum = 0.0;
-  for (int64_t v = 0; v < vocab; ++v)
-    if (in[v] != kNegInf) sum += std::exp(static_cast<double>(in[v]) - mx);
+  for (int64_t v = 0; v < vocab; ++v) sum += static_cast<double>(std::exp(in[v] - mx));
   const double lse = static_cast<double>(mx) + std::log(sum);
   for (int64_t v = 0; v < vocab; ++v)
     out[v] = in[v] == kNegInf ? kNegInf : static_cast<float>(static_cast<double>(in[v]) - lse);
