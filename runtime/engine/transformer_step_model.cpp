@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "core/error.hpp"
 
@@ -9,16 +10,18 @@ namespace parley {
 
 namespace {
 
-// Gather rows of a [rows, row_elems] buffer, copying only the first
-// `used_elems` of each row (the filled part of a KV cache row).
-std::vector<float> gather(const std::vector<float> &src, int64_t row_elems, int64_t used_elems,
-                          const std::vector<int32_t> &parents) {
-  std::vector<float> out(parents.size() * static_cast<size_t>(row_elems));
+// Reorder the rows of a [rows, row_elems] buffer in place (rows may be
+// duplicated, dropped or added), moving only the first `used_elems` of each
+// row (the filled part of a KV cache row). The staging copy is uninitialised
+// memory of the used part only: no allocation or clearing of full capacity.
+void gather_rows(std::vector<float> &buf, int64_t row_elems, int64_t used_elems, const std::vector<int32_t> &parents) {
+  const size_t used = static_cast<size_t>(used_elems), row = static_cast<size_t>(row_elems);
+  std::unique_ptr<float[]> staging(new float[parents.size() * used + 1]);
   for (size_t r = 0; r < parents.size(); ++r)
-    std::memcpy(out.data() + r * static_cast<size_t>(row_elems),
-                src.data() + static_cast<size_t>(parents[r]) * static_cast<size_t>(row_elems),
-                static_cast<size_t>(used_elems) * sizeof(float));
-  return out;
+    std::memcpy(staging.get() + r * used, buf.data() + static_cast<size_t>(parents[r]) * row, used * sizeof(float));
+  buf.resize(parents.size() * row);
+  for (size_t r = 0; r < parents.size(); ++r)
+    std::memcpy(buf.data() + r * row, staging.get() + r * used, used * sizeof(float));
 }
 
 }  // namespace
@@ -32,12 +35,12 @@ void TransformerStepModel::reorder(const std::vector<int32_t> &parents) {
   int32_t longest = 0;
   for (int32_t p : parents) longest = std::max(longest, s.lengths[static_cast<size_t>(p)]);
   const int64_t used = s.capacity ? row / s.capacity * longest : row;  // only cached positions move
-  for (auto &k : s.k) k = gather(k, row, used, parents);
-  for (auto &v : s.v) v = gather(v, row, used, parents);
+  for (auto &k : s.k) gather_rows(k, row, used, parents);
+  for (auto &v : s.v) gather_rows(v, row, used, parents);
   if (!s.cross_k.empty()) {
     const int64_t crow = static_cast<int64_t>(s.cross_k[0].size()) / s.batch;
-    for (auto &k : s.cross_k) k = gather(k, crow, crow, parents);
-    for (auto &v : s.cross_v) v = gather(v, crow, crow, parents);
+    for (auto &k : s.cross_k) gather_rows(k, crow, crow, parents);
+    for (auto &v : s.cross_v) gather_rows(v, crow, crow, parents);
   }
   std::vector<int32_t> lengths, src_lengths;
   for (int32_t p : parents) {
