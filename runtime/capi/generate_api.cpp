@@ -30,6 +30,18 @@ const Transformer &Model::transformer() const {
   return *transformer_;
 }
 
+const TextModel &Model::text() const {
+  std::call_once(text_once_, [&] {
+    try {
+      text_ = build_text_model(*file);
+    } catch (...) {
+      text_error_ = std::current_exception();
+    }
+  });
+  if (text_error_) std::rethrow_exception(text_error_);
+  return *text_;
+}
+
 }  // namespace parley
 
 namespace {

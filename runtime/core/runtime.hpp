@@ -12,6 +12,7 @@
 #include "model/transformer.hpp"
 #include "plugins/host_services.hpp"
 #include "plugins/registry.hpp"
+#include "text/text_model.hpp"
 
 namespace parley {
 
@@ -31,8 +32,13 @@ struct Model {
   // loading stays a pure file check (and container-only files stay
   // inspectable). Thread-safe; a binding error is kept and re-reported.
   const Transformer &transformer() const;
+  // Tokenizers and chat format, built on first use the same way.
+  const TextModel &text() const;
 
  private:
+  mutable std::once_flag text_once_;
+  mutable std::unique_ptr<TextModel> text_;
+  mutable std::exception_ptr text_error_;
   mutable std::once_flag bind_once_;
   mutable std::unique_ptr<Transformer> transformer_;
   mutable std::exception_ptr bind_error_;

@@ -409,15 +409,31 @@ void ModelFile::check_header() {
       if (static_cast<int>(t->role()) > 2) invalid(what + ": unknown role");
       check_region(what + " model", t->model()->offset(), t->model()->length());
       size_t specials = 0;
+      auto in_vocab = [&](int32_t id) { return id >= 0 && static_cast<uint32_t>(id) < vocab_size_; };
       if (const auto *sp = t->special_tokens()) {
         specials = sp->size();
-        for (const fb::SpecialToken *s : *sp)
-          if (s->id() < 0 || static_cast<uint32_t>(s->id()) >= vocab_size_)
+        for (const fb::SpecialToken *s : *sp) {
+          if (!in_vocab(s->id()))
             invalid(what + ": special token id " + std::to_string(s->id()) + " is outside the vocabulary");
+          if (s->content()->size() == 0) invalid(what + ": special token " + std::to_string(s->id()) + " is empty");
+        }
       }
+      if (static_cast<int>(t->normalization()) > 1) invalid(what + ": unknown normalization");
+      if (t->vocab() && t->vocab()->size() > vocab_size_)
+        invalid(what + ": vocabulary of " + std::to_string(t->vocab()->size()) + " tokens is larger than the model's " +
+                std::to_string(vocab_size_));
+      if (t->kind() == fb::TokenizerKind::ByteLevelBPE && (!t->vocab() || t->vocab()->size() == 0))
+        invalid(what + ": a byte-level BPE tokenizer needs its vocabulary");
+      if (t->unk_id() != -1 && !in_vocab(t->unk_id()))
+        invalid(what + ": unk_id " + std::to_string(t->unk_id()) + " is outside the vocabulary");
+      if (const auto *langs = t->languages())
+        for (const fb::Language *l : *langs)
+          if (!in_vocab(l->token_id()))
+            invalid(what + ": language " + quoted(l->code()) + " token " + std::to_string(l->token_id()) +
+                    " is outside the vocabulary");
       tokenizers_.push_back(TokenizerView{static_cast<parley_tokenizer_kind>(t->kind()),
                                           static_cast<parley_tokenizer_role>(t->role()), data_ + t->model()->offset(),
-                                          t->model()->length(), specials});
+                                          t->model()->length(), specials, t});
     }
   }
 
@@ -460,6 +476,8 @@ void ModelFile::check_header() {
     chat_template_ = c->source()->str();
     has_chat_template_ = true;
   }
+  if (const fb::ChatFormat *c = header_->chat_format())
+    if (static_cast<int>(c->system_placement()) > 2) invalid("chat_format: unknown system_placement");
   if (const auto *md = header_->metadata()) {
     if (md->size() > 65536) invalid("more than 65,536 metadata entries");
     std::set<std::string> keys;

@@ -13,6 +13,7 @@
 
 namespace parley::format {
 struct Model;
+struct Tokenizer;
 }
 
 namespace parley {
@@ -56,6 +57,7 @@ struct TokenizerView {
   const uint8_t *data;
   uint64_t length;
   size_t num_special_tokens;
+  const format::Tokenizer *table;  // verified; lives as long as the ModelFile
 };
 
 struct LoadOptions {

@@ -156,19 +156,77 @@ class Quantization:
     scale_tensor: str | None = None  # name of an F32 tensor in the table
 
 
+class Normalization(enum.IntEnum):
+    None_ = 0
+    NFC = 1
+
+
+class SystemPlacement(enum.IntEnum):
+    OwnTurn = 0
+    FirstUserTurn = 1
+    LastUserTurn = 2
+
+
 @dataclass(kw_only=True)
 class SpecialToken:
     id: int
     content: str
+    special: bool = True  # dropped by decode(skip_special_tokens)
+    lstrip: bool = False
+    rstrip: bool = False
+
+
+@dataclass(kw_only=True)
+class Language:
+    code: str
+    token_id: int
 
 
 @dataclass(kw_only=True)
 class Tokenizer:
-    model: bytes  # SentencePiece ModelProto / BPE vocab+merges JSON, stored as a Blob
+    # SentencePiece: the ModelProto; ByteLevelBPE: merges "left right\n" per line.
+    model: bytes
     kind: TokenizerKind | int | str = TokenizerKind.SentencePiece
     role: TokenizerRole | int | str = TokenizerRole.Shared
     pre_tokenizer_regex: str | None = None
     special_tokens: Sequence[SpecialToken | tuple[int, str] | dict] = ()
+    # Format 1.1 (see parley.fbs for their meaning).
+    vocab: Sequence[str] = ()
+    unk_id: int = -1
+    normalization: Normalization | int | str = Normalization.None_
+    add_prefix_space: bool = False
+    ignore_merges: bool = False
+    prefix: Sequence[str] = ()
+    suffix: Sequence[str] = ()
+    languages: Sequence[Language | dict] = ()
+    clean_up_spaces: bool = False
+    prefix_first_only: bool = False
+
+    def uses_format_1_1(self) -> bool:
+        return bool(self.vocab or self.unk_id != -1 or int(self.normalization) or self.add_prefix_space
+                    or self.ignore_merges or self.clean_up_spaces or self.prefix_first_only or self.prefix or self.suffix or self.languages
+                    or any(not s.special or s.lstrip or s.rstrip for s in self.special_tokens
+                           if isinstance(s, SpecialToken)))
+
+
+@dataclass(kw_only=True)
+class ChatFormat:
+    """A chat template reduced to prefixes and suffixes (parley.fbs ChatFormat)."""
+    begin: str = ""
+    system_prefix: str = ""
+    system_suffix: str = ""
+    user_prefix: str = ""
+    user_suffix: str = ""
+    assistant_prefix: str = ""
+    assistant_suffix: str = ""
+    generation_prompt: str = ""
+    default_system: str = ""
+    system_placement: SystemPlacement | int | str = SystemPlacement.OwnTurn
+    system_separator: str = ""
+    trim_system: bool = False
+    trim_user: bool = False
+    trim_assistant: bool = False
+    alternate: bool = False
 
 
 @dataclass(kw_only=True)

@@ -17,9 +17,11 @@ import xxhash
 
 from ._fbs import (
     Blob as fb_Blob,
+    ChatFormat as fb_ChatFormat,
     ChatTemplate as fb_ChatTemplate,
     GenerationConfig as fb_GenerationConfig,
     KeyValue as fb_KeyValue,
+    Language as fb_Language,
     Model as fb_Model,
     ModelConfig as fb_ModelConfig,
     Quantization as fb_Quantization,
@@ -31,18 +33,22 @@ from ._fbs import (
 from .types import (
     DTYPE_SIZE,
     Activation,
+    ChatFormat,
     DType,
     GenerationConfig,
+    Language,
     ModelConfig,
     ModelKind,
     NormKind,
     NormPlacement,
+    Normalization,
     PositionKind,
     QuantScheme,
     Quantization,
     RopeScaling,
     SpecialToken,
     StackConfig,
+    SystemPlacement,
     Tokenizer,
     TokenizerKind,
     TokenizerRole,
@@ -465,9 +471,34 @@ def _normalize_tokenizer(value: Any, i: int) -> Tokenizer:
             st = coerce_dataclass(SpecialToken, st, w)
         if not isinstance(st.content, str):
             raise ValueError(f"{w}.content: expected str")
-        specials.append(SpecialToken(id=_int(st.id, _I32_MIN, _I32_MAX, f"{w}.id"), content=st.content))
+        specials.append(SpecialToken(id=_int(st.id, _I32_MIN, _I32_MAX, f"{w}.id"), content=st.content,
+                                     special=bool(st.special), lstrip=bool(st.lstrip), rstrip=bool(st.rstrip)))
     t.special_tokens = tuple(specials)
+    t.normalization = coerce_enum(Normalization, t.normalization, f"{what}.normalization")
+    t.unk_id = _int(t.unk_id, -1, _I32_MAX, f"{what}.unk_id")
+    for field in ("vocab", "prefix", "suffix"):
+        v = tuple(getattr(t, field))
+        if not all(isinstance(x, str) for x in v):
+            raise ValueError(f"{what}.{field}: expected a sequence of str")
+        setattr(t, field, v)
+    langs = []
+    for j, lang in enumerate(t.languages):
+        lang = coerce_dataclass(Language, lang, f"{what}.languages[{j}]")
+        if not isinstance(lang.code, str) or not lang.code:
+            raise ValueError(f"{what}.languages[{j}].code: expected a non-empty str")
+        langs.append(Language(code=lang.code, token_id=_int(lang.token_id, 0, _I32_MAX, f"{what}.languages[{j}].token_id")))
+    t.languages = tuple(langs)
     return t
+
+
+def _normalize_chat_format(value: Any) -> ChatFormat:
+    c = dataclasses.replace(coerce_dataclass(ChatFormat, value, "chat_format"))
+    for f in dataclasses.fields(ChatFormat):
+        v = getattr(c, f.name)
+        if f.type == "str" and not isinstance(v, str):
+            raise ValueError(f"chat_format.{f.name}: expected str")
+    c.system_placement = coerce_enum(SystemPlacement, c.system_placement, "chat_format.system_placement")
+    return c
 
 
 def _normalize_metadata(metadata: Any) -> list[tuple[bytes, str, str]]:
@@ -589,6 +620,12 @@ def _build_blob(b: flatbuffers.Builder, r: _Region) -> int:
     return fb_Blob.End(b)
 
 
+def _string_vector(b: flatbuffers.Builder, items: Sequence[str]) -> int | None:
+    if not items:
+        return None
+    return _vector_of_offsets(b, [b.CreateString(x) for x in items])
+
+
 def _build_tokenizer(b: flatbuffers.Builder, t: Tokenizer, r: _Region) -> int:
     regex = b.CreateString(t.pre_tokenizer_regex) if t.pre_tokenizer_regex is not None else None
     specials = None
@@ -599,8 +636,22 @@ def _build_tokenizer(b: flatbuffers.Builder, t: Tokenizer, r: _Region) -> int:
             fb_SpecialToken.Start(b)
             fb_SpecialToken.AddId(b, st.id)
             fb_SpecialToken.AddContent(b, content)
+            fb_SpecialToken.AddSpecial(b, st.special)
+            fb_SpecialToken.AddLstrip(b, st.lstrip)
+            fb_SpecialToken.AddRstrip(b, st.rstrip)
             offs.append(fb_SpecialToken.End(b))
         specials = _vector_of_offsets(b, offs)
+    vocab, prefix, suffix = (_string_vector(b, x) for x in (t.vocab, t.prefix, t.suffix))
+    langs = None
+    if t.languages:
+        offs = []
+        for lang in t.languages:
+            code = b.CreateString(lang.code)
+            fb_Language.Start(b)
+            fb_Language.AddCode(b, code)
+            fb_Language.AddTokenId(b, lang.token_id)
+            offs.append(fb_Language.End(b))
+        langs = _vector_of_offsets(b, offs)
     blob = _build_blob(b, r)
     T = fb_Tokenizer
     T.Start(b)
@@ -611,7 +662,39 @@ def _build_tokenizer(b: flatbuffers.Builder, t: Tokenizer, r: _Region) -> int:
         T.AddPreTokenizerRegex(b, regex)
     if specials is not None:
         T.AddSpecialTokens(b, specials)
+    if vocab is not None:
+        T.AddVocab(b, vocab)
+    T.AddUnkId(b, t.unk_id)
+    T.AddNormalization(b, int(t.normalization))
+    T.AddAddPrefixSpace(b, t.add_prefix_space)
+    T.AddIgnoreMerges(b, t.ignore_merges)
+    if prefix is not None:
+        T.AddPrefix(b, prefix)
+    if suffix is not None:
+        T.AddSuffix(b, suffix)
+    if langs is not None:
+        T.AddLanguages(b, langs)
+    T.AddCleanUpSpaces(b, bool(t.clean_up_spaces))
+    T.AddPrefixFirstOnly(b, bool(t.prefix_first_only))
     return T.End(b)
+
+
+_CHAT_STRINGS = ("begin", "system_prefix", "system_suffix", "user_prefix", "user_suffix", "assistant_prefix",
+                 "assistant_suffix", "generation_prompt", "default_system", "system_separator")
+
+
+def _build_chat_format(b: flatbuffers.Builder, c: ChatFormat) -> int:
+    strings = {k: b.CreateString(getattr(c, k)) for k in _CHAT_STRINGS}
+    F = fb_ChatFormat
+    F.Start(b)
+    for k, off in strings.items():
+        getattr(F, "Add" + "".join(w.capitalize() for w in k.split("_")))(b, off)
+    F.AddSystemPlacement(b, int(c.system_placement))
+    F.AddTrimSystem(b, bool(c.trim_system))
+    F.AddTrimUser(b, bool(c.trim_user))
+    F.AddTrimAssistant(b, bool(c.trim_assistant))
+    F.AddAlternate(b, bool(c.alternate))
+    return F.End(b)
 
 
 def _build_generation(b: flatbuffers.Builder, g: GenerationConfig) -> int:
@@ -642,7 +725,8 @@ def _build_generation(b: flatbuffers.Builder, g: GenerationConfig) -> int:
     return G.End(b)
 
 
-def _build_header(config, entries, tokenizers, tok_regions, generation, chat_template, metadata) -> bytes:
+def _build_header(config, entries, tokenizers, tok_regions, generation, chat_template, metadata,
+                  chat_format=None) -> bytes:
     b = flatbuffers.Builder(4096)
     cfg = _build_config(b, config)
     tensors = _vector_of_offsets(b, [_build_tensor(b, e) for e in entries])
@@ -666,6 +750,7 @@ def _build_header(config, entries, tokenizers, tok_regions, generation, chat_tem
             fb_KeyValue.AddValue(b, vo)
             offs.append(fb_KeyValue.End(b))
         meta = _vector_of_offsets(b, offs)
+    chat_fmt = _build_chat_format(b, chat_format) if chat_format is not None else None
     M = fb_Model
     M.Start(b)
     M.AddConfig(b, cfg)
@@ -678,6 +763,8 @@ def _build_header(config, entries, tokenizers, tok_regions, generation, chat_tem
         M.AddChatTemplate(b, chat)
     if meta is not None:
         M.AddMetadata(b, meta)
+    if chat_fmt is not None:
+        M.AddChatFormat(b, chat_fmt)
     root = M.End(b)
     b.Finish(root, file_identifier=FILE_IDENTIFIER)
     return bytes(b.Output())
@@ -706,6 +793,7 @@ def write_model(
     chat_template: str | None = None,
     metadata: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     format_minor: int = 0,
+    chat_format: ChatFormat | dict | None = None,
 ) -> dict:
     """Writes a Parley model file (format 1.`format_minor`) to `path`.
 
@@ -729,6 +817,9 @@ def write_model(
     if chat_template is not None and not isinstance(chat_template, str):
         raise ValueError("chat_template: expected str or None")
     meta = _normalize_metadata(metadata)
+    chat_fmt = _normalize_chat_format(chat_format) if chat_format is not None else None
+    if chat_fmt is not None or any(t.uses_format_1_1() for t in toks):
+        format_minor = max(format_minor, 1)  # the lowest minor that holds the fields used
 
     # Layout: tokenizer blobs (in the given order), then tensors sorted by
     # name; each region at the next multiple of 64, zero gaps in between.
@@ -742,7 +833,7 @@ def write_model(
     for r in tok_regions + [e.region for e in entries]:
         r.checksum = xxh3_64(r.payload) if r.payload is not None else xxh3_64_of_zeros(r.length)
 
-    header = _build_header(cfg, entries, toks, tok_regions, gen, chat_template, meta)
+    header = _build_header(cfg, entries, toks, tok_regions, gen, chat_template, meta, chat_fmt)
     if not 8 <= len(header) <= MAX_HEADER_LENGTH:
         raise ValueError(f"header is {len(header)} bytes, more than {MAX_HEADER_LENGTH}")
     data_offset = align_up(HEADER_OFFSET + len(header))

@@ -136,7 +136,18 @@ class Model(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
         return o == 0
 
-def ModelStart(builder): builder.StartObject(6)
+    # Model
+    def ChatFormat(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            from .ChatFormat import ChatFormat
+            obj = ChatFormat()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def ModelStart(builder): builder.StartObject(7)
 def Start(builder):
     return ModelStart(builder)
 def ModelAddConfig(builder, config): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(config), 0)
@@ -166,6 +177,9 @@ def AddMetadata(builder, metadata):
 def ModelStartMetadataVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def StartMetadataVector(builder, numElems):
     return ModelStartMetadataVector(builder, numElems)
+def ModelAddChatFormat(builder, chatFormat): builder.PrependUOffsetTRelativeSlot(6, flatbuffers.number_types.UOffsetTFlags.py_type(chatFormat), 0)
+def AddChatFormat(builder, chatFormat):
+    return ModelAddChatFormat(builder, chatFormat)
 def ModelEnd(builder): return builder.EndObject()
 def End(builder):
     return ModelEnd(builder)

@@ -42,7 +42,28 @@ class SpecialToken(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
-def SpecialTokenStart(builder): builder.StartObject(2)
+    # SpecialToken
+    def Special(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return True
+
+    # SpecialToken
+    def Lstrip(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # SpecialToken
+    def Rstrip(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def SpecialTokenStart(builder): builder.StartObject(5)
 def Start(builder):
     return SpecialTokenStart(builder)
 def SpecialTokenAddId(builder, id): builder.PrependInt32Slot(0, id, 0)
@@ -51,6 +72,15 @@ def AddId(builder, id):
 def SpecialTokenAddContent(builder, content): builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(content), 0)
 def AddContent(builder, content):
     return SpecialTokenAddContent(builder, content)
+def SpecialTokenAddSpecial(builder, special): builder.PrependBoolSlot(2, special, 1)
+def AddSpecial(builder, special):
+    return SpecialTokenAddSpecial(builder, special)
+def SpecialTokenAddLstrip(builder, lstrip): builder.PrependBoolSlot(3, lstrip, 0)
+def AddLstrip(builder, lstrip):
+    return SpecialTokenAddLstrip(builder, lstrip)
+def SpecialTokenAddRstrip(builder, rstrip): builder.PrependBoolSlot(4, rstrip, 0)
+def AddRstrip(builder, rstrip):
+    return SpecialTokenAddRstrip(builder, rstrip)
 def SpecialTokenEnd(builder): return builder.EndObject()
 def End(builder):
     return SpecialTokenEnd(builder)

@@ -85,7 +85,134 @@ class Tokenizer(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
         return o == 0
 
-def TokenizerStart(builder): builder.StartObject(5)
+    # Tokenizer
+    def Vocab(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # Tokenizer
+    def VocabLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Tokenizer
+    def VocabIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
+    # Tokenizer
+    def UnkId(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return -1
+
+    # Tokenizer
+    def Normalization(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # Tokenizer
+    def AddPrefixSpace(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Tokenizer
+    def IgnoreMerges(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Tokenizer
+    def Prefix(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # Tokenizer
+    def PrefixLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Tokenizer
+    def PrefixIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        return o == 0
+
+    # Tokenizer
+    def Suffix(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.String(a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return ""
+
+    # Tokenizer
+    def SuffixLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Tokenizer
+    def SuffixIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        return o == 0
+
+    # Tokenizer
+    def Languages(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            from .Language import Language
+            obj = Language()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Tokenizer
+    def LanguagesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Tokenizer
+    def LanguagesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        return o == 0
+
+    # Tokenizer
+    def CleanUpSpaces(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Tokenizer
+    def PrefixFirstOnly(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def TokenizerStart(builder): builder.StartObject(15)
 def Start(builder):
     return TokenizerStart(builder)
 def TokenizerAddKind(builder, kind): builder.PrependUint8Slot(0, kind, 0)
@@ -106,6 +233,48 @@ def AddSpecialTokens(builder, specialTokens):
 def TokenizerStartSpecialTokensVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def StartSpecialTokensVector(builder, numElems):
     return TokenizerStartSpecialTokensVector(builder, numElems)
+def TokenizerAddVocab(builder, vocab): builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(vocab), 0)
+def AddVocab(builder, vocab):
+    return TokenizerAddVocab(builder, vocab)
+def TokenizerStartVocabVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartVocabVector(builder, numElems):
+    return TokenizerStartVocabVector(builder, numElems)
+def TokenizerAddUnkId(builder, unkId): builder.PrependInt32Slot(6, unkId, -1)
+def AddUnkId(builder, unkId):
+    return TokenizerAddUnkId(builder, unkId)
+def TokenizerAddNormalization(builder, normalization): builder.PrependUint8Slot(7, normalization, 0)
+def AddNormalization(builder, normalization):
+    return TokenizerAddNormalization(builder, normalization)
+def TokenizerAddAddPrefixSpace(builder, addPrefixSpace): builder.PrependBoolSlot(8, addPrefixSpace, 0)
+def AddAddPrefixSpace(builder, addPrefixSpace):
+    return TokenizerAddAddPrefixSpace(builder, addPrefixSpace)
+def TokenizerAddIgnoreMerges(builder, ignoreMerges): builder.PrependBoolSlot(9, ignoreMerges, 0)
+def AddIgnoreMerges(builder, ignoreMerges):
+    return TokenizerAddIgnoreMerges(builder, ignoreMerges)
+def TokenizerAddPrefix(builder, prefix): builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(prefix), 0)
+def AddPrefix(builder, prefix):
+    return TokenizerAddPrefix(builder, prefix)
+def TokenizerStartPrefixVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartPrefixVector(builder, numElems):
+    return TokenizerStartPrefixVector(builder, numElems)
+def TokenizerAddSuffix(builder, suffix): builder.PrependUOffsetTRelativeSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(suffix), 0)
+def AddSuffix(builder, suffix):
+    return TokenizerAddSuffix(builder, suffix)
+def TokenizerStartSuffixVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartSuffixVector(builder, numElems):
+    return TokenizerStartSuffixVector(builder, numElems)
+def TokenizerAddLanguages(builder, languages): builder.PrependUOffsetTRelativeSlot(12, flatbuffers.number_types.UOffsetTFlags.py_type(languages), 0)
+def AddLanguages(builder, languages):
+    return TokenizerAddLanguages(builder, languages)
+def TokenizerStartLanguagesVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartLanguagesVector(builder, numElems):
+    return TokenizerStartLanguagesVector(builder, numElems)
+def TokenizerAddCleanUpSpaces(builder, cleanUpSpaces): builder.PrependBoolSlot(13, cleanUpSpaces, 0)
+def AddCleanUpSpaces(builder, cleanUpSpaces):
+    return TokenizerAddCleanUpSpaces(builder, cleanUpSpaces)
+def TokenizerAddPrefixFirstOnly(builder, prefixFirstOnly): builder.PrependBoolSlot(14, prefixFirstOnly, 0)
+def AddPrefixFirstOnly(builder, prefixFirstOnly):
+    return TokenizerAddPrefixFirstOnly(builder, prefixFirstOnly)
 def TokenizerEnd(builder): return builder.EndObject()
 def End(builder):
     return TokenizerEnd(builder)

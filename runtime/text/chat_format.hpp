@@ -1,0 +1,46 @@
+// Renders a conversation into the prompt text a dialogue model was trained
+// on, from the ChatFormat the converter reduced the model's Jinja chat
+// template to (formats/parley.fbs). The converter proves the reduction on
+// probe conversations against transformers' apply_chat_template, so this is
+// plain string assembly, no template engine.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/model_file.hpp"
+#include "parley_generated.h"
+
+namespace parley {
+
+enum class ChatRole { kSystem, kUser, kAssistant };
+
+struct ChatMessage {
+  ChatRole role;
+  std::string content;
+};
+
+class ChatFormat {
+ public:
+  explicit ChatFormat(const format::ChatFormat &table);
+
+  // The prompt text for `messages` (a system message may only come first;
+  // with `alternate`, user and assistant turns must alternate starting with
+  // the user). Throws Error(INVALID_ARGUMENT) naming the offending message.
+  std::string render(const std::vector<ChatMessage> &messages, bool add_generation_prompt) const;
+
+  // Checks that `role` may follow `messages` (same rules as render()).
+  void check_next(const std::vector<ChatMessage> &messages, ChatRole role) const;
+
+ private:
+  std::string begin_, prefix_[3], suffix_[3], generation_prompt_, default_system_, separator_;
+  format::SystemPlacement placement_;
+  bool trim_[3];
+  bool alternate_;
+};
+
+// Python's str.strip() (what Jinja's `trim` filter calls): Unicode whitespace.
+std::string_view trim_unicode_space(std::string_view s);
+
+}  // namespace parley

@@ -1,0 +1,187 @@
+#include "text/tokenizer.hpp"
+
+#include <algorithm>
+
+#include "core/error.hpp"
+#include "text/utf8.hpp"
+
+namespace parley {
+
+std::unique_ptr<Tokenizer> make_bpe_tokenizer(const TokenizerView &view, uint32_t model_vocab);
+std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const TokenizerView &view, uint32_t model_vocab);
+
+std::unique_ptr<Tokenizer> Tokenizer::create(const TokenizerView &view, uint32_t model_vocab) {
+  std::unique_ptr<Tokenizer> t = view.kind == PARLEY_TOKENIZER_BYTE_LEVEL_BPE
+                                     ? make_bpe_tokenizer(view, model_vocab)
+                                     : make_sentencepiece_tokenizer(view, model_vocab);
+  t->bind_template();
+  return t;
+}
+
+namespace {
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+}  // namespace
+
+Tokenizer::Tokenizer(const TokenizerView &view, uint32_t model_vocab) : table_(*view.table), model_vocab_(model_vocab) {
+  if (const auto *sp = table_.special_tokens()) {
+    for (const format::SpecialToken *s : *sp) {
+      added_.push_back({s->content()->str(), s->id(), s->special(), s->lstrip(), s->rstrip()});
+      added_by_text_.emplace(s->content()->str(), s->id());
+    }
+  }
+  // Longest match wins (tokenizers' AddedVocabulary uses leftmost-longest).
+  std::stable_sort(added_.begin(), added_.end(),
+                   [](const Added &a, const Added &b) { return a.content.size() > b.content.size(); });
+  for (size_t i = 0; i < added_.size(); ++i) added_by_id_.emplace(added_[i].id, i);
+  if (const auto *langs = table_.languages())
+    for (const format::Language *l : *langs) languages_.emplace_back(l->code()->str(), l->token_id());
+  clean_up_ = table_.clean_up_spaces();
+}
+
+void Tokenizer::bind_template() {
+  auto bind = [&](const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>> *tokens,
+                  std::vector<int32_t> &out, const char *what) {
+    if (!tokens) return;
+    for (const flatbuffers::String *s : *tokens) {
+      if (s->string_view() == "{lang}") {
+        if (languages_.empty())
+          fail(PARLEY_ERROR_INVALID_MODEL, std::string("tokenizer ") + what + " uses {lang} but lists no languages");
+        needs_lang_ = true;
+        out.push_back(-2);
+        continue;
+      }
+      int32_t id = token_id(s->string_view());
+      if (id < 0)
+        fail(PARLEY_ERROR_INVALID_MODEL,
+             std::string("tokenizer ") + what + " token '" + s->str() + "' is not in its vocabulary");
+      out.push_back(id);
+    }
+  };
+  bind(table_.prefix(), prefix_, "prefix");
+  bind(table_.suffix(), suffix_, "suffix");
+}
+
+int32_t Tokenizer::token_id(std::string_view token) const {
+  auto it = added_by_text_.find(std::string(token));
+  if (it != added_by_text_.end()) return it->second;
+  return vocab_id(token);
+}
+
+int32_t Tokenizer::language_token(std::string_view code) const {
+  for (const auto &[c, id] : languages_)
+    if (c == code) return id;
+  return -1;
+}
+
+bool Tokenizer::is_special(int32_t id) const {
+  auto it = added_by_id_.find(id);
+  return it != added_by_id_.end() && added_[it->second].special;
+}
+
+std::vector<Tokenizer::Piece> Tokenizer::split_added(std::string_view text) const {
+  std::vector<Piece> pieces;
+  size_t start = 0;  // start of the pending ordinary text
+  size_t i = 0;
+  while (i < text.size()) {
+    const Added *hit = nullptr;
+    for (const Added &a : added_)
+      if (text.compare(i, a.content.size(), a.content) == 0) {
+        hit = &a;
+        break;
+      }
+    if (!hit) {
+      ++i;
+      continue;
+    }
+    size_t end = i + hit->content.size();
+    size_t text_end = i;
+    if (hit->lstrip)
+      while (text_end > start && is_space(text[text_end - 1])) --text_end;
+    if (hit->rstrip)
+      while (end < text.size() && is_space(text[end])) ++end;
+    if (text_end > start) pieces.push_back({false, -1, text.substr(start, text_end - start)});
+    pieces.push_back({true, hit->id, {}});
+    start = i = end;
+  }
+  if (start < text.size()) pieces.push_back({false, -1, text.substr(start)});
+  return pieces;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, std::string_view lang) const {
+  size_t bad = 0;
+  if (!utf8::valid(text, &bad))
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "text is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
+  int32_t lang_id = -1;
+  if (!lang.empty()) {
+    lang_id = language_token(lang);
+    if (lang_id < 0) fail(PARLEY_ERROR_NOT_FOUND, "unknown language code '" + std::string(lang) + "'");
+  }
+  if (add_special && needs_lang_ && lang_id < 0)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "this model needs a language code (e.g. '" + languages_.front().first + "')");
+  std::vector<int32_t> ids;
+  auto put = [&](const std::vector<int32_t> &tpl) {
+    for (int32_t id : tpl) ids.push_back(id == -2 ? lang_id : id);
+  };
+  if (add_special) put(prefix_);
+  bool first = true;
+  for (const Piece &p : split_added(text)) {
+    if (p.added)
+      ids.push_back(p.id);
+    else
+      encode_text(p.text, first, ids);
+    first = false;
+  }
+  if (add_special) put(suffix_);
+  return ids;
+}
+
+namespace {
+// transformers' PreTrainedTokenizerBase.clean_up_tokenization.
+std::string clean_up_tokenization(std::string s) {
+  static const std::pair<const char *, const char *> rules[] = {
+      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+  for (const auto &[from, to] : rules) {
+    std::string out;
+    std::string_view f(from);
+    size_t pos = 0;
+    for (size_t hit; (hit = s.find(f, pos)) != std::string::npos; pos = hit + f.size()) {
+      out.append(s, pos, hit - pos);
+      out.append(to);
+    }
+    out.append(s, pos, std::string::npos);
+    s = std::move(out);
+  }
+  return s;
+}
+}  // namespace
+
+std::string Tokenizer::decode(const std::vector<int32_t> &ids, bool skip_special) const {
+  std::string out;
+  std::vector<int32_t> run;
+  bool first = true;
+  auto flush = [&] {
+    if (run.empty()) return;
+    out += decode_run(run, first);
+    first = false;
+    run.clear();
+  };
+  for (int32_t id : ids) {
+    if (id < 0 || static_cast<uint32_t>(id) >= model_vocab_)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "token id " + std::to_string(id) + " is outside the vocabulary");
+    auto it = added_by_id_.find(id);
+    if (it == added_by_id_.end()) {
+      run.push_back(id);
+      continue;
+    }
+    flush();
+    const Added &a = added_[it->second];
+    if (skip_special && a.special) continue;
+    out += a.content;
+    first = false;
+  }
+  flush();
+  return clean_up_ ? clean_up_tokenization(std::move(out)) : out;
+}
+
+}  // namespace parley

@@ -1,0 +1,87 @@
+// Tokenizers stored in the model file, run in-process. The base class does
+// what every Hugging Face tokenizer does around its model: added tokens are
+// matched verbatim in the text first and never split (AddedVocabulary), the
+// stretches between them go to the model (byte-level BPE or SentencePiece),
+// and add_special_tokens wraps the ids in the file's prefix/suffix template
+// (with "{lang}" bound to the chosen language). Decoding groups the ids of
+// ordinary tokens and hands each run to the model's decoder.
+//
+// Thread-safety: immutable after construction; encode/decode are const and
+// may be called from many threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "format/model_file.hpp"
+#include "parley_generated.h"
+
+namespace parley {
+
+class Tokenizer {
+ public:
+  // Builds the tokenizer a view describes; throws Error(INVALID_MODEL)
+  // naming what in the file is inconsistent.
+  static std::unique_ptr<Tokenizer> create(const TokenizerView &view, uint32_t model_vocab);
+  virtual ~Tokenizer() = default;
+
+  // Text (valid UTF-8; checked, INVALID_ARGUMENT naming the byte offset) to
+  // ids. With add_special, the prefix/suffix template is applied; `lang`
+  // selects the language token for "{lang}" (NOT_FOUND for an unknown code,
+  // INVALID_ARGUMENT when the template needs one and none is given).
+  std::vector<int32_t> encode(std::string_view text, bool add_special, std::string_view lang = {}) const;
+
+  // Ids to UTF-8 text (invalid byte sequences become U+FFFD). Ids outside
+  // the vocabulary: INVALID_ARGUMENT.
+  std::string decode(const std::vector<int32_t> &ids, bool skip_special) const;
+
+  // Token id of a language code, or -1.
+  int32_t language_token(std::string_view code) const;
+  const std::vector<std::pair<std::string, int32_t>> &languages() const { return languages_; }
+  bool needs_language() const { return needs_lang_; }
+  // Id of a token written as text (added token or vocabulary entry), or -1.
+  int32_t token_id(std::string_view token) const;
+  bool is_special(int32_t id) const;
+
+ protected:
+  explicit Tokenizer(const TokenizerView &view, uint32_t model_vocab);
+  // Second construction phase, after the subclass can answer token_id.
+  void bind_template();
+  // Ids of a stretch of text with no added token in it; `first` when it
+  // starts the input (SentencePiece's dummy prefix, GPT-2's prefix space).
+  virtual void encode_text(std::string_view text, bool first, std::vector<int32_t> &out) const = 0;
+  // Text of a run of ordinary (not added) token ids; `first` when the run
+  // starts the output.
+  virtual std::string decode_run(const std::vector<int32_t> &ids, bool first) const = 0;
+  virtual int32_t vocab_id(std::string_view token) const = 0;
+
+  const format::Tokenizer &table_;
+  uint32_t model_vocab_;
+
+ private:
+  struct Added {
+    std::string content;
+    int32_t id;
+    bool special, lstrip, rstrip;
+  };
+  struct Piece {
+    bool added;
+    int32_t id;  // added token id
+    std::string_view text;
+  };
+  std::vector<Piece> split_added(std::string_view text) const;
+
+  std::vector<Added> added_;                          // longest first
+  std::unordered_map<int32_t, size_t> added_by_id_;   // index into added_
+  std::unordered_map<std::string, int32_t> added_by_text_;
+  std::vector<std::pair<std::string, int32_t>> languages_;
+  std::vector<int32_t> prefix_, suffix_;  // -2 = the language token
+  bool needs_lang_ = false;
+  bool clean_up_ = false;
+};
+
+}  // namespace parley
