@@ -81,7 +81,8 @@ typedef enum parley_status {
   PARLEY_ERROR_PLUGIN = 8,              /* a plugin could not be loaded or was refused */
   PARLEY_ERROR_DEVICE = 9,              /* a device is missing or unusable (e.g. no CUDA driver) */
   PARLEY_ERROR_UNSUPPORTED = 10,        /* a valid request this build cannot serve */
-  PARLEY_ERROR_INTERNAL = 11            /* a bug in Parley: please report it */
+  PARLEY_ERROR_INTERNAL = 11,           /* a bug in Parley: please report it */
+  PARLEY_ERROR_CANCELLED = 12           /* the request was cancelled (parley_chat_cancel) */
 } parley_status;
 
 /*
@@ -536,6 +537,202 @@ PARLEY_API parley_status parley_result_hypothesis(const parley_generation_result
                                                   float *out_score);
 /* Free a result. NULL is a no-op. */
 PARLEY_API void parley_result_free(parley_generation_result *result);
+
+/* --------------------------------------------------------- text (UTF-8 in/out) */
+
+/*
+ * Tokenize UTF-8 `text` with the model's tokenizer (for translation models:
+ * the source tokenizer). add_special_tokens != 0 adds what the model's
+ * tokenizer adds (BOS, EOS, the language token of `language`; NULL for none).
+ * Writes up to `capacity` ids to `ids` and the number of ids to *out_count.
+ * With ids NULL and capacity 0 only the count is returned (PARLEY_OK); a
+ * smaller capacity returns PARLEY_ERROR_INVALID_ARGUMENT with *out_count set
+ * and nothing written. Errors: PARLEY_ERROR_INVALID_ARGUMENT (invalid UTF-8,
+ * naming the byte offset), PARLEY_ERROR_NOT_FOUND (unknown language code),
+ * PARLEY_ERROR_UNSUPPORTED (the file has no tokenizer). Thread-safe.
+ */
+PARLEY_API parley_status parley_tokenize(const parley_model *model, const char *text, int32_t add_special_tokens,
+                                         const char *language, int32_t *ids, size_t capacity, size_t *out_count);
+
+/*
+ * Decode ids to UTF-8 text with the model's tokenizer (for translation
+ * models: the target tokenizer). Byte sequences that are not valid UTF-8
+ * become U+FFFD. skip_special_tokens != 0 drops special tokens. *out_text is
+ * allocated by Parley: free it with parley_string_free. Errors:
+ * PARLEY_ERROR_INVALID_ARGUMENT (id outside the vocabulary). Thread-safe.
+ */
+PARLEY_API parley_status parley_detokenize(const parley_model *model, const int32_t *ids, size_t count,
+                                           int32_t skip_special_tokens, char **out_text);
+
+/* Free a string returned by Parley. NULL is a no-op. */
+PARLEY_API void parley_string_free(char *text);
+
+/*
+ * Text translation options. parley_translation_options_init zeroes them
+ * (every field's default is its zero value).
+ */
+typedef struct parley_translation_options {
+  size_t struct_size;
+  const char *source_language; /* language code for multilingual models ("deu_Latn", "de"...), or NULL */
+  const char *target_language; /* required by multilingual models; NULL otherwise */
+  /* Beam size, n-best (num_return_sequences), length penalty, max length
+   * (max_new_tokens)...; NULL: the model's generation defaults. on_token is
+   * not used. Read during the call only. */
+  const parley_generation_options *generation;
+  int32_t return_attention; /* nonzero: keep each hypothesis' source attention */
+  int32_t attention_layer;  /* decoder layer for return_attention; -1 = the last */
+} parley_translation_options;
+
+PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options);
+static inline parley_status parley_translation_options_init(parley_translation_options *options) {
+  if (!options) return parley_translation_options_defaults(options);
+  options->struct_size = sizeof *options;
+  return parley_translation_options_defaults(options);
+}
+
+/* Texts, scores and attention of one parley_translate call. */
+typedef struct parley_translation_result parley_translation_result;
+
+/*
+ * Translate a batch of UTF-8 texts with an encoder-decoder model. Errors:
+ * PARLEY_ERROR_INVALID_ARGUMENT (empty batch, empty text, invalid UTF-8 or a
+ * text longer than the model accepts — each naming the text's index —, a
+ * multilingual model without target_language, bad options),
+ * PARLEY_ERROR_NOT_FOUND (unknown language code), PARLEY_ERROR_UNSUPPORTED
+ * (decoder-only model, file without tokenizer), and those of
+ * parley_translate_tokens. Thread-safe.
+ */
+PARLEY_API parley_status parley_translate(const parley_model *model, const char *const *texts, size_t count,
+                                          const parley_translation_options *options,
+                                          parley_translation_result **out_result);
+
+PARLEY_API parley_status parley_translation_result_count(const parley_translation_result *result,
+                                                         size_t *out_count);
+PARLEY_API parley_status parley_translation_result_hypothesis_count(const parley_translation_result *result,
+                                                                    size_t index, size_t *out_count);
+/*
+ * Hypothesis `hypothesis` (best first) of text `index`: its UTF-8 text (owned
+ * by the result) and score (as parley_result_hypothesis). out_score may be
+ * NULL. Errors: PARLEY_ERROR_NOT_FOUND.
+ */
+PARLEY_API parley_status parley_translation_result_text(const parley_translation_result *result, size_t index,
+                                                        size_t hypothesis, const char **out_text, float *out_score);
+/* Token ids of the source (as encoded) and of a hypothesis (generated ids). Owned by the result. */
+PARLEY_API parley_status parley_translation_result_source_tokens(const parley_translation_result *result,
+                                                                 size_t index, const int32_t **out_ids,
+                                                                 size_t *out_count);
+PARLEY_API parley_status parley_translation_result_target_tokens(const parley_translation_result *result,
+                                                                 size_t index, size_t hypothesis,
+                                                                 const int32_t **out_ids, size_t *out_count);
+/*
+ * Source attention of a hypothesis (return_attention): row t (one per target
+ * token) holds the cross-attention weights over the source tokens of the
+ * chosen decoder layer, averaged over heads: *out_weights is
+ * [*out_target_len x *out_source_len] row-major, owned by the result. Errors:
+ * PARLEY_ERROR_NOT_FOUND (bad index, or attention was not requested).
+ */
+PARLEY_API parley_status parley_translation_result_attention(const parley_translation_result *result,
+                                                             size_t index, size_t hypothesis,
+                                                             const float **out_weights, size_t *out_target_len,
+                                                             size_t *out_source_len);
+PARLEY_API void parley_translation_result_free(parley_translation_result *result);
+
+/* ------------------------------------------------------------------ chat */
+
+typedef enum parley_chat_role {
+  PARLEY_ROLE_SYSTEM = 0,
+  PARLEY_ROLE_USER = 1,
+  PARLEY_ROLE_ASSISTANT = 2
+} parley_chat_role;
+
+/*
+ * A conversation with a decoder-only model. It keeps its KV cache between
+ * turns: each reply runs the model only on the tokens not already cached
+ * (see parley_chat_stats). The model must outlive the session. One thread
+ * uses a session at a time, except parley_chat_cancel; many sessions may
+ * share one model concurrently.
+ */
+typedef struct parley_chat_session parley_chat_session;
+
+/*
+ * Create a session; system_prompt may be NULL (no system message; the
+ * model's template may then add its default one). Errors:
+ * PARLEY_ERROR_UNSUPPORTED (encoder-decoder model, or a file without chat
+ * format or tokenizer), PARLEY_ERROR_INVALID_ARGUMENT (invalid UTF-8).
+ */
+PARLEY_API parley_status parley_chat_session_create(const parley_model *model, const char *system_prompt,
+                                                    parley_chat_session **out_session);
+PARLEY_API void parley_chat_session_free(parley_chat_session *session);
+
+/*
+ * Append a message (role: parley_chat_role). Errors:
+ * PARLEY_ERROR_INVALID_ARGUMENT (unknown role, invalid UTF-8, a system
+ * message after the start, or roles that do not alternate when the model's
+ * template requires it; the message is not added).
+ */
+PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_t role, const char *content);
+
+/*
+ * Streaming: receives each new piece of the reply (UTF-8, never a split code
+ * point, never part of a stop string), `length` bytes, not NUL-terminated.
+ * Return 0 to go on, nonzero to end the reply here (not an error).
+ */
+typedef int32_t (*parley_text_fn)(void *user_data, const char *text, size_t length);
+
+typedef struct parley_chat_options {
+  size_t struct_size;
+  /* Sampling / greedy settings and max_new_tokens (the reply's token limit);
+   * NULL: the model's generation defaults. num_beams must be 1; on_token is
+   * not used. Read during the call only. */
+  const parley_generation_options *generation;
+  const char *const *stop_strings; /* the reply ends before the first of these; may be NULL */
+  size_t num_stop_strings;
+  parley_text_fn on_text; /* optional */
+  void *user_data;
+} parley_chat_options;
+
+PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *options);
+static inline parley_status parley_chat_options_init(parley_chat_options *options) {
+  if (!options) return parley_chat_options_defaults(options);
+  options->struct_size = sizeof *options;
+  return parley_chat_options_defaults(options);
+}
+
+/*
+ * Generate the assistant's reply to the conversation so far, stream it, and
+ * append it to the conversation. options may be NULL. out_reply may be NULL;
+ * otherwise it receives the whole reply (free with parley_string_free).
+ * Errors: PARLEY_ERROR_CANCELLED (parley_chat_cancel was called; the
+ * conversation is unchanged), PARLEY_ERROR_INVALID_ARGUMENT (the conversation
+ * is longer than the model accepts, bad options), and those of
+ * parley_generate.
+ */
+PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,
+                                              char **out_reply);
+
+/* Ask a running parley_chat_generate to stop soon (any thread; async-safe). */
+PARLEY_API parley_status parley_chat_cancel(parley_chat_session *session);
+
+/* Drop every message after the system prompt (its cached tokens are kept). */
+PARLEY_API parley_status parley_chat_reset(parley_chat_session *session);
+
+PARLEY_API parley_status parley_chat_message_count(const parley_chat_session *session, size_t *out_count);
+/* Message `index`: role and content (owned by the session, valid until it changes). */
+PARLEY_API parley_status parley_chat_message(const parley_chat_session *session, size_t index, int32_t *out_role,
+                                             const char **out_content);
+
+typedef struct parley_chat_stats {
+  size_t struct_size;
+  uint64_t prompt_tokens;     /* tokens of the last turn's rendered prompt */
+  uint64_t reused_tokens;     /* ... already in the KV cache */
+  uint64_t processed_tokens;  /* ... the model ran on (prompt_tokens - reused_tokens) */
+  uint64_t generated_tokens;  /* tokens of the last reply */
+  uint64_t total_processed_tokens; /* prompt tokens run over the session's life */
+  uint64_t cached_tokens;     /* tokens in the KV cache now */
+} parley_chat_stats;
+
+/* Counters of the last turn; stats->struct_size must be set by the caller. */
+PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *session, parley_chat_stats *stats);
 
 #ifdef __cplusplus
 }

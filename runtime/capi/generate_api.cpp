@@ -67,9 +67,12 @@ void fill_from(const DecodingOptions &d, parley_generation_options &o) {
   o.seed = d.seed;
 }
 
+}  // namespace
+
+namespace parley::capi {
 // The caller's options over the model's defaults (which carry what the C
 // struct has no field for: pad, forced BOS/EOS, suppressed tokens).
-DecodingOptions resolve(const ModelFile &file, const parley_generation_options *options) {
+DecodingOptions resolve_generation_options(const ModelFile &file, const parley_generation_options *options) {
   DecodingOptions d = decoding_defaults(file);
   if (!options) return d;
   check_struct_size(options->struct_size, kOptionsV1, sizeof *options, "options");
@@ -115,6 +118,10 @@ DecodingOptions resolve(const ModelFile &file, const parley_generation_options *
   }
   return d;
 }
+}  // namespace parley::capi
+
+namespace {
+using parley::capi::resolve_generation_options;
 
 std::vector<std::vector<int32_t>> read_batch(const int32_t *const *seqs, const size_t *lengths, size_t batch,
                                              const char *what, bool allow_empty) {
@@ -167,7 +174,7 @@ PARLEY_API parley_status parley_generate(const parley_model *model, const int32_
   return guarded(__func__, [&] {
     require(model, "model");
     require(out_result, "out_result");
-    DecodingOptions d = resolve(*model->impl.file, options);
+    DecodingOptions d = resolve_generation_options(*model->impl.file, options);
     auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
     auto result = std::make_unique<parley_generation_result>();
     result->items = generate(model->impl.transformer(), batch, d);
@@ -187,7 +194,7 @@ PARLEY_API parley_status parley_translate_tokens(const parley_model *model, cons
     const ModelFile &file = *model->impl.file;
     if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
       fail(PARLEY_ERROR_UNSUPPORTED, "this is a decoder-only model: use parley_generate");
-    DecodingOptions d = resolve(file, options);
+    DecodingOptions d = resolve_generation_options(file, options);
     auto batch = read_batch(sources, source_lengths, batch_size, "sources", false);
     std::vector<std::vector<int32_t>> prefixes(batch.size());
     if (target_prefixes)

@@ -69,6 +69,8 @@ PARLEY_API const char *parley_status_name(int32_t status) {
       return "PARLEY_ERROR_UNSUPPORTED";
     case PARLEY_ERROR_INTERNAL:
       return "PARLEY_ERROR_INTERNAL";
+    case PARLEY_ERROR_CANCELLED:
+      return "PARLEY_ERROR_CANCELLED";
   }
   return "PARLEY_ERROR_UNKNOWN";
 }

@@ -510,6 +510,10 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
       ops_.linear(in, rows, H, l.cross_attn.wq, qd, l.cross_attn.bq, q.data());
       auto ca = attention_args(B, p.heads, p.kv_heads, hd, n, st.src_len, q.data(), st.cross_k[li].data(),
                                st.cross_v[li].data(), a.data(), st.src_lengths.data(), PARLEY_MASK_KEY_PADDING);
+      if (st.record_cross_layer == static_cast<int64_t>(li)) {
+        st.cross_probs.assign(static_cast<size_t>(B * p.heads * n * st.src_len), 0.f);
+        ca.probs = st.cross_probs.data();
+      }
       ops_.run(PARLEY_OP_ATTENTION, &ca);
       ops_.linear(a.data(), rows, qd, l.cross_attn.wo, H, l.cross_attn.bo, o.data());
       sublayer_output(p, l.cross_norm, x.data(), o.data(), rows);

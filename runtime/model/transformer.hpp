@@ -42,6 +42,10 @@ struct DecoderState {
   int64_t src_len = 0;
   std::vector<int32_t> src_lengths;
   std::vector<std::vector<float>> cross_k, cross_v;  // [layer] -> [batch, src_len, kv_heads, head_dim]
+  // When >= 0, step() leaves that decoder layer's cross-attention
+  // probabilities of the tokens it ran in cross_probs: [batch, heads, n, src_len].
+  int64_t record_cross_layer = -1;
+  std::vector<float> cross_probs;
 };
 
 class Transformer {
@@ -51,6 +55,7 @@ class Transformer {
   bool encoder_decoder() const { return has_encoder_; }
   int64_t vocab() const { return vocab_; }
   const StackParams &decoder_params() const { return dec_; }
+  const StackParams &encoder_params() const { return enc_.p; }  // encoder-decoder models only
 
   // Bytes of KV cache (self-attention, plus cross-attention for `src_len`
   // source tokens) for `rows` sequences of `capacity` tokens. Throws

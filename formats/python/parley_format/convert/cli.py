@@ -26,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-positions", type=int, default=None,
                     help="cap the maximum sequence length (e.g. to a Mistral sliding_window)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--no-tokenizer", action="store_true",
+                    help="do not store the tokenizer and chat template (token-level API only)")
     ap.add_argument("--version", action="version", version=f"parley-convert {CONVERTER_VERSION}")
     args = ap.parse_args(argv)
     try:
         r = convert(args.model_dir, args.output, dtype=args.dtype, force=args.force,
-                    max_positions=args.max_positions, progress=not args.quiet)
+                    max_positions=args.max_positions, progress=not args.quiet,
+                    tokenizer=not args.no_tokenizer)
     except ConversionError as e:
         print(f"parley-convert: error: {e}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from .families import map_tensors
 from .hf_config import Plan, plan_from_hf
 from .required import required_tensors
 from .storage import STORAGE_DTYPES, store
+from .text import export_text
 from .verify import verify_converted
 
 CONVERTER_VERSION = "0.1.0"
@@ -90,7 +91,7 @@ def _versions() -> dict[str, str]:
 
 
 def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: bool = False,
-            max_positions: int | None = None, progress: bool = True,
+            max_positions: int | None = None, progress: bool = True, tokenizer: bool = True,
             log: Callable[[str], None] | None = None) -> ConversionResult:
     """Converts the Hugging Face model in `model_dir` to `out_path`.
 
@@ -103,6 +104,11 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
     if os.path.exists(out_path) and not force:
         raise ConversionError(f"{out_path} exists (use --force to overwrite)")
     plan = plan_for_dir(model_dir, max_positions=max_positions)
+    from ..types import ModelKind
+    text = export_text(model_dir, plan.config.vocab_size,
+                       encoder_decoder=int(plan.config.kind) == int(ModelKind.EncoderDecoder)) if tokenizer else None
+    if text is not None:
+        plan.warnings.extend(text.warnings)
     ck = load_checkpoint(model_dir)
     pairs, unused = map_tensors(plan, ck)
     unused = [n for n in unused if n]
@@ -144,7 +150,9 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
         metadata["converter.max_positions"] = str(max_positions)
     tmp = f"{out_path}.converting"
     try:
-        write_model(tmp, plan.config, tensors, generation=plan.generation, metadata=metadata)
+        write_model(tmp, plan.config, tensors, generation=plan.generation, metadata=metadata,
+                    tokenizers=text.tokenizers if text else (), chat_template=text.chat_template if text else None,
+                    chat_format=text.chat_format if text else None)
         verify_converted(tmp, plan.config)
         os.replace(tmp, out_path)
     except ValueError as e:

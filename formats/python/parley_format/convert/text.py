@@ -1,0 +1,218 @@
+"""Tokenizers and chat templates of a Hugging Face folder -> Parley tables.
+
+What is stored is what the runtime (runtime/text) runs, and every derived
+piece is checked against transformers' own tokenizer before it is written:
+- byte-level BPE (GPT-2, BART, Llama-3, Qwen2/3): vocab, merges, the
+  pre-tokenizer regex, NFC, added tokens, from tokenizer.json;
+- SentencePiece (Marian, M2M100, NLLB, mBART, Mistral/Llama-2): the model
+  proto(s) as-is, plus the model's id of every piece (Marian's vocab.json,
+  the fairseq offset) read back from the Hugging Face tokenizer;
+- add_special_tokens' prefix/suffix and language tokens, measured by
+  encoding probe texts;
+- the chat template reduced to prefixes/suffixes (ChatFormat) and proven on
+  probe conversations; a template that does not reduce is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from ..types import ChatFormat, Language, Normalization, SpecialToken, SystemPlacement, Tokenizer, TokenizerKind, \
+    TokenizerRole
+from .errors import ConversionError, UnsupportedError
+
+# tokenizers' ByteLevel(use_regex=True) pattern (pre_tokenizers/byte_level.rs).
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+SPM_FILES = ("tokenizer.model", "sentencepiece.bpe.model", "spiece.model")
+
+
+@dataclass
+class TextExport:
+    tokenizers: list[Tokenizer] = field(default_factory=list)
+    chat_template: str | None = None
+    chat_format: ChatFormat | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _load_hf(model_dir: str):
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ConversionError("exporting the tokenizer needs transformers (pip install -r "
+                              "formats/python/requirements-convert.txt), or pass --no-tokenizer") from None
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds
+        raise ConversionError(f"{model_dir}: transformers cannot load the tokenizer: {e}") from None
+
+
+def has_tokenizer_files(model_dir: str) -> bool:
+    names = ("tokenizer.json", "tokenizer_config.json", "source.spm", "vocab.json") + SPM_FILES
+    return any(os.path.exists(os.path.join(model_dir, n)) for n in names)
+
+
+def _added_tokens(tok) -> list[SpecialToken]:
+    out = []
+    for i, t in sorted(tok.added_tokens_decoder.items()):
+        out.append(SpecialToken(id=int(i), content=str(t.content), special=bool(t.special),
+                                lstrip=bool(t.lstrip), rstrip=bool(t.rstrip)))
+    return out
+
+
+def _ids(tok, text, **kw) -> list[int]:
+    return list(tok(text, **kw)["input_ids"])
+
+
+def _template(tok, target: bool, lang_attr: str | None, languages: list[Language]) -> tuple[list[str], list[str]]:
+    """Prefix/suffix tokens of add_special_tokens, as token contents."""
+    probe = "probe text"
+    kw = {"text_target": probe} if target else {"text": probe}
+    bare = _ids(tok, add_special_tokens=False, **kw)
+    ids_by_lang = {}
+    for lang in (languages[:2] if languages else [None]):
+        if lang is not None:
+            setattr(tok, lang_attr, lang.code)
+        ids_by_lang[lang.code if lang else None] = _ids(tok, **kw)
+    first = next(iter(ids_by_lang.values()))
+    n = len(bare)
+    start = next((i for i in range(len(first) - n + 1) if first[i:i + n] == bare), None)
+    if start is None:
+        raise UnsupportedError("add_special_tokens changes the tokens of the text itself; cannot represent it")
+    pre, suf = first[:start], first[start + n:]
+    lang_ids = {l.token_id for l in languages}
+
+    def name(i: int, pos: int, part: list[int]) -> str:
+        if len(ids_by_lang) > 1 and i in lang_ids:
+            others = [v for v in ids_by_lang.values() if v is not first]
+            if all(o[pos] != i for o in others):
+                return "{lang}"
+        return tok.convert_ids_to_tokens(i)
+    prefix = [name(i, p, pre) for p, i in enumerate(pre)]
+    suffix = [name(i, start + n + p, suf) for p, i in enumerate(suf)]
+    return prefix, suffix
+
+
+def _languages(tok) -> tuple[list[Language], str | None, str | None]:
+    """(languages, attribute for the source language, attribute for the target)."""
+    codes = None
+    for attr in ("lang_code_to_id",):
+        m = getattr(tok, attr, None)
+        if isinstance(m, dict) and m:
+            codes = {str(k): int(v) for k, v in m.items()}
+    if codes is None:
+        add = getattr(tok, "additional_special_tokens", None) or []
+        if hasattr(tok, "src_lang") and add:
+            codes = {str(c): int(tok.convert_tokens_to_ids(c)) for c in add}
+    if not codes:
+        return [], None, None
+    langs = [Language(code=c, token_id=i) for c, i in codes.items()]
+    # M2M100 names languages "en" with token "__en__": accept both spellings.
+    for c, i in list(codes.items()):
+        tokname = tok.convert_ids_to_tokens(i)
+        if tokname != c:
+            langs.append(Language(code=tokname, token_id=i))
+    return langs, "src_lang", "tgt_lang"
+
+
+def _byte_level_bpe(tok, role: TokenizerRole, vocab_size: int) -> Tokenizer:
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    model = spec["model"]
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    regex, add_prefix_space = None, False
+    for s in steps:
+        if s.get("type") == "Split":
+            if s.get("behavior") != "Isolated" or s.get("invert"):
+                raise UnsupportedError(f"pre-tokenizer Split with behavior {s.get('behavior')!r} is not supported")
+            if "Regex" not in s["pattern"]:
+                raise UnsupportedError("pre-tokenizer Split on a plain string is not supported")
+            if regex is not None:
+                raise UnsupportedError("more than one Split pre-tokenizer")
+            regex = s["pattern"]["Regex"]
+        elif s.get("type") == "ByteLevel":
+            add_prefix_space = bool(s.get("add_prefix_space"))
+            if s.get("use_regex", True):
+                if regex is not None:
+                    raise UnsupportedError("Split followed by ByteLevel(use_regex=True) is not supported")
+                regex = GPT2_REGEX
+        else:
+            raise UnsupportedError(f"pre-tokenizer {s.get('type')!r} is not supported for byte-level BPE")
+    norm = spec.get("normalizer")
+    normalization = Normalization.None_
+    if norm:
+        if norm.get("type") == "NFC":
+            normalization = Normalization.NFC
+        else:
+            raise UnsupportedError(f"normalizer {norm.get('type')!r} is not supported for byte-level BPE")
+    if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+        raise UnsupportedError(f"decoder {(spec.get('decoder') or {}).get('type')!r} is not a ByteLevel decoder")
+    if model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise UnsupportedError("BPE dropout / subword prefixes / end-of-word suffixes are not supported")
+    vocab = ["" for _ in range(max(model["vocab"].values()) + 1)]
+    for t, i in model["vocab"].items():
+        vocab[i] = t
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    if len(vocab) > vocab_size:
+        raise ConversionError(f"tokenizer has {len(vocab)} tokens, the model's vocabulary only {vocab_size}")
+    unk = model.get("unk_token")
+    return Tokenizer(
+        kind=TokenizerKind.ByteLevelBPE, role=role, model="".join(m + "\n" for m in merges).encode("utf-8"),
+        pre_tokenizer_regex=regex, special_tokens=_added_tokens(tok), vocab=vocab,
+        unk_id=int(model["vocab"][unk]) if unk in model["vocab"] else -1, normalization=normalization,
+        add_prefix_space=add_prefix_space, ignore_merges=bool(model.get("ignore_merges")),
+        clean_up_spaces=bool(getattr(tok, "clean_up_tokenization_spaces", False)))
+
+
+def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -> Tokenizer:
+    import sentencepiece as spm
+    with open(proto_path, "rb") as f:
+        proto = f.read()
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    # The model's id of each piece, as the Hugging Face tokenizer maps it.
+    unk_id = tok.unk_token_id if tok.unk_token_id is not None else -1
+    ids = {p: int(tok.convert_tokens_to_ids(p)) for p in pieces}
+    n = max(max(ids.values()), max(tok.added_tokens_decoder, default=0)) + 1
+    if n > vocab_size:
+        raise ConversionError(f"tokenizer has {n} tokens, the model's vocabulary only {vocab_size}")
+    vocab = [""] * n
+    for p, i in ids.items():
+        if i != unk_id or p == tok.unk_token:
+            vocab[i] = p
+    identity = all(ids[p] == i for i, p in enumerate(pieces))
+    return Tokenizer(kind=TokenizerKind.SentencePiece, role=role, model=proto,
+                     special_tokens=_added_tokens(tok), vocab=() if identity else vocab, unk_id=unk_id,
+                     clean_up_spaces=bool(getattr(tok, "clean_up_tokenization_spaces", False)))
+
+
+def export_text(model_dir: str, vocab_size: int, *, encoder_decoder: bool) -> TextExport:
+    out = TextExport()
+    if not has_tokenizer_files(model_dir):
+        out.warnings.append("no tokenizer files: the model file will only serve the token-level API")
+        return out
+    tok = _load_hf(model_dir)
+    langs, src_attr, tgt_attr = _languages(tok)
+    marian = os.path.exists(os.path.join(model_dir, "source.spm"))
+    protos = [os.path.join(model_dir, n) for n in SPM_FILES if os.path.exists(os.path.join(model_dir, n))]
+    if marian:
+        tok_roles = [(os.path.join(model_dir, "source.spm"), TokenizerRole.Source),
+                     (os.path.join(model_dir, "target.spm"), TokenizerRole.Target)]
+        out.tokenizers = [_sentencepiece(tok, p, r, vocab_size) for p, r in tok_roles]
+    elif protos:
+        out.tokenizers = [_sentencepiece(tok, protos[0], TokenizerRole.Shared, vocab_size)]
+    elif getattr(tok, "backend_tokenizer", None) is not None:
+        out.tokenizers = [_byte_level_bpe(tok, TokenizerRole.Shared, vocab_size)]
+    else:
+        raise UnsupportedError(f"{type(tok).__name__}: neither a SentencePiece model nor a tokenizer.json found")
+    for t in out.tokenizers:
+        target = t.role == TokenizerRole.Target
+        t.languages = tuple(langs)
+        t.prefix, t.suffix = _template(tok, target and encoder_decoder, tgt_attr if target else src_attr, langs)
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, str) and template:
+        out.chat_template = template
+        from .chat_format import derive_chat_format
+        out.chat_format = derive_chat_format(tok)
+    return out

@@ -1,0 +1,348 @@
+// Text C API: tokenize/detokenize, parley_translate and chat sessions.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capi/api_guard.hpp"
+#include "core/runtime.hpp"
+#include "engine/chat_session.hpp"
+#include "engine/generator.hpp"
+#include "engine/text_translation.hpp"
+
+using namespace parley;
+using parley::capi::check_struct_size;
+using parley::capi::guarded;
+using parley::capi::require;
+
+namespace parley::capi {
+DecodingOptions resolve_generation_options(const ModelFile &file, const parley_generation_options *options);
+}
+using parley::capi::resolve_generation_options;
+
+struct parley_translation_result {
+  std::vector<TextTranslation> items;
+};
+
+struct parley_chat_session {
+  const parley_model *model;
+  std::unique_ptr<ChatSession> impl;
+};
+
+namespace {
+
+constexpr size_t kMaxTexts = 4096;
+constexpr size_t kMaxTextBytes = size_t{1} << 26;  // 64 MiB per text
+constexpr size_t kMaxStops = 64;
+constexpr size_t kTranslationOptionsV1 = PARLEY_SIZE_THROUGH(parley_translation_options, attention_layer);
+constexpr size_t kChatOptionsV1 = PARLEY_SIZE_THROUGH(parley_chat_options, user_data);
+constexpr size_t kChatStatsV1 = PARLEY_SIZE_THROUGH(parley_chat_stats, cached_tokens);
+
+std::string text_arg(const char *s, const char *what) {
+  require(s, what);
+  size_t n = strnlen(s, kMaxTextBytes + 1);
+  if (n > kMaxTextBytes) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + " is longer than 64 MiB");
+  return std::string(s, n);
+}
+
+char *dup_string(const std::string &s) {
+  char *out = static_cast<char *>(std::malloc(s.size() + 1));
+  if (!out) throw std::bad_alloc();
+  std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
+}
+
+const TextTranslation &item(const parley_translation_result *r, size_t index) {
+  require(r, "result");
+  if (index >= r->items.size())
+    fail(PARLEY_ERROR_NOT_FOUND, "text index " + std::to_string(index) + " >= " + std::to_string(r->items.size()));
+  return r->items[index];
+}
+const TextHypothesis &hyp(const parley_translation_result *r, size_t index, size_t h) {
+  const TextTranslation &t = item(r, index);
+  if (h >= t.hypotheses.size())
+    fail(PARLEY_ERROR_NOT_FOUND,
+         "hypothesis " + std::to_string(h) + " >= " + std::to_string(t.hypotheses.size()) + " for text " +
+             std::to_string(index));
+  return t.hypotheses[h];
+}
+
+ChatSession &session_of(parley_chat_session *s) {
+  require(s, "session");
+  return *s->impl;
+}
+
+}  // namespace
+
+extern "C" {
+
+PARLEY_API parley_status parley_tokenize(const parley_model *model, const char *text, int32_t add_special_tokens,
+                                         const char *language, int32_t *ids, size_t capacity, size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_count, "out_count");
+    std::string t = text_arg(text, "text");
+    std::string lang = language ? text_arg(language, "language") : std::string();
+    std::vector<int32_t> v = model->impl.text().source().encode(t, add_special_tokens != 0, lang);
+    if (!ids && capacity == 0) {
+      *out_count = v.size();
+      return;
+    }
+    require(ids, "ids");
+    if (capacity < v.size()) {
+      *out_count = v.size();
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "capacity " + std::to_string(capacity) + " is smaller than the " +
+                                              std::to_string(v.size()) + " ids");
+    }
+    std::copy(v.begin(), v.end(), ids);
+    *out_count = v.size();
+  });
+}
+
+PARLEY_API parley_status parley_detokenize(const parley_model *model, const int32_t *ids, size_t count,
+                                           int32_t skip_special_tokens, char **out_text) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_text, "out_text");
+    if (count && !ids) fail(PARLEY_ERROR_INVALID_ARGUMENT, "ids is NULL but count > 0");
+    if (count > (size_t{1} << 26)) fail(PARLEY_ERROR_INVALID_ARGUMENT, "count is absurdly large (> 2^26)");
+    std::string s = model->impl.text().target().decode(std::vector<int32_t>(ids, ids + count), skip_special_tokens != 0);
+    *out_text = dup_string(s);
+  });
+}
+
+PARLEY_API void parley_string_free(char *text) { std::free(text); }
+
+PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options) {
+  return guarded(__func__, [&] {
+    require(options, "options");
+    check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
+    parley_translation_options d{};
+    d.struct_size = options->struct_size;
+    d.attention_layer = -1;
+    std::memcpy(options, &d, options->struct_size);
+  });
+}
+
+PARLEY_API parley_status parley_translate(const parley_model *model, const char *const *texts, size_t count,
+                                          const parley_translation_options *options,
+                                          parley_translation_result **out_result) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_result, "out_result");
+    if (count == 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+    require(texts, "texts");
+    if (count > kMaxTexts) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 4096 texts in one call");
+    parley_translation_options o{};
+    o.struct_size = sizeof o;
+    parley_translation_options_defaults(&o);
+    if (options) {
+      check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
+      std::memcpy(&o, options, options->struct_size);
+    }
+    const ModelFile &file = *model->impl.file;
+    TextTranslationOptions t;
+    t.decoding = resolve_generation_options(file, o.generation);
+    t.decoding.on_token = nullptr;
+    if (o.source_language) t.source_language = text_arg(o.source_language, "options->source_language");
+    if (o.target_language) t.target_language = text_arg(o.target_language, "options->target_language");
+    if (o.return_attention != 0 && o.return_attention != 1)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->return_attention must be 0 or 1");
+    t.attention = o.return_attention != 0;
+    t.attention_layer = o.attention_layer;
+    std::vector<std::string> inputs;
+    for (size_t i = 0; i < count; ++i) inputs.push_back(text_arg(texts[i], ("texts[" + std::to_string(i) + "]").c_str()));
+    auto result = std::make_unique<parley_translation_result>();
+    result->items = translate_text(model->impl.transformer(), file, model->impl.text(), inputs, t);
+    *out_result = result.release();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_count(const parley_translation_result *result,
+                                                         size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(result, "result");
+    require(out_count, "out_count");
+    *out_count = result->items.size();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_hypothesis_count(const parley_translation_result *result,
+                                                                    size_t index, size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(out_count, "out_count");
+    *out_count = item(result, index).hypotheses.size();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_text(const parley_translation_result *result, size_t index,
+                                                        size_t hypothesis, const char **out_text, float *out_score) {
+  return guarded(__func__, [&] {
+    require(out_text, "out_text");
+    const TextHypothesis &h = hyp(result, index, hypothesis);
+    *out_text = h.text.c_str();
+    if (out_score) *out_score = h.score;
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_source_tokens(const parley_translation_result *result,
+                                                                 size_t index, const int32_t **out_ids,
+                                                                 size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(out_ids, "out_ids");
+    require(out_count, "out_count");
+    const TextTranslation &t = item(result, index);
+    *out_ids = t.source_tokens.data();
+    *out_count = t.source_tokens.size();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_target_tokens(const parley_translation_result *result,
+                                                                 size_t index, size_t hypothesis,
+                                                                 const int32_t **out_ids, size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(out_ids, "out_ids");
+    require(out_count, "out_count");
+    const TextHypothesis &h = hyp(result, index, hypothesis);
+    *out_ids = h.tokens.data();
+    *out_count = h.tokens.size();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_attention(const parley_translation_result *result,
+                                                             size_t index, size_t hypothesis,
+                                                             const float **out_weights, size_t *out_target_len,
+                                                             size_t *out_source_len) {
+  return guarded(__func__, [&] {
+    require(out_weights, "out_weights");
+    require(out_target_len, "out_target_len");
+    require(out_source_len, "out_source_len");
+    const TextHypothesis &h = hyp(result, index, hypothesis);
+    if (h.attention.empty() && !h.tokens.empty())
+      fail(PARLEY_ERROR_NOT_FOUND, "attention was not requested (options->return_attention)");
+    *out_weights = h.attention.data();
+    *out_target_len = h.tokens.size();
+    *out_source_len = item(result, index).source_tokens.size();
+  });
+}
+
+PARLEY_API void parley_translation_result_free(parley_translation_result *result) { delete result; }
+
+PARLEY_API parley_status parley_chat_session_create(const parley_model *model, const char *system_prompt,
+                                                    parley_chat_session **out_session) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_session, "out_session");
+    std::string system = system_prompt ? text_arg(system_prompt, "system_prompt") : std::string();
+    const ModelFile &file = *model->impl.file;
+    if (file.kind() == PARLEY_MODEL_ENCODER_DECODER)
+      fail(PARLEY_ERROR_UNSUPPORTED, "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
+    auto s = std::make_unique<parley_chat_session>();
+    s->model = model;
+    s->impl = std::make_unique<ChatSession>(model->impl.transformer(), model->impl.text(), decoding_defaults(file),
+                                            std::move(system), system_prompt != nullptr);
+    *out_session = s.release();
+  });
+}
+
+PARLEY_API void parley_chat_session_free(parley_chat_session *session) { delete session; }
+
+PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_t role, const char *content) {
+  return guarded(__func__, [&] {
+    ChatSession &s = session_of(session);
+    if (role < PARLEY_ROLE_SYSTEM || role > PARLEY_ROLE_ASSISTANT)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "unknown role " + std::to_string(role));
+    s.append(static_cast<ChatRole>(role), text_arg(content, "content"));
+  });
+}
+
+PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *options) {
+  return guarded(__func__, [&] {
+    require(options, "options");
+    check_struct_size(options->struct_size, kChatOptionsV1, sizeof *options, "options");
+    parley_chat_options d{};
+    d.struct_size = options->struct_size;
+    std::memcpy(options, &d, options->struct_size);
+  });
+}
+
+PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,
+                                              char **out_reply) {
+  return guarded(__func__, [&] {
+    ChatSession &s = session_of(session);
+    parley_chat_options o{};
+    o.struct_size = sizeof o;
+    if (options) {
+      check_struct_size(options->struct_size, kChatOptionsV1, sizeof *options, "options");
+      std::memcpy(&o, options, options->struct_size);
+    }
+    ChatReplyOptions r;
+    r.decoding = o.generation ? resolve_generation_options(*session->model->impl.file, o.generation) : s.defaults();
+    r.decoding.on_token = nullptr;
+    if (o.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
+    if (o.num_stop_strings && !o.stop_strings)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->stop_strings is NULL but num_stop_strings > 0");
+    for (size_t i = 0; i < o.num_stop_strings; ++i)
+      r.stop.push_back(text_arg(o.stop_strings[i], ("stop_strings[" + std::to_string(i) + "]").c_str()));
+    if (o.on_text) {
+      parley_text_fn fn = o.on_text;
+      void *user = o.user_data;
+      r.on_text = [fn, user](std::string_view piece) { return fn(user, piece.data(), piece.size()) == 0; };
+    }
+    std::string reply = s.reply(r);
+    if (out_reply) *out_reply = dup_string(reply);
+  });
+}
+
+PARLEY_API parley_status parley_chat_cancel(parley_chat_session *session) {
+  if (!session) return PARLEY_ERROR_INVALID_ARGUMENT;  // no last-error text: must stay async-safe
+  session->impl->cancel();
+  return PARLEY_OK;
+}
+
+PARLEY_API parley_status parley_chat_reset(parley_chat_session *session) {
+  return guarded(__func__, [&] { session_of(session).reset(); });
+}
+
+PARLEY_API parley_status parley_chat_message_count(const parley_chat_session *session, size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(session, "session");
+    require(out_count, "out_count");
+    *out_count = session->impl->messages().size();
+  });
+}
+
+PARLEY_API parley_status parley_chat_message(const parley_chat_session *session, size_t index, int32_t *out_role,
+                                             const char **out_content) {
+  return guarded(__func__, [&] {
+    require(session, "session");
+    require(out_role, "out_role");
+    require(out_content, "out_content");
+    const auto &m = session->impl->messages();
+    if (index >= m.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "message " + std::to_string(index) + " >= " + std::to_string(m.size()));
+    *out_role = static_cast<int32_t>(m[index].role);
+    *out_content = m[index].content.c_str();
+  });
+}
+
+PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *session, parley_chat_stats *stats) {
+  return guarded(__func__, [&] {
+    require(session, "session");
+    require(stats, "stats");
+    check_struct_size(stats->struct_size, kChatStatsV1, sizeof *stats, "stats");
+    const ChatCounters &c = session->impl->counters();
+    parley_chat_stats out{};
+    out.struct_size = stats->struct_size;
+    out.prompt_tokens = c.last_prompt_tokens;
+    out.reused_tokens = c.last_reused_tokens;
+    out.processed_tokens = c.last_processed_tokens;
+    out.generated_tokens = c.last_generated_tokens;
+    out.total_processed_tokens = c.total_processed_tokens;
+    out.cached_tokens = c.cached_tokens;
+    parley::capi::copy_out(stats, out);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,171 @@
+#include "engine/chat_session.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "engine/transformer_step_model.hpp"
+#include "text/utf8.hpp"
+
+namespace parley {
+
+ChatSession::ChatSession(const Transformer &model, const TextModel &text, const DecodingOptions &defaults,
+                         std::string system_prompt, bool has_system)
+    : model_(model), text_(text), defaults_(defaults) {
+  if (model.encoder_decoder())
+    fail(PARLEY_ERROR_UNSUPPORTED, "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
+  if (!text.chat)
+    fail(PARLEY_ERROR_UNSUPPORTED, "the model file has no chat format (it was converted without a chat template)");
+  if (has_system) append(ChatRole::kSystem, std::move(system_prompt));
+  base_messages_ = messages_.size();
+}
+
+void ChatSession::append(ChatRole role, std::string content) {
+  size_t bad = 0;
+  if (!utf8::valid(content, &bad))
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "message is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
+  text_.chat->check_next(messages_, role);
+  messages_.push_back({role, std::move(content)});
+}
+
+void ChatSession::reset() {
+  messages_.resize(base_messages_);
+  cancel_.store(false);
+}
+
+void ChatSession::ensure_capacity(int64_t tokens) {
+  if (state_.batch == 1 && state_.capacity >= tokens) return;
+  const int64_t limit = model_.decoder_params().max_positions;
+  int64_t cap = std::max<int64_t>(tokens, std::max<int64_t>(256, state_.capacity * 2));
+  if (limit > 0) cap = std::min(cap, limit);
+  if (cap < tokens)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation needs " + std::to_string(tokens) +
+                                            " tokens, more than the model's " + std::to_string(limit) + " positions");
+  DecoderState grown = model_.start(1, cap);
+  if (state_.batch == 1) {
+    const auto &p = model_.decoder_params();
+    const size_t used = static_cast<size_t>(state_.lengths[0] * p.kv_heads * p.head_dim);
+    for (size_t l = 0; l < grown.k.size(); ++l) {
+      std::copy_n(state_.k[l].begin(), used, grown.k[l].begin());
+      std::copy_n(state_.v[l].begin(), used, grown.v[l].begin());
+    }
+    grown.lengths[0] = state_.lengths[0];
+  }
+  state_ = std::move(grown);
+}
+
+namespace {
+// Length of the longest suffix of `text` that is a proper prefix of a stop string.
+size_t partial_stop(std::string_view text, const std::vector<std::string> &stops) {
+  size_t hold = 0;
+  for (const std::string &s : stops)
+    for (size_t n = std::min(s.size() - 1, text.size()); n > hold; --n)
+      if (text.substr(text.size() - n) == std::string_view(s).substr(0, n)) {
+        hold = n;
+        break;
+      }
+  return hold;
+}
+}  // namespace
+
+std::string ChatSession::reply(const ChatReplyOptions &options) {
+  cancel_.store(false);
+  const DecodingOptions &o = options.decoding;
+  if (o.num_beams != 1 || o.num_return_sequences != 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "chat replies use greedy search or sampling (num_beams = 1)");
+  for (const std::string &s : options.stop)
+    if (s.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a stop string is empty");
+  validate_decoding_options(o, model_.vocab());
+
+  const Tokenizer &tok = text_.source();
+  std::string prompt = text_.chat->render(messages_, /*add_generation_prompt=*/true);
+  std::vector<int32_t> ids = tok.encode(prompt, /*add_special=*/false);
+  if (ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
+  const int64_t limit = model_.decoder_params().max_positions;
+  if (limit > 0 && static_cast<int64_t>(ids.size()) >= limit)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation is " + std::to_string(ids.size()) +
+                                            " tokens, the model accepts at most " + std::to_string(limit - 1) +
+                                            " before its reply");
+
+  // Reuse the cached prefix; at least the last prompt token is run, for its logits.
+  size_t keep = 0;
+  while (keep < cached_.size() && keep < ids.size() && cached_[keep] == ids[keep]) ++keep;
+  keep = std::min(keep, ids.size() - 1);
+  DecodingOptions dec = o;
+  if (limit > 0) dec.max_new_tokens = std::min<int64_t>(dec.max_new_tokens, limit - static_cast<int64_t>(ids.size()));
+  ensure_capacity(static_cast<int64_t>(ids.size()) + dec.max_new_tokens);
+  state_.lengths[0] = static_cast<int32_t>(keep);
+  cached_.resize(keep);
+  std::vector<int32_t> fresh(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end());
+  std::vector<float> last = model_.step(state_, fresh, static_cast<int64_t>(fresh.size()), /*last_only=*/true);
+  cached_ = ids;
+  counters_.last_prompt_tokens = ids.size();
+  counters_.last_reused_tokens = keep;
+  counters_.last_processed_tokens = fresh.size();
+  counters_.total_processed_tokens += fresh.size();
+
+  // Stream: decode everything generated so far, emit what is final.
+  std::vector<int32_t> generated;
+  std::string reply_text;
+  size_t emitted = 0;
+  bool stopped_by_string = false, stopped_by_host = false;
+  auto emit_upto = [&](size_t end) {
+    if (end <= emitted) return true;
+    bool go = !options.on_text || options.on_text(std::string_view(reply_text).substr(emitted, end - emitted));
+    emitted = end;
+    return go;
+  };
+  dec.on_token = [&](int64_t, int64_t, int32_t token) {
+    generated.push_back(token);
+    if (cancel_.load()) return false;
+    if (std::find(dec.eos_token_ids.begin(), dec.eos_token_ids.end(), token) != dec.eos_token_ids.end()) return true;
+    reply_text = tok.decode(generated, /*skip_special=*/true);
+    for (const std::string &s : options.stop) {
+      size_t at = reply_text.find(s);
+      if (at != std::string::npos) {
+        reply_text.resize(at);
+        stopped_by_string = true;
+      }
+    }
+    if (stopped_by_string) {
+      emit_upto(reply_text.size());
+      return false;
+    }
+    // Hold back an unfinished code point (lossy decoding shows it as U+FFFD
+    // until its last byte arrives) and any tail that may begin a stop string.
+    size_t end = reply_text.size();
+    while (end >= 3 && std::memcmp(reply_text.data() + end - 3, "\xEF\xBF\xBD", 3) == 0) end -= 3;
+    end -= partial_stop(std::string_view(reply_text).substr(0, end), options.stop);
+    if (!emit_upto(end)) {
+      reply_text.resize(end);
+      stopped_by_host = true;
+      return false;
+    }
+    return true;
+  };
+
+  TransformerStepModel step(model_, std::move(state_));
+  try {
+    decode(step, last, {ids}, dec);
+  } catch (...) {
+    state_ = std::move(step.state());
+    state_.lengths[0] = std::min<int32_t>(state_.lengths[0], static_cast<int32_t>(cached_.size()));
+    cached_.resize(static_cast<size_t>(state_.lengths[0]));
+    throw;
+  }
+  state_ = std::move(step.state());
+  // The cache holds the prompt and every generated token but the last.
+  if (!generated.empty()) cached_.insert(cached_.end(), generated.begin(), generated.end() - 1);
+  state_.lengths[0] = static_cast<int32_t>(cached_.size());
+  counters_.last_generated_tokens = generated.size();
+  counters_.cached_tokens = cached_.size();
+  if (cancel_.load()) fail(PARLEY_ERROR_CANCELLED, "the reply was cancelled");
+  if (!stopped_by_string && !stopped_by_host) {
+    reply_text = tok.decode(generated, /*skip_special=*/true);
+    emit_upto(reply_text.size());
+  }
+  messages_.push_back({ChatRole::kAssistant, reply_text});
+  return reply_text;
+}
+
+}  // namespace parley

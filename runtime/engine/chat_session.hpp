@@ -1,0 +1,74 @@
+// A conversation with a decoder-only model that keeps its KV cache between
+// turns. Each turn renders the whole conversation with the model's chat
+// format and tokenizes it, keeps the longest prefix that is already in the
+// cache, and runs the model only on the rest, so a follow-up question costs
+// its own tokens, not the history's. The reply streams as UTF-8 text that
+// never splits a code point and never shows a (partial) stop string.
+//
+// Thread-safety: one thread uses a session at a time, except cancel(), which
+// any thread may call while generate() runs.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/decoding.hpp"
+#include "model/transformer.hpp"
+#include "text/text_model.hpp"
+
+namespace parley {
+
+struct ChatReplyOptions {
+  DecodingOptions decoding;  // num_beams must be 1; on_token is the session's
+  std::vector<std::string> stop;
+  // Text deltas as they become final; returning false ends the reply there.
+  std::function<bool(std::string_view)> on_text;
+};
+
+struct ChatCounters {
+  uint64_t last_prompt_tokens = 0;     // tokens of the rendered prompt at the last turn
+  uint64_t last_reused_tokens = 0;     // ... of which were already in the KV cache
+  uint64_t last_processed_tokens = 0;  // ... the model ran on (prompt part, excluding the reply)
+  uint64_t last_generated_tokens = 0;
+  uint64_t total_processed_tokens = 0;  // prompt tokens the model ran on over the session
+  uint64_t cached_tokens = 0;           // tokens in the KV cache now
+};
+
+class ChatSession {
+ public:
+  // Throws Error: UNSUPPORTED for encoder-decoder models or files without
+  // a chat format / tokenizer.
+  ChatSession(const Transformer &model, const TextModel &text, const DecodingOptions &defaults,
+              std::string system_prompt, bool has_system);
+
+  void append(ChatRole role, std::string content);
+  // Generates the assistant's reply, appends it to the conversation and
+  // returns it. Throws Error(CANCELLED) when cancel() was called (the
+  // conversation is then unchanged; the cache keeps what it computed).
+  std::string reply(const ChatReplyOptions &options);
+  void cancel() { cancel_.store(true); }
+  // Back to the system prompt only (the cached system prompt is reused).
+  void reset();
+
+  const std::vector<ChatMessage> &messages() const { return messages_; }
+  const ChatCounters &counters() const { return counters_; }
+  const DecodingOptions &defaults() const { return defaults_; }
+
+ private:
+  void ensure_capacity(int64_t tokens);
+
+  const Transformer &model_;
+  const TextModel &text_;
+  DecodingOptions defaults_;
+  std::vector<ChatMessage> messages_;
+  size_t base_messages_ = 0;  // the system prompt, kept by reset()
+  DecoderState state_;
+  std::vector<int32_t> cached_;  // token ids whose K/V are in state_
+  ChatCounters counters_;
+  std::atomic<bool> cancel_{false};
+};
+
+}  // namespace parley

@@ -1,0 +1,103 @@
+#include "engine/text_translation.hpp"
+
+#include <algorithm>
+
+#include "core/error.hpp"
+#include "engine/generator.hpp"
+
+namespace parley {
+
+namespace {
+int64_t decoder_start(const ModelFile &file) {
+  const ConfigEntry *e = file.find_config("generation.decoder_start_token_id");
+  if (!e || e->int_value < 0)
+    fail(PARLEY_ERROR_INVALID_MODEL, "the model file has no decoder_start_token_id; it cannot translate");
+  return e->int_value;
+}
+
+// Head-averaged cross-attention of `tokens` (after the decoder prompt) over
+// the source, by one teacher-forced pass.
+std::vector<float> attention_of(const Transformer &model, const std::vector<int32_t> &source,
+                                const std::vector<int32_t> &prompt, const std::vector<int32_t> &tokens,
+                                int64_t layer) {
+  std::vector<int32_t> seq = prompt;
+  seq.insert(seq.end(), tokens.begin(), tokens.end());
+  // The last generated token is never fed during search; the attention of
+  // token t is what the decoder saw when it produced token t (query at the
+  // position before it).
+  seq.pop_back();
+  DecoderState st = model.start(1, static_cast<int64_t>(seq.size()), {source});
+  st.record_cross_layer = layer;
+  model.step(st, seq, static_cast<int64_t>(seq.size()));
+  const int64_t heads = model.decoder_params().heads, n = static_cast<int64_t>(seq.size()), S = st.src_len;
+  const int64_t skip = static_cast<int64_t>(prompt.size()) - 1;  // queries before the first generated token
+  std::vector<float> out(tokens.size() * static_cast<size_t>(S), 0.f);
+  for (int64_t t = 0; t < static_cast<int64_t>(tokens.size()); ++t)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t s = 0; s < S; ++s)
+        out[static_cast<size_t>(t * S + s)] += st.cross_probs[static_cast<size_t>((h * n + skip + t) * S + s)] /
+                                               static_cast<float>(heads);
+  return out;
+}
+}  // namespace
+
+std::vector<TextTranslation> translate_text(const Transformer &model, const ModelFile &file, const TextModel &text,
+                                            const std::vector<std::string> &inputs,
+                                            const TextTranslationOptions &options) {
+  if (!model.encoder_decoder())
+    fail(PARLEY_ERROR_UNSUPPORTED, "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
+  if (inputs.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  const Tokenizer &src = text.source();
+  const Tokenizer &tgt = text.target();
+  DecodingOptions dec = options.decoding;
+  if (!options.target_language.empty()) {
+    int32_t id = tgt.language_token(options.target_language);
+    if (id < 0) fail(PARLEY_ERROR_NOT_FOUND, "unknown target language code '" + options.target_language + "'");
+    dec.forced_bos_token_id = id;
+  } else if (!tgt.languages().empty() && !dec.forced_bos_token_id) {
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "this multilingual model needs a target language (e.g. '" +
+                                            tgt.languages().front().first + "')");
+  }
+  if (options.attention) {
+    int64_t layers = model.decoder_params().layers;
+    if (options.attention_layer < -1 || options.attention_layer >= layers)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "attention_layer " + std::to_string(options.attention_layer) +
+                                              " is outside [-1, " + std::to_string(layers - 1) + "]");
+  }
+
+  const int64_t max_src = model.encoder_params().max_positions;
+  std::vector<std::vector<int32_t>> sources;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "text #" + std::to_string(i) + " is empty");
+    try {
+      sources.push_back(src.encode(inputs[i], /*add_special=*/true, options.source_language));
+    } catch (const Error &e) {
+      fail(e.status(), "text #" + std::to_string(i) + ": " + e.what());
+    }
+    if (max_src > 0 && static_cast<int64_t>(sources.back().size()) > max_src)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "text #" + std::to_string(i) + " is " +
+                                              std::to_string(sources.back().size()) + " tokens, the model accepts " +
+                                              std::to_string(max_src));
+  }
+  const std::vector<int32_t> prompt{static_cast<int32_t>(decoder_start(file))};
+  const int64_t max_dec = model.decoder_params().max_positions;
+  if (max_dec > 0) dec.max_new_tokens = std::min<int64_t>(dec.max_new_tokens, max_dec - 1);
+  auto hyps = translate(model, sources, std::vector<std::vector<int32_t>>(inputs.size(), prompt), dec);
+
+  std::vector<TextTranslation> out(inputs.size());
+  const int64_t layer = options.attention_layer < 0 ? model.decoder_params().layers - 1 : options.attention_layer;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    out[i].source_tokens = sources[i];
+    for (Hypothesis &h : hyps[i]) {
+      TextHypothesis th;
+      th.text = tgt.decode(h.tokens, /*skip_special=*/true);
+      th.score = h.score;
+      if (options.attention && !h.tokens.empty()) th.attention = attention_of(model, sources[i], prompt, h.tokens, layer);
+      th.tokens = std::move(h.tokens);
+      out[i].hypotheses.push_back(std::move(th));
+    }
+  }
+  return out;
+}
+
+}  // namespace parley

@@ -1,0 +1,44 @@
+// Translation of UTF-8 text: tokenize with the model's source tokenizer
+// (language token per the file's template), decode with beam search from
+// the decoder start token (forcing the target language token when the model
+// is multilingual, as transformers' forced_bos_token_id does), detokenize
+// with the target tokenizer. Optionally returns, per hypothesis, the
+// head-averaged cross-attention of one decoder layer, recomputed by one
+// teacher-forced pass over the final tokens (the attention a token saw is
+// the same as during search: it depends only on its prefix).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/decoding.hpp"
+#include "format/model_file.hpp"
+#include "model/transformer.hpp"
+#include "text/text_model.hpp"
+
+namespace parley {
+
+struct TextTranslationOptions {
+  DecodingOptions decoding;
+  std::string source_language, target_language;  // empty: none
+  bool attention = false;
+  int64_t attention_layer = -1;  // -1: the last decoder layer
+};
+
+struct TextHypothesis {
+  std::string text;
+  float score = 0.0f;
+  std::vector<int32_t> tokens;   // generated ids (EOS included when reached)
+  std::vector<float> attention;  // [tokens.size(), source_tokens.size()] when requested
+};
+
+struct TextTranslation {
+  std::vector<int32_t> source_tokens;
+  std::vector<TextHypothesis> hypotheses;  // best first
+};
+
+std::vector<TextTranslation> translate_text(const Transformer &model, const ModelFile &file, const TextModel &text,
+                                            const std::vector<std::string> &inputs,
+                                            const TextTranslationOptions &options);
+
+}  // namespace parley
