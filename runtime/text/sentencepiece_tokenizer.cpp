@@ -33,13 +33,14 @@ void write_varint(std::string &out, uint64_t v) {
     out += static_cast<char>(v ? (b | 0x80) : b);
   } while (v);
 }
-// ModelProto.normalizer_spec (field 3) .add_dummy_prefix (field 3) = false.
-std::string without_dummy_prefix(std::string_view proto) {
-  std::string out;
-  bool patched = false;
+// Walks the top-level fields of a ModelProto; `on_field(number, start, end,
+// body)` sees each one (body: the payload of length-delimited fields).
+template <typename Fn>
+void for_each_field(std::string_view proto, Fn &&on_field) {
   for (size_t i = 0; i < proto.size();) {
     size_t start = i;
     uint64_t tag = 0, len = 0, scratch = 0;
+    std::string_view body;
     if (!read_varint(proto, i, tag)) fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: bad field tag");
     switch (tag & 7) {
       case 0:
@@ -50,25 +51,58 @@ std::string without_dummy_prefix(std::string_view proto) {
       case 2:
         if (!read_varint(proto, i, len) || len > proto.size() - i)
           fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: field length past the end");
-        if ((tag >> 3) == 3) {
-          std::string body(proto.substr(i, len));
-          body += '\x18';  // field 3, varint
-          body += '\x00';
-          write_varint(out, tag);
-          write_varint(out, body.size());
-          out += body;
-          i += len;
-          patched = true;
-          continue;
-        }
+        body = proto.substr(i, len);
         i += len;
         break;
       default: fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: unknown wire type");
     }
     if (i > proto.size()) fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: field past the end");
-    out.append(proto.substr(start, i - start));
+    on_field(tag, start, i, body);
   }
-  if (!patched) out += std::string("\x1a\x02\x18\x00", 4);
+}
+
+constexpr uint64_t kNormalizerSpec = 3;                                      // ModelProto.normalizer_spec
+constexpr uint64_t kAddDummyPrefix = 3, kRemoveExtraWhitespaces = 4;         // NormalizerSpec fields
+
+// A bool of ModelProto.normalizer_spec (proto2 default when absent).
+bool normalizer_flag(std::string_view proto, uint64_t field, bool fallback) {
+  bool value = fallback;
+  for_each_field(proto, [&](uint64_t tag, size_t, size_t, std::string_view body) {
+    if (tag != ((kNormalizerSpec << 3) | 2)) return;
+    for_each_field(body, [&](uint64_t t, size_t s, size_t e, std::string_view) {
+      if (t == (field << 3)) value = body[e - 1] != 0;  // one-byte varint for a bool
+      (void)s;
+    });
+  });
+  return value;
+}
+
+// The proto with normalizer_spec bools overridden (a later occurrence of a
+// scalar field wins when protobuf parses).
+std::string with_normalizer_flags(std::string_view proto, const std::vector<std::pair<uint64_t, bool>> &flags) {
+  std::string out, extra;
+  for (const auto &[field, v] : flags) {
+    write_varint(extra, field << 3);
+    extra += v ? '\x01' : '\x00';
+  }
+  bool patched = false;
+  for_each_field(proto, [&](uint64_t tag, size_t start, size_t end, std::string_view body) {
+    if (tag == ((kNormalizerSpec << 3) | 2) && !patched) {
+      std::string b(body);
+      b += extra;
+      write_varint(out, tag);
+      write_varint(out, b.size());
+      out += b;
+      patched = true;
+    } else {
+      out.append(proto.substr(start, end - start));
+    }
+  });
+  if (!patched) {
+    write_varint(out, (kNormalizerSpec << 3) | 2);
+    write_varint(out, extra.size());
+    out += extra;
+  }
   return out;
 }
 
@@ -92,8 +126,17 @@ class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(const TokenizerView &view, uint32_t model_vocab) : Tokenizer(view, model_vocab) {
     std::string_view proto(reinterpret_cast<const char *>(view.data), view.length);
-    sp_ = load(proto);
-    if (table_.prefix_first_only()) sp_rest_ = load(without_dummy_prefix(proto));
+    // tokenizers' rebuilt pipelines for SentencePiece models (NLLB, mBART)
+    // collapse runs of spaces to one instead of stripping them, so a leading
+    // or trailing space survives as "▁": emulate with the proto's whitespace
+    // removal turned off and our own collapsing.
+    collapse_ = table_.decode_style() == format::DecodeStyle::Stream &&
+                normalizer_flag(proto, kRemoveExtraWhitespaces, true);
+    std::vector<std::pair<uint64_t, bool>> flags;
+    if (collapse_) flags.emplace_back(kRemoveExtraWhitespaces, false);
+    sp_ = load(flags.empty() ? std::string(proto) : with_normalizer_flags(proto, flags));
+    flags.emplace_back(kAddDummyPrefix, false);
+    if (table_.prefix_first_only()) sp_rest_ = load(with_normalizer_flags(proto, flags));
     if (const auto *vocab = table_.vocab()) {
       for (flatbuffers::uoffset_t i = 0; i < vocab->size(); ++i) {
         pieces_.push_back(vocab->Get(i)->str());
@@ -116,8 +159,18 @@ class SentencePieceTokenizer final : public Tokenizer {
     return it == ids_.end() ? -1 : it->second;
   }
 
-  void encode_text(std::string_view text, bool first, std::vector<int32_t> &out) const override {
-    const auto &sp = (!first && sp_rest_) ? *sp_rest_ : *sp_;
+  void encode_text(std::string_view raw, bool first, std::vector<int32_t> &out) const override {
+    std::string collapsed;
+    if (collapse_) {
+      for (char c : raw)
+        if (!(c == ' ' && !collapsed.empty() && collapsed.back() == ' ')) collapsed += c;
+      raw = collapsed;
+    }
+    std::string_view text = raw;
+    // tokenizers' Metaspace prepends "▁" only to the first stretch of text,
+    // and not when it already starts with a space (which becomes "▁").
+    bool prefix = first && !(table_.decode_style() == format::DecodeStyle::Stream && !text.empty() && text[0] == ' ');
+    const auto &sp = (!prefix && sp_rest_) ? *sp_rest_ : *sp_;
     std::vector<std::string> pieces;
     auto status = sp.Encode(text, &pieces);
     if (!status.ok()) fail(PARLEY_ERROR_INTERNAL, "SentencePiece encode failed: " + status.ToString());
@@ -131,8 +184,22 @@ class SentencePieceTokenizer final : public Tokenizer {
     }
   }
 
-  std::string decode_run(const std::vector<int32_t> &ids, bool first) const override {
-    std::string bytes;
+  // `strip`: drop the leading space the dummy prefix put there.
+  std::string decode_run(const std::vector<int32_t> &ids, bool strip) const override {
+    const bool stream = table_.decode_style() == format::DecodeStyle::Stream;
+    std::string text, bytes;
+    // tokenizers' ByteFallback decoder: a run of byte pieces that is not
+    // valid UTF-8 becomes one U+FFFD per byte; libsentencepiece decodes the
+    // bytes lossily instead.
+    auto flush_bytes = [&] {
+      if (bytes.empty()) return;
+      if (!stream || utf8::valid(bytes)) {
+        text += stream ? bytes : utf8::lossy(bytes);
+      } else {
+        for (size_t i = 0; i < bytes.size(); ++i) text += "\xEF\xBF\xBD";
+      }
+      bytes.clear();
+    };
     for (int32_t id : ids) {
       if (static_cast<size_t>(id) >= pieces_.size()) continue;
       const std::string &p = pieces_[static_cast<size_t>(id)];
@@ -141,17 +208,19 @@ class SentencePieceTokenizer final : public Tokenizer {
         bytes += static_cast<char>(b);
         continue;
       }
+      flush_bytes();
       for (size_t i = 0; i < p.size();) {  // "▁" (U+2581) is a space
         if (p.compare(i, 3, "\xE2\x96\x81") == 0) {
-          bytes += ' ';
+          text += ' ';
           i += 3;
         } else {
-          bytes += p[i++];
+          text += p[i++];
         }
       }
     }
-    if (first && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);  // the dummy prefix
-    return utf8::lossy(bytes);
+    flush_bytes();
+    if (strip && !text.empty() && text[0] == ' ') text.erase(0, 1);
+    return text;
   }
 
  private:
@@ -159,6 +228,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::vector<std::string> pieces_;
   std::unordered_map<std::string, int32_t> ids_;
   int32_t unk_ = -1;
+  bool collapse_ = false;
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.hpp"
+#include "text/chat_format.hpp"
 #include "text/utf8.hpp"
 
 namespace parley {
@@ -157,12 +158,13 @@ std::string clean_up_tokenization(std::string s) {
 }  // namespace
 
 std::string Tokenizer::decode(const std::vector<int32_t> &ids, bool skip_special) const {
+  const auto style = table_.decode_style();
   std::string out;
   std::vector<int32_t> run;
   bool first = true;
   auto flush = [&] {
     if (run.empty()) return;
-    out += decode_run(run, first);
+    out += decode_run(run, first || style != format::DecodeStyle::Stream);
     first = false;
     run.clear();
   };
@@ -174,13 +176,15 @@ std::string Tokenizer::decode(const std::vector<int32_t> &ids, bool skip_special
       run.push_back(id);
       continue;
     }
-    flush();
     const Added &a = added_[it->second];
-    if (skip_special && a.special) continue;
+    if (skip_special && a.special) continue;  // a skipped token does not split the run around it
+    flush();
     out += a.content;
+    if (style == format::DecodeStyle::RunsSpaced) out += ' ';
     first = false;
   }
   flush();
+  if (style == format::DecodeStyle::RunsSpaced) out = std::string(trim_unicode_space(out));
   return clean_up_ ? clean_up_tokenization(std::move(out)) : out;
 }
 

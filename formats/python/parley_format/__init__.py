@@ -15,6 +15,7 @@ from .reader import (
 from .types import (
     Activation,
     ChatFormat,
+    DecodeStyle,
     DType,
     GenerationConfig,
     Language,

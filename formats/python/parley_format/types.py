@@ -161,6 +161,12 @@ class Normalization(enum.IntEnum):
     NFC = 1
 
 
+class DecodeStyle(enum.IntEnum):
+    Stream = 0
+    Runs = 1
+    RunsSpaced = 2
+
+
 class SystemPlacement(enum.IntEnum):
     OwnTurn = 0
     FirstUserTurn = 1
@@ -201,10 +207,11 @@ class Tokenizer:
     languages: Sequence[Language | dict] = ()
     clean_up_spaces: bool = False
     prefix_first_only: bool = False
+    decode_style: DecodeStyle | int | str = DecodeStyle.Stream
 
     def uses_format_1_1(self) -> bool:
         return bool(self.vocab or self.unk_id != -1 or int(self.normalization) or self.add_prefix_space
-                    or self.ignore_merges or self.clean_up_spaces or self.prefix_first_only or self.prefix or self.suffix or self.languages
+                    or self.ignore_merges or self.clean_up_spaces or self.prefix_first_only or int(self.decode_style) or self.prefix or self.suffix or self.languages
                     or any(not s.special or s.lstrip or s.rstrip for s in self.special_tokens
                            if isinstance(s, SpecialToken)))
 

@@ -34,6 +34,7 @@ from .types import (
     DTYPE_SIZE,
     Activation,
     ChatFormat,
+    DecodeStyle,
     DType,
     GenerationConfig,
     Language,
@@ -475,6 +476,7 @@ def _normalize_tokenizer(value: Any, i: int) -> Tokenizer:
                                      special=bool(st.special), lstrip=bool(st.lstrip), rstrip=bool(st.rstrip)))
     t.special_tokens = tuple(specials)
     t.normalization = coerce_enum(Normalization, t.normalization, f"{what}.normalization")
+    t.decode_style = coerce_enum(DecodeStyle, t.decode_style, f"{what}.decode_style")
     t.unk_id = _int(t.unk_id, -1, _I32_MAX, f"{what}.unk_id")
     for field in ("vocab", "prefix", "suffix"):
         v = tuple(getattr(t, field))
@@ -676,6 +678,7 @@ def _build_tokenizer(b: flatbuffers.Builder, t: Tokenizer, r: _Region) -> int:
         T.AddLanguages(b, langs)
     T.AddCleanUpSpaces(b, bool(t.clean_up_spaces))
     T.AddPrefixFirstOnly(b, bool(t.prefix_first_only))
+    T.AddDecodeStyle(b, int(t.decode_style))
     return T.End(b)
 
 

@@ -212,7 +212,14 @@ class Tokenizer(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def TokenizerStart(builder): builder.StartObject(15)
+    # Tokenizer
+    def DecodeStyle(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+def TokenizerStart(builder): builder.StartObject(16)
 def Start(builder):
     return TokenizerStart(builder)
 def TokenizerAddKind(builder, kind): builder.PrependUint8Slot(0, kind, 0)
@@ -275,6 +282,9 @@ def AddCleanUpSpaces(builder, cleanUpSpaces):
 def TokenizerAddPrefixFirstOnly(builder, prefixFirstOnly): builder.PrependBoolSlot(14, prefixFirstOnly, 0)
 def AddPrefixFirstOnly(builder, prefixFirstOnly):
     return TokenizerAddPrefixFirstOnly(builder, prefixFirstOnly)
+def TokenizerAddDecodeStyle(builder, decodeStyle): builder.PrependUint8Slot(15, decodeStyle, 0)
+def AddDecodeStyle(builder, decodeStyle):
+    return TokenizerAddDecodeStyle(builder, decodeStyle)
 def TokenizerEnd(builder): return builder.EndObject()
 def End(builder):
     return TokenizerEnd(builder)

@@ -118,7 +118,9 @@ def derive_chat_format(tok) -> ChatFormat:
     if None in (pu, pua, puau) or generation_prompt is None:
         raise UnsupportedError("chat template: messages are not rendered in order with fixed text around them")
     user_suffix = pu[1]
-    assistant_prefix = _strip_prefix(pua[1], user_suffix)
+    # From a turn in the history: some templates dress a final assistant
+    # message differently (Qwen3 adds an empty <think> block to it).
+    assistant_prefix = _strip_prefix(puau[1], user_suffix)
     assistant_suffix = pua[2]
     user_prefix = _strip_prefix(puau[2], assistant_suffix)
     if assistant_prefix is None or user_prefix is None or _strip_suffix(puau[3], generation_prompt) != user_suffix:
@@ -157,11 +159,13 @@ def derive_chat_format(tok) -> ChatFormat:
 
     reasons = []
     for cand in candidates:
+        first_why = None
         for ts, tu, ta in itertools.product((False, True), repeat=3):
             cand.trim_system, cand.trim_user, cand.trim_assistant = ts, tu, ta
             why = _prove(tok, cand)
             if why is None:
                 return cand
-        reasons.append(why)
+            first_why = first_why or why
+        reasons.append(first_why)
     raise UnsupportedError("chat template cannot be represented as prefixes/suffixes per role: " +
                            (reasons[0] if reasons else "no consistent reading of its system turn"))

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ..types import ChatFormat, Language, Normalization, SpecialToken, SystemPlacement, Tokenizer, TokenizerKind, \
+from ..types import ChatFormat, DecodeStyle, Language, Normalization, SpecialToken, SystemPlacement, Tokenizer, TokenizerKind, \
     TokenizerRole
 from .errors import ConversionError, UnsupportedError
 
@@ -61,8 +61,8 @@ def _added_tokens(tok) -> list[SpecialToken]:
     return out
 
 
-def _ids(tok, text, **kw) -> list[int]:
-    return list(tok(text, **kw)["input_ids"])
+def _ids(tok, *args, **kw) -> list[int]:
+    return list(tok(*args, **kw)["input_ids"])
 
 
 def _template(tok, target: bool, lang_attr: str | None, languages: list[Language]) -> tuple[list[str], list[str]]:
@@ -116,6 +116,13 @@ def _languages(tok) -> tuple[list[Language], str | None, str | None]:
     return langs, "src_lang", "tgt_lang"
 
 
+def _cleans_up_spaces(tok) -> bool:
+    """Whether decode() applies clean_up_tokenization_spaces, measured (the
+    flag in tokenizer_config.json is not honoured by every 5.x class)."""
+    ids = _ids(tok, "a ?", add_special_tokens=False)
+    return tok.decode(ids) == "a?" and tok.decode(ids, clean_up_tokenization_spaces=False) == "a ?"
+
+
 def _byte_level_bpe(tok, role: TokenizerRole, vocab_size: int) -> Tokenizer:
     spec = json.loads(tok.backend_tokenizer.to_str())
     model = spec["model"]
@@ -162,7 +169,7 @@ def _byte_level_bpe(tok, role: TokenizerRole, vocab_size: int) -> Tokenizer:
         pre_tokenizer_regex=regex, special_tokens=_added_tokens(tok), vocab=vocab,
         unk_id=int(model["vocab"][unk]) if unk in model["vocab"] else -1, normalization=normalization,
         add_prefix_space=add_prefix_space, ignore_merges=bool(model.get("ignore_merges")),
-        clean_up_spaces=bool(getattr(tok, "clean_up_tokenization_spaces", False)))
+        clean_up_spaces=_cleans_up_spaces(tok))
 
 
 def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -> Tokenizer:
@@ -171,20 +178,26 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -
         proto = f.read()
     sp = spm.SentencePieceProcessor(model_proto=proto)
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    # The model's id of each piece, as the Hugging Face tokenizer maps it.
+    # The model's id of each token, as the Hugging Face tokenizer maps it
+    # (Marian's source and target models share one vocab.json, so either
+    # side can meet pieces only the other proto has).
     unk_id = tok.unk_token_id if tok.unk_token_id is not None else -1
-    ids = {p: int(tok.convert_tokens_to_ids(p)) for p in pieces}
-    n = max(max(ids.values()), max(tok.added_tokens_decoder, default=0)) + 1
+    hf_vocab = {str(t): int(i) for t, i in tok.get_vocab().items()}
+    n = max(max(hf_vocab.values()), max(tok.added_tokens_decoder, default=0)) + 1
     if n > vocab_size:
         raise ConversionError(f"tokenizer has {n} tokens, the model's vocabulary only {vocab_size}")
     vocab = [""] * n
-    for p, i in ids.items():
-        if i != unk_id or p == tok.unk_token:
-            vocab[i] = p
-    identity = all(ids[p] == i for i, p in enumerate(pieces))
+    for p, i in hf_vocab.items():
+        vocab[i] = p
+    identity = n == len(pieces) and all(vocab[i] == p for i, p in enumerate(pieces))
+    # transformers' slow SentencePiece classes decode each run of pieces on
+    # its own; the tokenizers-backed ones decode one stream (Metaspace).
+    style = {"MarianTokenizer": DecodeStyle.RunsSpaced, "M2M100Tokenizer": DecodeStyle.Runs}.get(
+        type(tok).__name__, DecodeStyle.Stream)
     return Tokenizer(kind=TokenizerKind.SentencePiece, role=role, model=proto,
                      special_tokens=_added_tokens(tok), vocab=() if identity else vocab, unk_id=unk_id,
-                     clean_up_spaces=bool(getattr(tok, "clean_up_tokenization_spaces", False)))
+                     clean_up_spaces=_cleans_up_spaces(tok), decode_style=style,
+                     prefix_first_only=style == DecodeStyle.Stream)
 
 
 def export_text(model_dir: str, vocab_size: int, *, encoder_decoder: bool) -> TextExport:
