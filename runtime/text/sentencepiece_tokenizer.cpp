@@ -161,9 +161,11 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   void encode_text(std::string_view raw, bool first, std::vector<int32_t> &out) const override {
     std::string collapsed;
-    if (collapse_) {
-      for (char c : raw)
+    if (collapse_) {  // the proto's charsmap turns tabs into spaces before tokenizers' Replace(" {2,}", " ")
+      for (char c : raw) {
+        if (c == '\t' || c == '\n' || c == '\r') c = ' ';
         if (!(c == ' ' && !collapsed.empty() && collapsed.back() == ' ')) collapsed += c;
+      }
       raw = collapsed;
     }
     std::string_view text = raw;

@@ -183,6 +183,9 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -
     # side can meet pieces only the other proto has).
     unk_id = tok.unk_token_id if tok.unk_token_id is not None else -1
     hf_vocab = {str(t): int(i) for t, i in tok.get_vocab().items()}
+    # Language tokens some 5.x classes keep outside get_vocab() (M2M100).
+    for i in (getattr(tok, "lang_code_to_id", None) or {}).values():
+        hf_vocab.setdefault(str(tok.convert_ids_to_tokens(int(i))), int(i))
     n = max(max(hf_vocab.values()), max(tok.added_tokens_decoder, default=0)) + 1
     if n > vocab_size:
         raise ConversionError(f"tokenizer has {n} tokens, the model's vocabulary only {vocab_size}")
@@ -194,8 +197,15 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -
     # its own; the tokenizers-backed ones decode one stream (Metaspace).
     style = {"MarianTokenizer": DecodeStyle.RunsSpaced, "M2M100Tokenizer": DecodeStyle.Runs}.get(
         type(tok).__name__, DecodeStyle.Stream)
+    specials = _added_tokens(tok)
+    if type(tok).__name__ == "MarianTokenizer":
+        # Multilingual Marian: ">>fra<<" target-language codes are split off
+        # the text and mapped straight to their id (MarianTokenizer.language_code_re).
+        taken = {s.id for s in specials}
+        specials += [SpecialToken(id=i, content=p, special=False, rstrip=True) for p, i in sorted(hf_vocab.items())
+                     if p.startswith(">>") and p.endswith("<<") and len(p) > 4 and i not in taken]
     return Tokenizer(kind=TokenizerKind.SentencePiece, role=role, model=proto,
-                     special_tokens=_added_tokens(tok), vocab=() if identity else vocab, unk_id=unk_id,
+                     special_tokens=specials, vocab=() if identity else vocab, unk_id=unk_id,
                      clean_up_spaces=_cleans_up_spaces(tok), decode_style=style,
                      prefix_first_only=style == DecodeStyle.Stream)
 
