@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 from ..types import ChatFormat, DecodeStyle, Language, Normalization, SpecialToken, SystemPlacement, Tokenizer, TokenizerKind, \
@@ -94,26 +95,41 @@ def _template(tok, target: bool, lang_attr: str | None, languages: list[Language
     return prefix, suffix
 
 
+_LANG_CODE = re.compile(r"^(?:[a-z]{2,3}_[A-Z][a-z]{3}|[a-z]{2}_[A-Z]{2}|__[a-z]{2,3}__)$")
+
+
 def _languages(tok) -> tuple[list[Language], str | None, str | None]:
-    """(languages, attribute for the source language, attribute for the target)."""
-    codes = None
-    for attr in ("lang_code_to_id",):
-        m = getattr(tok, attr, None)
-        if isinstance(m, dict) and m:
-            codes = {str(k): int(v) for k, v in m.items()}
-    if codes is None:
-        add = getattr(tok, "additional_special_tokens", None) or []
-        if hasattr(tok, "src_lang") and add:
-            codes = {str(c): int(tok.convert_tokens_to_ids(c)) for c in add}
-    if not codes:
+    """(languages, attribute for the source language, attribute for the target).
+
+    5.x classes differ in how (or whether) they list their language codes, so
+    they are found by trying: a candidate is a language when setting it as
+    src_lang puts its token into the encoding."""
+    if not hasattr(tok, "src_lang"):
         return [], None, None
-    langs = [Language(code=c, token_id=i) for c, i in codes.items()]
-    # M2M100 names languages "en" with token "__en__": accept both spellings.
-    for c, i in list(codes.items()):
-        tokname = tok.convert_ids_to_tokens(i)
-        if tokname != c:
-            langs.append(Language(code=tokname, token_id=i))
-    return langs, "src_lang", "tgt_lang"
+    candidates = {str(k): int(v) for k, v in (getattr(tok, "lang_code_to_id", None) or {}).items()}
+    for t, i in tok.get_vocab().items():
+        if _LANG_CODE.match(str(t)):
+            candidates.setdefault(str(t), int(i))
+    for i, t in tok.added_tokens_decoder.items():
+        if _LANG_CODE.match(str(t.content)):
+            candidates.setdefault(str(t.content), int(i))
+    original = tok.src_lang
+    langs, aliases = [], []
+    try:
+        for code, i in sorted(candidates.items(), key=lambda kv: kv[1]):
+            try:
+                tok.src_lang = code
+                ids = _ids(tok, "x")
+            except Exception:  # noqa: BLE001 - not a language this class accepts
+                continue
+            if i in ids:
+                langs.append(Language(code=code, token_id=i))
+                name = str(tok.convert_ids_to_tokens(i))
+                if name != code:  # M2M100 names "en" with token "__en__": accept both
+                    aliases.append(Language(code=name, token_id=i))
+    finally:
+        tok.src_lang = original
+    return langs + aliases, "src_lang", "tgt_lang"  # aliases last: _template sets the first two
 
 
 def _cleans_up_spaces(tok) -> bool:
