@@ -1,6 +1,9 @@
 // parley — command-line front end over the public C API.
 //   parley plugins [--plugin-dir DIR]... [--load LIB]...
 //   parley inspect FILE [--no-verify] [--device NAME] [--plugin-dir DIR]...
+//   parley translate MODEL [--source-language L] [--target-language L] [--beam N] ...  (stdin -> stdout)
+//   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample] ...
+//   parley convert HF_DIR OUT.parley [converter options]
 #include <parley/parley.h>
 
 #include <CLI/CLI.hpp>
@@ -8,6 +11,8 @@
 #include <cstdio>
 #include <string>
 #include <vector>
+
+#include "text_commands.hpp"
 
 namespace {
 
@@ -217,7 +222,50 @@ int main(int argc, char **argv) {
   inspect->add_flag("--no-verify", no_verify, "Skip tensor checksum verification");
   inspect->add_option("--device", device, "Device whose kernels to plan for");
   add_common(inspect);
+
+  parley_cli::TranslateArgs ta;
+  auto *translate = app.add_subcommand("translate", "Translate lines from stdin to stdout (batched)");
+  translate->add_option("model", ta.model, "Translation model file")->required();
+  translate->add_option("-s,--source-language", ta.source_language, "Source language code (multilingual models)");
+  translate->add_option("-t,--target-language", ta.target_language, "Target language code (multilingual models)");
+  translate->add_option("--beam", ta.beam, "Beam size (default: the model's)")->check(CLI::Range(1, 64));
+  translate->add_option("--nbest", ta.nbest, "Hypotheses per line (printed as score<TAB>text)")->check(CLI::Range(1, 64));
+  translate->add_option("--batch", ta.batch, "Lines per batch")->check(CLI::Range(1, 4096));
+  translate->add_option("--max-length", ta.max_length, "Most tokens per translation");
+  translate->add_option("--length-penalty", ta.length_penalty, "Beam length penalty (default: the model's)");
+  translate->add_flag("--scores", ta.scores, "Print score<TAB>text");
+  add_common(translate);
+
+  parley_cli::ChatArgs ca;
+  auto *chat = app.add_subcommand("chat", "Chat with a dialogue model (interactive, or lines piped on stdin)");
+  chat->add_option("model", ca.model, "Dialogue model file")->required();
+  chat->add_option("--system", ca.system, "System prompt");
+  chat->add_option("--system-file", ca.system_file, "Read the system prompt from a file");
+  chat->add_option("--max-tokens", ca.max_tokens, "Most tokens per reply");
+  chat->add_flag("--sample", ca.sample, "Sample instead of greedy decoding");
+  chat->add_option("--temperature", ca.temperature, "Sampling temperature");
+  chat->add_option("--top-p", ca.top_p, "Nucleus sampling threshold");
+  chat->add_option("--top-k", ca.top_k, "Top-k sampling");
+  chat->add_option("--seed", ca.seed, "Sampling seed");
+  chat->add_option("--stop", ca.stop, "Stop string (repeatable)");
+  chat->add_flag("--stats", ca.show_stats, "Print the KV-cache counters after each reply (stderr)");
+  add_common(chat);
+
+  auto *convert = app.add_subcommand("convert", "Convert a Hugging Face model folder (runs parley-convert)");
+  convert->set_help_flag();  // --help goes to parley-convert
+  convert->allow_extras();
+  convert->prefix_command();
+
   CLI11_PARSE(app, argc, argv);
   if (plugins->parsed()) return cmd_plugins(common);
+  if (convert->parsed()) return parley_cli::convert(convert->remaining());
+  if (translate->parsed() || chat->parsed()) {
+    parley_runtime *rt = nullptr;
+    parley_status st = make_runtime(common, &rt);
+    if (st != PARLEY_OK) return report(st, "creating the runtime");
+    int rc = translate->parsed() ? parley_cli::translate(rt, ta) : parley_cli::chat(rt, ca);
+    parley_runtime_free(rt);
+    return rc;
+  }
   return cmd_inspect(common, file, !no_verify, device);
 }

@@ -105,8 +105,10 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
         raise ConversionError(f"{out_path} exists (use --force to overwrite)")
     plan = plan_for_dir(model_dir, max_positions=max_positions)
     from ..types import ModelKind
+    from ..types import coerce_enum
+    kind = coerce_enum(ModelKind, plan.config.kind, "kind")
     text = export_text(model_dir, plan.config.vocab_size,
-                       encoder_decoder=int(plan.config.kind) == int(ModelKind.EncoderDecoder)) if tokenizer else None
+                       encoder_decoder=kind == ModelKind.EncoderDecoder) if tokenizer else None
     if text is not None:
         plan.warnings.extend(text.warnings)
     ck = load_checkpoint(model_dir)

@@ -1,0 +1,248 @@
+#include "text_commands.hpp"
+
+#include <parley/parley.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace parley_cli {
+
+namespace {
+
+int fail(parley_status st, const char *what) {
+  std::fprintf(stderr, "parley: %s failed: %s (%s)\n", what, parley_last_error(), parley_status_name(st));
+  return 1;
+}
+
+parley_model *load(parley_runtime *rt, const std::string &path) {
+  parley_model *m = nullptr;
+  parley_status st = parley_model_load_file(rt, path.c_str(), nullptr, &m);
+  if (st != PARLEY_OK) {
+    fail(st, "loading the model");
+    return nullptr;
+  }
+  return m;
+}
+
+// Translates one batch of non-empty lines; empty lines stay empty.
+int translate_batch(parley_model *m, const TranslateArgs &a, const std::vector<std::string> &lines) {
+  std::vector<const char *> texts;
+  for (const auto &l : lines)
+    if (!l.empty()) texts.push_back(l.c_str());
+  parley_translation_result *r = nullptr;
+  if (!texts.empty()) {
+    parley_generation_options g;
+    parley_generation_options_init(m, &g);
+    if (a.beam) g.num_beams = a.beam;
+    g.num_return_sequences = a.nbest;
+    if (g.num_beams < a.nbest) g.num_beams = a.nbest;
+    if (a.max_length) g.max_new_tokens = a.max_length;
+    if (a.length_penalty != 0.f) g.length_penalty = a.length_penalty;
+    parley_translation_options o;
+    parley_translation_options_init(&o);
+    o.source_language = a.source_language.empty() ? nullptr : a.source_language.c_str();
+    o.target_language = a.target_language.empty() ? nullptr : a.target_language.c_str();
+    o.generation = &g;
+    parley_status st = parley_translate(m, texts.data(), texts.size(), &o, &r);
+    if (st != PARLEY_OK) return fail(st, "translate");
+  }
+  size_t next = 0;
+  for (const auto &l : lines) {
+    if (l.empty()) {
+      std::printf("\n");
+      continue;
+    }
+    size_t n = 0;
+    parley_translation_result_hypothesis_count(r, next, &n);
+    for (size_t h = 0; h < n; ++h) {
+      const char *text = nullptr;
+      float score = 0.f;
+      parley_translation_result_text(r, next, h, &text, &score);
+      if (a.scores || a.nbest > 1)
+        std::printf("%.4f\t%s\n", static_cast<double>(score), text);
+      else
+        std::printf("%s\n", text);
+    }
+    ++next;
+  }
+  std::fflush(stdout);
+  parley_translation_result_free(r);
+  return 0;
+}
+
+parley_chat_session *volatile g_session = nullptr;
+void on_sigint(int) {
+  if (g_session) parley_chat_cancel(g_session);  // async-safe: sets an atomic flag
+}
+
+int32_t print_delta(void *, const char *text, size_t length) {
+  std::fwrite(text, 1, length, stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+int translate(parley_runtime *rt, const TranslateArgs &a) {
+  parley_model *m = load(rt, a.model);
+  if (!m) return 1;
+  std::vector<std::string> lines;
+  std::string line;
+  int rc = 0;
+  while (rc == 0 && std::getline(std::cin, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(line);
+    if (lines.size() >= a.batch) {
+      rc = translate_batch(m, a, lines);
+      lines.clear();
+    }
+  }
+  if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, lines);
+  parley_model_free(m);
+  return rc;
+}
+
+int chat(parley_runtime *rt, const ChatArgs &a) {
+  parley_model *m = load(rt, a.model);
+  if (!m) return 1;
+  std::string system = a.system;
+  if (!a.system_file.empty()) {
+    std::ifstream f(a.system_file);
+    if (!f) {
+      std::fprintf(stderr, "parley: cannot read --system-file %s: %s\n", a.system_file.c_str(), std::strerror(errno));
+      parley_model_free(m);
+      return 1;
+    }
+    std::stringstream ss;
+    ss << f.rdbuf();
+    system = ss.str();
+  }
+  parley_chat_session *s = nullptr;
+  bool has_system = !a.system.empty() || !a.system_file.empty();
+  parley_status st = parley_chat_session_create(m, has_system ? system.c_str() : nullptr, &s);
+  if (st != PARLEY_OK) {
+    parley_model_free(m);
+    return fail(st, "creating the chat session");
+  }
+  g_session = s;
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, nullptr);
+
+  parley_generation_options g;
+  parley_generation_options_init(m, &g);
+  if (a.max_tokens) g.max_new_tokens = a.max_tokens;
+  if (a.sample) g.do_sample = 1;
+  if (a.temperature > 0.f) g.temperature = a.temperature;
+  if (a.top_p > 0.f) g.top_p = a.top_p;
+  if (a.top_k) g.top_k = a.top_k;
+  g.seed = a.seed;
+  std::vector<const char *> stops;
+  for (const auto &x : a.stop) stops.push_back(x.c_str());
+  parley_chat_options o;
+  parley_chat_options_init(&o);
+  o.generation = &g;
+  o.stop_strings = stops.data();
+  o.num_stop_strings = stops.size();
+  o.on_text = print_delta;
+
+  const bool tty = isatty(STDIN_FILENO);
+  if (tty) std::printf("Chatting with %s. /reset starts over, /stats shows the cache counters, Ctrl-D quits.\n",
+                       a.model.c_str());
+  std::string line;
+  int rc = 0;
+  while (true) {
+    if (tty) {
+      std::printf("> ");
+      std::fflush(stdout);
+    }
+    if (!std::getline(std::cin, line)) break;
+    if (line == "/reset") {
+      parley_chat_reset(s);
+      continue;
+    }
+    if (line == "/stats" || line.empty()) {
+      if (line.empty()) continue;
+      parley_chat_stats stats{};
+      stats.struct_size = sizeof stats;
+      parley_chat_stats_get(s, &stats);
+      std::printf("prompt %llu tokens, %llu reused from the cache, %llu processed; reply %llu tokens; cache %llu\n",
+                  static_cast<unsigned long long>(stats.prompt_tokens),
+                  static_cast<unsigned long long>(stats.reused_tokens),
+                  static_cast<unsigned long long>(stats.processed_tokens),
+                  static_cast<unsigned long long>(stats.generated_tokens),
+                  static_cast<unsigned long long>(stats.cached_tokens));
+      continue;
+    }
+    if (!tty) std::printf("> %s\n", line.c_str());
+    st = parley_chat_append(s, PARLEY_ROLE_USER, line.c_str());
+    if (st != PARLEY_OK) {
+      rc = fail(st, "adding the message");
+      break;
+    }
+    st = parley_chat_generate(s, &o, nullptr);
+    std::printf("\n");
+    if (st == PARLEY_ERROR_CANCELLED) {
+      std::printf("[cancelled]\n");
+      continue;
+    }
+    if (st != PARLEY_OK) {
+      rc = fail(st, "generating the reply");
+      break;
+    }
+    if (a.show_stats) {
+      parley_chat_stats stats{};
+      stats.struct_size = sizeof stats;
+      parley_chat_stats_get(s, &stats);
+      std::fprintf(stderr, "[prompt %llu tokens: %llu reused, %llu processed; reply %llu tokens]\n",
+                   static_cast<unsigned long long>(stats.prompt_tokens),
+                   static_cast<unsigned long long>(stats.reused_tokens),
+                   static_cast<unsigned long long>(stats.processed_tokens),
+                   static_cast<unsigned long long>(stats.generated_tokens));
+    }
+  }
+  g_session = nullptr;
+  parley_chat_session_free(s);
+  parley_model_free(m);
+  return rc;
+}
+
+int convert(const std::vector<std::string> &args) {
+  // The converter is Python (formats/python, console script parley-convert);
+  // run it as a module so one interpreter choice (PARLEY_PYTHON) covers both
+  // an installed package and this source tree.
+  const char *python = std::getenv("PARLEY_PYTHON");
+  if (!python || !*python) python = "python3";
+#ifdef PARLEY_FORMATS_PYTHON_DIR
+  if (access(PARLEY_FORMATS_PYTHON_DIR, R_OK) == 0) {
+    std::string path = PARLEY_FORMATS_PYTHON_DIR;
+    if (const char *old = std::getenv("PYTHONPATH"); old && *old) path += std::string(":") + old;
+    setenv("PYTHONPATH", path.c_str(), 1);
+  }
+#endif
+  std::vector<char *> argv;
+  std::string mod = "parley_format.convert";
+  argv.push_back(const_cast<char *>(python));
+  argv.push_back(const_cast<char *>("-m"));
+  argv.push_back(mod.data());
+  std::vector<std::string> copy = args;
+  for (auto &s : copy) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  execvp(python, argv.data());
+  std::fprintf(stderr,
+               "parley: convert needs Python with the converter (pip install -r formats/python/requirements-convert.txt "
+               "&& pip install formats/python); running %s failed: %s (set PARLEY_PYTHON to choose the interpreter)\n",
+               python, std::strerror(errno));
+  return 1;
+}
+
+}  // namespace parley_cli

@@ -1,0 +1,33 @@
+// `parley translate`, `parley chat` and `parley convert`: text front ends
+// over the public C API (and, for convert, the Python converter).
+#pragma once
+
+#include <string>
+#include <vector>
+
+struct parley_runtime;
+
+namespace parley_cli {
+
+struct TranslateArgs {
+  std::string model, source_language, target_language;
+  size_t beam = 0, nbest = 1, batch = 16, max_length = 0;
+  float length_penalty = 0.f;  // 0: the model's default
+  bool scores = false;
+};
+
+struct ChatArgs {
+  std::string model, system, system_file;
+  std::vector<std::string> stop;
+  size_t max_tokens = 0;
+  bool sample = false, show_stats = false;
+  float temperature = 0.f, top_p = 0.f;
+  size_t top_k = 0;
+  uint64_t seed = 0;
+};
+
+int translate(parley_runtime *rt, const TranslateArgs &a);
+int chat(parley_runtime *rt, const ChatArgs &a);
+int convert(const std::vector<std::string> &args);
+
+}  // namespace parley_cli
