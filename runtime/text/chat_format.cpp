@@ -42,6 +42,7 @@ ChatFormat::ChatFormat(const format::ChatFormat &t)
       generation_prompt_(str(t.generation_prompt())),
       default_system_(str(t.default_system())),
       separator_(str(t.system_separator())),
+      strip_through_(str(t.assistant_strip_through())),
       placement_(t.system_placement()),
       trim_{t.trim_system(), t.trim_user(), t.trim_assistant()},
       alternate_(t.alternate()) {}
@@ -68,7 +69,15 @@ std::string ChatFormat::render(const std::vector<ChatMessage> &messages, bool ad
   }
   auto content = [&](const ChatMessage &m) {
     auto r = static_cast<size_t>(m.role);
-    return trim_[r] ? std::string(trim_unicode_space(m.content)) : m.content;
+    std::string_view c = m.content;
+    if (m.role == ChatRole::kAssistant && !strip_through_.empty()) {
+      size_t at = c.rfind(strip_through_);
+      if (at != std::string_view::npos) {
+        c.remove_prefix(at + strip_through_.size());
+        while (!c.empty() && c.front() == '\n') c.remove_prefix(1);
+      }
+    }
+    return trim_[r] ? std::string(trim_unicode_space(c)) : std::string(c);
   };
   bool has_system = !messages.empty() && messages[0].role == ChatRole::kSystem;
   std::string system = has_system ? content(messages[0]) : default_system_;

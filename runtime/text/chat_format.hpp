@@ -34,7 +34,7 @@ class ChatFormat {
   void check_next(const std::vector<ChatMessage> &messages, ChatRole role) const;
 
  private:
-  std::string begin_, prefix_[3], suffix_[3], generation_prompt_, default_system_, separator_;
+  std::string begin_, prefix_[3], suffix_[3], generation_prompt_, default_system_, separator_, strip_through_;
   format::SystemPlacement placement_;
   bool trim_[3];
   bool alternate_;

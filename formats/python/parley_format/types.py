@@ -234,6 +234,7 @@ class ChatFormat:
     trim_user: bool = False
     trim_assistant: bool = False
     alternate: bool = False
+    assistant_strip_through: str = ""
 
 
 @dataclass(kw_only=True)

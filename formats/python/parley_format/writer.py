@@ -683,7 +683,8 @@ def _build_tokenizer(b: flatbuffers.Builder, t: Tokenizer, r: _Region) -> int:
 
 
 _CHAT_STRINGS = ("begin", "system_prefix", "system_suffix", "user_prefix", "user_suffix", "assistant_prefix",
-                 "assistant_suffix", "generation_prompt", "default_system", "system_separator")
+                 "assistant_suffix", "generation_prompt", "default_system", "system_separator",
+                 "assistant_strip_through")
 
 
 def _build_chat_format(b: flatbuffers.Builder, c: ChatFormat) -> int:

@@ -133,7 +133,14 @@ class ChatFormat(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def ChatFormatStart(builder): builder.StartObject(15)
+    # ChatFormat
+    def AssistantStripThrough(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+def ChatFormatStart(builder): builder.StartObject(16)
 def Start(builder):
     return ChatFormatStart(builder)
 def ChatFormatAddBegin(builder, begin): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(begin), 0)
@@ -181,6 +188,9 @@ def AddTrimAssistant(builder, trimAssistant):
 def ChatFormatAddAlternate(builder, alternate): builder.PrependBoolSlot(14, alternate, 0)
 def AddAlternate(builder, alternate):
     return ChatFormatAddAlternate(builder, alternate)
+def ChatFormatAddAssistantStripThrough(builder, assistantStripThrough): builder.PrependUOffsetTRelativeSlot(15, flatbuffers.number_types.UOffsetTFlags.py_type(assistantStripThrough), 0)
+def AddAssistantStripThrough(builder, assistantStripThrough):
+    return ChatFormatAddAssistantStripThrough(builder, assistantStripThrough)
 def ChatFormatEnd(builder): return builder.EndObject()
 def End(builder):
     return ChatFormatEnd(builder)

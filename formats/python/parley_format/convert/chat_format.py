@@ -53,7 +53,10 @@ def render_chat_format(f: ChatFormat, messages: list[dict], gen: bool) -> str:
     suf = {"system": f.system_suffix, "user": f.user_suffix, "assistant": f.assistant_suffix}
 
     def content(m):
-        return m["content"].strip() if trim[m["role"]] else m["content"]
+        c = m["content"]
+        if m["role"] == "assistant" and f.assistant_strip_through and f.assistant_strip_through in c:
+            c = c.split(f.assistant_strip_through)[-1].lstrip("\n")
+        return c.strip() if trim[m["role"]] else c
     has_sys = bool(messages) and messages[0]["role"] == "system"
     system = content(messages[0]) if has_sys else f.default_system
     use_sys = has_sys or bool(f.default_system)
@@ -87,6 +90,7 @@ def _probes() -> list[tuple[list[dict], bool]]:
          _m("user", t[1])],
         [_m("user", t[4]), _m("assistant", t[0]), _m("user", t[2]), _m("assistant", t[5]), _m("user", t[3])],
     ]
+    convs.append([_m("user", t[0]), _m("assistant", "<think>\nreasoning\n</think>\n\n" + t[3]), _m("user", t[2])])
     return [(c, True) for c in convs] + [(c, False) for c in convs]
 
 
@@ -129,10 +133,16 @@ def derive_chat_format(tok) -> ChatFormat:
     if begin_and_default is None:
         raise UnsupportedError("chat template: the first user turn differs from later ones")
     alternate = r([_m("user", U1), _m("user", U2)], False) is None
+    # Reasoning dropped from assistant turns in the history (Qwen3).
+    strip_through = ""
+    think = r([_m("user", U1), _m("assistant", "<think>\nPRLYHIDDEN\n</think>\n\n" + A1), _m("user", U2)], True)
+    if think is not None and "PRLYHIDDEN" not in think and A1 in think:
+        strip_through = "</think>"
 
     candidates: list[ChatFormat] = []
     base = dict(user_prefix=user_prefix, user_suffix=user_suffix, assistant_prefix=assistant_prefix,
-                assistant_suffix=assistant_suffix, generation_prompt=generation_prompt, alternate=alternate)
+                assistant_suffix=assistant_suffix, generation_prompt=generation_prompt, alternate=alternate,
+                assistant_strip_through=strip_through)
     ps = _split(su, [S, U1]) if su is not None else None
     if ps is not None:
         b_s = ps[0]  # begin + system_prefix
