@@ -422,8 +422,6 @@ void ModelFile::check_header() {
       if (t->vocab() && t->vocab()->size() > vocab_size_)
         invalid(what + ": vocabulary of " + std::to_string(t->vocab()->size()) + " tokens is larger than the model's " +
                 std::to_string(vocab_size_));
-      if (t->kind() == fb::TokenizerKind::ByteLevelBPE && (!t->vocab() || t->vocab()->size() == 0))
-        invalid(what + ": a byte-level BPE tokenizer needs its vocabulary");
       if (t->unk_id() != -1 && !in_vocab(t->unk_id()))
         invalid(what + ": unk_id " + std::to_string(t->unk_id()) + " is outside the vocabulary");
       if (const auto *langs = t->languages())

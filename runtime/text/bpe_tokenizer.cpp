@@ -9,6 +9,7 @@
 #include <array>
 #include <climits>
 #include <memory>
+#include <new>
 #include <unordered_map>
 
 #include "core/error.hpp"
@@ -42,6 +43,9 @@ const ByteMap &byte_map() {
 struct Pcre2CodeFree {
   void operator()(pcre2_code *c) const { pcre2_code_free(c); }
 };
+struct Pcre2ContextFree {
+  void operator()(pcre2_match_context *c) const { pcre2_match_context_free(c); }
+};
 struct Pcre2DataFree {
   void operator()(pcre2_match_data *d) const { pcre2_match_data_free(d); }
 };
@@ -50,6 +54,8 @@ class BpeTokenizer final : public Tokenizer {
  public:
   BpeTokenizer(const TokenizerView &view, uint32_t model_vocab) : Tokenizer(view, model_vocab) {
     const auto *vocab = table_.vocab();
+    if (!vocab || vocab->size() == 0)  // format 1.0 files kept BPE tables in the blob; nothing reads those
+      fail(PARLEY_ERROR_INVALID_MODEL, "byte-level BPE tokenizer has no vocabulary (re-convert the model)");
     vocab_.reserve(vocab->size());
     for (flatbuffers::uoffset_t i = 0; i < vocab->size(); ++i) {
       vocab_.push_back(vocab->Get(i)->str());
@@ -86,6 +92,13 @@ class BpeTokenizer final : public Tokenizer {
                                              ": " + reinterpret_cast<const char *>(msg));
       }
       pcre2_jit_compile(regex_.get(), PCRE2_JIT_COMPLETE);  // optional speed-up; matching works without it
+      // The regex comes from the file: bound backtracking so a hostile
+      // pattern fails instead of hanging.
+      limits_.reset(pcre2_match_context_create(nullptr));
+      if (!limits_) throw std::bad_alloc();
+      pcre2_set_match_limit(limits_.get(), 10'000'000);
+      pcre2_set_depth_limit(limits_.get(), 100'000);
+      pcre2_set_heap_limit(limits_.get(), 64 * 1024);  // KiB
     }
   }
 
@@ -106,8 +119,10 @@ class BpeTokenizer final : public Tokenizer {
     const auto *subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     size_t pos = 0, gap = 0;
     while (pos <= text.size()) {
-      int rc = pcre2_match(regex_.get(), subject, text.size(), pos, 0, md.get(), nullptr);
+      int rc = pcre2_match(regex_.get(), subject, text.size(), pos, 0, md.get(), limits_.get());
       if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "the model's pre-tokenizer regex exceeded its match limits on this text");
       if (rc < 0) fail(PARLEY_ERROR_INTERNAL, "pre-tokenizer regex failed with PCRE2 error " + std::to_string(rc));
       PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md.get());
       size_t s = ov[0], e = ov[1];
@@ -198,6 +213,7 @@ class BpeTokenizer final : public Tokenizer {
   std::unordered_map<std::string, int32_t> ids_;
   std::unordered_map<std::string, Merge> merges_;
   std::unique_ptr<pcre2_code, Pcre2CodeFree> regex_;
+  std::unique_ptr<pcre2_match_context, Pcre2ContextFree> limits_;
 };
 
 }  // namespace

@@ -269,6 +269,36 @@ def write_big_sparse(path: str) -> dict:
     )
 
 
+# Hostile tokenizers: files that load (the container is sound) but whose
+# tokenizer tables are wrong; building or running them must fail cleanly.
+BYTE_VOCAB = [chr(c) for c in range(ord("a"), ord("a") + 26)] + ["ab", "abc"] + ["<s>", "</s>"]
+
+
+def _bpe(**kw) -> pf.Tokenizer:
+    base = dict(kind=pf.TokenizerKind.ByteLevelBPE, model=b"a b\nab c\n", vocab=BYTE_VOCAB,
+                pre_tokenizer_regex=r" ?\p{L}+|\s+", special_tokens=[(28, "<s>"), (29, "</s>")])
+    base.update(kw)
+    return pf.Tokenizer(**base)
+
+
+HOSTILE_TOKENIZERS = {
+    "tok_bad_spm": pf.Tokenizer(kind=pf.TokenizerKind.SentencePiece, model=b"\x0a\xff\xff\xff\xff\x0fnot a proto"),
+    "tok_bad_merge": _bpe(model=b"a b\nx y\n"),
+    "tok_bad_merge_line": _bpe(model=b"ab\n"),
+    "tok_bad_regex": _bpe(pre_tokenizer_regex="(unclosed"),
+    "tok_redos": _bpe(pre_tokenizer_regex=r"^(a|aa)+$"),
+    "tok_bad_prefix": _bpe(prefix=["<nope>"]),
+    "tok_lang_without_languages": _bpe(prefix=["{lang}"]),
+    "tok_ok": _bpe(prefix=["<s>"], suffix=["</s>"]),
+}
+
+
+def write_hostile_tokenizers(out_dir: str) -> None:
+    cfg = tiny_decoder_config()
+    for name, tok in HOSTILE_TOKENIZERS.items():
+        pf.write_model(os.path.join(out_dir, name + ".parley"), cfg, {}, tokenizers=[tok])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
@@ -283,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         info = fn(os.path.join(args.out_dir, name))
         print(f"{name}: {info['file_size']} bytes, {len(info['tensors'])} tensors "
               f"({time.perf_counter() - t0:.2f} s)")
+    write_hostile_tokenizers(args.out_dir)
     return 0
 
 

@@ -9,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "format/model_file.hpp"
+#include "text/text_model.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::vector<uint8_t> b(data, data + size);
@@ -32,6 +33,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // Touch what a host would read after loading.
     for (const auto &t : model->tensors()) (void)model->find_tensor(t.name);
     for (const auto &c : model->config()) (void)c.int_value;
+    // The tokenizers and chat format a text API call would build, and a
+    // round trip through them: a hostile file must fail with an Error.
+    auto text = parley::build_text_model(*model);
+    static const char *probe = "Hallo <s> Welt \xF0\x9F\x99\x82 x</s>";
+    std::vector<int32_t> ids = text->source().encode(probe, true, text->source().needs_language()
+                                                                          ? text->source().languages().front().first
+                                                                          : std::string());
+    (void)text->target().decode(ids, false);
+    if (text->chat) (void)text->chat->render({{parley::ChatRole::kUser, probe}}, true);
   } catch (const parley::Error &) {
   }
   return 0;

@@ -10,3 +10,7 @@ mkdir -p "$out"
 printf '' >"$out/empty"
 head -c 64 "$out/tiny_decoder.parley" >"$out/preamble_only"
 head -c 600 "$out/tiny_decoder.parley" >"$out/truncated_header"
+# Files with tokenizers and chat formats (the target also builds and runs them).
+for f in gpt2 llama3 qwen2 qwen3 mistral; do
+  cp "$here/../tokenizers/files/$f.parley" "$out/tokenizer_$f.parley"
+done
