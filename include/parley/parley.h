@@ -710,11 +710,20 @@ static inline parley_status parley_chat_options_init(parley_chat_options *option
 PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,
                                               char **out_reply);
 
-/* Ask a running parley_chat_generate to stop soon (any thread; async-safe). */
+/*
+ * Ask a running parley_chat_generate to stop soon (any thread; async-safe:
+ * it only sets a flag). The flag is cleared when a generate call starts, so
+ * a cancel that arrives before the call starts is not applied to it; the
+ * host's own "stopped" state should also guard the start of a turn.
+ */
 PARLEY_API parley_status parley_chat_cancel(parley_chat_session *session);
 
 /* Drop every message after the system prompt (its cached tokens are kept). */
 PARLEY_API parley_status parley_chat_reset(parley_chat_session *session);
+
+/* Drop the last message (e.g. a user turn whose reply was cancelled). The
+ * system prompt given at creation stays. Errors: PARLEY_ERROR_NOT_FOUND. */
+PARLEY_API parley_status parley_chat_remove_last(parley_chat_session *session);
 
 PARLEY_API parley_status parley_chat_message_count(const parley_chat_session *session, size_t *out_count);
 /* Message `index`: role and content (owned by the session, valid until it changes). */

@@ -142,6 +142,8 @@ PARLEY_API parley_status parley_translate(const parley_model *model, const char 
       std::memcpy(&o, options, options->struct_size);
     }
     const ModelFile &file = *model->impl.file;
+    if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
+      fail(PARLEY_ERROR_UNSUPPORTED, "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
     TextTranslationOptions t;
     t.decoding = resolve_generation_options(file, o.generation);
     t.decoding.on_token = nullptr;
@@ -303,6 +305,10 @@ PARLEY_API parley_status parley_chat_cancel(parley_chat_session *session) {
 
 PARLEY_API parley_status parley_chat_reset(parley_chat_session *session) {
   return guarded(__func__, [&] { session_of(session).reset(); });
+}
+
+PARLEY_API parley_status parley_chat_remove_last(parley_chat_session *session) {
+  return guarded(__func__, [&] { session_of(session).remove_last(); });
 }
 
 PARLEY_API parley_status parley_chat_message_count(const parley_chat_session *session, size_t *out_count) {

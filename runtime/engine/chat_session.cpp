@@ -33,6 +33,11 @@ void ChatSession::reset() {
   cancel_.store(false);
 }
 
+void ChatSession::remove_last() {
+  if (messages_.size() <= base_messages_) fail(PARLEY_ERROR_NOT_FOUND, "no message to remove after the system prompt");
+  messages_.pop_back();
+}
+
 void ChatSession::ensure_capacity(int64_t tokens) {
   if (state_.batch == 1 && state_.capacity >= tokens) return;
   const int64_t limit = model_.decoder_params().max_positions;
@@ -73,8 +78,10 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   const DecodingOptions &o = options.decoding;
   if (o.num_beams != 1 || o.num_return_sequences != 1)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "chat replies use greedy search or sampling (num_beams = 1)");
-  for (const std::string &s : options.stop)
+  for (const std::string &s : options.stop) {
     if (s.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a stop string is empty");
+    if (!utf8::valid(s)) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a stop string is not valid UTF-8");
+  }
   validate_decoding_options(o, model_.vocab());
 
   const Tokenizer &tok = text_.source();

@@ -52,6 +52,9 @@ class ChatSession {
   void cancel() { cancel_.store(true); }
   // Back to the system prompt only (the cached system prompt is reused).
   void reset();
+  // Drops the last message (not the session's system prompt); NOT_FOUND when
+  // there is none.
+  void remove_last();
 
   const std::vector<ChatMessage> &messages() const { return messages_; }
   const ChatCounters &counters() const { return counters_; }

@@ -221,13 +221,15 @@ static void test_status_and_dtype_names(void) {
       "PARLEY_ERROR_DEVICE",
       "PARLEY_ERROR_UNSUPPORTED",
       "PARLEY_ERROR_INTERNAL",
+      "PARLEY_ERROR_CANCELLED",
   };
   static const char *const dtypes[] = {"f32", "f16", "bf16", "i8", "i32", "u8", "i64"};
   int i;
   CHECK(PARLEY_OK == 0);
   CHECK(PARLEY_ERROR_INTERNAL == 11);
-  for (i = 0; i <= (int)PARLEY_ERROR_INTERNAL; ++i) CHECK_STR(parley_status_name((parley_status)i), names[i]);
-  CHECK_STR(parley_status_name((parley_status)12), "PARLEY_ERROR_UNKNOWN");
+  CHECK(PARLEY_ERROR_CANCELLED == 12); /* appended: values never move */
+  for (i = 0; i <= (int)PARLEY_ERROR_CANCELLED; ++i) CHECK_STR(parley_status_name((parley_status)i), names[i]);
+  CHECK_STR(parley_status_name((parley_status)13), "PARLEY_ERROR_UNKNOWN");
   CHECK_STR(parley_status_name((int32_t)-1), "PARLEY_ERROR_UNKNOWN");
   CHECK_STR(parley_status_name((int32_t)1000000), "PARLEY_ERROR_UNKNOWN");
 

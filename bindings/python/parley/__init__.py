@@ -1,0 +1,79 @@
+"""Parley: Transformer translation and dialogue inference — Python binding.
+
+A thin ctypes layer over libparley's C API (include/parley/parley.h). The
+library is found through the PARLEY_LIBRARY environment variable (the full
+path of libparley.so), else ctypes.util.find_library("parley"), else
+libparley.so.0 on the dynamic loader's search path.
+
+    import parley
+    rt = parley.Runtime()
+    model = parley.Model(rt, "opus-mt-de-en.parley")
+    print(model.translate("Guten Morgen!").text)
+
+    chat = parley.Chat(parley.Model(rt, "support-bot.parley"), system_prompt="You help customers.")
+    for piece in chat.stream("My order has not arrived."):
+        print(piece, end="", flush=True)
+"""
+
+from __future__ import annotations
+
+from . import _lib
+from .chat import Chat, ChatStream
+from .errors import (
+    BusyError,
+    CancelledError,
+    ChecksumError,
+    ClosedError,
+    DeviceError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidModelError,
+    NotFoundError,
+    OutOfMemoryError,
+    ParleyError,
+    ParleyIOError,
+    PluginError,
+    UnsupportedError,
+    UnsupportedVersionError,
+)
+from .model import Hypothesis, Model, ModelInfo, TokenizerInfo, Translation, TranslationHypothesis
+from .runtime import DeviceInfo, KernelInfo, PluginInfo, Runtime
+
+__version__ = "0.1.0"
+
+#: Version of the loaded libparley, e.g. "0.1.0".
+library_version: str = _lib.version_string
+#: Path (or name) libparley was loaded from.
+library_path: str = _lib.library_path
+
+__all__ = [
+    "Runtime",
+    "Model",
+    "Chat",
+    "ChatStream",
+    "ModelInfo",
+    "TokenizerInfo",
+    "PluginInfo",
+    "DeviceInfo",
+    "KernelInfo",
+    "Hypothesis",
+    "Translation",
+    "TranslationHypothesis",
+    "ParleyError",
+    "InvalidArgumentError",
+    "OutOfMemoryError",
+    "ParleyIOError",
+    "InvalidModelError",
+    "UnsupportedVersionError",
+    "ChecksumError",
+    "NotFoundError",
+    "PluginError",
+    "DeviceError",
+    "UnsupportedError",
+    "InternalError",
+    "CancelledError",
+    "ClosedError",
+    "BusyError",
+    "library_version",
+    "library_path",
+]

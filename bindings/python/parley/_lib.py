@@ -1,0 +1,424 @@
+"""ctypes declarations for libparley (include/parley/parley.h) and the loader.
+
+This module mirrors the C header one to one: structs, callback types and the
+argument/result types of every exported function. Nothing here implements
+Parley behaviour; the rest of the package only marshals Python values.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_char_p,
+    c_double,
+    c_float,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+
+from .errors import ParleyError, error_class
+
+#: The major version of the C API this binding was written for.
+EXPECTED_MAJOR = 0
+#: The oldest library (as PARLEY_VERSION_NUMBER) that has every function used here (the text API).
+MINIMUM_VERSION = (0 << 16) | (1 << 8) | 0
+
+# ----------------------------------------------------------------- constants
+
+OK = 0
+ERROR_INVALID_ARGUMENT = 1
+
+PLUGINS_NONE = 0
+PLUGINS_BESIDE_LIBRARY = 1
+PLUGINS_ENV_PATH = 2
+PLUGINS_BUILTIN = 4
+PLUGINS_DEFAULT = PLUGINS_BESIDE_LIBRARY | PLUGINS_ENV_PATH | PLUGINS_BUILTIN
+
+SEVERITY_DEBUG, SEVERITY_INFO, SEVERITY_WARNING, SEVERITY_ERROR = 0, 1, 2, 3
+
+MODEL_DECODER_ONLY, MODEL_ENCODER_DECODER = 0, 1
+ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT = 0, 1, 2
+
+# ------------------------------------------------------------ callback types
+
+#: void (*parley_log_fn)(void *user_data, parley_log_severity severity, const char *message)
+LOG_FN = CFUNCTYPE(None, c_void_p, c_int32, c_char_p)
+#: int32_t (*parley_token_fn)(void *user_data, size_t batch_index, size_t sequence_index, int32_t token)
+TOKEN_FN = CFUNCTYPE(c_int32, c_void_p, c_size_t, c_size_t, c_int32)
+#: int32_t (*parley_text_fn)(void *user_data, const char *text, size_t length)
+#: (text is not NUL-terminated, so it is declared as void * and read with string_at)
+TEXT_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_size_t)
+
+# ------------------------------------------------------------------- structs
+
+
+class RuntimeOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("num_threads", c_int32),
+        ("plugin_sources", c_uint32),
+        ("plugin_dirs", POINTER(c_char_p)),
+        ("num_plugin_dirs", c_size_t),
+        ("log_fn", LOG_FN),
+        ("log_user_data", c_void_p),
+        ("min_severity", c_int32),
+    ]
+
+
+class PluginInfo(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("name", c_char_p),
+        ("version", c_char_p),
+        ("path", c_char_p),
+        ("abi_version", c_uint32),
+        ("num_devices", c_size_t),
+        ("num_kernels", c_size_t),
+    ]
+
+
+class DeviceInfo(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("name", c_char_p),
+        ("plugin", c_char_p),
+        ("kind", c_int32),
+        ("available", c_int32),
+        ("status", c_char_p),
+    ]
+
+
+class KernelInfo(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("op", c_char_p),
+        ("device", c_char_p),
+        ("dtype", c_int32),
+        ("priority", c_int32),
+        ("name", c_char_p),
+        ("plugin", c_char_p),
+        ("selected", c_int32),
+    ]
+
+
+class ModelOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("verify_checksums", c_int32),
+        ("device", c_char_p),
+        ("borrow_memory", c_int32),
+    ]
+
+
+class ModelInfo(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("format_major", c_uint32),
+        ("format_minor", c_uint32),
+        ("architecture", c_char_p),
+        ("kind", c_int32),
+        ("vocab_size", c_uint32),
+        ("num_tensors", c_size_t),
+        ("num_tokenizers", c_size_t),
+        ("num_metadata", c_size_t),
+        ("has_chat_template", c_int32),
+        ("file_size", c_uint64),
+        ("weights_size", c_uint64),
+        ("device", c_char_p),
+    ]
+
+
+MAX_RANK = 8
+
+
+class TensorInfo(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("name", c_char_p),
+        ("dtype", c_int32),
+        ("rank", c_size_t),
+        ("shape", c_int64 * MAX_RANK),
+        ("offset", c_uint64),
+        ("length", c_uint64),
+        ("checksum", c_uint64),
+        ("scale_tensor", c_char_p),
+        ("scale_axis", c_int32),
+    ]
+
+
+class TokenizerInfo(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("kind", c_int32),
+        ("role", c_int32),
+        ("model_size", c_uint64),
+        ("num_special_tokens", c_size_t),
+    ]
+
+
+class GenerationOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("max_new_tokens", c_size_t),
+        ("min_new_tokens", c_size_t),
+        ("num_beams", c_size_t),
+        ("num_return_sequences", c_size_t),
+        ("length_penalty", c_float),
+        ("early_stopping", c_int32),
+        ("no_repeat_ngram_size", c_size_t),
+        ("repetition_penalty", c_float),
+        ("do_sample", c_int32),
+        ("temperature", c_float),
+        ("top_k", c_size_t),
+        ("top_p", c_float),
+        ("min_p", c_float),
+        ("seed", c_uint64),
+        ("eos_token_ids", POINTER(c_int32)),
+        ("num_eos_token_ids", c_size_t),
+        ("on_token", TOKEN_FN),
+        ("user_data", c_void_p),
+    ]
+
+
+class TranslationOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("source_language", c_char_p),
+        ("target_language", c_char_p),
+        ("generation", POINTER(GenerationOptions)),
+        ("return_attention", c_int32),
+        ("attention_layer", c_int32),
+    ]
+
+
+class ChatOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("generation", POINTER(GenerationOptions)),
+        ("stop_strings", POINTER(c_char_p)),
+        ("num_stop_strings", c_size_t),
+        ("on_text", TEXT_FN),
+        ("user_data", c_void_p),
+    ]
+
+
+class ChatStats(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("prompt_tokens", c_uint64),
+        ("reused_tokens", c_uint64),
+        ("processed_tokens", c_uint64),
+        ("generated_tokens", c_uint64),
+        ("total_processed_tokens", c_uint64),
+        ("cached_tokens", c_uint64),
+    ]
+
+
+def new(struct_type):
+    """A zeroed struct with struct_size set to its ctypes size (the C sizeof)."""
+    s = struct_type()
+    s.struct_size = ctypes.sizeof(struct_type)
+    return s
+
+
+# --------------------------------------------------------------- signatures
+
+_status = c_int32
+_p = POINTER
+_i32p = POINTER(c_int32)
+
+# name: (restype, [argtypes]); handles are void *.
+_SIGNATURES: dict[str, tuple] = {
+    "parley_version": (c_uint32, []),
+    "parley_version_string": (c_char_p, []),
+    "parley_status_name": (c_char_p, [c_int32]),
+    "parley_last_error": (c_char_p, []),
+    "parley_dtype_name": (c_char_p, [c_int32]),
+    # runtime
+    "parley_runtime_options_defaults": (_status, [_p(RuntimeOptions)]),
+    "parley_runtime_create": (_status, [_p(RuntimeOptions), _p(c_void_p)]),
+    "parley_runtime_free": (None, [c_void_p]),
+    "parley_runtime_load_plugin": (_status, [c_void_p, c_char_p]),
+    "parley_runtime_plugin_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_runtime_plugin_info": (_status, [c_void_p, c_size_t, _p(PluginInfo)]),
+    "parley_runtime_device_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_runtime_device_info": (_status, [c_void_p, c_size_t, _p(DeviceInfo)]),
+    "parley_runtime_kernel_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_runtime_kernel_info": (_status, [c_void_p, c_size_t, _p(KernelInfo)]),
+    "parley_runtime_find_kernel": (_status, [c_void_p, c_char_p, c_char_p, c_int32, _p(KernelInfo)]),
+    # model
+    "parley_model_options_defaults": (_status, [_p(ModelOptions)]),
+    "parley_model_load_file": (_status, [c_void_p, c_char_p, _p(ModelOptions), _p(c_void_p)]),
+    "parley_model_load_memory": (_status, [c_void_p, c_void_p, c_size_t, _p(ModelOptions), _p(c_void_p)]),
+    "parley_model_free": (None, [c_void_p]),
+    "parley_model_get_info": (_status, [c_void_p, _p(ModelInfo)]),
+    "parley_model_config_int": (_status, [c_void_p, c_char_p, _p(c_int64)]),
+    "parley_model_config_float": (_status, [c_void_p, c_char_p, _p(c_double)]),
+    "parley_model_config_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_model_config_key": (_status, [c_void_p, c_size_t, _p(c_char_p), _p(c_int32)]),
+    "parley_model_tensor_info": (_status, [c_void_p, c_size_t, _p(TensorInfo)]),
+    "parley_model_find_tensor": (_status, [c_void_p, c_char_p, _p(TensorInfo)]),
+    "parley_model_verify_tensor": (_status, [c_void_p, c_char_p]),
+    "parley_model_tokenizer_info": (_status, [c_void_p, c_size_t, _p(TokenizerInfo)]),
+    "parley_model_metadata_at": (_status, [c_void_p, c_size_t, _p(c_char_p), _p(c_char_p)]),
+    "parley_model_metadata_get": (_status, [c_void_p, c_char_p, _p(c_char_p)]),
+    "parley_model_chat_template": (_status, [c_void_p, _p(c_char_p)]),
+    "parley_model_kernel_plan_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_model_kernel_plan_at": (_status, [c_void_p, c_size_t, _p(KernelInfo)]),
+    # token-level generation
+    "parley_generation_options_defaults": (_status, [c_void_p, _p(GenerationOptions)]),
+    "parley_model_prepare": (_status, [c_void_p]),
+    "parley_generate": (
+        _status,
+        [c_void_p, _p(_i32p), _p(c_size_t), c_size_t, _p(GenerationOptions), _p(c_void_p)],
+    ),
+    "parley_translate_tokens": (
+        _status,
+        [c_void_p, _p(_i32p), _p(c_size_t), c_size_t, _p(_i32p), _p(c_size_t), _p(GenerationOptions), _p(c_void_p)],
+    ),
+    "parley_result_batch_size": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_result_hypothesis_count": (_status, [c_void_p, c_size_t, _p(c_size_t)]),
+    "parley_result_hypothesis": (
+        _status,
+        [c_void_p, c_size_t, c_size_t, _p(_i32p), _p(c_size_t), _p(c_float)],
+    ),
+    "parley_result_free": (None, [c_void_p]),
+    # text
+    "parley_tokenize": (_status, [c_void_p, c_char_p, c_int32, c_char_p, _i32p, c_size_t, _p(c_size_t)]),
+    "parley_detokenize": (_status, [c_void_p, _i32p, c_size_t, c_int32, _p(c_void_p)]),
+    "parley_string_free": (None, [c_void_p]),
+    "parley_translation_options_defaults": (_status, [_p(TranslationOptions)]),
+    "parley_translate": (_status, [c_void_p, _p(c_char_p), c_size_t, _p(TranslationOptions), _p(c_void_p)]),
+    "parley_translation_result_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_translation_result_hypothesis_count": (_status, [c_void_p, c_size_t, _p(c_size_t)]),
+    "parley_translation_result_text": (_status, [c_void_p, c_size_t, c_size_t, _p(c_char_p), _p(c_float)]),
+    "parley_translation_result_source_tokens": (_status, [c_void_p, c_size_t, _p(_i32p), _p(c_size_t)]),
+    "parley_translation_result_target_tokens": (
+        _status,
+        [c_void_p, c_size_t, c_size_t, _p(_i32p), _p(c_size_t)],
+    ),
+    "parley_translation_result_attention": (
+        _status,
+        [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t), _p(c_size_t)],
+    ),
+    "parley_translation_result_free": (None, [c_void_p]),
+    # chat
+    "parley_chat_session_create": (_status, [c_void_p, c_char_p, _p(c_void_p)]),
+    "parley_chat_session_free": (None, [c_void_p]),
+    "parley_chat_append": (_status, [c_void_p, c_int32, c_char_p]),
+    "parley_chat_options_defaults": (_status, [_p(ChatOptions)]),
+    "parley_chat_generate": (_status, [c_void_p, _p(ChatOptions), _p(c_void_p)]),
+    "parley_chat_cancel": (_status, [c_void_p]),
+    "parley_chat_reset": (_status, [c_void_p]),
+    "parley_chat_message_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_chat_message": (_status, [c_void_p, c_size_t, _p(c_int32), _p(c_char_p)]),
+    "parley_chat_stats_get": (_status, [c_void_p, _p(ChatStats)]),
+}
+
+
+# ------------------------------------------------------------------- loading
+
+
+def _candidates() -> list[tuple[str, str]]:
+    """(what to pass to CDLL, where it came from), in search order."""
+    env = os.environ.get("PARLEY_LIBRARY")
+    if env:
+        return [(env, "PARLEY_LIBRARY")]
+    out = []
+    found = ctypes.util.find_library("parley")
+    if found:
+        out.append((found, "ctypes.util.find_library('parley')"))
+    for name in ("libparley.so.0", "libparley.so"):
+        if name not in (c for c, _ in out):
+            out.append((name, "the dynamic loader's search path"))
+    return out
+
+
+def _load() -> tuple[ctypes.CDLL, str]:
+    errors = []
+    env = os.environ.get("PARLEY_LIBRARY")
+    for target, origin in _candidates():
+        try:
+            lib = ctypes.CDLL(target)
+        except OSError as e:
+            errors.append(f"  {target} ({origin}): {e}")
+            continue
+        return lib, target
+    hint = (
+        "PARLEY_LIBRARY is set but the library cannot be loaded"
+        if env
+        else "set PARLEY_LIBRARY to the full path of libparley.so, or put its folder on LD_LIBRARY_PATH"
+    )
+    raise ImportError("parley: cannot load libparley (" + hint + "); tried:\n" + "\n".join(errors))
+
+
+def _declare(lib: ctypes.CDLL, path: str) -> None:
+    missing = []
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            missing.append(name)
+            continue
+        fn.restype = restype
+        fn.argtypes = argtypes
+    if missing:
+        raise ImportError(
+            f"parley: {path} does not export {', '.join(missing)} — it is older than this binding "
+            f"needs (the text API); rebuild or upgrade libparley"
+        )
+
+
+lib, library_path = _load()
+if not hasattr(lib, "parley_version"):
+    raise ImportError(f"parley: {library_path} is not libparley (no parley_version)")
+lib.parley_version.restype = c_uint32
+lib.parley_version.argtypes = []
+version_number: int = lib.parley_version()
+if version_number >> 16 != EXPECTED_MAJOR:
+    raise ImportError(
+        f"parley: {library_path} is libparley {version_number >> 16}.{(version_number >> 8) & 0xFF}."
+        f"{version_number & 0xFF}; this binding needs major version {EXPECTED_MAJOR}"
+    )
+if version_number < MINIMUM_VERSION:
+    raise ImportError(
+        f"parley: {library_path} is libparley {version_number >> 16}.{(version_number >> 8) & 0xFF}."
+        f"{version_number & 0xFF}; this binding needs at least "
+        f"{MINIMUM_VERSION >> 16}.{(MINIMUM_VERSION >> 8) & 0xFF}.{MINIMUM_VERSION & 0xFF}"
+    )
+_declare(lib, library_path)
+version_string: str = lib.parley_version_string().decode()
+
+# ------------------------------------------------------------- status checks
+
+
+def last_error() -> str:
+    msg = lib.parley_last_error()
+    return msg.decode("utf-8", "replace") if msg else ""
+
+
+def make_error(status: int, message: str | None = None) -> ParleyError:
+    """The exception for `status`; reads parley_last_error() unless `message` is given.
+
+    Must be called on the thread that made the failed call, before any other
+    Parley call on it (the C last-error text is thread-local).
+    """
+    if message is None:
+        message = last_error()
+    name = lib.parley_status_name(status)
+    return error_class(status)(message, status, name.decode() if name else None)
+
+
+def check(status: int) -> None:
+    """Raise the ParleyError subclass for a non-OK status (reads the thread's last error at once)."""
+    if status != OK:
+        raise make_error(status)

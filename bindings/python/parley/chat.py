@@ -1,0 +1,418 @@
+"""parley.Chat: a conversation with a decoder-only model (parley_chat_*)."""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+from contextlib import contextmanager
+from ctypes import POINTER, byref, c_char_p, c_int32, c_size_t, c_void_p
+from typing import Any, Callable, Iterator, Sequence
+
+from . import _lib
+from ._handle import HandleGuard
+from ._marshal import check_generation_keys, cstring_array, decode_text, encode_text, generation_options, opt_text
+from .errors import BusyError, ClosedError, InvalidArgumentError
+from .model import Model
+
+__all__ = ["Chat", "ChatStream"]
+
+_ROLES = {"system": _lib.ROLE_SYSTEM, "user": _lib.ROLE_USER, "assistant": _lib.ROLE_ASSISTANT}
+_ROLE_NAMES = {v: k for k, v in _ROLES.items()}
+
+
+def _role(role: str | int) -> int:
+    if isinstance(role, str):
+        try:
+            return _ROLES[role]
+        except KeyError:
+            raise InvalidArgumentError(f"unknown role {role!r}; use 'system', 'user' or 'assistant'") from None
+    if isinstance(role, bool) or not isinstance(role, int):
+        raise TypeError("role must be 'system', 'user', 'assistant' or a parley_chat_role int")
+    if not -(2**31) <= role < 2**31:
+        raise InvalidArgumentError(f"unknown role {role}")
+    return role  # other ints go to libparley, which refuses unknown ones
+
+
+class _Turn:
+    """One parley_chat_generate call: its text callback, stop request and Python exception."""
+
+    def __init__(self, handle: int, sink: Callable[[str], Any] | None):
+        self.handle = handle
+        self.sink = sink
+        self.exc: BaseException | None = None
+        self.stop = False
+        self.lock = threading.Lock()
+        self.finished = False
+        self.wake: Callable[[], None] | None = None  # unblocks a sink waiting for its consumer
+        self.c_fn = _lib.TEXT_FN(self._on_text)
+
+    def _on_text(self, _user, ptr, length):
+        # Runs inside the C call: nothing may propagate from here.
+        if self.stop or self.exc is not None:
+            _lib.lib.parley_chat_cancel(self.handle)
+            return 1
+        try:
+            piece = decode_text(ctypes.string_at(ptr, length))
+            if self.sink is not None and self.sink(piece):
+                if self.stop:
+                    # A stop request (the sink saw it): make sure the C call
+                    # reports CANCELLED, even if request_stop() has set the
+                    # flag but not yet called parley_chat_cancel.
+                    _lib.lib.parley_chat_cancel(self.handle)
+                return 1  # otherwise the host ends the reply here (not an error)
+            return 0
+        except BaseException as e:  # KeyboardInterrupt too
+            self.exc = e
+            # Cancel rather than just stop, so the truncated reply is not
+            # appended to the conversation; the exception is re-raised after.
+            _lib.lib.parley_chat_cancel(self.handle)
+            return 1
+
+    def request_stop(self) -> None:
+        """Cancel the reply (any thread). Also covers a cancel that arrives
+        before parley_chat_generate starts (it clears the C flag on entry)."""
+        with self.lock:
+            self.stop = True
+            if not self.finished:
+                _lib.lib.parley_chat_cancel(self.handle)
+        if self.wake is not None:
+            self.wake()
+
+    def run(self, options: _lib.ChatOptions) -> str:
+        options.on_text = self.c_fn
+        out = c_void_p()
+        status = _lib.lib.parley_chat_generate(self.handle, byref(options), byref(out))
+        err = _lib.make_error(status) if status != _lib.OK else None
+        with self.lock:
+            self.finished = True
+        try:
+            if self.exc is not None:
+                exc, self.exc = self.exc, None
+                raise exc
+            if err is not None:
+                raise err
+            return decode_text(ctypes.string_at(out.value)) if out.value else ""
+        finally:
+            _lib.lib.parley_string_free(out.value)
+
+
+class Chat:
+    """A conversation with a decoder-only model that keeps its KV cache between turns.
+
+    ``Chat(model, system_prompt=None)``. Keeps its Model alive. One thread
+    uses a chat at a time (a second concurrent call raises BusyError), except
+    ``cancel()``, which any thread may call. Many chats may share one model.
+    """
+
+    def __init__(self, model: Model, system_prompt: str | None = None):
+        self._guard: HandleGuard | None = None
+        if not isinstance(model, Model):
+            raise TypeError("model must be a parley.Model")
+        self._model = model
+        self._busy = threading.Lock()
+        self._turn: _Turn | None = None
+        system = opt_text(system_prompt, "system_prompt")
+        handle = c_void_p()
+        with model._use() as mh:
+            _lib.check(_lib.lib.parley_chat_session_create(mh, system, byref(handle)))
+            guard = HandleGuard(handle.value, _lib.lib.parley_chat_session_free, "Chat")
+            try:
+                model._register_chat(guard)
+            except BaseException:
+                guard.close()
+                raise
+        self._guard = guard
+
+    # ------------------------------------------------------------ lifetime
+
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    @property
+    def closed(self) -> bool:
+        return self._guard is None or self._guard.closed
+
+    def close(self) -> None:
+        """Free the session; a reply in progress (e.g. a stream) is cancelled and waited for."""
+        g = self._guard
+        if g is None or g.closed:
+            return
+        turn = self._turn
+        if turn is not None:
+            turn.request_stop()
+        g.close(before_wait=_lib.lib.parley_chat_cancel)
+        self._model._unregister_chat(g)
+
+    def __enter__(self) -> "Chat":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<parley.Chat{' closed' if self.closed else ''}>"
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[int]:
+        if self._guard is None:
+            raise ClosedError("Chat is closed")
+        if not self._busy.acquire(blocking=False):
+            raise BusyError("Chat is busy: a reply is being generated (finish or close the stream first)")
+        try:
+            with self._guard.use() as h:
+                yield h
+        finally:
+            self._busy.release()
+
+    # ------------------------------------------------------------ messages
+
+    def append(self, role: str | int, content: str) -> None:
+        """Append a message ('system', 'user' or 'assistant') without generating."""
+        r = _role(role)
+        data = encode_text(content, "content")
+        with self._exclusive() as h:
+            _lib.check(_lib.lib.parley_chat_append(h, r, data))
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation: [{"role": ..., "content": ...}, ...]."""
+        out = []
+        with self._exclusive() as h:
+            n = c_size_t()
+            _lib.check(_lib.lib.parley_chat_message_count(h, byref(n)))
+            for i in range(n.value):
+                role, content = c_int32(), c_char_p()
+                _lib.check(_lib.lib.parley_chat_message(h, i, byref(role), byref(content)))
+                out.append(
+                    {"role": _ROLE_NAMES.get(role.value, str(role.value)), "content": decode_text(content.value or b"")}
+                )
+        return out
+
+    def reset(self) -> None:
+        """Drop every message after the system prompt (the KV cache is kept for reuse)."""
+        with self._exclusive() as h:
+            _lib.check(_lib.lib.parley_chat_reset(h))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of the last turn (parley_chat_stats)."""
+        s = _lib.new(_lib.ChatStats)
+        with self._exclusive() as h:
+            _lib.check(_lib.lib.parley_chat_stats_get(h, byref(s)))
+        return {name: getattr(s, name) for name, _ in _lib.ChatStats._fields_ if name != "struct_size"}
+
+    # ------------------------------------------------------------ replies
+
+    def _options(self, stop: str | Sequence[str] | None, options: dict[str, Any], where: str):
+        """parley_chat_options (+ the objects its pointers need kept alive)."""
+        copts = _lib.new(_lib.ChatOptions)
+        _lib.check(_lib.lib.parley_chat_options_defaults(byref(copts)))
+        keep: list[Any] = []
+        check_generation_keys(options, where)
+        if any(v is not None for v in options.values()):
+            with self._model._use() as mh:
+                gopts = generation_options(mh, options, where)
+            keep.append(gopts)
+            copts.generation = ctypes.pointer(gopts)
+        if stop is not None:
+            stops = [stop] if isinstance(stop, (str, bytes)) else list(stop)
+            if stops:
+                arr = cstring_array([encode_text(s, f"stop[{i}]") for i, s in enumerate(stops)])
+                keep.append(arr)
+                copts.stop_strings = ctypes.cast(arr, POINTER(c_char_p))
+                copts.num_stop_strings = len(stops)
+        return copts, keep
+
+    def say(
+        self,
+        text: str | None = None,
+        *,
+        stop: str | Sequence[str] | None = None,
+        on_text: Callable[[str], Any] | None = None,
+        **options: Any,
+    ) -> str:
+        """Append `text` as a user message (unless None) and return the assistant's reply.
+
+        Options as Model.generate() (max_new_tokens, do_sample, temperature,
+        top_k, top_p, min_p, repetition_penalty, seed, ...; None: the model's
+        default; num_beams must be 1). ``stop``: the reply ends before the
+        first of these strings. ``on_text(piece)`` receives the reply as it is
+        generated; a true return value ends the reply there, an exception
+        cancels it (the conversation keeps no reply) and is re-raised.
+        Raises CancelledError when cancel() was called.
+        """
+        data = None if text is None else encode_text(text, "text")
+        with self._exclusive() as h:
+            copts, keep = self._options(stop, options, "say()")
+            if data is not None:
+                _lib.check(_lib.lib.parley_chat_append(h, _lib.ROLE_USER, data))
+            turn = _Turn(h, on_text)
+            self._turn = turn
+            try:
+                return turn.run(copts)
+            finally:
+                self._turn = None
+                del keep
+
+    def stream(
+        self,
+        text: str | None = None,
+        *,
+        stop: str | Sequence[str] | None = None,
+        buffer: int = 16,
+        **options: Any,
+    ) -> "ChatStream":
+        """Like say(), but returns an iterator over the reply's text pieces as they are generated.
+
+        The reply is generated on a worker thread, at most ``buffer`` pieces
+        ahead of the consumer (it waits for the consumer beyond that). Errors
+        (CancelledError after cancel(), ...) are raised by the iterator.
+        Closing the iterator (``close()``, leaving a ``with`` block, or
+        dropping it) before the end cancels the reply; the conversation then
+        keeps no reply (the user message stays: call ``stream()`` or ``say()``
+        without text to retry).
+        """
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            raise InvalidArgumentError(f"buffer must be an int >= 1, got {buffer!r}")
+        data = None if text is None else encode_text(text, "text")
+        if self._guard is None:
+            raise ClosedError("Chat is closed")
+        if not self._busy.acquire(blocking=False):
+            raise BusyError("Chat is busy: a reply is being generated (finish or close the stream first)")
+        try:
+            h = self._guard.acquire()
+            try:
+                copts, keep = self._options(stop, options, "stream()")
+                if data is not None:
+                    _lib.check(_lib.lib.parley_chat_append(h, _lib.ROLE_USER, data))
+                return ChatStream(self, h, copts, keep, buffer)
+            except BaseException:
+                self._guard.release()
+                raise
+        except BaseException:
+            self._busy.release()
+            raise
+
+    def cancel(self) -> None:
+        """Ask the reply in progress (say() or a stream, on another thread) to stop; it raises CancelledError.
+
+        A no-op when no reply is running or the chat is closed.
+        """
+        turn = self._turn
+        if turn is not None:
+            turn.request_stop()
+
+
+_DONE = object()
+
+
+def _make_sink(turn: _Turn, q: queue.SimpleQueue, credits: threading.Semaphore) -> Callable[[str], bool]:
+    def sink(piece: str) -> bool:
+        credits.acquire()  # request_stop() releases it too, so a stop never waits for the consumer
+        if turn.stop:
+            return True
+        q.put(piece)
+        return False
+
+    return sink
+
+
+def _stream_worker(turn: _Turn, options, keep, q: queue.SimpleQueue, chat: Chat, guard: HandleGuard, busy) -> None:
+    result: Any
+    try:
+        result = turn.run(options)
+        ok = True
+    except BaseException as e:
+        result, ok = e, False
+    finally:
+        chat._turn = None
+        guard.release()
+        busy.release()
+    q.put((_DONE, ok, result))
+
+
+class ChatStream:
+    """Iterator over the text pieces of one streamed reply (see Chat.stream).
+
+    After the last piece, ``reply`` holds the whole reply and ``text`` what was yielded.
+    """
+
+    def __init__(self, chat: Chat, handle: int, options, keep, buffer: int):
+        self._chat = chat  # keeps the Chat (and its Model) alive while the stream exists
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._pieces: list[str] = []
+        self._done = False
+        self.reply: str | None = None
+        # At most `buffer` pieces wait in the queue: the worker takes a credit
+        # per piece, the consumer gives one back per piece it takes.
+        self._credits = threading.Semaphore(buffer)
+        turn = _Turn(handle, None)
+        turn.sink = _make_sink(turn, self._q, self._credits)
+        turn.wake = self._credits.release
+        self._turn = turn
+        chat._turn = turn
+        # The worker holds no reference to this object, so dropping the
+        # iterator lets __del__ cancel the reply.
+        self._thread = threading.Thread(
+            target=_stream_worker,
+            args=(turn, options, keep, self._q, chat, chat._guard, chat._busy),
+            name="parley-chat-stream",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+    def __iter__(self) -> "ChatStream":
+        return self
+
+    def __next__(self) -> str:
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._q.get()
+        except BaseException:  # e.g. KeyboardInterrupt while waiting
+            self.close()
+            raise
+        if isinstance(item, tuple) and item and item[0] is _DONE:
+            self._done = True
+            self._thread.join()
+            _, ok, result = item
+            if not ok:
+                raise result
+            self.reply = result
+            raise StopIteration
+        self._credits.release()
+        self._pieces.append(item)
+        return item
+
+    def close(self) -> None:
+        """Cancel the reply if it is still running and wait for the worker to end."""
+        if self._done:
+            return
+        self._done = True
+        self._turn.request_stop()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self) -> "ChatStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,566 @@
+"""parley.Model: a loaded .parley file — info, tokenizer, generate, translate."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int32, c_int64, c_size_t, c_void_p
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from . import _lib
+from ._handle import HandleGuard
+from ._marshal import (
+    IdBatch,
+    cstring_array,
+    decode_text,
+    encode_text,
+    generation_defaults,
+    generation_dict,
+    generation_options,
+    ids_array,
+    ids_list,
+    opt_text,
+    path_bytes,
+)
+from .errors import ClosedError, InvalidArgumentError
+from .runtime import KernelInfo, Runtime
+
+__all__ = ["Model", "ModelInfo", "TokenizerInfo", "Hypothesis", "Translation", "TranslationHypothesis"]
+
+_KINDS = {_lib.MODEL_DECODER_ONLY: "decoder-only", _lib.MODEL_ENCODER_DECODER: "encoder-decoder"}
+_TOKENIZER_KINDS = {0: "sentencepiece", 1: "byte-level-bpe"}
+_TOKENIZER_ROLES = {0: "shared", 1: "source", 2: "target"}
+
+
+def _s(b: bytes | None) -> str:
+    return b.decode("utf-8", "replace") if b else ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    format_version: tuple[int, int]
+    architecture: str
+    kind: str  # "decoder-only" or "encoder-decoder"
+    vocab_size: int
+    num_tensors: int
+    num_tokenizers: int
+    num_metadata: int
+    has_chat_template: bool
+    file_size: int
+    weights_size: int
+    device: str
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    kind: str  # "sentencepiece" or "byte-level-bpe"
+    role: str  # "shared", "source" or "target"
+    model_size: int
+    num_special_tokens: int
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One hypothesis of generate() / translate_tokens(): generated ids and score."""
+
+    tokens: list[int]
+    score: float
+
+
+@dataclass(frozen=True)
+class TranslationHypothesis:
+    text: str
+    score: float
+    tokens: list[int]  # target ids (generated, ending with EOS when finished on one)
+    source_tokens: list[int]
+    attention: list[list[float]] | None  # [len(tokens)][len(source_tokens)], when requested
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The translation of one text: its hypotheses, best first.
+
+    ``text``, ``score``, ``tokens`` and ``attention`` are those of the best hypothesis.
+    """
+
+    source_tokens: list[int]
+    hypotheses: list[TranslationHypothesis] = field(repr=False)
+
+    @property
+    def best(self) -> TranslationHypothesis:
+        return self.hypotheses[0]
+
+    @property
+    def text(self) -> str:
+        return self.hypotheses[0].text
+
+    @property
+    def score(self) -> float:
+        return self.hypotheses[0].score
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.hypotheses[0].tokens
+
+    @property
+    def attention(self) -> list[list[float]] | None:
+        return self.hypotheses[0].attention
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _TokenCallback:
+    """A parley_token_fn around a Python callable; exceptions are kept, not passed to C."""
+
+    def __init__(self, fn: Callable[[int, int, int], Any] | None):
+        self.exc: BaseException | None = None
+        self.fn = fn
+        self.c = _lib.TOKEN_FN(self._call) if fn is not None else None
+
+    def _call(self, _user, batch_index, sequence_index, token):
+        if self.exc is not None:
+            return 1
+        try:
+            return 1 if self.fn(batch_index, sequence_index, token) else 0
+        except BaseException as e:  # KeyboardInterrupt too: stop, re-raise after the C call
+            self.exc = e
+            return 1
+
+    def install(self, opts: _lib.GenerationOptions) -> None:
+        if self.c is not None:
+            opts.on_token = self.c
+
+    def reraise(self) -> None:
+        if self.exc is not None:
+            exc, self.exc = self.exc, None
+            raise exc
+
+
+class Model:
+    """A model loaded from a .parley file (memory-mapped).
+
+    Keeps its Runtime object alive. A model is immutable and may be used by
+    many threads at once. ``close()`` (or the context manager, or garbage
+    collection) frees it; closing a model also closes its chats.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        path: str | os.PathLike,
+        device: str = "cpu",
+        verify_checksums: bool = True,
+        *,
+        _data: bytes | None = None,
+    ):
+        self._guard: HandleGuard | None = None
+        if not isinstance(runtime, Runtime):
+            raise TypeError("runtime must be a parley.Runtime")
+        self._runtime = runtime
+        self._chats: set[HandleGuard] = set()
+        self._chats_lock = threading.Lock()
+        self._closing = False
+        self.path = None if _data is not None else os.fspath(path)
+        opts = _lib.new(_lib.ModelOptions)
+        _lib.check(_lib.lib.parley_model_options_defaults(byref(opts)))
+        opts.verify_checksums = 1 if verify_checksums else 0
+        dev = encode_text(device, "device")
+        opts.device = dev
+        handle = c_void_p()
+        with runtime._use() as rt:
+            if _data is None:
+                p = path_bytes(path)
+                _lib.check(_lib.lib.parley_model_load_file(rt, p, byref(opts), byref(handle)))
+            else:
+                buf = ctypes.create_string_buffer(_data, max(len(_data), 1))  # never NULL, even for b""
+                _lib.check(_lib.lib.parley_model_load_memory(rt, buf, len(_data), byref(opts), byref(handle)))
+        self._guard = HandleGuard(handle.value, _lib.lib.parley_model_free, "Model")
+        self.info = self._read_info()
+
+    @classmethod
+    def from_bytes(cls, runtime: Runtime, data: bytes, device: str = "cpu", verify_checksums: bool = True) -> "Model":
+        """Load a model from bytes in memory (libparley copies them)."""
+        return cls(runtime, "<memory>", device, verify_checksums, _data=bytes(data))
+
+    # ------------------------------------------------------------ lifetime
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    @property
+    def closed(self) -> bool:
+        return self._guard is None or self._guard.closed
+
+    def close(self) -> None:
+        """Free the model, after closing its chats (a running reply is cancelled first)."""
+        if self._guard is None or self._guard.closed:
+            return
+        with self._chats_lock:
+            self._closing = True
+            chats = list(self._chats)
+            self._chats.clear()
+        for g in chats:
+            g.close(before_wait=_lib.lib.parley_chat_cancel)
+        self._guard.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<parley.Model closed>"
+        return f"<parley.Model {self.info.architecture} ({self.info.kind}) {self.path or ''}>"
+
+    def _use(self):
+        if self._guard is None:
+            raise ClosedError("Model is closed")
+        return self._guard.use()
+
+    def _register_chat(self, guard: HandleGuard) -> None:
+        with self._chats_lock:
+            if self._closing:
+                raise ClosedError("Model is being closed")
+            self._chats.add(guard)
+
+    def _unregister_chat(self, guard: HandleGuard) -> None:
+        with self._chats_lock:
+            self._chats.discard(guard)
+
+    # ------------------------------------------------------------ description
+
+    def _read_info(self) -> ModelInfo:
+        i = _lib.new(_lib.ModelInfo)
+        with self._use() as h:
+            _lib.check(_lib.lib.parley_model_get_info(h, byref(i)))
+        return ModelInfo(
+            (i.format_major, i.format_minor),
+            _s(i.architecture),
+            _KINDS.get(i.kind, str(i.kind)),
+            i.vocab_size,
+            i.num_tensors,
+            i.num_tokenizers,
+            i.num_metadata,
+            bool(i.has_chat_template),
+            i.file_size,
+            i.weights_size,
+            _s(i.device),
+        )
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @property
+    def vocab_size(self) -> int:
+        return self.info.vocab_size
+
+    def config(self) -> dict[str, int | float]:
+        """Every config value by dotted key (e.g. "decoder.num_layers")."""
+        out: dict[str, int | float] = {}
+        with self._use() as h:
+            n = c_size_t()
+            _lib.check(_lib.lib.parley_model_config_count(h, byref(n)))
+            for idx in range(n.value):
+                key, is_float = c_char_p(), c_int32()
+                _lib.check(_lib.lib.parley_model_config_key(h, idx, byref(key), byref(is_float)))
+                if is_float.value:
+                    v = c_double()
+                    _lib.check(_lib.lib.parley_model_config_float(h, key.value, byref(v)))
+                else:
+                    v = c_int64()
+                    _lib.check(_lib.lib.parley_model_config_int(h, key.value, byref(v)))
+                out[_s(key.value)] = v.value
+        return out
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        out = {}
+        with self._use() as h:
+            for idx in range(self.info.num_metadata):
+                k, v = c_char_p(), c_char_p()
+                _lib.check(_lib.lib.parley_model_metadata_at(h, idx, byref(k), byref(v)))
+                out[_s(k.value)] = _s(v.value)
+        return out
+
+    @property
+    def chat_template(self) -> str | None:
+        """The chat template source, or None when the model has none."""
+        if not self.info.has_chat_template:
+            return None
+        src = c_char_p()
+        with self._use() as h:
+            _lib.check(_lib.lib.parley_model_chat_template(h, byref(src)))
+        return _s(src.value)
+
+    @property
+    def tokenizers(self) -> list[TokenizerInfo]:
+        out = []
+        with self._use() as h:
+            for idx in range(self.info.num_tokenizers):
+                t = _lib.new(_lib.TokenizerInfo)
+                _lib.check(_lib.lib.parley_model_tokenizer_info(h, idx, byref(t)))
+                out.append(
+                    TokenizerInfo(
+                        _TOKENIZER_KINDS.get(t.kind, str(t.kind)),
+                        _TOKENIZER_ROLES.get(t.role, str(t.role)),
+                        t.model_size,
+                        t.num_special_tokens,
+                    )
+                )
+        return out
+
+    def kernel_plan(self) -> list[KernelInfo]:
+        """For each op the architecture needs, the kernel that serves it ("" name when none)."""
+        out = []
+        with self._use() as h:
+            n = c_size_t()
+            _lib.check(_lib.lib.parley_model_kernel_plan_count(h, byref(n)))
+            for idx in range(n.value):
+                k = _lib.new(_lib.KernelInfo)
+                _lib.check(_lib.lib.parley_model_kernel_plan_at(h, idx, byref(k)))
+                out.append(KernelInfo._from(k))
+        return out
+
+    def generation_defaults(self) -> dict[str, Any]:
+        """The model's generation defaults (parley_generation_options_defaults)."""
+        with self._use() as h:
+            return generation_dict(generation_defaults(h))
+
+    def prepare(self) -> None:
+        """Bind every tensor and check the kernels now rather than at the first run."""
+        with self._use() as h:
+            _lib.check(_lib.lib.parley_model_prepare(h))
+
+    # ------------------------------------------------------------ text
+
+    def tokenize(
+        self, text: str | bytes, add_special_tokens: bool = True, language: str | None = None
+    ) -> list[int]:
+        """Token ids of `text` (for translation models: with the source tokenizer)."""
+        data = encode_text(text, "text")
+        lang = opt_text(language, "language")
+        special = 1 if add_special_tokens else 0
+        with self._use() as h:
+            capacity = 2 * len(data) + 16
+            for _ in range(2):
+                ids = (c_int32 * capacity)()
+                count = c_size_t(0)
+                st = _lib.lib.parley_tokenize(h, data, special, lang, ids, capacity, byref(count))
+                if st == _lib.OK:
+                    return ids[: count.value]
+                if st == _lib.ERROR_INVALID_ARGUMENT and count.value > capacity:
+                    capacity = count.value  # documented: *out_count is set when capacity is too small
+                    continue
+                raise _lib.make_error(st)
+        raise AssertionError("parley_tokenize: the id count changed between two calls")
+
+    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Text of `ids` (for translation models: with the target tokenizer)."""
+        arr = ids_array(ids, "ids")
+        out = c_void_p()
+        with self._use() as h:
+            _lib.check(
+                _lib.lib.parley_detokenize(h, arr, len(arr), 1 if skip_special_tokens else 0, byref(out))
+            )
+        try:
+            return decode_text(ctypes.string_at(out.value))
+        finally:
+            _lib.lib.parley_string_free(out.value)
+
+    # ------------------------------------------------------------ generation
+
+    def _read_generation_result(self, result: int) -> list[list[Hypothesis]]:
+        out = []
+        n = c_size_t()
+        _lib.check(_lib.lib.parley_result_batch_size(result, byref(n)))
+        for b in range(n.value):
+            m = c_size_t()
+            _lib.check(_lib.lib.parley_result_hypothesis_count(result, b, byref(m)))
+            hyps = []
+            for k in range(m.value):
+                toks, length, score = POINTER(c_int32)(), c_size_t(), c_float()
+                _lib.check(_lib.lib.parley_result_hypothesis(result, b, k, byref(toks), byref(length), byref(score)))
+                hyps.append(Hypothesis(ids_list(toks, length.value), score.value))
+            out.append(hyps)
+        return out
+
+    def _run_tokens(self, call, on_token, options, where) -> list[list[Hypothesis]]:
+        cb = _TokenCallback(on_token)
+        result = c_void_p()
+        with self._use() as h:
+            opts = generation_options(h, options, where)
+            cb.install(opts)
+            st = call(h, byref(opts), byref(result))
+            err = _lib.make_error(st) if st != _lib.OK else None
+        try:
+            cb.reraise()
+            if err is not None:
+                raise err
+            return self._read_generation_result(result.value)
+        finally:
+            _lib.lib.parley_result_free(result.value)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        on_token: Callable[[int, int, int], Any] | None = None,
+        **options: Any,
+    ) -> list[list[Hypothesis]]:
+        """Continue each prompt (a list of token ids) with a decoder-only model.
+
+        Returns, per prompt, ``num_return_sequences`` hypotheses (best first):
+        the generated ids only. Options (None: the model's default):
+        max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
+        length_penalty, early_stopping (True/False/"never"),
+        no_repeat_ngram_size, repetition_penalty, do_sample, temperature,
+        top_k, top_p, min_p, seed, eos_token_ids. ``on_token(batch_index,
+        sequence_index, token)`` is called for each generated token (greedy and
+        sampling only); a true return value finishes that sequence, and an
+        exception stops the call and is re-raised.
+        """
+        batch = IdBatch(prompts, "prompts")
+        return self._run_tokens(
+            lambda h, opts, out: _lib.lib.parley_generate(h, batch.pointers, batch.lengths, batch.count, opts, out),
+            on_token,
+            options,
+            "generate()",
+        )
+
+    def translate_tokens(
+        self,
+        sources: Sequence[Sequence[int]],
+        target_prefixes: Sequence[Sequence[int]] | None = None,
+        *,
+        on_token: Callable[[int, int, int], Any] | None = None,
+        **options: Any,
+    ) -> list[list[Hypothesis]]:
+        """Translate source id sequences with an encoder-decoder model (options as generate())."""
+        batch = IdBatch(sources, "sources")
+        prefixes = None
+        if target_prefixes is not None:
+            prefixes = IdBatch(target_prefixes, "target_prefixes")
+            if prefixes.count != batch.count:
+                raise InvalidArgumentError(
+                    f"target_prefixes has {prefixes.count} entries for {batch.count} sources"
+                )
+        return self._run_tokens(
+            lambda h, opts, out: _lib.lib.parley_translate_tokens(
+                h,
+                batch.pointers,
+                batch.lengths,
+                batch.count,
+                prefixes.pointers if prefixes else None,
+                prefixes.lengths if prefixes else None,
+                opts,
+                out,
+            ),
+            on_token,
+            options,
+            "translate_tokens()",
+        )
+
+    def translate(
+        self,
+        texts: str | bytes | Sequence[str | bytes],
+        source_language: str | None = None,
+        target_language: str | None = None,
+        beam_size: int | None = None,
+        num_hypotheses: int = 1,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        attention_layer: int = -1,
+        **options: Any,
+    ) -> Translation | list[Translation]:
+        """Translate text with an encoder-decoder model.
+
+        A single string gives one Translation, a list gives a list.
+        beam_size -> num_beams, num_hypotheses -> num_return_sequences,
+        max_length -> max_new_tokens; other generation options as generate()
+        (None: the model's default). ``return_attention`` keeps, per
+        hypothesis, the source attention of decoder layer ``attention_layer``
+        (-1: the last), averaged over heads.
+        """
+        single = isinstance(texts, (str, bytes))
+        items = [texts] if single else list(texts)
+        encoded = [encode_text(t, f"texts[{i}]") for i, t in enumerate(items)]
+        for name, alias in (("num_beams", "beam_size"), ("num_return_sequences", "num_hypotheses"),
+                            ("length_penalty", "length_penalty"), ("max_new_tokens", "max_length")):
+            if name in options and name != alias:
+                raise TypeError(f"translate(): pass {alias}=, not {name}=")
+        gen = dict(options)
+        gen.update(
+            num_beams=beam_size,
+            num_return_sequences=num_hypotheses,
+            length_penalty=length_penalty,
+            max_new_tokens=max_length,
+        )
+        if isinstance(attention_layer, bool) or not isinstance(attention_layer, int):
+            raise TypeError("attention_layer must be an int")
+        if not -(2**31) <= attention_layer < 2**31:
+            raise InvalidArgumentError(f"attention_layer out of range: {attention_layer}")
+        text_array = cstring_array(encoded)
+        result = c_void_p()
+        with self._use() as h:
+            gopts = generation_options(h, gen, "translate()")
+            topts = _lib.new(_lib.TranslationOptions)
+            _lib.check(_lib.lib.parley_translation_options_defaults(byref(topts)))
+            src = opt_text(source_language, "source_language")
+            tgt = opt_text(target_language, "target_language")
+            topts.source_language = src
+            topts.target_language = tgt
+            topts.generation = ctypes.pointer(gopts)
+            topts.return_attention = 1 if return_attention else 0
+            topts.attention_layer = attention_layer
+            _lib.check(_lib.lib.parley_translate(h, text_array, len(encoded), byref(topts), byref(result)))
+        try:
+            out = self._read_translation_result(result.value, return_attention)
+        finally:
+            _lib.lib.parley_translation_result_free(result.value)
+        return out[0] if single else out
+
+    @staticmethod
+    def _read_translation_result(r: int, with_attention: bool) -> list[Translation]:
+        L = _lib.lib
+        out = []
+        n = c_size_t()
+        _lib.check(L.parley_translation_result_count(r, byref(n)))
+        for i in range(n.value):
+            sp, sn = POINTER(c_int32)(), c_size_t()
+            _lib.check(L.parley_translation_result_source_tokens(r, i, byref(sp), byref(sn)))
+            source = ids_list(sp, sn.value)
+            m = c_size_t()
+            _lib.check(L.parley_translation_result_hypothesis_count(r, i, byref(m)))
+            hyps = []
+            for k in range(m.value):
+                text, score = c_char_p(), c_float()
+                _lib.check(L.parley_translation_result_text(r, i, k, byref(text), byref(score)))
+                tp, tn = POINTER(c_int32)(), c_size_t()
+                _lib.check(L.parley_translation_result_target_tokens(r, i, k, byref(tp), byref(tn)))
+                attention = None
+                if with_attention:
+                    w, rows, cols = POINTER(c_float)(), c_size_t(), c_size_t()
+                    _lib.check(L.parley_translation_result_attention(r, i, k, byref(w), byref(rows), byref(cols)))
+                    flat = w[: rows.value * cols.value] if rows.value and cols.value else []
+                    attention = [flat[t * cols.value : (t + 1) * cols.value] for t in range(rows.value)]
+                hyps.append(
+                    TranslationHypothesis(
+                        decode_text(text.value or b""), score.value, ids_list(tp, tn.value), source, attention
+                    )
+                )
+            out.append(Translation(source, hyps))
+        return out

@@ -1,0 +1,983 @@
+"""Tests of the Python binding (bindings/python/parley) against the built libparley.
+
+Token-level tests use the tiny random-weight parity models in
+tests/parity/models (no tokenizer inside) and their transformers goldens.
+Text-level tests (tokenize, translate, chat, streaming) need model files with
+a tokenizer and skip, naming the file they looked for, while none exists.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import math
+import os
+import shutil
+import threading
+import weakref
+from pathlib import Path
+
+import pytest
+
+if not os.environ.get("PARLEY_LIBRARY"):
+    pytest.skip(
+        "libparley is not built (build/lib/libparley.so) and PARLEY_LIBRARY is not set", allow_module_level=True
+    )
+
+import parley  # noqa: E402
+from parley import _lib  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+PARITY = REPO / "tests" / "parity"
+GPT2 = PARITY / "models" / "gpt2.parley"
+MARIAN = PARITY / "models" / "marian.parley"
+TOKENIZER_GOLDENS = REPO / "tests" / "tokenizers" / "goldens"
+TOKENIZER_FILES = Path(os.environ.get("PARLEY_TEST_TOKENIZER_DIR", REPO / "tests" / "tokenizers" / "files"))
+SUPPORT_BOT_MODELS = REPO / "samples" / "support-bot" / "models"
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    rt = parley.Runtime(threads=1)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="module")
+def gpt2(runtime):
+    m = parley.Model(runtime, GPT2)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def marian(runtime):
+    m = parley.Model(runtime, MARIAN)
+    yield m
+    m.close()
+
+
+def _golden(name: str) -> dict:
+    return json.loads((PARITY / "goldens" / f"{name}.json").read_text())
+
+
+def _unpad(ids, mask):
+    return [t for t, m in zip(ids, mask) if m]
+
+
+def _text_model_candidates() -> list[Path]:
+    out = []
+    for d in (SUPPORT_BOT_MODELS, TOKENIZER_FILES):
+        if d.is_dir():
+            out.extend(sorted(d.glob("*.parley")))
+    return out
+
+
+def _find_text_model(runtime, env: str, kind: str, need_chat: bool, runnable: bool = True):
+    """The first model file with a tokenizer of `kind` (that can run, when `runnable`), or skip."""
+    looked = f"${env}, {SUPPORT_BOT_MODELS.relative_to(REPO)}/*.parley, {TOKENIZER_FILES}/*.parley"
+    paths = [Path(os.environ[env])] if os.environ.get(env) else _text_model_candidates()
+    for p in paths:
+        if not p.exists():
+            continue
+        m = parley.Model(runtime, p)
+        if m.info.kind == kind and m.info.num_tokenizers > 0 and (m.info.has_chat_template or not need_chat):
+            if not runnable:
+                return m
+            try:
+                m.prepare()  # tokenizer-only fixture files have no weights
+                return m
+            except parley.InvalidModelError:
+                pass
+        m.close()
+    what = f"{'a runnable ' if runnable else 'an '}{kind} model file with a tokenizer"
+    if need_chat:
+        what += " and a chat template"
+    pytest.skip(f"no model file yet: needs {what} (looked in {looked})")
+
+
+@pytest.fixture(scope="module")
+def chat_model(runtime):
+    m = _find_text_model(runtime, "PARLEY_TEST_CHAT_MODEL", "decoder-only", need_chat=True)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def translation_model(runtime):
+    m = _find_text_model(runtime, "PARLEY_TEST_TRANSLATION_MODEL", "encoder-decoder", need_chat=False)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_model(runtime):
+    """A decoder-only model file with a tokenizer; it need not have weights."""
+    m = _find_text_model(runtime, "PARLEY_TEST_CHAT_MODEL", "decoder-only", need_chat=False, runnable=False)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def translation_tokenizer_model(runtime):
+    m = _find_text_model(
+        runtime, "PARLEY_TEST_TRANSLATION_MODEL", "encoder-decoder", need_chat=False, runnable=False
+    )
+    yield m
+    m.close()
+
+
+# ----------------------------------------------------------- library/runtime
+
+
+def test_library_version():
+    assert _lib.version_number >> 16 == 0
+    major, minor, patch = (int(x) for x in parley.library_version.split("."))
+    assert (major << 16) | (minor << 8) | patch == _lib.version_number
+    assert Path(parley.library_path).name.startswith("libparley")
+
+
+_STRUCTS = {
+    "parley_runtime_options": _lib.RuntimeOptions,
+    "parley_plugin_info": _lib.PluginInfo,
+    "parley_device_info": _lib.DeviceInfo,
+    "parley_kernel_info": _lib.KernelInfo,
+    "parley_model_options": _lib.ModelOptions,
+    "parley_model_info": _lib.ModelInfo,
+    "parley_tensor_info": _lib.TensorInfo,
+    "parley_tokenizer_info": _lib.TokenizerInfo,
+    "parley_generation_options": _lib.GenerationOptions,
+    "parley_translation_options": _lib.TranslationOptions,
+    "parley_chat_options": _lib.ChatOptions,
+    "parley_chat_stats": _lib.ChatStats,
+}
+
+
+def test_struct_layouts_match_the_header(tmp_path):
+    """sizeof/offsetof of every struct as the C compiler sees include/parley/parley.h."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler to read the header's struct layouts")
+    lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "parley/parley.h"', "int main(void) {"]
+    for cname, py in _STRUCTS.items():
+        lines.append(f'printf("{cname} sizeof %zu\\n", sizeof({cname}));')
+        for field, _ in py._fields_:
+            lines.append(f'printf("{cname} {field} %zu\\n", offsetof({cname}, {field}));')
+    lines.append("return 0; }")
+    src = tmp_path / "layout.c"
+    src.write_text("\n".join(lines))
+    import subprocess
+
+    subprocess.run([cc, "-std=c99", "-I", str(REPO / "include"), str(src), "-o", str(tmp_path / "layout")], check=True)
+    out = subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True, text=True).stdout
+    c = {tuple(line.split()[:2]): int(line.split()[2]) for line in out.splitlines()}
+    for cname, py in _STRUCTS.items():
+        assert c[(cname, "sizeof")] == ctypes.sizeof(py), cname
+        for field, _ in py._fields_:
+            assert c[(cname, field)] == getattr(py, field).offset, f"{cname}.{field}"
+
+
+def test_runtime_plugins_and_devices(runtime):
+    plugins = {p.name: p for p in runtime.plugins()}
+    assert "cpu" in plugins, plugins
+    cpu = plugins["cpu"]
+    assert cpu.num_kernels > 0 and cpu.num_devices == 1
+    assert cpu.path.endswith("libparley_cpu.so") and os.path.exists(cpu.path)
+    devices = {d.name: d for d in runtime.devices()}
+    assert devices["cpu"].available and devices["cpu"].kind == "cpu" and devices["cpu"].status == ""
+    kernels = runtime.kernels()
+    assert any(k.op == "gemm" and k.device == "cpu" and k.selected for k in kernels)
+    k = runtime.find_kernel("gemm", "cpu", "f32")
+    assert k.selected and k.plugin == "cpu" and k.dtype == "f32"
+    with pytest.raises(parley.InvalidArgumentError, match="nope"):
+        runtime.find_kernel("nope")
+
+
+def test_runtime_without_default_plugins(runtime):
+    cpu_path = next(p.path for p in runtime.plugins() if p.name == "cpu")
+    with parley.Runtime(load_default_plugins=False) as bare:
+        assert bare.plugins() == []
+        assert bare.devices() == []
+        with pytest.raises(parley.NotFoundError, match="cpu"):
+            parley.Model(bare, GPT2)
+        bare.load_plugin(cpu_path)
+        assert [p.name for p in bare.plugins()] == ["cpu"]
+        with pytest.raises(parley.PluginError):
+            bare.load_plugin(cpu_path)  # duplicate plugin name
+        with parley.Model(bare, GPT2) as m:
+            assert m.generate([[0, 5]], max_new_tokens=2)[0][0].tokens
+    with pytest.raises(parley.ParleyIOError, match="no-such-plugin"):
+        runtime.load_plugin("/nonexistent/libparley_no-such-plugin.so")
+
+
+def test_runtime_plugin_dirs_and_log_callback(runtime, tmp_path):
+    cpu_path = next(p.path for p in runtime.plugins() if p.name == "cpu")
+    shutil.copy(cpu_path, tmp_path / "libparley_cpu.so")
+    (tmp_path / "libparley_broken.so").write_bytes(b"this is not a shared library")
+    lines = []
+
+    def log(severity, message):
+        lines.append((severity, message))
+        raise RuntimeError("must not reach C")
+
+    with parley.Runtime(load_default_plugins=False, plugin_dirs=[tmp_path], log_callback=log, log_level="debug") as rt:
+        assert [p.name for p in rt.plugins()] == ["cpu"]
+    # The broken plugin is skipped with a warning, delivered to the callback (whose exception is swallowed).
+    assert any(sev == "warning" and "libparley_broken.so" in msg for sev, msg in lines), lines
+
+
+def test_runtime_argument_errors():
+    with pytest.raises(parley.InvalidArgumentError, match="log_level"):
+        parley.Runtime(log_level="loud")
+    with pytest.raises(parley.InvalidArgumentError):
+        parley.Runtime(threads=100000)  # C: max 1024
+    with pytest.raises(TypeError):
+        parley.Runtime(threads="4")
+
+
+# ------------------------------------------------------------------- models
+
+
+def test_model_info(gpt2, marian):
+    i = gpt2.info
+    assert (i.architecture, i.kind, i.vocab_size) == ("GPT2LMHeadModel", "decoder-only", 128)
+    assert i.num_tokenizers == 0 and not i.has_chat_template and i.device == "cpu"
+    assert i.file_size == GPT2.stat().st_size and 0 < i.weights_size < i.file_size
+    assert i.format_version[0] == 1
+    assert gpt2.config()["decoder.num_layers"] == 2
+    assert gpt2.config()["decoder.max_positions"] == 48
+    assert isinstance(gpt2.config()["decoder.rope_theta"], float)
+    assert gpt2.metadata["source.model_type"] == "gpt2"
+    assert gpt2.chat_template is None and gpt2.tokenizers == []
+    assert (marian.info.kind, marian.info.vocab_size, marian.info.architecture) == (
+        "encoder-decoder",
+        112,
+        "MarianMTModel",
+    )
+    plan = gpt2.kernel_plan()
+    assert plan and all(k.name for k in plan), plan
+    gpt2.prepare()
+    d = gpt2.generation_defaults()
+    assert d["num_beams"] == 1 and d["do_sample"] is False and d["max_new_tokens"] >= 1
+
+
+def test_model_from_bytes(runtime, gpt2):
+    with parley.Model.from_bytes(runtime, GPT2.read_bytes()) as m:
+        assert m.info == gpt2.info
+        assert m.generate([[0, 92, 79]], max_new_tokens=4) == gpt2.generate([[0, 92, 79]], max_new_tokens=4)
+
+
+def test_missing_file_names_it(runtime, tmp_path):
+    missing = tmp_path / "no-such-model.parley"
+    with pytest.raises(parley.ParleyIOError) as e:
+        parley.Model(runtime, missing)
+    assert str(missing) in e.value.message
+    assert isinstance(e.value, OSError) and e.value.status == 3
+    assert e.value.status_name == "PARLEY_ERROR_IO"
+
+
+def test_malformed_file(runtime, tmp_path):
+    bad = tmp_path / "garbage.parley"
+    bad.write_bytes(b"PARLEY??" + bytes(200))
+    with pytest.raises(parley.InvalidModelError, match="garbage.parley"):
+        parley.Model(runtime, bad)
+    with pytest.raises(parley.InvalidModelError):
+        parley.Model.from_bytes(runtime, b"")
+
+
+def test_checksum_error_names_tensor(runtime, gpt2, tmp_path):
+    data = bytearray(GPT2.read_bytes())
+    at = gpt2.info.file_size - gpt2.info.weights_size // 2  # inside the data section
+    data[at] ^= 0x40
+    corrupt = tmp_path / "corrupt.parley"
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(parley.ChecksumError, match="tensor"):
+        parley.Model(runtime, corrupt)
+    with parley.Model(runtime, corrupt, verify_checksums=False) as m:  # structure is still fine
+        assert m.info.num_tensors == gpt2.info.num_tensors
+
+
+def test_device_errors(runtime):
+    with pytest.raises(parley.NotFoundError, match="tpu"):
+        parley.Model(runtime, GPT2, device="tpu")
+    cuda = {d.name: d for d in runtime.devices()}.get("cuda")
+    if cuda is not None and not cuda.available:
+        with pytest.raises(parley.DeviceError, match="cuda"):
+            parley.Model(runtime, GPT2, device="cuda")
+
+
+# --------------------------------------------------------------- generation
+
+
+def test_generate_greedy_matches_transformers(gpt2):
+    g = _golden("gpt2")
+    prompts = [_unpad(ids, m) for ids, m in zip(g["inputs"]["input_ids"], g["inputs"]["attention_mask"])]
+    width = len(g["inputs"]["input_ids"][0])
+    out = gpt2.generate(prompts, max_new_tokens=8)
+    assert len(out) == len(prompts)
+    for hyps, seq in zip(out, g["greedy"]["sequences"]):
+        assert len(hyps) == 1
+        expected = seq[width:]
+        if 2 in expected:  # EOS: the hypothesis ends with it, HF pads after it
+            expected = expected[: expected.index(2) + 1]
+        assert hyps[0].tokens == expected
+        assert hyps[0].score < 0
+
+
+def test_generate_beam_matches_transformers(gpt2):
+    g = _golden("gpt2")
+    b = g["beam"]
+    prompt = _unpad(g["inputs"]["input_ids"][0], g["inputs"]["attention_mask"][0])
+    out = gpt2.generate([prompt], max_new_tokens=8, num_beams=3, num_return_sequences=2)
+    assert [h.tokens for h in out[0]] == [s[len(prompt):] for s in b["sequences"][:2]]
+    for h, score in zip(out[0], b["sequences_scores"][:2]):
+        assert math.isclose(h.score, score, rel_tol=1e-4, abs_tol=1e-5)
+    assert out[0][0].score >= out[0][1].score
+
+
+def test_translate_tokens_matches_transformers(marian):
+    g = _golden("marian")
+    sources = [_unpad(ids, m) for ids, m in zip(g["inputs"]["input_ids"], g["inputs"]["attention_mask"])]
+    out = marian.translate_tokens(sources, max_new_tokens=8)
+    assert [h[0].tokens for h in out] == [s[1:] for s in g["greedy"]["sequences"]]
+    # A target prefix is kept at the start of the hypothesis.
+    out = marian.translate_tokens([sources[0]], [[7, 7]], max_new_tokens=4)
+    assert out[0][0].tokens[:2] == [7, 7]
+
+
+def test_sampling_is_reproducible(gpt2):
+    kw = dict(max_new_tokens=10, do_sample=True, temperature=1.5, top_k=50, seed=1234)
+    a = gpt2.generate([[0, 5, 6]], **kw)
+    assert a == gpt2.generate([[0, 5, 6]], **kw)
+    others = [gpt2.generate([[0, 5, 6]], **{**kw, "seed": s})[0][0].tokens for s in range(5)]
+    assert any(o != a[0][0].tokens for o in others)
+
+
+def test_eos_token_ids_option(gpt2):
+    greedy = gpt2.generate([[0, 92, 79, 57, 110]], max_new_tokens=8)[0][0].tokens  # [94, 94, ...]
+    stopped = gpt2.generate([[0, 92, 79, 57, 110]], max_new_tokens=8, eos_token_ids=[greedy[0]])[0][0].tokens
+    assert stopped == greedy[:1]
+
+
+def test_on_token_streams_and_stops(gpt2):
+    seen = []
+    out = gpt2.generate([[0, 92, 79], [1, 0, 117]], max_new_tokens=5, on_token=lambda b, s, t: seen.append((b, t)))
+    for b in range(2):
+        assert [t for bb, t in seen if bb == b] == out[b][0].tokens
+    # A true return value finishes that sequence after this token.
+    out = gpt2.generate([[0, 92, 79], [1, 0, 117]], max_new_tokens=5, on_token=lambda b, s, t: b == 0)
+    assert len(out[0][0].tokens) == 1 and len(out[1][0].tokens) == 5
+
+
+def test_on_token_exception_propagates(gpt2):
+    class Boom(Exception):
+        pass
+
+    calls = []
+
+    def cb(b, s, t):
+        calls.append(t)
+        raise Boom("from the callback")
+
+    with pytest.raises(Boom, match="from the callback"):
+        gpt2.generate([[0, 92, 79], [1, 0, 117]], max_new_tokens=8, on_token=cb)
+    assert len(calls) == 1  # every later token is refused without calling Python again
+    # The model still works afterwards.
+    assert len(gpt2.generate([[0, 1]], max_new_tokens=3)[0][0].tokens) == 3
+
+
+def test_generate_argument_errors(gpt2, marian):
+    with pytest.raises(parley.InvalidArgumentError, match="vocabulary"):
+        gpt2.generate([[0, 500]], max_new_tokens=2)
+    with pytest.raises(parley.InvalidArgumentError, match="int32"):
+        gpt2.generate([[0, 2**40]], max_new_tokens=2)
+    with pytest.raises(parley.InvalidArgumentError, match="empty"):
+        gpt2.generate([], max_new_tokens=2)
+    with pytest.raises(parley.InvalidArgumentError, match=r"prompts\[1\] is empty"):
+        gpt2.generate([[1], []], max_new_tokens=2)
+    with pytest.raises(parley.InvalidArgumentError, match="max_new_tokens"):
+        gpt2.generate([[1]], max_new_tokens=0)
+    with pytest.raises(parley.InvalidArgumentError, match="max_new_tokens"):
+        gpt2.generate([[1]], max_new_tokens=-1)
+    with pytest.raises(parley.InvalidArgumentError, match="positions"):
+        gpt2.generate([[1]], max_new_tokens=100)  # 48 positions
+    with pytest.raises(parley.InvalidArgumentError, match="finite"):
+        gpt2.generate([[1]], max_new_tokens=2, temperature=float("nan"))
+    with pytest.raises(parley.InvalidArgumentError, match="early_stopping"):
+        gpt2.generate([[1]], max_new_tokens=2, early_stopping=3)
+    with pytest.raises(TypeError, match="flat list"):
+        gpt2.generate([1, 2, 3], max_new_tokens=2)
+    with pytest.raises(TypeError, match="bogus"):
+        gpt2.generate([[1]], bogus=1)
+    with pytest.raises(TypeError):
+        gpt2.generate([["a"]], max_new_tokens=2)
+    with pytest.raises(parley.UnsupportedError, match="translate"):
+        marian.generate([[5, 6]], max_new_tokens=2)
+    with pytest.raises(parley.UnsupportedError):
+        gpt2.translate_tokens([[5, 6]], max_new_tokens=2)
+    with pytest.raises(parley.InvalidArgumentError, match="target_prefixes"):
+        marian.translate_tokens([[5, 6], [7]], [[1]], max_new_tokens=2)
+
+
+def test_bad_struct_size_is_refused(gpt2):
+    """The C side checks struct_size (an ABI guard the binding relies on)."""
+    with gpt2._use() as h:
+        for size in (3, ctypes.sizeof(_lib.GenerationOptions) + 8):
+            opts = _lib.GenerationOptions()
+            opts.struct_size = size
+            with pytest.raises(parley.InvalidArgumentError, match="struct_size|size"):
+                _lib.check(_lib.lib.parley_generation_options_defaults(h, ctypes.byref(opts)))
+        info = _lib.ModelInfo()
+        info.struct_size = 1
+        with pytest.raises(parley.InvalidArgumentError):
+            _lib.check(_lib.lib.parley_model_get_info(h, ctypes.byref(info)))
+    for struct, fn in (
+        (_lib.RuntimeOptions, _lib.lib.parley_runtime_options_defaults),
+        (_lib.ChatOptions, _lib.lib.parley_chat_options_defaults),
+        (_lib.TranslationOptions, _lib.lib.parley_translation_options_defaults),
+    ):
+        s = struct()
+        s.struct_size = ctypes.sizeof(struct) * 4
+        with pytest.raises(parley.InvalidArgumentError):
+            _lib.check(fn(ctypes.byref(s)))
+        s.struct_size = ctypes.sizeof(struct)
+        _lib.check(fn(ctypes.byref(s)))  # the exact size is accepted
+
+
+def test_null_handles_are_refused():
+    with pytest.raises(parley.InvalidArgumentError, match="model"):
+        _lib.check(_lib.lib.parley_model_prepare(None))
+    assert _lib.lib.parley_chat_cancel(None) == _lib.ERROR_INVALID_ARGUMENT
+
+
+def test_last_error_is_per_thread(runtime, gpt2, tmp_path):
+    """Each thread sees the message of its own failure (read right after the call)."""
+    errors: dict[str, list[str]] = {"a": [], "b": []}
+
+    def bad_id():
+        for _ in range(30):
+            try:
+                gpt2.generate([[0, 999]], max_new_tokens=1)
+            except parley.ParleyError as e:
+                errors["a"].append(e.message)
+
+    def bad_file():
+        for _ in range(30):
+            try:
+                parley.Model(runtime, tmp_path / "missing-from-thread.parley")
+            except parley.ParleyError as e:
+                errors["b"].append(e.message)
+
+    threads = [threading.Thread(target=bad_id), threading.Thread(target=bad_file)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors["a"]) == 30 and all("999" in m and "vocabulary" in m for m in errors["a"])
+    assert len(errors["b"]) == 30 and all("missing-from-thread" in m for m in errors["b"])
+
+
+def test_concurrent_generate(gpt2):
+    expected = gpt2.generate([[0, 92, 79, 57, 110]], max_new_tokens=8)
+    results = []
+
+    def work():
+        for _ in range(5):
+            results.append(gpt2.generate([[0, 92, 79, 57, 110]], max_new_tokens=8))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20 and all(r == expected for r in results)
+
+
+# ----------------------------------------------------------------- lifetime
+
+
+def test_close_twice_and_use_after_close(runtime):
+    m = parley.Model(runtime, GPT2)
+    m.close()
+    m.close()
+    assert m.closed and "closed" in repr(m)
+    with pytest.raises(parley.ClosedError, match="Model is closed"):
+        m.generate([[1]], max_new_tokens=1)
+    with pytest.raises(parley.ClosedError):
+        m.tokenize("x")
+    with pytest.raises(ValueError):  # ClosedError is a ValueError (and an InvalidArgumentError)
+        m.config()
+    rt = parley.Runtime(threads=1)
+    rt.close()
+    rt.close()
+    with pytest.raises(parley.ClosedError, match="Runtime is closed"):
+        rt.plugins()
+    with pytest.raises(parley.ClosedError):
+        parley.Model(rt, GPT2)
+
+
+def test_context_managers(runtime):
+    with parley.Runtime(threads=1) as rt:
+        with parley.Model(rt, GPT2) as m:
+            assert m.generate([[1]], max_new_tokens=1)
+        assert m.closed
+    assert rt.closed
+
+
+def test_model_keeps_runtime_alive():
+    rt = parley.Runtime(threads=1)
+    ref = weakref.ref(rt)
+    m = parley.Model(rt, GPT2)
+    del rt
+    gc.collect()
+    assert ref() is not None and m.runtime is ref()
+    # The C runtime may even be freed first: the model keeps what it needs.
+    m.runtime.close()
+    assert len(m.generate([[0, 5]], max_new_tokens=3)[0][0].tokens) == 3
+    m.close()
+    del m
+    gc.collect()
+    assert ref() is None
+
+
+def test_del_frees_handles():
+    freed = []
+    rt = parley.Runtime(threads=1)
+    m = parley.Model(rt, GPT2)
+    g = m._guard
+    orig = g._free
+    g._free = lambda h: (freed.append(h), orig(h))
+    del m
+    gc.collect()
+    assert len(freed) == 1 and g.closed
+    rt.close()
+
+
+# ------------------------------------------------------- text: wrong models
+
+
+def test_text_api_on_model_without_tokenizer(gpt2, marian):
+    with pytest.raises(parley.UnsupportedError, match="tokenizer"):
+        gpt2.tokenize("hello")
+    with pytest.raises(parley.UnsupportedError, match="tokenizer"):
+        gpt2.detokenize([1, 2])
+    with pytest.raises(parley.UnsupportedError):
+        gpt2.translate("hello")  # decoder-only (and no tokenizer)
+    with pytest.raises(parley.UnsupportedError):
+        marian.translate("hello")  # no tokenizer
+    with pytest.raises(parley.UnsupportedError, match="tokenizer"):
+        parley.Chat(gpt2)
+    with pytest.raises(parley.UnsupportedError, match="encoder-decoder"):
+        parley.Chat(marian)
+
+
+def test_text_marshalling_errors(gpt2):
+    with pytest.raises(parley.InvalidArgumentError, match="NUL"):
+        gpt2.tokenize("a\0b")
+    with pytest.raises(parley.InvalidArgumentError, match="NUL"):
+        parley.Model(gpt2.runtime, "a\0b.parley")
+    with pytest.raises(TypeError):
+        gpt2.tokenize(123)
+    with pytest.raises(TypeError):
+        parley.Chat("not a model")
+
+
+# ------------------------------------------------------------- text: tokens
+
+
+SAMPLE = "Hello, world! Grüße aus Köln — 日本語 🙂👍🏽"
+
+
+def test_tokenize_detokenize_roundtrip(tokenizer_model):
+    chat_model = tokenizer_model
+    ids = chat_model.tokenize(SAMPLE, add_special_tokens=False)
+    assert ids and all(isinstance(i, int) and 0 <= i < chat_model.vocab_size for i in ids)
+    assert chat_model.detokenize(ids) == SAMPLE
+    assert chat_model.tokenize(SAMPLE.encode("utf-8"), add_special_tokens=False) == ids
+    assert chat_model.tokenize("", add_special_tokens=False) == []
+    long = SAMPLE * 50  # more ids than the first buffer guess? at least a long text works
+    assert chat_model.detokenize(chat_model.tokenize(long, add_special_tokens=False)) == long
+
+
+def test_translation_tokenizer_special_tokens(translation_tokenizer_model):
+    m = translation_tokenizer_model
+    with_special = m.tokenize("Guten Morgen")
+    without = m.tokenize("Guten Morgen", add_special_tokens=False)
+    assert len(with_special) > len(without)
+    assert m.detokenize(with_special, skip_special_tokens=True).strip() != m.detokenize(
+        with_special, skip_special_tokens=False
+    ).strip()
+
+
+def test_invalid_utf8_is_rejected(tokenizer_model):
+    chat_model = tokenizer_model
+    with pytest.raises(parley.InvalidArgumentError, match="UTF-8.*offset 2"):
+        chat_model.tokenize(b"ab\xffcd")
+    # A lone surrogate (what surrogateescape makes of undecodable bytes) reaches
+    # libparley as its (invalid) UTF-8 encoding and is refused there.
+    with pytest.raises(parley.InvalidArgumentError, match="UTF-8.*offset 1"):
+        chat_model.tokenize("a\udcff")
+    with pytest.raises(parley.InvalidArgumentError, match="UTF-8"):
+        chat_model.tokenize(b"\xc3")  # truncated sequence
+    with pytest.raises(parley.InvalidArgumentError, match="UTF-8"):
+        chat_model.tokenize(b"\xc0\xaf")  # overlong
+    with pytest.raises(parley.InvalidArgumentError, match="vocabulary|range|id"):
+        chat_model.detokenize([chat_model.vocab_size + 5])
+
+
+def test_invalid_utf8_in_chat_is_rejected(chat_model):
+    with pytest.raises(parley.InvalidArgumentError, match="UTF-8"):
+        parley.Chat(chat_model, system_prompt=b"\xff")
+    with parley.Chat(chat_model) as chat:
+        with pytest.raises(parley.InvalidArgumentError, match="UTF-8"):
+            chat.append("user", "bad \udc80 text")
+        with pytest.raises(parley.InvalidArgumentError, match="UTF-8"):
+            chat.say(b"bad \xed\xa0\x80 surrogate", max_new_tokens=2)
+        assert chat.messages == []  # not added
+
+
+def _tokenizer_families() -> list[str]:
+    return sorted(p.stem for p in TOKENIZER_GOLDENS.glob("*.json") if not p.stem.endswith("_decode"))
+
+
+def _known_divergences(family: str, check: str) -> set[str]:
+    """Texts where Parley is known to differ from transformers (tests/tokenizers/known_divergences.json)."""
+    path = TOKENIZER_GOLDENS.parent / "known_divergences.json"
+    k = json.loads(path.read_text()) if path.exists() else {}
+    return {e["text"] for e in k.get(family, {}).get(check, [])}
+
+
+@pytest.mark.parametrize("family", _tokenizer_families())
+def test_tokenizer_goldens(runtime, family):
+    """tokenize/detokenize through the binding give transformers' ids and text."""
+    path = TOKENIZER_FILES / f"{family}.parley"
+    if not path.exists():
+        pytest.skip(f"{path} does not exist yet")
+    g = json.loads((TOKENIZER_GOLDENS / f"{family}.json").read_text())
+    skip_encode = _known_divergences(family, "encode")
+    skip_decode = _known_divergences(family, "decode")
+    checked = 0
+    with parley.Model(runtime, path) as m:
+        for case in g["encode"]:
+            text = case["text"]
+            if text not in skip_encode:
+                assert m.tokenize(text, add_special_tokens=False) == case["ids_no_special"], text
+                try:
+                    ids = m.tokenize(text)
+                except parley.InvalidArgumentError as e:
+                    # Multilingual tokenizers need a language for their special tokens.
+                    assert "language" in e.message
+                else:
+                    assert ids == case["ids"], text
+                checked += 1
+            if text not in skip_decode:
+                # (translation models decode with the target tokenizer, as the goldens do)
+                assert m.detokenize(case["ids"], skip_special_tokens=False) == case["decoded"], text
+                assert m.detokenize(case["ids"]) == case["decoded_skip_special"], text
+        assert checked > 50
+        skip_translation = _known_divergences(family, "translation")
+        for case in g.get("translation", []):
+            if case["text"] not in skip_translation:
+                assert m.tokenize(case["text"], language=case["src_lang"]) == case["source_ids"], case
+        decode = TOKENIZER_GOLDENS / f"{family}_decode.json"
+        if decode.exists():
+            for case in json.loads(decode.read_text())["decode"]:
+                assert m.detokenize(case["ids"], skip_special_tokens=False) == case["decoded"], case["name"]
+                assert m.detokenize(case["ids"]) == case["decoded_skip_special"], case["name"]
+        runnable = True
+        try:
+            m.prepare()
+        except parley.InvalidModelError:
+            runnable = False  # a tokenizer-only fixture: no weights to run the chat with
+        if runnable and m.info.kind == "decoder-only" and m.info.has_chat_template:
+            # The first turn's prompt_tokens counts the rendered conversation, as transformers renders it.
+            for case in g.get("chat", []):
+                msgs = case["messages"]
+                if "error" in case or case.get("template_kwargs") or not case["add_generation_prompt"]:
+                    continue
+                if msgs[-1]["role"] != "user" or any(x["role"] == "system" for x in msgs[1:]):
+                    continue
+                system = msgs[0]["content"] if msgs[0]["role"] == "system" else None
+                with parley.Chat(m, system_prompt=system) as chat:
+                    for x in msgs[1 if system is not None else 0 :]:
+                        chat.append(x["role"], x["content"])
+                    chat.say(max_new_tokens=1)
+                    assert chat.stats["prompt_tokens"] == len(case["ids"]), case["messages"]
+
+
+# -------------------------------------------------------------- translation
+
+
+def test_translate(translation_model):
+    m = translation_model
+    t = m.translate("Guten Morgen, wie geht es dir?", max_length=12)
+    assert isinstance(t, parley.Translation) and isinstance(t.text, str)
+    assert 1 <= len(t.tokens) <= 12 and t.score <= 0
+    assert t.source_tokens == m.tokenize("Guten Morgen, wie geht es dir?")
+    assert t.text == m.detokenize(t.tokens)
+    assert t.attention is None and len(t.hypotheses) == 1
+    # The text API and the token API agree.
+    assert m.translate_tokens([t.source_tokens], max_new_tokens=12)[0][0].tokens == t.tokens
+    batch = m.translate(["Hallo Welt", "Guten Morgen, wie geht es dir?"], max_length=12)
+    assert isinstance(batch, list) and len(batch) == 2 and batch[1].tokens == t.tokens
+
+
+def test_translate_nbest_and_attention(translation_model):
+    m = translation_model
+    t = m.translate(
+        "Die Katze schläft auf dem Sofa.", beam_size=4, num_hypotheses=3, max_length=10, return_attention=True
+    )
+    assert len(t.hypotheses) == 3
+    scores = [h.score for h in t.hypotheses]
+    assert scores == sorted(scores, reverse=True)
+    assert len({tuple(h.tokens) for h in t.hypotheses}) == 3
+    for h in t.hypotheses:
+        assert h.source_tokens == t.source_tokens
+        assert len(h.attention) == len(h.tokens)
+        for row in h.attention:
+            assert len(row) == len(t.source_tokens)
+            assert all(w >= 0 for w in row) and math.isclose(sum(row), 1.0, rel_tol=1e-3)
+    first = m.translate("Die Katze schläft auf dem Sofa.", max_length=10, return_attention=True, attention_layer=0)
+    last = m.translate("Die Katze schläft auf dem Sofa.", max_length=10, return_attention=True)
+    assert first.tokens == last.tokens and first.attention != last.attention
+
+
+def test_translate_errors(translation_model):
+    m = translation_model
+    with pytest.raises(parley.InvalidArgumentError, match="empty"):
+        m.translate([])
+    with pytest.raises(parley.InvalidArgumentError, match=r"(#1|\[1\]).*UTF-8"):
+        m.translate(["fine", b"bad \xff"])
+    with pytest.raises(parley.InvalidArgumentError):
+        m.translate("x", beam_size=2, num_hypotheses=3)
+    with pytest.raises(TypeError, match="beam_size"):
+        m.translate("x", num_beams=2)
+    with pytest.raises(parley.InvalidArgumentError):
+        m.translate("x", attention_layer=99, return_attention=True, max_length=3)
+
+
+# --------------------------------------------------------------------- chat
+
+
+def test_chat_turns_and_cache_reuse(chat_model):
+    with parley.Chat(chat_model, system_prompt="You are a helpful support agent.") as chat:
+        assert chat.messages == [{"role": "system", "content": "You are a helpful support agent."}]
+        r1 = chat.say("Hello, my order has not arrived.", max_new_tokens=12)
+        assert isinstance(r1, str)
+        s1 = chat.stats
+        assert s1["reused_tokens"] == 0 and s1["processed_tokens"] == s1["prompt_tokens"] > 0
+        assert 1 <= s1["generated_tokens"] <= 12
+        r2 = chat.say("It was order 1234.", max_new_tokens=12)
+        s2 = chat.stats
+        # The second turn runs the model only on what is new since the first.
+        assert s2["reused_tokens"] >= s1["prompt_tokens"]
+        assert s2["processed_tokens"] == s2["prompt_tokens"] - s2["reused_tokens"]
+        assert s2["processed_tokens"] <= s2["prompt_tokens"] - s1["prompt_tokens"]
+        assert s2["total_processed_tokens"] == s1["processed_tokens"] + s2["processed_tokens"]
+        assert chat.messages[1:] == [
+            {"role": "user", "content": "Hello, my order has not arrived."},
+            {"role": "assistant", "content": r1},
+            {"role": "user", "content": "It was order 1234."},
+            {"role": "assistant", "content": r2},
+        ]
+        chat.reset()
+        assert len(chat.messages) == 1
+        chat.say("Hello, my order has not arrived.", max_new_tokens=12)
+        assert chat.stats["reused_tokens"] >= s1["prompt_tokens"] - 1  # the cached prefix is reused after reset
+        assert chat.messages[-1]["content"] == r1  # greedy: the same reply
+
+
+def test_chat_say_options_and_stop(chat_model):
+    with parley.Chat(chat_model) as chat:
+        full = chat.say("Tell me about your return policy.", max_new_tokens=16)
+        chat.reset()
+        if len(full) < 4:
+            pytest.skip("the reply is too short to cut")
+        stop = full[2:4]
+        cut = chat.say("Tell me about your return policy.", max_new_tokens=16, stop=[stop])
+        assert cut == full[: full.index(stop)]
+        chat.reset()
+        a = chat.say("Hi", max_new_tokens=8, do_sample=True, temperature=1.3, top_p=0.95, seed=7)
+        chat.reset()
+        b = chat.say("Hi", max_new_tokens=8, do_sample=True, temperature=1.3, top_p=0.95, seed=7)
+        assert a == b
+        with pytest.raises(parley.InvalidArgumentError, match="num_beams"):
+            chat.say("Hi", num_beams=2)
+        with pytest.raises(TypeError, match="bogus"):
+            chat.say("Hi", bogus=True)
+
+
+def test_chat_on_text_and_callback_exception(chat_model):
+    with parley.Chat(chat_model) as chat:
+        pieces = []
+        reply = chat.say("Hello there", max_new_tokens=16, on_text=pieces.append)
+        assert "".join(pieces) == reply
+        n_messages = len(chat.messages)
+        chat.reset()
+        chat.say("Hello there", max_new_tokens=16, on_text=lambda p: True)  # stop after the first piece
+        assert chat.messages[-1]["content"] == pieces[0]
+
+        class Boom(Exception):
+            pass
+
+        chat.reset()
+
+        def bad(piece):
+            raise Boom(piece)
+
+        with pytest.raises(Boom):
+            chat.say("Hello there", max_new_tokens=16, on_text=bad)
+        assert [m["role"] for m in chat.messages] == ["user"]  # no (truncated) reply was kept
+        assert chat.say(max_new_tokens=16) == reply  # retry the pending user message
+        assert len(chat.messages) == n_messages
+
+
+def test_chat_stream(chat_model):
+    with parley.Chat(chat_model) as chat:
+        expected = chat.say("Where is my parcel?", max_new_tokens=24)
+        chat.reset()
+        stream = chat.stream("Where is my parcel?", max_new_tokens=24)
+        pieces = list(stream)
+        assert "".join(pieces) == expected == stream.reply == stream.text
+        assert chat.messages[-1] == {"role": "assistant", "content": expected}
+        assert chat.stats["generated_tokens"] >= 1
+
+
+def test_chat_stream_yields_before_the_end(chat_model):
+    with parley.Chat(chat_model) as chat:
+        pieces = []
+        chat.say("Where is my parcel?", max_new_tokens=32, on_text=pieces.append)
+        if len(pieces) < 3:
+            pytest.skip("the reply has fewer than 3 pieces")
+        chat.reset()
+        stream = chat.stream("Where is my parcel?", max_new_tokens=32, buffer=1)
+        first = next(stream)
+        assert first == pieces[0]
+        # buffer=1: the worker waits for the consumer, so the reply cannot be finished yet.
+        assert stream._thread.is_alive()
+        stream.close()  # abandoning the stream cancels the reply
+        assert not stream._thread.is_alive()
+        assert [m["role"] for m in chat.messages] == ["user"]
+        # The chat is usable right away, and the pending user message can be answered.
+        assert chat.say(max_new_tokens=32) == "".join(pieces)
+
+
+def test_chat_stream_dropped_iterator_cancels(chat_model):
+    with parley.Chat(chat_model) as chat:
+        for piece in chat.stream("Where is my parcel?", max_new_tokens=32, buffer=1):
+            break
+        gc.collect()
+        assert chat.say("Hello", max_new_tokens=4) is not None  # not busy any more
+
+
+def test_chat_cancel_from_another_thread(chat_model):
+    with parley.Chat(chat_model) as chat:
+        stream = chat.stream("Tell me a long story.", max_new_tokens=64, buffer=1)
+        next(stream)
+        t = threading.Thread(target=chat.cancel)
+        t.start()
+        t.join()
+        with pytest.raises(parley.CancelledError):
+            for _ in stream:
+                pass
+        assert [m["role"] for m in chat.messages] == ["user"]
+        chat.cancel()  # nothing running: a no-op
+
+
+def test_chat_busy_and_errors_in_stream(chat_model):
+    with parley.Chat(chat_model) as chat:
+        stream = chat.stream("Hi", max_new_tokens=16, buffer=1)
+        with pytest.raises(parley.BusyError):
+            chat.say("again")
+        with pytest.raises(parley.BusyError):
+            chat.messages
+        list(stream)
+        assert len(chat.messages) == 2
+        # An error of the C call surfaces from the iterator.
+        s = chat.stream("Hi", num_beams=2)
+        with pytest.raises(parley.InvalidArgumentError, match="num_beams"):
+            next(s)
+        chat.append("assistant", "ok")  # usable again after the failed stream
+
+
+def test_chat_role_errors(chat_model):
+    with parley.Chat(chat_model) as chat:
+        with pytest.raises(parley.InvalidArgumentError, match="role"):
+            chat.append("robot", "hi")
+        with pytest.raises(parley.InvalidArgumentError, match="role"):
+            chat.append(7, "hi")
+        chat.append("user", "hi")
+        with pytest.raises(parley.InvalidArgumentError, match="system"):
+            chat.append("system", "a system message after the start")
+        assert chat.messages == [{"role": "user", "content": "hi"}]
+    with parley.Chat(chat_model, system_prompt="Be brief.") as chat:
+        with pytest.raises(parley.InvalidArgumentError, match="system"):
+            chat.append("system", "a second system message")
+
+
+def test_chat_lifetime(runtime, chat_model):
+    m = parley.Model(runtime, chat_model.path)
+    chat = parley.Chat(m)
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is not None  # the chat keeps its model alive
+    chat.say("Hi", max_new_tokens=2)
+    chat.close()
+    chat.close()
+    with pytest.raises(parley.ClosedError, match="Chat is closed"):
+        chat.say("Hi")
+    with pytest.raises(parley.ClosedError):
+        chat.stream("Hi")
+    chat.cancel()  # closed: a no-op
+    # Closing a model closes its chats first (the C API needs the model to outlive them).
+    m = ref()
+    chat2 = parley.Chat(m)
+    stream = chat2.stream("Tell me a long story.", max_new_tokens=64, buffer=1)
+    next(stream)
+    m.close()
+    assert chat2.closed
+    with pytest.raises(parley.CancelledError):
+        list(stream)
+    with pytest.raises(parley.ClosedError):
+        parley.Chat(m)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def _python(code: str, env: dict) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if k not in ("PARLEY_LIBRARY", "LD_LIBRARY_PATH")}
+    full.update(env)
+    full["PYTHONPATH"] = str(REPO / "bindings" / "python")
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_library_found_on_loader_path():
+    lib_dir = str(Path(os.environ["PARLEY_LIBRARY"]).resolve().parent)
+    r = _python("import parley; print(parley.library_path, parley.library_version)", {"LD_LIBRARY_PATH": lib_dir})
+    assert r.returncode == 0, r.stderr
+    assert "libparley" in r.stdout and parley.library_version in r.stdout
+
+
+def test_missing_library_gives_clear_import_error():
+    r = _python("import parley", {"PARLEY_LIBRARY": "/nonexistent/libparley.so"})
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and "PARLEY_LIBRARY" in r.stderr and "/nonexistent/libparley.so" in r.stderr
+
+
+def test_unknown_language_code(runtime):
+    path = TOKENIZER_FILES / "nllb.parley"
+    if not path.exists():
+        pytest.skip(f"{path} does not exist yet")
+    with parley.Model(runtime, path) as m:
+        assert m.tokenize("Hallo", language="deu_Latn")[0] != m.tokenize("Hallo", language="fra_Latn")[0]
+        with pytest.raises(parley.NotFoundError, match="xx_Nope"):
+            m.tokenize("Hallo", language="xx_Nope")
