@@ -606,8 +606,7 @@ PARLEY_API parley_status parley_translate(const parley_model *model, const char 
                                           const parley_translation_options *options,
                                           parley_translation_result **out_result);
 
-PARLEY_API parley_status parley_translation_result_count(const parley_translation_result *result,
-                                                         size_t *out_count);
+PARLEY_API parley_status parley_translation_result_count(const parley_translation_result *result, size_t *out_count);
 PARLEY_API parley_status parley_translation_result_hypothesis_count(const parley_translation_result *result,
                                                                     size_t index, size_t *out_count);
 /*
@@ -618,12 +617,11 @@ PARLEY_API parley_status parley_translation_result_hypothesis_count(const parley
 PARLEY_API parley_status parley_translation_result_text(const parley_translation_result *result, size_t index,
                                                         size_t hypothesis, const char **out_text, float *out_score);
 /* Token ids of the source (as encoded) and of a hypothesis (generated ids). Owned by the result. */
-PARLEY_API parley_status parley_translation_result_source_tokens(const parley_translation_result *result,
-                                                                 size_t index, const int32_t **out_ids,
-                                                                 size_t *out_count);
-PARLEY_API parley_status parley_translation_result_target_tokens(const parley_translation_result *result,
-                                                                 size_t index, size_t hypothesis,
+PARLEY_API parley_status parley_translation_result_source_tokens(const parley_translation_result *result, size_t index,
                                                                  const int32_t **out_ids, size_t *out_count);
+PARLEY_API parley_status parley_translation_result_target_tokens(const parley_translation_result *result, size_t index,
+                                                                 size_t hypothesis, const int32_t **out_ids,
+                                                                 size_t *out_count);
 /*
  * Source attention of a hypothesis (return_attention): row t (one per target
  * token) holds the cross-attention weights over the source tokens of the
@@ -631,10 +629,9 @@ PARLEY_API parley_status parley_translation_result_target_tokens(const parley_tr
  * [*out_target_len x *out_source_len] row-major, owned by the result. Errors:
  * PARLEY_ERROR_NOT_FOUND (bad index, or attention was not requested).
  */
-PARLEY_API parley_status parley_translation_result_attention(const parley_translation_result *result,
-                                                             size_t index, size_t hypothesis,
-                                                             const float **out_weights, size_t *out_target_len,
-                                                             size_t *out_source_len);
+PARLEY_API parley_status parley_translation_result_attention(const parley_translation_result *result, size_t index,
+                                                             size_t hypothesis, const float **out_weights,
+                                                             size_t *out_target_len, size_t *out_source_len);
 PARLEY_API void parley_translation_result_free(parley_translation_result *result);
 
 /* ------------------------------------------------------------------ chat */
@@ -732,12 +729,12 @@ PARLEY_API parley_status parley_chat_message(const parley_chat_session *session,
 
 typedef struct parley_chat_stats {
   size_t struct_size;
-  uint64_t prompt_tokens;     /* tokens of the last turn's rendered prompt */
-  uint64_t reused_tokens;     /* ... already in the KV cache */
-  uint64_t processed_tokens;  /* ... the model ran on (prompt_tokens - reused_tokens) */
-  uint64_t generated_tokens;  /* tokens of the last reply */
+  uint64_t prompt_tokens;          /* tokens of the last turn's rendered prompt */
+  uint64_t reused_tokens;          /* ... already in the KV cache */
+  uint64_t processed_tokens;       /* ... the model ran on (prompt_tokens - reused_tokens) */
+  uint64_t generated_tokens;       /* tokens of the last reply */
   uint64_t total_processed_tokens; /* prompt tokens run over the session's life */
-  uint64_t cached_tokens;     /* tokens in the KV cache now */
+  uint64_t cached_tokens;          /* tokens in the KV cache now */
 } parley_chat_stats;
 
 /* Counters of the last turn; stats->struct_size must be set by the caller. */

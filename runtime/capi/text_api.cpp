@@ -62,9 +62,8 @@ const TextTranslation &item(const parley_translation_result *r, size_t index) {
 const TextHypothesis &hyp(const parley_translation_result *r, size_t index, size_t h) {
   const TextTranslation &t = item(r, index);
   if (h >= t.hypotheses.size())
-    fail(PARLEY_ERROR_NOT_FOUND,
-         "hypothesis " + std::to_string(h) + " >= " + std::to_string(t.hypotheses.size()) + " for text " +
-             std::to_string(index));
+    fail(PARLEY_ERROR_NOT_FOUND, "hypothesis " + std::to_string(h) + " >= " + std::to_string(t.hypotheses.size()) +
+                                     " for text " + std::to_string(index));
   return t.hypotheses[h];
 }
 
@@ -92,8 +91,8 @@ PARLEY_API parley_status parley_tokenize(const parley_model *model, const char *
     require(ids, "ids");
     if (capacity < v.size()) {
       *out_count = v.size();
-      fail(PARLEY_ERROR_INVALID_ARGUMENT, "capacity " + std::to_string(capacity) + " is smaller than the " +
-                                              std::to_string(v.size()) + " ids");
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "capacity " + std::to_string(capacity) + " is smaller than the " + std::to_string(v.size()) + " ids");
     }
     std::copy(v.begin(), v.end(), ids);
     *out_count = v.size();
@@ -107,12 +106,15 @@ PARLEY_API parley_status parley_detokenize(const parley_model *model, const int3
     require(out_text, "out_text");
     if (count && !ids) fail(PARLEY_ERROR_INVALID_ARGUMENT, "ids is NULL but count > 0");
     if (count > (size_t{1} << 26)) fail(PARLEY_ERROR_INVALID_ARGUMENT, "count is absurdly large (> 2^26)");
-    std::string s = model->impl.text().target().decode(std::vector<int32_t>(ids, ids + count), skip_special_tokens != 0);
+    std::string s =
+        model->impl.text().target().decode(std::vector<int32_t>(ids, ids + count), skip_special_tokens != 0);
     *out_text = dup_string(s);
   });
 }
 
-PARLEY_API void parley_string_free(char *text) { std::free(text); }
+PARLEY_API void parley_string_free(char *text) {
+  std::free(text);
+}
 
 PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options) {
   return guarded(__func__, [&] {
@@ -143,7 +145,8 @@ PARLEY_API parley_status parley_translate(const parley_model *model, const char 
     }
     const ModelFile &file = *model->impl.file;
     if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
-      fail(PARLEY_ERROR_UNSUPPORTED, "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
+      fail(PARLEY_ERROR_UNSUPPORTED,
+           "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
     TextTranslationOptions t;
     t.decoding = resolve_generation_options(file, o.generation);
     t.decoding.on_token = nullptr;
@@ -154,15 +157,15 @@ PARLEY_API parley_status parley_translate(const parley_model *model, const char 
     t.attention = o.return_attention != 0;
     t.attention_layer = o.attention_layer;
     std::vector<std::string> inputs;
-    for (size_t i = 0; i < count; ++i) inputs.push_back(text_arg(texts[i], ("texts[" + std::to_string(i) + "]").c_str()));
+    for (size_t i = 0; i < count; ++i)
+      inputs.push_back(text_arg(texts[i], ("texts[" + std::to_string(i) + "]").c_str()));
     auto result = std::make_unique<parley_translation_result>();
     result->items = translate_text(model->impl.transformer(), file, model->impl.text(), inputs, t);
     *out_result = result.release();
   });
 }
 
-PARLEY_API parley_status parley_translation_result_count(const parley_translation_result *result,
-                                                         size_t *out_count) {
+PARLEY_API parley_status parley_translation_result_count(const parley_translation_result *result, size_t *out_count) {
   return guarded(__func__, [&] {
     require(result, "result");
     require(out_count, "out_count");
@@ -188,9 +191,8 @@ PARLEY_API parley_status parley_translation_result_text(const parley_translation
   });
 }
 
-PARLEY_API parley_status parley_translation_result_source_tokens(const parley_translation_result *result,
-                                                                 size_t index, const int32_t **out_ids,
-                                                                 size_t *out_count) {
+PARLEY_API parley_status parley_translation_result_source_tokens(const parley_translation_result *result, size_t index,
+                                                                 const int32_t **out_ids, size_t *out_count) {
   return guarded(__func__, [&] {
     require(out_ids, "out_ids");
     require(out_count, "out_count");
@@ -200,9 +202,9 @@ PARLEY_API parley_status parley_translation_result_source_tokens(const parley_tr
   });
 }
 
-PARLEY_API parley_status parley_translation_result_target_tokens(const parley_translation_result *result,
-                                                                 size_t index, size_t hypothesis,
-                                                                 const int32_t **out_ids, size_t *out_count) {
+PARLEY_API parley_status parley_translation_result_target_tokens(const parley_translation_result *result, size_t index,
+                                                                 size_t hypothesis, const int32_t **out_ids,
+                                                                 size_t *out_count) {
   return guarded(__func__, [&] {
     require(out_ids, "out_ids");
     require(out_count, "out_count");
@@ -212,10 +214,9 @@ PARLEY_API parley_status parley_translation_result_target_tokens(const parley_tr
   });
 }
 
-PARLEY_API parley_status parley_translation_result_attention(const parley_translation_result *result,
-                                                             size_t index, size_t hypothesis,
-                                                             const float **out_weights, size_t *out_target_len,
-                                                             size_t *out_source_len) {
+PARLEY_API parley_status parley_translation_result_attention(const parley_translation_result *result, size_t index,
+                                                             size_t hypothesis, const float **out_weights,
+                                                             size_t *out_target_len, size_t *out_source_len) {
   return guarded(__func__, [&] {
     require(out_weights, "out_weights");
     require(out_target_len, "out_target_len");
@@ -229,7 +230,9 @@ PARLEY_API parley_status parley_translation_result_attention(const parley_transl
   });
 }
 
-PARLEY_API void parley_translation_result_free(parley_translation_result *result) { delete result; }
+PARLEY_API void parley_translation_result_free(parley_translation_result *result) {
+  delete result;
+}
 
 PARLEY_API parley_status parley_chat_session_create(const parley_model *model, const char *system_prompt,
                                                     parley_chat_session **out_session) {
@@ -239,7 +242,8 @@ PARLEY_API parley_status parley_chat_session_create(const parley_model *model, c
     std::string system = system_prompt ? text_arg(system_prompt, "system_prompt") : std::string();
     const ModelFile &file = *model->impl.file;
     if (file.kind() == PARLEY_MODEL_ENCODER_DECODER)
-      fail(PARLEY_ERROR_UNSUPPORTED, "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
+      fail(PARLEY_ERROR_UNSUPPORTED,
+           "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
     auto s = std::make_unique<parley_chat_session>();
     s->model = model;
     s->impl = std::make_unique<ChatSession>(model->impl.transformer(), model->impl.text(), decoding_defaults(file),
@@ -248,7 +252,9 @@ PARLEY_API parley_status parley_chat_session_create(const parley_model *model, c
   });
 }
 
-PARLEY_API void parley_chat_session_free(parley_chat_session *session) { delete session; }
+PARLEY_API void parley_chat_session_free(parley_chat_session *session) {
+  delete session;
+}
 
 PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_t role, const char *content) {
   return guarded(__func__, [&] {

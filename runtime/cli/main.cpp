@@ -229,7 +229,8 @@ int main(int argc, char **argv) {
   translate->add_option("-s,--source-language", ta.source_language, "Source language code (multilingual models)");
   translate->add_option("-t,--target-language", ta.target_language, "Target language code (multilingual models)");
   translate->add_option("--beam", ta.beam, "Beam size (default: the model's)")->check(CLI::Range(1, 64));
-  translate->add_option("--nbest", ta.nbest, "Hypotheses per line (printed as score<TAB>text)")->check(CLI::Range(1, 64));
+  translate->add_option("--nbest", ta.nbest, "Hypotheses per line (printed as score<TAB>text)")
+      ->check(CLI::Range(1, 64));
   translate->add_option("--batch", ta.batch, "Lines per batch")->check(CLI::Range(1, 4096));
   translate->add_option("--max-length", ta.max_length, "Most tokens per translation");
   translate->add_option("--length-penalty", ta.length_penalty, "Beam length penalty (default: the model's)");

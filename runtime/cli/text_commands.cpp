@@ -156,8 +156,9 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   o.on_text = print_delta;
 
   const bool tty = isatty(STDIN_FILENO);
-  if (tty) std::printf("Chatting with %s. /reset starts over, /stats shows the cache counters, Ctrl-D quits.\n",
-                       a.model.c_str());
+  if (tty)
+    std::printf("Chatting with %s. /reset starts over, /stats shows the cache counters, Ctrl-D quits.\n",
+                a.model.c_str());
   std::string line;
   int rc = 0;
   while (true) {
@@ -238,10 +239,11 @@ int convert(const std::vector<std::string> &args) {
   for (auto &s : copy) argv.push_back(s.data());
   argv.push_back(nullptr);
   execvp(python, argv.data());
-  std::fprintf(stderr,
-               "parley: convert needs Python with the converter (pip install -r formats/python/requirements-convert.txt "
-               "&& pip install formats/python); running %s failed: %s (set PARLEY_PYTHON to choose the interpreter)\n",
-               python, std::strerror(errno));
+  std::fprintf(
+      stderr,
+      "parley: convert needs Python with the converter (pip install -r formats/python/requirements-convert.txt "
+      "&& pip install formats/python); running %s failed: %s (set PARLEY_PYTHON to choose the interpreter)\n",
+      python, std::strerror(errno));
   return 1;
 }
 

@@ -18,8 +18,7 @@ int64_t decoder_start(const ModelFile &file) {
 // Head-averaged cross-attention of `tokens` (after the decoder prompt) over
 // the source, by one teacher-forced pass.
 std::vector<float> attention_of(const Transformer &model, const std::vector<int32_t> &source,
-                                const std::vector<int32_t> &prompt, const std::vector<int32_t> &tokens,
-                                int64_t layer) {
+                                const std::vector<int32_t> &prompt, const std::vector<int32_t> &tokens, int64_t layer) {
   std::vector<int32_t> seq = prompt;
   seq.insert(seq.end(), tokens.begin(), tokens.end());
   // The last generated token is never fed during search; the attention of
@@ -35,8 +34,8 @@ std::vector<float> attention_of(const Transformer &model, const std::vector<int3
   for (int64_t t = 0; t < static_cast<int64_t>(tokens.size()); ++t)
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t s = 0; s < S; ++s)
-        out[static_cast<size_t>(t * S + s)] += st.cross_probs[static_cast<size_t>((h * n + skip + t) * S + s)] /
-                                               static_cast<float>(heads);
+        out[static_cast<size_t>(t * S + s)] +=
+            st.cross_probs[static_cast<size_t>((h * n + skip + t) * S + s)] / static_cast<float>(heads);
   return out;
 }
 }  // namespace
@@ -55,8 +54,8 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
     if (id < 0) fail(PARLEY_ERROR_NOT_FOUND, "unknown target language code '" + options.target_language + "'");
     dec.forced_bos_token_id = id;
   } else if (!tgt.languages().empty() && !dec.forced_bos_token_id) {
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "this multilingual model needs a target language (e.g. '" +
-                                            tgt.languages().front().first + "')");
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "this multilingual model needs a target language (e.g. '" + tgt.languages().front().first + "')");
   }
   if (options.attention) {
     int64_t layers = model.decoder_params().layers;
@@ -92,7 +91,8 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
       TextHypothesis th;
       th.text = tgt.decode(h.tokens, /*skip_special=*/true);
       th.score = h.score;
-      if (options.attention && !h.tokens.empty()) th.attention = attention_of(model, sources[i], prompt, h.tokens, layer);
+      if (options.attention && !h.tokens.empty())
+        th.attention = attention_of(model, sources[i], prompt, h.tokens, layer);
       th.tokens = std::move(h.tokens);
       out[i].hypotheses.push_back(std::move(th));
     }

@@ -14,7 +14,7 @@
 namespace parley::format {
 struct Model;
 struct Tokenizer;
-}
+}  // namespace parley::format
 
 namespace parley {
 

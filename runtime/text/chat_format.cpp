@@ -9,11 +9,12 @@ namespace {
 const char *role_name(ChatRole r) {
   return r == ChatRole::kSystem ? "system" : r == ChatRole::kUser ? "user" : "assistant";
 }
-std::string str(const flatbuffers::String *s) { return s ? s->str() : std::string(); }
+std::string str(const flatbuffers::String *s) {
+  return s ? s->str() : std::string();
+}
 bool py_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 }  // namespace
 
@@ -56,9 +57,10 @@ void ChatFormat::check_next(const std::vector<ChatMessage> &messages, ChatRole r
   size_t turn = index - (!messages.empty() && messages[0].role == ChatRole::kSystem ? 1 : 0);
   ChatRole want = turn % 2 == 0 ? ChatRole::kUser : ChatRole::kAssistant;
   if (role != want)
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "message " + std::to_string(index) + ": this model's chat template needs " +
-                                            role_name(want) + " and " + role_name(want == ChatRole::kUser ? ChatRole::kAssistant : ChatRole::kUser) +
-                                            " turns to alternate, got " + role_name(role));
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "message " + std::to_string(index) + ": this model's chat template needs " + role_name(want) + " and " +
+             role_name(want == ChatRole::kUser ? ChatRole::kAssistant : ChatRole::kUser) + " turns to alternate, got " +
+             role_name(role));
 }
 
 std::string ChatFormat::render(const std::vector<ChatMessage> &messages, bool add_generation_prompt) const {

@@ -46,23 +46,28 @@ void for_each_field(std::string_view proto, Fn &&on_field) {
       case 0:
         if (!read_varint(proto, i, scratch)) fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: bad varint");
         break;
-      case 1: i += 8; break;
-      case 5: i += 4; break;
+      case 1:
+        i += 8;
+        break;
+      case 5:
+        i += 4;
+        break;
       case 2:
         if (!read_varint(proto, i, len) || len > proto.size() - i)
           fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: field length past the end");
         body = proto.substr(i, len);
         i += len;
         break;
-      default: fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: unknown wire type");
+      default:
+        fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: unknown wire type");
     }
     if (i > proto.size()) fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: field past the end");
     on_field(tag, start, i, body);
   }
 }
 
-constexpr uint64_t kNormalizerSpec = 3;                                      // ModelProto.normalizer_spec
-constexpr uint64_t kAddDummyPrefix = 3, kRemoveExtraWhitespaces = 4;         // NormalizerSpec fields
+constexpr uint64_t kNormalizerSpec = 3;                               // ModelProto.normalizer_spec
+constexpr uint64_t kAddDummyPrefix = 3, kRemoveExtraWhitespaces = 4;  // NormalizerSpec fields
 
 // A bool of ModelProto.normalizer_spec (proto2 default when absent).
 bool normalizer_flag(std::string_view proto, uint64_t field, bool fallback) {
@@ -130,8 +135,8 @@ class SentencePieceTokenizer final : public Tokenizer {
     // collapse runs of spaces to one instead of stripping them, so a leading
     // or trailing space survives as "▁": emulate with the proto's whitespace
     // removal turned off and our own collapsing.
-    collapse_ = table_.decode_style() == format::DecodeStyle::Stream &&
-                normalizer_flag(proto, kRemoveExtraWhitespaces, true);
+    collapse_ =
+        table_.decode_style() == format::DecodeStyle::Stream && normalizer_flag(proto, kRemoveExtraWhitespaces, true);
     std::vector<std::pair<uint64_t, bool>> flags;
     if (collapse_) flags.emplace_back(kRemoveExtraWhitespaces, false);
     sp_ = load(flags.empty() ? std::string(proto) : with_normalizer_flags(proto, flags));

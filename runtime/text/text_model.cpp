@@ -10,7 +10,7 @@ std::unique_ptr<TextModel> build_text_model(const ModelFile &file) {
     const TokenizerView &view = file.tokenizers()[i];
     std::unique_ptr<Tokenizer> *slot = view.role == PARLEY_TOKENIZER_SOURCE   ? &text->source_only
                                        : view.role == PARLEY_TOKENIZER_TARGET ? &text->target_only
-                                                                                   : &text->shared;
+                                                                              : &text->shared;
     if (*slot) fail(PARLEY_ERROR_INVALID_MODEL, "tokenizer #" + std::to_string(i) + " repeats a role");
     try {
       *slot = Tokenizer::create(view, file.vocab_size());

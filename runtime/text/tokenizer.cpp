@@ -20,7 +20,9 @@ std::unique_ptr<Tokenizer> Tokenizer::create(const TokenizerView &view, uint32_t
 }
 
 namespace {
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 }  // namespace
 
 Tokenizer::Tokenizer(const TokenizerView &view, uint32_t model_vocab) : table_(*view.table), model_vocab_(model_vocab) {
@@ -140,7 +142,7 @@ namespace {
 // transformers' PreTrainedTokenizerBase.clean_up_tokenization.
 std::string clean_up_tokenization(std::string s) {
   static const std::pair<const char *, const char *> rules[] = {
-      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
       {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (const auto &[from, to] : rules) {
     std::string out;

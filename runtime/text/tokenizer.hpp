@@ -75,8 +75,8 @@ class Tokenizer {
   };
   std::vector<Piece> split_added(std::string_view text) const;
 
-  std::vector<Added> added_;                          // longest first
-  std::unordered_map<int32_t, size_t> added_by_id_;   // index into added_
+  std::vector<Added> added_;                         // longest first
+  std::unordered_map<int32_t, size_t> added_by_id_;  // index into added_
   std::unordered_map<std::string, int32_t> added_by_text_;
   std::vector<std::pair<std::string, int32_t>> languages_;
   std::vector<int32_t> prefix_, suffix_;  // -2 = the language token

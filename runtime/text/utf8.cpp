@@ -97,9 +97,9 @@ std::string lossy(std::string_view s) {
 std::string nfc(std::string_view s) {
   if (s.empty()) return {};
   utf8proc_uint8_t *result = nullptr;
-  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t *>(s.data()),
-                                    static_cast<utf8proc_ssize_t>(s.size()), &result,
-                                    static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t *>(s.data()), static_cast<utf8proc_ssize_t>(s.size()),
+                   &result, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
   if (n < 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("text cannot be normalized: ") + utf8proc_errmsg(n));
   std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(result, &std::free);
   return std::string(reinterpret_cast<const char *>(result), static_cast<size_t>(n));

@@ -112,10 +112,14 @@ int main(int argc, char **argv) {
   const char *stops[] = {"\nCustomer:", "\nUser:"};
 
   for (i = 1; i < argc; ++i) {
-    if (!strcmp(argv[i], "--models") && i + 1 < argc) dir = argv[++i];
-    else if (!strcmp(argv[i], "--script") && i + 1 < argc) script = argv[++i];
-    else if (!strcmp(argv[i], "--interactive")) interactive = 1;
-    else if (!strcmp(argv[i], "--quiet")) quiet = 1;
+    if (!strcmp(argv[i], "--models") && i + 1 < argc)
+      dir = argv[++i];
+    else if (!strcmp(argv[i], "--script") && i + 1 < argc)
+      script = argv[++i];
+    else if (!strcmp(argv[i], "--interactive"))
+      interactive = 1;
+    else if (!strcmp(argv[i], "--quiet"))
+      quiet = 1;
     else {
       fprintf(stderr, "usage: %s [--models DIR] [--interactive] [--script FILE] [--quiet]\n", argv[0]);
       return 2;

@@ -37,9 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // round trip through them: a hostile file must fail with an Error.
     auto text = parley::build_text_model(*model);
     static const char *probe = "Hallo <s> Welt \xF0\x9F\x99\x82 x</s>";
-    std::vector<int32_t> ids = text->source().encode(probe, true, text->source().needs_language()
-                                                                          ? text->source().languages().front().first
-                                                                          : std::string());
+    std::vector<int32_t> ids = text->source().encode(
+        probe, true, text->source().needs_language() ? text->source().languages().front().first : std::string());
     (void)text->target().decode(ids, false);
     if (text->chat) (void)text->chat->render({{parley::ChatRole::kUser, probe}}, true);
   } catch (const parley::Error &) {

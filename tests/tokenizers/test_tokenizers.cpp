@@ -9,8 +9,8 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,7 +49,9 @@ Fixture load(const std::string &family) {
   return fx;
 }
 
-std::vector<int32_t> ids_of(const json &j) { return j.get<std::vector<int32_t>>(); }
+std::vector<int32_t> ids_of(const json &j) {
+  return j.get<std::vector<int32_t>>();
+}
 
 // Inputs where Parley is known to differ from transformers 5.23, per family
 // and check (known_divergences.json, each with the reason). A new mismatch
@@ -67,8 +69,8 @@ void expect_known(const std::string &family, const std::string &check, const std
   for (const std::string &t : mismatched)
     EXPECT_TRUE(expected.count(t)) << family << " " << check << ": new mismatch for " << json(t).dump();
   for (const std::string &t : expected)
-    EXPECT_TRUE(mismatched.count(t)) << family << " " << check << ": listed divergence now matches, remove it: "
-                                     << json(t).dump();
+    EXPECT_TRUE(mismatched.count(t)) << family << " " << check
+                                     << ": listed divergence now matches, remove it: " << json(t).dump();
 }
 
 ChatRole role_of(const std::string &r) {
@@ -114,7 +116,8 @@ TEST_P(TokenizerParity, EncodeAndDecodeMatchAutoTokenizer) {
 
 TEST_P(TokenizerParity, TranslationEncodingsMatch) {
   Fixture fx = load(GetParam());
-  if (!fx.goldens.contains("translation") || fx.goldens["translation"].empty()) GTEST_SKIP() << "not a translation family";
+  if (!fx.goldens.contains("translation") || fx.goldens["translation"].empty())
+    GTEST_SKIP() << "not a translation family";
   std::set<std::string> bad;
   for (const json &c : fx.goldens["translation"]) {
     const std::string text = c["text"];
