@@ -22,9 +22,9 @@
 
 static const char *const kScript[] = {
     "Hallo! Wo ist meine Bestellung 9019917?",
-    "Kann ich die Wanduhr zurückgeben? Sie funktioniert nicht.",
-    "Wann bekomme ich mein Geld zurück?",
-    "Wann ist der Kundenservice geöffnet?",
+    "Wie kann ich meinen Saale-Monitor zurückschicken?",
+    "Wann bekomme ich meine Erstattung über 107,49 €?",
+    "Wie sind Ihre Öffnungszeiten?",
 };
 
 static int check(parley_status st, const char *what) {
@@ -99,7 +99,12 @@ static int32_t stream_english(void *user_data, const char *text, size_t length) 
 }
 
 int main(int argc, char **argv) {
+  /* The models in this source tree (built in), unless --models says otherwise. */
+#ifdef PARLEY_DEMO_MODELS_DIR
+  const char *dir = PARLEY_DEMO_MODELS_DIR, *script = NULL;
+#else
   const char *dir = "samples/support-bot/models", *script = NULL;
+#endif
   int interactive = 0, quiet = 0, rc = 1, i;
   char path[1024], line[MAX_LINE], english[MAX_LINE], german[MAX_LINE * 2];
   char *policy = NULL, *script_text = NULL, *reply = NULL;

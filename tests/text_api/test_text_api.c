@@ -1,0 +1,481 @@
+/* The text C API from C99: tokenize/detokenize, parley_translate and chat
+ * sessions, against what transformers produces with the same models
+ * (goldens.h, from make_text_goldens.py with the demo models of
+ * samples/support-bot/models), plus streaming, stop strings, the KV-cache
+ * reuse counters, cancel from another thread, and misuse. Run through ctest
+ * (PARLEY_DEMO_MODELS, PARLEY_TOKENIZER_DIR, PARLEY_PARITY_DIR,
+ * PARLEY_PLUGIN_BUILD_DIR). */
+#include <math.h>
+#include <parley/parley.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "goldens.h"
+
+static int g_failures = 0, g_checks = 0;
+#define CHECK(cond)                                                                                                 \
+  do {                                                                                                              \
+    ++g_checks;                                                                                                     \
+    if (!(cond)) {                                                                                                  \
+      ++g_failures;                                                                                                 \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error: %s\n", __FILE__, __LINE__, #cond, parley_last_error()); \
+    }                                                                                                               \
+  } while (0)
+#define CHECK_STATUS(call, want) CHECK((call) == (want))
+#define CHECK_STR(got, want)                                                                           \
+  do {                                                                                                 \
+    const char *g_ = (got), *w_ = (want);                                                              \
+    ++g_checks;                                                                                        \
+    if (!g_ || strcmp(g_, w_) != 0) {                                                                  \
+      ++g_failures;                                                                                    \
+      fprintf(stderr, "%s:%d: got \"%s\", want \"%s\"\n", __FILE__, __LINE__, g_ ? g_ : "(null)", w_); \
+    }                                                                                                  \
+  } while (0)
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static parley_runtime *make_runtime(void) {
+  const char *dirs[1];
+  parley_runtime_options o;
+  parley_runtime *rt = NULL;
+  dirs[0] = getenv("PARLEY_PLUGIN_BUILD_DIR");
+  parley_runtime_options_init(&o);
+  o.plugin_sources = PARLEY_PLUGINS_NONE;
+  o.plugin_dirs = dirs;
+  o.num_plugin_dirs = dirs[0] ? 1 : 0;
+  if (parley_runtime_create(&o, &rt) != PARLEY_OK) {
+    fprintf(stderr, "runtime: %s\n", parley_last_error());
+    exit(1);
+  }
+  return rt;
+}
+
+static parley_model *load(parley_runtime *rt, const char *env, const char *rel) {
+  char path[4096];
+  parley_model *m = NULL;
+  const char *dir = getenv(env);
+  snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", rel);
+  if (parley_model_load_file(rt, path, NULL, &m) != PARLEY_OK) {
+    fprintf(stderr, "load %s: %s\n", path, parley_last_error());
+    exit(1);
+  }
+  return m;
+}
+
+/* ---------------------------------------------------------------- tokenize */
+static void test_tokenize(parley_runtime *rt) {
+  parley_model *qwen = load(rt, "PARLEY_TOKENIZER_DIR", "files/qwen2.parley");
+  parley_model *nllb = load(rt, "PARLEY_TOKENIZER_DIR", "files/nllb.parley");
+  parley_model *no_tok = load(rt, "PARLEY_PARITY_DIR", "models/llama.parley");
+  int32_t ids[256];
+  size_t n = 0, n2 = 0;
+  char *text = NULL;
+
+  CHECK_STATUS(parley_tokenize(qwen, "Grüße, 你好 🙂", 1, NULL, NULL, 0, &n), PARLEY_OK);
+  CHECK(n > 3);
+  CHECK_STATUS(parley_tokenize(qwen, "Grüße, 你好 🙂", 1, NULL, ids, sizeof ids / sizeof ids[0], &n2), PARLEY_OK);
+  CHECK(n2 == n);
+  CHECK_STATUS(parley_detokenize(qwen, ids, n2, 1, &text), PARLEY_OK);
+  CHECK_STR(text, "Grüße, 你好 🙂");
+  parley_string_free(text);
+  text = NULL;
+  /* A buffer too small: the count comes back, nothing else. */
+  ids[0] = -7;
+  CHECK_STATUS(parley_tokenize(qwen, "Grüße, 你好 🙂", 1, NULL, ids, 1, &n2), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(n2 == n && ids[0] == -7);
+  /* Invalid UTF-8 is named with its offset. */
+  CHECK_STATUS(parley_tokenize(qwen, "ab\xC3\x28", 1, NULL, NULL, 0, &n), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "byte offset 2") != NULL);
+  /* Languages. */
+  CHECK_STATUS(parley_tokenize(nllb, "Hallo", 1, "deu_Latn", ids, 256, &n), PARLEY_OK);
+  CHECK(n >= 3);
+  CHECK_STATUS(parley_tokenize(nllb, "Hallo", 1, "xx_Nope", ids, 256, &n), PARLEY_ERROR_NOT_FOUND);
+  CHECK(strstr(parley_last_error(), "xx_Nope") != NULL);
+  /* Misuse. */
+  CHECK_STATUS(parley_tokenize(NULL, "x", 1, NULL, NULL, 0, &n), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_tokenize(qwen, NULL, 1, NULL, NULL, 0, &n), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_tokenize(qwen, "x", 1, NULL, NULL, 0, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_tokenize(qwen, "x", 1, NULL, NULL, 5, &n), PARLEY_ERROR_INVALID_ARGUMENT);
+  ids[0] = 1 << 30;
+  CHECK_STATUS(parley_detokenize(qwen, ids, 1, 1, &text), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(text == NULL);
+  CHECK_STATUS(parley_detokenize(qwen, NULL, 2, 1, &text), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_detokenize(qwen, ids, 0, 1, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_tokenize(no_tok, "x", 1, NULL, NULL, 0, &n), PARLEY_ERROR_UNSUPPORTED);
+  CHECK(strstr(parley_last_error(), "no tokenizer") != NULL);
+  parley_string_free(NULL);
+  parley_model_free(no_tok);
+  parley_model_free(nllb);
+  parley_model_free(qwen);
+}
+
+/* --------------------------------------------------------------- translate */
+static void check_translations(parley_model *m, const char *const *texts, size_t n, const char *const *best,
+                               const char *const *nbest2, const float *scores) {
+  parley_translation_result *r = NULL;
+  parley_translation_options o;
+  parley_generation_options g;
+  size_t i, count = 0, h = 0;
+  CHECK_STATUS(parley_translate(m, texts, n, NULL, &r), PARLEY_OK);
+  CHECK_STATUS(parley_translation_result_count(r, &count), PARLEY_OK);
+  CHECK(count == n);
+  for (i = 0; i < n && i < count; ++i) {
+    const char *t = NULL;
+    CHECK_STATUS(parley_translation_result_text(r, i, 0, &t, NULL), PARLEY_OK);
+    CHECK_STR(t, best[i]);
+  }
+  parley_translation_result_free(r);
+  r = NULL;
+
+  /* 2-best with beam 4, and the source attention of each hypothesis. */
+  parley_generation_options_init(m, &g);
+  g.num_beams = 4;
+  g.num_return_sequences = 2;
+  parley_translation_options_init(&o);
+  o.generation = &g;
+  o.return_attention = 1;
+  CHECK_STATUS(parley_translate(m, texts, n, &o, &r), PARLEY_OK);
+  for (i = 0; i < n; ++i) {
+    CHECK_STATUS(parley_translation_result_hypothesis_count(r, i, &h), PARLEY_OK);
+    CHECK(h == 2);
+    for (h = 0; h < 2; ++h) {
+      const char *t = NULL;
+      float score = 0.f;
+      const float *att = NULL;
+      const int32_t *src = NULL, *tgt = NULL;
+      size_t tl = 0, sl = 0, ns = 0, nt = 0, row, col;
+      CHECK_STATUS(parley_translation_result_text(r, i, h, &t, &score), PARLEY_OK);
+      CHECK_STR(t, nbest2[i * 2 + h]);
+      CHECK(fabsf(score - scores[i * 2 + h]) < 1e-3f);
+      CHECK_STATUS(parley_translation_result_source_tokens(r, i, &src, &ns), PARLEY_OK);
+      CHECK_STATUS(parley_translation_result_target_tokens(r, i, h, &tgt, &nt), PARLEY_OK);
+      CHECK_STATUS(parley_translation_result_attention(r, i, h, &att, &tl, &sl), PARLEY_OK);
+      CHECK(tl == nt && sl == ns && att != NULL);
+      for (row = 0; att && row < tl; ++row) { /* each row is a distribution over the source */
+        float sum = 0.f;
+        for (col = 0; col < sl; ++col) {
+          CHECK(att[row * sl + col] >= 0.f);
+          sum += att[row * sl + col];
+        }
+        CHECK(fabsf(sum - 1.f) < 1e-4f);
+      }
+    }
+  }
+  CHECK_STATUS(parley_translation_result_text(r, n, 0, NULL, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  {
+    const char *t = NULL;
+    CHECK_STATUS(parley_translation_result_text(r, n, 0, &t, NULL), PARLEY_ERROR_NOT_FOUND);
+    CHECK_STATUS(parley_translation_result_text(r, 0, 2, &t, NULL), PARLEY_ERROR_NOT_FOUND);
+  }
+  parley_translation_result_free(r);
+}
+
+static void test_translate(parley_runtime *rt) {
+  parley_model *de_en = load(rt, "PARLEY_DEMO_MODELS", "opus-mt-de-en.parley");
+  parley_model *en_de = load(rt, "PARLEY_DEMO_MODELS", "opus-mt-en-de.parley");
+  parley_model *llm = load(rt, "PARLEY_DEMO_MODELS", "support-llama.parley");
+  parley_translation_result *r = NULL;
+  parley_translation_options o;
+  const char *one[1] = {"Hallo!"};
+  const char *bad[2] = {"Hallo!", ""};
+  const char *invalid[1] = {"Hallo \xFF!"};
+  const float *att = NULL;
+  size_t a = 0, b = 0;
+
+  check_translations(de_en, DE_EN_TEXTS, COUNT(DE_EN_TEXTS), DE_EN_BEST, DE_EN_NBEST2, DE_EN_NBEST2_SCORES);
+  check_translations(en_de, EN_DE_TEXTS, COUNT(EN_DE_TEXTS), EN_DE_BEST, EN_DE_NBEST2, EN_DE_NBEST2_SCORES);
+
+  /* Bad input: each a clear status, nothing returned. */
+  CHECK_STATUS(parley_translate(de_en, bad, 2, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "text #1 is empty") != NULL && r == NULL);
+  CHECK_STATUS(parley_translate(de_en, invalid, 1, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "UTF-8") != NULL && r == NULL);
+  CHECK_STATUS(parley_translate(de_en, one, 0, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_translate(de_en, NULL, 1, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_translate(de_en, one, 1, NULL, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_translate(llm, one, 1, NULL, &r), PARLEY_ERROR_UNSUPPORTED);
+  parley_translation_options_init(&o);
+  o.target_language = "fra_Latn";
+  CHECK_STATUS(parley_translate(de_en, one, 1, &o, &r), PARLEY_ERROR_NOT_FOUND);
+  CHECK(strstr(parley_last_error(), "fra_Latn") != NULL);
+  parley_translation_options_init(&o);
+  o.struct_size = 3;
+  CHECK_STATUS(parley_translate(de_en, one, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  parley_translation_options_init(&o);
+  o.return_attention = 1;
+  o.attention_layer = 99;
+  CHECK_STATUS(parley_translate(de_en, one, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "attention_layer") != NULL);
+  {
+    /* A text longer than the model accepts. */
+    size_t len = 200000, i;
+    char *huge = (char *)malloc(len + 1);
+    const char *texts[1];
+    for (i = 0; i < len; ++i) huge[i] = (i % 6 == 5) ? ' ' : 'a';
+    huge[len] = '\0';
+    texts[0] = huge;
+    CHECK_STATUS(parley_translate(de_en, texts, 1, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "the model accepts") != NULL);
+    free(huge);
+  }
+  /* Attention not requested. */
+  CHECK_STATUS(parley_translate(de_en, one, 1, NULL, &r), PARLEY_OK);
+  CHECK_STATUS(parley_translation_result_attention(r, 0, 0, &att, &a, &b), PARLEY_ERROR_NOT_FOUND);
+  parley_translation_result_free(r);
+  parley_translation_result_free(NULL);
+  parley_model_free(llm);
+  parley_model_free(en_de);
+  parley_model_free(de_en);
+}
+
+/* -------------------------------------------------------------------- chat */
+struct collected {
+  char text[8192];
+  size_t len, pieces, stop_after_bytes;
+  int bad_utf8;
+};
+
+static int valid_utf8(const char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = (unsigned char)s[i];
+    size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    size_t j;
+    if (!k || i + k > n) return 0;
+    for (j = 1; j < k; ++j)
+      if (((unsigned char)s[i + j] >> 6) != 2) return 0;
+    i += k;
+  }
+  return 1;
+}
+
+static int32_t collect(void *user, const char *text, size_t length) {
+  struct collected *c = (struct collected *)user;
+  if (!valid_utf8(text, length)) c->bad_utf8 = 1;
+  if (c->len + length < sizeof c->text) {
+    memcpy(c->text + c->len, text, length);
+    c->len += length;
+    c->text[c->len] = '\0';
+  }
+  ++c->pieces;
+  return c->stop_after_bytes && c->len >= c->stop_after_bytes;
+}
+
+struct canceller {
+  parley_chat_session *session;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int started;
+};
+
+static int32_t signal_start(void *user, const char *text, size_t length) {
+  struct canceller *c = (struct canceller *)user;
+  (void)text;
+  (void)length;
+  pthread_mutex_lock(&c->mu);
+  c->started = 1;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  return 0;
+}
+
+static void *cancel_when_started(void *arg) {
+  struct canceller *c = (struct canceller *)arg;
+  pthread_mutex_lock(&c->mu);
+  while (!c->started) pthread_cond_wait(&c->cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+  parley_chat_cancel(c->session);
+  return NULL;
+}
+
+static void test_chat(parley_runtime *rt) {
+  parley_model *llm = load(rt, "PARLEY_DEMO_MODELS", "support-llama.parley");
+  parley_model *mt = load(rt, "PARLEY_DEMO_MODELS", "opus-mt-de-en.parley");
+  parley_model *no_tok = load(rt, "PARLEY_PARITY_DIR", "models/llama.parley");
+  parley_chat_session *s = NULL;
+  parley_chat_options o;
+  parley_generation_options g;
+  parley_chat_stats st;
+  struct collected col;
+  size_t turn, n = 0;
+  char *reply = NULL;
+  int32_t role = -1;
+  const char *content = NULL;
+
+  CHECK_STATUS(parley_chat_session_create(mt, NULL, &s), PARLEY_ERROR_UNSUPPORTED);
+  CHECK_STATUS(parley_chat_session_create(no_tok, NULL, &s), PARLEY_ERROR_UNSUPPORTED);
+  CHECK(s == NULL);
+  CHECK_STATUS(parley_chat_session_create(llm, "bad \xC0\xAF", &s), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_create(NULL, NULL, &s), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_create(llm, CHAT_SYSTEM, &s), PARLEY_OK);
+  if (!s) return;
+
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = CHAT_MAX_NEW_TOKENS;
+  g.do_sample = 0;
+  parley_chat_options_init(&o);
+  o.generation = &g;
+  o.on_text = collect;
+  o.user_data = &col;
+  for (turn = 0; turn < COUNT(CHAT_TURNS); ++turn) {
+    memset(&col, 0, sizeof col);
+    CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, CHAT_TURNS[turn]), PARLEY_OK);
+    CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_OK);
+    CHECK_STR(reply, CHAT_REPLIES[turn]);    /* the same reply transformers gives */
+    CHECK_STR(col.text, reply ? reply : ""); /* the stream adds up to the reply */
+    CHECK(!col.bad_utf8 && col.pieces >= 1);
+    parley_string_free(reply);
+    reply = NULL;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    CHECK_STATUS(parley_chat_stats_get(s, &st), PARLEY_OK);
+    CHECK(st.prompt_tokens == CHAT_PROMPT_TOKENS[turn]);
+    CHECK(st.processed_tokens + st.reused_tokens == st.prompt_tokens);
+    if (turn == 0) {
+      CHECK(st.reused_tokens == 0);
+    } else {
+      /* Only the new turn's tokens run: the history comes from the KV cache. */
+      CHECK(st.reused_tokens >= CHAT_PROMPT_TOKENS[turn - 1]);
+      CHECK(st.processed_tokens < st.prompt_tokens / 2);
+    }
+  }
+  CHECK_STATUS(parley_chat_message_count(s, &n), PARLEY_OK);
+  CHECK(n == 1 + 2 * COUNT(CHAT_TURNS));
+  CHECK_STATUS(parley_chat_message(s, 2, &role, &content), PARLEY_OK);
+  CHECK(role == PARLEY_ROLE_ASSISTANT);
+  CHECK_STR(content, CHAT_REPLIES[0]);
+  CHECK_STATUS(parley_chat_message(s, n, &role, &content), PARLEY_ERROR_NOT_FOUND);
+
+  /* Misuse of append. */
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_SYSTEM, "late system"), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_append(s, 7, "x"), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "\xFF"), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_append(NULL, PARLEY_ROLE_USER, "x"), PARLEY_ERROR_INVALID_ARGUMENT);
+
+  /* Reset keeps the system prompt; the next turn reuses its cached tokens. */
+  CHECK_STATUS(parley_chat_reset(s), PARLEY_OK);
+  CHECK_STATUS(parley_chat_message_count(s, &n), PARLEY_OK);
+  CHECK(n == 1);
+  memset(&col, 0, sizeof col);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, CHAT_TURNS[0]), PARLEY_OK);
+  CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_OK);
+  CHECK_STR(reply, CHAT_REPLIES[0]);
+  parley_string_free(reply);
+  reply = NULL;
+  st.struct_size = sizeof st;
+  CHECK_STATUS(parley_chat_stats_get(s, &st), PARLEY_OK);
+  CHECK(st.reused_tokens > 0 && st.processed_tokens < st.prompt_tokens);
+
+  /* The host stops the stream: the reply ends there, status OK. */
+  CHECK_STATUS(parley_chat_reset(s), PARLEY_OK);
+  memset(&col, 0, sizeof col);
+  col.stop_after_bytes = 5;
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, CHAT_TURNS[0]), PARLEY_OK);
+  CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_OK);
+  CHECK(reply && strlen(reply) < strlen(CHAT_REPLIES[0]) && strcmp(reply, col.text) == 0);
+  CHECK(reply && strncmp(reply, CHAT_REPLIES[0], strlen(reply)) == 0);
+  parley_string_free(reply);
+  reply = NULL;
+
+  /* A stop string: the reply ends before it and never shows any of it. */
+  {
+    char stop[16];
+    const char *stops[1];
+    const char *at = CHAT_REPLIES[0] + strlen(CHAT_REPLIES[0]) / 2;
+    size_t k = 0;
+    while (at[k] && at[k] != ' ' && k + 1 < sizeof stop) {
+      stop[k] = at[k];
+      ++k;
+    }
+    stop[k] = '\0';
+    stops[0] = stop;
+    CHECK_STATUS(parley_chat_reset(s), PARLEY_OK);
+    memset(&col, 0, sizeof col);
+    o.stop_strings = stops;
+    o.num_stop_strings = 1;
+    CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, CHAT_TURNS[0]), PARLEY_OK);
+    CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_OK);
+    CHECK(k > 0 && reply && strstr(reply, stop) == NULL && strstr(CHAT_REPLIES[0], reply) == CHAT_REPLIES[0]);
+    CHECK(strlen(reply ? reply : "") <= (size_t)(strstr(CHAT_REPLIES[0], stop) - CHAT_REPLIES[0]));
+    CHECK_STR(col.text, reply ? reply : "");
+    parley_string_free(reply);
+    reply = NULL;
+    o.stop_strings = NULL;
+    o.num_stop_strings = 0;
+  }
+
+  /* Cancel from another thread: CANCELLED, the conversation unchanged. */
+  {
+    struct canceller c;
+    pthread_t th;
+    size_t before = 0, after = 0;
+    parley_chat_options oc;
+    parley_generation_options gc = g;
+    gc.max_new_tokens = 512;
+    gc.min_new_tokens = 511; /* keeps going: only the cancel can end it early */
+    CHECK_STATUS(parley_chat_reset(s), PARLEY_OK);
+    CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, CHAT_TURNS[1]), PARLEY_OK);
+    CHECK_STATUS(parley_chat_message_count(s, &before), PARLEY_OK);
+    memset(&c, 0, sizeof c);
+    c.session = s;
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    pthread_create(&th, NULL, cancel_when_started, &c);
+    parley_chat_options_init(&oc);
+    oc.generation = &gc;
+    oc.on_text = signal_start;
+    oc.user_data = &c;
+    CHECK_STATUS(parley_chat_generate(s, &oc, &reply), PARLEY_ERROR_CANCELLED);
+    CHECK(reply == NULL);
+    pthread_join(th, NULL);
+    CHECK_STATUS(parley_chat_message_count(s, &after), PARLEY_OK);
+    CHECK(after == before);
+    st.struct_size = sizeof st;
+    CHECK_STATUS(parley_chat_stats_get(s, &st), PARLEY_OK);
+    CHECK(st.generated_tokens < 511);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+    /* The session still works after a cancel. */
+    memset(&col, 0, sizeof col);
+    CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_OK);
+    parley_string_free(reply);
+    reply = NULL;
+  }
+
+  /* Bad options. */
+  {
+    parley_generation_options gb = g;
+    gb.num_beams = 2;
+    o.generation = &gb;
+    CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+    o.generation = &g;
+    o.num_stop_strings = 1;
+    CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+    o.num_stop_strings = 0;
+    o.struct_size = 1;
+    CHECK_STATUS(parley_chat_generate(s, &o, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+    o.struct_size = sizeof o;
+    st.struct_size = 2;
+    CHECK_STATUS(parley_chat_stats_get(s, &st), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(parley_chat_generate(NULL, &o, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(parley_chat_cancel(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(parley_chat_reset(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  }
+  parley_chat_session_free(s);
+  parley_chat_session_free(NULL);
+  parley_model_free(no_tok);
+  parley_model_free(mt);
+  parley_model_free(llm);
+}
+
+int main(void) {
+  parley_runtime *rt = make_runtime();
+  test_tokenize(rt);
+  test_translate(rt);
+  test_chat(rt);
+  parley_runtime_free(rt);
+  printf("%d checks, %d failures\n", g_checks, g_failures);
+  return g_failures ? 1 : 0;
+}
