@@ -470,11 +470,65 @@ static void test_chat(parley_runtime *rt) {
   parley_model_free(llm);
 }
 
+/* Many conversations at once: sessions on one shared model, each its own thread. */
+struct worker {
+  parley_model *llm, *mt;
+  int ok;
+};
+
+static void *converse(void *arg) {
+  struct worker *w = (struct worker *)arg;
+  parley_chat_session *s = NULL;
+  parley_generation_options g;
+  parley_chat_options o;
+  parley_translation_result *r = NULL;
+  char *reply = NULL;
+  const char *t = NULL;
+  size_t turn;
+  w->ok = parley_chat_session_create(w->llm, CHAT_SYSTEM, &s) == PARLEY_OK;
+  parley_generation_options_init(w->llm, &g);
+  g.max_new_tokens = CHAT_MAX_NEW_TOKENS;
+  parley_chat_options_init(&o);
+  o.generation = &g;
+  for (turn = 0; w->ok && turn < 2; ++turn) {
+    w->ok = parley_chat_append(s, PARLEY_ROLE_USER, CHAT_TURNS[turn]) == PARLEY_OK &&
+            parley_chat_generate(s, &o, &reply) == PARLEY_OK && strcmp(reply, CHAT_REPLIES[turn]) == 0;
+    parley_string_free(reply);
+    reply = NULL;
+  }
+  w->ok = w->ok && parley_translate(w->mt, DE_EN_TEXTS, 2, NULL, &r) == PARLEY_OK &&
+          parley_translation_result_text(r, 1, 0, &t, NULL) == PARLEY_OK && strcmp(t, DE_EN_BEST[1]) == 0;
+  parley_translation_result_free(r);
+  parley_chat_session_free(s);
+  return NULL;
+}
+
+static void test_concurrent_sessions(parley_runtime *rt) {
+  struct worker w[3];
+  pthread_t th[3];
+  size_t i;
+  parley_model *llm = load(rt, "PARLEY_DEMO_MODELS", "support-llama.parley");
+  parley_model *mt = load(rt, "PARLEY_DEMO_MODELS", "opus-mt-de-en.parley");
+  for (i = 0; i < 3; ++i) {
+    w[i].llm = llm;
+    w[i].mt = mt;
+    w[i].ok = 0;
+    pthread_create(&th[i], NULL, converse, &w[i]);
+  }
+  for (i = 0; i < 3; ++i) {
+    pthread_join(th[i], NULL);
+    CHECK(w[i].ok);
+  }
+  parley_model_free(mt);
+  parley_model_free(llm);
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
   test_tokenize(rt);
   test_translate(rt);
   test_chat(rt);
+  test_concurrent_sessions(rt);
   parley_runtime_free(rt);
   printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
