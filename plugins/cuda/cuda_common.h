@@ -205,6 +205,7 @@ parley_kernel_status add_f32(const parley_kernel_context *ctx, const void *args)
 parley_kernel_status softmax_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status log_softmax_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status topk_f32(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status attention_run(const parley_kernel_context *ctx, const void *args);  // attention_op.cpp
 
 // Device functions of the descriptor (device.cpp).
 parley_kernel_status device_init(const parley_host_services *host, void **state, char *error, size_t error_size);

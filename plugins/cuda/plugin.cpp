@@ -40,6 +40,7 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_SOFTMAX, PARLEY_DTYPE_F32, "softmax", softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_LOG_SOFTMAX, PARLEY_DTYPE_F32, "log_softmax", log_softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_F32, "attention_simt_splitkv", attention_run),
 };
 
 const parley_plugin_desc kPlugin = {

@@ -1,0 +1,253 @@
+// Fused attention on CUDA cores (fp32 arithmetic, fp32 or fp16 inputs):
+// split-KV flash attention with GQA row packing, the combine of splits, and
+// the optional probabilities pass. This is the plugin's general attention
+// path (any q_len, every mask kind, head_dim 64 or 128); the tensor-core
+// FlashAttention-2 prefill kernel is separate work (README.md).
+//
+// The kernel bodies are templates over an execution context `Ctx` that
+// provides thread/block indices, __syncthreads, warp shuffles and shared
+// memory. plugins/cuda/attention.cu instantiates them with DeviceCtx
+// (simt_device.cuh: the CUDA intrinsics); tests/simt instantiates them with
+// the SIMT emulator's context and runs them on the CPU, one CTA at a time,
+// with shared memory poisoned and races reported. Same source, both places.
+//
+// Layout and semantics are those of parley_attention_args (plugin.h).
+#ifndef PARLEY_PLUGINS_CUDA_ATTENTION_SIMT_ATTENTION_CUH
+#define PARLEY_PLUGINS_CUDA_ATTENTION_SIMT_ATTENTION_CUH
+
+#include <stdint.h>
+
+#include "tile_math.cuh"
+
+#ifndef PARLEY_KERNEL_BODY
+#if defined(__CUDACC__)
+#define PARLEY_KERNEL_BODY __device__
+#else
+#define PARLEY_KERNEL_BODY
+#endif
+#endif
+
+namespace parley::cuda::attn {
+
+constexpr int kSimtThreads = 128;  // 4 warps per CTA
+constexpr int kSimtWarps = kSimtThreads / 32;
+constexpr int kSimtRowsPerWarp = 4;
+constexpr int kSimtRows = kSimtWarps * kSimtRowsPerWarp;  // packed query rows per CTA
+
+// IEEE half -> float, portable (device code may also use __half2float).
+PARLEY_HD inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
+  if (exp == 0x1Fu) {
+    bits = sign | 0x7F800000u | (mant << 13);  // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exp = 113;
+    while (!(mant & 0x400u)) {
+      mant <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
+  }
+  union {
+    uint32_t u;
+    float f;
+  } v{bits};
+  return v.f;
+}
+
+template <class T>
+PARLEY_HD inline float load_elem(const T *p, int64_t i);
+template <>
+PARLEY_HD inline float load_elem<float>(const float *p, int64_t i) {
+  return p[i];
+}
+template <>
+PARLEY_HD inline float load_elem<uint16_t>(const uint16_t *p, int64_t i) {
+  return half_to_float(p[i]);
+}
+
+// Everything a launch needs, strides in elements (as parley_attention_args).
+struct SimtParams {
+  const void *q, *k, *v;
+  float *out;  // fp32 output
+  float *lse;  // optional, [batch, heads, q_len]
+  int64_t q_sb, q_sh, q_ss, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, o_sb, o_sh, o_ss;
+  int batch, heads, kv_heads, q_len, kv_len;
+  float scale;
+  uint32_t mask;
+  const int32_t *key_lengths;
+  int splits;     // >= 1; > 1 writes partials for the combine
+  int align;      // key alignment of split bounds
+  int row_tiles;  // ceil(G * q_len / kSimtRows)
+  // Split partials (splits > 1): per packed row and split, m and l (base-2
+  // units) and the unnormalised accumulator [D].
+  float *part_m, *part_l, *part_acc;
+};
+
+// Packed row index over the whole launch: ((b * kv_heads + g) * G*q_len + r).
+PARLEY_HD inline int64_t global_row(const SimtParams &p, int b, int g, int r) {
+  const int rows = (p.heads / p.kv_heads) * p.q_len;
+  return (static_cast<int64_t>(b) * p.kv_heads + g) * rows + r;
+}
+
+// One CTA: kSimtRows packed query rows of one (sequence, KV head) against the
+// keys of one split. grid.x = batch * kv_heads * row_tiles, grid.y = splits.
+// Shared memory: kSimtRows * D floats (the CTA's queries).
+template <class Ctx, class T, int D>
+PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
+  static_assert(D % 32 == 0, "head_dim must be a multiple of 32");
+  constexpr int kLaneDims = D / 32;
+  const int tid = ctx.thread(), warp = tid / 32, lane = tid % 32;
+  const int rt = ctx.block_x() % p.row_tiles;
+  const int bg = ctx.block_x() / p.row_tiles;
+  const int g = bg % p.kv_heads, b = bg / p.kv_heads;
+  const int split = ctx.block_y();
+  const DecodePack pack{p.heads / p.kv_heads, p.q_len};
+  const int rows = pack.rows();
+  const int r0 = rt * kSimtRows;
+  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b);
+  // key_lengths live in device memory and cannot be checked by the host:
+  // clamp, so that a bad length never reads outside the cache.
+  mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
+  const KeyRange kr = split_range(split, p.splits, mi.key_len, p.align);
+
+  // Stage the CTA's queries in shared memory (rows past the end are zeros).
+  const T *q = static_cast<const T *>(p.q);
+  for (int idx = tid; idx < kSimtRows * D; idx += kSimtThreads) {
+    const int r = r0 + idx / D, d = idx % D;
+    float x = 0.f;
+    if (r < rows) {
+      const int h = pack.head_of(g, r), i = pack.query_of(r);
+      x = load_elem(q, b * p.q_sb + h * p.q_sh + i * p.q_ss + d);
+    }
+    ctx.smem_store(idx, x);
+  }
+  ctx.sync();
+
+  // Each warp owns kSimtRowsPerWarp rows; lane l holds dims l, l+32, ...
+  float qr[kSimtRowsPerWarp][kLaneDims], acc[kSimtRowsPerWarp][kLaneDims];
+  RowState st[kSimtRowsPerWarp];
+  int last_query = -1;
+  for (int k = 0; k < kSimtRowsPerWarp; ++k) {
+    const int lr = warp * kSimtRowsPerWarp + k;
+    for (int t = 0; t < kLaneDims; ++t) {
+      qr[k][t] = ctx.smem_load(lr * D + lane + 32 * t);
+      acc[k][t] = 0.f;
+    }
+    st[k] = row_init();
+    if (r0 + lr < rows) last_query = pack.query_of(r0 + lr);
+  }
+  // Keys beyond the last visible one of the warp's last row are never needed.
+  int key_end = kr.end;
+  if (last_query >= 0) {
+    const int ve = visible_end(mi, last_query);
+    if (ve < key_end) key_end = ve;
+  } else {
+    key_end = kr.begin;  // no rows: skip the loop (uniform per warp)
+  }
+  const float c = score_factor<Base2>(p.scale);
+  const T *kp = static_cast<const T *>(p.k) + b * p.k_sb + g * p.k_sh;
+  const T *vp = static_cast<const T *>(p.v) + b * p.v_sb + g * p.v_sh;
+  for (int j = kr.begin; j < key_end; ++j) {
+    float kf[kLaneDims], vf[kLaneDims];
+    for (int t = 0; t < kLaneDims; ++t) {
+      kf[t] = load_elem(kp, j * p.k_ss + lane + 32 * t);
+      vf[t] = load_elem(vp, j * p.v_ss + lane + 32 * t);
+    }
+    for (int k = 0; k < kSimtRowsPerWarp; ++k) {
+      float dot = 0.f;
+      for (int t = 0; t < kLaneDims; ++t) dot = fmaf(qr[k][t], kf[t], dot);
+      for (int off = 16; off > 0; off >>= 1) dot += ctx.shfl_xor(dot, off);
+      const int r = r0 + warp * kSimtRowsPerWarp + k;
+      const bool seen = r < rows && visible(mi, pack.query_of(r), j);
+      const float x = seen ? dot : -INFINITY;
+      const float alpha = online_begin_tile<Base2>(st[k], x, c);
+      const float pr = online_prob<Base2>(x, c, st[k].m);
+      st[k].l += pr;
+      for (int t = 0; t < kLaneDims; ++t) acc[k][t] = fmaf(pr, vf[t], acc[k][t] * alpha);
+    }
+  }
+
+  for (int k = 0; k < kSimtRowsPerWarp; ++k) {
+    const int r = r0 + warp * kSimtRowsPerWarp + k;
+    if (r >= rows) continue;
+    if (p.splits == 1) {
+      const RowResult res = row_finalize<Base2>(st[k]);
+      const int h = pack.head_of(g, r), i = pack.query_of(r);
+      float *o = p.out + b * p.o_sb + h * p.o_sh + i * p.o_ss;
+      for (int t = 0; t < kLaneDims; ++t) o[lane + 32 * t] = acc[k][t] * res.inv_l;
+      if (p.lse && lane == 0) p.lse[(static_cast<int64_t>(b) * p.heads + h) * p.q_len + i] = res.lse;
+    } else {
+      const int64_t slot = global_row(p, b, g, r) * p.splits + split;
+      for (int t = 0; t < kLaneDims; ++t) p.part_acc[slot * D + lane + 32 * t] = acc[k][t];
+      if (lane == 0) {
+        p.part_m[slot] = st[k].m;
+        p.part_l[slot] = st[k].l;
+      }
+    }
+  }
+}
+
+// Combine of splits: one warp per packed row; grid.x = batch * kv_heads * G*q_len.
+template <class Ctx, int D>
+PARLEY_KERNEL_BODY void simt_attention_combine(Ctx &ctx, const SimtParams &p) {
+  constexpr int kLaneDims = D / 32;
+  const int lane = ctx.thread() % 32;
+  const int rows = (p.heads / p.kv_heads) * p.q_len;
+  const int64_t gr = ctx.block_x();
+  const int r = static_cast<int>(gr % rows);
+  const int bg = static_cast<int>(gr / rows);
+  const int g = bg % p.kv_heads, b = bg / p.kv_heads;
+  const DecodePack pack{p.heads / p.kv_heads, p.q_len};
+  const int64_t base = gr * p.splits;
+  const RowState total = merge_states<Base2>(p.part_m + base, p.part_l + base, p.splits, 1);
+  float out[kLaneDims];
+  for (int t = 0; t < kLaneDims; ++t) out[t] = 0.f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float ls = p.part_l[base + s];
+    const float w = merge_weight<Base2>(p.part_m[base + s], ls, total);
+    if (w == 0.f) continue;
+    const float f = w / ls;  // the partial accumulators are unnormalised
+    for (int t = 0; t < kLaneDims; ++t) out[t] = fmaf(f, p.part_acc[(base + s) * D + lane + 32 * t], out[t]);
+  }
+  const int h = pack.head_of(g, r), i = pack.query_of(r);
+  float *o = p.out + b * p.o_sb + h * p.o_sh + i * p.o_ss;
+  for (int t = 0; t < kLaneDims; ++t) o[lane + 32 * t] = out[t];
+  if (p.lse && lane == 0) p.lse[(static_cast<int64_t>(b) * p.heads + h) * p.q_len + i] = row_finalize<Base2>(total).lse;
+}
+
+// Probabilities (optional output): probs[b,h,i,j] = exp(q.k_j * scale - lse)
+// for visible keys, else 0; needs the lse of the main pass. One warp per
+// (b, h, i) row, lanes over keys; grid.x = batch * heads * q_len.
+template <class Ctx, class T, int D>
+PARLEY_KERNEL_BODY void simt_attention_probs(Ctx &ctx, const SimtParams &p, float *probs) {
+  const int lane = ctx.thread() % 32;
+  const int64_t row = ctx.block_x();
+  const int i = static_cast<int>(row % p.q_len);
+  const int h = static_cast<int>((row / p.q_len) % p.heads);
+  const int b = static_cast<int>(row / (static_cast<int64_t>(p.q_len) * p.heads));
+  const int g = kv_head_of(h, p.heads, p.kv_heads);
+  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b);
+  mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
+  const float lse = p.lse[row];
+  const T *q = static_cast<const T *>(p.q) + b * p.q_sb + h * p.q_sh + i * p.q_ss;
+  const T *kp = static_cast<const T *>(p.k) + b * p.k_sb + g * p.k_sh;
+  float *out = probs + row * p.kv_len;
+  for (int j = lane; j < p.kv_len; j += 32) {
+    float pr = 0.f;
+    if (visible(mi, i, j) && lse != -INFINITY) {
+      float dot = 0.f;
+      for (int d = 0; d < D; ++d) dot = fmaf(load_elem(q, d), load_elem(kp, j * p.k_ss + d), dot);
+      pr = expf(dot * p.scale - lse);
+    }
+    out[j] = pr;
+  }
+}
+
+}  // namespace parley::cuda::attn
+
+#endif  // PARLEY_PLUGINS_CUDA_ATTENTION_SIMT_ATTENTION_CUH

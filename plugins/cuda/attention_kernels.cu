@@ -1,0 +1,51 @@
+// __global__ entry points of the SIMT attention kernels: the bodies in
+// attention/simt_attention.cuh (tested on the CPU under tests/simt's
+// emulator) with the device context of attention/simt_device.cuh.
+#include <cuda_runtime.h>
+
+#include "attention/simt_attention.cuh"
+#include "attention/simt_device.cuh"
+#include "cuda_common.h"
+
+namespace parley::cuda {
+
+namespace {
+using attn::DeviceCtx;
+using attn::SimtParams;
+
+template <int D>
+__global__ void __launch_bounds__(attn::kSimtThreads) attention_split_kernel(SimtParams p) {
+  DeviceCtx ctx;
+  attn::simt_attention_split<DeviceCtx, float, D>(ctx, p);
+}
+
+template <int D>
+__global__ void __launch_bounds__(32) attention_combine_kernel(SimtParams p) {
+  DeviceCtx ctx;
+  attn::simt_attention_combine<DeviceCtx, D>(ctx, p);
+}
+
+template <int D>
+__global__ void __launch_bounds__(32) attention_probs_kernel(SimtParams p, float *probs) {
+  DeviceCtx ctx;
+  attn::simt_attention_probs<DeviceCtx, float, D>(ctx, p, probs);
+}
+
+template <int D>
+void launch(const SimtParams &p, float *probs, cudaStream_t s) {
+  const int rows = (p.heads / p.kv_heads) * p.q_len;
+  const dim3 grid(static_cast<unsigned>(p.batch * p.kv_heads * p.row_tiles), static_cast<unsigned>(p.splits));
+  attention_split_kernel<D><<<grid, attn::kSimtThreads, attn::kSimtRows * D * sizeof(float), s>>>(p);
+  if (p.splits > 1) attention_combine_kernel<D><<<static_cast<unsigned>(p.batch * p.kv_heads * rows), 32, 0, s>>>(p);
+  if (probs) attention_probs_kernel<D><<<static_cast<unsigned>(p.batch * p.heads * p.q_len), 32, 0, s>>>(p, probs);
+}
+}  // namespace
+
+void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s) {
+  if (head_dim == 64)
+    launch<64>(p, probs, s);
+  else
+    launch<128>(p, probs, s);
+}
+
+}  // namespace parley::cuda

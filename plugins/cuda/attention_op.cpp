@@ -1,0 +1,122 @@
+// PARLEY_OP_ATTENTION on the cuda device: argument checks (as the cpu
+// plugin's, except key_lengths, which live in device memory and are clamped
+// by the kernel), the split-KV decision (tile_math's heuristic with this
+// GPU's SM count), scratch for split partials from the caching allocator, and
+// the launches of attention_kernels.cu.
+#include <algorithm>
+
+#include "attention/simt_attention.cuh"
+#include "cuda_common.h"
+
+namespace parley::cuda {
+
+void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s);
+
+namespace {
+
+struct Scratch {  // device buffers released (stream-ordered) when the call ends
+  DeviceState *state;
+  std::vector<void *> blocks;
+  ~Scratch() {
+    for (void *b : blocks) state->allocator.release(b);
+  }
+};
+
+int sm_count(const DeviceState *state) {
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, state->device) != cudaSuccess || sms <= 0) {
+    (void)cudaGetLastError();
+    return 108;  // A100's count: only shapes the split heuristic
+  }
+  return sms;
+}
+
+}  // namespace
+
+parley_kernel_status attention_run(const parley_kernel_context *ctx, const void *args) {
+  const char *op = "attention";
+  return guarded(op, ctx, [&]() -> parley_kernel_status {
+    Host host(nullptr);
+    DeviceState *state = nullptr;
+    cudaStream_t stream = nullptr;
+    const parley_attention_args *a = nullptr;
+    if (auto st = begin_call(op, ctx, args, &host, &state, &stream, &a)) return st;
+    if (auto st = use_device(op, host, state)) return st;
+    PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
+                 "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
+                 ll(a->kv_len));
+    PARLEY_CHECK(host, a->num_heads >= 1 && a->num_kv_heads >= 1 && a->head_dim >= 1,
+                 "attention: num_heads (%lld), num_kv_heads (%lld) and head_dim (%lld) must be >= 1", ll(a->num_heads),
+                 ll(a->num_kv_heads), ll(a->head_dim));
+    PARLEY_CHECK(host, a->num_heads % a->num_kv_heads == 0,
+                 "attention: num_heads (%lld) is not a multiple of num_kv_heads (%lld)", ll(a->num_heads),
+                 ll(a->num_kv_heads));
+    PARLEY_CHECK(host, (a->mask & ~(PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING)) == 0,
+                 "attention: unknown mask bits 0x%x", a->mask);
+    if (a->head_dim != 64 && a->head_dim != 128)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED, "attention: head_dim %lld (the cuda plugin has 64 and 128)",
+                       ll(a->head_dim));
+    if (a->batch == 0 || a->q_len == 0) return PARLEY_KERNEL_OK;
+    PARLEY_CHECK(host, a->q && a->out, "attention: q or out is NULL");
+    if (a->kv_len > 0) PARLEY_CHECK(host, a->k && a->v, "attention: k or v is NULL");
+    if (a->mask & PARLEY_MASK_KEY_PADDING)
+      PARLEY_CHECK(host, a->key_lengths != nullptr, "attention: KEY_PADDING mask without key_lengths");
+    const int64_t D = a->head_dim;
+    const int64_t strides[] = {a->q_stride_batch, a->q_stride_head,    a->q_stride_seq,    a->k_stride_batch,
+                               a->k_stride_head,  a->k_stride_seq,     a->v_stride_batch,  a->v_stride_head,
+                               a->v_stride_seq,   a->out_stride_batch, a->out_stride_head, a->out_stride_seq};
+    for (int64_t st : strides) PARLEY_CHECK(host, st >= 0, "attention: negative stride %lld", ll(st));
+    // The kernels index with int: shapes must fit.
+    const int64_t rows = a->num_heads / a->num_kv_heads * a->q_len;
+    PARLEY_CHECK(host, a->batch * a->num_heads * a->q_len < (int64_t{1} << 30) && a->kv_len < (int64_t{1} << 30),
+                 "attention: shape too large for the cuda kernels (batch*heads*q_len=%lld, kv_len=%lld)",
+                 ll(a->batch * a->num_heads * a->q_len), ll(a->kv_len));
+
+    attn::SimtParams p{};
+    p.q = a->q, p.k = a->k, p.v = a->v;
+    p.out = static_cast<float *>(a->out);
+    p.lse = a->lse;
+    p.q_sb = a->q_stride_batch, p.q_sh = a->q_stride_head, p.q_ss = a->q_stride_seq;
+    p.k_sb = a->k_stride_batch, p.k_sh = a->k_stride_head, p.k_ss = a->k_stride_seq;
+    p.v_sb = a->v_stride_batch, p.v_sh = a->v_stride_head, p.v_ss = a->v_stride_seq;
+    p.o_sb = a->out_stride_batch, p.o_sh = a->out_stride_head, p.o_ss = a->out_stride_seq;
+    p.batch = static_cast<int>(a->batch), p.heads = static_cast<int>(a->num_heads);
+    p.kv_heads = static_cast<int>(a->num_kv_heads), p.q_len = static_cast<int>(a->q_len);
+    p.kv_len = static_cast<int>(a->kv_len);
+    p.scale = a->scale;
+    p.mask = a->mask;
+    p.key_lengths = a->key_lengths;
+    p.row_tiles = static_cast<int>((rows + attn::kSimtRows - 1) / attn::kSimtRows);
+    attn::SplitConfig cfg;
+    cfg.num_sms = sm_count(state);
+    cfg.align = 64;
+    p.align = cfg.align;
+    p.splits = attn::num_splits(int64_t{p.batch} * p.kv_heads * p.row_tiles, p.kv_len, cfg);
+
+    Scratch scratch{state, {}};
+    auto alloc = [&](size_t bytes, void **ptr) -> parley_kernel_status {
+      std::string error;
+      if (auto st = state->allocator.allocate(stream, bytes, ptr, &error))
+        return host.fail(st, "attention: %s", error.c_str());
+      scratch.blocks.push_back(*ptr);
+      return PARLEY_KERNEL_OK;
+    };
+    if (p.splits > 1) {
+      const size_t slots = static_cast<size_t>(p.batch) * p.kv_heads * rows * p.splits;
+      void *m = nullptr, *l = nullptr, *accs = nullptr;
+      if (auto st = alloc(slots * sizeof(float), &m)) return st;
+      if (auto st = alloc(slots * sizeof(float), &l)) return st;
+      if (auto st = alloc(slots * D * sizeof(float), &accs)) return st;
+      p.part_m = static_cast<float *>(m), p.part_l = static_cast<float *>(l), p.part_acc = static_cast<float *>(accs);
+    }
+    if (a->probs && !p.lse) {  // the probabilities pass needs each row's lse
+      void *lse = nullptr;
+      if (auto st = alloc(static_cast<size_t>(p.batch) * p.heads * p.q_len * sizeof(float), &lse)) return st;
+      p.lse = static_cast<float *>(lse);
+    }
+    launch_attention(p, static_cast<int>(D), a->probs, stream);
+    return check_launch(host, op);
+  });
+}
+
+}  // namespace parley::cuda

@@ -1,0 +1,281 @@
+// The CUDA plugin's SIMT attention kernels (plugins/cuda/attention/
+// simt_attention.cuh) run on the CPU under the SIMT emulator and compared
+// with the cpu plugin's attention on fresh random inputs: every mask kind,
+// head dims 64 and 128, GQA/MQA, q_len = 1 (decode), q_len < kv_len and
+// q_len > kv_len (fully masked rows), one and several KV splits, fp32 and
+// fp16 inputs, lse and probabilities. Then the harness proves it can fail: a
+// barrier dropped, or a shuffle reading the wrong lane, must be caught.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "../kernels/test_host.h"
+#include "simt_attention.cuh"
+#include "simt_emulator.hpp"
+
+using namespace parley::cuda::attn;
+using parley::simt::Ctx;
+using parley::simt::Dim3;
+using parley::simt::Emulator;
+using parley::simt::SimtError;
+
+namespace {
+
+uint16_t float_to_half(float f) {  // round to nearest even
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  int exp = static_cast<int>((x >> 23) & 0xFF) - 127 + 15;
+  uint32_t mant = x & 0x7FFFFFu;
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7C00u);
+  if (exp <= 0) {
+    if (exp < -10) return static_cast<uint16_t>(sign);
+    mant |= 0x800000u;
+    const int shift = 14 - exp;
+    uint32_t h = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) ++h;
+    return static_cast<uint16_t>(sign | h);
+  }
+  uint32_t h = (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
+struct Case {
+  int batch = 2, heads = 4, kv_heads = 2, q_len = 1, kv_len = 37, dim = 64;
+  uint32_t mask = 0;
+  int splits = 1;
+  bool fp16 = false, probs = true;
+  std::vector<int32_t> key_lengths;
+};
+
+// Which fault the context injects (to prove the harness catches it).
+enum class Fault { kNone, kDropFirstBarrier, kWrongShuffleLane };
+
+template <Fault F>
+struct KernelCtx {
+  Ctx &c;
+  int thread() const { return c.thread(); }
+  int block_x() const { return c.block_x(); }
+  int block_y() const { return c.block_y(); }
+  void sync() {
+    if (F == Fault::kDropFirstBarrier && !dropped) {
+      dropped = true;
+      return;
+    }
+    c.sync();
+  }
+  float shfl_xor(float v, int m) { return c.shfl_xor(v, F == Fault::kWrongShuffleLane && m == 1 ? 2 : m); }
+  float smem_load(size_t i) { return c.smem_load(i); }
+  void smem_store(size_t i, float v) { c.smem_store(i, v); }
+  bool dropped = false;
+};
+
+struct Result {
+  std::vector<float> out, lse, probs;
+};
+
+template <Fault F, class T, int D>
+Result run_emulated(const Case &c, const std::vector<T> &q, const std::vector<T> &k, const std::vector<T> &v) {
+  const int G = c.heads / c.kv_heads, rows = G * c.q_len;
+  SimtParams p{};
+  p.q = q.data(), p.k = k.data(), p.v = v.data();
+  Result r;
+  r.out.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * D, std::nanf(""));
+  r.lse.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len, std::nanf(""));
+  p.out = r.out.data(), p.lse = r.lse.data();
+  // Layouts: q/out [b, i, h, d]; k/v [b, j, g, d] (a KV cache row per key).
+  p.q_sb = int64_t{c.q_len} * c.heads * D, p.q_sh = D, p.q_ss = int64_t{c.heads} * D;
+  p.o_sb = p.q_sb, p.o_sh = p.q_sh, p.o_ss = p.q_ss;
+  p.k_sb = int64_t{c.kv_len} * c.kv_heads * D, p.k_sh = D, p.k_ss = int64_t{c.kv_heads} * D;
+  p.v_sb = p.k_sb, p.v_sh = p.k_sh, p.v_ss = p.k_ss;
+  p.batch = c.batch, p.heads = c.heads, p.kv_heads = c.kv_heads, p.q_len = c.q_len, p.kv_len = c.kv_len;
+  p.scale = 1.f / std::sqrt(static_cast<float>(D));
+  p.mask = c.mask;
+  p.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
+  p.splits = c.splits;
+  p.align = 8;
+  p.row_tiles = ceil_div(rows, kSimtRows);
+  const size_t slots = static_cast<size_t>(c.batch) * c.kv_heads * rows * c.splits;
+  std::vector<float> pm(slots, std::nanf("")), pl(slots, std::nanf("")), pa(slots * D, std::nanf(""));
+  p.part_m = pm.data(), p.part_l = pl.data(), p.part_acc = pa.data();
+
+  Emulator emu;
+  emu.launch(Dim3{c.batch * c.kv_heads * p.row_tiles, c.splits, 1}, kSimtThreads, kSimtRows * D, [&](Ctx &ctx) {
+    KernelCtx<F> kc{ctx};
+    simt_attention_split<KernelCtx<F>, T, D>(kc, p);
+  });
+  EXPECT_GT(emu.barriers(), 0u);
+  if (c.splits > 1)
+    emu.launch(Dim3{c.batch * c.kv_heads * rows, 1, 1}, 32, 0, [&](Ctx &ctx) {
+      KernelCtx<F> kc{ctx};
+      simt_attention_combine<KernelCtx<F>, D>(kc, p);
+    });
+  if (c.probs) {
+    r.probs.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * c.kv_len, std::nanf(""));
+    emu.launch(Dim3{c.batch * c.heads * c.q_len, 1, 1}, 32, 0, [&](Ctx &ctx) {
+      KernelCtx<F> kc{ctx};
+      simt_attention_probs<KernelCtx<F>, T, D>(kc, p, r.probs.data());
+    });
+  }
+  return r;
+}
+
+Result run_cpu(const Case &c, const std::vector<float> &q, const std::vector<float> &k, const std::vector<float> &v) {
+  const int D = c.dim;
+  Result r;
+  r.out.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * D, std::nanf(""));
+  r.lse.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len, std::nanf(""));
+  r.probs.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * c.kv_len, std::nanf(""));
+  parley::test::TestHost host(1);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = c.batch, a.num_heads = c.heads, a.num_kv_heads = c.kv_heads, a.q_len = c.q_len, a.kv_len = c.kv_len;
+  a.head_dim = D;
+  a.q = q.data(), a.q_stride_batch = int64_t{c.q_len} * c.heads * D, a.q_stride_head = D;
+  a.q_stride_seq = int64_t{c.heads} * D;
+  a.k = k.data(), a.k_stride_batch = int64_t{c.kv_len} * c.kv_heads * D, a.k_stride_head = D;
+  a.k_stride_seq = int64_t{c.kv_heads} * D;
+  a.v = v.data(), a.v_stride_batch = a.k_stride_batch, a.v_stride_head = D, a.v_stride_seq = a.k_stride_seq;
+  a.out = r.out.data(), a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
+  a.scale = 1.f / std::sqrt(static_cast<float>(D));
+  a.mask = c.mask;
+  a.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
+  a.probs = r.probs.data();
+  a.lse = r.lse.data();
+  EXPECT_EQ(parley::test::find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  return r;
+}
+
+double rel_error(const std::vector<float> &got, const std::vector<float> &want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isinf(want[i])) {
+      if (got[i] != want[i]) return INFINITY;
+      continue;
+    }
+    if (!std::isfinite(got[i])) return INFINITY;  // NaN never passes
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+template <Fault F = Fault::kNone>
+double max_error(const Case &c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const size_t nq = static_cast<size_t>(c.batch) * c.q_len * c.heads * c.dim;
+  const size_t nk = static_cast<size_t>(c.batch) * c.kv_len * c.kv_heads * c.dim;
+  std::vector<float> q(nq), k(nk), v(nk);
+  for (auto *vec : {&q, &k, &v})
+    for (float &x : *vec) x = nd(rng) * 2.f;
+  Result got;
+  if (c.fp16) {
+    std::vector<uint16_t> qh(nq), kh(nk), vh(nk);
+    for (size_t i = 0; i < nq; ++i) qh[i] = float_to_half(q[i]), q[i] = half_to_float(qh[i]);
+    for (size_t i = 0; i < nk; ++i) kh[i] = float_to_half(k[i]), k[i] = half_to_float(kh[i]);
+    for (size_t i = 0; i < nk; ++i) vh[i] = float_to_half(v[i]), v[i] = half_to_float(vh[i]);
+    got = c.dim == 64 ? run_emulated<F, uint16_t, 64>(c, qh, kh, vh) : run_emulated<F, uint16_t, 128>(c, qh, kh, vh);
+  } else {
+    got = c.dim == 64 ? run_emulated<F, float, 64>(c, q, k, v) : run_emulated<F, float, 128>(c, q, k, v);
+  }
+  Result want = run_cpu(c, q, k, v);
+  double e = std::max(rel_error(got.out, want.out), rel_error(got.lse, want.lse));
+  if (c.probs) e = std::max(e, rel_error(got.probs, want.probs));
+  return e;
+}
+
+constexpr double kTol = 1e-5;  // fp32 arithmetic on both sides (ENGINEERING.md)
+
+}  // namespace
+
+TEST(SimtAttention, EveryMaskHeadDimAndShape) {
+  uint32_t seed = 1;
+  for (int dim : {64, 128})
+    for (uint32_t mask : {0u, 1u, 2u, 3u})
+      for (int splits : {1, 3}) {
+        // decode (q_len 1), GQA, ragged key lengths
+        Case c;
+        c.dim = dim, c.mask = mask, c.splits = splits;
+        c.q_len = 1, c.kv_len = 37;
+        if (mask & 2u) c.key_lengths = {37, 19};
+        EXPECT_LE(max_error(c, seed++), kTol) << "decode dim " << dim << " mask " << mask << " splits " << splits;
+        // prefill-like, q_len < kv_len, MQA
+        c.heads = 4, c.kv_heads = 1, c.q_len = 5, c.kv_len = 23;
+        if (mask & 2u) c.key_lengths = {23, 6};
+        EXPECT_LE(max_error(c, seed++), kTol) << "q<kv dim " << dim << " mask " << mask << " splits " << splits;
+        // q_len > kv_len: with a causal mask the first rows see nothing
+        c.heads = 2, c.kv_heads = 2, c.q_len = 9, c.kv_len = 4;
+        if (mask & 2u) c.key_lengths = {4, 1};
+        EXPECT_LE(max_error(c, seed++), kTol) << "q>kv dim " << dim << " mask " << mask << " splits " << splits;
+      }
+}
+
+TEST(SimtAttention, HalfInputsAndMoreRowsThanOneCta) {
+  Case c;
+  c.fp16 = true, c.heads = 8, c.kv_heads = 2, c.q_len = 6, c.kv_len = 29, c.mask = 1u, c.splits = 2;
+  EXPECT_LE(max_error(c, 77), kTol);  // 24 packed rows: two row tiles
+  c.dim = 128, c.mask = 3u, c.key_lengths = {29, 11};
+  EXPECT_LE(max_error(c, 78), kTol);
+}
+
+TEST(SimtAttention, HugeLogitsStayFinite) {
+  // Scores of ~1e3 after scaling: the online softmax must not overflow.
+  Case c;
+  c.q_len = 3, c.kv_len = 40, c.splits = 3, c.probs = false;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const size_t nq = static_cast<size_t>(c.batch) * c.q_len * c.heads * c.dim;
+  const size_t nk = static_cast<size_t>(c.batch) * c.kv_len * c.kv_heads * c.dim;
+  std::vector<float> q(nq), k(nk), v(nk);
+  for (float &x : q) x = nd(rng) * 30.f;
+  for (float &x : k) x = nd(rng) * 30.f;
+  for (float &x : v) x = nd(rng);
+  Result got = run_emulated<Fault::kNone, float, 64>(c, q, k, v);
+  Result want = run_cpu(c, q, k, v);
+  EXPECT_LE(rel_error(got.out, want.out), kTol);
+  EXPECT_LE(rel_error(got.lse, want.lse), kTol);
+}
+
+// The harness can fail: the same kernels with one fault injected.
+TEST(SimtHarness, CatchesADroppedBarrier) {
+  Case c;
+  c.q_len = 2, c.kv_len = 9;
+  EXPECT_THROW(max_error<Fault::kDropFirstBarrier>(c, 3), SimtError);
+}
+
+TEST(SimtHarness, CatchesAWrongShuffleLane) {
+  Case c;
+  c.q_len = 2, c.kv_len = 9;
+  EXPECT_GT(max_error<Fault::kWrongShuffleLane>(c, 4), 1e-2);
+}
+
+TEST(SimtHarness, ReportsDeadlockAndDivergentBarrier) {
+  Emulator emu;
+  // Half the threads skip the barrier and exit: divergent __syncthreads.
+  EXPECT_THROW(emu.launch(Dim3{}, 64, 4,
+                          [](Ctx &ctx) {
+                            if (ctx.thread() < 32) ctx.sync();
+                          }),
+               SimtError);
+  // One lane skips a shuffle its warp waits on: deadlock.
+  EXPECT_THROW(emu.launch(Dim3{}, 32, 0,
+                          [](Ctx &ctx) {
+                            if (ctx.thread() != 5) ctx.shfl_xor(1.f, 1);
+                          }),
+               SimtError);
+  // Reading shared memory nobody wrote (the poison), and out of bounds.
+  EXPECT_THROW(emu.launch(Dim3{}, 32, 4, [](Ctx &ctx) { (void)ctx.smem_load(0); }), SimtError);
+  EXPECT_THROW(emu.launch(Dim3{}, 32, 4, [](Ctx &ctx) { ctx.smem_store(4, 1.f); }), SimtError);
+  // And a correct exchange works: lane l gets lane l^3's value.
+  std::vector<float> got(32);
+  emu.launch(Dim3{}, 32, 0, [&](Ctx &ctx) { got[ctx.thread()] = ctx.shfl_xor(static_cast<float>(ctx.thread()), 3); });
+  for (int l = 0; l < 32; ++l) EXPECT_EQ(got[l], static_cast<float>(l ^ 3));
+}
