@@ -1,0 +1,265 @@
+// On a machine with an NVIDIA GPU: runs CUDA kernels of libparley_cuda on
+// fresh random inputs and compares them with the cpu plugin (fp32; max
+// relative error, ‖got − want‖ / ‖want‖), then times attention (decode and
+// prefill shapes) and GEMM and prints the fraction of H100 peak reached.
+// Without a GPU it says so and exits 77 (skipped). Driven by run.sh.
+//
+//   gpu_check /path/to/libparley_cuda.so
+#include <dlfcn.h>
+#include <parley/plugin.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../kernels/test_host.h"
+
+namespace {
+
+using parley::test::TestHost;
+
+struct Gpu {
+  const parley_plugin_desc *plugin = nullptr;
+  const parley_device_desc *dev = nullptr;
+  void *state = nullptr;
+  parley_kernel_context ctx{};
+  parley_kernel_fn find(parley_op op) const {
+    for (size_t i = 0; i < plugin->num_kernels; ++i)
+      if (plugin->kernels[i].op == op && plugin->kernels[i].dtype == PARLEY_DTYPE_F32) return plugin->kernels[i].run;
+    return nullptr;
+  }
+};
+
+// A host vector mirrored on the device.
+struct Buf {
+  Gpu *gpu;
+  std::vector<float> host;
+  void *dev = nullptr;
+  Buf(Gpu *g, size_t n, std::mt19937 &rng, float scale = 1.f) : gpu(g), host(n) {
+    std::normal_distribution<float> nd(0.f, scale);
+    for (float &x : host) x = nd(rng);
+    if (gpu->dev->allocate(gpu->state, n * sizeof(float) + 64, 256, &dev) != PARLEY_KERNEL_OK) throw std::bad_alloc();
+    gpu->dev->copy(gpu->state, dev, host.data(), n * sizeof(float), PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  }
+  ~Buf() { gpu->dev->release(gpu->state, dev); }
+  std::vector<float> read() {
+    std::vector<float> out(host.size());
+    gpu->dev->copy(gpu->state, out.data(), dev, out.size() * sizeof(float), PARLEY_COPY_DEVICE_TO_HOST, nullptr);
+    gpu->dev->synchronize(gpu->state, nullptr);
+    return out;
+  }
+};
+
+double rel_error(const std::vector<float> &got, const std::vector<float> &want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isinf(want[i])) {
+      if (got[i] != want[i]) return INFINITY;
+      continue;
+    }
+    if (!std::isfinite(got[i])) return INFINITY;
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+int g_failures = 0;
+void report(const char *what, double err, double tol) {
+  const bool ok = err <= tol;
+  g_failures += !ok;
+  std::printf("  %-58s rel err %.2e  %s\n", what, err, ok ? "ok" : "FAIL");
+}
+
+// Runs the same args struct on the cpu (host pointers) and cuda (device
+// pointers): `fill` sets the pointers for one side.
+template <class Args>
+void compare(Gpu &gpu, parley_op op, const char *what, Args args, std::vector<Buf *> ins, Buf *out,
+             const std::function<void(Args &, bool device)> &fill, double tol) {
+  TestHost host(2);
+  Args cpu = args, dev = args;
+  fill(cpu, false);
+  fill(dev, true);
+  const parley_kernel_fn cpu_fn = parley::test::find_kernel(op), gpu_fn = gpu.find(op);
+  if (!gpu_fn) {
+    std::printf("  %-58s not registered by the cuda plugin\n", what);
+    ++g_failures;
+    return;
+  }
+  gpu.ctx.host = host.services();
+  if (cpu_fn(host.context(), &cpu) != PARLEY_KERNEL_OK || gpu_fn(&gpu.ctx, &dev) != PARLEY_KERNEL_OK) {
+    std::printf("  %-58s kernel error: %s\n", what, host.last_error().c_str());
+    ++g_failures;
+    return;
+  }
+  (void)ins;
+  report(what, rel_error(out->read(), out->host), tol);
+}
+
+double time_ms(Gpu &gpu, const std::function<void()> &launch, int reps = 20) {
+  launch();
+  gpu.dev->synchronize(gpu.state, nullptr);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) launch();
+  gpu.dev->synchronize(gpu.state, nullptr);
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps;
+}
+
+constexpr double kPeakFp16Tflops = 989.0, kPeakBandwidthTBs = 3.35;  // H100 SXM, dense
+
+void check_attention(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int kv_len, int D,
+                     uint32_t mask, bool timing) {
+  const int64_t nq = int64_t{batch} * q_len * heads * D, nk = int64_t{batch} * kv_len * kv_heads * D;
+  Buf q(&gpu, nq, rng), k(&gpu, nk, rng), v(&gpu, nk, rng), out(&gpu, nq, rng),
+      lse(&gpu, int64_t{batch} * heads * q_len, rng);
+  std::vector<int32_t> lens(batch);
+  for (int b = 0; b < batch; ++b) lens[b] = (mask & PARLEY_MASK_KEY_PADDING) ? kv_len - (b * 7) % kv_len : kv_len;
+  void *dlens = nullptr;
+  gpu.dev->allocate(gpu.state, lens.size() * 4, 256, &dlens);
+  gpu.dev->copy(gpu.state, dlens, lens.data(), lens.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = batch, a.num_heads = heads, a.num_kv_heads = kv_heads, a.q_len = q_len, a.kv_len = kv_len, a.head_dim = D;
+  a.q_stride_batch = int64_t{q_len} * heads * D, a.q_stride_head = D, a.q_stride_seq = int64_t{heads} * D;
+  a.k_stride_batch = a.v_stride_batch = int64_t{kv_len} * kv_heads * D, a.k_stride_head = a.v_stride_head = D;
+  a.k_stride_seq = a.v_stride_seq = int64_t{kv_heads} * D;
+  a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
+  a.scale = 1.f / std::sqrt(float(D));
+  a.mask = mask;
+  char what[160];
+  std::snprintf(what, sizeof what, "attention b%d h%d/%d q%d kv%d D%d mask%u", batch, heads, kv_heads, q_len, kv_len, D,
+                mask);
+  compare<parley_attention_args>(
+      gpu, PARLEY_OP_ATTENTION, what, a, {&q, &k, &v}, &out,
+      [&](parley_attention_args &x, bool d) {
+        x.q = d ? q.dev : q.host.data();
+        x.k = d ? k.dev : k.host.data();
+        x.v = d ? v.dev : v.host.data();
+        x.out = d ? out.dev : out.host.data();
+        x.lse = static_cast<float *>(d ? lse.dev : lse.host.data());
+        x.key_lengths = static_cast<const int32_t *>(d ? dlens : lens.data());
+      },
+      1e-5);
+  if (timing) {
+    a.q = q.dev, a.k = k.dev, a.v = v.dev, a.out = out.dev, a.lse = static_cast<float *>(lse.dev);
+    a.key_lengths = static_cast<const int32_t *>(dlens);
+    const parley_kernel_fn fn = gpu.find(PARLEY_OP_ATTENTION);
+    const double ms = time_ms(gpu, [&] { fn(&gpu.ctx, &a); });
+    const double bytes = 2.0 * nk * 4 + 2.0 * nq * 4;
+    const double flops = 4.0 * batch * heads * double(q_len) * kv_len * D * ((mask & 1u) ? 0.5 : 1.0);
+    std::printf("    %.3f ms  %.1f GB/s (%.1f%% of %.2f TB/s)  %.2f TFLOP/s (%.2f%% of %.0f fp16 TFLOP/s)\n", ms,
+                bytes / ms / 1e6, 100 * bytes / ms / 1e9 / kPeakBandwidthTBs, kPeakBandwidthTBs, flops / ms / 1e9,
+                100 * flops / ms / 1e9 / kPeakFp16Tflops, kPeakFp16Tflops);
+  }
+  gpu.dev->release(gpu.state, dlens);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s /path/to/libparley_cuda.so\n", argv[0]);
+    return 2;
+  }
+  void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    std::fprintf(stderr, "cannot load %s: %s\n", argv[1], dlerror());
+    return 1;
+  }
+  auto entry = reinterpret_cast<parley_plugin_entry_fn>(dlsym(lib, "parley_plugin_entry"));
+  TestHost host(2);
+  Gpu gpu;
+  gpu.plugin = entry ? entry(PARLEY_PLUGIN_ABI_VERSION, host.services()) : nullptr;
+  if (!gpu.plugin || gpu.plugin->num_devices < 1) {
+    std::fprintf(stderr, "%s is not a usable parley plugin\n", argv[1]);
+    return 1;
+  }
+  gpu.dev = &gpu.plugin->devices[0];
+  char error[512] = {0};
+  if (gpu.dev->init(host.services(), &gpu.state, error, sizeof error) != PARLEY_KERNEL_OK) {
+    std::printf("no usable CUDA device: %s\nskipped\n", error);
+    return 77;
+  }
+  gpu.ctx.struct_size = sizeof gpu.ctx;
+  gpu.ctx.device_state = gpu.state;
+  std::mt19937 rng(1234);
+
+  std::printf("== attention (cuda vs cpu plugin, fp32)\n");
+  for (int D : {64, 128})
+    for (uint32_t mask : {0u, 1u, 2u, 3u}) {
+      check_attention(gpu, rng, 2, 8, 2, 1, 300, D, mask, false);  // decode, GQA
+      check_attention(gpu, rng, 2, 8, 8, 37, 37, D, mask, false);  // prefill
+      check_attention(gpu, rng, 1, 4, 1, 20, 7, D, mask, false);   // q_len > kv_len, MQA
+    }
+  std::printf("== attention timing (roofline fractions are of H100 SXM peaks)\n");
+  check_attention(gpu, rng, 1, 14, 2, 1, 4096, 64, 1u, true);     // decode, Qwen2.5-0.5B-like
+  check_attention(gpu, rng, 8, 14, 2, 1, 4096, 64, 1u, true);     // decode, batch 8
+  check_attention(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true);  // prefill
+
+  std::printf("== other ops\n");
+  {
+    const int64_t rows = 64, cols = 1000;
+    Buf x(&gpu, rows * cols, rng, 3.f), out(&gpu, rows * cols, rng);
+    parley_softmax_args s{};
+    s.struct_size = sizeof s, s.dtype = PARLEY_DTYPE_F32, s.rows = rows, s.cols = cols, s.ld_x = cols, s.ld_out = cols;
+    for (parley_op op : {PARLEY_OP_SOFTMAX, PARLEY_OP_LOG_SOFTMAX})
+      compare<parley_softmax_args>(
+          gpu, op, op == PARLEY_OP_SOFTMAX ? "softmax 64x1000" : "log_softmax 64x1000", s, {&x}, &out,
+          [&](parley_softmax_args &a, bool d) {
+            a.x = d ? x.dev : x.host.data();
+            a.out = d ? out.dev : out.host.data();
+          },
+          1e-5);
+    parley_add_args ad{};
+    Buf y(&gpu, rows * cols, rng);
+    ad.struct_size = sizeof ad, ad.dtype = PARLEY_DTYPE_F32, ad.n = rows * cols, ad.alpha = 0.5f;
+    compare<parley_add_args>(
+        gpu, PARLEY_OP_ADD, "add 64000", ad, {&x, &y}, &out,
+        [&](parley_add_args &a, bool d) {
+          a.a = d ? x.dev : x.host.data();
+          a.b = d ? y.dev : y.host.data();
+          a.out = d ? out.dev : out.host.data();
+        },
+        1e-6);
+    for (int act : {PARLEY_ACT_RELU, PARLEY_ACT_GELU_ERF, PARLEY_ACT_GELU_TANH, PARLEY_ACT_SILU}) {
+      parley_activation_args ac{};
+      ac.struct_size = sizeof ac, ac.dtype = PARLEY_DTYPE_F32, ac.activation = act, ac.rows = rows, ac.cols = cols;
+      ac.ld_x = ac.ld_out = cols;
+      char what[64];
+      std::snprintf(what, sizeof what, "activation %d 64x1000", act);
+      compare<parley_activation_args>(
+          gpu, PARLEY_OP_ACTIVATION, what, ac, {&x}, &out,
+          [&](parley_activation_args &a, bool d) {
+            a.x = d ? x.dev : x.host.data();
+            a.out = d ? out.dev : out.host.data();
+          },
+          1e-5);
+    }
+  }
+  {
+    const int64_t m = 96, n = 512, k = 384;
+    Buf A(&gpu, m * k, rng), B(&gpu, n * k, rng), C(&gpu, m * n, rng), bias(&gpu, n, rng);
+    parley_gemm_args g{};
+    g.struct_size = sizeof g, g.dtype = PARLEY_DTYPE_F32, g.trans_b = 1, g.m = m, g.n = n, g.k = k, g.batch = 1;
+    g.lda = k, g.ldb = k, g.ldc = n, g.alpha = 1.f, g.beta = 0.f, g.epilogue = PARLEY_ACT_GELU_TANH;
+    compare<parley_gemm_args>(
+        gpu, PARLEY_OP_GEMM, "gemm 96x512x384 A.B^T + bias, gelu-tanh", g, {&A, &B}, &C,
+        [&](parley_gemm_args &a, bool d) {
+          a.a = d ? A.dev : A.host.data();
+          a.b = d ? B.dev : B.host.data();
+          a.c = d ? C.dev : C.host.data();
+          a.bias = d ? bias.dev : bias.host.data();
+        },
+        1e-5);
+  }
+  std::printf("(norms, rotary, gated activation, embedding and top-k: not covered by this script yet)\n");
+  std::printf("%d failure(s)\n", g_failures);
+  gpu.dev->shutdown(gpu.state);
+  return g_failures ? 1 : 0;
+}
