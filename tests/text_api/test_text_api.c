@@ -12,18 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "c_checks.h"
 #include "goldens.h"
 
-static int g_failures = 0, g_checks = 0;
-#define CHECK(cond)                                                                                                 \
-  do {                                                                                                              \
-    ++g_checks;                                                                                                     \
-    if (!(cond)) {                                                                                                  \
-      ++g_failures;                                                                                                 \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error: %s\n", __FILE__, __LINE__, #cond, parley_last_error()); \
-    }                                                                                                               \
-  } while (0)
-#define CHECK_STATUS(call, want) CHECK((call) == (want))
 #define CHECK_STR(got, want)                                                                           \
   do {                                                                                                 \
     const char *g_ = (got), *w_ = (want);                                                              \
@@ -34,22 +25,6 @@ static int g_failures = 0, g_checks = 0;
     }                                                                                                  \
   } while (0)
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-static parley_runtime *make_runtime(void) {
-  const char *dirs[1];
-  parley_runtime_options o;
-  parley_runtime *rt = NULL;
-  dirs[0] = getenv("PARLEY_PLUGIN_BUILD_DIR");
-  parley_runtime_options_init(&o);
-  o.plugin_sources = PARLEY_PLUGINS_NONE;
-  o.plugin_dirs = dirs;
-  o.num_plugin_dirs = dirs[0] ? 1 : 0;
-  if (parley_runtime_create(&o, &rt) != PARLEY_OK) {
-    fprintf(stderr, "runtime: %s\n", parley_last_error());
-    exit(1);
-  }
-  return rt;
-}
 
 static parley_model *load(parley_runtime *rt, const char *env, const char *rel) {
   char path[4096];

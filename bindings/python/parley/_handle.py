@@ -81,3 +81,19 @@ class HandleGuard:
             while self._active:
                 self._cond.wait()
             self._free(h)
+
+
+class Closable:
+    """Context manager and finaliser around the subclass's close()."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

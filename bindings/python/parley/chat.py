@@ -10,7 +10,7 @@ from ctypes import POINTER, byref, c_char_p, c_int32, c_size_t, c_void_p
 from typing import Any, Callable, Iterator, Sequence
 
 from . import _lib
-from ._handle import HandleGuard
+from ._handle import Closable, HandleGuard
 from ._marshal import check_generation_keys, cstring_array, decode_text, encode_text, generation_options, opt_text
 from .errors import BusyError, ClosedError, InvalidArgumentError
 from .model import Model
@@ -97,7 +97,7 @@ class _Turn:
             _lib.lib.parley_string_free(out.value)
 
 
-class Chat:
+class Chat(Closable):
     """A conversation with a decoder-only model that keeps its KV cache between turns.
 
     ``Chat(model, system_prompt=None)``. Keeps its Model alive. One thread
@@ -144,18 +144,6 @@ class Chat:
             turn.request_stop()
         g.close(before_wait=_lib.lib.parley_chat_cancel)
         self._model._unregister_chat(g)
-
-    def __enter__(self) -> "Chat":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<parley.Chat{' closed' if self.closed else ''}>"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import _lib
-from ._handle import HandleGuard
+from ._handle import Closable, HandleGuard
 from ._marshal import (
     IdBatch,
     cstring_array,
@@ -139,7 +139,7 @@ class _TokenCallback:
             raise exc
 
 
-class Model:
+class Model(Closable):
     """A model loaded from a .parley file (memory-mapped).
 
     Keeps its Runtime object alive. A model is immutable and may be used by
@@ -206,18 +206,6 @@ class Model:
         for g in chats:
             g.close(before_wait=_lib.lib.parley_chat_cancel)
         self._guard.close()
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         if self.closed:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from . import _lib
-from ._handle import HandleGuard
+from ._handle import Closable, HandleGuard
 from ._marshal import cstring_array, encode_text, path_bytes
 from .errors import InvalidArgumentError
 
@@ -69,7 +69,7 @@ class KernelInfo:
 _DTYPES = {"f32": 0, "f16": 1, "bf16": 2, "i8": 3, "i32": 4, "u8": 5, "i64": 6}
 
 
-class Runtime:
+class Runtime(Closable):
     """A Parley runtime: thread pool, kernel registry and loaded plugins.
 
     ``threads``: kernel threads (0: one per available CPU). ``plugin_dirs``:
@@ -147,18 +147,6 @@ class Runtime:
     @property
     def closed(self) -> bool:
         return self._guard is None or self._guard.closed
-
-    def __enter__(self) -> "Runtime":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<parley.Runtime{' closed' if self.closed else ''}>"
