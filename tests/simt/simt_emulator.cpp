@@ -7,9 +7,34 @@
 #include <limits>
 #include <memory>
 
+// AddressSanitizer must be told about stack switches, or an exception
+// thrown on a fiber's stack looks like a stack-use-after-scope.
+#if defined(__SANITIZE_ADDRESS__)
+#define PARLEY_ASAN_FIBERS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PARLEY_ASAN_FIBERS 1
+#endif
+#endif
+#ifdef PARLEY_ASAN_FIBERS
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace parley::simt {
 
 namespace {
+#ifdef PARLEY_ASAN_FIBERS
+void start_switch(void **fake_stack, const void *bottom, size_t size) {
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+}
+void finish_switch(void *fake_stack, const void **bottom, size_t *size) {
+  __sanitizer_finish_switch_fiber(fake_stack, bottom, size);
+}
+#else
+void start_switch(void **, const void *, size_t) {}
+void finish_switch(void *, const void **, size_t *) {}
+#endif
+
 enum State { kRunnable = 0, kAtBarrier = 1, kAtShuffle = 2, kDone = 3 };
 constexpr size_t kStackBytes = 256 * 1024;  // kernel bodies keep fragments in "registers" (locals)
 }  // namespace
@@ -17,6 +42,9 @@ constexpr size_t kStackBytes = 256 * 1024;  // kernel bodies keep fragments in "
 struct Emulator::Fiber {
   ucontext_t ctx{};
   ucontext_t *scheduler = nullptr;
+  const void *scheduler_stack = nullptr;  // for the sanitizer's stack bookkeeping
+  size_t scheduler_stack_size = 0;
+  void *fake_stack = nullptr;
   std::unique_ptr<char[]> stack;
   Ctx kctx;
   int state = kRunnable;
@@ -27,12 +55,14 @@ struct Emulator::Fiber {
 namespace {
 void fiber_entry(unsigned lo, unsigned hi) {
   auto *f = reinterpret_cast<Emulator::Fiber *>((static_cast<uintptr_t>(hi) << 32) | lo);
+  finish_switch(nullptr, &f->scheduler_stack, &f->scheduler_stack_size);
   try {
     (*f->body)(f->kctx);
   } catch (...) {
     f->error = std::current_exception();
   }
   f->state = kDone;
+  start_switch(nullptr, f->scheduler_stack, f->scheduler_stack_size);  // this fiber's stack dies
   swapcontext(&f->ctx, f->scheduler);
 }
 }  // namespace
@@ -95,7 +125,9 @@ void Ctx::smem_store(size_t i, float v) {
 void Emulator::block_wait(int tid, int state) {
   Fiber *f = fibers_[static_cast<size_t>(tid)];
   f->state = state;
+  start_switch(&f->fake_stack, f->scheduler_stack, f->scheduler_stack_size);
   swapcontext(&f->ctx, f->scheduler);
+  finish_switch(f->fake_stack, &f->scheduler_stack, &f->scheduler_stack_size);
 }
 
 void Emulator::run_block(int bx, int by, int bz, int threads, const std::function<void(Ctx &)> &body) {
@@ -138,7 +170,10 @@ void Emulator::run_block(int bx, int by, int bz, int threads, const std::functio
       Fiber *f = fibers_[static_cast<size_t>(t)];
       if (f->state != kRunnable) continue;
       ran = true;
+      void *fake = nullptr;
+      start_switch(&fake, f->stack.get(), kStackBytes);
       swapcontext(&scheduler, &f->ctx);
+      finish_switch(fake, nullptr, nullptr);
       if (f->error) {
         rethrow_fiber_errors();
       }
