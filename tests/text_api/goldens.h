@@ -57,9 +57,9 @@ static const char *const CHAT_TURNS[] = {
     "When will I get my refund of \342\202\254107.49\077",
 };
 static const char *const CHAT_REPLIES[] = {
-    "Your order 4699 is on its way. Standard shipping within Germany takes 2 to 4 business days, so it should arrive soon.",
-    "Yes, you can return items within 30 days of delivery. The return label for order 4204693 is free and can be found in your account under \042My Orders\042.",
-    "The refund for order 4204693 goes back to your original payment method within 5 business days after the return arrives at our warehouse.",
+    "Your order 4564714 is on its way. Standard shipping within Germany takes 2 to 4 business days, so it should arrive soon.",
+    "Yes, you can return items within 30 days of delivery. The return label for order 6704 is free and can be found in your account under \042My Orders\042.",
+    "The refund for order 6704 goes back to your original payment method within 5 business days after the return arrives at our warehouse.",
 };
-static const unsigned long CHAT_PROMPT_TOKENS[] = {292, 342, 400};
+static const unsigned long CHAT_PROMPT_TOKENS[] = {292, 343, 400};
 #define CHAT_MAX_NEW_TOKENS 64
