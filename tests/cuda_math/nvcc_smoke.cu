@@ -42,3 +42,18 @@ int smoke_host() {
   attn::SplitConfig cfg;
   return attn::num_splits(4, 4096, cfg) + attn::split_range(0, 2, 100, 64).end;
 }
+
+// The tensor-core tile (mma_tile.cuh) with the device context: inline PTX for
+// ldmatrix and mma.sync must assemble for sm_80.
+#include "mma_tile.cuh"
+#include "simt_device.cuh"
+
+template <bool kBf16, bool kTransB>
+__global__ void mma_tile_smoke(const uint16_t *a, const uint16_t *b, float *d) {
+  attn::DeviceCtx ctx;
+  attn::mma_tile_16x8x16<attn::DeviceCtx, kBf16, kTransB>(ctx, a, b, d);
+}
+template __global__ void mma_tile_smoke<false, false>(const uint16_t *, const uint16_t *, float *);
+template __global__ void mma_tile_smoke<false, true>(const uint16_t *, const uint16_t *, float *);
+template __global__ void mma_tile_smoke<true, false>(const uint16_t *, const uint16_t *, float *);
+template __global__ void mma_tile_smoke<true, true>(const uint16_t *, const uint16_t *, float *);

@@ -3,6 +3,7 @@
 #include <ucontext.h>
 
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <memory>
@@ -35,7 +36,7 @@ void start_switch(void **, const void *, size_t) {}
 void finish_switch(void *, const void **, size_t *) {}
 #endif
 
-enum State { kRunnable = 0, kAtBarrier = 1, kAtShuffle = 2, kDone = 3 };
+enum State { kRunnable = 0, kAtBarrier = 1, kAtShuffle = 2, kDone = 3, kAtCollective = 4 };
 constexpr size_t kStackBytes = 256 * 1024;  // kernel bodies keep fragments in "registers" (locals)
 }  // namespace
 
@@ -85,40 +86,146 @@ float Ctx::shfl_xor(float v, int lane_mask) {
   return emu_->shfl_slot_[static_cast<size_t>(src) + emu_->shfl_slot_.size() / 2];
 }
 
-float Ctx::smem_load(size_t i) {
-  Emulator &e = *emu_;
-  if (i >= e.smem_.size())
-    e.fault("thread " + std::to_string(tid_) + " reads shared memory [" + std::to_string(i) + "] out of bounds");
-  Emulator::Cell &c = e.shadow_[i];
-  if (!c.written)
-    e.fault("thread " + std::to_string(tid_) + " reads shared [" + std::to_string(i) + "] before any write");
-  if (c.write_epoch == e.epoch_ && c.writer != tid_)
-    e.fault("race: thread " + std::to_string(tid_) + " reads shared [" + std::to_string(i) + "] written by thread " +
-            std::to_string(c.writer) + " since the last barrier");
-  if (c.read_epoch != e.epoch_) {
-    c.read_epoch = e.epoch_;
-    c.reader = tid_;
-  } else if (c.reader != tid_) {
+namespace {
+uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+constexpr uint32_t kPoison = 0x7FFF7FFFu;  // NaN as fp32, and as each fp16 / bf16 half
+}  // namespace
+
+uint32_t Emulator::load_word(int tid, size_t i) {
+  if (i >= smem_.size())
+    fault("thread " + std::to_string(tid) + " reads shared word [" + std::to_string(i) + "] out of bounds");
+  Cell &c = shadow_[i];
+  if (!c.written) fault("thread " + std::to_string(tid) + " reads shared [" + std::to_string(i) + "] before any write");
+  if (c.write_epoch == epoch_ && c.writer != tid)
+    fault("race: thread " + std::to_string(tid) + " reads shared [" + std::to_string(i) + "] written by thread " +
+          std::to_string(c.writer) + " since the last barrier");
+  if (c.read_epoch != epoch_) {
+    c.read_epoch = epoch_;
+    c.reader = tid;
+  } else if (c.reader != tid) {
     c.reader = -2;
   }
-  return e.smem_[i];
+  return smem_[i];
 }
 
-void Ctx::smem_store(size_t i, float v) {
-  Emulator &e = *emu_;
-  if (i >= e.smem_.size())
-    e.fault("thread " + std::to_string(tid_) + " writes shared memory [" + std::to_string(i) + "] out of bounds");
-  Emulator::Cell &c = e.shadow_[i];
-  if (c.write_epoch == e.epoch_ && c.writer != tid_)
-    e.fault("race: threads " + std::to_string(c.writer) + " and " + std::to_string(tid_) + " write shared [" +
-            std::to_string(i) + "] between the same barriers");
-  if (c.read_epoch == e.epoch_ && c.reader != tid_)
-    e.fault("race: thread " + std::to_string(tid_) + " writes shared [" + std::to_string(i) +
-            "] read by another thread since the last barrier");
-  c.write_epoch = e.epoch_;
-  c.writer = tid_;
+void Emulator::store_word(int tid, size_t i, uint32_t v) {
+  if (i >= smem_.size())
+    fault("thread " + std::to_string(tid) + " writes shared word [" + std::to_string(i) + "] out of bounds");
+  Cell &c = shadow_[i];
+  if (c.write_epoch == epoch_ && c.writer != tid)
+    fault("race: threads " + std::to_string(c.writer) + " and " + std::to_string(tid) + " write shared [" +
+          std::to_string(i) + "] between the same barriers");
+  if (c.read_epoch == epoch_ && c.reader != tid)
+    fault("race: thread " + std::to_string(tid) + " writes shared [" + std::to_string(i) +
+          "] read by another thread since the last barrier");
+  c.write_epoch = epoch_;
+  c.writer = tid;
   c.written = true;
-  e.smem_[i] = v;
+  smem_[i] = v;
+}
+
+float Ctx::smem_load(size_t i) {
+  return bits_float(emu_->load_word(tid_, i));
+}
+void Ctx::smem_store(size_t i, float v) {
+  emu_->store_word(tid_, i, float_bits(v));
+}
+uint32_t Ctx::smem_load_u32(size_t i) {
+  return emu_->load_word(tid_, i);
+}
+void Ctx::smem_store_u32(size_t i, uint32_t v) {
+  emu_->store_word(tid_, i, v);
+}
+
+namespace {
+float half_bits_to_float(uint16_t h, bool bf16) {
+  if (bf16) return bits_float(static_cast<uint32_t>(h) << 16);
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
+  if (exp == 0x1Fu) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {
+    exp = 113;
+    while (!(mant & 0x400u)) {
+      mant <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
+  }
+  return bits_float(bits);
+}
+}  // namespace
+
+void Ctx::ldmatrix(uint32_t *r, int count, bool trans, size_t row_byte_offset) {
+  Emulator &e = *emu_;
+  if (count != 1 && count != 2 && count != 4) e.fault("ldmatrix: count must be 1, 2 or 4");
+  if (row_byte_offset % 16 != 0)
+    e.fault("thread " + std::to_string(tid_) + ": ldmatrix row address " + std::to_string(row_byte_offset) +
+            " is not 16-byte aligned");
+  e.collective_[static_cast<size_t>(tid_)] = {row_byte_offset, static_cast<size_t>(count), trans ? 1u : 0u};
+  e.block_wait(tid_, kAtCollective);
+  const int warp0 = tid_ & ~31, lane = tid_ & 31;
+  for (int m = 0; m < count; ++m) {
+    uint16_t h[2];
+    for (int k = 0; k < 2; ++k) {
+      // Element (row, col) of 8x8 matrix m; rows come from lanes 8m..8m+7.
+      const int row = trans ? (lane % 4) * 2 + k : lane / 4;
+      const int col = trans ? lane / 4 : (lane % 4) * 2 + k;
+      const Emulator::Collective &src = e.collective_snapshot_[static_cast<size_t>(warp0 + 8 * m + row)];
+      if (src.n != static_cast<size_t>(count) || src.b != (trans ? 1u : 0u))
+        e.fault("ldmatrix: lanes of one warp disagree on the shape (or meet a different collective)");
+      const size_t addr = src.a;
+      const uint32_t word = e.load_word(tid_, addr / 4 + static_cast<size_t>(col / 2));
+      h[k] = static_cast<uint16_t>(col % 2 ? word >> 16 : word & 0xFFFFu);
+    }
+    r[m] = static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 16);
+  }
+}
+
+void Ctx::mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], bool bf16) {
+  Emulator &e = *emu_;
+  Emulator::Collective &mine = e.collective_[static_cast<size_t>(tid_)];
+  mine.a = 0;
+  mine.n = 0;  // not an ldmatrix
+  for (int i = 0; i < 4; ++i) mine.ra[i] = a[i], mine.rc[i] = c[i];
+  for (int i = 0; i < 2; ++i) mine.rb[i] = b[i];
+  mine.b = bf16 ? 2u : 3u;
+  e.block_wait(tid_, kAtCollective);
+  const int warp0 = tid_ & ~31, lane = tid_ & 31;
+  auto half = [&](uint32_t reg, int i) { return half_bits_to_float(static_cast<uint16_t>(i ? reg >> 16 : reg), bf16); };
+  // Gather A (16x16) and B (16x8) from every lane's fragments (PTX ISA layouts).
+  double A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const Emulator::Collective &f = e.collective_snapshot_[static_cast<size_t>(warp0 + l)];
+    if (f.n != 0 || f.b != mine.b) e.fault("mma: lanes of one warp disagree on the input type (or meet an ldmatrix)");
+    const int g = l >> 2, t = l % 4;
+    for (int i = 0; i < 8; ++i) {
+      const int row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8;
+      const int col = t * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+      A[row][col] = half(f.ra[i / 2], i & 1);
+    }
+    for (int i = 0; i < 4; ++i) B[t * 2 + (i & 1) + (i >= 2 ? 8 : 0)][g] = half(f.rb[i / 2], i & 1);
+  }
+  const int g = lane >> 2, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = i < 2 ? g : g + 8, col = t * 2 + (i & 1);
+    double acc = c[i];
+    for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+    d[i] = static_cast<float>(acc);
+  }
 }
 
 // Parks the calling fiber in `state` and returns when the scheduler releases it.
@@ -132,10 +239,12 @@ void Emulator::block_wait(int tid, int state) {
 
 void Emulator::run_block(int bx, int by, int bz, int threads, const std::function<void(Ctx &)> &body) {
   where_ = "block (" + std::to_string(bx) + "," + std::to_string(by) + "," + std::to_string(bz) + ")";
-  std::fill(smem_.begin(), smem_.end(), std::numeric_limits<float>::quiet_NaN());
+  std::fill(smem_.begin(), smem_.end(), kPoison);
   std::fill(shadow_.begin(), shadow_.end(), Cell{});
   epoch_ = 1;
   shfl_slot_.assign(static_cast<size_t>(threads) * 2, 0.f);
+  collective_.assign(static_cast<size_t>(threads), Collective{});
+  collective_snapshot_.assign(static_cast<size_t>(threads), Collective{});
 
   ucontext_t scheduler;
   std::vector<std::unique_ptr<Fiber>> owned;
@@ -190,6 +299,18 @@ void Emulator::run_block(int bx, int by, int bz, int threads, const std::functio
       for (int l = 0; l < 32; ++l) fibers_[static_cast<size_t>(w * 32 + l)]->state = kRunnable;
       released = true;
     }
+    // Release warps whose 32 lanes all reached ldmatrix / mma (same kind).
+    for (int w = 0; w < threads / 32; ++w) {
+      bool all = true;
+      for (int l = 0; l < 32; ++l) all = all && fibers_[static_cast<size_t>(w * 32 + l)]->state == kAtCollective;
+      if (!all) continue;
+      for (int l = 0; l < 32; ++l) {
+        const size_t i = static_cast<size_t>(w * 32 + l);
+        collective_snapshot_[i] = collective_[i];
+        fibers_[i]->state = kRunnable;
+      }
+      released = true;
+    }
     // Release the CTA at a barrier.
     int at_barrier = 0, done = 0;
     for (Fiber *f : fibers_) {
@@ -209,11 +330,11 @@ void Emulator::run_block(int bx, int by, int bz, int threads, const std::functio
   rethrow_fiber_errors();
 }
 
-void Emulator::launch(Dim3 grid, int threads, size_t smem_floats, const std::function<void(Ctx &)> &body) {
+void Emulator::launch(Dim3 grid, int threads, size_t smem_words, const std::function<void(Ctx &)> &body) {
   if (threads <= 0 || threads % 32 != 0 || threads > 1024)
     throw SimtError("block size must be a positive multiple of 32, at most 1024");
-  smem_.assign(smem_floats, 0.f);
-  shadow_.assign(smem_floats, Cell{});
+  smem_.assign(smem_words, kPoison);
+  shadow_.assign(smem_words, Cell{});
   for (int z = 0; z < grid.z; ++z)
     for (int y = 0; y < grid.y; ++y)
       for (int x = 0; x < grid.x; ++x) run_block(x, y, z, threads, body);

@@ -10,17 +10,25 @@
 //    deadlock);
 //  * shfl_xor() is __shfl_xor_sync(0xffffffff, ...): a rendezvous of the 32
 //    lanes of the warp, exact exchange of values;
-//  * shared memory is poisoned with NaN before the CTA starts, and every
-//    access goes through smem_load/smem_store, which check bounds and report
-//    races: a cell written by one thread and read or written by another
-//    between the same two barriers (RAW / WAR / WAW), or read before any
-//    thread wrote it.
+//  * shared memory (32-bit words) is poisoned with 0x7FFF7FFF — a NaN as one
+//    fp32 and as two fp16/bf16 — before the CTA starts, and every access goes
+//    through smem_load/smem_store (fp32) or smem_load_u32/smem_store_u32 (two
+//    16-bit values), which check bounds and report races: a word written by
+//    one thread and read or written by another between the same two barriers
+//    (RAW / WAR / WAW), or read before any thread wrote it;
+//  * mma_m16n8k16 (fp16 or bf16 inputs, fp32 accumulation) and ldmatrix
+//    (.x1/.x2/.x4, optionally .trans) are warp rendezvous that reproduce the
+//    PTX ISA fragment layouts exactly ("Matrix Fragments for mma.m16n8k16
+//    with floating point type", "ldmatrix"); the products of 16-bit values are
+//    exact in fp32 and each output element is c + sum(a*b) computed in double
+//    and rounded once (tensor cores accumulate at least this accurately, in an
+//    unspecified order).
 // The scheduler runs threads in descending order, so a thread reading data
 // another thread has not produced yet (a missing barrier) sees the poison
 // even where the race check would not fire.
 //
-// Not modelled (the SIMT attention kernels do not use them): cp.async,
-// mma.sync, ldmatrix, warp-level divergence inside shuffles.
+// Not modelled: cp.async (a kernel using it must be written so that a plain
+// copy is a valid implementation), warp-level divergence inside collectives.
 #pragma once
 
 #include <cstddef>
@@ -49,6 +57,14 @@ class Ctx {
   float shfl_xor(float v, int lane_mask);
   float smem_load(size_t i);
   void smem_store(size_t i, float v);
+  uint32_t smem_load_u32(size_t word);
+  void smem_store_u32(size_t word, uint32_t v);
+  // ldmatrix.sync.aligned.m8n8.x{count}[.trans].shared.b16: this lane gives
+  // the byte offset of one 16-byte row (lanes 8m..8m+7: rows of matrix m) and
+  // receives one 32-bit register per matrix in r[0..count).
+  void ldmatrix(uint32_t *r, int count, bool trans, size_t row_byte_offset);
+  // mma.sync.aligned.m16n8k16.row.col.f32.{f16|bf16}.{f16|bf16}.f32.
+  void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], bool bf16);
 
  private:
   friend class Emulator;
@@ -66,7 +82,7 @@ class Emulator {
   // Runs body(ctx) for every thread of every CTA of the grid; throws
   // SimtError on a race, deadlock, divergent barrier or out-of-bounds
   // shared-memory access (naming block, thread and cell).
-  void launch(Dim3 grid, int threads, size_t smem_floats, const std::function<void(Ctx &)> &body);
+  void launch(Dim3 grid, int threads, size_t smem_words, const std::function<void(Ctx &)> &body);
 
   uint64_t barriers() const { return barriers_; }
   uint64_t shuffles() const { return shuffles_; }
@@ -78,10 +94,12 @@ class Emulator {
   void run_block(int bx, int by, int bz, int threads, const std::function<void(Ctx &)> &body);
   void block_wait(int tid, int state);
   [[noreturn]] void fault(const std::string &what);
+  uint32_t load_word(int tid, size_t i);
+  void store_word(int tid, size_t i, uint32_t v);
 
   // Per-CTA state.
   std::vector<Fiber *> fibers_;
-  std::vector<float> smem_;
+  std::vector<uint32_t> smem_;  // 32-bit words
   struct Cell {
     uint64_t write_epoch = 0, read_epoch = 0;
     int writer = -1, reader = -1;  // -2: several readers this epoch
@@ -90,6 +108,16 @@ class Emulator {
   std::vector<Cell> shadow_;
   uint64_t epoch_ = 1;
   std::vector<float> shfl_slot_;
+  // What each lane brought to a warp collective (ldmatrix / mma), and the
+  // warp's copy taken when all 32 arrived.
+  struct Collective {
+    size_t a = 0;    // ldmatrix: row byte offset
+    size_t n = 0;    // ldmatrix: count
+    uint32_t b = 0;  // ldmatrix: trans; mma: 2 = bf16, 3 = f16
+    uint32_t ra[4] = {0, 0, 0, 0}, rb[2] = {0, 0};
+    float rc[4] = {0, 0, 0, 0};
+  };
+  std::vector<Collective> collective_, collective_snapshot_;
   std::string where_;
   uint64_t barriers_ = 0, shuffles_ = 0;
 };
