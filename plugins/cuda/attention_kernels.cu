@@ -3,6 +3,7 @@
 // emulator) with the device context of attention/simt_device.cuh.
 #include <cuda_runtime.h>
 
+#include "attention/mma_attention.cuh"
 #include "attention/simt_attention.cuh"
 #include "attention/simt_device.cuh"
 #include "cuda_common.h"
@@ -40,6 +41,25 @@ void launch(const SimtParams &p, float *probs, cudaStream_t s) {
   if (probs) attention_probs_kernel<D><<<static_cast<unsigned>(p.batch * p.heads * p.q_len), 32, 0, s>>>(p, probs);
 }
 }  // namespace
+
+template <int D, bool kBf16>
+__global__ void __launch_bounds__(attn::kMmaThreads) attention_mma_kernel(attn::MmaParams p) {
+  DeviceCtx ctx;
+  attn::mma_attention_prefill<DeviceCtx, D, kBf16>(ctx, p);
+}
+
+template <int D, bool kBf16>
+void launch_mma(const attn::MmaParams &p, cudaStream_t s) {
+  const unsigned grid = static_cast<unsigned>(p.batch * p.heads * p.row_tiles);
+  attention_mma_kernel<D, kBf16><<<grid, attn::kMmaThreads, attn::mma_smem_words<D>() * 4, s>>>(p);
+}
+
+void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, cudaStream_t s) {
+  if (head_dim == 64)
+    bf16 ? launch_mma<64, true>(p, s) : launch_mma<64, false>(p, s);
+  else
+    bf16 ? launch_mma<128, true>(p, s) : launch_mma<128, false>(p, s);
+}
 
 void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s) {
   if (head_dim == 64)

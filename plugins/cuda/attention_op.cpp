@@ -5,12 +5,14 @@
 // the launches of attention_kernels.cu.
 #include <algorithm>
 
+#include "attention/mma_attention.cuh"
 #include "attention/simt_attention.cuh"
 #include "cuda_common.h"
 
 namespace parley::cuda {
 
 void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s);
+void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, cudaStream_t s);
 
 namespace {
 
@@ -40,7 +42,8 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     DeviceState *state = nullptr;
     cudaStream_t stream = nullptr;
     const parley_attention_args *a = nullptr;
-    if (auto st = begin_call(op, ctx, args, &host, &state, &stream, &a)) return st;
+    const uint32_t dtypes = (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16) | (1u << PARLEY_DTYPE_BF16);
+    if (auto st = begin_call(op, ctx, args, &host, &state, &stream, &a, dtypes)) return st;
     if (auto st = use_device(op, host, state)) return st;
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
@@ -72,6 +75,24 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
                  "attention: shape too large for the cuda kernels (batch*heads*q_len=%lld, kv_len=%lld)",
                  ll(a->batch * a->num_heads * a->q_len), ll(a->kv_len));
 
+    if (a->dtype != PARLEY_DTYPE_F32) {
+      // fp16 / bf16: the tensor-core kernel (one CTA per 64 query rows of a head).
+      if (a->probs)
+        return host.fail(PARLEY_KERNEL_UNSUPPORTED, "attention: probabilities are only returned for F32 on cuda");
+      attn::MmaParams m{};
+      m.q = static_cast<const uint16_t *>(a->q), m.k = static_cast<const uint16_t *>(a->k);
+      m.v = static_cast<const uint16_t *>(a->v), m.out = static_cast<uint16_t *>(a->out), m.lse = a->lse;
+      m.q_sb = a->q_stride_batch, m.q_sh = a->q_stride_head, m.q_ss = a->q_stride_seq;
+      m.k_sb = a->k_stride_batch, m.k_sh = a->k_stride_head, m.k_ss = a->k_stride_seq;
+      m.v_sb = a->v_stride_batch, m.v_sh = a->v_stride_head, m.v_ss = a->v_stride_seq;
+      m.o_sb = a->out_stride_batch, m.o_sh = a->out_stride_head, m.o_ss = a->out_stride_seq;
+      m.batch = static_cast<int>(a->batch), m.heads = static_cast<int>(a->num_heads);
+      m.kv_heads = static_cast<int>(a->num_kv_heads), m.q_len = static_cast<int>(a->q_len);
+      m.kv_len = static_cast<int>(a->kv_len), m.scale = a->scale, m.mask = a->mask, m.key_lengths = a->key_lengths;
+      m.row_tiles = static_cast<int>((a->q_len + attn::kMmaRows - 1) / attn::kMmaRows);
+      launch_attention_mma(m, static_cast<int>(D), a->dtype == PARLEY_DTYPE_BF16, stream);
+      return check_launch(host, op);
+    }
     attn::SimtParams p{};
     p.q = a->q, p.k = a->k, p.v = a->v;
     p.out = static_cast<float *>(a->out);

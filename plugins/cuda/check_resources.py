@@ -29,7 +29,13 @@ MAX_STATIC_SMEM = 48 * 1024
 # The SIMT attention kernels keep 4 query rows x head_dim/32 dims of q and of
 # the accumulator per lane in registers: 128 registers x 128 threads still
 # lets 4 CTAs share an SM's 64K registers. No spills or local memory either way.
-BUDGET_OVERRIDES = {r"attention_(split|combine|probs)_kernel": (128, 48 * 1024)}
+# The tensor-core prefill kernel holds Q fragments (D/16 x 4) and the output
+# accumulator (D/8 x 4) per lane: ~160 registers at D = 128, as FlashAttention-2
+# kernels do (3 CTAs of 128 threads per SM); 255 is the hardware limit.
+BUDGET_OVERRIDES = {
+    r"attention_(split|combine|probs)_kernel": (128, 48 * 1024),
+    r"attention_mma_kernel": (255, 48 * 1024),
+}
 # Kernels allowed a stack frame / local memory: regex on the demangled name ->
 # reason. Empty: no kernel of the plugin may use local memory or spill.
 ALLOW_LOCAL = {}

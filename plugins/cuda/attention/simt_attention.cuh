@@ -59,6 +59,15 @@ PARLEY_HD inline float half_to_float(uint16_t h) {
   return v.f;
 }
 
+// bfloat16 bits -> float (exact).
+PARLEY_HD inline float bf16_bits_to_float(uint16_t h) {
+  union {
+    uint32_t u;
+    float f;
+  } v{static_cast<uint32_t>(h) << 16};
+  return v.f;
+}
+
 template <class T>
 PARLEY_HD inline float load_elem(const T *p, int64_t i);
 template <>
