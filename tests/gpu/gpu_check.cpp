@@ -160,6 +160,99 @@ void check_attention(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_h
   gpu.dev->release(gpu.state, dlens);
 }
 
+// F16 attention (the tensor-core kernel) vs the cpu plugin on the same
+// fp16-rounded values; tolerance 1e-2 (16-bit data).
+uint16_t to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const int exp = static_cast<int>((x >> 23) & 0xFF) - 127 + 15;
+  const uint32_t mant = x & 0x7FFFFFu;
+  if (exp <= 0) return static_cast<uint16_t>(sign);
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7C00u);
+  uint32_t h = (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+float from_half(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+  uint32_t bits = exp == 0    ? sign
+                  : exp == 31 ? (sign | 0x7F800000u | (mant << 13))
+                              : (sign | ((exp + 112u) << 23) | (mant << 13));
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int kv_len, int D,
+                         uint32_t mask, bool timing) {
+  parley_kernel_fn fn = nullptr;
+  for (size_t i = 0; i < gpu.plugin->num_kernels; ++i)
+    if (gpu.plugin->kernels[i].op == PARLEY_OP_ATTENTION && gpu.plugin->kernels[i].dtype == PARLEY_DTYPE_F16)
+      fn = gpu.plugin->kernels[i].run;
+  char what[160];
+  std::snprintf(what, sizeof what, "attention f16 b%d h%d/%d q%d kv%d D%d mask%u", batch, heads, kv_heads, q_len,
+                kv_len, D, mask);
+  if (!fn) {
+    std::printf("  %-58s not registered\n", what);
+    ++g_failures;
+    return;
+  }
+  const int64_t nq = int64_t{batch} * q_len * heads * D, nk = int64_t{batch} * kv_len * kv_heads * D;
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint16_t> hq(nq), hk(nk), hv(nk), hout(nq);
+  Buf q(&gpu, nq, rng), k(&gpu, nk, rng), v(&gpu, nk, rng), out(&gpu, nq, rng);  // f32 copies for the cpu
+  for (int64_t i = 0; i < nq; ++i) hq[i] = to_half(q.host[i]), q.host[i] = from_half(hq[i]);
+  for (int64_t i = 0; i < nk; ++i) hk[i] = to_half(k.host[i]), k.host[i] = from_half(hk[i]);
+  for (int64_t i = 0; i < nk; ++i) hv[i] = to_half(v.host[i]), v.host[i] = from_half(hv[i]);
+  void *dq = nullptr, *dk = nullptr, *dv = nullptr, *dout = nullptr;
+  gpu.dev->allocate(gpu.state, nq * 2, 256, &dq), gpu.dev->allocate(gpu.state, nk * 2, 256, &dk);
+  gpu.dev->allocate(gpu.state, nk * 2, 256, &dv), gpu.dev->allocate(gpu.state, nq * 2, 256, &dout);
+  gpu.dev->copy(gpu.state, dq, hq.data(), nq * 2, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  gpu.dev->copy(gpu.state, dk, hk.data(), nk * 2, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  gpu.dev->copy(gpu.state, dv, hv.data(), nk * 2, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  std::vector<int32_t> lens(batch);
+  for (int b = 0; b < batch; ++b) lens[b] = (mask & PARLEY_MASK_KEY_PADDING) ? kv_len - (b * 7) % kv_len : kv_len;
+  void *dlens = nullptr;
+  gpu.dev->allocate(gpu.state, lens.size() * 4, 256, &dlens);
+  gpu.dev->copy(gpu.state, dlens, lens.data(), lens.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.batch = batch, a.num_heads = heads, a.num_kv_heads = kv_heads, a.q_len = q_len, a.kv_len = kv_len, a.head_dim = D;
+  a.q_stride_batch = int64_t{q_len} * heads * D, a.q_stride_head = D, a.q_stride_seq = int64_t{heads} * D;
+  a.k_stride_batch = a.v_stride_batch = int64_t{kv_len} * kv_heads * D, a.k_stride_head = a.v_stride_head = D;
+  a.k_stride_seq = a.v_stride_seq = int64_t{kv_heads} * D;
+  a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
+  a.scale = 1.f / std::sqrt(float(D));
+  a.mask = mask;
+  parley_attention_args cpu = a, dev = a;
+  cpu.dtype = PARLEY_DTYPE_F32, cpu.q = q.host.data(), cpu.k = k.host.data(), cpu.v = v.host.data();
+  cpu.out = out.host.data(), cpu.key_lengths = lens.data();
+  dev.dtype = PARLEY_DTYPE_F16, dev.q = dq, dev.k = dk, dev.v = dv, dev.out = dout;
+  dev.key_lengths = static_cast<const int32_t *>(dlens);
+  TestHost host(2);
+  gpu.ctx.host = host.services();
+  if (parley::test::find_kernel(PARLEY_OP_ATTENTION)(host.context(), &cpu) != PARLEY_KERNEL_OK ||
+      fn(&gpu.ctx, &dev) != PARLEY_KERNEL_OK) {
+    std::printf("  %-58s kernel error: %s\n", what, host.last_error().c_str());
+    ++g_failures;
+  } else {
+    gpu.dev->copy(gpu.state, hout.data(), dout, nq * 2, PARLEY_COPY_DEVICE_TO_HOST, nullptr);
+    gpu.dev->synchronize(gpu.state, nullptr);
+    std::vector<float> got(nq);
+    for (int64_t i = 0; i < nq; ++i) got[i] = from_half(hout[i]);
+    report(what, rel_error(got, out.host), 1e-2);
+    if (timing) {
+      const double ms = time_ms(gpu, [&] { fn(&gpu.ctx, &dev); });
+      const double flops = 4.0 * batch * heads * double(q_len) * kv_len * D * ((mask & 1u) ? 0.5 : 1.0);
+      std::printf("    %.3f ms  %.2f TFLOP/s (%.2f%% of %.0f fp16 tensor TFLOP/s)\n", ms, flops / ms / 1e9,
+                  100 * flops / ms / 1e9 / kPeakFp16Tflops, kPeakFp16Tflops);
+    }
+  }
+  for (void *p : {dq, dk, dv, dout, dlens}) gpu.dev->release(gpu.state, p);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -197,6 +290,13 @@ int main(int argc, char **argv) {
       check_attention(gpu, rng, 2, 8, 8, 37, 37, D, mask, false);  // prefill
       check_attention(gpu, rng, 1, 4, 1, 20, 7, D, mask, false);   // q_len > kv_len, MQA
     }
+  std::printf("== attention f16, tensor cores (cuda vs cpu plugin on the rounded values)\n");
+  for (int D : {64, 128})
+    for (uint32_t mask : {0u, 1u, 2u, 3u}) {
+      check_attention_f16(gpu, rng, 2, 8, 2, 100, 100, D, mask, false);
+      check_attention_f16(gpu, rng, 1, 4, 1, 70, 33, D, mask, false);
+    }
+  check_attention_f16(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true);
   std::printf("== attention timing (roofline fractions are of H100 SXM peaks)\n");
   check_attention(gpu, rng, 1, 14, 2, 1, 4096, 64, 1u, true);     // decode, Qwen2.5-0.5B-like
   check_attention(gpu, rng, 8, 14, 2, 1, 4096, 64, 1u, true);     // decode, batch 8
