@@ -42,23 +42,28 @@ void launch(const SimtParams &p, float *probs, cudaStream_t s) {
 }
 }  // namespace
 
-template <int D, bool kBf16>
-__global__ void __launch_bounds__(attn::kMmaThreads) attention_mma_kernel(attn::MmaParams p) {
+template <int D, bool kBf16, bool kAsync>
+__global__ void __launch_bounds__(attn::kMmaThreads, 1) attention_mma_kernel(attn::MmaParams p) {
   DeviceCtx ctx;
-  attn::mma_attention_prefill<DeviceCtx, D, kBf16>(ctx, p);
+  attn::mma_attention_prefill<DeviceCtx, D, kBf16, kAsync>(ctx, p);
 }
 
 template <int D, bool kBf16>
-void launch_mma(const attn::MmaParams &p, cudaStream_t s) {
+void launch_mma(const attn::MmaParams &p, bool async, cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>(p.batch * p.heads * p.row_tiles);
-  attention_mma_kernel<D, kBf16><<<grid, attn::kMmaThreads, attn::mma_smem_words<D>() * 4, s>>>(p);
+  const size_t smem = attn::mma_smem_words<D>() * 4;
+  if (async)
+    attention_mma_kernel<D, kBf16, true><<<grid, attn::kMmaThreads, smem, s>>>(p);
+  else
+    attention_mma_kernel<D, kBf16, false><<<grid, attn::kMmaThreads, smem, s>>>(p);
 }
 
-void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, cudaStream_t s) {
+// async: every row of q, k and v starts on a 16-byte boundary (cp.async).
+void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, cudaStream_t s) {
   if (head_dim == 64)
-    bf16 ? launch_mma<64, true>(p, s) : launch_mma<64, false>(p, s);
+    bf16 ? launch_mma<64, true>(p, async, s) : launch_mma<64, false>(p, async, s);
   else
-    bf16 ? launch_mma<128, true>(p, s) : launch_mma<128, false>(p, s);
+    bf16 ? launch_mma<128, true>(p, async, s) : launch_mma<128, false>(p, async, s);
 }
 
 void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s) {

@@ -12,7 +12,7 @@
 namespace parley::cuda {
 
 void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s);
-void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, cudaStream_t s);
+void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, cudaStream_t s);
 
 namespace {
 
@@ -90,7 +90,12 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
       m.kv_heads = static_cast<int>(a->num_kv_heads), m.q_len = static_cast<int>(a->q_len);
       m.kv_len = static_cast<int>(a->kv_len), m.scale = a->scale, m.mask = a->mask, m.key_lengths = a->key_lengths;
       m.row_tiles = static_cast<int>((a->q_len + attn::kMmaRows - 1) / attn::kMmaRows);
-      launch_attention_mma(m, static_cast<int>(D), a->dtype == PARLEY_DTYPE_BF16, stream);
+      // cp.async needs every row on a 16-byte boundary: base pointers and
+      // the batch/head/sequence strides (in 2-byte elements) multiples of 8.
+      bool aligned = true;
+      for (const void *ptr : {a->q, a->k, a->v}) aligned = aligned && reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+      for (int64_t st : strides) aligned = aligned && st % 8 == 0;
+      launch_attention_mma(m, static_cast<int>(D), a->dtype == PARLEY_DTYPE_BF16, aligned, stream);
       return check_launch(host, op);
     }
     attn::SimtParams p{};

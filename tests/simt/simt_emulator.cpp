@@ -178,6 +178,19 @@ void Ctx::ldmatrix(uint32_t *r, int count, bool trans, size_t row_byte_offset) {
   e.collective_[static_cast<size_t>(tid_)] = {row_byte_offset, static_cast<size_t>(count), trans ? 1u : 0u};
   e.block_wait(tid_, kAtCollective);
   const int warp0 = tid_ & ~31, lane = tid_ & 31;
+  if (lane == 0)
+    for (int m = 0; m < count; ++m) {
+      int hits[32] = {0};
+      for (int row = 0; row < 8; ++row) {
+        const size_t word = e.collective_snapshot_[static_cast<size_t>(warp0 + 8 * m + row)].a / 4;
+        for (int w = 0; w < 4; ++w) ++hits[(word + static_cast<size_t>(w)) % 32];
+      }
+      for (int bank = 0; bank < 32; ++bank)
+        if (hits[bank] > 1) {
+          ++e.bank_conflicts_;
+          break;
+        }
+    }
   for (int m = 0; m < count; ++m) {
     uint16_t h[2];
     for (int k = 0; k < 2; ++k) {
@@ -192,6 +205,34 @@ void Ctx::ldmatrix(uint32_t *r, int count, bool trans, size_t row_byte_offset) {
       h[k] = static_cast<uint16_t>(col % 2 ? word >> 16 : word & 0xFFFFu);
     }
     r[m] = static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 16);
+  }
+}
+
+void Ctx::cp_async16(size_t smem_word, const void *src, bool zero_fill) {
+  Emulator &e = *emu_;
+  if (smem_word % 4 != 0) e.fault("cp.async: shared address not 16-byte aligned");
+  Emulator::AsyncCopy c{smem_word, {0, 0, 0, 0}};
+  if (!zero_fill) {
+    if (reinterpret_cast<uintptr_t>(src) % 16 != 0) e.fault("cp.async: global address not 16-byte aligned");
+    std::memcpy(c.data, src, 16);  // the source is read at issue; it must not change before the wait
+  }
+  e.async_open_[static_cast<size_t>(tid_)].push_back(c);
+}
+
+void Ctx::cp_async_commit() {
+  Emulator &e = *emu_;
+  auto &open = e.async_open_[static_cast<size_t>(tid_)];
+  e.async_groups_[static_cast<size_t>(tid_)].push_back(std::move(open));
+  open.clear();
+}
+
+void Ctx::cp_async_wait(int pending) {
+  Emulator &e = *emu_;
+  auto &groups = e.async_groups_[static_cast<size_t>(tid_)];
+  while (static_cast<int>(groups.size()) > pending) {
+    for (const Emulator::AsyncCopy &c : groups.front())
+      for (int w = 0; w < 4; ++w) e.store_word(tid_, c.word + static_cast<size_t>(w), c.data[w]);
+    groups.erase(groups.begin());
   }
 }
 
@@ -244,6 +285,8 @@ void Emulator::run_block(int bx, int by, int bz, int threads, const std::functio
   epoch_ = 1;
   shfl_slot_.assign(static_cast<size_t>(threads) * 2, 0.f);
   collective_.assign(static_cast<size_t>(threads), Collective{});
+  async_groups_.assign(static_cast<size_t>(threads), {});
+  async_open_.assign(static_cast<size_t>(threads), {});
   collective_snapshot_.assign(static_cast<size_t>(threads), Collective{});
 
   ucontext_t scheduler;

@@ -27,8 +27,11 @@
 // another thread has not produced yet (a missing barrier) sees the poison
 // even where the race check would not fire.
 //
-// Not modelled: cp.async (a kernel using it must be written so that a plain
-// copy is a valid implementation), warp-level divergence inside collectives.
+//  * cp.async copies are queued per thread and land in shared memory only at
+//    the cp_async_wait that retires their group, so reading a tile before its
+//    wait (or before the barrier after it) sees poison or a race;
+//  * ldmatrix counts bank conflicts (8 rows of a phase sharing a bank).
+// Not modelled: warp-level divergence inside collectives, timing.
 #pragma once
 
 #include <cstddef>
@@ -65,6 +68,13 @@ class Ctx {
   void ldmatrix(uint32_t *r, int count, bool trans, size_t row_byte_offset);
   // mma.sync.aligned.m16n8k16.row.col.f32.{f16|bf16}.{f16|bf16}.f32.
   void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], bool bf16);
+  // cp.async.cg.shared.global (16 bytes; zero_fill: src-size 0): queued in
+  // the thread's current group and performed only when cp_async_wait leaves
+  // at most `pending` newer groups outstanding, as the hardware guarantees
+  // nothing earlier. The copy then counts as this thread's write.
+  void cp_async16(size_t smem_word, const void *src, bool zero_fill);
+  void cp_async_commit();
+  void cp_async_wait(int pending);
 
  private:
   friend class Emulator;
@@ -86,6 +96,9 @@ class Emulator {
 
   uint64_t barriers() const { return barriers_; }
   uint64_t shuffles() const { return shuffles_; }
+  // ldmatrix phases (8 rows of one 8x8 matrix) whose 16-byte rows share a
+  // shared-memory bank (32 banks of 4 bytes): the serialisation a GPU pays.
+  uint64_t bank_conflicts() const { return bank_conflicts_; }
 
   struct Fiber;  // one emulated thread (opaque)
 
@@ -119,7 +132,14 @@ class Emulator {
   };
   std::vector<Collective> collective_, collective_snapshot_;
   std::string where_;
-  uint64_t barriers_ = 0, shuffles_ = 0;
+  uint64_t barriers_ = 0, shuffles_ = 0, bank_conflicts_ = 0;
+  struct AsyncCopy {
+    size_t word;
+    uint32_t data[4];
+  };
+  // Per thread: committed groups (oldest first) and the open group.
+  std::vector<std::vector<std::vector<AsyncCopy>>> async_groups_;
+  std::vector<std::vector<AsyncCopy>> async_open_;
 };
 
 }  // namespace parley::simt

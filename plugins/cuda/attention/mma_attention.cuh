@@ -9,9 +9,15 @@
 // tiles is the A layout of one 16x16 tile), and accumulates O += P V (V with
 // ldmatrix.x2.trans). Semantics as parley_attention_args; lse returned.
 //
-// Not yet: cp.async double buffering of the K/V tiles (plain loads + two
-// barriers per tile), a swizzled shared-memory layout (rows are D*2 bytes
-// apart, so ldmatrix sees bank conflicts), GQA packing of heads in a CTA.
+// Shared memory holds rows of D 16-bit values as 16-byte chunks, chunk c of
+// row r stored at chunk c ^ (r % 8) (XOR swizzle): the 8 rows an ldmatrix
+// phase reads then fall in 8 different bank groups (no conflicts; the
+// emulator counts them). With kAsync, Q, K and V reach shared memory through
+// cp.async (16-byte copies, zero-filled past the ends) and the K/V tiles are
+// double-buffered: tile i+1 is in flight while tile i is computed. Without it
+// (16-byte alignment not given), plain loads fill the same layout.
+// Not yet: GQA packing of heads in a CTA, split-KV for long single-query
+// decode (the F32 path has both).
 // The body is a template over the execution context (simt_device.cuh on a
 // GPU, tests/simt's emulator on the CPU).
 #ifndef PARLEY_PLUGINS_CUDA_ATTENTION_MMA_ATTENTION_CUH
@@ -36,10 +42,17 @@ constexpr int kMmaThreads = kMmaWarps * 32;
 constexpr int kMmaRows = kMmaWarps * 16;  // query rows per CTA
 constexpr int kMmaKeys = 16;              // keys per K/V tile
 
-// Shared memory in 32-bit words: Q [64][D/2], K [16][D/2], V [16][D/2].
+// Shared memory in 32-bit words: Q [64][D/2], then two stages of K [16][D/2]
+// and V [16][D/2].
 template <int D>
 PARLEY_HD constexpr int mma_smem_words() {
-  return (kMmaRows + 2 * kMmaKeys) * D / 2;
+  return (kMmaRows + 4 * kMmaKeys) * D / 2;
+}
+
+// Word index of 16-byte chunk `chunk` of row `row` (rows of D/8 chunks).
+template <int D, bool kSwizzle>
+PARLEY_HD inline int swizzled_word(int row, int chunk) {
+  return row * (D / 2) + (kSwizzle ? (chunk ^ (row & 7)) : chunk) * 4;
 }
 
 struct MmaParams {
@@ -88,11 +101,43 @@ PARLEY_HD inline uint16_t float_to_bits(float f, bool bf16) {
   return static_cast<uint16_t>(sign | h);
 }
 
+// Copies row `row` of a [rows][D] 16-bit matrix (row_ok: inside the tensor)
+// into shared memory at `base` (words), chunk `chunk` only.
+template <class Ctx, int D, bool kSwizzle, bool kAsync>
+PARLEY_KERNEL_BODY inline void stage_chunk(Ctx &ctx, int base, int row, int chunk, const uint16_t *src_row,
+                                           bool row_ok) {
+  const int w = base + swizzled_word<D, kSwizzle>(row, chunk);
+  if (kAsync) {
+    ctx.cp_async16(static_cast<size_t>(w), row_ok ? src_row + chunk * 8 : nullptr, !row_ok);
+  } else {
+    PARLEY_UNROLL
+    for (int i = 0; i < 4; ++i)
+      ctx.smem_store_u32(static_cast<size_t>(w + i),
+                         row_ok ? pack2(src_row[chunk * 8 + 2 * i], src_row[chunk * 8 + 2 * i + 1]) : 0u);
+  }
+}
+
+// K/V tile `tile` (keys tile*16 ..) into stage `stage` of shared memory.
+template <class Ctx, int D, bool kSwizzle, bool kAsync>
+PARLEY_KERNEL_BODY inline void stage_kv(Ctx &ctx, int tid, int tile, int stage, const uint16_t *kp, const uint16_t *vp,
+                                        int64_t k_ss, int64_t v_ss, int key_len) {
+  constexpr int kChunks = D / 8, kKvWords = kMmaKeys * D / 2, kQWords = kMmaRows * D / 2;
+  const int j0 = tile * kMmaKeys, kbase = kQWords + stage * 2 * kKvWords, vbase = kbase + kKvWords;
+  for (int idx = tid; idx < 2 * kMmaKeys * kChunks; idx += kMmaThreads) {
+    const bool is_v = idx >= kMmaKeys * kChunks;
+    const int i = is_v ? idx - kMmaKeys * kChunks : idx;
+    const int r = i / kChunks, ch = i % kChunks;
+    const bool ok = j0 + r < key_len;
+    const uint16_t *row = ok ? (is_v ? vp + (j0 + r) * v_ss : kp + (j0 + r) * k_ss) : nullptr;
+    stage_chunk<Ctx, D, kSwizzle, kAsync>(ctx, is_v ? vbase : kbase, r, ch, row, ok);
+  }
+}
+
 // grid.x = batch * heads * row_tiles; kMmaThreads threads; mma_smem_words<D>() words.
-template <class Ctx, int D, bool kBf16>
+template <class Ctx, int D, bool kBf16, bool kAsync, bool kSwizzle = true>
 PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
-  static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
-  constexpr int kRowWords = D / 2;
+  static_assert(D % 64 == 0, "head_dim must be a multiple of 64 (8 chunks per row for the swizzle)");
+  constexpr int kRowWords = D / 2, kChunks = D / 8;
   constexpr int kQWords = kMmaRows * kRowWords, kKvWords = kMmaKeys * kRowWords;
   constexpr int kSteps = D / 16;    // k-steps of Q K^T
   constexpr int kOutTiles = D / 8;  // n-tiles of O
@@ -104,22 +149,32 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
   MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b);
   mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
   const int q0 = rt * kMmaRows;
-
-  // Q tile -> shared memory (rows past q_len are zeros), once.
   const uint16_t *qp = p.q + b * p.q_sb + h * p.q_sh;
-  for (int w = tid; w < kQWords; w += kMmaThreads) {
-    const int r = w / kRowWords, c = (w % kRowWords) * 2;
-    uint32_t v = 0;
-    if (q0 + r < p.q_len) v = pack2(qp[(q0 + r) * p.q_ss + c], qp[(q0 + r) * p.q_ss + c + 1]);
-    ctx.smem_store_u32(w, v);
+  const uint16_t *kp = p.k + b * p.k_sb + kvh * p.k_sh;
+  const uint16_t *vp = p.v + b * p.v_sb + kvh * p.v_sh;
+  // Keys the CTA's last row can see (the causal bound is non-decreasing).
+  const int last_row = q0 + kMmaRows - 1 < p.q_len - 1 ? q0 + kMmaRows - 1 : p.q_len - 1;
+  const int key_end = visible_end(mi, last_row);
+  const int tiles = ceil_div(key_end, kMmaKeys);
+
+  // Q (rows past q_len zero-filled), then the first K/V tile.
+  for (int idx = tid; idx < kMmaRows * kChunks; idx += kMmaThreads) {
+    const int r = idx / kChunks, ch = idx % kChunks;
+    const bool ok = q0 + r < p.q_len;
+    stage_chunk<Ctx, D, kSwizzle, kAsync>(ctx, 0, r, ch, ok ? qp + (q0 + r) * p.q_ss : nullptr, ok);
+  }
+  if (tiles > 0) stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, 0, 0, kp, vp, p.k_ss, p.v_ss, mi.key_len);
+  if (kAsync) {
+    ctx.cp_async_commit();
+    ctx.cp_async_wait(0);
   }
   ctx.sync();
   // This warp's Q fragments for every k-step (rows warp*16 .. +15).
   uint32_t qf[kSteps][4];
   PARLEY_UNROLL
   for (int s = 0; s < kSteps; ++s) {
-    const int row = warp * 16 + lane % 16, col = s * 16 + (lane / 16) * 8;
-    ctx.ldmatrix(qf[s], 4, false, static_cast<size_t>((row * kRowWords) * 4 + col * 2));
+    const int row = warp * 16 + lane % 16, chunk = s * 2 + lane / 16;
+    ctx.ldmatrix(qf[s], 4, false, static_cast<size_t>(swizzled_word<D, kSwizzle>(row, chunk) * 4));
   }
 
   // Rows g and g+8 of this warp: online softmax state (per-lane partial sums).
@@ -131,25 +186,21 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
   for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
   const float c = score_factor<Base2>(p.scale);
 
-  // Keys the CTA's last row can see (the causal bound is non-decreasing).
-  const int last_row = q0 + kMmaRows - 1 < p.q_len - 1 ? q0 + kMmaRows - 1 : p.q_len - 1;
-  const int key_end = visible_end(mi, last_row);
-  const uint16_t *kp = p.k + b * p.k_sb + kvh * p.k_sh;
-  const uint16_t *vp = p.v + b * p.v_sb + kvh * p.v_sh;
-  for (int j0 = 0; j0 < key_end; j0 += kMmaKeys) {
-    ctx.sync();  // the previous tile's K/V are no longer read
-    for (int w = tid; w < 2 * kKvWords; w += kMmaThreads) {
-      const bool is_v = w >= kKvWords;
-      const int ww = is_v ? w - kKvWords : w;
-      const int r = ww / kRowWords, col = (ww % kRowWords) * 2;
-      uint32_t v = 0;
-      if (j0 + r < mi.key_len) {
-        const uint16_t *src = is_v ? vp + (j0 + r) * p.v_ss : kp + (j0 + r) * p.k_ss;
-        v = pack2(src[col], src[col + 1]);
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile & 1, j0 = tile * kMmaKeys;
+    if (tile > 0) {  // tile `tile` was prefetched (async) or is loaded now
+      if (kAsync) {
+        ctx.cp_async_wait(0);
+      } else {
+        stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, tile, stage, kp, vp, p.k_ss, p.v_ss, mi.key_len);
       }
-      ctx.smem_store_u32(kQWords + w, v);
+      ctx.sync();
     }
-    ctx.sync();
+    if (kAsync && tile + 1 < tiles) {  // prefetch the next tile into the other stage
+      stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, tile + 1, stage ^ 1, kp, vp, p.k_ss, p.v_ss, mi.key_len);
+      ctx.cp_async_commit();
+    }
+    const int kbase = kQWords + stage * 2 * kKvWords, vbase = kbase + kKvWords;
 
     // S = Q K^T for keys j0..j0+15: two n-tiles of 8 keys.
     float s[2][4];
@@ -160,8 +211,8 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
       PARLEY_UNROLL
       for (int st = 0; st < kSteps; ++st) {
         uint32_t kf[2];
-        const int key = n * 8 + lane % 8, col = st * 16 + ((lane / 8) % 2) * 8;
-        ctx.ldmatrix(kf, 2, false, static_cast<size_t>((kQWords + key * kRowWords) * 4 + col * 2));
+        const int key = n * 8 + lane % 8, chunk = st * 2 + (lane / 8) % 2;
+        ctx.ldmatrix(kf, 2, false, static_cast<size_t>((kbase + swizzled_word<D, kSwizzle>(key, chunk)) * 4));
         float acc[4];
         ctx.mma_m16n8k16(acc, qf[st], kf, s[n], kBf16);
         PARLEY_UNROLL
@@ -177,7 +228,6 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
       if (!visible(mi, qi[r], key)) s[n][e] = -INFINITY;
       tile_max[r] = fmaxf(tile_max[r], s[n][e]);
     }
-    uint32_t pf[4];
     float alpha[2];
     PARLEY_UNROLL
     for (int r = 0; r < 2; ++r) {
@@ -199,23 +249,22 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
       l[r] += kBf16 ? bf16_bits_to_float(ph[n][e]) : half_to_float(ph[n][e]);
     }
     // C layout of S n-tiles 0 and 1 = A layout of P (16 rows x 16 keys).
-    pf[0] = pack2(ph[0][0], ph[0][1]);
-    pf[1] = pack2(ph[0][2], ph[0][3]);
-    pf[2] = pack2(ph[1][0], ph[1][1]);
-    pf[3] = pack2(ph[1][2], ph[1][3]);
+    const uint32_t pf[4] = {pack2(ph[0][0], ph[0][1]), pack2(ph[0][2], ph[0][3]), pack2(ph[1][0], ph[1][1]),
+                            pack2(ph[1][2], ph[1][3])};
     // O = alpha * O + P V, per 8-wide slice of the head dimension.
     PARLEY_UNROLL
     for (int j = 0; j < kOutTiles; ++j) {
       PARLEY_UNROLL
       for (int e = 0; e < 4; ++e) o[j][e] *= alpha[e / 2];
       uint32_t vf[2];
-      const int key = lane % 16, col = j * 8;
-      ctx.ldmatrix(vf, 2, true, static_cast<size_t>((kQWords + kKvWords + key * kRowWords) * 4 + col * 2));
+      const int key = lane % 16;
+      ctx.ldmatrix(vf, 2, true, static_cast<size_t>((vbase + swizzled_word<D, kSwizzle>(key, j)) * 4));
       float acc[4];
       ctx.mma_m16n8k16(acc, pf, vf, o[j], kBf16);
       PARLEY_UNROLL
       for (int e = 0; e < 4; ++e) o[j][e] = acc[e];
     }
+    ctx.sync();  // every warp is done with this stage before it is refilled
   }
 
   // Row sums over the 4 lanes of each row, then normalise and store.

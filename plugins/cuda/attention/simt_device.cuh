@@ -46,6 +46,24 @@ struct DeviceCtx {
       asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(addr));
   }
 
+  // cp.async.cg.shared.global, 16 bytes; zero_fill copies nothing (src-size 0)
+  // and writes zeros, so `src` may then be NULL.
+  __device__ void cp_async16(size_t word, const void *src, bool zero_fill) {
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem() + word));
+    const int bytes = zero_fill ? 0 : 16;
+    const void *from = zero_fill ? static_cast<const void *>(smem()) : src;  // never dereferenced when 0
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(from), "r"(bytes));
+  }
+  __device__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  __device__ void cp_async_wait(int pending) {
+    if (pending == 0)
+      asm volatile("cp.async.wait_group 0;\n" ::);
+    else
+      asm volatile("cp.async.wait_group 1;\n" ::);
+  }
+
   // mma.sync.aligned.m16n8k16.row.col.f32.{f16|bf16}.{f16|bf16}.f32
   __device__ void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], bool bf16) {
     if (bf16)

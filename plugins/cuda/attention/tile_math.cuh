@@ -71,7 +71,9 @@ struct RowState {
   float l;
 };
 
-PARLEY_HD inline RowState row_init() { return RowState{-INFINITY, 0.f}; }
+PARLEY_HD inline RowState row_init() {
+  return RowState{-INFINITY, 0.f};
+}
 
 // Largest raw score of a tile row (masked entries are -INFINITY).
 PARLEY_HD inline float tile_row_max(const float *x, int n) {
@@ -241,7 +243,9 @@ struct KeyTiles {
   int n_total;
 };
 
-PARLEY_HD inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+PARLEY_HD inline int ceil_div(int a, int b) {
+  return (a + b - 1) / b;
+}
 
 PARLEY_HD inline KeyTiles key_tiles(const MaskInfo &mi, int i_first, int i_last, int ks, int ke, int bn) {
   KeyTiles kt{0, 0};
@@ -260,7 +264,9 @@ PARLEY_HD inline KeyTiles key_tiles(const MaskInfo &mi, int i_first, int i_last,
 }
 
 // Keys [j0, j1) of tile t of the window (ragged last tile).
-PARLEY_HD inline int tile_key_begin(int ks, int t, int bn) { return ks + t * bn; }
+PARLEY_HD inline int tile_key_begin(int ks, int t, int bn) {
+  return ks + t * bn;
+}
 PARLEY_HD inline int tile_key_end(int ks, int ke, int t, int bn) {
   const int e = ks + (t + 1) * bn;
   return e < ke ? e : ke;
@@ -269,7 +275,9 @@ PARLEY_HD inline int tile_key_end(int ks, int ke, int t, int bn) {
 // ---- GQA and decode row packing ---------------------------------------------
 
 // Query heads per kv head (num_heads is a multiple of num_kv_heads).
-PARLEY_HD inline int gqa_group(int num_heads, int num_kv_heads) { return num_heads / num_kv_heads; }
+PARLEY_HD inline int gqa_group(int num_heads, int num_kv_heads) {
+  return num_heads / num_kv_heads;
+}
 // Query head h reads kv head h / G.
 PARLEY_HD inline int kv_head_of(int h, int num_heads, int num_kv_heads) {
   return h / gqa_group(num_heads, num_kv_heads);
@@ -307,9 +315,9 @@ struct DecodePack {
 
 struct SplitConfig {
   int num_sms = 132;
-  int min_keys = 256;    // minimum keys per split (rounded up to align)
-  int align = 64;        // key tile width: interior split bounds are multiples
-  int max_splits = 64;   // bound on the combine's scratch
+  int min_keys = 256;   // minimum keys per split (rounded up to align)
+  int align = 64;       // key tile width: interior split bounds are multiples
+  int max_splits = 64;  // bound on the combine's scratch
 };
 
 PARLEY_HD inline int split_min_keys(const SplitConfig &cfg) {
