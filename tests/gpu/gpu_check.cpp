@@ -358,7 +358,105 @@ int main(int argc, char **argv) {
         },
         1e-5);
   }
-  std::printf("(norms, rotary, gated activation, embedding and top-k: not covered by this script yet)\n");
+  {
+    const int64_t rows = 48, cols = 768;
+    Buf x(&gpu, rows * cols, rng), res(&gpu, rows * cols, rng), gamma(&gpu, cols, rng), beta(&gpu, cols, rng),
+        out(&gpu, rows * cols, rng);
+    for (parley_op op : {PARLEY_OP_LAYER_NORM, PARLEY_OP_RMS_NORM}) {
+      parley_norm_args n{};
+      n.struct_size = sizeof n, n.dtype = PARLEY_DTYPE_F32, n.rows = rows, n.cols = cols, n.ld_x = n.ld_out = cols;
+      n.ld_residual = cols, n.eps = 1e-5f;
+      compare<parley_norm_args>(
+          gpu, op, op == PARLEY_OP_LAYER_NORM ? "layer_norm 48x768 + residual" : "rms_norm 48x768 + residual", n, {&x},
+          &out,
+          [&](parley_norm_args &a, bool d) {
+            a.x = d ? x.dev : x.host.data();
+            a.residual = d ? res.dev : res.host.data();
+            a.gamma = d ? gamma.dev : gamma.host.data();
+            a.beta = d ? beta.dev : beta.host.data();
+            a.out = d ? out.dev : out.host.data();
+          },
+          1e-5);
+    }
+    Buf gate(&gpu, rows * cols, rng), up(&gpu, rows * cols, rng);
+    parley_gated_activation_args ga{};
+    ga.struct_size = sizeof ga, ga.dtype = PARLEY_DTYPE_F32, ga.activation = PARLEY_ACT_SILU, ga.rows = rows;
+    ga.cols = cols, ga.ld_gate = ga.ld_up = ga.ld_out = cols;
+    compare<parley_gated_activation_args>(
+        gpu, PARLEY_OP_GATED_ACTIVATION, "gated_activation silu 48x768", ga, {}, &out,
+        [&](parley_gated_activation_args &a, bool d) {
+          a.gate = d ? gate.dev : gate.host.data();
+          a.up = d ? up.dev : up.host.data();
+          a.out = d ? out.dev : out.host.data();
+        },
+        1e-5);
+  }
+  {
+    // Rotary, in place on [batch, seq, heads, head_dim], both layouts.
+    const int64_t B = 2, S = 17, H = 4, Dh = 64;
+    std::vector<int32_t> pos(B * S);
+    for (int64_t i = 0; i < B * S; ++i) pos[i] = static_cast<int32_t>(i % S + 100 * (i / S));
+    void *dpos = nullptr;
+    gpu.dev->allocate(gpu.state, pos.size() * 4, 256, &dpos);
+    gpu.dev->copy(gpu.state, dpos, pos.data(), pos.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+    Buf inv(&gpu, Dh / 2, rng);
+    for (int64_t i = 0; i < Dh / 2; ++i) inv.host[i] = std::pow(10000.f, -2.f * i / Dh);
+    gpu.dev->copy(gpu.state, inv.dev, inv.host.data(), inv.host.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+    for (int inter : {0, 1}) {
+      Buf x(&gpu, B * S * H * Dh, rng);
+      parley_rotary_args r{};
+      r.struct_size = sizeof r, r.dtype = PARLEY_DTYPE_F32, r.batch = B, r.seq = S, r.heads = H, r.head_dim = Dh;
+      r.rotary_dim = Dh, r.stride_batch = S * H * Dh, r.stride_seq = H * Dh, r.stride_head = Dh;
+      r.interleaved = inter, r.attention_factor = 1.f;
+      compare<parley_rotary_args>(
+          gpu, PARLEY_OP_ROTARY, inter ? "rotary interleaved" : "rotary half-split", r, {}, &x,
+          [&](parley_rotary_args &a, bool d) {
+            a.x = d ? x.dev : x.host.data();
+            a.positions = static_cast<const int32_t *>(d ? dpos : pos.data());
+            a.inv_freq = static_cast<const float *>(d ? inv.dev : inv.host.data());
+          },
+          1e-5);
+    }
+    gpu.dev->release(gpu.state, dpos);
+  }
+  {
+    // Embedding gather (f32 table) and top-k values.
+    const int64_t vocab = 1000, dim = 256, count = 37;
+    Buf table(&gpu, vocab * dim, rng), out(&gpu, count * dim, rng);
+    std::vector<int32_t> ids(count);
+    for (int64_t i = 0; i < count; ++i) ids[i] = static_cast<int32_t>((i * 7919) % vocab);
+    void *dids = nullptr;
+    gpu.dev->allocate(gpu.state, ids.size() * 4, 256, &dids);
+    gpu.dev->copy(gpu.state, dids, ids.data(), ids.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+    parley_embedding_args e{};
+    e.struct_size = sizeof e, e.dtype = PARLEY_DTYPE_F32, e.table_dtype = PARLEY_DTYPE_F32, e.count = count;
+    e.vocab = vocab, e.dim = dim, e.scale = 2.f, e.ld_out = dim;
+    compare<parley_embedding_args>(
+        gpu, PARLEY_OP_EMBEDDING, "embedding 37 ids of 1000x256, scale 2", e, {}, &out,
+        [&](parley_embedding_args &a, bool d) {
+          a.ids = static_cast<const int32_t *>(d ? dids : ids.data());
+          a.table = d ? table.dev : table.host.data();
+          a.out = d ? out.dev : out.host.data();
+        },
+        0.0);
+    gpu.dev->release(gpu.state, dids);
+    const int64_t rows = 8, cols = 5000, k = 40;
+    Buf x(&gpu, rows * cols, rng), values(&gpu, rows * k, rng);
+    void *didx = nullptr;
+    gpu.dev->allocate(gpu.state, rows * k * 4, 256, &didx);
+    std::vector<int32_t> hidx(rows * k);
+    parley_topk_args t{};
+    t.struct_size = sizeof t, t.dtype = PARLEY_DTYPE_F32, t.rows = rows, t.cols = cols, t.k = k, t.ld_x = cols;
+    compare<parley_topk_args>(
+        gpu, PARLEY_OP_TOPK, "topk k=40 of 8x5000 (values)", t, {}, &values,
+        [&](parley_topk_args &a, bool d) {
+          a.x = d ? x.dev : x.host.data();
+          a.values = d ? values.dev : values.host.data();
+          a.indices = static_cast<int32_t *>(d ? didx : hidx.data());
+        },
+        0.0);
+    gpu.dev->release(gpu.state, didx);
+  }
   std::printf("%d failure(s)\n", g_failures);
   gpu.dev->shutdown(gpu.state);
   return g_failures ? 1 : 0;
