@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../kernels/test_host.h"
+#include "../simt/rel_error.hpp"
 
 namespace {
 
@@ -55,19 +56,7 @@ struct Buf {
   }
 };
 
-double rel_error(const std::vector<float> &got, const std::vector<float> &want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isinf(want[i])) {
-      if (got[i] != want[i]) return INFINITY;
-      continue;
-    }
-    if (!std::isfinite(got[i])) return INFINITY;
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using parley::test::rel_error;
 
 int g_failures = 0;
 void report(const char *what, double err, double tol) {

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "../kernels/test_host.h"
+#include "mma_attention.cuh"  // float_to_bits
+#include "rel_error.hpp"
 #include "simt_attention.cuh"
 #include "simt_emulator.hpp"
 
@@ -21,30 +23,9 @@ using parley::simt::Ctx;
 using parley::simt::Dim3;
 using parley::simt::Emulator;
 using parley::simt::SimtError;
+using parley::test::rel_error;
 
 namespace {
-
-uint16_t float_to_half(float f) {  // round to nearest even
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  int exp = static_cast<int>((x >> 23) & 0xFF) - 127 + 15;
-  uint32_t mant = x & 0x7FFFFFu;
-  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7C00u);
-  if (exp <= 0) {
-    if (exp < -10) return static_cast<uint16_t>(sign);
-    mant |= 0x800000u;
-    const int shift = 14 - exp;
-    uint32_t h = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) ++h;
-    return static_cast<uint16_t>(sign | h);
-  }
-  uint32_t h = (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
-  const uint32_t rem = mant & 0x1FFFu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
-  return static_cast<uint16_t>(sign | h);
-}
 
 struct Case {
   int batch = 2, heads = 4, kv_heads = 2, q_len = 1, kv_len = 37, dim = 64;
@@ -153,20 +134,6 @@ Result run_cpu(const Case &c, const std::vector<float> &q, const std::vector<flo
   return r;
 }
 
-double rel_error(const std::vector<float> &got, const std::vector<float> &want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isinf(want[i])) {
-      if (got[i] != want[i]) return INFINITY;
-      continue;
-    }
-    if (!std::isfinite(got[i])) return INFINITY;  // NaN never passes
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 template <Fault F = Fault::kNone>
 double max_error(const Case &c, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -179,9 +146,9 @@ double max_error(const Case &c, uint32_t seed) {
   Result got;
   if (c.fp16) {
     std::vector<uint16_t> qh(nq), kh(nk), vh(nk);
-    for (size_t i = 0; i < nq; ++i) qh[i] = float_to_half(q[i]), q[i] = half_to_float(qh[i]);
-    for (size_t i = 0; i < nk; ++i) kh[i] = float_to_half(k[i]), k[i] = half_to_float(kh[i]);
-    for (size_t i = 0; i < nk; ++i) vh[i] = float_to_half(v[i]), v[i] = half_to_float(vh[i]);
+    for (size_t i = 0; i < nq; ++i) qh[i] = float_to_bits(q[i], false), q[i] = half_to_float(qh[i]);
+    for (size_t i = 0; i < nk; ++i) kh[i] = float_to_bits(k[i], false), k[i] = half_to_float(kh[i]);
+    for (size_t i = 0; i < nk; ++i) vh[i] = float_to_bits(v[i], false), v[i] = half_to_float(vh[i]);
     got = c.dim == 64 ? run_emulated<F, uint16_t, 64>(c, qh, kh, vh) : run_emulated<F, uint16_t, 128>(c, qh, kh, vh);
   } else {
     got = c.dim == 64 ? run_emulated<F, float, 64>(c, q, k, v) : run_emulated<F, float, 128>(c, q, k, v);

@@ -12,12 +12,14 @@
 
 #include "../kernels/test_host.h"
 #include "mma_attention.cuh"
+#include "rel_error.hpp"
 #include "simt_emulator.hpp"
 
 using namespace parley::cuda::attn;
 using parley::simt::Ctx;
 using parley::simt::Dim3;
 using parley::simt::Emulator;
+using parley::test::rel_error;
 
 namespace {
 
@@ -30,20 +32,6 @@ struct Case {
 
 float bits_to_float(uint16_t h, bool bf16) {
   return bf16 ? bf16_bits_to_float(h) : half_to_float(h);
-}
-
-double rel_error(const std::vector<float> &got, const std::vector<float> &want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isinf(want[i])) {
-      if (got[i] != want[i]) return INFINITY;
-      continue;
-    }
-    if (!std::isfinite(got[i])) return INFINITY;
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 struct Variant {
