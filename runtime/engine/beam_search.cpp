@@ -32,15 +32,22 @@ struct Candidate {
 };
 
 // Indices of the `k` largest of `v`, best first, equal values in index order
-// (torch.topk, sorted).
+// (torch.topk, sorted). One pass with a small sorted buffer: k is a few
+// beams, v up to beams x vocab (no index array of that size per step).
 std::vector<size_t> top_indices(const std::vector<float> &v, size_t k) {
-  std::vector<size_t> idx(v.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  k = std::min(k, idx.size());
-  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(),
-                    [&](size_t a, size_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
-  idx.resize(k);
-  return idx;
+  k = std::min(k, v.size());
+  std::vector<size_t> best;
+  best.reserve(k + 1);
+  if (k == 0) return best;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float x = v[i];
+    if (best.size() == k && !(x > v[best.back()])) continue;  // a tie keeps the earlier index
+    size_t j = best.size();
+    while (j > 0 && x > v[best[j - 1]]) --j;
+    best.insert(best.begin() + static_cast<std::ptrdiff_t>(j), i);
+    if (best.size() > k) best.pop_back();
+  }
+  return best;
 }
 
 // torch.multinomial(softmax(acc), k) without replacement, in draw order.
@@ -98,35 +105,42 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     }
   std::vector<char> unsatisfied(batch, 1);  // is_early_stop_heuristic_unsatisfied
 
-  std::vector<float> lp(static_cast<size_t>(vocab)), acc(n * static_cast<size_t>(vocab));
   for (int64_t step = 0;; ++step) {
     const int64_t cur_len = padded + step;
     bool all_hit = true;
     std::vector<int32_t> parents, next_tokens;
+    // b.-c. Per batch item, independently (on the model's threads): log_softmax,
+    // processors (and warpers when sampling), running scores added, then
+    // _get_top_k_continuations.
+    std::vector<std::vector<Candidate>> cands_of(batch);
+    model.parallel_for(static_cast<int64_t>(batch), [&](int64_t b0, int64_t b1) {
+      std::vector<float> lp(static_cast<size_t>(vocab)), acc(n * static_cast<size_t>(vocab));
+      for (size_t b = static_cast<size_t>(b0); b < static_cast<size_t>(b1); ++b) {
+        for (size_t j = 0; j < n; ++j) {
+          const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
+          log_softmax(row, lp.data(), vocab);
+          apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
+          if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
+          for (int64_t v = 0; v < vocab; ++v)
+            acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] =
+                lp[static_cast<size_t>(v)] + running[b][j].score;
+        }
+        const std::vector<size_t> picked =
+            o.do_sample ? sample_indices(acc, beams_to_keep, o.seed, b, static_cast<uint64_t>(step) * beams_to_keep)
+                        : top_indices(acc, beams_to_keep);
+        for (size_t idx : picked) {
+          const int32_t token = static_cast<int32_t>(idx % static_cast<size_t>(vocab));
+          const bool eos =
+              std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
+          // d. stopping criteria on the extended sequence (length cur_len + 1)
+          const bool hits = eos || cur_len + 1 >= max_length;
+          cands_of[b].push_back({acc[idx], static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits});
+        }
+      }
+    });
     for (size_t b = 0; b < batch; ++b) {
-      // b. log_softmax, processors (and warpers when sampling), add the running scores.
-      for (size_t j = 0; j < n; ++j) {
-        const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
-        log_softmax(row, lp.data(), vocab);
-        apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
-        if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
-        for (int64_t v = 0; v < vocab; ++v)
-          acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] =
-              lp[static_cast<size_t>(v)] + running[b][j].score;
-      }
-      // c. _get_top_k_continuations
-      const std::vector<size_t> picked =
-          o.do_sample ? sample_indices(acc, beams_to_keep, o.seed, b, static_cast<uint64_t>(step) * beams_to_keep)
-                      : top_indices(acc, beams_to_keep);
-      std::vector<Candidate> cands;
-      for (size_t idx : picked) {
-        const int32_t token = static_cast<int32_t>(idx % static_cast<size_t>(vocab));
-        const bool eos = std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
-        // d. stopping criteria on the extended sequence (length cur_len + 1)
-        const bool hits = eos || cur_len + 1 >= max_length;
-        all_hit = all_hit && hits;
-        cands.push_back({acc[idx], static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits});
-      }
+      const std::vector<Candidate> &cands = cands_of[b];
+      for (const Candidate &c : cands) all_hit = all_hit && c.hits_stop;
       auto extended = [&](const Candidate &c) {
         std::vector<int32_t> t = running[b][static_cast<size_t>(c.beam)].tokens;
         t.push_back(c.token);

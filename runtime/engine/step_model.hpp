@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace parley {
@@ -19,6 +20,9 @@ class StepModel {
   // Row r of the new state continues old row parents[r] (rows may be
   // duplicated or dropped; parents.size() becomes the new row count).
   virtual void reorder(const std::vector<int32_t> &parents) = 0;
+  // Runs fn over [0, n) in chunks, possibly on several threads (the model's
+  // pool); fn(begin, end) must touch only its own items. Default: serially.
+  virtual void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> &fn) { fn(0, n); }
 };
 
 }  // namespace parley

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <memory>
+#include <mutex>
 
 #include "core/error.hpp"
+#include "core/runtime.hpp"
 
 namespace parley {
 
@@ -25,6 +28,24 @@ void gather_rows(std::vector<float> &buf, int64_t row_elems, int64_t used_elems,
 }
 
 }  // namespace
+
+void TransformerStepModel::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> &fn) {
+  struct Call {
+    const std::function<void(int64_t, int64_t)> *fn;
+    std::exception_ptr error;
+    std::mutex mu;
+  } call{&fn, nullptr, {}};
+  model_.pool().parallel_for(n, 1, [](void *user, int64_t begin, int64_t end) {
+    auto *c = static_cast<Call *>(user);
+    try {
+      (*c->fn)(begin, end);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(c->mu);
+      if (!c->error) c->error = std::current_exception();
+    }
+  }, &call);
+  if (call.error) std::rethrow_exception(call.error);
+}
 
 void TransformerStepModel::reorder(const std::vector<int32_t> &parents) {
   DecoderState &s = state_;

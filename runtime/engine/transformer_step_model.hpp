@@ -15,6 +15,7 @@ class TransformerStepModel : public StepModel {
     return model_.step(state_, tokens, 1, /*last_only=*/true);
   }
   void reorder(const std::vector<int32_t> &parents) override;
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> &fn) override;
   DecoderState &state() { return state_; }
 
  private:

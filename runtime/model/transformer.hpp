@@ -18,6 +18,8 @@
 
 namespace parley {
 
+class ThreadPool;
+
 struct StackParams {
   int64_t layers, hidden, heads, kv_heads, head_dim, ffn;
   parley_activation activation;
@@ -55,6 +57,8 @@ class Transformer {
   bool encoder_decoder() const { return has_encoder_; }
   int64_t vocab() const { return vocab_; }
   const StackParams &decoder_params() const { return dec_; }
+  // The runtime's thread pool (for the decoding loop's per-row work).
+  ThreadPool &pool() const;
   const StackParams &encoder_params() const { return enc_.p; }  // encoder-decoder models only
 
   // Bytes of KV cache (self-attention, plus cross-attention for `src_len`
