@@ -130,8 +130,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
                         : top_indices(acc, beams_to_keep);
         for (size_t idx : picked) {
           const int32_t token = static_cast<int32_t>(idx % static_cast<size_t>(vocab));
-          const bool eos =
-              std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
+          const bool eos = std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
           // d. stopping criteria on the extended sequence (length cur_len + 1)
           const bool hits = eos || cur_len + 1 >= max_length;
           cands_of[b].push_back({acc[idx], static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits});

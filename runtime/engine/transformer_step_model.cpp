@@ -35,15 +35,18 @@ void TransformerStepModel::parallel_for(int64_t n, const std::function<void(int6
     std::exception_ptr error;
     std::mutex mu;
   } call{&fn, nullptr, {}};
-  model_.pool().parallel_for(n, 1, [](void *user, int64_t begin, int64_t end) {
-    auto *c = static_cast<Call *>(user);
-    try {
-      (*c->fn)(begin, end);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(c->mu);
-      if (!c->error) c->error = std::current_exception();
-    }
-  }, &call);
+  model_.pool().parallel_for(
+      n, 1,
+      [](void *user, int64_t begin, int64_t end) {
+        auto *c = static_cast<Call *>(user);
+        try {
+          (*c->fn)(begin, end);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(c->mu);
+          if (!c->error) c->error = std::current_exception();
+        }
+      },
+      &call);
   if (call.error) std::rethrow_exception(call.error);
 }
 

@@ -85,7 +85,9 @@ StackParams read_stack(const ModelFile &f, const std::string &p) {
 
 }  // namespace
 
-ThreadPool &Transformer::pool() const { return runtime_->host.pool(); }
+ThreadPool &Transformer::pool() const {
+  return runtime_->host.pool();
+}
 
 Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device)
     : runtime_(runtime), ops_(runtime, device), weights_(file), label_(file.label()) {
