@@ -46,17 +46,10 @@ void ChatSession::ensure_capacity(int64_t tokens) {
   if (cap < tokens)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation needs " + std::to_string(tokens) +
                                             " tokens, more than the model's " + std::to_string(limit) + " positions");
-  DecoderState grown = model_.start(1, cap);
-  if (state_.batch == 1) {
-    const auto &p = model_.decoder_params();
-    const size_t used = static_cast<size_t>(state_.lengths[0] * p.kv_heads * p.head_dim);
-    for (size_t l = 0; l < grown.k.size(); ++l) {
-      std::copy_n(state_.k[l].begin(), used, grown.k[l].begin());
-      std::copy_n(state_.v[l].begin(), used, grown.v[l].begin());
-    }
-    grown.lengths[0] = state_.lengths[0];
-  }
-  state_ = std::move(grown);
+  if (state_.batch == 1)
+    model_.grow(state_, cap);  // keeps the cached conversation
+  else
+    state_ = model_.start(1, cap);
 }
 
 namespace {

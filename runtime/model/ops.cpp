@@ -7,13 +7,6 @@ namespace parley {
 
 Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device) : runtime_(std::move(runtime)) {
   Device d = runtime_->registry.device(device);
-  // The Transformer keeps weights and the KV cache in host memory: a device
-  // whose kernels need device pointers cannot run it yet (and must not be
-  // handed host pointers).
-  if (d.kind == PARLEY_DEVICE_CUDA)
-    fail(PARLEY_ERROR_UNSUPPORTED, "running a model on device '" + device +
-                                       "' is not supported yet: weights and the KV cache live in host memory "
-                                       "(the plugin's kernels are usable through the plugin ABI)");
   for (int op = 0; op < PARLEY_OP_COUNT_; ++op)
     kernels_[op] = runtime_->registry.find(static_cast<parley_op>(op), device, PARLEY_DTYPE_F32);
   ctx_.struct_size = sizeof ctx_;

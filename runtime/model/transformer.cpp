@@ -90,7 +90,11 @@ ThreadPool &Transformer::pool() const {
 }
 
 Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device)
-    : runtime_(runtime), ops_(runtime, device), weights_(file), label_(file.label()) {
+    : runtime_(runtime),
+      ops_(runtime, device),
+      mem_(std::make_shared<DeviceMemory>(runtime, runtime->registry.device(device))),
+      weights_(file),
+      label_(file.label()) {
   vocab_ = file.vocab_size();
   has_encoder_ = file.kind() == PARLEY_MODEL_ENCODER_DECODER;
   dec_stack_.p = read_stack(file, "decoder.");
@@ -101,8 +105,10 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": rotary positions or q/k norm in the encoder are not supported");
     if (enc_.p.hidden != dec_.hidden)
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": encoder and decoder hidden sizes differ");
-    bind_stack(enc_, "encoder", false);
   }
+  // Weights go to the device once; every pointer bound below is a device pointer.
+  weights_.place(mem_);
+  if (has_encoder_) bind_stack(enc_, "encoder", false);
   bind_stack(dec_stack_, "decoder", has_encoder_);
   bool tied = cfg_i(file, "tie_word_embeddings") != 0;
   lm_head_ = tied ? dec_stack_.embed : weights_.get("lm_head.weight", {vocab_, dec_.hidden});
@@ -116,6 +122,7 @@ void Transformer::bind_stack(Stack &s, const std::string &prefix, bool cross) co
   s.embed = weights_.optional(name("embed_tokens.weight"), {vocab_, H});
   if (!s.embed && prefix == "encoder") s.embed = weights_.optional("decoder.embed_tokens.weight", {vocab_, H});
   if (!s.embed) weights_.get(name("embed_tokens.weight"), {vocab_, H});  // throws naming it
+  if (p.position == 3) s.inv_freq = DeviceArray<float>(mem_, p.inv_freq);
   if (p.position == 1 || p.position == 2)
     s.positions = weights_.get(name("embed_positions.weight"), {p.max_positions + p.position_offset, H});
   auto bind_norm = [&](const std::string &n, int64_t dim) {
@@ -206,7 +213,16 @@ void Transformer::residual_add(float *x, const float *y, int64_t n) const {
   ops_.run(PARLEY_OP_ADD, &a);
 }
 
-void Transformer::embed(const Stack &s, const int32_t *ids, const int32_t *positions, int64_t rows, float *out) const {
+DeviceArray<float> Transformer::buffer(int64_t count) const {
+  return DeviceArray<float>(mem_, static_cast<size_t>(count));
+}
+
+DeviceArray<int32_t> Transformer::upload(const std::vector<int32_t> &host) const {
+  return DeviceArray<int32_t>(mem_, host);
+}
+
+void Transformer::embed(const Stack &s, const int32_t *ids_dev, const std::vector<int32_t> &positions, int64_t rows,
+                        float *out) const {
   const StackParams &p = s.p;
   parley_embedding_args e{};
   e.struct_size = sizeof e;
@@ -215,7 +231,7 @@ void Transformer::embed(const Stack &s, const int32_t *ids, const int32_t *posit
   e.count = rows;
   e.vocab = vocab_;
   e.dim = p.hidden;
-  e.ids = ids;
+  e.ids = ids_dev;
   e.table = s.embed;
   e.scale = p.embedding_scale;
   e.out = out;
@@ -224,10 +240,11 @@ void Transformer::embed(const Stack &s, const int32_t *ids, const int32_t *posit
   if (s.positions) {
     std::vector<int32_t> pos(static_cast<size_t>(rows));
     for (int64_t i = 0; i < rows; ++i)
-      pos[static_cast<size_t>(i)] = positions[i] + static_cast<int32_t>(p.position_offset);
-    std::vector<float> pe(static_cast<size_t>(rows * p.hidden));
+      pos[static_cast<size_t>(i)] = positions[static_cast<size_t>(i)] + static_cast<int32_t>(p.position_offset);
+    DeviceArray<int32_t> pos_dev = upload(pos);
+    DeviceArray<float> pe = buffer(rows * p.hidden);
     e.vocab = p.max_positions + p.position_offset;
-    e.ids = pos.data();
+    e.ids = pos_dev.data();
     e.table = s.positions;
     e.scale = 1.f;
     e.out = pe.data();
@@ -239,9 +256,9 @@ void Transformer::embed(const Stack &s, const int32_t *ids, const int32_t *posit
 
 void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const {
   const StackParams &p = s.p;
-  std::vector<float> up(static_cast<size_t>(rows * p.ffn));
+  DeviceArray<float> up = buffer(rows * p.ffn);
   if (p.gated) {
-    std::vector<float> gate(up.size());
+    DeviceArray<float> gate = buffer(rows * p.ffn);
     ops_.linear(x, rows, p.hidden, l.gate, p.ffn, l.b_gate, gate.data());
     ops_.linear(x, rows, p.hidden, l.up, p.ffn, l.b_up, up.data());
     parley_gated_activation_args g{};
@@ -299,7 +316,7 @@ parley_attention_args attention_args(int64_t batch, int64_t heads, int64_t kv_he
 
 }  // namespace
 
-std::vector<float> Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
+DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
   const StackParams &p = enc_.p;
   const int64_t B = static_cast<int64_t>(sources.size());
   int64_t S = 0;
@@ -325,16 +342,17 @@ std::vector<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
       }
     }
   }
-  std::vector<float> x(static_cast<size_t>(rows * H)), h(x.size()), o(x.size());
-  std::vector<float> q(static_cast<size_t>(rows * qd)), k(static_cast<size_t>(rows * kvd)), v(k.size()), a(q.size());
-  embed(enc_, ids.data(), pos.data(), rows, x.data());
+  DeviceArray<float> x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
+  DeviceArray<float> q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
+  DeviceArray<int32_t> ids_dev = upload(ids), lengths_dev = upload(lengths);
+  embed(enc_, ids_dev.data(), pos, rows, x.data());
   for (const Layer &l : enc_.layers) {
     const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
     ops_.linear(in, rows, H, l.self_attn.wq, qd, l.self_attn.bq, q.data());
     ops_.linear(in, rows, H, l.self_attn.wk, kvd, l.self_attn.bk, k.data());
     ops_.linear(in, rows, H, l.self_attn.wv, kvd, l.self_attn.bv, v.data());
-    auto args = attention_args(B, p.heads, p.kv_heads, hd, S, S, q.data(), k.data(), v.data(), a.data(), lengths.data(),
-                               PARLEY_MASK_KEY_PADDING);
+    auto args = attention_args(B, p.heads, p.kv_heads, hd, S, S, q.data(), k.data(), v.data(), a.data(),
+                               lengths_dev.data(), PARLEY_MASK_KEY_PADDING);
     ops_.run(PARLEY_OP_ATTENTION, &args);
     ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
@@ -380,19 +398,23 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
   st.batch = batch;
   st.capacity = capacity;
   st.lengths.assign(static_cast<size_t>(batch), 0);
+  // Uninitialised: attention never reads a key past a sequence's length.
   const size_t cache = static_cast<size_t>(batch * capacity * dec_.kv_heads * dec_.head_dim);
-  st.k.assign(static_cast<size_t>(dec_.layers), std::vector<float>(cache));
-  st.v.assign(static_cast<size_t>(dec_.layers), std::vector<float>(cache));
+  for (int64_t l = 0; l < dec_.layers; ++l) {
+    st.k.emplace_back(mem_, cache);
+    st.v.emplace_back(mem_, cache);
+  }
   if (has_encoder_) {
     if (static_cast<int64_t>(sources.size()) != batch)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "an encoder-decoder model needs one source per sequence");
     int64_t S = 0;
-    std::vector<float> enc = encode(sources, &S);
+    DeviceArray<float> enc = encode(sources, &S);
     st.src_len = S;
     for (const auto &s : sources) st.src_lengths.push_back(static_cast<int32_t>(s.size()));
+    st.src_lengths_device = upload(st.src_lengths);
     const int64_t kvd = dec_.kv_heads * dec_.head_dim;
     for (const Layer &l : dec_stack_.layers) {
-      std::vector<float> k(static_cast<size_t>(batch * S * kvd)), v(k.size());
+      DeviceArray<float> k = buffer(batch * S * kvd), v = buffer(batch * S * kvd);
       // Cross-attention K/V: computed once per request from the encoder output.
       ops_.linear(enc.data(), batch * S, enc_.p.hidden, l.cross_attn.wk, kvd, l.cross_attn.bk, k.data());
       ops_.linear(enc.data(), batch * S, enc_.p.hidden, l.cross_attn.wv, kvd, l.cross_attn.bv, v.data());
@@ -442,12 +464,13 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
       pos[static_cast<size_t>(b * n + i)] = static_cast<int32_t>(len + i);
     }
   }
-  std::vector<float> x(static_cast<size_t>(rows * H)), h(x.size()), o(x.size());
-  std::vector<float> q(static_cast<size_t>(rows * qd)), k(static_cast<size_t>(rows * kvd)), v(k.size()), a(q.size());
+  DeviceArray<float> x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
+  DeviceArray<float> q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
   std::vector<int32_t> ids(tokens);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = count(b); i < n; ++i) ids[static_cast<size_t>(b * n + i)] = 0;
-  embed(dec_stack_, ids.data(), pos.data(), rows, x.data());
+  DeviceArray<int32_t> ids_dev = upload(ids), pos_dev = upload(pos), key_lengths_dev = upload(key_lengths);
+  embed(dec_stack_, ids_dev.data(), pos, rows, x.data());
 
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
@@ -480,8 +503,8 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
       r.seq = n;
       r.head_dim = hd;
       r.rotary_dim = p.rope_dim;
-      r.positions = pos.data();
-      r.inv_freq = p.inv_freq.data();
+      r.positions = pos_dev.data();
+      r.inv_freq = dec_stack_.inv_freq.data();
       r.interleaved = p.rope_interleaved;
       r.attention_factor = 1.f;
       r.heads = p.heads;
@@ -500,11 +523,11 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     for (int64_t b = 0; b < B; ++b) {
       size_t dst = static_cast<size_t>((b * st.capacity + st.lengths[static_cast<size_t>(b)]) * kvd);
       size_t src = static_cast<size_t>(b * n * kvd);
-      std::memcpy(ck + dst, k.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
-      std::memcpy(cv + dst, v.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
+      mem_->on_device(ck + dst, k.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
+      mem_->on_device(cv + dst, v.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
     }
-    auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(), key_lengths.data(),
-                             PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(),
+                             key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
     ops_.run(PARLEY_OP_ATTENTION, &sa);
     ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
@@ -513,12 +536,14 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
       in = sublayer_input(p, l.cross_norm, x.data(), h.data(), rows);
       ops_.linear(in, rows, H, l.cross_attn.wq, qd, l.cross_attn.bq, q.data());
       auto ca = attention_args(B, p.heads, p.kv_heads, hd, n, st.src_len, q.data(), st.cross_k[li].data(),
-                               st.cross_v[li].data(), a.data(), st.src_lengths.data(), PARLEY_MASK_KEY_PADDING);
+                               st.cross_v[li].data(), a.data(), st.src_lengths_device.data(), PARLEY_MASK_KEY_PADDING);
+      DeviceArray<float> probs;
       if (st.record_cross_layer == static_cast<int64_t>(li)) {
-        st.cross_probs.assign(static_cast<size_t>(B * p.heads * n * st.src_len), 0.f);
-        ca.probs = st.cross_probs.data();
+        probs = buffer(B * p.heads * n * st.src_len);
+        ca.probs = probs.data();
       }
       ops_.run(PARLEY_OP_ATTENTION, &ca);
+      if (!probs.empty()) st.cross_probs = probs.to_vector();
       ops_.linear(a.data(), rows, qd, l.cross_attn.wo, H, l.cross_attn.bo, o.data());
       sublayer_output(p, l.cross_norm, x.data(), o.data(), rows);
     }
@@ -531,23 +556,83 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
 
   const float *final_rows = x.data();
   int64_t out_rows = rows;
-  std::vector<float> last;
+  DeviceArray<float> last;
   if (last_only) {
-    last.resize(static_cast<size_t>(B * H));
+    last = buffer(B * H);
     for (int64_t b = 0; b < B; ++b)
-      std::memcpy(last.data() + b * H, x.data() + ((b * n) + count(b) - 1) * H, static_cast<size_t>(H) * sizeof(float));
+      mem_->on_device(last.data() + b * H, x.data() + ((b * n) + count(b) - 1) * H,
+                      static_cast<size_t>(H) * sizeof(float));
     final_rows = last.data();
     out_rows = B;
   }
-  std::vector<float> normed;
+  DeviceArray<float> normed;
   if (p.final_norm) {
-    normed.resize(static_cast<size_t>(out_rows * H));
+    normed = buffer(out_rows * H);
     norm(p, dec_stack_.final_norm, final_rows, normed.data(), out_rows);
     final_rows = normed.data();
   }
   std::vector<float> logits(static_cast<size_t>(out_rows * vocab_));
-  ops_.linear(final_rows, out_rows, H, lm_head_, vocab_, logits_bias_, logits.data());
+  if (mem_->host_addressable()) {  // host memory: write the caller's vector directly
+    ops_.linear(final_rows, out_rows, H, lm_head_, vocab_, logits_bias_, logits.data());
+  } else {
+    DeviceArray<float> dev = buffer(out_rows * vocab_);
+    ops_.linear(final_rows, out_rows, H, lm_head_, vocab_, logits_bias_, dev.data());
+    dev.download(logits.data(), logits.size());
+  }
   return logits;
+}
+
+void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) const {
+  if (parents.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "reorder: no rows left");
+  for (int32_t p : parents)
+    if (p < 0 || p >= s.batch) fail(PARLEY_ERROR_INTERNAL, "reorder: parent row out of range");
+  const size_t rows = parents.size();
+  const size_t kvd = static_cast<size_t>(dec_.kv_heads * dec_.head_dim), row = static_cast<size_t>(s.capacity) * kvd;
+  int32_t longest = 0;
+  for (int32_t p : parents) longest = std::max(longest, s.lengths[static_cast<size_t>(p)]);
+  // Rows are gathered through a staging buffer of the filled part only (no
+  // allocation or copy of the full capacity), then written back in place
+  // (a new cache only when the batch grows).
+  auto gather = [&](DeviceArray<float> &buf, size_t row_elems, size_t used) {
+    if (used == 0) {
+      if (rows > static_cast<size_t>(s.batch)) buf = buffer(static_cast<int64_t>(rows * row_elems));
+      return;
+    }
+    DeviceArray<float> staging = buffer(static_cast<int64_t>(rows * used));
+    for (size_t r = 0; r < rows; ++r)
+      mem_->on_device(staging.data() + r * used, buf.data() + static_cast<size_t>(parents[r]) * row_elems,
+                      used * sizeof(float));
+    if (rows > static_cast<size_t>(s.batch)) buf = buffer(static_cast<int64_t>(rows * row_elems));
+    for (size_t r = 0; r < rows; ++r)
+      mem_->on_device(buf.data() + r * row_elems, staging.data() + r * used, used * sizeof(float));
+  };
+  for (auto &k : s.k) gather(k, row, static_cast<size_t>(longest) * kvd);
+  for (auto &v : s.v) gather(v, row, static_cast<size_t>(longest) * kvd);
+  const size_t crow = static_cast<size_t>(s.src_len) * kvd;
+  for (auto &k : s.cross_k) gather(k, crow, crow);
+  for (auto &v : s.cross_v) gather(v, crow, crow);
+  std::vector<int32_t> lengths, src_lengths;
+  for (int32_t p : parents) {
+    lengths.push_back(s.lengths[static_cast<size_t>(p)]);
+    if (!s.src_lengths.empty()) src_lengths.push_back(s.src_lengths[static_cast<size_t>(p)]);
+  }
+  s.lengths = std::move(lengths);
+  s.src_lengths = std::move(src_lengths);
+  if (!s.src_lengths.empty()) s.src_lengths_device = upload(s.src_lengths);
+  s.batch = static_cast<int64_t>(rows);
+}
+
+void Transformer::grow(DecoderState &s, int64_t capacity) const {
+  if (s.batch != 1 || has_encoder_) fail(PARLEY_ERROR_INTERNAL, "grow: only one-sequence decoder-only states grow");
+  if (capacity <= s.capacity) return;
+  DecoderState grown = start(1, capacity);
+  const size_t used = static_cast<size_t>(s.lengths[0] * dec_.kv_heads * dec_.head_dim) * sizeof(float);
+  for (size_t l = 0; l < grown.k.size(); ++l) {
+    mem_->on_device(grown.k[l].data(), s.k[l].data(), used);
+    mem_->on_device(grown.v[l].data(), s.v[l].data(), used);
+  }
+  grown.lengths[0] = s.lengths[0];
+  s = std::move(grown);
 }
 
 }  // namespace parley

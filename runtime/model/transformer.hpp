@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "format/model_file.hpp"
+#include "model/device_memory.hpp"
 #include "model/ops.hpp"
 #include "model/weights.hpp"
 
@@ -37,15 +38,19 @@ struct StackParams {
 // Per-request decoder state: self-attention KV cache per layer, and for
 // encoder-decoder models the cross-attention K/V computed once from the
 // encoder output. Sequences are stored from position 0 without padding.
+// The caches live on the model's device; lengths are kept on the host (the
+// decoding loop needs them) and uploaded with each step. Move-only.
 struct DecoderState {
   int64_t batch = 0, capacity = 0;
   std::vector<int32_t> lengths;          // tokens already in the cache, per sequence
-  std::vector<std::vector<float>> k, v;  // [layer] -> [batch, capacity, kv_heads, head_dim]
+  std::vector<DeviceArray<float>> k, v;  // [layer] -> [batch, capacity, kv_heads, head_dim]
   int64_t src_len = 0;
-  std::vector<int32_t> src_lengths;
-  std::vector<std::vector<float>> cross_k, cross_v;  // [layer] -> [batch, src_len, kv_heads, head_dim]
+  std::vector<int32_t> src_lengths;                  // host copy of src_lengths_device
+  DeviceArray<int32_t> src_lengths_device;           // [batch]
+  std::vector<DeviceArray<float>> cross_k, cross_v;  // [layer] -> [batch, src_len, kv_heads, head_dim]
   // When >= 0, step() leaves that decoder layer's cross-attention
-  // probabilities of the tokens it ran in cross_probs: [batch, heads, n, src_len].
+  // probabilities of the tokens it ran in cross_probs (host memory):
+  // [batch, heads, n, src_len].
   int64_t record_cross_layer = -1;
   std::vector<float> cross_probs;
 };
@@ -80,10 +85,21 @@ class Transformer {
   std::vector<float> step(DecoderState &state, const std::vector<int32_t> &tokens, int64_t n, bool last_only = false,
                           const std::vector<int32_t> &counts = {}) const;
 
-  // Encoder output for padded sources: [batch, max_len, hidden].
-  std::vector<float> encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const;
+  // Keep only the sequences `parents` names, in that order (a sequence may be
+  // repeated or dropped): beam search's reorder. Moves only the filled part
+  // of each cache row.
+  void reorder(DecoderState &state, const std::vector<int32_t> &parents) const;
+
+  // Give a one-sequence state room for `capacity` tokens, keeping its cache.
+  void grow(DecoderState &state, int64_t capacity) const;
+
+  // The device memory the model's tensors live in.
+  const DeviceMemory &memory() const { return *mem_; }
 
  private:
+  // Encoder output for padded sources, on the device: [batch, max_len, hidden].
+  DeviceArray<float> encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const;
+
   struct Norm {
     const float *gamma = nullptr, *beta = nullptr;
   };
@@ -99,13 +115,19 @@ class Transformer {
   struct Stack {
     StackParams p;
     const float *embed = nullptr, *positions = nullptr;
+    DeviceArray<float> inv_freq;  // p.inv_freq on the device (rotary only)
     Norm embedding_norm, final_norm;
     std::vector<Layer> layers;
   };
 
   void bind_stack(Stack &s, const std::string &prefix, bool cross) const;
   void norm(const StackParams &p, const Norm &n, const float *x, float *out, int64_t rows) const;
-  void embed(const Stack &s, const int32_t *ids, const int32_t *positions, int64_t rows, float *out) const;
+  // ids and positions: host copies (the position table needs offset ids),
+  // ids_dev / positions_dev: the same on the device.
+  void embed(const Stack &s, const int32_t *ids_dev, const std::vector<int32_t> &positions, int64_t rows,
+             float *out) const;
+  DeviceArray<float> buffer(int64_t count) const;
+  DeviceArray<int32_t> upload(const std::vector<int32_t> &host) const;
   void ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const;
   void residual_add(float *x, const float *y, int64_t n) const;
   // Pre-norm: the normalised copy of x in scratch; post-norm: x itself.
@@ -115,6 +137,7 @@ class Transformer {
 
   std::shared_ptr<Runtime> runtime_;
   Ops ops_;
+  std::shared_ptr<const DeviceMemory> mem_;
   Weights weights_;
   std::string label_;
   int64_t vocab_;

@@ -96,6 +96,17 @@ Weights::Weights(const ModelFile &file) : label_(file.label()) {
   }
 }
 
+void Weights::place(std::shared_ptr<const DeviceMemory> mem) {
+  if (mem->host_addressable()) return;
+  for (auto &[name, view] : views_) {
+    DeviceArray<float> d(mem, static_cast<size_t>(view.numel()));
+    d.upload(view.data, d.size());
+    view.data = d.data();
+    on_device_.push_back(std::move(d));
+  }
+  owned_.clear();
+}
+
 const float *Weights::optional(const std::string &name, const std::vector<int64_t> &shape) const {
   auto it = views_.find(name);
   if (it == views_.end()) return nullptr;
