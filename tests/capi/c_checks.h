@@ -34,6 +34,12 @@ static parley_runtime *make_runtime(void) {
     fprintf(stderr, "runtime: %s\n", parley_last_error());
     exit(1);
   }
+  /* A test may run on an extra device (tests/device_guard). */
+  dirs[0] = getenv("PARLEY_TEST_DEVICE_PLUGIN");
+  if (dirs[0] && *dirs[0] && parley_runtime_load_plugin(rt, dirs[0]) != PARLEY_OK) {
+    fprintf(stderr, "device plugin: %s\n", parley_last_error());
+    exit(1);
+  }
   return rt;
 }
 

@@ -61,10 +61,16 @@ inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &
   o.plugin_dirs = dirs;
   o.num_plugin_dirs = 1;
   if (parley_runtime_create(&o, &l->rt) != PARLEY_OK) throw std::runtime_error(parley_last_error());
+  // The suite also runs on tests/device_guard's "guarded" device.
+  const char *extra = std::getenv("PARLEY_TEST_DEVICE_PLUGIN");
+  if (extra && *extra && parley_runtime_load_plugin(l->rt, extra) != PARLEY_OK)
+    throw std::runtime_error(parley_last_error());
+  const char *dev = std::getenv("PARLEY_TEST_DEVICE");
+  const std::string device = dev && *dev ? dev : "cpu";
   std::string path = dir + "/" + (model_file.empty() ? l->golden["model_file"].get<std::string>() : model_file);
   if (parley_model_load_file(l->rt, path.c_str(), nullptr, &l->model) != PARLEY_OK)
     throw std::runtime_error(parley_last_error());
-  l->transformer = std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, "cpu");
+  l->transformer = std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, device);
   return l;
 }
 

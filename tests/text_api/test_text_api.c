@@ -29,9 +29,12 @@
 static parley_model *load(parley_runtime *rt, const char *env, const char *rel) {
   char path[4096];
   parley_model *m = NULL;
-  const char *dir = getenv(env);
+  const char *dir = getenv(env), *device = getenv("PARLEY_TEST_DEVICE");
+  parley_model_options o;
+  parley_model_options_init(&o);
+  if (device && *device) o.device = device; /* tests/device_guard runs this suite on "guarded" */
   snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", rel);
-  if (parley_model_load_file(rt, path, NULL, &m) != PARLEY_OK) {
+  if (parley_model_load_file(rt, path, &o, &m) != PARLEY_OK) {
     fprintf(stderr, "load %s: %s\n", path, parley_last_error());
     exit(1);
   }

@@ -1,0 +1,347 @@
+// libparley_devguard: a test device, "guarded", whose memory the host cannot
+// touch. It proves without a GPU that the runtime treats device memory as a
+// GPU runtime must: every access goes through the device's copy functions or
+// a kernel, and kernels only ever get device pointers.
+//
+//  - Device memory is a memfd mapped twice: the addresses handed to the
+//    runtime ("device addresses") are a PROT_NONE view, so any host read or
+//    write of device memory is a SIGSEGV; the plugin reaches the bytes through
+//    a second, private read-write view of the same pages.
+//  - Kernels are the cpu plugin's (linked in statically), so results must be
+//    bit-identical to the cpu device's. Before running one, every pointer
+//    argument of the op must lie inside a live allocation (a host pointer,
+//    the bug that crashes a CUDA host, is refused naming the field); the
+//    pointers are then translated to the private view for the cpu kernel.
+//  - Copies check their direction: the device side inside a live block with
+//    the whole byte range, the host side outside the device range.
+//  - Fresh and released blocks are filled with 0xFF bytes (NaN as float, -1
+//    as int32), so reading memory nobody wrote shows up in the results.
+//
+// Only include/parley/plugin.h is included from Parley, as for any plugin.
+#include <parley/plugin.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <string>
+
+extern "C" const parley_plugin_desc *parley_cpu_plugin_entry(uint32_t host_abi_version,
+                                                             const parley_host_services *host);
+
+namespace {
+
+constexpr size_t kGrain = 256;  // allocation granularity (and alignment)
+
+struct Guard {
+  const parley_host_services *host = nullptr;
+  std::mutex mu;
+  char *base = nullptr;   // device addresses: PROT_NONE
+  char *alias = nullptr;  // the same pages, read-write, for this plugin only
+  size_t reserved = 0;
+  size_t top = 0;                       // bytes handed out so far (high-water mark)
+  std::map<size_t, size_t> live;        // offset -> size
+  std::multimap<size_t, size_t> free_;  // size -> offset
+  uint64_t kernel_calls = 0, copies = 0;
+
+  // [p, p + bytes) inside one live block.
+  bool in_block(const void *p, size_t bytes) {
+    const char *c = static_cast<const char *>(p);
+    if (c < base || c >= base + top) return false;
+    size_t off = static_cast<size_t>(c - base);
+    auto it = live.upper_bound(off);
+    if (it == live.begin()) return false;
+    --it;
+    return off - it->first < it->second && off - it->first + bytes <= it->second;
+  }
+  bool in_range(const void *p, size_t bytes) {
+    const char *c = static_cast<const char *>(p);
+    return c + bytes > base && c < base + reserved;
+  }
+  template <class T>
+  T *view(T *device_address) const {
+    if (!device_address) return nullptr;
+    return reinterpret_cast<T *>(alias + (reinterpret_cast<const char *>(device_address) - base));
+  }
+  void poison(size_t off, size_t size) { std::memset(alias + off, 0xFF, size); }
+};
+
+parley_kernel_status refuse(const parley_host_services *host, const std::string &msg) {
+  if (host && host->set_error) host->set_error(host->host, ("guarded device: " + msg).c_str());
+  return PARLEY_KERNEL_INVALID_ARGUMENT;
+}
+
+parley_kernel_status guard_init(const parley_host_services *host, void **state, char *error, size_t error_size) {
+  size_t bytes = size_t(4) << 30;
+  if (const char *env = std::getenv("PARLEY_DEVGUARD_BYTES")) bytes = std::strtoull(env, nullptr, 10);
+  int fd = memfd_create("parley-devguard", MFD_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    std::snprintf(error, error_size, "cannot create a %zu-byte memfd", bytes);
+    if (fd >= 0) close(fd);
+    return PARLEY_KERNEL_OUT_OF_MEMORY;
+  }
+  void *p = mmap(nullptr, bytes, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  void *a = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  close(fd);  // the mappings keep the pages
+  auto *g = p == MAP_FAILED || a == MAP_FAILED ? nullptr : new (std::nothrow) Guard;
+  if (!g) {
+    if (p != MAP_FAILED) munmap(p, bytes);
+    if (a != MAP_FAILED) munmap(a, bytes);
+    std::snprintf(error, error_size, "cannot map %zu bytes twice", bytes);
+    return PARLEY_KERNEL_OUT_OF_MEMORY;
+  }
+  g->host = host;
+  g->alias = static_cast<char *>(a);
+  g->base = static_cast<char *>(p);
+  g->reserved = bytes;
+  *state = g;
+  return PARLEY_KERNEL_OK;
+}
+
+void guard_shutdown(void *state) {
+  auto *g = static_cast<Guard *>(state);
+  if (!g) return;
+  // One line per runtime so a test log shows the device really ran the work.
+  std::fprintf(stderr, "guarded device: %llu kernel calls, %llu copies, %zu bytes at most in use\n",
+               static_cast<unsigned long long>(g->kernel_calls), static_cast<unsigned long long>(g->copies), g->top);
+  munmap(g->base, g->reserved);
+  munmap(g->alias, g->reserved);
+  delete g;
+}
+
+parley_kernel_status guard_allocate(void *state, size_t bytes, size_t alignment, void **ptr) {
+  auto *g = static_cast<Guard *>(state);
+  if (!g || !ptr || alignment > kGrain || (alignment & (alignment - 1)) != 0) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  *ptr = nullptr;
+  if (bytes > g->reserved) return PARLEY_KERNEL_OUT_OF_MEMORY;
+  const size_t size = (bytes + kGrain - 1) / kGrain * kGrain + (bytes == 0 ? kGrain : 0);
+  std::lock_guard<std::mutex> lock(g->mu);
+  size_t off;
+  auto it = g->free_.lower_bound(size);
+  if (it != g->free_.end() && it->first <= 2 * size) {  // best fit, no splitting
+    off = it->second;
+    g->live[off] = it->first;
+    g->free_.erase(it);
+  } else {
+    if (g->reserved - g->top < size) return PARLEY_KERNEL_OUT_OF_MEMORY;
+    off = g->top;
+    g->top += size;
+    g->live[off] = size;
+  }
+  g->poison(off, g->live[off]);
+  *ptr = g->base + off;
+  return PARLEY_KERNEL_OK;
+}
+
+void guard_release(void *state, void *ptr) {
+  auto *g = static_cast<Guard *>(state);
+  if (!g || !ptr) return;
+  std::lock_guard<std::mutex> lock(g->mu);
+  const char *c = static_cast<const char *>(ptr);
+  auto it = c >= g->base ? g->live.find(static_cast<size_t>(c - g->base)) : g->live.end();
+  if (it == g->live.end()) {
+    // Releasing a pointer this device never gave out: a runtime bug. There is
+    // no status to return, so make it impossible to miss.
+    std::fprintf(stderr, "guarded device: release of %p, which is not a live allocation\n", ptr);
+    std::abort();
+  }
+  g->poison(it->first, it->second);
+  g->free_.emplace(it->second, it->first);
+  g->live.erase(it);
+}
+
+parley_kernel_status guard_copy(void *state, void *dst, const void *src, size_t bytes, int32_t kind, void *) {
+  auto *g = static_cast<Guard *>(state);
+  if (!g) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  if (bytes == 0) return PARLEY_KERNEL_OK;
+  if (!dst || !src) return refuse(g->host, "copy with a NULL pointer");
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    const bool dst_dev = g->in_block(dst, bytes), src_dev = g->in_block(src, bytes);
+    const bool dst_host = !g->in_range(dst, bytes), src_host = !g->in_range(src, bytes);
+    bool ok = kind == PARLEY_COPY_HOST_TO_DEVICE     ? dst_dev && src_host
+              : kind == PARLEY_COPY_DEVICE_TO_HOST   ? src_dev && dst_host
+              : kind == PARLEY_COPY_DEVICE_TO_DEVICE ? dst_dev && src_dev
+                                                     : false;
+    if (!ok) {
+      char msg[200];
+      std::snprintf(msg, sizeof msg, "copy of kind %d with dst %s and src %s (%zu bytes)", kind,
+                    dst_dev    ? "in device memory"
+                    : dst_host ? "in host memory"
+                               : "straddling a device block",
+                    src_dev    ? "in device memory"
+                    : src_host ? "in host memory"
+                               : "straddling a device block",
+                    bytes);
+      return refuse(g->host, msg);
+    }
+    ++g->copies;
+  }
+  void *d = kind == PARLEY_COPY_DEVICE_TO_HOST ? dst : g->view(dst);
+  const void *s = kind == PARLEY_COPY_HOST_TO_DEVICE ? src : g->view(src);
+  std::memmove(d, s, bytes);
+  return PARLEY_KERNEL_OK;
+}
+
+parley_kernel_status guard_synchronize(void *, void *) {
+  return PARLEY_KERNEL_OK;
+}
+
+// ------------------------------------------------------------------ kernels
+
+parley_kernel_fn g_cpu[PARLEY_OP_COUNT_] = {};
+
+struct PtrField {
+  const char *name;
+  size_t offset;
+};
+
+#define PF(type, field)           \
+  PtrField {                      \
+#field, offsetof(type, field) \
+  }
+
+// The pointer fields of each op's argument struct (NULL is left to the kernel
+// to judge: optional fields may be NULL, required ones are refused there).
+template <int Op>
+struct Fields;
+template <>
+struct Fields<PARLEY_OP_GEMM> {
+  using T = parley_gemm_args;
+  static constexpr PtrField list[] = {PF(T, a), PF(T, b), PF(T, c), PF(T, bias)};
+};
+template <>
+struct Fields<PARLEY_OP_ATTENTION> {
+  using T = parley_attention_args;
+  static constexpr PtrField list[] = {PF(T, q),           PF(T, k),     PF(T, v),  PF(T, out),
+                                      PF(T, key_lengths), PF(T, probs), PF(T, lse)};
+};
+struct NormFields {
+  using T = parley_norm_args;
+  static constexpr PtrField list[] = {PF(T, x),     PF(T, residual), PF(T, residual_out),
+                                      PF(T, gamma), PF(T, beta),     PF(T, out)};
+};
+template <>
+struct Fields<PARLEY_OP_LAYER_NORM> : NormFields {};
+template <>
+struct Fields<PARLEY_OP_RMS_NORM> : NormFields {};
+template <>
+struct Fields<PARLEY_OP_ROTARY> {
+  using T = parley_rotary_args;
+  static constexpr PtrField list[] = {PF(T, x), PF(T, positions), PF(T, inv_freq)};
+};
+template <>
+struct Fields<PARLEY_OP_ACTIVATION> {
+  using T = parley_activation_args;
+  static constexpr PtrField list[] = {PF(T, x), PF(T, out)};
+};
+template <>
+struct Fields<PARLEY_OP_GATED_ACTIVATION> {
+  using T = parley_gated_activation_args;
+  static constexpr PtrField list[] = {PF(T, gate), PF(T, up), PF(T, out)};
+};
+template <>
+struct Fields<PARLEY_OP_EMBEDDING> {
+  using T = parley_embedding_args;
+  static constexpr PtrField list[] = {PF(T, ids), PF(T, table), PF(T, row_scales), PF(T, out)};
+};
+template <>
+struct Fields<PARLEY_OP_ADD> {
+  using T = parley_add_args;
+  static constexpr PtrField list[] = {PF(T, a), PF(T, b), PF(T, out)};
+};
+struct SoftmaxFields {
+  using T = parley_softmax_args;
+  static constexpr PtrField list[] = {PF(T, x), PF(T, out)};
+};
+template <>
+struct Fields<PARLEY_OP_SOFTMAX> : SoftmaxFields {};
+template <>
+struct Fields<PARLEY_OP_LOG_SOFTMAX> : SoftmaxFields {};
+template <>
+struct Fields<PARLEY_OP_TOPK> {
+  using T = parley_topk_args;
+  static constexpr PtrField list[] = {PF(T, x), PF(T, values), PF(T, indices)};
+};
+
+template <int Op>
+parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void *args) {
+  using F = Fields<Op>;
+  if (!ctx || !args) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  auto *g = static_cast<Guard *>(ctx->device_state);
+  if (!g) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  if (*static_cast<const size_t *>(args) < sizeof(typename F::T)) return refuse(g->host, "argument struct too small");
+  typename F::T a;  // the caller's arguments with device addresses turned into the private view
+  std::memcpy(&a, args, sizeof a);
+  a.struct_size = sizeof a;
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    for (const PtrField &f : F::list) {
+      const void *p;
+      std::memcpy(&p, static_cast<const char *>(args) + f.offset, sizeof p);
+      if (p && !g->in_block(p, 1))
+        return refuse(g->host, std::string("op ") + std::to_string(Op) + " argument '" + f.name +
+                                   "' is not device memory of this device (a host pointer?)");
+      p = g->view(p);
+      std::memcpy(reinterpret_cast<char *>(&a) + f.offset, &p, sizeof p);
+    }
+    ++g->kernel_calls;
+  }
+  parley_kernel_context inner = *ctx;
+  inner.device_state = nullptr;  // the cpu kernels' own device has no state
+  return g_cpu[Op](&inner, &a);
+}
+
+const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", PARLEY_DEVICE_OTHER, guard_init,
+                                        guard_shutdown, guard_allocate, guard_release, guard_copy, guard_synchronize}};
+
+#define GUARDED(op, name) \
+  { sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op> }
+
+const parley_kernel_desc kKernels[] = {
+    GUARDED(PARLEY_OP_GEMM, "guarded_gemm"),
+    GUARDED(PARLEY_OP_ATTENTION, "guarded_attention"),
+    GUARDED(PARLEY_OP_LAYER_NORM, "guarded_layer_norm"),
+    GUARDED(PARLEY_OP_RMS_NORM, "guarded_rms_norm"),
+    GUARDED(PARLEY_OP_ROTARY, "guarded_rotary"),
+    GUARDED(PARLEY_OP_ACTIVATION, "guarded_activation"),
+    GUARDED(PARLEY_OP_GATED_ACTIVATION, "guarded_gated_activation"),
+    GUARDED(PARLEY_OP_EMBEDDING, "guarded_embedding"),
+    GUARDED(PARLEY_OP_ADD, "guarded_add"),
+    GUARDED(PARLEY_OP_SOFTMAX, "guarded_softmax"),
+    GUARDED(PARLEY_OP_LOG_SOFTMAX, "guarded_log_softmax"),
+    GUARDED(PARLEY_OP_TOPK, "guarded_topk"),
+};
+
+const parley_plugin_desc kPlugin = {sizeof(parley_plugin_desc),
+                                    PARLEY_PLUGIN_ABI_VERSION,
+                                    "devguard",
+                                    "1.0.0",
+                                    kDevices,
+                                    1,
+                                    kKernels,
+                                    sizeof(kKernels) / sizeof(kKernels[0])};
+
+}  // namespace
+
+extern "C" PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(uint32_t host_abi_version,
+                                                                              const parley_host_services *host) {
+  const parley_plugin_desc *cpu = parley_cpu_plugin_entry(host_abi_version, host);
+  if (!cpu) return nullptr;
+  for (size_t i = 0; i < cpu->num_kernels; ++i) {
+    const parley_kernel_desc &k = cpu->kernels[i];
+    if (k.dtype == PARLEY_DTYPE_F32 && k.op >= 0 && k.op < PARLEY_OP_COUNT_) g_cpu[k.op] = k.run;
+  }
+  for (const parley_kernel_desc &k : kKernels)
+    if (!g_cpu[k.op]) {
+      if (host && host->log) host->log(host->host, PARLEY_LOG_ERROR, "devguard: the cpu plugin lacks an F32 kernel");
+      return nullptr;
+    }
+  return &kPlugin;
+}

@@ -1,0 +1,137 @@
+// The guarded device (guard_plugin.cpp) must catch what it exists to catch —
+// a host touch of device memory, a host pointer handed to a kernel, a copy in
+// the wrong direction, a read of memory nobody wrote — and a model run on it
+// must give the cpu device's results bit for bit (same kernels).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "core/error.hpp"
+#include "core/runtime.hpp"
+#include "model/device_memory.hpp"
+#include "model/ops.hpp"
+#include "model/transformer.hpp"
+
+namespace {
+
+std::string env(const char *name) {
+  const char *v = std::getenv(name);
+  if (!v) throw std::runtime_error(std::string(name) + " is not set (run through ctest)");
+  return v;
+}
+
+struct Guarded : ::testing::Test {
+  parley_runtime *rt = nullptr;
+  std::shared_ptr<parley::DeviceMemory> mem;
+  void SetUp() override {
+    std::string plugins = env("PARLEY_PLUGIN_BUILD_DIR");
+    const char *dirs[] = {plugins.c_str()};
+    parley_runtime_options o;
+    parley_runtime_options_init(&o);
+    o.plugin_sources = PARLEY_PLUGINS_NONE;
+    o.plugin_dirs = dirs;
+    o.num_plugin_dirs = 1;
+    ASSERT_EQ(parley_runtime_create(&o, &rt), PARLEY_OK) << parley_last_error();
+    ASSERT_EQ(parley_runtime_load_plugin(rt, env("PARLEY_TEST_DEVICE_PLUGIN").c_str()), PARLEY_OK)
+        << parley_last_error();
+    mem = std::make_shared<parley::DeviceMemory>(rt->impl, rt->impl->registry.device("guarded"));
+  }
+  void TearDown() override {
+    mem.reset();
+    parley_runtime_free(rt);
+  }
+};
+
+TEST_F(Guarded, RoundTripThroughCopies) {
+  std::vector<float> host = {1.5f, -2.f, 3.25f, 1e-30f, 7.f};
+  parley::DeviceArray<float> d(mem, host);
+  parley::DeviceArray<float> e(mem, host.size());
+  mem->on_device(e.data(), d.data(), host.size() * sizeof(float));
+  EXPECT_EQ(e.to_vector(), host);
+}
+
+TEST_F(Guarded, FreshMemoryIsPoisoned) {
+  parley::DeviceArray<float> f(mem, 33);
+  for (float x : f.to_vector()) EXPECT_TRUE(std::isnan(x));
+  parley::DeviceArray<int32_t> i(mem, 5);
+  for (int32_t x : i.to_vector()) EXPECT_EQ(x, -1);
+}
+
+TEST_F(Guarded, HostTouchOfDeviceMemoryFaults) {
+  parley::DeviceArray<float> d(mem, std::vector<float>{1.f, 2.f});
+  volatile const float *p = d.data();
+  EXPECT_DEATH({ std::printf("%f\n", static_cast<double>(p[0])); }, "");
+  float *w = d.data();
+  EXPECT_DEATH({ w[1] = 3.f; }, "");
+  EXPECT_EQ(d.to_vector(), (std::vector<float>{1.f, 2.f}));  // the parent's copy is untouched
+}
+
+TEST_F(Guarded, KernelGivenAHostPointerIsRefusedNamingIt) {
+  parley::Ops ops(rt->impl, "guarded");
+  parley::DeviceArray<float> w(mem, std::vector<float>(6, 0.5f)), c(mem, 2);
+  std::vector<float> host_a = {1.f, 2.f, 3.f};
+  try {
+    ops.linear(host_a.data(), 1, 3, w.data(), 2, nullptr, c.data());
+    FAIL() << "a host pointer reached a kernel";
+  } catch (const parley::Error &e) {
+    EXPECT_NE(std::string(e.what()).find("argument 'a'"), std::string::npos) << e.what();
+  }
+  parley::DeviceArray<float> a(mem, host_a);
+  ops.linear(a.data(), 1, 3, w.data(), 2, nullptr, c.data());
+  EXPECT_EQ(c.to_vector(), (std::vector<float>{3.f, 3.f}));
+}
+
+TEST_F(Guarded, CopiesInTheWrongDirectionAreRefused) {
+  parley::DeviceArray<float> d(mem, 4);
+  std::vector<float> host(4, 1.f);
+  EXPECT_THROW(mem->to_device(host.data(), d.data(), 16), parley::Error);    // host destination
+  EXPECT_THROW(mem->to_host(d.data(), host.data(), 16), parley::Error);      // device destination
+  EXPECT_THROW(mem->on_device(d.data(), host.data(), 16), parley::Error);    // host source
+  EXPECT_THROW(mem->to_device(d.data(), host.data(), 4096), parley::Error);  // past the block
+}
+
+// Same kernels, same inputs: identical logits, prefill and step by step.
+void expect_identical(parley_runtime *rt, const std::string &file, bool encoder_decoder) {
+  parley_model *model = nullptr;
+  std::string path = env("PARLEY_PARITY_DIR") + "/models/" + file;
+  ASSERT_EQ(parley_model_load_file(rt, path.c_str(), nullptr, &model), PARLEY_OK) << parley_last_error();
+  parley::Transformer cpu(rt->impl, *model->impl.file, "cpu"), dev(rt->impl, *model->impl.file, "guarded");
+  std::vector<std::vector<int32_t>> sources;
+  if (encoder_decoder) sources = {{5, 9, 13, 2}, {7, 2}};
+  std::vector<int32_t> tokens = {1, 4, 8, 3, 2, 6};
+  auto run = [&](const parley::Transformer &t) {
+    auto st = t.start(2, 8, sources);
+    auto out = t.step(st, tokens, 3, false, {3, 2});
+    auto next = t.step(st, {11, 12}, 1, true);
+    t.reorder(st, {1, 1, 0});
+    auto after = t.step(st, {3, 4, 5}, 1, true);
+    out.insert(out.end(), next.begin(), next.end());
+    out.insert(out.end(), after.begin(), after.end());
+    return out;
+  };
+  std::vector<float> a = run(cpu), b = run(dev);
+  ASSERT_EQ(a.size(), b.size());
+  size_t differ = 0, nan = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    nan += std::isnan(b[i]);
+  }
+  EXPECT_EQ(differ, 0u) << file;
+  EXPECT_EQ(nan, 0u) << file;
+  parley_model_free(model);
+}
+
+TEST_F(Guarded, DecoderOnlyModelMatchesCpuBitForBit) {
+  expect_identical(rt, "llama.parley", false);
+  expect_identical(rt, "qwen3.parley", false);
+  expect_identical(rt, "gpt2.parley", false);
+}
+
+TEST_F(Guarded, EncoderDecoderModelMatchesCpuBitForBit) {
+  expect_identical(rt, "marian.parley", true);
+  expect_identical(rt, "bart.parley", true);
+}
+
+}  // namespace
