@@ -9,6 +9,7 @@
 //   plugin_dir   directory holding the plugins (default: the build tree's
 //                lib/parley/plugins, compiled in)
 //   threads      runtime num_threads (0 = all CPUs)
+//   device       device that runs the model (default "cpu"; tests/gpu/run.sh uses "cuda")
 //   repeats      timed repeats after one warm-up run (medians are reported)
 //   workload     "translate" or "llm"
 //   translate:   sources [[ids...], ...], decoder_start_token_id, eos_token_id,
@@ -90,7 +91,7 @@ struct Loaded {
   }
 };
 
-void load(Loaded &l, const std::string &path, const std::string &plugin_dir, int threads) {
+void load(Loaded &l, const std::string &path, const std::string &plugin_dir, int threads, const std::string &device) {
   const char *dirs[] = {plugin_dir.c_str()};
   parley_runtime_options o;
   parley_runtime_options_init(&o);
@@ -101,7 +102,7 @@ void load(Loaded &l, const std::string &path, const std::string &plugin_dir, int
   if (parley_runtime_create(&o, &l.rt) != PARLEY_OK) throw std::runtime_error(parley_last_error());
   if (parley_model_load_file(l.rt, path.c_str(), nullptr, &l.model) != PARLEY_OK)
     throw std::runtime_error(parley_last_error());
-  l.transformer = std::make_unique<parley::Transformer>(l.model->impl.runtime, *l.model->impl.file, "cpu");
+  l.transformer = std::make_unique<parley::Transformer>(l.model->impl.runtime, *l.model->impl.file, device);
 }
 
 // Beam search over a batch of sources, as translate would run it: encode,
@@ -243,7 +244,7 @@ int main(int argc, char **argv) {
     double rss_before = peak_rss_mib();
     auto t0 = Clock::now();
     Loaded l;
-    load(l, spec.at("model").get<std::string>(), plugin_dir, threads);
+    load(l, spec.at("model").get<std::string>(), plugin_dir, threads, spec.value("device", std::string("cpu")));
     double load_s = seconds_since(t0);
     double rss_after_load = peak_rss_mib();
 
