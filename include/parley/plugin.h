@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define PARLEY_PLUGIN_ABI_MAJOR 1
-#define PARLEY_PLUGIN_ABI_MINOR 0
+#define PARLEY_PLUGIN_ABI_MINOR 1
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
 #define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
@@ -234,6 +234,17 @@ typedef struct parley_gemm_args {
  * [batch, num_heads, q_len, kv_len] dense. lse, if not NULL, receives the
  * natural-log sum-exp of the scaled, masked scores as F32
  * [batch, num_heads, q_len] (-INFINITY for a fully masked row).
+ *
+ * KV-cache append in the same call (ABI 1.1; only for kernels registered
+ * with PARLEY_KERNEL_FLAG_KV_APPEND, which the runtime checks before setting
+ * it): when k_new is not NULL, the q_len newest keys and values of each
+ * sequence are given in k_new / v_new ([batch, q_len, kv_heads, head_dim]
+ * through their strides). The kernel writes them into k / v at positions
+ * L - q_len .. L - 1, where L is key_lengths[b] with KEY_PADDING and kv_len
+ * without (k and v must then be writable), and attends over the cache with
+ * those rows in place. A kernel may read the new rows from k_new instead of
+ * the cache; the cache rows are written by the time the call's work is done
+ * in stream order. Positions below 0 (L < q_len) are not written.
  */
 typedef struct parley_attention_args {
   size_t struct_size;
@@ -252,7 +263,16 @@ typedef struct parley_attention_args {
   const int32_t *key_lengths; /* [batch], required with PARLEY_MASK_KEY_PADDING */
   float *probs;               /* optional */
   float *lse;                 /* optional */
+  /* ABI 1.1: fused KV-cache append (see above). Read only when struct_size covers them. */
+  const void *k_new;
+  int64_t k_new_stride_batch, k_new_stride_head, k_new_stride_seq;
+  const void *v_new;
+  int64_t v_new_stride_batch, v_new_stride_head, v_new_stride_seq;
 } parley_attention_args;
+
+/* struct_size of a parley_attention_args from ABI 1.0 (no k_new fields):
+ * kernels must accept it. */
+#define PARLEY_ATTENTION_ARGS_SIZE_V1_0 (offsetof(parley_attention_args, lse) + sizeof(float *))
 
 /*
  * Row normalisation over `cols` for `rows` rows (row i at x + i*ld_x).
@@ -388,6 +408,10 @@ typedef struct parley_topk_args {
 /* A kernel's entry: args points to the op's argument struct. */
 typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ctx, const void *args);
 
+/* Capabilities a kernel declares in parley_kernel_desc.flags (ABI 1.1). */
+/* PARLEY_OP_ATTENTION: honours k_new / v_new (fused KV-cache append). */
+#define PARLEY_KERNEL_FLAG_KV_APPEND 1u
+
 typedef struct parley_kernel_desc {
   size_t struct_size;
   int32_t op;         /* parley_op */
@@ -398,6 +422,9 @@ typedef struct parley_kernel_desc {
   int32_t priority;
   const char *name; /* short, unique within the plugin, e.g. "gemm_openblas" */
   parley_kernel_fn run;
+  /* ABI 1.1: PARLEY_KERNEL_FLAG_* bits; read only when struct_size covers it
+   * (an ABI 1.0 plugin declares none). Unknown bits are ignored. */
+  uint32_t flags;
 } parley_kernel_desc;
 
 typedef struct parley_device_desc {

@@ -5,6 +5,9 @@
 // so no score matrix is materialised (unless probs are requested, in which
 // case the scores are staged in the probs rows the caller provides).
 //
+// With k_new (fused KV-cache append, ABI 1.1) the new rows are first copied
+// into the cache, then the attention runs over the cache as usual.
+//
 // Masks reduce to a number of visible keys per query row:
 //   L     = key_lengths[b] with KEY_PADDING, else kv_len
 //   limit = L, and with CAUSAL min(L, i + L - q_len + 1)  (bottom-right aligned)
@@ -136,7 +139,8 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
   return guarded("attention", ctx, [&]() -> parley_kernel_status {
     Host host(nullptr);
     const parley_attention_args *a = nullptr;
-    if (auto st = begin_call("attention", ctx, args, &host, &a)) return st;
+    if (auto st = begin_call("attention", ctx, args, &host, &a, PARLEY_ATTENTION_ARGS_SIZE_V1_0)) return st;
+    const bool append = a->struct_size >= sizeof(parley_attention_args) && a->k_new != nullptr;
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
                  ll(a->kv_len));
@@ -172,6 +176,29 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
         PARLEY_CHECK(host, a->key_lengths[b] >= 0 && a->key_lengths[b] <= a->kv_len,
                      "attention: key_lengths[%lld] = %d is outside [0, kv_len=%lld]", ll(b), a->key_lengths[b],
                      ll(a->kv_len));
+    }
+
+    if (append) {
+      PARLEY_CHECK(host, a->v_new && a->kv_len >= a->q_len, "attention: k_new without v_new, or q_len > kv_len");
+      const int64_t news[] = {a->k_new_stride_batch, a->k_new_stride_head, a->k_new_stride_seq,
+                              a->v_new_stride_batch, a->v_new_stride_head, a->v_new_stride_seq};
+      for (int64_t st : news) PARLEY_CHECK(host, st >= 0, "attention: negative k_new/v_new stride %lld", ll(st));
+      float *k = static_cast<float *>(const_cast<void *>(a->k));
+      float *v = static_cast<float *>(const_cast<void *>(a->v));
+      const float *kn = static_cast<const float *>(a->k_new), *vn = static_cast<const float *>(a->v_new);
+      for (int64_t b = 0; b < a->batch; ++b) {
+        const int64_t L = (a->mask & PARLEY_MASK_KEY_PADDING) ? a->key_lengths[b] : a->kv_len;
+        for (int64_t i = 0; i < a->q_len; ++i) {
+          const int64_t pos = L - a->q_len + i;
+          if (pos < 0) continue;
+          for (int64_t g = 0; g < a->num_kv_heads; ++g) {
+            std::copy_n(kn + b * a->k_new_stride_batch + g * a->k_new_stride_head + i * a->k_new_stride_seq, D,
+                        k + b * a->k_stride_batch + g * a->k_stride_head + pos * a->k_stride_seq);
+            std::copy_n(vn + b * a->v_new_stride_batch + g * a->v_new_stride_head + i * a->v_new_stride_seq, D,
+                        v + b * a->v_stride_batch + g * a->v_stride_head + pos * a->v_stride_seq);
+          }
+        }
+      }
     }
 
     Attn at{a, a->num_heads / a->num_kv_heads, (a->q_len + kQueryBlock - 1) / kQueryBlock};

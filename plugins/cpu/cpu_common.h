@@ -96,16 +96,18 @@ class Host {
 
 // Validates the kernel context and the argument struct's header (NULL,
 // struct_size, dtype F32). On success sets *args_out and returns OK.
+// min_size: the struct's size in the oldest ABI that must be accepted
+// (fields appended later are read only when struct_size covers them).
 template <typename Args>
 parley_kernel_status begin_call(const char *op, const parley_kernel_context *ctx, const void *args, Host *host,
-                                const Args **args_out) {
+                                const Args **args_out, size_t min_size = sizeof(Args)) {
   if (ctx == nullptr) return PARLEY_KERNEL_INVALID_ARGUMENT;
   if (ctx->struct_size < sizeof(parley_kernel_context)) return PARLEY_KERNEL_INVALID_ARGUMENT;
   *host = Host(ctx->host);
   if (args == nullptr) return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: args is NULL", op);
   const Args *a = static_cast<const Args *>(args);
-  if (a->struct_size < sizeof(Args))
-    return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: struct_size (%zu) < %zu", op, a->struct_size, sizeof(Args));
+  if (a->struct_size < min_size)
+    return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: struct_size (%zu) < %zu", op, a->struct_size, min_size);
   int64_t dt = enum_value(a->dtype);
   if (dt < 0 || dt >= PARLEY_DTYPE_COUNT_)
     return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: unknown dtype %lld", op, static_cast<long long>(dt));

@@ -57,22 +57,22 @@ const parley_device_desc kDevices[] = {{
 
 constexpr int32_t kPriority = 10;
 
-#define PARLEY_CPU_KERNEL(op, name, fn) \
-  { sizeof(parley_kernel_desc), op, "cpu", PARLEY_DTYPE_F32, kPriority, name, fn }
+#define PARLEY_CPU_KERNEL(op, name, fn, flags) \
+  { sizeof(parley_kernel_desc), op, "cpu", PARLEY_DTYPE_F32, kPriority, name, fn, flags }
 
 const parley_kernel_desc kKernels[] = {
-    PARLEY_CPU_KERNEL(PARLEY_OP_GEMM, "gemm_onednn", gemm_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_ATTENTION, "attention_fused", attention_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_LAYER_NORM, "layer_norm", layer_norm_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_RMS_NORM, "rms_norm", rms_norm_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_ROTARY, "rotary", rotary_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_ACTIVATION, "activation", activation_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_GATED_ACTIVATION, "gated_activation", gated_activation_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_EMBEDDING, "embedding", embedding_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_ADD, "add", add_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_SOFTMAX, "softmax", softmax_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_LOG_SOFTMAX, "log_softmax", log_softmax_f32),
-    PARLEY_CPU_KERNEL(PARLEY_OP_TOPK, "topk", topk_f32),
+    PARLEY_CPU_KERNEL(PARLEY_OP_GEMM, "gemm_onednn", gemm_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_ATTENTION, "attention_fused", attention_f32, PARLEY_KERNEL_FLAG_KV_APPEND),
+    PARLEY_CPU_KERNEL(PARLEY_OP_LAYER_NORM, "layer_norm", layer_norm_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_RMS_NORM, "rms_norm", rms_norm_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_ROTARY, "rotary", rotary_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_ACTIVATION, "activation", activation_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_GATED_ACTIVATION, "gated_activation", gated_activation_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_EMBEDDING, "embedding", embedding_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_ADD, "add", add_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_SOFTMAX, "softmax", softmax_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_LOG_SOFTMAX, "log_softmax", log_softmax_f32, 0),
+    PARLEY_CPU_KERNEL(PARLEY_OP_TOPK, "topk", topk_f32, 0),
 };
 
 const parley_plugin_desc kPlugin = {

@@ -43,7 +43,9 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     cudaStream_t stream = nullptr;
     const parley_attention_args *a = nullptr;
     const uint32_t dtypes = (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16) | (1u << PARLEY_DTYPE_BF16);
-    if (auto st = begin_call(op, ctx, args, &host, &state, &stream, &a, dtypes)) return st;
+    if (auto st = begin_call(op, ctx, args, &host, &state, &stream, &a, dtypes, PARLEY_ATTENTION_ARGS_SIZE_V1_0))
+      return st;
+    const bool append = a->struct_size >= sizeof(parley_attention_args) && a->k_new != nullptr;
     if (auto st = use_device(op, host, state)) return st;
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
@@ -64,6 +66,15 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     if (a->kv_len > 0) PARLEY_CHECK(host, a->k && a->v, "attention: k or v is NULL");
     if (a->mask & PARLEY_MASK_KEY_PADDING)
       PARLEY_CHECK(host, a->key_lengths != nullptr, "attention: KEY_PADDING mask without key_lengths");
+    if (append) {
+      PARLEY_CHECK(host, a->v_new && a->kv_len >= a->q_len, "attention: k_new without v_new, or q_len > kv_len");
+      const int64_t news[] = {a->k_new_stride_batch, a->k_new_stride_head, a->k_new_stride_seq,
+                              a->v_new_stride_batch, a->v_new_stride_head, a->v_new_stride_seq};
+      for (int64_t st : news) PARLEY_CHECK(host, st >= 0, "attention: negative k_new/v_new stride %lld", ll(st));
+      if (a->dtype != PARLEY_DTYPE_F32)
+        return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                         "attention: k_new (KV append in the launch) is implemented by the F32 kernel only on cuda");
+    }
     const int64_t D = a->head_dim;
     const int64_t strides[] = {a->q_stride_batch, a->q_stride_head,    a->q_stride_seq,    a->k_stride_batch,
                                a->k_stride_head,  a->k_stride_seq,     a->v_stride_batch,  a->v_stride_head,
@@ -112,6 +123,11 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     p.scale = a->scale;
     p.mask = a->mask;
     p.key_lengths = a->key_lengths;
+    if (append) {
+      p.k_new = a->k_new, p.v_new = a->v_new;
+      p.kn_sb = a->k_new_stride_batch, p.kn_sh = a->k_new_stride_head, p.kn_ss = a->k_new_stride_seq;
+      p.vn_sb = a->v_new_stride_batch, p.vn_sh = a->v_new_stride_head, p.vn_ss = a->v_new_stride_seq;
+    }
     p.row_tiles = static_cast<int>((rows + attn::kSimtRows - 1) / attn::kSimtRows);
     attn::SplitConfig cfg;
     cfg.num_sms = sm_count(state);

@@ -125,7 +125,7 @@ class Host {
 template <typename Args>
 parley_kernel_status begin_call(const char *op, const parley_kernel_context *ctx, const void *args, Host *host,
                                 DeviceState **state, cudaStream_t *stream, const Args **args_out,
-                                uint32_t dtype_mask = 1u << PARLEY_DTYPE_F32) {
+                                uint32_t dtype_mask = 1u << PARLEY_DTYPE_F32, size_t min_size = sizeof(Args)) {
   if (ctx == nullptr) return PARLEY_KERNEL_INVALID_ARGUMENT;
   if (ctx->struct_size < sizeof(parley_kernel_context)) return PARLEY_KERNEL_INVALID_ARGUMENT;
   *host = Host(ctx->host);
@@ -133,8 +133,8 @@ parley_kernel_status begin_call(const char *op, const parley_kernel_context *ctx
     return host->fail(PARLEY_KERNEL_DEVICE_ERROR, "%s: no cuda device state (the device was not initialised)", op);
   if (args == nullptr) return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: args is NULL", op);
   const Args *a = static_cast<const Args *>(args);
-  if (a->struct_size < sizeof(Args))
-    return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: struct_size (%zu) < %zu", op, a->struct_size, sizeof(Args));
+  if (a->struct_size < min_size)  // fields appended after min_size are read only when present
+    return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: struct_size (%zu) < %zu", op, a->struct_size, min_size);
   const int64_t dt = enum_value(a->dtype);
   if (dt < 0 || dt >= PARLEY_DTYPE_COUNT_)
     return host->fail(PARLEY_KERNEL_INVALID_ARGUMENT, "%s: unknown dtype %lld", op, ll(dt));

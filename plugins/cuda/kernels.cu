@@ -14,8 +14,8 @@ namespace parley::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;       // element-wise kernels
-constexpr int kRowThreads = 256;    // one block per row (norms, softmax, top-k)
+constexpr int kThreads = 256;     // element-wise kernels
+constexpr int kRowThreads = 256;  // one block per row (norms, softmax, top-k)
 constexpr unsigned kFull = 0xffffffffu;
 
 // Grid for n independent items of `per_block` each: at most 65535 * 16 blocks
@@ -48,21 +48,33 @@ __device__ __forceinline__ float act_apply(int act, float x) {
   }
 }
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(float v) {
+  return v;
+}
+__device__ __forceinline__ float to_float(__half v) {
+  return __half2float(v);
+}
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
 template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 template <typename T>
-__global__ void activation_kernel(int act, int64_t rows, int64_t cols, const T *__restrict__ x, int64_t ld_x,
-                                  T *out, int64_t ld_out) {
+__global__ void activation_kernel(int act, int64_t rows, int64_t cols, const T *__restrict__ x, int64_t ld_x, T *out,
+                                  int64_t ld_out) {
   const int64_t total = rows * cols;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
@@ -70,8 +82,8 @@ __global__ void activation_kernel(int act, int64_t rows, int64_t cols, const T *
   }
 }
 
-__global__ void gated_kernel(int act, int64_t rows, int64_t cols, const float *gate, int64_t ld_gate,
-                             const float *up, int64_t ld_up, float *out, int64_t ld_out) {
+__global__ void gated_kernel(int act, int64_t rows, int64_t cols, const float *gate, int64_t ld_gate, const float *up,
+                             int64_t ld_up, float *out, int64_t ld_out) {
   const int64_t total = rows * cols;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
@@ -181,8 +193,8 @@ __global__ void softmax_kernel(bool log, int64_t rows, int64_t cols, const float
 // RoPE: one thread per (token, head, pair). The angle is position * inv_freq
 // in float, as in the cpu plugin; cos/sin with full range reduction below.
 __global__ void rotary_kernel(int64_t batch, int64_t seq, int64_t heads, int64_t half, float *x, int64_t stride_batch,
-                              int64_t stride_seq, int64_t stride_head, const int32_t *positions,
-                              const float *inv_freq, int interleaved, float attention_factor) {
+                              int64_t stride_seq, int64_t stride_head, const int32_t *positions, const float *inv_freq,
+                              int interleaved, float attention_factor) {
   const int64_t total = batch * seq * heads * half;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t p = i % half;
@@ -298,25 +310,24 @@ void launch_activation(int act, int dtype, int64_t rows, int64_t cols, const voi
     activation_kernel<__half><<<grid, kThreads, 0, s>>>(act, rows, cols, static_cast<const __half *>(x), ld_x,
                                                         static_cast<__half *>(out), ld_out);
   else if (dtype == PARLEY_DTYPE_BF16)
-    activation_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(act, rows, cols,
-                                                               static_cast<const __nv_bfloat16 *>(x), ld_x,
-                                                               static_cast<__nv_bfloat16 *>(out), ld_out);
+    activation_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(act, rows, cols, static_cast<const __nv_bfloat16 *>(x),
+                                                               ld_x, static_cast<__nv_bfloat16 *>(out), ld_out);
   else
     activation_kernel<float><<<grid, kThreads, 0, s>>>(act, rows, cols, static_cast<const float *>(x), ld_x,
                                                        static_cast<float *>(out), ld_out);
 }
 
-void launch_gated_activation(int act, int64_t rows, int64_t cols, const float *gate, int64_t ld_gate,
-                             const float *up, int64_t ld_up, float *out, int64_t ld_out, cudaStream_t s) {
+void launch_gated_activation(int act, int64_t rows, int64_t cols, const float *gate, int64_t ld_gate, const float *up,
+                             int64_t ld_up, float *out, int64_t ld_out, cudaStream_t s) {
   gated_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(act, rows, cols, gate, ld_gate, up, ld_up, out,
-                                                                     ld_out);
+                                                                    ld_out);
 }
 
-void launch_norm(bool rms, int64_t rows, int64_t cols, const float *x, int64_t ld_x, const float *res,
-                 int64_t ld_res, float *res_out, int64_t ld_res_out, const float *gamma, const float *beta,
-                 float eps, float *out, int64_t ld_out, cudaStream_t s) {
-  norm_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(rms, rows, cols, x, ld_x, res, ld_res, res_out, ld_res_out,
-                                                     gamma, beta, eps, out, ld_out);
+void launch_norm(bool rms, int64_t rows, int64_t cols, const float *x, int64_t ld_x, const float *res, int64_t ld_res,
+                 float *res_out, int64_t ld_res_out, const float *gamma, const float *beta, float eps, float *out,
+                 int64_t ld_out, cudaStream_t s) {
+  norm_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(rms, rows, cols, x, ld_x, res, ld_res, res_out, ld_res_out, gamma,
+                                                     beta, eps, out, ld_out);
 }
 
 void launch_rotary(const parley_rotary_args &a, cudaStream_t s) {
@@ -332,21 +343,21 @@ void launch_embedding(const parley_embedding_args &a, bool i8, int *bad_id, cuda
     embedding_kernel<true><<<grid, kThreads, 0, s>>>(a.count, a.vocab, a.dim, a.ids, a.table, a.row_scales, a.scale,
                                                      static_cast<float *>(a.out), a.ld_out, bad_id);
   else
-    embedding_kernel<false><<<grid, kThreads, 0, s>>>(a.count, a.vocab, a.dim, a.ids, a.table, a.row_scales,
-                                                      a.scale, static_cast<float *>(a.out), a.ld_out, bad_id);
+    embedding_kernel<false><<<grid, kThreads, 0, s>>>(a.count, a.vocab, a.dim, a.ids, a.table, a.row_scales, a.scale,
+                                                      static_cast<float *>(a.out), a.ld_out, bad_id);
 }
 
 void launch_add(int64_t n, const float *a, const float *b, float *out, float alpha, cudaStream_t s) {
   add_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(n, a, b, out, alpha);
 }
 
-void launch_softmax(bool log, int64_t rows, int64_t cols, const float *x, int64_t ld_x, float *out,
-                    int64_t ld_out, cudaStream_t s) {
+void launch_softmax(bool log, int64_t rows, int64_t cols, const float *x, int64_t ld_x, float *out, int64_t ld_out,
+                    cudaStream_t s) {
   softmax_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(log, rows, cols, x, ld_x, out, ld_out);
 }
 
-void launch_topk(int64_t rows, int64_t cols, int64_t k, const float *x, int64_t ld_x, float *values,
-                 int32_t *indices, cudaStream_t s) {
+void launch_topk(int64_t rows, int64_t cols, int64_t k, const float *x, int64_t ld_x, float *values, int32_t *indices,
+                 cudaStream_t s) {
   topk_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(rows, cols, k, x, ld_x, values, indices);
 }
 

@@ -23,9 +23,8 @@ const parley_device_desc kDevices[] = {{
 constexpr int32_t kPriority = 10;
 
 #define PARLEY_CUDA_KERNEL(op, dtype, name, fn) \
-  { sizeof(parley_kernel_desc), op, "cuda", dtype, kPriority, name, fn }
+  { sizeof(parley_kernel_desc), op, "cuda", dtype, kPriority, name, fn, 0 }
 
-// Attention is not registered yet (plugins/cuda/attention is in progress).
 const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_F32, "gemm_cublaslt", gemm_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_F16, "gemm_cublaslt_f16", gemm_run),
@@ -40,7 +39,9 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_SOFTMAX, PARLEY_DTYPE_F32, "softmax", softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_LOG_SOFTMAX, PARLEY_DTYPE_F32, "log_softmax", log_softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
-    PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_F32, "attention_simt_splitkv", attention_run),
+    // The F32 kernel appends the new K/V rows to the cache in the same launch.
+    {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F32, kPriority, "attention_simt_splitkv",
+     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND},
     PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_F16, "attention_mma_fa2", attention_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_BF16, "attention_mma_fa2_bf16", attention_run),
 };

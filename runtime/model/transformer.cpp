@@ -471,6 +471,9 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     for (int64_t i = count(b); i < n; ++i) ids[static_cast<size_t>(b * n + i)] = 0;
   DeviceArray<int32_t> ids_dev = upload(ids), pos_dev = upload(pos), key_lengths_dev = upload(key_lengths);
   embed(dec_stack_, ids_dev.data(), pos, rows, x.data());
+  // New K/V rows go to the cache inside the attention launch when the kernel
+  // can do it (PARLEY_KERNEL_FLAG_KV_APPEND), else by one copy per sequence.
+  const bool fused_append = (ops_.kernel(PARLEY_OP_ATTENTION).flags & PARLEY_KERNEL_FLAG_KV_APPEND) != 0;
 
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
@@ -520,14 +523,22 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
       ops_.run(PARLEY_OP_ROTARY, &r);
     }
     float *ck = st.k[li].data(), *cv = st.v[li].data();
-    for (int64_t b = 0; b < B; ++b) {
-      size_t dst = static_cast<size_t>((b * st.capacity + st.lengths[static_cast<size_t>(b)]) * kvd);
-      size_t src = static_cast<size_t>(b * n * kvd);
-      mem_->on_device(ck + dst, k.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
-      mem_->on_device(cv + dst, v.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
-    }
     auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(),
                              key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    if (fused_append) {  // the kernel writes the new K/V rows into the cache itself
+      sa.k_new = k.data();
+      sa.v_new = v.data();
+      sa.k_new_stride_batch = sa.v_new_stride_batch = n * kvd;
+      sa.k_new_stride_head = sa.v_new_stride_head = hd;
+      sa.k_new_stride_seq = sa.v_new_stride_seq = kvd;
+    } else {
+      for (int64_t b = 0; b < B; ++b) {
+        size_t dst = static_cast<size_t>((b * st.capacity + st.lengths[static_cast<size_t>(b)]) * kvd);
+        size_t src = static_cast<size_t>(b * n * kvd);
+        mem_->on_device(ck + dst, k.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
+        mem_->on_device(cv + dst, v.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
+      }
+    }
     ops_.run(PARLEY_OP_ATTENTION, &sa);
     ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);

@@ -211,8 +211,11 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     if (kd.dtype < 0 || kd.dtype >= PARLEY_DTYPE_COUNT_) bad(tag + ": unknown dtype " + std::to_string(kd.dtype));
     if (!valid_name(kd.device) || !device_names.count(kd.device)) bad(tag + ": device missing or unknown");
     if (!kd.run) bad(tag + ": run is NULL");
+    uint32_t flags = 0;
+    if (kd.struct_size >= offsetof(parley_kernel_desc, flags) + sizeof(kd.flags))
+      flags = kd.flags & (kd.op == PARLEY_OP_ATTENTION ? PARLEY_KERNEL_FLAG_KV_APPEND : 0u);
     new_kernels.push_back(Kernel{static_cast<parley_op>(kd.op), kd.device, kd.name, desc->name,
-                                 static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run});
+                                 static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run, flags});
   }
   lock.unlock();
 

@@ -43,6 +43,7 @@ struct Kernel {
   int32_t priority;
   size_t load_order;
   parley_kernel_fn run;
+  uint32_t flags = 0;  // PARLEY_KERNEL_FLAG_* the kernel declared (known bits only)
 };
 
 const char *op_name(parley_op op);

@@ -33,10 +33,10 @@ __global__ void smoke_kernel(const float *x, float *out, int n, int d, attn::Mas
            attn::kv_head_of(r, 32, 8) + pk.head_of(1, r) + pk.row_of(1, 0) + pk.row_tiles(16) + p[0];
 }
 
-template __global__ void smoke_kernel<attn::Base2>(const float *, float *, int, int, attn::MaskInfo,
-                                                   attn::DecodePack, attn::PagedKv, attn::SplitConfig);
-template __global__ void smoke_kernel<attn::BaseE>(const float *, float *, int, int, attn::MaskInfo,
-                                                   attn::DecodePack, attn::PagedKv, attn::SplitConfig);
+template __global__ void smoke_kernel<attn::Base2>(const float *, float *, int, int, attn::MaskInfo, attn::DecodePack,
+                                                   attn::PagedKv, attn::SplitConfig);
+template __global__ void smoke_kernel<attn::BaseE>(const float *, float *, int, int, attn::MaskInfo, attn::DecodePack,
+                                                   attn::PagedKv, attn::SplitConfig);
 
 int smoke_host() {
   attn::SplitConfig cfg;

@@ -219,8 +219,8 @@ struct Fields<PARLEY_OP_GEMM> {
 template <>
 struct Fields<PARLEY_OP_ATTENTION> {
   using T = parley_attention_args;
-  static constexpr PtrField list[] = {PF(T, q),           PF(T, k),     PF(T, v),  PF(T, out),
-                                      PF(T, key_lengths), PF(T, probs), PF(T, lse)};
+  static constexpr PtrField list[] = {PF(T, q),     PF(T, k),   PF(T, v),     PF(T, out),  PF(T, key_lengths),
+                                      PF(T, probs), PF(T, lse), PF(T, k_new), PF(T, v_new)};
 };
 struct NormFields {
   using T = parley_norm_args;
@@ -302,9 +302,10 @@ const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", P
                                         guard_shutdown, guard_allocate, guard_release, guard_copy, guard_synchronize}};
 
 #define GUARDED(op, name) \
-  { sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op> }
+  { sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op>, 0 }
 
-const parley_kernel_desc kKernels[] = {
+parley_kernel_desc kKernels[] = {
+    // flags: the cpu kernel's, set at entry
     GUARDED(PARLEY_OP_GEMM, "guarded_gemm"),
     GUARDED(PARLEY_OP_ATTENTION, "guarded_attention"),
     GUARDED(PARLEY_OP_LAYER_NORM, "guarded_layer_norm"),
@@ -336,7 +337,11 @@ extern "C" PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(ui
   if (!cpu) return nullptr;
   for (size_t i = 0; i < cpu->num_kernels; ++i) {
     const parley_kernel_desc &k = cpu->kernels[i];
-    if (k.dtype == PARLEY_DTYPE_F32 && k.op >= 0 && k.op < PARLEY_OP_COUNT_) g_cpu[k.op] = k.run;
+    if (k.dtype == PARLEY_DTYPE_F32 && k.op >= 0 && k.op < PARLEY_OP_COUNT_) {
+      g_cpu[k.op] = k.run;
+      for (parley_kernel_desc &mine : kKernels)
+        if (mine.op == k.op) mine.flags = k.flags;
+    }
   }
   for (const parley_kernel_desc &k : kKernels)
     if (!g_cpu[k.op]) {

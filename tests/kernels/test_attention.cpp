@@ -1,6 +1,9 @@
 // Fused attention vs a float64 reference: every mask kind, GQA/MQA,
 // q_len != kv_len, fully masked rows, [b,s,h,d] and [b,h,s,d] layouts with
-// padded strides, probs and lse outputs, several head dims.
+// padded strides, probs and lse outputs, several head dims; the fused KV
+// append (k_new/v_new, ABI 1.1) and an ABI 1.0-sized argument struct.
+#include <cstring>
+
 #include "test_host.h"
 #include "test_util.h"
 
@@ -15,6 +18,10 @@ struct AttnCase {
   bool probs = true, lse = true;
   std::vector<int32_t> key_lengths;  // default: random in [0, kv_len]
   int threads = 3;
+  // The q_len newest rows per sequence come in k_new/v_new; their cache rows
+  // start as NaN and must hold the new rows afterwards.
+  bool append = false;
+  size_t struct_size = sizeof(parley_attention_args);
 };
 
 struct Layout {
@@ -84,15 +91,41 @@ void run_attention(AttnCase c) {
         ref_lse.push_back(sum > 0 ? mx + std::log(sum) : -INFINITY);
       }
 
+  std::vector<float> k_cache = k, v_cache = v, k_new, v_new;
+  const int64_t kn_ss = c.kv_heads * D + 3, kn_sb = c.q_len * kn_ss;  // [b, i, g, d], padded rows
+  if (c.append) {
+    k_new = poisoned(size_t(c.batch * kn_sb)), v_new = poisoned(size_t(c.batch * kn_sb));
+    for (int64_t b = 0; b < c.batch; ++b) {
+      const int64_t L = (c.mask & PARLEY_MASK_KEY_PADDING) ? c.key_lengths[b] : c.kv_len;
+      for (int64_t i = 0; i < c.q_len; ++i)
+        for (int64_t g = 0; g < c.kv_heads; ++g)
+          for (int64_t d = 0; d < D; ++d) {
+            const int64_t pos = L - c.q_len + i, at = b * lk.sb + g * lk.sh + pos * lk.ss + d;
+            if (pos < 0) continue;
+            k_new[b * kn_sb + i * kn_ss + g * D + d] = k[at];
+            v_new[b * kn_sb + i * kn_ss + g * D + d] = v[at];
+            k_cache[at] = v_cache[at] = std::nanf("");
+          }
+    }
+  }
+
   TestHost host(c.threads);
   parley_attention_args a{};
-  a.struct_size = sizeof a;
+  a.struct_size = c.struct_size;
   a.dtype = PARLEY_DTYPE_F32;
   a.batch = c.batch, a.num_heads = c.heads, a.num_kv_heads = c.kv_heads;
   a.q_len = c.q_len, a.kv_len = c.kv_len, a.head_dim = D;
   a.q = q.data(), a.q_stride_batch = lq.sb, a.q_stride_head = lq.sh, a.q_stride_seq = lq.ss;
-  a.k = k.data(), a.k_stride_batch = lk.sb, a.k_stride_head = lk.sh, a.k_stride_seq = lk.ss;
-  a.v = v.data(), a.v_stride_batch = lk.sb, a.v_stride_head = lk.sh, a.v_stride_seq = lk.ss;
+  a.k = k_cache.data(), a.k_stride_batch = lk.sb, a.k_stride_head = lk.sh, a.k_stride_seq = lk.ss;
+  a.v = v_cache.data(), a.v_stride_batch = lk.sb, a.v_stride_head = lk.sh, a.v_stride_seq = lk.ss;
+  if (c.append) {
+    a.k_new = k_new.data(), a.v_new = v_new.data();
+    a.k_new_stride_batch = a.v_new_stride_batch = kn_sb;
+    a.k_new_stride_head = a.v_new_stride_head = D;
+    a.k_new_stride_seq = a.v_new_stride_seq = kn_ss;
+  } else if (c.struct_size < sizeof a) {
+    a.k_new = a.v_new = reinterpret_cast<const void *>(uintptr_t{16});  // past struct_size: must not be read
+  }
   a.out = out.data(), a.out_stride_batch = lo.sb, a.out_stride_head = lo.sh, a.out_stride_seq = lo.ss;
   a.scale = scale;
   a.mask = c.mask;
@@ -100,6 +133,9 @@ void run_attention(AttnCase c) {
   a.probs = c.probs ? probs.data() : nullptr;
   a.lse = c.lse ? lse.data() : nullptr;
   ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  EXPECT_TRUE(std::memcmp(k_cache.data(), k.data(), k.size() * sizeof(float)) == 0 &&
+              std::memcmp(v_cache.data(), v.data(), v.size() * sizeof(float)) == 0)
+      << "the KV cache is not what a separate append would have left";
 
   // got_out was collected before the call: re-read.
   got_out.clear();
@@ -194,6 +230,39 @@ TEST(Attention, OptionalOutputsAndThreads) {
       c.probs = opt & 1, c.lse = opt & 2, c.threads = threads, c.mask = PARLEY_MASK_CAUSAL;
       run_attention(c);
     }
+}
+
+TEST(Attention, KvAppendInTheSameCall) {
+  for (uint32_t mask : {PARLEY_MASK_CAUSAL, PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING, PARLEY_MASK_NONE})
+    for (int64_t q_len : {1, 4}) {
+      AttnCase c;
+      c.append = true, c.mask = mask, c.q_len = q_len, c.kv_len = 11, c.heads = 8, c.kv_heads = 2;
+      if (mask & PARLEY_MASK_KEY_PADDING) c.key_lengths = {11, 2};  // L < q_len: rows below 0 are not stored
+      run_attention(c);
+      c.bshd = false, c.pad = 5;
+      run_attention(c);
+    }
+}
+
+TEST(Attention, AcceptsTheAbi10ArgumentStruct) {
+  AttnCase c;
+  c.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_0;  // k_new lies past it and holds garbage
+  c.mask = PARLEY_MASK_CAUSAL;
+  run_attention(c);
+}
+
+TEST(Attention, KvAppendNeedsBothRows) {
+  TestHost host(1);
+  std::vector<float> q(64, 0.5f), k(2 * 64, 0.25f), v(2 * 64, 1.f), out(64), kn(64, 0.f);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = 1, a.num_heads = 1, a.num_kv_heads = 1, a.q_len = 1, a.kv_len = 2, a.head_dim = 64;
+  a.q = q.data(), a.q_stride_seq = 64, a.k = k.data(), a.k_stride_seq = 64, a.v = v.data(), a.v_stride_seq = 64;
+  a.out = out.data(), a.out_stride_seq = 64, a.scale = 1.f;
+  a.k_new = kn.data();  // v_new missing
+  EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("v_new"), std::string::npos) << host.last_error();
 }
 
 TEST(Attention, EmptyKeys) {

@@ -378,9 +378,11 @@ void Emulator::launch(Dim3 grid, int threads, size_t smem_words, const std::func
     throw SimtError("block size must be a positive multiple of 32, at most 1024");
   smem_.assign(smem_words, kPoison);
   shadow_.assign(smem_words, Cell{});
-  for (int z = 0; z < grid.z; ++z)
-    for (int y = 0; y < grid.y; ++y)
-      for (int x = 0; x < grid.x; ++x) run_block(x, y, z, threads, body);
+  // Last CTA first: a GPU gives no order between the CTAs of a launch, and
+  // this one breaks the natural assumption that CTA 0 ran before the rest.
+  for (int z = grid.z - 1; z >= 0; --z)
+    for (int y = grid.y - 1; y >= 0; --y)
+      for (int x = grid.x - 1; x >= 0; --x) run_block(x, y, z, threads, body);
 }
 
 }  // namespace parley::simt

@@ -25,7 +25,9 @@
 //    unspecified order).
 // The scheduler runs threads in descending order, so a thread reading data
 // another thread has not produced yet (a missing barrier) sees the poison
-// even where the race check would not fire.
+// even where the race check would not fire. CTAs also run last-first, so a
+// CTA reading global memory another CTA of the same launch writes (no order
+// exists between them on a GPU) sees the old contents.
 //
 //  * cp.async copies are queued per thread and land in shared memory only at
 //    the cp_async_wait that retires their group, so reading a tile before its

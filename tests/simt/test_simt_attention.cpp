@@ -32,6 +32,9 @@ struct Case {
   uint32_t mask = 0;
   int splits = 1;
   bool fp16 = false, probs = true;
+  // Fused KV append: the q_len newest rows come in k_new/v_new and their
+  // cache rows start as NaN; the kernel must attend over them and write them.
+  bool append = false;
   std::vector<int32_t> key_lengths;
 };
 
@@ -66,6 +69,31 @@ Result run_emulated(const Case &c, const std::vector<T> &q, const std::vector<T>
   const int G = c.heads / c.kv_heads, rows = G * c.q_len;
   SimtParams p{};
   p.q = q.data(), p.k = k.data(), p.v = v.data();
+  std::vector<T> k_cache, v_cache, k_fresh, v_fresh;  // append: the poisoned cache and the new rows
+  const int64_t row = int64_t{c.kv_heads} * D;
+  auto newest = [&](int b) { return (c.mask & 2u ? c.key_lengths[static_cast<size_t>(b)] : c.kv_len) - c.q_len; };
+  if (c.append) {
+    k_cache = k, v_cache = v;
+    k_fresh.assign(static_cast<size_t>(c.batch) * c.q_len * row, T{});
+    v_fresh = k_fresh;
+    T nan_bits;
+    if constexpr (sizeof(T) == 2)
+      nan_bits = 0x7FFF;
+    else
+      nan_bits = std::nanf("");
+    for (int b = 0; b < c.batch; ++b)
+      for (int i = 0; i < c.q_len; ++i) {
+        const int pos = newest(b) + i;
+        if (pos < 0) continue;  // never written: the kernel reads k_new there
+        const size_t src = (static_cast<size_t>(b) * c.kv_len + pos) * row, dst = (size_t(b) * c.q_len + i) * row;
+        std::copy_n(k.begin() + src, row, k_fresh.begin() + dst);
+        std::copy_n(v.begin() + src, row, v_fresh.begin() + dst);
+        std::fill_n(k_cache.begin() + src, row, nan_bits);
+        std::fill_n(v_cache.begin() + src, row, nan_bits);
+      }
+    p.k = k_cache.data(), p.v = v_cache.data(), p.k_new = k_fresh.data(), p.v_new = v_fresh.data();
+    p.kn_sb = p.vn_sb = int64_t{c.q_len} * row, p.kn_sh = p.vn_sh = D, p.kn_ss = p.vn_ss = row;
+  }
   Result r;
   r.out.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * D, std::nanf(""));
   r.lse.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len, std::nanf(""));
@@ -103,6 +131,11 @@ Result run_emulated(const Case &c, const std::vector<T> &q, const std::vector<T>
       KernelCtx<F> kc{ctx};
       simt_attention_probs<KernelCtx<F>, T, D>(kc, p, r.probs.data());
     });
+  }
+  if (c.append) {  // every cache row is now what a separate copy would have left
+    EXPECT_TRUE(std::memcmp(k_cache.data(), k.data(), k.size() * sizeof(T)) == 0 &&
+                std::memcmp(v_cache.data(), v.data(), v.size() * sizeof(T)) == 0)
+        << "the appended K/V rows were not written to the cache";
   }
   return r;
 }
@@ -183,6 +216,27 @@ TEST(SimtAttention, EveryMaskHeadDimAndShape) {
         if (mask & 2u) c.key_lengths = {4, 1};
         EXPECT_LE(max_error(c, seed++), kTol) << "q>kv dim " << dim << " mask " << mask << " splits " << splits;
       }
+}
+
+TEST(SimtAttention, KvAppendInTheSameLaunch) {
+  // Rows past q_len <= kv_len only: positions L - q_len + i, padded and not,
+  // decode and a few tokens at once, one and several splits and row tiles.
+  uint32_t seed = 300;
+  for (int dim : {64, 128})
+    for (uint32_t mask : {1u, 3u})
+      for (int splits : {1, 3}) {
+        Case c;
+        c.append = true, c.dim = dim, c.mask = mask, c.splits = splits;
+        c.q_len = 1, c.kv_len = 37;
+        if (mask & 2u) c.key_lengths = {37, 19};
+        EXPECT_LE(max_error(c, seed++), kTol) << "decode dim " << dim << " mask " << mask << " splits " << splits;
+        c.heads = 8, c.kv_heads = 2, c.q_len = 5, c.kv_len = 23;
+        if (mask & 2u) c.key_lengths = {23, 3};  // second sequence: L < q_len, two rows never stored
+        EXPECT_LE(max_error(c, seed++), kTol) << "q=5 dim " << dim << " mask " << mask << " splits " << splits;
+      }
+  Case h;
+  h.append = true, h.fp16 = true, h.mask = 3u, h.q_len = 2, h.kv_len = 30, h.splits = 2, h.key_lengths = {30, 12};
+  EXPECT_LE(max_error(h, 399), kTol);
 }
 
 TEST(SimtAttention, HalfInputsAndMoreRowsThanOneCta) {

@@ -95,6 +95,13 @@ struct SimtParams {
   // Split partials (splits > 1): per packed row and split, m and l (base-2
   // units) and the unnormalised accumulator [D].
   float *part_m, *part_l, *part_acc;
+  // Fused KV append (optional): the q_len newest rows of each sequence,
+  // [batch, q_len, kv_heads, D] through the strides. Keys at positions
+  // >= key_len - q_len are read from here, and one CTA per (sequence, KV head)
+  // writes them into k / v: no CTA of the launch reads those cache rows, so
+  // the writes race with nothing.
+  const void *k_new, *v_new;
+  int64_t kn_sb, kn_sh, kn_ss, vn_sb, vn_sh, vn_ss;
 };
 
 // Packed row index over the whole launch: ((b * kv_heads + g) * G*q_len + r).
@@ -123,6 +130,20 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
   // clamp, so that a bad length never reads outside the cache.
   mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
   const KeyRange kr = split_range(split, p.splits, mi.key_len, p.align);
+  const int new_begin = p.k_new ? mi.key_len - p.q_len : mi.key_len;  // first key taken from k_new
+
+  if (p.k_new && rt == 0 && split == 0) {  // the append, once per (sequence, KV head)
+    const T *kn = static_cast<const T *>(p.k_new) + b * p.kn_sb + g * p.kn_sh;
+    const T *vn = static_cast<const T *>(p.v_new) + b * p.vn_sb + g * p.vn_sh;
+    T *kc = static_cast<T *>(const_cast<void *>(p.k)) + b * p.k_sb + g * p.k_sh;
+    T *vc = static_cast<T *>(const_cast<void *>(p.v)) + b * p.v_sb + g * p.v_sh;
+    for (int idx = tid; idx < p.q_len * D; idx += kSimtThreads) {
+      const int i = idx / D, d = idx % D, pos = new_begin + i;
+      if (pos < 0) continue;
+      kc[static_cast<int64_t>(pos) * p.k_ss + d] = kn[i * p.kn_ss + d];
+      vc[static_cast<int64_t>(pos) * p.v_ss + d] = vn[i * p.vn_ss + d];
+    }
+  }
 
   // Stage the CTA's queries in shared memory (rows past the end are zeros).
   const T *q = static_cast<const T *>(p.q);
@@ -162,10 +183,15 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
   const T *kp = static_cast<const T *>(p.k) + b * p.k_sb + g * p.k_sh;
   const T *vp = static_cast<const T *>(p.v) + b * p.v_sb + g * p.v_sh;
   for (int j = kr.begin; j < key_end; ++j) {
+    const bool fresh = j >= new_begin;  // a row appended by this launch: read it from k_new / v_new
+    const T *krow = fresh ? static_cast<const T *>(p.k_new) + b * p.kn_sb + g * p.kn_sh + (j - new_begin) * p.kn_ss
+                          : kp + j * p.k_ss;
+    const T *vrow = fresh ? static_cast<const T *>(p.v_new) + b * p.vn_sb + g * p.vn_sh + (j - new_begin) * p.vn_ss
+                          : vp + j * p.v_ss;
     float kf[kLaneDims], vf[kLaneDims];
     for (int t = 0; t < kLaneDims; ++t) {
-      kf[t] = load_elem(kp, j * p.k_ss + lane + 32 * t);
-      vf[t] = load_elem(vp, j * p.v_ss + lane + 32 * t);
+      kf[t] = load_elem(krow, lane + 32 * t);
+      vf[t] = load_elem(vrow, lane + 32 * t);
     }
     for (int k = 0; k < kSimtRowsPerWarp; ++k) {
       float dot = 0.f;
