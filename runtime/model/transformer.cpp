@@ -546,7 +546,9 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     if (has_encoder_) {  // cross-attention over the encoder output
       in = sublayer_input(p, l.cross_norm, x.data(), h.data(), rows);
       ops_.linear(in, rows, H, l.cross_attn.wq, qd, l.cross_attn.bq, q.data());
-      auto ca = attention_args(B, p.heads, p.kv_heads, hd, n, st.src_len, q.data(), st.cross_k[li].data(),
+      // One attention "sequence" per source: its R rows' n queries each.
+      const int64_t R = st.rows_per_source, sources = B / R;
+      auto ca = attention_args(sources, p.heads, p.kv_heads, hd, R * n, st.src_len, q.data(), st.cross_k[li].data(),
                                st.cross_v[li].data(), a.data(), st.src_lengths_device.data(), PARLEY_MASK_KEY_PADDING);
       DeviceArray<float> probs;
       if (st.record_cross_layer == static_cast<int64_t>(li)) {
@@ -554,7 +556,16 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
         ca.probs = probs.data();
       }
       ops_.run(PARLEY_OP_ATTENTION, &ca);
-      if (!probs.empty()) st.cross_probs = probs.to_vector();
+      if (!probs.empty()) {  // [sources, heads, R * n, S] -> [batch, heads, n, S]
+        std::vector<float> grouped = probs.to_vector();
+        const size_t S = static_cast<size_t>(st.src_len), N = static_cast<size_t>(n);
+        const size_t NH = static_cast<size_t>(p.heads), RR = static_cast<size_t>(R);
+        st.cross_probs.resize(grouped.size());
+        for (size_t r = 0; r < static_cast<size_t>(B); ++r)
+          for (size_t head = 0; head < NH; ++head)
+            std::copy_n(grouped.begin() + static_cast<std::ptrdiff_t>((((r / RR) * NH + head) * RR + r % RR) * N * S),
+                        N * S, st.cross_probs.begin() + static_cast<std::ptrdiff_t>((r * NH + head) * N * S));
+      }
       ops_.linear(a.data(), rows, qd, l.cross_attn.wo, H, l.cross_attn.bo, o.data());
       sublayer_output(p, l.cross_norm, x.data(), o.data(), rows);
     }
@@ -619,18 +630,50 @@ void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) 
   };
   for (auto &k : s.k) gather(k, row, static_cast<size_t>(longest) * kvd);
   for (auto &v : s.v) gather(v, row, static_cast<size_t>(longest) * kvd);
-  const size_t crow = static_cast<size_t>(s.src_len) * kvd;
-  for (auto &k : s.cross_k) gather(k, crow, crow);
-  for (auto &v : s.cross_v) gather(v, crow, crow);
-  std::vector<int32_t> lengths, src_lengths;
-  for (int32_t p : parents) {
-    lengths.push_back(s.lengths[static_cast<size_t>(p)]);
-    if (!s.src_lengths.empty()) src_lengths.push_back(s.src_lengths[static_cast<size_t>(p)]);
-  }
+  std::vector<int32_t> lengths;
+  for (int32_t p : parents) lengths.push_back(s.lengths[static_cast<size_t>(p)]);
   s.lengths = std::move(lengths);
-  s.src_lengths = std::move(src_lengths);
-  if (!s.src_lengths.empty()) s.src_lengths_device = upload(s.src_lengths);
+  if (!s.cross_k.empty()) reorder_sources(s, parents);
   s.batch = static_cast<int64_t>(rows);
+}
+
+void Transformer::reorder_sources(DecoderState &s, const std::vector<int32_t> &parents) const {
+  // The source of each new row, then its grouping: when the rows form runs
+  // of one common length R with one source each, the shared layout stays
+  // (and nothing moves if the runs are the sources in order); otherwise each
+  // row gets its own copy of its source.
+  const size_t rows = parents.size();
+  std::vector<int32_t> source(rows);
+  for (size_t r = 0; r < rows; ++r) source[r] = static_cast<int32_t>(parents[r] / s.rows_per_source);
+  size_t R = 1;
+  while (R < rows && source[R] == source[0]) ++R;
+  bool grouped = rows % R == 0;
+  std::vector<int32_t> kept;  // the sources of the groups, in order
+  for (size_t g = 0; grouped && g < rows / R; ++g) {
+    for (size_t r = g * R; r < (g + 1) * R; ++r) grouped = grouped && source[r] == source[g * R];
+    kept.push_back(source[g * R]);
+  }
+  if (!grouped) {  // no common grouping: one copy of the source per row
+    R = 1;
+    kept = source;
+  }
+  std::vector<int32_t> identity(static_cast<size_t>(s.batch / s.rows_per_source));
+  for (size_t i = 0; i < identity.size(); ++i) identity[i] = static_cast<int32_t>(i);
+  s.rows_per_source = static_cast<int64_t>(R);
+  if (kept == identity) return;  // beams reordered within their items: nothing moves
+  const size_t crow = static_cast<size_t>(s.src_len * dec_.kv_heads * dec_.head_dim);
+  auto gather = [&](DeviceArray<float> &buf) {
+    DeviceArray<float> out = buffer(static_cast<int64_t>(kept.size() * crow));
+    for (size_t i = 0; i < kept.size(); ++i)
+      mem_->on_device(out.data() + i * crow, buf.data() + static_cast<size_t>(kept[i]) * crow, crow * sizeof(float));
+    buf = std::move(out);
+  };
+  for (auto &k : s.cross_k) gather(k);
+  for (auto &v : s.cross_v) gather(v);
+  std::vector<int32_t> src_lengths;
+  for (int32_t k : kept) src_lengths.push_back(s.src_lengths[static_cast<size_t>(k)]);
+  s.src_lengths = std::move(src_lengths);
+  s.src_lengths_device = upload(s.src_lengths);
 }
 
 void Transformer::grow(DecoderState &s, int64_t capacity) const {

@@ -45,9 +45,15 @@ struct DecoderState {
   std::vector<int32_t> lengths;          // tokens already in the cache, per sequence
   std::vector<DeviceArray<float>> k, v;  // [layer] -> [batch, capacity, kv_heads, head_dim]
   int64_t src_len = 0;
-  std::vector<int32_t> src_lengths;                  // host copy of src_lengths_device
-  DeviceArray<int32_t> src_lengths_device;           // [batch]
-  std::vector<DeviceArray<float>> cross_k, cross_v;  // [layer] -> [batch, src_len, kv_heads, head_dim]
+  // Sequences come in groups of rows_per_source consecutive rows that share
+  // one source (the beams of an item), and the cross-attention K/V is stored
+  // once per source: beam search never copies it, and it is read once for
+  // the whole group (the group's queries attend as one sequence of
+  // rows_per_source * n queries: cross-attention has no causal mask).
+  int64_t rows_per_source = 1;
+  std::vector<int32_t> src_lengths;                  // per source; host copy of src_lengths_device
+  DeviceArray<int32_t> src_lengths_device;           // [batch / rows_per_source]
+  std::vector<DeviceArray<float>> cross_k, cross_v;  // [layer] -> [sources, src_len, kv_heads, head_dim]
   // When >= 0, step() leaves that decoder layer's cross-attention
   // probabilities of the tokens it ran in cross_probs (host memory):
   // [batch, heads, n, src_len].
@@ -126,6 +132,8 @@ class Transformer {
   // ids_dev / positions_dev: the same on the device.
   void embed(const Stack &s, const int32_t *ids_dev, const std::vector<int32_t> &positions, int64_t rows,
              float *out) const;
+  // reorder()'s part for the cross-attention K/V of encoder-decoder states.
+  void reorder_sources(DecoderState &s, const std::vector<int32_t> &parents) const;
   DeviceArray<float> buffer(int64_t count) const;
   DeviceArray<int32_t> upload(const std::vector<int32_t> &host) const;
   void ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const;

@@ -123,6 +123,52 @@ void expect_identical(parley_runtime *rt, const std::string &file, bool encoder_
   parley_model_free(model);
 }
 
+// Beams of an item share one copy of the source's cross-attention K/V
+// (DecoderState::rows_per_source). Against a state holding one copy per row:
+// the same logits and cross-attention probabilities (to fp32 rounding: the
+// GEMMs run with other row counts), through a regrouping, a reorder within
+// items and one that breaks the grouping.
+double rel_diff(const std::vector<float> &a, const std::vector<float> &b) {
+  if (a.size() != b.size() || a.empty()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::isfinite(num) ? std::sqrt(num / den) : INFINITY;
+}
+void expect_shared_sources_exact(parley_runtime *rt, const std::string &device) {
+  parley_model *model = nullptr;
+  std::string path = env("PARLEY_PARITY_DIR") + "/models/marian.parley";
+  ASSERT_EQ(parley_model_load_file(rt, path.c_str(), nullptr, &model), PARLEY_OK) << parley_last_error();
+  parley::Transformer t(rt->impl, *model->impl.file, device);
+  const std::vector<int32_t> s0 = {5, 9, 13, 2}, s1 = {7, 2};
+  auto shared = t.start(2, 8, {s0, s1});
+  auto per_row = t.start(6, 8, {s0, s0, s0, s1, s1, s1});
+  t.step(shared, {3, 4}, 1);
+  t.step(per_row, {3, 3, 3, 4, 4, 4}, 1);
+  t.reorder(shared, {0, 0, 0, 1, 1, 1});  // the beams of each item: one copy per source
+  EXPECT_EQ(shared.rows_per_source, 3);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  shared.record_cross_layer = per_row.record_cross_layer = 0;
+  EXPECT_LE(rel_diff(t.step(shared, tokens, 2), t.step(per_row, tokens, 2)), 1e-5);
+  EXPECT_LE(rel_diff(shared.cross_probs, per_row.cross_probs), 1e-5);
+  for (const std::vector<int32_t> &parents : {std::vector<int32_t>{2, 1, 0, 5, 3, 4}, std::vector<int32_t>{0, 3, 3}}) {
+    t.reorder(shared, parents);
+    t.reorder(per_row, parents);
+    std::vector<int32_t> next(parents.size(), 6);
+    EXPECT_LE(rel_diff(t.step(shared, next, 1), t.step(per_row, next, 1)), 1e-5);
+    EXPECT_LE(rel_diff(shared.cross_probs, per_row.cross_probs), 1e-5);
+  }
+  EXPECT_EQ(shared.rows_per_source, 1);  // {0, 3, 3} broke the grouping
+  parley_model_free(model);
+}
+
+TEST_F(Guarded, BeamsShareTheirSourceExactly) {
+  expect_shared_sources_exact(rt, "cpu");
+  expect_shared_sources_exact(rt, "guarded");
+}
+
 TEST_F(Guarded, DecoderOnlyModelMatchesCpuBitForBit) {
   expect_identical(rt, "llama.parley", false);
   expect_identical(rt, "qwen3.parley", false);
