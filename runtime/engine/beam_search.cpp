@@ -5,6 +5,7 @@
 // equal scores is unspecified; here equal scores keep index order.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <string>
 
@@ -31,20 +32,16 @@ struct Candidate {
   bool hits_stop;  // EOS or max length (the stopping criteria)
 };
 
-// Indices of the `k` largest of `v`, best first, equal values in index order
-// (torch.topk, sorted). One pass with a small sorted buffer: k is a few
-// beams, v up to beams x vocab (no index array of that size per step).
-std::vector<size_t> top_indices(const std::vector<float> &v, size_t k) {
-  k = std::min(k, v.size());
-  std::vector<size_t> best;
+// The `k` largest entries of a raw row, best first, ties to the lower index.
+std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k) {
+  std::vector<int32_t> best;
   best.reserve(k + 1);
-  if (k == 0) return best;
-  for (size_t i = 0; i < v.size(); ++i) {
-    const float x = v[i];
-    if (best.size() == k && !(x > v[best.back()])) continue;  // a tie keeps the earlier index
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float x = row[i];
+    if (best.size() == k && !(x > row[best.back()])) continue;
     size_t j = best.size();
-    while (j > 0 && x > v[best[j - 1]]) --j;
-    best.insert(best.begin() + static_cast<std::ptrdiff_t>(j), i);
+    while (j > 0 && x > row[best[j - 1]]) --j;
+    best.insert(best.begin() + static_cast<std::ptrdiff_t>(j), static_cast<int32_t>(i));
     if (best.size() > k) best.pop_back();
   }
   return best;
@@ -80,6 +77,82 @@ std::vector<size_t> sample_indices(const std::vector<float> &acc, size_t k, uint
 
 }  // namespace
 
+// Indices of the `k` largest of `v`, best first, equal values in index order
+// (torch.topk, sorted). One pass with a small sorted buffer: k is a few
+// beams, v up to beams x vocab (no index array of that size per step).
+std::vector<size_t> top_indices(const std::vector<float> &v, size_t k) {
+  k = std::min(k, v.size());
+  std::vector<size_t> best;
+  best.reserve(k + 1);
+  if (k == 0) return best;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float x = v[i];
+    if (best.size() == k && !(x > v[best.back()])) continue;  // a tie keeps the earlier index
+    size_t j = best.size();
+    while (j > 0 && x > v[best[j - 1]]) --j;
+    best.insert(best.begin() + static_cast<std::ptrdiff_t>(j), i);
+    if (best.size() > k) best.pop_back();
+  }
+  return best;
+}
+
+// Steps b.-c. for one item without sampling, without materialising the
+// beams x vocab scores: per beam row the log-normaliser (one vectorised exp
+// pass), the processors' few changed tokens, and the top raw scores, which
+// order a row's log-probabilities the same way. Picks the same (score, flat
+// index) pairs as top_indices over the dense scores would, or returns false
+// when that cannot be guaranteed (a processor rewriting the row, a fully
+// masked or NaN row, a rounding tie at the boundary): then the caller runs
+// the dense path.
+bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n, int64_t vocab,
+                           const std::vector<float> &beam_scores,
+                           const std::vector<const std::vector<int32_t> *> &generated,
+                           const std::vector<int32_t> &prompt, int64_t cur_len, int64_t padded, size_t k,
+                           std::vector<std::pair<size_t, float>> *picked) {
+  struct Cand {
+    float acc;
+    size_t idx;
+  };
+  std::vector<Cand> cands;
+  std::vector<float> bound(n, -std::numeric_limits<float>::infinity());  // best score a skipped token can have
+  std::vector<std::pair<int32_t, float>> overrides;
+  for (size_t j = 0; j < n; ++j) {
+    const float *row = rows + j * static_cast<size_t>(vocab);
+    const double lse = log_sum_exp(row, vocab);
+    if (!std::isfinite(lse)) return false;
+    if (!processed_overrides(o, row, lse, vocab, RowHistory{&prompt, generated[j]}, cur_len, padded, &overrides))
+      return false;
+    const size_t m = k + overrides.size() + 1;
+    if (m >= static_cast<size_t>(vocab)) return false;
+    const float score = beam_scores[j];
+    auto lp_of = [&](int32_t t) {
+      const float x = row[t];
+      return x == -std::numeric_limits<float>::infinity() ? x : static_cast<float>(static_cast<double>(x) - lse);
+    };
+    const std::vector<int32_t> top = top_tokens(row, vocab, m);
+    for (int32_t t : top) {
+      bool overridden = false;
+      for (const auto &ov : overrides) overridden = overridden || ov.first == t;
+      if (!overridden) cands.push_back({lp_of(t) + score, j * static_cast<size_t>(vocab) + static_cast<size_t>(t)});
+    }
+    for (const auto &ov : overrides)
+      cands.push_back({ov.second + score, j * static_cast<size_t>(vocab) + static_cast<size_t>(ov.first)});
+    bound[j] = lp_of(top.back()) + score;
+  }
+  for (const Cand &c : cands)
+    if (std::isnan(c.acc)) return false;
+  const size_t keep = std::min(k, cands.size());
+  std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(keep), cands.end(),
+                    [](const Cand &a, const Cand &b) { return a.acc > b.acc || (a.acc == b.acc && a.idx < b.idx); });
+  if (keep < k) return false;
+  const float last = cands[keep - 1].acc;
+  for (float b : bound)
+    if (!(b < last)) return false;  // a token not looked at could tie or win
+  picked->clear();
+  for (size_t i = 0; i < keep; ++i) picked->emplace_back(cands[i].idx, cands[i].acc);
+  return true;
+}
+
 std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<float> logits,
                                                  const std::vector<std::vector<int32_t>> &prompts,
                                                  const DecodingOptions &o) {
@@ -114,26 +187,41 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     // _get_top_k_continuations.
     std::vector<std::vector<Candidate>> cands_of(batch);
     model.parallel_for(static_cast<int64_t>(batch), [&](int64_t b0, int64_t b1) {
-      std::vector<float> lp(static_cast<size_t>(vocab)), acc(n * static_cast<size_t>(vocab));
+      std::vector<float> lp, acc;
+      std::vector<std::pair<size_t, float>> chosen;  // (flat index, score)
       for (size_t b = static_cast<size_t>(b0); b < static_cast<size_t>(b1); ++b) {
-        for (size_t j = 0; j < n; ++j) {
-          const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
-          log_softmax(row, lp.data(), vocab);
-          apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
-          if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
-          for (int64_t v = 0; v < vocab; ++v)
-            acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] =
-                lp[static_cast<size_t>(v)] + running[b][j].score;
+        const float *item_rows = logits.data() + b * n * static_cast<size_t>(vocab);
+        std::vector<float> scores;
+        std::vector<const std::vector<int32_t> *> generated;
+        for (const Beam &beam : running[b]) {
+          scores.push_back(beam.score);
+          generated.push_back(&beam.tokens);
         }
-        const std::vector<size_t> picked =
-            o.do_sample ? sample_indices(acc, beams_to_keep, o.seed, b, static_cast<uint64_t>(step) * beams_to_keep)
-                        : top_indices(acc, beams_to_keep);
-        for (size_t idx : picked) {
+        if (o.do_sample || !top_candidates_sparse(o, item_rows, n, vocab, scores, generated, prompts[b], cur_len,
+                                                  padded, beams_to_keep, &chosen)) {
+          lp.resize(static_cast<size_t>(vocab));
+          acc.resize(n * static_cast<size_t>(vocab));
+          for (size_t j = 0; j < n; ++j) {
+            const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
+            log_softmax(row, lp.data(), vocab);
+            apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
+            if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
+            for (int64_t v = 0; v < vocab; ++v)
+              acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] =
+                  lp[static_cast<size_t>(v)] + running[b][j].score;
+          }
+          const std::vector<size_t> picked =
+              o.do_sample ? sample_indices(acc, beams_to_keep, o.seed, b, static_cast<uint64_t>(step) * beams_to_keep)
+                          : top_indices(acc, beams_to_keep);
+          chosen.clear();
+          for (size_t idx : picked) chosen.emplace_back(idx, acc[idx]);
+        }
+        for (const auto &[idx, score] : chosen) {
           const int32_t token = static_cast<int32_t>(idx % static_cast<size_t>(vocab));
           const bool eos = std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
           // d. stopping criteria on the extended sequence (length cur_len + 1)
           const bool hits = eos || cur_len + 1 >= max_length;
-          cands_of[b].push_back({acc[idx], static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits});
+          cands_of[b].push_back({score, static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits});
         }
       }
     });

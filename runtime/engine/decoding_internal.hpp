@@ -20,6 +20,21 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
 // `_expand_inputs_for_generation`.
 void expand_rows(StepModel &model, std::vector<float> &logits, int64_t vocab, int64_t times);
 
+// Indices of the `k` largest of `v`, best first, equal values in index order.
+std::vector<size_t> top_indices(const std::vector<float> &v, size_t k);
+
+// Beam search's candidate selection for one item without sampling (steps
+// b.-c.) from the raw logits of its n beam rows: log-normaliser, the
+// processors' changed tokens and the top raw scores instead of the dense
+// beams x vocab scores. Fills `picked` with (flat index, score) pairs equal to
+// top_indices over the dense scores and returns true, or returns false when
+// it cannot guarantee that (the caller then runs the dense path).
+bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n, int64_t vocab,
+                           const std::vector<float> &beam_scores,
+                           const std::vector<const std::vector<int32_t> *> &generated,
+                           const std::vector<int32_t> &prompt, int64_t cur_len, int64_t padded, size_t k,
+                           std::vector<std::pair<size_t, float>> *picked);
+
 // The longest prompt: transformers' input_ids.shape[-1] of a left-padded batch.
 int64_t padded_prompt_length(const std::vector<std::vector<int32_t>> &prompts);
 

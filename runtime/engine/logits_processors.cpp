@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -152,20 +153,114 @@ void softmax(const float *in, double *out, int64_t vocab) {
   for (int64_t v = 0; v < vocab; ++v) out[v] /= sum;
 }
 
-void log_softmax(const float *in, float *out, int64_t vocab) {
+namespace {
+
+// exp(x) for x <= 0 in straight-line float code the compiler vectorises
+// (std::exp is a library call per element): Cody-Waite reduction by ln 2 and
+// Cephes' expf polynomial (about 1 ulp), 2^n from the exponent bits. Inputs
+// below -87 give exp(-87) ~ 1.6e-38, which cannot change a double sum that
+// already holds exp(0) = 1 (the row's maximum), so -inf needs no branch.
+inline float exp_nonpositive(float x) {
+  x = x < -87.f ? -87.f : x;
+  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + shifter;
+  const float n = t - shifter;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  int32_t bits;
+  std::memcpy(&bits, &t, 4);  // t's low mantissa bits hold n (two's complement)
+  const int32_t e = ((bits - 0x4B400000) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &e, 4);
+  return p * scale;
+}
+
+}  // namespace
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+double
+log_sum_exp(const float *in, int64_t vocab) {
   float mx = kNegInf;
   for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, in[v]);
-  if (mx == kNegInf) {  // every token masked: all stay -inf
+  if (mx == kNegInf || std::isnan(mx)) return mx;
+  // exp in float (torch's precision), summed in double so the log-sum-exp is
+  // exact to float; eight partial sums keep the loop vectorisable.
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t v = 0;
+  for (; v + 8 <= vocab; v += 8)
+    for (int i = 0; i < 8; ++i) part[i] += static_cast<double>(exp_nonpositive(in[v + i] - mx));
+  for (; v < vocab; ++v) part[0] += static_cast<double>(exp_nonpositive(in[v] - mx));
+  const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+void log_softmax(const float *in, float *out, int64_t vocab) {
+  const double lse = log_sum_exp(in, vocab);
+  if (lse == -std::numeric_limits<double>::infinity()) {  // every token masked: all stay -inf
     std::fill(out, out + vocab, kNegInf);
     return;
   }
-  // exp in float (torch's precision; exp(-inf) = 0 needs no branch, so the
-  // loop vectorises), summed in double so the log-sum-exp is exact to float.
-  double sum = 0.0;
-  for (int64_t v = 0; v < vocab; ++v) sum += static_cast<double>(std::exp(in[v] - mx));
-  const double lse = static_cast<double>(mx) + std::log(sum);
   for (int64_t v = 0; v < vocab; ++v)
     out[v] = in[v] == kNegInf ? kNegInf : static_cast<float>(static_cast<double>(in[v]) - lse);
+}
+
+bool processed_overrides(const DecodingOptions &o, const float *raw, double lse, int64_t vocab,
+                         const RowHistory &history, int64_t cur_len, int64_t padded_prompt_len,
+                         std::vector<std::pair<int32_t, float>> *overrides) {
+  overrides->clear();
+  if (o.forced_bos_token_id && cur_len == 1) return false;
+  if (!o.forced_eos_token_ids.empty() && cur_len == padded_prompt_len + o.max_new_tokens - 1) return false;
+  // Same order and arithmetic as apply_processors on the dense row.
+  auto value = [&](int32_t t) -> float & {
+    for (auto &ov : *overrides)
+      if (ov.first == t) return ov.second;
+    const float x = raw[t];
+    overrides->emplace_back(t, x == kNegInf ? kNegInf : static_cast<float>(static_cast<double>(x) - lse));
+    return overrides->back().second;
+  };
+  if (o.repetition_penalty != 1.0) {
+    const float pen = static_cast<float>(o.repetition_penalty);
+    std::vector<int32_t> seen;
+    for (size_t i = 0; i < history.size(); ++i) {
+      const int32_t t = history[i];
+      if (t >= 0 && t < vocab && std::find(seen.begin(), seen.end(), t) == seen.end()) seen.push_back(t);
+    }
+    for (int32_t t : seen) {
+      float &v = value(t);
+      v = v < 0 ? v * pen : v / pen;
+    }
+  }
+  if (o.no_repeat_ngram_size > 0) {
+    const size_t len = history.size(), un = static_cast<size_t>(o.no_repeat_ngram_size);
+    if (len >= un) {
+      const size_t prefix = len + 1 - un;
+      for (size_t w = 0; w + un <= len; ++w) {
+        bool match = true;
+        for (size_t j = 0; j + 1 < un && match; ++j) match = history[w + j] == history[prefix + j];
+        const int32_t banned = history[w + un - 1];
+        if (match && banned >= 0 && banned < vocab) value(banned) = kNegInf;
+      }
+    }
+  }
+  if (o.min_new_tokens > 0 && !o.eos_token_ids.empty() && cur_len - padded_prompt_len < o.min_new_tokens)
+    for (int32_t e : o.eos_token_ids) value(e) = kNegInf;
+  for (int32_t t : o.suppress_tokens) value(t) = kNegInf;
+  if (!o.begin_suppress_tokens.empty()) {
+    const int64_t begin_index =
+        (padded_prompt_len > 1 || !o.forced_bos_token_id) ? padded_prompt_len : padded_prompt_len + 1;
+    if (cur_len == begin_index)
+      for (int32_t t : o.begin_suppress_tokens) value(t) = kNegInf;
+  }
+  return true;
 }
 
 double uniform01(uint64_t seed, uint64_t stream, uint64_t counter) {

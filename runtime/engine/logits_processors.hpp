@@ -41,6 +41,18 @@ void min_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep);
 
 // log_softmax / softmax of one row (float32 result, double accumulation).
 void log_softmax(const float *in, float *out, int64_t vocab);
+// The log-normaliser log_softmax subtracts: max + log(sum(exp(in - max))),
+// exp in float, sum in double; -inf when every entry is -inf (NaN stays NaN).
+// log_softmax(in)[v] == float(double(in[v]) - log_sum_exp(in)) for finite in[v].
+double log_sum_exp(const float *in, int64_t vocab);
+
+// apply_processors() for one log-probability row without materialising it:
+// every token the processors would change, with its processed value, given
+// the row's raw scores and log-normaliser. Returns false when a processor
+// rewrites the whole row this step (forced BOS/EOS): use the dense path.
+bool processed_overrides(const DecodingOptions &o, const float *raw, double lse, int64_t vocab,
+                         const RowHistory &history, int64_t cur_len, int64_t padded_prompt_len,
+                         std::vector<std::pair<int32_t, float>> *overrides);
 void softmax(const float *in, double *out, int64_t vocab);
 
 // A counter-based generator: the draw for (seed, stream, counter) does not

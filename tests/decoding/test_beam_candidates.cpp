@@ -1,0 +1,124 @@
+// Beam search picks its candidates from the raw logits (top_candidates_sparse:
+// log-normaliser, the processors' changed tokens, the top raw scores) instead
+// of the dense beams x vocab log-probabilities. Whenever it answers, it must
+// pick exactly what the dense path picks (same flat indices, same float
+// scores, same order); it must decline when a processor rewrites the row; and
+// it must answer in the common case (or it would be dead code).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "engine/decoding_internal.hpp"
+#include "engine/logits_processors.hpp"
+
+namespace parley::decoding {
+namespace {
+
+struct Trial {
+  std::vector<float> rows;  // n x vocab
+  std::vector<float> scores;
+  std::vector<std::vector<int32_t>> generated;
+  std::vector<int32_t> prompt;
+};
+
+std::vector<std::pair<size_t, float>> dense(const DecodingOptions &o, const Trial &t, size_t n, int64_t vocab,
+                                            int64_t cur_len, int64_t padded, size_t k) {
+  std::vector<float> lp(static_cast<size_t>(vocab)), acc(n * static_cast<size_t>(vocab));
+  for (size_t j = 0; j < n; ++j) {
+    log_softmax(t.rows.data() + j * static_cast<size_t>(vocab), lp.data(), vocab);
+    apply_processors(o, lp.data(), vocab, RowHistory{&t.prompt, &t.generated[j]}, cur_len, padded);
+    for (int64_t v = 0; v < vocab; ++v)
+      acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] = lp[static_cast<size_t>(v)] + t.scores[j];
+  }
+  std::vector<std::pair<size_t, float>> out;
+  for (size_t i : top_indices(acc, k)) out.emplace_back(i, acc[i]);
+  return out;
+}
+
+TEST(BeamCandidates, SparseSelectionEqualsDense) {
+  std::mt19937 rng(11);
+  int answered = 0, trials = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    const int64_t vocab = std::uniform_int_distribution<int64_t>(40, 400)(rng);
+    const size_t n = std::uniform_int_distribution<size_t>(1, 5)(rng);
+    const size_t k = 2 * n;
+    DecodingOptions o;
+    o.num_beams = static_cast<int64_t>(n);
+    o.eos_token_ids = {2};
+    o.max_new_tokens = 20;
+    if (trial % 3 == 1) o.repetition_penalty = 1.3;
+    if (trial % 4 == 1) o.no_repeat_ngram_size = 2;
+    if (trial % 5 == 2) o.suppress_tokens = {3, 5};
+    if (trial % 7 == 3) o.min_new_tokens = 5;
+    Trial t;
+    std::normal_distribution<float> nd(0.f, trial % 2 ? 3.f : 0.3f);
+    t.rows.resize(n * static_cast<size_t>(vocab));
+    for (float &x : t.rows) x = nd(rng);
+    // Ties and masked tokens: repeated values, some -inf.
+    for (size_t i = 0; i < t.rows.size(); i += 7) t.rows[i] = t.rows[i / 2];
+    for (size_t i = 3; i < t.rows.size(); i += 11) t.rows[i] = -std::numeric_limits<float>::infinity();
+    for (size_t j = 0; j < n; ++j) {
+      t.scores.push_back(j == 0 || trial % 6 ? -static_cast<float>(j) * 0.5f : -1.0e9f);
+      std::vector<int32_t> g;
+      for (int i = 0; i < 6; ++i) g.push_back(std::uniform_int_distribution<int32_t>(0, 9)(rng));
+      t.generated.push_back(g);
+    }
+    t.prompt = {0, 7, 4};
+    const int64_t padded = 3, cur_len = padded + 6;
+    std::vector<float> scores = t.scores;
+    std::vector<const std::vector<int32_t> *> gen;
+    for (const auto &g : t.generated) gen.push_back(&g);
+    std::vector<std::pair<size_t, float>> sparse;
+    ++trials;
+    if (!top_candidates_sparse(o, t.rows.data(), n, vocab, scores, gen, t.prompt, cur_len, padded, k, &sparse))
+      continue;
+    ++answered;
+    const auto want = dense(o, t, n, vocab, cur_len, padded, k);
+    ASSERT_EQ(sparse.size(), want.size()) << "trial " << trial;
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(sparse[i].first, want[i].first) << "trial " << trial << " pick " << i;
+      EXPECT_EQ(std::memcmp(&sparse[i].second, &want[i].second, sizeof(float)), 0)
+          << "trial " << trial << " pick " << i;
+    }
+  }
+  EXPECT_GT(answered, trials * 9 / 10) << "the sparse path declined too often to be the one that runs";
+}
+
+TEST(BeamCandidates, RoundingTiesAtTheBoundaryFallBackToDense) {
+  // Raw scores 1e-8 apart all round to the same log-probability (about
+  // -log(100)), so the dense path picks the lowest indices while the top raw
+  // scores are the highest indices: the sparse path must decline.
+  std::vector<float> row(100);
+  for (size_t i = 0; i < row.size(); ++i) row[i] = 1e-8f * static_cast<float>(i);
+  Trial t;
+  t.rows = row;
+  t.scores = {0.f};
+  t.generated = {{}};
+  t.prompt = {0};
+  DecodingOptions o;
+  std::vector<std::pair<size_t, float>> picked;
+  const bool answered =
+      top_candidates_sparse(o, row.data(), 1, 100, {0.f}, {&t.generated[0]}, t.prompt, 2, 1, 2, &picked);
+  EXPECT_FALSE(answered);
+  if (answered) {
+    EXPECT_EQ(picked, dense(o, t, 1, 100, 2, 1, 2));
+  }
+}
+
+TEST(BeamCandidates, DeclinesWhenAProcessorRewritesTheRow) {
+  DecodingOptions o;
+  o.forced_bos_token_id = 4;
+  std::vector<float> row(50, 0.5f);
+  std::vector<int32_t> prompt = {0}, none;
+  std::vector<std::pair<size_t, float>> picked;
+  EXPECT_FALSE(top_candidates_sparse(o, row.data(), 1, 50, {0.f}, {&none}, prompt, 1, 1, 2, &picked));
+  o.forced_bos_token_id.reset();
+  row.assign(50, -std::numeric_limits<float>::infinity());  // fully masked
+  EXPECT_FALSE(top_candidates_sparse(o, row.data(), 1, 50, {0.f}, {&none}, prompt, 2, 1, 2, &picked));
+}
+
+}  // namespace
+}  // namespace parley::decoding
