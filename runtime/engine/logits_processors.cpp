@@ -1,10 +1,18 @@
 #include "engine/logits_processors.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <numeric>
+
+// AVX-512 / AVX2 / baseline versions of the vectorised loops, chosen at load.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PARLEY_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PARLEY_VECTOR_CLONES
+#endif
 
 namespace parley::decoding {
 
@@ -161,7 +169,7 @@ namespace {
 // below -87 give exp(-87) ~ 1.6e-38, which cannot change a double sum that
 // already holds exp(0) = 1 (the row's maximum), so -inf needs no branch.
 inline float exp_nonpositive(float x) {
-  x = x < -87.f ? -87.f : x;
+  x = std::max(x, -87.f);
   const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = x * 1.44269504088896341f + shifter;
   const float n = t - shifter;
@@ -174,32 +182,33 @@ inline float exp_nonpositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  int32_t bits;
-  std::memcpy(&bits, &t, 4);  // t's low mantissa bits hold n (two's complement)
-  const int32_t e = ((bits - 0x4B400000) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &e, 4);
-  return p * scale;
+  // t's low mantissa bits hold n (two's complement); 2^n from the exponent field.
+  const int32_t e = ((std::bit_cast<int32_t>(t) - 0x4B400000) + 127) << 23;
+  return p * std::bit_cast<float>(e);
 }
 
 }  // namespace
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-double
-log_sum_exp(const float *in, int64_t vocab) {
+PARLEY_VECTOR_CLONES double log_sum_exp(const float *in, int64_t vocab) {
+  // Both loops are reductions the compiler may reorder (omp simd; this file
+  // is built with -O3 -fopenmp-simd, see runtime/CMakeLists.txt). A NaN makes
+  // the sum NaN whatever the order.
   float mx = kNegInf;
-  for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, in[v]);
+#pragma omp simd reduction(max : mx)
+  for (int64_t v = 0; v < vocab; ++v) mx = in[v] > mx ? in[v] : mx;
   if (mx == kNegInf || std::isnan(mx)) return mx;
   // exp in float (torch's precision), summed in double so the log-sum-exp is
-  // exact to float; eight partial sums keep the loop vectorisable.
-  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t v = 0;
-  for (; v + 8 <= vocab; v += 8)
-    for (int i = 0; i < 8; ++i) part[i] += static_cast<double>(exp_nonpositive(in[v + i] - mx));
-  for (; v < vocab; ++v) part[0] += static_cast<double>(exp_nonpositive(in[v] - mx));
-  const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  // exact to float. Blocks of exps first, then their sum: GCC vectorises
+  // each loop alone but not the fused one.
+  constexpr int64_t kBlock = 1024;
+  float e[kBlock];
+  double sum = 0.0;
+  for (int64_t v0 = 0; v0 < vocab; v0 += kBlock) {
+    const int64_t len = std::min(kBlock, vocab - v0);
+    for (int64_t i = 0; i < len; ++i) e[i] = exp_nonpositive(in[v0 + i] - mx);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(e[i]);
+  }
   return static_cast<double>(mx) + std::log(sum);
 }
 
