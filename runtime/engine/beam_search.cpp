@@ -33,17 +33,30 @@ struct Candidate {
 };
 
 // The `k` largest entries of a raw row, best first, ties to the lower index.
+// Once k are held, a block of 64 whose maximum does not beat the k-th is
+// skipped after one vectorised max (most of a vocabulary row).
 std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k) {
   std::vector<int32_t> best;
   best.reserve(k + 1);
-  for (int64_t i = 0; i < vocab; ++i) {
+  auto offer = [&](int64_t i) {
     const float x = row[i];
-    if (best.size() == k && !(x > row[best.back()])) continue;
+    if (best.size() == k && !(x > row[best.back()])) return;
     size_t j = best.size();
     while (j > 0 && x > row[best[j - 1]]) --j;
     best.insert(best.begin() + static_cast<std::ptrdiff_t>(j), static_cast<int32_t>(i));
     if (best.size() > k) best.pop_back();
+  };
+  constexpr int64_t kBlock = 64;
+  int64_t i = 0;
+  for (; i + kBlock <= vocab; i += kBlock) {
+    if (best.size() == k) {
+      float mx = row[i];
+      for (int64_t j = 1; j < kBlock; ++j) mx = row[i + j] > mx ? row[i + j] : mx;
+      if (!(mx > row[best.back()]) && mx == mx) continue;  // a NaN goes through offer()
+    }
+    for (int64_t j = 0; j < kBlock; ++j) offer(i + j);
   }
+  for (; i < vocab; ++i) offer(i);
   return best;
 }
 
