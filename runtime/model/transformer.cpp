@@ -612,21 +612,44 @@ void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) 
   const size_t kvd = static_cast<size_t>(dec_.kv_heads * dec_.head_dim), row = static_cast<size_t>(s.capacity) * kvd;
   int32_t longest = 0;
   for (int32_t p : parents) longest = std::max(longest, s.lengths[static_cast<size_t>(p)]);
-  // Rows are gathered through a staging buffer of the filled part only (no
-  // allocation or copy of the full capacity), then written back in place
-  // (a new cache only when the batch grows).
+  // Only the filled part of a row moves. Growing: rows go straight into a
+  // new cache. Otherwise in place: a row that keeps its own contents is not
+  // touched, a parent whose slot gets overwritten is staged first (only
+  // those), every other parent is read where it is.
+  const bool grows = rows > static_cast<size_t>(s.batch);
+  std::vector<int32_t> stage_slot(static_cast<size_t>(s.batch), -1);  // parent -> staging index
+  std::vector<int32_t> staged;
+  if (!grows)
+    for (size_t r = 0; r < rows; ++r) {
+      const int32_t p = parents[r];
+      const bool overwritten = static_cast<size_t>(p) < rows && parents[static_cast<size_t>(p)] != p;
+      if (p != static_cast<int32_t>(r) && overwritten && stage_slot[static_cast<size_t>(p)] < 0) {
+        stage_slot[static_cast<size_t>(p)] = static_cast<int32_t>(staged.size());
+        staged.push_back(p);
+      }
+    }
   auto gather = [&](DeviceArray<float> &buf, size_t row_elems, size_t used) {
-    if (used == 0) {
-      if (rows > static_cast<size_t>(s.batch)) buf = buffer(static_cast<int64_t>(rows * row_elems));
+    if (grows) {
+      DeviceArray<float> out = buffer(static_cast<int64_t>(rows * row_elems));
+      for (size_t r = 0; r < rows && used; ++r)
+        mem_->on_device(out.data() + r * row_elems, buf.data() + static_cast<size_t>(parents[r]) * row_elems,
+                        used * sizeof(float));
+      buf = std::move(out);
       return;
     }
-    DeviceArray<float> staging = buffer(static_cast<int64_t>(rows * used));
-    for (size_t r = 0; r < rows; ++r)
-      mem_->on_device(staging.data() + r * used, buf.data() + static_cast<size_t>(parents[r]) * row_elems,
+    if (used == 0) return;
+    DeviceArray<float> staging;
+    if (!staged.empty()) staging = buffer(static_cast<int64_t>(staged.size() * used));
+    for (size_t i = 0; i < staged.size(); ++i)
+      mem_->on_device(staging.data() + i * used, buf.data() + static_cast<size_t>(staged[i]) * row_elems,
                       used * sizeof(float));
-    if (rows > static_cast<size_t>(s.batch)) buf = buffer(static_cast<int64_t>(rows * row_elems));
-    for (size_t r = 0; r < rows; ++r)
-      mem_->on_device(buf.data() + r * row_elems, staging.data() + r * used, used * sizeof(float));
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t p = static_cast<size_t>(parents[r]);
+      if (p == r) continue;
+      const float *src =
+          stage_slot[p] >= 0 ? staging.data() + static_cast<size_t>(stage_slot[p]) * used : buf.data() + p * row_elems;
+      mem_->on_device(buf.data() + r * row_elems, src, used * sizeof(float));
+    }
   };
   for (auto &k : s.k) gather(k, row, static_cast<size_t>(longest) * kvd);
   for (auto &v : s.v) gather(v, row, static_cast<size_t>(longest) * kvd);

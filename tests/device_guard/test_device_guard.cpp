@@ -169,6 +169,44 @@ TEST_F(Guarded, BeamsShareTheirSourceExactly) {
   expect_shared_sources_exact(rt, "guarded");
 }
 
+// reorder() against recomputation: after a reorder, each row must continue
+// exactly as a fresh state fed its parent's tokens would. Patterns: swaps
+// with rows kept in place, duplicates, a shrink and a growth.
+void expect_reorder_like_recomputation(parley_runtime *rt, const std::string &device) {
+  parley_model *model = nullptr;
+  std::string path = env("PARLEY_PARITY_DIR") + "/models/llama.parley";
+  ASSERT_EQ(parley_model_load_file(rt, path.c_str(), nullptr, &model), PARLEY_OK) << parley_last_error();
+  parley::Transformer t(rt->impl, *model->impl.file, device);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 9, 13}, {7, 2, 4}, {3, 3, 8}, {11, 6, 1}};
+  const std::vector<std::vector<int32_t>> patterns = {
+      {0, 1, 2, 3}, {1, 0, 2, 3}, {2, 2, 0, 3}, {3, 1, 1, 0}, {0, 3}, {0, 0, 1, 1, 2, 2, 3, 3}, {2, 1}};
+  for (const auto &parents : patterns) {
+    auto st = t.start(4, 8);
+    std::vector<int32_t> flat;
+    for (const auto &p : prompts) flat.insert(flat.end(), p.begin(), p.end());
+    t.step(st, flat, 3);
+    t.reorder(st, parents);
+    std::vector<int32_t> next(parents.size());
+    for (size_t r = 0; r < parents.size(); ++r) next[r] = static_cast<int32_t>(20 + r);
+    const std::vector<float> got = t.step(st, next, 1, true);
+    std::vector<int32_t> again;
+    for (size_t r = 0; r < parents.size(); ++r) {
+      const auto &p = prompts[static_cast<size_t>(parents[r])];
+      again.insert(again.end(), p.begin(), p.end());
+      again.push_back(next[r]);
+    }
+    auto fresh = t.start(static_cast<int64_t>(parents.size()), 8);
+    const std::vector<float> want = t.step(fresh, again, 4, true);
+    EXPECT_LE(rel_diff(got, want), 1e-5) << device << ": parents " << ::testing::PrintToString(parents);
+  }
+  parley_model_free(model);
+}
+
+TEST_F(Guarded, ReorderContinuesLikeRecomputation) {
+  expect_reorder_like_recomputation(rt, "cpu");
+  expect_reorder_like_recomputation(rt, "guarded");
+}
+
 TEST_F(Guarded, DecoderOnlyModelMatchesCpuBitForBit) {
   expect_identical(rt, "llama.parley", false);
   expect_identical(rt, "qwen3.parley", false);
