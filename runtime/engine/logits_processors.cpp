@@ -7,8 +7,11 @@
 #include <limits>
 #include <numeric>
 
-// AVX-512 / AVX2 / baseline versions of the vectorised loops, chosen at load.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// AVX-512 / AVX2 / baseline versions of the vectorised loops, chosen at load
+// (ifunc). Not under sanitizers: libparley's ifunc resolvers run while the
+// library is relocated, before the sanitizer runtime is up (TSan crashes).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define PARLEY_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PARLEY_VECTOR_CLONES
