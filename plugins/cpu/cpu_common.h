@@ -152,12 +152,39 @@ inline float act_relu(float x) {
 inline float act_gelu_erf(float x) {
   return 0.5f * x * std::erfc(-x * 0.70710678118654752f);
 }
+// exp(x) in straight-line float code the compiler vectorises (std::exp is a
+// library call per element): Cody-Waite reduction by ln 2, Cephes' expf
+// polynomial (about 1 ulp), 2^n from the exponent bits. Above ~88.72 it is
+// +inf and below -87.3 it is 0 (std::exp would give a denormal there, which
+// changes neither activation below); NaN stays NaN.
+inline float exp_vectorizable(float x) {
+  const float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = xc * 1.44269504088896341f + shifter;
+  const float n = t - shifter;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  int32_t bits;
+  std::memcpy(&bits, &t, sizeof bits);  // t's low mantissa bits hold n
+  const int32_t e = ((bits - 0x4B400000) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &e, sizeof scale);
+  const float y = p * scale;
+  return x > 88.72f ? INFINITY : (x < -87.3f ? 0.f : y);
+}
 inline float act_gelu_tanh(float x) {
   const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
-  return x / (1.f + std::exp(-2.f * u));
+  return x / (1.f + exp_vectorizable(-2.f * u));
 }
 inline float act_silu(float x) {
-  return x / (1.f + std::exp(-x));
+  return x / (1.f + exp_vectorizable(-x));
 }
 
 // y[i] = act(x[i]) for n elements; x may equal y. act must be valid (0..4).
