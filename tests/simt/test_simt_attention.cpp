@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "../kernels/test_host.h"
+#include "cpu_reference.hpp"
 #include "mma_attention.cuh"  // float_to_bits
 #include "rel_error.hpp"
 #include "simt_attention.cuh"
@@ -141,30 +141,9 @@ Result run_emulated(const Case &c, const std::vector<T> &q, const std::vector<T>
 }
 
 Result run_cpu(const Case &c, const std::vector<float> &q, const std::vector<float> &k, const std::vector<float> &v) {
-  const int D = c.dim;
-  Result r;
-  r.out.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * D, std::nanf(""));
-  r.lse.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len, std::nanf(""));
-  r.probs.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * c.kv_len, std::nanf(""));
-  parley::test::TestHost host(1);
-  parley_attention_args a{};
-  a.struct_size = sizeof a;
-  a.dtype = PARLEY_DTYPE_F32;
-  a.batch = c.batch, a.num_heads = c.heads, a.num_kv_heads = c.kv_heads, a.q_len = c.q_len, a.kv_len = c.kv_len;
-  a.head_dim = D;
-  a.q = q.data(), a.q_stride_batch = int64_t{c.q_len} * c.heads * D, a.q_stride_head = D;
-  a.q_stride_seq = int64_t{c.heads} * D;
-  a.k = k.data(), a.k_stride_batch = int64_t{c.kv_len} * c.kv_heads * D, a.k_stride_head = D;
-  a.k_stride_seq = int64_t{c.kv_heads} * D;
-  a.v = v.data(), a.v_stride_batch = a.k_stride_batch, a.v_stride_head = D, a.v_stride_seq = a.k_stride_seq;
-  a.out = r.out.data(), a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
-  a.scale = 1.f / std::sqrt(static_cast<float>(D));
-  a.mask = c.mask;
-  a.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
-  a.probs = r.probs.data();
-  a.lse = r.lse.data();
-  EXPECT_EQ(parley::test::find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
-  return r;
+  auto r = parley::test::cpu_attention({c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.dim, c.mask, &c.key_lengths},
+                                       q, k, v, /*with_probs=*/true);
+  return Result{std::move(r.out), std::move(r.lse), std::move(r.probs)};
 }
 
 template <Fault F = Fault::kNone>

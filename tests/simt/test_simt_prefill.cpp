@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "../kernels/test_host.h"
+#include "cpu_reference.hpp"
 #include "mma_attention.cuh"
 #include "rel_error.hpp"
 #include "simt_emulator.hpp"
@@ -91,25 +91,9 @@ double prefill_error(const Case &c, uint32_t seed, Variant var = {}) {
   for (size_t i = 0; i < nq; ++i) got[i] = bits_to_float(out[i], c.bf16);
 
   // The cpu plugin on the same values in fp32.
-  std::vector<float> want(nq, std::nanf("")), want_lse(lse.size(), std::nanf(""));
-  parley::test::TestHost host(1);
-  parley_attention_args a{};
-  a.struct_size = sizeof a;
-  a.dtype = PARLEY_DTYPE_F32;
-  a.batch = c.batch, a.num_heads = c.heads, a.num_kv_heads = c.kv_heads, a.q_len = c.q_len, a.kv_len = c.kv_len;
-  a.head_dim = D;
-  a.q = qf.data(), a.q_stride_batch = int64_t{c.q_len} * c.heads * D, a.q_stride_head = D;
-  a.q_stride_seq = int64_t{c.heads} * D;
-  a.k = kf.data(), a.k_stride_batch = int64_t{c.kv_len} * c.kv_heads * D, a.k_stride_head = D;
-  a.k_stride_seq = int64_t{c.kv_heads} * D;
-  a.v = vf.data(), a.v_stride_batch = a.k_stride_batch, a.v_stride_head = D, a.v_stride_seq = a.k_stride_seq;
-  a.out = want.data(), a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
-  a.scale = 1.f / std::sqrt(float(D));
-  a.mask = c.mask;
-  a.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
-  a.lse = want_lse.data();
-  EXPECT_EQ(parley::test::find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK);
-  return std::max(rel_error(got, want), rel_error(lse, want_lse));
+  const auto want = parley::test::cpu_attention(
+      {c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, D, c.mask, &c.key_lengths}, qf, kf, vf, /*with_probs=*/false);
+  return std::max(rel_error(got, want.out), rel_error(lse, want.lse));
 }
 
 constexpr double kTol16 = 1e-2;

@@ -19,23 +19,8 @@ from __future__ import annotations
 
 from . import _lib
 from .chat import Chat, ChatStream
-from .errors import (
-    BusyError,
-    CancelledError,
-    ChecksumError,
-    ClosedError,
-    DeviceError,
-    InternalError,
-    InvalidArgumentError,
-    InvalidModelError,
-    NotFoundError,
-    OutOfMemoryError,
-    ParleyError,
-    ParleyIOError,
-    PluginError,
-    UnsupportedError,
-    UnsupportedVersionError,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F401,F403  (one exception class per parley_status)
 from .model import Hypothesis, Model, ModelInfo, TokenizerInfo, Translation, TranslationHypothesis
 from .runtime import DeviceInfo, KernelInfo, PluginInfo, Runtime
 
@@ -59,21 +44,6 @@ __all__ = [
     "Hypothesis",
     "Translation",
     "TranslationHypothesis",
-    "ParleyError",
-    "InvalidArgumentError",
-    "OutOfMemoryError",
-    "ParleyIOError",
-    "InvalidModelError",
-    "UnsupportedVersionError",
-    "ChecksumError",
-    "NotFoundError",
-    "PluginError",
-    "DeviceError",
-    "UnsupportedError",
-    "InternalError",
-    "CancelledError",
-    "ClosedError",
-    "BusyError",
     "library_version",
     "library_path",
-]
+] + _errors.__all__

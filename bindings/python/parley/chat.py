@@ -327,7 +327,7 @@ def _stream_worker(turn: _Turn, options, keep, q: queue.SimpleQueue, chat: Chat,
     q.put((_DONE, ok, result))
 
 
-class ChatStream:
+class ChatStream(Closable):
     """Iterator over the text pieces of one streamed reply (see Chat.stream).
 
     After the last piece, ``reply`` holds the whole reply and ``text`` what was yielded.
@@ -392,15 +392,3 @@ class ChatStream:
         self._turn.request_stop()
         if self._thread is not threading.current_thread():
             self._thread.join()
-
-    def __enter__(self) -> "ChatStream":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
