@@ -25,6 +25,13 @@
  *    type is named in a comment): C leaves an enum's size to the compiler.
  *  - Strings returned as `const char *` are owned by the object they came
  *    from and stay valid until that object is freed, unless noted.
+ *  - Text enters either NUL-terminated or, through the `_n` variants
+ *    (parley_tokenize_n, parley_translate_n, parley_chat_session_create_n,
+ *    parley_chat_append_n), as a pointer and a byte length that need not be
+ *    followed by a NUL. A NUL byte inside text is refused, never treated as
+ *    the end: PARLEY_ERROR_INVALID_ARGUMENT naming the text and the NUL's
+ *    byte offset (a host reading untrusted input must not have it cut short
+ *    silently, and no UTF-8 text a model is trained on holds U+0000).
  *  - Thread-safety: a parley_runtime may be used from several threads at once
  *    except that parley_runtime_free must not race with anything else using
  *    it. A parley_model is immutable after loading and may be shared by any
@@ -555,6 +562,16 @@ PARLEY_API parley_status parley_tokenize(const parley_model *model, const char *
                                          const char *language, int32_t *ids, size_t capacity, size_t *out_count);
 
 /*
+ * parley_tokenize of the `text_length` bytes at `text` (no NUL terminator
+ * needed; text may be NULL when text_length is 0). Errors as parley_tokenize,
+ * and PARLEY_ERROR_INVALID_ARGUMENT for a NUL byte inside the text (naming
+ * its byte offset) or text_length over 64 MiB. Thread-safe.
+ */
+PARLEY_API parley_status parley_tokenize_n(const parley_model *model, const char *text, size_t text_length,
+                                           int32_t add_special_tokens, const char *language, int32_t *ids,
+                                           size_t capacity, size_t *out_count);
+
+/*
  * Decode ids to UTF-8 text with the model's tokenizer (for translation
  * models: the target tokenizer). Byte sequences that are not valid UTF-8
  * become U+FFFD. skip_special_tokens != 0 drops special tokens. *out_text is
@@ -581,6 +598,13 @@ typedef struct parley_translation_options {
   const parley_generation_options *generation;
   int32_t return_attention; /* nonzero: keep each hypothesis' source attention */
   int32_t attention_layer;  /* decoder layer for return_attention; -1 = the last */
+  /* Appended in 0.1.x. Nonzero: a text that cannot be translated (empty,
+   * not valid UTF-8, holding a NUL byte, longer than the model accepts) does
+   * not fail the call; it gets no hypotheses, and
+   * parley_translation_result_error gives its status and message, while the
+   * other texts are translated. 0 (default): such a text fails the whole
+   * call with an error naming its index in `texts`. */
+  int32_t per_text_errors;
 } parley_translation_options;
 
 PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options);
@@ -605,6 +629,19 @@ typedef struct parley_translation_result parley_translation_result;
 PARLEY_API parley_status parley_translate(const parley_model *model, const char *const *texts, size_t count,
                                           const parley_translation_options *options,
                                           parley_translation_result **out_result);
+
+/*
+ * parley_translate of texts with explicit byte lengths: text i is the
+ * lengths[i] bytes at texts[i] (no NUL terminator needed). A NUL byte inside
+ * a text is refused like invalid UTF-8 ("text #i contains a NUL byte at byte
+ * offset k"; with per_text_errors, only that text fails). Errors as
+ * parley_translate; PARLEY_ERROR_INVALID_ARGUMENT also for lengths NULL or a
+ * text longer than 64 MiB. The arrays are only read during the call.
+ * Thread-safe.
+ */
+PARLEY_API parley_status parley_translate_n(const parley_model *model, const char *const *texts, const size_t *lengths,
+                                            size_t count, const parley_translation_options *options,
+                                            parley_translation_result **out_result);
 
 PARLEY_API parley_status parley_translation_result_count(const parley_translation_result *result, size_t *out_count);
 PARLEY_API parley_status parley_translation_result_hypothesis_count(const parley_translation_result *result,
@@ -634,6 +671,16 @@ PARLEY_API parley_status parley_translation_result_attention(const parley_transl
                                                              size_t *out_target_len, size_t *out_source_len);
 PARLEY_API void parley_translation_result_free(parley_translation_result *result);
 
+/*
+ * Why text `index` has no translation (options->per_text_errors): its status
+ * (parley_status; PARLEY_OK for a translated text) and a message without the
+ * text's index, e.g. "the text is 600 tokens, the model accepts 256" ("" for
+ * PARLEY_OK; owned by the result). out_message may be NULL. Errors:
+ * PARLEY_ERROR_NOT_FOUND (index out of range). Thread-safe.
+ */
+PARLEY_API parley_status parley_translation_result_error(const parley_translation_result *result, size_t index,
+                                                         int32_t *out_status, const char **out_message);
+
 /* ------------------------------------------------------------------ chat */
 
 typedef enum parley_chat_role {
@@ -659,6 +706,15 @@ typedef struct parley_chat_session parley_chat_session;
  */
 PARLEY_API parley_status parley_chat_session_create(const parley_model *model, const char *system_prompt,
                                                     parley_chat_session **out_session);
+/*
+ * parley_chat_session_create with a system prompt of `system_length` bytes
+ * at `system_prompt` (no NUL terminator needed); system_prompt NULL means no
+ * system message, as for parley_chat_session_create. Errors as
+ * parley_chat_session_create, and PARLEY_ERROR_INVALID_ARGUMENT for a NUL
+ * byte inside the prompt (naming its byte offset) or one over 64 MiB.
+ */
+PARLEY_API parley_status parley_chat_session_create_n(const parley_model *model, const char *system_prompt,
+                                                      size_t system_length, parley_chat_session **out_session);
 PARLEY_API void parley_chat_session_free(parley_chat_session *session);
 
 /*
@@ -668,6 +724,16 @@ PARLEY_API void parley_chat_session_free(parley_chat_session *session);
  * template requires it; the message is not added).
  */
 PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_t role, const char *content);
+
+/*
+ * parley_chat_append of the `length` bytes at `content` (no NUL terminator
+ * needed; NULL allowed when length is 0). Errors as parley_chat_append, and
+ * PARLEY_ERROR_INVALID_ARGUMENT for a NUL byte inside the content (naming
+ * its byte offset) or a length over 64 MiB; the message is not added.
+ * Same thread rules as parley_chat_append.
+ */
+PARLEY_API parley_status parley_chat_append_n(parley_chat_session *session, int32_t role, const char *content,
+                                              size_t length);
 
 /*
  * Streaming: receives each new piece of the reply (UTF-8, never a split code

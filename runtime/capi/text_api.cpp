@@ -36,6 +36,7 @@ constexpr size_t kMaxTexts = 4096;
 constexpr size_t kMaxTextBytes = size_t{1} << 26;  // 64 MiB per text
 constexpr size_t kMaxStops = 64;
 constexpr size_t kTranslationOptionsV1 = PARLEY_SIZE_THROUGH(parley_translation_options, attention_layer);
+static_assert(sizeof(parley_translation_options) > kTranslationOptionsV1, "per_text_errors follows the v1 fields");
 constexpr size_t kChatOptionsV1 = PARLEY_SIZE_THROUGH(parley_chat_options, user_data);
 constexpr size_t kChatStatsV1 = PARLEY_SIZE_THROUGH(parley_chat_stats, cached_tokens);
 
@@ -43,6 +44,20 @@ std::string text_arg(const char *s, const char *what) {
   require(s, what);
   size_t n = strnlen(s, kMaxTextBytes + 1);
   if (n > kMaxTextBytes) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + " is longer than 64 MiB");
+  return std::string(s, n);
+}
+
+// Text given with an explicit length (the _n entry points). NULL only with
+// length 0. check_nul: refuse a NUL byte inside it, naming its offset (a NUL
+// is never a terminator here); translate checks per text instead.
+std::string text_arg_n(const char *s, size_t n, const std::string &what, bool check_nul = true) {
+  if (!s && n) fail(PARLEY_ERROR_INVALID_ARGUMENT, what + " is NULL but its length is " + std::to_string(n));
+  if (n > kMaxTextBytes) fail(PARLEY_ERROR_INVALID_ARGUMENT, what + " is longer than 64 MiB");
+  if (!n) return std::string();
+  if (check_nul)
+    if (const void *z = std::memchr(s, 0, n))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           what + " contains a NUL byte at byte offset " + std::to_string(static_cast<const char *>(z) - s));
   return std::string(s, n);
 }
 
@@ -99,6 +114,16 @@ PARLEY_API parley_status parley_tokenize(const parley_model *model, const char *
   });
 }
 
+PARLEY_API parley_status parley_tokenize_n(const parley_model *model, const char *text, size_t text_length,
+                                           int32_t add_special_tokens, const char *language, int32_t *ids,
+                                           size_t capacity, size_t *out_count) {
+  // Checked here, then the same call as parley_tokenize (the text has no NUL, so its copy's c_str() is all of it).
+  std::string copy;
+  parley_status st = guarded(__func__, [&] { copy = text_arg_n(text, text_length, "text"); });
+  if (st != PARLEY_OK) return st;
+  return parley_tokenize(model, copy.c_str(), add_special_tokens, language, ids, capacity, out_count);
+}
+
 PARLEY_API parley_status parley_detokenize(const parley_model *model, const int32_t *ids, size_t count,
                                            int32_t skip_special_tokens, char **out_text) {
   return guarded(__func__, [&] {
@@ -127,41 +152,77 @@ PARLEY_API parley_status parley_translation_options_defaults(parley_translation_
   });
 }
 
+}  // extern "C"
+
+namespace {
+// parley_translate and parley_translate_n: lengths NULL means NUL-terminated texts.
+void translate_impl(const parley_model *model, const char *const *texts, const size_t *lengths, size_t count,
+                    const parley_translation_options *options, parley_translation_result **out_result) {
+  require(model, "model");
+  require(out_result, "out_result");
+  if (count == 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  require(texts, "texts");
+  if (count > kMaxTexts) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 4096 texts in one call");
+  parley_translation_options o{};
+  o.struct_size = sizeof o;
+  parley_translation_options_defaults(&o);
+  if (options) {
+    check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
+    std::memcpy(&o, options, options->struct_size);
+  }
+  const ModelFile &file = *model->impl.file;
+  if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
+    fail(PARLEY_ERROR_UNSUPPORTED, "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
+  TextTranslationOptions t;
+  t.decoding = resolve_generation_options(file, o.generation);
+  t.decoding.on_token = nullptr;
+  if (o.source_language) t.source_language = text_arg(o.source_language, "options->source_language");
+  if (o.target_language) t.target_language = text_arg(o.target_language, "options->target_language");
+  if (o.return_attention != 0 && o.return_attention != 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->return_attention must be 0 or 1");
+  if (o.per_text_errors != 0 && o.per_text_errors != 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->per_text_errors must be 0 or 1");
+  t.attention = o.return_attention != 0;
+  t.attention_layer = o.attention_layer;
+  t.per_text_errors = o.per_text_errors != 0;
+  std::vector<std::string> inputs;
+  inputs.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    std::string what = "texts[" + std::to_string(i) + "]";
+    // A NUL inside a text is the text's own fault: translate_text refuses it per text.
+    inputs.push_back(lengths ? text_arg_n(texts[i], lengths[i], what, /*check_nul=*/false)
+                             : text_arg(texts[i], what.c_str()));
+  }
+  auto result = std::make_unique<parley_translation_result>();
+  result->items = translate_text(model->impl.transformer(), file, model->impl.text(), inputs, t);
+  *out_result = result.release();
+}
+}  // namespace
+
+extern "C" {
+
 PARLEY_API parley_status parley_translate(const parley_model *model, const char *const *texts, size_t count,
                                           const parley_translation_options *options,
                                           parley_translation_result **out_result) {
+  return guarded(__func__, [&] { translate_impl(model, texts, nullptr, count, options, out_result); });
+}
+
+PARLEY_API parley_status parley_translate_n(const parley_model *model, const char *const *texts, const size_t *lengths,
+                                            size_t count, const parley_translation_options *options,
+                                            parley_translation_result **out_result) {
   return guarded(__func__, [&] {
-    require(model, "model");
-    require(out_result, "out_result");
-    if (count == 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
-    require(texts, "texts");
-    if (count > kMaxTexts) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 4096 texts in one call");
-    parley_translation_options o{};
-    o.struct_size = sizeof o;
-    parley_translation_options_defaults(&o);
-    if (options) {
-      check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
-      std::memcpy(&o, options, options->struct_size);
-    }
-    const ModelFile &file = *model->impl.file;
-    if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
-      fail(PARLEY_ERROR_UNSUPPORTED,
-           "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
-    TextTranslationOptions t;
-    t.decoding = resolve_generation_options(file, o.generation);
-    t.decoding.on_token = nullptr;
-    if (o.source_language) t.source_language = text_arg(o.source_language, "options->source_language");
-    if (o.target_language) t.target_language = text_arg(o.target_language, "options->target_language");
-    if (o.return_attention != 0 && o.return_attention != 1)
-      fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->return_attention must be 0 or 1");
-    t.attention = o.return_attention != 0;
-    t.attention_layer = o.attention_layer;
-    std::vector<std::string> inputs;
-    for (size_t i = 0; i < count; ++i)
-      inputs.push_back(text_arg(texts[i], ("texts[" + std::to_string(i) + "]").c_str()));
-    auto result = std::make_unique<parley_translation_result>();
-    result->items = translate_text(model->impl.transformer(), file, model->impl.text(), inputs, t);
-    *out_result = result.release();
+    if (count) require(lengths, "lengths");
+    translate_impl(model, texts, lengths, count, options, out_result);
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_error(const parley_translation_result *result, size_t index,
+                                                         int32_t *out_status, const char **out_message) {
+  return guarded(__func__, [&] {
+    require(out_status, "out_status");
+    const TextTranslation &t = item(result, index);
+    *out_status = t.error;
+    if (out_message) *out_message = t.error_message.c_str();
   });
 }
 
@@ -355,6 +416,25 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
     out.cached_tokens = c.cached_tokens;
     parley::capi::copy_out(stats, out);
   });
+}
+
+PARLEY_API parley_status parley_chat_session_create_n(const parley_model *model, const char *system_prompt,
+                                                      size_t system_length, parley_chat_session **out_session) {
+  // Checked here, then the same call as parley_chat_session_create (no NUL inside, so c_str() is all of it).
+  std::string copy;
+  parley_status st = guarded(__func__, [&] {
+    if (system_prompt) copy = text_arg_n(system_prompt, system_length, "system_prompt");
+  });
+  if (st != PARLEY_OK) return st;
+  return parley_chat_session_create(model, system_prompt ? copy.c_str() : nullptr, out_session);
+}
+
+PARLEY_API parley_status parley_chat_append_n(parley_chat_session *session, int32_t role, const char *content,
+                                              size_t length) {
+  std::string copy;
+  parley_status st = guarded(__func__, [&] { copy = text_arg_n(content, length, "content"); });
+  if (st != PARLEY_OK) return st;
+  return parley_chat_append(session, role, copy.c_str());
 }
 
 }  // extern "C"

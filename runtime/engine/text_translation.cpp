@@ -38,6 +38,20 @@ std::vector<float> attention_of(const Transformer &model, const std::vector<int3
             st.cross_probs[static_cast<size_t>((h * n + skip + t) * S + s)] / static_cast<float>(heads);
   return out;
 }
+
+// The source ids of one text, or an Error whose message reads without the
+// text's index (the caller adds it, or keeps it per text).
+std::vector<int32_t> encode_source(const Tokenizer &src, const std::string &text, const std::string &language,
+                                   int64_t max_positions) {
+  if (text.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the text is empty");
+  if (size_t nul = text.find('\0'); nul != std::string::npos)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "the text contains a NUL byte at byte offset " + std::to_string(nul));
+  std::vector<int32_t> ids = src.encode(text, /*add_special=*/true, language);
+  if (max_positions > 0 && static_cast<int64_t>(ids.size()) > max_positions)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "the text is " + std::to_string(ids.size()) + " tokens, the model accepts " + std::to_string(max_positions));
+  return ids;
+}
 }  // namespace
 
 std::vector<TextTranslation> translate_text(const Transformer &model, const ModelFile &file, const TextModel &text,
@@ -65,34 +79,39 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
   }
 
   const int64_t max_src = model.encoder_params().max_positions;
-  std::vector<std::vector<int32_t>> sources;
+  std::vector<TextTranslation> out(inputs.size());
+  std::vector<std::vector<int32_t>> sources;  // of the texts that pass, in order
+  std::vector<size_t> kept;                   // their indices in `inputs`
   for (size_t i = 0; i < inputs.size(); ++i) {
-    if (inputs[i].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "text #" + std::to_string(i) + " is empty");
     try {
-      sources.push_back(src.encode(inputs[i], /*add_special=*/true, options.source_language));
+      out[i].source_tokens = encode_source(src, inputs[i], options.source_language, max_src);
     } catch (const Error &e) {
-      fail(e.status(), "text #" + std::to_string(i) + ": " + e.what());
+      // Only the text's own faults stay with the text; an unknown language or a
+      // file without tokenizer fails the call either way.
+      if (!options.per_text_errors || e.status() != PARLEY_ERROR_INVALID_ARGUMENT)
+        fail(e.status(), "text #" + std::to_string(i) + ": " + e.what());
+      out[i].error = e.status();
+      out[i].error_message = e.what();
+      continue;
     }
-    if (max_src > 0 && static_cast<int64_t>(sources.back().size()) > max_src)
-      fail(PARLEY_ERROR_INVALID_ARGUMENT, "text #" + std::to_string(i) + " is " +
-                                              std::to_string(sources.back().size()) + " tokens, the model accepts " +
-                                              std::to_string(max_src));
+    sources.push_back(out[i].source_tokens);
+    kept.push_back(i);
   }
+  if (kept.empty()) return out;  // every text failed on its own (per_text_errors)
   const std::vector<int32_t> prompt{static_cast<int32_t>(decoder_start(file))};
   const int64_t max_dec = model.decoder_params().max_positions;
   if (max_dec > 0) dec.max_new_tokens = std::min<int64_t>(dec.max_new_tokens, max_dec - 1);
-  auto hyps = translate(model, sources, std::vector<std::vector<int32_t>>(inputs.size(), prompt), dec);
+  auto hyps = translate(model, sources, std::vector<std::vector<int32_t>>(sources.size(), prompt), dec);
 
-  std::vector<TextTranslation> out(inputs.size());
   const int64_t layer = options.attention_layer < 0 ? model.decoder_params().layers - 1 : options.attention_layer;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    out[i].source_tokens = sources[i];
-    for (Hypothesis &h : hyps[i]) {
+  for (size_t k = 0; k < kept.size(); ++k) {
+    const size_t i = kept[k];
+    for (Hypothesis &h : hyps[k]) {
       TextHypothesis th;
       th.text = tgt.decode(h.tokens, /*skip_special=*/true);
       th.score = h.score;
       if (options.attention && !h.tokens.empty())
-        th.attention = attention_of(model, sources[i], prompt, h.tokens, layer);
+        th.attention = attention_of(model, out[i].source_tokens, prompt, h.tokens, layer);
       th.tokens = std::move(h.tokens);
       out[i].hypotheses.push_back(std::move(th));
     }

@@ -6,6 +6,10 @@
 // head-averaged cross-attention of one decoder layer, recomputed by one
 // teacher-forced pass over the final tokens (the attention a token saw is
 // the same as during search: it depends only on its prefix).
+//
+// Each input is checked before any decoding: not empty, no NUL byte (text
+// can arrive with an explicit length; a NUL is refused, never a terminator),
+// valid UTF-8 (the tokenizer), at most the encoder's positions in tokens.
 #pragma once
 
 #include <string>
@@ -23,6 +27,9 @@ struct TextTranslationOptions {
   std::string source_language, target_language;  // empty: none
   bool attention = false;
   int64_t attention_layer = -1;  // -1: the last decoder layer
+  // false: a text that cannot be translated fails the whole call ("text #i: ...",
+  // i = its index in `inputs`); true: only that text fails (TextTranslation::error).
+  bool per_text_errors = false;
 };
 
 struct TextHypothesis {
@@ -35,6 +42,8 @@ struct TextHypothesis {
 struct TextTranslation {
   std::vector<int32_t> source_tokens;
   std::vector<TextHypothesis> hypotheses;  // best first
+  parley_status error = PARLEY_OK;         // per_text_errors: why this text has no hypotheses
+  std::string error_message;               // ... without the text's index ("" when error is PARLEY_OK)
 };
 
 std::vector<TextTranslation> translate_text(const Transformer &model, const ModelFile &file, const TextModel &text,

@@ -197,6 +197,7 @@ class TranslationOptions(Structure):
         ("generation", POINTER(GenerationOptions)),
         ("return_attention", c_int32),
         ("attention_layer", c_int32),
+        ("per_text_errors", c_int32),
     ]
 
 
