@@ -1,7 +1,8 @@
 // parley — command-line front end over the public C API.
 //   parley plugins [--plugin-dir DIR]... [--load LIB]...
 //   parley inspect FILE [--no-verify] [--device NAME] [--plugin-dir DIR]...
-//   parley translate MODEL [--source-language L] [--target-language L] [--beam N] ...  (stdin -> stdout)
+//   parley translate MODEL [--source-language L] [--target-language L] [--beam N] ...  (stdin -> stdout,
+//                          line N of the output for line N of the input; bad lines reported as "line N: ...")
 //   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample] ...
 //   parley convert HF_DIR OUT.parley [converter options]
 #include <parley/parley.h>
@@ -224,7 +225,11 @@ int main(int argc, char **argv) {
   add_common(inspect);
 
   parley_cli::TranslateArgs ta;
-  auto *translate = app.add_subcommand("translate", "Translate lines from stdin to stdout (batched)");
+  auto *translate = app.add_subcommand(
+      "translate",
+      "Translate lines from stdin to stdout (batched). Output line N is input line N's translation (--nbest K: "
+      "K lines each); an empty or untranslatable line gives empty output, a bad line is reported on stderr as "
+      "'line N: reason', and the exit status is 1 when any line failed");
   translate->add_option("model", ta.model, "Translation model file")->required();
   translate->add_option("-s,--source-language", ta.source_language, "Source language code (multilingual models)");
   translate->add_option("-t,--target-language", ta.target_language, "Target language code (multilingual models)");

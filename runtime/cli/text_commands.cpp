@@ -33,11 +33,40 @@ parley_model *load(parley_runtime *rt, const std::string &path) {
   return m;
 }
 
-// Translates one batch of non-empty lines; empty lines stay empty.
-int translate_batch(parley_model *m, const TranslateArgs &a, const std::vector<std::string> &lines) {
+// One input line: its bytes (NUL bytes included: the C API gets the real
+// length and refuses a NUL, so such a line is reported, never cut short) and
+// its 1-based number in the input.
+struct Line {
+  std::string text;
+  size_t number;
+};
+
+// Reads the next line of `in` (without '\n', and without a '\r' before it).
+bool next_line(std::istream &in, std::string &line) {
+  if (!std::getline(in, line)) return false;
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return true;
+}
+
+// Why a line failed, by its input line number (the library names only the
+// text's index within one call; this maps it back).
+void report_line(size_t number, parley_status st, const char *message) {
+  std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, message, parley_status_name(st));
+}
+
+// Translates one batch of lines. Output stays aligned with the input: every
+// input line gives exactly `nbest` output lines, empty for an empty line and
+// for a line that cannot be translated (reported on stderr as "line N:
+// <reason>", *bad_lines counts them). Returns nonzero only when the whole
+// call failed (bad options, unknown language, out of memory...).
+int translate_batch(parley_model *m, const TranslateArgs &a, const std::vector<Line> &lines, size_t *bad_lines) {
   std::vector<const char *> texts;
+  std::vector<size_t> lengths;
   for (const auto &l : lines)
-    if (!l.empty()) texts.push_back(l.c_str());
+    if (!l.text.empty()) {
+      texts.push_back(l.text.data());
+      lengths.push_back(l.text.size());
+    }
   parley_translation_result *r = nullptr;
   if (!texts.empty()) {
     parley_generation_options g;
@@ -52,27 +81,36 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const std::vector<s
     o.source_language = a.source_language.empty() ? nullptr : a.source_language.c_str();
     o.target_language = a.target_language.empty() ? nullptr : a.target_language.c_str();
     o.generation = &g;
-    parley_status st = parley_translate(m, texts.data(), texts.size(), &o, &r);
+    o.per_text_errors = 1;  // one bad line must not cost the others their translation
+    parley_status st = parley_translate_n(m, texts.data(), lengths.data(), texts.size(), &o, &r);
     if (st != PARLEY_OK) return fail(st, "translate");
   }
+  const bool with_scores = a.scores || a.nbest > 1;
   size_t next = 0;
   for (const auto &l : lines) {
-    if (l.empty()) {
-      std::printf("\n");
-      continue;
-    }
     size_t n = 0;
-    parley_translation_result_hypothesis_count(r, next, &n);
-    for (size_t h = 0; h < n; ++h) {
-      const char *text = nullptr;
-      float score = 0.f;
-      parley_translation_result_text(r, next, h, &text, &score);
-      if (a.scores || a.nbest > 1)
-        std::printf("%.4f\t%s\n", static_cast<double>(score), text);
-      else
-        std::printf("%s\n", text);
+    if (!l.text.empty()) {
+      int32_t status = PARLEY_OK;
+      const char *message = "";
+      parley_translation_result_error(r, next, &status, &message);
+      if (status != PARLEY_OK) {
+        report_line(l.number, static_cast<parley_status>(status), message);
+        ++*bad_lines;
+      } else {
+        parley_translation_result_hypothesis_count(r, next, &n);
+      }
+      for (size_t h = 0; h < n && h < a.nbest; ++h) {
+        const char *text = nullptr;
+        float score = 0.f;
+        parley_translation_result_text(r, next, h, &text, &score);
+        if (with_scores)
+          std::printf("%.4f\t%s\n", static_cast<double>(score), text);
+        else
+          std::printf("%s\n", text);
+      }
+      ++next;
     }
-    ++next;
+    for (size_t h = n; h < a.nbest; ++h) std::printf("\n");
   }
   std::fflush(stdout);
   parley_translation_result_free(r);
@@ -95,19 +133,23 @@ int32_t print_delta(void *, const char *text, size_t length) {
 int translate(parley_runtime *rt, const TranslateArgs &a) {
   parley_model *m = load(rt, a.model);
   if (!m) return 1;
-  std::vector<std::string> lines;
-  std::string line;
+  std::vector<Line> lines;
+  std::string text;
+  size_t number = 0, bad = 0;
   int rc = 0;
-  while (rc == 0 && std::getline(std::cin, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(line);
+  while (rc == 0 && next_line(std::cin, text)) {
+    lines.push_back({text, ++number});
     if (lines.size() >= a.batch) {
-      rc = translate_batch(m, a, lines);
+      rc = translate_batch(m, a, lines, &bad);
       lines.clear();
     }
   }
-  if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, lines);
+  if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, lines, &bad);
   parley_model_free(m);
+  if (rc == 0 && bad) {
+    std::fprintf(stderr, "parley: %zu of %zu line(s) could not be translated (empty output lines)\n", bad, number);
+    rc = 1;
+  }
   return rc;
 }
 
@@ -128,7 +170,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   }
   parley_chat_session *s = nullptr;
   bool has_system = !a.system.empty() || !a.system_file.empty();
-  parley_status st = parley_chat_session_create(m, has_system ? system.c_str() : nullptr, &s);
+  parley_status st = parley_chat_session_create_n(m, has_system ? system.data() : nullptr, system.size(), &s);
   if (st != PARLEY_OK) {
     parley_model_free(m);
     return fail(st, "creating the chat session");
@@ -160,13 +202,15 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
     std::printf("Chatting with %s. /reset starts over, /stats shows the cache counters, Ctrl-D quits.\n",
                 a.model.c_str());
   std::string line;
+  size_t number = 0, bad = 0;
   int rc = 0;
   while (true) {
     if (tty) {
       std::printf("> ");
       std::fflush(stdout);
     }
-    if (!std::getline(std::cin, line)) break;
+    if (!next_line(std::cin, line)) break;
+    ++number;
     if (line == "/reset") {
       parley_chat_reset(s);
       continue;
@@ -184,16 +228,26 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
                   static_cast<unsigned long long>(stats.cached_tokens));
       continue;
     }
-    if (!tty) std::printf("> %s\n", line.c_str());
-    st = parley_chat_append(s, PARLEY_ROLE_USER, line.c_str());
+    // The message with its real length: a NUL or invalid UTF-8 is reported by
+    // line number and skipped; the conversation goes on (exit status 1 at the end).
+    st = parley_chat_append_n(s, PARLEY_ROLE_USER, line.data(), line.size());
     if (st != PARLEY_OK) {
-      rc = fail(st, "adding the message");
-      break;
+      report_line(number, st, parley_last_error());
+      ++bad;
+      continue;
     }
+    if (!tty) std::printf("> %s\n", line.c_str());
     st = parley_chat_generate(s, &o, nullptr);
     std::printf("\n");
     if (st == PARLEY_ERROR_CANCELLED) {
       std::printf("[cancelled]\n");
+      continue;
+    }
+    if (st == PARLEY_ERROR_INVALID_ARGUMENT) {
+      // e.g. the conversation no longer fits the model: drop this message, say so, go on.
+      report_line(number, st, parley_last_error());
+      parley_chat_remove_last(s);
+      ++bad;
       continue;
     }
     if (st != PARLEY_OK) {
@@ -211,6 +265,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
                    static_cast<unsigned long long>(stats.generated_tokens));
     }
   }
+  if (rc == 0 && bad) rc = 1;
   g_session = nullptr;
   parley_chat_session_free(s);
   parley_model_free(m);

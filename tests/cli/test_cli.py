@@ -1,0 +1,108 @@
+"""`parley translate` and `parley chat` on crafted stdin: every good line is
+translated, each bad line (invalid UTF-8, a NUL byte, too long for the model)
+is reported on stderr by its input line number, the output stays aligned with
+the input (a bad line gives an empty output line), and the exit status says
+that something failed. Run through ctest (PARLEY_CLI, PARLEY_DEMO_MODELS,
+PARLEY_PLUGIN_BUILD_DIR)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CLI = os.environ.get("PARLEY_CLI", "")
+MODELS = Path(os.environ.get("PARLEY_DEMO_MODELS", ""))
+DE_EN = str(MODELS / "opus-mt-de-en.parley")
+LLM = str(MODELS / "support-llama.parley")
+
+pytestmark = pytest.mark.skipif(not CLI, reason="PARLEY_CLI is not set (run through ctest)")
+
+
+def run(args: list[str], stdin: bytes, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PARLEY_PLUGIN_PATH"] = os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")
+    return subprocess.run(
+        [CLI, *args, "--threads", "1"], input=stdin, capture_output=True, timeout=timeout, env=env, check=False
+    )
+
+
+GOOD = [f"Hallo! Wo ist meine Bestellung {9019900 + i}?".encode() for i in range(50)]
+TOO_LONG = b"wort " * 600  # > 256 source tokens: the model's limit
+
+
+def crafted() -> tuple[list[bytes], dict[int, str]]:
+    """45 input lines; the bad ones (1-based line number -> what stderr must say)."""
+    lines = list(GOOD[:45])
+    bad = {
+        7: r"line 7: .*UTF-8.*byte offset 6",
+        12: r"line 12: .*tokens, the model accepts 256",
+        20: r"line 20: .*NUL byte at byte offset 5",
+        41: r"line 41: .*tokens, the model accepts 256",
+    }
+    lines[6] = b"Hallo \xff Welt!"
+    lines[11] = TOO_LONG
+    lines[19] = b"Guten\0 Morgen!"
+    lines[40] = TOO_LONG
+    lines[24] = b""  # an empty line is no error: an empty output line
+    return lines, bad
+
+
+def test_translate_reports_bad_lines_and_keeps_every_good_one():
+    lines, bad = crafted()
+    out = run(["translate", DE_EN], b"\n".join(lines) + b"\n")
+    got = out.stdout.decode().split("\n")
+    assert got[-1] == "", "output ends with a newline"
+    got = got[:-1]
+    assert len(got) == len(lines), f"{len(got)} output lines for {len(lines)} input lines; stderr: {out.stderr!r}"
+    # The good lines translate exactly as they do in a run without the bad ones.
+    good = [i for i, l in enumerate(lines) if l and (i + 1) not in bad]
+    ref = run(["translate", DE_EN], b"\n".join(lines[i] for i in good) + b"\n")
+    assert ref.returncode == 0, ref.stderr
+    ref_lines = ref.stdout.decode().split("\n")[:-1]
+    assert len(ref_lines) == len(good)
+    for i, want in zip(good, ref_lines):
+        assert want and got[i] == want, f"line {i + 1}"
+    for n in list(bad) + [25]:
+        assert got[n - 1] == "", f"line {n}: a bad or empty line gives an empty output line"
+    err = out.stderr.decode()
+    for n, pattern in bad.items():
+        assert re.search(pattern, err), f"stderr does not report line {n}: {err!r}"
+    reported = sorted(int(m) for m in re.findall(r"line (\d+):", err))
+    assert reported == sorted(bad), err
+    assert "text #" not in err, "the batch position means nothing to the user"
+    assert out.returncode == 1
+
+
+def test_translate_all_good_exits_zero_and_nbest_stays_aligned():
+    lines = [GOOD[0], b"", GOOD[1]]
+    out = run(["translate", DE_EN], b"\n".join(lines) + b"\n")
+    assert out.returncode == 0 and out.stderr == b""
+    assert len(out.stdout.decode().split("\n")[:-1]) == 3
+    # --nbest 2: two lines per input line, bad and empty lines included.
+    lines = [GOOD[0], b"Hallo \xc3\x28", b"", GOOD[1]]
+    out = run(["translate", DE_EN, "--nbest", "2"], b"\n".join(lines) + b"\n")
+    got = out.stdout.decode().split("\n")[:-1]
+    assert len(got) == 8, got
+    assert all("\t" in g for g in got[0:2] + got[6:8])
+    assert got[2:6] == ["", "", "", ""]
+    assert re.search(r"line 2: .*UTF-8", out.stderr.decode())
+    assert out.returncode == 1
+    # The last line without a newline, with a CR (CRLF input): still one line each.
+    out = run(["translate", DE_EN], GOOD[0] + b"\r\n" + GOOD[1])
+    assert out.returncode == 0 and len(out.stdout.decode().split("\n")[:-1]) == 2
+
+
+def test_chat_reports_a_bad_line_and_goes_on():
+    stdin = b"Hello!\nWhere is\0 my order?\nWhat are your opening hours?\n\xff\xfe\n"
+    out = run(["chat", LLM, "--max-tokens", "8"], stdin)
+    text = out.stdout.decode(errors="replace")
+    err = out.stderr.decode(errors="replace")
+    assert "> Hello!" in text and "> What are your opening hours?" in text, text
+    assert re.search(r"line 2: .*NUL byte at byte offset 8", err), err
+    assert re.search(r"line 4: .*UTF-8", err), err
+    assert "Where is" not in text, "a line with a NUL is refused, not cut short and sent"
+    assert out.returncode == 1
