@@ -620,8 +620,9 @@ typedef struct parley_translation_result parley_translation_result;
 /*
  * Translate a batch of UTF-8 texts with an encoder-decoder model. Errors:
  * PARLEY_ERROR_INVALID_ARGUMENT (empty batch, empty text, invalid UTF-8 or a
- * text longer than the model accepts — each naming the text's index —, a
- * multilingual model without target_language, bad options),
+ * text longer than the model accepts — each naming the text's index in
+ * `texts` as "text #i: <reason>"; with options->per_text_errors only that
+ * text fails —, a multilingual model without target_language, bad options),
  * PARLEY_ERROR_NOT_FOUND (unknown language code), PARLEY_ERROR_UNSUPPORTED
  * (decoder-only model, file without tokenizer), and those of
  * parley_translate_tokens. Thread-safe.
