@@ -277,9 +277,8 @@ static void test_text_lengths(parley_runtime *rt) {
     texts[3] = "";
     texts[4] = huge;
     texts[5] = DE_EN_TEXTS[2];
-    for (k = 0; k < 6; ++k) lengths[k] = strlen(texts[k]);
-    lengths[1] = sizeof with_nul - 1;
-    lengths[4] = len;
+    for (k = 0; k < 6; ++k) /* huge and with_nul are not NUL-terminated where they end */
+      lengths[k] = k == 4 ? len : k == 1 ? sizeof with_nul - 1 : strlen(texts[k]);
     CHECK_STATUS(parley_translate_n(de_en, texts, lengths, 6, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
     CHECK(strstr(parley_last_error(), "text #1: the text contains a NUL byte at byte offset 5") != NULL);
     CHECK(r == NULL);
