@@ -192,8 +192,9 @@ static inline parley_status parley_runtime_options_init(parley_runtime_options *
 /*
  * Create a runtime: a thread pool, a kernel registry and the plugins found in
  * the configured locations. A plugin that cannot be loaded (missing entry
- * point, ABI mismatch, duplicate name, malformed descriptor) is skipped and
- * logged as a warning; it does not make creation fail. `options` may be NULL.
+ * point, ABI mismatch, duplicate name, malformed descriptor, a matching name
+ * that is not a regular file, e.g. a FIFO) is skipped and logged as a
+ * warning; it does not make creation fail. `options` may be NULL.
  * On success *out_runtime owns a new runtime; free it with parley_runtime_free.
  */
 PARLEY_API parley_status parley_runtime_create(const parley_runtime_options *options, parley_runtime **out_runtime);
@@ -206,8 +207,10 @@ PARLEY_API void parley_runtime_free(parley_runtime *runtime);
 
 /*
  * Load one plugin library explicitly (a path to a shared library).
- * Errors: PARLEY_ERROR_IO (cannot open), PARLEY_ERROR_PLUGIN (no entry point,
- * ABI mismatch, duplicate plugin or device name, malformed descriptor).
+ * Errors: PARLEY_ERROR_IO (cannot open; or not a regular file: a FIFO, device
+ * or directory is refused without being opened), PARLEY_ERROR_PLUGIN (no
+ * entry point, ABI mismatch, duplicate plugin or device name, malformed
+ * descriptor: see the struct_size rules in parley/plugin.h).
  * On error the runtime is unchanged and keeps working. Thread-safe.
  */
 PARLEY_API parley_status parley_runtime_load_plugin(parley_runtime *runtime, const char *path);
@@ -301,7 +304,8 @@ static inline parley_status parley_model_options_init(parley_model_options *opti
 /*
  * Load a model file (memory-mapped; pages are read on demand). The file is
  * treated as untrusted: see formats/FORMAT.md section 4 for every check.
- * Errors: PARLEY_ERROR_IO, PARLEY_ERROR_INVALID_MODEL,
+ * Errors: PARLEY_ERROR_IO (also a path that is not a regular file: a FIFO,
+ * device or directory is refused without blocking), PARLEY_ERROR_INVALID_MODEL,
  * PARLEY_ERROR_UNSUPPORTED_VERSION, PARLEY_ERROR_CHECKSUM (names the
  * tensor), PARLEY_ERROR_DEVICE / PARLEY_ERROR_NOT_FOUND (device).
  * Thread-safe; the model keeps the runtime's plugins alive.

@@ -12,6 +12,9 @@
  * Evolution rules (the same as the public API):
  *  - every struct starts with `size_t struct_size`; fields are only appended;
  *    a reader must check struct_size before touching a field added later;
+ *    the host refuses a descriptor whose struct_size is below ABI 1.0's,
+ *    above 4096 bytes, or (for array elements, which it walks with element
+ *    0's struct_size) not a multiple of the struct's alignment;
  *  - PARLEY_PLUGIN_ABI_MAJOR changes only when an existing field or function
  *    changes meaning; the host refuses a plugin of another major version and
  *    a plugin may refuse a host (it receives the host's version in the entry

@@ -116,7 +116,11 @@ void ModelFile::bad(parley_status status, const std::string &what) const {
 std::unique_ptr<ModelFile> ModelFile::open_file(const std::string &path, const LoadOptions &options) {
   std::unique_ptr<ModelFile> m(new ModelFile());
   m->label_ = "model file '" + path + "'";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a blocking open() of a FIFO waits for a writer forever (and
+  // O_NOCTTY: a terminal must not become our controlling one); the type is
+  // checked on the descriptor (no race with a rename) before anything is
+  // read. O_NONBLOCK has no effect on a regular file's reads or mmap.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) m->bad(PARLEY_ERROR_IO, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0) {
@@ -126,7 +130,14 @@ std::unique_ptr<ModelFile> ModelFile::open_file(const std::string &path, const L
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    m->bad(PARLEY_ERROR_IO, "not a regular file");
+    const mode_t t = st.st_mode;
+    const char *kind = S_ISDIR(t)    ? "a directory"
+                       : S_ISFIFO(t) ? "a FIFO"
+                       : S_ISCHR(t)  ? "a character device"
+                       : S_ISBLK(t)  ? "a block device"
+                       : S_ISSOCK(t) ? "a socket"
+                                     : "a special file";
+    m->bad(PARLEY_ERROR_IO, std::string("is ") + kind + ", not a regular file");
   }
   m->size_ = static_cast<uint64_t>(st.st_size);
   if (m->size_ < kPreambleSize) {

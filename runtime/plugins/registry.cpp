@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -23,6 +24,13 @@ constexpr const char *kOpNames[PARLEY_OP_COUNT_] = {"gemm",   "attention",  "lay
 constexpr size_t kMaxDevices = 64;
 constexpr size_t kMaxKernels = 65536;
 constexpr size_t kMaxNameLength = 64;
+// The largest struct_size a descriptor may declare. Fields are only appended
+// (plugin.h), so a plugin built against a newer minor ABI has somewhat longer
+// descriptors, never kilobytes of them; a larger value is garbage, and the
+// registry walks the kernel and device arrays with the plugin's element size,
+// so it must be bounded before it is used as a stride (1 << 30 used to send
+// the walk a gigabyte past the array).
+constexpr size_t kMaxStructSize = 4096;
 
 // A descriptor string must be a short printable name: we print it in errors.
 bool valid_name(const char *s, bool allow_empty = false) {
@@ -34,6 +42,32 @@ bool valid_name(const char *s, bool allow_empty = false) {
     if (c < 0x20 || c >= 0x7f) return false;
   }
   return true;
+}
+
+// "a FIFO", "a directory", ... for a file type that is not a regular file.
+const char *file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+// A descriptor element size the registry can walk an array with: at least
+// the ABI 1.0 layout, at most kMaxStructSize, and a multiple of the struct's
+// alignment (the next element must be aligned).
+template <typename T>
+std::string bad_element_size(size_t size, size_t minimum) {
+  if (size < minimum)
+    return "struct_size " + std::to_string(size) + " is smaller than ABI 1.0's (" + std::to_string(minimum) + ")";
+  if (size > kMaxStructSize)
+    return "struct_size " + std::to_string(size) + " is implausibly large (at most " + std::to_string(kMaxStructSize) +
+           ")";
+  if (size % alignof(T) != 0)
+    return "struct_size " + std::to_string(size) + " is not a multiple of the struct's alignment (" +
+           std::to_string(alignof(T)) + ")";
+  return "";
 }
 
 std::string real_path(const std::string &p) {
@@ -72,6 +106,17 @@ void Registry::load_library(const std::string &path) {
       if (!p.path.empty() && p.path == resolved)
         fail(PARLEY_ERROR_PLUGIN, "plugin '" + path + "': already loaded as plugin '" + p.name + "'");
   }
+  // dlopen() opens the file with a blocking open(): a FIFO in a plugin folder
+  // would hang runtime creation until some process writes to it, and a
+  // device file would be read from. Only regular files (or symlinks to them)
+  // are libraries. A path stat() cannot see is left to dlopen(), which
+  // reports it (or searches the library path for a bare name). A file
+  // swapped in between the stat() and the dlopen() needs write access to
+  // the plugin folder, which already means running arbitrary code.
+  struct stat st {};
+  if (::stat(resolved.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    fail(PARLEY_ERROR_IO, "plugin '" + path + "': cannot load: " + file_kind(st.st_mode) +
+                              ", not a regular file (a plugin is a shared library)");
   dlerror();
   void *lib = dlopen(resolved.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
@@ -141,6 +186,9 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
 
   if (desc->struct_size < offsetof(parley_plugin_desc, num_kernels) + sizeof(size_t))
     bad("descriptor struct_size " + std::to_string(desc->struct_size) + " is smaller than ABI 1.0's");
+  if (desc->struct_size > kMaxStructSize)
+    bad("descriptor struct_size " + std::to_string(desc->struct_size) + " is implausibly large (at most " +
+        std::to_string(kMaxStructSize) + ")");
   uint32_t major = desc->abi_version >> 16, minor = desc->abi_version & 0xffff;
   if (major != PARLEY_PLUGIN_ABI_MAJOR)
     bad("built for plugin ABI " + std::to_string(major) + "." + std::to_string(minor) + ", this runtime speaks " +
@@ -161,8 +209,19 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
   for (const auto &d : devices_) device_names.insert(d.name);
   // Arrays are walked with the plugin's element size, not ours: a plugin
   // built against a newer minor ABI has longer elements (fields appended).
+  // Element 0's size is checked before it becomes the stride.
   const size_t dev_stride = desc->num_devices ? desc->devices[0].struct_size : 0;
   const size_t ker_stride = desc->num_kernels ? desc->kernels[0].struct_size : 0;
+  if (desc->num_devices) {
+    std::string why = bad_element_size<parley_device_desc>(
+        dev_stride, offsetof(parley_device_desc, synchronize) + sizeof(desc->devices[0].synchronize));
+    if (!why.empty()) bad("device 0: " + why);
+  }
+  if (desc->num_kernels) {
+    std::string why =
+        bad_element_size<parley_kernel_desc>(ker_stride, offsetof(parley_kernel_desc, run) + sizeof(parley_kernel_fn));
+    if (!why.empty()) bad("kernel 0: " + why);
+  }
   auto device_at = [&](size_t i) -> const parley_device_desc & {
     return *reinterpret_cast<const parley_device_desc *>(reinterpret_cast<const char *>(desc->devices) +
                                                          i * dev_stride);

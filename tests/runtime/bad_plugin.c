@@ -57,6 +57,21 @@ static parley_device_desc g_dev = {sizeof(parley_device_desc),
                                    dev_sync};
 static parley_kernel_desc g_kernel = {
     sizeof(parley_kernel_desc), PARLEY_OP_GEMM, "cpu", PARLEY_DTYPE_F32, 1, "k", ok_kernel};
+/* Two-element arrays for the stride cases: the registry walks them with
+ * element 0's struct_size. */
+static parley_kernel_desc g_kernels2[2] = {
+    {sizeof(parley_kernel_desc), PARLEY_OP_GEMM, "cpu", PARLEY_DTYPE_F32, 1, "k0", ok_kernel, 0},
+    {sizeof(parley_kernel_desc), PARLEY_OP_SOFTMAX, "cpu", PARLEY_DTYPE_F32, 1, "k1", ok_kernel, 0}};
+static parley_device_desc g_devs2[2] = {
+    {sizeof(parley_device_desc), "fake0", PARLEY_DEVICE_OTHER, NULL, NULL, dev_alloc, dev_release, dev_copy, dev_sync},
+    {sizeof(parley_device_desc), "fake1", PARLEY_DEVICE_OTHER, NULL, NULL, dev_alloc, dev_release, dev_copy, dev_sync}};
+/* A name with no NUL within the registry's bound (64 characters). */
+static const char g_long_name[100] = {
+    'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x',
+    'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x',
+    'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x',
+    'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x',
+    'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 0};
 static parley_plugin_desc g_desc = {
     sizeof(parley_plugin_desc), PARLEY_PLUGIN_ABI_VERSION, "bad", "1", NULL, 0, &g_kernel, 1};
 
@@ -105,6 +120,67 @@ PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(uint32_t host
       g_desc.num_kernels = 3;
       g_desc.kernels = NULL;
       break; /* NULL array with a count */
+    case 12: /* kernel 0's struct_size 1 << 30 as the array stride (crashed the host) */
+      g_kernels2[0].struct_size = (size_t)1 << 30;
+      g_desc.kernels = g_kernels2;
+      g_desc.num_kernels = 2;
+      break;
+    case 13: /* the same for the device array */
+      g_devs2[0].struct_size = (size_t)1 << 30;
+      g_desc.devices = g_devs2;
+      g_desc.num_devices = 2;
+      break;
+    case 14: /* kernel struct_size below ABI 1.0's */
+      g_kernel.struct_size = 8;
+      break;
+    case 15: /* a stride that would misalign kernel 1 */
+      g_kernels2[0].struct_size = sizeof(parley_kernel_desc) + 4;
+      g_desc.kernels = g_kernels2;
+      g_desc.num_kernels = 2;
+      break;
+    case 16: /* plugin descriptor struct_size far beyond any ABI */
+      g_desc.struct_size = (size_t)1 << 30;
+      break;
+    case 17: /* unknown dtype */
+      g_kernel.dtype = 77;
+      break;
+    case 18: /* unknown device kind */
+      g_devs2[0].kind = 9;
+      g_desc.devices = g_devs2;
+      g_desc.num_devices = 1;
+      break;
+    case 19: /* plugin name without a NUL within the bound */
+      g_desc.name = g_long_name;
+      break;
+    case 20: /* plugin name with a terminal escape sequence */
+      g_desc.name = "bad\x1b[31m";
+      break;
+    case 21: /* kernel name NULL */
+      g_kernel.name = NULL;
+      break;
+    case 22: /* a device without copy */
+      g_devs2[0].copy = NULL;
+      g_desc.devices = g_devs2;
+      g_desc.num_devices = 1;
+      break;
+    case 23: /* a kernel count no plugin has (the array is one element long) */
+      g_desc.num_kernels = (size_t)1 << 40;
+      break;
+    case 24: /* a device count no plugin has */
+      g_desc.devices = g_devs2;
+      g_desc.num_devices = (size_t)1 << 40;
+      break;
+    case 25: /* elements of different sizes */
+      g_kernels2[1].struct_size = sizeof(parley_kernel_desc) + 8;
+      g_desc.kernels = g_kernels2;
+      g_desc.num_kernels = 2;
+      break;
+    case 26: /* kernel device name NULL */
+      g_kernel.device = NULL;
+      break;
+    case 27: /* negative op */
+      g_kernel.op = -1;
+      break;
     default:
       break;
   }

@@ -115,6 +115,24 @@ TEST(Registry, BrokenPluginsAreRefusedAndRuntimeKeepsWorking) {
       {9, PARLEY_ERROR_PLUGIN, "device missing or unknown"},
       {10, PARLEY_ERROR_PLUGIN, "struct_size"},
       {11, PARLEY_ERROR_PLUGIN, "kernels is NULL"},
+      // Issue 10 item 9: every size, count, pointer and enum the registry
+      // reads is checked before use; kinds 12 and 13 crashed the host.
+      {12, PARLEY_ERROR_PLUGIN, "kernel 0: struct_size 1073741824 is implausibly large"},
+      {13, PARLEY_ERROR_PLUGIN, "device 0: struct_size 1073741824 is implausibly large"},
+      {14, PARLEY_ERROR_PLUGIN, "kernel 0: struct_size 8 is smaller than ABI 1.0's"},
+      {15, PARLEY_ERROR_PLUGIN, "kernel 0: struct_size 60 is not a multiple of the struct's alignment"},
+      {16, PARLEY_ERROR_PLUGIN, "descriptor struct_size 1073741824 is implausibly large"},
+      {17, PARLEY_ERROR_PLUGIN, "kernel 'k': unknown dtype 77"},
+      {18, PARLEY_ERROR_PLUGIN, "device 'fake0': unknown kind"},
+      {19, PARLEY_ERROR_PLUGIN, "plugin name missing or not a short printable string"},
+      {20, PARLEY_ERROR_PLUGIN, "plugin name missing or not a short printable string"},
+      {21, PARLEY_ERROR_PLUGIN, "kernel 0: name missing or invalid"},
+      {22, PARLEY_ERROR_PLUGIN, "device 'fake0': allocate/release/copy/synchronize must all be set"},
+      {23, PARLEY_ERROR_PLUGIN, "too many kernels (1099511627776)"},
+      {24, PARLEY_ERROR_PLUGIN, "too many devices (1099511627776)"},
+      {25, PARLEY_ERROR_PLUGIN, "kernel 1: struct_size differs from kernel 0's"},
+      {26, PARLEY_ERROR_PLUGIN, "kernel 'k': device missing or unknown"},
+      {27, PARLEY_ERROR_PLUGIN, "kernel 'k': unknown op -1"},
   };
   RuntimeHandle h;
   size_t before = 0;
