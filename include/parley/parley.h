@@ -507,7 +507,10 @@ typedef struct parley_generation_result parley_generation_result;
  * beams x (prompt + max_new_tokens) — cannot fit in physical memory; checked
  * before anything is allocated), PARLEY_ERROR_UNSUPPORTED (an encoder-decoder model: use
  * parley_translate_tokens), PARLEY_ERROR_INVALID_MODEL (config and tensors
- * disagree; reported by the first call that runs the model).
+ * disagree; reported by the first call that runs the model),
+ * PARLEY_ERROR_DEVICE (a kernel failed, or the model produced non-finite
+ * logits: a NaN or +inf, or a row of only -inf; the message names the step
+ * and the plugin serving the output projection).
  * Thread-safe: any number of threads may generate with one model at once.
  */
 PARLEY_API parley_status parley_generate(const parley_model *model, const int32_t *const *prompts,

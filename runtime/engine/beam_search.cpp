@@ -190,6 +190,8 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
       finished[b][j].score = -kBig;
     }
   std::vector<char> unsatisfied(batch, 1);  // is_early_stop_heuristic_unsatisfied
+  // Named when a row of logits is NaN / +inf / all -inf.
+  const std::string logits_source = model.logits_source();
 
   for (int64_t step = 0;; ++step) {
     const int64_t cur_len = padded + step;
@@ -216,7 +218,10 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
           acc.resize(n * static_cast<size_t>(vocab));
           for (size_t j = 0; j < n; ++j) {
             const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
-            log_softmax(row, lp.data(), vocab);
+            // The raw row's log-normaliser is finite exactly when the row is
+            // usable (no NaN or +inf, not all -inf). The sparse path above
+            // gives up on such a row, so every row passes this check.
+            check_logits_row(log_softmax(row, lp.data(), vocab), row, vocab, step, logits_source);
             apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
             if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
             for (int64_t v = 0; v < vocab; ++v)

@@ -125,6 +125,8 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
   for (size_t i = 0; i < live.size(); ++i) live[i] = static_cast<int64_t>(i);
 
   std::vector<float> scores(static_cast<size_t>(vocab)), logp(static_cast<size_t>(vocab));
+  // Named when a row of logits is NaN / +inf / all -inf.
+  const std::string logits_source = model.logits_source();
   std::vector<double> probs(static_cast<size_t>(vocab));
   for (int64_t step = 0;; ++step) {
     const int64_t cur_len = padded + step;
@@ -133,8 +135,8 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
     for (size_t i = 0; i < live.size(); ++i) {
       const int64_t id = live[i], b = id / per_item, s = id % per_item;
       Hypothesis &h = out[static_cast<size_t>(b)][static_cast<size_t>(s)];
-      std::copy(logits.begin() + static_cast<int64_t>(i) * vocab, logits.begin() + static_cast<int64_t>(i + 1) * vocab,
-                scores.begin());
+      const float *raw = logits.data() + static_cast<int64_t>(i) * vocab;
+      check_logits_row(copy_row_max(raw, scores.data(), vocab), raw, vocab, step, logits_source);
       const RowHistory history{&prompts[static_cast<size_t>(b)], &h.tokens};
       apply_processors(o, scores.data(), vocab, history, cur_len, padded);
       int32_t token = 0;

@@ -6,6 +6,9 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <string>
+
+#include "core/error.hpp"
 
 // AVX-512 / AVX2 / baseline versions of the vectorised loops, chosen at load
 // (ifunc). Not under sanitizers: libparley's ifunc resolvers run while the
@@ -196,10 +199,19 @@ PARLEY_VECTOR_CLONES double log_sum_exp(const float *in, int64_t vocab) {
   // Both loops are reductions the compiler may reorder (omp simd; this file
   // is built with -O3 -fopenmp-simd, see runtime/CMakeLists.txt). A NaN makes
   // the sum NaN whatever the order.
+  // The max loop drops NaN (a comparison with NaN is false), so NaN is
+  // tracked beside it in the same pass: a NaN anywhere makes the result NaN,
+  // whatever the other entries (callers test isfinite() on it, see
+  // check_logits_row).
   float mx = kNegInf;
-#pragma omp simd reduction(max : mx)
-  for (int64_t v = 0; v < vocab; ++v) mx = in[v] > mx ? in[v] : mx;
-  if (mx == kNegInf || std::isnan(mx)) return mx;
+  int nan = 0;
+#pragma omp simd reduction(max : mx) reduction(| : nan)
+  for (int64_t v = 0; v < vocab; ++v) {
+    mx = in[v] > mx ? in[v] : mx;
+    nan |= in[v] != in[v];
+  }
+  if (nan) return std::numeric_limits<double>::quiet_NaN();
+  if (mx == kNegInf || mx == std::numeric_limits<float>::infinity()) return mx;
   // exp in float (torch's precision), summed in double so the log-sum-exp is
   // exact to float. Blocks of exps first, then their sum: GCC vectorises
   // each loop alone but not the fused one.
@@ -215,14 +227,47 @@ PARLEY_VECTOR_CLONES double log_sum_exp(const float *in, int64_t vocab) {
   return static_cast<double>(mx) + std::log(sum);
 }
 
-void log_softmax(const float *in, float *out, int64_t vocab) {
+double log_softmax(const float *in, float *out, int64_t vocab) {
   const double lse = log_sum_exp(in, vocab);
   if (lse == -std::numeric_limits<double>::infinity()) {  // every token masked: all stay -inf
     std::fill(out, out + vocab, kNegInf);
-    return;
+    return lse;
   }
   for (int64_t v = 0; v < vocab; ++v)
     out[v] = in[v] == kNegInf ? kNegInf : static_cast<float>(static_cast<double>(in[v]) - lse);
+  return lse;
+}
+
+PARLEY_VECTOR_CLONES float copy_row_max(const float *in, float *out, int64_t vocab) {
+  float mx = kNegInf;
+  int nan = 0;
+#pragma omp simd reduction(max : mx) reduction(| : nan)
+  for (int64_t v = 0; v < vocab; ++v) {
+    const float x = in[v];
+    out[v] = x;
+    mx = x > mx ? x : mx;
+    nan |= x != x;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : mx;
+}
+
+void check_logits_row(double row_max, const float *row, int64_t vocab, int64_t step, const std::string &source) {
+  if (std::isfinite(row_max)) return;
+  // The error path: describe the row exactly (NaN, +inf or all -inf).
+  int64_t nans = 0, pos_inf = 0, neg_inf = 0;
+  for (int64_t v = 0; v < vocab; ++v) {
+    nans += std::isnan(row[v]) ? 1 : 0;
+    pos_inf += row[v] == std::numeric_limits<float>::infinity() ? 1 : 0;
+    neg_inf += row[v] == kNegInf ? 1 : 0;
+  }
+  std::string what;
+  if (nans) what = "NaN at " + std::to_string(nans) + " of " + std::to_string(vocab) + " tokens";
+  if (pos_inf)
+    what += (what.empty() ? "" : ", ") + std::string("+inf at ") + std::to_string(pos_inf) + " of " +
+            std::to_string(vocab) + " tokens";
+  if (what.empty()) what = "every one of the " + std::to_string(vocab) + " logits is -inf";
+  fail(PARLEY_ERROR_DEVICE, "decoding: non-finite logits (" + what + ") at step " + std::to_string(step) + " from " +
+                                (source.empty() ? std::string("the model") : source));
 }
 
 bool processed_overrides(const DecodingOptions &o, const float *raw, double lse, int64_t vocab,

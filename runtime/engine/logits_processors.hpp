@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/decoding.hpp"
@@ -40,11 +41,27 @@ void top_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep);
 void min_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep);
 
 // log_softmax / softmax of one row (float32 result, double accumulation).
-void log_softmax(const float *in, float *out, int64_t vocab);
+// log_softmax returns the row's log_sum_exp (check it with check_logits_row).
+double log_softmax(const float *in, float *out, int64_t vocab);
 // The log-normaliser log_softmax subtracts: max + log(sum(exp(in - max))),
-// exp in float, sum in double; -inf when every entry is -inf (NaN stays NaN).
-// log_softmax(in)[v] == float(double(in[v]) - log_sum_exp(in)) for finite in[v].
+// exp in float, sum in double; -inf when every entry is -inf, NaN when any
+// entry is NaN, +inf when the maximum is +inf: finite exactly when the row is
+// a usable distribution. log_softmax(in)[v] == float(double(in[v]) -
+// log_sum_exp(in)) for finite in[v].
 double log_sum_exp(const float *in, int64_t vocab);
+
+// Copies a row and returns its maximum in the same pass, NaN if any entry is
+// NaN (a plain max drops NaN: every comparison with it is false).
+float copy_row_max(const float *in, float *out, int64_t vocab);
+
+// Non-finite logits from the model (issue 10): a NaN or +inf anywhere in a
+// raw row, or a row that is all -inf (-inf alone is a legitimate mask), is a
+// failing kernel, not a distribution. `row_max` is the row's NaN-propagating
+// maximum (copy_row_max) or its log_sum_exp, which are finite exactly for
+// usable rows; the check is that one comparison. Otherwise throws
+// PARLEY_ERROR_DEVICE describing the row (counted only then) at `step`,
+// naming `source` (StepModel::logits_source()).
+void check_logits_row(double row_max, const float *row, int64_t vocab, int64_t step, const std::string &source);
 
 // apply_processors() for one log-probability row without materialising it:
 // every token the processors would change, with its processed value, given

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace parley {
@@ -23,6 +24,9 @@ class StepModel {
   // Runs fn over [0, n) in chunks, possibly on several threads (the model's
   // pool); fn(begin, end) must touch only its own items. Default: serially.
   virtual void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> &fn) { fn(0, n); }
+  // Who produced the logits, for errors about them (e.g. "the output
+  // projection (gemm kernel 'x') served by plugin 'y'"); "" when unknown.
+  virtual std::string logits_source() const { return ""; }
 };
 
 }  // namespace parley

@@ -16,6 +16,7 @@ class TransformerStepModel : public StepModel {
   }
   void reorder(const std::vector<int32_t> &parents) override;
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> &fn) override;
+  std::string logits_source() const override;
   DecoderState &state() { return state_; }
 
  private:

@@ -99,6 +99,9 @@ class Transformer {
   // Give a one-sequence state room for `capacity` tokens, keeping its cache.
   void grow(DecoderState &state, int64_t capacity) const;
 
+  // The kernel serving `op` for this model (to name it in errors).
+  const Kernel &kernel(parley_op op) const { return ops_.kernel(op); }
+
   // The device memory the model's tensors live in.
   const DeviceMemory &memory() const { return *mem_; }
 
