@@ -7,8 +7,8 @@
 // direct float64 softmax attention with the semantics of parley_attention_args
 // (plugins/cpu/attention.cpp): bottom-right causal with per-sequence key
 // lengths, key padding, GQA h -> h / (H / Hkv), fully masked rows -> zeros and
-// lse = -inf. Inputs are fresh random values each run (the seed is printed;
-// PARLEY_TEST_SEED=<n> reproduces a run).
+// lse = -inf. Inputs are random values from a fixed, printed seed
+// (tests/common/gtest_seed.h; PARLEY_TEST_SEED=<n> explores others).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/gtest_seed.h"
 #include "tile_math.cuh"
 
 namespace attn = parley::cuda::attn;
@@ -32,11 +33,6 @@ constexpr double kTol = 1e-5;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr uint32_t kCausal = attn::kMaskCausal;
 constexpr uint32_t kPadding = attn::kMaskKeyPadding;
-
-uint32_t fresh_seed() {
-  if (const char *s = std::getenv("PARLEY_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 10));
-  return std::random_device{}();
-}
 
 struct Problem {
   int B = 1, H = 1, Hkv = 1, Nq = 1, Nk = 1, D = 32;
@@ -343,9 +339,9 @@ void check_all(const Problem &p, bool try_packed = true) {
 class TileMath : public ::testing::Test {
  protected:
   void SetUp() override {
-    seed_ = fresh_seed();
+    seed_ = parley::test::case_seed();
     rng_.seed(seed_);
-    trace_ = std::make_unique<::testing::ScopedTrace>(__FILE__, __LINE__, "seed " + std::to_string(seed_));
+    trace_ = std::make_unique<::testing::ScopedTrace>(__FILE__, __LINE__, parley::test::seed_note(seed_));
   }
   uint32_t seed_ = 0;
   std::mt19937 rng_;

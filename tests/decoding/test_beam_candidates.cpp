@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 
+#include "../common/gtest_seed.h"
 #include "engine/decoding_internal.hpp"
 #include "engine/logits_processors.hpp"
 
@@ -39,7 +40,8 @@ std::vector<std::pair<size_t, float>> dense(const DecodingOptions &o, const Tria
 }
 
 TEST(BeamCandidates, SparseSelectionEqualsDense) {
-  std::mt19937 rng(11);
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   int answered = 0, trials = 0;
   for (int trial = 0; trial < 600; ++trial) {
     const int64_t vocab = std::uniform_int_distribution<int64_t>(40, 400)(rng);

@@ -37,8 +37,7 @@ Layout layout(bool bshd, int64_t batch, int64_t heads, int64_t seq, int64_t d, i
 }
 
 void run_attention(AttnCase c) {
-  uint32_t seed = fresh_seed();
-  PARLEY_SEED_TRACE(seed);
+  PARLEY_CASE_SEED(seed);
   SCOPED_TRACE(testing::Message() << "batch=" << c.batch << " heads=" << c.heads << "/" << c.kv_heads
                                   << " q_len=" << c.q_len << " kv_len=" << c.kv_len << " d=" << c.head_dim
                                   << " mask=" << c.mask << " bshd=" << c.bshd);

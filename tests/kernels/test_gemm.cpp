@@ -35,8 +35,7 @@ double act_ref(parley_activation a, double x) {
 }
 
 void run_gemm(const GemmCase &c) {
-  uint32_t seed = fresh_seed();
-  PARLEY_SEED_TRACE(seed);
+  PARLEY_CASE_SEED(seed);
   SCOPED_TRACE(testing::Message() << "m=" << c.m << " n=" << c.n << " k=" << c.k << " ta=" << c.ta << " tb=" << c.tb
                                   << " batch=" << c.batch << " epi=" << c.epi << " beta=" << c.beta);
   Rng rng(seed);

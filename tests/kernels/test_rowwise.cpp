@@ -25,8 +25,7 @@ double act_ref(int a, double x) {
 }
 
 void run_norm(bool rms, int64_t rows, int64_t cols, bool residual, bool residual_out, bool beta, bool in_place) {
-  uint32_t seed = fresh_seed();
-  PARLEY_SEED_TRACE(seed);
+  PARLEY_CASE_SEED(seed);
   SCOPED_TRACE(testing::Message() << (rms ? "rms" : "layer") << " rows=" << rows << " cols=" << cols << " residual="
                                   << residual << " residual_out=" << residual_out << " in_place=" << in_place);
   Rng rng(seed);
@@ -104,8 +103,7 @@ TEST(Norm, RmsNorm) {
 
 void run_rotary(int64_t batch, int64_t seq, int64_t heads, int64_t head_dim, int64_t rotary_dim, bool interleaved,
                 float factor, bool bshd) {
-  uint32_t seed = fresh_seed();
-  PARLEY_SEED_TRACE(seed);
+  PARLEY_CASE_SEED(seed);
   SCOPED_TRACE(testing::Message() << "rotary b=" << batch << " s=" << seq << " h=" << heads << " d=" << head_dim
                                   << " rd=" << rotary_dim << " interleaved=" << interleaved << " bshd=" << bshd);
   Rng rng(seed);
@@ -163,8 +161,7 @@ TEST(Activation, AllKinds) {
   for (int act = 0; act < PARLEY_ACT_COUNT_; ++act)
     for (int64_t cols : kCols)
       for (bool in_place : {false, true}) {
-        uint32_t seed = fresh_seed();
-        PARLEY_SEED_TRACE(seed);
+        PARLEY_CASE_SEED(seed);
         SCOPED_TRACE(testing::Message() << "act=" << act << " cols=" << cols << " in_place=" << in_place);
         Rng rng(seed);
         const int64_t rows = 3, ld = cols + 1;
@@ -192,8 +189,7 @@ TEST(GatedActivation, AllKinds) {
   for (int act = 0; act < PARLEY_ACT_COUNT_; ++act)
     for (int64_t cols : kCols)
       for (int alias = 0; alias < 3; ++alias) {  // none, out=gate, out=up
-        uint32_t seed = fresh_seed();
-        PARLEY_SEED_TRACE(seed);
+        PARLEY_CASE_SEED(seed);
         SCOPED_TRACE(testing::Message() << "act=" << act << " cols=" << cols << " alias=" << alias);
         Rng rng(seed);
         const int64_t rows = 4, ld = cols + 3;
@@ -221,8 +217,7 @@ TEST(GatedActivation, AllKinds) {
 TEST(Add, Sizes) {
   for (int64_t n : {1, 7, 33, 65, 100000})
     for (float alpha : {1.f, -0.5f}) {
-      uint32_t seed = fresh_seed();
-      PARLEY_SEED_TRACE(seed);
+      PARLEY_CASE_SEED(seed);
       Rng rng(seed);
       std::vector<float> x = rng.uniform(size_t(n)), y = rng.uniform(size_t(n)), out = poisoned(size_t(n));
       std::vector<double> ref;
@@ -238,8 +233,7 @@ TEST(Add, Sizes) {
 }
 
 void run_softmax(bool log, int64_t rows, int64_t cols, float spread, bool in_place) {
-  uint32_t seed = fresh_seed();
-  PARLEY_SEED_TRACE(seed);
+  PARLEY_CASE_SEED(seed);
   SCOPED_TRACE(testing::Message() << (log ? "log_softmax" : "softmax") << " rows=" << rows << " cols=" << cols
                                   << " spread=" << spread);
   Rng rng(seed);
@@ -279,8 +273,7 @@ TEST(Softmax, Stable) {
 TEST(Embedding, F32AndI8) {
   for (bool i8 : {false, true})
     for (int64_t dim : {1, 7, 64, 65}) {
-      uint32_t seed = fresh_seed();
-      PARLEY_SEED_TRACE(seed);
+      PARLEY_CASE_SEED(seed);
       SCOPED_TRACE(testing::Message() << "i8=" << i8 << " dim=" << dim);
       Rng rng(seed);
       const int64_t vocab = 50, count = 13, ld = dim + 2;

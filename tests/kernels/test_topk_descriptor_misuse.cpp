@@ -19,8 +19,7 @@ bool ranks_before(float va, int32_t ia, float vb, int32_t ib) {
 }
 
 void run_topk(int64_t rows, int64_t cols, int64_t k, bool ties, bool nans) {
-  uint32_t seed = fresh_seed();
-  PARLEY_SEED_TRACE(seed);
+  PARLEY_CASE_SEED(seed);
   SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols << " k=" << k << " ties=" << ties
                                   << " nans=" << nans);
   Rng rng(seed);

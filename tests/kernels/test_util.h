@@ -1,5 +1,6 @@
 // Helpers of the kernel tests: seeded random data, NaN poisoning and the
-// relative error metric of ENGINEERING.md.
+// relative error metric of ENGINEERING.md. Seeds: PARLEY_CASE_SEED
+// (tests/common/gtest_seed.h), a fixed default overridable by PARLEY_TEST_SEED.
 #ifndef PARLEY_TESTS_KERNELS_TEST_UTIL_H
 #define PARLEY_TESTS_KERNELS_TEST_UTIL_H
 
@@ -13,16 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "../common/gtest_seed.h"
+
 namespace parley::test {
 
 constexpr double kF32Tol = 1e-5;
-
-// A fresh seed per call (PARLEY_TEST_SEED=<n> replays one); always SCOPED_TRACE it.
-inline uint32_t fresh_seed() {
-  if (const char *s = std::getenv("PARLEY_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 10));
-  static std::random_device rd;
-  return rd();
-}
 
 struct Rng {
   explicit Rng(uint32_t seed) : gen(seed) {}
@@ -57,8 +53,6 @@ inline double rel_error(const std::vector<float> &out, const std::vector<double>
   EXPECT_EQ(out.size(), ref.size());
   return rel_error(out.data(), ref.data(), std::min(out.size(), ref.size()));
 }
-
-#define PARLEY_SEED_TRACE(seed) SCOPED_TRACE("seed " + std::to_string(seed) + " (replay with PARLEY_TEST_SEED)")
 
 }  // namespace parley::test
 

@@ -211,8 +211,7 @@ def test_required_tensors_gqa_and_encoder_decoder():
     assert ed["final_logits_bias"] == (50,)
 
 
-def test_int8_quantization_and_bf16_rounding():
-    rng = np.random.default_rng(0)
+def test_int8_quantization_and_bf16_rounding(rng):
     w = rng.normal(size=(7, 13)).astype(np.float32)
     w[3] = 0
     q, s = quantize_int8(w)

@@ -10,3 +10,7 @@ except ImportError:
 
 # tests/data/make_test_models.py is imported as a module by the tests.
 sys.path.insert(0, os.path.join(ROOT, "tests", "data"))
+
+# Seeds of the randomised tests: fixtures `case_seed` and `rng`, base seed in the header.
+sys.path.insert(0, os.path.join(ROOT, "tests", "common"))
+from parley_test_seed import case_seed, pytest_report_header, pytest_terminal_summary, rng  # noqa: E402,F401

@@ -262,8 +262,7 @@ def test_make_test_models_is_deterministic(tmp_path):
         check_layout(a / name)
 
 
-def test_every_dtype_rank_and_empty_tensor(tmp_path):
-    rng = np.random.default_rng(1)
+def test_every_dtype_rank_and_empty_tensor(tmp_path, rng):
     tensors = {
         "f32": rng.standard_normal((3, 5)).astype(np.float32),
         "f16": rng.standard_normal((7,)).astype(np.float16),
@@ -379,13 +378,13 @@ def test_trailing_zero_tensor_extends_file(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="st_blocks is POSIX")
-def test_big_sparse_file(tmp_path):
+def test_big_sparse_file(tmp_path, rng):
     """A > 4 GiB file with a tensor past 4 GiB, written as a hole."""
     free = shutil.disk_usage(tmp_path).free
     if free < 256 * 1024 * 1024:
         pytest.skip(f"only {free} bytes free in {tmp_path}")
     path = tmp_path / "big_sparse.parley"
-    small = np.random.default_rng(3).standard_normal((16, 16)).astype(np.float32)
+    small = rng.standard_normal((16, 16)).astype(np.float32)
     rows = 1105921  # F32 x 1024 columns: just over 4.2 GiB
     pf.write_model(path, small_config(), {"big.zero": pf.ZeroTensor((rows, 1024)), "zz.after_4g": small})
     st = os.stat(path)

@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "../common/gtest_seed.h"
 #include "core/error.hpp"
 #include "format/model_file.hpp"
 #include "model_bytes.hpp"
@@ -166,7 +167,8 @@ TEST_F(ModelFileTest, PreambleFieldsChecked) {
 
 TEST_F(ModelFileTest, BitFlipsInPreambleAndHeaderAreCaughtByChecksums) {
   uint64_t hlen = get64(good, 24);
-  std::mt19937 rng(std::random_device{}());
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   for (int i = 0; i < 200; ++i) {
     Bytes b = good;
     size_t at = 12 + rng() % (52 + hlen);  // past the magic and version
@@ -189,7 +191,8 @@ TEST_F(ModelFileTest, BitFlipInDataNamesTheTensor) {
 }
 
 TEST_F(ModelFileTest, CorruptHeaderBehindValidChecksumFailsVerification) {
-  std::mt19937 rng(std::random_device{}());
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   uint64_t hlen = get64(good, 24);
   int refused = 0;
   for (int i = 0; i < 500; ++i) {
@@ -315,7 +318,8 @@ TEST_F(ModelFileTest, DuplicateMetadataKeys) {
 TEST_F(ModelFileTest, RandomDamageNeverCrashes) {
   // Structure-aware mutations behind valid checksums: the verifier and the
   // semantic checks, not the checksums, must stop these.
-  std::mt19937 rng(std::random_device{}());
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   for (int i = 0; i < 300; ++i) {
     Bytes b = good;
     size_t flips = 1 + rng() % 8;

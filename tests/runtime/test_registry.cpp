@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <random>
 
+#include "../common/gtest_seed.h"
 #include "core/runtime.hpp"
 #include "model_bytes.hpp"
 
@@ -213,7 +214,8 @@ TEST(Registry, ThirdPartyPluginOverridesSoftmaxByPriorityAndIsUsed) {
   long calls_before = calls();
   const parley::Registry &reg = h.rt->impl->registry;
   parley::Kernel k = reg.find(PARLEY_OP_SOFTMAX, "cpu", PARLEY_DTYPE_F32);
-  std::mt19937 rng(std::random_device{}());
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   std::normal_distribution<float> dist(0.f, 3.f);
   std::vector<float> x(3 * 17), y(x.size(), std::nanf(""));
   for (float &v : x) v = dist(rng);

@@ -3,7 +3,8 @@
 // with the cpu plugin's attention on fresh random inputs: every mask kind,
 // head dims 64 and 128, GQA/MQA, q_len = 1 (decode), q_len < kv_len and
 // q_len > kv_len (fully masked rows), one and several KV splits, fp32 and
-// fp16 inputs, lse and probabilities. Then the harness proves it can fail: a
+// fp16 inputs, lse and probabilities (inputs from tests/common/gtest_seed.h
+// seeds). Then the harness proves it can fail: a
 // barrier dropped, or a shuffle reading the wrong lane, must be caught.
 #include <gtest/gtest.h>
 
@@ -12,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "../common/gtest_seed.h"
 #include "cpu_reference.hpp"
 #include "mma_attention.cuh"  // float_to_bits
 #include "rel_error.hpp"
@@ -176,7 +178,7 @@ constexpr double kTol = 1e-5;  // fp32 arithmetic on both sides (ENGINEERING.md)
 }  // namespace
 
 TEST(SimtAttention, EveryMaskHeadDimAndShape) {
-  uint32_t seed = 1;
+  PARLEY_TRACE_BASE_SEED();
   for (int dim : {64, 128})
     for (uint32_t mask : {0u, 1u, 2u, 3u})
       for (int splits : {1, 3}) {
@@ -185,22 +187,25 @@ TEST(SimtAttention, EveryMaskHeadDimAndShape) {
         c.dim = dim, c.mask = mask, c.splits = splits;
         c.q_len = 1, c.kv_len = 37;
         if (mask & 2u) c.key_lengths = {37, 19};
-        EXPECT_LE(max_error(c, seed++), kTol) << "decode dim " << dim << " mask " << mask << " splits " << splits;
+        EXPECT_LE(max_error(c, parley::test::case_seed()), kTol)
+            << "decode dim " << dim << " mask " << mask << " splits " << splits;
         // prefill-like, q_len < kv_len, MQA
         c.heads = 4, c.kv_heads = 1, c.q_len = 5, c.kv_len = 23;
         if (mask & 2u) c.key_lengths = {23, 6};
-        EXPECT_LE(max_error(c, seed++), kTol) << "q<kv dim " << dim << " mask " << mask << " splits " << splits;
+        EXPECT_LE(max_error(c, parley::test::case_seed()), kTol)
+            << "q<kv dim " << dim << " mask " << mask << " splits " << splits;
         // q_len > kv_len: with a causal mask the first rows see nothing
         c.heads = 2, c.kv_heads = 2, c.q_len = 9, c.kv_len = 4;
         if (mask & 2u) c.key_lengths = {4, 1};
-        EXPECT_LE(max_error(c, seed++), kTol) << "q>kv dim " << dim << " mask " << mask << " splits " << splits;
+        EXPECT_LE(max_error(c, parley::test::case_seed()), kTol)
+            << "q>kv dim " << dim << " mask " << mask << " splits " << splits;
       }
 }
 
 TEST(SimtAttention, KvAppendInTheSameLaunch) {
   // Rows past q_len <= kv_len only: positions L - q_len + i, padded and not,
   // decode and a few tokens at once, one and several splits and row tiles.
-  uint32_t seed = 300;
+  PARLEY_TRACE_BASE_SEED();
   for (int dim : {64, 128})
     for (uint32_t mask : {1u, 3u})
       for (int splits : {1, 3}) {
@@ -208,29 +213,32 @@ TEST(SimtAttention, KvAppendInTheSameLaunch) {
         c.append = true, c.dim = dim, c.mask = mask, c.splits = splits;
         c.q_len = 1, c.kv_len = 37;
         if (mask & 2u) c.key_lengths = {37, 19};
-        EXPECT_LE(max_error(c, seed++), kTol) << "decode dim " << dim << " mask " << mask << " splits " << splits;
+        EXPECT_LE(max_error(c, parley::test::case_seed()), kTol)
+            << "decode dim " << dim << " mask " << mask << " splits " << splits;
         c.heads = 8, c.kv_heads = 2, c.q_len = 5, c.kv_len = 23;
         if (mask & 2u) c.key_lengths = {23, 3};  // second sequence: L < q_len, two rows never stored
-        EXPECT_LE(max_error(c, seed++), kTol) << "q=5 dim " << dim << " mask " << mask << " splits " << splits;
+        EXPECT_LE(max_error(c, parley::test::case_seed()), kTol)
+            << "q=5 dim " << dim << " mask " << mask << " splits " << splits;
       }
   Case h;
   h.append = true, h.fp16 = true, h.mask = 3u, h.q_len = 2, h.kv_len = 30, h.splits = 2, h.key_lengths = {30, 12};
-  EXPECT_LE(max_error(h, 399), kTol);
+  EXPECT_LE(max_error(h, parley::test::case_seed()), kTol);
 }
 
 TEST(SimtAttention, HalfInputsAndMoreRowsThanOneCta) {
   Case c;
   c.fp16 = true, c.heads = 8, c.kv_heads = 2, c.q_len = 6, c.kv_len = 29, c.mask = 1u, c.splits = 2;
-  EXPECT_LE(max_error(c, 77), kTol);  // 24 packed rows: two row tiles
+  EXPECT_LE(max_error(c, parley::test::case_seed()), kTol);  // 24 packed rows: two row tiles
   c.dim = 128, c.mask = 3u, c.key_lengths = {29, 11};
-  EXPECT_LE(max_error(c, 78), kTol);
+  EXPECT_LE(max_error(c, parley::test::case_seed()), kTol);
 }
 
 TEST(SimtAttention, HugeLogitsStayFinite) {
   // Scores of ~1e3 after scaling: the online softmax must not overflow.
   Case c;
   c.q_len = 3, c.kv_len = 40, c.splits = 3, c.probs = false;
-  std::mt19937 rng(5);
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
   const size_t nq = static_cast<size_t>(c.batch) * c.q_len * c.heads * c.dim;
   const size_t nk = static_cast<size_t>(c.batch) * c.kv_len * c.kv_heads * c.dim;
@@ -254,7 +262,7 @@ TEST(SimtHarness, CatchesADroppedBarrier) {
 TEST(SimtHarness, CatchesAWrongShuffleLane) {
   Case c;
   c.q_len = 2, c.kv_len = 9;
-  EXPECT_GT(max_error<Fault::kWrongShuffleLane>(c, 4), 1e-2);
+  EXPECT_GT(max_error<Fault::kWrongShuffleLane>(c, parley::test::case_seed()), 1e-2);
 }
 
 TEST(SimtHarness, ReportsDeadlockAndDivergentBarrier) {

@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "../common/gtest_seed.h"
 #include "mma_tile.cuh"
 #include "simt_emulator.hpp"
 
@@ -100,7 +101,9 @@ double tile_error(uint32_t seed) {
 }  // namespace
 
 TEST(SimtMma, TileMatchesFloat64ProductForBothOperandLayouts) {
-  for (uint32_t seed = 1; seed <= 4; ++seed) {
+  PARLEY_TRACE_BASE_SEED();
+  for (int trial = 0; trial < 4; ++trial) {
+    const uint32_t seed = parley::test::case_seed();
     EXPECT_LE((tile_error<Fault::kNone, false, false>(seed)), 1e-6) << "fp16, B = K [n][k], seed " << seed;
     EXPECT_LE((tile_error<Fault::kNone, false, true>(seed)), 1e-6) << "fp16, B = V [k][n] (.trans), seed " << seed;
     EXPECT_LE((tile_error<Fault::kNone, true, false>(seed)), 1e-6) << "bf16, seed " << seed;
@@ -109,11 +112,13 @@ TEST(SimtMma, TileMatchesFloat64ProductForBothOperandLayouts) {
 }
 
 TEST(SimtMma, HarnessCatchesAWrongFragmentRegister) {
-  EXPECT_GT((tile_error<Fault::kSwapFragment, false, false>(9)), 1e-2);
+  PARLEY_CASE_SEED(seed);
+  EXPECT_GT((tile_error<Fault::kSwapFragment, false, false>(seed)), 1e-2);
 }
 
 TEST(SimtMma, HarnessCatchesAMissingBarrier) {
-  EXPECT_THROW((tile_error<Fault::kDropBarrier, false, false>(10)), SimtError);
+  PARLEY_CASE_SEED(seed);
+  EXPECT_THROW((tile_error<Fault::kDropBarrier, false, false>(seed)), SimtError);
 }
 
 TEST(SimtMma, LdmatrixLayoutsAndMisuse) {

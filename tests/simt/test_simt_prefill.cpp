@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "../common/gtest_seed.h"
 #include "cpu_reference.hpp"
 #include "mma_attention.cuh"
 #include "rel_error.hpp"
@@ -101,37 +102,42 @@ constexpr double kTol16 = 1e-2;
 }  // namespace
 
 TEST(SimtPrefill, TensorCoreAttentionMatchesCpuPlugin) {
-  uint32_t seed = 100;
+  PARLEY_TRACE_BASE_SEED();
   for (bool bf16 : {false, true})
     for (int dim : {64, 128})
       for (uint32_t mask : {0u, 1u, 2u, 3u}) {
         Case c;
         c.bf16 = bf16, c.dim = dim, c.mask = mask;
         if (mask & 2u) c.key_lengths = {37, 13};
-        EXPECT_LE(prefill_error(c, seed++), kTol16) << "bf16 " << bf16 << " dim " << dim << " mask " << mask;
+        EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16)
+            << "bf16 " << bf16 << " dim " << dim << " mask " << mask;
         c.q_len = 70, c.kv_len = 33, c.heads = 2, c.kv_heads = 1;  // two row tiles, q_len > kv_len
         if (mask & 2u) c.key_lengths = {33, 5};
-        EXPECT_LE(prefill_error(c, seed++), kTol16) << "q>kv bf16 " << bf16 << " dim " << dim << " mask " << mask;
+        EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16)
+            << "q>kv bf16 " << bf16 << " dim " << dim << " mask " << mask;
       }
 }
 
 TEST(SimtPrefill, PlainLoadsGiveTheSameResults) {
+  PARLEY_TRACE_BASE_SEED();
   Case c;
   c.mask = 3u, c.key_lengths = {37, 13};
-  EXPECT_LE(prefill_error(c, 7, Variant{false, true}), kTol16);
+  EXPECT_LE(prefill_error(c, parley::test::case_seed(), Variant{false, true}), kTol16);
   c.dim = 128, c.bf16 = true, c.q_len = 70;
-  EXPECT_LE(prefill_error(c, 8, Variant{false, true}), kTol16);
+  EXPECT_LE(prefill_error(c, parley::test::case_seed(), Variant{false, true}), kTol16);
 }
 
 TEST(SimtPrefill, SwizzledSharedMemoryHasNoLdmatrixBankConflicts) {
+  PARLEY_TRACE_BASE_SEED();
   for (int dim : {64, 128}) {
+    const uint32_t seed = parley::test::case_seed();
     Case c;
     c.dim = dim;
     g_bank_conflicts = 0;
-    EXPECT_LE(prefill_error(c, 11, Variant{true, true}), kTol16);
+    EXPECT_LE(prefill_error(c, seed, Variant{true, true}), kTol16);
     EXPECT_EQ(g_bank_conflicts, 0u) << "dim " << dim;
     g_bank_conflicts = 0;  // the same kernel with the swizzle off: still correct, but conflicted
-    EXPECT_LE(prefill_error(c, 11, Variant{true, false}), kTol16);
+    EXPECT_LE(prefill_error(c, seed, Variant{true, false}), kTol16);
     EXPECT_GT(g_bank_conflicts, 0u) << "dim " << dim;
   }
 }
