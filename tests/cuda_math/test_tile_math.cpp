@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/attention_condition.h"
 #include "../common/gtest_seed.h"
 #include "tile_math.cuh"
 
@@ -29,7 +30,7 @@ namespace attn = parley::cuda::attn;
 
 namespace {
 
-constexpr double kTol = 1e-5;
+constexpr double kTol = 1e-5;  // ENGINEERING.md fp32; the score-error bound of reference() comes on top
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr uint32_t kCausal = attn::kMaskCausal;
 constexpr uint32_t kPadding = attn::kMaskKeyPadding;
@@ -66,15 +67,37 @@ Problem make_problem(std::mt19937 &rng, int B, int H, int Hkv, int Nq, int Nk, i
 
 struct Result {
   std::vector<double> out, lse;
+  // Per query row: bounds on the error the header's handling of the scores
+  // may cause (see reference()); zero for fully masked rows.
+  std::vector<double> out_cond, lse_cond;
+  double out_tol = 0;  // kTol + ||out_cond|| / ||out||: the bound on rel_error(out)
 };
 
-// Direct float64 attention (independent of the header).
+// The score the harness feeds the tile math for query row q and key row k: an
+// fp32 dot product, as the kernels form it (in their own order) before any of
+// the header's code runs. The reference takes the very same fp32 scores, so
+// the comparison measures the tile math alone; the dot product's own error
+// (up to gamma_D * sum |q_d k_d|, ~1e-2 for scores of 1e4) is not the
+// header's, and comparing against exact scores made HugeLogitsFromDotProducts
+// fail at 2.95e-5 for a fresh seed (issue 10, A2).
+float harness_score(const float *q, const float *k, int D) {
+  float x = 0.f;
+  for (int d = 0; d < D; ++d) x += q[d] * k[d];
+  return x;
+}
+
+// Direct float64 attention (independent of the header) on the harness's fp32
+// scores, and each row's condition (tests/common/attention_condition.h) with
+// respect to what the header does to those scores (c = scale * log2 e rounded,
+// the fmaf against the row max).
 Result reference(const Problem &p) {
   Result r;
   r.out.assign(static_cast<size_t>(p.B) * p.H * p.Nq * p.D, 0.0);
   r.lse.assign(static_cast<size_t>(p.B) * p.H * p.Nq, -INFINITY);
+  r.out_cond.assign(r.lse.size(), 0.0);
+  r.lse_cond.assign(r.lse.size(), 0.0);
   const int G = p.H / p.Hkv;
-  std::vector<double> s(p.Nk);
+  std::vector<double> s(p.Nk), no_dot_error(p.Nk, 0.0);
   for (int b = 0; b < p.B; ++b) {
     const int L = (p.mask & kPadding) ? p.key_lengths[b] : p.Nk;
     for (int h = 0; h < p.H; ++h) {
@@ -87,13 +110,8 @@ Result reference(const Problem &p) {
             s[j] = -INFINITY;
             continue;
           }
-          double x = 0;
-          if (!p.raw.empty()) {
-            x = p.raw[p.ri(b, h, i, j)];
-          } else {
-            for (int d = 0; d < p.D; ++d)
-              x += static_cast<double>(p.q[p.qi(b, h, i) + d]) * static_cast<double>(p.k[p.ki(b, g, j) + d]);
-          }
+          const double x =
+              p.raw.empty() ? harness_score(&p.q[p.qi(b, h, i)], &p.k[p.ki(b, g, j)], p.D) : p.raw[p.ri(b, h, i, j)];
           s[j] = static_cast<double>(p.scale) * x;
           mx = std::max(mx, s[j]);
         }
@@ -107,9 +125,17 @@ Result reference(const Problem &p) {
           for (int d = 0; d < p.D; ++d) o[d] += w * p.v[p.ki(b, g, j) + d];
         }
         r.lse[p.li(b, h, i)] = mx + std::log(sum);
+        const parley::test::RowCondition rc = parley::test::attention_row_condition(
+            s, no_dot_error, p.D, [&](int j) { return &p.v[p.ki(b, g, j)]; }, o);
+        r.out_cond[p.li(b, h, i)] = rc.out;
+        r.lse_cond[p.li(b, h, i)] = rc.lse;
       }
     }
   }
+  double num = 0, den = 0;
+  for (double c : r.out_cond) num += c * c;
+  for (double o : r.out) den += o * o;
+  r.out_tol = kTol + (den > 0 ? std::sqrt(num / den) : 0.0);
   return r;
 }
 
@@ -225,10 +251,7 @@ TiledOut run_tiled_impl(const Problem &p, const Config &cf) {
                   if (!p.raw.empty()) {
                     xv = p.raw[p.ri(b, h, i, j)];
                   } else {
-                    const float *qv = &p.q[p.qi(b, h, i)];
-                    const float *kv = krow(b, g, j);
-                    xv = 0.f;
-                    for (int d = 0; d < D; ++d) xv += qv[d] * kv[d];
+                    xv = harness_score(&p.q[p.qi(b, h, i)], krow(b, g, j), D);
                   }
                   if (cls == attn::TileClass::kPartial && !attn::visible(mi, i, j)) xv = -INFINITY;
                   x[j - j0] = xv;
@@ -296,7 +319,7 @@ double check_run(const Problem &p, const Result &ref, const Config &cf) {
   const TiledOut t = run_tiled(p, cf);
   EXPECT_EQ(t.structural_errors, 0);
   const double err = rel_error(t.out, ref.out);
-  EXPECT_TRUE(err <= kTol) << "relative error " << err;
+  EXPECT_TRUE(err <= ref.out_tol) << "relative error " << err << " > bound " << ref.out_tol << " (see reference())";
   int bad_rows = 0;
   for (size_t r = 0; r < ref.lse.size(); ++r) {
     const double rl = ref.lse[r];
@@ -305,8 +328,10 @@ double check_run(const Problem &p, const Result &ref, const Config &cf) {
       bool zeros = tl == -INFINITY;
       for (int d = 0; d < p.D; ++d) zeros = zeros && t.out[r * p.D + d] == 0.f && !std::signbit(t.out[r * p.D + d]);
       if (!zeros && bad_rows++ < 3) ADD_FAILURE() << "fully masked row " << r << " lse " << tl << " not zeros/-inf";
-    } else if (!(std::fabs(static_cast<double>(tl) - rl) <= kTol * std::max(1.0, std::fabs(rl)))) {
-      if (bad_rows++ < 3) ADD_FAILURE() << "row " << r << " lse " << tl << " vs " << rl;
+    } else if (!(std::fabs(static_cast<double>(tl) - rl) <= kTol * std::max(1.0, std::fabs(rl)) + ref.lse_cond[r])) {
+      if (bad_rows++ < 3)
+        ADD_FAILURE() << "row " << r << " lse " << tl << " vs " << rl << " (score-error bound " << ref.lse_cond[r]
+                      << ")";
     }
   }
   EXPECT_EQ(bad_rows, 0);
@@ -333,7 +358,7 @@ void check_all(const Problem &p, bool try_packed = true) {
             worst = std::max(worst, check_run(p, ref, cf));
           }
         }
-  std::printf("  worst ||out-ref||/||ref|| over all tilings: %.3g\n", worst);
+  std::printf("  worst ||out-ref||/||ref|| over all tilings: %.3g (bound %.3g)\n", worst, ref.out_tol);
 }
 
 class TileMath : public ::testing::Test {
@@ -456,7 +481,7 @@ TEST_F(TileMath, WrongVariantForgettingRescaleIsCaught) {
   const Result ref = reference(p);
   Config cf;
   cf.bn = 16;
-  EXPECT_LE(rel_error(run_tiled(p, cf).out, ref.out), kTol);
+  EXPECT_LE(rel_error(run_tiled(p, cf).out, ref.out), ref.out_tol);
   cf.skip_rescale = true;
   const double err = rel_error(run_tiled(p, cf).out, ref.out);
   EXPECT_GT(err, 1e-2) << "a tiled path without acc *= alpha went unnoticed";
@@ -467,7 +492,7 @@ TEST_F(TileMath, WrongVariantUnweightedMergeIsCaught) {
   const Result ref = reference(p);
   Config cf;
   cf.bn = 16, cf.splits = 4;
-  EXPECT_LE(rel_error(run_tiled(p, cf).out, ref.out), kTol);
+  EXPECT_LE(rel_error(run_tiled(p, cf).out, ref.out), ref.out_tol);
   cf.merge_unweighted = true;
   EXPECT_GT(rel_error(run_tiled(p, cf).out, ref.out), 1e-2) << "an unweighted split merge went unnoticed";
 }

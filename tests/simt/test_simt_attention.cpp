@@ -8,11 +8,14 @@
 // barrier dropped, or a shuffle reading the wrong lane, must be caught.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "../common/attention_condition.h"
 #include "../common/gtest_seed.h"
 #include "cpu_reference.hpp"
 #include "mma_attention.cuh"  // float_to_bits
@@ -248,8 +251,51 @@ TEST(SimtAttention, HugeLogitsStayFinite) {
   for (float &x : v) x = nd(rng);
   Result got = run_emulated<Fault::kNone, float, 64>(c, q, k, v);
   Result want = run_cpu(c, q, k, v);
-  EXPECT_LE(rel_error(got.out, want.out), kTol);
-  EXPECT_LE(rel_error(got.lse, want.lse), kTol);
+  // Both sides form the scores as fp32 dot products (in different orders), so
+  // each may sit up to the rows' condition bound away from the exact result
+  // (tests/common/attention_condition.h) and they may differ by twice it; on
+  // top comes ENGINEERING.md's 1e-5 for the well-conditioned rest. With
+  // scores of ~1e3 the bound exceeds 1e-5 whenever a row's top scores are
+  // close (2.1e-5 was seen with a fixed 1e-5). Computed from these inputs in
+  // float64 (no mask: every key visible).
+  const int D = c.dim, G = c.heads / c.kv_heads;
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));  // as both kernels get it
+  double out_num = 0, out_den = 0, lse_num = 0, lse_den = 0;
+  std::vector<double> sc(static_cast<size_t>(c.kv_len)), eps(sc.size()), o(static_cast<size_t>(D));
+  for (int b = 0; b < c.batch; ++b)
+    for (int h = 0; h < c.heads; ++h)
+      for (int i = 0; i < c.q_len; ++i) {
+        const float *qr = &q[((static_cast<size_t>(b) * c.q_len + i) * c.heads + h) * D];
+        auto row = [&](const std::vector<float> &t, int j) {
+          return &t[((static_cast<size_t>(b) * c.kv_len + j) * c.kv_heads + h / G) * D];
+        };
+        double mx = -INFINITY;
+        for (int j = 0; j < c.kv_len; ++j) {
+          double dot = 0, dot_abs = 0;
+          for (int d = 0; d < D; ++d) {
+            const double t = static_cast<double>(qr[d]) * row(k, j)[d];
+            dot += t, dot_abs += std::fabs(t);
+          }
+          sc[j] = scale * dot;
+          eps[j] = parley::test::gamma_f32(D) * scale * dot_abs;
+          mx = std::max(mx, sc[j]);
+        }
+        double sum = 0;
+        for (double x : sc) sum += std::exp(x - mx);
+        std::fill(o.begin(), o.end(), 0.0);
+        for (int j = 0; j < c.kv_len; ++j)
+          for (int d = 0; d < D; ++d) o[d] += std::exp(sc[j] - mx) / sum * row(v, j)[d];
+        const double lse = mx + std::log(sum);
+        const parley::test::RowCondition rc = parley::test::attention_row_condition(
+            sc, eps, D, [&](int j) { return row(v, j); }, o.data());
+        out_num += rc.out * rc.out, lse_num += rc.lse * rc.lse, lse_den += lse * lse;
+        for (double x : o) out_den += x * x;
+      }
+  const double out_tol = kTol + 2 * std::sqrt(out_num / out_den), lse_tol = kTol + 2 * std::sqrt(lse_num / lse_den);
+  EXPECT_LE(rel_error(got.out, want.out), out_tol);
+  EXPECT_LE(rel_error(got.lse, want.lse), lse_tol);
+  std::printf("  out error %.3g (bound %.3g), lse error %.3g (bound %.3g)\n", rel_error(got.out, want.out), out_tol,
+              rel_error(got.lse, want.lse), lse_tol);
 }
 
 // The harness can fail: the same kernels with one fault injected.
