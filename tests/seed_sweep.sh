@@ -11,7 +11,7 @@
 # the runtime tests' fixtures (ctest -R '^(make_test_models|build_third_party_plugin)$').
 # SWEEP_SIMT_HEAVY_EVERY=N runs the slow SIMT-emulator cases (tens of seconds
 # per seed) only for every N-th seed (default 1: all); SWEEP_PYTHON=0 skips
-# the Python tests.
+# the Python tests (run last, in one interpreter).
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
@@ -66,29 +66,44 @@ for ((seed = first; seed <= last; seed++)); do
       rm -f "$out"
     fi
   done
-  if [ "${SWEEP_PYTHON:-1}" = 1 ]; then
-    for pt in "${python_tests[@]}"; do
-      IFS='|' read -r dir expr <<<"$pt"
-      out=$log/python.$(basename "$dir").$seed.log
-      PARLEY_TEST_SEED=$seed PYTHONPATH=$src/formats/python PYTHONDONTWRITEBYTECODE=1 \
-        nice "$build/venv/bin/python" -m pytest -q -p no:cacheprovider "$src/$dir" -k "$expr" >"$out" 2>&1
-      rc=$?
-      runs=$((runs + 1))
-      test_runs=$((test_runs + $(grep -Eo '[0-9]+ (passed|failed)' "$out" | awk '{s += $1} END {print s + 0}')))
-      if [ $rc -ne 0 ]; then
-        failed_runs=$((failed_runs + 1))
-        fails=$(grep -E '^FAILED ' "$out" | awk '{print $2}')
-        [ -n "$fails" ] || fails="pytest:$dir(rc=$rc)"
-        for t in $fails; do echo "$t seed=$seed log=$out" >>"$log/failures"; done
-      else
-        rm -f "$out"
-      fi
-    done
-  fi
   (((seed - first + 1) % 10 == 0)) && echo "seed $seed: $runs runs, $test_runs test runs, $failed_runs failing runs so far"
 done
 
-echo "== seeds $first..$last: $runs process runs, $test_runs test runs, $failed_runs failing runs (logs: $log)"
+# The Python tests: one interpreter for all seeds (pytest's start-up costs more
+# than these tests), the base seed switched between pytest.main calls.
+if [ "${SWEEP_PYTHON:-1}" = 1 ]; then
+  PYTHONPATH=$src/formats/python:$src/tests/common PYTHONDONTWRITEBYTECODE=1 \
+    nice "$build/venv/bin/python" - "$src" "$first" "$last" "$log" "${python_tests[@]}" <<'PY' >"$log/python.summary" 2>&1
+import contextlib, io, os, sys
+import pytest
+import parley_test_seed
+src, first, last, log, specs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+runs = tests = 0
+for seed in range(first, last + 1):
+    os.environ["PARLEY_TEST_SEED"] = str(seed)
+    parley_test_seed._BASE = None
+    for spec in specs:
+        d, expr = spec.split("|")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            rc = pytest.main(["-q", "-p", "no:cacheprovider", "-rf", os.path.join(src, d), "-k", expr])
+        runs += 1
+        text = out.getvalue()
+        tests += sum(int(w.split()[0]) for w in __import__("re").findall(r"\d+ (?:passed|failed)", text))
+        if rc != 0:
+            path = f"{log}/python.{os.path.basename(d)}.{seed}.log"
+            open(path, "w").write(text)
+            failed = [l.split()[1] for l in text.splitlines() if l.startswith("FAILED ")] or [f"pytest:{d}(rc={rc})"]
+            with open(f"{log}/failures", "a") as f:
+                for t in failed:
+                    f.write(f"{t} seed={seed} log={path}\n")
+print(runs, tests)
+PY
+  read -r py_runs py_tests <"$log/python.summary" || { cat "$log/python.summary"; py_runs=0 py_tests=0; }
+  runs=$((runs + py_runs)) test_runs=$((test_runs + py_tests))
+fi
+
+echo "== seeds $first..$last: $runs runs (binary or pytest call x seed), $test_runs test runs, $failed_runs failing C++ runs (logs: $log)"
 if [ -s "$log/failures" ]; then
   echo "== failures (test: count)"
   awk '{print $1}' "$log/failures" | sort | uniq -c | sort -rn

@@ -48,7 +48,7 @@ def _read_base_seed() -> tuple[int, str]:
         return DEFAULT_TEST_SEED, "default"
     if s == "random":
         return secrets.randbits(32), "PARLEY_TEST_SEED=random"
-    if not s.isdigit() or int(s) >= 1 << 32:
+    if not (s.isascii() and s.isdigit()) or int(s) >= 1 << 32:
         raise pytest.UsageError(f"PARLEY_TEST_SEED={s!r} is not a decimal number in [0, 2^32) or 'random'")
     return int(s), "PARLEY_TEST_SEED"
 

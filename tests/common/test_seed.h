@@ -56,7 +56,7 @@ inline BaseSeed read_base_seed() {
   errno = 0;
   char *end = nullptr;
   const unsigned long long v = std::strtoull(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v > 0xFFFFFFFFull || s[0] == '-') {
+  if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || v > 0xFFFFFFFFull) {
     std::fprintf(stderr, "PARLEY_TEST_SEED='%s' is not a decimal number in [0, 2^32) or 'random'\n", s);
     std::exit(2);
   }
@@ -77,9 +77,13 @@ inline uint32_t base_seed() {
   return base_seed_info().value;
 }
 
-// A seed for one case, derived from the base seed and the case's label/index.
+// A seed for one case, derived from a base seed and the case's label/index
+// (parley_test_seed.derive_seed computes the same values).
+constexpr uint32_t derive_seed_from(uint32_t base, uint64_t label, uint64_t index) {
+  return static_cast<uint32_t>(mix64(mix64(base ^ mix64(label)) + index) >> 32);
+}
 inline uint32_t derive_seed(uint64_t label, uint64_t index = 0) {
-  return static_cast<uint32_t>(mix64(mix64(base_seed() ^ mix64(label)) + index) >> 32);
+  return derive_seed_from(base_seed(), label, index);
 }
 inline uint32_t derive_seed(std::string_view label, uint64_t index = 0) {
   return derive_seed(hash_label(label), index);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/test_seed.h"
 #include "../kernels/test_host.h"
 #include "../simt/rel_error.hpp"
 
@@ -270,7 +271,7 @@ int main(int argc, char **argv) {
   }
   gpu.ctx.struct_size = sizeof gpu.ctx;
   gpu.ctx.device_state = gpu.state;
-  std::mt19937 rng(1234);
+  std::mt19937 rng(parley::test::base_seed());  // fixed default, printed; PARLEY_TEST_SEED overrides
 
   std::printf("== attention (cuda vs cpu plugin, fp32)\n");
   for (int D : {64, 128})
