@@ -193,6 +193,10 @@ size_t normalized_begin(const std::string &cm) {
   return 4 + trie_size(cm);
 }
 
+// Ordinary text through the charsmap: fullwidth letters, a ligature, a
+// circled digit, and a run of 'a's (the hand-made chain tries below).
+const std::string kProbe = "\xEF\xBC\xB7 ﬁ ① Ｗｏｒｌｄ " + std::string(40, 'a');
+
 // ---- building tokenizers from an edited proto --------------------------------
 
 class SentencePieceProto : public ::testing::Test {
@@ -218,8 +222,7 @@ class SentencePieceProto : public ::testing::Test {
     try {
       auto tok = build(file, proto);
       ADD_FAILURE() << "loaded";
-      (void)tok->encode("\xEF\xBC\xB7 ﬁ ① Ｗｏｒｌｄ " + std::string(40, 'a'), true,
-                        tok->needs_language() ? tok->languages().front().first : std::string());
+      (void)tok->encode(kProbe, true, tok->needs_language() ? tok->languages().front().first : std::string());
     } catch (const Error &e) {
       EXPECT_EQ(e.status(), PARLEY_ERROR_INVALID_MODEL) << e.what();
       for (const std::string &n : needles)
@@ -265,7 +268,7 @@ TEST_F(SentencePieceProto, TrieSizeFourBytesShortInAWholeFile) {
   try {
     auto text = build_text_model(*model);
     ADD_FAILURE() << "built";
-    (void)text->source().encode(kW, true, text->source().languages().front().first);
+    (void)text->source().encode(kProbe, true, text->source().languages().front().first);
   } catch (const Error &e) {
     EXPECT_EQ(e.status(), PARLEY_ERROR_INVALID_MODEL) << e.what();
     EXPECT_NE(std::string(e.what()).find("tokenizer #0: SentencePiece model: normalizer_spec.precompiled_charsmap"),
@@ -412,6 +415,16 @@ TEST_F(SentencePieceProto, PieceTable) {
       {[](Proto &p) { p.set_piece_field(5, bytes_field(1, std::string("\0", 1))); },
        {"piece #5 '\\x00' contains a NUL byte"}},  // darts-clone's "zero-length key" before
       {[](Proto &p) { p.set_piece_field(7, bytes_field(1, std::string("ab\0c", 4))); }, {"piece #7", "NUL byte"}},
+      {[](Proto &p) {  // darts-clone threw "zero-length key" (INTERNAL) building the user-defined matcher
+         p.set_piece_field(5, bytes_field(1, std::string("\0", 1)));
+         p.set_piece_field(5, varint_field(3, 4));
+       },
+       {"piece #5 '\\x00' contains a NUL byte"}},
+      {[](Proto &p) {  // a unigram model: darts-clone threw "zero-length key" (INTERNAL) building its trie
+         p.append_to(2, varint_field(3, 1));
+         p.set_piece_field(5, bytes_field(1, std::string("\0", 1)));
+       },
+       {"piece #5 '\\x00' contains a NUL byte"}},
       {[](Proto &p) { p.set_piece_field(9, parse(p.pieces()[8]->b)[0]); }, {"piece #9", "repeats piece #8"}},
       {[](Proto &p) { p.set_piece_field(6, varint_field(3, 9)); }, {"piece #6", "has type 9"}},
       {[](Proto &p) { p.set_piece_field(6, varint_field(3, -1)); }, {"piece #6", "has type -1"}},
