@@ -398,6 +398,26 @@ void check_charsmap(std::string_view blob, const std::string &field) {
           std::to_string(base | 0xFF) + ", outside the trie's " + std::to_string(n) + " units");
   };
 
+  // The children of each base, found in one pass: the unit at p is the
+  // child for byte c of the node whose base is p ^ c when its label is c
+  // (value units have bit 31 set and are nobody's child).
+  std::vector<uint32_t> first(n + 1, 0), children;
+  for (uint64_t p = 0; p < n; ++p) {
+    const uint32_t u = unit(p);
+    const uint64_t b = p ^ (u & 0xFF);
+    if (!(u >> 31) && b < n) ++first[b + 1];
+  }
+  for (uint64_t b = 0; b < n; ++b) first[b + 1] += first[b];
+  children.resize(first[n]);
+  {
+    std::vector<uint32_t> fill(first.begin(), first.end() - 1);
+    for (uint64_t p = 0; p < n; ++p) {
+      const uint32_t u = unit(p);
+      const uint64_t b = p ^ (u & 0xFF);
+      if (!(u >> 31) && b < n) children[fill[b]++] = static_cast<uint32_t>(p);
+    }
+  }
+
   // Depth-first over children blocks (nodes sharing a base share their
   // children: darts-clone merges common suffixes), remembering per base the
   // most leaves on a path below it; a block met again while still open is a
@@ -407,17 +427,17 @@ void check_charsmap(std::string_view blob, const std::string &field) {
   std::vector<uint8_t> state(n, kNew), most(n, 0);
   struct Frame {
     uint64_t base;
-    uint32_t next;  // next label to try
+    uint32_t next;  // index into children of the next child to visit
     uint8_t best;   // most leaves on a path below, so far
     uint8_t leaf;   // 1 when the edge into this block's node has a leaf
   };
   const uint64_t root_base = offset(unit(0));
   check_block(0, root_base);
-  std::vector<Frame> stack{{root_base, 0, 0, 0}};
+  std::vector<Frame> stack{{root_base, first[root_base], 0, 0}};
   state[root_base] = kOpen;
   while (!stack.empty()) {
     Frame &f = stack.back();
-    if (f.next == 256) {
+    if (f.next == first[f.base + 1]) {
       state[f.base] = kDone;
       most[f.base] = f.best;
       const uint8_t through = static_cast<uint8_t>(std::min<int>(kMaxLeaves + 1, f.leaf + f.best));
@@ -425,10 +445,8 @@ void check_charsmap(std::string_view blob, const std::string &field) {
       if (!stack.empty()) stack.back().best = std::max(stack.back().best, through);
       continue;
     }
-    const uint32_t c = f.next++;
-    const uint64_t pos = f.base ^ c;
+    const uint64_t pos = children[f.next++];
     const uint32_t u = unit(pos);
-    if ((u & ((1u << 31) | 0xFF)) != c) continue;  // not a child for byte c
     const uint64_t child_base = pos ^ offset(u);
     check_block(pos, child_base);
     const uint8_t leaf = (u >> 8) & 1;
@@ -438,7 +456,7 @@ void check_charsmap(std::string_view blob, const std::string &field) {
       f.best = std::max(f.best, static_cast<uint8_t>(std::min<int>(kMaxLeaves + 1, leaf + most[child_base])));
     } else {
       state[child_base] = kOpen;
-      stack.push_back({child_base, 0, 0, leaf});  // invalidates f
+      stack.push_back({child_base, first[child_base], 0, leaf});  // invalidates f
     }
   }
   if (most[root_base] > kMaxLeaves)
