@@ -322,6 +322,21 @@ void check_trainer(const Proto &proto) {
   if (proto.model_type < 1 || proto.model_type > 4)
     bad("trainer_spec.model_type " + std::to_string(proto.model_type) +
         " is not UNIGRAM (1), BPE (2), WORD (3) or CHAR (4)");
+  // WORD and CHAR models look every word or character up among all pieces,
+  // CONTROL ones included, and a CONTROL match makes Encode fail ("all
+  // normalized characters are not consumed") on text such as "<s>". No
+  // model family Parley converts uses them.
+  if (proto.model_type > 2)
+    fail(PARLEY_ERROR_UNSUPPORTED, std::string("SentencePiece model: trainer_spec.model_type ") +
+                                       (proto.model_type == 3 ? "WORD" : "CHAR") +
+                                       " is not supported (UNIGRAM and BPE are)");
+  // The BPE model starts from single characters and looks each up among all
+  // pieces: a one-character CONTROL piece fails Encode the same way.
+  if (proto.model_type == 2)
+    for (size_t i = 0; i < proto.pieces.size(); ++i)
+      if (proto.pieces[i].type == kControl &&
+          utf8::sequence_length(proto.pieces[i].text, 0) == proto.pieces[i].text.size())
+        bad(piece_name(proto, i) + " is a one-character CONTROL piece, which the BPE model cannot encode around");
   const auto n = static_cast<int64_t>(proto.pieces.size());
   const std::pair<const char *, int32_t> ids[] = {
       {"unk_id", proto.unk_id}, {"bos_id", proto.bos_id}, {"eos_id", proto.eos_id}, {"pad_id", proto.pad_id}};

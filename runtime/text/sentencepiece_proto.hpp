@@ -5,8 +5,10 @@
 // of bounds on ordinary text; a piece with a NUL byte becomes a zero-length
 // key that darts-clone throws on; more than 32 (normalizer) or 64
 // (user-defined symbols) nested matches overflow fixed result arrays; an
-// unknown model_type leaves it a null model. What is checked (so a model that
-// passes cannot make the library misbehave) is listed at check_model_proto.
+// unknown model_type leaves it a null model; text matching a CONTROL piece
+// fails Encode in WORD, CHAR (and, for one character, BPE) models. What is
+// checked, so that a model that passes cannot make the library misbehave, is
+// listed at check_model_proto.
 #pragma once
 
 #include <cstdint>
@@ -36,10 +38,11 @@ struct Summary {
 //   UNKNOWN piece; BYTE pieces only with byte_fallback, spelled "<0xXX>", all
 //   256 of them with byte_fallback; at most 64 USER_DEFINED pieces that are
 //   prefixes of one another;
-// - trainer_spec: model_type UNIGRAM, BPE, WORD or CHAR; unk_id a piece,
+// - trainer_spec: model_type UNIGRAM or BPE (WORD and CHAR: UNSUPPORTED),
+//   for BPE no one-character CONTROL piece; unk_id a piece,
 //   bos_id/eos_id/pad_id a piece or -1, the ones set distinct;
 // - normalizer_spec and denormalizer_spec: check_charsmap.
-// Throws Error(INVALID_MODEL) naming the field or piece.
+// Throws Error(INVALID_MODEL) naming the field or piece, or UNSUPPORTED.
 Summary check_model_proto(std::string_view proto);
 
 // Checks a precompiled_charsmap: <uint32 LE trie size><darts-clone double

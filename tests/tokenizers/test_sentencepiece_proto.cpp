@@ -448,6 +448,11 @@ TEST_F(SentencePieceProto, PieceTable) {
        },
        {"more than 64 USER_DEFINED pieces as prefixes"}},
       {[](Proto &p) { p.append_to(2, varint_field(3, 7)); }, {"trainer_spec.model_type 7"}},
+      {[](Proto &p) {  // NLLB's model is BPE: Encode failed (INTERNAL) on that character
+         p.set_piece_field(10, bytes_field(1, "\xEE\x80\x81"));
+         p.set_piece_field(10, varint_field(3, 3));
+       },
+       {"piece #10", "one-character CONTROL piece"}},
       {[](Proto &p) { p.append_to(2, varint_field(40, 99999)); }, {"trainer_spec.unk_id 99999 is outside [0, "}},
       {[](Proto &p) { p.append_to(2, varint_field(40, -1)); }, {"trainer_spec.unk_id -1 is outside"}},
       {[](Proto &p) { p.append_to(2, varint_field(41, -2)); }, {"trainer_spec.bos_id -2 is outside [-1, "}},
@@ -465,6 +470,26 @@ TEST_F(SentencePieceProto, PieceTable) {
     Proto p = proto_of(*nllb_);
     cases[i].edit(p);
     expect_refused(*nllb_, p.bytes(), cases[i].needles);
+  }
+}
+
+// WORD and CHAR models: libsentencepiece's Encode failed (INTERNAL, "all
+// normalized characters are not consumed") on text equal to a CONTROL piece,
+// e.g. "<s>" (fuzz_sentencepiece found it).
+TEST_F(SentencePieceProto, WordAndCharModelsAreUnsupported) {
+  for (int type : {3, 4}) {
+    Proto p = proto_of(*nllb_);
+    p.append_to(2, varint_field(3, type));
+    try {
+      auto tok = build(*nllb_, p.bytes());
+      ADD_FAILURE() << "loaded";
+      (void)tok->encode("<s> x", false);
+    } catch (const Error &e) {
+      EXPECT_EQ(e.status(), PARLEY_ERROR_UNSUPPORTED) << e.what();
+      EXPECT_NE(std::string(e.what()).find(type == 3 ? "model_type WORD is not supported" : "model_type CHAR"),
+                std::string::npos)
+          << e.what();
+    }
   }
 }
 
