@@ -5,9 +5,11 @@
 #include <sentencepiece_processor.h>
 
 #include <memory>
+#include <new>
 #include <unordered_map>
 
 #include "core/error.hpp"
+#include "text/sentencepiece_proto.hpp"
 #include "text/tokenizer.hpp"
 #include "text/utf8.hpp"
 
@@ -15,105 +17,16 @@ namespace parley {
 
 namespace {
 
-// Protocol-buffer wire format, just enough to override one bool field of a
-// nested message: a later occurrence of a scalar field wins when parsed.
-bool read_varint(std::string_view s, size_t &i, uint64_t &v) {
-  v = 0;
-  for (int shift = 0; shift < 64 && i < s.size(); shift += 7) {
-    auto b = static_cast<unsigned char>(s[i++]);
-    v |= static_cast<uint64_t>(b & 0x7F) << shift;
-    if (!(b & 0x80)) return true;
-  }
-  return false;
-}
-void write_varint(std::string &out, uint64_t v) {
-  do {
-    unsigned char b = v & 0x7F;
-    v >>= 7;
-    out += static_cast<char>(v ? (b | 0x80) : b);
-  } while (v);
-}
-// Walks the top-level fields of a ModelProto; `on_field(number, start, end,
-// body)` sees each one (body: the payload of length-delimited fields).
-template <typename Fn>
-void for_each_field(std::string_view proto, Fn &&on_field) {
-  for (size_t i = 0; i < proto.size();) {
-    size_t start = i;
-    uint64_t tag = 0, len = 0, scratch = 0;
-    std::string_view body;
-    if (!read_varint(proto, i, tag)) fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: bad field tag");
-    switch (tag & 7) {
-      case 0:
-        if (!read_varint(proto, i, scratch)) fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: bad varint");
-        break;
-      case 1:
-        i += 8;
-        break;
-      case 5:
-        i += 4;
-        break;
-      case 2:
-        if (!read_varint(proto, i, len) || len > proto.size() - i)
-          fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: field length past the end");
-        body = proto.substr(i, len);
-        i += len;
-        break;
-      default:
-        fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: unknown wire type");
-    }
-    if (i > proto.size()) fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model: field past the end");
-    on_field(tag, start, i, body);
-  }
-}
-
-constexpr uint64_t kNormalizerSpec = 3;                               // ModelProto.normalizer_spec
-constexpr uint64_t kAddDummyPrefix = 3, kRemoveExtraWhitespaces = 4;  // NormalizerSpec fields
-
-// A bool of ModelProto.normalizer_spec (proto2 default when absent).
-bool normalizer_flag(std::string_view proto, uint64_t field, bool fallback) {
-  bool value = fallback;
-  for_each_field(proto, [&](uint64_t tag, size_t, size_t, std::string_view body) {
-    if (tag != ((kNormalizerSpec << 3) | 2)) return;
-    for_each_field(body, [&](uint64_t t, size_t s, size_t e, std::string_view) {
-      if (t == (field << 3)) value = body[e - 1] != 0;  // one-byte varint for a bool
-      (void)s;
-    });
-  });
-  return value;
-}
-
-// The proto with normalizer_spec bools overridden (a later occurrence of a
-// scalar field wins when protobuf parses).
-std::string with_normalizer_flags(std::string_view proto, const std::vector<std::pair<uint64_t, bool>> &flags) {
-  std::string out, extra;
-  for (const auto &[field, v] : flags) {
-    write_varint(extra, field << 3);
-    extra += v ? '\x01' : '\x00';
-  }
-  bool patched = false;
-  for_each_field(proto, [&](uint64_t tag, size_t start, size_t end, std::string_view body) {
-    if (tag == ((kNormalizerSpec << 3) | 2) && !patched) {
-      std::string b(body);
-      b += extra;
-      write_varint(out, tag);
-      write_varint(out, b.size());
-      out += b;
-      patched = true;
-    } else {
-      out.append(proto.substr(start, end - start));
-    }
-  });
-  if (!patched) {
-    write_varint(out, (kNormalizerSpec << 3) | 2);
-    write_varint(out, extra.size());
-    out += extra;
-  }
-  return out;
-}
-
 std::unique_ptr<sentencepiece::SentencePieceProcessor> load(std::string_view proto) {
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  auto status = sp->LoadFromSerializedProto(proto);
+  sentencepiece::util::Status status;
+  try {  // darts-clone throws (checked protos should not get there)
+    status = sp->LoadFromSerializedProto(proto);
+  } catch (const std::bad_alloc &) {
+    throw;
+  } catch (const std::exception &e) {
+    fail(PARLEY_ERROR_INVALID_MODEL, std::string("SentencePiece model does not load: ") + e.what());
+  }
   if (!status.ok())
     fail(PARLEY_ERROR_INVALID_MODEL, std::string("SentencePiece model does not load: ") + status.ToString());
   return sp;
@@ -131,17 +44,19 @@ class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(const TokenizerView &view, uint32_t model_vocab) : Tokenizer(view, model_vocab) {
     std::string_view proto(reinterpret_cast<const char *>(view.data), view.length);
+    // libsentencepiece trusts its proto (a bad charsmap trie reads out of
+    // bounds on ordinary text): check every field it relies on first.
+    const sentencepiece_proto::Summary checked = sentencepiece_proto::check_model_proto(proto);
     // tokenizers' rebuilt pipelines for SentencePiece models (NLLB, mBART)
     // collapse runs of spaces to one instead of stripping them, so a leading
     // or trailing space survives as "▁": emulate with the proto's whitespace
     // removal turned off and our own collapsing.
-    collapse_ =
-        table_.decode_style() == format::DecodeStyle::Stream && normalizer_flag(proto, kRemoveExtraWhitespaces, true);
-    std::vector<std::pair<uint64_t, bool>> flags;
-    if (collapse_) flags.emplace_back(kRemoveExtraWhitespaces, false);
-    sp_ = load(flags.empty() ? std::string(proto) : with_normalizer_flags(proto, flags));
-    flags.emplace_back(kAddDummyPrefix, false);
-    if (table_.prefix_first_only()) sp_rest_ = load(with_normalizer_flags(proto, flags));
+    collapse_ = table_.decode_style() == format::DecodeStyle::Stream && checked.remove_extra_whitespaces;
+    std::vector<std::pair<uint32_t, bool>> flags;
+    if (collapse_) flags.emplace_back(sentencepiece_proto::kRemoveExtraWhitespaces, false);
+    sp_ = load(sentencepiece_proto::for_library(proto, flags));
+    flags.emplace_back(sentencepiece_proto::kAddDummyPrefix, false);
+    if (table_.prefix_first_only()) sp_rest_ = load(sentencepiece_proto::for_library(proto, flags));
     if (const auto *vocab = table_.vocab()) {
       for (flatbuffers::uoffset_t i = 0; i < vocab->size(); ++i) {
         pieces_.push_back(vocab->Get(i)->str());
@@ -179,7 +94,14 @@ class SentencePieceTokenizer final : public Tokenizer {
     bool prefix = first && !(table_.decode_style() == format::DecodeStyle::Stream && !text.empty() && text[0] == ' ');
     const auto &sp = (!prefix && sp_rest_) ? *sp_rest_ : *sp_;
     std::vector<std::string> pieces;
-    auto status = sp.Encode(text, &pieces);
+    sentencepiece::util::Status status;
+    try {
+      status = sp.Encode(text, &pieces);
+    } catch (const std::bad_alloc &) {
+      throw;
+    } catch (const std::exception &e) {
+      fail(PARLEY_ERROR_INTERNAL, std::string("SentencePiece encode failed: ") + e.what());
+    }
     if (!status.ok()) fail(PARLEY_ERROR_INTERNAL, "SentencePiece encode failed: " + status.ToString());
     for (const std::string &p : pieces) {
       auto it = ids_.find(p);
