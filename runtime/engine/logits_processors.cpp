@@ -254,11 +254,10 @@ PARLEY_VECTOR_CLONES float copy_row_max(const float *in, float *out, int64_t voc
 void check_logits_row(double row_max, const float *row, int64_t vocab, int64_t step, const std::string &source) {
   if (std::isfinite(row_max)) return;
   // The error path: describe the row exactly (NaN, +inf or all -inf).
-  int64_t nans = 0, pos_inf = 0, neg_inf = 0;
+  int64_t nans = 0, pos_inf = 0;
   for (int64_t v = 0; v < vocab; ++v) {
     nans += std::isnan(row[v]) ? 1 : 0;
     pos_inf += row[v] == std::numeric_limits<float>::infinity() ? 1 : 0;
-    neg_inf += row[v] == kNegInf ? 1 : 0;
   }
   std::string what;
   if (nans) what = "NaN at " + std::to_string(nans) + " of " + std::to_string(vocab) + " tokens";
