@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 #include "engine/generator.hpp"
 
 namespace parley {
@@ -65,7 +66,8 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
   DecodingOptions dec = options.decoding;
   if (!options.target_language.empty()) {
     int32_t id = tgt.language_token(options.target_language);
-    if (id < 0) fail(PARLEY_ERROR_NOT_FOUND, "unknown target language code '" + options.target_language + "'");
+    if (id < 0)
+      fail(PARLEY_ERROR_NOT_FOUND, "unknown target language code " + quote_untrusted(options.target_language));
     dec.forced_bos_token_id = id;
   } else if (!tgt.languages().empty() && !dec.forced_bos_token_id) {
     fail(PARLEY_ERROR_INVALID_ARGUMENT,

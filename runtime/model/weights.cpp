@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 
 namespace parley {
 
@@ -111,16 +112,16 @@ const float *Weights::optional(const std::string &name, const std::vector<int64_
   auto it = views_.find(name);
   if (it == views_.end()) return nullptr;
   if (it->second.shape != shape)
-    fail(PARLEY_ERROR_INVALID_MODEL, label_ + ": tensor '" + name + "' has shape " + shape_str(it->second.shape) +
-                                         " but the config needs " + shape_str(shape));
+    fail(PARLEY_ERROR_INVALID_MODEL, label_ + ": tensor " + quote_untrusted(name) + " has shape " +
+                                         shape_str(it->second.shape) + " but the config needs " + shape_str(shape));
   return it->second.data;
 }
 
 const float *Weights::get(const std::string &name, const std::vector<int64_t> &shape) const {
   const float *p = optional(name, shape);
   if (!p)
-    fail(PARLEY_ERROR_INVALID_MODEL,
-         label_ + ": tensor '" + name + "' " + shape_str(shape) + " is required by the config but missing");
+    fail(PARLEY_ERROR_INVALID_MODEL, label_ + ": tensor " + quote_untrusted(name) + " " + shape_str(shape) +
+                                         " is required by the config but missing");
   return p;
 }
 

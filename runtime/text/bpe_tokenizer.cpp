@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 #include "text/tokenizer.hpp"
 #include "text/utf8.hpp"
 
@@ -76,8 +77,8 @@ class BpeTokenizer final : public Tokenizer {
       std::string merged = std::string(line.substr(0, sp)) + std::string(line.substr(sp + 1));
       auto it = ids_.find(merged);
       if (it == ids_.end())
-        fail(PARLEY_ERROR_INVALID_MODEL,
-             "BPE merge #" + std::to_string(rank) + " makes '" + merged + "', which is not in the vocabulary");
+        fail(PARLEY_ERROR_INVALID_MODEL, "BPE merge #" + std::to_string(rank) + " makes " + quote_untrusted(merged) +
+                                             ", which is not in the vocabulary");
       merges_.emplace(std::string(line), Merge{rank++, it->second});
     }
     if (const flatbuffers::String *re = table_.pre_tokenizer_regex()) {

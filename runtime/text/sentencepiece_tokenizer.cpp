@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 #include "text/sentencepiece_proto.hpp"
 #include "text/tokenizer.hpp"
 #include "text/utf8.hpp"
@@ -28,7 +29,7 @@ std::unique_ptr<sentencepiece::SentencePieceProcessor> load(std::string_view pro
     fail(PARLEY_ERROR_INVALID_MODEL, std::string("SentencePiece model does not load: ") + e.what());
   }
   if (!status.ok())
-    fail(PARLEY_ERROR_INVALID_MODEL, std::string("SentencePiece model does not load: ") + status.ToString());
+    fail(PARLEY_ERROR_INVALID_MODEL, "SentencePiece model does not load: " + escape_untrusted(status.ToString(), 512));
   return sp;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 #include "text/chat_format.hpp"
 #include "text/utf8.hpp"
 
@@ -55,8 +56,8 @@ void Tokenizer::bind_template() {
       }
       int32_t id = token_id(s->string_view());
       if (id < 0)
-        fail(PARLEY_ERROR_INVALID_MODEL,
-             std::string("tokenizer ") + what + " token '" + s->str() + "' is not in its vocabulary");
+        fail(PARLEY_ERROR_INVALID_MODEL, std::string("tokenizer ") + what + " token " +
+                                             quote_untrusted(s->string_view()) + " is not in its vocabulary");
       out.push_back(id);
     }
   };
@@ -117,10 +118,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
   int32_t lang_id = -1;
   if (!lang.empty()) {
     lang_id = language_token(lang);
-    if (lang_id < 0) fail(PARLEY_ERROR_NOT_FOUND, "unknown language code '" + std::string(lang) + "'");
+    if (lang_id < 0) fail(PARLEY_ERROR_NOT_FOUND, "unknown language code " + quote_untrusted(lang));
   }
   if (add_special && needs_lang_ && lang_id < 0)
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "this model needs a language code (e.g. '" + languages_.front().first + "')");
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "this model needs a language code (e.g. " + quote_untrusted(languages_.front().first) + ")");
   std::vector<int32_t> ids;
   auto put = [&](const std::vector<int32_t> &tpl) {
     for (int32_t id : tpl) ids.push_back(id == -2 ? lang_id : id);
