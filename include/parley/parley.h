@@ -289,6 +289,13 @@ typedef struct parley_model_options {
    * caller's buffer in place, which must then stay valid and unchanged until
    * the model is freed and must be 64-byte aligned. */
   int32_t borrow_memory;
+  /* For parley_model_load_file: 0 (default) maps the file and reads pages on
+   * demand; 1 reads the whole file into private memory at load (costs its
+   * size in RAM and the read time), so that nothing refers to the file
+   * afterwards. Use 1 when the host cannot guarantee that the file stays
+   * unchanged while the model is loaded: see parley_model_load_file.
+   * Must be 0 when borrow_memory is 1 (PARLEY_ERROR_INVALID_ARGUMENT). */
+  int32_t read_into_memory;
 } parley_model_options;
 
 /* Defaults for the first options->struct_size bytes; see parley_runtime_options_defaults. */
@@ -304,6 +311,12 @@ static inline parley_status parley_model_options_init(parley_model_options *opti
 /*
  * Load a model file (memory-mapped; pages are read on demand). The file is
  * treated as untrusted: see formats/FORMAT.md section 4 for every check.
+ * A mapped file must stay in place and unchanged until the model is freed:
+ * if it is truncated (or rewritten in place) meanwhile, the next access to a
+ * lost page raises SIGBUS and kills the process — a property of mmap that
+ * no check at load can prevent. Replace model files by renaming a new file
+ * over the old path (the mapping keeps the old inode), or set
+ * options->read_into_memory = 1.
  * Errors: PARLEY_ERROR_IO (also a path that is not a regular file: a FIFO,
  * device or directory is refused without blocking), PARLEY_ERROR_INVALID_MODEL,
  * PARLEY_ERROR_UNSUPPORTED_VERSION, PARLEY_ERROR_CHECKSUM (names the
@@ -404,6 +417,14 @@ typedef struct parley_tokenizer_info {
 
 PARLEY_API parley_status parley_model_tokenizer_info(const parley_model *model, size_t index,
                                                      parley_tokenizer_info *info);
+/*
+ * Verify tokenizer `index`'s model blob checksum now (the check the loader
+ * makes unless verify_checksums = 0; `parley inspect` uses it).
+ * Errors: PARLEY_ERROR_NOT_FOUND for an index out of range,
+ * PARLEY_ERROR_CHECKSUM (the message names the tokenizer).
+ * Thread-safe: reads the immutable model only.
+ */
+PARLEY_API parley_status parley_model_verify_tokenizer(const parley_model *model, size_t index);
 
 /* Key/value metadata, in key order. Errors: PARLEY_ERROR_NOT_FOUND. */
 PARLEY_API parley_status parley_model_metadata_at(const parley_model *model, size_t index, const char **out_key,

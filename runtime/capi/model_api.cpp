@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "capi/api_guard.hpp"
+#include "core/escape.hpp"
 #include "core/runtime.hpp"
 
 using namespace parley;
@@ -32,6 +33,10 @@ parley_model_options resolve_options(const parley_model_options *options) {
   if (o.borrow_memory != 0 && o.borrow_memory != 1)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->borrow_memory must be 0 or 1");
   if (!o.device || !*o.device) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->device is NULL or empty");
+  if (o.read_into_memory != 0 && o.read_into_memory != 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->read_into_memory must be 0 or 1");
+  if (o.read_into_memory && o.borrow_memory)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->read_into_memory and options->borrow_memory exclude each other");
   return o;
 }
 
@@ -41,6 +46,7 @@ void load(parley_runtime *runtime, const parley_model_options &o, parley_model *
   runtime->impl->registry.device(o.device);
   LoadOptions lo;
   lo.verify_checksums = o.verify_checksums != 0;
+  lo.read_into_memory = o.read_into_memory != 0;
   lo.pool = &runtime->impl->host.pool();
   auto file = open(lo);
   auto m = std::make_unique<parley_model>();
@@ -108,6 +114,7 @@ PARLEY_API parley_status parley_model_options_defaults(parley_model_options *opt
     o.verify_checksums = 1;
     o.device = "cpu";
     o.borrow_memory = 0;
+    o.read_into_memory = 0;
     copy_out(options, o);
   });
 }
@@ -168,8 +175,8 @@ PARLEY_API parley_status parley_model_config_int(const parley_model *model, cons
     require(key, "key");
     require(out_value, "out_value");
     const ConfigEntry *e = f.find_config(key);
-    if (!e) fail(PARLEY_ERROR_NOT_FOUND, std::string("no config key '") + key + "'");
-    if (e->is_float) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("config key '") + key + "' is a real number");
+    if (!e) fail(PARLEY_ERROR_NOT_FOUND, "no config key " + quote_untrusted(key));
+    if (e->is_float) fail(PARLEY_ERROR_INVALID_ARGUMENT, "config key " + quote_untrusted(key) + " is a real number");
     *out_value = e->int_value;
   });
 }
@@ -180,7 +187,7 @@ PARLEY_API parley_status parley_model_config_float(const parley_model *model, co
     require(key, "key");
     require(out_value, "out_value");
     const ConfigEntry *e = f.find_config(key);
-    if (!e) fail(PARLEY_ERROR_NOT_FOUND, std::string("no config key '") + key + "'");
+    if (!e) fail(PARLEY_ERROR_NOT_FOUND, "no config key " + quote_untrusted(key));
     *out_value = e->float_value;
   });
 }
@@ -225,7 +232,7 @@ PARLEY_API parley_status parley_model_find_tensor(const parley_model *model, con
     require(info, "info");
     check_struct_size(info->struct_size, kTensorInfoV1, sizeof *info, "info");
     const TensorView *t = f.find_tensor(name);
-    if (!t) fail(PARLEY_ERROR_NOT_FOUND, std::string("no tensor named '") + name + "'");
+    if (!t) fail(PARLEY_ERROR_NOT_FOUND, "no tensor named " + quote_untrusted(name));
     fill_tensor(*t, info);
   });
 }
@@ -235,8 +242,18 @@ PARLEY_API parley_status parley_model_verify_tensor(const parley_model *model, c
     const ModelFile &f = file_of(model);
     require(name, "name");
     const TensorView *t = f.find_tensor(name);
-    if (!t) fail(PARLEY_ERROR_NOT_FOUND, std::string("no tensor named '") + name + "'");
+    if (!t) fail(PARLEY_ERROR_NOT_FOUND, "no tensor named " + quote_untrusted(name));
     f.verify_tensor(*t);
+  });
+}
+
+PARLEY_API parley_status parley_model_verify_tokenizer(const parley_model *model, size_t index) {
+  return guarded(__func__, [&] {
+    const ModelFile &f = file_of(model);
+    if (index >= f.tokenizers().size())
+      fail(PARLEY_ERROR_NOT_FOUND, "tokenizer index " + std::to_string(index) + " out of range (count " +
+                                       std::to_string(f.tokenizers().size()) + ")");
+    f.verify_tokenizer(index);
   });
 }
 
@@ -283,7 +300,7 @@ PARLEY_API parley_status parley_model_metadata_get(const parley_model *model, co
         *out_value = kv.second.c_str();
         return;
       }
-    fail(PARLEY_ERROR_NOT_FOUND, std::string("no metadata key '") + key + "'");
+    fail(PARLEY_ERROR_NOT_FOUND, "no metadata key " + quote_untrusted(key));
   });
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/escape.hpp"  // header-only: file content made printable before it reaches a terminal
 #include "text_commands.hpp"
 
 namespace {
@@ -113,7 +114,7 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
   if (st != PARLEY_OK) return report(st, "runtime");
   parley_model_options mo;
   parley_model_options_init(&mo);
-  mo.verify_checksums = 0;  // verified per tensor below, so every verdict is shown
+  mo.verify_checksums = 0;  // verified per tensor and tokenizer below, so every verdict is shown
   mo.device = device.c_str();
   parley_model *m = nullptr;
   st = parley_model_load_file(rt, path.c_str(), &mo, &m);
@@ -124,8 +125,10 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
   }
   auto info = sized<parley_model_info>();
   parley_model_get_info(m, &info);
-  std::printf("%s\n  format %u.%u, %s, architecture %s (%s)\n", path.c_str(), info.format_major, info.format_minor,
-              human_bytes(info.file_size).c_str(), info.architecture,
+  // Everything the file supplies is escaped: a hostile file must not drive the terminal.
+  auto safe = [](const char *s, size_t max = parley::kMaxQuotedBytes) { return parley::escape_untrusted(s, max); };
+  std::printf("%s\n  format %u.%u, %s, architecture %s (%s)\n", safe(path.c_str(), 4096).c_str(), info.format_major,
+              info.format_minor, human_bytes(info.file_size).c_str(), safe(info.architecture).c_str(),
               info.kind == PARLEY_MODEL_ENCODER_DECODER ? "encoder-decoder" : "decoder-only");
   std::printf("  %zu tensors, %s of weights; %zu tokenizer(s); chat template: %s\n", info.num_tensors,
               human_bytes(info.weights_size).c_str(), info.num_tokenizers, info.has_chat_template ? "yes" : "no");
@@ -148,17 +151,28 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     }
   }
   const char *kinds[] = {"sentencepiece", "byte-level-bpe"}, *roles[] = {"shared", "source", "target"};
+  size_t bad_blobs = 0;
   for (size_t i = 0; i < info.num_tokenizers; ++i) {
     auto t = sized<parley_tokenizer_info>();
     parley_model_tokenizer_info(m, i, &t);
-    std::printf("Tokenizer %zu: %s, %s, %s, %zu special token(s)\n", i, kinds[t.kind], roles[t.role],
-                human_bytes(t.model_size).c_str(), t.num_special_tokens);
+    // The same check the loader makes (ModelFile::verify_tokenizer).
+    const char *verdict = "not checked";
+    if (verify) {
+      verdict = "checksum ok";
+      if (parley_model_verify_tokenizer(m, i) != PARLEY_OK) {
+        verdict = "CHECKSUM MISMATCH";
+        ++bad_blobs;
+        std::fprintf(stderr, "parley: %s\n", parley_last_error());
+      }
+    }
+    std::printf("Tokenizer %zu: %s, %s, %s, %zu special token(s), %s\n", i, kinds[t.kind], roles[t.role],
+                human_bytes(t.model_size).c_str(), t.num_special_tokens, verdict);
   }
   if (info.num_metadata) std::printf("Metadata:\n");
   for (size_t i = 0; i < info.num_metadata; ++i) {
     const char *k, *v;
     parley_model_metadata_at(m, i, &k, &v);
-    std::printf("  %-20s %s\n", k, v);
+    std::printf("  %-20s %s\n", safe(k).c_str(), safe(v, 1024).c_str());
   }
 
   std::printf("Tensors:\n");
@@ -171,17 +185,21 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     shape += "]";
     const char *verdict = "not checked";
     if (verify) {
-      verdict = parley_model_verify_tensor(m, t.name) == PARLEY_OK ? "checksum ok" : "CHECKSUM MISMATCH";
-      if (verdict[0] == 'C') ++bad;
+      verdict = "checksum ok";
+      if (parley_model_verify_tensor(m, t.name) != PARLEY_OK) {
+        verdict = "CHECKSUM MISMATCH";
+        ++bad;
+        std::fprintf(stderr, "parley: %s\n", parley_last_error());
+      }
     }
-    std::printf("  %-48s %-5s %-18s %10s  %s%s%s\n", t.name, parley_dtype_name(t.dtype), shape.c_str(),
+    std::printf("  %-48s %-5s %-18s %10s  %s%s%s\n", safe(t.name).c_str(), parley_dtype_name(t.dtype), shape.c_str(),
                 human_bytes(t.length).c_str(), verdict, t.scale_tensor ? "  scales: " : "",
-                t.scale_tensor ? t.scale_tensor : "");
+                t.scale_tensor ? safe(t.scale_tensor).c_str() : "");
   }
   if (parley_model_prepare(m) == PARLEY_OK)
     std::printf("Runnable: yes (every tensor the config needs is present with its shape)\n");
   else
-    std::printf("Runnable: NO — %s\n", parley_last_error());
+    std::printf("Runnable: NO — %s\n", parley_last_error());  // messages escape file content themselves
   std::printf("Kernel plan on device '%s':\n", info.device);
   parley_model_kernel_plan_count(m, &n);
   for (size_t i = 0; i < n; ++i) {
@@ -195,8 +213,9 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
   }
   parley_model_free(m);
   parley_runtime_free(rt);
-  if (bad) {
-    std::fprintf(stderr, "parley: %zu tensor(s) failed checksum verification\n", bad);
+  if (bad || bad_blobs) {
+    std::fprintf(stderr, "parley: %zu tensor(s) and %zu tokenizer blob(s) failed checksum verification\n", bad,
+                 bad_blobs);
     return 2;
   }
   return 0;
@@ -220,7 +239,7 @@ int main(int argc, char **argv) {
   bool no_verify = false;
   auto *inspect = app.add_subcommand("inspect", "Describe a .parley model file and check it");
   inspect->add_option("file", file, "Model file")->required();
-  inspect->add_flag("--no-verify", no_verify, "Skip tensor checksum verification");
+  inspect->add_flag("--no-verify", no_verify, "Skip tensor and tokenizer checksum verification");
   inspect->add_option("--device", device, "Device whose kernels to plan for");
   add_common(inspect);
 

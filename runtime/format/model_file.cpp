@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 #include "core/thread_pool.hpp"
 #include "parley_generated.h"
 
@@ -49,16 +50,9 @@ bool printable(const flatbuffers::String *s, size_t max_len) {
   return true;
 }
 
+// File content quoted in a message: control bytes and invalid UTF-8 escaped, length capped.
 std::string quoted(const flatbuffers::String *s) {
-  if (!s) return "''";
-  std::string out = "'";
-  size_t n = std::min<size_t>(s->size(), 80);
-  for (size_t i = 0; i < n; ++i) {
-    unsigned char c = static_cast<unsigned char>(s->c_str()[i]);
-    out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
-  }
-  if (s->size() > n) out += "...";
-  return out + "'";
+  return s ? quote_untrusted(s->string_view()) : "''";
 }
 
 bool finite(float f) {
@@ -115,7 +109,7 @@ void ModelFile::bad(parley_status status, const std::string &what) const {
 
 std::unique_ptr<ModelFile> ModelFile::open_file(const std::string &path, const LoadOptions &options) {
   std::unique_ptr<ModelFile> m(new ModelFile());
-  m->label_ = "model file '" + path + "'";
+  m->label_ = "model file " + quote_untrusted(path, 1024);
   // O_NONBLOCK: a blocking open() of a FIFO waits for a writer forever (and
   // O_NOCTTY: a terminal must not become our controlling one); the type is
   // checked on the descriptor (no race with a rename) before anything is
@@ -145,6 +139,12 @@ std::unique_ptr<ModelFile> ModelFile::open_file(const std::string &path, const L
     m->bad(PARLEY_ERROR_INVALID_MODEL, "file is " + std::to_string(m->size_) +
                                            " bytes, smaller than the 64-byte preamble (truncated or not a model)");
   }
+  if (options.read_into_memory) {
+    m->read_whole_file(fd);
+    ::close(fd);
+    m->parse(options);
+    return m;
+  }
   void *p = mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd, 0);
   int e = errno;
   ::close(fd);
@@ -153,6 +153,41 @@ std::unique_ptr<ModelFile> ModelFile::open_file(const std::string &path, const L
   m->base_ = static_cast<const uint8_t *>(p);
   m->parse(options);
   return m;
+}
+
+// Private, 64-byte-aligned copy of the file (LoadOptions::read_into_memory):
+// afterwards nothing refers to the file, so truncating or rewriting it cannot
+// fault the process (a mapping would raise SIGBUS on the lost pages).
+// Closes `fd` on failure.
+void ModelFile::read_whole_file(int fd) {
+  if (size_ > SIZE_MAX - kDataAlignment) {
+    ::close(fd);
+    bad(PARLEY_ERROR_OUT_OF_MEMORY, "file of " + std::to_string(size_) + " bytes does not fit in memory");
+  }
+  size_t size = static_cast<size_t>(size_);
+  size_t rounded = (size + kDataAlignment - 1) / kDataAlignment * kDataAlignment;
+  void *copy = std::aligned_alloc(kDataAlignment, rounded);
+  if (!copy) {
+    ::close(fd);
+    bad(PARLEY_ERROR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(size_) + " bytes to read the file into");
+  }
+  owned_ = copy;  // freed by the destructor, also when a check below throws
+  base_ = static_cast<const uint8_t *>(copy);
+  auto *dst = static_cast<uint8_t *>(copy);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t got = ::pread(fd, dst + done, std::min<size_t>(size - done, size_t{1} << 30), static_cast<off_t>(done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      int e = errno;
+      ::close(fd);
+      if (got == 0)
+        bad(PARLEY_ERROR_IO,
+            "file shrank to " + std::to_string(done) + " bytes while being read (was " + std::to_string(size_) + ")");
+      bad(PARLEY_ERROR_IO, std::string("cannot read: ") + std::strerror(e));
+    }
+    done += static_cast<size_t>(got);
+  }
 }
 
 std::unique_ptr<ModelFile> ModelFile::open_memory(const void *data, size_t size, bool borrow,
@@ -263,34 +298,53 @@ struct StackCheck {
     in("num_kv_heads", s->num_kv_heads(), 0, 1024);
     uint32_t kv = s->num_kv_heads() ? s->num_kv_heads() : s->num_heads();
     if (s->num_heads() % kv != 0)
-      bad("config " + name + ".num_heads (" + std::to_string(s->num_heads()) + ") is not a multiple of num_kv_heads (" +
-          std::to_string(kv) + ")");
+      bad("config " + name + ".num_kv_heads (" + std::to_string(kv) + ") does not divide num_heads (" +
+          std::to_string(s->num_heads()) + ")");
     in("head_dim", s->head_dim(), 0, 1024);
     if (s->head_dim() == 0 && s->hidden_size() % s->num_heads() != 0)
       bad("config " + name + ".hidden_size (" + std::to_string(s->hidden_size()) +
           ") is not divisible by num_heads and head_dim is not given");
     uint32_t head_dim = s->head_dim() ? s->head_dim() : s->hidden_size() / s->num_heads();
-    if (head_dim == 0 || head_dim > 1024) bad("config " + name + ": head dimension out of range");
-    in("ffn_size", s->ffn_size(), 0, 1048576);
+    if (head_dim == 0 || head_dim > 1024)
+      bad("config " + name + ".head_dim (derived: hidden_size / num_heads = " + std::to_string(head_dim) +
+          ") is outside [1, 1024]");
+    in("ffn_size", s->ffn_size(), s->num_layers() ? 1 : 0, 1048576);
     in("max_positions", s->max_positions(), 0, 16777216);
     in("position_offset", s->position_offset(), 0, 1 << 20);
     in("rope_dim", s->rope_dim(), 0, head_dim);
     uint32_t rope_dim = s->rope_dim() ? s->rope_dim() : head_dim;  // 0 means head_dim
     if (s->position() == fb::PositionKind::Rotary && rope_dim % 2)
-      bad("config " + name + ": the rotary dimension (" + std::to_string(rope_dim) + ") must be even");
+      bad("config " + name + ".rope_dim: the rotary dimension (" + std::to_string(rope_dim) + ") must be even");
     in("rope_original_max_positions", s->rope_original_max_positions(), 0, 16777216);
     auto act = static_cast<int>(s->activation());
     if (act < 1 || act > 4) bad("config " + name + ".activation has unknown value " + std::to_string(act));
-    if (static_cast<int>(s->norm()) > 1) bad("config " + name + ".norm has unknown value");
-    if (static_cast<int>(s->norm_placement()) > 1) bad("config " + name + ".norm_placement has unknown value");
-    if (static_cast<int>(s->position()) > 3) bad("config " + name + ".position has unknown value");
-    if (static_cast<int>(s->rope_scaling()) > 2) bad("config " + name + ".rope_scaling has unknown value");
+    auto known = [&](const char *field, int v, int max) {
+      if (v > max) bad("config " + name + "." + field + " has unknown value " + std::to_string(v));
+    };
+    known("norm", static_cast<int>(s->norm()), 1);
+    known("norm_placement", static_cast<int>(s->norm_placement()), 1);
+    known("position", static_cast<int>(s->position()), 3);
+    known("rope_scaling", static_cast<int>(s->rope_scaling()), 2);
+    // Learned and sinusoidal positions are a table of max_positions rows;
+    // rotary and none treat 0 as "no limit".
+    if ((s->position() == fb::PositionKind::Learned || s->position() == fb::PositionKind::Sinusoidal) &&
+        s->max_positions() == 0)
+      bad("config " + name + ".max_positions = 0, but learned and sinusoidal positions need at least 1");
     float eps = s->norm_epsilon();
     if (!finite(eps) || eps <= 0.f || eps >= 1.f) bad("config " + name + ".norm_epsilon must be in (0, 1)");
     if (!finite(s->rope_theta()) || s->rope_theta() <= 0.f) bad("config " + name + ".rope_theta must be > 0");
     if (!finite(s->embedding_scale())) bad("config " + name + ".embedding_scale must be finite");
     for (float f : {s->rope_scaling_factor(), s->rope_low_freq_factor(), s->rope_high_freq_factor()})
       if (!finite(f) || f <= 0.f) bad("config " + name + ": rope scaling factors must be finite and > 0");
+    if (s->rope_scaling() == fb::RopeScaling::Llama3) {
+      // transformers' _compute_llama3_parameters divides by (high - low) and by the original context.
+      if (s->rope_original_max_positions() == 0)
+        bad("config " + name + ".rope_original_max_positions must be >= 1 for llama3 rope scaling");
+      if (!(s->rope_high_freq_factor() > s->rope_low_freq_factor()))
+        bad("config " + name +
+            ".rope_high_freq_factor must be greater than rope_low_freq_factor for llama3 rope "
+            "scaling");
+    }
   }
 };
 
@@ -309,7 +363,8 @@ void ModelFile::check_header() {
 
   // ---- config
   const fb::ModelConfig *cfg = header_->config();
-  if (!printable(cfg->architecture(), 128)) invalid("config.architecture is empty or not printable");
+  if (!printable(cfg->architecture(), 128))
+    invalid("config.architecture " + quoted(cfg->architecture()) + " is empty, longer than 128 bytes or not printable");
   architecture_ = cfg->architecture()->str();
   int kind = static_cast<int>(cfg->kind());
   if (kind > 1) invalid("config.kind has unknown value " + std::to_string(kind));
@@ -350,7 +405,8 @@ void ModelFile::check_header() {
   for (flatbuffers::uoffset_t i = 0; i < tensors->size(); ++i) {
     const fb::Tensor *t = tensors->Get(i);
     if (!printable(t->name(), kMaxTensorNameLength))
-      invalid("tensor #" + std::to_string(i) + ": name is empty, longer than 512 bytes or not printable");
+      invalid("tensor #" + std::to_string(i) + ": name " + quoted(t->name()) +
+              " is empty, longer than 512 bytes or not printable");
     std::string what = "tensor " + quoted(t->name());
     if (prev) {
       int c = std::memcmp(prev->data(), t->name()->data(), std::min(prev->size(), t->name()->size()));
@@ -392,7 +448,8 @@ void ModelFile::check_header() {
         if (q->axis() < 0 || static_cast<size_t>(q->axis()) >= v.shape.size())
           invalid(what + ": quantization axis " + std::to_string(q->axis()) + " out of range");
         if (!printable(q->scale_tensor(), kMaxTensorNameLength))
-          invalid(what + ": quantization scale tensor not named");
+          invalid(what + ": quantization scale tensor name " + quoted(q->scale_tensor()) +
+                  " is empty, longer than 512 bytes or not printable");
         v.scale_tensor = q->scale_tensor()->str();
         v.scale_axis = q->axis();
       }
@@ -402,22 +459,31 @@ void ModelFile::check_header() {
   for (const TensorView &v : tensors_) {
     if (v.scale_tensor.empty()) continue;
     const TensorView *s = find_tensor(v.scale_tensor);
-    std::string what = "tensor '" + v.name + "'";
-    if (!s) invalid(what + ": quantization scale tensor '" + v.scale_tensor + "' is missing");
+    std::string what = "tensor " + quote_untrusted(v.name);
+    if (!s) invalid(what + ": quantization scale tensor " + quote_untrusted(v.scale_tensor) + " is missing");
     if (s->dtype != PARLEY_DTYPE_F32 || s->shape.size() != 1 ||
         s->shape[0] != v.shape[static_cast<size_t>(v.scale_axis)])
-      invalid(what + ": scale tensor '" + v.scale_tensor + "' must be f32 of shape [" +
+      invalid(what + ": scale tensor " + quote_untrusted(v.scale_tensor) + " must be f32 of shape [" +
               std::to_string(v.shape[static_cast<size_t>(v.scale_axis)]) + "]");
   }
 
   // ---- tokenizers
   if (const auto *toks = header_->tokenizers()) {
     if (toks->size() > 16) invalid("more than 16 tokenizers");
+    unsigned roles_seen = 0;
     for (flatbuffers::uoffset_t i = 0; i < toks->size(); ++i) {
       const fb::Tokenizer *t = toks->Get(i);
       std::string what = "tokenizer #" + std::to_string(i);
-      if (static_cast<int>(t->kind()) > 1) invalid(what + ": unknown kind");
-      if (static_cast<int>(t->role()) > 2) invalid(what + ": unknown role");
+      auto known = [&](const char *field, int v, int max) {
+        if (v > max) invalid(what + "." + field + " has unknown value " + std::to_string(v));
+      };
+      known("kind", static_cast<int>(t->kind()), 1);
+      known("role", static_cast<int>(t->role()), 2);
+      known("normalization", static_cast<int>(t->normalization()), 1);
+      known("decode_style", static_cast<int>(t->decode_style()), 2);
+      if (roles_seen & (1u << static_cast<int>(t->role())))
+        invalid(what + ".role repeats the role of an earlier tokenizer");
+      roles_seen |= 1u << static_cast<int>(t->role());
       check_region(what + " model", t->model()->offset(), t->model()->length());
       size_t specials = 0;
       auto in_vocab = [&](int32_t id) { return id >= 0 && static_cast<uint32_t>(id) < vocab_size_; };
@@ -429,17 +495,23 @@ void ModelFile::check_header() {
           if (s->content()->size() == 0) invalid(what + ": special token " + std::to_string(s->id()) + " is empty");
         }
       }
-      if (static_cast<int>(t->normalization()) > 1) invalid(what + ": unknown normalization");
       if (t->vocab() && t->vocab()->size() > vocab_size_)
         invalid(what + ": vocabulary of " + std::to_string(t->vocab()->size()) + " tokens is larger than the model's " +
                 std::to_string(vocab_size_));
       if (t->unk_id() != -1 && !in_vocab(t->unk_id()))
         invalid(what + ": unk_id " + std::to_string(t->unk_id()) + " is outside the vocabulary");
-      if (const auto *langs = t->languages())
-        for (const fb::Language *l : *langs)
+      if (const auto *langs = t->languages()) {
+        std::set<std::string_view> codes;
+        for (const fb::Language *l : *langs) {
+          if (!printable(l->code(), 64))
+            invalid(what + ": language code " + quoted(l->code()) + " is empty, longer than 64 bytes or not printable");
+          if (!codes.insert(l->code()->string_view()).second)
+            invalid(what + ": language code " + quoted(l->code()) + " is listed twice");
           if (!in_vocab(l->token_id()))
             invalid(what + ": language " + quoted(l->code()) + " token " + std::to_string(l->token_id()) +
                     " is outside the vocabulary");
+        }
+      }
       tokenizers_.push_back(TokenizerView{static_cast<parley_tokenizer_kind>(t->kind()),
                                           static_cast<parley_tokenizer_role>(t->role()), data_ + t->model()->offset(),
                                           t->model()->length(), specials, t});
@@ -457,6 +529,10 @@ void ModelFile::check_header() {
       if (id != -1 && (id < 0 || static_cast<uint32_t>(id) >= vocab_size_))
         invalid(std::string("generation.") + field + " = " + std::to_string(id) + " is outside the vocabulary");
     };
+    auto listed = [&](const char *field, int32_t id) {  // list entries have no "unset" value
+      if (id < 0 || static_cast<uint32_t>(id) >= vocab_size_)
+        invalid(std::string("generation.") + field + " entry " + std::to_string(id) + " is outside the vocabulary");
+    };
     token("bos_token_id", g->bos_token_id());
     token("pad_token_id", g->pad_token_id());
     token("decoder_start_token_id", g->decoder_start_token_id());
@@ -464,16 +540,28 @@ void ModelFile::check_header() {
     token("forced_eos_token_id", g->forced_eos_token_id());
     if (const auto *eos = g->eos_token_ids()) {
       if (eos->size() > 64) invalid("generation.eos_token_ids has more than 64 entries");
-      for (int32_t id : *eos)
-        if (id < 0 || static_cast<uint32_t>(id) >= vocab_size_) token("eos_token_ids", id < 0 ? -2 : id);
+      for (int32_t id : *eos) listed("eos_token_ids", id);
     }
     if (const auto *sup = g->suppress_tokens())
-      for (int32_t id : *sup)
-        if (id < 0 || static_cast<uint32_t>(id) >= vocab_size_) token("suppress_tokens", id < 0 ? -2 : id);
-    if (g->num_beams() < 1 || g->num_beams() > 1024) invalid("generation.num_beams must be in [1, 1024]");
-    if (g->max_length() > 16777216) invalid("generation.max_length must be at most 16777216");
-    for (float f : {g->length_penalty(), g->repetition_penalty(), g->temperature(), g->top_p(), g->min_p()})
-      if (!finite(f)) invalid("generation: a real-valued default is not finite");
+      for (int32_t id : *sup) listed("suppress_tokens", id);
+    if (const auto *sup = g->suppress_tokens())
+      if (sup->size() > vocab_size_) invalid("generation.suppress_tokens has more entries than the vocabulary");
+    if (g->num_beams() < 1 || g->num_beams() > 1024)
+      invalid("generation.num_beams = " + std::to_string(g->num_beams()) + " is outside [1, 1024]");
+    if (g->max_length() > 16777216)
+      invalid("generation.max_length = " + std::to_string(g->max_length()) + " is outside [0, 16777216]");
+    if (g->no_repeat_ngram_size() > 16777216)
+      invalid("generation.no_repeat_ngram_size = " + std::to_string(g->no_repeat_ngram_size()) +
+              " is outside [0, 16777216]");
+    if (g->top_k() > 16777216)
+      invalid("generation.top_k = " + std::to_string(g->top_k()) + " is outside [0, 16777216]");
+    const std::pair<const char *, float> reals[] = {{"length_penalty", g->length_penalty()},
+                                                    {"repetition_penalty", g->repetition_penalty()},
+                                                    {"temperature", g->temperature()},
+                                                    {"top_p", g->top_p()},
+                                                    {"min_p", g->min_p()}};
+    for (const auto &[field, f] : reals)
+      if (!finite(f)) invalid(std::string("generation.") + field + " is not finite");
     if (g->top_p() < 0.f || g->top_p() > 1.f) invalid("generation.top_p must be in [0, 1]");
     if (g->min_p() < 0.f || g->min_p() > 1.f) invalid("generation.min_p must be in [0, 1]");
     if (g->temperature() < 0.f) invalid("generation.temperature must be >= 0");
@@ -481,18 +569,30 @@ void ModelFile::check_header() {
   }
 
   // ---- chat template and metadata
+  // Strings the C API hands out NUL-terminated must not hold a NUL: a caller
+  // would silently see only the part before it.
+  auto no_nul = [&](const std::string &what, const flatbuffers::String *s) {
+    size_t at = s->string_view().find('\0');
+    if (at != std::string_view::npos)
+      invalid(what + " contains a NUL byte at offset " + std::to_string(at) + ": " + quoted(s));
+  };
   if (const fb::ChatTemplate *c = header_->chat_template()) {
+    no_nul("chat_template.source", c->source());
     chat_template_ = c->source()->str();
     has_chat_template_ = true;
   }
   if (const fb::ChatFormat *c = header_->chat_format())
-    if (static_cast<int>(c->system_placement()) > 2) invalid("chat_format: unknown system_placement");
+    if (static_cast<int>(c->system_placement()) > 2)
+      invalid("chat_format.system_placement has unknown value " +
+              std::to_string(static_cast<int>(c->system_placement())));
   if (const auto *md = header_->metadata()) {
     if (md->size() > 65536) invalid("more than 65,536 metadata entries");
     std::set<std::string> keys;
     for (const fb::KeyValue *kv : *md) {
-      if (!printable(kv->key(), 256)) invalid("metadata key is empty, longer than 256 bytes or not printable");
+      if (!printable(kv->key(), 256))
+        invalid("metadata key " + quoted(kv->key()) + " is empty, longer than 256 bytes or not printable");
       if (!keys.insert(kv->key()->str()).second) invalid("duplicate metadata key " + quoted(kv->key()));
+      no_nul("metadata " + quoted(kv->key()) + " value", kv->value());
       metadata_.emplace_back(kv->key()->str(), kv->value()->str());
     }
     std::sort(metadata_.begin(), metadata_.end());
@@ -586,8 +686,17 @@ uint64_t ModelFile::weights_size() const {
 void ModelFile::verify_tensor(const TensorView &t) const {
   uint64_t actual = XXH3_64bits(t.data, t.length);
   if (actual != t.checksum)
-    bad(PARLEY_ERROR_CHECKSUM, "tensor '" + t.name + "': checksum mismatch (stored " + hex64(t.checksum) +
-                                   ", computed " + hex64(actual) + "): the weights are damaged");
+    bad(PARLEY_ERROR_CHECKSUM, "tensor " + quote_untrusted(t.name) + ": checksum mismatch (stored " +
+                                   hex64(t.checksum) + ", computed " + hex64(actual) + "): the weights are damaged");
+}
+
+void ModelFile::verify_tokenizer(size_t index) const {
+  const TokenizerView &t = tokenizers_.at(index);
+  uint64_t stored = t.table->model()->checksum();
+  uint64_t actual = XXH3_64bits(t.data, t.length);
+  if (actual != stored)
+    bad(PARLEY_ERROR_CHECKSUM, "tokenizer #" + std::to_string(index) + ": model blob checksum mismatch (stored " +
+                                   hex64(stored) + ", computed " + hex64(actual) + "): the tokenizer is damaged");
 }
 
 void ModelFile::verify_checksums(ThreadPool *pool) const {
@@ -613,13 +722,7 @@ void ModelFile::verify_checksums(ThreadPool *pool) const {
   else
     body(&job, 0, n);
   if (job.first_bad.load() >= 0) verify_tensor(tensors_[static_cast<size_t>(job.first_bad.load())]);
-  for (size_t i = 0; i < tokenizers_.size(); ++i) {
-    const auto *blob = header_->tokenizers()->Get(static_cast<flatbuffers::uoffset_t>(i))->model();
-    uint64_t actual = XXH3_64bits(tokenizers_[i].data, tokenizers_[i].length);
-    if (actual != blob->checksum())
-      bad(PARLEY_ERROR_CHECKSUM, "tokenizer #" + std::to_string(i) + ": model blob checksum mismatch (stored " +
-                                     hex64(blob->checksum()) + ", computed " + hex64(actual) + ")");
-  }
+  for (size_t i = 0; i < tokenizers_.size(); ++i) verify_tokenizer(i);
 }
 
 }  // namespace parley

@@ -62,6 +62,10 @@ struct TokenizerView {
 
 struct LoadOptions {
   bool verify_checksums = true;
+  // open_file: read the whole file into private memory instead of mapping
+  // it, so that truncating the file while the model is in use cannot raise
+  // SIGBUS (parley_model_options.read_into_memory).
+  bool read_into_memory = false;
   ThreadPool *pool = nullptr;  // parallel checksum verification when set
 };
 
@@ -94,10 +98,14 @@ class ModelFile {
 
   // Recompute one tensor's checksum; throws CHECKSUM naming it.
   void verify_tensor(const TensorView &t) const;
+  // Recompute tokenizer `index`'s model blob checksum; throws CHECKSUM naming it.
+  // The loader and `parley inspect` (through parley_model_verify_tokenizer) share it.
+  void verify_tokenizer(size_t index) const;
 
  private:
   ModelFile() = default;
   void parse(const LoadOptions &options);
+  void read_whole_file(int fd);
   void check_preamble();
   void check_header();
   void collect_config();

@@ -271,6 +271,16 @@ def test_model_from_bytes(runtime, gpt2):
         assert m.generate([[0, 92, 79]], max_new_tokens=4) == gpt2.generate([[0, 92, 79]], max_new_tokens=4)
 
 
+def test_read_into_memory_survives_truncation(runtime, gpt2, tmp_path):
+    """A mapped file truncated under the model kills the process (SIGBUS, see
+    parley.h); read_into_memory=True keeps no reference to the file."""
+    copy = tmp_path / "copy.parley"
+    copy.write_bytes(GPT2.read_bytes())
+    with parley.Model(runtime, copy, read_into_memory=True) as m:
+        os.truncate(copy, 0)
+        assert m.generate([[0, 92, 79]], max_new_tokens=4) == gpt2.generate([[0, 92, 79]], max_new_tokens=4)
+
+
 def test_missing_file_names_it(runtime, tmp_path):
     missing = tmp_path / "no-such-model.parley"
     with pytest.raises(parley.ParleyIOError) as e:

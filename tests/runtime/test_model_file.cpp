@@ -3,6 +3,7 @@
 // Base files come from the Python reference writer (tests/data).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <random>
 
 #include "../common/gtest_seed.h"
@@ -246,7 +247,7 @@ TEST_F(ModelFileTest, DuplicateUnsortedAndBadNames) {
   b = rewrite(good, [](Parts &p) { std::swap(p.model.tensors[0], p.model.tensors[1]); });
   EXPECT_LOAD_ERROR(b, PARLEY_ERROR_INVALID_MODEL, "sorted");
   b = rewrite(good, [](Parts &p) { p.model.tensors[0]->name = ""; });
-  EXPECT_LOAD_ERROR(b, PARLEY_ERROR_INVALID_MODEL, "name is empty");
+  EXPECT_LOAD_ERROR(b, PARLEY_ERROR_INVALID_MODEL, "name '' is empty");
   b = rewrite(good, [](Parts &p) { p.model.tensors[0]->name = std::string("a\nb"); });
   EXPECT_LOAD_ERROR(b, PARLEY_ERROR_INVALID_MODEL, "not printable");
 }
@@ -313,6 +314,315 @@ TEST_F(ModelFileTest, DuplicateMetadataKeys) {
     p.model.metadata.push_back(std::move(kv));
   });
   EXPECT_LOAD_ERROR(b, PARLEY_ERROR_INVALID_MODEL, "duplicate metadata key");
+}
+
+// Issue 10 item 5: every enum and integer field of parley.fbs is range-checked
+// at load. One case per field (and per consistency rule), each planted behind
+// valid checksums; the message must name the field.
+struct FieldCase {
+  const char *field;  // also the fragment the message must contain
+  std::function<void(Parts &)> edit;
+};
+
+format::TokenizerT &first_tokenizer(Parts &p) {
+  if (p.model.tokenizers.empty()) throw std::runtime_error("the reference file has no tokenizer");
+  return *p.model.tokenizers[0];
+}
+format::GenerationConfigT &generation(Parts &p) {
+  if (!p.model.generation) p.model.generation = std::make_unique<format::GenerationConfigT>();
+  return *p.model.generation;
+}
+
+std::vector<FieldCase> stack_cases(const std::string &stack) {
+  auto cfg = [stack](Parts &p) -> format::StackConfigT & {
+    return stack == "encoder" ? *p.model.config->encoder : *p.model.config->decoder;
+  };
+  auto c = [&](const char *field, std::function<void(format::StackConfigT &)> edit) {
+    return FieldCase{field, [cfg, edit](Parts &p) { edit(cfg(p)); }};
+  };
+  return {
+      c("num_layers", [](auto &s) { s.num_layers = 1025; }),
+      c("num_layers", [](auto &s) { s.num_layers = 0; }),
+      c("hidden_size", [](auto &s) { s.hidden_size = 65537; }),
+      c("hidden_size", [](auto &s) { s.hidden_size = 0; }),
+      c("num_heads", [](auto &s) { s.num_heads = 0; }),
+      c("num_heads", [](auto &s) { s.num_heads = 2048; }),
+      c("num_kv_heads", [](auto &s) { s.num_kv_heads = 2000; }),
+      c("num_kv_heads", [](auto &s) { s.num_kv_heads = s.num_heads + 1; }),  // does not divide num_heads
+      c("head_dim", [](auto &s) { s.head_dim = 1025; }),
+      c("hidden_size",
+        [](auto &s) {  // no head_dim given: hidden_size must split evenly over the heads
+          s.head_dim = 0;
+          s.hidden_size = s.num_heads * 3 + 1;
+        }),
+      c("head_dim",
+        [](auto &s) {  // derived head_dim too large
+          s.head_dim = 0;
+          s.num_heads = 1;
+          s.num_kv_heads = 1;
+          s.hidden_size = 4096;
+        }),
+      c("ffn_size", [](auto &s) { s.ffn_size = 0; }),
+      c("ffn_size", [](auto &s) { s.ffn_size = 1048577; }),
+      c("activation", [](auto &s) { s.activation = static_cast<format::Activation>(0); }),
+      c("activation", [](auto &s) { s.activation = static_cast<format::Activation>(255); }),
+      c("norm", [](auto &s) { s.norm = static_cast<format::NormKind>(2); }),
+      c("norm_placement", [](auto &s) { s.norm_placement = static_cast<format::NormPlacement>(255); }),
+      c("position", [](auto &s) { s.position = static_cast<format::PositionKind>(4); }),
+      c("max_positions", [](auto &s) { s.max_positions = 16777217; }),
+      c("max_positions",
+        [](auto &s) {  // a learned table needs rows
+          s.position = format::PositionKind::Learned;
+          s.max_positions = 0;
+        }),
+      c("position_offset", [](auto &s) { s.position_offset = (1u << 20) + 1; }),
+      c("rope_dim", [](auto &s) { s.rope_dim = 2048; }),
+      c("rope_dim",
+        [](auto &s) {
+          s.position = format::PositionKind::Rotary;
+          s.rope_dim = 3;
+        }),
+      c("rope_scaling", [](auto &s) { s.rope_scaling = static_cast<format::RopeScaling>(3); }),
+      c("rope_original_max_positions", [](auto &s) { s.rope_original_max_positions = 16777217; }),
+      c("rope_original_max_positions",
+        [](auto &s) {  // llama3 scaling divides by it
+          s.rope_scaling = format::RopeScaling::Llama3;
+          s.rope_original_max_positions = 0;
+        }),
+      c("rope_high_freq_factor",
+        [](auto &s) {  // llama3 scaling divides by (high - low)
+          s.rope_scaling = format::RopeScaling::Llama3;
+          s.rope_original_max_positions = 8192;
+          s.rope_low_freq_factor = 4.0f;
+          s.rope_high_freq_factor = 4.0f;
+        }),
+      c("norm_epsilon", [](auto &s) { s.norm_epsilon = 0.0f; }),
+      c("rope_theta", [](auto &s) { s.rope_theta = -1.0f; }),
+      c("embedding_scale", [](auto &s) { s.embedding_scale = INFINITY; }),
+  };
+}
+
+std::vector<FieldCase> model_cases() {
+  using namespace format;
+  return {
+      {"config.kind", [](Parts &p) { p.model.config->kind = static_cast<ModelKind>(2); }},
+      {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 16777217; }},
+      {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 0; }},
+      {"dtype", [](Parts &p) { p.model.tensors[0]->dtype = static_cast<DType>(7); }},
+      {"negative dimension", [](Parts &p) { p.model.tensors[0]->shape[0] = -1; }},
+      {"length", [](Parts &p) { p.model.tensors[0]->length += 1; }},
+      {"offset", [](Parts &p) { p.model.tensors[0]->offset += 1; }},
+      {"quantization scheme",
+       [](Parts &p) {
+         p.model.tensors[0]->quantization = std::make_unique<QuantizationT>();
+         p.model.tensors[0]->quantization->scheme = static_cast<QuantScheme>(2);
+       }},
+      {"quantization axis",
+       [](Parts &p) {
+         for (auto &t : p.model.tensors)
+           if (t->quantization && t->quantization->scheme == QuantScheme::SymmetricPerChannel)
+             t->quantization->axis = static_cast<int32_t>(t->shape.size());
+       }},
+      {"tokenizer #0 model: offset", [](Parts &p) { first_tokenizer(p).model->offset += 8; }},
+      {"tokenizer #0 model: bytes", [](Parts &p) { first_tokenizer(p).model->length = p.data.size() + 1; }},
+      {"tokenizer #0.kind", [](Parts &p) { first_tokenizer(p).kind = static_cast<TokenizerKind>(2); }},
+      {"tokenizer #0.role", [](Parts &p) { first_tokenizer(p).role = static_cast<TokenizerRole>(3); }},
+      {"tokenizer #0.normalization",
+       [](Parts &p) { first_tokenizer(p).normalization = static_cast<Normalization>(2); }},
+      {"tokenizer #0.decode_style", [](Parts &p) { first_tokenizer(p).decode_style = static_cast<DecodeStyle>(255); }},
+      {"tokenizer #0.decode_style", [](Parts &p) { first_tokenizer(p).decode_style = static_cast<DecodeStyle>(3); }},
+      {"tokenizer #1.role",
+       [](Parts &p) {  // a second tokenizer with the same role: which one runs?
+         auto second = std::make_unique<TokenizerT>();
+         second->kind = first_tokenizer(p).kind;
+         second->role = first_tokenizer(p).role;
+         second->model = std::make_unique<BlobT>(*first_tokenizer(p).model);
+         p.model.tokenizers.push_back(std::move(second));
+       }},
+      {"tokenizer #0: unk_id", [](Parts &p) { first_tokenizer(p).unk_id = 64; }},
+      {"tokenizer #0: unk_id", [](Parts &p) { first_tokenizer(p).unk_id = -2; }},
+      {"tokenizer #0: special token id", [](Parts &p) { first_tokenizer(p).special_tokens[0]->id = 64; }},
+      {"tokenizer #0: special token id", [](Parts &p) { first_tokenizer(p).special_tokens[0]->id = -1; }},
+      {"tokenizer #0: vocabulary of",
+       [](Parts &p) { first_tokenizer(p).vocab.resize(p.model.config->vocab_size + 1, "x"); }},
+      {"tokenizer #0: language 'xx' token 64",
+       [](Parts &p) {
+         auto l = std::make_unique<LanguageT>();
+         l->code = "xx";
+         l->token_id = 64;
+         first_tokenizer(p).languages.push_back(std::move(l));
+       }},
+      {"tokenizer #0: language code '' is empty",
+       [](Parts &p) {
+         auto l = std::make_unique<LanguageT>();
+         l->token_id = 5;
+         first_tokenizer(p).languages.push_back(std::move(l));
+       }},
+      {"tokenizer #0: language code 'xx' is listed twice",
+       [](Parts &p) {
+         for (int k = 0; k < 2; ++k) {
+           auto l = std::make_unique<LanguageT>();
+           l->code = "xx";
+           l->token_id = 5 + k;
+           first_tokenizer(p).languages.push_back(std::move(l));
+         }
+       }},
+      {"generation.bos_token_id", [](Parts &p) { generation(p).bos_token_id = 64; }},
+      {"generation.pad_token_id", [](Parts &p) { generation(p).pad_token_id = -5; }},
+      {"generation.decoder_start_token_id", [](Parts &p) { generation(p).decoder_start_token_id = 1 << 30; }},
+      {"generation.forced_bos_token_id", [](Parts &p) { generation(p).forced_bos_token_id = 64; }},
+      {"generation.forced_eos_token_id", [](Parts &p) { generation(p).forced_eos_token_id = 64; }},
+      {"generation.eos_token_ids",
+       [](Parts &p) {
+         generation(p).eos_token_ids = {2, 64};
+       }},
+      {"generation.eos_token_ids", [](Parts &p) { generation(p).eos_token_ids = {-1}; }},
+      {"generation.eos_token_ids", [](Parts &p) { generation(p).eos_token_ids.assign(65, 2); }},
+      {"generation.suppress_tokens", [](Parts &p) { generation(p).suppress_tokens = {64}; }},
+      {"generation.suppress_tokens", [](Parts &p) { generation(p).suppress_tokens.assign(65, 3); }},
+      {"generation.max_length", [](Parts &p) { generation(p).max_length = 16777217; }},
+      {"generation.num_beams", [](Parts &p) { generation(p).num_beams = 0; }},
+      {"generation.num_beams", [](Parts &p) { generation(p).num_beams = 1025; }},
+      {"generation.no_repeat_ngram_size", [](Parts &p) { generation(p).no_repeat_ngram_size = 0xffffffffu; }},
+      {"generation.top_k", [](Parts &p) { generation(p).top_k = 0xffffffffu; }},
+      {"generation.top_p", [](Parts &p) { generation(p).top_p = 1.5f; }},
+      {"generation.min_p", [](Parts &p) { generation(p).min_p = -0.5f; }},
+      {"generation.temperature", [](Parts &p) { generation(p).temperature = -1.0f; }},
+      {"generation.length_penalty", [](Parts &p) { generation(p).length_penalty = NAN; }},
+      {"generation.repetition_penalty", [](Parts &p) { generation(p).repetition_penalty = 0.0f; }},
+      {"chat_format.system_placement",
+       [](Parts &p) {
+         if (!p.model.chat_format) p.model.chat_format = std::make_unique<ChatFormatT>();
+         p.model.chat_format->system_placement = static_cast<SystemPlacement>(3);
+       }},
+  };
+}
+
+void expect_refused(const Bytes &base, const FieldCase &c, const std::string &prefix) {
+  Bytes b = rewrite(base, c.edit);
+  Outcome o = load(b, /*verify=*/false);  // the semantic check, not a checksum, must refuse it
+  EXPECT_EQ(o.status, PARLEY_ERROR_INVALID_MODEL) << prefix << c.field << ": " << o.message;
+  EXPECT_NE(o.message.find(prefix + c.field), std::string::npos)
+      << "expected '" << prefix << c.field << "' in: " << o.message;
+}
+
+TEST_F(ModelFileTest, EveryEnumAndIntegerFieldIsRangeChecked) {
+  for (const FieldCase &c : model_cases()) expect_refused(good, c, "");
+  for (const FieldCase &c : stack_cases("decoder")) expect_refused(good, c, "config decoder.");
+  Bytes s2s = read_file(data_dir() + "/tiny_seq2seq.parley");
+  ASSERT_EQ(load(s2s).status, PARLEY_OK);
+  for (const FieldCase &c : stack_cases("encoder")) expect_refused(s2s, c, "config encoder.");
+  // The edits themselves are sound: each field at an in-range value still loads.
+  Bytes ok = rewrite(good, [](Parts &p) {
+    first_tokenizer(p).decode_style = format::DecodeStyle::RunsSpaced;
+    generation(p).top_k = 100000;  // larger than the vocabulary: transformers clamps it, so do we
+    generation(p).no_repeat_ngram_size = 3;
+    p.model.config->decoder->rope_scaling = format::RopeScaling::Llama3;
+    p.model.config->decoder->rope_original_max_positions = 8192;
+  });
+  Outcome o = load(ok, false);
+  EXPECT_EQ(o.status, PARLEY_OK) << o.message;
+}
+
+// Issue 10 item 6: the loader and `parley inspect` share one blob check.
+// The new checks refuse no real model: every committed file still loads.
+TEST(ModelFileCommitted, EveryCommittedModelLoads) {
+  size_t n = 0;
+  for (const std::string &dir : {std::string(PARLEY_PARITY_MODELS_DIR), data_dir()})
+    for (const auto &e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().extension() != ".parley" || e.path().filename().string().rfind("big_", 0) == 0) continue;
+      Outcome o = load(read_file(e.path().string()));
+      EXPECT_EQ(o.status, PARLEY_OK) << e.path() << ": " << o.message;
+      ++n;
+    }
+  EXPECT_GT(n, 20u);
+}
+
+TEST_F(ModelFileTest, TokenizerBlobBitFlipNamesTheTokenizer) {
+  LoadOptions lo;
+  auto m = ModelFile::open_memory(good.data(), good.size(), false, lo);
+  ASSERT_FALSE(m->tokenizers().empty());
+  const TokenizerView &t = m->tokenizers()[0];
+  ASSERT_GT(t.length, 0u);
+  Bytes b = good;
+  b[m->preamble().data_offset + t.table->model()->offset() + t.length / 2] ^= 0x04;
+  EXPECT_LOAD_ERROR(b, PARLEY_ERROR_CHECKSUM, "tokenizer #0: model blob checksum mismatch");
+  lo.verify_checksums = false;
+  auto damaged = ModelFile::open_memory(b.data(), b.size(), false, lo);
+  try {
+    damaged->verify_tokenizer(0);
+    ADD_FAILURE() << "a flipped bit in the blob was not noticed";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.status(), PARLEY_ERROR_CHECKSUM);
+    EXPECT_NE(std::string(e.what()).find("tokenizer #0"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(m->verify_tokenizer(0));
+}
+
+// Issue 10 item 7: names and strings from the file reach messages escaped.
+bool has_raw_control(const std::string &s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) return true;
+  return false;
+}
+
+TEST_F(ModelFileTest, MessagesEscapeControlBytesFromTheFile) {
+  const std::string hostile = std::string("evil\x1b[2J\x1b]0;pwned\x07", 18) + std::string("\0tail", 5);
+  auto check = [&](const Bytes &b, parley_status st, const char *what) {
+    Outcome o = load(b);
+    EXPECT_EQ(o.status, st) << what << ": " << o.message;
+    EXPECT_FALSE(has_raw_control(o.message)) << what << ": raw control byte in the message";
+    EXPECT_NE(o.message.find("evil\\x1b[2J\\x1b]0;pwned\\x07\\x00tail"), std::string::npos)
+        << what << ": " << o.message;
+  };
+  check(rewrite(good, [&](Parts &p) { p.model.tensors[0]->name = hostile; }), PARLEY_ERROR_INVALID_MODEL,
+        "tensor name");
+  check(rewrite(good,
+                [&](Parts &p) {
+                  auto kv = std::make_unique<format::KeyValueT>();
+                  kv->key = hostile;
+                  kv->value = "v";
+                  p.model.metadata.push_back(std::move(kv));
+                }),
+        PARLEY_ERROR_INVALID_MODEL, "metadata key");
+  check(rewrite(good, [&](Parts &p) { p.model.config->architecture = hostile; }), PARLEY_ERROR_INVALID_MODEL,
+        "architecture");
+  check(rewrite(good,
+                [&](Parts &p) {
+                  auto l = std::make_unique<format::LanguageT>();
+                  l->code = hostile;
+                  l->token_id = 5;
+                  first_tokenizer(p).languages.push_back(std::move(l));
+                }),
+        PARLEY_ERROR_INVALID_MODEL, "language code");
+  // A NUL inside a string the C API hands out NUL-terminated is refused, not cut.
+  check(rewrite(good,
+                [&](Parts &p) {
+                  auto kv = std::make_unique<format::KeyValueT>();
+                  kv->key = "zz";
+                  kv->value = hostile;
+                  p.model.metadata.push_back(std::move(kv));
+                }),
+        PARLEY_ERROR_INVALID_MODEL, "metadata value");
+  check(rewrite(good,
+                [&](Parts &p) {
+                  p.model.chat_template = std::make_unique<format::ChatTemplateT>();
+                  p.model.chat_template->source = hostile;
+                }),
+        PARLEY_ERROR_INVALID_MODEL, "chat_template.source");
+  // A name the loader accepts (bytes >= 0x80 are allowed: UTF-8) but that is not
+  // UTF-8 (0x9b is the 8-bit CSI of some terminals): escaped in a checksum error.
+  Bytes b = rewrite(good, [](Parts &p) {
+    auto &t = *p.model.tensors.back();
+    t.name =
+        "zz\x9b"
+        "31m";
+    t.checksum ^= 1;
+  });
+  Outcome o = load(b);
+  EXPECT_EQ(o.status, PARLEY_ERROR_CHECKSUM) << o.message;
+  EXPECT_NE(o.message.find("'zz\\x9b31m'"), std::string::npos) << o.message;
+  EXPECT_EQ(o.message.find('\x9b'), std::string::npos) << o.message;
 }
 
 TEST_F(ModelFileTest, RandomDamageNeverCrashes) {

@@ -142,6 +142,11 @@ class _TokenCallback:
 class Model(Closable):
     """A model loaded from a .parley file (memory-mapped).
 
+    A mapped file must not be truncated or rewritten in place while the model
+    is loaded: the process would die of SIGBUS on the next access. Pass
+    ``read_into_memory=True`` to read the whole file into private memory
+    instead (costs its size in RAM), when the file cannot be guaranteed.
+
     Keeps its Runtime object alive. A model is immutable and may be used by
     many threads at once. ``close()`` (or the context manager, or garbage
     collection) frees it; closing a model also closes its chats.
@@ -154,6 +159,7 @@ class Model(Closable):
         device: str = "cpu",
         verify_checksums: bool = True,
         *,
+        read_into_memory: bool = False,
         _data: bytes | None = None,
     ):
         self._guard: HandleGuard | None = None
@@ -167,6 +173,7 @@ class Model(Closable):
         opts = _lib.new(_lib.ModelOptions)
         _lib.check(_lib.lib.parley_model_options_defaults(byref(opts)))
         opts.verify_checksums = 1 if verify_checksums else 0
+        opts.read_into_memory = 1 if read_into_memory and _data is None else 0
         dev = encode_text(device, "device")
         opts.device = dev
         handle = c_void_p()

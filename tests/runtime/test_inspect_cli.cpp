@@ -1,0 +1,88 @@
+// `parley inspect` verifies every checksum the loader verifies (issue 10
+// item 6: it used to skip the tokenizer blobs) and prints file content
+// escaped (item 7). Runs the built CLI on files planted with one defect.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+#include "format/model_file.hpp"
+#include "model_bytes.hpp"
+
+using namespace parley;
+using namespace parley::test;
+
+namespace {
+
+struct CliRun {
+  int rc = -1;
+  std::string output;  // stdout and stderr
+};
+
+CliRun inspect(const std::string &path) {
+  std::string cmd = std::string("'") + PARLEY_CLI + "' inspect '" + path + "' --plugin-dir '" + plugin_dir() + "' 2>&1";
+  CliRun r;
+  FILE *p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class InspectCli : public ::testing::Test {
+ protected:
+  void SetUp() override { good = read_file(data_dir() + "/tiny_decoder.parley"); }
+  std::string write(const Bytes &b, const char *name) {
+    std::string path = ::testing::TempDir() + "/" + name;
+    write_file(path, b);
+    return path;
+  }
+  Bytes good;
+};
+
+TEST_F(InspectCli, CleanFilePasses) {
+  CliRun r = inspect(write(good, "inspect_clean.parley"));
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("Tokenizer 0: byte-level-bpe"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("special token(s), checksum ok"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("MISMATCH"), std::string::npos) << r.output;
+}
+
+TEST_F(InspectCli, FlippedBitInTokenizerBlobFails) {
+  LoadOptions lo;
+  auto m = ModelFile::open_memory(good.data(), good.size(), false, lo);
+  ASSERT_FALSE(m->tokenizers().empty());
+  const TokenizerView &t = m->tokenizers()[0];
+  ASSERT_GT(t.length, 0u);
+  Bytes b = good;  // the blob's checksum is NOT repaired
+  b[m->preamble().data_offset + t.table->model()->offset() + t.length / 3] ^= 0x01;
+  CliRun r = inspect(write(b, "inspect_blob_flip.parley"));
+  EXPECT_EQ(r.rc, 2) << r.output;
+  EXPECT_NE(r.output.find("tokenizer #0: model blob checksum mismatch"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Tokenizer 0: byte-level-bpe"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("CHECKSUM MISMATCH"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 tokenizer blob(s) failed checksum verification"), std::string::npos) << r.output;
+}
+
+TEST_F(InspectCli, FileContentIsPrintedEscaped) {
+  Bytes b = rewrite(good, [](Parts &p) {
+    auto kv = std::make_unique<format::KeyValueT>();
+    kv->key = "zz_note";
+    kv->value =
+        "\x1b]0;owned\x07\x1b[2Jcleared\x9b"
+        "31mred";
+    p.model.metadata.push_back(std::move(kv));
+  });
+  CliRun r = inspect(write(b, "inspect_escape.parley"));
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("\\x1b]0;owned\\x07\\x1b[2Jcleared\\x9b31mred"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << "a raw ESC reached the terminal";
+  EXPECT_EQ(r.output.find('\x07'), std::string::npos);
+  EXPECT_EQ(r.output.find('\x9b'), std::string::npos);
+}
+
+}  // namespace
