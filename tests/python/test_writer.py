@@ -307,14 +307,14 @@ def test_names_and_metadata_sorted_bytewise(tmp_path):
 def test_defaults_and_options(tmp_path):
     path = tmp_path / "defaults.parley"
     pf.write_model(path, {"architecture": "X", "vocab_size": 5,
-                          "decoder": {"num_layers": 1, "hidden_size": 4, "num_heads": 1}},
+                          "decoder": {"num_layers": 1, "hidden_size": 4, "num_heads": 1, "ffn_size": 8}},
                    {}, generation={}, format_minor=3)
     p, m = check_layout(path)
     assert p.format_minor == 3 and p.data_length == 0
     assert m.TensorsLength() == 0 and not m.TensorsIsNone()
     assert m.TokenizersIsNone() and m.MetadataIsNone() and m.ChatTemplate() is None
     d = m.Config().Decoder()
-    assert stack_fields(d) == expected_stack(pf.StackConfig(num_layers=1, hidden_size=4, num_heads=1))
+    assert stack_fields(d) == expected_stack(pf.StackConfig(num_layers=1, hidden_size=4, num_heads=1, ffn_size=8))
     g = m.Generation()
     assert (g.BosTokenId(), g.NumBeams(), g.Temperature(), g.EosTokenIdsLength()) == (-1, 1, 1.0, 0)
 
@@ -456,12 +456,15 @@ INVALID = [
     ("vocab 0", _bad(config=small_config(vocab_size=0)), "config.vocab_size"),
     ("vocab big", _bad(config=small_config(vocab_size=16777217)), "config.vocab_size"),
     ("no layers", _bad(config=small_config(decoder=pf.StackConfig(num_layers=0, hidden_size=8, num_heads=2))), "config.decoder.num_layers"),
+    ("no ffn", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2))), "config.decoder.ffn_size"),
+    ("llama3 factors", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, ffn_size=16, rope_scaling="Llama3", rope_original_max_positions=64, rope_low_freq_factor=4.0, rope_high_freq_factor=4.0))), "rope_high_freq_factor"),
+    ("learned without rows", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, ffn_size=16, position="Learned"))), "config.decoder.max_positions"),
     ("kv heads", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=4, num_kv_heads=3))), "does not divide"),
     ("head dim", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=10, num_heads=4))), "not divisible"),
-    ("rope dim odd", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, rope_dim=3))), "rope_dim"),
-    ("eps", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, norm_epsilon=1e-50))), "norm_epsilon"),
-    ("theta", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, rope_theta=math.inf))), "rope_theta"),
-    ("scale inf", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, embedding_scale=1e39))), "embedding_scale"),
+    ("rope dim odd", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, rope_dim=3, ffn_size=16))), "rope_dim"),
+    ("eps", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, norm_epsilon=1e-50, ffn_size=16))), "norm_epsilon"),
+    ("theta", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, rope_theta=math.inf, ffn_size=16))), "rope_theta"),
+    ("scale inf", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, embedding_scale=1e39, ffn_size=16))), "embedding_scale"),
     ("activation", _bad(config=small_config(decoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2, activation="swish"))), "activation"),
     ("no encoder", _bad(config=small_config(kind="EncoderDecoder")), "config.encoder is required"),
     ("stray encoder", _bad(config=small_config(encoder=pf.StackConfig(num_layers=1, hidden_size=8, num_heads=2))), "DecoderOnly"),

@@ -378,7 +378,7 @@ def _normalize_stack(value: Any, what: str, *, is_decoder: bool) -> StackConfig:
         if not lo <= v <= hi:
             raise ValueError(f"{what}.{f}: {v} out of range [{lo}, {hi}]")
 
-    rng("num_layers", 1 if is_decoder else 0, 1024)
+    rng("num_layers", 1, 1024)  # the reader refuses an empty stack, encoder included
     rng("hidden_size", 1, 65536)
     rng("num_heads", 1, 1024)
     kv = s.num_kv_heads or s.num_heads
@@ -395,8 +395,10 @@ def _normalize_stack(value: Any, what: str, *, is_decoder: bool) -> StackConfig:
         head_dim = s.hidden_size // s.num_heads
         if head_dim > 1024:
             raise ValueError(f"{what}.head_dim: hidden_size / num_heads = {head_dim} exceeds 1024")
-    rng("ffn_size", 0, 1048576)
-    rng("max_positions", 0, 16777216)
+    rng("ffn_size", 1, 1048576)
+    rng("max_positions", 1 if s.position in (PositionKind.Learned, PositionKind.Sinusoidal) else 0, 16777216)
+    rng("position_offset", 0, 1 << 20)
+    rng("rope_original_max_positions", 0, 16777216)
     if s.rope_dim % 2 or s.rope_dim > head_dim:
         raise ValueError(f"{what}.rope_dim: {s.rope_dim} must be even and <= head_dim {head_dim}")
     if not (math.isfinite(s.norm_epsilon) and 0.0 < s.norm_epsilon < 1.0):
@@ -406,6 +408,11 @@ def _normalize_stack(value: Any, what: str, *, is_decoder: bool) -> StackConfig:
     for f in ("embedding_scale", "rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
         if not math.isfinite(getattr(s, f)):
             raise ValueError(f"{what}.{f}: {getattr(s, f)} must be finite as a float32")
+    if s.rope_scaling == RopeScaling.Llama3:
+        if s.rope_original_max_positions < 1:
+            raise ValueError(f"{what}.rope_original_max_positions: must be >= 1 for llama3 rope scaling")
+        if not s.rope_high_freq_factor > s.rope_low_freq_factor:
+            raise ValueError(f"{what}.rope_high_freq_factor: must be greater than rope_low_freq_factor for llama3")
     return s
 
 
@@ -438,7 +445,8 @@ def _normalize_generation(value: Any) -> GenerationConfig:
     for f in ("bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id"):
         setattr(g, f, _int(getattr(g, f), _I32_MIN, _I32_MAX, f"generation.{f}"))
     for f in ("max_length", "num_beams", "no_repeat_ngram_size", "top_k"):
-        setattr(g, f, _int(getattr(g, f), 0, _U32_MAX, f"generation.{f}"))
+        setattr(g, f, _int(getattr(g, f), 1 if f == "num_beams" else 0, 1024 if f == "num_beams" else 16777216,
+                           f"generation.{f}"))
     for f in ("length_penalty", "repetition_penalty", "temperature", "top_p", "min_p"):
         setattr(g, f, _f32(getattr(g, f), f"generation.{f}"))
     for f in ("early_stopping", "do_sample"):
