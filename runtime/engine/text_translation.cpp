@@ -70,8 +70,8 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
       fail(PARLEY_ERROR_NOT_FOUND, "unknown target language code " + quote_untrusted(options.target_language));
     dec.forced_bos_token_id = id;
   } else if (!tgt.languages().empty() && !dec.forced_bos_token_id) {
-    fail(PARLEY_ERROR_INVALID_ARGUMENT,
-         "this multilingual model needs a target language (e.g. '" + tgt.languages().front().first + "')");
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "this multilingual model needs a target language (e.g. " +
+                                            quote_untrusted(tgt.languages().front().first) + ")");
   }
   if (options.attention) {
     int64_t layers = model.decoder_params().layers;
