@@ -334,8 +334,11 @@ struct StackCheck {
     if (!finite(eps) || eps <= 0.f || eps >= 1.f) bad("config " + name + ".norm_epsilon must be in (0, 1)");
     if (!finite(s->rope_theta()) || s->rope_theta() <= 0.f) bad("config " + name + ".rope_theta must be > 0");
     if (!finite(s->embedding_scale())) bad("config " + name + ".embedding_scale must be finite");
-    for (float f : {s->rope_scaling_factor(), s->rope_low_freq_factor(), s->rope_high_freq_factor()})
-      if (!finite(f) || f <= 0.f) bad("config " + name + ": rope scaling factors must be finite and > 0");
+    const std::pair<const char *, float> factors[] = {{"rope_scaling_factor", s->rope_scaling_factor()},
+                                                      {"rope_low_freq_factor", s->rope_low_freq_factor()},
+                                                      {"rope_high_freq_factor", s->rope_high_freq_factor()}};
+    for (const auto &[field, f] : factors)
+      if (!finite(f) || f <= 0.f) bad("config " + name + "." + field + " must be finite and > 0");
     if (s->rope_scaling() == fb::RopeScaling::Llama3) {
       // transformers' _compute_llama3_parameters divides by (high - low) and by the original context.
       if (s->rope_original_max_positions() == 0)

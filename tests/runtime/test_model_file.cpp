@@ -399,6 +399,9 @@ std::vector<FieldCase> stack_cases(const std::string &stack) {
       c("norm_epsilon", [](auto &s) { s.norm_epsilon = 0.0f; }),
       c("rope_theta", [](auto &s) { s.rope_theta = -1.0f; }),
       c("embedding_scale", [](auto &s) { s.embedding_scale = INFINITY; }),
+      c("rope_scaling_factor", [](auto &s) { s.rope_scaling_factor = 0.0f; }),
+      c("rope_low_freq_factor", [](auto &s) { s.rope_low_freq_factor = NAN; }),
+      c("rope_high_freq_factor", [](auto &s) { s.rope_high_freq_factor = -2.0f; }),
   };
 }
 
