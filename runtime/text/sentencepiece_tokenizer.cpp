@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "core/error.hpp"
+#include "text/sentencepiece_encode.hpp"
 #include "text/tokenizer.hpp"
 #include "text/utf8.hpp"
 
@@ -178,9 +179,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     // and not when it already starts with a space (which becomes "▁").
     bool prefix = first && !(table_.decode_style() == format::DecodeStyle::Stream && !text.empty() && text[0] == ' ');
     const auto &sp = (!prefix && sp_rest_) ? *sp_rest_ : *sp_;
-    std::vector<std::string> pieces;
-    auto status = sp.Encode(text, &pieces);
-    if (!status.ok()) fail(PARLEY_ERROR_INTERNAL, "SentencePiece encode failed: " + status.ToString());
+    std::vector<std::string> pieces = encode_pieces(sp, text);  // text/sentencepiece_encode.hpp: OOM-safe
     for (const std::string &p : pieces) {
       auto it = ids_.find(p);
       if (it != ids_.end()) {
