@@ -79,6 +79,7 @@ PARLEY_API const char *parley_version_string(void);
 typedef enum parley_status {
   PARLEY_OK = 0,
   PARLEY_ERROR_INVALID_ARGUMENT = 1, /* NULL handle/output, bad struct_size, unknown enum, bad value */
+  /* An allocation failed (the message says for what); what was loaded stays usable: retry later. */
   PARLEY_ERROR_OUT_OF_MEMORY = 2,
   PARLEY_ERROR_IO = 3,                  /* a file could not be opened, read or mapped */
   PARLEY_ERROR_INVALID_MODEL = 4,       /* the model file is malformed (structure or semantics) */
@@ -196,6 +197,7 @@ static inline parley_status parley_runtime_options_init(parley_runtime_options *
  * that is not a regular file, e.g. a FIFO) is skipped and logged as a
  * warning; it does not make creation fail. `options` may be NULL.
  * On success *out_runtime owns a new runtime; free it with parley_runtime_free.
+ * PARLEY_ERROR_OUT_OF_MEMORY when a kernel thread cannot be started.
  */
 PARLEY_API parley_status parley_runtime_create(const parley_runtime_options *options, parley_runtime **out_runtime);
 
@@ -320,7 +322,8 @@ static inline parley_status parley_model_options_init(parley_model_options *opti
  * Errors: PARLEY_ERROR_IO (also a path that is not a regular file: a FIFO,
  * device or directory is refused without blocking), PARLEY_ERROR_INVALID_MODEL,
  * PARLEY_ERROR_UNSUPPORTED_VERSION, PARLEY_ERROR_CHECKSUM (names the
- * tensor), PARLEY_ERROR_DEVICE / PARLEY_ERROR_NOT_FOUND (device).
+ * tensor), PARLEY_ERROR_DEVICE / PARLEY_ERROR_NOT_FOUND (device),
+ * PARLEY_ERROR_OUT_OF_MEMORY (no address space to map the file).
  * Thread-safe; the model keeps the runtime's plugins alive.
  */
 PARLEY_API parley_status parley_model_load_file(parley_runtime *runtime, const char *path,

@@ -13,9 +13,19 @@
 // So the runtime's pool is the only pool, kernels called concurrently from
 // several threads do not oversubscribe the cores, and no OpenMP team spins
 // between kernels.
+//
+// Memory: dnnl_sgemm allocates its packing buffers on every call and reports
+// a failure as dnnl_out_of_memory (returned here as OUT_OF_MEMORY). Its JIT
+// kernels are the exception: see prepare_library below.
 #include <oneapi/dnnl/dnnl.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <vector>
 #if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
 #include <omp.h>
 #endif
@@ -59,6 +69,62 @@ inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+parley_kernel_status library_failure(const Host &host, dnnl_status_t s, const char *what) {
+  if (s == dnnl_out_of_memory)
+    return host.fail(PARLEY_KERNEL_OUT_OF_MEMORY, "gemm: out of memory: oneDNN could not allocate %s", what);
+  return host.fail(PARLEY_KERNEL_DEVICE_ERROR, "gemm: dnnl_sgemm failed with status %d (%s)", static_cast<int>(s),
+                   what);
+}
+
+// oneDNN (2.x) JIT-compiles its f32 GEMM kernels the first time each code
+// path runs (gemm_info_t::jit_init, the AVX-512 small-n TN kernels, the
+// no-copy kernels: each set inside a std::call_once) into code buffers from
+// mmap. Its Xbyak is built with XBYAK_NO_EXCEPTION, so when such an mmap
+// fails (an address-space limit, `ulimit -v`) the generator writes through
+// the missing buffer and the process dies with SIGSEGV; a std::bad_alloc
+// raised there unwinds through pthread_once (see preload_unwinder in
+// runtime/core/unwinder.hpp). So every kernel is generated once, before the
+// first real product: by small products that reach every one of those paths
+// (each transposition, m = 1 (gemv), m = 2 (small n / no-copy), m = 64), run
+// only after an mmap of kJitAddressSpace bytes with the same protection has
+// succeeded and been returned. Measured with oneDNN 2.6.3 on AVX-512: 60
+// mappings, 17 MB; after these products no other shape maps code again
+// (checked over m, n, k from 1 to 1500 in each transposition; tests/oom runs
+// a chat turn and a translation with each allocation and anonymous mmap
+// failing in turn). Another thread of the host may still take
+// the room between the check and the generation: that window is this
+// library's to close, and it is once per process.
+constexpr size_t kJitAddressSpace = size_t{32} << 20;
+constexpr int64_t kWarmDim = 64;
+
+parley_kernel_status prepare_library(const Host &host) {
+  static std::mutex mutex;
+  static std::atomic<bool> ready{false};
+  if (ready.load(std::memory_order_acquire)) return PARLEY_KERNEL_OK;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (ready.load(std::memory_order_relaxed)) return PARLEY_KERNEL_OK;
+  void *room = mmap(nullptr, kJitAddressSpace, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (room == MAP_FAILED) {
+    const int err = errno;
+    return host.fail(PARLEY_KERNEL_OUT_OF_MEMORY,
+                     "gemm: out of memory: no room for oneDNN's JIT-compiled GEMM kernels (mmap of %zu MiB: %s); they "
+                     "are generated once, at the first GEMM of the process",
+                     kJitAddressSpace >> 20, std::strerror(err));
+  }
+  munmap(room, kJitAddressSpace);
+  std::vector<float> a(kWarmDim * kWarmDim, 0.5f), b(kWarmDim * kWarmDim, 0.25f), c(kWarmDim * kWarmDim);
+  SingleThreadedLibrary single;
+  for (char ta : {'N', 'T'})
+    for (char tb : {'N', 'T'})
+      for (int64_t m : {int64_t{1}, int64_t{2}, kWarmDim}) {
+        dnnl_status_t s = dnnl_sgemm(ta, tb, m, kWarmDim, kWarmDim, 1.f, a.data(), ta == 'T' ? m : kWarmDim, b.data(),
+                                     kWarmDim, 0.f, c.data(), kWarmDim);
+        if (s != dnnl_success) return library_failure(host, s, "its first kernels");
+      }
+  ready.store(true, std::memory_order_release);
+  return PARLEY_KERNEL_OK;
+}
+
 }  // namespace
 
 parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args) {
@@ -94,6 +160,8 @@ parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args
     float *C = static_cast<float *>(g->c);
     const float *bias = static_cast<const float *>(g->bias);
     const int act = static_cast<int>(epi);
+    if (k > 0)
+      if (auto st = prepare_library(host)) return st;
 
     // Tiling: enough tasks for every thread (x2 for balance), tiles of at least
     // 64 columns / 32 rows; n first, so each thread streams its own slice of
@@ -109,7 +177,7 @@ parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args
     const int64_t n_tiles = ceil_div(n, nb), m_tiles = ceil_div(m, mb);
     const int64_t tasks = batch * n_tiles * m_tiles;
 
-    std::atomic<int> lib_status{dnnl_success};
+    std::atomic<dnnl_status_t> lib_status{dnnl_success};
     parley_kernel_status st = host.parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) {
       SingleThreadedLibrary single;
       for (int64_t t = t0; t < t1; ++t) {
@@ -126,8 +194,9 @@ parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args
           dnnl_status_t s =
               dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', mc, nc, k, g->alpha, a, g->lda, b, g->ldb, g->beta, c, g->ldc);
           if (s != dnnl_success) {
-            lib_status.store(s);
-            return PARLEY_KERNEL_DEVICE_ERROR;
+            dnnl_status_t none = dnnl_success;
+            lib_status.compare_exchange_strong(none, s);
+            return s == dnnl_out_of_memory ? PARLEY_KERNEL_OUT_OF_MEMORY : PARLEY_KERNEL_DEVICE_ERROR;
           }
         }
         if (bias || act != PARLEY_ACT_NONE) {
@@ -140,8 +209,14 @@ parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args
       }
       return PARLEY_KERNEL_OK;
     });
-    if (st == PARLEY_KERNEL_DEVICE_ERROR && lib_status.load() != dnnl_success)
-      return host.fail(st, "gemm: dnnl_sgemm failed with status %d", lib_status.load());
+    if (st == PARLEY_KERNEL_OK) return PARLEY_KERNEL_OK;
+    if (lib_status.load() != dnnl_success) {
+      char what[160];
+      std::snprintf(what, sizeof what, "its packing buffers for a %lldx%lldx%lld product", ll(m), ll(n), ll(k));
+      return library_failure(host, lib_status.load(), what);
+    }
+    if (st == PARLEY_KERNEL_OUT_OF_MEMORY)
+      return host.fail(st, "gemm: out of memory in a %lldx%lldx%lld product", ll(m), ll(n), ll(k));
     if (st != PARLEY_KERNEL_OK) return host.fail(st, "gemm: failed (status %d)", static_cast<int>(st));
     return PARLEY_KERNEL_OK;
   });

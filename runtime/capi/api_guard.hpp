@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "core/memory_scope.hpp"
 
 namespace parley::capi {
 
@@ -29,13 +30,15 @@ template <typename Body>
 parley_status guarded(const char *function, Body &&body) noexcept {
   try {
     clear_last_error();
+    (void)MemoryScope::take_failed();
     body();
     return PARLEY_OK;
   } catch (const Error &e) {
     report(function, "", e.what());
     return e.status();
   } catch (const std::bad_alloc &) {
-    report(function, "", "out of memory");
+    const char *what = MemoryScope::take_failed();  // the work the allocation was for, when known
+    report(function, what ? "out of memory: while allocating " : "out of memory", what ? what : "");
     return PARLEY_ERROR_OUT_OF_MEMORY;
   } catch (const std::length_error &e) {  // a container asked for more than it can hold
     report(function, "out of memory: ", e.what());

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "capi/api_guard.hpp"
+#include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
 #include "engine/generator.hpp"
 
@@ -18,27 +19,55 @@ struct parley_generation_result {
 
 namespace parley {
 
+namespace {
+// An out-of-memory failure is the moment's, not the file's: it is not kept,
+// so the next call tries again once memory is back.
+bool transient(const std::exception_ptr &e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::bad_alloc &) {
+    return true;
+  } catch (const Error &err) {
+    return err.status() == PARLEY_ERROR_OUT_OF_MEMORY;
+  } catch (...) {
+    return false;
+  }
+}
+}  // namespace
+
 const Transformer &Model::transformer() const {
-  std::call_once(bind_once_, [&] {
+  if (const Transformer *t = bound_.load(std::memory_order_acquire)) return *t;
+  std::lock_guard<std::mutex> lock(bind_mutex_);
+  MemoryScope memory_scope("the model's weights on its device (binding them at first use)");
+  if (!bind_error_ && !transformer_) {
     try {
       transformer_ = std::make_unique<Transformer>(runtime, *file, device);
     } catch (...) {
-      bind_error_ = std::current_exception();
+      std::exception_ptr e = std::current_exception();
+      if (transient(e)) throw;
+      bind_error_ = e;
     }
-  });
+  }
   if (bind_error_) std::rethrow_exception(bind_error_);
+  bound_.store(transformer_.get(), std::memory_order_release);
   return *transformer_;
 }
 
 const TextModel &Model::text() const {
-  std::call_once(text_once_, [&] {
+  if (const TextModel *t = text_ready_.load(std::memory_order_acquire)) return *t;
+  std::lock_guard<std::mutex> lock(text_mutex_);
+  MemoryScope memory_scope("the model's tokenizers and chat format (built at first use)");
+  if (!text_error_ && !text_) {
     try {
       text_ = build_text_model(*file);
     } catch (...) {
-      text_error_ = std::current_exception();
+      std::exception_ptr e = std::current_exception();
+      if (transient(e)) throw;
+      text_error_ = e;
     }
-  });
+  }
   if (text_error_) std::rethrow_exception(text_error_);
+  text_ready_.store(text_.get(), std::memory_order_release);
   return *text_;
 }
 

@@ -360,7 +360,16 @@ PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, cons
       r.on_text = [fn, user](std::string_view piece) { return fn(user, piece.data(), piece.size()) == 0; };
     }
     std::string reply = s.reply(r);
-    if (out_reply) *out_reply = dup_string(reply);
+    if (out_reply) {
+      char *copy = static_cast<char *>(std::malloc(reply.size() + 1));
+      if (!copy) {  // the turn did not happen: take the reply back out of the conversation
+        s.remove_last();
+        fail(PARLEY_ERROR_OUT_OF_MEMORY,
+             "out of memory: cannot allocate the reply's " + std::to_string(reply.size() + 1) + " bytes for out_reply");
+      }
+      std::memcpy(copy, reply.c_str(), reply.size() + 1);
+      *out_reply = copy;
+    }
   });
 }
 

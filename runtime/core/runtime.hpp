@@ -3,11 +3,13 @@
 // plugins (and their code) it depends on alive even after parley_runtime_free.
 #pragma once
 
+#include <atomic>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
 
+#include "core/unwinder.hpp"
 #include "format/model_file.hpp"
 #include "model/transformer.hpp"
 #include "plugins/host_services.hpp"
@@ -19,6 +21,8 @@ namespace parley {
 struct Runtime {
   Runtime(int threads, parley_log_fn fn, void *user, parley_log_severity min)
       : host(threads, fn, user, min), registry(host) {}
+  // Before anything that may throw through glibc (core/unwinder.hpp).
+  bool unwinder_ready = (preload_unwinder(), true);
   HostServices host;
   Registry registry;  // declared after host: destroyed first
 };
@@ -30,16 +34,19 @@ struct Model {
 
   // The Transformer bound to the file's weights, built on first use so that
   // loading stays a pure file check (and container-only files stay
-  // inspectable). Thread-safe; a binding error is kept and re-reported.
+  // inspectable). Thread-safe; a binding error is kept and re-reported,
+  // except running out of memory, which the next call retries.
   const Transformer &transformer() const;
   // Tokenizers and chat format, built on first use the same way.
   const TextModel &text() const;
 
  private:
-  mutable std::once_flag text_once_;
+  mutable std::mutex text_mutex_;
+  mutable std::atomic<const TextModel *> text_ready_{nullptr};
   mutable std::unique_ptr<TextModel> text_;
   mutable std::exception_ptr text_error_;
-  mutable std::once_flag bind_once_;
+  mutable std::mutex bind_mutex_;
+  mutable std::atomic<const Transformer *> bound_{nullptr};
   mutable std::unique_ptr<Transformer> transformer_;
   mutable std::exception_ptr bind_error_;
 };

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string>
+#include <system_error>
+
+#include "core/error.hpp"
 
 namespace parley {
 
@@ -21,16 +25,33 @@ struct ThreadPool::Job {
 ThreadPool::ThreadPool(int num_threads) {
   int extra = std::max(0, num_threads - 1);
   workers_.reserve(static_cast<size_t>(extra));
-  for (int i = 0; i < extra; ++i) workers_.emplace_back([this] { worker_loop(); });
+  for (int i = 0; i < extra; ++i) {
+    try {
+      workers_.emplace_back([this] { worker_loop(); });
+    } catch (const std::system_error &e) {
+      // No stack or no thread left (pthread_create: EAGAIN): the workers
+      // already started must be joined here, since the destructor will not
+      // run (a joinable std::thread destroyed is std::terminate).
+      stop_workers();
+      fail(PARLEY_ERROR_OUT_OF_MEMORY, "cannot start kernel thread " + std::to_string(i + 2) + " of " +
+                                           std::to_string(num_threads) + ": " + e.what() +
+                                           " (fewer threads, options->num_threads, need less memory)");
+    }
+  }
 }
 
 ThreadPool::~ThreadPool() {
+  stop_workers();
+}
+
+void ThreadPool::stop_workers() noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
   }
   wake_.notify_all();
   for (auto &t : workers_) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::run_chunks(Job &job) {

@@ -16,6 +16,7 @@ class ThreadPool {
  public:
   using RangeFn = void (*)(void *user, int64_t begin, int64_t end);
 
+  // Throws Error(OUT_OF_MEMORY) when a worker thread cannot be started.
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool &) = delete;
@@ -27,6 +28,7 @@ class ThreadPool {
  private:
   struct Job;
   void worker_loop();
+  void stop_workers() noexcept;
   static void run_chunks(Job &job);
 
   std::vector<std::thread> workers_;

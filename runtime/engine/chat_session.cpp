@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "core/memory_scope.hpp"
 #include "engine/transformer_step_model.hpp"
 #include "text/utf8.hpp"
 
@@ -67,6 +68,7 @@ size_t partial_stop(std::string_view text, const std::vector<std::string> &stops
 }  // namespace
 
 std::string ChatSession::reply(const ChatReplyOptions &options) {
+  MemoryScope memory_scope("the conversation's prompt, tokens and reply");
   cancel_.store(false);
   const DecodingOptions &o = options.decoding;
   if (o.num_beams != 1 || o.num_return_sequences != 1)

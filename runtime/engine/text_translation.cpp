@@ -4,6 +4,7 @@
 
 #include "core/error.hpp"
 #include "core/escape.hpp"
+#include "core/memory_scope.hpp"
 #include "engine/generator.hpp"
 
 namespace parley {
@@ -58,6 +59,7 @@ std::vector<int32_t> encode_source(const Tokenizer &src, const std::string &text
 std::vector<TextTranslation> translate_text(const Transformer &model, const ModelFile &file, const TextModel &text,
                                             const std::vector<std::string> &inputs,
                                             const TextTranslationOptions &options) {
+  MemoryScope memory_scope("the translation's tokens, hypotheses and text");
   if (!model.encoder_decoder())
     fail(PARLEY_ERROR_UNSUPPORTED, "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
   if (inputs.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");

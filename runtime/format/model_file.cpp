@@ -148,7 +148,10 @@ std::unique_ptr<ModelFile> ModelFile::open_file(const std::string &path, const L
   void *p = mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd, 0);
   int e = errno;
   ::close(fd);
-  if (p == MAP_FAILED) m->bad(PARLEY_ERROR_IO, std::string("cannot map: ") + std::strerror(e));
+  if (p == MAP_FAILED)  // ENOMEM: no address space for the mapping (ulimit -v), an allocation failure
+    m->bad(e == ENOMEM ? PARLEY_ERROR_OUT_OF_MEMORY : PARLEY_ERROR_IO,
+           std::string(e == ENOMEM ? "out of memory: " : "") + "cannot map " + std::to_string(m->size_) +
+               " bytes: " + std::strerror(e));
   m->mapping_ = p;
   m->base_ = static_cast<const uint8_t *>(p);
   m->parse(options);

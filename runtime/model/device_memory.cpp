@@ -1,6 +1,7 @@
 #include "model/device_memory.hpp"
 
 #include "core/error.hpp"
+#include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
 
 namespace parley {
@@ -17,7 +18,8 @@ parley_status status_of(parley_kernel_status st) {
 
 std::string detail(parley_kernel_status st) {
   std::string d = HostServices::take_kernel_error();
-  return d.empty() ? "status " + std::to_string(st) : d;
+  if (!d.empty()) return d;
+  return st == PARLEY_KERNEL_OUT_OF_MEMORY ? "the device is out of memory" : "status " + std::to_string(st);
 }
 
 }  // namespace
@@ -33,9 +35,13 @@ DeviceMemory::DeviceMemory(std::shared_ptr<Runtime> runtime, const Device &devic
 void *DeviceMemory::allocate(size_t bytes) const {
   void *p = nullptr;
   parley_kernel_status st = device_.desc.allocate(device_.state, bytes ? bytes : 1, 64, &p);
-  if (st != PARLEY_KERNEL_OK || !p)
-    fail(st == PARLEY_KERNEL_OK ? PARLEY_ERROR_OUT_OF_MEMORY : status_of(st),
-         "cannot allocate " + std::to_string(bytes) + " bytes on device '" + device_.name + "': " + detail(st));
+  if (st != PARLEY_KERNEL_OK || !p) {
+    const parley_status status = st == PARLEY_KERNEL_OK ? PARLEY_ERROR_OUT_OF_MEMORY : status_of(st);
+    const char *what = MemoryScope::current();
+    fail(status, std::string(status == PARLEY_ERROR_OUT_OF_MEMORY ? "out of memory: " : "") + "cannot allocate " +
+                     std::to_string(bytes) + " bytes on device '" + device_.name + "'" +
+                     (what ? std::string(" for ") + what : std::string()) + ": " + detail(st));
+  }
   return p;
 }
 

@@ -35,7 +35,8 @@ class DeviceMemory {
   void *state() const { return device_.state; }
 
   // Uninitialised device memory, 64-byte aligned; throws OUT_OF_MEMORY naming
-  // the size and the device's own message.
+  // the size, what it was for (core/memory_scope.hpp) and the device's own
+  // message.
   void *allocate(size_t bytes) const;
   void release(void *ptr) const noexcept;
   // Copies in the device's stream order; to_host returns when the bytes are

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
 
 namespace parley {
@@ -317,6 +318,7 @@ parley_attention_args attention_args(int64_t batch, int64_t heads, int64_t kv_he
 }  // namespace
 
 DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
+  MemoryScope memory_scope("the encoder's activations");
   const StackParams &p = enc_.p;
   const int64_t B = static_cast<int64_t>(sources.size());
   int64_t S = 0;
@@ -384,6 +386,7 @@ uint64_t Transformer::check_kv_bytes(int64_t rows, int64_t capacity, int64_t src
 
 DecoderState Transformer::start(int64_t batch, int64_t capacity,
                                 const std::vector<std::vector<int32_t>> &sources) const {
+  MemoryScope memory_scope("the KV cache");
   if (batch < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
   if (capacity < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "capacity must be >= 1");
   // Every position scheme has a limit when the file states one (RoPE models
@@ -427,6 +430,7 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
 
 std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
                                      const std::vector<int32_t> &counts) const {
+  MemoryScope memory_scope("a decoder step's activations and logits");
   const StackParams &p = dec_;
   const int64_t B = st.batch, rows = B * n, H = p.hidden, hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
   if (n < 1 || static_cast<int64_t>(tokens.size()) != rows)
@@ -605,6 +609,7 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
 }
 
 void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) const {
+  MemoryScope memory_scope("beam search's reordered KV cache");
   if (parents.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "reorder: no rows left");
   for (int32_t p : parents)
     if (p < 0 || p >= s.batch) fail(PARLEY_ERROR_INTERNAL, "reorder: parent row out of range");
@@ -700,6 +705,7 @@ void Transformer::reorder_sources(DecoderState &s, const std::vector<int32_t> &p
 }
 
 void Transformer::grow(DecoderState &s, int64_t capacity) const {
+  MemoryScope memory_scope("the conversation's larger KV cache");
   if (s.batch != 1 || has_encoder_) fail(PARLEY_ERROR_INTERNAL, "grow: only one-sequence decoder-only states grow");
   if (capacity <= s.capacity) return;
   DecoderState grown = start(1, capacity);

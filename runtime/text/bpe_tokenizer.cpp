@@ -117,6 +117,7 @@ class BpeTokenizer final : public Tokenizer {
       return;
     }
     std::unique_ptr<pcre2_match_data, Pcre2DataFree> md(pcre2_match_data_create_from_pattern(regex_.get(), nullptr));
+    if (!md) fail(PARLEY_ERROR_OUT_OF_MEMORY, "out of memory: cannot allocate the pre-tokenizer regex's match data");
     const auto *subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     size_t pos = 0, gap = 0;
     while (pos <= text.size()) {
@@ -124,6 +125,7 @@ class BpeTokenizer final : public Tokenizer {
       if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT)
         fail(PARLEY_ERROR_INVALID_ARGUMENT, "the model's pre-tokenizer regex exceeded its match limits on this text");
+      if (rc == PCRE2_ERROR_NOMEMORY) fail(PARLEY_ERROR_OUT_OF_MEMORY, "out of memory in the pre-tokenizer regex");
       if (rc < 0) fail(PARLEY_ERROR_INTERNAL, "pre-tokenizer regex failed with PCRE2 error " + std::to_string(rc));
       PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md.get());
       size_t s = ov[0], e = ov[1];

@@ -10,6 +10,7 @@
 
 #include "core/error.hpp"
 #include "core/escape.hpp"
+#include "text/sentencepiece_encode.hpp"
 #include "text/sentencepiece_proto.hpp"
 #include "text/tokenizer.hpp"
 #include "text/utf8.hpp"
@@ -94,16 +95,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     // and not when it already starts with a space (which becomes "▁").
     bool prefix = first && !(table_.decode_style() == format::DecodeStyle::Stream && !text.empty() && text[0] == ' ');
     const auto &sp = (!prefix && sp_rest_) ? *sp_rest_ : *sp_;
-    std::vector<std::string> pieces;
-    sentencepiece::util::Status status;
-    try {
-      status = sp.Encode(text, &pieces);
-    } catch (const std::bad_alloc &) {
-      throw;
-    } catch (const std::exception &e) {
-      fail(PARLEY_ERROR_INTERNAL, std::string("SentencePiece encode failed: ") + e.what());
-    }
-    if (!status.ok()) fail(PARLEY_ERROR_INTERNAL, "SentencePiece encode failed: " + status.ToString());
+    std::vector<std::string> pieces = encode_pieces(sp, text);  // text/sentencepiece_encode.hpp: OOM-safe
     for (const std::string &p : pieces) {
       auto it = ids_.find(p);
       if (it != ids_.end()) {

@@ -1,0 +1,26 @@
+// libsentencepiece's Encode under memory pressure. It builds a protobuf
+// SentencePieceText, and protobuf is not exception-safe: when allocating a
+// piece fails, RepeatedPtrField::Add has already counted the new slot, so
+// destroying the half-built message deletes an uninitialised pointer
+// (libprotobuf FATAL "CHECK failed: GetArena() == nullptr", std::terminate).
+// encode_pieces() lets libsentencepiece fill a message that this file owns;
+// when the encode throws, that message is kept alive (never destroyed) and
+// the call fails with OUT_OF_MEMORY saying so: the process loses the bytes
+// of one half-built result instead of its life.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace parley {
+
+// The pieces of `text`. Throws Error: OUT_OF_MEMORY (see above), INTERNAL
+// when libsentencepiece reports a failure.
+std::vector<std::string> encode_pieces(const sentencepiece::SentencePieceProcessor &sp, std::string_view text);
+
+}  // namespace parley
