@@ -126,6 +126,10 @@ class BpeTokenizer final : public Tokenizer {
       byte_id_[b] = it == ids_.end() ? -1 : it->second;
     }
     for (const std::string &t : vocab_) longest_token_ = std::max(longest_token_, t.size());
+    const int32_t unk = table_.unk_id();
+    const bool unk_empty =
+        unk >= 0 && (static_cast<size_t>(unk) >= vocab_.size() || vocab_[static_cast<size_t>(unk)].empty());
+    raw_bytes_per_token_ = unk_empty ? 0 : longest_token_;
     if (const flatbuffers::String *re = table_.pre_tokenizer_regex()) {
       int err = 0;
       PCRE2_SIZE off = 0;
@@ -165,22 +169,18 @@ class BpeTokenizer final : public Tokenizer {
   }
 
   void encode_text(std::string_view raw, bool first, std::vector<int32_t> &out) const override {
-    encode_text_bounded(raw, first, out, SIZE_MAX);
+    (void)encode_text_bounded(raw, first, out, SIZE_MAX);
   }
 
-  // Stops (with `out` holding more than `limit` ids) as soon as a word takes
-  // `out` past `limit`: a caller with a context budget does not pay for the
-  // rest of a long text. Linear in the text: PCRE2 checks UTF-8 once (the
-  // whole stretch, here) instead of on every call, and each word's merges
-  // take O(n log n) (bpe_word).
-  void encode_text_bounded(std::string_view raw, bool first, std::vector<int32_t> &out, size_t limit) const override {
+  // False as soon as the text cannot fit in `limit` ids: a caller with a
+  // context budget does not pay for the rest of a long text. Linear in the
+  // text: PCRE2 checks UTF-8 once (the whole stretch, here) instead of on
+  // every call, and each word's merges take O(n log n) (bpe_word).
+  bool encode_text_bounded(std::string_view raw, bool first, std::vector<int32_t> &out, size_t limit) const override {
     std::string text = table_.normalization() == format::Normalization::NFC ? utf8::nfc(raw) : std::string(raw);
     if (table_.add_prefix_space() && first && !text.empty() && text[0] != ' ') text.insert(text.begin(), ' ');
     Scratch scratch;
-    if (!regex_) {
-      bpe_word(text, out, scratch);
-      return;
-    }
+    if (!regex_) return bpe_word(text, out, scratch, limit);
     std::unique_ptr<pcre2_match_data, Pcre2DataFree> md(pcre2_match_data_create_from_pattern(regex_.get(), nullptr));
     if (!md) throw std::bad_alloc();
     const auto *subject = reinterpret_cast<PCRE2_SPTR>(text.data());
@@ -194,7 +194,10 @@ class BpeTokenizer final : public Tokenizer {
     // but make no word. Every byte lands in exactly one word (a match or a
     // gap between matches), whatever the regex.
     size_t pos = 0, gap = 0, last_end = SIZE_MAX;
-    while (pos <= text.size() && out.size() <= limit) {
+    auto word = [&](size_t from, size_t to) {
+      return bpe_word(std::string_view(text).substr(from, to - from), out, scratch, limit);
+    };
+    while (pos <= text.size()) {
       ++work_units;
       PCRE2_SIZE s = 0, e = 0;
       if (!match(subject, text.size(), pos, utf_check, md.get(), &s, &e)) break;
@@ -204,11 +207,11 @@ class BpeTokenizer final : public Tokenizer {
         pos += n ? n : 1;
         continue;
       }
-      if (s > gap) bpe_word(std::string_view(text).substr(gap, s - gap), out, scratch);  // Isolated: gaps are words too
-      if (e > s) bpe_word(std::string_view(text).substr(s, e - s), out, scratch);
+      if (s > gap && !word(gap, s)) return false;  // Isolated: gaps are words too
+      if (e > s && !word(s, e)) return false;
       gap = pos = last_end = e;
     }
-    if (gap < text.size() && out.size() <= limit) bpe_word(std::string_view(text).substr(gap), out, scratch);
+    return gap >= text.size() || word(gap, text.size());
   }
 
   std::string decode_run(const std::vector<int32_t> &ids, bool) const override {
@@ -286,8 +289,18 @@ class BpeTokenizer final : public Tokenizer {
   // lowest-ranked adjacent pair, leftmost first, in O(n log n) instead of
   // O(n^2) for a word of n bytes. Tokenizers has no cap on word length (its
   // MAX_LENGTH only bounds the cache), so neither is there one here.
-  void bpe_word(std::string_view word, std::vector<int32_t> &out, Scratch &w) const {
-    if (word.empty()) return;
+  // False (nothing appended) when the word cannot fit in `limit` ids: each
+  // id covers at most raw_bytes_per_token_ bytes of it, so a word needs at
+  // least (its bytes that are kept) / raw_bytes_per_token_ of them.
+  bool bpe_word(std::string_view word, std::vector<int32_t> &out, Scratch &w, size_t limit) const {
+    if (word.empty()) return true;
+    if (limit != SIZE_MAX && raw_bytes_per_token_ > 0 && word.size() > raw_bytes_per_token_) {
+      size_t kept = word.size();
+      if (table_.unk_id() < 0)  // bytes outside the vocabulary are dropped
+        for (unsigned char b : word) kept -= byte_id_[b] < 0;
+      size_t at_least = (kept + raw_bytes_per_token_ - 1) / raw_bytes_per_token_;
+      if (out.size() + at_least > limit) return false;
+    }
     const ByteMap &m = byte_map();
     if (table_.ignore_merges() && word.size() <= longest_token_) {
       w.mapped.clear();
@@ -295,7 +308,7 @@ class BpeTokenizer final : public Tokenizer {
       auto it = ids_.find(w.mapped);
       if (it != ids_.end()) {
         out.push_back(it->second);
-        return;
+        return out.size() <= limit;
       }
     }
     // A byte outside the vocabulary becomes the unknown token, or (no unknown
@@ -307,7 +320,7 @@ class BpeTokenizer final : public Tokenizer {
       auto at = static_cast<int32_t>(w.sym.size());
       w.sym.push_back({id, at - 1, at + 1, false});
     }
-    if (w.sym.empty()) return;
+    if (w.sym.empty()) return true;
     w.sym.back().next = -1;
     w.heap.clear();
     for (size_t i = 0; i + 1 < w.sym.size(); ++i)
@@ -341,12 +354,19 @@ class BpeTokenizer final : public Tokenizer {
       push(c.pos);
     }
     for (int32_t i = 0; i >= 0; i = w.sym[static_cast<size_t>(i)].next) out.push_back(w.sym[static_cast<size_t>(i)].id);
+    return out.size() <= limit;
   }
 
   std::vector<std::string> vocab_;
   std::unordered_map<std::string, int32_t> ids_;
-  std::array<int32_t, 256> byte_id_;            // vocabulary id of each byte's symbol, or -1
-  size_t longest_token_ = 0;                    // bytes of the longest vocabulary entry
+  std::array<int32_t, 256> byte_id_;  // vocabulary id of each byte's symbol, or -1
+  size_t longest_token_ = 0;          // bytes of the longest vocabulary entry
+  // Most text bytes one id can stand for (0: no bound known). A token's
+  // string has at least one byte per text byte it covers (the byte-level
+  // alphabet's characters are 1-2 bytes long, and merges concatenate), so
+  // longest_token_ -- unless the unknown token, which covers one text byte,
+  // has an empty string or none.
+  size_t raw_bytes_per_token_ = 0;
   std::unordered_map<uint64_t, Merge> merges_;  // keyed by pair_key(left id, right id)
   std::unique_ptr<pcre2_code, Pcre2CodeFree> regex_;
   std::unique_ptr<pcre2_match_context, Pcre2ContextFree> limits_;

@@ -137,8 +137,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
   for (const Piece &p : split_added(text)) {
     if (p.added)
       ids.push_back(p.id);
-    else
-      encode_text_bounded(p.text, first, ids, max_tokens);
+    else if (!encode_text_bounded(p.text, first, ids, max_tokens))
+      too_long();
     first = false;
     if (ids.size() > max_tokens) too_long();
   }

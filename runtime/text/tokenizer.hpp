@@ -59,10 +59,11 @@ class Tokenizer {
   // Ids of a stretch of text with no added token in it; `first` when it
   // starts the input (SentencePiece's dummy prefix, GPT-2's prefix space).
   virtual void encode_text(std::string_view text, bool first, std::vector<int32_t> &out) const = 0;
-  // As encode_text, but may stop early once `out` holds more than `limit` ids.
-  virtual void encode_text_bounded(std::string_view text, bool first, std::vector<int32_t> &out, size_t limit) const {
-    (void)limit;
+  // As encode_text, but false as soon as `out` is certain to end up with
+  // more than `limit` ids; `out` then holds only part of the text's ids.
+  virtual bool encode_text_bounded(std::string_view text, bool first, std::vector<int32_t> &out, size_t limit) const {
     encode_text(text, first, out);
+    return out.size() <= limit;
   }
   // Text of a run of ordinary (not added) token ids; `first` when the run
   // starts the output.

@@ -175,6 +175,11 @@ TEST(BpeBudget, AMegabyteOverBudgetStopsEarly) {
       EXPECT_NE(std::string(e.what()).find("text is too long: more than 512 tokens"), std::string::npos) << e.what();
     }
     EXPECT_LE(bpe_work_on_this_thread() - before, 8u * 10 * 514 + 16) << family;
+    // One 1 MB word: no token is longer than the longest vocabulary entry,
+    // so it cannot fit, and it is refused before any merge (a regex call or two).
+    before = bpe_work_on_this_thread();
+    EXPECT_THROW(l.text->source().encode(random_word(rng, 1u << 20), true, {}, 512), Error) << family;
+    EXPECT_LE(bpe_work_on_this_thread() - before, 4u) << family;
   }
 }
 
