@@ -133,8 +133,10 @@ class BpeTokenizer final : public Tokenizer {
     if (const flatbuffers::String *re = table_.pre_tokenizer_regex()) {
       int err = 0;
       PCRE2_SIZE off = 0;
-      regex_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re->c_str()), re->size(), PCRE2_UTF | PCRE2_UCP, &err,
-                                 &off, nullptr));
+      // No \C: it matches one byte even in UTF mode, and a match that ends
+      // inside a character would make the next (unchecked) call start there.
+      regex_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re->c_str()), re->size(),
+                                 PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &err, &off, nullptr));
       if (!regex_) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
@@ -276,7 +278,7 @@ class BpeTokenizer final : public Tokenizer {
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "the model's pre-tokenizer regex exceeded its match limits on this text");
     if (rc < 0) fail(PARLEY_ERROR_INTERNAL, "pre-tokenizer regex failed with PCRE2 error " + std::to_string(rc));
     const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-    if (ov[0] > ov[1] || ov[1] > length || ov[1] < pos)  // \K in a lookahead can report such a match
+    if (ov[0] < pos || ov[0] > ov[1] || ov[1] > length)  // \K in a lookaround could report such a match
       fail(PARLEY_ERROR_INVALID_MODEL, "the model's pre-tokenizer regex reported a match that goes backwards");
     *s = ov[0];
     *e = ov[1];

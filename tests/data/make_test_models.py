@@ -296,6 +296,8 @@ HOSTILE_TOKENIZERS = {
     "tok_empty_regex": _bpe(pre_tokenizer_regex="(?:)"),
     "tok_star_regex": _bpe(pre_tokenizer_regex="a*"),
     "tok_empty_after_a_regex": _bpe(pre_tokenizer_regex="(?<=a)|[b-z]+"),
+    # \C matches one byte inside a character: refused (matching skips the UTF-8 check).
+    "tok_backslash_c_regex": _bpe(pre_tokenizer_regex=r"\C+"),
 }
 
 

@@ -229,3 +229,16 @@ TEST(EmptyMatchingRegex, SomewhereEmptyTokenizesEachByteOnce) {
   for (int i = 0; i < 2048; ++i) text += "ab";
   EXPECT_EQ(t.encode(text, false).size(), text.size());
 }
+
+// Matching skips PCRE2's per-call UTF-8 check (the text is checked once), so
+// a regex must not be able to end a match inside a character: \C (one byte
+// even in UTF mode) is refused at load.
+TEST(PreTokenizerRegex, ByteMatchingEscapeIsRefused) {
+  try {
+    hostile("tok_backslash_c_regex");
+    ADD_FAILURE() << "loaded";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.status(), PARLEY_ERROR_INVALID_MODEL) << e.what();
+    EXPECT_NE(std::string(e.what()).find("regex does not compile"), std::string::npos) << e.what();
+  }
+}
