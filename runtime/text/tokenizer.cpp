@@ -129,7 +129,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
   if (add_special) put(prefix_);
   bool first = true;
   auto too_long = [&] {
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "text is too long: more than " + std::to_string(max_tokens) +
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "the text is too long: more than " + std::to_string(max_tokens) +
                                             " tokens, the model accepts " + std::to_string(max_tokens) +
                                             " here (the text has " + std::to_string(text.size()) +
                                             " bytes; tokenizing stopped once it could not fit)");

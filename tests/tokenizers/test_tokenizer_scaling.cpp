@@ -164,7 +164,9 @@ TEST(BpeBudget, AMegabyteOverBudgetStopsEarly) {
   std::uniform_int_distribution<size_t> len(1, 9);
   std::string text;
   while (text.size() < (1u << 20)) text += random_word(rng, len(rng)) + ' ';
-  for (const char *family : {"gpt2", "llama3"}) {
+  // (Not llama3: its 256 added tokens make the added-token scan over 1 MB
+  // slow under the sanitizers; the BPE part is the same.)
+  for (const char *family : {"gpt2", "qwen2"}) {
     Loaded l = fixture(family);
     uint64_t before = bpe_work_on_this_thread();
     try {
