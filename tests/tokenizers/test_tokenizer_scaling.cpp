@@ -6,7 +6,8 @@
 // match the empty string is refused at load or never makes the matching
 // loop repeat text.
 //
-// Random words come from a fixed seed (printed); PARLEY_TEST_SEED overrides.
+// Random words come from fixed seeds (tests/common/gtest_seed.h: printed,
+// PARLEY_TEST_SEED overrides).
 #include <gtest/gtest.h>
 
 #include <climits>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/gtest_seed.h"
 #include "core/error.hpp"
 #include "format/model_file.hpp"
 #include "text/bpe_tokenizer.hpp"
@@ -24,16 +26,6 @@
 using namespace parley;
 
 namespace {
-
-uint32_t seed() {
-  static const uint32_t s = [] {
-    const char *e = std::getenv("PARLEY_TEST_SEED");
-    uint32_t v = e && *e ? static_cast<uint32_t>(std::strtoul(e, nullptr, 10)) : 20261204u;
-    std::printf("tokenizer scaling seed %u (override with PARLEY_TEST_SEED)\n", v);
-    return v;
-  }();
-  return s;
-}
 
 struct Loaded {
   std::unique_ptr<ModelFile> file;
@@ -82,7 +74,8 @@ std::vector<int32_t> encode_counted(const Tokenizer &t, const std::string &text,
 // few regex calls. 8n + 16 leaves room without admitting the quadratic loop
 // (about n^2 / 4 lookups for these words).
 TEST(BpeScaling, OneLongWordCostsLinearWork) {
-  std::mt19937 rng(seed());
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   for (const char *family : {"gpt2", "llama3", "qwen2"}) {
     Loaded l = fixture(family);
     for (size_t n : {1024u, 4096u, 32768u}) {
@@ -96,7 +89,8 @@ TEST(BpeScaling, OneLongWordCostsLinearWork) {
 
 // Short words: one or two regex calls per word and a few lookups per byte.
 TEST(BpeScaling, ManyShortWordsCostLinearWork) {
-  std::mt19937 rng(seed() + 1);
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   std::uniform_int_distribution<size_t> len(1, 9);
   Loaded l = fixture("gpt2");
   for (size_t n : {4096u, 65536u}) {
@@ -127,7 +121,8 @@ TEST(BpeScaling, HeapMergesMatchThePlainLoop) {
       if (nl > pos) rank.emplace(std::string(blob.substr(pos, nl - pos)), r++);
       pos = nl + 1;
     }
-    std::mt19937 rng(seed() + 2);
+    PARLEY_CASE_SEED(seed);
+    std::mt19937 rng(seed);
     std::uniform_int_distribution<size_t> len(1, 300);
     for (int w = 0; w < 40; ++w) {
       std::string word = random_word(rng, len(rng));
@@ -160,7 +155,8 @@ TEST(BpeScaling, HeapMergesMatchThePlainLoop) {
 // bytes each (one token or more per word) stops within the first ~513
 // words, i.e. ~5 KB of text, at most 8 work units per byte.
 TEST(BpeBudget, AMegabyteOverBudgetStopsEarly) {
-  std::mt19937 rng(seed() + 3);
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
   std::uniform_int_distribution<size_t> len(1, 9);
   std::string text;
   while (text.size() < (1u << 20)) text += random_word(rng, len(rng)) + ' ';
