@@ -81,9 +81,11 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
 
   const Tokenizer &tok = text_.source();
   std::string prompt = text_.chat->render(messages_, /*add_generation_prompt=*/true);
-  std::vector<int32_t> ids = tok.encode(prompt, /*add_special=*/false);
-  if (ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
   const int64_t limit = model_.decoder_params().max_positions;
+  // A prompt of limit tokens leaves no room for the reply: stop tokenizing there.
+  std::vector<int32_t> ids =
+      tok.encode(prompt, /*add_special=*/false, {}, limit > 0 ? static_cast<size_t>(limit - 1) : SIZE_MAX);
+  if (ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
   if (limit > 0 && static_cast<int64_t>(ids.size()) >= limit)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation is " + std::to_string(ids.size()) +
                                             " tokens, the model accepts at most " + std::to_string(limit - 1) +

@@ -48,7 +48,9 @@ std::vector<int32_t> encode_source(const Tokenizer &src, const std::string &text
   if (text.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the text is empty");
   if (size_t nul = text.find('\0'); nul != std::string::npos)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "the text contains a NUL byte at byte offset " + std::to_string(nul));
-  std::vector<int32_t> ids = src.encode(text, /*add_special=*/true, language);
+  // Past the model's positions it cannot fit: stop tokenizing there.
+  std::vector<int32_t> ids = src.encode(text, /*add_special=*/true, language,
+                                        max_positions > 0 ? static_cast<size_t>(max_positions) : SIZE_MAX);
   if (max_positions > 0 && static_cast<int64_t>(ids.size()) > max_positions)
     fail(PARLEY_ERROR_INVALID_ARGUMENT,
          "the text is " + std::to_string(ids.size()) + " tokens, the model accepts " + std::to_string(max_positions));

@@ -111,7 +111,8 @@ std::vector<Tokenizer::Piece> Tokenizer::split_added(std::string_view text) cons
   return pieces;
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, std::string_view lang) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, std::string_view lang,
+                                       size_t max_tokens) const {
   size_t bad = 0;
   if (!utf8::valid(text, &bad))
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "text is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
@@ -129,14 +130,22 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
   };
   if (add_special) put(prefix_);
   bool first = true;
+  auto too_long = [&] {
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "the text is too long: more than " + std::to_string(max_tokens) +
+                                            " tokens, the model accepts " + std::to_string(max_tokens) +
+                                            " here (the text has " + std::to_string(text.size()) +
+                                            " bytes; tokenizing stopped once it could not fit)");
+  };
   for (const Piece &p : split_added(text)) {
     if (p.added)
       ids.push_back(p.id);
-    else
-      encode_text(p.text, first, ids);
+    else if (!encode_text_bounded(p.text, first, ids, max_tokens))
+      too_long();
     first = false;
+    if (ids.size() > max_tokens) too_long();
   }
   if (add_special) put(suffix_);
+  if (ids.size() > max_tokens) too_long();
   return ids;
 }
 

@@ -10,6 +10,7 @@
 // may be called from many threads.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,7 +34,11 @@ class Tokenizer {
   // ids. With add_special, the prefix/suffix template is applied; `lang`
   // selects the language token for "{lang}" (NOT_FOUND for an unknown code,
   // INVALID_ARGUMENT when the template needs one and none is given).
-  std::vector<int32_t> encode(std::string_view text, bool add_special, std::string_view lang = {}) const;
+  // With max_tokens, a text that makes more ids fails with INVALID_ARGUMENT
+  // ("text is too long: more than N tokens ...") as soon as that is certain, before the
+  // rest of it is tokenized (a context-length check that costs what fits).
+  std::vector<int32_t> encode(std::string_view text, bool add_special, std::string_view lang = {},
+                              size_t max_tokens = SIZE_MAX) const;
 
   // Ids to UTF-8 text (invalid byte sequences become U+FFFD). Ids outside
   // the vocabulary: INVALID_ARGUMENT.
@@ -54,6 +59,12 @@ class Tokenizer {
   // Ids of a stretch of text with no added token in it; `first` when it
   // starts the input (SentencePiece's dummy prefix, GPT-2's prefix space).
   virtual void encode_text(std::string_view text, bool first, std::vector<int32_t> &out) const = 0;
+  // As encode_text, but false as soon as `out` is certain to end up with
+  // more than `limit` ids; `out` then holds only part of the text's ids.
+  virtual bool encode_text_bounded(std::string_view text, bool first, std::vector<int32_t> &out, size_t limit) const {
+    encode_text(text, first, out);
+    return out.size() <= limit;
+  }
   // Text of a run of ordinary (not added) token ids; `first` when the run
   // starts the output.
   virtual std::string decode_run(const std::vector<int32_t> &ids, bool first) const = 0;

@@ -290,6 +290,14 @@ HOSTILE_TOKENIZERS = {
     "tok_bad_prefix": _bpe(prefix=["<nope>"]),
     "tok_lang_without_languages": _bpe(prefix=["{lang}"]),
     "tok_ok": _bpe(prefix=["<s>"], suffix=["</s>"]),
+    # Regexes that match the empty string (refused at load) and one that
+    # matches empty only after an "a" (the matching loop must still put each
+    # byte in exactly one word).
+    "tok_empty_regex": _bpe(pre_tokenizer_regex="(?:)"),
+    "tok_star_regex": _bpe(pre_tokenizer_regex="a*"),
+    "tok_empty_after_a_regex": _bpe(pre_tokenizer_regex="(?<=a)|[b-z]+"),
+    # \C matches one byte inside a character: refused (matching skips the UTF-8 check).
+    "tok_backslash_c_regex": _bpe(pre_tokenizer_regex=r"\C+"),
 }
 
 

@@ -616,6 +616,21 @@ static void test_chat(parley_runtime *rt) {
     CHECK_STATUS(parley_chat_cancel(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
     CHECK_STATUS(parley_chat_reset(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
   }
+  /* A 1 MB message of one word: refused as too long, without tokenizing all
+   * of it (issue 10 item 11: this took minutes before). */
+  {
+    size_t len = (size_t)1 << 20, i;
+    char *huge = (char *)malloc(len + 1);
+    parley_chat_session *big = NULL;
+    for (i = 0; i < len; ++i) huge[i] = (char)('a' + (i * 7) % 26);
+    huge[len] = '\0';
+    CHECK_STATUS(parley_chat_session_create(llm, CHAT_SYSTEM, &big), PARLEY_OK);
+    CHECK_STATUS(parley_chat_append(big, PARLEY_ROLE_USER, huge), PARLEY_OK);
+    CHECK_STATUS(parley_chat_generate(big, &o, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "too long") != NULL);
+    parley_chat_session_free(big);
+    free(huge);
+  }
   parley_chat_session_free(s);
   parley_chat_session_free(NULL);
   parley_model_free(no_tok);
