@@ -80,11 +80,14 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   validate_decoding_options(o, model_.vocab());
 
   const Tokenizer &tok = text_.source();
-  std::string prompt = text_.chat->render(messages_, /*add_generation_prompt=*/true);
+  // Only the template's markup may produce control tokens: "<|eot_id|>"
+  // typed by a user stays text (encode_prompt).
+  std::vector<std::pair<size_t, size_t>> text_ranges;
+  std::string prompt = text_.chat->render(messages_, /*add_generation_prompt=*/true, &text_ranges);
   const int64_t limit = model_.decoder_params().max_positions;
   // A prompt of limit tokens leaves no room for the reply: stop tokenizing there.
   std::vector<int32_t> ids =
-      tok.encode(prompt, /*add_special=*/false, {}, limit > 0 ? static_cast<size_t>(limit - 1) : SIZE_MAX);
+      tok.encode_prompt(prompt, text_ranges, limit > 0 ? static_cast<size_t>(limit - 1) : SIZE_MAX);
   if (ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
   if (limit > 0 && static_cast<int64_t>(ids.size()) >= limit)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation is " + std::to_string(ids.size()) +

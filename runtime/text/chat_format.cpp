@@ -63,7 +63,8 @@ void ChatFormat::check_next(const std::vector<ChatMessage> &messages, ChatRole r
              role_name(role));
 }
 
-std::string ChatFormat::render(const std::vector<ChatMessage> &messages, bool add_generation_prompt) const {
+std::string ChatFormat::render(const std::vector<ChatMessage> &messages, bool add_generation_prompt,
+                               std::vector<std::pair<size_t, size_t>> *text_ranges) const {
   std::vector<ChatMessage> seen;
   for (const ChatMessage &m : messages) {
     check_next(seen, m.role);
@@ -96,12 +97,26 @@ std::string ChatFormat::render(const std::vector<ChatMessage> &messages, bool ad
   }
 
   std::string out = begin_;
-  if (use_system && placement_ == format::SystemPlacement::OwnTurn) out += prefix_[0] + system + suffix_[0];
+  if (text_ranges) text_ranges->clear();
+  // A message's text; the template's default system text is the template's own.
+  auto put_text = [&](const std::string &text, bool from_message) {
+    if (from_message && text_ranges && !text.empty()) text_ranges->emplace_back(out.size(), out.size() + text.size());
+    out += text;
+  };
+  if (use_system && placement_ == format::SystemPlacement::OwnTurn) {
+    out += prefix_[0];
+    put_text(system, has_system);
+    out += suffix_[0];
+  }
   for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
     auto r = static_cast<size_t>(messages[i].role);
-    std::string text = content(messages[i]);
-    if (i == carrier) text = system + separator_ + text;
-    out += prefix_[r] + text + suffix_[r];
+    out += prefix_[r];
+    if (i == carrier) {
+      put_text(system, has_system);
+      out += separator_;
+    }
+    put_text(content(messages[i]), true);
+    out += suffix_[r];
   }
   if (add_generation_prompt) out += generation_prompt_;
   return out;

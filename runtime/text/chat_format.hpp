@@ -7,6 +7,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "format/model_file.hpp"
@@ -28,7 +29,12 @@ class ChatFormat {
   // The prompt text for `messages` (a system message may only come first;
   // with `alternate`, user and assistant turns must alternate starting with
   // the user). Throws Error(INVALID_ARGUMENT) naming the offending message.
-  std::string render(const std::vector<ChatMessage> &messages, bool add_generation_prompt) const;
+  // With `text_ranges`, it receives the byte ranges [begin, end) of the
+  // prompt that hold the messages' text (sorted, disjoint): the caller
+  // encodes them as text (Tokenizer::encode_prompt), so a message cannot
+  // produce the template's control tokens; everything else is the template's.
+  std::string render(const std::vector<ChatMessage> &messages, bool add_generation_prompt,
+                     std::vector<std::pair<size_t, size_t>> *text_ranges = nullptr) const;
 
   // Checks that `role` may follow `messages` (same rules as render()).
   void check_next(const std::vector<ChatMessage> &messages, ChatRole role) const;

@@ -36,7 +36,12 @@ Tokenizer::Tokenizer(const TokenizerView &view, uint32_t model_vocab) : table_(*
   // Longest match wins (tokenizers' AddedVocabulary uses leftmost-longest).
   std::stable_sort(added_.begin(), added_.end(),
                    [](const Added &a, const Added &b) { return a.content.size() > b.content.size(); });
-  for (size_t i = 0; i < added_.size(); ++i) added_by_id_.emplace(added_[i].id, i);
+  for (size_t i = 0; i < added_.size(); ++i) {
+    added_by_id_.emplace(added_[i].id, i);
+    // An empty content would match everywhere and never advance: it is never matched.
+    if (!added_[i].content.empty())
+      added_by_first_byte_[static_cast<unsigned char>(added_[i].content[0])].push_back(static_cast<uint32_t>(i));
+  }
   if (const auto *langs = table_.languages())
     for (const format::Language *l : *langs) languages_.emplace_back(l->code()->str(), l->token_id());
   clean_up_ = table_.clean_up_spaces();
@@ -82,17 +87,28 @@ bool Tokenizer::is_special(int32_t id) const {
   return it != added_by_id_.end() && added_[it->second].special;
 }
 
-std::vector<Tokenizer::Piece> Tokenizer::split_added(std::string_view text) const {
+std::vector<Tokenizer::Piece> Tokenizer::split_added(std::string_view text, bool parse_special,
+                                                     const std::vector<std::pair<size_t, size_t>> &text_ranges) const {
   std::vector<Piece> pieces;
   size_t start = 0;  // start of the pending ordinary text
   size_t i = 0;
+  size_t range = 0;  // first of text_ranges that ends after i
   while (i < text.size()) {
+    while (range < text_ranges.size() && text_ranges[range].second <= i) ++range;
     const Added *hit = nullptr;
-    for (const Added &a : added_)
-      if (text.compare(i, a.content.size(), a.content) == 0) {
-        hit = &a;
-        break;
+    // Candidates start with this byte (longest first: leftmost-longest, as
+    // tokenizers' AddedVocabulary), so a position costs a few compares.
+    for (uint32_t k : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {
+      const Added &a = added_[k];
+      if (text.compare(i, a.content.size(), a.content) != 0) continue;
+      if (a.special) {
+        if (!parse_special) continue;
+        // Inside (or reaching into) a message's text: text, not a control token.
+        if (range < text_ranges.size() && text_ranges[range].first < i + a.content.size()) continue;
       }
+      hit = &a;
+      break;
+    }
     if (!hit) {
       ++i;
       continue;
@@ -112,10 +128,28 @@ std::vector<Tokenizer::Piece> Tokenizer::split_added(std::string_view text) cons
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, std::string_view lang,
-                                       size_t max_tokens) const {
+                                       size_t max_tokens, bool parse_special) const {
   size_t bad = 0;
   if (!utf8::valid(text, &bad))
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "text is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
+  return encode_split(text, add_special, lang, split_added(text, parse_special, {}), max_tokens);
+}
+
+std::vector<int32_t> Tokenizer::encode_prompt(std::string_view prompt,
+                                              const std::vector<std::pair<size_t, size_t>> &text_ranges,
+                                              size_t max_tokens) const {
+  size_t bad = 0;
+  if (!utf8::valid(prompt, &bad))
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "prompt is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
+  for (size_t k = 0; k < text_ranges.size(); ++k)
+    if (text_ranges[k].first > text_ranges[k].second || text_ranges[k].second > prompt.size() ||
+        (k > 0 && text_ranges[k].first < text_ranges[k - 1].second))
+      fail(PARLEY_ERROR_INTERNAL, "chat prompt text ranges are not sorted, disjoint ranges inside the prompt");
+  return encode_split(prompt, false, {}, split_added(prompt, true, text_ranges), max_tokens);
+}
+
+std::vector<int32_t> Tokenizer::encode_split(std::string_view text, bool add_special, std::string_view lang,
+                                             const std::vector<Piece> &pieces, size_t max_tokens) const {
   int32_t lang_id = -1;
   if (!lang.empty()) {
     lang_id = language_token(lang);
@@ -136,7 +170,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
                                             " here (the text has " + std::to_string(text.size()) +
                                             " bytes; tokenizing stopped once it could not fit)");
   };
-  for (const Piece &p : split_added(text)) {
+  for (const Piece &p : pieces) {
     if (p.added)
       ids.push_back(p.id);
     else if (!encode_text_bounded(p.text, first, ids, max_tokens))

@@ -2,6 +2,9 @@
 // what every Hugging Face tokenizer does around its model: added tokens are
 // matched verbatim in the text first and never split (AddedVocabulary), the
 // stretches between them go to the model (byte-level BPE or SentencePiece),
+// except that special-token strings ("</s>", "<|eot_id|>") written in text
+// are text unless the caller trusts it (HF's split_special_tokens=True: a
+// customer must not be able to close a chat turn by typing its marker),
 // and add_special_tokens wraps the ids in the file's prefix/suffix template
 // (with "{lang}" bound to the chosen language). Decoding groups the ids of
 // ordinary tokens and hands each run to the model's decoder.
@@ -10,6 +13,7 @@
 // may be called from many threads.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -37,8 +41,24 @@ class Tokenizer {
   // With max_tokens, a text that makes more ids fails with INVALID_ARGUMENT
   // ("text is too long: more than N tokens ...") as soon as that is certain, before the
   // rest of it is tokenized (a context-length check that costs what fits).
+  // Special-token strings in the text become their ids only with
+  // parse_special (trusted text); otherwise they are split like any other
+  // text, as transformers does with split_special_tokens=True: tokenizers'
+  // AddedVocabulary then skips special added tokens but still matches the
+  // non-special ones (Qwen's "<tool_call>"), the slow SentencePiece classes
+  // (Marian, M2M100), whose added tokens are all special, match none.
   std::vector<int32_t> encode(std::string_view text, bool add_special, std::string_view lang = {},
-                              size_t max_tokens = SIZE_MAX) const;
+                              size_t max_tokens = SIZE_MAX, bool parse_special = false) const;
+
+  // A rendered chat prompt (no prefix/suffix template): special-token
+  // strings are control tokens except where they touch one of the byte
+  // ranges `text_ranges` ([begin, end), sorted, disjoint: the messages'
+  // content), where they are text. The stretches between control tokens are
+  // encoded whole, so a conversation without such strings in its messages
+  // gives exactly the ids of encode(prompt, false, {}, SIZE_MAX, true), i.e. of
+  // apply_chat_template(tokenize=True). max_tokens as for encode.
+  std::vector<int32_t> encode_prompt(std::string_view prompt, const std::vector<std::pair<size_t, size_t>> &text_ranges,
+                                     size_t max_tokens = SIZE_MAX) const;
 
   // Ids to UTF-8 text (invalid byte sequences become U+FFFD). Ids outside
   // the vocabulary: INVALID_ARGUMENT.
@@ -84,10 +104,16 @@ class Tokenizer {
     int32_t id;  // added token id
     std::string_view text;
   };
-  std::vector<Piece> split_added(std::string_view text) const;
+  // `parse_special`: special tokens may match anywhere except where they
+  // touch `text_ranges`; without it nowhere. Non-special ones match anywhere.
+  std::vector<Piece> split_added(std::string_view text, bool parse_special,
+                                 const std::vector<std::pair<size_t, size_t>> &text_ranges) const;
+  std::vector<int32_t> encode_split(std::string_view text, bool add_special, std::string_view lang,
+                                    const std::vector<Piece> &pieces, size_t max_tokens) const;
 
-  std::vector<Added> added_;                         // longest first
-  std::unordered_map<int32_t, size_t> added_by_id_;  // index into added_
+  std::vector<Added> added_;                                    // longest first
+  std::array<std::vector<uint32_t>, 256> added_by_first_byte_;  // indices into added_, longest first
+  std::unordered_map<int32_t, size_t> added_by_id_;             // index into added_
   std::unordered_map<std::string, int32_t> added_by_text_;
   std::vector<std::pair<std::string, int32_t>> languages_;
   std::vector<int32_t> prefix_, suffix_;  // -2 = the language token

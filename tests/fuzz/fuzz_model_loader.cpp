@@ -40,7 +40,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     std::vector<int32_t> ids = text->source().encode(
         probe, true, text->source().needs_language() ? text->source().languages().front().first : std::string());
     (void)text->target().decode(ids, false);
-    if (text->chat) (void)text->chat->render({{parley::ChatRole::kUser, probe}}, true);
+    (void)text->source().encode(probe, false, {}, SIZE_MAX, /*parse_special=*/true);
+    if (text->chat) {
+      std::vector<std::pair<size_t, size_t>> text_ranges;
+      std::string prompt = text->chat->render({{parley::ChatRole::kUser, probe}}, true, &text_ranges);
+      (void)text->source().encode_prompt(prompt, text_ranges);
+    }
   } catch (const parley::Error &) {
   }
   return 0;

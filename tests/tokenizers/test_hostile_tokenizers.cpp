@@ -60,7 +60,8 @@ TEST(HostileTokenizers, TheControlFileWorks) {
   auto text = build_text_model(*file);
   // "abc" merges a+b, then ab+c; the template adds <s> ... </s>.
   EXPECT_EQ(text->source().encode("abc", true), (std::vector<int32_t>{28, 27, 29}));
-  EXPECT_EQ(text->source().encode("ab <s>c", false), (std::vector<int32_t>{26, 28, 2}));
+  EXPECT_EQ(text->source().encode("ab <s>c", false, {}, SIZE_MAX, /*parse_special=*/true),
+            (std::vector<int32_t>{26, 28, 2}));
   EXPECT_EQ(text->target().decode({28, 27, 29}, true), "abc");
   EXPECT_EQ(text->target().decode({28, 27, 29}, false), "<s>abc</s>");
 }
