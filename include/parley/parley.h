@@ -90,7 +90,9 @@ typedef enum parley_status {
   PARLEY_ERROR_DEVICE = 9,              /* a device is missing or unusable (e.g. no CUDA driver) */
   PARLEY_ERROR_UNSUPPORTED = 10,        /* a valid request this build cannot serve */
   PARLEY_ERROR_INTERNAL = 11,           /* a bug in Parley: please report it */
-  PARLEY_ERROR_CANCELLED = 12           /* the request was cancelled (parley_chat_cancel) */
+  PARLEY_ERROR_CANCELLED = 12,          /* the request was cancelled (parley_chat_cancel) */
+  PARLEY_ERROR_BUSY = 13                /* the object is in use by another call (a chat session called from
+                                           its own callback or from two threads at once); nothing was done */
 } parley_status;
 
 /*
@@ -579,9 +581,32 @@ PARLEY_API void parley_result_free(parley_generation_result *result);
 /* --------------------------------------------------------- text (UTF-8 in/out) */
 
 /*
+ * Flags for parley_tokenize's `add_special_tokens` argument (it was a plain
+ * boolean before PARLEY_TOKENIZE_PARSE_SPECIAL was added; 0 and 1 keep their
+ * meaning).
+ */
+typedef enum parley_tokenize_flags {
+  /* Add what the model's tokenizer adds around the text (BOS, EOS, the
+   * language token). Any nonzero value without other flags means this too. */
+  PARLEY_TOKENIZE_ADD_SPECIAL = 1,
+  /* Trusted text only: special-token strings written in the text ("</s>",
+   * "<|eot_id|>", "<|im_start|>") become their control-token ids, as
+   * transformers does by default. Without this flag they are ordinary text,
+   * split like any other (transformers' split_special_tokens=True), so
+   * untrusted text cannot forge control tokens. */
+  PARLEY_TOKENIZE_PARSE_SPECIAL = 1 << 16
+} parley_tokenize_flags;
+
+/*
  * Tokenize UTF-8 `text` with the model's tokenizer (for translation models:
- * the source tokenizer). add_special_tokens != 0 adds what the model's
- * tokenizer adds (BOS, EOS, the language token of `language`; NULL for none).
+ * the source tokenizer). add_special_tokens holds parley_tokenize_flags:
+ * nonzero without PARLEY_TOKENIZE_PARSE_SPECIAL adds what the model's
+ * tokenizer adds (BOS, EOS, the language token of `language`; NULL for none);
+ * PARLEY_TOKENIZE_PARSE_SPECIAL alone parses special-token strings in the
+ * text without adding any, combined with PARLEY_TOKENIZE_ADD_SPECIAL it does
+ * both. Special-token strings in the text are plain text otherwise (as they
+ * are in parley_translate and chat messages). A negative value is refused
+ * (PARLEY_ERROR_INVALID_ARGUMENT): it would set the parse flag by accident.
  * Writes up to `capacity` ids to `ids` and the number of ids to *out_count.
  * With ids NULL and capacity 0 only the count is returned (PARLEY_OK); a
  * smaller capacity returns PARLEY_ERROR_INVALID_ARGUMENT with *out_count set
@@ -726,7 +751,13 @@ typedef enum parley_chat_role {
  * turns: each reply runs the model only on the tokens not already cached
  * (see parley_chat_stats). The model must outlive the session. One thread
  * uses a session at a time, except parley_chat_cancel; many sessions may
- * share one model concurrently.
+ * share one model concurrently. A call on a session while another call on it
+ * is running — from the on_text callback of parley_chat_generate, or from a
+ * second thread — returns PARLEY_ERROR_BUSY and changes nothing (every
+ * session function but parley_chat_cancel; parley_chat_session_free then
+ * frees nothing and sets parley_last_error). The messages' text is always
+ * encoded as text: "<|eot_id|>" or "</s>" typed by a user cannot close their
+ * turn; only the model's chat template produces control tokens.
  */
 typedef struct parley_chat_session parley_chat_session;
 
@@ -747,6 +778,9 @@ PARLEY_API parley_status parley_chat_session_create(const parley_model *model, c
  */
 PARLEY_API parley_status parley_chat_session_create_n(const parley_model *model, const char *system_prompt,
                                                       size_t system_length, parley_chat_session **out_session);
+/* Free a session. NULL is a no-op. Refused while a call on the session runs
+ * (from its on_text callback or another thread): nothing is freed, and
+ * parley_last_error() says so (PARLEY_ERROR_BUSY); free it after that call. */
 PARLEY_API void parley_chat_session_free(parley_chat_session *session);
 
 /*
@@ -799,7 +833,8 @@ static inline parley_status parley_chat_options_init(parley_chat_options *option
  * otherwise it receives the whole reply (free with parley_string_free).
  * Errors: PARLEY_ERROR_CANCELLED (parley_chat_cancel was called; the
  * conversation is unchanged), PARLEY_ERROR_INVALID_ARGUMENT (the conversation
- * is longer than the model accepts, bad options), and those of
+ * is longer than the model accepts, bad options), PARLEY_ERROR_BUSY (called
+ * from on_text or while another thread uses the session), and those of
  * parley_generate.
  */
 PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,

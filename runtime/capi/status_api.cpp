@@ -71,6 +71,8 @@ PARLEY_API const char *parley_status_name(int32_t status) {
       return "PARLEY_ERROR_INTERNAL";
     case PARLEY_ERROR_CANCELLED:
       return "PARLEY_ERROR_CANCELLED";
+    case PARLEY_ERROR_BUSY:
+      return "PARLEY_ERROR_BUSY";
   }
   return "PARLEY_ERROR_UNKNOWN";
 }

@@ -1,4 +1,5 @@
 // Text C API: tokenize/detokenize, parley_translate and chat sessions.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -28,6 +29,11 @@ struct parley_translation_result {
 struct parley_chat_session {
   const parley_model *model;
   std::unique_ptr<ChatSession> impl;
+  // Set while a call uses the session. A second call meanwhile — from the
+  // on_text callback of parley_chat_generate, or from another thread — gets
+  // PARLEY_ERROR_BUSY instead of re-entering the session (a generate inside
+  // generate crashed; an append or reset there reordered the conversation).
+  mutable std::atomic<bool> busy{false};
 };
 
 namespace {
@@ -82,10 +88,30 @@ const TextHypothesis &hyp(const parley_translation_result *r, size_t index, size
   return t.hypotheses[h];
 }
 
-ChatSession &session_of(parley_chat_session *s) {
-  require(s, "session");
-  return *s->impl;
-}
+constexpr const char *kBusyMessage =
+    "the chat session is in use by another call (one from its own on_text callback, or from another thread); "
+    "a session serves one call at a time";
+
+// Holds a session's busy flag for the duration of one API call.
+class SessionUse {
+ public:
+  explicit SessionUse(const parley_chat_session *s) : s_(s) {
+    require(s, "session");
+    if (s->busy.exchange(true, std::memory_order_acquire)) {
+      s_ = nullptr;
+      fail(PARLEY_ERROR_BUSY, kBusyMessage);
+    }
+  }
+  ~SessionUse() {
+    if (s_) s_->busy.store(false, std::memory_order_release);
+  }
+  SessionUse(const SessionUse &) = delete;
+  SessionUse &operator=(const SessionUse &) = delete;
+  ChatSession &session() const { return *s_->impl; }
+
+ private:
+  const parley_chat_session *s_;
+};
 
 }  // namespace
 
@@ -98,7 +124,13 @@ PARLEY_API parley_status parley_tokenize(const parley_model *model, const char *
     require(out_count, "out_count");
     std::string t = text_arg(text, "text");
     std::string lang = language ? text_arg(language, "language") : std::string();
-    std::vector<int32_t> v = model->impl.text().source().encode(t, add_special_tokens != 0, lang);
+    if (add_special_tokens < 0)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "add_special_tokens is negative (" + std::to_string(add_special_tokens) +
+               "); pass 0, 1 (PARLEY_TOKENIZE_ADD_SPECIAL) and/or PARLEY_TOKENIZE_PARSE_SPECIAL");
+    const bool parse_special = (add_special_tokens & PARLEY_TOKENIZE_PARSE_SPECIAL) != 0;
+    const bool add_special = (add_special_tokens & ~PARLEY_TOKENIZE_PARSE_SPECIAL) != 0;
+    std::vector<int32_t> v = model->impl.text().source().encode(t, add_special, lang, SIZE_MAX, parse_special);
     if (!ids && capacity == 0) {
       *out_count = v.size();
       return;
@@ -314,12 +346,19 @@ PARLEY_API parley_status parley_chat_session_create(const parley_model *model, c
 }
 
 PARLEY_API void parley_chat_session_free(parley_chat_session *session) {
+  if (!session) return;
+  // Freeing a session a running call still uses would crash that call: refuse.
+  if (session->busy.exchange(true, std::memory_order_acquire)) {
+    parley::capi::report(__func__, "PARLEY_ERROR_BUSY: ", kBusyMessage);
+    return;
+  }
   delete session;
 }
 
 PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_t role, const char *content) {
   return guarded(__func__, [&] {
-    ChatSession &s = session_of(session);
+    SessionUse use(session);
+    ChatSession &s = use.session();
     if (role < PARLEY_ROLE_SYSTEM || role > PARLEY_ROLE_ASSISTANT)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "unknown role " + std::to_string(role));
     s.append(static_cast<ChatRole>(role), text_arg(content, "content"));
@@ -339,7 +378,8 @@ PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *optio
 PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,
                                               char **out_reply) {
   return guarded(__func__, [&] {
-    ChatSession &s = session_of(session);
+    SessionUse use(session);
+    ChatSession &s = use.session();
     parley_chat_options o{};
     o.struct_size = sizeof o;
     if (options) {
@@ -380,28 +420,28 @@ PARLEY_API parley_status parley_chat_cancel(parley_chat_session *session) {
 }
 
 PARLEY_API parley_status parley_chat_reset(parley_chat_session *session) {
-  return guarded(__func__, [&] { session_of(session).reset(); });
+  return guarded(__func__, [&] { SessionUse(session).session().reset(); });
 }
 
 PARLEY_API parley_status parley_chat_remove_last(parley_chat_session *session) {
-  return guarded(__func__, [&] { session_of(session).remove_last(); });
+  return guarded(__func__, [&] { SessionUse(session).session().remove_last(); });
 }
 
 PARLEY_API parley_status parley_chat_message_count(const parley_chat_session *session, size_t *out_count) {
   return guarded(__func__, [&] {
-    require(session, "session");
+    SessionUse use(session);
     require(out_count, "out_count");
-    *out_count = session->impl->messages().size();
+    *out_count = use.session().messages().size();
   });
 }
 
 PARLEY_API parley_status parley_chat_message(const parley_chat_session *session, size_t index, int32_t *out_role,
                                              const char **out_content) {
   return guarded(__func__, [&] {
-    require(session, "session");
+    SessionUse use(session);
     require(out_role, "out_role");
     require(out_content, "out_content");
-    const auto &m = session->impl->messages();
+    const auto &m = use.session().messages();
     if (index >= m.size())
       fail(PARLEY_ERROR_NOT_FOUND, "message " + std::to_string(index) + " >= " + std::to_string(m.size()));
     *out_role = static_cast<int32_t>(m[index].role);
@@ -411,10 +451,10 @@ PARLEY_API parley_status parley_chat_message(const parley_chat_session *session,
 
 PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *session, parley_chat_stats *stats) {
   return guarded(__func__, [&] {
-    require(session, "session");
+    SessionUse use(session);
     require(stats, "stats");
     check_struct_size(stats->struct_size, kChatStatsV1, sizeof *stats, "stats");
-    const ChatCounters &c = session->impl->counters();
+    const ChatCounters &c = use.session().counters();
     parley_chat_stats out{};
     out.struct_size = stats->struct_size;
     out.prompt_tokens = c.last_prompt_tokens;

@@ -222,14 +222,16 @@ static void test_status_and_dtype_names(void) {
       "PARLEY_ERROR_UNSUPPORTED",
       "PARLEY_ERROR_INTERNAL",
       "PARLEY_ERROR_CANCELLED",
+      "PARLEY_ERROR_BUSY",
   };
   static const char *const dtypes[] = {"f32", "f16", "bf16", "i8", "i32", "u8", "i64"};
   int i;
   CHECK(PARLEY_OK == 0);
   CHECK(PARLEY_ERROR_INTERNAL == 11);
   CHECK(PARLEY_ERROR_CANCELLED == 12); /* appended: values never move */
-  for (i = 0; i <= (int)PARLEY_ERROR_CANCELLED; ++i) CHECK_STR(parley_status_name((parley_status)i), names[i]);
-  CHECK_STR(parley_status_name((parley_status)13), "PARLEY_ERROR_UNKNOWN");
+  CHECK(PARLEY_ERROR_BUSY == 13);
+  for (i = 0; i <= (int)PARLEY_ERROR_BUSY; ++i) CHECK_STR(parley_status_name((parley_status)i), names[i]);
+  CHECK_STR(parley_status_name((parley_status)14), "PARLEY_ERROR_UNKNOWN");
   CHECK_STR(parley_status_name((int32_t)-1), "PARLEY_ERROR_UNKNOWN");
   CHECK_STR(parley_status_name((int32_t)1000000), "PARLEY_ERROR_UNKNOWN");
 

@@ -125,10 +125,12 @@ class ClosedError(InvalidArgumentError):
 
 
 class BusyError(ParleyError, RuntimeError):
-    """A Chat is already generating (a say() or stream() in progress): the C API
-    allows one thread at a time per session. Raised by the binding itself."""
+    """PARLEY_ERROR_BUSY: a Chat is already in use (a say() or stream() in
+    progress, or a call from its own on_text callback): one call at a time per
+    session. The binding raises it itself before calling, and maps the C
+    library's PARLEY_ERROR_BUSY to it."""
 
-    status, status_name = -1, "PARLEY_BINDING_BUSY"
+    status, status_name = 13, "PARLEY_ERROR_BUSY"
 
 
 _BY_STATUS: dict[int, type[ParleyError]] = {
@@ -146,6 +148,7 @@ _BY_STATUS: dict[int, type[ParleyError]] = {
         UnsupportedError,
         InternalError,
         CancelledError,
+        BusyError,
     )
 }
 

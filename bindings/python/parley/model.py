@@ -342,12 +342,25 @@ class Model(Closable):
     # ------------------------------------------------------------ text
 
     def tokenize(
-        self, text: str | bytes, add_special_tokens: bool = True, language: str | None = None
+        self,
+        text: str | bytes,
+        add_special_tokens: bool = True,
+        language: str | None = None,
+        *,
+        parse_special_tokens: bool = False,
     ) -> list[int]:
-        """Token ids of `text` (for translation models: with the source tokenizer)."""
+        """Token ids of `text` (for translation models: with the source tokenizer).
+
+        Special-token strings written in the text ("</s>", "<|eot_id|>") are
+        ordinary text unless ``parse_special_tokens`` is true (trusted text
+        only: they then become their control-token ids, as transformers does
+        by default).
+        """
         data = encode_text(text, "text")
         lang = opt_text(language, "language")
-        special = 1 if add_special_tokens else 0
+        special = (_lib.TOKENIZE_ADD_SPECIAL if add_special_tokens else 0) | (
+            _lib.TOKENIZE_PARSE_SPECIAL if parse_special_tokens else 0
+        )
         with self._use() as h:
             capacity = 2 * len(data) + 16
             for _ in range(2):
