@@ -36,11 +36,35 @@ Tokenizer::Tokenizer(const TokenizerView &view, uint32_t model_vocab) : table_(*
   // Longest match wins (tokenizers' AddedVocabulary uses leftmost-longest).
   std::stable_sort(added_.begin(), added_.end(),
                    [](const Added &a, const Added &b) { return a.content.size() > b.content.size(); });
+  trie_.emplace_back();
   for (size_t i = 0; i < added_.size(); ++i) {
     added_by_id_.emplace(added_[i].id, i);
+    const std::string &c = added_[i].content;
     // An empty content would match everywhere and never advance: it is never matched.
-    if (!added_[i].content.empty())
-      added_by_first_byte_[static_cast<unsigned char>(added_[i].content[0])].push_back(static_cast<uint32_t>(i));
+    if (c.empty()) continue;
+    has_nonspecial_ = has_nonspecial_ || !added_[i].special;
+    uint32_t node = 0;
+    for (size_t k = 0; k < c.size(); ++k) {
+      const auto byte = static_cast<unsigned char>(c[k]);
+      uint32_t child = 0;
+      if (k == 0) {
+        child = root_next_[byte];
+      } else {
+        for (const auto &[b, n] : trie_[node].next)
+          if (b == byte) child = n;
+      }
+      if (!child) {
+        child = static_cast<uint32_t>(trie_.size());
+        trie_.emplace_back();
+        if (k == 0)
+          root_next_[byte] = child;
+        else
+          trie_[node].next.emplace_back(byte, child);
+      }
+      node = child;
+    }
+    // Equal contents: the first listed wins, as before.
+    if (trie_[node].added < 0) trie_[node].added = static_cast<int32_t>(i);
   }
   if (const auto *langs = table_.languages())
     for (const format::Language *l : *langs) languages_.emplace_back(l->code()->str(), l->token_id());
@@ -90,24 +114,35 @@ bool Tokenizer::is_special(int32_t id) const {
 std::vector<Tokenizer::Piece> Tokenizer::split_added(std::string_view text, bool parse_special,
                                                      const std::vector<std::pair<size_t, size_t>> &text_ranges) const {
   std::vector<Piece> pieces;
+  if (!parse_special && !has_nonspecial_) {  // nothing may match
+    if (!text.empty()) pieces.push_back({false, -1, text});
+    return pieces;
+  }
   size_t start = 0;  // start of the pending ordinary text
   size_t i = 0;
   size_t range = 0;  // first of text_ranges that ends after i
   while (i < text.size()) {
     while (range < text_ranges.size() && text_ranges[range].second <= i) ++range;
+    // The longest added token that starts here and may match (leftmost-
+    // longest, as tokenizers' AddedVocabulary).
     const Added *hit = nullptr;
-    // Candidates start with this byte (longest first: leftmost-longest, as
-    // tokenizers' AddedVocabulary), so a position costs a few compares.
-    for (uint32_t k : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {
-      const Added &a = added_[k];
-      if (text.compare(i, a.content.size(), a.content) != 0) continue;
-      if (a.special) {
-        if (!parse_special) continue;
-        // Inside (or reaching into) a message's text: text, not a control token.
-        if (range < text_ranges.size() && text_ranges[range].first < i + a.content.size()) continue;
+    uint32_t node = root_next_[static_cast<unsigned char>(text[i])];
+    for (size_t end = i + 1; node;) {
+      if (trie_[node].added >= 0) {
+        const Added &a = added_[static_cast<size_t>(trie_[node].added)];
+        // A special token counts only in trusted text, not inside (or
+        // reaching into) a message's text.
+        if (!a.special || (parse_special && !(range < text_ranges.size() && text_ranges[range].first < end))) hit = &a;
       }
-      hit = &a;
-      break;
+      if (end == text.size()) break;
+      const auto byte = static_cast<unsigned char>(text[end++]);
+      uint32_t child = 0;
+      for (const auto &[b, n] : trie_[node].next)
+        if (b == byte) {
+          child = n;
+          break;
+        }
+      node = child;
     }
     if (!hit) {
       ++i;

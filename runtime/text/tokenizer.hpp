@@ -111,9 +111,18 @@ class Tokenizer {
   std::vector<int32_t> encode_split(std::string_view text, bool add_special, std::string_view lang,
                                     const std::vector<Piece> &pieces, size_t max_tokens) const;
 
-  std::vector<Added> added_;                                    // longest first
-  std::array<std::vector<uint32_t>, 256> added_by_first_byte_;  // indices into added_, longest first
-  std::unordered_map<int32_t, size_t> added_by_id_;             // index into added_
+  std::vector<Added> added_;  // longest first
+  // The added tokens' contents as a byte trie: matching at a position walks
+  // it once (cost: the longest match), whatever the number of added tokens
+  // (Llama-3 has 256 that all start with "<|").
+  struct TrieNode {
+    std::vector<std::pair<unsigned char, uint32_t>> next;  // byte -> node
+    int32_t added = -1;                                    // index into added_ of the token ending here
+  };
+  std::vector<TrieNode> trie_;                       // [0]: the root (its children are in root_next_)
+  std::array<uint32_t, 256> root_next_{};            // first byte -> node, 0 = none
+  bool has_nonspecial_ = false;                      // any added token matched in untrusted text
+  std::unordered_map<int32_t, size_t> added_by_id_;  // index into added_
   std::unordered_map<std::string, int32_t> added_by_text_;
   std::vector<std::pair<std::string, int32_t>> languages_;
   std::vector<int32_t> prefix_, suffix_;  // -2 = the language token
