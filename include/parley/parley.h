@@ -293,6 +293,10 @@ typedef struct parley_model_options {
    * caller's buffer in place, which must then stay valid and unchanged until
    * the model is freed and must be 64-byte aligned. */
   int32_t borrow_memory;
+  /* Ignored. The 4 bytes of padding that followed borrow_memory in the first
+   * version of this struct: binaries built then leave garbage there, so no
+   * option may live in them. */
+  int32_t reserved0;
   /* For parley_model_load_file: 0 (default) maps the file and reads pages on
    * demand; 1 reads the whole file into private memory at load (costs its
    * size in RAM and the read time), so that nothing refers to the file

@@ -169,6 +169,10 @@ def compare(old_path, new_path):
             elif n[2] != typ:
                 problems.append(f"{name}.{mname} changed type: {typ} -> {n[2]}")
         size_old, size_new = int(s.get("size-in-bits", "0")), int(t.get("size-in-bits", "0"))
+        for mname, off, _ in new_m.values():
+            if mname not in {m[0] for m in old_m} and off < size_old and not mname.startswith("reserved"):
+                problems.append(f"{name}.{mname} added at bit {off}, inside the old {size_old // 8}-byte struct "
+                                "(its padding: old binaries leave garbage there); add members after the old end")
         if size_new != size_old:
             grows_by_struct_size = size_new > size_old and old_m and old_m[0][0] == "struct_size"
             if not grows_by_struct_size:
@@ -226,14 +230,18 @@ V1 = """
 typedef enum demo_status { DEMO_OK = 0, DEMO_ERR = 1 } demo_status;
 typedef struct demo_options { size_t struct_size; int32_t beam; float temp; } demo_options;
 typedef struct demo_pair { int32_t a; int32_t b; } demo_pair;
+typedef struct demo_load { size_t struct_size; int32_t verify; } demo_load;
 typedef void (*demo_cb)(void *user, const char *text);
 typedef struct demo_hooks { size_t struct_size; demo_cb on_text; } demo_hooks;
 __attribute__((visibility("default"))) demo_status demo_run(const demo_options *o, demo_pair *p, const demo_hooks *h) { return DEMO_OK; }
 __attribute__((visibility("default"))) int32_t demo_count(const char *s) { return 0; }
+__attribute__((visibility("default"))) void demo_load_file(const demo_load *o) {}
 """
 CASES = [  # (description, replacement of V1 text, expect_refused)
     ("no change", [], False),
     ("append a member to a struct_size struct", [("float temp; }", "float temp; int32_t extra; }")], False),
+    ("name the padding reserved, then append", [("int32_t verify; }", "int32_t verify; int32_t reserved0; int32_t extra; }")], False),
+    ("add a member in the padding of a struct_size struct", [("int32_t verify; }", "int32_t verify; int32_t extra; }")], True),
     ("add a function", [("int32_t demo_count", "int32_t demo_new(void) { return 1; }\n"
                          "__attribute__((visibility(\"default\"))) int32_t demo_count")], False),
     ("add an enumerator", [("DEMO_ERR = 1 }", "DEMO_ERR = 1, DEMO_BUSY = 2 }")], False),

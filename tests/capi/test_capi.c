@@ -735,6 +735,18 @@ static void test_model_load(parley_runtime *rt) {
   parley_model_free(m);
   m = NULL;
 
+  /* A binary built against the first version of the struct (it ended with
+   * borrow_memory and 4 bytes of padding) passes sizeof = 32 and may leave
+   * garbage in the padding: that must not be read as a later option. */
+  parley_model_options_init(&o);
+  o.struct_size = (SIZE_THROUGH(parley_model_options, borrow_memory) + 7) / 8 * 8;
+  memset((unsigned char *)&o + SIZE_THROUGH(parley_model_options, borrow_memory), 0xA5,
+         o.struct_size - SIZE_THROUGH(parley_model_options, borrow_memory));
+  CHECK(o.struct_size == 32);
+  CHECK_OK(parley_model_load_file(rt, g_decoder_path, &o, &m));
+  parley_model_free(m);
+  m = NULL;
+
   /* misuse */
   parley_model_options_init(&o);
   expect_load_refused(NULL, g_decoder_path, &o, PARLEY_ERROR_INVALID_ARGUMENT, "runtime", __LINE__);

@@ -119,6 +119,7 @@ class ModelOptions(Structure):
         ("verify_checksums", c_int32),
         ("device", c_char_p),
         ("borrow_memory", c_int32),
+        ("reserved0", c_int32),
         ("read_into_memory", c_int32),
     ]
 
