@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/build_tree_runtime.hpp"
+
 namespace {
 
 std::string env(const char *name) {
@@ -36,15 +38,7 @@ const Case kCases[] = {
 class NonFiniteLogits : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::string dir = env("PARLEY_PLUGIN_BUILD_DIR");
-    const char *dirs[] = {dir.c_str()};
-    parley_runtime_options o;
-    parley_runtime_options_init(&o);
-    o.plugin_sources = PARLEY_PLUGINS_NONE;
-    o.plugin_dirs = dirs;
-    o.num_plugin_dirs = 1;
-    o.num_threads = 2;
-    ASSERT_EQ(parley_runtime_create(&o, &rt_), PARLEY_OK) << parley_last_error();
+    ASSERT_EQ(parley::test::create_build_tree_runtime(2, &rt_), PARLEY_OK) << parley_last_error();
     const std::string plugin = env("PARLEY_NONFINITE_PLUGIN");
     ASSERT_EQ(parley_runtime_load_plugin(rt_, plugin.c_str()), PARLEY_OK) << parley_last_error();
     // The runtime loaded it RTLD_LOCAL; RTLD_NOLOAD finds that same copy.

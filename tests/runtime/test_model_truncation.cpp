@@ -14,25 +14,14 @@
 #include <string>
 #include <vector>
 
+#include "../common/build_tree_runtime.hpp"
 #include "model_bytes.hpp"
 
 namespace {
 
-using parley::test::plugin_dir;
-
 struct Runtime {
   parley_runtime *rt = nullptr;
-  Runtime() {
-    std::string dir = plugin_dir();
-    const char *dirs[] = {dir.c_str()};
-    parley_runtime_options o;
-    parley_runtime_options_init(&o);
-    o.plugin_sources = PARLEY_PLUGINS_NONE;
-    o.plugin_dirs = dirs;
-    o.num_plugin_dirs = 1;
-    o.num_threads = 1;
-    EXPECT_EQ(parley_runtime_create(&o, &rt), PARLEY_OK) << parley_last_error();
-  }
+  Runtime() { EXPECT_EQ(parley::test::create_build_tree_runtime(1, &rt), PARLEY_OK) << parley_last_error(); }
   ~Runtime() { parley_runtime_free(rt); }
 };
 

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/build_tree_runtime.hpp"
 #include "model_bytes.hpp"
 
 namespace {
@@ -72,16 +73,8 @@ class SpecialFiles : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   parley_runtime *cpu_runtime() {
-    std::string dir = plugin_dir();
-    const char *dirs[] = {dir.c_str()};
-    parley_runtime_options o;
-    parley_runtime_options_init(&o);
-    o.plugin_sources = PARLEY_PLUGINS_NONE;
-    o.plugin_dirs = dirs;
-    o.num_plugin_dirs = 1;
-    o.num_threads = 1;
     parley_runtime *rt = nullptr;
-    EXPECT_EQ(parley_runtime_create(&o, &rt), PARLEY_OK) << parley_last_error();
+    EXPECT_EQ(parley::test::create_build_tree_runtime(1, &rt), PARLEY_OK) << parley_last_error();
     return rt;
   }
 
