@@ -252,14 +252,6 @@ Proto parse(std::string_view bytes) {
 
 // ---- checks ----------------------------------------------------------------
 
-// "<0x41>" -> 0x41 as ModelInterface's PieceToByte reads it (upper case), or -1.
-int byte_of(std::string_view p) {
-  if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
-  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
-  int hi = hex(p[3]), lo = hex(p[4]);
-  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-}
-
 std::string piece_name(const Proto &proto, size_t i) {
   return "piece #" + std::to_string(i) + " " + quoted(proto.pieces[i].text);
 }
@@ -293,7 +285,7 @@ void check_pieces(const Proto &proto) {
     }
     if (p.type == kByte) {
       if (!proto.byte_fallback) bad(piece_name(proto, i) + " is a BYTE piece but trainer_spec.byte_fallback is false");
-      int b = byte_of(p.text);
+      int b = sentencepiece_proto::byte_of(p.text);
       if (b < 0) bad(piece_name(proto, i) + " is a BYTE piece not spelled <0xXX>");
       bytes[static_cast<size_t>(b)] = true;
     }
@@ -509,6 +501,13 @@ std::string for_library(std::string_view proto, const std::vector<std::pair<uint
     out += spec;
   }
   return out;
+}
+
+int byte_of(std::string_view p) {
+  if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
+  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
+  int hi = hex(p[3]), lo = hex(p[4]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
 }  // namespace parley::sentencepiece_proto

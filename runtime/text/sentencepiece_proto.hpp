@@ -64,6 +64,10 @@ void check_charsmap(std::string_view blob, const std::string &field);
 // check_model_proto.
 std::string for_library(std::string_view proto, const std::vector<std::pair<uint32_t, bool>> &normalizer_flags);
 
+// "<0x41>" -> 0x41 as ModelInterface's PieceToByte reads it (upper case);
+// -1 if `piece` is not a byte piece.
+int byte_of(std::string_view piece);
+
 // Longest piece accepted, in bytes. SentencePiece's trainer keeps pieces to
 // 16 characters by default; user-defined symbols are longer but not
 // kilobytes, and the BPE model resegments unused pieces recursively (one

@@ -34,14 +34,6 @@ std::unique_ptr<sentencepiece::SentencePieceProcessor> load(std::string_view pro
   return sp;
 }
 
-// "<0x41>" -> 0x41; -1 if the piece is not a byte piece.
-int byte_piece(std::string_view p) {
-  if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
-  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; };
-  int hi = hex(p[3]), lo = hex(p[4]);
-  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-}
-
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(const TokenizerView &view, uint32_t model_vocab) : Tokenizer(view, model_vocab) {
@@ -125,7 +117,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     for (int32_t id : ids) {
       if (static_cast<size_t>(id) >= pieces_.size()) continue;
       const std::string &p = pieces_[static_cast<size_t>(id)];
-      int b = byte_piece(p);
+      int b = sentencepiece_proto::byte_of(p);
       if (b >= 0) {
         bytes += static_cast<char>(b);
         continue;
