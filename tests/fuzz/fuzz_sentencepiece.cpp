@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/proto_wire.hpp"
 #include "core/error.hpp"
 #include "format/model_file.hpp"
 #include "text/tokenizer.hpp"
@@ -136,86 +137,17 @@ void run(const Tokenizer &tok, uint32_t vocab) {
   }
 }
 
-// ---- protobuf wire format (fuzzer-local) -------------------------------------
+// ---- protobuf wire format ------------------------------------------------------
 
-struct F {
-  uint32_t num = 0;
-  uint32_t wire = 0;  // 0 varint, 1 fixed64, 2 bytes, 5 fixed32
-  uint64_t v = 0;
-  std::string b;
-};
+using F = parley::test::proto_wire::Field;
+using parley::test::proto_wire::bytes_field;
+using parley::test::proto_wire::float_field;
+using parley::test::proto_wire::parse;
+using parley::test::proto_wire::put_varint;
+using parley::test::proto_wire::read_varint;
+using parley::test::proto_wire::serialize;
+using parley::test::proto_wire::varint_field;
 
-bool read_varint(std::string_view s, size_t &i, uint64_t &v) {
-  v = 0;
-  for (int k = 0; k < 10 && i < s.size(); ++k) {
-    auto c = static_cast<unsigned char>(s[i++]);
-    v |= static_cast<uint64_t>(c & 0x7F) << (7 * k);
-    if (!(c & 0x80)) return true;
-  }
-  return false;
-}
-void put_varint(std::string &out, uint64_t v) {
-  do {
-    unsigned char c = v & 0x7F;
-    v >>= 7;
-    out += static_cast<char>(v ? (c | 0x80) : c);
-  } while (v);
-}
-bool parse(std::string_view s, std::vector<F> &out) {
-  out.clear();
-  for (size_t i = 0; i < s.size();) {
-    uint64_t tag = 0, len = 0;
-    if (!read_varint(s, i, tag)) return false;
-    F f;
-    f.num = static_cast<uint32_t>(tag >> 3);
-    f.wire = static_cast<uint32_t>(tag & 7);
-    if (f.wire == 0) {
-      if (!read_varint(s, i, f.v)) return false;
-    } else if (f.wire == 1 || f.wire == 5) {
-      len = f.wire == 1 ? 8 : 4;
-    } else if (f.wire == 2) {
-      if (!read_varint(s, i, len)) return false;
-    } else {
-      return false;
-    }
-    if (len > s.size() - i) return false;
-    f.b = std::string(s.substr(i, len));
-    i += len;
-    out.push_back(std::move(f));
-  }
-  return true;
-}
-std::string serialize(const std::vector<F> &fields) {
-  std::string out;
-  for (const F &f : fields) {
-    put_varint(out, (uint64_t{f.num} << 3) | f.wire);
-    if (f.wire == 0) put_varint(out, f.v);
-    if (f.wire == 2) put_varint(out, f.b.size());
-    if (f.wire != 0) out += f.b;
-  }
-  return out;
-}
-F varint_field(uint32_t num, int64_t v) {
-  F f;
-  f.num = num;
-  f.v = static_cast<uint64_t>(v);
-  return f;
-}
-F bytes_field(uint32_t num, std::string b) {
-  F f;
-  f.num = num;
-  f.wire = 2;
-  f.b = std::move(b);
-  return f;
-}
-F float_field(uint32_t num, float x) {
-  F f;
-  f.num = num;
-  f.wire = 5;
-  f.b.resize(4);
-  std::memcpy(f.b.data(), &x, 4);
-  return f;
-}
 // Sets (replaces or appends) field `sub` in a serialized message.
 void set_in(std::string &msg, const F &sub) {
   std::vector<F> body;

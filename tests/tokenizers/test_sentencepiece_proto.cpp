@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/proto_wire.hpp"
 #include "core/error.hpp"
 #include "format/model_file.hpp"
 #include "text/text_model.hpp"
@@ -30,66 +31,19 @@ std::string fixture(const std::string &family) {
   return std::string(d ? d : "tests/tokenizers") + "/files/" + family + ".parley";
 }
 
-// ---- protobuf wire format (test-local) --------------------------------------
+// ---- protobuf wire format ------------------------------------------------------
 
-struct F {
-  uint32_t num;
-  uint32_t wire;   // 0 varint, 1 fixed64, 2 bytes, 5 fixed32
-  uint64_t v = 0;  // varint value
-  std::string b;   // bytes / fixed payload
-};
-
-uint64_t varint(std::string_view s, size_t &i) {
-  uint64_t v = 0;
-  for (int shift = 0;; shift += 7) {
-    auto c = static_cast<unsigned char>(s.at(i++));
-    v |= static_cast<uint64_t>(c & 0x7F) << shift;
-    if (!(c & 0x80)) return v;
-  }
-}
-void put_varint(std::string &out, uint64_t v) {
-  do {
-    unsigned char c = v & 0x7F;
-    v >>= 7;
-    out += static_cast<char>(v ? (c | 0x80) : c);
-  } while (v);
-}
+using F = parley::test::proto_wire::Field;
+using parley::test::proto_wire::bytes_field;
+using parley::test::proto_wire::float_field;
+using parley::test::proto_wire::serialize;
+using parley::test::proto_wire::varint_field;
 std::vector<F> parse(std::string_view s) {
-  std::vector<F> out;
-  for (size_t i = 0; i < s.size();) {
-    uint64_t tag = varint(s, i);
-    F f{static_cast<uint32_t>(tag >> 3), static_cast<uint32_t>(tag & 7), 0, {}};
-    if (f.wire == 0) f.v = varint(s, i);
-    size_t len = f.wire == 1 ? 8 : f.wire == 5 ? 4 : f.wire == 2 ? varint(s, i) : 0;
-    f.b = std::string(s.substr(i, len));
-    i += len;
-    out.push_back(f);
-  }
-  return out;
+  return parley::test::proto_wire::parse_or_throw(s);
 }
-std::string serialize(const std::vector<F> &fields) {
-  std::string out;
-  for (const F &f : fields) {
-    put_varint(out, (uint64_t{f.num} << 3) | f.wire);
-    if (f.wire == 0) put_varint(out, f.v);
-    if (f.wire == 2) put_varint(out, f.b.size());
-    if (f.wire != 0) out += f.b;
-  }
-  return out;
-}
-F bytes_field(uint32_t num, std::string b) {
-  return F{num, 2, 0, std::move(b)};
-}
-F varint_field(uint32_t num, int64_t v) {
-  return F{num, 0, static_cast<uint64_t>(v), {}};
-}
-std::string float_bytes(float f) {
-  std::string s(4, '\0');
-  std::memcpy(s.data(), &f, 4);
-  return s;
-}
+
 F piece(const std::string &text, float score, int type) {
-  return bytes_field(1, serialize({bytes_field(1, text), F{2, 5, 0, float_bytes(score)}, varint_field(3, type)}));
+  return bytes_field(1, serialize({bytes_field(1, text), float_field(2, score), varint_field(3, type)}));
 }
 
 // A ModelProto being edited: its top-level fields.
@@ -428,13 +382,8 @@ TEST_F(SentencePieceProto, PieceTable) {
       {[](Proto &p) { p.set_piece_field(9, parse(p.pieces()[8]->b)[0]); }, {"piece #9", "repeats piece #8"}},
       {[](Proto &p) { p.set_piece_field(6, varint_field(3, 9)); }, {"piece #6", "has type 9"}},
       {[](Proto &p) { p.set_piece_field(6, varint_field(3, -1)); }, {"piece #6", "has type -1"}},
-      {[nan](Proto &p) {
-         p.set_piece_field(6, F{2, 5, 0, float_bytes(nan)});
-       },
-       {"piece #6", "score that is not finite"}},
-      {[](Proto &p) {
-         p.set_piece_field(6, F{2, 5, 0, float_bytes(std::numeric_limits<float>::infinity())});
-       },
+      {[nan](Proto &p) { p.set_piece_field(6, float_field(2, nan)); }, {"piece #6", "score that is not finite"}},
+      {[](Proto &p) { p.set_piece_field(6, float_field(2, std::numeric_limits<float>::infinity())); },
        {"piece #6", "score that is not finite"}},
       {[](Proto &p) { p.set_piece_field(0, varint_field(3, 1)); }, {"no piece has type UNKNOWN"}},
       {[](Proto &p) { p.set_piece_field(4, varint_field(3, 2)); }, {"piece #4", "second UNKNOWN piece (piece #0"}},
