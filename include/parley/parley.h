@@ -123,11 +123,15 @@ typedef enum parley_dtype {
   PARLEY_DTYPE_I32 = 4,
   PARLEY_DTYPE_U8 = 5,
   PARLEY_DTYPE_I64 = 6,
-  PARLEY_DTYPE_COUNT_ = 7 /* not a type: one past the last valid value */
+  /* Signed 4-bit integers in [-8, 7], two per byte: element 2i in the low
+   * nibble, element 2i+1 in the high nibble (two's complement). A row of k
+   * elements takes k/2 bytes (k is even). Added with plugin ABI 1.2. */
+  PARLEY_DTYPE_I4 = 7,
+  PARLEY_DTYPE_COUNT_ = 8 /* not a type: one past the last valid value */
 } parley_dtype;
 #endif
 
-/* A static name ("f32", "f16", "bf16", "i8", "i32", "u8", "i64"), or "?" for an unknown value. */
+/* A static name ("f32", "f16", "bf16", "i8", "i32", "u8", "i64", "i4"), or "?" for an unknown value. */
 PARLEY_API const char *parley_dtype_name(int32_t dtype);
 
 /* ------------------------------------------------------------- logging */
@@ -263,6 +267,9 @@ typedef struct parley_kernel_info {
   const char *name; /* the plugin's name for it, e.g. "gemm_openblas" */
   const char *plugin;
   int32_t selected; /* 1 if it is the one that serves (op, device, dtype) */
+  /* Appended (plugin ABI 1.2): for "linear" kernels the weight dtype they
+   * serve (selection is per (op, device, dtype, weight_dtype)); -1 for other ops. */
+  int32_t weight_dtype;
 } parley_kernel_info;
 
 /* Every registered kernel, selected or not. */

@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PARLEY_PLUGIN_ABI_MAJOR 1
-#define PARLEY_PLUGIN_ABI_MINOR 1
+#define PARLEY_PLUGIN_ABI_MINOR 2
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
 #define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
@@ -70,7 +70,11 @@ typedef enum parley_dtype {
   PARLEY_DTYPE_I32 = 4,
   PARLEY_DTYPE_U8 = 5,
   PARLEY_DTYPE_I64 = 6,
-  PARLEY_DTYPE_COUNT_ = 7 /* not a type: one past the last valid value */
+  /* Signed 4-bit integers in [-8, 7], two per byte: element 2i in the low
+   * nibble, element 2i+1 in the high nibble (two's complement). A row of k
+   * elements takes k/2 bytes (k is even). Added with plugin ABI 1.2. */
+  PARLEY_DTYPE_I4 = 7,
+  PARLEY_DTYPE_COUNT_ = 8 /* not a type: one past the last valid value */
 } parley_dtype;
 #endif
 
@@ -97,7 +101,8 @@ typedef enum parley_op {
   PARLEY_OP_SOFTMAX = 9,
   PARLEY_OP_LOG_SOFTMAX = 10,
   PARLEY_OP_TOPK = 11,
-  PARLEY_OP_COUNT_ = 12 /* not an op: one past the last valid value */
+  PARLEY_OP_LINEAR = 12, /* ABI 1.2: x @ W^T with a prepared (packed) weight */
+  PARLEY_OP_COUNT_ = 13  /* not an op: one past the last valid value */
 } parley_op;
 
 /* Element-wise activation, also used as a GEMM epilogue. */
@@ -271,11 +276,24 @@ typedef struct parley_attention_args {
   int64_t k_new_stride_batch, k_new_stride_head, k_new_stride_seq;
   const void *v_new;
   int64_t v_new_stride_batch, v_new_stride_head, v_new_stride_seq;
+  /* ABI 1.2: element type of the cache k / v (read only when struct_size
+   * covers it; F32 or `dtype` otherwise). F16, or I8 with one F32 scale per
+   * (sequence, kv head, position) row of head_dim: value = q * scale, in
+   * k_scales / v_scales addressed by the strides below. q, out, k_new and
+   * v_new keep `dtype`; appended rows are converted (I8: scale =
+   * max|row| / 127, round to nearest even) by the kernel. Only kernels
+   * registered with PARLEY_KERNEL_FLAG_KV_F16 / _KV_I8 get these. */
+  int32_t kv_dtype; /* parley_dtype */
+  float *k_scales;
+  float *v_scales;
+  int64_t scale_stride_batch, scale_stride_head, scale_stride_seq;
 } parley_attention_args;
 
 /* struct_size of a parley_attention_args from ABI 1.0 (no k_new fields):
  * kernels must accept it. */
 #define PARLEY_ATTENTION_ARGS_SIZE_V1_0 (offsetof(parley_attention_args, lse) + sizeof(float *))
+/* ... and from ABI 1.1 (no kv_dtype / scale fields). */
+#define PARLEY_ATTENTION_ARGS_SIZE_V1_1 (offsetof(parley_attention_args, v_new_stride_seq) + sizeof(int64_t))
 
 /*
  * Row normalisation over `cols` for `rows` rows (row i at x + i*ld_x).
@@ -406,6 +424,72 @@ typedef struct parley_topk_args {
   int32_t *indices;
 } parley_topk_args;
 
+/* ------------------------------------------------ linear (ABI 1.2) */
+
+/* How a weight's integers map back to real numbers (parley_weight_desc.quant). */
+typedef enum parley_quant {
+  /* F32 / F16 / BF16: the element is the value. */
+  PARLEY_QUANT_NONE = 0,
+  /* I8: w[r][c] = q[r][c] * scales[r] (one scale per output feature). */
+  PARLEY_QUANT_PER_ROW = 1,
+  /* I8 or I4: w[r][c] = q[r][c] * scales[r * (k / group_size) + c / group_size]
+   * (symmetric, no zero point; group_size is 32, 64 or 128 and divides k). */
+  PARLEY_QUANT_GROUPWISE = 2,
+  PARLEY_QUANT_COUNT_ = 3
+} parley_quant;
+
+/*
+ * A weight as the model file stores it, handed to a LINEAR kernel's
+ * prepare_weight once when a model is prepared. Layout is that of
+ * nn.Linear: n rows (output features) of k elements (input features),
+ * row-major, rows ld_bytes apart. `data` and `scales` are host memory (the
+ * mapped model file) that stays valid and unchanged until release_weight of
+ * the prepared weight has returned: a plugin may use it in place.
+ */
+typedef struct parley_weight_desc {
+  size_t struct_size;
+  const char *name; /* the tensor's name, for messages */
+  int32_t dtype;    /* parley_dtype: F32, F16, BF16, I8 or I4 */
+  int32_t quant;    /* parley_quant */
+  int64_t n, k;
+  const void *data;
+  int64_t ld_bytes;      /* bytes from one row to the next (>= k * element size; k / 2 for I4) */
+  const float *scales;   /* PER_ROW: [n]; GROUPWISE: [n, k / group_size]; NULL otherwise */
+  int64_t group_size;    /* GROUPWISE only, else 0 */
+} parley_weight_desc;
+
+/* The result of prepare_weight. */
+#define PARLEY_PREPARED_USES_SOURCE 1u /* the handle reads desc->data / desc->scales during calls */
+typedef struct parley_prepared_weight {
+  size_t struct_size;
+  void *handle;   /* opaque: the plugin's own layout (may live in device memory) */
+  uint64_t bytes; /* memory the handle owns (host or device), for accounting */
+  uint32_t flags; /* PARLEY_PREPARED_* */
+} parley_prepared_weight;
+
+/*
+ * out[i, :] = act(x[i, :] @ W^T + bias) + residual[i, :]   for i < m
+ * x is [m, k] (row stride ld_x) of `dtype`, W is the prepared weight [n, k],
+ * bias [n] is F32 or NULL, residual [m, n] of `dtype` (row stride
+ * ld_residual) is added after the activation, or NULL. out is [m, n] of
+ * `dtype` (row stride ld_out); out may alias residual (same stride), never x.
+ * The kernel is the one whose prepare_weight made `weight`.
+ */
+typedef struct parley_linear_args {
+  size_t struct_size;
+  int32_t dtype;      /* parley_dtype of x, residual and out */
+  int32_t activation; /* parley_activation epilogue */
+  int64_t m, n, k;
+  const void *x;
+  int64_t ld_x;
+  const void *weight; /* parley_prepared_weight.handle */
+  const float *bias;
+  const void *residual;
+  int64_t ld_residual;
+  void *out;
+  int64_t ld_out;
+} parley_linear_args;
+
 /* ------------------------------------------------------------ descriptors */
 
 /* A kernel's entry: args points to the op's argument struct. */
@@ -414,6 +498,9 @@ typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ct
 /* Capabilities a kernel declares in parley_kernel_desc.flags (ABI 1.1). */
 /* PARLEY_OP_ATTENTION: honours k_new / v_new (fused KV-cache append). */
 #define PARLEY_KERNEL_FLAG_KV_APPEND 1u
+/* PARLEY_OP_ATTENTION (ABI 1.2): reads and appends an F16 / I8 cache (kv_dtype). */
+#define PARLEY_KERNEL_FLAG_KV_F16 2u
+#define PARLEY_KERNEL_FLAG_KV_I8 4u
 
 typedef struct parley_kernel_desc {
   size_t struct_size;
@@ -428,6 +515,21 @@ typedef struct parley_kernel_desc {
   /* ABI 1.1: PARLEY_KERNEL_FLAG_* bits; read only when struct_size covers it
    * (an ABI 1.0 plugin declares none). Unknown bits are ignored. */
   uint32_t flags;
+  /* ABI 1.2, PARLEY_OP_LINEAR kernels only (ignored for other ops): the
+   * weight dtype this kernel serves (`dtype` is the activation dtype); the
+   * registry selects per (op, device, dtype, weight_dtype). */
+  int32_t weight_dtype; /* parley_dtype */
+  /*
+   * Called once per weight when a model is prepared; fills `out` (whose
+   * struct_size the host set) with the packed weight. Errors:
+   * UNSUPPORTED for a quantization or shape this kernel does not serve (the
+   * host then tries the next kernel), OUT_OF_MEMORY, INVALID_ARGUMENT. May be
+   * called concurrently for different weights.
+   */
+  parley_kernel_status (*prepare_weight)(const parley_kernel_context *ctx, const parley_weight_desc *desc,
+                                         parley_prepared_weight *out);
+  /* Frees what prepare_weight made; the host calls it once per handle. */
+  void (*release_weight)(const parley_kernel_context *ctx, void *handle);
 } parley_kernel_desc;
 
 typedef struct parley_device_desc {

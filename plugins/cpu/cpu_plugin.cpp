@@ -6,6 +6,7 @@
 
 #include "cpu_common.h"
 #include "cpu_kernels.h"
+#include "linear.h"
 
 namespace parley::cpu {
 
@@ -58,7 +59,13 @@ const parley_device_desc kDevices[] = {{
 constexpr int32_t kPriority = 10;
 
 #define PARLEY_CPU_KERNEL(op, name, fn, flags) \
-  { sizeof(parley_kernel_desc), op, "cpu", PARLEY_DTYPE_F32, kPriority, name, fn, flags }
+  { sizeof(parley_kernel_desc), op, "cpu", PARLEY_DTYPE_F32, kPriority, name, fn, flags, -1, nullptr, nullptr }
+// LINEAR with F32 activations and `wdt` weights.
+#define PARLEY_CPU_LINEAR(wdt, name, prepare)                                                            \
+  {                                                                                                      \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cpu", PARLEY_DTYPE_F32, kPriority, name, linear_run, 0, \
+        wdt, prepare, linear_release                                                                     \
+  }
 
 const parley_kernel_desc kKernels[] = {
     PARLEY_CPU_KERNEL(PARLEY_OP_GEMM, "gemm_onednn", gemm_f32, 0),
@@ -73,6 +80,11 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CPU_KERNEL(PARLEY_OP_SOFTMAX, "softmax", softmax_f32, 0),
     PARLEY_CPU_KERNEL(PARLEY_OP_LOG_SOFTMAX, "log_softmax", log_softmax_f32, 0),
     PARLEY_CPU_KERNEL(PARLEY_OP_TOPK, "topk", topk_f32, 0),
+    PARLEY_CPU_LINEAR(PARLEY_DTYPE_F32, "linear_f32w", linear_prepare_f32),
+    PARLEY_CPU_LINEAR(PARLEY_DTYPE_F16, "linear_f16w", linear_prepare_f16),
+    PARLEY_CPU_LINEAR(PARLEY_DTYPE_BF16, "linear_bf16w", linear_prepare_bf16),
+    PARLEY_CPU_LINEAR(PARLEY_DTYPE_I8, "linear_i8w", linear_prepare_i8),
+    PARLEY_CPU_LINEAR(PARLEY_DTYPE_I4, "linear_i4w", linear_prepare_i4),
 };
 
 const parley_plugin_desc kPlugin = {

@@ -16,7 +16,7 @@
 //
 // Memory: dnnl_sgemm allocates its packing buffers on every call and reports
 // a failure as dnnl_out_of_memory (returned here as OUT_OF_MEMORY). Its JIT
-// kernels are the exception: see prepare_library below.
+// kernels are the exception: see onednn_ready below.
 #include <oneapi/dnnl/dnnl.h>
 #include <sys/mman.h>
 
@@ -32,26 +32,11 @@
 
 #include "cpu_common.h"
 #include "cpu_kernels.h"
+#include "onednn.h"
 
 namespace parley::cpu {
 
 namespace {
-
-// Keeps OpenMP (oneDNN's runtime in Debian) to the calling thread for one call.
-class SingleThreadedLibrary {
- public:
-#if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
-  SingleThreadedLibrary() : saved_(omp_get_max_threads()) {
-    if (saved_ != 1) omp_set_num_threads(1);
-  }
-  ~SingleThreadedLibrary() {
-    if (saved_ != 1) omp_set_num_threads(saved_);
-  }
-
- private:
-  int saved_;
-#endif
-};
 
 PARLEY_CPU_MULTIVERSION void add_bias(float *c, const float *bias, int64_t n) {
   for (int64_t j = 0; j < n; ++j) c[j] += bias[j];
@@ -76,6 +61,8 @@ parley_kernel_status library_failure(const Host &host, dnnl_status_t s, const ch
                    what);
 }
 
+}  // namespace
+
 // oneDNN (2.x) JIT-compiles its f32 GEMM kernels the first time each code
 // path runs (gemm_info_t::jit_init, the AVX-512 small-n TN kernels, the
 // no-copy kernels: each set inside a std::call_once) into code buffers from
@@ -97,7 +84,7 @@ parley_kernel_status library_failure(const Host &host, dnnl_status_t s, const ch
 constexpr size_t kJitAddressSpace = size_t{32} << 20;
 constexpr int64_t kWarmDim = 64;
 
-parley_kernel_status prepare_library(const Host &host) {
+parley_kernel_status onednn_ready(const Host &host) {
   static std::mutex mutex;
   static std::atomic<bool> ready{false};
   if (ready.load(std::memory_order_acquire)) return PARLEY_KERNEL_OK;
@@ -124,8 +111,6 @@ parley_kernel_status prepare_library(const Host &host) {
   ready.store(true, std::memory_order_release);
   return PARLEY_KERNEL_OK;
 }
-
-}  // namespace
 
 parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args) {
   return guarded("gemm", ctx, [&]() -> parley_kernel_status {
@@ -161,7 +146,7 @@ parley_kernel_status gemm_f32(const parley_kernel_context *ctx, const void *args
     const float *bias = static_cast<const float *>(g->bias);
     const int act = static_cast<int>(epi);
     if (k > 0)
-      if (auto st = prepare_library(host)) return st;
+      if (auto st = onednn_ready(host)) return st;
 
     // Tiling: enough tasks for every thread (x2 for balance), tiles of at least
     // 64 columns / 32 rows; n first, so each thread streams its own slice of

@@ -1,5 +1,7 @@
 #include "format/model_file.hpp"
 
+#include <parley/plugin.h>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -98,6 +100,8 @@ const char *dtype_name(int32_t dtype) {
       return "u8";
     case PARLEY_DTYPE_I64:
       return "i64";
+    case PARLEY_DTYPE_I4:
+      return "i4";
     default:
       return "?";
   }
@@ -458,6 +462,7 @@ void ModelFile::check_header() {
                   " is empty, longer than 512 bytes or not printable");
         v.scale_tensor = q->scale_tensor()->str();
         v.scale_axis = q->axis();
+        v.quant = PARLEY_QUANT_PER_ROW;
       }
     }
     tensors_.push_back(std::move(v));

@@ -41,6 +41,11 @@ struct TensorView {
   uint64_t offset, length, checksum;
   std::string scale_tensor;  // empty when not quantized
   int32_t scale_axis = 0;
+  // parley_quant of the tensor: NONE, PER_ROW (I8, scales along scale_axis
+  // 0 of a 2-D weight, or any axis for other tensors) or GROUPWISE (I8/I4,
+  // scales [rows, cols / group_size] of a 2-D weight).
+  int32_t quant = 0;
+  int64_t group_size = 0;
   const uint8_t *data;  // into the mapped data section
 };
 

@@ -17,9 +17,9 @@ namespace parley {
 
 namespace {
 
-constexpr const char *kOpNames[PARLEY_OP_COUNT_] = {"gemm",   "attention",  "layer_norm",       "rms_norm",
-                                                    "rotary", "activation", "gated_activation", "embedding",
-                                                    "add",    "softmax",    "log_softmax",      "topk"};
+constexpr const char *kOpNames[PARLEY_OP_COUNT_] = {
+    "gemm", "attention", "layer_norm", "rms_norm",    "rotary", "activation", "gated_activation",
+    "embedding", "add",  "softmax",   "log_softmax", "topk",   "linear"};
 
 constexpr size_t kMaxDevices = 64;
 constexpr size_t kMaxKernels = 65536;
@@ -272,9 +272,28 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     if (!kd.run) bad(tag + ": run is NULL");
     uint32_t flags = 0;
     if (kd.struct_size >= offsetof(parley_kernel_desc, flags) + sizeof(kd.flags))
-      flags = kd.flags & (kd.op == PARLEY_OP_ATTENTION ? PARLEY_KERNEL_FLAG_KV_APPEND : 0u);
-    new_kernels.push_back(Kernel{static_cast<parley_op>(kd.op), kd.device, kd.name, desc->name,
-                                 static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run, flags});
+      flags = kd.flags & (kd.op == PARLEY_OP_ATTENTION
+                              ? PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8
+                              : 0u);
+    Kernel k{static_cast<parley_op>(kd.op), kd.device, kd.name, desc->name,
+             static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run, flags};
+    if (kd.op == PARLEY_OP_LINEAR) {
+      // A LINEAR kernel is unusable without its weight hooks (ABI 1.2 fields).
+      if (kd.struct_size < offsetof(parley_kernel_desc, release_weight) + sizeof(kd.release_weight))
+        bad(tag + ": a linear kernel needs the ABI 1.2 fields (weight_dtype, prepare_weight, release_weight)");
+      if (kd.weight_dtype < 0 || kd.weight_dtype >= PARLEY_DTYPE_COUNT_) {
+        if (newer_minor) {
+          host_.log(PARLEY_SEVERITY_INFO, where + ": " + tag + " uses a weight dtype this runtime does not know; skipped");
+          continue;
+        }
+        bad(tag + ": unknown weight dtype " + std::to_string(kd.weight_dtype));
+      }
+      if (!kd.prepare_weight || !kd.release_weight) bad(tag + ": prepare_weight and release_weight must both be set");
+      k.weight_dtype = static_cast<parley_dtype>(kd.weight_dtype);
+      k.prepare_weight = kd.prepare_weight;
+      k.release_weight = kd.release_weight;
+    }
+    new_kernels.push_back(std::move(k));
   }
   lock.unlock();
 
@@ -337,7 +356,8 @@ void Registry::reselect() {
   for (size_t i = 0; i < kernels_.size(); ++i) {
     const Kernel &k = kernels_[i];
     if (!available.count(k.device)) continue;
-    auto key = std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype));
+    auto key = std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype),
+                               static_cast<int>(k.weight_dtype));
     auto it = selected_.find(key);
     // Higher priority wins; on a tie the kernel loaded first keeps its place.
     if (it == selected_.end() || kernels_[it->second].priority < k.priority) selected_[key] = i;
@@ -361,7 +381,8 @@ std::vector<Kernel> Registry::kernels() const {
 
 bool Registry::is_selected(const Kernel &k) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = selected_.find(std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype)));
+  auto it = selected_.find(std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype),
+                                           static_cast<int>(k.weight_dtype)));
   return it != selected_.end() && it->second == k.load_order;
 }
 
@@ -382,11 +403,26 @@ Device Registry::device(const std::string &name) const {
 Kernel Registry::find(parley_op op, const std::string &device_name, parley_dtype dtype) const {
   device(device_name);  // throws a precise error for a missing or unavailable device
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = selected_.find(std::make_tuple(static_cast<int>(op), device_name, static_cast<int>(dtype)));
+  // For LINEAR, the kernel for weights of the activation dtype.
+  const int wdt = op == PARLEY_OP_LINEAR ? static_cast<int>(dtype) : -1;
+  auto it = selected_.find(std::make_tuple(static_cast<int>(op), device_name, static_cast<int>(dtype), wdt));
   if (it == selected_.end())
     fail(PARLEY_ERROR_NOT_FOUND, std::string("no kernel for op '") + op_name(op) + "' on device '" + device_name +
                                      "' with dtype " + std::to_string(dtype));
   return kernels_[it->second];
+}
+
+std::vector<Kernel> Registry::linear_candidates(const std::string &device_name, parley_dtype dtype,
+                                                parley_dtype weight_dtype) const {
+  device(device_name);
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<Kernel> out;
+  for (const Kernel &k : kernels_)
+    if (k.op == PARLEY_OP_LINEAR && k.device == device_name && k.dtype == dtype && k.weight_dtype == weight_dtype)
+      out.push_back(k);
+  // Highest priority first; ties keep load order (the selected one first).
+  std::stable_sort(out.begin(), out.end(), [](const Kernel &a, const Kernel &b) { return a.priority > b.priority; });
+  return out;
 }
 
 const char *Registry::intern(const std::string &s) const {
@@ -404,6 +440,7 @@ parley_kernel_info Registry::describe(const Kernel &k) const {
   out.name = intern(k.name);
   out.plugin = intern(k.plugin);
   out.selected = is_selected(k) ? 1 : 0;
+  out.weight_dtype = k.op == PARLEY_OP_LINEAR ? k.weight_dtype : -1;
   return out;
 }
 

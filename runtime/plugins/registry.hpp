@@ -44,6 +44,10 @@ struct Kernel {
   size_t load_order;
   parley_kernel_fn run;
   uint32_t flags = 0;  // PARLEY_KERNEL_FLAG_* the kernel declared (known bits only)
+  // LINEAR kernels only (ABI 1.2); -1 for every other op.
+  parley_dtype weight_dtype = static_cast<parley_dtype>(-1);
+  decltype(parley_kernel_desc::prepare_weight) prepare_weight = nullptr;
+  decltype(parley_kernel_desc::release_weight) release_weight = nullptr;
 };
 
 const char *op_name(parley_op op);
@@ -72,6 +76,10 @@ class Registry {
 
   // The kernel serving (op, device, dtype). Throws NOT_FOUND / DEVICE.
   Kernel find(parley_op op, const std::string &device, parley_dtype dtype) const;
+  // The LINEAR kernels for (device, activation dtype, weight dtype), best
+  // first: prepare_weight may refuse a weight (UNSUPPORTED), and then the
+  // next one is asked. Empty when none; throws NOT_FOUND / DEVICE for the device.
+  std::vector<Kernel> linear_candidates(const std::string &device, parley_dtype dtype, parley_dtype weight_dtype) const;
   // A device by name; throws NOT_FOUND, or DEVICE if unavailable.
   Device device(const std::string &name) const;
 
@@ -89,7 +97,7 @@ class Registry {
   std::vector<LoadedPlugin> plugins_;
   std::vector<Device> devices_;
   std::vector<Kernel> kernels_;
-  std::map<std::tuple<int, std::string, int>, size_t> selected_;  // (op, device, dtype) -> kernels_ index
+  std::map<std::tuple<int, std::string, int, int>, size_t> selected_;  // (op, device, dtype, weight dtype) -> kernels_ index
   mutable std::mutex intern_mutex_;
   mutable std::set<std::string> interned_;  // node-based: c_str() stays valid
 };

@@ -302,7 +302,7 @@ const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", P
                                         guard_shutdown, guard_allocate, guard_release, guard_copy, guard_synchronize}};
 
 #define GUARDED(op, name) \
-  { sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op>, 0 }
+  { sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op>, 0, -1, nullptr, nullptr }
 
 parley_kernel_desc kKernels[] = {
     // flags: the cpu kernel's, set at entry

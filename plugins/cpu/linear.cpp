@@ -1,0 +1,296 @@
+// LINEAR on the cpu: out = act(x @ W^T + bias) + residual with the weight in
+// its stored precision (F32, F16, BF16, I8 per-row or group-wise, I4
+// group-wise).
+//
+// The general path works on tiles of output features: a tile of W's rows is
+// converted to float32 in a cache-sized scratch block (F32 weights are used
+// in place) and multiplied with oneDNN's sgemm, then the epilogue (bias,
+// activation, residual) runs on the tile while it is in cache. Threads split
+// the output features, so each streams its own slice of the weight once.
+// Faster paths for particular shapes and CPUs (linear_fast.cpp) are tried
+// first; this one serves everything else and is their reference.
+#include "linear.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include "onednn.h"
+
+namespace parley::cpu {
+
+namespace {
+
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+PARLEY_CPU_MULTIVERSION void f16_row(const uint16_t *src, float *dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    _Float16 h;
+    std::memcpy(&h, src + j, 2);
+    dst[j] = static_cast<float>(h);
+  }
+}
+
+PARLEY_CPU_MULTIVERSION void bf16_row(const uint16_t *src, float *dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t bits = uint32_t(src[j]) << 16;
+    std::memcpy(dst + j, &bits, 4);
+  }
+}
+
+PARLEY_CPU_MULTIVERSION void i8_row(const int8_t *src, const float *scales, int64_t group, float *dst, int64_t n) {
+  // group == n for per-row scales (one scale for the whole row).
+  for (int64_t g0 = 0; g0 < n; g0 += group) {
+    const float s = scales[g0 / group];
+    for (int64_t j = g0; j < g0 + group; ++j) dst[j] = static_cast<float>(src[j]) * s;
+  }
+}
+
+PARLEY_CPU_MULTIVERSION void i4_row(const uint8_t *src, const float *scales, int64_t group, float *dst, int64_t n) {
+  for (int64_t g0 = 0; g0 < n; g0 += group) {
+    const float s = scales[g0 / group];
+    for (int64_t j = g0; j < g0 + group; j += 2) {
+      const uint8_t b = src[j / 2];
+      dst[j] = static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(b << 4)) >> 4) * s;
+      dst[j + 1] = static_cast<float>(static_cast<int8_t>(b) >> 4) * s;
+    }
+  }
+}
+
+PARLEY_CPU_MULTIVERSION void epilogue_row(const float *c, const float *bias, int act, const float *residual, float *out,
+                                          int64_t n) {
+  float *tmp = out;
+  if (residual == out) {  // aliasing: finish in c's row first (c is scratch, writable by contract of the caller)
+    tmp = const_cast<float *>(c);
+  }
+  for (int64_t j = 0; j < n; ++j) tmp[j] = c[j] + (bias ? bias[j] : 0.f);
+  if (act != PARLEY_ACT_NONE) apply_activation(act, tmp, tmp, n);
+  if (residual) {
+    for (int64_t j = 0; j < n; ++j) out[j] = tmp[j] + residual[j];
+  }
+}
+
+// Checks shared by every dtype's prepare_weight.
+parley_kernel_status check_desc(const Host &host, const parley_weight_desc *d, int32_t dtype) {
+  if (!d) return host.fail(PARLEY_KERNEL_INVALID_ARGUMENT, "linear: weight desc is NULL");
+  if (d->struct_size < sizeof(parley_weight_desc))
+    return host.fail(PARLEY_KERNEL_INVALID_ARGUMENT, "linear: weight desc struct_size (%zu) < %zu", d->struct_size,
+                     sizeof(parley_weight_desc));
+  const char *name = d->name ? d->name : "(unnamed)";
+  if (d->dtype != dtype)
+    return host.fail(PARLEY_KERNEL_INVALID_ARGUMENT, "linear: weight '%.200s' has dtype %s, this kernel serves %s", name,
+                     dtype_name(d->dtype), dtype_name(dtype));
+  PARLEY_CHECK(host, d->n >= 1 && d->k >= 1, "linear: weight '%.200s' has shape [%lld, %lld]", name, ll(d->n),
+               ll(d->k));
+  PARLEY_CHECK(host, d->data != nullptr, "linear: weight '%.200s' has no data", name);
+  const int64_t row_bytes = dtype == PARLEY_DTYPE_I4 ? d->k / 2 : d->k * int64_t(dtype_size_of(dtype));
+  if (dtype == PARLEY_DTYPE_I4)
+    PARLEY_CHECK(host, d->k % 2 == 0, "linear: I4 weight '%.200s' has an odd row length %lld", name, ll(d->k));
+  if (dtype != PARLEY_DTYPE_I4)
+    PARLEY_CHECK(host, d->ld_bytes % int64_t(dtype_size_of(dtype)) == 0,
+                 "linear: weight '%.200s': ld_bytes (%lld) is not a multiple of the element size", name, ll(d->ld_bytes));
+  PARLEY_CHECK(host, d->ld_bytes >= row_bytes, "linear: weight '%.200s': ld_bytes (%lld) < row bytes (%lld)", name,
+               ll(d->ld_bytes), ll(row_bytes));
+  const bool float_type = dtype == PARLEY_DTYPE_F32 || dtype == PARLEY_DTYPE_F16 || dtype == PARLEY_DTYPE_BF16;
+  const int64_t q = enum_value(d->quant);
+  if (float_type) {
+    if (q != PARLEY_QUANT_NONE)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED, "linear: %s weight '%.200s' with quantization %lld", dtype_name(dtype),
+                       name, ll(q));
+    return PARLEY_KERNEL_OK;
+  }
+  if (q == PARLEY_QUANT_PER_ROW && dtype == PARLEY_DTYPE_I8) {
+    PARLEY_CHECK(host, d->scales != nullptr, "linear: weight '%.200s' has no scales", name);
+    return PARLEY_KERNEL_OK;
+  }
+  if (q == PARLEY_QUANT_GROUPWISE) {
+    PARLEY_CHECK(host, d->scales != nullptr, "linear: weight '%.200s' has no scales", name);
+    PARLEY_CHECK(host, d->group_size == 32 || d->group_size == 64 || d->group_size == 128,
+                 "linear: weight '%.200s': group size %lld is not 32, 64 or 128", name, ll(d->group_size));
+    PARLEY_CHECK(host, d->k % d->group_size == 0, "linear: weight '%.200s': group size %lld does not divide k = %lld",
+                 name, ll(d->group_size), ll(d->k));
+    return PARLEY_KERNEL_OK;
+  }
+  return host.fail(PARLEY_KERNEL_UNSUPPORTED, "linear: %s weight '%.200s' with quantization %lld is not supported",
+                   dtype_name(dtype), name, ll(q));
+}
+
+parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weight_desc *d, parley_prepared_weight *out,
+                             int32_t dtype) {
+  return guarded("linear", ctx, [&]() -> parley_kernel_status {
+    Host host(ctx ? ctx->host : nullptr);
+    if (auto st = check_desc(host, d, dtype)) return st;
+    PARLEY_CHECK(host, out != nullptr && out->struct_size >= sizeof(parley_prepared_weight),
+                 "linear: prepared weight output is NULL or too small");
+    auto w = std::make_unique<PackedWeight>();
+    w->name = d->name ? d->name : "";
+    w->dtype = dtype;
+    w->quant = d->quant;
+    w->n = d->n;
+    w->k = d->k;
+    w->data = static_cast<const uint8_t *>(d->data);
+    w->ld_bytes = d->ld_bytes;
+    w->scales = d->scales;
+    w->group_size = d->quant == PARLEY_QUANT_GROUPWISE ? d->group_size : 0;
+    out->bytes = w->owned_bytes() + sizeof(PackedWeight);
+    out->flags = PARLEY_PREPARED_USES_SOURCE;
+    out->handle = w.release();
+    return PARLEY_KERNEL_OK;
+  });
+}
+
+}  // namespace
+
+size_t dtype_size_of(int32_t dtype) {
+  switch (dtype) {
+    case PARLEY_DTYPE_F32:
+      return 4;
+    case PARLEY_DTYPE_F16:
+    case PARLEY_DTYPE_BF16:
+      return 2;
+    case PARLEY_DTYPE_I8:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+void dequantize_rows(const PackedWeight &w, int64_t r0, int64_t r1, float *dst) {
+  const int64_t k = w.k;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t *src = w.data + r * w.ld_bytes;
+    float *out = dst + (r - r0) * k;
+    switch (w.dtype) {
+      case PARLEY_DTYPE_F32:
+        std::memcpy(out, src, size_t(k) * 4);
+        break;
+      case PARLEY_DTYPE_F16:
+        f16_row(reinterpret_cast<const uint16_t *>(src), out, k);
+        break;
+      case PARLEY_DTYPE_BF16:
+        bf16_row(reinterpret_cast<const uint16_t *>(src), out, k);
+        break;
+      case PARLEY_DTYPE_I8:
+        if (w.quant == PARLEY_QUANT_PER_ROW)
+          i8_row(reinterpret_cast<const int8_t *>(src), w.scales + r, k, out, k);
+        else
+          i8_row(reinterpret_cast<const int8_t *>(src), w.scales + r * (k / w.group_size), w.group_size, out, k);
+        break;
+      case PARLEY_DTYPE_I4:
+        i4_row(src, w.scales + r * (k / w.group_size), w.group_size, out, k);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+parley_kernel_status linear_prepare_f32(const parley_kernel_context *c, const parley_weight_desc *d,
+                                        parley_prepared_weight *o) {
+  return prepare(c, d, o, PARLEY_DTYPE_F32);
+}
+parley_kernel_status linear_prepare_f16(const parley_kernel_context *c, const parley_weight_desc *d,
+                                        parley_prepared_weight *o) {
+  return prepare(c, d, o, PARLEY_DTYPE_F16);
+}
+parley_kernel_status linear_prepare_bf16(const parley_kernel_context *c, const parley_weight_desc *d,
+                                         parley_prepared_weight *o) {
+  return prepare(c, d, o, PARLEY_DTYPE_BF16);
+}
+parley_kernel_status linear_prepare_i8(const parley_kernel_context *c, const parley_weight_desc *d,
+                                       parley_prepared_weight *o) {
+  return prepare(c, d, o, PARLEY_DTYPE_I8);
+}
+parley_kernel_status linear_prepare_i4(const parley_kernel_context *c, const parley_weight_desc *d,
+                                       parley_prepared_weight *o) {
+  return prepare(c, d, o, PARLEY_DTYPE_I4);
+}
+
+void linear_release(const parley_kernel_context *, void *handle) {
+  delete static_cast<PackedWeight *>(handle);
+}
+
+parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *args) {
+  return guarded("linear", ctx, [&]() -> parley_kernel_status {
+    Host host(nullptr);
+    const parley_linear_args *a = nullptr;
+    if (auto st = begin_call("linear", ctx, args, &host, &a)) return st;
+    PARLEY_CHECK(host, a->weight != nullptr, "linear: weight is NULL (not prepared?)");
+    const PackedWeight &w = *static_cast<const PackedWeight *>(a->weight);
+    const int64_t m = a->m, n = a->n, k = a->k;
+    PARLEY_CHECK(host, n == w.n && k == w.k, "linear: n=%lld k=%lld but weight '%.200s' is [%lld, %lld]", ll(n), ll(k),
+                 w.name.c_str(), ll(w.n), ll(w.k));
+    PARLEY_CHECK(host, m >= 0, "linear: m (%lld) < 0", ll(m));
+    const int64_t act = enum_value(a->activation);
+    PARLEY_CHECK(host, valid_activation(act), "linear: unknown activation %lld", ll(act));
+    PARLEY_CHECK(host, a->ld_x >= k && a->ld_out >= n, "linear: ld_x (%lld) < k or ld_out (%lld) < n", ll(a->ld_x),
+                 ll(a->ld_out));
+    if (a->residual) PARLEY_CHECK(host, a->ld_residual >= n, "linear: ld_residual (%lld) < n", ll(a->ld_residual));
+    if (m == 0) return PARLEY_KERNEL_OK;
+    PARLEY_CHECK(host, a->x && a->out, "linear: x or out is NULL");
+    PARLEY_CHECK(host, a->x != a->out, "linear: out aliases x");
+    if (a->residual && a->residual == a->out)
+      PARLEY_CHECK(host, a->ld_residual == a->ld_out, "linear: out aliases residual with another row stride");
+    parley_kernel_status fast = PARLEY_KERNEL_OK;
+    if (linear_fast(host, *a, w, &fast)) return fast;
+    if (auto st = onednn_ready(host)) return st;
+
+    const float *x = static_cast<const float *>(a->x);
+    float *out = static_cast<float *>(a->out);
+    const float *res = static_cast<const float *>(a->residual);
+    const bool in_place = w.dtype == PARLEY_DTYPE_F32;
+    // Tiles of output features small enough that a converted tile stays in
+    // L2 (~128 KiB), at least 16; rows in chunks of at most 256.
+    const int64_t nb = std::max<int64_t>(16, std::min<int64_t>(256, (32768 / k) / 16 * 16));
+    const int64_t mb = std::min<int64_t>(m, 256);
+    const int64_t tiles = ceil_div(n, nb);
+    std::atomic<int> lib_error{0};
+    parley_kernel_status st = host.parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
+      const size_t floats = size_t(in_place ? 0 : nb * k) + size_t(mb * nb);
+      float *scratch = static_cast<float *>(host.scratch(floats * sizeof(float)));
+      if (!scratch) return PARLEY_KERNEL_OUT_OF_MEMORY;
+      float *ctile = scratch + (in_place ? 0 : nb * k);
+      SingleThreadedLibrary single;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n0 = t * nb, nc = std::min(nb, n - n0);
+        const float *wt;
+        int64_t ldw;
+        if (in_place) {
+          wt = reinterpret_cast<const float *>(w.data + n0 * w.ld_bytes);
+          ldw = w.ld_bytes / 4;
+        } else {
+          dequantize_rows(w, n0, n0 + nc, scratch);
+          wt = scratch;
+          ldw = k;
+        }
+        for (int64_t i0 = 0; i0 < m; i0 += mb) {
+          const int64_t mc = std::min(mb, m - i0);
+          dnnl_status_t s =
+              dnnl_sgemm('N', 'T', mc, nc, k, 1.f, x + i0 * a->ld_x, a->ld_x, wt, ldw, 0.f, ctile, nc);
+          if (s != dnnl_success) {
+            lib_error.store(int(s));
+            return s == dnnl_out_of_memory ? PARLEY_KERNEL_OUT_OF_MEMORY : PARLEY_KERNEL_DEVICE_ERROR;
+          }
+          for (int64_t i = 0; i < mc; ++i) {
+            const int64_t row = i0 + i;
+            epilogue_row(ctile + i * nc, a->bias ? a->bias + n0 : nullptr, int(act),
+                         res ? res + row * a->ld_residual + n0 : nullptr, out + row * a->ld_out + n0, nc);
+          }
+        }
+      }
+      return PARLEY_KERNEL_OK;
+    });
+    if (st == PARLEY_KERNEL_OK) return st;
+    if (lib_error.load())
+      return host.fail(st, "linear: oneDNN sgemm failed with status %d (weight '%.200s')", lib_error.load(),
+                       w.name.c_str());
+    if (st == PARLEY_KERNEL_OUT_OF_MEMORY)
+      return host.fail(st, "linear: out of memory (scratch for a %lldx%lldx%lld product)", ll(m), ll(n), ll(k));
+    return host.fail(st, "linear: failed (status %d)", int(st));
+  });
+}
+
+}  // namespace parley::cpu
