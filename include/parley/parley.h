@@ -267,9 +267,13 @@ typedef struct parley_kernel_info {
   const char *name; /* the plugin's name for it, e.g. "gemm_openblas" */
   const char *plugin;
   int32_t selected; /* 1 if it is the one that serves (op, device, dtype) */
+  int32_t reserved0; /* the old padding, named: always 0 */
   /* Appended (plugin ABI 1.2): for "linear" kernels the weight dtype they
    * serve (selection is per (op, device, dtype, weight_dtype)); -1 for other ops. */
   int32_t weight_dtype;
+  /* Appended: in the model kernel plan, the weight tensor a "linear" (or
+   * fallback "gemm") entry serves; NULL for per-op entries. */
+  const char *tensor;
 } parley_kernel_info;
 
 /* Every registered kernel, selected or not. */
@@ -452,7 +456,12 @@ PARLEY_API parley_status parley_model_chat_template(const parley_model *model, c
 
 /*
  * The kernel plan: for each op the model's architecture needs, which kernel
- * would serve it on the model's device for its compute dtype.
+ * would serve it on the model's device for its compute dtype; then, once the
+ * model has been prepared (its first generation, translation or chat
+ * session, or parley_model_prepare where available), one entry per linear
+ * weight: op "linear" with the kernel that runs the weight in its stored
+ * dtype (weight_dtype, tensor set), or op "gemm" when the device has no
+ * linear kernel for that dtype and the weight runs widened to f32.
  * parley_model_kernel_plan_count gives the number of entries; entry `index`
  * is described by parley_model_kernel_plan_at. An op that no kernel serves
  * is reported with name "" and plugin "" (loading the model does not fail

@@ -515,6 +515,7 @@ typedef struct parley_kernel_desc {
   /* ABI 1.1: PARLEY_KERNEL_FLAG_* bits; read only when struct_size covers it
    * (an ABI 1.0 plugin declares none). Unknown bits are ignored. */
   uint32_t flags;
+  uint32_t reserved0; /* ABI 1.2: padding made explicit; set to 0 */
   /* ABI 1.2, PARLEY_OP_LINEAR kernels only (ignored for other ops): the
    * weight dtype this kernel serves (`dtype` is the activation dtype); the
    * registry selects per (op, device, dtype, weight_dtype). */

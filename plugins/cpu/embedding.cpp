@@ -1,5 +1,8 @@
 // Embedding gather: out[i,:] = table[ids[i],:] * scale (I8 tables dequantised
-// with row_scales). Every id is checked before anything is written.
+// with row_scales, F16/BF16 tables widened). Every id is checked before
+// anything is written.
+#include <cstring>
+
 #include "cpu_common.h"
 #include "cpu_kernels.h"
 
@@ -15,6 +18,23 @@ PARLEY_CPU_MULTIVERSION void dequant_scaled(const int8_t *src, float s, float *d
   for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]) * s;
 }
 
+PARLEY_CPU_MULTIVERSION void half_scaled(const uint16_t *src, float s, float *dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    _Float16 h;
+    std::memcpy(&h, src + j, 2);
+    dst[j] = static_cast<float>(h) * s;
+  }
+}
+
+PARLEY_CPU_MULTIVERSION void bf16_scaled(const uint16_t *src, float s, float *dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t bits = uint32_t(src[j]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    dst[j] = f * s;
+  }
+}
+
 }  // namespace
 
 parley_kernel_status embedding_f32(const parley_kernel_context *ctx, const void *args) {
@@ -24,8 +44,8 @@ parley_kernel_status embedding_f32(const parley_kernel_context *ctx, const void 
     if (auto st = begin_call("embedding", ctx, args, &host, &a)) return st;
     const int64_t tdt = enum_value(a->table_dtype);
     PARLEY_CHECK(host, tdt >= 0 && tdt < PARLEY_DTYPE_COUNT_, "embedding: unknown table_dtype %lld", ll(tdt));
-    if (tdt != PARLEY_DTYPE_F32 && tdt != PARLEY_DTYPE_I8)
-      return host.fail(PARLEY_KERNEL_UNSUPPORTED, "embedding: table_dtype %s is not supported (F32 or I8)",
+    if (tdt != PARLEY_DTYPE_F32 && tdt != PARLEY_DTYPE_I8 && tdt != PARLEY_DTYPE_F16 && tdt != PARLEY_DTYPE_BF16)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED, "embedding: table_dtype %s is not supported (F32, F16, BF16 or I8)",
                        dtype_name(tdt));
     PARLEY_CHECK(host, a->count >= 0 && a->vocab >= 0, "embedding: negative count (%lld) or vocab (%lld)", ll(a->count),
                  ll(a->vocab));
@@ -46,6 +66,10 @@ parley_kernel_status embedding_f32(const parley_kernel_context *ctx, const void 
         float *dst = out + i * a->ld_out;
         if (i8)
           dequant_scaled(static_cast<const int8_t *>(a->table) + id * dim, a->row_scales[id] * a->scale, dst, dim);
+        else if (tdt == PARLEY_DTYPE_F16)
+          half_scaled(static_cast<const uint16_t *>(a->table) + id * dim, a->scale, dst, dim);
+        else if (tdt == PARLEY_DTYPE_BF16)
+          bf16_scaled(static_cast<const uint16_t *>(a->table) + id * dim, a->scale, dst, dim);
         else
           copy_scaled(static_cast<const float *>(a->table) + id * dim, a->scale, dst, dim);
       }

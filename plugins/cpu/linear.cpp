@@ -81,8 +81,8 @@ parley_kernel_status check_desc(const Host &host, const parley_weight_desc *d, i
                      sizeof(parley_weight_desc));
   const char *name = d->name ? d->name : "(unnamed)";
   if (d->dtype != dtype)
-    return host.fail(PARLEY_KERNEL_INVALID_ARGUMENT, "linear: weight '%.200s' has dtype %s, this kernel serves %s", name,
-                     dtype_name(d->dtype), dtype_name(dtype));
+    return host.fail(PARLEY_KERNEL_INVALID_ARGUMENT, "linear: weight '%.200s' has dtype %s, this kernel serves %s",
+                     name, dtype_name(d->dtype), dtype_name(dtype));
   PARLEY_CHECK(host, d->n >= 1 && d->k >= 1, "linear: weight '%.200s' has shape [%lld, %lld]", name, ll(d->n),
                ll(d->k));
   PARLEY_CHECK(host, d->data != nullptr, "linear: weight '%.200s' has no data", name);
@@ -91,15 +91,16 @@ parley_kernel_status check_desc(const Host &host, const parley_weight_desc *d, i
     PARLEY_CHECK(host, d->k % 2 == 0, "linear: I4 weight '%.200s' has an odd row length %lld", name, ll(d->k));
   if (dtype != PARLEY_DTYPE_I4)
     PARLEY_CHECK(host, d->ld_bytes % int64_t(dtype_size_of(dtype)) == 0,
-                 "linear: weight '%.200s': ld_bytes (%lld) is not a multiple of the element size", name, ll(d->ld_bytes));
+                 "linear: weight '%.200s': ld_bytes (%lld) is not a multiple of the element size", name,
+                 ll(d->ld_bytes));
   PARLEY_CHECK(host, d->ld_bytes >= row_bytes, "linear: weight '%.200s': ld_bytes (%lld) < row bytes (%lld)", name,
                ll(d->ld_bytes), ll(row_bytes));
   const bool float_type = dtype == PARLEY_DTYPE_F32 || dtype == PARLEY_DTYPE_F16 || dtype == PARLEY_DTYPE_BF16;
   const int64_t q = enum_value(d->quant);
   if (float_type) {
     if (q != PARLEY_QUANT_NONE)
-      return host.fail(PARLEY_KERNEL_UNSUPPORTED, "linear: %s weight '%.200s' with quantization %lld", dtype_name(dtype),
-                       name, ll(q));
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED, "linear: %s weight '%.200s' with quantization %lld",
+                       dtype_name(dtype), name, ll(q));
     return PARLEY_KERNEL_OK;
   }
   if (q == PARLEY_QUANT_PER_ROW && dtype == PARLEY_DTYPE_I8) {
@@ -268,8 +269,7 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
         }
         for (int64_t i0 = 0; i0 < m; i0 += mb) {
           const int64_t mc = std::min(mb, m - i0);
-          dnnl_status_t s =
-              dnnl_sgemm('N', 'T', mc, nc, k, 1.f, x + i0 * a->ld_x, a->ld_x, wt, ldw, 0.f, ctile, nc);
+          dnnl_status_t s = dnnl_sgemm('N', 'T', mc, nc, k, 1.f, x + i0 * a->ld_x, a->ld_x, wt, ldw, 0.f, ctile, nc);
           if (s != dnnl_success) {
             lib_error.store(int(s));
             return s == dnnl_out_of_memory ? PARLEY_KERNEL_OUT_OF_MEMORY : PARLEY_KERNEL_DEVICE_ERROR;

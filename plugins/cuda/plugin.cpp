@@ -23,7 +23,7 @@ const parley_device_desc kDevices[] = {{
 constexpr int32_t kPriority = 10;
 
 #define PARLEY_CUDA_KERNEL(op, dtype, name, fn) \
-  { sizeof(parley_kernel_desc), op, "cuda", dtype, kPriority, name, fn, 0, -1, nullptr, nullptr }
+  { sizeof(parley_kernel_desc), op, "cuda", dtype, kPriority, name, fn, 0, 0, -1, nullptr, nullptr }
 
 const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_F32, "gemm_cublaslt", gemm_run),
@@ -41,7 +41,7 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
     // The F32 kernel appends the new K/V rows to the cache in the same launch.
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F32, kPriority, "attention_simt_splitkv",
-     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND, -1, nullptr, nullptr},
+     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND, 0, -1, nullptr, nullptr},
     PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_F16, "attention_mma_fa2", attention_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_BF16, "attention_mma_fa2_bf16", attention_run),
 };

@@ -317,7 +317,8 @@ PARLEY_API parley_status parley_model_kernel_plan_count(const parley_model *mode
   return guarded(__func__, [&] {
     const ModelFile &f = file_of(model);
     require(out_count, "out_count");
-    *out_count = ops_needed(f).size();
+    const Transformer *t = model->impl.bound();
+    *out_count = ops_needed(f).size() + (t ? t->linear_plan().size() : 0);
   });
 }
 
@@ -328,10 +329,26 @@ PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, 
     require(info, "info");
     check_struct_size(info->struct_size, kKernelInfoV1, sizeof *info, "info");
     auto ops = ops_needed(f);
-    if (index >= ops.size())
+    const Transformer *t = model->impl.bound();
+    const size_t linear = t ? t->linear_plan().size() : 0;
+    if (index >= ops.size() + linear)
       fail(PARLEY_ERROR_NOT_FOUND, "kernel plan index " + std::to_string(index) + " out of range");
     const Registry &reg = model->impl.runtime->registry;
     parley_kernel_info out{};
+    if (index >= ops.size()) {
+      const LinearPlan &e = t->linear_plan()[index - ops.size()];
+      out.struct_size = sizeof out;
+      out.op = op_name(e.op);
+      out.device = reg.intern(model->impl.device);
+      out.dtype = PARLEY_DTYPE_F32;
+      out.name = reg.intern(e.kernel);
+      out.plugin = reg.intern(e.plugin);
+      out.selected = 1;
+      out.weight_dtype = e.weight_dtype;
+      out.tensor = reg.intern(e.tensor);
+      copy_out(info, out);
+      return;
+    }
     try {
       out = reg.describe(reg.find(ops[index], model->impl.device, PARLEY_DTYPE_F32));
     } catch (const Error &e) {

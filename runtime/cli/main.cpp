@@ -205,7 +205,10 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
   for (size_t i = 0; i < n; ++i) {
     auto k = sized<parley_kernel_info>();
     parley_model_kernel_plan_at(m, i, &k);
-    if (*k.name)
+    if (k.tensor)  // one linear weight: which kernel runs it in which stored dtype
+      std::printf("  %-17s %-5s x %-4s -> %s/%s  %s\n", k.op, parley_dtype_name(k.dtype),
+                  parley_dtype_name(k.weight_dtype), k.plugin, k.name, safe(k.tensor).c_str());
+    else if (*k.name)
       std::printf("  %-17s %-5s -> %s/%s (priority %d)\n", k.op, parley_dtype_name(k.dtype), k.plugin, k.name,
                   k.priority);
     else

@@ -37,6 +37,8 @@ struct Model {
   // inspectable). Thread-safe; a binding error is kept and re-reported,
   // except running out of memory, which the next call retries.
   const Transformer &transformer() const;
+  // The Transformer if it has been bound already, else nullptr (never binds).
+  const Transformer *bound() const { return bound_.load(std::memory_order_acquire); }
   // Tokenizers and chat format, built on first use the same way.
   const TextModel &text() const;
 

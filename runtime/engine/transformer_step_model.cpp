@@ -32,11 +32,12 @@ void TransformerStepModel::parallel_for(int64_t n, const std::function<void(int6
   if (call.error) std::rethrow_exception(call.error);
 }
 
-// The logits come out of the output projection, a GEMM: the kernel a NaN
-// or +inf was last seen in (an upstream kernel may have produced it).
+// The logits come out of the output projection: the kernel a NaN or +inf
+// was last seen in (an upstream kernel may have produced it).
 std::string TransformerStepModel::logits_source() const {
-  const Kernel &k = model_.kernel(PARLEY_OP_GEMM);
-  return "the output projection (gemm kernel '" + k.name + "') served by plugin '" + k.plugin + "'";
+  const LinearPlan &k = model_.output_projection();
+  return std::string("the output projection (") + op_name(k.op) + " kernel '" + k.kernel + "') served by plugin '" +
+         k.plugin + "'";
 }
 
 void TransformerStepModel::reorder(const std::vector<int32_t> &parents) {

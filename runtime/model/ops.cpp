@@ -1,14 +1,41 @@
 #include "model/ops.hpp"
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 #include "core/runtime.hpp"
+#include "model/weights.hpp"
 
 namespace parley {
 
-Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device) : runtime_(std::move(runtime)) {
+LinearWeight &LinearWeight::operator=(LinearWeight &&o) noexcept {
+  if (this != &o) {
+    reset();
+    n = o.n;
+    k = o.k;
+    kernel_ = o.kernel_;
+    ctx_ = o.ctx_;
+    handle_ = o.handle_;
+    f32_ = o.f32_;
+    o.handle_ = nullptr;
+    o.f32_ = nullptr;
+  }
+  return *this;
+}
+
+void LinearWeight::reset() noexcept {
+  if (handle_ && kernel_.release_weight) kernel_.release_weight(&ctx_, handle_);
+  handle_ = nullptr;
+  f32_ = nullptr;
+}
+
+Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device) : runtime_(std::move(runtime)), device_(device) {
   Device d = runtime_->registry.device(device);
-  for (int op = 0; op < PARLEY_OP_COUNT_; ++op)
+  for (int op = 0; op < PARLEY_OP_COUNT_; ++op) {
+    if (op == PARLEY_OP_LINEAR) continue;  // per weight dtype, in prepare_linear; optional (GEMM serves otherwise)
     kernels_[op] = runtime_->registry.find(static_cast<parley_op>(op), device, PARLEY_DTYPE_F32);
+  }
+  for (const Kernel &k : runtime_->registry.kernels())
+    if (k.op == PARLEY_OP_LINEAR && k.device == device) linear_any_ = true;
   ctx_.struct_size = sizeof ctx_;
   ctx_.host = runtime_->host.table();
   ctx_.device_state = d.state;
@@ -17,7 +44,11 @@ Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device) : runtime_
 
 void Ops::run(parley_op op, const void *args) const {
   const Kernel &k = kernels_[op];
-  parley_kernel_status st = k.run(&ctx_, args);
+  check(k, k.run(&ctx_, args));
+}
+
+void Ops::check(const Kernel &k, parley_kernel_status st) const {
+  const parley_op op = k.op;
   if (st == PARLEY_KERNEL_OK) return;
   std::string detail = HostServices::take_kernel_error();
   parley_status status = st == PARLEY_KERNEL_OUT_OF_MEMORY  ? PARLEY_ERROR_OUT_OF_MEMORY
@@ -50,6 +81,130 @@ void Ops::linear(const float *a, int64_t m, int64_t k, const float *w, int64_t n
   g.bias = bias;
   g.epilogue = act;
   run(PARLEY_OP_GEMM, &g);
+}
+
+LinearWeight Ops::prepare_linear(Weights &weights, const std::string &name, int64_t n, int64_t k,
+                                 LinearPlan *plan) const {
+  const TensorRef &t = weights.ref(name, {n, k});
+  LinearWeight w;
+  w.n = n;
+  w.k = k;
+  LinearPlan info;
+  info.tensor = name;
+  info.weight_dtype = t.dtype;
+  // Per-row scales serve a linear weight only along its output features.
+  const bool describable = t.quant != PARLEY_QUANT_PER_ROW || t.scale_axis == 0;
+  if (linear_any_ && describable) {
+    parley_weight_desc d{};
+    d.struct_size = sizeof d;
+    d.name = t.name.c_str();
+    d.dtype = t.dtype;
+    d.quant = t.quant;
+    d.n = n;
+    d.k = k;
+    d.data = t.data;
+    d.ld_bytes = static_cast<int64_t>(t.length / static_cast<uint64_t>(n));
+    d.scales = t.scales;
+    d.group_size = t.quant == PARLEY_QUANT_GROUPWISE ? t.group_size : 0;
+    for (const Kernel &kern : runtime_->registry.linear_candidates(device_, PARLEY_DTYPE_F32, t.dtype)) {
+      parley_prepared_weight out{};
+      out.struct_size = sizeof out;
+      parley_kernel_status st = kern.prepare_weight(&ctx_, &d, &out);
+      if (st == PARLEY_KERNEL_UNSUPPORTED) {
+        HostServices::take_kernel_error();  // the next kernel may serve it
+        continue;
+      }
+      if (st != PARLEY_KERNEL_OK) {
+        std::string detail = HostServices::take_kernel_error();
+        parley_status status = st == PARLEY_KERNEL_OUT_OF_MEMORY  ? PARLEY_ERROR_OUT_OF_MEMORY
+                               : st == PARLEY_KERNEL_DEVICE_ERROR ? PARLEY_ERROR_DEVICE
+                                                                  : PARLEY_ERROR_INVALID_MODEL;
+        fail(status, "kernel " + kern.plugin + "/" + kern.name + " could not prepare tensor " + quote_untrusted(name) +
+                         ": " + (detail.empty() ? "status " + std::to_string(st) : detail));
+      }
+      if (!out.handle)
+        fail(PARLEY_ERROR_PLUGIN, "kernel " + kern.plugin + "/" + kern.name + " prepared tensor " +
+                                      quote_untrusted(name) + " without returning a handle");
+      w.kernel_ = kern;
+      w.ctx_ = ctx_;
+      w.handle_ = out.handle;
+      info.kernel = kern.name;
+      info.plugin = kern.plugin;
+      info.op = PARLEY_OP_LINEAR;
+      info.bytes = out.bytes;
+      info.uses_source = (out.flags & PARLEY_PREPARED_USES_SOURCE) != 0;
+      if (plan) *plan = info;
+      return w;
+    }
+  }
+  // No LINEAR kernel serves this weight here: GEMM over a float32 copy.
+  w.f32_ = weights.f32(name, {n, k});
+  info.kernel = kernels_[PARLEY_OP_GEMM].name;
+  info.plugin = kernels_[PARLEY_OP_GEMM].plugin;
+  info.op = PARLEY_OP_GEMM;
+  info.widened = !(t.dtype == PARLEY_DTYPE_F32 && t.quant == PARLEY_QUANT_NONE);
+  if (plan) *plan = info;
+  return w;
+}
+
+void Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out, parley_activation act,
+                 const float *residual) const {
+  if (w.handle_) {
+    parley_linear_args a{};
+    a.struct_size = sizeof a;
+    a.dtype = PARLEY_DTYPE_F32;
+    a.activation = act;
+    a.m = m;
+    a.n = w.n;
+    a.k = w.k;
+    a.x = x;
+    a.ld_x = w.k;
+    a.weight = w.handle_;
+    a.bias = bias;
+    a.residual = residual;
+    a.ld_residual = w.n;
+    a.out = out;
+    a.ld_out = w.n;
+    check(w.kernel_, w.kernel_.run(&ctx_, &a));
+    return;
+  }
+  if (!w.f32_) fail(PARLEY_ERROR_INTERNAL, "linear weight used before it was prepared");
+  if (residual && residual == out && act == PARLEY_ACT_NONE) {
+    // C = x W^T + C, then bias: the GEMM contract adds beta * C before the bias.
+    parley_gemm_args g{};
+    g.struct_size = sizeof g;
+    g.dtype = PARLEY_DTYPE_F32;
+    g.trans_b = 1;
+    g.m = m;
+    g.n = w.n;
+    g.k = w.k;
+    g.batch = 1;
+    g.a = x;
+    g.lda = w.k;
+    g.b = w.f32_;
+    g.ldb = w.k;
+    g.c = out;
+    g.ldc = w.n;
+    g.alpha = 1.f;
+    g.beta = 1.f;
+    g.bias = bias;
+    g.epilogue = PARLEY_ACT_NONE;
+    run(PARLEY_OP_GEMM, &g);
+    return;
+  }
+  if (residual && residual == out) fail(PARLEY_ERROR_INTERNAL, "linear: in-place residual with an activation");
+  linear(x, m, w.k, w.f32_, w.n, bias, out, act);
+  if (residual) {
+    parley_add_args a{};
+    a.struct_size = sizeof a;
+    a.dtype = PARLEY_DTYPE_F32;
+    a.n = m * w.n;
+    a.a = out;
+    a.b = residual;
+    a.out = out;
+    a.alpha = 1.f;
+    run(PARLEY_OP_ADD, &a);
+  }
 }
 
 }  // namespace parley

@@ -15,6 +15,42 @@
 namespace parley {
 
 struct Runtime;
+class Weights;
+class Ops;
+
+// Which kernel serves one linear weight, for the kernel plan (parley inspect).
+struct LinearPlan {
+  std::string tensor, kernel, plugin;
+  parley_dtype weight_dtype = PARLEY_DTYPE_F32;
+  parley_op op = PARLEY_OP_LINEAR;  // LINEAR on the stored weight, or GEMM over an f32 view
+  bool widened = false;             // a non-f32 weight converted to an f32 copy (the fallback)
+  uint64_t bytes = 0;               // memory the kernel's packed copy owns
+  bool uses_source = false;
+};
+
+// A weight prepared for one device: a LINEAR kernel's packed handle, or
+// (when no LINEAR kernel serves its dtype there) a float32 view for GEMM.
+// Move-only; releases the handle through its kernel.
+class LinearWeight {
+ public:
+  LinearWeight() = default;
+  LinearWeight(LinearWeight &&o) noexcept { *this = std::move(o); }
+  LinearWeight &operator=(LinearWeight &&o) noexcept;
+  LinearWeight(const LinearWeight &) = delete;
+  LinearWeight &operator=(const LinearWeight &) = delete;
+  ~LinearWeight() { reset(); }
+
+  int64_t n = 0, k = 0;
+  explicit operator bool() const { return handle_ || f32_; }
+
+ private:
+  friend class Ops;
+  void reset() noexcept;
+  Kernel kernel_{};
+  parley_kernel_context ctx_{};
+  void *handle_ = nullptr;
+  const float *f32_ = nullptr;
+};
 
 class Ops {
  public:
@@ -24,12 +60,24 @@ class Ops {
   // C[m,n] = A[m,k] @ B^T (B stored [n,k], nn.Linear layout) + bias, then act.
   void linear(const float *a, int64_t m, int64_t k, const float *w, int64_t n, const float *bias, float *c,
               parley_activation act = PARLEY_ACT_NONE) const;
+  // out[m,n] = act(x[m,k] @ W^T + bias) + residual (residual may be NULL or equal out).
+  void linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out,
+              parley_activation act = PARLEY_ACT_NONE, const float *residual = nullptr) const;
+  // Hands tensor `name` ([n, k]) to the best LINEAR kernel for its stored
+  // dtype on this device; falls back to GEMM over an f32 copy (recorded in
+  // `plan`, warned once per model by the caller) when none serves it.
+  LinearWeight prepare_linear(Weights &weights, const std::string &name, int64_t n, int64_t k, LinearPlan *plan) const;
   void run(parley_op op, const void *args) const;
+  bool has_linear() const { return linear_any_; }
 
   const Kernel &kernel(parley_op op) const { return kernels_[op]; }
 
  private:
+  void check(const Kernel &k, parley_kernel_status st) const;
+
   std::shared_ptr<Runtime> runtime_;
+  std::string device_;
+  bool linear_any_ = false;  // the device has at least one LINEAR kernel
   std::array<Kernel, PARLEY_OP_COUNT_> kernels_;
   parley_kernel_context ctx_{};
 };

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "core/escape.hpp"
 #include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
 
@@ -94,7 +95,7 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
     : runtime_(runtime),
       ops_(runtime, device),
       mem_(std::make_shared<DeviceMemory>(runtime, runtime->registry.device(device))),
-      weights_(file),
+      weights_(file, mem_),
       label_(file.label()) {
   vocab_ = file.vocab_size();
   has_encoder_ = file.kind() == PARLEY_MODEL_ENCODER_DECODER;
@@ -107,48 +108,97 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
     if (enc_.p.hidden != dec_.hidden)
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": encoder and decoder hidden sizes differ");
   }
-  // Weights go to the device once; every pointer bound below is a device pointer.
-  weights_.place(mem_);
+  // Every pointer bound below is on the model's device; linear weights are
+  // prepared by the kernel that will run them.
   if (has_encoder_) bind_stack(enc_, "encoder", false);
   bind_stack(dec_stack_, "decoder", has_encoder_);
   bool tied = cfg_i(file, "tie_word_embeddings") != 0;
-  lm_head_ = tied ? dec_stack_.embed : weights_.get("lm_head.weight", {vocab_, dec_.hidden});
-  if (cfg_i(file, "final_logits_bias")) logits_bias_ = weights_.get("final_logits_bias", {vocab_});
+  // Tied: the output projection reads the embedding table itself (per-row
+  // scales of an I8 table are per output feature), never a second copy.
+  lm_head_ = bind_linear(tied ? dec_stack_.embed.name : std::string("lm_head.weight"), vocab_, dec_.hidden);
+  if (cfg_i(file, "final_logits_bias")) logits_bias_ = weights_.f32("final_logits_bias", {vocab_});
+  size_t widened = 0;
+  for (const LinearPlan &e : plan_)
+    if (e.widened) ++widened;
+  if (widened)
+    runtime_->host.log(
+        PARLEY_SEVERITY_WARNING, label_ + ": device '" + device + "' has no linear kernel for the stored dtype of " +
+                                     std::to_string(widened) + " weight(s) (first: " +
+                                     [&] {
+                                       for (const LinearPlan &e : plan_)
+                                         if (e.widened)
+                                           return quote_untrusted(e.tensor) + ", " + dtype_name(e.weight_dtype);
+                                       return std::string();
+                                     }() +
+                                     "); they run as float32 GEMMs on a widened copy");
 }
 
-void Transformer::bind_stack(Stack &s, const std::string &prefix, bool cross) const {
+uint64_t Transformer::prepared_bytes() const {
+  uint64_t total = weights_.expanded_bytes();
+  for (const LinearPlan &e : plan_) total += e.bytes;
+  return total;
+}
+
+LinearWeight Transformer::bind_linear(const std::string &name, int64_t n, int64_t k) {
+  LinearPlan entry;
+  LinearWeight w = ops_.prepare_linear(weights_, name, n, k, &entry);
+  plan_.push_back(std::move(entry));
+  return w;
+}
+
+Transformer::EmbeddingTable Transformer::bind_embedding(const std::string &name) {
+  const TensorRef &t = weights_.ref(name, {vocab_, dec_.hidden});
+  EmbeddingTable e;
+  e.name = name;
+  const bool native_type =
+      (t.quant == PARLEY_QUANT_NONE &&
+       (t.dtype == PARLEY_DTYPE_F32 || t.dtype == PARLEY_DTYPE_F16 || t.dtype == PARLEY_DTYPE_BF16)) ||
+      (t.dtype == PARLEY_DTYPE_I8 && t.quant == PARLEY_QUANT_PER_ROW && t.scale_axis == 0);
+  if (mem_->host_addressable() && native_type) {
+    e.data = t.data;
+    e.dtype = t.dtype;
+    e.row_scales = t.scales;
+  } else {
+    e.data = weights_.f32(name, {vocab_, dec_.hidden});
+  }
+  return e;
+}
+
+void Transformer::bind_stack(Stack &s, const std::string &prefix, bool cross) {
   const StackParams &p = s.p;
   const int64_t H = p.hidden, qd = p.heads * p.head_dim, kvd = p.kv_heads * p.head_dim;
   auto name = [&](const std::string &rest) { return prefix + "." + rest; };
-  s.embed = weights_.optional(name("embed_tokens.weight"), {vocab_, H});
-  if (!s.embed && prefix == "encoder") s.embed = weights_.optional("decoder.embed_tokens.weight", {vocab_, H});
-  if (!s.embed) weights_.get(name("embed_tokens.weight"), {vocab_, H});  // throws naming it
+  std::string table = name("embed_tokens.weight");
+  if (!weights_.find(table, {vocab_, H}) && prefix == "encoder" &&
+      weights_.find("decoder.embed_tokens.weight", {vocab_, H}))
+    table = "decoder.embed_tokens.weight";
+  s.embed = bind_embedding(table);  // throws naming it when missing
   if (p.position == 3) s.inv_freq = DeviceArray<float>(mem_, p.inv_freq);
   if (p.position == 1 || p.position == 2)
-    s.positions = weights_.get(name("embed_positions.weight"), {p.max_positions + p.position_offset, H});
+    s.positions = weights_.f32(name("embed_positions.weight"), {p.max_positions + p.position_offset, H});
   auto bind_norm = [&](const std::string &n, int64_t dim) {
     Norm out;
-    out.gamma = weights_.get(name(n + ".weight"), {dim});
-    if (!p.rms_norm) out.beta = weights_.optional(name(n + ".bias"), {dim});
+    out.gamma = weights_.f32(name(n + ".weight"), {dim});
+    if (!p.rms_norm) out.beta = weights_.f32_optional(name(n + ".bias"), {dim});
     return out;
   };
   if (p.embedding_norm) s.embedding_norm = bind_norm("embedding_norm", H);
   if (p.final_norm) s.final_norm = bind_norm("final_norm", H);
   auto bind_attention = [&](const std::string &a, int64_t kv_in) {
     Attention at;
-    at.wq = weights_.get(name(a + ".q_proj.weight"), {qd, H});
-    at.wk = weights_.get(name(a + ".k_proj.weight"), {kvd, kv_in});
-    at.wv = weights_.get(name(a + ".v_proj.weight"), {kvd, kv_in});
-    at.wo = weights_.get(name(a + ".o_proj.weight"), {H, qd});
+    at.wq = bind_linear(name(a + ".q_proj.weight"), qd, H);
+    at.wk = bind_linear(name(a + ".k_proj.weight"), kvd, kv_in);
+    at.wv = bind_linear(name(a + ".v_proj.weight"), kvd, kv_in);
+    at.wo = bind_linear(name(a + ".o_proj.weight"), H, qd);
     if (p.qkv_bias) {
-      at.bq = weights_.get(name(a + ".q_proj.bias"), {qd});
-      at.bk = weights_.get(name(a + ".k_proj.bias"), {kvd});
-      at.bv = weights_.get(name(a + ".v_proj.bias"), {kvd});
+      at.bq = weights_.f32(name(a + ".q_proj.bias"), {qd});
+      at.bk = weights_.f32(name(a + ".k_proj.bias"), {kvd});
+      at.bv = weights_.f32(name(a + ".v_proj.bias"), {kvd});
     }
-    if (p.out_bias) at.bo = weights_.get(name(a + ".o_proj.bias"), {H});
+    if (p.out_bias) at.bo = weights_.f32(name(a + ".o_proj.bias"), {H});
     if (p.qk_norm && a.find("self_attn") != std::string::npos) {
-      at.q_norm = weights_.get(name(a + ".q_norm.weight"), {p.head_dim});
-      at.k_norm = weights_.get(name(a + ".k_norm.weight"), {p.head_dim});
+      at.q_norm = weights_.f32(name(a + ".q_norm.weight"), {p.head_dim});
+      at.k_norm = weights_.f32(name(a + ".k_norm.weight"), {p.head_dim});
     }
     return at;
   };
@@ -162,15 +212,15 @@ void Transformer::bind_stack(Stack &s, const std::string &prefix, bool cross) co
       layer.cross_attn = bind_attention(l + "cross_attn", enc_.p.hidden);
     }
     layer.ffn_norm = bind_norm(l + "ffn_norm", H);
-    layer.up = weights_.get(name(l + "ffn.up_proj.weight"), {p.ffn, H});
-    layer.down = weights_.get(name(l + "ffn.down_proj.weight"), {H, p.ffn});
-    if (p.gated) layer.gate = weights_.get(name(l + "ffn.gate_proj.weight"), {p.ffn, H});
+    if (p.gated) layer.gate = bind_linear(name(l + "ffn.gate_proj.weight"), p.ffn, H);
+    layer.up = bind_linear(name(l + "ffn.up_proj.weight"), p.ffn, H);
+    layer.down = bind_linear(name(l + "ffn.down_proj.weight"), H, p.ffn);
     if (p.ffn_bias) {
-      layer.b_up = weights_.get(name(l + "ffn.up_proj.bias"), {p.ffn});
-      layer.b_down = weights_.get(name(l + "ffn.down_proj.bias"), {H});
-      if (p.gated) layer.b_gate = weights_.get(name(l + "ffn.gate_proj.bias"), {p.ffn});
+      layer.b_up = weights_.f32(name(l + "ffn.up_proj.bias"), {p.ffn});
+      layer.b_down = weights_.f32(name(l + "ffn.down_proj.bias"), {H});
+      if (p.gated) layer.b_gate = weights_.f32(name(l + "ffn.gate_proj.bias"), {p.ffn});
     }
-    s.layers.push_back(layer);
+    s.layers.push_back(std::move(layer));
   }
 }
 
@@ -228,12 +278,13 @@ void Transformer::embed(const Stack &s, const int32_t *ids_dev, const std::vecto
   parley_embedding_args e{};
   e.struct_size = sizeof e;
   e.dtype = PARLEY_DTYPE_F32;
-  e.table_dtype = PARLEY_DTYPE_F32;
+  e.table_dtype = s.embed.dtype;
+  e.row_scales = s.embed.row_scales;
   e.count = rows;
   e.vocab = vocab_;
   e.dim = p.hidden;
   e.ids = ids_dev;
-  e.table = s.embed;
+  e.table = s.embed.data;
   e.scale = p.embedding_scale;
   e.out = out;
   e.ld_out = p.hidden;
@@ -247,6 +298,8 @@ void Transformer::embed(const Stack &s, const int32_t *ids_dev, const std::vecto
     e.vocab = p.max_positions + p.position_offset;
     e.ids = pos_dev.data();
     e.table = s.positions;
+    e.table_dtype = PARLEY_DTYPE_F32;
+    e.row_scales = nullptr;
     e.scale = 1.f;
     e.out = pe.data();
     ops_.run(PARLEY_OP_EMBEDDING, &e);
@@ -260,8 +313,8 @@ void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out
   DeviceArray<float> up = buffer(rows * p.ffn);
   if (p.gated) {
     DeviceArray<float> gate = buffer(rows * p.ffn);
-    ops_.linear(x, rows, p.hidden, l.gate, p.ffn, l.b_gate, gate.data());
-    ops_.linear(x, rows, p.hidden, l.up, p.ffn, l.b_up, up.data());
+    ops_.linear(l.gate, x, rows, l.b_gate, gate.data());
+    ops_.linear(l.up, x, rows, l.b_up, up.data());
     parley_gated_activation_args g{};
     g.struct_size = sizeof g;
     g.dtype = PARLEY_DTYPE_F32;
@@ -276,9 +329,9 @@ void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out
     g.ld_out = p.ffn;
     ops_.run(PARLEY_OP_GATED_ACTIVATION, &g);
   } else {
-    ops_.linear(x, rows, p.hidden, l.up, p.ffn, l.b_up, up.data(), p.activation);
+    ops_.linear(l.up, x, rows, l.b_up, up.data(), p.activation);
   }
-  ops_.linear(up.data(), rows, p.ffn, l.down, p.hidden, l.b_down, out);
+  ops_.linear(l.down, up.data(), rows, l.b_down, out);
 }
 
 namespace {
@@ -350,13 +403,13 @@ DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
   embed(enc_, ids_dev.data(), pos, rows, x.data());
   for (const Layer &l : enc_.layers) {
     const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
-    ops_.linear(in, rows, H, l.self_attn.wq, qd, l.self_attn.bq, q.data());
-    ops_.linear(in, rows, H, l.self_attn.wk, kvd, l.self_attn.bk, k.data());
-    ops_.linear(in, rows, H, l.self_attn.wv, kvd, l.self_attn.bv, v.data());
+    ops_.linear(l.self_attn.wq, in, rows, l.self_attn.bq, q.data());
+    ops_.linear(l.self_attn.wk, in, rows, l.self_attn.bk, k.data());
+    ops_.linear(l.self_attn.wv, in, rows, l.self_attn.bv, v.data());
     auto args = attention_args(B, p.heads, p.kv_heads, hd, S, S, q.data(), k.data(), v.data(), a.data(),
                                lengths_dev.data(), PARLEY_MASK_KEY_PADDING);
     ops_.run(PARLEY_OP_ATTENTION, &args);
-    ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
+    ops_.linear(l.self_attn.wo, a.data(), rows, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
     in = sublayer_input(p, l.ffn_norm, x.data(), h.data(), rows);
     ffn(enc_, l, in, o.data(), rows);
@@ -419,8 +472,8 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
     for (const Layer &l : dec_stack_.layers) {
       DeviceArray<float> k = buffer(batch * S * kvd), v = buffer(batch * S * kvd);
       // Cross-attention K/V: computed once per request from the encoder output.
-      ops_.linear(enc.data(), batch * S, enc_.p.hidden, l.cross_attn.wk, kvd, l.cross_attn.bk, k.data());
-      ops_.linear(enc.data(), batch * S, enc_.p.hidden, l.cross_attn.wv, kvd, l.cross_attn.bv, v.data());
+      ops_.linear(l.cross_attn.wk, enc.data(), batch * S, l.cross_attn.bk, k.data());
+      ops_.linear(l.cross_attn.wv, enc.data(), batch * S, l.cross_attn.bv, v.data());
       st.cross_k.push_back(std::move(k));
       st.cross_v.push_back(std::move(v));
     }
@@ -483,9 +536,9 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     const Layer &l = dec_stack_.layers[li];
     // Self-attention with the KV cache.
     const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
-    ops_.linear(in, rows, H, l.self_attn.wq, qd, l.self_attn.bq, q.data());
-    ops_.linear(in, rows, H, l.self_attn.wk, kvd, l.self_attn.bk, k.data());
-    ops_.linear(in, rows, H, l.self_attn.wv, kvd, l.self_attn.bv, v.data());
+    ops_.linear(l.self_attn.wq, in, rows, l.self_attn.bq, q.data());
+    ops_.linear(l.self_attn.wk, in, rows, l.self_attn.bk, k.data());
+    ops_.linear(l.self_attn.wv, in, rows, l.self_attn.bv, v.data());
     if (l.self_attn.q_norm) {  // Qwen3: RMSNorm over each head, before RoPE
       parley_norm_args na{};
       na.struct_size = sizeof na;
@@ -544,12 +597,12 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
       }
     }
     ops_.run(PARLEY_OP_ATTENTION, &sa);
-    ops_.linear(a.data(), rows, qd, l.self_attn.wo, H, l.self_attn.bo, o.data());
+    ops_.linear(l.self_attn.wo, a.data(), rows, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
 
     if (has_encoder_) {  // cross-attention over the encoder output
       in = sublayer_input(p, l.cross_norm, x.data(), h.data(), rows);
-      ops_.linear(in, rows, H, l.cross_attn.wq, qd, l.cross_attn.bq, q.data());
+      ops_.linear(l.cross_attn.wq, in, rows, l.cross_attn.bq, q.data());
       // One attention "sequence" per source: its R rows' n queries each.
       const int64_t R = st.rows_per_source, sources = B / R;
       auto ca = attention_args(sources, p.heads, p.kv_heads, hd, R * n, st.src_len, q.data(), st.cross_k[li].data(),
@@ -570,7 +623,7 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
             std::copy_n(grouped.begin() + static_cast<std::ptrdiff_t>((((r / RR) * NH + head) * RR + r % RR) * N * S),
                         N * S, st.cross_probs.begin() + static_cast<std::ptrdiff_t>((r * NH + head) * N * S));
       }
-      ops_.linear(a.data(), rows, qd, l.cross_attn.wo, H, l.cross_attn.bo, o.data());
+      ops_.linear(l.cross_attn.wo, a.data(), rows, l.cross_attn.bo, o.data());
       sublayer_output(p, l.cross_norm, x.data(), o.data(), rows);
     }
 
@@ -599,10 +652,10 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
   }
   std::vector<float> logits(static_cast<size_t>(out_rows * vocab_));
   if (mem_->host_addressable()) {  // host memory: write the caller's vector directly
-    ops_.linear(final_rows, out_rows, H, lm_head_, vocab_, logits_bias_, logits.data());
+    ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, logits.data());
   } else {
     DeviceArray<float> dev = buffer(out_rows * vocab_);
-    ops_.linear(final_rows, out_rows, H, lm_head_, vocab_, logits_bias_, dev.data());
+    ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, dev.data());
     dev.download(logits.data(), logits.size());
   }
   return logits;

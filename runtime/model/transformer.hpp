@@ -105,6 +105,14 @@ class Transformer {
   // The device memory the model's tensors live in.
   const DeviceMemory &memory() const { return *mem_; }
 
+  // Which kernel serves each linear weight, in binding order.
+  const std::vector<LinearPlan> &linear_plan() const { return plan_; }
+  // The output projection's entry (bound last).
+  const LinearPlan &output_projection() const { return plan_.back(); }
+  // Bytes the model holds beyond the mapped file: packed weights owned by
+  // kernels, and f32 conversions / device copies of tensors.
+  uint64_t prepared_bytes() const;
+
  private:
   // Encoder output for padded sources, on the device: [batch, max_len, hidden].
   DeviceArray<float> encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const;
@@ -113,23 +121,36 @@ class Transformer {
     const float *gamma = nullptr, *beta = nullptr;
   };
   struct Attention {
-    const float *wq, *wk, *wv, *wo, *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+    LinearWeight wq, wk, wv, wo;
+    const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
     const float *q_norm = nullptr, *k_norm = nullptr;
   };
   struct Layer {
     Norm self_norm, cross_norm, ffn_norm;
     Attention self_attn, cross_attn;
-    const float *up, *gate = nullptr, *down, *b_up = nullptr, *b_gate = nullptr, *b_down = nullptr;
+    LinearWeight up, gate, down;
+    const float *b_up = nullptr, *b_gate = nullptr, *b_down = nullptr;
+  };
+  // A token embedding table as the embedding kernel reads it: the stored
+  // F32/F16/BF16 or per-row I8 table on a host device, an f32 copy otherwise.
+  struct EmbeddingTable {
+    const void *data = nullptr;
+    parley_dtype dtype = PARLEY_DTYPE_F32;
+    const float *row_scales = nullptr;
+    std::string name;
   };
   struct Stack {
     StackParams p;
-    const float *embed = nullptr, *positions = nullptr;
+    EmbeddingTable embed;
+    const float *positions = nullptr;
     DeviceArray<float> inv_freq;  // p.inv_freq on the device (rotary only)
     Norm embedding_norm, final_norm;
     std::vector<Layer> layers;
   };
 
-  void bind_stack(Stack &s, const std::string &prefix, bool cross) const;
+  EmbeddingTable bind_embedding(const std::string &name);
+  LinearWeight bind_linear(const std::string &name, int64_t n, int64_t k);
+  void bind_stack(Stack &s, const std::string &prefix, bool cross);
   void norm(const StackParams &p, const Norm &n, const float *x, float *out, int64_t rows) const;
   // ids and positions: host copies (the position table needs offset ids),
   // ids_dev / positions_dev: the same on the device.
@@ -155,7 +176,9 @@ class Transformer {
   bool has_encoder_;
   Stack enc_, dec_stack_;
   StackParams &dec_ = dec_stack_.p;
-  const float *lm_head_ = nullptr, *logits_bias_ = nullptr;
+  LinearWeight lm_head_;
+  const float *logits_bias_ = nullptr;
+  std::vector<LinearPlan> plan_;
 };
 
 }  // namespace parley

@@ -18,8 +18,8 @@ namespace parley {
 namespace {
 
 constexpr const char *kOpNames[PARLEY_OP_COUNT_] = {
-    "gemm", "attention", "layer_norm", "rms_norm",    "rotary", "activation", "gated_activation",
-    "embedding", "add",  "softmax",   "log_softmax", "topk",   "linear"};
+    "gemm",      "attention", "layer_norm", "rms_norm",    "rotary", "activation", "gated_activation",
+    "embedding", "add",       "softmax",    "log_softmax", "topk",   "linear"};
 
 constexpr size_t kMaxDevices = 64;
 constexpr size_t kMaxKernels = 65536;
@@ -275,21 +275,29 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
       flags = kd.flags & (kd.op == PARLEY_OP_ATTENTION
                               ? PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8
                               : 0u);
-    Kernel k{static_cast<parley_op>(kd.op), kd.device, kd.name, desc->name,
-             static_cast<parley_dtype>(kd.dtype), kd.priority, 0, kd.run, flags};
+    Kernel k{static_cast<parley_op>(kd.op),
+             kd.device,
+             kd.name,
+             desc->name,
+             static_cast<parley_dtype>(kd.dtype),
+             kd.priority,
+             0,
+             kd.run,
+             flags};
     if (kd.op == PARLEY_OP_LINEAR) {
       // A LINEAR kernel is unusable without its weight hooks (ABI 1.2 fields).
       if (kd.struct_size < offsetof(parley_kernel_desc, release_weight) + sizeof(kd.release_weight))
         bad(tag + ": a linear kernel needs the ABI 1.2 fields (weight_dtype, prepare_weight, release_weight)");
       if (kd.weight_dtype < 0 || kd.weight_dtype >= PARLEY_DTYPE_COUNT_) {
         if (newer_minor) {
-          host_.log(PARLEY_SEVERITY_INFO, where + ": " + tag + " uses a weight dtype this runtime does not know; skipped");
+          host_.log(PARLEY_SEVERITY_INFO,
+                    where + ": " + tag + " uses a weight dtype this runtime does not know; skipped");
           continue;
         }
         bad(tag + ": unknown weight dtype " + std::to_string(kd.weight_dtype));
       }
       if (!kd.prepare_weight || !kd.release_weight) bad(tag + ": prepare_weight and release_weight must both be set");
-      k.weight_dtype = static_cast<parley_dtype>(kd.weight_dtype);
+      k.weight_dtype = kd.weight_dtype;
       k.prepare_weight = kd.prepare_weight;
       k.release_weight = kd.release_weight;
     }
@@ -356,8 +364,7 @@ void Registry::reselect() {
   for (size_t i = 0; i < kernels_.size(); ++i) {
     const Kernel &k = kernels_[i];
     if (!available.count(k.device)) continue;
-    auto key = std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype),
-                               static_cast<int>(k.weight_dtype));
+    auto key = std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype), k.weight_dtype);
     auto it = selected_.find(key);
     // Higher priority wins; on a tie the kernel loaded first keeps its place.
     if (it == selected_.end() || kernels_[it->second].priority < k.priority) selected_[key] = i;
@@ -381,8 +388,8 @@ std::vector<Kernel> Registry::kernels() const {
 
 bool Registry::is_selected(const Kernel &k) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = selected_.find(std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype),
-                                           static_cast<int>(k.weight_dtype)));
+  auto it =
+      selected_.find(std::make_tuple(static_cast<int>(k.op), k.device, static_cast<int>(k.dtype), k.weight_dtype));
   return it != selected_.end() && it->second == k.load_order;
 }
 

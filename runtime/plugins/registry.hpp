@@ -45,7 +45,7 @@ struct Kernel {
   parley_kernel_fn run;
   uint32_t flags = 0;  // PARLEY_KERNEL_FLAG_* the kernel declared (known bits only)
   // LINEAR kernels only (ABI 1.2); -1 for every other op.
-  parley_dtype weight_dtype = static_cast<parley_dtype>(-1);
+  int32_t weight_dtype = -1;  // parley_dtype; an int: -1 is not a value of the enum
   decltype(parley_kernel_desc::prepare_weight) prepare_weight = nullptr;
   decltype(parley_kernel_desc::release_weight) release_weight = nullptr;
 };
@@ -97,7 +97,8 @@ class Registry {
   std::vector<LoadedPlugin> plugins_;
   std::vector<Device> devices_;
   std::vector<Kernel> kernels_;
-  std::map<std::tuple<int, std::string, int, int>, size_t> selected_;  // (op, device, dtype, weight dtype) -> kernels_ index
+  std::map<std::tuple<int, std::string, int, int>, size_t>
+      selected_;  // (op, device, dtype, weight dtype) -> kernels_ index
   mutable std::mutex intern_mutex_;
   mutable std::set<std::string> interned_;  // node-based: c_str() stays valid
 };

@@ -187,6 +187,10 @@ def compare(old_path, new_path):
             if x.get("name") not in new_values:
                 problems.append(f"enumerator {name}::{x.get('name')} removed")
             elif new_values[x.get("name")] != x.get("value"):
+                # A "*_COUNT_" sentinel is not a value (one past the last
+                # valid one): it moves up when enumerators are appended.
+                if x.get("name").endswith("_COUNT_") and int(new_values[x.get("name")]) > int(x.get("value")):
+                    continue
                 problems.append(f"enumerator {name}::{x.get('name')} changed value "
                                 f"{x.get('value')} -> {new_values[x.get('name')]}")
     for name, e in sorted(old.typedefs.items()):
@@ -227,7 +231,7 @@ def check(args):
 V1 = """
 #include <stdint.h>
 #include <stddef.h>
-typedef enum demo_status { DEMO_OK = 0, DEMO_ERR = 1 } demo_status;
+typedef enum demo_status { DEMO_OK = 0, DEMO_ERR = 1, DEMO_COUNT_ = 2 } demo_status;
 typedef struct demo_options { size_t struct_size; int32_t beam; float temp; } demo_options;
 typedef struct demo_pair { int32_t a; int32_t b; } demo_pair;
 typedef struct demo_load { size_t struct_size; int32_t verify; } demo_load;
@@ -244,13 +248,14 @@ CASES = [  # (description, replacement of V1 text, expect_refused)
     ("add a member in the padding of a struct_size struct", [("int32_t verify; }", "int32_t verify; int32_t extra; }")], True),
     ("add a function", [("int32_t demo_count", "int32_t demo_new(void) { return 1; }\n"
                          "__attribute__((visibility(\"default\"))) int32_t demo_count")], False),
-    ("add an enumerator", [("DEMO_ERR = 1 }", "DEMO_ERR = 1, DEMO_BUSY = 2 }")], False),
+    ("add an enumerator", [("DEMO_ERR = 1, DEMO_COUNT_ = 2 }", "DEMO_ERR = 1, DEMO_BUSY = 2, DEMO_COUNT_ = 3 }")], False),
     ("remove a function", [("__attribute__((visibility(\"default\"))) int32_t demo_count", "static int32_t demo_count")], True),
     ("insert a member in the middle", [("int32_t beam;", "int32_t flags; int32_t beam;")], True),
     ("change a member's type", [("float temp;", "int32_t temp;")], True),
     ("widen a member", [("float temp;", "double temp;")], True),
     ("grow a struct without struct_size", [("int32_t b; }", "int32_t b; int32_t c; }")], True),
     ("renumber an enumerator", [("DEMO_ERR = 1", "DEMO_ERR = 2")], True),
+    ("shrink a COUNT_ sentinel", [("DEMO_COUNT_ = 2", "DEMO_COUNT_ = 1")], True),
     ("change a parameter type", [("int32_t demo_count(const char *s)", "int32_t demo_count(const char *s, int x)")], True),
     ("change a callback signature", [("(void *user, const char *text)", "(void *user, const char *text, size_t n)")], True),
     ("change a return type", [("int32_t demo_count(", "int64_t demo_count(")], True),

@@ -224,7 +224,7 @@ static void test_status_and_dtype_names(void) {
       "PARLEY_ERROR_CANCELLED",
       "PARLEY_ERROR_BUSY",
   };
-  static const char *const dtypes[] = {"f32", "f16", "bf16", "i8", "i32", "u8", "i64"};
+  static const char *const dtypes[] = {"f32", "f16", "bf16", "i8", "i32", "u8", "i64", "i4"};
   int i;
   CHECK(PARLEY_OK == 0);
   CHECK(PARLEY_ERROR_INTERNAL == 11);
@@ -235,7 +235,7 @@ static void test_status_and_dtype_names(void) {
   CHECK_STR(parley_status_name((int32_t)-1), "PARLEY_ERROR_UNKNOWN");
   CHECK_STR(parley_status_name((int32_t)1000000), "PARLEY_ERROR_UNKNOWN");
 
-  CHECK(PARLEY_DTYPE_COUNT_ == 7);
+  CHECK(PARLEY_DTYPE_COUNT_ == 8); /* I4 appended with plugin ABI 1.2 */
   for (i = 0; i < (int)PARLEY_DTYPE_COUNT_; ++i) CHECK_STR(parley_dtype_name((parley_dtype)i), dtypes[i]);
   CHECK_STR(parley_dtype_name(PARLEY_DTYPE_COUNT_), "?");
   CHECK_STR(parley_dtype_name((int32_t)-1), "?");
@@ -605,14 +605,21 @@ static void test_listing(parley_runtime *rt) {
     CHECK((int)ki.dtype >= 0 && ki.dtype < PARLEY_DTYPE_COUNT_);
     CHECK(ki.selected == 0 || ki.selected == 1);
     if (ki.op && strcmp(ki.op, "gemm") == 0 && ki.device && strcmp(ki.device, "cpu") == 0) found_gemm = 1;
-    if (ki.selected == 1 && ki.op && ki.device && ki.name) {
+    /* "linear" kernels are selected per weight dtype too (plugin ABI 1.2) */
+    if (ki.op && strcmp(ki.op, "linear") == 0)
+      CHECK(ki.weight_dtype >= 0 && ki.weight_dtype < PARLEY_DTYPE_COUNT_);
+    else
+      CHECK(ki.weight_dtype == -1);
+    /* find_kernel answers for "linear" with weights of the activation dtype */
+    if (ki.selected == 1 && ki.op && ki.device && ki.name &&
+        (strcmp(ki.op, "linear") != 0 || ki.weight_dtype == ki.dtype)) {
       memset(&ki2, 0, sizeof ki2);
       ki2.struct_size = sizeof ki2;
       CHECK_OK(parley_runtime_find_kernel(rt, ki.op, ki.device, ki.dtype, &ki2));
       CHECK(ki2.name != NULL && strcmp(ki2.name, ki.name) == 0);
       CHECK(ki2.selected == 1);
     }
-    /* exactly one selected per (op, device, dtype) — none on an unavailable
+    /* exactly one selected per (op, device, dtype, weight dtype) — none on an unavailable
      * device (e.g. the CUDA plugin's kernels on a machine without a GPU) */
     {
       int selected = 0, device_up = 1;
@@ -625,7 +632,7 @@ static void test_listing(parley_runtime *rt) {
         ki2.struct_size = sizeof ki2;
         if (parley_runtime_kernel_info(rt, j, &ki2) != PARLEY_OK) continue;
         if (ki.op && ki.device && strcmp(ki2.op, ki.op) == 0 && strcmp(ki2.device, ki.device) == 0 &&
-            ki2.dtype == ki.dtype)
+            ki2.dtype == ki.dtype && ki2.weight_dtype == ki.weight_dtype)
           selected += ki2.selected;
       }
       CHECK(selected == device_up);

@@ -22,13 +22,16 @@ extern "C" const parley_plugin_desc *parley_cpu_plugin_entry(uint32_t host_abi_v
 
 namespace {
 
-const parley_kernel_desc *g_cpu_linear = nullptr;
+// The cpu plugin's LINEAR kernel per weight dtype (the demo models may store
+// any of them), wrapped one to one.
+const parley_kernel_desc *g_cpu_linear[PARLEY_DTYPE_COUNT_] = {};
 std::atomic<int> g_mode{0};           // 0 off, 1 NaN, 2 +inf, 3 every logit -inf
 std::atomic<int64_t> g_target_n{-1};  // the product n to poison
 std::atomic<int64_t> g_skip{0};       // logits products left clean before poisoning starts
 
+template <int W>
 parley_kernel_status linear(const parley_kernel_context *ctx, const void *args) {
-  parley_kernel_status st = g_cpu_linear->run(ctx, args);
+  parley_kernel_status st = g_cpu_linear[W]->run(ctx, args);
   const auto *g = static_cast<const parley_linear_args *>(args);
   const int mode = g_mode.load();
   if (st != PARLEY_KERNEL_OK || mode == 0 || g->n != g_target_n.load() || g->dtype != PARLEY_DTYPE_F32) return st;
@@ -43,20 +46,37 @@ parley_kernel_status linear(const parley_kernel_context *ctx, const void *args) 
   return st;
 }
 
+template <int W>
 parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weight_desc *d,
                              parley_prepared_weight *out) {
-  return g_cpu_linear->prepare_weight(ctx, d, out);
+  return g_cpu_linear[W]->prepare_weight(ctx, d, out);
 }
 
+template <int W>
 void release(const parley_kernel_context *ctx, void *handle) {
-  g_cpu_linear->release_weight(ctx, handle);
+  g_cpu_linear[W]->release_weight(ctx, handle);
 }
 
-parley_kernel_desc kKernels[] = {{sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cpu", PARLEY_DTYPE_F32, 1000,
-                                  "linear_nonfinite", linear, 0, PARLEY_DTYPE_F32, prepare, release}};
+#define NONFINITE_LINEAR(W, name)                                                                                      \
+  parley_kernel_desc {                                                                                                 \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cpu", PARLEY_DTYPE_F32, 1000, name, linear<W>, 0, 0, W, prepare<W>, \
+        release<W>                                                                                                     \
+  }
 
-const parley_plugin_desc kPlugin = {
-    sizeof(parley_plugin_desc), PARLEY_PLUGIN_ABI_VERSION, "nonfinite", "1.0.0", nullptr, 0, kKernels, 1};
+parley_kernel_desc kKernels[] = {NONFINITE_LINEAR(PARLEY_DTYPE_F32, "linear_nonfinite_f32"),
+                                 NONFINITE_LINEAR(PARLEY_DTYPE_F16, "linear_nonfinite_f16"),
+                                 NONFINITE_LINEAR(PARLEY_DTYPE_BF16, "linear_nonfinite_bf16"),
+                                 NONFINITE_LINEAR(PARLEY_DTYPE_I8, "linear_nonfinite_i8"),
+                                 NONFINITE_LINEAR(PARLEY_DTYPE_I4, "linear_nonfinite_i4")};
+
+const parley_plugin_desc kPlugin = {sizeof(parley_plugin_desc),
+                                    PARLEY_PLUGIN_ABI_VERSION,
+                                    "nonfinite",
+                                    "1.0.0",
+                                    nullptr,
+                                    0,
+                                    kKernels,
+                                    sizeof(kKernels) / sizeof(kKernels[0])};
 
 }  // namespace
 
@@ -75,11 +95,12 @@ extern "C" PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(ui
   if (!cpu) return nullptr;
   for (size_t i = 0; i < cpu->num_kernels; ++i)
     if (cpu->kernels[i].op == PARLEY_OP_LINEAR && cpu->kernels[i].dtype == PARLEY_DTYPE_F32 &&
-        cpu->kernels[i].weight_dtype == PARLEY_DTYPE_F32)
-      g_cpu_linear = &cpu->kernels[i];
-  if (!g_cpu_linear) {
-    if (host && host->log) host->log(host->host, PARLEY_LOG_ERROR, "nonfinite: the cpu plugin lacks an F32 LINEAR");
-    return nullptr;
-  }
+        cpu->kernels[i].weight_dtype >= 0 && cpu->kernels[i].weight_dtype < PARLEY_DTYPE_COUNT_)
+      g_cpu_linear[cpu->kernels[i].weight_dtype] = &cpu->kernels[i];
+  for (const parley_kernel_desc &k : kKernels)
+    if (!g_cpu_linear[k.weight_dtype]) {
+      if (host && host->log) host->log(host->host, PARLEY_LOG_ERROR, "nonfinite: the cpu plugin lacks a LINEAR kernel");
+      return nullptr;
+    }
   return &kPlugin;
 }

@@ -4,7 +4,7 @@
 // PARLEY_ERROR_DEVICE naming the plugin that served the output projection,
 // and the runtime must keep working once the kernel behaves again.
 //
-// libparley_nonfinite (nonfinite_plugin.cpp) overrides the cpu GEMM and
+// libparley_nonfinite (nonfinite_plugin.cpp) overrides the cpu LINEAR and
 // poisons the output projection on demand: a NaN per row, a +inf per row,
 // or every logit -inf (a masked row is fine; a row with nothing left is not).
 #include <dlfcn.h>
@@ -148,7 +148,7 @@ class NonFiniteLogits : public ::testing::Test {
     EXPECT_EQ(st, PARLEY_ERROR_DEVICE) << path << ": " << error;
     EXPECT_NE(error.find(c.what), std::string::npos) << path << ": " << error;
     EXPECT_NE(error.find("plugin 'nonfinite'"), std::string::npos) << path << " names the plugin: " << error;
-    EXPECT_NE(error.find("gemm_nonfinite"), std::string::npos) << path << " names the kernel: " << error;
+    EXPECT_NE(error.find("linear_nonfinite"), std::string::npos) << path << " names the kernel: " << error;
   }
 
   static parley_runtime *rt_;

@@ -301,8 +301,11 @@ parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void
 const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", PARLEY_DEVICE_OTHER, guard_init,
                                         guard_shutdown, guard_allocate, guard_release, guard_copy, guard_synchronize}};
 
-#define GUARDED(op, name) \
-  { sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op>, 0, -1, nullptr, nullptr }
+#define GUARDED(op, name)                                                                                        \
+  {                                                                                                              \
+    sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op>, 0, 0, -1, nullptr, \
+        nullptr                                                                                                  \
+  }
 
 parley_kernel_desc kKernels[] = {
     // flags: the cpu kernel's, set at entry

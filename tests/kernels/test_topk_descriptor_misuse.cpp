@@ -329,7 +329,7 @@ TEST_F(Misuse, RowKernels) {
   expect_invalid(PARLEY_OP_EMBEDDING, &em, "row_scales");
   set_raw(&em.table_dtype, 123);
   expect_invalid(PARLEY_OP_EMBEDDING, &em, "table_dtype");
-  em.table_dtype = PARLEY_DTYPE_BF16;
+  em.table_dtype = PARLEY_DTYPE_I32;  // a valid dtype that is not a table type
   EXPECT_EQ(call(PARLEY_OP_EMBEDDING, &em), PARLEY_KERNEL_UNSUPPORTED);
 }
 

@@ -55,6 +55,17 @@ static parley_device_desc g_dev = {sizeof(parley_device_desc),
                                    dev_release,
                                    dev_copy,
                                    dev_sync};
+static parley_kernel_status ok_prepare(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                       parley_prepared_weight *out) {
+  (void)ctx;
+  (void)d;
+  (void)out;
+  return PARLEY_KERNEL_UNSUPPORTED;
+}
+static void ok_release(const parley_kernel_context *ctx, void *handle) {
+  (void)ctx;
+  (void)handle;
+}
 static parley_kernel_desc g_kernel = {
     sizeof(parley_kernel_desc), PARLEY_OP_GEMM, "cpu", PARLEY_DTYPE_F32, 1, "k", ok_kernel};
 /* Two-element arrays for the stride cases: the registry walks them with
@@ -180,6 +191,20 @@ PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(uint32_t host
       break;
     case 27: /* negative op */
       g_kernel.op = -1;
+      break;
+    case 28: /* ABI 1.2: a LINEAR kernel without its weight hooks */
+      g_kernel.op = PARLEY_OP_LINEAR;
+      g_kernel.weight_dtype = PARLEY_DTYPE_I8;
+      break;
+    case 29: /* ABI 1.2: a LINEAR kernel for an unknown weight dtype */
+      g_kernel.op = PARLEY_OP_LINEAR;
+      g_kernel.weight_dtype = 55;
+      g_kernel.prepare_weight = ok_prepare;
+      g_kernel.release_weight = ok_release;
+      break;
+    case 30: /* ABI 1.2: a LINEAR kernel from a plugin built against ABI 1.1 (no room for the hooks) */
+      g_kernel.op = PARLEY_OP_LINEAR;
+      g_kernel.struct_size = offsetof(parley_kernel_desc, flags) + 8;
       break;
     default:
       break;

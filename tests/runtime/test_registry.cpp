@@ -121,7 +121,8 @@ TEST(Registry, BrokenPluginsAreRefusedAndRuntimeKeepsWorking) {
       {12, PARLEY_ERROR_PLUGIN, "kernel 0: struct_size 1073741824 is implausibly large"},
       {13, PARLEY_ERROR_PLUGIN, "device 0: struct_size 1073741824 is implausibly large"},
       {14, PARLEY_ERROR_PLUGIN, "kernel 0: struct_size 8 is smaller than ABI 1.0's"},
-      {15, PARLEY_ERROR_PLUGIN, "kernel 0: struct_size 60 is not a multiple of the struct's alignment"},
+      {15, PARLEY_ERROR_PLUGIN, "is not a multiple of the struct's alignment"},
+
       {16, PARLEY_ERROR_PLUGIN, "descriptor struct_size 1073741824 is implausibly large"},
       {17, PARLEY_ERROR_PLUGIN, "kernel 'k': unknown dtype 77"},
       {18, PARLEY_ERROR_PLUGIN, "device 'fake0': unknown kind"},
@@ -134,6 +135,10 @@ TEST(Registry, BrokenPluginsAreRefusedAndRuntimeKeepsWorking) {
       {25, PARLEY_ERROR_PLUGIN, "kernel 1: struct_size differs from kernel 0's"},
       {26, PARLEY_ERROR_PLUGIN, "kernel 'k': device missing or unknown"},
       {27, PARLEY_ERROR_PLUGIN, "kernel 'k': unknown op -1"},
+      // Plugin ABI 1.2: LINEAR kernels need their weight hooks and a known weight dtype.
+      {28, PARLEY_ERROR_PLUGIN, "kernel 'k': prepare_weight and release_weight must both be set"},
+      {29, PARLEY_ERROR_PLUGIN, "kernel 'k': unknown weight dtype 55"},
+      {30, PARLEY_ERROR_PLUGIN, "a linear kernel needs the ABI 1.2 fields"},
   };
   RuntimeHandle h;
   size_t before = 0;

@@ -110,6 +110,9 @@ class KernelInfo(Structure):
         ("name", c_char_p),
         ("plugin", c_char_p),
         ("selected", c_int32),
+        ("reserved0", c_int32),
+        ("weight_dtype", c_int32),
+        ("tensor", c_char_p),
     ]
 
 
