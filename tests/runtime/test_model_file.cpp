@@ -561,6 +561,50 @@ TEST_F(ModelFileTest, GroupwiseI4AndI8Load) {
   EXPECT_EQ(f->find_tensor(kDown)->group_size, 0);
 }
 
+// The Python writer's I4 files (tests/data/make_test_models.py) as the loader
+// sees them: the nibble layout of PARLEY_DTYPE_I4, decoded here by its
+// definition in plugin.h, matches what the writer was given.
+int i4_at(const TensorView &t, int64_t i) {
+  const uint8_t b = t.data[i / 2];
+  const int nibble = (i % 2) ? b >> 4 : b & 0xF;
+  return nibble >= 8 ? nibble - 16 : nibble;
+}
+
+TEST_F(ModelFileTest, PythonWrittenI4FileLoads) {
+  Bytes b = read_file(data_dir() + "/tiny_decoder_int4.parley");
+  LoadOptions o;
+  auto f = ModelFile::open_memory(b.data(), b.size(), false, o);
+  EXPECT_EQ(f->preamble().minor, 2);
+  const TensorView *pattern = f->find_tensor("zz.i4_pattern");
+  ASSERT_NE(pattern, nullptr);
+  ASSERT_EQ(pattern->dtype, PARLEY_DTYPE_I4);
+  ASSERT_EQ(pattern->shape, (std::vector<int64_t>{2, 64}));
+  ASSERT_EQ(pattern->length, 64u);
+  for (int64_t i = 0; i < 128; ++i) ASSERT_EQ(i4_at(*pattern, i), (7 * i + 3) % 16 - 8) << "element " << i;
+  size_t i4_weights = 0;
+  for (const TensorView &t : f->tensors()) {
+    if (t.dtype != PARLEY_DTYPE_I4 || t.quant == PARLEY_QUANT_NONE) continue;
+    ++i4_weights;
+    EXPECT_EQ(t.quant, PARLEY_QUANT_GROUPWISE) << t.name;
+    EXPECT_EQ(t.group_size, 32) << t.name;
+    EXPECT_EQ(t.scale_tensor, t.name + ".scale");
+    EXPECT_EQ(f->find_tensor(t.scale_tensor)->shape, (std::vector<int64_t>{t.shape[0], t.shape[1] / 32})) << t.name;
+    // The converter's rule maps each group's largest-magnitude weight to -8 exactly.
+    for (int64_t g = 0; g < t.shape[0] * t.shape[1] / 32; ++g) {
+      bool extreme = false;
+      for (int64_t i = g * 32; i < (g + 1) * 32; ++i) extreme |= i4_at(t, i) == -8;
+      EXPECT_TRUE(extreme) << t.name << " group " << g;
+    }
+  }
+  EXPECT_EQ(i4_weights, 13u);  // 7 Linear weights per layer, less the I8 down projection of layer 1
+  for (const char *name : {"decoder.embed_tokens.weight", "lm_head.weight"}) {
+    const TensorView *t = f->find_tensor(name);
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(t->dtype, PARLEY_DTYPE_I8) << name;
+    EXPECT_EQ(t->quant, PARLEY_QUANT_PER_ROW) << name;
+  }
+}
+
 TEST(DtypeSizes, I4IsHalfAByteNeverZero) {
   uint64_t bytes = 0;
   EXPECT_TRUE(tensor_bytes(PARLEY_DTYPE_I4, 64, &bytes));
