@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("output", metavar="OUT.parley")
     ap.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                     help="storage type of the weights. int8: Linear weights I8 per output channel (symmetric); "
-                         "int4: Linear weights I4 group-wise (symmetric, one f32 scale per group); in both, "
-                         "token embeddings (also the tied lm_head) are I8 per row and position tables, norms "
-                         "and biases stay f32")
+                         "int4: the layers' Linear weights I4 group-wise (symmetric, one f32 scale per group); "
+                         "in both, token embeddings (also the tied lm_head) and an untied lm_head are I8 per row "
+                         "and position tables, norms and biases stay f32")
     ap.add_argument("--group-size", type=int, choices=GROUP_SIZES, default=None,
                     help=f"int4: elements per scale along each row (default {DEFAULT_INT4_GROUP_SIZE}: the same "
                          "4.5 bits per weight as llama.cpp Q4_0; 32 lowers the error, 128 the size); "
