@@ -134,7 +134,11 @@ def tensor_infos(model: FbModel) -> list[TensorInfo]:
         quant = {}
         if q is not None:
             scale = q.ScaleTensor()
-            quant = dict(scheme=QuantScheme(q.Scheme()), axis=q.Axis(), group_size=q.GroupSize(),
+            try:
+                scheme = QuantScheme(q.Scheme())
+            except ValueError:
+                raise FormatError(f"tensor {t.Name()!r}: unknown quantization scheme {q.Scheme()}") from None
+            quant = dict(scheme=scheme, axis=q.Axis(), group_size=q.GroupSize(),
                          scale_tensor=scale.decode("utf-8") if scale is not None else None)
         out.append(TensorInfo(t.Name().decode("utf-8"), DType(t.Dtype()), shape, t.Offset(), t.Length(), t.Checksum(),
                               **quant))
