@@ -403,6 +403,14 @@ typedef struct parley_tensor_info {
   uint64_t checksum;        /* XXH3-64 as stored in the file */
   const char *scale_tensor; /* name of its quantization scales, or NULL */
   int32_t scale_axis;
+  /* Appended (model file format 1.2): how the tensor's integers map back to
+   * real numbers, as parley_quant in parley/plugin.h: 0 not quantized,
+   * 1 per row (I8, one scale per index of scale_axis), 2 group-wise (I8 or
+   * I4 [rows, cols], scales [rows, cols / group_size]); group_size is 32,
+   * 64 or 128 for group-wise tensors, else 0. A caller whose struct_size
+   * ends before `quant` gets the fields above only. */
+  int32_t quant;
+  int64_t group_size;
 } parley_tensor_info;
 
 /* Tensors are in name order. Errors: PARLEY_ERROR_NOT_FOUND for an index out of range. */

@@ -73,6 +73,8 @@ void fill_tensor(const TensorView &t, parley_tensor_info *info) {
   out.checksum = t.checksum;
   out.scale_tensor = t.scale_tensor.empty() ? nullptr : t.scale_tensor.c_str();
   out.scale_axis = t.scale_axis;
+  out.quant = t.quant;
+  out.group_size = t.group_size;
   copy_out(info, out);
 }
 

@@ -192,9 +192,15 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
         std::fprintf(stderr, "parley: %s\n", parley_last_error());
       }
     }
-    std::printf("  %-48s %-5s %-18s %10s  %s%s%s\n", safe(t.name).c_str(), parley_dtype_name(t.dtype), shape.c_str(),
-                human_bytes(t.length).c_str(), verdict, t.scale_tensor ? "  scales: " : "",
-                t.scale_tensor ? safe(t.scale_tensor).c_str() : "");
+    // Quantized tensors: the scheme, then the tensor holding the scales.
+    std::string quant;
+    if (t.scale_tensor) {
+      quant = t.quant == 2 ? "  group-wise g" + std::to_string(t.group_size)
+                           : "  per-row (axis " + std::to_string(t.scale_axis) + ")";
+      quant += ", scales: " + safe(t.scale_tensor);
+    }
+    std::printf("  %-48s %-5s %-18s %10s  %s%s\n", safe(t.name).c_str(), parley_dtype_name(t.dtype), shape.c_str(),
+                human_bytes(t.length).c_str(), verdict, quant.c_str());
   }
   if (parley_model_prepare(m) == PARLEY_OK)
     std::printf("Runnable: yes (every tensor the config needs is present with its shape)\n");

@@ -1,8 +1,7 @@
 #include "format/model_file.hpp"
 
-#include <parley/plugin.h>
-
 #include <fcntl.h>
+#include <parley/plugin.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -79,9 +78,25 @@ size_t dtype_size(int32_t dtype) {
       return 1;
     case PARLEY_DTYPE_I64:
       return 8;
+    case PARLEY_DTYPE_I4:
+      fail(PARLEY_ERROR_INTERNAL, "dtype_size(i4): i4 packs two elements per byte; use dtype_bits or tensor_bytes");
     default:
       return 0;
   }
+}
+
+size_t dtype_bits(int32_t dtype) {
+  return dtype == PARLEY_DTYPE_I4 ? 4 : 8 * dtype_size(dtype);
+}
+
+bool tensor_bytes(int32_t dtype, uint64_t elements, uint64_t *out_bytes) {
+  if (dtype == PARLEY_DTYPE_I4) {
+    if (elements % 2) return false;
+    *out_bytes = elements / 2;
+    return true;
+  }
+  size_t size = dtype_size(dtype);
+  return size != 0 && !__builtin_mul_overflow(elements, uint64_t{size}, out_bytes);
 }
 
 const char *dtype_name(int32_t dtype) {
@@ -435,9 +450,13 @@ void ModelFile::check_header() {
       if (__builtin_mul_overflow(elements, static_cast<uint64_t>(d), &elements))
         invalid(what + ": element count overflows");
     }
+    // I4 packs two elements per byte along the last dimension: every row
+    // starts on a byte boundary only when that dimension is even.
+    if (dt == PARLEY_DTYPE_I4 && (shape->size() == 0 || shape->Get(shape->size() - 1) % 2 != 0))
+      invalid(what + ": dtype i4 needs rank >= 1 and an even last dimension (two elements per byte), shape has " +
+              (shape->size() ? "last dimension " + std::to_string(shape->Get(shape->size() - 1)) : "rank 0"));
     uint64_t bytes;
-    if (__builtin_mul_overflow(elements, dtype_size(static_cast<parley_dtype>(dt)), &bytes))
-      invalid(what + ": byte size overflows");
+    if (!tensor_bytes(dt, elements, &bytes)) invalid(what + ": byte size overflows");
     if (bytes != t->length())
       invalid(what + ": length " + std::to_string(t->length()) + " does not match dtype " +
               dtype_name(static_cast<parley_dtype>(dt)) + " x shape (" + std::to_string(bytes) + " bytes)");
@@ -452,17 +471,40 @@ void ModelFile::check_header() {
     v.data = data_ + t->offset();
     if (const fb::Quantization *q = t->quantization()) {
       int scheme = static_cast<int>(q->scheme());
-      if (scheme > 1) invalid(what + ": unknown quantization scheme " + std::to_string(scheme));
+      if (scheme > 2) invalid(what + ": quantization.scheme has unknown value " + std::to_string(scheme));
+      if (scheme != 2 && q->group_size() != 0)
+        invalid(what + ": quantization.group_size = " + std::to_string(q->group_size()) +
+                " is only valid with scheme SymmetricGroupwise");
       if (scheme == 1) {
         if (v.dtype != PARLEY_DTYPE_I8) invalid(what + ": per-channel quantization needs dtype i8");
         if (q->axis() < 0 || static_cast<size_t>(q->axis()) >= v.shape.size())
           invalid(what + ": quantization axis " + std::to_string(q->axis()) + " out of range");
+        v.scale_axis = q->axis();
+        v.quant = PARLEY_QUANT_PER_ROW;
+      } else if (scheme == 2) {
+        // Group-wise (format 1.2): a 2-D [n, k] weight, scales [n, k / group_size].
+        if (v.dtype != PARLEY_DTYPE_I8 && v.dtype != PARLEY_DTYPE_I4)
+          invalid(what + ": group-wise quantization needs dtype i8 or i4, not " + dtype_name(v.dtype));
+        if (v.shape.size() != 2)
+          invalid(what + ": group-wise quantization needs a 2-D tensor, not rank " + std::to_string(v.shape.size()));
+        if (q->axis() != 0)
+          invalid(what + ": quantization.axis = " + std::to_string(q->axis()) +
+                  " must be 0 for group-wise quantization (groups run along each row)");
+        uint32_t g = q->group_size();
+        if (g != 32 && g != 64 && g != 128)
+          invalid(what + ": quantization.group_size = " + std::to_string(g) + " is not 32, 64 or 128");
+        if (v.shape[1] % g != 0)
+          invalid(what + ": quantization.group_size = " + std::to_string(g) + " does not divide the row length " +
+                  std::to_string(v.shape[1]));
+        v.scale_axis = 0;
+        v.quant = PARLEY_QUANT_GROUPWISE;
+        v.group_size = g;
+      }
+      if (scheme != 0) {
         if (!printable(q->scale_tensor(), kMaxTensorNameLength))
           invalid(what + ": quantization scale tensor name " + quoted(q->scale_tensor()) +
                   " is empty, longer than 512 bytes or not printable");
         v.scale_tensor = q->scale_tensor()->str();
-        v.scale_axis = q->axis();
-        v.quant = PARLEY_QUANT_PER_ROW;
       }
     }
     tensors_.push_back(std::move(v));
@@ -472,10 +514,24 @@ void ModelFile::check_header() {
     const TensorView *s = find_tensor(v.scale_tensor);
     std::string what = "tensor " + quote_untrusted(v.name);
     if (!s) invalid(what + ": quantization scale tensor " + quote_untrusted(v.scale_tensor) + " is missing");
-    if (s->dtype != PARLEY_DTYPE_F32 || s->shape.size() != 1 ||
-        s->shape[0] != v.shape[static_cast<size_t>(v.scale_axis)])
-      invalid(what + ": scale tensor " + quote_untrusted(v.scale_tensor) + " must be f32 of shape [" +
-              std::to_string(v.shape[static_cast<size_t>(v.scale_axis)]) + "]");
+    std::vector<int64_t> want{v.shape[static_cast<size_t>(v.scale_axis)]};
+    if (v.quant == PARLEY_QUANT_GROUPWISE) want = {v.shape[0], v.shape[1] / v.group_size};
+    if (s->dtype != PARLEY_DTYPE_F32 || s->shape != want) {
+      std::string dims;
+      for (int64_t d : want) dims += (dims.empty() ? "" : ", ") + std::to_string(d);
+      invalid(what + ": scale tensor " + quote_untrusted(v.scale_tensor) + " must be f32 of shape [" + dims + "]");
+    }
+    // A NaN or infinite scale would turn every weight of its row or group
+    // into NaN/inf in the kernels, silently: refuse the file instead.
+    // (The bytes are in bounds: the region was checked above.)
+    const uint64_t count = s->length / sizeof(float);
+    for (uint64_t i = 0; i < count; ++i) {
+      float f;
+      std::memcpy(&f, s->data + i * sizeof(float), sizeof f);
+      if (!finite(f))
+        invalid(what + ": quantization scale tensor " + quote_untrusted(v.scale_tensor) + " element " +
+                std::to_string(i) + " is not finite (" + std::to_string(f) + ")");
+    }
   }
 
   // ---- tokenizers

@@ -137,8 +137,16 @@ class ModelFile {
   bool has_chat_template_ = false;
 };
 
-// Element size in bytes; 0 for an unknown dtype.
+// Element size in bytes of a whole-byte dtype; 0 for an unknown dtype.
+// PARLEY_DTYPE_I4 has no whole-byte element size (two elements per byte):
+// asking for it throws PARLEY_ERROR_INTERNAL rather than answering 0, so code
+// that sizes buffers must use dtype_bits() or tensor_bytes().
 size_t dtype_size(int32_t dtype);
+// Bits per element: 4 for I4, 8 * dtype_size otherwise; 0 for an unknown dtype.
+size_t dtype_bits(int32_t dtype);
+// Bytes of a tensor of `elements` elements of `dtype` (I4: elements / 2).
+// False for an unknown dtype, an odd I4 element count, or an overflow.
+bool tensor_bytes(int32_t dtype, uint64_t elements, uint64_t *out_bytes);
 const char *dtype_name(int32_t dtype);
 
 }  // namespace parley

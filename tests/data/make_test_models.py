@@ -144,6 +144,35 @@ def write_tiny_decoder(path: str) -> dict:
     )
 
 
+# --- tiny_decoder_int4.parley: format 1.2 (I4 group-wise) ---------------------
+
+I4_PATTERN_SHAPE = (2, 64)
+
+
+def i4_pattern() -> np.ndarray:
+    """Values of `zz.i4_pattern`: element i (row-major) is (7 * i + 3) % 16 - 8,
+    so the C++ test can decode the nibbles by the documented layout and compare."""
+    i = np.arange(np.prod(I4_PATTERN_SHAPE))
+    return ((7 * i + 3) % 16 - 8).astype(np.int8).reshape(I4_PATTERN_SHAPE)
+
+
+def write_tiny_decoder_int4(path: str) -> dict:
+    """tiny_decoder's config and weights stored as parley-convert --dtype int4
+    --group-size 32 stores them (layers' Linear weights I4 group-wise, token
+    embedding and lm_head I8 per row), plus an I4 pattern tensor."""
+    from parley_format.convert.storage import store
+
+    rng = np.random.default_rng(SEED)
+    tensors: dict = {}
+    for name, value in tiny_decoder_tensors(rng).items():
+        if isinstance(value, np.ndarray):
+            tensors.update(store(name, value, "int4", group_size=32))
+        else:
+            tensors[name] = value  # the per-channel int8 example stays as it is
+    tensors["zz.i4_pattern"] = pf.I4(pf.pack_i4(i4_pattern()), I4_PATTERN_SHAPE)
+    return pf.write_model(path, tiny_decoder_config(), tensors, metadata={"source": SOURCE, "license": "MIT"})
+
+
 # --- tiny_seq2seq.parley: MarianMTModel-shaped -------------------------------
 
 S2S_VOCAB, S2S_HIDDEN, S2S_LAYERS, S2S_HEADS, S2S_FFN, S2S_POS = 48, 16, 2, 2, 32, 64
@@ -313,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big", action="store_true", help="also write big_sparse.parley (> 4.5 GiB, sparse)")
     args = ap.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
-    jobs = [("tiny_decoder.parley", write_tiny_decoder), ("tiny_seq2seq.parley", write_tiny_seq2seq)]
+    jobs = [("tiny_decoder.parley", write_tiny_decoder), ("tiny_seq2seq.parley", write_tiny_seq2seq),
+            ("tiny_decoder_int4.parley", write_tiny_decoder_int4)]
     if args.big:
         jobs.append(("big_sparse.parley", write_big_sparse))
     for name, fn in jobs:

@@ -25,20 +25,22 @@ class ParleyModel:
         self.cfg = config_from_header(header)
         self.meta = {header.Metadata(i).Key().decode(): header.Metadata(i).Value().decode()
                      for i in range(header.MetadataLength())}
-        quant = {}
-        for i in range(header.TensorsLength()):
-            t = header.Tensors(i)
-            q = t.Quantization()
-            if q is not None and q.Scheme() != 0:
-                quant[t.Name().decode()] = q.ScaleTensor().decode()
+        infos = tensor_infos(header)
         self.w: dict[str, np.ndarray] = {}
-        for info in tensor_infos(header):
-            a = read_tensor(path, info.name)
+        for info in infos:
+            a = read_tensor(path, info.name)  # I4: unpacked to int8 values
             if info.dtype.name == "BF16":
                 a = (a.astype(np.uint32) << 16).view(np.float32)
             self.w[info.name] = a.astype(np.float64)
-        for name, sname in quant.items():
-            self.w[name] = self.w[name] * self.w[sname][:, None]
+        for info in infos:  # value = q * scale (per row, or per group of a row)
+            if info.scheme == 0:
+                continue
+            scale = self.w[info.scale_tensor]
+            if info.group_size:
+                scale = np.repeat(scale, info.group_size, axis=1)
+            else:
+                scale = scale[:, None]
+            self.w[info.name] = self.w[info.name] * scale
 
     # -- building blocks ---------------------------------------------------
     def norm(self, x, name, s):

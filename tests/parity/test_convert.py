@@ -46,6 +46,12 @@ GOLDENS = sorted(glob.glob(os.path.join(HERE, "goldens", "*.json")))
 # float16 0.0094, bfloat16 0.074, int8 0.16 (max |Δlogit| vs the
 # float32 transformers goldens, logits of magnitude up to ~15), with margin.
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1.5e-1, "int8": 3e-1}
+# int8 with the token embeddings quantized too (issue 11) measured worst 0.269
+# (marian; 0.160 with Linear weights alone). int4 (Linear weights group-wise,
+# embeddings and lm_head int8) on these tiny random models (hidden 16-32,
+# logits up to ~14): worst 2.29 (group 32) and 2.47 (group 64), gpt2; a
+# misread scale or nibble moves logits by far more.
+TOLERANCE_INT4 = 3.5
 
 
 def llama_cfg(**kw):
@@ -354,3 +360,234 @@ def test_refusals_on_real_checkpoints(hf_models, tmp_path):
     a = {t.name: t.checksum for t in tensor_infos(read_header(out))}
     b = {t.name: t.checksum for t in tensor_infos(read_header(os.path.join(HERE, "models", "gpt2.parley")))}
     assert a == b
+
+
+# --- int4 / group-wise int8 / --keep-f32 / error report (numpy only) ---------------
+
+def write_safetensors(path, tensors: dict) -> None:
+    """A float32 safetensors file (8-byte header length, JSON header, raw data)."""
+    import struct
+
+    header, blobs, off = {}, [], 0
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a, dtype="<f4")
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        blobs.append(a.tobytes())
+        off += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def tiny_llama_dir(path, rng, *, tie=False, hidden=64, ffn=128, vocab=96) -> dict:
+    """A Llama checkpoint folder with random weights; returns the HF tensors."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(llama_cfg(hidden_size=hidden, intermediate_size=ffn, vocab_size=vocab, tie_word_embeddings=tie), f)
+    hd = hidden // 4
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    t = {"model.embed_tokens.weight": w(vocab, hidden), "model.norm.weight": 1 + w(hidden)}
+    for i in range(2):
+        p = f"model.layers.{i}."
+        for name, shape in (("self_attn.q_proj", (hidden, hidden)), ("self_attn.k_proj", (2 * hd, hidden)),
+                            ("self_attn.v_proj", (2 * hd, hidden)), ("self_attn.o_proj", (hidden, hidden)),
+                            ("mlp.gate_proj", (ffn, hidden)), ("mlp.up_proj", (ffn, hidden)),
+                            ("mlp.down_proj", (hidden, ffn))):
+            t[p + name + ".weight"] = w(*shape)
+        t[p + "input_layernorm.weight"] = 1 + w(hidden)
+        t[p + "post_attention_layernorm.weight"] = 1 + w(hidden)
+    t["model.layers.0.mlp.up_proj.weight"][3, :64] = 0  # an all-zero group (scale 1, q 0)
+    if not tie:
+        t["lm_head.weight"] = w(vocab, hidden)
+    write_safetensors(os.path.join(path, "model.safetensors"), t)
+    return t
+
+
+def canonical(hf_name: str) -> str:
+    return (hf_name.replace("model.", "decoder.", 1).replace(".mlp.", ".ffn.")
+            .replace("input_layernorm", "self_attn_norm").replace("post_attention_layernorm", "ffn_norm")
+            .replace("decoder.norm.", "decoder.final_norm."))
+
+
+def infos_of(path):
+    return {t.name: t for t in tensor_infos(read_header(path))}
+
+
+def metadata_of(path):
+    h = read_header(path)
+    return {h.Metadata(i).Key().decode(): h.Metadata(i).Value().decode() for i in range(h.MetadataLength())}
+
+
+def test_int4_conversion_layout_and_error_report(tmp_path, rng):
+    from parley_format import read_dequantized
+    from parley_format.convert import convert
+
+    hf = tiny_llama_dir(tmp_path / "hf", rng)
+    out = str(tmp_path / "m.int4.parley")
+    r = convert(str(tmp_path / "hf"), out, dtype="int4", progress=False, tokenizer=False)
+    assert r.group_size == 64
+    infos = infos_of(out)
+    reported = {e.name: e for e in r.errors}
+    for hf_name, w in hf.items():
+        name = canonical(hf_name)
+        info = infos[name]
+        if w.ndim == 1:
+            assert info.dtype.name == "F32" and info.scheme == 0, name
+            assert name not in reported
+            continue
+        deq = read_dequantized(out, name)
+        scale = read_tensor(out, f"{name}.scale")
+        if name.endswith("_proj.weight") and ".layers." in name:
+            assert info.dtype.name == "I4" and info.scheme == 2 and info.group_size == 64, name
+            assert info.length == w.size // 2
+            assert scale.shape == (w.shape[0], w.shape[1] // 64)
+            # Q4_0 rule: the extreme of each group is exact (-8 * scale), the rest within one step.
+            groups = w.reshape(w.shape[0], -1, 64)
+            step = np.abs(scale)[:, :, None]
+            err = np.abs(groups - deq.reshape(groups.shape))
+            assert np.all(err <= step * (1 + 1e-6)), name
+            extreme = np.take_along_axis(groups, np.abs(groups).argmax(-1)[..., None], -1)[..., 0]
+            nonzero = extreme != 0  # an all-zero group has scale 1 (checked below)
+            np.testing.assert_allclose((-8 * scale)[nonzero], extreme[nonzero], rtol=1e-6, err_msg=name)
+            assert reported[name].stored == "i4 g64"
+        else:  # token embedding and untied lm_head: I8 per row
+            assert name in ("decoder.embed_tokens.weight", "lm_head.weight")
+            assert info.dtype.name == "I8" and info.scheme == 1 and info.axis == 0, name
+            assert scale.shape == (w.shape[0],)
+            assert np.all(np.abs(w - deq) <= scale[:, None] / 2 * (1 + 1e-6)), name
+            assert reported[name].stored == "i8 per-row"
+        # The report is the error of what the file holds, recomputed here in float64.
+        diff = w.astype(np.float64) - deq.astype(np.float64)
+        assert reported[name].rel_error == pytest.approx(np.linalg.norm(diff) / np.linalg.norm(w.astype(np.float64)), rel=1e-9)
+        assert reported[name].max_abs_error == pytest.approx(np.abs(diff).max(), rel=1e-9)
+    zero_group = read_tensor(out, "decoder.layers.0.ffn.up_proj.weight")[3, :64]
+    assert not zero_group.any() and read_tensor(out, "decoder.layers.0.ffn.up_proj.weight.scale")[3, 0] == 1.0
+    assert set(reported) == {canonical(n) for n, w in hf.items() if w.ndim == 2}
+    worst = max(r.errors, key=lambda e: e.rel_error)
+    meta = metadata_of(out)
+    assert meta["converter.storage_dtype"] == "int4" and meta["converter.group_size"] == "64"
+    assert meta["converter.quant_error.worst_tensor"] == worst.name
+    assert float(meta["converter.quant_error.max_rel"]) == pytest.approx(worst.rel_error, rel=1e-5)
+    assert r.worst(5)[0] is worst and len(r.worst(5)) == 5
+    # 4-bit storage of Gaussian weights: about 0.1 relative error (see storage.py), never near 1.
+    assert 0.05 < worst.rel_error < 0.2
+    verify_converted(out)
+
+
+def test_int4_rounding_rule():
+    from parley_format.convert import quantize_int4
+
+    w = np.zeros((2, 32), np.float32)
+    w[0, 0] = -8.0  # extreme, negative: scale 1
+    w[0, 1:6] = [2.5, 3.5, -2.5, 7.9, 0.49]  # ties round to even; 7.9 -> 8 clamps to 7
+    w[1, 5] = 4.0  # extreme, positive: scale -0.5, the extreme maps to -8
+    q, scale = quantize_int4(w, 32)
+    assert scale.tolist() == [[1.0], [-0.5]]
+    assert q[0, :6].tolist() == [-8, 2, 4, -2, 7, 0]
+    assert q[1, 5] == -8 and not q[1, :5].any()
+
+
+def test_int4_group_fallback_and_int8_groupwise(tmp_path, rng):
+    from parley_format.convert import convert
+
+    tiny_llama_dir(tmp_path / "hf", rng)
+    out = str(tmp_path / "g128.parley")
+    r = convert(str(tmp_path / "hf"), out, dtype="int4", group_size=128, progress=False, tokenizer=False)
+    infos = infos_of(out)
+    assert infos["decoder.layers.0.ffn.down_proj.weight"].group_size == 128  # k = 128
+    assert infos["decoder.layers.0.self_attn.q_proj.weight"].group_size == 64  # k = 64: the next size down
+    assert any("self_attn.q_proj.weight: group size 128 does not divide its 64 inputs; used 64" in w
+               for w in r.warnings)
+    out8 = str(tmp_path / "i8g32.parley")
+    convert(str(tmp_path / "hf"), out8, dtype="int8", group_size=32, progress=False, tokenizer=False)
+    infos = infos_of(out8)
+    q = infos["decoder.layers.1.ffn.up_proj.weight"]
+    assert (q.dtype.name, q.scheme, q.group_size) == ("I8", 2, 32)
+    assert infos["decoder.layers.1.ffn.up_proj.weight.scale"].shape == (128, 2)
+    assert infos["decoder.embed_tokens.weight"].scheme == 1  # embeddings stay per row
+    plain = str(tmp_path / "i8.parley")
+    convert(str(tmp_path / "hf"), plain, dtype="int8", progress=False, tokenizer=False)
+    infos = infos_of(plain)
+    assert all(i.scheme in (0, 1) for i in infos.values())  # int8 without a group size: per row
+    assert infos["decoder.embed_tokens.weight"].dtype.name == "I8"
+    with pytest.raises(ConversionError, match="--group-size 48"):
+        convert(str(tmp_path / "hf"), str(tmp_path / "x.parley"), dtype="int4", group_size=48, progress=False)
+    with pytest.raises(ConversionError, match="int8 or int4"):
+        convert(str(tmp_path / "hf"), str(tmp_path / "x.parley"), dtype="float16", group_size=32, progress=False)
+    assert not os.path.exists(tmp_path / "x.parley")
+
+
+def test_keep_f32_patterns_and_the_tied_embedding_stored_once(tmp_path, rng):
+    from parley_format.convert import convert
+
+    hf = tiny_llama_dir(tmp_path / "hf", rng, tie=True)
+    vocab, hidden = hf["model.embed_tokens.weight"].shape
+    out = str(tmp_path / "tied.parley")
+    convert(str(tmp_path / "hf"), out, dtype="int4", progress=False, tokenizer=False)
+    infos = infos_of(out)
+    assert "lm_head.weight" not in infos
+    big = [n for n, i in infos.items() if i.shape == (vocab, hidden)]
+    assert big == ["decoder.embed_tokens.weight"] and infos[big[0]].dtype.name == "I8"
+    out2 = str(tmp_path / "keep.parley")
+    r = convert(str(tmp_path / "hf"), out2, dtype="int4", progress=False, tokenizer=False,
+                keep_f32_patterns=["*embed_tokens*", "decoder.layers.1.*.v_proj.weight", "lm_head.weight"])
+    infos = infos_of(out2)
+    assert [n for n, i in infos.items() if i.shape == (vocab, hidden)] == ["decoder.embed_tokens.weight"]
+    assert infos["decoder.embed_tokens.weight"].dtype.name == "F32"
+    assert "decoder.embed_tokens.weight.scale" not in infos
+    assert infos["decoder.layers.1.self_attn.v_proj.weight"].dtype.name == "F32"
+    assert infos["decoder.layers.0.self_attn.v_proj.weight"].dtype.name == "I4"
+    assert any("'lm_head.weight' matches no tensor" in w for w in r.warnings)  # tied: there is none
+    assert {e.name for e in r.errors}.isdisjoint({"decoder.embed_tokens.weight",
+                                                  "decoder.layers.1.self_attn.v_proj.weight"})
+    assert metadata_of(out2)["converter.keep_f32"] == "*embed_tokens* decoder.layers.1.*.v_proj.weight lm_head.weight"
+
+
+def test_cli_int4_report(tmp_path, rng, capsys):
+    tiny_llama_dir(tmp_path / "hf", rng)
+    out = str(tmp_path / "m.parley")
+    assert cli_main([str(tmp_path / "hf"), out, "--dtype", "int4", "--no-tokenizer", "--quiet", "--report"]) == 0
+    text = capsys.readouterr().out
+    assert "storage error per tensor" in text
+    assert text.count(" i4 g64 ") == 14 and text.count(" i8 per-row ") == 2
+    assert cli_main([str(tmp_path / "hf"), out, "--dtype", "int4", "--no-tokenizer", "--force",
+                     "--group-size", "32", "--keep-f32", "*embed*"]) == 0
+    text = capsys.readouterr().out
+    assert "largest storage errors (of 15 tensors" in text and text.count(" i4 g32 ") == 5
+    assert cli_main([str(tmp_path / "hf"), out, "--dtype", "int4", "--no-tokenizer", "--force", "--quiet"]) == 0
+    assert "storage errors" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main([str(tmp_path / "hf"), out, "--dtype", "int4", "--group-size", "48"])
+
+
+def _stored_copy(src: str, dst: str, dtype: str, group_size: int | None = None) -> None:
+    """Writes `src` (a committed float32 model) as parley-convert would store
+    the same checkpoint in `dtype` (the float32 file holds the checkpoint's
+    values exactly): the storage step without torch."""
+    from parley_format import write_model
+    from parley_format.convert.storage import store
+
+    header = read_header(src)
+    tensors = {}
+    for info in tensor_infos(header):
+        tensors.update(store(info.name, read_tensor(src, info.name), dtype, group_size=group_size))
+    write_model(dst, verify_converted(src), tensors, metadata=metadata_of(src))
+
+
+@pytest.mark.parametrize("dtype,group_size", [("int8", None), ("int4", 32), ("int4", 64)])
+@pytest.mark.parametrize("golden", GOLDENS, ids=lambda p: os.path.basename(p)[:-5])
+def test_quantized_storage_of_committed_models_matches_goldens(golden, dtype, group_size, tmp_path):
+    gold = json.load(open(golden))
+    out = str(tmp_path / "m.parley")
+    _stored_copy(os.path.join(HERE, gold["model_file"]), out, dtype, group_size)
+    verify_converted(out)
+    infos = infos_of(out)
+    assert infos["decoder.embed_tokens.weight"].dtype.name == "I8"
+    if dtype == "int4" and any(i.dtype.name == "I4" for i in infos.values()):
+        assert all(i.group_size <= group_size for i in infos.values())
+    dlogit = _max_dlogit(out, gold)
+    assert dlogit <= (TOLERANCE["int8"] if dtype == "int8" else TOLERANCE_INT4), f"{dtype}: {dlogit}"

@@ -115,4 +115,45 @@ inline Bytes rewrite(const Bytes &b, const std::function<void(Parts &)> &edit) {
   return join(p);
 }
 
+// Issue 11 (format 1.2): I4 tensors and group-wise scales. make_groupwise
+// turns the reference file's int8 down projection [32, 64] into a group-wise
+// tensor of `dtype` (its bytes reused: any byte is a valid pair of i4
+// values) with a new scale tensor [32, 64 / group] appended to the data
+// section under the old scale's name; every checksum is recomputed.
+inline constexpr const char *kDown = "decoder.layers.1.mlp.down_proj.weight";
+inline constexpr const char *kDownScale = "decoder.layers.1.mlp.down_proj.weight_scale";
+
+inline format::TensorT &tensor_named(Parts &p, const std::string &name) {
+  for (auto &t : p.model.tensors)
+    if (t->name == name) return *t;
+  throw std::runtime_error("the reference file has no tensor " + name);
+}
+
+inline void set_region(Parts &p, format::TensorT &t, const std::vector<uint8_t> &bytes) {
+  size_t at = (p.data.size() + 63) / 64 * 64;
+  p.data.resize(at + bytes.size(), 0);
+  std::memcpy(p.data.data() + at, bytes.data(), bytes.size());
+  t.offset = at;
+  t.length = bytes.size();
+  t.checksum = XXH3_64bits(bytes.data(), bytes.size());
+}
+
+inline void make_groupwise(Parts &p, format::DType dtype, uint32_t group, float bad_scale = 1.0f) {
+  format::TensorT &w = tensor_named(p, kDown);
+  format::TensorT &s = tensor_named(p, kDownScale);
+  w.dtype = dtype;
+  w.length = dtype == format::DType::I4 ? 32 * 64 / 2 : 32 * 64;
+  w.checksum = XXH3_64bits(p.data.data() + w.offset, w.length);
+  w.quantization->scheme = format::QuantScheme::SymmetricGroupwise;
+  w.quantization->axis = 0;
+  w.quantization->group_size = group;
+  std::vector<float> scales(32 * (64 / group));
+  for (size_t i = 0; i < scales.size(); ++i) scales[i] = 0.01f * static_cast<float>(i + 1);
+  scales[scales.size() / 2] *= bad_scale;  // NaN or infinity when a case asks for it
+  std::vector<uint8_t> bytes(scales.size() * sizeof(float));
+  std::memcpy(bytes.data(), scales.data(), bytes.size());
+  s.shape = {32, int64_t{64} / group};
+  set_region(p, s, bytes);
+}
+
 }  // namespace parley::test

@@ -52,6 +52,26 @@ TEST_F(InspectCli, CleanFilePasses) {
   EXPECT_EQ(r.output.find("MISMATCH"), std::string::npos) << r.output;
 }
 
+// Issue 11: inspect names each tensor's dtype (i4 included) and its quantization.
+TEST_F(InspectCli, PrintsI4AndTheQuantizationPerTensor) {
+  CliRun r = inspect(write(good, "inspect_per_row.parley"));
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("per-row (axis 0), scales: decoder.layers.1.mlp.down_proj.weight_scale"), std::string::npos)
+      << r.output;
+  Bytes b = rewrite(good, [](Parts &p) { make_groupwise(p, format::DType::I4, 32); });
+  r = inspect(write(b, "inspect_i4.parley"));
+  EXPECT_EQ(r.rc, 0) << r.output;
+  std::string line;
+  size_t at = r.output.find("  decoder.layers.1.mlp.down_proj.weight ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  line = r.output.substr(at, r.output.find('\n', at) - at);
+  EXPECT_NE(line.find(" i4 "), std::string::npos) << line;
+  EXPECT_NE(line.find("[32, 64]"), std::string::npos) << line;
+  EXPECT_NE(line.find("checksum ok  group-wise g32, scales: decoder.layers.1.mlp.down_proj.weight_scale"),
+            std::string::npos)
+      << line;
+}
+
 TEST_F(InspectCli, FlippedBitInTokenizerBlobFails) {
   LoadOptions lo;
   auto m = ModelFile::open_memory(good.data(), good.size(), false, lo);

@@ -2,7 +2,9 @@
 // status and a message naming what is wrong — never a crash or a hang.
 // Base files come from the Python reference writer (tests/data).
 #include <gtest/gtest.h>
+#include <parley/plugin.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -411,14 +413,20 @@ std::vector<FieldCase> model_cases() {
       {"config.kind", [](Parts &p) { p.model.config->kind = static_cast<ModelKind>(2); }},
       {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 16777217; }},
       {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 0; }},
-      {"dtype", [](Parts &p) { p.model.tensors[0]->dtype = static_cast<DType>(7); }},
+      {"dtype", [](Parts &p) { p.model.tensors[0]->dtype = static_cast<DType>(8); }},  // 7 is I4 (format 1.2)
       {"negative dimension", [](Parts &p) { p.model.tensors[0]->shape[0] = -1; }},
       {"length", [](Parts &p) { p.model.tensors[0]->length += 1; }},
       {"offset", [](Parts &p) { p.model.tensors[0]->offset += 1; }},
-      {"quantization scheme",
-       [](Parts &p) {
+      {"quantization.scheme",
+       [](Parts &p) {  // 2 is SymmetricGroupwise (format 1.2)
          p.model.tensors[0]->quantization = std::make_unique<QuantizationT>();
-         p.model.tensors[0]->quantization->scheme = static_cast<QuantScheme>(2);
+         p.model.tensors[0]->quantization->scheme = static_cast<QuantScheme>(3);
+       }},
+      {"quantization.group_size",
+       [](Parts &p) {  // a group size means nothing to per-channel scales
+         for (auto &t : p.model.tensors)
+           if (t->quantization && t->quantization->scheme == QuantScheme::SymmetricPerChannel)
+             t->quantization->group_size = 32;
        }},
       {"quantization axis",
        [](Parts &p) {
@@ -525,6 +533,175 @@ TEST_F(ModelFileTest, EveryEnumAndIntegerFieldIsRangeChecked) {
   });
   Outcome o = load(ok, false);
   EXPECT_EQ(o.status, PARLEY_OK) << o.message;
+}
+
+// Issue 11 (format 1.2): I4 tensors and group-wise scales, planted by
+// make_groupwise (model_bytes.hpp) behind valid checksums, so only the
+// semantic checks can refuse what the cases below plant.
+TEST_F(ModelFileTest, GroupwiseI4AndI8Load) {
+  for (format::DType dtype : {format::DType::I4, format::DType::I8})
+    for (uint32_t group : {32u, 64u}) {
+      Bytes b = rewrite(good, [&](Parts &p) { make_groupwise(p, dtype, group); });
+      LoadOptions o;
+      std::unique_ptr<ModelFile> f;
+      ASSERT_NO_THROW(f = ModelFile::open_memory(b.data(), b.size(), false, o)) << load(b).message;
+      const TensorView *w = f->find_tensor(kDown);
+      ASSERT_NE(w, nullptr);
+      EXPECT_EQ(w->dtype, dtype == format::DType::I4 ? PARLEY_DTYPE_I4 : PARLEY_DTYPE_I8);
+      EXPECT_EQ(w->length, dtype == format::DType::I4 ? 1024u : 2048u);
+      EXPECT_EQ(w->quant, PARLEY_QUANT_GROUPWISE);
+      EXPECT_EQ(w->group_size, group);
+      EXPECT_EQ(w->scale_tensor, kDownScale);
+      EXPECT_EQ(f->find_tensor(kDownScale)->shape, (std::vector<int64_t>{32, 64 / group}));
+    }
+  // The per-channel tensor of the reference file reports PER_ROW, no group.
+  LoadOptions o;
+  auto f = ModelFile::open_memory(good.data(), good.size(), false, o);
+  EXPECT_EQ(f->find_tensor(kDown)->quant, PARLEY_QUANT_PER_ROW);
+  EXPECT_EQ(f->find_tensor(kDown)->group_size, 0);
+}
+
+// The Python writer's I4 files (tests/data/make_test_models.py) as the loader
+// sees them: the nibble layout of PARLEY_DTYPE_I4, decoded here by its
+// definition in plugin.h, matches what the writer was given.
+int i4_at(const TensorView &t, int64_t i) {
+  const uint8_t b = t.data[i / 2];
+  const int nibble = (i % 2) ? b >> 4 : b & 0xF;
+  return nibble >= 8 ? nibble - 16 : nibble;
+}
+
+TEST_F(ModelFileTest, PythonWrittenI4FileLoads) {
+  Bytes b = read_file(data_dir() + "/tiny_decoder_int4.parley");
+  LoadOptions o;
+  auto f = ModelFile::open_memory(b.data(), b.size(), false, o);
+  EXPECT_EQ(f->preamble().minor, 2);
+  const TensorView *pattern = f->find_tensor("zz.i4_pattern");
+  ASSERT_NE(pattern, nullptr);
+  ASSERT_EQ(pattern->dtype, PARLEY_DTYPE_I4);
+  ASSERT_EQ(pattern->shape, (std::vector<int64_t>{2, 64}));
+  ASSERT_EQ(pattern->length, 64u);
+  for (int64_t i = 0; i < 128; ++i) ASSERT_EQ(i4_at(*pattern, i), (7 * i + 3) % 16 - 8) << "element " << i;
+  size_t i4_weights = 0;
+  for (const TensorView &t : f->tensors()) {
+    if (t.dtype != PARLEY_DTYPE_I4 || t.quant == PARLEY_QUANT_NONE) continue;
+    ++i4_weights;
+    EXPECT_EQ(t.quant, PARLEY_QUANT_GROUPWISE) << t.name;
+    EXPECT_EQ(t.group_size, 32) << t.name;
+    EXPECT_EQ(t.scale_tensor, t.name + ".scale");
+    EXPECT_EQ(f->find_tensor(t.scale_tensor)->shape, (std::vector<int64_t>{t.shape[0], t.shape[1] / 32})) << t.name;
+    // The converter's rule maps each group's largest-magnitude weight to -8 exactly.
+    for (int64_t g = 0; g < t.shape[0] * t.shape[1] / 32; ++g) {
+      bool extreme = false;
+      for (int64_t i = g * 32; i < (g + 1) * 32; ++i) extreme |= i4_at(t, i) == -8;
+      EXPECT_TRUE(extreme) << t.name << " group " << g;
+    }
+  }
+  EXPECT_EQ(i4_weights, 13u);  // 7 Linear weights per layer, less the I8 down projection of layer 1
+  for (const char *name : {"decoder.embed_tokens.weight", "lm_head.weight"}) {
+    const TensorView *t = f->find_tensor(name);
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(t->dtype, PARLEY_DTYPE_I8) << name;
+    EXPECT_EQ(t->quant, PARLEY_QUANT_PER_ROW) << name;
+  }
+}
+
+TEST(DtypeSizes, I4IsHalfAByteNeverZero) {
+  uint64_t bytes = 0;
+  EXPECT_TRUE(tensor_bytes(PARLEY_DTYPE_I4, 64, &bytes));
+  EXPECT_EQ(bytes, 32u);
+  EXPECT_FALSE(tensor_bytes(PARLEY_DTYPE_I4, 3, &bytes));
+  EXPECT_FALSE(tensor_bytes(PARLEY_DTYPE_COUNT_, 4, &bytes));
+  EXPECT_FALSE(tensor_bytes(PARLEY_DTYPE_F32, uint64_t{1} << 63, &bytes));
+  EXPECT_EQ(dtype_bits(PARLEY_DTYPE_I4), 4u);
+  EXPECT_EQ(dtype_bits(PARLEY_DTYPE_BF16), 16u);
+  EXPECT_THROW(dtype_size(PARLEY_DTYPE_I4), Error);  // no whole-byte size: loud, not 0
+}
+
+TEST_F(ModelFileTest, GroupwiseAndI4FieldsAreChecked) {
+  using format::DType;
+  auto gw = [](DType dtype, uint32_t group, std::function<void(Parts &)> then = {}) {
+    return [=](Parts &p) {
+      make_groupwise(p, dtype, group);
+      if (then) then(p);
+    };
+  };
+  const std::string down = std::string("tensor '") + kDown + "': ";
+  const FieldCase cases[] = {
+      {"quantization.group_size = 48 is not 32, 64 or 128",
+       gw(DType::I4, 32, [](Parts &p) { tensor_named(p, kDown).quantization->group_size = 48; })},
+      {"quantization.group_size = 0 is not 32, 64 or 128",
+       gw(DType::I8, 32, [](Parts &p) { tensor_named(p, kDown).quantization->group_size = 0; })},
+      {"quantization.group_size = 128 does not divide the row length 64",
+       gw(DType::I4, 64, [](Parts &p) { tensor_named(p, kDown).quantization->group_size = 128; })},
+      {"scale tensor 'decoder.layers.1.mlp.down_proj.weight_scale' must be f32 of shape [32, 1]",
+       gw(DType::I4, 32, [](Parts &p) { tensor_named(p, kDown).quantization->group_size = 64; })},
+      {"scale tensor 'decoder.layers.1.mlp.down_proj.weight_scale' must be f32 of shape [32]",
+       [](Parts &p) {  // per-channel scheme, group-wise scale shape
+         make_groupwise(p, DType::I8, 32);
+         tensor_named(p, kDown).quantization->scheme = format::QuantScheme::SymmetricPerChannel;
+         tensor_named(p, kDown).quantization->group_size = 0;
+       }},
+      {"quantization.axis = 1 must be 0",
+       gw(DType::I8, 32, [](Parts &p) { tensor_named(p, kDown).quantization->axis = 1; })},
+      {"group-wise quantization needs dtype i8 or i4, not f32",
+       gw(DType::I8, 32,
+          [](Parts &p) {
+            auto &w = tensor_named(p, kDown);
+            w.dtype = DType::F32;
+            w.length = 32 * 64 * 4;
+            w.offset = 0;  // a region long enough; checksums are not what is tested
+          })},
+      {"group-wise quantization needs a 2-D tensor, not rank 3", gw(DType::I8, 32,
+                                                                    [](Parts &p) {
+                                                                      tensor_named(p, kDown).shape = {2, 16, 64};
+                                                                    })},
+      {"dtype i4 needs rank >= 1 and an even last dimension (two elements per byte), shape has last dimension 33",
+       gw(DType::I4, 32,
+          [](Parts &p) {
+            auto &w = tensor_named(p, kDown);
+            w.shape = {2, 33};
+            w.length = 33;
+            w.quantization.reset();
+          })},
+      {"dtype i4 needs rank >= 1 and an even last dimension (two elements per byte), shape has rank 0",
+       gw(DType::I4, 32,
+          [](Parts &p) {
+            auto &w = tensor_named(p, kDown);
+            w.shape = {};
+            w.length = 0;
+            w.quantization.reset();
+          })},
+      // Before format 1.2 an i4 tensor had element size 0, so any shape with length 0 passed.
+      {"length 0 does not match dtype i4 x shape (1024 bytes)",
+       gw(DType::I4, 32, [](Parts &p) { tensor_named(p, kDown).length = 0; })},
+      {"length 2048 does not match dtype i4 x shape (1024 bytes)",
+       gw(DType::I4, 32, [](Parts &p) { tensor_named(p, kDown).length = 2048; })},
+      {"quantization scale tensor 'decoder.layers.1.mlp.down_proj.weight_scale' element 32 is not finite (nan)",
+       [](Parts &p) { make_groupwise(p, DType::I4, 32, NAN); }},
+      {"quantization scale tensor 'decoder.layers.1.mlp.down_proj.weight_scale' element 16 is not finite (inf)",
+       [](Parts &p) { make_groupwise(p, DType::I8, 64, INFINITY); }},
+      {"quantization scale tensor 'decoder.layers.1.mlp.down_proj.weight_scale' element 5 is not finite (-inf)",
+       [](Parts &p) {  // per-channel scales are checked too
+         auto &s = tensor_named(p, kDownScale);
+         float f;
+         std::vector<uint8_t> bytes(p.data.begin() + static_cast<long>(s.offset),
+                                    p.data.begin() + static_cast<long>(s.offset + s.length));
+         std::memcpy(&f, bytes.data() + 20, 4);
+         f = -INFINITY;
+         std::memcpy(bytes.data() + 20, &f, 4);
+         set_region(p, s, bytes);
+       }},
+      {"quantization.scheme has unknown value 3",
+       gw(DType::I4, 32,
+          [](Parts &p) { tensor_named(p, kDown).quantization->scheme = static_cast<format::QuantScheme>(3); })},
+  };
+  for (const FieldCase &c : cases) {
+    Bytes b = rewrite(good, c.edit);
+    Outcome o = load(b, /*verify=*/true);
+    EXPECT_EQ(o.status, PARLEY_ERROR_INVALID_MODEL) << c.field << ": " << o.message;
+    EXPECT_NE(o.message.find(down + c.field), std::string::npos)
+        << "expected '" << down << c.field << "' in: " << o.message;
+  }
 }
 
 // Issue 10 item 6: the loader and `parley inspect` share one blob check.

@@ -7,11 +7,13 @@ from .reader import (
     parse_preamble,
     read_header,
     read_header_bytes,
+    read_dequantized,
     read_preamble,
     read_tensor,
     tensor_infos,
     verify_file,
 )
+from .i4 import pack_i4, unpack_i4
 from .types import (
     Activation,
     ChatFormat,
@@ -40,6 +42,8 @@ from .writer import (
     FORMAT_MAJOR,
     MAGIC,
     BF16,
+    GROUP_SIZES,
+    I4,
     Quantized,
     ZeroTensor,
     normalize_config,

@@ -12,11 +12,13 @@ import numpy as np
 import xxhash
 
 from ._fbs.Model import Model as FbModel
-from .types import DTYPE_SIZE, DType
+from .i4 import unpack_i4
+from .types import DType, QuantScheme, dtype_nbytes
 from .writer import (
     ALIGNMENT,
     FILE_IDENTIFIER,
     FORMAT_MAJOR,
+    GROUP_SIZES,
     HEADER_OFFSET,
     MAGIC,
     MAX_HEADER_LENGTH,
@@ -116,6 +118,11 @@ class TensorInfo:
     offset: int
     length: int
     checksum: int
+    # Quantization (scheme None_: not quantized).
+    scheme: QuantScheme = QuantScheme.None_
+    axis: int = 0
+    scale_tensor: str | None = None
+    group_size: int = 0
 
 
 def tensor_infos(model: FbModel) -> list[TensorInfo]:
@@ -123,7 +130,18 @@ def tensor_infos(model: FbModel) -> list[TensorInfo]:
     for i in range(model.TensorsLength()):
         t = model.Tensors(i)
         shape = tuple(int(t.Shape(j)) for j in range(t.ShapeLength()))
-        out.append(TensorInfo(t.Name().decode("utf-8"), DType(t.Dtype()), shape, t.Offset(), t.Length(), t.Checksum()))
+        q = t.Quantization()
+        quant = {}
+        if q is not None:
+            scale = q.ScaleTensor()
+            try:
+                scheme = QuantScheme(q.Scheme())
+            except ValueError:
+                raise FormatError(f"tensor {t.Name()!r}: unknown quantization scheme {q.Scheme()}") from None
+            quant = dict(scheme=scheme, axis=q.Axis(), group_size=q.GroupSize(),
+                         scale_tensor=scale.decode("utf-8") if scale is not None else None)
+        out.append(TensorInfo(t.Name().decode("utf-8"), DType(t.Dtype()), shape, t.Offset(), t.Length(), t.Checksum(),
+                              **quant))
     return out
 
 
@@ -166,7 +184,9 @@ def verify_file(path: str | os.PathLike, *, checksums: bool = True, check_gaps: 
         shape = [t.Shape(j) for j in range(t.ShapeLength())]
         if len(shape) > MAX_RANK or any(d < 0 for d in shape):
             raise FormatError(f"tensor {name!r}: bad shape {shape}")
-        if math.prod(shape) * DTYPE_SIZE[dtype] != t.Length():
+        if dtype == DType.I4 and (not shape or shape[-1] % 2):
+            raise FormatError(f"tensor {name!r}: dtype I4 needs rank >= 1 and an even last dimension, shape {shape}")
+        if dtype_nbytes(dtype, math.prod(shape)) != t.Length():
             raise FormatError(f"tensor {name!r}: length {t.Length()} does not match shape and dtype")
         by_name[name] = (dtype, shape)
         regions.append((t.Offset(), t.Length(), t.Checksum(), f"tensor {name!r}"))
@@ -178,8 +198,17 @@ def verify_file(path: str | os.PathLike, *, checksums: bool = True, check_gaps: 
         name = t.Name().decode()
         scale = q.ScaleTensor()
         ref = by_name.get(scale.decode()) if scale else None
-        shape = by_name[name][1]
-        if ref is None or ref[0] != DType.F32 or not 0 <= q.Axis() < len(shape) or math.prod(ref[1]) != shape[q.Axis()]:
+        dtype, shape = by_name[name]
+        if q.Scheme() == QuantScheme.SymmetricPerChannel:
+            ok = (dtype == DType.I8 and 0 <= q.Axis() < len(shape) and q.GroupSize() == 0 and ref is not None
+                  and ref[1] == [shape[q.Axis()]])
+        elif q.Scheme() == QuantScheme.SymmetricGroupwise:
+            g = q.GroupSize()
+            ok = (dtype in (DType.I8, DType.I4) and len(shape) == 2 and q.Axis() == 0 and g in GROUP_SIZES
+                  and shape[1] % g == 0 and ref is not None and ref[1] == [shape[0], shape[1] // g])
+        else:
+            raise FormatError(f"tensor {name!r}: unknown quantization scheme {q.Scheme()}")
+        if not ok or ref[0] != DType.F32:
             raise FormatError(f"tensor {name!r}: bad quantization")
     for i in range(m.TokenizersLength()):
         b = m.Tokenizers(i).Model()
@@ -218,17 +247,38 @@ def verify_file(path: str | os.PathLike, *, checksums: bool = True, check_gaps: 
 
 
 def read_tensor(path: str | os.PathLike, name: str) -> np.ndarray:
-    """Returns a tensor's data as a numpy array (BF16 as uint16 bits)."""
+    """Returns a tensor's data as a numpy array (BF16 as uint16 bits, I4
+    unpacked to int8 values of the tensor's shape)."""
     p = read_preamble(path)
     m = read_header(path)
     for info in tensor_infos(m):
         if info.name == name:
             np_dtype = {
                 DType.F32: "<f4", DType.F16: "<f2", DType.BF16: "<u2", DType.I8: "i1",
-                DType.I32: "<i4", DType.U8: "u1", DType.I64: "<i8",
+                DType.I32: "<i4", DType.U8: "u1", DType.I64: "<i8", DType.I4: "u1",
             }[info.dtype]
             with open(path, "rb") as f:
                 f.seek(p.data_offset + info.offset)
                 raw = f.read(info.length)
+            if info.dtype == DType.I4:
+                return unpack_i4(np.frombuffer(raw, dtype=np.uint8), info.shape)
             return np.frombuffer(raw, dtype=np_dtype).reshape(info.shape)
     raise KeyError(name)
+
+
+def read_dequantized(path: str | os.PathLike, name: str) -> np.ndarray:
+    """A quantized tensor's real values as float32 (value = q * scale, per
+    its Quantization); float tensors are returned as float32 (BF16 widened)."""
+    infos = {i.name: i for i in tensor_infos(read_header(path))}
+    info = infos[name]
+    data = read_tensor(path, name)
+    if info.dtype == DType.BF16:
+        return (data.astype(np.uint32) << 16).view(np.float32)
+    if info.scheme == QuantScheme.None_:
+        return data.astype(np.float32)
+    scale = read_tensor(path, info.scale_tensor).astype(np.float32)
+    if info.scheme == QuantScheme.SymmetricGroupwise:
+        return (data.astype(np.float32) * np.repeat(scale, info.group_size, axis=1)).astype(np.float32)
+    shape = [1] * data.ndim
+    shape[info.axis] = -1
+    return (data.astype(np.float32) * scale.reshape(shape)).astype(np.float32)

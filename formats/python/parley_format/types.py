@@ -21,8 +21,11 @@ class DType(enum.IntEnum):
     I32 = 4
     U8 = 5
     I64 = 6
+    I4 = 7  # format 1.2: signed 4-bit, two per byte (element 2i in the low nibble)
 
 
+# Bytes per element of the whole-byte dtypes. I4 is absent on purpose (half a
+# byte per element): size tensors with dtype_nbytes().
 DTYPE_SIZE = {
     DType.F32: 4,
     DType.F16: 2,
@@ -32,6 +35,15 @@ DTYPE_SIZE = {
     DType.U8: 1,
     DType.I64: 8,
 }
+
+
+def dtype_nbytes(dtype: DType, count: int) -> int:
+    """Bytes of `count` elements of `dtype` (I4: count / 2; an odd I4 count raises ValueError)."""
+    if dtype == DType.I4:
+        if count % 2:
+            raise ValueError(f"an i4 tensor of {count} elements does not fill whole bytes")
+        return count // 2
+    return count * DTYPE_SIZE[dtype]
 
 
 class ModelKind(enum.IntEnum):
@@ -72,6 +84,7 @@ class RopeScaling(enum.IntEnum):
 class QuantScheme(enum.IntEnum):
     None_ = 0
     SymmetricPerChannel = 1
+    SymmetricGroupwise = 2  # format 1.2
 
 
 class TokenizerKind(enum.IntEnum):
@@ -154,6 +167,9 @@ class Quantization:
     scheme: QuantScheme | int | str = QuantScheme.None_
     axis: int = 0
     scale_tensor: str | None = None  # name of an F32 tensor in the table
+    # SymmetricGroupwise (format 1.2): 32, 64 or 128, dividing shape[1]; the
+    # scale tensor is [shape[0], shape[1] // group_size]. 0 for other schemes.
+    group_size: int = 0
 
 
 class Normalization(enum.IntEnum):

@@ -31,7 +31,6 @@ from ._fbs import (
     Tokenizer as fb_Tokenizer,
 )
 from .types import (
-    DTYPE_SIZE,
     Activation,
     ChatFormat,
     DecodeStyle,
@@ -55,6 +54,7 @@ from .types import (
     TokenizerRole,
     coerce_dataclass,
     coerce_enum,
+    dtype_nbytes,
 )
 
 # ---------------------------------------------------------------------------
@@ -69,6 +69,7 @@ FILE_IDENTIFIER = b"PRLY"
 MAX_HEADER_LENGTH = 256 * 1024 * 1024
 MAX_RANK = 8
 MAX_NAME_BYTES = 512
+GROUP_SIZES = (32, 64, 128)  # SymmetricGroupwise group sizes a reader accepts
 # u8[8] magic, u16 major, u16 minor, u32 preamble_size, u64 header_offset,
 # u64 header_length, u64 header_checksum, u64 data_offset, u64 data_length
 PREAMBLE_BODY = struct.Struct("<8sHHIQQQQQ")  # 56 bytes; + u64 preamble_checksum
@@ -119,6 +120,16 @@ class BF16:
     """A bfloat16 tensor given as its raw bits (a uint16 array)."""
 
     bits: np.ndarray
+
+
+@dataclass(frozen=True)
+class I4:
+    """A signed 4-bit tensor (format 1.2) of logical `shape` given as its packed
+    bytes: a uint8 array of prod(shape) / 2 bytes, element 2i in the low
+    nibble (see parley_format.i4.pack_i4). The last dimension must be even."""
+
+    packed: np.ndarray
+    shape: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -230,6 +241,17 @@ def _tensor_entry(name: Any, value: Any) -> _TensorEntry:
         dtype = _dtype_of(value.dtype, what)
         shape = _check_shape(value.shape, what)
         region = _Region(payload=None)
+    elif isinstance(value, I4):
+        packed = value.packed
+        if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8:
+            raise ValueError(f"{what}: I4() takes a numpy uint8 array of packed nibbles, "
+                             f"got {getattr(packed, 'dtype', type(packed).__name__)}")
+        dtype = DType.I4
+        shape = _check_shape(value.shape, what)
+        if packed.size * 2 != math.prod(shape):
+            raise ValueError(f"{what}: I4() holds {packed.size} bytes, shape {list(shape)} needs "
+                             f"{math.prod(shape) / 2:g} (two elements per byte)")
+        region = _Region(payload=_numpy_to_bytes_view(packed))
     elif isinstance(value, BF16):
         bits = value.bits
         if not isinstance(bits, np.ndarray):
@@ -250,11 +272,14 @@ def _tensor_entry(name: Any, value: Any) -> _TensorEntry:
     else:
         raise ValueError(
             f"{what}: unsupported value of type {type(value).__name__} "
-            "(expected numpy.ndarray, BF16, ZeroTensor or Quantized)"
+            "(expected numpy.ndarray, BF16, I4, ZeroTensor or Quantized)"
         )
 
+    if dtype == DType.I4 and (not shape or shape[-1] % 2):
+        raise ValueError(f"{what}: dtype I4 needs rank >= 1 and an even last dimension "
+                         f"(two elements per byte), got shape {list(shape)}")
     count = math.prod(shape)
-    length = count * DTYPE_SIZE[dtype]
+    length = dtype_nbytes(dtype, count)
     if length >= 2**63:
         raise ValueError(f"{what}: {length} bytes is too large")
     region.length = length
@@ -286,16 +311,36 @@ def _collect_tensors(tensors: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> 
         what = f"tensor {e.name!r} quantization"
         q = dataclasses.replace(q, scheme=coerce_enum(QuantScheme, q.scheme, f"{what} scheme"))
         q.axis = _int(q.axis, _I32_MIN, _I32_MAX, f"{what} axis")
+        q.group_size = _int(q.group_size, 0, _U32_MAX, f"{what} group_size")
         e.quantization = q
+        if q.scheme != QuantScheme.SymmetricGroupwise and q.group_size:
+            raise ValueError(f"{what}: group_size {q.group_size} is only valid with scheme SymmetricGroupwise")
         if q.scheme == QuantScheme.None_:
             if q.scale_tensor is not None:
                 raise ValueError(f"{what}: scheme None takes no scale_tensor")
             continue
-        # SymmetricPerChannel: value = q * scale[channel]
-        if e.dtype != DType.I8:
-            raise ValueError(f"{what}: SymmetricPerChannel needs an I8 tensor, got {e.dtype.name}")
-        if not (0 <= q.axis < len(e.shape)):
-            raise ValueError(f"{what}: axis {q.axis} out of range for rank {len(e.shape)}")
+        if q.scheme == QuantScheme.SymmetricPerChannel:
+            # value = q * scale[channel]
+            if e.dtype != DType.I8:
+                raise ValueError(f"{what}: SymmetricPerChannel needs an I8 tensor, got {e.dtype.name}")
+            if not (0 <= q.axis < len(e.shape)):
+                raise ValueError(f"{what}: axis {q.axis} out of range for rank {len(e.shape)}")
+            want: tuple[int, ...] = (e.shape[q.axis],)
+            want_text = f"[{e.shape[q.axis]}] (dimension {q.axis} of {list(e.shape)})"
+        else:
+            # SymmetricGroupwise: value[r, c] = q[r, c] * scale[r, c // group_size]
+            if e.dtype not in (DType.I8, DType.I4):
+                raise ValueError(f"{what}: SymmetricGroupwise needs an I8 or I4 tensor, got {e.dtype.name}")
+            if len(e.shape) != 2:
+                raise ValueError(f"{what}: SymmetricGroupwise needs a 2-D tensor, got shape {list(e.shape)}")
+            if q.axis != 0:
+                raise ValueError(f"{what}: SymmetricGroupwise takes axis 0 (groups run along rows), got {q.axis}")
+            if q.group_size not in GROUP_SIZES:
+                raise ValueError(f"{what}: group_size {q.group_size} is not one of {', '.join(map(str, GROUP_SIZES))}")
+            if e.shape[1] % q.group_size:
+                raise ValueError(f"{what}: group_size {q.group_size} does not divide the row length {e.shape[1]}")
+            want = (e.shape[0], e.shape[1] // q.group_size)
+            want_text = f"{list(want)} (rows x row length / group_size)"
         if not q.scale_tensor:
             raise ValueError(f"{what}: scale_tensor is missing")
         scale = by_name.get(q.scale_tensor)
@@ -303,11 +348,13 @@ def _collect_tensors(tensors: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> 
             raise ValueError(f"{what}: scale tensor {q.scale_tensor!r} is not in the tensor table")
         if scale.dtype != DType.F32:
             raise ValueError(f"{what}: scale tensor {q.scale_tensor!r} must be F32, got {scale.dtype.name}")
-        if scale.shape != (e.shape[q.axis],):
-            raise ValueError(
-                f"{what}: scale tensor {q.scale_tensor!r} has shape {list(scale.shape)}, "
-                f"expected [{e.shape[q.axis]}] (dimension {q.axis} of {list(e.shape)})"
-            )
+        if scale.shape != want:
+            raise ValueError(f"{what}: scale tensor {q.scale_tensor!r} has shape {list(scale.shape)}, expected {want_text}")
+        if scale.region.payload is not None:  # None: all zeros
+            values = np.asarray(scale.region.payload).view("<f4")
+            if not np.all(np.isfinite(values)):
+                bad = int(np.flatnonzero(~np.isfinite(values))[0])
+                raise ValueError(f"{what}: scale tensor {q.scale_tensor!r} element {bad} is not finite ({values[bad]})")
     return entries
 
 
@@ -606,6 +653,8 @@ def _build_tensor(b: flatbuffers.Builder, e: _TensorEntry) -> int:
         fb_Quantization.Start(b)
         fb_Quantization.AddScheme(b, int(q.scheme))
         fb_Quantization.AddAxis(b, q.axis)
+        if q.group_size:
+            fb_Quantization.AddGroupSize(b, q.group_size)
         if scale is not None:
             fb_Quantization.AddScaleTensor(b, scale)
         quant = fb_Quantization.End(b)
@@ -810,7 +859,7 @@ def write_model(
     """Writes a Parley model file (format 1.`format_minor`) to `path`.
 
     `tensors` maps names to numpy arrays (float32, float16, int8, int32,
-    uint8, int64), `BF16(uint16_bits)`, `ZeroTensor(shape, dtype)` (written
+    uint8, int64), `BF16(uint16_bits)`, `I4(packed_uint8, shape)`, `ZeroTensor(shape, dtype)` (written
     sparsely) or `Quantized(value, Quantization(...))`. The file is written
     to `path + ".partial"` and renamed into place when complete.
 
@@ -832,6 +881,9 @@ def write_model(
     chat_fmt = _normalize_chat_format(chat_format) if chat_format is not None else None
     if chat_fmt is not None or any(t.uses_format_1_1() for t in toks):
         format_minor = max(format_minor, 1)  # the lowest minor that holds the fields used
+    if any(e.dtype == DType.I4 or (e.quantization is not None and e.quantization.scheme == QuantScheme.SymmetricGroupwise)
+           for e in entries):
+        format_minor = max(format_minor, 2)  # I4 and group-wise scales came with format 1.2
 
     # Layout: tokenizer blobs (in the given order), then tensors sorted by
     # name; each region at the next multiple of 64, zero gaps in between.

@@ -10,3 +10,4 @@ class DType(object):
     I32 = 4
     U8 = 5
     I64 = 6
+    I4 = 7

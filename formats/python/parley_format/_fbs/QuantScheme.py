@@ -5,3 +5,4 @@
 class QuantScheme(object):
     None_ = 0
     SymmetricPerChannel = 1
+    SymmetricGroupwise = 2

@@ -49,7 +49,14 @@ class Quantization(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
-def QuantizationStart(builder): builder.StartObject(3)
+    # Quantization
+    def GroupSize(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def QuantizationStart(builder): builder.StartObject(4)
 def Start(builder):
     return QuantizationStart(builder)
 def QuantizationAddScheme(builder, scheme): builder.PrependUint8Slot(0, scheme, 0)
@@ -61,6 +68,9 @@ def AddAxis(builder, axis):
 def QuantizationAddScaleTensor(builder, scaleTensor): builder.PrependUOffsetTRelativeSlot(2, flatbuffers.number_types.UOffsetTFlags.py_type(scaleTensor), 0)
 def AddScaleTensor(builder, scaleTensor):
     return QuantizationAddScaleTensor(builder, scaleTensor)
+def QuantizationAddGroupSize(builder, groupSize): builder.PrependUint32Slot(3, groupSize, 0)
+def AddGroupSize(builder, groupSize):
+    return QuantizationAddGroupSize(builder, groupSize)
 def QuantizationEnd(builder): return builder.EndObject()
 def End(builder):
     return QuantizationEnd(builder)

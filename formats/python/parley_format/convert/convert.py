@@ -8,13 +8,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..writer import write_model
+from ..writer import GROUP_SIZES, write_model
 from .checkpoint import load_checkpoint
 from .errors import ConversionError
 from .families import map_tensors
 from .hf_config import Plan, plan_from_hf
 from .required import required_tensors
-from .storage import STORAGE_DTYPES, store
+from .storage import DEFAULT_INT4_GROUP_SIZE, STORAGE_DTYPES, TensorError, keep_f32, store
 from .text import export_text
 from .verify import verify_converted
 
@@ -29,6 +29,24 @@ class ConversionResult:
     file_size: int
     num_tensors: int
     warnings: list[str] = field(default_factory=list)
+    # The storage error of every tensor not stored exactly (F16, BF16, I8,
+    # I4), in the order converted; see storage.TensorError.
+    errors: list[TensorError] = field(default_factory=list)
+    group_size: int | None = None  # int4 (and group-wise int8): the group size asked for
+
+    def worst(self, n: int = 5) -> list[TensorError]:
+        return sorted(self.errors, key=lambda e: e.rel_error, reverse=True)[:n]
+
+
+def format_error_table(errors: list[TensorError]) -> str:
+    """A text table of per-tensor storage errors."""
+    if not errors:
+        return "(no tensor is stored inexactly)"
+    width = max(len("tensor"), *(len(e.name) for e in errors))
+    lines = [f"{'tensor':<{width}}  {'stored':<10}  {'rel. error':>10}  {'max abs error':>13}"]
+    for e in errors:
+        lines.append(f"{e.name:<{width}}  {e.stored:<10}  {e.rel_error:>10.3e}  {e.max_abs_error:>13.3e}")
+    return "\n".join(lines)
 
 
 def _read_json(path: str, required: bool) -> dict | None:
@@ -92,8 +110,15 @@ def _versions() -> dict[str, str]:
 
 def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: bool = False,
             max_positions: int | None = None, progress: bool = True, tokenizer: bool = True,
-            log: Callable[[str], None] | None = None) -> ConversionResult:
+            log: Callable[[str], None] | None = None, group_size: int | None = None,
+            keep_f32_patterns: tuple[str, ...] | list[str] = ()) -> ConversionResult:
     """Converts the Hugging Face model in `model_dir` to `out_path`.
+
+    `dtype` int4 stores Linear weights I4 group-wise (`group_size`, default
+    64); int8 stores them I8 per output channel, or group-wise when
+    `group_size` is given. Token embeddings are I8 per row in both. Tensors
+    whose canonical name matches one of `keep_f32_patterns` (fnmatch) stay
+    F32. The result lists the storage error of every inexactly stored tensor.
 
     The file is written under a temporary name, re-opened and verified
     (checksums, config, every required tensor with its shape), and only then
@@ -101,6 +126,17 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
     things Parley cannot represent) without leaving a file behind."""
     if dtype not in STORAGE_DTYPES:
         raise ConversionError(f"--dtype {dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
+    if group_size is not None:
+        if dtype not in ("int8", "int4"):
+            raise ConversionError(f"--group-size applies to --dtype int8 or int4, not {dtype}")
+        if group_size not in GROUP_SIZES:
+            raise ConversionError(f"--group-size {group_size} is not one of {', '.join(map(str, GROUP_SIZES))}")
+    if dtype == "int4" and group_size is None:
+        group_size = DEFAULT_INT4_GROUP_SIZE
+    patterns = tuple(keep_f32_patterns)
+    for p in patterns:
+        if not isinstance(p, str) or not p:
+            raise ConversionError(f"--keep-f32 pattern {p!r} must be a non-empty string")
     if os.path.exists(out_path) and not force:
         raise ConversionError(f"{out_path} exists (use --force to overwrite)")
     plan = plan_for_dir(model_dir, max_positions=max_positions)
@@ -129,7 +165,11 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
     if extra or missing:
         raise ConversionError(f"internal: mapped tensors disagree with the contract (missing {sorted(missing)}, "
                               f"extra {sorted(extra)})")
+    for p in patterns:
+        if not any(keep_f32(n, (p,)) for n in names):
+            plan.warnings.append(f"--keep-f32 {p!r} matches no tensor (names are canonical: formats/TENSORS.md)")
     tensors: dict[str, object] = {}
+    errors: list[TensorError] = []
     bar = _Progress(len(pairs), progress)
     try:
         for name, load in pairs:
@@ -139,7 +179,8 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
                     f"{plan.architecture}: tensor {name!r} has shape {tuple(value.shape)} in the checkpoint, "
                     f"the config needs {tuple(required[name])}"
                 )
-            tensors.update(store(name, value, dtype))
+            tensors.update(store(name, value, dtype, group_size=group_size, keep_f32_patterns=patterns,
+                                 warnings=plan.warnings, errors=errors))
             bar.step(name)
     finally:
         bar.close()
@@ -148,6 +189,16 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
     metadata["converter"] = "parley-convert"
     metadata["converter.version"] = CONVERTER_VERSION
     metadata["converter.storage_dtype"] = dtype
+    if group_size is not None:
+        metadata["converter.group_size"] = str(group_size)
+    if patterns:
+        metadata["converter.keep_f32"] = " ".join(patterns)
+    if errors:
+        worst = max(errors, key=lambda e: e.rel_error)
+        metadata["converter.quant_error.max_rel"] = f"{worst.rel_error:.6g}"
+        metadata["converter.quant_error.worst_tensor"] = worst.name
+        metadata["converter.quant_error.mean_rel"] = f"{sum(e.rel_error for e in errors) / len(errors):.6g}"
+        metadata["converter.quant_error.max_abs"] = f"{max(e.max_abs_error for e in errors):.6g}"
     if max_positions is not None:
         metadata["converter.max_positions"] = str(max_positions)
     tmp = f"{out_path}.converting"
@@ -170,4 +221,5 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
     for w in plan.warnings:
         (log or (lambda s: print(f"warning: {s}", file=sys.stderr)))(w)
     return ConversionResult(path=out_path, plan=plan, dtype=dtype, file_size=os.path.getsize(out_path),
-                            num_tensors=len(tensors), warnings=list(plan.warnings))
+                            num_tensors=len(tensors), warnings=list(plan.warnings), errors=errors,
+                            group_size=group_size)

@@ -42,7 +42,7 @@ def config_from_header(model) -> ModelConfig:
 def verify_converted(path: str | os.PathLike, expected: ModelConfig | None = None) -> ModelConfig:
     """Checksums and structure (parley_format.verify_file), then: the config
     in the file equals `expected` (when given), every required tensor is
-    present with its shape, int8 tensors carry their scales, and nothing
+    present with its shape, int8/int4 tensors carry their scales, and nothing
     else is in the table. Raises ConversionError naming the first problem."""
     try:
         model = verify_file(path)
@@ -67,10 +67,10 @@ def verify_converted(path: str | os.PathLike, expected: ModelConfig | None = Non
             raise ConversionError(f"{path}: required tensor {name!r} is missing")
         if info.shape != tuple(shape):
             raise ConversionError(f"{path}: tensor {name!r} has shape {info.shape}, the config needs {tuple(shape)}")
-        if info.dtype not in (DType.F32, DType.F16, DType.BF16, DType.I8):
+        if info.dtype not in (DType.F32, DType.F16, DType.BF16, DType.I8, DType.I4):
             raise ConversionError(f"{path}: tensor {name!r} has dtype {info.dtype.name}")
-        if info.dtype == DType.I8 and f"{name}.scale" not in scales:
-            raise ConversionError(f"{path}: int8 tensor {name!r} has no scale tensor")
+        if info.dtype in (DType.I8, DType.I4) and f"{name}.scale" not in scales:
+            raise ConversionError(f"{path}: {info.dtype.name.lower()} tensor {name!r} has no scale tensor")
     for name, info in infos.items():
         if name in required or name in scales:
             continue
