@@ -403,6 +403,7 @@ typedef struct parley_tensor_info {
   uint64_t checksum;        /* XXH3-64 as stored in the file */
   const char *scale_tensor; /* name of its quantization scales, or NULL */
   int32_t scale_axis;
+  int32_t reserved0; /* the old padding, named: always 0 */
   /* Appended (model file format 1.2): how the tensor's integers map back to
    * real numbers, as parley_quant in parley/plugin.h: 0 not quantized,
    * 1 per row (I8, one scale per index of scale_axis), 2 group-wise (I8 or

@@ -160,6 +160,9 @@ class TensorInfo(Structure):
         ("checksum", c_uint64),
         ("scale_tensor", c_char_p),
         ("scale_axis", c_int32),
+        ("reserved0", c_int32),
+        ("quant", c_int32),
+        ("group_size", c_int64),
     ]
 
 
