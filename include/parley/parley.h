@@ -538,7 +538,9 @@ static inline parley_status parley_generation_options_init(const parley_model *m
 /*
  * Prepare the model for running now instead of at the first generate /
  * translate call: bind every tensor the config needs (checking presence and
- * shape) and expand reduced-precision weights. Loading only checks the file;
+ * shape) and hand each linear weight to the kernel that runs it in its
+ * stored dtype (plugin ABI 1.2 prepare_weight; a device without such a
+ * kernel gets an f32 copy, logged as a warning). Loading only checks the file;
  * call this to fail early. Errors: PARLEY_ERROR_INVALID_MODEL naming the
  * missing or misshapen tensor (the same error every later run reports),
  * PARLEY_ERROR_NOT_FOUND / PARLEY_ERROR_DEVICE when the model's device lacks
@@ -546,6 +548,27 @@ static inline parley_status parley_generation_options_init(const parley_model *m
  * (a failed binding is remembered: later calls report it again). Thread-safe; cheap after the first call.
  */
 PARLEY_API parley_status parley_model_prepare(const parley_model *model);
+
+/* What a prepared model holds in memory, for capacity planning. */
+typedef struct parley_model_memory {
+  size_t struct_size;
+  uint64_t file_bytes;      /* the model file (mapped, or read into memory) */
+  uint64_t packed_bytes;    /* copies kernels made of weights at prepare (their own layouts) */
+  uint64_t converted_bytes; /* f32 conversions and device copies of tensors (norms, biases, fallbacks) */
+  uint64_t linear_weights;  /* linear weights prepared */
+  uint64_t widened_weights; /* ... of which run as f32 GEMMs on a widened copy (no native kernel) */
+  /* Self-attention KV cache per cached token of one sequence (all layers,
+   * keys and values) in float32. */
+  uint64_t kv_bytes_per_token;
+} parley_model_memory;
+
+/*
+ * Fill `out` (struct_size set by the caller; fields past it are not
+ * written) with the model's memory use. Prepares the model first (see
+ * parley_model_prepare; its errors). KV caches of live sessions are not
+ * included: they belong to the sessions. Thread-safe.
+ */
+PARLEY_API parley_status parley_model_memory_usage(const parley_model *model, parley_model_memory *out);
 
 /* Hypotheses of one generate / translate call. Free with parley_result_free. */
 typedef struct parley_generation_result parley_generation_result;

@@ -196,6 +196,27 @@ PARLEY_API parley_status parley_model_prepare(const parley_model *model) {
   });
 }
 
+PARLEY_API parley_status parley_model_memory_usage(const parley_model *model, parley_model_memory *out) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out, "out");
+    parley::capi::check_struct_size(out->struct_size, PARLEY_SIZE_THROUGH(parley_model_memory, kv_bytes_per_token),
+                                    sizeof *out, "out");
+    const Transformer &t = model->impl.transformer();
+    parley_model_memory m{};
+    m.struct_size = sizeof m;
+    m.file_bytes = model->impl.file->file_size();
+    for (const LinearPlan &e : t.linear_plan()) {
+      m.packed_bytes += e.bytes;
+      ++m.linear_weights;
+      if (e.widened) ++m.widened_weights;
+    }
+    m.converted_bytes = t.prepared_bytes() - m.packed_bytes;
+    m.kv_bytes_per_token = t.check_kv_bytes(1, 1);
+    parley::capi::copy_out(out, m);
+  });
+}
+
 PARLEY_API parley_status parley_generate(const parley_model *model, const int32_t *const *prompts,
                                          const size_t *prompt_lengths, size_t batch_size,
                                          const parley_generation_options *options,

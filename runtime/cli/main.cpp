@@ -97,12 +97,14 @@ int cmd_plugins(const Common &c) {
                 d.available ? "available" : "UNAVAILABLE: ", d.status);
   }
   parley_runtime_kernel_count(rt, &n);
-  std::printf("Kernels (* = selected for its op/device/dtype):\n");
+  std::printf("Kernels (* = selected for its op/device/dtype; linear: x weight dtype):\n");
   for (size_t i = 0; i < n; ++i) {
     auto k = sized<parley_kernel_info>();
     parley_runtime_kernel_info(rt, i, &k);
-    std::printf("  %c %-17s %-6s %-5s prio %3d  %s/%s\n", k.selected ? '*' : ' ', k.op, k.device,
-                parley_dtype_name(k.dtype), k.priority, k.plugin, k.name);
+    std::string dt = parley_dtype_name(k.dtype);
+    if (k.weight_dtype >= 0) dt += std::string(" x ") + parley_dtype_name(k.weight_dtype);
+    std::printf("  %c %-17s %-6s %-11s prio %3d  %s/%s\n", k.selected ? '*' : ' ', k.op, k.device, dt.c_str(),
+                k.priority, k.plugin, k.name);
   }
   parley_runtime_free(rt);
   return 0;
@@ -202,9 +204,18 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     std::printf("  %-48s %-5s %-18s %10s  %s%s\n", safe(t.name).c_str(), parley_dtype_name(t.dtype), shape.c_str(),
                 human_bytes(t.length).c_str(), verdict, quant.c_str());
   }
-  if (parley_model_prepare(m) == PARLEY_OK)
+  if (parley_model_prepare(m) == PARLEY_OK) {
     std::printf("Runnable: yes (every tensor the config needs is present with its shape)\n");
-  else
+    auto mem = sized<parley_model_memory>();
+    if (parley_model_memory_usage(m, &mem) == PARLEY_OK)
+      std::printf(
+          "Memory: file %s; kernels' packed weights %s; f32 conversions %s; %llu linear weights, %llu "
+          "widened to f32; KV cache %llu bytes per token (f32)\n",
+          human_bytes(mem.file_bytes).c_str(), human_bytes(mem.packed_bytes).c_str(),
+          human_bytes(mem.converted_bytes).c_str(), static_cast<unsigned long long>(mem.linear_weights),
+          static_cast<unsigned long long>(mem.widened_weights),
+          static_cast<unsigned long long>(mem.kv_bytes_per_token));
+  } else
     std::printf("Runnable: NO — %s\n", parley_last_error());  // messages escape file content themselves
   std::printf("Kernel plan on device '%s':\n", info.device);
   parley_model_kernel_plan_count(m, &n);

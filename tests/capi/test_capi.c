@@ -1199,6 +1199,26 @@ static void test_decoder_introspection(parley_runtime *rt) {
   CHECK_STATUS(parley_model_kernel_plan_count(NULL, &n), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK_STATUS(parley_model_kernel_plan_count(m, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
 
+  /* a container-only file (no final norm) cannot be prepared: the plan keeps
+   * only its per-op entries and the memory report names the missing tensor */
+  {
+    size_t before = n;
+    parley_model_memory mem;
+    CHECK_STATUS(parley_model_prepare(m), PARLEY_ERROR_INVALID_MODEL);
+    CHECK_OK(parley_model_kernel_plan_count(m, &n));
+    CHECK(n == before);
+    memset(&mem, 0, sizeof mem);
+    mem.struct_size = sizeof mem;
+    CHECK_STATUS(parley_model_memory_usage(m, &mem), PARLEY_ERROR_INVALID_MODEL);
+    CHECK_ERROR_MENTIONS("final_norm");
+    CHECK(mem.file_bytes == 0); /* outputs untouched on failure */
+    CHECK_STATUS(parley_model_memory_usage(NULL, &mem), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(parley_model_memory_usage(m, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+    mem.struct_size = 8;
+    CHECK_STATUS(parley_model_memory_usage(m, &mem), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_ERROR_MENTIONS("struct_size");
+  }
+
   parley_model_free(m);
   parley_model_free(NULL);
 }

@@ -43,6 +43,63 @@ static parley_model *load(parley_runtime *rt, const char *env, const char *rel) 
   return m;
 }
 
+/* --------------------------------------------- linear plan and memory use */
+
+/* Once prepared, the kernel plan names the kernel of every linear weight and
+ * parley_model_memory_usage accounts for what the model holds. On the cpu
+ * every stored dtype runs natively (op "linear", nothing widened); a device
+ * without linear kernels (the guarded test device) runs them as "gemm" on
+ * widened copies, which the report counts. */
+static void test_linear_plan_and_memory(parley_runtime *rt) {
+  static const char *const files[] = {"models/llama.parley", "models/llama.float16.parley", "models/llama.int8.parley",
+                                      "models/marian.int8.parley"};
+  const char *device = getenv("PARLEY_TEST_DEVICE");
+  const int on_cpu = !device || !*device || strcmp(device, "cpu") == 0;
+  size_t f;
+  for (f = 0; f < COUNT(files); ++f) {
+    parley_model *m = load(rt, "PARLEY_PARITY_DIR", files[f]);
+    size_t n = 0, i, ops = 0, linear = 0, widened = 0;
+    parley_model_memory mem;
+    parley_model_info info;
+    CHECK(parley_model_prepare(m) == PARLEY_OK);
+    CHECK(parley_model_kernel_plan_count(m, &n) == PARLEY_OK);
+    for (i = 0; i < n; ++i) {
+      parley_kernel_info k;
+      memset(&k, 0, sizeof k);
+      k.struct_size = sizeof k;
+      CHECK(parley_model_kernel_plan_at(m, i, &k) == PARLEY_OK);
+      if (!k.tensor) {
+        CHECK(linear == 0); /* per-op entries come first */
+        ++ops;
+        continue;
+      }
+      ++linear;
+      CHECK(k.weight_dtype >= 0 && k.weight_dtype < PARLEY_DTYPE_COUNT_);
+      if (on_cpu) {
+        CHECK_STR(k.op, "linear");
+        CHECK(k.name && strncmp(k.name, "linear_", 7) == 0);
+      } else if (strcmp(k.op, "gemm") == 0 && k.weight_dtype != PARLEY_DTYPE_F32) {
+        ++widened;
+      }
+    }
+    CHECK(ops > 0 && linear > 0);
+    memset(&mem, 0, sizeof mem);
+    mem.struct_size = sizeof mem;
+    CHECK(parley_model_memory_usage(m, &mem) == PARLEY_OK);
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    CHECK(parley_model_get_info(m, &info) == PARLEY_OK);
+    CHECK(mem.file_bytes == info.file_size);
+    CHECK(mem.linear_weights == linear);
+    CHECK(mem.widened_weights == widened);
+    CHECK(mem.kv_bytes_per_token > 0);
+    /* on the cpu no weight is widened: what the model adds to its file is
+     * small (norms and biases of a non-f32 file) */
+    if (on_cpu) CHECK(mem.converted_bytes + mem.packed_bytes < mem.file_bytes / 4);
+    parley_model_free(m);
+  }
+}
+
 /* ---------------------------------------------------------------- tokenize */
 static void test_tokenize(parley_runtime *rt) {
   parley_model *qwen = load(rt, "PARLEY_TOKENIZER_DIR", "files/qwen2.parley");
@@ -976,6 +1033,7 @@ int main(void) {
   test_concurrent_sessions(rt);
   test_special_token_strings_are_text(rt);
   test_session_busy(rt);
+  test_linear_plan_and_memory(rt);
   parley_runtime_free(rt);
   printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
