@@ -16,6 +16,7 @@
 #include <cstring>
 #include <new>
 
+#include "cpu_features.h"
 #include "onednn.h"
 
 namespace parley::cpu {
@@ -136,6 +137,17 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
     w->ld_bytes = d->ld_bytes;
     w->scales = d->scales;
     w->group_size = d->quant == PARLEY_QUANT_GROUPWISE ? d->group_size : 0;
+    // The VNNI path (m > kSmallM) multiplies unsigned activations (q + 128)
+    // by the signed weights and subtracts 128 * the row's sum.
+    if (dtype == PARLEY_DTYPE_I8 && d->quant == PARLEY_QUANT_PER_ROW && cpu_features().avx512_vnni) {
+      w->row_sums.resize(size_t(d->n));
+      for (int64_t r = 0; r < d->n; ++r) {
+        const int8_t *row = reinterpret_cast<const int8_t *>(w->data + r * d->ld_bytes);
+        int32_t sum = 0;
+        for (int64_t c = 0; c < d->k; ++c) sum += row[c];
+        w->row_sums[size_t(r)] = sum;
+      }
+    }
     out->bytes = w->owned_bytes() + sizeof(PackedWeight);
     out->flags = PARLEY_PREPARED_USES_SOURCE;
     out->handle = w.release();
