@@ -3,9 +3,10 @@
 // a global -march), run only when cpu_features() reports them.
 // GCC 12's AVX-512 intrinsics start some results from _mm512_undefined_*(),
 // which -Wmaybe-uninitialized reports inside the header (a known false
-// positive, GCC bug 105593).
+// positive, GCC bug 105593; -Wuninitialized for _mm512_reduce_*_ps).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 
@@ -85,20 +86,27 @@ inline void load_i4(const uint8_t *p, vf *lo, vf *hi) {
 #endif
 
 // ---------------------------------------------------------------------------
-// I8 (per-row) weights x int8 activations with AVX512-VNNI, for m > kSmallM.
+// Integer weights x int8 activations with AVX512-VNNI, for m > kSmallM.
 //
 // Each activation row is quantised on the fly, symmetric, per row:
 // s_x = max|x| / 127, q = round(x / s_x) in [-127, 127] (a zero row gets
 // s_x = 0 and q = 0). vpdpbusd multiplies unsigned by signed bytes, so the
-// kernel feeds u = q + 128 and subtracts 128 * sum_p w[j][p] (row_sums, made
-// once in prepare_weight):  sum_p q_p w_p = sum_p u_p w_p - 128 * sum_p w_p.
-// The int32 sums cannot overflow for k <= 65536 (255 * 128 * 65536 < 2^31).
-// The product is exact in integers; the only extra error is the rounding of
-// x to q * s_x, |x - q s_x| <= s_x / 2, i.e. at most
-// s_w[j] * s_x * sum_p |w_q[j][p]| / 2 per output (the tests check this bound).
-// The weight layout is the file's (row-major [n, k]): 64 bytes of a weight
-// row against 64 bytes of an activation row per instruction, 4 x 4 outputs
-// at a time, partial sums added across lanes at the end.
+// kernel feeds u = q + 128 and corrects with the weight row's sum, made once
+// in prepare_weight:  sum_p q_p w_p = sum_p u_p w_p - 128 * sum_p w_p.
+//  * I8 per-row: int32 sums over the whole row (no overflow for k <= 65536:
+//    255 * 128 * 65536 < 2^31), then (dot - 128 * row_sum) * s_x * s_w.
+//  * I8 / I4 group-wise: the int32 sums of each 64-byte step are converted to
+//    float and multiplied by their group's scale per lane (a group of 32 is
+//    half a vector), accumulated in float; the correction
+//    128 * sum_g s_g * sum(group g) is one float per row (group_corr).
+//    I4 nibbles are widened to signed bytes in registers (low nibbles = even
+//    elements in the first 32 bytes, high = odd in the last 32), and x's
+//    bytes are permuted the same way within every 64 elements.
+// The only extra error over float32 is the rounding of x to q * s_x,
+// |x - q s_x| <= s_x / 2: at most s_x / 2 * sum_p |w[j][p]| per output (the
+// tests check this bound). Weights are used in the file's layout (row-major
+// [n, k]): 64 bytes of a weight row against 64 bytes of an activation row per
+// instruction, 4 x 4 outputs at a time, lanes added at the end.
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), \
                              apply_to = function)
@@ -111,13 +119,17 @@ namespace parley::cpu {
 
 namespace {
 
+enum class QKind { kI8Row, kI8Group, kI4Group };
+
 constexpr int kMR = 4;         // activation rows per micro-kernel
 constexpr int kNR = 4;         // weight rows per micro-kernel
 constexpr int64_t kUnit = 32;  // weight rows per parallel_for index
 
 // Quantises one activation row into kp bytes (u = q + 128, padded with 128,
-// i.e. q = 0). Returns s_x, or a negative value if the row is not finite.
-float quantize_row(const float *x, int64_t k, int64_t kp, uint8_t *u) {
+// i.e. q = 0); for I4 weights the bytes of every 64 are then ordered even
+// elements first, odd ones after. Returns s_x, or a negative value if the row
+// is not finite.
+float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, uint8_t *u) {
   __m512 mx = _mm512_setzero_ps();
   int64_t p = 0;
   for (; p + 16 <= k; p += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + p)));
@@ -138,6 +150,16 @@ float quantize_row(const float *x, int64_t k, int64_t kp, uint8_t *u) {
     q = _mm512_max_epi32(_mm512_min_epi32(q, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
     _mm_storeu_si128(reinterpret_cast<__m128i *>(u + p), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, bias)));
   }
+  if (i4_order) {
+    uint8_t tmp[64];
+    for (p = 0; p < kp; p += 64) {
+      for (int t = 0; t < 32; ++t) {
+        tmp[t] = u[p + 2 * t];
+        tmp[32 + t] = u[p + 2 * t + 1];
+      }
+      std::memcpy(u + p, tmp, 64);
+    }
+  }
   return amax / 127.f;
 }
 
@@ -150,9 +172,37 @@ inline __m128i sum4(__m512i a, __m512i b, __m512i c, __m512i d) {
   return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-// dots[i][j] = sum_p u[i][p] * w[j][p] for MR activation rows and NR weight rows.
+// 64 signed weight bytes of row `row` at element p (a multiple of 64). I4:
+// 32 bytes -> the 32 even elements, then the 32 odd ones, as signed bytes.
+template <QKind K>
+inline __m512i load_wq(const int8_t *row, int64_t p) {
+  if constexpr (K == QKind::kI4Group) {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + p / 2));
+    const __m256i nib = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+    // (v ^ 8) - 8 sign-extends a nibble held in the low 4 bits of a byte.
+    const __m256i lo = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(b, nib), eight), eight);
+    const __m256i hi = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), nib), eight), eight);
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+  } else {
+    return _mm512_loadu_si512(row + p);
+  }
+}
+
+// The group scales of the 16 int32 lanes of a 64-element step at element p.
+// I8: lane t covers elements p + 4t .. p + 4t + 3. I4 (even elements in lanes
+// 0-7, odd ones in lanes 8-15): lane t < 8 covers elements p + 8t .. p + 8t + 6,
+// lane t >= 8 covers p + 8(t - 8) + 1 ...
+template <QKind K>
+inline __m512 group_scales(const float *s, int64_t p, int64_t group) {
+  if (group >= 64) return _mm512_set1_ps(s[p / group]);
+  const __m512 a = _mm512_set1_ps(s[p / 32]), b = _mm512_set1_ps(s[p / 32 + 1]);
+  if constexpr (K == QKind::kI4Group) return _mm512_mask_blend_ps(__mmask16(0xF0F0), a, b);
+  return _mm512_mask_blend_ps(__mmask16(0xFF00), a, b);
+}
+
+// Per-row weights: dots[i][j] = sum_p u[i][p] * w[j][p] (int32).
 template <int MR, int NR>
-void vnni_block(const uint8_t *const *xu, const int8_t *const *wr, int64_t k, int32_t dots[kMR][kNR]) {
+void vnni_block_row(const uint8_t *const *xu, const int8_t *const *wr, int64_t k, int32_t dots[kMR][kNR]) {
   __m512i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
@@ -183,31 +233,55 @@ void vnni_block(const uint8_t *const *xu, const int8_t *const *wr, int64_t k, in
   }
 }
 
-template <int MR>
-void vnni_row_block(const uint8_t *const *xu, const int8_t *const *wr, int nr, int64_t k, int32_t dots[kMR][kNR]) {
-  switch (nr) {
-    case 1:
-      vnni_block<MR, 1>(xu, wr, k, dots);
-      break;
-    case 2:
-      vnni_block<MR, 2>(xu, wr, k, dots);
-      break;
-    case 3:
-      vnni_block<MR, 3>(xu, wr, k, dots);
-      break;
-    default:
-      vnni_block<MR, 4>(xu, wr, k, dots);
-      break;
+// Group-wise weights: out[i][j] = sum_g s_g * sum_{p in g} u[i][p] * w[j][p]
+// (float). k is a multiple of 64.
+template <QKind K, int MR, int NR>
+void vnni_block_group(const uint8_t *const *xu, const int8_t *const *wr, const float *const *ws, int64_t k,
+                      int64_t group, float out[kMR][kNR]) {
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k; p += 64) {
+    __m512i wv[NR];
+    __m512 sv[NR];
+    for (int j = 0; j < NR; ++j) {
+      wv[j] = load_wq<K>(wr[j], p);
+      sv[j] = group_scales<K>(ws[j], p, group);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xu[i] + p);
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv[j])), sv[j],
+                                    acc[i][j]);
+    }
   }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
-}  // namespace
+template <QKind K, int MR>
+void vnni_rows(const uint8_t *const *xu, const int8_t *const *wr, const float *const *ws, int nr, int64_t k,
+               int64_t group, int32_t dots[kMR][kNR], float fdots[kMR][kNR]) {
+#define PARLEY_VNNI_CASE(c)                                    \
+  case c:                                                      \
+    if constexpr (K == QKind::kI8Row)                          \
+      vnni_block_row<MR, c>(xu, wr, k, dots);                  \
+    else                                                       \
+      vnni_block_group<K, MR, c>(xu, wr, ws, k, group, fdots); \
+    break;
+  switch (nr) {
+    PARLEY_VNNI_CASE(1)
+    PARLEY_VNNI_CASE(2)
+    PARLEY_VNNI_CASE(3)
+    default:
+      PARLEY_VNNI_CASE(4)
+  }
+#undef PARLEY_VNNI_CASE
+}
 
-bool gemm_i8_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
-                         parley_kernel_status *status) {
+template <QKind K>
+bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
   const int64_t m = a.m, n = a.n, k = a.k;
-  if (w.dtype != PARLEY_DTYPE_I8 || w.quant != PARLEY_QUANT_PER_ROW || k > 65536 || w.row_sums.size() != size_t(n))
-    return false;
   const int64_t kp = (k + 63) / 64 * 64;
   std::vector<uint8_t> xu(static_cast<size_t>(m * kp));
   std::vector<float> sx(static_cast<size_t>(m));
@@ -216,7 +290,7 @@ bool gemm_i8_vnni_avx512(const Host &host, const parley_linear_args &a, const Pa
   parley_kernel_status st =
       host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
         for (int64_t i = i0; i < i1; ++i) {
-          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, xu.data() + i * kp);
+          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, K == QKind::kI4Group, xu.data() + i * kp);
           if (sx[size_t(i)] < 0.f) nonfinite.store(true);
         }
         return PARLEY_KERNEL_OK;
@@ -227,10 +301,12 @@ bool gemm_i8_vnni_avx512(const Host &host, const parley_linear_args &a, const Pa
   }
   // A NaN or infinity in x: the general path propagates it as float32 does.
   if (nonfinite.load()) return false;
+  const int64_t groups = w.group_size ? k / w.group_size : 1;
   const int64_t units = (n + kUnit - 1) / kUnit;
   *status = host.parallel_for(
       units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
         int32_t dots[kMR][kNR];
+        float fdots[kMR][kNR];
         float vals[kNR];
         for (int64_t u = u0; u < u1; ++u) {
           const int64_t j_end = std::min(n, (u + 1) * kUnit);
@@ -241,26 +317,34 @@ bool gemm_i8_vnni_avx512(const Host &host, const parley_linear_args &a, const Pa
             for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
               const int nr = int(std::min<int64_t>(kNR, j_end - j0));
               const int8_t *wr[kNR];
-              for (int j = 0; j < kNR; ++j)
-                wr[j] = reinterpret_cast<const int8_t *>(w.data + (j0 + std::min(j, nr - 1)) * w.ld_bytes);
+              const float *ws[kNR];
+              for (int j = 0; j < kNR; ++j) {
+                const int64_t row = j0 + std::min(j, nr - 1);
+                wr[j] = reinterpret_cast<const int8_t *>(w.data + row * w.ld_bytes);
+                ws[j] = w.scales + row * groups;
+              }
               switch (mr) {
                 case 1:
-                  vnni_row_block<1>(xr, wr, nr, k, dots);
+                  vnni_rows<K, 1>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
                   break;
                 case 2:
-                  vnni_row_block<2>(xr, wr, nr, k, dots);
+                  vnni_rows<K, 2>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
                   break;
                 case 3:
-                  vnni_row_block<3>(xr, wr, nr, k, dots);
+                  vnni_rows<K, 3>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
                   break;
                 default:
-                  vnni_row_block<4>(xr, wr, nr, k, dots);
+                  vnni_rows<K, 4>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
                   break;
               }
               for (int i = 0; i < mr; ++i) {
                 const float s = sx[size_t(i0 + i)];
-                for (int j = 0; j < nr; ++j)
-                  vals[j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (s * w.scales[j0 + j]);
+                for (int j = 0; j < nr; ++j) {
+                  if constexpr (K == QKind::kI8Row)
+                    vals[j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (s * w.scales[j0 + j]);
+                  else
+                    vals[j] = (fdots[i][j] - w.group_corr[size_t(j0 + j)]) * s;
+                }
                 linear_epilogue(a, i0 + i, j0, vals, nr);
               }
             }
@@ -269,6 +353,19 @@ bool gemm_i8_vnni_avx512(const Host &host, const parley_linear_args &a, const Pa
         return PARLEY_KERNEL_OK;
       });
   return true;
+}
+
+}  // namespace
+
+bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                          parley_kernel_status *status) {
+  if (a.k > 65536) return false;
+  if (w.dtype == PARLEY_DTYPE_I8 && w.quant == PARLEY_QUANT_PER_ROW && w.row_sums.size() == size_t(a.n))
+    return gemm_vnni<QKind::kI8Row>(host, a, w, status);
+  if (w.quant != PARLEY_QUANT_GROUPWISE || a.k % 64 != 0 || w.group_corr.size() != size_t(a.n)) return false;
+  if (w.dtype == PARLEY_DTYPE_I8) return gemm_vnni<QKind::kI8Group>(host, a, w, status);
+  if (w.dtype == PARLEY_DTYPE_I4) return gemm_vnni<QKind::kI4Group>(host, a, w, status);
+  return false;
 }
 
 }  // namespace parley::cpu

@@ -5,8 +5,9 @@
 //       dtype: weights read once in their stored form and converted in
 //       registers, F32 activations, F32 accumulation (so greedy decoding
 //       matches a weight-only-quantised float reference).
-//   m >  kSmallM, I8 per-row weights, AVX512-VNNI: int8 x int8 products with
-//       activations quantised per row on the fly (linear_avx512.cpp).
+//   m >  kSmallM, I8 / I4 weights, AVX512-VNNI: int8 x int8 products with
+//       activations quantised per row on the fly (linear_avx512.cpp); lossy
+//       by the activations' rounding, used only above kSmallM rows.
 //   everything else: the general tile + oneDNN sgemm path of linear.cpp
 //       (measured faster than the alternatives; tests/bench/bench_linear.cpp).
 #include "cpu_features.h"
@@ -54,9 +55,9 @@ bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeig
   if (a.m <= kSmallM) {
     path = isa == Isa::kAvx512 ? "gemv_avx512" : "gemv_avx2";
     ran = isa == Isa::kAvx512 ? gemv_avx512(host, a, w, status) : gemv_avx2(host, a, w, status);
-  } else if (use_avx512_vnni() && w.dtype == PARLEY_DTYPE_I8 && w.quant == PARLEY_QUANT_PER_ROW) {
-    path = "gemm_i8_vnni_avx512";
-    ran = gemm_i8_vnni_avx512(host, a, w, status);
+  } else if (use_avx512_vnni() && (w.dtype == PARLEY_DTYPE_I8 || w.dtype == PARLEY_DTYPE_I4)) {
+    path = "gemm_int_vnni_avx512";
+    ran = gemm_int_vnni_avx512(host, a, w, status);
   }
   if (ran && *status != PARLEY_KERNEL_OK)
     *status = host.fail(*status, "linear: %s failed for weight '%.200s' (m=%lld n=%lld k=%lld): %s", path,

@@ -18,9 +18,11 @@ constexpr int64_t kSmallM = 8;
 bool gemv_avx2(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status);
 bool gemv_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status);
 
-// I8 per-row weights x dynamically int8-quantised activations (AVX512-VNNI).
-bool gemm_i8_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
-                         parley_kernel_status *status);
+// I8 (per-row or group-wise) and I4 (group-wise) weights x dynamically
+// int8-quantised activations (AVX512-VNNI). Needs the row sums of prepare
+// (row_sums / group_corr); group-wise needs k % 64 == 0.
+bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                          parley_kernel_status *status);
 
 // out[i, j0 .. j0 + count) = act(vals + bias) + residual for activation row i.
 void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count);

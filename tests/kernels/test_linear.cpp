@@ -15,8 +15,10 @@
 //    q * s_x with s_x = max|x| / 127 and |x_p - q_p s_x| <= s_x / 2 (plus a
 //    few ulps of |x_p| from forming x / s_x in fp32); the integer product is
 //    exact, so
-//      |dv| <= s_w * sum_p |q_w,p| * (s_x / 2 + 4 u max|x|) + gamma_4 * S'
-//    where S' bounds the final float conversions and scale products.
+//      |dv| <= sum_p |w_p| * (s_x / 2 + 4 u max|x|) + gamma_4 * S'
+//    where S' bounds the final float conversions and scale products; group-
+//    wise weights add the float sum over the k / 16 lane partials of
+//    s_g * sum u_p q_p (u_p <= 255):  gamma_{k/16+4} * 255 * s_x * sum_p |w_p|.
 //  * The epilogue: the activation is Lipschitz with constant <= 1.13 (ReLU 1,
 //    SiLU 1.10, both GELUs 1.13) and is itself evaluated to a few ulps; the
 //    residual add rounds once:
@@ -145,6 +147,7 @@ Weight make_weight(const WeightSpec &spec, int64_t n, int64_t k, Rng &rng, Fill 
           else
             b = uint8_t((b & 0x0F) | ((q & 0x0F) << 4));
           v = double(q) * w.scales[size_t(r * groups + c / spec.group)];
+          w.qabs[size_t(r)] += std::abs(v);
           break;
         }
       }
@@ -217,10 +220,12 @@ struct PathScope {
   ~PathScope() { parley::cpu::set_isa_cap(Isa::kAvx512, true, true); }
 };
 
-// Whether this call takes the int8-activation (VNNI) kernel.
-bool int8_activations(const Path &p, const WeightSpec &s, int64_t m) {
-  return p.cap == Isa::kAvx512 && p.vnni && parley::cpu::cpu_features().avx512_vnni && m > 8 &&
-         s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW;
+// Whether this call takes the int8-activation (VNNI) kernel: I8 per-row, or
+// I8 / I4 group-wise with k a multiple of 64.
+bool int8_activations(const Path &p, const WeightSpec &s, int64_t m, int64_t k) {
+  if (!(p.cap == Isa::kAvx512 && p.vnni && parley::cpu::cpu_features().avx512_vnni && m > 8)) return false;
+  if (s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW) return true;
+  return (s.dtype == PARLEY_DTYPE_I8 || s.dtype == PARLEY_DTYPE_I4) && s.quant == PARLEY_QUANT_GROUPWISE && k % 64 == 0;
 }
 
 // ---- one product against the reference ------------------------------------------
@@ -302,7 +307,7 @@ void check_product(const Path &path, const Weight &w, int64_t m, const Inputs &i
   a.ld_out = ld_out;
   ASSERT_EQ(kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
 
-  const bool q8 = int8_activations(path, w.spec, m);
+  const bool q8 = int8_activations(path, w.spec, m, k);
   const double u = kF32Unit;
   int bad = 0;
   for (int64_t i = 0; i < m; ++i) {
@@ -322,7 +327,9 @@ void check_product(const Path &path, const Weight &w, int64_t m, const Inputs &i
         S += std::fabs(bias[size_t(j)]);
       }
       double dv = gamma_f32(int(k) + 3) * S;
-      if (q8) dv = w.qabs[size_t(j)] * (sx / 2 + 4 * u * amax) + gamma_f32(4) * (S + w.qabs[size_t(j)] * amax);
+      if (q8)
+        dv = w.qabs[size_t(j)] * (sx / 2 + 4 * u * amax) + gamma_f32(int(k) / 16 + 4) * 255 * sx * w.qabs[size_t(j)] +
+             gamma_f32(4) * (S + w.qabs[size_t(j)] * amax);
       const double av = act_ref(e.act, v);
       const double r = e.residual != Epilogue::kNone ? double(res[size_t(i * ld_out + j)]) : 0.0;
       const double ref = av + r;
@@ -351,7 +358,7 @@ const WeightSpec kSpecs[] = {
 // Row lengths per weight: odd ones (tails of every vector width) where the
 // format allows them, else multiples of the group that are not multiples of 64.
 std::vector<int64_t> ks_for(const WeightSpec &s) {
-  if (s.quant == PARLEY_QUANT_GROUPWISE) return {s.group, 3 * s.group, 5 * s.group};
+  if (s.quant == PARLEY_QUANT_GROUPWISE) return {s.group, 3 * s.group, 4 * s.group};
   return {1, 7, 100, 263};
 }
 
