@@ -375,3 +375,137 @@ bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const P
 #else
 #pragma GCC pop_options
 #endif
+
+// ---------------------------------------------------------------------------
+// BF16 weights with AVX512-BF16 (vdpbf16ps), for m > kSmallM only.
+//
+// LOSSY: the activations are rounded to bfloat16 (relative error <= 2^-8 per
+// element) so that both operands of vdpbf16ps are bf16; products are exact in
+// fp32 and accumulated in fp32 (the instruction flushes denormals). It serves
+// only batched / prefill products (m > kSmallM), where it halves the
+// instructions of the float32 path; decode (m <= kSmallM) keeps float32
+// activations in the GEMV kernel. The bound the tests check:
+//   |dv| <= 2^-8 sum_p |w_p x_p| + gamma_{k+3} sum_p |w_p x_p|.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+#endif
+
+namespace parley::cpu {
+
+namespace {
+
+// x row -> kp bf16 values (round to nearest even), zero padded.
+void bf16_row(const float *x, int64_t k, int64_t kp, uint16_t *dst) {
+  for (int64_t p = 0; p < kp; p += 32) {
+    const int64_t r0 = k - p, r1 = k - p - 16;
+    const __mmask16 m0 = r0 >= 16 ? __mmask16(0xFFFF) : r0 <= 0 ? __mmask16(0) : __mmask16((1u << r0) - 1);
+    const __mmask16 m1 = r1 >= 16 ? __mmask16(0xFFFF) : r1 <= 0 ? __mmask16(0) : __mmask16((1u << r1) - 1);
+    const __m512 lo = _mm512_maskz_loadu_ps(m0, x + p), hi = _mm512_maskz_loadu_ps(m1, x + p + 16);
+    _mm512_storeu_si512(dst + p, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
+}
+
+template <int MR, int NR>
+void bf16_block(const uint16_t *const *xb, const uint16_t *const *wr, int64_t k, float out[kMR][kNR]) {
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k; p += 32) {
+    const int64_t rem = k - p;
+    const __mmask32 mask = rem >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << rem) - 1);
+    __m512i wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_epi16(mask, wr[j] + p);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xb[i] + p);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], (__m512bh)xv, (__m512bh)wv[j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+template <int MR>
+void bf16_rows(const uint16_t *const *xb, const uint16_t *const *wr, int nr, int64_t k, float out[kMR][kNR]) {
+  switch (nr) {
+    case 1:
+      bf16_block<MR, 1>(xb, wr, k, out);
+      break;
+    case 2:
+      bf16_block<MR, 2>(xb, wr, k, out);
+      break;
+    case 3:
+      bf16_block<MR, 3>(xb, wr, k, out);
+      break;
+    default:
+      bf16_block<MR, 4>(xb, wr, k, out);
+      break;
+  }
+}
+
+}  // namespace
+
+bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                      parley_kernel_status *status) {
+  if (w.dtype != PARLEY_DTYPE_BF16) return false;
+  const int64_t m = a.m, n = a.n, k = a.k;
+  const int64_t kp = (k + 31) / 32 * 32;
+  std::vector<uint16_t> xb(static_cast<size_t>(m * kp));
+  const float *x = static_cast<const float *>(a.x);
+  parley_kernel_status st =
+      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
+        for (int64_t i = i0; i < i1; ++i) bf16_row(x + i * a.ld_x, k, kp, xb.data() + i * kp);
+        return PARLEY_KERNEL_OK;
+      });
+  if (st != PARLEY_KERNEL_OK) {
+    *status = st;
+    return true;
+  }
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  *status = host.parallel_for(
+      units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
+        float out[kMR][kNR];
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t j_end = std::min(n, (u + 1) * kUnit);
+          for (int64_t i0 = 0; i0 < m; i0 += kMR) {
+            const int mr = int(std::min<int64_t>(kMR, m - i0));
+            const uint16_t *xr[kMR];
+            for (int i = 0; i < kMR; ++i) xr[i] = xb.data() + (i0 + std::min(i, mr - 1)) * kp;
+            for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
+              const int nr = int(std::min<int64_t>(kNR, j_end - j0));
+              const uint16_t *wr[kNR];
+              for (int j = 0; j < kNR; ++j)
+                wr[j] = reinterpret_cast<const uint16_t *>(w.data + (j0 + std::min(j, nr - 1)) * w.ld_bytes);
+              switch (mr) {
+                case 1:
+                  bf16_rows<1>(xr, wr, nr, k, out);
+                  break;
+                case 2:
+                  bf16_rows<2>(xr, wr, nr, k, out);
+                  break;
+                case 3:
+                  bf16_rows<3>(xr, wr, nr, k, out);
+                  break;
+                default:
+                  bf16_rows<4>(xr, wr, nr, k, out);
+                  break;
+              }
+              for (int i = 0; i < mr; ++i) linear_epilogue(a, i0 + i, j0, out[i], nr);
+            }
+          }
+        }
+        return PARLEY_KERNEL_OK;
+      });
+  return true;
+}
+
+}  // namespace parley::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif

@@ -8,6 +8,8 @@
 //   m >  kSmallM, I8 / I4 weights, AVX512-VNNI: int8 x int8 products with
 //       activations quantised per row on the fly (linear_avx512.cpp); lossy
 //       by the activations' rounding, used only above kSmallM rows.
+//   m >  kSmallM, BF16 weights, AVX512-BF16: vdpbf16ps with the activations
+//       rounded to bf16 (lossy, used only above kSmallM rows).
 //   everything else: the general tile + oneDNN sgemm path of linear.cpp
 //       (measured faster than the alternatives; tests/bench/bench_linear.cpp).
 #include "cpu_features.h"
@@ -58,6 +60,9 @@ bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeig
   } else if (use_avx512_vnni() && (w.dtype == PARLEY_DTYPE_I8 || w.dtype == PARLEY_DTYPE_I4)) {
     path = "gemm_int_vnni_avx512";
     ran = gemm_int_vnni_avx512(host, a, w, status);
+  } else if (use_avx512_bf16() && w.dtype == PARLEY_DTYPE_BF16) {
+    path = "gemm_bf16_avx512";
+    ran = gemm_bf16_avx512(host, a, w, status);
   }
   if (ran && *status != PARLEY_KERNEL_OK)
     *status = host.fail(*status, "linear: %s failed for weight '%.200s' (m=%lld n=%lld k=%lld): %s", path,

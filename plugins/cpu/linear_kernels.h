@@ -24,6 +24,10 @@ bool gemv_avx512(const Host &host, const parley_linear_args &a, const PackedWeig
 bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
                           parley_kernel_status *status);
 
+// BF16 weights x activations rounded to bf16 (AVX512-BF16; lossy, m > kSmallM only).
+bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                      parley_kernel_status *status);
+
 // out[i, j0 .. j0 + count) = act(vals + bias) + residual for activation row i.
 void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count);
 

@@ -431,10 +431,15 @@ int main(int argc, char **argv) {
           parley::cpu::set_isa_cap(Isa::kAvx512, false, false);
           const double tg = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
           std::printf(" %s %6.1f", spec.name, 2.0 * m * s.n * s.k / tg / 1e9);
-          if (spec.dtype == PARLEY_DTYPE_I8 && spec.quant == PARLEY_QUANT_PER_ROW && f.avx512_vnni) {
+          if ((spec.dtype == PARLEY_DTYPE_I8 || spec.dtype == PARLEY_DTYPE_I4) && f.avx512_vnni) {
             parley::cpu::set_isa_cap(Isa::kAvx512, true, false);
             const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
             std::printf(" (vnni %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
+          }
+          if (spec.dtype == PARLEY_DTYPE_BF16 && f.avx512_bf16) {
+            parley::cpu::set_isa_cap(Isa::kAvx512, false, true);
+            const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
+            std::printf(" (dpbf16 %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
           }
           std::printf(" |");
         }

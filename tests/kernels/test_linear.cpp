@@ -19,6 +19,9 @@
 //    where S' bounds the final float conversions and scale products; group-
 //    wise weights add the float sum over the k / 16 lane partials of
 //    s_g * sum u_p q_p (u_p <= 255):  gamma_{k/16+4} * 255 * s_x * sum_p |w_p|.
+//  * bf16 activations (vdpbf16ps path, m > 8, BF16 weights): x is rounded to
+//    bf16, |x_p - bf16(x_p)| <= 2^-8 |x_p| (8-bit significand), products exact, fp32 sums:
+//      |dv| <= (2^-8 + gamma_{k+3}) * S.
 //  * The epilogue: the activation is Lipschitz with constant <= 1.13 (ReLU 1,
 //    SiLU 1.10, both GELUs 1.13) and is itself evaluated to a few ulps; the
 //    residual add rounds once:
@@ -228,6 +231,12 @@ bool int8_activations(const Path &p, const WeightSpec &s, int64_t m, int64_t k) 
   return (s.dtype == PARLEY_DTYPE_I8 || s.dtype == PARLEY_DTYPE_I4) && s.quant == PARLEY_QUANT_GROUPWISE && k % 64 == 0;
 }
 
+// Whether this call rounds the activations to bf16 (vdpbf16ps, BF16 weights).
+bool bf16_activations(const Path &p, const WeightSpec &s, int64_t m) {
+  return p.cap == Isa::kAvx512 && p.bf16 && parley::cpu::cpu_features().avx512_bf16 && m > 8 &&
+         s.dtype == PARLEY_DTYPE_BF16;
+}
+
 // ---- one product against the reference ------------------------------------------
 
 double act_ref(int act, double x) {
@@ -308,6 +317,7 @@ void check_product(const Path &path, const Weight &w, int64_t m, const Inputs &i
   ASSERT_EQ(kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
 
   const bool q8 = int8_activations(path, w.spec, m, k);
+  const bool bf16x = bf16_activations(path, w.spec, m);
   const double u = kF32Unit;
   int bad = 0;
   for (int64_t i = 0; i < m; ++i) {
@@ -327,6 +337,7 @@ void check_product(const Path &path, const Weight &w, int64_t m, const Inputs &i
         S += std::fabs(bias[size_t(j)]);
       }
       double dv = gamma_f32(int(k) + 3) * S;
+      if (bf16x) dv += 0x1p-8 * S;
       if (q8)
         dv = w.qabs[size_t(j)] * (sx / 2 + 4 * u * amax) + gamma_f32(int(k) / 16 + 4) * 255 * sx * w.qabs[size_t(j)] +
              gamma_f32(4) * (S + w.qabs[size_t(j)] * amax);
