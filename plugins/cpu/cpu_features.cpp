@@ -35,6 +35,15 @@ int encode(Isa cap, bool vnni, bool bf16) {
 int state() {
   int s = g_cap.load(std::memory_order_acquire);
   if (s >= 0) return s;
+  const Isa cap = isa_cap_from_environment();
+  int expected = -1;
+  g_cap.compare_exchange_strong(expected, encode(cap, true, true));
+  return g_cap.load(std::memory_order_acquire);
+}
+
+}  // namespace
+
+Isa isa_cap_from_environment() {
   Isa cap = Isa::kAvx512;
   if (const char *env = std::getenv("PARLEY_CPU_ISA"); env && *env) {
     if (!parse_isa(env, &cap)) {
@@ -43,12 +52,8 @@ int state() {
       cap = Isa::kAvx512;
     }
   }
-  int expected = -1;
-  g_cap.compare_exchange_strong(expected, encode(cap, true, true));
-  return g_cap.load(std::memory_order_acquire);
+  return cap;
 }
-
-}  // namespace
 
 const CpuFeatures &cpu_features() {
   static const CpuFeatures f = detect();

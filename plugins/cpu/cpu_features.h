@@ -31,6 +31,10 @@ const CpuFeatures &cpu_features();
 // The highest level the CPU supports.
 Isa native_isa();
 
+// The cap PARLEY_CPU_ISA asks for (kAvx512, i.e. no cap, when it is unset or
+// not a level; the latter is reported on stderr). Read once by active_isa().
+Isa isa_cap_from_environment();
+
 // Parses "avx2", "avx512", "native" or "generic"; false for anything else.
 bool parse_isa(const char *text, Isa *out);
 const char *isa_name(Isa isa);

@@ -527,6 +527,20 @@ TEST(LinearIsa, KnobParsesAndCapsTheLevelAndTheChoiceIsLogged) {
   }
 }
 
+TEST(LinearIsa, EnvironmentVariableSetsTheCap) {
+  const char *saved = std::getenv("PARLEY_CPU_ISA");
+  const std::string keep = saved ? saved : "";
+  setenv("PARLEY_CPU_ISA", "avx2", 1);
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kAvx2);
+  setenv("PARLEY_CPU_ISA", "generic", 1);
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kGeneric);
+  setenv("PARLEY_CPU_ISA", "sse9", 1);  // reported on stderr, no cap
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kAvx512);
+  unsetenv("PARLEY_CPU_ISA");
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kAvx512);
+  if (saved) setenv("PARLEY_CPU_ISA", keep.c_str(), 1);
+}
+
 // ---- misuse ---------------------------------------------------------------------------
 
 struct LinearMisuse : testing::Test {
