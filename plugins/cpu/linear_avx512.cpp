@@ -302,54 +302,59 @@ bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight
   // A NaN or infinity in x: the general path propagates it as float32 does.
   if (nonfinite.load()) return false;
   const int64_t groups = w.group_size ? k / w.group_size : 1;
+  const int64_t row_bytes = kp;
   const int64_t units = (n + kUnit - 1) / kUnit;
   *status = host.parallel_for(
       units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
         int32_t dots[kMR][kNR];
         float fdots[kMR][kNR];
         float vals[kNR];
-        for (int64_t u = u0; u < u1; ++u) {
-          const int64_t j_end = std::min(n, (u + 1) * kUnit);
-          for (int64_t i0 = 0; i0 < m; i0 += kMR) {
-            const int mr = int(std::min<int64_t>(kMR, m - i0));
-            const uint8_t *xr[kMR];
-            for (int i = 0; i < kMR; ++i) xr[i] = xu.data() + (i0 + std::min(i, mr - 1)) * kp;
-            for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
-              const int nr = int(std::min<int64_t>(kNR, j_end - j0));
-              const int8_t *wr[kNR];
-              const float *ws[kNR];
-              for (int j = 0; j < kNR; ++j) {
-                const int64_t row = j0 + std::min(j, nr - 1);
-                wr[j] = reinterpret_cast<const int8_t *>(w.data + row * w.ld_bytes);
-                ws[j] = w.scales + row * groups;
-              }
-              switch (mr) {
-                case 1:
-                  vnni_rows<K, 1>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                  break;
-                case 2:
-                  vnni_rows<K, 2>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                  break;
-                case 3:
-                  vnni_rows<K, 3>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                  break;
-                default:
-                  vnni_rows<K, 4>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                  break;
-              }
-              for (int i = 0; i < mr; ++i) {
-                const float s = sx[size_t(i0 + i)];
-                for (int j = 0; j < nr; ++j) {
-                  if constexpr (K == QKind::kI8Row)
-                    vals[j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (s * w.scales[j0 + j]);
-                  else
-                    vals[j] = (fdots[i][j] - w.group_corr[size_t(j0 + j)]) * s;
+        // Activation rows in blocks of ~256 KiB (they stay in L2 while the
+        // thread's weight units pass by), each unit's rows re-read per block.
+        const int64_t mb = std::max<int64_t>(kMR, (int64_t(256) << 10) / row_bytes / kMR * kMR);
+        for (int64_t ib = 0; ib < m; ib += mb)
+          for (int64_t u = u0; u < u1; ++u) {
+            const int64_t j_end = std::min(n, (u + 1) * kUnit);
+            for (int64_t i0 = ib; i0 < std::min(m, ib + mb); i0 += kMR) {
+              const int mr = int(std::min<int64_t>(kMR, m - i0));
+              const uint8_t *xr[kMR];
+              for (int i = 0; i < kMR; ++i) xr[i] = xu.data() + (i0 + std::min(i, mr - 1)) * kp;
+              for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
+                const int nr = int(std::min<int64_t>(kNR, j_end - j0));
+                const int8_t *wr[kNR];
+                const float *ws[kNR];
+                for (int j = 0; j < kNR; ++j) {
+                  const int64_t row = j0 + std::min(j, nr - 1);
+                  wr[j] = reinterpret_cast<const int8_t *>(w.data + row * w.ld_bytes);
+                  ws[j] = w.scales + row * groups;
                 }
-                linear_epilogue(a, i0 + i, j0, vals, nr);
+                switch (mr) {
+                  case 1:
+                    vnni_rows<K, 1>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  case 2:
+                    vnni_rows<K, 2>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  case 3:
+                    vnni_rows<K, 3>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  default:
+                    vnni_rows<K, 4>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                }
+                for (int i = 0; i < mr; ++i) {
+                  const float s = sx[size_t(i0 + i)];
+                  for (int j = 0; j < nr; ++j) {
+                    if constexpr (K == QKind::kI8Row)
+                      vals[j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (s * w.scales[j0 + j]);
+                    else
+                      vals[j] = (fdots[i][j] - w.group_corr[size_t(j0 + j)]) * s;
+                  }
+                  linear_epilogue(a, i0 + i, j0, vals, nr);
+                }
               }
             }
           }
-        }
         return PARLEY_KERNEL_OK;
       });
   return true;
@@ -464,39 +469,44 @@ bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const Packe
     *status = st;
     return true;
   }
+  const int64_t row_bytes = kp * 2;
   const int64_t units = (n + kUnit - 1) / kUnit;
   *status = host.parallel_for(
       units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
         float out[kMR][kNR];
-        for (int64_t u = u0; u < u1; ++u) {
-          const int64_t j_end = std::min(n, (u + 1) * kUnit);
-          for (int64_t i0 = 0; i0 < m; i0 += kMR) {
-            const int mr = int(std::min<int64_t>(kMR, m - i0));
-            const uint16_t *xr[kMR];
-            for (int i = 0; i < kMR; ++i) xr[i] = xb.data() + (i0 + std::min(i, mr - 1)) * kp;
-            for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
-              const int nr = int(std::min<int64_t>(kNR, j_end - j0));
-              const uint16_t *wr[kNR];
-              for (int j = 0; j < kNR; ++j)
-                wr[j] = reinterpret_cast<const uint16_t *>(w.data + (j0 + std::min(j, nr - 1)) * w.ld_bytes);
-              switch (mr) {
-                case 1:
-                  bf16_rows<1>(xr, wr, nr, k, out);
-                  break;
-                case 2:
-                  bf16_rows<2>(xr, wr, nr, k, out);
-                  break;
-                case 3:
-                  bf16_rows<3>(xr, wr, nr, k, out);
-                  break;
-                default:
-                  bf16_rows<4>(xr, wr, nr, k, out);
-                  break;
+        // Activation rows in blocks of ~256 KiB (they stay in L2 while the
+        // thread's weight units pass by), each unit's rows re-read per block.
+        const int64_t mb = std::max<int64_t>(kMR, (int64_t(256) << 10) / row_bytes / kMR * kMR);
+        for (int64_t ib = 0; ib < m; ib += mb)
+          for (int64_t u = u0; u < u1; ++u) {
+            const int64_t j_end = std::min(n, (u + 1) * kUnit);
+            for (int64_t i0 = ib; i0 < std::min(m, ib + mb); i0 += kMR) {
+              const int mr = int(std::min<int64_t>(kMR, m - i0));
+              const uint16_t *xr[kMR];
+              for (int i = 0; i < kMR; ++i) xr[i] = xb.data() + (i0 + std::min(i, mr - 1)) * kp;
+              for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
+                const int nr = int(std::min<int64_t>(kNR, j_end - j0));
+                const uint16_t *wr[kNR];
+                for (int j = 0; j < kNR; ++j)
+                  wr[j] = reinterpret_cast<const uint16_t *>(w.data + (j0 + std::min(j, nr - 1)) * w.ld_bytes);
+                switch (mr) {
+                  case 1:
+                    bf16_rows<1>(xr, wr, nr, k, out);
+                    break;
+                  case 2:
+                    bf16_rows<2>(xr, wr, nr, k, out);
+                    break;
+                  case 3:
+                    bf16_rows<3>(xr, wr, nr, k, out);
+                    break;
+                  default:
+                    bf16_rows<4>(xr, wr, nr, k, out);
+                    break;
+                }
+                for (int i = 0; i < mr; ++i) linear_epilogue(a, i0 + i, j0, out[i], nr);
               }
-              for (int i = 0; i < mr; ++i) linear_epilogue(a, i0 + i, j0, out[i], nr);
             }
           }
-        }
         return PARLEY_KERNEL_OK;
       });
   return true;

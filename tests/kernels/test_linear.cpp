@@ -397,6 +397,20 @@ TEST_P(LinearPaths, EveryWeightDtypeAndShapeMatchesFloat64Reference) {
   }
 }
 
+// Enough activation rows x row length that the batched kernels work on the
+// rows in several cache blocks (blocks of ~256 KiB of quantised rows).
+TEST_P(LinearPaths, ManyLongActivationRowsSpanSeveralBlocks) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  for (const WeightSpec &spec : {kSpecs[2], kSpecs[3], kSpecs[5], kSpecs[7]}) {
+    Rng rng(case_seed());
+    const Weight w = make_weight(spec, 37, 1024, rng);
+    const Inputs in = random_inputs(300, 1024, rng);
+    check_product(path, w, 300, in, Epilogue{true, PARLEY_ACT_SILU, Epilogue::kSeparate}, rng, 2);
+  }
+}
+
 TEST_P(LinearPaths, EpilogueBiasActivationResidualAndAliasing) {
   const Path &path = kPaths[GetParam()];
   if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
