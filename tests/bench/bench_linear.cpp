@@ -104,7 +104,7 @@ class Pool {
     for (int64_t c; (c = next_.fetch_add(1)) < count;) fn_(user_, c * grain_, std::min(n_, (c + 1) * grain_));
   }
   void work() {
-    uint64_t seen = epoch_.load();
+    uint64_t seen = 0;  // the epoch at construction: a job posted before this thread runs is not missed
     for (;;) {
       uint64_t e;
       while ((e = epoch_.load(std::memory_order_acquire)) == seen) _mm_pause();
@@ -162,24 +162,25 @@ __attribute__((target("avx2"))) long long read_sum(const char *p, size_t bytes, 
   return _mm256_extract_epi64(s, 0);
 }
 
-// Streaming read of the buffer split evenly over the pool's threads, in
-// chunks of 16 MiB (the size of a large layer's weight; the TLB and the
-// prefetchers see what the kernels see); GB/s, the best over runs and over 1
-// or 4 streams per thread.
+// Streaming read bandwidth, GB/s: the buffer is read in 16 MiB pieces (the
+// size of one large layer's weight, i.e. of one kernel call), each split
+// evenly over the pool's threads and timed on its own; the best piece over
+// 1 or 4 streams per thread. Timed like the kernels (best of many short
+// calls), so that a busy neighbour does not lower the bound more than the
+// kernels' numbers.
 double read_bandwidth(Pool &pool, int threads, const std::vector<char> &buf, int reps) {
   double best = 0;
   std::atomic<long long> sink{0};
-  const size_t per = buf.size() / size_t(threads) / (size_t(1) << 20) * (size_t(1) << 20);
-  const size_t chunk = std::min(per, size_t(16) << 20);
+  const size_t piece = size_t(16) << 20;
+  const size_t per = piece / size_t(threads) / 256 * 256;
   for (int streams : {1, 4}) {
     for (int r = 0; r < reps; ++r) {
-      const auto t0 = Clock::now();
-      pool.on_all([&](int64_t i) {
-        for (size_t o = 0; o + chunk <= per; o += chunk)
-          sink.fetch_add(read_sum(buf.data() + size_t(i) * per + o, chunk, streams));
-      });
-      const double t = std::chrono::duration<double>(Clock::now() - t0).count();
-      best = std::max(best, double(per / chunk * chunk) * threads / t / 1e9);
+      for (size_t o = 0; o + piece <= buf.size(); o += piece) {
+        const auto t0 = Clock::now();
+        pool.on_all([&](int64_t i) { sink.fetch_add(read_sum(buf.data() + o + size_t(i) * per, per, streams)); });
+        const double t = std::chrono::duration<double>(Clock::now() - t0).count();
+        best = std::max(best, double(per) * threads / t / 1e9);
+      }
     }
   }
   return best;
@@ -360,7 +361,7 @@ int main(int argc, char **argv) {
   std::vector<char> bwbuf(size_t(1) << 30, 1);
   for (int threads : thread_counts) {
     Pool pool(threads);
-    const double bw = read_bandwidth(pool, threads, bwbuf, quick ? 3 : 7);
+    const double bw = read_bandwidth(pool, threads, bwbuf, quick ? 2 : 3);
     std::printf("\n== %d thread(s): streaming-read bandwidth %.1f GB/s\n", threads, bw);
     std::printf("decode (m=1): weight GB/s per call (best of the calls), %% of that bandwidth, median GB/s\n");
     std::printf("%-18s %-6s %7s |", "shape", "dtype", "MiB");
