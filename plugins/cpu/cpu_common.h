@@ -50,6 +50,7 @@ class Host {
   parley_kernel_status fail(parley_kernel_status status, const char *fmt, ...) const
       __attribute__((format(printf, 3, 4)));
   void *scratch(size_t bytes) const { return h_ && h_->scratch ? h_->scratch(h_->host, bytes) : nullptr; }
+  const parley_host_services *services() const { return h_; }
   int num_threads() const {
     int n = h_ && h_->num_threads ? h_->num_threads(h_->host) : 1;
     return n < 1 ? 1 : n;

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <new>
 
+#include "cpu_features.h"
 #include "onednn.h"
 
 namespace parley::cpu {
@@ -136,6 +137,34 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
     w->ld_bytes = d->ld_bytes;
     w->scales = d->scales;
     w->group_size = d->quant == PARLEY_QUANT_GROUPWISE ? d->group_size : 0;
+    // The VNNI path (m > kSmallM) multiplies unsigned activations (q + 128)
+    // by the signed weights and subtracts 128 * the row's (scaled) sum.
+    if ((dtype == PARLEY_DTYPE_I8 || dtype == PARLEY_DTYPE_I4) && cpu_features().avx512_vnni) {
+      const int64_t n = d->n, k = d->k;
+      if (d->quant == PARLEY_QUANT_PER_ROW) w->row_sums.resize(size_t(n));
+      if (d->quant == PARLEY_QUANT_GROUPWISE) w->group_corr.resize(size_t(n));
+      for (int64_t r = 0; r < n; ++r) {
+        const uint8_t *row = w->data + r * d->ld_bytes;
+        auto elem = [&](int64_t c) -> int32_t {
+          if (dtype == PARLEY_DTYPE_I8) return static_cast<int8_t>(row[c]);
+          const uint8_t b = row[c / 2];
+          return c % 2 ? static_cast<int8_t>(b) >> 4 : static_cast<int8_t>(static_cast<uint8_t>(b << 4)) >> 4;
+        };
+        if (d->quant == PARLEY_QUANT_PER_ROW) {
+          int32_t sum = 0;
+          for (int64_t c = 0; c < k; ++c) sum += elem(c);
+          w->row_sums[size_t(r)] = sum;
+        } else {
+          double corr = 0;
+          for (int64_t g0 = 0; g0 < k; g0 += d->group_size) {
+            int32_t sum = 0;
+            for (int64_t c = g0; c < g0 + d->group_size; ++c) sum += elem(c);
+            corr += 128.0 * double(d->scales[r * (k / d->group_size) + g0 / d->group_size]) * sum;
+          }
+          w->group_corr[size_t(r)] = float(corr);
+        }
+      }
+    }
     out->bytes = w->owned_bytes() + sizeof(PackedWeight);
     out->flags = PARLEY_PREPARED_USES_SOURCE;
     out->handle = w.release();

@@ -31,8 +31,9 @@ struct PackedWeight {
   const float *scales = nullptr;
   int64_t group_size = 0;
   // Plugin-owned extras (counted in parley_prepared_weight.bytes).
-  std::vector<int32_t> row_sums;  // sum of each int8 row (the u8 x s8 product's correction)
-  uint64_t owned_bytes() const { return row_sums.size() * sizeof(int32_t); }
+  std::vector<int32_t> row_sums;  // I8 per-row: sum of each row (the u8 x s8 product's correction)
+  std::vector<float> group_corr;  // group-wise: 128 * sum_g scale_g * sum(row's group g)
+  uint64_t owned_bytes() const { return row_sums.size() * sizeof(int32_t) + group_corr.size() * sizeof(float); }
 };
 
 // Bytes per element of F32/F16/BF16/I8 (0 for others).

@@ -1,11 +1,74 @@
-// Specialised LINEAR paths (see linear.h). None yet: every product takes the
-// general tile path of linear.cpp.
-#include "linear.h"
+// Specialised LINEAR paths (see linear.h), chosen per call from the CPU's
+// instruction sets (cpu_features.h; PARLEY_CPU_ISA caps the level):
+//
+//   m <= kSmallM (decode):  GEMV kernels, AVX-512 or AVX2, for every weight
+//       dtype: weights read once in their stored form and converted in
+//       registers, F32 activations, F32 accumulation (so greedy decoding
+//       matches a weight-only-quantised float reference).
+//   m >  kSmallM, I8 / I4 weights, AVX512-VNNI: int8 x int8 products with
+//       activations quantised per row on the fly (linear_avx512.cpp); lossy
+//       by the activations' rounding, used only above kSmallM rows.
+//   m >  kSmallM, BF16 weights, AVX512-BF16: vdpbf16ps with the activations
+//       rounded to bf16 (lossy, used only above kSmallM rows).
+//   everything else: the general tile + oneDNN sgemm path of linear.cpp
+//       (measured faster than the alternatives; tests/bench/bench_linear.cpp).
+#include "cpu_features.h"
+#include "linear_kernels.h"
 
 namespace parley::cpu {
 
-bool linear_fast(const Host &, const parley_linear_args &, const PackedWeight &, parley_kernel_status *) {
-  return false;
+namespace {
+
+inline float activate(int64_t act, float v) {
+  switch (act) {
+    case PARLEY_ACT_RELU:
+      return act_relu(v);
+    case PARLEY_ACT_GELU_ERF:
+      return act_gelu_erf(v);
+    case PARLEY_ACT_GELU_TANH:
+      return act_gelu_tanh(v);
+    case PARLEY_ACT_SILU:
+      return act_silu(v);
+    default:
+      return v;
+  }
+}
+
+}  // namespace
+
+void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count) {
+  float *out = static_cast<float *>(a.out) + i * a.ld_out + j0;
+  const float *res = a.residual ? static_cast<const float *>(a.residual) + i * a.ld_residual + j0 : nullptr;
+  const int64_t act = enum_value(a.activation);
+  for (int64_t c = 0; c < count; ++c) {
+    float v = vals[c] + (a.bias ? a.bias[j0 + c] : 0.f);
+    v = activate(act, v);
+    if (res) v += res[c];  // read before the write: out may alias residual
+    out[c] = v;
+  }
+}
+
+bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
+  const Isa isa = active_isa();
+  log_isa_once(host.services());
+  if (isa == Isa::kGeneric) return false;
+  bool ran = false;
+  const char *path = "";
+  if (a.m <= kSmallM) {
+    path = isa == Isa::kAvx512 ? "gemv_avx512" : "gemv_avx2";
+    ran = isa == Isa::kAvx512 ? gemv_avx512(host, a, w, status) : gemv_avx2(host, a, w, status);
+  } else if (use_avx512_vnni() && (w.dtype == PARLEY_DTYPE_I8 || w.dtype == PARLEY_DTYPE_I4)) {
+    path = "gemm_int_vnni_avx512";
+    ran = gemm_int_vnni_avx512(host, a, w, status);
+  } else if (use_avx512_bf16() && w.dtype == PARLEY_DTYPE_BF16) {
+    path = "gemm_bf16_avx512";
+    ran = gemm_bf16_avx512(host, a, w, status);
+  }
+  if (ran && *status != PARLEY_KERNEL_OK)
+    *status = host.fail(*status, "linear: %s failed for weight '%.200s' (m=%lld n=%lld k=%lld): %s", path,
+                        w.name.c_str(), ll(a.m), ll(a.n), ll(a.k),
+                        *status == PARLEY_KERNEL_OUT_OF_MEMORY ? "out of memory for scratch" : "internal error");
+  return ran;
 }
 
 }  // namespace parley::cpu

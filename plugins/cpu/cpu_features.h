@@ -1,0 +1,60 @@
+// What the CPU offers the LINEAR kernels, read once with cpuid
+// (__builtin_cpu_supports, which also checks that the OS saves the AVX-512
+// state), and which instruction-set level the plugin uses.
+//
+// Levels: GENERIC (the portable tile + oneDNN path only), AVX2 (AVX2 + FMA +
+// F16C), AVX512 (F, BW, VL, DQ; with VNNI and BF16 as optional extras). The
+// environment variable PARLEY_CPU_ISA=avx2|avx512|native (read once, at the
+// first use) caps the level so that every compiled path can be tested on a
+// machine that has the highest one; a level the CPU lacks is never chosen.
+#ifndef PARLEY_PLUGINS_CPU_CPU_FEATURES_H
+#define PARLEY_PLUGINS_CPU_CPU_FEATURES_H
+
+#include <parley/plugin.h>
+
+#include <string>
+
+namespace parley::cpu {
+
+enum class Isa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
+
+struct CpuFeatures {
+  bool avx2 = false;    // AVX2 + FMA + F16C
+  bool avx512 = false;  // AVX-512 F + BW + VL + DQ
+  bool avx512_vnni = false;
+  bool avx512_bf16 = false;
+  bool avx_vnni = false;  // the VEX-encoded VNNI of AVX2-only cores (detected, not used yet)
+};
+
+// The CPU's features (cached).
+const CpuFeatures &cpu_features();
+// The highest level the CPU supports.
+Isa native_isa();
+
+// The cap PARLEY_CPU_ISA asks for (kAvx512, i.e. no cap, when it is unset or
+// not a level; the latter is reported on stderr). Read once by active_isa().
+Isa isa_cap_from_environment();
+
+// Parses "avx2", "avx512", "native" or "generic"; false for anything else.
+bool parse_isa(const char *text, Isa *out);
+const char *isa_name(Isa isa);
+
+// The level the kernels use now: min(native, cap), where the cap comes from
+// PARLEY_CPU_ISA (or set_isa_cap). Thread-safe.
+Isa active_isa();
+// Whether the int8 VNNI / BF16 dot-product kernels may run now.
+bool use_avx512_vnni();
+bool use_avx512_bf16();
+// Overrides the cap (tests). `vnni` / `bf16` false also turn those extras off.
+void set_isa_cap(Isa cap, bool vnni = true, bool bf16 = true);
+
+// A line describing the active level (and what the CPU has), e.g. for the log.
+std::string isa_description();
+
+// Logs isa_description() at INFO through host->log the first time a level is
+// used, and again whenever the level changes (set_isa_cap). Thread-safe.
+void log_isa_once(const parley_host_services *host);
+
+}  // namespace parley::cpu
+
+#endif

@@ -1,0 +1,521 @@
+// LINEAR kernels for AVX-512 (F, BW, VL, DQ) and AVX512-VNNI, compiled for
+// those instruction sets function by function (the target pragmas below, not
+// a global -march), run only when cpu_features() reports them.
+// GCC 12's AVX-512 intrinsics start some results from _mm512_undefined_*(),
+// which -Wmaybe-uninitialized reports inside the header (a known false
+// positive, GCC bug 105593; -Wuninitialized for _mm512_reduce_*_ps).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu_features.h"
+#include "linear_kernels.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+#endif
+
+namespace parley::cpu {
+
+namespace {
+
+using vf = __m512;
+constexpr int V = 16;
+constexpr int RB = 4;  // weight rows per block: 4 streams per thread
+constexpr int MB = 4;  // activation rows per pass: 16 accumulators + 4 x + 1 w of 32 registers
+
+inline vf vzero() {
+  return _mm512_setzero_ps();
+}
+inline vf vset1(float s) {
+  return _mm512_set1_ps(s);
+}
+inline vf vload(const float *p) {
+  return _mm512_loadu_ps(p);
+}
+inline vf vfma(vf a, vf b, vf c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+inline vf vmul(vf a, vf b) {
+  return _mm512_mul_ps(a, b);
+}
+inline float vhsum(vf v) {
+  return _mm512_reduce_add_ps(v);
+}
+inline vf load_f16(const uint16_t *p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+inline vf load_bf16(const uint16_t *p) {
+  const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+inline vf load_i8(const int8_t *p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))));
+}
+inline void load_i4(const uint8_t *p, vf *lo, vf *hi) {
+  const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+  // Sign-extend each nibble: move it to the top of the lane, shift back arithmetically.
+  *lo = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(b, 28), 28));
+  *hi = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(b, 24), 28));
+}
+
+}  // namespace
+
+#define PARLEY_GEMV_NAME gemv_avx512
+#include "linear_gemv.inc"
+#undef PARLEY_GEMV_NAME
+
+}  // namespace parley::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// ---------------------------------------------------------------------------
+// Integer weights x int8 activations with AVX512-VNNI, for m > kSmallM.
+//
+// Each activation row is quantised on the fly, symmetric, per row:
+// s_x = max|x| / 127, q = round(x / s_x) in [-127, 127] (a zero row gets
+// s_x = 0 and q = 0). vpdpbusd multiplies unsigned by signed bytes, so the
+// kernel feeds u = q + 128 and corrects with the weight row's sum, made once
+// in prepare_weight:  sum_p q_p w_p = sum_p u_p w_p - 128 * sum_p w_p.
+//  * I8 per-row: int32 sums over the whole row (no overflow for k <= 65536:
+//    255 * 128 * 65536 < 2^31), then (dot - 128 * row_sum) * s_x * s_w.
+//  * I8 / I4 group-wise: the int32 sums of each 64-byte step are converted to
+//    float and multiplied by their group's scale per lane (a group of 32 is
+//    half a vector), accumulated in float; the correction
+//    128 * sum_g s_g * sum(group g) is one float per row (group_corr).
+//    I4 nibbles are widened to signed bytes in registers (low nibbles = even
+//    elements in the first 32 bytes, high = odd in the last 32), and x's
+//    bytes are permuted the same way within every 64 elements.
+// The only extra error over float32 is the rounding of x to q * s_x,
+// |x - q s_x| <= s_x / 2: at most s_x / 2 * sum_p |w[j][p]| per output (the
+// tests check this bound). Weights are used in the file's layout (row-major
+// [n, k]): 64 bytes of a weight row against 64 bytes of an activation row per
+// instruction, 4 x 4 outputs at a time, lanes added at the end.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#endif
+
+namespace parley::cpu {
+
+namespace {
+
+enum class QKind { kI8Row, kI8Group, kI4Group };
+
+constexpr int kMR = 4;         // activation rows per micro-kernel
+constexpr int kNR = 4;         // weight rows per micro-kernel
+constexpr int64_t kUnit = 32;  // weight rows per parallel_for index
+
+// Quantises one activation row into kp bytes (u = q + 128, padded with 128,
+// i.e. q = 0); for I4 weights the bytes of every 64 are then ordered even
+// elements first, odd ones after. Returns s_x, or a negative value if the row
+// is not finite.
+float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, uint8_t *u) {
+  __m512 mx = _mm512_setzero_ps();
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + p)));
+  float amax = _mm512_reduce_max_ps(mx);
+  bool finite = true;
+  for (; p < k; ++p) amax = std::max(amax, std::fabs(x[p]));
+  for (p = 0; p < k; ++p) finite = finite && std::isfinite(x[p]);
+  if (!finite) return -1.f;
+  const float inv = amax > 0.f ? 127.f / amax : 0.f;
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i bias = _mm512_set1_epi32(128);
+  for (p = 0; p < kp; p += 16) {
+    const int64_t rem = k - p;
+    const __mmask16 mask = rem >= 16 ? __mmask16(0xFFFF) : rem <= 0 ? __mmask16(0) : __mmask16((1u << rem) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(mask, x + p);
+    // Round to nearest even (the default MXCSR mode); |v * inv| <= 127 up to rounding.
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv));
+    q = _mm512_max_epi32(_mm512_min_epi32(q, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(u + p), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, bias)));
+  }
+  if (i4_order) {
+    uint8_t tmp[64];
+    for (p = 0; p < kp; p += 64) {
+      for (int t = 0; t < 32; ++t) {
+        tmp[t] = u[p + 2 * t];
+        tmp[32 + t] = u[p + 2 * t + 1];
+      }
+      std::memcpy(u + p, tmp, 64);
+    }
+  }
+  return amax / 127.f;
+}
+
+// Four 16-lane int32 vectors -> their four sums.
+inline __m128i sum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  const __m512i s = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// 64 signed weight bytes of row `row` at element p (a multiple of 64). I4:
+// 32 bytes -> the 32 even elements, then the 32 odd ones, as signed bytes.
+template <QKind K>
+inline __m512i load_wq(const int8_t *row, int64_t p) {
+  if constexpr (K == QKind::kI4Group) {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + p / 2));
+    const __m256i nib = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+    // (v ^ 8) - 8 sign-extends a nibble held in the low 4 bits of a byte.
+    const __m256i lo = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(b, nib), eight), eight);
+    const __m256i hi = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), nib), eight), eight);
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+  } else {
+    return _mm512_loadu_si512(row + p);
+  }
+}
+
+// The group scales of the 16 int32 lanes of a 64-element step at element p.
+// I8: lane t covers elements p + 4t .. p + 4t + 3. I4 (even elements in lanes
+// 0-7, odd ones in lanes 8-15): lane t < 8 covers elements p + 8t .. p + 8t + 6,
+// lane t >= 8 covers p + 8(t - 8) + 1 ...
+template <QKind K>
+inline __m512 group_scales(const float *s, int64_t p, int64_t group) {
+  if (group >= 64) return _mm512_set1_ps(s[p / group]);
+  const __m512 a = _mm512_set1_ps(s[p / 32]), b = _mm512_set1_ps(s[p / 32 + 1]);
+  if constexpr (K == QKind::kI4Group) return _mm512_mask_blend_ps(__mmask16(0xF0F0), a, b);
+  return _mm512_mask_blend_ps(__mmask16(0xFF00), a, b);
+}
+
+// Per-row weights: dots[i][j] = sum_p u[i][p] * w[j][p] (int32).
+template <int MR, int NR>
+void vnni_block_row(const uint8_t *const *xu, const int8_t *const *wr, int64_t k, int32_t dots[kMR][kNR]) {
+  __m512i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
+  int64_t p = 0;
+  for (; p + 64 <= k; p += 64) {
+    __m512i wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(wr[j] + p);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xu[i] + p);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xv, wv[j]);
+    }
+  }
+  if (p < k) {  // the weight rows end here: masked loads (zeros) past k; x is padded
+    const __mmask64 mask = (~0ull) >> (64 - (k - p));
+    __m512i wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_epi8(mask, wr[j] + p);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xu[i] + p);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xv, wv[j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    // With NR < 4 the missing rows repeat row 0; their sums are not used.
+    alignas(16) int32_t s[4];
+    _mm_store_si128(reinterpret_cast<__m128i *>(s),
+                    sum4(acc[i][0], acc[i][NR > 1 ? 1 : 0], acc[i][NR > 2 ? 2 : 0], acc[i][NR > 3 ? 3 : 0]));
+    for (int j = 0; j < NR; ++j) dots[i][j] = s[j];
+  }
+}
+
+// Group-wise weights: out[i][j] = sum_g s_g * sum_{p in g} u[i][p] * w[j][p]
+// (float). k is a multiple of 64.
+template <QKind K, int MR, int NR>
+void vnni_block_group(const uint8_t *const *xu, const int8_t *const *wr, const float *const *ws, int64_t k,
+                      int64_t group, float out[kMR][kNR]) {
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k; p += 64) {
+    __m512i wv[NR];
+    __m512 sv[NR];
+    for (int j = 0; j < NR; ++j) {
+      wv[j] = load_wq<K>(wr[j], p);
+      sv[j] = group_scales<K>(ws[j], p, group);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xu[i] + p);
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv[j])), sv[j],
+                                    acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+template <QKind K, int MR>
+void vnni_rows(const uint8_t *const *xu, const int8_t *const *wr, const float *const *ws, int nr, int64_t k,
+               int64_t group, int32_t dots[kMR][kNR], float fdots[kMR][kNR]) {
+#define PARLEY_VNNI_CASE(c)                                    \
+  case c:                                                      \
+    if constexpr (K == QKind::kI8Row)                          \
+      vnni_block_row<MR, c>(xu, wr, k, dots);                  \
+    else                                                       \
+      vnni_block_group<K, MR, c>(xu, wr, ws, k, group, fdots); \
+    break;
+  switch (nr) {
+    PARLEY_VNNI_CASE(1)
+    PARLEY_VNNI_CASE(2)
+    PARLEY_VNNI_CASE(3)
+    default:
+      PARLEY_VNNI_CASE(4)
+  }
+#undef PARLEY_VNNI_CASE
+}
+
+template <QKind K>
+bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
+  const int64_t m = a.m, n = a.n, k = a.k;
+  const int64_t kp = (k + 63) / 64 * 64;
+  std::vector<uint8_t> xu(static_cast<size_t>(m * kp));
+  std::vector<float> sx(static_cast<size_t>(m));
+  std::atomic<bool> nonfinite{false};
+  const float *x = static_cast<const float *>(a.x);
+  parley_kernel_status st =
+      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
+        for (int64_t i = i0; i < i1; ++i) {
+          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, K == QKind::kI4Group, xu.data() + i * kp);
+          if (sx[size_t(i)] < 0.f) nonfinite.store(true);
+        }
+        return PARLEY_KERNEL_OK;
+      });
+  if (st != PARLEY_KERNEL_OK) {
+    *status = st;
+    return true;
+  }
+  // A NaN or infinity in x: the general path propagates it as float32 does.
+  if (nonfinite.load()) return false;
+  const int64_t groups = w.group_size ? k / w.group_size : 1;
+  const int64_t row_bytes = kp;
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  *status = host.parallel_for(
+      units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
+        int32_t dots[kMR][kNR];
+        float fdots[kMR][kNR];
+        float vals[kNR];
+        // Activation rows in blocks of ~256 KiB (they stay in L2 while the
+        // thread's weight units pass by), each unit's rows re-read per block.
+        const int64_t mb = std::max<int64_t>(kMR, (int64_t(256) << 10) / row_bytes / kMR * kMR);
+        for (int64_t ib = 0; ib < m; ib += mb)
+          for (int64_t u = u0; u < u1; ++u) {
+            const int64_t j_end = std::min(n, (u + 1) * kUnit);
+            for (int64_t i0 = ib; i0 < std::min(m, ib + mb); i0 += kMR) {
+              const int mr = int(std::min<int64_t>(kMR, m - i0));
+              const uint8_t *xr[kMR];
+              for (int i = 0; i < kMR; ++i) xr[i] = xu.data() + (i0 + std::min(i, mr - 1)) * kp;
+              for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
+                const int nr = int(std::min<int64_t>(kNR, j_end - j0));
+                const int8_t *wr[kNR];
+                const float *ws[kNR];
+                for (int j = 0; j < kNR; ++j) {
+                  const int64_t row = j0 + std::min(j, nr - 1);
+                  wr[j] = reinterpret_cast<const int8_t *>(w.data + row * w.ld_bytes);
+                  ws[j] = w.scales + row * groups;
+                }
+                switch (mr) {
+                  case 1:
+                    vnni_rows<K, 1>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  case 2:
+                    vnni_rows<K, 2>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  case 3:
+                    vnni_rows<K, 3>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  default:
+                    vnni_rows<K, 4>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                }
+                for (int i = 0; i < mr; ++i) {
+                  const float s = sx[size_t(i0 + i)];
+                  for (int j = 0; j < nr; ++j) {
+                    if constexpr (K == QKind::kI8Row)
+                      vals[j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (s * w.scales[j0 + j]);
+                    else
+                      vals[j] = (fdots[i][j] - w.group_corr[size_t(j0 + j)]) * s;
+                  }
+                  linear_epilogue(a, i0 + i, j0, vals, nr);
+                }
+              }
+            }
+          }
+        return PARLEY_KERNEL_OK;
+      });
+  return true;
+}
+
+}  // namespace
+
+bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                          parley_kernel_status *status) {
+  if (a.k > 65536) return false;
+  if (w.dtype == PARLEY_DTYPE_I8 && w.quant == PARLEY_QUANT_PER_ROW && w.row_sums.size() == size_t(a.n))
+    return gemm_vnni<QKind::kI8Row>(host, a, w, status);
+  if (w.quant != PARLEY_QUANT_GROUPWISE || a.k % 64 != 0 || w.group_corr.size() != size_t(a.n)) return false;
+  if (w.dtype == PARLEY_DTYPE_I8) return gemm_vnni<QKind::kI8Group>(host, a, w, status);
+  if (w.dtype == PARLEY_DTYPE_I4) return gemm_vnni<QKind::kI4Group>(host, a, w, status);
+  return false;
+}
+
+}  // namespace parley::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// ---------------------------------------------------------------------------
+// BF16 weights with AVX512-BF16 (vdpbf16ps), for m > kSmallM only.
+//
+// LOSSY: the activations are rounded to bfloat16 (relative error <= 2^-8 per
+// element) so that both operands of vdpbf16ps are bf16; products are exact in
+// fp32 and accumulated in fp32 (the instruction flushes denormals). It serves
+// only batched / prefill products (m > kSmallM), where it halves the
+// instructions of the float32 path; decode (m <= kSmallM) keeps float32
+// activations in the GEMV kernel. The bound the tests check:
+//   |dv| <= 2^-8 sum_p |w_p x_p| + gamma_{k+3} sum_p |w_p x_p|.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+#endif
+
+namespace parley::cpu {
+
+namespace {
+
+// x row -> kp bf16 values (round to nearest even), zero padded.
+void bf16_row(const float *x, int64_t k, int64_t kp, uint16_t *dst) {
+  for (int64_t p = 0; p < kp; p += 32) {
+    const int64_t r0 = k - p, r1 = k - p - 16;
+    const __mmask16 m0 = r0 >= 16 ? __mmask16(0xFFFF) : r0 <= 0 ? __mmask16(0) : __mmask16((1u << r0) - 1);
+    const __mmask16 m1 = r1 >= 16 ? __mmask16(0xFFFF) : r1 <= 0 ? __mmask16(0) : __mmask16((1u << r1) - 1);
+    const __m512 lo = _mm512_maskz_loadu_ps(m0, x + p), hi = _mm512_maskz_loadu_ps(m1, x + p + 16);
+    _mm512_storeu_si512(dst + p, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
+}
+
+template <int MR, int NR>
+void bf16_block(const uint16_t *const *xb, const uint16_t *const *wr, int64_t k, float out[kMR][kNR]) {
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k; p += 32) {
+    const int64_t rem = k - p;
+    const __mmask32 mask = rem >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << rem) - 1);
+    __m512i wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_epi16(mask, wr[j] + p);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xb[i] + p);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], (__m512bh)xv, (__m512bh)wv[j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+template <int MR>
+void bf16_rows(const uint16_t *const *xb, const uint16_t *const *wr, int nr, int64_t k, float out[kMR][kNR]) {
+  switch (nr) {
+    case 1:
+      bf16_block<MR, 1>(xb, wr, k, out);
+      break;
+    case 2:
+      bf16_block<MR, 2>(xb, wr, k, out);
+      break;
+    case 3:
+      bf16_block<MR, 3>(xb, wr, k, out);
+      break;
+    default:
+      bf16_block<MR, 4>(xb, wr, k, out);
+      break;
+  }
+}
+
+}  // namespace
+
+bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                      parley_kernel_status *status) {
+  if (w.dtype != PARLEY_DTYPE_BF16) return false;
+  const int64_t m = a.m, n = a.n, k = a.k;
+  const int64_t kp = (k + 31) / 32 * 32;
+  std::vector<uint16_t> xb(static_cast<size_t>(m * kp));
+  const float *x = static_cast<const float *>(a.x);
+  parley_kernel_status st =
+      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
+        for (int64_t i = i0; i < i1; ++i) bf16_row(x + i * a.ld_x, k, kp, xb.data() + i * kp);
+        return PARLEY_KERNEL_OK;
+      });
+  if (st != PARLEY_KERNEL_OK) {
+    *status = st;
+    return true;
+  }
+  const int64_t row_bytes = kp * 2;
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  *status = host.parallel_for(
+      units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
+        float out[kMR][kNR];
+        // Activation rows in blocks of ~256 KiB (they stay in L2 while the
+        // thread's weight units pass by), each unit's rows re-read per block.
+        const int64_t mb = std::max<int64_t>(kMR, (int64_t(256) << 10) / row_bytes / kMR * kMR);
+        for (int64_t ib = 0; ib < m; ib += mb)
+          for (int64_t u = u0; u < u1; ++u) {
+            const int64_t j_end = std::min(n, (u + 1) * kUnit);
+            for (int64_t i0 = ib; i0 < std::min(m, ib + mb); i0 += kMR) {
+              const int mr = int(std::min<int64_t>(kMR, m - i0));
+              const uint16_t *xr[kMR];
+              for (int i = 0; i < kMR; ++i) xr[i] = xb.data() + (i0 + std::min(i, mr - 1)) * kp;
+              for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
+                const int nr = int(std::min<int64_t>(kNR, j_end - j0));
+                const uint16_t *wr[kNR];
+                for (int j = 0; j < kNR; ++j)
+                  wr[j] = reinterpret_cast<const uint16_t *>(w.data + (j0 + std::min(j, nr - 1)) * w.ld_bytes);
+                switch (mr) {
+                  case 1:
+                    bf16_rows<1>(xr, wr, nr, k, out);
+                    break;
+                  case 2:
+                    bf16_rows<2>(xr, wr, nr, k, out);
+                    break;
+                  case 3:
+                    bf16_rows<3>(xr, wr, nr, k, out);
+                    break;
+                  default:
+                    bf16_rows<4>(xr, wr, nr, k, out);
+                    break;
+                }
+                for (int i = 0; i < mr; ++i) linear_epilogue(a, i0 + i, j0, out[i], nr);
+              }
+            }
+          }
+        return PARLEY_KERNEL_OK;
+      });
+  return true;
+}
+
+}  // namespace parley::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,42 @@
+// The specialised LINEAR kernels of the cpu plugin, one set per instruction
+// set (linear_avx2.cpp, linear_avx512.cpp); linear_fast.cpp picks among them.
+// Each returns true when it ran the product (with *status set) and false to
+// leave it to the next candidate.
+#ifndef PARLEY_PLUGINS_CPU_LINEAR_KERNELS_H
+#define PARLEY_PLUGINS_CPU_LINEAR_KERNELS_H
+
+#include "linear.h"
+
+namespace parley::cpu {
+
+// Up to this many activation rows take the GEMV kernels (weights streamed once
+// and converted in registers, F32 activations); more take the GEMM paths.
+constexpr int64_t kSmallM = 8;
+
+// GEMV-style small-m product for every weight dtype, F32 activations, F32
+// accumulation. Requires m <= kSmallM.
+bool gemv_avx2(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status);
+bool gemv_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status);
+
+// I8 (per-row or group-wise) and I4 (group-wise) weights x dynamically
+// int8-quantised activations (AVX512-VNNI). Needs the row sums of prepare
+// (row_sums / group_corr); group-wise needs k % 64 == 0.
+bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                          parley_kernel_status *status);
+
+// BF16 weights x activations rounded to bf16 (AVX512-BF16; lossy, m > kSmallM only).
+bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
+                      parley_kernel_status *status);
+
+// out[i, j0 .. j0 + count) = act(vals + bias) + residual for activation row i.
+void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count);
+
+// Rows of weight per parallel_for index and the grain that gives every thread
+// one equal, contiguous slice.
+inline int64_t even_grain(int64_t units, int threads) {
+  return threads <= 1 ? units : (units + threads - 1) / threads;
+}
+
+}  // namespace parley::cpu
+
+#endif

@@ -1,0 +1,669 @@
+// LINEAR (plugin ABI 1.2) of the cpu plugin against a float64 reference
+// computed from the dequantised weights: every weight dtype and quantisation,
+// every instruction-set path this CPU can run (each forced in turn through
+// set_isa_cap, the in-process form of PARLEY_CPU_ISA), odd shapes, group
+// boundaries, saturation, zero rows, the epilogue (bias, activation,
+// residual, residual aliasing out) and misuse.
+//
+// Tolerances, per output element, from the arithmetic of each path:
+//  * F32 activations (GEMV paths, tile + sgemm path): the output is an fp32
+//    dot product of length k of the dequantised weight with x, the weight
+//    possibly rounded once (float(q) * scale) and the sum scaled once:
+//      |dv| <= gamma_{k+3} * S,  S = sum_p |w_p x_p| + |bias|
+//    (Higham eq. 3.5, any summation order; tests/common/attention_condition.h).
+//  * int8 activations (VNNI path, m > 8, I8 per-row weights): x is rounded to
+//    q * s_x with s_x = max|x| / 127 and |x_p - q_p s_x| <= s_x / 2 (plus a
+//    few ulps of |x_p| from forming x / s_x in fp32); the integer product is
+//    exact, so
+//      |dv| <= sum_p |w_p| * (s_x / 2 + 4 u max|x|) + gamma_4 * S'
+//    where S' bounds the final float conversions and scale products; group-
+//    wise weights add the float sum over the k / 16 lane partials of
+//    s_g * sum u_p q_p (u_p <= 255):  gamma_{k/16+4} * 255 * s_x * sum_p |w_p|.
+//  * bf16 activations (vdpbf16ps path, m > 8, BF16 weights): x is rounded to
+//    bf16, |x_p - bf16(x_p)| <= 2^-8 |x_p| (8-bit significand), products exact, fp32 sums:
+//      |dv| <= (2^-8 + gamma_{k+3}) * S.
+//  * The epilogue: the activation is Lipschitz with constant <= 1.13 (ReLU 1,
+//    SiLU 1.10, both GELUs 1.13) and is itself evaluated to a few ulps; the
+//    residual add rounds once:
+//      |dout| <= 1.13 |dv| + 8 u (|act(v)| + |v|) + u |out|.
+#include <parley/plugin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../../plugins/cpu/cpu_common.h"
+#include "../../plugins/cpu/cpu_features.h"
+#include "../common/attention_condition.h"
+#include "test_host.h"
+#include "test_util.h"
+
+namespace parley::test {
+namespace {
+
+using parley::cpu::Isa;
+
+// ---- the weight under test --------------------------------------------------
+
+struct WeightSpec {
+  parley_dtype dtype;
+  parley_quant quant;
+  int64_t group;  // GROUPWISE only
+  std::string name() const {
+    std::string s = parley::cpu::dtype_name(dtype);
+    if (quant == PARLEY_QUANT_PER_ROW) s += "_row";
+    if (quant == PARLEY_QUANT_GROUPWISE) s += "_g" + std::to_string(group);
+    return s;
+  }
+};
+
+struct Weight {
+  WeightSpec spec;
+  int64_t n = 0, k = 0, ld_bytes = 0;
+  std::vector<uint8_t> bytes;
+  std::vector<float> scales;
+  std::vector<double> deq;   // [n, k] dequantised, exactly
+  std::vector<double> qabs;  // per row: s_w * sum |q| (I8 per-row; for the int8-activation bound)
+};
+
+enum class Fill { kRandom, kExtremes };
+
+float round_bf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000u;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// Row stride: padded by a few bytes so that kernels must honour ld_bytes.
+Weight make_weight(const WeightSpec &spec, int64_t n, int64_t k, Rng &rng, Fill fill = Fill::kRandom) {
+  Weight w;
+  w.spec = spec;
+  w.n = n;
+  w.k = k;
+  w.deq.assign(size_t(n * k), 0.0);
+  w.qabs.assign(size_t(n), 0.0);
+  const int64_t groups = spec.quant == PARLEY_QUANT_GROUPWISE ? k / spec.group : 1;
+  switch (spec.dtype) {
+    case PARLEY_DTYPE_F32:
+      w.ld_bytes = k * 4 + 12;
+      break;
+    case PARLEY_DTYPE_F16:
+    case PARLEY_DTYPE_BF16:
+      w.ld_bytes = k * 2 + 6;
+      break;
+    case PARLEY_DTYPE_I8:
+      w.ld_bytes = k + 5;
+      break;
+    default:
+      w.ld_bytes = k / 2 + 3;
+      break;
+  }
+  w.bytes.assign(size_t(n * w.ld_bytes), 0xA5);
+  if (spec.quant == PARLEY_QUANT_PER_ROW) w.scales.resize(size_t(n));
+  if (spec.quant == PARLEY_QUANT_GROUPWISE) w.scales.resize(size_t(n * groups));
+  for (auto &s : w.scales) s = std::ldexp(rng.uniform(1, 0.5f, 1.f)[0], -int(rng.integer(4, 8)));
+  for (int64_t r = 0; r < n; ++r) {
+    uint8_t *row = w.bytes.data() + r * w.ld_bytes;
+    for (int64_t c = 0; c < k; ++c) {
+      double v = 0;
+      switch (spec.dtype) {
+        case PARLEY_DTYPE_F32: {
+          float f = rng.uniform(1)[0];
+          std::memcpy(row + c * 4, &f, 4);
+          v = f;
+          break;
+        }
+        case PARLEY_DTYPE_F16: {
+          _Float16 h = _Float16(rng.uniform(1)[0]);
+          std::memcpy(row + c * 2, &h, 2);
+          v = double(h);
+          break;
+        }
+        case PARLEY_DTYPE_BF16: {
+          float f = round_bf16(rng.uniform(1)[0]);
+          uint32_t b;
+          std::memcpy(&b, &f, 4);
+          const uint16_t hb = uint16_t(b >> 16);
+          std::memcpy(row + c * 2, &hb, 2);
+          v = f;
+          break;
+        }
+        case PARLEY_DTYPE_I8: {
+          int q = fill == Fill::kExtremes ? (rng.integer(0, 1) ? 127 : -128) : int(rng.integer(-127, 127));
+          row[c] = uint8_t(int8_t(q));
+          const float s =
+              spec.quant == PARLEY_QUANT_PER_ROW ? w.scales[size_t(r)] : w.scales[size_t(r * groups + c / spec.group)];
+          v = double(q) * s;
+          w.qabs[size_t(r)] += std::abs(q) * double(s);
+          break;
+        }
+        default: {  // I4: element 2t in the low nibble of byte t, 2t+1 in the high one
+          int q = fill == Fill::kExtremes ? (rng.integer(0, 1) ? 7 : -8) : int(rng.integer(-8, 7));
+          uint8_t &b = row[c / 2];
+          if (c % 2 == 0)
+            b = uint8_t((b & 0xF0) | (q & 0x0F));
+          else
+            b = uint8_t((b & 0x0F) | ((q & 0x0F) << 4));
+          v = double(q) * w.scales[size_t(r * groups + c / spec.group)];
+          w.qabs[size_t(r)] += std::abs(v);
+          break;
+        }
+      }
+      w.deq[size_t(r * k + c)] = v;
+    }
+  }
+  return w;
+}
+
+// ---- the plugin --------------------------------------------------------------
+
+const parley_kernel_desc *linear_desc(int32_t weight_dtype) {
+  static TestHost host;
+  const parley_plugin_desc *d = parley_cpu_plugin_entry(PARLEY_PLUGIN_ABI_VERSION, host.services());
+  if (!d) return nullptr;
+  for (size_t i = 0; i < d->num_kernels; ++i)
+    if (d->kernels[i].op == PARLEY_OP_LINEAR && d->kernels[i].weight_dtype == weight_dtype) return &d->kernels[i];
+  return nullptr;
+}
+
+parley_weight_desc desc_of(const Weight &w) {
+  parley_weight_desc d{};
+  d.struct_size = sizeof d;
+  d.name = "test.weight";
+  d.dtype = w.spec.dtype;
+  d.quant = w.spec.quant;
+  d.n = w.n;
+  d.k = w.k;
+  d.data = w.bytes.data();
+  d.ld_bytes = w.ld_bytes;
+  d.scales = w.scales.empty() ? nullptr : w.scales.data();
+  d.group_size = w.spec.quant == PARLEY_QUANT_GROUPWISE ? w.spec.group : 0;
+  return d;
+}
+
+// A prepared weight, released at scope exit.
+struct Prepared {
+  const parley_kernel_desc *kd = nullptr;
+  TestHost *host = nullptr;
+  parley_prepared_weight pw{};
+  ~Prepared() {
+    if (kd && pw.handle) kd->release_weight(host->context(), pw.handle);
+  }
+};
+
+// ---- the paths -----------------------------------------------------------------
+
+struct Path {
+  const char *name;
+  Isa cap;
+  bool vnni, bf16;
+};
+constexpr Path kPaths[] = {{"generic", Isa::kGeneric, false, false},
+                           {"avx2", Isa::kAvx2, false, false},
+                           {"avx512", Isa::kAvx512, false, false},
+                           {"avx512_vnni_bf16", Isa::kAvx512, true, true}};
+
+// The CPU feature a path needs that this CPU lacks, or nullptr.
+const char *missing_feature(const Path &p) {
+  const auto &f = parley::cpu::cpu_features();
+  if (p.cap == Isa::kAvx2 && !f.avx2) return "AVX2+FMA+F16C";
+  if (p.cap == Isa::kAvx512 && !f.avx512) return "AVX-512 F/BW/VL/DQ";
+  if (p.vnni && !f.avx512_vnni) return "AVX512-VNNI";
+  if (p.bf16 && !f.avx512_bf16) return "AVX512-BF16";
+  return nullptr;
+}
+
+struct PathScope {
+  explicit PathScope(const Path &p) { parley::cpu::set_isa_cap(p.cap, p.vnni, p.bf16); }
+  ~PathScope() { parley::cpu::set_isa_cap(Isa::kAvx512, true, true); }
+};
+
+// Whether this call takes the int8-activation (VNNI) kernel: I8 per-row, or
+// I8 / I4 group-wise with k a multiple of 64.
+bool int8_activations(const Path &p, const WeightSpec &s, int64_t m, int64_t k) {
+  if (!(p.cap == Isa::kAvx512 && p.vnni && parley::cpu::cpu_features().avx512_vnni && m > 8)) return false;
+  if (s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW) return true;
+  return (s.dtype == PARLEY_DTYPE_I8 || s.dtype == PARLEY_DTYPE_I4) && s.quant == PARLEY_QUANT_GROUPWISE && k % 64 == 0;
+}
+
+// Whether this call rounds the activations to bf16 (vdpbf16ps, BF16 weights).
+bool bf16_activations(const Path &p, const WeightSpec &s, int64_t m) {
+  return p.cap == Isa::kAvx512 && p.bf16 && parley::cpu::cpu_features().avx512_bf16 && m > 8 &&
+         s.dtype == PARLEY_DTYPE_BF16;
+}
+
+// ---- one product against the reference ------------------------------------------
+
+double act_ref(int act, double x) {
+  switch (act) {
+    case PARLEY_ACT_RELU:
+      return x > 0 ? x : 0;
+    case PARLEY_ACT_GELU_ERF:
+      return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+    case PARLEY_ACT_GELU_TANH:
+      return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case PARLEY_ACT_SILU:
+      return x / (1 + std::exp(-x));
+    default:
+      return x;
+  }
+}
+
+struct Epilogue {
+  bool bias = false;
+  int act = PARLEY_ACT_NONE;
+  enum { kNone, kSeparate, kAliasOut } residual = kNone;
+};
+
+struct Inputs {
+  std::vector<float> x;  // [m, ld_x]
+  int64_t ld_x = 0;
+};
+
+Inputs random_inputs(int64_t m, int64_t k, Rng &rng) {
+  Inputs in;
+  in.ld_x = k + 3;
+  in.x = rng.uniform(size_t(m * in.ld_x), -2.f, 2.f);
+  return in;
+}
+
+// Runs LINEAR on one path and checks every output; returns the number of
+// elements over their bound (EXPECTs report them).
+void check_product(const Path &path, const Weight &w, int64_t m, const Inputs &in, const Epilogue &e, Rng &rng,
+                   int threads = 3) {
+  const int64_t n = w.n, k = w.k;
+  SCOPED_TRACE(testing::Message() << "path " << path.name << " weight " << w.spec.name() << " m=" << m << " n=" << n
+                                  << " k=" << k << " act=" << e.act << " bias=" << e.bias
+                                  << " residual=" << int(e.residual) << " threads=" << threads);
+  const parley_kernel_desc *kd = linear_desc(w.spec.dtype);
+  ASSERT_NE(kd, nullptr);
+  TestHost host(threads);
+  PathScope scope(path);
+  Prepared p;
+  p.kd = kd;
+  p.host = &host;
+  p.pw.struct_size = sizeof p.pw;
+  const parley_weight_desc d = desc_of(w);
+  ASSERT_EQ(kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK) << host.last_error();
+
+  const int64_t ld_out = n + 2;
+  std::vector<float> bias = rng.uniform(size_t(n));
+  std::vector<float> res = rng.uniform(size_t(m * ld_out));
+  std::vector<float> out = poisoned(size_t(m * ld_out));
+  if (e.residual == Epilogue::kAliasOut)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) out[size_t(i * ld_out + j)] = res[size_t(i * ld_out + j)];
+
+  parley_linear_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.activation = e.act;
+  a.m = m, a.n = n, a.k = k;
+  a.x = in.x.data();
+  a.ld_x = in.ld_x;
+  a.weight = p.pw.handle;
+  a.bias = e.bias ? bias.data() : nullptr;
+  a.residual = e.residual == Epilogue::kSeparate   ? res.data()
+               : e.residual == Epilogue::kAliasOut ? out.data()
+                                                   : nullptr;
+  a.ld_residual = ld_out;
+  a.out = out.data();
+  a.ld_out = ld_out;
+  ASSERT_EQ(kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+
+  const bool q8 = int8_activations(path, w.spec, m, k);
+  const bool bf16x = bf16_activations(path, w.spec, m);
+  const double u = kF32Unit;
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const float *xr = in.x.data() + i * in.ld_x;
+    double amax = 0;
+    for (int64_t c = 0; c < k; ++c) amax = std::max(amax, std::fabs(double(xr[c])));
+    const double sx = amax / 127;
+    for (int64_t j = 0; j < n; ++j) {
+      double v = 0, S = 0;
+      const double *wr = w.deq.data() + j * k;
+      for (int64_t c = 0; c < k; ++c) {
+        v += wr[c] * xr[c];
+        S += std::fabs(wr[c] * xr[c]);
+      }
+      if (e.bias) {
+        v += bias[size_t(j)];
+        S += std::fabs(bias[size_t(j)]);
+      }
+      double dv = gamma_f32(int(k) + 3) * S;
+      if (bf16x) dv += 0x1p-8 * S;
+      if (q8)
+        dv = w.qabs[size_t(j)] * (sx / 2 + 4 * u * amax) + gamma_f32(int(k) / 16 + 4) * 255 * sx * w.qabs[size_t(j)] +
+             gamma_f32(4) * (S + w.qabs[size_t(j)] * amax);
+      const double av = act_ref(e.act, v);
+      const double r = e.residual != Epilogue::kNone ? double(res[size_t(i * ld_out + j)]) : 0.0;
+      const double ref = av + r;
+      const double tol = 1.13 * dv + 8 * u * (std::fabs(av) + std::fabs(v)) + u * std::fabs(ref) + 1e-30;
+      const float got = out[size_t(i * ld_out + j)];
+      if (!(std::fabs(double(got) - ref) <= tol)) {
+        if (++bad <= 5)
+          ADD_FAILURE() << "out[" << i << "][" << j << "] = " << got << ", reference " << ref << ", bound " << tol
+                        << (q8 ? " (int8-activation bound)" : " (fp32 bound)");
+      }
+    }
+    for (int64_t j = n; j < ld_out; ++j)
+      if (!std::isnan(out[size_t(i * ld_out + j)])) ++bad, ADD_FAILURE() << "padding of row " << i << " written";
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+const WeightSpec kSpecs[] = {
+    {PARLEY_DTYPE_F32, PARLEY_QUANT_NONE, 0},       {PARLEY_DTYPE_F16, PARLEY_QUANT_NONE, 0},
+    {PARLEY_DTYPE_BF16, PARLEY_QUANT_NONE, 0},      {PARLEY_DTYPE_I8, PARLEY_QUANT_PER_ROW, 0},
+    {PARLEY_DTYPE_I8, PARLEY_QUANT_GROUPWISE, 32},  {PARLEY_DTYPE_I8, PARLEY_QUANT_GROUPWISE, 64},
+    {PARLEY_DTYPE_I8, PARLEY_QUANT_GROUPWISE, 128}, {PARLEY_DTYPE_I4, PARLEY_QUANT_GROUPWISE, 32},
+    {PARLEY_DTYPE_I4, PARLEY_QUANT_GROUPWISE, 64},  {PARLEY_DTYPE_I4, PARLEY_QUANT_GROUPWISE, 128},
+};
+
+// Row lengths per weight: odd ones (tails of every vector width) where the
+// format allows them, else multiples of the group that are not multiples of 64.
+std::vector<int64_t> ks_for(const WeightSpec &s) {
+  if (s.quant == PARLEY_QUANT_GROUPWISE) return {s.group, 3 * s.group, 4 * s.group};
+  return {1, 7, 100, 263};
+}
+
+class LinearPaths : public testing::TestWithParam<int> {};
+
+TEST_P(LinearPaths, EveryWeightDtypeAndShapeMatchesFloat64Reference) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  for (const WeightSpec &spec : kSpecs) {
+    for (int64_t k : ks_for(spec)) {
+      for (int64_t n : {1, 17, 64}) {
+        Rng rng(case_seed());
+        const Weight w = make_weight(spec, n, k, rng);
+        for (int64_t m : {1, 2, 3, 7, 9, 33}) {
+          const Inputs in = random_inputs(m, k, rng);
+          check_product(path, w, m, in, Epilogue{}, rng);
+        }
+        if (n == 17 && k == ks_for(spec)[1]) {
+          const Inputs in = random_inputs(300, k, rng);
+          check_product(path, w, 300, in, Epilogue{}, rng);
+        }
+      }
+    }
+  }
+}
+
+// Enough activation rows x row length that the batched kernels work on the
+// rows in several cache blocks (blocks of ~256 KiB of quantised rows).
+TEST_P(LinearPaths, ManyLongActivationRowsSpanSeveralBlocks) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  for (const WeightSpec &spec : {kSpecs[2], kSpecs[3], kSpecs[5], kSpecs[7]}) {
+    Rng rng(case_seed());
+    const Weight w = make_weight(spec, 37, 1024, rng);
+    const Inputs in = random_inputs(300, 1024, rng);
+    check_product(path, w, 300, in, Epilogue{true, PARLEY_ACT_SILU, Epilogue::kSeparate}, rng, 2);
+  }
+}
+
+TEST_P(LinearPaths, EpilogueBiasActivationResidualAndAliasing) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  for (const WeightSpec &spec : {kSpecs[0], kSpecs[2], kSpecs[3], kSpecs[7]})
+    for (int64_t m : {1, 5, 12})
+      for (int act = 0; act < PARLEY_ACT_COUNT_; ++act)
+        for (auto r : {Epilogue::kNone, Epilogue::kSeparate, Epilogue::kAliasOut}) {
+          Rng rng(case_seed());
+          const Weight w = make_weight(spec, 19, 64, rng);
+          const Inputs in = random_inputs(m, 64, rng);
+          check_product(path, w, m, in, Epilogue{act % 2 == 0, act, r}, rng, 1 + act % 3);
+        }
+}
+
+TEST_P(LinearPaths, SaturationExtremeWeightsAndOutlierActivations) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  for (const WeightSpec &spec : {kSpecs[3], kSpecs[4], kSpecs[7], kSpecs[9]})
+    for (int64_t m : {2, 9, 40}) {
+      Rng rng(case_seed());
+      const int64_t k = 256;
+      const Weight w = make_weight(spec, 33, k, rng, Fill::kExtremes);
+      Inputs in = random_inputs(m, k, rng);
+      // One huge value per row (at a different column each time): every other
+      // entry of the row quantises to a few levels on the int8 path.
+      for (int64_t i = 0; i < m; ++i) in.x[size_t(i * in.ld_x + (i * 37) % k)] = (i % 2 ? -1 : 1) * 3.0e4f;
+      check_product(path, w, m, in, Epilogue{true, PARLEY_ACT_NONE, Epilogue::kNone}, rng);
+    }
+}
+
+TEST_P(LinearPaths, ZeroActivationRowsGiveTheEpilogueOfZero) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  for (const WeightSpec &spec : kSpecs)
+    for (int64_t m : {1, 3, 16}) {
+      Rng rng(case_seed());
+      const int64_t k = spec.quant == PARLEY_QUANT_GROUPWISE ? 2 * spec.group : 96;
+      const Weight w = make_weight(spec, 21, k, rng);
+      Inputs in = random_inputs(m, k, rng);
+      for (int64_t i = 0; i < m; i += 2) std::fill_n(in.x.begin() + i * in.ld_x, k, 0.f);  // rows 0, 2, ...
+      check_product(path, w, m, in, Epilogue{true, PARLEY_ACT_GELU_ERF, Epilogue::kSeparate}, rng);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, LinearPaths, testing::Range(0, int(std::size(kPaths))),
+                         [](const testing::TestParamInfo<int> &i) { return std::string(kPaths[i.param].name); });
+
+// A NaN in x reaches that row's outputs on every path (the int8 path hands the
+// product to the float path rather than quantise a NaN), and no other row.
+TEST(Linear, NonFiniteActivationsPropagateOnEveryPath) {
+  PARLEY_TRACE_BASE_SEED();
+  for (const Path &path : kPaths) {
+    if (missing_feature(path)) continue;
+    for (int64_t m : {1, 12}) {
+      Rng rng(case_seed());
+      const Weight w = make_weight(kSpecs[3], 8, 64, rng);
+      Inputs in = random_inputs(m, 64, rng);
+      in.x[5] = std::numeric_limits<float>::quiet_NaN();
+      TestHost host;
+      PathScope scope(path);
+      Prepared p;
+      p.kd = linear_desc(PARLEY_DTYPE_I8);
+      p.host = &host;
+      p.pw.struct_size = sizeof p.pw;
+      const parley_weight_desc d = desc_of(w);
+      ASSERT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK);
+      std::vector<float> out = poisoned(size_t(m * 8));
+      parley_linear_args a{};
+      a.struct_size = sizeof a;
+      a.dtype = PARLEY_DTYPE_F32;
+      a.m = m, a.n = 8, a.k = 64;
+      a.x = in.x.data(), a.ld_x = in.ld_x;
+      a.weight = p.pw.handle;
+      a.out = out.data(), a.ld_out = 8;
+      ASSERT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+      for (int64_t j = 0; j < 8; ++j) EXPECT_TRUE(std::isnan(out[size_t(j)])) << path.name << " m=" << m;
+      for (int64_t i = 1; i < m; ++i)
+        for (int64_t j = 0; j < 8; ++j) EXPECT_TRUE(std::isfinite(out[size_t(i * 8 + j)])) << path.name;
+    }
+  }
+}
+
+// ---- the instruction-set knob ------------------------------------------------------
+
+TEST(LinearIsa, KnobParsesAndCapsTheLevelAndTheChoiceIsLogged) {
+  Isa isa;
+  EXPECT_TRUE(parley::cpu::parse_isa("avx2", &isa));
+  EXPECT_EQ(isa, Isa::kAvx2);
+  EXPECT_TRUE(parley::cpu::parse_isa("avx512", &isa));
+  EXPECT_EQ(isa, Isa::kAvx512);
+  EXPECT_TRUE(parley::cpu::parse_isa("native", &isa));
+  EXPECT_EQ(isa, Isa::kAvx512);
+  EXPECT_TRUE(parley::cpu::parse_isa("generic", &isa));
+  EXPECT_EQ(isa, Isa::kGeneric);
+  EXPECT_FALSE(parley::cpu::parse_isa("avx1024", &isa));
+  EXPECT_FALSE(parley::cpu::parse_isa(nullptr, &isa));
+
+  Rng rng(case_seed());
+  const Weight w = make_weight(kSpecs[1], 4, 32, rng);
+  const Inputs in = random_inputs(1, 32, rng);
+  for (const Path &path : {kPaths[1], kPaths[0]}) {
+    TestHost host(1);
+    PathScope scope(path);
+    const Isa expect = parley::cpu::native_isa() < path.cap ? parley::cpu::native_isa() : path.cap;
+    EXPECT_EQ(parley::cpu::active_isa(), expect);
+    Prepared p;
+    p.kd = linear_desc(PARLEY_DTYPE_F16);
+    p.host = &host;
+    p.pw.struct_size = sizeof p.pw;
+    const parley_weight_desc d = desc_of(w);
+    ASSERT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK);
+    std::vector<float> out(4);
+    parley_linear_args a{};
+    a.struct_size = sizeof a;
+    a.dtype = PARLEY_DTYPE_F32;
+    a.m = 1, a.n = 4, a.k = 32;
+    a.x = in.x.data(), a.ld_x = in.ld_x;
+    a.weight = p.pw.handle;
+    a.out = out.data(), a.ld_out = 4;
+    ASSERT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK);
+    const std::vector<std::string> logs = host.logs();
+    ASSERT_FALSE(logs.empty()) << "the level in use is logged when it changes";
+    EXPECT_NE(logs.back().find(std::string("cpu linear kernels: ") + parley::cpu::isa_name(expect)), std::string::npos)
+        << logs.back();
+  }
+}
+
+TEST(LinearIsa, EnvironmentVariableSetsTheCap) {
+  const char *saved = std::getenv("PARLEY_CPU_ISA");
+  const std::string keep = saved ? saved : "";
+  setenv("PARLEY_CPU_ISA", "avx2", 1);
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kAvx2);
+  setenv("PARLEY_CPU_ISA", "generic", 1);
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kGeneric);
+  setenv("PARLEY_CPU_ISA", "sse9", 1);  // reported on stderr, no cap
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kAvx512);
+  unsetenv("PARLEY_CPU_ISA");
+  EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kAvx512);
+  if (saved) setenv("PARLEY_CPU_ISA", keep.c_str(), 1);
+}
+
+// ---- misuse ---------------------------------------------------------------------------
+
+struct LinearMisuse : testing::Test {
+  TestHost host{2};
+  parley_prepared_weight pw{sizeof(parley_prepared_weight), nullptr, 0, 0};
+  parley_kernel_status prepare(int32_t kernel_dtype, const parley_weight_desc *d) {
+    host.clear_error();
+    const parley_kernel_desc *kd = linear_desc(kernel_dtype);
+    parley_kernel_status st = kd->prepare_weight(host.context(), d, &pw);
+    if (st == PARLEY_KERNEL_OK) {
+      kd->release_weight(host.context(), pw.handle);
+      pw.handle = nullptr;
+    }
+    return st;
+  }
+};
+
+TEST_F(LinearMisuse, PrepareRejectsBadWeightsWithAMessage) {
+  Rng rng(case_seed());
+  Weight w8 = make_weight(kSpecs[4], 4, 64, rng);
+  parley_weight_desc d = desc_of(w8);
+  EXPECT_EQ(prepare(PARLEY_DTYPE_F16, &d), PARLEY_KERNEL_INVALID_ARGUMENT);  // wrong dtype for the kernel
+  EXPECT_NE(host.last_error().find("dtype I8"), std::string::npos) << host.last_error();
+  EXPECT_EQ(prepare(PARLEY_DTYPE_I8, nullptr), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("NULL"), std::string::npos) << host.last_error();
+  d.group_size = 48;
+  EXPECT_EQ(prepare(PARLEY_DTYPE_I8, &d), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("group size 48"), std::string::npos) << host.last_error();
+  d = desc_of(w8);
+  d.data = nullptr;
+  EXPECT_EQ(prepare(PARLEY_DTYPE_I8, &d), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("no data"), std::string::npos) << host.last_error();
+  d = desc_of(w8);
+  d.quant = 7;
+  EXPECT_EQ(prepare(PARLEY_DTYPE_I8, &d), PARLEY_KERNEL_UNSUPPORTED);
+  EXPECT_FALSE(host.last_error().empty());
+
+  Weight w4 = make_weight(kSpecs[7], 4, 64, rng);
+  d = desc_of(w4);
+  d.k = 63;
+  EXPECT_EQ(prepare(PARLEY_DTYPE_I4, &d), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("odd row length"), std::string::npos) << host.last_error();
+  d = desc_of(w4);
+  d.quant = PARLEY_QUANT_PER_ROW;
+  EXPECT_EQ(prepare(PARLEY_DTYPE_I4, &d), PARLEY_KERNEL_UNSUPPORTED);
+  EXPECT_FALSE(host.last_error().empty());
+  d = desc_of(w4);
+  d.k = 96;  // group 32 divides 96 but the rows hold only 64 elements
+  EXPECT_EQ(prepare(PARLEY_DTYPE_I4, &d), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("ld_bytes"), std::string::npos) << host.last_error();
+}
+
+TEST_F(LinearMisuse, RunRejectsBadArgumentsWithAMessageOnEveryPath) {
+  Rng rng(case_seed());
+  const Weight w = make_weight(kSpecs[3], 8, 64, rng);
+  const Inputs in = random_inputs(12, 64, rng);
+  const parley_kernel_desc *kd = linear_desc(PARLEY_DTYPE_I8);
+  Prepared p;
+  p.kd = kd;
+  p.host = &host;
+  p.pw.struct_size = sizeof p.pw;
+  const parley_weight_desc d = desc_of(w);
+  ASSERT_EQ(kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK);
+  std::vector<float> out(12 * 8);
+  for (const Path &path : kPaths) {
+    if (missing_feature(path)) continue;
+    PathScope scope(path);
+    for (int64_t m : {1, 12}) {
+      SCOPED_TRACE(testing::Message() << path.name << " m=" << m);
+      parley_linear_args good{};
+      good.struct_size = sizeof good;
+      good.dtype = PARLEY_DTYPE_F32;
+      good.m = m, good.n = 8, good.k = 64;
+      good.x = in.x.data(), good.ld_x = in.ld_x;
+      good.weight = p.pw.handle;
+      good.out = out.data(), good.ld_out = 8;
+      EXPECT_EQ(kd->run(host.context(), &good), PARLEY_KERNEL_OK) << host.last_error();
+      auto expect_error = [&](parley_linear_args a, parley_kernel_status want, const char *text) {
+        host.clear_error();
+        EXPECT_EQ(kd->run(host.context(), &a), want);
+        EXPECT_NE(host.last_error().find(text), std::string::npos) << host.last_error();
+      };
+      parley_linear_args a = good;
+      a.weight = nullptr;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "weight is NULL");
+      a = good;
+      a.n = 9;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "but weight 'test.weight' is [8, 64]");
+      a = good;
+      a.k = 63;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "but weight 'test.weight' is [8, 64]");
+      a = good;
+      a.dtype = PARLEY_DTYPE_F16;
+      expect_error(a, PARLEY_KERNEL_UNSUPPORTED, "dtype F16");
+      a = good;
+      a.activation = 99;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "unknown activation");
+      a = good;
+      a.ld_x = 10;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "ld_x");
+      a = good;
+      a.x = nullptr;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "NULL");
+      a = good;
+      a.m = -1;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "m (-1)");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace parley::test
