@@ -9,6 +9,7 @@
 
 #include <cstdarg>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -206,6 +207,19 @@ parley_kernel_status softmax_f32(const parley_kernel_context *ctx, const void *a
 parley_kernel_status log_softmax_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status topk_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status attention_run(const parley_kernel_context *ctx, const void *args);  // attention_op.cpp
+// LINEAR (plugin ABI 1.2, linear_op.cpp): one prepare_weight per weight dtype, one run for all.
+parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status linear_prepare_f32(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                        parley_prepared_weight *out);
+parley_kernel_status linear_prepare_f16(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                        parley_prepared_weight *out);
+parley_kernel_status linear_prepare_bf16(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                         parley_prepared_weight *out);
+parley_kernel_status linear_prepare_i8(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                       parley_prepared_weight *out);
+parley_kernel_status linear_prepare_i4(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                       parley_prepared_weight *out);
+void linear_release(const parley_kernel_context *ctx, void *handle);
 
 // Device functions of the descriptor (device.cpp).
 parley_kernel_status device_init(const parley_host_services *host, void **state, char *error, size_t error_size);

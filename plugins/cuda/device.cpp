@@ -23,6 +23,8 @@ const char *dtype_name(int64_t dtype) {
       return "U8";
     case PARLEY_DTYPE_I64:
       return "I64";
+    case PARLEY_DTYPE_I4:
+      return "I4";
     default:
       return "unknown";
   }
