@@ -50,14 +50,18 @@ class Allocator {
   // A block is reused only on the stream it was allocated for, so that reuse
   // is ordered after every earlier use of the block on that stream without a
   // host synchronisation.
-  parley_kernel_status allocate(cudaStream_t stream, size_t bytes, void **ptr, std::string *error);
+  // long_lived (prepared weights): above 2 MiB the block is rounded to a
+  // multiple of 2 MiB instead of a power of two (a 40 MiB weight holds 40,
+  // not 64 MiB); such blocks are rarely freed, so reuse matters less.
+  parley_kernel_status allocate(cudaStream_t stream, size_t bytes, void **ptr, std::string *error,
+                                bool long_lived = false);
   bool release(void *ptr);  // false: not a pointer of this allocator
   void trim();              // frees every cached block (device synchronised)
   AllocatorStats stats() const;
   void set_pools(bool pools) { pools_ = pools; }
   void free_all();  // at shutdown
 
-  static size_t size_class(size_t bytes);
+  static size_t size_class(size_t bytes, bool long_lived = false);
 
  private:
   struct Block {

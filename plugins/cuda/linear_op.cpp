@@ -118,7 +118,8 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
     // the weight afterwards.
     void *raw = nullptr;
     std::string error;
-    if (auto st = state->allocator.allocate(state->stream, static_cast<size_t>(L.total), &raw, &error))
+    if (auto st = state->allocator.allocate(state->stream, static_cast<size_t>(L.total), &raw, &error,
+                                            /*long_lived=*/true))
       return host.fail(st, "linear: weight '%.200s' (%s [%lld, %lld], %lld bytes): %s", name, dtype_name(dtype),
                        ll(d->n), ll(d->k), ll(L.total), error.c_str());
     auto *mem = static_cast<uint8_t *>(raw);
@@ -158,7 +159,8 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
     w->mem = mem;
     w->state = state;
     out->handle = w;
-    out->bytes = Allocator::size_class(static_cast<size_t>(L.total));  // what the block holds on the device
+    out->bytes =
+        Allocator::size_class(static_cast<size_t>(L.total), /*long_lived=*/true);  // what the block holds on the device
     out->flags = 0;
     return PARLEY_KERNEL_OK;
   });
