@@ -36,8 +36,8 @@
 
 #include "linear_layout.h"
 
-#if defined(__CUDA_ARCH__)
-#include <cuda_fp16.h>
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>  // both nvcc passes see the same declarations
 #endif
 
 #ifndef PARLEY_HD
