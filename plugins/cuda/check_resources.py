@@ -32,9 +32,19 @@ MAX_STATIC_SMEM = 48 * 1024
 # The tensor-core prefill kernel holds Q fragments (D/16 x 4) and the output
 # accumulator (D/8 x 4) per lane: ~160 registers at D = 128, as FlashAttention-2
 # kernels do (3 CTAs of 128 threads per SM); 255 is the hardware limit.
+# The LINEAR GEMV (m <= 8) keeps 2 output rows x M accumulators and the 16
+# loaded weight bytes per lane (72-80 registers for I4 at M = 8): 96 x 128
+# threads still lets 5 CTAs (20 warps) share an SM, enough loads in flight
+# for a bandwidth-bound kernel. The tiled LINEAR kernel (m > 8) keeps a 4 x 4
+# accumulator block plus the staging loads of 8 x and 8 weight elements
+# (69-72 registers): 80 x 256 threads allows 3 CTAs per SM;
+# __launch_bounds__(256, 2) keeps ptxas from capping it lower and spilling
+# (it spilled at 48 registers on sm_90 without the second argument).
 BUDGET_OVERRIDES = {
     r"attention_(split|combine|probs)_kernel": (128, 48 * 1024),
     r"attention_mma_kernel": (255, 48 * 1024),
+    r"linear_gemv_kernel": (96, 48 * 1024),
+    r"linear_tiled_kernel": (80, 48 * 1024),
 }
 # Kernels allowed a stack frame / local memory: regex on the demangled name ->
 # reason. Empty: no kernel of the plugin may use local memory or spill.

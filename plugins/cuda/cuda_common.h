@@ -9,6 +9,7 @@
 
 #include <cstdarg>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -49,14 +50,18 @@ class Allocator {
   // A block is reused only on the stream it was allocated for, so that reuse
   // is ordered after every earlier use of the block on that stream without a
   // host synchronisation.
-  parley_kernel_status allocate(cudaStream_t stream, size_t bytes, void **ptr, std::string *error);
+  // long_lived (prepared weights): above 2 MiB the block is rounded to a
+  // multiple of 2 MiB instead of a power of two (a 40 MiB weight holds 40,
+  // not 64 MiB); such blocks are rarely freed, so reuse matters less.
+  parley_kernel_status allocate(cudaStream_t stream, size_t bytes, void **ptr, std::string *error,
+                                bool long_lived = false);
   bool release(void *ptr);  // false: not a pointer of this allocator
   void trim();              // frees every cached block (device synchronised)
   AllocatorStats stats() const;
   void set_pools(bool pools) { pools_ = pools; }
   void free_all();  // at shutdown
 
-  static size_t size_class(size_t bytes);
+  static size_t size_class(size_t bytes, bool long_lived = false);
 
  private:
   struct Block {
@@ -206,6 +211,19 @@ parley_kernel_status softmax_f32(const parley_kernel_context *ctx, const void *a
 parley_kernel_status log_softmax_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status topk_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status attention_run(const parley_kernel_context *ctx, const void *args);  // attention_op.cpp
+// LINEAR (plugin ABI 1.2, linear_op.cpp): one prepare_weight per weight dtype, one run for all.
+parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status linear_prepare_f32(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                        parley_prepared_weight *out);
+parley_kernel_status linear_prepare_f16(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                        parley_prepared_weight *out);
+parley_kernel_status linear_prepare_bf16(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                         parley_prepared_weight *out);
+parley_kernel_status linear_prepare_i8(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                       parley_prepared_weight *out);
+parley_kernel_status linear_prepare_i4(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                       parley_prepared_weight *out);
+void linear_release(const parley_kernel_context *ctx, void *handle);
 
 // Device functions of the descriptor (device.cpp).
 parley_kernel_status device_init(const parley_host_services *host, void **state, char *error, size_t error_size);

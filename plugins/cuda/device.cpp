@@ -23,6 +23,8 @@ const char *dtype_name(int64_t dtype) {
       return "U8";
     case PARLEY_DTYPE_I64:
       return "I64";
+    case PARLEY_DTYPE_I4:
+      return "I4";
     default:
       return "unknown";
   }
@@ -74,10 +76,11 @@ parley_kernel_status use_device(const char *op, const Host &host, const DeviceSt
 // Size classes: powers of two from 512 bytes to 64 MiB (at most 2x waste,
 // few classes, so freed blocks are found again), then multiples of 2 MiB
 // (large weights: little waste, exact-size reuse).
-size_t Allocator::size_class(size_t bytes) {
+// Long-lived blocks (prepared weights) skip the powers of two above 2 MiB.
+size_t Allocator::size_class(size_t bytes, bool long_lived) {
   constexpr size_t kMin = 512, kPow2Max = size_t{64} << 20, kLarge = size_t{2} << 20;
   if (bytes <= kMin) return kMin;
-  if (bytes <= kPow2Max) {
+  if (bytes <= kPow2Max && !(long_lived && bytes > kLarge)) {
     size_t c = kMin;
     while (c < bytes) c <<= 1;
     return c;
@@ -103,8 +106,9 @@ void Allocator::device_free(void *ptr, cudaStream_t stream) {
     (void)cudaFree(ptr);
 }
 
-parley_kernel_status Allocator::allocate(cudaStream_t stream, size_t bytes, void **ptr, std::string *error) {
-  const size_t cls = size_class(bytes);
+parley_kernel_status Allocator::allocate(cudaStream_t stream, size_t bytes, void **ptr, std::string *error,
+                                         bool long_lived) {
+  const size_t cls = size_class(bytes, long_lived);
   if (cls == 0) return PARLEY_KERNEL_OUT_OF_MEMORY;
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = free_.find({stream, cls});

@@ -25,6 +25,12 @@ constexpr int32_t kPriority = 10;
 #define PARLEY_CUDA_KERNEL(op, dtype, name, fn) \
   { sizeof(parley_kernel_desc), op, "cuda", dtype, kPriority, name, fn, 0, 0, -1, nullptr, nullptr }
 
+#define PARLEY_CUDA_LINEAR(wdt, name, prepare)                                                                      \
+  {                                                                                                                 \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cuda", PARLEY_DTYPE_F32, kPriority, name, linear_run, 0, 0, wdt, \
+        prepare, linear_release                                                                                     \
+  }
+
 const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_F32, "gemm_cublaslt", gemm_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_GEMM, PARLEY_DTYPE_F16, "gemm_cublaslt_f16", gemm_run),
@@ -44,6 +50,12 @@ const parley_kernel_desc kKernels[] = {
      attention_run, PARLEY_KERNEL_FLAG_KV_APPEND, 0, -1, nullptr, nullptr},
     PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_F16, "attention_mma_fa2", attention_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_BF16, "attention_mma_fa2_bf16", attention_run),
+    // LINEAR with F32 activations, one entry per weight dtype (linear_op.cpp).
+    PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F32, "linear_cublaslt_f32w", linear_prepare_f32),
+    PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F16, "linear_simt_f16w", linear_prepare_f16),
+    PARLEY_CUDA_LINEAR(PARLEY_DTYPE_BF16, "linear_simt_bf16w", linear_prepare_bf16),
+    PARLEY_CUDA_LINEAR(PARLEY_DTYPE_I8, "linear_simt_i8w", linear_prepare_i8),
+    PARLEY_CUDA_LINEAR(PARLEY_DTYPE_I4, "linear_simt_i4w", linear_prepare_i4),
 };
 
 const parley_plugin_desc kPlugin = {

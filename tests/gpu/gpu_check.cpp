@@ -245,6 +245,101 @@ void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int 
 
 }  // namespace
 
+// LINEAR (plugin ABI 1.2): the same weight prepared by the cpu plugin and by
+// the cuda plugin (each its own prepare_weight), the same product on both.
+const parley_kernel_desc *find_linear(const parley_plugin_desc *p, int32_t weight_dtype) {
+  for (size_t i = 0; p && i < p->num_kernels; ++i)
+    if (p->kernels[i].op == PARLEY_OP_LINEAR && p->kernels[i].dtype == PARLEY_DTYPE_F32 &&
+        p->kernels[i].weight_dtype == weight_dtype)
+      return &p->kernels[i];
+  return nullptr;
+}
+
+void check_linear(Gpu &gpu, std::mt19937 &rng, int32_t wdt, int32_t quant, int64_t group, int64_t m, int64_t n,
+                  int64_t k, int act, bool timing) {
+  TestHost host(2);
+  const parley_kernel_desc *cpu_k =
+      find_linear(parley_cpu_plugin_entry(PARLEY_PLUGIN_ABI_VERSION, host.services()), wdt);
+  const parley_kernel_desc *gpu_k = find_linear(gpu.plugin, wdt);
+  char what[160];
+  std::snprintf(what, sizeof what, "linear w%s%s%lld m=%lld n=%lld k=%lld act %d",
+                wdt == PARLEY_DTYPE_F32    ? "F32"
+                : wdt == PARLEY_DTYPE_F16  ? "F16"
+                : wdt == PARLEY_DTYPE_BF16 ? "BF16"
+                : wdt == PARLEY_DTYPE_I8   ? "I8"
+                                           : "I4",
+                quant == PARLEY_QUANT_GROUPWISE ? " g" : " ", static_cast<long long>(group), static_cast<long long>(m),
+                static_cast<long long>(n), static_cast<long long>(k), act);
+  if (!cpu_k || !gpu_k) {
+    std::printf("  %-58s not registered (cpu %d, cuda %d)\n", what, cpu_k != nullptr, gpu_k != nullptr);
+    ++g_failures;
+    return;
+  }
+  const int64_t row_bytes = wdt == PARLEY_DTYPE_I4 ? k / 2
+                                                   : k * (wdt == PARLEY_DTYPE_F32  ? 4
+                                                          : wdt == PARLEY_DTYPE_I8 ? 1
+                                                                                   : 2);
+  std::vector<uint8_t> data(static_cast<size_t>(n * row_bytes));
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int64_t i = 0; i < n * k; ++i) {
+    const float f = nd(rng);
+    if (wdt == PARLEY_DTYPE_F32) {
+      std::memcpy(&data[static_cast<size_t>(4 * i)], &f, 4);
+    } else if (wdt == PARLEY_DTYPE_F16 || wdt == PARLEY_DTYPE_BF16) {
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      const uint16_t h = wdt == PARLEY_DTYPE_F16 ? to_half(f) : static_cast<uint16_t>(bits >> 16);
+      std::memcpy(&data[static_cast<size_t>(2 * i)], &h, 2);
+    }
+  }
+  if (wdt == PARLEY_DTYPE_I8 || wdt == PARLEY_DTYPE_I4)
+    for (uint8_t &b : data) b = static_cast<uint8_t>(byte(rng));
+  std::vector<float> scales;
+  if (quant == PARLEY_QUANT_PER_ROW) scales.resize(static_cast<size_t>(n));
+  if (quant == PARLEY_QUANT_GROUPWISE) scales.resize(static_cast<size_t>(n * (k / group)));
+  std::uniform_real_distribution<float> sd(0.005f, 0.05f);
+  for (float &v : scales) v = sd(rng);
+  parley_weight_desc d{};
+  d.struct_size = sizeof d, d.name = "gpu_check.weight", d.dtype = wdt, d.quant = quant, d.n = n, d.k = k;
+  d.data = data.data(), d.ld_bytes = row_bytes, d.scales = scales.empty() ? nullptr : scales.data();
+  d.group_size = quant == PARLEY_QUANT_GROUPWISE ? group : 0;
+  gpu.ctx.host = host.services();
+  parley_prepared_weight pc{}, pg{};
+  pc.struct_size = pg.struct_size = sizeof pc;
+  if (cpu_k->prepare_weight(host.context(), &d, &pc) != PARLEY_KERNEL_OK ||
+      gpu_k->prepare_weight(&gpu.ctx, &d, &pg) != PARLEY_KERNEL_OK) {
+    std::printf("  %-58s prepare_weight failed: %s\n", what, host.last_error().c_str());
+    ++g_failures;
+    return;
+  }
+  Buf x(&gpu, static_cast<size_t>(m * k), rng), bias(&gpu, static_cast<size_t>(n), rng),
+      res(&gpu, static_cast<size_t>(m * n), rng), out(&gpu, static_cast<size_t>(m * n), rng);
+  parley_linear_args a{};
+  a.struct_size = sizeof a, a.dtype = PARLEY_DTYPE_F32, a.activation = act, a.m = m, a.n = n, a.k = k;
+  a.ld_x = k, a.ld_residual = n, a.ld_out = n;
+  parley_linear_args c = a, g = a;
+  c.x = x.host.data(), c.bias = bias.host.data(), c.residual = res.host.data(), c.out = out.host.data();
+  c.weight = pc.handle;
+  g.x = x.dev, g.bias = static_cast<const float *>(bias.dev), g.residual = res.dev, g.out = out.dev;
+  g.weight = pg.handle;
+  if (cpu_k->run(host.context(), &c) != PARLEY_KERNEL_OK || gpu_k->run(&gpu.ctx, &g) != PARLEY_KERNEL_OK) {
+    std::printf("  %-58s kernel error: %s\n", what, host.last_error().c_str());
+    ++g_failures;
+  } else {
+    report(what, rel_error(out.read(), out.host), 1e-5);
+    if (timing) {
+      const double ms = time_ms(gpu, [&] { gpu_k->run(&gpu.ctx, &g); });
+      const double bytes = static_cast<double>(pg.bytes) + 4.0 * (m * k + 2 * m * n + n);
+      std::printf("    %.3f ms, %.1f GB/s (%.0f%% of H100 SXM bandwidth; device bytes of the weight %llu)\n", ms,
+                  bytes / ms / 1e6, 100.0 * bytes / ms / 1e6 / (kPeakBandwidthTBs * 1e3),
+                  static_cast<unsigned long long>(pg.bytes));
+    }
+  }
+  cpu_k->release_weight(host.context(), pc.handle);
+  gpu_k->release_weight(&gpu.ctx, pg.handle);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s /path/to/libparley_cuda.so\n", argv[0]);
@@ -292,6 +387,25 @@ int main(int argc, char **argv) {
   check_attention(gpu, rng, 8, 14, 2, 1, 4096, 64, 1u, true);     // decode, batch 8
   check_attention(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true);  // prefill
 
+  std::printf("== linear (plugin ABI 1.2): cuda vs cpu plugin, each preparing the weight itself\n");
+  {
+    struct W {
+      int32_t dtype, quant;
+      int64_t group;
+    };
+    const W weights[] = {{PARLEY_DTYPE_F32, PARLEY_QUANT_NONE, 0},      {PARLEY_DTYPE_F16, PARLEY_QUANT_NONE, 0},
+                         {PARLEY_DTYPE_BF16, PARLEY_QUANT_NONE, 0},     {PARLEY_DTYPE_I8, PARLEY_QUANT_PER_ROW, 0},
+                         {PARLEY_DTYPE_I8, PARLEY_QUANT_GROUPWISE, 64}, {PARLEY_DTYPE_I4, PARLEY_QUANT_GROUPWISE, 32},
+                         {PARLEY_DTYPE_I4, PARLEY_QUANT_GROUPWISE, 128}};
+    int act = 0;
+    for (const W &w : weights)
+      for (int64_t m : {1, 3, 8, 100}) {
+        const int64_t k = w.quant == PARLEY_QUANT_GROUPWISE ? 1280 : 1283;  // odd where allowed
+        check_linear(gpu, rng, w.dtype, w.quant, w.group, m, 777, k, (act++) % PARLEY_ACT_COUNT_, false);
+      }
+    std::printf("== linear timing, decode m=1 at Qwen2.5-0.5B's lm_head 896 -> 151936\n");
+    for (const W &w : weights) check_linear(gpu, rng, w.dtype, w.quant, w.group, 1, 151936, 896, 0, true);
+  }
   std::printf("== other ops\n");
   {
     const int64_t rows = 64, cols = 1000;
