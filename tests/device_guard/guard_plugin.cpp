@@ -298,6 +298,105 @@ parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void
   return g_cpu[Op](&inner, &a);
 }
 
+// LINEAR (plugin ABI 1.2): prepare_weight copies the weight (and its scales)
+// into device memory, as a GPU plugin must, and prepares the cpu kernel on
+// the private view of that copy; calls check and translate x, bias,
+// residual and out like every other op. One wrapper per weight dtype.
+const parley_kernel_desc *g_cpu_linear[PARLEY_DTYPE_COUNT_] = {};
+
+struct GuardedWeight {
+  void *cpu_handle = nullptr;
+  void *block = nullptr;  // device address of the weight's copy
+};
+
+template <int W>
+parley_kernel_status guarded_prepare(const parley_kernel_context *ctx, const parley_weight_desc *d,
+                                     parley_prepared_weight *out) {
+  if (!ctx || !d || !out || d->struct_size < sizeof *d || d->n < 1 || d->k < 1 || d->ld_bytes < 1 || !d->data)
+    return PARLEY_KERNEL_INVALID_ARGUMENT;
+  auto *g = static_cast<Guard *>(ctx->device_state);
+  if (!g) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  size_t scales = 0;
+  if (d->quant == PARLEY_QUANT_PER_ROW) scales = size_t(d->n);
+  if (d->quant == PARLEY_QUANT_GROUPWISE && d->group_size > 0) scales = size_t(d->n) * size_t(d->k / d->group_size);
+  if (scales && !d->scales) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  const size_t data_bytes = size_t(d->n) * size_t(d->ld_bytes);
+  const size_t scale_off = (data_bytes + kGrain - 1) / kGrain * kGrain;
+  void *block = nullptr;
+  if (parley_kernel_status st = guard_allocate(g, scale_off + scales * sizeof(float), kGrain, &block)) return st;
+  if (guard_copy(g, block, d->data, data_bytes, PARLEY_COPY_HOST_TO_DEVICE, nullptr) != PARLEY_KERNEL_OK ||
+      (scales && guard_copy(g, static_cast<char *>(block) + scale_off, d->scales, scales * sizeof(float),
+                            PARLEY_COPY_HOST_TO_DEVICE, nullptr) != PARLEY_KERNEL_OK)) {
+    guard_release(g, block);
+    return PARLEY_KERNEL_DEVICE_ERROR;
+  }
+  parley_weight_desc inner_desc = *d;
+  inner_desc.data = g->view(block);
+  inner_desc.scales =
+      scales ? reinterpret_cast<const float *>(g->view(static_cast<char *>(block) + scale_off)) : nullptr;
+  parley_kernel_context inner = *ctx;
+  inner.device_state = nullptr;
+  parley_prepared_weight cpu_out{};
+  cpu_out.struct_size = sizeof cpu_out;
+  parley_kernel_status st = g_cpu_linear[W]->prepare_weight(&inner, &inner_desc, &cpu_out);
+  auto *w = st == PARLEY_KERNEL_OK ? new (std::nothrow) GuardedWeight : nullptr;
+  if (!w) {
+    if (st == PARLEY_KERNEL_OK) g_cpu_linear[W]->release_weight(&inner, cpu_out.handle);
+    guard_release(g, block);
+    return st == PARLEY_KERNEL_OK ? PARLEY_KERNEL_OUT_OF_MEMORY : st;
+  }
+  w->cpu_handle = cpu_out.handle;
+  w->block = block;
+  out->handle = w;
+  out->bytes = scale_off + scales * sizeof(float) + cpu_out.bytes;
+  out->flags = 0;  // the host's copy is not used after this
+  return PARLEY_KERNEL_OK;
+}
+
+template <int W>
+void guarded_release_weight(const parley_kernel_context *ctx, void *handle) {
+  auto *w = static_cast<GuardedWeight *>(handle);
+  if (!w || !ctx) return;
+  parley_kernel_context inner = *ctx;
+  inner.device_state = nullptr;
+  g_cpu_linear[W]->release_weight(&inner, w->cpu_handle);
+  guard_release(ctx->device_state, w->block);
+  delete w;
+}
+
+template <int W>
+parley_kernel_status guarded_linear(const parley_kernel_context *ctx, const void *args) {
+  if (!ctx || !args) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  auto *g = static_cast<Guard *>(ctx->device_state);
+  if (!g) return PARLEY_KERNEL_INVALID_ARGUMENT;
+  if (*static_cast<const size_t *>(args) < sizeof(parley_linear_args))
+    return refuse(g->host, "argument struct too small");
+  parley_linear_args a;
+  std::memcpy(&a, args, sizeof a);
+  a.struct_size = sizeof a;
+  const auto *w = static_cast<const GuardedWeight *>(a.weight);
+  if (!w) return refuse(g->host, "linear without a prepared weight");
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    const PtrField fields[] = {PF(parley_linear_args, x), PF(parley_linear_args, bias),
+                               PF(parley_linear_args, residual), PF(parley_linear_args, out)};
+    for (const PtrField &f : fields) {
+      const void *p;
+      std::memcpy(&p, static_cast<const char *>(args) + f.offset, sizeof p);
+      if (p && !g->in_block(p, 1))
+        return refuse(g->host, std::string("linear argument '") + f.name +
+                                   "' is not device memory of this device (a host pointer?)");
+      p = g->view(p);
+      std::memcpy(reinterpret_cast<char *>(&a) + f.offset, &p, sizeof p);
+    }
+    ++g->kernel_calls;
+  }
+  a.weight = w->cpu_handle;
+  parley_kernel_context inner = *ctx;
+  inner.device_state = nullptr;
+  return g_cpu_linear[W]->run(&inner, &a);
+}
+
 const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", PARLEY_DEVICE_OTHER, guard_init,
                                         guard_shutdown, guard_allocate, guard_release, guard_copy, guard_synchronize}};
 
@@ -305,6 +404,12 @@ const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", P
   {                                                                                                              \
     sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_kernel<op>, 0, 0, -1, nullptr, \
         nullptr                                                                                                  \
+  }
+
+#define GUARDED_LINEAR(w, name)                                                                                     \
+  {                                                                                                                 \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_linear<w>, 0, 0, w, \
+        guarded_prepare<w>, guarded_release_weight<w>                                                               \
   }
 
 parley_kernel_desc kKernels[] = {
@@ -321,6 +426,11 @@ parley_kernel_desc kKernels[] = {
     GUARDED(PARLEY_OP_SOFTMAX, "guarded_softmax"),
     GUARDED(PARLEY_OP_LOG_SOFTMAX, "guarded_log_softmax"),
     GUARDED(PARLEY_OP_TOPK, "guarded_topk"),
+    GUARDED_LINEAR(PARLEY_DTYPE_F32, "guarded_linear_f32w"),
+    GUARDED_LINEAR(PARLEY_DTYPE_F16, "guarded_linear_f16w"),
+    GUARDED_LINEAR(PARLEY_DTYPE_BF16, "guarded_linear_bf16w"),
+    GUARDED_LINEAR(PARLEY_DTYPE_I8, "guarded_linear_i8w"),
+    GUARDED_LINEAR(PARLEY_DTYPE_I4, "guarded_linear_i4w"),
 };
 
 const parley_plugin_desc kPlugin = {sizeof(parley_plugin_desc),
@@ -340,14 +450,17 @@ extern "C" PARLEY_PLUGIN_EXPORT const parley_plugin_desc *parley_plugin_entry(ui
   if (!cpu) return nullptr;
   for (size_t i = 0; i < cpu->num_kernels; ++i) {
     const parley_kernel_desc &k = cpu->kernels[i];
-    if (k.dtype == PARLEY_DTYPE_F32 && k.op >= 0 && k.op < PARLEY_OP_COUNT_) {
+    if (k.op == PARLEY_OP_LINEAR) {
+      if (k.dtype == PARLEY_DTYPE_F32 && k.weight_dtype >= 0 && k.weight_dtype < PARLEY_DTYPE_COUNT_)
+        g_cpu_linear[k.weight_dtype] = &k;
+    } else if (k.dtype == PARLEY_DTYPE_F32 && k.op >= 0 && k.op < PARLEY_OP_COUNT_) {
       g_cpu[k.op] = k.run;
       for (parley_kernel_desc &mine : kKernels)
         if (mine.op == k.op) mine.flags = k.flags;
     }
   }
   for (const parley_kernel_desc &k : kKernels)
-    if (!g_cpu[k.op]) {
+    if (k.op == PARLEY_OP_LINEAR ? !g_cpu_linear[k.weight_dtype] : !g_cpu[k.op]) {
       if (host && host->log) host->log(host->host, PARLEY_LOG_ERROR, "devguard: the cpu plugin lacks an F32 kernel");
       return nullptr;
     }

@@ -24,9 +24,14 @@ namespace fs = std::filesystem;
 // worst measured over llama / qwen3 / marian (0.0070 / 0.074 / 0.16, all
 // marian), and the same values test_convert.py uses for the numpy reference,
 // so one set of storage tolerances is documented (tests/parity/README.md).
+//
+// bfloat16 also covers the compute: since issue 11 the cpu plugin multiplies
+// bf16 weights with vdpbf16ps above 8 rows (prefill, batches), rounding the
+// activations to bf16 too (relative 2^-8 per product, the same order as the
+// weights' own rounding): marian's worst grew from 0.074 to 0.19, so 3e-1.
 const std::map<std::string, double> kTolerance = {
     {"float16", 2e-2},
-    {"bfloat16", 1.5e-1},
+    {"bfloat16", 3e-1},
     {"int8", 3e-1},
 };
 
