@@ -54,12 +54,14 @@ bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeig
   if (isa == Isa::kGeneric) return false;
   bool ran = false;
   const char *path = "";
-  if (a.m <= kSmallM) {
-    path = isa == Isa::kAvx512 ? "gemv_avx512" : "gemv_avx2";
-    ran = isa == Isa::kAvx512 ? gemv_avx512(host, a, w, status) : gemv_avx2(host, a, w, status);
-  } else if (use_avx512_vnni() && (w.dtype == PARLEY_DTYPE_I8 || w.dtype == PARLEY_DTYPE_I4)) {
+  if (a.m >= kVnniMinM && use_avx512_vnni() && (w.dtype == PARLEY_DTYPE_I8 || w.dtype == PARLEY_DTYPE_I4)) {
     path = "gemm_int_vnni_avx512";
     ran = gemm_int_vnni_avx512(host, a, w, status);
+  }
+  if (ran) {
+  } else if (a.m <= kSmallM) {
+    path = isa == Isa::kAvx512 ? "gemv_avx512" : "gemv_avx2";
+    ran = isa == Isa::kAvx512 ? gemv_avx512(host, a, w, status) : gemv_avx2(host, a, w, status);
   } else if (use_avx512_bf16() && w.dtype == PARLEY_DTYPE_BF16) {
     path = "gemm_bf16_avx512";
     ran = gemm_bf16_avx512(host, a, w, status);

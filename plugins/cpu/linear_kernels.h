@@ -12,6 +12,8 @@ namespace parley::cpu {
 // Up to this many activation rows take the GEMV kernels (weights streamed once
 // and converted in registers, F32 activations); more take the GEMM paths.
 constexpr int64_t kSmallM = 8;
+// Integer weights take the int8-activation VNNI kernel from this many rows.
+constexpr int64_t kVnniMinM = 1;
 
 // GEMV-style small-m product for every weight dtype, F32 activations, F32
 // accumulation. Requires m <= kSmallM.

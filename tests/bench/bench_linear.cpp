@@ -376,7 +376,7 @@ int main(int argc, char **argv) {
         std::printf("%-18s %-6s %7.1f |", s.what, spec.name, bytes / 1048576.0);
         for (const Path &p : kPaths) {
           if ((p.cap == Isa::kAvx512 && !f.avx512) || (p.cap == Isa::kAvx2 && !f.avx2) || (p.vnni && !f.avx512_vnni) ||
-              p.vnni) {
+              (p.vnni && spec.dtype != PARLEY_DTYPE_I8 && spec.dtype != PARLEY_DTYPE_I4)) {
             std::printf(" %-24s|", p.vnni ? "(m=1: same as avx512)" : "(cpu lacks it)");
             continue;
           }

@@ -11,7 +11,7 @@
 //    possibly rounded once (float(q) * scale) and the sum scaled once:
 //      |dv| <= gamma_{k+3} * S,  S = sum_p |w_p x_p| + |bias|
 //    (Higham eq. 3.5, any summation order; tests/common/attention_condition.h).
-//  * int8 activations (VNNI path, m > 8, I8 per-row weights): x is rounded to
+//  * int8 activations (VNNI path, every m (kVnniMinM), integer weights): x is rounded to
 //    q * s_x with s_x = max|x| / 127 and |x_p - q_p s_x| <= s_x / 2 (plus a
 //    few ulps of |x_p| from forming x / s_x in fp32); the integer product is
 //    exact, so
@@ -37,6 +37,7 @@
 
 #include "../../plugins/cpu/cpu_common.h"
 #include "../../plugins/cpu/cpu_features.h"
+#include "../../plugins/cpu/linear_kernels.h"
 #include "../common/attention_condition.h"
 #include "test_host.h"
 #include "test_util.h"
@@ -226,7 +227,8 @@ struct PathScope {
 // Whether this call takes the int8-activation (VNNI) kernel: I8 per-row, or
 // I8 / I4 group-wise with k a multiple of 64.
 bool int8_activations(const Path &p, const WeightSpec &s, int64_t m, int64_t k) {
-  if (!(p.cap == Isa::kAvx512 && p.vnni && parley::cpu::cpu_features().avx512_vnni && m > 8)) return false;
+  if (!(p.cap == Isa::kAvx512 && p.vnni && parley::cpu::cpu_features().avx512_vnni && m >= parley::cpu::kVnniMinM))
+    return false;
   if (s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW) return true;
   return (s.dtype == PARLEY_DTYPE_I8 || s.dtype == PARLEY_DTYPE_I4) && s.quant == PARLEY_QUANT_GROUPWISE && k % 64 == 0;
 }
