@@ -14,7 +14,11 @@
 //   workload     "translate" or "llm"
 //   translate:   sources [[ids...], ...], decoder_start_token_id, eos_token_id,
 //                beam (default 4), max_new_tokens
-//   llm:         prompt [ids...], eos_token_id, decode_tokens
+//   llm:         prompt [ids...], eos_token_id, decode_tokens, generate_warmup
+//                (default true: one untimed generate before the timed ones;
+//                the prefill warm-up has touched every weight already),
+//                prefill_repeats (default repeats; 0: the prefill samples are
+//                the prefill phases of the timed generate runs)
 //
 // Random-weight models generate arbitrary tokens, so every run forces a fixed
 // number of decoding steps (min_new_tokens = max_new_tokens: EOS suppressed
@@ -196,9 +200,10 @@ json run_llm(const parley::Transformer &t, const json &spec, int repeats) {
   prefill_once(t, prompt);  // warm-up (first touch of mmapped weights)
   double warmup = seconds_since(w0);
   std::vector<double> prefill;
-  for (int r = 0; r < repeats; ++r) prefill.push_back(prefill_once(t, prompt));
+  const int prefill_repeats = spec.value("prefill_repeats", repeats);
+  for (int r = 0; r < prefill_repeats; ++r) prefill.push_back(prefill_once(t, prompt));
 
-  generate_once(t, prompt, o);  // warm-up
+  if (spec.value("generate_warmup", true)) generate_once(t, prompt, o);  // warm-up
   std::vector<double> total, decode;
   int64_t tokens = 0;
   for (int r = 0; r < repeats; ++r) {
@@ -208,7 +213,12 @@ json run_llm(const parley::Transformer &t, const json &spec, int repeats) {
     tokens = g.tokens;
   }
   double P = static_cast<double>(prompt.size());
-  double mp = median(prefill), mt = median(total), md = median(decode);
+  double mt = median(total), md = median(decode);
+  // With prefill_repeats 0 the prefill samples are the generate runs' own
+  // prefill phases (start + prompt step).
+  if (prefill.empty())
+    for (size_t i = 0; i < total.size(); ++i) prefill.push_back(total[i] - decode[i]);
+  double mp = median(prefill);
   return {{"warmup_s", warmup},
           {"prompt_tokens", prompt.size()},
           {"prefill_seconds", prefill},
