@@ -5,6 +5,7 @@
 
 #include "cpu_common.h"
 #include "cpu_kernels.h"
+#include "linear.h"
 
 namespace parley::cpu {
 
@@ -18,12 +19,10 @@ PARLEY_CPU_MULTIVERSION void dequant_scaled(const int8_t *src, float s, float *d
   for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<float>(src[j]) * s;
 }
 
-PARLEY_CPU_MULTIVERSION void half_scaled(const uint16_t *src, float s, float *dst, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    _Float16 h;
-    std::memcpy(&h, src + j, 2);
-    dst[j] = static_cast<float>(h) * s;
-  }
+void half_scaled(const uint16_t *src, float s, float *dst, int64_t n) {
+  f16_to_f32(src, dst, n);
+  if (s != 1.f)
+    for (int64_t j = 0; j < n; ++j) dst[j] *= s;
 }
 
 PARLEY_CPU_MULTIVERSION void bf16_scaled(const uint16_t *src, float s, float *dst, int64_t n) {

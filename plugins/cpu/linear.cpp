@@ -11,6 +11,8 @@
 // first; this one serves everything else and is their reference.
 #include "linear.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -27,12 +29,44 @@ inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-PARLEY_CPU_MULTIVERSION void f16_row(const uint16_t *src, float *dst, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    _Float16 h;
-    std::memcpy(&h, src + j, 2);
-    dst[j] = static_cast<float>(h);
+// F16 -> F32 with F16C (vcvtph2ps); GCC 12 compiles a _Float16 conversion to
+// a library call per value, 5-10x slower than this.
+__attribute__((target("avx2,f16c"))) void f16_row_f16c(const uint16_t *src, float *dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(src + j))));
+  for (; j < n; ++j) dst[j] = _cvtsh_ss(src[j]);
+}
+
+// IEEE half to float by bit manipulation (CPUs without F16C).
+float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400)) {
+        mant <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
   }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+void f16_row(const uint16_t *src, float *dst, int64_t n) {
+  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+  if (f16c) return f16_row_f16c(src, dst, n);
+  for (int64_t j = 0; j < n; ++j) dst[j] = half_bits_to_float(src[j]);
 }
 
 PARLEY_CPU_MULTIVERSION void bf16_row(const uint16_t *src, float *dst, int64_t n) {
@@ -173,6 +207,10 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
 }
 
 }  // namespace
+
+void f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+  f16_row(src, dst, n);
+}
 
 size_t dtype_size_of(int32_t dtype) {
   switch (dtype) {

@@ -36,6 +36,9 @@ struct PackedWeight {
   uint64_t owned_bytes() const { return row_sums.size() * sizeof(int32_t) + group_corr.size() * sizeof(float); }
 };
 
+// IEEE half to float32 for n values (F16C where the CPU has it).
+void f16_to_f32(const uint16_t *src, float *dst, int64_t n);
+
 // Bytes per element of F32/F16/BF16/I8 (0 for others).
 size_t dtype_size_of(int32_t dtype);
 
