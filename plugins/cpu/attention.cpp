@@ -68,21 +68,25 @@ void narrow_f16(const float *src, half *dst, int64_t n) {
 }
 
 // scale = max|x| / 127 and q = nearest-even(x / scale) in [-127, 127]; an
-// all-zero (or non-finite) row stores scale 0 and zeros.
+// all-zero row stores scale 0, a row holding a NaN or infinity scale NaN
+// (it reads back as NaN, as the F32 cache would propagate it).
 void narrow_i8(const float *src, int8_t *dst, float *scale, int64_t n) {
   float m = 0.f;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(src[i]));
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(src[i]);
+    m = std::max(m, std::fabs(src[i]));
+  }
   const float s = m / 127.f;
-  if (!(s > 0.f) || !std::isfinite(s)) {
-    *scale = 0.f;
+  if (!finite || !(s > 0.f)) {
+    *scale = finite ? 0.f : std::numeric_limits<float>::quiet_NaN();
     std::fill(dst, dst + n, int8_t{0});
     return;
   }
   *scale = s;
   for (int64_t i = 0; i < n; ++i) {
-    float r = std::nearbyint(src[i] / s);
-    r = r != r ? 0.f : std::min(127.f, std::max(-127.f, r));
-    dst[i] = static_cast<int8_t>(r);
+    const float r = std::nearbyint(src[i] / s);
+    dst[i] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, r)));
   }
 }
 

@@ -380,6 +380,34 @@ TEST(Attention, AbiOneOneSizedArgsStillAppendToAnF32Cache) {
   run_attention(c);
 }
 
+TEST(Attention, Int8CacheAppendOfZeroAndNonFiniteRows) {
+  // An all-zero row stores scale 0 (reads back as zeros); a row holding a
+  // NaN stores scale NaN, so the output turns NaN as with an F32 cache
+  // instead of a plausible number.
+  TestHost host(1);
+  const int64_t D = 8;
+  std::vector<float> q(D, 0.5f), out(D, 0.f), kn(D, 0.f), vn(D, 0.f), ks(2, 7.f), vs(2, 7.f);
+  std::vector<int8_t> k(2 * D, 5), v(2 * D, 5);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = 1, a.num_heads = 1, a.num_kv_heads = 1, a.q_len = 1, a.kv_len = 1, a.head_dim = D;
+  a.q = q.data(), a.q_stride_seq = D, a.k = k.data(), a.k_stride_seq = D, a.v = v.data(), a.v_stride_seq = D;
+  a.out = out.data(), a.out_stride_seq = D, a.scale = 1.f;
+  a.k_new = kn.data(), a.v_new = vn.data(), a.k_new_stride_seq = a.v_new_stride_seq = D;
+  a.kv_dtype = PARLEY_DTYPE_I8;
+  a.k_scales = ks.data(), a.v_scales = vs.data(), a.scale_stride_seq = 1;
+  ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  EXPECT_EQ(ks[0], 0.f);
+  EXPECT_EQ(vs[0], 0.f);
+  for (int64_t d = 0; d < D; ++d) EXPECT_EQ(k[d], 0) << d;
+  for (float o : out) EXPECT_EQ(o, 0.f);
+  vn[3] = std::nanf("");
+  ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  EXPECT_TRUE(std::isnan(vs[0])) << vs[0];
+  for (float o : out) EXPECT_TRUE(std::isnan(o)) << o;
+}
+
 TEST(Attention, Int8CacheMisuse) {
   TestHost host(1);
   std::vector<float> q(64, 0.5f), out(64, 0.f), scales(2, 1.f);
