@@ -577,7 +577,8 @@ typedef struct parley_model_memory {
   uint64_t linear_weights;  /* linear weights prepared */
   uint64_t widened_weights; /* ... of which run as f32 GEMMs on a widened copy (no native kernel) */
   /* Self-attention KV cache per cached token of one sequence (all layers,
-   * keys and values) in float32. */
+   * keys and values, I8 scales included) in the model's kv_cache_dtype
+   * (float32 unless parley_model_options.kv_cache_dtype chose another). */
   uint64_t kv_bytes_per_token;
 } parley_model_memory;
 

@@ -216,11 +216,13 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     if (parley_model_memory_usage(m, &mem) == PARLEY_OK)
       std::printf(
           "Memory: file %s; kernels' packed weights %s; f32 conversions %s; %llu linear weights, %llu "
-          "widened to f32; KV cache %llu bytes per token (f32)\n",
+          "widened to f32; KV cache %llu bytes per token (%s)\n",
           human_bytes(mem.file_bytes).c_str(), human_bytes(mem.packed_bytes).c_str(),
           human_bytes(mem.converted_bytes).c_str(), static_cast<unsigned long long>(mem.linear_weights),
-          static_cast<unsigned long long>(mem.widened_weights),
-          static_cast<unsigned long long>(mem.kv_bytes_per_token));
+          static_cast<unsigned long long>(mem.widened_weights), static_cast<unsigned long long>(mem.kv_bytes_per_token),
+          kv_cache == PARLEY_DTYPE_F16  ? "f16"
+          : kv_cache == PARLEY_DTYPE_I8 ? "int8"
+                                        : "f32");
   } else
     std::printf("Runnable: NO — %s\n", parley_last_error());  // messages escape file content themselves
   {  // self-attention KV cache per cached token: layers x 2 x kv_heads x head_dim x element (+ I8 scales)

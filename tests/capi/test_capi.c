@@ -962,6 +962,16 @@ static void test_kv_cache_option(parley_runtime *rt) {
     CHECK_OK(parley_model_load_file(rt, llama, &o, &m));
     if (!m) continue;
     CHECK_OK(parley_model_prepare(m));
+    {
+      /* llama: 2 layers x 2 (K, V) x 2 kv heads x head_dim 8: 256 bytes per
+       * token in F32, 128 in F16, 64 + 8 scales x 4 = 96 in I8. */
+      parley_model_memory mem;
+      const uint64_t want_bytes[3] = {256, 128, 96};
+      memset(&mem, 0, sizeof mem);
+      mem.struct_size = sizeof mem;
+      CHECK_OK(parley_model_memory_usage(m, &mem));
+      CHECK(mem.kv_bytes_per_token == want_bytes[i]);
+    }
     CHECK_OK(parley_generation_options_init(m, &g));
     g.max_new_tokens = 4;
     g.min_new_tokens = 4;
