@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -55,8 +56,24 @@ PARLEY_CPU_MULTIVERSION void scale_axpy(float *acc, float corr, const float *p, 
 
 using half = _Float16;
 
+// Exact half -> float in integer and float arithmetic the compiler
+// vectorises (GCC lowers a _Float16 conversion to a library call per value
+// without AVX512-FP16): the 15 magnitude bits shifted into a float's
+// exponent and mantissa read as 2^-112 times the value, for subnormals too;
+// exponent 31 (infinity, NaN) maps to 255.
 PARLEY_CPU_MULTIVERSION void widen_f16(const half *src, float *dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+  const uint16_t *h = reinterpret_cast<const uint16_t *>(src);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t em = static_cast<uint32_t>(h[i] & 0x7fffu) << 13, sign = static_cast<uint32_t>(h[i] & 0x8000u) << 16;
+    float f;
+    std::memcpy(&f, &em, 4);
+    f *= 0x1p112f;
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    bits = em >= (0x7c00u << 13) ? em | 0x7f800000u : bits;
+    bits |= sign;
+    std::memcpy(&dst[i], &bits, 4);
+  }
 }
 
 PARLEY_CPU_MULTIVERSION void widen_i8(const int8_t *src, float scale, float *dst, int64_t n) {

@@ -408,6 +408,37 @@ TEST(Attention, Int8CacheAppendOfZeroAndNonFiniteRows) {
   for (float o : out) EXPECT_TRUE(std::isnan(o)) << o;
 }
 
+TEST(Attention, HalfCacheReadsEveryHalfValueExactly) {
+  // One key: the output is the value row itself, so every one of the 65536
+  // half bit patterns (subnormals, the largest, infinities, NaNs) must come
+  // out as its exact float.
+  TestHost host(1);
+  const int64_t D = 1024;
+  std::vector<float> q(D, 0.f), out(D);
+  std::vector<uint16_t> k(D, 0), v(D);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = 1, a.num_heads = 1, a.num_kv_heads = 1, a.q_len = 1, a.kv_len = 1, a.head_dim = D;
+  a.q = q.data(), a.q_stride_seq = D, a.k = k.data(), a.k_stride_seq = D, a.v = v.data(), a.v_stride_seq = D;
+  a.out = out.data(), a.out_stride_seq = D, a.scale = 1.f;
+  a.kv_dtype = PARLEY_DTYPE_F16;
+  int bad = 0;
+  for (uint32_t base = 0; base < 65536; base += D) {
+    for (int64_t d = 0; d < D; ++d) v[d] = static_cast<uint16_t>(base + d);
+    ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+    for (int64_t d = 0; d < D; ++d) {
+      _Float16 h;
+      std::memcpy(&h, &v[d], 2);
+      const float want = static_cast<float>(h);
+      // == : -0 comes out as +0 (the accumulator starts at +0), all else exact
+      const bool ok = std::isnan(want) ? std::isnan(out[d]) : out[d] == want;
+      if (!ok && ++bad <= 5) ADD_FAILURE() << "half 0x" << std::hex << v[d] << ": got " << out[d] << ", want " << want;
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
+
 TEST(Attention, Int8CacheMisuse) {
   TestHost host(1);
   std::vector<float> q(64, 0.5f), out(64, 0.f), scales(2, 1.f);
