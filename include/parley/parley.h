@@ -315,6 +315,25 @@ typedef struct parley_model_options {
    * unchanged while the model is loaded: see parley_model_load_file.
    * Must be 0 when borrow_memory is 1 (PARLEY_ERROR_INVALID_ARGUMENT). */
   int32_t read_into_memory;
+  /* Ignored: the tail padding after read_into_memory in the previous version
+   * of this struct (binaries built then leave garbage there). */
+  int32_t reserved1;
+  /* Element type of the decoder's self-attention KV cache (parley_dtype):
+   * PARLEY_DTYPE_F32 (default), PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8.
+   * Memory per cached token is layers x 2 (K and V) x kv_heads x head_dim x
+   * 4 bytes for F32, x 2 bytes for F16 (half), and x 1 byte plus one 4-byte
+   * scale per (layer, K/V, kv head) for I8 (about 3.9x less than F32 at
+   * head_dim 64); `parley inspect` prints the three figures for a model.
+   * Accuracy: F16 rounds each cached value to 11 significant bits (relative
+   * error <= 2^-11); I8 stores each head's row as q * scale with
+   * scale = max|row| / 127 (error <= scale / 2 per value), so logits move
+   * slightly and greedy tokens can differ where two candidates are close.
+   * The cross-attention K/V of encoder-decoder models stays F32.
+   * The device's attention kernel must read the type natively (the cpu
+   * plugin does; the cuda plugin serves F32 only): otherwise loading fails
+   * with PARLEY_ERROR_UNSUPPORTED naming the device; never widened silently.
+   * Any other value: PARLEY_ERROR_INVALID_ARGUMENT. */
+  int32_t kv_cache_dtype;
 } parley_model_options;
 
 /* Defaults for the first options->struct_size bytes; see parley_runtime_options_defaults. */
@@ -558,7 +577,8 @@ typedef struct parley_model_memory {
   uint64_t linear_weights;  /* linear weights prepared */
   uint64_t widened_weights; /* ... of which run as f32 GEMMs on a widened copy (no native kernel) */
   /* Self-attention KV cache per cached token of one sequence (all layers,
-   * keys and values) in float32. */
+   * keys and values, I8 scales included) in the model's kv_cache_dtype
+   * (float32 unless parley_model_options.kv_cache_dtype chose another). */
   uint64_t kv_bytes_per_token;
 } parley_model_memory;
 

@@ -279,10 +279,17 @@ typedef struct parley_attention_args {
   /* ABI 1.2: element type of the cache k / v (read only when struct_size
    * covers it; F32 or `dtype` otherwise). F16, or I8 with one F32 scale per
    * (sequence, kv head, position) row of head_dim: value = q * scale, in
-   * k_scales / v_scales addressed by the strides below. q, out, k_new and
-   * v_new keep `dtype`; appended rows are converted (I8: scale =
-   * max|row| / 127, round to nearest even) by the kernel. Only kernels
-   * registered with PARLEY_KERNEL_FLAG_KV_F16 / _KV_I8 get these. */
+   * k_scales / v_scales at b * scale_stride_batch + g * scale_stride_head +
+   * j * scale_stride_seq (strides in floats; k / v strides count elements
+   * of kv_dtype). q, out, k_new and v_new keep `dtype`; appended rows are
+   * converted by the kernel, which also writes their scales: F16 rounds to
+   * nearest even; I8 stores scale = max|row| / 127 (computed in F32) and
+   * q = x / scale rounded to nearest even, clamped to [-127, 127] (an
+   * all-zero row: scale 0; a row holding a NaN or infinity: scale NaN, so
+   * it reads back as NaN). k_scales / v_scales must be non-NULL for I8
+   * (PARLEY_KERNEL_INVALID_ARGUMENT otherwise); kv_dtype other than F32 /
+   * F16 / I8 is invalid. Only kernels registered with
+   * PARLEY_KERNEL_FLAG_KV_F16 / _KV_I8 get F16 / I8. */
   int32_t kv_dtype; /* parley_dtype */
   float *k_scales;
   float *v_scales;

@@ -8,10 +8,20 @@
 // With k_new (fused KV-cache append, ABI 1.1) the new rows are first copied
 // into the cache, then the attention runs over the cache as usual.
 //
+// F16 / I8 caches (ABI 1.2 kv_dtype): each task converts one key block of K
+// and V (kKeyBlock rows) to f32 in a per-thread tile as it reaches it, and
+// the f32 loop above runs on the tile; the cache itself is never widened.
+// Appended rows are rounded into the cache dtype (F16: round to nearest
+// even; I8: scale = max|row| / 127, q = nearest-even(x / scale)), so the
+// attention of this call already sees the rounded values, as later calls do.
+//
 // Masks reduce to a number of visible keys per query row:
 //   L     = key_lengths[b] with KEY_PADDING, else kv_len
 //   limit = L, and with CAUSAL min(L, i + L - q_len + 1)  (bottom-right aligned)
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -44,13 +54,85 @@ PARLEY_CPU_MULTIVERSION void scale_axpy(float *acc, float corr, const float *p, 
   }
 }
 
+using half = _Float16;
+
+// Exact half -> float in integer and float arithmetic the compiler
+// vectorises (GCC lowers a _Float16 conversion to a library call per value
+// without AVX512-FP16): the 15 magnitude bits shifted into a float's
+// exponent and mantissa read as 2^-112 times the value, for subnormals too;
+// exponent 31 (infinity, NaN) maps to 255.
+PARLEY_CPU_MULTIVERSION void widen_f16(const half *src, float *dst, int64_t n) {
+  const uint16_t *h = reinterpret_cast<const uint16_t *>(src);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t em = static_cast<uint32_t>(h[i] & 0x7fffu) << 13, sign = static_cast<uint32_t>(h[i] & 0x8000u) << 16;
+    float f;
+    std::memcpy(&f, &em, 4);
+    f *= 0x1p112f;
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    bits = em >= (0x7c00u << 13) ? em | 0x7f800000u : bits;
+    bits |= sign;
+    std::memcpy(&dst[i], &bits, 4);
+  }
+}
+
+PARLEY_CPU_MULTIVERSION void widen_i8(const int8_t *src, float scale, float *dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]) * scale;
+}
+
+void narrow_f16(const float *src, half *dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<half>(src[i]);  // round to nearest even
+}
+
+// scale = max|x| / 127 and q = nearest-even(x / scale) in [-127, 127]; an
+// all-zero row stores scale 0, a row holding a NaN or infinity scale NaN
+// (it reads back as NaN, as the F32 cache would propagate it).
+void narrow_i8(const float *src, int8_t *dst, float *scale, int64_t n) {
+  float m = 0.f;
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(src[i]);
+    m = std::max(m, std::fabs(src[i]));
+  }
+  const float s = m / 127.f;
+  if (!finite || !(s > 0.f)) {
+    *scale = finite ? 0.f : std::numeric_limits<float>::quiet_NaN();
+    std::fill(dst, dst + n, int8_t{0});
+    return;
+  }
+  *scale = s;
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = std::nearbyint(src[i] / s);
+    dst[i] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, r)));
+  }
+}
+
 struct Attn {
   const parley_attention_args *a;
   int64_t group;  // query heads per kv head
   int64_t q_blocks;
+  int32_t kv_dtype;  // F32, F16 or I8
 };
 
-parley_kernel_status run_task(const Attn &at, int64_t task, float *acc) {
+// Key block rows j0 .. j0 + n of one (sequence, kv head) as f32 rows of
+// head_dim in `dst` (F16 / I8 caches).
+void widen_block(const Attn &at, const void *cache, int64_t stride_seq, const float *scales, int64_t j0, int64_t n,
+                 float *dst) {
+  const int64_t D = at.a->head_dim;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t row = (j0 + j) * stride_seq;
+    if (at.kv_dtype == PARLEY_DTYPE_F16)
+      widen_f16(static_cast<const half *>(cache) + row, dst + j * D, D);
+    else
+      widen_i8(static_cast<const int8_t *>(cache) + row, scales[(j0 + j) * at.a->scale_stride_seq], dst + j * D, D);
+  }
+}
+
+size_t element_size(int32_t dtype) {
+  return dtype == PARLEY_DTYPE_F16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : 4;
+}
+
+parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *ktile, float *vtile) {
   const parley_attention_args &a = *at.a;
   const int64_t D = a.head_dim;
   const int64_t qb = task % at.q_blocks;
@@ -61,8 +143,15 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc) {
   const int64_t rows = i1 - i0;
 
   const float *q = static_cast<const float *>(a.q) + b * a.q_stride_batch + h * a.q_stride_head;
-  const float *k = static_cast<const float *>(a.k) + b * a.k_stride_batch + g * a.k_stride_head;
-  const float *v = static_cast<const float *>(a.v) + b * a.v_stride_batch + g * a.v_stride_head;
+  const size_t es = element_size(at.kv_dtype);
+  const void *kc = static_cast<const char *>(a.k) + (b * a.k_stride_batch + g * a.k_stride_head) * es;
+  const void *vc = static_cast<const char *>(a.v) + (b * a.v_stride_batch + g * a.v_stride_head) * es;
+  const bool wide = at.kv_dtype == PARLEY_DTYPE_F32;
+  const float *ks = nullptr, *vs = nullptr;
+  if (at.kv_dtype == PARLEY_DTYPE_I8) {
+    ks = a.k_scales + b * a.scale_stride_batch + g * a.scale_stride_head;
+    vs = a.v_scales + b * a.scale_stride_batch + g * a.scale_stride_head;
+  }
   float *out = static_cast<float *>(a.out) + b * a.out_stride_batch + h * a.out_stride_head;
   float *probs = a.probs ? a.probs + (bh * a.q_len) * a.kv_len : nullptr;
   float *lse = a.lse ? a.lse + bh * a.q_len : nullptr;
@@ -85,13 +174,27 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc) {
 
   for (int64_t j0 = 0; j0 < max_limit; j0 += kKeyBlock) {
     const int64_t jc = std::min(kKeyBlock, max_limit - j0);
+    // k / v: key j0 + j at j * stride, in the cache itself or in the f32
+    // tile of this block.
+    const float *k, *v;
+    int64_t k_stride = a.k_stride_seq, v_stride = a.v_stride_seq;
+    if (wide) {
+      k = static_cast<const float *>(kc) + j0 * k_stride;
+      v = static_cast<const float *>(vc) + j0 * v_stride;
+    } else {
+      widen_block(at, kc, a.k_stride_seq, ks, j0, jc, ktile);
+      widen_block(at, vc, a.v_stride_seq, vs, j0, jc, vtile);
+      k_stride = v_stride = D;
+      k = ktile;
+      v = vtile;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       if (j0 >= limit[r]) continue;
       const int64_t nv = std::min(jc, limit[r] - j0);
       const float *qi = q + (i0 + r) * a.q_stride_seq;
       float bmax = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < nv; ++j) {
-        s[j] = a.scale * dot(qi, k + (j0 + j) * a.k_stride_seq, D);
+        s[j] = a.scale * dot(qi, k + j * k_stride, D);
         bmax = std::max(bmax, s[j]);
       }
       if (probs) std::copy(s, s + nv, probs + (i0 + r) * a.kv_len + j0);
@@ -106,7 +209,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc) {
       }
       sum[r] = sum[r] * corr + bsum;
       mx[r] = mnew;
-      scale_axpy(acc + r * D, corr, s, v + j0 * a.v_stride_seq, a.v_stride_seq, nv, D);
+      scale_axpy(acc + r * D, corr, s, v, v_stride, nv, D);
     }
   }
 
@@ -140,7 +243,10 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     Host host(nullptr);
     const parley_attention_args *a = nullptr;
     if (auto st = begin_call("attention", ctx, args, &host, &a, PARLEY_ATTENTION_ARGS_SIZE_V1_0)) return st;
-    const bool append = a->struct_size >= sizeof(parley_attention_args) && a->k_new != nullptr;
+    const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
+    const int32_t kv_dtype = a->struct_size >= sizeof(parley_attention_args) ? a->kv_dtype : PARLEY_DTYPE_F32;
+    PARLEY_CHECK(host, kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_I8,
+                 "attention: kv_dtype %d is not F32, F16 or I8", kv_dtype);
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
                  ll(a->kv_len));
@@ -170,6 +276,11 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     for (const auto &r : rows)
       PARLEY_CHECK(host, r.count <= 1 || r.stride >= D, "attention: %s (%lld) < head_dim (%lld)", r.name, ll(r.stride),
                    ll(D));
+    if (kv_dtype == PARLEY_DTYPE_I8 && a->kv_len > 0) {
+      PARLEY_CHECK(host, a->k_scales && a->v_scales, "attention: an I8 cache (kv_dtype) needs k_scales and v_scales");
+      PARLEY_CHECK(host, a->scale_stride_batch >= 0 && a->scale_stride_head >= 0 && a->scale_stride_seq >= 0,
+                   "attention: negative scale stride");
+    }
     if (a->mask & PARLEY_MASK_KEY_PADDING) {
       PARLEY_CHECK(host, a->key_lengths != nullptr, "attention: KEY_PADDING mask without key_lengths");
       for (int64_t b = 0; b < a->batch; ++b)
@@ -183,25 +294,38 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
       const int64_t news[] = {a->k_new_stride_batch, a->k_new_stride_head, a->k_new_stride_seq,
                               a->v_new_stride_batch, a->v_new_stride_head, a->v_new_stride_seq};
       for (int64_t st : news) PARLEY_CHECK(host, st >= 0, "attention: negative k_new/v_new stride %lld", ll(st));
-      float *k = static_cast<float *>(const_cast<void *>(a->k));
-      float *v = static_cast<float *>(const_cast<void *>(a->v));
+      const size_t es = element_size(kv_dtype);
+      char *k = static_cast<char *>(const_cast<void *>(a->k));
+      char *v = static_cast<char *>(const_cast<void *>(a->v));
       const float *kn = static_cast<const float *>(a->k_new), *vn = static_cast<const float *>(a->v_new);
+      // One cache row (head_dim values) from src, in the cache's dtype.
+      auto put = [&](const float *src, char *cache, float *scales, int64_t b, int64_t g, int64_t pos, int64_t stride_b,
+                     int64_t stride_h, int64_t stride_s) {
+        char *dst = cache + (b * stride_b + g * stride_h + pos * stride_s) * static_cast<int64_t>(es);
+        if (kv_dtype == PARLEY_DTYPE_F32)
+          std::copy_n(src, D, reinterpret_cast<float *>(dst));
+        else if (kv_dtype == PARLEY_DTYPE_F16)
+          narrow_f16(src, reinterpret_cast<half *>(dst), D);
+        else
+          narrow_i8(src, reinterpret_cast<int8_t *>(dst),
+                    scales + b * a->scale_stride_batch + g * a->scale_stride_head + pos * a->scale_stride_seq, D);
+      };
       for (int64_t b = 0; b < a->batch; ++b) {
         const int64_t L = (a->mask & PARLEY_MASK_KEY_PADDING) ? a->key_lengths[b] : a->kv_len;
         for (int64_t i = 0; i < a->q_len; ++i) {
           const int64_t pos = L - a->q_len + i;
           if (pos < 0) continue;
           for (int64_t g = 0; g < a->num_kv_heads; ++g) {
-            std::copy_n(kn + b * a->k_new_stride_batch + g * a->k_new_stride_head + i * a->k_new_stride_seq, D,
-                        k + b * a->k_stride_batch + g * a->k_stride_head + pos * a->k_stride_seq);
-            std::copy_n(vn + b * a->v_new_stride_batch + g * a->v_new_stride_head + i * a->v_new_stride_seq, D,
-                        v + b * a->v_stride_batch + g * a->v_stride_head + pos * a->v_stride_seq);
+            put(kn + b * a->k_new_stride_batch + g * a->k_new_stride_head + i * a->k_new_stride_seq, k, a->k_scales, b,
+                g, pos, a->k_stride_batch, a->k_stride_head, a->k_stride_seq);
+            put(vn + b * a->v_new_stride_batch + g * a->v_new_stride_head + i * a->v_new_stride_seq, v, a->v_scales, b,
+                g, pos, a->v_stride_batch, a->v_stride_head, a->v_stride_seq);
           }
         }
       }
     }
 
-    Attn at{a, a->num_heads / a->num_kv_heads, (a->q_len + kQueryBlock - 1) / kQueryBlock};
+    Attn at{a, a->num_heads / a->num_kv_heads, (a->q_len + kQueryBlock - 1) / kQueryBlock, kv_dtype};
     const int64_t tasks = a->batch * a->num_heads * at.q_blocks;
     return host.parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
       alignas(64) float stack_acc[kQueryBlock * kStackHeadDim];
@@ -214,8 +338,12 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
           acc = heap.data();
         }
       }
+      std::vector<float> tiles;  // F16 / I8 caches: one key block of K and of V in f32
+      if (kv_dtype != PARLEY_DTYPE_F32) tiles.resize(static_cast<size_t>(2 * kKeyBlock * D));
+      float *ktile = tiles.empty() ? nullptr : tiles.data();
+      float *vtile = tiles.empty() ? nullptr : tiles.data() + kKeyBlock * D;
       for (int64_t t = t0; t < t1; ++t)
-        if (auto st = run_task(at, t, acc)) return st;
+        if (auto st = run_task(at, t, acc, ktile, vtile)) return st;
       return PARLEY_KERNEL_OK;
     });
   });

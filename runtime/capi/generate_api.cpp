@@ -41,7 +41,7 @@ const Transformer &Model::transformer() const {
   MemoryScope memory_scope("the model's weights on its device (binding them at first use)");
   if (!bind_error_ && !transformer_) {
     try {
-      transformer_ = std::make_unique<Transformer>(runtime, *file, device);
+      transformer_ = std::make_unique<Transformer>(runtime, *file, device, kv_dtype);
     } catch (...) {
       std::exception_ptr e = std::current_exception();
       if (transient(e)) throw;

@@ -37,6 +37,10 @@ parley_model_options resolve_options(const parley_model_options *options) {
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->read_into_memory must be 0 or 1");
   if (o.read_into_memory && o.borrow_memory)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->read_into_memory and options->borrow_memory exclude each other");
+  if (o.kv_cache_dtype != PARLEY_DTYPE_F32 && o.kv_cache_dtype != PARLEY_DTYPE_F16 &&
+      o.kv_cache_dtype != PARLEY_DTYPE_I8)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->kv_cache_dtype (" + std::to_string(o.kv_cache_dtype) +
+                                            ") must be PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8");
   return o;
 }
 
@@ -44,6 +48,15 @@ template <typename Open>
 void load(parley_runtime *runtime, const parley_model_options &o, parley_model **out_model, Open &&open) {
   // Never fall back silently: the device must exist and be up before we read a byte.
   runtime->impl->registry.device(o.device);
+  if (o.kv_cache_dtype != PARLEY_DTYPE_F32) {  // checked again when the Transformer binds
+    const Kernel k = runtime->impl->registry.find(PARLEY_OP_ATTENTION, o.device, PARLEY_DTYPE_F32);
+    const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND |
+                          (o.kv_cache_dtype == PARLEY_DTYPE_F16 ? PARLEY_KERNEL_FLAG_KV_F16 : PARLEY_KERNEL_FLAG_KV_I8);
+    if ((k.flags & need) != need)
+      fail(PARLEY_ERROR_UNSUPPORTED, std::string("options->kv_cache_dtype: device '") + o.device + "' cannot hold a " +
+                                         dtype_name(o.kv_cache_dtype) + " KV cache (its attention kernel '" + k.name +
+                                         "' of plugin '" + k.plugin + "' reads F32 only); use PARLEY_DTYPE_F32 there");
+  }
   LoadOptions lo;
   lo.verify_checksums = o.verify_checksums != 0;
   lo.read_into_memory = o.read_into_memory != 0;
@@ -53,6 +66,7 @@ void load(parley_runtime *runtime, const parley_model_options &o, parley_model *
   m->impl.runtime = runtime->impl;
   m->impl.file = std::move(file);
   m->impl.device = o.device;
+  m->impl.kv_dtype = static_cast<parley_dtype>(o.kv_cache_dtype);
   *out_model = m.release();
 }
 
@@ -117,6 +131,7 @@ PARLEY_API parley_status parley_model_options_defaults(parley_model_options *opt
     o.device = "cpu";
     o.borrow_memory = 0;
     o.read_into_memory = 0;
+    o.kv_cache_dtype = PARLEY_DTYPE_F32;
     copy_out(options, o);
   });
 }

@@ -23,9 +23,12 @@ int fail(parley_status st, const char *what) {
   return 1;
 }
 
-parley_model *load(parley_runtime *rt, const std::string &path) {
+parley_model *load(parley_runtime *rt, const std::string &path, int32_t kv_cache) {
   parley_model *m = nullptr;
-  parley_status st = parley_model_load_file(rt, path.c_str(), nullptr, &m);
+  parley_model_options mo;
+  parley_model_options_init(&mo);
+  mo.kv_cache_dtype = kv_cache;
+  parley_status st = parley_model_load_file(rt, path.c_str(), &mo, &m);
   if (st != PARLEY_OK) {
     fail(st, "loading the model");
     return nullptr;
@@ -131,7 +134,7 @@ int32_t print_delta(void *, const char *text, size_t length) {
 }  // namespace
 
 int translate(parley_runtime *rt, const TranslateArgs &a) {
-  parley_model *m = load(rt, a.model);
+  parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
   std::vector<Line> lines;
   std::string text;
@@ -154,7 +157,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
 }
 
 int chat(parley_runtime *rt, const ChatArgs &a) {
-  parley_model *m = load(rt, a.model);
+  parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
   std::string system = a.system;
   if (!a.system_file.empty()) {

@@ -11,6 +11,7 @@ namespace parley_cli {
 
 struct TranslateArgs {
   std::string model, source_language, target_language;
+  int32_t kv_cache = 0;  // parley_model_options.kv_cache_dtype (--kv-cache)
   size_t beam = 0, nbest = 1, batch = 16, max_length = 0;
   float length_penalty = 0.f;  // 0: the model's default
   bool scores = false;
@@ -18,6 +19,7 @@ struct TranslateArgs {
 
 struct ChatArgs {
   std::string model, system, system_file;
+  int32_t kv_cache = 0;  // parley_model_options.kv_cache_dtype (--kv-cache)
   std::vector<std::string> stop;
   size_t max_tokens = 0;
   bool sample = false, show_stats = false;

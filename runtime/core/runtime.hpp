@@ -31,6 +31,8 @@ struct Model {
   std::shared_ptr<Runtime> runtime;
   std::unique_ptr<ModelFile> file;
   std::string device;
+  // parley_model_options.kv_cache_dtype: the Transformer's self-attention KV cache type.
+  parley_dtype kv_dtype = PARLEY_DTYPE_F32;
 
   // The Transformer bound to the file's weights, built on first use so that
   // loading stays a pure file check (and container-only files stay

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "core/error.hpp"
 #include "core/escape.hpp"
@@ -91,12 +92,26 @@ ThreadPool &Transformer::pool() const {
   return runtime_->host.pool();
 }
 
-Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device)
+Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device,
+                         parley_dtype kv_dtype)
     : runtime_(runtime),
+      kv_dtype_(kv_dtype),
       ops_(runtime, device),
       mem_(std::make_shared<DeviceMemory>(runtime, runtime->registry.device(device))),
       weights_(file, mem_),
       label_(file.label()) {
+  if (kv_dtype != PARLEY_DTYPE_F32 && kv_dtype != PARLEY_DTYPE_F16 && kv_dtype != PARLEY_DTYPE_I8)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype " + std::to_string(static_cast<int>(kv_dtype)) +
+                                            " is not PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8");
+  if (kv_dtype != PARLEY_DTYPE_F32) {  // never widened silently: the kernel must read it
+    const Kernel &k = ops_.kernel(PARLEY_OP_ATTENTION);
+    const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND |
+                          (kv_dtype == PARLEY_DTYPE_F16 ? PARLEY_KERNEL_FLAG_KV_F16 : PARLEY_KERNEL_FLAG_KV_I8);
+    if ((k.flags & need) != need)
+      fail(PARLEY_ERROR_UNSUPPORTED, "device '" + device + "': its attention kernel '" + k.name + "' (plugin '" +
+                                         k.plugin + "') cannot read and append a " + dtype_name(kv_dtype) +
+                                         " KV cache (kv_cache_dtype); use PARLEY_DTYPE_F32 on this device");
+  }
   vocab_ = file.vocab_size();
   has_encoder_ = file.kind() == PARLEY_MODEL_ENCODER_DECODER;
   dec_stack_.p = read_stack(file, "decoder.");
@@ -336,9 +351,13 @@ void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out
 
 namespace {
 
+size_t kv_element_size(parley_dtype dtype) {
+  return dtype == PARLEY_DTYPE_F16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : sizeof(float);
+}
+
 // Attention over [batch, q_len, heads, hd] queries and [batch, kv_cap, kv_heads, hd] keys/values.
 parley_attention_args attention_args(int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd, int64_t q_len,
-                                     int64_t kv_cap, const float *q, const float *k, const float *v, float *out,
+                                     int64_t kv_cap, const float *q, const void *k, const void *v, float *out,
                                      const int32_t *key_lengths, uint32_t mask) {
   parley_attention_args a{};
   a.struct_size = sizeof a;
@@ -420,14 +439,28 @@ DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
   return x;
 }
 
+uint64_t Transformer::kv_bytes_per_token(parley_dtype dtype) const {
+  const uint64_t layers = static_cast<uint64_t>(dec_.layers), heads = static_cast<uint64_t>(dec_.kv_heads);
+  const uint64_t elems = layers * 2 * heads * static_cast<uint64_t>(dec_.head_dim);
+  switch (dtype) {
+    case PARLEY_DTYPE_F16:
+      return elems * 2;
+    case PARLEY_DTYPE_I8:
+      return elems + layers * 2 * heads * sizeof(float);  // one f32 scale per head row
+    default:
+      return elems * sizeof(float);
+  }
+}
+
 uint64_t Transformer::check_kv_bytes(int64_t rows, int64_t capacity, int64_t src_len) const {
   auto mul = [](uint64_t a, uint64_t b, uint64_t *out) { return __builtin_mul_overflow(a, b, out); };
-  uint64_t per_token = 0, tokens = 0, self = 0, cross = 0, total = 0;
-  bool overflow =
-      mul(static_cast<uint64_t>(dec_.kv_heads * dec_.head_dim), 2 * sizeof(float) * dec_.layers, &per_token) ||
-      mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(capacity), &tokens) || mul(tokens, per_token, &self) ||
-      mul(static_cast<uint64_t>(rows) * static_cast<uint64_t>(src_len), per_token, &cross) ||
-      __builtin_add_overflow(self, cross, &total);
+  uint64_t tokens = 0, self = 0, cross = 0, total = 0;
+  // The cross-attention K/V stays F32 whatever the self-attention cache's dtype.
+  const uint64_t per_token = kv_bytes_per_token(kv_dtype_), per_source_token = kv_bytes_per_token(PARLEY_DTYPE_F32);
+  bool overflow = mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(capacity), &tokens) ||
+                  mul(tokens, per_token, &self) ||
+                  mul(static_cast<uint64_t>(rows) * static_cast<uint64_t>(src_len), per_source_token, &cross) ||
+                  __builtin_add_overflow(self, cross, &total);
   uint64_t phys = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
   if (overflow || total > phys)
     fail(PARLEY_ERROR_OUT_OF_MEMORY,
@@ -454,11 +487,18 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
   st.batch = batch;
   st.capacity = capacity;
   st.lengths.assign(static_cast<size_t>(batch), 0);
+  st.kv_dtype = kv_dtype_;
   // Uninitialised: attention never reads a key past a sequence's length.
-  const size_t cache = static_cast<size_t>(batch * capacity * dec_.kv_heads * dec_.head_dim);
+  const size_t cache =
+      static_cast<size_t>(batch * capacity * dec_.kv_heads * dec_.head_dim) * kv_element_size(kv_dtype_);
+  const size_t scales = static_cast<size_t>(batch * capacity * dec_.kv_heads);
   for (int64_t l = 0; l < dec_.layers; ++l) {
     st.k.emplace_back(mem_, cache);
     st.v.emplace_back(mem_, cache);
+    if (kv_dtype_ == PARLEY_DTYPE_I8) {
+      st.k_scales.emplace_back(mem_, scales);
+      st.v_scales.emplace_back(mem_, scales);
+    }
   }
   if (has_encoder_) {
     if (static_cast<int64_t>(sources.size()) != batch)
@@ -579,18 +619,28 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
       r.stride_seq = kvd;
       ops_.run(PARLEY_OP_ROTARY, &r);
     }
-    float *ck = st.k[li].data(), *cv = st.v[li].data();
+    uint8_t *ck = st.k[li].data(), *cv = st.v[li].data();
     auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(),
                              key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    sa.kv_dtype = st.kv_dtype;
+    if (st.kv_dtype == PARLEY_DTYPE_I8) {  // [batch, capacity, kv_heads]
+      sa.k_scales = st.k_scales[li].data();
+      sa.v_scales = st.v_scales[li].data();
+      sa.scale_stride_batch = st.capacity * p.kv_heads;
+      sa.scale_stride_head = 1;
+      sa.scale_stride_seq = p.kv_heads;
+    }
     if (fused_append) {  // the kernel writes the new K/V rows into the cache itself
       sa.k_new = k.data();
       sa.v_new = v.data();
       sa.k_new_stride_batch = sa.v_new_stride_batch = n * kvd;
       sa.k_new_stride_head = sa.v_new_stride_head = hd;
       sa.k_new_stride_seq = sa.v_new_stride_seq = kvd;
-    } else {
+    } else {  // F32 only: the constructor requires KV_APPEND for F16 / I8 caches
+      if (st.kv_dtype != PARLEY_DTYPE_F32)
+        fail(PARLEY_ERROR_INTERNAL, "a " + std::string(dtype_name(st.kv_dtype)) + " KV cache needs the fused append");
       for (int64_t b = 0; b < B; ++b) {
-        size_t dst = static_cast<size_t>((b * st.capacity + st.lengths[static_cast<size_t>(b)]) * kvd);
+        size_t dst = static_cast<size_t>((b * st.capacity + st.lengths[static_cast<size_t>(b)]) * kvd) * sizeof(float);
         size_t src = static_cast<size_t>(b * n * kvd);
         mem_->on_device(ck + dst, k.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
         mem_->on_device(cv + dst, v.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
@@ -667,7 +717,10 @@ void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) 
   for (int32_t p : parents)
     if (p < 0 || p >= s.batch) fail(PARLEY_ERROR_INTERNAL, "reorder: parent row out of range");
   const size_t rows = parents.size();
-  const size_t kvd = static_cast<size_t>(dec_.kv_heads * dec_.head_dim), row = static_cast<size_t>(s.capacity) * kvd;
+  // Bytes of one position (all kv heads) in the cache, and in the I8 scales.
+  const size_t kvd = static_cast<size_t>(dec_.kv_heads * dec_.head_dim) * kv_element_size(s.kv_dtype);
+  const size_t row = static_cast<size_t>(s.capacity) * kvd;
+  const size_t skvd = static_cast<size_t>(dec_.kv_heads) * sizeof(float), srow = static_cast<size_t>(s.capacity) * skvd;
   int32_t longest = 0;
   for (int32_t p : parents) longest = std::max(longest, s.lengths[static_cast<size_t>(p)]);
   // Only the filled part of a row moves. Growing: rows go straight into a
@@ -686,31 +739,34 @@ void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) 
         staged.push_back(p);
       }
     }
-  auto gather = [&](DeviceArray<float> &buf, size_t row_elems, size_t used) {
+  // row_bytes: one sequence's row of `buf`; used: its bytes that move.
+  auto gather = [&](auto &buf, size_t row_bytes, size_t used) {
+    using T = std::remove_reference_t<decltype(*buf.data())>;
+    const size_t row_elems = row_bytes / sizeof(T), used_elems = used / sizeof(T);
     if (grows) {
-      DeviceArray<float> out = buffer(static_cast<int64_t>(rows * row_elems));
+      std::remove_reference_t<decltype(buf)> out(mem_, rows * row_elems);
       for (size_t r = 0; r < rows && used; ++r)
-        mem_->on_device(out.data() + r * row_elems, buf.data() + static_cast<size_t>(parents[r]) * row_elems,
-                        used * sizeof(float));
+        mem_->on_device(out.data() + r * row_elems, buf.data() + static_cast<size_t>(parents[r]) * row_elems, used);
       buf = std::move(out);
       return;
     }
     if (used == 0) return;
-    DeviceArray<float> staging;
-    if (!staged.empty()) staging = buffer(static_cast<int64_t>(staged.size() * used));
+    std::remove_reference_t<decltype(buf)> staging;
+    if (!staged.empty()) staging = std::remove_reference_t<decltype(buf)>(mem_, staged.size() * used_elems);
     for (size_t i = 0; i < staged.size(); ++i)
-      mem_->on_device(staging.data() + i * used, buf.data() + static_cast<size_t>(staged[i]) * row_elems,
-                      used * sizeof(float));
+      mem_->on_device(staging.data() + i * used_elems, buf.data() + static_cast<size_t>(staged[i]) * row_elems, used);
     for (size_t r = 0; r < rows; ++r) {
       const size_t p = static_cast<size_t>(parents[r]);
       if (p == r) continue;
-      const float *src =
-          stage_slot[p] >= 0 ? staging.data() + static_cast<size_t>(stage_slot[p]) * used : buf.data() + p * row_elems;
-      mem_->on_device(buf.data() + r * row_elems, src, used * sizeof(float));
+      const T *src = stage_slot[p] >= 0 ? staging.data() + static_cast<size_t>(stage_slot[p]) * used_elems
+                                        : buf.data() + p * row_elems;
+      mem_->on_device(buf.data() + r * row_elems, src, used);
     }
   };
   for (auto &k : s.k) gather(k, row, static_cast<size_t>(longest) * kvd);
   for (auto &v : s.v) gather(v, row, static_cast<size_t>(longest) * kvd);
+  for (auto &k : s.k_scales) gather(k, srow, static_cast<size_t>(longest) * skvd);
+  for (auto &v : s.v_scales) gather(v, srow, static_cast<size_t>(longest) * skvd);
   std::vector<int32_t> lengths;
   for (int32_t p : parents) lengths.push_back(s.lengths[static_cast<size_t>(p)]);
   s.lengths = std::move(lengths);
@@ -762,10 +818,15 @@ void Transformer::grow(DecoderState &s, int64_t capacity) const {
   if (s.batch != 1 || has_encoder_) fail(PARLEY_ERROR_INTERNAL, "grow: only one-sequence decoder-only states grow");
   if (capacity <= s.capacity) return;
   DecoderState grown = start(1, capacity);
-  const size_t used = static_cast<size_t>(s.lengths[0] * dec_.kv_heads * dec_.head_dim) * sizeof(float);
+  const size_t used = static_cast<size_t>(s.lengths[0] * dec_.kv_heads * dec_.head_dim) * kv_element_size(s.kv_dtype);
+  const size_t used_scales = static_cast<size_t>(s.lengths[0] * dec_.kv_heads) * sizeof(float);
   for (size_t l = 0; l < grown.k.size(); ++l) {
     mem_->on_device(grown.k[l].data(), s.k[l].data(), used);
     mem_->on_device(grown.v[l].data(), s.v[l].data(), used);
+  }
+  for (size_t l = 0; l < grown.k_scales.size(); ++l) {
+    mem_->on_device(grown.k_scales[l].data(), s.k_scales[l].data(), used_scales);
+    mem_->on_device(grown.v_scales[l].data(), s.v_scales[l].data(), used_scales);
   }
   grown.lengths[0] = s.lengths[0];
   s = std::move(grown);

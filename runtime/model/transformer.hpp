@@ -40,10 +40,18 @@ struct StackParams {
 // encoder output. Sequences are stored from position 0 without padding.
 // The caches live on the model's device; lengths are kept on the host (the
 // decoding loop needs them) and uploaded with each step. Move-only.
+// The self-attention cache is stored in the model's kv_dtype (F32, F16, or
+// I8 with one f32 scale per (sequence, position, kv head) row); the
+// cross-attention K/V stays F32 (computed once per request, read by the
+// attention kernel as F32).
 struct DecoderState {
   int64_t batch = 0, capacity = 0;
-  std::vector<int32_t> lengths;          // tokens already in the cache, per sequence
-  std::vector<DeviceArray<float>> k, v;  // [layer] -> [batch, capacity, kv_heads, head_dim]
+  std::vector<int32_t> lengths;  // tokens already in the cache, per sequence
+  parley_dtype kv_dtype = PARLEY_DTYPE_F32;
+  // [layer] -> [batch, capacity, kv_heads, head_dim] elements of kv_dtype (as bytes)
+  std::vector<DeviceArray<uint8_t>> k, v;
+  // I8 only: [layer] -> [batch, capacity, kv_heads]
+  std::vector<DeviceArray<float>> k_scales, v_scales;
   int64_t src_len = 0;
   // Sequences come in groups of rows_per_source consecutive rows that share
   // one source (the beams of an item), and the cross-attention K/V is stored
@@ -63,7 +71,12 @@ struct DecoderState {
 
 class Transformer {
  public:
-  Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device);
+  // kv_dtype: element type of the self-attention KV cache (F32, F16 or I8).
+  // F16 / I8 need an attention kernel on `device` declaring
+  // PARLEY_KERNEL_FLAG_KV_APPEND and KV_F16 / KV_I8 (else UNSUPPORTED,
+  // naming the device and the kernel); other dtypes are INVALID_ARGUMENT.
+  Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device,
+              parley_dtype kv_dtype = PARLEY_DTYPE_F32);
 
   bool encoder_decoder() const { return has_encoder_; }
   int64_t vocab() const { return vocab_; }
@@ -77,6 +90,10 @@ class Transformer {
   // OUT_OF_MEMORY when the product overflows or exceeds the machine's
   // physical memory, naming both sizes.
   uint64_t check_kv_bytes(int64_t rows, int64_t capacity, int64_t src_len = 0) const;
+  // Bytes of self-attention cache per cached token (all layers, K and V,
+  // I8 scales included) for a cache of `dtype` (F32, F16 or I8).
+  uint64_t kv_bytes_per_token(parley_dtype dtype) const;
+  parley_dtype kv_dtype() const { return kv_dtype_; }
 
   // A fresh state for `batch` sequences of up to `capacity` tokens each. For
   // encoder-decoder models `sources` (token ids per sequence) are encoded now.
@@ -168,6 +185,7 @@ class Transformer {
   void sublayer_output(const StackParams &p, const Norm &n, float *x, const float *y, int64_t rows) const;
 
   std::shared_ptr<Runtime> runtime_;
+  parley_dtype kv_dtype_;
   Ops ops_;
   std::shared_ptr<const DeviceMemory> mem_;
   Weights weights_;

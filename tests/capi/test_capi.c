@@ -903,6 +903,113 @@ static void check_decoder_info(const parley_model *m, const char *path) {
   CHECK_STR(info.device, "cpu");
 }
 
+/* parley_model_options.kv_cache_dtype: defaults, validation, the old
+ * struct's tail padding, generation with F16 / I8 caches, and a device whose
+ * attention kernel reads F32 only (UNSUPPORTED, never widened silently). */
+static void test_kv_cache_option(parley_runtime *rt) {
+  parley_model *m = NULL;
+  parley_model_options o;
+  union {
+    parley_model_options o;
+    unsigned char bytes[sizeof(parley_model_options)];
+  } old;
+  /* The llama parity model's first golden prompt; transformers' greedy
+   * continuation with an F32 cache is 93 25 93 25. */
+  static const int32_t prompt[] = {0, 11, 81, 92, 49}, want[4] = {93, 25, 93, 25};
+  const int32_t *prompts[1] = {prompt};
+  size_t lengths[1] = {5};
+  const char *llama = getenv("PARLEY_PARITY_LLAMA");
+  const int32_t dtypes[3] = {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8};
+  int i;
+  parley_runtime *rt2 = NULL;
+  char fixture[4200];
+
+  memset(&o, 0xCD, sizeof o);
+  CHECK_OK(parley_model_options_init(&o));
+  CHECK(o.kv_cache_dtype == PARLEY_DTYPE_F32);
+
+  /* Values outside F32 / F16 / I8 are refused naming the field. */
+  o.kv_cache_dtype = PARLEY_DTYPE_BF16;
+  expect_load_refused(rt, g_decoder_path, &o, PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype", __LINE__);
+  o.kv_cache_dtype = 99;
+  expect_load_refused(rt, g_decoder_path, &o, PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype", __LINE__);
+  o.kv_cache_dtype = -1;
+  expect_load_refused(rt, g_decoder_path, &o, PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype", __LINE__);
+
+  /* A binary built before the option passes the old size (through
+   * read_into_memory, rounded up to 8) with garbage in its tail padding. */
+  memset(&old, 0xA5, sizeof old);
+  parley_model_options_init(&old.o);
+  old.o.struct_size = (SIZE_THROUGH(parley_model_options, read_into_memory) + 7) / 8 * 8;
+  memset(old.bytes + SIZE_THROUGH(parley_model_options, read_into_memory), 0xA5,
+         sizeof old.bytes - SIZE_THROUGH(parley_model_options, read_into_memory));
+  CHECK(old.o.struct_size == 40);
+  CHECK_OK(parley_model_load_file(rt, g_decoder_path, &old.o, &m));
+  parley_model_free(m);
+  m = NULL;
+
+  /* Each cache type generates (greedy, 4 tokens; F16 keeps the tokens, the
+   * margins of this model being wide, I8 is reported). */
+  CHECK(llama != NULL);
+  for (i = 0; i < 3 && llama; ++i) {
+    parley_generation_options g;
+    parley_generation_result *r = NULL;
+    const int32_t *ids = NULL;
+    size_t n = 0;
+    float score = 0;
+    parley_model_options_init(&o);
+    o.kv_cache_dtype = dtypes[i];
+    CHECK_OK(parley_model_load_file(rt, llama, &o, &m));
+    if (!m) continue;
+    CHECK_OK(parley_model_prepare(m));
+    {
+      /* llama: 2 layers x 2 (K, V) x 2 kv heads x head_dim 8: 256 bytes per
+       * token in F32, 128 in F16, 64 + 8 scales x 4 = 96 in I8. */
+      parley_model_memory mem;
+      const uint64_t want_bytes[3] = {256, 128, 96};
+      memset(&mem, 0, sizeof mem);
+      mem.struct_size = sizeof mem;
+      CHECK_OK(parley_model_memory_usage(m, &mem));
+      CHECK(mem.kv_bytes_per_token == want_bytes[i]);
+    }
+    CHECK_OK(parley_generation_options_init(m, &g));
+    g.max_new_tokens = 4;
+    g.min_new_tokens = 4;
+    g.num_beams = 1;
+    CHECK_OK(parley_generate(m, prompts, lengths, 1, &g, &r));
+    if (r) {
+      CHECK_OK(parley_result_hypothesis(r, 0, 0, &ids, &n, &score));
+      CHECK(n == 4);
+      if (dtypes[i] != PARLEY_DTYPE_I8) CHECK(n == 4 && memcmp(ids, want, sizeof want) == 0);
+      printf("kv cache %s: greedy %d %d %d %d\n", parley_dtype_name(dtypes[i]), n > 0 ? ids[0] : -1,
+             n > 1 ? ids[1] : -1, n > 2 ? ids[2] : -1, n > 3 ? ids[3] : -1);
+    }
+    parley_result_free(r);
+    parley_model_free(m);
+    m = NULL;
+  }
+
+  /* A cpu attention kernel without the KV_F16 / KV_I8 flags wins the
+   * selection: F16 / I8 are UNSUPPORTED naming the device and the option;
+   * F32 still loads. */
+  snprintf(fixture, sizeof fixture, "%s",
+           getenv("PARLEY_F32_ATTENTION_PLUGIN") ? getenv("PARLEY_F32_ATTENTION_PLUGIN") : "");
+  CHECK(fixture[0] != 0);
+  CHECK_OK(make_runtime(&rt2));
+  if (!rt2 || !fixture[0]) return;
+  CHECK_OK(parley_runtime_load_plugin(rt2, fixture));
+  parley_model_options_init(&o);
+  o.kv_cache_dtype = PARLEY_DTYPE_F16;
+  expect_load_refused(rt2, g_decoder_path, &o, PARLEY_ERROR_UNSUPPORTED, "kv_cache_dtype", __LINE__);
+  CHECK_ERROR_MENTIONS("'cpu'");
+  o.kv_cache_dtype = PARLEY_DTYPE_I8;
+  expect_load_refused(rt2, g_decoder_path, &o, PARLEY_ERROR_UNSUPPORTED, "f32_only_attention", __LINE__);
+  o.kv_cache_dtype = PARLEY_DTYPE_F32;
+  CHECK_OK(parley_model_load_file(rt2, g_decoder_path, &o, &m));
+  parley_model_free(m);
+  parley_runtime_free(rt2);
+}
+
 static void test_decoder_introspection(parley_runtime *rt) {
   parley_model *m = NULL;
   parley_model_info info;
@@ -1561,6 +1668,7 @@ int main(void) {
     test_listing(rt);
     test_find_kernel(rt);
     test_model_load(rt);
+    test_kv_cache_option(rt);
     test_decoder_introspection(rt);
     test_seq2seq_introspection(rt);
     test_old_caller(rt);

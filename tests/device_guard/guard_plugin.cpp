@@ -219,8 +219,10 @@ struct Fields<PARLEY_OP_GEMM> {
 template <>
 struct Fields<PARLEY_OP_ATTENTION> {
   using T = parley_attention_args;
-  static constexpr PtrField list[] = {PF(T, q),     PF(T, k),   PF(T, v),     PF(T, out),  PF(T, key_lengths),
-                                      PF(T, probs), PF(T, lse), PF(T, k_new), PF(T, v_new)};
+  static constexpr PtrField list[] = {PF(T, q), PF(T, k), PF(T, v), PF(T, out), PF(T, key_lengths), PF(T, probs),
+                                      PF(T, lse), PF(T, k_new), PF(T, v_new),
+                                      // ABI 1.2: the I8 cache's scales (the runtime passes the full struct)
+                                      PF(T, k_scales), PF(T, v_scales)};
 };
 struct NormFields {
   using T = parley_norm_args;

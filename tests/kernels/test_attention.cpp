@@ -2,6 +2,9 @@
 // q_len != kv_len, fully masked rows, [b,s,h,d] and [b,h,s,d] layouts with
 // padded strides, probs and lse outputs, several head dims; the fused KV
 // append (k_new/v_new, ABI 1.1) and an ABI 1.0-sized argument struct.
+// F16 and I8 caches (ABI 1.2 kv_dtype): the reference runs in float64 on the
+// dequantized cache, so the tolerance stays the f32 one; the append must
+// leave exactly the rounded values (and I8 scales) the header specifies.
 #include <cstring>
 
 #include "test_host.h"
@@ -22,7 +25,33 @@ struct AttnCase {
   // start as NaN and must hold the new rows afterwards.
   bool append = false;
   size_t struct_size = sizeof(parley_attention_args);
+  int32_t kv_dtype = PARLEY_DTYPE_F32;  // F16 / I8: the cache is stored so
 };
+
+// The header's rounding of one cache row: F16 round to nearest even; I8
+// scale = max|x| / 127, q = nearest-even(x / scale) (all-zero row: scale 0).
+// Writes the bytes at dst and returns the scale (1 for F16); `deq` receives
+// the dequantized values q * scale.
+float quantize_row(int32_t dtype, const float *x, int64_t n, uint8_t *dst, float *deq) {
+  if (dtype == PARLEY_DTYPE_F16) {
+    for (int64_t i = 0; i < n; ++i) {
+      _Float16 h = static_cast<_Float16>(x[i]);
+      std::memcpy(dst + 2 * i, &h, 2);
+      deq[i] = static_cast<float>(h);
+    }
+    return 1.f;
+  }
+  float m = 0.f;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  const float s = m / 127.f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = s > 0.f ? std::min(127.f, std::max(-127.f, std::nearbyint(x[i] / s))) : 0.f;
+    const int8_t q = static_cast<int8_t>(r);
+    std::memcpy(dst + i, &q, 1);
+    deq[i] = static_cast<float>(double(q) * double(s));
+  }
+  return s;
+}
 
 struct Layout {
   int64_t sb, sh, ss, size;
@@ -48,6 +77,23 @@ void run_attention(AttnCase c) {
   Layout lo = layout(c.bshd, c.batch, c.heads, c.q_len, D, c.pad);
   std::vector<float> q = rng.uniform(size_t(lq.size), -2.f, 2.f), k = rng.uniform(size_t(lk.size), -2.f, 2.f),
                      v = rng.uniform(size_t(lk.size));
+  // F16 / I8: kq / vq hold the cache bytes and ks / vs the I8 scales
+  // ([b, g, j] with padded strides); k / v become the dequantized values the
+  // reference reads, k_src / v_src keep the f32 rows the append quantizes.
+  const bool narrow = c.kv_dtype != PARLEY_DTYPE_F32;
+  const size_t es = c.kv_dtype == PARLEY_DTYPE_F16 ? 2 : 1;
+  const int64_t s_ss = 1, s_sh = c.kv_len + 1, s_sb = c.kv_heads * s_sh + 2;
+  std::vector<uint8_t> kq(narrow ? size_t(lk.size) * es : 0, 0x55), vq(kq.size(), 0x55);
+  std::vector<float> ks(narrow ? size_t(std::max<int64_t>(c.batch * s_sb, 1)) : 0, 7.f), vs(ks.size(), 7.f);
+  const std::vector<float> k_src = k, v_src = v;
+  if (narrow)
+    for (int64_t b = 0; b < c.batch; ++b)
+      for (int64_t g = 0; g < c.kv_heads; ++g)
+        for (int64_t j = 0; j < c.kv_len; ++j) {
+          const int64_t at = b * lk.sb + g * lk.sh + j * lk.ss, sat = b * s_sb + g * s_sh + j * s_ss;
+          ks[sat] = quantize_row(c.kv_dtype, &k_src[at], D, &kq[at * es], &k[at]);
+          vs[sat] = quantize_row(c.kv_dtype, &v_src[at], D, &vq[at * es], &v[at]);
+        }
   std::vector<float> out = poisoned(size_t(lo.size));
   std::vector<float> probs = poisoned(size_t(c.batch * c.heads * c.q_len * c.kv_len));
   std::vector<float> lse = poisoned(size_t(c.batch * c.heads * c.q_len));
@@ -101,12 +147,28 @@ void run_attention(AttnCase c) {
           for (int64_t d = 0; d < D; ++d) {
             const int64_t pos = L - c.q_len + i, at = b * lk.sb + g * lk.sh + pos * lk.ss + d;
             if (pos < 0) continue;
-            k_new[b * kn_sb + i * kn_ss + g * D + d] = k[at];
-            v_new[b * kn_sb + i * kn_ss + g * D + d] = v[at];
+            k_new[b * kn_sb + i * kn_ss + g * D + d] = k_src[at];
+            v_new[b * kn_sb + i * kn_ss + g * D + d] = v_src[at];
             k_cache[at] = v_cache[at] = std::nanf("");
           }
     }
   }
+  // The cache the kernel gets; appended rows poisoned (bytes 0xFF: an F16
+  // NaN, I8 -1; scales NaN).
+  std::vector<uint8_t> kq_cache = kq, vq_cache = vq;
+  std::vector<float> ks_cache = ks, vs_cache = vs;
+  if (narrow && c.append)
+    for (int64_t b = 0; b < c.batch; ++b) {
+      const int64_t L = (c.mask & PARLEY_MASK_KEY_PADDING) ? c.key_lengths[b] : c.kv_len;
+      for (int64_t i = 0; i < c.q_len; ++i)
+        for (int64_t g = 0; g < c.kv_heads; ++g) {
+          const int64_t pos = L - c.q_len + i, at = b * lk.sb + g * lk.sh + pos * lk.ss;
+          if (pos < 0) continue;
+          std::fill_n(&kq_cache[at * es], D * es, uint8_t{0xFF});
+          std::fill_n(&vq_cache[at * es], D * es, uint8_t{0xFF});
+          ks_cache[b * s_sb + g * s_sh + pos * s_ss] = vs_cache[b * s_sb + g * s_sh + pos * s_ss] = std::nanf("");
+        }
+    }
 
   TestHost host(c.threads);
   parley_attention_args a{};
@@ -117,6 +179,14 @@ void run_attention(AttnCase c) {
   a.q = q.data(), a.q_stride_batch = lq.sb, a.q_stride_head = lq.sh, a.q_stride_seq = lq.ss;
   a.k = k_cache.data(), a.k_stride_batch = lk.sb, a.k_stride_head = lk.sh, a.k_stride_seq = lk.ss;
   a.v = v_cache.data(), a.v_stride_batch = lk.sb, a.v_stride_head = lk.sh, a.v_stride_seq = lk.ss;
+  if (narrow) {
+    a.kv_dtype = c.kv_dtype;
+    a.k = kq_cache.data(), a.v = vq_cache.data();
+    if (c.kv_dtype == PARLEY_DTYPE_I8) {
+      a.k_scales = ks_cache.data(), a.v_scales = vs_cache.data();
+      a.scale_stride_batch = s_sb, a.scale_stride_head = s_sh, a.scale_stride_seq = s_ss;
+    }
+  }
   if (c.append) {
     a.k_new = k_new.data(), a.v_new = v_new.data();
     a.k_new_stride_batch = a.v_new_stride_batch = kn_sb;
@@ -132,9 +202,18 @@ void run_attention(AttnCase c) {
   a.probs = c.probs ? probs.data() : nullptr;
   a.lse = c.lse ? lse.data() : nullptr;
   ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
-  EXPECT_TRUE(std::memcmp(k_cache.data(), k.data(), k.size() * sizeof(float)) == 0 &&
-              std::memcmp(v_cache.data(), v.data(), v.size() * sizeof(float)) == 0)
-      << "the KV cache is not what a separate append would have left";
+  if (narrow) {
+    EXPECT_TRUE(kq_cache == kq && vq_cache == vq) << "the cache rows are not the header's rounding of k_new / v_new";
+    if (c.kv_dtype == PARLEY_DTYPE_I8) {
+      EXPECT_TRUE(std::memcmp(ks_cache.data(), ks.data(), ks.size() * sizeof(float)) == 0 &&
+                  std::memcmp(vs_cache.data(), vs.data(), vs.size() * sizeof(float)) == 0)
+          << "the I8 scales are not max|row| / 127";
+    }
+  } else {
+    EXPECT_TRUE(std::memcmp(k_cache.data(), k.data(), k.size() * sizeof(float)) == 0 &&
+                std::memcmp(v_cache.data(), v.data(), v.size() * sizeof(float)) == 0)
+        << "the KV cache is not what a separate append would have left";
+  }
 
   // got_out was collected before the call: re-read.
   got_out.clear();
@@ -262,6 +341,126 @@ TEST(Attention, KvAppendNeedsBothRows) {
   a.k_new = kn.data();  // v_new missing
   EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
   EXPECT_NE(host.last_error().find("v_new"), std::string::npos) << host.last_error();
+}
+
+TEST(Attention, HalfAndInt8Caches) {
+  for (int32_t dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+    SCOPED_TRACE(dt == PARLEY_DTYPE_F16 ? "F16 cache" : "I8 cache");
+    for (uint32_t mask : {PARLEY_MASK_NONE, PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING}) {
+      AttnCase c;
+      c.kv_dtype = dt, c.mask = mask, c.heads = 8, c.kv_heads = 2, c.q_len = 7, c.kv_len = 150;
+      if (mask & PARLEY_MASK_KEY_PADDING) c.key_lengths = {150, 65};
+      run_attention(c);
+      c.bshd = false, c.pad = 3, c.head_dim = 33;
+      run_attention(c);
+      c.q_len = 1, c.head_dim = 300;  // decode; head_dim past the stack accumulators
+      run_attention(c);
+    }
+  }
+}
+
+TEST(Attention, HalfAndInt8CacheAppend) {
+  for (int32_t dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8})
+    for (uint32_t mask : {PARLEY_MASK_CAUSAL, PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING})
+      for (int64_t q_len : {1, 4}) {
+        SCOPED_TRACE(dt == PARLEY_DTYPE_F16 ? "F16 cache" : "I8 cache");
+        AttnCase c;
+        c.kv_dtype = dt, c.append = true, c.mask = mask, c.q_len = q_len, c.kv_len = 70, c.heads = 8, c.kv_heads = 2;
+        if (mask & PARLEY_MASK_KEY_PADDING) c.key_lengths = {70, 2};
+        run_attention(c);
+        c.bshd = false, c.pad = 5, c.threads = 0;
+        run_attention(c);
+      }
+}
+
+TEST(Attention, AbiOneOneSizedArgsStillAppendToAnF32Cache) {
+  AttnCase c;
+  c.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_1;  // kv_dtype lies past it
+  c.append = true, c.mask = PARLEY_MASK_CAUSAL, c.q_len = 3, c.kv_len = 12;
+  run_attention(c);
+}
+
+TEST(Attention, Int8CacheAppendOfZeroAndNonFiniteRows) {
+  // An all-zero row stores scale 0 (reads back as zeros); a row holding a
+  // NaN stores scale NaN, so the output turns NaN as with an F32 cache
+  // instead of a plausible number.
+  TestHost host(1);
+  const int64_t D = 8;
+  std::vector<float> q(D, 0.5f), out(D, 0.f), kn(D, 0.f), vn(D, 0.f), ks(2, 7.f), vs(2, 7.f);
+  std::vector<int8_t> k(2 * D, 5), v(2 * D, 5);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = 1, a.num_heads = 1, a.num_kv_heads = 1, a.q_len = 1, a.kv_len = 1, a.head_dim = D;
+  a.q = q.data(), a.q_stride_seq = D, a.k = k.data(), a.k_stride_seq = D, a.v = v.data(), a.v_stride_seq = D;
+  a.out = out.data(), a.out_stride_seq = D, a.scale = 1.f;
+  a.k_new = kn.data(), a.v_new = vn.data(), a.k_new_stride_seq = a.v_new_stride_seq = D;
+  a.kv_dtype = PARLEY_DTYPE_I8;
+  a.k_scales = ks.data(), a.v_scales = vs.data(), a.scale_stride_seq = 1;
+  ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  EXPECT_EQ(ks[0], 0.f);
+  EXPECT_EQ(vs[0], 0.f);
+  for (int64_t d = 0; d < D; ++d) EXPECT_EQ(k[d], 0) << d;
+  for (float o : out) EXPECT_EQ(o, 0.f);
+  vn[3] = std::nanf("");
+  ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  EXPECT_TRUE(std::isnan(vs[0])) << vs[0];
+  for (float o : out) EXPECT_TRUE(std::isnan(o)) << o;
+}
+
+TEST(Attention, HalfCacheReadsEveryHalfValueExactly) {
+  // One key: the output is the value row itself, so every one of the 65536
+  // half bit patterns (subnormals, the largest, infinities, NaNs) must come
+  // out as its exact float.
+  TestHost host(1);
+  const int64_t D = 1024;
+  std::vector<float> q(D, 0.f), out(D);
+  std::vector<uint16_t> k(D, 0), v(D);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = 1, a.num_heads = 1, a.num_kv_heads = 1, a.q_len = 1, a.kv_len = 1, a.head_dim = D;
+  a.q = q.data(), a.q_stride_seq = D, a.k = k.data(), a.k_stride_seq = D, a.v = v.data(), a.v_stride_seq = D;
+  a.out = out.data(), a.out_stride_seq = D, a.scale = 1.f;
+  a.kv_dtype = PARLEY_DTYPE_F16;
+  int bad = 0;
+  for (uint32_t base = 0; base < 65536; base += D) {
+    for (int64_t d = 0; d < D; ++d) v[d] = static_cast<uint16_t>(base + d);
+    ASSERT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+    for (int64_t d = 0; d < D; ++d) {
+      _Float16 h;
+      std::memcpy(&h, &v[d], 2);
+      const float want = static_cast<float>(h);
+      // == : -0 comes out as +0 (the accumulator starts at +0), all else exact
+      const bool ok = std::isnan(want) ? std::isnan(out[d]) : out[d] == want;
+      if (!ok && ++bad <= 5) ADD_FAILURE() << "half 0x" << std::hex << v[d] << ": got " << out[d] << ", want " << want;
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(Attention, Int8CacheMisuse) {
+  TestHost host(1);
+  std::vector<float> q(64, 0.5f), out(64, 0.f), scales(2, 1.f);
+  std::vector<int8_t> k(2 * 64, 3), v(2 * 64, 1);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = 1, a.num_heads = 1, a.num_kv_heads = 1, a.q_len = 1, a.kv_len = 2, a.head_dim = 64;
+  a.q = q.data(), a.q_stride_seq = 64, a.k = k.data(), a.k_stride_seq = 64, a.v = v.data(), a.v_stride_seq = 64;
+  a.out = out.data(), a.out_stride_seq = 64, a.scale = 1.f;
+  a.kv_dtype = PARLEY_DTYPE_I8;
+  a.k_scales = scales.data();  // v_scales missing
+  a.scale_stride_seq = 1;
+  EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("v_scales"), std::string::npos) << host.last_error();
+  a.v_scales = scales.data();
+  a.kv_dtype = PARLEY_DTYPE_BF16;
+  EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("kv_dtype"), std::string::npos) << host.last_error();
+  a.kv_dtype = PARLEY_DTYPE_I8;
+  EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  for (float o : out) EXPECT_FLOAT_EQ(o, 1.f);  // v = 1 * scale 1 everywhere
 }
 
 TEST(Attention, EmptyKeys) {

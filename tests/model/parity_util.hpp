@@ -46,8 +46,10 @@ struct Loaded {
 };
 
 // Golden `name` (tests/parity/goldens/<name>.json) with the model file
-// `model_file` (relative to tests/parity; empty: the golden's own, float32).
-inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &model_file = "") {
+// `model_file` (relative to tests/parity; empty: the golden's own, float32),
+// with a self-attention KV cache of `kv_dtype`.
+inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &model_file = "",
+                                    parley_dtype kv_dtype = PARLEY_DTYPE_F32) {
   auto l = std::make_unique<Loaded>();
   std::string dir = env("PARLEY_PARITY_DIR");
   std::ifstream f(dir + "/goldens/" + name + ".json");
@@ -70,7 +72,8 @@ inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &
   std::string path = dir + "/" + (model_file.empty() ? l->golden["model_file"].get<std::string>() : model_file);
   if (parley_model_load_file(l->rt, path.c_str(), nullptr, &l->model) != PARLEY_OK)
     throw std::runtime_error(parley_last_error());
-  l->transformer = std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, device);
+  l->transformer =
+      std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, device, kv_dtype);
   return l;
 }
 

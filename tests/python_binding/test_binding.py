@@ -281,6 +281,20 @@ def test_read_into_memory_survives_truncation(runtime, gpt2, tmp_path):
         assert m.generate([[0, 92, 79]], max_new_tokens=4) == gpt2.generate([[0, 92, 79]], max_new_tokens=4)
 
 
+def test_kv_cache_option(runtime, gpt2):
+    """kv_cache= selects the KV cache's element type (parley_model_options.kv_cache_dtype)."""
+    want = gpt2.generate([[0, 92, 79]], max_new_tokens=4)[0][0].tokens
+    for kind in ("f32", "f16", "int8"):
+        with parley.Model(runtime, GPT2, kv_cache=kind) as m:
+            got = m.generate([[0, 92, 79]], max_new_tokens=4)[0][0].tokens
+            print(f"kv_cache={kind}: {got}")
+            assert len(got) == len(want)
+            if kind != "int8":
+                assert got == want
+    with pytest.raises(ValueError, match="kv_cache"):
+        parley.Model(runtime, GPT2, kv_cache="bf16")
+
+
 def test_missing_file_names_it(runtime, tmp_path):
     missing = tmp_path / "no-such-model.parley"
     with pytest.raises(parley.ParleyIOError) as e:

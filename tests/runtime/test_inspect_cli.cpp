@@ -20,8 +20,9 @@ struct CliRun {
   std::string output;  // stdout and stderr
 };
 
-CliRun inspect(const std::string &path) {
-  std::string cmd = std::string("'") + PARLEY_CLI + "' inspect '" + path + "' --plugin-dir '" + plugin_dir() + "' 2>&1";
+CliRun inspect(const std::string &path, const std::string &extra = "") {
+  std::string cmd =
+      std::string("'") + PARLEY_CLI + "' inspect '" + path + "' --plugin-dir '" + plugin_dir() + "' " + extra + " 2>&1";
   CliRun r;
   FILE *p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -70,6 +71,21 @@ TEST_F(InspectCli, PrintsI4AndTheQuantizationPerTensor) {
   EXPECT_NE(line.find("checksum ok  group-wise g32, scales: decoder.layers.1.mlp.down_proj.weight_scale"),
             std::string::npos)
       << line;
+}
+
+// Issue 11 part 3: bytes per cached token for each KV cache type, and the
+// --kv-cache option (llama parity model: 2 layers, 2 kv heads, head_dim 8).
+TEST_F(InspectCli, PrintsKvCacheBytesPerToken) {
+  const std::string llama = std::string(PARLEY_PARITY_MODELS_DIR) + "/llama.parley";
+  CliRun r = inspect(llama, "--kv-cache int8");
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("KV cache per cached token (2 layers x 2 x 2 kv heads x 8 head dim): f32 256 B, f16 128 B, "
+                          "int8 96 B (scales included); selected: int8"),
+            std::string::npos)
+      << r.output;
+  r = inspect(llama, "--kv-cache bf16");
+  EXPECT_NE(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("--kv-cache"), std::string::npos) << r.output;
 }
 
 TEST_F(InspectCli, FlippedBitInTokenizerBlobFails) {

@@ -124,6 +124,8 @@ class ModelOptions(Structure):
         ("borrow_memory", c_int32),
         ("reserved0", c_int32),
         ("read_into_memory", c_int32),
+        ("reserved1", c_int32),
+        ("kv_cache_dtype", c_int32),
     ]
 
 

@@ -147,6 +147,12 @@ class Model(Closable):
     ``read_into_memory=True`` to read the whole file into private memory
     instead (costs its size in RAM), when the file cannot be guaranteed.
 
+    ``kv_cache`` picks the element type of the decoder's self-attention KV
+    cache: ``"f32"`` (default), ``"f16"`` (half the memory per cached token)
+    or ``"int8"`` (about 3.9x less; one scale per head row). The device must
+    support it (the cpu device does), else ``ParleyError`` (UNSUPPORTED);
+    any other value raises ``ValueError``.
+
     Keeps its Runtime object alive. A model is immutable and may be used by
     many threads at once. ``close()`` (or the context manager, or garbage
     collection) frees it; closing a model also closes its chats.
@@ -160,11 +166,15 @@ class Model(Closable):
         verify_checksums: bool = True,
         *,
         read_into_memory: bool = False,
+        kv_cache: str = "f32",
         _data: bytes | None = None,
     ):
         self._guard: HandleGuard | None = None
         if not isinstance(runtime, Runtime):
             raise TypeError("runtime must be a parley.Runtime")
+        kv_dtypes = {"f32": 0, "f16": 1, "int8": 3}  # parley_dtype F32 / F16 / I8
+        if kv_cache not in kv_dtypes:
+            raise ValueError(f"kv_cache must be one of 'f32', 'f16', 'int8', not {kv_cache!r}")
         self._runtime = runtime
         self._chats: set[HandleGuard] = set()
         self._chats_lock = threading.Lock()
@@ -174,6 +184,7 @@ class Model(Closable):
         _lib.check(_lib.lib.parley_model_options_defaults(byref(opts)))
         opts.verify_checksums = 1 if verify_checksums else 0
         opts.read_into_memory = 1 if read_into_memory and _data is None else 0
+        opts.kv_cache_dtype = kv_dtypes[kv_cache]
         dev = encode_text(device, "device")
         opts.device = dev
         handle = c_void_p()

@@ -1,0 +1,252 @@
+// The KV cache in F16 / I8 (parley_model_options.kv_cache_dtype): a
+// decoder-only (llama: GQA, rotary) and an encoder-decoder (marian) parity
+// model run with each cache type; logits against the same model's F32-cache
+// run, greedy tokens reported (and for F16 asserted while the F32 run's
+// top-2 margin exceeds twice the tolerance); beam search (reorder with I8
+// scales), grow(), and the cache's bytes per token.
+//
+// Tolerance. A cached value is stored with relative error u (F16: 2^-11,
+// round to nearest) or absolute error max|row| / 254 (I8: half a step of
+// max|row| / 127), i.e. at most e = u resp. 1/254 of its row's largest value.
+// An attention output is a convex combination of V rows, so V's error moves
+// it by <= e * max|v|; K's error moves each score by <= e * scale * |q|_1 *
+// max|k| and the probabilities by twice that (softmax is 1-Lipschitz per
+// score in L1, both directions), so with these models' scores of order one
+// the attention output moves by ~3e relative. That perturbation enters the
+// residual stream of each of the (1 or 2) decoder layers and reaches the
+// logits through the output projection with gain ~1 (random init, layer
+// norms): we allow 3e per layer, twice (K and V paths add), plus a factor 2
+// for the second-order terms: tol = 12 * layers * e * max|logit|.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "core/error.hpp"
+#include "parity_util.hpp"
+
+namespace {
+
+using parity::json;
+
+struct Logits {
+  std::vector<float> values;  // every real position of every path, in one order
+  int64_t vocab = 0;
+};
+
+// The golden's inputs through two paths: the batched (right-padded) prefill
+// and token by token through the cache.
+Logits collect(const parley::Transformer &t, const json &golden) {
+  const json &in = golden["inputs"];
+  Logits out;
+  out.vocab = t.vocab();
+  const int64_t V = t.vocab();
+  auto take = [&](const float *row) { out.values.insert(out.values.end(), row, row + V); };
+  if (!t.encoder_decoder()) {
+    auto rows = parity::real_tokens(in["input_ids"], in["attention_mask"]);
+    const int64_t B = static_cast<int64_t>(rows.size());
+    int64_t n_max = 0;
+    for (auto &r : rows) n_max = std::max<int64_t>(n_max, static_cast<int64_t>(r.size()));
+    auto st = t.start(B, n_max);
+    std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
+    for (int64_t b = 0; b < B; ++b) {
+      counts.push_back(static_cast<int32_t>(rows[b].size()));
+      std::copy(rows[b].begin(), rows[b].end(), tokens.begin() + b * n_max);
+    }
+    auto logits = t.step(st, tokens, n_max, false, counts);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < counts[static_cast<size_t>(b)]; ++i) take(logits.data() + (b * n_max + i) * V);
+    for (int64_t b = 0; b < B; ++b) {
+      auto s1 = t.start(1, n_max);
+      for (int32_t tok : rows[b]) take(t.step(s1, {tok}, 1, true).data());
+    }
+  } else {
+    auto sources = parity::real_tokens(in["input_ids"], in["attention_mask"]);
+    const json &dec = in["decoder_input_ids"];
+    const int64_t B = static_cast<int64_t>(sources.size()), n = static_cast<int64_t>(dec[0].size());
+    auto st = t.start(B, n, sources);
+    std::vector<int32_t> tokens;
+    for (const auto &row : dec)
+      for (const auto &id : row) tokens.push_back(id.get<int32_t>());
+    auto logits = t.step(st, tokens, n);
+    for (int64_t r = 0; r < B * n; ++r) take(logits.data() + r * V);
+    auto inc = t.start(B, n, sources);
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<int32_t> step_tokens;
+      for (int64_t b = 0; b < B; ++b) step_tokens.push_back(dec[b][i].get<int32_t>());
+      auto lg = t.step(inc, step_tokens, 1, true);
+      for (int64_t b = 0; b < B; ++b) take(lg.data() + b * V);
+    }
+  }
+  return out;
+}
+
+// Greedy continuation of the golden's first row (decoder-only: its prompt;
+// encoder-decoder: its source, from the decoder start token), `steps`
+// tokens; margins[i] = top-1 minus top-2 logit at step i.
+std::vector<int32_t> greedy(const parley::Transformer &t, const json &golden, int steps, std::vector<float> *margins) {
+  const json &in = golden["inputs"];
+  auto rows = parity::real_tokens(in["input_ids"], in["attention_mask"]);
+  std::vector<int32_t> prompt = rows[0];
+  parley::DecoderState st;
+  if (t.encoder_decoder()) {
+    st = t.start(1, steps + 1, {rows[0]});
+    prompt = {in["decoder_input_ids"][0][0].get<int32_t>()};
+  } else {
+    st = t.start(1, static_cast<int64_t>(prompt.size()) + steps);
+  }
+  std::vector<float> logits = t.step(st, prompt, static_cast<int64_t>(prompt.size()), true);
+  std::vector<int32_t> out;
+  for (int s = 0; s < steps; ++s) {
+    auto top = std::max_element(logits.begin(), logits.end());
+    float best = *top, second = -INFINITY;
+    for (auto it = logits.begin(); it != logits.end(); ++it)
+      if (it != top) second = std::max(second, *it);
+    if (margins) margins->push_back(best - second);
+    out.push_back(static_cast<int32_t>(top - logits.begin()));
+    if (s + 1 < steps) logits = t.step(st, {out.back()}, 1, true);
+  }
+  return out;
+}
+
+std::string str(const std::vector<int32_t> &v) {
+  std::string s;
+  for (int32_t x : v) s += (s.empty() ? "" : " ") + std::to_string(x);
+  return s;
+}
+
+const char *name(parley_dtype d) {
+  return d == PARLEY_DTYPE_F16 ? "f16" : d == PARLEY_DTYPE_I8 ? "int8" : "f32";
+}
+
+class KvCache : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
+  auto ref = parity::load(GetParam());
+  const Logits base = collect(*ref->transformer, ref->golden);
+  double max_logit = 0;
+  for (float x : base.values) max_logit = std::max(max_logit, std::fabs(double(x)));
+  const int64_t layers = ref->transformer->decoder_params().layers;
+  std::vector<float> margins;
+  const int kSteps = 8;
+  const auto base_tokens = greedy(*ref->transformer, ref->golden, kSteps, &margins);
+  std::printf("%s f32 cache: greedy %s\n", GetParam().c_str(), str(base_tokens).c_str());
+  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+    auto l = parity::load(GetParam(), "", dt);
+    ASSERT_EQ(l->transformer->kv_dtype(), dt);
+    const Logits got = collect(*l->transformer, l->golden);
+    ASSERT_EQ(got.values.size(), base.values.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.values.size(); ++i) {
+      double d = std::fabs(double(got.values[i]) - base.values[i]);
+      if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
+    }
+    const double e = dt == PARLEY_DTYPE_F16 ? std::ldexp(1.0, -11) : 1.0 / 254;
+    const double tol = 12.0 * double(layers) * e * max_logit;
+    const auto tokens = greedy(*l->transformer, l->golden, kSteps, nullptr);
+    std::printf("%s %s cache: worst |logit - f32 cache| = %.3g (tolerance %.3g, max |logit| %.3g); greedy %s\n",
+                GetParam().c_str(), name(dt), worst, tol, max_logit, str(tokens).c_str());
+    EXPECT_LE(worst, tol) << GetParam() << " " << name(dt);
+    EXPECT_GT(worst, 0.0) << GetParam() << " " << name(dt) << ": no rounding at all? the cache is not " << name(dt);
+    if (dt == PARLEY_DTYPE_F16) {  // identical while the f32 run's margin exceeds the tolerance twice over
+      for (size_t i = 0; i < tokens.size() && margins[i] > 2 * tol; ++i)
+        EXPECT_EQ(tokens[i], base_tokens[i]) << GetParam() << " f16 greedy step " << i;
+    }
+  }
+}
+
+TEST_P(KvCache, BeamSearchRunsOnNarrowCaches) {
+  // Beam search reorders the cache (and the I8 scales) every step; with F16
+  // its tokens match the golden's (the models' beam margins are wide).
+  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+    auto l = parity::load(GetParam(), "", dt);
+    const json &g = l->golden["beam"];
+    parley::DecodingOptions o = parity::options_from(g["settings"]);
+    size_t width = 0;
+    auto hyps = parity::run_generate(*l, o, &width);
+    const size_t R = static_cast<size_t>(o.num_return_sequences);
+    ASSERT_EQ(hyps.size() * R, g["sequences"].size());
+    size_t same = 0;
+    for (size_t b = 0; b < hyps.size(); ++b)
+      for (size_t r = 0; r < R; ++r)
+        same += hyps[b][r].tokens == parity::generated_part(g["sequences"][b * R + r], width, o.eos_token_ids);
+    std::printf("%s %s cache: beam hypotheses equal to transformers' f32: %zu of %zu\n", GetParam().c_str(), name(dt),
+                same, hyps.size() * R);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, KvCache, ::testing::Values("llama", "marian"),
+                         [](const auto &param_info) { return param_info.param; });
+
+// Reorder and grow move the rows with their I8 scales: a reordered state
+// continues like one prefilled in the new order (to rounding: the rows sit
+// elsewhere in the GEMMs), a grown one exactly like one that never moved.
+TEST(KvCacheState, ReorderAndGrowKeepRowsAndScales) {
+  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+    auto l = parity::load("llama", "", dt);
+    const parley::Transformer &t = *l->transformer;
+    const std::vector<std::vector<int32_t>> hist = {{5, 9, 17}, {3, 44, 2}, {90, 1, 7}};
+    auto flat = [&](std::vector<int> order) {
+      std::vector<int32_t> f;
+      for (int r : order) f.insert(f.end(), hist[size_t(r)].begin(), hist[size_t(r)].end());
+      return f;
+    };
+    auto st = t.start(3, 8);
+    t.step(st, flat({0, 1, 2}), 3);
+    t.reorder(st, {2, 0, 0, 1});  // grows to 4 rows: hist 2, 0, 0, 1
+    t.reorder(st, {0, 3, 1});     // in place with a staged parent: hist 2, 1, 0
+    auto got = t.step(st, {11, 12, 13}, 1, true);
+    auto ref = t.start(3, 8);
+    t.step(ref, flat({2, 1, 0}), 3);
+    auto want = t.step(ref, {11, 12, 13}, 1, true);
+    ASSERT_EQ(got.size(), want.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
+    EXPECT_LE(worst, 1e-4) << name(dt) << ": reorder lost rows or scales";
+
+    auto one = t.start(1, 3);
+    t.step(one, {5, 9, 17}, 3);
+    t.grow(one, 6);
+    auto grown = t.step(one, {11}, 1, true);
+    auto fresh = t.start(1, 6);
+    t.step(fresh, {5, 9, 17}, 3);
+    EXPECT_EQ(grown, t.step(fresh, {11}, 1, true)) << name(dt) << ": grow lost rows or scales";
+  }
+}
+
+// Bytes per cached token: F16 half of F32, I8 a quarter plus one f32 scale
+// per head row; what start() allocates is what check_kv_bytes() counts.
+TEST(KvCacheState, BytesPerToken) {
+  for (parley_dtype dt : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+    auto l = parity::load("llama", "", dt);
+    const parley::Transformer &t = *l->transformer;
+    const auto &p = t.decoder_params();
+    const uint64_t rows = uint64_t(p.layers) * 2 * uint64_t(p.kv_heads), f32 = rows * uint64_t(p.head_dim) * 4;
+    EXPECT_EQ(t.kv_bytes_per_token(PARLEY_DTYPE_F32), f32);
+    EXPECT_EQ(t.kv_bytes_per_token(PARLEY_DTYPE_F16), f32 / 2);
+    EXPECT_EQ(t.kv_bytes_per_token(PARLEY_DTYPE_I8), f32 / 4 + rows * 4);
+    const uint64_t bytes = t.check_kv_bytes(3, 10);
+    EXPECT_EQ(bytes, 30 * t.kv_bytes_per_token(dt));
+    auto st = t.start(3, 10);
+    uint64_t allocated = 0;
+    for (auto *arrays : {&st.k, &st.v})
+      for (auto &a : *arrays) allocated += a.size();
+    for (auto *arrays : {&st.k_scales, &st.v_scales})
+      for (auto &a : *arrays) allocated += a.size() * sizeof(float);
+    EXPECT_EQ(allocated, bytes) << name(dt);
+    std::printf("llama (head_dim %lld) %s cache: %llu bytes per token, %.2fx less than f32\n",
+                static_cast<long long>(p.head_dim), name(dt), static_cast<unsigned long long>(t.kv_bytes_per_token(dt)),
+                double(f32) / double(t.kv_bytes_per_token(dt)));
+  }
+}
+
+TEST(KvCacheState, UnknownDtypeIsInvalid) {
+  try {
+    parity::load("llama", "", PARLEY_DTYPE_BF16);
+    FAIL() << "a BF16 KV cache was accepted";
+  } catch (const parley::Error &e) {
+    EXPECT_EQ(e.status(), PARLEY_ERROR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("kv_cache_dtype"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
