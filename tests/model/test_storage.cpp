@@ -39,14 +39,21 @@ namespace fs = std::filesystem;
 // bf16 weights with vdpbf16ps above 8 rows (prefill, batches), rounding the
 // activations to bf16 too (relative 2^-8 per product, the same order as the
 // weights' own rounding): marian's worst grew from 0.074 to 0.19, so 3e-1.
+//
+// int8 likewise: above 8 rows the VNNI path quantises the activations per row
+// to int8 (error <= s_x/2 * sum|w| per output, s_x = max|x|/127: the mirror
+// image of the weights' own s_w/2 * sum|x|), so storage + compute is bounded
+// by about twice the storage-only tolerance: 6e-1. Measured: marian 0.357
+// (0.269 with F32 compute), llama 0.079, qwen3 0.10.
 const std::map<std::string, double> kTolerance = {
     {"float16", 2e-2},
     {"bfloat16", 3e-1},
-    {"int8", 3e-1},
+    {"int8", 6e-1},
     // Linear weights I4 group-wise, embeddings/lm_head I8 per row. Same value
     // as TOLERANCE_INT4 in test_convert.py (numpy simulation over all thirteen
     // models at g32/g64: worst 2.47, gpt2); the three files here measure
-    // 0.706 (llama g32), 0.842 (qwen3 g64), 2.35 (marian g32).
+    // 0.706 (llama g32), 0.85 (qwen3 g64), 2.39 (marian g32; 2.35 with F32
+    // compute, the rest is the VNNI path's int8 activations).
     {"int4", 3.5},
 };
 
