@@ -99,13 +99,14 @@ inline double max_diff(const float *got, const json &want) {
   return m;
 }
 
-// Worst |Δlogit| against the golden over every valid position, computed as
-// test_parity.cpp does: decoder-only one sequence at a time, as a
+// Worst |Δlogit| against `want` ([batch][time][vocab] logits for the
+// golden's inputs; default: the golden's own) over every valid position,
+// computed as test_parity.cpp does: decoder-only one sequence at a time, as a
 // right-padded batch and token by token through the KV cache;
 // encoder-decoder batched and token by token.
-inline double worst_logit_diff(const Loaded &l) {
+inline double worst_logit_diff(const Loaded &l, const json *want_logits = nullptr) {
   const json &in = l.golden["inputs"];
-  const json &want = l.golden["logits"]["values"];
+  const json &want = want_logits ? *want_logits : l.golden["logits"]["values"];
   const auto &t = *l.transformer;
   const int64_t V = t.vocab();
   if (V != l.golden["vocab_size"].get<int64_t>()) throw std::runtime_error("vocabulary size differs from golden");

@@ -591,3 +591,12 @@ def test_quantized_storage_of_committed_models_matches_goldens(golden, dtype, gr
         assert all(i.group_size <= group_size for i in infos.values())
     dlogit = _max_dlogit(out, gold)
     assert dlogit <= (TOLERANCE["int8"] if dtype == "int8" else TOLERANCE_INT4), f"{dtype}: {dlogit}"
+
+
+def test_quantized_parity_models_and_references_are_up_to_date():
+    """models/<name>.int8|int4.parley and goldens/stored/*.json are what
+    make_quantized.py writes from the committed float32 files (and float16 /
+    bfloat16 re-stored equal the committed transformers conversions)."""
+    import make_quantized
+
+    assert make_quantized.check() == 0, "run tests/parity/make_quantized.py"
