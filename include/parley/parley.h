@@ -266,7 +266,7 @@ typedef struct parley_kernel_info {
   int32_t priority;
   const char *name; /* the plugin's name for it, e.g. "gemm_openblas" */
   const char *plugin;
-  int32_t selected; /* 1 if it is the one that serves (op, device, dtype) */
+  int32_t selected;  /* 1 if it is the one that serves (op, device, dtype) */
   int32_t reserved0; /* the old padding, named: always 0 */
   /* Appended (plugin ABI 1.2): for "linear" kernels the weight dtype they
    * serve (selection is per (op, device, dtype, weight_dtype)); -1 for other ops. */

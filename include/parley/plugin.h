@@ -460,9 +460,9 @@ typedef struct parley_weight_desc {
   int32_t quant;    /* parley_quant */
   int64_t n, k;
   const void *data;
-  int64_t ld_bytes;      /* bytes from one row to the next (>= k * element size; k / 2 for I4) */
-  const float *scales;   /* PER_ROW: [n]; GROUPWISE: [n, k / group_size]; NULL otherwise */
-  int64_t group_size;    /* GROUPWISE only, else 0 */
+  int64_t ld_bytes;    /* bytes from one row to the next (>= k * element size; k / 2 for I4) */
+  const float *scales; /* PER_ROW: [n]; GROUPWISE: [n, k / group_size]; NULL otherwise */
+  int64_t group_size;  /* GROUPWISE only, else 0 */
 } parley_weight_desc;
 
 /* The result of prepare_weight. */
