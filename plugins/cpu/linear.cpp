@@ -351,6 +351,9 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
       return PARLEY_KERNEL_OK;
     });
     if (st == PARLEY_KERNEL_OK) return st;
+    if (lib_error.load() == int(dnnl_out_of_memory))
+      return host.fail(st, "linear: out of memory: oneDNN could not allocate its packing buffers (weight '%.200s')",
+                       w.name.c_str());
     if (lib_error.load())
       return host.fail(st, "linear: oneDNN sgemm failed with status %d (weight '%.200s')", lib_error.load(),
                        w.name.c_str());
