@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "activation.cuh"
 #include "cuda_common.h"
 
 namespace parley::cuda {
@@ -30,22 +31,9 @@ unsigned row_grid(int64_t rows) {
   return static_cast<unsigned>(rows < 65535 * 16 ? rows : 65535 * 16);
 }
 
-// ---- activations: the formulas of the cpu plugin (plugins/cpu/cpu_common.h) ----
+// ---- activations: the formulas of the cpu plugin (activation.cuh) ----
 __device__ __forceinline__ float act_apply(int act, float x) {
-  switch (act) {
-    case PARLEY_ACT_RELU:
-      return x > 0.f ? x : 0.f;
-    case PARLEY_ACT_GELU_ERF:
-      return 0.5f * x * erfcf(-x * 0.70710678118654752f);
-    case PARLEY_ACT_GELU_TANH: {
-      const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
-      return x / (1.f + expf(-2.f * u));
-    }
-    case PARLEY_ACT_SILU:
-      return x / (1.f + expf(-x));
-    default:
-      return x;
-  }
+  return parley_cuda_activation(act, x);
 }
 
 __device__ __forceinline__ float to_float(float v) {

@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../activation.cuh"
 #include "linear_layout.h"
 
 #if defined(__CUDACC__)
@@ -162,23 +163,9 @@ PARLEY_HD inline void load_words(const uint8_t *p, uint32_t (&w)[N]) {
 #endif
 }
 
-// The activations of the cpu plugin (plugins/cpu/cpu_common.h), in the same
-// cancellation-free forms.
+// The activations of the cpu plugin, shared with kernels.cu.
 PARLEY_HD inline float apply_act(int act, float x) {
-  switch (act) {
-    case PARLEY_ACT_RELU:
-      return x > 0.f ? x : 0.f;
-    case PARLEY_ACT_GELU_ERF:
-      return 0.5f * x * erfcf(-x * 0.70710678118654752f);
-    case PARLEY_ACT_GELU_TANH: {
-      const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
-      return x / (1.f + expf(-2.f * u));
-    }
-    case PARLEY_ACT_SILU:
-      return x / (1.f + expf(-x));
-    default:
-      return x;
-  }
+  return parley_cuda_activation(act, x);
 }
 
 PARLEY_HD inline void store_output(const LinearParams &p, int64_t row, int64_t col, float acc) {
