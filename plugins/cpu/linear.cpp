@@ -38,35 +38,14 @@ __attribute__((target("avx2,f16c"))) void f16_row_f16c(const uint16_t *src, floa
   for (; j < n; ++j) dst[j] = _cvtsh_ss(src[j]);
 }
 
-// IEEE half to float by bit manipulation (CPUs without F16C).
-float half_bits_to_float(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: renormalise
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400)) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 void f16_row(const uint16_t *src, float *dst, int64_t n) {
   static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
   if (f16c) return f16_row_f16c(src, dst, n);
-  for (int64_t j = 0; j < n; ++j) dst[j] = half_bits_to_float(src[j]);
+  for (int64_t j = 0; j < n; ++j) {  // CPUs without F16C: the compiler's (slow) conversion
+    _Float16 h;
+    std::memcpy(&h, src + j, 2);
+    dst[j] = static_cast<float>(h);
+  }
 }
 
 PARLEY_CPU_MULTIVERSION void bf16_row(const uint16_t *src, float *dst, int64_t n) {

@@ -18,6 +18,7 @@
 #include "../common/attention_condition.h"
 #include "../common/gtest_seed.h"
 #include "cpu_reference.hpp"
+#include "fault_ctx.hpp"
 #include "mma_attention.cuh"  // float_to_bits
 #include "rel_error.hpp"
 #include "simt_attention.cuh"
@@ -43,27 +44,10 @@ struct Case {
   std::vector<int32_t> key_lengths;
 };
 
-// Which fault the context injects (to prove the harness catches it).
-enum class Fault { kNone, kDropFirstBarrier, kWrongShuffleLane };
-
+// The fault-injecting context (fault_ctx.hpp); a wrong lane on mask 1.
+using parley::simt::Fault;
 template <Fault F>
-struct KernelCtx {
-  Ctx &c;
-  int thread() const { return c.thread(); }
-  int block_x() const { return c.block_x(); }
-  int block_y() const { return c.block_y(); }
-  void sync() {
-    if (F == Fault::kDropFirstBarrier && !dropped) {
-      dropped = true;
-      return;
-    }
-    c.sync();
-  }
-  float shfl_xor(float v, int m) { return c.shfl_xor(v, F == Fault::kWrongShuffleLane && m == 1 ? 2 : m); }
-  float smem_load(size_t i) { return c.smem_load(i); }
-  void smem_store(size_t i, float v) { c.smem_store(i, v); }
-  bool dropped = false;
-};
+using KernelCtx = parley::simt::FaultCtx<F, 1, 2>;
 
 struct Result {
   std::vector<float> out, lse, probs;

@@ -22,6 +22,7 @@
 
 #include "../common/gtest_seed.h"
 #include "../kernels/test_host.h"
+#include "fault_ctx.hpp"
 #include "linear_body.cuh"
 #include "rel_error.hpp"
 #include "simt_emulator.hpp"
@@ -294,27 +295,10 @@ std::vector<float> f64_linear(const Weight &w, const Call &c, const Problem &pr)
   return r;
 }
 
-// Faults the context can inject (to prove the harness catches them).
-enum class Fault { kNone, kDropFirstBarrier, kWrongShuffleLane };
-
+// The fault-injecting context (fault_ctx.hpp); a wrong lane on mask 4.
+using parley::simt::Fault;
 template <Fault F>
-struct KernelCtx {
-  Ctx &c;
-  int thread() const { return c.thread(); }
-  int block_x() const { return c.block_x(); }
-  int block_y() const { return c.block_y(); }
-  void sync() {
-    if (F == Fault::kDropFirstBarrier && !dropped) {
-      dropped = true;
-      return;
-    }
-    c.sync();
-  }
-  float shfl_xor(float v, int m) { return c.shfl_xor(v, F == Fault::kWrongShuffleLane && m == 4 ? 8 : m); }
-  float smem_load(size_t i) { return c.smem_load(i); }
-  void smem_store(size_t i, float v) { c.smem_store(i, v); }
-  bool dropped = false;
-};
+using KernelCtx = parley::simt::FaultCtx<F, 4, 8>;
 
 enum class Kernel { kGemv, kTiled };
 
