@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PARLEY_PLUGIN_ABI_MAJOR 1
-#define PARLEY_PLUGIN_ABI_MINOR 2
+#define PARLEY_PLUGIN_ABI_MINOR 3
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
 #define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
@@ -294,6 +294,25 @@ typedef struct parley_attention_args {
   float *k_scales;
   float *v_scales;
   int64_t scale_stride_batch, scale_stride_head, scale_stride_seq;
+  /* ABI 1.3: paged KV cache (read only when struct_size covers them; only
+   * kernels registered with PARLEY_KERNEL_FLAG_KV_PAGED get a non-NULL
+   * block_table). When block_table is not NULL, k / v (and, for I8,
+   * k_scales / v_scales) are pools of blocks of block_size positions shared
+   * by all sequences, and k_stride_batch / v_stride_batch /
+   * scale_stride_batch are the strides between blocks: key j of sequence b
+   * is row j % block_size of block
+   *   blk = block_table[b * block_table_stride + j / block_size]
+   * at element offset blk * k_stride_batch + (j % block_size) * k_stride_seq
+   * + g * k_stride_head (v and the scales alike). PARLEY_MASK_KEY_PADDING is
+   * required (key_lengths[b] = L, the sequence's length after the append),
+   * and the table must hold ceil(L / block_size) valid block indices per
+   * sequence. The fused append writes each new row into its block the same
+   * way; the caller guarantees that a block receiving new rows belongs to
+   * one sequence of the call only (blocks that are only read may be shared
+   * by several sequences). block_size >= 1. kv_len is unused (it may be 0). */
+  const int32_t *block_table;
+  int64_t block_table_stride;
+  int64_t block_size;
 } parley_attention_args;
 
 /* struct_size of a parley_attention_args from ABI 1.0 (no k_new fields):
@@ -301,6 +320,8 @@ typedef struct parley_attention_args {
 #define PARLEY_ATTENTION_ARGS_SIZE_V1_0 (offsetof(parley_attention_args, lse) + sizeof(float *))
 /* ... and from ABI 1.1 (no kv_dtype / scale fields). */
 #define PARLEY_ATTENTION_ARGS_SIZE_V1_1 (offsetof(parley_attention_args, v_new_stride_seq) + sizeof(int64_t))
+/* ... and from ABI 1.2 (no block table). */
+#define PARLEY_ATTENTION_ARGS_SIZE_V1_2 (offsetof(parley_attention_args, scale_stride_seq) + sizeof(int64_t))
 
 /*
  * Row normalisation over `cols` for `rows` rows (row i at x + i*ld_x).
@@ -508,6 +529,8 @@ typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ct
 /* PARLEY_OP_ATTENTION (ABI 1.2): reads and appends an F16 / I8 cache (kv_dtype). */
 #define PARLEY_KERNEL_FLAG_KV_F16 2u
 #define PARLEY_KERNEL_FLAG_KV_I8 4u
+/* PARLEY_OP_ATTENTION (ABI 1.3): reads and appends a paged cache (block_table). */
+#define PARLEY_KERNEL_FLAG_KV_PAGED 8u
 
 typedef struct parley_kernel_desc {
   size_t struct_size;

@@ -272,9 +272,9 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     if (!kd.run) bad(tag + ": run is NULL");
     uint32_t flags = 0;
     if (kd.struct_size >= offsetof(parley_kernel_desc, flags) + sizeof(kd.flags))
-      flags = kd.flags & (kd.op == PARLEY_OP_ATTENTION
-                              ? PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8
-                              : 0u);
+      flags = kd.flags & (kd.op == PARLEY_OP_ATTENTION ? PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 |
+                                                             PARLEY_KERNEL_FLAG_KV_I8 | PARLEY_KERNEL_FLAG_KV_PAGED
+                                                       : 0u);
     Kernel k{static_cast<parley_op>(kd.op),
              kd.device,
              kd.name,
