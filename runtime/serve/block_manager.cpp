@@ -40,6 +40,25 @@ void store_tokens(unsigned char *buf, const int32_t *tokens, int64_t count) {
   }
 }
 
+// XXH3-128 of parent.lo | parent.hi | tokens[0, count) (docs/serving.md). Hashing
+// one contiguous buffer (rather than a streaming state) keeps to xxHash's stable
+// API; blocks of up to 256 tokens are hashed from the stack.
+BlockKey hash_block(const BlockKey &parent, const int32_t *tokens, int64_t count) {
+  constexpr int64_t kStackTokens = 256;
+  unsigned char stack[16 + 4 * kStackTokens];
+  std::vector<unsigned char> heap;
+  unsigned char *buf = stack;
+  const size_t size = 16 + 4 * static_cast<size_t>(count);
+  if (count > kStackTokens) {
+    heap.resize(size);
+    buf = heap.data();
+  }
+  store_le64(buf, parent.lo);
+  store_le64(buf + 8, parent.hi);
+  store_tokens(buf + 16, tokens, count);
+  return to_key(XXH3_128bits(buf, size));
+}
+
 std::string block_name(BlockId b) {
   return "KV block " + std::to_string(b);
 }
@@ -178,11 +197,7 @@ const BlockKey &BlockManager::key(BlockId b) const {
 
 BlockKey BlockManager::chain_key(const BlockKey &parent, const int32_t *block_tokens) const {
   if (!block_tokens) fail(PARLEY_ERROR_INVALID_ARGUMENT, "chain_key: block tokens are NULL");
-  std::vector<unsigned char> buf(16 + 4 * static_cast<size_t>(block_size_));
-  store_le64(buf.data(), parent.lo);
-  store_le64(buf.data() + 8, parent.hi);
-  store_tokens(buf.data() + 16, block_tokens, block_size_);
-  return to_key(XXH3_128bits(buf.data(), buf.size()));
+  return hash_block(parent, block_tokens, block_size_);
 }
 
 std::vector<BlockKey> BlockManager::chain_keys(const int32_t *tokens, int64_t n) const {
@@ -191,13 +206,9 @@ std::vector<BlockKey> BlockManager::chain_keys(const int32_t *tokens, int64_t n)
   const int64_t full = n / block_size_;
   std::vector<BlockKey> keys;
   keys.reserve(static_cast<size_t>(full));
-  std::vector<unsigned char> buf(16 + 4 * static_cast<size_t>(block_size_));
   BlockKey parent = root_;
   for (int64_t i = 0; i < full; ++i) {
-    store_le64(buf.data(), parent.lo);
-    store_le64(buf.data() + 8, parent.hi);
-    store_tokens(buf.data() + 16, tokens + i * block_size_, block_size_);
-    parent = to_key(XXH3_128bits(buf.data(), buf.size()));
+    parent = hash_block(parent, tokens + i * block_size_, block_size_);
     keys.push_back(parent);
   }
   return keys;
@@ -228,7 +239,7 @@ std::vector<BlockId> BlockManager::match_prefix(const int32_t *tokens, int64_t n
   // Keys are computed one block at a time: nothing past the first miss is hashed.
   try {
     for (int64_t i = 0; i < full; ++i) {
-      parent = chain_key(parent, tokens + i * block_size_);
+      parent = hash_block(parent, tokens + i * block_size_, block_size_);
       const BlockId b = lookup(parent);
       if (b < 0) break;
       found.push_back(b);

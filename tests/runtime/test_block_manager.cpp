@@ -301,6 +301,17 @@ TEST(BlockManager, ChainKeysFollowTheDocumentedDefinition) {
   EXPECT_TRUE(m.chain_keys(tokens.data(), bs - 1).empty());
   EXPECT_TRUE(m.chain_keys(nullptr, 0).empty());
   EXPECT_EQ(m.chain_keys(tokens.data(), 6), keys);
+
+  // Large blocks too (hashed from the heap past 256 tokens).
+  for (int64_t big : {int64_t{255}, int64_t{256}, int64_t{257}, int64_t{1000}}) {
+    BlockManager mb(1, big, kModelB);
+    const std::vector<int32_t> t = iota_tokens(2 * big + 1, -7);
+    const std::vector<BlockKey> kb = mb.chain_keys(t.data(), 2 * big + 1);
+    ASSERT_EQ(kb.size(), 2u) << "block size " << big;
+    const BlockKey r0 = reference_key(kModelB, t.data(), big);
+    EXPECT_EQ(kb[0], r0) << "block size " << big;
+    EXPECT_EQ(kb[1], reference_key(r0, t.data() + big, big)) << "block size " << big;
+  }
 }
 
 TEST(BlockManager, KeysDifferByModelOrderAndPosition) {
