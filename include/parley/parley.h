@@ -91,8 +91,9 @@ typedef enum parley_status {
   PARLEY_ERROR_UNSUPPORTED = 10,        /* a valid request this build cannot serve */
   PARLEY_ERROR_INTERNAL = 11,           /* a bug in Parley: please report it */
   PARLEY_ERROR_CANCELLED = 12,          /* the request was cancelled (parley_chat_cancel) */
-  PARLEY_ERROR_BUSY = 13                /* the object is in use by another call (a chat session called from
+  PARLEY_ERROR_BUSY = 13,               /* the object is in use by another call (a chat session called from
                                            its own callback or from two threads at once); nothing was done */
+  PARLEY_ERROR_TIMEOUT = 14             /* the request's deadline passed before it finished */
 } parley_status;
 
 /*
@@ -334,6 +335,34 @@ typedef struct parley_model_options {
    * with PARLEY_ERROR_UNSUPPORTED naming the device; never widened silently.
    * Any other value: PARLEY_ERROR_INVALID_ARGUMENT. */
   int32_t kv_cache_dtype;
+  /* ---- The serving engine (docs/serving.md). Decoder-only models on a
+   * device whose attention kernel reads a paged KV cache (the cpu plugin)
+   * run every chat turn and parley_generate call of the model through one
+   * engine: concurrent requests from any number of threads are batched
+   * into shared decode steps, long prompts are prefilled in chunks, and
+   * full KV blocks are shared between requests whose tokens begin alike (a
+   * common system prompt is computed once). */
+  /* 1 (default): use the engine where the model and device allow it.
+   * 0: every call decodes alone with its own contiguous KV cache (the
+   * behaviour before the engine). Other values: INVALID_ARGUMENT. */
+  int32_t serving_engine;
+  /* Positions per KV block, 1..4096 (default 16). */
+  int32_t kv_block_size;
+  /* Bytes of KV cache for all requests of the model together (default 0: a
+   * quarter of physical memory, at most 4 GiB). When it is full, new work
+   * waits, younger requests are preempted (their K/V is recomputed later),
+   * and a request that waits longer than admission_timeout_ms fails with
+   * PARLEY_ERROR_OUT_OF_MEMORY naming the budget. */
+  uint64_t kv_cache_budget_bytes;
+  /* Sequences in one batched step, >= 1 (default 256). */
+  int32_t max_batch_sequences;
+  /* Tokens in one batched step (decode rows plus prefill chunks), >= 1 (default 512). */
+  int32_t max_batch_tokens;
+  /* Tokens of one prompt prefilled per step, >= 1 (default 256): a long
+   * prompt is cut into chunks so that other users' replies keep flowing. */
+  int32_t prefill_chunk_tokens;
+  /* Milliseconds a request may wait for KV memory (default 60000, >= 0). */
+  int32_t admission_timeout_ms;
 } parley_model_options;
 
 /* Defaults for the first options->struct_size bytes; see parley_runtime_options_defaults. */

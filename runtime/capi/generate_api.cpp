@@ -53,6 +53,20 @@ const Transformer &Model::transformer() const {
   return *transformer_;
 }
 
+Engine *Model::engine() const {
+  if (engine_checked_.load(std::memory_order_acquire)) return engine_.get();
+  const Transformer &t = transformer();
+  std::lock_guard<std::mutex> lock(engine_mutex_);
+  if (engine_checked_.load(std::memory_order_relaxed)) return engine_.get();
+  if (use_engine && t.supports_paged()) {
+    MemoryScope memory_scope("the serving engine's KV pool");
+    engine_ =
+        std::make_unique<Engine>(t, engine_options, model_identity_key(*file, t.kv_dtype(), engine_options.block_size));
+  }
+  engine_checked_.store(true, std::memory_order_release);
+  return engine_.get();
+}
+
 const TextModel &Model::text() const {
   if (const TextModel *t = text_ready_.load(std::memory_order_acquire)) return *t;
   std::lock_guard<std::mutex> lock(text_mutex_);
@@ -227,7 +241,8 @@ PARLEY_API parley_status parley_generate(const parley_model *model, const int32_
     DecodingOptions d = resolve_generation_options(*model->impl.file, options);
     auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
     auto result = std::make_unique<parley_generation_result>();
-    result->items = generate(model->impl.transformer(), batch, d);
+    Engine *engine = model->impl.engine();
+    result->items = engine ? generate(*engine, batch, d) : generate(model->impl.transformer(), batch, d);
     *out_result = result.release();
   });
 }

@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "engine/transformer_step_model.hpp"
 #include "parley_generated.h"
+#include "serve/engine_step_model.hpp"
 
 namespace parley {
 
@@ -103,6 +104,29 @@ std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
   DecoderState state = model.start(static_cast<int64_t>(prompts.size()), longest(prompts) + options.max_new_tokens);
   std::vector<float> last = prefill(model, state, prompts);
   TransformerStepModel step_model(model, std::move(state));
+  return decode(step_model, last, prompts, options);
+}
+
+std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
+                                              const DecodingOptions &options, const RunControl &control) {
+  if (prompts.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  for (const auto &p : prompts)
+    if (p.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a prompt is empty");
+  validate_decoding_options(options, engine.model().vocab());
+  // As the contiguous path: refuse up front what could not finish.
+  const int64_t limit = engine.model().decoder_params().max_positions,
+                wanted = longest(prompts) + options.max_new_tokens;
+  if (limit > 0 && wanted > limit)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "requested length " + std::to_string(wanted) + " exceeds the model's " + std::to_string(limit) + " positions");
+  std::vector<Engine::SequencePtr> rows;
+  std::vector<Engine::Sequence *> seqs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    rows.push_back(engine.open());
+    seqs.push_back(rows.back().get());
+  }
+  std::vector<float> last = engine.run(seqs, prompts, control);
+  EngineStepModel step_model(engine, std::move(rows), control);
   return decode(step_model, last, prompts, options);
 }
 

@@ -16,8 +16,8 @@ inline size_t kv_element_size(parley_dtype dtype) {
 
 // Attention over [batch, q_len, heads, hd] queries and [batch, kv_cap, kv_heads, hd] keys/values.
 inline parley_attention_args attention_args(int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd, int64_t q_len,
-                                     int64_t kv_cap, const float *q, const void *k, const void *v, float *out,
-                                     const int32_t *key_lengths, uint32_t mask) {
+                                            int64_t kv_cap, const float *q, const void *k, const void *v, float *out,
+                                            const int32_t *key_lengths, uint32_t mask) {
   parley_attention_args a{};
   a.struct_size = sizeof a;
   a.dtype = PARLEY_DTYPE_F32;
@@ -45,6 +45,5 @@ inline parley_attention_args attention_args(int64_t batch, int64_t heads, int64_
   a.key_lengths = key_lengths;
   return a;
 }
-
 
 }  // namespace parley

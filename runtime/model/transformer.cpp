@@ -350,7 +350,6 @@ void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out
   ops_.linear(l.down, up.data(), rows, l.b_down, out);
 }
 
-
 DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
   MemoryScope memory_scope("the encoder's activations");
   const StackParams &p = enc_.p;
@@ -483,8 +482,8 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
   return st;
 }
 
-void Transformer::project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev,
-                              float *q, float *k, float *v) const {
+void Transformer::project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev, float *q,
+                              float *k, float *v) const {
   const StackParams &p = dec_;
   const int64_t hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
   ops_.linear(a.wq, in, rows, a.bq, q);

@@ -228,8 +228,8 @@ class Transformer {
   // Self-attention projections of `rows` token rows (row-major, any
   // sequence layout): q [rows, heads * hd], k and v [rows, kv_heads * hd],
   // with the q/k norms and rotary positions (positions_dev: one per row).
-  void project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev, float *q,
-                   float *k, float *v) const;
+  void project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev, float *q, float *k,
+                   float *v) const;
   void residual_add(float *x, const float *y, int64_t n) const;
   // Pre-norm: the normalised copy of x in scratch; post-norm: x itself.
   const float *sublayer_input(const StackParams &p, const Norm &n, float *x, float *scratch, int64_t rows) const;

@@ -165,8 +165,7 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
     const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
     project_qkv(l.self_attn, in, rows, pos_dev.data(), q.data(), k.data(), v.data());
     if (decoders > 0) attend(li, 0, decoders, 1);
-    for (int64_t i = decoders; i < S; ++i)
-      attend(li, i, 1, seqs[static_cast<size_t>(order[static_cast<size_t>(i)])].n);
+    for (int64_t i = decoders; i < S; ++i) attend(li, i, 1, seqs[static_cast<size_t>(order[static_cast<size_t>(i)])].n);
     ops_.linear(l.self_attn.wo, a.data(), rows, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
     in = sublayer_input(p, l.ffn_norm, x.data(), h.data(), rows);
