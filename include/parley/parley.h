@@ -679,6 +679,18 @@ PARLEY_API parley_status parley_result_hypothesis(const parley_generation_result
 /* Free a result. NULL is a no-op. */
 PARLEY_API void parley_result_free(parley_generation_result *result);
 
+/*
+ * Per-token log-probabilities of a hypothesis, when the request asked for
+ * them (parley_request_options.return_logprobs): one per generated token, the
+ * log_softmax of the processed scores at the chosen token (the terms that
+ * greedy/sampling scores sum); for parley_translate_tokens, of the generated
+ * tokens after the target prefix. Owned by the result. Errors:
+ * PARLEY_ERROR_NOT_FOUND (index out of range, or log-probabilities were not
+ * requested). Thread-safe.
+ */
+PARLEY_API parley_status parley_result_hypothesis_logprobs(const parley_generation_result *result, size_t batch_index,
+                                                           size_t index, const float **out_logprobs, size_t *out_count);
+
 /* --------------------------------------------------------- text (UTF-8 in/out) */
 
 /*
@@ -742,6 +754,22 @@ PARLEY_API parley_status parley_detokenize(const parley_model *model, const int3
 PARLEY_API void parley_string_free(char *text);
 
 /*
+ * Streaming of a translation, per hypothesis (parley_translation_options
+ * on_text): `text` (`length` bytes, UTF-8, not NUL-terminated, valid only
+ * during the call) is hypothesis `hypothesis` of text `text_index` so far —
+ * the whole text so far, not a delta. Greedy decoding and sampling call it
+ * as tokens are produced (an unfinished UTF-8 sequence is held back; the
+ * same text is not sent twice) and then once with is_final = 1 and the
+ * hypothesis' final text; beam search calls it only with the final texts,
+ * best first. Called on the thread running the translation (the caller's,
+ * or a parley_request's worker). Return 0 to go on; nonzero during a
+ * greedy/sampling stream finishes that hypothesis there (not an error).
+ * Must not free or reuse the objects the translation uses.
+ */
+typedef int32_t (*parley_translation_text_fn)(void *user_data, size_t text_index, size_t hypothesis, const char *text,
+                                              size_t length, int32_t is_final);
+
+/*
  * Text translation options. parley_translation_options_init zeroes them
  * (every field's default is its zero value).
  */
@@ -762,6 +790,10 @@ typedef struct parley_translation_options {
    * other texts are translated. 0 (default): such a text fails the whole
    * call with an error naming its index in `texts`. */
   int32_t per_text_errors;
+  /* Appended in 0.1.x: optional streaming callback (see
+   * parley_translation_text_fn) and its user_data. */
+  parley_translation_text_fn on_text;
+  void *user_data;
 } parley_translation_options;
 
 PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options);
@@ -973,6 +1005,187 @@ typedef struct parley_chat_stats {
 
 /* Counters of the last turn; stats->struct_size must be set by the caller. */
 PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *session, parley_chat_stats *stats);
+
+/* ------------------------------------------------- asynchronous requests */
+
+/*
+ * A chat turn, generation or translation running in the background
+ * (docs/serving.md, "Asynchronous requests"). A submit function checks and
+ * copies its arguments (arrays, strings, option structs: none is read after
+ * it returns; callbacks and their user_data are kept), starts the work on a
+ * Parley worker thread (one thread per request) and returns at once with a
+ * request. The work is the blocking call it mirrors, run on that thread:
+ * its result is the same, and concurrent requests of one model are batched
+ * by the serving engine like concurrent blocking calls. Streaming callbacks
+ * (chat on_text, generation on_token, translation on_text) are invoked on
+ * the worker thread.
+ *
+ * Lifecycle: running -> finished (status and result set; the completion
+ * callback, if any, runs) -> done (poll reports 1, wait returns). Take the
+ * result with the parley_request_take_* function of its kind, then free the
+ * request with parley_request_free (always; also after a failure).
+ *
+ * Thread-safety: every request function may be called from any thread, also
+ * concurrently on one request, except parley_request_free, which must not
+ * race with other calls on the same request (after it the handle is gone).
+ * At most 4096 requests may be unfinished at once in a process; a submit
+ * past that returns PARLEY_ERROR_BUSY.
+ */
+typedef struct parley_request parley_request;
+
+/*
+ * Completion callback: called once per request, on its worker thread, when
+ * it has finished (status: its parley_status, as parley_request_status).
+ * It may call parley_request_status, the parley_request_take_* functions,
+ * parley_request_reply_logprobs, parley_request_poll (which still reports 0)
+ * and parley_request_cancel on this request, and any Parley function on
+ * other objects (e.g. submit the next turn of the same chat session: the
+ * session is free again). It must not call parley_request_wait or
+ * parley_request_free on this request: they return PARLEY_ERROR_BUSY /
+ * refuse there (they would wait for the callback itself).
+ */
+typedef void (*parley_request_fn)(void *user_data, parley_request *request, int32_t status);
+
+typedef struct parley_request_options {
+  size_t struct_size;
+  parley_request_fn on_complete; /* optional */
+  void *user_data;               /* passed to on_complete */
+  /* Milliseconds from submission after which the request stops with
+   * PARLEY_ERROR_TIMEOUT (checked between decoding steps, and by the serving
+   * engine while waiting). 0 (default): no deadline. Negative: refused. */
+  int64_t deadline_ms;
+  /* 1: record per-token log-probabilities (parley_request_reply_logprobs,
+   * parley_result_hypothesis_logprobs). Greedy search and sampling only: a
+   * request with num_beams > 1 ends with PARLEY_ERROR_UNSUPPORTED. Not
+   * available for text translation (ignored there). 0 (default): none.
+   * Other values: refused. Changes no token or score. */
+  int32_t return_logprobs;
+} parley_request_options;
+
+PARLEY_API parley_status parley_request_options_defaults(parley_request_options *options);
+static inline parley_status parley_request_options_init(parley_request_options *options) {
+  if (!options) return parley_request_options_defaults(options);
+  options->struct_size = sizeof *options;
+  return parley_request_options_defaults(options);
+}
+
+/*
+ * Submit a chat turn: parley_chat_generate(session, options, &reply) on a
+ * worker thread. The session is held from submission until the turn
+ * finishes: every other call on it meanwhile returns PARLEY_ERROR_BUSY (as
+ * for a running parley_chat_generate), so append the user's message before
+ * submitting. request_options may be NULL. Take the reply with
+ * parley_request_take_reply. Errors at submission:
+ * PARLEY_ERROR_INVALID_ARGUMENT (NULL session or out_request, bad
+ * struct_size, stop string arrays), PARLEY_ERROR_BUSY (the session is in
+ * use, or too many requests), PARLEY_ERROR_OUT_OF_MEMORY (no thread could
+ * be started); the turn's own errors become the request's status.
+ */
+PARLEY_API parley_status parley_chat_submit(parley_chat_session *session, const parley_chat_options *options,
+                                            const parley_request_options *request_options,
+                                            parley_request **out_request);
+
+/*
+ * Submit parley_generate(model, prompts, prompt_lengths, batch_size,
+ * options) (arguments copied). Take the result with
+ * parley_request_take_generation_result. The model must outlive the request.
+ * Errors at submission as parley_chat_submit; those of parley_generate
+ * become the request's status.
+ */
+PARLEY_API parley_status parley_generate_submit(const parley_model *model, const int32_t *const *prompts,
+                                                const size_t *prompt_lengths, size_t batch_size,
+                                                const parley_generation_options *options,
+                                                const parley_request_options *request_options,
+                                                parley_request **out_request);
+
+/*
+ * Submit a text translation: parley_translate_n(model, texts, lengths,
+ * count, options) when `lengths` is given, parley_translate(model, texts,
+ * count, options) when it is NULL (NUL-terminated texts). options->on_text
+ * streams per hypothesis on the worker thread. Cancellation and deadlines
+ * apply between decoding steps. Take the result with
+ * parley_request_take_translation_result.
+ */
+PARLEY_API parley_status parley_translate_submit(const parley_model *model, const char *const *texts,
+                                                 const size_t *lengths, size_t count,
+                                                 const parley_translation_options *options,
+                                                 const parley_request_options *request_options,
+                                                 parley_request **out_request);
+
+/* Submit parley_translate_tokens (arguments copied); result as parley_generate_submit. */
+PARLEY_API parley_status parley_translate_tokens_submit(const parley_model *model, const int32_t *const *sources,
+                                                        const size_t *source_lengths, size_t batch_size,
+                                                        const int32_t *const *target_prefixes,
+                                                        const size_t *target_prefix_lengths,
+                                                        const parley_generation_options *options,
+                                                        const parley_request_options *request_options,
+                                                        parley_request **out_request);
+
+/*
+ * Wait until the request is done (its completion callback has returned).
+ * timeout_ms < 0 waits for ever; 0 only checks. Returns PARLEY_OK when it is
+ * done (whatever its own status: see parley_request_status),
+ * PARLEY_ERROR_TIMEOUT when the wait timed out (the request goes on),
+ * PARLEY_ERROR_BUSY when called from the request's own callback.
+ */
+PARLEY_API parley_status parley_request_wait(parley_request *request, int64_t timeout_ms);
+
+/* *out_done = 1 when the request is done, else 0. Never blocks. */
+PARLEY_API parley_status parley_request_poll(const parley_request *request, int32_t *out_done);
+
+/*
+ * Ask the request to stop (any thread, any time, also from callbacks). It
+ * ends with PARLEY_ERROR_CANCELLED at its next decoding step (or before it
+ * starts); a chat turn then leaves the conversation unchanged, as
+ * parley_chat_cancel does. A request that finished first keeps its status
+ * and result. Cancelling twice or after the end is harmless (PARLEY_OK).
+ */
+PARLEY_API parley_status parley_request_cancel(parley_request *request);
+
+/*
+ * The request's outcome once finished: *out_status = PARLEY_OK or the error
+ * the blocking call would have returned (PARLEY_ERROR_CANCELLED,
+ * PARLEY_ERROR_TIMEOUT, ...), and *out_message (may be NULL; owned by the
+ * request) its parley_last_error text ("" for PARLEY_OK). While it runs,
+ * *out_status = PARLEY_ERROR_BUSY and the message is "".
+ */
+PARLEY_API parley_status parley_request_status(const parley_request *request, int32_t *out_status,
+                                               const char **out_message);
+
+/*
+ * Take the result of a finished request; the caller owns it afterwards
+ * (free it with parley_string_free, parley_result_free or
+ * parley_translation_result_free) and a second take returns
+ * PARLEY_ERROR_NOT_FOUND. Errors: PARLEY_ERROR_BUSY (not finished yet), the
+ * request's own status and message when it failed,
+ * PARLEY_ERROR_INVALID_ARGUMENT (a request of another kind, e.g. take_reply
+ * of a generation).
+ */
+PARLEY_API parley_status parley_request_take_reply(parley_request *request, char **out_reply);
+PARLEY_API parley_status parley_request_take_generation_result(parley_request *request,
+                                                               parley_generation_result **out_result);
+PARLEY_API parley_status parley_request_take_translation_result(parley_request *request,
+                                                                parley_translation_result **out_result);
+
+/*
+ * A finished chat request's per-token log-probabilities (return_logprobs):
+ * one per generated token of the reply (parley_chat_stats generated_tokens:
+ * an EOS token or the tokens a stop string cut count too). Owned by the
+ * request. Errors: PARLEY_ERROR_BUSY (not finished), PARLEY_ERROR_NOT_FOUND
+ * (not requested, or the turn failed), PARLEY_ERROR_INVALID_ARGUMENT (not a
+ * chat request; generations carry theirs in the result).
+ */
+PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *request, const float **out_logprobs,
+                                                       size_t *out_count);
+
+/*
+ * Free a request and what was not taken from it. An unfinished request is
+ * cancelled and waited for first (at most one decoding step, or the
+ * blocking kernel call in flight). NULL is a no-op. Called from the
+ * request's own completion callback it frees nothing (parley_last_error
+ * says PARLEY_ERROR_BUSY). Freeing twice is undefined (the handle is gone).
+ */
+PARLEY_API void parley_request_free(parley_request *request);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "capi/api_guard.hpp"
+#include "capi/request_control.hpp"
 #include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
 #include "engine/generator.hpp"
@@ -239,10 +240,12 @@ PARLEY_API parley_status parley_generate(const parley_model *model, const int32_
     require(model, "model");
     require(out_result, "out_result");
     DecodingOptions d = resolve_generation_options(*model->impl.file, options);
+    parley::capi::apply_request_control(parley::capi::take_request_control(), d, /*with_logprobs=*/true);
     auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
     auto result = std::make_unique<parley_generation_result>();
     Engine *engine = model->impl.engine();
-    result->items = engine ? generate(*engine, batch, d) : generate(model->impl.transformer(), batch, d);
+    result->items = engine ? generate(*engine, batch, d, RunControl{d.cancel, d.deadline})
+                           : generate(model->impl.transformer(), batch, d);
     *out_result = result.release();
   });
 }
@@ -260,6 +263,7 @@ PARLEY_API parley_status parley_translate_tokens(const parley_model *model, cons
     if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
       fail(PARLEY_ERROR_UNSUPPORTED, "this is a decoder-only model: use parley_generate");
     DecodingOptions d = resolve_generation_options(file, options);
+    parley::capi::apply_request_control(parley::capi::take_request_control(), d, /*with_logprobs=*/true);
     auto batch = read_batch(sources, source_lengths, batch_size, "sources", false);
     std::vector<std::vector<int32_t>> prefixes(batch.size());
     if (target_prefixes)
@@ -315,6 +319,27 @@ PARLEY_API parley_status parley_result_hypothesis(const parley_generation_result
     *out_tokens = hyps[index].tokens.data();
     *out_length = hyps[index].tokens.size();
     if (out_score) *out_score = hyps[index].score;
+  });
+}
+
+PARLEY_API parley_status parley_result_hypothesis_logprobs(const parley_generation_result *result, size_t batch_index,
+                                                           size_t index, const float **out_logprobs,
+                                                           size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(result, "result");
+    require(out_logprobs, "out_logprobs");
+    require(out_count, "out_count");
+    if (batch_index >= result->items.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
+    const auto &hyps = result->items[batch_index];
+    if (index >= hyps.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
+    const Hypothesis &h = hyps[index];
+    if (h.logprobs.empty())  // at least one token is always generated
+      fail(PARLEY_ERROR_NOT_FOUND,
+           "no per-token log-probabilities: they were not requested (parley_request_options.return_logprobs)");
+    *out_logprobs = h.logprobs.data();
+    *out_count = h.logprobs.size();
   });
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "capi/api_guard.hpp"
+#include "capi/request_control.hpp"
 #include "core/runtime.hpp"
 #include "engine/chat_session.hpp"
 #include "engine/generator.hpp"
@@ -208,6 +209,14 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   TextTranslationOptions t;
   t.decoding = resolve_generation_options(file, o.generation);
   t.decoding.on_token = nullptr;
+  capi::apply_request_control(capi::take_request_control(), t.decoding, /*with_logprobs=*/false);
+  if (o.on_text) {
+    parley_translation_text_fn fn = o.on_text;
+    void *user = o.user_data;
+    t.on_text = [fn, user](size_t text, size_t hypothesis, std::string_view so_far, bool final) {
+      return fn(user, text, hypothesis, so_far.data(), so_far.size(), final ? 1 : 0) == 0;
+    };
+  }
   if (o.source_language) t.source_language = text_arg(o.source_language, "options->source_language");
   if (o.target_language) t.target_language = text_arg(o.target_language, "options->target_language");
   if (o.return_attention != 0 && o.return_attention != 1)
@@ -375,11 +384,13 @@ PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *optio
   });
 }
 
-PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,
-                                              char **out_reply) {
-  return guarded(__func__, [&] {
-    SessionUse use(session);
-    ChatSession &s = use.session();
+}  // extern "C"
+
+namespace {
+// parley_chat_generate's body; the caller holds the session.
+void chat_generate_impl(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
+  {
+    ChatSession &s = *session->impl;
     parley_chat_options o{};
     o.struct_size = sizeof o;
     if (options) {
@@ -389,6 +400,9 @@ PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, cons
     ChatReplyOptions r;
     r.decoding = o.generation ? resolve_generation_options(*session->model->impl.file, o.generation) : s.defaults();
     r.decoding.on_token = nullptr;
+    const capi::RequestControl *control = capi::take_request_control();
+    capi::apply_request_control(control, r.decoding, /*with_logprobs=*/true);
+    if (control && control->return_logprobs) r.logprobs = control->reply_logprobs;
     if (o.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
     if (o.num_stop_strings && !o.stop_strings)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->stop_strings is NULL but num_stop_strings > 0");
@@ -410,6 +424,30 @@ PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, cons
       std::memcpy(copy, reply.c_str(), reply.size() + 1);
       *out_reply = copy;
     }
+  }
+}
+}  // namespace
+
+namespace parley::capi {
+void chat_session_acquire(parley_chat_session *session) {
+  require(session, "session");
+  if (session->busy.exchange(true, std::memory_order_acquire)) fail(PARLEY_ERROR_BUSY, kBusyMessage);
+}
+void chat_session_release(parley_chat_session *session) {
+  session->busy.store(false, std::memory_order_release);
+}
+parley_status chat_generate_held(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
+  return guarded("parley_chat_generate", [&] { chat_generate_impl(session, options, out_reply); });
+}
+}  // namespace parley::capi
+
+extern "C" {
+
+PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,
+                                              char **out_reply) {
+  return guarded(__func__, [&] {
+    SessionUse use(session);
+    chat_generate_impl(session, options, out_reply);
   });
 }
 

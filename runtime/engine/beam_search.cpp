@@ -316,6 +316,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     bool identity = true;
     for (size_t r = 0; r < parents.size(); ++r) identity = identity && parents[r] == static_cast<int32_t>(r);
     if (!identity) model.reorder(parents);
+    check_run_control(o, step + 1);
     logits = model.advance(next_tokens);
     if (logits.size() != batch * n * static_cast<size_t>(vocab))
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
@@ -325,7 +326,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
   for (size_t b = 0; b < batch; ++b)
     for (int64_t j = 0; j < o.num_return_sequences; ++j) {
       Beam &f = finished[b][static_cast<size_t>(j)];
-      out[b].push_back(Hypothesis{std::move(f.tokens), f.score});
+      out[b].push_back(Hypothesis{std::move(f.tokens), f.score, {}});
     }
   return out;
 }

@@ -71,6 +71,9 @@ size_t partial_stop(std::string_view text, const std::vector<std::string> &stops
 std::string ChatSession::reply(const ChatReplyOptions &options) {
   MemoryScope memory_scope("the conversation's prompt, tokens and reply");
   cancel_.store(false);
+  // A request cancelled before its turn began (its flag is set before it
+  // calls cancel(), and cleared never): applied here, after the reset above.
+  if (options.decoding.cancel && options.decoding.cancel->load()) cancel_.store(true);
   const DecodingOptions &o = options.decoding;
   if (o.num_beams != 1 || o.num_return_sequences != 1)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "chat replies use greedy search or sampling (num_beams = 1)");
@@ -143,10 +146,11 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
     return true;
   };
 
+  Hypothesis turn;
   if (engine_) {
-    run_turn_engine(ids, dec);
+    turn = run_turn_engine(ids, dec);
   } else {
-    run_turn_contiguous(ids, keep, dec);
+    turn = run_turn_contiguous(ids, keep, dec);
     // The cache holds the prompt and every generated token but the last.
     if (!generated.empty()) cached_.insert(cached_.end(), generated.begin(), generated.end() - 1);
     state_.lengths[0] = static_cast<int32_t>(cached_.size());
@@ -158,11 +162,12 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
     reply_text = tok.decode(generated, /*skip_special=*/true);
     emit_upto(reply_text.size());
   }
+  if (options.logprobs) *options.logprobs = std::move(turn.logprobs);
   messages_.push_back({ChatRole::kAssistant, reply_text});
   return reply_text;
 }
 
-void ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec) {
+Hypothesis ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec) {
   ensure_capacity(static_cast<int64_t>(ids.size()) + dec.max_new_tokens);
   state_.lengths[0] = static_cast<int32_t>(keep);
   cached_.resize(keep);
@@ -173,8 +178,9 @@ void ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, size_t ke
   counters_.last_processed_tokens = fresh.size();
   counters_.total_processed_tokens += fresh.size();
   TransformerStepModel step(model_, std::move(state_));
+  Hypothesis turn;
   try {
-    decode(step, last, {ids}, dec);
+    turn = std::move(decode(step, last, {ids}, dec).front().front());
   } catch (...) {
     state_ = std::move(step.state());
     state_.lengths[0] = std::min<int32_t>(state_.lengths[0], static_cast<int32_t>(cached_.size()));
@@ -182,12 +188,13 @@ void ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, size_t ke
     throw;
   }
   state_ = std::move(step.state());
+  return turn;
 }
 
 // The engine keeps the K/V; the session keeps the tokens. Whatever the
 // outcome, the session parks its sequence (its full blocks stay findable,
 // its memory is released) and remembers the tokens that ran.
-void ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec) {
+Hypothesis ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec) {
   if (!seq_)
     seq_ = engine_->open();
   else
@@ -199,6 +206,7 @@ void ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptio
   engine_->truncate(*seq_, static_cast<int64_t>(keep));
   RunControl control;
   control.cancel = &cancel_;
+  control.deadline = dec.deadline;
   EngineStepModel step(*engine_, {seq_}, control);
   auto finish = [&] {
     seq_ = step.sequences().front();
@@ -206,6 +214,7 @@ void ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptio
     cached_ = seq_->tokens();
     counters_.cached_tokens = cached_.size();
   };
+  Hypothesis turn;
   try {
     std::vector<int64_t> computed;
     std::vector<int32_t> fresh(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end());
@@ -213,12 +222,13 @@ void ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptio
     counters_.last_processed_tokens = static_cast<uint64_t>(computed.front());
     counters_.last_reused_tokens = ids.size() - counters_.last_processed_tokens;
     counters_.total_processed_tokens += counters_.last_processed_tokens;
-    decode(step, last, {ids}, dec);
+    turn = std::move(decode(step, last, {ids}, dec).front().front());
   } catch (...) {
     finish();
     throw;
   }
   finish();
+  return turn;
 }
 
 }  // namespace parley

@@ -27,6 +27,10 @@ struct ChatReplyOptions {
   std::vector<std::string> stop;
   // Text deltas as they become final; returning false ends the reply there.
   std::function<bool(std::string_view)> on_text;
+  // With decoding.return_logprobs: receives the reply's per-token
+  // log-probabilities (Hypothesis::logprobs). decoding.cancel set before or
+  // during the turn cancels it like cancel().
+  std::vector<float> *logprobs = nullptr;
 };
 
 struct ChatCounters {
@@ -70,8 +74,9 @@ class ChatSession {
   void ensure_capacity(int64_t tokens);
   // Runs `fresh` (the prompt after the reused prefix) and the decoding loop;
   // returns the prompt's... see reply().
-  void run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec);
-  void run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec);
+  // Both return the turn's hypothesis.
+  Hypothesis run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec);
+  Hypothesis run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec);
 
   const Transformer &model_;
   const TextModel &text_;

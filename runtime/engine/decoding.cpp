@@ -54,6 +54,10 @@ void validate_decoding_options(const DecodingOptions &o, int64_t vocab) {
   check_ids("forced_eos_token_id", o.forced_eos_token_ids, vocab);
   check_ids("suppress_tokens entry", o.suppress_tokens, vocab);
   check_ids("begin_suppress_tokens entry", o.begin_suppress_tokens, vocab);
+  if (o.return_logprobs && o.num_beams > 1)
+    fail(PARLEY_ERROR_UNSUPPORTED,
+         "decoding: per-token log-probabilities are available for greedy search and sampling (num_beams = 1), not "
+         "for beam search");
   if (o.do_sample) {
     if (!(o.temperature > 0.0) || !std::isfinite(o.temperature))
       invalid("temperature must be a finite number > 0 when sampling, got " + std::to_string(o.temperature) +
@@ -80,11 +84,20 @@ std::vector<std::vector<Hypothesis>> decode(StepModel &model, const std::vector<
     if (p.empty()) invalid("empty prompt (an encoder-decoder prompt holds at least the decoder start token)");
     check_ids("prompt token", p, vocab);
   }
+  decoding::check_run_control(options, 0);
   if (options.num_beams > 1) return decoding::beam_search(model, last_logits, prompts, options);
   return decoding::greedy_or_sample(model, last_logits, prompts, options);
 }
 
 namespace decoding {
+
+void check_run_control(const DecodingOptions &o, int64_t step) {
+  if (o.cancel && o.cancel->load(std::memory_order_acquire))
+    fail(PARLEY_ERROR_CANCELLED, "the request was cancelled (after " + std::to_string(step) + " generated tokens)");
+  if (o.deadline && std::chrono::steady_clock::now() >= *o.deadline)
+    fail(PARLEY_ERROR_TIMEOUT,
+         "the request's deadline passed (after " + std::to_string(step) + " generated tokens); it was stopped");
+}
 
 void expand_rows(StepModel &model, std::vector<float> &logits, int64_t vocab, int64_t times) {
   if (times == 1) return;
@@ -164,6 +177,7 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
       }
       log_softmax(scores.data(), logp.data(), vocab);
       h.score += logp[static_cast<size_t>(token)];
+      if (o.return_logprobs) h.logprobs.push_back(logp[static_cast<size_t>(token)]);
       h.tokens.push_back(token);
       bool done = cur_len + 1 >= max_length ||
                   std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
@@ -177,6 +191,7 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
     if (next_live.empty()) break;
     if (next_live.size() != live.size()) model.reorder(kept_rows);
     live = std::move(next_live);
+    check_run_control(o, step + 1);
     logits = model.advance(tokens);
     if (static_cast<int64_t>(logits.size()) != static_cast<int64_t>(live.size()) * vocab)
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");

@@ -16,6 +16,8 @@
 // given (which must not be used concurrently).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -60,6 +62,14 @@ struct DecodingOptions {
   // generated for (batch item, sequence index); returning false finishes that
   // sequence after this token. May be empty.
   std::function<bool(int64_t batch, int64_t sequence, int32_t token)> on_token;
+  // Checked before every decoding step (and handed to the serving engine's
+  // RunControl by its callers): set by another thread -> Error(CANCELLED);
+  // passed -> Error(TIMEOUT). Neither changes any result that finishes.
+  const std::atomic<bool> *cancel = nullptr;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  // Greedy/sampling only (beam search refuses it: UNSUPPORTED): fill
+  // Hypothesis::logprobs. Changes no token and no score.
+  bool return_logprobs = false;
 };
 
 struct Hypothesis {
@@ -73,6 +83,10 @@ struct Hypothesis {
   // to; with sampling the processed scores include temperature and the
   // top-k/top-p/min-p masks (the distribution actually sampled from).
   float score = 0.0f;
+  // With DecodingOptions::return_logprobs: per generated token, the
+  // log_softmax of the processed scores at the chosen token — the terms
+  // `score` sums (greedy/sampling). Empty otherwise.
+  std::vector<float> logprobs;
 };
 
 // Checks the options against the model's vocabulary; throws parley::Error

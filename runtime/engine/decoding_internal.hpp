@@ -35,6 +35,11 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
                            const std::vector<int32_t> &prompt, int64_t cur_len, int64_t padded, size_t k,
                            std::vector<std::pair<size_t, float>> *picked);
 
+// Throws CANCELLED when options.cancel is set, TIMEOUT when options.deadline
+// has passed; `step` (the number of tokens generated so far) goes into the
+// message. Called before each model.advance().
+void check_run_control(const DecodingOptions &options, int64_t step);
+
 // The longest prompt: transformers' input_ids.shape[-1] of a left-padded batch.
 int64_t padded_prompt_length(const std::vector<std::vector<int32_t>> &prompts);
 

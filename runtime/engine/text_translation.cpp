@@ -107,6 +107,30 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
   const std::vector<int32_t> prompt{static_cast<int32_t>(decoder_start(file))};
   const int64_t max_dec = model.decoder_params().max_positions;
   if (max_dec > 0) dec.max_new_tokens = std::min<int64_t>(dec.max_new_tokens, max_dec - 1);
+  // Streaming partial texts (greedy/sampling: the hypotheses are final token by token).
+  std::vector<std::vector<std::vector<int32_t>>> partial_tokens;
+  std::vector<std::vector<std::string>> partial_sent;
+  if (options.on_text && dec.num_beams == 1) {
+    const size_t per_item = dec.do_sample ? static_cast<size_t>(dec.num_return_sequences) : 1;
+    partial_tokens.assign(kept.size(), std::vector<std::vector<int32_t>>(per_item));
+    partial_sent.assign(kept.size(), std::vector<std::string>(per_item));
+    auto inner = dec.on_token;
+    dec.on_token = [&, inner](int64_t b, int64_t s, int32_t token) {
+      bool go = !inner || inner(b, s, token);
+      const size_t k = static_cast<size_t>(b), j = static_cast<size_t>(s);
+      std::vector<int32_t> &toks = partial_tokens[k][j];
+      toks.push_back(token);
+      std::string so_far = tgt.decode(toks, /*skip_special=*/true);
+      // Lossy decoding shows an unfinished code point as U+FFFD until its last byte arrives: hold it back.
+      while (so_far.size() >= 3 && so_far.compare(so_far.size() - 3, 3, "\xEF\xBF\xBD") == 0)
+        so_far.resize(so_far.size() - 3);
+      if (so_far != partial_sent[k][j]) {
+        partial_sent[k][j] = so_far;
+        if (!options.on_text(kept[k], j, so_far, false)) go = false;
+      }
+      return go;
+    };
+  }
   auto hyps = translate(model, sources, std::vector<std::vector<int32_t>>(sources.size(), prompt), dec);
 
   const int64_t layer = options.attention_layer < 0 ? model.decoder_params().layers - 1 : options.attention_layer;
@@ -122,6 +146,10 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
       out[i].hypotheses.push_back(std::move(th));
     }
   }
+  if (options.on_text)
+    for (size_t k = 0; k < kept.size(); ++k)
+      for (size_t j = 0; j < out[kept[k]].hypotheses.size(); ++j)
+        (void)options.on_text(kept[k], j, out[kept[k]].hypotheses[j].text, true);
   return out;
 }
 

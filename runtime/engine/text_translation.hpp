@@ -12,7 +12,9 @@
 // valid UTF-8 (the tokenizer), at most the encoder's positions in tokens.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/decoding.hpp"
@@ -30,6 +32,14 @@ struct TextTranslationOptions {
   // false: a text that cannot be translated fails the whole call ("text #i: ...",
   // i = its index in `inputs`); true: only that text fails (TextTranslation::error).
   bool per_text_errors = false;
+  // Streaming, per hypothesis: (index in `inputs`, hypothesis, its text so
+  // far, final). Greedy/sampling: called after each generated token with the
+  // hypothesis' whole text so far (an unfinished UTF-8 sequence held back;
+  // the same text is not sent twice), then once with final = true and the
+  // hypothesis' final text; beam search: only the final texts, best first.
+  // Returning false during a greedy/sampling stream finishes that
+  // hypothesis there (its final call still comes). May be empty.
+  std::function<bool(size_t text, size_t hypothesis, std::string_view text_so_far, bool final)> on_text;
 };
 
 struct TextHypothesis {

@@ -1,0 +1,554 @@
+// Asynchronous requests: a submitted chat turn, generation or translation
+// runs the blocking call it mirrors on a worker thread of its own (one per
+// request). Concurrent requests of one model meet in the serving engine,
+// which batches them like concurrent blocking calls. The request owns copies
+// of every argument; its cancel flag, deadline and log-probability wish
+// reach the blocking call through a thread-local RequestControl.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "capi/api_guard.hpp"
+#include "capi/request_control.hpp"
+
+using namespace parley;
+using parley::capi::check_struct_size;
+using parley::capi::guarded;
+using parley::capi::require;
+
+namespace {
+enum class Kind { kChat, kGenerate, kTranslate, kTranslateTokens };
+const char *kind_name(Kind k) {
+  switch (k) {
+    case Kind::kChat:
+      return "a chat turn (parley_chat_submit)";
+    case Kind::kGenerate:
+      return "a generation (parley_generate_submit)";
+    case Kind::kTranslate:
+      return "a text translation (parley_translate_submit)";
+    case Kind::kTranslateTokens:
+      return "a token translation (parley_translate_tokens_submit)";
+  }
+  return "?";
+}
+
+constexpr int64_t kMaxUnfinished = 4096;
+constexpr size_t kMaxBatch = 4096;
+constexpr size_t kMaxSequence = size_t{1} << 20;
+constexpr size_t kMaxTextBytes = size_t{1} << 26;
+constexpr size_t kMaxStops = 64;
+std::atomic<int64_t> g_unfinished{0};
+
+thread_local const parley::capi::RequestControl *t_control = nullptr;
+thread_local const parley_request *t_worker_of = nullptr;  // the request this thread is the worker of
+
+// An owned copy of a parley_generation_options (struct_size kept as the
+// caller's, so the blocking call reads exactly what it would have read).
+struct GenerationCopy {
+  parley_generation_options o{};
+  std::vector<int32_t> eos;
+  bool set = false;
+  const parley_generation_options *get() const { return set ? &o : nullptr; }
+};
+
+void copy_generation(const parley_generation_options *src, GenerationCopy &dst, const std::string &what) {
+  if (!src) return;
+  check_struct_size(src->struct_size, PARLEY_SIZE_THROUGH(parley_generation_options, user_data), sizeof dst.o,
+                    what.c_str());
+  std::memcpy(&dst.o, src, src->struct_size);
+  if (dst.o.num_eos_token_ids) {
+    if (!dst.o.eos_token_ids)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, what + "->eos_token_ids is NULL but num_eos_token_ids > 0");
+    if (dst.o.num_eos_token_ids > 1024) fail(PARLEY_ERROR_INVALID_ARGUMENT, what + ": more than 1024 EOS ids");
+    dst.eos.assign(dst.o.eos_token_ids, dst.o.eos_token_ids + dst.o.num_eos_token_ids);
+    dst.o.eos_token_ids = dst.eos.data();
+  }
+  dst.set = true;
+}
+
+// A NUL-terminated string, copied up to one byte past the library's limit
+// (the blocking call then reports the over-long text itself).
+std::string copy_cstr(const char *s) {
+  return std::string(s, strnlen(s, kMaxTextBytes + 1));
+}
+
+// Token sequences: owned rows and the pointer/length arrays the blocking call reads.
+struct BatchCopy {
+  std::vector<std::vector<int32_t>> rows;
+  std::vector<const int32_t *> ptrs;
+  std::vector<size_t> lengths;
+  bool present = false;
+};
+
+void copy_batch(const int32_t *const *seqs, const size_t *lengths, size_t batch, const char *what, BatchCopy &dst) {
+  if (batch == 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the batch of ") + what + " is empty");
+  if (batch > kMaxBatch)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "batch of " + std::to_string(batch) + " exceeds " + std::to_string(kMaxBatch));
+  require(seqs, what);
+  require(lengths, "lengths");
+  dst.rows.resize(batch);
+  for (size_t b = 0; b < batch; ++b) {
+    if (lengths[b] > kMaxSequence)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(b) + "] is longer than 2^20 tokens");
+    if (lengths[b] && !seqs[b])
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(b) + "] is NULL");
+    if (lengths[b]) dst.rows[b].assign(seqs[b], seqs[b] + lengths[b]);
+  }
+  for (auto &r : dst.rows) {
+    dst.ptrs.push_back(r.data());
+    dst.lengths.push_back(r.size());
+  }
+  dst.present = true;
+}
+
+}  // namespace
+
+struct parley_request {
+  Kind kind = Kind::kGenerate;
+  std::atomic<bool> cancel{false};
+  parley::capi::RequestControl control;
+  parley_request_fn on_complete = nullptr;
+  void *user_data = nullptr;
+  std::function<parley_status(parley_request &)> work;  // the blocking call on the copies below
+
+  // Inputs (owned copies).
+  const parley_model *model = nullptr;
+  parley_chat_session *session = nullptr;
+  bool session_held = false;  // under mu: the session's busy flag is still ours
+  parley_chat_options chat{};
+  std::vector<std::string> stops;
+  std::vector<const char *> stop_ptrs;
+  GenerationCopy generation;
+  BatchCopy batch, prefixes;
+  parley_translation_options translation{};
+  bool has_translation_options = false;
+  std::string source_language, target_language;
+  std::vector<std::string> texts;
+  std::vector<const char *> text_ptrs;
+  std::vector<size_t> text_lengths;
+  bool with_lengths = false;
+
+  // Outcome.
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false, done = false;
+  parley_status status = PARLEY_ERROR_BUSY;
+  std::string message;
+  char *reply = nullptr;
+  parley_generation_result *generation_result = nullptr;
+  parley_translation_result *translation_result = nullptr;
+  bool taken = false;
+  std::vector<float> reply_logprobs;
+  bool has_reply_logprobs = false;
+  std::thread thread;
+
+  ~parley_request() {
+    parley_string_free(reply);
+    parley_result_free(generation_result);
+    parley_translation_result_free(translation_result);
+  }
+};
+
+namespace parley::capi {
+void set_request_control(const RequestControl *control) {
+  t_control = control;
+}
+const RequestControl *take_request_control() {
+  const RequestControl *c = t_control;
+  t_control = nullptr;
+  return c;
+}
+}  // namespace parley::capi
+
+namespace {
+
+void cancel_request(parley_request &r) noexcept {
+  r.cancel.store(true);
+  // A chat turn also stops through its session's flag (the engine's run and
+  // the stream check it). Only while the request still holds the session:
+  // afterwards the host may have freed it.
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.session_held) parley_chat_cancel(r.session);
+}
+
+void release_session(parley_request &r) {
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.session_held) parley::capi::chat_session_release(r.session);
+  r.session_held = false;
+}
+
+void run(parley_request *r) {
+  t_worker_of = r;
+  std::vector<float> logprobs;
+  if (r->kind == Kind::kChat) r->control.reply_logprobs = &logprobs;
+  parley_status st;
+  std::string message;
+  if (r->cancel.load()) {
+    st = PARLEY_ERROR_CANCELLED;
+    message = "parley_request: the request was cancelled before it started";
+  } else if (r->control.deadline && std::chrono::steady_clock::now() >= *r->control.deadline) {
+    st = PARLEY_ERROR_TIMEOUT;
+    message = "parley_request: the request's deadline passed before it started";
+  } else {
+    parley::capi::set_request_control(&r->control);
+    st = r->work(*r);
+    parley::capi::set_request_control(nullptr);
+    if (st != PARLEY_OK) message = parley_last_error();
+  }
+  if (r->session) release_session(*r);  // before the callback: it may submit the next turn
+  {
+    std::lock_guard<std::mutex> lock(r->mu);
+    r->status = st;
+    r->message = std::move(message);
+    if (st == PARLEY_OK && r->control.return_logprobs && r->kind == Kind::kChat) {
+      r->reply_logprobs = std::move(logprobs);
+      r->has_reply_logprobs = true;
+    }
+    r->finished = true;
+  }
+  if (r->on_complete) r->on_complete(r->user_data, r, st);
+  {
+    std::lock_guard<std::mutex> lock(r->mu);
+    r->done = true;
+  }
+  r->cv.notify_all();
+  t_worker_of = nullptr;
+  g_unfinished.fetch_sub(1);
+}
+
+// Common part of the submit functions: request options, the limit, the thread.
+void start(std::unique_ptr<parley_request> r, const parley_request_options *options, parley_request **out_request) {
+  parley_request_options o{};
+  o.struct_size = sizeof o;
+  if (options) {
+    check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
+                      sizeof *options, "request_options");
+    std::memcpy(&o, options, options->struct_size);
+  }
+  if (o.deadline_ms < 0)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "request_options->deadline_ms is " + std::to_string(o.deadline_ms) + "; use 0 for none or a positive value");
+  if (o.deadline_ms > (int64_t{1} << 40))
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "request_options->deadline_ms is absurdly large (> 2^40)");
+  if (o.return_logprobs != 0 && o.return_logprobs != 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "request_options->return_logprobs must be 0 or 1, got " + std::to_string(o.return_logprobs));
+  r->on_complete = o.on_complete;
+  r->user_data = o.user_data;
+  r->control.cancel = &r->cancel;
+  r->control.return_logprobs = o.return_logprobs != 0;
+  if (o.deadline_ms > 0)
+    r->control.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.deadline_ms);
+  if (g_unfinished.fetch_add(1) >= kMaxUnfinished) {
+    g_unfinished.fetch_sub(1);
+    fail(PARLEY_ERROR_BUSY, "too many unfinished requests (" + std::to_string(kMaxUnfinished) +
+                                "); wait for some to finish before submitting more");
+  }
+  if (r->session) {
+    try {
+      parley::capi::chat_session_acquire(r->session);
+    } catch (...) {
+      g_unfinished.fetch_sub(1);
+      throw;
+    }
+    r->session_held = true;
+  }
+  parley_request *raw = r.get();
+  try {
+    raw->thread = std::thread(run, raw);
+  } catch (const std::system_error &e) {
+    g_unfinished.fetch_sub(1);
+    if (raw->session) parley::capi::chat_session_release(raw->session);
+    fail(PARLEY_ERROR_OUT_OF_MEMORY, std::string("cannot start the request's worker thread: ") + e.what());
+  }
+  *out_request = r.release();
+}
+
+}  // namespace
+
+extern "C" {
+
+PARLEY_API parley_status parley_request_options_defaults(parley_request_options *options) {
+  return guarded(__func__, [&] {
+    require(options, "options");
+    check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
+                      sizeof *options, "options");
+    parley_request_options d{};
+    d.struct_size = options->struct_size;
+    std::memcpy(options, &d, options->struct_size);
+  });
+}
+
+PARLEY_API parley_status parley_chat_submit(parley_chat_session *session, const parley_chat_options *options,
+                                            const parley_request_options *request_options,
+                                            parley_request **out_request) {
+  return guarded(__func__, [&] {
+    require(session, "session");
+    require(out_request, "out_request");
+    auto r = std::make_unique<parley_request>();
+    r->kind = Kind::kChat;
+    r->session = session;
+    bool has_options = options != nullptr;
+    if (options) {
+      check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_chat_options, user_data), sizeof r->chat,
+                        "options");
+      std::memcpy(&r->chat, options, options->struct_size);
+      if (r->chat.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
+      if (r->chat.num_stop_strings && !r->chat.stop_strings)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->stop_strings is NULL but num_stop_strings > 0");
+      for (size_t i = 0; i < r->chat.num_stop_strings; ++i) {
+        if (!r->chat.stop_strings[i])
+          fail(PARLEY_ERROR_INVALID_ARGUMENT, "stop_strings[" + std::to_string(i) + "] is NULL");
+        r->stops.push_back(copy_cstr(r->chat.stop_strings[i]));
+      }
+      for (const auto &s : r->stops) r->stop_ptrs.push_back(s.c_str());
+      r->chat.stop_strings = r->stop_ptrs.data();
+      copy_generation(r->chat.generation, r->generation, "options->generation");
+      r->chat.generation = r->generation.get();
+    }
+    r->work = [has_options](parley_request &q) {
+      return parley::capi::chat_generate_held(q.session, has_options ? &q.chat : nullptr, &q.reply);
+    };
+    start(std::move(r), request_options, out_request);
+  });
+}
+
+PARLEY_API parley_status parley_generate_submit(const parley_model *model, const int32_t *const *prompts,
+                                                const size_t *prompt_lengths, size_t batch_size,
+                                                const parley_generation_options *options,
+                                                const parley_request_options *request_options,
+                                                parley_request **out_request) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_request, "out_request");
+    auto r = std::make_unique<parley_request>();
+    r->kind = Kind::kGenerate;
+    r->model = model;
+    copy_batch(prompts, prompt_lengths, batch_size, "prompts", r->batch);
+    copy_generation(options, r->generation, "options");
+    r->work = [](parley_request &q) {
+      return parley_generate(q.model, q.batch.ptrs.data(), q.batch.lengths.data(), q.batch.rows.size(),
+                             q.generation.get(), &q.generation_result);
+    };
+    start(std::move(r), request_options, out_request);
+  });
+}
+
+PARLEY_API parley_status parley_translate_tokens_submit(const parley_model *model, const int32_t *const *sources,
+                                                        const size_t *source_lengths, size_t batch_size,
+                                                        const int32_t *const *target_prefixes,
+                                                        const size_t *target_prefix_lengths,
+                                                        const parley_generation_options *options,
+                                                        const parley_request_options *request_options,
+                                                        parley_request **out_request) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_request, "out_request");
+    auto r = std::make_unique<parley_request>();
+    r->kind = Kind::kTranslateTokens;
+    r->model = model;
+    copy_batch(sources, source_lengths, batch_size, "sources", r->batch);
+    if (target_prefixes) copy_batch(target_prefixes, target_prefix_lengths, batch_size, "target_prefixes", r->prefixes);
+    copy_generation(options, r->generation, "options");
+    r->work = [](parley_request &q) {
+      return parley_translate_tokens(q.model, q.batch.ptrs.data(), q.batch.lengths.data(), q.batch.rows.size(),
+                                     q.prefixes.present ? q.prefixes.ptrs.data() : nullptr,
+                                     q.prefixes.present ? q.prefixes.lengths.data() : nullptr, q.generation.get(),
+                                     &q.generation_result);
+    };
+    start(std::move(r), request_options, out_request);
+  });
+}
+
+PARLEY_API parley_status parley_translate_submit(const parley_model *model, const char *const *texts,
+                                                 const size_t *lengths, size_t count,
+                                                 const parley_translation_options *options,
+                                                 const parley_request_options *request_options,
+                                                 parley_request **out_request) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_request, "out_request");
+    if (count == 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+    if (count > kMaxBatch) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 4096 texts in one call");
+    require(texts, "texts");
+    auto r = std::make_unique<parley_request>();
+    r->kind = Kind::kTranslate;
+    r->model = model;
+    r->with_lengths = lengths != nullptr;
+    for (size_t i = 0; i < count; ++i) {
+      std::string what = "texts[" + std::to_string(i) + "]";
+      if (lengths) {
+        if (!texts[i] && lengths[i]) fail(PARLEY_ERROR_INVALID_ARGUMENT, what + " is NULL but its length is not 0");
+        if (lengths[i] > kMaxTextBytes) fail(PARLEY_ERROR_INVALID_ARGUMENT, what + " is longer than 64 MiB");
+        r->texts.emplace_back(texts[i] ? std::string(texts[i], lengths[i]) : std::string());
+        r->text_lengths.push_back(lengths[i]);
+      } else {
+        if (!texts[i]) fail(PARLEY_ERROR_INVALID_ARGUMENT, what + " is NULL");
+        r->texts.push_back(copy_cstr(texts[i]));
+      }
+    }
+    for (const auto &t : r->texts) r->text_ptrs.push_back(t.c_str());
+    if (options) {
+      check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_translation_options, attention_layer),
+                        sizeof r->translation, "options");
+      std::memcpy(&r->translation, options, options->struct_size);
+      if (r->translation.source_language) {
+        r->source_language = copy_cstr(r->translation.source_language);
+        r->translation.source_language = r->source_language.c_str();
+      }
+      if (r->translation.target_language) {
+        r->target_language = copy_cstr(r->translation.target_language);
+        r->translation.target_language = r->target_language.c_str();
+      }
+      copy_generation(r->translation.generation, r->generation, "options->generation");
+      r->translation.generation = r->generation.get();
+      r->has_translation_options = true;
+    }
+    r->work = [](parley_request &q) {
+      const parley_translation_options *o = q.has_translation_options ? &q.translation : nullptr;
+      if (q.with_lengths)
+        return parley_translate_n(q.model, q.text_ptrs.data(), q.text_lengths.data(), q.text_ptrs.size(), o,
+                                  &q.translation_result);
+      return parley_translate(q.model, q.text_ptrs.data(), q.text_ptrs.size(), o, &q.translation_result);
+    };
+    start(std::move(r), request_options, out_request);
+  });
+}
+
+PARLEY_API parley_status parley_request_wait(parley_request *request, int64_t timeout_ms) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    if (t_worker_of == request)
+      fail(PARLEY_ERROR_BUSY, "called from the request's own callback (it would wait for itself)");
+    std::unique_lock<std::mutex> lock(request->mu);
+    auto is_done = [&] { return request->done; };
+    if (timeout_ms < 0) {
+      request->cv.wait(lock, is_done);
+    } else if (!request->cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), is_done)) {
+      fail(PARLEY_ERROR_TIMEOUT,
+           "the request is still running after " + std::to_string(timeout_ms) + " ms (the wait timed out; it goes on)");
+    }
+  });
+}
+
+PARLEY_API parley_status parley_request_poll(const parley_request *request, int32_t *out_done) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    require(out_done, "out_done");
+    std::lock_guard<std::mutex> lock(request->mu);
+    *out_done = request->done ? 1 : 0;
+  });
+}
+
+PARLEY_API parley_status parley_request_cancel(parley_request *request) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    cancel_request(*request);
+  });
+}
+
+PARLEY_API parley_status parley_request_status(const parley_request *request, int32_t *out_status,
+                                               const char **out_message) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    require(out_status, "out_status");
+    std::lock_guard<std::mutex> lock(request->mu);
+    *out_status = request->finished ? request->status : PARLEY_ERROR_BUSY;
+    if (out_message) *out_message = request->finished ? request->message.c_str() : "";
+  });
+}
+
+}  // extern "C"
+
+namespace {
+// Checks shared by the take functions; returns with the lock held.
+std::unique_lock<std::mutex> finished_of_kind(parley_request *r, Kind kind, const void *out) {
+  require(r, "request");
+  require(out, "out");
+  std::unique_lock<std::mutex> lock(r->mu);
+  if (r->kind != kind)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         std::string("the request is ") + kind_name(r->kind) + ", not " + kind_name(kind));
+  if (!r->finished) fail(PARLEY_ERROR_BUSY, "the request has not finished yet (parley_request_wait)");
+  if (r->status != PARLEY_OK) fail(r->status, std::string("the request failed: ") + r->message);
+  if (r->taken) fail(PARLEY_ERROR_NOT_FOUND, "the result was already taken from this request");
+  return lock;
+}
+}  // namespace
+
+extern "C" {
+
+PARLEY_API parley_status parley_request_take_reply(parley_request *request, char **out_reply) {
+  return guarded(__func__, [&] {
+    auto lock = finished_of_kind(request, Kind::kChat, out_reply);
+    *out_reply = request->reply;
+    request->reply = nullptr;
+    request->taken = true;
+  });
+}
+
+PARLEY_API parley_status parley_request_take_generation_result(parley_request *request,
+                                                               parley_generation_result **out_result) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    auto lock = finished_of_kind(
+        request, request->kind == Kind::kTranslateTokens ? Kind::kTranslateTokens : Kind::kGenerate, out_result);
+    *out_result = request->generation_result;
+    request->generation_result = nullptr;
+    request->taken = true;
+  });
+}
+
+PARLEY_API parley_status parley_request_take_translation_result(parley_request *request,
+                                                                parley_translation_result **out_result) {
+  return guarded(__func__, [&] {
+    auto lock = finished_of_kind(request, Kind::kTranslate, out_result);
+    *out_result = request->translation_result;
+    request->translation_result = nullptr;
+    request->taken = true;
+  });
+}
+
+PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *request, const float **out_logprobs,
+                                                       size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    require(out_logprobs, "out_logprobs");
+    require(out_count, "out_count");
+    std::lock_guard<std::mutex> lock(request->mu);
+    if (request->kind != Kind::kChat)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the request is ") + kind_name(request->kind) +
+                                              ": its log-probabilities are in its result "
+                                              "(parley_result_hypothesis_logprobs)");
+    if (!request->finished) fail(PARLEY_ERROR_BUSY, "the request has not finished yet (parley_request_wait)");
+    if (!request->has_reply_logprobs)
+      fail(PARLEY_ERROR_NOT_FOUND, request->status != PARLEY_OK
+                                       ? "the turn failed: it has no log-probabilities"
+                                       : "log-probabilities were not requested (request_options->return_logprobs)");
+    *out_logprobs = request->reply_logprobs.data();
+    *out_count = request->reply_logprobs.size();
+  });
+}
+
+PARLEY_API void parley_request_free(parley_request *request) {
+  if (!request) return;
+  if (t_worker_of == request) {
+    parley::capi::report(
+        __func__, "PARLEY_ERROR_BUSY: ", "called from the request's own callback; free it after the callback returned");
+    return;
+  }
+  cancel_request(*request);  // no effect once finished
+  if (request->thread.joinable()) request->thread.join();
+  delete request;
+}
+
+}  // extern "C"

@@ -1,0 +1,45 @@
+// What a parley_request's worker thread hands to the blocking call it runs
+// (request_api.cpp): its cancel flag, deadline and log-probability wish. The
+// blocking entry points take it from a thread-local once, at the point where
+// they build their DecodingOptions, so a blocking call made later from a
+// streaming callback on the same thread does not inherit it.
+#pragma once
+
+#include <parley/parley.h>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <vector>
+
+#include "engine/decoding.hpp"
+
+namespace parley::capi {
+
+struct RequestControl {
+  const std::atomic<bool> *cancel = nullptr;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  bool return_logprobs = false;
+  std::vector<float> *reply_logprobs = nullptr;  // chat: where the reply's log-probabilities go
+};
+
+// Set (and cleared with nullptr) by a request's worker around its call.
+void set_request_control(const RequestControl *control);
+// The calling thread's request control, handed out once (nullptr when none).
+const RequestControl *take_request_control();
+// Copies the control's cancel flag, deadline and (when with_logprobs) wish into d.
+inline void apply_request_control(const RequestControl *c, DecodingOptions &d, bool with_logprobs) {
+  if (!c) return;
+  d.cancel = c->cancel;
+  d.deadline = c->deadline;
+  if (with_logprobs) d.return_logprobs = c->return_logprobs;
+}
+
+// text_api.cpp: a request holds its chat session (busy flag) from submission
+// to the end of its turn. acquire throws Error(BUSY) when it is in use.
+void chat_session_acquire(parley_chat_session *session);
+void chat_session_release(parley_chat_session *session);
+// parley_chat_generate for a caller that holds the session.
+parley_status chat_generate_held(parley_chat_session *session, const parley_chat_options *options, char **out_reply);
+
+}  // namespace parley::capi

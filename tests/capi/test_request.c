@@ -1,0 +1,707 @@
+/* Asynchronous requests from C99 (parley_*_submit, parley_request_*): the
+ * same results as the blocking calls, completion and streaming callbacks on
+ * the worker thread, wait / poll / cancel / deadlines, per-token
+ * log-probabilities, 32 concurrent submissions from one thread, and misuse.
+ * Uses the demo models (PARLEY_DEMO_MODELS: a small Llama chat model and an
+ * OPUS-MT translation model). Run through ctest; also under TSan in CI. */
+#include <parley/parley.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "c_checks.h"
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define CHECK_OK(call) CHECK_STATUS(call, PARLEY_OK)
+
+static parley_model *load(parley_runtime *rt, const char *rel) {
+  char path[4096];
+  parley_model *m = NULL;
+  const char *dir = getenv("PARLEY_DEMO_MODELS");
+  snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", rel);
+  if (parley_model_load_file(rt, path, NULL, &m) != PARLEY_OK) {
+    fprintf(stderr, "load %s: %s\n", path, parley_last_error());
+    exit(1);
+  }
+  return m;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  nanosleep(&ts, NULL);
+}
+
+/* A one-shot gate between a callback on a worker thread and the test's thread. */
+struct gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int reached, released, calls;
+};
+static void gate_init(struct gate *g) {
+  pthread_mutex_init(&g->mu, NULL);
+  pthread_cond_init(&g->cv, NULL);
+  g->reached = g->released = g->calls = 0;
+}
+static void gate_destroy(struct gate *g) {
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
+}
+/* Worker side: on the 2nd call, say so and wait until the test releases it. */
+static void gate_pass(struct gate *g) {
+  pthread_mutex_lock(&g->mu);
+  if (++g->calls == 2) {
+    g->reached = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->released) pthread_cond_wait(&g->cv, &g->mu);
+  }
+  pthread_mutex_unlock(&g->mu);
+}
+/* Test side: wait until the worker is held in the gate; 0 (a failed check,
+ * never a hang) when the request ended without reaching it. */
+static int gate_wait_reached(struct gate *g, parley_request *r) {
+  int reached = 0, ended = 0;
+  while (!reached && !ended) {
+    ended = parley_request_wait(r, 20) == PARLEY_OK;
+    pthread_mutex_lock(&g->mu);
+    reached = g->reached;
+    pthread_mutex_unlock(&g->mu);
+  }
+  CHECK(reached);
+  return reached;
+}
+static void gate_release(struct gate *g) {
+  pthread_mutex_lock(&g->mu);
+  g->released = 1;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+static int32_t gate_on_token(void *user, size_t b, size_t s, int32_t token) {
+  (void)b, (void)s, (void)token;
+  gate_pass((struct gate *)user);
+  return 0;
+}
+static int32_t gate_on_text(void *user, const char *text, size_t length) {
+  (void)text, (void)length;
+  gate_pass((struct gate *)user);
+  return 0;
+}
+static int32_t gate_on_translation(void *user, size_t t, size_t h, const char *text, size_t n, int32_t final) {
+  (void)t, (void)h, (void)text, (void)n;
+  if (!final) gate_pass((struct gate *)user);
+  return 0;
+}
+
+static int32_t slow_on_token(void *user, size_t b, size_t s, int32_t token) {
+  (void)user, (void)b, (void)s, (void)token;
+  sleep_ms(10);
+  return 0;
+}
+
+/* Completion callback: what it may do, recorded for the test's thread. */
+struct completion {
+  pthread_mutex_t mu;
+  int calls;
+  int32_t status;
+  parley_status wait_inside, poll_inside, take_inside;
+  int32_t done_inside;
+  char *reply; /* taken inside the callback */
+};
+static void on_complete(void *user, parley_request *r, int32_t status) {
+  struct completion *c = (struct completion *)user;
+  int32_t done = -1;
+  char *reply = NULL;
+  parley_status w = parley_request_wait(r, -1); /* BUSY: it would wait for itself */
+  parley_status p = parley_request_poll(r, &done);
+  parley_status t = status == PARLEY_OK ? parley_request_take_reply(r, &reply) : PARLEY_OK;
+  parley_request_free(r); /* refused here: frees nothing */
+  pthread_mutex_lock(&c->mu);
+  c->calls++;
+  c->status = status;
+  c->wait_inside = w;
+  c->poll_inside = p;
+  c->done_inside = done;
+  c->take_inside = t;
+  c->reply = reply;
+  pthread_mutex_unlock(&c->mu);
+}
+
+struct collected {
+  char text[4096];
+  size_t pieces;
+};
+static int32_t collect(void *user, const char *text, size_t length) {
+  struct collected *c = (struct collected *)user;
+  size_t have = strlen(c->text);
+  if (have + length < sizeof c->text) {
+    memcpy(c->text + have, text, length);
+    c->text[have + length] = 0;
+  }
+  c->pieces++;
+  return 0;
+}
+
+static const char *const kSystem = "You are the support assistant of a bicycle shop.";
+static const char *const kTurns[] = {"Hello! Can you help me?", "My bike has a flat tyre.", "Thanks, bye."};
+
+static void chat_options(parley_model *m, parley_generation_options *g, parley_chat_options *o) {
+  parley_generation_options_init(m, g);
+  g->max_new_tokens = 24;
+  g->do_sample = 0;
+  parley_chat_options_init(o);
+  o->generation = g;
+}
+
+/* A submitted chat turn gives the reply, stream and conversation of a blocking one. */
+static void test_chat_equals_blocking(parley_model *llm) {
+  parley_chat_session *a = NULL, *b = NULL;
+  parley_generation_options g;
+  parley_chat_options o;
+  parley_request_options ro;
+  struct completion comp;
+  struct collected col;
+  parley_chat_stats st;
+  size_t turn, i, n_a = 0, n_b = 0;
+
+  memset(&comp, 0, sizeof comp);
+  pthread_mutex_init(&comp.mu, NULL);
+  chat_options(llm, &g, &o);
+  CHECK_OK(parley_chat_session_create(llm, kSystem, &a));
+  CHECK_OK(parley_chat_session_create(llm, kSystem, &b));
+  if (!a || !b) return;
+  for (turn = 0; turn < COUNT(kTurns); ++turn) {
+    char *want = NULL, *got = NULL;
+    parley_request *r = NULL;
+    int32_t done = 0, status = -1;
+    const char *message = NULL;
+    const float *lp = NULL;
+    size_t n_lp = 0;
+    CHECK_OK(parley_chat_append(a, PARLEY_ROLE_USER, kTurns[turn]));
+    CHECK_OK(parley_chat_generate(a, &o, &want));
+    CHECK_OK(parley_chat_append(b, PARLEY_ROLE_USER, kTurns[turn]));
+    memset(&col, 0, sizeof col);
+    o.on_text = collect;
+    o.user_data = &col;
+    parley_request_options_init(&ro);
+    ro.return_logprobs = 1;
+    if (turn == 0) {
+      ro.on_complete = on_complete;
+      ro.user_data = &comp;
+    }
+    CHECK_OK(parley_chat_submit(b, &o, &ro, &r));
+    o.on_text = NULL;
+    o.user_data = NULL;
+    if (!r) continue;
+    /* The session is the request's until the turn ends. */
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_OK(parley_request_poll(r, &done));
+    CHECK(done == 1);
+    CHECK_OK(parley_request_status(r, &status, &message));
+    CHECK(status == PARLEY_OK && message && message[0] == 0);
+    if (turn == 0) {
+      pthread_mutex_lock(&comp.mu);
+      CHECK(comp.calls == 1 && comp.status == PARLEY_OK);
+      CHECK(comp.wait_inside == PARLEY_ERROR_BUSY);
+      CHECK(comp.poll_inside == PARLEY_OK && comp.done_inside == 0);
+      CHECK(comp.take_inside == PARLEY_OK); /* the result can be taken inside the callback */
+      got = comp.reply;
+      pthread_mutex_unlock(&comp.mu);
+      CHECK_STATUS(parley_request_take_reply(r, &got), PARLEY_ERROR_NOT_FOUND); /* taken already */
+    } else {
+      CHECK_OK(parley_request_take_reply(r, &got));
+      CHECK_STATUS(parley_request_take_reply(r, &got), PARLEY_ERROR_NOT_FOUND);
+    }
+    CHECK(want && got && strcmp(want, got) == 0);
+    CHECK(got && strcmp(col.text, got) == 0 && col.pieces >= 1); /* streamed on the worker thread */
+    /* One log-probability per generated token, each a log of a probability. */
+    CHECK_OK(parley_request_reply_logprobs(r, &lp, &n_lp));
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    CHECK_OK(parley_chat_stats_get(b, &st));
+    CHECK(n_lp == st.generated_tokens && n_lp >= 1);
+    for (i = 0; i < n_lp; ++i) CHECK(lp[i] <= 0.0f && lp[i] > -1e30f);
+    parley_request_free(r);
+    parley_string_free(want);
+    parley_string_free(got);
+  }
+  CHECK_OK(parley_chat_message_count(a, &n_a));
+  CHECK_OK(parley_chat_message_count(b, &n_b));
+  CHECK(n_a == n_b && n_a == 1 + 2 * COUNT(kTurns));
+  parley_chat_session_free(a);
+  parley_chat_session_free(b);
+  pthread_mutex_destroy(&comp.mu);
+}
+
+/* Prompt ids of a text (the chat model's tokenizer). */
+static size_t ids_of(parley_model *m, const char *text, int32_t *ids, size_t cap) {
+  size_t n = 0;
+  CHECK_OK(parley_tokenize(m, text, 1, NULL, ids, cap, &n));
+  return n;
+}
+
+static int same_result(const parley_generation_result *x, const parley_generation_result *y) {
+  size_t nb = 0, nb2 = 0, b, h;
+  if (parley_result_batch_size(x, &nb) || parley_result_batch_size(y, &nb2) || nb != nb2) return 0;
+  for (b = 0; b < nb; ++b) {
+    size_t nh = 0, nh2 = 0;
+    if (parley_result_hypothesis_count(x, b, &nh) || parley_result_hypothesis_count(y, b, &nh2) || nh != nh2) return 0;
+    for (h = 0; h < nh; ++h) {
+      const int32_t *t1 = NULL, *t2 = NULL;
+      size_t l1 = 0, l2 = 0;
+      float s1 = 0, s2 = 1;
+      if (parley_result_hypothesis(x, b, h, &t1, &l1, &s1) || parley_result_hypothesis(y, b, h, &t2, &l2, &s2))
+        return 0;
+      if (l1 != l2 || memcmp(t1, t2, l1 * sizeof *t1) != 0 || s1 != s2) return 0;
+    }
+  }
+  return 1;
+}
+
+#define NCONC 32
+/* 32 generations submitted from one thread, then waited on: each equals its
+ * blocking result; the per-token log-probabilities sum to the score. */
+static void test_generate_concurrent(parley_model *llm) {
+  static const char *const words[] = {"bike", "tyre", "chain", "brake", "saddle", "pedal", "wheel", "bell"};
+  int32_t ids[NCONC][64];
+  const int32_t *prompts[NCONC];
+  size_t lengths[NCONC], i, k;
+  parley_generation_result *want[NCONC];
+  parley_request *req[NCONC];
+  parley_generation_options g;
+  parley_request_options ro;
+
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 12;
+  g.do_sample = 0;
+  for (i = 0; i < NCONC; ++i) {
+    char text[128];
+    snprintf(text, sizeof text, "Question %u: where is my %s?", (unsigned)i, words[i % COUNT(words)]);
+    lengths[i] = ids_of(llm, text, ids[i], 64);
+    prompts[i] = ids[i];
+    want[i] = NULL;
+    CHECK_OK(parley_generate(llm, &prompts[i], &lengths[i], 1, &g, &want[i]));
+  }
+  parley_request_options_init(&ro);
+  ro.return_logprobs = 1;
+  for (i = 0; i < NCONC; ++i) {
+    req[i] = NULL;
+    CHECK_OK(parley_generate_submit(llm, &prompts[i], &lengths[i], 1, &g, &ro, &req[i]));
+  }
+  memset(ids, 0, sizeof ids); /* the submitted prompts were copied */
+  for (i = 0; i < NCONC; ++i) {
+    parley_generation_result *got = NULL;
+    const float *lp = NULL;
+    size_t n_lp = 0, len = 0;
+    const int32_t *toks = NULL;
+    float score = 0, sum = 0;
+    if (!req[i]) continue;
+    CHECK_OK(parley_request_wait(req[i], -1));
+    CHECK_OK(parley_request_take_generation_result(req[i], &got));
+    CHECK(got && want[i] && same_result(got, want[i]));
+    CHECK_OK(parley_result_hypothesis(got, 0, 0, &toks, &len, &score));
+    CHECK_OK(parley_result_hypothesis_logprobs(got, 0, 0, &lp, &n_lp));
+    CHECK(n_lp == len);
+    for (k = 0; k < n_lp; ++k) sum += lp[k];
+    CHECK(sum == score); /* the same float terms, summed in the same order */
+    /* A blocking result has none. */
+    CHECK_STATUS(parley_result_hypothesis_logprobs(want[i], 0, 0, &lp, &n_lp), PARLEY_ERROR_NOT_FOUND);
+    CHECK_STATUS(parley_result_hypothesis_logprobs(got, 1, 0, &lp, &n_lp), PARLEY_ERROR_NOT_FOUND);
+    parley_result_free(got);
+    parley_result_free(want[i]);
+    parley_request_free(req[i]);
+  }
+  /* Beam search has no per-token log-probabilities: the request says so. */
+  {
+    parley_request *r = NULL;
+    int32_t status = 0;
+    const char *message = NULL;
+    parley_generation_result *res = NULL;
+    g.num_beams = 2;
+    CHECK_OK(parley_generate_submit(llm, &prompts[0], &lengths[0], 1, &g, &ro, &r));
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_OK(parley_request_status(r, &status, &message));
+    CHECK(status == PARLEY_ERROR_UNSUPPORTED && message && strstr(message, "beam search"));
+    CHECK_STATUS(parley_request_take_generation_result(r, &res), PARLEY_ERROR_UNSUPPORTED);
+    CHECK(res == NULL);
+    parley_request_free(r);
+  }
+}
+
+/* Cancellation mid-flight, a deadline, waiting with a timeout, freeing a running request. */
+static void test_cancel_and_deadline(parley_model *llm, parley_model *mt) {
+  int32_t ids[64];
+  const int32_t *prompt = ids;
+  size_t len = ids_of(llm, "Tell me a very long story about bicycles.", ids, 64), before = 0, after = 0;
+  parley_generation_options g;
+  parley_request_options ro;
+  parley_request *r = NULL;
+  struct gate gate;
+  int32_t status = -1, done = -1;
+  const char *message = NULL;
+  parley_generation_result *res = NULL;
+
+  /* A generation held in its on_token callback: wait times out, poll says 0,
+   * status says BUSY, take says BUSY; then it is cancelled and ends CANCELLED. */
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 64;
+  g.min_new_tokens = 32; /* no EOS before the gate */
+  g.do_sample = 0;
+  gate_init(&gate);
+  g.on_token = gate_on_token;
+  g.user_data = &gate;
+  CHECK_OK(parley_generate_submit(llm, &prompt, &len, 1, &g, NULL, &r));
+  if (r) {
+    if (!gate_wait_reached(&gate, r)) fprintf(stderr, "the request ended before its 2nd callback\n");
+    CHECK_STATUS(parley_request_wait(r, 20), PARLEY_ERROR_TIMEOUT);
+    CHECK_OK(parley_request_poll(r, &done));
+    CHECK(done == 0);
+    CHECK_OK(parley_request_status(r, &status, &message));
+    CHECK(status == PARLEY_ERROR_BUSY);
+    CHECK_STATUS(parley_request_take_generation_result(r, &res), PARLEY_ERROR_BUSY);
+    CHECK_OK(parley_request_cancel(r));
+    gate_release(&gate);
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_OK(parley_request_status(r, &status, &message));
+    CHECK(status == PARLEY_ERROR_CANCELLED && message && strstr(message, "cancelled"));
+    CHECK_STATUS(parley_request_take_generation_result(r, &res), PARLEY_ERROR_CANCELLED);
+    CHECK_OK(parley_request_cancel(r)); /* after the end: harmless */
+    parley_request_free(r);
+  }
+  gate_destroy(&gate);
+
+  /* A deadline passes while the request runs (each token takes 10 ms in
+   * the callback; the deadline is 5 ms): TIMEOUT, whichever step sees it. */
+  parley_request_options_init(&ro);
+  ro.deadline_ms = 5;
+  g.on_token = slow_on_token;
+  g.user_data = NULL;
+  r = NULL;
+  CHECK_OK(parley_generate_submit(llm, &prompt, &len, 1, &g, &ro, &r));
+  if (r) {
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_OK(parley_request_status(r, &status, &message));
+    CHECK(status == PARLEY_ERROR_TIMEOUT && message && strstr(message, "deadline"));
+    parley_request_free(r);
+  }
+
+  /* Freeing a running request cancels it and waits (no leak, no hang). */
+  g.on_token = NULL;
+  g.user_data = NULL;
+  r = NULL;
+  CHECK_OK(parley_generate_submit(llm, &prompt, &len, 1, &g, NULL, &r));
+  parley_request_free(r);
+
+  /* A chat turn cancelled mid-reply leaves the conversation unchanged. */
+  {
+    parley_chat_session *s = NULL;
+    parley_chat_options o;
+    parley_generation_options cg;
+    chat_options(llm, &cg, &o);
+    cg.max_new_tokens = 64;
+    cg.min_new_tokens = 32;
+    gate_init(&gate);
+    o.on_text = gate_on_text;
+    o.user_data = &gate;
+    CHECK_OK(parley_chat_session_create(llm, kSystem, &s));
+    CHECK_OK(parley_chat_append(s, PARLEY_ROLE_USER, kTurns[0]));
+    CHECK_OK(parley_chat_message_count(s, &before));
+    r = NULL;
+    CHECK_OK(parley_chat_submit(s, &o, NULL, &r));
+    if (r) {
+      parley_request *other = NULL;
+      char *reply = NULL;
+      if (!gate_wait_reached(&gate, r)) fprintf(stderr, "the request ended before its 2nd callback\n");
+      /* The session is held by the request meanwhile. */
+      CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "x"), PARLEY_ERROR_BUSY);
+      CHECK_STATUS(parley_chat_submit(s, &o, NULL, &other), PARLEY_ERROR_BUSY);
+      CHECK(other == NULL);
+      CHECK_OK(parley_request_cancel(r));
+      gate_release(&gate);
+      CHECK_OK(parley_request_wait(r, -1));
+      CHECK_OK(parley_request_status(r, &status, &message));
+      CHECK(status == PARLEY_ERROR_CANCELLED);
+      CHECK_STATUS(parley_request_take_reply(r, &reply), PARLEY_ERROR_CANCELLED);
+      CHECK(reply == NULL);
+      parley_request_free(r);
+    }
+    CHECK_OK(parley_chat_message_count(s, &after));
+    CHECK(after == before);
+    parley_chat_session_free(s);
+    gate_destroy(&gate);
+  }
+
+  /* Translation can be cancelled between decoding steps too. */
+  {
+    const char *text = "Das Fahrrad hat einen platten Reifen und die Kette ist gerissen.";
+    parley_translation_options to;
+    parley_generation_options tg;
+    parley_translation_result *tr = NULL;
+    parley_translation_options_init(&to);
+    parley_generation_options_init(mt, &tg);
+    tg.num_beams = 1;
+    tg.max_new_tokens = 64;
+    tg.min_new_tokens = 32;
+    to.generation = &tg;
+    gate_init(&gate);
+    to.on_text = gate_on_translation;
+    to.user_data = &gate;
+    r = NULL;
+    CHECK_OK(parley_translate_submit(mt, &text, NULL, 1, &to, NULL, &r));
+    if (r) {
+      if (!gate_wait_reached(&gate, r)) fprintf(stderr, "the request ended before its 2nd callback\n");
+      CHECK_OK(parley_request_cancel(r));
+      gate_release(&gate);
+      CHECK_OK(parley_request_wait(r, -1));
+      CHECK_OK(parley_request_status(r, &status, &message));
+      CHECK(status == PARLEY_ERROR_CANCELLED);
+      CHECK_STATUS(parley_request_take_translation_result(r, &tr), PARLEY_ERROR_CANCELLED);
+      parley_request_free(r);
+    }
+    gate_destroy(&gate);
+  }
+}
+
+/* Translation: submitted = blocking (greedy and beam), streaming per hypothesis. */
+struct tstream {
+  char partial[4][1024];
+  char final[4][1024];
+  int finals[4], partials, not_prefix;
+};
+static int32_t on_translation(void *user, size_t t, size_t h, const char *text, size_t n, int32_t final) {
+  struct tstream *s = (struct tstream *)user;
+  if (t != 0 || h >= 4 || n >= 1024) return 0;
+  if (final) {
+    memcpy(s->final[h], text, n);
+    s->final[h][n] = 0;
+    s->finals[h]++;
+  } else {
+    /* The text so far extends the previous partial text. */
+    if (strncmp(s->partial[h], text, strlen(s->partial[h])) != 0) s->not_prefix++;
+    memcpy(s->partial[h], text, n);
+    s->partial[h][n] = 0;
+    s->partials++;
+  }
+  return 0;
+}
+
+static void test_translate(parley_model *mt) {
+  const char *texts[] = {"Mein Fahrrad hat einen platten Reifen.", "Wann öffnet der Laden?"};
+  size_t lengths[2], beams, i, h;
+  lengths[0] = strlen(texts[0]);
+  lengths[1] = strlen(texts[1]);
+  for (beams = 1; beams <= 4; beams += 3) {
+    parley_translation_options to;
+    parley_generation_options tg;
+    parley_translation_result *want = NULL, *got = NULL;
+    parley_request *r = NULL;
+    struct tstream st;
+    size_t n = 0, n2 = 0;
+    memset(&st, 0, sizeof st);
+    parley_translation_options_init(&to);
+    parley_generation_options_init(mt, &tg);
+    tg.num_beams = beams;
+    tg.num_return_sequences = beams == 1 ? 1 : 2;
+    to.generation = &tg;
+    CHECK_OK(parley_translate(mt, texts, 2, &to, &want));
+    to.on_text = on_translation;
+    to.user_data = &st;
+    CHECK_OK(parley_translate_submit(mt, texts, lengths, 2, &to, NULL, &r));
+    if (!r || !want) continue;
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_STATUS(parley_request_take_generation_result(r, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_OK(parley_request_take_translation_result(r, &got));
+    CHECK_OK(parley_translation_result_count(got, &n));
+    CHECK(n == 2);
+    for (i = 0; i < 2; ++i) {
+      CHECK_OK(parley_translation_result_hypothesis_count(want, i, &n));
+      CHECK_OK(parley_translation_result_hypothesis_count(got, i, &n2));
+      CHECK(n == n2);
+      for (h = 0; h < n && h < n2; ++h) {
+        const char *a = NULL, *b = NULL;
+        float sa = 0, sb = 1;
+        CHECK_OK(parley_translation_result_text(want, i, h, &a, &sa));
+        CHECK_OK(parley_translation_result_text(got, i, h, &b, &sb));
+        CHECK(a && b && strcmp(a, b) == 0 && sa == sb);
+        if (i == 0) {
+          CHECK(st.finals[h] == 1 && b && strcmp(st.final[h], b) == 0); /* the final text, once */
+          if (beams == 1) CHECK(b && strncmp(b, st.partial[h], strlen(st.partial[h])) == 0);
+        }
+      }
+    }
+    CHECK(st.not_prefix == 0);
+    if (beams == 1)
+      CHECK(st.partials >= 2); /* greedy streams as tokens come */
+    else
+      CHECK(st.partials == 0); /* beams only at the end */
+    parley_translation_result_free(want);
+    parley_translation_result_free(got);
+    parley_request_free(r);
+  }
+  /* Token translation: the same ids as parley_translate_tokens. */
+  {
+    int32_t src[64];
+    const int32_t *sp = src;
+    size_t n = 0;
+    parley_generation_result *want = NULL, *got = NULL;
+    parley_request *r = NULL;
+    CHECK_OK(parley_tokenize(mt, texts[0], 1, NULL, src, 64, &n));
+    CHECK_OK(parley_translate_tokens(mt, &sp, &n, 1, NULL, NULL, NULL, &want));
+    CHECK_OK(parley_translate_tokens_submit(mt, &sp, &n, 1, NULL, NULL, NULL, NULL, &r));
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_OK(parley_request_take_generation_result(r, &got));
+    CHECK(want && got && same_result(want, got));
+    parley_result_free(want);
+    parley_result_free(got);
+    parley_request_free(r);
+  }
+}
+
+/* Misuse: NULL handles and outputs, bad struct_size, unknown option values,
+ * a request of another kind, a failing request. */
+static void test_misuse(parley_model *llm, parley_model *mt) {
+  int32_t ids[8] = {1, 2, 3}, bad_ids[1] = {1 << 30};
+  const int32_t *prompt = ids, *bad = bad_ids;
+  size_t len = 3, one = 1;
+  parley_request *r = NULL;
+  parley_request_options ro;
+  int32_t done = 0, status = 0;
+  const char *message = NULL;
+  char *reply = NULL;
+  const float *lp = NULL;
+  size_t n = 0;
+  parley_generation_result *res = NULL;
+  const char *text = "Hallo";
+
+  CHECK_STATUS(parley_request_options_defaults(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_options_init(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_generate_submit(NULL, &prompt, &len, 1, NULL, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_generate_submit(llm, &prompt, &len, 1, NULL, NULL, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_generate_submit(llm, NULL, &len, 1, NULL, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_generate_submit(llm, &prompt, &len, 0, NULL, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_submit(NULL, NULL, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_translate_submit(mt, NULL, NULL, 1, NULL, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_translate_submit(mt, &text, NULL, 0, NULL, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_translate_tokens_submit(NULL, &prompt, &len, 1, NULL, NULL, NULL, NULL, &r),
+               PARLEY_ERROR_INVALID_ARGUMENT);
+  parley_request_options_init(&ro);
+  ro.struct_size = 0;
+  CHECK_STATUS(parley_generate_submit(llm, &prompt, &len, 1, NULL, &ro, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "struct_size") != NULL);
+  ro.struct_size = sizeof ro + 64;
+  CHECK_STATUS(parley_generate_submit(llm, &prompt, &len, 1, NULL, &ro, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  parley_request_options_init(&ro);
+  ro.deadline_ms = -1;
+  CHECK_STATUS(parley_generate_submit(llm, &prompt, &len, 1, NULL, &ro, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "deadline_ms") != NULL);
+  parley_request_options_init(&ro);
+  ro.return_logprobs = 2;
+  CHECK_STATUS(parley_generate_submit(llm, &prompt, &len, 1, NULL, &ro, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "return_logprobs") != NULL);
+  {
+    parley_generation_options g;
+    parley_generation_options_init(llm, &g);
+    g.struct_size = 3;
+    CHECK_STATUS(parley_generate_submit(llm, &prompt, &len, 1, &g, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+  }
+  CHECK(r == NULL); /* nothing written on failure */
+
+  CHECK_STATUS(parley_request_wait(NULL, 0), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_poll(NULL, &done), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_cancel(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_status(NULL, &status, &message), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_take_reply(NULL, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_reply_logprobs(NULL, &lp, &n), PARLEY_ERROR_INVALID_ARGUMENT);
+  parley_request_free(NULL);
+
+  /* A request whose blocking call fails carries that call's status and message. */
+  {
+    parley_generation_options g;
+    parley_generation_options_init(llm, &g);
+    g.max_new_tokens = 4;
+    CHECK_OK(parley_generate_submit(llm, &bad, &one, 1, &g, NULL, &r));
+  }
+  if (r) {
+    CHECK_STATUS(parley_request_poll(r, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_OK(parley_request_status(r, &status, &message));
+    CHECK(status == PARLEY_ERROR_INVALID_ARGUMENT && message && strstr(message, "vocabulary"));
+    CHECK_STATUS(parley_request_take_generation_result(r, &res), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "vocabulary") != NULL);
+    /* Of another kind. */
+    CHECK_STATUS(parley_request_take_reply(r, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "not a chat turn") != NULL);
+    CHECK_STATUS(parley_request_reply_logprobs(r, &lp, &n), PARLEY_ERROR_INVALID_ARGUMENT);
+    parley_request_free(r);
+  }
+  /* Logprobs not requested. */
+  r = NULL;
+  {
+    parley_chat_session *s = NULL;
+    CHECK_OK(parley_chat_session_create(llm, NULL, &s));
+    CHECK_OK(parley_chat_append(s, PARLEY_ROLE_USER, "Hi"));
+    CHECK_OK(parley_chat_submit(s, NULL, NULL, &r));
+    parley_chat_session_free(s); /* refused while the request holds it */
+    CHECK(strstr(parley_last_error(), "PARLEY_ERROR_BUSY") != NULL);
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_STATUS(parley_request_reply_logprobs(r, &lp, &n), PARLEY_ERROR_NOT_FOUND);
+    parley_request_free(r); /* the reply is freed with it */
+    parley_chat_session_free(s);
+  }
+}
+
+/* Eight chats at once, each its own session, submitted from one thread:
+ * every reply equals the blocking reply of the same conversation. */
+static void test_concurrent_chats(parley_model *llm) {
+  parley_chat_session *s[8];
+  parley_request *r[8];
+  char *want[8];
+  parley_generation_options g;
+  parley_chat_options o;
+  size_t i;
+  chat_options(llm, &g, &o);
+  for (i = 0; i < 8; ++i) {
+    parley_chat_session *ref = NULL;
+    char text[64];
+    snprintf(text, sizeof text, "Do you sell %u bells?", (unsigned)(i + 2));
+    want[i] = NULL;
+    CHECK_OK(parley_chat_session_create(llm, kSystem, &ref));
+    CHECK_OK(parley_chat_append(ref, PARLEY_ROLE_USER, text));
+    CHECK_OK(parley_chat_generate(ref, &o, &want[i]));
+    parley_chat_session_free(ref);
+    s[i] = NULL;
+    r[i] = NULL;
+    CHECK_OK(parley_chat_session_create(llm, kSystem, &s[i]));
+    CHECK_OK(parley_chat_append(s[i], PARLEY_ROLE_USER, text));
+  }
+  for (i = 0; i < 8; ++i) CHECK_OK(parley_chat_submit(s[i], &o, NULL, &r[i]));
+  for (i = 0; i < 8; ++i) {
+    char *got = NULL;
+    CHECK_OK(parley_request_wait(r[i], -1));
+    CHECK_OK(parley_request_take_reply(r[i], &got));
+    CHECK(got && want[i] && strcmp(got, want[i]) == 0);
+    parley_string_free(got);
+    parley_string_free(want[i]);
+    parley_request_free(r[i]);
+    parley_chat_session_free(s[i]);
+  }
+}
+
+int main(void) {
+  parley_runtime *rt = make_runtime();
+  parley_model *llm = load(rt, "support-llama.parley");
+  parley_model *mt = load(rt, "opus-mt-de-en.parley");
+  test_misuse(llm, mt);
+  test_chat_equals_blocking(llm);
+  test_generate_concurrent(llm);
+  test_translate(mt);
+  test_cancel_and_deadline(llm, mt);
+  test_concurrent_chats(llm);
+  parley_model_free(llm);
+  parley_model_free(mt);
+  parley_runtime_free(rt);
+  printf("test_request_c: %d checks, %d failed\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
