@@ -335,6 +335,9 @@ typedef struct parley_model_options {
    * with PARLEY_ERROR_UNSUPPORTED naming the device; never widened silently.
    * Any other value: PARLEY_ERROR_INVALID_ARGUMENT. */
   int32_t kv_cache_dtype;
+  /* Ignored: the tail padding after kv_cache_dtype in the previous version
+   * of this struct (binaries built then leave garbage there). */
+  int32_t reserved2;
   /* ---- The serving engine (docs/serving.md). Decoder-only models on a
    * device whose attention kernel reads a paged KV cache (the cpu plugin)
    * run every chat turn and parley_generate call of the model through one
