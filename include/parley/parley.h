@@ -352,7 +352,9 @@ typedef struct parley_model_options {
   /* Positions per KV block, 1..4096 (default 16). */
   int32_t kv_block_size;
   /* Bytes of KV cache for all requests of the model together (default 0: a
-   * quarter of physical memory, at most 4 GiB). When it is full, new work
+   * quarter of physical memory, at most 4 GiB and at most what
+   * max_batch_sequences sequences of the model's full length use; halved
+   * until the device can allocate it). When it is full, new work
    * waits, younger requests are preempted (their K/V is recomputed later),
    * and a request that waits longer than admission_timeout_ms fails with
    * PARLEY_ERROR_OUT_OF_MEMORY naming the budget. */
