@@ -1053,12 +1053,15 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * (docs/serving.md, "Asynchronous requests"). A submit function checks and
  * copies its arguments (arrays, strings, option structs: none is read after
  * it returns; callbacks and their user_data are kept), starts the work on a
- * Parley worker thread (one thread per request) and returns at once with a
- * request. The work is the blocking call it mirrors, run on that thread:
- * its result is the same, and concurrent requests of one model are batched
- * by the serving engine like concurrent blocking calls. Streaming callbacks
- * (chat on_text, generation on_token, translation on_text) are invoked on
- * the worker thread.
+ * Parley worker thread of its own (one OS thread per unfinished request)
+ * and returns at once with a request. The work is the blocking call it
+ * mirrors, run on that thread: its result is the same, and concurrent chat
+ * turns and generations of one decoder-only model are batched by the
+ * serving engine like concurrent blocking calls (tokens equal, scores up to
+ * float32 rounding); translations decode on their worker thread, each
+ * alone. Streaming callbacks (chat on_text, generation on_token,
+ * translation on_text) and the completion callback are invoked on the
+ * worker thread.
  *
  * Lifecycle: running -> finished (status and result set; the completion
  * callback, if any, runs) -> done (poll reports 1, wait returns). Take the
@@ -1080,9 +1083,12 @@ typedef struct parley_request parley_request;
  * parley_request_reply_logprobs, parley_request_poll (which still reports 0)
  * and parley_request_cancel on this request, and any Parley function on
  * other objects (e.g. submit the next turn of the same chat session: the
- * session is free again). It must not call parley_request_wait or
- * parley_request_free on this request: they return PARLEY_ERROR_BUSY /
- * refuse there (they would wait for the callback itself).
+ * session is free again). parley_request_wait on this request returns
+ * PARLEY_ERROR_BUSY there (it would wait for the callback itself).
+ * parley_request_free on this request is allowed (fire and forget): the
+ * request is freed when the callback returns, so take its result first.
+ * The callback runs on the request's own worker thread, never on the
+ * caller's; keep it short (a blocked callback holds only its own request).
  */
 typedef void (*parley_request_fn)(void *user_data, parley_request *request, int32_t status);
 
@@ -1221,9 +1227,12 @@ PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *req
 /*
  * Free a request and what was not taken from it. An unfinished request is
  * cancelled and waited for first (at most one decoding step, or the
- * blocking kernel call in flight). NULL is a no-op. Called from the
- * request's own completion callback it frees nothing (parley_last_error
- * says PARLEY_ERROR_BUSY). Freeing twice is undefined (the handle is gone).
+ * blocking kernel call in flight). NULL is a no-op. Called on the request's
+ * own worker thread (its completion callback, or a streaming callback) it
+ * does not wait: it cancels the request if it still runs, and the worker
+ * frees it after the completion callback (if any) has returned; the
+ * handle must not be used by anyone after that callback. Freeing twice is
+ * undefined (the handle is gone).
  */
 PARLEY_API void parley_request_free(parley_request *request);
 

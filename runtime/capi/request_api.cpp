@@ -147,6 +147,7 @@ struct parley_request {
   parley_generation_result *generation_result = nullptr;
   parley_translation_result *translation_result = nullptr;
   bool taken = false;
+  bool free_when_done = false;  // parley_request_free was called on the worker thread
   std::vector<float> reply_logprobs;
   bool has_reply_logprobs = false;
   std::thread thread;
@@ -216,12 +217,22 @@ void run(parley_request *r) {
     r->finished = true;
   }
   if (r->on_complete) r->on_complete(r->user_data, r, st);
+  bool free_now;
   {
     std::lock_guard<std::mutex> lock(r->mu);
     r->done = true;
+    free_now = r->free_when_done;
   }
   r->cv.notify_all();
   t_worker_of = nullptr;
+  if (free_now) {
+    // Freed from one of its own callbacks: nobody else may use the handle
+    // now (parley_request_free's contract), so the worker deletes it. The
+    // lock orders this after start() stored the thread object.
+    { std::lock_guard<std::mutex> lock(r->mu); }
+    r->thread.detach();
+    delete r;
+  }
   g_unfinished.fetch_sub(1);
 }
 
@@ -264,6 +275,8 @@ void start(std::unique_ptr<parley_request> r, const parley_request_options *opti
   }
   parley_request *raw = r.get();
   try {
+    // Under the lock: a worker that frees its own request reads `thread`.
+    std::lock_guard<std::mutex> lock(raw->mu);
     raw->thread = std::thread(run, raw);
   } catch (const std::system_error &e) {
     g_unfinished.fetch_sub(1);
@@ -541,12 +554,15 @@ PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *req
 
 PARLEY_API void parley_request_free(parley_request *request) {
   if (!request) return;
+  cancel_request(*request);  // no effect once finished
   if (t_worker_of == request) {
-    parley::capi::report(
-        __func__, "PARLEY_ERROR_BUSY: ", "called from the request's own callback; free it after the callback returned");
+    // From one of its own callbacks: joining would wait for this very
+    // thread. The worker frees the request once its completion callback
+    // (if any) has returned.
+    std::lock_guard<std::mutex> lock(request->mu);
+    request->free_when_done = true;
     return;
   }
-  cancel_request(*request);  // no effect once finished
   if (request->thread.joinable()) request->thread.join();
   delete request;
 }

@@ -1,9 +1,12 @@
 /* Asynchronous requests from C99 (parley_*_submit, parley_request_*): the
  * same results as the blocking calls, completion and streaming callbacks on
  * the worker thread, wait / poll / cancel / deadlines, per-token
- * log-probabilities, 32 concurrent submissions from one thread, and misuse.
+ * log-probabilities, 32 concurrent submissions from one thread, requests
+ * freed from their own callbacks, 8 threads submitting and cancelling at
+ * random, and misuse.
  * Uses the demo models (PARLEY_DEMO_MODELS: a small Llama chat model and an
  * OPUS-MT translation model). Run through ctest; also under TSan in CI. */
+#include <math.h>
 #include <parley/parley.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -101,6 +104,12 @@ static int32_t slow_on_token(void *user, size_t b, size_t s, int32_t token) {
   return 0;
 }
 
+static int32_t slow_on_translation(void *user, size_t t, size_t h, const char *text, size_t n, int32_t final) {
+  (void)user, (void)t, (void)h, (void)text, (void)n, (void) final;
+  sleep_ms(10);
+  return 0;
+}
+
 /* Completion callback: what it may do, recorded for the test's thread. */
 struct completion {
   pthread_mutex_t mu;
@@ -117,7 +126,6 @@ static void on_complete(void *user, parley_request *r, int32_t status) {
   parley_status w = parley_request_wait(r, -1); /* BUSY: it would wait for itself */
   parley_status p = parley_request_poll(r, &done);
   parley_status t = status == PARLEY_OK ? parley_request_take_reply(r, &reply) : PARLEY_OK;
-  parley_request_free(r); /* refused here: frees nothing */
   pthread_mutex_lock(&c->mu);
   c->calls++;
   c->status = status;
@@ -242,6 +250,12 @@ static size_t ids_of(parley_model *m, const char *text, int32_t *ids, size_t cap
   return n;
 }
 
+/* Tokens equal; scores equal up to float32 rounding. A request batched with
+ * others by the serving engine runs its rows through GEMMs of another batch
+ * size, whose accumulation order (and so the last bits of each logit) may
+ * differ: each of the <= 64 log-probabilities summed into a score moves by
+ * a few ulps of the logits' magnitude, far below 1e-5 relative. Blocking and
+ * submitted calls that run alone give identical scores. */
 static int same_result(const parley_generation_result *x, const parley_generation_result *y) {
   size_t nb = 0, nb2 = 0, b, h;
   if (parley_result_batch_size(x, &nb) || parley_result_batch_size(y, &nb2) || nb != nb2) return 0;
@@ -254,7 +268,11 @@ static int same_result(const parley_generation_result *x, const parley_generatio
       float s1 = 0, s2 = 1;
       if (parley_result_hypothesis(x, b, h, &t1, &l1, &s1) || parley_result_hypothesis(y, b, h, &t2, &l2, &s2))
         return 0;
-      if (l1 != l2 || memcmp(t1, t2, l1 * sizeof *t1) != 0 || s1 != s2) return 0;
+      if (l1 != l2 || memcmp(t1, t2, l1 * sizeof *t1) != 0) return 0;
+      if (fabsf(s1 - s2) > 1e-5f * (fabsf(s1) > 1.0f ? fabsf(s1) : 1.0f)) {
+        fprintf(stderr, "scores differ past rounding: %.9g vs %.9g\n", (double)s1, (double)s2);
+        return 0;
+      }
     }
   }
   return 1;
@@ -461,6 +479,21 @@ static void test_cancel_and_deadline(parley_model *llm, parley_model *mt) {
       parley_request_free(r);
     }
     gate_destroy(&gate);
+    /* ... and stopped by a deadline (each streamed piece takes 10 ms). */
+    to.on_text = slow_on_translation;
+    to.user_data = NULL;
+    parley_request_options_init(&ro);
+    ro.deadline_ms = 5;
+    r = NULL;
+    CHECK_OK(parley_translate_submit(mt, &text, NULL, 1, &to, &ro, &r));
+    if (r) {
+      CHECK_OK(parley_request_wait(r, -1));
+      CHECK_OK(parley_request_status(r, &status, &message));
+      CHECK(status == PARLEY_ERROR_TIMEOUT && message && strstr(message, "deadline"));
+      CHECK_STATUS(parley_request_take_translation_result(r, &tr), PARLEY_ERROR_TIMEOUT);
+      CHECK(tr == NULL);
+      parley_request_free(r);
+    }
   }
 }
 
@@ -560,7 +593,7 @@ static void test_translate(parley_model *mt) {
 }
 
 /* Misuse: NULL handles and outputs, bad struct_size, unknown option values,
- * a request of another kind, a failing request. */
+ * takes of another kind and twice, a failing request. */
 static void test_misuse(parley_model *llm, parley_model *mt) {
   int32_t ids[8] = {1, 2, 3}, bad_ids[1] = {1 << 30};
   const int32_t *prompt = ids, *bad = bad_ids;
@@ -636,6 +669,51 @@ static void test_misuse(parley_model *llm, parley_model *mt) {
     CHECK_STATUS(parley_request_reply_logprobs(r, &lp, &n), PARLEY_ERROR_INVALID_ARGUMENT);
     parley_request_free(r);
   }
+  /* Takes of the wrong kind, with valid outputs, refused while running or not. */
+  {
+    parley_translation_result *tr = NULL;
+    parley_generation_result *gr = NULL;
+    parley_request *t = NULL;
+    CHECK_OK(parley_translate_submit(mt, &text, NULL, 1, NULL, NULL, &t));
+    if (t) {
+      CHECK_STATUS(parley_request_take_generation_result(t, &gr), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(strstr(parley_last_error(), "text translation") != NULL);
+      CHECK_STATUS(parley_request_take_reply(t, &reply), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK_OK(parley_request_wait(t, -1));
+      CHECK_STATUS(parley_request_take_generation_result(t, &gr), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK_STATUS(parley_request_take_translation_result(t, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK_OK(parley_request_take_translation_result(t, &tr));
+      CHECK(tr != NULL);
+      CHECK_STATUS(parley_request_take_translation_result(t, &tr), PARLEY_ERROR_NOT_FOUND); /* double take */
+      CHECK(gr == NULL && reply == NULL);
+      parley_translation_result_free(tr);
+      parley_request_free(t);
+    }
+  }
+  /* Option structs of a wrong size are refused at submission. */
+  {
+    parley_chat_session *s = NULL;
+    parley_chat_options co;
+    parley_translation_options to;
+    r = NULL;
+    CHECK_OK(parley_chat_session_create(llm, NULL, &s));
+    CHECK_OK(parley_chat_append(s, PARLEY_ROLE_USER, "Hi"));
+    parley_chat_options_init(&co);
+    co.struct_size = 1;
+    CHECK_STATUS(parley_chat_submit(s, &co, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "struct_size") != NULL);
+    co.struct_size = sizeof co + 8;
+    CHECK_STATUS(parley_chat_submit(s, &co, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(r == NULL);
+    /* The refused submission did not keep the session. */
+    CHECK_OK(parley_chat_append(s, PARLEY_ROLE_USER, "Hello?"));
+    parley_chat_session_free(s);
+    parley_translation_options_init(&to);
+    to.struct_size = 2;
+    CHECK_STATUS(parley_translate_submit(mt, &text, NULL, 1, &to, NULL, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "struct_size") != NULL);
+    CHECK(r == NULL);
+  }
   /* Logprobs not requested. */
   r = NULL;
   {
@@ -689,6 +767,213 @@ static void test_concurrent_chats(parley_model *llm) {
   }
 }
 
+/* Fire and forget: each request takes its result and frees itself in its
+ * completion callback; one frees itself from its first streamed token (that
+ * cancels it; its completion callback still comes, with CANCELLED). Run
+ * under ASan in CI: a double free or a leak of a self-freed request fails. */
+#define NSELF 16
+struct self_free {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int completions, ok, cancelled, results, other;
+};
+static void free_in_callback(void *user, parley_request *r, int32_t status) {
+  struct self_free *f = (struct self_free *)user;
+  parley_generation_result *res = NULL;
+  int got = status == PARLEY_OK && parley_request_take_generation_result(r, &res) == PARLEY_OK && res != NULL;
+  parley_result_free(res);
+  parley_request_free(r); /* the worker frees it after this callback */
+  pthread_mutex_lock(&f->mu);
+  f->completions++;
+  f->ok += status == PARLEY_OK;
+  f->cancelled += status == PARLEY_ERROR_CANCELLED;
+  f->results += got;
+  f->other += status != PARLEY_OK && status != PARLEY_ERROR_CANCELLED;
+  pthread_cond_broadcast(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+}
+static parley_request *g_self_freeing; /* under self_free.mu */
+static int32_t free_on_first_token(void *user, size_t b, size_t s, int32_t token) {
+  struct self_free *f = (struct self_free *)user;
+  parley_request *r;
+  (void)b, (void)s, (void)token;
+  pthread_mutex_lock(&f->mu); /* held by the submitting thread until the handle is stored */
+  r = g_self_freeing;
+  g_self_freeing = NULL;
+  pthread_mutex_unlock(&f->mu);
+  if (r) parley_request_free(r); /* cancels it; freed after its completion callback */
+  return 0;
+}
+static void test_free_from_callback(parley_model *llm) {
+  int32_t ids[64];
+  const int32_t *prompt = ids;
+  size_t len = ids_of(llm, "Which bell is the loudest?", ids, 64), i;
+  parley_generation_options g;
+  parley_request_options ro;
+  struct self_free f;
+  struct timespec until;
+  int waited_out = 0;
+  memset(&f, 0, sizeof f);
+  pthread_mutex_init(&f.mu, NULL);
+  pthread_cond_init(&f.cv, NULL);
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 8;
+  g.do_sample = 0;
+  parley_request_options_init(&ro);
+  ro.on_complete = free_in_callback;
+  ro.user_data = &f;
+  for (i = 0; i < NSELF; ++i) {
+    parley_request *r = NULL;
+    CHECK_OK(parley_generate_submit(llm, &prompt, &len, 1, &g, &ro, &r)); /* r is not used again */
+  }
+  /* The one freed from its stream: the handle is published before its first
+   * token can be streamed (the token callback waits on the mutex). */
+  g.max_new_tokens = 32;
+  g.min_new_tokens = 16;
+  g.on_token = free_on_first_token;
+  g.user_data = &f;
+  pthread_mutex_lock(&f.mu);
+  CHECK_OK(parley_generate_submit(llm, &prompt, &len, 1, &g, &ro, &g_self_freeing));
+  pthread_mutex_unlock(&f.mu);
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 120;
+  pthread_mutex_lock(&f.mu);
+  while (f.completions < NSELF + 1 && !waited_out) waited_out = pthread_cond_timedwait(&f.cv, &f.mu, &until) != 0;
+  CHECK(f.completions == NSELF + 1);
+  CHECK(f.ok == NSELF && f.results == NSELF);
+  CHECK(f.cancelled == 1 && f.other == 0);
+  pthread_mutex_unlock(&f.mu);
+  /* The workers delete the requests right after the callbacks return. */
+  sleep_ms(50);
+  pthread_cond_destroy(&f.cv);
+  pthread_mutex_destroy(&f.mu);
+}
+
+/* Eight threads submit eight generations each and, at random (fixed seed),
+ * cancel some at once, cancel some a little later, give some a 1 ms
+ * deadline, free some while running, and let the rest finish. Every
+ * finished request equals the blocking result; every untouched one
+ * finishes OK. Checked on the main thread afterwards (CHECK is not
+ * thread-safe). Under TSan in CI. */
+#define NTHREADS 8
+#define PER_THREAD 8
+#define NPROMPTS 4
+struct stress_shared {
+  parley_model *llm;
+  const int32_t *prompts[NPROMPTS];
+  size_t lengths[NPROMPTS];
+  parley_generation_result *want[NPROMPTS];
+  parley_generation_options g;
+};
+struct stress_slot {
+  int action; /* 0 run, 1 cancel at once, 2 cancel later, 3 1 ms deadline, 4 free while running */
+  parley_status submitted, waited;
+  int32_t status;
+  int matches;
+};
+struct stress_thread {
+  struct stress_shared *shared;
+  uint32_t seed;
+  struct stress_slot slot[PER_THREAD];
+};
+static uint32_t next_random(uint32_t *state) {
+  *state = *state * 1664525u + 1013904223u;
+  return *state >> 8;
+}
+static void *stress_worker(void *arg) {
+  struct stress_thread *t = (struct stress_thread *)arg;
+  struct stress_shared *sh = t->shared;
+  parley_request *req[PER_THREAD];
+  size_t k;
+  for (k = 0; k < PER_THREAD; ++k) {
+    struct stress_slot *sl = &t->slot[k];
+    size_t p = next_random(&t->seed) % NPROMPTS;
+    parley_request_options ro;
+    parley_request_options_init(&ro);
+    sl->action = (int)(next_random(&t->seed) % 5);
+    if (sl->action == 3) ro.deadline_ms = 1;
+    req[k] = NULL;
+    sl->submitted = parley_generate_submit(sh->llm, &sh->prompts[p], &sh->lengths[p], 1, &sh->g, &ro, &req[k]);
+    sl->matches = (int)p; /* the prompt, until checked */
+    if (sl->submitted != PARLEY_OK) continue;
+    if (sl->action == 1) parley_request_cancel(req[k]);
+    if (sl->action == 4) {
+      parley_request_free(req[k]);
+      req[k] = NULL;
+    }
+  }
+  for (k = 0; k < PER_THREAD; ++k) {
+    struct stress_slot *sl = &t->slot[k];
+    parley_generation_result *got = NULL;
+    if (!req[k]) continue;
+    if (sl->action == 2) {
+      sleep_ms((long)(next_random(&t->seed) % 4));
+      parley_request_cancel(req[k]);
+    }
+    sl->waited = parley_request_wait(req[k], -1);
+    parley_request_status(req[k], &sl->status, NULL);
+    if (sl->status == PARLEY_OK && parley_request_take_generation_result(req[k], &got) == PARLEY_OK)
+      sl->matches = same_result(got, sh->want[sl->matches]);
+    else
+      sl->matches = -1;
+    parley_result_free(got);
+    parley_request_free(req[k]);
+  }
+  return NULL;
+}
+static void test_threads_submit_cancel(parley_model *llm) {
+  static const char *const texts[NPROMPTS] = {"Is the shop open on Sunday?", "How much is a new chain?",
+                                              "Can you fix brakes today?", "Do you rent tandem bikes?"};
+  int32_t ids[NPROMPTS][64];
+  struct stress_shared sh;
+  struct stress_thread th[NTHREADS];
+  pthread_t tid[NTHREADS];
+  const char *env = getenv("PARLEY_TEST_SEED");
+  uint32_t seed = env ? (uint32_t)strtoul(env, NULL, 10) : 12345u;
+  size_t i, k, finished_ok = 0, stopped = 0, cancelled_at_once = 0;
+  printf("test_threads_submit_cancel: seed %u (PARLEY_TEST_SEED overrides)\n", (unsigned)seed);
+  memset(&sh, 0, sizeof sh);
+  sh.llm = llm;
+  parley_generation_options_init(llm, &sh.g);
+  sh.g.max_new_tokens = 16;
+  sh.g.do_sample = 0;
+  for (i = 0; i < NPROMPTS; ++i) {
+    sh.lengths[i] = ids_of(llm, texts[i], ids[i], 64);
+    sh.prompts[i] = ids[i];
+    CHECK_OK(parley_generate(llm, &sh.prompts[i], &sh.lengths[i], 1, &sh.g, &sh.want[i]));
+  }
+  for (i = 0; i < NTHREADS; ++i) {
+    memset(&th[i], 0, sizeof th[i]);
+    th[i].shared = &sh;
+    th[i].seed = seed + (uint32_t)i * 7919u;
+    CHECK(pthread_create(&tid[i], NULL, stress_worker, &th[i]) == 0);
+  }
+  for (i = 0; i < NTHREADS; ++i) pthread_join(tid[i], NULL);
+  for (i = 0; i < NTHREADS; ++i)
+    for (k = 0; k < PER_THREAD; ++k) {
+      const struct stress_slot *sl = &th[i].slot[k];
+      CHECK(sl->submitted == PARLEY_OK);
+      if (sl->action == 4) continue; /* freed while running: nothing to look at */
+      CHECK(sl->waited == PARLEY_OK);
+      if (sl->status == PARLEY_OK) {
+        CHECK(sl->matches == 1);
+        ++finished_ok;
+      } else {
+        ++stopped;
+      }
+      if (sl->action == 0) CHECK(sl->status == PARLEY_OK);
+      /* Cancelled right after submission: it may still have finished first
+       * (a request that finished keeps its result). */
+      if (sl->action == 1 || sl->action == 2) CHECK(sl->status == PARLEY_OK || sl->status == PARLEY_ERROR_CANCELLED);
+      if (sl->action == 1 && sl->status == PARLEY_ERROR_CANCELLED) ++cancelled_at_once;
+      if (sl->action == 3) CHECK(sl->status == PARLEY_OK || sl->status == PARLEY_ERROR_TIMEOUT);
+    }
+  printf("test_threads_submit_cancel: %u finished, %u cancelled or timed out\n", (unsigned)finished_ok,
+         (unsigned)stopped);
+  CHECK(cancelled_at_once >= 1); /* a cancel right after submission normally wins */
+  for (i = 0; i < NPROMPTS; ++i) parley_result_free(sh.want[i]);
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
   parley_model *llm = load(rt, "support-llama.parley");
@@ -699,6 +984,8 @@ int main(void) {
   test_translate(mt);
   test_cancel_and_deadline(llm, mt);
   test_concurrent_chats(llm);
+  test_free_from_callback(llm);
+  test_threads_submit_cancel(llm);
   parley_model_free(llm);
   parley_model_free(mt);
   parley_runtime_free(rt);
