@@ -153,6 +153,7 @@ _STRUCTS = {
     "parley_generation_options": _lib.GenerationOptions,
     "parley_translation_options": _lib.TranslationOptions,
     "parley_chat_options": _lib.ChatOptions,
+    "parley_request_options": _lib.RequestOptions,
     "parley_chat_stats": _lib.ChatStats,
 }
 
@@ -1061,3 +1062,247 @@ def test_unknown_language_code(runtime):
         assert m.tokenize("Hallo", language="deu_Latn")[0] != m.tokenize("Hallo", language="fra_Latn")[0]
         with pytest.raises(parley.NotFoundError, match="xx_Nope"):
             m.tokenize("Hallo", language="xx_Nope")
+
+
+# ------------------------------------------------------------------ asyncio
+# The *_async methods run on the C request API (parley_*_submit): each
+# request on a libparley worker thread, results marshalled into the loop.
+
+import asyncio  # noqa: E402
+
+
+def _arun(coro, timeout: float = 120.0):
+    """Run a coroutine on a fresh event loop (no pytest-asyncio in the venv), bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def _until_idle(chat, timeout: float = 30.0) -> None:
+    """Wait (on the loop) until the chat's async request has been freed."""
+    for _ in range(int(timeout / 0.005)):
+        if chat._request is None and not chat._busy.locked():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the chat's request was never freed")
+
+
+def test_generate_async_matches_generate_with_logprobs(gpt2):
+    prompts = [[0, 92, 79, 57, 110], [1, 0, 117], [0, 5, 6]]
+    want = [gpt2.generate([p], max_new_tokens=8)[0] for p in prompts]
+
+    async def main():
+        # Submitted together: the engine batches them; each equals its call alone.
+        return await asyncio.gather(
+            *[gpt2.generate_async([p], max_new_tokens=8, return_logprobs=True) for p in prompts for _ in range(3)]
+        )
+
+    got = _arun(main())
+    assert len(got) == 9
+    for i, r in enumerate(got):
+        w = want[i // 3]
+        assert [h.tokens for h in r[0]] == [h.tokens for h in w]
+        # Scores: float32 rounding of a different GEMM batch (see test_concurrent_generate).
+        assert [h.score for h in r[0]] == pytest.approx([h.score for h in w], rel=1e-5)
+        h = r[0][0]
+        assert len(h.logprobs) == len(h.tokens) and all(lp <= 0.0 for lp in h.logprobs)
+        # The score is the float32 sum of these terms, in order.
+        acc = ctypes.c_float(0.0)
+        for lp in h.logprobs:
+            acc = ctypes.c_float(acc.value + lp)
+        assert acc.value == h.score
+    # Without return_logprobs there are none; beam search cannot give them.
+    assert _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4))[0][0].logprobs is None
+    with pytest.raises(parley.UnsupportedError, match="beam search"):
+        _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, return_logprobs=True))
+    # Beam search itself runs (and matches the blocking call's tokens).
+    beams = _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, num_return_sequences=2))
+    assert [h.tokens for h in beams[0]] == [h.tokens for h in gpt2.generate([prompts[0]], max_new_tokens=4,
+                                                                              num_beams=2, num_return_sequences=2)[0]]
+
+
+def test_async_argument_errors_are_raised_at_submission(gpt2, marian):
+    with pytest.raises(parley.InvalidArgumentError, match="vocabulary"):
+        _arun(gpt2.generate_async([[0, 500]], max_new_tokens=2))  # the request's own error
+    with pytest.raises(parley.InvalidArgumentError, match="empty"):
+        _arun(gpt2.generate_async([], max_new_tokens=2))  # refused at submission
+    with pytest.raises(ValueError, match="deadline"):
+        _arun(gpt2.generate_async([[0, 1]], max_new_tokens=2, deadline=-1))
+    with pytest.raises(RuntimeError):  # no running event loop
+        gpt2.generate_async([[0, 1]]).send(None)
+    out = _arun(marian.translate_tokens_async([[5, 6, 7, 0]], max_new_tokens=4))
+    assert [h.tokens for h in out[0]] == [h.tokens for h in marian.translate_tokens([[5, 6, 7, 0]], max_new_tokens=4)[0]]
+
+
+def test_async_cancel_and_deadline(chat_model):
+    with parley.Chat(chat_model, "You help customers.") as chat:
+        n = len(chat.messages)
+
+        async def cancel_mid_stream():
+            seen = []
+
+            async def consume():
+                async for piece in chat.stream_async("Tell me a long story.", max_new_tokens=64, min_new_tokens=48):
+                    seen.append(piece)
+                    if len(seen) == 2:
+                        started.set()
+
+            started = asyncio.Event()
+            task = asyncio.ensure_future(consume())
+            await started.wait()
+            task.cancel()  # parley_request_cancel: the turn ends CANCELLED
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await _until_idle(chat)
+            return seen
+
+        seen = _arun(cancel_mid_stream())
+        assert len(seen) >= 2
+        # The cancelled turn left no reply (the user message stays).
+        assert len(chat.messages) == n + 1 and chat.messages[-1]["role"] == "user"
+
+        # A deadline: DeadlineError (PARLEY_ERROR_TIMEOUT); the conversation keeps no reply either.
+        with pytest.raises(parley.DeadlineError, match="deadline"):
+            _arun(chat.say_async(None, max_new_tokens=64, min_new_tokens=64, deadline=0.001))
+        assert chat.messages[-1]["role"] == "user"
+
+        # chat.cancel() from the loop cancels a say_async in flight.
+        async def cancel_say():
+            task = asyncio.ensure_future(chat.say_async(None, max_new_tokens=64, min_new_tokens=64))
+            await asyncio.sleep(0.02)
+            chat.cancel()
+            with pytest.raises(parley.CancelledError):
+                await task
+
+        _arun(cancel_say())
+        # The chat works afterwards, and a reply is appended.
+        reply = _arun(chat.say_async(None, max_new_tokens=6))
+        assert chat.messages[-1] == {"role": "assistant", "content": reply}
+
+
+def test_say_async_and_stream_async_equal_blocking(chat_model):
+    turns = ["Hello! Can you help me?", "My order has not arrived."]
+    with parley.Chat(chat_model, "You help customers.") as a, parley.Chat(chat_model, "You help customers.") as b:
+        for i, t in enumerate(turns):
+            want = a.say(t, max_new_tokens=16)
+            if i == 0:
+                got = _arun(b.say_async(t, max_new_tokens=16))
+                assert got == want
+            else:
+
+                async def stream():
+                    s = b.stream_async(t, max_new_tokens=16)
+                    pieces = [p async for p in s]
+                    return pieces, s.reply
+
+                pieces, reply = _arun(stream())
+                assert "".join(pieces) == reply == want and len(pieces) >= 1
+        assert a.messages == b.messages
+
+        # One chat is one conversation: a second turn while one runs is BusyError.
+        async def busy():
+            s = b.stream_async("And then?", max_new_tokens=8)
+            with pytest.raises(parley.BusyError):
+                await b.say_async("Hi", max_new_tokens=2)
+            with pytest.raises(parley.BusyError):
+                b.say("Hi", max_new_tokens=2)
+            async with s:
+                async for _ in s:
+                    break  # leaving early: aclose() cancels the turn
+            assert b._request is None
+
+        _arun(busy())
+
+
+def test_many_chats_concurrently_async(chat_model):
+    questions = [f"Do you sell {i + 2} bells?" for i in range(6)]
+    want = []
+    for q in questions:
+        with parley.Chat(chat_model, "You help customers.") as c:
+            want.append(c.say(q, max_new_tokens=12))
+    chats = [parley.Chat(chat_model, "You help customers.") for _ in questions]
+    try:
+
+        async def main():
+            return await asyncio.gather(*[c.say_async(q, max_new_tokens=12) for c, q in zip(chats, questions)])
+
+        assert _arun(main()) == want
+        gc.collect()  # the callbacks' ctypes objects were kept until each request was freed
+    finally:
+        for c in chats:
+            c.close()
+
+
+def test_translate_async_and_stream(translation_model):
+    texts = ["Mein Fahrrad hat einen platten Reifen.", "Wann öffnet der Laden?"]
+    for beams in (1, 3):
+        want = translation_model.translate(texts, beam_size=beams, num_hypotheses=min(beams, 2), max_length=32)
+
+        async def main():
+            got = await translation_model.translate_async(
+                texts, beam_size=beams, num_hypotheses=min(beams, 2), max_length=32
+            )
+            s = translation_model.translate_stream_async(
+                texts, beam_size=beams, num_hypotheses=min(beams, 2), max_length=32
+            )
+            updates = [u async for u in s]
+            return got, updates, s.result
+
+        got, updates, streamed = _arun(main())
+        for w, g, st in zip(want, got, streamed):
+            assert [h.text for h in g.hypotheses] == [h.text for h in w.hypotheses]
+            assert [h.score for h in g.hypotheses] == [h.score for h in w.hypotheses]
+            assert [h.text for h in st.hypotheses] == [h.text for h in w.hypotheses]
+        for i, w in enumerate(want):
+            for k, h in enumerate(w.hypotheses):
+                mine = [u for u in updates if u.index == i and u.hypothesis == k]
+                finals = [u for u in mine if u.final]
+                assert len(finals) == 1 and finals[0].text == h.text and mine[-1].final
+                partial = [u.text for u in mine if not u.final]
+                if beams == 1:
+                    # Greedy streams as tokens come: each text extends the previous one and ends in the final text.
+                    assert len(partial) >= 2
+                    for x, y in zip(partial, partial[1:]):
+                        assert y.startswith(x) and y != x
+                    assert h.text.startswith(partial[-1])
+                else:
+                    assert partial == []  # beam search: only the final texts
+
+
+def test_translate_async_cancel(translation_model):
+    async def main():
+        s = translation_model.translate_stream_async(
+            "Das Fahrrad hat einen platten Reifen und die Kette ist gerissen.",
+            beam_size=1,
+            max_length=64,
+            min_new_tokens=48,
+        )
+        first = await s.__anext__()
+        await s.aclose()  # cancels between decoding steps
+        with pytest.raises(StopAsyncIteration):
+            await s.__anext__()
+        return first
+
+    assert not _arun(main()).final
+    with pytest.raises(parley.DeadlineError):
+        _arun(translation_model.translate_async("Guten Morgen!", beam_size=1, min_new_tokens=32, max_length=64,
+                                                deadline=0.001))
+
+
+def test_close_with_async_requests_in_flight(runtime, chat_model):
+    m = parley.Model(runtime, chat_model.path)
+    chat = parley.Chat(m, "You help customers.")
+
+    async def main():
+        ids = m.tokenize("Tell me a story")
+        gen = asyncio.ensure_future(m.generate_async([ids], max_new_tokens=64, min_new_tokens=64))
+        stream = chat.stream_async("Hello", max_new_tokens=64, min_new_tokens=64)
+        first = await stream.__anext__()
+        m.close()  # cancels and frees both requests (closing the model closes its chat), then frees the model
+        with pytest.raises((parley.ClosedError, parley.CancelledError)):
+            await gen
+        with pytest.raises((parley.ClosedError, parley.CancelledError)):
+            async for _ in stream:
+                pass
+        return first
+
+    assert isinstance(_arun(main()), str)
+    assert m.closed and chat.closed

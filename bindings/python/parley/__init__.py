@@ -13,15 +13,22 @@ libparley.so.0 on the dynamic loader's search path.
     chat = parley.Chat(parley.Model(rt, "support-bot.parley"), system_prompt="You help customers.")
     for piece in chat.stream("My order has not arrived."):
         print(piece, end="", flush=True)
+
+    # asyncio: say_async / stream_async, generate_async, translate_async,
+    # translate_stream_async (each request on a libparley worker thread)
+    reply = await chat.say_async("Thanks!")
+    async for piece in chat.stream_async("Where is it now?"):
+        print(piece, end="", flush=True)
 """
 
 from __future__ import annotations
 
 from . import _lib
-from .chat import Chat, ChatStream
+from ._async import AsyncStream
+from .chat import AsyncChatStream, Chat, ChatStream
 from . import errors as _errors
 from .errors import *  # noqa: F401,F403  (one exception class per parley_status)
-from .model import Hypothesis, Model, ModelInfo, TokenizerInfo, Translation, TranslationHypothesis
+from .model import Hypothesis, Model, ModelInfo, TokenizerInfo, Translation, TranslationHypothesis, TranslationUpdate
 from .runtime import DeviceInfo, KernelInfo, PluginInfo, Runtime
 
 __version__ = "0.1.0"
@@ -36,6 +43,8 @@ __all__ = [
     "Model",
     "Chat",
     "ChatStream",
+    "AsyncChatStream",
+    "AsyncStream",
     "ModelInfo",
     "TokenizerInfo",
     "PluginInfo",
@@ -44,6 +53,7 @@ __all__ = [
     "Hypothesis",
     "Translation",
     "TranslationHypothesis",
+    "TranslationUpdate",
     "library_version",
     "library_path",
 ] + _errors.__all__

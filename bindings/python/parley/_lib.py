@@ -60,6 +60,11 @@ TOKEN_FN = CFUNCTYPE(c_int32, c_void_p, c_size_t, c_size_t, c_int32)
 #: int32_t (*parley_text_fn)(void *user_data, const char *text, size_t length)
 #: (text is not NUL-terminated, so it is declared as void * and read with string_at)
 TEXT_FN = CFUNCTYPE(c_int32, c_void_p, c_void_p, c_size_t)
+#: int32_t (*parley_translation_text_fn)(void *user_data, size_t text_index, size_t hypothesis,
+#:                                       const char *text, size_t length, int32_t is_final)
+TRANSLATION_TEXT_FN = CFUNCTYPE(c_int32, c_void_p, c_size_t, c_size_t, c_void_p, c_size_t, c_int32)
+#: void (*parley_request_fn)(void *user_data, parley_request *request, int32_t status)
+REQUEST_FN = CFUNCTYPE(None, c_void_p, c_void_p, c_int32)
 
 # ------------------------------------------------------------------- structs
 
@@ -219,6 +224,18 @@ class TranslationOptions(Structure):
         ("return_attention", c_int32),
         ("attention_layer", c_int32),
         ("per_text_errors", c_int32),
+        ("on_text", TRANSLATION_TEXT_FN),
+        ("user_data", c_void_p),
+    ]
+
+
+class RequestOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("on_complete", REQUEST_FN),
+        ("user_data", c_void_p),
+        ("deadline_ms", c_int64),
+        ("return_logprobs", c_int32),
     ]
 
 
@@ -344,6 +361,41 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_chat_message_count": (_status, [c_void_p, _p(c_size_t)]),
     "parley_chat_message": (_status, [c_void_p, c_size_t, _p(c_int32), _p(c_char_p)]),
     "parley_chat_stats_get": (_status, [c_void_p, _p(ChatStats)]),
+    # asynchronous requests
+    "parley_request_options_defaults": (_status, [_p(RequestOptions)]),
+    "parley_chat_submit": (_status, [c_void_p, _p(ChatOptions), _p(RequestOptions), _p(c_void_p)]),
+    "parley_generate_submit": (
+        _status,
+        [c_void_p, _p(_i32p), _p(c_size_t), c_size_t, _p(GenerationOptions), _p(RequestOptions), _p(c_void_p)],
+    ),
+    "parley_translate_submit": (
+        _status,
+        [c_void_p, _p(c_char_p), _p(c_size_t), c_size_t, _p(TranslationOptions), _p(RequestOptions), _p(c_void_p)],
+    ),
+    "parley_translate_tokens_submit": (
+        _status,
+        [
+            c_void_p,
+            _p(_i32p),
+            _p(c_size_t),
+            c_size_t,
+            _p(_i32p),
+            _p(c_size_t),
+            _p(GenerationOptions),
+            _p(RequestOptions),
+            _p(c_void_p),
+        ],
+    ),
+    "parley_request_wait": (_status, [c_void_p, c_int64]),
+    "parley_request_poll": (_status, [c_void_p, _i32p]),
+    "parley_request_cancel": (_status, [c_void_p]),
+    "parley_request_status": (_status, [c_void_p, _i32p, _p(c_char_p)]),
+    "parley_request_take_reply": (_status, [c_void_p, _p(c_void_p)]),
+    "parley_request_take_generation_result": (_status, [c_void_p, _p(c_void_p)]),
+    "parley_request_take_translation_result": (_status, [c_void_p, _p(c_void_p)]),
+    "parley_request_reply_logprobs": (_status, [c_void_p, _p(_p(c_float)), _p(c_size_t)]),
+    "parley_request_free": (None, [c_void_p]),
+    "parley_result_hypothesis_logprobs": (_status, [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t)]),
 }
 
 

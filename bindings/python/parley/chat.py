@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import queue
 import threading
@@ -10,12 +11,13 @@ from ctypes import POINTER, byref, c_char_p, c_int32, c_size_t, c_void_p
 from typing import Any, Callable, Iterator, Sequence
 
 from . import _lib
+from ._async import AsyncRequest, AsyncStream, run
 from ._handle import Closable, HandleGuard
 from ._marshal import check_generation_keys, cstring_array, decode_text, encode_text, generation_options, opt_text
 from .errors import BusyError, ClosedError, InvalidArgumentError
 from .model import Model
 
-__all__ = ["Chat", "ChatStream"]
+__all__ = ["Chat", "ChatStream", "AsyncChatStream"]
 
 _ROLES = {"system": _lib.ROLE_SYSTEM, "user": _lib.ROLE_USER, "assistant": _lib.ROLE_ASSISTANT}
 _ROLE_NAMES = {v: k for k, v in _ROLES.items()}
@@ -112,6 +114,7 @@ class Chat(Closable):
         self._model = model
         self._busy = threading.Lock()
         self._turn: _Turn | None = None
+        self._request: AsyncRequest | None = None  # say_async / stream_async in flight
         system = opt_text(system_prompt, "system_prompt")
         handle = c_void_p()
         with model._use() as mh:
@@ -142,6 +145,9 @@ class Chat(Closable):
         turn = self._turn
         if turn is not None:
             turn.request_stop()
+        req = self._request
+        if req is not None:
+            req.free()  # cancels it and waits for its worker (one decoding step)
         g.close(before_wait=_lib.lib.parley_chat_cancel)
         self._model._unregister_chat(g)
 
@@ -297,6 +303,120 @@ class Chat(Closable):
         turn = self._turn
         if turn is not None:
             turn.request_stop()
+        req = self._request
+        if req is not None:
+            req.cancel()
+
+    # ------------------------------------------------------------ asyncio
+
+    def _submit_async(
+        self, text: str | None, stop, deadline: float | None, options: dict[str, Any], where: str, on_text=None
+    ) -> AsyncRequest:
+        """Append `text` and submit the turn (parley_chat_submit); the request holds the chat until freed."""
+        loop = asyncio.get_running_loop()
+        data = None if text is None else encode_text(text, "text")
+        if self._guard is None:
+            raise ClosedError("Chat is closed")
+        if not self._busy.acquire(blocking=False):
+            raise BusyError("Chat is busy: a reply is being generated (finish or close the stream first)")
+        try:
+            h = self._guard.acquire()
+        except BaseException:
+            self._busy.release()
+            raise
+        guard, busy = self._guard, self._busy
+
+        model = self._model
+
+        def release() -> None:
+            model._untrack_request(req)
+            self._request = None
+            guard.release()
+            busy.release()
+
+        try:
+            copts, keep = self._options(stop, options, where)
+            if on_text is not None:
+                fn = _lib.TEXT_FN(lambda _u, ptr, n: on_text(decode_text(ctypes.string_at(ptr, n))) or 0)
+                keep.append(fn)
+                copts.on_text = fn
+            if data is not None:
+                _lib.check(_lib.lib.parley_chat_append(h, _lib.ROLE_USER, data))
+        except BaseException:
+            release()
+            raise
+        req = AsyncRequest(loop, release, keep)
+        self._request = req
+        try:
+            model._track_request(req)  # Model.close() frees it before closing this chat
+        except BaseException:
+            req._abandon()
+            raise
+        req.submit(lambda ro, out: _lib.lib.parley_chat_submit(h, byref(copts), ro, out), deadline)
+        return req
+
+    async def say_async(
+        self,
+        text: str | None = None,
+        *,
+        stop: str | Sequence[str] | None = None,
+        deadline: float | None = None,
+        **options: Any,
+    ) -> str:
+        """``await chat.say_async(text)``: say() without blocking the event loop.
+
+        The turn runs on a libparley worker thread (parley_chat_submit); the
+        serving engine batches it with every other turn of the model.
+        ``deadline`` (seconds): the turn stops with DeadlineError after it.
+        Cancelling the awaiting task cancels the turn (the conversation then
+        keeps no reply; the user message stays). Raises BusyError while
+        another reply of this chat runs.
+        """
+        req = self._submit_async(text, stop, deadline, options, "say_async()")
+        return await run(req, _take_reply)
+
+    def stream_async(
+        self,
+        text: str | None = None,
+        *,
+        stop: str | Sequence[str] | None = None,
+        deadline: float | None = None,
+        **options: Any,
+    ) -> "AsyncChatStream":
+        """``async for piece in chat.stream_async(text)``: the reply's text pieces as they are generated.
+
+        Must be called from a running event loop. After the last piece the
+        stream's ``reply`` holds the whole reply. Leaving early (``aclose()``,
+        ``async with``, cancelling the task) cancels the turn.
+        """
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+
+        def on_text(piece: str) -> None:
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, piece)
+            except RuntimeError:  # the loop is closed: nobody is listening
+                pass
+
+        req = self._submit_async(text, stop, deadline, options, "stream_async()", on_text)
+        return AsyncChatStream(req, q, _take_reply)
+
+
+def _take_reply(handle: int) -> str:
+    out = c_void_p()
+    _lib.check(_lib.lib.parley_request_take_reply(handle, byref(out)))
+    try:
+        return decode_text(ctypes.string_at(out.value)) if out.value else ""
+    finally:
+        _lib.lib.parley_string_free(out.value)
+
+
+class AsyncChatStream(AsyncStream):
+    """Async iterator over the text pieces of one reply (Chat.stream_async); ``reply`` after the end."""
+
+    @property
+    def reply(self) -> str | None:
+        return self.result
 
 
 _DONE = object()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import threading
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import _lib
+from ._async import AsyncRequest, AsyncStream, run
 from ._handle import Closable, HandleGuard
 from ._marshal import (
     IdBatch,
@@ -27,7 +29,15 @@ from ._marshal import (
 from .errors import ClosedError, InvalidArgumentError
 from .runtime import KernelInfo, Runtime
 
-__all__ = ["Model", "ModelInfo", "TokenizerInfo", "Hypothesis", "Translation", "TranslationHypothesis"]
+__all__ = [
+    "Model",
+    "ModelInfo",
+    "TokenizerInfo",
+    "Hypothesis",
+    "Translation",
+    "TranslationHypothesis",
+    "TranslationUpdate",
+]
 
 _KINDS = {_lib.MODEL_DECODER_ONLY: "decoder-only", _lib.MODEL_ENCODER_DECODER: "encoder-decoder"}
 _TOKENIZER_KINDS = {0: "sentencepiece", 1: "byte-level-bpe"}
@@ -63,10 +73,26 @@ class TokenizerInfo:
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One hypothesis of generate() / translate_tokens(): generated ids and score."""
+    """One hypothesis of generate() / translate_tokens(): generated ids and score.
+
+    ``logprobs``: per generated token, its log-probability (the terms
+    ``score`` sums), when requested (generate_async(return_logprobs=True)).
+    """
 
     tokens: list[int]
     score: float
+    logprobs: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class TranslationUpdate:
+    """One streamed step of Model.translate_stream_async: hypothesis ``hypothesis`` of text
+    ``index`` so far (the whole text so far, not a delta); ``final`` for its final text."""
+
+    index: int
+    hypothesis: int
+    text: str
+    final: bool
 
 
 @dataclass(frozen=True)
@@ -177,6 +203,7 @@ class Model(Closable):
             raise ValueError(f"kv_cache must be one of 'f32', 'f16', 'int8', not {kv_cache!r}")
         self._runtime = runtime
         self._chats: set[HandleGuard] = set()
+        self._requests: set[AsyncRequest] = set()  # *_async calls in flight
         self._chats_lock = threading.Lock()
         self._closing = False
         self.path = None if _data is not None else os.fspath(path)
@@ -221,6 +248,9 @@ class Model(Closable):
             self._closing = True
             chats = list(self._chats)
             self._chats.clear()
+            requests = list(self._requests)
+        for r in requests:
+            r.free()  # cancels it and waits for its worker (one decoding step)
         for g in chats:
             g.close(before_wait=_lib.lib.parley_chat_cancel)
         self._guard.close()
@@ -240,6 +270,16 @@ class Model(Closable):
             if self._closing:
                 raise ClosedError("Model is being closed")
             self._chats.add(guard)
+
+    def _track_request(self, req: AsyncRequest) -> None:
+        with self._chats_lock:
+            if self._closing:
+                raise ClosedError("Model is being closed")
+            self._requests.add(req)
+
+    def _untrack_request(self, req: AsyncRequest) -> None:
+        with self._chats_lock:
+            self._requests.discard(req)
 
     def _unregister_chat(self, guard: HandleGuard) -> None:
         with self._chats_lock:
@@ -401,7 +441,8 @@ class Model(Closable):
 
     # ------------------------------------------------------------ generation
 
-    def _read_generation_result(self, result: int) -> list[list[Hypothesis]]:
+    @staticmethod
+    def _read_generation_result(result: int, logprobs: bool = False) -> list[list[Hypothesis]]:
         out = []
         n = c_size_t()
         _lib.check(_lib.lib.parley_result_batch_size(result, byref(n)))
@@ -412,7 +453,12 @@ class Model(Closable):
             for k in range(m.value):
                 toks, length, score = POINTER(c_int32)(), c_size_t(), c_float()
                 _lib.check(_lib.lib.parley_result_hypothesis(result, b, k, byref(toks), byref(length), byref(score)))
-                hyps.append(Hypothesis(ids_list(toks, length.value), score.value))
+                lp = None
+                if logprobs:
+                    p, m2 = POINTER(c_float)(), c_size_t()
+                    _lib.check(_lib.lib.parley_result_hypothesis_logprobs(result, b, k, byref(p), byref(m2)))
+                    lp = p[: m2.value] if m2.value else []
+                hyps.append(Hypothesis(ids_list(toks, length.value), score.value, lp))
             out.append(hyps)
         return out
 
@@ -514,6 +560,25 @@ class Model(Closable):
         hypothesis, the source attention of decoder layer ``attention_layer``
         (-1: the last), averaged over heads.
         """
+        single, encoded, text_array, make_options = self._translation_args(
+            texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
+            return_attention, attention_layer, options, "translate()",
+        )
+        result = c_void_p()
+        with self._use() as h:
+            topts, _keep = make_options(h)
+            _lib.check(_lib.lib.parley_translate(h, text_array, len(encoded), byref(topts), byref(result)))
+        try:
+            out = self._read_translation_result(result.value, return_attention)
+        finally:
+            _lib.lib.parley_translation_result_free(result.value)
+        return out[0] if single else out
+
+    def _translation_args(
+        self, texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
+        return_attention, attention_layer, options, where,
+    ):
+        """(single, encoded texts, their C array, make_options(handle) -> (parley_translation_options, keep))."""
         single = isinstance(texts, (str, bytes))
         items = [texts] if single else list(texts)
         encoded = [encode_text(t, f"texts[{i}]") for i, t in enumerate(items)]
@@ -533,24 +598,204 @@ class Model(Closable):
         if not -(2**31) <= attention_layer < 2**31:
             raise InvalidArgumentError(f"attention_layer out of range: {attention_layer}")
         text_array = cstring_array(encoded)
-        result = c_void_p()
-        with self._use() as h:
-            gopts = generation_options(h, gen, "translate()")
+        src = opt_text(source_language, "source_language")
+        tgt = opt_text(target_language, "target_language")
+
+        def make_options(h: int):
+            gopts = generation_options(h, gen, where)
             topts = _lib.new(_lib.TranslationOptions)
             _lib.check(_lib.lib.parley_translation_options_defaults(byref(topts)))
-            src = opt_text(source_language, "source_language")
-            tgt = opt_text(target_language, "target_language")
             topts.source_language = src
             topts.target_language = tgt
             topts.generation = ctypes.pointer(gopts)
             topts.return_attention = 1 if return_attention else 0
             topts.attention_layer = attention_layer
-            _lib.check(_lib.lib.parley_translate(h, text_array, len(encoded), byref(topts), byref(result)))
-        try:
-            out = self._read_translation_result(result.value, return_attention)
-        finally:
-            _lib.lib.parley_translation_result_free(result.value)
+            return topts, [gopts, src, tgt]
+
+        return single, encoded, text_array, make_options
+
+    # ------------------------------------------------------------ asyncio
+
+    def _submit_async(self, submit, keep: list[Any], deadline: float | None, logprobs: bool = False) -> AsyncRequest:
+        """submit(handle, request_options, out) under a model use held until the request is freed."""
+        loop = asyncio.get_running_loop()
+        if self._guard is None:
+            raise ClosedError("Model is closed")
+        guard = self._guard
+
+        def release() -> None:
+            self._untrack_request(req)
+            guard.release()
+
+        req = AsyncRequest(loop, release, keep)
+        with self._chats_lock:  # close() frees every tracked request before it waits for the guard
+            if self._closing:
+                req._abandon_silently()
+                raise ClosedError("Model is being closed")
+            try:
+                h = guard.acquire()
+            except BaseException:
+                req._abandon_silently()
+                raise
+            self._requests.add(req)
+        req.submit(lambda ro, out: submit(h, ro, out), deadline, logprobs)
+        return req
+
+    async def generate_async(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        return_logprobs: bool = False,
+        deadline: float | None = None,
+        **options: Any,
+    ) -> list[list[Hypothesis]]:
+        """``await model.generate_async(prompts)``: generate() without blocking the event loop.
+
+        Runs on a libparley worker thread (parley_generate_submit); the
+        serving engine batches concurrent calls (tokens equal to a call alone,
+        scores up to float32 rounding). ``return_logprobs``: fill
+        Hypothesis.logprobs (greedy and sampling; beam search raises
+        UnsupportedError). ``deadline`` (seconds): DeadlineError after it.
+        Cancelling the awaiting task cancels the request. No on_token here.
+        """
+        batch = IdBatch(prompts, "prompts")
+        with self._use() as h:
+            opts = generation_options(h, options, "generate_async()")
+        req = self._submit_async(
+            lambda h, ro, out: _lib.lib.parley_generate_submit(
+                h, batch.pointers, batch.lengths, batch.count, byref(opts), ro, out
+            ),
+            [batch, opts],
+            deadline,
+            return_logprobs,
+        )
+        return await run(req, lambda r: _take_generation(r, return_logprobs))
+
+    async def translate_tokens_async(
+        self,
+        sources: Sequence[Sequence[int]],
+        target_prefixes: Sequence[Sequence[int]] | None = None,
+        *,
+        return_logprobs: bool = False,
+        deadline: float | None = None,
+        **options: Any,
+    ) -> list[list[Hypothesis]]:
+        """``await model.translate_tokens_async(sources)``: translate_tokens() on a worker thread."""
+        batch = IdBatch(sources, "sources")
+        prefixes = None
+        if target_prefixes is not None:
+            prefixes = IdBatch(target_prefixes, "target_prefixes")
+            if prefixes.count != batch.count:
+                raise InvalidArgumentError(f"target_prefixes has {prefixes.count} entries for {batch.count} sources")
+        with self._use() as h:
+            opts = generation_options(h, options, "translate_tokens_async()")
+        req = self._submit_async(
+            lambda h, ro, out: _lib.lib.parley_translate_tokens_submit(
+                h,
+                batch.pointers,
+                batch.lengths,
+                batch.count,
+                prefixes.pointers if prefixes else None,
+                prefixes.lengths if prefixes else None,
+                byref(opts),
+                ro,
+                out,
+            ),
+            [batch, prefixes, opts],
+            deadline,
+            return_logprobs,
+        )
+        return await run(req, lambda r: _take_generation(r, return_logprobs))
+
+    def _submit_translation(self, args: tuple, deadline: float | None, on_update=None) -> tuple[AsyncRequest, Any]:
+        single, encoded, text_array, make_options = args
+        with self._use() as h:
+            topts, keep = make_options(h)
+        keep += [text_array, encoded]
+        if on_update is not None:
+
+            def on_text(_u, index, hyp, ptr, n, final):
+                on_update(TranslationUpdate(index, hyp, decode_text(ctypes.string_at(ptr, n)), bool(final)))
+                return 0
+
+            fn = _lib.TRANSLATION_TEXT_FN(on_text)
+            keep.append(fn)
+            topts.on_text = fn
+        keep.append(topts)
+        req = self._submit_async(
+            lambda h, ro, out: _lib.lib.parley_translate_submit(
+                h, text_array, None, len(encoded), byref(topts), ro, out
+            ),
+            keep,
+            deadline,
+        )
+        return req, single
+
+    async def translate_async(
+        self,
+        texts: str | bytes | Sequence[str | bytes],
+        source_language: str | None = None,
+        target_language: str | None = None,
+        beam_size: int | None = None,
+        num_hypotheses: int = 1,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        attention_layer: int = -1,
+        *,
+        deadline: float | None = None,
+        **options: Any,
+    ) -> Translation | list[Translation]:
+        """``await model.translate_async(texts)``: translate() on a libparley worker thread.
+
+        Translations are not batched by the serving engine: each request
+        decodes alone on its thread. Cancelling the awaiting task cancels the
+        translation between decoding steps; ``deadline`` (seconds):
+        DeadlineError after it.
+        """
+        args = self._translation_args(
+            texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
+            return_attention, attention_layer, options, "translate_async()",
+        )
+        req, single = self._submit_translation(args, deadline)
+        out = await run(req, lambda r: _take_translation(r, return_attention))
         return out[0] if single else out
+
+    def translate_stream_async(
+        self,
+        texts: str | bytes | Sequence[str | bytes],
+        source_language: str | None = None,
+        target_language: str | None = None,
+        beam_size: int | None = None,
+        num_hypotheses: int = 1,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        *,
+        deadline: float | None = None,
+        **options: Any,
+    ) -> AsyncStream:
+        """``async for u in model.translate_stream_async(texts)``: TranslationUpdate per hypothesis.
+
+        Greedy decoding and sampling stream each hypothesis' text so far as
+        tokens come, then its final text (``final=True``); beam search only
+        the final texts, best first. After the end, the stream's ``result``
+        holds what translate_async() returns. Leaving early cancels.
+        """
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+
+        def on_update(u: TranslationUpdate) -> None:
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, u)
+            except RuntimeError:  # the loop is closed
+                pass
+
+        args = self._translation_args(
+            texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
+            False, -1, options, "translate_stream_async()",
+        )
+        req, single = self._submit_translation(args, deadline, on_update)
+        return AsyncStream(req, q, lambda r: (lambda out: out[0] if single else out)(_take_translation(r, False)))
 
     @staticmethod
     def _read_translation_result(r: int, with_attention: bool) -> list[Translation]:
@@ -583,3 +828,21 @@ class Model(Closable):
                 )
             out.append(Translation(source, hyps))
         return out
+
+
+def _take_generation(handle: int, logprobs: bool) -> list[list[Hypothesis]]:
+    out = c_void_p()
+    _lib.check(_lib.lib.parley_request_take_generation_result(handle, byref(out)))
+    try:
+        return Model._read_generation_result(out.value, logprobs)
+    finally:
+        _lib.lib.parley_result_free(out.value)
+
+
+def _take_translation(handle: int, with_attention: bool) -> list[Translation]:
+    out = c_void_p()
+    _lib.check(_lib.lib.parley_request_take_translation_result(handle, byref(out)))
+    try:
+        return Model._read_translation_result(out.value, with_attention)
+    finally:
+        _lib.lib.parley_translation_result_free(out.value)
