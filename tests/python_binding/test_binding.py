@@ -1167,8 +1167,9 @@ def test_async_cancel_and_deadline(chat_model):
         # chat.cancel() from the loop cancels a say_async in flight.
         async def cancel_say():
             task = asyncio.ensure_future(chat.say_async(None, max_new_tokens=64, min_new_tokens=64))
-            await asyncio.sleep(0.02)
-            chat.cancel()
+            while chat._request is None and not task.done():  # submitted (the task reached its first await)
+                await asyncio.sleep(0)
+            chat.cancel()  # long before its 64 tokens
             with pytest.raises(parley.CancelledError):
                 await task
 
