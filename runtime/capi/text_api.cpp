@@ -217,6 +217,7 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   t.attention = o.return_attention != 0;
   t.attention_layer = o.attention_layer;
   t.per_text_errors = o.per_text_errors != 0;
+  t.engine = model->impl.engine();
   std::vector<std::string> inputs;
   inputs.reserve(count);
   for (size_t i = 0; i < count; ++i) {
