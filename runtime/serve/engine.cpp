@@ -412,8 +412,10 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     fail(code, message);
   };
   for (;;) {
-    if (g.remaining == 0 || g.error) break;
+    // Never leave while the scheduler computes one of the sequences: it
+    // reads their tokens and advances them when the step ends.
     const bool stepping = std::any_of(seqs.begin(), seqs.end(), [](const Sequence *s) { return s->in_step_; });
+    if ((g.remaining == 0 || g.error) && !stepping) break;
     if (!stepping) {
       if (control.cancel && control.cancel->load())
         abandon(PARLEY_ERROR_CANCELLED, "the request was cancelled", &EngineStats::cancelled);
@@ -479,7 +481,14 @@ void Engine::scheduler_loop() {
           any = true;
         }
       }
+      if (picking_seq_) picking_seq_->in_step_ = false;
+      if (picking_group_) {
+        if (!picking_group_->error) picking_group_->error = error;
+        any = true;
+      }
       if (!any && !queue_.empty() && !queue_.front()->error) queue_.front()->error = error;
+      picking_group_ = nullptr;
+      picking_seq_ = nullptr;
       batch.clear();
       done_.notify_all();
     }
@@ -494,9 +503,12 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
     // Two passes in ticket order: rows with one token to go (decode), then prompts in chunks.
     for (int pass = 0; pass < 2; ++pass) {
       for (Group *g : queue_) {
+        if (g->error) continue;  // its requester is leaving
         bool blocked = false;
+        picking_group_ = g;
         for (Sequence *s : g->seqs) {
           if (s->done_ || s->in_step_ || rows_left == 0 || tokens_left == 0) continue;
+          picking_seq_ = s;
           match_prefix(*s);
           const int64_t pending = s->goal_ - s->resident_;
           if ((pending == 1) != (pass == 0)) continue;
@@ -518,6 +530,8 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
         }
       }
     }
+    picking_group_ = nullptr;
+    picking_seq_ = nullptr;
     if (batch.empty()) {  // everything waits for memory: wait for a release
       work_.wait_for(lock, std::chrono::milliseconds(5));
       return;

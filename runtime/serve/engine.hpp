@@ -192,6 +192,10 @@ class Engine {
   std::deque<Group *> queue_;                 // groups with sequences still to run, in ticket order
   std::vector<Sequence *> holders_;           // open sequences (candidates for preemption)
   int64_t expected_ = 0;                      // sequences with expected_ set
+  // While the scheduler picks a step: the group and sequence it looks at (an
+  // allocation failure there fails that request).
+  Group *picking_group_ = nullptr;
+  Sequence *picking_seq_ = nullptr;
   uint64_t next_ticket_ = 0;
   bool stop_ = false;
   EngineStats stats_;

@@ -303,6 +303,7 @@ static long one_point(const parley_model *m, Call call, const char *what, const 
            reference);
   } else {
     snprintf(g_message, sizeof g_message, "%s", parley_last_error());
+    if (getenv("PARLEY_OOM_VERBOSE")) fprintf(stderr, "  -> %s\n", g_message);
     check_failure(st, n, what);
     if (answer) FAIL("%s, allocation %ld failed: an output was set on failure", what, n);
     /* Memory is back: the same call must now give the reference answer. */
