@@ -991,7 +991,24 @@ typedef struct parley_chat_options {
   size_t num_stop_strings;
   parley_text_fn on_text; /* optional */
   void *user_data;
+  /* Appended in 0.1.x: what a conversation too long for the model does
+   * (parley_chat_context_policy). PARLEY_CHAT_CONTEXT_ERROR (default): the
+   * turn fails with PARLEY_ERROR_INVALID_ARGUMENT. PARLEY_CHAT_CONTEXT_DROP_OLDEST:
+   * the oldest turns after the system prompt leave the conversation (a user
+   * message and the replies after it, oldest first) until the rendered
+   * prompt leaves room for the reply (max_new_tokens, at most half the
+   * model's positions); the session's messages then no longer hold them
+   * (parley_chat_stats.dropped_messages counts them). The system prompt and
+   * the last message always stay: if they alone are too long, the turn
+   * fails. The K/V of what stays before the first dropped message is
+   * reused. Other values: INVALID_ARGUMENT. */
+  int32_t context_policy;
 } parley_chat_options;
+
+typedef enum parley_chat_context_policy {
+  PARLEY_CHAT_CONTEXT_ERROR = 0,
+  PARLEY_CHAT_CONTEXT_DROP_OLDEST = 1
+} parley_chat_context_policy;
 
 PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *options);
 static inline parley_status parley_chat_options_init(parley_chat_options *options) {
@@ -1041,6 +1058,10 @@ typedef struct parley_chat_stats {
   uint64_t generated_tokens;       /* tokens of the last reply */
   uint64_t total_processed_tokens; /* prompt tokens run over the session's life */
   uint64_t cached_tokens;          /* tokens in the KV cache now */
+  /* Appended in 0.1.x: messages the context policy dropped at the last turn
+   * and over the session's life. */
+  uint64_t dropped_messages;
+  uint64_t total_dropped_messages;
 } parley_chat_stats;
 
 /* Counters of the last turn; stats->struct_size must be set by the caller. */
@@ -1056,10 +1077,9 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * Parley worker thread of its own (one OS thread per unfinished request)
  * and returns at once with a request. The work is the blocking call it
  * mirrors, run on that thread: its result is the same, and concurrent chat
- * turns and generations of one decoder-only model are batched by the
+ * turns, generations and translations of one model are batched by its
  * serving engine like concurrent blocking calls (tokens equal, scores up to
- * float32 rounding); translations decode on their worker thread, each
- * alone. Streaming callbacks (chat on_text, generation on_token,
+ * float32 rounding; without an engine each decodes alone). Streaming callbacks (chat on_text, generation on_token,
  * translation on_text) and the completion callback are invoked on the
  * worker thread.
  *
@@ -1235,6 +1255,28 @@ PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *req
  * undefined (the handle is gone).
  */
 PARLEY_API void parley_request_free(parley_request *request);
+/*
+ * Park a conversation outside Parley: *out_data (free with
+ * parley_string_free; binary, not NUL-terminated) receives *out_size bytes
+ * holding the session's messages (its system prompt first, if it has one)
+ * with a version and a checksum. Only the text is saved: a session restored
+ * in the same process finds the K/V of its full blocks in the serving
+ * engine's prefix cache while they were not evicted (chat stats show them
+ * as reused), and recomputes the rest at its next turn.
+ */
+PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *session, char **out_data,
+                                                  size_t *out_size);
+
+/*
+ * A new session of `model` holding the conversation `data` (size bytes, from
+ * parley_chat_session_save; any decoder-only chat model may take it). Errors:
+ * PARLEY_ERROR_INVALID_ARGUMENT naming what is wrong with the data (short,
+ * bad magic, unsupported version, checksum mismatch, unknown role, invalid
+ * UTF-8, a role order the model's chat format refuses), PARLEY_ERROR_UNSUPPORTED
+ * (encoder-decoder model, no chat format). Free with parley_chat_session_free.
+ */
+PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, const void *data, size_t size,
+                                                     parley_chat_session **out_session);
 
 #ifdef __cplusplus
 }

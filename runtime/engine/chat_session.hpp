@@ -31,6 +31,10 @@ struct ChatReplyOptions {
   // log-probabilities (Hypothesis::logprobs). decoding.cancel set before or
   // during the turn cancels it like cancel().
   std::vector<float> *logprobs = nullptr;
+  // Context policy: false = a conversation too long for the model fails the
+  // turn; true = the oldest turns after the system prompt are dropped from
+  // the conversation until the prompt leaves room for the reply.
+  bool drop_oldest = false;
 };
 
 struct ChatCounters {
@@ -40,6 +44,8 @@ struct ChatCounters {
   uint64_t last_generated_tokens = 0;
   uint64_t total_processed_tokens = 0;  // prompt tokens the model ran on over the session
   uint64_t cached_tokens = 0;           // tokens in the KV cache now
+  uint64_t last_dropped_messages = 0;   // messages the context policy dropped at the last turn
+  uint64_t total_dropped_messages = 0;
 };
 
 class ChatSession {
@@ -67,6 +73,7 @@ class ChatSession {
   void remove_last();
 
   const std::vector<ChatMessage> &messages() const { return messages_; }
+  bool has_system() const { return base_messages_ > 0; }  // messages()[0] is the session's system prompt
   const ChatCounters &counters() const { return counters_; }
   const DecodingOptions &defaults() const { return defaults_; }
 

@@ -131,7 +131,9 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
       return go;
     };
   }
-  auto hyps = translate(model, sources, std::vector<std::vector<int32_t>>(sources.size(), prompt), dec);
+  const std::vector<std::vector<int32_t>> prompts(sources.size(), prompt);
+  auto hyps = options.engine ? translate(*options.engine, sources, prompts, dec, RunControl{dec.cancel, dec.deadline})
+                             : translate(model, sources, prompts, dec);
 
   const int64_t layer = options.attention_layer < 0 ? model.decoder_params().layers - 1 : options.attention_layer;
   for (size_t k = 0; k < kept.size(); ++k) {

@@ -24,6 +24,8 @@
 
 namespace parley {
 
+class Engine;
+
 struct TextTranslationOptions {
   DecodingOptions decoding;
   std::string source_language, target_language;  // empty: none
@@ -40,6 +42,9 @@ struct TextTranslationOptions {
   // Returning false during a greedy/sampling stream finishes that
   // hypothesis there (its final call still comes). May be empty.
   std::function<bool(size_t text, size_t hypothesis, std::string_view text_so_far, bool final)> on_text;
+  // When set, the texts run through the model's serving engine (batched with
+  // other requests); else on a contiguous KV cache of their own.
+  Engine *engine = nullptr;
 };
 
 struct TextHypothesis {

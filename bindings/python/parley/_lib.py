@@ -247,6 +247,7 @@ class ChatOptions(Structure):
         ("num_stop_strings", c_size_t),
         ("on_text", TEXT_FN),
         ("user_data", c_void_p),
+        ("context_policy", c_int32),
     ]
 
 
@@ -259,6 +260,8 @@ class ChatStats(Structure):
         ("generated_tokens", c_uint64),
         ("total_processed_tokens", c_uint64),
         ("cached_tokens", c_uint64),
+        ("dropped_messages", c_uint64),
+        ("total_dropped_messages", c_uint64),
     ]
 
 
@@ -396,6 +399,8 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_request_reply_logprobs": (_status, [c_void_p, _p(_p(c_float)), _p(c_size_t)]),
     "parley_request_free": (None, [c_void_p]),
     "parley_result_hypothesis_logprobs": (_status, [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t)]),
+    "parley_chat_session_save": (_status, [c_void_p, _p(c_void_p), _p(c_size_t)]),
+    "parley_chat_session_restore": (_status, [c_void_p, c_void_p, c_size_t, _p(c_void_p)]),
 }
 
 

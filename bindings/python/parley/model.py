@@ -748,8 +748,7 @@ class Model(Closable):
     ) -> Translation | list[Translation]:
         """``await model.translate_async(texts)``: translate() on a libparley worker thread.
 
-        Translations are not batched by the serving engine: each request
-        decodes alone on its thread. Cancelling the awaiting task cancels the
+        The serving engine batches concurrent translations. Cancelling the awaiting task cancels the
         translation between decoding steps; ``deadline`` (seconds):
         DeadlineError after it.
         """
