@@ -1079,9 +1079,9 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * mirrors, run on that thread: its result is the same, and concurrent chat
  * turns, generations and translations of one model are batched by its
  * serving engine like concurrent blocking calls (tokens equal, scores up to
- * float32 rounding; without an engine each decodes alone). Streaming callbacks (chat on_text, generation on_token,
- * translation on_text) and the completion callback are invoked on the
- * worker thread.
+ * float32 rounding; without an engine each decodes alone). Streaming
+ * callbacks (chat on_text, generation on_token, translation on_text) and
+ * the completion callback are invoked on the worker thread.
  *
  * Lifecycle: running -> finished (status and result set; the completion
  * callback, if any, runs) -> done (poll reports 1, wait returns). Take the
