@@ -41,6 +41,15 @@ parley_model_options resolve_options(const parley_model_options *options) {
       o.kv_cache_dtype != PARLEY_DTYPE_I8)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->kv_cache_dtype (" + std::to_string(o.kv_cache_dtype) +
                                             ") must be PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8");
+  if (o.serving_engine != 0 && o.serving_engine != 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->serving_engine must be 0 or 1");
+  if (o.kv_block_size < 1 || o.kv_block_size > 4096)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "options->kv_block_size (" + std::to_string(o.kv_block_size) + ") must be in [1, 4096]");
+  if (o.max_batch_sequences < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->max_batch_sequences must be >= 1");
+  if (o.max_batch_tokens < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->max_batch_tokens must be >= 1");
+  if (o.prefill_chunk_tokens < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->prefill_chunk_tokens must be >= 1");
+  if (o.admission_timeout_ms < 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->admission_timeout_ms must be >= 0");
   return o;
 }
 
@@ -67,6 +76,13 @@ void load(parley_runtime *runtime, const parley_model_options &o, parley_model *
   m->impl.file = std::move(file);
   m->impl.device = o.device;
   m->impl.kv_dtype = static_cast<parley_dtype>(o.kv_cache_dtype);
+  m->impl.use_engine = o.serving_engine == 1;
+  m->impl.engine_options.block_size = o.kv_block_size;
+  m->impl.engine_options.kv_budget_bytes = o.kv_cache_budget_bytes;
+  m->impl.engine_options.max_sequences = o.max_batch_sequences;
+  m->impl.engine_options.max_batch_tokens = o.max_batch_tokens;
+  m->impl.engine_options.prefill_chunk = o.prefill_chunk_tokens;
+  m->impl.engine_options.admission_timeout_ms = o.admission_timeout_ms;
   *out_model = m.release();
 }
 
@@ -132,6 +148,13 @@ PARLEY_API parley_status parley_model_options_defaults(parley_model_options *opt
     o.borrow_memory = 0;
     o.read_into_memory = 0;
     o.kv_cache_dtype = PARLEY_DTYPE_F32;
+    o.serving_engine = 1;
+    o.kv_block_size = 16;
+    o.kv_cache_budget_bytes = 0;
+    o.max_batch_sequences = 256;
+    o.max_batch_tokens = 512;
+    o.prefill_chunk_tokens = 256;
+    o.admission_timeout_ms = 60000;
     copy_out(options, o);
   });
 }

@@ -73,6 +73,8 @@ PARLEY_API const char *parley_status_name(int32_t status) {
       return "PARLEY_ERROR_CANCELLED";
     case PARLEY_ERROR_BUSY:
       return "PARLEY_ERROR_BUSY";
+    case PARLEY_ERROR_TIMEOUT:
+      return "PARLEY_ERROR_TIMEOUT";
   }
   return "PARLEY_ERROR_UNKNOWN";
 }

@@ -340,7 +340,7 @@ PARLEY_API parley_status parley_chat_session_create(const parley_model *model, c
     auto s = std::make_unique<parley_chat_session>();
     s->model = model;
     s->impl = std::make_unique<ChatSession>(model->impl.transformer(), model->impl.text(), decoding_defaults(file),
-                                            std::move(system), system_prompt != nullptr);
+                                            std::move(system), system_prompt != nullptr, model->impl.engine());
     *out_session = s.release();
   });
 }

@@ -14,6 +14,7 @@
 #include "model/transformer.hpp"
 #include "plugins/host_services.hpp"
 #include "plugins/registry.hpp"
+#include "serve/engine.hpp"
 #include "text/text_model.hpp"
 
 namespace parley {
@@ -33,6 +34,9 @@ struct Model {
   std::string device;
   // parley_model_options.kv_cache_dtype: the Transformer's self-attention KV cache type.
   parley_dtype kv_dtype = PARLEY_DTYPE_F32;
+  // parley_model_options.serving_engine and the engine's options.
+  bool use_engine = true;
+  EngineOptions engine_options;
 
   // The Transformer bound to the file's weights, built on first use so that
   // loading stays a pure file check (and container-only files stay
@@ -41,6 +45,14 @@ struct Model {
   const Transformer &transformer() const;
   // The Transformer if it has been bound already, else nullptr (never binds).
   const Transformer *bound() const { return bound_.load(std::memory_order_acquire); }
+  // The serving engine (built with the Transformer on first use), or
+  // nullptr when the options turn it off or the model / device cannot page
+  // its KV cache (encoder-decoder, a plugin without KV_PAGED).
+  Engine *engine() const;
+  // The engine if it has started, else nullptr (never starts it).
+  Engine *engine_if_started() const {
+    return engine_checked_.load(std::memory_order_acquire) ? engine_.get() : nullptr;
+  }
   // Tokenizers and chat format, built on first use the same way.
   const TextModel &text() const;
 
@@ -53,6 +65,9 @@ struct Model {
   mutable std::atomic<const Transformer *> bound_{nullptr};
   mutable std::unique_ptr<Transformer> transformer_;
   mutable std::exception_ptr bind_error_;
+  mutable std::mutex engine_mutex_;
+  mutable std::atomic<bool> engine_checked_{false};
+  mutable std::unique_ptr<Engine> engine_;
 };
 
 }  // namespace parley

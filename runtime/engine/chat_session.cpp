@@ -6,13 +6,14 @@
 #include "core/error.hpp"
 #include "core/memory_scope.hpp"
 #include "engine/transformer_step_model.hpp"
+#include "serve/engine_step_model.hpp"
 #include "text/utf8.hpp"
 
 namespace parley {
 
 ChatSession::ChatSession(const Transformer &model, const TextModel &text, const DecodingOptions &defaults,
-                         std::string system_prompt, bool has_system)
-    : model_(model), text_(text), defaults_(defaults) {
+                         std::string system_prompt, bool has_system, Engine *engine)
+    : model_(model), text_(text), defaults_(defaults), engine_(engine) {
   if (model.encoder_decoder())
     fail(PARLEY_ERROR_UNSUPPORTED, "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
   if (!text.chat)
@@ -100,16 +101,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   keep = std::min(keep, ids.size() - 1);
   DecodingOptions dec = o;
   if (limit > 0) dec.max_new_tokens = std::min<int64_t>(dec.max_new_tokens, limit - static_cast<int64_t>(ids.size()));
-  ensure_capacity(static_cast<int64_t>(ids.size()) + dec.max_new_tokens);
-  state_.lengths[0] = static_cast<int32_t>(keep);
-  cached_.resize(keep);
-  std::vector<int32_t> fresh(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end());
-  std::vector<float> last = model_.step(state_, fresh, static_cast<int64_t>(fresh.size()), /*last_only=*/true);
-  cached_ = ids;
   counters_.last_prompt_tokens = ids.size();
-  counters_.last_reused_tokens = keep;
-  counters_.last_processed_tokens = fresh.size();
-  counters_.total_processed_tokens += fresh.size();
 
   // Stream: decode everything generated so far, emit what is final.
   std::vector<int32_t> generated;
@@ -151,6 +143,35 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
     return true;
   };
 
+  if (engine_) {
+    run_turn_engine(ids, dec);
+  } else {
+    run_turn_contiguous(ids, keep, dec);
+    // The cache holds the prompt and every generated token but the last.
+    if (!generated.empty()) cached_.insert(cached_.end(), generated.begin(), generated.end() - 1);
+    state_.lengths[0] = static_cast<int32_t>(cached_.size());
+  }
+  counters_.last_generated_tokens = generated.size();
+  counters_.cached_tokens = cached_.size();
+  if (cancel_.load()) fail(PARLEY_ERROR_CANCELLED, "the reply was cancelled");
+  if (!stopped_by_string && !stopped_by_host) {
+    reply_text = tok.decode(generated, /*skip_special=*/true);
+    emit_upto(reply_text.size());
+  }
+  messages_.push_back({ChatRole::kAssistant, reply_text});
+  return reply_text;
+}
+
+void ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec) {
+  ensure_capacity(static_cast<int64_t>(ids.size()) + dec.max_new_tokens);
+  state_.lengths[0] = static_cast<int32_t>(keep);
+  cached_.resize(keep);
+  std::vector<int32_t> fresh(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end());
+  std::vector<float> last = model_.step(state_, fresh, static_cast<int64_t>(fresh.size()), /*last_only=*/true);
+  cached_ = ids;
+  counters_.last_reused_tokens = keep;
+  counters_.last_processed_tokens = fresh.size();
+  counters_.total_processed_tokens += fresh.size();
   TransformerStepModel step(model_, std::move(state_));
   try {
     decode(step, last, {ids}, dec);
@@ -161,18 +182,43 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
     throw;
   }
   state_ = std::move(step.state());
-  // The cache holds the prompt and every generated token but the last.
-  if (!generated.empty()) cached_.insert(cached_.end(), generated.begin(), generated.end() - 1);
-  state_.lengths[0] = static_cast<int32_t>(cached_.size());
-  counters_.last_generated_tokens = generated.size();
-  counters_.cached_tokens = cached_.size();
-  if (cancel_.load()) fail(PARLEY_ERROR_CANCELLED, "the reply was cancelled");
-  if (!stopped_by_string && !stopped_by_host) {
-    reply_text = tok.decode(generated, /*skip_special=*/true);
-    emit_upto(reply_text.size());
+}
+
+// The engine keeps the K/V; the session keeps the tokens. Whatever the
+// outcome, the session parks its sequence (its full blocks stay findable,
+// its memory is released) and remembers the tokens that ran.
+void ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec) {
+  if (!seq_)
+    seq_ = engine_->open();
+  else
+    engine_->renew(*seq_);
+  size_t keep = 0;
+  const std::vector<int32_t> &had = seq_->tokens();
+  while (keep < had.size() && keep < ids.size() && had[keep] == ids[keep]) ++keep;
+  keep = std::min(keep, ids.size() - 1);
+  engine_->truncate(*seq_, static_cast<int64_t>(keep));
+  RunControl control;
+  control.cancel = &cancel_;
+  EngineStepModel step(*engine_, {seq_}, control);
+  auto finish = [&] {
+    seq_ = step.sequences().front();
+    engine_->park(*seq_);
+    cached_ = seq_->tokens();
+    counters_.cached_tokens = cached_.size();
+  };
+  try {
+    std::vector<int64_t> computed;
+    std::vector<int32_t> fresh(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end());
+    std::vector<float> last = engine_->run({seq_.get()}, {fresh}, control, &computed);
+    counters_.last_processed_tokens = static_cast<uint64_t>(computed.front());
+    counters_.last_reused_tokens = ids.size() - counters_.last_processed_tokens;
+    counters_.total_processed_tokens += counters_.last_processed_tokens;
+    decode(step, last, {ids}, dec);
+  } catch (...) {
+    finish();
+    throw;
   }
-  messages_.push_back({ChatRole::kAssistant, reply_text});
-  return reply_text;
+  finish();
 }
 
 }  // namespace parley

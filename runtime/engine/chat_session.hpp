@@ -17,6 +17,7 @@
 
 #include "engine/decoding.hpp"
 #include "model/transformer.hpp"
+#include "serve/engine.hpp"
 #include "text/text_model.hpp"
 
 namespace parley {
@@ -41,8 +42,13 @@ class ChatSession {
  public:
   // Throws Error: UNSUPPORTED for encoder-decoder models or files without
   // a chat format / tokenizer.
+  // With an engine, the session's turns run through it (batched with every
+  // other request of the model); between turns the session holds no KV
+  // memory: its full blocks stay in the engine's prefix cache, where the
+  // next turn finds them unless they were evicted meanwhile (then they are
+  // recomputed). Without one, the session keeps its own contiguous cache.
   ChatSession(const Transformer &model, const TextModel &text, const DecodingOptions &defaults,
-              std::string system_prompt, bool has_system);
+              std::string system_prompt, bool has_system, Engine *engine = nullptr);
 
   void append(ChatRole role, std::string content);
   // Generates the assistant's reply, appends it to the conversation and
@@ -62,12 +68,18 @@ class ChatSession {
 
  private:
   void ensure_capacity(int64_t tokens);
+  // Runs `fresh` (the prompt after the reused prefix) and the decoding loop;
+  // returns the prompt's... see reply().
+  void run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec);
+  void run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec);
 
   const Transformer &model_;
   const TextModel &text_;
   DecodingOptions defaults_;
   std::vector<ChatMessage> messages_;
   size_t base_messages_ = 0;  // the system prompt, kept by reset()
+  Engine *engine_ = nullptr;
+  Engine::SequencePtr seq_;  // engine path: the conversation's tokens (K/V in the engine)
   DecoderState state_;
   std::vector<int32_t> cached_;  // token ids whose K/V are in state_
   ChatCounters counters_;

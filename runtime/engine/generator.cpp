@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "engine/transformer_step_model.hpp"
 #include "parley_generated.h"
+#include "serve/engine_step_model.hpp"
 
 namespace parley {
 
@@ -103,6 +104,50 @@ std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
   DecoderState state = model.start(static_cast<int64_t>(prompts.size()), longest(prompts) + options.max_new_tokens);
   std::vector<float> last = prefill(model, state, prompts);
   TransformerStepModel step_model(model, std::move(state));
+  return decode(step_model, last, prompts, options);
+}
+
+std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
+                                              const DecodingOptions &options, const RunControl &control) {
+  if (prompts.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  for (const auto &p : prompts)
+    if (p.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a prompt is empty");
+  validate_decoding_options(options, engine.model().vocab());
+  // As the contiguous path: refuse up front what could not finish.
+  const int64_t limit = engine.model().decoder_params().max_positions,
+                wanted = longest(prompts) + options.max_new_tokens;
+  if (limit > 0 && wanted > limit)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "requested length " + std::to_string(wanted) + " exceeds the model's " + std::to_string(limit) + " positions");
+  // Beams / samples fork each prompt's row after the prefill; the forks share
+  // the prompt's full blocks and need at least a block of their own each.
+  // Refuse before anything runs when even that cannot fit the pool.
+  {
+    int64_t per_item = std::max<int64_t>(1, options.num_beams);
+    if (options.do_sample) per_item = std::max(per_item, options.num_return_sequences);
+    const EngineStats st = engine.stats();
+    const uint64_t pool = st.kv_block_bytes ? st.kv_budget_bytes / st.kv_block_bytes : 0;
+    const int64_t bs = engine.options().block_size;
+    uint64_t need = 0;
+    bool overflow = false;
+    for (const auto &p : prompts)
+      overflow |=
+          __builtin_add_overflow(need, static_cast<uint64_t>(static_cast<int64_t>(p.size()) / bs + per_item), &need);
+    if (overflow || need > pool)
+      fail(PARLEY_ERROR_OUT_OF_MEMORY,
+           std::to_string(prompts.size()) + " prompt(s) x " + std::to_string(per_item) +
+               " beams/samples need at least " + (overflow ? std::string("2^64") : std::to_string(need)) +
+               " KV cache blocks; the KV cache budget of " + std::to_string(st.kv_budget_bytes) + " bytes holds " +
+               std::to_string(pool) + " (parley_model_options.kv_cache_budget_bytes)");
+  }
+  std::vector<Engine::SequencePtr> rows;
+  std::vector<Engine::Sequence *> seqs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    rows.push_back(engine.open());
+    seqs.push_back(rows.back().get());
+  }
+  std::vector<float> last = engine.run(seqs, prompts, control);
+  EngineStepModel step_model(engine, std::move(rows), control);
   return decode(step_model, last, prompts, options);
 }
 

@@ -8,6 +8,7 @@
 #include "engine/decoding.hpp"
 #include "format/model_file.hpp"
 #include "model/transformer.hpp"
+#include "serve/engine.hpp"
 
 namespace parley {
 
@@ -19,6 +20,11 @@ DecodingOptions decoding_defaults(const ModelFile &file);
 std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
                                               const std::vector<std::vector<int32_t>> &prompts,
                                               const DecodingOptions &options);
+
+// The same through the serving engine: each prompt is a sequence of its own,
+// batched with every other request the engine runs meanwhile.
+std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
+                                              const DecodingOptions &options, const RunControl &control = {});
 
 // Encoder-decoder: encode each source, then decode from its decoder prompt
 // (the decoder start token, possibly followed by a target prefix).

@@ -35,7 +35,11 @@ void TransformerStepModel::parallel_for(int64_t n, const std::function<void(int6
 // The logits come out of the output projection: the kernel a NaN or +inf
 // was last seen in (an upstream kernel may have produced it).
 std::string TransformerStepModel::logits_source() const {
-  const LinearPlan &k = model_.output_projection();
+  return logits_source_of(model_);
+}
+
+std::string logits_source_of(const Transformer &model) {
+  const LinearPlan &k = model.output_projection();
   return std::string("the output projection (") + op_name(k.op) + " kernel '" + k.kernel + "') served by plugin '" +
          k.plugin + "'";
 }

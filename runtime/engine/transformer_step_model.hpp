@@ -6,6 +6,10 @@
 
 namespace parley {
 
+// "the output projection (linear kernel 'x') served by plugin 'y'": where
+// logits come from, for errors about them.
+std::string logits_source_of(const Transformer &model);
+
 class TransformerStepModel : public StepModel {
  public:
   TransformerStepModel(const Transformer &model, DecoderState state) : model_(model), state_(std::move(state)) {}

@@ -10,6 +10,7 @@
 #include "core/escape.hpp"
 #include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
+#include "model/attention_args.hpp"
 
 namespace parley {
 
@@ -349,46 +350,6 @@ void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out
   ops_.linear(l.down, up.data(), rows, l.b_down, out);
 }
 
-namespace {
-
-size_t kv_element_size(parley_dtype dtype) {
-  return dtype == PARLEY_DTYPE_F16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : sizeof(float);
-}
-
-// Attention over [batch, q_len, heads, hd] queries and [batch, kv_cap, kv_heads, hd] keys/values.
-parley_attention_args attention_args(int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd, int64_t q_len,
-                                     int64_t kv_cap, const float *q, const void *k, const void *v, float *out,
-                                     const int32_t *key_lengths, uint32_t mask) {
-  parley_attention_args a{};
-  a.struct_size = sizeof a;
-  a.dtype = PARLEY_DTYPE_F32;
-  a.batch = batch;
-  a.num_heads = heads;
-  a.num_kv_heads = kv_heads;
-  a.q_len = q_len;
-  a.kv_len = kv_cap;
-  a.head_dim = hd;
-  a.q = q;
-  a.q_stride_batch = q_len * heads * hd;
-  a.q_stride_head = hd;
-  a.q_stride_seq = heads * hd;
-  a.k = k;
-  a.v = v;
-  a.k_stride_batch = a.v_stride_batch = kv_cap * kv_heads * hd;
-  a.k_stride_head = a.v_stride_head = hd;
-  a.k_stride_seq = a.v_stride_seq = kv_heads * hd;
-  a.out = out;
-  a.out_stride_batch = a.q_stride_batch;
-  a.out_stride_head = hd;
-  a.out_stride_seq = heads * hd;
-  a.scale = 1.f / std::sqrt(static_cast<float>(hd));
-  a.mask = mask;
-  a.key_lengths = key_lengths;
-  return a;
-}
-
-}  // namespace
-
 DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
   MemoryScope memory_scope("the encoder's activations");
   const StackParams &p = enc_.p;
@@ -521,6 +482,55 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
   return st;
 }
 
+void Transformer::project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev, float *q,
+                              float *k, float *v) const {
+  const StackParams &p = dec_;
+  const int64_t hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
+  ops_.linear(a.wq, in, rows, a.bq, q);
+  ops_.linear(a.wk, in, rows, a.bk, k);
+  ops_.linear(a.wv, in, rows, a.bv, v);
+  if (a.q_norm) {  // Qwen3: RMSNorm over each head, before RoPE
+    parley_norm_args na{};
+    na.struct_size = sizeof na;
+    na.dtype = PARLEY_DTYPE_F32;
+    na.cols = hd;
+    na.eps = p.eps;
+    na.rows = rows * p.heads;
+    na.x = na.out = q;
+    na.ld_x = na.ld_out = hd;
+    na.gamma = a.q_norm;
+    ops_.run(PARLEY_OP_RMS_NORM, &na);
+    na.rows = rows * p.kv_heads;
+    na.x = na.out = k;
+    na.gamma = a.k_norm;
+    ops_.run(PARLEY_OP_RMS_NORM, &na);
+  }
+  if (p.position == 3) {
+    parley_rotary_args r{};
+    r.struct_size = sizeof r;
+    r.dtype = PARLEY_DTYPE_F32;
+    r.batch = 1;
+    r.seq = rows;
+    r.head_dim = hd;
+    r.rotary_dim = p.rope_dim;
+    r.positions = positions_dev;
+    r.inv_freq = dec_stack_.inv_freq.data();
+    r.interleaved = p.rope_interleaved;
+    r.attention_factor = 1.f;
+    r.heads = p.heads;
+    r.x = q;
+    r.stride_batch = rows * qd;
+    r.stride_seq = qd;
+    r.stride_head = hd;
+    ops_.run(PARLEY_OP_ROTARY, &r);
+    r.heads = p.kv_heads;
+    r.x = k;
+    r.stride_batch = rows * kvd;
+    r.stride_seq = kvd;
+    ops_.run(PARLEY_OP_ROTARY, &r);
+  }
+}
+
 std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
                                      const std::vector<int32_t> &counts) const {
   MemoryScope memory_scope("a decoder step's activations and logits");
@@ -576,49 +586,7 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     const Layer &l = dec_stack_.layers[li];
     // Self-attention with the KV cache.
     const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
-    ops_.linear(l.self_attn.wq, in, rows, l.self_attn.bq, q.data());
-    ops_.linear(l.self_attn.wk, in, rows, l.self_attn.bk, k.data());
-    ops_.linear(l.self_attn.wv, in, rows, l.self_attn.bv, v.data());
-    if (l.self_attn.q_norm) {  // Qwen3: RMSNorm over each head, before RoPE
-      parley_norm_args na{};
-      na.struct_size = sizeof na;
-      na.dtype = PARLEY_DTYPE_F32;
-      na.cols = hd;
-      na.eps = p.eps;
-      na.rows = rows * p.heads;
-      na.x = na.out = q.data();
-      na.ld_x = na.ld_out = hd;
-      na.gamma = l.self_attn.q_norm;
-      ops_.run(PARLEY_OP_RMS_NORM, &na);
-      na.rows = rows * p.kv_heads;
-      na.x = na.out = k.data();
-      na.gamma = l.self_attn.k_norm;
-      ops_.run(PARLEY_OP_RMS_NORM, &na);
-    }
-    if (p.position == 3) {
-      parley_rotary_args r{};
-      r.struct_size = sizeof r;
-      r.dtype = PARLEY_DTYPE_F32;
-      r.batch = B;
-      r.seq = n;
-      r.head_dim = hd;
-      r.rotary_dim = p.rope_dim;
-      r.positions = pos_dev.data();
-      r.inv_freq = dec_stack_.inv_freq.data();
-      r.interleaved = p.rope_interleaved;
-      r.attention_factor = 1.f;
-      r.heads = p.heads;
-      r.x = q.data();
-      r.stride_batch = n * qd;
-      r.stride_seq = qd;
-      r.stride_head = hd;
-      ops_.run(PARLEY_OP_ROTARY, &r);
-      r.heads = p.kv_heads;
-      r.x = k.data();
-      r.stride_batch = n * kvd;
-      r.stride_seq = kvd;
-      ops_.run(PARLEY_OP_ROTARY, &r);
-    }
+    project_qkv(l.self_attn, in, rows, pos_dev.data(), q.data(), k.data(), v.data());
     uint8_t *ck = st.k[li].data(), *cv = st.v[li].data();
     auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(),
                              key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);

@@ -69,6 +69,33 @@ struct DecoderState {
   std::vector<float> cross_probs;
 };
 
+// A paged self-attention KV cache shared by many sequences (the serving
+// engine's): per layer, K and V pools of num_blocks blocks of block_size
+// positions, [block, block_size, kv_heads, head_dim] elements of kv_dtype,
+// plus for I8 one f32 scale per (block, position, kv head). Which sequence
+// owns which block is the engine's business (serve/block_manager.hpp);
+// attention reaches a sequence's keys through its block table
+// (parley_attention_args.block_table, plugin ABI 1.3). Move-only.
+struct KvPool {
+  int64_t num_blocks = 0, block_size = 0;
+  parley_dtype kv_dtype = PARLEY_DTYPE_F32;
+  std::vector<DeviceArray<uint8_t>> k, v;
+  std::vector<DeviceArray<float>> k_scales, v_scales;
+};
+
+// One sequence of a paged step: its block table (at least
+// ceil((cached + n) / block_size) blocks; the blocks that receive the new
+// rows must belong to this sequence alone), the tokens already in the cache,
+// and n >= 1 new tokens.
+struct PagedSequence {
+  const int32_t *table = nullptr;
+  int64_t table_len = 0;
+  int64_t cached = 0;
+  const int32_t *tokens = nullptr;
+  int64_t n = 0;
+  bool want_logits = true;  // false: a prefill chunk whose logits nobody reads
+};
+
 class Transformer {
  public:
   // kv_dtype: element type of the self-attention KV cache (F32, F16 or I8).
@@ -115,6 +142,26 @@ class Transformer {
 
   // Give a one-sequence state room for `capacity` tokens, keeping its cache.
   void grow(DecoderState &state, int64_t capacity) const;
+
+  // Paged KV (the serving engine). supports_paged(): the attention kernel
+  // reads block tables and appends in place (PARLEY_KERNEL_FLAG_KV_PAGED and
+  // _KV_APPEND) and the model is decoder-only; the engine needs both.
+  bool supports_paged() const;
+  // A pool of `num_blocks` blocks of `block_size` positions in the model's
+  // kv_dtype, uninitialised. Throws OUT_OF_MEMORY naming the bytes.
+  KvPool make_kv_pool(int64_t num_blocks, int64_t block_size) const;
+  // Bytes make_kv_pool needs per block.
+  uint64_t kv_block_bytes(int64_t block_size) const { return kv_bytes_per_token(kv_dtype_) * block_size; }
+  // Copy the first `rows` positions of block src into block dst (copy on write).
+  void copy_kv_block(KvPool &pool, int32_t dst, int32_t src, int64_t rows) const;
+  // Runs every sequence's new tokens through the decoder in one pass (the
+  // linear layers see all rows at once; attention runs once for all
+  // one-token sequences and once per longer sequence) and appends their K/V
+  // to the pool. Returns [seqs.size(), vocab]: each sequence's logits after
+  // its last new token (rows of sequences with want_logits false are left
+  // zero). Throws INVALID_ARGUMENT for ids outside the vocabulary, positions
+  // past the model's and tables too short; UNSUPPORTED when !supports_paged().
+  std::vector<float> step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs) const;
 
   // The kernel serving `op` for this model (to name it in errors).
   const Kernel &kernel(parley_op op) const { return ops_.kernel(op); }
@@ -178,6 +225,11 @@ class Transformer {
   DeviceArray<float> buffer(int64_t count) const;
   DeviceArray<int32_t> upload(const std::vector<int32_t> &host) const;
   void ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const;
+  // Self-attention projections of `rows` token rows (row-major, any
+  // sequence layout): q [rows, heads * hd], k and v [rows, kv_heads * hd],
+  // with the q/k norms and rotary positions (positions_dev: one per row).
+  void project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev, float *q, float *k,
+                   float *v) const;
   void residual_add(float *x, const float *y, int64_t n) const;
   // Pre-norm: the normalised copy of x in scratch; post-norm: x itself.
   const float *sublayer_input(const StackParams &p, const Norm &n, float *x, float *scratch, int64_t rows) const;

@@ -18,6 +18,7 @@ __all__ = [
     "CancelledError",
     "ClosedError",
     "BusyError",
+    "DeadlineError",
 ]
 
 
@@ -133,6 +134,12 @@ class BusyError(ParleyError, RuntimeError):
     status, status_name = 13, "PARLEY_ERROR_BUSY"
 
 
+class DeadlineError(ParleyError, TimeoutError):
+    """PARLEY_ERROR_TIMEOUT: the request's deadline passed before it finished."""
+
+    status, status_name = 14, "PARLEY_ERROR_TIMEOUT"
+
+
 _BY_STATUS: dict[int, type[ParleyError]] = {
     cls.status: cls
     for cls in (
@@ -148,6 +155,7 @@ _BY_STATUS: dict[int, type[ParleyError]] = {
         UnsupportedError,
         InternalError,
         CancelledError,
+        DeadlineError,
         BusyError,
     )
 }

@@ -1,0 +1,212 @@
+// The Transformer's paged-KV step, used by the serving engine
+// (runtime/serve): many sequences of different lengths, each with its own
+// block table into one KvPool, in one pass through the decoder.
+//
+// Rows are packed without padding: one-token sequences (decode) first, then
+// the longer ones (prefill chunks). The linear layers, norms and FFN see all
+// rows as one matrix; attention runs once over all one-token sequences and
+// once per longer sequence (its queries are contiguous), so no row pays for
+// another's length.
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.hpp"
+#include "core/memory_scope.hpp"
+#include "core/runtime.hpp"
+#include "model/attention_args.hpp"
+#include "model/transformer.hpp"
+
+namespace parley {
+
+bool Transformer::supports_paged() const {
+  const uint32_t need = PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_KV_APPEND;
+  return !has_encoder_ && (ops_.kernel(PARLEY_OP_ATTENTION).flags & need) == need;
+}
+
+KvPool Transformer::make_kv_pool(int64_t num_blocks, int64_t block_size) const {
+  MemoryScope memory_scope("the paged KV cache");
+  if (num_blocks < 1 || block_size < 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "a KV pool needs at least one block of at least one position");
+  KvPool pool;
+  pool.num_blocks = num_blocks;
+  pool.block_size = block_size;
+  pool.kv_dtype = kv_dtype_;
+  const size_t rows = static_cast<size_t>(num_blocks * block_size * dec_.kv_heads);
+  const size_t bytes = rows * static_cast<size_t>(dec_.head_dim) * kv_element_size(kv_dtype_);
+  for (int64_t l = 0; l < dec_.layers; ++l) {
+    pool.k.emplace_back(mem_, bytes);
+    pool.v.emplace_back(mem_, bytes);
+    if (kv_dtype_ == PARLEY_DTYPE_I8) {
+      pool.k_scales.emplace_back(mem_, rows);
+      pool.v_scales.emplace_back(mem_, rows);
+    }
+  }
+  return pool;
+}
+
+void Transformer::copy_kv_block(KvPool &pool, int32_t dst, int32_t src, int64_t rows) const {
+  if (dst < 0 || src < 0 || dst >= pool.num_blocks || src >= pool.num_blocks || rows < 0 || rows > pool.block_size)
+    fail(PARLEY_ERROR_INTERNAL, "copy_kv_block: block " + std::to_string(src) + " -> " + std::to_string(dst) +
+                                    " outside the pool of " + std::to_string(pool.num_blocks));
+  if (rows == 0 || dst == src) return;
+  const size_t row_elems = static_cast<size_t>(dec_.kv_heads * dec_.head_dim);
+  const size_t row_bytes = row_elems * kv_element_size(pool.kv_dtype);
+  const size_t block_bytes = row_bytes * static_cast<size_t>(pool.block_size);
+  const size_t scale_block = static_cast<size_t>(pool.block_size * dec_.kv_heads);
+  for (size_t l = 0; l < pool.k.size(); ++l) {
+    mem_->on_device(pool.k[l].data() + dst * block_bytes, pool.k[l].data() + src * block_bytes,
+                    row_bytes * static_cast<size_t>(rows));
+    mem_->on_device(pool.v[l].data() + dst * block_bytes, pool.v[l].data() + src * block_bytes,
+                    row_bytes * static_cast<size_t>(rows));
+    if (pool.kv_dtype == PARLEY_DTYPE_I8) {
+      const size_t n = static_cast<size_t>(rows * dec_.kv_heads) * sizeof(float);
+      mem_->on_device(pool.k_scales[l].data() + dst * scale_block, pool.k_scales[l].data() + src * scale_block, n);
+      mem_->on_device(pool.v_scales[l].data() + dst * scale_block, pool.v_scales[l].data() + src * scale_block, n);
+    }
+  }
+}
+
+std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs) const {
+  MemoryScope memory_scope("a batched decoder step's activations and logits");
+  if (!supports_paged())
+    fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": the attention kernel '" + ops_.kernel(PARLEY_OP_ATTENTION).name +
+                                       "' cannot read a paged KV cache (or the model is encoder-decoder)");
+  if (seqs.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a paged step needs at least one sequence");
+  if (pool.kv_dtype != kv_dtype_ || static_cast<int64_t>(pool.k.size()) != dec_.layers)
+    fail(PARLEY_ERROR_INTERNAL, "the KV pool was made for another model");
+  const StackParams &p = dec_;
+  const int64_t H = p.hidden, hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd, bs = pool.block_size;
+  const int64_t S = static_cast<int64_t>(seqs.size());
+
+  // Packing order: one-token sequences first (one attention call for all).
+  std::vector<int64_t> order;
+  for (int64_t s = 0; s < S; ++s)
+    if (seqs[static_cast<size_t>(s)].n == 1) order.push_back(s);
+  const int64_t decoders = static_cast<int64_t>(order.size());
+  for (int64_t s = 0; s < S; ++s)
+    if (seqs[static_cast<size_t>(s)].n != 1) order.push_back(s);
+
+  int64_t rows = 0, widest = 0;
+  for (const PagedSequence &q : seqs) {
+    if (q.n < 1 || !q.tokens || q.cached < 0)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "a paged sequence needs n >= 1 new tokens");
+    const int64_t total = q.cached + q.n;
+    if (p.max_positions > 0 && total > p.max_positions)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "a sequence would reach position " + std::to_string(total) +
+                                              ", past the model's " + std::to_string(p.max_positions) + " positions");
+    const int64_t blocks = (total + bs - 1) / bs;
+    if (!q.table || q.table_len < blocks)
+      fail(PARLEY_ERROR_INTERNAL, "a block table of " + std::to_string(q.table_len) + " blocks cannot hold " +
+                                      std::to_string(total) + " tokens");
+    for (int64_t b = 0; b < blocks; ++b)
+      if (q.table[b] < 0 || q.table[b] >= pool.num_blocks)
+        fail(PARLEY_ERROR_INTERNAL, "block " + std::to_string(q.table[b]) + " is outside the KV pool");
+    rows += q.n;
+    widest = std::max(widest, blocks);
+  }
+
+  // Host-side inputs in packing order: ids, positions, key lengths, tables.
+  std::vector<int32_t> ids(static_cast<size_t>(rows)), pos(static_cast<size_t>(rows));
+  std::vector<int32_t> key_lengths(static_cast<size_t>(S));
+  std::vector<int32_t> tables(static_cast<size_t>(S * widest), 0);
+  std::vector<int64_t> first_row(static_cast<size_t>(S));
+  int64_t r = 0;
+  for (int64_t i = 0; i < S; ++i) {
+    const PagedSequence &q = seqs[static_cast<size_t>(order[static_cast<size_t>(i)])];
+    first_row[static_cast<size_t>(i)] = r;
+    key_lengths[static_cast<size_t>(i)] = static_cast<int32_t>(q.cached + q.n);
+    const int64_t blocks = (q.cached + q.n + bs - 1) / bs;
+    std::copy(q.table, q.table + blocks, tables.begin() + i * widest);
+    for (int64_t t = 0; t < q.n; ++t, ++r) {
+      const int32_t id = q.tokens[t];
+      if (id < 0 || id >= vocab_)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT,
+             "token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(vocab_));
+      ids[static_cast<size_t>(r)] = id;
+      pos[static_cast<size_t>(r)] = static_cast<int32_t>(q.cached + t);
+    }
+  }
+
+  DeviceArray<float> x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
+  DeviceArray<float> q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
+  DeviceArray<int32_t> ids_dev = upload(ids), pos_dev = upload(pos), lengths_dev = upload(key_lengths);
+  DeviceArray<int32_t> tables_dev = upload(tables);
+  embed(dec_stack_, ids_dev.data(), pos, rows, x.data());
+
+  // One attention call over sequences [first, first + count) of the packing
+  // order, whose queries are q_len rows each, contiguous from first_row.
+  auto attend = [&](size_t li, int64_t first, int64_t count, int64_t q_len) {
+    const int64_t row0 = first_row[static_cast<size_t>(first)];
+    auto sa = attention_args(count, p.heads, p.kv_heads, hd, q_len, 0, q.data() + row0 * qd, pool.k[li].data(),
+                             pool.v[li].data(), a.data() + row0 * qd, lengths_dev.data() + first,
+                             PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    sa.k_stride_batch = sa.v_stride_batch = bs * kvd;  // between blocks
+    sa.kv_dtype = pool.kv_dtype;
+    if (pool.kv_dtype == PARLEY_DTYPE_I8) {  // [block, block_size, kv_heads]
+      sa.k_scales = pool.k_scales[li].data();
+      sa.v_scales = pool.v_scales[li].data();
+      sa.scale_stride_batch = bs * p.kv_heads;
+      sa.scale_stride_head = 1;
+      sa.scale_stride_seq = p.kv_heads;
+    }
+    sa.k_new = k.data() + row0 * kvd;
+    sa.v_new = v.data() + row0 * kvd;
+    sa.k_new_stride_batch = sa.v_new_stride_batch = q_len * kvd;
+    sa.k_new_stride_head = sa.v_new_stride_head = hd;
+    sa.k_new_stride_seq = sa.v_new_stride_seq = kvd;
+    sa.block_table = tables_dev.data() + first * widest;
+    sa.block_table_stride = widest;
+    sa.block_size = bs;
+    ops_.run(PARLEY_OP_ATTENTION, &sa);
+  };
+
+  for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
+    const Layer &l = dec_stack_.layers[li];
+    const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
+    project_qkv(l.self_attn, in, rows, pos_dev.data(), q.data(), k.data(), v.data());
+    if (decoders > 0) attend(li, 0, decoders, 1);
+    for (int64_t i = decoders; i < S; ++i) attend(li, i, 1, seqs[static_cast<size_t>(order[static_cast<size_t>(i)])].n);
+    ops_.linear(l.self_attn.wo, a.data(), rows, l.self_attn.bo, o.data());
+    sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
+    in = sublayer_input(p, l.ffn_norm, x.data(), h.data(), rows);
+    ffn(dec_stack_, l, in, o.data(), rows);
+    sublayer_output(p, l.ffn_norm, x.data(), o.data(), rows);
+  }
+
+  // Last row of every sequence that wants logits, in the caller's order.
+  std::vector<int64_t> wanted;  // caller indices
+  for (int64_t s = 0; s < S; ++s)
+    if (seqs[static_cast<size_t>(s)].want_logits) wanted.push_back(s);
+  std::vector<float> logits(static_cast<size_t>(S * vocab_), 0.f);
+  if (wanted.empty()) return logits;
+  std::vector<int64_t> packed_of(static_cast<size_t>(S));
+  for (int64_t i = 0; i < S; ++i) packed_of[static_cast<size_t>(order[static_cast<size_t>(i)])] = i;
+  const int64_t W = static_cast<int64_t>(wanted.size());
+  DeviceArray<float> last = buffer(W * H);
+  for (int64_t w = 0; w < W; ++w) {
+    const int64_t s = wanted[static_cast<size_t>(w)], i = packed_of[static_cast<size_t>(s)];
+    const int64_t row = first_row[static_cast<size_t>(i)] + seqs[static_cast<size_t>(s)].n - 1;
+    mem_->on_device(last.data() + w * H, x.data() + row * H, static_cast<size_t>(H) * sizeof(float));
+  }
+  const float *final_rows = last.data();
+  DeviceArray<float> normed;
+  if (p.final_norm) {
+    normed = buffer(W * H);
+    norm(p, dec_stack_.final_norm, final_rows, normed.data(), W);
+    final_rows = normed.data();
+  }
+  std::vector<float> out(static_cast<size_t>(W * vocab_));
+  if (mem_->host_addressable()) {
+    ops_.linear(lm_head_, final_rows, W, logits_bias_, out.data());
+  } else {
+    DeviceArray<float> dev = buffer(W * vocab_);
+    ops_.linear(lm_head_, final_rows, W, logits_bias_, dev.data());
+    dev.download(out.data(), out.size());
+  }
+  if (W == S) return out;
+  for (int64_t w = 0; w < W; ++w)
+    std::copy_n(out.begin() + w * vocab_, vocab_, logits.begin() + wanted[static_cast<size_t>(w)] * vocab_);
+  return logits;
+}
+
+}  // namespace parley

@@ -1,0 +1,485 @@
+#include "serve/engine.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+
+#include "core/error.hpp"
+
+namespace parley {
+
+using Clock = std::chrono::steady_clock;
+
+// The sequences of one run() call; complete when every one has run all its
+// tokens. Lives on the caller's stack; the scheduler reaches it only while
+// it is queued.
+struct Engine::Group {
+  std::vector<Sequence *> seqs;
+  uint64_t ticket = 0;
+  int64_t remaining = 0;
+  std::vector<float> logits;
+  std::exception_ptr error;
+  std::optional<Clock::time_point> blocked_since;  // could not get blocks at the last attempt
+};
+
+int64_t Engine::Sequence::length() const {
+  return static_cast<int64_t>(tokens_.size());
+}
+int64_t Engine::Sequence::resident() const {
+  return resident_;
+}
+
+namespace {
+
+uint64_t default_budget() {
+  const uint64_t phys = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
+  return std::min<uint64_t>(phys / 4, uint64_t{4} << 30);
+}
+
+void check_option(bool ok, const std::string &what) {
+  if (!ok) fail(PARLEY_ERROR_INVALID_ARGUMENT, "engine option " + what);
+}
+
+// Validates the options and allocates the pool. An explicit budget is
+// allocated as asked (or fails naming it). The default is a quarter of
+// physical memory, at most 4 GiB, and never more than max_sequences
+// sequences of the model's full length could use; when the device cannot
+// hold that, it halves until it can (down to one block).
+KvPool allocate_pool(const Transformer &model, const EngineOptions &options) {
+  if (!model.supports_paged())
+    fail(PARLEY_ERROR_UNSUPPORTED,
+         "the serving engine needs an attention kernel that reads a paged KV cache "
+         "(PARLEY_KERNEL_FLAG_KV_PAGED) and a decoder-only model");
+  check_option(options.block_size >= 1 && options.block_size <= 4096, "block_size must be in [1, 4096]");
+  check_option(options.max_sequences >= 1, "max_sequences must be >= 1");
+  check_option(options.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
+  check_option(options.prefill_chunk >= 1, "prefill_chunk must be >= 1");
+  check_option(options.admission_timeout_ms >= 0, "admission_timeout_ms must be >= 0");
+  check_option(options.gather_us >= 0, "gather_us must be >= 0");
+  const uint64_t per_block = model.kv_block_bytes(options.block_size);
+  if (options.kv_budget_bytes) {
+    if (options.kv_budget_bytes / per_block < 1)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "the KV budget of " + std::to_string(options.kv_budget_bytes) +
+                                              " bytes is less than one block of " + std::to_string(per_block) +
+                                              " bytes (" + std::to_string(options.block_size) + " tokens)");
+    return model.make_kv_pool(static_cast<int64_t>(options.kv_budget_bytes / per_block), options.block_size);
+  }
+  uint64_t blocks = std::max<uint64_t>(1, default_budget() / per_block);
+  const int64_t positions = model.decoder_params().max_positions;
+  if (positions > 0) {
+    const uint64_t per_seq = static_cast<uint64_t>((positions + options.block_size - 1) / options.block_size);
+    blocks = std::min(blocks, per_seq * static_cast<uint64_t>(options.max_sequences));
+  }
+  for (;;) {
+    try {
+      return model.make_kv_pool(static_cast<int64_t>(blocks), options.block_size);
+    } catch (const Error &e) {
+      if (e.status() != PARLEY_ERROR_OUT_OF_MEMORY || blocks == 1) throw;
+      blocks /= 2;
+    }
+  }
+}
+
+}  // namespace
+
+Engine::Engine(const Transformer &model, const EngineOptions &options, BlockKey model_identity)
+    : model_(model),
+      options_(options),
+      pool_(allocate_pool(model, options)),
+      blocks_(pool_.num_blocks, options.block_size, model_identity) {
+  stats_.kv_block_bytes = model_.kv_block_bytes(options_.block_size);
+  stats_.kv_budget_bytes = stats_.kv_block_bytes * static_cast<uint64_t>(blocks_.num_blocks());
+  try {
+    thread_ = std::thread([this] { scheduler_loop(); });
+  } catch (const std::exception &) {
+    fail(PARLEY_ERROR_OUT_OF_MEMORY, "could not start the serving engine's thread");
+  }
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Engine::SequencePtr Engine::open() {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto *s = new Sequence();
+  s->engine_ = this;
+  s->ticket_ = next_ticket_++;
+  holders_.push_back(s);
+  return SequencePtr(s, [](Sequence *p) {
+    p->engine_->close(*p);
+    delete p;
+  });
+}
+
+void Engine::renew(Sequence &s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  s.ticket_ = next_ticket_++;
+}
+
+Engine::SequencePtr Engine::fork(const Sequence &parent) {
+  SequencePtr child = open();
+  std::lock_guard<std::mutex> lock(mu_);
+  child->tokens_ = parent.tokens_;
+  child->resident_ = parent.resident_;
+  child->blocks_ = parent.blocks_;
+  child->keys_ = parent.keys_;
+  child->ticket_ = parent.ticket_;
+  for (BlockId b : child->blocks_) blocks_.retain(b);
+  return child;
+}
+
+void Engine::forget_expected(Sequence &s) {
+  if (s.expected_) {
+    s.expected_ = false;
+    --expected_;
+  }
+}
+
+void Engine::release_blocks(Sequence &s) {
+  for (BlockId b : s.blocks_) blocks_.release(b);
+  s.blocks_.clear();
+  s.resident_ = 0;
+}
+
+void Engine::truncate(Sequence &s, int64_t length) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (length < 0 || length > s.length())
+      fail(PARLEY_ERROR_INTERNAL, "truncate past the sequence's " + std::to_string(s.length()) + " tokens");
+    forget_expected(s);
+    s.tokens_.resize(static_cast<size_t>(length));
+    s.resident_ = std::min(s.resident_, length);
+    const size_t bs = static_cast<size_t>(options_.block_size);
+    const size_t keep = (static_cast<size_t>(s.resident_) + bs - 1) / bs;
+    while (s.blocks_.size() > keep) {
+      blocks_.release(s.blocks_.back());
+      s.blocks_.pop_back();
+    }
+    s.keys_.resize(std::min(s.keys_.size(), static_cast<size_t>(length) / bs));
+  }
+  work_.notify_all();
+}
+
+void Engine::park(Sequence &s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    forget_expected(s);
+    publish_full_blocks(s);
+    release_blocks(s);
+  }
+  work_.notify_all();
+}
+
+void Engine::close(Sequence &s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    forget_expected(s);
+    release_blocks(s);
+    holders_.erase(std::remove(holders_.begin(), holders_.end(), &s), holders_.end());
+  }
+  work_.notify_all();
+}
+
+BlockKey Engine::block_key(const Sequence &s, size_t index) const {
+  const size_t bs = static_cast<size_t>(options_.block_size);
+  const BlockKey parent = index == 0 ? blocks_.model_identity() : s.keys_[index - 1];
+  return blocks_.chain_key(parent, s.tokens_.data() + index * bs);
+}
+
+// Full, resident blocks become findable by their tokens.
+void Engine::publish_full_blocks(Sequence &s) {
+  const size_t bs = static_cast<size_t>(options_.block_size);
+  const size_t full = static_cast<size_t>(s.resident_) / bs;
+  while (s.keys_.size() < full) s.keys_.push_back(block_key(s, s.keys_.size()));
+  for (size_t i = 0; i < full && i < s.blocks_.size(); ++i)
+    if (!blocks_.keyed(s.blocks_[i])) blocks_.publish(s.blocks_[i], s.keys_[i]);
+}
+
+// A sequence holding no K/V picks up the longest run of cached full blocks
+// of its tokens, leaving at least its last token to compute (for logits).
+void Engine::match_prefix(Sequence &s) {
+  if (!s.blocks_.empty() || s.resident_ != 0 || s.tokens_.empty()) return;
+  const size_t bs = static_cast<size_t>(options_.block_size);
+  const size_t limit = (s.tokens_.size() - 1) / bs;
+  while (s.keys_.size() < limit) s.keys_.push_back(block_key(s, s.keys_.size()));
+  for (size_t i = 0; i < limit; ++i) {
+    BlockId b = blocks_.lookup(s.keys_[i]);
+    if (b < 0) break;
+    s.blocks_.push_back(b);
+  }
+  s.resident_ = static_cast<int64_t>(s.blocks_.size() * bs);
+  stats_.reused_tokens += static_cast<uint64_t>(s.resident_);
+}
+
+// Frees the blocks of the youngest request younger than for_ticket that is
+// not in the step being built; it recomputes them when it runs again.
+bool Engine::preempt_one(uint64_t for_ticket) {
+  Sequence *victim = nullptr;
+  for (Sequence *h : holders_)
+    if (!h->in_step_ && !h->blocks_.empty() && h->ticket_ > for_ticket && (!victim || h->ticket_ > victim->ticket_))
+      victim = h;
+  if (!victim) return false;
+  publish_full_blocks(*victim);  // its full blocks stay findable until evicted
+  release_blocks(*victim);
+  ++stats_.preemptions;
+  return true;
+}
+
+bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
+  const int64_t bs = options_.block_size;
+  auto allocate = [&]() -> BlockId {
+    for (;;) {
+      BlockId b = blocks_.allocate();
+      if (b >= 0) return b;
+      if (!preempt_one(group->ticket)) return -1;
+    }
+  };
+  // The block receiving the next row must be this sequence's alone and
+  // unkeyed (a keyed block is someone's cached prefix): copy it otherwise.
+  const size_t at = static_cast<size_t>(s.resident_ / bs);
+  if (at < s.blocks_.size()) {
+    BlockId old = s.blocks_[at];
+    if (blocks_.refcount(old) > 1 || blocks_.keyed(old)) {
+      BlockId fresh = allocate();
+      if (fresh < 0) return false;
+      model_.copy_kv_block(pool_, fresh, old, s.resident_ % bs);
+      blocks_.release(old);
+      s.blocks_[at] = fresh;
+    }
+  }
+  const size_t need = static_cast<size_t>((upto + bs - 1) / bs);
+  while (s.blocks_.size() < need) {
+    BlockId b = allocate();
+    if (b < 0) return false;
+    s.blocks_.push_back(b);
+  }
+  return true;
+}
+
+std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+                               const RunControl &control, std::vector<int64_t> *computed) {
+  if (seqs.empty() || seqs.size() != tokens.size())
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "run needs one token list per sequence");
+  const int64_t vocab = model_.vocab(), max_pos = model_.decoder_params().max_positions;
+  const uint64_t pool_tokens = static_cast<uint64_t>(blocks_.num_blocks() * options_.block_size);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (!seqs[i] || seqs[i]->engine_ != this) fail(PARLEY_ERROR_INTERNAL, "a sequence of another engine");
+    if (tokens[i].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a sequence got no tokens to run");
+    for (int32_t id : tokens[i])
+      if (id < 0 || id >= vocab)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT,
+             "token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(vocab));
+    const uint64_t total = static_cast<uint64_t>(seqs[i]->length()) + tokens[i].size();
+    if (max_pos > 0 && total > static_cast<uint64_t>(max_pos))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "a sequence would reach position " + std::to_string(total) +
+                                              ", past the model's " + std::to_string(max_pos) + " positions");
+    if (total > pool_tokens)
+      fail(PARLEY_ERROR_OUT_OF_MEMORY,
+           "a sequence of " + std::to_string(total) + " tokens does not fit the KV budget of " +
+               std::to_string(stats_.kv_budget_bytes) + " bytes (" + std::to_string(pool_tokens) + " tokens)");
+  }
+  Group g;
+  g.seqs = seqs;
+  g.logits.assign(seqs.size() * static_cast<size_t>(vocab), 0.f);
+  std::unique_lock<std::mutex> lock(mu_);
+  g.ticket = UINT64_MAX;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    Sequence &s = *seqs[i];
+    if (s.queued_ || s.group_) fail(PARLEY_ERROR_BUSY, "a sequence is already running");
+    forget_expected(s);
+    s.tokens_.insert(s.tokens_.end(), tokens[i].begin(), tokens[i].end());
+    s.goal_ = s.length();
+    s.computed_ = 0;
+    s.done_ = false;
+    s.queued_ = true;
+    s.group_ = &g;
+    s.logits_ = &g.logits;
+    s.logits_row_ = static_cast<int64_t>(i);
+    g.ticket = std::min(g.ticket, s.ticket_);
+  }
+  g.remaining = static_cast<int64_t>(seqs.size());
+  queue_.insert(std::upper_bound(queue_.begin(), queue_.end(), &g,
+                                 [](const Group *a, const Group *b) { return a->ticket < b->ticket; }),
+                &g);
+  stats_.waiting += g.remaining;
+  work_.notify_all();
+
+  // Leaves the group: the sequences keep only the tokens that ran.
+  auto abandon = [&](parley_status code, const std::string &message, uint64_t EngineStats::*counter) {
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
+    for (Sequence *s : seqs) {
+      if (!s->done_) --stats_.waiting;
+      s->tokens_.resize(static_cast<size_t>(s->resident_));
+      s->keys_.resize(std::min(s->keys_.size(), s->tokens_.size() / static_cast<size_t>(options_.block_size)));
+      s->queued_ = false;
+      s->group_ = nullptr;
+      s->logits_ = nullptr;
+    }
+    ++(stats_.*counter);
+    lock.unlock();
+    work_.notify_all();
+    fail(code, message);
+  };
+  for (;;) {
+    if (g.remaining == 0 || g.error) break;
+    const bool stepping = std::any_of(seqs.begin(), seqs.end(), [](const Sequence *s) { return s->in_step_; });
+    if (!stepping) {
+      if (control.cancel && control.cancel->load())
+        abandon(PARLEY_ERROR_CANCELLED, "the request was cancelled", &EngineStats::cancelled);
+      if (control.deadline && Clock::now() >= *control.deadline)
+        abandon(PARLEY_ERROR_TIMEOUT, "the request's deadline passed", &EngineStats::timed_out);
+      if (g.blocked_since &&
+          Clock::now() - *g.blocked_since >= std::chrono::milliseconds(options_.admission_timeout_ms))
+        abandon(PARLEY_ERROR_OUT_OF_MEMORY,
+                "the KV budget of " + std::to_string(stats_.kv_budget_bytes) + " bytes (" +
+                    std::to_string(blocks_.num_blocks()) + " blocks of " + std::to_string(options_.block_size) +
+                    " tokens) stayed full for " + std::to_string(options_.admission_timeout_ms) +
+                    " ms (admission_timeout_ms)",
+                &EngineStats::refused);
+    }
+    done_.wait_for(lock, std::chrono::milliseconds(5));
+  }
+  queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
+  for (Sequence *s : seqs) {
+    s->queued_ = false;
+    s->group_ = nullptr;
+    s->logits_ = nullptr;
+  }
+  if (g.error) {
+    for (Sequence *s : seqs) {
+      if (!s->done_) --stats_.waiting;
+      s->tokens_.resize(static_cast<size_t>(s->resident_));
+      s->keys_.resize(std::min(s->keys_.size(), s->tokens_.size() / static_cast<size_t>(options_.block_size)));
+    }
+    lock.unlock();
+    work_.notify_all();
+    std::rethrow_exception(g.error);
+  }
+  if (computed) {
+    computed->clear();
+    for (Sequence *s : seqs) computed->push_back(s->computed_);
+  }
+  return std::move(g.logits);
+}
+
+void Engine::scheduler_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  struct Pick {
+    Sequence *seq;
+    int64_t take;
+  };
+  std::vector<Pick> batch;
+  std::vector<PagedSequence> paged;
+  for (;;) {
+    work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) return;
+    // The rows that just ran are choosing their next token: let them join.
+    if (expected_ > 0 && options_.gather_us > 0)
+      work_.wait_for(lock, std::chrono::microseconds(options_.gather_us), [&] { return stop_ || expected_ == 0; });
+    if (stop_) return;
+
+    batch.clear();
+    int64_t tokens_left = options_.max_batch_tokens, rows_left = options_.max_sequences;
+    // Two passes in ticket order: rows with one token to go (decode), then prompts in chunks.
+    for (int pass = 0; pass < 2; ++pass) {
+      for (Group *g : queue_) {
+        bool blocked = false;
+        for (Sequence *s : g->seqs) {
+          if (s->done_ || s->in_step_ || rows_left == 0 || tokens_left == 0) continue;
+          match_prefix(*s);
+          const int64_t pending = s->goal_ - s->resident_;
+          if ((pending == 1) != (pass == 0)) continue;
+          const int64_t take = std::min({pending, options_.prefill_chunk, tokens_left});
+          s->in_step_ = true;  // also keeps it from preempting itself
+          if (!reserve(*s, s->resident_ + take, g)) {
+            s->in_step_ = false;
+            blocked = true;
+            continue;
+          }
+          batch.push_back({s, take});
+          tokens_left -= take;
+          --rows_left;
+        }
+        if (blocked) {
+          if (!g->blocked_since) g->blocked_since = Clock::now();
+        } else {
+          g->blocked_since.reset();
+        }
+      }
+    }
+    if (batch.empty()) {  // everything waits for memory: wait for a release
+      work_.wait_for(lock, std::chrono::milliseconds(5));
+      continue;
+    }
+    paged.clear();
+    for (const Pick &p : batch) {
+      Sequence &s = *p.seq;
+      PagedSequence q;
+      q.table = s.blocks_.data();
+      q.table_len = static_cast<int64_t>(s.blocks_.size());
+      q.cached = s.resident_;
+      q.tokens = s.tokens_.data() + s.resident_;
+      q.n = p.take;
+      q.want_logits = s.resident_ + p.take == s.goal_;
+      paged.push_back(q);
+    }
+    // Nothing the step reads changes while it runs: the picked sequences
+    // are in_step_ (not preempted, not abandoned), and their tokens and
+    // tables are only touched under mu_ by the scheduler.
+    lock.unlock();
+    std::vector<float> logits;
+    std::exception_ptr error;
+    try {
+      logits = model_.step_paged(pool_, paged);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    const int64_t vocab = model_.vocab();
+    ++stats_.steps;
+    stats_.rows += batch.size();
+    stats_.max_batch_rows = std::max<int64_t>(stats_.max_batch_rows, static_cast<int64_t>(batch.size()));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Sequence &s = *batch[i].seq;
+      s.in_step_ = false;
+      Group *g = s.group_;
+      if (error) {
+        if (g && !g->error) g->error = error;
+        continue;
+      }
+      (batch[i].take == 1 && s.goal_ - s.resident_ == 1 ? stats_.decode_tokens : stats_.prefill_tokens) +=
+          static_cast<uint64_t>(batch[i].take);
+      s.resident_ += batch[i].take;
+      s.computed_ += batch[i].take;
+      publish_full_blocks(s);
+      if (s.resident_ == s.goal_ && g) {
+        std::copy_n(logits.begin() + static_cast<int64_t>(i) * vocab, vocab,
+                    s.logits_->begin() + s.logits_row_ * vocab);
+        s.done_ = true;
+        --stats_.waiting;
+        if (--g->remaining == 0)
+          for (Sequence *r : g->seqs) {
+            r->expected_ = true;
+            ++expected_;
+          }
+      }
+    }
+    done_.notify_all();
+  }
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineStats s = stats_;
+  s.blocks = blocks_.stats();
+  return s;
+}
+
+}  // namespace parley

@@ -1,0 +1,177 @@
+// The serving engine: one per model, it steps every active request together.
+//
+// Requests keep their own decoding loop (greedy, sampling, beam search in
+// engine/decoding.cpp, run on the caller's thread or a worker's); each time
+// a loop needs logits it posts its rows' new tokens here and waits. A
+// scheduler thread collects what is posted, picks a batch (decode rows
+// first, then prefill chunks of at most prefill_chunk tokens, within
+// max_batch_tokens and max_sequences; oldest request first), and runs one
+// Transformer::step_paged for all of them (continuous batching): requests
+// join and leave between steps, a long prompt is cut into chunks so that it
+// does not stall the others.
+//
+// KV memory is a pool of fixed-size blocks (Transformer::make_kv_pool)
+// sized by a byte budget; a BlockManager (serve/block_manager.hpp) hands
+// blocks out, counts references (beams share blocks; a shared block is
+// copied before it is written), and keeps full blocks findable by a chained
+// XXH3-128 key of their tokens, so a sequence that starts with tokens some
+// other sequence already ran (a common system prompt, an earlier turn of the
+// same chat) reuses their K/V. When the pool is full, a sequence waits; a
+// running sequence of a younger request may be preempted (its blocks
+// released; it recomputes from its tokens when it runs again); a request
+// that waits longer than admission_timeout_ms gets OUT_OF_MEMORY naming the
+// budget.
+//
+// Thread-safety: every public member may be called from any thread. A
+// Sequence is used by one request at a time.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/transformer.hpp"
+#include "serve/block_manager.hpp"
+
+namespace parley {
+
+struct EngineOptions {
+  int64_t block_size = 16;         // positions per KV block
+  uint64_t kv_budget_bytes = 0;    // 0: see allocate_pool() in engine.cpp
+  int64_t max_sequences = 256;     // sequences in one step
+  int64_t max_batch_tokens = 512;  // tokens in one step (decode rows + prefill chunks)
+  int64_t prefill_chunk = 256;     // tokens of one sequence's prompt per step
+  int64_t admission_timeout_ms = 60000;
+  // After a step, how long the scheduler waits for the rows that just ran to
+  // post their next token (their threads are choosing it), so they join the
+  // next step instead of the one after.
+  int64_t gather_us = 2000;
+};
+
+struct EngineStats {
+  uint64_t steps = 0, rows = 0;  // batched steps run; sequence-rows over all steps
+  uint64_t prefill_tokens = 0, decode_tokens = 0;
+  uint64_t reused_tokens = 0;  // tokens whose K/V came from the prefix cache instead of being computed
+  uint64_t preemptions = 0, refused = 0, cancelled = 0, timed_out = 0;
+  int64_t waiting = 0;  // sequences with posted tokens not yet run
+  int64_t max_batch_rows = 0;
+  uint64_t kv_budget_bytes = 0, kv_block_bytes = 0;
+  BlockStats blocks{};
+};
+
+// How a run() may end early.
+struct RunControl {
+  const std::atomic<bool> *cancel = nullptr;                      // set by another thread: CANCELLED
+  std::optional<std::chrono::steady_clock::time_point> deadline;  // passed: TIMEOUT
+};
+
+class Engine {
+  struct Group;
+
+ public:
+  // A row of K/V in the pool. `tokens` are the ids whose K/V the sequence
+  // stands for; the first `resident` of them are in its blocks now (the rest
+  // are computed at the next run, e.g. after a preemption or park()).
+  class Sequence {
+   public:
+    int64_t length() const;  // tokens
+    int64_t resident() const;
+    const std::vector<int32_t> &tokens() const { return tokens_; }  // only while no run() is in flight
+
+   private:
+    friend class Engine;
+    Engine *engine_ = nullptr;
+    std::vector<int32_t> tokens_;
+    int64_t resident_ = 0;
+    std::vector<BlockId> blocks_;
+    std::vector<BlockKey> keys_;  // chain keys of the full blocks computed so far (keys_[i] for block i)
+    uint64_t ticket_ = 0;         // the request's arrival order (older first; forks inherit it)
+    bool expected_ = false;       // ran in the last step; the scheduler waits a moment for its next tokens
+    // run() state
+    int64_t goal_ = 0;      // tokens_.size() when the run's tokens are all resident
+    int64_t computed_ = 0;  // tokens computed (not reused) during the current run
+    bool in_step_ = false;  // part of the step being computed now
+    bool queued_ = false;   // waiting for the scheduler
+    bool done_ = false;
+    std::vector<float> *logits_ = nullptr;  // where to put its last logits (row in the group's buffer)
+    int64_t logits_row_ = 0;
+    Group *group_ = nullptr;
+  };
+  using SequencePtr = std::shared_ptr<Sequence>;
+
+  // Throws UNSUPPORTED when !model.supports_paged(), OUT_OF_MEMORY when the
+  // pool cannot be allocated, INVALID_ARGUMENT for bad options (naming it).
+  Engine(const Transformer &model, const EngineOptions &options, BlockKey model_identity);
+  ~Engine();
+  Engine(const Engine &) = delete;
+  Engine &operator=(const Engine &) = delete;
+
+  const Transformer &model() const { return model_; }
+  const EngineOptions &options() const { return options_; }
+
+  // A new, empty sequence; its request is younger than every earlier one.
+  SequencePtr open();
+  // Makes s's request the youngest (a new chat turn on an old sequence).
+  void renew(Sequence &s);
+  // A sequence with the same tokens sharing `parent`'s blocks (beam search);
+  // copy on write keeps them apart.
+  SequencePtr fork(const Sequence &parent);
+  // Keeps the first `length` tokens (<= length()).
+  void truncate(Sequence &s, int64_t length);
+  // Makes the full blocks findable by their tokens and releases every block
+  // (the sequence keeps its tokens; the next run finds its K/V again unless
+  // it was evicted meanwhile, and recomputes what is missing). Used between
+  // chat turns, so idle conversations hold no memory.
+  void park(Sequence &s);
+  // Releases the sequence's blocks (also done when the last pointer to it goes).
+  void close(Sequence &s);
+
+  // Appends tokens[i] (>= 1 each) to seqs[i], all at once, and waits until
+  // every one has run. Returns [seqs.size(), vocab]: each sequence's logits
+  // after its last token. On CANCELLED / TIMEOUT / OUT_OF_MEMORY the
+  // sequences keep only the tokens that ran (length() == resident()).
+  // *computed (optional) receives how many of the new tokens were computed
+  // rather than found in the prefix cache, per sequence.
+  std::vector<float> run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+                         const RunControl &control = {}, std::vector<int64_t> *computed = nullptr);
+
+  EngineStats stats() const;
+
+ private:
+  void scheduler_loop();
+  // Under mu_: blocks so that s can hold `upto` tokens, the block receiving
+  // s.resident_ private. False when the pool is exhausted (after preempting
+  // what may be preempted).
+  bool reserve(Sequence &s, int64_t upto, const Group *group);
+  void release_blocks(Sequence &s);
+  void publish_full_blocks(Sequence &s);
+  void match_prefix(Sequence &s);
+  bool preempt_one(uint64_t for_ticket);
+  void forget_expected(Sequence &s);
+  BlockKey block_key(const Sequence &s, size_t index) const;
+
+  const Transformer &model_;
+  EngineOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable work_;  // scheduler: something was posted (or stop)
+  std::condition_variable done_;  // requesters: a step finished
+  KvPool pool_;
+  BlockManager blocks_;
+  std::deque<Group *> queue_;        // groups with sequences still to run, in ticket order
+  std::vector<Sequence *> holders_;  // open sequences (candidates for preemption)
+  int64_t expected_ = 0;             // sequences with expected_ set
+  uint64_t next_ticket_ = 0;
+  bool stop_ = false;
+  EngineStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace parley

@@ -1,0 +1,29 @@
+// StepModel over the serving engine: the decoding loop of one request
+// (greedy, sampling, beam search) sees its rows as engine sequences; every
+// advance() is one engine run, batched with whatever other requests post
+// at the same time. Beam reorders share KV blocks (copy on write).
+#pragma once
+
+#include "engine/step_model.hpp"
+#include "serve/engine.hpp"
+
+namespace parley {
+
+class EngineStepModel : public StepModel {
+ public:
+  EngineStepModel(Engine &engine, std::vector<Engine::SequencePtr> rows, RunControl control = {})
+      : engine_(engine), rows_(std::move(rows)), control_(control) {}
+  int64_t vocab() const override { return engine_.model().vocab(); }
+  int64_t rows() const override { return static_cast<int64_t>(rows_.size()); }
+  std::vector<float> advance(const std::vector<int32_t> &tokens) override;
+  void reorder(const std::vector<int32_t> &parents) override;
+  std::string logits_source() const override;
+  std::vector<Engine::SequencePtr> &sequences() { return rows_; }
+
+ private:
+  Engine &engine_;
+  std::vector<Engine::SequencePtr> rows_;
+  RunControl control_;
+};
+
+}  // namespace parley
