@@ -335,6 +335,9 @@ typedef struct parley_model_options {
    * with PARLEY_ERROR_UNSUPPORTED naming the device; never widened silently.
    * Any other value: PARLEY_ERROR_INVALID_ARGUMENT. */
   int32_t kv_cache_dtype;
+  /* Ignored: the tail padding after kv_cache_dtype in the previous version
+   * of this struct (binaries built then leave garbage there). */
+  int32_t reserved2;
   /* ---- The serving engine (docs/serving.md). Decoder-only models on a
    * device whose attention kernel reads a paged KV cache (the cpu plugin)
    * run every chat turn and parley_generate call of the model through one
@@ -349,7 +352,9 @@ typedef struct parley_model_options {
   /* Positions per KV block, 1..4096 (default 16). */
   int32_t kv_block_size;
   /* Bytes of KV cache for all requests of the model together (default 0: a
-   * quarter of physical memory, at most 4 GiB). When it is full, new work
+   * quarter of physical memory, at most 4 GiB and at most what
+   * max_batch_sequences sequences of the model's full length use; halved
+   * until the device can allocate it). When it is full, new work
    * waits, younger requests are preempted (their K/V is recomputed later),
    * and a request that waits longer than admission_timeout_ms fails with
    * PARLEY_ERROR_OUT_OF_MEMORY naming the budget. */
@@ -609,6 +614,10 @@ typedef struct parley_model_memory {
    * keys and values, I8 scales included) in the model's kv_cache_dtype
    * (float32 unless parley_model_options.kv_cache_dtype chose another). */
   uint64_t kv_bytes_per_token;
+  /* The serving engine's KV pool (kv_cache_budget_bytes rounded down to
+   * whole blocks; 0 until the engine started, or without one). Pages of a
+   * host pool cost RAM only once a sequence has written them. */
+  uint64_t kv_pool_bytes;
 } parley_model_memory;
 
 /*
@@ -618,6 +627,37 @@ typedef struct parley_model_memory {
  * included: they belong to the sessions. Thread-safe.
  */
 PARLEY_API parley_status parley_model_memory_usage(const parley_model *model, parley_model_memory *out);
+
+/* What the serving engine of a model has done (see parley_model_options'
+ * serving_engine): counters since the model was loaded, and the KV pool now. */
+typedef struct parley_serving_stats {
+  size_t struct_size;
+  /* 1 when the model's requests run through the engine; 0 when it is off,
+   * not started yet (it starts with the first chat turn or generation), or
+   * not possible (encoder-decoder model, attention kernel without paged KV):
+   * every other field is then 0. */
+  int32_t engine_active;
+  int32_t reserved0;
+  uint64_t steps;          /* batched decoder steps run */
+  uint64_t batched_rows;   /* sequence-rows over all steps (rows / steps = mean batch) */
+  uint64_t max_batch_rows; /* the largest step */
+  uint64_t prefill_tokens; /* prompt tokens computed */
+  uint64_t decode_tokens;  /* generated tokens fed back */
+  uint64_t reused_tokens;  /* prompt tokens found in the prefix cache instead of computed */
+  uint64_t preemptions;    /* sequences whose K/V was dropped for older requests (recomputed later) */
+  uint64_t refused;        /* requests failed with OUT_OF_MEMORY after admission_timeout_ms */
+  uint64_t cancelled, timed_out;
+  uint64_t waiting; /* sequences with tokens queued now */
+  uint64_t kv_budget_bytes, kv_block_bytes;
+  uint64_t kv_blocks, kv_blocks_free, kv_blocks_cached,
+      kv_blocks_in_use; /* cached: unreferenced, kept for prefix hits */
+  uint64_t prefix_hits, prefix_misses,
+      evictions; /* block lookups in the prefix cache; cached blocks reused for others */
+} parley_serving_stats;
+
+/* Fill `out` (struct_size set by the caller) with the model's serving
+ * statistics. Never starts the engine. Thread-safe. */
+PARLEY_API parley_status parley_model_serving_stats(const parley_model *model, parley_serving_stats *out);
 
 /* Hypotheses of one generate / translate call. Free with parley_result_free. */
 typedef struct parley_generation_result parley_generation_result;

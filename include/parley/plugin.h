@@ -309,7 +309,9 @@ typedef struct parley_attention_args {
    * sequence. The fused append writes each new row into its block the same
    * way; the caller guarantees that a block receiving new rows belongs to
    * one sequence of the call only (blocks that are only read may be shared
-   * by several sequences). block_size >= 1. kv_len is unused (it may be 0). */
+   * by several sequences). block_size >= 1; without a table block_size and
+   * block_table_stride are 0. kv_len is only the width of the probs rows
+   * (key_lengths[b] <= kv_len when probs is set; otherwise it may be 0). */
   const int32_t *block_table;
   int64_t block_table_stride;
   int64_t block_size;

@@ -15,6 +15,16 @@
 // even; I8: scale = max|row| / 127, q = nearest-even(x / scale)), so the
 // attention of this call already sees the rounded values, as later calls do.
 //
+// Paged caches (ABI 1.3 block_table): k / v (and the I8 scales) are pools of
+// blocks. A task splits its current key block into runs of consecutive rows
+// of one cache block (one table look-up per run; a contiguous cache is a
+// single run), and the loops above walk the runs: F32 rows are read in
+// place, F16 / I8 rows are widened into the tile run by run. The loops over
+// head_dim never see the table, and the arithmetic (the softmax correction
+// once per key block, then every key in order) is the contiguous path's, so
+// a paged call returns the contiguous result bit for bit. The fused append
+// writes each new row into its block.
+//
 // Masks reduce to a number of visible keys per query row:
 //   L     = key_lengths[b] with KEY_PADDING, else kv_len
 //   limit = L, and with CAUSAL min(L, i + L - q_len + 1)  (bottom-right aligned)
@@ -112,19 +122,23 @@ struct Attn {
   int64_t group;  // query heads per kv head
   int64_t q_blocks;
   int32_t kv_dtype;  // F32, F16 or I8
+  // ABI 1.3 paged cache: NULL for a contiguous one.
+  const int32_t *block_table;
+  int64_t block_table_stride, block_size;
 };
 
-// Key block rows j0 .. j0 + n of one (sequence, kv head) as f32 rows of
-// head_dim in `dst` (F16 / I8 caches).
-void widen_block(const Attn &at, const void *cache, int64_t stride_seq, const float *scales, int64_t j0, int64_t n,
-                 float *dst) {
+// n consecutive cache rows of one kv head, the first at element offset
+// `row0` (its scale at scales + `srow0`), as f32 rows of head_dim in `dst`
+// (F16 / I8 caches).
+void widen_rows(const Attn &at, const void *cache, int64_t row0, int64_t stride_seq, const float *scales, int64_t srow0,
+                int64_t n, float *dst) {
   const int64_t D = at.a->head_dim;
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t row = (j0 + j) * stride_seq;
+    const int64_t row = row0 + j * stride_seq;
     if (at.kv_dtype == PARLEY_DTYPE_F16)
       widen_f16(static_cast<const half *>(cache) + row, dst + j * D, D);
     else
-      widen_i8(static_cast<const int8_t *>(cache) + row, scales[(j0 + j) * at.a->scale_stride_seq], dst + j * D, D);
+      widen_i8(static_cast<const int8_t *>(cache) + row, scales[srow0 + j * at.a->scale_stride_seq], dst + j * D, D);
   }
 }
 
@@ -144,14 +158,29 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
 
   const float *q = static_cast<const float *>(a.q) + b * a.q_stride_batch + h * a.q_stride_head;
   const size_t es = element_size(at.kv_dtype);
-  const void *kc = static_cast<const char *>(a.k) + (b * a.k_stride_batch + g * a.k_stride_head) * es;
-  const void *vc = static_cast<const char *>(a.v) + (b * a.v_stride_batch + g * a.v_stride_head) * es;
+  // A paged cache: the kv head's rows in every block; block blk's row r is
+  // at blk * stride_batch + r * stride_seq from there.
+  const bool paged = at.block_table != nullptr;
+  const int64_t kb = paged ? 0 : b * a.k_stride_batch, vb = paged ? 0 : b * a.v_stride_batch;
+  const void *kc = static_cast<const char *>(a.k) + (kb + g * a.k_stride_head) * es;
+  const void *vc = static_cast<const char *>(a.v) + (vb + g * a.v_stride_head) * es;
   const bool wide = at.kv_dtype == PARLEY_DTYPE_F32;
   const float *ks = nullptr, *vs = nullptr;
   if (at.kv_dtype == PARLEY_DTYPE_I8) {
-    ks = a.k_scales + b * a.scale_stride_batch + g * a.scale_stride_head;
-    vs = a.v_scales + b * a.scale_stride_batch + g * a.scale_stride_head;
+    const int64_t sb = paged ? 0 : b * a.scale_stride_batch;
+    ks = a.k_scales + sb + g * a.scale_stride_head;
+    vs = a.v_scales + sb + g * a.scale_stride_head;
   }
+  const int32_t *table = paged ? at.block_table + b * at.block_table_stride : nullptr;
+  // A key block in memory: runs of consecutive cache rows. Run n holds keys
+  // j0 + run_at[n] .. j0 + run_at[n + 1] - 1, its first row at element
+  // offset run_k[n] / run_v[n] from kc / vc (scale offset run_s[n]); rows
+  // then follow at the cache's stride_seq. A contiguous cache is one run; a
+  // paged one a run per cache block the key block touches, so the loops
+  // below look at the table once per run, never per element.
+  int64_t run_at[kKeyBlock + 1], run_k[kKeyBlock], run_v[kKeyBlock], run_s[kKeyBlock];
+  int64_t tile_at_jc[2] = {0, 0};
+  const int64_t tile_off[1] = {0};
   float *out = static_cast<float *>(a.out) + b * a.out_stride_batch + h * a.out_stride_head;
   float *probs = a.probs ? a.probs + (bh * a.q_len) * a.kv_len : nullptr;
   float *lse = a.lse ? a.lse + bh * a.q_len : nullptr;
@@ -174,28 +203,57 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
 
   for (int64_t j0 = 0; j0 < max_limit; j0 += kKeyBlock) {
     const int64_t jc = std::min(kKeyBlock, max_limit - j0);
-    // k / v: key j0 + j at j * stride, in the cache itself or in the f32
-    // tile of this block.
+    int64_t runs = 0;
+    if (paged) {
+      // Reads a table entry only for a block holding a key of this block.
+      for (int64_t j = 0; j < jc; ++runs) {
+        const int64_t key = j0 + j, blk = table[key / at.block_size], r = key % at.block_size;
+        run_at[runs] = j;
+        run_k[runs] = blk * a.k_stride_batch + r * a.k_stride_seq;
+        run_v[runs] = blk * a.v_stride_batch + r * a.v_stride_seq;
+        run_s[runs] = ks ? blk * a.scale_stride_batch + r * a.scale_stride_seq : 0;  // scale strides: I8 only
+        j += std::min(at.block_size - r, jc - j);
+      }
+    } else {
+      runs = 1;
+      run_at[0] = 0;
+      run_k[0] = j0 * a.k_stride_seq, run_v[0] = j0 * a.v_stride_seq;
+      run_s[0] = ks ? j0 * a.scale_stride_seq : 0;
+    }
+    run_at[runs] = jc;
+    // k / v with the runs to read them by: the cache itself (F32), or the
+    // f32 tile of this key block, one run.
     const float *k, *v;
     int64_t k_stride = a.k_stride_seq, v_stride = a.v_stride_seq;
+    const int64_t *at_ = run_at, *koff = run_k, *voff = run_v;
+    int64_t nruns = runs;
     if (wide) {
-      k = static_cast<const float *>(kc) + j0 * k_stride;
-      v = static_cast<const float *>(vc) + j0 * v_stride;
+      k = static_cast<const float *>(kc);
+      v = static_cast<const float *>(vc);
     } else {
-      widen_block(at, kc, a.k_stride_seq, ks, j0, jc, ktile);
-      widen_block(at, vc, a.v_stride_seq, vs, j0, jc, vtile);
+      for (int64_t n = 0; n < runs; ++n) {
+        const int64_t cnt = run_at[n + 1] - run_at[n];
+        widen_rows(at, kc, run_k[n], a.k_stride_seq, ks, run_s[n], cnt, ktile + run_at[n] * D);
+        widen_rows(at, vc, run_v[n], a.v_stride_seq, vs, run_s[n], cnt, vtile + run_at[n] * D);
+      }
       k_stride = v_stride = D;
       k = ktile;
       v = vtile;
+      tile_at_jc[1] = jc;
+      at_ = tile_at_jc, koff = voff = tile_off;
+      nruns = 1;
     }
     for (int64_t r = 0; r < rows; ++r) {
       if (j0 >= limit[r]) continue;
       const int64_t nv = std::min(jc, limit[r] - j0);
       const float *qi = q + (i0 + r) * a.q_stride_seq;
       float bmax = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < nv; ++j) {
-        s[j] = a.scale * dot(qi, k + j * k_stride, D);
-        bmax = std::max(bmax, s[j]);
+      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+        const float *kr = k + koff[n];
+        for (int64_t j = at_[n], e = std::min(at_[n + 1], nv); j < e; ++j) {
+          s[j] = a.scale * dot(qi, kr + (j - at_[n]) * k_stride, D);
+          bmax = std::max(bmax, s[j]);
+        }
       }
       if (probs) std::copy(s, s + nv, probs + (i0 + r) * a.kv_len + j0);
       const float mnew = std::max(mx[r], bmax);
@@ -209,7 +267,11 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       }
       sum[r] = sum[r] * corr + bsum;
       mx[r] = mnew;
-      scale_axpy(acc + r * D, corr, s, v, v_stride, nv, D);
+      // The correction once, then every run's keys in order: the arithmetic
+      // of one call over the whole block.
+      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n)
+        scale_axpy(acc + r * D, n == 0 ? corr : 1.f, s + at_[n], v + voff[n], v_stride,
+                   std::min(at_[n + 1], nv) - at_[n], D);
     }
   }
 
@@ -244,7 +306,11 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     const parley_attention_args *a = nullptr;
     if (auto st = begin_call("attention", ctx, args, &host, &a, PARLEY_ATTENTION_ARGS_SIZE_V1_0)) return st;
     const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
-    const int32_t kv_dtype = a->struct_size >= sizeof(parley_attention_args) ? a->kv_dtype : PARLEY_DTYPE_F32;
+    const int32_t kv_dtype = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_2 ? a->kv_dtype : PARLEY_DTYPE_F32;
+    // ABI 1.3 paged cache; an older struct has none.
+    const bool has_paging = a->struct_size >= sizeof(parley_attention_args);
+    const int32_t *table = has_paging ? a->block_table : nullptr;
+    const int64_t bs = has_paging ? a->block_size : 0, table_stride = has_paging ? a->block_table_stride : 0;
     PARLEY_CHECK(host, kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_I8,
                  "attention: kv_dtype %d is not F32, F16 or I8", kv_dtype);
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
@@ -258,39 +324,90 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
                  ll(a->num_kv_heads));
     PARLEY_CHECK(host, (a->mask & ~(PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING)) == 0,
                  "attention: unknown mask bits 0x%x", a->mask);
+    if (table) {
+      PARLEY_CHECK(host, (a->mask & PARLEY_MASK_KEY_PADDING) != 0,
+                   "attention: a block_table (paged KV cache) needs PARLEY_MASK_KEY_PADDING and key_lengths");
+      PARLEY_CHECK(host, bs >= 1, "attention: block_size (%lld) must be >= 1 with a block_table", ll(bs));
+      PARLEY_CHECK(host, table_stride >= 0, "attention: negative block_table_stride %lld", ll(table_stride));
+    } else {
+      // A paged call whose table went missing must not read the pool as one
+      // contiguous cache.
+      PARLEY_CHECK(host, bs == 0 && table_stride == 0,
+                   "attention: block_size (%lld) or block_table_stride (%lld) is set but block_table is NULL (a paged "
+                   "KV cache needs its block table)",
+                   ll(bs), ll(table_stride));
+    }
     if (a->batch == 0 || a->q_len == 0) return PARLEY_KERNEL_OK;
     PARLEY_CHECK(host, a->q && a->out, "attention: q or out is NULL");
-    if (a->kv_len > 0) PARLEY_CHECK(host, a->k && a->v, "attention: k or v is NULL");
+    // max_len: the most keys a sequence has (kv_len for a contiguous cache,
+    // the longest key_lengths for a paged one, where kv_len is unused).
+    int64_t max_len = a->kv_len;
+    if (a->mask & PARLEY_MASK_KEY_PADDING) {
+      PARLEY_CHECK(host, a->key_lengths != nullptr, "attention: KEY_PADDING mask without key_lengths");
+      if (!table) {
+        for (int64_t b = 0; b < a->batch; ++b)
+          PARLEY_CHECK(host, a->key_lengths[b] >= 0 && a->key_lengths[b] <= a->kv_len,
+                       "attention: key_lengths[%lld] = %d is outside [0, kv_len=%lld]", ll(b), a->key_lengths[b],
+                       ll(a->kv_len));
+      } else {
+        max_len = 0;
+        for (int64_t b = 0; b < a->batch; ++b) {
+          PARLEY_CHECK(host, a->key_lengths[b] >= 0, "attention: key_lengths[%lld] = %d is negative", ll(b),
+                       a->key_lengths[b]);
+          // probs rows stay kv_len wide with a paged cache.
+          PARLEY_CHECK(host, !a->probs || a->key_lengths[b] <= a->kv_len,
+                       "attention: key_lengths[%lld] = %d exceeds kv_len (%lld), the width of the probs rows", ll(b),
+                       a->key_lengths[b], ll(a->kv_len));
+          max_len = std::max<int64_t>(max_len, a->key_lengths[b]);
+        }
+      }
+    }
+    if (max_len > 0) PARLEY_CHECK(host, a->k && a->v, "attention: k or v is NULL");
     const int64_t D = a->head_dim;
     const int64_t strides[] = {a->q_stride_batch, a->q_stride_head,    a->q_stride_seq,    a->k_stride_batch,
                                a->k_stride_head,  a->k_stride_seq,     a->v_stride_batch,  a->v_stride_head,
                                a->v_stride_seq,   a->out_stride_batch, a->out_stride_head, a->out_stride_seq};
     for (int64_t st : strides) PARLEY_CHECK(host, st >= 0, "attention: negative stride %lld", ll(st));
+    const int64_t cache_rows = table ? std::min(bs, max_len) : a->kv_len;  // rows per sequence or block
     struct {
       const char *name;
       int64_t stride, count;
     } rows[] = {{"q_stride_seq", a->q_stride_seq, a->q_len},     {"q_stride_head", a->q_stride_head, a->num_heads},
-                {"k_stride_seq", a->k_stride_seq, a->kv_len},    {"k_stride_head", a->k_stride_head, a->num_kv_heads},
-                {"v_stride_seq", a->v_stride_seq, a->kv_len},    {"v_stride_head", a->v_stride_head, a->num_kv_heads},
+                {"k_stride_seq", a->k_stride_seq, cache_rows},   {"k_stride_head", a->k_stride_head, a->num_kv_heads},
+                {"v_stride_seq", a->v_stride_seq, cache_rows},   {"v_stride_head", a->v_stride_head, a->num_kv_heads},
                 {"out_stride_seq", a->out_stride_seq, a->q_len}, {"out_stride_head", a->out_stride_head, a->num_heads}};
     for (const auto &r : rows)
       PARLEY_CHECK(host, r.count <= 1 || r.stride >= D, "attention: %s (%lld) < head_dim (%lld)", r.name, ll(r.stride),
                    ll(D));
-    if (kv_dtype == PARLEY_DTYPE_I8 && a->kv_len > 0) {
+    if (kv_dtype == PARLEY_DTYPE_I8 && max_len > 0) {
       PARLEY_CHECK(host, a->k_scales && a->v_scales, "attention: an I8 cache (kv_dtype) needs k_scales and v_scales");
       PARLEY_CHECK(host, a->scale_stride_batch >= 0 && a->scale_stride_head >= 0 && a->scale_stride_seq >= 0,
                    "attention: negative scale stride");
     }
-    if (a->mask & PARLEY_MASK_KEY_PADDING) {
-      PARLEY_CHECK(host, a->key_lengths != nullptr, "attention: KEY_PADDING mask without key_lengths");
-      for (int64_t b = 0; b < a->batch; ++b)
-        PARLEY_CHECK(host, a->key_lengths[b] >= 0 && a->key_lengths[b] <= a->kv_len,
-                     "attention: key_lengths[%lld] = %d is outside [0, kv_len=%lld]", ll(b), a->key_lengths[b],
-                     ll(a->kv_len));
+    if (table) {
+      // Every block a key lives in must be named: ceil(L / block_size)
+      // indices per sequence, each >= 0 (the pool's size is the caller's).
+      const int64_t need = (max_len + bs - 1) / bs;
+      PARLEY_CHECK(host, table_stride >= need,
+                   "attention: block_table_stride (%lld) < %lld blocks of the longest sequence (%lld keys, block_size "
+                   "%lld)",
+                   ll(table_stride), ll(need), ll(max_len), ll(bs));
+      PARLEY_CHECK(host, table_stride == 0 || a->batch - 1 <= std::numeric_limits<int64_t>::max() / table_stride,
+                   "attention: batch (%lld) x block_table_stride (%lld) overflows", ll(a->batch), ll(table_stride));
+      for (int64_t b = 0; b < a->batch; ++b) {
+        const int64_t n = (a->key_lengths[b] + bs - 1) / bs;
+        for (int64_t i = 0; i < n; ++i)
+          PARLEY_CHECK(host, table[b * table_stride + i] >= 0,
+                       "attention: block_table[%lld] = %d (sequence %lld, block %lld) is negative",
+                       ll(b * table_stride + i), table[b * table_stride + i], ll(b), ll(i));
+      }
     }
 
     if (append) {
-      PARLEY_CHECK(host, a->v_new && a->kv_len >= a->q_len, "attention: k_new without v_new, or q_len > kv_len");
+      PARLEY_CHECK(host, a->v_new, "attention: k_new without v_new");
+      if (!table)
+        PARLEY_CHECK(host, a->kv_len >= a->q_len, "attention: q_len (%lld) > kv_len (%lld) with k_new", ll(a->q_len),
+                     ll(a->kv_len));
       const int64_t news[] = {a->k_new_stride_batch, a->k_new_stride_head, a->k_new_stride_seq,
                               a->v_new_stride_batch, a->v_new_stride_head, a->v_new_stride_seq};
       for (int64_t st : news) PARLEY_CHECK(host, st >= 0, "attention: negative k_new/v_new stride %lld", ll(st));
@@ -298,34 +415,47 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
       char *k = static_cast<char *>(const_cast<void *>(a->k));
       char *v = static_cast<char *>(const_cast<void *>(a->v));
       const float *kn = static_cast<const float *>(a->k_new), *vn = static_cast<const float *>(a->v_new);
-      // One cache row (head_dim values) from src, in the cache's dtype.
-      auto put = [&](const float *src, char *cache, float *scales, int64_t b, int64_t g, int64_t pos, int64_t stride_b,
-                     int64_t stride_h, int64_t stride_s) {
-        char *dst = cache + (b * stride_b + g * stride_h + pos * stride_s) * static_cast<int64_t>(es);
+      // One cache row (head_dim values) from src, in the cache's dtype, at
+      // element offset `row` (an I8 row's scale at scales + srow + g *
+      // scale_stride_head; scale strides are only read for an I8 cache).
+      auto put = [&](const float *src, char *cache, float *scales, int64_t row, int64_t srow, int64_t g) {
+        char *dst = cache + row * static_cast<int64_t>(es);
         if (kv_dtype == PARLEY_DTYPE_F32)
           std::copy_n(src, D, reinterpret_cast<float *>(dst));
         else if (kv_dtype == PARLEY_DTYPE_F16)
           narrow_f16(src, reinterpret_cast<half *>(dst), D);
         else
-          narrow_i8(src, reinterpret_cast<int8_t *>(dst),
-                    scales + b * a->scale_stride_batch + g * a->scale_stride_head + pos * a->scale_stride_seq, D);
+          narrow_i8(src, reinterpret_cast<int8_t *>(dst), scales + srow + g * a->scale_stride_head, D);
       };
       for (int64_t b = 0; b < a->batch; ++b) {
         const int64_t L = (a->mask & PARLEY_MASK_KEY_PADDING) ? a->key_lengths[b] : a->kv_len;
         for (int64_t i = 0; i < a->q_len; ++i) {
           const int64_t pos = L - a->q_len + i;
           if (pos < 0) continue;
+          // The position's row in its sequence, or in its block of the pool.
+          int64_t kr = b * a->k_stride_batch + pos * a->k_stride_seq,
+                  vr = b * a->v_stride_batch + pos * a->v_stride_seq;
+          const bool i8 = kv_dtype == PARLEY_DTYPE_I8;
+          int64_t sr = i8 ? b * a->scale_stride_batch + pos * a->scale_stride_seq : 0;
+          if (table) {
+            const int64_t blk = table[b * table_stride + pos / bs], r = pos % bs;
+            kr = blk * a->k_stride_batch + r * a->k_stride_seq;
+            vr = blk * a->v_stride_batch + r * a->v_stride_seq;
+            sr = i8 ? blk * a->scale_stride_batch + r * a->scale_stride_seq : 0;
+          }
           for (int64_t g = 0; g < a->num_kv_heads; ++g) {
-            put(kn + b * a->k_new_stride_batch + g * a->k_new_stride_head + i * a->k_new_stride_seq, k, a->k_scales, b,
-                g, pos, a->k_stride_batch, a->k_stride_head, a->k_stride_seq);
-            put(vn + b * a->v_new_stride_batch + g * a->v_new_stride_head + i * a->v_new_stride_seq, v, a->v_scales, b,
-                g, pos, a->v_stride_batch, a->v_stride_head, a->v_stride_seq);
+            put(kn + b * a->k_new_stride_batch + g * a->k_new_stride_head + i * a->k_new_stride_seq, k, a->k_scales,
+                kr + g * a->k_stride_head, sr, g);
+            put(vn + b * a->v_new_stride_batch + g * a->v_new_stride_head + i * a->v_new_stride_seq, v, a->v_scales,
+                vr + g * a->v_stride_head, sr, g);
           }
         }
       }
     }
 
-    Attn at{a, a->num_heads / a->num_kv_heads, (a->q_len + kQueryBlock - 1) / kQueryBlock, kv_dtype};
+    Attn at{
+        a, a->num_heads / a->num_kv_heads, (a->q_len + kQueryBlock - 1) / kQueryBlock, kv_dtype, table, table_stride,
+        bs};
     const int64_t tasks = a->batch * a->num_heads * at.q_blocks;
     return host.parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
       alignas(64) float stack_acc[kQueryBlock * kStackHeadDim];

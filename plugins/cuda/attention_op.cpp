@@ -1,9 +1,12 @@
 // PARLEY_OP_ATTENTION on the cuda device: argument checks (as the cpu
-// plugin's, except key_lengths, which live in device memory and are clamped
-// by the kernel), the split-KV decision (tile_math's heuristic with this
-// GPU's SM count), scratch for split partials from the caching allocator, and
-// the launches of attention_kernels.cu.
+// plugin's, except key_lengths and the block table, which live in device
+// memory: the kernels clamp the lengths), the split-KV decision (tile_math's
+// heuristic with this GPU's SM count), scratch for split partials from the
+// caching allocator, and the launches of attention_kernels.cu. Every check
+// comes before the first CUDA call (tests/cuda/test_cuda_attention_args.c
+// runs them without a GPU).
 #include <algorithm>
+#include <cstddef>
 
 #include "attention/mma_attention.cuh"
 #include "attention/simt_attention.cuh"
@@ -15,6 +18,9 @@ void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cud
 void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, cudaStream_t s);
 
 namespace {
+
+// struct_size of a parley_attention_args from ABI 1.3 (the block table).
+constexpr size_t kArgsSizeV1_3 = offsetof(parley_attention_args, block_size) + sizeof(int64_t);
 
 struct Scratch {  // device buffers released (stream-ordered) when the call ends
   DeviceState *state;
@@ -45,8 +51,9 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     const uint32_t dtypes = (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16) | (1u << PARLEY_DTYPE_BF16);
     if (auto st = begin_call(op, ctx, args, &host, &state, &stream, &a, dtypes, PARLEY_ATTENTION_ARGS_SIZE_V1_0))
       return st;
-    const bool append = a->struct_size >= sizeof(parley_attention_args) && a->k_new != nullptr;
-    if (auto st = use_device(op, host, state)) return st;
+    // Fields are read only when struct_size covers them (ABI 1.1: k_new; 1.3: the block table).
+    const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
+    const bool paged = a->struct_size >= kArgsSizeV1_3 && a->block_table != nullptr;
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
                  ll(a->kv_len));
@@ -61,13 +68,31 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     if (a->head_dim != 64 && a->head_dim != 128)
       return host.fail(PARLEY_KERNEL_UNSUPPORTED, "attention: head_dim %lld (the cuda plugin has 64 and 128)",
                        ll(a->head_dim));
+    if (paged) {
+      // Key j of sequence b: row j % block_size of block block_table[b * block_table_stride + j / block_size].
+      PARLEY_CHECK(host, a->mask & PARLEY_MASK_KEY_PADDING,
+                   "attention: a paged cache (block_table) needs the KEY_PADDING mask and key_lengths");
+      PARLEY_CHECK(host, a->block_size >= 1, "attention: block_size (%lld) must be >= 1 with a block_table",
+                   ll(a->block_size));
+      PARLEY_CHECK(host, a->block_table_stride >= 1, "attention: block_table_stride (%lld) must be >= 1",
+                   ll(a->block_table_stride));
+      PARLEY_CHECK(host, a->block_table_stride < (int64_t{1} << 30) / a->block_size,
+                   "attention: block_table_stride (%lld) x block_size (%lld) addresses too many keys for the cuda "
+                   "kernels (< 2^30)",
+                   ll(a->block_table_stride), ll(a->block_size));
+      if (a->probs)
+        return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                         "attention: probs with a paged cache (block_table) are not returned by the cuda kernels");
+    }
     if (a->batch == 0 || a->q_len == 0) return PARLEY_KERNEL_OK;
     PARLEY_CHECK(host, a->q && a->out, "attention: q or out is NULL");
-    if (a->kv_len > 0) PARLEY_CHECK(host, a->k && a->v, "attention: k or v is NULL");
+    if (a->kv_len > 0 || paged) PARLEY_CHECK(host, a->k && a->v, "attention: k or v is NULL");
     if (a->mask & PARLEY_MASK_KEY_PADDING)
       PARLEY_CHECK(host, a->key_lengths != nullptr, "attention: KEY_PADDING mask without key_lengths");
     if (append) {
-      PARLEY_CHECK(host, a->v_new && a->kv_len >= a->q_len, "attention: k_new without v_new, or q_len > kv_len");
+      PARLEY_CHECK(host, a->v_new != nullptr, "attention: k_new without v_new");
+      // kv_len is unused with a block table (the lengths are key_lengths).
+      if (!paged) PARLEY_CHECK(host, a->kv_len >= a->q_len, "attention: k_new with q_len > kv_len");
       const int64_t news[] = {a->k_new_stride_batch, a->k_new_stride_head, a->k_new_stride_seq,
                               a->v_new_stride_batch, a->v_new_stride_head, a->v_new_stride_seq};
       for (int64_t st : news) PARLEY_CHECK(host, st >= 0, "attention: negative k_new/v_new stride %lld", ll(st));
@@ -82,9 +107,21 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     for (int64_t st : strides) PARLEY_CHECK(host, st >= 0, "attention: negative stride %lld", ll(st));
     // The kernels index with int: shapes must fit.
     const int64_t rows = a->num_heads / a->num_kv_heads * a->q_len;
-    PARLEY_CHECK(host, a->batch * a->num_heads * a->q_len < (int64_t{1} << 30) && a->kv_len < (int64_t{1} << 30),
+    PARLEY_CHECK(host,
+                 a->batch * a->num_heads * a->q_len < (int64_t{1} << 30) && (paged || a->kv_len < (int64_t{1} << 30)),
                  "attention: shape too large for the cuda kernels (batch*heads*q_len=%lld, kv_len=%lld)",
                  ll(a->batch * a->num_heads * a->q_len), ll(a->kv_len));
+    // The kernels clamp each key length (read on the device) to key_cap: kv_len,
+    // or with a block table the keys one row of the table addresses.
+    attn::KvBlocks kv;
+    int key_cap = static_cast<int>(a->kv_len);
+    if (paged) {
+      kv.table = a->block_table;
+      kv.table_stride = a->block_table_stride;
+      kv.block_size = static_cast<int>(a->block_size);
+      key_cap = static_cast<int>(a->block_table_stride * a->block_size);
+    }
+    if (auto st = use_device(op, host, state)) return st;
 
     if (a->dtype != PARLEY_DTYPE_F32) {
       // fp16 / bf16: the tensor-core kernel (one CTA per 64 query rows of a head).
@@ -99,7 +136,7 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
       m.o_sb = a->out_stride_batch, m.o_sh = a->out_stride_head, m.o_ss = a->out_stride_seq;
       m.batch = static_cast<int>(a->batch), m.heads = static_cast<int>(a->num_heads);
       m.kv_heads = static_cast<int>(a->num_kv_heads), m.q_len = static_cast<int>(a->q_len);
-      m.kv_len = static_cast<int>(a->kv_len), m.scale = a->scale, m.mask = a->mask, m.key_lengths = a->key_lengths;
+      m.kv_len = key_cap, m.scale = a->scale, m.mask = a->mask, m.key_lengths = a->key_lengths, m.kv = kv;
       m.row_tiles = static_cast<int>((a->q_len + attn::kMmaRows - 1) / attn::kMmaRows);
       // cp.async needs every row on a 16-byte boundary: base pointers and
       // the batch/head/sequence strides (in 2-byte elements) multiples of 8.
@@ -119,7 +156,8 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     p.o_sb = a->out_stride_batch, p.o_sh = a->out_stride_head, p.o_ss = a->out_stride_seq;
     p.batch = static_cast<int>(a->batch), p.heads = static_cast<int>(a->num_heads);
     p.kv_heads = static_cast<int>(a->num_kv_heads), p.q_len = static_cast<int>(a->q_len);
-    p.kv_len = static_cast<int>(a->kv_len);
+    p.kv_len = key_cap;
+    p.kv = kv;
     p.scale = a->scale;
     p.mask = a->mask;
     p.key_lengths = a->key_lengths;
@@ -133,7 +171,12 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     cfg.num_sms = sm_count(state);
     cfg.align = 64;
     p.align = cfg.align;
-    p.splits = attn::num_splits(int64_t{p.batch} * p.kv_heads * p.row_tiles, p.kv_len, cfg);
+    // Splits for the longest sequence: kv_len, or with a block table (where
+    // kv_len is only a hint) the smaller of kv_len and key_cap when kv_len > 0.
+    // Each CTA splits its own sequence's length (split_range), so a wrong
+    // hint costs speed, never correctness.
+    const int split_len = paged && (a->kv_len <= 0 || a->kv_len > key_cap) ? key_cap : static_cast<int>(a->kv_len);
+    p.splits = attn::num_splits(int64_t{p.batch} * p.kv_heads * p.row_tiles, split_len, cfg);
 
     Scratch scratch{state, {}};
     auto alloc = [&](size_t bytes, void **ptr) -> parley_kernel_status {

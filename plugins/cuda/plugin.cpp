@@ -45,11 +45,15 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_SOFTMAX, PARLEY_DTYPE_F32, "softmax", softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_LOG_SOFTMAX, PARLEY_DTYPE_F32, "log_softmax", log_softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
-    // The F32 kernel appends the new K/V rows to the cache in the same launch.
+    // The F32 kernel appends the new K/V rows to the cache in the same launch;
+    // all three read a paged cache (block table, ABI 1.3), the F32 one also
+    // appends into its blocks.
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F32, kPriority, "attention_simt_splitkv",
-     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND, 0, -1, nullptr, nullptr},
-    PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_F16, "attention_mma_fa2", attention_run),
-    PARLEY_CUDA_KERNEL(PARLEY_OP_ATTENTION, PARLEY_DTYPE_BF16, "attention_mma_fa2_bf16", attention_run),
+     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED, 0, -1, nullptr, nullptr},
+    {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F16, kPriority, "attention_mma_fa2",
+     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED, 0, -1, nullptr, nullptr},
+    {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_BF16, kPriority, "attention_mma_fa2_bf16",
+     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED, 0, -1, nullptr, nullptr},
     // LINEAR with F32 activations, one entry per weight dtype (linear_op.cpp).
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F32, "linear_cublaslt_f32w", linear_prepare_f32),
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F16, "linear_simt_f16w", linear_prepare_f16),

@@ -227,7 +227,44 @@ PARLEY_API parley_status parley_model_memory_usage(const parley_model *model, pa
     }
     m.converted_bytes = t.prepared_bytes() - m.packed_bytes;
     m.kv_bytes_per_token = t.check_kv_bytes(1, 1);
+    if (const Engine *e = model->impl.engine_if_started()) m.kv_pool_bytes = e->stats().kv_budget_bytes;
     parley::capi::copy_out(out, m);
+  });
+}
+
+PARLEY_API parley_status parley_model_serving_stats(const parley_model *model, parley_serving_stats *out) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out, "out");
+    parley::capi::check_struct_size(out->struct_size, PARLEY_SIZE_THROUGH(parley_serving_stats, evictions), sizeof *out,
+                                    "out");
+    parley_serving_stats st{};
+    st.struct_size = sizeof st;
+    if (const Engine *e = model->impl.engine_if_started()) {
+      const EngineStats s = e->stats();
+      st.engine_active = 1;
+      st.steps = s.steps;
+      st.batched_rows = s.rows;
+      st.max_batch_rows = static_cast<uint64_t>(s.max_batch_rows);
+      st.prefill_tokens = s.prefill_tokens;
+      st.decode_tokens = s.decode_tokens;
+      st.reused_tokens = s.reused_tokens;
+      st.preemptions = s.preemptions;
+      st.refused = s.refused;
+      st.cancelled = s.cancelled;
+      st.timed_out = s.timed_out;
+      st.waiting = static_cast<uint64_t>(std::max<int64_t>(0, s.waiting));
+      st.kv_budget_bytes = s.kv_budget_bytes;
+      st.kv_block_bytes = s.kv_block_bytes;
+      st.kv_blocks = static_cast<uint64_t>(s.blocks.blocks);
+      st.kv_blocks_free = static_cast<uint64_t>(s.blocks.free);
+      st.kv_blocks_cached = static_cast<uint64_t>(s.blocks.cached);
+      st.kv_blocks_in_use = static_cast<uint64_t>(s.blocks.in_use);
+      st.prefix_hits = s.blocks.hits;
+      st.prefix_misses = s.blocks.misses;
+      st.evictions = s.blocks.evictions;
+    }
+    parley::capi::copy_out(out, st);
   });
 }
 

@@ -49,6 +49,10 @@ struct Model {
   // nullptr when the options turn it off or the model / device cannot page
   // its KV cache (encoder-decoder, a plugin without KV_PAGED).
   Engine *engine() const;
+  // The engine if it has started, else nullptr (never starts it).
+  Engine *engine_if_started() const {
+    return engine_checked_.load(std::memory_order_acquire) ? engine_.get() : nullptr;
+  }
   // Tokenizers and chat format, built on first use the same way.
   const TextModel &text() const;
 

@@ -119,6 +119,27 @@ std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<
   if (limit > 0 && wanted > limit)
     fail(PARLEY_ERROR_INVALID_ARGUMENT,
          "requested length " + std::to_string(wanted) + " exceeds the model's " + std::to_string(limit) + " positions");
+  // Beams / samples fork each prompt's row after the prefill; the forks share
+  // the prompt's full blocks and need at least a block of their own each.
+  // Refuse before anything runs when even that cannot fit the pool.
+  {
+    int64_t per_item = std::max<int64_t>(1, options.num_beams);
+    if (options.do_sample) per_item = std::max(per_item, options.num_return_sequences);
+    const EngineStats st = engine.stats();
+    const uint64_t pool = st.kv_block_bytes ? st.kv_budget_bytes / st.kv_block_bytes : 0;
+    const int64_t bs = engine.options().block_size;
+    uint64_t need = 0;
+    bool overflow = false;
+    for (const auto &p : prompts)
+      overflow |=
+          __builtin_add_overflow(need, static_cast<uint64_t>(static_cast<int64_t>(p.size()) / bs + per_item), &need);
+    if (overflow || need > pool)
+      fail(PARLEY_ERROR_OUT_OF_MEMORY,
+           std::to_string(prompts.size()) + " prompt(s) x " + std::to_string(per_item) +
+               " beams/samples need at least " + (overflow ? std::string("2^64") : std::to_string(need)) +
+               " KV cache blocks; the KV cache budget of " + std::to_string(st.kv_budget_bytes) + " bytes holds " +
+               std::to_string(pool) + " (parley_model_options.kv_cache_budget_bytes)");
+  }
   std::vector<Engine::SequencePtr> rows;
   std::vector<Engine::Sequence *> seqs;
   for (size_t i = 0; i < prompts.size(); ++i) {

@@ -41,29 +41,53 @@ void check_option(bool ok, const std::string &what) {
   if (!ok) fail(PARLEY_ERROR_INVALID_ARGUMENT, "engine option " + what);
 }
 
+// Validates the options and allocates the pool. An explicit budget is
+// allocated as asked (or fails naming it). The default is a quarter of
+// physical memory, at most 4 GiB, and never more than max_sequences
+// sequences of the model's full length could use; when the device cannot
+// hold that, it halves until it can (down to one block).
+KvPool allocate_pool(const Transformer &model, const EngineOptions &options) {
+  if (!model.supports_paged())
+    fail(PARLEY_ERROR_UNSUPPORTED,
+         "the serving engine needs an attention kernel that reads a paged KV cache "
+         "(PARLEY_KERNEL_FLAG_KV_PAGED) and a decoder-only model");
+  check_option(options.block_size >= 1 && options.block_size <= 4096, "block_size must be in [1, 4096]");
+  check_option(options.max_sequences >= 1, "max_sequences must be >= 1");
+  check_option(options.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
+  check_option(options.prefill_chunk >= 1, "prefill_chunk must be >= 1");
+  check_option(options.admission_timeout_ms >= 0, "admission_timeout_ms must be >= 0");
+  check_option(options.gather_us >= 0, "gather_us must be >= 0");
+  const uint64_t per_block = model.kv_block_bytes(options.block_size);
+  if (options.kv_budget_bytes) {
+    if (options.kv_budget_bytes / per_block < 1)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "the KV budget of " + std::to_string(options.kv_budget_bytes) +
+                                              " bytes is less than one block of " + std::to_string(per_block) +
+                                              " bytes (" + std::to_string(options.block_size) + " tokens)");
+    return model.make_kv_pool(static_cast<int64_t>(options.kv_budget_bytes / per_block), options.block_size);
+  }
+  uint64_t blocks = std::max<uint64_t>(1, default_budget() / per_block);
+  const int64_t positions = model.decoder_params().max_positions;
+  if (positions > 0) {
+    const uint64_t per_seq = static_cast<uint64_t>((positions + options.block_size - 1) / options.block_size);
+    blocks = std::min(blocks, per_seq * static_cast<uint64_t>(options.max_sequences));
+  }
+  for (;;) {
+    try {
+      return model.make_kv_pool(static_cast<int64_t>(blocks), options.block_size);
+    } catch (const Error &e) {
+      if (e.status() != PARLEY_ERROR_OUT_OF_MEMORY || blocks == 1) throw;
+      blocks /= 2;
+    }
+  }
+}
+
 }  // namespace
 
 Engine::Engine(const Transformer &model, const EngineOptions &options, BlockKey model_identity)
-    : model_(model), options_(options), blocks_([&] {
-        if (!model.supports_paged())
-          fail(PARLEY_ERROR_UNSUPPORTED,
-               "the serving engine needs an attention kernel that reads a paged KV cache "
-               "(PARLEY_KERNEL_FLAG_KV_PAGED) and a decoder-only model");
-        check_option(options.block_size >= 1 && options.block_size <= 4096, "block_size must be in [1, 4096]");
-        check_option(options.max_sequences >= 1, "max_sequences must be >= 1");
-        check_option(options.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
-        check_option(options.prefill_chunk >= 1, "prefill_chunk must be >= 1");
-        check_option(options.admission_timeout_ms >= 0, "admission_timeout_ms must be >= 0");
-        check_option(options.gather_us >= 0, "gather_us must be >= 0");
-        const uint64_t budget = options.kv_budget_bytes ? options.kv_budget_bytes : default_budget();
-        const uint64_t per_block = model.kv_block_bytes(options.block_size);
-        if (budget / per_block < 1)
-          fail(PARLEY_ERROR_INVALID_ARGUMENT, "the KV budget of " + std::to_string(budget) +
-                                                  " bytes is less than one block of " + std::to_string(per_block) +
-                                                  " bytes (" + std::to_string(options.block_size) + " tokens)");
-        return BlockManager(static_cast<int64_t>(budget / per_block), options.block_size, model_identity);
-      }()) {
-  pool_ = model_.make_kv_pool(blocks_.num_blocks(), options_.block_size);
+    : model_(model),
+      options_(options),
+      pool_(allocate_pool(model, options)),
+      blocks_(pool_.num_blocks, options.block_size, model_identity) {
   stats_.kv_block_bytes = model_.kv_block_bytes(options_.block_size);
   stats_.kv_budget_bytes = stats_.kv_block_bytes * static_cast<uint64_t>(blocks_.num_blocks());
   try {

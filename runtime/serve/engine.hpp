@@ -45,7 +45,7 @@ namespace parley {
 
 struct EngineOptions {
   int64_t block_size = 16;         // positions per KV block
-  uint64_t kv_budget_bytes = 0;    // 0: a quarter of physical memory, at most 4 GiB
+  uint64_t kv_budget_bytes = 0;    // 0: see allocate_pool() in engine.cpp
   int64_t max_sequences = 256;     // sequences in one step
   int64_t max_batch_tokens = 512;  // tokens in one step (decode rows + prefill chunks)
   int64_t prefill_chunk = 256;     // tokens of one sequence's prompt per step

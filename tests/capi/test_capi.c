@@ -231,7 +231,9 @@ static void test_status_and_dtype_names(void) {
   CHECK(PARLEY_ERROR_CANCELLED == 12); /* appended: values never move */
   CHECK(PARLEY_ERROR_BUSY == 13);
   for (i = 0; i <= (int)PARLEY_ERROR_BUSY; ++i) CHECK_STR(parley_status_name((parley_status)i), names[i]);
-  CHECK_STR(parley_status_name((parley_status)14), "PARLEY_ERROR_UNKNOWN");
+  CHECK(PARLEY_ERROR_TIMEOUT == 14);
+  CHECK_STR(parley_status_name(PARLEY_ERROR_TIMEOUT), "PARLEY_ERROR_TIMEOUT");
+  CHECK_STR(parley_status_name((parley_status)15), "PARLEY_ERROR_UNKNOWN");
   CHECK_STR(parley_status_name((int32_t)-1), "PARLEY_ERROR_UNKNOWN");
   CHECK_STR(parley_status_name((int32_t)1000000), "PARLEY_ERROR_UNKNOWN");
 

@@ -14,6 +14,10 @@
 //    pointers are then translated to the private view for the cpu kernel.
 //  - Copies check their direction: the device side inside a live block with
 //    the whole byte range, the host side outside the device range.
+//  - A paged KV cache (ABI 1.3): the block table is device memory like
+//    key_lengths, and every block it names for a key must lie inside the
+//    k / v (and I8 scale) allocations, or the call is refused naming the
+//    table entry (a GPU would read another tensor or fault).
 //  - Fresh and released blocks are filled with 0xFF bytes (NaN as float, -1
 //    as int32), so reading memory nobody wrote shows up in the results.
 //
@@ -222,7 +226,9 @@ struct Fields<PARLEY_OP_ATTENTION> {
   static constexpr PtrField list[] = {PF(T, q), PF(T, k), PF(T, v), PF(T, out), PF(T, key_lengths), PF(T, probs),
                                       PF(T, lse), PF(T, k_new), PF(T, v_new),
                                       // ABI 1.2: the I8 cache's scales (the runtime passes the full struct)
-                                      PF(T, k_scales), PF(T, v_scales)};
+                                      PF(T, k_scales), PF(T, v_scales),
+                                      // ABI 1.3: a paged cache's block table (int32, uploaded like key_lengths)
+                                      PF(T, block_table)};
 };
 struct NormFields {
   using T = parley_norm_args;
@@ -272,6 +278,69 @@ struct Fields<PARLEY_OP_TOPK> {
   static constexpr PtrField list[] = {PF(T, x), PF(T, values), PF(T, indices)};
 };
 
+// Checks of an op's arguments beyond "every pointer is device memory", on
+// the translated struct (device data read through the private view); an
+// empty string passes.
+template <int Op>
+std::string deep_check(Guard *, const void *, const typename Fields<Op>::T &) {
+  return {};
+}
+
+// A paged KV cache (ABI 1.3): the table's entries and every block it names
+// for a key must lie inside their allocations (k, v and the I8 scales each
+// one pool), as a GPU kernel would otherwise read another tensor or fault.
+// Values the kernel refuses itself (a negative length or block index, a
+// missing KEY_PADDING, block_size < 1) are left to it.
+template <>
+std::string deep_check<PARLEY_OP_ATTENTION>(Guard *g, const void *args, const parley_attention_args &a) {
+  const auto &orig = *static_cast<const parley_attention_args *>(args);
+  if (!a.block_table || !a.key_lengths || a.block_size < 1 || a.batch < 1 || a.block_table_stride < 0 ||
+      a.num_kv_heads < 1 || a.head_dim < 1 || !(a.mask & PARLEY_MASK_KEY_PADDING))
+    return {};
+  if (!g->in_block(orig.key_lengths, size_t(a.batch) * sizeof(int32_t)))
+    return "key_lengths (batch entries) runs past its allocation";
+  const size_t es = a.kv_dtype == PARLEY_DTYPE_F16 ? 2 : a.kv_dtype == PARLEY_DTYPE_I8 ? 1 : 4;
+  // Bytes from a block's first element to the end of its last row.
+  auto span = [&](int64_t stride_head, int64_t stride_seq, int64_t width) {
+    return (__int128(a.block_size - 1) * stride_seq + __int128(a.num_kv_heads - 1) * stride_head + width);
+  };
+  const bool i8 = a.kv_dtype == PARLEY_DTYPE_I8;
+  struct Pool {
+    const char *name;
+    const void *base;  // NULL: not used by this call
+    int64_t stride_block;
+    __int128 span;  // elements
+    size_t es;
+  } pools[] = {{"k", orig.k, a.k_stride_batch, span(a.k_stride_head, a.k_stride_seq, a.head_dim), es},
+               {"v", orig.v, a.v_stride_batch, span(a.v_stride_head, a.v_stride_seq, a.head_dim), es},
+               {"k_scales", i8 ? orig.k_scales : nullptr, a.scale_stride_batch,
+                span(a.scale_stride_head, a.scale_stride_seq, 1), 4},
+               {"v_scales", i8 ? orig.v_scales : nullptr, a.scale_stride_batch,
+                span(a.scale_stride_head, a.scale_stride_seq, 1), 4}};
+  for (int64_t b = 0; b < a.batch; ++b) {
+    const int64_t L = a.key_lengths[b];
+    if (L <= 0) continue;
+    const int64_t n = (L + a.block_size - 1) / a.block_size;
+    if (!g->in_block(orig.block_table + b * a.block_table_stride, size_t(n) * sizeof(int32_t)))
+      return "block_table: the " + std::to_string(n) + " entries of sequence " + std::to_string(b) +
+             " run past its allocation";
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t blk = a.block_table[b * a.block_table_stride + i];
+      if (blk < 0) continue;
+      for (const Pool &p : pools) {
+        if (!p.base) continue;
+        const __int128 first = __int128(blk) * p.stride_block * __int128(p.es);
+        const __int128 bytes = p.span * __int128(p.es);
+        if (first > __int128(g->reserved) || bytes > __int128(g->reserved) ||
+            !g->in_block(static_cast<const char *>(p.base) + size_t(first), size_t(bytes)))
+          return "block_table[" + std::to_string(b * a.block_table_stride + i) + "] = " + std::to_string(blk) +
+                 " (sequence " + std::to_string(b) + ") names a block outside the '" + p.name + "' allocation";
+      }
+    }
+  }
+  return {};
+}
+
 template <int Op>
 parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void *args) {
   using F = Fields<Op>;
@@ -293,6 +362,8 @@ parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void
       p = g->view(p);
       std::memcpy(reinterpret_cast<char *>(&a) + f.offset, &p, sizeof p);
     }
+    const std::string bad = deep_check<Op>(g, args, a);
+    if (!bad.empty()) return refuse(g->host, "op " + std::to_string(Op) + ": " + bad);
     ++g->kernel_calls;
   }
   parley_kernel_context inner = *ctx;

@@ -6,8 +6,11 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <random>
 #include <string>
 
+#include "../common/gtest_seed.h"
 #include "core/error.hpp"
 #include "core/runtime.hpp"
 #include "model/device_memory.hpp"
@@ -216,6 +219,140 @@ TEST_F(Guarded, DecoderOnlyModelMatchesCpuBitForBit) {
 TEST_F(Guarded, EncoderDecoderModelMatchesCpuBitForBit) {
   expect_identical(rt, "marian.parley", true);
   expect_identical(rt, "bart.parley", true);
+}
+
+// A paged attention call (plugin ABI 1.3) on the guarded device: the KV pool,
+// block table, key_lengths and k_new / v_new in device memory; shuffled
+// blocks, two sequences sharing a prefix block, a fused append into blocks,
+// probs and lse; F32 and I8 caches. The same call on the cpu device with
+// host copies must leave the same output and pool bit for bit. A host block
+// table, and a table entry past the pool, are refused naming the table.
+void expect_paged_attention_identical(parley_runtime *rt, const std::shared_ptr<parley::DeviceMemory> &mem,
+                                      int32_t kv_dtype) {
+  SCOPED_TRACE(kv_dtype == PARLEY_DTYPE_I8 ? "I8 cache" : "F32 cache");
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  const parley::Ops cpu(rt->impl, "cpu"), dev(rt->impl, "guarded");
+  ASSERT_NE(dev.kernel(PARLEY_OP_ATTENTION).flags & PARLEY_KERNEL_FLAG_KV_PAGED, 0u);
+  const int64_t B = 3, H = 4, G = 2, D = 16, Q = 2, bs = 4, P = 9, stride = 3, kv_len = 10;
+  const std::vector<int32_t> lengths = {10, 7, 3};
+  // Sequence 1 reads sequence 0's first block; the appended rows (the last
+  // Q of each sequence) fall in blocks 8, 0 and 5.
+  const std::vector<int32_t> table = {6, 2, 8, 6, 0, -1, 5, -1, -1};
+  const size_t es = kv_dtype == PARLEY_DTYPE_I8 ? 1 : 4;
+  const size_t pool_elems = size_t(P * bs * G * D);
+  std::vector<uint8_t> k_pool(pool_elems * es), v_pool(k_pool.size());
+  for (size_t i = 0; i < pool_elems; ++i) {
+    const float x = u(rng), y = u(rng);
+    if (es == 4) {
+      std::memcpy(&k_pool[4 * i], &x, 4);
+      std::memcpy(&v_pool[4 * i], &y, 4);
+    } else {
+      k_pool[i] = uint8_t(int8_t(x * 127.f));
+      v_pool[i] = uint8_t(int8_t(y * 127.f));
+    }
+  }
+  std::vector<float> k_scales(size_t(P * bs * G)), v_scales(k_scales.size());
+  for (auto *sc : {&k_scales, &v_scales})
+    for (float &x : *sc) x = 0.01f + 0.02f * std::fabs(u(rng));
+  auto random = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float &x : v) x = u(rng);
+    return v;
+  };
+  const std::vector<float> q = random(size_t(B * Q * H * D)), k_new = random(size_t(B * Q * G * D)),
+                           v_new = random(k_new.size());
+
+  // Fills the arguments; pointers come from `ptr` (host vectors or device copies).
+  struct Ptrs {
+    const float *q, *k_new, *v_new;
+    void *k, *v, *out;
+    float *k_scales, *v_scales, *probs, *lse;
+    const int32_t *lengths, *table;
+  };
+  auto args = [&](const Ptrs &p) {
+    parley_attention_args a{};
+    a.struct_size = sizeof a;
+    a.dtype = PARLEY_DTYPE_F32;
+    a.batch = B, a.num_heads = H, a.num_kv_heads = G, a.q_len = Q, a.kv_len = kv_len, a.head_dim = D;
+    a.q = p.q, a.q_stride_batch = Q * H * D, a.q_stride_head = D, a.q_stride_seq = H * D;
+    a.out = p.out, a.out_stride_batch = Q * H * D, a.out_stride_head = D, a.out_stride_seq = H * D;
+    a.k = p.k, a.v = p.v;
+    a.k_stride_batch = a.v_stride_batch = bs * G * D, a.k_stride_head = a.v_stride_head = D;
+    a.k_stride_seq = a.v_stride_seq = G * D;
+    a.kv_dtype = kv_dtype;
+    if (kv_dtype == PARLEY_DTYPE_I8) {
+      a.k_scales = p.k_scales, a.v_scales = p.v_scales;
+      a.scale_stride_batch = bs * G, a.scale_stride_head = 1, a.scale_stride_seq = G;
+    }
+    a.k_new = p.k_new, a.v_new = p.v_new;
+    a.k_new_stride_batch = a.v_new_stride_batch = Q * G * D, a.k_new_stride_head = a.v_new_stride_head = D;
+    a.k_new_stride_seq = a.v_new_stride_seq = G * D;
+    a.scale = 0.25f;
+    a.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
+    a.key_lengths = p.lengths;
+    a.probs = p.probs, a.lse = p.lse;
+    a.block_table = p.table, a.block_table_stride = stride, a.block_size = bs;
+    return a;
+  };
+
+  // The cpu device, on host memory.
+  std::vector<uint8_t> hk = k_pool, hv = v_pool;
+  std::vector<float> hks = k_scales, hvs = v_scales, h_out(q.size(), NAN), h_probs(size_t(B * H * Q * kv_len), NAN),
+                     h_lse(size_t(B * H * Q), NAN);
+  const parley_attention_args ha =
+      args({q.data(), k_new.data(), v_new.data(), hk.data(), hv.data(), h_out.data(), hks.data(), hvs.data(),
+            h_probs.data(), h_lse.data(), lengths.data(), table.data()});
+  cpu.run(PARLEY_OP_ATTENTION, &ha);
+
+  // The guarded device.
+  parley::DeviceArray<float> dq(mem, q), dkn(mem, k_new), dvn(mem, v_new), dks(mem, k_scales), dvs(mem, v_scales);
+  parley::DeviceArray<float> d_out(mem, q.size()), d_probs(mem, h_probs.size()), d_lse(mem, h_lse.size());
+  parley::DeviceArray<uint8_t> dk(mem, k_pool), dv(mem, v_pool);
+  parley::DeviceArray<int32_t> d_lengths(mem, lengths), d_table(mem, table);
+  const Ptrs dp{dq.data(),  dkn.data(), dvn.data(),     dk.data(),    dv.data(),        d_out.data(),
+                dks.data(), dvs.data(), d_probs.data(), d_lse.data(), d_lengths.data(), d_table.data()};
+  const parley_attention_args da = args(dp);
+  dev.run(PARLEY_OP_ATTENTION, &da);
+
+  auto bits = [](const auto &x, const auto &y) {
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0;
+  };
+  EXPECT_TRUE(bits(d_out.to_vector(), h_out)) << "out";
+  EXPECT_TRUE(bits(d_probs.to_vector(), h_probs)) << "probs";
+  EXPECT_TRUE(bits(d_lse.to_vector(), h_lse)) << "lse";
+  EXPECT_TRUE(bits(dk.to_vector(), hk)) << "the K pool after the append";
+  EXPECT_TRUE(bits(dv.to_vector(), hv)) << "the V pool after the append";
+  if (kv_dtype == PARLEY_DTYPE_I8) {
+    EXPECT_TRUE(bits(dks.to_vector(), hks)) << "the K scales after the append";
+    EXPECT_TRUE(bits(dvs.to_vector(), hvs)) << "the V scales after the append";
+  }
+  EXPECT_FALSE(bits(hk, k_pool)) << "the append wrote nothing";
+  for (float x : h_out) ASSERT_TRUE(std::isfinite(x));
+
+  auto refused = [&](const parley_attention_args &a, const std::string &what) {
+    try {
+      dev.run(PARLEY_OP_ATTENTION, &a);
+      ADD_FAILURE() << "not refused: " << what;
+    } catch (const parley::Error &e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  Ptrs host_table = dp;
+  host_table.table = table.data();
+  refused(args(host_table), "argument 'block_table'");
+  std::vector<int32_t> past = table;
+  past[4] = int32_t(4 * P);  // past the pool (and past the slack of the guard's allocation granularity)
+  parley::DeviceArray<int32_t> d_past(mem, past);
+  Ptrs past_pool = dp;
+  past_pool.table = d_past.data();
+  refused(args(past_pool), "block_table[4] = 36 (sequence 1) names a block outside the 'k' allocation");
+}
+
+TEST_F(Guarded, PagedAttentionMatchesCpuBitForBit) {
+  expect_paged_attention_identical(rt, mem, PARLEY_DTYPE_F32);
+  expect_paged_attention_identical(rt, mem, PARLEY_DTYPE_I8);
 }
 
 }  // namespace

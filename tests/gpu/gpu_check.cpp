@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <parley/plugin.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -148,6 +149,69 @@ void check_attention(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_h
                 100 * flops / ms / 1e9 / kPeakFp16Tflops, kPeakFp16Tflops);
   }
   gpu.dev->release(gpu.state, dlens);
+}
+
+// F32 attention on a paged KV cache (plugin ABI 1.3) vs the cpu plugin on the
+// same keys stored contiguously: the cuda side reads K/V from a pool of
+// blocks through a shuffled block table (in device memory, like the lengths).
+void check_attention_paged(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int max_len,
+                           int D, int block_size) {
+  const int64_t nq = int64_t{batch} * q_len * heads * D, row = int64_t{kv_heads} * D, nk = batch * max_len * row;
+  Buf q(&gpu, nq, rng), k(&gpu, nk, rng), v(&gpu, nk, rng), out(&gpu, nq, rng);
+  std::vector<int32_t> lens(batch);
+  int64_t stride = 0, blocks = 1;  // one spare block
+  for (int b = 0; b < batch; ++b) {
+    lens[b] = max_len - (b * 13) % max_len;
+    stride = std::max<int64_t>(stride, (lens[b] + block_size - 1) / block_size);
+    blocks += (lens[b] + block_size - 1) / block_size;
+  }
+  std::vector<int32_t> perm(blocks), table(batch * stride, 0);
+  for (int64_t i = 0; i < blocks; ++i) perm[i] = static_cast<int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  Buf kpool(&gpu, blocks * block_size * row, rng), vpool(&gpu, blocks * block_size * row, rng);
+  size_t next = 0;
+  for (int b = 0; b < batch; ++b)
+    for (int j = 0; j < lens[b]; ++j) {
+      if (j % block_size == 0) table[b * stride + j / block_size] = perm[next++];
+      const int64_t dst = (int64_t{table[b * stride + j / block_size]} * block_size + j % block_size) * row;
+      std::copy_n(&k.host[(int64_t{b} * max_len + j) * row], row, &kpool.host[dst]);
+      std::copy_n(&v.host[(int64_t{b} * max_len + j) * row], row, &vpool.host[dst]);
+    }
+  for (Buf *pool : {&kpool, &vpool})
+    gpu.dev->copy(gpu.state, pool->dev, pool->host.data(), pool->host.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  void *dlens = nullptr, *dtable = nullptr;
+  gpu.dev->allocate(gpu.state, lens.size() * 4, 256, &dlens);
+  gpu.dev->allocate(gpu.state, table.size() * 4, 256, &dtable);
+  gpu.dev->copy(gpu.state, dlens, lens.data(), lens.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  gpu.dev->copy(gpu.state, dtable, table.data(), table.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = batch, a.num_heads = heads, a.num_kv_heads = kv_heads, a.q_len = q_len, a.kv_len = max_len;
+  a.head_dim = D;
+  a.q_stride_batch = int64_t{q_len} * heads * D, a.q_stride_head = D, a.q_stride_seq = int64_t{heads} * D;
+  a.k_stride_head = a.v_stride_head = D, a.k_stride_seq = a.v_stride_seq = row;
+  a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
+  a.scale = 1.f / std::sqrt(float(D));
+  a.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
+  char what[160];
+  std::snprintf(what, sizeof what, "attention paged b%d h%d/%d q%d kv<=%d D%d block%d", batch, heads, kv_heads, q_len,
+                max_len, D, block_size);
+  compare<parley_attention_args>(
+      gpu, PARLEY_OP_ATTENTION, what, a, {&q, &k, &v}, &out,
+      [&](parley_attention_args &x, bool d) {
+        x.q = d ? q.dev : q.host.data();
+        x.k = d ? kpool.dev : k.host.data();
+        x.v = d ? vpool.dev : v.host.data();
+        x.out = d ? out.dev : out.host.data();
+        x.k_stride_batch = x.v_stride_batch = d ? int64_t{block_size} * row : max_len * row;
+        x.key_lengths = static_cast<const int32_t *>(d ? dlens : lens.data());
+        if (d) x.block_table = static_cast<const int32_t *>(dtable), x.block_table_stride = stride;
+        if (d) x.block_size = block_size;
+      },
+      1e-5);
+  gpu.dev->release(gpu.state, dlens);
+  gpu.dev->release(gpu.state, dtable);
 }
 
 // F16 attention (the tensor-core kernel) vs the cpu plugin on the same
@@ -375,6 +439,12 @@ int main(int argc, char **argv) {
       check_attention(gpu, rng, 2, 8, 8, 37, 37, D, mask, false);  // prefill
       check_attention(gpu, rng, 1, 4, 1, 20, 7, D, mask, false);   // q_len > kv_len, MQA
     }
+  std::printf("== attention on a paged KV cache (cuda, block table vs cpu plugin, contiguous)\n");
+  for (int block : {1, 16, 32}) {
+    check_attention_paged(gpu, rng, 4, 8, 2, 1, 300, 64, block);  // decode, GQA
+    check_attention_paged(gpu, rng, 2, 8, 2, 7, 90, 128, block);  // a chunk of several tokens
+  }
+  check_attention_paged(gpu, rng, 1, 14, 2, 1, 4096, 64, 16);  // long decode: several splits
   std::printf("== attention f16, tensor cores (cuda vs cpu plugin on the rounded values)\n");
   for (int D : {64, 128})
     for (uint32_t mask : {0u, 1u, 2u, 3u}) {

@@ -5,8 +5,10 @@
 // F16 and I8 caches (ABI 1.2 kv_dtype): the reference runs in float64 on the
 // dequantized cache, so the tolerance stays the f32 one; the append must
 // leave exactly the rounded values (and I8 scales) the header specifies.
+// Paged caches (ABI 1.3) are tested in test_attention_paged.cpp.
 #include <cstring>
 
+#include "kv_rounding.h"
 #include "test_host.h"
 #include "test_util.h"
 
@@ -27,31 +29,6 @@ struct AttnCase {
   size_t struct_size = sizeof(parley_attention_args);
   int32_t kv_dtype = PARLEY_DTYPE_F32;  // F16 / I8: the cache is stored so
 };
-
-// The header's rounding of one cache row: F16 round to nearest even; I8
-// scale = max|x| / 127, q = nearest-even(x / scale) (all-zero row: scale 0).
-// Writes the bytes at dst and returns the scale (1 for F16); `deq` receives
-// the dequantized values q * scale.
-float quantize_row(int32_t dtype, const float *x, int64_t n, uint8_t *dst, float *deq) {
-  if (dtype == PARLEY_DTYPE_F16) {
-    for (int64_t i = 0; i < n; ++i) {
-      _Float16 h = static_cast<_Float16>(x[i]);
-      std::memcpy(dst + 2 * i, &h, 2);
-      deq[i] = static_cast<float>(h);
-    }
-    return 1.f;
-  }
-  float m = 0.f;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
-  const float s = m / 127.f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float r = s > 0.f ? std::min(127.f, std::max(-127.f, std::nearbyint(x[i] / s))) : 0.f;
-    const int8_t q = static_cast<int8_t>(r);
-    std::memcpy(dst + i, &q, 1);
-    deq[i] = static_cast<float>(double(q) * double(s));
-  }
-  return s;
-}
 
 struct Layout {
   int64_t sb, sh, ss, size;
@@ -192,8 +169,12 @@ void run_attention(AttnCase c) {
     a.k_new_stride_batch = a.v_new_stride_batch = kn_sb;
     a.k_new_stride_head = a.v_new_stride_head = D;
     a.k_new_stride_seq = a.v_new_stride_seq = kn_ss;
-  } else if (c.struct_size < sizeof a) {
+  } else if (c.struct_size < PARLEY_ATTENTION_ARGS_SIZE_V1_1) {
     a.k_new = a.v_new = reinterpret_cast<const void *>(uintptr_t{16});  // past struct_size: must not be read
+  }
+  if (c.struct_size < sizeof a) {  // an ABI 1.2 caller: the block table lies past struct_size
+    a.block_table = reinterpret_cast<const int32_t *>(uintptr_t{16});
+    a.block_table_stride = a.block_size = 7;
   }
   a.out = out.data(), a.out_stride_batch = lo.sb, a.out_stride_head = lo.sh, a.out_stride_seq = lo.ss;
   a.scale = scale;
@@ -378,6 +359,19 @@ TEST(Attention, AbiOneOneSizedArgsStillAppendToAnF32Cache) {
   c.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_1;  // kv_dtype lies past it
   c.append = true, c.mask = PARLEY_MASK_CAUSAL, c.q_len = 3, c.kv_len = 12;
   run_attention(c);
+}
+
+TEST(Attention, AbiOneTwoSizedArgsKeepTheirCacheDtype) {
+  // An ABI 1.2 struct ends before the block table (which holds garbage
+  // here); its kv_dtype must still be read.
+  for (int32_t dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+    SCOPED_TRACE(dt == PARLEY_DTYPE_F16 ? "F16 cache" : "I8 cache");
+    AttnCase c;
+    c.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_2;
+    c.kv_dtype = dt, c.append = true, c.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING, c.q_len = 3;
+    c.kv_len = 12, c.key_lengths = {12, 5};
+    run_attention(c);
+  }
 }
 
 TEST(Attention, Int8CacheAppendOfZeroAndNonFiniteRows) {

@@ -528,7 +528,13 @@ def test_concurrent_generate(gpt2):
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 20 and all(r == expected for r in results)
+    # The engine batches the threads' requests together: the tokens are the
+    # same, the scores (sums of 8 log-probabilities) may differ by the
+    # rounding of a different GEMM batch, a few float32 ulps per step.
+    assert len(results) == 20
+    for r in results:
+        assert [h.tokens for h in r[0]] == [h.tokens for h in expected[0]]
+        assert [h.score for h in r[0]] == pytest.approx([h.score for h in expected[0]], rel=1e-5)
 
 
 # ----------------------------------------------------------------- lifetime
@@ -862,7 +868,9 @@ def test_chat_turns_and_cache_reuse(chat_model):
         chat.reset()
         assert len(chat.messages) == 1
         chat.say("Hello, my order has not arrived.", max_new_tokens=12)
-        assert chat.stats["reused_tokens"] >= s1["prompt_tokens"] - 1  # the cached prefix is reused after reset
+        # The cached prefix is reused after reset: every full KV block (16
+        # positions by default) of it; the partial last block is recomputed.
+        assert chat.stats["reused_tokens"] >= s1["prompt_tokens"] - 16
         assert chat.messages[-1]["content"] == r1  # greedy: the same reply
 
 

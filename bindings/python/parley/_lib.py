@@ -126,6 +126,14 @@ class ModelOptions(Structure):
         ("read_into_memory", c_int32),
         ("reserved1", c_int32),
         ("kv_cache_dtype", c_int32),
+        ("reserved2", c_int32),
+        ("serving_engine", c_int32),
+        ("kv_block_size", c_int32),
+        ("kv_cache_budget_bytes", c_uint64),
+        ("max_batch_sequences", c_int32),
+        ("max_batch_tokens", c_int32),
+        ("prefill_chunk_tokens", c_int32),
+        ("admission_timeout_ms", c_int32),
     ]
 
 

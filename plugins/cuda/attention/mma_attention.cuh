@@ -16,8 +16,11 @@
 // cp.async (16-byte copies, zero-filled past the ends) and the K/V tiles are
 // double-buffered: tile i+1 is in flight while tile i is computed. Without it
 // (16-byte alignment not given), plain loads fill the same layout.
+// K/V come from a contiguous cache or, through a block table, from a paged
+// one (KvBlocks of tile_math.cuh: one table lookup per tile of 16 keys when
+// the block size is a multiple of 16, else one per key).
 // Not yet: GQA packing of heads in a CTA, split-KV for long single-query
-// decode (the F32 path has both).
+// decode (the F32 path has both), KV append in the launch.
 // The body is a template over the execution context (simt_device.cuh on a
 // GPU, tests/simt's emulator on the CPU).
 #ifndef PARLEY_PLUGINS_CUDA_ATTENTION_MMA_ATTENTION_CUH
@@ -65,6 +68,10 @@ struct MmaParams {
   uint32_t mask;
   const int32_t *key_lengths;
   int row_tiles;  // ceil(q_len / kMmaRows)
+  // K/V layout: contiguous (default) or paged (plugin ABI 1.3; k_sb / v_sb
+  // are then the strides between blocks and kv_len the most keys a table row
+  // addresses, the clamp of the key lengths read on the device).
+  KvBlocks kv;
 };
 
 PARLEY_HD inline uint32_t pack2(uint16_t lo, uint16_t hi) {
@@ -117,18 +124,36 @@ PARLEY_KERNEL_BODY inline void stage_chunk(Ctx &ctx, int base, int row, int chun
   }
 }
 
-// K/V tile `tile` (keys tile*16 ..) into stage `stage` of shared memory.
+// Where the K and V rows of one (sequence, KV head) live: kp / vp point at
+// the head (g * stride_head added), the block layout does the rest.
+struct KvSource {
+  const uint16_t *kp, *vp;
+  int64_t k_sb, k_ss, v_sb, v_ss;
+  KvBlocks kv;
+  int b;
+};
+
+// K/V tile `tile` (keys tile*16 ..) into stage `stage` of shared memory. The
+// tile's block is resolved once when the tile lies in one block (contiguous,
+// or a block size that is a multiple of 16), else once per key row.
 template <class Ctx, int D, bool kSwizzle, bool kAsync>
-PARLEY_KERNEL_BODY inline void stage_kv(Ctx &ctx, int tid, int tile, int stage, const uint16_t *kp, const uint16_t *vp,
-                                        int64_t k_ss, int64_t v_ss, int key_len) {
+PARLEY_KERNEL_BODY inline void stage_kv(Ctx &ctx, int tid, int tile, int stage, const KvSource &src, int key_len) {
   constexpr int kChunks = D / 8, kKvWords = kMmaKeys * D / 2, kQWords = kMmaRows * D / 2;
   const int j0 = tile * kMmaKeys, kbase = kQWords + stage * 2 * kKvWords, vbase = kbase + kKvWords;
+  const bool one_block = src.kv.tiles_in_one_block(kMmaKeys);
+  int64_t tile_blk = 0;
+  if (one_block && j0 < key_len) tile_blk = src.kv.block_index(src.b, j0);
   for (int idx = tid; idx < 2 * kMmaKeys * kChunks; idx += kMmaThreads) {
     const bool is_v = idx >= kMmaKeys * kChunks;
     const int i = is_v ? idx - kMmaKeys * kChunks : idx;
-    const int r = i / kChunks, ch = i % kChunks;
-    const bool ok = j0 + r < key_len;
-    const uint16_t *row = ok ? (is_v ? vp + (j0 + r) * v_ss : kp + (j0 + r) * k_ss) : nullptr;
+    const int r = i / kChunks, ch = i % kChunks, j = j0 + r;
+    const bool ok = j < key_len;
+    const uint16_t *row = nullptr;
+    if (ok) {
+      const int64_t blk = one_block ? tile_blk : src.kv.block_index(src.b, j);
+      const int64_t in_blk = j % src.kv.block_size;
+      row = is_v ? src.vp + blk * src.v_sb + in_blk * src.v_ss : src.kp + blk * src.k_sb + in_blk * src.k_ss;
+    }
     stage_chunk<Ctx, D, kSwizzle, kAsync>(ctx, is_v ? vbase : kbase, r, ch, row, ok);
   }
 }
@@ -150,8 +175,7 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
   mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
   const int q0 = rt * kMmaRows;
   const uint16_t *qp = p.q + b * p.q_sb + h * p.q_sh;
-  const uint16_t *kp = p.k + b * p.k_sb + kvh * p.k_sh;
-  const uint16_t *vp = p.v + b * p.v_sb + kvh * p.v_sh;
+  const KvSource kvs{p.k + kvh * p.k_sh, p.v + kvh * p.v_sh, p.k_sb, p.k_ss, p.v_sb, p.v_ss, p.kv, b};
   // Keys the CTA's last row can see (the causal bound is non-decreasing).
   const int last_row = q0 + kMmaRows - 1 < p.q_len - 1 ? q0 + kMmaRows - 1 : p.q_len - 1;
   const int key_end = visible_end(mi, last_row);
@@ -163,7 +187,7 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
     const bool ok = q0 + r < p.q_len;
     stage_chunk<Ctx, D, kSwizzle, kAsync>(ctx, 0, r, ch, ok ? qp + (q0 + r) * p.q_ss : nullptr, ok);
   }
-  if (tiles > 0) stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, 0, 0, kp, vp, p.k_ss, p.v_ss, mi.key_len);
+  if (tiles > 0) stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, 0, 0, kvs, mi.key_len);
   if (kAsync) {
     ctx.cp_async_commit();
     ctx.cp_async_wait(0);
@@ -192,12 +216,12 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
       if (kAsync) {
         ctx.cp_async_wait(0);
       } else {
-        stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, tile, stage, kp, vp, p.k_ss, p.v_ss, mi.key_len);
+        stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, tile, stage, kvs, mi.key_len);
       }
       ctx.sync();
     }
     if (kAsync && tile + 1 < tiles) {  // prefetch the next tile into the other stage
-      stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, tile + 1, stage ^ 1, kp, vp, p.k_ss, p.v_ss, mi.key_len);
+      stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, tile + 1, stage ^ 1, kvs, mi.key_len);
       ctx.cp_async_commit();
     }
     const int kbase = kQWords + stage * 2 * kKvWords, vbase = kbase + kKvWords;

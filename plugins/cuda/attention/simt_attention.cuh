@@ -11,7 +11,8 @@
 // the SIMT emulator's context and runs them on the CPU, one CTA at a time,
 // with shared memory poisoned and races reported. Same source, both places.
 //
-// Layout and semantics are those of parley_attention_args (plugin.h).
+// Layout and semantics are those of parley_attention_args (plugin.h),
+// including the paged KV cache of plugin ABI 1.3 (SimtParams::kv).
 #ifndef PARLEY_PLUGINS_CUDA_ATTENTION_SIMT_ATTENTION_CUH
 #define PARLEY_PLUGINS_CUDA_ATTENTION_SIMT_ATTENTION_CUH
 
@@ -102,6 +103,14 @@ struct SimtParams {
   // the writes race with nothing.
   const void *k_new, *v_new;
   int64_t kn_sb, kn_sh, kn_ss, vn_sb, vn_sh, vn_ss;
+  // K/V layout: contiguous (default) or paged (plugin ABI 1.3: k / v are
+  // pools of blocks, k_sb / v_sb the strides between blocks, KEY_PADDING
+  // required). kv_len is then the most keys a table row can address
+  // (table_stride * block_size): key lengths, read on the device, are
+  // clamped to it, so a bad length never reads past the sequence's row of the
+  // table. The split kernel and the append are paged-aware; the
+  // probabilities pass is not (the op refuses probs with a block table).
+  KvBlocks kv;
 };
 
 // Packed row index over the whole launch: ((b * kv_heads + g) * G*q_len + r).
@@ -135,13 +144,18 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
   if (p.k_new && rt == 0 && split == 0) {  // the append, once per (sequence, KV head)
     const T *kn = static_cast<const T *>(p.k_new) + b * p.kn_sb + g * p.kn_sh;
     const T *vn = static_cast<const T *>(p.v_new) + b * p.vn_sb + g * p.vn_sh;
-    T *kc = static_cast<T *>(const_cast<void *>(p.k)) + b * p.k_sb + g * p.k_sh;
-    T *vc = static_cast<T *>(const_cast<void *>(p.v)) + b * p.v_sb + g * p.v_sh;
-    for (int idx = tid; idx < p.q_len * D; idx += kSimtThreads) {
-      const int i = idx / D, d = idx % D, pos = new_begin + i;
+    T *kc = static_cast<T *>(const_cast<void *>(p.k)) + g * p.k_sh;
+    T *vc = static_cast<T *>(const_cast<void *>(p.v)) + g * p.v_sh;
+    // One new row per warp at a time: its block is resolved once, the lanes copy its dims.
+    for (int i = warp; i < p.q_len; i += kSimtWarps) {
+      const int pos = new_begin + i;
       if (pos < 0) continue;
-      kc[static_cast<int64_t>(pos) * p.k_ss + d] = kn[i * p.kn_ss + d];
-      vc[static_cast<int64_t>(pos) * p.v_ss + d] = vn[i * p.vn_ss + d];
+      const int64_t blk = p.kv.block_index(b, pos), in_blk = pos % p.kv.block_size;
+      T *kd = kc + blk * p.k_sb + in_blk * p.k_ss, *vd = vc + blk * p.v_sb + in_blk * p.v_ss;
+      for (int d = lane; d < D; d += 32) {
+        kd[d] = kn[i * p.kn_ss + d];
+        vd[d] = vn[i * p.vn_ss + d];
+      }
     }
   }
 
@@ -180,14 +194,25 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
     key_end = kr.begin;  // no rows: skip the loop (uniform per warp)
   }
   const float c = score_factor<Base2>(p.scale);
-  const T *kp = static_cast<const T *>(p.k) + b * p.k_sb + g * p.k_sh;
-  const T *vp = static_cast<const T *>(p.v) + b * p.v_sb + g * p.v_sh;
+  const T *kh = static_cast<const T *>(p.k) + g * p.k_sh;
+  const T *vh = static_cast<const T *>(p.v) + g * p.v_sh;
+  // The current key's block: resolved at the first key and when the walk
+  // enters the next block (never for keys past key_end, whose table entries
+  // may not exist). Contiguous: one block per sequence.
+  const T *kblk = kh, *vblk = vh;
+  int in_blk = -1;
   for (int j = kr.begin; j < key_end; ++j) {
+    if (in_blk < 0 || in_blk == p.kv.block_size) {
+      const int64_t blk = p.kv.block_index(b, j);
+      in_blk = j % p.kv.block_size;
+      kblk = kh + blk * p.k_sb, vblk = vh + blk * p.v_sb;
+    }
     const bool fresh = j >= new_begin;  // a row appended by this launch: read it from k_new / v_new
     const T *krow = fresh ? static_cast<const T *>(p.k_new) + b * p.kn_sb + g * p.kn_sh + (j - new_begin) * p.kn_ss
-                          : kp + j * p.k_ss;
+                          : kblk + static_cast<int64_t>(in_blk) * p.k_ss;
     const T *vrow = fresh ? static_cast<const T *>(p.v_new) + b * p.vn_sb + g * p.vn_sh + (j - new_begin) * p.vn_ss
-                          : vp + j * p.v_ss;
+                          : vblk + static_cast<int64_t>(in_blk) * p.v_ss;
+    ++in_blk;
     float kf[kLaneDims], vf[kLaneDims];
     for (int t = 0; t < kLaneDims; ++t) {
       kf[t] = load_elem(krow, lane + 32 * t);

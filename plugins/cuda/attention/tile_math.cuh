@@ -399,6 +399,35 @@ struct PagedKv {
   }
 };
 
+// The plugin ABI's K/V layout (parley_attention_args, ABI 1.3), contiguous or
+// paged, for one tensor (K, V) whose head offset g * stride_head the caller
+// adds. Contiguous: key j of sequence b at b * stride_batch + j * stride_seq.
+// Paged: block blk = table[b * table_stride + j / block_size], key row
+// j % block_size, at blk * stride_batch + (j % block_size) * stride_seq
+// (stride_batch is then the stride between blocks). Contiguous is the same
+// formula with one block of kContiguousBlock rows per sequence whose index is
+// b, so a kernel has one code path: it resolves `block_index` once per key
+// tile (when the tile lies in one block) or once per key, never per element.
+constexpr int kContiguousBlock = 1 << 30;  // > any key index the kernels accept
+
+struct KvBlocks {
+  const int32_t *table = nullptr;  // NULL: contiguous
+  int64_t table_stride = 0;
+  int block_size = kContiguousBlock;
+  PARLEY_HD bool paged() const { return table != nullptr; }
+  // The block holding key j of sequence b, in units of stride_batch.
+  PARLEY_HD int64_t block_index(int b, int j) const {
+    return paged() ? static_cast<int64_t>(table[static_cast<int64_t>(b) * table_stride + j / block_size])
+                   : static_cast<int64_t>(b);
+  }
+  // Element offset of key j's row of sequence b (without the head offset).
+  PARLEY_HD int64_t row_offset(int b, int j, int64_t stride_batch, int64_t stride_seq) const {
+    return block_index(b, j) * stride_batch + static_cast<int64_t>(j % block_size) * stride_seq;
+  }
+  // Whether every key tile [t*bn, (t+1)*bn) lies in one block.
+  PARLEY_HD bool tiles_in_one_block(int bn) const { return block_size % bn == 0; }
+};
+
 // Whether keys [j0, j1) lie in a single page.
 PARLEY_HD inline bool tile_in_one_page(int j0, int j1, int page_size) {
   return j1 <= j0 || j0 / page_size == (j1 - 1) / page_size;
