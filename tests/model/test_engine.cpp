@@ -319,7 +319,8 @@ TEST_F(EngineBatching, ConcurrentRequestsMatchAlone) {
       });
     for (auto &t : threads) t.join();
     for (size_t i = 0; i < reqs.size(); ++i)
-      expect_same(got[i], alone[i], std::string(staggered ? "staggered" : "together") + " request " + std::to_string(i));
+      expect_same(got[i], alone[i],
+                  std::string(staggered ? "staggered" : "together") + " request " + std::to_string(i));
   }
   auto st = engine->stats();
   std::printf("steps %llu rows %llu max_batch_rows %lld\n", static_cast<unsigned long long>(st.steps),
@@ -403,8 +404,8 @@ TEST_F(EngineBatching, PreemptionUnderTinyBudgetKeepsResults) {
   std::vector<std::thread> threads;
   for (size_t i = 0; i < reqs.size(); ++i)
     threads.emplace_back([&, i] {
-      status[i] = status_of([&] { got[i] = parley::generate(*engine, {reqs[i].prompt}, reqs[i].options); },
-                            &message[i]);
+      status[i] =
+          status_of([&] { got[i] = parley::generate(*engine, {reqs[i].prompt}, reqs[i].options); }, &message[i]);
     });
   for (auto &t : threads) t.join();
   for (size_t i = 0; i < reqs.size(); ++i) {
@@ -434,7 +435,8 @@ TEST_F(EngineBatching, BudgetErrorsNameTheBudget) {
   o.kv_budget_bytes = block_bytes * 3;  // 12 tokens
   o.admission_timeout_ms = 50;
   auto engine = make_engine(*l_, o);
-  const std::string budget = "KV budget of " + std::to_string(block_bytes * 3) + " bytes";
+  // The engine says "KV budget of N bytes", generate()'s up-front check "KV cache budget of N bytes".
+  const std::string budget = "budget of " + std::to_string(block_bytes * 3) + " bytes";
   DecodingOptions d;
   d.max_new_tokens = 4;
   {  // A prompt longer than the whole budget.
@@ -467,8 +469,7 @@ TEST_F(EngineBatching, BudgetErrorsNameTheBudget) {
   };
   const std::vector<int32_t> long_prompt = {7, 8, 9, 10, 11, 12, 13, 14, 15, 16};  // 3 blocks with its next token
   std::thread t([&] {
-    older_status =
-        status_of([&] { older = parley::generate(*engine, {long_prompt}, hold); }, &older_message);
+    older_status = status_of([&] { older = parley::generate(*engine, {long_prompt}, hold); }, &older_message);
   });
   while (phase.load() != 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::string m;
@@ -492,6 +493,253 @@ TEST_F(EngineBatching, BudgetErrorsNameTheBudget) {
   EXPECT_GE(st.refused, 1u);
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.blocks.in_use, 0);
+}
+
+// ---------------------------------------------------------------------------
+// 2b. Every decoder-only family, every KV cache type: N different requests
+// in one generate() call and from N threads at once give token for token
+// what each gives alone through the same engine, with prompts longer than
+// prefill_chunk and max_batch_tokens (chunked prefill mixed with decode).
+//
+// Tolerance. A different batch changes how many rows each GEMM has, and the
+// cpu plugin's linear picks its kernel and blocking by row count (gemv
+// below a threshold, oneDNN tiles above), so a logit may round differently.
+// Each evaluation is within kTolerance of the float64 transformers value
+// (test_parity proves it for the F32 cache), so two differ by at most
+// 2 * kTolerance per logit. With an F16 / I8 cache each stored K/V value
+// is within e (F16: 2^-11 relative, I8: 1/254 of its row's largest) of the
+// exact one and test_kv_cache.cpp derives 12 * layers * e * max|logit| for
+// the logits; two such runs differ by twice that. A log-softmax value moves
+// by at most 2 * max|Δlogit|, so a score (a sum over T generated tokens,
+// divided by T^length_penalty >= 1 for beams) moves by at most
+// 2 * T * tol_logit. Tokens must be identical; where greedy tokens ever
+// diverge the test shows it is a near-tie: the alone run's logit gap
+// between the two tokens must be within 2 * tol_logit (each run is within
+// tol_logit of the other), else it fails. Beam divergence always fails.
+
+struct FamilyCase {
+  std::string family;
+  parley_dtype kv;
+};
+
+std::string case_name(const FamilyCase &c) {
+  return c.family + (c.kv == PARLEY_DTYPE_F16 ? "_f16" : c.kv == PARLEY_DTYPE_I8 ? "_int8" : "_f32");
+}
+
+std::vector<FamilyCase> family_cases() {
+  std::vector<FamilyCase> out;
+  for (const std::string &f : decoder_only_goldens())
+    for (parley_dtype kv : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) out.push_back({f, kv});
+  return out;
+}
+
+class EngineFamilies : public ::testing::TestWithParam<FamilyCase> {};
+
+// Logits after `tokens` on a fresh sequence run alone.
+std::vector<float> logits_alone(Engine &e, const std::vector<int32_t> &tokens) {
+  auto s = e.open();
+  return e.run({s.get()}, {tokens});
+}
+
+TEST_P(EngineFamilies, BatchOfDifferentRequestsMatchesEachAlone) {
+  const FamilyCase c = GetParam();
+  auto l = parity::load(c.family, "", c.kv);
+  ASSERT_TRUE(paged(*l->transformer));
+  const auto &t = *l->transformer;
+  const int64_t V = t.vocab(), layers = t.decoder_params().layers, max_pos = t.decoder_params().max_positions;
+  const uint64_t seed = test_seed() + std::hash<std::string>{}(case_name(c)) % 1000;
+  std::printf("%s: request seed %llu\n", case_name(c).c_str(), static_cast<unsigned long long>(seed));
+
+  double max_logit = 0;
+  for (const auto &b : l->golden["logits"]["values"])
+    for (const auto &row : b)
+      for (const auto &x : row) max_logit = std::max(max_logit, std::fabs(x.get<double>()));
+  const double e = c.kv == PARLEY_DTYPE_F16 ? std::ldexp(1.0, -11) : c.kv == PARLEY_DTYPE_I8 ? 1.0 / 254 : 0.0;
+  const double tol_logit = 2 * kTolerance + 2 * 12.0 * static_cast<double>(layers) * e * max_logit;
+
+  // Requests: the golden's prompts and random ones up to 30 tokens (within
+  // the model's positions), greedy and beam with the golden's settings
+  // (EOS included, so some finish early).
+  const int64_t max_new = 10;
+  const json &in = l->golden["inputs"];
+  std::vector<std::vector<int32_t>> prompts = parity::real_tokens(in["input_ids"], in["attention_mask"]);
+  std::mt19937_64 rng(seed);
+  const int64_t longest = std::min<int64_t>(30, (max_pos > 0 ? max_pos : 64) - max_new);
+  for (int k = 0; k < 5; ++k) {
+    std::vector<int32_t> p;
+    const int64_t n = k == 0 ? longest : 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(longest));
+    for (int64_t i = 0; i < n; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint64_t>(V)));
+    prompts.push_back(p);
+  }
+  DecodingOptions greedy = parity::options_from(l->golden["greedy"]["settings"]);
+  DecodingOptions beam = parity::options_from(l->golden["beam"]["settings"]);
+  greedy.max_new_tokens = beam.max_new_tokens = max_new;
+
+  EngineOptions o;
+  o.block_size = 4;
+  o.prefill_chunk = 5;      // every prompt past 5 tokens is prefilled in chunks...
+  o.max_batch_tokens = 12;  // ...and a step holds at most 12 tokens, so long prompts wait for room
+  o.max_sequences = 8;      // 8 prompts x 3 beams do not fit one step
+  o.kv_budget_bytes = t.kv_block_bytes(4) * 512;
+  auto engine = make_engine(*l, o);
+
+  std::vector<std::vector<Hypothesis>> alone_greedy, alone_beam;
+  for (const auto &p : prompts) {
+    alone_greedy.push_back(parley::generate(*engine, {p}, greedy)[0]);
+    alone_beam.push_back(parley::generate(*engine, {p}, beam)[0]);
+  }
+
+  double worst_score = 0;
+  int near_ties = 0;
+  auto compare = [&](const std::vector<Hypothesis> &got, const std::vector<Hypothesis> &want, size_t item, bool is_beam,
+                     const std::string &how) {
+    const std::string what = case_name(c) + " " + how + (is_beam ? " beam" : " greedy") + " item " +
+                             std::to_string(item) + " (seed " + std::to_string(seed) + ")";
+    ASSERT_EQ(got.size(), want.size()) << what;
+    for (size_t r = 0; r < got.size(); ++r) {
+      const auto &a = want[r].tokens, &b = got[r].tokens;
+      if (a != b) {
+        size_t i = 0;
+        while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
+        ASSERT_FALSE(is_beam) << what << " hypothesis " << r << ": tokens diverge at " << i;
+        ASSERT_TRUE(i < a.size() && i < b.size()) << what << ": one run stopped earlier without a different token";
+        std::vector<int32_t> prefix = prompts[item];
+        prefix.insert(prefix.end(), a.begin(), a.begin() + static_cast<std::ptrdiff_t>(i));
+        const std::vector<float> lg = logits_alone(*engine, prefix);
+        const double gap = lg[static_cast<size_t>(a[i])] - lg[static_cast<size_t>(b[i])];
+        std::printf("%s: tokens diverge at %zu (%d alone, %d batched), logit gap %.3g (bound %.3g)\n", what.c_str(), i,
+                    a[i], b[i], gap, 2 * tol_logit);
+        EXPECT_LE(std::fabs(gap), 2 * tol_logit) << what << ": a divergence that is not a near-tie";
+        ++near_ties;
+        continue;
+      }
+      const double T = static_cast<double>(a.size());
+      const double d = std::fabs(got[r].score - want[r].score);
+      worst_score = std::max(worst_score, d);
+      EXPECT_LE(d, 2 * T * tol_logit) << what << " hypothesis " << r << " score " << got[r].score << " vs "
+                                      << want[r].score;
+    }
+  };
+
+  // One call per decoding mode with every prompt as its batch.
+  {
+    auto g = parley::generate(*engine, prompts, greedy);
+    auto b = parley::generate(*engine, prompts, beam);
+    ASSERT_EQ(g.size(), prompts.size());
+    ASSERT_EQ(b.size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      compare(g[i], alone_greedy[i], i, false, "one call");
+      compare(b[i], alone_beam[i], i, true, "one call");
+    }
+  }
+  // One thread per request, greedy and beam at once, released together.
+  {
+    const size_t n = prompts.size();
+    std::vector<std::vector<Hypothesis>> g(n), b(n);
+    std::vector<std::thread> threads;
+    std::atomic<int> ready{0};
+    for (size_t i = 0; i < 2 * n; ++i)
+      threads.emplace_back([&, i] {
+        ++ready;
+        while (ready.load() < static_cast<int>(2 * n)) std::this_thread::yield();
+        if (i < n)
+          g[i] = parley::generate(*engine, {prompts[i]}, greedy)[0];
+        else
+          b[i - n] = parley::generate(*engine, {prompts[i - n]}, beam)[0];
+      });
+    for (auto &th : threads) th.join();
+    for (size_t i = 0; i < n; ++i) {
+      compare(g[i], alone_greedy[i], i, false, "threads");
+      compare(b[i], alone_beam[i], i, true, "threads");
+    }
+  }
+  auto st = engine->stats();
+  std::printf("%s: worst score difference %.3g (per-token logit bound %.3g), near-ties %d, max batch rows %lld\n",
+              case_name(c).c_str(), worst_score, tol_logit, near_ties, static_cast<long long>(st.max_batch_rows));
+  EXPECT_GT(st.max_batch_rows, 1) << "the requests never shared a step";
+  EXPECT_LE(st.max_batch_rows, o.max_sequences);
+  EXPECT_EQ(st.waiting, 0);
+  EXPECT_EQ(st.blocks.in_use, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, EngineFamilies, ::testing::ValuesIn(family_cases()),
+                         [](const ::testing::TestParamInfo<FamilyCase> &i) { return case_name(i.param); });
+
+// ---------------------------------------------------------------------------
+// 2c. A step that fails on the device (here: the guarded device runs out of
+// memory for a long prefill chunk's activations) fails the requests in it
+// with the device's status, and leaves nothing behind: the other sequences
+// of the failed request are not stepped after it returned (they are gone),
+// no block stays in use, and the engine keeps serving.
+TEST(EngineOnDevice, FailedStepFailsItsRequestAndEngineKeepsServing) {
+  const char *dev = std::getenv("PARLEY_TEST_DEVICE");
+  if (!dev || std::string(dev) != "guarded")
+    GTEST_SKIP() << "needs the guarded test device (its memory size is chosen per runtime)";
+  const char *old = std::getenv("PARLEY_DEVGUARD_BYTES");
+  const std::string saved = old ? old : "";
+  struct Restore {
+    const std::string &v;
+    bool had;
+    ~Restore() {
+      if (had)
+        setenv("PARLEY_DEVGUARD_BYTES", v.c_str(), 1);
+      else
+        unsetenv("PARLEY_DEVGUARD_BYTES");
+    }
+  } restore{saved, old != nullptr};
+  EngineOptions o;
+  o.block_size = 4;
+  o.max_sequences = 1;  // the failed request's second sequence would run in the next step
+  o.prefill_chunk = 64;
+  o.max_batch_tokens = 64;
+  DecodingOptions one;
+  one.max_new_tokens = 2;
+  const std::vector<int32_t> small = {5, 6, 7};
+  // The smallest device (to 4 KiB) on which the model, a pool of 32 blocks
+  // and a short request fit.
+  auto fits = [&](size_t bytes, std::unique_ptr<parity::Loaded> *keep, std::unique_ptr<Engine> *engine) {
+    setenv("PARLEY_DEVGUARD_BYTES", std::to_string(bytes).c_str(), 1);
+    try {
+      auto l = parity::load("llama");
+      o.kv_budget_bytes = l->transformer->kv_block_bytes(4) * 32;
+      auto e = make_engine(*l, o);
+      parley::generate(*e, {small}, one);
+      if (keep) {
+        *engine = std::move(e);
+        *keep = std::move(l);
+      }
+      return true;
+    } catch (const std::exception &) {
+      return false;
+    }
+  };
+  size_t lo = 4096, hi = size_t(64) << 20;
+  ASSERT_TRUE(fits(hi, nullptr, nullptr)) << "the model does not run on a 64 MiB guarded device";
+  while (hi - lo > 4096) {
+    const size_t mid = (lo + hi) / 2 / 4096 * 4096;
+    (fits(mid, nullptr, nullptr) ? hi : lo) = mid;
+  }
+  std::unique_ptr<parity::Loaded> l;
+  std::unique_ptr<Engine> engine;
+  ASSERT_TRUE(fits(hi, &l, &engine));
+  std::printf("a guarded device of %zu bytes runs the model and a short request\n", hi);
+  const auto want = parley::generate(*engine, {small}, one);
+
+  // Two 60-token prompts in one request: the first one's chunk needs far
+  // more activation memory than is left.
+  std::vector<std::vector<int32_t>> big(2);
+  for (int32_t i = 0; i < 60; ++i) {
+    big[0].push_back(10 + i % 50);
+    big[1].push_back(20 + i % 40);
+  }
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::string m;
+    EXPECT_EQ(status_of([&] { parley::generate(*engine, big, one); }, &m), PARLEY_ERROR_OUT_OF_MEMORY) << m;
+    auto st = engine->stats();
+    EXPECT_EQ(st.waiting, 0);
+    EXPECT_EQ(st.blocks.in_use, 0);
+    expect_same(parley::generate(*engine, {small}, one), want, "after a failed step");
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -600,8 +848,8 @@ TEST_F(EngineChat, SharedSystemPromptIsReusedAcrossSessions) {
   auto b = session(*warm_, kSystem);
   std::vector<parley::ChatMessage> b_msgs = {{parley::ChatRole::kSystem, kSystem},
                                              {parley::ChatRole::kUser, "Can I return shoes?"}};
-  const auto a_ids = prompt_ids(*warm_, {{parley::ChatRole::kSystem, kSystem},
-                                         {parley::ChatRole::kUser, "Where is my parcel?"}});
+  const auto a_ids =
+      prompt_ids(*warm_, {{parley::ChatRole::kSystem, kSystem}, {parley::ChatRole::kUser, "Where is my parcel?"}});
   const auto b_ids = prompt_ids(*warm_, b_msgs);
   const size_t shared = common_prefix(a_ids, b_ids);
   ASSERT_GE(shared, 2 * bs) << "the system prompt should span full blocks";
@@ -624,8 +872,8 @@ TEST_F(EngineChat, SharedSystemPromptIsReusedAcrossSessions) {
   b.reset();
   EXPECT_EQ(warm_->impl().engine()->stats().blocks.in_use, 0);
   auto c = session(*warm_, kSystem);
-  const auto c_ids = prompt_ids(*warm_, {{parley::ChatRole::kSystem, kSystem},
-                                         {parley::ChatRole::kUser, "Do you ship to Austria?"}});
+  const auto c_ids =
+      prompt_ids(*warm_, {{parley::ChatRole::kSystem, kSystem}, {parley::ChatRole::kUser, "Do you ship to Austria?"}});
   const std::string rc = say(*c, "Do you ship to Austria?");
   const size_t c_shared = std::max(common_prefix(a_ids, c_ids), common_prefix(b_ids, c_ids));
   EXPECT_EQ(c->counters().last_reused_tokens, reusable(c_shared, c_ids.size(), bs));
@@ -694,8 +942,8 @@ TEST_F(EngineChat, ContiguousAndEngineRepliesAgree) {
   auto contiguous = load_demo(0);
   ASSERT_EQ(contiguous->impl().engine(), nullptr);
   auto e = session(*warm_, kSystem), c = session(*contiguous, kSystem);
-  for (const char *user : {"Hi, my order has not arrived.", "It was ordered last Monday.", "Can I get a refund?",
-                           "Thanks!"}) {
+  for (const char *user :
+       {"Hi, my order has not arrived.", "It was ordered last Monday.", "Can I get a refund?", "Thanks!"}) {
     const std::string re = say(*e, user, 16), rc = say(*c, user, 16);
     EXPECT_EQ(re, rc) << user;
   }
@@ -779,7 +1027,8 @@ TEST(EngineStress, SixtyFourThreadsSubmitAndCancel) {
             });
           std::vector<std::vector<Hypothesis>> got;
           std::string m;
-          const parley_status st = status_of([&] { got = parley::generate(*engine, {prompts[which]}, o, control); }, &m);
+          const parley_status st =
+              status_of([&] { got = parley::generate(*engine, {prompts[which]}, o, control); }, &m);
           if (canceller.joinable()) canceller.join();
           record(st, m);
           if (st == PARLEY_OK && o.num_beams == 1 && got[0][0].tokens != alone[which]) {
