@@ -20,7 +20,8 @@ struct Engine::Group {
   int64_t remaining = 0;
   std::vector<float> logits;
   std::exception_ptr error;
-  std::optional<Clock::time_point> blocked_since;  // could not get blocks at the last attempt
+  std::optional<Clock::time_point> blocked_since;  // could not get blocks since then
+  bool blocked = false;                            // could not get blocks in this scheduling round
 };
 
 int64_t Engine::Sequence::length() const {
@@ -387,10 +388,10 @@ void Engine::scheduler_loop() {
 
     batch.clear();
     int64_t tokens_left = options_.max_batch_tokens, rows_left = options_.max_sequences;
+    for (Group *g : queue_) g->blocked = false;
     // Two passes in ticket order: rows with one token to go (decode), then prompts in chunks.
     for (int pass = 0; pass < 2; ++pass) {
       for (Group *g : queue_) {
-        bool blocked = false;
         for (Sequence *s : g->seqs) {
           if (s->done_ || s->in_step_ || rows_left == 0 || tokens_left == 0) continue;
           match_prefix(*s);
@@ -400,19 +401,24 @@ void Engine::scheduler_loop() {
           s->in_step_ = true;  // also keeps it from preempting itself
           if (!reserve(*s, s->resident_ + take, g)) {
             s->in_step_ = false;
-            blocked = true;
+            g->blocked = true;
             continue;
           }
           batch.push_back({s, take});
           tokens_left -= take;
           --rows_left;
         }
-        if (blocked) {
-          if (!g->blocked_since) g->blocked_since = Clock::now();
-        } else {
-          g->blocked_since.reset();
-        }
       }
+    }
+    // The admission clock runs from the first round in which a group found
+    // the pool full until a round in which none of its sequences did. (Set
+    // per pass, a prompt blocked in the prefill pass had its clock reset by
+    // the decode pass of the next round, so it was never refused.)
+    for (Group *g : queue_) {
+      if (!g->blocked)
+        g->blocked_since.reset();
+      else if (!g->blocked_since)
+        g->blocked_since = Clock::now();
     }
     if (batch.empty()) {  // everything waits for memory: wait for a release
       work_.wait_for(lock, std::chrono::milliseconds(5));
