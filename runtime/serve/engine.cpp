@@ -329,8 +329,8 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     fail(code, message);
   };
   for (;;) {
-    if (g.remaining == 0 || g.error) break;
     const bool stepping = std::any_of(seqs.begin(), seqs.end(), [](const Sequence *s) { return s->in_step_; });
+    if (g.remaining == 0 || (g.error && !stepping)) break;
     if (!stepping) {
       if (control.cancel && control.cancel->load())
         abandon(PARLEY_ERROR_CANCELLED, "the request was cancelled", &EngineStats::cancelled);
@@ -392,6 +392,9 @@ void Engine::scheduler_loop() {
     // Two passes in ticket order: rows with one token to go (decode), then prompts in chunks.
     for (int pass = 0; pass < 2; ++pass) {
       for (Group *g : queue_) {
+        // A failed group is leaving: run() returns as soon as it sees the
+        // error and its caller frees the sequences, so none may be stepped.
+        if (g->error) continue;
         for (Sequence *s : g->seqs) {
           if (s->done_ || s->in_step_ || rows_left == 0 || tokens_left == 0) continue;
           match_prefix(*s);

@@ -737,8 +737,14 @@ TEST(EngineOnDevice, FailedStepFailsItsRequestAndEngineKeepsServing) {
   }
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::string m;
+    const uint64_t steps = engine->stats().steps;
     EXPECT_EQ(status_of([&] { parley::generate(*engine, big, one); }, &m), PARLEY_ERROR_OUT_OF_MEMORY) << m;
+    // One sequence per step: the first prompt's step failed, and the second
+    // prompt (of the same, failed, request) must not run after it: its
+    // sequence is freed as generate() returns.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
     auto st = engine->stats();
+    EXPECT_EQ(st.steps, steps + 1) << "the failed request's other sequence was stepped after the failure";
     EXPECT_EQ(st.waiting, 0);
     EXPECT_EQ(st.blocks.in_use, 0);
     expect_same(parley::generate(*engine, {small}, one), want, "after a failed step");
@@ -920,17 +926,27 @@ TEST_F(EngineChat, CApiReportsReusedSystemPrompt) {
 // A budget of a few conversations: sessions with different system prompts
 // evict each other's cached blocks, and every reply equals a cold run's.
 TEST_F(EngineChat, EvictionUnderTinyBudgetKeepsReplies) {
-  const uint64_t block_bytes = load_demo(0)->impl().transformer().kv_block_bytes(16);
-  // Each conversation is ~60-80 tokens (5 blocks): 12 blocks hold two.
-  auto tiny = load_demo(1, 16, block_bytes * 12);
+  const int64_t bs = 16, max_new = 12;
+  const char *user = "What are your opening hours?";
   const char *systems[] = {"Be brief and friendly.", "Answer in one sentence, please.", "You work for a bike shop.",
                            "You sell books online.", "Be brief and friendly."};
+  // A budget of one conversation (its prompt and reply) and a block: the
+  // cached blocks of the one before must be evicted to admit the next.
+  size_t longest = 0;
+  for (const char *sys : systems)
+    longest = std::max(longest,
+                       prompt_ids(*warm_, {{parley::ChatRole::kSystem, sys}, {parley::ChatRole::kUser, user}}).size());
+  const int64_t blocks = (static_cast<int64_t>(longest) + max_new + bs - 1) / bs + 1;
+  std::printf("longest prompt %zu tokens: a budget of %lld blocks of %lld\n", longest, static_cast<long long>(blocks),
+              static_cast<long long>(bs));
+  auto tiny = load_demo(1, static_cast<int32_t>(bs),
+                        warm_->impl().transformer().kv_block_bytes(bs) * static_cast<uint64_t>(blocks));
   for (const char *sys : systems) {
     auto s = session(*tiny, sys);
-    const std::string got = say(*s, "What are your opening hours?");
+    const std::string got = say(*s, user, max_new);
     auto fresh = load_demo(1);
     auto ref = session(*fresh, sys);
-    EXPECT_EQ(got, say(*ref, "What are your opening hours?")) << sys;
+    EXPECT_EQ(got, say(*ref, user, max_new)) << sys;
   }
   auto st = tiny->impl().engine()->stats();
   std::printf("evictions %llu hits %llu\n", static_cast<unsigned long long>(st.blocks.evictions),
