@@ -149,6 +149,20 @@ void Engine::release_blocks(Sequence &s) {
   s.resident_ = 0;
 }
 
+// Under mu_: drops the tokens that did not run and the blocks reserved for
+// them (they are private, but a fork would share them and then write into a
+// shared block past the one reserve() copies on write).
+void Engine::keep_resident(Sequence &s) {
+  const size_t bs = static_cast<size_t>(options_.block_size);
+  s.tokens_.resize(static_cast<size_t>(s.resident_));
+  s.keys_.resize(std::min(s.keys_.size(), s.tokens_.size() / bs));
+  const size_t keep = (s.tokens_.size() + bs - 1) / bs;
+  while (s.blocks_.size() > keep) {
+    blocks_.release(s.blocks_.back());
+    s.blocks_.pop_back();
+  }
+}
+
 void Engine::truncate(Sequence &s, int64_t length) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -291,13 +305,21 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   g.logits.assign(seqs.size() * static_cast<size_t>(vocab), 0.f);
   std::unique_lock<std::mutex> lock(mu_);
   g.ticket = UINT64_MAX;
+  // Checked before any sequence changes: a refusal must leave them as they
+  // were (marked queued for a group that never ran, they were BUSY for ever).
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (seqs[i]->queued_ || seqs[i]->group_) fail(PARLEY_ERROR_BUSY, "a sequence is already running");
+    if (std::find(seqs.begin(), seqs.begin() + static_cast<std::ptrdiff_t>(i), seqs[i]) !=
+        seqs.begin() + static_cast<std::ptrdiff_t>(i))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "the same sequence twice in one run");
+  }
   for (size_t i = 0; i < seqs.size(); ++i) {
     Sequence &s = *seqs[i];
-    if (s.queued_ || s.group_) fail(PARLEY_ERROR_BUSY, "a sequence is already running");
     forget_expected(s);
     s.tokens_.insert(s.tokens_.end(), tokens[i].begin(), tokens[i].end());
     s.goal_ = s.length();
     s.computed_ = 0;
+    s.computed_upto_ = s.resident_;
     s.done_ = false;
     s.queued_ = true;
     s.group_ = &g;
@@ -317,8 +339,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
     for (Sequence *s : seqs) {
       if (!s->done_) --stats_.waiting;
-      s->tokens_.resize(static_cast<size_t>(s->resident_));
-      s->keys_.resize(std::min(s->keys_.size(), s->tokens_.size() / static_cast<size_t>(options_.block_size)));
+      keep_resident(*s);
       s->queued_ = false;
       s->group_ = nullptr;
       s->logits_ = nullptr;
@@ -356,8 +377,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   if (g.error) {
     for (Sequence *s : seqs) {
       if (!s->done_) --stats_.waiting;
-      s->tokens_.resize(static_cast<size_t>(s->resident_));
-      s->keys_.resize(std::min(s->keys_.size(), s->tokens_.size() / static_cast<size_t>(options_.block_size)));
+      keep_resident(*s);
     }
     lock.unlock();
     work_.notify_all();
@@ -465,8 +485,11 @@ void Engine::scheduler_loop() {
       }
       (batch[i].take == 1 && s.goal_ - s.resident_ == 1 ? stats_.decode_tokens : stats_.prefill_tokens) +=
           static_cast<uint64_t>(batch[i].take);
-      s.resident_ += batch[i].take;
-      s.computed_ += batch[i].take;
+      // A position recomputed after a preemption is counted once.
+      const int64_t upto = s.resident_ + batch[i].take;
+      s.computed_ += std::max<int64_t>(0, upto - std::max(s.resident_, s.computed_upto_));
+      s.computed_upto_ = std::max(s.computed_upto_, upto);
+      s.resident_ = upto;
       publish_full_blocks(s);
       if (s.resident_ == s.goal_ && g) {
         std::copy_n(logits.begin() + static_cast<int64_t>(i) * vocab, vocab,

@@ -245,6 +245,8 @@ INSTANTIATE_TEST_SUITE_P(Families, EngineParity, ::testing::ValuesIn(decoder_onl
 // ---------------------------------------------------------------------------
 // 2. Batching: many requests at once give what each gives alone.
 
+std::vector<float> logits_alone(Engine &e, const std::vector<int32_t> &tokens);
+
 struct Request {
   std::vector<int32_t> prompt;
   DecodingOptions options;
@@ -418,6 +420,88 @@ TEST_F(EngineBatching, PreemptionUnderTinyBudgetKeepsResults) {
   EXPECT_GT(st.preemptions, 0u);
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.blocks.in_use, 0);
+}
+
+// A run() refused for a sequence passed twice, or for one already running,
+// leaves every sequence as it was: usable, with its tokens unchanged.
+TEST_F(EngineBatching, RefusedRunLeavesSequencesUsable) {
+  EngineOptions o;
+  o.kv_budget_bytes = 1 << 20;
+  auto engine = make_engine(*l_, o);
+  auto a = engine->open(), b = engine->open();
+  std::string m;
+  EXPECT_EQ(status_of(
+                [&] {
+                  engine->run({a.get(), b.get(), a.get()}, {{5, 6}, {7}, {8}});
+                },
+                &m),
+            PARLEY_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(m.find("same sequence twice"), std::string::npos) << m;
+  EXPECT_EQ(a->length(), 0);
+  EXPECT_EQ(b->length(), 0);
+  const std::vector<float> got = engine->run({a.get(), b.get()}, {{5, 6}, {7}});
+  const std::vector<float> want_a = logits_alone(*engine, {5, 6}), want_b = logits_alone(*engine, {7});
+  const size_t V = static_cast<size_t>(l_->transformer->vocab());
+  ASSERT_EQ(got.size(), 2 * V);
+  for (size_t v = 0; v < V; ++v) {
+    EXPECT_NEAR(got[v], want_a[v], 2 * kTolerance);
+    EXPECT_NEAR(got[V + v], want_b[v], 2 * kTolerance);
+  }
+  auto st = engine->stats();
+  EXPECT_EQ(st.waiting, 0);
+}
+
+// A sequence preempted in the middle of its prompt (at a position inside a
+// block) recomputes from its last full cached block; the computed-token
+// count of the run counts each position once (it reported more tokens
+// computed than the prompt has, which made a chat turn's "reused" count
+// wrap around), and its logits equal the ones computed alone.
+TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
+  const int64_t bs = 4, n = 60;
+  std::vector<int32_t> prompt, other;
+  for (int64_t i = 0; i < n; ++i) prompt.push_back(static_cast<int32_t>(3 + (i * 7) % 120));
+  for (int64_t i = 0; i < 20; ++i) other.push_back(static_cast<int32_t>(5 + (i * 11) % 120));
+  int preempted_inside_a_block = 0;
+  for (int attempt = 0; attempt < 8 && preempted_inside_a_block == 0; ++attempt) {
+    EngineOptions o;
+    o.block_size = bs;
+    o.prefill_chunk = 1 + attempt % 3;  // 1, 2, 3 tokens per step: mostly not block-aligned
+    o.max_batch_tokens = o.prefill_chunk;
+    o.gather_us = 0;
+    o.kv_budget_bytes = l_->transformer->kv_block_bytes(bs) * 16;  // the prompt (15 blocks) and one more
+    // The reference on an engine of its own: in this one the prompt must not be cached.
+    const std::vector<float> want = logits_alone(*make_engine(*l_, o), prompt);
+    auto engine = make_engine(*l_, o);
+    auto older = engine->open();  // older ticket: it may preempt the younger one
+    auto young = engine->open();
+    const uint64_t before = engine->stats().prefill_tokens;
+    std::vector<int64_t> computed;
+    std::vector<float> got;
+    std::thread t([&] { got = engine->run({young.get()}, {prompt}, {}, &computed); });
+    // Once the young prompt holds more than 11 blocks, the older 20-token
+    // prompt (5 blocks) can only run by preempting it.
+    const auto give_up = Clock::now() + std::chrono::seconds(20);
+    while (engine->stats().prefill_tokens < before + 45 && Clock::now() < give_up)
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    const int64_t at = static_cast<int64_t>(engine->stats().prefill_tokens - before);
+    engine->run({older.get()}, {other});
+    older.reset();  // an idle older sequence is never preempted for a younger one: let it go
+    t.join();
+    const auto st = engine->stats();
+    ASSERT_EQ(computed.size(), 1u);
+    EXPECT_LE(computed[0], n) << "chunk " << o.prefill_chunk;
+    EXPECT_GE(computed[0], n - 44) << "chunk " << o.prefill_chunk;
+    ASSERT_EQ(got.size(), want.size());
+    double worst = 0;
+    for (size_t v = 0; v < want.size(); ++v) worst = std::max(worst, std::fabs(double(got[v]) - want[v]));
+    EXPECT_LE(worst, 2 * kTolerance);
+    std::printf("chunk %lld: young prompt at ~%lld tokens, %llu preemptions, computed %lld of %lld\n",
+                static_cast<long long>(o.prefill_chunk), static_cast<long long>(at),
+                static_cast<unsigned long long>(st.preemptions), static_cast<long long>(computed[0]),
+                static_cast<long long>(n));
+    if (st.preemptions > 0 && st.prefill_tokens - before > static_cast<uint64_t>(n + 20)) ++preempted_inside_a_block;
+  }
+  EXPECT_GT(preempted_inside_a_block, 0) << "no attempt preempted the young prompt and recomputed part of it";
 }
 
 TEST_F(EngineBatching, BudgetErrorsNameTheBudget) {
