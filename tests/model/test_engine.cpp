@@ -468,6 +468,7 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
     o.prefill_chunk = 1 + attempt % 3;  // 1, 2, 3 tokens per step: mostly not block-aligned
     o.max_batch_tokens = o.prefill_chunk;
     o.gather_us = 0;
+    o.admission_timeout_ms = 10000;
     o.kv_budget_bytes = l_->transformer->kv_block_bytes(bs) * 16;  // the prompt (15 blocks) and one more
     // The reference on an engine of its own: in this one the prompt must not be cached.
     const std::vector<float> want = logits_alone(*make_engine(*l_, o), prompt);
@@ -477,7 +478,14 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
     const uint64_t before = engine->stats().prefill_tokens;
     std::vector<int64_t> computed;
     std::vector<float> got;
-    std::thread t([&] { got = engine->run({young.get()}, {prompt}, {}, &computed); });
+    std::string young_error;
+    std::thread t([&] {
+      try {
+        got = engine->run({young.get()}, {prompt}, {}, &computed);
+      } catch (const std::exception &e) {
+        young_error = e.what();
+      }
+    });
     // Once the young prompt holds more than 11 blocks, the older 20-token
     // prompt (5 blocks) can only run by preempting it.
     const auto give_up = Clock::now() + std::chrono::seconds(20);
@@ -488,6 +496,10 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
     older.reset();  // an idle older sequence is never preempted for a younger one: let it go
     t.join();
     const auto st = engine->stats();
+    ASSERT_EQ(young_error, "") << "blocks free " << st.blocks.free << " cached " << st.blocks.cached << " in use "
+                               << st.blocks.in_use << " preemptions " << st.preemptions << " prefill "
+                               << st.prefill_tokens - before << " young length " << young->length() << " resident "
+                               << young->resident();
     ASSERT_EQ(computed.size(), 1u);
     EXPECT_LE(computed[0], n) << "chunk " << o.prefill_chunk;
     EXPECT_GE(computed[0], n - 44) << "chunk " << o.prefill_chunk;
@@ -1112,8 +1124,19 @@ TEST(EngineStress, SixtyFourThreadsSubmitAndCancel) {
               s->cancel();
             });
           std::string m;
-          record(status_of([&] { say(*s, r() % 2 ? "Hi" : "Where is my parcel?", 6); }, &m), m);
+          const parley_status st = status_of([&] { say(*s, r() % 2 ? "Hi" : "Where is my parcel?", 6); }, &m);
           if (canceller.joinable()) canceller.join();
+          record(st, m);
+          // Under preemption the turn's counters still add up: every prompt
+          // token was either reused or processed, once.
+          const auto &cn = s->counters();
+          if (st == PARLEY_OK && cn.last_reused_tokens + cn.last_processed_tokens != cn.last_prompt_tokens) {
+            ++bad;
+            std::lock_guard<std::mutex> lock(bad_mu);
+            bad_message = "a chat turn's reused " + std::to_string(cn.last_reused_tokens) + " + processed " +
+                          std::to_string(cn.last_processed_tokens) + " != its " +
+                          std::to_string(cn.last_prompt_tokens) + " prompt tokens";
+          }
         } else {
           const size_t which = r() % prompts.size();
           DecodingOptions o = greedy;
