@@ -1067,9 +1067,10 @@ TEST_F(EngineChat, ContiguousAndEngineRepliesAgree) {
 // ---------------------------------------------------------------------------
 // 5. Stress (also run under TSan): 64 threads generating and chatting on one
 // engine with a small budget (preemption, eviction) while a canceller
-// cancels at random. Every call ends OK or CANCELLED; a greedy generation
-// that was not cancelled equals its result alone; at the end nothing waits
-// and no block is in use.
+// cancels at random and some generations have a deadline of a few ms. Every
+// call ends OK, CANCELLED or TIMEOUT; a greedy generation that finished
+// equals its result alone; every chat turn's counters add up; at the end
+// nothing waits and no block is in use.
 TEST(EngineStress, SixtyFourThreadsSubmitAndCancel) {
   const uint64_t seed = test_seed();
   // A budget of 24 blocks of 8 tokens, so that the engine preempts and
@@ -1093,7 +1094,7 @@ TEST(EngineStress, SixtyFourThreadsSubmitAndCancel) {
   for (const auto &p : prompts) alone.push_back(parley::generate(*engine, {p}, greedy)[0][0].tokens);
 
   constexpr int kThreads = 64;
-  std::atomic<int> ok{0}, cancelled{0}, bad{0};
+  std::atomic<int> ok{0}, cancelled{0}, timed_out{0}, bad{0};
   std::mutex bad_mu;
   std::string bad_message;
   auto record = [&](parley_status st, const std::string &m) {
@@ -1101,6 +1102,8 @@ TEST(EngineStress, SixtyFourThreadsSubmitAndCancel) {
       ++ok;
     else if (st == PARLEY_ERROR_CANCELLED)
       ++cancelled;
+    else if (st == PARLEY_ERROR_TIMEOUT)
+      ++timed_out;
     else {
       ++bad;
       std::lock_guard<std::mutex> lock(bad_mu);
@@ -1146,6 +1149,7 @@ TEST(EngineStress, SixtyFourThreadsSubmitAndCancel) {
           }
           parley::RunControl control;
           control.cancel = &cancel;
+          if (r() % 4 == 0) control.deadline = Clock::now() + std::chrono::microseconds(r() % 5000);
           if (cancel_after_us >= 0)
             canceller = std::thread([&cancel, cancel_after_us] {
               std::this_thread::sleep_for(std::chrono::microseconds(cancel_after_us));
@@ -1167,12 +1171,13 @@ TEST(EngineStress, SixtyFourThreadsSubmitAndCancel) {
     });
   for (auto &t : threads) t.join();
   auto st = engine->stats();
-  std::printf("ok %d cancelled %d bad %d; steps %llu max_batch_rows %lld preemptions %llu evictions %llu\n", ok.load(),
-              cancelled.load(), bad.load(), static_cast<unsigned long long>(st.steps),
-              static_cast<long long>(st.max_batch_rows), static_cast<unsigned long long>(st.preemptions),
-              static_cast<unsigned long long>(st.blocks.evictions));
+  std::printf(
+      "ok %d cancelled %d timed out %d bad %d; steps %llu max_batch_rows %lld preemptions %llu evictions %llu\n",
+      ok.load(), cancelled.load(), timed_out.load(), bad.load(), static_cast<unsigned long long>(st.steps),
+      static_cast<long long>(st.max_batch_rows), static_cast<unsigned long long>(st.preemptions),
+      static_cast<unsigned long long>(st.blocks.evictions));
   EXPECT_EQ(bad.load(), 0) << bad_message;
-  EXPECT_EQ(ok.load() + cancelled.load(), kThreads * 2);
+  EXPECT_EQ(ok.load() + cancelled.load() + timed_out.load(), kThreads * 2);
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.blocks.in_use, 0);
   EXPECT_EQ(st.blocks.blocks, st.blocks.free + st.blocks.cached);
