@@ -670,6 +670,9 @@ TEST_P(EngineFamilies, BatchOfDifferentRequestsMatchesEachAlone) {
     for (int64_t i = 0; i < n; ++i) p.push_back(static_cast<int32_t>(rng() % static_cast<uint64_t>(V)));
     prompts.push_back(p);
   }
+  // The same prompt twice: both compute the same blocks in the same steps
+  // (the second publication of a key is refused; neither may disturb the other).
+  prompts.push_back(prompts[3]);
   DecodingOptions greedy = parity::options_from(l->golden["greedy"]["settings"]);
   DecodingOptions beam = parity::options_from(l->golden["beam"]["settings"]);
   greedy.max_new_tokens = beam.max_new_tokens = max_new;
@@ -678,7 +681,7 @@ TEST_P(EngineFamilies, BatchOfDifferentRequestsMatchesEachAlone) {
   o.block_size = 4;
   o.prefill_chunk = 5;      // every prompt past 5 tokens is prefilled in chunks...
   o.max_batch_tokens = 12;  // ...and a step holds at most 12 tokens, so long prompts wait for room
-  o.max_sequences = 8;      // 8 prompts x 3 beams do not fit one step
+  o.max_sequences = 8;      // 9 prompts x 3 beams do not fit one step
   o.kv_budget_bytes = t.kv_block_bytes(4) * 512;
   auto engine = make_engine(*l, o);
 
@@ -757,6 +760,7 @@ TEST_P(EngineFamilies, BatchOfDifferentRequestsMatchesEachAlone) {
               case_name(c).c_str(), worst_score, tol_logit, near_ties, static_cast<long long>(st.max_batch_rows));
   EXPECT_GT(st.max_batch_rows, 1) << "the requests never shared a step";
   EXPECT_LE(st.max_batch_rows, o.max_sequences);
+  EXPECT_LE(st.prefill_tokens + st.decode_tokens, st.steps * static_cast<uint64_t>(o.max_batch_tokens));
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.blocks.in_use, 0);
 }
