@@ -959,7 +959,24 @@ typedef struct parley_chat_options {
   size_t num_stop_strings;
   parley_text_fn on_text; /* optional */
   void *user_data;
+  /* Appended in 0.1.x: what a conversation too long for the model does
+   * (parley_chat_context_policy). PARLEY_CHAT_CONTEXT_ERROR (default): the
+   * turn fails with PARLEY_ERROR_INVALID_ARGUMENT. PARLEY_CHAT_CONTEXT_DROP_OLDEST:
+   * the oldest turns after the system prompt leave the conversation (a user
+   * message and the replies after it, oldest first) until the rendered
+   * prompt leaves room for the reply (max_new_tokens, at most half the
+   * model's positions); the session's messages then no longer hold them
+   * (parley_chat_stats.dropped_messages counts them). The system prompt and
+   * the last message always stay: if they alone are too long, the turn
+   * fails. The K/V of what stays before the first dropped message is
+   * reused. Other values: INVALID_ARGUMENT. */
+  int32_t context_policy;
 } parley_chat_options;
+
+typedef enum parley_chat_context_policy {
+  PARLEY_CHAT_CONTEXT_ERROR = 0,
+  PARLEY_CHAT_CONTEXT_DROP_OLDEST = 1
+} parley_chat_context_policy;
 
 PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *options);
 static inline parley_status parley_chat_options_init(parley_chat_options *options) {
@@ -1009,10 +1026,37 @@ typedef struct parley_chat_stats {
   uint64_t generated_tokens;       /* tokens of the last reply */
   uint64_t total_processed_tokens; /* prompt tokens run over the session's life */
   uint64_t cached_tokens;          /* tokens in the KV cache now */
+  /* Appended in 0.1.x: messages the context policy dropped at the last turn
+   * and over the session's life. */
+  uint64_t dropped_messages;
+  uint64_t total_dropped_messages;
 } parley_chat_stats;
 
 /* Counters of the last turn; stats->struct_size must be set by the caller. */
 PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *session, parley_chat_stats *stats);
+
+/*
+ * Park a conversation outside Parley: *out_data (free with
+ * parley_string_free; binary, not NUL-terminated) receives *out_size bytes
+ * holding the session's messages (its system prompt first, if it has one)
+ * with a version and a checksum. Only the text is saved: a session restored
+ * in the same process finds the K/V of its full blocks in the serving
+ * engine's prefix cache while they were not evicted (chat stats show them
+ * as reused), and recomputes the rest at its next turn.
+ */
+PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *session, char **out_data,
+                                                  size_t *out_size);
+
+/*
+ * A new session of `model` holding the conversation `data` (size bytes, from
+ * parley_chat_session_save; any decoder-only chat model may take it). Errors:
+ * PARLEY_ERROR_INVALID_ARGUMENT naming what is wrong with the data (short,
+ * bad magic, unsupported version, checksum mismatch, unknown role, invalid
+ * UTF-8, a role order the model's chat format refuses), PARLEY_ERROR_UNSUPPORTED
+ * (encoder-decoder model, no chat format). Free with parley_chat_session_free.
+ */
+PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, const void *data, size_t size,
+                                                     parley_chat_session **out_session);
 
 #ifdef __cplusplus
 }

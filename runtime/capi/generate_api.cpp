@@ -311,7 +311,9 @@ PARLEY_API parley_status parley_translate_tokens(const parley_model *model, cons
       prompts.push_back(std::move(prompt));
     }
     auto result = std::make_unique<parley_generation_result>();
-    result->items = translate(model->impl.transformer(), batch, prompts, d);
+    Engine *engine = model->impl.engine();
+    result->items =
+        engine ? translate(*engine, batch, prompts, d) : translate(model->impl.transformer(), batch, prompts, d);
     for (size_t b = 0; b < result->items.size(); ++b)  // hypotheses start with the prefix
       for (auto &h : result->items[b]) h.tokens.insert(h.tokens.begin(), prefixes[b].begin(), prefixes[b].end());
     *out_result = result.release();

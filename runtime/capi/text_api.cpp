@@ -9,6 +9,7 @@
 #include "capi/api_guard.hpp"
 #include "core/runtime.hpp"
 #include "engine/chat_session.hpp"
+#include "engine/chat_snapshot.hpp"
 #include "engine/generator.hpp"
 #include "engine/text_translation.hpp"
 
@@ -217,6 +218,7 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   t.attention = o.return_attention != 0;
   t.attention_layer = o.attention_layer;
   t.per_text_errors = o.per_text_errors != 0;
+  t.engine = model->impl.engine();
   std::vector<std::string> inputs;
   inputs.reserve(count);
   for (size_t i = 0; i < count; ++i) {
@@ -399,6 +401,12 @@ PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, cons
       void *user = o.user_data;
       r.on_text = [fn, user](std::string_view piece) { return fn(user, piece.data(), piece.size()) == 0; };
     }
+    if (options && options->struct_size > kChatOptionsV1) {  // appended: context_policy
+      if (o.context_policy != PARLEY_CHAT_CONTEXT_ERROR && o.context_policy != PARLEY_CHAT_CONTEXT_DROP_OLDEST)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->context_policy " + std::to_string(o.context_policy) +
+                                                " is neither PARLEY_CHAT_CONTEXT_ERROR nor _DROP_OLDEST");
+      r.drop_oldest = o.context_policy == PARLEY_CHAT_CONTEXT_DROP_OLDEST;
+    }
     std::string reply = s.reply(r);
     if (out_reply) {
       char *copy = static_cast<char *>(std::malloc(reply.size() + 1));
@@ -463,6 +471,8 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
     out.generated_tokens = c.last_generated_tokens;
     out.total_processed_tokens = c.total_processed_tokens;
     out.cached_tokens = c.cached_tokens;
+    out.dropped_messages = c.last_dropped_messages;
+    out.total_dropped_messages = c.total_dropped_messages;
     parley::capi::copy_out(stats, out);
   });
 }
@@ -484,6 +494,52 @@ PARLEY_API parley_status parley_chat_append_n(parley_chat_session *session, int3
   parley_status st = guarded(__func__, [&] { copy = text_arg_n(content, length, "content"); });
   if (st != PARLEY_OK) return st;
   return parley_chat_append(session, role, copy.c_str());
+}
+
+PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *session, char **out_data,
+                                                  size_t *out_size) {
+  return guarded(__func__, [&] {
+    SessionUse use(session);
+    require(out_data, "out_data");
+    require(out_size, "out_size");
+    ChatSnapshot snap;
+    snap.has_system = use.session().has_system();
+    snap.messages = use.session().messages();
+    const std::string bytes = save_chat(snap);
+    char *copy = static_cast<char *>(std::malloc(bytes.size()));
+    if (!copy)
+      fail(PARLEY_ERROR_OUT_OF_MEMORY,
+           "out of memory: cannot allocate the " + std::to_string(bytes.size()) + " bytes of the saved chat");
+    std::memcpy(copy, bytes.data(), bytes.size());
+    *out_data = copy;
+    *out_size = bytes.size();
+  });
+}
+
+PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, const void *data, size_t size,
+                                                     parley_chat_session **out_session) {
+  return guarded(__func__, [&] {
+    require(model, "model");
+    require(out_session, "out_session");
+    const ModelFile &file = *model->impl.file;
+    if (file.kind() == PARLEY_MODEL_ENCODER_DECODER)
+      fail(PARLEY_ERROR_UNSUPPORTED,
+           "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
+    ChatSnapshot snap = load_chat(data, size);
+    std::string system = snap.has_system ? snap.messages[0].content : std::string();
+    auto s = std::make_unique<parley_chat_session>();
+    s->model = model;
+    s->impl = std::make_unique<ChatSession>(model->impl.transformer(), model->impl.text(), decoding_defaults(file),
+                                            std::move(system), snap.has_system, model->impl.engine());
+    for (size_t i = snap.has_system ? 1 : 0; i < snap.messages.size(); ++i) {
+      try {
+        s->impl->append(snap.messages[i].role, std::move(snap.messages[i].content));
+      } catch (const Error &e) {
+        fail(e.status(), "saved chat message " + std::to_string(i) + ": " + e.what());
+      }
+    }
+    *out_session = s.release();
+  });
 }
 
 }  // extern "C"

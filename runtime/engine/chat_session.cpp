@@ -83,17 +83,51 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   const Tokenizer &tok = text_.source();
   // Only the template's markup may produce control tokens: "<|eot_id|>"
   // typed by a user stays text (encode_prompt).
-  std::vector<std::pair<size_t, size_t>> text_ranges;
-  std::string prompt = text_.chat->render(messages_, /*add_generation_prompt=*/true, &text_ranges);
   const int64_t limit = model_.decoder_params().max_positions;
-  // A prompt of limit tokens leaves no room for the reply: stop tokenizing there.
-  std::vector<int32_t> ids =
-      tok.encode_prompt(prompt, text_ranges, limit > 0 ? static_cast<size_t>(limit - 1) : SIZE_MAX);
-  if (ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
-  if (limit > 0 && static_cast<int64_t>(ids.size()) >= limit)
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation is " + std::to_string(ids.size()) +
-                                            " tokens, the model accepts at most " + std::to_string(limit - 1) +
-                                            " before its reply");
+  // The conversation this turn sends: with the drop-oldest policy, whole
+  // turns after the system prompt leave it until the prompt leaves room for
+  // the reply (max_new_tokens, at most half the model's positions). The
+  // session's messages change only when the turn succeeds.
+  std::vector<ChatMessage> conversation = messages_;
+  size_t dropped = 0;
+  const int64_t reserve = limit > 0 ? std::min<int64_t>(std::max<int64_t>(1, o.max_new_tokens), limit / 2) : 0;
+  std::vector<int32_t> ids;
+  for (;;) {
+    std::vector<std::pair<size_t, size_t>> text_ranges;
+    std::string prompt = text_.chat->render(conversation, /*add_generation_prompt=*/true, &text_ranges);
+    // What may go: every message after the system prompt but the last.
+    const bool can_drop = options.drop_oldest && conversation.size() > base_messages_ + 1;
+    bool short_of_reply = false, too_long = false;
+    try {
+      // A prompt of limit tokens leaves no room for the reply: stop tokenizing there.
+      ids = tok.encode_prompt(prompt, text_ranges, limit > 0 ? static_cast<size_t>(limit - 1) : SIZE_MAX);
+      if (ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
+      too_long = limit > 0 && static_cast<int64_t>(ids.size()) >= limit;
+      short_of_reply = limit > 0 && static_cast<int64_t>(ids.size()) + reserve > limit;
+    } catch (const Error &e) {  // past the limit, tokenizing stops with INVALID_ARGUMENT
+      if (e.status() != PARLEY_ERROR_INVALID_ARGUMENT) throw;
+      if (!can_drop)
+        fail(e.status(),
+             std::string(e.what()) +
+                 (options.drop_oldest ? "" : " (PARLEY_CHAT_CONTEXT_DROP_OLDEST drops the oldest turns instead)"));
+      short_of_reply = true;
+    }
+    if (can_drop && short_of_reply) {
+      size_t end = base_messages_ + 1;  // one message, then up to the next user message
+      while (end < conversation.size() - 1 && conversation[end].role != ChatRole::kUser) ++end;
+      dropped += end - base_messages_;
+      conversation.erase(conversation.begin() + static_cast<std::ptrdiff_t>(base_messages_),
+                         conversation.begin() + static_cast<std::ptrdiff_t>(end));
+      continue;
+    }
+    if (too_long)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "the conversation is " + std::to_string(ids.size()) + " tokens, the model accepts at most " +
+               std::to_string(limit - 1) + " before its reply" +
+               (options.drop_oldest ? " (its last message alone is too long)"
+                                    : " (PARLEY_CHAT_CONTEXT_DROP_OLDEST drops the oldest turns instead)"));
+    break;
+  }
 
   // Reuse the cached prefix; at least the last prompt token is run, for its logits.
   size_t keep = 0;
@@ -158,7 +192,10 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
     reply_text = tok.decode(generated, /*skip_special=*/true);
     emit_upto(reply_text.size());
   }
-  messages_.push_back({ChatRole::kAssistant, reply_text});
+  conversation.push_back({ChatRole::kAssistant, reply_text});
+  messages_ = std::move(conversation);
+  counters_.last_dropped_messages = dropped;
+  counters_.total_dropped_messages += dropped;
   return reply_text;
 }
 

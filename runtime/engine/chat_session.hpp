@@ -27,6 +27,10 @@ struct ChatReplyOptions {
   std::vector<std::string> stop;
   // Text deltas as they become final; returning false ends the reply there.
   std::function<bool(std::string_view)> on_text;
+  // Context policy: false = a conversation too long for the model fails the
+  // turn; true = the oldest turns after the system prompt are dropped from
+  // the conversation until the prompt leaves room for the reply.
+  bool drop_oldest = false;
 };
 
 struct ChatCounters {
@@ -36,6 +40,8 @@ struct ChatCounters {
   uint64_t last_generated_tokens = 0;
   uint64_t total_processed_tokens = 0;  // prompt tokens the model ran on over the session
   uint64_t cached_tokens = 0;           // tokens in the KV cache now
+  uint64_t last_dropped_messages = 0;   // messages the context policy dropped at the last turn
+  uint64_t total_dropped_messages = 0;
 };
 
 class ChatSession {
@@ -63,6 +69,7 @@ class ChatSession {
   void remove_last();
 
   const std::vector<ChatMessage> &messages() const { return messages_; }
+  bool has_system() const { return base_messages_ > 0; }  // messages()[0] is the session's system prompt
   const ChatCounters &counters() const { return counters_; }
   const DecodingOptions &defaults() const { return defaults_; }
 

@@ -107,13 +107,16 @@ std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
   return decode(step_model, last, prompts, options);
 }
 
-std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
-                                              const DecodingOptions &options, const RunControl &control) {
-  if (prompts.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+namespace {
+
+// What generate / translate through the engine refuse up front, as the
+// contiguous path does: lengths past the model's positions, and more
+// beams/samples than the KV pool could ever hold at once.
+void check_engine_request(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
+                          const DecodingOptions &options) {
   for (const auto &p : prompts)
     if (p.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a prompt is empty");
   validate_decoding_options(options, engine.model().vocab());
-  // As the contiguous path: refuse up front what could not finish.
   const int64_t limit = engine.model().decoder_params().max_positions,
                 wanted = longest(prompts) + options.max_new_tokens;
   if (limit > 0 && wanted > limit)
@@ -140,6 +143,16 @@ std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<
                " KV cache blocks; the KV cache budget of " + std::to_string(st.kv_budget_bytes) + " bytes holds " +
                std::to_string(pool) + " (parley_model_options.kv_cache_budget_bytes)");
   }
+}
+
+}  // namespace
+
+std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
+                                              const DecodingOptions &options, const RunControl &control) {
+  if (engine.model().encoder_decoder())
+    fail(PARLEY_ERROR_UNSUPPORTED, "this is an encoder-decoder model: translate instead of generate");
+  if (prompts.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  check_engine_request(engine, prompts, options);
   std::vector<Engine::SequencePtr> rows;
   std::vector<Engine::Sequence *> seqs;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -149,6 +162,45 @@ std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<
   std::vector<float> last = engine.run(seqs, prompts, control);
   EngineStepModel step_model(engine, std::move(rows), control);
   return decode(step_model, last, prompts, options);
+}
+
+std::vector<std::vector<Hypothesis>> translate(Engine &engine, const std::vector<std::vector<int32_t>> &sources,
+                                               const std::vector<std::vector<int32_t>> &decoder_prompts,
+                                               const DecodingOptions &options, const RunControl &control) {
+  if (!engine.model().encoder_decoder())
+    fail(PARLEY_ERROR_UNSUPPORTED, "this is a decoder-only model: generate instead");
+  if (sources.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
+  if (decoder_prompts.size() != sources.size())
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "one decoder prompt per source is needed");
+  // The encoder's own checks (Transformer::encode), made for the whole batch
+  // before any source is encoded.
+  const StackParams &enc = engine.model().encoder_params();
+  const int64_t vocab = engine.model().vocab();
+  for (size_t b = 0; b < sources.size(); ++b) {
+    if (sources[b].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "source " + std::to_string(b) + " is empty");
+    const int64_t len = static_cast<int64_t>(sources[b].size());
+    if ((enc.position == 1 || enc.position == 2) && len > enc.max_positions)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "source of " + std::to_string(len) + " tokens exceeds the encoder's " +
+                                              std::to_string(enc.max_positions) + " positions");
+    for (int64_t i = 0; i < len; ++i) {
+      const int32_t id = sources[b][static_cast<size_t>(i)];
+      if (id < 0 || id >= vocab)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "source token id " + std::to_string(id) + " (sequence " +
+                                                std::to_string(b) + ", position " + std::to_string(i) +
+                                                ") is outside the vocabulary of " + std::to_string(vocab));
+    }
+  }
+  check_engine_request(engine, decoder_prompts, options);
+  std::vector<Engine::SequencePtr> rows;
+  std::vector<Engine::Sequence *> seqs;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    rows.push_back(engine.open());
+    seqs.push_back(rows.back().get());
+    engine.attach_source(*rows.back(), sources[i], control);
+  }
+  std::vector<float> last = engine.run(seqs, decoder_prompts, control);
+  EngineStepModel step_model(engine, std::move(rows), control);
+  return decode(step_model, last, decoder_prompts, options);
 }
 
 std::vector<std::vector<Hypothesis>> translate(const Transformer &model,

@@ -33,4 +33,11 @@ std::vector<std::vector<Hypothesis>> translate(const Transformer &model,
                                                const std::vector<std::vector<int32_t>> &decoder_prompts,
                                                const DecodingOptions &options);
 
+// The same through the serving engine: each source is encoded into the
+// engine's cross-attention pool, and its rows are batched with every other
+// request the engine runs meanwhile.
+std::vector<std::vector<Hypothesis>> translate(Engine &engine, const std::vector<std::vector<int32_t>> &sources,
+                                               const std::vector<std::vector<int32_t>> &decoder_prompts,
+                                               const DecodingOptions &options, const RunControl &control = {});
+
 }  // namespace parley

@@ -107,7 +107,9 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
   const std::vector<int32_t> prompt{static_cast<int32_t>(decoder_start(file))};
   const int64_t max_dec = model.decoder_params().max_positions;
   if (max_dec > 0) dec.max_new_tokens = std::min<int64_t>(dec.max_new_tokens, max_dec - 1);
-  auto hyps = translate(model, sources, std::vector<std::vector<int32_t>>(sources.size(), prompt), dec);
+  const std::vector<std::vector<int32_t>> prompts(sources.size(), prompt);
+  auto hyps =
+      options.engine ? translate(*options.engine, sources, prompts, dec) : translate(model, sources, prompts, dec);
 
   const int64_t layer = options.attention_layer < 0 ? model.decoder_params().layers - 1 : options.attention_layer;
   for (size_t k = 0; k < kept.size(); ++k) {

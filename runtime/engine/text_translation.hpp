@@ -22,6 +22,8 @@
 
 namespace parley {
 
+class Engine;
+
 struct TextTranslationOptions {
   DecodingOptions decoding;
   std::string source_language, target_language;  // empty: none
@@ -30,6 +32,9 @@ struct TextTranslationOptions {
   // false: a text that cannot be translated fails the whole call ("text #i: ...",
   // i = its index in `inputs`); true: only that text fails (TextTranslation::error).
   bool per_text_errors = false;
+  // When set, the texts run through the model's serving engine (batched with
+  // other requests); else on a contiguous KV cache of their own.
+  Engine *engine = nullptr;
 };
 
 struct TextHypothesis {

@@ -94,6 +94,11 @@ struct PagedSequence {
   const int32_t *tokens = nullptr;
   int64_t n = 0;
   bool want_logits = true;  // false: a prefill chunk whose logits nobody reads
+  // Encoder-decoder models: the sequence's cross-attention K/V, cross_len
+  // source positions in the blocks of cross_table (a pool made by
+  // make_cross_pool and filled by encode_paged).
+  const int32_t *cross_table = nullptr;
+  int64_t cross_len = 0;
 };
 
 class Transformer {
@@ -145,8 +150,16 @@ class Transformer {
 
   // Paged KV (the serving engine). supports_paged(): the attention kernel
   // reads block tables and appends in place (PARLEY_KERNEL_FLAG_KV_PAGED and
-  // _KV_APPEND) and the model is decoder-only; the engine needs both.
+  // _KV_APPEND); the engine needs both.
   bool supports_paged() const;
+  // Encoder-decoder models: a pool for the cross-attention K/V of many
+  // sources (F32 whatever the self-attention cache's dtype, as in
+  // start()), and the bytes it needs per block.
+  KvPool make_cross_pool(int64_t num_blocks, int64_t block_size) const;
+  uint64_t cross_block_bytes(int64_t block_size) const;
+  // Encodes `source` and writes its cross-attention K/V for every decoder
+  // layer into the blocks of `table` (ceil(len / block_size) of them).
+  void encode_paged(KvPool &cross, const std::vector<int32_t> &source, const int32_t *table) const;
   // A pool of `num_blocks` blocks of `block_size` positions in the model's
   // kv_dtype, uninitialised. Throws OUT_OF_MEMORY naming the bytes.
   KvPool make_kv_pool(int64_t num_blocks, int64_t block_size) const;
@@ -161,7 +174,9 @@ class Transformer {
   // its last new token (rows of sequences with want_logits false are left
   // zero). Throws INVALID_ARGUMENT for ids outside the vocabulary, positions
   // past the model's and tables too short; UNSUPPORTED when !supports_paged().
-  std::vector<float> step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs) const;
+  // Encoder-decoder models also need `cross` (the pool every sequence's
+  // cross_table points into).
+  std::vector<float> step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs, KvPool *cross = nullptr) const;
 
   // The kernel serving `op` for this model (to name it in errors).
   const Kernel &kernel(parley_op op) const { return ops_.kernel(op); }

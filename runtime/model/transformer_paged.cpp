@@ -20,7 +20,56 @@ namespace parley {
 
 bool Transformer::supports_paged() const {
   const uint32_t need = PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_KV_APPEND;
-  return !has_encoder_ && (ops_.kernel(PARLEY_OP_ATTENTION).flags & need) == need;
+  return (ops_.kernel(PARLEY_OP_ATTENTION).flags & need) == need;
+}
+
+KvPool Transformer::make_cross_pool(int64_t num_blocks, int64_t block_size) const {
+  MemoryScope memory_scope("the paged cross-attention cache");
+  if (!has_encoder_) fail(PARLEY_ERROR_INTERNAL, "a cross-attention pool for a decoder-only model");
+  if (num_blocks < 1 || block_size < 1)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "a KV pool needs at least one block of at least one position");
+  KvPool pool;
+  pool.num_blocks = num_blocks;
+  pool.block_size = block_size;
+  pool.kv_dtype = PARLEY_DTYPE_F32;
+  const size_t bytes = static_cast<size_t>(num_blocks * block_size * dec_.kv_heads * dec_.head_dim) * sizeof(float);
+  for (int64_t l = 0; l < dec_.layers; ++l) {
+    pool.k.emplace_back(mem_, bytes);
+    pool.v.emplace_back(mem_, bytes);
+  }
+  return pool;
+}
+
+uint64_t Transformer::cross_block_bytes(int64_t block_size) const {
+  return has_encoder_
+             ? static_cast<uint64_t>(dec_.layers * 2 * dec_.kv_heads * dec_.head_dim * block_size) * sizeof(float)
+             : 0;
+}
+
+void Transformer::encode_paged(KvPool &cross, const std::vector<int32_t> &source, const int32_t *table) const {
+  MemoryScope memory_scope("the encoder's activations");
+  if (!has_encoder_ || static_cast<int64_t>(cross.k.size()) != dec_.layers || cross.kv_dtype != PARLEY_DTYPE_F32)
+    fail(PARLEY_ERROR_INTERNAL, "the cross-attention pool was made for another model");
+  int64_t S = 0;
+  DeviceArray<float> enc = encode({source}, &S);
+  const int64_t kvd = dec_.kv_heads * dec_.head_dim, bs = cross.block_size;
+  const int64_t blocks = (S + bs - 1) / bs;
+  for (int64_t b = 0; b < blocks; ++b)
+    if (table[b] < 0 || table[b] >= cross.num_blocks)
+      fail(PARLEY_ERROR_INTERNAL, "block " + std::to_string(table[b]) + " is outside the cross-attention pool");
+  DeviceArray<float> k = buffer(S * kvd), v = buffer(S * kvd);
+  for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
+    const Layer &l = dec_stack_.layers[li];
+    ops_.linear(l.cross_attn.wk, enc.data(), S, l.cross_attn.bk, k.data());
+    ops_.linear(l.cross_attn.wv, enc.data(), S, l.cross_attn.bv, v.data());
+    for (int64_t b = 0; b < blocks; ++b) {  // [block, block_size, kv_heads, head_dim]
+      const int64_t rows = std::min(bs, S - b * bs);
+      const size_t dst = static_cast<size_t>(table[b] * bs * kvd) * sizeof(float);
+      const size_t n = static_cast<size_t>(rows * kvd) * sizeof(float);
+      mem_->on_device(cross.k[li].data() + dst, k.data() + b * bs * kvd, n);
+      mem_->on_device(cross.v[li].data() + dst, v.data() + b * bs * kvd, n);
+    }
+  }
 }
 
 KvPool Transformer::make_kv_pool(int64_t num_blocks, int64_t block_size) const {
@@ -66,11 +115,13 @@ void Transformer::copy_kv_block(KvPool &pool, int32_t dst, int32_t src, int64_t 
   }
 }
 
-std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs) const {
+std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs, KvPool *cross) const {
   MemoryScope memory_scope("a batched decoder step's activations and logits");
   if (!supports_paged())
     fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": the attention kernel '" + ops_.kernel(PARLEY_OP_ATTENTION).name +
-                                       "' cannot read a paged KV cache (or the model is encoder-decoder)");
+                                       "' cannot read a paged KV cache");
+  if (has_encoder_ && (!cross || static_cast<int64_t>(cross->k.size()) != dec_.layers))
+    fail(PARLEY_ERROR_INTERNAL, "an encoder-decoder step needs its cross-attention pool");
   if (seqs.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a paged step needs at least one sequence");
   if (pool.kv_dtype != kv_dtype_ || static_cast<int64_t>(pool.k.size()) != dec_.layers)
     fail(PARLEY_ERROR_INTERNAL, "the KV pool was made for another model");
@@ -86,7 +137,7 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
   for (int64_t s = 0; s < S; ++s)
     if (seqs[static_cast<size_t>(s)].n != 1) order.push_back(s);
 
-  int64_t rows = 0, widest = 0;
+  int64_t rows = 0, widest = 0, cross_widest = 0;
   for (const PagedSequence &q : seqs) {
     if (q.n < 1 || !q.tokens || q.cached < 0)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "a paged sequence needs n >= 1 new tokens");
@@ -103,6 +154,15 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
         fail(PARLEY_ERROR_INTERNAL, "block " + std::to_string(q.table[b]) + " is outside the KV pool");
     rows += q.n;
     widest = std::max(widest, blocks);
+    if (has_encoder_) {
+      const int64_t cb = (q.cross_len + cross->block_size - 1) / cross->block_size;
+      if (q.cross_len < 1 || !q.cross_table)
+        fail(PARLEY_ERROR_INTERNAL, "an encoder-decoder sequence without its encoded source");
+      for (int64_t b = 0; b < cb; ++b)
+        if (q.cross_table[b] < 0 || q.cross_table[b] >= cross->num_blocks)
+          fail(PARLEY_ERROR_INTERNAL, "block " + std::to_string(q.cross_table[b]) + " is outside the cross pool");
+      cross_widest = std::max(cross_widest, cb);
+    }
   }
 
   // Host-side inputs in packing order: ids, positions, key lengths, tables.
@@ -110,10 +170,20 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
   std::vector<int32_t> key_lengths(static_cast<size_t>(S));
   std::vector<int32_t> tables(static_cast<size_t>(S * widest), 0);
   std::vector<int64_t> first_row(static_cast<size_t>(S));
+  std::vector<int32_t> cross_lengths, cross_tables;
+  if (has_encoder_) {
+    cross_lengths.resize(static_cast<size_t>(S));
+    cross_tables.assign(static_cast<size_t>(S * cross_widest), 0);
+  }
   int64_t r = 0;
   for (int64_t i = 0; i < S; ++i) {
     const PagedSequence &q = seqs[static_cast<size_t>(order[static_cast<size_t>(i)])];
     first_row[static_cast<size_t>(i)] = r;
+    if (has_encoder_) {
+      cross_lengths[static_cast<size_t>(i)] = static_cast<int32_t>(q.cross_len);
+      std::copy(q.cross_table, q.cross_table + (q.cross_len + cross->block_size - 1) / cross->block_size,
+                cross_tables.begin() + i * cross_widest);
+    }
     key_lengths[static_cast<size_t>(i)] = static_cast<int32_t>(q.cached + q.n);
     const int64_t blocks = (q.cached + q.n + bs - 1) / bs;
     std::copy(q.table, q.table + blocks, tables.begin() + i * widest);
@@ -131,6 +201,11 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
   DeviceArray<float> q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
   DeviceArray<int32_t> ids_dev = upload(ids), pos_dev = upload(pos), lengths_dev = upload(key_lengths);
   DeviceArray<int32_t> tables_dev = upload(tables);
+  DeviceArray<int32_t> cross_lengths_dev, cross_tables_dev;
+  if (has_encoder_) {
+    cross_lengths_dev = upload(cross_lengths);
+    cross_tables_dev = upload(cross_tables);
+  }
   embed(dec_stack_, ids_dev.data(), pos, rows, x.data());
 
   // One attention call over sequences [first, first + count) of the packing
@@ -160,6 +235,21 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
     ops_.run(PARLEY_OP_ATTENTION, &sa);
   };
 
+  // Cross-attention over the sequences' encoded sources (no causal mask,
+  // nothing appended), grouped as the self-attention calls are.
+  auto attend_source = [&](size_t li, int64_t first, int64_t count, int64_t q_len) {
+    const int64_t row0 = first_row[static_cast<size_t>(first)];
+    auto ca = attention_args(count, p.heads, p.kv_heads, hd, q_len, 0, q.data() + row0 * qd, cross->k[li].data(),
+                             cross->v[li].data(), a.data() + row0 * qd, cross_lengths_dev.data() + first,
+                             PARLEY_MASK_KEY_PADDING);
+    ca.k_stride_batch = ca.v_stride_batch = cross->block_size * kvd;
+    ca.kv_dtype = PARLEY_DTYPE_F32;
+    ca.block_table = cross_tables_dev.data() + first * cross_widest;
+    ca.block_table_stride = cross_widest;
+    ca.block_size = cross->block_size;
+    ops_.run(PARLEY_OP_ATTENTION, &ca);
+  };
+
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
     const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
@@ -168,6 +258,15 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
     for (int64_t i = decoders; i < S; ++i) attend(li, i, 1, seqs[static_cast<size_t>(order[static_cast<size_t>(i)])].n);
     ops_.linear(l.self_attn.wo, a.data(), rows, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
+    if (has_encoder_) {
+      in = sublayer_input(p, l.cross_norm, x.data(), h.data(), rows);
+      ops_.linear(l.cross_attn.wq, in, rows, l.cross_attn.bq, q.data());
+      if (decoders > 0) attend_source(li, 0, decoders, 1);
+      for (int64_t i = decoders; i < S; ++i)
+        attend_source(li, i, 1, seqs[static_cast<size_t>(order[static_cast<size_t>(i)])].n);
+      ops_.linear(l.cross_attn.wo, a.data(), rows, l.cross_attn.bo, o.data());
+      sublayer_output(p, l.cross_norm, x.data(), o.data(), rows);
+    }
     in = sublayer_input(p, l.ffn_norm, x.data(), h.data(), rows);
     ffn(dec_stack_, l, in, o.data(), rows);
     sublayer_output(p, l.ffn_norm, x.data(), o.data(), rows);

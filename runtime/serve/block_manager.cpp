@@ -214,6 +214,15 @@ std::vector<BlockKey> BlockManager::chain_keys(const int32_t *tokens, int64_t n)
   return keys;
 }
 
+BlockKey BlockManager::source_key(const int32_t *tokens, int64_t n) const {
+  if (n < 0 || (!tokens && n > 0)) fail(PARLEY_ERROR_INVALID_ARGUMENT, "source_key: bad source");
+  std::vector<int32_t> tagged;
+  tagged.reserve(static_cast<size_t>(n) + 1);
+  tagged.push_back(-1);  // no token id is negative
+  tagged.insert(tagged.end(), tokens, tokens + n);
+  return hash_block(root_, tagged.data(), n + 1);
+}
+
 BlockId BlockManager::lookup(const BlockKey &key) {
   auto it = index_.find(key);
   if (it == index_.end()) {

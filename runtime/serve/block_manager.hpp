@@ -113,6 +113,10 @@ class BlockManager {
   // Keys of the floor(n / block_size) full blocks of tokens[0, n), chained from
   // model_identity(). INVALID_ARGUMENT for n < 0 or tokens == nullptr with n > 0.
   std::vector<BlockKey> chain_keys(const int32_t *tokens, int64_t n) const;
+  // The chain root of a translation's decoder blocks: its K/V depends on the
+  // source too, so its chain starts from the model identity and the whole
+  // source (tagged so that it never equals a block key).
+  BlockKey source_key(const int32_t *tokens, int64_t n) const;
 
   // The cached or in-use block holding `key`, retained for the caller
   // (refcount++; a cached block leaves the LRU list). -1 when no block holds

@@ -42,39 +42,52 @@ void check_option(bool ok, const std::string &what) {
   if (!ok) fail(PARLEY_ERROR_INVALID_ARGUMENT, "engine option " + what);
 }
 
+}  // namespace
+
 // Validates the options and allocates the pool. An explicit budget is
 // allocated as asked (or fails naming it). The default is a quarter of
 // physical memory, at most 4 GiB, and never more than max_sequences
 // sequences of the model's full length could use; when the device cannot
 // hold that, it halves until it can (down to one block).
-KvPool allocate_pool(const Transformer &model, const EngineOptions &options) {
+Engine::Pools Engine::allocate_pools(const Transformer &model, const EngineOptions &options) {
   if (!model.supports_paged())
     fail(PARLEY_ERROR_UNSUPPORTED,
          "the serving engine needs an attention kernel that reads a paged KV cache "
-         "(PARLEY_KERNEL_FLAG_KV_PAGED) and a decoder-only model");
+         "(PARLEY_KERNEL_FLAG_KV_PAGED with KV_APPEND)");
   check_option(options.block_size >= 1 && options.block_size <= 4096, "block_size must be in [1, 4096]");
   check_option(options.max_sequences >= 1, "max_sequences must be >= 1");
   check_option(options.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
   check_option(options.prefill_chunk >= 1, "prefill_chunk must be >= 1");
   check_option(options.admission_timeout_ms >= 0, "admission_timeout_ms must be >= 0");
   check_option(options.gather_us >= 0, "gather_us must be >= 0");
-  const uint64_t per_block = model.kv_block_bytes(options.block_size);
+  // An encoder-decoder model splits the budget between decoder KV blocks and
+  // as many blocks of cross-attention K/V (one source position each).
+  const bool cross = model.encoder_decoder();
+  const uint64_t per_block = model.kv_block_bytes(options.block_size) + model.cross_block_bytes(options.block_size);
+  auto make = [&](uint64_t blocks) {
+    Pools p;
+    p.self = model.make_kv_pool(static_cast<int64_t>(blocks), options.block_size);
+    if (cross) p.cross = model.make_cross_pool(static_cast<int64_t>(blocks), options.block_size);
+    return p;
+  };
   if (options.kv_budget_bytes) {
     if (options.kv_budget_bytes / per_block < 1)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "the KV budget of " + std::to_string(options.kv_budget_bytes) +
                                               " bytes is less than one block of " + std::to_string(per_block) +
                                               " bytes (" + std::to_string(options.block_size) + " tokens)");
-    return model.make_kv_pool(static_cast<int64_t>(options.kv_budget_bytes / per_block), options.block_size);
+    return make(options.kv_budget_bytes / per_block);
   }
   uint64_t blocks = std::max<uint64_t>(1, default_budget() / per_block);
-  const int64_t positions = model.decoder_params().max_positions;
+  int64_t positions = model.decoder_params().max_positions;
+  if (cross && model.encoder_params().max_positions > 0)
+    positions = std::max(positions, model.encoder_params().max_positions);
   if (positions > 0) {
     const uint64_t per_seq = static_cast<uint64_t>((positions + options.block_size - 1) / options.block_size);
     blocks = std::min(blocks, per_seq * static_cast<uint64_t>(options.max_sequences));
   }
   for (;;) {
     try {
-      return model.make_kv_pool(static_cast<int64_t>(blocks), options.block_size);
+      return make(blocks);
     } catch (const Error &e) {
       if (e.status() != PARLEY_ERROR_OUT_OF_MEMORY || blocks == 1) throw;
       blocks /= 2;
@@ -82,14 +95,17 @@ KvPool allocate_pool(const Transformer &model, const EngineOptions &options) {
   }
 }
 
-}  // namespace
-
 Engine::Engine(const Transformer &model, const EngineOptions &options, BlockKey model_identity)
+    : Engine(model, options, model_identity, allocate_pools(model, options)) {}
+
+Engine::Engine(const Transformer &model, const EngineOptions &options, BlockKey model_identity, Pools pools)
     : model_(model),
       options_(options),
-      pool_(allocate_pool(model, options)),
+      pool_(std::move(pools.self)),
+      cross_pool_(std::move(pools.cross)),
       blocks_(pool_.num_blocks, options.block_size, model_identity) {
-  stats_.kv_block_bytes = model_.kv_block_bytes(options_.block_size);
+  if (model_.encoder_decoder()) cross_blocks_.emplace(cross_pool_.num_blocks, options.block_size, model_identity);
+  stats_.kv_block_bytes = model_.kv_block_bytes(options_.block_size) + model_.cross_block_bytes(options_.block_size);
   stats_.kv_budget_bytes = stats_.kv_block_bytes * static_cast<uint64_t>(blocks_.num_blocks());
   try {
     thread_ = std::thread([this] { scheduler_loop(); });
@@ -108,15 +124,19 @@ Engine::~Engine() {
 }
 
 Engine::SequencePtr Engine::open() {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto *s = new Sequence();
-  s->engine_ = this;
-  s->ticket_ = next_ticket_++;
-  holders_.push_back(s);
-  return SequencePtr(s, [](Sequence *p) {
+  // Allocated before taking the lock: when the shared_ptr's control block
+  // cannot be allocated, it calls the deleter, and close() locks mu_.
+  auto *raw = new Sequence();
+  raw->engine_ = this;
+  SequencePtr s(raw, [](Sequence *p) {
     p->engine_->close(*p);
     delete p;
   });
+  raw->root_ = blocks_.model_identity();
+  std::lock_guard<std::mutex> lock(mu_);
+  holders_.push_back(raw);  // close() erases it; a failed push leaves nothing to erase
+  s->ticket_ = next_ticket_++;
+  return s;
 }
 
 void Engine::renew(Sequence &s) {
@@ -131,8 +151,12 @@ Engine::SequencePtr Engine::fork(const Sequence &parent) {
   child->resident_ = parent.resident_;
   child->blocks_ = parent.blocks_;
   child->keys_ = parent.keys_;
+  child->root_ = parent.root_;
+  child->cross_ = parent.cross_;
+  child->src_len_ = parent.src_len_;
   child->ticket_ = parent.ticket_;
   for (BlockId b : child->blocks_) blocks_.retain(b);
+  for (BlockId b : child->cross_) cross_blocks_->retain(b);
   return child;
 }
 
@@ -197,6 +221,8 @@ void Engine::close(Sequence &s) {
     std::lock_guard<std::mutex> lock(mu_);
     forget_expected(s);
     release_blocks(s);
+    for (BlockId b : s.cross_) cross_blocks_->release(b);
+    s.cross_.clear();
     holders_.erase(std::remove(holders_.begin(), holders_.end(), &s), holders_.end());
   }
   work_.notify_all();
@@ -204,7 +230,7 @@ void Engine::close(Sequence &s) {
 
 BlockKey Engine::block_key(const Sequence &s, size_t index) const {
   const size_t bs = static_cast<size_t>(options_.block_size);
-  const BlockKey parent = index == 0 ? blocks_.model_identity() : s.keys_[index - 1];
+  const BlockKey parent = index == 0 ? s.root_ : s.keys_[index - 1];
   return blocks_.chain_key(parent, s.tokens_.data() + index * bs);
 }
 
@@ -278,6 +304,57 @@ bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
   return true;
 }
 
+void Engine::attach_source(Sequence &s, const std::vector<int32_t> &source, const RunControl &control) {
+  if (!cross_blocks_) fail(PARLEY_ERROR_INTERNAL, "attach_source on a decoder-only model's engine");
+  if (source.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a source is empty");
+  const int64_t bs = options_.block_size, len = static_cast<int64_t>(source.size());
+  const int64_t need = (len + bs - 1) / bs;
+  if (need > cross_blocks_->num_blocks())
+    fail(PARLEY_ERROR_OUT_OF_MEMORY, "a source of " + std::to_string(len) + " tokens does not fit the KV budget of " +
+                                         std::to_string(stats_.kv_budget_bytes) + " bytes (" +
+                                         std::to_string(cross_blocks_->num_blocks() * bs) + " source positions)");
+  const BlockKey root = blocks_.source_key(source.data(), len);
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!s.cross_.empty() || s.length() != 0) fail(PARLEY_ERROR_INTERNAL, "attach_source on a used sequence");
+    const auto since = Clock::now();
+    // All or nothing, so that waiting requests never hold part of what they need.
+    while (cross_blocks_->available() < need) {
+      if (control.cancel && control.cancel->load()) {
+        ++stats_.cancelled;
+        fail(PARLEY_ERROR_CANCELLED, "the request was cancelled");
+      }
+      if (control.deadline && Clock::now() >= *control.deadline) {
+        ++stats_.timed_out;
+        fail(PARLEY_ERROR_TIMEOUT, "the request's deadline passed");
+      }
+      if (Clock::now() - since >= std::chrono::milliseconds(options_.admission_timeout_ms)) {
+        ++stats_.refused;
+        fail(PARLEY_ERROR_OUT_OF_MEMORY, "the KV budget of " + std::to_string(stats_.kv_budget_bytes) +
+                                             " bytes stayed full for " + std::to_string(options_.admission_timeout_ms) +
+                                             " ms (admission_timeout_ms): no room for a source of " +
+                                             std::to_string(len) + " tokens");
+      }
+      done_.wait_for(lock, std::chrono::milliseconds(5));
+    }
+    s.cross_.reserve(static_cast<size_t>(need));
+    for (int64_t i = 0; i < need; ++i) s.cross_.push_back(cross_blocks_->allocate());
+    s.src_len_ = len;
+    s.root_ = root;
+  }
+  // Outside the lock: the scheduler never reads these blocks before the
+  // sequence runs, and other requests' encodings may run at the same time.
+  try {
+    model_.encode_paged(cross_pool_, source, s.cross_.data());
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (BlockId b : s.cross_) cross_blocks_->release(b);
+    s.cross_.clear();
+    s.src_len_ = 0;
+    throw;
+  }
+}
+
 std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
                                const RunControl &control, std::vector<int64_t> *computed) {
   if (seqs.empty() || seqs.size() != tokens.size())
@@ -287,6 +364,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   for (size_t i = 0; i < seqs.size(); ++i) {
     if (!seqs[i] || seqs[i]->engine_ != this) fail(PARLEY_ERROR_INTERNAL, "a sequence of another engine");
     if (tokens[i].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a sequence got no tokens to run");
+    if (cross_blocks_ && seqs[i]->cross_.empty()) fail(PARLEY_ERROR_INTERNAL, "a translation without its source");
     for (int32_t id : tokens[i])
       if (id < 0 || id >= vocab)
         fail(PARLEY_ERROR_INVALID_ARGUMENT,
@@ -305,14 +383,21 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   g.logits.assign(seqs.size() * static_cast<size_t>(vocab), 0.f);
   std::unique_lock<std::mutex> lock(mu_);
   g.ticket = UINT64_MAX;
-  // Checked before any sequence changes: a refusal must leave them as they
+  // Everything that may throw (allocations, a refusal) comes before the
+  // first change to a sequence or the queue: a failure leaves both as they
   // were (marked queued for a group that never ran, they were BUSY for ever).
   for (size_t i = 0; i < seqs.size(); ++i) {
-    if (seqs[i]->queued_ || seqs[i]->group_) fail(PARLEY_ERROR_BUSY, "a sequence is already running");
+    Sequence &s = *seqs[i];
+    if (s.queued_ || s.group_) fail(PARLEY_ERROR_BUSY, "a sequence is already running");
     if (std::find(seqs.begin(), seqs.begin() + static_cast<std::ptrdiff_t>(i), seqs[i]) !=
         seqs.begin() + static_cast<std::ptrdiff_t>(i))
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "the same sequence twice in one run");
+    s.tokens_.reserve(s.tokens_.size() + tokens[i].size());
+    g.ticket = std::min(g.ticket, s.ticket_);
   }
+  queue_.insert(std::upper_bound(queue_.begin(), queue_.end(), &g,
+                                 [](const Group *a, const Group *b) { return a->ticket < b->ticket; }),
+                &g);
   for (size_t i = 0; i < seqs.size(); ++i) {
     Sequence &s = *seqs[i];
     forget_expected(s);
@@ -325,12 +410,8 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     s.group_ = &g;
     s.logits_ = &g.logits;
     s.logits_row_ = static_cast<int64_t>(i);
-    g.ticket = std::min(g.ticket, s.ticket_);
   }
   g.remaining = static_cast<int64_t>(seqs.size());
-  queue_.insert(std::upper_bound(queue_.begin(), queue_.end(), &g,
-                                 [](const Group *a, const Group *b) { return a->ticket < b->ticket; }),
-                &g);
   stats_.waiting += g.remaining;
   work_.notify_all();
 
@@ -350,8 +431,10 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     fail(code, message);
   };
   for (;;) {
+    // Never leave while the scheduler computes one of the sequences: it
+    // reads their tokens and advances them when the step ends.
     const bool stepping = std::any_of(seqs.begin(), seqs.end(), [](const Sequence *s) { return s->in_step_; });
-    if (g.remaining == 0 || (g.error && !stepping)) break;
+    if ((g.remaining == 0 || g.error) && !stepping) break;
     if (!stepping) {
       if (control.cancel && control.cancel->load())
         abandon(PARLEY_ERROR_CANCELLED, "the request was cancelled", &EngineStats::cancelled);
@@ -392,10 +475,6 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
 
 void Engine::scheduler_loop() {
   std::unique_lock<std::mutex> lock(mu_);
-  struct Pick {
-    Sequence *seq;
-    int64_t take;
-  };
   std::vector<Pick> batch;
   std::vector<PagedSequence> paged;
   for (;;) {
@@ -405,7 +484,38 @@ void Engine::scheduler_loop() {
     if (expected_ > 0 && options_.gather_us > 0)
       work_.wait_for(lock, std::chrono::microseconds(options_.gather_us), [&] { return stop_ || expected_ == 0; });
     if (stop_) return;
+    try {
+      schedule_and_step(lock, batch, paged);
+    } catch (...) {
+      // An allocation failed while picking or publishing: the requests in
+      // the step (or, with none picked, the oldest) fail with it; the
+      // engine goes on.
+      const std::exception_ptr error = std::current_exception();
+      bool any = false;
+      for (const Pick &p : batch) {
+        p.seq->in_step_ = false;
+        if (Group *g = p.seq->group_) {
+          if (!g->error) g->error = error;
+          any = true;
+        }
+      }
+      if (picking_seq_) picking_seq_->in_step_ = false;
+      if (picking_group_) {
+        if (!picking_group_->error) picking_group_->error = error;
+        any = true;
+      }
+      if (!any && !queue_.empty() && !queue_.front()->error) queue_.front()->error = error;
+      picking_group_ = nullptr;
+      picking_seq_ = nullptr;
+      batch.clear();
+      done_.notify_all();
+    }
+  }
+}
 
+void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<Pick> &batch,
+                               std::vector<PagedSequence> &paged) {
+  {
     batch.clear();
     int64_t tokens_left = options_.max_batch_tokens, rows_left = options_.max_sequences;
     for (Group *g : queue_) g->blocked = false;
@@ -415,8 +525,10 @@ void Engine::scheduler_loop() {
         // A failed group is leaving: run() returns as soon as it sees the
         // error and its caller frees the sequences, so none may be stepped.
         if (g->error) continue;
+        picking_group_ = g;
         for (Sequence *s : g->seqs) {
           if (s->done_ || s->in_step_ || rows_left == 0 || tokens_left == 0) continue;
+          picking_seq_ = s;
           match_prefix(*s);
           const int64_t pending = s->goal_ - s->resident_;
           if ((pending == 1) != (pass == 0)) continue;
@@ -433,6 +545,8 @@ void Engine::scheduler_loop() {
         }
       }
     }
+    picking_group_ = nullptr;
+    picking_seq_ = nullptr;
     // The admission clock runs from the first round in which a group found
     // the pool full until a round in which none of its sequences did. (Set
     // per pass, a prompt blocked in the prefill pass had its clock reset by
@@ -445,7 +559,7 @@ void Engine::scheduler_loop() {
     }
     if (batch.empty()) {  // everything waits for memory: wait for a release
       work_.wait_for(lock, std::chrono::milliseconds(5));
-      continue;
+      return;
     }
     paged.clear();
     for (const Pick &p : batch) {
@@ -457,6 +571,8 @@ void Engine::scheduler_loop() {
       q.tokens = s.tokens_.data() + s.resident_;
       q.n = p.take;
       q.want_logits = s.resident_ + p.take == s.goal_;
+      q.cross_table = s.cross_.data();
+      q.cross_len = s.src_len_;
       paged.push_back(q);
     }
     // Nothing the step reads changes while it runs: the picked sequences
@@ -466,7 +582,7 @@ void Engine::scheduler_loop() {
     std::vector<float> logits;
     std::exception_ptr error;
     try {
-      logits = model_.step_paged(pool_, paged);
+      logits = model_.step_paged(pool_, paged, cross_blocks_ ? &cross_pool_ : nullptr);
     } catch (...) {
       error = std::current_exception();
     }

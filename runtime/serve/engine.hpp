@@ -93,8 +93,13 @@ class Engine {
     int64_t resident_ = 0;
     std::vector<BlockId> blocks_;
     std::vector<BlockKey> keys_;  // chain keys of the full blocks computed so far (keys_[i] for block i)
-    uint64_t ticket_ = 0;         // the request's arrival order (older first; forks inherit it)
-    bool expected_ = false;       // ran in the last step; the scheduler waits a moment for its next tokens
+    BlockKey root_{};             // parent key of block 0: the model, or the model and the source
+    // Encoder-decoder models: the encoded source's cross-attention K/V
+    // (blocks of the cross pool, shared by forks; kept across preemption).
+    std::vector<BlockId> cross_;
+    int64_t src_len_ = 0;
+    uint64_t ticket_ = 0;    // the request's arrival order (older first; forks inherit it)
+    bool expected_ = false;  // ran in the last step; the scheduler waits a moment for its next tokens
     // run() state
     int64_t goal_ = 0;           // tokens_.size() when the run's tokens are all resident
     int64_t computed_ = 0;       // tokens computed (not reused) during the current run
@@ -134,6 +139,11 @@ class Engine {
   void park(Sequence &s);
   // Releases the sequence's blocks (also done when the last pointer to it goes).
   void close(Sequence &s);
+  // Encoder-decoder models: encodes `source` for the empty sequence s (its
+  // cross-attention K/V goes to the cross pool; its decoder blocks are then
+  // keyed by the source too). Waits for cross blocks like run() waits for
+  // KV blocks: CANCELLED, TIMEOUT, OUT_OF_MEMORY after admission_timeout_ms.
+  void attach_source(Sequence &s, const std::vector<int32_t> &source, const RunControl &control = {});
 
   // Appends tokens[i] (>= 1 each) to seqs[i], all at once, and waits until
   // every one has run. Returns [seqs.size(), vocab]: each sequence's logits
@@ -147,13 +157,25 @@ class Engine {
   EngineStats stats() const;
 
  private:
+  struct Pick {
+    Sequence *seq;
+    int64_t take;
+  };
   void scheduler_loop();
+  // One iteration: picks the rows of a step under `lock`, runs it unlocked.
+  void schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<Pick> &batch,
+                         std::vector<PagedSequence> &paged);
   // Under mu_: blocks so that s can hold `upto` tokens, the block receiving
   // s.resident_ private. False when the pool is exhausted (after preempting
   // what may be preempted).
   bool reserve(Sequence &s, int64_t upto, const Group *group);
   void release_blocks(Sequence &s);
   void keep_resident(Sequence &s);
+  struct Pools {
+    KvPool self, cross;
+  };
+  static Pools allocate_pools(const Transformer &model, const EngineOptions &options);
+  Engine(const Transformer &model, const EngineOptions &options, BlockKey model_identity, Pools pools);
   void publish_full_blocks(Sequence &s);
   void match_prefix(Sequence &s);
   bool preempt_one(uint64_t for_ticket);
@@ -166,10 +188,16 @@ class Engine {
   std::condition_variable work_;  // scheduler: something was posted (or stop)
   std::condition_variable done_;  // requesters: a step finished
   KvPool pool_;
+  KvPool cross_pool_;  // encoder-decoder models only: cross-attention K/V
   BlockManager blocks_;
-  std::deque<Group *> queue_;        // groups with sequences still to run, in ticket order
-  std::vector<Sequence *> holders_;  // open sequences (candidates for preemption)
-  int64_t expected_ = 0;             // sequences with expected_ set
+  std::optional<BlockManager> cross_blocks_;  // of cross_pool_ (never keyed)
+  std::deque<Group *> queue_;                 // groups with sequences still to run, in ticket order
+  std::vector<Sequence *> holders_;           // open sequences (candidates for preemption)
+  int64_t expected_ = 0;                      // sequences with expected_ set
+  // While the scheduler picks a step: the group and sequence it looks at (an
+  // allocation failure there fails that request).
+  Group *picking_group_ = nullptr;
+  Sequence *picking_seq_ = nullptr;
   uint64_t next_ticket_ = 0;
   bool stop_ = false;
   EngineStats stats_;

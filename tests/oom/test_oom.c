@@ -224,8 +224,13 @@ static parley_model *load(parley_runtime *rt, const char *name) {
   char path[4096];
   const char *dir = getenv("PARLEY_DEMO_MODELS");
   parley_model *m = NULL;
+  parley_model_options o;
   snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", name);
-  if (parley_model_load_file(rt, path, NULL, &m) != PARLEY_OK) return NULL;
+  parley_model_options_init(&o);
+  /* The serving engine's KV pool is reserved whole: a small explicit budget
+   * keeps VmPeak (where the ulimit sweep starts) near what the turn needs. */
+  o.kv_cache_budget_bytes = (uint64_t)16 << 20;
+  if (parley_model_load_file(rt, path, &o, &m) != PARLEY_OK) return NULL;
   return m;
 }
 
@@ -298,6 +303,7 @@ static long one_point(const parley_model *m, Call call, const char *what, const 
            reference);
   } else {
     snprintf(g_message, sizeof g_message, "%s", parley_last_error());
+    if (getenv("PARLEY_OOM_VERBOSE")) fprintf(stderr, "  -> %s\n", g_message);
     check_failure(st, n, what);
     if (answer) FAIL("%s, allocation %ld failed: an output was set on failure", what, n);
     /* Memory is back: the same call must now give the reference answer. */

@@ -1061,3 +1061,28 @@ def test_unknown_language_code(runtime):
         assert m.tokenize("Hallo", language="deu_Latn")[0] != m.tokenize("Hallo", language="fra_Latn")[0]
         with pytest.raises(parley.NotFoundError, match="xx_Nope"):
             m.tokenize("Hallo", language="xx_Nope")
+
+
+def test_chat_context_policy_and_save_restore(chat_model):
+    long = " ".join(f"Order {i} has not arrived yet." for i in range(40))
+    with pytest.raises(ValueError):
+        parley.Chat(chat_model, context="truncate")
+    with parley.Chat(chat_model, system_prompt="Be brief.", context="drop_oldest") as chat:
+        dropped = 0
+        for _ in range(8):  # about 300 tokens a turn: the 1024 positions overflow
+            chat.say(long, max_new_tokens=8)
+            dropped += chat.stats["dropped_messages"]
+            assert chat.messages[0] == {"role": "system", "content": "Be brief."}
+            assert [m["role"] for m in chat.messages[1:]] == ["user", "assistant"] * ((len(chat.messages) - 1) // 2)
+        assert dropped > 0 and chat.stats["total_dropped_messages"] == dropped
+        data = chat.save()
+        assert isinstance(data, bytes)
+        with parley.Chat.restore(chat_model, data) as again:
+            assert again.messages == chat.messages
+            assert again.say("And now?", max_new_tokens=8) == chat.say("And now?", max_new_tokens=8)
+        with pytest.raises(parley.ParleyError, match="checksum"):
+            parley.Chat.restore(chat_model, data[:-1] + bytes([data[-1] ^ 1]))
+    with parley.Chat(chat_model, system_prompt="Be brief.") as chat:
+        with pytest.raises(parley.ParleyError, match="DROP_OLDEST"):
+            for _ in range(8):
+                chat.say(long, max_new_tokens=8)

@@ -230,6 +230,7 @@ class ChatOptions(Structure):
         ("num_stop_strings", c_size_t),
         ("on_text", TEXT_FN),
         ("user_data", c_void_p),
+        ("context_policy", c_int32),
     ]
 
 
@@ -242,6 +243,8 @@ class ChatStats(Structure):
         ("generated_tokens", c_uint64),
         ("total_processed_tokens", c_uint64),
         ("cached_tokens", c_uint64),
+        ("dropped_messages", c_uint64),
+        ("total_dropped_messages", c_uint64),
     ]
 
 
@@ -344,6 +347,8 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_chat_message_count": (_status, [c_void_p, _p(c_size_t)]),
     "parley_chat_message": (_status, [c_void_p, c_size_t, _p(c_int32), _p(c_char_p)]),
     "parley_chat_stats_get": (_status, [c_void_p, _p(ChatStats)]),
+    "parley_chat_session_save": (_status, [c_void_p, _p(c_void_p), _p(c_size_t)]),
+    "parley_chat_session_restore": (_status, [c_void_p, c_void_p, c_size_t, _p(c_void_p)]),
 }
 
 

@@ -100,22 +100,42 @@ class _Turn:
 class Chat(Closable):
     """A conversation with a decoder-only model that keeps its KV cache between turns.
 
-    ``Chat(model, system_prompt=None)``. Keeps its Model alive. One thread
-    uses a chat at a time (a second concurrent call raises BusyError), except
-    ``cancel()``, which any thread may call. Many chats may share one model.
+    ``Chat(model, system_prompt=None, *, context="error")``. Keeps its Model
+    alive. One thread uses a chat at a time (a second concurrent call raises
+    BusyError), except ``cancel()``, which any thread may call. Many chats
+    may share one model.
+
+    ``context`` is what a conversation too long for the model does:
+    ``"error"`` (the turn raises ParleyError) or ``"drop_oldest"`` (the
+    oldest turns after the system prompt leave the conversation until the
+    reply fits; ``stats["dropped_messages"]`` counts them).
+
+    ``save()`` returns the conversation as bytes; ``Chat.restore(model,
+    data)`` makes a new chat of it (see parley_chat_session_save).
     """
 
-    def __init__(self, model: Model, system_prompt: str | None = None):
+    _POLICIES = {"error": 0, "drop_oldest": 1}
+
+    def __init__(
+        self, model: Model, system_prompt: str | None = None, *, context: str = "error", _saved: bytes | None = None
+    ):
         self._guard: HandleGuard | None = None
         if not isinstance(model, Model):
             raise TypeError("model must be a parley.Model")
+        if context not in self._POLICIES:
+            raise ValueError(f"context must be 'error' or 'drop_oldest', not {context!r}")
+        self._context_policy = self._POLICIES[context]
         self._model = model
         self._busy = threading.Lock()
         self._turn: _Turn | None = None
         system = opt_text(system_prompt, "system_prompt")
         handle = c_void_p()
         with model._use() as mh:
-            _lib.check(_lib.lib.parley_chat_session_create(mh, system, byref(handle)))
+            if _saved is None:
+                _lib.check(_lib.lib.parley_chat_session_create(mh, system, byref(handle)))
+            else:
+                buf = ctypes.create_string_buffer(_saved, max(len(_saved), 1))
+                _lib.check(_lib.lib.parley_chat_session_restore(mh, buf, len(_saved), byref(handle)))
             guard = HandleGuard(handle.value, _lib.lib.parley_chat_session_free, "Chat")
             try:
                 model._register_chat(guard)
@@ -197,12 +217,31 @@ class Chat(Closable):
             _lib.check(_lib.lib.parley_chat_stats_get(h, byref(s)))
         return {name: getattr(s, name) for name, _ in _lib.ChatStats._fields_ if name != "struct_size"}
 
+    @classmethod
+    def restore(cls, model: Model, data: bytes, *, context: str = "error") -> "Chat":
+        """A new chat holding a conversation saved by ``save()``."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data must be bytes")
+        return cls(model, context=context, _saved=bytes(data))
+
+    def save(self) -> bytes:
+        """The conversation as bytes (messages, version, checksum; no KV cache)."""
+        data = c_void_p()
+        size = ctypes.c_size_t()
+        with self._exclusive() as h:
+            _lib.check(_lib.lib.parley_chat_session_save(h, byref(data), byref(size)))
+        try:
+            return ctypes.string_at(data, size.value)
+        finally:
+            _lib.lib.parley_string_free(data)
+
     # ------------------------------------------------------------ replies
 
     def _options(self, stop: str | Sequence[str] | None, options: dict[str, Any], where: str):
         """parley_chat_options (+ the objects its pointers need kept alive)."""
         copts = _lib.new(_lib.ChatOptions)
         _lib.check(_lib.lib.parley_chat_options_defaults(byref(copts)))
+        copts.context_policy = self._context_policy
         keep: list[Any] = []
         check_generation_keys(options, where)
         if any(v is not None for v in options.values()):

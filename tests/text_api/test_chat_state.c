@@ -1,0 +1,237 @@
+/* Long conversations and parked chats from C (issue 12, item 5), on the
+ * demo chat model (1024 positions):
+ *  - context policy ERROR: a conversation that outgrows the model fails the
+ *    turn, names the policy that would drop turns, and leaves the
+ *    conversation as it was;
+ *  - DROP_OLDEST: the same conversation goes on; the oldest turns after the
+ *    system prompt leave it (counted in parley_chat_stats), the system prompt
+ *    and the newest message stay, and the role order stays user/assistant;
+ *  - save / restore: the restored session holds the same messages, its next
+ *    greedy reply equals the original session's, and the serving engine's
+ *    prefix cache gives it the K/V of the saved conversation back; damaged
+ *    data (every truncation, a flipped byte, bad magic) and misuse fail with
+ *    a clear error and nothing is leaked.
+ * Run through ctest (PARLEY_DEMO_MODELS, PARLEY_PLUGIN_BUILD_DIR). */
+#include <parley/parley.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "c_checks.h"
+
+static parley_model *load(parley_runtime *rt, const char *name) {
+  char path[4096];
+  parley_model *m = NULL;
+  const char *dir = getenv("PARLEY_DEMO_MODELS");
+  snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", name);
+  if (parley_model_load_file(rt, path, NULL, &m) != PARLEY_OK) {
+    fprintf(stderr, "load %s: %s\n", path, parley_last_error());
+    exit(1);
+  }
+  return m;
+}
+
+static const char *kSystem = "You are the support assistant of a small web shop. Answer briefly.";
+
+/* A user message of roughly 300 tokens, different per turn. */
+static void long_message(char *buf, size_t size, int turn) {
+  size_t n = 0;
+  int i;
+  buf[0] = 0;
+  for (i = 0; i < 40 && n + 64 < size; ++i)
+    n += (size_t)snprintf(buf + n, size - n, "Order %d-%d has not arrived yet. ", turn, i);
+}
+
+static parley_status turn(const parley_model *llm, parley_chat_session *s, int policy, int t, char **reply) {
+  char msg[4096];
+  parley_chat_options o;
+  parley_generation_options g;
+  parley_status st;
+  long_message(msg, sizeof msg, t);
+  st = parley_chat_append(s, PARLEY_ROLE_USER, msg);
+  if (st != PARLEY_OK) return st;
+  parley_chat_options_init(&o);
+  o.context_policy = policy;
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 16;
+  g.do_sample = 0;
+  o.generation = &g;
+  return parley_chat_generate(s, &o, reply);
+}
+
+static void context_policies(parley_model *llm) {
+  parley_chat_session *s = NULL;
+  parley_chat_stats st;
+  size_t before = 0, n = 0, i;
+  int t, failed_at = -1, dropped_seen = 0;
+  char *reply = NULL;
+  int32_t role;
+  const char *content;
+
+  /* ERROR: fails once the conversation outgrows the model; nothing changes. */
+  CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
+  for (t = 0; t < 12 && failed_at < 0; ++t) {
+    parley_status r;
+    CHECK_STATUS(parley_chat_message_count(s, &before), PARLEY_OK);
+    r = turn(llm, s, PARLEY_CHAT_CONTEXT_ERROR, t, &reply);
+    if (r == PARLEY_OK) {
+      parley_string_free(reply);
+      reply = NULL;
+      continue;
+    }
+    failed_at = t;
+    CHECK_STATUS(r, PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "DROP_OLDEST") != NULL);
+    CHECK_STATUS(parley_chat_message_count(s, &n), PARLEY_OK);
+    CHECK(n == before + 1); /* the user's message is there, no reply, nothing dropped */
+  }
+  CHECK(failed_at >= 2); /* a couple of turns fit in 1024 positions */
+  printf("context ERROR: turn %d failed as it should\n", failed_at);
+  parley_chat_session_free(s);
+
+  /* DROP_OLDEST: the same turns all succeed. */
+  CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
+  for (t = 0; t < 12; ++t) {
+    CHECK_STATUS(turn(llm, s, PARLEY_CHAT_CONTEXT_DROP_OLDEST, t, &reply), PARLEY_OK);
+    parley_string_free(reply);
+    reply = NULL;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    CHECK_STATUS(parley_chat_stats_get(s, &st), PARLEY_OK);
+    CHECK(st.prompt_tokens + 16 <= 1024);
+    if (st.dropped_messages) ++dropped_seen;
+    CHECK_STATUS(parley_chat_message_count(s, &n), PARLEY_OK);
+    CHECK(n >= 3 && n % 2 == 1); /* system + (user, assistant) pairs */
+    CHECK_STATUS(parley_chat_message(s, 0, &role, &content), PARLEY_OK);
+    CHECK(role == PARLEY_ROLE_SYSTEM && strcmp(content, kSystem) == 0);
+    for (i = 1; i < n; ++i) {
+      CHECK_STATUS(parley_chat_message(s, i, &role, &content), PARLEY_OK);
+      CHECK(role == (i % 2 ? PARLEY_ROLE_USER : PARLEY_ROLE_ASSISTANT));
+    }
+  }
+  CHECK(dropped_seen > 0);
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  CHECK_STATUS(parley_chat_stats_get(s, &st), PARLEY_OK);
+  CHECK(st.total_dropped_messages >= 2 * (uint64_t)dropped_seen);
+  CHECK(st.reused_tokens > 0); /* the system prompt's blocks at least */
+  printf("context DROP_OLDEST: 12 turns, %llu messages dropped\n", (unsigned long long)st.total_dropped_messages);
+
+  {
+    parley_chat_options o;
+    parley_chat_options_init(&o);
+    o.context_policy = 7;
+    CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "Hello?"), PARLEY_OK);
+    CHECK_STATUS(parley_chat_generate(s, &o, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "context_policy") != NULL);
+  }
+  parley_chat_session_free(s);
+}
+
+static void save_and_restore(parley_model *llm, parley_model *mt) {
+  parley_chat_session *s = NULL, *r = NULL, *bad = NULL;
+  char *data = NULL, *reply_a = NULL, *reply_b = NULL, *copy;
+  size_t size = 0, n = 0, m = 0, i, cut;
+  parley_chat_stats st;
+  parley_chat_options o;
+  parley_generation_options g;
+
+  CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "Hello, my parcel is late. Can you help me?"), PARLEY_OK);
+  parley_chat_options_init(&o);
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 20;
+  g.do_sample = 0;
+  o.generation = &g;
+  CHECK_STATUS(parley_chat_generate(s, &o, NULL), PARLEY_OK);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "It is order 4711, sent on Monday."), PARLEY_OK);
+
+  CHECK_STATUS(parley_chat_session_save(s, &data, &size), PARLEY_OK);
+  CHECK(data != NULL && size > 32);
+  CHECK_STATUS(parley_chat_session_restore(llm, data, size, &r), PARLEY_OK);
+  CHECK_STATUS(parley_chat_message_count(s, &n), PARLEY_OK);
+  CHECK_STATUS(parley_chat_message_count(r, &m), PARLEY_OK);
+  CHECK(n == 4 && m == n);
+  for (i = 0; i < n && i < m; ++i) {
+    int32_t ra, rb;
+    const char *ca, *cb;
+    CHECK_STATUS(parley_chat_message(s, i, &ra, &ca), PARLEY_OK);
+    CHECK_STATUS(parley_chat_message(r, i, &rb, &cb), PARLEY_OK);
+    CHECK(ra == rb && strcmp(ca, cb) == 0);
+  }
+  /* The same next reply; the restored session reuses the parked K/V. */
+  CHECK_STATUS(parley_chat_generate(s, &o, &reply_a), PARLEY_OK);
+  CHECK_STATUS(parley_chat_generate(r, &o, &reply_b), PARLEY_OK);
+  CHECK(reply_a && reply_b && strcmp(reply_a, reply_b) == 0);
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  CHECK_STATUS(parley_chat_stats_get(r, &st), PARLEY_OK);
+  CHECK(st.reused_tokens >= 16 && st.reused_tokens + st.processed_tokens == st.prompt_tokens);
+  printf("restore: %llu of %llu prompt tokens reused\n", (unsigned long long)st.reused_tokens,
+         (unsigned long long)st.prompt_tokens);
+  parley_string_free(reply_a);
+  parley_string_free(reply_b);
+
+  /* Damaged data: every truncation, a flipped bit anywhere, bad magic. */
+  copy = (char *)malloc(size);
+  CHECK(copy != NULL);
+  if (copy) {
+    for (cut = 0; cut < size; ++cut) {
+      bad = NULL;
+      CHECK_STATUS(parley_chat_session_restore(llm, data, cut, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(bad == NULL);
+    }
+    for (i = 0; i < size; ++i) {
+      memcpy(copy, data, size);
+      copy[i] ^= 0x10;
+      bad = NULL;
+      CHECK_STATUS(parley_chat_session_restore(llm, copy, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(bad == NULL);
+    }
+    memcpy(copy, data, size);
+    copy[0] = 'X';
+    CHECK_STATUS(parley_chat_session_restore(llm, copy, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "magic") != NULL);
+    memcpy(copy, data, size);
+    copy[size - 1] ^= 1;
+    CHECK_STATUS(parley_chat_session_restore(llm, copy, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "checksum") != NULL);
+    free(copy);
+  }
+  /* Misuse. */
+  CHECK_STATUS(parley_chat_session_restore(NULL, data, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_restore(llm, NULL, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_restore(llm, data, size, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_restore(mt, data, size, &bad), PARLEY_ERROR_UNSUPPORTED);
+  CHECK_STATUS(parley_chat_session_save(NULL, &copy, &size), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_save(s, NULL, &size), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_save(s, &copy, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+
+  /* A session without a system prompt round-trips too. */
+  parley_string_free(data);
+  data = NULL;
+  parley_chat_session_free(r);
+  r = NULL;
+  parley_chat_session_free(s);
+  CHECK_STATUS(parley_chat_session_create(llm, NULL, &s), PARLEY_OK);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "Hi"), PARLEY_OK);
+  CHECK_STATUS(parley_chat_session_save(s, &data, &size), PARLEY_OK);
+  CHECK_STATUS(parley_chat_session_restore(llm, data, size, &r), PARLEY_OK);
+  CHECK_STATUS(parley_chat_message_count(r, &m), PARLEY_OK);
+  CHECK(m == 1);
+  parley_string_free(data);
+  parley_chat_session_free(r);
+  parley_chat_session_free(s);
+}
+
+int main(void) {
+  parley_runtime *rt = make_runtime();
+  parley_model *llm = load(rt, "support-llama.parley"), *mt = load(rt, "opus-mt-de-en.parley");
+  context_policies(llm);
+  save_and_restore(llm, mt);
+  parley_model_free(llm);
+  parley_model_free(mt);
+  parley_runtime_free(rt);
+  printf("test_chat_state: %d checks, %d failed\n", g_checks, g_failures);
+  return g_failures ? 1 : 0;
+}
