@@ -147,16 +147,21 @@ void Engine::renew(Sequence &s) {
 Engine::SequencePtr Engine::fork(const Sequence &parent) {
   SequencePtr child = open();
   std::lock_guard<std::mutex> lock(mu_);
-  child->tokens_ = parent.tokens_;
+  // Copies first (they may throw): the child owns the blocks only once they
+  // are retained, or closing it would release the parent's references.
+  std::vector<int32_t> tokens = parent.tokens_;
+  std::vector<BlockId> blocks = parent.blocks_, cross = parent.cross_;
+  std::vector<BlockKey> keys = parent.keys_;
+  for (BlockId b : blocks) blocks_.retain(b);
+  for (BlockId b : cross) cross_blocks_->retain(b);
+  child->tokens_ = std::move(tokens);
   child->resident_ = parent.resident_;
-  child->blocks_ = parent.blocks_;
-  child->keys_ = parent.keys_;
+  child->blocks_ = std::move(blocks);
+  child->keys_ = std::move(keys);
   child->root_ = parent.root_;
-  child->cross_ = parent.cross_;
+  child->cross_ = std::move(cross);
   child->src_len_ = parent.src_len_;
   child->ticket_ = parent.ticket_;
-  for (BlockId b : child->blocks_) blocks_.retain(b);
-  for (BlockId b : child->cross_) cross_blocks_->retain(b);
   return child;
 }
 
@@ -250,6 +255,7 @@ void Engine::match_prefix(Sequence &s) {
   const size_t bs = static_cast<size_t>(options_.block_size);
   const size_t limit = (s.tokens_.size() - 1) / bs;
   while (s.keys_.size() < limit) s.keys_.push_back(block_key(s, s.keys_.size()));
+  s.blocks_.reserve(limit);  // a retained block must never miss its slot
   for (size_t i = 0; i < limit; ++i) {
     BlockId b = blocks_.lookup(s.keys_[i]);
     if (b < 0) break;
@@ -296,6 +302,7 @@ bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
     }
   }
   const size_t need = static_cast<size_t>((upto + bs - 1) / bs);
+  s.blocks_.reserve(need);  // an allocated block must never miss its slot
   while (s.blocks_.size() < need) {
     BlockId b = allocate();
     if (b < 0) return false;
