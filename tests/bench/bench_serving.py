@@ -46,7 +46,7 @@ Prints markdown tables (raw samples with --json):
   * translate: the demo's OPUS-MT-en-de (samples/support-bot/models, real
     weights), beam 4, 32 customer sentences, --mt-new-tokens forced: 32
     concurrent callers with batch 1 each vs one caller with batch 32 (Parley
-    only; translation does not go through the serving engine yet).
+    only; both go through the serving engine when it is on).
 
 Not a test: nothing fails on timing. See tests/bench/README.md ("Serving").
 """
@@ -948,9 +948,8 @@ def translate_table(lines: list[dict], args, model: Path) -> str:
     for r in lines:
         out.append(f"| {r['name']} | {fmt(r['callers'])} | {fmt(r['batch'])} | {ratio(r['callers'], r['batch'])} | "
                    f"{r['tokens']} | {fmt(r['rss'], 0)} | {r['runs']} |")
-    out += ["", "Translation requests do not go through the serving engine yet (it serves decoder-only models): "
-            "concurrent callers each run their own beam search on the shared thread pool, so this row measures "
-            "what the engine would have to win back, not the engine."]
+    out += ["", "With serving_engine on, both sides run through the engine: the callers' rows share batched steps, "
+            "the batch-32 call is one request of 32 sources."]
     return "\n".join(out)
 
 
