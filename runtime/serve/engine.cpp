@@ -20,7 +20,8 @@ struct Engine::Group {
   int64_t remaining = 0;
   std::vector<float> logits;
   std::exception_ptr error;
-  std::optional<Clock::time_point> blocked_since;  // could not get blocks at the last attempt
+  std::optional<Clock::time_point> blocked_since;  // could not get blocks since then
+  bool blocked = false;                            // could not get blocks in this scheduling round
 };
 
 int64_t Engine::Sequence::length() const {
@@ -146,16 +147,21 @@ void Engine::renew(Sequence &s) {
 Engine::SequencePtr Engine::fork(const Sequence &parent) {
   SequencePtr child = open();
   std::lock_guard<std::mutex> lock(mu_);
-  child->tokens_ = parent.tokens_;
+  // Copies first (they may throw): the child owns the blocks only once they
+  // are retained, or closing it would release the parent's references.
+  std::vector<int32_t> tokens = parent.tokens_;
+  std::vector<BlockId> blocks = parent.blocks_, cross = parent.cross_;
+  std::vector<BlockKey> keys = parent.keys_;
+  for (BlockId b : blocks) blocks_.retain(b);
+  for (BlockId b : cross) cross_blocks_->retain(b);
+  child->tokens_ = std::move(tokens);
   child->resident_ = parent.resident_;
-  child->blocks_ = parent.blocks_;
-  child->keys_ = parent.keys_;
+  child->blocks_ = std::move(blocks);
+  child->keys_ = std::move(keys);
   child->root_ = parent.root_;
-  child->cross_ = parent.cross_;
+  child->cross_ = std::move(cross);
   child->src_len_ = parent.src_len_;
   child->ticket_ = parent.ticket_;
-  for (BlockId b : child->blocks_) blocks_.retain(b);
-  for (BlockId b : child->cross_) cross_blocks_->retain(b);
   return child;
 }
 
@@ -170,6 +176,20 @@ void Engine::release_blocks(Sequence &s) {
   for (BlockId b : s.blocks_) blocks_.release(b);
   s.blocks_.clear();
   s.resident_ = 0;
+}
+
+// Under mu_: drops the tokens that did not run and the blocks reserved for
+// them (they are private, but a fork would share them and then write into a
+// shared block past the one reserve() copies on write).
+void Engine::keep_resident(Sequence &s) {
+  const size_t bs = static_cast<size_t>(options_.block_size);
+  s.tokens_.resize(static_cast<size_t>(s.resident_));
+  s.keys_.resize(std::min(s.keys_.size(), s.tokens_.size() / bs));
+  const size_t keep = (s.tokens_.size() + bs - 1) / bs;
+  while (s.blocks_.size() > keep) {
+    blocks_.release(s.blocks_.back());
+    s.blocks_.pop_back();
+  }
 }
 
 void Engine::truncate(Sequence &s, int64_t length) {
@@ -235,6 +255,7 @@ void Engine::match_prefix(Sequence &s) {
   const size_t bs = static_cast<size_t>(options_.block_size);
   const size_t limit = (s.tokens_.size() - 1) / bs;
   while (s.keys_.size() < limit) s.keys_.push_back(block_key(s, s.keys_.size()));
+  s.blocks_.reserve(limit);  // a retained block must never miss its slot
   for (size_t i = 0; i < limit; ++i) {
     BlockId b = blocks_.lookup(s.keys_[i]);
     if (b < 0) break;
@@ -281,6 +302,7 @@ bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
     }
   }
   const size_t need = static_cast<size_t>((upto + bs - 1) / bs);
+  s.blocks_.reserve(need);  // an allocated block must never miss its slot
   while (s.blocks_.size() < need) {
     BlockId b = allocate();
     if (b < 0) return false;
@@ -368,11 +390,15 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   g.logits.assign(seqs.size() * static_cast<size_t>(vocab), 0.f);
   std::unique_lock<std::mutex> lock(mu_);
   g.ticket = UINT64_MAX;
-  // Everything that may throw (allocations) comes before the first change
-  // to a sequence or the queue: a failure leaves both as they were.
+  // Everything that may throw (allocations, a refusal) comes before the
+  // first change to a sequence or the queue: a failure leaves both as they
+  // were (marked queued for a group that never ran, they were BUSY for ever).
   for (size_t i = 0; i < seqs.size(); ++i) {
     Sequence &s = *seqs[i];
     if (s.queued_ || s.group_) fail(PARLEY_ERROR_BUSY, "a sequence is already running");
+    if (std::find(seqs.begin(), seqs.begin() + static_cast<std::ptrdiff_t>(i), seqs[i]) !=
+        seqs.begin() + static_cast<std::ptrdiff_t>(i))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "the same sequence twice in one run");
     s.tokens_.reserve(s.tokens_.size() + tokens[i].size());
     g.ticket = std::min(g.ticket, s.ticket_);
   }
@@ -385,6 +411,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     s.tokens_.insert(s.tokens_.end(), tokens[i].begin(), tokens[i].end());
     s.goal_ = s.length();
     s.computed_ = 0;
+    s.computed_upto_ = s.resident_;
     s.done_ = false;
     s.queued_ = true;
     s.group_ = &g;
@@ -400,8 +427,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
     for (Sequence *s : seqs) {
       if (!s->done_) --stats_.waiting;
-      s->tokens_.resize(static_cast<size_t>(s->resident_));
-      s->keys_.resize(std::min(s->keys_.size(), s->tokens_.size() / static_cast<size_t>(options_.block_size)));
+      keep_resident(*s);
       s->queued_ = false;
       s->group_ = nullptr;
       s->logits_ = nullptr;
@@ -441,8 +467,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   if (g.error) {
     for (Sequence *s : seqs) {
       if (!s->done_) --stats_.waiting;
-      s->tokens_.resize(static_cast<size_t>(s->resident_));
-      s->keys_.resize(std::min(s->keys_.size(), s->tokens_.size() / static_cast<size_t>(options_.block_size)));
+      keep_resident(*s);
     }
     lock.unlock();
     work_.notify_all();
@@ -500,11 +525,13 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
   {
     batch.clear();
     int64_t tokens_left = options_.max_batch_tokens, rows_left = options_.max_sequences;
+    for (Group *g : queue_) g->blocked = false;
     // Two passes in ticket order: rows with one token to go (decode), then prompts in chunks.
     for (int pass = 0; pass < 2; ++pass) {
       for (Group *g : queue_) {
-        if (g->error) continue;  // its requester is leaving
-        bool blocked = false;
+        // A failed group is leaving: run() returns as soon as it sees the
+        // error and its caller frees the sequences, so none may be stepped.
+        if (g->error) continue;
         picking_group_ = g;
         for (Sequence *s : g->seqs) {
           if (s->done_ || s->in_step_ || rows_left == 0 || tokens_left == 0) continue;
@@ -516,22 +543,27 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
           s->in_step_ = true;  // also keeps it from preempting itself
           if (!reserve(*s, s->resident_ + take, g)) {
             s->in_step_ = false;
-            blocked = true;
+            g->blocked = true;
             continue;
           }
           batch.push_back({s, take});
           tokens_left -= take;
           --rows_left;
         }
-        if (blocked) {
-          if (!g->blocked_since) g->blocked_since = Clock::now();
-        } else {
-          g->blocked_since.reset();
-        }
       }
     }
     picking_group_ = nullptr;
     picking_seq_ = nullptr;
+    // The admission clock runs from the first round in which a group found
+    // the pool full until a round in which none of its sequences did. (Set
+    // per pass, a prompt blocked in the prefill pass had its clock reset by
+    // the decode pass of the next round, so it was never refused.)
+    for (Group *g : queue_) {
+      if (!g->blocked)
+        g->blocked_since.reset();
+      else if (!g->blocked_since)
+        g->blocked_since = Clock::now();
+    }
     if (batch.empty()) {  // everything waits for memory: wait for a release
       work_.wait_for(lock, std::chrono::milliseconds(5));
       return;
@@ -576,8 +608,11 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
       }
       (batch[i].take == 1 && s.goal_ - s.resident_ == 1 ? stats_.decode_tokens : stats_.prefill_tokens) +=
           static_cast<uint64_t>(batch[i].take);
-      s.resident_ += batch[i].take;
-      s.computed_ += batch[i].take;
+      // A position recomputed after a preemption is counted once.
+      const int64_t upto = s.resident_ + batch[i].take;
+      s.computed_ += std::max<int64_t>(0, upto - std::max(s.resident_, s.computed_upto_));
+      s.computed_upto_ = std::max(s.computed_upto_, upto);
+      s.resident_ = upto;
       publish_full_blocks(s);
       if (s.resident_ == s.goal_ && g) {
         std::copy_n(logits.begin() + static_cast<int64_t>(i) * vocab, vocab,

@@ -101,10 +101,11 @@ class Engine {
     uint64_t ticket_ = 0;    // the request's arrival order (older first; forks inherit it)
     bool expected_ = false;  // ran in the last step; the scheduler waits a moment for its next tokens
     // run() state
-    int64_t goal_ = 0;      // tokens_.size() when the run's tokens are all resident
-    int64_t computed_ = 0;  // tokens computed (not reused) during the current run
-    bool in_step_ = false;  // part of the step being computed now
-    bool queued_ = false;   // waiting for the scheduler
+    int64_t goal_ = 0;           // tokens_.size() when the run's tokens are all resident
+    int64_t computed_ = 0;       // tokens computed (not reused) during the current run
+    int64_t computed_upto_ = 0;  // positions below this were resident or computed during the current run
+    bool in_step_ = false;       // part of the step being computed now
+    bool queued_ = false;        // waiting for the scheduler
     bool done_ = false;
     std::vector<float> *logits_ = nullptr;  // where to put its last logits (row in the group's buffer)
     int64_t logits_row_ = 0;
@@ -169,6 +170,7 @@ class Engine {
   // what may be preempted).
   bool reserve(Sequence &s, int64_t upto, const Group *group);
   void release_blocks(Sequence &s);
+  void keep_resident(Sequence &s);
   struct Pools {
     KvPool self, cross;
   };

@@ -296,6 +296,33 @@ def test_kv_cache_option(runtime, gpt2):
         parley.Model(runtime, GPT2, kv_cache="bf16")
 
 
+def test_serving_engine_option_and_stats(runtime):
+    """serving_engine= sets parley_model_options.serving_engine; serving_stats()
+    reads parley_model_serving_stats: with the engine the generation runs as
+    batched steps, without it every counter stays 0; the tokens are the same."""
+    prompt = [[0, 92, 79, 57, 110]]
+    got = {}
+    for on in (True, False):
+        with parley.Model(runtime, GPT2, serving_engine=on) as m:
+            assert m.serving_stats()["engine_active"] == 0  # starts with the first request
+            got[on] = m.generate(prompt, max_new_tokens=6, min_new_tokens=6)[0][0].tokens
+            st = m.serving_stats()
+            print(f"serving_engine={on}: {got[on]} {st}")
+            if on:
+                assert st["engine_active"] == 1
+                assert st["prefill_tokens"] + st["reused_tokens"] == len(prompt[0])
+                assert st["decode_tokens"] >= 5 and st["steps"] >= 6
+                assert st["kv_budget_bytes"] > 0 and st["kv_blocks"] > 0
+            else:
+                assert all(v == 0 for v in st.values()), st
+            mem = m.memory_usage()
+            assert mem["kv_bytes_per_token"] > 0 and mem["file_bytes"] == GPT2.stat().st_size
+            assert (mem["kv_pool_bytes"] > 0) == on
+    assert got[True] == got[False] and len(got[True]) == 6
+    with pytest.raises(TypeError, match="serving_engine"):
+        parley.Model(runtime, GPT2, serving_engine=1)
+
+
 def test_missing_file_names_it(runtime, tmp_path):
     missing = tmp_path / "no-such-model.parley"
     with pytest.raises(parley.ParleyIOError) as e:

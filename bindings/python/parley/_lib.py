@@ -265,6 +265,24 @@ class ChatStats(Structure):
     ]
 
 
+class ModelMemory(Structure):
+    _fields_ = [("struct_size", c_size_t)] + [
+        (n, c_uint64)
+        for n in ("file_bytes", "packed_bytes", "converted_bytes", "linear_weights", "widened_weights",
+                  "kv_bytes_per_token", "kv_pool_bytes")
+    ]
+
+
+class ServingStats(Structure):
+    _fields_ = [("struct_size", c_size_t), ("engine_active", c_int32), ("reserved0", c_int32)] + [
+        (n, c_uint64)
+        for n in ("steps", "batched_rows", "max_batch_rows", "prefill_tokens", "decode_tokens", "reused_tokens",
+                  "preemptions", "refused", "cancelled", "timed_out", "waiting", "kv_budget_bytes",
+                  "kv_block_bytes", "kv_blocks", "kv_blocks_free", "kv_blocks_cached", "kv_blocks_in_use",
+                  "prefix_hits", "prefix_misses", "evictions")
+    ]
+
+
 def new(struct_type):
     """A zeroed struct with struct_size set to its ctypes size (the C sizeof)."""
     s = struct_type()
@@ -316,6 +334,8 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_model_chat_template": (_status, [c_void_p, _p(c_char_p)]),
     "parley_model_kernel_plan_count": (_status, [c_void_p, _p(c_size_t)]),
     "parley_model_kernel_plan_at": (_status, [c_void_p, c_size_t, _p(KernelInfo)]),
+    "parley_model_memory_usage": (_status, [c_void_p, _p(ModelMemory)]),
+    "parley_model_serving_stats": (_status, [c_void_p, _p(ServingStats)]),
     # token-level generation
     "parley_generation_options_defaults": (_status, [c_void_p, _p(GenerationOptions)]),
     "parley_model_prepare": (_status, [c_void_p]),

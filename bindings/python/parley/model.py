@@ -179,6 +179,13 @@ class Model(Closable):
     support it (the cpu device does), else ``ParleyError`` (UNSUPPORTED);
     any other value raises ``ValueError``.
 
+    ``serving_engine`` (default True) runs the chat turns and generations of
+    a decoder-only model through the model's serving engine (requests from
+    many threads batched into shared decode steps, a shared-prefix KV cache;
+    docs/serving.md) where the model and device allow it; False makes every
+    call decode alone with its own KV cache (the behaviour before the
+    engine). ``serving_stats()`` says what the engine did.
+
     Keeps its Runtime object alive. A model is immutable and may be used by
     many threads at once. ``close()`` (or the context manager, or garbage
     collection) frees it; closing a model also closes its chats.
@@ -193,6 +200,7 @@ class Model(Closable):
         *,
         read_into_memory: bool = False,
         kv_cache: str = "f32",
+        serving_engine: bool = True,
         _data: bytes | None = None,
     ):
         self._guard: HandleGuard | None = None
@@ -212,6 +220,9 @@ class Model(Closable):
         opts.verify_checksums = 1 if verify_checksums else 0
         opts.read_into_memory = 1 if read_into_memory and _data is None else 0
         opts.kv_cache_dtype = kv_dtypes[kv_cache]
+        if not isinstance(serving_engine, bool):
+            raise TypeError(f"serving_engine must be True or False, not {serving_engine!r}")
+        opts.serving_engine = 1 if serving_engine else 0
         dev = encode_text(device, "device")
         opts.device = dev
         handle = c_void_p()
@@ -389,6 +400,26 @@ class Model(Closable):
         """Bind every tensor and check the kernels now rather than at the first run."""
         with self._use() as h:
             _lib.check(_lib.lib.parley_model_prepare(h))
+
+    def memory_usage(self) -> dict[str, int]:
+        """What the prepared model holds in memory (parley_model_memory_usage; prepares the model)."""
+        m = _lib.new(_lib.ModelMemory)
+        with self._use() as h:
+            _lib.check(_lib.lib.parley_model_memory_usage(h, byref(m)))
+        return {name: getattr(m, name) for name, _ in _lib.ModelMemory._fields_ if name != "struct_size"}
+
+    def serving_stats(self) -> dict[str, int]:
+        """The serving engine's counters since load and its KV pool now (parley_model_serving_stats).
+
+        ``engine_active`` is 0 (and every counter 0) when the engine is off,
+        not started yet (it starts with the first chat turn or generation) or
+        not possible for this model. Never starts the engine.
+        """
+        s = _lib.new(_lib.ServingStats)
+        with self._use() as h:
+            _lib.check(_lib.lib.parley_model_serving_stats(h, byref(s)))
+        return {name: getattr(s, name) for name, _ in _lib.ServingStats._fields_
+                if name not in ("struct_size", "reserved0")}
 
     # ------------------------------------------------------------ text
 
