@@ -968,9 +968,10 @@ static void test_threads_submit_cancel(parley_model *llm) {
       if (sl->action == 1 && sl->status == PARLEY_ERROR_CANCELLED) ++cancelled_at_once;
       if (sl->action == 3) CHECK(sl->status == PARLEY_OK || sl->status == PARLEY_ERROR_TIMEOUT);
     }
-  printf("test_threads_submit_cancel: %u finished, %u cancelled or timed out\n", (unsigned)finished_ok,
-         (unsigned)stopped);
-  CHECK(cancelled_at_once >= 1); /* a cancel right after submission normally wins */
+  /* Whether a cancel right after submission beats the request is a race:
+   * reported, not checked (the deterministic cancel is tested above). */
+  printf("test_threads_submit_cancel: %u finished, %u cancelled or timed out, %u cancelled at once\n",
+         (unsigned)finished_ok, (unsigned)stopped, (unsigned)cancelled_at_once);
   for (i = 0; i < NPROMPTS; ++i) parley_result_free(sh.want[i]);
 }
 
