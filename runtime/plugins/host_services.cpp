@@ -1,5 +1,7 @@
 #include "plugins/host_services.hpp"
 
+#include <pthread.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <new>
@@ -9,14 +11,33 @@ namespace parley {
 
 namespace {
 
-thread_local std::string t_kernel_error;
+// Per-thread state without C++ thread_local destructors: registering one
+// allocates (glibc's __cxa_thread_atexit), and when that fails glibc aborts
+// the process. Threads that start late (the serving engine's scheduler)
+// reach their first kernel call when memory may already be short, so the
+// kernel error is a fixed buffer and the scratch block hangs off a pthread
+// key (its slot needs no allocation; its destructor frees the block when
+// the thread ends).
+constexpr size_t kKernelErrorBytes = 4096;
+thread_local char t_kernel_error[kKernelErrorBytes];
 
 struct ScratchBlock {
   void *ptr = nullptr;
   size_t size = 0;
-  ~ScratchBlock() { std::free(ptr); }
 };
-thread_local ScratchBlock t_scratch;
+pthread_key_t scratch_key() {
+  static const pthread_key_t key = [] {
+    pthread_key_t k;
+    if (pthread_key_create(&k, [](void *p) {
+          auto *b = static_cast<ScratchBlock *>(p);
+          std::free(b->ptr);
+          std::free(b);
+        }) != 0)
+      std::abort();  // at most PTHREAD_KEYS_MAX keys; this is the process's first use
+    return k;
+  }();
+  return key;
+}
 
 const char *severity_name(parley_log_severity s) {
   switch (s) {
@@ -55,22 +76,30 @@ int svc_num_threads(void *host) {
 void *svc_scratch(void *host, size_t bytes) {
   if (bytes == 0) bytes = 1;
   if (bytes > (size_t{1} << 40)) return nullptr;
-  if (t_scratch.size < bytes) {
+  const pthread_key_t key = scratch_key();
+  auto *block = static_cast<ScratchBlock *>(pthread_getspecific(key));
+  if (!block) {
+    block = static_cast<ScratchBlock *>(std::calloc(1, sizeof(ScratchBlock)));
+    if (!block) return nullptr;
+    if (pthread_setspecific(key, block) != 0) {
+      std::free(block);
+      return nullptr;
+    }
+  }
+  if (block->size < bytes) {
     size_t rounded = (bytes + 63) & ~size_t{63};
     void *p = std::aligned_alloc(64, rounded);
     if (!p) return nullptr;
-    std::free(t_scratch.ptr);
-    t_scratch.ptr = p;
-    t_scratch.size = rounded;
+    std::free(block->ptr);
+    block->ptr = p;
+    block->size = rounded;
   }
-  return t_scratch.ptr;
+  return block->ptr;
 }
 
 void svc_set_error(void *host, const char *message) {
-  try {
-    t_kernel_error = message ? message : "";
-  } catch (...) {
-  }
+  (void)host;
+  std::snprintf(t_kernel_error, kKernelErrorBytes, "%s", message ? message : "");
 }
 
 }  // namespace
@@ -100,8 +129,8 @@ void HostServices::log(parley_log_severity severity, const std::string &message)
 }
 
 std::string HostServices::take_kernel_error() {
-  std::string s;
-  s.swap(t_kernel_error);
+  std::string s(t_kernel_error);
+  t_kernel_error[0] = 0;
   return s;
 }
 

@@ -417,7 +417,9 @@ TEST_F(EngineBatching, PreemptionUnderTinyBudgetKeepsResults) {
   auto st = engine->stats();
   std::printf("preemptions %llu evictions %llu\n", static_cast<unsigned long long>(st.preemptions),
               static_cast<unsigned long long>(st.blocks.evictions));
-  EXPECT_GT(st.preemptions, 0u);
+  // Whether the threads' requests overlap enough to preempt depends on
+  // their timing (CI saw none once); PreemptedMidPromptCountsEachPositionOnce
+  // preempts deterministically. What must hold either way: the results above.
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.blocks.in_use, 0);
 }
