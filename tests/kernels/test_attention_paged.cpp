@@ -58,7 +58,7 @@ struct Cache {
   void *data() { return f32.empty() ? static_cast<void *>(bytes.data()) : static_cast<void *>(f32.data()); }
   bool operator==(const Cache &o) const {
     auto same = [](const auto &x, const auto &y) {
-      return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0;
+      return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
     };
     return same(f32, o.f32) && same(bytes, o.bytes) && same(scales, o.scales);
   }
@@ -292,7 +292,7 @@ void run_paged(const PagedCase &c) {
   // The contiguous cache holding the same rows: the same bits.
   const Outputs flat_got = call(false, flat, flat_v);
   auto same_bits = [](const std::vector<float> &x, const std::vector<float> &y) {
-    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+    return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0);
   };
   EXPECT_TRUE(same_bits(got.out, flat_got.out)) << "out differs from the contiguous cache's";
   EXPECT_TRUE(same_bits(got.probs, flat_got.probs)) << "probs differ from the contiguous cache's";
