@@ -78,10 +78,15 @@ parley_kernel_status library_failure(const Host &host, dnnl_status_t s, const ch
 // mappings, 17 MB; after these products no other shape maps code again
 // (checked over m, n, k from 1 to 1500 in each transposition; tests/oom runs
 // a chat turn and a translation with each allocation and anonymous mmap
-// failing in turn). Another thread of the host may still take
-// the room between the check and the generation: that window is this
-// library's to close, and it is once per process.
-constexpr size_t kJitAddressSpace = size_t{32} << 20;
+// failing in turn). The room checked also covers a glibc malloc arena
+// (64 MiB of address space, reserved PROT_NONE): a thread whose arena could
+// not be created under the limit retries at every malloc, so the generator's
+// own mallocs can create it, just after the check returned its room, and
+// leave the code buffers without any (seen under `ulimit -v` on the serving
+// engine's thread). Another thread of the host may still take the room
+// between the check and the generation: that window is this library's to
+// close, and it is once per process.
+constexpr size_t kJitAddressSpace = (size_t{32} << 20) + (size_t{64} << 20);
 constexpr int64_t kWarmDim = 64;
 
 parley_kernel_status onednn_ready(const Host &host) {
