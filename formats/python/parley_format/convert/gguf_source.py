@@ -372,8 +372,11 @@ def read_gguf(path: str, *, tokenizer: bool = True) -> GGUFModel:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise UnsupportedError(f"{path}: GGUF tensor(s) {', '.join(unknown[:5])}{more} are not understood by the "
                                "converter; refusing to drop them")
-    if "model.embed_tokens.weight" not in ck:
-        raise ConversionError(f"{path}: tensor 'token_embd.weight' is missing")
+    required = ["token_embd.weight", "output_norm.weight"] + [
+        f"blk.{i}.{n}" for i in range(layers) for n in _LAYER_TENSORS if n.endswith(".weight")]
+    for n in required:
+        if hf_name(n) not in ck:
+            raise ConversionError(f"{path}: tensor {n!r} is missing")
     emb_shape = ck.shape("model.embed_tokens.weight")
     if len(emb_shape) != 2 or emb_shape[1] != hidden:
         raise ConversionError(f"{path}: token_embd.weight has shape {list(emb_shape)}, expected [vocab, {hidden}]")
