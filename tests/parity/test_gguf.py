@@ -371,6 +371,11 @@ def test_unsupported_architecture_and_tokenizer_are_refused_by_name(tmp_path):
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre("deepseek-coder")
     expect_error(tmp_path, write_gguf(tmp_path / "pre.gguf", cfg, tensors, tokenizer=pre), "'deepseek-coder'")
+
+    def no_pre(w):
+        w.add_tokenizer_model("gpt2")
+    expect_error(tmp_path, write_gguf(tmp_path / "nopre.gguf", cfg, tensors, tokenizer=no_pre),
+                 "tokenizer.ggml.pre is missing")
     # --no-tokenizer converts the weights of such a file.
     convert_quiet(tmp_path / "pre.gguf", tmp_path / "ok.parley", tokenizer=False)
 
@@ -421,6 +426,7 @@ def test_bad_tokenizer_metadata_is_named(tmp_path):
 
     def too_many(w):
         w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2")
         w.add_token_list([f"t{i}" for i in range(cfg.vocab_size + 1)])
         w.add_token_merges(["t 1"])
     expect_error(tmp_path, write_gguf(tmp_path / "a.gguf", cfg, tensors, tokenizer=too_many), "tokens")
@@ -432,6 +438,7 @@ def test_bad_tokenizer_metadata_is_named(tmp_path):
     def bad_template(w):
         tokens, types, merges = tiny_vocab()
         w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2")
         w.add_token_list(tokens[:cfg.vocab_size])
         w.add_token_types(types[:cfg.vocab_size])
         w.add_token_merges(merges)
@@ -464,3 +471,89 @@ def test_truncated_and_corrupted_files_give_a_conversion_error(tmp_path):
         p.write_bytes(bytes(b))
         with pytest.raises(ConversionError):
             convert_quiet(p, tmp_path / "out.parley")
+
+
+# --- the tokenizer fixtures, through GGUF -------------------------------------------------
+
+TOKENIZERS = os.path.join(HERE, "..", "tokenizers")
+# family -> llama.cpp's tokenizer.ggml.pre for that tokenizer.json.
+FIXTURE_PRE = {"gpt2": "gpt-2", "llama3": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2"}
+
+
+def _tokenizer_fields(path):
+    from parley_format.reader import read_preamble
+
+    h = read_header(path)
+    t = h.Tokenizers(0)
+    b = t.Model()
+    with open(path, "rb") as f:
+        f.seek(read_preamble(path).data_offset + b.Offset())
+        merges = f.read(b.Length())
+    cf = h.ChatFormat()
+    chat = None if cf is None else {
+        k: getattr(cf, k)() for k in ("Begin", "SystemPrefix", "SystemSuffix", "UserPrefix", "UserSuffix",
+                                      "AssistantPrefix", "AssistantSuffix", "GenerationPrompt", "DefaultSystem",
+                                      "SystemPlacement", "SystemSeparator", "TrimSystem", "TrimUser", "TrimAssistant",
+                                      "Alternate", "AssistantStripThrough")}
+    return dict(
+        regex=t.PreTokenizerRegex(), normalization=t.Normalization(), add_prefix_space=t.AddPrefixSpace(),
+        ignore_merges=t.IgnoreMerges(), clean_up=t.CleanUpSpaces(), unk=t.UnkId(), merges=merges,
+        vocab=[t.Vocab(i).decode() for i in range(t.VocabLength())],
+        prefix=[t.Prefix(i) for i in range(t.PrefixLength())], suffix=[t.Suffix(i) for i in range(t.SuffixLength())],
+        special=[(s.Id(), s.Content(), s.Special(), s.Lstrip(), s.Rstrip())
+                 for s in (t.SpecialTokens(i) for i in range(t.SpecialTokensLength()))],
+        chat_format=chat, chat_template=h.ChatTemplate().Source() if h.ChatTemplate() is not None else None)
+
+
+@pytest.mark.parametrize("family", sorted(FIXTURE_PRE))
+def test_tokenizer_fixture_through_gguf_matches_the_hugging_face_conversion(tmp_path, family):
+    """tests/tokenizers/files/<family>.parley was converted from a Hugging Face
+    tokenizer folder (and passes the AutoTokenizer goldens in the C++
+    tests). Written into a GGUF as llama.cpp writes it (every token in one
+    list, added tokens CONTROL/USER_DEFINED, merges, the pre-tokenizer's
+    name, BOS/EOS ids, the chat template) it must convert to the same tables."""
+    want = _tokenizer_fields(os.path.join(TOKENIZERS, "files", f"{family}.parley"))
+    with open(os.path.join(TOKENIZERS, "hf", family, "tokenizer_config.json"), encoding="utf-8") as f:
+        tcfg = json.load(f)
+    n = max([len(want["vocab"])] + [s[0] + 1 for s in want["special"]])
+    tokens = want["vocab"] + [f"[UNUSED_{i}]" for i in range(len(want["vocab"]), n)]
+    types = [1] * len(want["vocab"]) + [5] * (n - len(want["vocab"]))
+    for i, content, special, _, _ in want["special"]:
+        tokens[i], types[i] = content.decode(), 3 if special else 4
+    ids = {t: i for i, t in enumerate(tokens)}
+    merges = want["merges"].decode().splitlines()
+
+    def tok(w):
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(FIXTURE_PRE[family])
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        for key, adder in (("bos_token", w.add_bos_token_id), ("eos_token", w.add_eos_token_id)):
+            if tcfg.get(key):
+                adder(ids[tcfg[key]])
+        w.add_add_bos_token(bool(want["prefix"]))
+        if want["chat_template"] is not None:
+            w.add_chat_template(want["chat_template"].decode())
+
+    cfg, tensors = parity_tensors("qwen2_untied")
+    rng = np.random.default_rng(11)
+    tensors = dict(tensors)
+    for name in ("decoder.embed_tokens.weight", "lm_head.weight"):
+        tensors[name] = rng.standard_normal((n, cfg.decoder.hidden_size)).astype(np.float32)
+    cfg.vocab_size = n
+    out = str(tmp_path / "t.parley")
+    convert_quiet(write_gguf(tmp_path / "t.gguf", cfg, tensors, tokenizer=tok), out)
+    got = _tokenizer_fields(out)
+    # GGUF lists every token; the Hugging Face conversion keeps added tokens
+    # past the BPE vocabulary out of `vocab` (they are special tokens there).
+    assert got["vocab"][:len(want["vocab"])] == want["vocab"]
+    got["vocab"] = want["vocab"]
+    # Llama-3's real tokenizer.json (and llama.cpp for llama-bpe) sets
+    # ignore_merges; this small fixture does not (its goldens were recorded
+    # without it), so the flag is the one expected difference.
+    if family == "llama3":
+        assert got["ignore_merges"] and not want["ignore_merges"]
+        got["ignore_merges"] = want["ignore_merges"]
+    for key in want:
+        assert got[key] == want[key], key

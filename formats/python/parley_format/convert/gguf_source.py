@@ -44,23 +44,28 @@ GGUF_MAGIC = b"GGUF"
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 # The Hugging Face pre-tokenizer split of the vocabularies llama.cpp names in
-# `tokenizer.ggml.pre` (llama-vocab.cpp; the same table as transformers'
+# `tokenizer.ggml.pre` (llama-vocab.cpp; the same regexes as transformers'
 # integrations/gguf/gguf_tokenizer_mapping.py GGUF_PRE_TOKENIZER_SPLITS).
-# Value: (regex, NFC normalizer, ignore_merges) as in each model's own
-# tokenizer.json: Llama-3 sets ignore_merges; Qwen2 normalizes to NFC.
+# Value: (regex, NFC normalizer, ignore_merges, add_bos default), as in each
+# model's own tokenizer.json and llama.cpp: Llama-3 sets ignore_merges and
+# adds BOS unless `tokenizer.ggml.add_bos_token` says otherwise; Qwen2
+# normalizes to NFC. "smollm": SmolLM2's tokenizer.json uses GPT-2's split
+# (llama.cpp isolates digits first; SmolLM2's vocabulary has no token that
+# joins a digit to anything, so both give the same ids). llama.cpp's
+# "default" (a missing `tokenizer.ggml.pre`) is its own regex set, not a
+# Hugging Face one: refused.
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 # transformers/models/qwen2/tokenization_qwen2.py PRETOKENIZE_REGEX.
 _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-PRE_TOKENIZERS: dict[str, tuple[str, bool, bool]] = {
-    "default": (GPT2_REGEX, False, False),
-    "gpt-2": (GPT2_REGEX, False, False),
-    "smollm": (GPT2_REGEX, False, False),
-    "llama3": (_LLAMA3_SPLIT, False, True),
-    "llama-v3": (_LLAMA3_SPLIT, False, True),
-    "llama-bpe": (_LLAMA3_SPLIT, False, True),
-    "qwen2": (_QWEN2_SPLIT, True, False),
+PRE_TOKENIZERS: dict[str, tuple[str, bool, bool, bool]] = {
+    "gpt-2": (GPT2_REGEX, False, False, False),
+    "smollm": (GPT2_REGEX, False, False, False),
+    "llama3": (_LLAMA3_SPLIT, False, True, True),
+    "llama-v3": (_LLAMA3_SPLIT, False, True, True),
+    "llama-bpe": (_LLAMA3_SPLIT, False, True, True),
+    "qwen2": (_QWEN2_SPLIT, True, False, False),
 }
 
 # llama.cpp's token types (gguf.TokenType).
@@ -441,11 +446,14 @@ def _export_text(kv: _Fields, path: str, vocab_size: int, bos: int | None, eos: 
     if model != "gpt2":
         raise UnsupportedError(f"{path}: GGUF tokenizer model {model!r} is not supported (supported: gpt2, i.e. "
                                "byte-level BPE); convert with --no-tokenizer for the token-level API")
-    pre = kv.get("tokenizer.ggml.pre", "str", "default")
+    pre = kv.get("tokenizer.ggml.pre", "str", None)
+    if pre is None:
+        raise UnsupportedError(f"{path}: tokenizer.ggml.pre is missing (llama.cpp falls back to its own 'default' "
+                               "split, which matches no Hugging Face tokenizer); convert with --no-tokenizer")
     if pre not in PRE_TOKENIZERS:
         raise UnsupportedError(f"{path}: GGUF pre-tokenizer {pre!r} is not supported (supported: "
                                f"{', '.join(sorted(PRE_TOKENIZERS))}); convert with --no-tokenizer")
-    regex, nfc, ignore_merges = PRE_TOKENIZERS[pre]
+    regex, nfc, ignore_merges, add_bos = PRE_TOKENIZERS[pre]
     tokens = kv.array("tokenizer.ggml.tokens", "str")
     types = kv.array("tokenizer.ggml.token_type", "int", [_NORMAL] * len(tokens))
     merges = kv.array("tokenizer.ggml.merges", "str")
@@ -471,8 +479,8 @@ def _export_text(kv: _Fields, path: str, vocab_size: int, bos: int | None, eos: 
         elif ty == _NORMAL and not set(t) <= byte_level_alphabet:
             raise ConversionError(f"{path}: token {i} {t!r} is not spelled in the byte-level alphabet")
     prefix, suffix = [], []
-    # llama.cpp adds BOS/EOS per these flags (gpt2 vocabularies default to neither).
-    if kv.get("tokenizer.ggml.add_bos_token", "bool", False):
+    # llama.cpp adds BOS/EOS per these flags (default: BOS for Llama-3's split only).
+    if kv.get("tokenizer.ggml.add_bos_token", "bool", add_bos):
         if bos is None:
             raise ConversionError(f"{path}: tokenizer.ggml.add_bos_token is set but bos_token_id is missing")
         prefix.append(tokens[bos] if bos < len(tokens) else "")
