@@ -557,3 +557,38 @@ def test_tokenizer_fixture_through_gguf_matches_the_hugging_face_conversion(tmp_
         got["ignore_merges"] = want["ignore_merges"]
     for key in want:
         assert got[key] == want[key], key
+
+
+def test_bit_flips_convert_or_give_a_conversion_error(tmp_path, rng):
+    """Random single-byte corruptions of the header, the key/values and the
+    tensor data: each either converts (a flipped weight is still a weight) or
+    raises ConversionError, never another exception."""
+    cfg, tensors = parity_tensors("qwen2")
+
+    def tok(w):
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2")
+        w.add_token_list([chr(c) for c in _bytes_to_unicode()][:cfg.vocab_size])
+        w.add_token_merges(["Ġ t"])
+        w.add_eos_token_id(2)
+        w.add_chat_template(CHATML)
+    src = write_gguf(tmp_path / "m.gguf", cfg, tensors, qtype="Q8_0", tokenizer=tok)
+    data = src.read_bytes()
+    r = gguf.GGUFReader(str(src))
+    data_start = min(t.data_offset for t in r.tensors)
+    del r
+    outcomes = {"converted": 0, "refused": 0}
+    for i in range(int(os.environ.get("PARLEY_GGUF_FLIPS", "60"))):
+        b = bytearray(data)
+        # Two thirds in the header + key/values, one third in the tensor data.
+        pos = int(rng.integers(0, data_start)) if i % 3 else int(rng.integers(data_start, len(data)))
+        b[pos] ^= 1 << int(rng.integers(0, 8)) if i % 2 else int(rng.integers(1, 256))
+        p = tmp_path / "flip.gguf"
+        p.write_bytes(bytes(b))
+        try:
+            convert_quiet(p, tmp_path / "out.parley", force=True)
+            outcomes["converted"] += 1
+        except ConversionError:
+            outcomes["refused"] += 1
+    print(outcomes)
+    assert outcomes["refused"] > 0

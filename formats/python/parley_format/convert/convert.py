@@ -183,7 +183,12 @@ def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: b
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise ConversionError("internal: duplicate canonical tensor names")
-    required = required_tensors(plan.config, separate_encoder_embeddings="encoder.embed_tokens.weight" in names)
+    try:
+        required = required_tensors(plan.config, separate_encoder_embeddings="encoder.embed_tokens.weight" in names)
+    except ValueError as e:  # the writer's config range checks (FORMAT.md section 4)
+        if isinstance(e, ConversionError):
+            raise
+        raise ConversionError(f"{plan.architecture}: the model's configuration cannot be stored: {e}") from None
     extra = set(names) - set(required)
     missing = set(required) - set(names)
     if extra or missing:

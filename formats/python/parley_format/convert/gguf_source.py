@@ -178,7 +178,9 @@ class GGUFCheckpoint(Checkpoint):
         import gguf.quants
 
         try:
-            a = np.asarray(gguf.quants.dequantize(t.data, t.qtype), dtype=np.float32)
+            # A corrupt scale gives inf/NaN values (store() refuses them by name), not a warning here.
+            with np.errstate(all="ignore"):
+                a = np.asarray(gguf.quants.dequantize(t.data, t.qtype), dtype=np.float32)
         except NotImplementedError:
             raise UnsupportedError(f"{self.path}: tensor {t.gguf_name!r}: the gguf package cannot dequantize "
                                    f"{t.type_name}") from None
