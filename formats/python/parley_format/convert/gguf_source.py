@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -561,5 +561,3 @@ class JinjaChatTemplate:
         return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                     tools=None, documents=None, **self.special_tokens)
 
-
-Loader = Callable[[], np.ndarray]
