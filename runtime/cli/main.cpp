@@ -4,7 +4,7 @@
 //   parley translate MODEL [--source-language L] [--target-language L] [--beam N] ...  (stdin -> stdout,
 //                          line N of the output for line N of the input; bad lines reported as "line N: ...")
 //   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample] ...
-//   parley convert HF_DIR OUT.parley [converter options]
+//   parley convert HF_DIR|MODEL.gguf OUT.parley [converter options]
 #include <parley/parley.h>
 
 #include <CLI/CLI.hpp>
@@ -330,7 +330,8 @@ int main(int argc, char **argv) {
   kv_option(chat, ca.kv_cache);
   add_common(chat);
 
-  auto *convert = app.add_subcommand("convert", "Convert a Hugging Face model folder (runs parley-convert)");
+  auto *convert =
+      app.add_subcommand("convert", "Convert a Hugging Face model folder or a GGUF file (runs parley-convert)");
   convert->set_help_flag();  // --help goes to parley-convert
   convert->allow_extras();
   convert->prefix_command();

@@ -8,6 +8,7 @@ import sys
 from ..writer import GROUP_SIZES
 from .convert import CONVERTER_VERSION, convert, format_error_table
 from .errors import ConversionError
+from .gguf_source import ARCHITECTURES as GGUF_ARCHITECTURES
 from .hf_config import SUPPORTED_ARCHITECTURES
 from .storage import DEFAULT_INT4_GROUP_SIZE, STORAGE_DTYPES
 
@@ -16,13 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="parley-convert",
         description="Convert a Hugging Face checkpoint folder (config.json, optional generation_config.json, "
-                    "safetensors or pytorch_model.bin weights) into one verified .parley file. "
-                    f"Architectures: {', '.join(SUPPORTED_ARCHITECTURES)}.",
+                    "safetensors or pytorch_model.bin weights) or a llama.cpp GGUF file into one verified .parley "
+                    f"file. Architectures: {', '.join(SUPPORTED_ARCHITECTURES)}; GGUF: {', '.join(GGUF_ARCHITECTURES)}.",
     )
-    ap.add_argument("model_dir", metavar="HF_DIR")
+    ap.add_argument("model_dir", metavar="HF_DIR|MODEL.gguf")
     ap.add_argument("output", metavar="OUT.parley")
-    ap.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
-                    help="storage type of the weights. int8: Linear weights I8 per output channel (symmetric); "
+    ap.add_argument("--dtype", choices=STORAGE_DTYPES + ("native",), default=None,
+                    help="storage type of the weights (default: float32 for a Hugging Face folder, native for GGUF). "
+                         "native (GGUF only): F32/F16/BF16 kept, Q8_0 and Q4_0 Linear weights kept as I8 / I4 "
+                         "blocks of 32, other quantized Linear weights dequantized to I8 groups of 32, quantized "
+                         "embeddings I8 per row; other choices dequantize the GGUF first. int8: Linear weights I8 per output channel (symmetric); "
                          "int4: the layers' Linear weights I4 group-wise (symmetric, one f32 scale per group); "
                          "in both, token embeddings (also the tied lm_head) and an untied lm_head are I8 per row "
                          "and position tables, norms and biases stay f32")

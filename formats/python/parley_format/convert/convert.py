@@ -12,9 +12,10 @@ from ..writer import GROUP_SIZES, write_model
 from .checkpoint import load_checkpoint
 from .errors import ConversionError
 from .families import map_tensors
+from .gguf_source import is_gguf, read_gguf
 from .hf_config import Plan, plan_from_hf
 from .required import required_tensors
-from .storage import DEFAULT_INT4_GROUP_SIZE, STORAGE_DTYPES, TensorError, keep_f32, store
+from .storage import DEFAULT_INT4_GROUP_SIZE, STORAGE_DTYPES, TensorError, keep_f32, store, store_gguf_native
 from .text import export_text
 from .verify import verify_converted
 
@@ -108,7 +109,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: bool = False,
+def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: bool = False,
             max_positions: int | None = None, progress: bool = True, tokenizer: bool = True,
             log: Callable[[str], None] | None = None, group_size: int | None = None,
             keep_f32_patterns: tuple[str, ...] | list[str] = ()) -> ConversionResult:
@@ -123,8 +124,24 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
     The file is written under a temporary name, re-opened and verified
     (checksums, config, every required tensor with its shape), and only then
     renamed to `out_path`. Raises ConversionError (UnsupportedError for
-    things Parley cannot represent) without leaving a file behind."""
-    if dtype not in STORAGE_DTYPES:
+    things Parley cannot represent) without leaving a file behind.
+
+    `model_dir` may also be a GGUF file (llama.cpp; gguf_source.py). Its
+    default `dtype` is "native": each tensor keeps the closest precision
+    Parley stores (see storage.store_gguf_native); any other dtype
+    dequantizes every tensor and stores it as for a Hugging Face folder.
+    The storage error is measured against the GGUF's dequantized values."""
+    gguf_model = None
+    if is_gguf(model_dir):
+        dtype = dtype or "native"
+    else:
+        dtype = dtype or "float32"
+        if dtype == "native":
+            raise ConversionError("--dtype native applies to GGUF files only")
+    if dtype == "native":
+        if group_size is not None:
+            raise ConversionError("--group-size applies to --dtype int8 or int4, not native")
+    elif dtype not in STORAGE_DTYPES:
         raise ConversionError(f"--dtype {dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
     if group_size is not None:
         if dtype not in ("int8", "int4"):
@@ -139,15 +156,22 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
             raise ConversionError(f"--keep-f32 pattern {p!r} must be a non-empty string")
     if os.path.exists(out_path) and not force:
         raise ConversionError(f"{out_path} exists (use --force to overwrite)")
-    plan = plan_for_dir(model_dir, max_positions=max_positions)
-    from ..types import ModelKind
-    from ..types import coerce_enum
-    kind = coerce_enum(ModelKind, plan.config.kind, "kind")
-    text = export_text(model_dir, plan.config.vocab_size,
-                       encoder_decoder=kind == ModelKind.EncoderDecoder) if tokenizer else None
+    if is_gguf(model_dir):
+        gguf_model = read_gguf(model_dir, tokenizer=tokenizer)
+        plan = plan_from_hf(gguf_model.config, gguf_model.generation, max_positions=max_positions)
+        plan.metadata.update(gguf_model.metadata)
+        text = gguf_model.text
+        ck = gguf_model.checkpoint
+    else:
+        plan = plan_for_dir(model_dir, max_positions=max_positions)
+        from ..types import ModelKind
+        from ..types import coerce_enum
+        kind = coerce_enum(ModelKind, plan.config.kind, "kind")
+        text = export_text(model_dir, plan.config.vocab_size,
+                           encoder_decoder=kind == ModelKind.EncoderDecoder) if tokenizer else None
+        ck = load_checkpoint(model_dir)
     if text is not None:
         plan.warnings.extend(text.warnings)
-    ck = load_checkpoint(model_dir)
     pairs, unused = map_tensors(plan, ck)
     unused = [n for n in unused if n]
     if unused:
@@ -159,7 +183,12 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise ConversionError("internal: duplicate canonical tensor names")
-    required = required_tensors(plan.config, separate_encoder_embeddings="encoder.embed_tokens.weight" in names)
+    try:
+        required = required_tensors(plan.config, separate_encoder_embeddings="encoder.embed_tokens.weight" in names)
+    except ValueError as e:  # the writer's config range checks (FORMAT.md section 4)
+        if isinstance(e, ConversionError):
+            raise
+        raise ConversionError(f"{plan.architecture}: the model's configuration cannot be stored: {e}") from None
     extra = set(names) - set(required)
     missing = set(required) - set(names)
     if extra or missing:
@@ -179,8 +208,14 @@ def convert(model_dir: str, out_path: str, *, dtype: str = "float32", force: boo
                     f"{plan.architecture}: tensor {name!r} has shape {tuple(value.shape)} in the checkpoint, "
                     f"the config needs {tuple(required[name])}"
                 )
-            tensors.update(store(name, value, dtype, group_size=group_size, keep_f32_patterns=patterns,
-                                 warnings=plan.warnings, errors=errors))
+            if dtype == "native":
+                assert gguf_model is not None
+                tensors.update(store_gguf_native(name, value, gguf_model.checkpoint.source_of(value),
+                                                 keep_f32_patterns=patterns, warnings=plan.warnings,
+                                                 errors=errors))
+            else:
+                tensors.update(store(name, value, dtype, group_size=group_size, keep_f32_patterns=patterns,
+                                     warnings=plan.warnings, errors=errors))
             bar.step(name)
     finally:
         bar.close()

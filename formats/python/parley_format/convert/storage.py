@@ -212,3 +212,57 @@ def store(name: str, value: np.ndarray, dtype: str, *, group_size: int | None = 
     q, scale = quantize_int8(value)
     errs.append(_error(name, "i8 per-row", value, dequantize(q, scale)))
     return _quantized_entries(name, q, scale, "SymmetricPerChannel")
+
+
+def store_gguf_native(name: str, value: np.ndarray, source, *, keep_f32_patterns=(),
+                      warnings: list[str] | None = None, errors: list[TensorError] | None = None) -> dict[str, object]:
+    """`--dtype native` for a GGUF tensor: the closest precision Parley stores.
+
+    `value` is gguf's dequantization of the tensor, `source` the
+    (GGUFTensor, ExactBlocks | None) pair it came from (None: unknown, stored
+    as float32). The storage error is measured against `value`.
+      * F32 / F16 / BF16 stay F32 / F16 / BF16 (exact).
+      * Linear weights in Q8_0 become I8 group-wise, Q4_0 I4 group-wise,
+        group 32: the GGUF blocks themselves (q and the f16 scale, widened to
+        f32), exact.
+      * Linear weights in any other quantized type (Q4_1, Q5_*, K-quants...)
+        are dequantized and stored I8 group-wise (group 32, the int8 rule of
+        this module): Parley's I4 is symmetric and cannot hold Q4_1's offset,
+        and re-quantizing to I4 would add a second 4-bit rounding on top of
+        the file's own (measured on SmolLM2-135M-Instruct Q4_1: see
+        formats/python/README.md), while I8 g32 keeps the dequantized values
+        to within 0.4 % (rel. Frobenius).
+      * Token embeddings and an untied lm_head in a quantized type are F16
+        (the runtime reads F16 or per-row I8 tables natively; group-wise I8
+        would be widened to F32 in memory). Measured on SmolLM2-135M-Instruct
+        Q4_1 (token_embd Q8_0, tied): F16 keeps the dequantized table to
+        2e-4 (rel. Frobenius), I8 per row to 1.2e-2, a 50x larger error on
+        the tensor that also makes the logits.
+    """
+    value = np.ascontiguousarray(value, dtype=np.float32)
+    if source is None or value.ndim < 2 or keep_f32(name, keep_f32_patterns):
+        return store(name, value, "float32", errors=errors)
+    tensor, blocks = source
+    kind = tensor.type_name
+    if kind in ("F32", "F64"):
+        return store(name, value, "float32", errors=errors)
+    if kind == "F16":
+        return store(name, value, "float16", errors=errors)
+    if kind == "BF16":
+        return store(name, value, "bfloat16", errors=errors)
+    per_row = is_token_embedding(name) or name == "lm_head.weight"
+    if not per_row and not is_linear_weight(name):
+        return store(name, value, "float32", errors=errors)
+    if per_row:
+        if np.max(np.abs(value), initial=0.0) <= 65504.0:
+            return store(name, value, "float16", errors=errors)
+        return store(name, value, "int8", warnings=warnings, errors=errors)
+    if blocks is not None and value.ndim == 2 and (blocks.dtype == "i4" or int(blocks.q.min(initial=0)) >= -127):
+        # Exact only if q * scale reproduces gguf's dequantization bit for bit.
+        if np.array_equal(dequantize(blocks.q, blocks.scale), value):
+            sch = "SymmetricGroupwise"
+            if blocks.dtype == "i4":
+                return _quantized_entries(name, I4(pack_i4(blocks.q), blocks.q.shape), blocks.scale, sch,
+                                          blocks.group_size)
+            return _quantized_entries(name, blocks.q, blocks.scale, sch, blocks.group_size)
+    return store(name, value, "int8", group_size=32, warnings=warnings, errors=errors)
