@@ -12,6 +12,11 @@
 namespace parley {
 
 namespace {
+[[noreturn]] void icu_failed(const char *what, UErrorCode status) {
+  fail(status == U_MEMORY_ALLOCATION_ERROR ? PARLEY_ERROR_OUT_OF_MEMORY : PARLEY_ERROR_INTERNAL,
+       std::string("sentence segmentation: ICU ") + what + ": " + u_errorName(status));
+}
+
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
@@ -26,13 +31,13 @@ std::vector<std::pair<size_t, size_t>> split_sentences(std::string_view text, co
   UErrorCode status = U_ZERO_ERROR;
   std::unique_ptr<UText, UTextClose> ut(
       utext_openUTF8(nullptr, text.data(), static_cast<int64_t>(text.size()), &status));
-  if (U_FAILURE(status)) fail(PARLEY_ERROR_INTERNAL, std::string("ICU utext_openUTF8: ") + u_errorName(status));
+  if (U_FAILURE(status)) icu_failed("utext_openUTF8", status);
   std::unique_ptr<icu::BreakIterator> it(
       icu::BreakIterator::createSentenceInstance(icu::Locale(locale.empty() ? "root" : locale.c_str()), status));
   if (U_FAILURE(status) || !it)
-    fail(PARLEY_ERROR_INTERNAL, std::string("ICU createSentenceInstance: ") + u_errorName(status));
+    icu_failed("createSentenceInstance", U_FAILURE(status) ? status : U_MEMORY_ALLOCATION_ERROR);
   it->setText(ut.get(), status);
-  if (U_FAILURE(status)) fail(PARLEY_ERROR_INTERNAL, std::string("ICU BreakIterator::setText: ") + u_errorName(status));
+  if (U_FAILURE(status)) icu_failed("BreakIterator::setText", status);
   // Boundaries are native (UTF-8 byte) indices with a UTF-8 UText.
   std::vector<size_t> bounds;
   for (int32_t b = it->next(); b != icu::BreakIterator::DONE; b = it->next()) {

@@ -7,7 +7,9 @@ per direction, the share of sentences/spans that come out right:
   order ids: each 7-digit order number of the source exactly once in the output;
   amounts:   the amount's digits (separators ignored) exactly once, and the
              source string verbatim (protection keeps "367,90 €" as written);
-  numbers:   every digit run of the source exactly once.
+  numbers:   every digit run of the source exactly once;
+  order:     sentences with >= 2 numbers whose numbers come in the reference
+             translation's order (where protection placed them).
 Not a unit test; no timing assertions.
 
   python3 tests/bench/translation_protect.py [--cli build/bin/parley] [--limit N]
@@ -59,6 +61,23 @@ def score(src: list[str], out: list[str]) -> dict[str, tuple[int, int]]:
     return {k: tuple(v) for k, v in res.items()}
 
 
+def order_agreement(src: list[str], ref: list[str], out: list[str]) -> tuple[int, int]:
+    ok = total = 0
+    for s, r, o in zip(src, ref, out):
+        nums = re.findall(r"\d+(?:[.,]\d+)*", s)
+        if len(nums) < 2:
+            continue
+
+        def order(text: str) -> list[int]:
+            squashed = re.sub(r"(?<=\d)[.,](?=\d)", "", text)
+            pos = [squashed.find(re.sub(r"\D", "", n)) for n in nums]
+            return sorted(range(len(nums)), key=lambda j: pos[j])
+
+        total += 1
+        ok += order(r) == order(o)
+    return ok, total
+
+
 def translate(cli: str, model: str, lines: list[str], extra: list[str]) -> tuple[list[str], float]:
     env = dict(os.environ)
     env.setdefault("PARLEY_PLUGIN_PATH", str(Path(cli).resolve().parents[1] / "lib" / "parley" / "plugins"))
@@ -78,10 +97,13 @@ def main() -> None:
         subprocess.run([sys.executable, str(ROOT / "samples/support-bot/train/make_corpus.py"), "--out", tmp,
                         "--pairs", "10", "--dialogues", "10"], check=True, capture_output=True)
         corpus = {lang: Path(tmp, f"test.{lang}").read_text().splitlines() for lang in ("de", "en")}
+    target = {"de": "en", "en": "de"}
     print(f"demo models, held-out test split, first {args.limit} sentences with digits per direction")
     print(f"{'direction':9} {'metric':24} {'plain':>14} {'--protect numbers':>18}")
     for direction, lang in (("de-en", "de"), ("en-de", "en")):
-        src = [s for s in corpus[lang] if re.search(r"\d", s)][: args.limit]
+        keep = [i for i, s in enumerate(corpus[lang]) if re.search(r"\d", s)][: args.limit]
+        src = [corpus[lang][i] for i in keep]
+        ref = [corpus[target[lang]][i] for i in keep]
         model = str(Path(args.models) / f"opus-mt-{direction}.parley")
         plain, t_plain = translate(args.cli, model, src, [])
         prot, t_prot = translate(args.cli, model, src, ["--protect", "numbers"])
@@ -90,6 +112,9 @@ def main() -> None:
             pa, pb = a[k], b[k]
             print(f"{direction:9} {k:24} {pa[0]:5}/{pa[1]:<5}{100 * pa[0] / max(pa[1], 1):5.1f}% "
                   f"{pb[0]:5}/{pb[1]:<5}{100 * pb[0] / max(pb[1], 1):5.1f}%")
+        oa, ob = order_agreement(src, ref, plain), order_agreement(src, ref, prot)
+        print(f"{direction:9} {'order as reference':24} {oa[0]:5}/{oa[1]:<5}{100 * oa[0] / max(oa[1], 1):5.1f}% "
+              f"{ob[0]:5}/{ob[1]:<5}{100 * ob[0] / max(ob[1], 1):5.1f}%")
         print(f"{direction:9} {'time (s, 1 thread)':24} {t_plain:14.1f} {t_prot:18.1f}")
 
 

@@ -473,6 +473,22 @@ static void test_misuse(parley_runtime *rt) {
   CHECK_STATUS(parley_translate(m, texts, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK(strstr(parley_last_error(), "long_text") != NULL);
   o.long_text = 0;
+  /* A pattern that backtracks catastrophically fails on its match limit instead of hanging. */
+  {
+    const char *evil[] = {"(a+)+$"};
+    char hostile[4096];
+    const char *ht[1];
+    memset(hostile, 'a', 4000);
+    hostile[4000] = 'b';
+    hostile[4001] = 0;
+    ht[0] = hostile;
+    o.protect_patterns = evil;
+    o.num_protect_patterns = 1;
+    CHECK_STATUS(parley_translate(m, ht, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "protect pattern") != NULL);
+    o.protect_patterns = NULL;
+    o.num_protect_patterns = 0;
+  }
   /* Invalid UTF-8 with protection: a clear per-text error. */
   {
     const char *bad_utf8[] = {"Bestellung \xC3\x28 9019917"};
