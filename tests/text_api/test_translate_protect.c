@@ -520,9 +520,57 @@ static void test_misuse(parley_runtime *rt) {
   parley_model_free(m);
 }
 
+/* parley_translate_submit copies the pattern and glossary arrays: the
+ * caller may free and overwrite them before the request runs. */
+static void test_submit_copies_protection(parley_runtime *rt) {
+  parley_model *m = load(rt, "PARLEY_TEXT_API_DIR", "random_marian.parley");
+  const char *texts[] = {"Ticket REF-12-X und NordwindZz, Bestellung 9019917"};
+  char *pattern = (char *)malloc(16), *term = (char *)malloc(16);
+  const char **patterns = (const char **)malloc(sizeof *patterns), **glossary = (const char **)malloc(sizeof *glossary);
+  const char *bad[] = {NULL};
+  parley_translation_options o;
+  parley_request *req = NULL;
+  parley_translation_result *r = NULL;
+  static const char *const want[] = {"REF-12-X", "NordwindZz", "9019917"};
+  if (!pattern || !term || !patterns || !glossary) exit(1);
+  strcpy(pattern, "REF-\\d+-X");
+  strcpy(term, "NordwindZz");
+  patterns[0] = pattern;
+  glossary[0] = term;
+  parley_translation_options_init(&o);
+  o.protect = PARLEY_PROTECT_NUMBERS;
+  o.protect_patterns = patterns;
+  o.num_protect_patterns = 1;
+  o.glossary = glossary;
+  o.num_glossary = 1;
+  CHECK_STATUS(parley_translate_submit(m, texts, NULL, 1, &o, NULL, &req), PARLEY_OK);
+  memset(pattern, 'x', 15);
+  memset(term, 'y', 15);
+  free(pattern);
+  free(term);
+  free(patterns);
+  free(glossary);
+  if (req) {
+    CHECK_STATUS(parley_request_wait(req, -1), PARLEY_OK);
+    CHECK_STATUS(parley_request_take_translation_result(req, &r), PARLEY_OK);
+    if (r) check_spans(r, 0, texts[0], want, 3, 0);
+    parley_translation_result_free(r);
+    parley_request_free(req);
+  }
+  /* Misuse is refused at submission. */
+  req = NULL;
+  o.protect_patterns = bad;
+  o.num_protect_patterns = 1;
+  o.num_glossary = 0;
+  CHECK_STATUS(parley_translate_submit(m, texts, NULL, 1, &o, NULL, &req), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(req == NULL && strstr(parley_last_error(), "protect_patterns[0] is NULL") != NULL);
+  parley_model_free(m);
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
   test_misuse(rt);
+  test_submit_copies_protection(rt);
   test_demo(rt);
   test_random_model(rt);
   test_long_text(rt);
