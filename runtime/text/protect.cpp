@@ -239,6 +239,54 @@ MaskedText mask_spans(std::string_view text, const std::vector<SpanMatch> &spans
   return out;
 }
 
+namespace {
+// The element name of an opening ("<b class=x>" -> "b") or closing ("</b>"
+// -> "b") tag; empty for anything else (self-closing tags included).
+std::string tag_name(const std::string &span, bool closing) {
+  if (span.size() < 3 || span.front() != '<' || span.back() != '>' || span[span.size() - 2] == '/') return {};
+  size_t i = 1;
+  if (closing != (span[1] == '/')) return {};
+  if (closing) ++i;
+  size_t j = i;
+  while (j < span.size() && span[j] != '>' && !is_space(span[j]) && span[j] != '/') ++j;
+  return span.substr(i, j - i);
+}
+
+// An element's closing tag placed before its opening tag ("</b> ... <b>")
+// cannot be what any target language needs: swap the two spans' places.
+void fix_tag_pairs(const MaskedText &masked, const std::vector<std::string> &span_texts, RestoredText &res) {
+  const size_t n = masked.placeholders.size();
+  auto text_of = [&](size_t p) -> const std::string & { return span_texts[masked.placeholders[p].span]; };
+  for (size_t o = 0; o < n; ++o) {
+    const std::string name = tag_name(text_of(o), false);
+    if (name.empty()) continue;
+    // Its closing tag: the next "</name>" in source order, skipping nested pairs.
+    size_t depth = 0, c = n;
+    for (size_t q = o + 1; q < n && c == n; ++q) {
+      if (tag_name(text_of(q), false) == name) ++depth;
+      if (tag_name(text_of(q), true) == name) {
+        if (depth == 0)
+          c = q;
+        else
+          --depth;
+      }
+    }
+    if (c == n) continue;
+    ProtectedSpan &so = res.spans[o], &sc = res.spans[c];
+    if (sc.target_offset >= so.target_offset) continue;
+    // [close][middle][open] -> [open][middle][close]
+    const size_t c_off = sc.target_offset, c_len = sc.target_length, o_off = so.target_offset, o_len = so.target_length;
+    const std::string middle = res.text.substr(c_off + c_len, o_off - (c_off + c_len));
+    res.text = res.text.substr(0, c_off) + text_of(o) + middle + text_of(c) + res.text.substr(o_off + o_len);
+    for (size_t q = 0; q < n; ++q)
+      if (q != o && q != c && res.spans[q].target_offset > c_off && res.spans[q].target_offset < o_off)
+        res.spans[q].target_offset = res.spans[q].target_offset - c_len + o_len;
+    so.target_offset = c_off;
+    sc.target_offset = c_off + o_len + middle.size();
+  }
+}
+}  // namespace
+
 RestoredText restore_spans(const MaskedText &masked, const std::vector<std::string> &span_texts,
                            const ModelOutput &out) {
   const std::string &t = out.text;
@@ -482,6 +530,7 @@ RestoredText restore_spans(const MaskedText &masked, const std::vector<std::stri
     at = std::max(at, e.end);
   }
   res.text.append(t, std::min(at, t.size()), std::string::npos);
+  fix_tag_pairs(masked, span_texts, res);
   return res;
 }
 

@@ -71,6 +71,7 @@ static size_t check_spans(const parley_translation_result *r, size_t i, const ch
     CHECK_STATUS(parley_translation_result_protected_count(r, i, h, &n), PARLEY_OK);
     CHECK(n == n_expected);
     if (verbose && h == 0) printf("  %s\n  -> %s\n", source, text);
+    size_t offsets[16];
     for (k = 0; k < n && k < n_expected; ++k) {
       parley_protected_span sp;
       char want[512];
@@ -85,6 +86,14 @@ static size_t check_spans(const parley_translation_result *r, size_t i, const ch
       CHECK(memcmp(text + sp.target_offset, expected[k], sp.target_length) == 0);
       CHECK(sp.placement >= PARLEY_SPAN_COPIED && sp.placement <= PARLEY_SPAN_POSITIONED);
       if (h == 0 && sp.placement == PARLEY_SPAN_COPIED) ++copied;
+      if (k < 16) offsets[k] = sp.target_offset;
+      /* A closing tag never comes before its opening tag ("<b>" ... "</b>"). */
+      if (k < 16 && expected[k][0] == '<' && expected[k][1] == '/') {
+        size_t q;
+        for (q = 0; q < k; ++q)
+          if (expected[q][0] == '<' && strncmp(expected[q] + 1, expected[k] + 2, strlen(expected[k] + 2)) == 0)
+            CHECK(offsets[q] < offsets[k]);
+      }
       /* Exactly once in the hypothesis (the expected spans are distinct and
        * none is inside another). */
       snprintf(want, sizeof want, "%s", expected[k]);
