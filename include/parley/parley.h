@@ -834,7 +834,65 @@ typedef struct parley_translation_options {
    * parley_translation_text_fn) and its user_data. */
   parley_translation_text_fn on_text;
   void *user_data;
+  /* Appended in 0.1.x: protected spans (see parley_protect_flags). Each
+   * span the built-in classes in `protect`, the PCRE2 patterns
+   * protect_patterns[0 .. num_protect_patterns) (UTF mode; at most 64) or
+   * the do-not-translate terms glossary[0 .. num_glossary) (literal,
+   * case-sensitive, whole words; at most 10000 of at most 1024 bytes) find
+   * in a text is replaced by a placeholder the model passes through and put
+   * back verbatim: it appears exactly once in every hypothesis, where the
+   * model put its placeholder, else where the cross-attention points, else
+   * at its relative position (parley_translation_result_protected_span says
+   * which and where). Of overlapping matches the earliest, then the longest
+   * wins. Errors: PARLEY_ERROR_INVALID_ARGUMENT naming the pattern and the
+   * offset where it does not compile, a pattern matching the empty string,
+   * NULL arrays or entries, too many or oversized entries, unknown flags.
+   * With protection, on_text gets only the final texts; source tokens and
+   * attention are the masked text's. Read during the call only. */
+  uint32_t protect;
+  int32_t long_text; /* parley_long_text: what to do with a text over the source limit */
+  const char *const *protect_patterns;
+  size_t num_protect_patterns;
+  const char *const *glossary;
+  size_t num_glossary;
+  /* Appended in 0.1.x: the source limit in tokens (0: the model's encoder
+   * positions; else the smaller of the two), and batching: 0 translates all
+   * texts (and sentences of split texts) as one batch; n > 0 runs batches of
+   * at most n padded source tokens (rows x the batch's longest source, as
+   * CTranslate2's batch_type="tokens"; a longer single text runs alone). */
+  size_t max_source_tokens;
+  size_t max_batch_tokens;
 } parley_translation_options;
+
+/* Classes of spans to protect (parley_translation_options.protect, OR-ed). */
+typedef enum parley_protect_flags {
+  /* Numbers: amounts with a currency sign or code ("367,90 €", "$1,299.00"),
+   * dates ("2026-12-05", "05.12.2026"), times, grouped and decimal numbers,
+   * ids such as "A-12345" or "#4711", order numbers. */
+  PARLEY_PROTECT_NUMBERS = 1,
+  PARLEY_PROTECT_EMAILS = 2,
+  PARLEY_PROTECT_URLS = 4, /* http(s)://, ftp://, www. (without final punctuation) */
+  /* {slot}, {{var}}, ${var}, printf conversions (%s, %d, %1$s, %.2f, %%) */
+  PARLEY_PROTECT_PLACEHOLDERS = 8,
+  PARLEY_PROTECT_MARKUP = 16, /* HTML/XML tags, comments, entities */
+  PARLEY_PROTECT_ALL = 31,
+  /* Reported kinds only (parley_protected_span.kind): a caller pattern, a glossary term. */
+  PARLEY_PROTECT_PATTERN = 1 << 8,
+  PARLEY_PROTECT_GLOSSARY = 1 << 9
+} parley_protect_flags;
+
+/* Texts over the source limit (parley_translation_options.long_text). */
+typedef enum parley_long_text {
+  PARLEY_LONG_TEXT_ERROR = 0, /* refuse the text (default; per_text_errors applies) */
+  /* Split it into sentences (ICU's sentence BreakIterator; line breaks end
+   * a sentence), a sentence still too long at the whitespace nearest its
+   * middle; translate the pieces as a batch and join them with the original
+   * whitespace and line breaks between them. The hypothesis' score is the
+   * sum of the pieces' scores, its tokens their concatenation (also of the
+   * source tokens); attention is not kept for a split text. */
+  PARLEY_LONG_TEXT_SPLIT = 1,
+  PARLEY_LONG_TEXT_SPLIT_ALWAYS = 2 /* translate every text sentence by sentence */
+} parley_long_text;
 
 PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options);
 static inline parley_status parley_translation_options_init(parley_translation_options *options) {
@@ -900,6 +958,40 @@ PARLEY_API parley_status parley_translation_result_attention(const parley_transl
                                                              size_t hypothesis, const float **out_weights,
                                                              size_t *out_target_len, size_t *out_source_len);
 PARLEY_API void parley_translation_result_free(parley_translation_result *result);
+
+/* How a protected span was put into a hypothesis (parley_protected_span.placement). */
+typedef enum parley_span_placement {
+  PARLEY_SPAN_COPIED = 0,    /* where the model put its placeholder */
+  PARLEY_SPAN_ALIGNED = 1,   /* the model lost the placeholder: where the cross-attention points */
+  PARLEY_SPAN_POSITIONED = 2 /* ... and no attention: at its relative position in the source */
+} parley_span_placement;
+
+/* One protected span of a hypothesis. Offsets are bytes. */
+typedef struct parley_protected_span {
+  size_t struct_size;
+  uint32_t kind;                       /* parley_protect_flags: the class, PARLEY_PROTECT_PATTERN or _GLOSSARY */
+  int32_t placement;                   /* parley_span_placement */
+  size_t source_offset, source_length; /* in the text given to parley_translate */
+  size_t target_offset, target_length; /* in the hypothesis' text: the same bytes, verbatim */
+} parley_protected_span;
+
+/*
+ * Number of protected spans of hypothesis `hypothesis` of text `index` (0
+ * without protection), and span `span` of them (in source order; `out`'s
+ * struct_size set by the caller). Errors: PARLEY_ERROR_NOT_FOUND (an index
+ * out of range), PARLEY_ERROR_INVALID_ARGUMENT (NULL, bad struct_size).
+ * Thread-safe.
+ */
+PARLEY_API parley_status parley_translation_result_protected_count(const parley_translation_result *result,
+                                                                   size_t index, size_t hypothesis, size_t *out_count);
+PARLEY_API parley_status parley_translation_result_protected_span(const parley_translation_result *result, size_t index,
+                                                                  size_t hypothesis, size_t span,
+                                                                  parley_protected_span *out);
+/* Number of pieces text `index` was translated in (1 unless it was split; 0
+ * for a text of only whitespace under PARLEY_LONG_TEXT_SPLIT_ALWAYS, which
+ * is its own translation). Errors: PARLEY_ERROR_NOT_FOUND. Thread-safe. */
+PARLEY_API parley_status parley_translation_result_segments(const parley_translation_result *result, size_t index,
+                                                            size_t *out_count);
 
 /*
  * Why text `index` has no translation (options->per_text_errors): its status

@@ -19,6 +19,7 @@
 
 #include "capi/api_guard.hpp"
 #include "capi/request_control.hpp"
+#include "text/protect.hpp"
 
 using namespace parley;
 using parley::capi::check_struct_size;
@@ -132,6 +133,8 @@ struct parley_request {
   parley_translation_options translation{};
   bool has_translation_options = false;
   std::string source_language, target_language;
+  std::vector<std::string> protect_patterns, glossary;  // options->protect_patterns / glossary
+  std::vector<const char *> protect_pattern_ptrs, glossary_ptrs;
   std::vector<std::string> texts;
   std::vector<const char *> text_ptrs;
   std::vector<size_t> text_lengths;
@@ -424,6 +427,29 @@ PARLEY_API parley_status parley_translate_submit(const parley_model *model, cons
       }
       copy_generation(r->translation.generation, r->generation, "options->generation");
       r->translation.generation = r->generation.get();
+      // The caller may free its pattern and glossary arrays once submit returns.
+      auto copy_strings = [](const char *const *arr, size_t n, size_t max, const char *name,
+                             std::vector<std::string> &store, std::vector<const char *> &ptrs) {
+        if (n > max)
+          fail(PARLEY_ERROR_INVALID_ARGUMENT,
+               std::string("options->num_") + name + " is " + std::to_string(n) + ": at most " + std::to_string(max));
+        if (n && !arr)
+          fail(PARLEY_ERROR_INVALID_ARGUMENT,
+               std::string("options->") + name + " is NULL but num_" + name + " is " + std::to_string(n));
+        for (size_t i = 0; i < n; ++i) {
+          if (!arr[i])
+            fail(PARLEY_ERROR_INVALID_ARGUMENT,
+                 std::string("options->") + name + "[" + std::to_string(i) + "] is NULL");
+          store.push_back(copy_cstr(arr[i]));
+        }
+        for (const std::string &x : store) ptrs.push_back(x.c_str());
+        return n ? ptrs.data() : nullptr;
+      };
+      r->translation.protect_patterns =
+          copy_strings(r->translation.protect_patterns, r->translation.num_protect_patterns, kMaxProtectPatterns,
+                       "protect_patterns", r->protect_patterns, r->protect_pattern_ptrs);
+      r->translation.glossary = copy_strings(r->translation.glossary, r->translation.num_glossary, kMaxGlossaryTerms,
+                                             "glossary", r->glossary, r->glossary_ptrs);
       r->has_translation_options = true;
     }
     r->work = [](parley_request &q) {

@@ -228,6 +228,33 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   t.attention_layer = o.attention_layer;
   t.per_text_errors = o.per_text_errors != 0;
   t.engine = model->impl.engine();
+  if (o.long_text < PARLEY_LONG_TEXT_ERROR || o.long_text > PARLEY_LONG_TEXT_SPLIT_ALWAYS)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "options->long_text " + std::to_string(o.long_text) + " is not a parley_long_text (0, 1 or 2)");
+  t.long_text = o.long_text;
+  t.max_source_tokens = o.max_source_tokens;
+  t.max_batch_tokens = o.max_batch_tokens;
+  if (o.protect || o.num_protect_patterns || o.num_glossary) {
+    if (o.protect & ~static_cast<uint32_t>(PARLEY_PROTECT_ALL))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "options->protect " + std::to_string(o.protect) + " holds bits outside PARLEY_PROTECT_ALL (0x1f)");
+    auto strings = [](const char *const *arr, size_t n, size_t max, const char *name) {
+      if (n > max)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT,
+             std::string("options->num_") + name + " is " + std::to_string(n) + ": at most " + std::to_string(max));
+      if (n && !arr)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT,
+             std::string("options->") + name + " is NULL but num_" + name + " is " + std::to_string(n));
+      std::vector<std::string> out;
+      out.reserve(n);
+      for (size_t i = 0; i < n; ++i)
+        out.push_back(text_arg(arr[i], (std::string("options->") + name + "[" + std::to_string(i) + "]").c_str()));
+      return out;
+    };
+    t.protect = std::make_shared<ProtectRules>(
+        o.protect, strings(o.protect_patterns, o.num_protect_patterns, kMaxProtectPatterns, "protect_patterns"),
+        strings(o.glossary, o.num_glossary, kMaxGlossaryTerms, "glossary"));
+  }
   std::vector<std::string> inputs;
   inputs.reserve(count);
   for (size_t i = 0; i < count; ++i) {
@@ -327,10 +354,51 @@ PARLEY_API parley_status parley_translation_result_attention(const parley_transl
     require(out_source_len, "out_source_len");
     const TextHypothesis &h = hyp(result, index, hypothesis);
     if (h.attention.empty() && !h.tokens.empty())
-      fail(PARLEY_ERROR_NOT_FOUND, "attention was not requested (options->return_attention)");
+      fail(PARLEY_ERROR_NOT_FOUND, item(result, index).segments > 1
+                                       ? "the text was translated in " + std::to_string(item(result, index).segments) +
+                                             " pieces (long_text): its attention is not kept"
+                                       : std::string("attention was not requested (options->return_attention)"));
     *out_weights = h.attention.data();
     *out_target_len = h.tokens.size();
     *out_source_len = item(result, index).source_tokens.size();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_protected_count(const parley_translation_result *result,
+                                                                   size_t index, size_t hypothesis, size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(out_count, "out_count");
+    *out_count = hyp(result, index, hypothesis).protected_spans.size();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_protected_span(const parley_translation_result *result, size_t index,
+                                                                  size_t hypothesis, size_t span,
+                                                                  parley_protected_span *out) {
+  return guarded(__func__, [&] {
+    require(out, "out");
+    check_struct_size(out->struct_size, sizeof *out, sizeof *out, "out");
+    const TextHypothesis &h = hyp(result, index, hypothesis);
+    if (span >= h.protected_spans.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "span " + std::to_string(span) + " >= " + std::to_string(h.protected_spans.size()));
+    const ProtectedSpan &p = h.protected_spans[span];
+    parley_protected_span o{};
+    o.struct_size = out->struct_size;
+    o.kind = p.kind;
+    o.placement = p.placement;
+    o.source_offset = p.source_offset;
+    o.source_length = p.source_length;
+    o.target_offset = p.target_offset;
+    o.target_length = p.target_length;
+    parley::capi::copy_out(out, o);
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_segments(const parley_translation_result *result, size_t index,
+                                                            size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(out_count, "out_count");
+    *out_count = item(result, index).segments;
   });
 }
 

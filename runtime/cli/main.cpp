@@ -311,6 +311,31 @@ int main(int argc, char **argv) {
   translate->add_option("--max-length", ta.max_length, "Most tokens per translation");
   translate->add_option("--length-penalty", ta.length_penalty, "Beam length penalty (default: the model's)");
   translate->add_flag("--scores", ta.scores, "Print score<TAB>text");
+  translate->add_option("-i,--input", ta.input, "Read this file instead of stdin");
+  translate
+      ->add_option("--unit", ta.unit,
+                   "What one input text is: line (default; output aligned line by line), paragraph (blocks "
+                   "separated by blank lines) or document (the whole input); paragraphs and documents are "
+                   "translated sentence by sentence and printed with their original whitespace and line breaks")
+      ->check(CLI::IsMember({"line", "paragraph", "document"}));
+  translate
+      ->add_option("--long-text", ta.long_text,
+                   "A text over the model's positions (or --max-source-tokens): split (default: into sentences, "
+                   "translated as a batch and joined), sentences (always sentence by sentence) or error")
+      ->check(CLI::IsMember({"split", "sentences", "error"}));
+  translate->add_option("--max-source-tokens", ta.max_source_tokens, "Source limit in tokens (0: the model's)");
+  translate->add_option("--max-batch-tokens", ta.max_batch_tokens,
+                        "Batches of at most this many padded source tokens (0: one batch per --batch texts)");
+  translate->add_option("--protect", ta.protect,
+                        "Keep these spans verbatim (comma-separated): numbers, emails, urls, placeholders, markup, "
+                        "all");
+  translate->add_option("--protect-pattern", ta.protect_patterns,
+                        "Keep what this PCRE2 pattern matches verbatim (repeatable)");
+  translate->add_option("--keep", ta.glossary, "Do-not-translate term (repeatable)");
+  translate->add_option("--glossary", ta.glossary_file, "File of do-not-translate terms, one per line");
+  translate->add_flag("--show-protected", ta.show_protected,
+                      "Print each text's protected spans on stderr (source and target byte offsets, and how "
+                      "each was placed)");
   kv_option(translate, ta.kv_cache);
   add_common(translate);
 

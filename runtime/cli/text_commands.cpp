@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -57,12 +59,75 @@ void report_line(size_t number, parley_status st, const char *message) {
   std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, message, parley_status_name(st));
 }
 
+// The translation options the command line asks for beyond the decoding ones.
+struct Protection {
+  uint32_t protect = 0;
+  int32_t long_text = PARLEY_LONG_TEXT_SPLIT;
+  std::vector<std::string> glossary;
+  std::vector<const char *> pattern_ptrs, glossary_ptrs;
+};
+
+const char *kind_name(uint32_t kind) {
+  switch (kind) {
+    case PARLEY_PROTECT_NUMBERS:
+      return "number";
+    case PARLEY_PROTECT_EMAILS:
+      return "email";
+    case PARLEY_PROTECT_URLS:
+      return "url";
+    case PARLEY_PROTECT_PLACEHOLDERS:
+      return "placeholder";
+    case PARLEY_PROTECT_MARKUP:
+      return "markup";
+    case PARLEY_PROTECT_PATTERN:
+      return "pattern";
+    case PARLEY_PROTECT_GLOSSARY:
+      return "glossary";
+    default:
+      return "?";
+  }
+}
+const char *placement_name(int32_t p) {
+  return p == PARLEY_SPAN_COPIED ? "copied" : p == PARLEY_SPAN_ALIGNED ? "aligned" : "positioned";
+}
+
+// --show-protected: one stderr line per span of text `index`'s best hypothesis.
+void show_protected(const parley_translation_result *r, size_t index, const char *unit, size_t number,
+                    const std::string &source) {
+  size_t n = 0;
+  if (parley_translation_result_protected_count(r, index, 0, &n) != PARLEY_OK) return;
+  const char *text = "";
+  parley_translation_result_text(r, index, 0, &text, nullptr);
+  std::fprintf(stderr, "parley: %s %zu: %zu protected span(s)\n", unit, number, n);
+  for (size_t k = 0; k < n; ++k) {
+    parley_protected_span sp;
+    sp.struct_size = sizeof sp;
+    if (parley_translation_result_protected_span(r, index, 0, k, &sp) != PARLEY_OK) continue;
+    std::fprintf(stderr, "  %s \"%.*s\" source %zu+%zu -> target %zu (%s)\n", kind_name(sp.kind),
+                 static_cast<int>(sp.source_length), source.c_str() + sp.source_offset, sp.source_offset,
+                 sp.source_length, sp.target_offset, placement_name(sp.placement));
+  }
+  (void)text;
+}
+
+void apply_protection(parley_translation_options &o, const TranslateArgs &a, const Protection &p) {
+  o.protect = p.protect;
+  o.long_text = p.long_text;
+  o.protect_patterns = p.pattern_ptrs.data();
+  o.num_protect_patterns = p.pattern_ptrs.size();
+  o.glossary = p.glossary_ptrs.data();
+  o.num_glossary = p.glossary_ptrs.size();
+  o.max_source_tokens = a.max_source_tokens;
+  o.max_batch_tokens = a.max_batch_tokens;
+}
+
 // Translates one batch of lines. Output stays aligned with the input: every
 // input line gives exactly `nbest` output lines, empty for an empty line and
 // for a line that cannot be translated (reported on stderr as "line N:
 // <reason>", *bad_lines counts them). Returns nonzero only when the whole
 // call failed (bad options, unknown language, out of memory...).
-int translate_batch(parley_model *m, const TranslateArgs &a, const std::vector<Line> &lines, size_t *bad_lines) {
+int translate_batch(parley_model *m, const TranslateArgs &a, const Protection &p, const std::vector<Line> &lines,
+                    size_t *bad_lines) {
   std::vector<const char *> texts;
   std::vector<size_t> lengths;
   for (const auto &l : lines)
@@ -85,6 +150,7 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const std::vector<L
     o.target_language = a.target_language.empty() ? nullptr : a.target_language.c_str();
     o.generation = &g;
     o.per_text_errors = 1;  // one bad line must not cost the others their translation
+    apply_protection(o, a, p);
     parley_status st = parley_translate_n(m, texts.data(), lengths.data(), texts.size(), &o, &r);
     if (st != PARLEY_OK) return fail(st, "translate");
   }
@@ -101,6 +167,7 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const std::vector<L
         ++*bad_lines;
       } else {
         parley_translation_result_hypothesis_count(r, next, &n);
+        if (a.show_protected) show_protected(r, next, "line", l.number, l.text);
       }
       for (size_t h = 0; h < n && h < a.nbest; ++h) {
         const char *text = nullptr;
@@ -133,21 +200,180 @@ int32_t print_delta(void *, const char *text, size_t length) {
 
 }  // namespace
 
+namespace {
+// Paragraph / document units: each text is printed after the whitespace
+// that preceded it in the input, and the input's trailing whitespace last.
+int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p, const std::string &all) {
+  struct Unit {
+    size_t begin, end;
+  };
+  std::vector<Unit> units;
+  if (a.unit == "document") {
+    units.push_back({0, all.size()});
+  } else {  // paragraphs: separated by lines of only whitespace
+    size_t start = 0, i = 0;
+    while (i <= all.size()) {
+      size_t eol = all.find('\n', i);
+      if (eol == std::string::npos) eol = all.size();
+      bool blank = all.find_first_not_of(" \t\r", i) >= eol;
+      if (blank) {
+        if (i > start) units.push_back({start, i});
+        start = eol + 1;
+      }
+      i = eol + 1;
+    }
+    if (start < all.size()) units.push_back({start, all.size()});
+  }
+  // Trim each unit (the whitespace around it is printed as it was).
+  std::vector<Unit> kept;
+  for (Unit u : units) {
+    while (u.begin < u.end && std::isspace(static_cast<unsigned char>(all[u.begin]))) ++u.begin;
+    while (u.end > u.begin && std::isspace(static_cast<unsigned char>(all[u.end - 1]))) --u.end;
+    if (u.end > u.begin) kept.push_back(u);
+  }
+  size_t at = 0, bad = 0;
+  for (size_t first = 0; first < kept.size(); first += a.batch) {
+    const size_t last = std::min(kept.size(), first + a.batch);
+    std::vector<const char *> texts;
+    std::vector<size_t> lengths;
+    for (size_t k = first; k < last; ++k) {
+      texts.push_back(all.data() + kept[k].begin);
+      lengths.push_back(kept[k].end - kept[k].begin);
+    }
+    parley_generation_options g;
+    parley_generation_options_init(m, &g);
+    if (a.beam) g.num_beams = a.beam;
+    if (a.max_length) g.max_new_tokens = a.max_length;
+    if (a.length_penalty != 0.f) g.length_penalty = a.length_penalty;
+    parley_translation_options o;
+    parley_translation_options_init(&o);
+    o.source_language = a.source_language.empty() ? nullptr : a.source_language.c_str();
+    o.target_language = a.target_language.empty() ? nullptr : a.target_language.c_str();
+    o.generation = &g;
+    o.per_text_errors = 1;
+    apply_protection(o, a, p);
+    if (a.long_text == "split") o.long_text = PARLEY_LONG_TEXT_SPLIT_ALWAYS;  // units hold many sentences
+    parley_translation_result *r = nullptr;
+    parley_status st = parley_translate_n(m, texts.data(), lengths.data(), texts.size(), &o, &r);
+    if (st != PARLEY_OK) return fail(st, "translate");
+    for (size_t k = first; k < last; ++k) {
+      std::fwrite(all.data() + at, 1, kept[k].begin - at, stdout);
+      at = kept[k].end;
+      int32_t status = PARLEY_OK;
+      const char *message = "";
+      parley_translation_result_error(r, k - first, &status, &message);
+      if (status != PARLEY_OK) {
+        std::fprintf(stderr, "parley: %s %zu: %s (%s)\n", a.unit.c_str(), k + 1, message,
+                     parley_status_name(static_cast<parley_status>(status)));
+        ++bad;
+        continue;
+      }
+      const char *text = "";
+      parley_translation_result_text(r, k - first, 0, &text, nullptr);
+      std::fputs(text, stdout);
+      if (a.show_protected)
+        show_protected(r, k - first, a.unit.c_str(), k + 1, all.substr(kept[k].begin, kept[k].end - kept[k].begin));
+    }
+    parley_translation_result_free(r);
+  }
+  std::fwrite(all.data() + at, 1, all.size() - at, stdout);
+  std::fflush(stdout);
+  if (bad) {
+    std::fprintf(stderr, "parley: %zu of %zu %s(s) could not be translated\n", bad, kept.size(), a.unit.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+bool read_all(std::istream &in, std::string &out) {
+  std::stringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return !in.bad();
+}
+}  // namespace
+
 int translate(parley_runtime *rt, const TranslateArgs &a) {
+  Protection p;
+  {
+    std::stringstream list(a.protect);
+    std::string name;
+    while (std::getline(list, name, ',')) {
+      if (name.empty()) continue;
+      if (name == "numbers")
+        p.protect |= PARLEY_PROTECT_NUMBERS;
+      else if (name == "emails")
+        p.protect |= PARLEY_PROTECT_EMAILS;
+      else if (name == "urls")
+        p.protect |= PARLEY_PROTECT_URLS;
+      else if (name == "placeholders")
+        p.protect |= PARLEY_PROTECT_PLACEHOLDERS;
+      else if (name == "markup")
+        p.protect |= PARLEY_PROTECT_MARKUP;
+      else if (name == "all")
+        p.protect |= PARLEY_PROTECT_ALL;
+      else {
+        std::fprintf(stderr,
+                     "parley: --protect: unknown class '%s' (numbers, emails, urls, placeholders, markup, all)\n",
+                     name.c_str());
+        return 1;
+      }
+    }
+  }
+  p.long_text = a.long_text == "error"       ? PARLEY_LONG_TEXT_ERROR
+                : a.long_text == "sentences" ? PARLEY_LONG_TEXT_SPLIT_ALWAYS
+                                             : PARLEY_LONG_TEXT_SPLIT;
+  p.glossary = a.glossary;
+  if (!a.glossary_file.empty()) {
+    std::ifstream f(a.glossary_file);
+    if (!f) {
+      std::fprintf(stderr, "parley: cannot read --glossary %s: %s\n", a.glossary_file.c_str(), std::strerror(errno));
+      return 1;
+    }
+    std::string term;
+    while (next_line(f, term))
+      if (!term.empty()) p.glossary.push_back(term);
+  }
+  for (const auto &x : a.protect_patterns) p.pattern_ptrs.push_back(x.c_str());
+  for (const auto &x : p.glossary) p.glossary_ptrs.push_back(x.c_str());
+  if (a.unit != "line" && a.nbest > 1) {
+    std::fprintf(stderr, "parley: --nbest needs --unit line\n");
+    return 1;
+  }
+  std::ifstream file;
+  if (!a.input.empty()) {
+    file.open(a.input, std::ios::binary);
+    if (!file) {
+      std::fprintf(stderr, "parley: cannot read --input %s: %s\n", a.input.c_str(), std::strerror(errno));
+      return 1;
+    }
+  }
+  std::istream &in = a.input.empty() ? std::cin : file;
   parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
+  int rc = 0;
+  if (a.unit != "line") {
+    std::string all;
+    if (!read_all(in, all)) {
+      std::fprintf(stderr, "parley: reading the input failed\n");
+      rc = 1;
+    } else {
+      rc = translate_units(m, a, p, all);
+    }
+    parley_model_free(m);
+    return rc;
+  }
   std::vector<Line> lines;
   std::string text;
   size_t number = 0, bad = 0;
-  int rc = 0;
-  while (rc == 0 && next_line(std::cin, text)) {
+  while (rc == 0 && next_line(in, text)) {
     lines.push_back({text, ++number});
     if (lines.size() >= a.batch) {
-      rc = translate_batch(m, a, lines, &bad);
+      rc = translate_batch(m, a, p, lines, &bad);
       lines.clear();
     }
   }
-  if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, lines, &bad);
+  if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, p, lines, &bad);
   parley_model_free(m);
   if (rc == 0 && bad) {
     std::fprintf(stderr, "parley: %zu of %zu line(s) could not be translated (empty output lines)\n", bad, number);

@@ -15,6 +15,14 @@ struct TranslateArgs {
   size_t beam = 0, nbest = 1, batch = 16, max_length = 0;
   float length_penalty = 0.f;  // 0: the model's default
   bool scores = false;
+  std::string input;          // file to read ("" = stdin)
+  std::string unit = "line";  // line | paragraph | document
+  std::string long_text = "split";
+  size_t max_source_tokens = 0, max_batch_tokens = 0;
+  std::string protect;  // comma-separated classes
+  std::vector<std::string> protect_patterns, glossary;
+  std::string glossary_file;
+  bool show_protected = false;
 };
 
 struct ChatArgs {

@@ -53,7 +53,8 @@ def crafted() -> tuple[list[bytes], dict[int, str]]:
 
 def test_translate_reports_bad_lines_and_keeps_every_good_one():
     lines, bad = crafted()
-    out = run(["translate", DE_EN], b"\n".join(lines) + b"\n")
+    # --long-text error: a line over the model's positions is refused (the default splits it).
+    out = run(["translate", DE_EN, "--long-text", "error"], b"\n".join(lines) + b"\n")
     got = out.stdout.decode().split("\n")
     assert got[-1] == "", "output ends with a newline"
     got = got[:-1]
@@ -75,6 +76,32 @@ def test_translate_reports_bad_lines_and_keeps_every_good_one():
     assert reported == sorted(bad), err
     assert "text #" not in err, "the batch position means nothing to the user"
     assert out.returncode == 1
+
+
+def test_translate_splits_long_lines_and_documents_and_protects_numbers(tmp_path):
+    # By default a line over the model's 256 positions is split into sentences and translated.
+    long_line = b" ".join(GOOD[:40])  # 40 sentences, about 400 tokens
+    out = run(["translate", DE_EN, "--protect", "numbers", "--show-protected"], GOOD[0] + b"\n" + long_line + b"\n")
+    assert out.returncode == 0, out.stderr
+    got = out.stdout.decode().split("\n")
+    assert len(got) == 3 and got[2] == ""
+    for i in range(40):
+        assert got[1].count(str(9019900 + i)) == 1, f"order {9019900 + i} in {got[1]!r}"
+    assert re.search(r"line 2: 40 protected span\(s\)", out.stderr.decode())
+    # A file of paragraphs: each is translated sentence by sentence; blank lines and line breaks stay.
+    doc = tmp_path / "doc.txt"
+    paragraphs = [b" ".join(GOOD[k:k + 3]) + b"\n" + GOOD[k + 3] for k in range(0, 20, 4)]
+    doc.write_bytes(b"\n\n".join(paragraphs) + b"\n")
+    for unit in ("paragraph", "document"):
+        out = run(["translate", DE_EN, "--input", str(doc), "--unit", unit, "--protect", "numbers"], b"")
+        assert out.returncode == 0, out.stderr
+        text = out.stdout.decode()
+        assert text.count("\n\n") == 4 and text.count("\n") == 14 and text.endswith("\n"), repr(text)
+        for i in range(20):
+            assert text.count(str(9019900 + i)) == 1, f"{unit}: order {9019900 + i}"
+    # A caller pattern that does not compile is reported with its offset.
+    out = run(["translate", DE_EN, "--protect-pattern", "ab(c"], GOOD[0] + b"\n")
+    assert out.returncode == 1 and re.search(r"does not compile at offset 4", out.stderr.decode()), out.stderr
 
 
 def test_translate_all_good_exits_zero_and_nbest_stays_aligned():

@@ -869,6 +869,35 @@ def test_translate_errors(translation_model):
         m.translate("x", attention_layer=99, return_attention=True, max_length=3)
 
 
+def test_translate_protect_and_long_text(translation_model):
+    m = translation_model
+    src = "Bestellung 9019917 an <b>info@shop.de</b> am 05.12.2026, {name}: 149,00 € und %s."
+    want = ["9019917", "<b>", "info@shop.de", "</b>", "05.12.2026", "{name}", "149,00 €", "%s", "Bestellung"]
+    t = m.translate(src, protect=True, glossary=["Bestellung"], beam_size=2, num_hypotheses=2, max_length=40)
+    for h in t.hypotheses:
+        got = sorted(p.text for p in h.protected)
+        assert got == sorted(want), h.protected
+        for p in h.protected:
+            assert src[p.source_start : p.source_end] == p.text == h.text[p.target_start : p.target_end]
+            assert p.placement in ("copied", "aligned", "positioned")
+            assert p.kind in ("number", "email", "markup", "placeholder", "glossary")
+    # Caller patterns; bad ones are reported with their offset.
+    t = m.translate("Ticket REF-77-X bitte", protect_patterns=[r"REF-\d+-X"], max_length=20)
+    assert [p.text for p in t.best.protected] == ["REF-77-X"] and t.text.count("REF-77-X") == 1
+    with pytest.raises(parley.InvalidArgumentError, match="offset 4"):
+        m.translate("x", protect_patterns=["ab(c"])
+    with pytest.raises(parley.InvalidArgumentError, match="unknown protect class"):
+        m.translate("x", protect="nope")
+    with pytest.raises(parley.InvalidArgumentError, match="long_text"):
+        m.translate("x", long_text="maybe")
+    # A text over the model's positions: refused by default, split on request.
+    long = "Guten Morgen. " * 300
+    with pytest.raises(parley.InvalidArgumentError, match="too long"):
+        m.translate(long, max_length=8)
+    t = m.translate(long + "\nHallo 4711.", long_text="split", protect="numbers", max_length=8, max_batch_tokens=512)
+    assert t.text.count("\n") == 1 and t.text.count("4711") == 1
+
+
 # --------------------------------------------------------------------- chat
 
 

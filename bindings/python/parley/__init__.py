@@ -28,7 +28,16 @@ from ._async import AsyncStream
 from .chat import AsyncChatStream, Chat, ChatStream
 from . import errors as _errors
 from .errors import *  # noqa: F401,F403  (one exception class per parley_status)
-from .model import Hypothesis, Model, ModelInfo, TokenizerInfo, Translation, TranslationHypothesis, TranslationUpdate
+from .model import (
+    Hypothesis,
+    Model,
+    ModelInfo,
+    ProtectedSpan,
+    TokenizerInfo,
+    Translation,
+    TranslationHypothesis,
+    TranslationUpdate,
+)
 from .runtime import DeviceInfo, KernelInfo, PluginInfo, Runtime
 
 __version__ = "0.1.0"
@@ -53,6 +62,7 @@ __all__ = [
     "Hypothesis",
     "Translation",
     "TranslationHypothesis",
+    "ProtectedSpan",
     "TranslationUpdate",
     "library_version",
     "library_path",

@@ -226,6 +226,26 @@ class TranslationOptions(Structure):
         ("per_text_errors", c_int32),
         ("on_text", TRANSLATION_TEXT_FN),
         ("user_data", c_void_p),
+        ("protect", c_uint32),
+        ("long_text", c_int32),
+        ("protect_patterns", POINTER(c_char_p)),
+        ("num_protect_patterns", c_size_t),
+        ("glossary", POINTER(c_char_p)),
+        ("num_glossary", c_size_t),
+        ("max_source_tokens", c_size_t),
+        ("max_batch_tokens", c_size_t),
+    ]
+
+
+class ProtectedSpan(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("kind", c_uint32),
+        ("placement", c_int32),
+        ("source_offset", c_size_t),
+        ("source_length", c_size_t),
+        ("target_offset", c_size_t),
+        ("target_length", c_size_t),
     ]
 
 
@@ -373,6 +393,12 @@ _SIGNATURES: dict[str, tuple] = {
         [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t), _p(c_size_t)],
     ),
     "parley_translation_result_free": (None, [c_void_p]),
+    "parley_translation_result_protected_count": (_status, [c_void_p, c_size_t, c_size_t, _p(c_size_t)]),
+    "parley_translation_result_protected_span": (
+        _status,
+        [c_void_p, c_size_t, c_size_t, c_size_t, _p(ProtectedSpan)],
+    ),
+    "parley_translation_result_segments": (_status, [c_void_p, c_size_t, _p(c_size_t)]),
     # chat
     "parley_chat_session_create": (_status, [c_void_p, c_char_p, _p(c_void_p)]),
     "parley_chat_session_free": (None, [c_void_p]),

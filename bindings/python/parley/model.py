@@ -102,6 +102,28 @@ class TranslationHypothesis:
     tokens: list[int]  # target ids (generated, ending with EOS when finished on one)
     source_tokens: list[int]
     attention: list[list[float]] | None  # [len(tokens)][len(source_tokens)], when requested
+    # Protected spans (translate(protect=..., glossary=..., protect_patterns=...)), in source order.
+    protected: list[ProtectedSpan] = field(default_factory=list)
+
+
+_PROTECT_CLASSES = {"numbers": 1, "emails": 2, "urls": 4, "placeholders": 8, "markup": 16, "all": 31}
+_PROTECT_KINDS = {1: "number", 2: "email", 4: "url", 8: "placeholder", 16: "markup", 256: "pattern", 512: "glossary"}
+_PLACEMENTS = {0: "copied", 1: "aligned", 2: "positioned"}
+_LONG_TEXT = {"error": 0, "split": 1, "sentences": 2}
+
+
+@dataclass(frozen=True)
+class ProtectedSpan:
+    """A span kept verbatim through translation. Offsets are str indices
+    (characters): ``source[source_start:source_end] == target[target_start:target_end] == text``."""
+
+    kind: str  # number, email, url, placeholder, markup, pattern, glossary
+    placement: str  # copied (the model kept its placeholder), aligned (by attention), positioned
+    text: str
+    source_start: int
+    source_end: int
+    target_start: int
+    target_end: int
 
 
 @dataclass(frozen=True)
@@ -590,6 +612,16 @@ class Model(Closable):
         (None: the model's default). ``return_attention`` keeps, per
         hypothesis, the source attention of decoder layer ``attention_layer``
         (-1: the last), averaged over heads.
+
+        Protection: ``protect`` (True for all, or class names "numbers",
+        "emails", "urls", "placeholders", "markup", as a list or a
+        comma-separated str), ``protect_patterns`` (PCRE2 regexes) and
+        ``glossary`` (do-not-translate terms) keep spans verbatim, each exactly
+        once per hypothesis (TranslationHypothesis.protected says where).
+        Long texts: ``long_text`` "error" (default), "split" (a text over the
+        model's positions or ``max_source_tokens`` is split into sentences and
+        joined with its whitespace) or "sentences" (always);
+        ``max_batch_tokens`` batches by padded source tokens.
         """
         single, encoded, text_array, make_options = self._translation_args(
             texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
@@ -600,7 +632,7 @@ class Model(Closable):
             topts, _keep = make_options(h)
             _lib.check(_lib.lib.parley_translate(h, text_array, len(encoded), byref(topts), byref(result)))
         try:
-            out = self._read_translation_result(result.value, return_attention)
+            out = self._read_translation_result(result.value, return_attention, encoded)
         finally:
             _lib.lib.parley_translation_result_free(result.value)
         return out[0] if single else out
@@ -613,6 +645,36 @@ class Model(Closable):
         single = isinstance(texts, (str, bytes))
         items = [texts] if single else list(texts)
         encoded = [encode_text(t, f"texts[{i}]") for i, t in enumerate(items)]
+        options = dict(options)
+        protect = options.pop("protect", None)
+        patterns = options.pop("protect_patterns", None) or []
+        glossary = options.pop("glossary", None) or []
+        long_text = options.pop("long_text", "error")
+        max_source_tokens = options.pop("max_source_tokens", 0)
+        max_batch_tokens = options.pop("max_batch_tokens", 0)
+        if protect is None or protect is False:
+            protect_bits = 0
+        elif protect is True:
+            protect_bits = 31
+        elif isinstance(protect, str):
+            protect_bits = 0
+            for name in (protect,) if "," not in protect else protect.split(","):
+                if name.strip() not in _PROTECT_CLASSES:
+                    raise InvalidArgumentError(f"unknown protect class {name!r} (one of {sorted(_PROTECT_CLASSES)})")
+                protect_bits |= _PROTECT_CLASSES[name.strip()]
+        else:
+            protect_bits = 0
+            for name in protect:
+                if name not in _PROTECT_CLASSES:
+                    raise InvalidArgumentError(f"unknown protect class {name!r} (one of {sorted(_PROTECT_CLASSES)})")
+                protect_bits |= _PROTECT_CLASSES[name]
+        if long_text not in _LONG_TEXT:
+            raise InvalidArgumentError(f"long_text must be one of {sorted(_LONG_TEXT)}, not {long_text!r}")
+        for name, v in (("max_source_tokens", max_source_tokens), ("max_batch_tokens", max_batch_tokens)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise InvalidArgumentError(f"{name} must be an int >= 0")
+        pattern_array = cstring_array([encode_text(p, f"protect_patterns[{i}]") for i, p in enumerate(patterns)])
+        glossary_array = cstring_array([encode_text(t, f"glossary[{i}]") for i, t in enumerate(glossary)])
         for name, alias in (("num_beams", "beam_size"), ("num_return_sequences", "num_hypotheses"),
                             ("length_penalty", "length_penalty"), ("max_new_tokens", "max_length")):
             if name in options and name != alias:
@@ -641,7 +703,15 @@ class Model(Closable):
             topts.generation = ctypes.pointer(gopts)
             topts.return_attention = 1 if return_attention else 0
             topts.attention_layer = attention_layer
-            return topts, [gopts, src, tgt]
+            topts.protect = protect_bits
+            topts.long_text = _LONG_TEXT[long_text]
+            topts.protect_patterns = pattern_array if patterns else None
+            topts.num_protect_patterns = len(patterns)
+            topts.glossary = glossary_array if glossary else None
+            topts.num_glossary = len(glossary)
+            topts.max_source_tokens = max_source_tokens
+            topts.max_batch_tokens = max_batch_tokens
+            return topts, [gopts, src, tgt, pattern_array, glossary_array]
 
         return single, encoded, text_array, make_options
 
@@ -788,7 +858,7 @@ class Model(Closable):
             return_attention, attention_layer, options, "translate_async()",
         )
         req, single = self._submit_translation(args, deadline)
-        out = await run(req, lambda r: _take_translation(r, return_attention))
+        out = await run(req, lambda r: _take_translation(r, return_attention, args[1]))
         return out[0] if single else out
 
     def translate_stream_async(
@@ -825,10 +895,35 @@ class Model(Closable):
             False, -1, options, "translate_stream_async()",
         )
         req, single = self._submit_translation(args, deadline, on_update)
-        return AsyncStream(req, q, lambda r: (lambda out: out[0] if single else out)(_take_translation(r, False)))
+        return AsyncStream(req, q, lambda r: (lambda out: out[0] if single else out)(_take_translation(r, False, args[1])))
 
     @staticmethod
-    def _read_translation_result(r: int, with_attention: bool) -> list[Translation]:
+    def _read_protected(r: int, i: int, k: int, target: bytes, source: bytes | None) -> list[ProtectedSpan]:
+        L = _lib.lib
+        n = c_size_t()
+        _lib.check(L.parley_translation_result_protected_count(r, i, k, byref(n)))
+        out = []
+        for j in range(n.value):
+            sp = _lib.new(_lib.ProtectedSpan)
+            _lib.check(L.parley_translation_result_protected_span(r, i, k, j, byref(sp)))
+
+            def chars(b: bytes, off: int) -> int:
+                return len(b[:off].decode("utf-8", "replace"))
+
+            t0, t1 = chars(target, sp.target_offset), chars(target, sp.target_offset + sp.target_length)
+            s0 = chars(source, sp.source_offset) if source is not None else -1
+            s1 = chars(source, sp.source_offset + sp.source_length) if source is not None else -1
+            out.append(ProtectedSpan(
+                _PROTECT_KINDS.get(sp.kind, str(sp.kind)), _PLACEMENTS.get(sp.placement, str(sp.placement)),
+                target[sp.target_offset : sp.target_offset + sp.target_length].decode("utf-8", "replace"),
+                s0, s1, t0, t1,
+            ))
+        return out
+
+    @staticmethod
+    def _read_translation_result(
+        r: int, with_attention: bool, sources: list[bytes] | None = None
+    ) -> list[Translation]:
         L = _lib.lib
         out = []
         n = c_size_t()
@@ -851,9 +946,11 @@ class Model(Closable):
                     _lib.check(L.parley_translation_result_attention(r, i, k, byref(w), byref(rows), byref(cols)))
                     flat = w[: rows.value * cols.value] if rows.value and cols.value else []
                     attention = [flat[t * cols.value : (t + 1) * cols.value] for t in range(rows.value)]
+                raw = text.value or b""
                 hyps.append(
                     TranslationHypothesis(
-                        decode_text(text.value or b""), score.value, ids_list(tp, tn.value), source, attention
+                        decode_text(raw), score.value, ids_list(tp, tn.value), source, attention,
+                        Model._read_protected(r, i, k, raw, sources[i] if sources else None),
                     )
                 )
             out.append(Translation(source, hyps))
@@ -869,10 +966,10 @@ def _take_generation(handle: int, logprobs: bool) -> list[list[Hypothesis]]:
         _lib.lib.parley_result_free(out.value)
 
 
-def _take_translation(handle: int, with_attention: bool) -> list[Translation]:
+def _take_translation(handle: int, with_attention: bool, sources: list[bytes] | None = None) -> list[Translation]:
     out = c_void_p()
     _lib.check(_lib.lib.parley_request_take_translation_result(handle, byref(out)))
     try:
-        return Model._read_translation_result(out.value, with_attention)
+        return Model._read_translation_result(out.value, with_attention, sources)
     finally:
         _lib.lib.parley_translation_result_free(out.value)
