@@ -334,8 +334,14 @@ std::string json_schema_to_gbnf(std::string_view text) {
   } catch (const Json::parse_error &e) {
     fail(PARLEY_ERROR_INVALID_ARGUMENT,
          "JSON schema: not valid JSON at byte " + std::to_string(e.byte) + ": " + std::string(e.what()));
+  } catch (const Json::exception &e) {  // e.g. a number too large for a double
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "JSON schema: not valid JSON: " + std::string(e.what()));
   }
-  return Converter().run(schema);
+  try {
+    return Converter().run(schema);
+  } catch (const Json::exception &e) {  // a value of an unexpected type the checks above missed
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "JSON schema: " + std::string(e.what()));
+  }
 }
 
 }  // namespace parley

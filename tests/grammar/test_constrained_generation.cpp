@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -388,6 +389,51 @@ TEST(ConstrainedGeneration, DemoChatModelThroughCApi) {
     ASSERT_EQ(parley_result_hypothesis_constraint(r, 0, 0, &status), PARLEY_OK);
     EXPECT_EQ(status, PARLEY_CONSTRAINT_NONE);
     parley_result_free(r);
+  }
+}
+
+// The mask on the demo model's real vocabulary (SentencePiece with byte
+// fallback) equals brute force: each token's bytes fed to a copy of the state.
+TEST(ConstrainedGeneration, DemoVocabularyMaskEqualsBruteForce) {
+  parley_model *m = load(env("PARLEY_DEMO_MODELS") + "/support-llama.parley", false);
+  ASSERT_NE(m, nullptr);
+  ModelCloser closer{m};
+  auto vocab = m->impl.token_vocabulary();
+  int64_t byte_tokens = 0, digit_only = 0;
+  for (int32_t t = 0; t < vocab->size(); ++t) {
+    if (!vocab->is_text(t)) continue;
+    const std::string &b = vocab->bytes(t);
+    byte_tokens += b.size() == 1 && static_cast<uint8_t>(b[0]) >= 0x80;
+    digit_only += !b.empty() && b.find_first_not_of("0123456789") == std::string::npos;
+  }
+  std::printf("demo vocabulary: %lld ids, %lld single non-ASCII bytes, %lld digit-only tokens\n",
+              static_cast<long long>(vocab->size()), static_cast<long long>(byte_tokens),
+              static_cast<long long>(digit_only));
+  std::mt19937_64 rng(base_seed());
+  const std::vector<int32_t> eos = {2};
+  for (const std::string &g : {std::string(R"(root ::= [0-9]{1,12})"), std::string(R"(root ::= "\"" [^"]{0,6} "\"")"),
+                               json_schema_to_gbnf(kShortSchemas[0]), std::string(R"(root ::= [äöüß€a-z ]+)")}) {
+    auto c = std::make_shared<Constraint>();
+    c->grammar = Grammar::parse(g);
+    c->vocab = vocab;
+    ConstraintState st(c);
+    for (int step = 0; step < 12; ++step) {
+      std::vector<float> scores(static_cast<size_t>(vocab->size()), 0.0f);
+      const int64_t admitted = st.mask(scores.data(), eos);
+      std::vector<int32_t> allowed;
+      for (int32_t t = 0; t < vocab->size(); ++t) {
+        ConstraintState copy = st;
+        const bool ok = copy.accept(t, eos);
+        ASSERT_EQ(ok, scores[static_cast<size_t>(t)] == 0.0f)
+            << "token " << t << " '" << vocab->bytes(t) << "' step " << step << " of " << g;
+        if (ok) allowed.push_back(t);
+      }
+      ASSERT_EQ(admitted, static_cast<int64_t>(allowed.size()));
+      if (allowed.empty()) break;
+      const int32_t pick = allowed[rng() % allowed.size()];
+      if (pick == eos[0]) break;
+      ASSERT_TRUE(st.accept(pick, eos));
+    }
   }
 }
 
