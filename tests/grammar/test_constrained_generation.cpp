@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <parley/parley.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -435,6 +436,47 @@ TEST(ConstrainedGeneration, DemoVocabularyMaskEqualsBruteForce) {
       ASSERT_TRUE(st.accept(pick, eos));
     }
   }
+}
+
+// An asynchronous generation keeps its own copy of the grammar: the
+// caller's buffer is overwritten right after the submit returns.
+TEST(ConstrainedGeneration, SubmitCopiesTheGrammar) {
+  parley_model *m = load(env("PARLEY_DEMO_MODELS") + "/support-llama.parley", true);
+  ASSERT_NE(m, nullptr);
+  ModelCloser closer{m};
+  int32_t ids[64];
+  size_t n = 0;
+  ASSERT_EQ(parley_tokenize(m, "Status:", 1, nullptr, ids, 64, &n), PARLEY_OK);
+  const int32_t *prompts[] = {ids};
+  const size_t lengths[] = {n};
+  std::string grammar = R"(root ::= ("yes" | "no") "!")";
+  parley_generation_options g;
+  parley_generation_options_init(m, &g);
+  g.max_new_tokens = 10;
+  g.grammar = grammar.c_str();
+  parley_request *req = nullptr;
+  ASSERT_EQ(parley_generate_submit(m, prompts, lengths, 1, &g, nullptr, &req), PARLEY_OK) << parley_last_error();
+  std::fill(grammar.begin(), grammar.end(), '#');  // a comment-only grammar, were it read now
+  ASSERT_EQ(parley_request_wait(req, -1), PARLEY_OK);
+  int32_t status = -1;
+  const char *message = nullptr;
+  ASSERT_EQ(parley_request_status(req, &status, &message), PARLEY_OK);
+  ASSERT_EQ(status, PARLEY_OK) << message;
+  parley_generation_result *r = nullptr;
+  ASSERT_EQ(parley_request_take_generation_result(req, &r), PARLEY_OK);
+  const int32_t *toks = nullptr;
+  size_t len = 0;
+  ASSERT_EQ(parley_result_hypothesis(r, 0, 0, &toks, &len, nullptr), PARLEY_OK);
+  int32_t complete = 0;
+  ASSERT_EQ(parley_result_hypothesis_constraint(r, 0, 0, &complete), PARLEY_OK);
+  EXPECT_EQ(complete, PARLEY_CONSTRAINT_COMPLETE);
+  auto vocab = m->impl.token_vocabulary();
+  std::string text;
+  for (size_t i = 0; i < len; ++i)
+    if (vocab->is_text(toks[i])) text += vocab->bytes(toks[i]);
+  EXPECT_TRUE(text == "yes!" || text == "no!") << text;
+  parley_result_free(r);
+  parley_request_free(req);
 }
 
 // Misuse through the C API: clear errors naming the position or keyword.
