@@ -438,6 +438,63 @@ TEST(ConstrainedGeneration, DemoVocabularyMaskEqualsBruteForce) {
   }
 }
 
+// The token bytes of real tokenizers (byte-level BPE: GPT-2, Llama-3,
+// Qwen2; SentencePiece with byte fallback: Mistral) concatenate back to the
+// text they encode, multi-byte and emoji included; and a constrained walk on
+// each full vocabulary admits exactly the tokens brute force admits.
+TEST(ConstrainedGeneration, RealTokenizerBytes) {
+  const std::string dir = env("PARLEY_TOKENIZER_FILES");
+  ASSERT_FALSE(dir.empty());
+  const std::string text = "Order 9019917: Grüße, naïve café — 😀 {\"ok\": true}";
+  for (const char *name : {"gpt2", "llama3", "qwen2", "mistral"}) {
+    SCOPED_TRACE(name);
+    parley_model *m = load(dir + "/" + name + ".parley", false);
+    ASSERT_NE(m, nullptr);
+    ModelCloser closer{m};
+    auto vocab = m->impl.token_vocabulary();
+    std::vector<int32_t> ids(256);
+    size_t n = 0;
+    ASSERT_EQ(parley_tokenize(m, text.c_str(), 0, nullptr, ids.data(), ids.size(), &n), PARLEY_OK)
+        << parley_last_error();
+    std::string joined;
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(vocab->is_text(ids[i])) << ids[i];
+      joined += vocab->bytes(ids[i]);
+    }
+    std::printf("%s: vocabulary %lld ids, trie %zu nodes, the text in %zu tokens\n", name,
+                static_cast<long long>(vocab->size()), vocab->nodes().size(), n);
+    if (joined.size() == text.size() + 1 && joined[0] == ' ') joined.erase(0, 1);  // SentencePiece's dummy prefix
+    EXPECT_EQ(joined, text);
+    // Brute force on the whole vocabulary for a few steps of a JSON schema.
+    auto c = std::make_shared<Constraint>();
+    c->grammar = Grammar::parse(json_schema_to_gbnf(R"({"type":"object","properties":{"name":{"type":"string"}}})"));
+    c->vocab = vocab;
+    ConstraintState st(c);
+    const std::vector<int32_t> eos = {};
+    for (const std::string &piece : {std::string("{\"name\""), std::string(": \"Gr"), std::string("ü")}) {
+      std::vector<float> scores(static_cast<size_t>(vocab->size()), 0.0f);
+      st.mask(scores.data(), eos);
+      for (int32_t t = 0; t < vocab->size(); ++t) {
+        ConstraintState copy = st;
+        ASSERT_EQ(copy.accept(t, eos), scores[static_cast<size_t>(t)] == 0.0f) << "token " << t;
+      }
+      // Advance by the piece's tokens (as the tokenizer splits it, without a dummy prefix).
+      bool advanced = false;
+      for (int32_t t = 0; t < vocab->size() && !advanced; ++t)
+        if (vocab->is_text(t) && vocab->bytes(t) == piece) advanced = st.accept(t, eos);
+      if (!advanced)
+        for (char ch : piece) {
+          bool one = false;
+          for (int32_t t = 0; t < vocab->size() && !one; ++t)
+            if (vocab->is_text(t) && vocab->bytes(t) == std::string(1, ch)) one = st.accept(t, eos);
+          if (!one) {  // a byte with no single-byte token (SentencePiece without it): stop here
+            break;
+          }
+        }
+    }
+  }
+}
+
 // An asynchronous generation keeps its own copy of the grammar: the
 // caller's buffer is overwritten right after the submit returns.
 TEST(ConstrainedGeneration, SubmitCopiesTheGrammar) {
