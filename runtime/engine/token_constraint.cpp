@@ -1,8 +1,10 @@
 #include "engine/token_constraint.hpp"
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <map>
+#include <memory>
 #include <unordered_map>
 
 #include "core/error.hpp"
@@ -35,14 +37,27 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> bytes, std::vector<cha
     }
     b[n].tokens.push_back(static_cast<int32_t>(id));
   }
+  // Flatten in depth-first preorder, the order mask() walks the trie in:
+  // a node's first child follows it in memory, and each subtree is contiguous.
+  std::vector<uint32_t> order, renumber(b.size());
+  order.reserve(b.size());
+  std::vector<uint32_t> todo{0};
+  while (!todo.empty()) {
+    const uint32_t n = todo.back();
+    todo.pop_back();
+    renumber[n] = static_cast<uint32_t>(order.size());
+    order.push_back(n);
+    for (auto it = b[n].next.rbegin(); it != b[n].next.rend(); ++it) todo.push_back(it->second);
+  }
   nodes_.resize(b.size());
-  for (size_t i = 0; i < b.size(); ++i) {
+  for (size_t i = 0; i < order.size(); ++i) {
+    const Build &src = b[order[i]];
     Node &node = nodes_[i];
     node.edges_begin = static_cast<uint32_t>(edges_.size());
-    for (const auto &[byte, child] : b[i].next) edges_.emplace_back(byte, child);
+    for (const auto &[byte, child] : src.next) edges_.emplace_back(byte, renumber[child]);
     node.edges_end = static_cast<uint32_t>(edges_.size());
     node.tokens_begin = static_cast<uint32_t>(token_ids_.size());
-    token_ids_.insert(token_ids_.end(), b[i].tokens.begin(), b[i].tokens.end());
+    token_ids_.insert(token_ids_.end(), src.tokens.begin(), src.tokens.end());
     node.tokens_end = static_cast<uint32_t>(token_ids_.size());
   }
 }
@@ -56,8 +71,9 @@ std::string Constraint::text_of(const std::vector<int32_t> &tokens) const {
 
 struct ConstraintState::Cache {
   std::vector<GrammarState> states;
-  std::unordered_map<std::string, int32_t> index;              // serialised state -> id
-  std::unordered_map<uint64_t, int32_t> next;                  // id << 8 | byte -> id, -1 = rejected
+  std::unordered_map<std::string, int32_t> index;  // serialised state -> id
+  // Per state id, its transitions by byte: kUnknown until computed, -1 rejected.
+  std::vector<std::unique_ptr<std::array<int32_t, 256>>> next;
   std::unordered_map<int32_t, std::vector<int32_t>> admitted;  // id -> admitted text tokens
   size_t admitted_entries = 0;
 
@@ -86,7 +102,8 @@ struct ConstraintState::Cache {
 
 namespace {
 // Past these the cache starts over (at the next step), bounding its memory.
-constexpr size_t kMaxCachedStates = 200000;
+constexpr size_t kMaxCachedStates = 16384;  // each with 1 KiB of transitions
+constexpr int32_t kUnknown = -2;
 constexpr size_t kMaxCachedAdmitted = size_t{1} << 22;  // token ids over all cached masks (16 MiB)
 }  // namespace
 
@@ -106,14 +123,20 @@ bool ConstraintState::finished() const {
 }
 
 int32_t ConstraintState::transition(int32_t from, uint8_t byte) {
-  const uint64_t k = static_cast<uint64_t>(from) << 8 | byte;
-  auto it = cache_->next.find(k);
-  if (it != cache_->next.end()) return it->second;
+  Cache &c = *cache_;
+  if (c.next.size() <= static_cast<size_t>(from)) c.next.resize(static_cast<size_t>(from) + 1);
+  auto &row = c.next[static_cast<size_t>(from)];
+  if (!row) {
+    row = std::make_unique<std::array<int32_t, 256>>();
+    row->fill(kUnknown);
+  }
+  int32_t &slot = (*row)[byte];
+  if (slot != kUnknown) return slot;
   GrammarState out;
-  const int32_t to = advance_byte(*c_->grammar, cache_->states[static_cast<size_t>(from)], byte, out)
-                         ? cache_->intern(std::move(out))
-                         : -1;
-  cache_->next.emplace(k, to);
+  // intern() may grow c.states: advance from a copy of the reference's target.
+  const int32_t to =
+      advance_byte(*c_->grammar, c.states[static_cast<size_t>(from)], byte, out) ? c.intern(std::move(out)) : -1;
+  (*c.next[static_cast<size_t>(from)])[byte] = to;
   return to;
 }
 
