@@ -571,6 +571,23 @@ typedef struct parley_generation_options {
   size_t num_eos_token_ids;
   parley_token_fn on_token; /* optional streaming callback */
   void *user_data;          /* passed to on_token */
+  /* Appended in 0.1.x: constrained output (docs/constrained_output.md).
+   * At most one of the two may be set (NULL = unconstrained); NUL-terminated
+   * UTF-8, at most 1 MiB, read during the call only. `grammar`: a GBNF
+   * grammar (llama.cpp's format; the start rule is `root`). `json_schema`:
+   * a JSON schema the output must validate against, converted to such a
+   * grammar (the keywords supported are listed in the doc; any other is
+   * refused, naming it). Each step only tokens the grammar admits next can
+   * be chosen, and EOS only once the output is complete, so a hypothesis
+   * that ends on EOS parses. One that hit max_new_tokens (or was stopped)
+   * before is reported incomplete: see parley_result_hypothesis_constraint
+   * and parley_chat_stats.constraint_status. Errors:
+   * PARLEY_ERROR_INVALID_ARGUMENT for a malformed grammar or schema (the
+   * message gives the line and column, or the schema path), one that admits
+   * nothing, or both set; PARLEY_ERROR_UNSUPPORTED for a model without a
+   * tokenizer, for translation, and for beam search without EOS ids. */
+  const char *grammar;
+  const char *json_schema;
 } parley_generation_options;
 
 /*
@@ -716,6 +733,22 @@ PARLEY_API parley_status parley_result_hypothesis_count(const parley_generation_
 PARLEY_API parley_status parley_result_hypothesis(const parley_generation_result *result, size_t batch_index,
                                                   size_t index, const int32_t **out_tokens, size_t *out_length,
                                                   float *out_score);
+/* Whether a hypothesis of a constrained generation (grammar / json_schema) is complete. */
+typedef enum parley_constraint_status {
+  PARLEY_CONSTRAINT_NONE = 0,      /* the request had no grammar or schema */
+  PARLEY_CONSTRAINT_COMPLETE = 1,  /* the output is a complete sentence of the grammar (valid JSON for a schema) */
+  PARLEY_CONSTRAINT_INCOMPLETE = 2 /* generation stopped before: max_new_tokens, a callback, a stop string, or
+                                      no admissible token left; the output does not parse */
+} parley_constraint_status;
+
+/*
+ * Appended in 0.1.x: the parley_constraint_status of hypothesis `index` of
+ * batch item `batch_index` in *out_status. Errors: PARLEY_ERROR_NOT_FOUND
+ * (index out of range), PARLEY_ERROR_INVALID_ARGUMENT (NULL argument).
+ */
+PARLEY_API parley_status parley_result_hypothesis_constraint(const parley_generation_result *result, size_t batch_index,
+                                                             size_t index, int32_t *out_status);
+
 /* Free a result. NULL is a no-op. */
 PARLEY_API void parley_result_free(parley_generation_result *result);
 
@@ -1154,6 +1187,11 @@ typedef struct parley_chat_stats {
    * and over the session's life. */
   uint64_t dropped_messages;
   uint64_t total_dropped_messages;
+  /* Appended in 0.1.x: the last reply's parley_constraint_status (its
+   * generation options' grammar / json_schema): INCOMPLETE when the reply
+   * ended (max_new_tokens, a stop string, on_text) before the grammar was
+   * complete; such a reply does not parse. */
+  int32_t constraint_status;
 } parley_chat_stats;
 
 /* Counters of the last turn; stats->struct_size must be set by the caller. */

@@ -1,5 +1,7 @@
 // parley_generate / parley_translate_tokens and their results.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -8,6 +10,7 @@
 #include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
 #include "engine/generator.hpp"
+#include "engine/json_schema_grammar.hpp"
 
 using namespace parley;
 using parley::capi::check_struct_size;
@@ -86,6 +89,19 @@ const TextModel &Model::text() const {
   return *text_;
 }
 
+std::shared_ptr<const TokenVocabulary> Model::token_vocabulary() const {
+  const Tokenizer &tok = text().target();
+  std::lock_guard<std::mutex> lock(vocab_mutex_);
+  if (!vocab_) {
+    MemoryScope memory_scope("the vocabulary's byte trie (built at the first constrained generation)");
+    std::vector<std::string> bytes;
+    std::vector<char> is_text;
+    tok.token_bytes(&bytes, &is_text);
+    vocab_ = std::make_shared<TokenVocabulary>(std::move(bytes), std::move(is_text));
+  }
+  return vocab_;
+}
+
 }  // namespace parley
 
 namespace {
@@ -161,6 +177,37 @@ DecodingOptions resolve_generation_options(const ModelFile &file, const parley_g
     };
   }
   return d;
+}
+
+bool wants_constraint(const parley_generation_options *options) {
+  if (!options || options->struct_size <= kOptionsV1) return false;
+  parley_generation_options o;
+  parley_generation_options_init(nullptr, &o);
+  std::memcpy(&o, options, std::min(options->struct_size, sizeof o));
+  return o.grammar || o.json_schema;
+}
+
+// The grammar or JSON schema of `options` (appended fields), compiled and
+// bound to the model's vocabulary; null when neither is set.
+std::shared_ptr<const Constraint> resolve_constraint(const Model &model, const parley_generation_options *options) {
+  if (!options || options->struct_size <= kOptionsV1) return nullptr;
+  parley_generation_options o;
+  parley_generation_options_init(nullptr, &o);
+  std::memcpy(&o, options, std::min(options->struct_size, sizeof o));
+  if (!o.grammar && !o.json_schema) return nullptr;
+  if (o.grammar && o.json_schema) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options: set grammar or json_schema, not both");
+  constexpr size_t kMaxGrammarBytes = size_t{1} << 20;
+  const char *src = o.grammar ? o.grammar : o.json_schema;
+  const size_t n = strnlen(src, kMaxGrammarBytes + 1);
+  if (n > kMaxGrammarBytes)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         std::string("options->") + (o.grammar ? "grammar" : "json_schema") + " is longer than 1 MiB");
+  auto c = std::make_shared<Constraint>();
+  const std::string_view text(src, n);
+  c->what = o.grammar ? "grammar" : "JSON schema";
+  c->grammar = Grammar::parse(o.grammar ? std::string(text) : json_schema_to_gbnf(text));
+  c->vocab = model.token_vocabulary();
+  return c;
 }
 }  // namespace parley::capi
 
@@ -279,6 +326,8 @@ PARLEY_API parley_status parley_generate(const parley_model *model, const int32_
     DecodingOptions d = resolve_generation_options(*model->impl.file, options);
     parley::capi::apply_request_control(parley::capi::take_request_control(), d, /*with_logprobs=*/true);
     auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
+    if (model->impl.file->kind() == PARLEY_MODEL_DECODER_ONLY)
+      d.constraint = parley::capi::resolve_constraint(model->impl, options);
     auto result = std::make_unique<parley_generation_result>();
     Engine *engine = model->impl.engine();
     result->items = engine ? generate(*engine, batch, d, RunControl{d.cancel, d.deadline})
@@ -301,6 +350,8 @@ PARLEY_API parley_status parley_translate_tokens(const parley_model *model, cons
       fail(PARLEY_ERROR_UNSUPPORTED, "this is a decoder-only model: use parley_generate");
     DecodingOptions d = resolve_generation_options(file, options);
     parley::capi::apply_request_control(parley::capi::take_request_control(), d, /*with_logprobs=*/true);
+    if (parley::capi::wants_constraint(options))
+      fail(PARLEY_ERROR_UNSUPPORTED, "grammar / json_schema constrain chat and generation, not translation");
     auto batch = read_batch(sources, source_lengths, batch_size, "sources", false);
     std::vector<std::vector<int32_t>> prefixes(batch.size());
     if (target_prefixes)
@@ -379,6 +430,20 @@ PARLEY_API parley_status parley_result_hypothesis_logprobs(const parley_generati
            "no per-token log-probabilities: they were not requested (parley_request_options.return_logprobs)");
     *out_logprobs = h.logprobs.data();
     *out_count = h.logprobs.size();
+  });
+}
+
+PARLEY_API parley_status parley_result_hypothesis_constraint(const parley_generation_result *result, size_t batch_index,
+                                                             size_t index, int32_t *out_status) {
+  return guarded(__func__, [&] {
+    require(result, "result");
+    require(out_status, "out_status");
+    if (batch_index >= result->items.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
+    const auto &hyps = result->items[batch_index];
+    if (index >= hyps.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
+    *out_status = hyps[index].constraint;
   });
 }
 

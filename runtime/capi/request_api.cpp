@@ -57,6 +57,7 @@ thread_local const parley_request *t_worker_of = nullptr;  // the request this t
 struct GenerationCopy {
   parley_generation_options o{};
   std::vector<int32_t> eos;
+  std::vector<char> grammar, json_schema;  // appended fields: owned, NUL-terminated copies (heap: survive moves)
   bool set = false;
   const parley_generation_options *get() const { return set ? &o : nullptr; }
 };
@@ -72,6 +73,20 @@ void copy_generation(const parley_generation_options *src, GenerationCopy &dst, 
     if (dst.o.num_eos_token_ids > 1024) fail(PARLEY_ERROR_INVALID_ARGUMENT, what + ": more than 1024 EOS ids");
     dst.eos.assign(dst.o.eos_token_ids, dst.o.eos_token_ids + dst.o.num_eos_token_ids);
     dst.o.eos_token_ids = dst.eos.data();
+  }
+  // grammar / json_schema: copied up to 1 byte past their 1 MiB limit (the
+  // blocking call refuses the over-long text itself).
+  constexpr size_t kMaxGrammarBytes = size_t{1} << 20;
+  if (src->struct_size >= offsetof(parley_generation_options, grammar) + sizeof(const char *) && dst.o.grammar) {
+    dst.grammar.assign(dst.o.grammar, dst.o.grammar + strnlen(dst.o.grammar, kMaxGrammarBytes + 1));
+    dst.grammar.push_back('\0');
+    dst.o.grammar = dst.grammar.data();
+  }
+  if (src->struct_size >= offsetof(parley_generation_options, json_schema) + sizeof(const char *) &&
+      dst.o.json_schema) {
+    dst.json_schema.assign(dst.o.json_schema, dst.o.json_schema + strnlen(dst.o.json_schema, kMaxGrammarBytes + 1));
+    dst.json_schema.push_back('\0');
+    dst.o.json_schema = dst.json_schema.data();
   }
   dst.set = true;
 }

@@ -21,7 +21,9 @@ using parley::capi::require;
 
 namespace parley::capi {
 DecodingOptions resolve_generation_options(const ModelFile &file, const parley_generation_options *options);
-}
+std::shared_ptr<const Constraint> resolve_constraint(const Model &model, const parley_generation_options *options);
+bool wants_constraint(const parley_generation_options *options);
+}  // namespace parley::capi
 using parley::capi::resolve_generation_options;
 
 struct parley_translation_result {
@@ -210,6 +212,8 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   TextTranslationOptions t;
   t.decoding = resolve_generation_options(file, o.generation);
   t.decoding.on_token = nullptr;
+  if (capi::wants_constraint(o.generation))
+    fail(PARLEY_ERROR_UNSUPPORTED, "grammar / json_schema constrain chat and generation, not translation");
   capi::apply_request_control(capi::take_request_control(), t.decoding, /*with_logprobs=*/false);
   if (o.on_text) {
     parley_translation_text_fn fn = o.on_text;
@@ -470,6 +474,7 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
     ChatReplyOptions r;
     r.decoding = o.generation ? resolve_generation_options(*session->model->impl.file, o.generation) : s.defaults();
     r.decoding.on_token = nullptr;
+    r.decoding.constraint = capi::resolve_constraint(session->model->impl, o.generation);
     const capi::RequestControl *control = capi::take_request_control();
     capi::apply_request_control(control, r.decoding, /*with_logprobs=*/true);
     if (control && control->return_logprobs) r.logprobs = control->reply_logprobs;
@@ -579,6 +584,7 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
     out.cached_tokens = c.cached_tokens;
     out.dropped_messages = c.last_dropped_messages;
     out.total_dropped_messages = c.total_dropped_messages;
+    out.constraint_status = c.last_constraint_status;
     parley::capi::copy_out(stats, out);
   });
 }

@@ -3,7 +3,8 @@
 //   parley inspect FILE [--no-verify] [--device NAME] [--kv-cache f32|f16|int8] [--plugin-dir DIR]...
 //   parley translate MODEL [--source-language L] [--target-language L] [--beam N] ...  (stdin -> stdout,
 //                          line N of the output for line N of the input; bad lines reported as "line N: ...")
-//   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample] ...
+//   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample]
+//               [--grammar-file F | --json-schema-file F] ...
 //   parley convert HF_DIR|MODEL.gguf OUT.parley [converter options]
 #include <parley/parley.h>
 
@@ -351,6 +352,10 @@ int main(int argc, char **argv) {
   chat->add_option("--top-k", ca.top_k, "Top-k sampling");
   chat->add_option("--seed", ca.seed, "Sampling seed");
   chat->add_option("--stop", ca.stop, "Stop string (repeatable)");
+  auto *grammar_opt =
+      chat->add_option("--grammar-file", ca.grammar_file, "Constrain replies to a GBNF grammar (read from a file)");
+  chat->add_option("--json-schema-file", ca.json_schema_file, "Constrain replies to a JSON schema (read from a file)")
+      ->excludes(grammar_opt);
   chat->add_flag("--stats", ca.show_stats, "Print the KV-cache counters after each reply (stderr)");
   kv_option(chat, ca.kv_cache);
   add_common(chat);

@@ -417,6 +417,25 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   if (a.top_p > 0.f) g.top_p = a.top_p;
   if (a.top_k) g.top_k = a.top_k;
   g.seed = a.seed;
+  // Constrained replies: the grammar or schema text, read once.
+  std::string constraint;
+  for (const std::string *path : {&a.grammar_file, &a.json_schema_file}) {
+    if (path->empty()) continue;
+    std::ifstream cf(*path, std::ios::binary);
+    if (!cf) {
+      parley_chat_session_free(s);
+      parley_model_free(m);
+      std::fprintf(stderr, "parley chat: cannot read %s\n", path->c_str());
+      return 2;
+    }
+    std::stringstream css;
+    css << cf.rdbuf();
+    constraint = css.str();
+    if (path == &a.grammar_file)
+      g.grammar = constraint.c_str();
+    else
+      g.json_schema = constraint.c_str();
+  }
   std::vector<const char *> stops;
   for (const auto &x : a.stop) stops.push_back(x.c_str());
   parley_chat_options o;
@@ -482,6 +501,14 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
     if (st != PARLEY_OK) {
       rc = fail(st, "generating the reply");
       break;
+    }
+    if (g.grammar || g.json_schema) {
+      parley_chat_stats cs{};
+      cs.struct_size = sizeof cs;
+      if (parley_chat_stats_get(s, &cs) == PARLEY_OK && cs.constraint_status == PARLEY_CONSTRAINT_INCOMPLETE)
+        std::fprintf(stderr,
+                     "[incomplete: the reply stopped (--max-tokens or a stop string) before the %s was complete]\n",
+                     g.grammar ? "grammar" : "JSON schema");
     }
     if (a.show_stats) {
       parley_chat_stats stats{};

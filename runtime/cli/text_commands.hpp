@@ -27,7 +27,8 @@ struct TranslateArgs {
 
 struct ChatArgs {
   std::string model, system, system_file;
-  int32_t kv_cache = 0;  // parley_model_options.kv_cache_dtype (--kv-cache)
+  std::string grammar_file, json_schema_file;  // constrained replies (docs/constrained_output.md)
+  int32_t kv_cache = 0;                        // parley_model_options.kv_cache_dtype (--kv-cache)
   std::vector<std::string> stop;
   size_t max_tokens = 0;
   bool sample = false, show_stats = false;

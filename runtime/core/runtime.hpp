@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/unwinder.hpp"
+#include "engine/token_constraint.hpp"
 #include "format/model_file.hpp"
 #include "model/transformer.hpp"
 #include "plugins/host_services.hpp"
@@ -55,6 +56,9 @@ struct Model {
   }
   // Tokenizers and chat format, built on first use the same way.
   const TextModel &text() const;
+  // The decoder's vocabulary as bytes in a trie, for constrained decoding
+  // (engine/token_constraint.hpp); built on first use, then shared.
+  std::shared_ptr<const TokenVocabulary> token_vocabulary() const;
 
  private:
   mutable std::mutex text_mutex_;
@@ -68,6 +72,8 @@ struct Model {
   mutable std::mutex engine_mutex_;
   mutable std::atomic<bool> engine_checked_{false};
   mutable std::unique_ptr<Engine> engine_;
+  mutable std::mutex vocab_mutex_;
+  mutable std::shared_ptr<const TokenVocabulary> vocab_;
 };
 
 }  // namespace parley

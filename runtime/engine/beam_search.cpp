@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <string>
 
 #include "core/error.hpp"
 #include "engine/decoding_internal.hpp"
 #include "engine/logits_processors.hpp"
+#include "engine/token_constraint.hpp"
 
 namespace parley::decoding {
 
@@ -23,6 +25,9 @@ struct Beam {
   std::vector<int32_t> tokens;  // generated part
   float score = 0.0f;
   bool finished = false;  // finished-hypothesis slots only
+  // With a constraint: the grammar state after `tokens` (shared between
+  // slots holding the same hypothesis; replaced, never changed, when it grows).
+  std::shared_ptr<ConstraintState> constraint;
 };
 
 struct Candidate {
@@ -188,6 +193,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     for (size_t j = 0; j < n; ++j) {
       running[b][j].score = j == 0 ? 0.0f : -kBig;
       finished[b][j].score = -kBig;
+      if (o.constraint) running[b][j].constraint = std::make_shared<ConstraintState>(o.constraint);
     }
   std::vector<char> unsatisfied(batch, 1);  // is_early_stop_heuristic_unsatisfied
   // Named when a row of logits is NaN / +inf / all -inf.
@@ -212,8 +218,9 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
           scores.push_back(beam.score);
           generated.push_back(&beam.tokens);
         }
-        if (o.do_sample || !top_candidates_sparse(o, item_rows, n, vocab, scores, generated, prompts[b], cur_len,
-                                                  padded, beams_to_keep, &chosen)) {
+        if (o.do_sample || o.constraint ||
+            !top_candidates_sparse(o, item_rows, n, vocab, scores, generated, prompts[b], cur_len, padded,
+                                   beams_to_keep, &chosen)) {
           lp.resize(static_cast<size_t>(vocab));
           acc.resize(n * static_cast<size_t>(vocab));
           for (size_t j = 0; j < n; ++j) {
@@ -223,6 +230,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
             // gives up on such a row, so every row passes this check.
             check_logits_row(log_softmax(row, lp.data(), vocab), row, vocab, step, logits_source);
             apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
+            if (o.constraint) running[b][j].constraint->mask(lp.data(), o.eos_token_ids);
             if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
             for (int64_t v = 0; v < vocab; ++v)
               acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] =
@@ -251,6 +259,15 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
         t.push_back(c.token);
         return t;
       };
+      // The grammar state after a candidate. A candidate the grammar
+      // rejects has score -inf (masked: it never wins over an admitted
+      // one); its state is marked rejected, reported incomplete.
+      auto extended_state = [&](const Candidate &c) -> std::shared_ptr<ConstraintState> {
+        if (!o.constraint) return nullptr;
+        auto st = std::make_shared<ConstraintState>(*running[b][static_cast<size_t>(c.beam)].constraint);
+        if (!st->accept(c.token, o.eos_token_ids)) st->reject();
+        return st;
+      };
       // e. _get_running_beams_for_next_iteration
       std::vector<float> running_lp(cands.size());
       for (size_t k = 0; k < cands.size(); ++k) running_lp[k] = cands[k].score + (cands[k].hits_stop ? -kBig : 0.0f);
@@ -259,6 +276,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
       for (size_t j = 0; j < n; ++j) {
         const Candidate &c = cands[keep[j]];
         next_running[j].tokens = extended(c);
+        next_running[j].constraint = extended_state(c);
         next_running[j].score = running_lp[keep[j]];
         parents.push_back(static_cast<int32_t>(b * n + static_cast<size_t>(c.beam)));
         next_tokens.push_back(c.token);
@@ -284,6 +302,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
         } else {
           const size_t k = best[j] - n;
           next_finished[j].tokens = extended(cands[k]);
+          next_finished[j].constraint = extended_state(cands[k]);
           next_finished[j].score = merged[best[j]];
           next_finished[j].finished = cands[k].hits_stop && k < n;
         }
@@ -326,7 +345,13 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
   for (size_t b = 0; b < batch; ++b)
     for (int64_t j = 0; j < o.num_return_sequences; ++j) {
       Beam &f = finished[b][static_cast<size_t>(j)];
-      out[b].push_back(Hypothesis{std::move(f.tokens), f.score, {}});
+      Hypothesis h{std::move(f.tokens), f.score, {}};
+      if (f.constraint)
+        h.constraint =
+            static_cast<int8_t>(f.constraint->complete() ? ConstraintStatus::kComplete : ConstraintStatus::kIncomplete);
+      else if (o.constraint)  // a slot never filled (fewer finished hypotheses than asked)
+        h.constraint = static_cast<int8_t>(ConstraintStatus::kIncomplete);
+      out[b].push_back(std::move(h));
     }
   return out;
 }

@@ -5,6 +5,7 @@
 
 #include "core/error.hpp"
 #include "core/memory_scope.hpp"
+#include "engine/token_constraint.hpp"
 #include "engine/transformer_step_model.hpp"
 #include "serve/engine_step_model.hpp"
 #include "text/utf8.hpp"
@@ -140,8 +141,14 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   if (limit > 0) dec.max_new_tokens = std::min<int64_t>(dec.max_new_tokens, limit - static_cast<int64_t>(ids.size()));
   counters_.last_prompt_tokens = ids.size();
 
-  // Stream: decode everything generated so far, emit what is final.
+  // Stream: decode everything generated so far, emit what is final. A
+  // constrained reply is the bytes the grammar matched (the tokenizer's
+  // decoder may drop a leading space or clean up spaces before punctuation,
+  // which could change a JSON string the schema constrains).
   std::vector<int32_t> generated;
+  auto text_of = [&](const std::vector<int32_t> &reply_ids) {
+    return o.constraint ? o.constraint->text_of(reply_ids) : tok.decode(reply_ids, /*skip_special=*/true);
+  };
   std::string reply_text;
   size_t emitted = 0;
   bool stopped_by_string = false, stopped_by_host = false;
@@ -155,7 +162,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
     generated.push_back(token);
     if (cancel_.load()) return false;
     if (std::find(dec.eos_token_ids.begin(), dec.eos_token_ids.end(), token) != dec.eos_token_ids.end()) return true;
-    reply_text = tok.decode(generated, /*skip_special=*/true);
+    reply_text = text_of(generated);
     for (const std::string &s : options.stop) {
       size_t at = reply_text.find(s);
       if (at != std::string::npos) {
@@ -193,9 +200,14 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   counters_.cached_tokens = cached_.size();
   if (cancel_.load()) fail(PARLEY_ERROR_CANCELLED, "the reply was cancelled");
   if (!stopped_by_string && !stopped_by_host) {
-    reply_text = tok.decode(generated, /*skip_special=*/true);
+    reply_text = text_of(generated);
     emit_upto(reply_text.size());
   }
+  // A reply cut by a stop string or the host is not what the grammar matched.
+  counters_.last_constraint_status = !o.constraint ? 0
+                                     : (stopped_by_string || stopped_by_host)
+                                         ? static_cast<int32_t>(ConstraintStatus::kIncomplete)
+                                         : turn.constraint;
   if (options.logprobs) *options.logprobs = std::move(turn.logprobs);
   conversation.push_back({ChatRole::kAssistant, reply_text});
   messages_ = std::move(conversation);

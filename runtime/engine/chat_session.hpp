@@ -46,6 +46,8 @@ struct ChatCounters {
   uint64_t cached_tokens = 0;           // tokens in the KV cache now
   uint64_t last_dropped_messages = 0;   // messages the context policy dropped at the last turn
   uint64_t total_dropped_messages = 0;
+  // The last reply's ConstraintStatus (0 without a grammar).
+  int32_t last_constraint_status = 0;
 };
 
 class ChatSession {

@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "engine/decoding_internal.hpp"
 #include "engine/logits_processors.hpp"
+#include "engine/token_constraint.hpp"
 
 namespace parley {
 
@@ -58,6 +59,14 @@ void validate_decoding_options(const DecodingOptions &o, int64_t vocab) {
     fail(PARLEY_ERROR_UNSUPPORTED,
          "decoding: per-token log-probabilities are available for greedy search and sampling (num_beams = 1), not "
          "for beam search");
+  if (o.constraint) {
+    if (!o.constraint->grammar || !o.constraint->vocab || o.constraint->vocab->size() != vocab)
+      fail(PARLEY_ERROR_INTERNAL, "decoding: the constraint's vocabulary is not the model's");
+    if (o.num_beams > 1 && o.eos_token_ids.empty())
+      fail(PARLEY_ERROR_UNSUPPORTED,
+           "decoding: beam search with a grammar or JSON schema needs EOS token ids (eos_token_ids) to end "
+           "hypotheses once they are complete");
+  }
   if (o.do_sample) {
     if (!(o.temperature > 0.0) || !std::isfinite(o.temperature))
       invalid("temperature must be a finite number > 0 when sampling, got " + std::to_string(o.temperature) +
@@ -141,6 +150,13 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
   // Named when a row of logits is NaN / +inf / all -inf.
   const std::string logits_source = model.logits_source();
   std::vector<double> probs(static_cast<size_t>(vocab));
+  // Per sequence (batch * per_item + sequence): its grammar state.
+  std::vector<std::unique_ptr<ConstraintState>> constraint(live.size());
+  if (o.constraint)
+    for (auto &c : constraint) c = std::make_unique<ConstraintState>(o.constraint);
+  auto constraint_status = [&](const ConstraintState &c) {
+    return static_cast<int8_t>(c.complete() ? ConstraintStatus::kComplete : ConstraintStatus::kIncomplete);
+  };
   for (int64_t step = 0;; ++step) {
     const int64_t cur_len = padded + step;
     std::vector<int32_t> tokens, kept_rows;
@@ -149,9 +165,24 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
       const int64_t id = live[i], b = id / per_item, s = id % per_item;
       Hypothesis &h = out[static_cast<size_t>(b)][static_cast<size_t>(s)];
       const float *raw = logits.data() + static_cast<int64_t>(i) * vocab;
+      ConstraintState *cs = constraint[static_cast<size_t>(id)].get();
+      if (cs && cs->finished() && o.eos_token_ids.empty()) {
+        // The grammar is complete and admits nothing more: the sequence ends here.
+        h.constraint = constraint_status(*cs);
+        continue;
+      }
       check_logits_row(copy_row_max(raw, scores.data(), vocab), raw, vocab, step, logits_source);
       const RowHistory history{&prompts[static_cast<size_t>(b)], &h.tokens};
       apply_processors(o, scores.data(), vocab, history, cur_len, padded);
+      if (cs) {
+        cs->mask(scores.data(), o.eos_token_ids);
+        if (!(*std::max_element(scores.begin(), scores.end()) > -std::numeric_limits<float>::infinity())) {
+          // No token the grammar admits survives the processors (or the
+          // vocabulary cannot spell what the grammar needs): stop, marked.
+          h.constraint = constraint_status(*cs);
+          continue;
+        }
+      }
       int32_t token = 0;
       if (o.do_sample) {
         apply_warpers(o, scores.data(), vocab, 1);
@@ -181,6 +212,13 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
       h.tokens.push_back(token);
       bool done = cur_len + 1 >= max_length ||
                   std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
+      if (cs) {
+        if (!cs->accept(token, o.eos_token_ids))
+          fail(PARLEY_ERROR_INTERNAL,
+               "decoding: the grammar rejected token " + std::to_string(token) + " that its mask admitted");
+        h.constraint = constraint_status(*cs);
+        if (cs->finished() && o.eos_token_ids.empty()) done = true;
+      }
       if (o.on_token && !o.on_token(b, s, token)) done = true;
       if (!done) {
         next_live.push_back(id);

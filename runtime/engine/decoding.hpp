@@ -20,12 +20,15 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "engine/step_model.hpp"
 
 namespace parley {
+
+struct Constraint;  // engine/token_constraint.hpp
 
 // transformers' `early_stopping`: False, True or "never".
 enum class EarlyStopping { kFalse, kTrue, kNever };
@@ -70,6 +73,14 @@ struct DecodingOptions {
   // Greedy/sampling only (beam search refuses it: UNSUPPORTED): fill
   // Hypothesis::logprobs. Changes no token and no score.
   bool return_logprobs = false;
+  // A grammar (or converted JSON schema) the output must follow: each step,
+  // after the logits processors, every token the grammar does not admit
+  // next gets -inf (EOS ids only once the output is a complete sentence),
+  // so the scores are those of the constrained distribution. A row whose
+  // grammar is finished (nothing may follow) ends there; one left with no
+  // admissible token ends early, marked incomplete. Beam search needs EOS
+  // ids with a constraint (UNSUPPORTED otherwise). Null = unconstrained.
+  std::shared_ptr<const Constraint> constraint;
 };
 
 struct Hypothesis {
@@ -87,6 +98,10 @@ struct Hypothesis {
   // log_softmax of the processed scores at the chosen token — the terms
   // `score` sums (greedy/sampling). Empty otherwise.
   std::vector<float> logprobs;
+  // With DecodingOptions::constraint: 1 when the tokens form a complete
+  // sentence of the grammar, 2 when generation stopped before (max_new_tokens,
+  // a callback, no admissible token); 0 without a constraint.
+  int8_t constraint = 0;
 };
 
 // Checks the options against the model's vocabulary; throws parley::Error

@@ -218,6 +218,22 @@ class BpeTokenizer final : public Tokenizer {
     return gap >= text.size() || word(gap, text.size());
   }
 
+  bool piece_bytes(int32_t id, std::string *out) const override {
+    if (id < 0 || static_cast<size_t>(id) >= vocab_.size()) return false;
+    const ByteMap &m = byte_map();
+    const std::string &tok = vocab_[static_cast<size_t>(id)];
+    out->clear();
+    for (size_t i = 0; i < tok.size();) {
+      auto it = m.to_byte.find(utf8::next(tok, i));
+      if (it == m.to_byte.end()) {
+        *out = tok;  // as decode_run: a token outside the byte alphabet passes through
+        break;
+      }
+      *out += static_cast<char>(it->second);
+    }
+    return !out->empty();
+  }
+
   std::string decode_run(const std::vector<int32_t> &ids, bool) const override {
     const ByteMap &m = byte_map();
     std::string bytes;

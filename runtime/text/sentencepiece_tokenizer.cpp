@@ -98,6 +98,27 @@ class SentencePieceTokenizer final : public Tokenizer {
     }
   }
 
+  bool piece_bytes(int32_t id, std::string *out) const override {
+    if (id < 0 || static_cast<size_t>(id) >= pieces_.size() || id == unk_) return false;
+    if (sp_ && id < sp_->GetPieceSize() && (sp_->IsControl(id) || sp_->IsUnknown(id))) return false;
+    const std::string &p = pieces_[static_cast<size_t>(id)];
+    const int b = sentencepiece_proto::byte_of(p);
+    if (b >= 0) {
+      *out = std::string(1, static_cast<char>(b));
+      return true;
+    }
+    out->clear();
+    for (size_t i = 0; i < p.size();) {
+      if (p.compare(i, 3, "\xE2\x96\x81") == 0) {
+        *out += ' ';
+        i += 3;
+      } else {
+        *out += p[i++];
+      }
+    }
+    return !out->empty();
+  }
+
   // `strip`: drop the leading space the dummy prefix put there.
   std::string decode_run(const std::vector<int32_t> &ids, bool strip) const override {
     const bool stream = table_.decode_style() == format::DecodeStyle::Stream;

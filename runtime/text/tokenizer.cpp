@@ -239,6 +239,22 @@ std::string clean_up_tokenization(std::string s) {
 }
 }  // namespace
 
+void Tokenizer::token_bytes(std::vector<std::string> *bytes, std::vector<char> *text) const {
+  bytes->assign(model_vocab_, std::string());
+  text->assign(model_vocab_, 0);
+  for (uint32_t id = 0; id < model_vocab_; ++id) {
+    auto it = added_by_id_.find(static_cast<int32_t>(id));
+    if (it != added_by_id_.end()) {
+      const Added &a = added_[it->second];
+      if (a.special) continue;
+      (*bytes)[id] = a.content;
+      (*text)[id] = 1;
+      continue;
+    }
+    (*text)[id] = piece_bytes(static_cast<int32_t>(id), &(*bytes)[id]) ? 1 : 0;
+  }
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t> &ids, bool skip_special) const {
   const auto style = table_.decode_style();
   std::string out;

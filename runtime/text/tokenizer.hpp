@@ -64,6 +64,14 @@ class Tokenizer {
   // the vocabulary: INVALID_ARGUMENT.
   std::string decode(const std::vector<int32_t> &ids, bool skip_special) const;
 
+  // What each id of the model's vocabulary adds to the output as raw bytes
+  // (constrained decoding matches these): byte-level BPE tokens mapped back
+  // to bytes, SentencePiece pieces with "▁" as a space and <0xNN> pieces
+  // as that byte, non-special added tokens as their content. text[i] is 0
+  // for ids that are not text: special tokens, the unknown token, ids past
+  // the tokenizer's vocabulary.
+  void token_bytes(std::vector<std::string> *bytes, std::vector<char> *text) const;
+
   // Token id of a language code, or -1.
   int32_t language_token(std::string_view code) const;
   const std::vector<std::pair<std::string, int32_t>> &languages() const { return languages_; }
@@ -89,6 +97,8 @@ class Tokenizer {
   // starts the output.
   virtual std::string decode_run(const std::vector<int32_t> &ids, bool first) const = 0;
   virtual int32_t vocab_id(std::string_view token) const = 0;
+  // token_bytes() for an ordinary (not added) id; false when it is not text.
+  virtual bool piece_bytes(int32_t id, std::string *out) const = 0;
 
   const format::Tokenizer &table_;
   uint32_t model_vocab_;

@@ -133,3 +133,27 @@ def test_chat_reports_a_bad_line_and_goes_on():
     assert re.search(r"line 4: .*UTF-8", err), err
     assert "Where is" not in text, "a line with a NUL is refused, not cut short and sent"
     assert out.returncode == 1
+
+
+def test_chat_json_schema_file(tmp_path):
+    """--json-schema-file: every reply is a JSON object of the schema; a reply
+    cut by --max-tokens is flagged incomplete on stderr."""
+    import json
+
+    schema = tmp_path / "order.json"
+    schema.write_text(
+        '{"type":"object","properties":{"status":{"enum":["shipped","pending"]},"refund":{"type":"boolean"}},'
+        '"required":["status","refund"],"additionalProperties":false}'
+    )
+    out = run(["chat", LLM, "--json-schema-file", str(schema), "--max-tokens", "60"], b"Where is my order?\nAnd now?\n")
+    assert out.returncode == 0, out.stderr
+    replies = [line for line in out.stdout.decode().splitlines() if line and not line.startswith(">")]
+    assert len(replies) == 2, replies
+    for reply in replies:
+        doc = json.loads(reply)
+        assert set(doc) == {"status", "refund"} and doc["status"] in ("shipped", "pending"), doc
+        assert isinstance(doc["refund"], bool), doc
+    cut = run(["chat", LLM, "--json-schema-file", str(schema), "--max-tokens", "3"], b"Hi\n")
+    assert "[incomplete:" in cut.stderr.decode(), cut.stderr
+    bad = run(["chat", LLM, "--grammar-file", str(schema)], b"Hi\n")  # a JSON file is no GBNF grammar
+    assert re.search(r"grammar: line 1, column \d+", bad.stderr.decode()), bad.stderr

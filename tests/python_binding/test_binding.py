@@ -1395,3 +1395,64 @@ def test_close_with_async_requests_in_flight(runtime, chat_model):
 
     assert isinstance(_arun(main()), str)
     assert m.closed and chat.closed
+
+
+# ------------------------------------------------------- constrained output
+
+_ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "order": {"type": "string", "maxLength": 10},
+        "status": {"enum": ["shipped", "pending", "lost"]},
+        "refund": {"type": "boolean"},
+    },
+    "required": ["order", "status", "refund"],
+    "additionalProperties": False,
+}
+
+
+def _constraint_seeds():
+    base = int(os.environ.get("PARLEY_TEST_SEED", "1205"))
+    print(f"constrained output: seeds {base}..{base + 2} (PARLEY_TEST_SEED overrides)")
+    return [base + k for k in range(3)]
+
+
+def _check_order(doc):
+    assert set(doc) <= {"order", "status", "refund"} and {"order", "status", "refund"} <= set(doc), doc
+    assert isinstance(doc["order"], str) and len(doc["order"]) <= 10, doc
+    assert doc["status"] in ("shipped", "pending", "lost"), doc
+    assert isinstance(doc["refund"], bool), doc
+
+
+def test_chat_json_schema(chat_model):
+    for seed in _constraint_seeds():
+        with parley.Chat(chat_model) as chat:
+            reply = chat.say(
+                "Where is my order?", json_schema=_ORDER_SCHEMA, do_sample=True, seed=seed, max_new_tokens=120
+            )
+            assert chat.stats["constraint_status"] == 1, (seed, reply)
+            _check_order(json.loads(reply))
+
+
+def test_chat_json_schema_incomplete_is_reported(chat_model):
+    with parley.Chat(chat_model) as chat:
+        reply = chat.say("Where is my order?", json_schema=json.dumps(_ORDER_SCHEMA), max_new_tokens=3)
+        assert chat.stats["constraint_status"] == 2, reply
+        with pytest.raises(ValueError):
+            json.loads(reply)
+
+
+def test_generate_grammar_and_errors(chat_model):
+    grammar = 'root ::= "order " [0-9]{7} " is " ("shipped" | "pending")'
+    prompt = chat_model.tokenize("Order status:")
+    for seed in _constraint_seeds():
+        (hyp,) = chat_model.generate([prompt], grammar=grammar, do_sample=True, seed=seed, max_new_tokens=40)[0]
+        assert hyp.complete is True
+        text = chat_model.detokenize(hyp.tokens)
+        assert text.strip().startswith("order "), text
+    (plain,) = chat_model.generate([prompt], max_new_tokens=3)[0]
+    assert plain.complete is None
+    with pytest.raises(parley.InvalidArgumentError, match="line 1, column 10: unterminated string literal"):
+        chat_model.generate([prompt], grammar='root ::= "abc', max_new_tokens=3)
+    with pytest.raises(parley.InvalidArgumentError, match="unsupported keyword 'pattern'"):
+        chat_model.generate([prompt], json_schema={"type": "string", "pattern": "a+"}, max_new_tokens=3)

@@ -212,6 +212,8 @@ class GenerationOptions(Structure):
         ("num_eos_token_ids", c_size_t),
         ("on_token", TOKEN_FN),
         ("user_data", c_void_p),
+        ("grammar", c_char_p),
+        ("json_schema", c_char_p),
     ]
 
 
@@ -282,6 +284,7 @@ class ChatStats(Structure):
         ("cached_tokens", c_uint64),
         ("dropped_messages", c_uint64),
         ("total_dropped_messages", c_uint64),
+        ("constraint_status", c_int32),
     ]
 
 
@@ -444,6 +447,7 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_request_take_translation_result": (_status, [c_void_p, _p(c_void_p)]),
     "parley_request_reply_logprobs": (_status, [c_void_p, _p(_p(c_float)), _p(c_size_t)]),
     "parley_request_free": (None, [c_void_p]),
+    "parley_result_hypothesis_constraint": (_status, [c_void_p, c_size_t, c_size_t, _p(c_int32)]),
     "parley_result_hypothesis_logprobs": (_status, [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t)]),
     "parley_chat_session_save": (_status, [c_void_p, _p(c_void_p), _p(c_size_t)]),
     "parley_chat_session_restore": (_status, [c_void_p, c_void_p, c_size_t, _p(c_void_p)]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import json
 import math
 import os
 from ctypes import POINTER, c_char_p, c_int32, c_size_t
@@ -116,6 +117,8 @@ GENERATION_FIELDS: dict[str, str] = {
     "min_p": _FLOAT,
     "seed": _U64,
     "eos_token_ids": "ids",
+    "grammar": "text",
+    "json_schema": "schema",
 }
 
 _EARLY_NAMES = {False: 0, True: 1, "never": 2}
@@ -177,6 +180,12 @@ def generation_options(model_handle: int, options: Mapping[str, Any], where: str
             if value not in _EARLY_NAMES or (not isinstance(value, (bool, str))):
                 raise InvalidArgumentError(f"early_stopping must be True, False or 'never', got {value!r}")
             opts.early_stopping = _EARLY_NAMES[value]
+        elif kind in ("text", "schema"):
+            if kind == "schema" and isinstance(value, (dict, list, bool)):
+                value = json.dumps(value)
+            data = encode_text(value, name)
+            keep.append(data)
+            setattr(opts, name, data)
         else:  # eos_token_ids
             arr = ids_array(value, name)
             keep.append(arr)
@@ -192,6 +201,9 @@ def generation_dict(opts: _lib.GenerationOptions) -> dict[str, Any]:
     for name, kind in GENERATION_FIELDS.items():
         if kind == "ids":
             out[name] = ids_list(opts.eos_token_ids, opts.num_eos_token_ids)
+        elif kind in ("text", "schema"):
+            raw = getattr(opts, name)
+            out[name] = None if raw is None else decode_text(raw)
         elif kind == _BOOL:
             out[name] = bool(opts.do_sample)
         elif kind == _EARLY:

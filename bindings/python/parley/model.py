@@ -82,6 +82,10 @@ class Hypothesis:
     tokens: list[int]
     score: float
     logprobs: list[float] | None = None
+    #: With grammar= / json_schema=: True when the output is a complete
+    #: sentence of the grammar (parses and validates), False when generation
+    #: stopped before (max_new_tokens, on_token); None when unconstrained.
+    complete: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -511,7 +515,10 @@ class Model(Closable):
                     p, m2 = POINTER(c_float)(), c_size_t()
                     _lib.check(_lib.lib.parley_result_hypothesis_logprobs(result, b, k, byref(p), byref(m2)))
                     lp = p[: m2.value] if m2.value else []
-                hyps.append(Hypothesis(ids_list(toks, length.value), score.value, lp))
+                status = c_int32()
+                _lib.check(_lib.lib.parley_result_hypothesis_constraint(result, b, k, byref(status)))
+                complete = None if status.value == 0 else status.value == 1
+                hyps.append(Hypothesis(ids_list(toks, length.value), score.value, lp, complete))
             out.append(hyps)
         return out
 
@@ -545,7 +552,10 @@ class Model(Closable):
         max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
         length_penalty, early_stopping (True/False/"never"),
         no_repeat_ngram_size, repetition_penalty, do_sample, temperature,
-        top_k, top_p, min_p, seed, eos_token_ids. ``on_token(batch_index,
+        top_k, top_p, min_p, seed, eos_token_ids, grammar (GBNF text),
+        json_schema (a dict or JSON text; see docs/constrained_output.md:
+        each hypothesis's ``complete`` says whether it finished the
+        grammar). ``on_token(batch_index,
         sequence_index, token)`` is called for each generated token (greedy and
         sampling only); a true return value finishes that sequence, and an
         exception stops the call and is re-raised.
