@@ -25,6 +25,39 @@ std::unique_ptr<TextModel> build_text_model(const ModelFile &file) {
          "the model file has no tokenizer (convert it with its tokenizer files, or use the token-level API)");
   }
   if (const format::ChatFormat *c = file.header().chat_format()) text->chat.emplace(*c);
+  if (const std::string *source = file.chat_template()) {
+    // The template's other variables: the tokenizer's special tokens, stored
+    // by the converter as metadata "chat_template.<name>" (e.g.
+    // chat_template.bos_token), as apply_chat_template passes them.
+    std::vector<std::pair<std::string, std::string>> variables;
+    static constexpr std::string_view kPrefix = "chat_template.";
+    for (const auto &kv : file.metadata())
+      if (kv.first.size() > kPrefix.size() && kv.first.compare(0, kPrefix.size(), kPrefix) == 0)
+        variables.emplace_back(kv.first.substr(kPrefix.size()), kv.second);
+    // Files from converters before these entries: bos_token and eos_token
+    // from the generation config's ids, as the tokenizer spells them.
+    const format::GenerationConfig *gen = file.header().generation();
+    if (variables.empty() && gen) {
+      const Tokenizer &tok = text->source();
+      auto spell = [&](int64_t id) {
+        return id >= 0 && id < static_cast<int64_t>(file.vocab_size())
+                   ? tok.decode({static_cast<int32_t>(id)}, /*skip_special=*/false)
+                   : std::string();
+      };
+      std::string bos = spell(gen->bos_token_id());
+      if (!bos.empty()) variables.emplace_back("bos_token", bos);
+      if (gen->eos_token_ids() && gen->eos_token_ids()->size() > 0) {
+        std::string eos = spell(gen->eos_token_ids()->Get(0));
+        if (!eos.empty()) variables.emplace_back("eos_token", eos);
+      }
+    }
+    try {
+      text->chat_template = std::make_unique<ChatTemplate>(*source, variables);
+    } catch (const Error &e) {
+      // A broken template fails chat sessions that need it, not the model.
+      text->chat_template_error = e.what();
+    }
+  }
   return text;
 }
 

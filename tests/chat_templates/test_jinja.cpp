@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "text/chat_template.hpp"
 #include "text/jinja/template.hpp"
 #include "text/jinja/value.hpp"
 
@@ -157,6 +158,73 @@ TEST(Jinja, JsonFormatting) {
   EXPECT_THROW(parse_json("\"\\ud800\"", "t"), Error);
   EXPECT_THROW(parse_json(std::string(1000, '['), "t"), Error);
   EXPECT_THROW(parse_json("99999999999999999999", "t"), Error);
+}
+
+TEST(ToolCalls, ParsesQwenLlamaAndMistralReplies) {
+  std::string calls, content;
+  // Qwen2.5 / Hermes: blocks, with text before them.
+  ASSERT_TRUE(parley::parse_tool_calls(
+      "Let me check.\n<tool_call>\n{\"name\": \"order_status\", \"arguments\": {\"order_id\": \"9019917\"}}\n"
+      "</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Halle\"}}\n</tool_call>",
+      &calls, &content));
+  EXPECT_EQ(
+      calls,
+      R"([{"id": "call00001", "type": "function", "function": {"name": "order_status", "arguments": {"order_id": )"
+      R"("9019917"}}}, {"id": "call00002", "type": "function", "function": {"name": "get_weather", "arguments": )"
+      R"({"city": "Halle"}}}])");
+  EXPECT_EQ(content, "Let me check.");
+  // Llama-3.1: the reply is the call, "parameters" for the arguments.
+  ASSERT_TRUE(
+      parley::parse_tool_calls(R"({"name": "order_status", "parameters": {"order_id": "1"}})", &calls, &content));
+  EXPECT_EQ(calls, R"([{"id": "call00001", "type": "function", "function": {"name": "order_status", )"
+                   R"("arguments": {"order_id": "1"}}}])");
+  EXPECT_EQ(content, "");
+  // Mistral: [TOOL_CALLS] and a list, ids kept.
+  ASSERT_TRUE(parley::parse_tool_calls(R"([TOOL_CALLS] [{"name": "f", "arguments": {}, "id": "abcDEF123"}])", &calls,
+                                       &content));
+  EXPECT_EQ(calls, R"([{"id": "abcDEF123", "type": "function", "function": {"name": "f", "arguments": {}}}])");
+  // Not calls: plain text, JSON without a name, malformed blocks.
+  calls = "unchanged";
+  EXPECT_FALSE(parley::parse_tool_calls("Your order has shipped.", &calls, &content));
+  EXPECT_FALSE(parley::parse_tool_calls(R"({"status": "ok"})", &calls, &content));
+  EXPECT_FALSE(parley::parse_tool_calls("<tool_call>{\"name\": </tool_call>", &calls, &content));
+  EXPECT_FALSE(parley::parse_tool_calls("[]", &calls, &content));
+  EXPECT_EQ(calls, "unchanged");
+}
+
+TEST(ToolCalls, ChatTemplateRendersToolMessages) {
+  // Qwen2.5's template through ChatTemplate: the message fields reach it as
+  // transformers passes them, tool calls and tools as parsed JSON.
+  Value g = goldens();
+  const std::string &qwen = g.obj().find("templates")->obj().find("qwen2")->str();
+  parley::ChatTemplate t(qwen, {{"eos_token", "<|im_end|>"}});
+  std::vector<parley::ChatMessage> msgs;
+  msgs.emplace_back(parley::ChatRole::kUser, "Where is my order 9019917?");
+  parley::ChatMessage call(parley::ChatRole::kAssistant, "");
+  call.tool_calls = R"([{"id": "call00001", "type": "function", "function": {"name": "order_status", )"
+                    R"("arguments": {"order_id": "9019917"}}}])";
+  msgs.push_back(call);
+  parley::ChatMessage result(parley::ChatRole::kTool, R"({"status": "shipped"})");
+  result.tool_call_id = "call00001";
+  msgs.push_back(result);
+  std::vector<std::pair<size_t, size_t>> ranges;
+  std::string out = t.render(msgs, true, &ranges, R"([{"type": "function", "function": {"name": "order_status"}}])");
+  EXPECT_EQ(out,
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\n"
+            "You may call one or more functions to assist with the user query.\n\nYou are provided with function "
+            "signatures within <tools></tools> XML tags:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": "
+            "\"order_status\"}}\n</tools>\n\nFor each function call, return a json object with function name and "
+            "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+            "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWhere is my order "
+            "9019917?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"order_status\", \"arguments\": "
+            "{\"order_id\": \"9019917\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"status\": "
+            "\"shipped\"}\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
+  // Caller text: the tool JSON, the user's message, the call's name and
+  // arguments, the tool result; never the template's markup.
+  std::string caller;
+  for (auto [b, e] : ranges) caller += out.substr(b, e - b) + "|";
+  EXPECT_EQ(caller, R"({"type": "function", "function": {"name": "order_status"}}|Where is my order 9019917?|)"
+                    R"(order_status|{"order_id": "9019917"}|{"status": "shipped"}|)");
 }
 
 }  // namespace
