@@ -941,7 +941,11 @@ typedef struct parley_chat_session parley_chat_session;
  * Create a session; system_prompt may be NULL (no system message; the
  * model's template may then add its default one). Errors:
  * PARLEY_ERROR_UNSUPPORTED (encoder-decoder model, or a file without chat
- * format or tokenizer), PARLEY_ERROR_INVALID_ARGUMENT (invalid UTF-8).
+ * format, chat template or tokenizer), PARLEY_ERROR_INVALID_MODEL (the file
+ * has only a chat template and it does not parse: the message names its
+ * line and column), PARLEY_ERROR_INVALID_ARGUMENT (invalid UTF-8). A
+ * template the runtime renders itself may still refuse a conversation when
+ * a reply is generated (its raise_exception message, INVALID_ARGUMENT).
  */
 PARLEY_API parley_status parley_chat_session_create(const parley_model *model, const char *system_prompt,
                                                     parley_chat_session **out_session);
