@@ -1041,7 +1041,10 @@ PARLEY_API parley_status parley_translation_result_error(const parley_translatio
 typedef enum parley_chat_role {
   PARLEY_ROLE_SYSTEM = 0,
   PARLEY_ROLE_USER = 1,
-  PARLEY_ROLE_ASSISTANT = 2
+  PARLEY_ROLE_ASSISTANT = 2,
+  /* Appended in 0.1.x: a tool's result (parley_chat_append_message names the
+   * call it answers). Needs the model's Jinja chat template. */
+  PARLEY_ROLE_TOOL = 3
 } parley_chat_role;
 
 /*
@@ -1063,7 +1066,11 @@ typedef struct parley_chat_session parley_chat_session;
  * Create a session; system_prompt may be NULL (no system message; the
  * model's template may then add its default one). Errors:
  * PARLEY_ERROR_UNSUPPORTED (encoder-decoder model, or a file without chat
- * format or tokenizer), PARLEY_ERROR_INVALID_ARGUMENT (invalid UTF-8).
+ * format, chat template or tokenizer), PARLEY_ERROR_INVALID_MODEL (the file
+ * has only a chat template and it does not parse: the message names its
+ * line and column), PARLEY_ERROR_INVALID_ARGUMENT (invalid UTF-8). A
+ * template the runtime renders itself may still refuse a conversation when
+ * a reply is generated (its raise_exception message, INVALID_ARGUMENT).
  */
 PARLEY_API parley_status parley_chat_session_create(const parley_model *model, const char *system_prompt,
                                                     parley_chat_session **out_session);
@@ -1174,6 +1181,64 @@ PARLEY_API parley_status parley_chat_message_count(const parley_chat_session *se
 /* Message `index`: role and content (owned by the session, valid until it changes). */
 PARLEY_API parley_status parley_chat_message(const parley_chat_session *session, size_t index, int32_t *out_role,
                                              const char **out_content);
+
+/* --------------------------------------------------- chat: tool calls
+ * (appended in 0.1.x). Tools, tool calls and tool results are rendered by
+ * the model's own Jinja chat template (the file's chat_template) exactly as
+ * Hugging Face's apply_chat_template renders them: Llama-3.1's, Qwen2.5's
+ * and Mistral's tool formats among others. A file without a usable template
+ * refuses them with PARLEY_ERROR_UNSUPPORTED. JSON here is UTF-8 text in
+ * the form transformers takes: tools as [{"type": "function", "function":
+ * {"name", "description", "parameters": {JSON schema}}}], tool calls as
+ * [{"id", "type": "function", "function": {"name", "arguments": {...}}}].
+ * JSON strings count as the caller's text (never control tokens). */
+
+/* A message with its tool-use fields. Set struct_size = sizeof. */
+typedef struct parley_chat_message_ex {
+  size_t struct_size;
+  int32_t role;        /* parley_chat_role */
+  const char *content; /* UTF-8, `content_length` bytes; NULL allowed when 0 */
+  size_t content_length;
+  const char *tool_calls;   /* assistant: JSON array of tool calls, NUL-terminated; NULL: none */
+  const char *tool_call_id; /* tool: the id of the call this result answers; NULL: none */
+  const char *name;         /* tool: the function's name; NULL: none */
+} parley_chat_message_ex;
+
+/*
+ * Append a message with tool-use fields. Errors: PARLEY_ERROR_INVALID_ARGUMENT
+ * (NULL message, bad struct_size, unknown role, invalid UTF-8, a NUL byte in
+ * the content, tool_calls that are not a JSON array of {"function": {"name":
+ * string, ...}} objects or on a non-assistant message, a role order the
+ * model's reduced chat format refuses), PARLEY_ERROR_UNSUPPORTED (tool use
+ * without a usable Jinja chat template). The message is not added on error.
+ */
+PARLEY_API parley_status parley_chat_append_message(parley_chat_session *session,
+                                                    const parley_chat_message_ex *message);
+
+/*
+ * Tool definitions for every following turn (a JSON array, NUL-terminated);
+ * NULL or "" removes them. While tools are set, a reply that holds tool
+ * calls (Qwen2.5/Hermes "<tool_call>{...}</tool_call>" blocks, or a reply
+ * that is a {"name", "arguments"|"parameters"} object or a list of them,
+ * after an optional "[TOOL_CALLS]" or "<|python_tag|>": Mistral, Llama-3.1)
+ * is stored as an assistant message with those calls (parley_chat_tool_calls)
+ * and the text outside them as its content; calls without an id get
+ * "call00001", "call00002", ... Errors: PARLEY_ERROR_INVALID_ARGUMENT
+ * (not a JSON array of objects), PARLEY_ERROR_UNSUPPORTED (no usable
+ * template). Saving a session (parley_chat_session_save) does not store
+ * tools, and refuses conversations with tool calls or results.
+ */
+PARLEY_API parley_status parley_chat_set_tools(parley_chat_session *session, const char *tools_json);
+
+/*
+ * Message `index`'s tool calls as a JSON array (NULL when it has none), its
+ * tool_call_id and name (NULL when none). Strings are owned by the session,
+ * valid until it changes; any output pointer may be NULL. Errors:
+ * PARLEY_ERROR_NOT_FOUND (no such message).
+ */
+PARLEY_API parley_status parley_chat_tool_calls(const parley_chat_session *session, size_t index,
+                                                const char **out_tool_calls, const char **out_tool_call_id,
+                                                const char **out_name);
 
 typedef struct parley_chat_stats {
   size_t struct_size;

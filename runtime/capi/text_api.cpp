@@ -442,7 +442,7 @@ PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_
   return guarded(__func__, [&] {
     SessionUse use(session);
     ChatSession &s = use.session();
-    if (role < PARLEY_ROLE_SYSTEM || role > PARLEY_ROLE_ASSISTANT)
+    if (role < PARLEY_ROLE_SYSTEM || role > PARLEY_ROLE_TOOL)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "unknown role " + std::to_string(role));
     s.append(static_cast<ChatRole>(role), text_arg(content, "content"));
   });
@@ -606,6 +606,49 @@ PARLEY_API parley_status parley_chat_append_n(parley_chat_session *session, int3
   parley_status st = guarded(__func__, [&] { copy = text_arg_n(content, length, "content"); });
   if (st != PARLEY_OK) return st;
   return parley_chat_append(session, role, copy.c_str());
+}
+
+PARLEY_API parley_status parley_chat_append_message(parley_chat_session *session,
+                                                    const parley_chat_message_ex *message) {
+  return guarded(__func__, [&] {
+    SessionUse use(session);
+    require(message, "message");
+    constexpr size_t kMessageExV1 = sizeof(parley_chat_message_ex);
+    check_struct_size(message->struct_size, kMessageExV1, sizeof *message, "message");
+    if (message->role < PARLEY_ROLE_SYSTEM || message->role > PARLEY_ROLE_TOOL)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "message->role: unknown role " + std::to_string(message->role));
+    ChatMessage m;
+    m.role = static_cast<ChatRole>(message->role);
+    m.content = text_arg_n(message->content, message->content_length, "message->content");
+    if (message->tool_calls) m.tool_calls = text_arg(message->tool_calls, "message->tool_calls");
+    if (message->tool_call_id) m.tool_call_id = text_arg(message->tool_call_id, "message->tool_call_id");
+    if (message->name) m.name = text_arg(message->name, "message->name");
+    if (message->tool_calls && m.tool_calls.empty())
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "message->tool_calls is empty (pass NULL for none)");
+    use.session().append(std::move(m));
+  });
+}
+
+PARLEY_API parley_status parley_chat_set_tools(parley_chat_session *session, const char *tools_json) {
+  return guarded(__func__, [&] {
+    SessionUse use(session);
+    use.session().set_tools(tools_json ? text_arg(tools_json, "tools_json") : std::string());
+  });
+}
+
+PARLEY_API parley_status parley_chat_tool_calls(const parley_chat_session *session, size_t index,
+                                                const char **out_tool_calls, const char **out_tool_call_id,
+                                                const char **out_name) {
+  return guarded(__func__, [&] {
+    SessionUse use(session);
+    const auto &m = use.session().messages();
+    if (index >= m.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "message " + std::to_string(index) + " >= " + std::to_string(m.size()));
+    auto opt = [](const std::string &v) { return v.empty() ? nullptr : v.c_str(); };
+    if (out_tool_calls) *out_tool_calls = opt(m[index].tool_calls);
+    if (out_tool_call_id) *out_tool_call_id = opt(m[index].tool_call_id);
+    if (out_name) *out_name = opt(m[index].name);
+  });
 }
 
 PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *session, char **out_data,

@@ -17,18 +17,67 @@ ChatSession::ChatSession(const Transformer &model, const TextModel &text, const 
     : model_(model), text_(text), defaults_(defaults), engine_(engine) {
   if (model.encoder_decoder())
     fail(PARLEY_ERROR_UNSUPPORTED, "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
-  if (!text.chat)
+  if (!text.chat && !text.chat_template) {
+    if (!text.chat_template_error.empty())
+      fail(PARLEY_ERROR_INVALID_MODEL, "the model's chat template cannot be used: " + text.chat_template_error);
     fail(PARLEY_ERROR_UNSUPPORTED, "the model file has no chat format (it was converted without a chat template)");
+  }
   if (has_system) append(ChatRole::kSystem, std::move(system_prompt));
   base_messages_ = messages_.size();
 }
 
 void ChatSession::append(ChatRole role, std::string content) {
+  ChatMessage m;
+  m.role = role;
+  m.content = std::move(content);
+  append(std::move(m));
+}
+
+void ChatSession::append(ChatMessage m) {
   size_t bad = 0;
-  if (!utf8::valid(content, &bad))
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "message is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
-  text_.chat->check_next(messages_, role);
-  messages_.push_back({role, std::move(content)});
+  for (const std::string *s : {&m.content, &m.tool_call_id, &m.name})
+    if (!utf8::valid(*s, &bad))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "message is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
+  if (!m.tool_calls.empty()) {
+    if (m.role != ChatRole::kAssistant) fail(PARLEY_ERROR_INVALID_ARGUMENT, "only assistant messages carry tool calls");
+    check_tool_calls_json(m.tool_calls);
+  }
+  if (m.uses_tools() && !text_.chat_template)
+    fail(PARLEY_ERROR_UNSUPPORTED,
+         "tool calls and tool results need the model's Jinja chat template" +
+             (text_.chat_template_error.empty() ? std::string(", which this model file lacks")
+                                                : ", which cannot be used: " + text_.chat_template_error));
+  // The per-role reduction checks the role order as its template would; the
+  // Jinja template checks at rendering (raise_exception).
+  if (!needs_template(messages_) && !m.uses_tools()) text_.chat->check_next(messages_, m.role);
+  messages_.push_back(std::move(m));
+}
+
+void ChatSession::set_tools(std::string tools_json) {
+  if (!tools_json.empty()) {
+    check_tools_json(tools_json);
+    if (!text_.chat_template)
+      fail(PARLEY_ERROR_UNSUPPORTED,
+           "tools need the model's Jinja chat template" +
+               (text_.chat_template_error.empty() ? std::string(", which this model file lacks")
+                                                  : ", which cannot be used: " + text_.chat_template_error));
+  }
+  tools_ = std::move(tools_json);
+}
+
+bool ChatSession::needs_template(const std::vector<ChatMessage> &conversation) const {
+  if (!text_.chat) return true;
+  if (!tools_.empty()) return true;
+  for (const ChatMessage &m : conversation)
+    if (m.uses_tools()) return true;
+  return false;
+}
+
+std::string ChatSession::render(const std::vector<ChatMessage> &conversation,
+                                std::vector<std::pair<size_t, size_t>> *text_ranges) const {
+  if (!needs_template(conversation))
+    return text_.chat->render(conversation, /*add_generation_prompt=*/true, text_ranges);
+  return text_.chat_template->render(conversation, /*add_generation_prompt=*/true, text_ranges, tools_);
 }
 
 void ChatSession::reset() {
@@ -98,7 +147,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   std::vector<int32_t> ids;
   for (;;) {
     std::vector<std::pair<size_t, size_t>> text_ranges;
-    std::string prompt = text_.chat->render(conversation, /*add_generation_prompt=*/true, &text_ranges);
+    std::string prompt = render(conversation, &text_ranges);
     // What may go: every message after the system prompt but the last.
     const bool can_drop = options.drop_oldest && conversation.size() > base_messages_ + 1;
     bool short_of_reply = false, too_long = false;
@@ -209,7 +258,19 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
                                          ? static_cast<int32_t>(ConstraintStatus::kIncomplete)
                                          : turn.constraint;
   if (options.logprobs) *options.logprobs = std::move(turn.logprobs);
-  conversation.push_back({ChatRole::kAssistant, reply_text});
+  ChatMessage answer;
+  answer.role = ChatRole::kAssistant;
+  answer.content = reply_text;
+  // With tools, a reply that calls them is kept as structured tool calls, so
+  // the next turn renders them in the template's own format.
+  if (!tools_.empty()) {
+    std::string calls, content;
+    if (parse_tool_calls(reply_text, &calls, &content)) {
+      answer.tool_calls = std::move(calls);
+      answer.content = std::move(content);
+    }
+  }
+  conversation.push_back(std::move(answer));
   messages_ = std::move(conversation);
   counters_.last_dropped_messages = dropped;
   counters_.total_dropped_messages += dropped;

@@ -63,6 +63,14 @@ class ChatSession {
               std::string system_prompt, bool has_system, Engine *engine = nullptr);
 
   void append(ChatRole role, std::string content);
+  // Any message, tool use included (ChatMessage): tool calls are checked
+  // (check_tool_calls_json), and need the model's Jinja chat template.
+  void append(ChatMessage message);
+  // Tool definitions (a JSON array, check_tools_json) the template renders
+  // on every turn; empty: none. With tools, a reply that holds tool calls
+  // (parse_tool_calls) is stored as an assistant message with tool_calls.
+  void set_tools(std::string tools_json);
+  const std::string &tools() const { return tools_; }
   // Generates the assistant's reply, appends it to the conversation and
   // returns it. Throws Error(CANCELLED) when cancel() was called (the
   // conversation is then unchanged; the cache keeps what it computed).
@@ -81,6 +89,10 @@ class ChatSession {
 
  private:
   void ensure_capacity(int64_t tokens);
+  // The prompt: the per-role reduction where it applies, else the Jinja template.
+  std::string render(const std::vector<ChatMessage> &conversation,
+                     std::vector<std::pair<size_t, size_t>> *text_ranges) const;
+  bool needs_template(const std::vector<ChatMessage> &conversation) const;
   // Runs `fresh` (the prompt after the reused prefix) and the decoding loop;
   // returns the prompt's... see reply().
   // Both return the turn's hypothesis.
@@ -91,6 +103,7 @@ class ChatSession {
   const TextModel &text_;
   DecodingOptions defaults_;
   std::vector<ChatMessage> messages_;
+  std::string tools_;
   size_t base_messages_ = 0;  // the system prompt, kept by reset()
   Engine *engine_ = nullptr;
   Engine::SequencePtr seq_;  // engine path: the conversation's tokens (K/V in the engine)

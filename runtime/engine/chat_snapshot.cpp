@@ -51,6 +51,11 @@ class Reader {
 }  // namespace
 
 std::string save_chat(const ChatSnapshot &snapshot) {
+  for (size_t i = 0; i < snapshot.messages.size(); ++i)
+    if (snapshot.messages[i].uses_tools())
+      fail(PARLEY_ERROR_UNSUPPORTED, "message " + std::to_string(i) +
+                                         " uses tools: saving conversations with tool calls or results is not "
+                                         "supported yet (version 1 stores role and text only)");
   std::string out(kMagic, sizeof kMagic);
   put<uint32_t>(out, kVersion);
   put<uint32_t>(out, snapshot.has_system ? 1u : 0u);

@@ -24,6 +24,7 @@ struct ChatSnapshot {
   std::vector<ChatMessage> messages;
 };
 
+// Throws UNSUPPORTED for a message that uses tools (not stored by version 1).
 std::string save_chat(const ChatSnapshot &snapshot);
 // Throws INVALID_ARGUMENT naming what is wrong (size, magic, version,
 // checksum, a role or length out of range). Content is checked later, by

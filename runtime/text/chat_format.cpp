@@ -7,7 +7,10 @@ namespace parley {
 
 namespace {
 const char *role_name(ChatRole r) {
-  return r == ChatRole::kSystem ? "system" : r == ChatRole::kUser ? "user" : "assistant";
+  return r == ChatRole::kSystem ? "system"
+         : r == ChatRole::kUser ? "user"
+         : r == ChatRole::kTool ? "tool"
+                                : "assistant";
 }
 std::string str(const flatbuffers::String *s) {
   return s ? s->str() : std::string();
@@ -50,6 +53,9 @@ ChatFormat::ChatFormat(const format::ChatFormat &t)
 
 void ChatFormat::check_next(const std::vector<ChatMessage> &messages, ChatRole role) const {
   size_t index = messages.size();
+  if (role == ChatRole::kTool)
+    fail(PARLEY_ERROR_UNSUPPORTED, "message " + std::to_string(index) +
+                                       ": tool messages need the model's Jinja chat template, which this file lacks");
   if (role == ChatRole::kSystem && index != 0)
     fail(PARLEY_ERROR_INVALID_ARGUMENT,
          "message " + std::to_string(index) + ": a system message may only start the conversation");

@@ -15,11 +15,21 @@
 
 namespace parley {
 
-enum class ChatRole { kSystem, kUser, kAssistant };
+enum class ChatRole { kSystem, kUser, kAssistant, kTool };
 
 struct ChatMessage {
-  ChatRole role;
+  ChatMessage() = default;
+  ChatMessage(ChatRole r, std::string c) : role(r), content(std::move(c)) {}
+  ChatRole role = ChatRole::kUser;
   std::string content;
+  // Tool use (rendered only by the model's Jinja template, chat_template.hpp):
+  // an assistant message's calls as a JSON array (empty: none), a tool
+  // result's call id and function name (empty: none).
+  std::string tool_calls, tool_call_id, name;
+  // Needs the Jinja template: the per-role reduction has no place for it.
+  bool uses_tools() const {
+    return role == ChatRole::kTool || !tool_calls.empty() || !tool_call_id.empty() || !name.empty();
+  }
 };
 
 class ChatFormat {

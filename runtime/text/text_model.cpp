@@ -4,6 +4,14 @@
 
 namespace parley {
 
+namespace {
+std::string spell_token(const TextModel &text, const ModelFile &file, int64_t id) {
+  return id >= 0 && id < static_cast<int64_t>(file.vocab_size())
+             ? text.source().decode({static_cast<int32_t>(id)}, /*skip_special=*/false)
+             : std::string();
+}
+}  // namespace
+
 std::unique_ptr<TextModel> build_text_model(const ModelFile &file) {
   auto text = std::make_unique<TextModel>();
   for (size_t i = 0; i < file.tokenizers().size(); ++i) {
@@ -25,6 +33,38 @@ std::unique_ptr<TextModel> build_text_model(const ModelFile &file) {
          "the model file has no tokenizer (convert it with its tokenizer files, or use the token-level API)");
   }
   if (const format::ChatFormat *c = file.header().chat_format()) text->chat.emplace(*c);
+  if (const std::string *source = file.chat_template()) {
+    // The template's other variables: the tokenizer's special tokens, stored
+    // by the converter as metadata "chat_template.<name>" (e.g.
+    // chat_template.bos_token), as apply_chat_template passes them.
+    std::vector<std::pair<std::string, std::string>> variables;
+    static constexpr std::string_view kPrefix = "chat_template.";
+    for (const auto &kv : file.metadata())
+      if (kv.first.size() > kPrefix.size() && kv.first.compare(0, kPrefix.size(), kPrefix) == 0)
+        variables.emplace_back(kv.first.substr(kPrefix.size()), kv.second);
+    // Files from converters before these entries: bos_token and eos_token
+    // from the generation config's ids, as the tokenizer spells them; else
+    // bos_token is the token the tokenizer puts first (add_special_tokens).
+    if (variables.empty()) {
+      const format::GenerationConfig *gen = file.header().generation();
+      std::string bos = gen ? spell_token(*text, file, gen->bos_token_id()) : std::string();
+      for (const TokenizerView &view : file.tokenizers())
+        if (bos.empty() && view.role != PARLEY_TOKENIZER_TARGET && view.table->prefix() &&
+            view.table->prefix()->size() > 0 && view.table->prefix()->Get(0)->str().find("{lang}") == std::string::npos)
+          bos = view.table->prefix()->Get(0)->str();
+      if (!bos.empty()) variables.emplace_back("bos_token", bos);
+      if (gen && gen->eos_token_ids() && gen->eos_token_ids()->size() > 0) {
+        std::string eos = spell_token(*text, file, gen->eos_token_ids()->Get(0));
+        if (!eos.empty()) variables.emplace_back("eos_token", eos);
+      }
+    }
+    try {
+      text->chat_template = std::make_unique<ChatTemplate>(*source, variables);
+    } catch (const Error &e) {
+      // A broken template fails chat sessions that need it, not the model.
+      text->chat_template_error = e.what();
+    }
+  }
   return text;
 }
 

@@ -8,6 +8,7 @@
 
 #include "format/model_file.hpp"
 #include "text/chat_format.hpp"
+#include "text/chat_template.hpp"
 #include "text/tokenizer.hpp"
 
 namespace parley {
@@ -15,6 +16,10 @@ namespace parley {
 struct TextModel {
   std::unique_ptr<Tokenizer> shared, source_only, target_only;
   std::optional<ChatFormat> chat;
+  // The model's Jinja chat template, when the file has one and it parses
+  // (else chat_template_error says why): renders what `chat` cannot.
+  std::unique_ptr<ChatTemplate> chat_template;
+  std::string chat_template_error;
 
   // Encodes the input text (translation source, or a dialogue prompt).
   const Tokenizer &source() const { return source_only ? *source_only : *shared; }

@@ -931,6 +931,35 @@ def test_chat_turns_and_cache_reuse(chat_model):
         assert chat.messages[-1]["content"] == r1  # greedy: the same reply
 
 
+def test_chat_tools_and_tool_messages(chat_model):
+    tools = [{"type": "function", "function": {"name": "order_status", "description": "Look up an order",
+                                               "parameters": {"type": "object",
+                                                              "properties": {"order_id": {"type": "string"}}}}}]
+    call = {"id": "call00001", "type": "function",
+            "function": {"name": "order_status", "arguments": {"order_id": "9019917"}}}
+    with parley.Chat(chat_model, system_prompt="Be brief.") as chat:
+        chat.set_tools(tools)
+        chat.append("user", "Where is order 9019917?")
+        chat.append_message({"role": "assistant", "content": "", "tool_calls": [call]})
+        chat.append_message({"role": "tool", "content": '{"status": "shipped"}', "tool_call_id": "call00001",
+                             "name": "order_status"})
+        assert chat.messages[2] == {"role": "assistant", "content": "", "tool_calls": [call]}
+        assert chat.messages[3] == {"role": "tool", "content": '{"status": "shipped"}',
+                                    "tool_call_id": "call00001", "name": "order_status"}
+        reply = chat.say("Thanks!", max_new_tokens=4)
+        assert isinstance(reply, str) and chat.messages[4] == {"role": "user", "content": "Thanks!"}
+        with pytest.raises(parley.InvalidArgumentError, match="only assistant messages carry tool calls"):
+            chat.append_message({"role": "user", "content": "x", "tool_calls": [call]})
+        with pytest.raises(parley.InvalidArgumentError, match="invalid JSON"):
+            chat.append_message({"role": "assistant", "content": "", "tool_calls": "[{"})
+        with pytest.raises(parley.InvalidArgumentError, match="unknown field"):
+            chat.append_message({"role": "tool", "content": "x", "call_id": "1"})
+        with pytest.raises(parley.InvalidArgumentError, match="tools"):
+            chat.set_tools("{}")
+        assert len(chat.messages) == 6  # system, user, call, result, user, reply: nothing added by the errors
+        chat.set_tools(None)
+
+
 def test_chat_say_options_and_stop(chat_model):
     with parley.Chat(chat_model) as chat:
         full = chat.say("Tell me about your return policy.", max_new_tokens=16)

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -181,6 +182,51 @@ TEST_P(TokenizerParity, ChatPromptsMatchApplyChatTemplate) {
   }
   expect_known(GetParam(), "chat", bad);
   EXPECT_GT(rendered, 5);
+}
+
+// The same conversations through the model's Jinja template (the fallback
+// for tool use and for templates that do not reduce): the same prompt text,
+// the same ids, and the messages' bytes encoded as text. Final assistant
+// messages count here: the template renders them as it does for
+// transformers.
+TEST_P(TokenizerParity, ChatPromptsMatchThroughTheJinjaTemplate) {
+  Fixture fx = load(GetParam());
+  if (!fx.goldens.contains("chat") || fx.goldens["chat"].empty()) GTEST_SKIP() << "no chat template";
+  ASSERT_TRUE(fx.text->chat_template) << fx.text->chat_template_error;
+  // The fixture files predate the converter's chat_template.* entries: the
+  // template's variables come from the checkpoint's special_tokens_map.json,
+  // which is what the converter stores now.
+  std::vector<std::pair<std::string, std::string>> variables;
+  const json special = read_json(dir() + "/hf/" + GetParam() + "/special_tokens_map.json");
+  for (const auto &[k, v] : special.items()) {
+    if (v.is_string()) variables.emplace_back(k, v.get<std::string>());
+    if (v.is_object() && v.contains("content")) variables.emplace_back(k, v["content"].get<std::string>());
+  }
+  const ChatTemplate jinja_template(*fx.file->chat_template(), variables);
+  const ChatTemplate *tmpl = &jinja_template;
+  int rendered = 0, refused = 0;
+  for (const json &c : fx.goldens["chat"]) {
+    if (c.contains("template_kwargs") && !c["template_kwargs"].empty()) continue;  // enable_thinking: not passed
+    std::vector<ChatMessage> msgs;
+    for (const json &m : c["messages"]) msgs.push_back({role_of(m["role"]), m["content"]});
+    bool gen = c["add_generation_prompt"];
+    if (c.contains("error")) {
+      EXPECT_THROW(tmpl->render(msgs, gen, nullptr, {}), Error) << c["messages"].dump();
+      ++refused;
+      continue;
+    }
+    std::vector<std::pair<size_t, size_t>> text_ranges;
+    std::string prompt = tmpl->render(msgs, gen, &text_ranges, {});
+    EXPECT_EQ(prompt, c["rendered"].get<std::string>()) << c["messages"].dump();
+    EXPECT_EQ(fx.text->source().encode(prompt, false, {}, SIZE_MAX, /*parse_special=*/true), ids_of(c["ids"]))
+        << c["messages"].dump();
+    EXPECT_EQ(fx.text->source().encode_prompt(prompt, text_ranges), ids_of(c["ids_content_as_text"]))
+        << c["messages"].dump();
+    ++rendered;
+  }
+  EXPECT_GT(rendered, 5);
+  std::printf("%s: %d conversations rendered, %d refused as transformers refuses them\n", GetParam().c_str(), rendered,
+              refused);
 }
 
 // Item 12 of issue 10: a customer types the markup of the template

@@ -49,7 +49,7 @@ PLUGINS_DEFAULT = PLUGINS_BESIDE_LIBRARY | PLUGINS_ENV_PATH | PLUGINS_BUILTIN
 SEVERITY_DEBUG, SEVERITY_INFO, SEVERITY_WARNING, SEVERITY_ERROR = 0, 1, 2, 3
 
 MODEL_DECODER_ONLY, MODEL_ENCODER_DECODER = 0, 1
-ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT = 0, 1, 2
+ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL = 0, 1, 2, 3
 
 # ------------------------------------------------------------ callback types
 
@@ -67,6 +67,18 @@ TRANSLATION_TEXT_FN = CFUNCTYPE(c_int32, c_void_p, c_size_t, c_size_t, c_void_p,
 REQUEST_FN = CFUNCTYPE(None, c_void_p, c_void_p, c_int32)
 
 # ------------------------------------------------------------------- structs
+
+
+class ChatMessageEx(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("role", c_int32),
+        ("content", c_char_p),
+        ("content_length", c_size_t),
+        ("tool_calls", c_char_p),
+        ("tool_call_id", c_char_p),
+        ("name", c_char_p),
+    ]
 
 
 class RuntimeOptions(Structure):
@@ -412,6 +424,9 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_chat_reset": (_status, [c_void_p]),
     "parley_chat_message_count": (_status, [c_void_p, _p(c_size_t)]),
     "parley_chat_message": (_status, [c_void_p, c_size_t, _p(c_int32), _p(c_char_p)]),
+    "parley_chat_append_message": (_status, [c_void_p, _p(ChatMessageEx)]),
+    "parley_chat_set_tools": (_status, [c_void_p, c_char_p]),
+    "parley_chat_tool_calls": (_status, [c_void_p, c_size_t, _p(c_char_p), _p(c_char_p), _p(c_char_p)]),
     "parley_chat_stats_get": (_status, [c_void_p, _p(ChatStats)]),
     # asynchronous requests
     "parley_request_options_defaults": (_status, [_p(RequestOptions)]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import queue
 import threading
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from .model import Model
 
 __all__ = ["Chat", "ChatStream", "AsyncChatStream"]
 
-_ROLES = {"system": _lib.ROLE_SYSTEM, "user": _lib.ROLE_USER, "assistant": _lib.ROLE_ASSISTANT}
+_ROLES = {"system": _lib.ROLE_SYSTEM, "user": _lib.ROLE_USER, "assistant": _lib.ROLE_ASSISTANT,
+          "tool": _lib.ROLE_TOOL}
 _ROLE_NAMES = {v: k for k, v in _ROLES.items()}
 
 
@@ -28,9 +30,9 @@ def _role(role: str | int) -> int:
         try:
             return _ROLES[role]
         except KeyError:
-            raise InvalidArgumentError(f"unknown role {role!r}; use 'system', 'user' or 'assistant'") from None
+            raise InvalidArgumentError(f"unknown role {role!r}; use 'system', 'user', 'assistant' or 'tool'") from None
     if isinstance(role, bool) or not isinstance(role, int):
-        raise TypeError("role must be 'system', 'user', 'assistant' or a parley_chat_role int")
+        raise TypeError("role must be 'system', 'user', 'assistant', 'tool' or a parley_chat_role int")
     if not -(2**31) <= role < 2**31:
         raise InvalidArgumentError(f"unknown role {role}")
     return role  # other ints go to libparley, which refuses unknown ones
@@ -195,9 +197,46 @@ class Chat(Closable):
         with self._exclusive() as h:
             _lib.check(_lib.lib.parley_chat_append(h, r, data))
 
+    def append_message(self, message: dict[str, Any]) -> None:
+        """Append a message in Hugging Face's form, tool use included:
+        {"role": "assistant", "content": "", "tool_calls": [{"id", "type": "function",
+        "function": {"name", "arguments": {...}}}]} or {"role": "tool", "content": ...,
+        "tool_call_id": ..., "name": ...}. Rendered by the model's Jinja chat template."""
+        if not isinstance(message, dict):
+            raise TypeError("message must be a dict")
+        unknown = set(message) - {"role", "content", "tool_calls", "tool_call_id", "name"}
+        if unknown:
+            raise InvalidArgumentError(f"message: unknown field(s) {sorted(unknown)}")
+        m = _lib.ChatMessageEx()
+        m.struct_size = ctypes.sizeof(m)
+        m.role = _role(message.get("role", "user"))
+        content = encode_text(message.get("content") or "", "content")
+        m.content = content
+        m.content_length = len(content)
+        calls = message.get("tool_calls")
+        if calls is not None:
+            m.tool_calls = encode_text(calls if isinstance(calls, str) else json.dumps(calls, ensure_ascii=False),
+                                       "tool_calls")
+        for key in ("tool_call_id", "name"):
+            if message.get(key) is not None:
+                setattr(m, key, encode_text(message[key], key))
+        with self._exclusive() as h:
+            _lib.check(_lib.lib.parley_chat_append_message(h, byref(m)))
+
+    def set_tools(self, tools: Sequence[dict[str, Any]] | str | None) -> None:
+        """Tool definitions (JSON schemas as transformers takes them) for the following turns;
+        None removes them. A reply that calls a tool is stored with "tool_calls" (see messages)."""
+        data = None
+        if tools is not None:
+            data = encode_text(tools if isinstance(tools, str) else json.dumps(list(tools), ensure_ascii=False),
+                               "tools")
+        with self._exclusive() as h:
+            _lib.check(_lib.lib.parley_chat_set_tools(h, data))
+
     @property
-    def messages(self) -> list[dict[str, str]]:
-        """The conversation: [{"role": ..., "content": ...}, ...]."""
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation: [{"role": ..., "content": ...}, ...], with "tool_calls"
+        (parsed JSON), "tool_call_id" and "name" where a message has them."""
         out = []
         with self._exclusive() as h:
             n = c_size_t()
@@ -205,9 +244,19 @@ class Chat(Closable):
             for i in range(n.value):
                 role, content = c_int32(), c_char_p()
                 _lib.check(_lib.lib.parley_chat_message(h, i, byref(role), byref(content)))
-                out.append(
-                    {"role": _ROLE_NAMES.get(role.value, str(role.value)), "content": decode_text(content.value or b"")}
-                )
+                m: dict[str, Any] = {
+                    "role": _ROLE_NAMES.get(role.value, str(role.value)),
+                    "content": decode_text(content.value or b""),
+                }
+                calls, call_id, name = c_char_p(), c_char_p(), c_char_p()
+                _lib.check(_lib.lib.parley_chat_tool_calls(h, i, byref(calls), byref(call_id), byref(name)))
+                if calls.value is not None:
+                    m["tool_calls"] = json.loads(decode_text(calls.value))
+                if call_id.value is not None:
+                    m["tool_call_id"] = decode_text(call_id.value)
+                if name.value is not None:
+                    m["name"] = decode_text(name.value)
+                out.append(m)
         return out
 
     def reset(self) -> None:

@@ -236,6 +236,9 @@ def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: b
         metadata["converter.quant_error.max_abs"] = f"{max(e.max_abs_error for e in errors):.6g}"
     if max_positions is not None:
         metadata["converter.max_positions"] = str(max_positions)
+    if text:
+        for k, v in text.chat_template_variables.items():
+            metadata[f"chat_template.{k}"] = v
     tmp = f"{out_path}.converting"
     try:
         write_model(tmp, plan.config, tensors, generation=plan.generation, metadata=metadata,

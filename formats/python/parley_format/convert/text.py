@@ -34,6 +34,8 @@ class TextExport:
     tokenizers: list[Tokenizer] = field(default_factory=list)
     chat_template: str | None = None
     chat_format: ChatFormat | None = None
+    # The template's other variables: the special tokens apply_chat_template passes.
+    chat_template_variables: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -252,6 +254,11 @@ def export_text(model_dir: str, vocab_size: int, *, encoder_decoder: bool) -> Te
     template = getattr(tok, "chat_template", None)
     if isinstance(template, str) and template:
         out.chat_template = template
+        out.chat_template_variables = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
         from .chat_format import derive_chat_format
-        out.chat_format = derive_chat_format(tok)
+        try:
+            out.chat_format = derive_chat_format(tok)
+        except UnsupportedError as e:
+            # The runtime renders the template itself (runtime/text/jinja).
+            out.warnings.append(f"{e}; the runtime renders the Jinja template instead")
     return out
