@@ -129,6 +129,9 @@ static int translate(parley_model *model, const char *text, size_t n, char **out
   }
   parley_translation_options_init(&o);
   o.per_text_errors = 1; /* tells which sentence failed and why */
+  /* Order numbers, amounts, dates, e-mail addresses and URLs come out
+   * verbatim, exactly once: the model never sees them (docs/translation.md). */
+  o.protect = PARLEY_PROTECT_NUMBERS | PARLEY_PROTECT_EMAILS | PARLEY_PROTECT_URLS;
   if (check(parley_translate_n(model, sentences, lengths, count, &o, &r), "translate")) return -1;
   for (i = 0; i < count && rc == 0; ++i) {
     int32_t status = PARLEY_OK;
