@@ -308,7 +308,7 @@ struct StackCheck {
   const ModelFile *file;
   std::function<void(const std::string &)> bad;
 
-  void run(const fb::StackConfig *s, const std::string &name, bool required_layers) const {
+  void run(const fb::StackConfig *s, const std::string &name, bool required_layers, bool causal) const {
     auto in = [&](const char *field, uint64_t v, uint64_t lo, uint64_t hi) {
       if (v < lo || v > hi)
         bad("config " + name + "." + field + " = " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
@@ -361,6 +361,22 @@ struct StackCheck {
                                                       {"rope_high_freq_factor", s->rope_high_freq_factor()}};
     for (const auto &[field, f] : factors)
       if (!finite(f) || f <= 0.f) bad("config " + name + "." + field + " must be finite and > 0");
+    // Format 1.3 sliding windows: one per layer (0: full attention), only
+    // where attention is causal (a window is counted back from the query's
+    // position; the encoder attends in both directions).
+    if (const auto *w = s->layer_windows()) {
+      if (w->size() != 0 && w->size() != s->num_layers())
+        bad("config " + name + ".layer_windows has " + std::to_string(w->size()) + " entries for " +
+            std::to_string(s->num_layers()) + " layers");
+      for (flatbuffers::uoffset_t i = 0; i < w->size(); ++i) {
+        if (w->Get(i) > 0 && !causal)
+          bad("config " + name + ".layer_windows[" + std::to_string(i) + "] = " + std::to_string(w->Get(i)) +
+              ": sliding windows are only supported in the decoder (causal attention)");
+        if (w->Get(i) > (1u << 24))
+          bad("config " + name + ".layer_windows[" + std::to_string(i) + "] = " + std::to_string(w->Get(i)) +
+              " is outside [0, 16777216]");
+      }
+    }
     if (s->rope_scaling() == fb::RopeScaling::Llama3) {
       // transformers' _compute_llama3_parameters divides by (high - low) and by the original context.
       if (s->rope_original_max_positions() == 0)
@@ -398,10 +414,10 @@ void ModelFile::check_header() {
   if (vocab_size_ < 1 || vocab_size_ > 16777216)
     invalid("config.vocab_size = " + std::to_string(vocab_size_) + " is outside [1, 16777216]");
   StackCheck sc{this, invalid};
-  sc.run(cfg->decoder(), "decoder", true);
+  sc.run(cfg->decoder(), "decoder", true, true);
   if (kind_ == PARLEY_MODEL_ENCODER_DECODER) {
     if (!cfg->encoder()) invalid("config.encoder is required for an encoder-decoder model");
-    sc.run(cfg->encoder(), "encoder", true);
+    sc.run(cfg->encoder(), "encoder", true, false);
   } else if (cfg->encoder()) {
     invalid("config.encoder is given for a decoder-only model");
   }
@@ -705,6 +721,10 @@ void ModelFile::collect_config() {
     add_f(p + "rope_low_freq_factor", s->rope_low_freq_factor());
     add_f(p + "rope_high_freq_factor", s->rope_high_freq_factor());
     add_i(p + "rope_original_max_positions", s->rope_original_max_positions());
+    // format 1.3: layer_window.<i> for each layer with a sliding window
+    if (const auto *w = s->layer_windows())
+      for (flatbuffers::uoffset_t i = 0; i < w->size(); ++i)
+        if (w->Get(i) > 0) add_i(p + "layer_window." + std::to_string(i), w->Get(i));
   };
   if (cfg->encoder()) stack("encoder.", cfg->encoder());
   stack("decoder.", cfg->decoder());

@@ -149,6 +149,8 @@ class StackConfig:
     rope_low_freq_factor: float = 1.0
     rope_high_freq_factor: float = 4.0
     rope_original_max_positions: int = 0
+    # format 1.3: per-layer sliding window (0: full attention); empty: none
+    layer_windows: list[int] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)

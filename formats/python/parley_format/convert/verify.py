@@ -21,6 +21,9 @@ def _stack_from_fb(fb) -> StackConfig | None:
         return None
     values = {}
     for f in dataclasses.fields(StackConfig):
+        if f.name == "layer_windows":  # a vector (format 1.3)
+            values[f.name] = [int(fb.LayerWindows(i)) for i in range(fb.LayerWindowsLength())]
+            continue
         values[f.name] = getattr(fb, _camel(f.name))()
     return StackConfig(**values)
 
