@@ -84,6 +84,11 @@ StackParams read_stack(const ModelFile &f, const std::string &p) {
   s.rope_interleaved = cfg_i(f, p + "rope_interleaved") != 0;
   if (s.ffn < 1) fail(PARLEY_ERROR_INVALID_MODEL, f.label() + ": config " + p + "ffn_size must be >= 1");
   if (s.position == 3) s.inv_freq = rope_inv_freq(f, p, s.rope_dim);
+  for (int64_t i = 0; i < s.layers; ++i)
+    if (const ConfigEntry *w = f.find_config(p + "layer_window." + std::to_string(i))) {
+      s.windows.resize(static_cast<size_t>(s.layers), 0);
+      s.windows[static_cast<size_t>(i)] = w->int_value;
+    }
   return s;
 }
 
@@ -123,6 +128,15 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": rotary positions or q/k norm in the encoder are not supported");
     if (enc_.p.hidden != dec_.hidden)
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": encoder and decoder hidden sizes differ");
+    if (!enc_.p.windows.empty())  // the loader refuses them; never attend fully instead
+      fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": sliding windows in the encoder are not supported");
+  }
+  if (!dec_.windows.empty()) {  // sliding-window layers: the kernel must honour the window
+    const Kernel &k = ops_.kernel(PARLEY_OP_ATTENTION);
+    if (!(k.flags & PARLEY_KERNEL_FLAG_SLIDING_WINDOW))
+      fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": the model uses sliding-window attention, and device '" + device +
+                                         "': its attention kernel '" + k.name + "' (plugin '" + k.plugin +
+                                         "') does not support a sliding window");
   }
   // Every pointer bound below is on the model's device; linear weights are
   // prepared by the kernel that will run them.
@@ -590,6 +604,7 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     uint8_t *ck = st.k[li].data(), *cv = st.v[li].data();
     auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(),
                              key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    sa.window = p.window(li);
     sa.kv_dtype = st.kv_dtype;
     if (st.kv_dtype == PARLEY_DTYPE_I8) {  // [batch, capacity, kv_heads]
       sa.k_scales = st.k_scales[li].data();

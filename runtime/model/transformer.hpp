@@ -33,6 +33,10 @@ struct StackParams {
   int64_t rope_dim;
   bool rope_interleaved;
   std::vector<float> inv_freq;  // rope_dim / 2, scaling applied
+  // Per layer: the sliding window of its self-attention (0: full); empty
+  // when no layer has one (format 1.3 layer_windows).
+  std::vector<int64_t> windows;
+  int64_t window(size_t layer) const { return layer < windows.size() ? windows[layer] : 0; }
 };
 
 // Per-request decoder state: self-attention KV cache per layer, and for

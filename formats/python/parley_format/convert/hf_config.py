@@ -329,6 +329,54 @@ def _generation(c: _Cfg, gen: dict[str, Any] | None, vocab_size: int, warnings: 
     return g
 
 
+def _layer_windows(arch: str, c: _Cfg, max_pos: int, warnings: list[str]) -> list[int]:
+    """Per-layer sliding windows (0: full attention), as transformers 5 picks them.
+
+    MistralForCausalLM: every layer uses `sliding_window` when it is not None
+    (MistralModel builds one create_sliding_window_causal_mask for all layers;
+    `layer_types` is not read). Qwen2/Qwen3: `Qwen2Config.__post_init__` drops
+    the window unless `use_sliding_window`, and derives `layer_types` when absent
+    ("sliding_attention" for layer i >= max_window_layers); a layer whose type
+    is "sliding_attention" gets `config.sliding_window`. In both, key j is
+    visible from query i iff i - sliding_window < j <= i (sliding_window_overlay
+    in transformers/masking_utils.py). A window >= the converted maximum length
+    never masks anything and is not stored."""
+    n_layers = _int(c["num_hidden_layers"], "num_hidden_layers")
+    if arch == "MistralForCausalLM":
+        window = c.get("sliding_window")
+        if c.raw.get("layer_types") is not None:
+            warnings.append("MistralForCausalLM: layer_types is ignored, as transformers' Mistral does")
+        types = ["sliding_attention" if window is not None else "full_attention"] * n_layers
+    elif arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM"):
+        use = bool(c.get("use_sliding_window"))
+        # The HF class default (4096) applies when use_sliding_window is set without a size.
+        window = (c.raw["sliding_window"] if "sliding_window" in c.raw else 4096) if use else None
+        types = c.raw.get("layer_types")
+        if types is None:
+            first = _int(c.get("max_window_layers", 28), "max_window_layers")
+            types = ["sliding_attention" if window is not None and i >= first else "full_attention"
+                     for i in range(n_layers)]
+        if not isinstance(types, list) or len(types) != n_layers:
+            raise ConversionError(f"{arch}: layer_types {types!r} does not list one type per layer ({n_layers})")
+        unknown = sorted({t for t in types if t not in ("full_attention", "sliding_attention")})
+        if unknown:
+            raise UnsupportedError(f"{arch}: layer_types {unknown} are not supported (full_attention, sliding_attention)")
+        if "sliding_attention" in types and window is None:
+            # transformers raises in create_sliding_window_causal_mask for this config.
+            raise ConversionError(f"{arch}: layer_types has sliding_attention layers but no sliding_window is in use "
+                                  "(use_sliding_window is false or sliding_window is null)")
+    else:
+        return []
+    if window is None:
+        return []
+    window = _int(window, "sliding_window")
+    if window < 1:
+        raise ConversionError(f"{arch}: sliding_window={window} must be >= 1")
+    if window >= max_pos:
+        return []  # never bites within the converted maximum length
+    return [window if t == "sliding_attention" else 0 for t in types]
+
+
 def _decoder_only(arch: str, c: _Cfg, max_positions: int | None, warnings: list[str]) -> tuple[dict, dict]:
     if arch == "GPT2LMHeadModel":
         if c.get("add_cross_attention"):
@@ -373,25 +421,7 @@ def _decoder_only(arch: str, c: _Cfg, max_positions: int | None, warnings: list[
     elif arch == "MistralForCausalLM":
         qkv_bias = out_bias = False  # MistralAttention: no biases, attention_bias is ignored
 
-    # Sliding-window attention: only representable when it never bites.
-    window = c.get("sliding_window")
-    if arch == "MistralForCausalLM":
-        active = window is not None
-    elif arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM"):
-        types = c.get("layer_types")
-        if types is not None:
-            active = "sliding_attention" in types
-        else:
-            active = bool(c.get("use_sliding_window")) and c.get("max_window_layers", 0) < _int(
-                c["num_hidden_layers"], "num_hidden_layers")
-        active = active and window is not None
-    else:
-        active = False
-    if active and _int(window, "sliding_window") < max_pos:
-        raise UnsupportedError(
-            f"{arch}: sliding_window={window} is smaller than the converted maximum length {max_pos}; "
-            f"sliding-window attention is not supported (convert with --max-positions {window} to cap the length)"
-        )
+    windows = _layer_windows(arch, c, max_pos, warnings)
     mlp_bias = bool(c.get("mlp_bias", False)) if arch == "LlamaForCausalLM" else False
     stack = dict(
         num_layers=_int(c["num_hidden_layers"], "num_hidden_layers"), hidden_size=hidden, num_heads=heads,
@@ -401,6 +431,7 @@ def _decoder_only(arch: str, c: _Cfg, max_positions: int | None, warnings: list[
         norm="RMSNorm", norm_placement="Pre", norm_epsilon=float(c["rms_norm_eps"]),
         qkv_bias=qkv_bias, out_bias=out_bias, ffn_bias=mlp_bias, qk_norm=qk_norm, final_norm=True,
         position="Rotary", max_positions=max_pos, rope_interleaved=False,  # HF rotate_half: half-split
+        layer_windows=windows,
     )
     _rope(c, stack, max_pos)
     return stack, {"tie_word_embeddings": bool(c["tie_word_embeddings"])}
