@@ -143,6 +143,9 @@ class Plan:
     share_embeddings: bool = True
     sinusoidal: str = ""  # "marian" or "m2m100" when the table is computed
     pad_token_id: int | None = None
+    # per decoder layer, a factor folded into the query projection (weight and
+    # bias); empty: none (GPT-2 scale_attn_by_inverse_layer_idx: 1 / (i + 1))
+    query_scales: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -383,8 +386,12 @@ def _decoder_only(arch: str, c: _Cfg, max_positions: int | None, warnings: list[
             raise UnsupportedError("GPT2LMHeadModel: add_cross_attention=True is not supported")
         if not c.get("scale_attn_weights", True):
             raise UnsupportedError("GPT2LMHeadModel: scale_attn_weights=False is not supported")
-        if c.get("scale_attn_by_inverse_layer_idx"):
-            raise UnsupportedError("GPT2LMHeadModel: scale_attn_by_inverse_layer_idx=True is not supported")
+        # scale_attn_by_inverse_layer_idx: GPT2Attention.scaling /= (layer_idx + 1);
+        # folded into the query projection of layer i by the weight mapping
+        # (Plan.query_scales), exact up to float32 rounding.
+        # reorder_and_upcast_attn: _upcast_and_reordered_attn computes the
+        # same scaled scores and softmax in float32; Parley always does, so
+        # it changes nothing here.
         hidden = _int(c["n_embd"], "n_embd")
         n_pos = _int(c["n_positions"], "n_positions")
         stack = dict(
@@ -536,6 +543,9 @@ def plan_from_hf(config: dict[str, Any], generation_config: dict[str, Any] | Non
                                   final_logits_bias=final_logits_bias, **extra)
     else:
         dec, extra = _decoder_only(arch, c, max_positions, warnings)
+        if arch == "GPT2LMHeadModel" and c.get("scale_attn_by_inverse_layer_idx"):
+            plan.query_scales = [1.0 / (i + 1) for i in range(dec["num_layers"])]
+            metadata["parley.query_scale"] = "1/(layer+1) folded into q_proj (scale_attn_by_inverse_layer_idx)"
         plan.config = ModelConfig(architecture=arch, kind="DecoderOnly", vocab_size=vocab,
                                   decoder=StackConfig(**dec), final_logits_bias=False, **extra)
         metadata["parley.position_ids.decoder"] = "non_pad_count"
