@@ -764,6 +764,15 @@ const ConfigEntry *ModelFile::find_config(const std::string &key) const {
   return nullptr;
 }
 
+int32_t ModelFile::decoder_start_token_id() const {
+  for (const char *key : {"generation.decoder_start_token_id", "generation.bos_token_id"})
+    if (const ConfigEntry *e = find_config(key); e && e->int_value >= 0) return static_cast<int32_t>(e->int_value);
+  fail(PARLEY_ERROR_INVALID_MODEL,
+       label_ +
+           ": the model has neither decoder_start_token_id nor bos_token_id in its generation config; it cannot "
+           "translate");
+}
+
 uint64_t ModelFile::weights_size() const {
   uint64_t total = 0;
   for (const auto &t : tensors_) total += t.length;

@@ -96,6 +96,11 @@ class ModelFile {
   const TensorView *find_tensor(const std::string &name) const;
   const std::vector<ConfigEntry> &config() const { return config_; }
   const ConfigEntry *find_config(const std::string &key) const;
+  // The first decoder token of an encoder-decoder model:
+  // generation.decoder_start_token_id, else generation.bos_token_id (the
+  // fallback of transformers' GenerationMixin._prepare_special_tokens);
+  // fails with PARLEY_ERROR_INVALID_MODEL when neither is set.
+  int32_t decoder_start_token_id() const;
   const std::vector<TokenizerView> &tokenizers() const { return tokenizers_; }
   const std::vector<std::pair<std::string, std::string>> &metadata() const { return metadata_; }
   const std::string *chat_template() const { return has_chat_template_ ? &chat_template_ : nullptr; }

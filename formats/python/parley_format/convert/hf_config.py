@@ -550,4 +550,16 @@ def plan_from_hf(config: dict[str, Any], generation_config: dict[str, Any] | Non
                                   decoder=StackConfig(**dec), final_logits_bias=False, **extra)
         metadata["parley.position_ids.decoder"] = "non_pad_count"
     plan.generation = _generation(c, generation_config, vocab, warnings, metadata)
+    g = plan.generation
+    if arch in ENCODER_DECODER and g.decoder_start_token_id < 0:
+        # GenerationMixin._prepare_special_tokens (transformers 5): an
+        # encoder-decoder model without decoder_start_token_id starts from
+        # bos_token_id; with neither, generate() raises.
+        if g.bos_token_id < 0:
+            raise ConversionError(
+                f"{arch}: neither decoder_start_token_id nor bos_token_id is set (config.json / "
+                "generation_config.json); transformers' generate() refuses such a model, there is no start token")
+        g.decoder_start_token_id = g.bos_token_id
+        warnings.append(f"decoder_start_token_id is not set: bos_token_id {g.bos_token_id} is used, "
+                        "as transformers' generate() does")
     return plan
