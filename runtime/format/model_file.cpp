@@ -413,6 +413,12 @@ void ModelFile::check_header() {
   vocab_size_ = cfg->vocab_size();
   if (vocab_size_ < 1 || vocab_size_ > 16777216)
     invalid("config.vocab_size = " + std::to_string(vocab_size_) + " is outside [1, 16777216]");
+  // Format 1.3: a separate target (decoder) vocabulary of an encoder-decoder model.
+  target_vocab_size_ = cfg->decoder_vocab_size() ? cfg->decoder_vocab_size() : vocab_size_;
+  if (target_vocab_size_ > 16777216)
+    invalid("config.decoder_vocab_size = " + std::to_string(target_vocab_size_) + " is outside [0, 16777216]");
+  if (cfg->decoder_vocab_size() && kind_ != PARLEY_MODEL_ENCODER_DECODER)
+    invalid("config.decoder_vocab_size is given for a decoder-only model");
   StackCheck sc{this, invalid};
   sc.run(cfg->decoder(), "decoder", true, true);
   if (kind_ == PARLEY_MODEL_ENCODER_DECODER) {
@@ -569,7 +575,12 @@ void ModelFile::check_header() {
       roles_seen |= 1u << static_cast<int>(t->role());
       check_region(what + " model", t->model()->offset(), t->model()->length());
       size_t specials = 0;
-      auto in_vocab = [&](int32_t id) { return id >= 0 && static_cast<uint32_t>(id) < vocab_size_; };
+      // A Target tokenizer makes decoder ids, a Source one encoder ids, a
+      // Shared one both (so it must fit the smaller vocabulary).
+      const uint32_t tok_vocab = t->role() == fb::TokenizerRole::Target   ? target_vocab_size_
+                                 : t->role() == fb::TokenizerRole::Source ? vocab_size_
+                                                                          : std::min(vocab_size_, target_vocab_size_);
+      auto in_vocab = [&](int32_t id) { return id >= 0 && static_cast<uint32_t>(id) < tok_vocab; };
       if (const auto *sp = t->special_tokens()) {
         specials = sp->size();
         for (const fb::SpecialToken *s : *sp) {
@@ -578,9 +589,9 @@ void ModelFile::check_header() {
           if (s->content()->size() == 0) invalid(what + ": special token " + std::to_string(s->id()) + " is empty");
         }
       }
-      if (t->vocab() && t->vocab()->size() > vocab_size_)
+      if (t->vocab() && t->vocab()->size() > tok_vocab)
         invalid(what + ": vocabulary of " + std::to_string(t->vocab()->size()) + " tokens is larger than the model's " +
-                std::to_string(vocab_size_));
+                std::to_string(tok_vocab));
       if (t->unk_id() != -1 && !in_vocab(t->unk_id()))
         invalid(what + ": unk_id " + std::to_string(t->unk_id()) + " is outside the vocabulary");
       if (const auto *langs = t->languages()) {
@@ -608,12 +619,13 @@ void ModelFile::check_header() {
 
   // ---- generation defaults
   if (const fb::GenerationConfig *g = header_->generation()) {
+    // Generation ids are decoder (target) ids.
     auto token = [&](const char *field, int32_t id) {
-      if (id != -1 && (id < 0 || static_cast<uint32_t>(id) >= vocab_size_))
+      if (id != -1 && (id < 0 || static_cast<uint32_t>(id) >= target_vocab_size_))
         invalid(std::string("generation.") + field + " = " + std::to_string(id) + " is outside the vocabulary");
     };
     auto listed = [&](const char *field, int32_t id) {  // list entries have no "unset" value
-      if (id < 0 || static_cast<uint32_t>(id) >= vocab_size_)
+      if (id < 0 || static_cast<uint32_t>(id) >= target_vocab_size_)
         invalid(std::string("generation.") + field + " entry " + std::to_string(id) + " is outside the vocabulary");
     };
     token("bos_token_id", g->bos_token_id());
@@ -628,7 +640,7 @@ void ModelFile::check_header() {
     if (const auto *sup = g->suppress_tokens())
       for (int32_t id : *sup) listed("suppress_tokens", id);
     if (const auto *sup = g->suppress_tokens())
-      if (sup->size() > vocab_size_) invalid("generation.suppress_tokens has more entries than the vocabulary");
+      if (sup->size() > target_vocab_size_) invalid("generation.suppress_tokens has more entries than the vocabulary");
     if (g->num_beams() < 1 || g->num_beams() > 1024)
       invalid("generation.num_beams = " + std::to_string(g->num_beams()) + " is outside [1, 1024]");
     if (g->max_length() > 16777216)
@@ -688,6 +700,7 @@ void ModelFile::collect_config() {
   auto add_f = [&](const std::string &k, double v) { config_.push_back({k, true, 0, v}); };
   add_i("kind", static_cast<int64_t>(cfg->kind()));
   add_i("vocab_size", cfg->vocab_size());
+  add_i("decoder_vocab_size", target_vocab_size_);  // == vocab_size unless format 1.3 separates them
   add_i("tie_word_embeddings", cfg->tie_word_embeddings());
   add_i("final_logits_bias", cfg->final_logits_bias());
   auto stack = [&](const std::string &p, const fb::StackConfig *s) {

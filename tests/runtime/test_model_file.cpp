@@ -416,6 +416,9 @@ std::vector<FieldCase> model_cases() {
       {"config.kind", [](Parts &p) { p.model.config->kind = static_cast<ModelKind>(2); }},
       {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 16777217; }},
       {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 0; }},
+      // format 1.3: a separate target vocabulary belongs to encoder-decoder models only
+      {"config.decoder_vocab_size", [](Parts &p) { p.model.config->decoder_vocab_size = 16777217; }},
+      {"config.decoder_vocab_size", [](Parts &p) { p.model.config->decoder_vocab_size = 7; }},
       {"dtype", [](Parts &p) { p.model.tensors[0]->dtype = static_cast<DType>(8); }},  // 7 is I4 (format 1.2)
       {"negative dimension", [](Parts &p) { p.model.tensors[0]->shape[0] = -1; }},
       {"length", [](Parts &p) { p.model.tensors[0]->length += 1; }},

@@ -162,6 +162,9 @@ class ModelConfig:
     encoder: StackConfig | dict | None = None  # required when kind == EncoderDecoder
     tie_word_embeddings: bool = True
     final_logits_bias: bool = False
+    # format 1.3: the decoder's (target) vocabulary when it differs from
+    # vocab_size (encoder-decoder only); 0 means vocab_size
+    decoder_vocab_size: int = 0
 
 
 @dataclass(kw_only=True)

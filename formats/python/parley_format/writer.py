@@ -491,6 +491,9 @@ def normalize_config(config: ModelConfig | dict) -> ModelConfig:
         raise ValueError("config.encoder given for a DecoderOnly model")
     c.tie_word_embeddings = _bool(c.tie_word_embeddings, "config.tie_word_embeddings")
     c.final_logits_bias = _bool(c.final_logits_bias, "config.final_logits_bias")
+    c.decoder_vocab_size = _int(c.decoder_vocab_size, 0, 16777216, "config.decoder_vocab_size")
+    if c.decoder_vocab_size and c.kind != ModelKind.EncoderDecoder:
+        raise ValueError("config.decoder_vocab_size: only an EncoderDecoder model has a separate target vocabulary")
     return c
 
 
@@ -650,6 +653,8 @@ def _build_config(b: flatbuffers.Builder, c: ModelConfig) -> int:
     M.AddDecoder(b, dec)
     M.AddTieWordEmbeddings(b, c.tie_word_embeddings)
     M.AddFinalLogitsBias(b, c.final_logits_bias)
+    if c.decoder_vocab_size:
+        M.AddDecoderVocabSize(b, c.decoder_vocab_size)
     return M.End(b)
 
 
@@ -891,7 +896,7 @@ def write_model(
     chat_fmt = _normalize_chat_format(chat_format) if chat_format is not None else None
     if chat_fmt is not None or any(t.uses_format_1_1() for t in toks):
         format_minor = max(format_minor, 1)  # the lowest minor that holds the fields used
-    if any(st is not None and st.layer_windows for st in (cfg.encoder, cfg.decoder)):
+    if cfg.decoder_vocab_size or any(st is not None and st.layer_windows for st in (cfg.encoder, cfg.decoder)):
         format_minor = max(format_minor, 3)  # per-layer sliding windows came with format 1.3
     if any(e.dtype == DType.I4 or (e.quantization is not None and e.quantization.scheme == QuantScheme.SymmetricGroupwise)
            for e in entries):

@@ -39,6 +39,7 @@ def config_from_header(model) -> ModelConfig:
         decoder=_stack_from_fb(c.Decoder()),
         tie_word_embeddings=c.TieWordEmbeddings(),
         final_logits_bias=c.FinalLogitsBias(),
+        decoder_vocab_size=c.DecoderVocabSize(),
     ))
 
 
