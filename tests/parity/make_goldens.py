@@ -184,6 +184,15 @@ MODELS = {
                               scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True,
                               bos_token_id=0, eos_token_id=2, pad_token_id=1),
                          {}),
+    # Marian with separate source (112) and target (90) vocabularies: share_encoder_decoder_embeddings=False,
+    # own encoder and decoder tables, lm_head / final_logits_bias over the target vocabulary (tied to
+    # the decoder's table), pad = decoder start = 89.
+    "marian_separate_vocab": (T.MarianConfig, T.MarianMTModel,
+                              _enc_dec(32, 2, 1, 4, 4, 64, 48, 112, 32, activation_function="swish",
+                                       scale_embedding=True, share_encoder_decoder_embeddings=False,
+                                       decoder_vocab_size=90, pad_token_id=89, decoder_start_token_id=89,
+                                       eos_token_id=0, forced_eos_token_id=0, bos_token_id=None),
+                              {"bad_words_ids": [[89]]}),
     # mBART without decoder_start_token_id: transformers' generate() starts from bos_token_id (0).
     "mbart_no_start": (T.MBartConfig, T.MBartForConditionalGeneration,
                        _enc_dec(32, 1, 1, 2, 4, 48, 64, 120, 40, activation_function="gelu", scale_embedding=True,
@@ -301,6 +310,8 @@ def build(name: str, workdir: str):
 def golden(name: str, model, g: torch.Generator) -> dict:
     cfg = model.config
     V = cfg.vocab_size
+    # Decoder (target) ids: Marian's decoder_vocab_size when its vocabularies are separate.
+    VT = (cfg.decoder_vocab_size or V) if not getattr(cfg, "share_encoder_decoder_embeddings", True) else V
     banned = _special(cfg)
     pad = cfg.pad_token_id
     gc = model.generation_config
@@ -308,7 +319,7 @@ def golden(name: str, model, g: torch.Generator) -> dict:
     eos_list = eos if isinstance(eos, list) else [eos]
     lengths = PROMPT_LENGTHS.get(name, DEFAULT_LENGTHS)
     B, S = len(lengths), max(lengths)
-    out: dict = {"name": name, "architecture": type(model).__name__, "vocab_size": V,
+    out: dict = {"name": name, "architecture": type(model).__name__, "vocab_size": VT,
                  "versions": {"torch": torch.__version__, "transformers": T.__version__}}
     common_gen = dict(do_sample=False, max_new_tokens=MAX_NEW_TOKENS, pad_token_id=pad, eos_token_id=eos,
                       bos_token_id=gc.bos_token_id, forced_bos_token_id=gc.forced_bos_token_id,
@@ -324,7 +335,7 @@ def golden(name: str, model, g: torch.Generator) -> dict:
             src[b, :n] = torch.tensor(toks)
             mask[b, :n] = 1
         start = gc.decoder_start_token_id if gc.decoder_start_token_id is not None else gc.bos_token_id
-        prefix = torch.tensor([[start] + _draw(g, 3, V, banned) for _ in range(B)])
+        prefix = torch.tensor([[start] + _draw(g, 3, VT, banned) for _ in range(B)])
         with torch.no_grad():
             logits = model(input_ids=src, attention_mask=mask, decoder_input_ids=prefix).logits
         out["inputs"] = {"padding_side": "right", "input_ids": _ids(src), "attention_mask": _ids(mask),

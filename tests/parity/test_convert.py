@@ -260,6 +260,26 @@ def test_int8_quantization_and_bf16_rounding(rng):
     assert np.all(np.abs(back - x) <= np.abs(x) * 2 ** -8)
 
 
+def test_marian_separate_vocabularies():
+    kw = dict(activation_function="swish", pad_token_id=39, decoder_start_token_id=39, eos_token_id=0)
+    plan = plan_from_hf(bart_like("MarianMTModel", share_encoder_decoder_embeddings=False, decoder_vocab_size=40, **kw))
+    c = plan.config
+    assert (c.vocab_size, c.decoder_vocab_size) == (50, 40)
+    req = required_tensors(c)
+    assert req["encoder.embed_tokens.weight"][0] == 50 and req["decoder.embed_tokens.weight"][0] == 40
+    assert req["final_logits_bias"] == (40,)
+    # Generation ids are target ids: one past the target vocabulary is dropped (with a warning).
+    over = plan_from_hf(bart_like("MarianMTModel", share_encoder_decoder_embeddings=False, decoder_vocab_size=40,
+                                  **dict(kw, eos_token_id=45)))
+    assert over.generation.eos_token_ids == [] and any("eos_token_id" in w for w in over.warnings)
+    # Shared embeddings with two sizes cannot be: refused.
+    with pytest.raises(ConversionError, match="decoder_vocab_size"):
+        plan_from_hf(bart_like("MarianMTModel", share_encoder_decoder_embeddings=True, decoder_vocab_size=40, **kw))
+    # Equal sizes stay format 1.0-compatible (no decoder_vocab_size stored).
+    same = plan_from_hf(bart_like("MarianMTModel", share_encoder_decoder_embeddings=False, decoder_vocab_size=50, **kw))
+    assert same.config.decoder_vocab_size == 0
+
+
 def test_marian_sinusoidal_layout():
     t = marian_sinusoidal(5, 6)
     assert np.allclose(t[:, :3], np.sin(np.arange(5)[:, None] / 10000 ** (np.arange(0, 6, 2) / 6)))
@@ -279,7 +299,7 @@ def _max_dlogit(path: str, gold: dict) -> float:
 
 
 def test_goldens_are_committed():
-    assert len(GOLDENS) == 18, "run tests/parity/make_goldens.py tests/parity"
+    assert len(GOLDENS) == 19, "run tests/parity/make_goldens.py tests/parity"
 
 
 @pytest.mark.parametrize("golden", GOLDENS, ids=lambda p: os.path.basename(p)[:-5])
@@ -287,7 +307,7 @@ def test_committed_model_verifies_and_matches_goldens(golden):
     gold = json.load(open(golden))
     path = os.path.join(HERE, gold["model_file"])
     cfg = verify_converted(path)
-    assert cfg.architecture == gold["architecture"] and cfg.vocab_size == gold["vocab_size"]
+    assert cfg.architecture == gold["architecture"] and (cfg.decoder_vocab_size or cfg.vocab_size) == gold["vocab_size"]
     assert _max_dlogit(path, gold) <= TOLERANCE["float32"]
 
 

@@ -161,7 +161,7 @@ def _bart_like(plan: Plan, src: _Source) -> Iterator[tuple[str, Loader]]:
         if src.has("final_logits_bias"):
             yield "final_logits_bias", src.loader("final_logits_bias", lambda a: a.reshape(-1))
         else:  # HF initialises a missing buffer to zeros (_keys_to_ignore_on_load_missing)
-            yield "final_logits_bias", (lambda: np.zeros(cfg.vocab_size, np.float32))
+            yield "final_logits_bias", (lambda: np.zeros(cfg.decoder_vocab_size or cfg.vocab_size, np.float32))
 
 
 def _scaled(a: np.ndarray, f: np.float32 | None) -> np.ndarray:

@@ -146,6 +146,8 @@ class Plan:
     # per decoder layer, a factor folded into the query projection (weight and
     # bias); empty: none (GPT-2 scale_attn_by_inverse_layer_idx: 1 / (i + 1))
     query_scales: list[float] = field(default_factory=list)
+    # Marian with separate vocabularies: the target (decoder) vocabulary; 0: vocab_size
+    decoder_vocab_size: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -470,12 +472,15 @@ def _encoder_decoder(arch: str, c: _Cfg, max_positions: int | None, plan: Plan) 
                    position_offset=0)
         plan.sinusoidal = "marian"
         share = bool(c["share_encoder_decoder_embeddings"])
-        dec_vocab = c.get("decoder_vocab_size") or c["vocab_size"]
+        # MarianConfig: decoder_vocab_size defaults to vocab_size; MarianModel
+        # builds a decoder table (and lm_head, final_logits_bias) of that size
+        # only when the embeddings are not shared.
+        dec_vocab = _int(c.get("decoder_vocab_size") or c["vocab_size"], "decoder_vocab_size")
+        if share and dec_vocab != c["vocab_size"]:
+            raise ConversionError(f"MarianMTModel: decoder_vocab_size={dec_vocab} differs from vocab_size="
+                                  f"{c['vocab_size']} but share_encoder_decoder_embeddings is true")
         if not share and dec_vocab != c["vocab_size"]:
-            raise UnsupportedError(
-                f"MarianMTModel: decoder_vocab_size={dec_vocab} differs from vocab_size={c['vocab_size']} "
-                "(separate source and target vocabularies are not supported)"
-            )
+            plan.decoder_vocab_size = dec_vocab
         plan.share_embeddings = share
         rules = ("index", "index")
     elif arch == "M2M100ForConditionalGeneration":
@@ -540,7 +545,8 @@ def plan_from_hf(config: dict[str, Any], generation_config: dict[str, Any] | Non
         final_logits_bias = arch in ("MarianMTModel", "BartForConditionalGeneration", "MBartForConditionalGeneration")
         plan.config = ModelConfig(architecture=arch, kind="EncoderDecoder", vocab_size=vocab,
                                   encoder=StackConfig(**enc), decoder=StackConfig(**dec),
-                                  final_logits_bias=final_logits_bias, **extra)
+                                  final_logits_bias=final_logits_bias, decoder_vocab_size=plan.decoder_vocab_size,
+                                  **extra)
     else:
         dec, extra = _decoder_only(arch, c, max_positions, warnings)
         if arch == "GPT2LMHeadModel" and c.get("scale_attn_by_inverse_layer_idx"):
@@ -549,7 +555,8 @@ def plan_from_hf(config: dict[str, Any], generation_config: dict[str, Any] | Non
         plan.config = ModelConfig(architecture=arch, kind="DecoderOnly", vocab_size=vocab,
                                   decoder=StackConfig(**dec), final_logits_bias=False, **extra)
         metadata["parley.position_ids.decoder"] = "non_pad_count"
-    plan.generation = _generation(c, generation_config, vocab, warnings, metadata)
+    # Generation token ids are decoder (target) ids.
+    plan.generation = _generation(c, generation_config, plan.decoder_vocab_size or vocab, warnings, metadata)
     g = plan.generation
     if arch in ENCODER_DECODER and g.decoder_start_token_id < 0:
         # GenerationMixin._prepare_special_tokens (transformers 5): an
