@@ -414,7 +414,8 @@ typedef struct parley_model_info {
   uint32_t format_minor;
   const char *architecture; /* Hugging Face class name, e.g. "MarianMTModel" */
   int32_t kind;             /* parley_model_kind */
-  uint32_t vocab_size;
+  uint32_t vocab_size;      /* the encoder's (source) vocabulary; an encoder-decoder model with separate
+                             * vocabularies has its target one in config key "decoder_vocab_size" */
   size_t num_tensors;
   size_t num_tokenizers;
   size_t num_metadata;
@@ -429,7 +430,10 @@ PARLEY_API parley_status parley_model_get_info(const parley_model *model, parley
 
 /*
  * Config values by dotted key, e.g. "decoder.num_layers", "encoder.hidden_size",
- * "vocab_size", "decoder.norm" (enum value), "decoder.rope_theta". The list of
+ * "vocab_size", "decoder_vocab_size" (the target vocabulary: generated ids,
+ * logits; equals vocab_size unless the model separates them), "decoder.norm"
+ * (enum value), "decoder.rope_theta", "decoder.layer_window.<i>" (a layer's
+ * sliding window, present only for layers that have one). The list of
  * keys: parley_model_config_count / parley_model_config_key.
  * Integers, booleans and enums are read with _int, real numbers with
  * _float (an integer key may also be read as float).

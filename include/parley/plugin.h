@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PARLEY_PLUGIN_ABI_MAJOR 1
-#define PARLEY_PLUGIN_ABI_MINOR 3
+#define PARLEY_PLUGIN_ABI_MINOR 4
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
 #define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
@@ -315,6 +315,14 @@ typedef struct parley_attention_args {
   const int32_t *block_table;
   int64_t block_table_stride;
   int64_t block_size;
+  /* ABI 1.4: sliding-window attention (read only when struct_size covers
+   * it; only kernels registered with PARLEY_KERNEL_FLAG_SLIDING_WINDOW get a
+   * non-zero window). window > 0 requires PARLEY_MASK_CAUSAL and narrows it:
+   * query i sees key j iff d - window < j <= d, where d = i + L - q_len is
+   * the query's own position (the causal diagonal), i.e. the window newest
+   * keys up to and including its own (transformers' sliding_window_overlay:
+   * kv_idx > q_idx - sliding_window). 0: no window; negative is invalid. */
+  int64_t window;
 } parley_attention_args;
 
 /* struct_size of a parley_attention_args from ABI 1.0 (no k_new fields):
@@ -324,6 +332,8 @@ typedef struct parley_attention_args {
 #define PARLEY_ATTENTION_ARGS_SIZE_V1_1 (offsetof(parley_attention_args, v_new_stride_seq) + sizeof(int64_t))
 /* ... and from ABI 1.2 (no block table). */
 #define PARLEY_ATTENTION_ARGS_SIZE_V1_2 (offsetof(parley_attention_args, scale_stride_seq) + sizeof(int64_t))
+/* ... and from ABI 1.3 (no window). */
+#define PARLEY_ATTENTION_ARGS_SIZE_V1_3 (offsetof(parley_attention_args, block_size) + sizeof(int64_t))
 
 /*
  * Row normalisation over `cols` for `rows` rows (row i at x + i*ld_x).
@@ -533,6 +543,8 @@ typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ct
 #define PARLEY_KERNEL_FLAG_KV_I8 4u
 /* PARLEY_OP_ATTENTION (ABI 1.3): reads and appends a paged cache (block_table). */
 #define PARLEY_KERNEL_FLAG_KV_PAGED 8u
+/* PARLEY_OP_ATTENTION (ABI 1.4): honours a sliding window (window > 0). */
+#define PARLEY_KERNEL_FLAG_SLIDING_WINDOW 16u
 
 typedef struct parley_kernel_desc {
   size_t struct_size;

@@ -25,9 +25,14 @@
 // a paged call returns the contiguous result bit for bit. The fused append
 // writes each new row into its block.
 //
-// Masks reduce to a number of visible keys per query row:
+// Masks reduce to a range [first, limit) of visible keys per query row:
 //   L     = key_lengths[b] with KEY_PADDING, else kv_len
 //   limit = L, and with CAUSAL min(L, i + L - q_len + 1)  (bottom-right aligned)
+//   first = 0, and with a sliding window (ABI 1.4) max(0, i + L - q_len + 1 - window):
+//           the window newest keys up to the query's own position (transformers'
+//           sliding_window_overlay, kv_idx > q_idx - sliding_window).
+// The key blocks start at the smallest `first` of the query block, so keys
+// no query of the block sees are never read.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -125,6 +130,7 @@ struct Attn {
   // ABI 1.3 paged cache: NULL for a contiguous one.
   const int32_t *block_table;
   int64_t block_table_stride, block_size;
+  int64_t window;  // ABI 1.4: 0 = none
 };
 
 // n consecutive cache rows of one kv head, the first at element offset
@@ -186,22 +192,28 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   float *lse = a.lse ? a.lse + bh * a.q_len : nullptr;
 
   const int64_t L = (a.mask & PARLEY_MASK_KEY_PADDING) ? a.key_lengths[b] : a.kv_len;
-  int64_t limit[kQueryBlock];
+  int64_t limit[kQueryBlock], first[kQueryBlock];
   float mx[kQueryBlock], sum[kQueryBlock];
   float s[kKeyBlock];
-  int64_t max_limit = 0;
+  int64_t max_limit = 0, min_first = std::numeric_limits<int64_t>::max();
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = i0 + r;
     int64_t lim = L;
     if (a.mask & PARLEY_MASK_CAUSAL) lim = std::min(L, i + L - a.q_len + 1);
     limit[r] = std::max<int64_t>(lim, 0);
+    // The window counts back from the query's own position (the causal
+    // diagonal, i + L - q_len), whether or not key padding cut it shorter.
+    first[r] = at.window > 0 ? std::max<int64_t>(0, i + L - a.q_len + 1 - at.window) : 0;
+    if (first[r] >= limit[r]) first[r] = limit[r] = 0;  // nothing visible
     max_limit = std::max(max_limit, limit[r]);
+    if (limit[r] > 0) min_first = std::min(min_first, first[r]);
     mx[r] = -std::numeric_limits<float>::infinity();
     sum[r] = 0.f;
     std::fill(acc + r * D, acc + (r + 1) * D, 0.f);
   }
 
-  for (int64_t j0 = 0; j0 < max_limit; j0 += kKeyBlock) {
+  if (min_first > max_limit) min_first = max_limit;
+  for (int64_t j0 = min_first; j0 < max_limit; j0 += kKeyBlock) {
     const int64_t jc = std::min(kKeyBlock, max_limit - j0);
     int64_t runs = 0;
     if (paged) {
@@ -246,22 +258,25 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
     for (int64_t r = 0; r < rows; ++r) {
       if (j0 >= limit[r]) continue;
       const int64_t nv = std::min(jc, limit[r] - j0);
+      // Keys j0 + lo .. j0 + nv - 1 of this block are in the row's window.
+      const int64_t lo = std::max<int64_t>(0, first[r] - j0);
+      if (lo >= nv) continue;
       const float *qi = q + (i0 + r) * a.q_stride_seq;
       float bmax = -std::numeric_limits<float>::infinity();
       for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
         const float *kr = k + koff[n];
-        for (int64_t j = at_[n], e = std::min(at_[n + 1], nv); j < e; ++j) {
+        for (int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv); j < e; ++j) {
           s[j] = a.scale * dot(qi, kr + (j - at_[n]) * k_stride, D);
           bmax = std::max(bmax, s[j]);
         }
       }
-      if (probs) std::copy(s, s + nv, probs + (i0 + r) * a.kv_len + j0);
+      if (probs) std::copy(s + lo, s + nv, probs + (i0 + r) * a.kv_len + j0 + lo);
       const float mnew = std::max(mx[r], bmax);
       // exp(-inf - finite) = 0 on the first block; a row whose scores are all
       // -inf (infinite inputs) keeps mnew = -inf and is guarded below.
       const float corr = mx[r] == mnew ? 1.f : std::exp(mx[r] - mnew);
       float bsum = 0.f;
-      for (int64_t j = 0; j < nv; ++j) {
+      for (int64_t j = lo; j < nv; ++j) {
         s[j] = mnew == -std::numeric_limits<float>::infinity() ? 0.f : std::exp(s[j] - mnew);
         bsum += s[j];
       }
@@ -269,9 +284,14 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       mx[r] = mnew;
       // The correction once, then every run's keys in order: the arithmetic
       // of one call over the whole block.
-      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n)
-        scale_axpy(acc + r * D, n == 0 ? corr : 1.f, s + at_[n], v + voff[n], v_stride,
-                   std::min(at_[n + 1], nv) - at_[n], D);
+      bool corrected = false;
+      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+        if (j >= e) continue;
+        scale_axpy(acc + r * D, corrected ? 1.f : corr, s + j, v + voff[n] + (j - at_[n]) * v_stride, v_stride, e - j,
+                   D);
+        corrected = true;
+      }
     }
   }
 
@@ -289,9 +309,10 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
     if (lse) lse[i] = empty ? -std::numeric_limits<float>::infinity() : mx[r] + std::log(sum[r]);
     if (probs) {
       float *p = probs + i * a.kv_len;
-      const int64_t lim = empty ? 0 : limit[r];
+      const int64_t lim = empty ? 0 : limit[r], lo = empty ? 0 : first[r];
       const float inv = empty ? 0.f : 1.f / sum[r];
-      for (int64_t j = 0; j < lim; ++j) p[j] = std::exp(p[j] - mx[r]) * inv;
+      std::fill(p, p + lo, 0.f);
+      for (int64_t j = lo; j < lim; ++j) p[j] = std::exp(p[j] - mx[r]) * inv;
       std::fill(p + lim, p + a.kv_len, 0.f);
     }
   }
@@ -308,7 +329,9 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
     const int32_t kv_dtype = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_2 ? a->kv_dtype : PARLEY_DTYPE_F32;
     // ABI 1.3 paged cache; an older struct has none.
-    const bool has_paging = a->struct_size >= sizeof(parley_attention_args);
+    const bool has_paging = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_3;
+    // ABI 1.4 sliding window; an older struct has none.
+    const int64_t window = a->struct_size >= sizeof(parley_attention_args) ? a->window : 0;
     const int32_t *table = has_paging ? a->block_table : nullptr;
     const int64_t bs = has_paging ? a->block_size : 0, table_stride = has_paging ? a->block_table_stride : 0;
     PARLEY_CHECK(host, kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_I8,
@@ -324,6 +347,9 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
                  ll(a->num_kv_heads));
     PARLEY_CHECK(host, (a->mask & ~(PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING)) == 0,
                  "attention: unknown mask bits 0x%x", a->mask);
+    PARLEY_CHECK(host, window >= 0, "attention: negative window %lld", ll(window));
+    PARLEY_CHECK(host, window == 0 || (a->mask & PARLEY_MASK_CAUSAL),
+                 "attention: a sliding window (%lld) needs PARLEY_MASK_CAUSAL", ll(window));
     if (table) {
       PARLEY_CHECK(host, (a->mask & PARLEY_MASK_KEY_PADDING) != 0,
                    "attention: a block_table (paged KV cache) needs PARLEY_MASK_KEY_PADDING and key_lengths");
@@ -453,9 +479,14 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
       }
     }
 
-    Attn at{
-        a, a->num_heads / a->num_kv_heads, (a->q_len + kQueryBlock - 1) / kQueryBlock, kv_dtype, table, table_stride,
-        bs};
+    Attn at{a,
+            a->num_heads / a->num_kv_heads,
+            (a->q_len + kQueryBlock - 1) / kQueryBlock,
+            kv_dtype,
+            table,
+            table_stride,
+            bs,
+            window};
     const int64_t tasks = a->batch * a->num_heads * at.q_blocks;
     return host.parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
       alignas(64) float stack_acc[kQueryBlock * kStackHeadDim];

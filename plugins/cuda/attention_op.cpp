@@ -20,7 +20,7 @@ void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, boo
 namespace {
 
 // struct_size of a parley_attention_args from ABI 1.3 (the block table).
-constexpr size_t kArgsSizeV1_3 = offsetof(parley_attention_args, block_size) + sizeof(int64_t);
+constexpr size_t kArgsSizeV1_3 = PARLEY_ATTENTION_ARGS_SIZE_V1_3;
 
 struct Scratch {  // device buffers released (stream-ordered) when the call ends
   DeviceState *state;
@@ -54,6 +54,13 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     // Fields are read only when struct_size covers them (ABI 1.1: k_new; 1.3: the block table).
     const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
     const bool paged = a->struct_size >= kArgsSizeV1_3 && a->block_table != nullptr;
+    // ABI 1.4 sliding window: not implemented by these kernels (they are not
+    // registered with PARLEY_KERNEL_FLAG_SLIDING_WINDOW, so the runtime never
+    // sets it); a caller that does gets a refusal, never full attention.
+    if (a->struct_size >= sizeof(parley_attention_args) && a->window != 0)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                       "attention: a sliding window (window = %lld) is not supported by the cuda plugin",
+                       ll(a->window));
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
                  ll(a->kv_len));

@@ -356,12 +356,10 @@ PARLEY_API parley_status parley_translate_tokens(const parley_model *model, cons
     std::vector<std::vector<int32_t>> prefixes(batch.size());
     if (target_prefixes)
       prefixes = read_batch(target_prefixes, target_prefix_lengths, batch_size, "target_prefixes", true);
-    const ConfigEntry *start = file.find_config("generation.decoder_start_token_id");
-    if (!start || start->int_value < 0)
-      fail(PARLEY_ERROR_INVALID_MODEL, "the model has no decoder_start_token_id in its generation config");
+    const int32_t start = file.decoder_start_token_id();
     std::vector<std::vector<int32_t>> prompts;
     for (const auto &p : prefixes) {
-      std::vector<int32_t> prompt{static_cast<int32_t>(start->int_value)};
+      std::vector<int32_t> prompt{start};
       prompt.insert(prompt.end(), p.begin(), p.end());
       prompts.push_back(std::move(prompt));
     }

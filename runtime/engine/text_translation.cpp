@@ -13,10 +13,7 @@ namespace parley {
 
 namespace {
 int64_t decoder_start(const ModelFile &file) {
-  const ConfigEntry *e = file.find_config("generation.decoder_start_token_id");
-  if (!e || e->int_value < 0)
-    fail(PARLEY_ERROR_INVALID_MODEL, "the model file has no decoder_start_token_id; it cannot translate");
-  return e->int_value;
+  return file.decoder_start_token_id();
 }
 
 // Head-averaged cross-attention of `tokens` (after the decoder prompt) over

@@ -308,7 +308,7 @@ struct StackCheck {
   const ModelFile *file;
   std::function<void(const std::string &)> bad;
 
-  void run(const fb::StackConfig *s, const std::string &name, bool required_layers) const {
+  void run(const fb::StackConfig *s, const std::string &name, bool required_layers, bool causal) const {
     auto in = [&](const char *field, uint64_t v, uint64_t lo, uint64_t hi) {
       if (v < lo || v > hi)
         bad("config " + name + "." + field + " = " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
@@ -361,6 +361,22 @@ struct StackCheck {
                                                       {"rope_high_freq_factor", s->rope_high_freq_factor()}};
     for (const auto &[field, f] : factors)
       if (!finite(f) || f <= 0.f) bad("config " + name + "." + field + " must be finite and > 0");
+    // Format 1.3 sliding windows: one per layer (0: full attention), only
+    // where attention is causal (a window is counted back from the query's
+    // position; the encoder attends in both directions).
+    if (const auto *w = s->layer_windows()) {
+      if (w->size() != 0 && w->size() != s->num_layers())
+        bad("config " + name + ".layer_windows has " + std::to_string(w->size()) + " entries for " +
+            std::to_string(s->num_layers()) + " layers");
+      for (flatbuffers::uoffset_t i = 0; i < w->size(); ++i) {
+        if (w->Get(i) > 0 && !causal)
+          bad("config " + name + ".layer_windows[" + std::to_string(i) + "] = " + std::to_string(w->Get(i)) +
+              ": sliding windows are only supported in the decoder (causal attention)");
+        if (w->Get(i) > (1u << 24))
+          bad("config " + name + ".layer_windows[" + std::to_string(i) + "] = " + std::to_string(w->Get(i)) +
+              " is outside [0, 16777216]");
+      }
+    }
     if (s->rope_scaling() == fb::RopeScaling::Llama3) {
       // transformers' _compute_llama3_parameters divides by (high - low) and by the original context.
       if (s->rope_original_max_positions() == 0)
@@ -397,11 +413,17 @@ void ModelFile::check_header() {
   vocab_size_ = cfg->vocab_size();
   if (vocab_size_ < 1 || vocab_size_ > 16777216)
     invalid("config.vocab_size = " + std::to_string(vocab_size_) + " is outside [1, 16777216]");
+  // Format 1.3: a separate target (decoder) vocabulary of an encoder-decoder model.
+  target_vocab_size_ = cfg->decoder_vocab_size() ? cfg->decoder_vocab_size() : vocab_size_;
+  if (target_vocab_size_ > 16777216)
+    invalid("config.decoder_vocab_size = " + std::to_string(target_vocab_size_) + " is outside [0, 16777216]");
+  if (cfg->decoder_vocab_size() && kind_ != PARLEY_MODEL_ENCODER_DECODER)
+    invalid("config.decoder_vocab_size is given for a decoder-only model");
   StackCheck sc{this, invalid};
-  sc.run(cfg->decoder(), "decoder", true);
+  sc.run(cfg->decoder(), "decoder", true, true);
   if (kind_ == PARLEY_MODEL_ENCODER_DECODER) {
     if (!cfg->encoder()) invalid("config.encoder is required for an encoder-decoder model");
-    sc.run(cfg->encoder(), "encoder", true);
+    sc.run(cfg->encoder(), "encoder", true, false);
   } else if (cfg->encoder()) {
     invalid("config.encoder is given for a decoder-only model");
   }
@@ -553,7 +575,12 @@ void ModelFile::check_header() {
       roles_seen |= 1u << static_cast<int>(t->role());
       check_region(what + " model", t->model()->offset(), t->model()->length());
       size_t specials = 0;
-      auto in_vocab = [&](int32_t id) { return id >= 0 && static_cast<uint32_t>(id) < vocab_size_; };
+      // A Target tokenizer makes decoder ids, a Source one encoder ids, a
+      // Shared one both (so it must fit the smaller vocabulary).
+      const uint32_t tok_vocab = t->role() == fb::TokenizerRole::Target   ? target_vocab_size_
+                                 : t->role() == fb::TokenizerRole::Source ? vocab_size_
+                                                                          : std::min(vocab_size_, target_vocab_size_);
+      auto in_vocab = [&](int32_t id) { return id >= 0 && static_cast<uint32_t>(id) < tok_vocab; };
       if (const auto *sp = t->special_tokens()) {
         specials = sp->size();
         for (const fb::SpecialToken *s : *sp) {
@@ -562,9 +589,9 @@ void ModelFile::check_header() {
           if (s->content()->size() == 0) invalid(what + ": special token " + std::to_string(s->id()) + " is empty");
         }
       }
-      if (t->vocab() && t->vocab()->size() > vocab_size_)
+      if (t->vocab() && t->vocab()->size() > tok_vocab)
         invalid(what + ": vocabulary of " + std::to_string(t->vocab()->size()) + " tokens is larger than the model's " +
-                std::to_string(vocab_size_));
+                std::to_string(tok_vocab));
       if (t->unk_id() != -1 && !in_vocab(t->unk_id()))
         invalid(what + ": unk_id " + std::to_string(t->unk_id()) + " is outside the vocabulary");
       if (const auto *langs = t->languages()) {
@@ -592,12 +619,13 @@ void ModelFile::check_header() {
 
   // ---- generation defaults
   if (const fb::GenerationConfig *g = header_->generation()) {
+    // Generation ids are decoder (target) ids.
     auto token = [&](const char *field, int32_t id) {
-      if (id != -1 && (id < 0 || static_cast<uint32_t>(id) >= vocab_size_))
+      if (id != -1 && (id < 0 || static_cast<uint32_t>(id) >= target_vocab_size_))
         invalid(std::string("generation.") + field + " = " + std::to_string(id) + " is outside the vocabulary");
     };
     auto listed = [&](const char *field, int32_t id) {  // list entries have no "unset" value
-      if (id < 0 || static_cast<uint32_t>(id) >= vocab_size_)
+      if (id < 0 || static_cast<uint32_t>(id) >= target_vocab_size_)
         invalid(std::string("generation.") + field + " entry " + std::to_string(id) + " is outside the vocabulary");
     };
     token("bos_token_id", g->bos_token_id());
@@ -612,7 +640,7 @@ void ModelFile::check_header() {
     if (const auto *sup = g->suppress_tokens())
       for (int32_t id : *sup) listed("suppress_tokens", id);
     if (const auto *sup = g->suppress_tokens())
-      if (sup->size() > vocab_size_) invalid("generation.suppress_tokens has more entries than the vocabulary");
+      if (sup->size() > target_vocab_size_) invalid("generation.suppress_tokens has more entries than the vocabulary");
     if (g->num_beams() < 1 || g->num_beams() > 1024)
       invalid("generation.num_beams = " + std::to_string(g->num_beams()) + " is outside [1, 1024]");
     if (g->max_length() > 16777216)
@@ -672,6 +700,7 @@ void ModelFile::collect_config() {
   auto add_f = [&](const std::string &k, double v) { config_.push_back({k, true, 0, v}); };
   add_i("kind", static_cast<int64_t>(cfg->kind()));
   add_i("vocab_size", cfg->vocab_size());
+  add_i("decoder_vocab_size", target_vocab_size_);  // == vocab_size unless format 1.3 separates them
   add_i("tie_word_embeddings", cfg->tie_word_embeddings());
   add_i("final_logits_bias", cfg->final_logits_bias());
   auto stack = [&](const std::string &p, const fb::StackConfig *s) {
@@ -705,6 +734,10 @@ void ModelFile::collect_config() {
     add_f(p + "rope_low_freq_factor", s->rope_low_freq_factor());
     add_f(p + "rope_high_freq_factor", s->rope_high_freq_factor());
     add_i(p + "rope_original_max_positions", s->rope_original_max_positions());
+    // format 1.3: layer_window.<i> for each layer with a sliding window
+    if (const auto *w = s->layer_windows())
+      for (flatbuffers::uoffset_t i = 0; i < w->size(); ++i)
+        if (w->Get(i) > 0) add_i(p + "layer_window." + std::to_string(i), w->Get(i));
   };
   if (cfg->encoder()) stack("encoder.", cfg->encoder());
   stack("decoder.", cfg->decoder());
@@ -742,6 +775,15 @@ const ConfigEntry *ModelFile::find_config(const std::string &key) const {
   for (const auto &e : config_)
     if (e.key == key) return &e;
   return nullptr;
+}
+
+int32_t ModelFile::decoder_start_token_id() const {
+  for (const char *key : {"generation.decoder_start_token_id", "generation.bos_token_id"})
+    if (const ConfigEntry *e = find_config(key); e && e->int_value >= 0) return static_cast<int32_t>(e->int_value);
+  fail(PARLEY_ERROR_INVALID_MODEL,
+       label_ +
+           ": the model has neither decoder_start_token_id nor bos_token_id in its generation config; it cannot "
+           "translate");
 }
 
 uint64_t ModelFile::weights_size() const {

@@ -91,11 +91,20 @@ class ModelFile {
 
   const std::string &architecture() const { return architecture_; }
   parley_model_kind kind() const { return kind_; }
+  // The encoder's (source) vocabulary, and the decoder's (target): they
+  // differ only for an encoder-decoder model with separate vocabularies
+  // (format 1.3 decoder_vocab_size, e.g. some Marian OPUS-MT pairs).
   uint32_t vocab_size() const { return vocab_size_; }
+  uint32_t target_vocab_size() const { return target_vocab_size_; }
   const std::vector<TensorView> &tensors() const { return tensors_; }
   const TensorView *find_tensor(const std::string &name) const;
   const std::vector<ConfigEntry> &config() const { return config_; }
   const ConfigEntry *find_config(const std::string &key) const;
+  // The first decoder token of an encoder-decoder model:
+  // generation.decoder_start_token_id, else generation.bos_token_id (the
+  // fallback of transformers' GenerationMixin._prepare_special_tokens);
+  // fails with PARLEY_ERROR_INVALID_MODEL when neither is set.
+  int32_t decoder_start_token_id() const;
   const std::vector<TokenizerView> &tokenizers() const { return tokenizers_; }
   const std::vector<std::pair<std::string, std::string>> &metadata() const { return metadata_; }
   const std::string *chat_template() const { return has_chat_template_ ? &chat_template_ : nullptr; }
@@ -128,7 +137,7 @@ class ModelFile {
 
   std::string architecture_;
   parley_model_kind kind_ = PARLEY_MODEL_DECODER_ONLY;
-  uint32_t vocab_size_ = 0;
+  uint32_t vocab_size_ = 0, target_vocab_size_ = 0;
   std::vector<TensorView> tensors_;
   std::vector<ConfigEntry> config_;
   std::vector<TokenizerView> tokenizers_;

@@ -84,6 +84,11 @@ StackParams read_stack(const ModelFile &f, const std::string &p) {
   s.rope_interleaved = cfg_i(f, p + "rope_interleaved") != 0;
   if (s.ffn < 1) fail(PARLEY_ERROR_INVALID_MODEL, f.label() + ": config " + p + "ffn_size must be >= 1");
   if (s.position == 3) s.inv_freq = rope_inv_freq(f, p, s.rope_dim);
+  for (int64_t i = 0; i < s.layers; ++i)
+    if (const ConfigEntry *w = f.find_config(p + "layer_window." + std::to_string(i))) {
+      s.windows.resize(static_cast<size_t>(s.layers), 0);
+      s.windows[static_cast<size_t>(i)] = w->int_value;
+    }
   return s;
 }
 
@@ -113,7 +118,8 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
                                          k.plugin + "') cannot read and append a " + dtype_name(kv_dtype) +
                                          " KV cache (kv_cache_dtype); use PARLEY_DTYPE_F32 on this device");
   }
-  vocab_ = file.vocab_size();
+  vocab_ = file.target_vocab_size();
+  src_vocab_ = file.vocab_size();
   has_encoder_ = file.kind() == PARLEY_MODEL_ENCODER_DECODER;
   dec_stack_.p = read_stack(file, "decoder.");
   if (has_encoder_) {
@@ -123,6 +129,15 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": rotary positions or q/k norm in the encoder are not supported");
     if (enc_.p.hidden != dec_.hidden)
       fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": encoder and decoder hidden sizes differ");
+    if (!enc_.p.windows.empty())  // the loader refuses them; never attend fully instead
+      fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": sliding windows in the encoder are not supported");
+  }
+  if (!dec_.windows.empty()) {  // sliding-window layers: the kernel must honour the window
+    const Kernel &k = ops_.kernel(PARLEY_OP_ATTENTION);
+    if (!(k.flags & PARLEY_KERNEL_FLAG_SLIDING_WINDOW))
+      fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": the model uses sliding-window attention, and device '" + device +
+                                         "': its attention kernel '" + k.name + "' (plugin '" + k.plugin +
+                                         "') does not support a sliding window");
   }
   // Every pointer bound below is on the model's device; linear weights are
   // prepared by the kernel that will run them.
@@ -162,8 +177,8 @@ LinearWeight Transformer::bind_linear(const std::string &name, int64_t n, int64_
   return w;
 }
 
-Transformer::EmbeddingTable Transformer::bind_embedding(const std::string &name) {
-  const TensorRef &t = weights_.ref(name, {vocab_, dec_.hidden});
+Transformer::EmbeddingTable Transformer::bind_embedding(const std::string &name, int64_t vocab) {
+  const TensorRef &t = weights_.ref(name, {vocab, dec_.hidden});
   EmbeddingTable e;
   e.name = name;
   const bool native_type =
@@ -175,7 +190,7 @@ Transformer::EmbeddingTable Transformer::bind_embedding(const std::string &name)
     e.dtype = t.dtype;
     e.row_scales = t.scales;
   } else {
-    e.data = weights_.f32(name, {vocab_, dec_.hidden});
+    e.data = weights_.f32(name, {vocab, dec_.hidden});
   }
   return e;
 }
@@ -185,10 +200,13 @@ void Transformer::bind_stack(Stack &s, const std::string &prefix, bool cross) {
   const int64_t H = p.hidden, qd = p.heads * p.head_dim, kvd = p.kv_heads * p.head_dim;
   auto name = [&](const std::string &rest) { return prefix + "." + rest; };
   std::string table = name("embed_tokens.weight");
-  if (!weights_.find(table, {vocab_, H}) && prefix == "encoder" &&
+  s.vocab = prefix == "encoder" ? src_vocab_ : vocab_;
+  // The encoder shares the decoder's table when it has none of its own
+  // (never with separate vocabularies: the shapes differ).
+  if (!weights_.find(table, {s.vocab, H}) && prefix == "encoder" && s.vocab == vocab_ &&
       weights_.find("decoder.embed_tokens.weight", {vocab_, H}))
     table = "decoder.embed_tokens.weight";
-  s.embed = bind_embedding(table);  // throws naming it when missing
+  s.embed = bind_embedding(table, s.vocab);  // throws naming it when missing
   if (p.position == 3) s.inv_freq = DeviceArray<float>(mem_, p.inv_freq);
   if (p.position == 1 || p.position == 2)
     s.positions = weights_.f32(name("embed_positions.weight"), {p.max_positions + p.position_offset, H});
@@ -297,7 +315,7 @@ void Transformer::embed(const Stack &s, const int32_t *ids_dev, const std::vecto
   e.table_dtype = s.embed.dtype;
   e.row_scales = s.embed.row_scales;
   e.count = rows;
-  e.vocab = vocab_;
+  e.vocab = s.vocab;
   e.dim = p.hidden;
   e.ids = ids_dev;
   e.table = s.embed.data;
@@ -369,10 +387,10 @@ DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
       pos[static_cast<size_t>(b * S + i)] = static_cast<int32_t>(i);
       if (i < lengths[static_cast<size_t>(b)]) {
         int32_t id = sources[static_cast<size_t>(b)][static_cast<size_t>(i)];
-        if (id < 0 || id >= vocab_)
-          fail(PARLEY_ERROR_INVALID_ARGUMENT, "source token id " + std::to_string(id) + " (sequence " +
-                                                  std::to_string(b) + ", position " + std::to_string(i) +
-                                                  ") is outside the vocabulary of " + std::to_string(vocab_));
+        if (id < 0 || id >= src_vocab_)
+          fail(PARLEY_ERROR_INVALID_ARGUMENT,
+               "source token id " + std::to_string(id) + " (sequence " + std::to_string(b) + ", position " +
+                   std::to_string(i) + ") is outside the source vocabulary of " + std::to_string(src_vocab_));
         ids[static_cast<size_t>(b * S + i)] = id;
       }
     }
@@ -590,6 +608,7 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     uint8_t *ck = st.k[li].data(), *cv = st.v[li].data();
     auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(),
                              key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    sa.window = p.window(li);
     sa.kv_dtype = st.kv_dtype;
     if (st.kv_dtype == PARLEY_DTYPE_I8) {  // [batch, capacity, kv_heads]
       sa.k_scales = st.k_scales[li].data();

@@ -33,6 +33,10 @@ struct StackParams {
   int64_t rope_dim;
   bool rope_interleaved;
   std::vector<float> inv_freq;  // rope_dim / 2, scaling applied
+  // Per layer: the sliding window of its self-attention (0: full); empty
+  // when no layer has one (format 1.3 layer_windows).
+  std::vector<int64_t> windows;
+  int64_t window(size_t layer) const { return layer < windows.size() ? windows[layer] : 0; }
 };
 
 // Per-request decoder state: self-attention KV cache per layer, and for
@@ -220,6 +224,7 @@ class Transformer {
   };
   struct Stack {
     StackParams p;
+    int64_t vocab = 0;  // rows of embed: the source vocabulary for the encoder, the target one for the decoder
     EmbeddingTable embed;
     const float *positions = nullptr;
     DeviceArray<float> inv_freq;  // p.inv_freq on the device (rotary only)
@@ -227,7 +232,7 @@ class Transformer {
     std::vector<Layer> layers;
   };
 
-  EmbeddingTable bind_embedding(const std::string &name);
+  EmbeddingTable bind_embedding(const std::string &name, int64_t vocab);
   LinearWeight bind_linear(const std::string &name, int64_t n, int64_t k);
   void bind_stack(Stack &s, const std::string &prefix, bool cross);
   void norm(const StackParams &p, const Norm &n, const float *x, float *out, int64_t rows) const;
@@ -257,7 +262,8 @@ class Transformer {
   std::shared_ptr<const DeviceMemory> mem_;
   Weights weights_;
   std::string label_;
-  int64_t vocab_;
+  int64_t vocab_;      // the decoder's (target) vocabulary: logits, lm_head, decoder tokens
+  int64_t src_vocab_;  // the encoder's (source) vocabulary; == vocab_ unless the file separates them
   bool has_encoder_;
   Stack enc_, dec_stack_;
   StackParams &dec_ = dec_stack_.p;

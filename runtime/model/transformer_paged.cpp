@@ -216,6 +216,7 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
                              pool.v[li].data(), a.data() + row0 * qd, lengths_dev.data() + first,
                              PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
     sa.k_stride_batch = sa.v_stride_batch = bs * kvd;  // between blocks
+    sa.window = p.window(li);
     sa.kv_dtype = pool.kv_dtype;
     if (pool.kv_dtype == PARLEY_DTYPE_I8) {  // [block, block_size, kv_heads]
       sa.k_scales = pool.k_scales[li].data();

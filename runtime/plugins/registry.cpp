@@ -275,6 +275,10 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
       flags = kd.flags & (kd.op == PARLEY_OP_ATTENTION ? PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 |
                                                              PARLEY_KERNEL_FLAG_KV_I8 | PARLEY_KERNEL_FLAG_KV_PAGED
                                                        : 0u);
+    // A sliding window is a field of ABI 1.4's attention arguments: only a
+    // plugin built against 1.4 or later can have meant that bit.
+    if (kd.op == PARLEY_OP_ATTENTION && major == PARLEY_PLUGIN_ABI_MAJOR && minor >= 4)
+      flags |= kd.flags & PARLEY_KERNEL_FLAG_SLIDING_WINDOW;
     Kernel k{static_cast<parley_op>(kd.op),
              kd.device,
              kd.name,

@@ -1,5 +1,7 @@
 #include "text/text_model.hpp"
 
+#include <algorithm>
+
 #include "core/error.hpp"
 
 namespace parley {
@@ -21,7 +23,11 @@ std::unique_ptr<TextModel> build_text_model(const ModelFile &file) {
                                                                               : &text->shared;
     if (*slot) fail(PARLEY_ERROR_INVALID_MODEL, "tokenizer #" + std::to_string(i) + " repeats a role");
     try {
-      *slot = Tokenizer::create(view, file.vocab_size());
+      // A target tokenizer's ids are decoder ids (format 1.3 may separate the vocabularies).
+      *slot = Tokenizer::create(view, view.role == PARLEY_TOKENIZER_TARGET ? file.target_vocab_size()
+                                      : view.role == PARLEY_TOKENIZER_SOURCE
+                                          ? file.vocab_size()
+                                          : std::min(file.vocab_size(), file.target_vocab_size()));
     } catch (const Error &e) {
       fail(e.status(), "tokenizer #" + std::to_string(i) + ": " + e.what());
     }

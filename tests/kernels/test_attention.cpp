@@ -5,7 +5,9 @@
 // F16 and I8 caches (ABI 1.2 kv_dtype): the reference runs in float64 on the
 // dequantized cache, so the tolerance stays the f32 one; the append must
 // leave exactly the rounded values (and I8 scales) the header specifies.
-// Paged caches (ABI 1.3) are tested in test_attention_paged.cpp.
+// Paged caches (ABI 1.3) are tested in test_attention_paged.cpp. Sliding
+// windows (ABI 1.4): the reference hides key j from query i unless
+// j > i + L - q_len - window (transformers' sliding_window_overlay).
 #include <cstring>
 
 #include "kv_rounding.h"
@@ -28,6 +30,7 @@ struct AttnCase {
   bool append = false;
   size_t struct_size = sizeof(parley_attention_args);
   int32_t kv_dtype = PARLEY_DTYPE_F32;  // F16 / I8: the cache is stored so
+  int64_t window = 0;                   // ABI 1.4 sliding window (with CAUSAL)
 };
 
 struct Layout {
@@ -46,7 +49,7 @@ void run_attention(AttnCase c) {
   PARLEY_CASE_SEED(seed);
   SCOPED_TRACE(testing::Message() << "batch=" << c.batch << " heads=" << c.heads << "/" << c.kv_heads
                                   << " q_len=" << c.q_len << " kv_len=" << c.kv_len << " d=" << c.head_dim
-                                  << " mask=" << c.mask << " bshd=" << c.bshd);
+                                  << " mask=" << c.mask << " bshd=" << c.bshd << " window=" << c.window);
   Rng rng(seed);
   const int64_t D = c.head_dim;
   Layout lq = layout(c.bshd, c.batch, c.heads, c.q_len, D, c.pad);
@@ -91,6 +94,9 @@ void run_attention(AttnCase c) {
         for (int64_t j = 0; j < c.kv_len; ++j) {
           bool visible = j < L;
           if (c.mask & PARLEY_MASK_CAUSAL) visible = visible && j <= i + L - c.q_len;
+          // Only a struct that covers the field carries a window.
+          if (c.window > 0 && c.struct_size >= sizeof(parley_attention_args))
+            visible = visible && j > i + L - c.q_len - c.window;
           if (!visible) continue;
           double dot = 0;
           for (int64_t d = 0; d < D; ++d)
@@ -172,10 +178,11 @@ void run_attention(AttnCase c) {
   } else if (c.struct_size < PARLEY_ATTENTION_ARGS_SIZE_V1_1) {
     a.k_new = a.v_new = reinterpret_cast<const void *>(uintptr_t{16});  // past struct_size: must not be read
   }
-  if (c.struct_size < sizeof a) {  // an ABI 1.2 caller: the block table lies past struct_size
+  if (c.struct_size < PARLEY_ATTENTION_ARGS_SIZE_V1_3) {  // an ABI 1.2 caller: the block table lies past struct_size
     a.block_table = reinterpret_cast<const int32_t *>(uintptr_t{16});
     a.block_table_stride = a.block_size = 7;
   }
+  a.window = c.window;  // past struct_size for a pre-1.4 caller: must not be read
   a.out = out.data(), a.out_stride_batch = lo.sb, a.out_stride_head = lo.sh, a.out_stride_seq = lo.ss;
   a.scale = scale;
   a.mask = c.mask;
@@ -455,6 +462,61 @@ TEST(Attention, Int8CacheMisuse) {
   a.kv_dtype = PARLEY_DTYPE_I8;
   EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
   for (float o : out) EXPECT_FLOAT_EQ(o, 1.f);  // v = 1 * scale 1 everywhere
+}
+
+// Sliding windows (ABI 1.4): windows of 1, inside one key block, across the
+// 64-key blocks and wider than every sequence; prefill (q_len > 8: several
+// query blocks) and decoding; with key padding (sequences of other lengths,
+// an empty one), GQA, probs and lse, F16 / I8 caches and the fused append.
+TEST(Attention, SlidingWindow) {
+  for (int64_t window : {1, 3, 64, 65, 100, 500})
+    for (uint32_t mask : {PARLEY_MASK_CAUSAL, PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING}) {
+      AttnCase c;
+      c.window = window, c.mask = mask, c.batch = 3, c.heads = 4, c.kv_heads = 2, c.head_dim = 33;
+      c.q_len = 19, c.kv_len = 150;
+      if (mask & PARLEY_MASK_KEY_PADDING) c.key_lengths = {150, 0, 70};
+      run_attention(c);
+      c.q_len = 1;  // decoding
+      run_attention(c);
+      c.q_len = 150, c.kv_len = 150;  // prefill
+      if (mask & PARLEY_MASK_KEY_PADDING) c.key_lengths = {150, 9, 130};
+      run_attention(c);
+    }
+}
+
+TEST(Attention, SlidingWindowWithNarrowCachesAndAppend) {
+  for (int32_t dt : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8})
+    for (int64_t window : {2, 70}) {
+      AttnCase c;
+      c.kv_dtype = dt, c.window = window, c.append = true, c.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
+      c.q_len = 4, c.kv_len = 140, c.key_lengths = {140, 75};
+      run_attention(c);
+    }
+}
+
+TEST(Attention, WindowIsNotReadFromAnAbi13Struct) {
+  AttnCase c;
+  c.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_3;  // window lies past it: full causal attention
+  c.window = 2, c.mask = PARLEY_MASK_CAUSAL, c.q_len = 6, c.kv_len = 12;
+  run_attention(c);
+}
+
+TEST(Attention, WindowMisuse) {
+  TestHost host(1);
+  std::vector<float> q(64, 0.5f), k(2 * 64, 0.25f), v(2 * 64, 1.f), out(64);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.batch = 1, a.num_heads = 1, a.num_kv_heads = 1, a.q_len = 1, a.kv_len = 2, a.head_dim = 64;
+  a.q = q.data(), a.q_stride_seq = 64, a.k = k.data(), a.k_stride_seq = 64, a.v = v.data(), a.v_stride_seq = 64;
+  a.out = out.data(), a.out_stride_seq = 64, a.scale = 1.f;
+  a.window = 1;  // without the causal mask: no position to count back from
+  EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("PARLEY_MASK_CAUSAL"), std::string::npos) << host.last_error();
+  a.mask = PARLEY_MASK_CAUSAL;
+  a.window = -1;
+  EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
+  EXPECT_NE(host.last_error().find("negative window"), std::string::npos) << host.last_error();
 }
 
 TEST(Attention, EmptyKeys) {

@@ -37,6 +37,7 @@ struct PagedCase {
   bool head_major = false;    // pool [block, kv head, pos, d] (else [block, pos, kv head, d])
   bool probs = true, lse = true;
   int threads = 3;
+  int64_t window = 0;  // ABI 1.4 sliding window
 };
 
 std::string describe(const PagedCase &c) {
@@ -44,7 +45,8 @@ std::string describe(const PagedCase &c) {
                   " q_len=" + std::to_string(c.q_len) + " d=" + std::to_string(c.head_dim) +
                   " block_size=" + std::to_string(c.block_size) + " kv_dtype=" + std::to_string(c.kv_dtype) +
                   " append=" + std::to_string(c.append) + " shared=" + std::to_string(c.shared_blocks) +
-                  " head_major=" + std::to_string(c.head_major) + " mask=" + std::to_string(c.mask) + " lengths=";
+                  " head_major=" + std::to_string(c.head_major) + " mask=" + std::to_string(c.mask) +
+                  " window=" + std::to_string(c.window) + " lengths=";
   for (int32_t l : c.lengths) s += std::to_string(l) + ",";
   return s;
 }
@@ -208,23 +210,27 @@ void run_paged(const PagedCase &c) {
         int64_t limit = L;
         if (c.mask & PARLEY_MASK_CAUSAL) limit = std::min(L, i + L - Q + 1);
         limit = std::max<int64_t>(limit, 0);
+        // Sliding window: keys j > i + L - Q - window only.
+        const int64_t first = c.window > 0 ? std::min(limit, std::max<int64_t>(0, i + L - Q + 1 - c.window)) : 0;
         std::vector<double> s(size_t(kv_w), -INFINITY);
         double mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < limit; ++j) {
+        for (int64_t j = first; j < limit; ++j) {
           double dot = 0;
           for (int64_t d = 0; d < D; ++d)
             dot += double(q[size_t(b * q_sb + i * q_ss + h * D + d)]) * k_deq[size_t(lrow(b, j, g) + d)];
           s[size_t(j)] = double(scale) * dot;
           mx = std::max(mx, s[size_t(j)]);
         }
-        for (int64_t j = 0; j < limit; ++j) sum += std::exp(s[size_t(j)] - mx);
+        for (int64_t j = first; j < limit; ++j) sum += std::exp(s[size_t(j)] - mx);
         for (int64_t d = 0; d < D; ++d) {
           double o = 0;
-          for (int64_t j = 0; j < limit; ++j) o += std::exp(s[size_t(j)] - mx) / sum * v_deq[size_t(lrow(b, j, g) + d)];
+          for (int64_t j = first; j < limit; ++j)
+            o += std::exp(s[size_t(j)] - mx) / sum * v_deq[size_t(lrow(b, j, g) + d)];
           ref_out.push_back(o);
         }
-        for (int64_t j = 0; j < kv_w; ++j) ref_probs.push_back(j < limit ? std::exp(s[size_t(j)] - mx) / sum : 0.0);
-        ref_lse.push_back(limit > 0 ? mx + std::log(sum) : -INFINITY);
+        for (int64_t j = 0; j < kv_w; ++j)
+          ref_probs.push_back(j >= first && j < limit ? std::exp(s[size_t(j)] - mx) / sum : 0.0);
+        ref_lse.push_back(limit > first ? mx + std::log(sum) : -INFINITY);
       }
 
   TestHost host(c.threads);
@@ -256,6 +262,7 @@ void run_paged(const PagedCase &c) {
     }
     a.scale = scale;
     a.mask = c.mask;
+    a.window = c.window;
     a.key_lengths = c.lengths.data();
     a.probs = c.probs ? o.probs.data() : nullptr;
     a.lse = c.lse ? o.lse.data() : nullptr;
@@ -325,6 +332,21 @@ TEST(AttentionPaged, PrefillChunks) {
     for (int64_t q_len : {7, 20}) {
       PagedCase c;
       c.mask = mask, c.q_len = q_len, c.lengths = {40, 7, 3, 33}, c.head_dim = 80;
+      run_paged(c);
+    }
+}
+
+TEST(AttentionPaged, SlidingWindow) {
+  // Windows inside one cache block, across blocks and across the kernel's
+  // 64-key blocks; decoding, prefill chunks and the fused append; F16 / I8.
+  for (int64_t window : {1, 5, 40, 90})
+    for (int64_t q_len : {1, 20}) {
+      PagedCase c;
+      c.window = window, c.q_len = q_len, c.lengths = {130, 7, 0, 97}, c.block_size = 16, c.append = true;
+      run_paged(c);
+      c.kv_dtype = PARLEY_DTYPE_I8, c.block_size = 48;
+      run_paged(c);
+      c.kv_dtype = PARLEY_DTYPE_F16, c.shared_blocks = 0, c.head_major = true;
       run_paged(c);
     }
 }

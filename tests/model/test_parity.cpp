@@ -48,6 +48,22 @@ TEST_P(Parity, GreedyTokensMatchTransformers) {
   }
 }
 
+// The decoder's first token is the one transformers' generate() started
+// from (its sequences begin with it), including its fallback to
+// bos_token_id when the config has no decoder_start_token_id
+// (mbart_no_start), for every encoder-decoder golden.
+TEST(ParityDecoderStart, MatchesTransformers) {
+  int checked = 0;
+  for (const std::string &name : golden_names()) {
+    auto l = parity::load(name);
+    if (!l->transformer->encoder_decoder()) continue;
+    const int32_t start = l->model->impl.file->decoder_start_token_id();
+    for (const auto &seq : l->golden["greedy"]["sequences"]) EXPECT_EQ(seq[0].get<int32_t>(), start) << name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+}
+
 TEST_P(Parity, BeamTokensAndScoresMatchTransformers) {
   auto l = parity::load(GetParam());
   const json &g = l->golden["beam"];

@@ -150,6 +150,54 @@ MODELS = {
                           tie_word_embeddings=False, bos_token_id=0, eos_token_id=2, pad_token_id=1,
                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
                      {}),
+    # Sliding-window attention (window 4 < max length 64) in every layer, as Mistral-7B-v0.1;
+    # prompts of 7-10 tokens and 8 new ones, so the window cuts keys in prefill and decoding.
+    "mistral_window": (T.MistralConfig, T.MistralForCausalLM,
+                       dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            head_dim=8, intermediate_size=48, vocab_size=96, max_position_embeddings=64,
+                            sliding_window=4, rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=0,
+                            eos_token_id=2, pad_token_id=1,
+                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                       {}),
+    # Qwen2 use_sliding_window with max_window_layers 1 of 3 layers: layer 0 full, layers 1-2 window 3; untied.
+    "qwen2_window": (T.Qwen2Config, T.Qwen2ForCausalLM,
+                     dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=48, vocab_size=112, max_position_embeddings=64, rms_norm_eps=1e-6,
+                          tie_word_embeddings=False, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                          use_sliding_window=True, sliding_window=3, max_window_layers=1,
+                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                     {}),
+    # Qwen3 with explicit per-layer layer_types: sliding (window 5), full, sliding.
+    "qwen3_layer_types": (T.Qwen3Config, T.Qwen3ForCausalLM,
+                          dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                               head_dim=8, intermediate_size=48, vocab_size=104, max_position_embeddings=64,
+                               rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
+                               pad_token_id=1, use_sliding_window=True, sliding_window=5,
+                               layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                               rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                          {}),
+    # GPT-2 scale_attn_by_inverse_layer_idx (scores of layer i scaled by 1/(i+1)) and
+    # reorder_and_upcast_attn (float32 scores; eager path), 3 layers.
+    "gpt2_layer_scale": (T.GPT2Config, T.GPT2LMHeadModel,
+                         dict(n_embd=32, n_layer=3, n_head=4, n_inner=None, vocab_size=120, n_positions=48,
+                              activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                              scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True,
+                              bos_token_id=0, eos_token_id=2, pad_token_id=1),
+                         {}),
+    # Marian with separate source (112) and target (90) vocabularies: share_encoder_decoder_embeddings=False,
+    # own encoder and decoder tables, lm_head / final_logits_bias over the target vocabulary (tied to
+    # the decoder's table), pad = decoder start = 89.
+    "marian_separate_vocab": (T.MarianConfig, T.MarianMTModel,
+                              _enc_dec(32, 2, 1, 4, 4, 64, 48, 112, 32, activation_function="swish",
+                                       scale_embedding=True, share_encoder_decoder_embeddings=False,
+                                       decoder_vocab_size=90, pad_token_id=89, decoder_start_token_id=89,
+                                       eos_token_id=0, forced_eos_token_id=0, bos_token_id=None),
+                              {"bad_words_ids": [[89]]}),
+    # mBART without decoder_start_token_id: transformers' generate() starts from bos_token_id (0).
+    "mbart_no_start": (T.MBartConfig, T.MBartForConditionalGeneration,
+                       _enc_dec(32, 1, 1, 2, 4, 48, 64, 120, 40, activation_function="gelu", scale_embedding=True,
+                                pad_token_id=1, bos_token_id=0, eos_token_id=2, forced_eos_token_id=2),
+                       {}),
 }
 
 # Prompt (decoder-only) / source (encoder-decoder) lengths of the golden
@@ -158,6 +206,20 @@ DEFAULT_LENGTHS = [5, 3, 4]
 PROMPT_LENGTHS = {
     "llama_rope_linear": [14, 12, 16],
     "llama3_rope": [34, 24, 29],
+    "mistral_window": [9, 7, 10],
+    "qwen2_window": [8, 6, 9],
+    "qwen3_layer_types": [10, 8, 7],
+}
+
+# Models whose golden must show what their option does: the same checkpoint
+# with the option switched off must give other logits (checked when the
+# golden is made; tests/parity/test_convert.py re-checks the sliding windows
+# and the GPT-2 layer scale with the numpy reference).
+ABLATIONS = {
+    "mistral_window": {"sliding_window": None},
+    "qwen2_window": {"layer_types": ["full_attention"] * 3},
+    "qwen3_layer_types": {"layer_types": ["full_attention"] * 3},
+    "gpt2_layer_scale": {"scale_attn_by_inverse_layer_idx": False},
 }
 
 
@@ -248,6 +310,8 @@ def build(name: str, workdir: str):
 def golden(name: str, model, g: torch.Generator) -> dict:
     cfg = model.config
     V = cfg.vocab_size
+    # Decoder (target) ids: Marian's decoder_vocab_size when its vocabularies are separate.
+    VT = (cfg.decoder_vocab_size or V) if not getattr(cfg, "share_encoder_decoder_embeddings", True) else V
     banned = _special(cfg)
     pad = cfg.pad_token_id
     gc = model.generation_config
@@ -255,13 +319,14 @@ def golden(name: str, model, g: torch.Generator) -> dict:
     eos_list = eos if isinstance(eos, list) else [eos]
     lengths = PROMPT_LENGTHS.get(name, DEFAULT_LENGTHS)
     B, S = len(lengths), max(lengths)
-    out: dict = {"name": name, "architecture": type(model).__name__, "vocab_size": V,
+    out: dict = {"name": name, "architecture": type(model).__name__, "vocab_size": VT,
                  "versions": {"torch": torch.__version__, "transformers": T.__version__}}
     common_gen = dict(do_sample=False, max_new_tokens=MAX_NEW_TOKENS, pad_token_id=pad, eos_token_id=eos,
                       bos_token_id=gc.bos_token_id, forced_bos_token_id=gc.forced_bos_token_id,
                       forced_eos_token_id=gc.forced_eos_token_id, no_repeat_ngram_size=0,
                       repetition_penalty=1.0, length_penalty=1.0, early_stopping=False)
     if cfg.is_encoder_decoder:
+        # None (mbart_no_start) is passed as is: generate() then applies its own fallback.
         common_gen["decoder_start_token_id"] = gc.decoder_start_token_id
         src = torch.full((B, S), pad, dtype=torch.long)
         mask = torch.zeros((B, S), dtype=torch.long)
@@ -269,8 +334,8 @@ def golden(name: str, model, g: torch.Generator) -> dict:
             toks = _draw(g, n - 1, V, banned) + [eos_list[0]]  # sources end with EOS, as tokenizers make them
             src[b, :n] = torch.tensor(toks)
             mask[b, :n] = 1
-        start = gc.decoder_start_token_id
-        prefix = torch.tensor([[start] + _draw(g, 3, V, banned) for _ in range(B)])
+        start = gc.decoder_start_token_id if gc.decoder_start_token_id is not None else gc.bos_token_id
+        prefix = torch.tensor([[start] + _draw(g, 3, VT, banned) for _ in range(B)])
         with torch.no_grad():
             logits = model(input_ids=src, attention_mask=mask, decoder_input_ids=prefix).logits
         out["inputs"] = {"padding_side": "right", "input_ids": _ids(src), "attention_mask": _ids(mask),
@@ -313,6 +378,26 @@ def golden(name: str, model, g: torch.Generator) -> dict:
     return out
 
 
+def ablation(name: str, model_cls, hf_dir: str, gold: dict) -> dict:
+    """The golden's logits and greedy tokens again with ABLATIONS[name]
+    switched off; refuses to write a golden its option does not change."""
+    over = ABLATIONS[name]
+    model = model_cls.from_pretrained(hf_dir, attn_implementation="eager", **over).eval()
+    inp = gold["inputs"]
+    ids, mask = torch.tensor(inp["input_ids"]), torch.tensor(inp["attention_mask"])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=torch.tensor(inp["position_ids"])).logits
+        greedy = model.generate(input_ids=ids, attention_mask=mask, num_beams=1, **gold["greedy"]["settings"])
+    want = np.asarray(gold["logits"]["values"], dtype=np.float64)
+    valid = np.asarray(inp["attention_mask"], dtype=bool)
+    diff = float(np.abs(logits.numpy().astype(np.float64) - want)[valid].max())
+    if diff < 1e-2:
+        raise SystemExit(f"{name}: switching off {over} changes the logits by only {diff:.3g}; the golden would not "
+                         "test the option")
+    return {"config": over, "max_abs_logit_diff": float(f"{diff:.4g}"),
+            "greedy_differs": _ids(greedy) != gold["greedy"]["sequences"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir", help="e.g. tests/parity (writes models/ and goldens/ inside)")
@@ -341,6 +426,9 @@ def main(argv=None) -> int:
             gold["model_file"] = f"models/{name}.parley"
             gold["hf_config"] = json.loads(model.config.to_json_string(use_diff=True))
             gold["hf_config"].pop("transformers_version", None)
+            if name in ABLATIONS:
+                gold["ablation"] = ablation(name, MODELS[name][1], hf_dir, gold)
+                print(f"{name}: without the option {gold['ablation']}")
             with open(os.path.join(goldens_dir, f"{name}.json"), "w") as f:
                 json.dump(gold, f, separators=(",", ":"), sort_keys=True)
                 f.write("\n")

@@ -146,7 +146,12 @@ class ParleyModel:
         pre = s.norm_placement == NormPlacement.Pre
         for i in range(s.num_layers):
             L = f"{p}.layers.{i}"
-            blocks = [("self_attn_norm", lambda h: self.attention(h, h, f"{L}.self_attn", s, mask, pos, pos))]
+            lmask = mask
+            w = s.layer_windows[i] if s.layer_windows else 0
+            if w:  # sliding window: key j visible from query t iff j > t - w (transformers' sliding_window_overlay)
+                t, j = np.arange(T)[:, None], np.arange(T)[None, :]
+                lmask = mask & (j > t - w)[None]
+            blocks = [("self_attn_norm", lambda h, m=lmask: self.attention(h, h, f"{L}.self_attn", s, m, pos, pos))]
             if enc is not None:
                 xmask = np.broadcast_to(enc_mask[:, None, :].astype(bool), (B, T, enc.shape[1]))
                 blocks.append(("cross_attn_norm",

@@ -404,6 +404,9 @@ std::vector<FieldCase> stack_cases(const std::string &stack) {
       c("rope_scaling_factor", [](auto &s) { s.rope_scaling_factor = 0.0f; }),
       c("rope_low_freq_factor", [](auto &s) { s.rope_low_freq_factor = NAN; }),
       c("rope_high_freq_factor", [](auto &s) { s.rope_high_freq_factor = -2.0f; }),
+      // format 1.3 sliding windows: one per layer, each <= 2^24
+      c("layer_windows", [](auto &s) { s.layer_windows.assign(s.num_layers + 1, 0u); }),
+      c("layer_windows", [](auto &s) { s.layer_windows.assign(s.num_layers, (1u << 24) + 1); }),
   };
 }
 
@@ -413,6 +416,9 @@ std::vector<FieldCase> model_cases() {
       {"config.kind", [](Parts &p) { p.model.config->kind = static_cast<ModelKind>(2); }},
       {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 16777217; }},
       {"config.vocab_size", [](Parts &p) { p.model.config->vocab_size = 0; }},
+      // format 1.3: a separate target vocabulary belongs to encoder-decoder models only
+      {"config.decoder_vocab_size", [](Parts &p) { p.model.config->decoder_vocab_size = 16777217; }},
+      {"config.decoder_vocab_size", [](Parts &p) { p.model.config->decoder_vocab_size = 7; }},
       {"dtype", [](Parts &p) { p.model.tensors[0]->dtype = static_cast<DType>(8); }},  // 7 is I4 (format 1.2)
       {"negative dimension", [](Parts &p) { p.model.tensors[0]->shape[0] = -1; }},
       {"length", [](Parts &p) { p.model.tensors[0]->length += 1; }},
@@ -523,6 +529,23 @@ TEST_F(ModelFileTest, EveryEnumAndIntegerFieldIsRangeChecked) {
   Bytes s2s = read_file(data_dir() + "/tiny_seq2seq.parley");
   ASSERT_EQ(load(s2s).status, PARLEY_OK);
   for (const FieldCase &c : stack_cases("encoder")) expect_refused(s2s, c, "config encoder.");
+  // A window counts back from the query's position: the encoder has none.
+  expect_refused(s2s,
+                 {"layer_windows",
+                  [](Parts &p) {
+                    auto &e = *p.model.config->encoder;
+                    e.layer_windows.assign(e.num_layers, 0u);
+                    e.layer_windows.back() = 4;
+                  }},
+                 "config encoder.");
+  // ... and the decoder's may have them (0: a full-attention layer).
+  Bytes windowed = rewrite(s2s, [](Parts &p) {
+    auto &d = *p.model.config->decoder;
+    d.layer_windows.assign(d.num_layers, 3u);
+    d.layer_windows[0] = 0;
+    p.model.config->encoder->layer_windows.assign(p.model.config->encoder->num_layers, 0u);
+  });
+  EXPECT_EQ(load(windowed, false).status, PARLEY_OK) << load(windowed, false).message;
   // The edits themselves are sound: each field at an in-range value still loads.
   Bytes ok = rewrite(good, [](Parts &p) {
     first_tokenizer(p).decode_style = format::DecodeStyle::RunsSpaced;

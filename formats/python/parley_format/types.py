@@ -149,6 +149,8 @@ class StackConfig:
     rope_low_freq_factor: float = 1.0
     rope_high_freq_factor: float = 4.0
     rope_original_max_positions: int = 0
+    # format 1.3: per-layer sliding window (0: full attention); empty: none
+    layer_windows: list[int] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -160,6 +162,9 @@ class ModelConfig:
     encoder: StackConfig | dict | None = None  # required when kind == EncoderDecoder
     tie_word_embeddings: bool = True
     final_logits_bias: bool = False
+    # format 1.3: the decoder's (target) vocabulary when it differs from
+    # vocab_size (encoder-decoder only); 0 means vocab_size
+    decoder_vocab_size: int = 0
 
 
 @dataclass(kw_only=True)

@@ -455,6 +455,13 @@ def _normalize_stack(value: Any, what: str, *, is_decoder: bool) -> StackConfig:
     for f in ("embedding_scale", "rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
         if not math.isfinite(getattr(s, f)):
             raise ValueError(f"{what}.{f}: {getattr(s, f)} must be finite as a float32")
+    if not isinstance(s.layer_windows, (list, tuple)):
+        raise ValueError(f"{what}.layer_windows: expected a list of ints, got {s.layer_windows!r}")
+    s.layer_windows = [_int(w, 0, _U32_MAX, f"{what}.layer_windows[{i}]") for i, w in enumerate(s.layer_windows)]
+    if s.layer_windows and len(s.layer_windows) != s.num_layers:
+        raise ValueError(f"{what}.layer_windows: {len(s.layer_windows)} entries for {s.num_layers} layers")
+    if any(s.layer_windows) and not is_decoder:
+        raise ValueError(f"{what}.layer_windows: sliding windows are only supported in a causal (decoder) stack")
     if s.rope_scaling == RopeScaling.Llama3:
         if s.rope_original_max_positions < 1:
             raise ValueError(f"{what}.rope_original_max_positions: must be >= 1 for llama3 rope scaling")
@@ -484,6 +491,9 @@ def normalize_config(config: ModelConfig | dict) -> ModelConfig:
         raise ValueError("config.encoder given for a DecoderOnly model")
     c.tie_word_embeddings = _bool(c.tie_word_embeddings, "config.tie_word_embeddings")
     c.final_logits_bias = _bool(c.final_logits_bias, "config.final_logits_bias")
+    c.decoder_vocab_size = _int(c.decoder_vocab_size, 0, 16777216, "config.decoder_vocab_size")
+    if c.decoder_vocab_size and c.kind != ModelKind.EncoderDecoder:
+        raise ValueError("config.decoder_vocab_size: only an EncoderDecoder model has a separate target vocabulary")
     return c
 
 
@@ -593,6 +603,7 @@ def _vector_of_offsets(b: flatbuffers.Builder, offsets: list[int]) -> int:
 
 def _build_stack(b: flatbuffers.Builder, s: StackConfig) -> int:
     S = fb_StackConfig
+    windows = b.CreateNumpyVector(np.asarray(s.layer_windows, dtype=np.uint32)) if s.layer_windows else None
     S.Start(b)
     S.AddNumLayers(b, s.num_layers)
     S.AddHiddenSize(b, s.hidden_size)
@@ -623,6 +634,8 @@ def _build_stack(b: flatbuffers.Builder, s: StackConfig) -> int:
     S.AddRopeLowFreqFactor(b, s.rope_low_freq_factor)
     S.AddRopeHighFreqFactor(b, s.rope_high_freq_factor)
     S.AddRopeOriginalMaxPositions(b, s.rope_original_max_positions)
+    if windows is not None:
+        S.AddLayerWindows(b, windows)
     return S.End(b)
 
 
@@ -640,6 +653,8 @@ def _build_config(b: flatbuffers.Builder, c: ModelConfig) -> int:
     M.AddDecoder(b, dec)
     M.AddTieWordEmbeddings(b, c.tie_word_embeddings)
     M.AddFinalLogitsBias(b, c.final_logits_bias)
+    if c.decoder_vocab_size:
+        M.AddDecoderVocabSize(b, c.decoder_vocab_size)
     return M.End(b)
 
 
@@ -881,6 +896,8 @@ def write_model(
     chat_fmt = _normalize_chat_format(chat_format) if chat_format is not None else None
     if chat_fmt is not None or any(t.uses_format_1_1() for t in toks):
         format_minor = max(format_minor, 1)  # the lowest minor that holds the fields used
+    if cfg.decoder_vocab_size or any(st is not None and st.layer_windows for st in (cfg.encoder, cfg.decoder)):
+        format_minor = max(format_minor, 3)  # per-layer sliding windows came with format 1.3
     if any(e.dtype == DType.I4 or (e.quantization is not None and e.quantization.scheme == QuantScheme.SymmetricGroupwise)
            for e in entries):
         format_minor = max(format_minor, 2)  # I4 and group-wise scales came with format 1.2

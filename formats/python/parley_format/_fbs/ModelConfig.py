@@ -85,7 +85,14 @@ class ModelConfig(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def ModelConfigStart(builder): builder.StartObject(7)
+    # ModelConfig
+    def DecoderVocabSize(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def ModelConfigStart(builder): builder.StartObject(8)
 def Start(builder):
     return ModelConfigStart(builder)
 def ModelConfigAddArchitecture(builder, architecture): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(architecture), 0)
@@ -109,6 +116,9 @@ def AddTieWordEmbeddings(builder, tieWordEmbeddings):
 def ModelConfigAddFinalLogitsBias(builder, finalLogitsBias): builder.PrependBoolSlot(6, finalLogitsBias, 0)
 def AddFinalLogitsBias(builder, finalLogitsBias):
     return ModelConfigAddFinalLogitsBias(builder, finalLogitsBias)
+def ModelConfigAddDecoderVocabSize(builder, decoderVocabSize): builder.PrependUint32Slot(7, decoderVocabSize, 0)
+def AddDecoderVocabSize(builder, decoderVocabSize):
+    return ModelConfigAddDecoderVocabSize(builder, decoderVocabSize)
 def ModelConfigEnd(builder): return builder.EndObject()
 def End(builder):
     return ModelConfigEnd(builder)

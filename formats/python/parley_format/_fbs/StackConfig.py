@@ -231,7 +231,34 @@ class StackConfig(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
-def StackConfigStart(builder): builder.StartObject(29)
+    # StackConfig
+    def LayerWindows(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(62))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # StackConfig
+    def LayerWindowsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(62))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # StackConfig
+    def LayerWindowsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(62))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # StackConfig
+    def LayerWindowsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(62))
+        return o == 0
+
+def StackConfigStart(builder): builder.StartObject(30)
 def Start(builder):
     return StackConfigStart(builder)
 def StackConfigAddNumLayers(builder, numLayers): builder.PrependUint32Slot(0, numLayers, 0)
@@ -321,6 +348,12 @@ def AddRopeHighFreqFactor(builder, ropeHighFreqFactor):
 def StackConfigAddRopeOriginalMaxPositions(builder, ropeOriginalMaxPositions): builder.PrependUint32Slot(28, ropeOriginalMaxPositions, 0)
 def AddRopeOriginalMaxPositions(builder, ropeOriginalMaxPositions):
     return StackConfigAddRopeOriginalMaxPositions(builder, ropeOriginalMaxPositions)
+def StackConfigAddLayerWindows(builder, layerWindows): builder.PrependUOffsetTRelativeSlot(29, flatbuffers.number_types.UOffsetTFlags.py_type(layerWindows), 0)
+def AddLayerWindows(builder, layerWindows):
+    return StackConfigAddLayerWindows(builder, layerWindows)
+def StackConfigStartLayerWindowsVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartLayerWindowsVector(builder, numElems):
+    return StackConfigStartLayerWindowsVector(builder, numElems)
 def StackConfigEnd(builder): return builder.EndObject()
 def End(builder):
     return StackConfigEnd(builder)

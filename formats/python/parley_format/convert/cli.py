@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(relative Frobenius error ||W - stored(W)|| / ||W|| and max abs error)")
     ap.add_argument("--force", action="store_true", help="overwrite OUT.parley if it exists")
     ap.add_argument("--max-positions", type=int, default=None,
-                    help="cap the maximum sequence length (e.g. to a Mistral sliding_window)")
+                    help="cap the maximum sequence length")
     ap.add_argument("--quiet", action="store_true", help="no progress bar and no summary of the worst errors")
     ap.add_argument("--no-tokenizer", action="store_true",
                     help="do not store the tokenizer and chat template (token-level API only)")

@@ -161,7 +161,11 @@ def _bart_like(plan: Plan, src: _Source) -> Iterator[tuple[str, Loader]]:
         if src.has("final_logits_bias"):
             yield "final_logits_bias", src.loader("final_logits_bias", lambda a: a.reshape(-1))
         else:  # HF initialises a missing buffer to zeros (_keys_to_ignore_on_load_missing)
-            yield "final_logits_bias", (lambda: np.zeros(cfg.vocab_size, np.float32))
+            yield "final_logits_bias", (lambda: np.zeros(cfg.decoder_vocab_size or cfg.vocab_size, np.float32))
+
+
+def _scaled(a: np.ndarray, f: np.float32 | None) -> np.ndarray:
+    return a if f is None else (a * f).astype(a.dtype)
 
 
 def _gpt2(plan: Plan, src: _Source) -> Iterator[tuple[str, Loader]]:
@@ -179,10 +183,14 @@ def _gpt2(plan: Plan, src: _Source) -> Iterator[tuple[str, Loader]]:
             yield f"{o}.ffn_norm.{s}", src.loader(f"{h}.ln_2.{s}")
         # Conv1D stores weight as [in, out]: transpose to [out, in]; c_attn
         # packs q | k | v along the output dimension.
+        # q_proj carries plan.query_scales[i] when set (see hf_config).
         for k, part in enumerate(("q_proj", "k_proj", "v_proj")):
+            f = np.float32(plan.query_scales[i]) if k == 0 and plan.query_scales else None
             yield f"{o}.self_attn.{part}.weight", src.loader(
-                f"{h}.attn.c_attn.weight", lambda a, k=k: np.ascontiguousarray(a[:, k * d:(k + 1) * d].T))
-            yield f"{o}.self_attn.{part}.bias", src.loader(f"{h}.attn.c_attn.bias", lambda a, k=k: a[k * d:(k + 1) * d].copy())
+                f"{h}.attn.c_attn.weight",
+                lambda a, k=k, f=f: np.ascontiguousarray(_scaled(a[:, k * d:(k + 1) * d], f).T))
+            yield f"{o}.self_attn.{part}.bias", src.loader(
+                f"{h}.attn.c_attn.bias", lambda a, k=k, f=f: _scaled(a[k * d:(k + 1) * d], f).copy())
         T = lambda a: np.ascontiguousarray(a.T)  # noqa: E731
         yield f"{o}.self_attn.o_proj.weight", src.loader(f"{h}.attn.c_proj.weight", T)
         yield f"{o}.self_attn.o_proj.bias", src.loader(f"{h}.attn.c_proj.bias")

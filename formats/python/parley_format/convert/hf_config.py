@@ -143,6 +143,11 @@ class Plan:
     share_embeddings: bool = True
     sinusoidal: str = ""  # "marian" or "m2m100" when the table is computed
     pad_token_id: int | None = None
+    # per decoder layer, a factor folded into the query projection (weight and
+    # bias); empty: none (GPT-2 scale_attn_by_inverse_layer_idx: 1 / (i + 1))
+    query_scales: list[float] = field(default_factory=list)
+    # Marian with separate vocabularies: the target (decoder) vocabulary; 0: vocab_size
+    decoder_vocab_size: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -329,14 +334,66 @@ def _generation(c: _Cfg, gen: dict[str, Any] | None, vocab_size: int, warnings: 
     return g
 
 
+def _layer_windows(arch: str, c: _Cfg, max_pos: int, warnings: list[str]) -> list[int]:
+    """Per-layer sliding windows (0: full attention), as transformers 5 picks them.
+
+    MistralForCausalLM: every layer uses `sliding_window` when it is not None
+    (MistralModel builds one create_sliding_window_causal_mask for all layers;
+    `layer_types` is not read). Qwen2/Qwen3: `Qwen2Config.__post_init__` drops
+    the window unless `use_sliding_window`, and derives `layer_types` when absent
+    ("sliding_attention" for layer i >= max_window_layers); a layer whose type
+    is "sliding_attention" gets `config.sliding_window`. In both, key j is
+    visible from query i iff i - sliding_window < j <= i (sliding_window_overlay
+    in transformers/masking_utils.py). A window >= the converted maximum length
+    never masks anything and is not stored."""
+    n_layers = _int(c["num_hidden_layers"], "num_hidden_layers")
+    if arch == "MistralForCausalLM":
+        window = c.get("sliding_window")
+        if c.raw.get("layer_types") is not None:
+            warnings.append("MistralForCausalLM: layer_types is ignored, as transformers' Mistral does")
+        types = ["sliding_attention" if window is not None else "full_attention"] * n_layers
+    elif arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM"):
+        use = bool(c.get("use_sliding_window"))
+        # The HF class default (4096) applies when use_sliding_window is set without a size.
+        window = (c.raw["sliding_window"] if "sliding_window" in c.raw else 4096) if use else None
+        types = c.raw.get("layer_types")
+        if types is None:
+            first = _int(c.get("max_window_layers", 28), "max_window_layers")
+            types = ["sliding_attention" if window is not None and i >= first else "full_attention"
+                     for i in range(n_layers)]
+        if not isinstance(types, list) or len(types) != n_layers:
+            raise ConversionError(f"{arch}: layer_types {types!r} does not list one type per layer ({n_layers})")
+        unknown = sorted({t for t in types if t not in ("full_attention", "sliding_attention")})
+        if unknown:
+            raise UnsupportedError(f"{arch}: layer_types {unknown} are not supported (full_attention, sliding_attention)")
+        if "sliding_attention" in types and window is None:
+            # transformers raises in create_sliding_window_causal_mask for this config.
+            raise ConversionError(f"{arch}: layer_types has sliding_attention layers but no sliding_window is in use "
+                                  "(use_sliding_window is false or sliding_window is null)")
+    else:
+        return []
+    if window is None:
+        return []
+    window = _int(window, "sliding_window")
+    if window < 1:
+        raise ConversionError(f"{arch}: sliding_window={window} must be >= 1")
+    if window >= max_pos:
+        return []  # never bites within the converted maximum length
+    return [window if t == "sliding_attention" else 0 for t in types]
+
+
 def _decoder_only(arch: str, c: _Cfg, max_positions: int | None, warnings: list[str]) -> tuple[dict, dict]:
     if arch == "GPT2LMHeadModel":
         if c.get("add_cross_attention"):
             raise UnsupportedError("GPT2LMHeadModel: add_cross_attention=True is not supported")
         if not c.get("scale_attn_weights", True):
             raise UnsupportedError("GPT2LMHeadModel: scale_attn_weights=False is not supported")
-        if c.get("scale_attn_by_inverse_layer_idx"):
-            raise UnsupportedError("GPT2LMHeadModel: scale_attn_by_inverse_layer_idx=True is not supported")
+        # scale_attn_by_inverse_layer_idx: GPT2Attention.scaling /= (layer_idx + 1);
+        # folded into the query projection of layer i by the weight mapping
+        # (Plan.query_scales), exact up to float32 rounding.
+        # reorder_and_upcast_attn: _upcast_and_reordered_attn computes the
+        # same scaled scores and softmax in float32; Parley always does, so
+        # it changes nothing here.
         hidden = _int(c["n_embd"], "n_embd")
         n_pos = _int(c["n_positions"], "n_positions")
         stack = dict(
@@ -373,25 +430,7 @@ def _decoder_only(arch: str, c: _Cfg, max_positions: int | None, warnings: list[
     elif arch == "MistralForCausalLM":
         qkv_bias = out_bias = False  # MistralAttention: no biases, attention_bias is ignored
 
-    # Sliding-window attention: only representable when it never bites.
-    window = c.get("sliding_window")
-    if arch == "MistralForCausalLM":
-        active = window is not None
-    elif arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM"):
-        types = c.get("layer_types")
-        if types is not None:
-            active = "sliding_attention" in types
-        else:
-            active = bool(c.get("use_sliding_window")) and c.get("max_window_layers", 0) < _int(
-                c["num_hidden_layers"], "num_hidden_layers")
-        active = active and window is not None
-    else:
-        active = False
-    if active and _int(window, "sliding_window") < max_pos:
-        raise UnsupportedError(
-            f"{arch}: sliding_window={window} is smaller than the converted maximum length {max_pos}; "
-            f"sliding-window attention is not supported (convert with --max-positions {window} to cap the length)"
-        )
+    windows = _layer_windows(arch, c, max_pos, warnings)
     mlp_bias = bool(c.get("mlp_bias", False)) if arch == "LlamaForCausalLM" else False
     stack = dict(
         num_layers=_int(c["num_hidden_layers"], "num_hidden_layers"), hidden_size=hidden, num_heads=heads,
@@ -401,6 +440,7 @@ def _decoder_only(arch: str, c: _Cfg, max_positions: int | None, warnings: list[
         norm="RMSNorm", norm_placement="Pre", norm_epsilon=float(c["rms_norm_eps"]),
         qkv_bias=qkv_bias, out_bias=out_bias, ffn_bias=mlp_bias, qk_norm=qk_norm, final_norm=True,
         position="Rotary", max_positions=max_pos, rope_interleaved=False,  # HF rotate_half: half-split
+        layer_windows=windows,
     )
     _rope(c, stack, max_pos)
     return stack, {"tie_word_embeddings": bool(c["tie_word_embeddings"])}
@@ -432,12 +472,15 @@ def _encoder_decoder(arch: str, c: _Cfg, max_positions: int | None, plan: Plan) 
                    position_offset=0)
         plan.sinusoidal = "marian"
         share = bool(c["share_encoder_decoder_embeddings"])
-        dec_vocab = c.get("decoder_vocab_size") or c["vocab_size"]
+        # MarianConfig: decoder_vocab_size defaults to vocab_size; MarianModel
+        # builds a decoder table (and lm_head, final_logits_bias) of that size
+        # only when the embeddings are not shared.
+        dec_vocab = _int(c.get("decoder_vocab_size") or c["vocab_size"], "decoder_vocab_size")
+        if share and dec_vocab != c["vocab_size"]:
+            raise ConversionError(f"MarianMTModel: decoder_vocab_size={dec_vocab} differs from vocab_size="
+                                  f"{c['vocab_size']} but share_encoder_decoder_embeddings is true")
         if not share and dec_vocab != c["vocab_size"]:
-            raise UnsupportedError(
-                f"MarianMTModel: decoder_vocab_size={dec_vocab} differs from vocab_size={c['vocab_size']} "
-                "(separate source and target vocabularies are not supported)"
-            )
+            plan.decoder_vocab_size = dec_vocab
         plan.share_embeddings = share
         rules = ("index", "index")
     elif arch == "M2M100ForConditionalGeneration":
@@ -502,11 +545,28 @@ def plan_from_hf(config: dict[str, Any], generation_config: dict[str, Any] | Non
         final_logits_bias = arch in ("MarianMTModel", "BartForConditionalGeneration", "MBartForConditionalGeneration")
         plan.config = ModelConfig(architecture=arch, kind="EncoderDecoder", vocab_size=vocab,
                                   encoder=StackConfig(**enc), decoder=StackConfig(**dec),
-                                  final_logits_bias=final_logits_bias, **extra)
+                                  final_logits_bias=final_logits_bias, decoder_vocab_size=plan.decoder_vocab_size,
+                                  **extra)
     else:
         dec, extra = _decoder_only(arch, c, max_positions, warnings)
+        if arch == "GPT2LMHeadModel" and c.get("scale_attn_by_inverse_layer_idx"):
+            plan.query_scales = [1.0 / (i + 1) for i in range(dec["num_layers"])]
+            metadata["parley.query_scale"] = "1/(layer+1) folded into q_proj (scale_attn_by_inverse_layer_idx)"
         plan.config = ModelConfig(architecture=arch, kind="DecoderOnly", vocab_size=vocab,
                                   decoder=StackConfig(**dec), final_logits_bias=False, **extra)
         metadata["parley.position_ids.decoder"] = "non_pad_count"
-    plan.generation = _generation(c, generation_config, vocab, warnings, metadata)
+    # Generation token ids are decoder (target) ids.
+    plan.generation = _generation(c, generation_config, plan.decoder_vocab_size or vocab, warnings, metadata)
+    g = plan.generation
+    if arch in ENCODER_DECODER and g.decoder_start_token_id < 0:
+        # GenerationMixin._prepare_special_tokens (transformers 5): an
+        # encoder-decoder model without decoder_start_token_id starts from
+        # bos_token_id; with neither, generate() raises.
+        if g.bos_token_id < 0:
+            raise ConversionError(
+                f"{arch}: neither decoder_start_token_id nor bos_token_id is set (config.json / "
+                "generation_config.json); transformers' generate() refuses such a model, there is no start token")
+        g.decoder_start_token_id = g.bos_token_id
+        warnings.append(f"decoder_start_token_id is not set: bos_token_id {g.bos_token_id} is used, "
+                        "as transformers' generate() does")
     return plan

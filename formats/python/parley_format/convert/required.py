@@ -71,15 +71,18 @@ def required_tensors(config: ModelConfig | dict, *, separate_encoder_embeddings:
     (optional by the contract: absent means the encoder uses the decoder's)."""
     c = normalize_config(config)
     out: dict[str, tuple[int, ...]] = {}
+    target = c.decoder_vocab_size or c.vocab_size  # format 1.3: separate target vocabulary
     if c.kind == ModelKind.EncoderDecoder:
-        _stack(out, "encoder", c.encoder, c.vocab_size, cross_from=None, embed_tokens=separate_encoder_embeddings)
-        _stack(out, "decoder", c.decoder, c.vocab_size, cross_from=c.encoder, embed_tokens=True)
+        # Separate vocabularies need the encoder's own table.
+        _stack(out, "encoder", c.encoder, c.vocab_size, cross_from=None,
+               embed_tokens=separate_encoder_embeddings or target != c.vocab_size)
+        _stack(out, "decoder", c.decoder, target, cross_from=c.encoder, embed_tokens=True)
     else:
         _stack(out, "decoder", c.decoder, c.vocab_size, cross_from=None, embed_tokens=True)
     if not c.tie_word_embeddings:
-        out["lm_head.weight"] = (c.vocab_size, c.decoder.hidden_size)
+        out["lm_head.weight"] = (target, c.decoder.hidden_size)
     if c.final_logits_bias:
-        out["final_logits_bias"] = (c.vocab_size,)
+        out["final_logits_bias"] = (target,)
     return out
 
 

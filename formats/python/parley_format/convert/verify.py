@@ -21,6 +21,9 @@ def _stack_from_fb(fb) -> StackConfig | None:
         return None
     values = {}
     for f in dataclasses.fields(StackConfig):
+        if f.name == "layer_windows":  # a vector (format 1.3)
+            values[f.name] = [int(fb.LayerWindows(i)) for i in range(fb.LayerWindowsLength())]
+            continue
         values[f.name] = getattr(fb, _camel(f.name))()
     return StackConfig(**values)
 
@@ -36,6 +39,7 @@ def config_from_header(model) -> ModelConfig:
         decoder=_stack_from_fb(c.Decoder()),
         tie_word_embeddings=c.TieWordEmbeddings(),
         final_logits_bias=c.FinalLogitsBias(),
+        decoder_vocab_size=c.DecoderVocabSize(),
     ))
 
 
