@@ -197,7 +197,8 @@ Value json_filter(const Value &v, const Args &a) {
   return derived(to_json(v, st), v.has_caller_text());
 }
 
-// The items a filter or loop walks: list items, dict keys, string characters.
+}  // namespace
+
 Array iterate(const Value &v, const char *what) {
   switch (v.type()) {
     case Type::kUndefined:
@@ -216,9 +217,11 @@ Array iterate(const Value &v, const char *what) {
       return chars;
     }
     default:
-      bad(std::string(what) + ": '" + type_name(v) + "' object is not iterable");
+      bad((what ? std::string(what) + ": '" : std::string("'")) + type_name(v) + "' object is not iterable");
   }
 }
+
+namespace {
 
 Value get_attribute(const Value &v, const std::string &path) {
   Value cur = v;

@@ -47,6 +47,9 @@ bool is_global(std::string_view name);
 // String helpers that keep caller-text spans exact.
 Value concat_strings(Budget &b, const Text &x, const Text &y);
 Value substring(const Text &t, size_t begin, size_t end);
+// The items a filter or loop walks: list items, dict keys, string characters
+// (an error, prefixed by `what` when not null, for anything else).
+Array iterate(const Value &v, const char *what);
 // Code point offsets of a UTF-8 string (size = code points + 1).
 std::vector<size_t> code_points(std::string_view s);
 // Python's str() of a value, as a string Value.

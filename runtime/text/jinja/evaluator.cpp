@@ -177,30 +177,8 @@ class Evaluator {
     return Flow::kNormal;
   }
 
-  Array items_of(const Value &v) {
-    switch (v.type()) {
-      case Type::kUndefined:
-        return {};
-      case Type::kArray:
-        return v.arr();
-      case Type::kObject: {
-        Array keys;
-        for (const auto &kv : v.obj().items) keys.push_back(Value::string(kv.first));
-        return keys;
-      }
-      case Type::kString: {
-        Array chars;
-        std::vector<size_t> cps = code_points(v.str());
-        for (size_t k = 0; k + 1 < cps.size(); ++k) chars.push_back(substring(*v.text(), cps[k], cps[k + 1]));
-        return chars;
-      }
-      default:
-        bad(std::string("'") + type_name(v) + "' object is not iterable");
-    }
-  }
-
   Flow exec_for(const Node &n) {
-    Array items = items_of(eval(*n.expr));
+    Array items = iterate(eval(*n.expr), nullptr);
     if (n.filter) {
       Array kept;
       for (const Value &item : items) {

@@ -271,19 +271,11 @@ class Lexer {
           out += '\a';
           break;
         case 'b':
-          out += '\b';
-          break;
         case 'f':
-          out += '\f';
-          break;
         case 'n':
-          out += '\n';
-          break;
         case 'r':
-          out += '\r';
-          break;
         case 't':
-          out += '\t';
+          out += static_cast<char>(shared_escape(e));
           break;
         case 'v':
           out += '\v';

@@ -481,19 +481,11 @@ class JsonReader {
           out += '/';
           break;
         case 'b':
-          out += '\b';
-          break;
         case 'f':
-          out += '\f';
-          break;
         case 'n':
-          out += '\n';
-          break;
         case 'r':
-          out += '\r';
-          break;
         case 't':
-          out += '\t';
+          out += static_cast<char>(shared_escape(e));
           break;
         case 'u': {
           unsigned cp = hex4();

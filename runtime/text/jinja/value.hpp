@@ -145,4 +145,23 @@ std::string to_json(const Value &v, const JsonStyle &style);
 // Throws Error(INVALID_ARGUMENT) naming `what` and the byte offset.
 Value parse_json(std::string_view json, const char *what);
 
+// The character of the escapes JSON and Python strings share (\b \f \n \r
+// \t), or -1.
+inline int shared_escape(char e) {
+  switch (e) {
+    case 'b':
+      return '\b';
+    case 'f':
+      return '\f';
+    case 'n':
+      return '\n';
+    case 'r':
+      return '\r';
+    case 't':
+      return '\t';
+    default:
+      return -1;
+  }
+}
+
 }  // namespace parley::jinja
