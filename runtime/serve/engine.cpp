@@ -279,33 +279,44 @@ bool Engine::preempt_one(uint64_t for_ticket) {
   return true;
 }
 
+int64_t Engine::preemptable_blocks(uint64_t for_ticket) const {
+  // Blocks that preempting every candidate would surely free: those held by
+  // one of them alone (a block shared with someone else may stay in use).
+  int64_t n = 0;
+  for (const Sequence *h : holders_)
+    if (!h->in_step_ && h->ticket_ > for_ticket)
+      for (BlockId b : h->blocks_)
+        if (blocks_.refcount(b) == 1) ++n;
+  return n;
+}
+
 bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
   const int64_t bs = options_.block_size;
-  auto allocate = [&]() -> BlockId {
-    for (;;) {
-      BlockId b = blocks_.allocate();
-      if (b >= 0) return b;
-      if (!preempt_one(group->ticket)) return -1;
-    }
-  };
   // The block receiving the next row must be this sequence's alone and
   // unkeyed (a keyed block is someone's cached prefix): copy it otherwise.
   const size_t at = static_cast<size_t>(s.resident_ / bs);
-  if (at < s.blocks_.size()) {
-    BlockId old = s.blocks_[at];
-    if (blocks_.refcount(old) > 1 || blocks_.keyed(old)) {
-      BlockId fresh = allocate();
-      if (fresh < 0) return false;
-      model_.copy_kv_block(pool_, fresh, old, s.resident_ % bs);
-      blocks_.release(old);
-      s.blocks_[at] = fresh;
-    }
+  const bool copy = at < s.blocks_.size() && (blocks_.refcount(s.blocks_[at]) > 1 || blocks_.keyed(s.blocks_[at]));
+  const size_t slots = static_cast<size_t>((upto + bs - 1) / bs);
+  const int64_t need = (copy ? 1 : 0) + static_cast<int64_t>(slots > s.blocks_.size() ? slots - s.blocks_.size() : 0);
+  // All or nothing: a sequence that took part of what it needs (preempting
+  // younger ones for it) would hold blocks that let nobody run, and preempt
+  // again next round. Preempt only when that makes room for the whole step.
+  if (blocks_.available() < need) {
+    if (blocks_.available() + preemptable_blocks(group->ticket) < need) return false;
+    while (blocks_.available() < need)
+      if (!preempt_one(group->ticket)) return false;
   }
-  const size_t need = static_cast<size_t>((upto + bs - 1) / bs);
-  s.blocks_.reserve(need);  // an allocated block must never miss its slot
-  while (s.blocks_.size() < need) {
-    BlockId b = allocate();
-    if (b < 0) return false;
+  if (copy) {
+    const BlockId old = s.blocks_[at], fresh = blocks_.allocate();
+    if (fresh < 0) fail(PARLEY_ERROR_INTERNAL, "the KV block pool ran out after it had room");
+    model_.copy_kv_block(pool_, fresh, old, s.resident_ % bs);
+    blocks_.release(old);
+    s.blocks_[at] = fresh;
+  }
+  s.blocks_.reserve(slots);  // an allocated block must never miss its slot
+  while (s.blocks_.size() < slots) {
+    const BlockId b = blocks_.allocate();
+    if (b < 0) fail(PARLEY_ERROR_INTERNAL, "the KV block pool ran out after it had room");
     s.blocks_.push_back(b);
   }
   return true;

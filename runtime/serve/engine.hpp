@@ -166,9 +166,11 @@ class Engine {
   void schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<Pick> &batch,
                          std::vector<PagedSequence> &paged);
   // Under mu_: blocks so that s can hold `upto` tokens, the block receiving
-  // s.resident_ private. False when the pool is exhausted (after preempting
-  // what may be preempted).
+  // s.resident_ private. All or nothing: false, with nothing allocated or
+  // preempted, when even preempting every younger sequence would not make
+  // room for all of them.
   bool reserve(Sequence &s, int64_t upto, const Group *group);
+  int64_t preemptable_blocks(uint64_t for_ticket) const;
   void release_blocks(Sequence &s);
   void keep_resident(Sequence &s);
   struct Pools {

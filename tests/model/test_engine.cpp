@@ -518,6 +518,61 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
   EXPECT_GT(preempted_inside_a_block, 0) << "no attempt preempted the young prompt and recomputed part of it";
 }
 
+// A request that cannot get every block its step needs takes none and
+// preempts nobody (it took what it could, preempting younger sequences for
+// it, and then held blocks that let neither it nor them run).
+TEST_F(EngineBatching, ReservationIsAllOrNothing) {
+  const int64_t bs = 4;
+  EngineOptions o;
+  o.block_size = bs;
+  o.prefill_chunk = 64;  // each prompt runs in one step
+  o.gather_us = 0;
+  o.admission_timeout_ms = 5000;
+  o.kv_budget_bytes = l_->transformer->kv_block_bytes(bs) * 10;
+  auto tokens = [](int64_t n, int32_t salt) {
+    std::vector<int32_t> t;
+    for (int64_t i = 0; i < n; ++i) t.push_back(static_cast<int32_t>(3 + (i * 7 + salt) % 120));
+    return t;
+  };
+  const std::vector<int32_t> a_prompt = tokens(20, 1);  // 5 blocks
+  const std::vector<float> want = logits_alone(*make_engine(*l_, o), a_prompt);
+  auto engine = make_engine(*l_, o);
+  auto oldest = engine->open(), a = engine->open(), young = engine->open();
+  engine->run({oldest.get()}, {tokens(24, 2)});  // holds 6 blocks; older than a: never preempted for it
+  engine->run({young.get()}, {tokens(8, 3)});    // holds 2 blocks; younger than a
+  ASSERT_EQ(engine->stats().blocks.in_use, 8);
+  std::vector<float> got;
+  std::string a_error;
+  std::thread t([&] {
+    try {
+      got = engine->run({a.get()}, {a_prompt});
+    } catch (const std::exception &e) {
+      a_error = e.what();
+    }
+  });
+  // a needs 5 blocks; 2 are free and preempting `young` frees 2 more: it
+  // must wait, holding nothing, while `young` goes on.
+  while (engine->stats().waiting == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::string young_error;
+  try {
+    for (int i = 0; i < 6; ++i) engine->run({young.get()}, {{static_cast<int32_t>(7 + i)}});
+  } catch (const std::exception &e) {
+    young_error = e.what();  // it waited for blocks `a` held
+  }
+  EXPECT_EQ(young_error, "");
+  auto st = engine->stats();
+  EXPECT_EQ(st.preemptions, 0u);
+  EXPECT_EQ(young->resident(), 14);
+  EXPECT_EQ(st.blocks.in_use, 10) << "oldest 6 + young 4, a none";
+  oldest.reset();  // now a fits (by preempting young if need be)
+  t.join();
+  ASSERT_EQ(a_error, "");
+  ASSERT_EQ(got.size(), want.size());
+  double worst = 0;
+  for (size_t v = 0; v < want.size(); ++v) worst = std::max(worst, std::fabs(double(got[v]) - want[v]));
+  EXPECT_LE(worst, 2 * kTolerance);
+}
+
 TEST_F(EngineBatching, BudgetErrorsNameTheBudget) {
   const uint64_t block_bytes = l_->transformer->kv_block_bytes(4);
   {  // Less than one block: the engine cannot be built.
