@@ -196,8 +196,8 @@ std::vector<std::vector<Hypothesis>> translate(Engine &engine, const std::vector
   for (size_t i = 0; i < sources.size(); ++i) {
     rows.push_back(engine.open());
     seqs.push_back(rows.back().get());
-    engine.attach_source(*rows.back(), sources[i], control);
   }
+  engine.attach_sources(seqs, sources, control);
   std::vector<float> last = engine.run(seqs, decoder_prompts, control);
   EngineStepModel step_model(engine, std::move(rows), control);
   return decode(step_model, last, decoder_prompts, options);

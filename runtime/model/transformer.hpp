@@ -161,9 +161,11 @@ class Transformer {
   // start()), and the bytes it needs per block.
   KvPool make_cross_pool(int64_t num_blocks, int64_t block_size) const;
   uint64_t cross_block_bytes(int64_t block_size) const;
-  // Encodes `source` and writes its cross-attention K/V for every decoder
-  // layer into the blocks of `table` (ceil(len / block_size) of them).
-  void encode_paged(KvPool &cross, const std::vector<int32_t> &source, const int32_t *table) const;
+  // Encodes the sources as one padded batch and writes each one's
+  // cross-attention K/V for every decoder layer into the blocks of its
+  // table (ceil(len / block_size) of them).
+  void encode_paged(KvPool &cross, const std::vector<std::vector<int32_t>> &sources,
+                    const std::vector<const int32_t *> &tables) const;
   // A pool of `num_blocks` blocks of `block_size` positions in the model's
   // kv_dtype, uninitialised. Throws OUT_OF_MEMORY naming the bytes.
   KvPool make_kv_pool(int64_t num_blocks, int64_t block_size) const;

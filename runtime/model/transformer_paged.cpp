@@ -46,28 +46,39 @@ uint64_t Transformer::cross_block_bytes(int64_t block_size) const {
              : 0;
 }
 
-void Transformer::encode_paged(KvPool &cross, const std::vector<int32_t> &source, const int32_t *table) const {
+void Transformer::encode_paged(KvPool &cross, const std::vector<std::vector<int32_t>> &sources,
+                               const std::vector<const int32_t *> &tables) const {
   MemoryScope memory_scope("the encoder's activations");
   if (!has_encoder_ || static_cast<int64_t>(cross.k.size()) != dec_.layers || cross.kv_dtype != PARLEY_DTYPE_F32)
     fail(PARLEY_ERROR_INTERNAL, "the cross-attention pool was made for another model");
-  int64_t S = 0;
-  DeviceArray<float> enc = encode({source}, &S);
+  if (sources.empty() || tables.size() != sources.size())
+    fail(PARLEY_ERROR_INTERNAL, "encode_paged needs one block table per source");
   const int64_t kvd = dec_.kv_heads * dec_.head_dim, bs = cross.block_size;
-  const int64_t blocks = (S + bs - 1) / bs;
-  for (int64_t b = 0; b < blocks; ++b)
-    if (table[b] < 0 || table[b] >= cross.num_blocks)
-      fail(PARLEY_ERROR_INTERNAL, "block " + std::to_string(table[b]) + " is outside the cross-attention pool");
-  DeviceArray<float> k = buffer(S * kvd), v = buffer(S * kvd);
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const int64_t blocks = (static_cast<int64_t>(sources[i].size()) + bs - 1) / bs;
+    for (int64_t b = 0; b < blocks; ++b)
+      if (!tables[i] || tables[i][b] < 0 || tables[i][b] >= cross.num_blocks)
+        fail(PARLEY_ERROR_INTERNAL, "a block table of encode_paged is outside the cross-attention pool");
+  }
+  // One padded batch (key-padding masked, as a batched translate): each
+  // source's rows are those it gets alone.
+  int64_t S = 0;
+  DeviceArray<float> enc = encode(sources, &S);
+  const int64_t rows = static_cast<int64_t>(sources.size()) * S;
+  DeviceArray<float> k = buffer(rows * kvd), v = buffer(rows * kvd);
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
-    ops_.linear(l.cross_attn.wk, enc.data(), S, l.cross_attn.bk, k.data());
-    ops_.linear(l.cross_attn.wv, enc.data(), S, l.cross_attn.bv, v.data());
-    for (int64_t b = 0; b < blocks; ++b) {  // [block, block_size, kv_heads, head_dim]
-      const int64_t rows = std::min(bs, S - b * bs);
-      const size_t dst = static_cast<size_t>(table[b] * bs * kvd) * sizeof(float);
-      const size_t n = static_cast<size_t>(rows * kvd) * sizeof(float);
-      mem_->on_device(cross.k[li].data() + dst, k.data() + b * bs * kvd, n);
-      mem_->on_device(cross.v[li].data() + dst, v.data() + b * bs * kvd, n);
+    ops_.linear(l.cross_attn.wk, enc.data(), rows, l.cross_attn.bk, k.data());
+    ops_.linear(l.cross_attn.wv, enc.data(), rows, l.cross_attn.bv, v.data());
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const int64_t len = static_cast<int64_t>(sources[i].size()), base = static_cast<int64_t>(i) * S * kvd;
+      for (int64_t b = 0; b * bs < len; ++b) {  // [block, block_size, kv_heads, head_dim]
+        const int64_t n_rows = std::min(bs, len - b * bs);
+        const size_t dst = static_cast<size_t>(tables[i][b] * bs * kvd) * sizeof(float);
+        const size_t n = static_cast<size_t>(n_rows * kvd) * sizeof(float);
+        mem_->on_device(cross.k[li].data() + dst, k.data() + base + b * bs * kvd, n);
+        mem_->on_device(cross.v[li].data() + dst, v.data() + base + b * bs * kvd, n);
+      }
     }
   }
 }

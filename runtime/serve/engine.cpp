@@ -322,55 +322,174 @@ bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
   return true;
 }
 
+// Sources waiting for the scheduler to encode them (attach_sources). Lives
+// on the caller's stack; the scheduler reaches it only while it is queued
+// or being encoded.
+struct Engine::EncodeJob {
+  std::vector<Sequence *> seqs;
+  const std::vector<std::vector<int32_t>> *sources = nullptr;
+  bool started = false, finished = false;
+  std::exception_ptr error;
+};
+
 void Engine::attach_source(Sequence &s, const std::vector<int32_t> &source, const RunControl &control) {
+  attach_sources({&s}, {source}, control);
+}
+
+void Engine::attach_sources(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources,
+                            const RunControl &control) {
   if (!cross_blocks_) fail(PARLEY_ERROR_INTERNAL, "attach_source on a decoder-only model's engine");
-  if (source.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a source is empty");
-  const int64_t bs = options_.block_size, len = static_cast<int64_t>(source.size());
-  const int64_t need = (len + bs - 1) / bs;
-  if (need > cross_blocks_->num_blocks())
-    fail(PARLEY_ERROR_OUT_OF_MEMORY, "a source of " + std::to_string(len) + " tokens does not fit the KV budget of " +
-                                         std::to_string(stats_.kv_budget_bytes) + " bytes (" +
-                                         std::to_string(cross_blocks_->num_blocks() * bs) + " source positions)");
-  const BlockKey root = blocks_.source_key(source.data(), len);
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!s.cross_.empty() || s.length() != 0) fail(PARLEY_ERROR_INTERNAL, "attach_source on a used sequence");
-    const auto since = Clock::now();
-    // All or nothing, so that waiting requests never hold part of what they need.
-    while (cross_blocks_->available() < need) {
-      if (control.cancel && control.cancel->load()) {
-        ++stats_.cancelled;
-        fail(PARLEY_ERROR_CANCELLED, "the request was cancelled");
-      }
-      if (control.deadline && Clock::now() >= *control.deadline) {
-        ++stats_.timed_out;
-        fail(PARLEY_ERROR_TIMEOUT, "the request's deadline passed");
-      }
-      if (Clock::now() - since >= std::chrono::milliseconds(options_.admission_timeout_ms)) {
-        ++stats_.refused;
-        fail(PARLEY_ERROR_OUT_OF_MEMORY, "the KV budget of " + std::to_string(stats_.kv_budget_bytes) +
-                                             " bytes stayed full for " + std::to_string(options_.admission_timeout_ms) +
-                                             " ms (admission_timeout_ms): no room for a source of " +
-                                             std::to_string(len) + " tokens");
-      }
-      done_.wait_for(lock, std::chrono::milliseconds(5));
-    }
-    s.cross_.reserve(static_cast<size_t>(need));
-    for (int64_t i = 0; i < need; ++i) s.cross_.push_back(cross_blocks_->allocate());
-    s.src_len_ = len;
-    s.root_ = root;
+  if (seqs.empty() || seqs.size() != sources.size()) fail(PARLEY_ERROR_INTERNAL, "attach_sources: one source each");
+  const int64_t bs = options_.block_size;
+  std::vector<int64_t> need(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (!seqs[i] || seqs[i]->engine_ != this) fail(PARLEY_ERROR_INTERNAL, "a sequence of another engine");
+    if (sources[i].empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "a source is empty");
+    const int64_t len = static_cast<int64_t>(sources[i].size());
+    need[i] = (len + bs - 1) / bs;
+    if (need[i] > cross_blocks_->num_blocks())
+      fail(PARLEY_ERROR_OUT_OF_MEMORY, "a source of " + std::to_string(len) + " tokens does not fit the KV budget of " +
+                                           std::to_string(stats_.kv_budget_bytes) + " bytes (" +
+                                           std::to_string(cross_blocks_->num_blocks() * bs) + " source positions)");
   }
-  // Outside the lock: the scheduler never reads these blocks before the
-  // sequence runs, and other requests' encodings may run at the same time.
+  // Sources are attached in parts that fit the cross pool at once, each all
+  // or nothing, so that waiting requests never hold part of what they need.
+  size_t first = 0;
+  while (first < seqs.size()) {
+    size_t end = first;
+    int64_t part = 0;
+    while (end < seqs.size() && part + need[end] <= cross_blocks_->num_blocks()) part += need[end++];
+    const std::vector<Sequence *> part_seqs(seqs.begin() + static_cast<std::ptrdiff_t>(first),
+                                            seqs.begin() + static_cast<std::ptrdiff_t>(end));
+    const std::vector<std::vector<int32_t>> part_sources(sources.begin() + static_cast<std::ptrdiff_t>(first),
+                                                         sources.begin() + static_cast<std::ptrdiff_t>(end));
+    attach_part(part_seqs, part_sources, part, control);
+    first = end;
+  }
+}
+
+void Engine::attach_part(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources,
+                         int64_t need, const RunControl &control) {
+  const int64_t bs = options_.block_size;
+  std::unique_lock<std::mutex> lock(mu_);
+  auto check_control = [&](const char *waiting_for) {
+    if (control.cancel && control.cancel->load()) {
+      ++stats_.cancelled;
+      fail(PARLEY_ERROR_CANCELLED, "the request was cancelled");
+    }
+    if (control.deadline && Clock::now() >= *control.deadline) {
+      ++stats_.timed_out;
+      fail(PARLEY_ERROR_TIMEOUT, std::string("the request's deadline passed ") + waiting_for);
+    }
+  };
+  for (Sequence *s : seqs)
+    if (!s->cross_.empty() || s->length() != 0) fail(PARLEY_ERROR_INTERNAL, "attach_source on a used sequence");
+  const auto since = Clock::now();
+  while (cross_blocks_->available() < need) {
+    check_control("while it waited for KV memory");
+    if (Clock::now() - since >= std::chrono::milliseconds(options_.admission_timeout_ms)) {
+      ++stats_.refused;
+      fail(PARLEY_ERROR_OUT_OF_MEMORY, "the KV budget of " + std::to_string(stats_.kv_budget_bytes) +
+                                           " bytes stayed full for " + std::to_string(options_.admission_timeout_ms) +
+                                           " ms (admission_timeout_ms): no room for a source of " +
+                                           std::to_string(need * bs) + " positions");
+    }
+    done_.wait_for(lock, std::chrono::milliseconds(5));
+  }
+  auto release = [&] {
+    for (Sequence *s : seqs) {
+      for (BlockId b : s->cross_) cross_blocks_->release(b);
+      s->cross_.clear();
+      s->src_len_ = 0;
+      s->root_ = blocks_.model_identity();
+    }
+  };
+  EncodeJob job;
+  job.seqs = seqs;
+  job.sources = &sources;
   try {
-    model_.encode_paged(cross_pool_, source, s.cross_.data());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Sequence &s = *seqs[i];
+      const int64_t len = static_cast<int64_t>(sources[i].size());
+      s.cross_.reserve(static_cast<size_t>((len + bs - 1) / bs));
+      while (static_cast<int64_t>(s.cross_.size()) * bs < len) s.cross_.push_back(cross_blocks_->allocate());
+      s.src_len_ = len;
+      s.root_ = blocks_.source_key(sources[i].data(), len);
+    }
+    encodes_.push_back(&job);
   } catch (...) {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (BlockId b : s.cross_) cross_blocks_->release(b);
-    s.cross_.clear();
-    s.src_len_ = 0;
+    release();
     throw;
   }
+  work_.notify_all();
+  // The scheduler encodes every queued source in one batch (sources of
+  // concurrent requests together) between decode steps.
+  for (;;) {
+    if (job.finished) break;
+    if (!job.started &&
+        ((control.cancel && control.cancel->load()) || (control.deadline && Clock::now() >= *control.deadline))) {
+      encodes_.erase(std::remove(encodes_.begin(), encodes_.end(), &job), encodes_.end());
+      release();
+      check_control("while its source waited to be encoded");
+    }
+    done_.wait_for(lock, std::chrono::milliseconds(5));
+  }
+  if (job.error) {
+    release();
+    std::rethrow_exception(job.error);
+  }
+}
+
+void Engine::encode_queued(std::unique_lock<std::mutex> &lock) {
+  // Shortest first, in batches of at most kEncodeBatchTokens padded
+  // positions, so that a batch wastes little on padding.
+  struct Item {
+    EncodeJob *job;
+    size_t index;
+    int64_t len;
+  };
+  std::vector<EncodeJob *> jobs;
+  jobs.swap(encodes_);
+  for (EncodeJob *j : jobs) j->started = true;
+  lock.unlock();
+  uint64_t encode_batches_done = 0, sources_done = 0;
+  try {
+    std::vector<Item> items;
+    for (EncodeJob *j : jobs)
+      for (size_t i = 0; i < j->seqs.size(); ++i)
+        items.push_back({j, i, static_cast<int64_t>((*j->sources)[i].size())});
+    std::stable_sort(items.begin(), items.end(), [](const Item &a, const Item &b) { return a.len < b.len; });
+    size_t first = 0;
+    while (first < items.size()) {
+      size_t end = first + 1;
+      while (end < items.size() && static_cast<int64_t>(end + 1 - first) * items[end].len <= kEncodeBatchTokens) ++end;
+      try {
+        std::vector<std::vector<int32_t>> sources;
+        std::vector<const int32_t *> tables;
+        for (size_t i = first; i < end; ++i) {
+          sources.push_back((*items[i].job->sources)[items[i].index]);
+          tables.push_back(items[i].job->seqs[items[i].index]->cross_.data());
+        }
+        model_.encode_paged(cross_pool_, sources, tables);
+        encode_batches_done += 1;
+        sources_done += end - first;
+      } catch (...) {
+        const std::exception_ptr error = std::current_exception();
+        for (size_t i = first; i < end; ++i)
+          if (!items[i].job->error) items[i].job->error = error;
+      }
+      first = end;
+    }
+  } catch (...) {  // the bookkeeping itself could not be allocated
+    const std::exception_ptr error = std::current_exception();
+    for (EncodeJob *j : jobs)
+      if (!j->error) j->error = error;
+  }
+  lock.lock();
+  stats_.encode_batches += encode_batches_done;
+  stats_.encoded_sources += sources_done;
+  for (EncodeJob *j : jobs) j->finished = true;
+  done_.notify_all();
 }
 
 std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
@@ -496,8 +615,16 @@ void Engine::scheduler_loop() {
   std::vector<Pick> batch;
   std::vector<PagedSequence> paged;
   for (;;) {
-    work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    work_.wait(lock, [&] { return stop_ || !queue_.empty() || !encodes_.empty(); });
     if (stop_) return;
+    if (!encodes_.empty()) {
+      // Sources of requests arriving together are encoded together: give
+      // the others a moment to queue theirs.
+      if (options_.gather_us > 0) work_.wait_for(lock, std::chrono::microseconds(options_.gather_us));
+      if (stop_) return;
+      encode_queued(lock);
+      continue;
+    }
     // The rows that just ran are choosing their next token: let them join.
     if (expected_ > 0 && options_.gather_us > 0)
       work_.wait_for(lock, std::chrono::microseconds(options_.gather_us), [&] { return stop_ || expected_ == 0; });

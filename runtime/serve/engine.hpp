@@ -61,7 +61,8 @@ struct EngineStats {
   uint64_t prefill_tokens = 0, decode_tokens = 0;
   uint64_t reused_tokens = 0;  // tokens whose K/V came from the prefix cache instead of being computed
   uint64_t preemptions = 0, refused = 0, cancelled = 0, timed_out = 0;
-  int64_t waiting = 0;  // sequences with posted tokens not yet run
+  uint64_t encode_batches = 0, encoded_sources = 0;  // encoder runs (attach_sources) and the sources they encoded
+  int64_t waiting = 0;                               // sequences with posted tokens not yet run
   int64_t max_batch_rows = 0;
   uint64_t kv_budget_bytes = 0, kv_block_bytes = 0;
   BlockStats blocks{};
@@ -75,6 +76,7 @@ struct RunControl {
 
 class Engine {
   struct Group;
+  struct EncodeJob;
 
  public:
   // A row of K/V in the pool. `tokens` are the ids whose K/V the sequence
@@ -144,6 +146,13 @@ class Engine {
   // keyed by the source too). Waits for cross blocks like run() waits for
   // KV blocks: CANCELLED, TIMEOUT, OUT_OF_MEMORY after admission_timeout_ms.
   void attach_source(Sequence &s, const std::vector<int32_t> &source, const RunControl &control = {});
+  // The same for several empty sequences at once. The scheduler encodes
+  // every queued source in one padded batch (shortest first, at most
+  // kEncodeBatchTokens positions a batch): sources of requests that arrive
+  // together share the encoder's weight reads.
+  void attach_sources(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources,
+                      const RunControl &control = {});
+  static constexpr int64_t kEncodeBatchTokens = 2048;
 
   // Appends tokens[i] (>= 1 each) to seqs[i], all at once, and waits until
   // every one has run. Returns [seqs.size(), vocab]: each sequence's logits
@@ -162,6 +171,10 @@ class Engine {
     int64_t take;
   };
   void scheduler_loop();
+  void attach_part(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources, int64_t need,
+                   const RunControl &control);
+  // Scheduler, under mu_ (released while encoding): encodes every queued job.
+  void encode_queued(std::unique_lock<std::mutex> &lock);
   // One iteration: picks the rows of a step under `lock`, runs it unlocked.
   void schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<Pick> &batch,
                          std::vector<PagedSequence> &paged);
@@ -194,6 +207,7 @@ class Engine {
   BlockManager blocks_;
   std::optional<BlockManager> cross_blocks_;  // of cross_pool_ (never keyed)
   std::deque<Group *> queue_;                 // groups with sequences still to run, in ticket order
+  std::vector<EncodeJob *> encodes_;          // sources waiting to be encoded
   std::vector<Sequence *> holders_;           // open sequences (candidates for preemption)
   int64_t expected_ = 0;                      // sequences with expected_ set
   // While the scheduler picks a step: the group and sequence it looks at (an

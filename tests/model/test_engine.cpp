@@ -518,6 +518,55 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
   EXPECT_GT(preempted_inside_a_block, 0) << "no attempt preempted the young prompt and recomputed part of it";
 }
 
+// Translations: the sources of one request, and of requests arriving
+// together, are encoded as one padded batch; every hypothesis equals the
+// contiguous path's (tokens exactly, scores within the bound of expect_same).
+TEST(EngineTranslation, SourcesEncodedTogetherMatchContiguous) {
+  const uint64_t seed = test_seed();
+  for (const char *family : {"marian", "bart", "m2m100"}) {
+    SCOPED_TRACE(family);
+    auto l = parity::load(family);
+    ASSERT_TRUE(paged(*l->transformer));
+    const int32_t start = l->golden["hf_config"]["decoder_start_token_id"].get<int32_t>();
+    const int64_t V = l->transformer->vocab();
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<int32_t>> sources, prompts;
+    for (int i = 0; i < 6; ++i) {
+      std::vector<int32_t> src;
+      const int64_t len = 2 + static_cast<int64_t>(rng() % 20);
+      for (int64_t k = 0; k < len; ++k) src.push_back(static_cast<int32_t>(3 + rng() % static_cast<uint64_t>(V - 4)));
+      sources.push_back(src);
+      prompts.push_back({start});
+    }
+    for (int beams : {1, 3}) {
+      DecodingOptions d;
+      d.max_new_tokens = 8;
+      d.num_beams = beams;
+      d.num_return_sequences = beams > 1 ? 2 : 1;
+      const auto want = parley::translate(*l->transformer, sources, prompts, d);
+      EngineOptions o;
+      o.block_size = 4;
+      o.kv_budget_bytes = 4 << 20;
+      auto engine = make_engine(*l, o);
+      expect_same(parley::translate(*engine, sources, prompts, d), want, "one request of 6 sources");
+      EXPECT_EQ(engine->stats().encode_batches, 1u);
+      EXPECT_EQ(engine->stats().encoded_sources, sources.size());
+      // Six requests at once, one source each.
+      std::vector<std::vector<std::vector<Hypothesis>>> got(sources.size());
+      std::vector<std::thread> threads;
+      for (size_t i = 0; i < sources.size(); ++i)
+        threads.emplace_back([&, i] { got[i] = parley::translate(*engine, {sources[i]}, {prompts[i]}, d); });
+      for (auto &t : threads) t.join();
+      for (size_t i = 0; i < sources.size(); ++i)
+        expect_same(got[i], {want[i]}, "request " + std::to_string(i) + " of 6 concurrent");
+      const auto st = engine->stats();
+      EXPECT_EQ(st.encoded_sources, 2 * sources.size());
+      std::printf("%s beams %d: 6 concurrent requests encoded in %llu batch(es)\n", family, beams,
+                  static_cast<unsigned long long>(st.encode_batches - 1));
+    }
+  }
+}
+
 // A request that cannot get every block its step needs takes none and
 // preempts nobody (it took what it could, preempting younger sequences for
 // it, and then held blocks that let neither it nor them run).
