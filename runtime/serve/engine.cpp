@@ -173,6 +173,7 @@ void Engine::forget_expected(Sequence &s) {
 }
 
 void Engine::release_blocks(Sequence &s) {
+  drop_inflight(s, SIZE_MAX);
   for (BlockId b : s.blocks_) blocks_.release(b);
   s.blocks_.clear();
   s.resident_ = 0;
@@ -182,6 +183,7 @@ void Engine::release_blocks(Sequence &s) {
 // them (they are private, but a fork would share them and then write into a
 // shared block past the one reserve() copies on write).
 void Engine::keep_resident(Sequence &s) {
+  drop_inflight(s, SIZE_MAX);
   const size_t bs = static_cast<size_t>(options_.block_size);
   s.tokens_.resize(static_cast<size_t>(s.resident_));
   s.keys_.resize(std::min(s.keys_.size(), s.tokens_.size() / bs));
@@ -198,6 +200,7 @@ void Engine::truncate(Sequence &s, int64_t length) {
     if (length < 0 || length > s.length())
       fail(PARLEY_ERROR_INTERNAL, "truncate past the sequence's " + std::to_string(s.length()) + " tokens");
     forget_expected(s);
+    drop_inflight(s, SIZE_MAX);
     s.tokens_.resize(static_cast<size_t>(length));
     s.resident_ = std::min(s.resident_, length);
     const size_t bs = static_cast<size_t>(options_.block_size);
@@ -246,23 +249,71 @@ void Engine::publish_full_blocks(Sequence &s) {
   while (s.keys_.size() < full) s.keys_.push_back(block_key(s, s.keys_.size()));
   for (size_t i = 0; i < full && i < s.blocks_.size(); ++i)
     if (!blocks_.keyed(s.blocks_[i])) blocks_.publish(s.blocks_[i], s.keys_[i]);
+  drop_inflight(s, full);
+}
+
+// In-flight prefix blocks: when a sequence is picked for a step, the full
+// blocks its run will compute are registered under their keys, until they
+// are published (or the sequence lets them go). Another sequence whose next
+// block has such a key waits for it instead of computing the same K/V (the
+// common case: many chats opening with the same system prompt at once).
+void Engine::register_inflight(Sequence &s) {
+  const size_t bs = static_cast<size_t>(options_.block_size);
+  const size_t upto = static_cast<size_t>(s.goal_) / bs;
+  size_t i = std::max(static_cast<size_t>(s.resident_) / bs, s.inflight_upto_);
+  if (i >= upto) return;
+  while (s.keys_.size() < upto) s.keys_.push_back(block_key(s, s.keys_.size()));
+  for (; i < upto; ++i)
+    if (inflight_.emplace(s.keys_[i], &s).second) s.inflight_.push_back({i, s.keys_[i]});
+  s.inflight_upto_ = upto;
+}
+
+// Unregisters s's in-flight blocks of index below `below` (SIZE_MAX: all,
+// when the sequence lets its run's blocks go).
+void Engine::drop_inflight(Sequence &s, size_t below) {
+  if (below == SIZE_MAX) s.inflight_upto_ = 0;
+  auto gone = std::remove_if(s.inflight_.begin(), s.inflight_.end(), [&](const std::pair<size_t, BlockKey> &e) {
+    if (e.first >= below) return false;
+    auto it = inflight_.find(e.second);
+    if (it != inflight_.end() && it->second == &s) inflight_.erase(it);
+    return true;
+  });
+  s.inflight_.erase(gone, s.inflight_.end());
+}
+
+// True when s's next full block is being computed by another sequence.
+bool Engine::waits_for_inflight(Sequence &s) const {
+  const size_t bs = static_cast<size_t>(options_.block_size);
+  const size_t next = static_cast<size_t>(s.resident_) / bs;
+  if (s.resident_ % static_cast<int64_t>(bs) != 0 || s.blocks_.size() != next || next >= s.keys_.size() ||
+      (s.tokens_.size() - 1) / bs <= next)
+    return false;
+  auto it = inflight_.find(s.keys_[next]);
+  return it != inflight_.end() && it->second != &s;
 }
 
 // A sequence holding no K/V picks up the longest run of cached full blocks
 // of its tokens, leaving at least its last token to compute (for logits).
 void Engine::match_prefix(Sequence &s) {
-  if (!s.blocks_.empty() || s.resident_ != 0 || s.tokens_.empty()) return;
+  // Also a sequence that waited for in-flight blocks: it goes on from its
+  // last full block (it holds no block past it).
+  const bool fresh = s.blocks_.empty() && s.resident_ == 0;
+  if (s.tokens_.empty() || !(fresh || s.waited_prefix_)) return;
   const size_t bs = static_cast<size_t>(options_.block_size);
+  const size_t have = s.blocks_.size();
+  if (static_cast<size_t>(s.resident_) != have * bs) return;
   const size_t limit = (s.tokens_.size() - 1) / bs;
+  if (have >= limit) return;
   while (s.keys_.size() < limit) s.keys_.push_back(block_key(s, s.keys_.size()));
   s.blocks_.reserve(limit);  // a retained block must never miss its slot
-  for (size_t i = 0; i < limit; ++i) {
+  for (size_t i = have; i < limit; ++i) {
     BlockId b = blocks_.lookup(s.keys_[i]);
     if (b < 0) break;
     s.blocks_.push_back(b);
   }
-  s.resident_ = static_cast<int64_t>(s.blocks_.size() * bs);
-  stats_.reused_tokens += static_cast<uint64_t>(s.resident_);
+  const int64_t gained = static_cast<int64_t>((s.blocks_.size() - have) * bs);
+  s.resident_ += gained;
+  stats_.reused_tokens += static_cast<uint64_t>(gained);
 }
 
 // Frees the blocks of the youngest request younger than for_ticket that is
@@ -675,6 +726,11 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
           if (s->done_ || s->in_step_ || rows_left == 0 || tokens_left == 0) continue;
           picking_seq_ = s;
           match_prefix(*s);
+          s->waited_prefix_ = waits_for_inflight(*s);
+          if (s->waited_prefix_) {
+            ++stats_.prefix_waits;
+            continue;
+          }
           const int64_t pending = s->goal_ - s->resident_;
           if ((pending == 1) != (pass == 0)) continue;
           const int64_t take = std::min({pending, options_.prefill_chunk, tokens_left});
@@ -685,6 +741,7 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
             continue;
           }
           batch.push_back({s, take});
+          register_inflight(*s);
           tokens_left -= take;
           --rows_left;
         }

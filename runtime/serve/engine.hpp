@@ -36,6 +36,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "model/transformer.hpp"
@@ -61,8 +62,10 @@ struct EngineStats {
   uint64_t prefill_tokens = 0, decode_tokens = 0;
   uint64_t reused_tokens = 0;  // tokens whose K/V came from the prefix cache instead of being computed
   uint64_t preemptions = 0, refused = 0, cancelled = 0, timed_out = 0;
-  uint64_t encode_batches = 0, encoded_sources = 0;  // encoder runs (attach_sources) and the sources they encoded
-  int64_t waiting = 0;                               // sequences with posted tokens not yet run
+  uint64_t encode_batches = 0, encoded_sources = 0;
+  uint64_t prefix_waits = 0;  // rounds a sequence skipped to reuse blocks another one was computing  // encoder runs
+                              // (attach_sources) and the sources they encoded
+  int64_t waiting = 0;        // sequences with posted tokens not yet run
   int64_t max_batch_rows = 0;
   uint64_t kv_budget_bytes = 0, kv_block_bytes = 0;
   BlockStats blocks{};
@@ -103,11 +106,14 @@ class Engine {
     uint64_t ticket_ = 0;    // the request's arrival order (older first; forks inherit it)
     bool expected_ = false;  // ran in the last step; the scheduler waits a moment for its next tokens
     // run() state
-    int64_t goal_ = 0;           // tokens_.size() when the run's tokens are all resident
-    int64_t computed_ = 0;       // tokens computed (not reused) during the current run
-    int64_t computed_upto_ = 0;  // positions below this were resident or computed during the current run
-    bool in_step_ = false;       // part of the step being computed now
-    bool queued_ = false;        // waiting for the scheduler
+    int64_t goal_ = 0;            // tokens_.size() when the run's tokens are all resident
+    int64_t computed_ = 0;        // tokens computed (not reused) during the current run
+    int64_t computed_upto_ = 0;   // positions below this were resident or computed during the current run
+    bool in_step_ = false;        // part of the step being computed now
+    bool waited_prefix_ = false;  // skipped a round: its next block was being computed by another sequence
+    std::vector<std::pair<size_t, BlockKey>> inflight_;  // (block index, key) it registered in Engine::inflight_
+    size_t inflight_upto_ = 0;                           // blocks below this index were registered
+    bool queued_ = false;                                // waiting for the scheduler
     bool done_ = false;
     std::vector<float> *logits_ = nullptr;  // where to put its last logits (row in the group's buffer)
     int64_t logits_row_ = 0;
@@ -192,6 +198,9 @@ class Engine {
   static Pools allocate_pools(const Transformer &model, const EngineOptions &options);
   Engine(const Transformer &model, const EngineOptions &options, BlockKey model_identity, Pools pools);
   void publish_full_blocks(Sequence &s);
+  void register_inflight(Sequence &s);
+  void drop_inflight(Sequence &s, size_t below);
+  bool waits_for_inflight(Sequence &s) const;
   void match_prefix(Sequence &s);
   bool preempt_one(uint64_t for_ticket);
   void forget_expected(Sequence &s);
@@ -208,8 +217,10 @@ class Engine {
   std::optional<BlockManager> cross_blocks_;  // of cross_pool_ (never keyed)
   std::deque<Group *> queue_;                 // groups with sequences still to run, in ticket order
   std::vector<EncodeJob *> encodes_;          // sources waiting to be encoded
-  std::vector<Sequence *> holders_;           // open sequences (candidates for preemption)
-  int64_t expected_ = 0;                      // sequences with expected_ set
+  // Keys of full blocks that a sequence in a step is computing (not yet published).
+  std::unordered_map<BlockKey, Sequence *, BlockKeyHash> inflight_;
+  std::vector<Sequence *> holders_;  // open sequences (candidates for preemption)
+  int64_t expected_ = 0;             // sequences with expected_ set
   // While the scheduler picks a step: the group and sequence it looks at (an
   // allocation failure there fails that request).
   Group *picking_group_ = nullptr;

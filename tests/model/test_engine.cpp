@@ -567,6 +567,42 @@ TEST(EngineTranslation, SourcesEncodedTogetherMatchContiguous) {
   }
 }
 
+// Two sequences that start with the same prompt at the same moment: the
+// second waits for the blocks the first is computing instead of computing
+// them too (many chats opening with one system prompt at once), and both
+// get the logits they get alone.
+TEST_F(EngineBatching, SamePromptAtOnceIsComputedOnce) {
+  EngineOptions o;
+  o.block_size = 4;
+  o.prefill_chunk = 8;  // the prompt takes several steps
+  o.gather_us = 0;
+  o.kv_budget_bytes = 4 << 20;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 64; ++i) prompt.push_back(static_cast<int32_t>(3 + (i * 13) % 120));
+  std::vector<int32_t> other = prompt;
+  other.back() = other.back() == 5 ? 6 : 5;  // the same but for the last token
+  const std::vector<float> want_a = logits_alone(*make_engine(*l_, o), prompt);
+  const std::vector<float> want_b = logits_alone(*make_engine(*l_, o), other);
+  auto engine = make_engine(*l_, o);
+  auto a = engine->open(), b = engine->open();
+  std::vector<int64_t> computed;
+  const std::vector<float> got = engine->run({a.get(), b.get()}, {prompt, other}, {}, &computed);
+  const auto st = engine->stats();
+  std::printf("prefill %llu tokens for 2 x 64, reused %llu, computed %lld + %lld, %llu waits\n",
+              static_cast<unsigned long long>(st.prefill_tokens + st.decode_tokens),
+              static_cast<unsigned long long>(st.reused_tokens), static_cast<long long>(computed[0]),
+              static_cast<long long>(computed[1]), static_cast<unsigned long long>(st.prefix_waits));
+  EXPECT_EQ(computed[0], 64);
+  EXPECT_EQ(computed[1], 4) << "the second computes only its last, partial block";
+  EXPECT_EQ(st.reused_tokens, 60u);
+  const size_t V = want_a.size();
+  ASSERT_EQ(got.size(), 2 * V);
+  double worst = 0;
+  for (size_t v = 0; v < V; ++v)
+    worst = std::max({worst, std::fabs(double(got[v]) - want_a[v]), std::fabs(double(got[V + v]) - want_b[v])});
+  EXPECT_LE(worst, 2 * kTolerance);
+}
+
 // A request that cannot get every block its step needs takes none and
 // preempts nobody (it took what it could, preempting younger sequences for
 // it, and then held blocks that let neither it nor them run).
