@@ -407,6 +407,15 @@ TEST_F(Wrapper, ThousandCreateFreeCyclesLeaveNothingBehind) {
   to.generation = &tg;
   std::vector<int32_t> first_tokens;
   std::string first_reply, first_json;
+  {  // start what the shared models start at first use (the chat model's serving engine) before counting
+    parley_generation_options cg = long_reply(4);
+    parley_chat_options co = parley::chat_options();
+    co.generation = &cg;
+    parley::ChatSession warm(*llm_, "sys");
+    warm.append(PARLEY_ROLE_USER, "hello");
+    warm.generate(&co);
+    de_en_->translate({"Hallo!"}, &to);
+  }
   const size_t threads_before = count_entries("/proc/self/task"), fds_before = count_entries("/proc/self/fd");
   for (int cycle = 0; cycle < 1000; ++cycle) {
     parley::Runtime rt = make_runtime(1);
