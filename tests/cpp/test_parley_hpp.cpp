@@ -553,6 +553,14 @@ TEST_F(Wrapper, GenerationAndRequestJsonHoldWhatTheGettersReturn) {
   parley::check(parley_request_reply_logprobs(chat.get(), &lp, &n));
   EXPECT_EQ(cdoc["result"]["logprobs"].get<std::vector<float>>(), std::vector<float>(lp, lp + n));
   EXPECT_EQ(cdoc["result"]["reply"], chat.take_reply());
+
+  // A translation request: its document holds the translation document.
+  parley::Request tr = parley::translate_submit(*de_en_, {DE_EN_TEXTS[3]});
+  ASSERT_TRUE(tr.wait());
+  const Json tdoc = Json::parse(tr.json(PARLEY_JSON_NO_TOKENS));
+  EXPECT_EQ(tdoc["request"], "translation");
+  EXPECT_EQ(tdoc["result"]["texts"][0]["hypotheses"][0]["text"], DE_EN_BEST[3]);
+  EXPECT_EQ(tr.take_translation().text(0), DE_EN_BEST[3]);
 }
 
 }  // namespace
