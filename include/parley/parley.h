@@ -14,9 +14,9 @@
  *  - Handles are opaque. Passing NULL where a handle or an output pointer is
  *    required returns PARLEY_ERROR_INVALID_ARGUMENT.
  *  - Option structs start with `size_t struct_size` and are filled by their
- *    `_init` function, a static inline in this header that sets struct_size
- *    to the caller's sizeof and calls the exported `_defaults` function,
- *    which writes only that many bytes. The library accepts struct_size of any earlier release and
+ *    `_init` function, which sets struct_size to the caller's sizeof and
+ *    calls the exported `_defaults` function, which writes only that many
+ *    bytes (the `_init` functions: end of this header). The library accepts struct_size of any earlier release and
  *    uses defaults for fields an older caller does not know; a struct_size
  *    that is smaller than the first release's or larger than this library's
  *    is refused with PARLEY_ERROR_INVALID_ARGUMENT. Option structs are always
@@ -76,7 +76,19 @@ PARLEY_API const char *parley_version_string(void);
 
 /* -------------------------------------------------------------- status */
 
-typedef enum parley_status {
+/*
+ * A status: PARLEY_OK (0) or one of the PARLEY_ERROR_* codes below. It is an
+ * int32_t on every platform, in every function's return type and wherever it
+ * is stored (C leaves an enum's size to the compiler; the codes are named by
+ * the enum parley_status_code, whose values never change). Until 0.1.x the
+ * return type was the enum itself: on every platform Parley supports (the
+ * System V x86-64 and AArch64 ABIs, Windows x64) an enum of these values is
+ * returned as a 32-bit int in the same register, so binaries built then keep
+ * working. Codes may be added; treat an unknown one as an error.
+ */
+typedef int32_t parley_status;
+
+typedef enum parley_status_code {
   PARLEY_OK = 0,
   PARLEY_ERROR_INVALID_ARGUMENT = 1, /* NULL handle/output, bad struct_size, unknown enum, bad value */
   /* An allocation failed (the message says for what); what was loaded stays usable: retry later. */
@@ -94,7 +106,7 @@ typedef enum parley_status {
   PARLEY_ERROR_BUSY = 13,               /* the object is in use by another call (a chat session called from
                                            its own callback or from two threads at once); nothing was done */
   PARLEY_ERROR_TIMEOUT = 14             /* the request's deadline passed before it finished */
-} parley_status;
+} parley_status_code;
 
 /*
  * A static English name for a status, e.g. "PARLEY_ERROR_INVALID_MODEL".
@@ -190,12 +202,7 @@ typedef struct parley_runtime_options {
  */
 PARLEY_API parley_status parley_runtime_options_defaults(parley_runtime_options *options);
 
-/* Fill `options` with defaults (inline, so sizeof is the caller's). */
-static inline parley_status parley_runtime_options_init(parley_runtime_options *options) {
-  if (!options) return parley_runtime_options_defaults(options);
-  options->struct_size = sizeof *options;
-  return parley_runtime_options_defaults(options);
-}
+/* parley_runtime_options_init: exported, declared at the end of this header. */
 
 /*
  * Create a runtime: a thread pool, a kernel registry and the plugins found in
@@ -373,12 +380,7 @@ typedef struct parley_model_options {
 /* Defaults for the first options->struct_size bytes; see parley_runtime_options_defaults. */
 PARLEY_API parley_status parley_model_options_defaults(parley_model_options *options);
 
-/* Fill `options` with defaults (inline, so sizeof is the caller's). */
-static inline parley_status parley_model_options_init(parley_model_options *options) {
-  if (!options) return parley_model_options_defaults(options);
-  options->struct_size = sizeof *options;
-  return parley_model_options_defaults(options);
-}
+/* parley_model_options_init: exported, declared at the end of this header. */
 
 /*
  * Load a model file (memory-mapped; pages are read on demand). The file is
@@ -601,13 +603,7 @@ typedef struct parley_generation_options {
 PARLEY_API parley_status parley_generation_options_defaults(const parley_model *model,
                                                             parley_generation_options *options);
 
-/* Fill options from the model's generation defaults (inline, so sizeof is the caller's). */
-static inline parley_status parley_generation_options_init(const parley_model *model,
-                                                           parley_generation_options *options) {
-  if (!options) return parley_generation_options_defaults(model, options);
-  options->struct_size = sizeof *options;
-  return parley_generation_options_defaults(model, options);
-}
+/* parley_generation_options_init: exported, declared at the end of this header. */
 
 /*
  * Prepare the model for running now instead of at the first generate /
@@ -932,11 +928,7 @@ typedef enum parley_long_text {
 } parley_long_text;
 
 PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options);
-static inline parley_status parley_translation_options_init(parley_translation_options *options) {
-  if (!options) return parley_translation_options_defaults(options);
-  options->struct_size = sizeof *options;
-  return parley_translation_options_defaults(options);
-}
+/* parley_translation_options_init: exported, declared at the end of this header. */
 
 /* Texts, scores and attention of one parley_translate call. */
 typedef struct parley_translation_result parley_translation_result;
@@ -1147,11 +1139,7 @@ typedef enum parley_chat_context_policy {
 } parley_chat_context_policy;
 
 PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *options);
-static inline parley_status parley_chat_options_init(parley_chat_options *options) {
-  if (!options) return parley_chat_options_defaults(options);
-  options->struct_size = sizeof *options;
-  return parley_chat_options_defaults(options);
-}
+/* parley_chat_options_init: exported, declared at the end of this header. */
 
 /*
  * Generate the assistant's reply to the conversation so far, stream it, and
@@ -1328,11 +1316,7 @@ typedef struct parley_request_options {
 } parley_request_options;
 
 PARLEY_API parley_status parley_request_options_defaults(parley_request_options *options);
-static inline parley_status parley_request_options_init(parley_request_options *options) {
-  if (!options) return parley_request_options_defaults(options);
-  options->struct_size = sizeof *options;
-  return parley_request_options_defaults(options);
-}
+/* parley_request_options_init: exported, declared at the end of this header. */
 
 /*
  * Submit a chat turn: parley_chat_generate(session, options, &reply) on a
@@ -1476,6 +1460,118 @@ PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *ses
  */
 PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, const void *data, size_t size,
                                                      parley_chat_session **out_session);
+
+/* ------------------------------------------- bindings: exported _init functions
+ * (appended in 0.1.x; issue 14) */
+
+/*
+ * The `_init` functions as exported symbols, for binding generators and FFI
+ * layers that cannot call a static inline function (bindgen, JNA, cgo's
+ * extern view, ctypes). Each sets options->struct_size to sizeof the struct
+ * as this header declares it and fills the defaults (the `_defaults`
+ * function of that struct, with its errors: PARLEY_ERROR_INVALID_ARGUMENT
+ * for NULL). Thread-safe; the generation one reads `model` (may be NULL).
+ *
+ * Size rule: an exported `_init` symbol always writes the size its struct had
+ * when the symbol was released. When a later release appends fields it adds
+ * a new version node for the grown function (runtime/capi/libparley.map)
+ * and keeps this one, so a program or a binding linked against this
+ * version keeps receiving the size it was built with. An FFI layer that
+ * looks symbols up by name at run time (dlsym: ctypes, JNA) gets the newest
+ * version instead: it should set struct_size to its own mirror's size and
+ * call the `_defaults` function.
+ *
+ * C and C++ callers compiled with this header call the static inline
+ * variants below through macros of the same names (sizeof is then the
+ * caller's, as it always was; a binary built with an earlier header
+ * inlined them and never calls the exported ones). Define
+ * PARLEY_NO_INLINE_INIT to call the exported functions instead; taking the
+ * address, or writing the name in parentheses, also reaches them.
+ */
+PARLEY_API parley_status(parley_runtime_options_init)(parley_runtime_options *options);
+PARLEY_API parley_status(parley_model_options_init)(parley_model_options *options);
+PARLEY_API parley_status(parley_generation_options_init)(const parley_model *model, parley_generation_options *options);
+PARLEY_API parley_status(parley_translation_options_init)(parley_translation_options *options);
+PARLEY_API parley_status(parley_chat_options_init)(parley_chat_options *options);
+PARLEY_API parley_status(parley_request_options_init)(parley_request_options *options);
+
+#if !defined(PARLEY_BUILDING_LIBRARY) && !defined(PARLEY_NO_INLINE_INIT)
+/* Fill `options` with defaults (inline, so sizeof is the caller's). */
+static inline parley_status parley_runtime_options_init_inline(parley_runtime_options *options) {
+  if (options) options->struct_size = sizeof *options;
+  return parley_runtime_options_defaults(options);
+}
+static inline parley_status parley_model_options_init_inline(parley_model_options *options) {
+  if (options) options->struct_size = sizeof *options;
+  return parley_model_options_defaults(options);
+}
+/* From the model's generation defaults (transformers' when model is NULL). */
+static inline parley_status parley_generation_options_init_inline(const parley_model *model,
+                                                                  parley_generation_options *options) {
+  if (options) options->struct_size = sizeof *options;
+  return parley_generation_options_defaults(model, options);
+}
+static inline parley_status parley_translation_options_init_inline(parley_translation_options *options) {
+  if (options) options->struct_size = sizeof *options;
+  return parley_translation_options_defaults(options);
+}
+static inline parley_status parley_chat_options_init_inline(parley_chat_options *options) {
+  if (options) options->struct_size = sizeof *options;
+  return parley_chat_options_defaults(options);
+}
+static inline parley_status parley_request_options_init_inline(parley_request_options *options) {
+  if (options) options->struct_size = sizeof *options;
+  return parley_request_options_defaults(options);
+}
+#define parley_runtime_options_init(options) parley_runtime_options_init_inline(options)
+#define parley_model_options_init(options) parley_model_options_init_inline(options)
+#define parley_generation_options_init(model, options) parley_generation_options_init_inline(model, options)
+#define parley_translation_options_init(options) parley_translation_options_init_inline(options)
+#define parley_chat_options_init(options) parley_chat_options_init_inline(options)
+#define parley_request_options_init(options) parley_request_options_init_inline(options)
+#endif
+
+/* ------------------------------------------- bindings: results in bulk as JSON
+ * (appended in 0.1.x; issue 14). The schema: docs/results_json.md. */
+
+/* Flags of the _json functions (OR-ed; 0: everything the result holds). */
+typedef enum parley_json_flags {
+  PARLEY_JSON_NO_TOKENS = 1,   /* leave out token ids (source and target) */
+  PARLEY_JSON_NO_ATTENTION = 2 /* leave out attention matrices (the bulk of a result that has them) */
+} parley_json_flags;
+
+/*
+ * A whole result as one JSON document, so that a binding reads it with one
+ * call instead of one getter call per field: *out_json receives UTF-8 JSON
+ * text, NUL-terminated, allocated by Parley (free it with
+ * parley_string_free), and *out_length (may be NULL) its length in bytes
+ * without the NUL. The result is unchanged. Numbers that are not finite (a
+ * score of -inf) are written as null. Errors: PARLEY_ERROR_INVALID_ARGUMENT
+ * (NULL result or out_json, flags other than parley_json_flags),
+ * PARLEY_ERROR_OUT_OF_MEMORY. Thread-safe (results are read-only).
+ *
+ * parley_translation_result_json: texts, scores, token ids, attention (when
+ * return_attention was set), protected spans, segments and per-text errors.
+ * parley_result_json: token ids, scores, log-probabilities (when requested)
+ * and constraint status of every hypothesis of a generate /
+ * translate_tokens result.
+ */
+PARLEY_API parley_status parley_translation_result_json(const parley_translation_result *result, uint32_t flags,
+                                                        char **out_json, size_t *out_length);
+PARLEY_API parley_status parley_result_json(const parley_generation_result *result, uint32_t flags, char **out_json,
+                                            size_t *out_length);
+
+/*
+ * A finished request (parley_request_status is not BUSY) as one JSON document:
+ * its kind, status, message and result without taking it: a chat turn's reply
+ * (and its log-probabilities when requested), a generation or translation as
+ * the functions above write them; the result is null when the request failed.
+ * Output as above. Errors: PARLEY_ERROR_INVALID_ARGUMENT (NULL, bad flags),
+ * PARLEY_ERROR_BUSY (not finished), PARLEY_ERROR_NOT_FOUND (the result was
+ * already taken). Thread-safe like parley_request_status.
+ */
+PARLEY_API parley_status parley_request_json(const parley_request *request, uint32_t flags, char **out_json,
+                                             size_t *out_length);
 
 #ifdef __cplusplus
 }

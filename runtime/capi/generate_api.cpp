@@ -7,6 +7,7 @@
 
 #include "capi/api_guard.hpp"
 #include "capi/request_control.hpp"
+#include "capi/results.hpp"
 #include "core/memory_scope.hpp"
 #include "core/runtime.hpp"
 #include "engine/generator.hpp"
@@ -16,10 +17,6 @@ using namespace parley;
 using parley::capi::check_struct_size;
 using parley::capi::guarded;
 using parley::capi::require;
-
-struct parley_generation_result {
-  std::vector<std::vector<parley::Hypothesis>> items;
-};
 
 namespace parley {
 

@@ -6,6 +6,7 @@
 // reach the blocking call through a thread-local RequestControl.
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,7 @@
 
 #include "capi/api_guard.hpp"
 #include "capi/request_control.hpp"
+#include "capi/result_json.hpp"
 #include "text/protect.hpp"
 
 using namespace parley;
@@ -606,6 +608,41 @@ PARLEY_API void parley_request_free(parley_request *request) {
   }
   if (request->thread.joinable()) request->thread.join();
   delete request;
+}
+
+PARLEY_API parley_status parley_request_json(const parley_request *request, uint32_t flags, char **out_json,
+                                             size_t *out_length) {
+  return guarded(__func__, [&] {
+    using parley::capi::Json;
+    require(request, "request");
+    require(out_json, "out_json");
+    parley::capi::check_json_flags(flags);
+    std::lock_guard<std::mutex> lock(request->mu);
+    if (!request->finished) fail(PARLEY_ERROR_BUSY, "the request has not finished yet (parley_request_wait)");
+    if (request->taken) fail(PARLEY_ERROR_NOT_FOUND, "the result was already taken from this request");
+    static constexpr const char *kKinds[] = {"chat", "generation", "translation", "translate_tokens"};
+    Json doc = {{"request", kKinds[static_cast<int>(request->kind)]},
+                {"status", parley_status_name(request->status)},
+                {"status_code", request->status},
+                {"message", request->message},
+                {"result", nullptr}};
+    if (request->status == PARLEY_OK) {
+      if (request->kind == Kind::kChat) {
+        Json chat = {{"kind", "chat"}, {"reply", request->reply ? request->reply : ""}};
+        if (request->has_reply_logprobs) {
+          Json lp = Json::array();
+          for (float x : request->reply_logprobs) lp.push_back(std::isfinite(x) ? Json(x) : Json(nullptr));
+          chat["logprobs"] = std::move(lp);
+        }
+        doc["result"] = std::move(chat);
+      } else if (request->kind == Kind::kTranslate) {
+        doc["result"] = parley::capi::translation_json(*request->translation_result, flags);
+      } else {
+        doc["result"] = parley::capi::generation_json(*request->generation_result, flags);
+      }
+    }
+    parley::capi::write_json(doc, out_json, out_length);
+  });
 }
 
 }  // extern "C"

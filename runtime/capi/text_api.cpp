@@ -8,6 +8,7 @@
 
 #include "capi/api_guard.hpp"
 #include "capi/request_control.hpp"
+#include "capi/results.hpp"
 #include "core/runtime.hpp"
 #include "engine/chat_session.hpp"
 #include "engine/chat_snapshot.hpp"
@@ -25,10 +26,6 @@ std::shared_ptr<const Constraint> resolve_constraint(const Model &model, const p
 bool wants_constraint(const parley_generation_options *options);
 }  // namespace parley::capi
 using parley::capi::resolve_generation_options;
-
-struct parley_translation_result {
-  std::vector<TextTranslation> items;
-};
 
 struct parley_chat_session {
   const parley_model *model;

@@ -34,6 +34,10 @@ ABIDW = ["abidw", "--no-corpus-path", "--no-show-locs", "--no-comp-dir-path", "-
          "--exported-interfaces-only", "--type-id-style", "hash", "--drop-private-types"]
 HEADERS = ("parley.h", "plugin.h")
 TYPE_DECL = re.compile(r"^typedef\s+(struct|enum)\s+(\w+)\s*\{", re.M)
+# Public typedefs of fixed-width integers (`typedef int32_t parley_status;`):
+# probed too, so that a type that was an enum and became such a typedef keeps
+# its probe and is compared under ENUM_AS_INT below.
+SCALAR_TYPEDEF = re.compile(r"^typedef\s+u?int(?:8|16|32|64)_t\s+(parley_\w+)\s*;", re.M)
 
 
 # ---- dumping -------------------------------------------------------------------
@@ -50,6 +54,12 @@ def probe_source(include_dir):
             arg = f"const {name} *p" if kind == "struct" else f"{name} e"
             lines.append(f"__attribute__((visibility(\"default\"))) void parley_abi_probe_{name}({arg}) "
                          f"{{ (void){'p' if kind == 'struct' else 'e'}; }}")
+        for name in SCALAR_TYPEDEF.findall(text):
+            if name in seen:
+                continue
+            seen.add(name)
+            lines.append(f"__attribute__((visibility(\"default\"))) void parley_abi_probe_{name}({name} e) "
+                         "{ (void)e; }")
     return "\n".join(lines) + "\n", sorted(seen)
 
 
@@ -132,10 +142,25 @@ class Corpus:
             return f"fn({', '.join(params)}) -> {self.type_name(ret.get('type-id'), depth + 1) if ret is not None else 'void'}"
         return f"<{t}>"
 
+    def abi_name(self, tid):
+        """type_name, with a 32-bit enum spelled as the int it travels as (ENUM_AS_INT)."""
+        name = self.type_name(tid)
+        e = self.by_id.get(tid)
+        while e is not None and e.tag == "typedef-decl":
+            e = self.by_id.get(e.get("type-id"))
+        if e is not None and e.tag == "enum-decl":
+            under = e.find("underlying-type")
+            base = self.by_id.get(under.get("type-id")) if under is not None else None
+            if base is not None and base.get("size-in-bits") == "32":
+                return ENUM_AS_INT
+        if name in ("int", "unsigned int"):
+            return ENUM_AS_INT if name == "int" else name
+        return name
+
     def signature(self, f):
-        params = [self.type_name(p.get("type-id")) if p.get("type-id") else "..." for p in f.findall("parameter")]
+        params = [self.abi_name(p.get("type-id")) if p.get("type-id") else "..." for p in f.findall("parameter")]
         ret = f.find("return")
-        return f"fn({', '.join(params)}) -> {self.type_name(ret.get('type-id')) if ret is not None else 'void'}"
+        return f"fn({', '.join(params)}) -> {self.abi_name(ret.get('type-id')) if ret is not None else 'void'}"
 
     def members(self, struct):
         out = []
@@ -143,6 +168,20 @@ class Corpus:
             v = m.find("var-decl")
             out.append((v.get("name"), int(m.get("layout-offset-in-bits", "0")), self.type_name(v.get("type-id"))))
         return out
+
+
+# A 32-bit enum passed or returned by value is the same ABI as an int on every
+# platform Parley supports: the System V x86-64 and AArch64 (AAPCS64)
+# calling conventions and Windows x64 pass and return both as a 32-bit integer
+# in the same register (eax / w0 / the first argument register), and the
+# caller ignores the upper bits in both cases. So parley_status turning from
+# `enum parley_status` into `typedef int32_t parley_status` (issue 14: the
+# header had promised int32_t across the ABI) breaks no old binary: its
+# values are unchanged (enum parley_status_code) and its storage is the same.
+# Only by-value function parameters/returns and typedef targets get this
+# equivalence; a struct member changing between enum and int is still
+# reported (the members' spelling is kept exact), as is any change of width.
+ENUM_AS_INT = "int32 (enum or int)"
 
 
 def compare(old_path, new_path):
@@ -195,7 +234,7 @@ def compare(old_path, new_path):
                                 f"{x.get('value')} -> {new_values[x.get('name')]}")
     for name, e in sorted(old.typedefs.items()):
         f = new.typedefs.get(name)
-        if f is not None and old.type_name(e.get("type-id")) != new.type_name(f.get("type-id")):
+        if f is not None and old.abi_name(e.get("type-id")) != new.abi_name(f.get("type-id")):
             problems.append(f"typedef {name} changed: {old.type_name(e.get('type-id'))} -> "
                             f"{new.type_name(f.get('type-id'))}")
     return problems
@@ -259,6 +298,11 @@ CASES = [  # (description, replacement of V1 text, expect_refused)
     ("change a parameter type", [("int32_t demo_count(const char *s)", "int32_t demo_count(const char *s, int x)")], True),
     ("change a callback signature", [("(void *user, const char *text)", "(void *user, const char *text, size_t n)")], True),
     ("change a return type", [("int32_t demo_count(", "int64_t demo_count(")], True),
+    ("return an enum as int32_t", [("typedef enum demo_status {", "typedef int32_t demo_status; enum demo_status_code {"),
+                                   ("DEMO_COUNT_ = 2 } demo_status;", "DEMO_COUNT_ = 2 };")], False),
+    ("return an enum as int64_t", [("typedef enum demo_status {", "typedef int64_t demo_status; enum demo_status_code {"),
+                                   ("DEMO_COUNT_ = 2 } demo_status;", "DEMO_COUNT_ = 2 };")], True),
+    ("return an int as unsigned", [("int32_t demo_count(", "uint32_t demo_count(")], True),
 ]
 
 

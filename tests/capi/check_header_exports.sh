@@ -15,7 +15,10 @@ symbols=$("$NM" -D --defined-only "$lib" | awk '{ n = $NF; sub(/@.*/, "", n); pr
   echo "check_header_exports: $NM -D --defined-only $lib failed" >&2
   exit 1
 }
-declared=$(sed -n 's/^PARLEY_API[^(]*[ *]\(parley_[a-z0-9_]*\)(.*/\1/p' "$header" | sort -u)
+# A name in parentheses (`parley_status(parley_x_init)(...)`: a macro of the
+# same name serves C callers) is the declared function, not the return type.
+declared=$(sed -n -e 's/^PARLEY_API[^(]*(\(parley_[a-z0-9_]*\))(.*/\1/p' \
+  -e 's/^PARLEY_API[^(]*[ *]\(parley_[a-z0-9_]*\)(.*/\1/p' "$header" | sort -u)
 if [ -z "$declared" ]; then
   echo "check_header_exports: $header declares no PARLEY_API function" >&2
   exit 1

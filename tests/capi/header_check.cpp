@@ -7,7 +7,8 @@
 
 static_assert(std::is_standard_layout<parley_runtime_options>::value, "options must be plain C structs");
 static_assert(std::is_standard_layout<parley_tensor_info>::value, "info structs must be plain C structs");
-static_assert(sizeof(parley_status) == sizeof(int), "enums are int-sized in the C ABI");
+static_assert(std::is_same<parley_status, int32_t>::value, "parley_status is int32_t across the ABI");
+static_assert(sizeof(parley_status_code) == sizeof(int), "the codes enum is int-sized");
 
 int parley_header_check_cpp();
 int parley_header_check_cpp() {

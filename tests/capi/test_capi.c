@@ -194,6 +194,44 @@ static void capture_log(void *user_data, parley_log_severity severity, const cha
 
 /* ------------------------------------------------------------------ tests */
 
+/* The exported _init functions (for FFI) fill exactly what the header's inline
+ * ones do; the parenthesised name bypasses the macro that serves C callers. */
+#define CHECK_SAME_INIT(type, call_inline, call_exported) \
+  do {                                                    \
+    type a_, b_;                                          \
+    memset(&a_, 0xA5, sizeof a_);                         \
+    memset(&b_, 0xA5, sizeof b_);                         \
+    CHECK_OK(call_inline);                                \
+    CHECK_OK(call_exported);                              \
+    CHECK(b_.struct_size == sizeof(type));                \
+    CHECK(memcmp(&a_, &b_, sizeof(type)) == 0);           \
+  } while (0)
+
+static void test_exported_inits(void) {
+  parley_status (*fn)(parley_runtime_options *) = &parley_runtime_options_init;
+  parley_runtime_options ro;
+  CHECK_SAME_INIT(parley_runtime_options, parley_runtime_options_init(&a_), (parley_runtime_options_init)(&b_));
+  CHECK_SAME_INIT(parley_model_options, parley_model_options_init(&a_), (parley_model_options_init)(&b_));
+  CHECK_SAME_INIT(parley_generation_options, parley_generation_options_init(NULL, &a_),
+                  (parley_generation_options_init)(NULL, &b_));
+  CHECK_SAME_INIT(parley_translation_options, parley_translation_options_init(&a_),
+                  (parley_translation_options_init)(&b_));
+  CHECK_SAME_INIT(parley_chat_options, parley_chat_options_init(&a_), (parley_chat_options_init)(&b_));
+  CHECK_SAME_INIT(parley_request_options, parley_request_options_init(&a_), (parley_request_options_init)(&b_));
+  /* Through a function pointer (what an FFI layer holds), and NULL. */
+  memset(&ro, 0, sizeof ro);
+  CHECK_OK(fn(&ro));
+  CHECK(ro.struct_size == sizeof ro && ro.plugin_sources == PARLEY_PLUGINS_DEFAULT);
+  CHECK_STATUS(fn(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "NULL") != NULL);
+  CHECK_STATUS((parley_model_options_init)(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS((parley_generation_options_init)(NULL, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS((parley_translation_options_init)(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS((parley_chat_options_init)(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS((parley_request_options_init)(NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(sizeof(parley_status) == 4);
+}
+
 static void test_versions(void) {
   char expect[64];
   CHECK(parley_version() == (uint32_t)PARLEY_VERSION_NUMBER);
@@ -1661,6 +1699,7 @@ int main(void) {
 
   test_versions();
   test_status_and_dtype_names();
+  test_exported_inits();
   test_runtime_create();
   test_log_callback_and_bogus_plugin();
 
