@@ -2,11 +2,13 @@
 
 #include <parley/parley.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +17,12 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "json_lines.hpp"
+#include "progress.hpp"
+#ifdef PARLEY_HAVE_LIBEDIT
+#include <editline/readline.h>  // libedit (BSD licence): line editing and history for `parley chat` on a terminal
+#endif
 
 namespace parley_cli {
 
@@ -53,9 +61,14 @@ bool next_line(std::istream &in, std::string &line) {
   return true;
 }
 
+// The progress bar of the running `parley translate`, if any: erased before
+// a message goes to stderr.
+Progress *g_progress = nullptr;
+
 // Why a line failed, by its input line number (the library names only the
 // text's index within one call; this maps it back).
 void report_line(size_t number, parley_status st, const char *message) {
+  if (g_progress) g_progress->clear();
   std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, message, parley_status_name(st));
 }
 
@@ -158,12 +171,14 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const Protection &p
   size_t next = 0;
   for (const auto &l : lines) {
     size_t n = 0;
+    nlohmann::json j = {{"line", l.number}, {"hypotheses", nlohmann::json::array()}};
     if (!l.text.empty()) {
       int32_t status = PARLEY_OK;
       const char *message = "";
       parley_translation_result_error(r, next, &status, &message);
       if (status != PARLEY_OK) {
         report_line(l.number, static_cast<parley_status>(status), message);
+        j["error"] = {{"status", parley_status_name(static_cast<parley_status>(status))}, {"message", message}};
         ++*bad_lines;
       } else {
         parley_translation_result_hypothesis_count(r, next, &n);
@@ -173,14 +188,19 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const Protection &p
         const char *text = nullptr;
         float score = 0.f;
         parley_translation_result_text(r, next, h, &text, &score);
-        if (with_scores)
+        if (a.json)
+          j["hypotheses"].push_back({{"text", text}, {"score", score}});
+        else if (with_scores)
           std::printf("%.4f\t%s\n", static_cast<double>(score), text);
         else
           std::printf("%s\n", text);
       }
       ++next;
     }
-    for (size_t h = n; h < a.nbest; ++h) std::printf("\n");
+    if (a.json)
+      print_json_line(j);
+    else
+      for (size_t h = n; h < a.nbest; ++h) std::printf("\n");
   }
   std::fflush(stdout);
   parley_translation_result_free(r);
@@ -263,6 +283,7 @@ int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p
       const char *message = "";
       parley_translation_result_error(r, k - first, &status, &message);
       if (status != PARLEY_OK) {
+        if (g_progress) g_progress->clear();
         std::fprintf(stderr, "parley: %s %zu: %s (%s)\n", a.unit.c_str(), k + 1, message,
                      parley_status_name(static_cast<parley_status>(status)));
         ++bad;
@@ -275,10 +296,12 @@ int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p
         show_protected(r, k - first, a.unit.c_str(), k + 1, all.substr(kept[k].begin, kept[k].end - kept[k].begin));
     }
     parley_translation_result_free(r);
+    if (g_progress) g_progress->update(last, kept[last - 1].end);
   }
   std::fwrite(all.data() + at, 1, all.size() - at, stdout);
   std::fflush(stdout);
   if (bad) {
+    if (g_progress) g_progress->clear();
     std::fprintf(stderr, "parley: %zu of %zu %s(s) could not be translated\n", bad, kept.size(), a.unit.c_str());
     return 1;
   }
@@ -316,7 +339,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
         std::fprintf(stderr,
                      "parley: --protect: unknown class '%s' (numbers, emails, urls, placeholders, markup, all)\n",
                      name.c_str());
-        return 1;
+        return 2;
       }
     }
   }
@@ -338,7 +361,11 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   for (const auto &x : p.glossary) p.glossary_ptrs.push_back(x.c_str());
   if (a.unit != "line" && a.nbest > 1) {
     std::fprintf(stderr, "parley: --nbest needs --unit line\n");
-    return 1;
+    return 2;
+  }
+  if (a.unit != "line" && a.json) {
+    std::fprintf(stderr, "parley: --json needs --unit line (one JSON object per input line)\n");
+    return 2;
   }
   std::ifstream file;
   if (!a.input.empty()) {
@@ -351,6 +378,17 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   std::istream &in = a.input.empty() ? std::cin : file;
   parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
+  struct stat input_stat {};  // the input's size, when it is a file: the bar's percentage
+  const bool sized_input =
+      (a.input.empty() ? fstat(STDIN_FILENO, &input_stat) : stat(a.input.c_str(), &input_stat)) == 0 &&
+      S_ISREG(input_stat.st_mode);
+  Progress progress(sized_input ? static_cast<uint64_t>(input_stat.st_size) : 0, a.unit == "line"        ? "lines"
+                                                                                 : a.unit == "paragraph" ? "paragraphs"
+                                                                                                         : "documents");
+  g_progress = &progress;
+  struct Unset {
+    ~Unset() { g_progress = nullptr; }
+  } unset;
   int rc = 0;
   if (a.unit != "line") {
     std::string all;
@@ -366,15 +404,19 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   std::vector<Line> lines;
   std::string text;
   size_t number = 0, bad = 0;
+  uint64_t consumed = 0;
   while (rc == 0 && next_line(in, text)) {
     lines.push_back({text, ++number});
+    consumed += text.size() + 1;
     if (lines.size() >= a.batch) {
       rc = translate_batch(m, a, p, lines, &bad);
       lines.clear();
+      progress.update(number, consumed);
     }
   }
   if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, p, lines, &bad);
   parley_model_free(m);
+  progress.clear();
   if (rc == 0 && bad) {
     std::fprintf(stderr, "parley: %zu of %zu line(s) could not be translated (empty output lines)\n", bad, number);
     rc = 1;
@@ -426,7 +468,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
       parley_chat_session_free(s);
       parley_model_free(m);
       std::fprintf(stderr, "parley chat: cannot read %s\n", path->c_str());
-      return 2;
+      return 1;
     }
     std::stringstream css;
     css << cf.rdbuf();
@@ -443,22 +485,44 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   o.generation = &g;
   o.stop_strings = stops.data();
   o.num_stop_strings = stops.size();
-  o.on_text = print_delta;
+  o.on_text = a.json ? nullptr : print_delta;  // --json: the whole reply in one object
 
-  const bool tty = isatty(STDIN_FILENO);
-  if (tty)
-    std::printf("Chatting with %s. /reset starts over, /stats shows the cache counters, Ctrl-D quits.\n",
-                a.model.c_str());
+  // A person at a terminal gets a prompt, line editing and history (libedit);
+  // piped input is read as it is and never echoed: stdout holds the replies only.
+  const bool tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+  if (tty) std::printf("Chatting with %s. /help lists the commands, Ctrl-D quits.\n", a.model.c_str());
   std::string line;
   size_t number = 0, bad = 0;
   int rc = 0;
-  while (true) {
+  auto read_line = [&]() -> bool {
+#ifdef PARLEY_HAVE_LIBEDIT
+    if (tty) {
+      char *l = readline("> ");
+      if (!l) return false;
+      line = l;
+      std::free(l);
+      if (!line.empty()) add_history(line.c_str());
+      return true;
+    }
+#endif
     if (tty) {
       std::printf("> ");
       std::fflush(stdout);
     }
-    if (!next_line(std::cin, line)) break;
+    return next_line(std::cin, line);
+  };
+  while (true) {
+    if (!read_line()) break;
     ++number;
+    if (line == "/help") {
+      std::printf(
+          "/reset  start the conversation over (the system prompt stays)\n"
+          "/stats  the prompt and KV-cache counters of the last reply\n"
+          "/help   this list\n"
+          "Ctrl-C cancels a reply; Ctrl-D (end of input) quits.\n");
+      std::fflush(stdout);
+      continue;
+    }
     if (line == "/reset") {
       parley_chat_reset(s);
       continue;
@@ -481,14 +545,36 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
     st = parley_chat_append_n(s, PARLEY_ROLE_USER, line.data(), line.size());
     if (st != PARLEY_OK) {
       report_line(number, st, parley_last_error());
+      if (a.json)
+        print_json_line(
+            {{"line", number}, {"error", {{"status", parley_status_name(st)}, {"message", parley_last_error()}}}});
       ++bad;
       continue;
     }
-    if (!tty) std::printf("> %s\n", line.c_str());
-    st = parley_chat_generate(s, &o, nullptr);
-    std::printf("\n");
+    char *reply = nullptr;
+    st = parley_chat_generate(s, &o, a.json ? &reply : nullptr);
+    if (a.json) {
+      nlohmann::json j = {{"line", number}};
+      if (st == PARLEY_OK) {
+        j["reply"] = reply ? reply : "";
+        parley_chat_stats cs{};
+        cs.struct_size = sizeof cs;
+        if (parley_chat_stats_get(s, &cs) == PARLEY_OK) {
+          j["prompt_tokens"] = cs.prompt_tokens;
+          j["reused_tokens"] = cs.reused_tokens;
+          j["generated_tokens"] = cs.generated_tokens;
+          if (g.grammar || g.json_schema) j["complete"] = cs.constraint_status != PARLEY_CONSTRAINT_INCOMPLETE;
+        }
+      } else {
+        j["error"] = {{"status", parley_status_name(st)}, {"message", parley_last_error()}};
+      }
+      print_json_line(j);
+      parley_string_free(reply);
+    } else {
+      std::printf("\n");
+    }
     if (st == PARLEY_ERROR_CANCELLED) {
-      std::printf("[cancelled]\n");
+      if (!a.json) std::printf("[cancelled]\n");
       continue;
     }
     if (st == PARLEY_ERROR_INVALID_ARGUMENT) {
@@ -528,33 +614,137 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   return rc;
 }
 
+namespace {
+
+std::string shell_quote(const std::string &s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Can `python` import the converter? If not, *why is the last line it printed
+// (e.g. "ModuleNotFoundError: No module named 'numpy'").
+bool has_converter(const std::string &python, std::string *why) {
+  std::string cmd = shell_quote(python) + " -c 'import parley_format.convert.cli' 2>&1";
+  FILE *p = popen(cmd.c_str(), "r");
+  if (!p) {
+    *why = std::strerror(errno);
+    return false;
+  }
+  std::string out;
+  char buf[512];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int status = pclose(p);
+  if (status == 0) return true;
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  size_t nl = out.rfind('\n');
+  *why = out.empty() ? "it cannot be run" : out.substr(nl == std::string::npos ? 0 : nl + 1);
+  return false;
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+std::string on_path(const char *name) {
+  const char *path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return {};
+}
+
+[[noreturn]] void exec_or_die(const std::string &program, std::vector<std::string> argv) {
+  std::vector<char *> ptrs;
+  for (auto &a : argv) ptrs.push_back(a.data());
+  ptrs.push_back(nullptr);
+  execv(program.c_str(), ptrs.data());
+  std::fprintf(stderr, "parley: convert: running %s failed: %s\n", program.c_str(), std::strerror(errno));
+  std::exit(1);
+}
+
+}  // namespace
+
 int convert(const std::vector<std::string> &args) {
-  // The converter is Python (formats/python, console script parley-convert);
-  // run it as a module so one interpreter choice (PARLEY_PYTHON) covers both
-  // an installed package and this source tree.
-  const char *python = std::getenv("PARLEY_PYTHON");
-  if (!python || !*python) python = "python3";
+  // The converter is Python (parley_format; console script parley-convert).
+  // The first of these runs it:
+  //  1. $PARLEY_PYTHON -m parley_format.convert (the `parley` command of the
+  //     Python package sets it to its own interpreter);
+  //  2. parley-convert beside this program (the same install or virtualenv);
+  //  3. a build tree's program: the interpreter the build was configured with
+  //     (else python3), with this source tree's formats/python on PYTHONPATH;
+  //  4. parley-convert on PATH.
+  // An interpreter is asked first whether it can import the converter, so a
+  // missing package is one clear line, not a traceback.
+  static const char kInstall[] =
+      "install the converter: pip install 'parley-runtime[convert]' (or, in a source tree, pip install "
+      "'formats/python[convert]'), or set PARLEY_PYTHON to a Python that has it";
+  auto run_module = [&](const std::string &python) {
+    std::vector<std::string> argv = {python, "-m", "parley_format.convert"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    if (python.find('/') == std::string::npos) {  // a bare name: look it up on PATH, as a shell would
+      std::string found = on_path(python.c_str());
+      if (found.empty()) {
+        std::fprintf(stderr, "parley: convert: %s is not on PATH; %s\n", python.c_str(), kInstall);
+        std::exit(1);
+      }
+      exec_or_die(found, argv);
+    }
+    exec_or_die(python, argv);
+  };
+  std::string why;
 #ifdef PARLEY_FORMATS_PYTHON_DIR
-  if (access(PARLEY_FORMATS_PYTHON_DIR, R_OK) == 0) {
+  bool in_source_tree = false;
+  // A build tree's program: this source tree's converter comes first on PYTHONPATH.
+  if (access(PARLEY_FORMATS_PYTHON_DIR "/parley_format", R_OK) == 0) {
+    in_source_tree = true;
     std::string path = PARLEY_FORMATS_PYTHON_DIR;
     if (const char *old = std::getenv("PYTHONPATH"); old && *old) path += std::string(":") + old;
     setenv("PYTHONPATH", path.c_str(), 1);
   }
 #endif
-  std::vector<char *> argv;
-  std::string mod = "parley_format.convert";
-  argv.push_back(const_cast<char *>(python));
-  argv.push_back(const_cast<char *>("-m"));
-  argv.push_back(mod.data());
-  std::vector<std::string> copy = args;
-  for (auto &s : copy) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  execvp(python, argv.data());
-  std::fprintf(
-      stderr,
-      "parley: convert needs Python with the converter (pip install -r formats/python/requirements-convert.txt "
-      "&& pip install formats/python); running %s failed: %s (set PARLEY_PYTHON to choose the interpreter)\n",
-      python, std::strerror(errno));
+  if (const char *python = std::getenv("PARLEY_PYTHON"); python && *python) {
+    if (!has_converter(python, &why)) {
+      std::fprintf(stderr, "parley: convert: PARLEY_PYTHON=%s cannot import the converter (%s); %s\n", python,
+                   why.c_str(), kInstall);
+      return 1;
+    }
+    run_module(python);
+  }
+  const std::string dir = exe_dir();
+  if (!dir.empty() && access((dir + "/parley-convert").c_str(), X_OK) == 0) {
+    std::vector<std::string> argv = {dir + "/parley-convert"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    exec_or_die(argv[0], argv);
+  }
+#ifdef PARLEY_FORMATS_PYTHON_DIR
+  if (in_source_tree) {
+#ifdef PARLEY_BUILD_PYTHON
+    const std::string python = PARLEY_BUILD_PYTHON;
+#else
+    const std::string python = "python3";
+#endif
+    if (has_converter(python, &why)) run_module(python);
+    std::fprintf(stderr, "parley: convert: %s cannot import the converter of this source tree (%s); %s\n",
+                 python.c_str(), why.c_str(), kInstall);
+    return 1;
+  }
+#endif
+  if (std::string found = on_path("parley-convert"); !found.empty()) {
+    std::vector<std::string> argv = {found};
+    argv.insert(argv.end(), args.begin(), args.end());
+    exec_or_die(found, argv);
+  }
+  std::fprintf(stderr,
+               "parley: convert: no converter found (no PARLEY_PYTHON, no parley-convert beside %s or on PATH); %s\n",
+               dir.empty() ? "this program" : dir.c_str(), kInstall);
   return 1;
 }
 
