@@ -344,16 +344,29 @@ def test_chat_on_a_terminal_edits_lines_and_knows_help():
     proc = subprocess.Popen([CLI, "chat", LLM, "--threads", "1", "--max-tokens", "4"], stdin=slave, stdout=slave,
                             stderr=slave, env=env, close_fds=True)
     os.close(slave)
+
+    def type_keys(keys: bytes) -> None:
+        # As a person types: after the prompt. Keys that arrive before libedit
+        # has put the terminal in raw mode go through the kernel's line
+        # discipline instead (a Ctrl-D there is lost and the chat waits on).
+        time.sleep(0.3)
+        os.write(master, keys)
+
     try:
         assert b"/help" in _read_pty(master, proc, until=b"> ")
         # Typed "stats", Ctrl-A (start of line), "/": only line editing makes that "/stats".
-        os.write(master, b"stats\x01/\r")
+        type_keys(b"stats\x01/\r")
         assert re.search(rb"prompt \d+ tokens, \d+ reused", _read_pty(master, proc, until=b"> "))
-        os.write(master, b"/help\r")
+        type_keys(b"/help\r")
         shown = _read_pty(master, proc, until=b"> ")
         assert b"/reset" in shown and b"/stats" in shown, shown
-        os.write(master, b"\x04")  # Ctrl-D: end of input
-        proc.wait(timeout=30)
+        type_keys(b"Hello!\r")  # a reply, then the prompt again
+        assert _read_pty(master, proc, until=b"> ").count(b"\n") >= 2
+        type_keys(b"\x1b[A\x1b[A\r")  # up, up: the history's "/help" again
+        shown = _read_pty(master, proc, until=b"> ")
+        assert b"/reset" in shown, shown
+        type_keys(b"\x04")  # Ctrl-D: end of input
+        proc.wait(timeout=60)
     finally:
         proc.kill()
         os.close(master)
