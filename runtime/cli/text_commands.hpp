@@ -42,7 +42,7 @@ struct ChatArgs {
 
 int translate(parley_runtime *rt, const TranslateArgs &a);
 int chat(parley_runtime *rt, const ChatArgs &a);
-int convert(const std::vector<std::string> &args);
+int convert(const std::vector<std::string> &args);  // convert_command.cpp
 
 // --json forms of `parley plugins` and `parley inspect` (json_commands.cpp).
 int plugins_json(parley_runtime *rt);
