@@ -348,7 +348,8 @@ def test_chat_on_a_terminal_edits_lines_and_knows_help():
     def type_keys(keys: bytes) -> None:
         # As a person types: after the prompt. Keys that arrive before libedit
         # has put the terminal in raw mode go through the kernel's line
-        # discipline instead (a Ctrl-D there is lost and the chat waits on).
+        # discipline instead: a Ctrl-D typed ahead is then not seen as end of
+        # input (another Ctrl-D is needed), and the chat would wait on.
         time.sleep(0.3)
         os.write(master, keys)
 
