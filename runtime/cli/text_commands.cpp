@@ -277,7 +277,11 @@ int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p
     parley_status st = parley_translate_n(m, texts.data(), lengths.data(), texts.size(), &o, &r);
     if (st != PARLEY_OK) return fail(st, "translate");
     for (size_t k = first; k < last; ++k) {
-      std::fwrite(all.data() + at, 1, kept[k].begin - at, stdout);
+      // --json: one object per unit with its byte range in the input; else the
+      // whitespace before the unit, as it was, then its translation.
+      nlohmann::json j = {
+          {a.unit, k + 1}, {"source_offset", kept[k].begin}, {"source_length", kept[k].end - kept[k].begin}};
+      if (!a.json) std::fwrite(all.data() + at, 1, kept[k].begin - at, stdout);
       at = kept[k].end;
       int32_t status = PARLEY_OK;
       const char *message = "";
@@ -286,19 +290,28 @@ int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p
         if (g_progress) g_progress->clear();
         std::fprintf(stderr, "parley: %s %zu: %s (%s)\n", a.unit.c_str(), k + 1, message,
                      parley_status_name(static_cast<parley_status>(status)));
+        if (a.json) {
+          j["error"] = {{"status", parley_status_name(static_cast<parley_status>(status))}, {"message", message}};
+          print_json_line(j);
+        }
         ++bad;
         continue;
       }
       const char *text = "";
       parley_translation_result_text(r, k - first, 0, &text, nullptr);
-      std::fputs(text, stdout);
+      if (a.json) {
+        j["text"] = text;
+        print_json_line(j);
+      } else {
+        std::fputs(text, stdout);
+      }
       if (a.show_protected)
         show_protected(r, k - first, a.unit.c_str(), k + 1, all.substr(kept[k].begin, kept[k].end - kept[k].begin));
     }
     parley_translation_result_free(r);
     if (g_progress) g_progress->update(last, kept[last - 1].end);
   }
-  std::fwrite(all.data() + at, 1, all.size() - at, stdout);
+  if (!a.json) std::fwrite(all.data() + at, 1, all.size() - at, stdout);
   std::fflush(stdout);
   if (bad) {
     if (g_progress) g_progress->clear();
@@ -361,10 +374,6 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   for (const auto &x : p.glossary) p.glossary_ptrs.push_back(x.c_str());
   if (a.unit != "line" && a.nbest > 1) {
     std::fprintf(stderr, "parley: --nbest needs --unit line\n");
-    return 2;
-  }
-  if (a.unit != "line" && a.json) {
-    std::fprintf(stderr, "parley: --json needs --unit line (one JSON object per input line)\n");
     return 2;
   }
   std::ifstream file;

@@ -199,7 +199,6 @@ def test_version_help_and_usage_errors_exit_2():
         ["inspect", DE_EN, "--kv-cache", "bf16"],  # not one of the choices
         ["translate", DE_EN, "--nbest", "2", "--unit", "paragraph"],
         ["translate", DE_EN, "--protect", "numbers,phones"],
-        ["translate", DE_EN, "--json", "--unit", "document"],
     ]
     for args in usage:
         out = cli(args, b"Hallo\n")
@@ -265,6 +264,22 @@ def test_translate_json_lines():
     plain = run(["translate", DE_EN], GOOD[0] + b"\n").stdout.decode().strip()
     assert got[0]["hypotheses"][0]["text"] == plain
     assert out.returncode == 1
+
+
+
+def test_translate_json_paragraphs(tmp_path):
+    doc = tmp_path / "doc.txt"
+    paragraphs = [b" ".join(GOOD[k:k + 3]) for k in range(0, 9, 3)]
+    data = b"\n\n".join(paragraphs) + b"\n"
+    doc.write_bytes(data)
+    out = run(["translate", DE_EN, "--input", str(doc), "--unit", "paragraph", "--json"], b"")
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert [g["paragraph"] for g in got] == [1, 2, 3], got
+    for g, para in zip(got, paragraphs):
+        assert data[g["source_offset"]:g["source_offset"] + g["source_length"]] == para
+    plain = run(["translate", DE_EN, "--input", str(doc), "--unit", "paragraph"], b"").stdout.decode()
+    assert plain == "\n\n".join(g["text"] for g in got) + "\n"
 
 
 def _read_pty(fd: int, proc: subprocess.Popen, until: bytes | None = None, timeout: float = 120) -> bytes:
