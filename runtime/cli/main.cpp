@@ -6,6 +6,8 @@
 //   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample]
 //               [--grammar-file F | --json-schema-file F] ...
 //   parley convert HF_DIR|MODEL.gguf OUT.parley [converter options]
+//   parley --version; --json on plugins, inspect, translate and chat (json_commands.cpp, text_commands.cpp).
+// Exit status: 0 success, 1 failure (a file, a line, a checksum), 2 usage error.
 #include <parley/parley.h>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "../core/escape.hpp"  // header-only: file content made printable before it reaches a terminal
+#include "config_names.hpp"
 #include "text_commands.hpp"
 
 namespace {
@@ -40,6 +43,7 @@ struct Common {
   std::vector<std::string> load;
   int threads = 0;
   bool verbose = false;
+  bool json = false;  // --json: one JSON document (plugins, inspect) or JSON lines (translate, chat) on stdout
 };
 
 parley_status make_runtime(const Common &c, parley_runtime **rt) {
@@ -156,7 +160,10 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     } else {
       int64_t v = 0;
       parley_model_config_int(m, key, &v);
-      std::printf("  %-36s %" PRId64 "\n", key, v);
+      if (const char *name = parley_cli::config_enum_name(key, v))
+        std::printf("  %-36s %s\n", key, name);
+      else
+        std::printf("  %-36s %" PRId64 "\n", key, v);
     }
   }
   const char *kinds[] = {"sentencepiece", "byte-level-bpe"}, *roles[] = {"shared", "source", "target"};
@@ -211,7 +218,10 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     std::printf("  %-48s %-5s %-18s %10s  %s%s\n", safe(t.name).c_str(), parley_dtype_name(t.dtype), shape.c_str(),
                 human_bytes(t.length).c_str(), verdict, quant.c_str());
   }
-  if (parley_model_prepare(m) == PARLEY_OK) {
+  if (bad || bad_blobs)  // the loader refuses such a file (verify_checksums, the default)
+    std::printf("Runnable: NO — %zu tensor(s) and %zu tokenizer blob(s) failed checksum verification\n", bad,
+                bad_blobs);
+  else if (parley_model_prepare(m) == PARLEY_OK) {
     std::printf("Runnable: yes (every tensor the config needs is present with its shape)\n");
     auto mem = sized<parley_model_memory>();
     if (parley_model_memory_usage(m, &mem) == PARLEY_OK)
@@ -261,7 +271,7 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
   if (bad || bad_blobs) {
     std::fprintf(stderr, "parley: %zu tensor(s) and %zu tokenizer blob(s) failed checksum verification\n", bad,
                  bad_blobs);
-    return 2;
+    return 1;
   }
   return 0;
 }
@@ -271,12 +281,14 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
 int main(int argc, char **argv) {
   CLI::App app{"parley — Transformer inference runtime tools"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("parley ") + parley_version_string());
   Common common;
   auto add_common = [&](CLI::App *sub) {
     sub->add_option("--plugin-dir", common.plugin_dirs, "Extra directory to search for plugins (repeatable)");
     sub->add_option("--load", common.load, "Load a plugin library explicitly (repeatable)");
     sub->add_option("--threads", common.threads, "Kernel threads (0 = all CPUs)")->check(CLI::Range(0, 1024));
     sub->add_flag("-v,--verbose", common.verbose, "Debug logging");
+    sub->add_flag("--json", common.json, "Machine-readable output on stdout (JSON; translate and chat: one line each)");
   };
   auto *plugins = app.add_subcommand("plugins", "List plugins, devices and kernels");
   add_common(plugins);
@@ -366,7 +378,21 @@ int main(int argc, char **argv) {
   convert->allow_extras();
   convert->prefix_command();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help / --version: 0; every usage error: 2 (not CLI11's 105-115)
+  }
+  ta.json = ca.json = common.json;
+  if (common.json && (plugins->parsed() || inspect->parsed())) {
+    parley_runtime *rt = nullptr;
+    parley_status st = make_runtime(common, &rt);
+    if (st != PARLEY_OK) return report(st, "runtime");
+    int rc = plugins->parsed() ? parley_cli::plugins_json(rt)
+                               : parley_cli::inspect_json(rt, file, !no_verify, device, kv_cache);
+    parley_runtime_free(rt);
+    return rc;
+  }
   if (plugins->parsed()) return cmd_plugins(common);
   if (convert->parsed()) return parley_cli::convert(convert->remaining());
   if (translate->parsed() || chat->parsed()) {

@@ -2,11 +2,13 @@
 
 #include <parley/parley.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +17,12 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "json_lines.hpp"
+#include "progress.hpp"
+#ifdef PARLEY_HAVE_LIBEDIT
+#include <editline/readline.h>  // libedit (BSD licence): line editing and history for `parley chat` on a terminal
+#endif
 
 namespace parley_cli {
 
@@ -53,9 +61,14 @@ bool next_line(std::istream &in, std::string &line) {
   return true;
 }
 
+// The progress bar of the running `parley translate`, if any: erased before
+// a message goes to stderr.
+Progress *g_progress = nullptr;
+
 // Why a line failed, by its input line number (the library names only the
 // text's index within one call; this maps it back).
 void report_line(size_t number, parley_status st, const char *message) {
+  if (g_progress) g_progress->clear();
   std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, message, parley_status_name(st));
 }
 
@@ -158,12 +171,14 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const Protection &p
   size_t next = 0;
   for (const auto &l : lines) {
     size_t n = 0;
+    nlohmann::json j = {{"line", l.number}, {"hypotheses", nlohmann::json::array()}};
     if (!l.text.empty()) {
       int32_t status = PARLEY_OK;
       const char *message = "";
       parley_translation_result_error(r, next, &status, &message);
       if (status != PARLEY_OK) {
         report_line(l.number, static_cast<parley_status>(status), message);
+        j["error"] = {{"status", parley_status_name(static_cast<parley_status>(status))}, {"message", message}};
         ++*bad_lines;
       } else {
         parley_translation_result_hypothesis_count(r, next, &n);
@@ -173,14 +188,19 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const Protection &p
         const char *text = nullptr;
         float score = 0.f;
         parley_translation_result_text(r, next, h, &text, &score);
-        if (with_scores)
+        if (a.json)
+          j["hypotheses"].push_back({{"text", text}, {"score", score}});
+        else if (with_scores)
           std::printf("%.4f\t%s\n", static_cast<double>(score), text);
         else
           std::printf("%s\n", text);
       }
       ++next;
     }
-    for (size_t h = n; h < a.nbest; ++h) std::printf("\n");
+    if (a.json)
+      print_json_line(j);
+    else
+      for (size_t h = n; h < a.nbest; ++h) std::printf("\n");
   }
   std::fflush(stdout);
   parley_translation_result_free(r);
@@ -257,28 +277,44 @@ int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p
     parley_status st = parley_translate_n(m, texts.data(), lengths.data(), texts.size(), &o, &r);
     if (st != PARLEY_OK) return fail(st, "translate");
     for (size_t k = first; k < last; ++k) {
-      std::fwrite(all.data() + at, 1, kept[k].begin - at, stdout);
+      // --json: one object per unit with its byte range in the input; else the
+      // whitespace before the unit, as it was, then its translation.
+      nlohmann::json j = {
+          {a.unit, k + 1}, {"source_offset", kept[k].begin}, {"source_length", kept[k].end - kept[k].begin}};
+      if (!a.json) std::fwrite(all.data() + at, 1, kept[k].begin - at, stdout);
       at = kept[k].end;
       int32_t status = PARLEY_OK;
       const char *message = "";
       parley_translation_result_error(r, k - first, &status, &message);
       if (status != PARLEY_OK) {
+        if (g_progress) g_progress->clear();
         std::fprintf(stderr, "parley: %s %zu: %s (%s)\n", a.unit.c_str(), k + 1, message,
                      parley_status_name(static_cast<parley_status>(status)));
+        if (a.json) {
+          j["error"] = {{"status", parley_status_name(static_cast<parley_status>(status))}, {"message", message}};
+          print_json_line(j);
+        }
         ++bad;
         continue;
       }
       const char *text = "";
       parley_translation_result_text(r, k - first, 0, &text, nullptr);
-      std::fputs(text, stdout);
+      if (a.json) {
+        j["text"] = text;
+        print_json_line(j);
+      } else {
+        std::fputs(text, stdout);
+      }
       if (a.show_protected)
         show_protected(r, k - first, a.unit.c_str(), k + 1, all.substr(kept[k].begin, kept[k].end - kept[k].begin));
     }
     parley_translation_result_free(r);
+    if (g_progress) g_progress->update(last, kept[last - 1].end);
   }
-  std::fwrite(all.data() + at, 1, all.size() - at, stdout);
+  if (!a.json) std::fwrite(all.data() + at, 1, all.size() - at, stdout);
   std::fflush(stdout);
   if (bad) {
+    if (g_progress) g_progress->clear();
     std::fprintf(stderr, "parley: %zu of %zu %s(s) could not be translated\n", bad, kept.size(), a.unit.c_str());
     return 1;
   }
@@ -316,7 +352,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
         std::fprintf(stderr,
                      "parley: --protect: unknown class '%s' (numbers, emails, urls, placeholders, markup, all)\n",
                      name.c_str());
-        return 1;
+        return 2;
       }
     }
   }
@@ -338,7 +374,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   for (const auto &x : p.glossary) p.glossary_ptrs.push_back(x.c_str());
   if (a.unit != "line" && a.nbest > 1) {
     std::fprintf(stderr, "parley: --nbest needs --unit line\n");
-    return 1;
+    return 2;
   }
   std::ifstream file;
   if (!a.input.empty()) {
@@ -351,6 +387,17 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   std::istream &in = a.input.empty() ? std::cin : file;
   parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
+  struct stat input_stat {};  // the input's size, when it is a file: the bar's percentage
+  const bool sized_input =
+      (a.input.empty() ? fstat(STDIN_FILENO, &input_stat) : stat(a.input.c_str(), &input_stat)) == 0 &&
+      S_ISREG(input_stat.st_mode);
+  Progress progress(sized_input ? static_cast<uint64_t>(input_stat.st_size) : 0, a.unit == "line"        ? "lines"
+                                                                                 : a.unit == "paragraph" ? "paragraphs"
+                                                                                                         : "documents");
+  g_progress = &progress;
+  struct Unset {
+    ~Unset() { g_progress = nullptr; }
+  } unset;
   int rc = 0;
   if (a.unit != "line") {
     std::string all;
@@ -366,15 +413,19 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   std::vector<Line> lines;
   std::string text;
   size_t number = 0, bad = 0;
+  uint64_t consumed = 0;
   while (rc == 0 && next_line(in, text)) {
     lines.push_back({text, ++number});
+    consumed += text.size() + 1;
     if (lines.size() >= a.batch) {
       rc = translate_batch(m, a, p, lines, &bad);
       lines.clear();
+      progress.update(number, consumed);
     }
   }
   if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, p, lines, &bad);
   parley_model_free(m);
+  progress.clear();
   if (rc == 0 && bad) {
     std::fprintf(stderr, "parley: %zu of %zu line(s) could not be translated (empty output lines)\n", bad, number);
     rc = 1;
@@ -426,7 +477,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
       parley_chat_session_free(s);
       parley_model_free(m);
       std::fprintf(stderr, "parley chat: cannot read %s\n", path->c_str());
-      return 2;
+      return 1;
     }
     std::stringstream css;
     css << cf.rdbuf();
@@ -443,22 +494,44 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   o.generation = &g;
   o.stop_strings = stops.data();
   o.num_stop_strings = stops.size();
-  o.on_text = print_delta;
+  o.on_text = a.json ? nullptr : print_delta;  // --json: the whole reply in one object
 
-  const bool tty = isatty(STDIN_FILENO);
-  if (tty)
-    std::printf("Chatting with %s. /reset starts over, /stats shows the cache counters, Ctrl-D quits.\n",
-                a.model.c_str());
+  // A person at a terminal gets a prompt, line editing and history (libedit);
+  // piped input is read as it is and never echoed: stdout holds the replies only.
+  const bool tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+  if (tty) std::printf("Chatting with %s. /help lists the commands, Ctrl-D quits.\n", a.model.c_str());
   std::string line;
   size_t number = 0, bad = 0;
   int rc = 0;
-  while (true) {
+  auto read_line = [&]() -> bool {
+#ifdef PARLEY_HAVE_LIBEDIT
+    if (tty) {
+      char *l = readline("> ");
+      if (!l) return false;
+      line = l;
+      std::free(l);
+      if (!line.empty()) add_history(line.c_str());
+      return true;
+    }
+#endif
     if (tty) {
       std::printf("> ");
       std::fflush(stdout);
     }
-    if (!next_line(std::cin, line)) break;
+    return next_line(std::cin, line);
+  };
+  while (true) {
+    if (!read_line()) break;
     ++number;
+    if (line == "/help") {
+      std::printf(
+          "/reset  start the conversation over (the system prompt stays)\n"
+          "/stats  the prompt and KV-cache counters of the last reply\n"
+          "/help   this list\n"
+          "Ctrl-C cancels a reply; Ctrl-D (end of input) quits.\n");
+      std::fflush(stdout);
+      continue;
+    }
     if (line == "/reset") {
       parley_chat_reset(s);
       continue;
@@ -481,14 +554,36 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
     st = parley_chat_append_n(s, PARLEY_ROLE_USER, line.data(), line.size());
     if (st != PARLEY_OK) {
       report_line(number, st, parley_last_error());
+      if (a.json)
+        print_json_line(
+            {{"line", number}, {"error", {{"status", parley_status_name(st)}, {"message", parley_last_error()}}}});
       ++bad;
       continue;
     }
-    if (!tty) std::printf("> %s\n", line.c_str());
-    st = parley_chat_generate(s, &o, nullptr);
-    std::printf("\n");
+    char *reply = nullptr;
+    st = parley_chat_generate(s, &o, a.json ? &reply : nullptr);
+    if (a.json) {
+      nlohmann::json j = {{"line", number}};
+      if (st == PARLEY_OK) {
+        j["reply"] = reply ? reply : "";
+        parley_chat_stats cs{};
+        cs.struct_size = sizeof cs;
+        if (parley_chat_stats_get(s, &cs) == PARLEY_OK) {
+          j["prompt_tokens"] = cs.prompt_tokens;
+          j["reused_tokens"] = cs.reused_tokens;
+          j["generated_tokens"] = cs.generated_tokens;
+          if (g.grammar || g.json_schema) j["complete"] = cs.constraint_status != PARLEY_CONSTRAINT_INCOMPLETE;
+        }
+      } else {
+        j["error"] = {{"status", parley_status_name(st)}, {"message", parley_last_error()}};
+      }
+      print_json_line(j);
+      parley_string_free(reply);
+    } else {
+      std::printf("\n");
+    }
     if (st == PARLEY_ERROR_CANCELLED) {
-      std::printf("[cancelled]\n");
+      if (!a.json) std::printf("[cancelled]\n");
       continue;
     }
     if (st == PARLEY_ERROR_INVALID_ARGUMENT) {
@@ -526,36 +621,6 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   parley_chat_session_free(s);
   parley_model_free(m);
   return rc;
-}
-
-int convert(const std::vector<std::string> &args) {
-  // The converter is Python (formats/python, console script parley-convert);
-  // run it as a module so one interpreter choice (PARLEY_PYTHON) covers both
-  // an installed package and this source tree.
-  const char *python = std::getenv("PARLEY_PYTHON");
-  if (!python || !*python) python = "python3";
-#ifdef PARLEY_FORMATS_PYTHON_DIR
-  if (access(PARLEY_FORMATS_PYTHON_DIR, R_OK) == 0) {
-    std::string path = PARLEY_FORMATS_PYTHON_DIR;
-    if (const char *old = std::getenv("PYTHONPATH"); old && *old) path += std::string(":") + old;
-    setenv("PYTHONPATH", path.c_str(), 1);
-  }
-#endif
-  std::vector<char *> argv;
-  std::string mod = "parley_format.convert";
-  argv.push_back(const_cast<char *>(python));
-  argv.push_back(const_cast<char *>("-m"));
-  argv.push_back(mod.data());
-  std::vector<std::string> copy = args;
-  for (auto &s : copy) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  execvp(python, argv.data());
-  std::fprintf(
-      stderr,
-      "parley: convert needs Python with the converter (pip install -r formats/python/requirements-convert.txt "
-      "&& pip install formats/python); running %s failed: %s (set PARLEY_PYTHON to choose the interpreter)\n",
-      python, std::strerror(errno));
-  return 1;
 }
 
 }  // namespace parley_cli

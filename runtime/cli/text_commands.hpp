@@ -2,6 +2,7 @@
 // over the public C API (and, for convert, the Python converter).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@ struct TranslateArgs {
   std::vector<std::string> protect_patterns, glossary;
   std::string glossary_file;
   bool show_protected = false;
+  bool json = false;  // --json: one JSON object per input line on stdout
 };
 
 struct ChatArgs {
@@ -35,10 +37,15 @@ struct ChatArgs {
   float temperature = 0.f, top_p = 0.f;
   size_t top_k = 0;
   uint64_t seed = 0;
+  bool json = false;  // --json: one JSON object per reply on stdout (no streaming)
 };
 
 int translate(parley_runtime *rt, const TranslateArgs &a);
 int chat(parley_runtime *rt, const ChatArgs &a);
-int convert(const std::vector<std::string> &args);
+int convert(const std::vector<std::string> &args);  // convert_command.cpp
+
+// --json forms of `parley plugins` and `parley inspect` (json_commands.cpp).
+int plugins_json(parley_runtime *rt);
+int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const std::string &device, int32_t kv_cache);
 
 }  // namespace parley_cli

@@ -2,14 +2,23 @@
 translated, each bad line (invalid UTF-8, a NUL byte, too long for the model)
 is reported on stderr by its input line number, the output stays aligned with
 the input (a bad line gives an empty output line), and the exit status says
-that something failed. Run through ctest (PARLEY_CLI, PARLEY_DEMO_MODELS,
-PARLEY_PLUGIN_BUILD_DIR)."""
+that something failed. Then the tool's conventions: --version, --json,
+exit status 2 for usage errors, config enums by name, the chat's commands and
+line editing on a terminal, the progress bar on a terminal only, "Runnable:
+NO" after a checksum failure, and `parley convert` finding its interpreter.
+Run through ctest (PARLEY_CLI, PARLEY_DEMO_MODELS, PARLEY_PLUGIN_BUILD_DIR)."""
 
 from __future__ import annotations
 
+import json
 import os
+import pty
 import re
+import select
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -128,18 +137,24 @@ def test_chat_reports_a_bad_line_and_goes_on():
     out = run(["chat", LLM, "--max-tokens", "8"], stdin)
     text = out.stdout.decode(errors="replace")
     err = out.stderr.decode(errors="replace")
-    assert "> Hello!" in text and "> What are your opening hours?" in text, text
+    assert "Hello!" not in text and "opening hours" not in text, f"piped input is not echoed: {text!r}"
+    assert len([line for line in text.split("\n") if line]) == 2, f"two replies: {text!r}"
     assert re.search(r"line 2: .*NUL byte at byte offset 8", err), err
     assert re.search(r"line 4: .*UTF-8", err), err
-    assert "Where is" not in text, "a line with a NUL is refused, not cut short and sent"
+    assert out.returncode == 1
+    # --json: one object per line of input, the refused ones included; nothing else on stdout.
+    out = run(["chat", LLM, "--max-tokens", "8", "--json"], stdin)
+    got = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert [g["line"] for g in got] == [1, 2, 3, 4], got
+    assert isinstance(got[0]["reply"], str) and got[0]["generated_tokens"] > 0 and "error" not in got[0], got[0]
+    assert got[1]["error"]["status"] == "PARLEY_ERROR_INVALID_ARGUMENT" and "NUL byte" in got[1]["error"]["message"]
+    assert "reply" in got[2] and "UTF-8" in got[3]["error"]["message"], got
     assert out.returncode == 1
 
 
 def test_chat_json_schema_file(tmp_path):
     """--json-schema-file: every reply is a JSON object of the schema; a reply
     cut by --max-tokens is flagged incomplete on stderr."""
-    import json
-
     schema = tmp_path / "order.json"
     schema.write_text(
         '{"type":"object","properties":{"status":{"enum":["shipped","pending"]},"refund":{"type":"boolean"}},'
@@ -147,7 +162,7 @@ def test_chat_json_schema_file(tmp_path):
     )
     out = run(["chat", LLM, "--json-schema-file", str(schema), "--max-tokens", "60"], b"Where is my order?\nAnd now?\n")
     assert out.returncode == 0, out.stderr
-    replies = [line for line in out.stdout.decode().splitlines() if line and not line.startswith(">")]
+    replies = [line for line in out.stdout.decode().splitlines() if line]
     assert len(replies) == 2, replies
     for reply in replies:
         doc = json.loads(reply)
@@ -157,3 +172,239 @@ def test_chat_json_schema_file(tmp_path):
     assert "[incomplete:" in cut.stderr.decode(), cut.stderr
     bad = run(["chat", LLM, "--grammar-file", str(schema)], b"Hi\n")  # a JSON file is no GBNF grammar
     assert re.search(r"grammar: line 1, column \d+", bad.stderr.decode()), bad.stderr
+
+
+# ----------------------------------------------------------------- conventions
+
+
+def cli(args: list[str], stdin: bytes = b"", env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The tool with exactly these arguments (no --threads appended)."""
+    e = dict(os.environ)
+    e["PARLEY_PLUGIN_PATH"] = os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")
+    e.update(env or {})
+    return subprocess.run([CLI, *args], input=stdin, capture_output=True, timeout=timeout, env=e, check=False)
+
+
+def test_version_help_and_usage_errors_exit_2():
+    out = cli(["--version"])
+    assert out.returncode == 0 and re.fullmatch(rb"parley \d+\.\d+\.\d+\n", out.stdout), out
+    assert cli(["--help"]).returncode == 0
+    assert cli(["translate", "--help"]).returncode == 0
+    usage = [
+        [],  # no subcommand
+        ["frobnicate"],
+        ["translate"],  # the model is required
+        ["translate", DE_EN, "--beam", "0"],  # out of range
+        ["translate", DE_EN, "--no-such-option"],
+        ["inspect", DE_EN, "--kv-cache", "bf16"],  # not one of the choices
+        ["translate", DE_EN, "--nbest", "2", "--unit", "paragraph"],
+        ["translate", DE_EN, "--protect", "numbers,phones"],
+    ]
+    for args in usage:
+        out = cli(args, b"Hallo\n")
+        assert out.returncode == 2, f"{args}: exit {out.returncode}, stderr {out.stderr!r}"
+        assert out.stderr and not out.stdout, args
+    # A failure that is no usage error stays 1.
+    out = cli(["inspect", str(MODELS / "no-such-file.parley")])
+    assert out.returncode == 1 and b"no-such-file" in out.stderr, out
+
+
+def test_inspect_names_config_enums_and_has_json():
+    out = cli(["inspect", LLM, "--no-verify"])
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    for key, name in [("kind", "decoder-only"), ("decoder.activation", "silu"), ("decoder.norm", "rms_norm"),
+                      ("decoder.norm_placement", "pre"), ("decoder.position", "rotary"), ("decoder.rope_scaling", "none")]:
+        assert re.search(rf"^  {re.escape(key)} +{name}$", text, re.M), f"{key} -> {name} in\n{text}"
+    assert re.search(r"^  decoder\.num_layers +4$", text, re.M), "plain integers stay numbers"
+    marian = cli(["inspect", DE_EN, "--no-verify"]).stdout.decode()
+    assert re.search(r"^  kind +encoder-decoder$", marian, re.M) and re.search(r"^  encoder\.position +sinusoidal$", marian, re.M)
+
+    doc = json.loads(cli(["inspect", LLM, "--json"]).stdout)
+    assert doc["runnable"] is True and doc["architecture"] == "LlamaForCausalLM" and doc["kind"] == "decoder-only"
+    assert doc["config"]["decoder.activation"] == "silu" and doc["config"]["decoder.num_layers"] == 4
+    assert len(doc["tensors"]) == int(re.search(r"(\d+) tensors", text).group(1))
+    assert all(t["checksum"] == "ok" for t in doc["tensors"]) and doc["tokenizers"][0]["checksum"] == "ok"
+    assert doc["memory"]["kv_bytes_per_token"] > 0 and doc["kernel_plan"], doc.keys()
+
+    plugins = json.loads(cli(["plugins", "--json"]).stdout)
+    cpu = [p for p in plugins["plugins"] if p["name"] == "cpu"]
+    assert cpu and cpu[0]["kernels"] > 0 and cpu[0]["path"].endswith(".so"), plugins["plugins"]
+    assert any(d["name"] == "cpu" and d["available"] for d in plugins["devices"])
+    assert sum(1 for k in plugins["kernels"] if k["plugin"] == "cpu") == cpu[0]["kernels"]
+
+
+def test_inspect_checksum_failure_says_not_runnable(tmp_path):
+    data = bytearray(Path(LLM).read_bytes())
+    data[len(data) // 2] ^= 0x10  # the middle of the file: weights (7 MB of the 7.2 MB)
+    bad = tmp_path / "flipped.parley"
+    bad.write_bytes(bytes(data))
+    out = cli(["inspect", str(bad)])
+    text = out.stdout.decode()
+    assert out.returncode == 1, out
+    assert text.count("CHECKSUM MISMATCH") == 1, text
+    assert re.search(r"^Runnable: NO — 1 tensor\(s\) and 0 tokenizer blob\(s\) failed checksum verification$", text, re.M), text
+    assert "Runnable: yes" not in text
+    doc = json.loads(cli(["inspect", str(bad), "--json"]).stdout)
+    assert doc["runnable"] is False and "checksum" in doc["not_runnable_because"]
+    assert [t["checksum"] for t in doc["tensors"]].count("mismatch") == 1
+    # What the verdict promises: the loader refuses the file.
+    assert cli(["chat", str(bad)], b"Hi\n").returncode == 1
+
+
+def test_translate_json_lines():
+    lines = [GOOD[0], b"", b"Hallo \xff", GOOD[1]]
+    out = run(["translate", DE_EN, "--json", "--nbest", "2"], b"\n".join(lines) + b"\n")
+    got = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert [g["line"] for g in got] == [1, 2, 3, 4], got
+    assert len(got[0]["hypotheses"]) == 2 and got[0]["hypotheses"][0]["score"] >= got[0]["hypotheses"][1]["score"]
+    assert got[1]["hypotheses"] == [] and "error" not in got[1]
+    assert got[2]["hypotheses"] == [] and "UTF-8" in got[2]["error"]["message"]
+    # The same best text as the plain output.
+    plain = run(["translate", DE_EN], GOOD[0] + b"\n").stdout.decode().strip()
+    assert got[0]["hypotheses"][0]["text"] == plain
+    assert out.returncode == 1
+
+
+
+def test_translate_json_paragraphs(tmp_path):
+    doc = tmp_path / "doc.txt"
+    paragraphs = [b" ".join(GOOD[k:k + 3]) for k in range(0, 9, 3)]
+    data = b"\n\n".join(paragraphs) + b"\n"
+    doc.write_bytes(data)
+    out = run(["translate", DE_EN, "--input", str(doc), "--unit", "paragraph", "--json"], b"")
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert [g["paragraph"] for g in got] == [1, 2, 3], got
+    for g, para in zip(got, paragraphs):
+        assert data[g["source_offset"]:g["source_offset"] + g["source_length"]] == para
+    plain = run(["translate", DE_EN, "--input", str(doc), "--unit", "paragraph"], b"").stdout.decode()
+    assert plain == "\n\n".join(g["text"] for g in got) + "\n"
+
+
+def _read_pty(fd: int, proc: subprocess.Popen, until: bytes | None = None, timeout: float = 120) -> bytes:
+    buf, end = b"", time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            buf += chunk
+            if until is not None and buf.endswith(until):
+                return buf
+        elif until is None and proc.poll() is not None:
+            break
+    return buf
+
+
+def _translate_on_a_terminal(args: list[str], feed) -> tuple[int, bytes, bytes]:
+    """`parley translate ARGS` with stderr on a terminal (a pty) and stdout on a pipe;
+    feed(stdin) writes the input. Returns (exit status, stdout, what the terminal got)."""
+    env = dict(os.environ, PARLEY_PLUGIN_PATH=os.environ.get("PARLEY_PLUGIN_BUILD_DIR", ""))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([CLI, "translate", DE_EN, "--threads", "1", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    writer = threading.Thread(target=lambda: (feed(proc.stdin), proc.stdin.close()))
+    writer.start()
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))
+    reader.start()
+    try:
+        err = _read_pty(master, proc)
+        proc.wait(timeout=240)
+    finally:
+        writer.join()
+        reader.join()
+        os.close(master)
+    return proc.returncode, out[0], err
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    text = b"\n".join(GOOD[:24]) + b"\n"
+
+    def slowly(stdin):  # the first batch, then the rest after 1.3 s: the run takes longer than the bar's 1 s
+        stdin.write(text[: text.index(GOOD[4])])
+        stdin.flush()
+        time.sleep(1.3)
+        stdin.write(text[text.index(GOOD[4]):])
+
+    rc, out, err = _translate_on_a_terminal(["--batch", "4"], slowly)
+    assert rc == 0 and len(out.decode().splitlines()) == 24, (rc, out)
+    # A pipe has no size: lines so far, the rate and the time.
+    assert re.search(rb"\r\x1b\[K(8|12|16|20|24) lines  [\d.]+/s  \d+ s", err), err[:300]
+    assert err.endswith(b"\r\x1b[K"), "the bar is erased at the end"
+    assert out.decode().splitlines() == run(["translate", DE_EN, "--batch", "4"], text).stdout.decode().splitlines()
+    # A file has a size: a bar with a percentage (when the run lasts over a second; it is 24 lines here).
+    src = tmp_path / "in.txt"
+    src.write_bytes(text * 3)
+    start = time.monotonic()
+    rc, out, err = _translate_on_a_terminal(["--batch", "4", "--input", str(src)], lambda stdin: None)
+    assert rc == 0 and len(out.decode().splitlines()) == 72
+    if time.monotonic() - start > 1.5:
+        assert re.search(rb"\r\x1b\[K\[#*-*\] +\d+%  \d+ lines", err), err[:300]
+    # stderr on a pipe: no bar (test_translate_all_good_exits_zero_and_nbest_stays_aligned: stderr stays empty).
+    assert run(["translate", DE_EN, "--batch", "4", "--input", str(src)], b"").stderr == b""
+
+
+@pytest.mark.skipif(os.environ.get("PARLEY_CLI_LINE_EDITING") != "1",
+                    reason="parley was built without libedit (no line editing to test)")
+def test_chat_on_a_terminal_edits_lines_and_knows_help():
+    master, slave = pty.openpty()
+    env = dict(os.environ, PARLEY_PLUGIN_PATH=os.environ.get("PARLEY_PLUGIN_BUILD_DIR", ""), TERM="xterm")
+    proc = subprocess.Popen([CLI, "chat", LLM, "--threads", "1", "--max-tokens", "4"], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+
+    def type_keys(keys: bytes) -> None:
+        # As a person types: after the prompt. Keys that arrive before libedit
+        # has put the terminal in raw mode go through the kernel's line
+        # discipline instead: a Ctrl-D typed ahead is then not seen as end of
+        # input (another Ctrl-D is needed), and the chat would wait on.
+        time.sleep(0.3)
+        os.write(master, keys)
+
+    try:
+        assert b"/help" in _read_pty(master, proc, until=b"> ")
+        # Typed "stats", Ctrl-A (start of line), "/": only line editing makes that "/stats".
+        type_keys(b"stats\x01/\r")
+        assert re.search(rb"prompt \d+ tokens, \d+ reused", _read_pty(master, proc, until=b"> "))
+        type_keys(b"/help\r")
+        shown = _read_pty(master, proc, until=b"> ")
+        assert b"/reset" in shown and b"/stats" in shown, shown
+        type_keys(b"Hello!\r")  # a reply, then the prompt again
+        assert _read_pty(master, proc, until=b"> ").count(b"\n") >= 2
+        type_keys(b"\x1b[A\x1b[A\r")  # up, up: the history's "/help" again
+        shown = _read_pty(master, proc, until=b"> ")
+        assert b"/reset" in shown, shown
+        type_keys(b"\x04")  # Ctrl-D: end of input
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 0
+
+
+def test_chat_help_is_a_command_when_piped():
+    out = run(["chat", LLM, "--max-tokens", "4", "--json"], b"/help\nHello!\n")
+    text = out.stdout.decode()
+    assert "/reset" in text and "/stats" in text, text
+    replies = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert [r["line"] for r in replies] == [2], "/help is no message to the model"
+
+
+def test_convert_runs_the_converter_or_says_what_is_missing(tmp_path):
+    # A build tree's parley: the interpreter the build was configured with, and this tree's converter.
+    out = cli(["convert", "--help"])
+    assert out.returncode == 0 and b"parley-convert" in out.stdout, out.stderr
+    # An interpreter without the converter's packages: one clear line, no traceback.
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    out = cli(["convert", "--help"], env={"PARLEY_PYTHON": str(bare / "bin" / "python")})
+    err = out.stderr.decode()
+    assert out.returncode == 1 and "Traceback" not in err, err
+    assert "cannot import the converter" in err and "No module named" in err and "pip install" in err, err

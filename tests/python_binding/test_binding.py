@@ -9,6 +9,7 @@ a tokenizer and skip, naming the file they looked for, while none exists.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import json
 import math
@@ -1485,3 +1486,63 @@ def test_generate_grammar_and_errors(chat_model):
         chat_model.generate([prompt], grammar='root ::= "abc', max_new_tokens=3)
     with pytest.raises(parley.InvalidArgumentError, match="unsupported keyword 'pattern'"):
         chat_model.generate([prompt], json_schema={"type": "string", "pattern": "a+"}, max_new_tokens=3)
+
+
+# ------------------------------------------------- typed options and packaging
+
+
+def test_generation_options_dataclass_equals_keywords(gpt2):
+    prompt = [[0, 92, 79, 57, 110]]
+    kw = dict(max_new_tokens=6, do_sample=True, temperature=1.3, top_k=40, seed=99)
+    opts = parley.GenerationOptions(**kw)
+    assert gpt2.generate(prompt, generation=opts) == gpt2.generate(prompt, **kw)
+    assert opts.as_dict() == kw
+    # A keyword argument overrides the dataclass field of the same name.
+    assert gpt2.generate(prompt, generation=opts, seed=7) == gpt2.generate(prompt, **{**kw, "seed": 7})
+    with pytest.raises(TypeError, match="GenerationOptions"):
+        gpt2.generate(prompt, generation={"max_new_tokens": 3})
+    with pytest.raises(TypeError):
+        parley.GenerationOptions(max_new_token=3)  # a typo is an error, not a silently ignored option
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.seed = 3
+
+
+def test_generation_options_in_translate_and_chat(translation_model, chat_model):
+    opts = parley.GenerationOptions(num_beams=2, num_return_sequences=2, max_new_tokens=12)
+    t = translation_model.translate("Guten Morgen!", generation=opts)
+    assert t.hypotheses == translation_model.translate("Guten Morgen!", beam_size=2, num_hypotheses=2,
+                                                       max_length=12).hypotheses
+    assert len(t.hypotheses) == 2
+    # translate()'s own arguments win over the dataclass.
+    assert len(translation_model.translate("Guten Morgen!", generation=opts, num_hypotheses=1).hypotheses) == 1
+    chat = parley.Chat(chat_model)
+    a = chat.say("Hello!", generation=parley.GenerationOptions(max_new_tokens=5))
+    chat.reset()
+    assert a == chat.say("Hello!", max_new_tokens=5)
+    chat.close()
+
+
+def test_typed_overloads_and_marker():
+    import typing
+
+    ret = [f.__annotations__["return"] for f in typing.get_overloads(parley.Model.translate)]
+    assert ret == ["Translation", "list[Translation]"]
+    ret = [f.__annotations__["return"] for f in typing.get_overloads(parley.Model.translate_async)]
+    assert ret == ["Translation", "list[Translation]"]
+    assert (Path(parley.__file__).parent / "py.typed").is_file()
+    hints = typing.get_type_hints(parley.GenerationOptions)
+    assert hints["max_new_tokens"] == int | None and hints["temperature"] == float | None
+
+
+def test_library_search_order(monkeypatch, tmp_path):
+    from parley import _lib
+
+    monkeypatch.setenv("PARLEY_LIBRARY", "/somewhere/libparley.so")
+    bundled = tmp_path / "libparley.so.0"
+    monkeypatch.setattr(_lib, "BUNDLED_LIBRARY", str(bundled))
+    assert _lib._candidates() == [("/somewhere/libparley.so", "PARLEY_LIBRARY")], "no bundled library: the variable"
+    bundled.write_bytes(b"")
+    assert _lib._candidates()[0] == (str(bundled), "bundled with this package"), "a wheel uses its own library"
+    monkeypatch.delenv("PARLEY_LIBRARY")
+    bundled.unlink()
+    assert _lib._candidates()[-1] == ("libparley.so", "the dynamic loader's search path")

@@ -1,9 +1,11 @@
 """Parley: Transformer translation and dialogue inference — Python binding.
 
 A thin ctypes layer over libparley's C API (include/parley/parley.h). The
-library is found through the PARLEY_LIBRARY environment variable (the full
-path of libparley.so), else ctypes.util.find_library("parley"), else
-libparley.so.0 on the dynamic loader's search path.
+library is the one bundled with the package (the wheel, PyPI name
+parley-runtime: parley/_native/libparley.so.0), else the PARLEY_LIBRARY
+environment variable (the full path of libparley.so), else
+ctypes.util.find_library("parley"), else libparley.so.0 on the dynamic
+loader's search path.
 
     import parley
     rt = parley.Runtime()
@@ -38,6 +40,7 @@ from .model import (
     TranslationHypothesis,
     TranslationUpdate,
 )
+from .options import GenerationOptions
 from .runtime import DeviceInfo, KernelInfo, PluginInfo, Runtime
 
 __version__ = "0.1.0"
@@ -50,6 +53,7 @@ library_path: str = _lib.library_path
 __all__ = [
     "Runtime",
     "Model",
+    "GenerationOptions",
     "Chat",
     "ChatStream",
     "AsyncChatStream",

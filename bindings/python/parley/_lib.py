@@ -472,8 +472,20 @@ _SIGNATURES: dict[str, tuple] = {
 # ------------------------------------------------------------------- loading
 
 
+#: Where a wheel (bindings/python/pyproject.toml) puts libparley: beside this
+#: package, with its plugins in _native/parley/plugins (libparley looks there).
+BUNDLED_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native", "libparley.so.0")
+
+
 def _candidates() -> list[tuple[str, str]]:
-    """(what to pass to CDLL, where it came from), in search order."""
+    """(what to pass to CDLL, where it came from), in search order.
+
+    An installed wheel always uses the library it was built with (its ctypes
+    declarations mirror that very header); PARLEY_LIBRARY and the loader's
+    search path serve a source checkout or a binding installed without one.
+    """
+    if os.path.isfile(BUNDLED_LIBRARY):
+        return [(BUNDLED_LIBRARY, "bundled with this package")]
     env = os.environ.get("PARLEY_LIBRARY")
     if env:
         return [(env, "PARLEY_LIBRARY")]
@@ -497,11 +509,15 @@ def _load() -> tuple[ctypes.CDLL, str]:
             errors.append(f"  {target} ({origin}): {e}")
             continue
         return lib, target
-    hint = (
-        "PARLEY_LIBRARY is set but the library cannot be loaded"
-        if env
-        else "set PARLEY_LIBRARY to the full path of libparley.so, or put its folder on LD_LIBRARY_PATH"
-    )
+    if os.path.isfile(BUNDLED_LIBRARY):
+        hint = "the bundled library cannot be loaded: reinstall the package (pip install --force-reinstall parley-runtime)"
+    elif env:
+        hint = "PARLEY_LIBRARY is set but the library cannot be loaded"
+    else:
+        hint = (
+            "this binding was installed without its library: pip install parley-runtime, or set PARLEY_LIBRARY "
+            "to the full path of libparley.so, or put its folder on LD_LIBRARY_PATH"
+        )
     raise ImportError("parley: cannot load libparley (" + hint + "); tried:\n" + "\n".join(errors))
 
 

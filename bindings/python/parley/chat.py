@@ -9,7 +9,7 @@ import queue
 import threading
 from contextlib import contextmanager
 from ctypes import POINTER, byref, c_char_p, c_int32, c_size_t, c_void_p
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, Unpack
 
 from . import _lib
 from ._async import AsyncRequest, AsyncStream, run
@@ -17,6 +17,7 @@ from ._handle import Closable, HandleGuard
 from ._marshal import check_generation_keys, cstring_array, decode_text, encode_text, generation_options, opt_text
 from .errors import BusyError, ClosedError, InvalidArgumentError
 from .model import Model
+from .options import GenerationKwargs, GenerationOptions, merge
 
 __all__ = ["Chat", "ChatStream", "AsyncChatStream"]
 
@@ -292,7 +293,7 @@ class Chat(Closable):
 
     # ------------------------------------------------------------ replies
 
-    def _options(self, stop: str | Sequence[str] | None, options: dict[str, Any], where: str):
+    def _options(self, stop: str | Sequence[str] | None, options: Mapping[str, Any], where: str):
         """parley_chat_options (+ the objects its pointers need kept alive)."""
         copts = _lib.new(_lib.ChatOptions)
         _lib.check(_lib.lib.parley_chat_options_defaults(byref(copts)))
@@ -319,7 +320,8 @@ class Chat(Closable):
         *,
         stop: str | Sequence[str] | None = None,
         on_text: Callable[[str], Any] | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> str:
         """Append `text` as a user message (unless None) and return the assistant's reply.
 
@@ -331,6 +333,7 @@ class Chat(Closable):
         cancels it (the conversation keeps no reply) and is re-raised.
         Raises CancelledError when cancel() was called.
         """
+        options = merge(generation, options)  # type: ignore[assignment]
         data = None if text is None else encode_text(text, "text")
         with self._exclusive() as h:
             copts, keep = self._options(stop, options, "say()")
@@ -350,7 +353,8 @@ class Chat(Closable):
         *,
         stop: str | Sequence[str] | None = None,
         buffer: int = 16,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> "ChatStream":
         """Like say(), but returns an iterator over the reply's text pieces as they are generated.
 
@@ -362,6 +366,7 @@ class Chat(Closable):
         keeps no reply (the user message stays: call ``stream()`` or ``say()``
         without text to retry).
         """
+        options = merge(generation, options)  # type: ignore[assignment]
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             raise InvalidArgumentError(f"buffer must be an int >= 1, got {buffer!r}")
         data = None if text is None else encode_text(text, "text")
@@ -398,7 +403,7 @@ class Chat(Closable):
     # ------------------------------------------------------------ asyncio
 
     def _submit_async(
-        self, text: str | None, stop, deadline: float | None, options: dict[str, Any], where: str, on_text=None
+        self, text: str | None, stop, deadline: float | None, options: Mapping[str, Any], where: str, on_text=None
     ) -> AsyncRequest:
         """Append `text` and submit the turn (parley_chat_submit); the request holds the chat until freed."""
         loop = asyncio.get_running_loop()
@@ -449,7 +454,8 @@ class Chat(Closable):
         *,
         stop: str | Sequence[str] | None = None,
         deadline: float | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> str:
         """``await chat.say_async(text)``: say() without blocking the event loop.
 
@@ -460,6 +466,7 @@ class Chat(Closable):
         keeps no reply; the user message stays). Raises BusyError while
         another reply of this chat runs.
         """
+        options = merge(generation, options)  # type: ignore[assignment]
         req = self._submit_async(text, stop, deadline, options, "say_async()")
         return await run(req, _take_reply)
 
@@ -469,7 +476,8 @@ class Chat(Closable):
         *,
         stop: str | Sequence[str] | None = None,
         deadline: float | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> "AsyncChatStream":
         """``async for piece in chat.stream_async(text)``: the reply's text pieces as they are generated.
 
@@ -477,6 +485,7 @@ class Chat(Closable):
         stream's ``reply`` holds the whole reply. Leaving early (``aclose()``,
         ``async with``, cancelling the task) cancels the turn.
         """
+        options = merge(generation, options)  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
 

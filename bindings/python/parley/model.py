@@ -8,7 +8,7 @@ import os
 import threading
 from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int32, c_int64, c_size_t, c_void_p
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Unpack, overload
 
 from . import _lib
 from ._async import AsyncRequest, AsyncStream, run
@@ -27,6 +27,7 @@ from ._marshal import (
     path_bytes,
 )
 from .errors import ClosedError, InvalidArgumentError
+from .options import GenerationKwargs, GenerationOptions, TranslationKwargs, merge
 from .runtime import KernelInfo, Runtime
 
 __all__ = [
@@ -543,7 +544,8 @@ class Model(Closable):
         prompts: Sequence[Sequence[int]],
         *,
         on_token: Callable[[int, int, int], Any] | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> list[list[Hypothesis]]:
         """Continue each prompt (a list of token ids) with a decoder-only model.
 
@@ -560,6 +562,7 @@ class Model(Closable):
         sampling only); a true return value finishes that sequence, and an
         exception stops the call and is re-raised.
         """
+        options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(prompts, "prompts")
         return self._run_tokens(
             lambda h, opts, out: _lib.lib.parley_generate(h, batch.pointers, batch.lengths, batch.count, opts, out),
@@ -574,9 +577,11 @@ class Model(Closable):
         target_prefixes: Sequence[Sequence[int]] | None = None,
         *,
         on_token: Callable[[int, int, int], Any] | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> list[list[Hypothesis]]:
         """Translate source id sequences with an encoder-decoder model (options as generate())."""
+        options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(sources, "sources")
         prefixes = None
         if target_prefixes is not None:
@@ -601,25 +606,64 @@ class Model(Closable):
             "translate_tokens()",
         )
 
+    @overload
+    def translate(  # type: ignore[overload-overlap]  # a str is a Sequence too: the first overload wins
+        self,
+        texts: str | bytes,
+        source_language: str | None = None,
+        target_language: str | None = None,
+        beam_size: int | None = None,
+        num_hypotheses: int | None = None,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        attention_layer: int = -1,
+        *,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[TranslationKwargs],
+    ) -> Translation: ...
+
+    @overload
+    def translate(
+        self,
+        texts: Sequence[str | bytes],
+        source_language: str | None = None,
+        target_language: str | None = None,
+        beam_size: int | None = None,
+        num_hypotheses: int | None = None,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        attention_layer: int = -1,
+        *,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[TranslationKwargs],
+    ) -> list[Translation]: ...
+
     def translate(
         self,
         texts: str | bytes | Sequence[str | bytes],
         source_language: str | None = None,
         target_language: str | None = None,
         beam_size: int | None = None,
-        num_hypotheses: int = 1,
+        num_hypotheses: int | None = None,
         length_penalty: float | None = None,
         max_length: int | None = None,
         return_attention: bool = False,
         attention_layer: int = -1,
-        **options: Any,
+        *,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[TranslationKwargs],
     ) -> Translation | list[Translation]:
         """Translate text with an encoder-decoder model.
 
         A single string gives one Translation, a list gives a list.
-        beam_size -> num_beams, num_hypotheses -> num_return_sequences,
-        max_length -> max_new_tokens; other generation options as generate()
-        (None: the model's default). ``return_attention`` keeps, per
+        beam_size -> num_beams, num_hypotheses -> num_return_sequences (None:
+        1), max_length -> max_new_tokens; other generation options as
+        generate() (None: the model's default). ``generation``: a
+        GenerationOptions whose num_beams, num_return_sequences,
+        length_penalty and max_new_tokens stand in for those four arguments
+        where they are None; keyword options override its other fields. ``return_attention`` keeps, per
         hypothesis, the source attention of decoder layer ``attention_layer``
         (-1: the last), averaged over heads.
 
@@ -635,7 +679,7 @@ class Model(Closable):
         """
         single, encoded, text_array, make_options = self._translation_args(
             texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
-            return_attention, attention_layer, options, "translate()",
+            return_attention, attention_layer, options, "translate()", generation,
         )
         result = c_void_p()
         with self._use() as h:
@@ -649,13 +693,28 @@ class Model(Closable):
 
     def _translation_args(
         self, texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
-        return_attention, attention_layer, options, where,
+        return_attention, attention_layer, options, where, generation=None,
     ):
         """(single, encoded texts, their C array, make_options(handle) -> (parley_translation_options, keep))."""
         single = isinstance(texts, (str, bytes))
         items = [texts] if single else list(texts)
         encoded = [encode_text(t, f"texts[{i}]") for i, t in enumerate(items)]
         options = dict(options)
+        if generation is not None:
+            # The dataclass's decoding fields under translate()'s own names; explicit arguments win.
+            if not isinstance(generation, GenerationOptions):
+                raise TypeError(f"generation must be a parley.GenerationOptions, not {type(generation).__name__}")
+            given = generation.as_dict()
+            beam_size = given.pop("num_beams", None) if beam_size is None else beam_size
+            hyps = given.pop("num_return_sequences", None)
+            num_hypotheses = hyps if num_hypotheses is None else num_hypotheses
+            length_penalty = given.pop("length_penalty", None) if length_penalty is None else length_penalty
+            max_length = given.pop("max_new_tokens", None) if max_length is None else max_length
+            for k in ("num_beams", "length_penalty", "max_new_tokens"):
+                given.pop(k, None)
+            options = {**given, **options}
+        if num_hypotheses is None:
+            num_hypotheses = 1
         protect = options.pop("protect", None)
         patterns = options.pop("protect_patterns", None) or []
         glossary = options.pop("glossary", None) or []
@@ -758,7 +817,8 @@ class Model(Closable):
         *,
         return_logprobs: bool = False,
         deadline: float | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> list[list[Hypothesis]]:
         """``await model.generate_async(prompts)``: generate() without blocking the event loop.
 
@@ -769,6 +829,7 @@ class Model(Closable):
         UnsupportedError). ``deadline`` (seconds): DeadlineError after it.
         Cancelling the awaiting task cancels the request. No on_token here.
         """
+        options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(prompts, "prompts")
         with self._use() as h:
             opts = generation_options(h, options, "generate_async()")
@@ -789,9 +850,11 @@ class Model(Closable):
         *,
         return_logprobs: bool = False,
         deadline: float | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[GenerationKwargs],
     ) -> list[list[Hypothesis]]:
         """``await model.translate_tokens_async(sources)``: translate_tokens() on a worker thread."""
+        options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(sources, "sources")
         prefixes = None
         if target_prefixes is not None:
@@ -842,20 +905,57 @@ class Model(Closable):
         )
         return req, single
 
-    async def translate_async(
+    @overload
+    async def translate_async(  # type: ignore[overload-overlap]  # a str is a Sequence too: the first overload wins
         self,
-        texts: str | bytes | Sequence[str | bytes],
+        texts: str | bytes,
         source_language: str | None = None,
         target_language: str | None = None,
         beam_size: int | None = None,
-        num_hypotheses: int = 1,
+        num_hypotheses: int | None = None,
         length_penalty: float | None = None,
         max_length: int | None = None,
         return_attention: bool = False,
         attention_layer: int = -1,
         *,
         deadline: float | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[TranslationKwargs],
+    ) -> Translation: ...
+
+    @overload
+    async def translate_async(
+        self,
+        texts: Sequence[str | bytes],
+        source_language: str | None = None,
+        target_language: str | None = None,
+        beam_size: int | None = None,
+        num_hypotheses: int | None = None,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        attention_layer: int = -1,
+        *,
+        deadline: float | None = None,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[TranslationKwargs],
+    ) -> list[Translation]: ...
+
+    async def translate_async(
+        self,
+        texts: str | bytes | Sequence[str | bytes],
+        source_language: str | None = None,
+        target_language: str | None = None,
+        beam_size: int | None = None,
+        num_hypotheses: int | None = None,
+        length_penalty: float | None = None,
+        max_length: int | None = None,
+        return_attention: bool = False,
+        attention_layer: int = -1,
+        *,
+        deadline: float | None = None,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[TranslationKwargs],
     ) -> Translation | list[Translation]:
         """``await model.translate_async(texts)``: translate() on a libparley worker thread.
 
@@ -865,7 +965,7 @@ class Model(Closable):
         """
         args = self._translation_args(
             texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
-            return_attention, attention_layer, options, "translate_async()",
+            return_attention, attention_layer, options, "translate_async()", generation,
         )
         req, single = self._submit_translation(args, deadline)
         out = await run(req, lambda r: _take_translation(r, return_attention, args[1]))
@@ -877,12 +977,13 @@ class Model(Closable):
         source_language: str | None = None,
         target_language: str | None = None,
         beam_size: int | None = None,
-        num_hypotheses: int = 1,
+        num_hypotheses: int | None = None,
         length_penalty: float | None = None,
         max_length: int | None = None,
         *,
         deadline: float | None = None,
-        **options: Any,
+        generation: GenerationOptions | None = None,
+        **options: Unpack[TranslationKwargs],
     ) -> AsyncStream:
         """``async for u in model.translate_stream_async(texts)``: TranslationUpdate per hypothesis.
 
@@ -902,7 +1003,7 @@ class Model(Closable):
 
         args = self._translation_args(
             texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
-            False, -1, options, "translate_stream_async()",
+            False, -1, options, "translate_stream_async()", generation,
         )
         req, single = self._submit_translation(args, deadline, on_update)
         return AsyncStream(req, q, lambda r: (lambda out: out[0] if single else out)(_take_translation(r, False, args[1])))
