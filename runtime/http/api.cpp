@@ -154,6 +154,18 @@ std::vector<std::string> read_stop(const json &body) {
   return out;
 }
 
+// Deeper documents are refused before anything walks them recursively
+// (serialising tools or a schema for the runtime recurses once per level).
+constexpr int kMaxJsonDepth = 64;
+
+static bool too_deep(const json &v, int depth) {
+  if (depth > kMaxJsonDepth) return true;
+  if (v.is_structured())
+    for (const auto &child : v)
+      if (too_deep(child, depth + 1)) return true;
+  return false;
+}
+
 json parse_body(const httplib::Request &req) {
   json body;
   try {
@@ -162,6 +174,9 @@ json parse_body(const httplib::Request &req) {
     bad_request(std::string("the request body is not valid JSON: ") + e.what(), "", "invalid_json");
   }
   if (!body.is_object()) bad_request("the request body must be a JSON object", "", "invalid_json");
+  if (too_deep(body, 1))
+    bad_request("the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels", "",
+                "invalid_json");
   return body;
 }
 

@@ -240,7 +240,8 @@ def test_errors_in_openai_shape(server):
     assert e.value.status_code == 413 and e.value.body["code"] == "request_too_large"
     for body, code in [(b"{not json", "invalid_json"), (b"[1, 2]", "invalid_json"),
                        (b'{"model": "bot", "messages": [], "frobnicate": 1}', "unknown_parameter"),
-                       (b'{"model": "bot", "messages": "hi"}', "invalid_type")]:
+                       (b'{"model": "bot", "messages": "hi"}', "invalid_type"),
+                       (b'{"model": "bot", "tools": ' + b"[" * 100000 + b"]" * 100000 + b"}", "invalid_json")]:
         status, data = server.raw("POST", "/v1/chat/completions", body)
         err = json.loads(data)["error"]
         assert status == 400 and err["code"] == code, (body, data)
