@@ -374,7 +374,7 @@ def test_sigterm_lets_in_flight_requests_finish():
 
 
 def test_sigterm_cancels_what_outlives_the_grace_period():
-    s = Server("--grace-seconds", "0.2")
+    s = Server("--grace-seconds", "0")
     out: dict = {}
     t = threading.Thread(target=long_stream, args=(s, out))
     t.start()
