@@ -99,6 +99,7 @@ class ServerState {
   std::vector<std::unique_ptr<LoadedModel>> models;
   TokenRate token_rate;
   std::atomic<uint64_t> rejected_overload{0}, requests_cancelled{0};
+  std::atomic<uint64_t> client_disconnects{0};  // streams cancelled because the client went away
 
   // 404 model_not_found when no model has that name.
   LoadedModel &find_model(const std::string &name);

@@ -361,13 +361,15 @@ void stream_response(std::shared_ptr<ChatJob> job, httplib::Response &res) {
   res.set_chunked_content_provider("text/event-stream", [job](size_t, httplib::DataSink &sink) {
     if (!write_event(sink, chunk(*job, {{"role", "assistant"}, {"content", ""}}, nullptr))) {
       parley_request_cancel(job->request->get());
+      job->state.client_disconnects++;
       return false;
     }
     for (;;) {
       std::string text;
       bool done = job->stream.take(&text, 200);
       if (!text.empty() && !write_event(sink, chunk(*job, {{"content", text}}, nullptr))) {
-        parley_request_cancel(job->request->get());  // the client went away
+        parley_request_cancel(job->request->get());
+        job->state.client_disconnects++;  // the client went away
         return false;
       }
       if (done) break;

@@ -239,6 +239,7 @@ void handle_completions(ServerState &state, const httplib::Request &req, httplib
       }
       if (!piece.empty() && !write_event(sink, choice_chunk(*job, piece, nullptr))) {
         parley_request_cancel(job->request->get());
+        job->state.client_disconnects++;
         return false;
       }
       if (finished) break;

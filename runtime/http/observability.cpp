@@ -90,6 +90,9 @@ void handle_metrics(ServerState &state, const httplib::Request &, httplib::Respo
   x.sample("parley_http_max_concurrent_requests", "", static_cast<uint64_t>(state.limits.max_concurrent));
   x.family("parley_http_rejected_overload_total", "counter", "Requests answered 503 at the concurrency limit.");
   x.sample("parley_http_rejected_overload_total", "", state.rejected_overload.load());
+  x.family("parley_http_client_disconnects_total", "counter",
+           "Streams whose client went away before the end (the request was cancelled).");
+  x.sample("parley_http_client_disconnects_total", "", state.client_disconnects.load());
   x.family("parley_http_responses_total", "counter", "Responses by route and HTTP status.");
   for (const auto &[key, n] : state.response_counts())
     x.sample("parley_http_responses_total",
@@ -127,6 +130,10 @@ void handle_metrics(ServerState &state, const httplib::Request &, httplib::Respo
        [](M, S s) { return s.preemptions; }},
       {"parley_engine_refused_total", "counter", "Requests failed after waiting for KV memory.",
        [](M, S s) { return s.refused; }},
+      {"parley_engine_cancelled_total", "counter", "Sequences cancelled (client gone, shutdown).",
+       [](M, S s) { return s.cancelled; }},
+      {"parley_engine_timed_out_total", "counter", "Sequences past their deadline.",
+       [](M, S s) { return s.timed_out; }},
       {"parley_kv_budget_bytes", "gauge", "The serving engine's KV pool.", [](M, S s) { return s.kv_budget_bytes; }},
       {"parley_kv_used_bytes", "gauge", "KV blocks referenced by live sequences.",
        [](M, S s) { return s.kv_blocks_in_use * s.kv_block_bytes; }},

@@ -320,6 +320,31 @@ LONG = {"type": "json_schema", "json_schema": {"name": "long", "schema": {
 LONG_MSGS = [{"role": "user", "content": "List forty order numbers."}]
 
 
+def test_a_client_that_hangs_up_cancels_its_stream(server):
+    before = metrics(server)
+    body = json.dumps({"model": "bot", "messages": LONG_MSGS, "temperature": 0, "max_tokens": 900,
+                       "response_format": LONG, "stream": True}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200
+    assert r.readline().startswith(b"data: ")  # the reply has begun
+    conn.sock.shutdown(2)
+    conn.close()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        m = metrics(server)
+        if m["parley_http_client_disconnects_total"] > before["parley_http_client_disconnects_total"] and \
+                m["parley_http_requests_in_flight"] == 0:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the request of a client that hung up was not cancelled")
+    # stopped early: the whole reply (40 strings of >= 8 characters) is well over 60 tokens
+    key = 'parley_engine_decode_tokens_total{model="bot"}'
+    assert m[key] - before[key] < 60, m[key] - before[key]
+
+
 def test_overload_is_503():
     s = Server("--max-concurrent", "1")
     try:
