@@ -8,6 +8,7 @@
 //   parley convert HF_DIR|MODEL.gguf OUT.parley [converter options]
 //   parley --version; --json on plugins, inspect, translate and chat (json_commands.cpp, text_commands.cpp).
 // Exit status: 0 success, 1 failure (a file, a line, a checksum), 2 usage error.
+//   parley serve --model NAME=PATH... [--host H] [--port P] [limits]  (HTTP; docs/serve.md)
 #include <parley/parley.h>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +20,7 @@
 
 #include "../core/escape.hpp"  // header-only: file content made printable before it reaches a terminal
 #include "config_names.hpp"
+#include "server.hpp"
 #include "text_commands.hpp"
 
 namespace {
@@ -372,6 +374,39 @@ int main(int argc, char **argv) {
   kv_option(chat, ca.kv_cache);
   add_common(chat);
 
+  parley_http::ServeArgs sa;
+  uint64_t kv_budget_mib = 0;
+  auto *serve = app.add_subcommand(
+      "serve",
+      "Serve models over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions and /v1/models, "
+      "/v1/translations, /health and Prometheus /metrics (docs/serve.md). SIGINT/SIGTERM shut down gracefully");
+  serve
+      ->add_option("-m,--model", sa.models,
+                   "NAME=PATH of a model to serve (repeatable; NAME defaults to the file name)")
+      ->required();
+  serve->add_option("--host", sa.host, "Address to listen on (default 127.0.0.1: this machine only)");
+  serve->add_option("--port", sa.port, "TCP port (default 8080; 0: any free port, printed)")
+      ->check(CLI::Range(0, 65535));
+  serve->add_option("--device", sa.device, "Device that runs the models (default cpu)");
+  kv_option(serve, sa.kv_cache);
+  serve->add_option("--kv-budget-mib", kv_budget_mib, "KV cache per model in MiB (0: the runtime's default)");
+  serve->add_option("--max-body-bytes", sa.max_body_bytes, "Largest request body (default 1 MiB; larger: 413)")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 30));
+  serve->add_option("--max-tokens", sa.max_tokens, "Most tokens one request may generate (default 1024; more: 400)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  serve->add_option("--max-concurrent", sa.max_concurrent, "Requests in flight before 503 (default 128)")
+      ->check(CLI::Range(size_t{1}, size_t{4000}));
+  serve->add_option("--http-threads", sa.http_threads, "Connection threads (default: --max-concurrent + 16)")
+      ->check(CLI::Range(size_t{0}, size_t{8192}));
+  serve
+      ->add_option("--grace-seconds", sa.grace_seconds,
+                   "At shutdown, how long in-flight requests may finish before they are cancelled (default 10)")
+      ->check(CLI::Range(0.0, 3600.0));
+  serve->add_option("--request-timeout-ms", sa.request_timeout_ms, "Deadline of each request (0: none)")
+      ->check(CLI::Range(int64_t{0}, int64_t{86400000}));
+  serve->add_flag("--log-requests", sa.log_requests, "Log each request on stderr");
+  add_common(serve);
+
   auto *convert =
       app.add_subcommand("convert", "Convert a Hugging Face model folder or a GGUF file (runs parley-convert)");
   convert->set_help_flag();  // --help goes to parley-convert
@@ -395,6 +430,16 @@ int main(int argc, char **argv) {
   }
   if (plugins->parsed()) return cmd_plugins(common);
   if (convert->parsed()) return parley_cli::convert(convert->remaining());
+  if (serve->parsed()) {
+    parley_http::block_shutdown_signals();  // before the runtime starts threads: serve() takes them with sigwait
+    sa.kv_budget_bytes = kv_budget_mib << 20;
+    parley_runtime *rt = nullptr;
+    parley_status st = make_runtime(common, &rt);
+    if (st != PARLEY_OK) return report(st, "creating the runtime");
+    int rc = parley_http::serve(rt, sa);
+    parley_runtime_free(rt);
+    return rc;
+  }
   if (translate->parsed() || chat->parsed()) {
     parley_runtime *rt = nullptr;
     parley_status st = make_runtime(common, &rt);

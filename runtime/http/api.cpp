@@ -1,0 +1,346 @@
+#include "api.hpp"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+namespace parley_http {
+
+void bad_request(const std::string &message, const std::string &param, const std::string &code) {
+  ApiError e;
+  e.message = message;
+  e.param = param;
+  e.code = code;
+  throw e;
+}
+
+json error_json(const ApiError &e) {
+  json err = {{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
+  if (!e.param.empty()) err["param"] = e.param;
+  if (!e.code.empty()) err["code"] = e.code;
+  return json{{"error", err}};
+}
+
+void send_json(httplib::Response &res, const json &body, int status) {
+  res.status = status;
+  // Invalid UTF-8 cannot reach here from Parley (its texts are valid UTF-8),
+  // but a replacement character beats an exception if it ever did.
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+void send_error(httplib::Response &res, const ApiError &e) {
+  send_json(res, error_json(e), e.http_status);
+}
+
+ApiError error_from_status(int32_t status, const std::string &message) {
+  ApiError e;
+  e.message = message.empty() ? parley_status_name(status) : message;
+  e.code = parley_status_name(status);
+  switch (status) {
+    case PARLEY_ERROR_INVALID_ARGUMENT:
+    case PARLEY_ERROR_UNSUPPORTED:
+    case PARLEY_ERROR_NOT_FOUND:  // an unknown language code, a template that refuses the conversation
+      e.http_status = 400;
+      break;
+    case PARLEY_ERROR_BUSY:
+    case PARLEY_ERROR_OUT_OF_MEMORY:  // the KV budget refused it after admission_timeout_ms
+      e.http_status = 503;
+      e.type = "server_overloaded";
+      break;
+    case PARLEY_ERROR_CANCELLED:
+      e.http_status = 503;
+      e.type = "server_shutting_down";
+      e.message = "the request was cancelled: the server is shutting down";
+      break;
+    case PARLEY_ERROR_TIMEOUT:
+      e.http_status = 504;
+      e.type = "timeout";
+      break;
+    default:
+      e.http_status = 500;
+      e.type = "server_error";
+  }
+  return e;
+}
+
+const json *field(const json &body, const char *name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+void check_known_fields(const json &body, std::initializer_list<const char *> known, const std::string &where) {
+  for (auto it = body.begin(); it != body.end(); ++it) {
+    bool ok = false;
+    for (const char *k : known) ok = ok || it.key() == k;
+    if (!ok)
+      bad_request("Unrecognized request argument supplied: " + where + it.key(), where + it.key(), "unknown_parameter");
+  }
+}
+
+static const char *type_name(const json &v) {
+  if (v.is_string()) return "a string";
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_number()) return "a number";
+  if (v.is_array()) return "an array";
+  if (v.is_object()) return "an object";
+  return "null";
+}
+
+std::optional<std::string> opt_string(const json &body, const char *name, const std::string &where) {
+  const json *v = field(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_string())
+    bad_request(where + name + " must be a string, not " + type_name(*v), where + name, "invalid_type");
+  return v->get<std::string>();
+}
+
+std::optional<double> opt_number(const json &body, const char *name, double lo, double hi) {
+  const json *v = field(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) bad_request(std::string(name) + " must be a number, not " + type_name(*v), name, "invalid_type");
+  double d = v->get<double>();
+  if (!std::isfinite(d) || d < lo || d > hi)
+    bad_request(
+        std::string(name) + " must be between " + json(lo).dump() + " and " + json(hi).dump() + ", not " + v->dump(),
+        name);
+  return d;
+}
+
+std::optional<int64_t> opt_integer(const json &body, const char *name, int64_t lo, int64_t hi) {
+  const json *v = field(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number_integer())
+    bad_request(std::string(name) + " must be an integer, not " + (v->is_number() ? v->dump() : type_name(*v)), name,
+                "invalid_type");
+  if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    bad_request(std::string(name) + " is out of range", name);
+  int64_t i = v->get<int64_t>();
+  if (i < lo || i > hi)
+    bad_request(std::string(name) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", not " +
+                    std::to_string(i),
+                name);
+  return i;
+}
+
+std::optional<bool> opt_bool(const json &body, const char *name) {
+  const json *v = field(body, name);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean())
+    bad_request(std::string(name) + " must be a boolean, not " + type_name(*v), name, "invalid_type");
+  return v->get<bool>();
+}
+
+std::vector<std::string> read_stop(const json &body) {
+  const json *v = field(body, "stop");
+  std::vector<std::string> out;
+  if (!v) return out;
+  if (v->is_string()) {
+    out.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() > 4) bad_request("stop holds at most 4 strings, not " + std::to_string(v->size()), "stop");
+    for (const auto &s : *v) {
+      if (!s.is_string()) bad_request("stop must be a string or an array of strings", "stop", "invalid_type");
+      out.push_back(s.get<std::string>());
+    }
+  } else {
+    bad_request(std::string("stop must be a string or an array of strings, not ") + type_name(*v), "stop",
+                "invalid_type");
+  }
+  for (const auto &s : out)
+    if (s.empty()) bad_request("stop strings must not be empty", "stop");
+  return out;
+}
+
+// Deeper documents are refused before anything walks them recursively
+// (serialising tools or a schema for the runtime recurses once per level).
+constexpr int kMaxJsonDepth = 64;
+
+static bool too_deep(const json &v, int depth) {
+  if (depth > kMaxJsonDepth) return true;
+  if (v.is_structured())
+    for (const auto &child : v)
+      if (too_deep(child, depth + 1)) return true;
+  return false;
+}
+
+json parse_body(const httplib::Request &req) {
+  json body;
+  try {
+    body = json::parse(req.body);
+  } catch (const json::parse_error &e) {
+    bad_request(std::string("the request body is not valid JSON: ") + e.what(), "", "invalid_json");
+  }
+  if (!body.is_object()) bad_request("the request body must be a JSON object", "", "invalid_json");
+  if (too_deep(body, 1))
+    bad_request("the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels", "",
+                "invalid_json");
+  return body;
+}
+
+void TokenRate::add(uint64_t tokens) {
+  double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::lock_guard<std::mutex> lock(mu_);
+  events_.emplace_back(now, tokens);
+  while (!events_.empty() && events_.front().first < now - 300) events_.pop_front();
+}
+
+double TokenRate::per_second(double window) {
+  double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t sum = 0;
+  for (auto it = events_.rbegin(); it != events_.rend() && it->first >= now - window; ++it) sum += it->second;
+  return static_cast<double>(sum) / window;
+}
+
+LoadedModel &ServerState::find_model(const std::string &name) {
+  for (auto &m : models)
+    if (m->name == name) return *m;
+  ApiError e;
+  e.http_status = 404;
+  e.message = "The model '" + name + "' does not exist (GET /v1/models lists the models this server holds)";
+  e.param = "model";
+  e.code = "model_not_found";
+  throw e;
+}
+
+void ServerState::admit() {
+  if (draining_) {
+    ApiError e;
+    e.http_status = 503;
+    e.type = "server_shutting_down";
+    e.message = "the server is shutting down";
+    throw e;
+  }
+  size_t n = in_flight_.fetch_add(1) + 1;
+  if (n > limits.max_concurrent) {
+    release();
+    rejected_overload++;
+    ApiError e;
+    e.http_status = 503;
+    e.type = "server_overloaded";
+    e.message = "the server is at its limit of " + std::to_string(limits.max_concurrent) +
+                " requests in flight (--max-concurrent); retry later";
+    throw e;
+  }
+}
+
+void ServerState::release() {
+  std::lock_guard<std::mutex> lock(mu_);
+  in_flight_--;
+  idle_cv_.notify_all();
+}
+
+void ServerState::track(parley_request *r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_.insert(r);
+  if (cancelling_) parley_request_cancel(r);
+}
+
+void ServerState::untrack(parley_request *r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_.erase(r);
+}
+
+void ServerState::cancel_all() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelling_ = true;
+  for (parley_request *r : active_) {
+    parley_request_cancel(r);
+    requests_cancelled++;
+  }
+}
+
+bool ServerState::wait_idle(double seconds) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return in_flight_ == 0; });
+}
+
+void ServerState::count_response(const std::string &path, int status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  responses_[{path, status}]++;
+}
+
+std::map<std::pair<std::string, int>, uint64_t> ServerState::response_counts() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return responses_;
+}
+
+int32_t TrackedRequest::wait(std::string *message) {
+  while (parley_request_wait(r_, 500) == PARLEY_ERROR_TIMEOUT) {
+  }
+  int32_t st = PARLEY_OK;
+  const char *msg = "";
+  parley_request_status(r_, &st, &msg);
+  if (message) *message = msg ? msg : "";
+  return st;
+}
+
+Sampling read_sampling(const json &body, const ServeLimits &limits) {
+  Sampling s;
+  s.max_tokens = opt_integer(body, "max_tokens", 1, static_cast<int64_t>(limits.max_tokens));
+  if (auto m = opt_integer(body, "max_completion_tokens", 1, static_cast<int64_t>(limits.max_tokens))) {
+    if (s.max_tokens && *s.max_tokens != *m)
+      bad_request("max_tokens and max_completion_tokens disagree", "max_completion_tokens");
+    s.max_tokens = m;
+  }
+  s.temperature = opt_number(body, "temperature", 0.0, 2.0);
+  s.top_p = opt_number(body, "top_p", 0.0, 1.0);
+  s.seed = opt_integer(body, "seed", INT64_MIN, INT64_MAX);
+  s.stop = read_stop(body);
+  return s;
+}
+
+void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_generation_options &g) {
+  g.num_beams = 1;
+  g.num_return_sequences = 1;
+  size_t def = default_max;
+  if (g.max_new_tokens > 0 && g.max_new_tokens < def) def = g.max_new_tokens;
+  g.max_new_tokens = s.max_tokens ? static_cast<size_t>(*s.max_tokens) : std::min(def, cap);
+  // temperature 0 (or top_p 0) is greedy decoding, as OpenAI documents it;
+  // a positive temperature samples; absent keeps the model's defaults.
+  if (s.temperature) {
+    if (*s.temperature == 0.0) {
+      g.do_sample = 0;
+    } else {
+      g.do_sample = 1;
+      g.temperature = static_cast<float>(*s.temperature);
+    }
+  }
+  if (s.top_p) {
+    if (*s.top_p == 0.0)
+      g.do_sample = 0;
+    else
+      g.top_p = static_cast<float>(*s.top_p);
+  }
+  if (s.seed) g.seed = static_cast<uint64_t>(*s.seed);
+}
+
+void refuse_unsupported(const json &body) {
+  if (auto n = opt_integer(body, "n", 1, INT64_MAX); n && *n != 1)
+    bad_request("n: only 1 choice per request is supported, not " + std::to_string(*n), "n", "unsupported_value");
+  if (auto lp = opt_bool(body, "logprobs"); lp && *lp)
+    bad_request("logprobs are not supported by this server", "logprobs", "unsupported_value");
+  for (const char *p : {"presence_penalty", "frequency_penalty"})
+    if (auto v = opt_number(body, p, -2.0, 2.0); v && *v != 0.0)
+      bad_request(std::string(p) + " is not supported (only 0)", p, "unsupported_value");
+  if (const json *lb = field(body, "logit_bias"); lb && !(lb->is_object() && lb->empty()))
+    bad_request("logit_bias is not supported", "logit_bias", "unsupported_value");
+}
+
+std::string new_id(const char *prefix) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s-%012llx%06llx", prefix, static_cast<unsigned long long>(salt & 0xffffffffffffULL),
+                static_cast<unsigned long long>(++counter));
+  return buf;
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace parley_http

@@ -1,0 +1,437 @@
+// POST /v1/chat/completions: OpenAI's chat completions over a Parley chat
+// session per request, submitted as an asynchronous request so that
+// concurrent requests share the model's serving engine (batched decode
+// steps, a common system prompt computed once through the prefix cache).
+#include <httplib.h>
+
+#include "api.hpp"
+#include "endpoints.hpp"
+#include "text_stream.hpp"
+
+namespace parley_http {
+namespace {
+
+struct SessionDeleter {
+  void operator()(parley_chat_session *s) const { parley_chat_session_free(s); }
+};
+using SessionPtr = std::unique_ptr<parley_chat_session, SessionDeleter>;
+
+[[noreturn]] void throw_status(int32_t status, const std::string &context) {
+  ApiError e = error_from_status(status, context + parley_last_error());
+  throw e;
+}
+
+// The text of a message's content: a string, null, or an array of text parts.
+std::string content_text(const json &msg, const std::string &where) {
+  const json *c = field(msg, "content");
+  if (!c) return "";
+  if (c->is_string()) return c->get<std::string>();
+  if (c->is_array()) {
+    std::string out;
+    for (size_t i = 0; i < c->size(); ++i) {
+      const json &part = (*c)[i];
+      std::string p = where + ".content[" + std::to_string(i) + "]";
+      if (!part.is_object()) bad_request(p + " must be an object", p, "invalid_type");
+      auto type = opt_string(part, "type", p + ".");
+      if (type != "text")
+        bad_request(p + ": content parts of type '" + type.value_or("") + "' are not supported (only text)",
+                    p + ".type", "unsupported_value");
+      auto text = opt_string(part, "text", p + ".");
+      if (!text) bad_request(p + ".text is required", p + ".text", "missing_required_parameter");
+      out += *text;
+    }
+    return out;
+  }
+  bad_request(where + ".content must be a string or an array of text parts", where + ".content", "invalid_type");
+}
+
+// OpenAI sends a tool call's arguments as a JSON string; chat templates
+// (transformers' form) take the object.
+std::string tool_calls_for_parley(const json &calls, const std::string &where) {
+  if (!calls.is_array()) bad_request(where + ".tool_calls must be an array", where + ".tool_calls", "invalid_type");
+  json out = json::array();
+  for (const auto &c : calls) {
+    if (!c.is_object() || !c.contains("function") || !c["function"].is_object())
+      bad_request(where + ".tool_calls entries must be {\"type\": \"function\", \"function\": {...}}",
+                  where + ".tool_calls", "invalid_type");
+    json call = c;
+    json &args = call["function"]["arguments"];
+    if (args.is_string()) {
+      json parsed = json::parse(args.get<std::string>(), nullptr, false);
+      if (!parsed.is_discarded()) args = parsed;
+    }
+    out.push_back(call);
+  }
+  return out.dump();
+}
+
+// Parley's tool calls (arguments as objects) -> OpenAI's (arguments as a string).
+json tool_calls_for_openai(const char *parley_calls) {
+  json calls = json::parse(parley_calls, nullptr, false);
+  json out = json::array();
+  if (!calls.is_array()) return out;
+  for (const auto &c : calls) {
+    json fn = c.value("function", json::object());
+    json args = fn.value("arguments", json::object());
+    out.push_back(
+        {{"id", c.value("id", new_id("call"))},
+         {"type", "function"},
+         {"function",
+          {{"name", fn.value("name", "")}, {"arguments", args.is_string() ? args.get<std::string>() : args.dump()}}}});
+  }
+  return out;
+}
+
+// Everything a chat request needs after validation; owned by a shared
+// pointer so that a streaming response keeps it alive. Members are destroyed
+// in reverse order: the request (cancelled and waited for) before the
+// session, the stream its callbacks write to, and the admission slot.
+struct ChatJob {
+  explicit ChatJob(ServerState &s) : state(s), admission(s) {}
+  ServerState &state;
+  Admission admission;
+  LoadedModel *model = nullptr;
+  std::string id = new_id("chatcmpl"), model_name;
+  int64_t created = unix_now();
+  TextStream stream;
+  SessionPtr session;
+  std::string json_schema;
+  std::vector<std::string> stop;
+  std::vector<const char *> stop_ptrs;
+  parley_generation_options gen{};
+  parley_chat_options chat{};
+  bool tools = false, streaming = false, include_usage = false;
+  std::unique_ptr<TrackedRequest> request;
+};
+
+struct Outcome {
+  std::string content;
+  json tool_calls;  // null when none
+  std::string finish_reason;
+  json usage;
+};
+
+// The reply of a finished request that succeeded.
+Outcome collect(ChatJob &job) {
+  Outcome o;
+  char *reply = nullptr;
+  if (parley_request_take_reply(job.request->get(), &reply) == PARLEY_OK && reply) {
+    o.content = reply;
+    parley_string_free(reply);
+  }
+  parley_chat_stats stats{};
+  stats.struct_size = sizeof stats;
+  parley_chat_stats_get(job.session.get(), &stats);
+  size_t count = 0;
+  parley_chat_message_count(job.session.get(), &count);
+  const char *calls = nullptr;
+  if (count > 0) parley_chat_tool_calls(job.session.get(), count - 1, &calls, nullptr, nullptr);
+  if (calls && job.tools) {
+    o.tool_calls = tool_calls_for_openai(calls);
+    // The message's content is the text outside the calls.
+    int32_t role = 0;
+    const char *text = nullptr;
+    if (parley_chat_message(job.session.get(), count - 1, &role, &text) == PARLEY_OK) o.content = text ? text : "";
+  }
+  if (!o.tool_calls.is_null() && !o.tool_calls.empty())
+    o.finish_reason = "tool_calls";
+  else if (stats.generated_tokens >= job.gen.max_new_tokens)
+    o.finish_reason = "length";
+  else
+    o.finish_reason = "stop";
+  o.usage = {{"prompt_tokens", stats.prompt_tokens},
+             {"completion_tokens", stats.generated_tokens},
+             {"total_tokens", stats.prompt_tokens + stats.generated_tokens},
+             {"prompt_tokens_details", {{"cached_tokens", stats.reused_tokens}}}};
+  job.model->prompt_tokens += stats.prompt_tokens;
+  job.model->completion_tokens += stats.generated_tokens;
+  job.state.token_rate.add(stats.generated_tokens);
+  return o;
+}
+
+std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
+  check_known_fields(body, {"model",
+                            "messages",
+                            "stream",
+                            "stream_options",
+                            "max_tokens",
+                            "max_completion_tokens",
+                            "temperature",
+                            "top_p",
+                            "seed",
+                            "stop",
+                            "n",
+                            "response_format",
+                            "tools",
+                            "tool_choice",
+                            "parallel_tool_calls",
+                            "user",
+                            "logprobs",
+                            "presence_penalty",
+                            "frequency_penalty",
+                            "logit_bias"});
+  auto model_name = opt_string(body, "model");
+  if (!model_name) bad_request("model is required", "model", "missing_required_parameter");
+  LoadedModel &model = state.find_model(*model_name);
+  if (!model.chat)
+    bad_request("the model '" + model.name + "' is not a chat model" +
+                    (model.decoder_only ? " (it has no chat template: use /v1/completions)"
+                                        : " (a translation model: use /v1/translations)"),
+                "model", "model_not_supported");
+  refuse_unsupported(body);
+  Sampling sampling = read_sampling(body, state.limits);
+  bool streaming = opt_bool(body, "stream").value_or(false);
+  bool include_usage = false;
+  if (const json *so = field(body, "stream_options")) {
+    if (!so->is_object()) bad_request("stream_options must be an object", "stream_options", "invalid_type");
+    check_known_fields(*so, {"include_usage"}, "stream_options.");
+    include_usage = opt_bool(*so, "include_usage").value_or(false);
+  }
+
+  std::string schema;
+  if (const json *rf = field(body, "response_format")) {
+    if (!rf->is_object()) bad_request("response_format must be an object", "response_format", "invalid_type");
+    auto type = opt_string(*rf, "type", "response_format.");
+    if (!type) bad_request("response_format.type is required", "response_format.type", "missing_required_parameter");
+    if (*type == "json_object") {
+      schema = R"({"type": "object"})";
+    } else if (*type == "json_schema") {
+      const json *js = field(*rf, "json_schema");
+      if (!js || !js->is_object())
+        bad_request("response_format.json_schema must be an object", "response_format.json_schema", "invalid_type");
+      const json *sc = field(*js, "schema");
+      if (!sc || !sc->is_object())
+        bad_request("response_format.json_schema.schema must be a JSON schema object",
+                    "response_format.json_schema.schema", "invalid_type");
+      schema = sc->dump();
+    } else if (*type != "text") {
+      bad_request("response_format.type must be text, json_object or json_schema, not '" + *type + "'",
+                  "response_format.type", "unsupported_value");
+    }
+  }
+
+  json tools;
+  if (const json *t = field(body, "tools")) {
+    if (!t->is_array()) bad_request("tools must be an array", "tools", "invalid_type");
+    if (!t->empty()) tools = *t;
+  }
+  if (const json *tc = field(body, "tool_choice")) {
+    if (tc->is_string() && *tc == "none") {
+      tools = json();  // the model is not told about the tools
+    } else if (!(tc->is_string() && *tc == "auto")) {
+      bad_request("tool_choice: only \"auto\" and \"none\" are supported (the model decides whether to call a tool)",
+                  "tool_choice", "unsupported_value");
+    }
+  }
+
+  const json *messages = field(body, "messages");
+  if (!messages) bad_request("messages is required", "messages", "missing_required_parameter");
+  if (!messages->is_array() || messages->empty())
+    bad_request("messages must be a non-empty array", "messages", "invalid_type");
+  if (messages->size() > state.limits.max_messages)
+    bad_request("at most " + std::to_string(state.limits.max_messages) + " messages per request", "messages");
+
+  struct Msg {
+    int32_t role;
+    std::string content, tool_calls, tool_call_id, name;
+  };
+  std::vector<Msg> msgs;
+  std::string system;
+  bool has_system = false;
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json &m = (*messages)[i];
+    std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) bad_request(where + " must be an object", where, "invalid_type");
+    check_known_fields(m, {"role", "content", "name", "tool_calls", "tool_call_id", "refusal"}, where + ".");
+    auto role = opt_string(m, "role", where + ".");
+    if (!role) bad_request(where + ".role is required", where + ".role", "missing_required_parameter");
+    Msg msg;
+    msg.content = content_text(m, where);
+    if (*role == "system" || *role == "developer") {
+      if (msgs.empty()) {  // leading system messages form the session's system prompt
+        if (has_system) system += "\n\n";
+        system += msg.content;
+        has_system = true;
+        continue;
+      }
+      msg.role = PARLEY_ROLE_SYSTEM;  // refused by the session: a system message after the start
+    } else if (*role == "user") {
+      msg.role = PARLEY_ROLE_USER;
+    } else if (*role == "assistant") {
+      msg.role = PARLEY_ROLE_ASSISTANT;
+      if (const json *tcs = field(m, "tool_calls")) msg.tool_calls = tool_calls_for_parley(*tcs, where);
+    } else if (*role == "tool") {
+      msg.role = PARLEY_ROLE_TOOL;
+      msg.tool_call_id = opt_string(m, "tool_call_id", where + ".").value_or("");
+      msg.name = opt_string(m, "name", where + ".").value_or("");
+    } else {
+      bad_request(where + ".role must be system, developer, user, assistant or tool, not '" + *role + "'",
+                  where + ".role", "unsupported_value");
+    }
+    msgs.push_back(std::move(msg));
+  }
+  if (msgs.empty()) bad_request("messages holds only system messages: nothing to reply to", "messages");
+
+  auto job = std::make_shared<ChatJob>(state);  // admission: 503 when overloaded or shutting down
+  job->model = &model;
+  job->model_name = model.name;
+  job->streaming = streaming;
+  job->include_usage = include_usage;
+  job->json_schema = schema;
+  model.requests++;
+
+  parley_chat_session *session = nullptr;
+  int32_t st = parley_chat_session_create_n(model.model, has_system ? system.data() : nullptr, system.size(), &session);
+  if (st != PARLEY_OK) throw_status(st, "");
+  job->session.reset(session);
+  if (!tools.is_null()) {
+    st = parley_chat_set_tools(session, tools.dump().c_str());
+    if (st != PARLEY_OK) throw_status(st, "tools: ");
+    job->tools = true;
+  }
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const Msg &m = msgs[i];
+    parley_chat_message_ex ex{};
+    ex.struct_size = sizeof ex;
+    ex.role = m.role;
+    ex.content = m.content.data();
+    ex.content_length = m.content.size();
+    ex.tool_calls = m.tool_calls.empty() ? nullptr : m.tool_calls.c_str();
+    ex.tool_call_id = m.tool_call_id.empty() ? nullptr : m.tool_call_id.c_str();
+    ex.name = m.name.empty() ? nullptr : m.name.c_str();
+    st = parley_chat_append_message(session, &ex);
+    if (st != PARLEY_OK) {
+      ApiError e = error_from_status(st, "messages: " + std::string(parley_last_error()));
+      e.param = "messages";
+      throw e;
+    }
+  }
+
+  job->gen.struct_size = sizeof job->gen;
+  parley_generation_options_init(model.model, &job->gen);
+  apply_sampling(sampling, state.limits.max_tokens, state.limits.max_tokens, job->gen);
+  if (!job->json_schema.empty()) job->gen.json_schema = job->json_schema.c_str();
+  job->stop = sampling.stop;
+  for (const auto &s : job->stop) job->stop_ptrs.push_back(s.c_str());
+  parley_chat_options_init(&job->chat);
+  job->chat.generation = &job->gen;
+  job->chat.stop_strings = job->stop_ptrs.data();
+  job->chat.num_stop_strings = job->stop_ptrs.size();
+  if (streaming && !job->tools) {  // with tools the reply is parsed for calls at the end
+    job->chat.on_text = TextStream::on_text;
+    job->chat.user_data = &job->stream;
+  }
+  parley_request_options ro;
+  parley_request_options_init(&ro);
+  ro.deadline_ms = state.limits.request_timeout_ms;
+  ro.on_complete = TextStream::on_complete;
+  ro.user_data = &job->stream;
+  parley_request *r = nullptr;
+  st = parley_chat_submit(session, &job->chat, &ro, &r);
+  if (st != PARLEY_OK) throw_status(st, "");
+  job->request = std::make_unique<TrackedRequest>(state, r);
+  return job;
+}
+
+json chunk(const ChatJob &job, const json &delta, const json &finish_reason) {
+  json c = {{"id", job.id},
+            {"object", "chat.completion.chunk"},
+            {"created", job.created},
+            {"model", job.model_name},
+            {"choices", json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", finish_reason}}})}};
+  if (job.include_usage) c["usage"] = nullptr;
+  return c;
+}
+
+bool write_event(httplib::DataSink &sink, const json &j) {
+  std::string s = "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+  return sink.write(s.data(), s.size());
+}
+
+bool write_done(httplib::DataSink &sink) {
+  static const char done[] = "data: [DONE]\n\n";
+  bool ok = sink.write(done, sizeof done - 1);
+  sink.done();
+  return ok;
+}
+
+void stream_response(std::shared_ptr<ChatJob> job, httplib::Response &res) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  res.set_chunked_content_provider("text/event-stream", [job](size_t, httplib::DataSink &sink) {
+    if (!write_event(sink, chunk(*job, {{"role", "assistant"}, {"content", ""}}, nullptr))) {
+      parley_request_cancel(job->request->get());
+      job->state.client_disconnects++;
+      return false;
+    }
+    for (;;) {
+      std::string text;
+      bool done = job->stream.take(&text, 200);
+      if (!text.empty() && !write_event(sink, chunk(*job, {{"content", text}}, nullptr))) {
+        parley_request_cancel(job->request->get());
+        job->state.client_disconnects++;  // the client went away
+        return false;
+      }
+      if (done) break;
+    }
+    std::string message;
+    int32_t st = job->request->wait(&message);
+    if (st != PARLEY_OK) {
+      write_event(sink, error_json(error_from_status(st, message)));
+      return write_done(sink);
+    }
+    Outcome o = collect(*job);
+    if (job->tools) {  // held back until the calls were parsed
+      if (!o.content.empty()) write_event(sink, chunk(*job, {{"content", o.content}}, nullptr));
+      if (!o.tool_calls.is_null() && !o.tool_calls.empty()) {
+        json calls = o.tool_calls;
+        for (size_t i = 0; i < calls.size(); ++i) calls[i]["index"] = i;
+        write_event(sink, chunk(*job, {{"tool_calls", calls}}, nullptr));
+      }
+    }
+    write_event(sink, chunk(*job, json::object(), o.finish_reason));
+    if (job->include_usage) {
+      json u = chunk(*job, json::object(), nullptr);
+      u["choices"] = json::array();
+      u["usage"] = o.usage;
+      write_event(sink, u);
+    }
+    return write_done(sink);
+  });
+}
+
+}  // namespace
+
+void handle_chat_completions(ServerState &state, const httplib::Request &req, httplib::Response &res) {
+  json body = parse_body(req);
+  std::shared_ptr<ChatJob> job = prepare(state, body);
+  if (job->streaming) {
+    // Answer a turn that fails before its first piece (a conversation too
+    // long, a schema the grammar compiler refuses) as an HTTP error.
+    job->stream.wait_started();
+    if (!job->stream.started() || job->tools) {
+      std::string message;
+      int32_t st = job->request->wait(&message);
+      if (st != PARLEY_OK) throw error_from_status(st, message);
+    }
+    stream_response(std::move(job), res);
+    return;
+  }
+  std::string message;
+  int32_t st = job->request->wait(&message);
+  if (st != PARLEY_OK) throw error_from_status(st, message);
+  Outcome o = collect(*job);
+  json msg = {{"role", "assistant"}, {"content", o.content}};
+  if (!o.tool_calls.is_null() && !o.tool_calls.empty()) {
+    msg["tool_calls"] = o.tool_calls;
+    if (o.content.empty()) msg["content"] = nullptr;
+  }
+  send_json(res, {{"id", job->id},
+                  {"object", "chat.completion"},
+                  {"created", job->created},
+                  {"model", job->model_name},
+                  {"choices", json::array({{{"index", 0}, {"message", msg}, {"finish_reason", o.finish_reason}}})},
+                  {"usage", o.usage}});
+}
+
+}  // namespace parley_http

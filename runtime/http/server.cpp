@@ -1,0 +1,247 @@
+#include "server.hpp"
+
+#include <httplib.h>
+#include <parley/parley.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "api.hpp"
+#include "endpoints.hpp"
+
+namespace parley_http {
+namespace {
+
+using Endpoint = void (*)(ServerState &, const httplib::Request &, httplib::Response &);
+
+httplib::Server::Handler wrap(ServerState &state, Endpoint endpoint) {
+  return [&state, endpoint](const httplib::Request &req, httplib::Response &res) {
+    try {
+      endpoint(state, req, res);
+    } catch (const ApiError &e) {
+      send_error(res, e);
+    } catch (const std::bad_alloc &) {
+      ApiError e;
+      e.http_status = 503;
+      e.type = "server_overloaded";
+      e.message = "out of memory";
+      send_error(res, e);
+    } catch (const std::exception &ex) {
+      ApiError e;
+      e.http_status = 500;
+      e.type = "server_error";
+      e.message = ex.what();
+      send_error(res, e);
+    }
+  };
+}
+
+// Route names for the metrics (bounded: unknown paths are "other").
+std::string route_of(const std::string &path) {
+  static const char *kRoutes[] = {"/v1/chat/completions", "/v1/completions", "/v1/translations",
+                                  "/v1/models",           "/health",         "/metrics"};
+  for (const char *r : kRoutes)
+    if (path == r) return r;
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  return "other";
+}
+
+// The body of an error httplib answers itself (no route, a body over the
+// limit, a malformed request), in the same shape as the endpoints' errors.
+void fill_error(const ServeArgs &args, const httplib::Request &req, httplib::Response &res) {
+  if (!res.body.empty()) return;  // an endpoint's own error
+  ApiError e;
+  e.http_status = res.status;
+  switch (res.status) {
+    case 404:
+      e.message = "no route " + req.method + " " + req.path;
+      e.code = "not_found";
+      break;
+    case 413:
+      e.message =
+          "the request body is larger than " + std::to_string(args.max_body_bytes) + " bytes (--max-body-bytes)";
+      e.code = "request_too_large";
+      break;
+    case 414:
+    case 431:
+      e.message = "the request line or headers are too long";
+      e.code = "request_too_large";
+      break;
+    default:
+      e.message = res.status >= 500 ? "internal server error" : "malformed HTTP request";
+      if (res.status >= 500) e.type = "server_error";
+  }
+  send_error(res, e);
+}
+
+struct LoadedModels {
+  std::vector<std::unique_ptr<LoadedModel>> *models;
+  ~LoadedModels() {
+    for (auto &m : *models) parley_model_free(m->model);
+    models->clear();
+  }
+};
+
+bool load_models(parley_runtime *rt, const ServeArgs &args, std::vector<std::unique_ptr<LoadedModel>> &out) {
+  for (const std::string &spec : args.models) {
+    auto m = std::make_unique<LoadedModel>();
+    size_t eq = spec.find('=');
+    if (eq != std::string::npos && eq > 0 && spec.substr(0, eq).find('/') == std::string::npos) {
+      m->name = spec.substr(0, eq);
+      m->path = spec.substr(eq + 1);
+    } else {
+      m->path = spec;
+      std::string base = spec.substr(spec.find_last_of('/') + 1);
+      m->name =
+          base.size() > 7 && base.compare(base.size() - 7, 7, ".parley") == 0 ? base.substr(0, base.size() - 7) : base;
+    }
+    for (const auto &o : out)
+      if (o->name == m->name) {
+        std::fprintf(stderr, "parley serve: two models are named '%s' (use --model NAME=PATH)\n", m->name.c_str());
+        return false;
+      }
+    parley_model_options mo;
+    parley_model_options_init(&mo);
+    mo.device = args.device.c_str();
+    mo.kv_cache_dtype = args.kv_cache;
+    mo.kv_cache_budget_bytes = args.kv_budget_bytes;
+    int32_t st = parley_model_load_file(rt, m->path.c_str(), &mo, &m->model);
+    if (st == PARLEY_OK) st = parley_model_prepare(m->model);
+    if (st != PARLEY_OK) {
+      std::fprintf(stderr, "parley serve: loading model '%s' from %s failed: %s (%s)\n", m->name.c_str(),
+                   m->path.c_str(), parley_last_error(), parley_status_name(st));
+      parley_model_free(m->model);
+      return false;
+    }
+    parley_model_info info{};
+    info.struct_size = sizeof info;
+    parley_model_get_info(m->model, &info);
+    m->architecture = info.architecture ? info.architecture : "";
+    m->decoder_only = info.kind == PARLEY_MODEL_DECODER_ONLY;
+    if (m->decoder_only) {  // a chat model is one a session can be created for
+      parley_chat_session *s = nullptr;
+      m->chat = parley_chat_session_create(m->model, nullptr, &s) == PARLEY_OK;
+      parley_chat_session_free(s);
+    }
+    m->created = unix_now();
+    std::fprintf(stderr, "parley serve: model '%s' (%s, %s) from %s\n", m->name.c_str(), m->architecture.c_str(),
+                 m->decoder_only ? (m->chat ? "chat" : "text generation") : "translation", m->path.c_str());
+    out.push_back(std::move(m));
+  }
+  return true;
+}
+
+}  // namespace
+
+void block_shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int serve(parley_runtime *rt, const ServeArgs &args) {
+  // A client that hangs up mid-response must not kill the server.
+  signal(SIGPIPE, SIG_IGN);
+  block_shutdown_signals();
+  if (args.models.empty()) {
+    std::fprintf(stderr, "parley serve: give at least one --model NAME=PATH\n");
+    return 2;
+  }
+  ServerState state;
+  state.limits.max_body_bytes = args.max_body_bytes;
+  state.limits.max_tokens = args.max_tokens;
+  state.limits.max_concurrent = args.max_concurrent;
+  state.limits.grace_seconds = args.grace_seconds;
+  state.limits.request_timeout_ms = args.request_timeout_ms;
+  LoadedModels guard{&state.models};
+  if (!load_models(rt, args, state.models)) return 1;
+
+  httplib::Server svr;
+  size_t threads = args.http_threads ? args.http_threads : args.max_concurrent + 16;
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.set_payload_max_length(args.max_body_bytes);
+  svr.set_keep_alive_max_count(10000);
+  svr.set_read_timeout(30, 0);
+  svr.set_write_timeout(30, 0);
+  svr.set_tcp_nodelay(true);
+  svr.Post("/v1/chat/completions", wrap(state, handle_chat_completions));
+  svr.Post("/v1/completions", wrap(state, handle_completions));
+  svr.Post("/v1/translations", wrap(state, handle_translations));
+  svr.Get("/v1/models", wrap(state, handle_models));
+  svr.Get(R"(/v1/models/(.+))", wrap(state, handle_models));
+  svr.Get("/health", wrap(state, handle_health));
+  svr.Get("/metrics", wrap(state, handle_metrics));
+  // A known route with the wrong method: 405 (httplib itself answers 404).
+  auto not_allowed = [](const httplib::Request &req, httplib::Response &res) {
+    ApiError e;
+    e.http_status = 405;
+    e.message = "method " + req.method + " is not allowed on " + req.path;
+    e.code = "method_not_allowed";
+    send_error(res, e);
+  };
+  for (const char *path : {"/v1/chat/completions", "/v1/completions", "/v1/translations"}) svr.Get(path, not_allowed);
+  for (const char *path : {"/v1/models", "/health", "/metrics"}) svr.Post(path, not_allowed);
+  svr.set_error_handler([&args](const httplib::Request &req, httplib::Response &res) { fill_error(args, req, res); });
+  svr.set_logger([&state, &args](const httplib::Request &req, const httplib::Response &res) {
+    state.count_response(route_of(req.path), res.status);
+    if (args.log_requests)
+      std::fprintf(stderr, "parley serve: %s %s %s -> %d\n", req.remote_addr.c_str(), req.method.c_str(),
+                   req.path.c_str(), res.status);
+  });
+
+  int port = args.port;
+  if (port == 0) {
+    port = svr.bind_to_any_port(args.host);
+  } else if (!svr.bind_to_port(args.host, port)) {
+    port = -1;
+  }
+  if (port < 0) {
+    std::fprintf(stderr, "parley serve: cannot listen on %s:%d: %s\n", args.host.c_str(), args.port,
+                 std::strerror(errno));
+    return 1;
+  }
+  std::printf("parley serve: listening on http://%s:%d\n", args.host.c_str(), port);
+  std::fflush(stdout);
+
+  std::atomic<bool> listening_done{false};
+  std::thread signals([&] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    const timespec tick{0, 100 * 1000 * 1000};
+    while (!listening_done) {
+      int sig = sigtimedwait(&set, nullptr, &tick);
+      if (sig < 0) continue;
+      std::fprintf(stderr, "parley serve: %s: no new connections; %zu request(s) in flight may finish within %.1f s\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", state.in_flight(), args.grace_seconds);
+      state.start_draining();
+      svr.stop();
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(args.grace_seconds);
+      bool cancelled = false;
+      while (!listening_done) {
+        svr.stop();  // (again, in case the signal came before listening began)
+        bool second = sigtimedwait(&set, nullptr, &tick) > 0;
+        if (!cancelled && (second || std::chrono::steady_clock::now() >= deadline) && state.in_flight() > 0) {
+          std::fprintf(stderr, "parley serve: cancelling %zu request(s) still in flight\n", state.in_flight());
+          state.cancel_all();
+          cancelled = true;
+        }
+      }
+    }
+  });
+  bool ok = svr.listen_after_bind();  // returns once stopped and every handler has returned
+  listening_done = true;
+  signals.join();
+  std::fprintf(stderr, "parley serve: stopped (%llu request(s) cancelled at shutdown)\n",
+               static_cast<unsigned long long>(state.requests_cancelled.load()));
+  return ok || state.draining() ? 0 : 1;
+}
+
+}  // namespace parley_http

@@ -1,0 +1,414 @@
+"""`parley serve` on 127.0.0.1 with the demo models (samples/support-bot/models:
+support-llama.parley, a small Llama chat model with a Llama-3 Jinja template,
+and opus-mt-en-de.parley, a Marian translation model), driven by the real
+`openai` Python client where OpenAI has the route: chat (plain, streamed,
+stop strings, max_tokens, seeds, JSON-schema response_format, tools), text
+completions, models, errors (unknown model 404, bad body 400, too large 413,
+unsupported options 400, overload 503), translations, /metrics in
+Prometheus' text format, batching of concurrent requests, and graceful
+shutdown on SIGTERM. Run through ctest (PARLEY_CLI, PARLEY_DEMO_MODELS,
+PARLEY_PLUGIN_BUILD_DIR)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+CLI = os.environ.get("PARLEY_CLI", "")
+MODELS = Path(os.environ.get("PARLEY_DEMO_MODELS", ""))
+pytestmark = pytest.mark.skipif(not CLI, reason="PARLEY_CLI is not set (run through ctest)")
+
+POLICY = (MODELS / "policy.txt").read_text(encoding="utf-8") if CLI else ""
+QUESTION = "How long does standard shipping take?"
+
+
+class Server:
+    def __init__(self, *extra: str):
+        env = dict(os.environ)
+        env["PARLEY_PLUGIN_PATH"] = os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")
+        self.proc = subprocess.Popen(
+            [CLI, "serve", "--model", f"bot={MODELS / 'support-llama.parley'}",
+             "--model", f"en-de={MODELS / 'opus-mt-en-de.parley'}", "--port", "0", "--threads", "2", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"parley serve: listening on http://127\.0\.0\.1:(\d+)$", line.strip())
+        assert m, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        self.port = int(m.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+    def raw(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        return r.status, data
+
+    def stop(self, sig=signal.SIGTERM, timeout=60) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    rc, err = s.stop()
+    assert rc == 0, err
+    assert "stopped" in err, err
+
+
+def chat(server, **kw):
+    kw.setdefault("model", "bot")
+    kw.setdefault("messages", [{"role": "system", "content": POLICY}, {"role": "user", "content": QUESTION}])
+    return server.client.chat.completions.create(**kw)
+
+
+def test_models(server):
+    ids = {m.id for m in server.client.models.list()}
+    assert ids == {"bot", "en-de"}
+    assert server.client.models.retrieve("en-de").id == "en-de"
+
+
+def test_chat_greedy_is_deterministic_and_counts_usage(server):
+    a = chat(server, temperature=0, max_tokens=24)
+    b = chat(server, temperature=0, max_tokens=24)
+    assert a.object == "chat.completion" and a.model == "bot"
+    msg = a.choices[0].message
+    assert msg.role == "assistant" and isinstance(msg.content, str) and msg.content
+    assert msg.content == b.choices[0].message.content
+    assert a.choices[0].finish_reason in ("stop", "length")
+    assert 0 < a.usage.completion_tokens <= 24
+    assert a.usage.prompt_tokens > 100  # the policy is the system prompt
+    assert a.usage.total_tokens == a.usage.prompt_tokens + a.usage.completion_tokens
+    # the second request found the shared system prompt in the prefix cache
+    assert b.usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_max_tokens_ends_with_length(server):
+    r = chat(server, temperature=0, max_tokens=2)
+    assert r.usage.completion_tokens == 2 and r.choices[0].finish_reason == "length"
+
+
+def test_stream_equals_the_plain_reply(server):
+    plain = chat(server, temperature=0, max_tokens=32)
+    pieces, finish, usage = [], None, None
+    for chunk in chat(server, temperature=0, max_tokens=32, stream=True, stream_options={"include_usage": True}):
+        assert chunk.object == "chat.completion.chunk"
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            if c.delta.content:
+                pieces.append(c.delta.content)
+            if c.finish_reason:
+                finish = c.finish_reason
+    assert len(pieces) > 1, pieces  # streamed, not sent at once
+    assert "".join(pieces) == plain.choices[0].message.content
+    assert finish == plain.choices[0].finish_reason
+    assert usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_stop_strings_cut_the_reply(server):
+    full = chat(server, temperature=0, max_tokens=48).choices[0].message.content
+    assert len(full) > 12, full
+    stop = full[6:10]
+    cut = full[: full.index(stop)]
+    r = chat(server, temperature=0, max_tokens=48, stop=[stop, "@@never@@"])
+    assert r.choices[0].message.content == cut and r.choices[0].finish_reason == "stop"
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in chat(server, temperature=0, max_tokens=48, stop=stop, stream=True)
+        if c.choices)
+    assert streamed == cut
+
+
+def test_seeded_sampling_is_reproducible(server):
+    a = chat(server, temperature=1.0, top_p=0.9, seed=1234, max_tokens=24).choices[0].message.content
+    b = chat(server, temperature=1.0, top_p=0.9, seed=1234, max_tokens=24).choices[0].message.content
+    assert a == b
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string", "maxLength": 10},
+        "status": {"enum": ["shipped", "pending", "returned"]},
+        "express": {"type": "boolean"},
+    },
+    "required": ["order_id", "status", "express"],
+    "additionalProperties": False,
+}
+
+
+def test_json_schema_response_format(server):
+    r = chat(server, temperature=0, max_tokens=200,
+             response_format={"type": "json_schema", "json_schema": {"name": "order", "schema": SCHEMA}})
+    assert r.choices[0].finish_reason == "stop"
+    doc = json.loads(r.choices[0].message.content)
+    assert list(doc) == ["order_id", "status", "express"]  # declared order
+    assert isinstance(doc["order_id"], str) and len(doc["order_id"]) <= 10
+    assert doc["status"] in SCHEMA["properties"]["status"]["enum"] and isinstance(doc["express"], bool)
+    r = chat(server, temperature=0, max_tokens=200, response_format={"type": "json_object"})
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "order_status", "description": "Look up an order",
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]
+# A reply that is a {"name", "arguments"} object is a tool call (parley_chat_set_tools): the
+# schema makes the demo model write one, so the mapping to OpenAI's tool_calls is tested exactly.
+CALL_SCHEMA = {"type": "object", "properties": {
+    "name": {"const": "order_status"},
+    "arguments": {"type": "object", "properties": {"order_id": {"enum": ["9019917"]}}, "required": ["order_id"]}},
+    "required": ["name", "arguments"]}
+
+
+def test_tools_give_tool_calls_and_take_results(server):
+    rf = {"type": "json_schema", "json_schema": {"name": "call", "schema": CALL_SCHEMA}}
+    msgs = [{"role": "user", "content": "Where is order 9019917?"}]
+    r = chat(server, messages=msgs, tools=TOOLS, temperature=0, max_tokens=100, response_format=rf)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "order_status" and call.id
+    assert json.loads(call.function.arguments) == {"order_id": "9019917"}
+    pieces = list(chat(server, messages=msgs, tools=TOOLS, temperature=0, max_tokens=100, response_format=rf,
+                       stream=True))
+    calls = [tc for p in pieces for c in p.choices for tc in (c.delta.tool_calls or [])]
+    assert [json.loads(tc.function.arguments) for tc in calls] == [{"order_id": "9019917"}]
+    assert pieces[-1].choices[0].finish_reason == "tool_calls"
+    # the call and its result go back in the conversation (arguments as OpenAI's JSON string)
+    msgs += [choice.message.model_dump(exclude_none=True),
+             {"role": "tool", "tool_call_id": call.id, "content": '{"status": "shipped"}'}]
+    r2 = chat(server, messages=msgs, tools=TOOLS, temperature=0, max_tokens=16)
+    assert r2.usage.prompt_tokens > r.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, messages=msgs, tools=TOOLS, tool_choice="required", max_tokens=4)
+    assert e.value.body["param"] == "tool_choice"
+
+
+def test_text_completions(server):
+    r = server.client.completions.create(model="bot", prompt="Refunds go back to", max_tokens=12, temperature=0)
+    text = r.choices[0].text
+    assert r.object == "text_completion" and isinstance(text, str) and text
+    assert 0 < r.usage.completion_tokens <= 12 and r.usage.prompt_tokens > 0
+    streamed = "".join(c.choices[0].text for c in server.client.completions.create(
+        model="bot", prompt="Refunds go back to", max_tokens=12, temperature=0, stream=True) if c.choices)
+    assert streamed == text
+    stop = text[3:6]
+    if stop.strip():
+        r = server.client.completions.create(model="bot", prompt="Refunds go back to", max_tokens=12,
+                                             temperature=0, stop=stop)
+        assert r.choices[0].text == text[: text.index(stop)] and r.choices[0].finish_reason == "stop"
+
+
+def test_errors_in_openai_shape(server):
+    with pytest.raises(openai.NotFoundError) as e:
+        chat(server, model="no-such-model")
+    assert e.value.status_code == 404 and e.value.body["code"] == "model_not_found"
+    assert e.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, n=2)
+    assert e.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, max_tokens=10**6)
+    assert e.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, temperature="hot")
+    assert e.value.body["code"] == "invalid_type"
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])
+    assert "not supported" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, model="en-de")  # a translation model
+    assert e.value.body["code"] == "model_not_supported"
+    with pytest.raises(openai.APIStatusError) as e:  # larger than --max-body-bytes (1 MiB)
+        chat(server, messages=[{"role": "user", "content": "x" * (2 << 20)}])
+    assert e.value.status_code == 413 and e.value.body["code"] == "request_too_large"
+    for body, code in [(b"{not json", "invalid_json"), (b"[1, 2]", "invalid_json"),
+                       (b'{"model": "bot", "messages": [], "frobnicate": 1}', "unknown_parameter"),
+                       (b'{"model": "bot", "messages": "hi"}', "invalid_type"),
+                       (b'{"model": "bot", "tools": ' + b"[" * 100000 + b"]" * 100000 + b"}", "invalid_json")]:
+        status, data = server.raw("POST", "/v1/chat/completions", body)
+        err = json.loads(data)["error"]
+        assert status == 400 and err["code"] == code, (body, data)
+        assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
+    status, data = server.raw("GET", "/v1/chat/completions")
+    assert status == 405 and json.loads(data)["error"]["code"] == "method_not_allowed"
+    status, data = server.raw("GET", "/v1/nothing")
+    assert status == 404 and "error" in json.loads(data)
+
+
+def test_translations(server):
+    status, data = server.raw("POST", "/v1/translations", json.dumps(
+        {"model": "en-de", "texts": ["Where is my order 9019917?", "", "Thank you!"], "protect": ["numbers"]}).encode())
+    assert status == 200, data
+    out = json.loads(data)
+    assert out["object"] == "translation.list" and len(out["data"]) == 3
+    first, empty, third = out["data"]
+    assert "9019917" in first["text"] and first["protected"][0]["kind"] == "number"
+    assert empty["error"]["code"] == "PARLEY_ERROR_INVALID_ARGUMENT" and "text" not in empty
+    assert third["text"] and out["usage"]["target_tokens"] > 0
+    status, data = server.raw("POST", "/v1/translations", json.dumps({"model": "bot", "text": "Hi"}).encode())
+    assert status == 400 and json.loads(data)["error"]["code"] == "model_not_supported"
+    status, data = server.raw("POST", "/v1/translations", json.dumps(
+        {"model": "en-de", "text": "Hi", "protect": "colours"}).encode())
+    assert status == 400 and json.loads(data)["error"]["param"] == "protect"
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
+
+
+def metrics(server) -> dict[str, float]:
+    status, data = server.raw("GET", "/metrics")
+    assert status == 200
+    out, types = {}, {}
+    for line in data.decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge"), line
+            types[name] = kind
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a Prometheus sample: {line!r}"
+        assert m.group(1) in types, f"sample without # TYPE: {line!r}"
+        out[m.group(1) + (m.group(2) or "")] = float(m.group(4))
+    return out
+
+
+def test_concurrent_requests_are_batched_and_metrics_parse(server):
+    before = metrics(server)
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda i: chat(server, temperature=0, max_tokens=16, messages=[
+            {"role": "system", "content": POLICY}, {"role": "user", "content": f"Question {i}: {QUESTION}"}]),
+            range(16)))
+    assert all(r.choices[0].message.content for r in replies)
+    after = metrics(server)
+    m = '{model="bot"}'
+    steps = after["parley_engine_steps_total" + m] - before["parley_engine_steps_total" + m]
+    rows = after["parley_engine_batched_rows_total" + m] - before["parley_engine_batched_rows_total" + m]
+    assert steps > 0 and rows / steps > 1.5, (rows, steps)  # decode steps shared between requests
+    assert after["parley_engine_active" + m] == 1
+    assert after["parley_kv_budget_bytes" + m] > 0
+    assert after["parley_prefix_cache_hits_total" + m] > before["parley_prefix_cache_hits_total" + m]
+    gen = sum(r.usage.completion_tokens for r in replies)
+    assert after["parley_model_completion_tokens_total" + m] - before["parley_model_completion_tokens_total" + m] == gen
+    assert after['parley_http_responses_total{path="/v1/chat/completions",code="200"}'] >= 16
+    assert "parley_engine_queue_depth" + m in after and "parley_generated_tokens_per_second" in after
+    status, data = server.raw("GET", "/health")
+    assert status == 200 and json.loads(data)["status"] == "ok"
+
+
+# A reply the schema makes long: 40 strings of 8 to 12 characters (a few hundred tokens).
+LONG = {"type": "json_schema", "json_schema": {"name": "long", "schema": {
+    "type": "array", "items": {"type": "string", "minLength": 8, "maxLength": 12}, "minItems": 40, "maxItems": 40}}}
+LONG_MSGS = [{"role": "user", "content": "List forty order numbers."}]
+
+
+def test_a_client_that_hangs_up_cancels_its_stream(server):
+    before = metrics(server)
+    body = json.dumps({"model": "bot", "messages": LONG_MSGS, "temperature": 0, "max_tokens": 900,
+                       "response_format": LONG, "stream": True}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200
+    assert r.readline().startswith(b"data: ")  # the reply has begun
+    conn.sock.shutdown(2)
+    conn.close()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        m = metrics(server)
+        if m["parley_http_client_disconnects_total"] > before["parley_http_client_disconnects_total"] and \
+                m["parley_http_requests_in_flight"] == 0:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the request of a client that hung up was not cancelled")
+    # stopped early: the whole reply (40 strings of >= 8 characters) is well over 60 tokens
+    key = 'parley_engine_decode_tokens_total{model="bot"}'
+    assert m[key] - before[key] < 60, m[key] - before[key]
+
+
+def test_overload_is_503():
+    s = Server("--max-concurrent", "1")
+    try:
+        first = threading.Thread(target=lambda: chat(s, messages=LONG_MSGS, temperature=0, max_tokens=900, response_format=LONG))
+        first.start()
+        deadline = time.time() + 30
+        while metrics(s)["parley_http_requests_in_flight"] < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(openai.APIStatusError) as e:
+            chat(s, temperature=0, max_tokens=4)
+        assert e.value.status_code == 503 and e.value.body["type"] == "server_overloaded"
+        first.join()
+    finally:
+        rc, err = s.stop()
+    assert rc == 0, err
+
+
+def long_stream(s: Server, out: dict):
+    try:
+        text, finish = "", None
+        for c in chat(s, messages=LONG_MSGS, temperature=0, max_tokens=900, response_format=LONG,
+                      stream=True):
+            for ch in c.choices:
+                text += ch.delta.content or ""
+                finish = ch.finish_reason or finish
+        out["text"], out["finish"] = text, finish
+    except Exception as e:  # noqa: BLE001 - the test looks at what ended the stream
+        out["error"] = e
+
+
+def wait_streaming(s: Server):
+    deadline = time.time() + 30
+    while metrics(s)['parley_engine_decode_tokens_total{model="bot"}'] < 5 and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def test_sigterm_lets_in_flight_requests_finish():
+    s = Server("--grace-seconds", "120")
+    out: dict = {}
+    t = threading.Thread(target=long_stream, args=(s, out))
+    t.start()
+    wait_streaming(s)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(OSError):  # no new connections
+        s.raw("GET", "/health")
+    t.join(120)
+    rc, err = s.stop(timeout=120)
+    assert rc == 0, err
+    assert "error" not in out, out
+    assert out["finish"] == "stop" and len(json.loads(out["text"])) == 40
+
+
+def test_sigterm_cancels_what_outlives_the_grace_period():
+    s = Server("--grace-seconds", "0")
+    out: dict = {}
+    t = threading.Thread(target=long_stream, args=(s, out))
+    t.start()
+    wait_streaming(s)
+    start = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    rc, err = s.stop(timeout=60)
+    assert rc == 0, err
+    assert time.time() - start < 20
+    assert "cancelling 1 request(s)" in err and "1 request(s) cancelled" in err, err
+    assert "error" in out or out.get("finish") is None, out  # the stream ended with an error, not a reply
