@@ -5,6 +5,8 @@
 //                          line N of the output for line N of the input; bad lines reported as "line N: ...")
 //   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample]
 //               [--grammar-file F | --json-schema-file F] ...
+//   parley score MODEL [--source-language L] [--target-language L] [--per-token] [-i FILE]
+//                (lines "source<TAB>target" or "text" -> "sum<TAB>tokens[<TAB>log-probs]")
 //   parley convert HF_DIR|MODEL.gguf OUT.parley [converter options]
 #include <parley/parley.h>
 
@@ -360,6 +362,18 @@ int main(int argc, char **argv) {
   kv_option(chat, ca.kv_cache);
   add_common(chat);
 
+  parley_cli::ScoreArgs sa;
+  auto *score = app.add_subcommand(
+      "score",
+      "Log-probability of given targets: lines \"source<TAB>target\" (translation; for dialogue models "
+      "the source is an unscored prompt) or \"text\" (dialogue) -> \"sum<TAB>tokens\" (docs/scores.md)");
+  score->add_option("model", sa.model, "Model file")->required();
+  score->add_option("-s,--source-language", sa.source_language, "Source language code (multilingual models)");
+  score->add_option("-t,--target-language", sa.target_language, "Target language code (multilingual models)");
+  score->add_flag("--per-token", sa.per_token, "Also print each token's log-probability");
+  score->add_option("-i,--input", sa.input, "Read this file instead of stdin");
+  add_common(score);
+
   auto *convert =
       app.add_subcommand("convert", "Convert a Hugging Face model folder or a GGUF file (runs parley-convert)");
   convert->set_help_flag();  // --help goes to parley-convert
@@ -369,11 +383,13 @@ int main(int argc, char **argv) {
   CLI11_PARSE(app, argc, argv);
   if (plugins->parsed()) return cmd_plugins(common);
   if (convert->parsed()) return parley_cli::convert(convert->remaining());
-  if (translate->parsed() || chat->parsed()) {
+  if (translate->parsed() || chat->parsed() || score->parsed()) {
     parley_runtime *rt = nullptr;
     parley_status st = make_runtime(common, &rt);
     if (st != PARLEY_OK) return report(st, "creating the runtime");
-    int rc = translate->parsed() ? parley_cli::translate(rt, ta) : parley_cli::chat(rt, ca);
+    int rc = translate->parsed() ? parley_cli::translate(rt, ta)
+             : score->parsed()   ? parley_cli::score(rt, sa)
+                                 : parley_cli::chat(rt, ca);
     parley_runtime_free(rt);
     return rc;
   }

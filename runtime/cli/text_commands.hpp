@@ -37,7 +37,13 @@ struct ChatArgs {
   uint64_t seed = 0;
 };
 
+struct ScoreArgs {
+  std::string model, source_language, target_language, input;
+  bool per_token = false;
+};
+
 int translate(parley_runtime *rt, const TranslateArgs &a);
+int score(parley_runtime *rt, const ScoreArgs &a);  // score_command.cpp
 int chat(parley_runtime *rt, const ChatArgs &a);
 int convert(const std::vector<std::string> &args);
 

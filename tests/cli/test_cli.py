@@ -157,3 +157,22 @@ def test_chat_json_schema_file(tmp_path):
     assert "[incomplete:" in cut.stderr.decode(), cut.stderr
     bad = run(["chat", LLM, "--grammar-file", str(schema)], b"Hi\n")  # a JSON file is no GBNF grammar
     assert re.search(r"grammar: line 1, column \d+", bad.stderr.decode()), bad.stderr
+
+
+def test_score_prints_sums_and_reports_bad_lines():
+    """`parley score`: "source<TAB>target" lines of a translation model, a bad line reported by number."""
+    r = run(["score", DE_EN, "--per-token"], b"Hallo Welt!\tHello world!\nHallo \xff Welt\tHi\nnur Quelle\n")
+    out = r.stdout.decode().split("\n")
+    assert r.returncode == 1
+    total, count, per_token = out[0].split("\t")
+    values = [float(v) for v in per_token.split()]
+    assert int(count) == len(values) >= 2 and float(total) < 0
+    assert abs(sum(values) - float(total)) <= 1e-4 * len(values)
+    assert out[1] == "" and out[2] == ""
+    err = r.stderr.decode()
+    assert re.search(r"line 2: .*UTF-8", err) and re.search(r"line 3: .*sources is NULL", err)
+    # A dialogue model: a whole line, or an unscored prompt before a tab.
+    r = run(["score", LLM], b"Where is my order?\nWhere is my\t order?\n")
+    assert r.returncode == 0, r.stderr.decode()
+    whole, cont = [line.split("\t") for line in r.stdout.decode().splitlines()]
+    assert float(whole[0]) < 0 and float(cont[0]) < 0 and int(cont[1]) < int(whole[1])
