@@ -1226,6 +1226,11 @@ def test_generate_async_matches_generate_with_logprobs(gpt2):
     beam_lp = _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, length_penalty=1.0,
                                         return_logprobs=True))[0][0]
     assert sum(beam_lp.logprobs) == pytest.approx(beam_lp.score * len(beam_lp.tokens), rel=1e-5, abs=1e-5)
+    # Alternatives through a request equal the blocking call's.
+    got = _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, alternatives=3))[0][0]
+    want = gpt2.generate([prompts[0]], max_new_tokens=4, num_beams=2, alternatives=3)[0][0]
+    assert [[t for t, _ in s] for s in got.alternatives] == [[t for t, _ in s] for s in want.alternatives]
+    assert got.logprobs is None and len(got.alternatives) == len(got.tokens)
     # Beam search itself runs (and matches the blocking call's tokens).
     beams = _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, num_return_sequences=2))
     assert [h.tokens for h in beams[0]] == [h.tokens for h in gpt2.generate([prompts[0]], max_new_tokens=4,

@@ -858,6 +858,7 @@ class Model(Closable):
         prompts: Sequence[Sequence[int]],
         *,
         return_logprobs: bool = False,
+        alternatives: int = 0,
         deadline: float | None = None,
         **options: Any,
     ) -> list[list[Hypothesis]]:
@@ -865,14 +866,14 @@ class Model(Closable):
 
         Runs on a libparley worker thread (parley_generate_submit); the
         serving engine batches concurrent calls (tokens equal to a call alone,
-        scores up to float32 rounding). ``return_logprobs``: fill
-        Hypothesis.logprobs (greedy and sampling; beam search raises
-        UnsupportedError). ``deadline`` (seconds): DeadlineError after it.
+        scores up to float32 rounding). ``return_logprobs`` / ``alternatives``:
+        as generate(). ``deadline`` (seconds): DeadlineError after it.
         Cancelling the awaiting task cancels the request. No on_token here.
         """
         batch = IdBatch(prompts, "prompts")
         with self._use() as h:
             opts = generation_options(h, options, "generate_async()")
+            _set_scores(opts, False, alternatives)
         req = self._submit_async(
             lambda h, ro, out: _lib.lib.parley_generate_submit(
                 h, batch.pointers, batch.lengths, batch.count, byref(opts), ro, out
@@ -881,7 +882,7 @@ class Model(Closable):
             deadline,
             return_logprobs,
         )
-        return await run(req, lambda r: _take_generation(r, return_logprobs))
+        return await run(req, lambda r: _take_generation(r, return_logprobs, bool(alternatives)))
 
     async def translate_tokens_async(
         self,
@@ -889,6 +890,7 @@ class Model(Closable):
         target_prefixes: Sequence[Sequence[int]] | None = None,
         *,
         return_logprobs: bool = False,
+        alternatives: int = 0,
         deadline: float | None = None,
         **options: Any,
     ) -> list[list[Hypothesis]]:
@@ -901,6 +903,7 @@ class Model(Closable):
                 raise InvalidArgumentError(f"target_prefixes has {prefixes.count} entries for {batch.count} sources")
         with self._use() as h:
             opts = generation_options(h, options, "translate_tokens_async()")
+            _set_scores(opts, False, alternatives)
         req = self._submit_async(
             lambda h, ro, out: _lib.lib.parley_translate_tokens_submit(
                 h,
@@ -917,7 +920,7 @@ class Model(Closable):
             deadline,
             return_logprobs,
         )
-        return await run(req, lambda r: _take_generation(r, return_logprobs))
+        return await run(req, lambda r: _take_generation(r, return_logprobs, bool(alternatives)))
 
     def _submit_translation(self, args: tuple, deadline: float | None, on_update=None) -> tuple[AsyncRequest, Any]:
         single, encoded, text_array, make_options = args
@@ -1076,11 +1079,11 @@ class Model(Closable):
         return out
 
 
-def _take_generation(handle: int, logprobs: bool) -> list[list[Hypothesis]]:
+def _take_generation(handle: int, logprobs: bool, alternatives: bool = False) -> list[list[Hypothesis]]:
     out = c_void_p()
     _lib.check(_lib.lib.parley_request_take_generation_result(handle, byref(out)))
     try:
-        return Model._read_generation_result(out.value, logprobs)
+        return Model._read_generation_result(out.value, logprobs, alternatives)
     finally:
         _lib.lib.parley_result_free(out.value)
 
