@@ -17,7 +17,11 @@ namespace parley {
 
 namespace {
 
-// Logits rows computed per step call: bounds the [n, vocab] buffer (64 MiB of float32).
+// Positions per step call: at most 128 (bounds the activations and the
+// attention scores of one pass, as a chunked prefill does) and at most 2^24
+// logits (the [n, vocab] buffer, 64 MiB of float32). Later passes continue
+// from the KV cache the earlier ones filled.
+constexpr int64_t kMaxPositionsPerStep = 128;
 constexpr int64_t kMaxLogitsPerStep = int64_t{1} << 24;
 
 void check_ids(const std::vector<int32_t> &ids, int64_t vocab, const char *what, size_t item) {
@@ -77,7 +81,7 @@ std::vector<ScoredTarget> score_targets(const Transformer &model, const std::vec
     ScoredTarget &r = out[b];
     r.tokens = tgt;
     r.logprobs.reserve(tgt.size());
-    const int64_t chunk = std::max<int64_t>(1, kMaxLogitsPerStep / vocab);
+    const int64_t chunk = std::max<int64_t>(1, std::min(kMaxPositionsPerStep, kMaxLogitsPerStep / vocab));
     const int64_t first = static_cast<int64_t>(ctx.size()) - 1;  // position whose logits predict tgt[0]
     for (int64_t at = 0; at < n; at += chunk) {
       const int64_t m = std::min(chunk, n - at);

@@ -363,6 +363,59 @@ static void test_score_tokens(parley_model *llama, parley_model *marian) {
   }
 }
 
+/* A target longer than one scoring pass (engine/scoring.cpp: at most 128
+ * positions and 2^24 logits per step call): the positions after the first
+ * pass come from the KV cache the first one left. Checked against beam search, whose processed
+ * log-probabilities are the raw log_softmax for every token no processor
+ * touches: after a target prefix P, the alternatives of the first generated
+ * step are raw log-probabilities of tokens at position len(P); scoring
+ * P + [token] must give the same last value. */
+static void test_score_long_target(parley_model *mt) {
+  static int32_t prefix[512];
+  static const int32_t src[] = {100, 200, 300, 400, 0};
+  const int32_t *sources[1] = {src}, *prefixes[1] = {prefix};
+  size_t src_len[1] = {5}, prefix_len[1], i;
+  parley_model_info info;
+  parley_generation_options o;
+  parley_generation_result *g = NULL;
+  parley_score_result *s = NULL;
+  const int32_t *alt_ids = NULL, *toks = NULL;
+  const float *alt = NULL, *lp = NULL;
+  size_t steps = 0, k = 0, n = 0;
+
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  CHECK_OK(parley_model_get_info(mt, &info));
+  prefix_len[0] = ((size_t)1 << 24) / info.vocab_size; /* past the first pass */
+  if (prefix_len[0] > 128) prefix_len[0] = 128;
+  prefix_len[0] += 12;
+  CHECK(prefix_len[0] + 3 < 256 && prefix_len[0] > 16);
+  if (prefix_len[0] + 3 >= 256) return;
+  for (i = 0; i < prefix_len[0]; ++i) prefix[i] = (int32_t)(50 + (i * 37) % 2000);
+  CHECK_OK(parley_generation_options_init(mt, &o));
+  o.num_beams = 2;
+  o.num_return_sequences = 1;
+  o.max_new_tokens = 2;
+  o.num_alternatives = 4;
+  CHECK_OK(parley_translate_tokens(mt, sources, src_len, 1, prefixes, prefix_len, &o, &g));
+  CHECK_OK(parley_result_hypothesis_alternatives(g, 0, 0, &alt_ids, &alt, &steps, &k));
+  CHECK(steps >= 1 && k == 4);
+  for (i = 0; i < k && steps >= 1; ++i) {
+    const int32_t *targets[1] = {prefix};
+    size_t tlen[1];
+    prefix[prefix_len[0]] = alt_ids[i];
+    tlen[0] = prefix_len[0] + 1;
+    CHECK_OK(parley_score_tokens(mt, sources, src_len, targets, tlen, 1, NULL, &s));
+    CHECK_OK(parley_score_result_item(s, 0, &toks, &lp, &n, NULL));
+    CHECK(n == tlen[0] && toks[n - 1] == alt_ids[i]);
+    /* Another batching of the same float32 forward pass: within 1e-4 (the parity tolerance). */
+    CHECK(n == tlen[0] && fabs(lp[n - 1] - alt[i]) <= 1e-4);
+    parley_score_result_free(s);
+    s = NULL;
+  }
+  parley_result_free(g);
+}
+
 /* Text: parley_translate with scores, parley_score_text, the async request. */
 static void test_text(parley_model *mt, parley_model *llm) {
   const char *texts[2] = {"Where is my order?", "The bike arrived broken."};
@@ -539,6 +592,7 @@ int main(void) {
   test_translate_tokens(marian);
   test_score_tokens(llama, marian);
   test_text(mt, llm);
+  test_score_long_target(mt);
   parley_model_free(llm);
   parley_model_free(mt);
   parley_model_free(marian);
