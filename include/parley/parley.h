@@ -594,6 +594,20 @@ typedef struct parley_generation_options {
    * tokenizer, for translation, and for beam search without EOS ids. */
   const char *grammar;
   const char *json_schema;
+  /* Appended in 0.1.x: scores and alternatives (docs/scores.md), for
+   * generation and translation, greedy search, sampling and beam search; they
+   * change no token and no score. return_logprobs 1: keep every
+   * hypothesis' per-token log-probabilities (parley_result_hypothesis_logprobs,
+   * parley_translation_result_hypothesis_logprobs); 0 (default): none; other
+   * values are refused. num_alternatives k: keep, for every generated step,
+   * the k best tokens and their log-probabilities
+   * (parley_result_hypothesis_alternatives,
+   * parley_translation_result_hypothesis_alternatives); 0 (default): none;
+   * over PARLEY_MAX_ALTERNATIVES: PARLEY_ERROR_INVALID_ARGUMENT naming the
+   * limit. Chat ignores both (a chat request's log-probabilities:
+   * parley_request_options.return_logprobs). */
+  int32_t return_logprobs;
+  size_t num_alternatives;
 } parley_generation_options;
 
 /*
@@ -753,16 +767,163 @@ PARLEY_API parley_status parley_result_hypothesis_constraint(const parley_genera
 PARLEY_API void parley_result_free(parley_generation_result *result);
 
 /*
- * Per-token log-probabilities of a hypothesis, when the request asked for
- * them (parley_request_options.return_logprobs): one per generated token, the
- * log_softmax of the processed scores at the chosen token (the terms that
- * greedy/sampling scores sum); for parley_translate_tokens, of the generated
- * tokens after the target prefix. Owned by the result. Errors:
- * PARLEY_ERROR_NOT_FOUND (index out of range, or log-probabilities were not
- * requested). Thread-safe.
+ * Per-token log-probabilities of a hypothesis, when they were asked for
+ * (parley_generation_options.return_logprobs or
+ * parley_request_options.return_logprobs): one per generated token; for
+ * parley_translate_tokens, of the generated tokens after the target prefix.
+ * What they are (see docs/scores.md):
+ *  - greedy search and sampling: log_softmax of the processed scores at the
+ *    chosen token — the scores after the logits processors (repetition
+ *    penalty, no-repeat n-grams, min-new-tokens, suppressed / forced tokens,
+ *    a grammar's mask) and, when sampling, the warpers (temperature, top-k,
+ *    top-p, min-p): the distribution the token was chosen from. This is
+ *    transformers' compute_transition_scores(sequences, output_scores,
+ *    normalize_logits=True); they sum to the hypothesis' score.
+ *  - beam search: what beam search adds to the running score at each step
+ *    along the final hypothesis' path: log_softmax of the raw logits, then
+ *    the processors (and warpers for beam sampling), at the chosen token —
+ *    transformers' compute_transition_scores(sequences, output_scores,
+ *    beam_indices). They sum to the unnormalised score, i.e. score x
+ *    (generated length) ^ length_penalty.
+ * Raw model log-probabilities (no processor) come from parley_score_tokens.
+ * Owned by the result. Errors: PARLEY_ERROR_NOT_FOUND (index out of range,
+ * or log-probabilities were not requested), PARLEY_ERROR_INVALID_ARGUMENT
+ * (NULL argument). Thread-safe.
  */
 PARLEY_API parley_status parley_result_hypothesis_logprobs(const parley_generation_result *result, size_t batch_index,
                                                            size_t index, const float **out_logprobs, size_t *out_count);
+
+/* ------------------------------------------------ scores and alternatives */
+/* docs/scores.md. Declarations of this block: alternatives of generation and
+ * translation hypotheses, per-token log-probabilities of translations, and
+ * scoring of given targets (CTranslate2's score_batch). */
+
+/* The most alternatives per step parley_generation_options.num_alternatives may ask for. */
+#define PARLEY_MAX_ALTERNATIVES 32
+
+struct parley_translation_result; /* parley_translation_result, declared below */
+
+/*
+ * The top-k alternatives of every generated step of a hypothesis
+ * (parley_generation_options.num_alternatives = k): *out_ids and
+ * *out_logprobs are [*out_steps x *out_k] row-major, row t holding the
+ * *out_k = min(k, vocabulary size) best tokens of step t, best first (equal
+ * log-probabilities in id order), with their log-probabilities under the
+ * distribution parley_result_hypothesis_logprobs reads from at that step
+ * (so for greedy search the chosen token is row t's first entry; a token a
+ * processor or warper removed has -INFINITY). *out_steps equals the number
+ * of per-token log-probabilities (the generated tokens; after the target
+ * prefix for parley_translate_tokens). Owned by the result. Errors:
+ * PARLEY_ERROR_NOT_FOUND (index out of range, or alternatives were not
+ * requested), PARLEY_ERROR_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+PARLEY_API parley_status parley_result_hypothesis_alternatives(const parley_generation_result *result,
+                                                               size_t batch_index, size_t index,
+                                                               const int32_t **out_ids, const float **out_logprobs,
+                                                               size_t *out_steps, size_t *out_k);
+
+/*
+ * Per-token log-probabilities and alternatives of translation hypothesis
+ * `hypothesis` of text `index` (parley_translate with
+ * options->generation->return_logprobs / num_alternatives, or a
+ * parley_translate_submit request with return_logprobs): one per token of
+ * parley_translation_result_target_tokens, with the semantics of
+ * parley_result_hypothesis_logprobs / _alternatives. A text translated in
+ * pieces (long_text) has its pieces' values in order. Owned by the result.
+ * Errors: PARLEY_ERROR_NOT_FOUND (index out of range, a text without
+ * hypotheses, or the values were not requested),
+ * PARLEY_ERROR_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+PARLEY_API parley_status parley_translation_result_hypothesis_logprobs(const struct parley_translation_result *result,
+                                                                       size_t index, size_t hypothesis,
+                                                                       const float **out_logprobs, size_t *out_count);
+PARLEY_API parley_status parley_translation_result_hypothesis_alternatives(
+    const struct parley_translation_result *result, size_t index, size_t hypothesis, const int32_t **out_ids,
+    const float **out_logprobs, size_t *out_steps, size_t *out_k);
+
+/* Options of parley_score_text (parley_score_tokens takes them too; none applies to ids yet). */
+typedef struct parley_score_options {
+  size_t struct_size;
+  const char *source_language; /* multilingual translation models: the source's language code, or NULL */
+  const char *target_language; /* multilingual translation models: the target's (required there) */
+} parley_score_options;
+
+PARLEY_API parley_status parley_score_options_defaults(parley_score_options *options);
+static inline parley_status parley_score_options_init(parley_score_options *options) {
+  if (!options) return parley_score_options_defaults(options);
+  options->struct_size = sizeof *options;
+  return parley_score_options_defaults(options);
+}
+
+/* Scores of one parley_score_tokens / parley_score_text call. Free with parley_score_result_free. */
+typedef struct parley_score_result parley_score_result;
+
+/*
+ * Score given targets, like CTranslate2's Translator.score_batch /
+ * Generator.score_batch: the model's raw log-probabilities of each target
+ * token given everything before it (teacher forcing), log_softmax(logits) at
+ * the target token — no logits processor, temperature or penalty; as
+ * transformers' log_softmax(model(..., labels=targets).logits) gathered at
+ * the labels. Computed in double from the float32 logits.
+ *  - Encoder-decoder models: sources[i] (source_lengths[i] >= 1 ids, as
+ *    encoded for parley_translate_tokens) is encoded and the decoder is fed
+ *    [decoder_start_token_id] + targets[i] without its last token
+ *    (transformers' shift_tokens_right of labels); every target token is
+ *    scored. Include EOS at the end of a target to score the end of the
+ *    sentence (CTranslate2 appends it; Parley scores the ids as given).
+ *  - Decoder-only models: sources may be NULL: then targets[i] is a whole
+ *    sequence, its first token is context only and tokens 1.. are scored
+ *    (target_lengths[i] >= 2). With sources, sources[i] is a prompt (context
+ *    only, >= 1 token) and every token of targets[i] is scored.
+ * options may be NULL. The arrays are read during the call only. Errors:
+ * PARLEY_ERROR_INVALID_ARGUMENT (empty batch or sequence, NULL arrays or
+ * entries, ids outside the vocabulary, a sequence past the model's
+ * positions, more than 4096 items, sources NULL for an encoder-decoder
+ * model), PARLEY_ERROR_OUT_OF_MEMORY (the KV cache of the longest item),
+ * PARLEY_ERROR_DEVICE (non-finite logits), PARLEY_ERROR_INVALID_MODEL.
+ * Thread-safe.
+ */
+PARLEY_API parley_status parley_score_tokens(const parley_model *model, const int32_t *const *sources,
+                                             const size_t *source_lengths, const int32_t *const *targets,
+                                             const size_t *target_lengths, size_t batch_size,
+                                             const parley_score_options *options, parley_score_result **out_result);
+
+/*
+ * parley_score_tokens of UTF-8 texts, tokenized first:
+ *  - encoder-decoder models: sources[i] as parley_translate tokenizes it
+ *    (the source tokenizer with its special tokens and
+ *    options->source_language), targets[i] with the target tokenizer with its
+ *    special tokens and options->target_language (transformers'
+ *    tokenizer(text_target=...): e.g. Marian's "... </s>", NLLB's
+ *    "lang ... </s>"), so EOS is scored;
+ *  - decoder-only models: sources NULL: targets[i] tokenized with the
+ *    tokenizer's special tokens (a BOS when it adds one), scored from its
+ *    second token; with sources: sources[i] with special tokens is the
+ *    prompt, targets[i] without them is scored whole.
+ * Special-token strings in the texts are plain text. parley_score_result_item
+ * gives the scored ids. Errors: those of parley_score_tokens,
+ * PARLEY_ERROR_INVALID_ARGUMENT (invalid UTF-8, an empty text, a text that
+ * tokenizes to nothing to score; naming the text's index),
+ * PARLEY_ERROR_NOT_FOUND (unknown language code), PARLEY_ERROR_UNSUPPORTED (a
+ * file without tokenizer). Thread-safe.
+ */
+PARLEY_API parley_status parley_score_text(const parley_model *model, const char *const *sources,
+                                           const char *const *targets, size_t count,
+                                           const parley_score_options *options, parley_score_result **out_result);
+
+PARLEY_API parley_status parley_score_result_count(const parley_score_result *result, size_t *out_count);
+/*
+ * Item `index`: the scored target ids (*out_tokens), their log-probabilities
+ * (*out_logprobs), their number (*out_count) and the sum of the
+ * log-probabilities (*out_sum, accumulated in double; may be NULL). Arrays
+ * owned by the result. Errors: PARLEY_ERROR_NOT_FOUND (index out of range),
+ * PARLEY_ERROR_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+PARLEY_API parley_status parley_score_result_item(const parley_score_result *result, size_t index,
+                                                  const int32_t **out_tokens, const float **out_logprobs,
+                                                  size_t *out_count, double *out_sum);
+/* Free a score result. NULL is a no-op. */
+PARLEY_API void parley_score_result_free(parley_score_result *result);
 
 /* --------------------------------------------------------- text (UTF-8 in/out) */
 
@@ -1308,10 +1469,11 @@ typedef struct parley_request_options {
    * engine while waiting). 0 (default): no deadline. Negative: refused. */
   int64_t deadline_ms;
   /* 1: record per-token log-probabilities (parley_request_reply_logprobs,
-   * parley_result_hypothesis_logprobs). Greedy search and sampling only: a
-   * request with num_beams > 1 ends with PARLEY_ERROR_UNSUPPORTED. Not
-   * available for text translation (ignored there). 0 (default): none.
-   * Other values: refused. Changes no token or score. */
+   * parley_result_hypothesis_logprobs,
+   * parley_translation_result_hypothesis_logprobs), for greedy search,
+   * sampling and beam search, as parley_generation_options.return_logprobs
+   * (either asks for them). 0 (default): none. Other values: refused.
+   * Changes no token or score. */
   int32_t return_logprobs;
 } parley_request_options;
 

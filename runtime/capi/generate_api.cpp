@@ -166,6 +166,17 @@ DecodingOptions resolve_generation_options(const ModelFile &file, const parley_g
   d.seed = o.seed;
   if (o.num_eos_token_ids) d.eos_token_ids.assign(o.eos_token_ids, o.eos_token_ids + o.num_eos_token_ids);
   if (d.max_new_tokens < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->max_new_tokens must be >= 1");
+  if (options->struct_size >= PARLEY_SIZE_THROUGH(parley_generation_options, num_alternatives)) {
+    if (o.return_logprobs != 0 && o.return_logprobs != 1)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "options->return_logprobs must be 0 or 1, got " + std::to_string(o.return_logprobs));
+    if (o.num_alternatives > PARLEY_MAX_ALTERNATIVES)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->num_alternatives is " + std::to_string(o.num_alternatives) +
+                                              ": at most PARLEY_MAX_ALTERNATIVES (" +
+                                              std::to_string(PARLEY_MAX_ALTERNATIVES) + ") alternatives per step");
+    d.return_logprobs = o.return_logprobs == 1;
+    d.num_alternatives = static_cast<int64_t>(o.num_alternatives);
+  }
   if (o.on_token) {
     parley_token_fn fn = o.on_token;
     void *user = o.user_data;
@@ -420,11 +431,38 @@ PARLEY_API parley_status parley_result_hypothesis_logprobs(const parley_generati
     if (index >= hyps.size())
       fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
     const Hypothesis &h = hyps[index];
-    if (h.logprobs.empty())  // at least one token is always generated
+    if (h.logprobs.empty() && !h.tokens.empty())  // (a constrained sequence may end before its first token)
       fail(PARLEY_ERROR_NOT_FOUND,
-           "no per-token log-probabilities: they were not requested (parley_request_options.return_logprobs)");
+           "no per-token log-probabilities: they were not requested (parley_generation_options.return_logprobs or "
+           "parley_request_options.return_logprobs)");
     *out_logprobs = h.logprobs.data();
     *out_count = h.logprobs.size();
+  });
+}
+
+PARLEY_API parley_status parley_result_hypothesis_alternatives(const parley_generation_result *result,
+                                                               size_t batch_index, size_t index,
+                                                               const int32_t **out_ids, const float **out_logprobs,
+                                                               size_t *out_steps, size_t *out_k) {
+  return guarded(__func__, [&] {
+    require(result, "result");
+    require(out_ids, "out_ids");
+    require(out_logprobs, "out_logprobs");
+    require(out_steps, "out_steps");
+    require(out_k, "out_k");
+    if (batch_index >= result->items.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
+    const auto &hyps = result->items[batch_index];
+    if (index >= hyps.size())
+      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
+    const Hypothesis &h = hyps[index];
+    if (h.alternatives <= 0 && !h.tokens.empty())
+      fail(PARLEY_ERROR_NOT_FOUND,
+           "no alternatives: they were not requested (parley_generation_options.num_alternatives)");
+    *out_ids = h.alternative_ids.data();
+    *out_logprobs = h.alternative_logprobs.data();
+    *out_k = static_cast<size_t>(h.alternatives);
+    *out_steps = h.alternatives > 0 ? h.alternative_ids.size() / static_cast<size_t>(h.alternatives) : 0;
   });
 }
 

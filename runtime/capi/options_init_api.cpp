@@ -21,7 +21,7 @@ static_assert(sizeof(parley_runtime_options) ==
 static_assert(sizeof(parley_model_options) ==
               rounded<parley_model_options>(PARLEY_SIZE_THROUGH(parley_model_options, admission_timeout_ms)));
 static_assert(sizeof(parley_generation_options) ==
-              rounded<parley_generation_options>(PARLEY_SIZE_THROUGH(parley_generation_options, json_schema)));
+              rounded<parley_generation_options>(PARLEY_SIZE_THROUGH(parley_generation_options, num_alternatives)));
 static_assert(sizeof(parley_translation_options) ==
               rounded<parley_translation_options>(PARLEY_SIZE_THROUGH(parley_translation_options, max_batch_tokens)));
 static_assert(sizeof(parley_chat_options) ==

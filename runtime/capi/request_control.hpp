@@ -32,7 +32,7 @@ inline void apply_request_control(const RequestControl *c, DecodingOptions &d, b
   if (!c) return;
   d.cancel = c->cancel;
   d.deadline = c->deadline;
-  if (with_logprobs) d.return_logprobs = c->return_logprobs;
+  if (with_logprobs) d.return_logprobs = d.return_logprobs || c->return_logprobs;
 }
 
 // text_api.cpp: a request holds its chat session (busy flag) from submission

@@ -1,4 +1,5 @@
 // Text C API: tokenize/detokenize, parley_translate and chat sessions.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -211,7 +212,7 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   t.decoding.on_token = nullptr;
   if (capi::wants_constraint(o.generation))
     fail(PARLEY_ERROR_UNSUPPORTED, "grammar / json_schema constrain chat and generation, not translation");
-  capi::apply_request_control(capi::take_request_control(), t.decoding, /*with_logprobs=*/false);
+  capi::apply_request_control(capi::take_request_control(), t.decoding, /*with_logprobs=*/true);
   if (o.on_text) {
     parley_translation_text_fn fn = o.on_text;
     void *user = o.user_data;
@@ -365,6 +366,42 @@ PARLEY_API parley_status parley_translation_result_attention(const parley_transl
   });
 }
 
+PARLEY_API parley_status parley_translation_result_hypothesis_logprobs(const parley_translation_result *result,
+                                                                       size_t index, size_t hypothesis,
+                                                                       const float **out_logprobs, size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(out_logprobs, "out_logprobs");
+    require(out_count, "out_count");
+    const TextHypothesis &h = hyp(result, index, hypothesis);
+    if (h.logprobs.empty() && !h.tokens.empty())
+      fail(PARLEY_ERROR_NOT_FOUND,
+           "no per-token log-probabilities: they were not requested (options->generation->return_logprobs, or "
+           "request_options->return_logprobs)");
+    *out_logprobs = h.logprobs.data();
+    *out_count = h.logprobs.size();
+  });
+}
+
+PARLEY_API parley_status parley_translation_result_hypothesis_alternatives(const parley_translation_result *result,
+                                                                           size_t index, size_t hypothesis,
+                                                                           const int32_t **out_ids,
+                                                                           const float **out_logprobs,
+                                                                           size_t *out_steps, size_t *out_k) {
+  return guarded(__func__, [&] {
+    require(out_ids, "out_ids");
+    require(out_logprobs, "out_logprobs");
+    require(out_steps, "out_steps");
+    require(out_k, "out_k");
+    const TextHypothesis &h = hyp(result, index, hypothesis);
+    if (h.alternatives <= 0 && !h.tokens.empty())
+      fail(PARLEY_ERROR_NOT_FOUND, "no alternatives: they were not requested (options->generation->num_alternatives)");
+    *out_ids = h.alternative_ids.data();
+    *out_logprobs = h.alternative_logprobs.data();
+    *out_k = static_cast<size_t>(std::max<int64_t>(0, h.alternatives));
+    *out_steps = h.alternatives > 0 ? h.alternative_ids.size() / static_cast<size_t>(h.alternatives) : 0;
+  });
+}
+
 PARLEY_API parley_status parley_translation_result_protected_count(const parley_translation_result *result,
                                                                    size_t index, size_t hypothesis, size_t *out_count) {
   return guarded(__func__, [&] {
@@ -471,6 +508,10 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
     ChatReplyOptions r;
     r.decoding = o.generation ? resolve_generation_options(*session->model->impl.file, o.generation) : s.defaults();
     r.decoding.on_token = nullptr;
+    // A chat reply's log-probabilities come only through a request
+    // (parley_request_reply_logprobs); it has no alternatives accessor.
+    r.decoding.return_logprobs = false;
+    r.decoding.num_alternatives = 0;
     r.decoding.constraint = capi::resolve_constraint(session->model->impl, o.generation);
     const capi::RequestControl *control = capi::take_request_control();
     capi::apply_request_control(control, r.decoding, /*with_logprobs=*/true);

@@ -5,6 +5,8 @@
 //                          line N of the output for line N of the input; bad lines reported as "line N: ...")
 //   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample]
 //               [--grammar-file F | --json-schema-file F] ...
+//   parley score MODEL [--source-language L] [--target-language L] [--per-token] [-i FILE]
+//                (lines "source<TAB>target" or "text" -> "sum<TAB>tokens[<TAB>log-probs]")
 //   parley convert HF_DIR|MODEL.gguf OUT.parley [converter options]
 //   parley --version; --json on plugins, inspect, translate and chat (json_commands.cpp, text_commands.cpp).
 // Exit status: 0 success, 1 failure (a file, a line, a checksum), 2 usage error.
@@ -406,6 +408,17 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{86400000}));
   serve->add_flag("--log-requests", sa.log_requests, "Log each request on stderr");
   add_common(serve);
+  parley_cli::ScoreArgs sc;
+  auto *score = app.add_subcommand(
+      "score",
+      "Log-probability of given targets: lines \"source<TAB>target\" (translation; for dialogue models "
+      "the source is an unscored prompt) or \"text\" (dialogue) -> \"sum<TAB>tokens\" (docs/scores.md)");
+  score->add_option("model", sc.model, "Model file")->required();
+  score->add_option("-s,--source-language", sc.source_language, "Source language code (multilingual models)");
+  score->add_option("-t,--target-language", sc.target_language, "Target language code (multilingual models)");
+  score->add_flag("--per-token", sc.per_token, "Also print each token's log-probability");
+  score->add_option("-i,--input", sc.input, "Read this file instead of stdin");
+  add_common(score);
 
   auto *convert =
       app.add_subcommand("convert", "Convert a Hugging Face model folder or a GGUF file (runs parley-convert)");
@@ -440,11 +453,13 @@ int main(int argc, char **argv) {
     parley_runtime_free(rt);
     return rc;
   }
-  if (translate->parsed() || chat->parsed()) {
+  if (translate->parsed() || chat->parsed() || score->parsed()) {
     parley_runtime *rt = nullptr;
     parley_status st = make_runtime(common, &rt);
     if (st != PARLEY_OK) return report(st, "creating the runtime");
-    int rc = translate->parsed() ? parley_cli::translate(rt, ta) : parley_cli::chat(rt, ca);
+    int rc = translate->parsed() ? parley_cli::translate(rt, ta)
+             : score->parsed()   ? parley_cli::score(rt, sc)
+                                 : parley_cli::chat(rt, ca);
     parley_runtime_free(rt);
     return rc;
   }

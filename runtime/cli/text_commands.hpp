@@ -40,7 +40,13 @@ struct ChatArgs {
   bool json = false;  // --json: one JSON object per reply on stdout (no streaming)
 };
 
+struct ScoreArgs {
+  std::string model, source_language, target_language, input;
+  bool per_token = false;
+};
+
 int translate(parley_runtime *rt, const TranslateArgs &a);
+int score(parley_runtime *rt, const ScoreArgs &a);  // score_command.cpp
 int chat(parley_runtime *rt, const ChatArgs &a);
 int convert(const std::vector<std::string> &args);  // convert_command.cpp
 

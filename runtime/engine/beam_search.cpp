@@ -24,6 +24,10 @@ constexpr float kBig = 1.0e9f;  // transformers' -1.0e9 "cannot be chosen" offse
 struct Beam {
   std::vector<int32_t> tokens;  // generated part
   float score = 0.0f;
+  // return_logprobs / num_alternatives: per generated token (Hypothesis').
+  std::vector<float> logprobs;
+  std::vector<int32_t> alternative_ids;
+  std::vector<float> alternative_logprobs;
   bool finished = false;  // finished-hypothesis slots only
   // With a constraint: the grammar state after `tokens` (shared between
   // slots holding the same hypothesis; replaced, never changed, when it grows).
@@ -35,6 +39,7 @@ struct Candidate {
   int32_t beam;
   int32_t token;
   bool hits_stop;  // EOS or max length (the stopping criteria)
+  float logprob;   // the processed log-prob `score` added (return_logprobs only; else 0)
 };
 
 // The `k` largest entries of a raw row, best first, ties to the lower index.
@@ -177,6 +182,10 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
   const int64_t vocab = model.vocab();
   const size_t batch = prompts.size();
   const size_t n = static_cast<size_t>(o.num_beams);
+  // Per-token log-probabilities and alternatives need the processed row of
+  // every beam, so they take the dense path (the sparse one never builds it).
+  const bool per_token = o.return_logprobs || o.num_alternatives > 0;
+  const size_t n_alt = static_cast<size_t>(std::min<int64_t>(o.num_alternatives, vocab));
   expand_rows(model, logits, vocab, o.num_beams);
   const int64_t padded = padded_prompt_length(prompts);  // decoder_prompt_len
   const int64_t max_length = padded + o.max_new_tokens;
@@ -207,6 +216,9 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     // processors (and warpers when sampling), running scores added, then
     // _get_top_k_continuations.
     std::vector<std::vector<Candidate>> cands_of(batch);
+    // num_alternatives: per item, the top n_alt (token, log-prob) of each beam row's processed row.
+    std::vector<std::vector<int32_t>> alt_ids_of(batch);
+    std::vector<std::vector<float>> alt_lps_of(batch);
     model.parallel_for(static_cast<int64_t>(batch), [&](int64_t b0, int64_t b1) {
       std::vector<float> lp, acc;
       std::vector<std::pair<size_t, float>> chosen;  // (flat index, score)
@@ -218,23 +230,31 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
           scores.push_back(beam.score);
           generated.push_back(&beam.tokens);
         }
-        if (o.do_sample || o.constraint ||
+        if (o.do_sample || o.constraint || per_token ||
             !top_candidates_sparse(o, item_rows, n, vocab, scores, generated, prompts[b], cur_len, padded,
                                    beams_to_keep, &chosen)) {
-          lp.resize(static_cast<size_t>(vocab));
+          lp.resize((per_token ? n : 1) * static_cast<size_t>(vocab));
           acc.resize(n * static_cast<size_t>(vocab));
           for (size_t j = 0; j < n; ++j) {
             const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
+            // Keep every beam's processed row when its values are reported.
+            float *lp_row = lp.data() + (per_token ? j * static_cast<size_t>(vocab) : 0);
             // The raw row's log-normaliser is finite exactly when the row is
             // usable (no NaN or +inf, not all -inf). The sparse path above
             // gives up on such a row, so every row passes this check.
-            check_logits_row(log_softmax(row, lp.data(), vocab), row, vocab, step, logits_source);
-            apply_processors(o, lp.data(), vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
-            if (o.constraint) running[b][j].constraint->mask(lp.data(), o.eos_token_ids);
-            if (o.do_sample) apply_warpers(o, lp.data(), vocab, min_keep);
+            check_logits_row(log_softmax(row, lp_row, vocab), row, vocab, step, logits_source);
+            apply_processors(o, lp_row, vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
+            if (o.constraint) running[b][j].constraint->mask(lp_row, o.eos_token_ids);
+            if (o.do_sample) apply_warpers(o, lp_row, vocab, min_keep);
             for (int64_t v = 0; v < vocab; ++v)
-              acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] =
-                  lp[static_cast<size_t>(v)] + running[b][j].score;
+              acc[j * static_cast<size_t>(vocab) + static_cast<size_t>(v)] = lp_row[v] + running[b][j].score;
+            if (n_alt) {
+              Hypothesis alt;
+              append_alternatives(lp_row, vocab, static_cast<int64_t>(n_alt), alt);
+              alt_ids_of[b].insert(alt_ids_of[b].end(), alt.alternative_ids.begin(), alt.alternative_ids.end());
+              alt_lps_of[b].insert(alt_lps_of[b].end(), alt.alternative_logprobs.begin(),
+                                   alt.alternative_logprobs.end());
+            }
           }
           const std::vector<size_t> picked =
               o.do_sample ? sample_indices(acc, beams_to_keep, o.seed, b, static_cast<uint64_t>(step) * beams_to_keep)
@@ -247,17 +267,36 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
           const bool eos = std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();
           // d. stopping criteria on the extended sequence (length cur_len + 1)
           const bool hits = eos || cur_len + 1 >= max_length;
-          cands_of[b].push_back({score, static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits});
+          cands_of[b].push_back(
+              {score, static_cast<int32_t>(idx / static_cast<size_t>(vocab)), token, hits, per_token ? lp[idx] : 0.0f});
         }
       }
     });
     for (size_t b = 0; b < batch; ++b) {
       const std::vector<Candidate> &cands = cands_of[b];
       for (const Candidate &c : cands) all_hit = all_hit && c.hits_stop;
+      // The running beam `c` extends, grown by its token (and, when asked
+      // for, its log-prob and the alternatives of its parent's row).
       auto extended = [&](const Candidate &c) {
-        std::vector<int32_t> t = running[b][static_cast<size_t>(c.beam)].tokens;
-        t.push_back(c.token);
-        return t;
+        const Beam &parent = running[b][static_cast<size_t>(c.beam)];
+        Beam e;
+        e.tokens = parent.tokens;
+        e.tokens.push_back(c.token);
+        if (o.return_logprobs) {
+          e.logprobs = parent.logprobs;
+          e.logprobs.push_back(c.logprob);
+        }
+        if (n_alt) {
+          const size_t at = static_cast<size_t>(c.beam) * n_alt;
+          e.alternative_ids = parent.alternative_ids;
+          e.alternative_ids.insert(e.alternative_ids.end(), alt_ids_of[b].begin() + static_cast<std::ptrdiff_t>(at),
+                                   alt_ids_of[b].begin() + static_cast<std::ptrdiff_t>(at + n_alt));
+          e.alternative_logprobs = parent.alternative_logprobs;
+          e.alternative_logprobs.insert(e.alternative_logprobs.end(),
+                                        alt_lps_of[b].begin() + static_cast<std::ptrdiff_t>(at),
+                                        alt_lps_of[b].begin() + static_cast<std::ptrdiff_t>(at + n_alt));
+        }
+        return e;
       };
       // The grammar state after a candidate. A candidate the grammar
       // rejects has score -inf (masked: it never wins over an admitted
@@ -275,7 +314,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
       const std::vector<size_t> keep = top_indices(running_lp, n);
       for (size_t j = 0; j < n; ++j) {
         const Candidate &c = cands[keep[j]];
-        next_running[j].tokens = extended(c);
+        next_running[j] = extended(c);
         next_running[j].constraint = extended_state(c);
         next_running[j].score = running_lp[keep[j]];
         parents.push_back(static_cast<int32_t>(b * n + static_cast<size_t>(c.beam)));
@@ -301,7 +340,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
           next_finished[j] = finished[b][best[j]];
         } else {
           const size_t k = best[j] - n;
-          next_finished[j].tokens = extended(cands[k]);
+          next_finished[j] = extended(cands[k]);
           next_finished[j].constraint = extended_state(cands[k]);
           next_finished[j].score = merged[best[j]];
           next_finished[j].finished = cands[k].hits_stop && k < n;
@@ -345,7 +384,15 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
   for (size_t b = 0; b < batch; ++b)
     for (int64_t j = 0; j < o.num_return_sequences; ++j) {
       Beam &f = finished[b][static_cast<size_t>(j)];
-      Hypothesis h{std::move(f.tokens), f.score, {}};
+      Hypothesis h;
+      h.tokens = std::move(f.tokens);
+      h.score = f.score;
+      h.logprobs = std::move(f.logprobs);
+      if (n_alt && !h.tokens.empty()) {
+        h.alternatives = static_cast<int64_t>(n_alt);
+        h.alternative_ids = std::move(f.alternative_ids);
+        h.alternative_logprobs = std::move(f.alternative_logprobs);
+      }
       if (f.constraint)
         h.constraint =
             static_cast<int8_t>(f.constraint->complete() ? ConstraintStatus::kComplete : ConstraintStatus::kIncomplete);

@@ -55,10 +55,9 @@ void validate_decoding_options(const DecodingOptions &o, int64_t vocab) {
   check_ids("forced_eos_token_id", o.forced_eos_token_ids, vocab);
   check_ids("suppress_tokens entry", o.suppress_tokens, vocab);
   check_ids("begin_suppress_tokens entry", o.begin_suppress_tokens, vocab);
-  if (o.return_logprobs && o.num_beams > 1)
-    fail(PARLEY_ERROR_UNSUPPORTED,
-         "decoding: per-token log-probabilities are available for greedy search and sampling (num_beams = 1), not "
-         "for beam search");
+  if (o.num_alternatives < 0 || o.num_alternatives > kMaxAlternatives)
+    invalid("num_alternatives must be in [0, " + std::to_string(kMaxAlternatives) + "] (the limit is " +
+            std::to_string(kMaxAlternatives) + " alternatives per step), got " + std::to_string(o.num_alternatives));
   if (o.constraint) {
     if (!o.constraint->grammar || !o.constraint->vocab || o.constraint->vocab->size() != vocab)
       fail(PARLEY_ERROR_INTERNAL, "decoding: the constraint's vocabulary is not the model's");
@@ -127,6 +126,15 @@ int64_t padded_prompt_length(const std::vector<std::vector<int32_t>> &prompts) {
   size_t longest = 0;
   for (const auto &p : prompts) longest = std::max(longest, p.size());
   return static_cast<int64_t>(longest);
+}
+
+void append_alternatives(const float *logp, int64_t vocab, int64_t k, Hypothesis &h) {
+  const std::vector<size_t> best = top_indices(std::vector<float>(logp, logp + vocab), static_cast<size_t>(k));
+  h.alternatives = static_cast<int64_t>(best.size());
+  for (size_t i : best) {
+    h.alternative_ids.push_back(static_cast<int32_t>(i));
+    h.alternative_logprobs.push_back(logp[i]);
+  }
 }
 
 // Rows are independent in `_sample`, so instead of feeding pad tokens to
@@ -209,6 +217,7 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
       log_softmax(scores.data(), logp.data(), vocab);
       h.score += logp[static_cast<size_t>(token)];
       if (o.return_logprobs) h.logprobs.push_back(logp[static_cast<size_t>(token)]);
+      if (o.num_alternatives > 0) append_alternatives(logp.data(), vocab, o.num_alternatives, h);
       h.tokens.push_back(token);
       bool done = cur_len + 1 >= max_length ||
                   std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();

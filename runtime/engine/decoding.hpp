@@ -70,9 +70,13 @@ struct DecodingOptions {
   // passed -> Error(TIMEOUT). Neither changes any result that finishes.
   const std::atomic<bool> *cancel = nullptr;
   std::optional<std::chrono::steady_clock::time_point> deadline;
-  // Greedy/sampling only (beam search refuses it: UNSUPPORTED): fill
-  // Hypothesis::logprobs. Changes no token and no score.
+  // Fill Hypothesis::logprobs (greedy, sampling and beam search). Changes
+  // no token and no score.
   bool return_logprobs = false;
+  // 1..kMaxAlternatives: fill Hypothesis::alternative_ids/_logprobs with the
+  // top-k tokens of every generated step's distribution (the one `logprobs`
+  // reads from). 0: none. Changes no token and no score.
+  int64_t num_alternatives = 0;
   // A grammar (or converted JSON schema) the output must follow: each step,
   // after the logits processors, every token the grammar does not admit
   // next gets -inf (EOS ids only once the output is a complete sentence),
@@ -82,6 +86,9 @@ struct DecodingOptions {
   // ids with a constraint (UNSUPPORTED otherwise). Null = unconstrained.
   std::shared_ptr<const Constraint> constraint;
 };
+
+// The most alternatives per step a request may ask for (num_alternatives).
+inline constexpr int64_t kMaxAlternatives = 32;
 
 struct Hypothesis {
   // Generated token ids only (prompt excluded), ending with the EOS token when
@@ -94,10 +101,22 @@ struct Hypothesis {
   // to; with sampling the processed scores include temperature and the
   // top-k/top-p/min-p masks (the distribution actually sampled from).
   float score = 0.0f;
-  // With DecodingOptions::return_logprobs: per generated token, the
-  // log_softmax of the processed scores at the chosen token — the terms
-  // `score` sums (greedy/sampling). Empty otherwise.
+  // With DecodingOptions::return_logprobs: per generated token, its
+  // log-probability under the distribution the search used at that step —
+  // greedy/sampling: log_softmax of the processed scores (transformers'
+  // compute_transition_scores(normalize_logits=True)), the terms `score`
+  // sums; beam search: the processed log-probabilities that beam search adds
+  // to the running score (log_softmax of the raw logits, then processors and
+  // warpers; compute_transition_scores with beam_indices), summing to
+  // score * len(tokens) ** length_penalty. Empty otherwise.
   std::vector<float> logprobs;
+  // With DecodingOptions::num_alternatives = k: per generated token, the k
+  // best tokens of the same distribution `logprobs` reads from, best first
+  // (equal values in index order): [tokens.size() x alternatives] row-major.
+  // alternatives = min(k, vocab); 0 (and both empty) otherwise.
+  int64_t alternatives = 0;
+  std::vector<int32_t> alternative_ids;
+  std::vector<float> alternative_logprobs;
   // With DecodingOptions::constraint: 1 when the tokens form a complete
   // sentence of the grammar, 2 when generation stopped before (max_new_tokens,
   // a callback, no admissible token); 0 without a constraint.

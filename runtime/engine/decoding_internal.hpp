@@ -23,6 +23,10 @@ void expand_rows(StepModel &model, std::vector<float> &logits, int64_t vocab, in
 // Indices of the `k` largest of `v`, best first, equal values in index order.
 std::vector<size_t> top_indices(const std::vector<float> &v, size_t k);
 
+// Appends the top min(k, vocab) entries of the log-probability row `logp`
+// to h's alternatives (one generated step).
+void append_alternatives(const float *logp, int64_t vocab, int64_t k, Hypothesis &h);
+
 // Beam search's candidate selection for one item without sampling (steps
 // b.-c.) from the raw logits of its n beam rows: log-normaliser, the
 // processors' changed tokens and the top raw scores instead of the dense

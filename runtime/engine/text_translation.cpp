@@ -386,6 +386,11 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
         th.score += h.score;
         if (want_attention) th.attention = std::move(attention);
         th.tokens.insert(th.tokens.end(), h.tokens.begin(), h.tokens.end());
+        th.logprobs.insert(th.logprobs.end(), h.logprobs.begin(), h.logprobs.end());
+        if (h.alternatives > 0) th.alternatives = h.alternatives;
+        th.alternative_ids.insert(th.alternative_ids.end(), h.alternative_ids.begin(), h.alternative_ids.end());
+        th.alternative_logprobs.insert(th.alternative_logprobs.end(), h.alternative_logprobs.begin(),
+                                       h.alternative_logprobs.end());
       }
       th.text.append(input, std::min(at, input.size()), std::string::npos);  // whitespace after the last piece
       out[i].hypotheses.push_back(std::move(th));

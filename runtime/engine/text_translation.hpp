@@ -70,6 +70,12 @@ struct TextHypothesis {
   std::vector<int32_t> tokens;                 // generated ids (EOS included when reached)
   std::vector<float> attention;                // [tokens.size(), source_tokens.size()] when requested
   std::vector<ProtectedSpan> protected_spans;  // in source order
+  // decoding.return_logprobs / num_alternatives: per token of `tokens`
+  // (Hypothesis' semantics; a split text's pieces in order).
+  std::vector<float> logprobs;
+  int64_t alternatives = 0;
+  std::vector<int32_t> alternative_ids;
+  std::vector<float> alternative_logprobs;
 };
 
 struct TextTranslation {

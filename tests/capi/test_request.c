@@ -331,19 +331,27 @@ static void test_generate_concurrent(parley_model *llm) {
     parley_result_free(want[i]);
     parley_request_free(req[i]);
   }
-  /* Beam search has no per-token log-probabilities: the request says so. */
+  /* Beam search has per-token log-probabilities too: they sum to the
+   * unnormalised score (score x length ^ length_penalty, here 1). */
   {
     parley_request *r = NULL;
-    int32_t status = 0;
-    const char *message = NULL;
     parley_generation_result *res = NULL;
+    const float *lp = NULL;
+    const int32_t *toks = NULL;
+    size_t n_lp = 0, len = 0;
+    float score = 0;
+    double sum = 0;
     g.num_beams = 2;
+    g.length_penalty = 1.0f;
     CHECK_OK(parley_generate_submit(llm, &prompts[0], &lengths[0], 1, &g, &ro, &r));
     CHECK_OK(parley_request_wait(r, -1));
-    CHECK_OK(parley_request_status(r, &status, &message));
-    CHECK(status == PARLEY_ERROR_UNSUPPORTED && message && strstr(message, "beam search"));
-    CHECK_STATUS(parley_request_take_generation_result(r, &res), PARLEY_ERROR_UNSUPPORTED);
-    CHECK(res == NULL);
+    CHECK_OK(parley_request_take_generation_result(r, &res));
+    CHECK_OK(parley_result_hypothesis(res, 0, 0, &toks, &len, &score));
+    CHECK_OK(parley_result_hypothesis_logprobs(res, 0, 0, &lp, &n_lp));
+    CHECK(n_lp == len && len > 0);
+    for (k = 0; k < n_lp; ++k) sum += lp[k];
+    CHECK(fabs(sum - (double)score * (double)len) <= 1e-5 * (double)len * (1.0 + fabs(sum)));
+    parley_result_free(res);
     parley_request_free(r);
   }
 }

@@ -408,3 +408,22 @@ def test_convert_runs_the_converter_or_says_what_is_missing(tmp_path):
     err = out.stderr.decode()
     assert out.returncode == 1 and "Traceback" not in err, err
     assert "cannot import the converter" in err and "No module named" in err and "pip install" in err, err
+
+
+def test_score_prints_sums_and_reports_bad_lines():
+    """`parley score`: "source<TAB>target" lines of a translation model, a bad line reported by number."""
+    r = run(["score", DE_EN, "--per-token"], b"Hallo Welt!\tHello world!\nHallo \xff Welt\tHi\nnur Quelle\n")
+    out = r.stdout.decode().split("\n")
+    assert r.returncode == 1
+    total, count, per_token = out[0].split("\t")
+    values = [float(v) for v in per_token.split()]
+    assert int(count) == len(values) >= 2 and float(total) < 0
+    assert abs(sum(values) - float(total)) <= 1e-4 * len(values)
+    assert out[1] == "" and out[2] == ""
+    err = r.stderr.decode()
+    assert re.search(r"line 2: .*UTF-8", err) and re.search(r"line 3: .*sources is NULL", err)
+    # A dialogue model: a whole line, or an unscored prompt before a tab.
+    r = run(["score", LLM], b"Where is my order?\nWhere is my\t order?\n")
+    assert r.returncode == 0, r.stderr.decode()
+    whole, cont = [line.split("\t") for line in r.stdout.decode().splitlines()]
+    assert float(whole[0]) < 0 and float(cont[0]) < 0 and int(cont[1]) < int(whole[1])

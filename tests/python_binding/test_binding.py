@@ -155,6 +155,7 @@ _STRUCTS = {
     "parley_translation_options": _lib.TranslationOptions,
     "parley_chat_options": _lib.ChatOptions,
     "parley_request_options": _lib.RequestOptions,
+    "parley_score_options": _lib.ScoreOptions,
     "parley_chat_stats": _lib.ChatStats,
 }
 
@@ -1220,10 +1221,17 @@ def test_generate_async_matches_generate_with_logprobs(gpt2):
         for lp in h.logprobs:
             acc = ctypes.c_float(acc.value + lp)
         assert acc.value == h.score
-    # Without return_logprobs there are none; beam search cannot give them.
+    # Without return_logprobs there are none; beam search gives them too
+    # (summing to score * length ** length_penalty).
     assert _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4))[0][0].logprobs is None
-    with pytest.raises(parley.UnsupportedError, match="beam search"):
-        _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, return_logprobs=True))
+    beam_lp = _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, length_penalty=1.0,
+                                        return_logprobs=True))[0][0]
+    assert sum(beam_lp.logprobs) == pytest.approx(beam_lp.score * len(beam_lp.tokens), rel=1e-5, abs=1e-5)
+    # Alternatives through a request equal the blocking call's.
+    got = _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, alternatives=3))[0][0]
+    want = gpt2.generate([prompts[0]], max_new_tokens=4, num_beams=2, alternatives=3)[0][0]
+    assert [[t for t, _ in s] for s in got.alternatives] == [[t for t, _ in s] for s in want.alternatives]
+    assert got.logprobs is None and len(got.alternatives) == len(got.tokens)
     # Beam search itself runs (and matches the blocking call's tokens).
     beams = _arun(gpt2.generate_async([prompts[0]], max_new_tokens=4, num_beams=2, num_return_sequences=2))
     assert [h.tokens for h in beams[0]] == [h.tokens for h in gpt2.generate([prompts[0]], max_new_tokens=4,
@@ -1546,3 +1554,91 @@ def test_library_search_order(monkeypatch, tmp_path):
     monkeypatch.delenv("PARLEY_LIBRARY")
     bundled.unlink()
     assert _lib._candidates()[-1] == ("libparley.so", "the dynamic loader's search path")
+
+
+# ------------------------------------------------------- scores and alternatives
+
+
+def _score_golden(name: str) -> dict:
+    return json.loads((PARITY / "goldens" / "scores" / f"{name}.json").read_text())
+
+
+def test_generate_logprobs_and_alternatives_match_transformers(runtime):
+    """Against tests/parity/goldens/scores/llama.json (compute_transition_scores and top-k of
+    the same distributions); tolerance 2e-4 per value: the logits' 1e-4, twice (log_softmax)."""
+    gold = _score_golden("llama")
+    k = gold["k_alternatives"]
+    with parley.Model(runtime, PARITY / "models" / "llama.parley") as m:
+        for g in gold["generate"]:
+            for beams, key in ((1, "greedy"), (3, "beam")):
+                hyps = m.generate([g["prompt"]], max_new_tokens=8, num_beams=beams,
+                                  num_return_sequences=2 if beams > 1 else 1, length_penalty=1.0,
+                                  early_stopping=False, return_logprobs=True, alternatives=k)[0]
+                for h, w in zip(hyps, g[key]):
+                    assert h.tokens == w["tokens"]
+                    assert h.logprobs == pytest.approx(w["logprobs"], abs=2e-4)
+                    for step, want_ids, want in zip(h.alternatives, w["alternative_ids"], w["alternative_logprobs"]):
+                        want = [float(v) for v in want]  # "-inf": a token a processor removed
+                        # Ids where finite (torch.topk orders tied -inf entries arbitrarily).
+                        assert [t for (t, _), v in zip(step, want) if v > float("-inf")] == \
+                            [t for t, v in zip(want_ids, want) if v > float("-inf")]
+                        assert [lp for _, lp in step] == pytest.approx(want, abs=2e-4)
+
+
+def test_score_matches_transformers(runtime, marian):
+    for name, model in (("marian", marian), ("llama", None)):
+        gold = _score_golden(name)
+        m = model or parley.Model(runtime, PARITY / "models" / "llama.parley")
+        try:
+            ctx = [it.get("source", it.get("prompt")) for it in gold["score"]]
+            got = m.score([it["target"] for it in gold["score"]], ctx)
+            for s, it in zip(got, gold["score"]):
+                assert s.tokens == it["target"]
+                assert s.logprobs == pytest.approx(it["logprobs"], abs=2e-4)
+                assert s.score == pytest.approx(it["sum"], abs=2e-4 * len(it["target"]))
+        finally:
+            if model is None:
+                m.close()
+
+
+def test_score_and_alternatives_misuse(gpt2, marian):
+    with pytest.raises(parley.InvalidArgumentError, match="PARLEY_MAX_ALTERNATIVES"):
+        gpt2.generate([[0, 5, 6]], max_new_tokens=2, alternatives=33)
+    with pytest.raises(parley.InvalidArgumentError):
+        gpt2.generate([[0, 5, 6]], max_new_tokens=2, alternatives=-1)
+    with pytest.raises(TypeError):
+        gpt2.generate([[0, 5, 6]], max_new_tokens=2, alternatives="3")
+    with pytest.raises(parley.InvalidArgumentError, match="sources is NULL"):
+        marian.score([[5, 6, 0]])
+    with pytest.raises(parley.InvalidArgumentError, match="at least 2"):
+        gpt2.score([[5]])
+    with pytest.raises(parley.InvalidArgumentError, match="vocabulary"):
+        gpt2.score([[5, 10**6]])
+    with pytest.raises(parley.InvalidArgumentError):
+        gpt2.score([[5, 6]], [[1], [2]])
+    with pytest.raises(TypeError):
+        gpt2.score("not a list")
+    # Without alternatives requested the fields stay None.
+    h = gpt2.generate([[0, 5, 6]], max_new_tokens=2)[0][0]
+    assert h.logprobs is None and h.alternatives is None
+
+
+def test_translate_with_scores(translation_model):
+    t = translation_model.translate("Where is my order?", beam_size=3, num_hypotheses=2, length_penalty=1.0,
+                                    return_logprobs=True, alternatives=2)
+    for h in t.hypotheses:
+        assert len(h.logprobs) == len(h.tokens) and len(h.alternatives) == len(h.tokens)
+        assert sum(h.logprobs) == pytest.approx(h.score * len(h.tokens), rel=1e-5, abs=1e-5)
+        assert all(len(step) == 2 and step[0][1] >= step[1][1] for step in h.alternatives)
+    plain = translation_model.translate("Where is my order?", beam_size=3, num_hypotheses=2, length_penalty=1.0)
+    assert [h.tokens for h in plain.hypotheses] == [h.tokens for h in t.hypotheses]
+    assert plain.best.logprobs is None and plain.best.alternatives is None
+    # Async: the same values.
+    a = _arun(translation_model.translate_async("Where is my order?", beam_size=3, num_hypotheses=2,
+                                                length_penalty=1.0, return_logprobs=True, alternatives=2))
+    assert a.best.tokens == t.best.tokens and a.best.logprobs == pytest.approx(t.best.logprobs, abs=1e-5)
+    # Scoring the text of the best translation: its target ids detokenize to it, EOS included.
+    s = translation_model.score([t.text], ["Where is my order?"])[0]
+    assert translation_model.detokenize(s.tokens) == t.text
+    assert len(s.logprobs) == len(s.tokens) and s.score < 0
+    assert sum(s.logprobs) == pytest.approx(s.score, abs=1e-4)

@@ -226,7 +226,20 @@ class GenerationOptions(Structure):
         ("user_data", c_void_p),
         ("grammar", c_char_p),
         ("json_schema", c_char_p),
+        ("return_logprobs", c_int32),
+        ("num_alternatives", c_size_t),
     ]
+
+
+class ScoreOptions(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("source_language", c_char_p),
+        ("target_language", c_char_p),
+    ]
+
+
+MAX_ALTERNATIVES = 32
 
 
 class TranslationOptions(Structure):
@@ -464,6 +477,33 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_request_free": (None, [c_void_p]),
     "parley_result_hypothesis_constraint": (_status, [c_void_p, c_size_t, c_size_t, _p(c_int32)]),
     "parley_result_hypothesis_logprobs": (_status, [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t)]),
+    "parley_result_hypothesis_alternatives": (
+        _status,
+        [c_void_p, c_size_t, c_size_t, _p(_i32p), _p(_p(c_float)), _p(c_size_t), _p(c_size_t)],
+    ),
+    "parley_translation_result_hypothesis_logprobs": (
+        _status,
+        [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t)],
+    ),
+    "parley_translation_result_hypothesis_alternatives": (
+        _status,
+        [c_void_p, c_size_t, c_size_t, _p(_i32p), _p(_p(c_float)), _p(c_size_t), _p(c_size_t)],
+    ),
+    "parley_score_options_defaults": (_status, [_p(ScoreOptions)]),
+    "parley_score_tokens": (
+        _status,
+        [c_void_p, _p(_i32p), _p(c_size_t), _p(_i32p), _p(c_size_t), c_size_t, _p(ScoreOptions), _p(c_void_p)],
+    ),
+    "parley_score_text": (
+        _status,
+        [c_void_p, _p(c_char_p), _p(c_char_p), c_size_t, _p(ScoreOptions), _p(c_void_p)],
+    ),
+    "parley_score_result_count": (_status, [c_void_p, _p(c_size_t)]),
+    "parley_score_result_item": (
+        _status,
+        [c_void_p, c_size_t, _p(_i32p), _p(_p(c_float)), _p(c_size_t), _p(c_double)],
+    ),
+    "parley_score_result_free": (None, [c_void_p]),
     "parley_chat_session_save": (_status, [c_void_p, _p(c_void_p), _p(c_size_t)]),
     "parley_chat_session_restore": (_status, [c_void_p, c_void_p, c_size_t, _p(c_void_p)]),
 }

@@ -76,8 +76,12 @@ class TokenizerInfo:
 class Hypothesis:
     """One hypothesis of generate() / translate_tokens(): generated ids and score.
 
-    ``logprobs``: per generated token, its log-probability (the terms
-    ``score`` sums), when requested (generate_async(return_logprobs=True)).
+    ``logprobs``: per generated token, its log-probability, when requested
+    (``return_logprobs=True``; docs/scores.md): greedy/sampling the terms
+    ``score`` sums, beam search the terms of ``score * len(tokens) **
+    length_penalty``. ``alternatives``: per generated token, the k best
+    (token id, log-probability) pairs of that step, best first, when
+    requested (``alternatives=k``, k <= 32).
     """
 
     tokens: list[int]
@@ -87,6 +91,17 @@ class Hypothesis:
     #: sentence of the grammar (parses and validates), False when generation
     #: stopped before (max_new_tokens, on_token); None when unconstrained.
     complete: bool | None = None
+    alternatives: list[list[tuple[int, float]]] | None = None
+
+
+@dataclass(frozen=True)
+class ScoredTarget:
+    """One item of Model.score(): the scored target ids, the model's raw
+    log-probability of each (teacher forcing) and their sum."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    score: float
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,9 @@ class TranslationHypothesis:
     attention: list[list[float]] | None  # [len(tokens)][len(source_tokens)], when requested
     # Protected spans (translate(protect=..., glossary=..., protect_patterns=...)), in source order.
     protected: list[ProtectedSpan] = field(default_factory=list)
+    # return_logprobs=True / alternatives=k: per token of `tokens` (as Hypothesis).
+    logprobs: list[float] | None = None
+    alternatives: list[list[tuple[int, float]]] | None = None
 
 
 _PROTECT_CLASSES = {"numbers": 1, "emails": 2, "urls": 4, "placeholders": 8, "markup": 16, "all": 31}
@@ -500,7 +518,9 @@ class Model(Closable):
     # ------------------------------------------------------------ generation
 
     @staticmethod
-    def _read_generation_result(result: int, logprobs: bool = False) -> list[list[Hypothesis]]:
+    def _read_generation_result(
+        result: int, logprobs: bool = False, alternatives: bool = False
+    ) -> list[list[Hypothesis]]:
         out = []
         n = c_size_t()
         _lib.check(_lib.lib.parley_result_batch_size(result, byref(n)))
@@ -516,18 +536,21 @@ class Model(Closable):
                     p, m2 = POINTER(c_float)(), c_size_t()
                     _lib.check(_lib.lib.parley_result_hypothesis_logprobs(result, b, k, byref(p), byref(m2)))
                     lp = p[: m2.value] if m2.value else []
+                alts = _read_alternatives(_lib.lib.parley_result_hypothesis_alternatives, result, b, k) \
+                    if alternatives else None
                 status = c_int32()
                 _lib.check(_lib.lib.parley_result_hypothesis_constraint(result, b, k, byref(status)))
                 complete = None if status.value == 0 else status.value == 1
-                hyps.append(Hypothesis(ids_list(toks, length.value), score.value, lp, complete))
+                hyps.append(Hypothesis(ids_list(toks, length.value), score.value, lp, complete, alts))
             out.append(hyps)
         return out
 
-    def _run_tokens(self, call, on_token, options, where) -> list[list[Hypothesis]]:
+    def _run_tokens(self, call, on_token, options, where, return_logprobs=False, alternatives=0):
         cb = _TokenCallback(on_token)
         result = c_void_p()
         with self._use() as h:
             opts = generation_options(h, options, where)
+            _set_scores(opts, return_logprobs, alternatives)
             cb.install(opts)
             st = call(h, byref(opts), byref(result))
             err = _lib.make_error(st) if st != _lib.OK else None
@@ -535,7 +558,7 @@ class Model(Closable):
             cb.reraise()
             if err is not None:
                 raise err
-            return self._read_generation_result(result.value)
+            return self._read_generation_result(result.value, bool(return_logprobs), bool(alternatives))
         finally:
             _lib.lib.parley_result_free(result.value)
 
@@ -545,6 +568,8 @@ class Model(Closable):
         *,
         on_token: Callable[[int, int, int], Any] | None = None,
         generation: GenerationOptions | None = None,
+        return_logprobs: bool = False,
+        alternatives: int = 0,
         **options: Unpack[GenerationKwargs],
     ) -> list[list[Hypothesis]]:
         """Continue each prompt (a list of token ids) with a decoder-only model.
@@ -560,7 +585,10 @@ class Model(Closable):
         grammar). ``on_token(batch_index,
         sequence_index, token)`` is called for each generated token (greedy and
         sampling only); a true return value finishes that sequence, and an
-        exception stops the call and is re-raised.
+        exception stops the call and is re-raised. ``return_logprobs``:
+        fill Hypothesis.logprobs; ``alternatives=k`` (<= 32): fill
+        Hypothesis.alternatives with the k best tokens of every step (greedy,
+        sampling and beam search; docs/scores.md).
         """
         options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(prompts, "prompts")
@@ -569,6 +597,8 @@ class Model(Closable):
             on_token,
             options,
             "generate()",
+            return_logprobs,
+            alternatives,
         )
 
     def translate_tokens(
@@ -578,6 +608,8 @@ class Model(Closable):
         *,
         on_token: Callable[[int, int, int], Any] | None = None,
         generation: GenerationOptions | None = None,
+        return_logprobs: bool = False,
+        alternatives: int = 0,
         **options: Unpack[GenerationKwargs],
     ) -> list[list[Hypothesis]]:
         """Translate source id sequences with an encoder-decoder model (options as generate())."""
@@ -604,6 +636,8 @@ class Model(Closable):
             on_token,
             options,
             "translate_tokens()",
+            return_logprobs,
+            alternatives,
         )
 
     @overload
@@ -676,6 +710,9 @@ class Model(Closable):
         model's positions or ``max_source_tokens`` is split into sentences and
         joined with its whitespace) or "sentences" (always);
         ``max_batch_tokens`` batches by padded source tokens.
+        Scores: ``return_logprobs=True`` fills TranslationHypothesis.logprobs,
+        ``alternatives=k`` (<= 32) TranslationHypothesis.alternatives
+        (docs/scores.md).
         """
         single, encoded, text_array, make_options = self._translation_args(
             texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
@@ -686,10 +723,70 @@ class Model(Closable):
             topts, _keep = make_options(h)
             _lib.check(_lib.lib.parley_translate(h, text_array, len(encoded), byref(topts), byref(result)))
         try:
-            out = self._read_translation_result(result.value, return_attention, encoded)
+            out = self._read_translation_result(result.value, return_attention, encoded, *make_options.scores)
         finally:
             _lib.lib.parley_translation_result_free(result.value)
         return out[0] if single else out
+
+    def score(
+        self,
+        targets: Sequence[str | bytes] | Sequence[Sequence[int]],
+        sources: Sequence[str | bytes] | Sequence[Sequence[int]] | None = None,
+        *,
+        source_language: str | None = None,
+        target_language: str | None = None,
+    ) -> list[ScoredTarget]:
+        """The model's log-probability of each target token given what precedes it (teacher
+        forcing), like CTranslate2's score_batch (parley_score_tokens / parley_score_text;
+        docs/scores.md).
+
+        Targets (and sources) are texts (tokenized first) or token-id lists. Encoder-decoder
+        models need ``sources`` and score every target token (texts: the target tokenizer adds
+        EOS, which is scored). Decoder-only models: without ``sources`` each target is a whole
+        sequence scored from its second token; with ``sources`` (prompts) every target token is
+        scored. Raw log-probabilities: no penalty, temperature or other processor.
+        """
+        if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+            raise TypeError("targets must be a list of texts or of token-id lists")
+        if sources is not None and (isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence)):
+            raise TypeError("sources must be a list of texts or of token-id lists")
+        if sources is not None and len(sources) != len(targets):
+            raise InvalidArgumentError(f"sources has {len(sources)} entries for {len(targets)} targets")
+        text = bool(targets) and isinstance(targets[0], (str, bytes))
+        opts = _lib.new(_lib.ScoreOptions)
+        _lib.check(_lib.lib.parley_score_options_defaults(byref(opts)))
+        opts.source_language = opt_text(source_language, "source_language")
+        opts.target_language = opt_text(target_language, "target_language")
+        result = c_void_p()
+        with self._use() as h:
+            if text:
+                tgt = [encode_text(t, f"targets[{i}]") for i, t in enumerate(targets)]
+                src = None if sources is None else [encode_text(t, f"sources[{i}]") for i, t in enumerate(sources)]
+                tgt_arr = cstring_array(tgt)
+                src_arr = None if src is None else cstring_array(src)
+                _lib.check(_lib.lib.parley_score_text(h, src_arr, tgt_arr, len(tgt), byref(opts), byref(result)))
+            else:
+                tb = IdBatch(targets, "targets")
+                sb = None if sources is None else IdBatch(sources, "sources")
+                _lib.check(
+                    _lib.lib.parley_score_tokens(
+                        h, sb.pointers if sb else None, sb.lengths if sb else None, tb.pointers, tb.lengths,
+                        tb.count, byref(opts), byref(result),
+                    )
+                )
+        try:
+            n = c_size_t()
+            _lib.check(_lib.lib.parley_score_result_count(result.value, byref(n)))
+            out = []
+            for i in range(n.value):
+                toks, lps, m, total = POINTER(c_int32)(), POINTER(c_float)(), c_size_t(), c_double()
+                _lib.check(
+                    _lib.lib.parley_score_result_item(result.value, i, byref(toks), byref(lps), byref(m), byref(total))
+                )
+                out.append(ScoredTarget(ids_list(toks, m.value), lps[: m.value] if m.value else [], total.value))
+            return out
+        finally:
+            _lib.lib.parley_score_result_free(result.value)
 
     def _translation_args(
         self, texts, source_language, target_language, beam_size, num_hypotheses, length_penalty, max_length,
@@ -719,6 +816,8 @@ class Model(Closable):
         patterns = options.pop("protect_patterns", None) or []
         glossary = options.pop("glossary", None) or []
         long_text = options.pop("long_text", "error")
+        return_logprobs = bool(options.pop("return_logprobs", False))
+        alternatives = options.pop("alternatives", 0)
         max_source_tokens = options.pop("max_source_tokens", 0)
         max_batch_tokens = options.pop("max_batch_tokens", 0)
         if protect is None or protect is False:
@@ -765,6 +864,7 @@ class Model(Closable):
 
         def make_options(h: int):
             gopts = generation_options(h, gen, where)
+            _set_scores(gopts, return_logprobs, alternatives)
             topts = _lib.new(_lib.TranslationOptions)
             _lib.check(_lib.lib.parley_translation_options_defaults(byref(topts)))
             topts.source_language = src
@@ -782,6 +882,7 @@ class Model(Closable):
             topts.max_batch_tokens = max_batch_tokens
             return topts, [gopts, src, tgt, pattern_array, glossary_array]
 
+        make_options.scores = (return_logprobs, bool(alternatives))  # type: ignore[attr-defined]
         return single, encoded, text_array, make_options
 
     # ------------------------------------------------------------ asyncio
@@ -816,6 +917,7 @@ class Model(Closable):
         prompts: Sequence[Sequence[int]],
         *,
         return_logprobs: bool = False,
+        alternatives: int = 0,
         deadline: float | None = None,
         generation: GenerationOptions | None = None,
         **options: Unpack[GenerationKwargs],
@@ -824,15 +926,15 @@ class Model(Closable):
 
         Runs on a libparley worker thread (parley_generate_submit); the
         serving engine batches concurrent calls (tokens equal to a call alone,
-        scores up to float32 rounding). ``return_logprobs``: fill
-        Hypothesis.logprobs (greedy and sampling; beam search raises
-        UnsupportedError). ``deadline`` (seconds): DeadlineError after it.
+        scores up to float32 rounding). ``return_logprobs`` / ``alternatives``:
+        as generate(). ``deadline`` (seconds): DeadlineError after it.
         Cancelling the awaiting task cancels the request. No on_token here.
         """
         options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(prompts, "prompts")
         with self._use() as h:
             opts = generation_options(h, options, "generate_async()")
+            _set_scores(opts, False, alternatives)
         req = self._submit_async(
             lambda h, ro, out: _lib.lib.parley_generate_submit(
                 h, batch.pointers, batch.lengths, batch.count, byref(opts), ro, out
@@ -841,7 +943,7 @@ class Model(Closable):
             deadline,
             return_logprobs,
         )
-        return await run(req, lambda r: _take_generation(r, return_logprobs))
+        return await run(req, lambda r: _take_generation(r, return_logprobs, bool(alternatives)))
 
     async def translate_tokens_async(
         self,
@@ -849,6 +951,7 @@ class Model(Closable):
         target_prefixes: Sequence[Sequence[int]] | None = None,
         *,
         return_logprobs: bool = False,
+        alternatives: int = 0,
         deadline: float | None = None,
         generation: GenerationOptions | None = None,
         **options: Unpack[GenerationKwargs],
@@ -863,6 +966,7 @@ class Model(Closable):
                 raise InvalidArgumentError(f"target_prefixes has {prefixes.count} entries for {batch.count} sources")
         with self._use() as h:
             opts = generation_options(h, options, "translate_tokens_async()")
+            _set_scores(opts, False, alternatives)
         req = self._submit_async(
             lambda h, ro, out: _lib.lib.parley_translate_tokens_submit(
                 h,
@@ -879,7 +983,7 @@ class Model(Closable):
             deadline,
             return_logprobs,
         )
-        return await run(req, lambda r: _take_generation(r, return_logprobs))
+        return await run(req, lambda r: _take_generation(r, return_logprobs, bool(alternatives)))
 
     def _submit_translation(self, args: tuple, deadline: float | None, on_update=None) -> tuple[AsyncRequest, Any]:
         single, encoded, text_array, make_options = args
@@ -968,7 +1072,7 @@ class Model(Closable):
             return_attention, attention_layer, options, "translate_async()", generation,
         )
         req, single = self._submit_translation(args, deadline)
-        out = await run(req, lambda r: _take_translation(r, return_attention, args[1]))
+        out = await run(req, lambda r: _take_translation(r, return_attention, args[1], *args[3].scores))
         return out[0] if single else out
 
     def translate_stream_async(
@@ -1033,7 +1137,8 @@ class Model(Closable):
 
     @staticmethod
     def _read_translation_result(
-        r: int, with_attention: bool, sources: list[bytes] | None = None
+        r: int, with_attention: bool, sources: list[bytes] | None = None, logprobs: bool = False,
+        alternatives: bool = False,
     ) -> list[Translation]:
         L = _lib.lib
         out = []
@@ -1058,29 +1163,58 @@ class Model(Closable):
                     flat = w[: rows.value * cols.value] if rows.value and cols.value else []
                     attention = [flat[t * cols.value : (t + 1) * cols.value] for t in range(rows.value)]
                 raw = text.value or b""
+                lp = None
+                if logprobs:
+                    p, m2 = POINTER(c_float)(), c_size_t()
+                    _lib.check(L.parley_translation_result_hypothesis_logprobs(r, i, k, byref(p), byref(m2)))
+                    lp = p[: m2.value] if m2.value else []
+                alts = _read_alternatives(L.parley_translation_result_hypothesis_alternatives, r, i, k) \
+                    if alternatives else None
                 hyps.append(
                     TranslationHypothesis(
                         decode_text(raw), score.value, ids_list(tp, tn.value), source, attention,
-                        Model._read_protected(r, i, k, raw, sources[i] if sources else None),
+                        Model._read_protected(r, i, k, raw, sources[i] if sources else None), lp, alts,
                     )
                 )
             out.append(Translation(source, hyps))
         return out
 
 
-def _take_generation(handle: int, logprobs: bool) -> list[list[Hypothesis]]:
+def _take_generation(handle: int, logprobs: bool, alternatives: bool = False) -> list[list[Hypothesis]]:
     out = c_void_p()
     _lib.check(_lib.lib.parley_request_take_generation_result(handle, byref(out)))
     try:
-        return Model._read_generation_result(out.value, logprobs)
+        return Model._read_generation_result(out.value, logprobs, alternatives)
     finally:
         _lib.lib.parley_result_free(out.value)
 
 
-def _take_translation(handle: int, with_attention: bool, sources: list[bytes] | None = None) -> list[Translation]:
+def _take_translation(
+    handle: int, with_attention: bool, sources: list[bytes] | None = None, logprobs: bool = False,
+    alternatives: bool = False,
+) -> list[Translation]:
     out = c_void_p()
     _lib.check(_lib.lib.parley_request_take_translation_result(handle, byref(out)))
     try:
-        return Model._read_translation_result(out.value, with_attention, sources)
+        return Model._read_translation_result(out.value, with_attention, sources, logprobs, alternatives)
     finally:
         _lib.lib.parley_translation_result_free(out.value)
+
+
+def _set_scores(opts: _lib.GenerationOptions, return_logprobs: Any, alternatives: Any) -> None:
+    """The score fields of a parley_generation_options (libparley checks the range and names the limit)."""
+    if isinstance(alternatives, bool) or not isinstance(alternatives, int):
+        raise TypeError(f"alternatives must be an int (0 <= k <= {_lib.MAX_ALTERNATIVES}), not {alternatives!r}")
+    if alternatives < 0:
+        raise InvalidArgumentError(f"alternatives must be >= 0 (at most {_lib.MAX_ALTERNATIVES}), got {alternatives}")
+    opts.return_logprobs = 1 if return_logprobs else 0
+    opts.num_alternatives = min(alternatives, 1 << 62)
+
+
+def _read_alternatives(fn, result: int, a: int, b: int) -> list[list[tuple[int, float]]]:
+    ids, lps, steps, k = POINTER(c_int32)(), POINTER(c_float)(), c_size_t(), c_size_t()
+    _lib.check(fn(result, a, b, byref(ids), byref(lps), byref(steps), byref(k)))
+    n, kk = steps.value, k.value
+    flat_ids = ids[: n * kk] if n * kk else []
+    flat_lps = lps[: n * kk] if n * kk else []
+    return [list(zip(flat_ids[t * kk : (t + 1) * kk], flat_lps[t * kk : (t + 1) * kk])) for t in range(n)]

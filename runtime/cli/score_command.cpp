@@ -1,0 +1,82 @@
+// `parley score MODEL`: the model's log-probability of given targets
+// (parley_score_text; docs/scores.md), one input line per item:
+// "source<TAB>target" (translation models; for dialogue models the part
+// before the tab is a prompt that is not scored) or "text" (dialogue
+// models: the whole line, scored from its second token). Prints, per line,
+// "sum<TAB>tokens" and with --per-token the log-probabilities after a
+// second tab. A line that cannot be scored is reported on stderr by its
+// number and leaves an empty output line; the exit status is then 1.
+#include <parley/parley.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "text_commands.hpp"
+
+namespace parley_cli {
+
+int score(parley_runtime *rt, const ScoreArgs &a) {
+  parley_model *m = nullptr;
+  parley_status st = parley_model_load_file(rt, a.model.c_str(), nullptr, &m);
+  if (st != PARLEY_OK) {
+    std::fprintf(stderr, "parley: loading the model failed: %s (%s)\n", parley_last_error(), parley_status_name(st));
+    return 1;
+  }
+  std::ifstream file;
+  if (!a.input.empty()) {
+    file.open(a.input, std::ios::binary);
+    if (!file) {
+      std::fprintf(stderr, "parley: cannot read %s\n", a.input.c_str());
+      parley_model_free(m);
+      return 1;
+    }
+  }
+  std::istream &in = a.input.empty() ? std::cin : file;
+  parley_score_options so;
+  parley_score_options_init(&so);
+  so.source_language = a.source_language.empty() ? nullptr : a.source_language.c_str();
+  so.target_language = a.target_language.empty() ? nullptr : a.target_language.c_str();
+  int rc = 0;
+  std::string line;
+  for (size_t number = 1; std::getline(in, line); ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const size_t tab = line.find('\t');
+    const std::string source = tab == std::string::npos ? std::string() : line.substr(0, tab);
+    const std::string target = tab == std::string::npos ? line : line.substr(tab + 1);
+    const char *src[1] = {source.c_str()}, *tgt[1] = {target.c_str()};
+    parley_score_result *r = nullptr;
+    // A NUL byte would cut the C string short: refuse it here, by line.
+    if (line.find('\0') != std::string::npos) {
+      std::fprintf(stderr, "parley: line %zu: holds a NUL byte\n", number);
+      std::fputc('\n', stdout);
+      rc = 1;
+      continue;
+    }
+    st = parley_score_text(m, tab == std::string::npos ? nullptr : src, tgt, 1, &so, &r);
+    if (st != PARLEY_OK) {
+      std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, parley_last_error(), parley_status_name(st));
+      std::fputc('\n', stdout);
+      rc = 1;
+      continue;
+    }
+    const int32_t *ids = nullptr;
+    const float *lp = nullptr;
+    size_t n = 0;
+    double sum = 0;
+    parley_score_result_item(r, 0, &ids, &lp, &n, &sum);
+    std::printf("%.6f\t%zu", sum, n);
+    if (a.per_token) {
+      std::fputc('\t', stdout);
+      for (size_t i = 0; i < n; ++i) std::printf(i ? " %.6f" : "%.6f", static_cast<double>(lp[i]));
+    }
+    std::fputc('\n', stdout);
+    parley_score_result_free(r);
+  }
+  std::fflush(stdout);
+  parley_model_free(m);
+  return rc;
+}
+
+}  // namespace parley_cli
