@@ -10,6 +10,7 @@ pub const PARLEY_PLUGINS_ENV_PATH: u32 = 2;
 pub const PARLEY_PLUGINS_BUILTIN: u32 = 4;
 pub const PARLEY_PLUGINS_DEFAULT: u32 = 7;
 pub const PARLEY_MAX_RANK: u32 = 8;
+pub const PARLEY_MAX_ALTERNATIVES: u32 = 32;
 pub type __int32_t = ::std::os::raw::c_int;
 pub type __uint32_t = ::std::os::raw::c_uint;
 pub type __int64_t = ::std::os::raw::c_long;
@@ -1866,12 +1867,14 @@ pub struct parley_generation_options {
     pub user_data: *mut ::std::os::raw::c_void,
     pub grammar: *const ::std::os::raw::c_char,
     pub json_schema: *const ::std::os::raw::c_char,
+    pub return_logprobs: i32,
+    pub num_alternatives: usize,
 }
 #[test]
 fn bindgen_test_layout_parley_generation_options() {
     assert_eq!(
         ::std::mem::size_of::<parley_generation_options>(),
-        144usize,
+        160usize,
         concat!("Size of: ", stringify!(parley_generation_options))
     );
     assert_eq!(
@@ -2236,6 +2239,40 @@ fn bindgen_test_layout_parley_generation_options() {
         );
     }
     test_field_json_schema();
+    fn test_field_return_logprobs() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_generation_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).return_logprobs) as usize - ptr as usize
+            },
+            144usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_generation_options),
+                "::",
+                stringify!(return_logprobs)
+            )
+        );
+    }
+    test_field_return_logprobs();
+    fn test_field_num_alternatives() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_generation_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).num_alternatives) as usize - ptr as usize
+            },
+            152usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_generation_options),
+                "::",
+                stringify!(num_alternatives)
+            )
+        );
+    }
+    test_field_num_alternatives();
 }
 extern "C" {
     pub fn parley_generation_options_defaults(
@@ -2924,6 +2961,162 @@ extern "C" {
         out_count: *mut usize,
     ) -> parley_status;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct parley_translation_result {
+    _unused: [u8; 0],
+}
+extern "C" {
+    pub fn parley_result_hypothesis_alternatives(
+        result: *const parley_generation_result,
+        batch_index: usize,
+        index: usize,
+        out_ids: *mut *const i32,
+        out_logprobs: *mut *const f32,
+        out_steps: *mut usize,
+        out_k: *mut usize,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_translation_result_hypothesis_logprobs(
+        result: *const parley_translation_result,
+        index: usize,
+        hypothesis: usize,
+        out_logprobs: *mut *const f32,
+        out_count: *mut usize,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_translation_result_hypothesis_alternatives(
+        result: *const parley_translation_result,
+        index: usize,
+        hypothesis: usize,
+        out_ids: *mut *const i32,
+        out_logprobs: *mut *const f32,
+        out_steps: *mut usize,
+        out_k: *mut usize,
+    ) -> parley_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct parley_score_options {
+    pub struct_size: usize,
+    pub source_language: *const ::std::os::raw::c_char,
+    pub target_language: *const ::std::os::raw::c_char,
+}
+#[test]
+fn bindgen_test_layout_parley_score_options() {
+    assert_eq!(
+        ::std::mem::size_of::<parley_score_options>(),
+        24usize,
+        concat!("Size of: ", stringify!(parley_score_options))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<parley_score_options>(),
+        8usize,
+        concat!("Alignment of ", stringify!(parley_score_options))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_score_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_score_options),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_source_language() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_score_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).source_language) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_score_options),
+                "::",
+                stringify!(source_language)
+            )
+        );
+    }
+    test_field_source_language();
+    fn test_field_target_language() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_score_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).target_language) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_score_options),
+                "::",
+                stringify!(target_language)
+            )
+        );
+    }
+    test_field_target_language();
+}
+extern "C" {
+    pub fn parley_score_options_defaults(options: *mut parley_score_options) -> parley_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct parley_score_result {
+    _unused: [u8; 0],
+}
+extern "C" {
+    pub fn parley_score_tokens(
+        model: *const parley_model,
+        sources: *const *const i32,
+        source_lengths: *const usize,
+        targets: *const *const i32,
+        target_lengths: *const usize,
+        batch_size: usize,
+        options: *const parley_score_options,
+        out_result: *mut *mut parley_score_result,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_score_text(
+        model: *const parley_model,
+        sources: *const *const ::std::os::raw::c_char,
+        targets: *const *const ::std::os::raw::c_char,
+        count: usize,
+        options: *const parley_score_options,
+        out_result: *mut *mut parley_score_result,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_score_result_count(
+        result: *const parley_score_result,
+        out_count: *mut usize,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_score_result_item(
+        result: *const parley_score_result,
+        index: usize,
+        out_tokens: *mut *const i32,
+        out_logprobs: *mut *const f32,
+        out_count: *mut usize,
+        out_sum: *mut f64,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_score_result_free(result: *mut parley_score_result);
+}
 pub const PARLEY_TOKENIZE_ADD_SPECIAL: parley_tokenize_flags = 1;
 pub const PARLEY_TOKENIZE_PARSE_SPECIAL: parley_tokenize_flags = 65536;
 pub type parley_tokenize_flags = ::std::os::raw::c_uint;
@@ -3312,11 +3505,6 @@ extern "C" {
     pub fn parley_translation_options_defaults(
         options: *mut parley_translation_options,
     ) -> parley_status;
-}
-#[repr(C)]
-#[derive(Debug, Copy, Clone)]
-pub struct parley_translation_result {
-    _unused: [u8; 0],
 }
 extern "C" {
     pub fn parley_translate(
