@@ -63,10 +63,9 @@
 #define MAX_ORDERS_PER_MESSAGE 3
 
 static const char *const kScript[] = {
-    "Hallo! Wo ist meine Bestellung 9019917?",
-    "Wie kann ich meinen Saale-Monitor zurückschicken?",
-    "Wann bekomme ich meine Erstattung über 107,49 €?",
-    "Wie sind Ihre Öffnungszeiten?",
+    "Hallo! Wo ist meine Bestellung 9019917?",          "Wie kann ich meinen Saale-Monitor zurückschicken?",
+    "Wann bekomme ich meine Erstattung über 107,49 €?", "Wie sind Ihre Öffnungszeiten?",
+    "Kann ich die Bestellung 9876543 stornieren?", /* not in models/orders.csv */
 };
 
 static const char kSorryUnreadable[] =
@@ -725,7 +724,7 @@ int main(int argc, char **argv) {
         printf("Bot: %s\n", kSorryNoAnswer);
         continue;
       }
-      if (!quiet) printf("  [en->de] %s\n", german);
+      if (!quiet && said.german_length) printf("  [en->de] %s\n", german); /* the model's part alone */
     }
     printf("Bot: %s%s%s\n", said.german, said.german_length && ((german && german[0]) || asking) ? " " : "",
            german   ? german
