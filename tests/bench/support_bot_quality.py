@@ -1,0 +1,325 @@
+"""What a customer of the support bot gets right: facts and slots of the
+dialogue models' replies, and order numbers and amounts through translation.
+
+Runs build/bin/support-bot (the sample, as users run it) and prints:
+
+1. Held-out support set: the first --conversations conversations of the demo
+   corpus' held-out dialogue split (make_corpus.py, dialogue_test: held-out
+   question wordings, names, order numbers; the set train_dialogue.py scores),
+   played through the bot in English (--english), each conversation a fresh
+   bot; the order numbers they name are in the order table the bot is given
+   (status "shipped", as the reference answers assume). A reply passes when
+   it holds every expected fact and slot (the corpus' "checks"): the policy
+   fact, the order number, the amount, "Mr/Ms <surname>". Also: replies with
+   a number or amount the conversation never gave (invented data).
+   For reference, "model alone": the same turns through the dialogue model
+   with the reference history and no tool or grounding (Python binding), the
+   figure train_dialogue.py reports.
+2. Order table: a question about each order of samples/support-bot/models/
+   orders.csv and about 8 numbers that are not in it; a reply passes when it
+   names the order and its status facts from the table (date, carrier), or
+   says the order cannot be found, and invents no number.
+3. Translation (trained dialogue model, the German demo): German customer
+   sentences with order numbers and amounts from the corpus' held-out split,
+   played through the German bot; order numbers and amounts of each message
+   verbatim in its English translation, and of each English reply verbatim,
+   exactly once, in the German reply.
+
+Each dialogue model: the trained demo model (models/support-llama.parley) and,
+where it was fetched (samples/support-bot/fetch_smollm2.sh),
+SmolLM2-135M-Instruct; a missing model is reported as skipped.
+
+  python3 tests/bench/support_bot_quality.py [--bot build/bin/support-bot]
+      [--smollm2 build/models/smollm2-135m-instruct.q4_1.parley]
+      [--conversations 60] [--translation-lines 60] [--json OUT]
+
+Not a unit test: it prints figures and does not fail on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "samples" / "support-bot" / "train"))
+import make_corpus  # noqa: E402  (stdlib only; the held-out split is generated, byte-identical, from its seed)
+
+ORDER = re.compile(r"(?<![\d€.,])\d{4,9}(?![\d.,:])")
+AMOUNT = re.compile(r"€\s?\d+(?:[.,]\d+)?|\d+(?:[.,]\d+)?\s?(?:€|EUR)")
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+
+
+def held_out(n: int) -> list[dict]:
+    # make_corpus.main(): dialogue_test uses Random(seed + 3), 200 conversations, test=True.
+    return make_corpus.make_dialogues(random.Random(1234 + 3), 200, True)[:n]
+
+
+def bot_env(bot: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PARLEY_PLUGIN_PATH", str(Path(bot).resolve().parents[1] / "lib" / "parley" / "plugins"))
+    return env
+
+
+def run_bot(bot: str, lines: list[str], extra: list[str]) -> tuple[list[str], str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+        script = f.name
+    try:
+        r = subprocess.run([bot, "--script", script, *extra], capture_output=True, text=True, env=bot_env(bot),
+                           timeout=3600, check=False)
+    finally:
+        os.unlink(script)
+    if r.returncode != 0:
+        raise SystemExit(f"support-bot failed ({r.returncode}): {r.stderr[-2000:]}")
+    return r.stdout, r.stderr
+
+
+def bot_replies(stdout: str) -> list[str]:
+    return re.findall(r"^Bot: (.*)$", stdout, flags=re.M)
+
+
+def invented(reply: str, known: str) -> bool:
+    """A number of order-number length or an amount that the conversation never gave."""
+    def digits(s: str) -> str:
+        return re.sub(r"\D", "", s)
+    known_digits = {digits(m) for m in AMOUNT.findall(known)} | set(re.findall(r"\d+", known))
+    return any(digits(m) not in known_digits for m in ORDER.findall(reply) + AMOUNT.findall(reply))
+
+
+def percent(a: int, b: int) -> str:
+    return f"{a:4}/{b:<4} {100 * a / max(b, 1):5.1f} %"
+
+
+# --------------------------------------------------------------------------- 1. held-out set
+
+
+def held_out_table(convs: list[dict], path: Path) -> None:
+    ids = sorted({c for conv in convs for checks in conv["checks"] for c in checks if re.fullmatch(r"\d{7}", c)})
+    rows = [f"{i},Nordwind item,49.90,shipped,2026-12-0{1 + k % 4},DHL" for k, i in enumerate(ids)]
+    path.write_text("order,product,amount,status,date,carrier\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+
+def score_held_out(bot: str, dialogue: list[str], convs: list[dict], table: Path, policy: str) -> dict:
+    passed = total = made_up = 0
+    failures = []
+    missing = {"order number": 0, "amount": 0, "Mr/Ms name": 0, "policy fact": 0}
+    for conv in convs:
+        users = [m["content"] for m in conv["messages"] if m["role"] == "user"]
+        stdout, _ = run_bot(bot, users, ["--english", "--quiet", "--orders", str(table), *dialogue])
+        replies = bot_replies(stdout)
+        known = policy + "\n" + "\n".join(users)
+        for i, checks in enumerate(conv["checks"]):
+            reply = replies[i] if i < len(replies) else ""
+            ok = all(c in reply for c in checks)
+            passed += ok
+            total += 1
+            made_up += invented(reply, known + "\n" + table.read_text(encoding="utf-8"))  # + the tool's results
+            for c in checks:
+                if c not in reply:
+                    kind = ("order number" if re.fullmatch(r"\d{7}", c) else "amount" if c.startswith("€")
+                            else "Mr/Ms name" if c[:3] in ("Mr ", "Ms ") else "policy fact")
+                    missing[kind] += 1
+            if not ok and len(failures) < 6:
+                failures.append(f"    {users[i]!r}\n      -> {reply!r}\n      missing {[c for c in checks if c not in reply]}")
+    return {"passed": passed, "turns": total, "invented": made_up, "missing": missing, "failures": failures}
+
+
+def model_alone(model_path: str, convs: list[dict], policy: str, lib: str) -> dict | None:
+    """Teacher-forced turns through the dialogue model only (train_dialogue.py's evaluate())."""
+    if not Path(lib).exists():
+        return None
+    os.environ.setdefault("PARLEY_LIBRARY", lib)
+    sys.path.insert(0, str(ROOT / "bindings" / "python"))
+    import parley  # noqa: PLC0415
+
+    rt = parley.Runtime()
+    model = parley.Model(rt, model_path)
+    passed = total = 0
+    for conv in convs:
+        msgs = conv["messages"]
+        for turn, checks in zip(range(1, len(msgs), 2), conv["checks"]):
+            chat = parley.Chat(model, policy)
+            for m in msgs[: turn - 1]:
+                chat.append(m["role"], m["content"])
+            text = chat.say(msgs[turn - 1]["content"], max_new_tokens=96)
+            passed += all(c in text for c in checks)
+            total += 1
+            chat.close()
+    model.close()
+    rt.close()
+    return {"passed": passed, "turns": total}
+
+
+# --------------------------------------------------------------------------- 2. order table
+
+
+def read_orders(path: Path) -> list[dict]:
+    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l and not l.startswith("#")]
+    head = lines[0].split(",")
+    return [dict(zip(head, l.split(","))) for l in lines[1:]]
+
+
+def english_date(iso: str) -> str:
+    _, m, d = (int(x) for x in iso.split("-"))
+    return f"{d} {MONTHS[m - 1]}"
+
+
+ORDER_QUESTIONS = ["Where is my order {id}?", "What is the status of order {id}?", "Has order {id} been shipped yet?",
+                   "Hi, can you check order {id} for me?"]
+
+
+def score_orders(bot: str, dialogue: list[str], orders: list[dict], policy: str) -> dict:
+    rng = random.Random(7)
+    known_ids = {o["order"] for o in orders}
+    unknown = []
+    while len(unknown) < 8:
+        i = str(rng.randint(1_000_000, 9_999_999))
+        if i not in known_ids:
+            unknown.append(i)
+    cases = [(o["order"], o) for o in orders] + [(i, None) for i in unknown]
+    passed = made_up = 0
+    failures = []
+    for k, (oid, row) in enumerate(cases):
+        question = ORDER_QUESTIONS[k % len(ORDER_QUESTIONS)].format(id=oid)
+        stdout, _ = run_bot(bot, [question], ["--english", "--quiet", *dialogue])
+        reply = (bot_replies(stdout) or [""])[0]
+        if row is None:
+            checks = [oid, "cannot find"]
+        else:
+            checks = [oid, english_date(row["date"])] + ([row["carrier"]] if row["status"] in ("shipped", "delivered") else [])
+        ok = all(c in reply for c in checks)
+        tool = json.dumps(row or {}) + " " + (f"€{row['amount']}" if row else "")
+        bad = invented(reply, policy + "\n" + question + "\n" + tool)
+        passed += ok and not bad
+        made_up += bad
+        if (not ok or bad) and len(failures) < 6:
+            failures.append(f"    {question!r}\n      -> {reply!r}")
+    return {"passed": passed, "questions": len(cases), "invented": made_up, "failures": failures}
+
+
+# --------------------------------------------------------------------------- 3. translation
+
+
+def once(text: str, span: str) -> bool:
+    return len(re.findall(r"(?<![\d.,])" + re.escape(span) + r"(?![\d])", text)) == 1
+
+
+def score_translation(bot: str, n: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, str(ROOT / "samples/support-bot/train/make_corpus.py"), "--out", tmp,
+                        "--pairs", "10", "--dialogues", "10"], check=True, capture_output=True)
+        de = Path(tmp, "test.de").read_text(encoding="utf-8").splitlines()
+    # customer-like sentences with an order number or an amount
+    lines = [s for s in de if re.search(r"\d{7}|\d,\d\d €", s)][:n]
+    lines = ["Hallo! Wo ist meine Bestellung 9019917?", "Wann bekomme ich meine Erstattung über 107,49 €?"] + lines
+    inbound = [0, 0]
+    outbound = [0, 0]
+    failures = []
+    # two messages per conversation: the demo dialogue model was trained on one- and two-turn conversations
+    for start in range(0, len(lines), 2):
+        stdout, _ = run_bot(bot, lines[start : start + 2], [])
+        for turn in stdout.split("\nKunde: ")[1:]:
+            src = turn.split("\n", 1)[0]
+            en = re.search(r"^  \[de->en\] (.*)$", turn, flags=re.M)
+            if en:
+                for s in re.findall(r"\d{7}", src) + AMOUNT.findall(src):
+                    inbound[1] += 1
+                    good = once(en.group(1), s.strip())
+                    inbound[0] += good
+                    if not good and len(failures) < 6:
+                        failures.append(f"    de->en {s!r}: {src!r} -> {en.group(1)!r}")
+            # the model's English answer (checked) and its German translation
+            model = re.search(r"^  \[grounded\] (.*)$", turn, flags=re.M) or re.search(
+                r"^  \[assistant, en\] (.*)$", turn, flags=re.M)
+            # the German reply's translated part ([en->de] when the table's sentence precedes it)
+            german = re.search(r"^  \[en->de\] (.*)$", turn, flags=re.M) or re.search(r"^Bot: (.*)$", turn, flags=re.M)
+            if model and german and "[grounding:" not in turn:  # (not when the bot asked instead)
+                for s in re.findall(r"(?<![\d.,])\d{4,9}(?![\d])", model.group(1)) + AMOUNT.findall(model.group(1)):
+                    outbound[1] += 1
+                    good = once(german.group(1), s.strip())
+                    outbound[0] += good
+                    if not good and len(failures) < 6:
+                        failures.append(f"    en->de {s!r}: {model.group(1)!r} -> {german.group(1)!r}")
+    return {"messages": len(lines), "inbound": inbound, "outbound": outbound, "failures": failures}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bot", default=str(ROOT / "build" / "bin" / "support-bot"))
+    ap.add_argument("--models", default=str(ROOT / "samples" / "support-bot" / "models"))
+    ap.add_argument("--smollm2", default=str(ROOT / "build" / "models" / "smollm2-135m-instruct.q4_1.parley"))
+    ap.add_argument("--library", default=str(ROOT / "build" / "lib" / "libparley.so"),
+                    help="for the model-alone figure (Python binding)")
+    ap.add_argument("--conversations", type=int, default=60, help="held-out conversations (60: 89 replies)")
+    ap.add_argument("--smollm2-conversations", type=int, default=30,
+                    help="held-out conversations for SmolLM2 (about 10 s a reply on 2 busy cores)")
+    ap.add_argument("--translation-lines", type=int, default=60)
+    ap.add_argument("--only", choices=["trained", "smollm2"], help="one dialogue model")
+    ap.add_argument("--json", help="write the figures here too")
+    args = ap.parse_args()
+
+    models_dir = Path(args.models)
+    policy = (models_dir / "policy.txt").read_text(encoding="utf-8").strip()
+    convs = held_out(args.conversations)
+    orders = read_orders(models_dir / "orders.csv")
+    dialogues = {"trained (support-llama, 3.7 M)": ("trained", str(models_dir / "support-llama.parley"), [])}
+    if Path(args.smollm2).exists():
+        dialogues["SmolLM2-135M-Instruct (Q4_1)"] = ("smollm2", args.smollm2, ["--dialogue", args.smollm2])
+    else:
+        print(f"SmolLM2-135M-Instruct: skipped, {args.smollm2} is absent (samples/support-bot/fetch_smollm2.sh)")
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp, "held_out_orders.csv")
+        held_out_table(convs, table)
+        for name, (key, path, extra) in dialogues.items():
+            if args.only and key != args.only:
+                continue
+            t0 = time.perf_counter()
+            subset = convs[: args.smollm2_conversations] if key == "smollm2" else convs
+            h = score_held_out(args.bot, extra, subset, table, policy)
+            o = score_orders(args.bot, extra, orders, policy)
+            alone = model_alone(path, subset, policy, args.library)
+            seconds = time.perf_counter() - t0
+            results[key] = {"held_out": h, "orders": o, "model_alone": alone, "seconds": round(seconds, 1)}
+            print(f"\n== {name}  ({seconds:.0f} s)")
+            print(f"  held-out set ({len(subset)} conversations), replies with every fact and slot: "
+                  f"{percent(h['passed'], h['turns'])}")
+            print(f"  held-out set, replies with an invented number or amount:        "
+                  f"{percent(h['invented'], h['turns'])}")
+            print("  held-out set, checks missed by kind: " + ", ".join(f"{k} {v}" for k, v in h["missing"].items()))
+            if alone:
+                print(f"  (model alone, reference history, no tool or grounding:          "
+                      f"{percent(alone['passed'], alone['turns'])})")
+            print(f"  order table ({len(orders)} orders + 8 unknown numbers), right facts: "
+                  f"{percent(o['passed'], o['questions'])}; invented numbers in {o['invented']}")
+            for f in h["failures"] + o["failures"]:
+                print(f)
+    if not args.only or args.only == "trained":
+        t = score_translation(args.bot, args.translation_lines)
+        results["translation"] = t
+        print(f"\n== translation through the German bot (trained dialogue model, {t['messages']} customer messages)")
+        print(f"  order numbers and amounts of the customer, verbatim in English:   "
+              f"{percent(*t['inbound'])}")
+        print(f"  order numbers and amounts of the reply, verbatim once in German:  "
+              f"{percent(*t['outbound'])}")
+        for f in t["failures"]:
+            print(f)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
