@@ -8,6 +8,7 @@
 #include <new>
 
 #include "capi/api_guard.hpp"
+#include "core/protect_names.hpp"
 #include "text/protect.hpp"
 
 using parley::capi::guarded;
@@ -54,27 +55,6 @@ const char *placement_name(int32_t p) {
   }
 }
 
-const char *span_kind_name(uint32_t kind) {
-  switch (kind) {
-    case PARLEY_PROTECT_NUMBERS:
-      return "number";
-    case PARLEY_PROTECT_EMAILS:
-      return "email";
-    case PARLEY_PROTECT_URLS:
-      return "url";
-    case PARLEY_PROTECT_PLACEHOLDERS:
-      return "placeholder";
-    case PARLEY_PROTECT_MARKUP:
-      return "markup";
-    case PARLEY_PROTECT_PATTERN:
-      return "pattern";
-    case PARLEY_PROTECT_GLOSSARY:
-      return "glossary";
-    default:
-      return "other";
-  }
-}
-
 }  // namespace
 
 void check_json_flags(uint32_t flags) {
@@ -113,7 +93,7 @@ Json translation_json(const parley_translation_result &result, uint32_t flags) {
       }
       Json spans = Json::array();
       for (const ProtectedSpan &p : h.protected_spans)
-        spans.push_back({{"kind", span_kind_name(p.kind)},
+        spans.push_back({{"kind", parley::protected_kind_name(p.kind)},
                          {"placement", placement_name(p.placement)},
                          {"source_offset", p.source_offset},
                          {"source_length", p.source_length},

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/protect_names.hpp"
 #include "json_lines.hpp"
 #include "progress.hpp"
 #ifdef PARLEY_HAVE_LIBEDIT
@@ -80,26 +81,6 @@ struct Protection {
   std::vector<const char *> pattern_ptrs, glossary_ptrs;
 };
 
-const char *kind_name(uint32_t kind) {
-  switch (kind) {
-    case PARLEY_PROTECT_NUMBERS:
-      return "number";
-    case PARLEY_PROTECT_EMAILS:
-      return "email";
-    case PARLEY_PROTECT_URLS:
-      return "url";
-    case PARLEY_PROTECT_PLACEHOLDERS:
-      return "placeholder";
-    case PARLEY_PROTECT_MARKUP:
-      return "markup";
-    case PARLEY_PROTECT_PATTERN:
-      return "pattern";
-    case PARLEY_PROTECT_GLOSSARY:
-      return "glossary";
-    default:
-      return "?";
-  }
-}
 const char *placement_name(int32_t p) {
   return p == PARLEY_SPAN_COPIED ? "copied" : p == PARLEY_SPAN_ALIGNED ? "aligned" : "positioned";
 }
@@ -116,7 +97,7 @@ void show_protected(const parley_translation_result *r, size_t index, const char
     parley_protected_span sp;
     sp.struct_size = sizeof sp;
     if (parley_translation_result_protected_span(r, index, 0, k, &sp) != PARLEY_OK) continue;
-    std::fprintf(stderr, "  %s \"%.*s\" source %zu+%zu -> target %zu (%s)\n", kind_name(sp.kind),
+    std::fprintf(stderr, "  %s \"%.*s\" source %zu+%zu -> target %zu (%s)\n", parley::protected_kind_name(sp.kind),
                  static_cast<int>(sp.source_length), source.c_str() + sp.source_offset, sp.source_offset,
                  sp.source_length, sp.target_offset, placement_name(sp.placement));
   }

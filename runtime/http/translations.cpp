@@ -9,6 +9,7 @@
 // are batched by its serving engine as concurrent blocking calls are.
 #include <httplib.h>
 
+#include "../core/protect_names.hpp"
 #include "api.hpp"
 #include "endpoints.hpp"
 
@@ -27,27 +28,6 @@ uint32_t protect_flag(const std::string &name) {
     if (name == c.first) return c.second;
   bad_request("protect: unknown class '" + name + "' (numbers, emails, urls, placeholders, markup, all)", "protect",
               "unsupported_value");
-}
-
-const char *kind_name(uint32_t kind) {
-  switch (kind) {
-    case PARLEY_PROTECT_NUMBERS:
-      return "number";
-    case PARLEY_PROTECT_EMAILS:
-      return "email";
-    case PARLEY_PROTECT_URLS:
-      return "url";
-    case PARLEY_PROTECT_PLACEHOLDERS:
-      return "placeholder";
-    case PARLEY_PROTECT_MARKUP:
-      return "markup";
-    case PARLEY_PROTECT_PATTERN:
-      return "pattern";
-    case PARLEY_PROTECT_GLOSSARY:
-      return "glossary";
-    default:
-      return "other";
-  }
 }
 
 std::vector<std::string> string_list(const json &body, const char *name, size_t max) {
@@ -199,7 +179,7 @@ void handle_translations(ServerState &state, const httplib::Request &req, httpli
           span.struct_size = sizeof span;
           if (parley_translation_result_protected_span(raw, i, h, s, &span) != PARLEY_OK) continue;
           static const char *kPlacement[] = {"copied", "aligned", "positioned"};
-          prot.push_back({{"kind", kind_name(span.kind)},
+          prot.push_back({{"kind", parley::protected_kind_name(span.kind)},
                           {"placement", span.placement >= 0 && span.placement <= 2 ? kPlacement[span.placement] : "?"},
                           {"source_offset", span.source_offset},
                           {"source_length", span.source_length},
