@@ -33,6 +33,14 @@
 //           sliding_window_overlay, kv_idx > q_idx - sliding_window).
 // The key blocks start at the smallest `first` of the query block, so keys
 // no query of the block sees are never read.
+//
+// Grouped-query attention: a task takes the same query rows of several query
+// heads of one kv head (up to kTaskRows rows in all), so each key block is
+// read, and an F16 / I8 one widened, once for all of them instead of once per
+// head. Decode (q_len 1) of a model with 3 or 7 query heads per kv head thus
+// reads the cache a third or a seventh as often. Every row's arithmetic is
+// that of a task of its own (the same key blocks, in the same order), so the
+// packing never changes a result.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -42,53 +50,97 @@
 
 #include "cpu_common.h"
 #include "cpu_kernels.h"
+#include "linear.h"
 
 namespace parley::cpu {
 
 namespace {
 
 constexpr int64_t kQueryBlock = 8;
+constexpr int64_t kTaskRows = 16;  // query rows of one task, over its heads
 constexpr int64_t kKeyBlock = 64;
 constexpr int64_t kStackHeadDim = 256;  // larger head_dim takes its accumulators from scratch
 
-PARLEY_CPU_MULTIVERSION float dot(const float *a, const float *b, int64_t n) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+// Scores q . k_j * scale of `count` keys k + j * k_stride. Four keys share a
+// pass over q (four loads of k per load of q, no horizontal sum per key);
+// each key sums in 8 lanes added in a fixed order, so its score is the same
+// whichever keys it was grouped with (a paged run or a contiguous block).
+typedef float v8f __attribute__((vector_size(32)));
+
+// By reference: a vector by value would change the ABI of the default
+// (pre-AVX) clone.
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+#define PARLEY_LOAD8(p) (*reinterpret_cast<const v8f_u *>(p))
+
+inline float lanes_sum(const v8f &l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
+PARLEY_CPU_MULTIVERSION void scores(const float *q, const float *k, int64_t k_stride, int64_t count, int64_t d,
+                                    float scale, float *s) {
+  const int64_t d8 = d & ~int64_t{7};
+  auto tail = [&](const float *kj) {
+    float t = 0.f;
+    for (int64_t i = d8; i < d; ++i) t += q[i] * kj[i];
+    return t;
+  };
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const float *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
+    v8f l0 = {}, l1 = {}, l2 = {}, l3 = {};
+    for (int64_t i = 0; i < d8; i += 8) {
+      const v8f qv = PARLEY_LOAD8(q + i);
+      l0 += qv * PARLEY_LOAD8(k0 + i);
+      l1 += qv * PARLEY_LOAD8(k1 + i);
+      l2 += qv * PARLEY_LOAD8(k2 + i);
+      l3 += qv * PARLEY_LOAD8(k3 + i);
+    }
+    s[j] = scale * (lanes_sum(l0) + tail(k0));
+    s[j + 1] = scale * (lanes_sum(l1) + tail(k1));
+    s[j + 2] = scale * (lanes_sum(l2) + tail(k2));
+    s[j + 3] = scale * (lanes_sum(l3) + tail(k3));
+  }
+  for (; j < count; ++j) {
+    const float *k0 = k + j * k_stride;
+    v8f l0 = {};
+    for (int64_t i = 0; i < d8; i += 8) l0 += PARLEY_LOAD8(q + i) * PARLEY_LOAD8(k0 + i);
+    s[j] = scale * (lanes_sum(l0) + tail(k0));
+  }
+}
+
+// acc = acc * corr + sum_j p[j] * v_j. Four keys per pass over acc, each
+// element still adding key after key in order: the arithmetic of one key at
+// a time, with a quarter of the loads and stores of acc.
 PARLEY_CPU_MULTIVERSION void scale_axpy(float *acc, float corr, const float *p, const float *v, int64_t v_stride,
                                         int64_t count, int64_t d) {
   if (corr != 1.f)
     for (int64_t i = 0; i < d; ++i) acc[i] *= corr;
-  for (int64_t j = 0; j < count; ++j) {
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
+    const float *v0 = v + j * v_stride, *v1 = v0 + v_stride, *v2 = v1 + v_stride, *v3 = v2 + v_stride;
+#pragma omp simd
+    for (int64_t i = 0; i < d; ++i) {
+      float t = acc[i];
+      t += p0 * v0[i];
+      t += p1 * v1[i];
+      t += p2 * v2[i];
+      t += p3 * v3[i];
+      acc[i] = t;
+    }
+  }
+  for (; j < count; ++j) {
     const float pj = p[j];
     const float *vj = v + j * v_stride;
+#pragma omp simd
     for (int64_t i = 0; i < d; ++i) acc[i] += pj * vj[i];
   }
 }
 
 using half = _Float16;
 
-// Exact half -> float in integer and float arithmetic the compiler
-// vectorises (GCC lowers a _Float16 conversion to a library call per value
-// without AVX512-FP16): the 15 magnitude bits shifted into a float's
-// exponent and mantissa read as 2^-112 times the value, for subnormals too;
-// exponent 31 (infinity, NaN) maps to 255.
-PARLEY_CPU_MULTIVERSION void widen_f16(const half *src, float *dst, int64_t n) {
-  const uint16_t *h = reinterpret_cast<const uint16_t *>(src);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t em = static_cast<uint32_t>(h[i] & 0x7fffu) << 13, sign = static_cast<uint32_t>(h[i] & 0x8000u) << 16;
-    float f;
-    std::memcpy(&f, &em, 4);
-    f *= 0x1p112f;
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    bits = em >= (0x7c00u << 13) ? em | 0x7f800000u : bits;
-    bits |= sign;
-    std::memcpy(&dst[i], &bits, 4);
-  }
+void widen_f16(const half *src, float *dst, int64_t n) {
+  f16_to_f32(reinterpret_cast<const uint16_t *>(src), dst, n);
 }
 
 PARLEY_CPU_MULTIVERSION void widen_i8(const int8_t *src, float scale, float *dst, int64_t n) {
@@ -124,9 +176,11 @@ void narrow_i8(const float *src, int8_t *dst, float *scale, int64_t n) {
 
 struct Attn {
   const parley_attention_args *a;
-  int64_t group;  // query heads per kv head
-  int64_t q_blocks;
-  int32_t kv_dtype;  // F32, F16 or I8
+  int64_t group;      // query heads per kv head
+  int64_t head_pack;  // query heads per task: a divisor of group
+  int64_t q_block;    // query rows per head per task
+  int64_t q_blocks;   // ceil(q_len / q_block)
+  int32_t kv_dtype;   // F32, F16 or I8
   // ABI 1.3 paged cache: NULL for a contiguous one.
   const int32_t *block_table;
   int64_t block_table_stride, block_size;
@@ -156,13 +210,14 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   const parley_attention_args &a = *at.a;
   const int64_t D = a.head_dim;
   const int64_t qb = task % at.q_blocks;
-  const int64_t bh = task / at.q_blocks;
-  const int64_t h = bh % a.num_heads, b = bh / a.num_heads;
-  const int64_t g = h / at.group;
-  const int64_t i0 = qb * kQueryBlock, i1 = std::min(a.q_len, i0 + kQueryBlock);
-  const int64_t rows = i1 - i0;
+  const int64_t packs = a.num_heads / at.head_pack;
+  const int64_t b = task / at.q_blocks / packs;
+  const int64_t h0 = (task / at.q_blocks) % packs * at.head_pack;
+  const int64_t g = h0 / at.group;
+  const int64_t i0 = qb * at.q_block, i1 = std::min(a.q_len, i0 + at.q_block);
+  const int64_t qrows = i1 - i0;              // query rows per head
+  const int64_t rows = qrows * at.head_pack;  // row r: head h0 + r / qrows, query i0 + r % qrows
 
-  const float *q = static_cast<const float *>(a.q) + b * a.q_stride_batch + h * a.q_stride_head;
   const size_t es = element_size(at.kv_dtype);
   // A paged cache: the kv head's rows in every block; block blk's row r is
   // at blk * stride_batch + r * stride_seq from there.
@@ -187,17 +242,26 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   int64_t run_at[kKeyBlock + 1], run_k[kKeyBlock], run_v[kKeyBlock], run_s[kKeyBlock];
   int64_t tile_at_jc[2] = {0, 0};
   const int64_t tile_off[1] = {0};
-  float *out = static_cast<float *>(a.out) + b * a.out_stride_batch + h * a.out_stride_head;
-  float *probs = a.probs ? a.probs + (bh * a.q_len) * a.kv_len : nullptr;
-  float *lse = a.lse ? a.lse + bh * a.q_len : nullptr;
+  // Per row: its query position, query, output row, probs row and lse slot.
+  int64_t qi_of[kTaskRows];
+  const float *q_of[kTaskRows];
+  float *out_of[kTaskRows], *probs_of[kTaskRows], *lse_of[kTaskRows];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t h = h0 + r / qrows, i = i0 + r % qrows, bh = b * a.num_heads + h;
+    qi_of[r] = i;
+    q_of[r] = static_cast<const float *>(a.q) + b * a.q_stride_batch + h * a.q_stride_head + i * a.q_stride_seq;
+    out_of[r] = static_cast<float *>(a.out) + b * a.out_stride_batch + h * a.out_stride_head + i * a.out_stride_seq;
+    probs_of[r] = a.probs ? a.probs + (bh * a.q_len + i) * a.kv_len : nullptr;
+    lse_of[r] = a.lse ? a.lse + bh * a.q_len + i : nullptr;
+  }
 
   const int64_t L = (a.mask & PARLEY_MASK_KEY_PADDING) ? a.key_lengths[b] : a.kv_len;
-  int64_t limit[kQueryBlock], first[kQueryBlock];
-  float mx[kQueryBlock], sum[kQueryBlock];
+  int64_t limit[kTaskRows], first[kTaskRows];
+  float mx[kTaskRows], sum[kTaskRows];
   float s[kKeyBlock];
   int64_t max_limit = 0, min_first = std::numeric_limits<int64_t>::max();
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t i = i0 + r;
+    const int64_t i = qi_of[r];
     int64_t lim = L;
     if (a.mask & PARLEY_MASK_CAUSAL) lim = std::min(L, i + L - a.q_len + 1);
     limit[r] = std::max<int64_t>(lim, 0);
@@ -261,16 +325,14 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       // Keys j0 + lo .. j0 + nv - 1 of this block are in the row's window.
       const int64_t lo = std::max<int64_t>(0, first[r] - j0);
       if (lo >= nv) continue;
-      const float *qi = q + (i0 + r) * a.q_stride_seq;
+      const float *qi = q_of[r];
       float bmax = -std::numeric_limits<float>::infinity();
       for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-        const float *kr = k + koff[n];
-        for (int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv); j < e; ++j) {
-          s[j] = a.scale * dot(qi, kr + (j - at_[n]) * k_stride, D);
-          bmax = std::max(bmax, s[j]);
-        }
+        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+        if (j < e) scores(qi, k + koff[n] + (j - at_[n]) * k_stride, k_stride, e - j, D, a.scale, s + j);
       }
-      if (probs) std::copy(s + lo, s + nv, probs + (i0 + r) * a.kv_len + j0 + lo);
+      for (int64_t j = lo; j < nv; ++j) bmax = std::max(bmax, s[j]);
+      if (probs_of[r]) std::copy(s + lo, s + nv, probs_of[r] + j0 + lo);
       const float mnew = std::max(mx[r], bmax);
       // exp(-inf - finite) = 0 on the first block; a row whose scores are all
       // -inf (infinite inputs) keeps mnew = -inf and is guarded below.
@@ -296,8 +358,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   }
 
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t i = i0 + r;
-    float *o = out + i * a.out_stride_seq;
+    float *o = out_of[r];
     const bool empty = limit[r] == 0 || !(sum[r] > 0.f);
     if (empty) {
       std::fill(o, o + D, 0.f);
@@ -306,9 +367,8 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       const float *ac = acc + r * D;
       for (int64_t d = 0; d < D; ++d) o[d] = ac[d] * inv;
     }
-    if (lse) lse[i] = empty ? -std::numeric_limits<float>::infinity() : mx[r] + std::log(sum[r]);
-    if (probs) {
-      float *p = probs + i * a.kv_len;
+    if (lse_of[r]) *lse_of[r] = empty ? -std::numeric_limits<float>::infinity() : mx[r] + std::log(sum[r]);
+    if (float *p = probs_of[r]) {
       const int64_t lim = empty ? 0 : limit[r], lo = empty ? 0 : first[r];
       const float inv = empty ? 0.f : 1.f / sum[r];
       std::fill(p, p + lo, 0.f);
@@ -479,23 +539,32 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
       }
     }
 
-    Attn at{a,
-            a->num_heads / a->num_kv_heads,
-            (a->q_len + kQueryBlock - 1) / kQueryBlock,
-            kv_dtype,
-            table,
-            table_stride,
-            bs,
-            window};
-    const int64_t tasks = a->batch * a->num_heads * at.q_blocks;
+    // Queries per task: kQueryBlock rows of one head, or, for fewer rows,
+    // the rows of as many heads of a kv head as fit in kTaskRows.
+    const int64_t group = a->num_heads / a->num_kv_heads;
+    const int64_t q_block = std::min(a->q_len, kQueryBlock);
+    const int64_t q_blocks = (a->q_len + q_block - 1) / q_block;
+    // The largest divisor of group not above n.
+    auto divisor_upto = [group](int64_t n) {
+      n = std::max<int64_t>(1, std::min(group, n));
+      while (group % n) --n;
+      return n;
+    };
+    int64_t head_pack = divisor_upto(kTaskRows / q_block);
+    // ...but not so few tasks that threads idle (decode of one sequence on
+    // many cores): then fewer heads per task.
+    while (head_pack > 1 && a->batch * (a->num_heads / head_pack) * q_blocks < host.num_threads())
+      head_pack = divisor_upto(head_pack - 1);
+    Attn at{a, group, head_pack, q_block, q_blocks, kv_dtype, table, table_stride, bs, window};
+    const int64_t tasks = a->batch * (a->num_heads / head_pack) * at.q_blocks;
     return host.parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
-      alignas(64) float stack_acc[kQueryBlock * kStackHeadDim];
+      alignas(64) float stack_acc[kTaskRows * kStackHeadDim];
       float *acc = stack_acc;
       std::vector<float> heap;
       if (D > kStackHeadDim) {
-        acc = static_cast<float *>(host.scratch(sizeof(float) * kQueryBlock * D));
+        acc = static_cast<float *>(host.scratch(sizeof(float) * kTaskRows * D));
         if (!acc) {
-          heap.resize(kQueryBlock * D);
+          heap.resize(kTaskRows * D);
           acc = heap.data();
         }
       }

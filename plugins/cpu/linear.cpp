@@ -23,29 +23,29 @@
 
 namespace parley::cpu {
 
-namespace {
-
-inline int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
 // F16 -> F32 with F16C (vcvtph2ps); GCC 12 compiles a _Float16 conversion to
 // a library call per value, 5-10x slower than this.
-__attribute__((target("avx2,f16c"))) void f16_row_f16c(const uint16_t *src, float *dst, int64_t n) {
+__attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst, int64_t n) {
   int64_t j = 0;
   for (; j + 8 <= n; j += 8)
     _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(src + j))));
   for (; j < n; ++j) dst[j] = _cvtsh_ss(src[j]);
 }
 
-void f16_row(const uint16_t *src, float *dst, int64_t n) {
+void f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
   static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
-  if (f16c) return f16_row_f16c(src, dst, n);
+  if (f16c) return f16_to_f32_f16c(src, dst, n);
   for (int64_t j = 0; j < n; ++j) {  // CPUs without F16C: the compiler's (slow) conversion
     _Float16 h;
     std::memcpy(&h, src + j, 2);
     dst[j] = static_cast<float>(h);
   }
+}
+
+namespace {
+
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
 }
 
 PARLEY_CPU_MULTIVERSION void bf16_row(const uint16_t *src, float *dst, int64_t n) {
@@ -187,10 +187,6 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
 
 }  // namespace
 
-void f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
-  f16_row(src, dst, n);
-}
-
 size_t dtype_size_of(int32_t dtype) {
   switch (dtype) {
     case PARLEY_DTYPE_F32:
@@ -215,7 +211,7 @@ void dequantize_rows(const PackedWeight &w, int64_t r0, int64_t r1, float *dst) 
         std::memcpy(out, src, size_t(k) * 4);
         break;
       case PARLEY_DTYPE_F16:
-        f16_row(reinterpret_cast<const uint16_t *>(src), out, k);
+        f16_to_f32(reinterpret_cast<const uint16_t *>(src), out, k);
         break;
       case PARLEY_DTYPE_BF16:
         bf16_row(reinterpret_cast<const uint16_t *>(src), out, k);

@@ -249,6 +249,25 @@ TEST(Attention, GroupedAndMultiQuery) {
   }
 }
 
+// Few query rows (decode, short chunks): one task takes the rows of several
+// query heads of a kv head. Every head keeps its own probs / lse rows, with
+// windows and padding, at any thread count, for head_dim with and without a
+// tail past a multiple of 8, and for F16 / I8 caches.
+TEST(Attention, GroupedQueryHeadsShareATask) {
+  for (auto [heads, kvh] : {std::pair<int64_t, int64_t>{9, 3}, {14, 2}, {16, 1}, {12, 4}})
+    for (int64_t q_len : {1, 2, 3, 9})
+      for (int threads : {1, 3}) {
+        AttnCase c;
+        c.heads = heads, c.kv_heads = kvh, c.q_len = q_len, c.kv_len = 150, c.threads = threads;
+        c.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
+        c.key_lengths = {150, 77};
+        c.head_dim = q_len == 2 ? 36 : 64;
+        c.window = q_len == 3 ? 70 : 0;
+        c.kv_dtype = q_len == 9 ? PARLEY_DTYPE_F16 : q_len == 1 && threads == 3 ? PARLEY_DTYPE_I8 : PARLEY_DTYPE_F32;
+        run_attention(c);
+      }
+}
+
 TEST(Attention, QueryLongerThanKeysCausal) {
   // Rows i < q_len - kv_len see no key: zeros, zero probs, lse = -inf.
   AttnCase c;
