@@ -18,6 +18,7 @@ import (
 type callback struct {
 	text        func(piece string) bool
 	translation func(text, hypothesis int, soFar string, final bool) bool
+	token       func(prompt, sequence int, token int32) bool
 	handle      cgo.Handle
 	panicked    atomic.Bool
 	panicValue  any
@@ -76,4 +77,10 @@ func parleyGoTranslationText(h C.uintptr_t, index, hypothesis C.size_t, text *C.
 	c := cgo.Handle(h).Value().(*callback)
 	soFar := C.GoStringN(text, C.int(length))
 	return c.run(func() bool { return c.translation(int(index), int(hypothesis), soFar, final != 0) })
+}
+
+//export parleyGoToken
+func parleyGoToken(h C.uintptr_t, batch, sequence C.size_t, token C.int32_t) C.int32_t {
+	c := cgo.Handle(h).Value().(*callback)
+	return c.run(func() bool { return c.token(int(batch), int(sequence), int32(token)) })
 }

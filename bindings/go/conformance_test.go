@@ -815,6 +815,37 @@ func TestFinalizersFreeForgottenHandles(t *testing.T) {
 	}
 }
 
+func TestGenerateStreamsTheResultTokens(t *testing.T) {
+	defer guard(t)
+	_, _, tiny := models(t)
+	g := must(tiny.GenerationOptions())
+	g.MaxNewTokens = 6
+	g.MinNewTokens = 6
+	g.DoSample = false
+	streamed := make([][]int32, 2)
+	r := must(tiny.GenerateStream(context.Background(), [][]int32{{1, 7, 9}, {1, 30}}, g,
+		func(prompt, sequence int, token int32) bool {
+			if sequence != 0 {
+				t.Errorf("sequence %d of greedy decoding", sequence)
+			}
+			streamed[prompt] = append(streamed[prompt], token)
+			return true
+		}))
+	defer r.Close()
+	for b := range streamed {
+		if want := must(r.Tokens(b, 0)); len(want) != 6 || !equal(streamed[b], want) {
+			t.Errorf("prompt %d: streamed %v, result %v", b, streamed[b], want)
+		}
+	}
+	// Returning false finishes the sequence after that token.
+	short := must(tiny.GenerateStream(context.Background(), [][]int32{{1, 7, 9}}, g,
+		func(_, _ int, _ int32) bool { return false }))
+	defer short.Close()
+	if got := must(short.Tokens(0, 0)); len(got) != 1 || got[0] != streamed[0][0] {
+		t.Errorf("stopped after the first token: %v", got)
+	}
+}
+
 // ---------------------------------------------------------- results as JSON
 
 type translationDoc struct {

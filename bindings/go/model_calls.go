@@ -82,10 +82,19 @@ func (model *Model) TranslateSubmit(texts []string, o *TranslationOptions, ro *R
 // (parley_generate on a Parley worker thread); o nil: the model's defaults.
 // ctx as for Translate.
 func (model *Model) Generate(ctx context.Context, prompts [][]int32, o *GenerationOptions) (*GenerationResult, error) {
+	return model.GenerateStream(ctx, prompts, o, nil)
+}
+
+// GenerateStream is Generate with fn called for every token a sequence
+// generates, in order (greedy decoding and sampling; beam search does not
+// stream). Returning false finishes that sequence after this token. fn
+// runs on a Parley worker thread; a panic in fn is raised again.
+func (model *Model) GenerateStream(ctx context.Context, prompts [][]int32, o *GenerationOptions,
+	fn func(prompt, sequence int, token int32) bool) (*GenerationResult, error) {
 	if ctx.Err() != nil {
 		return nil, ctxEnded(ctx)
 	}
-	req, err := model.GenerateSubmit(prompts, o, nil)
+	req, err := model.submitGeneration(prompts, o, nil, fn)
 	if err != nil {
 		return nil, err
 	}
@@ -100,6 +109,11 @@ func (model *Model) Generate(ctx context.Context, prompts [][]int32, o *Generati
 // GenerateSubmit starts a generation and returns at once
 // (parley_generate_submit); take its result with Request.TakeGeneration.
 func (model *Model) GenerateSubmit(prompts [][]int32, o *GenerationOptions, ro *RequestOptions) (*Request, error) {
+	return model.submitGeneration(prompts, o, ro, nil)
+}
+
+func (model *Model) submitGeneration(prompts [][]int32, o *GenerationOptions, ro *RequestOptions,
+	fn func(prompt, sequence int, token int32) bool) (*Request, error) {
 	var m cmem
 	defer m.free()
 	g, err := m.generation(model.handle(), o)
@@ -111,8 +125,18 @@ func (model *Model) GenerateSubmit(prompts [][]int32, o *GenerationOptions, ro *
 			return nil, errorf(StatusInvalidArgument, "prompt #%d is empty", i)
 		}
 	}
+	var cb *callback
+	if fn != nil {
+		cb = newCallback(&callback{token: fn})
+		g.on_token = C.parley_token_fn(C.parley_go_token_fn)
+		g.user_data = cb.userData()
+	}
 	ptrs, lens := m.tokenRows(prompts)
-	return m.submit(model, nil, ro, func(cro *C.parley_request_options, out **C.parley_request) C.parley_status {
+	req, err := m.submit(model, cb, ro, func(cro *C.parley_request_options, out **C.parley_request) C.parley_status {
 		return C.parley_generate_submit(model.handle(), ptrs, lens, C.size_t(len(prompts)), g, cro, out)
 	})
+	if err != nil {
+		cb.release()
+	}
+	return req, err
 }

@@ -13,5 +13,6 @@
 int32_t parley_go_text_fn(void *user_data, const char *text, size_t length);
 int32_t parley_go_translation_text_fn(void *user_data, size_t text_index, size_t hypothesis, const char *text,
                                       size_t length, int32_t is_final);
+int32_t parley_go_token_fn(void *user_data, size_t batch_index, size_t sequence_index, int32_t token);
 void *parley_go_handle_ptr(uintptr_t handle);
 #endif

@@ -15,6 +15,10 @@ int32_t parley_go_translation_text_fn(void *user_data, size_t text_index, size_t
   return parleyGoTranslationText((uintptr_t)user_data, text_index, hypothesis, (char *)text, length, is_final);
 }
 
+int32_t parley_go_token_fn(void *user_data, size_t batch_index, size_t sequence_index, int32_t token) {
+  return parleyGoToken((uintptr_t)user_data, batch_index, sequence_index, token);
+}
+
 void *parley_go_handle_ptr(uintptr_t handle) {
   return (void *)handle;
 }
