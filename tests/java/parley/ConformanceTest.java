@@ -315,6 +315,25 @@ public final class ConformanceTest {
     check(thrown, "an exception in the listener comes out of translate");
   }
 
+  static void translateSubmitRunsInTheBackground() {
+    String text = goldenStrings("DE_EN_TEXTS").get(3);
+    try (Request r = deEn.translateSubmit(List.of(text), null, null)) {
+      check(r.await(-1), "done");
+      check(r.poll(), "poll after await");
+      checkEq(r.status(), Status.OK, "status");
+      checkEq(r.statusMessage(), "", "no message");
+      String json = r.json(Json.NO_TOKENS);
+      check(json.contains("\"request\":\"translation\"") && json.contains(goldenStrings("DE_EN_BEST").get(3)),
+          "request JSON: " + json);
+      checkEq(statusOf(r::takeReply), Status.INVALID_ARGUMENT, "take_reply of a translation");
+      try (TranslationResult t = r.takeTranslation()) {
+        checkEq(t.text(0), goldenStrings("DE_EN_BEST").get(3), "the translation");
+      }
+      checkEq(statusOf(() -> r.takeTranslation().close()), Status.NOT_FOUND, "a second take");
+      checkEq(statusOf(() -> deEn.close()), Status.BUSY, "a model with an open request refuses to close");
+    }
+  }
+
   static void chatStreamsTheReplyTransformersGives() {
     String system = goldenStrings("CHAT_SYSTEM").get(0);
     List<String> turns = goldenStrings("CHAT_TURNS");
@@ -654,6 +673,30 @@ public final class ConformanceTest {
     check(rssAfter - rssAt100 < 16 * 1024, "RSS grew by " + (rssAfter - rssAt100) + " kB over 900 cycles");
   }
 
+  /** A handle a program forgets to close is freed once unreachable (the Cleaner). */
+  static void unclosedHandlesAreFreedByTheCleaner() throws InterruptedException {
+    String decoder = parity("llama_bias.parley");
+    long live = Handle.LIVE.get();
+    forget(decoder);
+    check(Handle.LIVE.get() >= live + 5, "five models open");
+    long deadline = System.nanoTime() + 20_000_000_000L;
+    while ((mappingsOf(decoder) != 0 || Handle.LIVE.get() != live) && System.nanoTime() < deadline) {
+      System.gc();
+      Thread.sleep(20);
+    }
+    checkEq(mappingsOf(decoder), 0L, "mappings of the forgotten models");
+    checkEq(Handle.LIVE.get(), live, "live handles");
+  }
+
+  private static void forget(String decoder) {
+    ParleyRuntime r = runtime(1);
+    for (int i = 0; i < 5; ++i) {
+      Model m = Model.load(r, decoder);
+      m.generate(new int[][] {{1, 7, 9}}, new GenerationOptions().maxNewTokens(2)).tokens(0, 0);
+    }
+    checkEq(mappingsOf(decoder), 5L, "five models mapped");
+  }
+
   private static long rssKb() {
     try (Stream<String> lines = Files.lines(Paths.get("/proc/self/status"))) {
       return lines.filter(l -> l.startsWith("VmRSS:")).map(l -> Long.parseLong(l.replaceAll("[^0-9]", "")))
@@ -705,12 +748,14 @@ public final class ConformanceTest {
         ConformanceTest::translateNBestWithAttentionMatchesTransformers);
     cases.put("translateStreamsFinalTextsAndRethrowsListenerExceptions",
         ConformanceTest::translateStreamsFinalTextsAndRethrowsListenerExceptions);
+    cases.put("translateSubmitRunsInTheBackground", ConformanceTest::translateSubmitRunsInTheBackground);
     cases.put("chatStreamsTheReplyTransformersGives", ConformanceTest::chatStreamsTheReplyTransformersGives);
     cases.put("chatCancelFromAnotherThread", ConformanceTest::chatCancelFromAnotherThread);
     cases.put("everyErrorStatusIsAnExceptionWithItsMessage",
         ConformanceTest::everyErrorStatusIsAnExceptionWithItsMessage);
     cases.put("thousandCreateFreeCyclesLeaveNothingBehind",
         ConformanceTest::thousandCreateFreeCyclesLeaveNothingBehind);
+    cases.put("unclosedHandlesAreFreedByTheCleaner", ConformanceTest::unclosedHandlesAreFreedByTheCleaner);
     for (Map.Entry<String, Case> c : cases.entrySet()) {
       if (selected.isEmpty() || selected.contains(c.getKey())) run(c.getKey(), c.getValue());
     }
