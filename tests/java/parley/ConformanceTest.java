@@ -377,6 +377,11 @@ public final class ConformanceTest {
         thrown = "stop here".equals(e.getMessage());
       }
       check(thrown, "the listener's exception is rethrown");
+      // A stop string ends the reply before it.
+      s.removeLast();
+      String stopped = s.generate(new ChatOptions().generation(o.generation).stopStrings(List.of("Standard")));
+      checkEq(stopped, replies.get(0).substring(0, replies.get(0).indexOf("Standard")),
+          "the reply up to the stop string");
       // A text with a NUL inside is refused, not cut.
       checkEq(statusOf(() -> s.append(Role.USER, "a\0b")), Status.INVALID_ARGUMENT, "NUL inside a message");
     }

@@ -24,7 +24,7 @@ public final class ChatOptions {
     o.struct_size = o.size();
     Status.check(Api.LIB.parley_chat_options_defaults(o));
     o.generation = g.getPointer();
-    if (!stopStrings.isEmpty()) {
+    if (stopStrings != null && !stopStrings.isEmpty()) {
       o.stop_strings = arena.cstrArray(stopStrings, "stop string");
       o.num_stop_strings = stopStrings.size();
     }

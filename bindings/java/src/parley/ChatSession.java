@@ -66,7 +66,7 @@ public final class ChatSession extends Handle {
     Api.TextFn fn = listener == null ? null : new TextCallback(listener, thrown);
     calls.incrementAndGet();
     try (Text.Arena arena = new Text.Arena()) {
-      Api.GenerationOptions g = options.generation.toNative(model);
+      Api.GenerationOptions g = GenerationOptions.orDefaults(options.generation).toNative(model);
       Api.ChatOptions o = options.toNative(arena, g);
       o.on_text = fn;
       PointerByReference reply = new PointerByReference();
@@ -145,7 +145,7 @@ public final class ChatSession extends Handle {
     if (options == null) options = new ChatOptions();
     if (requestOptions == null) requestOptions = new RequestOptions();
     try (Text.Arena arena = new Text.Arena()) {
-      Api.GenerationOptions g = options.generation.toNative(model);
+      Api.GenerationOptions g = GenerationOptions.orDefaults(options.generation).toNative(model);
       Api.ChatOptions o = options.toNative(arena, g);
       PointerByReference out = new PointerByReference();
       // Parley copies the options (and stop strings) at submission.

@@ -72,6 +72,10 @@ public final class GenerationOptions {
     return this;
   }
 
+  static GenerationOptions orDefaults(GenerationOptions g) {
+    return g == null ? new GenerationOptions() : g;
+  }
+
   /** The C struct: the model's defaults (parley_generation_options_defaults), then the fields set here. */
   Api.GenerationOptions toNative(Model model) {
     Api.GenerationOptions g = new Api.GenerationOptions();

@@ -106,7 +106,7 @@ public final class Model extends Handle {
     AtomicReference<Throwable> thrown = new AtomicReference<>();
     Api.TranslationTextFn fn = listener == null ? null : new TranslationCallback(listener, thrown);
     try (Text.Arena arena = new Text.Arena()) {
-      Api.GenerationOptions g = options.generation.toNative(this);
+      Api.GenerationOptions g = GenerationOptions.orDefaults(options.generation).toNative(this);
       Api.TranslationOptions o = options.toNative(arena, g);
       o.on_text = fn;
       Pointer[] t = arena.texts(texts);
@@ -150,7 +150,7 @@ public final class Model extends Handle {
     if (options == null) options = new TranslationOptions();
     if (requestOptions == null) requestOptions = new RequestOptions();
     try (Text.Arena arena = new Text.Arena()) {
-      Api.GenerationOptions g = options.generation.toNative(this);
+      Api.GenerationOptions g = GenerationOptions.orDefaults(options.generation).toNative(this);
       Api.TranslationOptions o = options.toNative(arena, g);
       Pointer[] t = arena.texts(texts);
       PointerByReference out = new PointerByReference();
