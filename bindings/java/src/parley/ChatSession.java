@@ -23,7 +23,7 @@ public final class ChatSession extends Handle {
   private final AtomicInteger calls = new AtomicInteger();
 
   private ChatSession(Pointer p, Model model) {
-    super(p, Api.LIB::parley_chat_session_free, model, null);
+    super(p, Api.LIB::parley_chat_session_free, model);
     this.model = model;
   }
 

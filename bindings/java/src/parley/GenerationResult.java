@@ -9,7 +9,7 @@ import java.lang.ref.Reference;
 /** Hypotheses of one generate call (parley_generation_result). Read-only. */
 public final class GenerationResult extends Handle {
   GenerationResult(Pointer p) {
-    super(p, Api.LIB::parley_result_free, null, null);
+    super(p, Api.LIB::parley_result_free, null);
   }
 
   /** Number of prompts. */

@@ -27,13 +27,11 @@ abstract class Handle implements AutoCloseable {
     private volatile Pointer ptr;
     private final Consumer<Pointer> free;
     private final Handle parent;
-    private final Object keep;
 
-    State(Pointer ptr, Consumer<Pointer> free, Handle parent, Object keep) {
+    State(Pointer ptr, Consumer<Pointer> free, Handle parent) {
       this.ptr = ptr;
       this.free = free;
       this.parent = parent;
-      this.keep = keep;
     }
 
     @Override
@@ -45,7 +43,6 @@ abstract class Handle implements AutoCloseable {
         LIVE.decrementAndGet();
       }
       if (parent != null) parent.dependents.decrementAndGet();
-      java.lang.ref.Reference.reachabilityFence(keep);
     }
   }
 
@@ -53,13 +50,10 @@ abstract class Handle implements AutoCloseable {
   private final State state;
   private final Cleaner.Cleanable cleanable;
 
-  /**
-   * @param parent a handle that must stay open while this one is (or null)
-   * @param keep native memory or callbacks Parley may still read until the free (or null)
-   */
-  Handle(Pointer ptr, Consumer<Pointer> free, Handle parent, Object keep) {
+  /** @param parent a handle that must stay open while this one is (or null) */
+  Handle(Pointer ptr, Consumer<Pointer> free, Handle parent) {
     if (parent != null) parent.dependents.incrementAndGet();
-    state = new State(ptr, free, parent, keep);
+    state = new State(ptr, free, parent);
     if (ptr != null) LIVE.incrementAndGet();
     cleanable = CLEANER.register(this, state);
   }

@@ -14,7 +14,7 @@ import java.util.concurrent.atomic.AtomicReference;
  */
 public final class Model extends Handle {
   private Model(Pointer p) {
-    super(p, Api.LIB::parley_model_free, null, null);
+    super(p, Api.LIB::parley_model_free, null);
   }
 
   /** Load a model file (memory-mapped) onto the default device ("cpu"). */

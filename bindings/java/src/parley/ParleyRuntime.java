@@ -13,7 +13,7 @@ public final class ParleyRuntime extends Handle {
   private static final int PLUGINS_NONE = 0;
 
   private ParleyRuntime(com.sun.jna.Pointer p) {
-    super(p, Api.LIB::parley_runtime_free, null, null);
+    super(p, Api.LIB::parley_runtime_free, null);
   }
 
   /**

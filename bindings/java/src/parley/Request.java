@@ -17,7 +17,7 @@ public final class Request extends Handle {
   private final Kind kind;
 
   Request(Pointer p, Handle owner, Kind kind) {
-    super(p, Api.LIB::parley_request_free, owner, null);
+    super(p, Api.LIB::parley_request_free, owner);
     this.kind = kind;
   }
 

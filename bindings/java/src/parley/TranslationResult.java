@@ -15,7 +15,7 @@ import java.lang.ref.Reference;
  */
 public final class TranslationResult extends Handle {
   TranslationResult(Pointer p) {
-    super(p, Api.LIB::parley_translation_result_free, null, null);
+    super(p, Api.LIB::parley_translation_result_free, null);
   }
 
   /** Number of texts. */
