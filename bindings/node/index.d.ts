@@ -82,7 +82,7 @@ export interface GenerationOptions {
   numAlternatives?: number;
 }
 
-interface RequestOptions {
+export interface RequestOptions {
   /** Milliseconds until the request fails with PARLEY_ERROR_TIMEOUT. */
   deadlineMs?: number;
   returnLogprobs?: boolean;
