@@ -1238,6 +1238,34 @@ def test_generate_async_matches_generate_with_logprobs(gpt2):
                                                                               num_beams=2, num_return_sequences=2)[0]]
 
 
+def test_generate_async_on_token(gpt2):
+    prompt = [0, 92, 79, 57, 110]
+    want = gpt2.generate([prompt], max_new_tokens=8)[0][0].tokens
+    seen: list[tuple[int, int, int, bool]] = []
+
+    async def main(stop_after):
+        loop_thread = threading.get_ident()
+
+        def on_token(b, s, t):
+            seen.append((b, s, t, threading.get_ident() == loop_thread))
+            return len(seen) >= stop_after
+
+        return await gpt2.generate_async([prompt], max_new_tokens=8, on_token=on_token)
+
+    got = _arun(main(100))[0][0].tokens
+    assert got == want and [t for *_, t, _ in seen] == want
+    assert all(b == 0 and s == 0 and not on_loop for b, s, _, on_loop in seen)  # on the worker thread
+    seen.clear()
+    assert _arun(main(3))[0][0].tokens == want[:3]  # a true return finishes the sequence there
+    seen.clear()
+
+    def boom(b, s, t):
+        raise KeyError("from on_token")
+
+    with pytest.raises(KeyError, match="from on_token"):
+        _arun(gpt2.generate_async([prompt], max_new_tokens=8, on_token=boom))
+
+
 def test_async_argument_errors_are_raised_at_submission(gpt2, marian):
     with pytest.raises(parley.InvalidArgumentError, match="vocabulary"):
         _arun(gpt2.generate_async([[0, 500]], max_new_tokens=2))  # the request's own error

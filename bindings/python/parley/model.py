@@ -919,6 +919,7 @@ class Model(Closable):
         return_logprobs: bool = False,
         alternatives: int = 0,
         deadline: float | None = None,
+        on_token: Callable[[int, int, int], Any] | None = None,
         generation: GenerationOptions | None = None,
         **options: Unpack[GenerationKwargs],
     ) -> list[list[Hypothesis]]:
@@ -928,22 +929,34 @@ class Model(Closable):
         serving engine batches concurrent calls (tokens equal to a call alone,
         scores up to float32 rounding). ``return_logprobs`` / ``alternatives``:
         as generate(). ``deadline`` (seconds): DeadlineError after it.
-        Cancelling the awaiting task cancels the request. No on_token here.
+        Cancelling the awaiting task cancels the request.
+        ``on_token(batch_index, sequence_index, token)`` as for generate()
+        (greedy and sampling; a true return value finishes that sequence, an
+        exception stops it and is re-raised by the await), but called on the
+        libparley worker thread, not the event loop's: hand data to the loop
+        with ``loop.call_soon_threadsafe``.
         """
         options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(prompts, "prompts")
+        cb = _TokenCallback(on_token)
         with self._use() as h:
             opts = generation_options(h, options, "generate_async()")
             _set_scores(opts, False, alternatives)
+            cb.install(opts)
         req = self._submit_async(
             lambda h, ro, out: _lib.lib.parley_generate_submit(
                 h, batch.pointers, batch.lengths, batch.count, byref(opts), ro, out
             ),
-            [batch, opts],
+            [batch, opts, cb],
             deadline,
             return_logprobs,
         )
-        return await run(req, lambda r: _take_generation(r, return_logprobs, bool(alternatives)))
+
+        def take(r: int) -> list[list[Hypothesis]]:
+            cb.reraise()
+            return _take_generation(r, return_logprobs, bool(alternatives))
+
+        return await run(req, take)
 
     async def translate_tokens_async(
         self,

@@ -1,0 +1,356 @@
+"""Requests and errors of the OpenAI-compatible routes, as runtime/http checks them.
+
+The validation of request bodies (types, ranges, unknown fields, what is
+refused), OpenAI's error shape, generation settings from the sampling
+fields, chat message and tool-call conversion, and server-sent events: the
+parts of parley.openai_api that do not touch a model. Mirrors
+runtime/http/api.cpp, chat_completions.cpp, completions.cpp and
+translations.cpp, so both servers answer a request alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from . import errors as perr
+
+MAX_JSON_DEPTH = 64
+_PROTECT = ("numbers", "emails", "urls", "placeholders", "markup")
+
+
+class ApiError(Exception):
+    """An HTTP error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, message: str, param: str = "", code: str = "", http_status: int = 400,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.message, self.param, self.code, self.http_status, self.type = message, param, code, http_status, type
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param or None,
+                          "code": self.code or None}}
+
+
+def bad_request(message: str, param: str = "", code: str = "invalid_value") -> ApiError:
+    return ApiError(message, param, code)
+
+
+def error_from_parley(e: BaseException, context: str = "") -> ApiError:
+    """A binding exception as runtime/http's error_from_status maps its status."""
+    if not isinstance(e, perr.ParleyError):
+        return ApiError(f"{context}{e}", http_status=500, type="server_error")
+    msg = context + (e.message or e.status_name)
+    code = e.status_name
+    if isinstance(e, (perr.InvalidArgumentError, perr.UnsupportedError, perr.NotFoundError)):
+        return ApiError(msg, code=code, http_status=400)
+    if isinstance(e, (perr.BusyError, perr.OutOfMemoryError)):
+        return ApiError(msg, code=code, http_status=503, type="server_overloaded")
+    if isinstance(e, perr.CancelledError):
+        return ApiError("the request was cancelled: the server is shutting down", code=code, http_status=503,
+                        type="server_shutting_down")
+    if isinstance(e, perr.DeadlineError):
+        return ApiError(msg, code=code, http_status=504, type="timeout")
+    return ApiError(msg, code=code, http_status=500, type="server_error")
+
+
+# ---------------------------------------------------------------- validation (runtime/http/api.cpp)
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return "null"
+
+
+def _depth(v: Any, d: int = 1) -> int:
+    """Depth of a document, iteratively (a hostile body must not exhaust the stack)."""
+    deepest, todo = d, [(v, d)]
+    while todo:
+        x, k = todo.pop()
+        deepest = max(deepest, k)
+        if k > MAX_JSON_DEPTH:
+            return k
+        if isinstance(x, dict):
+            todo.extend((c, k + 1) for c in x.values())
+        elif isinstance(x, list):
+            todo.extend((c, k + 1) for c in x)
+    return deepest
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        # json.loads recurses: a deeply nested body is a RecursionError, also refused.
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise ApiError(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError("the request body must be a JSON object", code="invalid_json")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+    return body
+
+
+def _field(body: Mapping[str, Any], name: str) -> Any:
+    return body.get(name)  # absent and null are the same
+
+
+def _known(body: Mapping[str, Any], known: Sequence[str], where: str = "") -> None:
+    for k in body:
+        if k not in known:
+            raise ApiError(f"Unrecognized request argument supplied: {where}{k}", where + k, "unknown_parameter")
+
+
+def _opt_string(body: Mapping[str, Any], name: str, where: str = "") -> str | None:
+    v = _field(body, name)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ApiError(f"{where}{name} must be a string, not {_type_name(v)}", where + name, "invalid_type")
+    return v
+
+
+def _opt_number(body: Mapping[str, Any], name: str, lo: float, hi: float) -> float | None:
+    v = _field(body, name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ApiError(f"{name} must be a number, not {_type_name(v)}", name, "invalid_type")
+    d = float(v)
+    if not math.isfinite(d) or d < lo or d > hi:
+        raise bad_request(f"{name} must be between {lo:g} and {hi:g}, not {v}", name)
+    return d
+
+
+def _opt_integer(body: Mapping[str, Any], name: str, lo: int, hi: int) -> int | None:
+    v = _field(body, name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ApiError(f"{name} must be an integer, not {v if isinstance(v, float) else _type_name(v)}", name,
+                       "invalid_type")
+    if v < lo or v > hi:
+        raise bad_request(f"{name} must be between {lo} and {hi}, not {v}", name)
+    return v
+
+
+def _opt_bool(body: Mapping[str, Any], name: str) -> bool | None:
+    v = _field(body, name)
+    if v is None:
+        return None
+    if not isinstance(v, bool):
+        raise ApiError(f"{name} must be a boolean, not {_type_name(v)}", name, "invalid_type")
+    return v
+
+
+def _read_stop(body: Mapping[str, Any]) -> list[str]:
+    v = _field(body, "stop")
+    if v is None:
+        return []
+    if isinstance(v, str):
+        out = [v]
+    elif isinstance(v, list):
+        if len(v) > 4:
+            raise bad_request(f"stop holds at most 4 strings, not {len(v)}", "stop")
+        if not all(isinstance(s, str) for s in v):
+            raise ApiError("stop must be a string or an array of strings", "stop", "invalid_type")
+        out = list(v)
+    else:
+        raise ApiError(f"stop must be a string or an array of strings, not {_type_name(v)}", "stop", "invalid_type")
+    if any(not s for s in out):
+        raise bad_request("stop strings must not be empty", "stop")
+    return out
+
+
+def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    n = _opt_integer(body, "n", 1, 2**63 - 1)
+    if n is not None and n != 1:
+        raise ApiError(f"n: only 1 choice per request is supported, not {n}", "n", "unsupported_value")
+    if _opt_bool(body, "logprobs"):
+        raise ApiError("logprobs are not supported by this server", "logprobs", "unsupported_value")
+    for p in ("presence_penalty", "frequency_penalty"):
+        v = _opt_number(body, p, -2.0, 2.0)
+        if v is not None and v != 0.0:
+            raise ApiError(f"{p} is not supported (only 0)", p, "unsupported_value")
+    lb = _field(body, "logit_bias")
+    if lb is not None and not (isinstance(lb, dict) and not lb):
+        raise ApiError("logit_bias is not supported", "logit_bias", "unsupported_value")
+
+
+def _stream_options(body: Mapping[str, Any]) -> bool:
+    so = _field(body, "stream_options")
+    if so is None:
+        return False
+    if not isinstance(so, dict):
+        raise ApiError("stream_options must be an object", "stream_options", "invalid_type")
+    _known(so, ["include_usage"], "stream_options.")
+    return bool(_opt_bool(so, "include_usage"))
+
+
+@dataclass
+class Limits:
+    """As `parley serve`'s options of the same names."""
+
+    max_tokens: int = 1024
+    max_messages: int = 1024
+    max_texts: int = 256
+    request_timeout_s: float | None = None
+
+
+@dataclass
+class _Sampling:
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    seed: int | None
+    stop: list[str]
+
+
+def _read_sampling(body: Mapping[str, Any], limits: Limits) -> _Sampling:
+    mt = _opt_integer(body, "max_tokens", 1, limits.max_tokens)
+    mct = _opt_integer(body, "max_completion_tokens", 1, limits.max_tokens)
+    if mct is not None:
+        if mt is not None and mt != mct:
+            raise bad_request("max_tokens and max_completion_tokens disagree", "max_completion_tokens")
+        mt = mct
+    return _Sampling(mt, _opt_number(body, "temperature", 0.0, 2.0), _opt_number(body, "top_p", 0.0, 1.0),
+                     _opt_integer(body, "seed", -(2**63), 2**63 - 1), _read_stop(body))
+
+
+def _generation(s: _Sampling, default_max: int, cap: int, model_max: int) -> dict[str, Any]:
+    """Generation keywords for the binding, as runtime/http's apply_sampling sets them."""
+    d = default_max
+    if 0 < model_max < d:
+        d = model_max
+    kw: dict[str, Any] = {"num_beams": 1, "num_return_sequences": 1,
+                          "max_new_tokens": s.max_tokens if s.max_tokens is not None else min(d, cap)}
+    # temperature 0 (or top_p 0) is greedy decoding, as OpenAI documents it; a
+    # positive temperature samples; absent keeps the model's defaults.
+    if s.temperature is not None:
+        if s.temperature == 0.0:
+            kw["do_sample"] = False
+        else:
+            kw["do_sample"] = True
+            kw["temperature"] = s.temperature
+    if s.top_p is not None:
+        if s.top_p == 0.0:
+            kw["do_sample"] = False
+        else:
+            kw["top_p"] = s.top_p
+    if s.seed is not None:
+        kw["seed"] = s.seed & 0xFFFFFFFFFFFFFFFF  # C's int64 -> uint64
+    return kw
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(9)}"
+
+
+def sse(doc: Any) -> str:
+    return "data: " + json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+# ---------------------------------------------------------------- chat messages
+
+
+def _content_text(msg: Mapping[str, Any], where: str) -> str:
+    c = _field(msg, "content")
+    if c is None:
+        return ""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):
+        out = []
+        for i, part in enumerate(c):
+            p = f"{where}.content[{i}]"
+            if not isinstance(part, dict):
+                raise ApiError(f"{p} must be an object", p, "invalid_type")
+            t = _opt_string(part, "type", p + ".")
+            if t != "text":
+                raise ApiError(f"{p}: content parts of type '{t or ''}' are not supported (only text)", p + ".type",
+                               "unsupported_value")
+            text = _opt_string(part, "text", p + ".")
+            if text is None:
+                raise ApiError(f"{p}.text is required", p + ".text", "missing_required_parameter")
+            out.append(text)
+        return "".join(out)
+    raise ApiError(f"{where}.content must be a string or an array of text parts", where + ".content", "invalid_type")
+
+
+def _tool_calls_for_parley(calls: Any, where: str) -> list[dict[str, Any]]:
+    """OpenAI sends a call's arguments as a JSON string; chat templates take the object."""
+    if not isinstance(calls, list):
+        raise ApiError(f"{where}.tool_calls must be an array", where + ".tool_calls", "invalid_type")
+    out = []
+    for c in calls:
+        if not isinstance(c, dict) or not isinstance(c.get("function"), dict):
+            raise ApiError(f'{where}.tool_calls entries must be {{"type": "function", "function": {{...}}}}',
+                           where + ".tool_calls", "invalid_type")
+        call = json.loads(json.dumps(c))
+        args = call["function"].get("arguments")
+        if isinstance(args, str):
+            try:
+                call["function"]["arguments"] = json.loads(args)
+            except ValueError:
+                pass
+        out.append(call)
+    return out
+
+
+def _tool_calls_for_openai(calls: Any) -> list[dict[str, Any]]:
+    out = []
+    for c in calls if isinstance(calls, list) else []:
+        fn = c.get("function") or {}
+        args = fn.get("arguments", {})
+        out.append({"id": c.get("id") or new_id("call"), "type": "function",
+                    "function": {"name": fn.get("name", ""),
+                                 "arguments": args if isinstance(args, str) else json.dumps(args,
+                                                                                             ensure_ascii=False)}})
+    return out
+
+
+def _string_list(body: Mapping[str, Any], name: str, most: int) -> list[str]:
+    v = _field(body, name)
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise ApiError(f"{name} must be an array of strings", name, "invalid_type")
+    if len(v) > most:
+        raise bad_request(f"{name} holds at most {most} entries", name)
+    return list(v)
+
+
+def _span_doc(sp, source: str, target: str) -> dict[str, Any]:
+    """A protected span with UTF-8 byte offsets, as `parley serve` reports them."""
+    def b(s: str, i: int) -> int:
+        return len(s[:i].encode("utf-8"))
+
+    s0, s1, t0, t1 = b(source, sp.source_start), b(source, sp.source_end), b(target, sp.target_start), b(target,
+                                                                                                   sp.target_end)
+    return {"kind": sp.kind, "placement": sp.placement, "source_offset": s0, "source_length": s1 - s0,
+            "target_offset": t0, "target_length": t1 - t0}
+
+
+def _held_back(s: str, stops: Sequence[str]) -> int:
+    """Characters at the end of s that may be the start of one of stops."""
+    hold = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(s)), hold, -1):
+            if s.endswith(stop[:k]):
+                hold = k
+                break
+    return hold
