@@ -155,6 +155,43 @@ TEST(ParityText, SourceEncodingIsTransformers) {
     EXPECT_EQ(tokenize(m, s["text"].get<std::string>()), s["ids"].get<std::vector<int32_t>>()) << s["text"];
 }
 
+// tests/tokenizers/corpus.json's strings (scripts, whitespace runs,
+// special-token strings written as text...) on both sides; the target side
+// through parley_score_text, which encodes as tokenizer(text_target=...).
+TEST(ParityText, CorpusOnBothSidesIsTransformers) {
+  parley_model *m = model();
+  ASSERT_NE(m, nullptr);
+  const json &corpus = fixture().gold["corpus"];
+  ASSERT_GT(corpus.size(), 50u);
+  std::vector<const char *> sources, targets;
+  std::vector<size_t> scored;  // corpus entries parley_score_text can take (a non-empty text)
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    const json &c = corpus[i];
+    const std::string &text = c["text"].get_ref<const std::string &>();
+    EXPECT_EQ(tokenize(m, text), c["source_ids"].get<std::vector<int32_t>>()) << json(text).dump();
+    const std::vector<int32_t> ids = c["target_ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(detokenize(m, ids, false), c["decoded"].get<std::string>()) << json(text).dump();
+    EXPECT_EQ(detokenize(m, ids, true), c["decoded_skip_special"].get<std::string>()) << json(text).dump();
+    if (!text.empty()) {
+      sources.push_back("x");
+      targets.push_back(text.c_str());
+      scored.push_back(i);
+    }
+  }
+  parley_score_result *r = nullptr;
+  ASSERT_EQ(parley_score_text(m, sources.data(), targets.data(), sources.size(), nullptr, &r), PARLEY_OK)
+      << parley_last_error();
+  for (size_t k = 0; k < scored.size(); ++k) {
+    const int32_t *ids = nullptr;
+    const float *lp = nullptr;
+    size_t n = 0;
+    ASSERT_EQ(parley_score_result_item(r, k, &ids, &lp, &n, nullptr), PARLEY_OK);
+    EXPECT_EQ(std::vector<int32_t>(ids, ids + n), corpus[scored[k]]["target_ids"].get<std::vector<int32_t>>())
+        << json(corpus[scored[k]]["text"]).dump();
+  }
+  parley_score_result_free(r);
+}
+
 TEST(ParityText, TargetDecodingIsTransformers) {
   parley_model *m = model();
   ASSERT_NE(m, nullptr);

@@ -20,7 +20,8 @@ so that id is a decoder id too (as transformers' converter requires of
 real models, whose pad must index the decoder embeddings).
 
 The golden holds: tokenizer ids (source texts, target texts through
-text_target), decode cases (target ids with and without skipping specials,
+text_target; also for tests/tokenizers/corpus.json's strings, decoded
+back), decode cases (target ids with and without skipping specials,
 including the target vocabulary's own <pad>, the source <pad> id and <unk>),
 greedy and beam generate() sequences for the source batch with their texts
 (batch_decode(skip_special_tokens=True)), beam sequences_scores, and
@@ -162,6 +163,17 @@ def golden(model, tok, src_vocab: dict, tgt_vocab: dict) -> dict:
                       "ids_no_special": list(tok(text_target=t, add_special_tokens=False)["input_ids"]),
                       "ids_split_special": list(tok(text_target=t, split_special_tokens=True)["input_ids"])}
                      for t in TARGET_TEXTS]
+    # The tokenizer fixtures' 79 strings (tests/tokenizers/corpus.json:
+    # scripts, whitespace runs, special-token strings, ...) on both sides,
+    # special-token strings kept as text, and the target ids decoded back.
+    with open(os.path.join(ROOT, "tests", "tokenizers", "corpus.json")) as f:
+        corpus = json.load(f)
+    out["corpus"] = []
+    for t in corpus:
+        tgt = list(tok(text_target=t, split_special_tokens=True)["input_ids"])
+        out["corpus"].append({"text": t, "source_ids": list(tok(t, split_special_tokens=True)["input_ids"]),
+                              "target_ids": tgt, "decoded": tok.decode(tgt),
+                              "decoded_skip_special": tok.decode(tgt, skip_special_tokens=True)})
     unk_t, pad_t, pad_s = tgt_vocab["<unk>"], tgt_vocab["<pad>"], src_vocab["<pad>"]
     some = out["target"][0]["ids"]
     cases = {"target_text": some, "with_target_pad": [pad_t] + some, "with_source_pad_id": [pad_s] + some,
