@@ -260,11 +260,12 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int,
     if n > vocab_size:
         side = "target " if separate_target else ""
         raise ConversionError(f"{side}tokenizer has {n} tokens, the model's {side}vocabulary only {vocab_size}")
+    # An id the vocabulary lacks stays "" (decodes to nothing; transformers'
+    # Marian decode falls back to the .spm's piece of that id): filling it
+    # from the .spm would also make that piece encode to it, which
+    # transformers never does (it gives <unk>). Converted OPUS-MT
+    # vocabularies have no gaps.
     vocab = [""] * n
-    if separate_target:
-        # An id target_vocab.json lacks decodes as target.spm's piece of that
-        # id (MarianTokenizer._convert_id_to_token's fallback).
-        vocab = [pieces[i] if i < len(pieces) else "" for i in range(n)]
     for p, i in hf_vocab.items():
         vocab[i] = p
     identity = n == len(pieces) and all(vocab[i] == p for i, p in enumerate(pieces))
