@@ -103,13 +103,13 @@ def _marian_vocab(proto: bytes, rng: random.Random) -> dict[str, int]:
     return vocab
 
 
-def build(workdir: str):
+def make_tokenizer(workdir: str, src_pieces: int = 60, tgt_pieces: int = 80):
+    """MarianTokenizer(separate_vocabs=True) saved to workdir/NAME: (folder,
+    source vocabulary, target vocabulary)."""
     rng = random.Random(SEED)
-    src_proto = _train(_lines(SRC_WORDS, rng, 400), 60)
-    tgt_proto = _train(_lines(TGT_WORDS, rng, 400), 80)
+    src_proto = _train(_lines(SRC_WORDS, rng, 400), src_pieces)
+    tgt_proto = _train(_lines(TGT_WORDS, rng, 400), tgt_pieces)
     src_vocab, tgt_vocab = _marian_vocab(src_proto, rng), _marian_vocab(tgt_proto, rng)
-    if len(src_vocab) >= len(tgt_vocab):
-        raise SystemExit(f"source vocabulary {len(src_vocab)} must be smaller than the target's {len(tgt_vocab)}")
     hf_dir = os.path.join(workdir, NAME)
     os.makedirs(hf_dir)
     raw = os.path.join(workdir, "raw")
@@ -124,6 +124,13 @@ def build(workdir: str):
                             os.path.join(raw, "vocab.json"), target_vocab_file=os.path.join(raw, "target_vocab.json"),
                             separate_vocabs=True, source_lang="de", target_lang="en")
     tok.save_pretrained(hf_dir)
+    return hf_dir, src_vocab, tgt_vocab
+
+
+def build(workdir: str):
+    hf_dir, src_vocab, tgt_vocab = make_tokenizer(workdir)
+    if len(src_vocab) >= len(tgt_vocab):
+        raise SystemExit(f"source vocabulary {len(src_vocab)} must be smaller than the target's {len(tgt_vocab)}")
     pad = src_vocab["<pad>"]
     cfg = T.MarianConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
                          decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=48,

@@ -470,6 +470,32 @@ def test_separate_vocabulary_tokenizers_convert_as_committed(tmp_path):
         convert(hf_dir, str(tmp_path / "shared.parley"), progress=False)
 
 
+def test_separate_vocabulary_added_token_outside_the_target(tmp_path):
+    """Source vocabulary larger than the target's: the source <pad> id is no
+    decoder id, so the target tokenizer leaves it out (a warning) and keeps
+    the target vocabulary's own <pad> as a non-special added token, as
+    transformers' decode() treats it (rendered like a special token, never
+    skipped)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("sentencepiece")
+    import make_text_goldens
+
+    from parley_format.convert.text import export_text
+
+    hf_dir, src_vocab, tgt_vocab = make_text_goldens.make_tokenizer(str(tmp_path), src_pieces=80, tgt_pieces=50)
+    assert src_vocab["<pad>"] >= len(tgt_vocab)
+    text = export_text(hf_dir, len(src_vocab), encoder_decoder=True, decoder_vocab_size=len(tgt_vocab))
+    assert any(f"'<pad>' has source id {src_vocab['<pad>']}" in w for w in text.warnings), text.warnings
+    src, tgt = text.tokenizers
+    assert int(src.role) == 1 and int(tgt.role) == 2
+    assert len(src.vocab) == len(src_vocab) and len(tgt.vocab) == len(tgt_vocab)
+    specials = {(s.id, s.content, s.special) for s in tgt.special_tokens}
+    assert (tgt_vocab["<pad>"], "<pad>", False) in specials and (0, "</s>", True) in specials
+    assert all(s.id < len(tgt_vocab) for s in tgt.special_tokens)
+    assert (src_vocab["<pad>"], "<pad>", True) in {(s.id, s.content, s.special) for s in src.special_tokens}
+
+
 def test_refusals_on_real_checkpoints(hf_models, tmp_path):
     import shutil
 

@@ -249,9 +249,10 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int,
         # <pad>, appended to each vocabulary) is not skipped as special, but
         # convert_tokens_to_string decodes it as one (on its own, then a
         # space): a non-special added token after the special one, which
-        # keeps matching in text (equal contents: the first listed wins).
+        # keeps matching in text (equal contents: the first listed wins), or
+        # alone where the source id was left out.
         taken = {s.id for s in specials}
-        for s in list(specials):
+        for s in specials + dropped:
             t = hf_vocab.get(s.content)
             if t is not None and t != s.id and t < vocab_size and t not in taken:
                 specials.append(SpecialToken(id=t, content=s.content, special=False))
