@@ -205,6 +205,15 @@ int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const
     doc["runnable"] = false;
     doc["not_runnable_because"] = parley_last_error();
   }
+  // Whether the text API works (it builds the tokenizers at its first call).
+  if (info.num_tokenizers) {
+    size_t count = 0;
+    doc["text"] = parley_tokenize(m, "", 0, nullptr, nullptr, 0, &count) == PARLEY_OK;
+    if (!doc["text"].get<bool>()) doc["text_error"] = parley_last_error();
+  } else {
+    doc["text"] = false;
+    doc["text_error"] = "the file has no tokenizer (token-level API only)";
+  }
   parley_model_kernel_plan_count(m, &n);
   for (size_t i = 0; i < n; ++i) {
     auto k = sized<parley_kernel_info>();

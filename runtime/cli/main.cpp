@@ -256,6 +256,17 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
                                                 : "; selected: f32");
     }
   }
+  // The text API builds the tokenizers at its first call: build them now, so
+  // that a file whose tokens run but whose text would not says so here.
+  if (info.num_tokenizers) {
+    size_t count = 0;
+    if (parley_tokenize(m, "", 0, nullptr, nullptr, 0, &count) == PARLEY_OK)
+      std::printf("Text: yes (the tokenizers build)\n");
+    else
+      std::printf("Text: NO — %s\n", parley_last_error());
+  } else {
+    std::printf("Text: no tokenizer (token-level API only)\n");
+  }
   std::printf("Kernel plan on device '%s':\n", info.device);
   parley_model_kernel_plan_count(m, &n);
   for (size_t i = 0; i < n; ++i) {

@@ -7,9 +7,11 @@
 namespace parley {
 
 namespace {
+// Generation ids are decoder ids: spelled by the target tokenizer (the
+// shared one, unless format 1.3 separates the vocabularies).
 std::string spell_token(const TextModel &text, const ModelFile &file, int64_t id) {
-  return id >= 0 && id < static_cast<int64_t>(file.vocab_size())
-             ? text.source().decode({static_cast<int32_t>(id)}, /*skip_special=*/false)
+  return id >= 0 && id < static_cast<int64_t>(file.target_vocab_size())
+             ? text.target().decode({static_cast<int32_t>(id)}, /*skip_special=*/false)
              : std::string();
 }
 }  // namespace

@@ -27,6 +27,7 @@ CLI = os.environ.get("PARLEY_CLI", "")
 MODELS = Path(os.environ.get("PARLEY_DEMO_MODELS", ""))
 DE_EN = str(MODELS / "opus-mt-de-en.parley")
 LLM = str(MODELS / "support-llama.parley")
+PARITY = Path(os.environ.get("PARLEY_PARITY_DIR", ""))
 
 pytestmark = pytest.mark.skipif(not CLI, reason="PARLEY_CLI is not set (run through ctest)")
 
@@ -232,6 +233,28 @@ def test_inspect_names_config_enums_and_has_json():
     assert cpu and cpu[0]["kernels"] > 0 and cpu[0]["path"].endswith(".so"), plugins["plugins"]
     assert any(d["name"] == "cpu" and d["available"] for d in plugins["devices"])
     assert sum(1 for k in plugins["kernels"] if k["plugin"] == "cpu") == cpu[0]["kernels"]
+
+
+def test_marian_with_separate_vocabularies_is_runnable_and_translates():
+    """The text parity model (tests/parity/make_text_goldens.py): inspect says
+    runnable with working tokenizers, and translate gives transformers'
+    greedy texts (the file's defaults: greedy, no_repeat_ngram_size 1)."""
+    model = str(PARITY / "models" / "marian_separate_text.parley")
+    gold = json.loads((PARITY / "goldens" / "text" / "marian_separate_text.json").read_text())
+    out = cli(["inspect", model])
+    text = out.stdout.decode()
+    assert out.returncode == 0, out
+    assert re.search(r"^Runnable: yes", text, re.M) and re.search(r"^Text: yes", text, re.M), text
+    assert re.search(r"^Tokenizer 0: sentencepiece, source, ", text, re.M), text
+    assert re.search(r"^Tokenizer 1: sentencepiece, target, ", text, re.M), text
+    doc = json.loads(cli(["inspect", model, "--json"]).stdout)
+    assert doc["runnable"] is True and doc["text"] is True
+    assert (doc["config"]["vocab_size"], doc["config"]["decoder_vocab_size"]) == (gold["vocab_size"],
+                                                                                  gold["decoder_vocab_size"])
+    sources = "".join(s["text"] + "\n" for s in gold["source"]).encode()
+    out = run(["translate", model, "--max-length", str(gold["greedy"]["settings"]["max_new_tokens"])], sources)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().split("\n")[:-1] == gold["greedy"]["texts"]
 
 
 def test_inspect_checksum_failure_says_not_runnable(tmp_path):

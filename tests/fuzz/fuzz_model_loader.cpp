@@ -39,7 +39,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *probe = "Hallo <s> Welt \xF0\x9F\x99\x82 x</s>";
     std::vector<int32_t> ids = text->source().encode(
         probe, true, text->source().needs_language() ? text->source().languages().front().first : std::string());
-    (void)text->target().decode(ids, false);
+    // Target text (scoring, a translation's target side) through the target
+    // tokenizer and back: with separate vocabularies (format 1.3) its ids are
+    // decoder ids, the source's need not be.
+    const parley::Tokenizer &tgt = text->target();
+    (void)tgt.decode(tgt.encode(probe, true, tgt.needs_language() ? tgt.languages().front().first : std::string()),
+                     true);
+    try {
+      (void)tgt.decode(ids, false);
+    } catch (const parley::Error &) {
+    }
     (void)text->source().encode(probe, false, {}, SIZE_MAX, /*parse_special=*/true);
     if (text->chat) {
       std::vector<std::pair<size_t, size_t>> text_ranges;

@@ -14,3 +14,6 @@ head -c 600 "$out/tiny_decoder.parley" >"$out/truncated_header"
 for f in gpt2 llama3 qwen2 qwen3 mistral; do
   cp "$here/../tokenizers/files/$f.parley" "$out/tokenizer_$f.parley"
 done
+# Marian with separate source and target vocabularies (format 1.3: the
+# target tokenizer's ids are decoder ids).
+cp "$here/../parity/models/marian_separate_text.parley" "$out/marian_separate_text.parley"

@@ -280,6 +280,36 @@ def test_marian_separate_vocabularies():
     assert same.config.decoder_vocab_size == 0
 
 
+def _separate_text_model():
+    path = os.path.join(HERE, "models", "marian_separate_text.parley")
+    gold = json.load(open(os.path.join(HERE, "goldens", "text", "marian_separate_text.json")))
+    return path, gold
+
+
+def test_marian_separate_vocabulary_tokenizers_are_stored_per_side():
+    """The committed text parity model (make_text_goldens.py): the Source
+    tokenizer maps source.spm's pieces through vocab.json, the Target one
+    target.spm's through target_vocab.json, each within its own vocabulary;
+    transformers' added tokens keep their source ids on the target side (as
+    MarianTokenizer uses them), and the target vocabulary's own <pad>, at
+    another id, decodes as that token without being special."""
+    from restore import _tokenizers
+
+    path, gold = _separate_text_model()
+    cfg = verify_converted(path)
+    assert (cfg.vocab_size, cfg.decoder_vocab_size) == (gold["vocab_size"], gold["decoder_vocab_size"])
+    assert cfg.vocab_size != cfg.decoder_vocab_size
+    toks = {int(t.role): t for t in _tokenizers(path, read_header(path))}
+    src, tgt = toks[1], toks[2]  # TokenizerRole.Source, TokenizerRole.Target
+    assert len(src.vocab) == cfg.vocab_size and len(tgt.vocab) == cfg.decoder_vocab_size
+    ps, pt = gold["source_pad_id"], gold["target_pad_id"]
+    assert src.vocab[ps] == "<pad>" and tgt.vocab[pt] == "<pad>" and ps != pt
+    assert src.model != tgt.model and src.vocab[:ps] != tgt.vocab[:ps]
+    specials = {(s.id, s.content, s.special) for s in tgt.special_tokens}
+    assert {(0, "</s>", True), (ps, "<pad>", True), (pt, "<pad>", False)} <= specials
+    assert tgt.vocab[tgt.unk_id] == "<unk>" and src.vocab[src.unk_id] == "<unk>"
+
+
 def test_marian_sinusoidal_layout():
     t = marian_sinusoidal(5, 6)
     assert np.allclose(t[:, :3], np.sin(np.arange(5)[:, None] / 10000 ** (np.arange(0, 6, 2) / 6)))
@@ -410,6 +440,60 @@ def test_fresh_conversion_matches_committed_bytes(hf_models, tmp_path):
         a = {t.name: t.checksum for t in tensor_infos(read_header(out))}
         b = {t.name: t.checksum for t in tensor_infos(read_header(committed))}
         assert a == b, f"{name}: regenerate with tests/parity/make_goldens.py tests/parity"
+
+
+def test_separate_vocabulary_tokenizers_convert_as_committed(tmp_path):
+    """A fresh build of the text parity model converts, tokenizers included,
+    to the committed tensors and tokenizers; a tokenizer with one vocabulary
+    for a model with two is refused by name."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("sentencepiece")
+    import make_text_goldens
+    from restore import _tokenizers
+
+    from parley_format.convert import convert
+
+    hf_dir = make_text_goldens.build(str(tmp_path / "work"))[2]
+    out = str(tmp_path / "fresh.parley")
+    convert(hf_dir, out, progress=False)
+    committed, _ = _separate_text_model()
+    assert ({t.name: t.checksum for t in tensor_infos(read_header(out))} ==
+            {t.name: t.checksum for t in tensor_infos(read_header(committed))})
+    assert _tokenizers(out, read_header(out)) == _tokenizers(committed, read_header(committed)), \
+        "regenerate with tests/parity/make_text_goldens.py tests/parity"
+    cfg_path = os.path.join(hf_dir, "tokenizer_config.json")
+    tok_cfg = json.load(open(cfg_path))
+    tok_cfg["separate_vocabs"] = False
+    json.dump(tok_cfg, open(cfg_path, "w"))
+    with pytest.raises(UnsupportedError, match="has one vocabulary for both"):
+        convert(hf_dir, str(tmp_path / "shared.parley"), progress=False)
+
+
+def test_separate_vocabulary_added_token_outside_the_target(tmp_path):
+    """Source vocabulary larger than the target's: the source <pad> id is no
+    decoder id, so the target tokenizer leaves it out (a warning) and keeps
+    the target vocabulary's own <pad> as a non-special added token, as
+    transformers' decode() treats it (rendered like a special token, never
+    skipped)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("sentencepiece")
+    import make_text_goldens
+
+    from parley_format.convert.text import export_text
+
+    hf_dir, src_vocab, tgt_vocab = make_text_goldens.make_tokenizer(str(tmp_path), src_pieces=80, tgt_pieces=50)
+    assert src_vocab["<pad>"] >= len(tgt_vocab)
+    text = export_text(hf_dir, len(src_vocab), encoder_decoder=True, decoder_vocab_size=len(tgt_vocab))
+    assert any(f"'<pad>' has source id {src_vocab['<pad>']}" in w for w in text.warnings), text.warnings
+    src, tgt = text.tokenizers
+    assert int(src.role) == 1 and int(tgt.role) == 2
+    assert len(src.vocab) == len(src_vocab) and len(tgt.vocab) == len(tgt_vocab)
+    specials = {(s.id, s.content, s.special) for s in tgt.special_tokens}
+    assert (tgt_vocab["<pad>"], "<pad>", False) in specials and (0, "</s>", True) in specials
+    assert all(s.id < len(tgt_vocab) for s in tgt.special_tokens)
+    assert (src_vocab["<pad>"], "<pad>", True) in {(s.id, s.content, s.special) for s in src.special_tokens}
 
 
 def test_refusals_on_real_checkpoints(hf_models, tmp_path):

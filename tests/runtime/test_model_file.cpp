@@ -741,6 +741,49 @@ TEST(ModelFileCommitted, EveryCommittedModelLoads) {
   EXPECT_GT(n, 20u);
 }
 
+// Format 1.3, Marian with separate vocabularies (tests/parity/models/
+// marian_separate_text.parley: source 60 ids, target 80): a Target
+// tokenizer's ids count in decoder_vocab_size, a Source one's in vocab_size,
+// each side on its own, and generation ids are decoder ids.
+TEST(ModelFileSeparateVocabularies, EachTokenizerIsCheckedAgainstItsSide) {
+  const Bytes good = read_file(std::string(PARLEY_PARITY_MODELS_DIR) + "/marian_separate_text.parley");
+  LoadOptions lo;
+  auto m = ModelFile::open_memory(good.data(), good.size(), false, lo);
+  const uint32_t src = m->vocab_size(), tgt = m->target_vocab_size();
+  ASSERT_LT(src, tgt);
+  auto side = [](Parts &p, format::TokenizerRole role) -> format::TokenizerT & {
+    for (auto &t : p.model.tokenizers)
+      if (t->role == role) return *t;
+    throw std::runtime_error("the file has no tokenizer of that role");
+  };
+  auto target = [&](Parts &p) -> format::TokenizerT & { return side(p, format::TokenizerRole::Target); };
+  auto source = [&](Parts &p) -> format::TokenizerT & { return side(p, format::TokenizerRole::Source); };
+  const std::string larger = " tokens is larger than the model's ";
+  // The target side may use every decoder id, not one more.
+  EXPECT_EQ(load(rewrite(good, [&](Parts &p) { target(p).vocab.resize(tgt, "x"); })).status, PARLEY_OK);
+  EXPECT_LOAD_ERROR(rewrite(good, [&](Parts &p) { target(p).vocab.resize(tgt + 1, "x"); }), PARLEY_ERROR_INVALID_MODEL,
+                    std::to_string(tgt + 1) + larger + std::to_string(tgt));
+  EXPECT_EQ(load(rewrite(good, [&](Parts &p) { target(p).unk_id = static_cast<int32_t>(tgt) - 1; })).status, PARLEY_OK);
+  EXPECT_LOAD_ERROR(rewrite(good, [&](Parts &p) { target(p).unk_id = static_cast<int32_t>(tgt); }),
+                    PARLEY_ERROR_INVALID_MODEL, "unk_id " + std::to_string(tgt) + " is outside the vocabulary");
+  EXPECT_LOAD_ERROR(rewrite(good, [&](Parts &p) { target(p).special_tokens[0]->id = static_cast<int32_t>(tgt); }),
+                    PARLEY_ERROR_INVALID_MODEL, "special token id " + std::to_string(tgt) + " is outside");
+  // The source side stops at the (here smaller) source vocabulary, although
+  // those ids would be decoder ids.
+  EXPECT_LOAD_ERROR(rewrite(good, [&](Parts &p) { source(p).vocab.resize(src + 1, "x"); }), PARLEY_ERROR_INVALID_MODEL,
+                    std::to_string(src + 1) + larger + std::to_string(src));
+  EXPECT_LOAD_ERROR(rewrite(good, [&](Parts &p) { source(p).unk_id = static_cast<int32_t>(src); }),
+                    PARLEY_ERROR_INVALID_MODEL, "unk_id " + std::to_string(src) + " is outside the vocabulary");
+  // Generation ids are decoder ids: one past the source vocabulary is fine.
+  EXPECT_EQ(
+      load(rewrite(good, [&](Parts &p) { p.model.generation->decoder_start_token_id = static_cast<int32_t>(src); }))
+          .status,
+      PARLEY_OK);
+  EXPECT_LOAD_ERROR(
+      rewrite(good, [&](Parts &p) { p.model.generation->decoder_start_token_id = static_cast<int32_t>(tgt); }),
+      PARLEY_ERROR_INVALID_MODEL, "generation.decoder_start_token_id");
+}
+
 TEST_F(ModelFileTest, TokenizerBlobBitFlipNamesTheTokenizer) {
   LoadOptions lo;
   auto m = ModelFile::open_memory(good.data(), good.size(), false, lo);

@@ -10,13 +10,13 @@ from typing import Callable
 
 from ..writer import GROUP_SIZES, write_model
 from .checkpoint import load_checkpoint
-from .errors import ConversionError, UnsupportedError
+from .errors import ConversionError
 from .families import map_tensors
 from .gguf_source import is_gguf, read_gguf
 from .hf_config import Plan, plan_from_hf
 from .required import required_tensors
 from .storage import DEFAULT_INT4_GROUP_SIZE, STORAGE_DTYPES, TensorError, keep_f32, store, store_gguf_native
-from .text import export_text, has_tokenizer_files
+from .text import export_text
 from .verify import verify_converted
 
 CONVERTER_VERSION = "0.1.0"
@@ -167,15 +167,9 @@ def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: b
         from ..types import ModelKind
         from ..types import coerce_enum
         kind = coerce_enum(ModelKind, plan.config.kind, "kind")
-        if tokenizer and plan.config.decoder_vocab_size and has_tokenizer_files(model_dir):
-            # MarianTokenizer(separate_vocabs=True) maps target pieces through
-            # target_vocab.json; exporting that mapping is not implemented.
-            raise UnsupportedError(
-                f"{plan.architecture}: the tokenizers of separate source and target vocabularies (decoder_vocab_size="
-                f"{plan.config.decoder_vocab_size}, vocab_size={plan.config.vocab_size}) cannot be exported yet; "
-                "convert with --no-tokenizer for the token-level API")
-        text = export_text(model_dir, plan.config.vocab_size,
-                           encoder_decoder=kind == ModelKind.EncoderDecoder) if tokenizer else None
+        # Marian with separate vocabularies: the target tokenizer makes decoder ids.
+        text = export_text(model_dir, plan.config.vocab_size, encoder_decoder=kind == ModelKind.EncoderDecoder,
+                           decoder_vocab_size=plan.config.decoder_vocab_size or None) if tokenizer else None
         ck = load_checkpoint(model_dir)
     if text is not None:
         plan.warnings.extend(text.warnings)

@@ -134,10 +134,19 @@ def _languages(tok) -> tuple[list[Language], str | None, str | None]:
     return langs + aliases, "src_lang", "tgt_lang"  # aliases last: _template sets the first two
 
 
+def _separate_vocabs(tok) -> bool:
+    """MarianTokenizer(separate_vocabs=True): target text is encoded, and
+    every id decoded, through target_vocab.json (_switch_to_target_mode,
+    MarianTokenizer.decoder)."""
+    return type(tok).__name__ == "MarianTokenizer" and bool(getattr(tok, "separate_vocabs", False))
+
+
 def _cleans_up_spaces(tok) -> bool:
     """Whether decode() applies clean_up_tokenization_spaces, measured (the
     flag in tokenizer_config.json is not honoured by every 5.x class)."""
-    ids = _ids(tok, "a ?", add_special_tokens=False)
+    # decode() reads target ids: measure on target ids where the vocabularies differ.
+    kw = {"text_target": "a ?"} if _separate_vocabs(tok) else {"text": "a ?"}
+    ids = _ids(tok, add_special_tokens=False, **kw)
     return tok.decode(ids) == "a?" and tok.decode(ids, clean_up_tokenization_spaces=False) == "a ?"
 
 
@@ -190,7 +199,20 @@ def _byte_level_bpe(tok, role: TokenizerRole, vocab_size: int) -> Tokenizer:
         clean_up_spaces=_cleans_up_spaces(tok))
 
 
-def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -> Tokenizer:
+def _target_vocab(tok) -> dict[str, int]:
+    """MarianTokenizer(separate_vocabs=True)'s target_vocab.json: how target
+    pieces map to decoder ids (MarianTokenizer._switch_to_target_mode) and
+    back (MarianTokenizer.decoder)."""
+    target = {str(t): int(i) for t, i in tok.target_encoder.items()}
+    if str(tok.unk_token) not in target:
+        # transformers raises KeyError on the first unknown target piece.
+        raise UnsupportedError(f"MarianTokenizer with separate vocabularies: target_vocab.json has no "
+                               f"{str(tok.unk_token)!r}")
+    return target
+
+
+def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int,
+                   warnings: list[str] | None = None) -> Tokenizer:
     import sentencepiece as spm
     with open(proto_path, "rb") as f:
         proto = f.read()
@@ -198,15 +220,52 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     # The model's id of each token, as the Hugging Face tokenizer maps it
     # (Marian's source and target models share one vocab.json, so either
-    # side can meet pieces only the other proto has).
+    # side can meet pieces only the other proto has; with separate
+    # vocabularies the target side has its own, target_vocab.json).
+    separate_target = role == TokenizerRole.Target and _separate_vocabs(tok)
     unk_id = tok.unk_token_id if tok.unk_token_id is not None else -1
-    hf_vocab = {str(t): int(i) for t, i in tok.get_vocab().items()}
+    if separate_target:
+        hf_vocab = _target_vocab(tok)
+        unk_id = hf_vocab[str(tok.unk_token)]
+    else:
+        hf_vocab = {str(t): int(i) for t, i in tok.get_vocab().items()}
     # Language tokens some 5.x classes keep outside get_vocab() (M2M100).
     for i in (getattr(tok, "lang_code_to_id", None) or {}).values():
         hf_vocab.setdefault(str(tok.convert_ids_to_tokens(int(i))), int(i))
-    n = max(max(hf_vocab.values()), max(tok.added_tokens_decoder, default=0)) + 1
+    specials = _added_tokens(tok)
+    if separate_target:
+        # transformers keeps one table of added tokens, with the source
+        # vocabulary's ids (vocab.json), and uses it on both sides: a target
+        # text's "</s>" and the EOS it appends get that id, and decode() looks
+        # an id up there before target_vocab.json. Kept as is; an added token
+        # whose source id is not a decoder id cannot come out of the decoder.
+        dropped = [s for s in specials if s.id >= vocab_size]
+        specials = [s for s in specials if s.id < vocab_size]
+        for s in dropped if warnings is not None else ():
+            warnings.append(f"target tokenizer: added token {s.content!r} has source id {s.id}, outside the target "
+                            f"vocabulary of {vocab_size}; target text spelling it is encoded as ordinary pieces "
+                            "(transformers would give that out-of-range id)")
+        # A target piece that spells an added token at another id (OPUS-MT's
+        # <pad>, appended to each vocabulary) is not skipped as special, but
+        # convert_tokens_to_string decodes it as one (on its own, then a
+        # space): a non-special added token after the special one, which
+        # keeps matching in text (equal contents: the first listed wins), or
+        # alone where the source id was left out.
+        taken = {s.id for s in specials}
+        for s in specials + dropped:
+            t = hf_vocab.get(s.content)
+            if t is not None and t != s.id and t < vocab_size and t not in taken:
+                specials.append(SpecialToken(id=t, content=s.content, special=False))
+                taken.add(t)
+    n = max(max(hf_vocab.values()), max((s.id for s in specials), default=0)) + 1
     if n > vocab_size:
-        raise ConversionError(f"tokenizer has {n} tokens, the model's vocabulary only {vocab_size}")
+        side = "target " if separate_target else ""
+        raise ConversionError(f"{side}tokenizer has {n} tokens, the model's {side}vocabulary only {vocab_size}")
+    # An id the vocabulary lacks stays "" (decodes to nothing; transformers'
+    # Marian decode falls back to the .spm's piece of that id): filling it
+    # from the .spm would also make that piece encode to it, which
+    # transformers never does (it gives <unk>). Converted OPUS-MT
+    # vocabularies have no gaps.
     vocab = [""] * n
     for p, i in hf_vocab.items():
         vocab[i] = p
@@ -215,7 +274,6 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -
     # its own; the tokenizers-backed ones decode one stream (Metaspace).
     style = {"MarianTokenizer": DecodeStyle.RunsSpaced, "M2M100Tokenizer": DecodeStyle.Runs}.get(
         type(tok).__name__, DecodeStyle.Stream)
-    specials = _added_tokens(tok)
     if type(tok).__name__ == "MarianTokenizer":
         # Multilingual Marian: ">>fra<<" target-language codes are split off
         # the text and mapped straight to their id (MarianTokenizer.language_code_re).
@@ -228,19 +286,29 @@ def _sentencepiece(tok, proto_path: str, role: TokenizerRole, vocab_size: int) -
                      prefix_first_only=style == DecodeStyle.Stream)
 
 
-def export_text(model_dir: str, vocab_size: int, *, encoder_decoder: bool) -> TextExport:
+def export_text(model_dir: str, vocab_size: int, *, encoder_decoder: bool,
+                decoder_vocab_size: int | None = None) -> TextExport:
+    """`decoder_vocab_size`: the model's target vocabulary when it differs
+    from `vocab_size` (Marian with separate vocabularies; None: the same)."""
     out = TextExport()
     if not has_tokenizer_files(model_dir):
         out.warnings.append("no tokenizer files: the model file will only serve the token-level API")
         return out
     tok = _load_hf(model_dir)
+    if decoder_vocab_size and decoder_vocab_size != vocab_size and not _separate_vocabs(tok):
+        raise UnsupportedError(
+            f"the model's source and target vocabularies differ (vocab_size={vocab_size}, decoder_vocab_size="
+            f"{decoder_vocab_size}) but its tokenizer ({type(tok).__name__}) has one vocabulary for both; "
+            "convert with --no-tokenizer for the token-level API")
     langs, src_attr, tgt_attr = _languages(tok)
     marian = os.path.exists(os.path.join(model_dir, "source.spm"))
     protos = [os.path.join(model_dir, n) for n in SPM_FILES if os.path.exists(os.path.join(model_dir, n))]
     if marian:
         tok_roles = [(os.path.join(model_dir, "source.spm"), TokenizerRole.Source),
                      (os.path.join(model_dir, "target.spm"), TokenizerRole.Target)]
-        out.tokenizers = [_sentencepiece(tok, p, r, vocab_size) for p, r in tok_roles]
+        # The target side's ids are decoder ids (ModelConfig.decoder_vocab_size).
+        out.tokenizers = [_sentencepiece(tok, p, r, (decoder_vocab_size or vocab_size) if r == TokenizerRole.Target
+                                         else vocab_size, out.warnings) for p, r in tok_roles]
     elif protos:
         out.tokenizers = [_sentencepiece(tok, protos[0], TokenizerRole.Shared, vocab_size)]
     elif getattr(tok, "backend_tokenizer", None) is not None:
