@@ -54,13 +54,16 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     // Fields are read only when struct_size covers them (ABI 1.1: k_new; 1.3: the block table).
     const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
     const bool paged = a->struct_size >= kArgsSizeV1_3 && a->block_table != nullptr;
-    // ABI 1.4 sliding window: not implemented by these kernels (they are not
-    // registered with PARLEY_KERNEL_FLAG_SLIDING_WINDOW, so the runtime never
-    // sets it); a caller that does gets a refusal, never full attention.
-    if (a->struct_size >= sizeof(parley_attention_args) && a->window != 0)
-      return host.fail(PARLEY_KERNEL_UNSUPPORTED,
-                       "attention: a sliding window (window = %lld) is not supported by the cuda plugin",
-                       ll(a->window));
+    // ABI 1.4 sliding window (every kernel below honours it: the split-KV
+    // and tensor-core kernels skip the keys before a CTA's window and mask
+    // the rest per row); an older struct has none.
+    const int64_t window = a->struct_size >= sizeof(parley_attention_args) ? a->window : 0;
+    PARLEY_CHECK(host, window >= 0, "attention: negative window %lld", ll(window));
+    PARLEY_CHECK(host, window == 0 || (a->mask & PARLEY_MASK_CAUSAL),
+                 "attention: a sliding window (%lld) needs PARLEY_MASK_CAUSAL", ll(window));
+    // A window of at least the longest sequence is no window; the kernels
+    // index keys with int, so larger ones are capped (< 2^30 keys).
+    const int kernel_window = static_cast<int>(std::min<int64_t>(window, int64_t{1} << 30));
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
                  ll(a->kv_len));
@@ -144,6 +147,7 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
       m.batch = static_cast<int>(a->batch), m.heads = static_cast<int>(a->num_heads);
       m.kv_heads = static_cast<int>(a->num_kv_heads), m.q_len = static_cast<int>(a->q_len);
       m.kv_len = key_cap, m.scale = a->scale, m.mask = a->mask, m.key_lengths = a->key_lengths, m.kv = kv;
+      m.window = kernel_window;
       m.row_tiles = static_cast<int>((a->q_len + attn::kMmaRows - 1) / attn::kMmaRows);
       // cp.async needs every row on a 16-byte boundary: base pointers and
       // the batch/head/sequence strides (in 2-byte elements) multiples of 8.
@@ -168,6 +172,7 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     p.scale = a->scale;
     p.mask = a->mask;
     p.key_lengths = a->key_lengths;
+    p.window = kernel_window;
     if (append) {
       p.k_new = a->k_new, p.v_new = a->v_new;
       p.kn_sb = a->k_new_stride_batch, p.kn_sh = a->k_new_stride_head, p.kn_ss = a->k_new_stride_seq;
@@ -182,7 +187,13 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     // kv_len is only a hint) the smaller of kv_len and key_cap when kv_len > 0.
     // Each CTA splits its own sequence's length (split_range), so a wrong
     // hint costs speed, never correctness.
-    const int split_len = paged && (a->kv_len <= 0 || a->kv_len > key_cap) ? key_cap : static_cast<int>(a->kv_len);
+    int split_len = paged && (a->kv_len <= 0 || a->kv_len > key_cap) ? key_cap : static_cast<int>(a->kv_len);
+    // With a sliding window a CTA's splits share out only the keys its rows'
+    // windows span: at most window + (its queries - 1).
+    if (kernel_window > 0) {
+      const int64_t spanned = kernel_window + std::min<int64_t>(a->q_len, attn::kSimtRows) - 1;
+      if (spanned < split_len) split_len = static_cast<int>(spanned);
+    }
     p.splits = attn::num_splits(int64_t{p.batch} * p.kv_heads * p.row_tiles, split_len, cfg);
 
     Scratch scratch{state, {}};

@@ -47,13 +47,14 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
     // The F32 kernel appends the new K/V rows to the cache in the same launch;
     // all three read a paged cache (block table, ABI 1.3), the F32 one also
-    // appends into its blocks.
+    // appends into its blocks, and all three honour a sliding window (ABI 1.4).
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F32, kPriority, "attention_simt_splitkv",
-     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED, 0, -1, nullptr, nullptr},
+     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0,
+     -1, nullptr, nullptr},
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F16, kPriority, "attention_mma_fa2",
-     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED, 0, -1, nullptr, nullptr},
+     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0, -1, nullptr, nullptr},
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_BF16, kPriority, "attention_mma_fa2_bf16",
-     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED, 0, -1, nullptr, nullptr},
+     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0, -1, nullptr, nullptr},
     // LINEAR with F32 activations, one entry per weight dtype (linear_op.cpp).
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F32, "linear_cublaslt_f32w", linear_prepare_f32),
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F16, "linear_simt_f16w", linear_prepare_f16),

@@ -6,8 +6,9 @@
  * runtime does) with a context whose device state is a placeholder these
  * paths never read. Every case here must fail a check (a call that passed
  * them all would launch a kernel on a machine with a GPU). Also: the kernels
- * declare PARLEY_KERNEL_FLAG_KV_PAGED, and fields past a caller's struct_size
- * are not read (an ABI 1.2 caller's fused append is still honoured).
+ * declare PARLEY_KERNEL_FLAG_KV_PAGED and PARLEY_KERNEL_FLAG_SLIDING_WINDOW, a
+ * window must be >= 0 and causal, and fields past a caller's struct_size are
+ * not read (an ABI 1.2 caller's fused append is still honoured).
  *
  *   test_cuda_attention_args /path/to/libparley_cuda.so
  */
@@ -94,9 +95,11 @@ int main(int argc, char **argv) {
   bf16 = find_attention(p, PARLEY_DTYPE_BF16);
   CHECK(f32 && f16 && bf16);
   if (!(f32 && f16 && bf16)) return 1;
-  /* Every attention kernel reads a paged cache; the F32 one also appends into it. */
-  CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED));
-  CHECK(f16->flags == PARLEY_KERNEL_FLAG_KV_PAGED && bf16->flags == PARLEY_KERNEL_FLAG_KV_PAGED);
+  /* Every attention kernel reads a paged cache and honours a sliding window;
+   * the F32 one also appends into the cache. */
+  CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+  CHECK(f16->flags == (PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+  CHECK(bf16->flags == (PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
 
   memset(&ctx, 0, sizeof ctx);
   ctx.struct_size = sizeof ctx;
@@ -152,6 +155,18 @@ int main(int argc, char **argv) {
   a = base, a.dtype = PARLEY_DTYPE_F16, a.k_new = data, a.v_new = data;
   expect(f16, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "k_new (KV append in the launch) is implemented by the F32",
          __LINE__);
+
+  /* A sliding window (ABI 1.4) must be >= 0 and needs the causal mask. */
+  a = base, a.window = -3;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "negative window -3", __LINE__);
+  a = base, a.window = 8, a.mask = PARLEY_MASK_KEY_PADDING;
+  expect(f16, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "sliding window (8) needs PARLEY_MASK_CAUSAL", __LINE__);
+  /* A valid window is no refusal: the next check (k NULL) is what fails. */
+  a = base, a.window = 8, a.k = NULL;
+  expect(bf16, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "k or v is NULL", __LINE__);
+  /* An ABI 1.3 caller: window lies past its struct_size and is not read. */
+  a = base, a.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_3, a.window = -3, a.q = NULL;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "q or out is NULL", __LINE__);
 
   /* An ABI 1.2 caller: the table fields lie past its struct_size and are not
    * read (a bad block_size there is no error; the NULL q is)... */

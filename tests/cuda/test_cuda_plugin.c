@@ -1,14 +1,16 @@
 /*
  * The cuda plugin through the public C API.
  *   test_cuda_plugin PATH_TO_libparley_cuda.so
- * Environment: PARLEY_PLUGIN_BUILD_DIR (for libparley_cpu.so) and
- * PARLEY_TEST_DATA_DIR (tiny_decoder.parley).
+ * Environment: PARLEY_PLUGIN_BUILD_DIR (for libparley_cpu.so),
+ * PARLEY_TEST_DATA_DIR (tiny_decoder.parley) and PARLEY_PARITY_DIR (the
+ * sliding-window model models/mistral_window.parley).
  *
  * On a machine without a GPU or driver (CI): the plugin loads, "cuda" is
  * listed unavailable with a reason naming the driver or the device, kernel
  * lookups and model loads on "cuda" fail with PARLEY_ERROR_DEVICE and that
  * reason, and the cpu device keeps working. With a usable GPU the device must
- * be available and its kernels selectable.
+ * be available, its kernels selectable, and a sliding-window model must load
+ * on it (its attention kernels honour the window).
  */
 #include <parley/parley.h>
 #include <parley/plugin.h>
@@ -34,6 +36,7 @@ static int mentions_driver_or_device(const char *s) {
 int main(int argc, char **argv) {
   const char *plugin_dir = getenv("PARLEY_PLUGIN_BUILD_DIR");
   const char *data_dir = getenv("PARLEY_TEST_DATA_DIR");
+  const char *parity_dir = getenv("PARLEY_PARITY_DIR");
   parley_runtime_options o;
   parley_runtime *rt = NULL;
   char path[4096];
@@ -41,8 +44,10 @@ int main(int argc, char **argv) {
   int found_cuda = 0, cuda_available = 0, cuda_kernels = 0, linear_weight_dtypes = 0;
   char reason[1024] = "";
 
-  if (argc != 2 || !plugin_dir || !data_dir) {
-    fprintf(stderr, "usage: %s LIBPARLEY_CUDA (with PARLEY_PLUGIN_BUILD_DIR, PARLEY_TEST_DATA_DIR set)\n", argv[0]);
+  if (argc != 2 || !plugin_dir || !data_dir || !parity_dir) {
+    fprintf(stderr,
+            "usage: %s LIBPARLEY_CUDA (with PARLEY_PLUGIN_BUILD_DIR, PARLEY_TEST_DATA_DIR, PARLEY_PARITY_DIR set)\n",
+            argv[0]);
     return 2;
   }
   CHECK(parley_runtime_options_init(&o) == PARLEY_OK);
@@ -146,7 +151,31 @@ int main(int argc, char **argv) {
     parley_model_free(model);
   }
 
-  /* 5. Loading it twice is refused cleanly (duplicate plugin name). */
+  /* 5. A sliding-window model (window 4 < its 64 positions, as Mistral-7B-v0.1):
+   * every cuda attention kernel honours the window (PARLEY_KERNEL_FLAG_SLIDING_WINDOW),
+   * so with a GPU it loads on cuda (the parity suite, tests/gpu/run.sh, then
+   * checks its logits); without one the refusal is the device's, not the window's. */
+  {
+    parley_model_options mo;
+    parley_model *model = NULL;
+    parley_status st;
+    const char *err;
+    snprintf(path, sizeof path, "%s/models/mistral_window.parley", parity_dir);
+    CHECK(parley_model_options_init(&mo) == PARLEY_OK);
+    mo.device = "cuda";
+    st = parley_model_load_file(rt, path, &mo, &model);
+    err = parley_last_error();
+    printf("sliding-window model on cuda: status %d, \"%s\"\n", (int)st, st == PARLEY_OK || !err ? "" : err);
+    if (cuda_available) {
+      CHECK(st == PARLEY_OK);
+    } else {
+      CHECK(st == PARLEY_ERROR_DEVICE);
+      CHECK(err && strstr(err, reason) != NULL && strstr(err, "sliding window") == NULL);
+    }
+    parley_model_free(model);
+  }
+
+  /* 6. Loading it twice is refused cleanly (duplicate plugin name). */
   CHECK(parley_runtime_load_plugin(rt, argv[1]) == PARLEY_ERROR_PLUGIN);
 
   parley_runtime_free(rt);

@@ -6,8 +6,9 @@
 // packing of GQA heads x query rows, optional paged K/V) is compared with a
 // direct float64 softmax attention with the semantics of parley_attention_args
 // (plugins/cpu/attention.cpp): bottom-right causal with per-sequence key
-// lengths, key padding, GQA h -> h / (H / Hkv), fully masked rows -> zeros and
-// lse = -inf. Inputs are random values from a fixed, printed seed
+// lengths, key padding, the sliding window of plugin ABI 1.4 (keys
+// d - window < j <= d for the query at position d), GQA h -> h / (H / Hkv),
+// fully masked rows -> zeros and lse = -inf. Inputs are random values from a fixed, printed seed
 // (tests/common/gtest_seed.h; PARLEY_TEST_SEED=<n> explores others).
 #include <gtest/gtest.h>
 
@@ -39,6 +40,7 @@ struct Problem {
   int B = 1, H = 1, Hkv = 1, Nq = 1, Nk = 1, D = 32;
   float scale = 0.f;  // 0: 1/sqrt(D)
   uint32_t mask = 0;
+  int window = 0;                    // sliding window (with kCausal), 0: none
   std::vector<int32_t> key_lengths;  // [B] with kPadding
   std::vector<float> q, k, v;        // q [B,H,Nq,D]; k, v [B,Hkv,Nk,D]
   std::vector<float> raw;            // optional raw scores [B,H,Nq,Nk] replacing q.k
@@ -105,7 +107,8 @@ Result reference(const Problem &p) {
       for (int i = 0; i < p.Nq; ++i) {
         double mx = -INFINITY;
         for (int j = 0; j < p.Nk; ++j) {
-          const bool vis = j < L && (!(p.mask & kCausal) || j <= i + L - p.Nq);
+          const int d = i + L - p.Nq;  // the query's own position
+          const bool vis = j < L && (!(p.mask & kCausal) || (j <= d && (p.window == 0 || j > d - p.window)));
           if (!vis) {
             s[j] = -INFINITY;
             continue;
@@ -179,6 +182,7 @@ struct Config {
   bool split_global = false;      // split over kv_len instead of each sequence's length
   bool skip_rescale = false;      // WRONG variant: forget acc *= alpha
   bool merge_unweighted = false;  // WRONG variant: average the splits
+  bool ignore_window = false;     // WRONG variant: the sliding window dropped
   const PagedPool *paged = nullptr;
 
   std::string str() const {
@@ -211,7 +215,8 @@ TiledOut run_tiled_impl(const Problem &p, const Config &cf) {
   };
   std::vector<float> x(cf.bn), pr(cf.bn);
   for (int b = 0; b < p.B; ++b) {
-    const attn::MaskInfo mi = attn::make_mask(p.mask, p.Nq, p.Nk, p.key_lengths.data(), b);
+    const attn::MaskInfo mi =
+        attn::make_mask(p.mask, p.Nq, p.Nk, p.key_lengths.data(), b, cf.ignore_window ? 0 : p.window);
     for (int g = 0; g < p.Hkv; ++g) {
       const int groups = cf.packed ? 1 : G;
       for (int grp = 0; grp < groups; ++grp) {
@@ -223,26 +228,31 @@ TiledOut run_tiled_impl(const Problem &p, const Config &cf) {
           const int r1 = std::min(rows, r0 + cf.bm), nr = r1 - r0;
           const int i_first = pk.query_of(r0), i_last = pk.query_of(r1 - 1);
           const int n = cf.splits;
-          const int split_len = cf.split_global ? p.Nk : mi.key_len;
+          // As the split-KV kernel: with a window the splits share out the
+          // keys from the tile's first row's window on (0 without one).
+          const int split_begin = attn::visible_begin(mi, i_first);
+          const int split_len = (cf.split_global ? p.Nk : mi.key_len) - split_begin;
           std::vector<float> part_out(static_cast<size_t>(n) * nr * D), part_m(static_cast<size_t>(n) * nr),
               part_l(static_cast<size_t>(n) * nr);
           for (int s = 0; s < n; ++s) {
-            const attn::KeyRange kr = attn::split_range(s, n, split_len, cf.bn);
+            attn::KeyRange kr = attn::split_range(s, n, split_len, cf.bn);
+            kr.begin += split_begin, kr.end += split_begin;
             std::vector<attn::RowState> st(nr, attn::row_init());
             std::vector<float> acc(static_cast<size_t>(nr) * D, 0.f);
             const attn::KeyTiles kt = attn::key_tiles(mi, i_first, i_last, kr.begin, kr.end, cf.bn);
-            // Tiles past n_total must all be skippable.
-            for (int t = kt.n_total; attn::tile_key_begin(kr.begin, t, cf.bn) < kr.end; ++t)
-              if (attn::classify_tile(mi, i_first, i_last, attn::tile_key_begin(kr.begin, t, cf.bn),
+            // Tiles before `first` (the window) and past n_total must all be skippable.
+            for (int t = 0; attn::tile_key_begin(kr.begin, t, cf.bn) < kr.end; ++t)
+              if ((t < kt.first || t >= kt.n_total) &&
+                  attn::classify_tile(mi, i_first, i_last, attn::tile_key_begin(kr.begin, t, cf.bn),
                                       attn::tile_key_end(kr.begin, kr.end, t, cf.bn)) != attn::TileClass::kSkip)
                 ++res.structural_errors;
-            for (int t = 0; t < kt.n_total; ++t) {
+            for (int t = kt.first; t < kt.n_total; ++t) {
               const int j0 = attn::tile_key_begin(kr.begin, t, cf.bn);
               const int j1 = attn::tile_key_end(kr.begin, kr.end, t, cf.bn);
               const int nc = j1 - j0;
               const attn::TileClass cls = attn::classify_tile(mi, i_first, i_last, j0, j1);
-              if (cls == attn::TileClass::kSkip || (t < kt.n_full) != (cls == attn::TileClass::kFull))
-                ++res.structural_errors;
+              const bool full = t >= kt.full_begin && t < kt.n_full;
+              if (cls == attn::TileClass::kSkip || full != (cls == attn::TileClass::kFull)) ++res.structural_errors;
               if (cf.paged && !attn::tile_in_one_page(j0, j1, cf.paged->page_size)) ++res.structural_errors;
               for (int rr = 0; rr < nr; ++rr) {
                 const int r = r0 + rr, i = pk.query_of(r), h = head_of(r);
@@ -486,6 +496,41 @@ TEST_F(TileMath, PagedKvMatchesContiguous) {
   }
 }
 
+// Sliding windows (plugin ABI 1.4): smaller than, equal to and larger than
+// the sequence, crossing the key tiles of every width the harness uses
+// (64, 16, 7) and the split bounds; prefill, chunked prefill over past keys,
+// single-token and multi-row decode with ragged lengths. Every tiling starts
+// its tiles at key_tiles' `first` and its splits at the tile's first window.
+TEST_F(TileMath, SlidingWindowPrefill) {
+  for (int window : {1, 5, 16, 37, 50, 64}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    Problem p = make_problem(rng_, 2, 2, 1, 50, 50, 32, kCausal);  // square: window 50 = the sequence
+    p.window = window;
+    check_all(p);
+  }
+}
+
+TEST_F(TileMath, SlidingWindowChunkOverPastKeys) {
+  for (int window : {7, 20, 200}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    Problem p = make_problem(rng_, 3, 4, 2, 12, 130, 32, kPadding | kCausal, {130, 40, 5});  // 5 < q_len
+    p.window = window;
+    check_all(p);
+  }
+}
+
+TEST_F(TileMath, SlidingWindowDecode) {
+  for (int window : {1, 33, 129, 300, 1000}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    Problem p = make_problem(rng_, 3, 16, 2, 1, 300, 64, kPadding | kCausal, {300, 1, 129});
+    p.window = window;
+    check_all(p);
+    Problem beams = make_problem(rng_, 2, 8, 2, 4, 150, 64, kPadding | kCausal, {150, 70});
+    beams.window = window;
+    check_all(beams);
+  }
+}
+
 // ---- the checks can fail ------------------------------------------------------------
 
 TEST_F(TileMath, WrongVariantForgettingRescaleIsCaught) {
@@ -507,6 +552,19 @@ TEST_F(TileMath, WrongVariantUnweightedMergeIsCaught) {
   EXPECT_LE(rel_error(run_tiled(p, cf).out, ref.out), ref.out_tol);
   cf.merge_unweighted = true;
   EXPECT_GT(rel_error(run_tiled(p, cf).out, ref.out), 1e-2) << "an unweighted split merge went unnoticed";
+}
+
+// A tiled path that drops the window (full causal attention) is caught, and
+// so is the reference's window: the two differ on this problem.
+TEST_F(TileMath, WrongVariantIgnoringTheWindowIsCaught) {
+  Problem p = make_problem(rng_, 2, 4, 2, 20, 160, 32, kPadding | kCausal, {160, 90});
+  p.window = 24;
+  const Result ref = reference(p);
+  Config cf;
+  cf.bn = 16, cf.splits = 3;
+  EXPECT_LE(rel_error(run_tiled(p, cf).out, ref.out), ref.out_tol);
+  cf.ignore_window = true;
+  EXPECT_GT(rel_error(run_tiled(p, cf).out, ref.out), 1e-2) << "a tiled path without the window went unnoticed";
 }
 
 TEST(TileMathErrors, NaNNeverPasses) {
@@ -586,40 +644,76 @@ TEST_F(TileMath, MergeOfNaturalLseValues) {
 
 // ---- masks and tile bounds, exhaustively --------------------------------------------
 
+// Windows 0 (none) .. 9 against lengths up to 7: smaller than, equal to and
+// larger than the sequence (a window only ever comes with the causal mask).
 TEST(MaskTiles, ClassifierMatchesElementPredicate) {
-  long checked = 0;
+  long checked = 0, windowed_partial = 0;
   for (int q_len = 1; q_len <= 6; ++q_len)
     for (int L = 0; L <= 7; ++L)
-      for (int causal = 0; causal <= 1; ++causal) {
-        const attn::MaskInfo mi{q_len, L, causal != 0};
-        for (int i0 = 0; i0 < q_len; ++i0)
-          for (int i1 = i0; i1 < q_len; ++i1)
-            for (int j0 = 0; j0 <= 8; ++j0)
-              for (int j1 = j0; j1 <= 9; ++j1) {
-                int vis = 0, total = 0;
-                for (int i = i0; i <= i1; ++i)
-                  for (int j = j0; j < j1; ++j) {
-                    const bool ref = j < L && (!causal || j <= i + L - q_len);
-                    EXPECT_EQ(attn::visible(mi, i, j), ref);
-                    vis += ref, ++total;
-                  }
-                const attn::TileClass want = vis == 0       ? attn::TileClass::kSkip
-                                             : vis == total ? attn::TileClass::kFull
-                                                            : attn::TileClass::kPartial;
-                ASSERT_EQ(attn::classify_tile(mi, i0, i1, j0, j1), want)
-                    << "q_len=" << q_len << " L=" << L << " causal=" << causal << " rows " << i0 << ".." << i1
-                    << " keys [" << j0 << "," << j1 << ")";
-                ++checked;
-              }
+      for (int causal = 0; causal <= 1; ++causal)
+        for (int window = 0; window <= (causal ? 9 : 0); ++window) {
+          const attn::MaskInfo mi{q_len, L, causal != 0, window};
+          for (int i0 = 0; i0 < q_len; ++i0)
+            for (int i1 = i0; i1 < q_len; ++i1)
+              for (int j0 = 0; j0 <= 8; ++j0)
+                for (int j1 = j0; j1 <= 9; ++j1) {
+                  int vis = 0, total = 0;
+                  for (int i = i0; i <= i1; ++i)
+                    for (int j = j0; j < j1; ++j) {
+                      const int d = i + L - q_len;  // the query's position
+                      const bool ref = j < L && (!causal || (j <= d && (window == 0 || j > d - window)));
+                      EXPECT_EQ(attn::visible(mi, i, j), ref);
+                      vis += ref, ++total;
+                    }
+                  const attn::TileClass want = vis == 0       ? attn::TileClass::kSkip
+                                               : vis == total ? attn::TileClass::kFull
+                                                              : attn::TileClass::kPartial;
+                  ASSERT_EQ(attn::classify_tile(mi, i0, i1, j0, j1), want)
+                      << "q_len=" << q_len << " L=" << L << " causal=" << causal << " window=" << window << " rows "
+                      << i0 << ".." << i1 << " keys [" << j0 << "," << j1 << ")";
+                  ++checked;
+                  windowed_partial += window > 0 && want == attn::TileClass::kPartial;
+                }
+        }
+  EXPECT_GT(checked, 100000);
+  EXPECT_GT(windowed_partial, 1000);
+}
+
+// The first visible key is the window's start, clamped at 0, and never past
+// the causal end; a window of at least the sequence is no window.
+TEST(MaskTiles, WindowBegin) {
+  for (int q_len = 1; q_len <= 6; ++q_len)
+    for (int L = 0; L <= 9; ++L)
+      for (int window = 1; window <= 12; ++window) {
+        const attn::MaskInfo mi{q_len, L, true, window}, none{q_len, L, true};
+        for (int i = 0; i < q_len; ++i) {
+          EXPECT_EQ(attn::visible_begin(mi, i), std::max(0, i + L - q_len + 1 - window));
+          if (attn::visible_end(mi, i) > 0) {
+            EXPECT_LT(attn::visible_begin(mi, i), attn::visible_end(mi, i));
+          }
+          if (i > 0) {
+            EXPECT_GE(attn::visible_begin(mi, i), attn::visible_begin(mi, i - 1));
+          }
+          if (window >= L) {
+            EXPECT_EQ(attn::visible_begin(mi, i), 0);
+          }
+          EXPECT_EQ(attn::visible_begin(none, i), 0);
+        }
       }
-  EXPECT_GT(checked, 10000);
+  // Without CAUSAL a window is not applied (the op refuses that combination).
+  EXPECT_EQ(attn::visible_begin(attn::MaskInfo{1, 9, false, 2}, 0), 0);
+  // A window of 2^30 (the op's cap) does not overflow.
+  EXPECT_EQ(attn::visible_begin(attn::MaskInfo{1, 1 << 29, true, 1 << 30}, 0), 0);
+  EXPECT_EQ(attn::make_mask(attn::kMaskCausal, 2, 9, nullptr, 0, 3).window, 3);
+  EXPECT_EQ(attn::make_mask(attn::kMaskCausal, 2, 9, nullptr, 0).window, 0);
 }
 
 TEST(MaskTiles, KeyTileRangesMatchClassifier) {
   for (int q_len = 1; q_len <= 5; ++q_len)
     for (int L = 0; L <= 9; ++L)
-      for (int causal = 0; causal <= 1; ++causal) {
-        const attn::MaskInfo mi{q_len, L, causal != 0};
+      for (int cw = 0; cw <= 8; ++cw) {  // no mask, causal, causal with windows 1..7
+        const int causal = cw > 0, window = cw > 1 ? cw - 2 + 1 : 0;
+        const attn::MaskInfo mi{q_len, L, causal != 0, window};
         for (int i0 = 0; i0 < q_len; ++i0)
           for (int i1 = i0; i1 < q_len; ++i1)
             for (int ks = 0; ks <= 9; ++ks)
@@ -634,12 +728,16 @@ TEST(MaskTiles, KeyTileRangesMatchClassifier) {
                     ASSERT_LE(j1 - j0, bn);
                     covered = j1;
                     const attn::TileClass cls = attn::classify_tile(mi, i0, i1, j0, j1);
-                    const attn::TileClass want = t < kt.n_full    ? attn::TileClass::kFull
-                                                 : t < kt.n_total ? attn::TileClass::kPartial
-                                                                  : attn::TileClass::kSkip;
-                    ASSERT_EQ(cls, want) << "q_len=" << q_len << " L=" << L << " causal=" << causal << " rows " << i0
-                                         << ".." << i1 << " window [" << ks << "," << ke << ") bn=" << bn << " t=" << t
-                                         << " n_full=" << kt.n_full << " n_total=" << kt.n_total;
+                    const attn::TileClass want = t < kt.first        ? attn::TileClass::kSkip
+                                                 : t < kt.full_begin ? attn::TileClass::kPartial
+                                                 : t < kt.n_full     ? attn::TileClass::kFull
+                                                 : t < kt.n_total    ? attn::TileClass::kPartial
+                                                                     : attn::TileClass::kSkip;
+                    ASSERT_EQ(cls, want) << "q_len=" << q_len << " L=" << L << " causal=" << causal
+                                         << " window=" << window << " rows " << i0 << ".." << i1 << " range [" << ks
+                                         << "," << ke << ") bn=" << bn << " t=" << t << " first=" << kt.first
+                                         << " full_begin=" << kt.full_begin << " n_full=" << kt.n_full
+                                         << " n_total=" << kt.n_total;
                   }
                   ASSERT_EQ(covered, std::max(ks, ke));
                 }
@@ -649,24 +747,26 @@ TEST(MaskTiles, KeyTileRangesMatchClassifier) {
 TEST(MaskTiles, PackedDecodeRowsClassifyExactly) {
   for (int G : {1, 2, 4, 8})
     for (int q_rows = 1; q_rows <= 4; ++q_rows)
-      for (int L = 0; L <= 9; ++L) {
-        const attn::MaskInfo mi{q_rows, L, true};
-        const attn::DecodePack pk{G, q_rows};
-        for (int tm : {1, 3, 8, 16})
-          for (int r0 = 0; r0 < pk.rows(); r0 += tm) {
-            const int r1 = std::min(pk.rows(), r0 + tm);
-            for (int j0 = 0; j0 < 10; ++j0)
-              for (int j1 = j0 + 1; j1 <= 10; ++j1) {
-                int vis = 0, total = 0;
-                for (int r = r0; r < r1; ++r)
-                  for (int j = j0; j < j1; ++j) vis += attn::visible(mi, pk.query_of(r), j), ++total;
-                const attn::TileClass want = vis == 0       ? attn::TileClass::kSkip
-                                             : vis == total ? attn::TileClass::kFull
-                                                            : attn::TileClass::kPartial;
-                ASSERT_EQ(attn::classify_tile(mi, pk.query_of(r0), pk.query_of(r1 - 1), j0, j1), want);
-              }
-          }
-      }
+      for (int L = 0; L <= 9; ++L)
+        for (int window : {0, 1, 3, 8}) {
+          const attn::MaskInfo mi{q_rows, L, true, window};
+          const attn::DecodePack pk{G, q_rows};
+          for (int tm : {1, 3, 8, 16})
+            for (int r0 = 0; r0 < pk.rows(); r0 += tm) {
+              const int r1 = std::min(pk.rows(), r0 + tm);
+              for (int j0 = 0; j0 < 10; ++j0)
+                for (int j1 = j0 + 1; j1 <= 10; ++j1) {
+                  int vis = 0, total = 0;
+                  for (int r = r0; r < r1; ++r)
+                    for (int j = j0; j < j1; ++j) vis += attn::visible(mi, pk.query_of(r), j), ++total;
+                  const attn::TileClass want = vis == 0       ? attn::TileClass::kSkip
+                                               : vis == total ? attn::TileClass::kFull
+                                                              : attn::TileClass::kPartial;
+                  ASSERT_EQ(attn::classify_tile(mi, pk.query_of(r0), pk.query_of(r1 - 1), j0, j1), want)
+                      << "window " << window;
+                }
+            }
+        }
 }
 
 // ---- GQA and packing ------------------------------------------------------------------

@@ -227,14 +227,20 @@ TEST_F(Guarded, EncoderDecoderModelMatchesCpuBitForBit) {
 // probs and lse; F32 and I8 caches. The same call on the cpu device with
 // host copies must leave the same output and pool bit for bit. A host block
 // table, and a table entry past the pool, are refused naming the table.
+// window > 0: the same with a sliding window (plugin ABI 1.4), which the
+// guarded attention must declare and pass through.
 void expect_paged_attention_identical(parley_runtime *rt, const std::shared_ptr<parley::DeviceMemory> &mem,
-                                      int32_t kv_dtype) {
-  SCOPED_TRACE(kv_dtype == PARLEY_DTYPE_I8 ? "I8 cache" : "F32 cache");
+                                      int32_t kv_dtype, int64_t window = 0) {
+  SCOPED_TRACE(std::string(kv_dtype == PARLEY_DTYPE_I8 ? "I8 cache" : "F32 cache") + ", window " +
+               std::to_string(window));
   PARLEY_CASE_SEED(seed);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   const parley::Ops cpu(rt->impl, "cpu"), dev(rt->impl, "guarded");
   ASSERT_NE(dev.kernel(PARLEY_OP_ATTENTION).flags & PARLEY_KERNEL_FLAG_KV_PAGED, 0u);
+  if (window > 0) {
+    ASSERT_NE(dev.kernel(PARLEY_OP_ATTENTION).flags & PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0u);
+  }
   const int64_t B = 3, H = 4, G = 2, D = 16, Q = 2, bs = 4, P = 9, stride = 3, kv_len = 10;
   const std::vector<int32_t> lengths = {10, 7, 3};
   // Sequence 1 reads sequence 0's first block; the appended rows (the last
@@ -294,6 +300,7 @@ void expect_paged_attention_identical(parley_runtime *rt, const std::shared_ptr<
     a.key_lengths = p.lengths;
     a.probs = p.probs, a.lse = p.lse;
     a.block_table = p.table, a.block_table_stride = stride, a.block_size = bs;
+    a.window = window;
     return a;
   };
 
@@ -353,6 +360,15 @@ void expect_paged_attention_identical(parley_runtime *rt, const std::shared_ptr<
 TEST_F(Guarded, PagedAttentionMatchesCpuBitForBit) {
   expect_paged_attention_identical(rt, mem, PARLEY_DTYPE_F32);
   expect_paged_attention_identical(rt, mem, PARLEY_DTYPE_I8);
+}
+
+// Window 3 over lengths 10 / 7 / 3 with 2 queries: sequence 0's first block
+// lies before every window (the guard's device is the cpu kernels behind
+// guarded memory; on a GPU, tests/gpu/gpu_check runs windows on the cuda
+// kernels).
+TEST_F(Guarded, PagedAttentionWithASlidingWindowMatchesCpuBitForBit) {
+  expect_paged_attention_identical(rt, mem, PARLEY_DTYPE_F32, 3);
+  expect_paged_attention_identical(rt, mem, PARLEY_DTYPE_I8, 3);
 }
 
 }  // namespace

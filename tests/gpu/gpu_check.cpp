@@ -104,7 +104,7 @@ double time_ms(Gpu &gpu, const std::function<void()> &launch, int reps = 20) {
 constexpr double kPeakFp16Tflops = 989.0, kPeakBandwidthTBs = 3.35;  // H100 SXM, dense
 
 void check_attention(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int kv_len, int D,
-                     uint32_t mask, bool timing) {
+                     uint32_t mask, bool timing, int window = 0) {
   const int64_t nq = int64_t{batch} * q_len * heads * D, nk = int64_t{batch} * kv_len * kv_heads * D;
   Buf q(&gpu, nq, rng), k(&gpu, nk, rng), v(&gpu, nk, rng), out(&gpu, nq, rng),
       lse(&gpu, int64_t{batch} * heads * q_len, rng);
@@ -123,9 +123,10 @@ void check_attention(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_h
   a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
   a.scale = 1.f / std::sqrt(float(D));
   a.mask = mask;
+  a.window = window;
   char what[160];
-  std::snprintf(what, sizeof what, "attention b%d h%d/%d q%d kv%d D%d mask%u", batch, heads, kv_heads, q_len, kv_len, D,
-                mask);
+  std::snprintf(what, sizeof what, "attention b%d h%d/%d q%d kv%d D%d mask%u window%d", batch, heads, kv_heads, q_len,
+                kv_len, D, mask, window);
   compare<parley_attention_args>(
       gpu, PARLEY_OP_ATTENTION, what, a, {&q, &k, &v}, &out,
       [&](parley_attention_args &x, bool d) {
@@ -155,7 +156,7 @@ void check_attention(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_h
 // same keys stored contiguously: the cuda side reads K/V from a pool of
 // blocks through a shuffled block table (in device memory, like the lengths).
 void check_attention_paged(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int max_len,
-                           int D, int block_size) {
+                           int D, int block_size, int window = 0) {
   const int64_t nq = int64_t{batch} * q_len * heads * D, row = int64_t{kv_heads} * D, nk = batch * max_len * row;
   Buf q(&gpu, nq, rng), k(&gpu, nk, rng), v(&gpu, nk, rng), out(&gpu, nq, rng);
   std::vector<int32_t> lens(batch);
@@ -194,9 +195,10 @@ void check_attention_paged(Gpu &gpu, std::mt19937 &rng, int batch, int heads, in
   a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
   a.scale = 1.f / std::sqrt(float(D));
   a.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
+  a.window = window;
   char what[160];
-  std::snprintf(what, sizeof what, "attention paged b%d h%d/%d q%d kv<=%d D%d block%d", batch, heads, kv_heads, q_len,
-                max_len, D, block_size);
+  std::snprintf(what, sizeof what, "attention paged b%d h%d/%d q%d kv<=%d D%d block%d window%d", batch, heads, kv_heads,
+                q_len, max_len, D, block_size, window);
   compare<parley_attention_args>(
       gpu, PARLEY_OP_ATTENTION, what, a, {&q, &k, &v}, &out,
       [&](parley_attention_args &x, bool d) {
@@ -240,14 +242,14 @@ float from_half(uint16_t h) {
 }
 
 void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int kv_len, int D,
-                         uint32_t mask, bool timing) {
+                         uint32_t mask, bool timing, int window = 0) {
   parley_kernel_fn fn = nullptr;
   for (size_t i = 0; i < gpu.plugin->num_kernels; ++i)
     if (gpu.plugin->kernels[i].op == PARLEY_OP_ATTENTION && gpu.plugin->kernels[i].dtype == PARLEY_DTYPE_F16)
       fn = gpu.plugin->kernels[i].run;
   char what[160];
-  std::snprintf(what, sizeof what, "attention f16 b%d h%d/%d q%d kv%d D%d mask%u", batch, heads, kv_heads, q_len,
-                kv_len, D, mask);
+  std::snprintf(what, sizeof what, "attention f16 b%d h%d/%d q%d kv%d D%d mask%u window%d", batch, heads, kv_heads,
+                q_len, kv_len, D, mask, window);
   if (!fn) {
     std::printf("  %-58s not registered\n", what);
     ++g_failures;
@@ -280,6 +282,7 @@ void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int 
   a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
   a.scale = 1.f / std::sqrt(float(D));
   a.mask = mask;
+  a.window = window;
   parley_attention_args cpu = a, dev = a;
   cpu.dtype = PARLEY_DTYPE_F32, cpu.q = q.host.data(), cpu.k = k.host.data(), cpu.v = v.host.data();
   cpu.out = out.host.data(), cpu.key_lengths = lens.data();
@@ -452,10 +455,29 @@ int main(int argc, char **argv) {
       check_attention_f16(gpu, rng, 1, 4, 1, 70, 33, D, mask, false);
     }
   check_attention_f16(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true);
+  // Sliding windows (plugin ABI 1.4) on every kernel: smaller than, equal to
+  // and larger than the sequence, decode and chunks over past keys, paged.
+  std::printf("== attention with a sliding window (cuda vs cpu plugin)\n");
+  for (int window : {1, 40, 300, 1000}) {
+    check_attention(gpu, rng, 2, 8, 2, 1, 300, 64, 3u, false, window);   // decode, GQA, ragged lengths
+    check_attention(gpu, rng, 2, 8, 8, 37, 37, 128, 1u, false, window);  // prefill
+    check_attention(gpu, rng, 2, 4, 1, 5, 90, 64, 3u, false, window);    // a chunk over past keys
+    check_attention_paged(gpu, rng, 4, 8, 2, 1, 300, 64, 16, window);
+    check_attention_paged(gpu, rng, 2, 8, 2, 7, 90, 128, 1, window);
+    check_attention_f16(gpu, rng, 2, 8, 2, 100, 100, 64, 3u, false, window);
+    check_attention_f16(gpu, rng, 1, 4, 1, 70, 300, 128, 1u, false, window);
+  }
+  check_attention_paged(gpu, rng, 1, 14, 2, 1, 4096, 64, 16, 512);  // long decode, window of 512: splits over it
   std::printf("== attention timing (roofline fractions are of H100 SXM peaks)\n");
   check_attention(gpu, rng, 1, 14, 2, 1, 4096, 64, 1u, true);     // decode, Qwen2.5-0.5B-like
   check_attention(gpu, rng, 8, 14, 2, 1, 4096, 64, 1u, true);     // decode, batch 8
   check_attention(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true);  // prefill
+  // A sliding window of 512 over the same shapes: the time should follow the
+  // window (the roofline figures above count the whole cache, so read these
+  // as the ms only).
+  check_attention(gpu, rng, 1, 14, 2, 1, 4096, 64, 1u, true, 512);     // decode
+  check_attention(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true, 512);  // prefill
+  check_attention_f16(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true, 512);
 
   std::printf("== linear (plugin ABI 1.2): cuda vs cpu plugin, each preparing the weight itself\n");
   {

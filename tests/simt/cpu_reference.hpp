@@ -1,6 +1,7 @@
 // The reference the emulated CUDA attention kernels are compared with: the
 // cpu plugin's attention, on q/out [batch, q_len, heads, D] and k/v
-// [batch, kv_len, kv_heads, D] (a KV cache row per key), scale 1/sqrt(D).
+// [batch, kv_len, kv_heads, D] (a KV cache row per key), scale 1/sqrt(D),
+// with the cpu plugin's sliding window when one is given.
 // Outputs start as NaN so an unwritten element fails the comparison.
 #pragma once
 
@@ -19,6 +20,7 @@ struct AttentionShape {
   int batch, heads, kv_heads, q_len, kv_len, dim;
   uint32_t mask;
   const std::vector<int32_t> *key_lengths;  // empty: none
+  int window = 0;                           // sliding window (plugin ABI 1.4), 0: none
 };
 
 struct AttentionResult {
@@ -46,6 +48,7 @@ inline AttentionResult cpu_attention(const AttentionShape &c, const std::vector<
   a.out = r.out.data(), a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
   a.scale = 1.f / std::sqrt(static_cast<float>(D));
   a.mask = c.mask;
+  a.window = c.window;
   a.key_lengths = c.key_lengths->empty() ? nullptr : c.key_lengths->data();
   a.probs = with_probs ? r.probs.data() : nullptr;
   a.lse = r.lse.data();

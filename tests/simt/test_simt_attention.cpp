@@ -3,9 +3,10 @@
 // with the cpu plugin's attention on fresh random inputs: every mask kind,
 // head dims 64 and 128, GQA/MQA, q_len = 1 (decode), q_len < kv_len and
 // q_len > kv_len (fully masked rows), one and several KV splits, fp32 and
-// fp16 inputs, lse and probabilities (inputs from tests/common/gtest_seed.h
-// seeds). Then the harness proves it can fail: a
-// barrier dropped, or a shuffle reading the wrong lane, must be caught.
+// fp16 inputs, lse and probabilities, sliding windows (inputs from
+// tests/common/gtest_seed.h seeds). Then the harness proves it can fail: a
+// barrier dropped, a shuffle reading the wrong lane, or the window ignored
+// must be caught.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../common/attention_condition.h"
@@ -42,7 +44,31 @@ struct Case {
   // cache rows start as NaN; the kernel must attend over them and write them.
   bool append = false;
   std::vector<int32_t> key_lengths;
+  // Sliding window (plugin ABI 1.4; needs mask & 1). The kernel's K/V rows
+  // before the first query's window of each sequence are NaN (poison): no
+  // row sees them, so the kernel must not read them (a masked key read
+  // anyway would still put 0 * NaN into the accumulator).
+  int window = 0;
+  bool poison = true;
+  bool kernel_drops_window = false;  // WRONG variant: the kernel gets no window
 };
+
+// Keys of sequence b before every query's window (the cpu plugin's first(0)).
+int window_start(const Case &c, int b) {
+  if (c.window <= 0) return 0;
+  const int L = c.mask & 2u ? c.key_lengths[static_cast<size_t>(b)] : c.kv_len;
+  return std::max(0, L - c.q_len + 1 - c.window);
+}
+
+// Sets rows j < window_start of each sequence ([b][j][g][d] layout) to `bad`.
+template <class T>
+void poison_before_window(const Case &c, std::vector<T> &kv, T bad) {
+  if (!c.poison) return;
+  const size_t row = static_cast<size_t>(c.kv_heads) * c.dim;
+  for (int b = 0; b < c.batch; ++b)
+    for (int j = 0; j < std::min(window_start(c, b), c.kv_len); ++j)
+      std::fill_n(kv.begin() + (static_cast<size_t>(b) * c.kv_len + j) * row, row, bad);
+}
 
 // The fault-injecting context (fault_ctx.hpp); a wrong lane on mask 1.
 using parley::simt::Fault;
@@ -96,6 +122,7 @@ Result run_emulated(const Case &c, const std::vector<T> &q, const std::vector<T>
   p.scale = 1.f / std::sqrt(static_cast<float>(D));
   p.mask = c.mask;
   p.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
+  p.window = c.kernel_drops_window ? 0 : c.window;
   p.splits = c.splits;
   p.align = 8;
   p.row_tiles = ceil_div(rows, kSimtRows);
@@ -130,8 +157,9 @@ Result run_emulated(const Case &c, const std::vector<T> &q, const std::vector<T>
 }
 
 Result run_cpu(const Case &c, const std::vector<float> &q, const std::vector<float> &k, const std::vector<float> &v) {
-  auto r = parley::test::cpu_attention({c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.dim, c.mask, &c.key_lengths},
-                                       q, k, v, /*with_probs=*/true);
+  auto r = parley::test::cpu_attention(
+      {c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.dim, c.mask, &c.key_lengths, c.window}, q, k, v,
+      /*with_probs=*/true);
   return Result{std::move(r.out), std::move(r.lse), std::move(r.probs)};
 }
 
@@ -150,9 +178,12 @@ double max_error(const Case &c, uint32_t seed) {
     for (size_t i = 0; i < nq; ++i) qh[i] = float_to_bits(q[i], false), q[i] = half_to_float(qh[i]);
     for (size_t i = 0; i < nk; ++i) kh[i] = float_to_bits(k[i], false), k[i] = half_to_float(kh[i]);
     for (size_t i = 0; i < nk; ++i) vh[i] = float_to_bits(v[i], false), v[i] = half_to_float(vh[i]);
+    poison_before_window<uint16_t>(c, kh, 0x7FFF), poison_before_window<uint16_t>(c, vh, 0x7FFF);
     got = c.dim == 64 ? run_emulated<F, uint16_t, 64>(c, qh, kh, vh) : run_emulated<F, uint16_t, 128>(c, qh, kh, vh);
   } else {
-    got = c.dim == 64 ? run_emulated<F, float, 64>(c, q, k, v) : run_emulated<F, float, 128>(c, q, k, v);
+    std::vector<float> kk = k, vv = v;  // the kernel's copies (the reference reads the clean ones)
+    poison_before_window(c, kk, std::nanf("")), poison_before_window(c, vv, std::nanf(""));
+    got = c.dim == 64 ? run_emulated<F, float, 64>(c, q, kk, vv) : run_emulated<F, float, 128>(c, q, kk, vv);
   }
   Result want = run_cpu(c, q, k, v);
   double e = std::max(rel_error(got.out, want.out), rel_error(got.lse, want.lse));
@@ -282,6 +313,64 @@ TEST(SimtAttention, HugeLogitsStayFinite) {
               rel_error(got.lse, want.lse), lse_tol);
 }
 
+// Sliding windows (plugin ABI 1.4) against the cpu plugin's windowed
+// attention: smaller than, equal to and larger than the sequence; decode,
+// prefill chunks over past keys, q_len > kv_len, ragged lengths, GQA/MQA,
+// several row tiles (each CTA starts at its own first row's window), one and
+// several splits (which share out only the window), the fused append, fp16
+// inputs, probabilities. The K/V rows before each sequence's first window are
+// NaN in the kernel's input, so reading them (not skipping) fails too.
+TEST(SimtAttention, SlidingWindow) {
+  PARLEY_TRACE_BASE_SEED();
+  for (int dim : {64, 128})
+    for (uint32_t mask : {1u, 3u})
+      for (int splits : {1, 3}) {
+        const std::string where =
+            " dim " + std::to_string(dim) + " mask " + std::to_string(mask) + " splits " + std::to_string(splits);
+        for (int window : {1, 8, 19, 36, 37, 38, 100}) {  // decode over 37 / 19 keys
+          Case c;
+          c.dim = dim, c.mask = mask, c.splits = splits, c.window = window;
+          if (mask & 2u) c.key_lengths = {37, 19};
+          EXPECT_LE(max_error(c, parley::test::case_seed()), kTol) << "decode window " << window << where;
+        }
+        for (int window : {1, 4, 9, 23, 40}) {  // a chunk of 5 over past keys, MQA
+          Case c;
+          c.dim = dim, c.mask = mask, c.splits = splits, c.window = window;
+          c.heads = 4, c.kv_heads = 1, c.q_len = 5, c.kv_len = 23;
+          if (mask & 2u) c.key_lengths = {23, 6};
+          EXPECT_LE(max_error(c, parley::test::case_seed()), kTol) << "chunk window " << window << where;
+        }
+        Case c;  // q_len > kv_len: the first rows see nothing
+        c.dim = dim, c.mask = mask, c.splits = splits, c.window = 2;
+        c.heads = 2, c.kv_heads = 2, c.q_len = 9, c.kv_len = 4;
+        if (mask & 2u) c.key_lengths = {4, 1};
+        EXPECT_LE(max_error(c, parley::test::case_seed()), kTol) << "q>kv" << where;
+      }
+  // 24 packed rows (two row tiles whose windows start apart), fp16 inputs.
+  Case c;
+  c.heads = 8, c.kv_heads = 2, c.q_len = 6, c.kv_len = 29, c.mask = 1u, c.splits = 2, c.window = 3;
+  EXPECT_LE(max_error(c, parley::test::case_seed()), kTol);
+  c.fp16 = true, c.dim = 128, c.mask = 3u, c.key_lengths = {29, 11}, c.window = 7;
+  EXPECT_LE(max_error(c, parley::test::case_seed()), kTol);
+  // A long cache and a short window: the three splits share out the last 50 keys.
+  Case d;
+  d.kv_len = 200, d.mask = 3u, d.key_lengths = {200, 130}, d.splits = 3, d.window = 50, d.probs = false;
+  EXPECT_LE(max_error(d, parley::test::case_seed()), kTol);
+}
+
+TEST(SimtAttention, SlidingWindowWithKvAppend) {
+  PARLEY_TRACE_BASE_SEED();
+  for (int splits : {1, 3})
+    for (int window : {1, 6, 30}) {
+      Case c;
+      c.append = true, c.mask = 3u, c.splits = splits, c.window = window;
+      c.q_len = 1, c.kv_len = 37, c.key_lengths = {37, 19};
+      EXPECT_LE(max_error(c, parley::test::case_seed()), kTol) << "decode splits " << splits << " window " << window;
+      c.heads = 8, c.kv_heads = 2, c.q_len = 5, c.kv_len = 23, c.key_lengths = {23, 3};
+      EXPECT_LE(max_error(c, parley::test::case_seed()), kTol) << "q=5 splits " << splits << " window " << window;
+    }
+}
+
 // The harness can fail: the same kernels with one fault injected.
 TEST(SimtHarness, CatchesADroppedBarrier) {
   Case c;
@@ -293,6 +382,20 @@ TEST(SimtHarness, CatchesAWrongShuffleLane) {
   Case c;
   c.q_len = 2, c.kv_len = 9;
   EXPECT_GT(max_error<Fault::kWrongShuffleLane>(c, parley::test::case_seed()), 1e-2);
+}
+
+// A kernel that ignores the window (full causal attention, poison off so
+// only the mask differs) is caught, decode and prefill.
+TEST(SimtHarness, CatchesAnIgnoredWindow) {
+  Case c;
+  c.mask = 3u, c.key_lengths = {37, 19}, c.window = 8, c.poison = false, c.kernel_drops_window = true;
+  EXPECT_GT(max_error(c, parley::test::case_seed()), 1e-2);
+  c.q_len = 5, c.kv_len = 23, c.key_lengths = {23, 9}, c.window = 4, c.splits = 3;
+  EXPECT_GT(max_error(c, parley::test::case_seed()), 1e-2);
+  // With the poison on, that kernel reads the NaN rows before the window:
+  // the error is NaN, never within the tolerance.
+  c.poison = true;
+  EXPECT_FALSE(max_error(c, parley::test::case_seed()) <= 1e-2);
 }
 
 TEST(SimtHarness, ReportsDeadlockAndDivergentBarrier) {

@@ -11,7 +11,10 @@
 //  * bit-for-bit equality with the same kernel on the contiguous layout (the
 //    same keys in the same order: the arithmetic is identical);
 //  * with the fused append: the new rows land in their blocks' rows, and no
-//    other element of the NaN-poisoned pool changes.
+//    other element of the NaN-poisoned pool changes;
+//  * with a sliding window (plugin ABI 1.4): the rows no CTA may read (before
+//    each sequence's first window; for the tensor-core kernel, whole 16-key
+//    tiles before it) are never stored, so they stay NaN in the pool.
 // Inputs come from tests/common/gtest_seed.h seeds (PARLEY_TEST_SEED).
 #include <gtest/gtest.h>
 
@@ -49,6 +52,7 @@ struct Case {
   bool append = false;   // the F32 kernel: the q_len newest rows come in k_new / v_new
   Elem elem = Elem::kF32;
   bool async = true;  // the tensor-core kernel: cp.async (else plain loads)
+  int window = 0;     // sliding window (needs mask & 1), 0: none
   int max_len() const { return *std::max_element(lens.begin(), lens.end()); }
   int shared_blocks() const { return shared_keys / block_size; }
 };
@@ -119,9 +123,19 @@ struct Store {
   int64_t v_row(int b, int j) const { return kv.row_offset(b, j, v_sb, v_ss); }
 };
 
-// Whether key j of sequence b is stored before the launch (appended rows are not).
+// Keys of sequence b no CTA may read with a sliding window: those before the
+// first query's window (the F32 kernel reads from each row's window start;
+// the tensor-core kernel loads whole 16-key tiles from there).
+int unread_keys(const Case &c, int b) {
+  if (c.window <= 0) return 0;
+  const int begin = std::max(0, c.lens[size_t(b)] - c.q_len + 1 - c.window);
+  return c.elem == Elem::kF32 ? begin : begin / kMmaKeys * kMmaKeys;
+}
+
+// Whether key j of sequence b is stored before the launch (appended rows are
+// not; rows no CTA may read stay NaN).
 bool stored_before(const Case &c, int b, int j) {
-  return j < c.lens[size_t(b)] && !(c.append && j >= c.lens[size_t(b)] - c.q_len);
+  return j < c.lens[size_t(b)] && !(c.append && j >= c.lens[size_t(b)] - c.q_len) && j >= unread_keys(c, b);
 }
 
 template <class E>
@@ -221,6 +235,7 @@ Out run_simt(const Case &c, const Logical &x, Store<float> &s) {
   p.scale = 1.f / std::sqrt(float(D));
   p.mask = c.mask;
   p.key_lengths = c.lens.data();
+  p.window = c.window;
   p.splits = c.splits;
   p.align = 8;
   p.row_tiles = ceil_div(rows, kSimtRows);
@@ -258,6 +273,7 @@ Out run_mma(const Case &c, const Logical &x, Store<uint16_t> &s) {
   p.scale = 1.f / std::sqrt(float(D));
   p.mask = c.mask;
   p.key_lengths = c.lens.data();
+  p.window = c.window;
   p.row_tiles = ceil_div(c.q_len, kMmaRows);
   Emulator emu;
   emu.launch(Dim3{c.batch * c.heads * p.row_tiles, 1, 1}, kMmaThreads, mma_smem_words<D>(),
@@ -282,7 +298,8 @@ Out run_kernel(const Case &c, const Logical &x, Store<E> &s) {
   }
 }
 
-// float64 attention over each sequence's logical keys (bottom-right causal).
+// float64 attention over each sequence's logical keys (bottom-right causal,
+// keys d - window < j <= d with a sliding window).
 Out reference(const Case &c, const Logical &x) {
   const int D = c.dim, N = c.max_len(), G = c.heads / c.kv_heads;
   const double scale = 1.f / std::sqrt(float(D));  // the fp32 scale the kernels get
@@ -294,14 +311,15 @@ Out reference(const Case &c, const Logical &x) {
       for (int i = 0; i < c.q_len; ++i) {
         const int L = c.lens[size_t(b)];
         const int end = (c.mask & 1u) ? std::clamp(i + L - c.q_len + 1, 0, L) : L;
+        const int begin = (c.mask & 1u) && c.window > 0 ? std::max(0, i + L - c.q_len + 1 - c.window) : 0;
         if (end == 0) continue;
         const float *q = &x.q[((size_t(b) * c.q_len + i) * c.heads + h) * D];
         auto krow = [&](const std::vector<float> &t, int j) {
           return &t[((size_t(b) * N + j) * c.kv_heads + h / G) * D];
         };
-        std::vector<double> s(static_cast<size_t>(end));
+        std::vector<double> s(static_cast<size_t>(end), -INFINITY);  // keys before the window stay -inf
         double mx = -INFINITY;
-        for (int j = 0; j < end; ++j) {
+        for (int j = begin; j < end; ++j) {
           double dot = 0;
           for (int d = 0; d < D; ++d) dot += double(q[d]) * krow(x.k, j)[d];
           s[size_t(j)] = dot * scale;
@@ -312,7 +330,7 @@ Out reference(const Case &c, const Logical &x) {
         float *o = &r.out[((size_t(b) * c.q_len + i) * c.heads + h) * D];
         for (int d = 0; d < D; ++d) {
           double acc = 0;
-          for (int j = 0; j < end; ++j) acc += std::exp(s[size_t(j)] - mx) * krow(x.v, j)[d];
+          for (int j = begin; j < end; ++j) acc += std::exp(s[size_t(j)] - mx) * krow(x.v, j)[d];
           o[d] = float(acc / sum);
         }
         r.lse[(size_t(b) * c.heads + h) * c.q_len + i] = float(mx + std::log(sum));
@@ -328,7 +346,7 @@ std::string describe(const Case &c) {
   std::string s = "block_size " + std::to_string(c.block_size) + " q_len " + std::to_string(c.q_len) + " heads " +
                   std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " dim " + std::to_string(c.dim) +
                   " mask " + std::to_string(c.mask) + " splits " + std::to_string(c.splits) +
-                  (c.append ? " append" : "") + " lens";
+                  (c.append ? " append" : "") + " window " + std::to_string(c.window) + " lens";
   for (int L : c.lens) s += " " + std::to_string(L);
   return s;
 }
@@ -420,6 +438,50 @@ TEST(SimtPaged, TensorCoreKernelReadsBlocks) {
     }
   Case c;  // D 128, plain loads (no cp.async), 70 query rows: two row tiles
   c.elem = Elem::kF16, c.dim = 128, c.heads = 2, c.kv_heads = 1, c.q_len = 70, c.lens = {75, 40}, c.async = false;
+  EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
+}
+
+// Sliding windows over paged caches: window starts inside a block, on a
+// block bound, windows smaller than a block and spanning several, equal to
+// and larger than the sequence; decode and chunks of 5 over past keys, one
+// and several splits, the fused append, block sizes 1, 16, 24 and 32. The
+// rows before each sequence's first window are never stored (NaN).
+TEST(SimtPaged, SlidingWindowSplitKvKernel) {
+  PARLEY_TRACE_BASE_SEED();
+  PrintWorst worst;
+  for (int bs : {1, 16, 32})
+    for (int window : {5, 16, 29, 45, 60}) {
+      Case c;  // decode, lengths 37 / 45 sharing 32 keys
+      c.block_size = bs, c.window = window, c.splits = window % 2 ? 3 : 1;
+      EXPECT_LE(paged_error<float>(c, parley::test::case_seed()), kTol32) << describe(c);
+      if (window > 29) continue;                                    // chunks: windows inside the sequence
+      c.q_len = 5, c.heads = 8, c.kv_heads = 2, c.lens = {41, 34};  // two row tiles
+      EXPECT_LE(paged_error<float>(c, parley::test::case_seed()), kTol32) << describe(c);
+      c.append = true, c.splits = 2;
+      EXPECT_LE(paged_error<float>(c, parley::test::case_seed()), kTol32) << describe(c);
+    }
+  Case c;  // a long sequence, a short window, D 128, MQA
+  c.dim = 128, c.heads = 4, c.kv_heads = 1, c.lens = {9, 170}, c.shared_keys = 0, c.splits = 3, c.window = 40;
+  EXPECT_LE(paged_error<float>(c, parley::test::case_seed()), kTol32) << describe(c);
+}
+
+TEST(SimtPaged, SlidingWindowTensorCoreKernel) {
+  PARLEY_TRACE_BASE_SEED();
+  PrintWorst worst;
+  for (int bs : {1, 16, 24, 32})
+    for (int window : {3, 17, 40})
+      for (int q_len : {1, 20}) {
+        if (window == 17 && bs != 16) continue;  // a window start off the tile bound, once
+        Case c;
+        c.heads = 2, c.kv_heads = 1, c.lens = {37, 75};
+        c.elem = (bs + q_len + window) % 2 ? Elem::kBF16 : Elem::kF16;
+        c.block_size = bs, c.q_len = q_len, c.window = window;
+        if (bs == 24) c.shared_keys = 24;
+        EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
+      }
+  Case c;  // D 128, plain loads, 70 query rows: two row tiles
+  c.elem = Elem::kF16, c.dim = 128, c.heads = 2, c.kv_heads = 1, c.q_len = 70, c.lens = {75, 140}, c.async = false;
+  c.window = 33;
   EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
 }
 

@@ -1,10 +1,13 @@
 // The tensor-core prefill attention (plugins/cuda/attention/mma_attention.cuh)
 // under the SIMT emulator vs the cpu plugin's attention on the same
 // (16-bit-rounded) inputs: every mask kind, head dims 64 and 128, GQA,
-// q_len != kv_len, ragged key lengths, fp16 and bf16. Tolerance 1e-2 relative
-// (ENGINEERING.md for 16-bit data: P and the output are rounded to 16 bits).
+// q_len != kv_len, ragged key lengths, fp16 and bf16, sliding windows (with
+// the K/V tiles before each sequence's first window poisoned: they must not
+// be loaded). Tolerance 1e-2 relative (ENGINEERING.md for 16-bit data: P and
+// the output are rounded to 16 bits).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -29,7 +32,22 @@ struct Case {
   uint32_t mask = 0;
   bool bf16 = false;
   std::vector<int32_t> key_lengths;
+  // Sliding window (plugin ABI 1.4; needs mask & 1) and which K/V rows of
+  // the kernel's input are NaN: kTilesBefore, the 16-key tiles wholly before
+  // the first query's window (no CTA may load them); kRowsBefore, every row
+  // before that window, including the masked rows of its first tile, which
+  // the kernel loads (0 * NaN in P V: proof that the poison catches a load).
+  int window = 0;
+  enum Poison { kNone, kTilesBefore, kRowsBefore } poison = kTilesBefore;
 };
+
+// Rows of sequence b whose K/V are poisoned (see Case::poison).
+int poisoned_rows(const Case &c, int b) {
+  if (c.window <= 0 || c.poison == Case::kNone) return 0;
+  const int L = c.mask & 2u ? c.key_lengths[size_t(b)] : c.kv_len;
+  const int begin = std::max(0, L - c.q_len + 1 - c.window);  // the first query's first key
+  return std::min(c.kv_len, c.poison == Case::kRowsBefore ? begin : begin / kMmaKeys * kMmaKeys);
+}
 
 float bits_to_float(uint16_t h, bool bf16) {
   return bf16 ? bf16_bits_to_float(h) : half_to_float(h);
@@ -53,6 +71,7 @@ void run_emulated(const Case &c, const std::vector<uint16_t> &q, const std::vect
   p.scale = 1.f / std::sqrt(float(D));
   p.mask = c.mask;
   p.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
+  p.window = c.window;
   p.row_tiles = ceil_div(c.q_len, kMmaRows);
   Emulator emu;
   emu.launch(Dim3{c.batch * c.heads * p.row_tiles, 1, 1}, kMmaThreads, mma_smem_words<D>(),
@@ -69,7 +88,8 @@ void run_variant(const Variant &var, const Case &c, const std::vector<uint16_t> 
   if (!var.async && !var.swizzle) run_emulated<D, kBf16, false, false>(c, q, k, v, out, lse);
 }
 
-double prefill_error(const Case &c, uint32_t seed, Variant var = {}) {
+// ref_window >= 0: the reference's window instead of c.window (a wrong-variant check).
+double prefill_error(const Case &c, uint32_t seed, Variant var = {}, int ref_window = -1) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
   const int D = c.dim;
@@ -83,6 +103,11 @@ double prefill_error(const Case &c, uint32_t seed, Variant var = {}) {
     }
   };
   fill(q, qf), fill(k, kf), fill(v, vf);
+  const size_t row = size_t(c.kv_heads) * D;  // the reference below reads kf / vf, never the poison
+  for (int b = 0; b < c.batch; ++b) {
+    std::fill_n(k.begin() + size_t(b) * c.kv_len * row, poisoned_rows(c, b) * row, uint16_t{0x7FFF});
+    std::fill_n(v.begin() + size_t(b) * c.kv_len * row, poisoned_rows(c, b) * row, uint16_t{0x7FFF});
+  }
   if (D == 64) {
     c.bf16 ? run_variant<64, true>(var, c, q, k, v, out, lse) : run_variant<64, false>(var, c, q, k, v, out, lse);
   } else {
@@ -92,8 +117,10 @@ double prefill_error(const Case &c, uint32_t seed, Variant var = {}) {
   for (size_t i = 0; i < nq; ++i) got[i] = bits_to_float(out[i], c.bf16);
 
   // The cpu plugin on the same values in fp32.
-  const auto want = parley::test::cpu_attention(
-      {c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, D, c.mask, &c.key_lengths}, qf, kf, vf, /*with_probs=*/false);
+  const auto want = parley::test::cpu_attention({c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, D, c.mask,
+                                                 &c.key_lengths, ref_window >= 0 ? ref_window : c.window},
+                                                qf, kf, vf,
+                                                /*with_probs=*/false);
   return std::max(rel_error(got, want.out), rel_error(lse, want.lse));
 }
 
@@ -140,4 +167,44 @@ TEST(SimtPrefill, SwizzledSharedMemoryHasNoLdmatrixBankConflicts) {
     EXPECT_LE(prefill_error(c, seed, Variant{true, false}), kTol16);
     EXPECT_GT(g_bank_conflicts, 0u) << "dim " << dim;
   }
+}
+
+// Sliding windows against the cpu plugin's windowed attention: smaller than,
+// equal to and larger than the sequence, window starts on and off the 16-key
+// tile bounds, a chunk over past keys (q_len < kv_len), two row tiles (the
+// second CTA starts at its own first row's window), ragged lengths, fp16 and
+// bf16, both head dims, cp.async and plain loads. The tiles wholly before
+// each sequence's first window are NaN: loading them would fail.
+TEST(SimtPrefill, SlidingWindow) {
+  PARLEY_TRACE_BASE_SEED();
+  for (bool bf16 : {false, true})
+    for (int dim : {64, 128})
+      for (int window : {1, 16, 21, 37, 50}) {
+        Case c;  // a chunk of 5 queries over 37 / 13 keys
+        c.bf16 = bf16, c.dim = dim, c.mask = 3u, c.q_len = 5, c.key_lengths = {37, 13}, c.window = window;
+        EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16)
+            << "bf16 " << bf16 << " dim " << dim << " window " << window;
+      }
+  Case c;  // 70 queries over 100 / 60 keys: two row tiles, skipped tiles in both
+  c.q_len = 70, c.kv_len = 100, c.heads = 2, c.kv_heads = 1, c.mask = 3u, c.key_lengths = {100, 60}, c.window = 17;
+  EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16);
+  EXPECT_LE(prefill_error(c, parley::test::case_seed(), Variant{false, true}), kTol16);
+  c.mask = 1u, c.key_lengths.clear(), c.bf16 = true, c.dim = 128, c.window = 32;  // prefill square-ish, no padding
+  EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16);
+  c.q_len = 1, c.kv_len = 90, c.window = 40;  // a decode step through the tensor-core kernel
+  EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16);
+}
+
+// The checks can fail: windowed and full causal attention differ far beyond
+// the tolerance on these inputs (so a kernel ignoring the window fails), and
+// the poison catches a load of masked keys (the rows before the window inside
+// its first tile, which this kernel does load, poisoned on purpose).
+TEST(SimtPrefill, SlidingWindowChecksCanFail) {
+  PARLEY_CASE_SEED(seed);
+  Case c;
+  c.mask = 3u, c.q_len = 4, c.key_lengths = {37, 30}, c.window = 21;  // first keys 13 and 6
+  EXPECT_LE(prefill_error(c, seed), kTol16);
+  EXPECT_GT(prefill_error(c, seed, Variant{}, /*ref_window=*/0), 1e-2) << "the window makes no difference here";
+  c.poison = Case::kRowsBefore;
+  EXPECT_FALSE(prefill_error(c, seed) <= kTol16) << "a load of poisoned (masked) rows went unnoticed";
 }

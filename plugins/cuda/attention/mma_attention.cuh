@@ -18,7 +18,10 @@
 // (16-byte alignment not given), plain loads fill the same layout.
 // K/V come from a contiguous cache or, through a block table, from a paged
 // one (KvBlocks of tile_math.cuh: one table lookup per tile of 16 keys when
-// the block size is a multiple of 16, else one per key).
+// the block size is a multiple of 16, else one per key). With a sliding
+// window (plugin ABI 1.4) the CTA starts at the tile holding its first row's
+// first visible key (earlier tiles are never loaded) and visible() masks the
+// partial tiles.
 // Not yet: GQA packing of heads in a CTA, split-KV for long single-query
 // decode (the F32 path has both), KV append in the launch.
 // The body is a template over the execution context (simt_device.cuh on a
@@ -72,6 +75,7 @@ struct MmaParams {
   // are then the strides between blocks and kv_len the most keys a table row
   // addresses, the clamp of the key lengths read on the device).
   KvBlocks kv;
+  int window;  // sliding window (ABI 1.4), 0: none; as SimtParams::window
 };
 
 PARLEY_HD inline uint32_t pack2(uint16_t lo, uint16_t hi) {
@@ -171,7 +175,7 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
   const int bh = ctx.block_x() / p.row_tiles;
   const int h = bh % p.heads, b = bh / p.heads;
   const int kvh = kv_head_of(h, p.heads, p.kv_heads);
-  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b);
+  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b, p.window);
   mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
   const int q0 = rt * kMmaRows;
   const uint16_t *qp = p.q + b * p.q_sb + h * p.q_sh;
@@ -180,6 +184,8 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
   const int last_row = q0 + kMmaRows - 1 < p.q_len - 1 ? q0 + kMmaRows - 1 : p.q_len - 1;
   const int key_end = visible_end(mi, last_row);
   const int tiles = ceil_div(key_end, kMmaKeys);
+  // ... and none before the first row's window (the begin is non-decreasing too).
+  const int first_tile = visible_begin(mi, q0) / kMmaKeys;
 
   // Q (rows past q_len zero-filled), then the first K/V tile.
   for (int idx = tid; idx < kMmaRows * kChunks; idx += kMmaThreads) {
@@ -187,7 +193,7 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
     const bool ok = q0 + r < p.q_len;
     stage_chunk<Ctx, D, kSwizzle, kAsync>(ctx, 0, r, ch, ok ? qp + (q0 + r) * p.q_ss : nullptr, ok);
   }
-  if (tiles > 0) stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, 0, 0, kvs, mi.key_len);
+  if (tiles > first_tile) stage_kv<Ctx, D, kSwizzle, kAsync>(ctx, tid, first_tile, 0, kvs, mi.key_len);
   if (kAsync) {
     ctx.cp_async_commit();
     ctx.cp_async_wait(0);
@@ -210,9 +216,9 @@ PARLEY_KERNEL_BODY void mma_attention_prefill(Ctx &ctx, const MmaParams &p) {
   for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
   const float c = score_factor<Base2>(p.scale);
 
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int stage = tile & 1, j0 = tile * kMmaKeys;
-    if (tile > 0) {  // tile `tile` was prefetched (async) or is loaded now
+  for (int tile = first_tile; tile < tiles; ++tile) {
+    const int stage = (tile - first_tile) & 1, j0 = tile * kMmaKeys;
+    if (tile > first_tile) {  // tile `tile` was prefetched (async) or is loaded now
       if (kAsync) {
         ctx.cp_async_wait(0);
       } else {

@@ -12,7 +12,10 @@
 // with shared memory poisoned and races reported. Same source, both places.
 //
 // Layout and semantics are those of parley_attention_args (plugin.h),
-// including the paged KV cache of plugin ABI 1.3 (SimtParams::kv).
+// including the paged KV cache of plugin ABI 1.3 (SimtParams::kv) and the
+// sliding window of ABI 1.4 (SimtParams::window): the keys before the window
+// of a CTA's first row are never read, the splits share out the rest, and
+// visible() masks the keys of the partial ranges per row.
 #ifndef PARLEY_PLUGINS_CUDA_ATTENTION_SIMT_ATTENTION_CUH
 #define PARLEY_PLUGINS_CUDA_ATTENTION_SIMT_ATTENTION_CUH
 
@@ -111,6 +114,10 @@ struct SimtParams {
   // table. The split kernel and the append are paged-aware; the
   // probabilities pass is not (the op refuses probs with a block table).
   KvBlocks kv;
+  // Sliding window (plugin ABI 1.4; tile_math.cuh's MaskInfo): 0 none, else
+  // with CAUSAL query i sees keys max(0, i + L - q_len + 1 - window) ..
+  // i + L - q_len.
+  int window;
 };
 
 // Packed row index over the whole launch: ((b * kv_heads + g) * G*q_len + r).
@@ -134,11 +141,16 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
   const DecodePack pack{p.heads / p.kv_heads, p.q_len};
   const int rows = pack.rows();
   const int r0 = rt * kSimtRows;
-  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b);
+  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b, p.window);
   // key_lengths live in device memory and cannot be checked by the host:
   // clamp, so that a bad length never reads outside the cache.
   mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
-  const KeyRange kr = split_range(split, p.splits, mi.key_len, p.align);
+  // With a sliding window no row of this CTA sees a key before its first
+  // row's window (visible_begin is non-decreasing): the splits share out
+  // [cta_begin, L) only, so the cost follows the window, not the cache.
+  const int cta_begin = r0 < rows ? visible_begin(mi, pack.query_of(r0)) : 0;
+  KeyRange kr = split_range(split, p.splits, mi.key_len - cta_begin, p.align);
+  kr.begin += cta_begin, kr.end += cta_begin;
   const int new_begin = p.k_new ? mi.key_len - p.q_len : mi.key_len;  // first key taken from k_new
 
   if (p.k_new && rt == 0 && split == 0) {  // the append, once per (sequence, KV head)
@@ -175,7 +187,7 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
   // Each warp owns kSimtRowsPerWarp rows; lane l holds dims l, l+32, ...
   float qr[kSimtRowsPerWarp][kLaneDims], acc[kSimtRowsPerWarp][kLaneDims];
   RowState st[kSimtRowsPerWarp];
-  int last_query = -1;
+  int first_query = -1, last_query = -1;
   for (int k = 0; k < kSimtRowsPerWarp; ++k) {
     const int lr = warp * kSimtRowsPerWarp + k;
     for (int t = 0; t < kLaneDims; ++t) {
@@ -183,13 +195,18 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
       acc[k][t] = 0.f;
     }
     st[k] = row_init();
-    if (r0 + lr < rows) last_query = pack.query_of(r0 + lr);
+    if (r0 + lr < rows) {
+      last_query = pack.query_of(r0 + lr);
+      if (first_query < 0) first_query = last_query;
+    }
   }
-  // Keys beyond the last visible one of the warp's last row are never needed.
-  int key_end = kr.end;
+  // Keys beyond the last visible one of the warp's last row, and before the
+  // window of its first row, are never needed.
+  int key_begin = kr.begin, key_end = kr.end;
   if (last_query >= 0) {
-    const int ve = visible_end(mi, last_query);
+    const int ve = visible_end(mi, last_query), vb = visible_begin(mi, first_query);
     if (ve < key_end) key_end = ve;
+    if (vb > key_begin) key_begin = vb;
   } else {
     key_end = kr.begin;  // no rows: skip the loop (uniform per warp)
   }
@@ -201,7 +218,7 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
   // may not exist). Contiguous: one block per sequence.
   const T *kblk = kh, *vblk = vh;
   int in_blk = -1;
-  for (int j = kr.begin; j < key_end; ++j) {
+  for (int j = key_begin; j < key_end; ++j) {
     if (in_blk < 0 || in_blk == p.kv.block_size) {
       const int64_t blk = p.kv.block_index(b, j);
       in_blk = j % p.kv.block_size;
@@ -291,7 +308,7 @@ PARLEY_KERNEL_BODY void simt_attention_probs(Ctx &ctx, const SimtParams &p, floa
   const int h = static_cast<int>((row / p.q_len) % p.heads);
   const int b = static_cast<int>(row / (static_cast<int64_t>(p.q_len) * p.heads));
   const int g = kv_head_of(h, p.heads, p.kv_heads);
-  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b);
+  MaskInfo mi = make_mask(p.mask, p.q_len, p.kv_len, p.key_lengths, b, p.window);
   mi.key_len = mi.key_len < 0 ? 0 : (mi.key_len > p.kv_len ? p.kv_len : mi.key_len);
   const float lse = p.lse[row];
   const T *q = static_cast<const T *>(p.q) + b * p.q_sb + h * p.q_sh + i * p.q_ss;

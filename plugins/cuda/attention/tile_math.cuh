@@ -182,16 +182,25 @@ PARLEY_HD inline float merge_weight(float m_s, float l_s, const RowState &total)
 // ---- masks and tile bounds ---------------------------------------------------
 //
 // For one sequence: L = key_lengths[b] with PARLEY_MASK_KEY_PADDING, else
-// kv_len. Query i (0 <= i < q_len) sees key j iff j < end(i), with
-//   end(i) = L                                  without CAUSAL
-//   end(i) = clamp(i + L - q_len + 1, 0, L)     with CAUSAL (bottom-right)
-// end() is non-decreasing in i, which makes tile classification exact from
-// the first and last row of a tile alone.
+// kv_len. Query i (0 <= i < q_len) sees key j iff begin(i) <= j < end(i), with
+//   end(i)   = L                                  without CAUSAL
+//   end(i)   = clamp(i + L - q_len + 1, 0, L)     with CAUSAL (bottom-right)
+//   begin(i) = 0, and with CAUSAL and a sliding window w > 0 (plugin ABI 1.4)
+//              max(0, i + L - q_len + 1 - w): the w newest keys up to the
+//              query's own position d = i + L - q_len, i.e. d - w < j <= d
+//              (transformers' sliding_window_overlay, kv_idx > q_idx - w;
+//              the cpu plugin's attention.cpp).
+// begin() and end() are non-decreasing in i, and with CAUSAL
+// begin(i + 1) <= end(i) (end grows by one key per row, w >= 1), so the keys
+// rows i0..i1 see together are [begin(i0), end(i1)) without gaps: tile classification is exact from the
+// first and last row of a tile alone, and a kernel skips every key tile
+// before begin(first row) (the cost is proportional to the window).
 
 struct MaskInfo {
   int q_len;
   int key_len;  // L
   bool causal;
+  int window = 0;  // sliding window (keys), 0: none; only with causal
 };
 
 constexpr uint32_t kMaskCausal = 1u;      // == PARLEY_MASK_CAUSAL
@@ -202,6 +211,15 @@ PARLEY_HD inline MaskInfo make_mask(uint32_t mask_flags, int q_len, int kv_len, 
   mi.q_len = q_len;
   mi.key_len = (mask_flags & kMaskKeyPadding) ? key_lengths[b] : kv_len;
   mi.causal = (mask_flags & kMaskCausal) != 0;
+  mi.window = 0;
+  return mi;
+}
+
+// make_mask with a sliding window (0: none).
+PARLEY_HD inline MaskInfo make_mask(uint32_t mask_flags, int q_len, int kv_len, const int32_t *key_lengths, int b,
+                                    int window) {
+  MaskInfo mi = make_mask(mask_flags, q_len, kv_len, key_lengths, b);
+  mi.window = window > 0 ? window : 0;
   return mi;
 }
 
@@ -212,8 +230,17 @@ PARLEY_HD inline int visible_end(const MaskInfo &mi, int i) {
   return e < 0 ? 0 : (e > mi.key_len ? mi.key_len : e);
 }
 
+// First visible key of query i (0 without a window). A window never exceeds
+// the causal end: begin(i) <= end(i) whenever end(i) > 0.
+PARLEY_HD inline int visible_begin(const MaskInfo &mi, int i) {
+  if (!mi.causal || mi.window <= 0) return 0;
+  // i + L - q_len + 1 - window in 64 bits: window may be up to 2^30.
+  const int64_t b = static_cast<int64_t>(i) + mi.key_len - mi.q_len + 1 - mi.window;
+  return b < 0 ? 0 : static_cast<int>(b);
+}
+
 PARLEY_HD inline bool visible(const MaskInfo &mi, int i, int j) {
-  return i >= 0 && i < mi.q_len && j >= 0 && j < visible_end(mi, i);
+  return i >= 0 && i < mi.q_len && j >= visible_begin(mi, i) && j < visible_end(mi, i);
 }
 
 enum class TileClass : int { kSkip = 0, kPartial = 1, kFull = 2 };
@@ -228,19 +255,23 @@ PARLEY_HD inline TileClass classify_tile(const MaskInfo &mi, int i_first, int i_
   if (j0 < 0) j0 = 0;
   if (i_first > i_last || j0 >= j1) return TileClass::kSkip;
   const int lo = visible_end(mi, i_first), hi = visible_end(mi, i_last);
-  if (j0 >= hi) return TileClass::kSkip;
-  if (j1 <= lo) return TileClass::kFull;
+  if (j0 >= hi || j1 <= visible_begin(mi, i_first)) return TileClass::kSkip;
+  if (j1 <= lo && j0 >= visible_begin(mi, i_last)) return TileClass::kFull;
   return TileClass::kPartial;
 }
 
-// Key tiles of width bn over the window [ks, ke) (a whole sequence or one
+// Key tiles of width bn over the range [ks, ke) (a whole sequence or one
 // split): tile t covers [ks + t*bn, min(ke, ks + (t+1)*bn)) (the last one is
-// ragged). For rows i_first..i_last, tiles [0, n_full) are kFull, tiles
-// [n_full, n_total) kPartial and tiles from n_total on kSkip: a kernel loops
-// to n_total and applies the mask only from n_full on.
+// ragged). For rows i_first..i_last, tiles [0, first) are kSkip (before every
+// row's sliding window; 0 without one), [first, full_begin) kPartial,
+// [full_begin, n_full) kFull, [n_full, n_total) kPartial and tiles from
+// n_total on kSkip: a kernel loops over [first, n_total) and applies the mask
+// outside [full_begin, n_full). Without a window first = full_begin = 0.
 struct KeyTiles {
   int n_full;
   int n_total;
+  int first = 0;
+  int full_begin = 0;
 };
 
 PARLEY_HD inline int ceil_div(int a, int b) {
@@ -260,6 +291,17 @@ PARLEY_HD inline KeyTiles key_tiles(const MaskInfo &mi, int i_first, int i_last,
   else if (lo > ks)
     kt.n_full = (lo - ks) / bn;
   if (kt.n_full > kt.n_total) kt.n_full = kt.n_total;
+  // Sliding window: tiles ending at or before the first row's first key are
+  // skipped; a full tile also starts at or after the last row's first key.
+  const int b_lo = visible_begin(mi, i_first), b_hi = visible_begin(mi, i_last);
+  int first = b_lo >= ke ? kt.n_total : (b_lo > ks ? (b_lo - ks) / bn : 0);
+  if (first > kt.n_total) first = kt.n_total;
+  int full_begin = b_hi > ks ? ceil_div(b_hi - ks, bn) : 0;
+  if (full_begin < first) full_begin = first;
+  if (full_begin > kt.n_total) full_begin = kt.n_total;
+  if (kt.n_full < full_begin) kt.n_full = full_begin;  // no full tile
+  kt.first = first;
+  kt.full_begin = full_begin;
   return kt;
 }
 
