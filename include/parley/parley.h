@@ -1607,21 +1607,43 @@ PARLEY_API void parley_request_free(parley_request *request);
  * with a version and a checksum. Only the text is saved: a session restored
  * in the same process finds the K/V of its full blocks in the serving
  * engine's prefix cache while they were not evicted (chat stats show them
- * as reused), and recomputes the rest at its next turn.
+ * as reused), and recomputes the rest at its next turn
+ * (parley_chat_session_save_kv stores the K/V too).
  */
 PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *session, char **out_data,
                                                   size_t *out_size);
 
 /*
  * A new session of `model` holding the conversation `data` (size bytes, from
- * parley_chat_session_save; any decoder-only chat model may take it). Errors:
+ * parley_chat_session_save or _save_kv; any decoder-only chat model may take
+ * it). K/V saved by parley_chat_session_save_kv go to the serving engine's
+ * prefix cache when they were saved under the same model file, KV dtype
+ * and block size (otherwise they are skipped and recomputed at the next
+ * turn), so the next turn finds them (parley_chat_stats counts them as
+ * reused) unless other traffic evicts them first. Errors:
  * PARLEY_ERROR_INVALID_ARGUMENT naming what is wrong with the data (short,
  * bad magic, unsupported version, checksum mismatch, unknown role, invalid
- * UTF-8, a role order the model's chat format refuses), PARLEY_ERROR_UNSUPPORTED
- * (encoder-decoder model, no chat format). Free with parley_chat_session_free.
+ * UTF-8, a role order the model's chat format refuses, K/V sizes that do not
+ * add up), PARLEY_ERROR_UNSUPPORTED (encoder-decoder model, no chat format).
+ * Free with parley_chat_session_free.
  */
 PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, const void *data, size_t size,
                                                      parley_chat_session **out_session);
+
+/*
+ * parley_chat_session_save that also stores the conversation's K/V: those of
+ * its leading full KV blocks (parley_model_options.kv_block_size positions
+ * each) that the serving engine's cache holds now (a partial last block, and
+ * anything evicted since the last turn, are not stored). A restore in this
+ * process or another one, with the same model file, KV dtype and block size,
+ * then continues without recomputing them. Size: about the bytes per cached
+ * token of parley inspect times the tokens stored, on top of the text; the
+ * data is written as saved-chat version 2 (version 1, text only, without
+ * K/V). Errors: those of parley_chat_session_save, and
+ * PARLEY_ERROR_UNSUPPORTED when the model runs without the serving engine.
+ */
+PARLEY_API parley_status parley_chat_session_save_kv(const parley_chat_session *session, char **out_data,
+                                                     size_t *out_size);
 
 /* ------------------------------------------- bindings: exported _init functions
  * (appended in 0.1.x; issue 14) */

@@ -560,6 +560,44 @@ parley_status chat_generate_held(parley_chat_session *session, const parley_chat
 }
 }  // namespace parley::capi
 
+namespace {
+
+// parley_chat_session_save(_kv): the conversation, and with_kv the K/V of
+// its leading full blocks that the engine's cache holds now.
+void save_session(const parley_chat_session *session, bool with_kv, char **out_data, size_t *out_size) {
+  SessionUse use(session);
+  require(out_data, "out_data");
+  require(out_size, "out_size");
+  ChatSnapshot snap;
+  snap.has_system = use.session().has_system();
+  snap.messages = use.session().messages();
+  if (with_kv) {
+    Engine *engine = use.session().engine();
+    if (!engine)
+      fail(PARLEY_ERROR_UNSUPPORTED,
+           "saving a chat with its K/V needs the serving engine (parley_model_options.serving_engine); this model "
+           "runs without it (parley_chat_session_save stores the text)");
+    snap.has_kv = true;
+    snap.kv_tokens = use.session().engine_tokens();
+    snap.kv_identity_lo = engine->identity().lo;
+    snap.kv_identity_hi = engine->identity().hi;
+    snap.kv_block_bytes = engine->kv_block_bytes();
+    int64_t blocks = 0;
+    snap.kv_data = engine->export_prefix(snap.kv_tokens, &blocks);
+    snap.kv_blocks = static_cast<uint64_t>(blocks);
+  }
+  const std::string bytes = save_chat(snap);
+  char *copy = static_cast<char *>(std::malloc(bytes.size()));
+  if (!copy)
+    fail(PARLEY_ERROR_OUT_OF_MEMORY,
+         "out of memory: cannot allocate the " + std::to_string(bytes.size()) + " bytes of the saved chat");
+  std::memcpy(copy, bytes.data(), bytes.size());
+  *out_data = copy;
+  *out_size = bytes.size();
+}
+
+}  // namespace
+
 extern "C" {
 
 PARLEY_API parley_status parley_chat_generate(parley_chat_session *session, const parley_chat_options *options,
@@ -691,22 +729,12 @@ PARLEY_API parley_status parley_chat_tool_calls(const parley_chat_session *sessi
 
 PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *session, char **out_data,
                                                   size_t *out_size) {
-  return guarded(__func__, [&] {
-    SessionUse use(session);
-    require(out_data, "out_data");
-    require(out_size, "out_size");
-    ChatSnapshot snap;
-    snap.has_system = use.session().has_system();
-    snap.messages = use.session().messages();
-    const std::string bytes = save_chat(snap);
-    char *copy = static_cast<char *>(std::malloc(bytes.size()));
-    if (!copy)
-      fail(PARLEY_ERROR_OUT_OF_MEMORY,
-           "out of memory: cannot allocate the " + std::to_string(bytes.size()) + " bytes of the saved chat");
-    std::memcpy(copy, bytes.data(), bytes.size());
-    *out_data = copy;
-    *out_size = bytes.size();
-  });
+  return guarded(__func__, [&] { save_session(session, false, out_data, out_size); });
+}
+
+PARLEY_API parley_status parley_chat_session_save_kv(const parley_chat_session *session, char **out_data,
+                                                     size_t *out_size) {
+  return guarded(__func__, [&] { save_session(session, true, out_data, out_size); });
 }
 
 PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, const void *data, size_t size,
@@ -719,6 +747,13 @@ PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, 
       fail(PARLEY_ERROR_UNSUPPORTED,
            "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
     ChatSnapshot snap = load_chat(data, size);
+    // Saved K/V go to the prefix cache only under the same engine identity
+    // (model file, KV dtype, block size): other K/V would be wrong here, so
+    // they are skipped and the next turn computes them.
+    Engine *engine = model->impl.engine();
+    if (snap.has_kv && engine && snap.kv_identity_lo == engine->identity().lo &&
+        snap.kv_identity_hi == engine->identity().hi && snap.kv_block_bytes == engine->kv_block_bytes())
+      engine->import_prefix(snap.kv_tokens, snap.kv_data.data(), static_cast<int64_t>(snap.kv_blocks));
     std::string system = snap.has_system ? snap.messages[0].content : std::string();
     auto s = std::make_unique<parley_chat_session>();
     s->model = model;

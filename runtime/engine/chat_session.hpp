@@ -85,6 +85,11 @@ class ChatSession {
   const std::vector<ChatMessage> &messages() const { return messages_; }
   bool has_system() const { return base_messages_ > 0; }  // messages()[0] is the session's system prompt
   const ChatCounters &counters() const { return counters_; }
+  // The serving engine the turns run through (nullptr: a contiguous cache),
+  // and the tokens whose K/V the session's engine sequence stands for (empty
+  // before the first turn).
+  Engine *engine() const { return engine_; }
+  std::vector<int32_t> engine_tokens() const { return seq_ ? seq_->tokens() : std::vector<int32_t>(); }
   const DecodingOptions &defaults() const { return defaults_; }
 
  private:

@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <climits>
 #include <cstdint>
 #include <cstring>
 
@@ -12,7 +13,7 @@ namespace parley {
 namespace {
 
 constexpr char kMagic[8] = {'P', 'L', 'Y', 'C', 'H', 'A', 'T', '\0'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 1, kVersionKv = 2;
 
 template <typename T>
 void put(std::string &out, T v) {
@@ -56,14 +57,25 @@ std::string save_chat(const ChatSnapshot &snapshot) {
       fail(PARLEY_ERROR_UNSUPPORTED, "message " + std::to_string(i) +
                                          " uses tools: saving conversations with tool calls or results is not "
                                          "supported yet (version 1 stores role and text only)");
+  if (snapshot.has_kv && snapshot.kv_data.size() != snapshot.kv_blocks * snapshot.kv_block_bytes)
+    fail(PARLEY_ERROR_INTERNAL, "save_chat: the K/V bytes do not match their block count");
   std::string out(kMagic, sizeof kMagic);
-  put<uint32_t>(out, kVersion);
-  put<uint32_t>(out, snapshot.has_system ? 1u : 0u);
+  put<uint32_t>(out, snapshot.has_kv ? kVersionKv : kVersion);
+  put<uint32_t>(out, (snapshot.has_system ? 1u : 0u) | (snapshot.has_kv ? 2u : 0u));
   put<uint64_t>(out, snapshot.messages.size());
   for (const ChatMessage &m : snapshot.messages) {
     put<uint32_t>(out, static_cast<uint32_t>(m.role));
     put<uint64_t>(out, m.content.size());
     out += m.content;
+  }
+  if (snapshot.has_kv) {
+    put<uint64_t>(out, snapshot.kv_tokens.size());
+    for (int32_t t : snapshot.kv_tokens) put<uint32_t>(out, static_cast<uint32_t>(t));
+    put<uint64_t>(out, snapshot.kv_identity_lo);
+    put<uint64_t>(out, snapshot.kv_identity_hi);
+    put<uint64_t>(out, snapshot.kv_block_bytes);
+    put<uint64_t>(out, snapshot.kv_blocks);
+    out += snapshot.kv_data;
   }
   put<uint64_t>(out, XXH3_64bits(out.data(), out.size()));
   return out;
@@ -84,17 +96,21 @@ ChatSnapshot load_chat(const void *data, size_t size) {
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat is corrupt (checksum mismatch)");
   Reader r(p + sizeof kMagic, size - sizeof kMagic - 8);
   const uint32_t version = r.get<uint32_t>("the version");
-  if (version != kVersion)
+  if (version != kVersion && version != kVersionKv)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat version " + std::to_string(version) +
-                                            " is not supported (this is " + std::to_string(kVersion) + ")");
+                                            " is not supported (this Parley reads versions " +
+                                            std::to_string(kVersion) + " and " + std::to_string(kVersionKv) + ")");
   const uint32_t flags = r.get<uint32_t>("the flags");
-  if (flags > 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat has unknown flags " + std::to_string(flags));
+  if (flags > (version == kVersionKv ? 3u : 1u))
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "saved chat (version " + std::to_string(version) + ") has unknown flags " + std::to_string(flags));
   const uint64_t count = r.get<uint64_t>("the message count");
   if (count > r.left() / 12)  // each message takes at least 12 bytes
     fail(PARLEY_ERROR_INVALID_ARGUMENT,
          "saved chat claims " + std::to_string(count) + " messages in " + std::to_string(size) + " bytes");
   ChatSnapshot s;
   s.has_system = flags & 1u;
+  s.has_kv = flags & 2u;
   s.messages.reserve(static_cast<size_t>(count));
   for (uint64_t i = 0; i < count; ++i) {
     const uint32_t role = r.get<uint32_t>("a message's role");
@@ -103,6 +119,29 @@ ChatSnapshot load_chat(const void *data, size_t size) {
            "saved chat message " + std::to_string(i) + " has unknown role " + std::to_string(role));
     const uint64_t length = r.get<uint64_t>("a message's length");
     s.messages.push_back({static_cast<ChatRole>(role), r.bytes(length, "a message's content")});
+  }
+  if (s.has_kv) {
+    const uint64_t tokens = r.get<uint64_t>("the K/V token count");
+    if (tokens > r.left() / 4)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat claims " + std::to_string(tokens) + " K/V tokens in " +
+                                              std::to_string(r.left()) + " remaining bytes");
+    s.kv_tokens.reserve(static_cast<size_t>(tokens));
+    for (uint64_t i = 0; i < tokens; ++i) {
+      const uint32_t t = r.get<uint32_t>("a K/V token id");
+      if (t > static_cast<uint32_t>(INT32_MAX))
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat K/V token " + std::to_string(i) + " is negative");
+      s.kv_tokens.push_back(static_cast<int32_t>(t));
+    }
+    s.kv_identity_lo = r.get<uint64_t>("the K/V identity");
+    s.kv_identity_hi = r.get<uint64_t>("the K/V identity");
+    s.kv_block_bytes = r.get<uint64_t>("the K/V block size in bytes");
+    s.kv_blocks = r.get<uint64_t>("the K/V block count");
+    if (s.kv_block_bytes == 0 || s.kv_blocks > r.left() / s.kv_block_bytes ||
+        s.kv_blocks * s.kv_block_bytes != r.left())
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat K/V: " + std::to_string(s.kv_blocks) + " blocks of " +
+                                              std::to_string(s.kv_block_bytes) + " bytes do not fill the " +
+                                              std::to_string(r.left()) + " bytes left");
+    s.kv_data = r.bytes(r.left(), "the K/V blocks");
   }
   if (r.left() != 0)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat has " + std::to_string(r.left()) + " bytes after its messages");

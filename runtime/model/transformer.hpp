@@ -173,6 +173,11 @@ class Transformer {
   uint64_t kv_block_bytes(int64_t block_size) const { return kv_bytes_per_token(kv_dtype_) * block_size; }
   // Copy the first `rows` positions of block src into block dst (copy on write).
   void copy_kv_block(KvPool &pool, int32_t dst, int32_t src, int64_t rows) const;
+  // One block's K/V of every layer as bytes (session save with K/V): per
+  // layer K, V, then for an I8 cache the K and V scales.
+  size_t kv_block_bytes(const KvPool &pool) const;
+  void read_kv_block(const KvPool &pool, int32_t block, void *out) const;
+  void write_kv_block(KvPool &pool, int32_t block, const void *in) const;
   // Runs every sequence's new tokens through the decoder in one pass (the
   // linear layers see all rows at once; attention runs once for all
   // one-token sequences and once per longer sequence) and appends their K/V

@@ -126,6 +126,55 @@ void Transformer::copy_kv_block(KvPool &pool, int32_t dst, int32_t src, int64_t 
   }
 }
 
+namespace {
+
+// The byte ranges of one block in each of a pool's arrays, in the order of
+// Transformer::kv_block_bytes: per layer K, V (and I8 scales).
+template <typename Pool, typename Fn>
+void for_each_block_range(Pool &pool, int64_t kv_heads, int64_t head_dim, int32_t block, Fn &&fn) {
+  const size_t block_bytes =
+      static_cast<size_t>(pool.block_size * kv_heads * head_dim) * kv_element_size(pool.kv_dtype);
+  const size_t scale_bytes = static_cast<size_t>(pool.block_size * kv_heads) * sizeof(float);
+  const size_t at = static_cast<size_t>(block) * block_bytes, scale_at = static_cast<size_t>(block) * scale_bytes;
+  for (size_t l = 0; l < pool.k.size(); ++l) {
+    fn(pool.k[l].data() + at, block_bytes);
+    fn(pool.v[l].data() + at, block_bytes);
+    if (pool.kv_dtype == PARLEY_DTYPE_I8) {
+      fn(reinterpret_cast<decltype(pool.k[l].data())>(pool.k_scales[l].data()) + scale_at, scale_bytes);
+      fn(reinterpret_cast<decltype(pool.k[l].data())>(pool.v_scales[l].data()) + scale_at, scale_bytes);
+    }
+  }
+}
+
+}  // namespace
+
+size_t Transformer::kv_block_bytes(const KvPool &pool) const {
+  size_t total = 0;
+  if (pool.num_blocks > 0)
+    for_each_block_range(pool, dec_.kv_heads, dec_.head_dim, 0, [&](auto, size_t n) { total += n; });
+  return total;
+}
+
+void Transformer::read_kv_block(const KvPool &pool, int32_t block, void *out) const {
+  if (block < 0 || block >= pool.num_blocks)
+    fail(PARLEY_ERROR_INTERNAL, "read_kv_block: block " + std::to_string(block) + " outside the pool");
+  auto *dst = static_cast<uint8_t *>(out);
+  for_each_block_range(pool, dec_.kv_heads, dec_.head_dim, block, [&](const uint8_t *src, size_t n) {
+    mem_->to_host(dst, src, n);
+    dst += n;
+  });
+}
+
+void Transformer::write_kv_block(KvPool &pool, int32_t block, const void *in) const {
+  if (block < 0 || block >= pool.num_blocks)
+    fail(PARLEY_ERROR_INTERNAL, "write_kv_block: block " + std::to_string(block) + " outside the pool");
+  const auto *src = static_cast<const uint8_t *>(in);
+  for_each_block_range(pool, dec_.kv_heads, dec_.head_dim, block, [&](uint8_t *dst, size_t n) {
+    mem_->to_device(dst, src, n);
+    src += n;
+  });
+}
+
 std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs, KvPool *cross) const {
   MemoryScope memory_scope("a batched decoder step's activations and logits");
   if (!supports_paged())

@@ -236,6 +236,81 @@ void Engine::close(Sequence &s) {
   work_.notify_all();
 }
 
+size_t Engine::kv_block_bytes() const {
+  return model_.kv_block_bytes(pool_);
+}
+
+std::string Engine::export_prefix(const std::vector<int32_t> &tokens, int64_t *blocks) {
+  // The blocks are retained while their bytes are read: a keyed block is
+  // never written again, and a retained one is never evicted.
+  const std::vector<BlockKey> keys = blocks_.chain_keys(tokens.data(), static_cast<int64_t>(tokens.size()));
+  std::vector<BlockId> held;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey &key : keys) {
+      const BlockId b = blocks_.lookup(key);
+      if (b < 0) break;
+      held.push_back(b);
+    }
+  }
+  const size_t bytes = kv_block_bytes();
+  std::string out;
+  try {
+    out.resize(held.size() * bytes);
+    for (size_t i = 0; i < held.size(); ++i) model_.read_kv_block(pool_, held[i], out.data() + i * bytes);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (BlockId b : held) blocks_.release(b);
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (BlockId b : held) blocks_.release(b);
+  }
+  *blocks = static_cast<int64_t>(held.size());
+  return out;
+}
+
+int64_t Engine::import_prefix(const std::vector<int32_t> &tokens, const char *data, int64_t blocks) {
+  const int64_t full = static_cast<int64_t>(tokens.size()) / options_.block_size;
+  if (blocks < 0 || blocks > full)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved K/V holds " + std::to_string(blocks) + " blocks but its " +
+                                            std::to_string(tokens.size()) + " tokens fill only " +
+                                            std::to_string(full) + " blocks of " + std::to_string(options_.block_size));
+  const std::vector<BlockKey> keys = blocks_.chain_keys(tokens.data(), blocks * options_.block_size);
+  // (block, index into data) of the blocks to fill: new, unkeyed, ours alone.
+  std::vector<std::pair<BlockId, size_t>> fill;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      BlockId b = blocks_.lookup(keys[i]);
+      if (b >= 0) {  // cached already (or in use): keep it
+        blocks_.release(b);
+        continue;
+      }
+      if ((b = blocks_.allocate()) < 0) break;
+      fill.emplace_back(b, i);
+    }
+  }
+  const size_t bytes = kv_block_bytes();
+  auto finish = [&](bool ok) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto &[b, i] : fill) {
+      if (ok) blocks_.publish(b, keys[i]);  // false: another sequence published it meanwhile
+      blocks_.release(b);
+    }
+  };
+  try {
+    for (const auto &[b, i] : fill) model_.write_kv_block(pool_, b, data + i * bytes);
+  } catch (...) {
+    finish(false);
+    throw;
+  }
+  finish(true);
+  work_.notify_all();
+  return static_cast<int64_t>(fill.size());
+}
+
 BlockKey Engine::block_key(const Sequence &s, size_t index) const {
   const size_t bs = static_cast<size_t>(options_.block_size);
   const BlockKey parent = index == 0 ? s.root_ : s.keys_[index - 1];

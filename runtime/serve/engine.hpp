@@ -147,6 +147,20 @@ class Engine {
   void park(Sequence &s);
   // Releases the sequence's blocks (also done when the last pointer to it goes).
   void close(Sequence &s);
+  // Session save / restore with K/V (parley_chat_session_save_kv). The
+  // K/V of the leading full blocks of `tokens` (a sequence's tokens, chained
+  // from the model identity) that the cache holds now, block after block,
+  // kv_block_bytes() each; stops at the first block it does not find.
+  // *blocks: how many.
+  std::string export_prefix(const std::vector<int32_t> &tokens, int64_t *blocks);
+  // Puts `blocks` blocks of such bytes, taken from an engine of the same
+  // identity() for the same tokens, into the prefix cache as if computed
+  // here (a block the cache holds already is kept). Stops early when every
+  // block is in use. Returns the blocks it added. INVALID_ARGUMENT when
+  // `blocks` exceeds the full blocks of `tokens`.
+  int64_t import_prefix(const std::vector<int32_t> &tokens, const char *data, int64_t blocks);
+  size_t kv_block_bytes() const;
+  const BlockKey &identity() const { return blocks_.model_identity(); }
   // Encoder-decoder models: encodes `source` for the empty sequence s (its
   // cross-attention K/V goes to the cross pool; its decoder blocks are then
   // keyed by the source too). Waits for cross blocks like run() waits for

@@ -1176,6 +1176,21 @@ def test_chat_context_policy_and_save_restore(chat_model):
                 chat.say(long, max_new_tokens=8)
 
 
+
+def test_chat_save_with_kv_into_a_fresh_model(runtime, chat_model):
+    # A second instance of the file has an empty prefix cache: only K/V saved
+    # with save(kv=True) can be reused there.
+    with parley.Chat(chat_model, system_prompt="You are the support assistant of a small shop.") as chat:
+        chat.say("Hello, my parcel is late. Can you help me?", max_new_tokens=12)
+        with_kv, text = chat.save(kv=True), chat.save()
+        assert len(with_kv) > len(text) + 4096
+        expected = chat.say("And now?", max_new_tokens=8)
+    for data, reused in ((with_kv, True), (text, False)):
+        with parley.Model(runtime, chat_model.path) as fresh, parley.Chat.restore(fresh, data) as again:
+            assert again.say("And now?", max_new_tokens=8) == expected
+            assert (again.stats["reused_tokens"] >= 32) == reused
+
+
 # ------------------------------------------------------------------ asyncio
 # The *_async methods run on the C request API (parley_*_submit): each
 # request on a libparley worker thread, results marshalled into the loop.

@@ -10,7 +10,12 @@
  *    greedy reply equals the original session's, and the serving engine's
  *    prefix cache gives it the K/V of the saved conversation back; damaged
  *    data (every truncation, a flipped byte, bad magic) and misuse fail with
- *    a clear error and nothing is leaked.
+ *    a clear error and nothing is leaked;
+ *  - save with K/V (parley_chat_session_save_kv): restored into a second
+ *    instance of the model file (an engine whose cache is empty, as in
+ *    another process), the next turn reuses the saved K/V and replies as the
+ *    original session does; the text-only save, restored the same way,
+ *    reuses nothing; damaged K/V data is refused.
  * Run through ctest (PARLEY_DEMO_MODELS, PARLEY_PLUGIN_BUILD_DIR). */
 #include <parley/parley.h>
 #include <stdio.h>
@@ -224,11 +229,108 @@ static void save_and_restore(parley_model *llm, parley_model *mt) {
   parley_chat_session_free(s);
 }
 
+static uint64_t next_turn_reused(parley_chat_session *s, const parley_chat_options *o, char **reply) {
+  parley_chat_stats st;
+  CHECK_STATUS(parley_chat_generate(s, o, reply), PARLEY_OK);
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  CHECK_STATUS(parley_chat_stats_get(s, &st), PARLEY_OK);
+  CHECK(st.reused_tokens + st.processed_tokens == st.prompt_tokens);
+  return st.reused_tokens;
+}
+
+static void save_and_restore_kv(parley_runtime *rt, parley_model *llm) {
+  parley_chat_session *s = NULL, *r = NULL, *t = NULL, *bad = NULL;
+  parley_model *fresh_a = load(rt, "support-llama.parley"), *fresh_b = load(rt, "support-llama.parley");
+  char *kv = NULL, *text = NULL, *reply_s = NULL, *reply_r = NULL, *reply_t = NULL, *copy;
+  size_t kv_size = 0, text_size = 0, i;
+  uint64_t reused_r, reused_t;
+  parley_chat_options o;
+  parley_generation_options g;
+
+  CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "Hello, my parcel is late. Can you help me?"), PARLEY_OK);
+  parley_chat_options_init(&o);
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 20;
+  g.do_sample = 0;
+  o.generation = &g;
+  CHECK_STATUS(parley_chat_generate(s, &o, NULL), PARLEY_OK);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "It is order 4711, sent on Monday."), PARLEY_OK);
+  CHECK_STATUS(parley_chat_session_save_kv(s, &kv, &kv_size), PARLEY_OK);
+  CHECK_STATUS(parley_chat_session_save(s, &text, &text_size), PARLEY_OK);
+  CHECK(kv != NULL && text != NULL && kv_size > text_size + 4096);
+  printf("save_kv: %zu bytes (text only: %zu)\n", kv_size, text_size);
+
+  /* Fresh engines: only the saved K/V can be reused. */
+  CHECK_STATUS(parley_chat_session_restore(fresh_a, kv, kv_size, &r), PARLEY_OK);
+  CHECK_STATUS(parley_chat_session_restore(fresh_b, text, text_size, &t), PARLEY_OK);
+  reused_r = next_turn_reused(r, &o, &reply_r);
+  reused_t = next_turn_reused(t, &o, &reply_t);
+  CHECK_STATUS(parley_chat_generate(s, &o, &reply_s), PARLEY_OK);
+  CHECK(reply_s && reply_r && reply_t && strcmp(reply_s, reply_r) == 0 && strcmp(reply_s, reply_t) == 0);
+  CHECK(reused_r >= 32 && reused_t == 0);
+  printf("restore with K/V into a fresh engine: %llu prompt tokens reused (text only: %llu)\n",
+         (unsigned long long)reused_r, (unsigned long long)reused_t);
+
+  /* Damaged K/V data: truncations across it and flipped bytes in it. */
+  copy = (char *)malloc(kv_size);
+  CHECK(copy != NULL);
+  if (copy) {
+    for (i = 1; i <= 64; ++i) {
+      bad = NULL;
+      CHECK_STATUS(parley_chat_session_restore(fresh_a, kv, kv_size * i / 65, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(bad == NULL);
+      memcpy(copy, kv, kv_size);
+      copy[text_size + (kv_size - text_size) * i / 66] ^= 0x01;
+      CHECK_STATUS(parley_chat_session_restore(fresh_a, copy, kv_size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(bad == NULL);
+    }
+    free(copy);
+  }
+  { /* Without the serving engine there are no K/V blocks to save. */
+    parley_model_options mo;
+    parley_model *plain = NULL;
+    parley_chat_session *p = NULL;
+    char path[4096];
+    const char *dir = getenv("PARLEY_DEMO_MODELS");
+    snprintf(path, sizeof path, "%s/support-llama.parley", dir ? dir : ".");
+    parley_model_options_init(&mo);
+    mo.serving_engine = 0;
+    CHECK_STATUS(parley_model_load_file(rt, path, &mo, &plain), PARLEY_OK);
+    CHECK_STATUS(parley_chat_session_create(plain, kSystem, &p), PARLEY_OK);
+    copy = NULL;
+    CHECK_STATUS(parley_chat_session_save_kv(p, &copy, &kv_size), PARLEY_ERROR_UNSUPPORTED);
+    CHECK(copy == NULL && strstr(parley_last_error(), "serving engine") != NULL);
+    /* ...and K/V data restores there as text (the K/V are skipped). */
+    CHECK_STATUS(parley_chat_session_restore(plain, kv, kv_size, &bad), PARLEY_OK);
+    parley_chat_session_free(bad);
+    bad = NULL;
+    parley_chat_session_free(p);
+    parley_model_free(plain);
+  }
+  CHECK_STATUS(parley_chat_session_save_kv(NULL, &copy, &kv_size), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_save_kv(s, NULL, &kv_size), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_chat_session_save_kv(s, &copy, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+
+  parley_string_free(reply_s);
+  parley_string_free(reply_r);
+  parley_string_free(reply_t);
+  parley_string_free(kv);
+  parley_string_free(text);
+  parley_chat_session_free(r);
+  parley_chat_session_free(t);
+  parley_chat_session_free(s);
+  parley_model_free(fresh_a);
+  parley_model_free(fresh_b);
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
   parley_model *llm = load(rt, "support-llama.parley"), *mt = load(rt, "opus-mt-de-en.parley");
   context_policies(llm);
   save_and_restore(llm, mt);
+  save_and_restore_kv(rt, llm);
   parley_model_free(llm);
   parley_model_free(mt);
   parley_runtime_free(rt);

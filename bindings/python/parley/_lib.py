@@ -505,6 +505,7 @@ _SIGNATURES: dict[str, tuple] = {
     ),
     "parley_score_result_free": (None, [c_void_p]),
     "parley_chat_session_save": (_status, [c_void_p, _p(c_void_p), _p(c_size_t)]),
+    "parley_chat_session_save_kv": (_status, [c_void_p, _p(c_void_p), _p(c_size_t)]),
     "parley_chat_session_restore": (_status, [c_void_p, c_void_p, c_size_t, _p(c_void_p)]),
 }
 

@@ -280,12 +280,19 @@ class Chat(Closable):
             raise TypeError("data must be bytes")
         return cls(model, context=context, _saved=bytes(data))
 
-    def save(self) -> bytes:
-        """The conversation as bytes (messages, version, checksum; no KV cache)."""
+    def save(self, *, kv: bool = False) -> bytes:
+        """The conversation as bytes (messages, version, checksum).
+
+        With ``kv=True`` also the K/V of its leading full blocks that the
+        serving engine's cache holds (parley_chat_session_save_kv): a restore
+        into the same model file, here or in another process, continues
+        without recomputing them.
+        """
         data = c_void_p()
         size = ctypes.c_size_t()
+        fn = _lib.lib.parley_chat_session_save_kv if kv else _lib.lib.parley_chat_session_save
         with self._exclusive() as h:
-            _lib.check(_lib.lib.parley_chat_session_save(h, byref(data), byref(size)))
+            _lib.check(fn(h, byref(data), byref(size)))
         try:
             return ctypes.string_at(data, size.value)
         finally:

@@ -4578,6 +4578,13 @@ extern "C" {
     ) -> parley_status;
 }
 extern "C" {
+    pub fn parley_chat_session_save_kv(
+        session: *const parley_chat_session,
+        out_data: *mut *mut ::std::os::raw::c_char,
+        out_size: *mut usize,
+    ) -> parley_status;
+}
+extern "C" {
     pub fn parley_runtime_options_init(options: *mut parley_runtime_options) -> parley_status;
 }
 extern "C" {
