@@ -38,23 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "samples" / "support-bot" / "models" / "support-llama.parley"
 POLICY = (ROOT / "samples" / "support-bot" / "models" / "policy.txt").read_text(encoding="utf-8")
-QUESTIONS = [
-    "How long does standard shipping take?",
-    "Can I pay by invoice?",
-    "How do I return a damaged monitor?",
-    "When are you open on Saturday?",
-    "How do I reset my password?",
-    "When will I get my refund?",
-    "Can I cancel my order {n}?",
-    "How much is express shipping for order {n}?",
-]
-
-
-def percentile(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_http_load import QUESTIONS, percentile  # noqa: E402  (the same questions as parley serve's load test)
 
 
 def load(port: int, concurrency: int, requests: int, max_tokens: int) -> dict[str, float]:

@@ -133,6 +133,22 @@ static void context_policies(parley_model *llm) {
   parley_chat_session_free(s);
 }
 
+/* A session with the system prompt, one greedy exchange and a second user
+ * message; o / g: the greedy options of its turns (20 new tokens). */
+static parley_chat_session *two_turns(parley_model *llm, parley_chat_options *o, parley_generation_options *g) {
+  parley_chat_session *s = NULL;
+  CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "Hello, my parcel is late. Can you help me?"), PARLEY_OK);
+  parley_chat_options_init(o);
+  parley_generation_options_init(llm, g);
+  g->max_new_tokens = 20;
+  g->do_sample = 0;
+  o->generation = g;
+  CHECK_STATUS(parley_chat_generate(s, o, NULL), PARLEY_OK);
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "It is order 4711, sent on Monday."), PARLEY_OK);
+  return s;
+}
+
 static void save_and_restore(parley_model *llm, parley_model *mt) {
   parley_chat_session *s = NULL, *r = NULL, *bad = NULL;
   char *data = NULL, *reply_a = NULL, *reply_b = NULL, *copy;
@@ -141,15 +157,7 @@ static void save_and_restore(parley_model *llm, parley_model *mt) {
   parley_chat_options o;
   parley_generation_options g;
 
-  CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
-  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "Hello, my parcel is late. Can you help me?"), PARLEY_OK);
-  parley_chat_options_init(&o);
-  parley_generation_options_init(llm, &g);
-  g.max_new_tokens = 20;
-  g.do_sample = 0;
-  o.generation = &g;
-  CHECK_STATUS(parley_chat_generate(s, &o, NULL), PARLEY_OK);
-  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "It is order 4711, sent on Monday."), PARLEY_OK);
+  s = two_turns(llm, &o, &g);
 
   CHECK_STATUS(parley_chat_session_save(s, &data, &size), PARLEY_OK);
   CHECK(data != NULL && size > 32);
@@ -248,15 +256,7 @@ static void save_and_restore_kv(parley_runtime *rt, parley_model *llm) {
   parley_chat_options o;
   parley_generation_options g;
 
-  CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
-  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "Hello, my parcel is late. Can you help me?"), PARLEY_OK);
-  parley_chat_options_init(&o);
-  parley_generation_options_init(llm, &g);
-  g.max_new_tokens = 20;
-  g.do_sample = 0;
-  o.generation = &g;
-  CHECK_STATUS(parley_chat_generate(s, &o, NULL), PARLEY_OK);
-  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_USER, "It is order 4711, sent on Monday."), PARLEY_OK);
+  s = two_turns(llm, &o, &g);
   CHECK_STATUS(parley_chat_session_save_kv(s, &kv, &kv_size), PARLEY_OK);
   CHECK_STATUS(parley_chat_session_save(s, &text, &text_size), PARLEY_OK);
   CHECK(kv != NULL && text != NULL && kv_size > text_size + 4096);
