@@ -108,6 +108,43 @@ PARLEY_CPU_MULTIVERSION void scores(const float *q, const float *k, int64_t k_st
   }
 }
 
+// scores() for two query rows at once (query heads of one kv head at the
+// same position): each key row loaded once for both, 8 accumulators. Each
+// score's arithmetic is scores()'s, so it is the same bit for bit.
+PARLEY_CPU_MULTIVERSION void scores2(const float *q0, const float *q1, const float *k, int64_t k_stride, int64_t count,
+                                     int64_t d, float scale, float *s0, float *s1) {
+  const int64_t d8 = d & ~int64_t{7};
+  auto tail = [&](const float *q, const float *kj) {
+    float t = 0.f;
+    for (int64_t i = d8; i < d; ++i) t += q[i] * kj[i];
+    return t;
+  };
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const float *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
+    v8f a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+    for (int64_t i = 0; i < d8; i += 8) {
+      const v8f x = PARLEY_LOAD8(q0 + i), y = PARLEY_LOAD8(q1 + i);
+      const v8f c0 = PARLEY_LOAD8(k0 + i), c1 = PARLEY_LOAD8(k1 + i), c2 = PARLEY_LOAD8(k2 + i),
+                c3 = PARLEY_LOAD8(k3 + i);
+      a0 += x * c0, a1 += x * c1, a2 += x * c2, a3 += x * c3;
+      b0 += y * c0, b1 += y * c1, b2 += y * c2, b3 += y * c3;
+    }
+    s0[j] = scale * (lanes_sum(a0) + tail(q0, k0));
+    s0[j + 1] = scale * (lanes_sum(a1) + tail(q0, k1));
+    s0[j + 2] = scale * (lanes_sum(a2) + tail(q0, k2));
+    s0[j + 3] = scale * (lanes_sum(a3) + tail(q0, k3));
+    s1[j] = scale * (lanes_sum(b0) + tail(q1, k0));
+    s1[j + 1] = scale * (lanes_sum(b1) + tail(q1, k1));
+    s1[j + 2] = scale * (lanes_sum(b2) + tail(q1, k2));
+    s1[j + 3] = scale * (lanes_sum(b3) + tail(q1, k3));
+  }
+  if (j < count) {
+    scores(q0, k + j * k_stride, k_stride, count - j, d, scale, s0 + j);
+    scores(q1, k + j * k_stride, k_stride, count - j, d, scale, s1 + j);
+  }
+}
+
 // acc = acc * corr + sum_j p[j] * v_j. Four keys per pass over acc, each
 // element still adding key after key in order: the arithmetic of one key at
 // a time, with a quarter of the loads and stores of acc.
@@ -258,7 +295,8 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   const int64_t L = (a.mask & PARLEY_MASK_KEY_PADDING) ? a.key_lengths[b] : a.kv_len;
   int64_t limit[kTaskRows], first[kTaskRows];
   float mx[kTaskRows], sum[kTaskRows];
-  float s[kKeyBlock];
+  float row_s[kKeyBlock];
+  float pair_s[kTaskRows][kKeyBlock];  // paired rows' scores of one key block
   int64_t max_limit = 0, min_first = std::numeric_limits<int64_t>::max();
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = qi_of[r];
@@ -319,18 +357,33 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       at_ = tile_at_jc, koff = voff = tile_off;
       nruns = 1;
     }
+    // Rows at one query position (decode: the heads of a kv head) see the
+    // same keys: their scores come in pairs, each key row read once per pair.
+    const bool paired =
+        qrows == 1 && rows > 1 && j0 < limit[0] && std::max<int64_t>(0, first[0] - j0) < std::min(jc, limit[0] - j0);
+    if (paired) {
+      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
+      for (int64_t r = 0; r + 1 < rows; r += 2)
+        for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+          const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+          if (j < e)
+            scores2(q_of[r], q_of[r + 1], k + koff[n] + (j - at_[n]) * k_stride, k_stride, e - j, D, a.scale,
+                    pair_s[r] + j, pair_s[r + 1] + j);
+        }
+    }
     for (int64_t r = 0; r < rows; ++r) {
       if (j0 >= limit[r]) continue;
       const int64_t nv = std::min(jc, limit[r] - j0);
       // Keys j0 + lo .. j0 + nv - 1 of this block are in the row's window.
       const int64_t lo = std::max<int64_t>(0, first[r] - j0);
       if (lo >= nv) continue;
-      const float *qi = q_of[r];
+      float *s = paired && r < rows - (rows & 1) ? pair_s[r] : row_s;  // an odd last row: alone
       float bmax = -std::numeric_limits<float>::infinity();
-      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
-        if (j < e) scores(qi, k + koff[n] + (j - at_[n]) * k_stride, k_stride, e - j, D, a.scale, s + j);
-      }
+      if (s == row_s)
+        for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+          const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+          if (j < e) scores(q_of[r], k + koff[n] + (j - at_[n]) * k_stride, k_stride, e - j, D, a.scale, s + j);
+        }
       for (int64_t j = lo; j < nv; ++j) bmax = std::max(bmax, s[j]);
       if (probs_of[r]) std::copy(s + lo, s + nv, probs_of[r] + j0 + lo);
       const float mnew = std::max(mx[r], bmax);
