@@ -116,13 +116,7 @@ public final class ChatSession extends Handle {
   }
 
   public int messageCount() {
-    try {
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_chat_message_count(ptr(), n));
-      return (int) n.getValue();
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return countOf((self, n) -> Api.LIB.parley_chat_message_count(self, n));
   }
 
   /** Message {@code index} (0 is the system prompt when there is one). */

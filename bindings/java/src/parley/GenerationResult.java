@@ -14,23 +14,11 @@ public final class GenerationResult extends Handle {
 
   /** Number of prompts. */
   public int size() {
-    try {
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_result_batch_size(ptr(), n));
-      return (int) n.getValue();
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return countOf((self, n) -> Api.LIB.parley_result_batch_size(self, n));
   }
 
   public int hypothesisCount(int item) {
-    try {
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_result_hypothesis_count(ptr(), item, n));
-      return (int) n.getValue();
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return countOf((self, n) -> Api.LIB.parley_result_hypothesis_count(self, item, n));
   }
 
   /** The generated ids of a hypothesis (EOS included when it ended on one). */
@@ -59,13 +47,6 @@ public final class GenerationResult extends Handle {
 
   /** The whole result as JSON (docs/results_json.md); flags: {@link Json}. */
   public String json(int flags) {
-    try {
-      PointerByReference p = new PointerByReference();
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_result_json(ptr(), flags, p, n));
-      return Text.take(p, n);
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return textOf((self, p, n) -> Api.LIB.parley_result_json(self, flags, p, n));
   }
 }

@@ -1,6 +1,9 @@
 package parley;
 
 import com.sun.jna.Pointer;
+import com.sun.jna.ptr.LongByReference;
+import com.sun.jna.ptr.PointerByReference;
+import java.lang.ref.Reference;
 import java.lang.ref.Cleaner;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
@@ -65,6 +68,39 @@ abstract class Handle implements AutoCloseable {
 
   final boolean isClosed() {
     return state.ptr == null;
+  }
+
+  /** A C getter on this handle that writes a count (size_t) through its last argument. */
+  interface CountCall {
+    int call(Pointer self, LongByReference out);
+  }
+
+  /** A C call on this handle that returns a malloc'd UTF-8 buffer and its length. */
+  interface TextCall {
+    int call(Pointer self, PointerByReference out, LongByReference length);
+  }
+
+  /** Runs a count getter: status checked, this handle kept reachable until it returns. */
+  final int countOf(CountCall c) {
+    try {
+      LongByReference n = new LongByReference();
+      Status.check(c.call(ptr(), n));
+      return (int) n.getValue();
+    } finally {
+      Reference.reachabilityFence(this);
+    }
+  }
+
+  /** Runs a text call and takes (frees) its buffer: status checked, this handle kept reachable. */
+  final String textOf(TextCall c) {
+    try {
+      PointerByReference p = new PointerByReference();
+      LongByReference n = new LongByReference();
+      Status.check(c.call(ptr(), p, n));
+      return Text.take(p, n);
+    } finally {
+      Reference.reachabilityFence(this);
+    }
   }
 
   @Override

@@ -100,14 +100,7 @@ public final class Request extends Handle {
 
   /** The finished request as JSON (docs/results_json.md), without taking its result. */
   public String json(int flags) {
-    try {
-      PointerByReference p = new PointerByReference();
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_request_json(ptr(), flags, p, n));
-      return Text.take(p, n);
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return textOf((self, p, n) -> Api.LIB.parley_request_json(self, flags, p, n));
   }
 
   @Override

@@ -20,23 +20,11 @@ public final class TranslationResult extends Handle {
 
   /** Number of texts. */
   public int size() {
-    try {
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_translation_result_count(ptr(), n));
-      return (int) n.getValue();
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return countOf((self, n) -> Api.LIB.parley_translation_result_count(self, n));
   }
 
   public int hypothesisCount(int text) {
-    try {
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_translation_result_hypothesis_count(ptr(), text, n));
-      return (int) n.getValue();
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return countOf((self, n) -> Api.LIB.parley_translation_result_hypothesis_count(self, text, n));
   }
 
   /** Hypothesis {@code hypothesis} (best first) of text {@code text}. */
@@ -129,13 +117,6 @@ public final class TranslationResult extends Handle {
 
   /** The whole result as JSON (docs/results_json.md); flags: {@link Json}. */
   public String json(int flags) {
-    try {
-      PointerByReference p = new PointerByReference();
-      LongByReference n = new LongByReference();
-      Status.check(Api.LIB.parley_translation_result_json(ptr(), flags, p, n));
-      return Text.take(p, n);
-    } finally {
-      Reference.reachabilityFence(this);
-    }
+    return textOf((self, p, n) -> Api.LIB.parley_translation_result_json(self, flags, p, n));
   }
 }
