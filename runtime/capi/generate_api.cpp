@@ -243,6 +243,15 @@ std::vector<std::vector<int32_t>> read_batch(const int32_t *const *seqs, const s
   return out;
 }
 
+// Hypothesis `index` of prompt `batch_index` (NOT_FOUND naming the index out of range).
+const Hypothesis &hypothesis_at(const parley_generation_result &result, size_t batch_index, size_t index) {
+  if (batch_index >= result.items.size())
+    fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
+  const auto &hyps = result.items[batch_index];
+  if (index >= hyps.size()) fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
+  return hyps[index];
+}
+
 }  // namespace
 
 extern "C" {
@@ -407,14 +416,10 @@ PARLEY_API parley_status parley_result_hypothesis(const parley_generation_result
     require(result, "result");
     require(out_tokens, "out_tokens");
     require(out_length, "out_length");
-    if (batch_index >= result->items.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
-    const auto &hyps = result->items[batch_index];
-    if (index >= hyps.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
-    *out_tokens = hyps[index].tokens.data();
-    *out_length = hyps[index].tokens.size();
-    if (out_score) *out_score = hyps[index].score;
+    const Hypothesis &h = hypothesis_at(*result, batch_index, index);
+    *out_tokens = h.tokens.data();
+    *out_length = h.tokens.size();
+    if (out_score) *out_score = h.score;
   });
 }
 
@@ -425,12 +430,7 @@ PARLEY_API parley_status parley_result_hypothesis_logprobs(const parley_generati
     require(result, "result");
     require(out_logprobs, "out_logprobs");
     require(out_count, "out_count");
-    if (batch_index >= result->items.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
-    const auto &hyps = result->items[batch_index];
-    if (index >= hyps.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
-    const Hypothesis &h = hyps[index];
+    const Hypothesis &h = hypothesis_at(*result, batch_index, index);
     if (h.logprobs.empty() && !h.tokens.empty())  // (a constrained sequence may end before its first token)
       fail(PARLEY_ERROR_NOT_FOUND,
            "no per-token log-probabilities: they were not requested (parley_generation_options.return_logprobs or "
@@ -450,12 +450,7 @@ PARLEY_API parley_status parley_result_hypothesis_alternatives(const parley_gene
     require(out_logprobs, "out_logprobs");
     require(out_steps, "out_steps");
     require(out_k, "out_k");
-    if (batch_index >= result->items.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
-    const auto &hyps = result->items[batch_index];
-    if (index >= hyps.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
-    const Hypothesis &h = hyps[index];
+    const Hypothesis &h = hypothesis_at(*result, batch_index, index);
     if (h.alternatives <= 0 && !h.tokens.empty())
       fail(PARLEY_ERROR_NOT_FOUND,
            "no alternatives: they were not requested (parley_generation_options.num_alternatives)");
@@ -471,12 +466,7 @@ PARLEY_API parley_status parley_result_hypothesis_constraint(const parley_genera
   return guarded(__func__, [&] {
     require(result, "result");
     require(out_status, "out_status");
-    if (batch_index >= result->items.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "batch index " + std::to_string(batch_index) + " out of range");
-    const auto &hyps = result->items[batch_index];
-    if (index >= hyps.size())
-      fail(PARLEY_ERROR_NOT_FOUND, "hypothesis index " + std::to_string(index) + " out of range");
-    *out_status = hyps[index].constraint;
+    *out_status = hypothesis_at(*result, batch_index, index).constraint;
   });
 }
 
