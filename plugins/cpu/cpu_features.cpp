@@ -23,7 +23,8 @@ CpuFeatures detect() {
   return f;
 }
 
-// Packed state: bits 0-1 the cap, bit 2 "vnni allowed", bit 3 "bf16 allowed";
+// Packed state: bits 0-1 the cap, bit 2 "int8-activation kernels allowed"
+// (VNNI or AVX2), bit 3 "bf16 allowed";
 // -1 until the environment has been read.
 std::atomic<int> g_cap{-1};
 std::atomic<int> g_logged{-1};
@@ -36,8 +37,9 @@ int state() {
   int s = g_cap.load(std::memory_order_acquire);
   if (s >= 0) return s;
   const Isa cap = isa_cap_from_environment();
+  const bool exact = exact_from_environment();
   int expected = -1;
-  g_cap.compare_exchange_strong(expected, encode(cap, true, true));
+  g_cap.compare_exchange_strong(expected, encode(cap, !exact, !exact));
   return g_cap.load(std::memory_order_acquire);
 }
 
@@ -53,6 +55,14 @@ Isa isa_cap_from_environment() {
     }
   }
   return cap;
+}
+
+bool exact_from_environment() {
+  const char *env = std::getenv("PARLEY_CPU_EXACT");
+  if (!env || !*env || std::strcmp(env, "0") == 0) return false;
+  if (std::strcmp(env, "1") != 0)
+    std::fprintf(stderr, "parley cpu plugin: PARLEY_CPU_EXACT='%s' is not 0 or 1; taking it as 1\n", env);
+  return true;
 }
 
 const CpuFeatures &cpu_features() {
@@ -100,18 +110,23 @@ bool use_avx512_vnni() {
   return active_isa() == Isa::kAvx512 && cpu_features().avx512_vnni && (state() & 4);
 }
 
+bool use_avx2_int8() {
+  return active_isa() >= Isa::kAvx2 && (state() & 4) && !use_avx512_vnni();
+}
+
 bool use_avx512_bf16() {
   return active_isa() == Isa::kAvx512 && cpu_features().avx512_bf16 && (state() & 8);
 }
 
-void set_isa_cap(Isa cap, bool vnni, bool bf16) {
-  g_cap.store(encode(cap, vnni, bf16), std::memory_order_release);
+void set_isa_cap(Isa cap, bool int8, bool bf16) {
+  g_cap.store(encode(cap, int8, bf16), std::memory_order_release);
 }
 
 std::string isa_description() {
   const CpuFeatures &f = cpu_features();
   std::string s = std::string("cpu linear kernels: ") + isa_name(active_isa());
   if (use_avx512_vnni()) s += " + avx512-vnni";
+  if (use_avx2_int8()) s += " + avx2-int8";
   if (use_avx512_bf16()) s += " + avx512-bf16";
   s += " (cpu has:";
   if (f.avx2) s += " avx2+fma+f16c";
@@ -120,7 +135,7 @@ std::string isa_description() {
   if (f.avx512_bf16) s += " avx512-bf16";
   if (f.avx_vnni) s += " avx-vnni";
   if (!f.avx2) s += " none of avx2/avx512";
-  s += "; PARLEY_CPU_ISA caps the level)";
+  s += "; PARLEY_CPU_ISA caps the level, PARLEY_CPU_EXACT=1 keeps activations in float32)";
   return s;
 }
 

@@ -7,6 +7,9 @@
 // environment variable PARLEY_CPU_ISA=avx2|avx512|native (read once, at the
 // first use) caps the level so that every compiled path can be tested on a
 // machine that has the highest one; a level the CPU lacks is never chosen.
+// PARLEY_CPU_EXACT=1 turns off the kernels that round activations (int8
+// activations on VNNI or AVX2, bf16 activations), leaving float32 arithmetic
+// on the weights' exact values.
 #ifndef PARLEY_PLUGINS_CPU_CPU_FEATURES_H
 #define PARLEY_PLUGINS_CPU_CPU_FEATURES_H
 
@@ -35,6 +38,10 @@ Isa native_isa();
 // not a level; the latter is reported on stderr). Read once by active_isa().
 Isa isa_cap_from_environment();
 
+// Whether PARLEY_CPU_EXACT asks for float32 activations only (1; 0 or unset:
+// no; anything else is reported on stderr and taken as 1).
+bool exact_from_environment();
+
 // Parses "avx2", "avx512", "native" or "generic"; false for anything else.
 bool parse_isa(const char *text, Isa *out);
 const char *isa_name(Isa isa);
@@ -45,8 +52,11 @@ Isa active_isa();
 // Whether the int8 VNNI / BF16 dot-product kernels may run now.
 bool use_avx512_vnni();
 bool use_avx512_bf16();
-// Overrides the cap (tests). `vnni` / `bf16` false also turn those extras off.
-void set_isa_cap(Isa cap, bool vnni = true, bool bf16 = true);
+// Whether the AVX2 int8-activation kernel may run now (AVX2 level or above,
+// int8 activations allowed, and no VNNI to do it better).
+bool use_avx2_int8();
+// Overrides the cap (tests). `int8` / `bf16` false also turn those kernels off.
+void set_isa_cap(Isa cap, bool int8 = true, bool bf16 = true);
 
 // A line describing the active level (and what the CPU has), e.g. for the log.
 std::string isa_description();

@@ -1,13 +1,16 @@
 // Specialised LINEAR paths (see linear.h), chosen per call from the CPU's
-// instruction sets (cpu_features.h; PARLEY_CPU_ISA caps the level):
+// instruction sets (cpu_features.h; PARLEY_CPU_ISA caps the level,
+// PARLEY_CPU_EXACT=1 turns off the paths that round activations):
 //
-//   m <= kSmallM (decode):  GEMV kernels, AVX-512 or AVX2, for every weight
-//       dtype: weights read once in their stored form and converted in
-//       registers, F32 activations, F32 accumulation (so greedy decoding
-//       matches a weight-only-quantised float reference).
-//   m >  kSmallM, I8 / I4 weights, AVX512-VNNI: int8 x int8 products with
+//   I8 / I4 weights, AVX512-VNNI, any m: int8 x int8 products with
 //       activations quantised per row on the fly (linear_avx512.cpp); lossy
-//       by the activations' rounding, used only above kSmallM rows.
+//       by the activations' rounding, the same for every m (batch-invariant).
+//   I8 / I4 weights, AVX2 without VNNI, m <= kAvx2IntMaxM: the same
+//       quantisation with int16 vpmaddwd products (linear_int_avx2.cpp).
+//   m <= kSmallM (decode), otherwise: GEMV kernels, AVX-512 or AVX2, for
+//       every weight dtype: weights read once in their stored form and
+//       converted in registers, F32 activations, F32 accumulation (so greedy
+//       decoding matches a weight-only-quantised float reference).
 //   m >  kSmallM, BF16 weights, AVX512-BF16: vdpbf16ps with the activations
 //       rounded to bf16 (lossy, used only above kSmallM rows).
 //   everything else: the general tile + oneDNN sgemm path of linear.cpp
@@ -54,9 +57,13 @@ bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeig
   if (isa == Isa::kGeneric) return false;
   bool ran = false;
   const char *path = "";
-  if (a.m >= kVnniMinM && use_avx512_vnni() && (w.dtype == PARLEY_DTYPE_I8 || w.dtype == PARLEY_DTYPE_I4)) {
+  const bool int_weight = w.dtype == PARLEY_DTYPE_I8 || w.dtype == PARLEY_DTYPE_I4;
+  if (a.m >= kVnniMinM && use_avx512_vnni() && int_weight) {
     path = "gemm_int_vnni_avx512";
     ran = gemm_int_vnni_avx512(host, a, w, status);
+  } else if (a.m >= kAvx2IntMinM && a.m <= kAvx2IntMaxM && use_avx2_int8() && int_weight) {
+    path = "gemm_int_avx2";
+    ran = gemm_int_avx2(host, a, w, status);
   }
   if (ran) {
   } else if (a.m <= kSmallM) {

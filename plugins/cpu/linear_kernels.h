@@ -12,8 +12,15 @@ namespace parley::cpu {
 // Up to this many activation rows take the GEMV kernels (weights streamed once
 // and converted in registers, F32 activations); more take the GEMM paths.
 constexpr int64_t kSmallM = 8;
-// Integer weights take the int8-activation VNNI kernel from this many rows.
+// Integer weights take the int8-activation kernels (VNNI, or AVX2) from this
+// many rows.
 constexpr int64_t kVnniMinM = 1;
+// The AVX2 int8-activation kernel serves m in [kAvx2IntMinM, kAvx2IntMaxM]:
+// above, oneDNN's sgemm on tiles converted to float32 is faster on cores
+// whose vector integer multiplier has half the FMA units' throughput (Zen 2:
+// vpmaddwd on one pipe, FMA on two; tests/bench/bench_linear.cpp).
+constexpr int64_t kAvx2IntMinM = 1;
+constexpr int64_t kAvx2IntMaxM = 16;
 
 // GEMV-style small-m product for every weight dtype, F32 activations, F32
 // accumulation. Requires m <= kSmallM.
@@ -25,6 +32,11 @@ bool gemv_avx512(const Host &host, const parley_linear_args &a, const PackedWeig
 // (row_sums / group_corr); group-wise needs k % 64 == 0.
 bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
                           parley_kernel_status *status);
+
+// The same products on AVX2 (linear_int_avx2.cpp): int8-valued activations
+// widened to int16, vpmaddwd. I8 per-row (any k; bit-identical to the VNNI
+// kernel) and I8 / I4 group-wise with groups that are multiples of 32.
+bool gemm_int_avx2(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status);
 
 // BF16 weights x activations rounded to bf16 (AVX512-BF16; lossy, m > kSmallM only).
 bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,

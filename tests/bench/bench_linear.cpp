@@ -240,6 +240,7 @@ struct Path {
 };
 const Path kPaths[] = {{"generic", Isa::kGeneric, false},
                        {"avx2", Isa::kAvx2, false},
+                       {"avx2+int8", Isa::kAvx2, true},
                        {"avx512", Isa::kAvx512, false},
                        {"avx512+vnni", Isa::kAvx512, true}};
 
@@ -284,9 +285,10 @@ int main(int argc, char **argv) {
         Weights w(spec, s.n, s.k, copies, pool.context());
         std::printf("%-18s %-6s %7.1f |", s.what, spec.name, bytes / 1048576.0);
         for (const Path &p : kPaths) {
-          if ((p.cap == Isa::kAvx512 && !f.avx512) || (p.cap == Isa::kAvx2 && !f.avx2) || (p.vnni && !f.avx512_vnni) ||
+          if ((p.cap == Isa::kAvx512 && !f.avx512) || (p.cap == Isa::kAvx2 && !f.avx2) ||
+              (p.vnni && p.cap == Isa::kAvx512 && !f.avx512_vnni) ||
               (p.vnni && spec.dtype != PARLEY_DTYPE_I8 && spec.dtype != PARLEY_DTYPE_I4)) {
-            std::printf(" %-24s|", p.vnni ? "(m=1: same as avx512)" : "(cpu lacks it)");
+            std::printf(" %-24s|", p.vnni ? "(same as without int8)" : "(cpu lacks it)");
             continue;
           }
           parley::cpu::set_isa_cap(p.cap, p.vnni, false);
@@ -313,7 +315,7 @@ int main(int argc, char **argv) {
       for (int64_t m : {2, 4, 8, 12, 16}) {
         std::printf("%-6s %4lld |", spec.name, static_cast<long long>(m));
         for (const Path &p : kPaths) {
-          if ((p.cap == Isa::kAvx512 && !f.avx512) || (p.vnni && !f.avx512_vnni)) {
+          if ((p.cap == Isa::kAvx512 && !f.avx512) || (p.vnni && p.cap == Isa::kAvx512 && !f.avx512_vnni)) {
             std::printf(" %-11s|", "-");
             continue;
           }
@@ -345,6 +347,10 @@ int main(int argc, char **argv) {
             parley::cpu::set_isa_cap(Isa::kAvx512, true, false);
             const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
             std::printf(" (vnni %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
+          } else if ((spec.dtype == PARLEY_DTYPE_I8 || spec.dtype == PARLEY_DTYPE_I4) && f.avx2) {
+            parley::cpu::set_isa_cap(Isa::kAvx2, true, false);
+            const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
+            std::printf(" (avx2-int8 %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
           }
           if (spec.dtype == PARLEY_DTYPE_BF16 && f.avx512_bf16) {
             parley::cpu::set_isa_cap(Isa::kAvx512, false, true);

@@ -206,6 +206,7 @@ struct Path {
 };
 constexpr Path kPaths[] = {{"generic", Isa::kGeneric, false, false},
                            {"avx2", Isa::kAvx2, false, false},
+                           {"avx2_int8", Isa::kAvx2, true, false},
                            {"avx512", Isa::kAvx512, false, false},
                            {"avx512_vnni_bf16", Isa::kAvx512, true, true}};
 
@@ -214,7 +215,7 @@ const char *missing_feature(const Path &p) {
   const auto &f = parley::cpu::cpu_features();
   if (p.cap == Isa::kAvx2 && !f.avx2) return "AVX2+FMA+F16C";
   if (p.cap == Isa::kAvx512 && !f.avx512) return "AVX-512 F/BW/VL/DQ";
-  if (p.vnni && !f.avx512_vnni) return "AVX512-VNNI";
+  if (p.vnni && p.cap == Isa::kAvx512 && !f.avx512_vnni) return "AVX512-VNNI";
   if (p.bf16 && !f.avx512_bf16) return "AVX512-BF16";
   return nullptr;
 }
@@ -224,13 +225,23 @@ struct PathScope {
   ~PathScope() { parley::cpu::set_isa_cap(Isa::kAvx512, true, true); }
 };
 
-// Whether this call takes the int8-activation (VNNI) kernel: I8 per-row, or
-// I8 / I4 group-wise with k a multiple of 64.
+// Whether this call takes an int8-activation kernel: VNNI (I8 per-row, or I8
+// / I4 group-wise with k a multiple of 64) where the path allows it and the
+// CPU has it, else the AVX2 one (I8 per-row, or group-wise with groups of a
+// multiple of 32). Where VNNI is chosen but cannot serve the shape, the call
+// goes to the float paths, not to the AVX2 kernel.
 bool int8_activations(const Path &p, const WeightSpec &s, int64_t m, int64_t k) {
-  if (!(p.cap == Isa::kAvx512 && p.vnni && parley::cpu::cpu_features().avx512_vnni && m >= parley::cpu::kVnniMinM))
-    return false;
+  const auto &f = parley::cpu::cpu_features();
+  const bool int_weight = s.dtype == PARLEY_DTYPE_I8 || s.dtype == PARLEY_DTYPE_I4;
+  if (!p.vnni || !int_weight) return false;
+  if (p.cap == Isa::kAvx512 && f.avx512 && f.avx512_vnni) {
+    if (m < parley::cpu::kVnniMinM) return false;
+    if (s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW) return true;
+    return s.quant == PARLEY_QUANT_GROUPWISE && k % 64 == 0;
+  }
+  if (p.cap < Isa::kAvx2 || !f.avx2 || m < parley::cpu::kAvx2IntMinM || m > parley::cpu::kAvx2IntMaxM) return false;
   if (s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW) return true;
-  return (s.dtype == PARLEY_DTYPE_I8 || s.dtype == PARLEY_DTYPE_I4) && s.quant == PARLEY_QUANT_GROUPWISE && k % 64 == 0;
+  return s.quant == PARLEY_QUANT_GROUPWISE && s.group % 32 == 0 && k % s.group == 0;
 }
 
 // Whether this call rounds the activations to bf16 (vdpbf16ps, BF16 weights).
@@ -498,6 +509,64 @@ TEST(Linear, NonFiniteActivationsPropagateOnEveryPath) {
   }
 }
 
+// The int8-activation kernels of I8 per-row weights compute the dot products
+// in exact integers, so every such path (VNNI and AVX2 alike) gives the same
+// bits: float(sum_p q_x q_w) * (s_x * s_w), with q_x = round_even(x * (127 /
+// max|x|)) in float32. Row lengths cover the vector tails; weights include
+// -128.
+TEST(Linear, I8PerRowInt8ActivationPathsGiveTheExactIntegerDot) {
+  PARLEY_TRACE_BASE_SEED();
+  int ran = 0;
+  for (const Path &path : kPaths) {
+    if (missing_feature(path)) continue;
+    for (int64_t k : {1, 15, 16, 17, 100, 263, 1024}) {
+      Rng rng(case_seed());
+      const Weight w = make_weight(kSpecs[3], 11, k, rng, k == 100 ? Fill::kExtremes : Fill::kRandom);
+      for (int64_t m : {1, 5, 13}) {
+        if (!int8_activations(path, kSpecs[3], m, k)) continue;
+        ++ran;
+        const Inputs in = random_inputs(m, k, rng);
+        TestHost host(2);
+        PathScope scope(path);
+        Prepared p;
+        p.kd = linear_desc(PARLEY_DTYPE_I8);
+        p.host = &host;
+        p.pw.struct_size = sizeof p.pw;
+        const parley_weight_desc d = desc_of(w);
+        ASSERT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK);
+        std::vector<float> out = poisoned(size_t(m * 11));
+        parley_linear_args a{};
+        a.struct_size = sizeof a;
+        a.dtype = PARLEY_DTYPE_F32;
+        a.m = m, a.n = 11, a.k = k;
+        a.x = in.x.data(), a.ld_x = in.ld_x;
+        a.weight = p.pw.handle;
+        a.out = out.data(), a.ld_out = 11;
+        ASSERT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+        for (int64_t i = 0; i < m; ++i) {
+          const float *xr = in.x.data() + i * in.ld_x;
+          float amax = 0.f;
+          for (int64_t c = 0; c < k; ++c) amax = std::max(amax, std::fabs(xr[c]));
+          const float inv = amax > 0.f ? 127.f / amax : 0.f, sx = amax / 127.f;
+          for (int64_t j = 0; j < 11; ++j) {
+            int64_t dot = 0;
+            const int8_t *wr = reinterpret_cast<const int8_t *>(w.bytes.data() + j * w.ld_bytes);
+            for (int64_t c = 0; c < k; ++c) {
+              const float t = xr[c] * inv;
+              const int64_t q = std::clamp<int64_t>(int64_t(std::nearbyint(t)), -127, 127);
+              dot += q * wr[c];
+            }
+            const float want = float(dot) * (sx * w.scales[size_t(j)]);
+            EXPECT_EQ(out[size_t(i * 11 + j)], want)
+                << path.name << " k=" << k << " m=" << m << " row " << i << " output " << j;
+          }
+        }
+      }
+    }
+  }
+  if (ran == 0) GTEST_SKIP() << "this CPU has no int8-activation path (needs AVX2 or AVX512-VNNI)";
+}
+
 // ---- the instruction-set knob ------------------------------------------------------
 
 TEST(LinearIsa, KnobParsesAndCapsTheLevelAndTheChoiceIsLogged) {
@@ -555,6 +624,30 @@ TEST(LinearIsa, EnvironmentVariableSetsTheCap) {
   unsetenv("PARLEY_CPU_ISA");
   EXPECT_EQ(parley::cpu::isa_cap_from_environment(), Isa::kAvx512);
   if (saved) setenv("PARLEY_CPU_ISA", keep.c_str(), 1);
+}
+
+TEST(LinearIsa, ExactEnvironmentVariableTurnsActivationRoundingOff) {
+  const char *saved = std::getenv("PARLEY_CPU_EXACT");
+  const std::string keep = saved ? saved : "";
+  unsetenv("PARLEY_CPU_EXACT");
+  EXPECT_FALSE(parley::cpu::exact_from_environment());
+  setenv("PARLEY_CPU_EXACT", "0", 1);
+  EXPECT_FALSE(parley::cpu::exact_from_environment());
+  setenv("PARLEY_CPU_EXACT", "1", 1);
+  EXPECT_TRUE(parley::cpu::exact_from_environment());
+  setenv("PARLEY_CPU_EXACT", "yes", 1);  // reported on stderr, taken as 1
+  EXPECT_TRUE(parley::cpu::exact_from_environment());
+  if (saved)
+    setenv("PARLEY_CPU_EXACT", keep.c_str(), 1);
+  else
+    unsetenv("PARLEY_CPU_EXACT");
+  // The in-process form: int8 off leaves no int8-activation kernel.
+  parley::cpu::set_isa_cap(Isa::kAvx512, false, false);
+  EXPECT_FALSE(parley::cpu::use_avx512_vnni());
+  EXPECT_FALSE(parley::cpu::use_avx2_int8());
+  EXPECT_FALSE(parley::cpu::use_avx512_bf16());
+  parley::cpu::set_isa_cap(Isa::kAvx512, true, true);
+  EXPECT_EQ(parley::cpu::use_avx2_int8(), parley::cpu::cpu_features().avx2 && !parley::cpu::use_avx512_vnni());
 }
 
 // ---- misuse ---------------------------------------------------------------------------

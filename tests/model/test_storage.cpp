@@ -9,7 +9,7 @@
 //    the weights carry exactly the same rounding: logits within the float32
 //    arithmetic tolerance and greedy tokens IDENTICAL (asserted for every
 //    file). Run by the ctest entry test_model_same_rounding with
-//    PARLEY_CPU_ISA=avx2 (see kSameRoundingTolerance).
+//    PARLEY_CPU_ISA=avx2 PARLEY_CPU_EXACT=1 (see kSameRoundingTolerance).
 // Tolerances, margins and the measured errors are in tests/parity/README.md.
 #include <gtest/gtest.h>
 
@@ -168,10 +168,11 @@ TEST_P(Storage, GreedyTokens) {
 // far more (README: every I4 group read with its row's first scale gives 3.6
 // and 4.5).
 // This holds only where the plugin computes in F32 on the dequantised
-// weights: the cpu plugin's int8-activation (VNNI, I8/I4 weights, any m) and
-// bf16-activation (m > 8) paths add a bounded but far larger error, so the
-// ctest entry caps the ISA to exact paths with PARLEY_CPU_ISA=avx2 (AVX2 GEMV
-// for m <= 8, sgemm over dequantised tiles above); those paths are tested
+// weights: the cpu plugin's int8-activation (VNNI or AVX2, I8/I4 weights, any
+// m) and bf16-activation (m > 8) paths add a bounded but far larger error, so
+// the ctest entry keeps to the exact paths with PARLEY_CPU_ISA=avx2
+// PARLEY_CPU_EXACT=1 (AVX2 GEMV for m <= 8, sgemm over dequantised tiles
+// above); those paths are tested
 // against their own derived bounds in tests/kernels/test_linear.cpp.
 constexpr double kSameRoundingTolerance = 1e-4;
 

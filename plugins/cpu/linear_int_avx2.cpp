@@ -1,0 +1,330 @@
+// Integer weights x int8-valued activations on AVX2 (no VNNI), for the same
+// products as gemm_int_vnni_avx512 (linear_avx512.cpp), which it mirrors:
+//
+// Each activation row is quantised on the fly, symmetric, per row, exactly as
+// there: s_x = max|x| / 127, q = round(x / s_x) in [-127, 127]. The bytes are
+// widened to int16 once per row and the products run as vpmaddwd (int16 x
+// int16, adjacent pairs added into int32), with each weight vector widened
+// from its stored bytes (or nibbles) in registers. vpmaddubsw would take
+// bytes directly, but its int16 pair sums saturate for u8 x s8 operands, and
+// the sign trick that avoids that costs as many instructions as the widening
+// while it breaks on a weight byte of -128.
+//  * I8 per-row: one int32 sum per output over the whole row, exact (no
+//    overflow for k <= 131072: 127 * 128 * 131072 = 2^31 - 2^24), so the dot
+//    products are the very integers the VNNI kernel computes and the outputs
+//    are bit-identical to it: float(dot) * (s_x * s_w).
+//  * I8 / I4 group-wise: the int32 sums of each group are converted to float
+//    and multiplied by the group's scale, accumulated in float.
+//    I4 nibbles are widened in registers (low nibbles = even elements, high =
+//    odd), and q is stored permuted the same way within every 32 elements.
+// The only extra error over float32 is the rounding of x to q * s_x (the
+// bound is the VNNI kernel's; tests/kernels/test_linear.cpp checks it).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "linear_kernels.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace parley::cpu {
+
+namespace {
+
+enum class QKind { kI8Row, kI8Group, kI4Group };
+
+constexpr int kMR = 4;         // activation rows per micro-kernel
+constexpr int kNR = 3;         // weight rows per micro-kernel: 12 accumulators + 3 weights + 1 of 16 registers
+constexpr int64_t kUnit = 24;  // weight rows per parallel_for index (a multiple of kNR)
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float hsum_ps(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Quantises one activation row into kp int16 values (zeros past k); for I4
+// weights the values of every 32 are then ordered even elements first, odd
+// ones after. Returns s_x, or a negative value if the row is not finite.
+float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, int16_t *q) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 mx = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(x + p), abs_mask));
+  float amax = hmax(mx);
+  for (; p < k; ++p) amax = std::max(amax, std::fabs(x[p]));
+  // max() drops NaN lanes, so finiteness is checked on its own.
+  bool finite = std::isfinite(amax);
+  for (p = 0; finite && p < k; ++p) finite = std::isfinite(x[p]);
+  if (!finite) return -1.f;
+  const float inv = amax > 0.f ? 127.f / amax : 0.f;
+  const __m256 vinv = _mm256_set1_ps(inv);
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  for (p = 0; p + 8 <= k; p += 8) {
+    // Round to nearest even (the default MXCSR mode), as the VNNI kernel does.
+    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + p), vinv));
+    v = _mm256_max_epi32(_mm256_min_epi32(v, hi), lo);
+    const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(q + p), packed);
+  }
+  for (; p < k; ++p) {
+    const int32_t v = int32_t(std::nearbyint(x[p] * inv));
+    q[p] = int16_t(std::clamp(v, -127, 127));
+  }
+  for (; p < kp; ++p) q[p] = 0;
+  if (i4_order) {
+    int16_t tmp[32];
+    for (p = 0; p < kp; p += 32) {
+      for (int t = 0; t < 16; ++t) {
+        tmp[t] = q[p + 2 * t];
+        tmp[16 + t] = q[p + 2 * t + 1];
+      }
+      std::memcpy(q + p, tmp, sizeof tmp);
+    }
+  }
+  return amax / 127.f;
+}
+
+inline __m256i load_x(const int16_t *x, int64_t p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + p));
+}
+
+// 16 weights of an I8 row at element p, widened to int16.
+inline __m256i load_w8(const int8_t *row, int64_t p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + p)));
+}
+
+// 32 I4 weights at element p (16 bytes): the even elements in *ev, the odd
+// ones in *od, as int16 (each nibble sign-extended by a shift pair).
+inline void load_w4(const uint8_t *row, int64_t p, __m256i *ev, __m256i *od) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + p / 2)));
+  *ev = _mm256_srai_epi16(_mm256_slli_epi16(b, 12), 12);
+  *od = _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 12);
+}
+
+// Per-row weights: dots[i][j] = sum_p q[i][p] * w[j][p] (int32, exact).
+template <int MR, int NR>
+void block_row(const int16_t *const *xq, const int8_t *const *wr, int64_t k, int32_t dots[kMR][kNR]) {
+  __m256i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    __m256i wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = load_w8(wr[j], p);
+    for (int i = 0; i < MR; ++i) {
+      const __m256i xv = load_x(xq[i], p);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
+    }
+  }
+  if (p < k) {  // the weight rows end here: the tail through a zeroed copy (x is zero-padded)
+    __m256i wv[NR];
+    for (int j = 0; j < NR; ++j) {
+      alignas(16) int8_t tail[16] = {};
+      std::memcpy(tail, wr[j] + p, size_t(k - p));
+      wv[j] = load_w8(tail, 0);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256i xv = load_x(xq[i], p);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) dots[i][j] = hsum_epi32(acc[i][j]);
+}
+
+// Group-wise weights: out[i][j] = sum_g s_g * sum_{p in g} q[i][p] * w[j][p]
+// (float). group is a multiple of 32 and divides k.
+template <QKind K, int MR, int NR>
+void block_group(const int16_t *const *xq, const int8_t *const *wr, const float *const *ws, int64_t k, int64_t group,
+                 float out[kMR][kNR]) {
+  __m256 facc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) facc[i][j] = _mm256_setzero_ps();
+  for (int64_t g0 = 0; g0 < k; g0 += group) {
+    __m256i acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
+    for (int64_t p = g0; p < g0 + group; p += 32) {
+      if constexpr (K == QKind::kI4Group) {
+        __m256i ev[NR], od[NR];
+        for (int j = 0; j < NR; ++j) load_w4(reinterpret_cast<const uint8_t *>(wr[j]), p, &ev[j], &od[j]);
+        for (int i = 0; i < MR; ++i) {
+          const __m256i xe = load_x(xq[i], p), xo = load_x(xq[i], p + 16);
+          for (int j = 0; j < NR; ++j)
+            acc[i][j] = _mm256_add_epi32(acc[i][j],
+                                         _mm256_add_epi32(_mm256_madd_epi16(xe, ev[j]), _mm256_madd_epi16(xo, od[j])));
+        }
+      } else {
+        for (int64_t h = 0; h < 32; h += 16) {
+          __m256i wv[NR];
+          for (int j = 0; j < NR; ++j) wv[j] = load_w8(wr[j], p + h);
+          for (int i = 0; i < MR; ++i) {
+            const __m256i xv = load_x(xq[i], p + h);
+            for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
+          }
+        }
+      }
+    }
+    for (int j = 0; j < NR; ++j) {
+      const __m256 s = _mm256_set1_ps(ws[j][g0 / group]);
+      for (int i = 0; i < MR; ++i) facc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][j]), s, facc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) out[i][j] = hsum_ps(facc[i][j]);
+}
+
+template <QKind K, int MR>
+void block_rows(const int16_t *const *xq, const int8_t *const *wr, const float *const *ws, int nr, int64_t k,
+                int64_t group, int32_t dots[kMR][kNR], float fdots[kMR][kNR]) {
+#define PARLEY_INT_CASE(c)                                \
+  case c:                                                 \
+    if constexpr (K == QKind::kI8Row)                     \
+      block_row<MR, c>(xq, wr, k, dots);                  \
+    else                                                  \
+      block_group<K, MR, c>(xq, wr, ws, k, group, fdots); \
+    break;
+  switch (nr) {
+    PARLEY_INT_CASE(1)
+    PARLEY_INT_CASE(2)
+    default:
+      PARLEY_INT_CASE(3)
+  }
+#undef PARLEY_INT_CASE
+}
+
+template <QKind K>
+bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
+  const int64_t m = a.m, n = a.n, k = a.k;
+  const int64_t kp = (k + 31) / 32 * 32;
+  std::vector<int16_t> xq;
+  std::vector<float> sx;
+  try {
+    xq.resize(size_t(m * kp));
+    sx.resize(size_t(m));
+  } catch (const std::bad_alloc &) {
+    *status = PARLEY_KERNEL_OUT_OF_MEMORY;
+    return true;
+  }
+  std::atomic<bool> nonfinite{false};
+  const float *x = static_cast<const float *>(a.x);
+  parley_kernel_status st =
+      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
+        for (int64_t i = i0; i < i1; ++i) {
+          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, K == QKind::kI4Group, xq.data() + i * kp);
+          if (sx[size_t(i)] < 0.f) nonfinite.store(true);
+        }
+        return PARLEY_KERNEL_OK;
+      });
+  if (st != PARLEY_KERNEL_OK) {
+    *status = st;
+    return true;
+  }
+  // A NaN or infinity in x: the general path propagates it as float32 does.
+  if (nonfinite.load()) return false;
+  // Group-wise blocks hold float accumulators too: 2 activation rows keep
+  // them in registers (4 would spill).
+  constexpr int kStep = K == QKind::kI8Row ? kMR : 2;
+  const int64_t groups = w.group_size ? k / w.group_size : 1;
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  *status = host.parallel_for(
+      units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
+        int32_t dots[kMR][kNR];
+        float fdots[kMR][kNR];
+        float vals[kNR];
+        // Activation rows in blocks of ~256 KiB (they stay in L2 while the
+        // thread's weight units pass by), each unit's rows re-read per block.
+        const int64_t row_bytes = kp * int64_t(sizeof(int16_t));
+        const int64_t mb = std::max<int64_t>(kStep, (int64_t(256) << 10) / row_bytes / kStep * kStep);
+        for (int64_t ib = 0; ib < m; ib += mb)
+          for (int64_t u = u0; u < u1; ++u) {
+            const int64_t j_end = std::min(n, (u + 1) * kUnit);
+            for (int64_t i0 = ib; i0 < std::min(m, ib + mb); i0 += kStep) {
+              const int mr = int(std::min<int64_t>(kStep, m - i0));
+              const int16_t *xr[kMR];
+              for (int i = 0; i < kMR; ++i) xr[i] = xq.data() + (i0 + std::min(i, mr - 1)) * kp;
+              for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
+                const int nr = int(std::min<int64_t>(kNR, j_end - j0));
+                const int8_t *wr[kNR];
+                const float *ws[kNR];
+                for (int j = 0; j < kNR; ++j) {
+                  const int64_t row = j0 + std::min(j, nr - 1);
+                  wr[j] = reinterpret_cast<const int8_t *>(w.data + row * w.ld_bytes);
+                  ws[j] = w.scales + row * groups;
+                }
+                switch (mr) {
+                  case 1:
+                    block_rows<K, 1>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  case 2:
+                    block_rows<K, 2>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  case 3:
+                    block_rows<K, 3>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                  default:
+                    block_rows<K, 4>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
+                    break;
+                }
+                for (int i = 0; i < mr; ++i) {
+                  const float s = sx[size_t(i0 + i)];
+                  for (int j = 0; j < nr; ++j) {
+                    if constexpr (K == QKind::kI8Row)
+                      vals[j] = float(dots[i][j]) * (s * w.scales[j0 + j]);
+                    else
+                      vals[j] = fdots[i][j] * s;
+                  }
+                  linear_epilogue(a, i0 + i, j0, vals, nr);
+                }
+              }
+            }
+          }
+        return PARLEY_KERNEL_OK;
+      });
+  return true;
+}
+
+}  // namespace
+
+bool gemm_int_avx2(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
+  if (a.k > 131072) return false;
+  if (w.dtype == PARLEY_DTYPE_I8 && w.quant == PARLEY_QUANT_PER_ROW) return gemm_int<QKind::kI8Row>(host, a, w, status);
+  if (w.quant != PARLEY_QUANT_GROUPWISE || w.group_size < 32 || w.group_size % 32 != 0 || a.k % w.group_size != 0)
+    return false;
+  if (w.dtype == PARLEY_DTYPE_I8) return gemm_int<QKind::kI8Group>(host, a, w, status);
+  if (w.dtype == PARLEY_DTYPE_I4) return gemm_int<QKind::kI4Group>(host, a, w, status);
+  return false;
+}
+
+}  // namespace parley::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
