@@ -42,9 +42,10 @@ namespace {
 
 enum class QKind { kI8Row, kI8Group, kI4Group };
 
-constexpr int kMR = 4;         // activation rows per micro-kernel
-constexpr int kNR = 3;         // weight rows per micro-kernel: 12 accumulators + 3 weights + 1 of 16 registers
-constexpr int64_t kUnit = 24;  // weight rows per parallel_for index (a multiple of kNR)
+constexpr int kMR = 4;               // activation rows per micro-kernel
+constexpr int kNR = 3;               // weight rows per micro-kernel: 12 accumulators + 3 weights + 1 of 16 registers
+constexpr int64_t kUnit = 24;        // weight rows per parallel_for index (a multiple of kNR)
+constexpr int64_t kPrefetch = 1024;  // bytes ahead in a weight row
 
 inline float hmax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -132,15 +133,27 @@ void block_row(const int16_t *const *xq, const int8_t *const *wr, int64_t k, int
   __m256i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
-  int64_t p = 0;
-  for (; p + 16 <= k; p += 16) {
+  auto step = [&](int64_t p) {
     __m256i wv[NR];
     for (int j = 0; j < NR; ++j) wv[j] = load_w8(wr[j], p);
     for (int i = 0; i < MR; ++i) {
       const __m256i xv = load_x(xq[i], p);
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
     }
+  };
+  int64_t p = 0;
+  // A cache line of every weight row per pass, the line kPrefetch bytes
+  // ahead requested first: at few activation rows the kernel waits on memory
+  // (decode), and the hardware prefetcher alone keeps too few lines in flight
+  // (SmolLM2 int8 decode, 1 thread: 30 -> 38 tok/s).
+  for (; p + 64 <= k; p += 64) {
+    for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char *>(wr[j] + p + kPrefetch), _MM_HINT_T0);
+    step(p);
+    step(p + 16);
+    step(p + 32);
+    step(p + 48);
   }
+  for (; p + 16 <= k; p += 16) step(p);
   if (p < k) {  // the weight rows end here: the tail through a zeroed copy (x is zero-padded)
     __m256i wv[NR];
     for (int j = 0; j < NR; ++j) {
@@ -170,6 +183,10 @@ void block_group(const int16_t *const *xq, const int8_t *const *wr, const float 
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
     for (int64_t p = g0; p < g0 + group; p += 32) {
+      const int64_t byte = K == QKind::kI4Group ? p / 2 : p;  // as in block_row
+      if (byte % 64 == 0)
+        for (int j = 0; j < NR; ++j)
+          _mm_prefetch(reinterpret_cast<const char *>(wr[j] + byte + kPrefetch), _MM_HINT_T0);
       if constexpr (K == QKind::kI4Group) {
         __m256i ev[NR], od[NR];
         for (int j = 0; j < NR; ++j) load_w4(reinterpret_cast<const uint8_t *>(wr[j]), p, &ev[j], &od[j]);

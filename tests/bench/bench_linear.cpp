@@ -347,10 +347,6 @@ int main(int argc, char **argv) {
             parley::cpu::set_isa_cap(Isa::kAvx512, true, false);
             const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
             std::printf(" (vnni %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
-          } else if ((spec.dtype == PARLEY_DTYPE_I8 || spec.dtype == PARLEY_DTYPE_I4) && f.avx2) {
-            parley::cpu::set_isa_cap(Isa::kAvx2, true, false);
-            const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
-            std::printf(" (avx2-int8 %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
           }
           if (spec.dtype == PARLEY_DTYPE_BF16 && f.avx512_bf16) {
             parley::cpu::set_isa_cap(Isa::kAvx512, false, true);
