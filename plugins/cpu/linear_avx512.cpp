@@ -259,105 +259,33 @@ void vnni_block_group(const uint8_t *const *xu, const int8_t *const *wr, const f
     for (int j = 0; j < NR; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
-template <QKind K, int MR>
-void vnni_rows(const uint8_t *const *xu, const int8_t *const *wr, const float *const *ws, int nr, int64_t k,
-               int64_t group, int32_t dots[kMR][kNR], float fdots[kMR][kNR]) {
-#define PARLEY_VNNI_CASE(c)                                    \
-  case c:                                                      \
-    if constexpr (K == QKind::kI8Row)                          \
-      vnni_block_row<MR, c>(xu, wr, k, dots);                  \
-    else                                                       \
-      vnni_block_group<K, MR, c>(xu, wr, ws, k, group, fdots); \
-    break;
-  switch (nr) {
-    PARLEY_VNNI_CASE(1)
-    PARLEY_VNNI_CASE(2)
-    PARLEY_VNNI_CASE(3)
-    default:
-      PARLEY_VNNI_CASE(4)
-  }
-#undef PARLEY_VNNI_CASE
-}
+}  // namespace
+
+#include "linear_int_driver.inc"
+
+namespace {
 
 template <QKind K>
 bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
-  const int64_t m = a.m, n = a.n, k = a.k;
-  const int64_t kp = (k + 63) / 64 * 64;
-  std::vector<uint8_t> xu(static_cast<size_t>(m * kp));
-  std::vector<float> sx(static_cast<size_t>(m));
-  std::atomic<bool> nonfinite{false};
-  const float *x = static_cast<const float *>(a.x);
-  parley_kernel_status st =
-      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
-        for (int64_t i = i0; i < i1; ++i) {
-          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, K == QKind::kI4Group, xu.data() + i * kp);
-          if (sx[size_t(i)] < 0.f) nonfinite.store(true);
-        }
-        return PARLEY_KERNEL_OK;
-      });
-  if (st != PARLEY_KERNEL_OK) {
-    *status = st;
-    return true;
-  }
-  // A NaN or infinity in x: the general path propagates it as float32 does.
-  if (nonfinite.load()) return false;
-  const int64_t groups = w.group_size ? k / w.group_size : 1;
-  const int64_t row_bytes = kp;
-  const int64_t units = (n + kUnit - 1) / kUnit;
-  *status = host.parallel_for(
-      units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
-        int32_t dots[kMR][kNR];
-        float fdots[kMR][kNR];
-        float vals[kNR];
-        // Activation rows in blocks of ~256 KiB (they stay in L2 while the
-        // thread's weight units pass by), each unit's rows re-read per block.
-        const int64_t mb = std::max<int64_t>(kMR, (int64_t(256) << 10) / row_bytes / kMR * kMR);
-        for (int64_t ib = 0; ib < m; ib += mb)
-          for (int64_t u = u0; u < u1; ++u) {
-            const int64_t j_end = std::min(n, (u + 1) * kUnit);
-            for (int64_t i0 = ib; i0 < std::min(m, ib + mb); i0 += kMR) {
-              const int mr = int(std::min<int64_t>(kMR, m - i0));
-              const uint8_t *xr[kMR];
-              for (int i = 0; i < kMR; ++i) xr[i] = xu.data() + (i0 + std::min(i, mr - 1)) * kp;
-              for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
-                const int nr = int(std::min<int64_t>(kNR, j_end - j0));
-                const int8_t *wr[kNR];
-                const float *ws[kNR];
-                for (int j = 0; j < kNR; ++j) {
-                  const int64_t row = j0 + std::min(j, nr - 1);
-                  wr[j] = reinterpret_cast<const int8_t *>(w.data + row * w.ld_bytes);
-                  ws[j] = w.scales + row * groups;
-                }
-                switch (mr) {
-                  case 1:
-                    vnni_rows<K, 1>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                  case 2:
-                    vnni_rows<K, 2>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                  case 3:
-                    vnni_rows<K, 3>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                  default:
-                    vnni_rows<K, 4>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                }
-                for (int i = 0; i < mr; ++i) {
-                  const float s = sx[size_t(i0 + i)];
-                  for (int j = 0; j < nr; ++j) {
-                    if constexpr (K == QKind::kI8Row)
-                      vals[j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (s * w.scales[j0 + j]);
-                    else
-                      vals[j] = (fdots[i][j] - w.group_corr[size_t(j0 + j)]) * s;
-                  }
-                  linear_epilogue(a, i0 + i, j0, vals, nr);
-                }
-              }
-            }
-          }
-        return PARLEY_KERNEL_OK;
-      });
-  return true;
+  const int64_t k = a.k, kp = (k + 63) / 64 * 64;
+  auto quantize = [&](const float *x, uint8_t *u) { return quantize_row(x, k, kp, K == QKind::kI4Group, u); };
+  auto tile = [&]<int MR, int NR>(const uint8_t *const *xr, const int8_t *const *wr, const float *const *ws, int64_t j0,
+                                  const float *sx, float(*vals)[kNR]) {
+    int32_t dots[kMR][kNR];
+    float fdots[kMR][kNR];
+    if constexpr (K == QKind::kI8Row)
+      vnni_block_row<MR, NR>(xr, wr, k, dots);
+    else
+      vnni_block_group<K, MR, NR>(xr, wr, ws, k, w.group_size, fdots);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) {
+        if constexpr (K == QKind::kI8Row)
+          vals[i][j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (sx[i] * w.scales[j0 + j]);
+        else
+          vals[i][j] = (fdots[i][j] - w.group_corr[size_t(j0 + j)]) * sx[i];
+      }
+  };
+  return int_activation_gemm<uint8_t, kMR, kNR>(host, a, w, kp, kUnit, kMR, kNR, quantize, tile, status);
 }
 
 }  // namespace

@@ -216,114 +216,36 @@ void block_group(const int16_t *const *xq, const int8_t *const *wr, const float 
     for (int j = 0; j < NR; ++j) out[i][j] = hsum_ps(facc[i][j]);
 }
 
-template <QKind K, int MR>
-void block_rows(const int16_t *const *xq, const int8_t *const *wr, const float *const *ws, int nr, int64_t k,
-                int64_t group, int32_t dots[kMR][kNR], float fdots[kMR][kNR]) {
-#define PARLEY_INT_CASE(c)                                \
-  case c:                                                 \
-    if constexpr (K == QKind::kI8Row)                     \
-      block_row<MR, c>(xq, wr, k, dots);                  \
-    else                                                  \
-      block_group<K, MR, c>(xq, wr, ws, k, group, fdots); \
-    break;
-  switch (nr) {
-    PARLEY_INT_CASE(1)
-    PARLEY_INT_CASE(2)
-    default:
-      PARLEY_INT_CASE(3)
-  }
-#undef PARLEY_INT_CASE
-}
+}  // namespace
+
+#include "linear_int_driver.inc"
+
+namespace {
 
 template <QKind K>
 bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
-  const int64_t m = a.m, n = a.n, k = a.k;
-  const int64_t kp = (k + 31) / 32 * 32;
-  std::vector<int16_t> xq;
-  std::vector<float> sx;
-  try {
-    xq.resize(size_t(m * kp));
-    sx.resize(size_t(m));
-  } catch (const std::bad_alloc &) {
-    *status = PARLEY_KERNEL_OUT_OF_MEMORY;
-    return true;
-  }
-  std::atomic<bool> nonfinite{false};
-  const float *x = static_cast<const float *>(a.x);
-  parley_kernel_status st =
-      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
-        for (int64_t i = i0; i < i1; ++i) {
-          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, K == QKind::kI4Group, xq.data() + i * kp);
-          if (sx[size_t(i)] < 0.f) nonfinite.store(true);
-        }
-        return PARLEY_KERNEL_OK;
-      });
-  if (st != PARLEY_KERNEL_OK) {
-    *status = st;
-    return true;
-  }
-  // A NaN or infinity in x: the general path propagates it as float32 does.
-  if (nonfinite.load()) return false;
+  const int64_t k = a.k, kp = (k + 31) / 32 * 32;
+  auto quantize = [&](const float *x, int16_t *q) { return quantize_row(x, k, kp, K == QKind::kI4Group, q); };
+  auto tile = [&]<int MR, int NR>(const int16_t *const *xr, const int8_t *const *wr, const float *const *ws, int64_t j0,
+                                  const float *sx, float(*vals)[kNR]) {
+    int32_t dots[kMR][kNR];
+    float fdots[kMR][kNR];
+    if constexpr (K == QKind::kI8Row)
+      block_row<MR, NR>(xr, wr, k, dots);
+    else
+      block_group<K, MR, NR>(xr, wr, ws, k, w.group_size, fdots);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) {
+        if constexpr (K == QKind::kI8Row)
+          vals[i][j] = float(dots[i][j]) * (sx[i] * w.scales[j0 + j]);
+        else
+          vals[i][j] = fdots[i][j] * sx[i];
+      }
+  };
   // Group-wise blocks hold float accumulators too: 2 activation rows keep
   // them in registers (4 would spill).
-  constexpr int kStep = K == QKind::kI8Row ? kMR : 2;
-  const int64_t groups = w.group_size ? k / w.group_size : 1;
-  const int64_t units = (n + kUnit - 1) / kUnit;
-  *status = host.parallel_for(
-      units, even_grain(units, host.num_threads()), [&](int64_t u0, int64_t u1) -> parley_kernel_status {
-        int32_t dots[kMR][kNR];
-        float fdots[kMR][kNR];
-        float vals[kNR];
-        // Activation rows in blocks of ~256 KiB (they stay in L2 while the
-        // thread's weight units pass by), each unit's rows re-read per block.
-        const int64_t row_bytes = kp * int64_t(sizeof(int16_t));
-        const int64_t mb = std::max<int64_t>(kStep, (int64_t(256) << 10) / row_bytes / kStep * kStep);
-        for (int64_t ib = 0; ib < m; ib += mb)
-          for (int64_t u = u0; u < u1; ++u) {
-            const int64_t j_end = std::min(n, (u + 1) * kUnit);
-            for (int64_t i0 = ib; i0 < std::min(m, ib + mb); i0 += kStep) {
-              const int mr = int(std::min<int64_t>(kStep, m - i0));
-              const int16_t *xr[kMR];
-              for (int i = 0; i < kMR; ++i) xr[i] = xq.data() + (i0 + std::min(i, mr - 1)) * kp;
-              for (int64_t j0 = u * kUnit; j0 < j_end; j0 += kNR) {
-                const int nr = int(std::min<int64_t>(kNR, j_end - j0));
-                const int8_t *wr[kNR];
-                const float *ws[kNR];
-                for (int j = 0; j < kNR; ++j) {
-                  const int64_t row = j0 + std::min(j, nr - 1);
-                  wr[j] = reinterpret_cast<const int8_t *>(w.data + row * w.ld_bytes);
-                  ws[j] = w.scales + row * groups;
-                }
-                switch (mr) {
-                  case 1:
-                    block_rows<K, 1>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                  case 2:
-                    block_rows<K, 2>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                  case 3:
-                    block_rows<K, 3>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                  default:
-                    block_rows<K, 4>(xr, wr, ws, nr, k, w.group_size, dots, fdots);
-                    break;
-                }
-                for (int i = 0; i < mr; ++i) {
-                  const float s = sx[size_t(i0 + i)];
-                  for (int j = 0; j < nr; ++j) {
-                    if constexpr (K == QKind::kI8Row)
-                      vals[j] = float(dots[i][j]) * (s * w.scales[j0 + j]);
-                    else
-                      vals[j] = fdots[i][j] * s;
-                  }
-                  linear_epilogue(a, i0 + i, j0, vals, nr);
-                }
-              }
-            }
-          }
-        return PARLEY_KERNEL_OK;
-      });
-  return true;
+  const int row_step = K == QKind::kI8Row ? kMR : 2;
+  return int_activation_gemm<int16_t, kMR, kNR>(host, a, w, kp, kUnit, row_step, kNR, quantize, tile, status);
 }
 
 }  // namespace

@@ -474,6 +474,30 @@ TEST_P(LinearPaths, ZeroActivationRowsGiveTheEpilogueOfZero) {
 INSTANTIATE_TEST_SUITE_P(Isa, LinearPaths, testing::Range(0, int(std::size(kPaths))),
                          [](const testing::TestParamInfo<int> &i) { return std::string(kPaths[i.param].name); });
 
+// Runs LINEAR with weight w on `path` for the m rows of `in` (no epilogue)
+// and returns out[m][n] (ld_out = n); fails the test on a kernel error.
+std::vector<float> run_plain(const Path &path, const Weight &w, int64_t m, const Inputs &in, int threads = 3) {
+  TestHost host(threads);
+  PathScope scope(path);
+  Prepared p;
+  p.kd = linear_desc(w.spec.dtype);
+  p.host = &host;
+  p.pw.struct_size = sizeof p.pw;
+  const parley_weight_desc d = desc_of(w);
+  std::vector<float> out = poisoned(size_t(m * w.n));
+  EXPECT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK) << host.last_error();
+  if (!p.pw.handle) return out;
+  parley_linear_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.m = m, a.n = w.n, a.k = w.k;
+  a.x = in.x.data(), a.ld_x = in.ld_x;
+  a.weight = p.pw.handle;
+  a.out = out.data(), a.ld_out = w.n;
+  EXPECT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  return out;
+}
+
 // A NaN in x reaches that row's outputs on every path (the int8 path hands the
 // product to the float path rather than quantise a NaN), and no other row.
 TEST(Linear, NonFiniteActivationsPropagateOnEveryPath) {
@@ -485,23 +509,7 @@ TEST(Linear, NonFiniteActivationsPropagateOnEveryPath) {
       const Weight w = make_weight(kSpecs[3], 8, 64, rng);
       Inputs in = random_inputs(m, 64, rng);
       in.x[5] = std::numeric_limits<float>::quiet_NaN();
-      TestHost host;
-      PathScope scope(path);
-      Prepared p;
-      p.kd = linear_desc(PARLEY_DTYPE_I8);
-      p.host = &host;
-      p.pw.struct_size = sizeof p.pw;
-      const parley_weight_desc d = desc_of(w);
-      ASSERT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK);
-      std::vector<float> out = poisoned(size_t(m * 8));
-      parley_linear_args a{};
-      a.struct_size = sizeof a;
-      a.dtype = PARLEY_DTYPE_F32;
-      a.m = m, a.n = 8, a.k = 64;
-      a.x = in.x.data(), a.ld_x = in.ld_x;
-      a.weight = p.pw.handle;
-      a.out = out.data(), a.ld_out = 8;
-      ASSERT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+      const std::vector<float> out = run_plain(path, w, m, in);
       for (int64_t j = 0; j < 8; ++j) EXPECT_TRUE(std::isnan(out[size_t(j)])) << path.name << " m=" << m;
       for (int64_t i = 1; i < m; ++i)
         for (int64_t j = 0; j < 8; ++j) EXPECT_TRUE(std::isfinite(out[size_t(i * 8 + j)])) << path.name;
@@ -526,23 +534,7 @@ TEST(Linear, I8PerRowInt8ActivationPathsGiveTheExactIntegerDot) {
         if (!int8_activations(path, kSpecs[3], m, k)) continue;
         ++ran;
         const Inputs in = random_inputs(m, k, rng);
-        TestHost host(2);
-        PathScope scope(path);
-        Prepared p;
-        p.kd = linear_desc(PARLEY_DTYPE_I8);
-        p.host = &host;
-        p.pw.struct_size = sizeof p.pw;
-        const parley_weight_desc d = desc_of(w);
-        ASSERT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK);
-        std::vector<float> out = poisoned(size_t(m * 11));
-        parley_linear_args a{};
-        a.struct_size = sizeof a;
-        a.dtype = PARLEY_DTYPE_F32;
-        a.m = m, a.n = 11, a.k = k;
-        a.x = in.x.data(), a.ld_x = in.ld_x;
-        a.weight = p.pw.handle;
-        a.out = out.data(), a.ld_out = 11;
-        ASSERT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+        const std::vector<float> out = run_plain(path, w, m, in);
         for (int64_t i = 0; i < m; ++i) {
           const float *xr = in.x.data() + i * in.ld_x;
           float amax = 0.f;
