@@ -508,14 +508,18 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
     ChatReplyOptions r;
     r.decoding = o.generation ? resolve_generation_options(*session->model->impl.file, o.generation) : s.defaults();
     r.decoding.on_token = nullptr;
-    // A chat reply's log-probabilities come only through a request
-    // (parley_request_reply_logprobs); it has no alternatives accessor.
+    // A chat reply's log-probabilities and alternatives come only through a
+    // request (parley_request_reply_logprobs / _alternatives, asked for in
+    // its request options).
     r.decoding.return_logprobs = false;
     r.decoding.num_alternatives = 0;
     r.decoding.constraint = capi::resolve_constraint(session->model->impl, o.generation);
     const capi::RequestControl *control = capi::take_request_control();
     capi::apply_request_control(control, r.decoding, /*with_logprobs=*/true);
-    if (control && control->return_logprobs) r.logprobs = control->reply_logprobs;
+    if (control) {
+      r.decoding.num_alternatives = control->num_alternatives;
+      if (control->return_logprobs || control->num_alternatives > 0) r.hypothesis = control->reply;
+    }
     if (o.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
     if (o.num_stop_strings && !o.stop_strings)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->stop_strings is NULL but num_stop_strings > 0");
