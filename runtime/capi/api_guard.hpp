@@ -67,6 +67,17 @@ inline void check_struct_size(size_t given, size_t min_size, size_t max_size, co
                                             " (initialise it with the matching _init function or sizeof)");
 }
 
+// Copy a caller's options struct over `o` (this library's defaults, or
+// zeros), its struct_size checked first (min_size .. sizeof): the fields an
+// older caller's smaller struct lacks keep their value in `o`. NULL options
+// leave `o` as it is.
+template <typename T>
+void copy_in(T &o, const T *options, size_t min_size, const char *what) {
+  if (!options) return;
+  check_struct_size(options->struct_size, min_size, sizeof *options, what);
+  std::memcpy(&o, options, options->struct_size);
+}
+
 // Copy a fully filled output struct into the caller's, which may be from an
 // older release (smaller); struct_size is kept as the caller set it.
 template <typename T>

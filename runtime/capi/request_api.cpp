@@ -25,6 +25,7 @@
 
 using namespace parley;
 using parley::capi::check_struct_size;
+using parley::capi::copy_in;
 using parley::capi::guarded;
 using parley::capi::require;
 
@@ -67,9 +68,7 @@ struct GenerationCopy {
 
 void copy_generation(const parley_generation_options *src, GenerationCopy &dst, const std::string &what) {
   if (!src) return;
-  check_struct_size(src->struct_size, PARLEY_SIZE_THROUGH(parley_generation_options, user_data), sizeof dst.o,
-                    what.c_str());
-  std::memcpy(&dst.o, src, src->struct_size);
+  copy_in(dst.o, src, PARLEY_SIZE_THROUGH(parley_generation_options, user_data), what.c_str());
   if (dst.o.num_eos_token_ids) {
     if (!dst.o.eos_token_ids)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, what + "->eos_token_ids is NULL but num_eos_token_ids > 0");
@@ -278,11 +277,7 @@ void run(parley_request *r) {
 void start(std::unique_ptr<parley_request> r, const parley_request_options *options, parley_request **out_request) {
   parley_request_options o{};
   o.struct_size = sizeof o;
-  if (options) {
-    check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
-                      sizeof *options, "request_options");
-    std::memcpy(&o, options, options->struct_size);
-  }
+  copy_in(o, options, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs), "request_options");
   if (o.num_alternatives > PARLEY_MAX_ALTERNATIVES)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "request_options->num_alternatives is " + std::to_string(o.num_alternatives) +
                                             ": at most PARLEY_MAX_ALTERNATIVES (" +
@@ -359,9 +354,7 @@ PARLEY_API parley_status parley_chat_submit(parley_chat_session *session, const 
     r->session = session;
     bool has_options = options != nullptr;
     if (options) {
-      check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_chat_options, user_data), sizeof r->chat,
-                        "options");
-      std::memcpy(&r->chat, options, options->struct_size);
+      copy_in(r->chat, options, PARLEY_SIZE_THROUGH(parley_chat_options, user_data), "options");
       if (r->chat.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
       if (r->chat.num_stop_strings && !r->chat.stop_strings)
         fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->stop_strings is NULL but num_stop_strings > 0");
@@ -566,11 +559,12 @@ std::unique_lock<std::mutex> finished_of_kind(parley_request *r, Kind kind, cons
   if (r->taken) fail(PARLEY_ERROR_NOT_FOUND, "the result was already taken from this request");
   return lock;
 }
-// The checks of the chat reply getters: a finished chat request that kept its hypothesis.
-void check_reply_request(const parley_request *request, const char *what) {
+// The checks of the chat reply getters: a finished chat request that did not fail.
+// `what` names the values, `result_getter` where a generation's are.
+void check_reply_request(const parley_request *request, const char *what, const char *result_getter) {
   if (request->kind != Kind::kChat)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the request is ") + kind_name(request->kind) + ": its " + what +
-                                            " are in its result (parley_result_hypothesis_*)");
+                                            " are in its result (" + result_getter + ")");
   if (!request->finished) fail(PARLEY_ERROR_BUSY, "the request has not finished yet (parley_request_wait)");
   if (request->status != PARLEY_OK) fail(PARLEY_ERROR_NOT_FOUND, std::string("the turn failed: it has no ") + what);
 }
@@ -616,15 +610,9 @@ PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *req
     require(out_logprobs, "out_logprobs");
     require(out_count, "out_count");
     std::lock_guard<std::mutex> lock(request->mu);
-    if (request->kind != Kind::kChat)
-      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the request is ") + kind_name(request->kind) +
-                                              ": its log-probabilities are in its result "
-                                              "(parley_result_hypothesis_logprobs)");
-    if (!request->finished) fail(PARLEY_ERROR_BUSY, "the request has not finished yet (parley_request_wait)");
+    check_reply_request(request, "log-probabilities", "parley_result_hypothesis_logprobs");
     if (!request->has_reply_logprobs)
-      fail(PARLEY_ERROR_NOT_FOUND, request->status != PARLEY_OK
-                                       ? "the turn failed: it has no log-probabilities"
-                                       : "log-probabilities were not requested (request_options->return_logprobs)");
+      fail(PARLEY_ERROR_NOT_FOUND, "log-probabilities were not requested (request_options->return_logprobs)");
     *out_logprobs = request->reply_hypothesis.logprobs.data();
     *out_count = request->reply_hypothesis.logprobs.size();
   });
@@ -637,7 +625,7 @@ PARLEY_API parley_status parley_request_reply_tokens(const parley_request *reque
     require(out_tokens, "out_tokens");
     require(out_count, "out_count");
     std::lock_guard<std::mutex> lock(request->mu);
-    check_reply_request(request, "tokens");
+    check_reply_request(request, "tokens", "parley_result_hypothesis");
     if (!request->has_reply_logprobs && !request->has_reply_alternatives)
       fail(PARLEY_ERROR_NOT_FOUND,
            "the reply's tokens are kept only with request_options->return_logprobs or num_alternatives");
@@ -656,7 +644,7 @@ PARLEY_API parley_status parley_request_reply_alternatives(const parley_request 
     require(out_steps, "out_steps");
     require(out_k, "out_k");
     std::lock_guard<std::mutex> lock(request->mu);
-    check_reply_request(request, "alternatives");
+    check_reply_request(request, "alternatives", "parley_result_hypothesis_alternatives");
     if (!request->has_reply_alternatives)
       fail(PARLEY_ERROR_NOT_FOUND, "alternatives were not requested (request_options->num_alternatives)");
     const parley::Hypothesis &h = request->reply_hypothesis;

@@ -28,10 +28,7 @@ constexpr size_t kScoreOptionsV1 = PARLEY_SIZE_THROUGH(parley_score_options, tar
 parley_score_options read_options(const parley_score_options *options) {
   parley_score_options o{};
   o.struct_size = sizeof o;
-  if (options) {
-    check_struct_size(options->struct_size, kScoreOptionsV1, sizeof *options, "options");
-    std::memcpy(&o, options, options->struct_size);
-  }
+  parley::capi::copy_in(o, options, kScoreOptionsV1, "options");
   return o;
 }
 

@@ -18,6 +18,7 @@
 
 using namespace parley;
 using parley::capi::check_struct_size;
+using parley::capi::copy_in;
 using parley::capi::guarded;
 using parley::capi::require;
 
@@ -200,10 +201,7 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   parley_translation_options o{};
   o.struct_size = sizeof o;
   parley_translation_options_defaults(&o);
-  if (options) {
-    check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
-    std::memcpy(&o, options, options->struct_size);
-  }
+  copy_in(o, options, kTranslationOptionsV1, "options");
   const ModelFile &file = *model->impl.file;
   if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
     fail(PARLEY_ERROR_UNSUPPORTED, "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
@@ -501,10 +499,7 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
     ChatSession &s = *session->impl;
     parley_chat_options o{};
     o.struct_size = sizeof o;
-    if (options) {
-      check_struct_size(options->struct_size, kChatOptionsV1, sizeof *options, "options");
-      std::memcpy(&o, options, options->struct_size);
-    }
+    copy_in(o, options, kChatOptionsV1, "options");
     ChatReplyOptions r;
     r.decoding = o.generation ? resolve_generation_options(*session->model->impl.file, o.generation) : s.defaults();
     r.decoding.on_token = nullptr;
