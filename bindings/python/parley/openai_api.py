@@ -194,7 +194,7 @@ class OpenAIService:
             if not content:
                 msg["content"] = None
         return {"id": job.id, "object": "chat.completion", "created": job.created, "model": job.entry.name,
-                "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage}
+                "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}], "usage": usage}
 
     def _prepare_chat(self, body: Mapping[str, Any]) -> _ChatJob:
         _known(body, ["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
