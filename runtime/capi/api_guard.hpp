@@ -87,6 +87,17 @@ void copy_out(T *dst, const T &src) {
               n - sizeof(size_t));
 }
 
+// The body of an options `_defaults` function: `options` must be non-NULL
+// with a struct_size in min_size .. sizeof; then make()'s struct (this
+// library's defaults) fills its first struct_size bytes.
+template <typename T, typename Make>
+void write_defaults(T *options, size_t min_size, Make make) {
+  require(options, "options");
+  check_struct_size(options->struct_size, min_size, sizeof *options, "options");
+  const T d = make();
+  copy_out(options, d);
+}
+
 }  // namespace parley::capi
 
 // Size of a struct up to and including `field`: frozen for fields of the first release.

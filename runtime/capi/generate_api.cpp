@@ -274,12 +274,12 @@ extern "C" {
 PARLEY_API parley_status parley_generation_options_defaults(const parley_model *model,
                                                             parley_generation_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kOptionsV1, sizeof *options, "options");
-    parley_generation_options o{};
-    o.struct_size = sizeof o;
-    fill_from(model ? decoding_defaults(*model->impl.file) : DecodingOptions{}, o);
-    parley::capi::copy_out(options, o);
+    parley::capi::write_defaults(options, kOptionsV1, [&] {
+      parley_generation_options o{};
+      o.struct_size = sizeof o;
+      fill_from(model ? decoding_defaults(*model->impl.file) : DecodingOptions{}, o);
+      return o;
+    });
   });
 }
 

@@ -334,12 +334,8 @@ extern "C" {
 
 PARLEY_API parley_status parley_request_options_defaults(parley_request_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
-                      sizeof *options, "options");
-    parley_request_options d{};
-    d.struct_size = options->struct_size;
-    std::memcpy(options, &d, options->struct_size);
+    parley::capi::write_defaults(options, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
+                                 [] { return parley_request_options{}; });
   });
 }
 

@@ -178,12 +178,11 @@ PARLEY_API void parley_string_free(char *text) {
 
 PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
-    parley_translation_options d{};
-    d.struct_size = options->struct_size;
-    d.attention_layer = -1;
-    std::memcpy(options, &d, options->struct_size);
+    parley::capi::write_defaults(options, kTranslationOptionsV1, [] {
+      parley_translation_options d{};
+      d.attention_layer = -1;
+      return d;
+    });
   });
 }
 
@@ -481,13 +480,8 @@ PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_
 }
 
 PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *options) {
-  return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kChatOptionsV1, sizeof *options, "options");
-    parley_chat_options d{};
-    d.struct_size = options->struct_size;
-    std::memcpy(options, &d, options->struct_size);
-  });
+  return guarded(__func__,
+                 [&] { parley::capi::write_defaults(options, kChatOptionsV1, [] { return parley_chat_options{}; }); });
 }
 
 }  // extern "C"
