@@ -608,7 +608,25 @@ typedef struct parley_generation_options {
    * parley_request_options.return_logprobs). */
   int32_t return_logprobs;
   size_t num_alternatives;
+  /* Appended in 0.1.x: an additive bias per token (OpenAI's logit_bias),
+   * for generation, translation and chat, every search: each step,
+   * logit_bias_values[i] is added to the score of token logit_bias_ids[i]
+   * before the other logits processors (transformers'
+   * SequenceBiasLogitsProcessor with one-token sequences, which
+   * _get_logits_processor puts first); -100 in practice bans a token, +100
+   * forces it. Per-token log-probabilities and alternatives are those of the
+   * biased distribution. Both arrays hold num_logit_bias entries (at most
+   * PARLEY_MAX_LOGIT_BIAS; read during the call only); a token listed twice
+   * gets the sum. Errors: PARLEY_ERROR_INVALID_ARGUMENT naming the entry for
+   * an id outside the vocabulary, a value that is not finite, NULL arrays
+   * with num_logit_bias > 0, or too many entries. */
+  const int32_t *logit_bias_ids;
+  const float *logit_bias_values;
+  size_t num_logit_bias;
 } parley_generation_options;
+
+/* The most entries parley_generation_options.num_logit_bias may hold. */
+#define PARLEY_MAX_LOGIT_BIAS 4096
 
 /*
  * The model's generation defaults (transformers' when model is NULL) for the
@@ -1475,6 +1493,13 @@ typedef struct parley_request_options {
    * (either asks for them). 0 (default): none. Other values: refused.
    * Changes no token or score. */
   int32_t return_logprobs;
+  /* Appended in 0.1.x: for a chat request, keep the k best tokens of every
+   * generated step of the reply with their log-probabilities
+   * (parley_request_reply_alternatives), as
+   * parley_generation_options.num_alternatives does for generation (which
+   * chat ignores). 0 (default): none; at most PARLEY_MAX_ALTERNATIVES.
+   * Other requests: must be 0 (their options carry num_alternatives). */
+  size_t num_alternatives;
 } parley_request_options;
 
 PARLEY_API parley_status parley_request_options_defaults(parley_request_options *options);
@@ -1588,6 +1613,30 @@ PARLEY_API parley_status parley_request_take_translation_result(parley_request *
  */
 PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *request, const float **out_logprobs,
                                                        size_t *out_count);
+
+/*
+ * A finished chat request's generated token ids (return_logprobs or
+ * num_alternatives): one per entry of parley_request_reply_logprobs, in
+ * order (an EOS token, or tokens a stop string cut from the reply's text,
+ * included), so that a host can name each token (parley_detokenize of
+ * one id, without skipping special tokens). Owned by the request. Errors as parley_request_reply_logprobs.
+ */
+PARLEY_API parley_status parley_request_reply_tokens(const parley_request *request, const int32_t **out_tokens,
+                                                     size_t *out_count);
+
+/*
+ * A finished chat request's top-k alternatives per generated token
+ * (parley_request_options.num_alternatives = k): *out_ids and
+ * *out_logprobs are [*out_steps x *out_k] row-major with the semantics of
+ * parley_result_hypothesis_alternatives (*out_steps equals the count of
+ * parley_request_reply_tokens). Owned by the request. Errors:
+ * PARLEY_ERROR_BUSY (not finished), PARLEY_ERROR_NOT_FOUND (not requested,
+ * or the turn failed), PARLEY_ERROR_INVALID_ARGUMENT (NULL argument, not a
+ * chat request).
+ */
+PARLEY_API parley_status parley_request_reply_alternatives(const parley_request *request, const int32_t **out_ids,
+                                                           const float **out_logprobs, size_t *out_steps,
+                                                           size_t *out_k);
 
 /*
  * Free a request and what was not taken from it. An unfinished request is

@@ -67,6 +67,17 @@ inline void check_struct_size(size_t given, size_t min_size, size_t max_size, co
                                             " (initialise it with the matching _init function or sizeof)");
 }
 
+// Copy a caller's options struct over `o` (this library's defaults, or
+// zeros), its struct_size checked first (min_size .. sizeof): the fields an
+// older caller's smaller struct lacks keep their value in `o`. NULL options
+// leave `o` as it is.
+template <typename T>
+void copy_in(T &o, const T *options, size_t min_size, const char *what) {
+  if (!options) return;
+  check_struct_size(options->struct_size, min_size, sizeof *options, what);
+  std::memcpy(&o, options, options->struct_size);
+}
+
 // Copy a fully filled output struct into the caller's, which may be from an
 // older release (smaller); struct_size is kept as the caller set it.
 template <typename T>
@@ -74,6 +85,17 @@ void copy_out(T *dst, const T &src) {
   size_t n = dst->struct_size;
   std::memcpy(reinterpret_cast<char *>(dst) + sizeof(size_t), reinterpret_cast<const char *>(&src) + sizeof(size_t),
               n - sizeof(size_t));
+}
+
+// The body of an options `_defaults` function: `options` must be non-NULL
+// with a struct_size in min_size .. sizeof; then make()'s struct (this
+// library's defaults) fills its first struct_size bytes.
+template <typename T, typename Make>
+void write_defaults(T *options, size_t min_size, Make make) {
+  require(options, "options");
+  check_struct_size(options->struct_size, min_size, sizeof *options, "options");
+  const T d = make();
+  copy_out(options, d);
 }
 
 }  // namespace parley::capi

@@ -177,6 +177,21 @@ DecodingOptions resolve_generation_options(const ModelFile &file, const parley_g
     d.return_logprobs = o.return_logprobs == 1;
     d.num_alternatives = static_cast<int64_t>(o.num_alternatives);
   }
+  if (options->struct_size >= PARLEY_SIZE_THROUGH(parley_generation_options, num_logit_bias) && o.num_logit_bias) {
+    if (o.num_logit_bias > PARLEY_MAX_LOGIT_BIAS)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->num_logit_bias is " + std::to_string(o.num_logit_bias) +
+                                              ": at most PARLEY_MAX_LOGIT_BIAS (" +
+                                              std::to_string(PARLEY_MAX_LOGIT_BIAS) + ") entries");
+    if (!o.logit_bias_ids || !o.logit_bias_values)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "options->logit_bias_ids or logit_bias_values is NULL but num_logit_bias > 0");
+    // Ids are checked against the vocabulary by validate_decoding_options.
+    for (size_t i = 0; i < o.num_logit_bias; ++i) {
+      if (!std::isfinite(o.logit_bias_values[i]))
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->logit_bias_values[" + std::to_string(i) + "] is not finite");
+      d.logit_bias.emplace_back(o.logit_bias_ids[i], o.logit_bias_values[i]);
+    }
+  }
   if (o.on_token) {
     parley_token_fn fn = o.on_token;
     void *user = o.user_data;
@@ -259,12 +274,12 @@ extern "C" {
 PARLEY_API parley_status parley_generation_options_defaults(const parley_model *model,
                                                             parley_generation_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kOptionsV1, sizeof *options, "options");
-    parley_generation_options o{};
-    o.struct_size = sizeof o;
-    fill_from(model ? decoding_defaults(*model->impl.file) : DecodingOptions{}, o);
-    parley::capi::copy_out(options, o);
+    parley::capi::write_defaults(options, kOptionsV1, [&] {
+      parley_generation_options o{};
+      o.struct_size = sizeof o;
+      fill_from(model ? decoding_defaults(*model->impl.file) : DecodingOptions{}, o);
+      return o;
+    });
   });
 }
 

@@ -139,23 +139,23 @@ extern "C" {
 
 PARLEY_API parley_status parley_model_options_defaults(parley_model_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kModelOptionsV1, sizeof *options, "options");
-    parley_model_options o{};
-    o.struct_size = sizeof o;
-    o.verify_checksums = 1;
-    o.device = "cpu";
-    o.borrow_memory = 0;
-    o.read_into_memory = 0;
-    o.kv_cache_dtype = PARLEY_DTYPE_F32;
-    o.serving_engine = 1;
-    o.kv_block_size = 16;
-    o.kv_cache_budget_bytes = 0;
-    o.max_batch_sequences = 256;
-    o.max_batch_tokens = 512;
-    o.prefill_chunk_tokens = 256;
-    o.admission_timeout_ms = 60000;
-    copy_out(options, o);
+    parley::capi::write_defaults(options, kModelOptionsV1, [] {
+      parley_model_options o{};
+      o.struct_size = sizeof o;
+      o.verify_checksums = 1;
+      o.device = "cpu";
+      o.borrow_memory = 0;
+      o.read_into_memory = 0;
+      o.kv_cache_dtype = PARLEY_DTYPE_F32;
+      o.serving_engine = 1;
+      o.kv_block_size = 16;
+      o.kv_cache_budget_bytes = 0;
+      o.max_batch_sequences = 256;
+      o.max_batch_tokens = 512;
+      o.prefill_chunk_tokens = 256;
+      o.admission_timeout_ms = 60000;
+      return o;
+    });
   });
 }
 

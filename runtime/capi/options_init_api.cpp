@@ -21,13 +21,13 @@ static_assert(sizeof(parley_runtime_options) ==
 static_assert(sizeof(parley_model_options) ==
               rounded<parley_model_options>(PARLEY_SIZE_THROUGH(parley_model_options, admission_timeout_ms)));
 static_assert(sizeof(parley_generation_options) ==
-              rounded<parley_generation_options>(PARLEY_SIZE_THROUGH(parley_generation_options, num_alternatives)));
+              rounded<parley_generation_options>(PARLEY_SIZE_THROUGH(parley_generation_options, num_logit_bias)));
 static_assert(sizeof(parley_translation_options) ==
               rounded<parley_translation_options>(PARLEY_SIZE_THROUGH(parley_translation_options, max_batch_tokens)));
 static_assert(sizeof(parley_chat_options) ==
               rounded<parley_chat_options>(PARLEY_SIZE_THROUGH(parley_chat_options, context_policy)));
 static_assert(sizeof(parley_request_options) ==
-              rounded<parley_request_options>(PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs)));
+              rounded<parley_request_options>(PARLEY_SIZE_THROUGH(parley_request_options, num_alternatives)));
 
 // NULL goes to the _defaults function, which reports it.
 template <typename T>

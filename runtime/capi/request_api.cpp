@@ -25,6 +25,7 @@
 
 using namespace parley;
 using parley::capi::check_struct_size;
+using parley::capi::copy_in;
 using parley::capi::guarded;
 using parley::capi::require;
 
@@ -58,7 +59,8 @@ thread_local const parley_request *t_worker_of = nullptr;  // the request this t
 // caller's, so the blocking call reads exactly what it would have read).
 struct GenerationCopy {
   parley_generation_options o{};
-  std::vector<int32_t> eos;
+  std::vector<int32_t> eos, logit_bias_ids;
+  std::vector<float> logit_bias_values;
   std::vector<char> grammar, json_schema;  // appended fields: owned, NUL-terminated copies (heap: survive moves)
   bool set = false;
   const parley_generation_options *get() const { return set ? &o : nullptr; }
@@ -66,9 +68,7 @@ struct GenerationCopy {
 
 void copy_generation(const parley_generation_options *src, GenerationCopy &dst, const std::string &what) {
   if (!src) return;
-  check_struct_size(src->struct_size, PARLEY_SIZE_THROUGH(parley_generation_options, user_data), sizeof dst.o,
-                    what.c_str());
-  std::memcpy(&dst.o, src, src->struct_size);
+  copy_in(dst.o, src, PARLEY_SIZE_THROUGH(parley_generation_options, user_data), what.c_str());
   if (dst.o.num_eos_token_ids) {
     if (!dst.o.eos_token_ids)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, what + "->eos_token_ids is NULL but num_eos_token_ids > 0");
@@ -89,6 +89,20 @@ void copy_generation(const parley_generation_options *src, GenerationCopy &dst, 
     dst.json_schema.assign(dst.o.json_schema, dst.o.json_schema + strnlen(dst.o.json_schema, kMaxGrammarBytes + 1));
     dst.json_schema.push_back('\0');
     dst.o.json_schema = dst.json_schema.data();
+  }
+  // logit_bias (appended): owned copies; the blocking call checks the values.
+  if (src->struct_size >= PARLEY_SIZE_THROUGH(parley_generation_options, num_logit_bias) && dst.o.num_logit_bias) {
+    if (dst.o.num_logit_bias > PARLEY_MAX_LOGIT_BIAS)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, what + "->num_logit_bias is " + std::to_string(dst.o.num_logit_bias) +
+                                              ": at most PARLEY_MAX_LOGIT_BIAS (" +
+                                              std::to_string(PARLEY_MAX_LOGIT_BIAS) + ") entries");
+    if (!dst.o.logit_bias_ids || !dst.o.logit_bias_values)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           what + "->logit_bias_ids or logit_bias_values is NULL but num_logit_bias > 0");
+    dst.logit_bias_ids.assign(dst.o.logit_bias_ids, dst.o.logit_bias_ids + dst.o.num_logit_bias);
+    dst.logit_bias_values.assign(dst.o.logit_bias_values, dst.o.logit_bias_values + dst.o.num_logit_bias);
+    dst.o.logit_bias_ids = dst.logit_bias_ids.data();
+    dst.o.logit_bias_values = dst.logit_bias_values.data();
   }
   dst.set = true;
 }
@@ -168,8 +182,10 @@ struct parley_request {
   parley_translation_result *translation_result = nullptr;
   bool taken = false;
   bool free_when_done = false;  // parley_request_free was called on the worker thread
-  std::vector<float> reply_logprobs;
-  bool has_reply_logprobs = false;
+  // A chat reply's hypothesis (tokens, logprobs, alternatives) when its
+  // request options asked for log-probabilities or alternatives.
+  parley::Hypothesis reply_hypothesis;
+  bool has_reply_logprobs = false, has_reply_alternatives = false;
   std::thread thread;
 
   ~parley_request() {
@@ -209,8 +225,8 @@ void release_session(parley_request &r) {
 
 void run(parley_request *r) {
   t_worker_of = r;
-  std::vector<float> logprobs;
-  if (r->kind == Kind::kChat) r->control.reply_logprobs = &logprobs;
+  parley::Hypothesis hypothesis;
+  if (r->kind == Kind::kChat) r->control.reply = &hypothesis;
   parley_status st;
   std::string message;
   if (r->cancel.load()) {
@@ -230,9 +246,10 @@ void run(parley_request *r) {
     std::lock_guard<std::mutex> lock(r->mu);
     r->status = st;
     r->message = std::move(message);
-    if (st == PARLEY_OK && r->control.return_logprobs && r->kind == Kind::kChat) {
-      r->reply_logprobs = std::move(logprobs);
-      r->has_reply_logprobs = true;
+    if (st == PARLEY_OK && r->kind == Kind::kChat && (r->control.return_logprobs || r->control.num_alternatives > 0)) {
+      r->has_reply_logprobs = r->control.return_logprobs;
+      r->has_reply_alternatives = r->control.num_alternatives > 0;
+      r->reply_hypothesis = std::move(hypothesis);
     }
     r->finished = true;
   }
@@ -260,11 +277,15 @@ void run(parley_request *r) {
 void start(std::unique_ptr<parley_request> r, const parley_request_options *options, parley_request **out_request) {
   parley_request_options o{};
   o.struct_size = sizeof o;
-  if (options) {
-    check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
-                      sizeof *options, "request_options");
-    std::memcpy(&o, options, options->struct_size);
-  }
+  copy_in(o, options, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs), "request_options");
+  if (o.num_alternatives > PARLEY_MAX_ALTERNATIVES)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "request_options->num_alternatives is " + std::to_string(o.num_alternatives) +
+                                            ": at most PARLEY_MAX_ALTERNATIVES (" +
+                                            std::to_string(PARLEY_MAX_ALTERNATIVES) + ") alternatives per step");
+  if (o.num_alternatives > 0 && r->kind != Kind::kChat)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("request_options->num_alternatives is for chat requests; a ") +
+                                            kind_name(r->kind) +
+                                            " request takes num_alternatives from its generation options");
   if (o.deadline_ms < 0)
     fail(PARLEY_ERROR_INVALID_ARGUMENT,
          "request_options->deadline_ms is " + std::to_string(o.deadline_ms) + "; use 0 for none or a positive value");
@@ -277,6 +298,7 @@ void start(std::unique_ptr<parley_request> r, const parley_request_options *opti
   r->user_data = o.user_data;
   r->control.cancel = &r->cancel;
   r->control.return_logprobs = o.return_logprobs != 0;
+  r->control.num_alternatives = static_cast<int64_t>(o.num_alternatives);
   if (o.deadline_ms > 0)
     r->control.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.deadline_ms);
   if (g_unfinished.fetch_add(1) >= kMaxUnfinished) {
@@ -312,12 +334,8 @@ extern "C" {
 
 PARLEY_API parley_status parley_request_options_defaults(parley_request_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
-                      sizeof *options, "options");
-    parley_request_options d{};
-    d.struct_size = options->struct_size;
-    std::memcpy(options, &d, options->struct_size);
+    parley::capi::write_defaults(options, PARLEY_SIZE_THROUGH(parley_request_options, return_logprobs),
+                                 [] { return parley_request_options{}; });
   });
 }
 
@@ -332,9 +350,7 @@ PARLEY_API parley_status parley_chat_submit(parley_chat_session *session, const 
     r->session = session;
     bool has_options = options != nullptr;
     if (options) {
-      check_struct_size(options->struct_size, PARLEY_SIZE_THROUGH(parley_chat_options, user_data), sizeof r->chat,
-                        "options");
-      std::memcpy(&r->chat, options, options->struct_size);
+      copy_in(r->chat, options, PARLEY_SIZE_THROUGH(parley_chat_options, user_data), "options");
       if (r->chat.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
       if (r->chat.num_stop_strings && !r->chat.stop_strings)
         fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->stop_strings is NULL but num_stop_strings > 0");
@@ -539,6 +555,15 @@ std::unique_lock<std::mutex> finished_of_kind(parley_request *r, Kind kind, cons
   if (r->taken) fail(PARLEY_ERROR_NOT_FOUND, "the result was already taken from this request");
   return lock;
 }
+// The checks of the chat reply getters: a finished chat request that did not fail.
+// `what` names the values, `result_getter` where a generation's are.
+void check_reply_request(const parley_request *request, const char *what, const char *result_getter) {
+  if (request->kind != Kind::kChat)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the request is ") + kind_name(request->kind) + ": its " + what +
+                                            " are in its result (" + result_getter + ")");
+  if (!request->finished) fail(PARLEY_ERROR_BUSY, "the request has not finished yet (parley_request_wait)");
+  if (request->status != PARLEY_OK) fail(PARLEY_ERROR_NOT_FOUND, std::string("the turn failed: it has no ") + what);
+}
 }  // namespace
 
 extern "C" {
@@ -581,17 +606,48 @@ PARLEY_API parley_status parley_request_reply_logprobs(const parley_request *req
     require(out_logprobs, "out_logprobs");
     require(out_count, "out_count");
     std::lock_guard<std::mutex> lock(request->mu);
-    if (request->kind != Kind::kChat)
-      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the request is ") + kind_name(request->kind) +
-                                              ": its log-probabilities are in its result "
-                                              "(parley_result_hypothesis_logprobs)");
-    if (!request->finished) fail(PARLEY_ERROR_BUSY, "the request has not finished yet (parley_request_wait)");
+    check_reply_request(request, "log-probabilities", "parley_result_hypothesis_logprobs");
     if (!request->has_reply_logprobs)
-      fail(PARLEY_ERROR_NOT_FOUND, request->status != PARLEY_OK
-                                       ? "the turn failed: it has no log-probabilities"
-                                       : "log-probabilities were not requested (request_options->return_logprobs)");
-    *out_logprobs = request->reply_logprobs.data();
-    *out_count = request->reply_logprobs.size();
+      fail(PARLEY_ERROR_NOT_FOUND, "log-probabilities were not requested (request_options->return_logprobs)");
+    *out_logprobs = request->reply_hypothesis.logprobs.data();
+    *out_count = request->reply_hypothesis.logprobs.size();
+  });
+}
+
+PARLEY_API parley_status parley_request_reply_tokens(const parley_request *request, const int32_t **out_tokens,
+                                                     size_t *out_count) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    require(out_tokens, "out_tokens");
+    require(out_count, "out_count");
+    std::lock_guard<std::mutex> lock(request->mu);
+    check_reply_request(request, "tokens", "parley_result_hypothesis");
+    if (!request->has_reply_logprobs && !request->has_reply_alternatives)
+      fail(PARLEY_ERROR_NOT_FOUND,
+           "the reply's tokens are kept only with request_options->return_logprobs or num_alternatives");
+    *out_tokens = request->reply_hypothesis.tokens.data();
+    *out_count = request->reply_hypothesis.tokens.size();
+  });
+}
+
+PARLEY_API parley_status parley_request_reply_alternatives(const parley_request *request, const int32_t **out_ids,
+                                                           const float **out_logprobs, size_t *out_steps,
+                                                           size_t *out_k) {
+  return guarded(__func__, [&] {
+    require(request, "request");
+    require(out_ids, "out_ids");
+    require(out_logprobs, "out_logprobs");
+    require(out_steps, "out_steps");
+    require(out_k, "out_k");
+    std::lock_guard<std::mutex> lock(request->mu);
+    check_reply_request(request, "alternatives", "parley_result_hypothesis_alternatives");
+    if (!request->has_reply_alternatives)
+      fail(PARLEY_ERROR_NOT_FOUND, "alternatives were not requested (request_options->num_alternatives)");
+    const parley::Hypothesis &h = request->reply_hypothesis;
+    *out_ids = h.alternative_ids.data();
+    *out_logprobs = h.alternative_logprobs.data();
+    *out_k = static_cast<size_t>(h.alternatives);
+    *out_steps = h.alternatives > 0 ? h.alternative_ids.size() / static_cast<size_t>(h.alternatives) : 0;
   });
 }
 
@@ -631,7 +687,7 @@ PARLEY_API parley_status parley_request_json(const parley_request *request, uint
         Json chat = {{"kind", "chat"}, {"reply", request->reply ? request->reply : ""}};
         if (request->has_reply_logprobs) {
           Json lp = Json::array();
-          for (float x : request->reply_logprobs) lp.push_back(std::isfinite(x) ? Json(x) : Json(nullptr));
+          for (float x : request->reply_hypothesis.logprobs) lp.push_back(std::isfinite(x) ? Json(x) : Json(nullptr));
           chat["logprobs"] = std::move(lp);
         }
         doc["result"] = std::move(chat);

@@ -20,7 +20,10 @@ struct RequestControl {
   const std::atomic<bool> *cancel = nullptr;
   std::optional<std::chrono::steady_clock::time_point> deadline;
   bool return_logprobs = false;
-  std::vector<float> *reply_logprobs = nullptr;  // chat: where the reply's log-probabilities go
+  int64_t num_alternatives = 0;  // chat only (request_options->num_alternatives)
+  // chat: where the reply's hypothesis goes (tokens, log-probabilities,
+  // alternatives) when return_logprobs or num_alternatives asked for them.
+  Hypothesis *reply = nullptr;
 };
 
 // Set (and cleared with nullptr) by a request's worker around its call.

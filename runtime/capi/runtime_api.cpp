@@ -61,14 +61,14 @@ extern "C" {
 
 PARLEY_API parley_status parley_runtime_options_defaults(parley_runtime_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kRuntimeOptionsV1, sizeof *options, "options");
-    parley_runtime_options o{};
-    o.struct_size = sizeof o;
-    o.num_threads = 0;
-    o.plugin_sources = PARLEY_PLUGINS_DEFAULT;
-    o.min_severity = PARLEY_SEVERITY_WARNING;
-    copy_out(options, o);
+    parley::capi::write_defaults(options, kRuntimeOptionsV1, [] {
+      parley_runtime_options o{};
+      o.struct_size = sizeof o;
+      o.num_threads = 0;
+      o.plugin_sources = PARLEY_PLUGINS_DEFAULT;
+      o.min_severity = PARLEY_SEVERITY_WARNING;
+      return o;
+    });
   });
 }
 

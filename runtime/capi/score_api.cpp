@@ -28,10 +28,7 @@ constexpr size_t kScoreOptionsV1 = PARLEY_SIZE_THROUGH(parley_score_options, tar
 parley_score_options read_options(const parley_score_options *options) {
   parley_score_options o{};
   o.struct_size = sizeof o;
-  if (options) {
-    check_struct_size(options->struct_size, kScoreOptionsV1, sizeof *options, "options");
-    std::memcpy(&o, options, options->struct_size);
-  }
+  parley::capi::copy_in(o, options, kScoreOptionsV1, "options");
   return o;
 }
 
@@ -103,13 +100,8 @@ parley_score_result *run(const Model &model, const ScoreInputs &in) {
 extern "C" {
 
 PARLEY_API parley_status parley_score_options_defaults(parley_score_options *options) {
-  return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kScoreOptionsV1, sizeof *options, "options");
-    parley_score_options d{};
-    d.struct_size = options->struct_size;
-    std::memcpy(options, &d, options->struct_size);
-  });
+  return guarded(
+      __func__, [&] { parley::capi::write_defaults(options, kScoreOptionsV1, [] { return parley_score_options{}; }); });
 }
 
 PARLEY_API parley_status parley_score_tokens(const parley_model *model, const int32_t *const *sources,

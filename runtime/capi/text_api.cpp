@@ -18,6 +18,7 @@
 
 using namespace parley;
 using parley::capi::check_struct_size;
+using parley::capi::copy_in;
 using parley::capi::guarded;
 using parley::capi::require;
 
@@ -177,12 +178,11 @@ PARLEY_API void parley_string_free(char *text) {
 
 PARLEY_API parley_status parley_translation_options_defaults(parley_translation_options *options) {
   return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
-    parley_translation_options d{};
-    d.struct_size = options->struct_size;
-    d.attention_layer = -1;
-    std::memcpy(options, &d, options->struct_size);
+    parley::capi::write_defaults(options, kTranslationOptionsV1, [] {
+      parley_translation_options d{};
+      d.attention_layer = -1;
+      return d;
+    });
   });
 }
 
@@ -200,10 +200,7 @@ void translate_impl(const parley_model *model, const char *const *texts, const s
   parley_translation_options o{};
   o.struct_size = sizeof o;
   parley_translation_options_defaults(&o);
-  if (options) {
-    check_struct_size(options->struct_size, kTranslationOptionsV1, sizeof *options, "options");
-    std::memcpy(&o, options, options->struct_size);
-  }
+  copy_in(o, options, kTranslationOptionsV1, "options");
   const ModelFile &file = *model->impl.file;
   if (file.kind() != PARLEY_MODEL_ENCODER_DECODER)
     fail(PARLEY_ERROR_UNSUPPORTED, "translate needs an encoder-decoder model; this one is decoder-only (chat instead)");
@@ -483,13 +480,8 @@ PARLEY_API parley_status parley_chat_append(parley_chat_session *session, int32_
 }
 
 PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *options) {
-  return guarded(__func__, [&] {
-    require(options, "options");
-    check_struct_size(options->struct_size, kChatOptionsV1, sizeof *options, "options");
-    parley_chat_options d{};
-    d.struct_size = options->struct_size;
-    std::memcpy(options, &d, options->struct_size);
-  });
+  return guarded(__func__,
+                 [&] { parley::capi::write_defaults(options, kChatOptionsV1, [] { return parley_chat_options{}; }); });
 }
 
 }  // extern "C"
@@ -501,21 +493,22 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
     ChatSession &s = *session->impl;
     parley_chat_options o{};
     o.struct_size = sizeof o;
-    if (options) {
-      check_struct_size(options->struct_size, kChatOptionsV1, sizeof *options, "options");
-      std::memcpy(&o, options, options->struct_size);
-    }
+    copy_in(o, options, kChatOptionsV1, "options");
     ChatReplyOptions r;
     r.decoding = o.generation ? resolve_generation_options(*session->model->impl.file, o.generation) : s.defaults();
     r.decoding.on_token = nullptr;
-    // A chat reply's log-probabilities come only through a request
-    // (parley_request_reply_logprobs); it has no alternatives accessor.
+    // A chat reply's log-probabilities and alternatives come only through a
+    // request (parley_request_reply_logprobs / _alternatives, asked for in
+    // its request options).
     r.decoding.return_logprobs = false;
     r.decoding.num_alternatives = 0;
     r.decoding.constraint = capi::resolve_constraint(session->model->impl, o.generation);
     const capi::RequestControl *control = capi::take_request_control();
     capi::apply_request_control(control, r.decoding, /*with_logprobs=*/true);
-    if (control && control->return_logprobs) r.logprobs = control->reply_logprobs;
+    if (control) {
+      r.decoding.num_alternatives = control->num_alternatives;
+      if (control->return_logprobs || control->num_alternatives > 0) r.hypothesis = control->reply;
+    }
     if (o.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
     if (o.num_stop_strings && !o.stop_strings)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->stop_strings is NULL but num_stop_strings > 0");

@@ -118,25 +118,14 @@ int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const
               {"metadata", json::object()},
               {"tensors", json::array()},
               {"kernel_plan", json::array()}};
-  size_t n = 0;
-  parley_model_config_count(m, &n);
-  for (size_t i = 0; i < n; ++i) {
-    const char *key = nullptr;
-    int32_t is_float = 0;
-    parley_model_config_key(m, i, &key, &is_float);
-    if (is_float) {
-      double v = 0;
-      parley_model_config_float(m, key, &v);
-      doc["config"][key] = v;
-    } else {
-      int64_t v = 0;
-      parley_model_config_int(m, key, &v);
-      if (const char *name = config_enum_name(key, v))
-        doc["config"][key] = name;
-      else
-        doc["config"][key] = v;
-    }
-  }
+  for_each_config(m, [&](const ConfigEntry &e) {
+    if (e.is_float)
+      doc["config"][e.key] = e.real;
+    else if (e.enum_name)
+      doc["config"][e.key] = e.enum_name;
+    else
+      doc["config"][e.key] = e.integer;
+  });
   const char *checked = verify ? "ok" : "not checked";
   size_t bad = 0, bad_blobs = 0;
   const char *kinds[] = {"sentencepiece", "byte-level-bpe"}, *roles[] = {"shared", "source", "target"};
@@ -214,6 +203,7 @@ int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const
     doc["text"] = false;
     doc["text_error"] = "the file has no tokenizer (token-level API only)";
   }
+  size_t n = 0;
   parley_model_kernel_plan_count(m, &n);
   for (size_t i = 0; i < n; ++i) {
     auto k = sized<parley_kernel_info>();

@@ -151,25 +151,14 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
               human_bytes(info.weights_size).c_str(), info.num_tokenizers, info.has_chat_template ? "yes" : "no");
 
   std::printf("Config:\n");
-  size_t n = 0;
-  parley_model_config_count(m, &n);
-  for (size_t i = 0; i < n; ++i) {
-    const char *key = nullptr;
-    int32_t is_float = 0;
-    parley_model_config_key(m, i, &key, &is_float);
-    if (is_float) {
-      double v = 0;
-      parley_model_config_float(m, key, &v);
-      std::printf("  %-36s %g\n", key, v);
-    } else {
-      int64_t v = 0;
-      parley_model_config_int(m, key, &v);
-      if (const char *name = parley_cli::config_enum_name(key, v))
-        std::printf("  %-36s %s\n", key, name);
-      else
-        std::printf("  %-36s %" PRId64 "\n", key, v);
-    }
-  }
+  parley_cli::for_each_config(m, [](const parley_cli::ConfigEntry &e) {
+    if (e.is_float)
+      std::printf("  %-36s %g\n", e.key, e.real);
+    else if (e.enum_name)
+      std::printf("  %-36s %s\n", e.key, e.enum_name);
+    else
+      std::printf("  %-36s %" PRId64 "\n", e.key, e.integer);
+  });
   const char *kinds[] = {"sentencepiece", "byte-level-bpe"}, *roles[] = {"shared", "source", "target"};
   size_t bad_blobs = 0;
   for (size_t i = 0; i < info.num_tokenizers; ++i) {
@@ -268,6 +257,7 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     std::printf("Text: no tokenizer (token-level API only)\n");
   }
   std::printf("Kernel plan on device '%s':\n", info.device);
+  size_t n = 0;
   parley_model_kernel_plan_count(m, &n);
   for (size_t i = 0; i < n; ++i) {
     auto k = sized<parley_kernel_info>();

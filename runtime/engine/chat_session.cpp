@@ -257,7 +257,8 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
                                      : (stopped_by_string || stopped_by_host)
                                          ? static_cast<int32_t>(ConstraintStatus::kIncomplete)
                                          : turn.constraint;
-  if (options.logprobs) *options.logprobs = std::move(turn.logprobs);
+  if (options.logprobs) *options.logprobs = turn.logprobs;
+  if (options.hypothesis) *options.hypothesis = std::move(turn);
   ChatMessage answer;
   answer.role = ChatRole::kAssistant;
   answer.content = reply_text;

@@ -31,6 +31,10 @@ struct ChatReplyOptions {
   // log-probabilities (Hypothesis::logprobs). decoding.cancel set before or
   // during the turn cancels it like cancel().
   std::vector<float> *logprobs = nullptr;
+  // Receives the turn's hypothesis: its generated tokens (an EOS and what a
+  // stop string cut included), and logprobs / alternatives when
+  // decoding.return_logprobs / num_alternatives asked for them.
+  Hypothesis *hypothesis = nullptr;
   // Context policy: false = a conversation too long for the model fails the
   // turn; true = the oldest turns after the system prompt are dropped from
   // the conversation until the prompt leaves room for the reply.

@@ -55,6 +55,12 @@ void validate_decoding_options(const DecodingOptions &o, int64_t vocab) {
   check_ids("forced_eos_token_id", o.forced_eos_token_ids, vocab);
   check_ids("suppress_tokens entry", o.suppress_tokens, vocab);
   check_ids("begin_suppress_tokens entry", o.begin_suppress_tokens, vocab);
+  for (size_t i = 0; i < o.logit_bias.size(); ++i) {
+    check_id(("logit_bias entry " + std::to_string(i) + " (token id)").c_str(), o.logit_bias[i].first, vocab);
+    if (!std::isfinite(o.logit_bias[i].second))
+      invalid("logit_bias entry " + std::to_string(i) + " (token " + std::to_string(o.logit_bias[i].first) +
+              ") has a value that is not finite");
+  }
   if (o.num_alternatives < 0 || o.num_alternatives > kMaxAlternatives)
     invalid("num_alternatives must be in [0, " + std::to_string(kMaxAlternatives) + "] (the limit is " +
             std::to_string(kMaxAlternatives) + " alternatives per step), got " + std::to_string(o.num_alternatives));

@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "engine/step_model.hpp"
@@ -77,6 +78,12 @@ struct DecodingOptions {
   // top-k tokens of every generated step's distribution (the one `logprobs`
   // reads from). 0: none. Changes no token and no score.
   int64_t num_alternatives = 0;
+  // OpenAI's logit_bias: (token id, value) added to that token's score each
+  // step before every other processor (transformers'
+  // SequenceBiasLogitsProcessor with one-token sequences, first in
+  // _get_logits_processor's order). Logprobs/alternatives see the biased
+  // distribution. Empty: none.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   // A grammar (or converted JSON schema) the output must follow: each step,
   // after the logits processors, every token the grammar does not admit
   // next gets -inf (EOS ids only once the output is a complete sentence),

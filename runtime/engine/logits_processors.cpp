@@ -71,6 +71,8 @@ void no_repeat_ngram(float *scores, int64_t vocab, const RowHistory &history, in
 
 void apply_processors(const DecodingOptions &o, float *scores, int64_t vocab, const RowHistory &history,
                       int64_t cur_len, int64_t padded_prompt_len) {
+  // SequenceBiasLogitsProcessor (one-token sequences) comes first in transformers' order.
+  for (const auto &[t, bias] : o.logit_bias) scores[t] += bias;
   if (o.repetition_penalty != 1.0) repetition_penalty(scores, vocab, history, o.repetition_penalty);
   if (o.no_repeat_ngram_size > 0) no_repeat_ngram(scores, vocab, history, o.no_repeat_ngram_size);
   // MinLengthLogitsProcessor(min_new_tokens + prompt) and
@@ -283,6 +285,7 @@ bool processed_overrides(const DecodingOptions &o, const float *raw, double lse,
     overrides->emplace_back(t, x == kNegInf ? kNegInf : static_cast<float>(static_cast<double>(x) - lse));
     return overrides->back().second;
   };
+  for (const auto &[t, bias] : o.logit_bias) value(t) += bias;
   if (o.repetition_penalty != 1.0) {
     const float pen = static_cast<float>(o.repetition_penalty);
     std::vector<int32_t> seen;

@@ -319,15 +319,62 @@ void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_ge
 }
 
 void refuse_unsupported(const json &body) {
-  if (auto n = opt_integer(body, "n", 1, INT64_MAX); n && *n != 1)
-    bad_request("n: only 1 choice per request is supported, not " + std::to_string(*n), "n", "unsupported_value");
-  if (auto lp = opt_bool(body, "logprobs"); lp && *lp)
-    bad_request("logprobs are not supported by this server", "logprobs", "unsupported_value");
   for (const char *p : {"presence_penalty", "frequency_penalty"})
     if (auto v = opt_number(body, p, -2.0, 2.0); v && *v != 0.0)
       bad_request(std::string(p) + " is not supported (only 0)", p, "unsupported_value");
-  if (const json *lb = field(body, "logit_bias"); lb && !(lb->is_object() && lb->empty()))
-    bad_request("logit_bias is not supported", "logit_bias", "unsupported_value");
+}
+
+size_t read_n(const json &body) {
+  return static_cast<size_t>(opt_integer(body, "n", 1, kMaxChoices).value_or(1));
+}
+
+LogitBias read_logit_bias(const json &body, int64_t vocab_size) {
+  LogitBias out;
+  const json *lb = field(body, "logit_bias");
+  if (!lb) return out;
+  if (!lb->is_object())
+    bad_request(std::string("logit_bias must be an object mapping token ids to biases, not ") + type_name(*lb),
+                "logit_bias", "invalid_type");
+  for (auto it = lb->begin(); it != lb->end(); ++it) {
+    const std::string &key = it.key();
+    // A token id in decimal, as OpenAI's clients send them ("15496").
+    bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos;
+    int64_t id = digits ? std::stoll(key) : -1;
+    if (!digits || id >= vocab_size)
+      bad_request("logit_bias: the key '" + key + "' is not a token id of this model (a decimal integer in [0, " +
+                      std::to_string(vocab_size) + "))",
+                  "logit_bias", "invalid_value");
+    if (!it.value().is_number())
+      bad_request("logit_bias: the value of token " + key + " must be a number, not " + type_name(it.value()),
+                  "logit_bias", "invalid_type");
+    double v = it.value().get<double>();
+    if (!std::isfinite(v) || v < -100.0 || v > 100.0)
+      bad_request("logit_bias: the value of token " + key + " must be between -100 and 100, not " + it.value().dump(),
+                  "logit_bias", "invalid_value");
+    out.ids.push_back(static_cast<int32_t>(id));
+    out.values.push_back(static_cast<float>(v));
+  }
+  return out;
+}
+
+void LogitBias::apply(parley_generation_options &g) const {
+  g.logit_bias_ids = ids.empty() ? nullptr : ids.data();
+  g.logit_bias_values = values.empty() ? nullptr : values.data();
+  g.num_logit_bias = ids.size();
+}
+
+uint64_t choice_seed(uint64_t seed, size_t index) {
+  return seed + index;
+}
+
+TokenText token_text(const parley_model *model, int32_t id) {
+  TokenText t;
+  char *out = nullptr;
+  if (parley_detokenize(model, &id, 1, 0, &out) == PARLEY_OK && out) t.text = out;
+  parley_string_free(out);
+  t.bytes = json::array();
+  for (unsigned char c : t.text) t.bytes.push_back(static_cast<int>(c));
+  return t;
 }
 
 std::string new_id(const char *prefix) {

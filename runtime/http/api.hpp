@@ -66,7 +66,8 @@ struct LoadedModel {
   std::string name, path, architecture;
   parley_model *model = nullptr;
   bool decoder_only = false;
-  bool chat = false;  // has a chat format (chat sessions can be created)
+  bool chat = false;       // has a chat format (chat sessions can be created)
+  int64_t vocab_size = 0;  // generated ids (logit_bias keys) are below this
   int64_t created = 0;
   // Server-side counters (the engine keeps its own: parley_serving_stats).
   std::atomic<uint64_t> requests{0}, prompt_tokens{0}, completion_tokens{0};
@@ -176,8 +177,33 @@ struct Sampling {
 Sampling read_sampling(const json &body, const ServeLimits &limits);
 // Fill `g` (already initialised from the model) from `s`; default_max when max_tokens is absent.
 void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_generation_options &g);
-// n must be absent or 1; logprobs/echo/penalties absent or neutral.
+// Penalties absent or neutral.
 void refuse_unsupported(const json &body);
+
+// The most choices one request may ask for (`n`).
+constexpr int64_t kMaxChoices = 8;
+// The most alternatives per token a request may ask for (OpenAI's limit for top_logprobs).
+constexpr int64_t kMaxTopLogprobs = 20;
+// `n`: 1 when absent; 400 naming n outside [1, kMaxChoices].
+size_t read_n(const json &body);
+// `logit_bias`: {"token id": bias in [-100, 100]}; 400 naming the bad key.
+struct LogitBias {
+  std::vector<int32_t> ids;
+  std::vector<float> values;
+  // Point `g`'s logit_bias fields at these arrays (which must outlive its use).
+  void apply(parley_generation_options &g) const;
+};
+LogitBias read_logit_bias(const json &body, int64_t vocab_size);
+// Seeds of choice i of n: the request's seed plus i, so that sampled choices differ.
+uint64_t choice_seed(uint64_t seed, size_t index);
+
+// The text of token `id` alone (special tokens kept) and its UTF-8 bytes, as
+// OpenAI's logprobs name tokens.
+struct TokenText {
+  std::string text;
+  json bytes;  // array of byte values
+};
+TokenText token_text(const parley_model *model, int32_t id);
 
 std::string new_id(const char *prefix);
 int64_t unix_now();

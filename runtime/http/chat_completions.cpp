@@ -6,6 +6,7 @@
 
 #include "api.hpp"
 #include "endpoints.hpp"
+#include "logprobs.hpp"
 #include "text_stream.hpp"
 
 namespace parley_http {
@@ -82,10 +83,20 @@ json tool_calls_for_openai(const char *parley_calls) {
   return out;
 }
 
+// One choice: its own session (a copy of the conversation) and request.
+// Members are destroyed in reverse order: the request (cancelled and waited
+// for) before the session and the stream its callbacks write to.
+struct ChatChoice {
+  TextStream stream;
+  SessionPtr session;
+  parley_generation_options gen{};
+  parley_chat_options chat{};
+  std::unique_ptr<TrackedRequest> request;
+};
+
 // Everything a chat request needs after validation; owned by a shared
-// pointer so that a streaming response keeps it alive. Members are destroyed
-// in reverse order: the request (cancelled and waited for) before the
-// session, the stream its callbacks write to, and the admission slot.
+// pointer so that a streaming response keeps it alive. The choices go
+// before the admission slot.
 struct ChatJob {
   explicit ChatJob(ServerState &s) : state(s), admission(s) {}
   ServerState &state;
@@ -93,60 +104,91 @@ struct ChatJob {
   LoadedModel *model = nullptr;
   std::string id = new_id("chatcmpl"), model_name;
   int64_t created = unix_now();
-  TextStream stream;
-  SessionPtr session;
   std::string json_schema;
   std::vector<std::string> stop;
   std::vector<const char *> stop_ptrs;
-  parley_generation_options gen{};
-  parley_chat_options chat{};
+  LogitBias logit_bias;
   bool tools = false, streaming = false, include_usage = false;
-  std::unique_ptr<TrackedRequest> request;
+  std::optional<size_t> top_logprobs;  // set when logprobs were asked for
+  TextSignal signal;                   // any choice's stream has news
+  std::vector<std::unique_ptr<ChatChoice>> choices;
 };
 
 struct Outcome {
   std::string content;
   json tool_calls;  // null when none
   std::string finish_reason;
-  json usage;
+  json logprobs;  // null unless asked for
+  uint64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
 };
 
-// The reply of a finished request that succeeded.
-Outcome collect(ChatJob &job) {
+// The reply of a finished choice that succeeded.
+Outcome collect(ChatJob &job, ChatChoice &choice) {
   Outcome o;
   char *reply = nullptr;
-  if (parley_request_take_reply(job.request->get(), &reply) == PARLEY_OK && reply) {
+  if (parley_request_take_reply(choice.request->get(), &reply) == PARLEY_OK && reply) {
     o.content = reply;
     parley_string_free(reply);
   }
+  std::string reply_text = o.content;
   parley_chat_stats stats{};
   stats.struct_size = sizeof stats;
-  parley_chat_stats_get(job.session.get(), &stats);
+  parley_chat_stats_get(choice.session.get(), &stats);
   size_t count = 0;
-  parley_chat_message_count(job.session.get(), &count);
+  parley_chat_message_count(choice.session.get(), &count);
   const char *calls = nullptr;
-  if (count > 0) parley_chat_tool_calls(job.session.get(), count - 1, &calls, nullptr, nullptr);
+  if (count > 0) parley_chat_tool_calls(choice.session.get(), count - 1, &calls, nullptr, nullptr);
   if (calls && job.tools) {
     o.tool_calls = tool_calls_for_openai(calls);
     // The message's content is the text outside the calls.
     int32_t role = 0;
     const char *text = nullptr;
-    if (parley_chat_message(job.session.get(), count - 1, &role, &text) == PARLEY_OK) o.content = text ? text : "";
+    if (parley_chat_message(choice.session.get(), count - 1, &role, &text) == PARLEY_OK) o.content = text ? text : "";
   }
   if (!o.tool_calls.is_null() && !o.tool_calls.empty())
     o.finish_reason = "tool_calls";
-  else if (stats.generated_tokens >= job.gen.max_new_tokens)
+  else if (stats.generated_tokens >= choice.gen.max_new_tokens)
     o.finish_reason = "length";
   else
     o.finish_reason = "stop";
-  o.usage = {{"prompt_tokens", stats.prompt_tokens},
-             {"completion_tokens", stats.generated_tokens},
-             {"total_tokens", stats.prompt_tokens + stats.generated_tokens},
-             {"prompt_tokens_details", {{"cached_tokens", stats.reused_tokens}}}};
+  if (job.top_logprobs) {
+    TokenScores s;
+    const int32_t *ids = nullptr;
+    const float *lp = nullptr;
+    size_t n = 0;
+    if (parley_request_reply_tokens(choice.request->get(), &ids, &n) == PARLEY_OK) s.tokens.assign(ids, ids + n);
+    if (parley_request_reply_logprobs(choice.request->get(), &lp, &n) == PARLEY_OK) s.logprobs.assign(lp, lp + n);
+    const int32_t *alt_ids = nullptr;
+    const float *alt_lp = nullptr;
+    size_t steps = 0, k = 0;
+    if (*job.top_logprobs > 0 &&
+        parley_request_reply_alternatives(choice.request->get(), &alt_ids, &alt_lp, &steps, &k) == PARLEY_OK) {
+      s.k = k;
+      s.alternative_ids.assign(alt_ids, alt_ids + steps * k);
+      s.alternative_logprobs.assign(alt_lp, alt_lp + steps * k);
+    }
+    // The tokens of the reply's text: not the EOS token, nor what a stop string cut.
+    trim_to_text(job.model->model, s, reply_text.size());
+    o.logprobs = chat_logprobs(job.model->model, s, *job.top_logprobs);
+  }
+  o.prompt_tokens = stats.prompt_tokens;
+  o.completion_tokens = stats.generated_tokens;
+  o.cached_tokens = stats.reused_tokens;
   job.model->prompt_tokens += stats.prompt_tokens;
   job.model->completion_tokens += stats.generated_tokens;
   job.state.token_rate.add(stats.generated_tokens);
   return o;
+}
+
+// OpenAI counts the prompt once and the tokens of every choice; the cached
+// part is the first choice's (the others find its prompt in the cache).
+json usage(const std::vector<Outcome> &outcomes) {
+  uint64_t prompt = outcomes.empty() ? 0 : outcomes[0].prompt_tokens, completion = 0;
+  for (const auto &o : outcomes) completion += o.completion_tokens;
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", outcomes.empty() ? 0 : outcomes[0].cached_tokens}}}};
 }
 
 std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
@@ -167,6 +209,7 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
                             "parallel_tool_calls",
                             "user",
                             "logprobs",
+                            "top_logprobs",
                             "presence_penalty",
                             "frequency_penalty",
                             "logit_bias"});
@@ -180,6 +223,11 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
                 "model", "model_not_supported");
   refuse_unsupported(body);
   Sampling sampling = read_sampling(body, state.limits);
+  size_t n = read_n(body);
+  bool logprobs = opt_bool(body, "logprobs").value_or(false);
+  std::optional<int64_t> top_logprobs = opt_integer(body, "top_logprobs", 0, kMaxTopLogprobs);
+  if (top_logprobs && !logprobs) bad_request("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
+  LogitBias logit_bias = read_logit_bias(body, model.vocab_size);
   bool streaming = opt_bool(body, "stream").value_or(false);
   bool include_usage = false;
   if (const json *so = field(body, "stream_options")) {
@@ -278,67 +326,89 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
   job->streaming = streaming;
   job->include_usage = include_usage;
   job->json_schema = schema;
-  model.requests++;
-
-  parley_chat_session *session = nullptr;
-  int32_t st = parley_chat_session_create_n(model.model, has_system ? system.data() : nullptr, system.size(), &session);
-  if (st != PARLEY_OK) throw_status(st, "");
-  job->session.reset(session);
-  if (!tools.is_null()) {
-    st = parley_chat_set_tools(session, tools.dump().c_str());
-    if (st != PARLEY_OK) throw_status(st, "tools: ");
-    job->tools = true;
-  }
-  for (size_t i = 0; i < msgs.size(); ++i) {
-    const Msg &m = msgs[i];
-    parley_chat_message_ex ex{};
-    ex.struct_size = sizeof ex;
-    ex.role = m.role;
-    ex.content = m.content.data();
-    ex.content_length = m.content.size();
-    ex.tool_calls = m.tool_calls.empty() ? nullptr : m.tool_calls.c_str();
-    ex.tool_call_id = m.tool_call_id.empty() ? nullptr : m.tool_call_id.c_str();
-    ex.name = m.name.empty() ? nullptr : m.name.c_str();
-    st = parley_chat_append_message(session, &ex);
-    if (st != PARLEY_OK) {
-      ApiError e = error_from_status(st, "messages: " + std::string(parley_last_error()));
-      e.param = "messages";
-      throw e;
-    }
-  }
-
-  job->gen.struct_size = sizeof job->gen;
-  parley_generation_options_init(model.model, &job->gen);
-  apply_sampling(sampling, state.limits.max_tokens, state.limits.max_tokens, job->gen);
-  if (!job->json_schema.empty()) job->gen.json_schema = job->json_schema.c_str();
+  job->logit_bias = std::move(logit_bias);
+  if (logprobs) job->top_logprobs = static_cast<size_t>(top_logprobs.value_or(0));
   job->stop = sampling.stop;
   for (const auto &s : job->stop) job->stop_ptrs.push_back(s.c_str());
-  parley_chat_options_init(&job->chat);
-  job->chat.generation = &job->gen;
-  job->chat.stop_strings = job->stop_ptrs.data();
-  job->chat.num_stop_strings = job->stop_ptrs.size();
-  if (streaming && !job->tools) {  // with tools the reply is parsed for calls at the end
-    job->chat.on_text = TextStream::on_text;
-    job->chat.user_data = &job->stream;
+  model.requests++;
+
+  // Each choice is a session of its own with the same conversation,
+  // submitted as its own request: the engine decodes them together, and the
+  // sessions after the first find the prompt in its prefix cache.
+  for (size_t c = 0; c < n; ++c) {
+    auto choice = std::make_unique<ChatChoice>();
+    choice->stream.set_signal(&job->signal);
+    parley_chat_session *session = nullptr;
+    int32_t st =
+        parley_chat_session_create_n(model.model, has_system ? system.data() : nullptr, system.size(), &session);
+    if (st != PARLEY_OK) throw_status(st, "");
+    choice->session.reset(session);
+    if (!tools.is_null()) {
+      st = parley_chat_set_tools(session, tools.dump().c_str());
+      if (st != PARLEY_OK) throw_status(st, "tools: ");
+      job->tools = true;
+    }
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const Msg &m = msgs[i];
+      parley_chat_message_ex ex{};
+      ex.struct_size = sizeof ex;
+      ex.role = m.role;
+      ex.content = m.content.data();
+      ex.content_length = m.content.size();
+      ex.tool_calls = m.tool_calls.empty() ? nullptr : m.tool_calls.c_str();
+      ex.tool_call_id = m.tool_call_id.empty() ? nullptr : m.tool_call_id.c_str();
+      ex.name = m.name.empty() ? nullptr : m.name.c_str();
+      st = parley_chat_append_message(session, &ex);
+      if (st != PARLEY_OK) {
+        ApiError e = error_from_status(st, "messages: " + std::string(parley_last_error()));
+        e.param = "messages";
+        throw e;
+      }
+    }
+
+    parley_generation_options &gen = choice->gen;
+    gen.struct_size = sizeof gen;
+    parley_generation_options_init(model.model, &gen);
+    apply_sampling(sampling, state.limits.max_tokens, state.limits.max_tokens, gen);
+    gen.seed = choice_seed(gen.seed, c);
+    if (!job->json_schema.empty()) gen.json_schema = job->json_schema.c_str();
+    job->logit_bias.apply(gen);
+    parley_chat_options_init(&choice->chat);
+    choice->chat.generation = &gen;
+    choice->chat.stop_strings = job->stop_ptrs.data();
+    choice->chat.num_stop_strings = job->stop_ptrs.size();
+    if (streaming && !job->tools) {  // with tools the reply is parsed for calls at the end
+      choice->chat.on_text = TextStream::on_text;
+      choice->chat.user_data = &choice->stream;
+    }
+    parley_request_options ro;
+    parley_request_options_init(&ro);
+    ro.deadline_ms = state.limits.request_timeout_ms;
+    ro.on_complete = TextStream::on_complete;
+    ro.user_data = &choice->stream;
+    if (job->top_logprobs) {
+      ro.return_logprobs = 1;
+      ro.num_alternatives = *job->top_logprobs;
+    }
+    parley_request *r = nullptr;
+    st = parley_chat_submit(session, &choice->chat, &ro, &r);
+    if (st != PARLEY_OK) throw_status(st, "");
+    choice->request = std::make_unique<TrackedRequest>(state, r);
+    job->choices.push_back(std::move(choice));
   }
-  parley_request_options ro;
-  parley_request_options_init(&ro);
-  ro.deadline_ms = state.limits.request_timeout_ms;
-  ro.on_complete = TextStream::on_complete;
-  ro.user_data = &job->stream;
-  parley_request *r = nullptr;
-  st = parley_chat_submit(session, &job->chat, &ro, &r);
-  if (st != PARLEY_OK) throw_status(st, "");
-  job->request = std::make_unique<TrackedRequest>(state, r);
   return job;
 }
 
-json chunk(const ChatJob &job, const json &delta, const json &finish_reason) {
+json chunk(const ChatJob &job, size_t index, const json &delta, const json &finish_reason,
+           const json &logprobs = nullptr) {
+  json choice = {{"index", index}, {"delta", delta}};
+  if (!logprobs.is_null()) choice["logprobs"] = logprobs;
+  choice["finish_reason"] = finish_reason;
   json c = {{"id", job.id},
             {"object", "chat.completion.chunk"},
             {"created", job.created},
             {"model", job.model_name},
-            {"choices", json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", finish_reason}}})}};
+            {"choices", json::array({choice})}};
   if (job.include_usage) c["usage"] = nullptr;
   return c;
 }
@@ -359,41 +429,63 @@ void stream_response(std::shared_ptr<ChatJob> job, httplib::Response &res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider("text/event-stream", [job](size_t, httplib::DataSink &sink) {
-    if (!write_event(sink, chunk(*job, {{"role", "assistant"}, {"content", ""}}, nullptr))) {
-      parley_request_cancel(job->request->get());
-      job->state.client_disconnects++;
+    auto disconnected = [&] {
+      for (auto &c : job->choices) parley_request_cancel(c->request->get());
+      job->state.client_disconnects++;  // the client went away
       return false;
-    }
-    for (;;) {
-      std::string text;
-      bool done = job->stream.take(&text, 200);
-      if (!text.empty() && !write_event(sink, chunk(*job, {{"content", text}}, nullptr))) {
-        parley_request_cancel(job->request->get());
-        job->state.client_disconnects++;  // the client went away
-        return false;
+    };
+    for (size_t i = 0; i < job->choices.size(); ++i)
+      if (!write_event(sink, chunk(*job, i, {{"role", "assistant"}, {"content", ""}}, nullptr))) return disconnected();
+    // The choices' text pieces, interleaved as they come, each naming its index.
+    std::vector<bool> done(job->choices.size(), false);
+    for (size_t left = job->choices.size(); left > 0;) {
+      uint64_t seen = job->signal.count();
+      bool any = false;
+      for (size_t i = 0; i < job->choices.size(); ++i) {
+        if (done[i]) continue;
+        std::string text;
+        bool finished = job->choices[i]->stream.take(&text, 0);
+        if (!text.empty()) {
+          any = true;
+          if (!write_event(sink, chunk(*job, i, {{"content", text}}, nullptr))) return disconnected();
+        }
+        if (finished) {
+          done[i] = true;
+          --left;
+          any = true;
+        }
       }
-      if (done) break;
+      if (!any) job->signal.wait_past(seen, 200);
     }
-    std::string message;
-    int32_t st = job->request->wait(&message);
-    if (st != PARLEY_OK) {
-      write_event(sink, error_json(error_from_status(st, message)));
-      return write_done(sink);
-    }
-    Outcome o = collect(*job);
-    if (job->tools) {  // held back until the calls were parsed
-      if (!o.content.empty()) write_event(sink, chunk(*job, {{"content", o.content}}, nullptr));
-      if (!o.tool_calls.is_null() && !o.tool_calls.empty()) {
-        json calls = o.tool_calls;
-        for (size_t i = 0; i < calls.size(); ++i) calls[i]["index"] = i;
-        write_event(sink, chunk(*job, {{"tool_calls", calls}}, nullptr));
+    std::vector<Outcome> outcomes;
+    for (size_t i = 0; i < job->choices.size(); ++i) {
+      ChatChoice &choice = *job->choices[i];
+      std::string message;
+      int32_t st = choice.request->wait(&message);
+      if (st != PARLEY_OK) {
+        write_event(sink, error_json(error_from_status(st, message)));
+        return write_done(sink);
       }
+      outcomes.push_back(collect(*job, choice));
     }
-    write_event(sink, chunk(*job, json::object(), o.finish_reason));
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      const Outcome &o = outcomes[i];
+      if (job->tools) {  // held back until the calls were parsed
+        if (!o.content.empty()) write_event(sink, chunk(*job, i, {{"content", o.content}}, nullptr));
+        if (!o.tool_calls.is_null() && !o.tool_calls.empty()) {
+          json calls = o.tool_calls;
+          for (size_t j = 0; j < calls.size(); ++j) calls[j]["index"] = j;
+          write_event(sink, chunk(*job, i, {{"tool_calls", calls}}, nullptr));
+        }
+      }
+      // The log-probabilities are read from the finished request: they come
+      // with the choice's last chunk.
+      write_event(sink, chunk(*job, i, json::object(), o.finish_reason, o.logprobs));
+    }
     if (job->include_usage) {
-      json u = chunk(*job, json::object(), nullptr);
+      json u = chunk(*job, 0, json::object(), nullptr);
       u["choices"] = json::array();
-      u["usage"] = o.usage;
+      u["usage"] = usage(outcomes);
       write_event(sink, u);
     }
     return write_done(sink);
@@ -408,30 +500,41 @@ void handle_chat_completions(ServerState &state, const httplib::Request &req, ht
   if (job->streaming) {
     // Answer a turn that fails before its first piece (a conversation too
     // long, a schema the grammar compiler refuses) as an HTTP error.
-    job->stream.wait_started();
-    if (!job->stream.started() || job->tools) {
-      std::string message;
-      int32_t st = job->request->wait(&message);
-      if (st != PARLEY_OK) throw error_from_status(st, message);
+    for (auto &choice : job->choices) {
+      choice->stream.wait_started();
+      if (!choice->stream.started() || job->tools) {
+        std::string message;
+        int32_t st = choice->request->wait(&message);
+        if (st != PARLEY_OK) throw error_from_status(st, message);
+      }
     }
     stream_response(std::move(job), res);
     return;
   }
-  std::string message;
-  int32_t st = job->request->wait(&message);
-  if (st != PARLEY_OK) throw error_from_status(st, message);
-  Outcome o = collect(*job);
-  json msg = {{"role", "assistant"}, {"content", o.content}};
-  if (!o.tool_calls.is_null() && !o.tool_calls.empty()) {
-    msg["tool_calls"] = o.tool_calls;
-    if (o.content.empty()) msg["content"] = nullptr;
+  std::vector<Outcome> outcomes;
+  for (auto &choice : job->choices) {
+    std::string message;
+    int32_t st = choice->request->wait(&message);
+    if (st != PARLEY_OK) throw error_from_status(st, message);
+    outcomes.push_back(collect(*job, *choice));
+  }
+  json choices = json::array();
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    const Outcome &o = outcomes[i];
+    json msg = {{"role", "assistant"}, {"content", o.content}};
+    if (!o.tool_calls.is_null() && !o.tool_calls.empty()) {
+      msg["tool_calls"] = o.tool_calls;
+      if (o.content.empty()) msg["content"] = nullptr;
+    }
+    json choice = {{"index", i}, {"message", msg}, {"logprobs", o.logprobs}, {"finish_reason", o.finish_reason}};
+    choices.push_back(std::move(choice));
   }
   send_json(res, {{"id", job->id},
                   {"object", "chat.completion"},
                   {"created", job->created},
                   {"model", job->model_name},
-                  {"choices", json::array({{{"index", 0}, {"message", msg}, {"finish_reason", o.finish_reason}}})},
-                  {"usage", o.usage}});
+                  {"choices", choices},
+                  {"usage", usage(outcomes)}});
 }
 
 }  // namespace parley_http

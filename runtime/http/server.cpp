@@ -127,6 +127,10 @@ bool load_models(parley_runtime *rt, const ServeArgs &args, std::vector<std::uni
       m->chat = parley_chat_session_create(m->model, nullptr, &s) == PARLEY_OK;
       parley_chat_session_free(s);
     }
+    int64_t vocab = 0;
+    if (parley_model_config_int(m->model, "decoder_vocab_size", &vocab) == PARLEY_OK ||
+        parley_model_config_int(m->model, "vocab_size", &vocab) == PARLEY_OK)
+      m->vocab_size = vocab;
     m->created = unix_now();
     std::fprintf(stderr, "parley serve: model '%s' (%s, %s) from %s\n", m->name.c_str(), m->architecture.c_str(),
                  m->decoder_only ? (m->chat ? "chat" : "text generation") : "translation", m->path.c_str());

@@ -1,7 +1,7 @@
 /* Asynchronous requests from C99 (parley_*_submit, parley_request_*): the
  * same results as the blocking calls, completion and streaming callbacks on
  * the worker thread, wait / poll / cancel / deadlines, per-token
- * log-probabilities, 32 concurrent submissions from one thread, requests
+ * log-probabilities, chat alternatives and logit_bias, 32 concurrent submissions from one thread, requests
  * freed from their own callbacks, 8 threads submitting and cancelling at
  * random, and misuse.
  * Uses the demo models (PARLEY_DEMO_MODELS: a small Llama chat model and an
@@ -241,6 +241,142 @@ static void test_chat_equals_blocking(parley_model *llm) {
   parley_chat_session_free(a);
   parley_chat_session_free(b);
   pthread_mutex_destroy(&comp.mu);
+}
+
+/* One greedy chat turn submitted with return_logprobs and num_alternatives;
+ * returns the request (finished) or NULL. `bias_id` >= 0 adds `bias` to
+ * that token's score (parley_generation_options.logit_bias_*). */
+static parley_request *chat_turn_scored(parley_model *llm, size_t k, int32_t bias_id, float bias) {
+  parley_chat_session *s = NULL;
+  parley_generation_options g;
+  parley_chat_options o;
+  parley_request_options ro;
+  parley_request *r = NULL;
+  chat_options(llm, &g, &o);
+  g.max_new_tokens = 12;
+  if (bias_id >= 0) {
+    g.logit_bias_ids = &bias_id;
+    g.logit_bias_values = &bias;
+    g.num_logit_bias = 1;
+  }
+  CHECK_OK(parley_chat_session_create(llm, kSystem, &s));
+  if (!s) return NULL;
+  CHECK_OK(parley_chat_append(s, PARLEY_ROLE_USER, "Do you repair tyres?"));
+  parley_request_options_init(&ro);
+  ro.return_logprobs = 1;
+  ro.num_alternatives = k;
+  CHECK_OK(parley_chat_submit(s, &o, &ro, &r));
+  if (r) CHECK_OK(parley_request_wait(r, -1));
+  parley_chat_session_free(s); /* the request keeps its results */
+  return r;
+}
+
+/* A chat request's tokens and alternatives (parley_request_reply_tokens /
+ * _alternatives): one row per token, best first, the greedy token first with
+ * the log-probability reply_logprobs reports; and logit_bias moves the
+ * choice: +100 on the second-best first token makes it the first token,
+ * -100 on the greedy one bans it. */
+static void test_chat_alternatives_and_logit_bias(parley_model *llm) {
+  const int32_t *tokens = NULL, *ids = NULL, *tokens2 = NULL;
+  const float *lp = NULL, *alp = NULL, *lp2 = NULL;
+  size_t n_tok = 0, n_lp = 0, steps = 0, k = 0, i, j, n2 = 0;
+  int32_t status = -1;
+  const char *message = NULL;
+  parley_request *r = chat_turn_scored(llm, 4, -1, 0.0f), *r2 = NULL;
+  if (!r) return;
+  CHECK_OK(parley_request_reply_tokens(r, &tokens, &n_tok));
+  CHECK_OK(parley_request_reply_logprobs(r, &lp, &n_lp));
+  CHECK_OK(parley_request_reply_alternatives(r, &ids, &alp, &steps, &k));
+  CHECK(n_tok >= 2 && n_tok == n_lp && steps == n_tok && k == 4);
+  for (i = 0; i < steps && i < n_tok; ++i) {
+    CHECK(ids[i * k] == tokens[i]); /* greedy: the chosen token is the best */
+    CHECK(alp[i * k] == lp[i]);     /* under the same distribution */
+    for (j = 1; j < k; ++j) CHECK(alp[i * k + j] <= alp[i * k + j - 1]);
+  }
+  /* Misuse of the getters. */
+  CHECK_STATUS(parley_request_reply_tokens(r, NULL, &n_tok), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_reply_alternatives(r, &ids, &alp, &steps, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK_STATUS(parley_request_reply_alternatives(NULL, &ids, &alp, &steps, &k), PARLEY_ERROR_INVALID_ARGUMENT);
+
+  if (n_tok >= 1 && steps >= 1) {
+    int32_t second = ids[1], greedy = tokens[0];
+    r2 = chat_turn_scored(llm, 0, second, 100.0f);
+    if (r2) {
+      CHECK_OK(parley_request_reply_tokens(r2, &tokens2, &n2));
+      CHECK(n2 >= 1 && tokens2[0] == second);
+      /* Alternatives were not asked for. */
+      CHECK_STATUS(parley_request_reply_alternatives(r2, &ids, &alp, &steps, &k), PARLEY_ERROR_NOT_FOUND);
+      CHECK(strstr(parley_last_error(), "num_alternatives") != NULL);
+      parley_request_free(r2);
+    }
+    r2 = chat_turn_scored(llm, 0, greedy, -100.0f);
+    if (r2) {
+      CHECK_OK(parley_request_reply_tokens(r2, &tokens2, &n2));
+      CHECK_OK(parley_request_reply_logprobs(r2, &lp2, &n2));
+      CHECK(n2 >= 1 && tokens2[0] != greedy);
+      parley_request_free(r2);
+    }
+  }
+  parley_request_free(r);
+
+  /* A bias on an id outside the vocabulary fails the turn, naming logit_bias. */
+  r = chat_turn_scored(llm, 0, 1 << 30, 1.0f);
+  if (r) {
+    CHECK_OK(parley_request_status(r, &status, &message));
+    CHECK(status == PARLEY_ERROR_INVALID_ARGUMENT && message && strstr(message, "logit_bias"));
+    CHECK_STATUS(parley_request_reply_tokens(r, &tokens, &n_tok), PARLEY_ERROR_NOT_FOUND);
+    parley_request_free(r);
+  }
+  /* A bias that is not finite is refused by the blocking call too. */
+  {
+    parley_generation_options g;
+    parley_generation_result *res = NULL;
+    int32_t prompt[1] = {1}, id = 5;
+    const int32_t *pp = prompt;
+    size_t one = 1;
+    float v = NAN;
+    parley_generation_options_init(llm, &g);
+    g.max_new_tokens = 2;
+    g.logit_bias_ids = &id;
+    g.logit_bias_values = &v;
+    g.num_logit_bias = 1;
+    CHECK_STATUS(parley_generate(llm, &pp, &one, 1, &g, &res), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "logit_bias_values[0]") != NULL);
+    g.logit_bias_values = NULL;
+    CHECK_STATUS(parley_generate(llm, &pp, &one, 1, &g, &res), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(parley_generate_submit(llm, &pp, &one, 1, &g, NULL, &r2), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "logit_bias") != NULL);
+    g.num_logit_bias = PARLEY_MAX_LOGIT_BIAS + 1;
+    g.logit_bias_values = &v;
+    CHECK_STATUS(parley_generate(llm, &pp, &one, 1, &g, &res), PARLEY_ERROR_INVALID_ARGUMENT);
+  }
+  /* request_options->num_alternatives: at most PARLEY_MAX_ALTERNATIVES, and only for chat. */
+  {
+    parley_generation_options g;
+    parley_request_options ro;
+    int32_t prompt[1] = {1};
+    const int32_t *pp = prompt;
+    size_t one = 1;
+    parley_generation_options_init(llm, &g);
+    g.max_new_tokens = 2;
+    parley_request_options_init(&ro);
+    ro.num_alternatives = 2;
+    r2 = NULL;
+    CHECK_STATUS(parley_generate_submit(llm, &pp, &one, 1, &g, &ro, &r2), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "num_alternatives is for chat requests") != NULL && r2 == NULL);
+    ro.num_alternatives = PARLEY_MAX_ALTERNATIVES + 1;
+    CHECK_STATUS(parley_generate_submit(llm, &pp, &one, 1, &g, &ro, &r2), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "PARLEY_MAX_ALTERNATIVES") != NULL && r2 == NULL);
+    /* On a generation request the chat getters say where its scores are. */
+    ro.num_alternatives = 0;
+    CHECK_OK(parley_generate_submit(llm, &pp, &one, 1, &g, &ro, &r2));
+    if (r2) {
+      CHECK_OK(parley_request_wait(r2, -1));
+      CHECK_STATUS(parley_request_reply_tokens(r2, &tokens, &n_tok), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK_STATUS(parley_request_reply_alternatives(r2, &ids, &alp, &steps, &k), PARLEY_ERROR_INVALID_ARGUMENT);
+      parley_request_free(r2);
+    }
+  }
 }
 
 /* Prompt ids of a text (the chat model's tokenizer). */
@@ -989,6 +1125,7 @@ int main(void) {
   parley_model *mt = load(rt, "opus-mt-de-en.parley");
   test_misuse(llm, mt);
   test_chat_equals_blocking(llm);
+  test_chat_alternatives_and_logit_bias(llm);
   test_generate_concurrent(llm);
   test_translate(mt);
   test_cancel_and_deadline(llm, mt);

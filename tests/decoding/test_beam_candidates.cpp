@@ -55,6 +55,8 @@ TEST(BeamCandidates, SparseSelectionEqualsDense) {
     if (trial % 4 == 1) o.no_repeat_ngram_size = 2;
     if (trial % 5 == 2) o.suppress_tokens = {3, 5};
     if (trial % 7 == 3) o.min_new_tokens = 5;
+    // logit_bias raises or lowers a token (listed twice: the sum); raised ones must still be candidates.
+    if (trial % 8 == 5) o.logit_bias = {{1, 2.5f}, {4, -100.f}, {1, 0.5f}, {static_cast<int32_t>(vocab - 1), 6.f}};
     Trial t;
     std::normal_distribution<float> nd(0.f, trial % 2 ? 3.f : 0.3f);
     t.rows.resize(n * static_cast<size_t>(vocab));

@@ -299,7 +299,11 @@ def test_text_completions(rayep, ref):
 
 BAD_REQUESTS = [
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}),
-    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "n": 2}),
+    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "n": 9}),
+    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 21,
+                              "logprobs": True}),
+    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "logit_bias": [1]}),
+    ("/v1/completions", {"model": "bot", "prompt": "a", "logprobs": 21}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "frobnicate": 1}),
     ("/v1/chat/completions", {"model": "bot", "messages": []}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "wizard", "content": "hi"}]}),

@@ -2,8 +2,9 @@
 support-llama.parley, a small Llama chat model with a Llama-3 Jinja template,
 and opus-mt-en-de.parley, a Marian translation model), driven by the real
 `openai` Python client where OpenAI has the route: chat (plain, streamed,
-stop strings, max_tokens, seeds, JSON-schema response_format, tools), text
-completions, models, errors (unknown model 404, bad body 400, too large 413,
+stop strings, max_tokens, seeds, JSON-schema response_format, tools, n
+choices, logprobs / top_logprobs checked against the Python binding's
+blocking call, logit_bias), text completions, models, errors (unknown model 404, bad body 400, too large 413,
 unsupported options 400, overload 503), translations, /metrics in
 Prometheus' text format, batching of concurrent requests, and graceful
 shutdown on SIGTERM. Run through ctest (PARLEY_CLI, PARLEY_DEMO_MODELS,
@@ -17,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -215,13 +217,196 @@ def test_text_completions(server):
         assert r.choices[0].text == text[: text.index(stop)] and r.choices[0].finish_reason == "stop"
 
 
+# Greedy log-probabilities through HTTP (JSON doubles of the runtime's
+# float32 values) against the Python binding's blocking call on the same
+# prompt: the same tokens; values equal up to the last bits of a logit that a
+# batched engine step may change (the GEMMs of another batch size accumulate
+# in another order), far below 1e-4.
+LP_TOL = 1e-4
+
+
+def binding_model():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bindings" / "python"))
+    import parley  # noqa: E402 (the binding from the source tree, PARLEY_LIBRARY's libparley)
+    rt = parley.Runtime(threads=2)
+    return rt, parley.Model(rt, MODELS / "support-llama.parley")
+
+
+def test_completion_logprobs_equal_the_bindings(server):
+    prompt, k = "Refunds go back to", 5
+    r = server.client.completions.create(model="bot", prompt=prompt, max_tokens=12, temperature=0, logprobs=k)
+    lp = r.choices[0].logprobs
+    assert lp is not None and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert lp.text_offset[0] == len(prompt.encode()) and lp.text_offset == sorted(lp.text_offset)
+    rt, model = binding_model()
+    try:
+        ids = model.tokenize(prompt)
+        h = model.generate([ids], max_new_tokens=12, do_sample=False, return_logprobs=True, alternatives=k)[0][0]
+        ref_tokens = [model.detokenize([t], skip_special_tokens=False) for t in h.tokens]
+        ref_top = []  # per step: {token text: logprob}, the first of equal texts
+        for row in h.alternatives:
+            named: dict[str, float] = {}
+            for tok_id, v in row:
+                named.setdefault(model.detokenize([tok_id], skip_special_tokens=False), v)
+            ref_top.append(named)
+    finally:
+        model.close()
+        rt.close()
+    n = len(lp.tokens)  # the text's tokens: an EOS at the end is not part of the text
+    assert n >= 1 and lp.tokens == ref_tokens[:n] and n >= len(h.tokens) - 1
+    for got, want in zip(lp.token_logprobs, h.logprobs):
+        assert abs(got - want) <= LP_TOL, (lp.token_logprobs, h.logprobs)
+    for chosen, chosen_lp, top, want in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, ref_top):
+        assert 1 <= len(top) <= k  # two ids with the same text share an entry
+        values = list(top.values())
+        assert values == sorted(values, reverse=True)
+        assert all(chosen_lp >= v for v in values)  # greedy: the chosen token is the best
+        assert top[chosen] == chosen_lp
+        assert top.keys() == want.keys() and all(abs(top[x] - want[x]) <= LP_TOL for x in want)
+    # Streamed: the same values, in the choice's last chunk.
+    chunks = list(server.client.completions.create(model="bot", prompt=prompt, max_tokens=12, temperature=0,
+                                                   logprobs=k, stream=True))
+    last = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason][0]
+    assert last.logprobs.tokens == lp.tokens and last.logprobs.token_logprobs == lp.token_logprobs
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+
+
+def test_chat_logprobs_are_consistent(server):
+    r = chat(server, temperature=0, max_tokens=16, logprobs=True, top_logprobs=3)
+    choice = r.choices[0]
+    content = choice.logprobs.content
+    assert content and "".join(c.token for c in content) == choice.message.content
+    total = 0.0
+    for c in content:
+        assert c.logprob <= 0.0 and bytes(c.bytes) == c.token.encode()
+        assert len(c.top_logprobs) == 3
+        values = [a.logprob for a in c.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        # greedy: the chosen token is the best alternative, with the same value
+        assert c.top_logprobs[0].token == c.token and c.top_logprobs[0].logprob == c.logprob
+        assert all(c.logprob >= v for v in values)
+        total += c.logprob
+    assert total < 0.0
+    # Without top_logprobs: the same tokens and values, no alternatives.
+    plain = chat(server, temperature=0, max_tokens=16, logprobs=True).choices[0].logprobs.content
+    assert [(c.token, c.top_logprobs) for c in plain] == [(c.token, []) for c in content]
+    assert all(abs(a.logprob - b.logprob) <= LP_TOL for a, b in zip(plain, content))
+    # Without logprobs: none.
+    assert chat(server, temperature=0, max_tokens=4).choices[0].logprobs is None
+    # Streamed: the text pieces, then the values with the finishing chunk.
+    chunks = list(chat(server, temperature=0, max_tokens=16, logprobs=True, top_logprobs=3, stream=True))
+    last = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason][0]
+    assert [(c.token, c.logprob) for c in last.logprobs.content] == [(c.token, c.logprob) for c in content]
+    # A stop string cuts the tokens with the text.
+    stop = choice.message.content[len(choice.message.content) // 2:][:3]
+    if stop.strip():
+        cut = chat(server, temperature=0, max_tokens=16, logprobs=True, stop=stop).choices[0]
+        toks = "".join(c.token for c in cut.logprobs.content)
+        assert toks.startswith(cut.message.content) and len(toks) < len(choice.message.content)
+
+
+def test_n_choices(server):
+    r = chat(server, temperature=0, max_tokens=8, n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert len({c.message.content for c in r.choices}) == 1  # greedy: the same answer three times
+    one = chat(server, temperature=0, max_tokens=8)
+    assert r.choices[0].message.content == one.choices[0].message.content
+    assert r.usage.prompt_tokens == one.usage.prompt_tokens
+    assert r.usage.completion_tokens == 3 * one.usage.completion_tokens
+    # Sampled choices differ (seed + i each), and a seed makes them reproducible.
+    a = chat(server, temperature=1.5, max_tokens=12, n=4, seed=7)
+    b = chat(server, temperature=1.5, max_tokens=12, n=4, seed=7)
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+    assert len({c.message.content for c in a.choices}) > 1
+    # Streamed: chunks of every index, each choice's text as its own.
+    texts, finished = {}, set()
+    for chunk in chat(server, temperature=0, max_tokens=8, n=3, stream=True):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            if c.finish_reason:
+                finished.add(c.index)
+    assert finished == {0, 1, 2} and all(t == one.choices[0].message.content for t in texts.values())
+    # Text completions: n rows of one batch.
+    t = server.client.completions.create(model="bot", prompt="Refunds go back to", max_tokens=6, temperature=0, n=2,
+                                         logprobs=1)
+    assert [c.index for c in t.choices] == [0, 1] and t.choices[0].text == t.choices[1].text
+    a_lp, b_lp = t.choices[0].logprobs, t.choices[1].logprobs
+    assert a_lp.tokens == b_lp.tokens  # values up to the batch's rounding (LP_TOL)
+    assert all(abs(x - y) <= LP_TOL for x, y in zip(a_lp.token_logprobs, b_lp.token_logprobs))
+    streamed = {}
+    for chunk in server.client.completions.create(model="bot", prompt="Refunds go back to", max_tokens=6,
+                                                  temperature=0, n=2, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] = streamed.get(c.index, "") + c.text
+    assert streamed == {0: t.choices[0].text, 1: t.choices[1].text}
+
+
+def test_logit_bias(server):
+    prompt = "Refunds go back to"
+    rt, model = binding_model()
+    try:
+        h = model.generate([model.tokenize(prompt)], max_new_tokens=4, do_sample=False, alternatives=2)[0][0]
+        greedy_id, second_id = h.tokens[0], h.alternatives[0][1][0]
+        name = {i: model.detokenize([i], skip_special_tokens=False) for i in (greedy_id, second_id)}
+    finally:
+        model.close()
+        rt.close()
+    kw = {"model": "bot", "prompt": prompt, "max_tokens": 4, "temperature": 0, "logprobs": 0}
+    plain = server.client.completions.create(**kw).choices[0].logprobs
+    assert plain.tokens[0] == name[greedy_id]
+    # +100 makes the second-best first token the choice; -100 bans the greedy one.
+    forced = server.client.completions.create(**kw, logit_bias={str(second_id): 100}).choices[0].logprobs
+    assert forced.tokens[0] == name[second_id] and forced.token_logprobs[0] > -1e-3  # (now almost certain)
+    banned = server.client.completions.create(**kw, logit_bias={str(greedy_id): -100}).choices[0].logprobs
+    assert banned.tokens[0] != name[greedy_id]
+    assert server.client.completions.create(**kw, logit_bias={}).choices[0].logprobs.tokens == plain.tokens
+    # Chat takes it too (the bias applies at every step of the reply).
+    r = chat(server, temperature=0, max_tokens=3, logprobs=True, logit_bias={str(second_id): 100})
+    assert [c.token for c in r.choices[0].logprobs.content] == [name[second_id]] * 3
+
+
+def test_bad_n_logprobs_and_logit_bias_name_the_field(server):
+    cases = [
+        ("/v1/chat/completions", {"n": 0}, "n"),
+        ("/v1/chat/completions", {"n": 1000}, "n"),
+        ("/v1/chat/completions", {"n": "2"}, "n"),
+        ("/v1/chat/completions", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ("/v1/chat/completions", {"logprobs": True, "top_logprobs": -1}, "top_logprobs"),
+        ("/v1/chat/completions", {"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true
+        ("/v1/chat/completions", {"logprobs": 3}, "logprobs"),  # a boolean on chat
+        ("/v1/chat/completions", {"logit_bias": {"abc": 1}}, "logit_bias"),
+        ("/v1/chat/completions", {"logit_bias": {"-1": 1}}, "logit_bias"),
+        ("/v1/chat/completions", {"logit_bias": {"99999999": 1}}, "logit_bias"),
+        ("/v1/chat/completions", {"logit_bias": {"5": 101}}, "logit_bias"),
+        ("/v1/chat/completions", {"logit_bias": {"5": "high"}}, "logit_bias"),
+        ("/v1/chat/completions", {"logit_bias": [5]}, "logit_bias"),
+        ("/v1/chat/completions", {"model": "en-de", "logprobs": True}, "model"),  # a translation model
+        ("/v1/completions", {"n": 9}, "n"),
+        ("/v1/completions", {"logprobs": 21}, "logprobs"),
+        ("/v1/completions", {"logprobs": True}, "logprobs"),  # an integer on legacy completions
+        ("/v1/completions", {"n": 2, "best_of": 3}, "best_of"),
+        ("/v1/completions", {"logit_bias": {"1.5": 3}}, "logit_bias"),
+    ]
+    for path, extra, param in cases:
+        body = {"model": "bot", "max_tokens": 2}
+        body.update({"messages": [{"role": "user", "content": "hi"}]} if "chat" in path else {"prompt": "hi"})
+        body.update(extra)
+        status, data = server.raw("POST", path, json.dumps(body).encode())
+        err = json.loads(data)["error"]
+        assert status == 400 and err["param"] == param, (path, extra, data)
+        if param == "logit_bias" and isinstance(extra["logit_bias"], dict):
+            key = next(iter(extra["logit_bias"]))
+            assert f"'{key}'" in err["message"] or f"token {key}" in err["message"], err
+
+
 def test_errors_in_openai_shape(server):
     with pytest.raises(openai.NotFoundError) as e:
         chat(server, model="no-such-model")
     assert e.value.status_code == 404 and e.value.body["code"] == "model_not_found"
     assert e.value.body["param"] == "model"
     with pytest.raises(openai.BadRequestError) as e:
-        chat(server, n=2)
+        chat(server, n=9)
     assert e.value.body["param"] == "n"
     with pytest.raises(openai.BadRequestError) as e:
         chat(server, max_tokens=10**6)

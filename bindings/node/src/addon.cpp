@@ -20,8 +20,8 @@ napi_value status_name(napi_env env, napi_callback_info info) {
 
 napi_value init(napi_env env, napi_value exports) {
   std::vector<napi_property_descriptor> props;
-  props.push_back({"version", nullptr, version, nullptr, nullptr, nullptr, napi_default, nullptr});
-  props.push_back({"statusName", nullptr, status_name, nullptr, nullptr, nullptr, napi_default, nullptr});
+  add_function(props, "version", version);
+  add_function(props, "statusName", status_name);
   register_objects(props);
   register_requests(props);
   if (napi_define_properties(env, exports, props.size(), props.data()) != napi_ok) return nullptr;

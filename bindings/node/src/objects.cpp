@@ -47,14 +47,24 @@ std::string get_path(napi_env env, napi_value v, const std::string &what) {
   return s;
 }
 
-napi_value runtime_load_plugin(napi_env env, napi_callback_info info) {
+// A function (handle, name) -> undefined: `call(handle, name)` gives the
+// parley_status; `name` is a string without NUL bytes (get_path).
+template <typename Handle, typename Call>
+napi_value with_handle_and_name(napi_env env, napi_callback_info info, HandleKind kind, const char *handle_what,
+                                const char *name_what, Call call) {
   return guarded(env, [&] {
     auto argv = args_of(env, info, 2);
-    auto rt = unwrap<RuntimeHandle>(env, argv[0], HandleKind::runtime, "runtime");
-    const std::string path = get_path(env, argv[1], "path");
-    check(env, parley_runtime_load_plugin(rt->rt, path.c_str()));
+    auto h = unwrap<Handle>(env, argv[0], kind, handle_what);
+    const std::string name = get_path(env, argv[1], name_what);
+    check(env, call(h, name.c_str()));
     return undefined(env);
   });
+}
+
+napi_value runtime_load_plugin(napi_env env, napi_callback_info info) {
+  return with_handle_and_name<RuntimeHandle>(
+      env, info, HandleKind::runtime, "runtime", "path",
+      [](const auto &rt, const char *path) { return parley_runtime_load_plugin(rt->rt, path); });
 }
 
 // Releases the JS object's share: the native object is freed once nothing
@@ -236,13 +246,9 @@ napi_value model_detokenize(napi_env env, napi_callback_info info) {
 }
 
 napi_value model_verify_tensor(napi_env env, napi_callback_info info) {
-  return guarded(env, [&] {
-    auto argv = args_of(env, info, 2);
-    auto m = unwrap<ModelHandle>(env, argv[0], HandleKind::model, "model");
-    const std::string name = get_path(env, argv[1], "name");
-    check(env, parley_model_verify_tensor(m->model, name.c_str()));
-    return undefined(env);
-  });
+  return with_handle_and_name<ModelHandle>(
+      env, info, HandleKind::model, "model", "name",
+      [](const auto &m, const char *name) { return parley_model_verify_tensor(m->model, name); });
 }
 
 // ------------------------------------------------------------- chat sessions
@@ -367,9 +373,7 @@ napi_value session_stats(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void register_objects(std::vector<napi_property_descriptor> &out) {
-  auto add = [&](const char *name, napi_callback f) {
-    out.push_back({name, nullptr, f, nullptr, nullptr, nullptr, napi_default, nullptr});
-  };
+  auto add = [&](const char *name, napi_callback f) { add_function(out, name, f); };
   add("runtimeCreate", runtime_create);
   add("runtimeLoadPlugin", runtime_load_plugin);
   add("runtimeClose", runtime_close);

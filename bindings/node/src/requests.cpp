@@ -340,9 +340,7 @@ napi_value request_cancel(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void register_requests(std::vector<napi_property_descriptor> &out) {
-  auto add = [&](const char *name, napi_callback f) {
-    out.push_back({name, nullptr, f, nullptr, nullptr, nullptr, napi_default, nullptr});
-  };
+  auto add = [&](const char *name, napi_callback f) { add_function(out, name, f); };
   add("chatSubmit", chat_submit);
   add("translate", translate);
   add("generate", generate);

@@ -228,6 +228,9 @@ class GenerationOptions(Structure):
         ("json_schema", c_char_p),
         ("return_logprobs", c_int32),
         ("num_alternatives", c_size_t),
+        ("logit_bias_ids", POINTER(c_int32)),
+        ("logit_bias_values", POINTER(c_float)),
+        ("num_logit_bias", c_size_t),
     ]
 
 
@@ -283,6 +286,7 @@ class RequestOptions(Structure):
         ("user_data", c_void_p),
         ("deadline_ms", c_int64),
         ("return_logprobs", c_int32),
+        ("num_alternatives", c_size_t),
     ]
 
 
@@ -474,6 +478,11 @@ _SIGNATURES: dict[str, tuple] = {
     "parley_request_take_generation_result": (_status, [c_void_p, _p(c_void_p)]),
     "parley_request_take_translation_result": (_status, [c_void_p, _p(c_void_p)]),
     "parley_request_reply_logprobs": (_status, [c_void_p, _p(_p(c_float)), _p(c_size_t)]),
+    "parley_request_reply_tokens": (_status, [c_void_p, _p(_p(c_int32)), _p(c_size_t)]),
+    "parley_request_reply_alternatives": (
+        _status,
+        [c_void_p, _p(_p(c_int32)), _p(_p(c_float)), _p(c_size_t), _p(c_size_t)],
+    ),
     "parley_request_free": (None, [c_void_p]),
     "parley_result_hypothesis_constraint": (_status, [c_void_p, c_size_t, c_size_t, _p(c_int32)]),
     "parley_result_hypothesis_logprobs": (_status, [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t)]),

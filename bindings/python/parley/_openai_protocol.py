@@ -173,19 +173,43 @@ def _read_stop(body: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    n = _opt_integer(body, "n", 1, 2**63 - 1)
-    if n is not None and n != 1:
-        raise ApiError(f"n: only 1 choice per request is supported, not {n}", "n", "unsupported_value")
-    if _opt_bool(body, "logprobs"):
-        raise ApiError("logprobs are not supported by this server", "logprobs", "unsupported_value")
+# parley serve's limits (runtime/http/api.hpp kMaxChoices, kMaxTopLogprobs).
+_MAX_CHOICES = 8
+_MAX_TOP_LOGPROBS = 20
+
+
+def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> None:
+    """Penalties other than 0; and what parley serve supports but this
+    ingress does not yet (n > 1, logprobs, logit_bias): the values are
+    checked as parley serve checks them (same errors for bad values), then a
+    valid request for them is refused naming the field."""
     for p in ("presence_penalty", "frequency_penalty"):
         v = _opt_number(body, p, -2.0, 2.0)
         if v is not None and v != 0.0:
             raise ApiError(f"{p} is not supported (only 0)", p, "unsupported_value")
+    n = _opt_integer(body, "n", 1, _MAX_CHOICES)
+    if n is not None and n != 1:
+        raise ApiError(f"n: the Ray Serve ingress returns 1 choice per request, not {n} (parley serve returns up "
+                       f"to {_MAX_CHOICES})", "n", "unsupported_value")
+    if legacy:
+        if _opt_integer(body, "logprobs", 0, _MAX_TOP_LOGPROBS) is not None:
+            raise ApiError("logprobs are not supported by the Ray Serve ingress (parley serve returns them)",
+                           "logprobs", "unsupported_value")
+    else:
+        lp = _opt_bool(body, "logprobs")
+        top = _opt_integer(body, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
+        if top is not None and not lp:
+            raise ApiError("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
+        if lp:
+            raise ApiError("logprobs are not supported by the Ray Serve ingress (parley serve returns them)",
+                           "logprobs", "unsupported_value")
     lb = _field(body, "logit_bias")
-    if lb is not None and not (isinstance(lb, dict) and not lb):
-        raise ApiError("logit_bias is not supported", "logit_bias", "unsupported_value")
+    if lb is not None and not isinstance(lb, dict):
+        raise ApiError("logit_bias must be an object mapping token ids to biases, not " + _type_name(lb),
+                       "logit_bias", "invalid_type")
+    if lb:
+        raise ApiError("logit_bias is not supported by the Ray Serve ingress (parley serve applies it)",
+                       "logit_bias", "unsupported_value")
 
 
 def _stream_options(body: Mapping[str, Any]) -> bool:

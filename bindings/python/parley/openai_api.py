@@ -31,6 +31,7 @@ from ._openai_protocol import (
     _content_text,
     _field,
     _generation,
+    _MAX_CHOICES,
     _held_back,
     _known,
     _opt_bool,
@@ -193,13 +194,13 @@ class OpenAIService:
             if not content:
                 msg["content"] = None
         return {"id": job.id, "object": "chat.completion", "created": job.created, "model": job.entry.name,
-                "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage}
+                "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}], "usage": usage}
 
     def _prepare_chat(self, body: Mapping[str, Any]) -> _ChatJob:
         _known(body, ["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
                       "temperature", "top_p", "seed", "stop", "n", "response_format", "tools", "tool_choice",
-                      "parallel_tool_calls", "user", "logprobs", "presence_penalty", "frequency_penalty",
-                      "logit_bias"])
+                      "parallel_tool_calls", "user", "logprobs", "top_logprobs", "presence_penalty",
+                      "frequency_penalty", "logit_bias"])
         name = _opt_string(body, "model")
         if name is None:
             raise ApiError("model is required", "model", "missing_required_parameter")
@@ -440,19 +441,16 @@ class OpenAIService:
         if not e.decoder_only:
             raise ApiError(f"the model '{e.name}' is a translation model: use /v1/translations", "model",
                            "model_not_supported")
-        n = _opt_integer(body, "n", 1, 2**63 - 1)
-        if n is not None and n != 1:
-            raise ApiError(f"n: only 1 choice per request is supported, not {n}", "n", "unsupported_value")
+        n = _opt_integer(body, "n", 1, _MAX_CHOICES) or 1
         b = _opt_integer(body, "best_of", 1, 2**63 - 1)
-        if b is not None and b != 1:
-            raise ApiError("best_of: only 1 is supported", "best_of", "unsupported_value")
+        if b is not None and b != n:
+            raise ApiError("best_of: only best_of = n is supported (every sampled choice is returned)", "best_of",
+                           "unsupported_value")
         if _opt_bool(body, "echo"):
             raise ApiError("echo is not supported", "echo", "unsupported_value")
         if _opt_string(body, "suffix") is not None:
             raise ApiError("suffix is not supported", "suffix", "unsupported_value")
-        if _field(body, "logprobs") is not None:
-            raise ApiError("logprobs are not supported by this server", "logprobs", "unsupported_value")
-        _refuse_unsupported({k: v for k, v in body.items() if k not in ("n", "logprobs")})
+        _refuse_unsupported(body, legacy=True)
         s = _read_sampling(body, self.limits)
         p = _field(body, "prompt")
         if p is None:

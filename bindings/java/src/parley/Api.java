@@ -111,7 +111,7 @@ interface Api extends Library {
   @FieldOrder({"struct_size", "max_new_tokens", "min_new_tokens", "num_beams", "num_return_sequences",
       "length_penalty", "early_stopping", "no_repeat_ngram_size", "repetition_penalty", "do_sample", "temperature",
       "top_k", "top_p", "min_p", "seed", "eos_token_ids", "num_eos_token_ids", "on_token", "user_data", "grammar",
-      "json_schema", "return_logprobs", "num_alternatives"})
+      "json_schema", "return_logprobs", "num_alternatives", "logit_bias_ids", "logit_bias_values", "num_logit_bias"})
   class GenerationOptions extends Structure {
     public long struct_size;
     public long max_new_tokens;
@@ -136,6 +136,9 @@ interface Api extends Library {
     public Pointer json_schema;
     public int return_logprobs;
     public long num_alternatives;
+    public Pointer logit_bias_ids;
+    public Pointer logit_bias_values;
+    public long num_logit_bias;
   }
 
   @FieldOrder({"struct_size", "source_language", "target_language", "generation", "return_attention",
@@ -173,13 +176,14 @@ interface Api extends Library {
     public int context_policy;
   }
 
-  @FieldOrder({"struct_size", "on_complete", "user_data", "deadline_ms", "return_logprobs"})
+  @FieldOrder({"struct_size", "on_complete", "user_data", "deadline_ms", "return_logprobs", "num_alternatives"})
   class RequestOptions extends Structure {
     public long struct_size;
     public Pointer on_complete;
     public Pointer user_data;
     public long deadline_ms;
     public int return_logprobs;
+    public long num_alternatives;
   }
 
   // ------------------------------------------------------------ functions

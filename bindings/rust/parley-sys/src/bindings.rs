@@ -10,6 +10,7 @@ pub const PARLEY_PLUGINS_ENV_PATH: u32 = 2;
 pub const PARLEY_PLUGINS_BUILTIN: u32 = 4;
 pub const PARLEY_PLUGINS_DEFAULT: u32 = 7;
 pub const PARLEY_MAX_RANK: u32 = 8;
+pub const PARLEY_MAX_LOGIT_BIAS: u32 = 4096;
 pub const PARLEY_MAX_ALTERNATIVES: u32 = 32;
 pub type __int32_t = ::std::os::raw::c_int;
 pub type __uint32_t = ::std::os::raw::c_uint;
@@ -1869,12 +1870,15 @@ pub struct parley_generation_options {
     pub json_schema: *const ::std::os::raw::c_char,
     pub return_logprobs: i32,
     pub num_alternatives: usize,
+    pub logit_bias_ids: *const i32,
+    pub logit_bias_values: *const f32,
+    pub num_logit_bias: usize,
 }
 #[test]
 fn bindgen_test_layout_parley_generation_options() {
     assert_eq!(
         ::std::mem::size_of::<parley_generation_options>(),
-        160usize,
+        184usize,
         concat!("Size of: ", stringify!(parley_generation_options))
     );
     assert_eq!(
@@ -2273,6 +2277,57 @@ fn bindgen_test_layout_parley_generation_options() {
         );
     }
     test_field_num_alternatives();
+    fn test_field_logit_bias_ids() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_generation_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).logit_bias_ids) as usize - ptr as usize
+            },
+            160usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_generation_options),
+                "::",
+                stringify!(logit_bias_ids)
+            )
+        );
+    }
+    test_field_logit_bias_ids();
+    fn test_field_logit_bias_values() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_generation_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).logit_bias_values) as usize - ptr as usize
+            },
+            168usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_generation_options),
+                "::",
+                stringify!(logit_bias_values)
+            )
+        );
+    }
+    test_field_logit_bias_values();
+    fn test_field_num_logit_bias() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_generation_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).num_logit_bias) as usize - ptr as usize
+            },
+            176usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_generation_options),
+                "::",
+                stringify!(num_logit_bias)
+            )
+        );
+    }
+    test_field_num_logit_bias();
 }
 extern "C" {
     pub fn parley_generation_options_defaults(
@@ -4372,12 +4427,13 @@ pub struct parley_request_options {
     pub user_data: *mut ::std::os::raw::c_void,
     pub deadline_ms: i64,
     pub return_logprobs: i32,
+    pub num_alternatives: usize,
 }
 #[test]
 fn bindgen_test_layout_parley_request_options() {
     assert_eq!(
         ::std::mem::size_of::<parley_request_options>(),
-        40usize,
+        48usize,
         concat!("Size of: ", stringify!(parley_request_options))
     );
     assert_eq!(
@@ -4470,6 +4526,23 @@ fn bindgen_test_layout_parley_request_options() {
         );
     }
     test_field_return_logprobs();
+    fn test_field_num_alternatives() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_request_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).num_alternatives) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_request_options),
+                "::",
+                stringify!(num_alternatives)
+            )
+        );
+    }
+    test_field_num_alternatives();
 }
 extern "C" {
     pub fn parley_request_options_defaults(options: *mut parley_request_options) -> parley_status;
@@ -4557,6 +4630,22 @@ extern "C" {
         request: *const parley_request,
         out_logprobs: *mut *const f32,
         out_count: *mut usize,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_request_reply_tokens(
+        request: *const parley_request,
+        out_tokens: *mut *const i32,
+        out_count: *mut usize,
+    ) -> parley_status;
+}
+extern "C" {
+    pub fn parley_request_reply_alternatives(
+        request: *const parley_request,
+        out_ids: *mut *const i32,
+        out_logprobs: *mut *const f32,
+        out_steps: *mut usize,
+        out_k: *mut usize,
     ) -> parley_status;
 }
 extern "C" {
