@@ -56,22 +56,6 @@ MALE_FIRST = ["Thomas", "Michael", "Andreas", "Stefan", "Markus", "Jan", "Tobias
               "Anton", "Emil", "Oskar"]          # last 3 held out
 N_TEST_FIRST = 3
 
-# More first names for the dialogue training split only (the translation corpus
-# keeps the pools above, so the committed translation models stay reproducible).
-# With 18 names per gender the dialogue model learns "Anna -> Ms" per name and
-# guesses on a name it has never seen; with many more it has to use what the
-# names share. None of them is a held-out name (checked in check_name_pools).
-DIALOGUE_FEMALE_FIRST = ["Andrea", "Birgit", "Carla", "Doris", "Elena", "Franziska", "Gisela", "Helga", "Ines",
-                         "Jana", "Karin", "Lea", "Luisa", "Maria", "Monika", "Nicole", "Olga", "Paula", "Rita",
-                         "Sandra", "Tanja", "Ulrike", "Vera", "Wiebke", "Yvonne", "Zoe", "Heike", "Silke", "Ute",
-                         "Edith", "Irene", "Elke", "Ronja", "Martina", "Kerstin", "Ruth", "Charlotte", "Johanna",
-                         "Theresa", "Helene", "Luise", "Mathilda", "Rosa", "Wilma", "Alma", "Nora"]
-DIALOGUE_MALE_FIRST = ["Alexander", "Bernd", "Christian", "Dieter", "Erik", "Fabian", "Georg", "Hans", "Ingo",
-                       "Jakob", "Karl", "Leon", "Moritz", "Niklas", "Philipp", "Rainer", "Timo", "Uwe", "Volker",
-                       "Walter", "Bruno", "Hugo", "Konrad", "Gustav", "Arne", "Ole", "Till", "Rolf", "Horst", "Kurt",
-                       "Axel", "Benedikt", "Elias", "Henrik", "Ralf", "Sven", "Wilhelm", "Heinz", "Ernst", "Jürgen",
-                       "Matthias", "Johann", "Ludger", "Robert", "Viktor", "Norbert"]
-
 # (English singular, English plural, German singular, German plural, German gender)
 CATEGORIES = [
     ("desk lamp", "desk lamps", "Schreibtischlampe", "Schreibtischlampen", "f"),
@@ -157,16 +141,13 @@ def is_test_amount(euros):
 class SlotSampler:
     """Draws slot values for one split and renders them in English and German."""
 
-    def __init__(self, rng, test, invent_names=False, more_first_names=False):
+    def __init__(self, rng, test, invent_names=False):
         self.rng = rng
         self.test = test
         self.invent_names = invent_names and not test
         self.surnames = split_pool(SURNAMES, N_TEST_SURNAMES, test)
         self.female = split_pool(FEMALE_FIRST, N_TEST_FIRST, test)
         self.male = split_pool(MALE_FIRST, N_TEST_FIRST, test)
-        if more_first_names and not test:
-            self.female = self.female + DIALOGUE_FEMALE_FIRST
-            self.male = self.male + DIALOGUE_MALE_FIRST
         self.models = split_pool(MODEL_NAMES, N_TEST_MODELS, test)
 
     def order(self):
@@ -490,43 +471,6 @@ INTENTS = {
                           "in your account.", ["Account settings"])),
 }
 
-# More question wordings, for the training split only (the held-out wording of
-# each intent above stays the only one the test split uses). Written to vary
-# sentence form and the words around each intent's keyword; none shares four
-# consecutive words with a held-out wording (checked in check_wordings), so the
-# held-out wordings stay unseen.
-EXTRA_QUESTIONS = {
-    "status": ["Has my order {order} been shipped?", "When does order {order} arrive?",
-               "Could you check where order {order} is?", "Order {order} is late. Where is my package?"],
-    "return": ["I would like to return my order {order}.", "Could I return order {order}, please?",
-               "I do not like the {p}. Can I return order {order}?", "What do I need to do to return order {order}?"],
-    "refund": ["Where is the refund for order {order}?", "I am waiting for my money for order {order}.",
-               "Did you refund order {order} yet?", "When do you pay back the money for order {order}?"],
-    "damaged": ["The {p} I got with order {order} is damaged.", "Order {order} came broken.",
-                "My {p} from order {order} arrived broken. Can you help?",
-                "Something in order {order} is damaged: the {p}."],
-    "cancel": ["Could you cancel my order {order}, please?", "I no longer need order {order}. Can I cancel it?",
-               "How do I cancel order {order}?", "I would like to cancel my order {order}."],
-    "shipping_cost": ["Do I pay shipping when I buy for {amount}?", "What are the shipping costs for {amount}?",
-                      "I want to order for {amount}. How much is delivery?",
-                      "Do I get free delivery for {amount}?"],
-    "express": ["Can I get express shipping?", "How much does express shipping cost?",
-                "I need order {order} quickly. Do you have express?", "Can order {order} arrive tomorrow?"],
-    "hours": ["What time do you open?", "Can I call you on Sunday?", "At what times can I reach you?",
-              "How late is your hotline available?"],
-    "payment": ["Do you accept credit cards?", "Can I pay by direct debit?", "What are the payment options?",
-                "Is PayPal possible for order {order}?"],
-    "password": ["My password does not work.", "How do I get a new password?",
-                 "I need a new password for my account.", "Help, I cannot remember my password."],
-    "address": ["How do I change my email address?", "My delivery address is wrong. How can I change it?",
-                "Where do I edit my delivery address?", "I have a new email address."],
-}
-
-# How a customer introduces themselves in training ("Hi, this is" is the only
-# form of the held-out split and stays the most frequent one here).
-INTRODUCTIONS = ["Hi, this is {fullname}. ", "Hi, this is {fullname}. ", "Hi, this is {fullname}. ",
-                 "Hello, my name is {fullname}. ", "This is {fullname}. ", "Good morning, {fullname} here. "]
-
 # Which follow-up intents make sense after which first intent.
 FOLLOWUPS = {
     "status": ["cancel", "hours", "express"],
@@ -552,29 +496,19 @@ def dialogue_slots(sampler):
 
 
 def make_dialogues(rng, n, test):
-    # The held-out split draws exactly as it always did (same generator calls),
-    # so its conversations stay byte-identical. The training split varies more:
-    # half of the surnames and product lines are invented (the model has to
-    # copy them, as in make_parallel), more first names, more wordings, other
-    # introductions and the customer prefixes/suffixes of the parallel corpus.
-    sampler = SlotSampler(rng, test, invent_names=not test, more_first_names=not test)
+    sampler = SlotSampler(rng, test)
     convs = []
     names = sorted(INTENTS)
     while len(convs) < n:
         s = dialogue_slots(sampler)
         intent = rng.choice(names)
         spec = INTENTS[intent]
-        wordings = spec["questions"][-1:] if test else spec["questions"][:-1] + EXTRA_QUESTIONS[intent]
+        wordings = spec["questions"][-1:] if test else spec["questions"][:-1]
         question = rng.choice(wordings).format(**s)
-        if not test:
-            pre, _ = rng.choice(CUSTOMER_PREFIXES[:-1])
-            suf, _ = rng.choice(CUSTOMER_SUFFIXES)
-            question = pre + question + suf
         answer, checks = spec["answer"](s)
         # A customer that introduces themselves gets greeted by name.
         if rng.random() < 0.3:
-            intro = "Hi, this is {fullname}. " if test else rng.choice(INTRODUCTIONS)
-            question = intro.format(**s) + question
+            question = f"Hi, this is {s['fullname']}. {question}"
             answer = f"Hello {s['title']}! {answer}"
             checks = checks + [s["title"]]
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -605,29 +539,6 @@ def check_policy_consistency():
         assert re.search(r"\{\w+\}", t_en), f"template without slot: {t_en}"
 
 
-def words(text):
-    return re.findall(r"\{\w+\}|[\w']+", text.lower())
-
-
-def check_wordings():
-    """Training wordings must not share four consecutive words with a held-out one."""
-    for intent, spec in INTENTS.items():
-        held = words(spec["questions"][-1])
-        grams = {tuple(held[i:i + 4]) for i in range(len(held) - 3)}
-        for extra in EXTRA_QUESTIONS[intent]:
-            w = words(extra)
-            shared = [g for g in (tuple(w[i:i + 4]) for i in range(len(w) - 3)) if g in grams]
-            assert not shared, f"training wording {extra!r} shares {shared} with a held-out wording"
-    assert set(EXTRA_QUESTIONS) == set(INTENTS)
-
-
-def check_name_pools():
-    held_out = set(FEMALE_FIRST[-N_TEST_FIRST:] + MALE_FIRST[-N_TEST_FIRST:] + SURNAMES[-N_TEST_SURNAMES:])
-    extra = DIALOGUE_FEMALE_FIRST + DIALOGUE_MALE_FIRST
-    assert not held_out & set(extra), "a held-out name is in the dialogue training pools"
-    assert len(set(extra)) == len(extra) and not set(extra) & set(FEMALE_FIRST + MALE_FIRST)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "build/demo-train/corpus"))
@@ -639,8 +550,6 @@ def main():
     args = ap.parse_args()
 
     check_policy_consistency()
-    check_wordings()
-    check_name_pools()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Separate generators per part, so changing one size does not reshuffle the others.

@@ -6,9 +6,8 @@ model.safetensors, tokenizer.json, tokenizer_config.json with the Llama-3 chat
 template, eval.json) that `parley-convert` treats like a Llama-3 checkpoint:
 
   * tokenizer: byte-level BPE trained here with the Llama-3 pre-tokenizer
-    regex (but digits one per piece); the five Llama-3 special tokens follow
-    the learned vocabulary (as in Llama-3, where they start at id 128000) and
-    a post-processor prepends
+    regex; the five Llama-3 special tokens follow the learned vocabulary (as in
+    Llama-3, where they start at id 128000) and a post-processor prepends
     <|begin_of_text|> to plain encodes. Rendered chat text already starts with
     it, and apply_chat_template encodes without special tokens, so a chat
     prompt carries exactly one BOS (checked below).
@@ -32,12 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 
-# The Llama-3 pre-tokenizer regex with one digit per piece (\p{N} instead of
-# Llama-3's \p{N}{1,3}, as Qwen2's pre-tokenizer does): a reply has to copy
-# order numbers and amounts it has never seen, and ten digit tokens that occur
-# everywhere are copied far more reliably than a thousand three-digit groups.
-PRETOKENIZER_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                        r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 BOS, EOS_TEXT, HDR_START, HDR_END, EOT = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                                           "<|end_header_id|>", "<|eot_id|>")
 CHAT_TEMPLATE = (
@@ -87,7 +82,7 @@ def read_jsonl(path):
 def train_tokenizer(texts, vocab_size):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZER_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
