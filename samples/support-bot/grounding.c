@@ -70,6 +70,55 @@ static int mentions(const char *known, const char *s, size_t n) {
   return 0;
 }
 
+/* Length of a capitalised word at `s` (letters, UTF-8 bytes, inner hyphens), or 0. */
+static size_t name_word(const char *s) {
+  size_t n = 0;
+  if (!isupper((unsigned char)s[0])) return 0;
+  while (isalpha((unsigned char)s[n]) || (unsigned char)s[n] >= 0x80 ||
+         (s[n] == '-' && n && isupper((unsigned char)s[n + 1])))
+    ++n;
+  return n;
+}
+
+/* Length of a surname particle at `s` followed by a space ("de ", "von "), or 0. */
+static size_t particle(const char *s) {
+  static const char *const kParticles[] = {"de ", "van ", "von ", "der ", "den ", "zu ", "da ", "di ", "le ", "la "};
+  size_t i, n;
+  for (i = 0; i < sizeof kParticles / sizeof kParticles[0]; ++i)
+    if (!strncmp(s, kParticles[i], n = strlen(kParticles[i]))) return n;
+  return 0;
+}
+
+int introduced_name(const char *text, char *out, size_t size) {
+  static const char *const kPhrases[] = {"this is ", "This is ", "my name is ", "My name is ", "I am ", "I'm "};
+  size_t i;
+  for (i = 0; i < sizeof kPhrases / sizeof kPhrases[0]; ++i) {
+    const char *hit;
+    for (hit = strstr(text, kPhrases[i]); hit; hit = strstr(hit + 1, kPhrases[i])) {
+      /* Up to three capitalised words, particles between them ("Jan de Vries"). */
+      const char *p = hit + strlen(kPhrases[i]), *start = NULL, *end = NULL;
+      size_t n, words = 0;
+      if (hit > text && isalpha((unsigned char)hit[-1])) continue;
+      while (words < 3) {
+        const char *q = p;
+        while (words > 0 && (n = particle(q)) > 0) q += n;
+        if (!(n = name_word(q))) break;
+        if (!start) start = q;
+        end = q + n;
+        ++words;
+        if (*end != ' ') break;
+        p = end + 1;
+      }
+      if (!start) continue; /* "I am sorry", "this is urgent": no name */
+      if ((size_t)(end - start) >= size) return 0;
+      memcpy(out, start, (size_t)(end - start));
+      out[end - start] = '\0';
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int last_amount(const char *text, char *out, size_t size) {
   const char *p, *last = NULL;
   size_t n, last_n = 0;
@@ -159,8 +208,12 @@ int ground_reply(const char *reply, const grounding_slots *slots, char **out) {
       n = 3;
       while (isalpha((unsigned char)p[n]) || (unsigned char)p[n] >= 0x80) ++n;
       if (!mentions(slots->known, p + 3, n - 3)) {
-        if (b.length && b.data[b.length - 1] == ' ') b.data[--b.length] = '\0';
-        fill = "";
+        if (slots->name && *slots->name) {
+          fill = slots->name; /* title and name both invented: the customer's own name instead */
+        } else {
+          if (b.length && b.data[b.length - 1] == ' ') b.data[--b.length] = '\0';
+          fill = "";
+        }
       }
     } else {
       n = at_number ? digits(p) : 1;

@@ -281,6 +281,7 @@ typedef struct conversation {
   char order[ORDER_ID_DIGITS + 1];
   char status[16]; /* that order's, from the table */
   char amount[32];
+  char name[96]; /* from the customer's introduction (introduced_name) */
 } conversation;
 
 static int remember(conversation *c, const char *text) {
@@ -639,6 +640,7 @@ int main(int argc, char **argv) {
     }
     if (remember(&talk, english)) goto done;
     last_amount(english, talk.amount, sizeof talk.amount);
+    introduced_name(english, talk.name, sizeof talk.name);
 
     /* Orders the message names, from the shop's table. An order that is not
      * there is said to be unknown, and the model is not asked about it. */
@@ -682,6 +684,7 @@ int main(int argc, char **argv) {
       slots.order = talk.order[0] ? talk.order : NULL;
       slots.amount = talk.amount[0] ? talk.amount : NULL;
       slots.status = talk.status[0] ? talk.status : NULL;
+      slots.name = talk.name[0] ? talk.name : NULL;
       g = ground_reply(reply, &slots, &grounded);
       if (g < 0) goto done;
       if (g == GROUNDING_UNANSWERABLE) {

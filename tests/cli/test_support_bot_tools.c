@@ -19,8 +19,8 @@ static int failures = 0;
   } while (0)
 
 /* ground_reply's result, and its text when changed (else the reply). */
-static int ground(const char *reply, const char *known, const char *order, const char *amount, const char *status,
-                  char *text, size_t size) {
+static int ground_named(const char *reply, const char *known, const char *order, const char *amount, const char *status,
+                        const char *name, char *text, size_t size) {
   grounding_slots slots;
   char *out = NULL;
   int g;
@@ -28,10 +28,16 @@ static int ground(const char *reply, const char *known, const char *order, const
   slots.order = order;
   slots.amount = amount;
   slots.status = status;
+  slots.name = name;
   g = ground_reply(reply, &slots, &out);
   snprintf(text, size, "%s", g == GROUNDING_CHANGED ? out : reply);
   free(out);
   return g;
+}
+
+static int ground(const char *reply, const char *known, const char *order, const char *amount, const char *status,
+                  char *text, size_t size) {
+  return ground_named(reply, known, order, amount, status, NULL, text, size);
 }
 
 static void test_grounding(void) {
@@ -62,6 +68,24 @@ static void test_grounding(void) {
   EXPECT(ground("Hello Mr Lange! We can help.", known, NULL, NULL, NULL, text, sizeof text) == GROUNDING_CHANGED);
   EXPECT(!strcmp(text, "Hello! We can help."));
   EXPECT(ground("Hello Ms Brandt! We can help.", known, NULL, NULL, NULL, text, sizeof text) == GROUNDING_UNCHANGED);
+  /* ... and with the customer's name known, an invented one becomes it, without a guessed title */
+  EXPECT(ground_named("Hello Mr Lange! We can help.", known, NULL, NULL, NULL, "Ida Brandt", text, sizeof text) ==
+         GROUNDING_CHANGED);
+  EXPECT(!strcmp(text, "Hello Ida Brandt! We can help."));
+  EXPECT(ground_named("Hello Ms Brandt!", known, NULL, NULL, NULL, "Ida Brandt", text, sizeof text) ==
+         GROUNDING_UNCHANGED);
+  {
+    char name[64];
+    EXPECT(introduced_name("Hi, this is Ida Brandt. Where is my order?", name, sizeof name) &&
+           !strcmp(name, "Ida Brandt"));
+    EXPECT(introduced_name("Hello, my name is Müller-Lüdenscheidt, order 9019917.", name, sizeof name) &&
+           !strcmp(name, "Müller-Lüdenscheidt"));
+    EXPECT(introduced_name("I am Jan de Vries", name, sizeof name) && !strcmp(name, "Jan de Vries"));
+    EXPECT(introduced_name("I'm Brandt.", name, sizeof name) && !strcmp(name, "Brandt"));
+    EXPECT(!introduced_name("I am sorry, this is urgent. Thanks.", name, sizeof name));
+    EXPECT(!introduced_name("Where is my order 9019917?", name, sizeof name));
+    EXPECT(!introduced_name("Hi, this is Ida Brandtsomeverylongsurnamethatdoesnotfitintothebuffer.", name, 8));
+  }
   /* a status the table does not give */
   EXPECT(ground("Your order 9019917 is on its way. Returns are free.", known, "9019917", NULL, "processing", text,
                 sizeof text) == GROUNDING_CHANGED);
