@@ -76,6 +76,32 @@ inline float lanes_sum(const v8f &l) {
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
+// Horizontal sums of several keys at once, in lanes_sum()'s order (so a
+// score stays the same bit for bit): hadd(a, b) adds neighbouring lanes of
+// a and b within each 128-bit half, as vhaddps does; halves4() of four keys'
+// accumulators holds, in lanes 0..3, their ((x0+x1)+(x2+x3)) and in lanes
+// 4..7 their ((x4+x5)+(x6+x7)); sums8() adds those halves for two such
+// groups: eight lanes_sum()s for about the cost of two.
+// (Results through a reference: a vector returned by value would change the
+// ABI of the default clone.)
+inline void hadd(const v8f &a, const v8f &b, v8f &out) {
+  out = __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) +
+        __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+inline void halves4(const v8f &l0, const v8f &l1, const v8f &l2, const v8f &l3, v8f &out) {
+  v8f h01, h23;
+  hadd(l0, l1, h01);
+  hadd(l2, l3, h23);
+  hadd(h01, h23, out);
+}
+inline void sums8(const v8f &g0, const v8f &g1, v8f &out) {
+  out = __builtin_shufflevector(g0, g1, 0, 1, 2, 3, 8, 9, 10, 11) +
+        __builtin_shufflevector(g0, g1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+inline void store8(float *dst, const v8f &v) {
+  std::memcpy(dst, &v, sizeof v);
+}
+
 PARLEY_CPU_MULTIVERSION void scores(const float *q, const float *k, int64_t k_stride, int64_t count, int64_t d,
                                     float scale, float *s) {
   const int64_t d8 = d & ~int64_t{7};
@@ -85,6 +111,29 @@ PARLEY_CPU_MULTIVERSION void scores(const float *q, const float *k, int64_t k_st
     return t;
   };
   int64_t j = 0;
+  for (; j + 8 <= count; j += 8) {
+    const float *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride,
+                *k4 = k3 + k_stride, *k5 = k4 + k_stride, *k6 = k5 + k_stride, *k7 = k6 + k_stride;
+    v8f l0 = {}, l1 = {}, l2 = {}, l3 = {}, l4 = {}, l5 = {}, l6 = {}, l7 = {};
+    for (int64_t i = 0; i < d8; i += 8) {
+      const v8f qv = PARLEY_LOAD8(q + i);
+      l0 += qv * PARLEY_LOAD8(k0 + i);
+      l1 += qv * PARLEY_LOAD8(k1 + i);
+      l2 += qv * PARLEY_LOAD8(k2 + i);
+      l3 += qv * PARLEY_LOAD8(k3 + i);
+      l4 += qv * PARLEY_LOAD8(k4 + i);
+      l5 += qv * PARLEY_LOAD8(k5 + i);
+      l6 += qv * PARLEY_LOAD8(k6 + i);
+      l7 += qv * PARLEY_LOAD8(k7 + i);
+    }
+    v8f t = {};
+    if (d8 < d) t = v8f{tail(k0), tail(k1), tail(k2), tail(k3), tail(k4), tail(k5), tail(k6), tail(k7)};
+    v8f g0, g1, sums;
+    halves4(l0, l1, l2, l3, g0);
+    halves4(l4, l5, l6, l7, g1);
+    sums8(g0, g1, sums);
+    store8(s + j, scale * (sums + t));
+  }
   for (; j + 4 <= count; j += 4) {
     const float *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
     v8f l0 = {}, l1 = {}, l2 = {}, l3 = {};
@@ -95,10 +144,12 @@ PARLEY_CPU_MULTIVERSION void scores(const float *q, const float *k, int64_t k_st
       l2 += qv * PARLEY_LOAD8(k2 + i);
       l3 += qv * PARLEY_LOAD8(k3 + i);
     }
-    s[j] = scale * (lanes_sum(l0) + tail(k0));
-    s[j + 1] = scale * (lanes_sum(l1) + tail(k1));
-    s[j + 2] = scale * (lanes_sum(l2) + tail(k2));
-    s[j + 3] = scale * (lanes_sum(l3) + tail(k3));
+    v8f g;
+    halves4(l0, l1, l2, l3, g);
+    s[j] = scale * ((g[0] + g[4]) + tail(k0));
+    s[j + 1] = scale * ((g[1] + g[5]) + tail(k1));
+    s[j + 2] = scale * ((g[2] + g[6]) + tail(k2));
+    s[j + 3] = scale * ((g[3] + g[7]) + tail(k3));
   }
   for (; j < count; ++j) {
     const float *k0 = k + j * k_stride;
@@ -130,14 +181,17 @@ PARLEY_CPU_MULTIVERSION void scores2(const float *q0, const float *q1, const flo
       a0 += x * c0, a1 += x * c1, a2 += x * c2, a3 += x * c3;
       b0 += y * c0, b1 += y * c1, b2 += y * c2, b3 += y * c3;
     }
-    s0[j] = scale * (lanes_sum(a0) + tail(q0, k0));
-    s0[j + 1] = scale * (lanes_sum(a1) + tail(q0, k1));
-    s0[j + 2] = scale * (lanes_sum(a2) + tail(q0, k2));
-    s0[j + 3] = scale * (lanes_sum(a3) + tail(q0, k3));
-    s1[j] = scale * (lanes_sum(b0) + tail(q1, k0));
-    s1[j + 1] = scale * (lanes_sum(b1) + tail(q1, k1));
-    s1[j + 2] = scale * (lanes_sum(b2) + tail(q1, k2));
-    s1[j + 3] = scale * (lanes_sum(b3) + tail(q1, k3));
+    v8f t = {};  // lanes 0..3: q0's tails, 4..7: q1's
+    if (d8 < d)
+      t = v8f{tail(q0, k0), tail(q0, k1), tail(q0, k2), tail(q0, k3),
+              tail(q1, k0), tail(q1, k1), tail(q1, k2), tail(q1, k3)};
+    v8f ga, gb, sums;
+    halves4(a0, a1, a2, a3, ga);
+    halves4(b0, b1, b2, b3, gb);
+    sums8(ga, gb, sums);
+    const v8f r = scale * (sums + t);
+    std::memcpy(s0 + j, &r[0], 4 * sizeof(float));
+    s1[j] = r[4], s1[j + 1] = r[5], s1[j + 2] = r[6], s1[j + 3] = r[7];
   }
   if (j < count) {
     scores(q0, k + j * k_stride, k_stride, count - j, d, scale, s0 + j);
@@ -145,33 +199,53 @@ PARLEY_CPU_MULTIVERSION void scores2(const float *q0, const float *q1, const flo
   }
 }
 
-// acc = acc * corr + sum_j p[j] * v_j. Four keys per pass over acc, each
-// element still adding key after key in order: the arithmetic of one key at
-// a time, with a quarter of the loads and stores of acc.
+// s[j] = exp(s[j] - m), vectorised (exp_vectorizable, about 1 ulp; a
+// library exp per key cost a quarter of a decode step's attention).
+PARLEY_CPU_MULTIVERSION void exp_shifted(float *s, int64_t n, float m) {
+  for (int64_t j = 0; j < n; ++j) s[j] = exp_vectorizable(s[j] - m);
+}
+
+// s[0] + ... + s[n-1] in 8 lanes (lane l takes every 8th element from l),
+// then lanes_sum() and the tail in order: a fixed order for given (s, n).
+PARLEY_CPU_MULTIVERSION float ordered_sum(const float *s, int64_t n) {
+  v8f l = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) l += PARLEY_LOAD8(s + j);
+  float t = lanes_sum(l);
+  for (; j < n; ++j) t += s[j];
+  return t;
+}
+
+// acc = acc * corr + sum_j p[j] * v_j. Each element adds key after key in
+// order (the arithmetic of one key at a time); acc is walked in slices of up
+// to 64 floats that stay in registers for all `count` keys, so a key costs
+// one load and one FMA per 8 elements instead of a load and store of acc too.
+template <int V>
+inline void axpy_slice(float *acc, const float *p, const float *v, int64_t v_stride, int64_t count) {
+  v8f a[V];
+  for (int u = 0; u < V; ++u) a[u] = PARLEY_LOAD8(acc + 8 * u);
+  for (int64_t j = 0; j < count; ++j) {
+    const float pj = p[j];
+    const float *vj = v + j * v_stride;
+    for (int u = 0; u < V; ++u) a[u] += pj * PARLEY_LOAD8(vj + 8 * u);
+  }
+  for (int u = 0; u < V; ++u) store8(acc + 8 * u, a[u]);
+}
+
 PARLEY_CPU_MULTIVERSION void scale_axpy(float *acc, float corr, const float *p, const float *v, int64_t v_stride,
                                         int64_t count, int64_t d) {
   if (corr != 1.f)
     for (int64_t i = 0; i < d; ++i) acc[i] *= corr;
-  int64_t j = 0;
-  for (; j + 4 <= count; j += 4) {
-    const float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
-    const float *v0 = v + j * v_stride, *v1 = v0 + v_stride, *v2 = v1 + v_stride, *v3 = v2 + v_stride;
-#pragma omp simd
-    for (int64_t i = 0; i < d; ++i) {
-      float t = acc[i];
-      t += p0 * v0[i];
-      t += p1 * v1[i];
-      t += p2 * v2[i];
-      t += p3 * v3[i];
-      acc[i] = t;
+  int64_t i = 0;
+  for (; i + 64 <= d; i += 64) axpy_slice<8>(acc + i, p, v + i, v_stride, count);
+  for (; i + 32 <= d; i += 32) axpy_slice<4>(acc + i, p, v + i, v_stride, count);
+  for (; i + 8 <= d; i += 8) axpy_slice<1>(acc + i, p, v + i, v_stride, count);
+  if (i < d)
+    for (int64_t j = 0; j < count; ++j) {
+      const float pj = p[j];
+      const float *vj = v + j * v_stride;
+      for (int64_t e = i; e < d; ++e) acc[e] += pj * vj[e];
     }
-  }
-  for (; j < count; ++j) {
-    const float pj = p[j];
-    const float *vj = v + j * v_stride;
-#pragma omp simd
-    for (int64_t i = 0; i < d; ++i) acc[i] += pj * vj[i];
-  }
 }
 
 using half = _Float16;
@@ -390,12 +464,11 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       // exp(-inf - finite) = 0 on the first block; a row whose scores are all
       // -inf (infinite inputs) keeps mnew = -inf and is guarded below.
       const float corr = mx[r] == mnew ? 1.f : std::exp(mx[r] - mnew);
-      float bsum = 0.f;
-      for (int64_t j = lo; j < nv; ++j) {
-        s[j] = mnew == -std::numeric_limits<float>::infinity() ? 0.f : std::exp(s[j] - mnew);
-        bsum += s[j];
-      }
-      sum[r] = sum[r] * corr + bsum;
+      if (mnew == -std::numeric_limits<float>::infinity())
+        std::fill(s + lo, s + nv, 0.f);
+      else
+        exp_shifted(s + lo, nv - lo, mnew);
+      sum[r] = sum[r] * corr + ordered_sum(s + lo, nv - lo);
       mx[r] = mnew;
       // The correction once, then every run's keys in order: the arithmetic
       // of one call over the whole block.
@@ -425,7 +498,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       const int64_t lim = empty ? 0 : limit[r], lo = empty ? 0 : first[r];
       const float inv = empty ? 0.f : 1.f / sum[r];
       std::fill(p, p + lo, 0.f);
-      for (int64_t j = lo; j < lim; ++j) p[j] = std::exp(p[j] - mx[r]) * inv;
+      for (int64_t j = lo; j < lim; ++j) p[j] = exp_vectorizable(p[j] - mx[r]) * inv;
       std::fill(p + lim, p + a.kv_len, 0.f);
     }
   }
