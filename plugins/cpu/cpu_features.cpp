@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "linear_kernels.h"
+
 namespace parley::cpu {
 
 namespace {
@@ -120,6 +122,19 @@ bool use_avx512_bf16() {
 
 void set_isa_cap(Isa cap, bool int8, bool bf16) {
   g_cap.store(encode(cap, int8, bf16), std::memory_order_release);
+}
+
+namespace {
+std::atomic<int64_t> g_avx2_int8_max_m{-1};  // < 0: the defaults
+}
+
+int64_t avx2_int8_max_m(bool grouped) {
+  const int64_t m = g_avx2_int8_max_m.load(std::memory_order_relaxed);
+  return m >= 0 ? m : grouped ? kAvx2IntMaxMGrouped : kAvx2IntMaxMPerRow;
+}
+
+void set_avx2_int8_max_m(int64_t m) {
+  g_avx2_int8_max_m.store(m, std::memory_order_relaxed);
 }
 
 std::string isa_description() {

@@ -57,6 +57,12 @@ bool use_avx512_bf16();
 bool use_avx2_int8();
 // Overrides the cap (tests). `int8` / `bf16` false also turn those kernels off.
 void set_isa_cap(Isa cap, bool int8 = true, bool bf16 = true);
+// The most activation rows the AVX2 int8 kernel takes for per-row or
+// group-wise weights (kAvx2IntMaxMPerRow / kAvx2IntMaxMGrouped, unless
+// set_avx2_int8_max_m set one limit for both: bench_linear measures the
+// crossover with it; a negative m restores the defaults). Thread-safe.
+int64_t avx2_int8_max_m(bool grouped);
+void set_avx2_int8_max_m(int64_t m);
 
 // A line describing the active level (and what the CPU has), e.g. for the log.
 std::string isa_description();

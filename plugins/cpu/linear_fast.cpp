@@ -5,7 +5,8 @@
 //   I8 / I4 weights, AVX512-VNNI, any m: int8 x int8 products with
 //       activations quantised per row on the fly (linear_avx512.cpp); lossy
 //       by the activations' rounding, the same for every m (batch-invariant).
-//   I8 / I4 weights, AVX2 without VNNI, m <= kAvx2IntMaxM: the same
+//   I8 / I4 weights, AVX2 without VNNI, m <= kAvx2IntMaxMPerRow (per-row
+//       scales) or kAvx2IntMaxMGrouped (group-wise), linear_kernels.h: the same
 //       quantisation with int16 vpmaddwd products (linear_int_avx2.cpp).
 //   m <= kSmallM (decode), otherwise: GEMV kernels, AVX-512 or AVX2, for
 //       every weight dtype: weights read once in their stored form and
@@ -61,7 +62,8 @@ bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeig
   if (a.m >= kVnniMinM && use_avx512_vnni() && int_weight) {
     path = "gemm_int_vnni_avx512";
     ran = gemm_int_vnni_avx512(host, a, w, status);
-  } else if (a.m >= kAvx2IntMinM && a.m <= kAvx2IntMaxM && use_avx2_int8() && int_weight) {
+  } else if (a.m >= kAvx2IntMinM && a.m <= avx2_int8_max_m(w.quant != PARLEY_QUANT_PER_ROW) && use_avx2_int8() &&
+             int_weight) {
     path = "gemm_int_avx2";
     ran = gemm_int_avx2(host, a, w, status);
   }

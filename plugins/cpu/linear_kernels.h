@@ -15,12 +15,17 @@ constexpr int64_t kSmallM = 8;
 // Integer weights take the int8-activation kernels (VNNI, or AVX2) from this
 // many rows.
 constexpr int64_t kVnniMinM = 1;
-// The AVX2 int8-activation kernel serves m in [kAvx2IntMinM, kAvx2IntMaxM]:
+// The AVX2 int8-activation kernel serves m from kAvx2IntMinM up to
+// kAvx2IntMaxMPerRow rows (I8 per-row weights) or kAvx2IntMaxMGrouped rows
+// (group-wise I8 / I4, whose per-group scaling costs the kernel a third):
 // above, oneDNN's sgemm on tiles converted to float32 is faster on cores
 // whose vector integer multiplier has half the FMA units' throughput (Zen 2:
-// vpmaddwd on one pipe, FMA on two; tests/bench/bench_linear.cpp).
+// vpmaddwd on one pipe, FMA on two). The crossovers measured there with
+// tests/bench/bench_linear.cpp (k=896, n=4864, 1 and 2 threads): per-row
+// about 22-24 rows, group 32 about 11-12 rows.
 constexpr int64_t kAvx2IntMinM = 1;
-constexpr int64_t kAvx2IntMaxM = 16;
+constexpr int64_t kAvx2IntMaxMPerRow = 20;
+constexpr int64_t kAvx2IntMaxMGrouped = 10;
 
 // GEMV-style small-m product for every weight dtype, F32 activations, F32
 // accumulation. Requires m <= kSmallM.

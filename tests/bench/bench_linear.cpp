@@ -312,7 +312,9 @@ int main(int argc, char **argv) {
       const int64_t bytes = weight_bytes(spec, n, k);
       const int copies = int(std::max<int64_t>(1, ((int64_t(256) << 20) + bytes - 1) / bytes));
       Weights w(spec, n, k, copies, pool.context());
-      for (int64_t m : {2, 4, 8, 12, 16}) {
+      // The avx2+int8 column forces the AVX2 int8 kernel at every m
+      // (set_avx2_int8_max_m) to show where it stops winning.
+      for (int64_t m : {2, 4, 8, 10, 12, 16, 20, 24, 32}) {
         std::printf("%-6s %4lld |", spec.name, static_cast<long long>(m));
         for (const Path &p : kPaths) {
           if ((p.cap == Isa::kAvx512 && !f.avx512) || (p.vnni && p.cap == Isa::kAvx512 && !f.avx512_vnni)) {
@@ -320,7 +322,9 @@ int main(int argc, char **argv) {
             continue;
           }
           parley::cpu::set_isa_cap(p.cap, p.vnni, false);
+          parley::cpu::set_avx2_int8_max_m(m);
           const Timing t = time_linear(pool, w, m, n, k, quick ? 9 : 21);
+          parley::cpu::set_avx2_int8_max_m(-1);
           std::printf(" %7.1f GF |", 2.0 * m * n * k / t.best / 1e9);
         }
         std::printf("\n");

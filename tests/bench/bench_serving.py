@@ -80,6 +80,8 @@ SETUP_HINT = ("run `tests/bench/bench_serving.py --prepare` once with the bench 
               "cache; see tests/bench/README.md, 'Serving'), or pass the file with the option named above")
 # --precision: Parley storage type -> the llama.cpp GGUF type of the same precision.
 PRECISIONS = {"int8": "Q8_0", "float32": "F32", "float16": "F16"}
+# --kv-cache: Parley's kv_cache value -> llama-server's -ctk / -ctv.
+KV_CACHE_TYPES = {"f32": "f32", "f16": "f16", "int8": "q8_0"}
 
 # The shared system prompt: one customer-service bot, ~300 SmolLM2 tokens.
 SYSTEM_PROMPT = (
@@ -228,6 +230,8 @@ def parley_worker(spec: dict) -> dict:
         # parley_model_options.serving_engine; a binding older than the
         # keyword raises TypeError rather than silently measuring the default.
         kw["serving_engine"] = bool(spec["serving_engine"])
+    if spec.get("kv_cache"):
+        kw["kv_cache"] = spec["kv_cache"]
     model = parley.Model(rt, spec["model"], **kw)
     model.prepare()
     load_s = time.perf_counter() - t0
@@ -532,8 +536,9 @@ def llama_stream_chat(port: int, body: dict, start: float) -> dict:
 
 
 def llama_chats(args, tmp: Path, users: list[str]) -> dict:
+    kv = KV_CACHE_TYPES[args.kv_cache]
     with LlamaServer(args.llama_server, args.gguf, len(users), args.threads, args.ctx_per_slot,
-                     tmp / "llama-server.log", args.llama_extra) as srv:
+                     tmp / "llama-server.log", ["-ctk", kv, "-ctv", kv, *args.llama_extra]) as srv:
         st, body = srv.request("POST", "/v1/chat/completions", chat_body(WARMUP_SYSTEM, WARMUP_USER, 4, False))
         if st != 200:
             raise RuntimeError(f"llama-server warm-up: HTTP {st}: {body[:300]!r}")
@@ -717,6 +722,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="compute threads, both sides")
     ap.add_argument("--new-tokens", type=int, default=64, help="tokens per reply (forced: end of turn suppressed)")
     ap.add_argument("--ctx-per-slot", type=int, default=512, help="llama-server context per slot (-c = N x this)")
+    ap.add_argument("--kv-cache", choices=sorted(KV_CACHE_TYPES), default="f16",
+                    help="KV cache type, both sides (default f16: llama-server's default -ctk/-ctv f16); "
+                         "int8 is Parley's per-row int8, llama.cpp's q8_0")
     ap.add_argument("--llama-extra", default="", help="extra llama-server arguments (one string, split on spaces)")
     ap.add_argument("--no-llama", action="store_true", help="Parley only")
     ap.add_argument("--no-today", action="store_true",
@@ -769,16 +777,17 @@ def main() -> int:
         eng = {True: "serving_engine=True", False: "serving_engine=False (one session per thread, as before the engine)",
                None: "the library's default options"}[b["serving_engine"]]
         header.append(f"{name}: {b['library']} (source {build_rev(b)}), binding {b['binding']}, "
-                      f"{args.threads} threads (Runtime(threads={args.threads})), {eng}")
+                      f"{args.threads} threads (Runtime(threads={args.threads})), {eng}, kv_cache={args.kv_cache}")
     if use_llama:
         ver = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True)
         vline = " ".join((ver.stdout + ver.stderr).split("\n")[0:1]).strip()
         header.append(f"llama.cpp: {args.llama_server} ({vline}), {args.gguf.name}, -t {args.threads} "
-                      f"-tb {args.threads}, -c N x {args.ctx_per_slot} {' '.join(args.llama_extra)}".rstrip()
+                      f"-tb {args.threads}, -c N x {args.ctx_per_slot}, -ctk/-ctv {KV_CACHE_TYPES[args.kv_cache]} "
+                      f"{' '.join(args.llama_extra)}".rstrip()
                       + f"; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     raw: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "header": header}
     sections: list[str] = []
-    base = {"threads": args.threads}
+    base = {"threads": args.threads, "kv_cache": args.kv_cache}
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         if "chats" in only:

@@ -239,7 +239,9 @@ bool int8_activations(const Path &p, const WeightSpec &s, int64_t m, int64_t k) 
     if (s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW) return true;
     return s.quant == PARLEY_QUANT_GROUPWISE && k % 64 == 0;
   }
-  if (p.cap < Isa::kAvx2 || !f.avx2 || m < parley::cpu::kAvx2IntMinM || m > parley::cpu::kAvx2IntMaxM) return false;
+  if (p.cap < Isa::kAvx2 || !f.avx2 || m < parley::cpu::kAvx2IntMinM ||
+      m > parley::cpu::avx2_int8_max_m(s.quant != PARLEY_QUANT_PER_ROW))
+    return false;
   if (s.dtype == PARLEY_DTYPE_I8 && s.quant == PARLEY_QUANT_PER_ROW) return true;
   return s.quant == PARLEY_QUANT_GROUPWISE && s.group % 32 == 0 && k % s.group == 0;
 }
