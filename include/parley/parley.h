@@ -178,7 +178,11 @@ typedef struct parley_runtime parley_runtime;
 
 typedef struct parley_runtime_options {
   size_t struct_size;
-  /* Threads for kernels. 0 (default): the number of CPUs available. Max 1024. */
+  /* Threads for kernels. 0 (default): the number of CPUs available. Max 1024.
+   * Between jobs an idle kernel thread polls for the next one for up to
+   * PARLEY_SPIN_US microseconds (environment, read once; default 100) before
+   * it sleeps: decode issues hundreds of short parallel loops a token. Set
+   * PARLEY_SPIN_US=0 where the cores are shared with much other work. */
   int32_t num_threads;
   /* PARLEY_PLUGINS_* flags; default PARLEY_PLUGINS_DEFAULT. */
   uint32_t plugin_sources;

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <system_error>
 
@@ -11,6 +15,45 @@ namespace parley {
 
 namespace {
 thread_local bool t_inside_pool = false;  // true on workers and on a caller during its loop
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls ready() for up to spin_us microseconds; returns its last value.
+template <class Ready>
+bool spin_until(int64_t spin_us, Ready ready) {
+  if (spin_us <= 0) return ready();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+    if ((i & 63) == 0 && std::chrono::steady_clock::now() >= deadline) return ready();
+  }
+}
+}  // namespace
+
+int64_t ThreadPool::spin_us_from_environment() {
+  static const int64_t value = [] {
+    const char *text = std::getenv("PARLEY_SPIN_US");
+    if (!text || !*text) return kDefaultSpinUs;
+    char *end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 0 || v > 1000000) {
+      std::fprintf(stderr,
+                   "parley: PARLEY_SPIN_US=\"%s\" is not a whole number of microseconds from 0 to 1000000; "
+                   "using %lld\n",
+                   text, static_cast<long long>(kDefaultSpinUs));
+      return kDefaultSpinUs;
+    }
+    return static_cast<int64_t>(v);
+  }();
+  return value;
 }
 
 struct ThreadPool::Job {
@@ -22,7 +65,8 @@ struct ThreadPool::Job {
   std::atomic<int> active{0};  // workers still inside run_chunks
 };
 
-ThreadPool::ThreadPool(int num_threads) {
+ThreadPool::ThreadPool(int num_threads, int64_t spin_us)
+    : spin_us_(spin_us < 0 ? spin_us_from_environment() : spin_us) {
   int extra = std::max(0, num_threads - 1);
   workers_.reserve(static_cast<size_t>(extra));
   for (int i = 0; i < extra; ++i) {
@@ -66,14 +110,25 @@ void ThreadPool::worker_loop() {
   t_inside_pool = true;
   uint64_t seen = 0;
   for (;;) {
+    spin_until(spin_us_, [&] {
+      return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+    });
     Job *job;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || (job_ != nullptr && generation_ != seen); });
+      if (!stop_ && job_ == nullptr && generation_ != seen) {
+        seen = generation_;  // a job came and went while this worker was away: poll for the next
+        continue;
+      }
+      if (!stop_ && generation_ == seen) {
+        ++sleepers_;
+        wake_.wait(lock, [&] { return stop_ || (job_ != nullptr && generation_ != seen); });
+        --sleepers_;
+      }
       if (stop_) return;
       seen = generation_;
       job = job_;
-      job->active.fetch_add(1);
+      job->active.fetch_add(1);  // under mutex_ while job_ is set: the caller waits for it
     }
     run_chunks(*job);
     if (job->active.fetch_sub(1) == 1) {
@@ -103,17 +158,23 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn, void *user) 
   job.user = user;
   job.n = n;
   job.chunk = chunk;
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &job;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
+    wake = sleepers_ > 0;
   }
-  wake_.notify_all();
+  if (wake) wake_.notify_all();
   t_inside_pool = true;
   run_chunks(job);
   t_inside_pool = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = nullptr;  // no new worker may join this job
+  }
+  if (spin_until(spin_us_, [&] { return job.active.load(std::memory_order_acquire) == 0; })) return;
   std::unique_lock<std::mutex> lock(mutex_);
-  job_ = nullptr;  // no new worker may join this job
   done_.wait(lock, [&] { return job.active.load() == 0; });
 }
 
