@@ -259,7 +259,7 @@ PARLEY_CPU_MULTIVERSION void widen_i8(const int8_t *src, float scale, float *dst
 }
 
 void narrow_f16(const float *src, half *dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<half>(src[i]);  // round to nearest even
+  f32_to_f16(src, reinterpret_cast<uint16_t *>(dst), n);  // round to nearest even
 }
 
 // scale = max|x| / 127 and q = nearest-even(x / scale) in [-127, 127]; an

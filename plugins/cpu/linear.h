@@ -38,6 +38,9 @@ struct PackedWeight {
 
 // IEEE half to float32 for n values (F16C where the CPU has it).
 void f16_to_f32(const uint16_t *src, float *dst, int64_t n);
+// float32 to IEEE half (round to nearest even) for n values (F16C where the
+// CPU has it).
+void f32_to_f16(const float *src, uint16_t *dst, int64_t n);
 
 // Bytes per element of F32/F16/BF16/I8 (0 for others).
 size_t dtype_size_of(int32_t dtype);

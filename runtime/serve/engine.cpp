@@ -740,6 +740,7 @@ void Engine::scheduler_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   std::vector<Pick> batch;
   std::vector<PagedSequence> paged;
+  int64_t last_step_us = 0;
   for (;;) {
     work_.wait(lock, [&] { return stop_ || !queue_.empty() || !encodes_.empty(); });
     if (stop_) return;
@@ -751,10 +752,15 @@ void Engine::scheduler_loop() {
       encode_queued(lock);
       continue;
     }
-    // The rows that just ran are choosing their next token: let them join.
-    if (expected_ > 0 && options_.gather_us > 0)
-      work_.wait_for(lock, std::chrono::microseconds(options_.gather_us), [&] { return stop_ || expected_ == 0; });
+    // The rows that just ran are choosing their next token: let them join,
+    // for gather_us or an eighth of the last step (at most 10 x gather_us):
+    // a row that misses a long step waits a whole step for the next.
+    if (expected_ > 0 && options_.gather_us > 0) {
+      const int64_t wait_us = std::max(options_.gather_us, std::min(last_step_us / 8, 10 * options_.gather_us));
+      work_.wait_for(lock, std::chrono::microseconds(wait_us), [&] { return stop_ || expected_ == 0; });
+    }
     if (stop_) return;
+    const auto step_start = std::chrono::steady_clock::now();
     try {
       schedule_and_step(lock, batch, paged);
     } catch (...) {
@@ -781,6 +787,8 @@ void Engine::scheduler_loop() {
       batch.clear();
       done_.notify_all();
     }
+    last_step_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - step_start).count();
   }
 }
 
