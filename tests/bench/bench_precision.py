@@ -58,6 +58,8 @@ SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 QWEN_EOS = b2.QWEN_EOS
 
 # Parley dtype (parley-convert --dtype) -> llama.cpp file type it is paired with.
+# --kv-cache -> llama.cpp's ggml_type for type_k / type_v (GGML_TYPE_F32 0, F16 1, Q8_0 8).
+GGML_KV_TYPES = {"f32": 0, "f16": 1, "int8": 8}
 LLM_PAIRS = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "int8": "Q8_0", "int4": "Q4_0"}
 # Parley dtype -> CTranslate2 quantization / compute type it is paired with.
 MT_PAIRS = {"float32": "float32", "int8": "int8", "int4": "int8"}
@@ -348,6 +350,7 @@ def llama_worker(spec: dict) -> dict:
     t0 = time.perf_counter()
     llm = Llama(model_path=spec["model"], n_ctx=len(prompt) + d + 16, n_batch=max(512, len(prompt)),
                 n_ubatch=max(512, len(prompt)), n_threads=t, n_threads_batch=t, flash_attn=spec["flash_attn"],
+                type_k=GGML_KV_TYPES[spec.get("kv_cache", "f16")], type_v=GGML_KV_TYPES[spec.get("kv_cache", "f16")],
                 logits_all=False, verbose=False)
     load_s = time.perf_counter() - t0
     rss_after_load = peak_rss_mib()
@@ -513,6 +516,9 @@ def main() -> int:
     ap.add_argument("--decode-smollm2", type=int, default=64, help="SmolLM2 greedy tokens (forced)")
     ap.add_argument("--decode-qwen", type=int, default=32, help="Qwen greedy tokens (forced)")
     ap.add_argument("--max-new-tokens", type=int, default=24, help="translation target tokens per sentence (forced)")
+    ap.add_argument("--kv-cache", choices=sorted(GGML_KV_TYPES), default="f16",
+                    help="decoder-only rows: KV cache type of both sides (default f16, llama.cpp's default; "
+                         "int8 is Parley's per-row int8 and llama.cpp's q8_0)")
     ap.add_argument("--no-flash-attn", action="store_true", help="llama.cpp without flash attention")
     ap.add_argument("--json", type=Path, help="write all raw results here")
     args = ap.parse_args()
@@ -550,7 +556,8 @@ def main() -> int:
     header.append(f"Versions: llama-cpp-python {llama_cpp.__version__} (llama.cpp built from the sdist, "
                   f"GGML_NATIVE=ON, flash attention {'off' if args.no_flash_attn else 'on'}), ctranslate2 "
                   f"{ctranslate2.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
-                  f"Parley build {args.build.resolve()} at {git_rev()}")
+                  f"Parley build {args.build.resolve()} at {git_rev()}; decoder-only rows: KV cache "
+                  f"{args.kv_cache} on both sides (translation rows: Parley's default f32 cache)")
 
     rows: list[tuple[int, functools.partial]] = []
     raw: list[dict] = []
@@ -585,7 +592,7 @@ def main() -> int:
                     log(f"{key} {SHORT[dt]} vs {LLM_PAIRS[dt]}, {t} thread(s); load {load_avg()}")
                     base = {"workload": "llm", "prompt": prompt, "decode_tokens": d, "eos_token_id": eos,
                             "generate_warmup": False, "prefill_repeats": 0,
-                            "threads": t, "repeats": args.repeats}
+                            "threads": t, "repeats": args.repeats, "kv_cache": args.kv_cache}
                     P, A = interleave(args, tmp, dict(base, model=str(pf) if pf else ""),
                                       dict(base, model=str(gf), flash_attn=not args.no_flash_attn), "llama")
                     p, a = llm_samples(P, True), llm_samples(A, False)

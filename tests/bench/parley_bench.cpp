@@ -10,6 +10,7 @@
 //                lib/parley/plugins, compiled in)
 //   threads      runtime num_threads (0 = all CPUs)
 //   device       device that runs the model (default "cpu"; tests/gpu/run.sh uses "cuda")
+//   kv_cache     self-attention KV cache type: "f32" (default), "f16", "int8"
 //   repeats      timed repeats after one warm-up run (medians are reported)
 //   workload     "translate" or "llm"
 //   translate:   sources [[ids...], ...], decoder_start_token_id, eos_token_id,
@@ -95,7 +96,8 @@ struct Loaded {
   }
 };
 
-void load(Loaded &l, const std::string &path, const std::string &plugin_dir, int threads, const std::string &device) {
+void load(Loaded &l, const std::string &path, const std::string &plugin_dir, int threads, const std::string &device,
+          parley_dtype kv_dtype) {
   const char *dirs[] = {plugin_dir.c_str()};
   parley_runtime_options o;
   parley_runtime_options_init(&o);
@@ -106,7 +108,7 @@ void load(Loaded &l, const std::string &path, const std::string &plugin_dir, int
   if (parley_runtime_create(&o, &l.rt) != PARLEY_OK) throw std::runtime_error(parley_last_error());
   if (parley_model_load_file(l.rt, path.c_str(), nullptr, &l.model) != PARLEY_OK)
     throw std::runtime_error(parley_last_error());
-  l.transformer = std::make_unique<parley::Transformer>(l.model->impl.runtime, *l.model->impl.file, device);
+  l.transformer = std::make_unique<parley::Transformer>(l.model->impl.runtime, *l.model->impl.file, device, kv_dtype);
 }
 
 // Beam search over a batch of sources, as translate would run it: encode,
@@ -254,7 +256,14 @@ int main(int argc, char **argv) {
     double rss_before = peak_rss_mib();
     auto t0 = Clock::now();
     Loaded l;
-    load(l, spec.at("model").get<std::string>(), plugin_dir, threads, spec.value("device", std::string("cpu")));
+    const std::string kv = spec.value("kv_cache", std::string("f32"));
+    const parley_dtype kv_dtype = kv == "f32"   ? PARLEY_DTYPE_F32
+                                  : kv == "f16" ? PARLEY_DTYPE_F16
+                                  : kv == "int8"
+                                      ? PARLEY_DTYPE_I8
+                                      : throw std::runtime_error("kv_cache must be f32, f16 or int8, not " + kv);
+    load(l, spec.at("model").get<std::string>(), plugin_dir, threads, spec.value("device", std::string("cpu")),
+         kv_dtype);
     double load_s = seconds_since(t0);
     double rss_after_load = peak_rss_mib();
 
