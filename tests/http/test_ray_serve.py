@@ -297,12 +297,35 @@ def test_text_completions(rayep, ref):
     assert streamed == got.choices[0].text
 
 
+def test_logit_bias_as_parley_serve(rayep, ref):
+    # Biases (a token forced with +100; one banned with -100 beside a small
+    # one) give the same text as parley serve, and a forced token changes the reply.
+    plain = chat(rayep, max_tokens=4).choices[0].message.content
+    kw = {"model": "bot", "prompt": "Standard shipping takes", "max_tokens": 4, "temperature": 0}
+    for bias in ({"17": 100}, {"17": -100, "5": 3.5}):
+        got = chat(rayep, max_tokens=4, logit_bias=bias).choices[0].message.content
+        assert got == chat(ref, max_tokens=4, logit_bias=bias).choices[0].message.content
+        g = rayep.client.completions.create(**kw, logit_bias=bias).choices[0].text
+        assert g == ref.client.completions.create(**kw, logit_bias=bias).choices[0].text
+    forced = chat(rayep, max_tokens=4, logit_bias={"17": 100}).choices[0].message.content
+    assert forced != plain
+
+
 BAD_REQUESTS = [
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "n": 9}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 21,
                               "logprobs": True}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "logit_bias": [1]}),
+    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}],
+                              "logit_bias": {"abc": 1}}),
+    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}],
+                              "logit_bias": {"99999999": 1}}),
+    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}],
+                              "logit_bias": {"5": 101}}),
+    ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}],
+                              "logit_bias": {"5": "high"}}),
+    ("/v1/completions", {"model": "bot", "prompt": "a", "logit_bias": {"1.5": 3}}),
     ("/v1/completions", {"model": "bot", "prompt": "a", "logprobs": 21}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "frobnicate": 1}),
     ("/v1/chat/completions", {"model": "bot", "messages": []}),

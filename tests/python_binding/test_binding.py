@@ -427,6 +427,39 @@ def test_eos_token_ids_option(gpt2):
     assert stopped == greedy[:1]
 
 
+def test_logit_bias_option(gpt2, chat_model):
+    prompt = [[0, 92, 79, 57, 110]]
+    greedy = gpt2.generate(prompt, max_new_tokens=6)[0][0].tokens
+    # +100 on one token makes greedy choose it every step; -100 on the greedy
+    # first token makes the first choice another one.
+    forced = gpt2.generate(prompt, max_new_tokens=6, logit_bias={17: 100.0})[0][0].tokens
+    assert forced == [17] * 6
+    banned = gpt2.generate(prompt, max_new_tokens=6, logit_bias={greedy[0]: -100})[0][0].tokens
+    assert banned[0] != greedy[0] and greedy[0] not in banned
+    # Beam search and the dataclass take it too; an empty mapping changes nothing.
+    beams = gpt2.generate(prompt, max_new_tokens=4, num_beams=3, logit_bias={17: 100.0})[0][0].tokens
+    assert beams == [17] * 4
+    opts = parley.GenerationOptions(max_new_tokens=6, logit_bias={17: 100.0})
+    assert gpt2.generate(prompt, generation=opts)[0][0].tokens == forced
+    assert gpt2.generate(prompt, max_new_tokens=6, logit_bias={})[0][0].tokens == greedy
+    # Chat turns too: +100 on a word's token makes the reply that word, repeated.
+    word = chat_model.tokenize("hello")[-1]
+    with parley.Chat(chat_model) as c:
+        reply = c.say("hi", max_new_tokens=3, logit_bias={word: 100.0})
+    assert reply == chat_model.detokenize([word] * 3)
+    # Errors name what is wrong.
+    with pytest.raises(parley.InvalidArgumentError, match="logit_bias"):
+        gpt2.generate(prompt, max_new_tokens=2, logit_bias={10**6: 1.0})
+    with pytest.raises(parley.InvalidArgumentError, match="logit_bias"):
+        gpt2.generate(prompt, max_new_tokens=2, logit_bias={5: float("nan")})
+    with pytest.raises(TypeError, match="logit_bias keys"):
+        gpt2.generate(prompt, max_new_tokens=2, logit_bias={"5": 1.0})
+    with pytest.raises(TypeError, match="must be a number"):
+        gpt2.generate(prompt, max_new_tokens=2, logit_bias={5: "big"})
+    with pytest.raises(TypeError, match="mapping"):
+        gpt2.generate(prompt, max_new_tokens=2, logit_bias=[(5, 1.0)])
+
+
 def test_on_token_streams_and_stops(gpt2):
     seen = []
     out = gpt2.generate([[0, 92, 79], [1, 0, 117]], max_new_tokens=5, on_token=lambda b, s, t: seen.append((b, t)))

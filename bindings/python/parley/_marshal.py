@@ -119,6 +119,7 @@ GENERATION_FIELDS: dict[str, str] = {
     "eos_token_ids": "ids",
     "grammar": "text",
     "json_schema": "schema",
+    "logit_bias": "bias",
 }
 
 _EARLY_NAMES = {False: 0, True: 1, "never": 2}
@@ -147,6 +148,24 @@ def generation_defaults(model_handle: int | None) -> _lib.GenerationOptions:
     opts = _lib.new(_lib.GenerationOptions)
     _lib.check(_lib.lib.parley_generation_options_defaults(model_handle, ctypes.byref(opts)))
     return opts
+
+
+def _logit_bias_arrays(value: Any) -> tuple[Any, Any]:
+    """{token id: bias} -> (int32 ids, float biases); the library checks the ids
+    against the vocabulary and the biases' range, naming the entry."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"logit_bias must be a mapping of token ids to biases, not {type(value).__name__}")
+    ids, biases = [], []
+    for k, v in value.items():
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"logit_bias keys must be token ids (int), not {type(k).__name__}")
+        if not -(1 << 31) <= k < (1 << 31):
+            raise InvalidArgumentError(f"logit_bias: token id {k} is out of range")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"logit_bias[{k}] must be a number, not {type(v).__name__}")
+        ids.append(k)
+        biases.append(float(v))
+    return (ctypes.c_int32 * len(ids))(*ids), (ctypes.c_float * len(biases))(*biases)
 
 
 def generation_options(model_handle: int, options: Mapping[str, Any], where: str) -> _lib.GenerationOptions:
@@ -186,6 +205,12 @@ def generation_options(model_handle: int, options: Mapping[str, Any], where: str
             data = encode_text(value, name)
             keep.append(data)
             setattr(opts, name, data)
+        elif kind == "bias":
+            ids, values = _logit_bias_arrays(value)
+            keep += [ids, values]
+            opts.logit_bias_ids = ctypes.cast(ids, _I32P) if len(ids) else None
+            opts.logit_bias_values = ctypes.cast(values, ctypes.POINTER(ctypes.c_float)) if len(values) else None
+            opts.num_logit_bias = len(ids)
         else:  # eos_token_ids
             arr = ids_array(value, name)
             keep.append(arr)
@@ -201,6 +226,9 @@ def generation_dict(opts: _lib.GenerationOptions) -> dict[str, Any]:
     for name, kind in GENERATION_FIELDS.items():
         if kind == "ids":
             out[name] = ids_list(opts.eos_token_ids, opts.num_eos_token_ids)
+        elif kind == "bias":
+            n = opts.num_logit_bias
+            out[name] = {opts.logit_bias_ids[i]: opts.logit_bias_values[i] for i in range(n)} if n else None
         elif kind in ("text", "schema"):
             raw = getattr(opts, name)
             out[name] = None if raw is None else decode_text(raw)

@@ -180,7 +180,7 @@ _MAX_TOP_LOGPROBS = 20
 
 def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> None:
     """Penalties other than 0; and what parley serve supports but this
-    ingress does not yet (n > 1, logprobs, logit_bias): the values are
+    ingress does not yet (n > 1, logprobs): the values are
     checked as parley serve checks them (same errors for bad values), then a
     valid request for them is refused naming the field."""
     for p in ("presence_penalty", "frequency_penalty"):
@@ -203,13 +203,32 @@ def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> None:
         if lp:
             raise ApiError("logprobs are not supported by the Ray Serve ingress (parley serve returns them)",
                            "logprobs", "unsupported_value")
+
+
+def _read_logit_bias(body: Mapping[str, Any], vocab_size: int) -> dict[int, float]:
+    """`logit_bias` as parley serve reads it (runtime/http/api.cpp read_logit_bias,
+    the same errors): {"token id": bias in [-100, 100]} -> {id: bias}."""
     lb = _field(body, "logit_bias")
-    if lb is not None and not isinstance(lb, dict):
+    if lb is None:
+        return {}
+    if not isinstance(lb, dict):
         raise ApiError("logit_bias must be an object mapping token ids to biases, not " + _type_name(lb),
                        "logit_bias", "invalid_type")
-    if lb:
-        raise ApiError("logit_bias is not supported by the Ray Serve ingress (parley serve applies it)",
-                       "logit_bias", "unsupported_value")
+    out: dict[int, float] = {}
+    for key, v in lb.items():
+        digits = 0 < len(key) <= 10 and all(c in "0123456789" for c in key)
+        tid = int(key) if digits else -1
+        if not digits or tid >= vocab_size:
+            raise ApiError(f"logit_bias: the key '{key}' is not a token id of this model (a decimal integer in "
+                           f"[0, {vocab_size}))", "logit_bias", "invalid_value")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ApiError(f"logit_bias: the value of token {key} must be a number, not {_type_name(v)}",
+                           "logit_bias", "invalid_type")
+        if not math.isfinite(v) or v < -100.0 or v > 100.0:
+            raise ApiError(f"logit_bias: the value of token {key} must be between -100 and 100, not "
+                           f"{json.dumps(v)}", "logit_bias", "invalid_value")
+        out[tid] = float(v)
+    return out
 
 
 def _stream_options(body: Mapping[str, Any]) -> bool:

@@ -38,6 +38,7 @@ from ._openai_protocol import (
     _opt_integer,
     _opt_string,
     _read_sampling,
+    _read_logit_bias,
     _refuse_unsupported,
     _span_doc,
     _stream_options,
@@ -211,6 +212,7 @@ class OpenAIService:
                             else " (a translation model: use /v1/translations)"), "model", "model_not_supported")
         _refuse_unsupported(body)
         s = _read_sampling(body, self.limits)
+        bias = _read_logit_bias(body, e.model.vocab_size)
         _opt_bool(body, "stream")
         include_usage = _stream_options(body)
 
@@ -297,6 +299,8 @@ class OpenAIService:
         self._admit()
         e.requests += 1
         kw = _generation(s, self.limits.max_tokens, self.limits.max_tokens, e.max_new_tokens)
+        if bias:
+            kw["logit_bias"] = bias
         if schema is not None:
             kw["json_schema"] = schema
         try:
@@ -452,6 +456,7 @@ class OpenAIService:
             raise ApiError("suffix is not supported", "suffix", "unsupported_value")
         _refuse_unsupported(body, legacy=True)
         s = _read_sampling(body, self.limits)
+        bias = _read_logit_bias(body, e.model.vocab_size)
         p = _field(body, "prompt")
         if p is None:
             raise ApiError("prompt is required", "prompt", "missing_required_parameter")
@@ -473,6 +478,8 @@ class OpenAIService:
         if not ids:
             raise bad_request("prompt: the prompt has no tokens", "prompt")
         kw = _generation(s, 16, self.limits.max_tokens, e.max_new_tokens)  # OpenAI's default max_tokens is 16
+        if bias:
+            kw["logit_bias"] = bias
         self._admit()
         e.requests += 1
         job = _Completion(self, e, ids, s.stop, kw["max_new_tokens"], include_usage)

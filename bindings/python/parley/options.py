@@ -40,6 +40,9 @@ class GenerationOptions:
     grammar: str | None = None
     #: a JSON schema as a dict or as JSON text (constrained output; generate and chat only)
     json_schema: Mapping[str, Any] | str | None = None
+    #: {token id: bias} added to those tokens' logits before any other processing
+    #: (OpenAI's logit_bias: -100 bans a token, +100 forces it); every decoding mode
+    logit_bias: Mapping[int, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields that are set (not None)."""
@@ -66,6 +69,7 @@ class GenerationKwargs(TypedDict, total=False):
     eos_token_ids: Sequence[int] | None
     grammar: str | None
     json_schema: Mapping[str, Any] | str | None
+    logit_bias: Mapping[int, float] | None
 
 
 class TranslationKwargs(TypedDict, total=False):
@@ -83,6 +87,7 @@ class TranslationKwargs(TypedDict, total=False):
     min_p: float | None
     seed: int | None
     eos_token_ids: Sequence[int] | None
+    logit_bias: Mapping[int, float] | None
     #: True (all classes), or "numbers", "emails", "urls", "placeholders", "markup" (list or comma-separated)
     protect: bool | str | Sequence[str] | None
     protect_patterns: Sequence[str] | None
