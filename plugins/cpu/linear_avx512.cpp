@@ -269,8 +269,8 @@ template <QKind K>
 bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
   const int64_t k = a.k, kp = (k + 63) / 64 * 64;
   auto quantize = [&](const float *x, uint8_t *u) { return quantize_row(x, k, kp, K == QKind::kI4Group, u); };
-  auto tile = [&]<int MR, int NR>(const uint8_t *const *xr, const int8_t *const *wr, const float *const *ws, int64_t j0,
-                                  const float *sx, float(*vals)[kNR]) {
+  auto tile = [&]<int MR, int NR>(const uint8_t *const *xr, const int8_t *const *wr, const float *const *ws,
+                                  const int64_t *rows, const float *sx, float(*vals)[kNR]) {
     int32_t dots[kMR][kNR];
     float fdots[kMR][kNR];
     if constexpr (K == QKind::kI8Row)
@@ -280,9 +280,9 @@ bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) {
         if constexpr (K == QKind::kI8Row)
-          vals[i][j] = float(dots[i][j] - 128 * w.row_sums[size_t(j0 + j)]) * (sx[i] * w.scales[j0 + j]);
+          vals[i][j] = float(dots[i][j] - 128 * w.row_sums[size_t(rows[j])]) * (sx[i] * w.scales[rows[j]]);
         else
-          vals[i][j] = (fdots[i][j] - w.group_corr[size_t(j0 + j)]) * sx[i];
+          vals[i][j] = (fdots[i][j] - w.group_corr[size_t(rows[j])]) * sx[i];
       }
   };
   return int_activation_gemm<uint8_t, kMR, kNR>(host, a, w, kp, kUnit, kMR, kNR, quantize, tile, status);

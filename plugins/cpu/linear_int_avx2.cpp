@@ -226,8 +226,8 @@ template <QKind K>
 bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
   const int64_t k = a.k, kp = (k + 31) / 32 * 32;
   auto quantize = [&](const float *x, int16_t *q) { return quantize_row(x, k, kp, K == QKind::kI4Group, q); };
-  auto tile = [&]<int MR, int NR>(const int16_t *const *xr, const int8_t *const *wr, const float *const *ws, int64_t j0,
-                                  const float *sx, float(*vals)[kNR]) {
+  auto tile = [&]<int MR, int NR>(const int16_t *const *xr, const int8_t *const *wr, const float *const *ws,
+                                  const int64_t *rows, const float *sx, float(*vals)[kNR]) {
     int32_t dots[kMR][kNR];
     float fdots[kMR][kNR];
     if constexpr (K == QKind::kI8Row)
@@ -237,7 +237,7 @@ bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight 
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) {
         if constexpr (K == QKind::kI8Row)
-          vals[i][j] = float(dots[i][j]) * (sx[i] * w.scales[j0 + j]);
+          vals[i][j] = float(dots[i][j]) * (sx[i] * w.scales[rows[j]]);
         else
           vals[i][j] = fdots[i][j] * sx[i];
       }

@@ -473,9 +473,6 @@ TEST_P(LinearPaths, ZeroActivationRowsGiveTheEpilogueOfZero) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Isa, LinearPaths, testing::Range(0, int(std::size(kPaths))),
-                         [](const testing::TestParamInfo<int> &i) { return std::string(kPaths[i.param].name); });
-
 // Runs LINEAR with weight w on `path` for the m rows of `in` (no epilogue)
 // and returns out[m][n] (ld_out = n); fails the test on a kernel error.
 std::vector<float> run_plain(const Path &path, const Weight &w, int64_t m, const Inputs &in, int threads = 3) {
@@ -499,6 +496,37 @@ std::vector<float> run_plain(const Path &path, const Weight &w, int64_t m, const
   EXPECT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
   return out;
 }
+
+// Each output is computed the same way whatever weight rows share its
+// micro-kernel tile (RowTiles groups each thread's rows with a stride that
+// depends on the slice), so the thread count changes no bit: a request's
+// result does not depend on the pool size or on the rows around it.
+TEST_P(LinearPaths, OutputsAreBitIdenticalWhateverTheThreadCount) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  for (const WeightSpec &spec : kSpecs)
+    for (int64_t n : {5, 50, 101}) {
+      Rng rng(case_seed());
+      const int64_t k = spec.quant == PARLEY_QUANT_GROUPWISE ? 3 * spec.group : 100;
+      const Weight w = make_weight(spec, n, k, rng);
+      for (int64_t m : {1, 2, 5}) {
+        const Inputs in = random_inputs(m, k, rng);
+        const std::vector<float> one = run_plain(path, w, m, in, 1);
+        for (int threads : {2, 3, 4}) {
+          const std::vector<float> got = run_plain(path, w, m, in, threads);
+          ASSERT_EQ(got.size(), one.size());
+          for (size_t e = 0; e < one.size(); ++e)
+            ASSERT_EQ(std::memcmp(&got[e], &one[e], sizeof(float)), 0)
+                << path.name << " " << spec.name() << " n=" << n << " m=" << m << " threads=" << threads << " out["
+                << e / size_t(n) << "][" << e % size_t(n) << "] " << got[e] << " vs " << one[e];
+        }
+      }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, LinearPaths, testing::Range(0, int(std::size(kPaths))),
+                         [](const testing::TestParamInfo<int> &i) { return std::string(kPaths[i.param].name); });
 
 // A NaN in x reaches that row's outputs on every path (the int8 path hands the
 // product to the float path rather than quantise a NaN), and no other row.
