@@ -2,21 +2,22 @@
 // products as gemm_int_vnni_avx512 (linear_avx512.cpp), which it mirrors:
 //
 // Each activation row is quantised on the fly, symmetric, per row, exactly as
-// there: s_x = max|x| / 127, q = round(x / s_x) in [-127, 127]. The bytes are
-// widened to int16 once per row and the products run as vpmaddwd (int16 x
-// int16, adjacent pairs added into int32), with each weight vector widened
-// from its stored bytes (or nibbles) in registers. vpmaddubsw would take
-// bytes directly, but its int16 pair sums saturate for u8 x s8 operands, and
-// the sign trick that avoids that costs as many instructions as the widening
-// while it breaks on a weight byte of -128.
+// there: s_x = max|x| / 127, q = round(x / s_x) in [-127, 127].
+// I8 weights: the activation bytes are widened to int16 once per row and the
+// products run as vpmaddwd (int16 x int16, adjacent pairs added into int32),
+// with each weight vector widened from its stored bytes in registers.
+// vpmaddubsw would take bytes directly, but its int16 pair sums saturate for
+// u8 x s8 operands, and the sign trick that avoids that costs as many
+// instructions as the widening while it breaks on a weight byte of -128.
+// I4 weights: nibbles fit vpmaddubsw (block_group).
 //  * I8 per-row: one int32 sum per output over the whole row, exact (no
 //    overflow for k <= 131072: 127 * 128 * 131072 = 2^31 - 2^24), so the dot
 //    products are the very integers the VNNI kernel computes and the outputs
 //    are bit-identical to it: float(dot) * (s_x * s_w).
 //  * I8 / I4 group-wise: the int32 sums of each group are converted to float
 //    and multiplied by the group's scale, accumulated in float.
-//    I4 nibbles are widened in registers (low nibbles = even elements, high =
-//    odd), and q is stored permuted the same way within every 32 elements.
+//    I4 nibbles are unpacked in registers (low nibbles = even elements, high
+//    = odd), and q is stored permuted the same way within every 32 elements.
 // The only extra error over float32 is the rounding of x to q * s_x (the
 // bound is the VNNI kernel's; tests/kernels/test_linear.cpp checks it).
 #include <immintrin.h>
@@ -25,6 +26,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "linear_kernels.h"
@@ -110,6 +112,26 @@ float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, int16_t
   return amax / 127.f;
 }
 
+// The I4 form of a quantised row: the values of quantize_row (I4 order) as
+// int8, then, at q + kp, one int32 per group: -8 * (sum of the group's
+// values), the correction of the unsigned-nibble product (block_group).
+float quantize_row_i4(const float *x, int64_t k, int64_t kp, int64_t group, int8_t *q) {
+  thread_local std::vector<int16_t> wide;
+  if (wide.size() < size_t(kp)) wide.resize(size_t(kp));
+  const float s = quantize_row(x, k, kp, true, wide.data());
+  if (s < 0.f) return s;
+  int32_t *corr = reinterpret_cast<int32_t *>(q + kp);
+  for (int64_t g0 = 0; g0 < kp; g0 += group) {
+    int32_t sum = 0;
+    for (int64_t p = g0; p < g0 + group; ++p) {
+      q[p] = int8_t(wide[size_t(p)]);
+      sum += wide[size_t(p)];
+    }
+    corr[g0 / group] = -8 * sum;
+  }
+  return s;
+}
+
 inline __m256i load_x(const int16_t *x, int64_t p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + p));
 }
@@ -119,12 +141,13 @@ inline __m256i load_w8(const int8_t *row, int64_t p) {
   return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + p)));
 }
 
-// 32 I4 weights at element p (16 bytes): the even elements in *ev, the odd
-// ones in *od, as int16 (each nibble sign-extended by a shift pair).
-inline void load_w4(const uint8_t *row, int64_t p, __m256i *ev, __m256i *od) {
-  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + p / 2)));
-  *ev = _mm256_srai_epi16(_mm256_slli_epi16(b, 12), 12);
-  *od = _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 12);
+// 32 I4 weights at element p (16 bytes) as unsigned bytes w + 8 (0..15): the
+// even elements (low nibbles) in the low 128 bits, the odd ones (high
+// nibbles) in the high 128 bits. shifts = 0 in the low lanes, 4 in the high.
+inline __m256i load_w4(const uint8_t *row, int64_t p, __m256i shifts) {
+  const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + p / 2)));
+  const __m256i nib = _mm256_and_si256(_mm256_srlv_epi32(b, shifts), _mm256_set1_epi8(0x0F));
+  return _mm256_xor_si256(nib, _mm256_set1_epi8(0x08));  // two's complement nibble -> w + 8
 }
 
 // Per-row weights: dots[i][j] = sum_p q[i][p] * w[j][p] (int32, exact).
@@ -172,29 +195,44 @@ void block_row(const int16_t *const *xq, const int8_t *const *wr, int64_t k, int
 
 // Group-wise weights: out[i][j] = sum_g s_g * sum_{p in g} q[i][p] * w[j][p]
 // (float). group is a multiple of 32 and divides k.
-template <QKind K, int MR, int NR>
-void block_group(const int16_t *const *xq, const int8_t *const *wr, const float *const *ws, int64_t k, int64_t group,
+// I4: the weights as unsigned bytes w + 8 times the int8 activations with
+// vpmaddubsw (pair sums of at most 2 * 15 * 127, so nothing saturates), the
+// 16-bit pairs added into int32 by vpmaddwd with ones; every group's int32
+// sum starts from its correction -8 * sum q (quantize_row_i4), so it is the
+// exact integer dot product. That is 4 weight instructions per 32 elements
+// where widening to int16 took 6.
+template <QKind K, int MR, int NR, typename XT>
+void block_group(const XT *const *xq, const int8_t *const *wr, const float *const *ws, int64_t k, int64_t group,
                  float out[kMR][kNR]) {
+  [[maybe_unused]] const int32_t *corr[MR];
+  if constexpr (K == QKind::kI4Group)
+    for (int i = 0; i < MR; ++i) corr[i] = reinterpret_cast<const int32_t *>(xq[i] + (k + 31) / 32 * 32);
+  [[maybe_unused]] const __m256i shifts = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
   __m256 facc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) facc[i][j] = _mm256_setzero_ps();
-  for (int64_t g0 = 0; g0 < k; g0 += group) {
+  for (int64_t g0 = 0, g = 0; g0 < k; g0 += group, ++g) {  // g: a counter, not g0 / group (an idiv per group)
     __m256i acc[MR][NR];
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
+      for (int j = 0; j < NR; ++j) {
+        if constexpr (K == QKind::kI4Group)
+          acc[i][j] = _mm256_setr_epi32(corr[i][g], 0, 0, 0, 0, 0, 0, 0);
+        else
+          acc[i][j] = _mm256_setzero_si256();
+      }
     for (int64_t p = g0; p < g0 + group; p += 32) {
       const int64_t byte = K == QKind::kI4Group ? p / 2 : p;  // as in block_row
       if (byte % 64 == 0)
         for (int j = 0; j < NR; ++j)
           _mm_prefetch(reinterpret_cast<const char *>(wr[j] + byte + kPrefetch), _MM_HINT_T0);
       if constexpr (K == QKind::kI4Group) {
-        __m256i ev[NR], od[NR];
-        for (int j = 0; j < NR; ++j) load_w4(reinterpret_cast<const uint8_t *>(wr[j]), p, &ev[j], &od[j]);
+        __m256i wu[NR];
+        for (int j = 0; j < NR; ++j) wu[j] = load_w4(reinterpret_cast<const uint8_t *>(wr[j]), p, shifts);
         for (int i = 0; i < MR; ++i) {
-          const __m256i xe = load_x(xq[i], p), xo = load_x(xq[i], p + 16);
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq[i] + p));
           for (int j = 0; j < NR; ++j)
-            acc[i][j] = _mm256_add_epi32(acc[i][j],
-                                         _mm256_add_epi32(_mm256_madd_epi16(xe, ev[j]), _mm256_madd_epi16(xo, od[j])));
+            acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wu[j], xv), ones));
         }
       } else {
         for (int64_t h = 0; h < 32; h += 16) {
@@ -208,7 +246,7 @@ void block_group(const int16_t *const *xq, const int8_t *const *wr, const float 
       }
     }
     for (int j = 0; j < NR; ++j) {
-      const __m256 s = _mm256_set1_ps(ws[j][g0 / group]);
+      const __m256 s = _mm256_set1_ps(ws[j][g]);
       for (int i = 0; i < MR; ++i) facc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][j]), s, facc[i][j]);
     }
   }
@@ -224,9 +262,17 @@ namespace {
 
 template <QKind K>
 bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
+  // I4 rows: int8 values, then one int32 correction per group.
+  using XT = std::conditional_t<K == QKind::kI4Group, int8_t, int16_t>;
   const int64_t k = a.k, kp = (k + 31) / 32 * 32;
-  auto quantize = [&](const float *x, int16_t *q) { return quantize_row(x, k, kp, K == QKind::kI4Group, q); };
-  auto tile = [&]<int MR, int NR>(const int16_t *const *xr, const int8_t *const *wr, const float *const *ws,
+  const int64_t row = K == QKind::kI4Group ? kp + 4 * (kp / w.group_size) : kp;
+  auto quantize = [&](const float *x, XT *q) {
+    if constexpr (K == QKind::kI4Group)
+      return quantize_row_i4(x, k, kp, w.group_size, q);
+    else
+      return quantize_row(x, k, kp, false, q);
+  };
+  auto tile = [&]<int MR, int NR>(const XT *const *xr, const int8_t *const *wr, const float *const *ws,
                                   const int64_t *rows, const float *sx, float(*vals)[kNR]) {
     int32_t dots[kMR][kNR];
     float fdots[kMR][kNR];
@@ -245,7 +291,7 @@ bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight 
   // Group-wise blocks hold float accumulators too: 2 activation rows keep
   // them in registers (4 would spill).
   const int row_step = K == QKind::kI8Row ? kMR : 2;
-  return int_activation_gemm<int16_t, kMR, kNR>(host, a, w, kp, kUnit, row_step, kNR, quantize, tile, status);
+  return int_activation_gemm<XT, kMR, kNR>(host, a, w, row, kUnit, row_step, kNR, quantize, tile, status);
 }
 
 }  // namespace
