@@ -311,6 +311,30 @@ def test_logit_bias_as_parley_serve(rayep, ref):
     assert forced != plain
 
 
+def test_chat_logprobs_as_parley_serve(rayep, ref):
+    # logprobs / top_logprobs: the same tokens, texts, bytes and alternatives
+    # as parley serve, one entry per token of the reply's text; streamed, they
+    # come with the last chunk.
+    for kw in ({"logprobs": True}, {"logprobs": True, "top_logprobs": 3}, {"logprobs": True, "stop": ["."]}):
+        got = chat(rayep, max_tokens=12, **kw).choices[0]
+        want = chat(ref, max_tokens=12, **kw).choices[0]
+        assert got.message.content == want.message.content
+        g, w = got.logprobs.model_dump(), want.logprobs.model_dump()
+        assert len(g["content"]) == len(w["content"]) >= 1
+        for a, b in zip(g["content"], w["content"]):
+            assert (a["token"], a["bytes"]) == (b["token"], b["bytes"])
+            assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-4) and a["logprob"] <= 0
+            assert [t["token"] for t in a["top_logprobs"]] == [t["token"] for t in b["top_logprobs"]]
+            assert len(a["top_logprobs"]) == kw.get("top_logprobs", 0)
+        assert "".join(t["token"] for t in g["content"]).startswith(got.message.content[:1])
+    chunks = list(chat(rayep, max_tokens=12, stream=True, logprobs=True, top_logprobs=2))
+    last = [c for c in chunks if c.choices and c.choices[0].finish_reason][0].choices[0]
+    plain = chat(rayep, max_tokens=12, logprobs=True, top_logprobs=2).choices[0].logprobs.model_dump()
+    assert last.logprobs.model_dump()["content"] == plain["content"]
+    # Without logprobs the choice has none.
+    assert chat(rayep, max_tokens=4).choices[0].logprobs is None
+
+
 BAD_REQUESTS = [
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "n": 9}),

@@ -1415,6 +1415,42 @@ def test_say_async_and_stream_async_equal_blocking(chat_model):
         _arun(busy())
 
 
+def test_chat_reply_scores_async(chat_model):
+    """return_logprobs / alternatives on say_async and stream_async: a Reply
+    (a str) with the generated ids, their log-probabilities and the k best of
+    each step; the text and tokens are those of the plain reply."""
+    with parley.Chat(chat_model, "You help customers.") as plain:
+        want = plain.say("Where is my parcel?", max_new_tokens=12)
+    with parley.Chat(chat_model, "You help customers.") as c:
+        r = _arun(c.say_async("Where is my parcel?", max_new_tokens=12, return_logprobs=True, alternatives=3))
+        assert isinstance(r, parley.Reply) and r == want
+        assert 1 <= len(r.tokens) <= 12 and len(r.logprobs) == len(r.tokens) == len(r.alternatives)
+        assert all(lp <= 0.0 and math.isfinite(lp) for lp in r.logprobs)
+        for tok, lp, alts in zip(r.tokens, r.logprobs, r.alternatives):
+            assert len(alts) == 3 and [a[1] for a in alts] == sorted((a[1] for a in alts), reverse=True)
+            # Greedy: the chosen token is the best alternative, with the same log-probability.
+            assert alts[0][0] == tok and alts[0][1] == pytest.approx(lp, abs=1e-5)
+        # The tokens are the reply's (an EOS token may end them).
+        assert chat_model.detokenize(r.tokens).startswith(want) or chat_model.detokenize(r.tokens) == want
+
+        async def stream():
+            s = c.stream_async("Thanks!", max_new_tokens=8, return_logprobs=True)
+            pieces = [p async for p in s]
+            return pieces, s.reply
+
+        pieces, reply = _arun(stream())
+        assert isinstance(reply, parley.Reply) and "".join(pieces) == reply
+        assert len(reply.logprobs) == len(reply.tokens) >= 1 and reply.alternatives is None
+        # Without scores the reply is a plain str.
+        plain_reply = _arun(c.say_async("Bye", max_new_tokens=4))
+        assert type(plain_reply) is str
+        with pytest.raises(parley.InvalidArgumentError, match="alternatives"):
+            _arun(c.say_async("x", max_new_tokens=2, alternatives=33))
+        with pytest.raises(TypeError, match="alternatives"):
+            _arun(c.say_async("x", max_new_tokens=2, alternatives=True))
+        assert c._request is None
+
+
 def test_many_chats_concurrently_async(chat_model):
     questions = [f"Do you sell {i + 2} bells?" for i in range(6)]
     want = []

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from . import _lib
 from ._async import AsyncStream
-from .chat import AsyncChatStream, Chat, ChatStream
+from .chat import AsyncChatStream, Chat, ChatStream, Reply
 from . import errors as _errors
 from .errors import *  # noqa: F401,F403  (one exception class per parley_status)
 from .model import (
@@ -57,6 +57,7 @@ __all__ = [
     "GenerationOptions",
     "Chat",
     "ChatStream",
+    "Reply",
     "AsyncChatStream",
     "AsyncStream",
     "ModelInfo",

@@ -72,8 +72,12 @@ class AsyncRequest:
         if self._free_when_done:
             self.free()
 
-    def submit(self, call: Callable[[Any, Any], int], deadline: float | None = None, logprobs: bool = False) -> None:
-        """call(byref(request_options), byref(out_handle)) -> status; raises on a refused submission."""
+    def submit(self, call: Callable[[Any, Any], int], deadline: float | None = None, logprobs: bool = False,
+               alternatives: int = 0) -> None:
+        """call(byref(request_options), byref(out_handle)) -> status; raises on a refused submission.
+
+        ``logprobs`` / ``alternatives`` (chat requests): parley_request_options.return_logprobs / num_alternatives.
+        """
         ro = _lib.new(_lib.RequestOptions)
         _lib.check(_lib.lib.parley_request_options_defaults(byref(ro)))
         ro.on_complete = self.c_complete
@@ -83,6 +87,7 @@ class AsyncRequest:
                 raise ValueError(f"deadline must be a number of seconds > 0, got {deadline!r}")
             ro.deadline_ms = max(1, round(deadline * 1000))
         ro.return_logprobs = 1 if logprobs else 0
+        ro.num_alternatives = alternatives
         out = c_void_p()
         try:
             status = call(byref(ro), byref(out))

@@ -178,11 +178,12 @@ _MAX_CHOICES = 8
 _MAX_TOP_LOGPROBS = 20
 
 
-def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> None:
+def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> int | None:
     """Penalties other than 0; and what parley serve supports but this
-    ingress does not yet (n > 1, logprobs): the values are
+    ingress does not yet (n > 1; logprobs of /v1/completions): the values are
     checked as parley serve checks them (same errors for bad values), then a
-    valid request for them is refused naming the field."""
+    valid request for them is refused naming the field. Returns, for chat,
+    top_logprobs (0 when absent) if logprobs: true was asked, else None."""
     for p in ("presence_penalty", "frequency_penalty"):
         v = _opt_number(body, p, -2.0, 2.0)
         if v is not None and v != 0.0:
@@ -193,16 +194,16 @@ def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> None:
                        f"to {_MAX_CHOICES})", "n", "unsupported_value")
     if legacy:
         if _opt_integer(body, "logprobs", 0, _MAX_TOP_LOGPROBS) is not None:
-            raise ApiError("logprobs are not supported by the Ray Serve ingress (parley serve returns them)",
-                           "logprobs", "unsupported_value")
+            raise ApiError("logprobs of /v1/completions are not supported by the Ray Serve ingress (parley serve "
+                           "returns them; chat completions here do)", "logprobs", "unsupported_value")
     else:
         lp = _opt_bool(body, "logprobs")
         top = _opt_integer(body, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
         if top is not None and not lp:
             raise ApiError("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
         if lp:
-            raise ApiError("logprobs are not supported by the Ray Serve ingress (parley serve returns them)",
-                           "logprobs", "unsupported_value")
+            return top or 0
+    return None
 
 
 def _read_logit_bias(body: Mapping[str, Any], vocab_size: int) -> dict[int, float]:
@@ -397,3 +398,35 @@ def _held_back(s: str, stops: Sequence[str]) -> int:
                 hold = k
                 break
     return hold
+
+
+def _finite_logprob(x: float) -> float:
+    # OpenAI reports a token the distribution excludes with -9999.0 (JSON has no -infinity).
+    return float(x) if math.isfinite(x) else -9999.0
+
+
+def _chat_logprobs(model: Any, reply: Any, text: str, top: int) -> dict[str, Any]:
+    """The choice's ``logprobs`` as parley serve writes it (runtime/http/logprobs.cpp):
+    one entry per token of the reply's text (not the EOS token, nor what a
+    stop string cut), each with its text, bytes and `top` alternatives."""
+    size = len(text.encode("utf-8"))
+    keep = 0
+    while keep < len(reply.tokens):
+        if len(model.detokenize(reply.tokens[:keep]).encode("utf-8")) >= size:
+            break
+        keep += 1
+
+    def named(token_id: int) -> tuple[str, list[int]]:
+        t = model.detokenize([token_id], skip_special_tokens=False)
+        return t, list(t.encode("utf-8"))
+
+    content = []
+    for i in range(keep):
+        t, b = named(reply.tokens[i])
+        alts = []
+        for aid, alp in (reply.alternatives[i][:top] if reply.alternatives and top else []):
+            at, ab = named(aid)
+            alts.append({"token": at, "logprob": _finite_logprob(alp), "bytes": ab})
+        lp = reply.logprobs[i] if reply.logprobs and i < len(reply.logprobs) else 0.0
+        content.append({"token": t, "logprob": _finite_logprob(lp), "bytes": b, "top_logprobs": alts})
+    return {"content": content, "refusal": None}

@@ -19,11 +19,32 @@ from .errors import BusyError, ClosedError, InvalidArgumentError
 from .model import Model
 from .options import GenerationKwargs, GenerationOptions, merge
 
-__all__ = ["Chat", "ChatStream", "AsyncChatStream"]
+__all__ = ["Chat", "ChatStream", "AsyncChatStream", "Reply"]
 
 _ROLES = {"system": _lib.ROLE_SYSTEM, "user": _lib.ROLE_USER, "assistant": _lib.ROLE_ASSISTANT,
           "tool": _lib.ROLE_TOOL}
 _ROLE_NAMES = {v: k for k, v in _ROLES.items()}
+
+
+class Reply(str):
+    """A reply of Chat.say_async / stream_async asked for scores
+    (``return_logprobs=True`` or ``alternatives=k``): the text, and per
+    generated token its id (``tokens``), its log-probability (``logprobs``,
+    with return_logprobs) and the k best (id, log-probability) pairs of that
+    step, best first (``alternatives``, with alternatives=k). The tokens are
+    every token the turn generated: an EOS token, and tokens a stop string
+    cut from the text, included (docs/scores.md).
+    """
+
+    tokens: list[int]
+    logprobs: list[float] | None
+    alternatives: list[list[tuple[int, float]]] | None
+
+    def __new__(cls, text: str, tokens: list[int], logprobs: list[float] | None,
+                alternatives: list[list[tuple[int, float]]] | None) -> "Reply":
+        r = super().__new__(cls, text)
+        r.tokens, r.logprobs, r.alternatives = tokens, logprobs, alternatives
+        return r
 
 
 def _role(role: str | int) -> int:
@@ -410,9 +431,14 @@ class Chat(Closable):
     # ------------------------------------------------------------ asyncio
 
     def _submit_async(
-        self, text: str | None, stop, deadline: float | None, options: Mapping[str, Any], where: str, on_text=None
+        self, text: str | None, stop, deadline: float | None, options: Mapping[str, Any], where: str, on_text=None,
+        return_logprobs: Any = False, alternatives: Any = 0
     ) -> AsyncRequest:
         """Append `text` and submit the turn (parley_chat_submit); the request holds the chat until freed."""
+        if isinstance(alternatives, bool) or not isinstance(alternatives, int):
+            raise TypeError(f"alternatives must be an int (0 <= k <= {_lib.MAX_ALTERNATIVES}), not {alternatives!r}")
+        if not 0 <= alternatives <= _lib.MAX_ALTERNATIVES:
+            raise InvalidArgumentError(f"alternatives must be in [0, {_lib.MAX_ALTERNATIVES}], got {alternatives}")
         loop = asyncio.get_running_loop()
         data = None if text is None else encode_text(text, "text")
         if self._guard is None:
@@ -452,7 +478,8 @@ class Chat(Closable):
         except BaseException:
             req._abandon()
             raise
-        req.submit(lambda ro, out: _lib.lib.parley_chat_submit(h, byref(copts), ro, out), deadline)
+        req.submit(lambda ro, out: _lib.lib.parley_chat_submit(h, byref(copts), ro, out), deadline,
+                   bool(return_logprobs), alternatives)
         return req
 
     async def say_async(
@@ -461,6 +488,8 @@ class Chat(Closable):
         *,
         stop: str | Sequence[str] | None = None,
         deadline: float | None = None,
+        return_logprobs: bool = False,
+        alternatives: int = 0,
         generation: GenerationOptions | None = None,
         **options: Unpack[GenerationKwargs],
     ) -> str:
@@ -471,11 +500,13 @@ class Chat(Closable):
         ``deadline`` (seconds): the turn stops with DeadlineError after it.
         Cancelling the awaiting task cancels the turn (the conversation then
         keeps no reply; the user message stays). Raises BusyError while
-        another reply of this chat runs.
+        another reply of this chat runs. ``return_logprobs=True`` or
+        ``alternatives=k`` (k <= 32): the reply is a Reply (a str) that also
+        holds the generated token ids and their scores.
         """
         options = merge(generation, options)  # type: ignore[assignment]
-        req = self._submit_async(text, stop, deadline, options, "say_async()")
-        return await run(req, _take_reply)
+        req = self._submit_async(text, stop, deadline, options, "say_async()", None, return_logprobs, alternatives)
+        return await run(req, _reply_taker(return_logprobs, alternatives))
 
     def stream_async(
         self,
@@ -483,14 +514,18 @@ class Chat(Closable):
         *,
         stop: str | Sequence[str] | None = None,
         deadline: float | None = None,
+        return_logprobs: bool = False,
+        alternatives: int = 0,
         generation: GenerationOptions | None = None,
         **options: Unpack[GenerationKwargs],
     ) -> "AsyncChatStream":
         """``async for piece in chat.stream_async(text)``: the reply's text pieces as they are generated.
 
         Must be called from a running event loop. After the last piece the
-        stream's ``reply`` holds the whole reply. Leaving early (``aclose()``,
-        ``async with``, cancelling the task) cancels the turn.
+        stream's ``reply`` holds the whole reply (a Reply with the token
+        scores when ``return_logprobs`` / ``alternatives`` ask for them, as
+        say_async). Leaving early (``aclose()``, ``async with``, cancelling
+        the task) cancels the turn.
         """
         options = merge(generation, options)  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
@@ -502,8 +537,9 @@ class Chat(Closable):
             except RuntimeError:  # the loop is closed: nobody is listening
                 pass
 
-        req = self._submit_async(text, stop, deadline, options, "stream_async()", on_text)
-        return AsyncChatStream(req, q, _take_reply)
+        req = self._submit_async(text, stop, deadline, options, "stream_async()", on_text, return_logprobs,
+                                 alternatives)
+        return AsyncChatStream(req, q, _reply_taker(return_logprobs, alternatives))
 
 
 def _take_reply(handle: int) -> str:
@@ -513,6 +549,34 @@ def _take_reply(handle: int) -> str:
         return decode_text(ctypes.string_at(out.value)) if out.value else ""
     finally:
         _lib.lib.parley_string_free(out.value)
+
+
+def _reply_taker(return_logprobs: Any, alternatives: int) -> Callable[[int], str]:
+    if not return_logprobs and not alternatives:
+        return _take_reply
+
+    def take(handle: int) -> str:
+        text = _take_reply(handle)
+        ids, n = POINTER(c_int32)(), c_size_t()
+        _lib.check(_lib.lib.parley_request_reply_tokens(handle, byref(ids), byref(n)))
+        tokens = ids[: n.value] if n.value else []
+        lps = None
+        if return_logprobs:
+            lp, m = POINTER(ctypes.c_float)(), c_size_t()
+            _lib.check(_lib.lib.parley_request_reply_logprobs(handle, byref(lp), byref(m)))
+            lps = lp[: m.value] if m.value else []
+        alts = None
+        if alternatives:
+            aids, alps, steps, k = POINTER(c_int32)(), POINTER(ctypes.c_float)(), c_size_t(), c_size_t()
+            _lib.check(_lib.lib.parley_request_reply_alternatives(handle, byref(aids), byref(alps), byref(steps),
+                                                                   byref(k)))
+            t, kk = steps.value, k.value
+            fi = aids[: t * kk] if t * kk else []
+            fl = alps[: t * kk] if t * kk else []
+            alts = [list(zip(fi[i * kk : (i + 1) * kk], fl[i * kk : (i + 1) * kk])) for i in range(t)]
+        return Reply(text, tokens, lps, alts)
+
+    return take
 
 
 class AsyncChatStream(AsyncStream):

@@ -39,6 +39,7 @@ from ._openai_protocol import (
     _opt_string,
     _read_sampling,
     _read_logit_bias,
+    _chat_logprobs,
     _refuse_unsupported,
     _span_doc,
     _stream_options,
@@ -83,6 +84,7 @@ class _ChatJob:
     stop: list[str]
     kw: dict[str, Any] = dc_field(default_factory=dict)
     release: Any = None  # gives back the admission slot; once
+    top_logprobs: int | None = None  # logprobs: true -> top_logprobs (0 when absent)
 
     def end(self) -> None:
         """Free the chat session and the admission slot (idempotent)."""
@@ -180,22 +182,24 @@ class OpenAIService:
             return await self._chat_stream(job)
         try:
             try:
-                await job.chat.say_async(None, stop=job.stop or None, deadline=self.limits.request_timeout_s,
-                                         **job.kw)
+                reply = await job.chat.say_async(None, stop=job.stop or None,
+                                                 deadline=self.limits.request_timeout_s, **job.kw)
             except perr.ParleyError as e:
                 raise error_from_parley(e) from None
             content, calls, finish, usage = self._outcome(job)
+            logprobs = self._logprobs(job, reply)
         finally:
             job.end()
         if streaming:  # with tools the reply was parsed for calls first; sent whole
-            return self._chat_stream_whole(job, content, calls, finish, usage)
+            return self._chat_stream_whole(job, content, calls, finish, usage, logprobs)
         msg: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             msg["tool_calls"] = calls
             if not content:
                 msg["content"] = None
         return {"id": job.id, "object": "chat.completion", "created": job.created, "model": job.entry.name,
-                "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}], "usage": usage}
+                "choices": [{"index": 0, "message": msg, "logprobs": logprobs, "finish_reason": finish}],
+                "usage": usage}
 
     def _prepare_chat(self, body: Mapping[str, Any]) -> _ChatJob:
         _known(body, ["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
@@ -210,7 +214,7 @@ class OpenAIService:
             raise ApiError(f"the model '{e.name}' is not a chat model" +
                            (" (it has no chat template: use /v1/completions)" if e.decoder_only
                             else " (a translation model: use /v1/translations)"), "model", "model_not_supported")
-        _refuse_unsupported(body)
+        top_logprobs = _refuse_unsupported(body)
         s = _read_sampling(body, self.limits)
         bias = _read_logit_bias(body, e.model.vocab_size)
         _opt_bool(body, "stream")
@@ -303,6 +307,9 @@ class OpenAIService:
             kw["logit_bias"] = bias
         if schema is not None:
             kw["json_schema"] = schema
+        if top_logprobs is not None:
+            kw["return_logprobs"] = True
+            kw["alternatives"] = top_logprobs
         try:
             chat = Chat(e.model, "\n\n".join(system) if system else None)
         except perr.ParleyError as err:
@@ -326,7 +333,7 @@ class OpenAIService:
             self._release()
             raise
         return _ChatJob(e, chat, new_id("chatcmpl"), int(time.time()), kw["max_new_tokens"], tools is not None,
-                        include_usage, s.stop, kw, self._release)
+                        include_usage, s.stop, kw, self._release, top_logprobs)
 
     def _admit(self) -> None:
         if self.draining:
@@ -354,10 +361,13 @@ class OpenAIService:
         job.entry.completion_tokens += stats["generated_tokens"]
         return content, calls, finish, usage
 
-    def _chunk(self, job: _ChatJob, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    def _chunk(self, job: _ChatJob, delta: dict[str, Any], finish: str | None,
+               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
         c: dict[str, Any] = {"id": job.id, "object": "chat.completion.chunk", "created": job.created,
-                             "model": job.entry.name,
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                             "model": job.entry.name, "choices": [choice]}
         if job.include_usage:
             c["usage"] = None
         return c
@@ -409,7 +419,9 @@ class OpenAIService:
                     yield SSE_DONE
                     return
             _, _, finish, usage = self._outcome(job)
-            yield sse(self._chunk(job, {}, finish))
+            # The log-probabilities are read from the finished request: they
+            # come with the last chunk, as parley serve sends them.
+            yield sse(self._chunk(job, {}, finish, self._logprobs(job, stream.reply)))
             if job.include_usage:
                 yield sse(self._usage_chunk(job, usage))
             finished = True
@@ -420,14 +432,20 @@ class OpenAIService:
             await stream.aclose()
             job.end()
 
+    def _logprobs(self, job: _ChatJob, reply: Any) -> dict[str, Any] | None:
+        if job.top_logprobs is None or reply is None:
+            return None
+        return _chat_logprobs(job.entry.model, reply, str(reply), job.top_logprobs)
+
     async def _chat_stream_whole(self, job: _ChatJob, content: str, calls: list[dict[str, Any]], finish: str,
-                                 usage: dict[str, Any]) -> AsyncIterator[str]:
+                                 usage: dict[str, Any], logprobs: dict[str, Any] | None = None
+                                 ) -> AsyncIterator[str]:
         yield sse(self._chunk(job, {"role": "assistant", "content": ""}, None))
         if content:
             yield sse(self._chunk(job, {"content": content}, None))
         if calls:
             yield sse(self._chunk(job, {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]}, None))
-        yield sse(self._chunk(job, {}, finish))
+        yield sse(self._chunk(job, {}, finish, logprobs))
         if job.include_usage:
             yield sse(self._usage_chunk(job, usage))
         yield SSE_DONE
