@@ -50,6 +50,16 @@ bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const Packe
 // out[i, j0 .. j0 + count) = act(vals + bias) + residual for activation row i.
 void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count);
 
+// The epilogue of one output (the RowTiles walks finish outputs one by one):
+// a plain projection (no bias, activation or residual) stores it here, in
+// the kernel, without a call per output.
+inline void linear_epilogue1(const parley_linear_args &a, int64_t i, int64_t j, float v) {
+  if (!a.bias && !a.residual && a.activation == PARLEY_ACT_NONE)
+    static_cast<float *>(a.out)[i * a.ld_out + j] = v;
+  else
+    linear_epilogue(a, i, j, &v, 1);
+}
+
 // The weight rows [begin, end) of one thread, grouped for a micro-kernel that
 // reads `cols` rows side by side: tile t holds rows begin + t + c * stride
 // (c < cols), so each of the kernel's row pointers walks contiguous rows, one
