@@ -229,14 +229,19 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
       svr.stop();
       auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(args.grace_seconds);
       bool cancelled = false;
+      auto cancel = [&] {
+        if (cancelled || state.in_flight() == 0) return;
+        std::fprintf(stderr, "parley serve: cancelling %zu request(s) still in flight\n", state.in_flight());
+        state.cancel_all();
+        cancelled = true;
+      };
       while (!listening_done) {
         svr.stop();  // (again, in case the signal came before listening began)
-        bool second = sigtimedwait(&set, nullptr, &tick) > 0;
-        if (!cancelled && (second || std::chrono::steady_clock::now() >= deadline) && state.in_flight() > 0) {
-          std::fprintf(stderr, "parley serve: cancelling %zu request(s) still in flight\n", state.in_flight());
-          state.cancel_all();
-          cancelled = true;
-        }
+        // The deadline is checked before each wait, so that a grace period of
+        // 0 (or one that has run out) cancels now, not a tick later: a short
+        // reply can finish within a tick.
+        if (std::chrono::steady_clock::now() >= deadline) cancel();
+        if (sigtimedwait(&set, nullptr, &tick) > 0) cancel();  // a second signal: cancel now
       }
     }
   });
