@@ -335,6 +335,35 @@ def test_chat_logprobs_as_parley_serve(rayep, ref):
     assert chat(rayep, max_tokens=4).choices[0].logprobs is None
 
 
+def test_n_choices_as_parley_serve(rayep, ref):
+    # n choices: each a session of its own, seeded seed + index as parley
+    # serve seeds them, so sampled choices equal its choices one by one.
+    kw = {"n": 3, "temperature": 1.8, "seed": 11, "max_tokens": 12}
+    got, want = chat(rayep, **kw), chat(ref, **kw)
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    texts = [c.message.content for c in got.choices]
+    assert texts == [c.message.content for c in want.choices]
+    assert len(set(texts)) > 1  # different seeds: different samples
+    assert [c.finish_reason for c in got.choices] == [c.finish_reason for c in want.choices]
+    assert got.usage.completion_tokens == want.usage.completion_tokens
+    assert got.usage.prompt_tokens == want.usage.prompt_tokens
+    # Streamed: the pieces of every choice, interleaved, each naming its index.
+    chunks = list(chat(rayep, stream=True, stream_options={"include_usage": True}, **kw))
+    pieces: dict[int, str] = {}
+    finals = {}
+    for c in chunks:
+        for ch in c.choices:
+            pieces[ch.index] = pieces.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                finals[ch.index] = ch.finish_reason
+    assert [pieces[i] for i in range(3)] == texts
+    assert finals == {i: c.finish_reason for i, c in enumerate(got.choices)}
+    assert chunks[-1].usage.completion_tokens == got.usage.completion_tokens
+    # With logprobs, every choice carries its own.
+    lp = chat(rayep, n=2, logprobs=True, max_tokens=6, temperature=0.9, seed=3)
+    assert all(c.logprobs is not None and c.logprobs.content for c in lp.choices)
+
+
 BAD_REQUESTS = [
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "n": 9}),

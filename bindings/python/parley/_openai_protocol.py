@@ -178,20 +178,21 @@ _MAX_CHOICES = 8
 _MAX_TOP_LOGPROBS = 20
 
 
-def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> int | None:
+def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False, allow_n: bool = False) -> int | None:
     """Penalties other than 0; and what parley serve supports but this
-    ingress does not yet (n > 1; logprobs of /v1/completions): the values are
-    checked as parley serve checks them (same errors for bad values), then a
-    valid request for them is refused naming the field. Returns, for chat,
+    ingress does not yet (n > 1 and logprobs of /v1/completions): the values
+    are checked as parley serve checks them (same errors for bad values), then
+    a valid request for them is refused naming the field. Returns, for chat,
     top_logprobs (0 when absent) if logprobs: true was asked, else None."""
     for p in ("presence_penalty", "frequency_penalty"):
         v = _opt_number(body, p, -2.0, 2.0)
         if v is not None and v != 0.0:
             raise ApiError(f"{p} is not supported (only 0)", p, "unsupported_value")
     n = _opt_integer(body, "n", 1, _MAX_CHOICES)
-    if n is not None and n != 1:
-        raise ApiError(f"n: the Ray Serve ingress returns 1 choice per request, not {n} (parley serve returns up "
-                       f"to {_MAX_CHOICES})", "n", "unsupported_value")
+    if n is not None and n != 1 and not allow_n:
+        raise ApiError(f"n: the Ray Serve ingress returns 1 completion per /v1/completions request, not {n} "
+                       f"(parley serve returns up to {_MAX_CHOICES}; chat completions here do)", "n",
+                       "unsupported_value")
     if legacy:
         if _opt_integer(body, "logprobs", 0, _MAX_TOP_LOGPROBS) is not None:
             raise ApiError("logprobs of /v1/completions are not supported by the Ray Serve ingress (parley serve "

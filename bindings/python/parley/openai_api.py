@@ -75,23 +75,34 @@ class _Loaded:
 @dataclass
 class _ChatJob:
     entry: _Loaded
-    chat: Chat
+    chats: list[Chat]  # one session per choice (n), each with the whole conversation
     id: str
     created: int
     max_new_tokens: int
     tools: bool
     include_usage: bool
     stop: list[str]
-    kw: dict[str, Any] = dc_field(default_factory=dict)
+    kws: list[dict[str, Any]] = dc_field(default_factory=list)  # generation options per choice (seed + index)
     release: Any = None  # gives back the admission slot; once
     top_logprobs: int | None = None  # logprobs: true -> top_logprobs (0 when absent)
 
     def end(self) -> None:
-        """Free the chat session and the admission slot (idempotent)."""
-        self.chat.close()
+        """Free the chat sessions and the admission slot (idempotent)."""
+        for c in self.chats:
+            c.close()
         r, self.release = self.release, None
         if r is not None:
             r()
+
+
+@dataclass
+class _Outcome:
+    content: str
+    calls: list[dict[str, Any]]
+    finish: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
 
 
 class OpenAIService:
@@ -181,25 +192,32 @@ class OpenAIService:
         if streaming and not job.tools:
             return await self._chat_stream(job)
         try:
-            try:
-                reply = await job.chat.say_async(None, stop=job.stop or None,
-                                                 deadline=self.limits.request_timeout_s, **job.kw)
-            except perr.ParleyError as e:
-                raise error_from_parley(e) from None
-            content, calls, finish, usage = self._outcome(job)
-            logprobs = self._logprobs(job, reply)
+            # The choices are requests of their own: the engine decodes them together.
+            replies = await asyncio.gather(
+                *(c.say_async(None, stop=job.stop or None, deadline=self.limits.request_timeout_s, **kw)
+                  for c, kw in zip(job.chats, job.kws)), return_exceptions=True)
+            for r in replies:
+                if isinstance(r, perr.ParleyError):
+                    raise error_from_parley(r) from None
+                if isinstance(r, BaseException):
+                    raise r
+            outs = [self._outcome(job, c) for c in job.chats]
+            logprobs = [self._logprobs(job, r) for r in replies]
         finally:
             job.end()
-        if streaming:  # with tools the reply was parsed for calls first; sent whole
-            return self._chat_stream_whole(job, content, calls, finish, usage, logprobs)
-        msg: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls:
-            msg["tool_calls"] = calls
-            if not content:
-                msg["content"] = None
+        usage = self._usage(outs)
+        if streaming:  # with tools the replies were parsed for calls first; sent whole
+            return self._chat_stream_whole(job, outs, usage, logprobs)
+        choices = []
+        for i, (o, lp) in enumerate(zip(outs, logprobs)):
+            msg: dict[str, Any] = {"role": "assistant", "content": o.content}
+            if o.calls:
+                msg["tool_calls"] = o.calls
+                if not o.content:
+                    msg["content"] = None
+            choices.append({"index": i, "message": msg, "logprobs": lp, "finish_reason": o.finish})
         return {"id": job.id, "object": "chat.completion", "created": job.created, "model": job.entry.name,
-                "choices": [{"index": 0, "message": msg, "logprobs": logprobs, "finish_reason": finish}],
-                "usage": usage}
+                "choices": choices, "usage": usage}
 
     def _prepare_chat(self, body: Mapping[str, Any]) -> _ChatJob:
         _known(body, ["model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
@@ -214,7 +232,8 @@ class OpenAIService:
             raise ApiError(f"the model '{e.name}' is not a chat model" +
                            (" (it has no chat template: use /v1/completions)" if e.decoder_only
                             else " (a translation model: use /v1/translations)"), "model", "model_not_supported")
-        top_logprobs = _refuse_unsupported(body)
+        n = _opt_integer(body, "n", 1, _MAX_CHOICES) or 1
+        top_logprobs = _refuse_unsupported(body, allow_n=True)
         s = _read_sampling(body, self.limits)
         bias = _read_logit_bias(body, e.model.vocab_size)
         _opt_bool(body, "stream")
@@ -310,30 +329,41 @@ class OpenAIService:
         if top_logprobs is not None:
             kw["return_logprobs"] = True
             kw["alternatives"] = top_logprobs
+        # Each choice is a session of its own with the same conversation (the
+        # sessions after the first find the prompt in the prefix cache), its
+        # seed the request's (or the model's default) plus its index, as
+        # parley serve does.
+        kws = [kw]
+        if n > 1:
+            base = kw["seed"] if "seed" in kw else int(e.model.generation_defaults().get("seed") or 0)
+            kws = [dict(kw, seed=(base + i) & 0xFFFFFFFFFFFFFFFF) for i in range(n)]
+        chats: list[Chat] = []
         try:
-            chat = Chat(e.model, "\n\n".join(system) if system else None)
-        except perr.ParleyError as err:
-            self._release()
-            raise error_from_parley(err) from None
-        try:
-            if tools is not None:
+            for _ in range(n):
                 try:
-                    chat.set_tools(tools)
+                    chat = Chat(e.model, "\n\n".join(system) if system else None)
                 except perr.ParleyError as err:
-                    raise error_from_parley(err, "tools: ") from None
-            for m in msgs:
-                try:
-                    chat.append_message(m)
-                except perr.ParleyError as err:
-                    api = error_from_parley(err, "messages: ")
-                    api.param = "messages"
-                    raise api from None
+                    raise error_from_parley(err) from None
+                chats.append(chat)
+                if tools is not None:
+                    try:
+                        chat.set_tools(tools)
+                    except perr.ParleyError as err:
+                        raise error_from_parley(err, "tools: ") from None
+                for m in msgs:
+                    try:
+                        chat.append_message(m)
+                    except perr.ParleyError as err:
+                        api = error_from_parley(err, "messages: ")
+                        api.param = "messages"
+                        raise api from None
         except BaseException:
-            chat.close()
+            for c in chats:
+                c.close()
             self._release()
             raise
-        return _ChatJob(e, chat, new_id("chatcmpl"), int(time.time()), kw["max_new_tokens"], tools is not None,
-                        include_usage, s.stop, kw, self._release, top_logprobs)
+        return _ChatJob(e, chats, new_id("chatcmpl"), int(time.time()), kw["max_new_tokens"], tools is not None,
+                        include_usage, s.stop, kws, self._release, top_logprobs)
 
     def _admit(self) -> None:
         if self.draining:
@@ -343,9 +373,9 @@ class OpenAIService:
     def _release(self) -> None:
         self.in_flight -= 1
 
-    def _outcome(self, job: _ChatJob) -> tuple[str, list[dict[str, Any]], str, dict[str, Any]]:
-        stats = job.chat.stats
-        last = job.chat.messages[-1]
+    def _outcome(self, job: _ChatJob, chat: Chat) -> _Outcome:
+        stats = chat.stats
+        last = chat.messages[-1]
         content = last.get("content", "") if last.get("role") == "assistant" else ""
         calls = _tool_calls_for_openai(last["tool_calls"]) if job.tools and last.get("tool_calls") else []
         if calls:
@@ -354,16 +384,22 @@ class OpenAIService:
             finish = "length"
         else:
             finish = "stop"
-        usage = {"prompt_tokens": stats["prompt_tokens"], "completion_tokens": stats["generated_tokens"],
-                 "total_tokens": stats["prompt_tokens"] + stats["generated_tokens"],
-                 "prompt_tokens_details": {"cached_tokens": stats["reused_tokens"]}}
         job.entry.prompt_tokens += stats["prompt_tokens"]
         job.entry.completion_tokens += stats["generated_tokens"]
-        return content, calls, finish, usage
+        return _Outcome(content, calls, finish, stats["prompt_tokens"], stats["generated_tokens"],
+                        stats["reused_tokens"])
+
+    @staticmethod
+    def _usage(outs: list[_Outcome]) -> dict[str, Any]:
+        """The prompt counted once (every choice has the same), the completions of all choices."""
+        prompt = outs[0].prompt_tokens if outs else 0
+        completion = sum(o.completion_tokens for o in outs)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": outs[0].cached_tokens if outs else 0}}
 
     def _chunk(self, job: _ChatJob, delta: dict[str, Any], finish: str | None,
-               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+               logprobs: dict[str, Any] | None = None, index: int = 0) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
         if logprobs is not None:
             choice["logprobs"] = logprobs
         c: dict[str, Any] = {"id": job.id, "object": "chat.completion.chunk", "created": job.created,
@@ -379,73 +415,118 @@ class OpenAIService:
         return u
 
     async def _chat_stream(self, job: _ChatJob) -> AsyncIterator[str]:
+        streams: list[Any] = []
+        firsts: list[str | None] = []
         try:
-            stream = job.chat.stream_async(None, stop=job.stop or None, deadline=self.limits.request_timeout_s,
-                                           **job.kw)
-        except perr.ParleyError as e:
-            job.end()
-            raise error_from_parley(e) from None
-        # A turn that fails before its first piece (a conversation too long, a
-        # schema the grammar compiler refuses) is answered as an HTTP error.
-        first: str | None = None
-        try:
-            first = await stream.__anext__()
-        except StopAsyncIteration:
-            pass
+            for c, kw in zip(job.chats, job.kws):
+                streams.append(c.stream_async(None, stop=job.stop or None, deadline=self.limits.request_timeout_s,
+                                              **kw))
+            # A turn that fails before its first piece (a conversation too long,
+            # a schema the grammar compiler refuses) is answered as an HTTP error.
+            for st in streams:
+                try:
+                    firsts.append(await st.__anext__())
+                except StopAsyncIteration:
+                    firsts.append(None)
         except BaseException as e:
-            await stream.aclose()
-            job.end()
+            try:
+                for st in streams:
+                    await st.aclose()
+            finally:
+                job.end()
             if isinstance(e, perr.ParleyError):
                 raise error_from_parley(e) from None
             raise
-        return self._chat_events(job, stream, first)
+        return self._chat_events(job, streams, firsts)
 
-    async def _chat_events(self, job: _ChatJob, stream, first: str | None) -> AsyncIterator[str]:
+    async def _chat_events(self, job: _ChatJob, streams: list[Any], firsts: list[str | None]) -> AsyncIterator[str]:
         # Leaving early (the client hung up: the ASGI server cancels this
-        # generator) closes the stream, which cancels the turn.
+        # generator) closes the streams, which cancels the turns.
         finished = False
+        pumps: list[asyncio.Future] = []
         try:
-            yield sse(self._chunk(job, {"role": "assistant", "content": ""}, None))
-            if first is not None:
-                if first:
-                    yield sse(self._chunk(job, {"content": first}, None))
+            for i in range(len(streams)):
+                yield sse(self._chunk(job, {"role": "assistant", "content": ""}, None, index=i))
+            error: BaseException | None = None
+            if len(streams) == 1:  # one choice: its pieces as they come
+                if firsts[0] is not None:
+                    if firsts[0]:
+                        yield sse(self._chunk(job, {"content": firsts[0]}, None))
+                    try:
+                        async for piece in streams[0]:
+                            if piece:
+                                yield sse(self._chunk(job, {"content": piece}, None))
+                    except perr.ParleyError as e:
+                        error = e
+            # Several: their text pieces, interleaved as they come, each naming its index.
+            q: asyncio.Queue = asyncio.Queue()
+
+            async def pump(i: int, st: Any, first: str | None) -> None:
                 try:
-                    async for piece in stream:
-                        if piece:
-                            yield sse(self._chunk(job, {"content": piece}, None))
-                except perr.ParleyError as e:
-                    finished = True
-                    yield sse(error_from_parley(e).body())
-                    yield SSE_DONE
-                    return
-            _, _, finish, usage = self._outcome(job)
-            # The log-probabilities are read from the finished request: they
-            # come with the last chunk, as parley serve sends them.
-            yield sse(self._chunk(job, {}, finish, self._logprobs(job, stream.reply)))
+                    if first is not None:
+                        if first:
+                            q.put_nowait((i, first, None))
+                        async for piece in st:
+                            if piece:
+                                q.put_nowait((i, piece, None))
+                    q.put_nowait((i, None, None))
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as e:
+                    q.put_nowait((i, None, e))
+
+            if len(streams) > 1:
+                pumps = [asyncio.ensure_future(pump(i, st, f)) for i, (st, f) in enumerate(zip(streams, firsts))]
+            for _ in range(len(pumps)):
+                while True:
+                    i, piece, err = await q.get()
+                    if piece is None:
+                        error = error or err
+                        break
+                    yield sse(self._chunk(job, {"content": piece}, None, index=i))
+            if error is not None:
+                if not isinstance(error, perr.ParleyError):
+                    raise error
+                finished = True
+                yield sse(error_from_parley(error).body())
+                yield SSE_DONE
+                return
+            outs = [self._outcome(job, c) for c in job.chats]
+            # The log-probabilities are read from the finished requests: they
+            # come with each choice's last chunk, as parley serve sends them.
+            for i, (st, o) in enumerate(zip(streams, outs)):
+                yield sse(self._chunk(job, {}, o.finish, self._logprobs(job, st.reply), index=i))
             if job.include_usage:
-                yield sse(self._usage_chunk(job, usage))
+                yield sse(self._usage_chunk(job, self._usage(outs)))
             finished = True
             yield SSE_DONE
         finally:
             if not finished:
                 self.client_disconnects += 1
-            await stream.aclose()
-            job.end()
+            for t in pumps:
+                t.cancel()
+            try:
+                for st in streams:
+                    await st.aclose()
+            finally:  # also when the task is cancelled again while it waits (the sessions' close cancels the turns)
+                job.end()
 
     def _logprobs(self, job: _ChatJob, reply: Any) -> dict[str, Any] | None:
         if job.top_logprobs is None or reply is None:
             return None
         return _chat_logprobs(job.entry.model, reply, str(reply), job.top_logprobs)
 
-    async def _chat_stream_whole(self, job: _ChatJob, content: str, calls: list[dict[str, Any]], finish: str,
-                                 usage: dict[str, Any], logprobs: dict[str, Any] | None = None
-                                 ) -> AsyncIterator[str]:
-        yield sse(self._chunk(job, {"role": "assistant", "content": ""}, None))
-        if content:
-            yield sse(self._chunk(job, {"content": content}, None))
-        if calls:
-            yield sse(self._chunk(job, {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]}, None))
-        yield sse(self._chunk(job, {}, finish, logprobs))
+    async def _chat_stream_whole(self, job: _ChatJob, outs: list[_Outcome], usage: dict[str, Any],
+                                 logprobs: list[dict[str, Any] | None]) -> AsyncIterator[str]:
+        for i in range(len(outs)):
+            yield sse(self._chunk(job, {"role": "assistant", "content": ""}, None, index=i))
+        for i, (o, lp) in enumerate(zip(outs, logprobs)):
+            if o.content:
+                yield sse(self._chunk(job, {"content": o.content}, None, index=i))
+            if o.calls:
+                yield sse(self._chunk(job, {"tool_calls": [dict(c, index=j) for j, c in enumerate(o.calls)]}, None,
+                                      index=i))
+            yield sse(self._chunk(job, {}, o.finish, lp, index=i))
         if job.include_usage:
             yield sse(self._usage_chunk(job, usage))
         yield SSE_DONE
