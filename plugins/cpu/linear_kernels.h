@@ -64,10 +64,11 @@ inline void linear_epilogue1(const parley_linear_args &a, int64_t i, int64_t j, 
 // reads `cols` rows side by side: tile t holds rows begin + t + c * stride
 // (c < cols), so each of the kernel's row pointers walks contiguous rows, one
 // sequential stream each. Tiles of adjacent rows make every stream jump after
-// each tile; with rows of 0.5-2 KiB (decode of small models) that ran at
-// 60-70 % of the bandwidth of sequential streams on Zen 2 (bench_linear,
-// int8 m = 1: 10.5 against 15-16 GB/s). The grouping changes no result: each
-// output is computed the same way whatever rows share its tile.
+// each tile; with rows of 0.5-2 KiB (decode of small models) Zen 2's
+// prefetchers then delivered about half of what this walk gets (bench_linear,
+// m = 1, 1 thread: int8 kernel 10.5 -> 19-23 GB/s, f16 GEMV 9.5 -> 22-24).
+// The grouping changes no result: each output is computed the same way
+// whatever rows share its tile.
 struct RowTiles {
   int64_t begin, end, stride;
   RowTiles(int64_t b, int64_t e, int cols) : begin(b), end(e), stride((e - b + cols - 1) / cols) {}
