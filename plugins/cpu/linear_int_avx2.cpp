@@ -194,16 +194,19 @@ void block_row(const int16_t *const *xq, const int8_t *const *wr, int64_t k, int
 }
 
 // Group-wise weights: out[i][j] = sum_g s_g * sum_{p in g} q[i][p] * w[j][p]
-// (float). group is a multiple of 32 and divides k.
+// (float). G (32, 64 or 128) divides k.
 // I4: the weights as unsigned bytes w + 8 times the int8 activations with
 // vpmaddubsw (pair sums of at most 2 * 15 * 127, so nothing saturates), the
 // 16-bit pairs added into int32 by vpmaddwd with ones; every group's int32
 // sum starts from its correction -8 * sum q (quantize_row_i4), so it is the
 // exact integer dot product. That is 4 weight instructions per 32 elements
 // where widening to int16 took 6.
-template <QKind K, int MR, int NR, typename XT>
-void block_group(const XT *const *xq, const int8_t *const *wr, const float *const *ws, int64_t k, int64_t group,
-                 float out[kMR][kNR]) {
+// The group size is a template argument (32, 64 or 128): the loop over a
+// group's 32-element steps unrolls, and the group's int32 sums stay in
+// registers (with a run-time trip count they were spilled).
+template <QKind K, int MR, int NR, int G, typename XT>
+void block_group(const XT *const *xq, const int8_t *const *wr, const float *const *ws, int64_t k, float out[kMR][kNR]) {
+  constexpr int64_t group = G;
   [[maybe_unused]] const int32_t *corr[MR];
   if constexpr (K == QKind::kI4Group)
     for (int i = 0; i < MR; ++i) corr[i] = reinterpret_cast<const int32_t *>(xq[i] + (k + 31) / 32 * 32);
@@ -279,7 +282,17 @@ bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight 
     if constexpr (K == QKind::kI8Row)
       block_row<MR, NR>(xr, wr, k, dots);
     else
-      block_group<K, MR, NR>(xr, wr, ws, k, w.group_size, fdots);
+      switch (w.group_size) {  // 32, 64 or 128 (gemm_int_avx2 checks)
+        case 32:
+          block_group<K, MR, NR, 32>(xr, wr, ws, k, fdots);
+          break;
+        case 64:
+          block_group<K, MR, NR, 64>(xr, wr, ws, k, fdots);
+          break;
+        default:
+          block_group<K, MR, NR, 128>(xr, wr, ws, k, fdots);
+          break;
+      }
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) {
         if constexpr (K == QKind::kI8Row)
@@ -299,7 +312,8 @@ bool gemm_int(const Host &host, const parley_linear_args &a, const PackedWeight 
 bool gemm_int_avx2(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
   if (a.k > 131072) return false;
   if (w.dtype == PARLEY_DTYPE_I8 && w.quant == PARLEY_QUANT_PER_ROW) return gemm_int<QKind::kI8Row>(host, a, w, status);
-  if (w.quant != PARLEY_QUANT_GROUPWISE || w.group_size < 32 || w.group_size % 32 != 0 || a.k % w.group_size != 0)
+  if (w.quant != PARLEY_QUANT_GROUPWISE || (w.group_size != 32 && w.group_size != 64 && w.group_size != 128) ||
+      a.k % w.group_size != 0)
     return false;
   if (w.dtype == PARLEY_DTYPE_I8) return gemm_int<QKind::kI8Group>(host, a, w, status);
   if (w.dtype == PARLEY_DTYPE_I4) return gemm_int<QKind::kI4Group>(host, a, w, status);

@@ -17,12 +17,14 @@ constexpr int64_t kSmallM = 8;
 constexpr int64_t kVnniMinM = 1;
 // The AVX2 int8-activation kernel serves m from kAvx2IntMinM up to
 // kAvx2IntMaxMPerRow rows (I8 per-row weights) or kAvx2IntMaxMGrouped rows
-// (group-wise I8 / I4, whose per-group scaling costs the kernel a third):
-// above, oneDNN's sgemm on tiles converted to float32 is faster on cores
-// whose vector integer multiplier has half the FMA units' throughput (Zen 2:
-// vpmaddwd on one pipe, FMA on two). The crossovers measured there with
-// tests/bench/bench_linear.cpp (k=896, n=4864, 1 and 2 threads): per-row
-// about 22-24 rows, group 32 about 11-12 rows.
+// (group-wise I8 / I4, whose per-group scaling costs the kernel about a
+// quarter): above, oneDNN's sgemm on tiles converted to float32 is faster on
+// cores whose vector integer multiplier has half the FMA units' throughput
+// (Zen 2: vpmaddwd on one pipe, FMA on two). tests/bench/bench_linear.cpp's
+// crossover table (k=896, n=4864) puts the crossovers at 22-32 rows per-row
+// and 20-24 group-wise, but on the translation model's smaller products
+// (k=512) raising the limits to 24 / 16 measured no gain (bench_precision,
+// within the ±10 % noise of the 2-thread runs), so they stay where they were.
 constexpr int64_t kAvx2IntMinM = 1;
 constexpr int64_t kAvx2IntMaxMPerRow = 20;
 constexpr int64_t kAvx2IntMaxMGrouped = 10;
@@ -40,7 +42,7 @@ bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const P
 
 // The same products on AVX2 (linear_int_avx2.cpp): int8-valued activations
 // widened to int16, vpmaddwd. I8 per-row (any k; bit-identical to the VNNI
-// kernel) and I8 / I4 group-wise with groups that are multiples of 32.
+// kernel) and I8 / I4 group-wise with groups of 32, 64 or 128.
 bool gemm_int_avx2(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status);
 
 // BF16 weights x activations rounded to bf16 (AVX512-BF16; lossy, m > kSmallM only).
@@ -61,26 +63,40 @@ inline void linear_epilogue1(const parley_linear_args &a, int64_t i, int64_t j, 
 }
 
 // The weight rows [begin, end) of one thread, grouped for a micro-kernel that
-// reads `cols` rows side by side: tile t holds rows begin + t + c * stride
-// (c < cols), so each of the kernel's row pointers walks contiguous rows, one
-// sequential stream each. Tiles of adjacent rows make every stream jump after
-// each tile; with rows of 0.5-2 KiB (decode of small models) Zen 2's
-// prefetchers then delivered about half of what this walk gets (bench_linear,
-// m = 1, 1 thread: int8 kernel 10.5 -> 19-23 GB/s, f16 GEMV 9.5 -> 22-24).
-// The grouping changes no result: each output is computed the same way
-// whatever rows share its tile.
+// reads `cols` rows side by side.
+//  * strided (few activation rows: the kernel waits on memory): tile t holds
+//    rows begin + t + c * stride (c < cols), so each of the kernel's row
+//    pointers walks contiguous rows, one sequential stream each. With tiles of
+//    adjacent rows every stream jumps after each tile, and with rows of
+//    0.5-2 KiB (decode of small models) Zen 2's prefetchers then delivered
+//    about half of what this walk gets (bench_linear, m = 1, 1 thread: int8
+//    kernel 10.5 -> 19-23 GB/s, f16 GEMV 9.5 -> 22-24).
+//  * adjacent: tile t holds rows begin + t * cols + c. With more rows the
+//    kernel is bound by arithmetic, and on the 2-vCPU Zen 2 VM the strided
+//    walk then ran 10-20 % slower at 2 threads from 8 rows on, though 5-10 %
+//    faster at 1 thread (int8 kernel, bench_linear crossover table, k = 896):
+//    strided_tiles() picks by both.
+// Which rows share a tile changes no result: each output is computed the same
+// way whatever rows are beside it.
+constexpr int64_t kStridedTilesMaxM = 4;
+inline bool strided_tiles(int64_t m, int threads) {
+  return m <= kStridedTilesMaxM || threads <= 1;
+}
+
 struct RowTiles {
   int64_t begin, end, stride;
-  RowTiles(int64_t b, int64_t e, int cols) : begin(b), end(e), stride((e - b + cols - 1) / cols) {}
+  int cols;
+  bool strided;
+  RowTiles(int64_t b, int64_t e, int c, bool s) : begin(b), end(e), stride((e - b + c - 1) / c), cols(c), strided(s) {}
   int64_t count() const { return stride; }
   // The rows of tile t into rows[0, cols): returns how many are valid (they
   // come first); the others repeat the last valid row.
-  int rows(int64_t t, int cols, int64_t *rows) const {
+  int rows(int64_t t, int64_t *out) const {
     int valid = 0;
     for (int c = 0; c < cols; ++c) {
-      const int64_t r = begin + t + c * stride;
+      const int64_t r = strided ? begin + t + c * stride : begin + t * cols + c;
       if (r < end) valid = c + 1;
-      rows[c] = r < end || c == 0 ? r : rows[c - 1];
+      out[c] = r < end || c == 0 ? r : out[c - 1];
     }
     return valid;
   }
