@@ -70,10 +70,12 @@ inline float hsum_ps(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Quantises one activation row into kp int16 values (zeros past k); for I4
-// weights the values of every 32 are then ordered even elements first, odd
-// ones after. Returns s_x, or a negative value if the row is not finite.
-float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, int16_t *q) {
+// Quantises one activation row into kp values of type T (int16_t for I8
+// weights, int8_t for I4; zeros past k); for I4 weights the values of every
+// 32 are then ordered even elements first, odd ones after. Returns s_x, or a
+// negative value if the row is not finite.
+template <typename T>
+float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, T *q) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   __m256 mx = _mm256_setzero_ps();
   int64_t p = 0;
@@ -92,15 +94,18 @@ float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, int16_t
     __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + p), vinv));
     v = _mm256_max_epi32(_mm256_min_epi32(v, hi), lo);
     const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i *>(q + p), packed);
+    if constexpr (sizeof(T) == 2)
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(q + p), packed);
+    else
+      _mm_storel_epi64(reinterpret_cast<__m128i *>(q + p), _mm_packs_epi16(packed, packed));
   }
   for (; p < k; ++p) {
     const int32_t v = int32_t(std::nearbyint(x[p] * inv));
-    q[p] = int16_t(std::clamp(v, -127, 127));
+    q[p] = T(std::clamp(v, -127, 127));
   }
   for (; p < kp; ++p) q[p] = 0;
   if (i4_order) {
-    int16_t tmp[32];
+    T tmp[32];
     for (p = 0; p < kp; p += 32) {
       for (int t = 0; t < 16; ++t) {
         tmp[t] = q[p + 2 * t];
@@ -116,17 +121,12 @@ float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, int16_t
 // int8, then, at q + kp, one int32 per group: -8 * (sum of the group's
 // values), the correction of the unsigned-nibble product (block_group).
 float quantize_row_i4(const float *x, int64_t k, int64_t kp, int64_t group, int8_t *q) {
-  thread_local std::vector<int16_t> wide;
-  if (wide.size() < size_t(kp)) wide.resize(size_t(kp));
-  const float s = quantize_row(x, k, kp, true, wide.data());
+  const float s = quantize_row(x, k, kp, true, q);
   if (s < 0.f) return s;
   int32_t *corr = reinterpret_cast<int32_t *>(q + kp);
   for (int64_t g0 = 0; g0 < kp; g0 += group) {
     int32_t sum = 0;
-    for (int64_t p = g0; p < g0 + group; ++p) {
-      q[p] = int8_t(wide[size_t(p)]);
-      sum += wide[size_t(p)];
-    }
+    for (int64_t p = g0; p < g0 + group; ++p) sum += q[p];
     corr[g0 / group] = -8 * sum;
   }
   return s;
