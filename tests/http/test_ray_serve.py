@@ -364,6 +364,45 @@ def test_n_choices_as_parley_serve(rayep, ref):
     assert all(c.logprobs is not None and c.logprobs.content for c in lp.choices)
 
 
+
+def test_completion_choices_and_logprobs_as_parley_serve(rayep, ref):
+    # /v1/completions: n choices are the rows of one batch, sampled rows from
+    # their own streams, as parley serve submits them; `logprobs` (legacy: a
+    # count of alternatives) is written as parley serve writes it.
+    kw = {"model": "bot", "prompt": "Standard shipping takes", "max_tokens": 10, "n": 3, "temperature": 1.5,
+          "seed": 5, "logprobs": 2}
+    got = rayep.post("/v1/completions", kw)[1]
+    want = ref.post("/v1/completions", kw)[1]
+    assert [c["index"] for c in got["choices"]] == [0, 1, 2]
+    for g, w in zip(got["choices"], want["choices"]):
+        assert (g["text"], g["finish_reason"]) == (w["text"], w["finish_reason"])
+        gl, wl = g["logprobs"], w["logprobs"]
+        assert gl["tokens"] == wl["tokens"] and gl["tokens"], gl
+        assert gl["text_offset"] == wl["text_offset"]
+        assert gl["text_offset"][0] == len(kw["prompt"].encode())
+        assert [list(a) for a in gl["top_logprobs"]] == [list(a) for a in wl["top_logprobs"]]
+        assert all(len(a) <= 2 for a in gl["top_logprobs"])
+        # Scores up to float32 rounding (the engine may batch the rows otherwise).
+        assert gl["token_logprobs"] == pytest.approx(wl["token_logprobs"], abs=1e-4)
+    assert len({c["text"] for c in got["choices"]}) > 1  # own random streams: different samples
+    assert got["usage"] == want["usage"]
+    # Streamed: every choice's pieces, interleaved and naming their index, add
+    # up to its text; its logprobs come with its last chunk.
+    chunks = list(rayep.client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    pieces: dict[int, str] = {}
+    finals = {}
+    for c in chunks:
+        for ch in c.choices:
+            pieces[ch.index] = pieces.get(ch.index, "") + ch.text
+            if ch.finish_reason:
+                finals[ch.index] = (ch.finish_reason, ch.logprobs.tokens)
+    assert [pieces[i] for i in range(3)] == [c["text"] for c in got["choices"]]
+    assert finals == {i: (c["finish_reason"], c["logprobs"]["tokens"]) for i, c in enumerate(got["choices"])}
+    assert chunks[-1].usage.completion_tokens == got["usage"]["completion_tokens"]
+    # Greedy with logprobs 0: the chosen tokens' log-probabilities only.
+    g0 = rayep.post("/v1/completions", dict(kw, n=1, temperature=0, logprobs=0))[1]["choices"][0]["logprobs"]
+    assert g0["top_logprobs"] == [{}] * len(g0["tokens"]) and all(x <= 0 for x in g0["token_logprobs"])
+
 BAD_REQUESTS = [
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 5}),
     ("/v1/chat/completions", {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "n": 9}),

@@ -178,26 +178,16 @@ _MAX_CHOICES = 8
 _MAX_TOP_LOGPROBS = 20
 
 
-def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False, allow_n: bool = False) -> int | None:
-    """Penalties other than 0; and what parley serve supports but this
-    ingress does not yet (n > 1 and logprobs of /v1/completions): the values
-    are checked as parley serve checks them (same errors for bad values), then
-    a valid request for them is refused naming the field. Returns, for chat,
-    top_logprobs (0 when absent) if logprobs: true was asked, else None."""
+def _refuse_unsupported(body: Mapping[str, Any], legacy: bool = False) -> int | None:
+    """Penalties other than 0 are refused, as parley serve refuses them.
+    Returns, for chat (not `legacy` /v1/completions, whose `logprobs` is a
+    count read by the caller), top_logprobs (0 when absent) if logprobs: true
+    was asked, else None."""
     for p in ("presence_penalty", "frequency_penalty"):
         v = _opt_number(body, p, -2.0, 2.0)
         if v is not None and v != 0.0:
             raise ApiError(f"{p} is not supported (only 0)", p, "unsupported_value")
-    n = _opt_integer(body, "n", 1, _MAX_CHOICES)
-    if n is not None and n != 1 and not allow_n:
-        raise ApiError(f"n: the Ray Serve ingress returns 1 completion per /v1/completions request, not {n} "
-                       f"(parley serve returns up to {_MAX_CHOICES}; chat completions here do)", "n",
-                       "unsupported_value")
-    if legacy:
-        if _opt_integer(body, "logprobs", 0, _MAX_TOP_LOGPROBS) is not None:
-            raise ApiError("logprobs of /v1/completions are not supported by the Ray Serve ingress (parley serve "
-                           "returns them; chat completions here do)", "logprobs", "unsupported_value")
-    else:
+    if not legacy:
         lp = _opt_bool(body, "logprobs")
         top = _opt_integer(body, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
         if top is not None and not lp:
@@ -431,3 +421,33 @@ def _chat_logprobs(model: Any, reply: Any, text: str, top: int) -> dict[str, Any
         lp = reply.logprobs[i] if reply.logprobs and i < len(reply.logprobs) else 0.0
         content.append({"token": t, "logprob": _finite_logprob(lp), "bytes": b, "top_logprobs": alts})
     return {"content": content, "refusal": None}
+
+
+def _completion_logprobs(model: Any, hyp: Any, text: str, base_offset: int, top: int) -> dict[str, Any]:
+    """A /v1/completions choice's ``logprobs`` as parley serve writes it
+    (runtime/http/logprobs.cpp completion_logprobs): the tokens of the
+    choice's text (not what a stop string cut), their log-probabilities, the
+    `top` best alternatives of each step as {text: logprob} (two ids with one
+    text keep the better, listed first) and each token's byte offset from the
+    start of the prompt (echo is not supported, so the first is the prompt's
+    length)."""
+    size = len(text.encode("utf-8"))
+    offsets: list[int] = []
+    keep = 0
+    while keep < len(hyp.tokens):
+        at = len(model.detokenize(hyp.tokens[:keep]).encode("utf-8")) if keep else 0
+        if at >= size:
+            break
+        offsets.append(at)
+        keep += 1
+    tokens, token_logprobs, top_logprobs = [], [], []
+    for i in range(keep):
+        tokens.append(model.detokenize([hyp.tokens[i]], skip_special_tokens=False))
+        lp = hyp.logprobs[i] if hyp.logprobs and i < len(hyp.logprobs) else 0.0
+        token_logprobs.append(_finite_logprob(lp))
+        alts: dict[str, float] = {}
+        for aid, alp in (hyp.alternatives[i][:top] if hyp.alternatives and top else []):
+            alts.setdefault(model.detokenize([aid], skip_special_tokens=False), _finite_logprob(alp))
+        top_logprobs.append(alts)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
+            "text_offset": [base_offset + o for o in offsets]}

@@ -32,6 +32,7 @@ from ._openai_protocol import (
     _field,
     _generation,
     _MAX_CHOICES,
+    _MAX_TOP_LOGPROBS,
     _held_back,
     _known,
     _opt_bool,
@@ -40,6 +41,7 @@ from ._openai_protocol import (
     _read_sampling,
     _read_logit_bias,
     _chat_logprobs,
+    _completion_logprobs,
     _refuse_unsupported,
     _span_doc,
     _stream_options,
@@ -233,7 +235,7 @@ class OpenAIService:
                            (" (it has no chat template: use /v1/completions)" if e.decoder_only
                             else " (a translation model: use /v1/translations)"), "model", "model_not_supported")
         n = _opt_integer(body, "n", 1, _MAX_CHOICES) or 1
-        top_logprobs = _refuse_unsupported(body, allow_n=True)
+        top_logprobs = _refuse_unsupported(body)
         s = _read_sampling(body, self.limits)
         bias = _read_logit_bias(body, e.model.vocab_size)
         _opt_bool(body, "stream")
@@ -553,6 +555,8 @@ class OpenAIService:
             raise ApiError("echo is not supported", "echo", "unsupported_value")
         if _opt_string(body, "suffix") is not None:
             raise ApiError("suffix is not supported", "suffix", "unsupported_value")
+        # Legacy completions: `logprobs` is the number of alternatives per token (0 = the chosen token's only).
+        logprobs = _opt_integer(body, "logprobs", 0, _MAX_TOP_LOGPROBS)
         _refuse_unsupported(body, legacy=True)
         s = _read_sampling(body, self.limits)
         bias = _read_logit_bias(body, e.model.vocab_size)
@@ -581,7 +585,8 @@ class OpenAIService:
             kw["logit_bias"] = bias
         self._admit()
         e.requests += 1
-        job = _Completion(self, e, ids, s.stop, kw["max_new_tokens"], include_usage)
+        job = _Completion(self, e, ids, len(prompt.encode("utf-8")), n, s.stop, kw["max_new_tokens"], include_usage,
+                          logprobs)
         task = asyncio.ensure_future(job.run(kw))
         if not streaming:
             try:
@@ -591,12 +596,10 @@ class OpenAIService:
                 raise
             except perr.ParleyError as err:
                 raise error_from_parley(err) from None
-            out = job.doc(job.text, job.finish_reason())
-            out["usage"] = job.usage()
-            return out
+            return job.whole()
         # An early failure (a prompt too long for the model, ...) is an HTTP error.
         await job.first_or_end()
-        if task.done() and task.exception() is not None and not job.tokens:
+        if task.done() and task.exception() is not None and not job.started():
             err = task.exception()
             raise error_from_parley(err) if isinstance(err, perr.ParleyError) else err
         return job.events(task)
@@ -703,82 +706,127 @@ class OpenAIService:
                           "total_tokens": source_tokens + target_tokens}}
 
 
-class _Completion:
-    """One /v1/completions request: tokens arrive on the libparley worker
-    thread (generate_async's on_token), are detokenized there and checked
-    for stop strings (generation stops at one), and what can be streamed is
-    handed to the event loop."""
+class _Choice:
+    """One choice (batch row) of a /v1/completions request."""
 
-    def __init__(self, service: OpenAIService, entry: _Loaded, ids: list[int], stop: list[str], max_new: int,
-                 include_usage: bool):
-        self.service, self.entry, self.ids, self.stop = service, entry, ids, stop
-        self.max_new, self.include_usage = max_new, include_usage
-        self.id, self.created = new_id("cmpl"), int(time.time())
-        self.loop = asyncio.get_running_loop()
+    def __init__(self) -> None:
         self.tokens: list[int] = []
         self.text = ""
         self.safe = 0  # chars of text that can be streamed (no partial stop string or code point)
+        self.emitted = 0  # chars of text streamed
         self.stopped = False
+        self.hypothesis: Any = None  # with logprobs: the finished row's Hypothesis
+
+
+class _Completion:
+    """One /v1/completions request: its n choices are the rows of one
+    generate_async batch (the engine decodes them together, each sampled row
+    from its own random stream), as parley serve submits them. Tokens arrive
+    on the libparley worker thread (on_token), are detokenized there and
+    checked for stop strings (a row stops at one), and what can be streamed
+    is handed to the event loop."""
+
+    def __init__(self, service: OpenAIService, entry: _Loaded, ids: list[int], prompt_bytes: int, n: int,
+                 stop: list[str], max_new: int, include_usage: bool, logprobs: int | None):
+        self.service, self.entry, self.ids, self.stop = service, entry, ids, stop
+        self.prompt_bytes, self.logprobs = prompt_bytes, logprobs
+        self.max_new, self.include_usage = max_new, include_usage
+        self.id, self.created = new_id("cmpl"), int(time.time())
+        self.loop = asyncio.get_running_loop()
+        self.choices = [_Choice() for _ in range(n)]
         self.changed = asyncio.Event()
         self.finished = False
 
-    def _on_token(self, _b: int, _s: int, token: int) -> bool:  # worker thread
-        if self.stopped:
+    def _on_token(self, b: int, _s: int, token: int) -> bool:  # worker thread
+        if b >= len(self.choices):
             return True
-        self.tokens.append(token)
-        full = self.entry.model.detokenize(self.tokens, skip_special_tokens=True)
+        c = self.choices[b]
+        if c.stopped:
+            return True
+        c.tokens.append(token)
+        full = self.entry.model.detokenize(c.tokens, skip_special_tokens=True)
         cuts = [full.find(s) for s in self.stop if s in full]
         if cuts:
             full = full[: min(cuts)]
-            self.stopped = True
+            c.stopped = True
         ok = len(full)
-        if not self.stopped:
+        if not c.stopped:
             if full.endswith("\ufffd"):  # an unfinished UTF-8 sequence: hold it back
                 ok -= 1
             ok -= _held_back(full[:ok], self.stop)
-        self.text, self.safe = full, ok
+        c.text, c.safe = full, ok
         try:
             self.loop.call_soon_threadsafe(self.changed.set)
         except RuntimeError:
             pass
-        return self.stopped
+        return c.stopped
 
     async def run(self, kw: dict[str, Any]) -> None:
         try:
-            await self.entry.model.generate_async([self.ids], on_token=self._on_token,
-                                                  deadline=self.service.limits.request_timeout_s, **kw)
+            if self.logprobs is not None:
+                kw = dict(kw, return_logprobs=True, alternatives=self.logprobs)
+            rows = await self.entry.model.generate_async([self.ids] * len(self.choices), on_token=self._on_token,
+                                                         deadline=self.service.limits.request_timeout_s, **kw)
+            for c, row in zip(self.choices, rows):
+                c.hypothesis = row[0]
             self.entry.prompt_tokens += len(self.ids)
-            self.entry.completion_tokens += len(self.tokens)
+            self.entry.completion_tokens += sum(len(c.tokens) for c in self.choices)
         finally:
             self.finished = True
             self.changed.set()
             self.service._release()
 
+    def started(self) -> bool:
+        return any(c.tokens for c in self.choices)
+
     async def first_or_end(self) -> None:
-        while not self.tokens and not self.finished:
+        while not self.started() and not self.finished:
             self.changed.clear()
             await self.changed.wait()
 
-    def finish_reason(self) -> str:
-        return "stop" if self.stopped or len(self.tokens) < self.max_new else "length"
+    def finish_reason(self, c: _Choice) -> str:
+        return "stop" if c.stopped or len(c.tokens) < self.max_new else "length"
 
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": len(self.ids), "completion_tokens": len(self.tokens),
-                "total_tokens": len(self.ids) + len(self.tokens)}
+        completion = sum(len(c.tokens) for c in self.choices)  # OpenAI counts the prompt once
+        return {"prompt_tokens": len(self.ids), "completion_tokens": completion,
+                "total_tokens": len(self.ids) + completion}
 
-    def doc(self, text: str, finish: str | None) -> dict[str, Any]:
+    def logprobs_of(self, c: _Choice) -> dict[str, Any] | None:
+        if self.logprobs is None or c.hypothesis is None:
+            return None
+        return _completion_logprobs(self.entry.model, c.hypothesis, c.text, self.prompt_bytes, self.logprobs)
+
+    def doc(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.entry.name,
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+                "choices": choices}
+
+    @staticmethod
+    def choice(index: int, text: str, logprobs: Any, finish: str | None) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+
+    def whole(self) -> dict[str, Any]:
+        out = self.doc([self.choice(i, c.text, self.logprobs_of(c), self.finish_reason(c))
+                        for i, c in enumerate(self.choices)])
+        out["usage"] = self.usage()
+        return out
 
     async def events(self, task: asyncio.Future) -> AsyncIterator[str]:
-        emitted = 0
+        # Choices stream interleaved, each chunk naming its index; the
+        # log-probabilities of a choice come with its last chunk.
         try:
             while True:
                 self.changed.clear()
-                if self.safe > emitted and not self.finished:
-                    piece, emitted = self.text[emitted : self.safe], self.safe
-                    yield sse(self.doc(piece, None))
-                    continue
+                if not self.finished:
+                    pieces = []
+                    for i, c in enumerate(self.choices):
+                        if c.safe > c.emitted:
+                            pieces.append((i, c.text[c.emitted : c.safe]))
+                            c.emitted = c.safe
+                    for i, piece in pieces:
+                        yield sse(self.doc([self.choice(i, piece, None, None)]))
+                    if pieces:
+                        continue
                 if self.finished:
                     break
                 await self.changed.wait()
@@ -788,10 +836,10 @@ class _Completion:
                 yield sse(error_from_parley(err).body())
                 yield SSE_DONE
                 return
-            yield sse(self.doc(self.text[emitted:], self.finish_reason()))
+            for i, c in enumerate(self.choices):
+                yield sse(self.doc([self.choice(i, c.text[c.emitted :], self.logprobs_of(c), self.finish_reason(c))]))
             if self.include_usage:
-                u = self.doc("", None)
-                u["choices"] = []
+                u = self.doc([])
                 u["usage"] = self.usage()
                 yield sse(u)
             yield SSE_DONE
