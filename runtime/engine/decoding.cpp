@@ -220,10 +220,18 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
         // torch.argmax: the first maximal index.
         token = static_cast<int32_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
       }
-      log_softmax(scores.data(), logp.data(), vocab);
-      h.score += logp[static_cast<size_t>(token)];
-      if (o.return_logprobs) h.logprobs.push_back(logp[static_cast<size_t>(token)]);
-      if (o.num_alternatives > 0) append_alternatives(logp.data(), vocab, o.num_alternatives, h);
+      // The whole log-softmax row only for alternatives; the token's own
+      // term is the same expression log_softmax() writes for it.
+      float token_logp;
+      if (o.num_alternatives > 0) {
+        log_softmax(scores.data(), logp.data(), vocab);
+        token_logp = logp[static_cast<size_t>(token)];
+        append_alternatives(logp.data(), vocab, o.num_alternatives, h);
+      } else {
+        token_logp = token_log_softmax(scores.data(), vocab, token);
+      }
+      h.score += token_logp;
+      if (o.return_logprobs) h.logprobs.push_back(token_logp);
       h.tokens.push_back(token);
       bool done = cur_len + 1 >= max_length ||
                   std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), token) != o.eos_token_ids.end();

@@ -243,6 +243,12 @@ double log_softmax(const float *in, float *out, int64_t vocab) {
   return lse;
 }
 
+float token_log_softmax(const float *in, int64_t vocab, int64_t token) {
+  const double lse = log_sum_exp(in, vocab);
+  if (lse == -std::numeric_limits<double>::infinity() || in[token] == kNegInf) return kNegInf;
+  return static_cast<float>(static_cast<double>(in[token]) - lse);
+}
+
 PARLEY_VECTOR_CLONES float copy_row_max(const float *in, float *out, int64_t vocab) {
   float mx = kNegInf;
   int nan = 0;

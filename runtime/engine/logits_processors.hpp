@@ -43,6 +43,9 @@ void min_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep);
 // log_softmax / softmax of one row (float32 result, double accumulation).
 // log_softmax returns the row's log_sum_exp (check it with check_logits_row).
 double log_softmax(const float *in, float *out, int64_t vocab);
+// log_softmax(in)[token] without writing the row: the value log_softmax()
+// would write there, bit for bit.
+float token_log_softmax(const float *in, int64_t vocab, int64_t token);
 // The log-normaliser log_softmax subtracts: max + log(sum(exp(in - max))),
 // exp in float, sum in double; -inf when every entry is -inf, NaN when any
 // entry is NaN, +inf when the maximum is +inf: finite exactly when the row is
