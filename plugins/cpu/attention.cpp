@@ -98,8 +98,11 @@ inline void sums8(const v8f &g0, const v8f &g1, v8f &out) {
   out = __builtin_shufflevector(g0, g1, 0, 1, 2, 3, 8, 9, 10, 11) +
         __builtin_shufflevector(g0, g1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
+// One unaligned vector store (a memcpy went through the stack in 16-byte
+// halves, and the next call's 32-byte load of the accumulators then stalled
+// on store forwarding).
 inline void store8(float *dst, const v8f &v) {
-  std::memcpy(dst, &v, sizeof v);
+  *reinterpret_cast<v8f_u *>(dst) = v;
 }
 
 PARLEY_CPU_MULTIVERSION void scores(const float *q, const float *k, int64_t k_stride, int64_t count, int64_t d,
@@ -199,6 +202,56 @@ PARLEY_CPU_MULTIVERSION void scores2(const float *q0, const float *q1, const flo
   }
 }
 
+// scores() for three query rows at once (decode: three query heads of one kv
+// head, SmolLM2's 9/3 layout): each key row loaded once for all three, 12
+// accumulators. Each score's arithmetic is scores()'s, bit for bit.
+PARLEY_CPU_MULTIVERSION void scores3(const float *q0, const float *q1, const float *q2, const float *k,
+                                     int64_t k_stride, int64_t count, int64_t d, float scale, float *s0, float *s1,
+                                     float *s2) {
+  const int64_t d8 = d & ~int64_t{7};
+  auto tail = [&](const float *q, const float *kj) {
+    float t = 0.f;
+    for (int64_t i = d8; i < d; ++i) t += q[i] * kj[i];
+    return t;
+  };
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const float *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
+    v8f a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {}, c0 = {}, c1 = {}, c2 = {}, c3 = {};
+    for (int64_t i = 0; i < d8; i += 8) {
+      const v8f x = PARLEY_LOAD8(q0 + i), y = PARLEY_LOAD8(q1 + i), z = PARLEY_LOAD8(q2 + i);
+      const v8f e0 = PARLEY_LOAD8(k0 + i), e1 = PARLEY_LOAD8(k1 + i), e2 = PARLEY_LOAD8(k2 + i),
+                e3 = PARLEY_LOAD8(k3 + i);
+      a0 += x * e0, a1 += x * e1, a2 += x * e2, a3 += x * e3;
+      b0 += y * e0, b1 += y * e1, b2 += y * e2, b3 += y * e3;
+      c0 += z * e0, c1 += z * e1, c2 += z * e2, c3 += z * e3;
+    }
+    v8f t = {}, tc = {};  // t: lanes 0..3 q0's tails, 4..7 q1's; tc: q2's in lanes 0..3
+    if (d8 < d) {
+      t = v8f{tail(q0, k0), tail(q0, k1), tail(q0, k2), tail(q0, k3),
+              tail(q1, k0), tail(q1, k1), tail(q1, k2), tail(q1, k3)};
+      tc = v8f{tail(q2, k0), tail(q2, k1), tail(q2, k2), tail(q2, k3), 0.f, 0.f, 0.f, 0.f};
+    }
+    v8f ga, gb, gc, sums;
+    halves4(a0, a1, a2, a3, ga);
+    halves4(b0, b1, b2, b3, gb);
+    halves4(c0, c1, c2, c3, gc);
+    sums8(ga, gb, sums);
+    const v8f r = scale * (sums + t);
+    std::memcpy(s0 + j, &r[0], 4 * sizeof(float));
+    s1[j] = r[4], s1[j + 1] = r[5], s1[j + 2] = r[6], s1[j + 3] = r[7];
+    s2[j] = scale * ((gc[0] + gc[4]) + tc[0]);
+    s2[j + 1] = scale * ((gc[1] + gc[5]) + tc[1]);
+    s2[j + 2] = scale * ((gc[2] + gc[6]) + tc[2]);
+    s2[j + 3] = scale * ((gc[3] + gc[7]) + tc[3]);
+  }
+  if (j < count) {
+    scores(q0, k + j * k_stride, k_stride, count - j, d, scale, s0 + j);
+    scores(q1, k + j * k_stride, k_stride, count - j, d, scale, s1 + j);
+    scores(q2, k + j * k_stride, k_stride, count - j, d, scale, s2 + j);
+  }
+}
+
 // s[j] = exp(s[j] - m), vectorised (exp_vectorizable, about 1 ulp; a
 // library exp per key cost a quarter of a decode step's attention).
 PARLEY_CPU_MULTIVERSION void exp_shifted(float *s, int64_t n, float m) {
@@ -248,14 +301,57 @@ PARLEY_CPU_MULTIVERSION void scale_axpy(float *acc, float corr, const float *p, 
     }
 }
 
-using half = _Float16;
-
-void widen_f16(const half *src, float *dst, int64_t n) {
-  f16_to_f32(reinterpret_cast<const uint16_t *>(src), dst, n);
+// scale_axpy(acc_r, 1, p_r, v, ...) for three rows r over the same keys: a
+// slice of 32 elements of all three accumulators (12 registers) stays in
+// registers while every key's slice of v is loaded once for the three.
+// Each element adds key after key in order, as scale_axpy does: the same
+// result bit for bit.
+PARLEY_CPU_MULTIVERSION void axpy3(float *acc0, float *acc1, float *acc2, const float *p0, const float *p1,
+                                   const float *p2, const float *v, int64_t v_stride, int64_t count, int64_t d) {
+  int64_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    v8f a[3][4];
+    float *accs[3] = {acc0 + i, acc1 + i, acc2 + i};
+    for (int r = 0; r < 3; ++r)
+      for (int u = 0; u < 4; ++u) a[r][u] = PARLEY_LOAD8(accs[r] + 8 * u);
+    for (int64_t j = 0; j < count; ++j) {
+      const float *vj = v + j * v_stride + i;
+      const v8f w0 = PARLEY_LOAD8(vj), w1 = PARLEY_LOAD8(vj + 8), w2 = PARLEY_LOAD8(vj + 16),
+                w3 = PARLEY_LOAD8(vj + 24);
+      const float x = p0[j], y = p1[j], z = p2[j];
+      a[0][0] += x * w0, a[0][1] += x * w1, a[0][2] += x * w2, a[0][3] += x * w3;
+      a[1][0] += y * w0, a[1][1] += y * w1, a[1][2] += y * w2, a[1][3] += y * w3;
+      a[2][0] += z * w0, a[2][1] += z * w1, a[2][2] += z * w2, a[2][3] += z * w3;
+    }
+    for (int r = 0; r < 3; ++r)
+      for (int u = 0; u < 4; ++u) store8(accs[r] + 8 * u, a[r][u]);
+  }
+  if (i < d) {
+    const float *ps[3] = {p0, p1, p2};
+    float *accs[3] = {acc0, acc1, acc2};
+    for (int r = 0; r < 3; ++r) {
+      int64_t e = i;
+      for (; e + 8 <= d; e += 8) axpy_slice<1>(accs[r] + e, ps[r], v + e, v_stride, count);
+      if (e < d)
+        for (int64_t j = 0; j < count; ++j) {
+          const float pj = ps[r][j];
+          const float *vj = v + j * v_stride;
+          for (int64_t c = e; c < d; ++c) accs[r][c] += pj * vj[c];
+        }
+    }
+  }
 }
 
-PARLEY_CPU_MULTIVERSION void widen_i8(const int8_t *src, float scale, float *dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]) * scale;
+using half = _Float16;
+
+// `rows` I8 cache rows, `stride` bytes apart, times their scales (one per
+// row, `scale_stride` apart), into packed f32 rows of `d`.
+PARLEY_CPU_MULTIVERSION void widen_i8_rows(const int8_t *src, int64_t stride, const float *scales, int64_t scale_stride,
+                                           int64_t rows, int64_t d, float *dst) {
+  for (int64_t r = 0; r < rows; ++r, src += stride, dst += d) {
+    const float scale = scales[r * scale_stride];
+    for (int64_t i = 0; i < d; ++i) dst[i] = static_cast<float>(src[i]) * scale;
+  }
 }
 
 void narrow_f16(const float *src, half *dst, int64_t n) {
@@ -304,13 +400,11 @@ struct Attn {
 void widen_rows(const Attn &at, const void *cache, int64_t row0, int64_t stride_seq, const float *scales, int64_t srow0,
                 int64_t n, float *dst) {
   const int64_t D = at.a->head_dim;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t row = row0 + j * stride_seq;
-    if (at.kv_dtype == PARLEY_DTYPE_F16)
-      widen_f16(static_cast<const half *>(cache) + row, dst + j * D, D);
-    else
-      widen_i8(static_cast<const int8_t *>(cache) + row, scales[srow0 + j * at.a->scale_stride_seq], dst + j * D, D);
-  }
+  if (at.kv_dtype == PARLEY_DTYPE_F16)
+    f16_rows_to_f32(reinterpret_cast<const uint16_t *>(static_cast<const half *>(cache) + row0), stride_seq, n, D, dst);
+  else
+    widen_i8_rows(static_cast<const int8_t *>(cache) + row0, stride_seq, scales + srow0, at.a->scale_stride_seq, n, D,
+                  dst);
 }
 
 size_t element_size(int32_t dtype) {
@@ -389,8 +483,32 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   }
 
   if (min_first > max_limit) min_first = max_limit;
+  // The rows of the key block after j0 are requested while j0 is computed:
+  // a decode task reads each cache row once, rows of one kv head sit
+  // strided between the other heads' (and paged, in scattered blocks), and
+  // the hardware prefetcher alone left the loop waiting on memory (batch 32,
+  // f16: 6 GB/s of cache).
+  const int64_t row_bytes = D * int64_t(es);
+  auto prefetch_block = [&](int64_t j0) {
+    const int64_t end = std::min(j0 + kKeyBlock, max_limit);
+    for (int64_t key = j0; key < end; ++key) {
+      int64_t ko = key * a.k_stride_seq, vo = key * a.v_stride_seq;
+      if (paged) {
+        const int64_t blk = table[key / at.block_size], r = key % at.block_size;
+        ko = blk * a.k_stride_batch + r * a.k_stride_seq;
+        vo = blk * a.v_stride_batch + r * a.v_stride_seq;
+      }
+      const char *kp = static_cast<const char *>(kc) + ko * int64_t(es);
+      const char *vp = static_cast<const char *>(vc) + vo * int64_t(es);
+      for (int64_t off = 0; off < row_bytes; off += 64) {
+        __builtin_prefetch(kp + off);
+        __builtin_prefetch(vp + off);
+      }
+    }
+  };
   for (int64_t j0 = min_first; j0 < max_limit; j0 += kKeyBlock) {
     const int64_t jc = std::min(kKeyBlock, max_limit - j0);
+    if (j0 + kKeyBlock < max_limit) prefetch_block(j0 + kKeyBlock);
     int64_t runs = 0;
     if (paged) {
       // Reads a table entry only for a block holding a key of this block.
@@ -435,23 +553,34 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
     // same keys: their scores come in pairs, each key row read once per pair.
     const bool paired =
         qrows == 1 && rows > 1 && j0 < limit[0] && std::max<int64_t>(0, first[0] - j0) < std::min(jc, limit[0] - j0);
+    // Rows of one query position (paired) go in threes, then twos, a last
+    // single row alone; with 4 rows left, two twos. A triple's values are
+    // also accumulated together (axpy3), after each of its rows' softmax.
+    int64_t triples = 0, grouped = 0;
     if (paired) {
+      while (rows - grouped >= 3 && rows - grouped != 4) grouped += 3, ++triples;
+      while (rows - grouped >= 2) grouped += 2;
       const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
-      for (int64_t r = 0; r + 1 < rows; r += 2)
-        for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-          const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
-          if (j < e)
-            scores2(q_of[r], q_of[r + 1], k + koff[n] + (j - at_[n]) * k_stride, k_stride, e - j, D, a.scale,
-                    pair_s[r] + j, pair_s[r + 1] + j);
-        }
+      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+        if (j >= e) continue;
+        const float *kr = k + koff[n] + (j - at_[n]) * k_stride;
+        int64_t r = 0;
+        for (; r < 3 * triples; r += 3)
+          scores3(q_of[r], q_of[r + 1], q_of[r + 2], kr, k_stride, e - j, D, a.scale, pair_s[r] + j, pair_s[r + 1] + j,
+                  pair_s[r + 2] + j);
+        for (; r + 1 < grouped; r += 2)
+          scores2(q_of[r], q_of[r + 1], kr, k_stride, e - j, D, a.scale, pair_s[r] + j, pair_s[r + 1] + j);
+      }
     }
+    float row_corr[kTaskRows];
     for (int64_t r = 0; r < rows; ++r) {
       if (j0 >= limit[r]) continue;
       const int64_t nv = std::min(jc, limit[r] - j0);
       // Keys j0 + lo .. j0 + nv - 1 of this block are in the row's window.
       const int64_t lo = std::max<int64_t>(0, first[r] - j0);
       if (lo >= nv) continue;
-      float *s = paired && r < rows - (rows & 1) ? pair_s[r] : row_s;  // an odd last row: alone
+      float *s = r < grouped ? pair_s[r] : row_s;  // a row outside the groups: alone
       float bmax = -std::numeric_limits<float>::infinity();
       if (s == row_s)
         for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
@@ -470,6 +599,8 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
         exp_shifted(s + lo, nv - lo, mnew);
       sum[r] = sum[r] * corr + ordered_sum(s + lo, nv - lo);
       mx[r] = mnew;
+      row_corr[r] = corr;
+      if (r < 3 * triples) continue;  // accumulated with its triple below
       // The correction once, then every run's keys in order: the arithmetic
       // of one call over the whole block.
       bool corrected = false;
@@ -479,6 +610,22 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
         scale_axpy(acc + r * D, corrected ? 1.f : corr, s + j, v + voff[n] + (j - at_[n]) * v_stride, v_stride, e - j,
                    D);
         corrected = true;
+      }
+    }
+    if (triples > 0) {
+      // A triple's rows all see keys lo .. nv - 1 (one query position);
+      // scale_axpy's arithmetic: the correction, then the keys in order.
+      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
+      for (int64_t r = 0; r < 3 * triples; ++r)
+        if (row_corr[r] != 1.f)
+          for (int64_t i = 0; i < D; ++i) acc[r * D + i] *= row_corr[r];
+      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+        if (j >= e) continue;
+        const float *vr = v + voff[n] + (j - at_[n]) * v_stride;
+        for (int64_t r = 0; r < 3 * triples; r += 3)
+          axpy3(acc + r * D, acc + (r + 1) * D, acc + (r + 2) * D, pair_s[r] + j, pair_s[r + 1] + j, pair_s[r + 2] + j,
+                vr, v_stride, e - j, D);
       }
     }
   }

@@ -38,6 +38,8 @@ struct PackedWeight {
 
 // IEEE half to float32 for n values (F16C where the CPU has it).
 void f16_to_f32(const uint16_t *src, float *dst, int64_t n);
+// Strided rows of halves to packed rows of floats (F16C where the CPU has it).
+void f16_rows_to_f32(const uint16_t *src, int64_t src_stride, int64_t rows, int64_t cols, float *dst);
 // float32 to IEEE half (round to nearest even) for n values (F16C where the
 // CPU has it).
 void f32_to_f16(const float *src, uint16_t *dst, int64_t n);

@@ -12,7 +12,9 @@
 // host that lends the process part of a core). Not a test; never fails on
 // timing. The machine is shared: trust ratios most.
 //
-// Usage: bench_attention [--quick] [--threads 1,2] [--context 400]
+// Usage: bench_attention [--quick] [--threads 1,2] [--context 400] [--batches 1,32]
+//                        [--model SUBSTRING] [--kv f32|f16|i8] [--reps N]
+// (--model, --kv, --batches and --reps narrow a run down for a profiler.)
 #include <parley/plugin.h>
 
 #include <algorithm>
@@ -152,6 +154,9 @@ int main(int argc, char **argv) {
   bool quick = false;
   std::vector<int> threads = {1, 2};
   int64_t context = 400;
+  std::vector<int> batches = {1, 32};
+  std::string model_filter, kv_filter;
+  int reps_arg = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
@@ -160,8 +165,18 @@ int main(int argc, char **argv) {
       threads = parse_list(argv[++i]);
     } else if (arg == "--context" && i + 1 < argc) {
       context = std::atoll(argv[++i]);
+    } else if (arg == "--batches" && i + 1 < argc) {
+      batches = parse_list(argv[++i]);
+    } else if (arg == "--model" && i + 1 < argc) {
+      model_filter = argv[++i];
+    } else if (arg == "--kv" && i + 1 < argc) {
+      kv_filter = argv[++i];
+    } else if (arg == "--reps" && i + 1 < argc) {
+      reps_arg = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: bench_attention [--quick] [--threads 1,2] [--context N]\n");
+      std::fprintf(stderr,
+                   "usage: bench_attention [--quick] [--threads 1,2] [--context N] [--batches 1,32] [--model S] "
+                   "[--kv f32|f16|i8] [--reps N]\n");
       return 2;
     }
   }
@@ -171,7 +186,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   const Shape shapes[] = {{"SmolLM2-135M", 9, 3, 64}, {"Qwen2.5-0.5B", 14, 2, 64}, {"Llama-3-8B", 32, 8, 128}};
-  const int reps = quick ? 5 : 21;
+  const int reps = reps_arg > 0 ? reps_arg : quick ? 5 : 21;
   std::printf("decode attention, paged KV (16-row blocks), %lld keys per sequence, median of %d calls\n\n",
               static_cast<long long>(context), reps);
   std::printf(
@@ -179,8 +194,10 @@ int main(int argc, char **argv) {
       "|\n|---|---|---|---|---|---|---|---|\n");
   for (const Shape &s : shapes)
     for (int32_t dt : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8})
-      for (int64_t batch : {int64_t{1}, int64_t{32}})
+      for (int64_t batch : batches)
         for (int t : threads) {
+          if (!model_filter.empty() && std::string(s.model).find(model_filter) == std::string::npos) continue;
+          if (!kv_filter.empty() && kv_filter != dtype_name(dt)) continue;
           Pool pool(t);
           const Timing tm = time_decode(pool, fn, s, batch, context, dt, reps);
           std::printf("| %s | %lld/%lld | %s | %lld | %d | %.1f | %.2f | %.1f |\n", s.model,
