@@ -41,6 +41,8 @@
 // reads the cache a third or a seventh as often. Every row's arithmetic is
 // that of a task of its own (the same key blocks, in the same order), so the
 // packing never changes a result.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -49,6 +51,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "cpu_features.h"
 #include "cpu_kernels.h"
 #include "linear.h"
 
@@ -342,6 +345,82 @@ PARLEY_CPU_MULTIVERSION void axpy3(float *acc0, float *acc1, float *acc2, const 
   }
 }
 
+// Decode from an F16 cache without the f32 tile (AVX2 + FMA + F16C): the
+// rows of one query position, R at a time, read each key and value row once,
+// widening 8 halves in a register per load. The arithmetic is written as
+// scores() / scale_axpy() write it (acc += x * y on vectors, lane sums, a
+// zero tail, keys in order), so an optimising compiler contracts both into
+// the same FMAs and a result equals the tile path's bit for bit. (At -O0 GCC
+// contracts in this target function but not in a target_clones clone: there
+// the two differ by FMA rounding.)
+// head_dim must be a multiple of 8.
+#define PARLEY_F16C __attribute__((target("avx2,fma,f16c")))
+
+PARLEY_F16C inline v8f load8h(const uint16_t *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+template <int R>
+PARLEY_F16C void scores_f16(const float *const *q, const uint16_t *k, int64_t k_stride, int64_t count, int64_t d,
+                            float scale, float *const *s) {
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const uint16_t *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
+    v8f acc[R][4] = {};
+    for (int64_t i = 0; i < d; i += 8) {
+      const v8f e0 = load8h(k0 + i), e1 = load8h(k1 + i), e2 = load8h(k2 + i), e3 = load8h(k3 + i);
+      for (int r = 0; r < R; ++r) {
+        const v8f x = PARLEY_LOAD8(q[r] + i);
+        acc[r][0] += x * e0, acc[r][1] += x * e1, acc[r][2] += x * e2, acc[r][3] += x * e3;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      v8f g;
+      halves4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], g);
+      for (int c = 0; c < 4; ++c) s[r][j + c] = scale * ((g[c] + g[c + 4]) + 0.f);
+    }
+  }
+  for (; j < count; ++j) {
+    const uint16_t *kj = k + j * k_stride;
+    for (int r = 0; r < R; ++r) {
+      v8f l = {};
+      for (int64_t i = 0; i < d; i += 8) l += PARLEY_LOAD8(q[r] + i) * load8h(kj + i);
+      s[r][j] = scale * (lanes_sum(l) + 0.f);
+    }
+  }
+}
+
+// acc_r += sum_j p_r[j] * v_j for R rows, keys in order per element.
+template <int R>
+PARLEY_F16C void axpy_f16(float *const *acc, const float *const *p, const uint16_t *v, int64_t v_stride, int64_t count,
+                          int64_t d) {
+  int64_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    v8f a[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < 4; ++u) a[r][u] = PARLEY_LOAD8(acc[r] + i + 8 * u);
+    for (int64_t j = 0; j < count; ++j) {
+      const uint16_t *vj = v + j * v_stride + i;
+      const v8f w0 = load8h(vj), w1 = load8h(vj + 8), w2 = load8h(vj + 16), w3 = load8h(vj + 24);
+      for (int r = 0; r < R; ++r) {
+        const float x = p[r][j];
+        a[r][0] += x * w0, a[r][1] += x * w1, a[r][2] += x * w2, a[r][3] += x * w3;
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < 4; ++u) store8(acc[r] + i + 8 * u, a[r][u]);
+  }
+  for (; i < d; i += 8) {
+    v8f a[R];
+    for (int r = 0; r < R; ++r) a[r] = PARLEY_LOAD8(acc[r] + i);
+    for (int64_t j = 0; j < count; ++j) {
+      const v8f w = load8h(v + j * v_stride + i);
+      for (int r = 0; r < R; ++r) a[r] += p[r][j] * w;
+    }
+    for (int r = 0; r < R; ++r) store8(acc[r] + i, a[r]);
+  }
+}
+
 using half = _Float16;
 
 // `rows` I8 cache rows, `stride` bytes apart, times their scales (one per
@@ -391,7 +470,8 @@ struct Attn {
   // ABI 1.3 paged cache: NULL for a contiguous one.
   const int32_t *block_table;
   int64_t block_table_stride, block_size;
-  int64_t window;  // ABI 1.4: 0 = none
+  int64_t window;   // ABI 1.4: 0 = none
+  bool f16_direct;  // F16 cache, head_dim % 8 == 0, AVX2 + F16C in use: scores_f16 / axpy_f16
 };
 
 // n consecutive cache rows of one kv head, the first at element offset
@@ -431,6 +511,8 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   const void *kc = static_cast<const char *>(a.k) + (kb + g * a.k_stride_head) * es;
   const void *vc = static_cast<const char *>(a.v) + (vb + g * a.v_stride_head) * es;
   const bool wide = at.kv_dtype == PARLEY_DTYPE_F32;
+  // Decode (one query position) from an F16 cache reads it in place.
+  const bool direct = at.f16_direct && qrows == 1;
   const float *ks = nullptr, *vs = nullptr;
   if (at.kv_dtype == PARLEY_DTYPE_I8) {
     const int64_t sb = paged ? 0 : b * a.scale_stride_batch;
@@ -533,7 +615,9 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
     int64_t k_stride = a.k_stride_seq, v_stride = a.v_stride_seq;
     const int64_t *at_ = run_at, *koff = run_k, *voff = run_v;
     int64_t nruns = runs;
-    if (wide) {
+    if (direct) {
+      k = v = nullptr;  // read as halves below
+    } else if (wide) {
       k = static_cast<const float *>(kc);
       v = static_cast<const float *>(vc);
     } else {
@@ -557,7 +641,26 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
     // single row alone; with 4 rows left, two twos. A triple's values are
     // also accumulated together (axpy3), after each of its rows' softmax.
     int64_t triples = 0, grouped = 0;
-    if (paired) {
+    if (direct) {
+      // Every row of the block: in threes, twos and a last one (no tile).
+      if (j0 >= limit[0] || std::max<int64_t>(0, first[0] - j0) >= std::min(jc, limit[0] - j0)) continue;
+      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
+      const uint16_t *kh = static_cast<const uint16_t *>(kc);
+      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+        if (j >= e) continue;
+        const uint16_t *kr = kh + koff[n] + (j - at_[n]) * k_stride;
+        for (int64_t r = 0; r < rows;) {
+          const int64_t gs = rows - r == 4 ? 2 : std::min<int64_t>(3, rows - r);
+          float *sr[3] = {pair_s[r] + j, pair_s[r + (gs > 1)] + j, pair_s[r + (gs > 2) * 2] + j};
+          if (gs == 3) scores_f16<3>(q_of + r, kr, k_stride, e - j, D, a.scale, sr);
+          if (gs == 2) scores_f16<2>(q_of + r, kr, k_stride, e - j, D, a.scale, sr);
+          if (gs == 1) scores_f16<1>(q_of + r, kr, k_stride, e - j, D, a.scale, sr);
+          r += gs;
+        }
+      }
+      grouped = rows;
+    } else if (paired) {
       while (rows - grouped >= 3 && rows - grouped != 4) grouped += 3, ++triples;
       while (rows - grouped >= 2) grouped += 2;
       const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
@@ -600,7 +703,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       sum[r] = sum[r] * corr + ordered_sum(s + lo, nv - lo);
       mx[r] = mnew;
       row_corr[r] = corr;
-      if (r < 3 * triples) continue;  // accumulated with its triple below
+      if (r < 3 * triples || direct) continue;  // accumulated with its group below
       // The correction once, then every run's keys in order: the arithmetic
       // of one call over the whole block.
       bool corrected = false;
@@ -612,7 +715,27 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
         corrected = true;
       }
     }
-    if (triples > 0) {
+    if (direct) {
+      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
+      for (int64_t r = 0; r < rows; ++r)
+        if (row_corr[r] != 1.f)
+          for (int64_t i = 0; i < D; ++i) acc[r * D + i] *= row_corr[r];
+      const uint16_t *vh = static_cast<const uint16_t *>(vc);
+      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
+        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+        if (j >= e) continue;
+        const uint16_t *vr = vh + voff[n] + (j - at_[n]) * v_stride;
+        for (int64_t r = 0; r < rows;) {
+          const int64_t gs = rows - r == 4 ? 2 : std::min<int64_t>(3, rows - r);
+          float *ar[3] = {acc + r * D, acc + (r + (gs > 1)) * D, acc + (r + (gs > 2) * 2) * D};
+          const float *pr[3] = {pair_s[r] + j, pair_s[r + (gs > 1)] + j, pair_s[r + (gs > 2) * 2] + j};
+          if (gs == 3) axpy_f16<3>(ar, pr, vr, v_stride, e - j, D);
+          if (gs == 2) axpy_f16<2>(ar, pr, vr, v_stride, e - j, D);
+          if (gs == 1) axpy_f16<1>(ar, pr, vr, v_stride, e - j, D);
+          r += gs;
+        }
+      }
+    } else if (triples > 0) {
       // A triple's rows all see keys lo .. nv - 1 (one query position);
       // scale_axpy's arithmetic: the correction, then the keys in order.
       const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
@@ -828,7 +951,8 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     // many cores): then fewer heads per task.
     while (head_pack > 1 && a->batch * (a->num_heads / head_pack) * q_blocks < host.num_threads())
       head_pack = divisor_upto(head_pack - 1);
-    Attn at{a, group, head_pack, q_block, q_blocks, kv_dtype, table, table_stride, bs, window};
+    const bool f16_direct = kv_dtype == PARLEY_DTYPE_F16 && D % 8 == 0 && active_isa() >= Isa::kAvx2;
+    Attn at{a, group, head_pack, q_block, q_blocks, kv_dtype, table, table_stride, bs, window, f16_direct};
     const int64_t tasks = a->batch * (a->num_heads / head_pack) * at.q_blocks;
     return host.parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
       alignas(64) float stack_acc[kTaskRows * kStackHeadDim];
