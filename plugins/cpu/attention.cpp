@@ -69,6 +69,7 @@ constexpr int64_t kStackHeadDim = 256;  // larger head_dim takes its accumulator
 // each key sums in 8 lanes added in a fixed order, so its score is the same
 // whichever keys it was grouped with (a paged run or a contiguous block).
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
 
 // By reference: a vector by value would change the ABI of the default
 // (pre-AVX) clone.
@@ -374,10 +375,23 @@ PARLEY_F16C void scores_f16(const float *const *q, const uint16_t *k, int64_t k_
         acc[r][0] += x * e0, acc[r][1] += x * e1, acc[r][2] += x * e2, acc[r][3] += x * e3;
       }
     }
-    for (int r = 0; r < R; ++r) {
-      v8f g;
-      halves4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], g);
-      for (int c = 0; c < 4; ++c) s[r][j + c] = scale * ((g[c] + g[c + 4]) + 0.f);
+    // scores()'s sums, four keys of a row per 128-bit store: a pair of rows
+    // in one vector (sums8), an odd last row from its two halves.
+    v8f g[R];
+    for (int r = 0; r < R; ++r) halves4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], g[r]);
+    int r = 0;
+    for (; r + 1 < R; r += 2) {
+      v8f both;
+      sums8(g[r], g[r + 1], both);
+      const v8f out = scale * (both + v8f{});
+      std::memcpy(s[r] + j, &out, 4 * sizeof(float));
+      std::memcpy(s[r + 1] + j, reinterpret_cast<const float *>(&out) + 4, 4 * sizeof(float));
+    }
+    if (r < R) {
+      const v4f lo = __builtin_shufflevector(g[r], g[r], 0, 1, 2, 3),
+                hi = __builtin_shufflevector(g[r], g[r], 4, 5, 6, 7);
+      const v4f out = scale * ((lo + hi) + v4f{});
+      std::memcpy(s[r] + j, &out, sizeof out);
     }
   }
   for (; j < count; ++j) {
