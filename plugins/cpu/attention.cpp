@@ -579,32 +579,8 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   }
 
   if (min_first > max_limit) min_first = max_limit;
-  // The rows of the key block after j0 are requested while j0 is computed:
-  // a decode task reads each cache row once, rows of one kv head sit
-  // strided between the other heads' (and paged, in scattered blocks), and
-  // the hardware prefetcher alone left the loop waiting on memory (batch 32,
-  // f16: 6 GB/s of cache).
-  const int64_t row_bytes = D * int64_t(es);
-  auto prefetch_block = [&](int64_t j0) {
-    const int64_t end = std::min(j0 + kKeyBlock, max_limit);
-    for (int64_t key = j0; key < end; ++key) {
-      int64_t ko = key * a.k_stride_seq, vo = key * a.v_stride_seq;
-      if (paged) {
-        const int64_t blk = table[key / at.block_size], r = key % at.block_size;
-        ko = blk * a.k_stride_batch + r * a.k_stride_seq;
-        vo = blk * a.v_stride_batch + r * a.v_stride_seq;
-      }
-      const char *kp = static_cast<const char *>(kc) + ko * int64_t(es);
-      const char *vp = static_cast<const char *>(vc) + vo * int64_t(es);
-      for (int64_t off = 0; off < row_bytes; off += 64) {
-        __builtin_prefetch(kp + off);
-        __builtin_prefetch(vp + off);
-      }
-    }
-  };
   for (int64_t j0 = min_first; j0 < max_limit; j0 += kKeyBlock) {
     const int64_t jc = std::min(kKeyBlock, max_limit - j0);
-    if (j0 + kKeyBlock < max_limit) prefetch_block(j0 + kKeyBlock);
     int64_t runs = 0;
     if (paged) {
       // Reads a table entry only for a block holding a key of this block.
