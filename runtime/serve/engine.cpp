@@ -789,6 +789,11 @@ void Engine::scheduler_loop() {
     }
     last_step_us =
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - step_start).count();
+    if (options_.after_step_for_tests) {
+      lock.unlock();
+      options_.after_step_for_tests();
+      lock.lock();
+    }
   }
 }
 

@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -58,6 +59,10 @@ struct EngineOptions {
   // Python threads, whose callbacks take turns on the GIL, then ran 30 rows
   // a step instead of 21). 0: no waiting.
   int64_t gather_us = 2000;
+  // Tests only: called on the scheduler thread after every step, without the
+  // engine's lock (it may call stats() and block), so a test can order an
+  // arrival against the steps deterministically instead of racing them.
+  std::function<void()> after_step_for_tests;
 };
 
 struct EngineStats {

@@ -463,25 +463,45 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
   std::vector<int32_t> prompt, other;
   for (int64_t i = 0; i < n; ++i) prompt.push_back(static_cast<int32_t>(3 + (i * 7) % 120));
   for (int64_t i = 0; i < 20; ++i) other.push_back(static_cast<int32_t>(5 + (i * 11) % 120));
-  int preempted_inside_a_block = 0;
-  // Whether the older prompt arrives while the young one is mid-prompt is a
-  // race: with fast kernels the young prompt's steps take well under a
-  // millisecond, and most attempts miss (the young prompt ends first). An
-  // attempt takes a few ms, so up to 400 attempts.
-  for (int attempt = 0; attempt < 400 && preempted_inside_a_block == 0; ++attempt) {
+  // Chunks of 1, 2 and 3 tokens per step: mostly not block-aligned.
+  for (int64_t chunk = 1; chunk <= 3; ++chunk) {
+    SCOPED_TRACE(testing::Message() << "chunk " << chunk);
     EngineOptions o;
     o.block_size = bs;
-    o.prefill_chunk = 1 + attempt % 3;  // 1, 2, 3 tokens per step: mostly not block-aligned
-    o.max_batch_tokens = o.prefill_chunk;
+    o.prefill_chunk = chunk;
+    o.max_batch_tokens = chunk;
     o.gather_us = 0;
     o.admission_timeout_ms = 120000;
     o.kv_budget_bytes = l_->transformer->kv_block_bytes(bs) * 16;  // the prompt (15 blocks) and one more
     // The reference on an engine of its own: in this one the prompt must not be cached.
     const std::vector<float> want = logits_alone(*make_engine(*l_, o), prompt);
+    // Once the young prompt holds more than 11 blocks (45 tokens), the older
+    // 20-token prompt (5 blocks) can only run by preempting it. The engine
+    // holds still after the step that gets there until the older prompt is
+    // posted, so the two meet mid-prompt every time (racing them missed
+    // most attempts with fast kernels).
+    std::atomic<Engine *> eng{nullptr};
+    uint64_t before = 0;
+    std::atomic<int> stage{0};  // 0: young prefilling, 1: held for the older prompt, 2: released
+    int64_t held_at = -1;
+    o.after_step_for_tests = [&] {
+      Engine *e = eng.load();
+      if (stage.load() != 0 || !e) return;
+      const auto st = e->stats();
+      if (st.prefill_tokens < before + 45) return;
+      held_at = static_cast<int64_t>(st.prefill_tokens - before);
+      stage.store(1);
+      const auto give_up = Clock::now() + std::chrono::seconds(60);
+      while (e->stats().waiting < 2 && Clock::now() < give_up)
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      stage.store(2);
+    };
     auto engine = make_engine(*l_, o);
     auto older = engine->open();  // older ticket: it may preempt the younger one
     auto young = engine->open();
-    const uint64_t before = engine->stats().prefill_tokens;
+    before = engine->stats().prefill_tokens;
+    const uint64_t before_decode = engine->stats().decode_tokens;
+    eng.store(engine.get());
     std::vector<int64_t> computed;
     std::vector<float> got;
     std::string young_error;
@@ -492,12 +512,9 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
         young_error = e.what();
       }
     });
-    // Once the young prompt holds more than 11 blocks, the older 20-token
-    // prompt (5 blocks) can only run by preempting it.
-    const auto give_up = Clock::now() + std::chrono::seconds(20);
-    while (engine->stats().prefill_tokens < before + 45 && Clock::now() < give_up)
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    const int64_t at = static_cast<int64_t>(engine->stats().prefill_tokens - before);
+    const auto give_up = Clock::now() + std::chrono::seconds(60);
+    while (stage.load() == 0 && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    ASSERT_EQ(stage.load(), 1) << "the young prompt never reached 45 tokens";
     engine->run({older.get()}, {other});
     older.reset();  // an idle older sequence is never preempted for a younger one: let it go
     t.join();
@@ -506,20 +523,27 @@ TEST_F(EngineBatching, PreemptedMidPromptCountsEachPositionOnce) {
                                << st.blocks.in_use << " preemptions " << st.preemptions << " prefill "
                                << st.prefill_tokens - before << " young length " << young->length() << " resident "
                                << young->resident();
+    std::printf("chunk %lld: young prompt held at %lld tokens, %llu preemptions, computed %lld of %lld\n",
+                static_cast<long long>(chunk), static_cast<long long>(held_at),
+                static_cast<unsigned long long>(st.preemptions),
+                static_cast<long long>(computed.empty() ? -1 : computed[0]), static_cast<long long>(n));
+    EXPECT_GE(held_at, 45);
+    EXPECT_LT(held_at, n);
+    EXPECT_GT(st.preemptions, 0u) << "the older prompt ran without preempting the young one";
+    // Positions run, prompt or (a prompt's last, when run alone) decode: more
+    // than the two prompts have, since the young one resumed from its last
+    // full block.
+    EXPECT_GT(st.prefill_tokens + st.decode_tokens - before - before_decode, static_cast<uint64_t>(n + 20))
+        << "nothing of the young prompt was recomputed";
     ASSERT_EQ(computed.size(), 1u);
-    EXPECT_LE(computed[0], n) << "chunk " << o.prefill_chunk;
-    EXPECT_GE(computed[0], n - 44) << "chunk " << o.prefill_chunk;
+    EXPECT_LE(computed[0], n);
+    EXPECT_GE(computed[0], n - 44);
     ASSERT_EQ(got.size(), want.size());
     double worst = 0;
     for (size_t v = 0; v < want.size(); ++v) worst = std::max(worst, std::fabs(double(got[v]) - want[v]));
     EXPECT_LE(worst, 2 * kTolerance);
-    std::printf("chunk %lld: young prompt at ~%lld tokens, %llu preemptions, computed %lld of %lld\n",
-                static_cast<long long>(o.prefill_chunk), static_cast<long long>(at),
-                static_cast<unsigned long long>(st.preemptions), static_cast<long long>(computed[0]),
-                static_cast<long long>(n));
-    if (st.preemptions > 0 && st.prefill_tokens - before > static_cast<uint64_t>(n + 20)) ++preempted_inside_a_block;
+    eng.store(nullptr);
   }
-  EXPECT_GT(preempted_inside_a_block, 0) << "no attempt preempted the young prompt and recomputed part of it";
 }
 
 // Translations: the sources of one request, and of requests arriving
