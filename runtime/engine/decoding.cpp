@@ -218,7 +218,7 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
         if (token < 0) token = last_possible;  // u beyond the rounded total
       } else {
         // torch.argmax: the first maximal index.
-        token = static_cast<int32_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
+        token = static_cast<int32_t>(argmax_first(scores.data(), vocab));
       }
       // The whole log-softmax row only for alternatives; the token's own
       // term is the same expression log_softmax() writes for it.

@@ -243,6 +243,27 @@ double log_softmax(const float *in, float *out, int64_t vocab) {
   return lse;
 }
 
+// max_element's answer (the first maximal index, as torch.argmax) without its
+// compare-and-branch per element: block maxima in vector code, then the first
+// index of the best block that holds the maximum. For rows without NaN
+// (check_logits_row refuses those before); a row of -inf gives 0, as
+// max_element does.
+PARLEY_VECTOR_CLONES int64_t argmax_first(const float *in, int64_t vocab) {
+  constexpr int64_t kBlock = 512;
+  float best = kNegInf;
+  int64_t best_block = 0;
+  for (int64_t b0 = 0; b0 < vocab; b0 += kBlock) {
+    const int64_t len = std::min(kBlock, vocab - b0);
+    float m = kNegInf;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < len; ++i) m = in[b0 + i] > m ? in[b0 + i] : m;
+    if (m > best) best = m, best_block = b0;
+  }
+  if (!(best > kNegInf)) return 0;
+  for (int64_t i = best_block;; ++i)
+    if (in[i] == best) return i;
+}
+
 float token_log_softmax(const float *in, int64_t vocab, int64_t token) {
   const double lse = log_sum_exp(in, vocab);
   if (lse == -std::numeric_limits<double>::infinity() || in[token] == kNegInf) return kNegInf;

@@ -46,6 +46,9 @@ double log_softmax(const float *in, float *out, int64_t vocab);
 // log_softmax(in)[token] without writing the row: the value log_softmax()
 // would write there, bit for bit.
 float token_log_softmax(const float *in, int64_t vocab, int64_t token);
+// std::max_element(in, in + vocab) - in, faster: the first maximal index of a
+// row without NaN.
+int64_t argmax_first(const float *in, int64_t vocab);
 // The log-normaliser log_softmax subtracts: max + log(sum(exp(in - max))),
 // exp in float, sum in double; -inf when every entry is -inf, NaN when any
 // entry is NaN, +inf when the maximum is +inf: finite exactly when the row is

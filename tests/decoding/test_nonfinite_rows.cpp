@@ -61,6 +61,30 @@ TEST(NonFiniteRows, RowMaximaFlagExactlyTheUnusableRows) {
   }
 }
 
+// Greedy's argmax: the index std::max_element gives (the first maximal
+// one), for rows with ties, masked (-inf) tokens, signed zeros, all -inf, and
+// the maximum in every lane and block position. (Rows with a NaN never get
+// here: check_logits_row stops them first.)
+TEST(NonFiniteRows, ArgmaxIsTheFirstMaximalIndex) {
+  const uint32_t s = seed();
+  SCOPED_TRACE("seed " + std::to_string(s) + " (replay with PARLEY_TEST_SEED)");
+  std::mt19937 rng(s);
+  for (int64_t vocab : {1, 2, 7, 16, 33, 511, 512, 513, 1025, 4099, 49152}) {
+    std::vector<float> row(static_cast<size_t>(vocab));
+    for (int trial = 0; trial < 40; ++trial) {
+      // Few distinct values, so the maximum is often tied.
+      for (float &x : row) {
+        const uint32_t r = rng() % 9;
+        x = r == 0 ? -kInf : r == 1 ? -0.f : r == 2 ? 0.f : static_cast<float>(static_cast<int>(r) - 6);
+      }
+      if (trial % 5 == 1) std::fill(row.begin(), row.end(), -kInf);
+      if (trial % 5 == 2) row[rng() % row.size()] = 7.f;  // one clear maximum anywhere
+      const int64_t want = std::max_element(row.begin(), row.end()) - row.begin();
+      ASSERT_EQ(argmax_first(row.data(), vocab), want) << "vocab " << vocab << " trial " << trial;
+    }
+  }
+}
+
 TEST(NonFiniteRows, CheckDescribesTheRowAsADeviceError) {
   std::vector<float> row = {1.f, kNaN, -kInf, kInf, kNaN};
   try {
