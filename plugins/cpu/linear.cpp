@@ -321,6 +321,11 @@ void linear_release(const parley_kernel_context *, void *handle) {
   delete static_cast<PackedWeight *>(handle);
 }
 
+// The general path's wide tiles: from this many activation rows, tiles of
+// up to kWideTileMaxN output features.
+constexpr int64_t kWideTileMinM = 64;
+constexpr int64_t kWideTileMaxN = 512;
+
 parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("linear", ctx, [&]() -> parley_kernel_status {
     Host host(nullptr);
@@ -352,8 +357,16 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     const bool in_place = w.dtype == PARLEY_DTYPE_F32;
     // Tiles of output features small enough that a converted tile stays in
     // L2 (~128 KiB), at least 16; rows in chunks of at most 256.
-    const int64_t nb = std::max<int64_t>(16, std::min<int64_t>(256, (32768 / k) / 16 * 16));
+    int64_t nb = std::max<int64_t>(16, std::min<int64_t>(256, (32768 / k) / 16 * 16));
     const int64_t mb = std::min<int64_t>(m, 256);
+    if (m >= kWideTileMinM) {
+      // Many rows (prefill): sgemm packs the activation rows again for every
+      // tile, so fewer, wider tiles (up to 512 features), as many per thread
+      // (SmolLM2 prefill of 256 tokens, 1 thread: 342 -> 358 tok/s).
+      const int64_t threads = std::max(1, host.num_threads());
+      const int64_t tiles = threads * ceil_div(n, threads * kWideTileMaxN);
+      nb = std::max(nb, ceil_div(ceil_div(n, tiles), 16) * 16);
+    }
     const int64_t tiles = ceil_div(n, nb);
     std::atomic<int> lib_error{0};
     parley_kernel_status st = host.parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {

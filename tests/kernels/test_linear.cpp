@@ -506,11 +506,13 @@ TEST_P(LinearPaths, OutputsAreBitIdenticalWhateverTheThreadCount) {
   if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
   PARLEY_TRACE_BASE_SEED();
   for (const WeightSpec &spec : kSpecs)
-    for (int64_t n : {5, 50, 101}) {
+    for (int64_t n : {5, 50, 101, 1100}) {
       Rng rng(case_seed());
       const int64_t k = spec.quant == PARLEY_QUANT_GROUPWISE ? 3 * spec.group : 100;
       const Weight w = make_weight(spec, n, k, rng);
-      for (int64_t m : {1, 2, 5}) {
+      // m = 70: the general path's wide tiles (their width follows the thread count).
+      for (int64_t m : {1, 2, 5, 70}) {
+        if (m == 70 && n < 1000) continue;
         const Inputs in = random_inputs(m, k, rng);
         const std::vector<float> one = run_plain(path, w, m, in, 1);
         for (int threads : {2, 3, 4}) {
