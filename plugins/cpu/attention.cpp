@@ -166,94 +166,72 @@ PARLEY_CPU_MULTIVERSION void scores(const float *q, const float *k, int64_t k_st
   }
 }
 
-// scores() for two query rows at once (query heads of one kv head at the
-// same position): each key row loaded once for both, 8 accumulators. Each
-// score's arithmetic is scores()'s, so it is the same bit for bit.
-PARLEY_CPU_MULTIVERSION void scores2(const float *q0, const float *q1, const float *k, int64_t k_stride, int64_t count,
-                                     int64_t d, float scale, float *s0, float *s1) {
+// scores() for R query rows at once (query heads of one kv head at the same
+// position): each key row loaded once for all of them, 4R accumulators. Each
+// score's arithmetic is scores()'s (8 lanes, lanes_sum()'s order, the tail,
+// the scale), so it is the same bit for bit. Inlined into scores2 / scores3,
+// so each of their target clones compiles it for its instruction set.
+template <int R>
+__attribute__((always_inline)) inline void scores_rows(const float *const *q, const float *k, int64_t k_stride,
+                                                       int64_t count, int64_t d, float scale, float *const *s) {
   const int64_t d8 = d & ~int64_t{7};
-  auto tail = [&](const float *q, const float *kj) {
+  auto tail = [&](const float *qr, const float *kj) {
     float t = 0.f;
-    for (int64_t i = d8; i < d; ++i) t += q[i] * kj[i];
+    for (int64_t i = d8; i < d; ++i) t += qr[i] * kj[i];
     return t;
   };
   int64_t j = 0;
   for (; j + 4 <= count; j += 4) {
-    const float *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
-    v8f a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+    const float *kr[4] = {k + j * k_stride, k + (j + 1) * k_stride, k + (j + 2) * k_stride, k + (j + 3) * k_stride};
+    v8f acc[R][4] = {};
     for (int64_t i = 0; i < d8; i += 8) {
-      const v8f x = PARLEY_LOAD8(q0 + i), y = PARLEY_LOAD8(q1 + i);
-      const v8f c0 = PARLEY_LOAD8(k0 + i), c1 = PARLEY_LOAD8(k1 + i), c2 = PARLEY_LOAD8(k2 + i),
-                c3 = PARLEY_LOAD8(k3 + i);
-      a0 += x * c0, a1 += x * c1, a2 += x * c2, a3 += x * c3;
-      b0 += y * c0, b1 += y * c1, b2 += y * c2, b3 += y * c3;
+      const v8f e0 = PARLEY_LOAD8(kr[0] + i), e1 = PARLEY_LOAD8(kr[1] + i), e2 = PARLEY_LOAD8(kr[2] + i),
+                e3 = PARLEY_LOAD8(kr[3] + i);
+      for (int r = 0; r < R; ++r) {
+        const v8f x = PARLEY_LOAD8(q[r] + i);
+        acc[r][0] += x * e0, acc[r][1] += x * e1, acc[r][2] += x * e2, acc[r][3] += x * e3;
+      }
     }
-    v8f t = {};  // lanes 0..3: q0's tails, 4..7: q1's
+    float t[R][4] = {};
     if (d8 < d)
-      t = v8f{tail(q0, k0), tail(q0, k1), tail(q0, k2), tail(q0, k3),
-              tail(q1, k0), tail(q1, k1), tail(q1, k2), tail(q1, k3)};
-    v8f ga, gb, sums;
-    halves4(a0, a1, a2, a3, ga);
-    halves4(b0, b1, b2, b3, gb);
-    sums8(ga, gb, sums);
-    const v8f r = scale * (sums + t);
-    std::memcpy(s0 + j, &r[0], 4 * sizeof(float));
-    s1[j] = r[4], s1[j + 1] = r[5], s1[j + 2] = r[6], s1[j + 3] = r[7];
+      for (int r = 0; r < R; ++r)
+        for (int c = 0; c < 4; ++c) t[r][c] = tail(q[r], kr[c]);
+    v8f g[R];
+    for (int r = 0; r < R; ++r) halves4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], g[r]);
+    int r = 0;
+    for (; r + 1 < R; r += 2) {  // a pair of rows: their four keys' sums in one vector
+      v8f both;
+      sums8(g[r], g[r + 1], both);
+      const v8f tails = {t[r][0], t[r][1], t[r][2], t[r][3], t[r + 1][0], t[r + 1][1], t[r + 1][2], t[r + 1][3]};
+      const v8f out = scale * (both + tails);
+      std::memcpy(s[r] + j, &out, 4 * sizeof(float));
+      std::memcpy(s[r + 1] + j, reinterpret_cast<const float *>(&out) + 4, 4 * sizeof(float));
+    }
+    if (r < R) {  // an odd last row: from its two halves
+      const v4f lo = __builtin_shufflevector(g[r], g[r], 0, 1, 2, 3),
+                hi = __builtin_shufflevector(g[r], g[r], 4, 5, 6, 7);
+      const v4f out = scale * ((lo + hi) + v4f{t[r][0], t[r][1], t[r][2], t[r][3]});
+      std::memcpy(s[r] + j, &out, sizeof out);
+    }
   }
-  if (j < count) {
-    scores(q0, k + j * k_stride, k_stride, count - j, d, scale, s0 + j);
-    scores(q1, k + j * k_stride, k_stride, count - j, d, scale, s1 + j);
-  }
+  if (j < count)
+    for (int r = 0; r < R; ++r) scores(q[r], k + j * k_stride, k_stride, count - j, d, scale, s[r] + j);
 }
 
-// scores() for three query rows at once (decode: three query heads of one kv
-// head, SmolLM2's 9/3 layout): each key row loaded once for all three, 12
-// accumulators. Each score's arithmetic is scores()'s, bit for bit.
+PARLEY_CPU_MULTIVERSION void scores2(const float *q0, const float *q1, const float *k, int64_t k_stride, int64_t count,
+                                     int64_t d, float scale, float *s0, float *s1) {
+  const float *q[2] = {q0, q1};
+  float *s[2] = {s0, s1};
+  scores_rows<2>(q, k, k_stride, count, d, scale, s);
+}
+
+// Three rows: decode of SmolLM2's 9 / 3 heads, 12 accumulators.
 PARLEY_CPU_MULTIVERSION void scores3(const float *q0, const float *q1, const float *q2, const float *k,
                                      int64_t k_stride, int64_t count, int64_t d, float scale, float *s0, float *s1,
                                      float *s2) {
-  const int64_t d8 = d & ~int64_t{7};
-  auto tail = [&](const float *q, const float *kj) {
-    float t = 0.f;
-    for (int64_t i = d8; i < d; ++i) t += q[i] * kj[i];
-    return t;
-  };
-  int64_t j = 0;
-  for (; j + 4 <= count; j += 4) {
-    const float *k0 = k + j * k_stride, *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
-    v8f a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {}, c0 = {}, c1 = {}, c2 = {}, c3 = {};
-    for (int64_t i = 0; i < d8; i += 8) {
-      const v8f x = PARLEY_LOAD8(q0 + i), y = PARLEY_LOAD8(q1 + i), z = PARLEY_LOAD8(q2 + i);
-      const v8f e0 = PARLEY_LOAD8(k0 + i), e1 = PARLEY_LOAD8(k1 + i), e2 = PARLEY_LOAD8(k2 + i),
-                e3 = PARLEY_LOAD8(k3 + i);
-      a0 += x * e0, a1 += x * e1, a2 += x * e2, a3 += x * e3;
-      b0 += y * e0, b1 += y * e1, b2 += y * e2, b3 += y * e3;
-      c0 += z * e0, c1 += z * e1, c2 += z * e2, c3 += z * e3;
-    }
-    v8f t = {}, tc = {};  // t: lanes 0..3 q0's tails, 4..7 q1's; tc: q2's in lanes 0..3
-    if (d8 < d) {
-      t = v8f{tail(q0, k0), tail(q0, k1), tail(q0, k2), tail(q0, k3),
-              tail(q1, k0), tail(q1, k1), tail(q1, k2), tail(q1, k3)};
-      tc = v8f{tail(q2, k0), tail(q2, k1), tail(q2, k2), tail(q2, k3), 0.f, 0.f, 0.f, 0.f};
-    }
-    v8f ga, gb, gc, sums;
-    halves4(a0, a1, a2, a3, ga);
-    halves4(b0, b1, b2, b3, gb);
-    halves4(c0, c1, c2, c3, gc);
-    sums8(ga, gb, sums);
-    const v8f r = scale * (sums + t);
-    std::memcpy(s0 + j, &r[0], 4 * sizeof(float));
-    s1[j] = r[4], s1[j + 1] = r[5], s1[j + 2] = r[6], s1[j + 3] = r[7];
-    s2[j] = scale * ((gc[0] + gc[4]) + tc[0]);
-    s2[j + 1] = scale * ((gc[1] + gc[5]) + tc[1]);
-    s2[j + 2] = scale * ((gc[2] + gc[6]) + tc[2]);
-    s2[j + 3] = scale * ((gc[3] + gc[7]) + tc[3]);
-  }
-  if (j < count) {
-    scores(q0, k + j * k_stride, k_stride, count - j, d, scale, s0 + j);
-    scores(q1, k + j * k_stride, k_stride, count - j, d, scale, s1 + j);
-    scores(q2, k + j * k_stride, k_stride, count - j, d, scale, s2 + j);
-  }
+  const float *q[3] = {q0, q1, q2};
+  float *s[3] = {s0, s1, s2};
+  scores_rows<3>(q, k, k_stride, count, d, scale, s);
 }
 
 // s[j] = exp(s[j] - m), vectorised (exp_vectorizable, about 1 ulp; a
