@@ -325,6 +325,9 @@ void linear_release(const parley_kernel_context *, void *handle) {
 // up to kWideTileMaxN output features.
 constexpr int64_t kWideTileMinM = 16;
 constexpr int64_t kWideTileMaxN = 512;
+// ... and of at most this many converted floats (4 MiB of scratch per pool
+// thread: 512 outputs up to k = 2048, fewer for longer rows).
+constexpr int64_t kWideTileMaxFloats = int64_t{1} << 20;
 
 parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("linear", ctx, [&]() -> parley_kernel_status {
@@ -366,7 +369,8 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
       // tokens, 1 thread: 342 -> 358 tok/s; 32 chats (~30-row steps) through
       // the serving engine: 198-202 -> 205-206 tok/s (from 64 rows: the former).
       const int64_t threads = std::max(1, host.num_threads());
-      const int64_t tiles = threads * ceil_div(n, threads * kWideTileMaxN);
+      const int64_t widest = in_place ? kWideTileMaxN : std::min(kWideTileMaxN, kWideTileMaxFloats / k / 16 * 16);
+      const int64_t tiles = threads * ceil_div(n, threads * std::max<int64_t>(16, widest));
       nb = std::max(nb, ceil_div(ceil_div(n, tiles), 16) * 16);
     }
     const int64_t tiles = ceil_div(n, nb);
