@@ -126,7 +126,9 @@ void set_isa_cap(Isa cap, bool int8, bool bf16) {
 
 namespace {
 std::atomic<int64_t> g_avx2_int8_max_m{-1};  // < 0: the defaults
-}
+std::atomic<int64_t> g_onednn_i8_min_m{-1};
+std::atomic<int64_t> g_vnni_packed_min_m{-1};
+}  // namespace
 
 int64_t avx2_int8_max_m(bool grouped) {
   const int64_t m = g_avx2_int8_max_m.load(std::memory_order_relaxed);
@@ -135,6 +137,24 @@ int64_t avx2_int8_max_m(bool grouped) {
 
 void set_avx2_int8_max_m(int64_t m) {
   g_avx2_int8_max_m.store(m, std::memory_order_relaxed);
+}
+
+int64_t onednn_i8_min_m() {
+  const int64_t m = g_onednn_i8_min_m.load(std::memory_order_relaxed);
+  return m >= 0 ? m : kOnednnI8MinM;
+}
+
+void set_onednn_i8_min_m(int64_t m) {
+  g_onednn_i8_min_m.store(m, std::memory_order_relaxed);
+}
+
+int64_t vnni_packed_min_m() {
+  const int64_t m = g_vnni_packed_min_m.load(std::memory_order_relaxed);
+  return m >= 0 ? m : kVnniPackedMinM;
+}
+
+void set_vnni_packed_min_m(int64_t m) {
+  g_vnni_packed_min_m.store(m, std::memory_order_relaxed);
 }
 
 std::string isa_description() {

@@ -63,6 +63,16 @@ void set_isa_cap(Isa cap, bool int8 = true, bool bf16 = true);
 // crossover with it; a negative m restores the defaults). Thread-safe.
 int64_t avx2_int8_max_m(bool grouped);
 void set_avx2_int8_max_m(int64_t m);
+// The fewest activation rows for which I8 per-row weights on VNNI take
+// oneDNN's int8 GEMM instead of the dot-product micro-kernel (kOnednnI8MinM
+// unless set; negative restores it). For bench_linear and the tests that
+// compare the two. Thread-safe.
+int64_t onednn_i8_min_m();
+void set_onednn_i8_min_m(int64_t m);
+// The same for group-wise I8 / I4 weights and the packed-block VNNI kernel
+// (kVnniPackedMinM).
+int64_t vnni_packed_min_m();
+void set_vnni_packed_min_m(int64_t m);
 
 // A line describing the active level (and what the CPU has), e.g. for the log.
 std::string isa_description();

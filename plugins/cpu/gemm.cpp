@@ -31,6 +31,7 @@
 #endif
 
 #include "cpu_common.h"
+#include "cpu_features.h"
 #include "cpu_kernels.h"
 #include "onednn.h"
 
@@ -113,6 +114,19 @@ parley_kernel_status onednn_ready(const Host &host) {
                                      kWarmDim, 0.f, c.data(), kWarmDim);
         if (s != dnnl_success) return library_failure(host, s, "its first kernels");
       }
+  // The int8 GEMM of the LINEAR path for I8 weights on AVX512-VNNI
+  // (linear_avx512.cpp), in the one form it is called.
+  if (cpu_features().avx512_vnni) {
+    std::vector<uint8_t> ua(kWarmDim * kWarmDim, 130);
+    std::vector<int8_t> sb(kWarmDim * kWarmDim, 3);
+    std::vector<int32_t> ic(kWarmDim * kWarmDim);
+    const int32_t co = 0;
+    for (int64_t m : {int64_t{1}, int64_t{2}, int64_t{16}, kWarmDim}) {
+      dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'F', m, kWarmDim, kWarmDim, 1.f, ua.data(), kWarmDim, 128,
+                                          sb.data(), kWarmDim, 0, 0.f, ic.data(), kWarmDim, &co);
+      if (s != dnnl_success) return library_failure(host, s, "its first int8 kernels");
+    }
+  }
   ready.store(true, std::memory_order_release);
   return PARLEY_KERNEL_OK;
 }

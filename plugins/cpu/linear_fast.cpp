@@ -5,6 +5,8 @@
 //   I8 / I4 weights, AVX512-VNNI, any m: int8 x int8 products with
 //       activations quantised per row on the fly (linear_avx512.cpp); lossy
 //       by the activations' rounding, the same for every m (batch-invariant).
+//       I8 per-row weights from onednn_i8_min_m() rows: the same integers
+//       from oneDNN's u8s8s32 GEMM (blocked packing, faster at many rows).
 //   I8 / I4 weights, AVX2 without VNNI, m <= kAvx2IntMaxMPerRow (per-row
 //       scales) or kAvx2IntMaxMGrouped (group-wise), linear_kernels.h: the same
 //       quantisation with int16 vpmaddwd products (linear_int_avx2.cpp).

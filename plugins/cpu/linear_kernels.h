@@ -26,6 +26,11 @@ constexpr int64_t kVnniMinM = 1;
 // (k=512) raising the limits to 24 / 16 measured no gain (bench_precision,
 // within the ±10 % noise of the 2-thread runs), so they stay where they were.
 constexpr int64_t kAvx2IntMinM = 1;
+// On VNNI, I8 per-row weights go to oneDNN's int8 GEMM from this many rows
+// (the same integers, so the same outputs; linear_avx512.cpp).
+constexpr int64_t kOnednnI8MinM = 24;
+// ... and group-wise I8 / I4 weights to the packed-block VNNI kernel.
+constexpr int64_t kVnniPackedMinM = 24;
 constexpr int64_t kAvx2IntMaxMPerRow = 20;
 constexpr int64_t kAvx2IntMaxMGrouped = 10;
 

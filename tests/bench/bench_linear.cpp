@@ -12,7 +12,7 @@
 // Prefill / batched (m > 8): GFLOP/s (2 m n k per call) of each path, and of
 // oneDNN sgemm on float32 weights (the general path with F32 weights).
 //
-// Usage: bench_linear [--quick] [--threads 1,2]
+// Usage: bench_linear [--quick] [--threads 1,2] [--vnni-ukernel]
 #include <immintrin.h>
 #include <parley/plugin.h>
 
@@ -251,6 +251,12 @@ int main(int argc, char **argv) {
   std::vector<int> thread_counts = {1, 2};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    // VNNI's dot-product micro-kernel at every m (no oneDNN int8 GEMM, no
+    // packed-block kernel): the crossover table then shows where they win.
+    if (std::strcmp(argv[i], "--vnni-ukernel") == 0) {
+      parley::cpu::set_onednn_i8_min_m(int64_t{1} << 40);
+      parley::cpu::set_vnni_packed_min_m(int64_t{1} << 40);
+    }
     if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       thread_counts.clear();
       for (char *s = argv[++i]; *s;) {
@@ -351,6 +357,16 @@ int main(int argc, char **argv) {
             parley::cpu::set_isa_cap(Isa::kAvx512, true, false);
             const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
             std::printf(" (vnni %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
+            // The same path with the dot-product micro-kernel at every m
+            // (without oneDNN's int8 GEMM / the packed-block kernel).
+            const int64_t saved_onednn = parley::cpu::onednn_i8_min_m(),
+                          saved_packed = parley::cpu::vnni_packed_min_m();
+            parley::cpu::set_onednn_i8_min_m(int64_t{1} << 40);
+            parley::cpu::set_vnni_packed_min_m(int64_t{1} << 40);
+            const double tu = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
+            parley::cpu::set_onednn_i8_min_m(saved_onednn);
+            parley::cpu::set_vnni_packed_min_m(saved_packed);
+            std::printf(" (ukernel %6.1f)", 2.0 * m * s.n * s.k / tu / 1e9);
           }
           if (spec.dtype == PARLEY_DTYPE_BF16 && f.avx512_bf16) {
             parley::cpu::set_isa_cap(Isa::kAvx512, false, true);

@@ -431,7 +431,7 @@ TEST_P(LinearPaths, EpilogueBiasActivationResidualAndAliasing) {
   if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
   PARLEY_TRACE_BASE_SEED();
   for (const WeightSpec &spec : {kSpecs[0], kSpecs[2], kSpecs[3], kSpecs[7]})
-    for (int64_t m : {1, 5, 12})
+    for (int64_t m : {1, 5, 12, 30})
       for (int act = 0; act < PARLEY_ACT_COUNT_; ++act)
         for (auto r : {Epilogue::kNone, Epilogue::kSeparate, Epilogue::kAliasOut}) {
           Rng rng(case_seed());
@@ -463,7 +463,7 @@ TEST_P(LinearPaths, ZeroActivationRowsGiveTheEpilogueOfZero) {
   if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
   PARLEY_TRACE_BASE_SEED();
   for (const WeightSpec &spec : kSpecs)
-    for (int64_t m : {1, 3, 16}) {
+    for (int64_t m : {1, 3, 16, 30}) {
       Rng rng(case_seed());
       const int64_t k = spec.quant == PARLEY_QUANT_GROUPWISE ? 2 * spec.group : 96;
       const Weight w = make_weight(spec, 21, k, rng);
@@ -553,41 +553,51 @@ TEST(Linear, NonFiniteActivationsPropagateOnEveryPath) {
 // in exact integers, so every such path (VNNI and AVX2 alike) gives the same
 // bits: float(sum_p q_x q_w) * (s_x * s_w), with q_x = round_even(x * (127 /
 // max|x|)) in float32. Row lengths cover the vector tails; weights include
-// -128.
+// -128. From onednn_i8_min_m() rows VNNI hands the product to oneDNN's int8
+// GEMM; it is run here both ways (oneDNN from the default row count, and
+// the micro-kernel at every m), with more rows than one GEMM block and more
+// outputs than one tile.
 TEST(Linear, I8PerRowInt8ActivationPathsGiveTheExactIntegerDot) {
   PARLEY_TRACE_BASE_SEED();
   int ran = 0;
-  for (const Path &path : kPaths) {
-    if (missing_feature(path)) continue;
-    for (int64_t k : {1, 15, 16, 17, 100, 263, 1024}) {
-      Rng rng(case_seed());
-      const Weight w = make_weight(kSpecs[3], 11, k, rng, k == 100 ? Fill::kExtremes : Fill::kRandom);
-      for (int64_t m : {1, 5, 13}) {
-        if (!int8_activations(path, kSpecs[3], m, k)) continue;
-        ++ran;
-        const Inputs in = random_inputs(m, k, rng);
-        const std::vector<float> out = run_plain(path, w, m, in);
-        for (int64_t i = 0; i < m; ++i) {
-          const float *xr = in.x.data() + i * in.ld_x;
-          float amax = 0.f;
-          for (int64_t c = 0; c < k; ++c) amax = std::max(amax, std::fabs(xr[c]));
-          const float inv = amax > 0.f ? 127.f / amax : 0.f, sx = amax / 127.f;
-          for (int64_t j = 0; j < 11; ++j) {
-            int64_t dot = 0;
-            const int8_t *wr = reinterpret_cast<const int8_t *>(w.bytes.data() + j * w.ld_bytes);
-            for (int64_t c = 0; c < k; ++c) {
-              const float t = xr[c] * inv;
-              const int64_t q = std::clamp<int64_t>(int64_t(std::nearbyint(t)), -127, 127);
-              dot += q * wr[c];
+  struct OnednnMinM {
+    ~OnednnMinM() { parley::cpu::set_onednn_i8_min_m(-1); }
+  } restore;
+  for (const Path &path : kPaths)
+    for (const int64_t onednn_from : {int64_t{-1}, int64_t{1} << 40}) {
+      if (missing_feature(path)) continue;
+      parley::cpu::set_onednn_i8_min_m(onednn_from);
+      for (int64_t k : {1, 15, 16, 17, 100, 263, 1024}) {
+        Rng rng(case_seed());
+        const int64_t n = k == 17 ? 1100 : 11;
+        const Weight w = make_weight(kSpecs[3], n, k, rng, k == 100 ? Fill::kExtremes : Fill::kRandom);
+        for (int64_t m : {1, 5, 13, 16, 40, 300}) {
+          if (m == 300 && k != 17 && k != 263) continue;
+          if (!int8_activations(path, kSpecs[3], m, k)) continue;
+          ++ran;
+          const Inputs in = random_inputs(m, k, rng);
+          const std::vector<float> out = run_plain(path, w, m, in);
+          for (int64_t i = 0; i < m; ++i) {
+            const float *xr = in.x.data() + i * in.ld_x;
+            float amax = 0.f;
+            for (int64_t c = 0; c < k; ++c) amax = std::max(amax, std::fabs(xr[c]));
+            const float inv = amax > 0.f ? 127.f / amax : 0.f, sx = amax / 127.f;
+            for (int64_t j = 0; j < n; ++j) {
+              int64_t dot = 0;
+              const int8_t *wr = reinterpret_cast<const int8_t *>(w.bytes.data() + j * w.ld_bytes);
+              for (int64_t c = 0; c < k; ++c) {
+                const float t = xr[c] * inv;
+                const int64_t q = std::clamp<int64_t>(int64_t(std::nearbyint(t)), -127, 127);
+                dot += q * wr[c];
+              }
+              const float want = float(dot) * (sx * w.scales[size_t(j)]);
+              ASSERT_EQ(out[size_t(i * n + j)], want) << path.name << " k=" << k << " m=" << m << " row " << i
+                                                      << " output " << j << " oneDNN from m=" << onednn_from;
             }
-            const float want = float(dot) * (sx * w.scales[size_t(j)]);
-            EXPECT_EQ(out[size_t(i * 11 + j)], want)
-                << path.name << " k=" << k << " m=" << m << " row " << i << " output " << j;
           }
         }
       }
     }
-  }
   if (ran == 0) GTEST_SKIP() << "this CPU has no int8-activation path (needs AVX2 or AVX512-VNNI)";
 }
 
