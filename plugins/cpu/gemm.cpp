@@ -79,15 +79,18 @@ parley_kernel_status library_failure(const Host &host, dnnl_status_t s, const ch
 // mappings, 17 MB; after these products no other shape maps code again
 // (checked over m, n, k from 1 to 1500 in each transposition; tests/oom runs
 // a chat turn and a translation with each allocation and anonymous mmap
-// failing in turn). The room checked also covers a glibc malloc arena
-// (64 MiB of address space, reserved PROT_NONE): a thread whose arena could
-// not be created under the limit retries at every malloc, so the generator's
-// own mallocs can create it, just after the check returned its room, and
-// leave the code buffers without any (seen under `ulimit -v` on the serving
-// engine's thread). Another thread of the host may still take the room
+// failing in turn). The room checked also covers a glibc malloc arena: a
+// thread whose arena could not be created under the limit retries at every
+// malloc, so the generator's own mallocs can create it, just after the check
+// returned its room, and leave the code buffers without any (seen under
+// `ulimit -v` on the serving engine's thread). An arena is 64 MiB reserved
+// PROT_NONE, but glibc's new_heap first maps twice that to align it, so the
+// check needs 128 MiB for it: with 64 MiB, an AVX-512 Xeon still died in the
+// generator in 6 of 21 runs at limits 248-262 MB (tests/oom ulimit sweep),
+// and none in 140 runs over 200-340 MB with 128. Another thread of the host may still take the room
 // between the check and the generation: that window is this library's to
 // close, and it is once per process.
-constexpr size_t kJitAddressSpace = (size_t{32} << 20) + (size_t{64} << 20);
+constexpr size_t kJitAddressSpace = (size_t{32} << 20) + (size_t{128} << 20);
 constexpr int64_t kWarmDim = 64;
 
 parley_kernel_status onednn_ready(const Host &host) {
