@@ -136,12 +136,19 @@ constexpr int64_t kOnednnI8MaxM = 256;
 // is not finite.
 float quantize_row(const float *x, int64_t k, int64_t kp, bool i4_order, uint8_t *u) {
   __m512 mx = _mm512_setzero_ps();
+  __mmask16 bad = 0;  // lanes where x - x is not 0: NaN or infinity
   int64_t p = 0;
-  for (; p + 16 <= k; p += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + p)));
+  for (; p + 16 <= k; p += 16) {
+    const __m512 v = _mm512_loadu_ps(x + p);
+    mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
+    bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  }
   float amax = _mm512_reduce_max_ps(mx);
-  bool finite = true;
-  for (; p < k; ++p) amax = std::max(amax, std::fabs(x[p]));
-  for (p = 0; p < k; ++p) finite = finite && std::isfinite(x[p]);
+  bool finite = bad == 0;
+  for (; p < k; ++p) {
+    amax = std::max(amax, std::fabs(x[p]));
+    finite = finite && std::isfinite(x[p]);
+  }
   if (!finite) return -1.f;
   const float inv = amax > 0.f ? 127.f / amax : 0.f;
   const __m512 vinv = _mm512_set1_ps(inv);

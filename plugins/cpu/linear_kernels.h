@@ -58,11 +58,11 @@ bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const Packe
 void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count);
 
 // The epilogue of one output (the RowTiles walks finish outputs one by one):
-// a plain projection (no bias, activation or residual) stores it here, in
-// the kernel, without a call per output.
+// a projection with at most a bias (no activation or residual) stores it
+// here, in the kernel, without a call per output.
 inline void linear_epilogue1(const parley_linear_args &a, int64_t i, int64_t j, float v) {
-  if (!a.bias && !a.residual && a.activation == PARLEY_ACT_NONE)
-    static_cast<float *>(a.out)[i * a.ld_out + j] = v;
+  if (!a.residual && a.activation == PARLEY_ACT_NONE)
+    static_cast<float *>(a.out)[i * a.ld_out + j] = a.bias ? v + a.bias[j] : v;
   else
     linear_epilogue(a, i, j, &v, 1);
 }
