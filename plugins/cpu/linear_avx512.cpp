@@ -300,6 +300,37 @@ bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight
   return int_activation_gemm<uint8_t, kMR, kNR>(host, a, w, kp, kUnit, kMR, kNR, quantize, tile, status);
 }
 
+// Every activation row quantised (quantize_row, natural order) into xq, kp
+// bytes a row, split over the threads. kFailed: *status says why (out of
+// memory, or a pool error); kNonFinite: a row holds NaN or infinity.
+enum class QuantizedRows { kOk, kNonFinite, kFailed };
+QuantizedRows quantize_rows(const Host &host, const parley_linear_args &a, int64_t kp, std::vector<uint8_t> &xq,
+                            std::vector<float> &sx, parley_kernel_status *status) {
+  const int64_t m = a.m, k = a.k;
+  try {
+    xq.resize(size_t(m * kp));
+    sx.resize(size_t(m));
+  } catch (const std::bad_alloc &) {
+    *status = PARLEY_KERNEL_OUT_OF_MEMORY;
+    return QuantizedRows::kFailed;
+  }
+  std::atomic<bool> nonfinite{false};
+  const float *x = static_cast<const float *>(a.x);
+  const parley_kernel_status st =
+      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
+        for (int64_t i = i0; i < i1; ++i) {
+          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, false, xq.data() + i * kp);
+          if (sx[size_t(i)] < 0.f) nonfinite.store(true);
+        }
+        return PARLEY_KERNEL_OK;
+      });
+  if (st != PARLEY_KERNEL_OK) {
+    *status = st;
+    return QuantizedRows::kFailed;
+  }
+  return nonfinite.load() ? QuantizedRows::kNonFinite : QuantizedRows::kOk;
+}
+
 // Group-wise I8 / I4 weights, kVnniPackedMinM rows and more. The
 // dot-product micro-kernel above spends three instructions per 64 products
 // on group-wise weights (vpdpbusd, the conversion and the scaling FMA) and
@@ -401,34 +432,19 @@ void packed_group_tile(const uint8_t *const *xu, const int32_t *packed, const fl
   }
 }
 
+using PackedTile = void (*)(const uint8_t *const *, const int32_t *, const float *, int64_t, int64_t,
+                            float (*)[kPackCols]);
+constexpr PackedTile kPackedTiles[kPackRows] = {packed_group_tile<1>, packed_group_tile<2>, packed_group_tile<3>,
+                                                packed_group_tile<4>, packed_group_tile<5>, packed_group_tile<6>};
+
 template <QKind K>
 bool gemm_vnni_group_packed(const Host &host, const parley_linear_args &a, const PackedWeight &w,
                             parley_kernel_status *status) {
-  const int64_t m = a.m, n = a.n, k = a.k, groups = k / w.group_size;
+  const int64_t m = a.m, n = a.n, k = a.k, groups = k / w.group_size;  // k % 64 == 0: rows of k bytes
   std::vector<uint8_t> xq;
   std::vector<float> sx;
-  try {
-    xq.resize(size_t(m * k));
-    sx.resize(size_t(m));
-  } catch (const std::bad_alloc &) {
-    *status = PARLEY_KERNEL_OUT_OF_MEMORY;
-    return true;
-  }
-  std::atomic<bool> nonfinite{false};
-  const float *x = static_cast<const float *>(a.x);
-  parley_kernel_status st =
-      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
-        for (int64_t i = i0; i < i1; ++i) {  // k % 64 == 0: no padding
-          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, k, false, xq.data() + i * k);
-          if (sx[size_t(i)] < 0.f) nonfinite.store(true);
-        }
-        return PARLEY_KERNEL_OK;
-      });
-  if (st != PARLEY_KERNEL_OK) {
-    *status = st;
-    return true;
-  }
-  if (nonfinite.load()) return false;  // the float paths propagate NaN and infinity
+  if (const QuantizedRows q = quantize_rows(host, a, k, xq, sx, status); q != QuantizedRows::kOk)
+    return q == QuantizedRows::kFailed;  // non-finite: the float paths propagate NaN and infinity
   const int64_t blocks = (n + kPackCols - 1) / kPackCols;
   *status = host.parallel_for(
       blocks, even_grain(blocks, host.num_threads()), [&](int64_t b0, int64_t b1) -> parley_kernel_status {
@@ -446,26 +462,7 @@ bool gemm_vnni_group_packed(const Host &host, const parley_linear_args &a, const
             const int mr = int(std::min<int64_t>(kPackRows, m - i0));
             const uint8_t *xr[kPackRows];
             for (int i = 0; i < kPackRows; ++i) xr[i] = xq.data() + (i0 + std::min(i, mr - 1)) * k;
-            switch (mr) {
-              case 1:
-                packed_group_tile<1>(xr, packed, scales, k, w.group_size, vals);
-                break;
-              case 2:
-                packed_group_tile<2>(xr, packed, scales, k, w.group_size, vals);
-                break;
-              case 3:
-                packed_group_tile<3>(xr, packed, scales, k, w.group_size, vals);
-                break;
-              case 4:
-                packed_group_tile<4>(xr, packed, scales, k, w.group_size, vals);
-                break;
-              case 5:
-                packed_group_tile<5>(xr, packed, scales, k, w.group_size, vals);
-                break;
-              default:
-                packed_group_tile<6>(xr, packed, scales, k, w.group_size, vals);
-                break;
-            }
+            kPackedTiles[mr - 1](xr, packed, scales, k, w.group_size, vals);
             for (int i = 0; i < mr; ++i) {
               const float si = sx[size_t(i0 + i)];
               for (int64_t j = 0; j < cols; ++j) vals[i][j] = (vals[i][j] - w.group_corr[size_t(r0 + j)]) * si;
@@ -495,61 +492,42 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
   const int64_t m = a.m, n = a.n, k = a.k, kp = (k + 63) / 64 * 64;
   std::vector<uint8_t> xq;
   std::vector<float> sx;
-  try {
-    xq.resize(size_t(m * kp));
-    sx.resize(size_t(m));
-  } catch (const std::bad_alloc &) {
-    *status = PARLEY_KERNEL_OUT_OF_MEMORY;
-    return true;
-  }
-  std::atomic<bool> nonfinite{false};
-  const float *x = static_cast<const float *>(a.x);
-  parley_kernel_status st =
-      host.parallel_for(m, even_grain(m, host.num_threads()), [&](int64_t i0, int64_t i1) -> parley_kernel_status {
-        for (int64_t i = i0; i < i1; ++i) {
-          sx[size_t(i)] = quantize_row(x + i * a.ld_x, k, kp, false, xq.data() + i * kp);
-          if (sx[size_t(i)] < 0.f) nonfinite.store(true);
-        }
-        return PARLEY_KERNEL_OK;
-      });
-  if (st != PARLEY_KERNEL_OK) {
-    *status = st;
-    return true;
-  }
-  if (nonfinite.load()) return false;  // the float paths propagate NaN and infinity
+  if (const QuantizedRows q = quantize_rows(host, a, kp, xq, sx, status); q != QuantizedRows::kOk)
+    return q == QuantizedRows::kFailed;  // non-finite: the float paths propagate NaN and infinity
   // As many tiles of output features per thread, each up to kOnednnI8MaxN
   // wide, rows in blocks of at most kOnednnI8MaxM.
   const int64_t threads = std::max(1, host.num_threads());
   const int64_t tiles = threads * ((n + threads * kOnednnI8MaxN - 1) / (threads * kOnednnI8MaxN));
   const int64_t nb = ((n + tiles - 1) / tiles + 15) / 16 * 16, mb = std::min(m, kOnednnI8MaxM);
   std::atomic<int> lib_error{0};
-  st = host.parallel_for((n + nb - 1) / nb, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
-    void *mem = host.scratch(size_t(mb * nb) * (sizeof(int32_t) + sizeof(float)));
-    if (!mem) return PARLEY_KERNEL_OUT_OF_MEMORY;
-    int32_t *c = static_cast<int32_t *>(mem);
-    float *vals = reinterpret_cast<float *>(c + mb * nb);
-    const int32_t co = 0;
-    SingleThreadedLibrary single;
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n0 = t * nb, nc = std::min(nb, n - n0);
-      const int8_t *wt = reinterpret_cast<const int8_t *>(w.data + n0 * w.ld_bytes);
-      for (int64_t i0 = 0; i0 < m; i0 += mb) {
-        const int64_t mc = std::min(mb, m - i0);
-        const dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'F', mc, nc, k, 1.f, xq.data() + i0 * kp, kp, 128, wt,
-                                                  w.ld_bytes, 0, 0.f, c, nc, &co);
-        if (s != dnnl_success) {
-          lib_error.store(int(s));
-          return s == dnnl_out_of_memory ? PARLEY_KERNEL_OUT_OF_MEMORY : PARLEY_KERNEL_DEVICE_ERROR;
+  const parley_kernel_status st =
+      host.parallel_for((n + nb - 1) / nb, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
+        void *mem = host.scratch(size_t(mb * nb) * (sizeof(int32_t) + sizeof(float)));
+        if (!mem) return PARLEY_KERNEL_OUT_OF_MEMORY;
+        int32_t *c = static_cast<int32_t *>(mem);
+        float *vals = reinterpret_cast<float *>(c + mb * nb);
+        const int32_t co = 0;
+        SingleThreadedLibrary single;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n0 = t * nb, nc = std::min(nb, n - n0);
+          const int8_t *wt = reinterpret_cast<const int8_t *>(w.data + n0 * w.ld_bytes);
+          for (int64_t i0 = 0; i0 < m; i0 += mb) {
+            const int64_t mc = std::min(mb, m - i0);
+            const dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'F', mc, nc, k, 1.f, xq.data() + i0 * kp, kp, 128, wt,
+                                                      w.ld_bytes, 0, 0.f, c, nc, &co);
+            if (s != dnnl_success) {
+              lib_error.store(int(s));
+              return s == dnnl_out_of_memory ? PARLEY_KERNEL_OUT_OF_MEMORY : PARLEY_KERNEL_DEVICE_ERROR;
+            }
+            for (int64_t i = 0; i < mc; ++i) {
+              const float si = sx[size_t(i0 + i)];
+              for (int64_t j = 0; j < nc; ++j) vals[j] = float(c[i * nc + j]) * (si * w.scales[n0 + j]);
+              linear_epilogue(a, i0 + i, n0, vals, nc);
+            }
+          }
         }
-        for (int64_t i = 0; i < mc; ++i) {
-          const float si = sx[size_t(i0 + i)];
-          for (int64_t j = 0; j < nc; ++j) vals[j] = float(c[i * nc + j]) * (si * w.scales[n0 + j]);
-          linear_epilogue(a, i0 + i, n0, vals, nc);
-        }
-      }
-    }
-    return PARLEY_KERNEL_OK;
-  });
+        return PARLEY_KERNEL_OK;
+      });
   *status = st;
   if (st != PARLEY_KERNEL_OK && lib_error.load() && lib_error.load() != int(dnnl_out_of_memory))
     *status = host.fail(st, "linear: oneDNN u8s8s32 GEMM failed with status %d (weight '%.200s')", lib_error.load(),
