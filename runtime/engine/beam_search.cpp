@@ -375,7 +375,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     for (size_t r = 0; r < parents.size(); ++r) identity = identity && parents[r] == static_cast<int32_t>(r);
     if (!identity) model.reorder(parents);
     check_run_control(o, step + 1);
-    logits = model.advance(next_tokens);
+    model.advance_into(next_tokens, logits);
     if (logits.size() != batch * n * static_cast<size_t>(vocab))
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
   }

@@ -253,7 +253,7 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
     if (next_live.size() != live.size()) model.reorder(kept_rows);
     live = std::move(next_live);
     check_run_control(o, step + 1);
-    logits = model.advance(tokens);
+    model.advance_into(tokens, logits);
     if (static_cast<int64_t>(logits.size()) != static_cast<int64_t>(live.size()) * vocab)
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
   }

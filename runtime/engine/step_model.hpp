@@ -18,6 +18,10 @@ class StepModel {
   virtual int64_t rows() const = 0;
   // Feed one token to every live row; returns logits [rows, vocab].
   virtual std::vector<float> advance(const std::vector<int32_t> &tokens) = 0;
+  // The same into `logits`, whose storage a model may reuse.
+  virtual void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits) {
+    logits = advance(tokens);
+  }
   // Row r of the new state continues old row parents[r] (rows may be
   // duplicated or dropped; parents.size() becomes the new row count).
   virtual void reorder(const std::vector<int32_t> &parents) = 0;

@@ -18,6 +18,9 @@ class TransformerStepModel : public StepModel {
   std::vector<float> advance(const std::vector<int32_t> &tokens) override {
     return model_.step(state_, tokens, 1, /*last_only=*/true);
   }
+  void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits) override {
+    model_.step_into(state_, tokens, 1, /*last_only=*/true, logits);
+  }
   void reorder(const std::vector<int32_t> &parents) override;
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> &fn) override;
   std::string logits_source() const override;

@@ -551,6 +551,13 @@ void Transformer::project_qkv(const Attention &a, const float *in, int64_t rows,
 
 std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
                                      const std::vector<int32_t> &counts) const {
+  std::vector<float> logits;
+  step_into(st, tokens, n, last_only, logits, counts);
+  return logits;
+}
+
+void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
+                            std::vector<float> &logits, const std::vector<int32_t> &counts) const {
   MemoryScope memory_scope("a decoder step's activations and logits");
   const StackParams &p = dec_;
   const int64_t B = st.batch, rows = B * n, H = p.hidden, hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
@@ -687,7 +694,7 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     norm(p, dec_stack_.final_norm, final_rows, normed.data(), out_rows);
     final_rows = normed.data();
   }
-  std::vector<float> logits(static_cast<size_t>(out_rows * vocab_));
+  logits.resize(static_cast<size_t>(out_rows * vocab_));
   if (mem_->host_addressable()) {  // host memory: write the caller's vector directly
     ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, logits.data());
   } else {
@@ -695,7 +702,6 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
     ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, dev.data());
     dev.download(logits.data(), logits.size());
   }
-  return logits;
 }
 
 void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) const {

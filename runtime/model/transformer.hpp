@@ -143,6 +143,11 @@ class Transformer {
   // the vocabulary or sequences growing past capacity / max positions.
   std::vector<float> step(DecoderState &state, const std::vector<int32_t> &tokens, int64_t n, bool last_only = false,
                           const std::vector<int32_t> &counts = {}) const;
+  // step() into `logits`, resized: its storage is reused when the size stays
+  // (a beam-4 batch-32 translation step returns 30 MB, which a new vector
+  // zeroes and faults in every step).
+  void step_into(DecoderState &state, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
+                 std::vector<float> &logits, const std::vector<int32_t> &counts = {}) const;
 
   // Keep only the sequences `parents` names, in that order (a sequence may be
   // repeated or dropped): beam search's reorder. Moves only the filled part
