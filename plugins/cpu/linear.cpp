@@ -19,6 +19,7 @@
 #include <new>
 
 #include "cpu_features.h"
+#include "linear_kernels.h"
 #include "onednn.h"
 
 namespace parley::cpu {
@@ -131,19 +132,6 @@ PARLEY_CPU_MULTIVERSION void i4_row(const uint8_t *src, const float *scales, int
       dst[j] = static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(b << 4)) >> 4) * s;
       dst[j + 1] = static_cast<float>(static_cast<int8_t>(b) >> 4) * s;
     }
-  }
-}
-
-PARLEY_CPU_MULTIVERSION void epilogue_row(const float *c, const float *bias, int act, const float *residual, float *out,
-                                          int64_t n) {
-  float *tmp = out;
-  if (residual == out) {  // aliasing: finish in c's row first (c is scratch, writable by contract of the caller)
-    tmp = const_cast<float *>(c);
-  }
-  for (int64_t j = 0; j < n; ++j) tmp[j] = c[j] + (bias ? bias[j] : 0.f);
-  if (act != PARLEY_ACT_NONE) apply_activation(act, tmp, tmp, n);
-  if (residual) {
-    for (int64_t j = 0; j < n; ++j) out[j] = tmp[j] + residual[j];
   }
 }
 
@@ -402,8 +390,8 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
           }
           for (int64_t i = 0; i < mc; ++i) {
             const int64_t row = i0 + i;
-            epilogue_row(ctile + i * nc, a->bias ? a->bias + n0 : nullptr, int(act),
-                         res ? res + row * a->ld_residual + n0 : nullptr, out + row * a->ld_out + n0, nc);
+            epilogue_span(ctile + i * nc, a->bias ? a->bias + n0 : nullptr, int(act),
+                          res ? res + row * a->ld_residual + n0 : nullptr, out + row * a->ld_out + n0, nc);
           }
         }
       }

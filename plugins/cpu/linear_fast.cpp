@@ -48,12 +48,9 @@ PARLEY_CPU_MULTIVERSION void epilogue_no_activation(const float *vals, const flo
 
 }  // namespace
 
-void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count) {
-  float *out = static_cast<float *>(a.out) + i * a.ld_out + j0;
-  const float *res = a.residual ? static_cast<const float *>(a.residual) + i * a.ld_residual + j0 : nullptr;
-  const int64_t act = enum_value(a.activation);
+void epilogue_span(const float *vals, const float *bias, int act, const float *res, float *out, int64_t count) {
   if (act == PARLEY_ACT_NONE) {
-    epilogue_no_activation(vals, a.bias ? a.bias + j0 : nullptr, res, out, count);
+    epilogue_no_activation(vals, bias, res, out, count);
     return;
   }
   // In chunks through apply_activation (vector loops; one output at a time
@@ -62,14 +59,20 @@ void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const f
   float tmp[kChunk];
   for (int64_t c0 = 0; c0 < count; c0 += kChunk) {
     const int64_t len = std::min(kChunk, count - c0);
-    epilogue_no_activation(vals + c0, a.bias ? a.bias + j0 + c0 : nullptr, nullptr, tmp, len);
-    apply_activation(int(act), tmp, tmp, len);
+    epilogue_no_activation(vals + c0, bias ? bias + c0 : nullptr, nullptr, tmp, len);
+    apply_activation(act, tmp, tmp, len);
     if (res) {
       for (int64_t c = 0; c < len; ++c) out[c0 + c] = tmp[c] + res[c0 + c];
     } else {
       std::memcpy(out + c0, tmp, size_t(len) * sizeof(float));
     }
   }
+}
+
+void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count) {
+  epilogue_span(vals, a.bias ? a.bias + j0 : nullptr, int(enum_value(a.activation)),
+                a.residual ? static_cast<const float *>(a.residual) + i * a.ld_residual + j0 : nullptr,
+                static_cast<float *>(a.out) + i * a.ld_out + j0, count);
 }
 
 bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {

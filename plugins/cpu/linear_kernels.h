@@ -54,6 +54,11 @@ bool gemm_int_avx2(const Host &host, const parley_linear_args &a, const PackedWe
 bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
                       parley_kernel_status *status);
 
+// out = act(vals + bias) + res over count outputs, the one LINEAR epilogue of
+// every path (bias and res may be NULL). out may alias vals or res: each
+// element is read before it is written, and vals is never written.
+void epilogue_span(const float *vals, const float *bias, int act, const float *res, float *out, int64_t count);
+
 // out[i, j0 .. j0 + count) = act(vals + bias) + residual for activation row i.
 void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count);
 
