@@ -240,6 +240,22 @@ PARLEY_CPU_MULTIVERSION void exp_shifted(float *s, int64_t n, float m) {
   for (int64_t j = 0; j < n; ++j) s[j] = exp_vectorizable(s[j] - m);
 }
 
+// max(m, s[0], ..., s[n-1]) skipping NaN scores, as a chain of std::max
+// does; max is exact, so 8 lanes (vmaxps, not a 4-cycle latency per key)
+// give the chain's value whatever the order (up to the sign of a zero
+// maximum, which changes no exp(s - max) and no max + log(sum)).
+PARLEY_CPU_MULTIVERSION float block_max(const float *s, int64_t n, float m) {
+  v8f l = {m, m, m, m, m, m, m, m};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const v8f x = PARLEY_LOAD8(s + j);
+    l = x > l ? x : l;
+  }
+  for (int u = 0; u < 8; ++u) m = std::max(m, l[u]);
+  for (; j < n; ++j) m = std::max(m, s[j]);
+  return m;
+}
+
 // s[0] + ... + s[n-1] in 8 lanes (lane l takes every 8th element from l),
 // then lanes_sum() and the tail in order: a fixed order for given (s, n).
 PARLEY_CPU_MULTIVERSION float ordered_sum(const float *s, int64_t n) {
@@ -413,6 +429,130 @@ PARLEY_F16C void axpy_f16(float *const *acc, const float *const *p, const uint16
   }
 }
 
+// The same two loops 16 lanes wide (AVX-512F), for the CPUs that have it:
+// every output takes exactly the arithmetic of the 8-lane versions above, so
+// a result does not depend on the ISA (the test compares them bit for bit).
+// scores: a 16-lane accumulator holds two keys' 8-lane sums side by side
+// (the query's 8 values broadcast to both halves), then the halves go
+// through halves4 / sums8 as before: eight keys per pass over q, half the
+// FMAs. axpy: elementwise already, a key's 64 values in four vectors.
+// (GCC 12 reports its own _mm512_undefined_* inside the intrinsics' headers
+// as maybe-uninitialized: a known false positive, silenced for these alone.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define PARLEY_F16C512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,f16c")))
+typedef float v16f __attribute__((vector_size(64)));
+
+PARLEY_F16C512 inline v16f load2x8h(const uint16_t *a, const uint16_t *b) {
+  const __m256i x =
+      _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(a))),
+                              _mm_loadu_si128(reinterpret_cast<const __m128i *>(b)), 1);
+  return reinterpret_cast<v16f>(_mm512_cvtph_ps(x));
+}
+PARLEY_F16C512 inline v16f load16h(const uint16_t *p) {
+  return reinterpret_cast<v16f>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))));
+}
+PARLEY_F16C512 inline v16f broadcast8(const float *p) {
+  return reinterpret_cast<v16f>(_mm512_broadcast_f32x8(_mm256_loadu_ps(p)));
+}
+PARLEY_F16C512 inline void halves(const v16f &x, v8f &lo, v8f &hi) {
+  lo = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
+  hi = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+template <int R>
+PARLEY_F16C512 void scores_f16_512(const float *const *q, const uint16_t *k, int64_t k_stride, int64_t count, int64_t d,
+                                   float scale, float *const *s) {
+  int64_t j = 0;
+  for (; j + 8 <= count; j += 8) {
+    const uint16_t *kj[8];
+    for (int u = 0; u < 8; ++u) kj[u] = k + (j + u) * k_stride;
+    v16f acc[R][4] = {};
+    for (int64_t i = 0; i < d; i += 8) {
+      const v16f e01 = load2x8h(kj[0] + i, kj[1] + i), e23 = load2x8h(kj[2] + i, kj[3] + i),
+                 e45 = load2x8h(kj[4] + i, kj[5] + i), e67 = load2x8h(kj[6] + i, kj[7] + i);
+      for (int r = 0; r < R; ++r) {
+        const v16f x = broadcast8(q[r] + i);
+        acc[r][0] += x * e01, acc[r][1] += x * e23, acc[r][2] += x * e45, acc[r][3] += x * e67;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      v8f l[8], g0, g1, both;
+      for (int u = 0; u < 4; ++u) halves(acc[r][u], l[2 * u], l[2 * u + 1]);
+      halves4(l[0], l[1], l[2], l[3], g0);
+      halves4(l[4], l[5], l[6], l[7], g1);
+      sums8(g0, g1, both);  // keys j .. j + 3, then j + 4 .. j + 7
+      store8(s[r] + j, scale * (both + v8f{}));
+    }
+  }
+  if (j < count) {
+    float *tail[R];
+    for (int r = 0; r < R; ++r) tail[r] = s[r] + j;
+    scores_f16<R>(q, k + j * k_stride, k_stride, count - j, d, scale, tail);
+  }
+}
+
+template <int R>
+PARLEY_F16C512 void axpy_f16_512(float *const *acc, const float *const *p, const uint16_t *v, int64_t v_stride,
+                                 int64_t count, int64_t d) {
+  int64_t i = 0;
+  for (; i + 64 <= d; i += 64) {
+    v16f a[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < 4; ++u) std::memcpy(&a[r][u], acc[r] + i + 16 * u, sizeof(v16f));
+    for (int64_t j = 0; j < count; ++j) {
+      const uint16_t *vj = v + j * v_stride + i;
+      const v16f w0 = load16h(vj), w1 = load16h(vj + 16), w2 = load16h(vj + 32), w3 = load16h(vj + 48);
+      for (int r = 0; r < R; ++r) {
+        const float x = p[r][j];
+        a[r][0] += x * w0, a[r][1] += x * w1, a[r][2] += x * w2, a[r][3] += x * w3;
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < 4; ++u) std::memcpy(acc[r] + i + 16 * u, &a[r][u], sizeof(v16f));
+  }
+  for (; i + 16 <= d; i += 16) {
+    v16f a[R];
+    for (int r = 0; r < R; ++r) std::memcpy(&a[r], acc[r] + i, sizeof(v16f));
+    for (int64_t j = 0; j < count; ++j) {
+      const v16f w = load16h(v + j * v_stride + i);
+      for (int r = 0; r < R; ++r) a[r] += p[r][j] * w;
+    }
+    for (int r = 0; r < R; ++r) std::memcpy(acc[r] + i, &a[r], sizeof(v16f));
+  }
+  if (i < d) {  // head_dim % 16 == 8
+    float *tail[R];
+    for (int r = 0; r < R; ++r) tail[r] = acc[r] + i;
+    axpy_f16<R>(tail, p, v + i, v_stride, count, d - i);
+  }
+}
+
+#pragma GCC diagnostic pop
+
+// The widest of the two for `wide` (AVX-512 in use), R = 1..3 rows.
+void scores_f16_rows(bool wide, int64_t R, const float *const *q, const uint16_t *k, int64_t k_stride, int64_t count,
+                     int64_t d, float scale, float *const *s) {
+  if (wide) {
+    if (R == 3) return scores_f16_512<3>(q, k, k_stride, count, d, scale, s);
+    if (R == 2) return scores_f16_512<2>(q, k, k_stride, count, d, scale, s);
+    return scores_f16_512<1>(q, k, k_stride, count, d, scale, s);
+  }
+  if (R == 3) return scores_f16<3>(q, k, k_stride, count, d, scale, s);
+  if (R == 2) return scores_f16<2>(q, k, k_stride, count, d, scale, s);
+  scores_f16<1>(q, k, k_stride, count, d, scale, s);
+}
+void axpy_f16_rows(bool wide, int64_t R, float *const *acc, const float *const *p, const uint16_t *v, int64_t v_stride,
+                   int64_t count, int64_t d) {
+  if (wide) {
+    if (R == 3) return axpy_f16_512<3>(acc, p, v, v_stride, count, d);
+    if (R == 2) return axpy_f16_512<2>(acc, p, v, v_stride, count, d);
+    return axpy_f16_512<1>(acc, p, v, v_stride, count, d);
+  }
+  if (R == 3) return axpy_f16<3>(acc, p, v, v_stride, count, d);
+  if (R == 2) return axpy_f16<2>(acc, p, v, v_stride, count, d);
+  axpy_f16<1>(acc, p, v, v_stride, count, d);
+}
+
 using half = _Float16;
 
 // `rows` I8 cache rows, `stride` bytes apart, times their scales (one per
@@ -464,6 +604,7 @@ struct Attn {
   int64_t block_table_stride, block_size;
   int64_t window;   // ABI 1.4: 0 = none
   bool f16_direct;  // F16 cache, head_dim % 8 == 0, AVX2 + F16C in use: scores_f16 / axpy_f16
+  bool f16_512;     // ...and AVX-512 in use: their 16-lane forms
 };
 
 // n consecutive cache rows of one kv head, the first at element offset
@@ -621,9 +762,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
         for (int64_t r = 0; r < rows;) {
           const int64_t gs = rows - r == 4 ? 2 : std::min<int64_t>(3, rows - r);
           float *sr[3] = {pair_s[r] + j, pair_s[r + (gs > 1)] + j, pair_s[r + (gs > 2) * 2] + j};
-          if (gs == 3) scores_f16<3>(q_of + r, kr, k_stride, e - j, D, a.scale, sr);
-          if (gs == 2) scores_f16<2>(q_of + r, kr, k_stride, e - j, D, a.scale, sr);
-          if (gs == 1) scores_f16<1>(q_of + r, kr, k_stride, e - j, D, a.scale, sr);
+          scores_f16_rows(at.f16_512, gs, q_of + r, kr, k_stride, e - j, D, a.scale, sr);
           r += gs;
         }
       }
@@ -658,7 +797,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
           const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
           if (j < e) scores(q_of[r], k + koff[n] + (j - at_[n]) * k_stride, k_stride, e - j, D, a.scale, s + j);
         }
-      for (int64_t j = lo; j < nv; ++j) bmax = std::max(bmax, s[j]);
+      bmax = block_max(s + lo, nv - lo, bmax);
       if (probs_of[r]) std::copy(s + lo, s + nv, probs_of[r] + j0 + lo);
       const float mnew = std::max(mx[r], bmax);
       // exp(-inf - finite) = 0 on the first block; a row whose scores are all
@@ -697,9 +836,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
           const int64_t gs = rows - r == 4 ? 2 : std::min<int64_t>(3, rows - r);
           float *ar[3] = {acc + r * D, acc + (r + (gs > 1)) * D, acc + (r + (gs > 2) * 2) * D};
           const float *pr[3] = {pair_s[r] + j, pair_s[r + (gs > 1)] + j, pair_s[r + (gs > 2) * 2] + j};
-          if (gs == 3) axpy_f16<3>(ar, pr, vr, v_stride, e - j, D);
-          if (gs == 2) axpy_f16<2>(ar, pr, vr, v_stride, e - j, D);
-          if (gs == 1) axpy_f16<1>(ar, pr, vr, v_stride, e - j, D);
+          axpy_f16_rows(at.f16_512, gs, ar, pr, vr, v_stride, e - j, D);
           r += gs;
         }
       }
@@ -920,7 +1057,8 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     while (head_pack > 1 && a->batch * (a->num_heads / head_pack) * q_blocks < host.num_threads())
       head_pack = divisor_upto(head_pack - 1);
     const bool f16_direct = kv_dtype == PARLEY_DTYPE_F16 && D % 8 == 0 && active_isa() >= Isa::kAvx2;
-    Attn at{a, group, head_pack, q_block, q_blocks, kv_dtype, table, table_stride, bs, window, f16_direct};
+    const bool f16_512 = f16_direct && active_isa() >= Isa::kAvx512;
+    Attn at{a, group, head_pack, q_block, q_blocks, kv_dtype, table, table_stride, bs, window, f16_direct, f16_512};
     const int64_t tasks = a->batch * (a->num_heads / head_pack) * at.q_blocks;
     return host.parallel_for(tasks, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
       alignas(64) float stack_acc[kTaskRows * kStackHeadDim];

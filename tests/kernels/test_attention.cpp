@@ -10,6 +10,7 @@
 // j > i + L - q_len - window (transformers' sliding_window_overlay).
 #include <cstring>
 
+#include "../../plugins/cpu/cpu_features.h"
 #include "kv_rounding.h"
 #include "test_host.h"
 #include "test_util.h"
@@ -459,20 +460,21 @@ TEST(Attention, HalfCacheReadsEveryHalfValueExactly) {
   EXPECT_EQ(bad, 0);
 }
 
-// Decode from an F16 cache reads the halves in place (AVX2 + F16C), query
-// heads of a kv head in threes, twos and ones; the result must be the
-// attention over an F32 cache holding the same values, bit for bit in an
-// optimised build (the same FMAs and sums in the same order), for every grouping and for head
-// dims with and without a 32-wide remainder. Both caches are paged and
-// contiguous in turn.
+// Decode from an F16 cache reads the halves in place (AVX2 + F16C, or their
+// 16-lane forms on AVX-512), query heads of a kv head in threes, twos and
+// ones; the result must be the attention over an F32 cache holding the same
+// values, bit for bit in an optimised build (the same FMAs and sums in the
+// same order), for every grouping, for head dims with and without a 32- or
+// 16-wide remainder, at every ISA level the CPU has (so the 16-lane forms
+// equal the 8-lane ones).
 TEST(Attention, HalfCacheDecodeEqualsTheF32CacheOfItsValues) {
   PARLEY_CASE_SEED(seed);
   Rng rng(seed);
   struct G {
     int64_t heads, kv_heads, D;
   };
-  for (G g : {G{9, 3, 64}, G{14, 2, 64}, G{32, 8, 128}, G{4, 4, 40}, G{10, 2, 80}, G{8, 1, 72}})
-    for (int64_t kv_len : {int64_t{1}, int64_t{7}, int64_t{150}})
+  for (G g : {G{9, 3, 64}, G{14, 2, 64}, G{32, 8, 128}, G{4, 4, 40}, G{10, 2, 80}, G{8, 1, 72}, G{6, 3, 24}})
+    for (int64_t kv_len : {int64_t{1}, int64_t{7}, int64_t{150}, int64_t{205}})
       for (int threads : {1, 3}) {
         SCOPED_TRACE(testing::Message() << g.heads << "/" << g.kv_heads << " D=" << g.D << " keys " << kv_len
                                         << " threads " << threads);
@@ -514,6 +516,13 @@ TEST(Attention, HalfCacheDecodeEqualsTheF32CacheOfItsValues) {
         size_t differ = 0;
         for (size_t i = 0; i < half.size(); ++i) differ += std::memcmp(&half[i], &wide[i], sizeof(float)) != 0;
         EXPECT_EQ(differ, 0u) << "of " << half.size() << " outputs";
+        // The same with the kernels held to AVX2 (a no-op on an AVX2 CPU).
+        parley::cpu::set_isa_cap(parley::cpu::Isa::kAvx2);
+        const std::vector<float> half2 = run(PARLEY_DTYPE_F16);
+        parley::cpu::set_isa_cap(parley::cpu::Isa::kAvx512);
+        differ = 0;
+        for (size_t i = 0; i < half.size(); ++i) differ += std::memcmp(&half[i], &half2[i], sizeof(float)) != 0;
+        EXPECT_EQ(differ, 0u) << "of " << half.size() << " outputs differ between the AVX-512 and AVX2 kernels";
 #else
         // Unoptimised, GCC contracts the F16 path's a += x * y into FMAs but
         // not the target_clones F32 path's (plugins/cpu/attention.cpp): the
