@@ -644,8 +644,8 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   const void *kc = static_cast<const char *>(a.k) + (kb + g * a.k_stride_head) * es;
   const void *vc = static_cast<const char *>(a.v) + (vb + g * a.v_stride_head) * es;
   const bool wide = at.kv_dtype == PARLEY_DTYPE_F32;
-  // Decode (one query position) from an F16 cache reads it in place.
-  const bool direct = at.f16_direct && qrows == 1;
+  // An F16 cache is read in place (decode and prefill chunks alike).
+  const bool direct = at.f16_direct;
   const float *ks = nullptr, *vs = nullptr;
   if (at.kv_dtype == PARLEY_DTYPE_I8) {
     const int64_t sb = paged ? 0 : b * a.scale_stride_batch;
@@ -750,20 +750,41 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
     // single row alone; with 4 rows left, two twos. A triple's values are
     // also accumulated together (axpy3), after each of its rows' softmax.
     int64_t triples = 0, grouped = 0;
+    // Direct: rows that see the same keys of this block (the heads of one
+    // query position always do; the positions of a prefill chunk do below
+    // the causal diagonal) go in groups of up to three, each key row read
+    // once per group; a row's arithmetic does not depend on its group.
+    int64_t ngroups = 0, gsize[kTaskRows], grow[kTaskRows][3], glo[kTaskRows], gnv[kTaskRows];
     if (direct) {
-      // Every row of the block: in threes, twos and a last one (no tile).
-      if (j0 >= limit[0] || std::max<int64_t>(0, first[0] - j0) >= std::min(jc, limit[0] - j0)) continue;
-      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
+      bool taken[kTaskRows] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        if (taken[r] || j0 >= limit[r]) continue;
+        const int64_t nv = std::min(jc, limit[r] - j0), lo = std::max<int64_t>(0, first[r] - j0);
+        if (lo >= nv) continue;
+        // With 4 rows left, two twos (each pass over the keys does more work).
+        const int64_t left = rows - r, want = left == 4 ? 2 : std::min<int64_t>(3, left);
+        int64_t n = 0;
+        grow[ngroups][n++] = r;
+        for (int64_t r2 = r + 1; r2 < rows && n < want; ++r2) {
+          if (taken[r2] || j0 >= limit[r2]) continue;
+          if (std::min(jc, limit[r2] - j0) == nv && std::max<int64_t>(0, first[r2] - j0) == lo) {
+            grow[ngroups][n++] = r2;
+            taken[r2] = true;
+          }
+        }
+        gsize[ngroups] = n, glo[ngroups] = lo, gnv[ngroups] = nv;
+        ++ngroups;
+      }
       const uint16_t *kh = static_cast<const uint16_t *>(kc);
-      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
-        if (j >= e) continue;
-        const uint16_t *kr = kh + koff[n] + (j - at_[n]) * k_stride;
-        for (int64_t r = 0; r < rows;) {
-          const int64_t gs = rows - r == 4 ? 2 : std::min<int64_t>(3, rows - r);
-          float *sr[3] = {pair_s[r] + j, pair_s[r + (gs > 1)] + j, pair_s[r + (gs > 2) * 2] + j};
-          scores_f16_rows(at.f16_512, gs, q_of + r, kr, k_stride, e - j, D, a.scale, sr);
-          r += gs;
+      for (int64_t gi = 0; gi < ngroups; ++gi) {
+        const int64_t *gr = grow[gi], gs = gsize[gi];
+        const float *qg[3] = {q_of[gr[0]], q_of[gr[gs > 1]], q_of[gr[(gs > 2) * 2]]};
+        for (int64_t n = 0; n < nruns && at_[n] < gnv[gi]; ++n) {
+          const int64_t j = std::max(at_[n], glo[gi]), e = std::min(at_[n + 1], gnv[gi]);
+          if (j >= e) continue;
+          const uint16_t *kr = kh + koff[n] + (j - at_[n]) * k_stride;
+          float *sr[3] = {pair_s[gr[0]] + j, pair_s[gr[gs > 1]] + j, pair_s[gr[(gs > 2) * 2]] + j};
+          scores_f16_rows(at.f16_512, gs, qg, kr, k_stride, e - j, D, a.scale, sr);
         }
       }
       grouped = rows;
@@ -823,21 +844,19 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       }
     }
     if (direct) {
-      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
-      for (int64_t r = 0; r < rows; ++r)
-        if (row_corr[r] != 1.f)
-          for (int64_t i = 0; i < D; ++i) acc[r * D + i] *= row_corr[r];
       const uint16_t *vh = static_cast<const uint16_t *>(vc);
-      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
-        if (j >= e) continue;
-        const uint16_t *vr = vh + voff[n] + (j - at_[n]) * v_stride;
-        for (int64_t r = 0; r < rows;) {
-          const int64_t gs = rows - r == 4 ? 2 : std::min<int64_t>(3, rows - r);
-          float *ar[3] = {acc + r * D, acc + (r + (gs > 1)) * D, acc + (r + (gs > 2) * 2) * D};
-          const float *pr[3] = {pair_s[r] + j, pair_s[r + (gs > 1)] + j, pair_s[r + (gs > 2) * 2] + j};
+      for (int64_t gi = 0; gi < ngroups; ++gi) {
+        const int64_t *gr = grow[gi], gs = gsize[gi];
+        for (int64_t u = 0; u < gs; ++u)
+          if (row_corr[gr[u]] != 1.f)
+            for (int64_t i = 0; i < D; ++i) acc[gr[u] * D + i] *= row_corr[gr[u]];
+        float *ar[3] = {acc + gr[0] * D, acc + gr[gs > 1] * D, acc + gr[(gs > 2) * 2] * D};
+        for (int64_t n = 0; n < nruns && at_[n] < gnv[gi]; ++n) {
+          const int64_t j = std::max(at_[n], glo[gi]), e = std::min(at_[n + 1], gnv[gi]);
+          if (j >= e) continue;
+          const uint16_t *vr = vh + voff[n] + (j - at_[n]) * v_stride;
+          const float *pr[3] = {pair_s[gr[0]] + j, pair_s[gr[gs > 1]] + j, pair_s[gr[(gs > 2) * 2]] + j};
           axpy_f16_rows(at.f16_512, gs, ar, pr, vr, v_stride, e - j, D);
-          r += gs;
         }
       }
     } else if (triples > 0) {

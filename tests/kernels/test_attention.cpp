@@ -460,14 +460,14 @@ TEST(Attention, HalfCacheReadsEveryHalfValueExactly) {
   EXPECT_EQ(bad, 0);
 }
 
-// Decode from an F16 cache reads the halves in place (AVX2 + F16C, or their
-// 16-lane forms on AVX-512), query heads of a kv head in threes, twos and
-// ones; the result must be the attention over an F32 cache holding the same
-// values, bit for bit in an optimised build (the same FMAs and sums in the
-// same order), for every grouping, for head dims with and without a 32- or
-// 16-wide remainder, at every ISA level the CPU has (so the 16-lane forms
-// equal the 8-lane ones).
-TEST(Attention, HalfCacheDecodeEqualsTheF32CacheOfItsValues) {
+// Attention over an F16 cache reads the halves in place (AVX2 + F16C, or
+// their 16-lane forms on AVX-512), rows that see the same keys (the heads of
+// a kv head at one position; a prefill chunk's positions below the causal
+// diagonal) in threes, twos and ones; for decode and prefill alike the result must be the attention over an F32 cache
+// holding the same values, bit for bit in an optimised build (the same FMAs and sums in the same order), for every
+// grouping, for head dims with and without a 32- or 16-wide remainder, at every ISA level the CPU has (so the 16-lane
+// forms equal the 8-lane ones).
+TEST(Attention, HalfCacheEqualsTheF32CacheOfItsValues) {
   PARLEY_CASE_SEED(seed);
   Rng rng(seed);
   struct G {
@@ -475,62 +475,64 @@ TEST(Attention, HalfCacheDecodeEqualsTheF32CacheOfItsValues) {
   };
   for (G g : {G{9, 3, 64}, G{14, 2, 64}, G{32, 8, 128}, G{4, 4, 40}, G{10, 2, 80}, G{8, 1, 72}, G{6, 3, 24}})
     for (int64_t kv_len : {int64_t{1}, int64_t{7}, int64_t{150}, int64_t{205}})
-      for (int threads : {1, 3}) {
-        SCOPED_TRACE(testing::Message() << g.heads << "/" << g.kv_heads << " D=" << g.D << " keys " << kv_len
-                                        << " threads " << threads);
-        const int64_t B = 2, D = g.D, kvd = g.kv_heads * D;
-        std::vector<float> q = rng.uniform(size_t(B * g.heads * D), -2.f, 2.f);
-        std::vector<float> kf = rng.uniform(size_t(B * kv_len * kvd), -3.f, 3.f), vf = rng.uniform(kf.size());
-        std::vector<uint16_t> kh(kf.size()), vh(vf.size());
-        for (size_t i = 0; i < kf.size(); ++i) {
-          const _Float16 a = static_cast<_Float16>(kf[i]), b = static_cast<_Float16>(vf[i]);
-          std::memcpy(&kh[i], &a, 2), std::memcpy(&vh[i], &b, 2);
-          kf[i] = static_cast<float>(a), vf[i] = static_cast<float>(b);
-        }
-        std::vector<int32_t> lengths = {static_cast<int32_t>(kv_len), static_cast<int32_t>((kv_len + 1) / 2)};
-        auto run = [&](int32_t dt) {
-          TestHost host(threads);
-          std::vector<float> out(q.size(), -1.f);
-          parley_attention_args a{};
-          a.struct_size = sizeof a;
-          a.dtype = PARLEY_DTYPE_F32;
-          a.batch = B, a.num_heads = g.heads, a.num_kv_heads = g.kv_heads, a.q_len = 1, a.kv_len = kv_len;
-          a.head_dim = D;
-          a.q = q.data(), a.q_stride_batch = g.heads * D, a.q_stride_head = D, a.q_stride_seq = g.heads * D;
-          a.k = dt == PARLEY_DTYPE_F16 ? static_cast<const void *>(kh.data()) : kf.data();
-          a.v = dt == PARLEY_DTYPE_F16 ? static_cast<const void *>(vh.data()) : vf.data();
-          a.k_stride_batch = a.v_stride_batch = kv_len * kvd;
-          a.k_stride_head = a.v_stride_head = D;
-          a.k_stride_seq = a.v_stride_seq = kvd;
-          a.out = out.data(), a.out_stride_batch = g.heads * D, a.out_stride_head = D, a.out_stride_seq = g.heads * D;
-          a.scale = 1.f / std::sqrt(static_cast<float>(D));
-          a.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
-          a.key_lengths = lengths.data();
-          a.kv_dtype = dt;
-          EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
-          return out;
-        };
-        const std::vector<float> half = run(PARLEY_DTYPE_F16), wide = run(PARLEY_DTYPE_F32);
-        ASSERT_EQ(half.size(), wide.size());
+      for (int64_t q_len : {int64_t{1}, int64_t{6}})
+        for (int threads : {1, 3}) {
+          SCOPED_TRACE(testing::Message() << g.heads << "/" << g.kv_heads << " D=" << g.D << " keys " << kv_len
+                                          << " queries " << q_len << " threads " << threads);
+          const int64_t B = 2, D = g.D, kvd = g.kv_heads * D;
+          std::vector<float> q = rng.uniform(size_t(B * q_len * g.heads * D), -2.f, 2.f);
+          std::vector<float> kf = rng.uniform(size_t(B * kv_len * kvd), -3.f, 3.f), vf = rng.uniform(kf.size());
+          std::vector<uint16_t> kh(kf.size()), vh(vf.size());
+          for (size_t i = 0; i < kf.size(); ++i) {
+            const _Float16 a = static_cast<_Float16>(kf[i]), b = static_cast<_Float16>(vf[i]);
+            std::memcpy(&kh[i], &a, 2), std::memcpy(&vh[i], &b, 2);
+            kf[i] = static_cast<float>(a), vf[i] = static_cast<float>(b);
+          }
+          std::vector<int32_t> lengths = {static_cast<int32_t>(kv_len), static_cast<int32_t>((kv_len + 1) / 2)};
+          auto run = [&](int32_t dt) {
+            TestHost host(threads);
+            std::vector<float> out(q.size(), -1.f);
+            parley_attention_args a{};
+            a.struct_size = sizeof a;
+            a.dtype = PARLEY_DTYPE_F32;
+            a.batch = B, a.num_heads = g.heads, a.num_kv_heads = g.kv_heads, a.q_len = q_len, a.kv_len = kv_len;
+            a.head_dim = D;
+            a.q = q.data(), a.q_stride_batch = q_len * g.heads * D, a.q_stride_head = D, a.q_stride_seq = g.heads * D;
+            a.k = dt == PARLEY_DTYPE_F16 ? static_cast<const void *>(kh.data()) : kf.data();
+            a.v = dt == PARLEY_DTYPE_F16 ? static_cast<const void *>(vh.data()) : vf.data();
+            a.k_stride_batch = a.v_stride_batch = kv_len * kvd;
+            a.k_stride_head = a.v_stride_head = D;
+            a.k_stride_seq = a.v_stride_seq = kvd;
+            a.out = out.data(), a.out_stride_batch = q_len * g.heads * D, a.out_stride_head = D,
+            a.out_stride_seq = g.heads * D;
+            a.scale = 1.f / std::sqrt(static_cast<float>(D));
+            a.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
+            a.key_lengths = lengths.data();
+            a.kv_dtype = dt;
+            EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+            return out;
+          };
+          const std::vector<float> half = run(PARLEY_DTYPE_F16), wide = run(PARLEY_DTYPE_F32);
+          ASSERT_EQ(half.size(), wide.size());
 #ifdef __OPTIMIZE__
-        size_t differ = 0;
-        for (size_t i = 0; i < half.size(); ++i) differ += std::memcmp(&half[i], &wide[i], sizeof(float)) != 0;
-        EXPECT_EQ(differ, 0u) << "of " << half.size() << " outputs";
-        // The same with the kernels held to AVX2 (a no-op on an AVX2 CPU).
-        parley::cpu::set_isa_cap(parley::cpu::Isa::kAvx2);
-        const std::vector<float> half2 = run(PARLEY_DTYPE_F16);
-        parley::cpu::set_isa_cap(parley::cpu::Isa::kAvx512);
-        differ = 0;
-        for (size_t i = 0; i < half.size(); ++i) differ += std::memcmp(&half[i], &half2[i], sizeof(float)) != 0;
-        EXPECT_EQ(differ, 0u) << "of " << half.size() << " outputs differ between the AVX-512 and AVX2 kernels";
+          size_t differ = 0;
+          for (size_t i = 0; i < half.size(); ++i) differ += std::memcmp(&half[i], &wide[i], sizeof(float)) != 0;
+          EXPECT_EQ(differ, 0u) << "of " << half.size() << " outputs";
+          // The same with the kernels held to AVX2 (a no-op on an AVX2 CPU).
+          parley::cpu::set_isa_cap(parley::cpu::Isa::kAvx2);
+          const std::vector<float> half2 = run(PARLEY_DTYPE_F16);
+          parley::cpu::set_isa_cap(parley::cpu::Isa::kAvx512);
+          differ = 0;
+          for (size_t i = 0; i < half.size(); ++i) differ += std::memcmp(&half[i], &half2[i], sizeof(float)) != 0;
+          EXPECT_EQ(differ, 0u) << "of " << half.size() << " outputs differ between the AVX-512 and AVX2 kernels";
 #else
-        // Unoptimised, GCC contracts the F16 path's a += x * y into FMAs but
-        // not the target_clones F32 path's (plugins/cpu/attention.cpp): the
-        // same sums up to float32 rounding.
-        std::vector<double> wide64(wide.begin(), wide.end());
-        EXPECT_LE(rel_error(half, wide64), kF32Tol);
+          // Unoptimised, GCC contracts the F16 path's a += x * y into FMAs but
+          // not the target_clones F32 path's (plugins/cpu/attention.cpp): the
+          // same sums up to float32 rounding.
+          std::vector<double> wide64(wide.begin(), wide.end());
+          EXPECT_LE(rel_error(half, wide64), kF32Tol);
 #endif
-      }
+        }
 }
 
 TEST(Attention, Int8CacheMisuse) {
