@@ -270,6 +270,13 @@ float token_log_softmax(const float *in, int64_t vocab, int64_t token) {
   return static_cast<float>(static_cast<double>(in[token]) - lse);
 }
 
+PARLEY_VECTOR_CLONES float max_dropping_nan(const float *in, int64_t n) {
+  float mx = kNegInf;
+#pragma omp simd reduction(max : mx)
+  for (int64_t v = 0; v < n; ++v) mx = in[v] > mx ? in[v] : mx;
+  return mx;
+}
+
 PARLEY_VECTOR_CLONES float copy_row_max(const float *in, float *out, int64_t vocab) {
   float mx = kNegInf;
   int nan = 0;

@@ -56,6 +56,10 @@ int64_t argmax_first(const float *in, int64_t vocab);
 // log_sum_exp(in)) for finite in[v].
 double log_sum_exp(const float *in, int64_t vocab);
 
+// The largest of in[0 .. n), NaN entries dropped (-inf for none): what a
+// `x > m ? x : m` chain from -inf gives, in vector code.
+float max_dropping_nan(const float *in, int64_t n);
+
 // Copies a row and returns its maximum in the same pass, NaN if any entry is
 // NaN (a plain max drops NaN: every comparison with it is false).
 float copy_row_max(const float *in, float *out, int64_t vocab);
