@@ -678,7 +678,6 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   const int64_t L = (a.mask & PARLEY_MASK_KEY_PADDING) ? a.key_lengths[b] : a.kv_len;
   int64_t limit[kTaskRows], first[kTaskRows];
   float mx[kTaskRows], sum[kTaskRows];
-  float row_s[kKeyBlock];
   float pair_s[kTaskRows][kKeyBlock];  // paired rows' scores of one key block
   int64_t max_limit = 0, min_first = std::numeric_limits<int64_t>::max();
   for (int64_t r = 0; r < rows; ++r) {
@@ -742,66 +741,52 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       at_ = tile_at_jc, koff = voff = tile_off;
       nruns = 1;
     }
-    // Rows at one query position (decode: the heads of a kv head) see the
-    // same keys: their scores come in pairs, each key row read once per pair.
-    const bool paired =
-        qrows == 1 && rows > 1 && j0 < limit[0] && std::max<int64_t>(0, first[0] - j0) < std::min(jc, limit[0] - j0);
-    // Rows of one query position (paired) go in threes, then twos, a last
-    // single row alone; with 4 rows left, two twos. A triple's values are
-    // also accumulated together (axpy3), after each of its rows' softmax.
-    int64_t triples = 0, grouped = 0;
-    // Direct: rows that see the same keys of this block (the heads of one
-    // query position always do; the positions of a prefill chunk do below
-    // the causal diagonal) go in groups of up to three, each key row read
-    // once per group; a row's arithmetic does not depend on its group.
+    // Rows that see the same keys of this block (the heads of a kv head at
+    // one query position always do; the positions of a prefill chunk below
+    // the causal diagonal, and the beams of a source in cross-attention, do
+    // too) go in groups of up to three, each key row read once per group;
+    // with 4 rows left, two twos. A row's arithmetic does not depend on its
+    // group (scores / scores2 / scores3 and scale_axpy / axpy3 sum alike).
     int64_t ngroups = 0, gsize[kTaskRows], grow[kTaskRows][3], glo[kTaskRows], gnv[kTaskRows];
-    if (direct) {
-      bool taken[kTaskRows] = {};
-      for (int64_t r = 0; r < rows; ++r) {
-        if (taken[r] || j0 >= limit[r]) continue;
-        const int64_t nv = std::min(jc, limit[r] - j0), lo = std::max<int64_t>(0, first[r] - j0);
-        if (lo >= nv) continue;
-        // With 4 rows left, two twos (each pass over the keys does more work).
-        const int64_t left = rows - r, want = left == 4 ? 2 : std::min<int64_t>(3, left);
-        int64_t n = 0;
-        grow[ngroups][n++] = r;
-        for (int64_t r2 = r + 1; r2 < rows && n < want; ++r2) {
-          if (taken[r2] || j0 >= limit[r2]) continue;
-          if (std::min(jc, limit[r2] - j0) == nv && std::max<int64_t>(0, first[r2] - j0) == lo) {
-            grow[ngroups][n++] = r2;
-            taken[r2] = true;
-          }
-        }
-        gsize[ngroups] = n, glo[ngroups] = lo, gnv[ngroups] = nv;
-        ++ngroups;
-      }
-      const uint16_t *kh = static_cast<const uint16_t *>(kc);
-      for (int64_t gi = 0; gi < ngroups; ++gi) {
-        const int64_t *gr = grow[gi], gs = gsize[gi];
-        const float *qg[3] = {q_of[gr[0]], q_of[gr[gs > 1]], q_of[gr[(gs > 2) * 2]]};
-        for (int64_t n = 0; n < nruns && at_[n] < gnv[gi]; ++n) {
-          const int64_t j = std::max(at_[n], glo[gi]), e = std::min(at_[n + 1], gnv[gi]);
-          if (j >= e) continue;
-          const uint16_t *kr = kh + koff[n] + (j - at_[n]) * k_stride;
-          float *sr[3] = {pair_s[gr[0]] + j, pair_s[gr[gs > 1]] + j, pair_s[gr[(gs > 2) * 2]] + j};
-          scores_f16_rows(at.f16_512, gs, qg, kr, k_stride, e - j, D, a.scale, sr);
+    bool taken[kTaskRows] = {}, in_triple[kTaskRows] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      if (taken[r] || j0 >= limit[r]) continue;
+      const int64_t nv = std::min(jc, limit[r] - j0), lo = std::max<int64_t>(0, first[r] - j0);
+      if (lo >= nv) continue;
+      const int64_t left = rows - r, want = left == 4 ? 2 : std::min<int64_t>(3, left);
+      int64_t n = 0;
+      grow[ngroups][n++] = r;
+      for (int64_t r2 = r + 1; r2 < rows && n < want; ++r2) {
+        if (taken[r2] || j0 >= limit[r2]) continue;
+        if (std::min(jc, limit[r2] - j0) == nv && std::max<int64_t>(0, first[r2] - j0) == lo) {
+          grow[ngroups][n++] = r2;
+          taken[r2] = true;
         }
       }
-      grouped = rows;
-    } else if (paired) {
-      while (rows - grouped >= 3 && rows - grouped != 4) grouped += 3, ++triples;
-      while (rows - grouped >= 2) grouped += 2;
-      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
-      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+      if (n == 3 && !direct)
+        for (int64_t u = 0; u < 3; ++u) in_triple[grow[ngroups][u]] = true;
+      gsize[ngroups] = n, glo[ngroups] = lo, gnv[ngroups] = nv;
+      ++ngroups;
+    }
+    for (int64_t gi = 0; gi < ngroups; ++gi) {
+      const int64_t *gr = grow[gi], gs = gsize[gi];
+      const float *qg[3] = {q_of[gr[0]], q_of[gr[gs > 1]], q_of[gr[(gs > 2) * 2]]};
+      for (int64_t n = 0; n < nruns && at_[n] < gnv[gi]; ++n) {
+        const int64_t j = std::max(at_[n], glo[gi]), e = std::min(at_[n + 1], gnv[gi]);
         if (j >= e) continue;
+        float *sr[3] = {pair_s[gr[0]] + j, pair_s[gr[gs > 1]] + j, pair_s[gr[(gs > 2) * 2]] + j};
+        if (direct) {
+          const uint16_t *kr = static_cast<const uint16_t *>(kc) + koff[n] + (j - at_[n]) * k_stride;
+          scores_f16_rows(at.f16_512, gs, qg, kr, k_stride, e - j, D, a.scale, sr);
+          continue;
+        }
         const float *kr = k + koff[n] + (j - at_[n]) * k_stride;
-        int64_t r = 0;
-        for (; r < 3 * triples; r += 3)
-          scores3(q_of[r], q_of[r + 1], q_of[r + 2], kr, k_stride, e - j, D, a.scale, pair_s[r] + j, pair_s[r + 1] + j,
-                  pair_s[r + 2] + j);
-        for (; r + 1 < grouped; r += 2)
-          scores2(q_of[r], q_of[r + 1], kr, k_stride, e - j, D, a.scale, pair_s[r] + j, pair_s[r + 1] + j);
+        if (gs == 3)
+          scores3(qg[0], qg[1], qg[2], kr, k_stride, e - j, D, a.scale, sr[0], sr[1], sr[2]);
+        else if (gs == 2)
+          scores2(qg[0], qg[1], kr, k_stride, e - j, D, a.scale, sr[0], sr[1]);
+        else
+          scores(qg[0], kr, k_stride, e - j, D, a.scale, sr[0]);
       }
     }
     float row_corr[kTaskRows];
@@ -811,14 +796,8 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       // Keys j0 + lo .. j0 + nv - 1 of this block are in the row's window.
       const int64_t lo = std::max<int64_t>(0, first[r] - j0);
       if (lo >= nv) continue;
-      float *s = r < grouped ? pair_s[r] : row_s;  // a row outside the groups: alone
-      float bmax = -std::numeric_limits<float>::infinity();
-      if (s == row_s)
-        for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-          const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
-          if (j < e) scores(q_of[r], k + koff[n] + (j - at_[n]) * k_stride, k_stride, e - j, D, a.scale, s + j);
-        }
-      bmax = block_max(s + lo, nv - lo, bmax);
+      float *s = pair_s[r];
+      const float bmax = block_max(s + lo, nv - lo, -std::numeric_limits<float>::infinity());
       if (probs_of[r]) std::copy(s + lo, s + nv, probs_of[r] + j0 + lo);
       const float mnew = std::max(mx[r], bmax);
       // exp(-inf - finite) = 0 on the first block; a row whose scores are all
@@ -831,7 +810,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
       sum[r] = sum[r] * corr + ordered_sum(s + lo, nv - lo);
       mx[r] = mnew;
       row_corr[r] = corr;
-      if (r < 3 * triples || direct) continue;  // accumulated with its group below
+      if (in_triple[r] || direct) continue;  // accumulated with its group below
       // The correction once, then every run's keys in order: the arithmetic
       // of one call over the whole block.
       bool corrected = false;
@@ -843,36 +822,24 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
         corrected = true;
       }
     }
-    if (direct) {
-      const uint16_t *vh = static_cast<const uint16_t *>(vc);
-      for (int64_t gi = 0; gi < ngroups; ++gi) {
-        const int64_t *gr = grow[gi], gs = gsize[gi];
-        for (int64_t u = 0; u < gs; ++u)
-          if (row_corr[gr[u]] != 1.f)
-            for (int64_t i = 0; i < D; ++i) acc[gr[u] * D + i] *= row_corr[gr[u]];
-        float *ar[3] = {acc + gr[0] * D, acc + gr[gs > 1] * D, acc + gr[(gs > 2) * 2] * D};
-        for (int64_t n = 0; n < nruns && at_[n] < gnv[gi]; ++n) {
-          const int64_t j = std::max(at_[n], glo[gi]), e = std::min(at_[n + 1], gnv[gi]);
-          if (j >= e) continue;
-          const uint16_t *vr = vh + voff[n] + (j - at_[n]) * v_stride;
-          const float *pr[3] = {pair_s[gr[0]] + j, pair_s[gr[gs > 1]] + j, pair_s[gr[(gs > 2) * 2]] + j};
-          axpy_f16_rows(at.f16_512, gs, ar, pr, vr, v_stride, e - j, D);
-        }
-      }
-    } else if (triples > 0) {
-      // A triple's rows all see keys lo .. nv - 1 (one query position);
-      // scale_axpy's arithmetic: the correction, then the keys in order.
-      const int64_t nv = std::min(jc, limit[0] - j0), lo = std::max<int64_t>(0, first[0] - j0);
-      for (int64_t r = 0; r < 3 * triples; ++r)
-        if (row_corr[r] != 1.f)
-          for (int64_t i = 0; i < D; ++i) acc[r * D + i] *= row_corr[r];
-      for (int64_t n = 0; n < nruns && at_[n] < nv; ++n) {
-        const int64_t j = std::max(at_[n], lo), e = std::min(at_[n + 1], nv);
+    // Groups accumulated together (every group when direct, else the
+    // triples): scale_axpy's arithmetic, the correction, then the keys in order.
+    for (int64_t gi = 0; gi < ngroups; ++gi) {
+      const int64_t *gr = grow[gi], gs = gsize[gi];
+      if (!direct && gs != 3) continue;
+      for (int64_t u = 0; u < gs; ++u)
+        if (row_corr[gr[u]] != 1.f)
+          for (int64_t i = 0; i < D; ++i) acc[gr[u] * D + i] *= row_corr[gr[u]];
+      float *ar[3] = {acc + gr[0] * D, acc + gr[gs > 1] * D, acc + gr[(gs > 2) * 2] * D};
+      for (int64_t n = 0; n < nruns && at_[n] < gnv[gi]; ++n) {
+        const int64_t j = std::max(at_[n], glo[gi]), e = std::min(at_[n + 1], gnv[gi]);
         if (j >= e) continue;
-        const float *vr = v + voff[n] + (j - at_[n]) * v_stride;
-        for (int64_t r = 0; r < 3 * triples; r += 3)
-          axpy3(acc + r * D, acc + (r + 1) * D, acc + (r + 2) * D, pair_s[r] + j, pair_s[r + 1] + j, pair_s[r + 2] + j,
-                vr, v_stride, e - j, D);
+        const float *pr[3] = {pair_s[gr[0]] + j, pair_s[gr[gs > 1]] + j, pair_s[gr[(gs > 2) * 2]] + j};
+        if (direct)
+          axpy_f16_rows(at.f16_512, gs, ar, pr, static_cast<const uint16_t *>(vc) + voff[n] + (j - at_[n]) * v_stride,
+                        v_stride, e - j, D);
+        else
+          axpy3(ar[0], ar[1], ar[2], pr[0], pr[1], pr[2], v + voff[n] + (j - at_[n]) * v_stride, v_stride, e - j, D);
       }
     }
   }
