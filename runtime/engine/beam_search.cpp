@@ -42,10 +42,14 @@ struct Candidate {
   float logprob;   // the processed log-prob `score` added (return_logprobs only; else 0)
 };
 
-// The `k` largest entries of a raw row, best first, ties to the lower index.
-// Once k are held, a block of 64 whose maximum does not beat the k-th is
-// skipped after one vectorised max (most of a vocabulary row).
-std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k) {
+// Entries per block of block_maxima() in top_candidates_sparse.
+constexpr int64_t kTopBlock = 64;
+
+// The `k` largest entries of a raw row without NaN, best first, ties to the
+// lower index. `maxima` holds the row's kTopBlock-entry block maxima
+// (block_maxima): once k are held, a block whose maximum does not beat the
+// k-th is skipped without reading it (most of a vocabulary row).
+std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k, const float *maxima) {
   std::vector<int32_t> best;
   best.reserve(k + 1);
   auto offer = [&](int64_t i) {
@@ -56,16 +60,11 @@ std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k) {
     best.insert(best.begin() + static_cast<std::ptrdiff_t>(j), static_cast<int32_t>(i));
     if (best.size() > k) best.pop_back();
   };
-  constexpr int64_t kBlock = 64;
-  int64_t i = 0;
-  for (; i + kBlock <= vocab; i += kBlock) {
-    // A block without a token above the k-th best is skipped whole (its
-    // maximum in vector code: a scalar max chain was 8 % of a batch-32 beam
-    // translation). Rows reaching here have no NaN (log_sum_exp refused them).
-    if (best.size() == k && !(max_dropping_nan(row + i, kBlock) > row[best.back()])) continue;
-    for (int64_t j = 0; j < kBlock; ++j) offer(i + j);
+  for (int64_t i = 0, bi = 0; i < vocab; i += kTopBlock, ++bi) {
+    if (best.size() == k && !(maxima[bi] > row[best.back()])) continue;
+    const int64_t end = std::min(vocab, i + kTopBlock);
+    for (int64_t j = i; j < end; ++j) offer(j);
   }
-  for (; i < vocab; ++i) offer(i);
   return best;
 }
 
@@ -138,9 +137,13 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
   std::vector<Cand> cands;
   std::vector<float> bound(n, -std::numeric_limits<float>::infinity());  // best score a skipped token can have
   std::vector<std::pair<int32_t, float>> overrides;
+  // One pass over a row finds its block maxima (and NaN); the log-normaliser
+  // and the top tokens then start from them instead of each reading the
+  // whole row again for its maximum.
+  std::vector<float> maxima(static_cast<size_t>((vocab + kTopBlock - 1) / kTopBlock));
   for (size_t j = 0; j < n; ++j) {
     const float *row = rows + j * static_cast<size_t>(vocab);
-    const double lse = log_sum_exp(row, vocab);
+    const double lse = log_sum_exp_given_max(row, vocab, block_maxima(row, vocab, kTopBlock, maxima.data()));
     if (!std::isfinite(lse)) return false;
     if (!processed_overrides(o, row, lse, vocab, RowHistory{&prompt, generated[j]}, cur_len, padded, &overrides))
       return false;
@@ -151,7 +154,7 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
       const float x = row[t];
       return x == -std::numeric_limits<float>::infinity() ? x : static_cast<float>(static_cast<double>(x) - lse);
     };
-    const std::vector<int32_t> top = top_tokens(row, vocab, m);
+    const std::vector<int32_t> top = top_tokens(row, vocab, m, maxima.data());
     for (int32_t t : top) {
       bool overridden = false;
       for (const auto &ov : overrides) overridden = overridden || ov.first == t;

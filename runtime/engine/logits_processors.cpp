@@ -212,7 +212,11 @@ PARLEY_VECTOR_CLONES double log_sum_exp(const float *in, int64_t vocab) {
     mx = in[v] > mx ? in[v] : mx;
     nan |= in[v] != in[v];
   }
-  if (nan) return std::numeric_limits<double>::quiet_NaN();
+  return log_sum_exp_given_max(in, vocab, nan ? std::numeric_limits<float>::quiet_NaN() : mx);
+}
+
+PARLEY_VECTOR_CLONES double log_sum_exp_given_max(const float *in, int64_t vocab, float mx) {
+  if (mx != mx) return std::numeric_limits<double>::quiet_NaN();
   if (mx == kNegInf || mx == std::numeric_limits<float>::infinity()) return mx;
   // exp in float (torch's precision), summed in double so the log-sum-exp is
   // exact to float. Blocks of exps first, then their sum: GCC vectorises
@@ -230,6 +234,23 @@ PARLEY_VECTOR_CLONES double log_sum_exp(const float *in, int64_t vocab) {
     for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(e[i]);
   }
   return static_cast<double>(mx) + std::log(sum);
+}
+
+PARLEY_VECTOR_CLONES float block_maxima(const float *in, int64_t n, int64_t block, float *maxima) {
+  float row = kNegInf;
+  int nan = 0;
+  for (int64_t b0 = 0, bi = 0; b0 < n; b0 += block, ++bi) {
+    const int64_t len = std::min(block, n - b0);
+    float mx = kNegInf;
+#pragma omp simd reduction(max : mx) reduction(| : nan)
+    for (int64_t i = 0; i < len; ++i) {
+      mx = in[b0 + i] > mx ? in[b0 + i] : mx;
+      nan |= in[b0 + i] != in[b0 + i];
+    }
+    maxima[bi] = mx;
+    row = mx > row ? mx : row;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : row;
 }
 
 double log_softmax(const float *in, float *out, int64_t vocab) {
@@ -268,13 +289,6 @@ float token_log_softmax(const float *in, int64_t vocab, int64_t token) {
   const double lse = log_sum_exp(in, vocab);
   if (lse == -std::numeric_limits<double>::infinity() || in[token] == kNegInf) return kNegInf;
   return static_cast<float>(static_cast<double>(in[token]) - lse);
-}
-
-PARLEY_VECTOR_CLONES float max_dropping_nan(const float *in, int64_t n) {
-  float mx = kNegInf;
-#pragma omp simd reduction(max : mx)
-  for (int64_t v = 0; v < n; ++v) mx = in[v] > mx ? in[v] : mx;
-  return mx;
 }
 
 PARLEY_VECTOR_CLONES float copy_row_max(const float *in, float *out, int64_t vocab) {

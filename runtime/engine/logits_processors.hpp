@@ -56,9 +56,15 @@ int64_t argmax_first(const float *in, int64_t vocab);
 // log_sum_exp(in)) for finite in[v].
 double log_sum_exp(const float *in, int64_t vocab);
 
-// The largest of in[0 .. n), NaN entries dropped (-inf for none): what a
-// `x > m ? x : m` chain from -inf gives, in vector code.
-float max_dropping_nan(const float *in, int64_t n);
+// The maximum of every `block` entries of in[0 .. n) (the last block may be
+// shorter) into maxima[0 .. ceil(n / block)), NaN entries dropped (-inf for
+// none), as a `x > m ? x : m` chain from -inf gives, in vector code, in one
+// pass. Returns the row's maximum, or NaN when any entry is NaN (as
+// copy_row_max does).
+float block_maxima(const float *in, int64_t n, int64_t block, float *maxima);
+// log_sum_exp(in) given the row's maximum `mx` (block_maxima's or
+// copy_row_max's return value): the same value, without the pass that finds it.
+double log_sum_exp_given_max(const float *in, int64_t vocab, float mx);
 
 // Copies a row and returns its maximum in the same pass, NaN if any entry is
 // NaN (a plain max drops NaN: every comparison with it is false).
