@@ -8,9 +8,11 @@
 // With k_new (fused KV-cache append, ABI 1.1) the new rows are first copied
 // into the cache, then the attention runs over the cache as usual.
 //
-// F16 / I8 caches (ABI 1.2 kv_dtype): each task converts one key block of K
-// and V (kKeyBlock rows) to f32 in a per-thread tile as it reaches it, and
-// the f32 loop above runs on the tile; the cache itself is never widened.
+// F16 / I8 caches (ABI 1.2 kv_dtype): an F16 cache is read in place where
+// the CPU has AVX2 + F16C (halves widened in registers, the same arithmetic
+// as the f32 loop); otherwise each task converts one key block of K and V
+// (kKeyBlock rows) to f32 in a per-thread tile as it reaches it, and the f32
+// loop above runs on the tile; the cache itself is never widened.
 // Appended rows are rounded into the cache dtype (F16: round to nearest
 // even; I8: scale = max|row| / 127, q = nearest-even(x / scale)), so the
 // attention of this call already sees the rounded values, as later calls do.
@@ -31,8 +33,9 @@
 //   first = 0, and with a sliding window (ABI 1.4) max(0, i + L - q_len + 1 - window):
 //           the window newest keys up to the query's own position (transformers'
 //           sliding_window_overlay, kv_idx > q_idx - sliding_window).
-// The key blocks start at the smallest `first` of the query block, so keys
-// no query of the block sees are never read.
+// The key blocks lie on a fixed grid (multiples of kKeyBlock); the first
+// one read holds the smallest `first` of the task's rows, so blocks no row
+// sees are never read, and a row's blocks do not depend on its neighbours.
 //
 // Grouped-query attention: a task takes the same query rows of several query
 // heads of one kv head (up to kTaskRows rows in all), so each key block is
@@ -340,8 +343,8 @@ PARLEY_CPU_MULTIVERSION void axpy3(float *acc0, float *acc1, float *acc2, const 
   }
 }
 
-// Decode from an F16 cache without the f32 tile (AVX2 + FMA + F16C): the
-// rows of one query position, R at a time, read each key and value row once,
+// Attention over an F16 cache without the f32 tile (AVX2 + FMA + F16C): R
+// rows that see the same keys (run_task groups them) read each key and value row once,
 // widening 8 halves in a register per load. The arithmetic is written as
 // scores() / scale_axpy() write it (acc += x * y on vectors, lane sums, a
 // zero tail, keys in order), so an optimising compiler contracts both into
@@ -678,7 +681,7 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   const int64_t L = (a.mask & PARLEY_MASK_KEY_PADDING) ? a.key_lengths[b] : a.kv_len;
   int64_t limit[kTaskRows], first[kTaskRows];
   float mx[kTaskRows], sum[kTaskRows];
-  float pair_s[kTaskRows][kKeyBlock];  // paired rows' scores of one key block
+  float pair_s[kTaskRows][kKeyBlock];  // every row's scores of one key block
   int64_t max_limit = 0, min_first = std::numeric_limits<int64_t>::max();
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = qi_of[r];
@@ -697,7 +700,11 @@ parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *k
   }
 
   if (min_first > max_limit) min_first = max_limit;
-  for (int64_t j0 = min_first; j0 < max_limit; j0 += kKeyBlock) {
+  // Key blocks on a fixed grid of kKeyBlock keys: a row's blocks (and so its
+  // softmax corrections and sums) must not depend on the other rows of the
+  // task, whose sliding windows may start earlier or later (a row skips the
+  // keys of a block before its own window).
+  for (int64_t j0 = min_first - min_first % kKeyBlock; j0 < max_limit; j0 += kKeyBlock) {
     const int64_t jc = std::min(kKeyBlock, max_limit - j0);
     int64_t runs = 0;
     if (paged) {
@@ -1057,8 +1064,8 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
           acc = heap.data();
         }
       }
-      std::vector<float> tiles;  // F16 / I8 caches: one key block of K and of V in f32
-      if (kv_dtype != PARLEY_DTYPE_F32) tiles.resize(static_cast<size_t>(2 * kKeyBlock * D));
+      std::vector<float> tiles;  // F16 / I8 caches read through a tile: one key block of K and of V in f32
+      if (kv_dtype != PARLEY_DTYPE_F32 && !f16_direct) tiles.resize(static_cast<size_t>(2 * kKeyBlock * D));
       float *ktile = tiles.empty() ? nullptr : tiles.data();
       float *vtile = tiles.empty() ? nullptr : tiles.data() + kKeyBlock * D;
       for (int64_t t = t0; t < t1; ++t)

@@ -124,6 +124,14 @@ void set_isa_cap(Isa cap, bool int8, bool bf16) {
   g_cap.store(encode(cap, int8, bf16), std::memory_order_release);
 }
 
+int isa_cap_state() {
+  return state();
+}
+
+void restore_isa_cap_state(int saved) {
+  g_cap.store(saved, std::memory_order_release);
+}
+
 namespace {
 std::atomic<int64_t> g_avx2_int8_max_m{-1};  // < 0: the defaults
 std::atomic<int64_t> g_onednn_i8_min_m{-1};

@@ -57,6 +57,11 @@ bool use_avx512_bf16();
 bool use_avx2_int8();
 // Overrides the cap (tests). `int8` / `bf16` false also turn those kernels off.
 void set_isa_cap(Isa cap, bool int8 = true, bool bf16 = true);
+// The whole cap (level, int8, bf16) as an opaque value, and putting one back:
+// a test that changes the cap restores what it found (PARLEY_CPU_ISA /
+// PARLEY_CPU_EXACT included).
+int isa_cap_state();
+void restore_isa_cap_state(int state);
 // The most activation rows the AVX2 int8 kernel takes for per-row or
 // group-wise weights (kAvx2IntMaxMPerRow / kAvx2IntMaxMGrouped, unless
 // set_avx2_int8_max_m set one limit for both: bench_linear measures the
