@@ -500,6 +500,7 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
   const int64_t tiles = threads * ((n + threads * kOnednnI8MaxN - 1) / (threads * kOnednnI8MaxN));
   const int64_t nb = ((n + tiles - 1) / tiles + 15) / 16 * 16, mb = std::min(m, kOnednnI8MaxM);
   std::atomic<int> lib_error{0};
+  const bool plain = !a.residual && a.activation == PARLEY_ACT_NONE;  // at most a bias
   const parley_kernel_status st =
       host.parallel_for((n + nb - 1) / nb, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
         void *mem = host.scratch(size_t(mb * nb) * (sizeof(int32_t) + sizeof(float)));
@@ -521,7 +522,19 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
             }
             for (int64_t i = 0; i < mc; ++i) {
               const float si = sx[size_t(i0 + i)];
-              for (int64_t j = 0; j < nc; ++j) vals[j] = float(c[i * nc + j]) * (si * w.scales[n0 + j]);
+              const int32_t *ci = c + i * nc;
+              const float *sw = w.scales + n0;
+              if (plain) {
+                // Straight into the output: a second pass over a 58k-wide
+                // logits row (bias only) cost more than the product's scaling.
+                float *o = static_cast<float *>(a.out) + (i0 + i) * a.ld_out + n0;
+                if (a.bias)
+                  for (int64_t j = 0; j < nc; ++j) o[j] = float(ci[j]) * (si * sw[j]) + a.bias[n0 + j];
+                else
+                  for (int64_t j = 0; j < nc; ++j) o[j] = float(ci[j]) * (si * sw[j]) + 0.f;
+                continue;
+              }
+              for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]);
               linear_epilogue(a, i0 + i, n0, vals, nc);
             }
           }
