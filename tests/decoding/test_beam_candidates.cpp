@@ -124,5 +124,34 @@ TEST(BeamCandidates, DeclinesWhenAProcessorRewritesTheRow) {
   EXPECT_FALSE(top_candidates_sparse(o, row.data(), 1, 50, {0.f}, {&none}, prompt, 2, 1, 2, &picked));
 }
 
+// The sparse path reads each row once for its 64-entry block maxima
+// (block_maxima); a NaN or +inf anywhere, in a full block or in the short
+// last one, must make it decline (the dense path then reports the row), and
+// the maxima must be each block's own, NaN dropped, the row's maximum
+// returned (NaN when any entry is NaN).
+TEST(BeamCandidates, NonFiniteRowsDeclineWhereverTheEntryIs) {
+  DecodingOptions o;
+  std::vector<int32_t> prompt = {0}, none;
+  std::vector<std::pair<size_t, float>> picked;
+  const int64_t vocab = 200;  // three full blocks and a tail of 8
+  for (int64_t at : {int64_t{0}, int64_t{70}, int64_t{195}})
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+      std::vector<float> row(static_cast<size_t>(vocab));
+      for (int64_t v = 0; v < vocab; ++v) row[static_cast<size_t>(v)] = std::sin(0.37f * static_cast<float>(v));
+      ASSERT_TRUE(top_candidates_sparse(o, row.data(), 1, vocab, {0.f}, {&none}, prompt, 1, 1, 2, &picked));
+      row[static_cast<size_t>(at)] = bad;
+      EXPECT_FALSE(top_candidates_sparse(o, row.data(), 1, vocab, {0.f}, {&none}, prompt, 1, 1, 2, &picked))
+          << "entry " << at << " = " << bad;
+    }
+  std::vector<float> row(static_cast<size_t>(vocab), -1.f), maxima(4, 0.f);
+  row[5] = 3.f, row[64] = -std::numeric_limits<float>::infinity(), row[130] = 7.f, row[199] = 2.f;
+  for (int64_t v = 64; v < 128; ++v) row[static_cast<size_t>(v)] = -std::numeric_limits<float>::infinity();
+  EXPECT_EQ(block_maxima(row.data(), vocab, 64, maxima.data()), 7.f);
+  EXPECT_EQ(maxima, (std::vector<float>{3.f, -std::numeric_limits<float>::infinity(), 7.f, 2.f}));
+  row[10] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(block_maxima(row.data(), vocab, 64, maxima.data())));
+  EXPECT_EQ(maxima[0], 3.f) << "a block's maximum drops NaN";
+}
+
 }  // namespace
 }  // namespace parley::decoding
