@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PARLEY_PLUGIN_ABI_MAJOR 1
-#define PARLEY_PLUGIN_ABI_MINOR 4
+#define PARLEY_PLUGIN_ABI_MINOR 5
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
 #define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
@@ -528,7 +528,31 @@ typedef struct parley_linear_args {
   int64_t ld_residual;
   void *out;
   int64_t ld_out;
+  /* ABI 1.5: statistics of each output row in blocks of
+   * PARLEY_LINEAR_STATS_BLOCK columns, written by the kernel while the row
+   * is still in its caches, so that a caller can take the row's
+   * log-sum-exp and its largest entries (log_softmax, beam search over a
+   * vocabulary) without reading the row again. Read only when struct_size
+   * covers them; the host sets them only for kernels registered with
+   * PARLEY_KERNEL_FLAG_LINEAR_STATS, else leaves them NULL. Both NULL or
+   * both set, ld_stats >= ceil(n / PARLEY_LINEAR_STATS_BLOCK), in the
+   * memory `out` is in. For row i and block b (columns [64 b, min(n, 64 b + 64))),
+   * over the final out[i, j] (after activation and residual):
+   *   block_max[i * ld_stats + b] = their maximum, NaN ignored (-inf when
+   *     every one is -inf or NaN);
+   *   block_sum[i * ld_stats + b] = the sum of exp(out[i, j] - block_max)
+   *     in float precision; NaN when the block holds a NaN or a +inf, 0
+   *     when block_max is -inf. */
+  float *block_max;
+  float *block_sum;
+  int64_t ld_stats;
 } parley_linear_args;
+
+/* Columns per block of parley_linear_args.block_max / block_sum (ABI 1.5). */
+#define PARLEY_LINEAR_STATS_BLOCK 64
+/* struct_size of a parley_linear_args from ABI 1.2-1.4 (no statistics):
+ * kernels must accept it. */
+#define PARLEY_LINEAR_ARGS_SIZE_V1_2 (offsetof(parley_linear_args, ld_out) + sizeof(int64_t))
 
 /* ------------------------------------------------------------ descriptors */
 
@@ -545,6 +569,8 @@ typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ct
 #define PARLEY_KERNEL_FLAG_KV_PAGED 8u
 /* PARLEY_OP_ATTENTION (ABI 1.4): honours a sliding window (window > 0). */
 #define PARLEY_KERNEL_FLAG_SLIDING_WINDOW 16u
+/* PARLEY_OP_LINEAR (ABI 1.5): writes block_max / block_sum when they are set. */
+#define PARLEY_KERNEL_FLAG_LINEAR_STATS 32u
 
 typedef struct parley_kernel_desc {
   size_t struct_size;

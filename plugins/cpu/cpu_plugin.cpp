@@ -61,10 +61,10 @@ constexpr int32_t kPriority = 10;
 #define PARLEY_CPU_KERNEL(op, name, fn, flags) \
   { sizeof(parley_kernel_desc), op, "cpu", PARLEY_DTYPE_F32, kPriority, name, fn, flags, 0, -1, nullptr, nullptr }
 // LINEAR with F32 activations and `wdt` weights.
-#define PARLEY_CPU_LINEAR(wdt, name, prepare)                                                                      \
-  {                                                                                                                \
-    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cpu", PARLEY_DTYPE_F32, kPriority, name, linear_run, 0, 0, wdt, \
-        prepare, linear_release                                                                                    \
+#define PARLEY_CPU_LINEAR(wdt, name, prepare)                                                           \
+  {                                                                                                     \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cpu", PARLEY_DTYPE_F32, kPriority, name, linear_run, \
+        PARLEY_KERNEL_FLAG_LINEAR_STATS, 0, wdt, prepare, linear_release                                \
   }
 
 const parley_kernel_desc kKernels[] = {

@@ -317,11 +317,96 @@ constexpr int64_t kWideTileMaxN = 512;
 // thread: 512 outputs up to k = 2048, fewer for longer rows).
 constexpr int64_t kWideTileMaxFloats = int64_t{1} << 20;
 
+namespace {
+
+// The product and its epilogue, by the first path that serves the call.
+parley_kernel_status linear_product(const Host &host, const parley_linear_args &args, const PackedWeight &w,
+                                    bool *stats_written) {
+  const parley_linear_args *a = &args;
+  const int64_t m = a->m, n = a->n, k = a->k, act = enum_value(a->activation);
+  parley_kernel_status fast = PARLEY_KERNEL_OK;
+  if (linear_fast(host, *a, w, &fast, stats_written)) return fast;
+  if (auto st = onednn_ready(host)) return st;
+
+  const float *x = static_cast<const float *>(a->x);
+  float *out = static_cast<float *>(a->out);
+  const float *res = static_cast<const float *>(a->residual);
+  const bool in_place = w.dtype == PARLEY_DTYPE_F32;
+  // Tiles of output features small enough that a converted tile stays in
+  // L2 (~128 KiB), at least 16; rows in chunks of at most 256.
+  int64_t nb = std::max<int64_t>(16, std::min<int64_t>(256, (32768 / k) / 16 * 16));
+  const int64_t mb = std::min<int64_t>(m, 256);
+  if (m >= kWideTileMinM) {
+    // Many rows (prefill, batched decode): sgemm packs the activation rows
+    // again for every tile and has a cost per call, so fewer, wider tiles
+    // (up to 512 features), as many per thread. SmolLM2 prefill of 256
+    // tokens, 1 thread: 342 -> 358 tok/s; 32 chats (~30-row steps) through
+    // the serving engine: 198-202 -> 205-206 tok/s (from 64 rows: the former).
+    const int64_t threads = std::max(1, host.num_threads());
+    const int64_t widest = in_place ? kWideTileMaxN : std::min(kWideTileMaxN, kWideTileMaxFloats / k / 16 * 16);
+    const int64_t tiles = threads * ceil_div(n, threads * std::max<int64_t>(16, widest));
+    nb = std::max(nb, ceil_div(ceil_div(n, tiles), 16) * 16);
+  }
+  const int64_t tiles = ceil_div(n, nb);
+  std::atomic<int> lib_error{0};
+  parley_kernel_status st = host.parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
+    const size_t floats = size_t(in_place ? 0 : nb * k) + size_t(mb * nb);
+    float *scratch = static_cast<float *>(host.scratch(floats * sizeof(float)));
+    if (!scratch) return PARLEY_KERNEL_OUT_OF_MEMORY;
+    float *ctile = scratch + (in_place ? 0 : nb * k);
+    SingleThreadedLibrary single;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = t * nb, nc = std::min(nb, n - n0);
+      const float *wt;
+      int64_t ldw;
+      if (in_place) {
+        wt = reinterpret_cast<const float *>(w.data + n0 * w.ld_bytes);
+        ldw = w.ld_bytes / 4;
+      } else {
+        dequantize_rows(w, n0, n0 + nc, scratch);
+        wt = scratch;
+        ldw = k;
+      }
+      for (int64_t i0 = 0; i0 < m; i0 += mb) {
+        const int64_t mc = std::min(mb, m - i0);
+        dnnl_status_t s = dnnl_sgemm('N', 'T', mc, nc, k, 1.f, x + i0 * a->ld_x, a->ld_x, wt, ldw, 0.f, ctile, nc);
+        if (s != dnnl_success) {
+          lib_error.store(int(s));
+          return s == dnnl_out_of_memory ? PARLEY_KERNEL_OUT_OF_MEMORY : PARLEY_KERNEL_DEVICE_ERROR;
+        }
+        for (int64_t i = 0; i < mc; ++i) {
+          const int64_t row = i0 + i;
+          epilogue_span(ctile + i * nc, a->bias ? a->bias + n0 : nullptr, int(act),
+                        res ? res + row * a->ld_residual + n0 : nullptr, out + row * a->ld_out + n0, nc);
+        }
+      }
+    }
+    return PARLEY_KERNEL_OK;
+  });
+  if (st == PARLEY_KERNEL_OK) return st;
+  if (lib_error.load() == int(dnnl_out_of_memory))
+    return host.fail(st, "linear: out of memory: oneDNN could not allocate its packing buffers (weight '%.200s')",
+                     w.name.c_str());
+  if (lib_error.load())
+    return host.fail(st, "linear: oneDNN sgemm failed with status %d (weight '%.200s')", lib_error.load(),
+                     w.name.c_str());
+  if (st == PARLEY_KERNEL_OUT_OF_MEMORY)
+    return host.fail(st, "linear: out of memory (scratch for a %lldx%lldx%lld product)", ll(m), ll(n), ll(k));
+  return host.fail(st, "linear: failed (status %d)", int(st));
+}
+
+}  // namespace
+
 parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("linear", ctx, [&]() -> parley_kernel_status {
     Host host(nullptr);
-    const parley_linear_args *a = nullptr;
-    if (auto st = begin_call("linear", ctx, args, &host, &a)) return st;
+    const parley_linear_args *given = nullptr;
+    if (auto st = begin_call("linear", ctx, args, &host, &given, PARLEY_LINEAR_ARGS_SIZE_V1_2)) return st;
+    // Every path reads this copy: fields a 1.2-1.4 host did not send are 0.
+    parley_linear_args full{};
+    std::memcpy(&full, given, std::min(given->struct_size, sizeof full));
+    full.struct_size = sizeof full;
+    const parley_linear_args *a = &full;
     PARLEY_CHECK(host, a->weight != nullptr, "linear: weight is NULL (not prepared?)");
     const PackedWeight &w = *static_cast<const PackedWeight *>(a->weight);
     const int64_t m = a->m, n = a->n, k = a->k;
@@ -338,75 +423,23 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     PARLEY_CHECK(host, a->x != a->out, "linear: out aliases x");
     if (a->residual && a->residual == a->out)
       PARLEY_CHECK(host, a->ld_residual == a->ld_out, "linear: out aliases residual with another row stride");
-    parley_kernel_status fast = PARLEY_KERNEL_OK;
-    if (linear_fast(host, *a, w, &fast)) return fast;
-    if (auto st = onednn_ready(host)) return st;
-
-    const float *x = static_cast<const float *>(a->x);
-    float *out = static_cast<float *>(a->out);
-    const float *res = static_cast<const float *>(a->residual);
-    const bool in_place = w.dtype == PARLEY_DTYPE_F32;
-    // Tiles of output features small enough that a converted tile stays in
-    // L2 (~128 KiB), at least 16; rows in chunks of at most 256.
-    int64_t nb = std::max<int64_t>(16, std::min<int64_t>(256, (32768 / k) / 16 * 16));
-    const int64_t mb = std::min<int64_t>(m, 256);
-    if (m >= kWideTileMinM) {
-      // Many rows (prefill, batched decode): sgemm packs the activation rows
-      // again for every tile and has a cost per call, so fewer, wider tiles
-      // (up to 512 features), as many per thread. SmolLM2 prefill of 256
-      // tokens, 1 thread: 342 -> 358 tok/s; 32 chats (~30-row steps) through
-      // the serving engine: 198-202 -> 205-206 tok/s (from 64 rows: the former).
-      const int64_t threads = std::max(1, host.num_threads());
-      const int64_t widest = in_place ? kWideTileMaxN : std::min(kWideTileMaxN, kWideTileMaxFloats / k / 16 * 16);
-      const int64_t tiles = threads * ceil_div(n, threads * std::max<int64_t>(16, widest));
-      nb = std::max(nb, ceil_div(ceil_div(n, tiles), 16) * 16);
+    const bool stats = a->block_max || a->block_sum;
+    if (stats) {
+      PARLEY_CHECK(host, a->block_max && a->block_sum, "linear: block_max and block_sum must both be set or both NULL");
+      PARLEY_CHECK(host, a->ld_stats >= ceil_div(n, PARLEY_LINEAR_STATS_BLOCK),
+                   "linear: ld_stats (%lld) < ceil(n / %d) = %lld", ll(a->ld_stats), PARLEY_LINEAR_STATS_BLOCK,
+                   ll(ceil_div(n, PARLEY_LINEAR_STATS_BLOCK)));
     }
-    const int64_t tiles = ceil_div(n, nb);
-    std::atomic<int> lib_error{0};
-    parley_kernel_status st = host.parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) -> parley_kernel_status {
-      const size_t floats = size_t(in_place ? 0 : nb * k) + size_t(mb * nb);
-      float *scratch = static_cast<float *>(host.scratch(floats * sizeof(float)));
-      if (!scratch) return PARLEY_KERNEL_OUT_OF_MEMORY;
-      float *ctile = scratch + (in_place ? 0 : nb * k);
-      SingleThreadedLibrary single;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n0 = t * nb, nc = std::min(nb, n - n0);
-        const float *wt;
-        int64_t ldw;
-        if (in_place) {
-          wt = reinterpret_cast<const float *>(w.data + n0 * w.ld_bytes);
-          ldw = w.ld_bytes / 4;
-        } else {
-          dequantize_rows(w, n0, n0 + nc, scratch);
-          wt = scratch;
-          ldw = k;
-        }
-        for (int64_t i0 = 0; i0 < m; i0 += mb) {
-          const int64_t mc = std::min(mb, m - i0);
-          dnnl_status_t s = dnnl_sgemm('N', 'T', mc, nc, k, 1.f, x + i0 * a->ld_x, a->ld_x, wt, ldw, 0.f, ctile, nc);
-          if (s != dnnl_success) {
-            lib_error.store(int(s));
-            return s == dnnl_out_of_memory ? PARLEY_KERNEL_OUT_OF_MEMORY : PARLEY_KERNEL_DEVICE_ERROR;
-          }
-          for (int64_t i = 0; i < mc; ++i) {
-            const int64_t row = i0 + i;
-            epilogue_span(ctile + i * nc, a->bias ? a->bias + n0 : nullptr, int(act),
-                          res ? res + row * a->ld_residual + n0 : nullptr, out + row * a->ld_out + n0, nc);
-          }
-        }
-      }
+    bool stats_written = false;
+    parley_kernel_status st = linear_product(host, *a, w, &stats_written);
+    if (st != PARLEY_KERNEL_OK || !stats || stats_written) return st;
+    // The paths without statistics of their own: one pass over the rows.
+    return host.parallel_for(m, 1, [&](int64_t i0, int64_t i1) -> parley_kernel_status {
+      for (int64_t i = i0; i < i1; ++i)
+        block_stats(static_cast<const float *>(a->out) + i * a->ld_out, n, a->block_max + i * a->ld_stats,
+                    a->block_sum + i * a->ld_stats);
       return PARLEY_KERNEL_OK;
     });
-    if (st == PARLEY_KERNEL_OK) return st;
-    if (lib_error.load() == int(dnnl_out_of_memory))
-      return host.fail(st, "linear: out of memory: oneDNN could not allocate its packing buffers (weight '%.200s')",
-                       w.name.c_str());
-    if (lib_error.load())
-      return host.fail(st, "linear: oneDNN sgemm failed with status %d (weight '%.200s')", lib_error.load(),
-                       w.name.c_str());
-    if (st == PARLEY_KERNEL_OUT_OF_MEMORY)
-      return host.fail(st, "linear: out of memory (scratch for a %lldx%lldx%lld product)", ll(m), ll(n), ll(k));
-    return host.fail(st, "linear: failed (status %d)", int(st));
   });
 }
 

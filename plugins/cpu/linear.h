@@ -52,8 +52,10 @@ void dequantize_rows(const PackedWeight &w, int64_t r0, int64_t r1, float *dst);
 
 // The specialised paths (linear_fast.cpp): runs the product when one of them
 // serves this shape, weight and CPU, and returns true (with *status set);
-// returns false to leave it to the general path.
-bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status);
+// returns false to leave it to the general path. *stats_written: as
+// gemm_int_vnni_avx512's (linear_kernels.h).
+bool linear_fast(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status,
+                 bool *stats_written);
 
 // One LINEAR entry per weight dtype; each checks that the weight it is given
 // is of its dtype.

@@ -484,7 +484,7 @@ bool gemm_vnni_group_packed(const Host &host, const parley_linear_args &a, const
 // sum_p (u_p - 128) w_p = dot - 128 * row_sum exactly, the integer the
 // micro-kernel computes, so the outputs are the same bits for every m.
 bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const PackedWeight &w,
-                        parley_kernel_status *status) {
+                        parley_kernel_status *status, bool *stats_written) {
   if (auto st = onednn_ready(host)) {
     *status = st;
     return true;
@@ -498,7 +498,12 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
   // wide, rows in blocks of at most kOnednnI8MaxM.
   const int64_t threads = std::max(1, host.num_threads());
   const int64_t tiles = threads * ((n + threads * kOnednnI8MaxN - 1) / (threads * kOnednnI8MaxN));
-  const int64_t nb = ((n + tiles - 1) / tiles + 15) / 16 * 16, mb = std::min(m, kOnednnI8MaxM);
+  // With statistics, tiles on their block grid, so each tile finishes its
+  // blocks (otherwise 16 columns, for an even split of a 576-wide layer).
+  constexpr int64_t kStatsBlock = PARLEY_LINEAR_STATS_BLOCK;
+  const bool stats = a.block_max != nullptr;
+  const int64_t grid = stats ? kStatsBlock : 16;
+  const int64_t nb = ((n + tiles - 1) / tiles + grid - 1) / grid * grid, mb = std::min(m, kOnednnI8MaxM);
   std::atomic<int> lib_error{0};
   const bool plain = !a.residual && a.activation == PARLEY_ACT_NONE;  // at most a bias
   const parley_kernel_status st =
@@ -524,24 +529,38 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
               const float si = sx[size_t(i0 + i)];
               const int32_t *ci = c + i * nc;
               const float *sw = w.scales + n0;
-              if (plain) {
+              float *o = static_cast<float *>(a.out) + (i0 + i) * a.ld_out + n0;
+              const int64_t s0 = (i0 + i) * a.ld_stats + n0 / kStatsBlock;
+              if (plain && stats) {
+                // The statistics from the tile in L1, then one copy out: a
+                // logits row is not read from memory again for its
+                // log-normaliser and top entries (and reading `o` right
+                // after storing it waited for the stores).
+                if (a.bias)
+                  for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]) + a.bias[n0 + j];
+                else
+                  for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]) + 0.f;
+                block_stats(vals, nc, a.block_max + s0, a.block_sum + s0);
+                std::memcpy(o, vals, size_t(nc) * sizeof(float));
+              } else if (plain) {
                 // Straight into the output: a second pass over a 58k-wide
                 // logits row (bias only) cost more than the product's scaling.
-                float *o = static_cast<float *>(a.out) + (i0 + i) * a.ld_out + n0;
                 if (a.bias)
                   for (int64_t j = 0; j < nc; ++j) o[j] = float(ci[j]) * (si * sw[j]) + a.bias[n0 + j];
                 else
                   for (int64_t j = 0; j < nc; ++j) o[j] = float(ci[j]) * (si * sw[j]) + 0.f;
-                continue;
+              } else {
+                for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]);
+                linear_epilogue(a, i0 + i, n0, vals, nc);
+                if (stats) block_stats(o, nc, a.block_max + s0, a.block_sum + s0);
               }
-              for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]);
-              linear_epilogue(a, i0 + i, n0, vals, nc);
             }
           }
         }
         return PARLEY_KERNEL_OK;
       });
   *status = st;
+  if (stats_written) *stats_written = stats;
   if (st != PARLEY_KERNEL_OK && lib_error.load() && lib_error.load() != int(dnnl_out_of_memory))
     *status = host.fail(st, "linear: oneDNN u8s8s32 GEMM failed with status %d (weight '%.200s')", lib_error.load(),
                         w.name.c_str());
@@ -551,10 +570,10 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
 }  // namespace
 
 bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
-                          parley_kernel_status *status) {
+                          parley_kernel_status *status, bool *stats_written) {
   if (a.k > 65536) return false;
   if (w.dtype == PARLEY_DTYPE_I8 && w.quant == PARLEY_QUANT_PER_ROW && w.row_sums.size() == size_t(a.n))
-    return a.m >= onednn_i8_min_m() ? gemm_i8_row_onednn(host, a, w, status)
+    return a.m >= onednn_i8_min_m() ? gemm_i8_row_onednn(host, a, w, status, stats_written)
                                     : gemm_vnni<QKind::kI8Row>(host, a, w, status);
   if (w.quant != PARLEY_QUANT_GROUPWISE || a.k % 64 != 0 || w.group_corr.size() != size_t(a.n)) return false;
   const bool packed = a.m >= vnni_packed_min_m();

@@ -42,8 +42,10 @@ bool gemv_avx512(const Host &host, const parley_linear_args &a, const PackedWeig
 // I8 (per-row or group-wise) and I4 (group-wise) weights x dynamically
 // int8-quantised activations (AVX512-VNNI). Needs the row sums of prepare
 // (row_sums / group_corr); group-wise needs k % 64 == 0.
+// *stats_written is set when the path wrote a's block statistics (ABI 1.5)
+// itself, while the outputs were in cache (the oneDNN I8 per-row path).
 bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
-                          parley_kernel_status *status);
+                          parley_kernel_status *status, bool *stats_written);
 
 // The same products on AVX2 (linear_int_avx2.cpp): int8-valued activations
 // widened to int16, vpmaddwd. I8 per-row (any k; bit-identical to the VNNI
@@ -58,6 +60,10 @@ bool gemm_bf16_avx512(const Host &host, const parley_linear_args &a, const Packe
 // every path (bias and res may be NULL). out may alias vals or res: each
 // element is read before it is written, and vals is never written.
 void epilogue_span(const float *vals, const float *bias, int act, const float *res, float *out, int64_t count);
+
+// parley_linear_args.block_max / block_sum (ABI 1.5) of `len` outputs that
+// start on a block boundary: ceil(len / PARLEY_LINEAR_STATS_BLOCK) blocks.
+void block_stats(const float *row, int64_t len, float *bmax, float *bsum);
 
 // out[i, j0 .. j0 + count) = act(vals + bias) + residual for activation row i.
 void linear_epilogue(const parley_linear_args &a, int64_t i, int64_t j0, const float *vals, int64_t count);

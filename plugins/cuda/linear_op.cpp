@@ -209,7 +209,11 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     DeviceState *state = nullptr;
     cudaStream_t stream = nullptr;
     const parley_linear_args *a = nullptr;
-    if (auto st = begin_call("linear", ctx, args, &host, &state, &stream, &a)) return st;
+    // A 1.2-1.4 host's struct is accepted; the 1.5 statistics are not
+    // declared (no PARLEY_KERNEL_FLAG_LINEAR_STATS), so never read.
+    if (auto st = begin_call("linear", ctx, args, &host, &state, &stream, &a, 1u << PARLEY_DTYPE_F32,
+                             PARLEY_LINEAR_ARGS_SIZE_V1_2))
+      return st;
     PARLEY_CHECK(host, a->weight != nullptr, "linear: weight is NULL (not prepared?)");
     const DeviceWeight &w = *static_cast<const DeviceWeight *>(a->weight);
     const lin::Layout &L = w.layout;

@@ -42,12 +42,12 @@ struct Candidate {
   float logprob;   // the processed log-prob `score` added (return_logprobs only; else 0)
 };
 
-// Entries per block of block_maxima() in top_candidates_sparse.
-constexpr int64_t kTopBlock = 64;
+// Entries per block of the block maxima top_tokens skips by.
+constexpr int64_t kTopBlock = kLogitStatsBlock;
 
 // The `k` largest entries of a raw row without NaN, best first, ties to the
 // lower index. `maxima` holds the row's kTopBlock-entry block maxima
-// (block_maxima): once k are held, a block whose maximum does not beat the
+// (LogitStats): once k are held, a block whose maximum does not beat the
 // k-th is skipped without reading it (most of a vocabulary row).
 std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k, const float *maxima) {
   std::vector<int32_t> best;
@@ -130,6 +130,23 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
                            const std::vector<const std::vector<int32_t> *> &generated,
                            const std::vector<int32_t> &prompt, int64_t cur_len, int64_t padded, size_t k,
                            std::vector<std::pair<size_t, float>> *picked) {
+  const int64_t blocks = (vocab + kTopBlock - 1) / kTopBlock;
+  std::vector<float> maxima(n * static_cast<size_t>(blocks)), sums(maxima.size());
+  std::vector<double> lse(n);
+  for (size_t j = 0; j < n; ++j) {
+    const size_t at = j * static_cast<size_t>(blocks);
+    logit_block_stats(rows + j * static_cast<size_t>(vocab), vocab, maxima.data() + at, sums.data() + at);
+    lse[j] = log_sum_exp_of_blocks(maxima.data() + at, sums.data() + at, blocks);
+  }
+  return top_candidates_sparse(o, rows, n, vocab, maxima.data(), lse.data(), beam_scores, generated, prompt, cur_len,
+                               padded, k, picked);
+}
+
+bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n, int64_t vocab, const float *block_max,
+                           const double *lse_of, const std::vector<float> &beam_scores,
+                           const std::vector<const std::vector<int32_t> *> &generated,
+                           const std::vector<int32_t> &prompt, int64_t cur_len, int64_t padded, size_t k,
+                           std::vector<std::pair<size_t, float>> *picked) {
   struct Cand {
     float acc;
     size_t idx;
@@ -137,13 +154,13 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
   std::vector<Cand> cands;
   std::vector<float> bound(n, -std::numeric_limits<float>::infinity());  // best score a skipped token can have
   std::vector<std::pair<int32_t, float>> overrides;
-  // One pass over a row finds its block maxima (and NaN); the log-normaliser
-  // and the top tokens then start from them instead of each reading the
-  // whole row again for its maximum.
-  std::vector<float> maxima(static_cast<size_t>((vocab + kTopBlock - 1) / kTopBlock));
+  // The log-normaliser and the block maxima come with the rows (the
+  // model's output projection or one pass of logit_block_stats): a row is
+  // read only in the blocks that can hold its top tokens.
+  const size_t blocks = static_cast<size_t>((vocab + kTopBlock - 1) / kTopBlock);
   for (size_t j = 0; j < n; ++j) {
     const float *row = rows + j * static_cast<size_t>(vocab);
-    const double lse = log_sum_exp_given_max(row, vocab, block_maxima(row, vocab, kTopBlock, maxima.data()));
+    const double lse = lse_of[j];
     if (!std::isfinite(lse)) return false;
     if (!processed_overrides(o, row, lse, vocab, RowHistory{&prompt, generated[j]}, cur_len, padded, &overrides))
       return false;
@@ -154,7 +171,7 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
       const float x = row[t];
       return x == -std::numeric_limits<float>::infinity() ? x : static_cast<float>(static_cast<double>(x) - lse);
     };
-    const std::vector<int32_t> top = top_tokens(row, vocab, m, maxima.data());
+    const std::vector<int32_t> top = top_tokens(row, vocab, m, block_max + j * blocks);
     for (int32_t t : top) {
       bool overridden = false;
       for (const auto &ov : overrides) overridden = overridden || ov.first == t;
@@ -209,6 +226,10 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
   std::vector<char> unsatisfied(batch, 1);  // is_early_stop_heuristic_unsatisfied
   // Named when a row of logits is NaN / +inf / all -inf.
   const std::string logits_source = model.logits_source();
+  // The logits rows' block statistics when the model returned them with the
+  // rows (not for the first step's expanded rows).
+  LogitStats stats;
+  const size_t blocks = static_cast<size_t>((vocab + kLogitStatsBlock - 1) / kLogitStatsBlock);
 
   for (int64_t step = 0;; ++step) {
     const int64_t cur_len = padded + step;
@@ -222,10 +243,30 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     std::vector<std::vector<int32_t>> alt_ids_of(batch);
     std::vector<std::vector<float>> alt_lps_of(batch);
     model.parallel_for(static_cast<int64_t>(batch), [&](int64_t b0, int64_t b1) {
-      std::vector<float> lp, acc;
+      std::vector<float> lp, acc, own_max, own_sum;
+      std::vector<double> lse(n);
       std::vector<std::pair<size_t, float>> chosen;  // (flat index, score)
       for (size_t b = static_cast<size_t>(b0); b < static_cast<size_t>(b1); ++b) {
         const float *item_rows = logits.data() + b * n * static_cast<size_t>(vocab);
+        // The beam rows' block statistics, from the model's output
+        // projection when it wrote them (the rows are then read only where
+        // they can hold a top token), else computed here in one pass. One
+        // log-normaliser per row serves the sparse and the dense path alike.
+        const float *bmax, *bsum;
+        if (stats.valid) {
+          bmax = stats.block_max.data() + b * n * blocks;
+          bsum = stats.block_sum.data() + b * n * blocks;
+        } else {
+          own_max.resize(n * blocks);
+          own_sum.resize(n * blocks);
+          for (size_t j = 0; j < n; ++j)
+            logit_block_stats(item_rows + j * static_cast<size_t>(vocab), vocab, own_max.data() + j * blocks,
+                              own_sum.data() + j * blocks);
+          bmax = own_max.data();
+          bsum = own_sum.data();
+        }
+        for (size_t j = 0; j < n; ++j)
+          lse[j] = log_sum_exp_of_blocks(bmax + j * blocks, bsum + j * blocks, static_cast<int64_t>(blocks));
         std::vector<float> scores;
         std::vector<const std::vector<int32_t> *> generated;
         for (const Beam &beam : running[b]) {
@@ -233,8 +274,8 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
           generated.push_back(&beam.tokens);
         }
         if (o.do_sample || o.constraint || per_token ||
-            !top_candidates_sparse(o, item_rows, n, vocab, scores, generated, prompts[b], cur_len, padded,
-                                   beams_to_keep, &chosen)) {
+            !top_candidates_sparse(o, item_rows, n, vocab, bmax, lse.data(), scores, generated, prompts[b], cur_len,
+                                   padded, beams_to_keep, &chosen)) {
           lp.resize((per_token ? n : 1) * static_cast<size_t>(vocab));
           acc.resize(n * static_cast<size_t>(vocab));
           for (size_t j = 0; j < n; ++j) {
@@ -244,7 +285,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
             // The raw row's log-normaliser is finite exactly when the row is
             // usable (no NaN or +inf, not all -inf). The sparse path above
             // gives up on such a row, so every row passes this check.
-            check_logits_row(log_softmax(row, lp_row, vocab), row, vocab, step, logits_source);
+            check_logits_row(log_softmax_given_lse(row, lp_row, vocab, lse[j]), row, vocab, step, logits_source);
             apply_processors(o, lp_row, vocab, RowHistory{&prompts[b], &running[b][j].tokens}, cur_len, padded);
             if (o.constraint) running[b][j].constraint->mask(lp_row, o.eos_token_ids);
             if (o.do_sample) apply_warpers(o, lp_row, vocab, min_keep);
@@ -377,9 +418,11 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     for (size_t r = 0; r < parents.size(); ++r) identity = identity && parents[r] == static_cast<int32_t>(r);
     if (!identity) model.reorder(parents);
     check_run_control(o, step + 1);
-    model.advance_into(next_tokens, logits);
+    model.advance_into(next_tokens, logits, &stats);
     if (logits.size() != batch * n * static_cast<size_t>(vocab))
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
+    if (stats.valid && (stats.block_max.size() != batch * n * blocks || stats.block_sum.size() != batch * n * blocks))
+      fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logit statistics of the wrong size");
   }
 
   std::vector<std::vector<Hypothesis>> out(batch);

@@ -33,6 +33,14 @@ void append_alternatives(const float *logp, int64_t vocab, int64_t k, Hypothesis
 // beams x vocab scores. Fills `picked` with (flat index, score) pairs equal to
 // top_indices over the dense scores and returns true, or returns false when
 // it cannot guarantee that (the caller then runs the dense path).
+// block_max: the rows' block maxima [n, ceil(vocab / kLogitStatsBlock)]
+// (LogitStats), lse: their log_sum_exp, as the dense path uses them.
+bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n, int64_t vocab, const float *block_max,
+                           const double *lse, const std::vector<float> &beam_scores,
+                           const std::vector<const std::vector<int32_t> *> &generated,
+                           const std::vector<int32_t> &prompt, int64_t cur_len, int64_t padded, size_t k,
+                           std::vector<std::pair<size_t, float>> *picked);
+// The same, with the statistics computed here (logit_block_stats, log_sum_exp_of_blocks).
 bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n, int64_t vocab,
                            const std::vector<float> &beam_scores,
                            const std::vector<const std::vector<int32_t> *> &generated,

@@ -197,64 +197,78 @@ inline float exp_nonpositive(float x) {
 
 }  // namespace
 
-PARLEY_VECTOR_CLONES double log_sum_exp(const float *in, int64_t vocab) {
-  // Both loops are reductions the compiler may reorder (omp simd; this file
-  // is built with -O3 -fopenmp-simd, see runtime/CMakeLists.txt). A NaN makes
-  // the sum NaN whatever the order.
-  // The max loop drops NaN (a comparison with NaN is false), so NaN is
-  // tracked beside it in the same pass: a NaN anywhere makes the result NaN,
-  // whatever the other entries (callers test isfinite() on it, see
-  // check_logits_row).
+PARLEY_VECTOR_CLONES void logit_block_stats(const float *in, int64_t vocab, float *block_max, float *block_sum) {
+  // Reductions the compiler may reorder (omp simd; this file is built with
+  // -O3 -fopenmp-simd, see runtime/CMakeLists.txt): a max is exact in any
+  // order; a block's float sum of at most 64 exps in [0, 1] is within a few
+  // ulps whatever the order. The max loop drops NaN (a comparison with NaN
+  // is false), so NaN and +inf are flagged beside it in the same pass.
+  constexpr int64_t kBlock = kLogitStatsBlock;
+  float e[kBlock];
+  for (int64_t b0 = 0, bi = 0; b0 < vocab; b0 += kBlock, ++bi) {
+    const int64_t len = std::min(kBlock, vocab - b0);
+    const float *x = in + b0;
+    float mx = kNegInf;
+    int bad = 0;
+#pragma omp simd reduction(max : mx) reduction(| : bad)
+    for (int64_t i = 0; i < len; ++i) {
+      mx = x[i] > mx ? x[i] : mx;
+      bad |= (x[i] != x[i]) | (x[i] == std::numeric_limits<float>::infinity());
+    }
+    block_max[bi] = mx;
+    if (bad || mx == kNegInf) {
+      block_sum[bi] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.f;
+      continue;
+    }
+    // Scalar, exp took ~13 cycles an element: it needs -fno-trapping-math
+    // (runtime/CMakeLists.txt) to vectorise.
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) e[i] = exp_nonpositive(x[i] - mx);
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < len; ++i) sum += e[i];
+    block_sum[bi] = sum;
+  }
+}
+
+PARLEY_VECTOR_CLONES double log_sum_exp_of_blocks(const float *block_max, const float *block_sum, int64_t blocks) {
   float mx = kNegInf;
   int nan = 0;
 #pragma omp simd reduction(max : mx) reduction(| : nan)
-  for (int64_t v = 0; v < vocab; ++v) {
-    mx = in[v] > mx ? in[v] : mx;
-    nan |= in[v] != in[v];
+  for (int64_t b = 0; b < blocks; ++b) {
+    mx = block_max[b] > mx ? block_max[b] : mx;
+    nan |= block_sum[b] != block_sum[b];
   }
-  return log_sum_exp_given_max(in, vocab, nan ? std::numeric_limits<float>::quiet_NaN() : mx);
-}
-
-PARLEY_VECTOR_CLONES double log_sum_exp_given_max(const float *in, int64_t vocab, float mx) {
-  if (mx != mx) return std::numeric_limits<double>::quiet_NaN();
-  if (mx == kNegInf || mx == std::numeric_limits<float>::infinity()) return mx;
-  // exp in float (torch's precision), summed in double so the log-sum-exp is
-  // exact to float. Blocks of exps first, then their sum: GCC vectorises
-  // each loop alone but not the fused one.
-  constexpr int64_t kBlock = 1024;
-  float e[kBlock];
+  if (nan) return std::numeric_limits<double>::quiet_NaN();
+  if (mx == kNegInf) return -std::numeric_limits<double>::infinity();
+  // Each block's sum rescaled to the row's maximum, summed in double. A
+  // block of -inf has sum 0 (its exp factor, exp(-87), is finite).
+  constexpr int64_t kChunk = 256;
+  float e[kChunk];
   double sum = 0.0;
-  for (int64_t v0 = 0; v0 < vocab; v0 += kBlock) {
-    const int64_t len = std::min(kBlock, vocab - v0);
-    // Scalar, this loop took ~13 cycles an element (14 % of a beam-4 batch-32
-    // translation): it needs -fno-trapping-math (runtime/CMakeLists.txt).
+  for (int64_t b0 = 0; b0 < blocks; b0 += kChunk) {
+    const int64_t len = std::min(kChunk, blocks - b0);
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) e[i] = exp_nonpositive(in[v0 + i] - mx);
+    for (int64_t i = 0; i < len; ++i) e[i] = exp_nonpositive(block_max[b0 + i] - mx);
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(e[i]);
+    for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(block_sum[b0 + i]) * static_cast<double>(e[i]);
   }
   return static_cast<double>(mx) + std::log(sum);
 }
 
-PARLEY_VECTOR_CLONES float block_maxima(const float *in, int64_t n, int64_t block, float *maxima) {
-  float row = kNegInf;
-  int nan = 0;
-  for (int64_t b0 = 0, bi = 0; b0 < n; b0 += block, ++bi) {
-    const int64_t len = std::min(block, n - b0);
-    float mx = kNegInf;
-#pragma omp simd reduction(max : mx) reduction(| : nan)
-    for (int64_t i = 0; i < len; ++i) {
-      mx = in[b0 + i] > mx ? in[b0 + i] : mx;
-      nan |= in[b0 + i] != in[b0 + i];
-    }
-    maxima[bi] = mx;
-    row = mx > row ? mx : row;
-  }
-  return nan ? std::numeric_limits<float>::quiet_NaN() : row;
+double log_sum_exp(const float *in, int64_t vocab) {
+  const int64_t blocks = (vocab + kLogitStatsBlock - 1) / kLogitStatsBlock;
+  thread_local std::vector<float> stats;
+  stats.resize(static_cast<size_t>(2 * blocks));
+  logit_block_stats(in, vocab, stats.data(), stats.data() + blocks);
+  return log_sum_exp_of_blocks(stats.data(), stats.data() + blocks, blocks);
 }
 
 double log_softmax(const float *in, float *out, int64_t vocab) {
-  const double lse = log_sum_exp(in, vocab);
+  return log_softmax_given_lse(in, out, vocab, log_sum_exp(in, vocab));
+}
+
+double log_softmax_given_lse(const float *in, float *out, int64_t vocab, double lse) {
   if (lse == -std::numeric_limits<double>::infinity()) {  // every token masked: all stay -inf
     std::fill(out, out + vocab, kNegInf);
     return lse;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/decoding.hpp"
+#include "model/logit_stats.hpp"
 
 namespace parley::decoding {
 
@@ -43,28 +44,31 @@ void min_p(float *scores, int64_t vocab, double p, int64_t min_tokens_to_keep);
 // log_softmax / softmax of one row (float32 result, double accumulation).
 // log_softmax returns the row's log_sum_exp (check it with check_logits_row).
 double log_softmax(const float *in, float *out, int64_t vocab);
+// log_softmax with the row's log_sum_exp already known (e.g. from the block
+// statistics the model returned with the row): out[v] = float(double(in[v])
+// - lse), -inf where in[v] is; all -inf when lse is. Returns lse.
+double log_softmax_given_lse(const float *in, float *out, int64_t vocab, double lse);
 // log_softmax(in)[token] without writing the row: the value log_softmax()
 // would write there, bit for bit.
 float token_log_softmax(const float *in, int64_t vocab, int64_t token);
 // std::max_element(in, in + vocab) - in, faster: the first maximal index of a
 // row without NaN.
 int64_t argmax_first(const float *in, int64_t vocab);
-// The log-normaliser log_softmax subtracts: max + log(sum(exp(in - max))),
-// exp in float, sum in double; -inf when every entry is -inf, NaN when any
-// entry is NaN, +inf when the maximum is +inf: finite exactly when the row is
-// a usable distribution. log_softmax(in)[v] == float(double(in[v]) -
-// log_sum_exp(in)) for finite in[v].
+// The log-normaliser log_softmax subtracts, log(sum(exp(in))), from the row's
+// block statistics (logit_block_stats, then log_sum_exp_of_blocks): -inf
+// when every entry is -inf, NaN when any entry is NaN or +inf, so finite
+// exactly when the row is a usable distribution. log_softmax(in)[v] ==
+// float(double(in[v]) - log_sum_exp(in)) for finite in[v].
 double log_sum_exp(const float *in, int64_t vocab);
 
-// The maximum of every `block` entries of in[0 .. n) (the last block may be
-// shorter) into maxima[0 .. ceil(n / block)), NaN entries dropped (-inf for
-// none), as a `x > m ? x : m` chain from -inf gives, in vector code, in one
-// pass. Returns the row's maximum, or NaN when any entry is NaN (as
-// copy_row_max does).
-float block_maxima(const float *in, int64_t n, int64_t block, float *maxima);
-// log_sum_exp(in) given the row's maximum `mx` (block_maxima's or
-// copy_row_max's return value): the same value, without the pass that finds it.
-double log_sum_exp_given_max(const float *in, int64_t vocab, float mx);
+// The block statistics of one row (LogitStats, model/logit_stats.hpp) into
+// block_max / block_sum [ceil(vocab / kLogitStatsBlock)], in one pass: what
+// the output projection's kernel returns with the row where it can.
+void logit_block_stats(const float *in, int64_t vocab, float *block_max, float *block_sum);
+// log(sum(exp(row))) from a row's block statistics: M + log(sum_b sum_b *
+// exp(max_b - M)) with M the largest block maximum (exp in float, the sum in
+// double); NaN when a block's sum is NaN, -inf when every maximum is -inf.
+double log_sum_exp_of_blocks(const float *block_max, const float *block_sum, int64_t blocks);
 
 // Copies a row and returns its maximum in the same pass, NaN if any entry is
 // NaN (a plain max drops NaN: every comparison with it is false).

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "model/logit_stats.hpp"
+
 namespace parley {
 
 class StepModel {
@@ -21,6 +23,12 @@ class StepModel {
   // The same into `logits`, whose storage a model may reuse.
   virtual void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits) {
     logits = advance(tokens);
+  }
+  // ... and the rows' block statistics where the model's output projection
+  // writes them (stats->valid; decoding computes them itself otherwise).
+  virtual void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) {
+    advance_into(tokens, logits);
+    stats->valid = false;
   }
   // Row r of the new state continues old row parents[r] (rows may be
   // duplicated or dropped; parents.size() becomes the new row count).

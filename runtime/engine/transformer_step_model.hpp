@@ -21,6 +21,9 @@ class TransformerStepModel : public StepModel {
   void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits) override {
     model_.step_into(state_, tokens, 1, /*last_only=*/true, logits);
   }
+  void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) override {
+    model_.step_into(state_, tokens, 1, /*last_only=*/true, logits, {}, stats);
+  }
   void reorder(const std::vector<int32_t> &parents) override;
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)> &fn) override;
   std::string logits_source() const override;

@@ -147,9 +147,10 @@ LinearWeight Ops::prepare_linear(Weights &weights, const std::string &name, int6
   return w;
 }
 
-void Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out, parley_activation act,
-                 const float *residual) const {
+bool Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out, parley_activation act,
+                 const float *residual, const LinearStats *stats) const {
   if (w.handle_) {
+    const bool with_stats = stats && (w.kernel_.flags & PARLEY_KERNEL_FLAG_LINEAR_STATS);
     parley_linear_args a{};
     a.struct_size = sizeof a;
     a.dtype = PARLEY_DTYPE_F32;
@@ -165,8 +166,13 @@ void Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *
     a.ld_residual = w.n;
     a.out = out;
     a.ld_out = w.n;
+    if (with_stats) {
+      a.block_max = stats->block_max;
+      a.block_sum = stats->block_sum;
+      a.ld_stats = stats->ld;
+    }
     check(w.kernel_, w.kernel_.run(&ctx_, &a));
-    return;
+    return with_stats;
   }
   if (!w.f32_) fail(PARLEY_ERROR_INTERNAL, "linear weight used before it was prepared");
   if (residual && residual == out && act == PARLEY_ACT_NONE) {
@@ -190,7 +196,7 @@ void Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *
     g.bias = bias;
     g.epilogue = PARLEY_ACT_NONE;
     run(PARLEY_OP_GEMM, &g);
-    return;
+    return false;
   }
   if (residual && residual == out) fail(PARLEY_ERROR_INTERNAL, "linear: in-place residual with an activation");
   linear(x, m, w.k, w.f32_, w.n, bias, out, act);
@@ -205,6 +211,7 @@ void Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *
     a.alpha = 1.f;
     run(PARLEY_OP_ADD, &a);
   }
+  return false;
 }
 
 }  // namespace parley

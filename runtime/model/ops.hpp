@@ -31,6 +31,12 @@ struct LinearPlan {
 // A weight prepared for one device: a LINEAR kernel's packed handle, or
 // (when no LINEAR kernel serves its dtype there) a float32 view for GEMM.
 // Move-only; releases the handle through its kernel.
+// Where a LINEAR call writes its output rows' block statistics (ABI 1.5).
+struct LinearStats {
+  float *block_max = nullptr, *block_sum = nullptr;
+  int64_t ld = 0;  // >= ceil(n / PARLEY_LINEAR_STATS_BLOCK)
+};
+
 class LinearWeight {
  public:
   LinearWeight() = default;
@@ -61,8 +67,12 @@ class Ops {
   void linear(const float *a, int64_t m, int64_t k, const float *w, int64_t n, const float *bias, float *c,
               parley_activation act = PARLEY_ACT_NONE) const;
   // out[m,n] = act(x[m,k] @ W^T + bias) + residual (residual may be NULL or equal out).
-  void linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out,
-              parley_activation act = PARLEY_ACT_NONE, const float *residual = nullptr) const;
+  // With `stats`, also the rows' block statistics (parley_linear_args.block_max /
+  // block_sum, [m, ld] in out's memory) when the kernel writes them
+  // (PARLEY_KERNEL_FLAG_LINEAR_STATS): returns whether it did.
+  bool linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out,
+              parley_activation act = PARLEY_ACT_NONE, const float *residual = nullptr,
+              const LinearStats *stats = nullptr) const;
   // Hands tensor `name` ([n, k]) to the best LINEAR kernel for its stored
   // dtype on this device; falls back to GEMM over an f32 copy (recorded in
   // `plan`, warned once per model by the caller) when none serves it.

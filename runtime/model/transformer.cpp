@@ -557,8 +557,9 @@ std::vector<float> Transformer::step(DecoderState &st, const std::vector<int32_t
 }
 
 void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
-                            std::vector<float> &logits, const std::vector<int32_t> &counts) const {
+                            std::vector<float> &logits, const std::vector<int32_t> &counts, LogitStats *stats) const {
   MemoryScope memory_scope("a decoder step's activations and logits");
+  if (stats) stats->valid = false;
   const StackParams &p = dec_;
   const int64_t B = st.batch, rows = B * n, H = p.hidden, hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
   if (n < 1 || static_cast<int64_t>(tokens.size()) != rows)
@@ -696,7 +697,17 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
   }
   logits.resize(static_cast<size_t>(out_rows * vocab_));
   if (mem_->host_addressable()) {  // host memory: write the caller's vector directly
-    ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, logits.data());
+    static_assert(kLogitStatsBlock == PARLEY_LINEAR_STATS_BLOCK);
+    LinearStats into;
+    if (stats) {
+      stats->blocks = (vocab_ + kLogitStatsBlock - 1) / kLogitStatsBlock;
+      stats->block_max.resize(static_cast<size_t>(out_rows * stats->blocks));
+      stats->block_sum.resize(stats->block_max.size());
+      into = {stats->block_max.data(), stats->block_sum.data(), stats->blocks};
+    }
+    const bool wrote = ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, logits.data(), PARLEY_ACT_NONE,
+                                   nullptr, stats ? &into : nullptr);
+    if (stats) stats->valid = wrote;
   } else {
     DeviceArray<float> dev = buffer(out_rows * vocab_);
     ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, dev.data());

@@ -14,6 +14,7 @@
 
 #include "format/model_file.hpp"
 #include "model/device_memory.hpp"
+#include "model/logit_stats.hpp"
 #include "model/ops.hpp"
 #include "model/weights.hpp"
 
@@ -146,8 +147,11 @@ class Transformer {
   // step() into `logits`, resized: its storage is reused when the size stays
   // (a beam-4 batch-32 translation step returns 30 MB, which a new vector
   // zeroes and faults in every step).
+  // With `stats`, also the logits rows' block statistics where the output
+  // projection's kernel writes them (stats->valid says whether it did).
   void step_into(DecoderState &state, const std::vector<int32_t> &tokens, int64_t n, bool last_only,
-                 std::vector<float> &logits, const std::vector<int32_t> &counts = {}) const;
+                 std::vector<float> &logits, const std::vector<int32_t> &counts = {},
+                 LogitStats *stats = nullptr) const;
 
   // Keep only the sequences `parents` names, in that order (a sequence may be
   // repeated or dropped): beam search's reorder. Moves only the filled part

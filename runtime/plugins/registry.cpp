@@ -279,6 +279,9 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     // plugin built against 1.4 or later can have meant that bit.
     if (kd.op == PARLEY_OP_ATTENTION && major == PARLEY_PLUGIN_ABI_MAJOR && minor >= 4)
       flags |= kd.flags & PARLEY_KERNEL_FLAG_SLIDING_WINDOW;
+    // Likewise a LINEAR kernel's block statistics (ABI 1.5 fields).
+    if (kd.op == PARLEY_OP_LINEAR && major == PARLEY_PLUGIN_ABI_MAJOR && minor >= 5)
+      flags |= kd.flags & PARLEY_KERNEL_FLAG_LINEAR_STATS;
     Kernel k{static_cast<parley_op>(kd.op),
              kd.device,
              kd.name,

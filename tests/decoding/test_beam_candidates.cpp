@@ -124,33 +124,47 @@ TEST(BeamCandidates, DeclinesWhenAProcessorRewritesTheRow) {
   EXPECT_FALSE(top_candidates_sparse(o, row.data(), 1, 50, {0.f}, {&none}, prompt, 2, 1, 2, &picked));
 }
 
-// The sparse path reads each row once for its 64-entry block maxima
-// (block_maxima); a NaN or +inf anywhere, in a full block or in the short
-// last one, must make it decline (the dense path then reports the row), and
-// the maxima must be each block's own, NaN dropped, the row's maximum
-// returned (NaN when any entry is NaN).
+// The sparse path reads each row once for its 64-entry block statistics
+// (logit_block_stats); a NaN or +inf anywhere, in a full block or in the
+// short last one, must make it decline (the dense path then reports the
+// row), and the statistics must be each block's own: maximum with NaN
+// dropped, sum NaN for a block with NaN or +inf, 0 for a block of -inf.
 TEST(BeamCandidates, NonFiniteRowsDeclineWhereverTheEntryIs) {
   DecodingOptions o;
   std::vector<int32_t> prompt = {0}, none;
   std::vector<std::pair<size_t, float>> picked;
   const int64_t vocab = 200;  // three full blocks and a tail of 8
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   for (int64_t at : {int64_t{0}, int64_t{70}, int64_t{195}})
-    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    for (float bad : {nan, inf}) {
       std::vector<float> row(static_cast<size_t>(vocab));
       for (int64_t v = 0; v < vocab; ++v) row[static_cast<size_t>(v)] = std::sin(0.37f * static_cast<float>(v));
       ASSERT_TRUE(top_candidates_sparse(o, row.data(), 1, vocab, {0.f}, {&none}, prompt, 1, 1, 2, &picked));
       row[static_cast<size_t>(at)] = bad;
       EXPECT_FALSE(top_candidates_sparse(o, row.data(), 1, vocab, {0.f}, {&none}, prompt, 1, 1, 2, &picked))
           << "entry " << at << " = " << bad;
+      EXPECT_TRUE(std::isnan(log_sum_exp(row.data(), vocab))) << "entry " << at << " = " << bad;
     }
-  std::vector<float> row(static_cast<size_t>(vocab), -1.f), maxima(4, 0.f);
-  row[5] = 3.f, row[64] = -std::numeric_limits<float>::infinity(), row[130] = 7.f, row[199] = 2.f;
-  for (int64_t v = 64; v < 128; ++v) row[static_cast<size_t>(v)] = -std::numeric_limits<float>::infinity();
-  EXPECT_EQ(block_maxima(row.data(), vocab, 64, maxima.data()), 7.f);
-  EXPECT_EQ(maxima, (std::vector<float>{3.f, -std::numeric_limits<float>::infinity(), 7.f, 2.f}));
-  row[10] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_TRUE(std::isnan(block_maxima(row.data(), vocab, 64, maxima.data())));
+  std::vector<float> row(static_cast<size_t>(vocab), -1.f), maxima(4, 0.f), sums(4, -1.f);
+  row[5] = 3.f, row[130] = 7.f, row[199] = 2.f;
+  for (int64_t v = 64; v < 128; ++v) row[static_cast<size_t>(v)] = -inf;
+  logit_block_stats(row.data(), vocab, maxima.data(), sums.data());
+  EXPECT_EQ(maxima, (std::vector<float>{3.f, -inf, 7.f, 2.f}));
+  EXPECT_EQ(sums[1], 0.f) << "a block of -inf";
+  // Each sum against float64: 1 + 63 e^-4 (block 0), 1 + 63 e^-8, 1 + 7 e^-3.
+  const double want[] = {1 + 63 * std::exp(-4.0), 0.0, 1 + 63 * std::exp(-8.0), 1 + 7 * std::exp(-3.0)};
+  for (int b = 0; b < 4; ++b) EXPECT_NEAR(sums[static_cast<size_t>(b)], want[b], 64 * 4e-7 * want[b]) << "block " << b;
+  // The row's log-normaliser from the blocks, against float64 over the row.
+  double direct = 0;
+  for (float x : row) direct += std::exp(static_cast<double>(x));
+  EXPECT_NEAR(log_sum_exp(row.data(), vocab), std::log(direct), 1e-6);
+  row[10] = nan;
+  logit_block_stats(row.data(), vocab, maxima.data(), sums.data());
   EXPECT_EQ(maxima[0], 3.f) << "a block's maximum drops NaN";
+  EXPECT_TRUE(std::isnan(sums[0]));
+  EXPECT_FALSE(std::isnan(sums[2]));
+  const std::vector<float> masked(70, -inf);
+  EXPECT_EQ(log_sum_exp(masked.data(), 70), -std::numeric_limits<double>::infinity()) << "every entry -inf";
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -442,10 +443,11 @@ parley_kernel_status guarded_linear(const parley_kernel_context *ctx, const void
   if (!ctx || !args) return PARLEY_KERNEL_INVALID_ARGUMENT;
   auto *g = static_cast<Guard *>(ctx->device_state);
   if (!g) return PARLEY_KERNEL_INVALID_ARGUMENT;
-  if (*static_cast<const size_t *>(args) < sizeof(parley_linear_args))
-    return refuse(g->host, "argument struct too small");
-  parley_linear_args a;
-  std::memcpy(&a, args, sizeof a);
+  const size_t given = *static_cast<const size_t *>(args);
+  if (given < PARLEY_LINEAR_ARGS_SIZE_V1_2) return refuse(g->host, "argument struct too small");
+  // Not registered with PARLEY_KERNEL_FLAG_LINEAR_STATS: the statistics stay NULL.
+  parley_linear_args a{};
+  std::memcpy(&a, args, std::min(given, PARLEY_LINEAR_ARGS_SIZE_V1_2));
   a.struct_size = sizeof a;
   const auto *w = static_cast<const GuardedWeight *>(a.weight);
   if (!w) return refuse(g->host, "linear without a prepared weight");
