@@ -52,6 +52,24 @@ constexpr int64_t kTopBlock = kLogitStatsBlock;
 std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k, const float *maxima) {
   std::vector<int32_t> best;
   best.reserve(k + 1);
+  // The k-th largest block maximum T: k entries are >= T, so the k-th
+  // largest entry is too, and a block whose maximum is below T holds none
+  // of the top k. Only those blocks are read (about k of them, where
+  // filling `best` from the first blocks on used to read many more).
+  const size_t blocks = static_cast<size_t>((vocab + kTopBlock - 1) / kTopBlock);
+  float threshold = -std::numeric_limits<float>::infinity();
+  if (k >= 1 && k <= blocks) {  // one pass keeping the k largest maxima, sorted (k is a few beams)
+    thread_local std::vector<float> largest;
+    largest.assign(k, -std::numeric_limits<float>::infinity());
+    for (size_t b = 0; b < blocks; ++b) {
+      const float x = maxima[b];
+      if (!(x > largest[k - 1])) continue;
+      size_t j = k - 1;
+      for (; j > 0 && x > largest[j - 1]; --j) largest[j] = largest[j - 1];
+      largest[j] = x;
+    }
+    threshold = largest[k - 1];
+  }
   auto offer = [&](int64_t i) {
     const float x = row[i];
     if (best.size() == k && !(x > row[best.back()])) return;
@@ -61,7 +79,7 @@ std::vector<int32_t> top_tokens(const float *row, int64_t vocab, size_t k, const
     if (best.size() > k) best.pop_back();
   };
   for (int64_t i = 0, bi = 0; i < vocab; i += kTopBlock, ++bi) {
-    if (best.size() == k && !(maxima[bi] > row[best.back()])) continue;
+    if (maxima[bi] < threshold || (best.size() == k && !(maxima[bi] > row[best.back()]))) continue;
     const int64_t end = std::min(vocab, i + kTopBlock);
     for (int64_t j = i; j < end; ++j) offer(j);
   }

@@ -527,6 +527,121 @@ TEST_P(LinearPaths, OutputsAreBitIdenticalWhateverTheThreadCount) {
     }
 }
 
+// LINEAR with block statistics (ABI 1.5): out, block_max, block_sum of the
+// m rows of `in` plus `bias`, stats rows ld_stats apart (poisoned padding).
+struct StatsRun {
+  std::vector<float> out, bmax, bsum;
+  int64_t ld_stats = 0;
+};
+StatsRun run_with_stats(const Path &path, const Weight &w, int64_t m, const Inputs &in, const std::vector<float> &bias,
+                        int threads) {
+  TestHost host(threads);
+  PathScope scope(path);
+  Prepared p;
+  p.kd = linear_desc(w.spec.dtype);
+  p.host = &host;
+  p.pw.struct_size = sizeof p.pw;
+  const parley_weight_desc d = desc_of(w);
+  StatsRun r;
+  r.ld_stats = (w.n + PARLEY_LINEAR_STATS_BLOCK - 1) / PARLEY_LINEAR_STATS_BLOCK + 2;
+  r.out = poisoned(size_t(m * w.n));
+  r.bmax = poisoned(size_t(m * r.ld_stats));
+  r.bsum = poisoned(size_t(m * r.ld_stats));
+  EXPECT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK) << host.last_error();
+  if (!p.pw.handle) return r;
+  parley_linear_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32;
+  a.m = m, a.n = w.n, a.k = w.k;
+  a.x = in.x.data(), a.ld_x = in.ld_x;
+  a.weight = p.pw.handle;
+  a.bias = bias.data();
+  a.out = r.out.data(), a.ld_out = w.n;
+  a.block_max = r.bmax.data(), a.block_sum = r.bsum.data(), a.ld_stats = r.ld_stats;
+  EXPECT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+  return r;
+}
+
+// The statistics describe the outputs the same call wrote, on every path
+// and weight dtype (the oneDNN int8 path computes them from its tile, the
+// others in a pass after the product): per 64-column block the maximum,
+// exact, NaN dropped; the sum of exp(out - max) against float64 within
+// 1e-5 relative (64 exps of about 1 ulp each, their float arguments'
+// rounding, at most 2.2e-8 absolute per term, and a float sum of 64 terms:
+// about 9e-6 of a sum >= 1 in the worst case). A block holding NaN or +inf
+// has a NaN sum, a block of -inf sums to 0, padding past the blocks is not
+// written, and the outputs equal those of a call without statistics.
+TEST_P(LinearPaths, BlockStatisticsDescribeTheOutputs) {
+  const Path &path = kPaths[GetParam()];
+  if (const char *f = missing_feature(path)) GTEST_SKIP() << "this CPU lacks " << f << " (path " << path.name << ")";
+  PARLEY_TRACE_BASE_SEED();
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const WeightSpec &spec : kSpecs)
+    for (int64_t n : {5, 64, 65, 300, 1100}) {
+      Rng rng(case_seed());
+      const int64_t k = spec.quant == PARLEY_QUANT_GROUPWISE ? 2 * spec.group : 128;
+      const Weight w = make_weight(spec, n, k, rng);
+      std::vector<float> bias = rng.uniform(size_t(n), -8.f, 8.f);
+      if (n >= 300) {  // a NaN in block 1, +inf in block 2, block 3 all -inf
+        bias[70] = nan;
+        bias[150] = inf;
+        std::fill(bias.begin() + 192, bias.begin() + 256, -inf);
+      }
+      for (int64_t m : {1, 5, 30}) {
+        SCOPED_TRACE(testing::Message() << path.name << " " << spec.name() << " n=" << n << " m=" << m);
+        const Inputs in = random_inputs(m, k, rng);
+        const StatsRun r = run_with_stats(path, w, m, in, bias, 2);
+        // The same call without statistics writes the same outputs.
+        TestHost host(2);
+        PathScope scope(path);
+        Prepared p;
+        p.kd = linear_desc(w.spec.dtype);
+        p.host = &host;
+        p.pw.struct_size = sizeof p.pw;
+        const parley_weight_desc d = desc_of(w);
+        ASSERT_EQ(p.kd->prepare_weight(host.context(), &d, &p.pw), PARLEY_KERNEL_OK) << host.last_error();
+        std::vector<float> plain = poisoned(size_t(m * n));
+        parley_linear_args a{};
+        a.struct_size = sizeof a;
+        a.dtype = PARLEY_DTYPE_F32;
+        a.m = m, a.n = n, a.k = k;
+        a.x = in.x.data(), a.ld_x = in.ld_x;
+        a.weight = p.pw.handle;
+        a.bias = bias.data();
+        a.out = plain.data(), a.ld_out = n;
+        ASSERT_EQ(p.kd->run(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+        ASSERT_EQ(std::memcmp(plain.data(), r.out.data(), plain.size() * sizeof(float)), 0);
+        const int64_t blocks = (n + 63) / 64;
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t b = 0; b < blocks; ++b) {
+            const float *o = r.out.data() + i * n + b * 64;
+            const int64_t len = std::min<int64_t>(64, n - b * 64);
+            float mx = -inf;
+            bool bad = false;
+            for (int64_t j = 0; j < len; ++j) {
+              mx = o[j] > mx ? o[j] : mx;
+              bad = bad || std::isnan(o[j]) || o[j] == inf;
+            }
+            const float got_max = r.bmax[size_t(i * r.ld_stats + b)], got_sum = r.bsum[size_t(i * r.ld_stats + b)];
+            ASSERT_EQ(got_max, mx) << "row " << i << " block " << b;
+            if (bad) {
+              EXPECT_TRUE(std::isnan(got_sum)) << "row " << i << " block " << b << ": " << got_sum;
+              continue;
+            }
+            double want = 0;
+            if (mx != -inf)
+              for (int64_t j = 0; j < len; ++j) want += std::exp(double(o[j]) - double(mx));
+            EXPECT_NEAR(got_sum, want, 1e-5 * want) << "row " << i << " block " << b;
+          }
+          for (int64_t b = blocks; b < r.ld_stats; ++b) {  // padding: still the poison
+            EXPECT_TRUE(std::isnan(r.bmax[size_t(i * r.ld_stats + b)]));
+            EXPECT_TRUE(std::isnan(r.bsum[size_t(i * r.ld_stats + b)]));
+          }
+        }
+      }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, LinearPaths, testing::Range(0, int(std::size(kPaths))),
                          [](const testing::TestParamInfo<int> &i) { return std::string(kPaths[i.param].name); });
 
@@ -790,6 +905,27 @@ TEST_F(LinearMisuse, RunRejectsBadArgumentsWithAMessageOnEveryPath) {
       a = good;
       a.m = -1;
       expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "m (-1)");
+      std::vector<float> stats(8);
+      a = good;
+      a.block_max = stats.data();
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "both be set or both NULL");
+      a.block_sum = stats.data() + 4;
+      a.ld_stats = 0;
+      expect_error(a, PARLEY_KERNEL_INVALID_ARGUMENT, "ld_stats (0) < ceil(n / 64) = 1");
+      // A 1.2-1.4 host's struct ends before the statistics: whatever lies
+      // past struct_size is not read.
+      struct {
+        parley_linear_args args;
+        char tail[64];
+      } old{};
+      std::memcpy(&old.args, &good, PARLEY_LINEAR_ARGS_SIZE_V1_2);
+      old.args.struct_size = PARLEY_LINEAR_ARGS_SIZE_V1_2;
+      std::memset(reinterpret_cast<char *>(&old.args) + PARLEY_LINEAR_ARGS_SIZE_V1_2, 0x5a,
+                  sizeof old.args - PARLEY_LINEAR_ARGS_SIZE_V1_2);
+      EXPECT_EQ(kd->run(host.context(), &old.args), PARLEY_KERNEL_OK) << host.last_error();
+      old.args.struct_size = PARLEY_LINEAR_ARGS_SIZE_V1_2 - 1;
+      host.clear_error();
+      EXPECT_EQ(kd->run(host.context(), &old.args), PARLEY_KERNEL_INVALID_ARGUMENT);
     }
   }
 }
