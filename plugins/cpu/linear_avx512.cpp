@@ -543,26 +543,21 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
               const float *sw = w.scales + n0;
               float *o = static_cast<float *>(a.out) + (i0 + i) * a.ld_out + n0;
               const int64_t s0 = (i0 + i) * a.ld_stats + n0 / kStatsBlock;
+              // The scaled products, then the one epilogue of every path
+              // (epilogue_span, also what the micro-kernel below
+              // onednn_i8_min_m() rows runs): a bias added in the same
+              // expression contracted into an FMA here, one rounding fewer,
+              // so a logit changed with the batch's row count.
+              for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]);
               if (plain && stats) {
                 // The statistics from the tile in L1, then one streamed
                 // copy out: a logits row is not read from memory again for
                 // its log-normaliser and top entries (and reading `o` right
                 // after storing it waited for the stores).
-                if (a.bias)
-                  for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]) + a.bias[n0 + j];
-                else
-                  for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]) + 0.f;
+                epilogue_span(vals, a.bias ? a.bias + n0 : nullptr, PARLEY_ACT_NONE, nullptr, vals, nc);
                 block_stats(vals, nc, a.block_max + s0, a.block_sum + s0);
                 stream_out(o, vals, nc);
-              } else if (plain) {
-                // Straight into the output: a second pass over a 58k-wide
-                // logits row (bias only) cost more than the product's scaling.
-                if (a.bias)
-                  for (int64_t j = 0; j < nc; ++j) o[j] = float(ci[j]) * (si * sw[j]) + a.bias[n0 + j];
-                else
-                  for (int64_t j = 0; j < nc; ++j) o[j] = float(ci[j]) * (si * sw[j]) + 0.f;
               } else {
-                for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]);
                 linear_epilogue(a, i0 + i, n0, vals, nc);
                 if (stats) block_stats(o, nc, a.block_max + s0, a.block_sum + s0);
               }

@@ -3,8 +3,11 @@
 // plus properties of sampling that no reference can pin down.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -318,6 +321,39 @@ TEST(BeamSearch, ReordersTheModelRows) {
   for (const auto &h : m->histories())
     EXPECT_EQ(std::vector<int32_t>(h.begin(), h.begin() + 3), (std::vector<int32_t>{3, 7, 1}));
   EXPECT_FALSE(out[0][0].tokens.empty());
+}
+
+// An item whose finished hypotheses are settled leaves the batch (as
+// CTranslate2 drops finished translations; transformers keeps stepping it
+// with no effect on its result): each item's hypotheses and scores are
+// those of the item searched alone, bit for bit, and the model was fed
+// fewer rows than the batch's every row at every step.
+TEST(BeamSearch, SettledItemsLeaveTheBatchWithTheSameResults) {
+  const std::vector<std::vector<int32_t>> prompts = {{3, 7, 1}, {5, 5, 9}, {9, 0, 4}, {1, 1, 1},
+                                                     {6, 2, 8}, {4, 4, 7}, {8, 3, 3}, {0, 9, 5}};
+  for (EarlyStopping es : {EarlyStopping::kFalse, EarlyStopping::kTrue, EarlyStopping::kNever}) {
+    DecodingOptions o;
+    o.num_beams = 3;
+    o.num_return_sequences = 2;
+    o.max_new_tokens = 16;
+    o.eos_token_ids = {2};
+    o.early_stopping = es;
+    o.length_penalty = es == EarlyStopping::kNever ? 0.7 : 1.0;
+    FakeStepModel *m = nullptr;
+    const auto batched = run(12, 3, prompts, o, &m);
+    const int64_t fed = m->rows_fed, steps = m->advances;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto alone = run(12, 3, {prompts[i]}, o);
+      ASSERT_EQ(batched[i].size(), alone[0].size());
+      for (size_t h = 0; h < alone[0].size(); ++h) {
+        EXPECT_EQ(batched[i][h].tokens, alone[0][h].tokens) << "item " << i << " hypothesis " << h;
+        EXPECT_EQ(std::memcmp(&batched[i][h].score, &alone[0][h].score, sizeof(float)), 0)
+            << "item " << i << " hypothesis " << h << ": " << batched[i][h].score << " vs " << alone[0][h].score;
+      }
+    }
+    EXPECT_LT(fed, steps * static_cast<int64_t>(prompts.size()) * o.num_beams)
+        << "early_stopping " << static_cast<int>(es) << ": no item left the batch before the last step";
+  }
 }
 
 // ------------------------------------------------------------ bad input --

@@ -716,6 +716,42 @@ TEST(Linear, I8PerRowInt8ActivationPathsGiveTheExactIntegerDot) {
   if (ran == 0) GTEST_SKIP() << "this CPU has no int8-activation path (needs AVX2 or AVX512-VNNI)";
 }
 
+// The bias is added to the rounded product as a separate float addition
+// on both I8 per-row int8 paths (oneDNN from onednn_i8_min_m() rows, the
+// micro-kernel below), with and without block statistics: a product and
+// bias contracted into one FMA on one of them made a logit, and so a beam,
+// depend on how many rows shared the call.
+TEST(Linear, I8PerRowBiasIsAddedAfterTheProductWhateverTheRowCount) {
+  PARLEY_TRACE_BASE_SEED();
+  int ran = 0;
+  struct OnednnMinM {
+    ~OnednnMinM() { parley::cpu::set_onednn_i8_min_m(-1); }
+  } restore;
+  for (const Path &path : kPaths)
+    for (const int64_t onednn_from : {int64_t{-1}, int64_t{1} << 40}) {
+      if (missing_feature(path)) continue;
+      parley::cpu::set_onednn_i8_min_m(onednn_from);
+      Rng rng(case_seed());
+      const int64_t n = 700, k = 96;
+      const Weight w = make_weight(kSpecs[3], n, k, rng);
+      const std::vector<float> bias = rng.uniform(size_t(n), -3.f, 3.f);
+      for (int64_t m : {1, 5, 30}) {
+        if (!int8_activations(path, kSpecs[3], m, k)) continue;
+        ++ran;
+        const Inputs in = random_inputs(m, k, rng);
+        const std::vector<float> plain = run_plain(path, w, m, in);
+        const StatsRun r = run_with_stats(path, w, m, in, bias, 3);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            const float want = plain[size_t(i * n + j)] + bias[size_t(j)];
+            ASSERT_EQ(r.out[size_t(i * n + j)], want)
+                << path.name << " m=" << m << " row " << i << " output " << j << " oneDNN from m=" << onednn_from;
+          }
+      }
+    }
+  if (ran == 0) GTEST_SKIP() << "this CPU has no int8-activation path (needs AVX2 or AVX512-VNNI)";
+}
+
 // ---- the instruction-set knob ------------------------------------------------------
 
 TEST(LinearIsa, KnobParsesAndCapsTheLevelAndTheChoiceIsLogged) {
