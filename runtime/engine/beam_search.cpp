@@ -248,6 +248,14 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
   // rows (not for the first step's expanded rows).
   LogitStats stats;
   const size_t blocks = static_cast<size_t>((vocab + kLogitStatsBlock - 1) / kLogitStatsBlock);
+  // The items still searched, in the order of the model's rows (item
+  // live[p] has rows p * n .. p * n + n - 1). An item whose finished
+  // hypotheses can no longer change leaves the batch (transformers keeps
+  // stepping it; its result is the same), as CTranslate2 drops finished
+  // translations: a batch of sentences of mixed lengths then costs the
+  // steps of each, not of the longest times the batch.
+  std::vector<size_t> live(batch);
+  std::iota(live.begin(), live.end(), size_t{0});
 
   for (int64_t step = 0;; ++step) {
     const int64_t cur_len = padded + step;
@@ -260,20 +268,21 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     // num_alternatives: per item, the top n_alt (token, log-prob) of each beam row's processed row.
     std::vector<std::vector<int32_t>> alt_ids_of(batch);
     std::vector<std::vector<float>> alt_lps_of(batch);
-    model.parallel_for(static_cast<int64_t>(batch), [&](int64_t b0, int64_t b1) {
+    model.parallel_for(static_cast<int64_t>(live.size()), [&](int64_t p0, int64_t p1) {
       std::vector<float> lp, acc, own_max, own_sum;
       std::vector<double> lse(n);
       std::vector<std::pair<size_t, float>> chosen;  // (flat index, score)
-      for (size_t b = static_cast<size_t>(b0); b < static_cast<size_t>(b1); ++b) {
-        const float *item_rows = logits.data() + b * n * static_cast<size_t>(vocab);
+      for (size_t p = static_cast<size_t>(p0); p < static_cast<size_t>(p1); ++p) {
+        const size_t b = live[p];
+        const float *item_rows = logits.data() + p * n * static_cast<size_t>(vocab);
         // The beam rows' block statistics, from the model's output
         // projection when it wrote them (the rows are then read only where
         // they can hold a top token), else computed here in one pass. One
         // log-normaliser per row serves the sparse and the dense path alike.
         const float *bmax, *bsum;
         if (stats.valid) {
-          bmax = stats.block_max.data() + b * n * blocks;
-          bsum = stats.block_sum.data() + b * n * blocks;
+          bmax = stats.block_max.data() + p * n * blocks;
+          bsum = stats.block_sum.data() + p * n * blocks;
         } else {
           own_max.resize(n * blocks);
           own_sum.resize(n * blocks);
@@ -297,7 +306,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
           lp.resize((per_token ? n : 1) * static_cast<size_t>(vocab));
           acc.resize(n * static_cast<size_t>(vocab));
           for (size_t j = 0; j < n; ++j) {
-            const float *row = logits.data() + (b * n + j) * static_cast<size_t>(vocab);
+            const float *row = item_rows + j * static_cast<size_t>(vocab);
             // Keep every beam's processed row when its values are reported.
             float *lp_row = lp.data() + (per_token ? j * static_cast<size_t>(vocab) : 0);
             // The raw row's log-normaliser is finite exactly when the row is
@@ -333,7 +342,8 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
         }
       }
     });
-    for (size_t b = 0; b < batch; ++b) {
+    for (size_t p = 0; p < live.size(); ++p) {
+      const size_t b = live[p];
       const std::vector<Candidate> &cands = cands_of[b];
       for (const Candidate &c : cands) all_hit = all_hit && c.hits_stop;
       // The running beam `c` extends, grown by its token (and, when asked
@@ -378,7 +388,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
         next_running[j] = extended(c);
         next_running[j].constraint = extended_state(c);
         next_running[j].score = running_lp[keep[j]];
-        parents.push_back(static_cast<int32_t>(b * n + static_cast<size_t>(c.beam)));
+        parents.push_back(static_cast<int32_t>(p * n + static_cast<size_t>(c.beam)));
         next_tokens.push_back(c.token);
       }
       // f. _update_finished_beams
@@ -431,15 +441,41 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     }
     const bool go_on = any_unsatisfied && !(every_finished && early_true) && !all_hit;
     if (!go_on) break;
+    // Settled items leave: the early-stop heuristic is satisfied (nothing
+    // can enter their finished set, see f.), or with early_stopping=True
+    // their n finished slots are full.
+    std::vector<size_t> next_live;
+    std::vector<int32_t> kept_parents, kept_tokens;
+    for (size_t p = 0; p < live.size(); ++p) {
+      const size_t b = live[p];
+      bool settled = !unsatisfied[b];
+      if (early_true) {
+        bool full = true;
+        for (const Beam &f : finished[b]) full = full && f.finished;
+        settled = settled || full;
+      }
+      if (settled) continue;
+      next_live.push_back(b);
+      kept_parents.insert(kept_parents.end(), parents.begin() + static_cast<std::ptrdiff_t>(p * n),
+                          parents.begin() + static_cast<std::ptrdiff_t>((p + 1) * n));
+      kept_tokens.insert(kept_tokens.end(), next_tokens.begin() + static_cast<std::ptrdiff_t>(p * n),
+                         next_tokens.begin() + static_cast<std::ptrdiff_t>((p + 1) * n));
+    }
+    if (next_live.empty()) break;
+    const bool dropped = next_live.size() != live.size();
+    live = std::move(next_live);
+    parents = std::move(kept_parents);
+    next_tokens = std::move(kept_tokens);
 
-    bool identity = true;
+    bool identity = !dropped;  // dropping rows at the end leaves the rest in place: still a reorder
     for (size_t r = 0; r < parents.size(); ++r) identity = identity && parents[r] == static_cast<int32_t>(r);
     if (!identity) model.reorder(parents);
     check_run_control(o, step + 1);
     model.advance_into(next_tokens, logits, &stats);
-    if (logits.size() != batch * n * static_cast<size_t>(vocab))
+    const size_t rows = live.size() * n;
+    if (logits.size() != rows * static_cast<size_t>(vocab))
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
-    if (stats.valid && (stats.block_max.size() != batch * n * blocks || stats.block_sum.size() != batch * n * blocks))
+    if (stats.valid && (stats.block_max.size() != rows * blocks || stats.block_sum.size() != rows * blocks))
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logit statistics of the wrong size");
   }
 

@@ -3,8 +3,6 @@
 // plus properties of sampling that no reference can pin down.
 #include <gtest/gtest.h>
 
-#include <cstring>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
