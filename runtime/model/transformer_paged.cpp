@@ -337,8 +337,7 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
   std::vector<int64_t> wanted;  // caller indices
   for (int64_t s = 0; s < S; ++s)
     if (seqs[static_cast<size_t>(s)].want_logits) wanted.push_back(s);
-  std::vector<float> logits(static_cast<size_t>(S * vocab_), 0.f);
-  if (wanted.empty()) return logits;
+  if (wanted.empty()) return std::vector<float>(static_cast<size_t>(S * vocab_), 0.f);
   std::vector<int64_t> packed_of(static_cast<size_t>(S));
   for (int64_t i = 0; i < S; ++i) packed_of[static_cast<size_t>(order[static_cast<size_t>(i)])] = i;
   const int64_t W = static_cast<int64_t>(wanted.size());
@@ -363,7 +362,8 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
     ops_.linear(lm_head_, final_rows, W, logits_bias_, dev.data());
     dev.download(out.data(), out.size());
   }
-  if (W == S) return out;
+  if (W == S) return out;  // every row: no zeroed [S, vocab] vector (30 MB a step for 128 beams of 58k)
+  std::vector<float> logits(static_cast<size_t>(S * vocab_), 0.f);
   for (int64_t w = 0; w < W; ++w)
     std::copy_n(out.begin() + w * vocab_, vocab_, logits.begin() + wanted[static_cast<size_t>(w)] * vocab_);
   return logits;
