@@ -12,8 +12,13 @@
 // host that lends the process part of a core). Not a test; never fails on
 // timing. The machine is shared: trust ratios most.
 //
-// Usage: bench_attention [--quick] [--threads 1,2] [--context 400] [--batches 1,32]
-//                        [--model SUBSTRING] [--kv f32|f16|i8] [--reps N]
+// --shared N: the first N keys (whole blocks) of every sequence are the same
+// pool blocks, as a system prompt in the engine's prefix cache is; the GB/s
+// column still counts them once per sequence (the bytes a call without
+// sharing would read).
+//
+// Usage: bench_attention [--quick] [--threads 1,2] [--context 400] [--shared 0]
+//                        [--batches 1,32] [--model SUBSTRING] [--kv f32|f16|i8] [--reps N]
 // (--model, --kv, --batches and --reps narrow a run down for a profiler.)
 #include <parley/plugin.h>
 
@@ -68,8 +73,8 @@ double thread_cpu_us() {
   return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
 }
 
-Timing time_decode(Pool &pool, parley_kernel_fn fn, const Shape &s, int64_t batch, int64_t context, int32_t dtype,
-                   int reps) {
+Timing time_decode(Pool &pool, parley_kernel_fn fn, const Shape &s, int64_t batch, int64_t context, int64_t shared,
+                   int32_t dtype, int reps) {
   constexpr int64_t kBlock = 16;
   const int64_t D = s.head_dim, kvd = s.kv_heads * D;
   const int64_t per_seq = (context + kBlock - 1) / kBlock, blocks = batch * per_seq;
@@ -93,6 +98,11 @@ Timing time_decode(Pool &pool, parley_kernel_fn fn, const Shape &s, int64_t batc
   std::vector<int32_t> table(static_cast<size_t>(blocks));
   for (int64_t i = 0; i < blocks; ++i) table[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   std::shuffle(table.begin(), table.end(), rng);
+  // A shared prefix (a system prompt in the prefix cache): every sequence's
+  // first full blocks are sequence 0's.
+  for (int64_t b = 1; b < batch; ++b)
+    for (int64_t i = 0; i < std::min(shared, context) / kBlock; ++i)
+      table[static_cast<size_t>(b * per_seq + i)] = table[static_cast<size_t>(i)];
 
   parley_attention_args a{};
   a.struct_size = sizeof a;
@@ -153,7 +163,7 @@ std::vector<int> parse_list(const char *s) {
 int main(int argc, char **argv) {
   bool quick = false;
   std::vector<int> threads = {1, 2};
-  int64_t context = 400;
+  int64_t context = 400, shared = 0;
   std::vector<int> batches = {1, 32};
   std::string model_filter, kv_filter;
   int reps_arg = 0;
@@ -165,6 +175,8 @@ int main(int argc, char **argv) {
       threads = parse_list(argv[++i]);
     } else if (arg == "--context" && i + 1 < argc) {
       context = std::atoll(argv[++i]);
+    } else if (arg == "--shared" && i + 1 < argc) {
+      shared = std::atoll(argv[++i]);
     } else if (arg == "--batches" && i + 1 < argc) {
       batches = parse_list(argv[++i]);
     } else if (arg == "--model" && i + 1 < argc) {
@@ -175,8 +187,8 @@ int main(int argc, char **argv) {
       reps_arg = std::atoi(argv[++i]);
     } else {
       std::fprintf(stderr,
-                   "usage: bench_attention [--quick] [--threads 1,2] [--context N] [--batches 1,32] [--model S] "
-                   "[--kv f32|f16|i8] [--reps N]\n");
+                   "usage: bench_attention [--quick] [--threads 1,2] [--context N] [--shared N] [--batches 1,32] "
+                   "[--model S] [--kv f32|f16|i8] [--reps N]\n");
       return 2;
     }
   }
@@ -187,8 +199,10 @@ int main(int argc, char **argv) {
   }
   const Shape shapes[] = {{"SmolLM2-135M", 9, 3, 64}, {"Qwen2.5-0.5B", 14, 2, 64}, {"Llama-3-8B", 32, 8, 128}};
   const int reps = reps_arg > 0 ? reps_arg : quick ? 5 : 21;
-  std::printf("decode attention, paged KV (16-row blocks), %lld keys per sequence, median of %d calls\n\n",
-              static_cast<long long>(context), reps);
+  std::printf(
+      "decode attention, paged KV (16-row blocks), %lld keys per sequence (the first %lld in blocks shared by all "
+      "sequences), median of %d calls\n\n",
+      static_cast<long long>(context), static_cast<long long>(std::min(shared, context) / 16 * 16), reps);
   std::printf(
       "| model | heads/kv | KV | batch | threads | us/call | cache GB/s | caller's CPU us/call "
       "|\n|---|---|---|---|---|---|---|---|\n");
@@ -199,7 +213,7 @@ int main(int argc, char **argv) {
           if (!model_filter.empty() && std::string(s.model).find(model_filter) == std::string::npos) continue;
           if (!kv_filter.empty() && kv_filter != dtype_name(dt)) continue;
           Pool pool(t);
-          const Timing tm = time_decode(pool, fn, s, batch, context, dt, reps);
+          const Timing tm = time_decode(pool, fn, s, batch, context, shared, dt, reps);
           std::printf("| %s | %lld/%lld | %s | %lld | %d | %.1f | %.2f | %.1f |\n", s.model,
                       static_cast<long long>(s.heads), static_cast<long long>(s.kv_heads), dtype_name(dt),
                       static_cast<long long>(batch), t, tm.us, tm.bytes / tm.us / 1e3, tm.cpu_us);
