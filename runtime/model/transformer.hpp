@@ -195,8 +195,16 @@ class Transformer {
   // zero). Throws INVALID_ARGUMENT for ids outside the vocabulary, positions
   // past the model's and tables too short; UNSUPPORTED when !supports_paged().
   // Encoder-decoder models also need `cross` (the pool every sequence's
-  // cross_table points into).
-  std::vector<float> step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs, KvPool *cross = nullptr) const;
+  // cross_table points into). *stats (optional) receives the logits rows'
+  // block statistics where the output projection's kernel writes them
+  // (stats->valid; rows of sequences without want_logits are unspecified).
+  std::vector<float> step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs, KvPool *cross = nullptr,
+                                LogitStats *stats = nullptr) const;
+  // The same into `logits`, whose storage is reused (resized to [seqs.size(),
+  // vocab] without clearing: rows of sequences without want_logits are then
+  // unspecified, not zero).
+  void step_paged_into(KvPool &pool, const std::vector<PagedSequence> &seqs, std::vector<float> &logits,
+                       KvPool *cross = nullptr, LogitStats *stats = nullptr) const;
 
   // The kernel serving `op` for this model (to name it in errors).
   const Kernel &kernel(parley_op op) const { return ops_.kernel(op); }

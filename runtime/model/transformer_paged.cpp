@@ -175,7 +175,16 @@ void Transformer::write_kv_block(KvPool &pool, int32_t block, const void *in) co
   });
 }
 
-std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs, KvPool *cross) const {
+std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<PagedSequence> &seqs, KvPool *cross,
+                                           LogitStats *stats) const {
+  std::vector<float> logits;  // fresh: rows nobody wants stay zero
+  step_paged_into(pool, seqs, logits, cross, stats);
+  return logits;
+}
+
+void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence> &seqs, std::vector<float> &logits,
+                                  KvPool *cross, LogitStats *stats) const {
+  if (stats) stats->valid = false;
   MemoryScope memory_scope("a batched decoder step's activations and logits");
   if (!supports_paged())
     fail(PARLEY_ERROR_UNSUPPORTED, label_ + ": the attention kernel '" + ops_.kernel(PARLEY_OP_ATTENTION).name +
@@ -337,7 +346,8 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
   std::vector<int64_t> wanted;  // caller indices
   for (int64_t s = 0; s < S; ++s)
     if (seqs[static_cast<size_t>(s)].want_logits) wanted.push_back(s);
-  if (wanted.empty()) return std::vector<float>(static_cast<size_t>(S * vocab_), 0.f);
+  logits.resize(static_cast<size_t>(S * vocab_));
+  if (wanted.empty()) return;
   std::vector<int64_t> packed_of(static_cast<size_t>(S));
   for (int64_t i = 0; i < S; ++i) packed_of[static_cast<size_t>(order[static_cast<size_t>(i)])] = i;
   const int64_t W = static_cast<int64_t>(wanted.size());
@@ -354,19 +364,41 @@ std::vector<float> Transformer::step_paged(KvPool &pool, const std::vector<Paged
     norm(p, dec_stack_.final_norm, final_rows, normed.data(), W);
     final_rows = normed.data();
   }
-  std::vector<float> out(static_cast<size_t>(W * vocab_));
+  // Every row wanted (the common decode step): written in place. Otherwise
+  // the W rows first, then each to its sequence's row.
+  std::vector<float> packed;
+  if (W < S) packed.resize(static_cast<size_t>(W * vocab_));
+  float *out = W == S ? logits.data() : packed.data();
   if (mem_->host_addressable()) {
-    ops_.linear(lm_head_, final_rows, W, logits_bias_, out.data());
+    // With statistics: written for the W rows, then placed at their
+    // sequences' rows (as the logits below).
+    LinearStats into;
+    if (stats) {
+      stats->blocks = (vocab_ + kLogitStatsBlock - 1) / kLogitStatsBlock;
+      stats->block_max.resize(static_cast<size_t>(S * stats->blocks));
+      stats->block_sum.resize(stats->block_max.size());
+      into = {stats->block_max.data(), stats->block_sum.data(), stats->blocks};
+    }
+    const bool wrote =
+        ops_.linear(lm_head_, final_rows, W, logits_bias_, out, PARLEY_ACT_NONE, nullptr, stats ? &into : nullptr);
+    if (stats && wrote) {
+      const int64_t nb = stats->blocks;
+      for (int64_t w = W - 1; w >= 0; --w) {  // backwards: row w moves to wanted[w] >= w
+        const int64_t to = wanted[static_cast<size_t>(w)];
+        if (to == w) continue;
+        std::copy_n(stats->block_max.begin() + w * nb, nb, stats->block_max.begin() + to * nb);
+        std::copy_n(stats->block_sum.begin() + w * nb, nb, stats->block_sum.begin() + to * nb);
+      }
+      stats->valid = true;
+    }
   } else {
     DeviceArray<float> dev = buffer(W * vocab_);
     ops_.linear(lm_head_, final_rows, W, logits_bias_, dev.data());
-    dev.download(out.data(), out.size());
+    dev.download(out, static_cast<size_t>(W * vocab_));
   }
-  if (W == S) return out;  // every row: no zeroed [S, vocab] vector (30 MB a step for 128 beams of 58k)
-  std::vector<float> logits(static_cast<size_t>(S * vocab_), 0.f);
+  if (W == S) return;
   for (int64_t w = 0; w < W; ++w)
-    std::copy_n(out.begin() + w * vocab_, vocab_, logits.begin() + wanted[static_cast<size_t>(w)] * vocab_);
-  return logits;
+    std::copy_n(packed.begin() + w * vocab_, vocab_, logits.begin() + wanted[static_cast<size_t>(w)] * vocab_);
 }
 
 }  // namespace parley

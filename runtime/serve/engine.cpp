@@ -18,7 +18,9 @@ struct Engine::Group {
   std::vector<Sequence *> seqs;
   uint64_t ticket = 0;
   int64_t remaining = 0;
-  std::vector<float> logits;
+  std::vector<float> *logits = nullptr;  // [seqs, vocab], the caller's
+  LogitStats *stats = nullptr;           // the caller's, or NULL: no statistics wanted
+  bool stats_ok = true;                  // every row so far came with its statistics
   std::exception_ptr error;
   std::optional<Clock::time_point> blocked_since;  // could not get blocks since then
   bool blocked = false;                            // could not get blocks in this scheduling round
@@ -620,6 +622,14 @@ void Engine::encode_queued(std::unique_lock<std::mutex> &lock) {
 
 std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
                                const RunControl &control, std::vector<int64_t> *computed) {
+  std::vector<float> logits;
+  run_into(seqs, tokens, control, logits, nullptr, computed);
+  return logits;
+}
+
+void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+                      const RunControl &control, std::vector<float> &logits, LogitStats *stats,
+                      std::vector<int64_t> *computed) {
   if (seqs.empty() || seqs.size() != tokens.size())
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "run needs one token list per sequence");
   const int64_t vocab = model_.vocab(), max_pos = model_.decoder_params().max_positions;
@@ -643,7 +653,15 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   }
   Group g;
   g.seqs = seqs;
-  g.logits.assign(seqs.size() * static_cast<size_t>(vocab), 0.f);
+  logits.resize(seqs.size() * static_cast<size_t>(vocab));
+  g.logits = &logits;
+  if (stats) {
+    stats->valid = false;
+    stats->blocks = (vocab + kLogitStatsBlock - 1) / kLogitStatsBlock;
+    stats->block_max.resize(seqs.size() * static_cast<size_t>(stats->blocks));
+    stats->block_sum.resize(stats->block_max.size());
+    g.stats = stats;
+  }
   std::unique_lock<std::mutex> lock(mu_);
   g.ticket = UINT64_MAX;
   // Everything that may throw (allocations, a refusal) comes before the
@@ -671,7 +689,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     s.done_ = false;
     s.queued_ = true;
     s.group_ = &g;
-    s.logits_ = &g.logits;
+    s.logits_ = g.logits;
     s.logits_row_ = static_cast<int64_t>(i);
   }
   g.remaining = static_cast<int64_t>(seqs.size());
@@ -733,7 +751,7 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
     computed->clear();
     for (Sequence *s : seqs) computed->push_back(s->computed_);
   }
-  return std::move(g.logits);
+  if (stats) stats->valid = g.stats_ok;
 }
 
 void Engine::scheduler_loop() {
@@ -742,6 +760,10 @@ void Engine::scheduler_loop() {
   std::vector<PagedSequence> paged;
   int64_t last_step_us = 0;
   for (;;) {
+    if (queue_.empty() && encodes_.empty()) {  // idle: the step buffers go back
+      std::vector<float>().swap(step_logits_);
+      step_stats_ = LogitStats{};
+    }
     work_.wait(lock, [&] { return stop_ || !queue_.empty() || !encodes_.empty(); });
     if (stop_) return;
     if (!encodes_.empty()) {
@@ -869,10 +891,15 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
     // are in_step_ (not preempted, not abandoned), and their tokens and
     // tables are only touched under mu_ by the scheduler.
     lock.unlock();
-    std::vector<float> logits;
+    std::vector<float> &logits = step_logits_;  // reused from step to step (not cleared)
+    LogitStats &step_stats = step_stats_;
+    const bool want_stats =
+        std::any_of(batch.begin(), batch.end(), [](const Pick &p) { return p.seq->group_ && p.seq->group_->stats; });
     std::exception_ptr error;
     try {
-      logits = model_.step_paged(pool_, paged, cross_blocks_ ? &cross_pool_ : nullptr);
+      step_stats.valid = false;
+      model_.step_paged_into(pool_, paged, logits, cross_blocks_ ? &cross_pool_ : nullptr,
+                             want_stats ? &step_stats : nullptr);
     } catch (...) {
       error = std::current_exception();
     }
@@ -900,6 +927,15 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
       if (s.resident_ == s.goal_ && g) {
         std::copy_n(logits.begin() + static_cast<int64_t>(i) * vocab, vocab,
                     s.logits_->begin() + s.logits_row_ * vocab);
+        if (LogitStats *st = g->stats) {
+          if (step_stats.valid) {
+            const int64_t nb = st->blocks, from = static_cast<int64_t>(i) * nb, to = s.logits_row_ * nb;
+            std::copy_n(step_stats.block_max.begin() + from, nb, st->block_max.begin() + to);
+            std::copy_n(step_stats.block_sum.begin() + from, nb, st->block_sum.begin() + to);
+          } else {
+            g->stats_ok = false;
+          }
+        }
         s.done_ = true;
         --stats_.waiting;
         if (--g->remaining == 0)

@@ -190,6 +190,15 @@ class Engine {
   // rather than found in the prefix cache, per sequence.
   std::vector<float> run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
                          const RunControl &control = {}, std::vector<int64_t> *computed = nullptr);
+  // The same into `logits` (resized to [seqs.size(), vocab]; storage of the
+  // same size is reused as it is, without clearing), and, when `stats` is
+  // not NULL, the rows' block statistics where the model's output
+  // projection writes them (stats->valid false otherwise, e.g. a kernel
+  // without them, or rows computed in different steps of which one lacked
+  // them).
+  void run_into(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+                const RunControl &control, std::vector<float> &logits, LogitStats *stats = nullptr,
+                std::vector<int64_t> *computed = nullptr);
 
   EngineStats stats() const;
 
@@ -250,6 +259,11 @@ class Engine {
   uint64_t next_ticket_ = 0;
   bool stop_ = false;
   EngineStats stats_;
+  // A step's logits and their block statistics: the scheduler thread's
+  // only, kept from step to step so that their storage is not cleared and
+  // reallocated each time (30 MB a step for 32 translations of 4 beams).
+  std::vector<float> step_logits_;
+  LogitStats step_stats_;
   std::thread thread_;
 };
 

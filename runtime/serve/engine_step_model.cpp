@@ -6,6 +6,19 @@
 namespace parley {
 
 std::vector<float> EngineStepModel::advance(const std::vector<int32_t> &tokens) {
+  std::vector<float> logits;
+  advance_into(tokens, logits, nullptr);
+  return logits;
+}
+
+void EngineStepModel::advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits) {
+  advance_into(tokens, logits, nullptr);
+}
+
+// One engine run; the caller's logits storage is reused from step to step
+// (a [rows, vocab] buffer is not cleared and reallocated each time), and
+// the rows' block statistics come with them where the model writes them.
+void EngineStepModel::advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) {
   if (tokens.size() != rows_.size()) fail(PARLEY_ERROR_INTERNAL, "advance: one token per row is needed");
   std::vector<Engine::Sequence *> seqs;
   std::vector<std::vector<int32_t>> feed;
@@ -13,7 +26,7 @@ std::vector<float> EngineStepModel::advance(const std::vector<int32_t> &tokens) 
     seqs.push_back(rows_[i].get());
     feed.push_back({tokens[i]});
   }
-  return engine_.run(seqs, feed, control_);
+  engine_.run_into(seqs, feed, control_, logits, stats);
 }
 
 void EngineStepModel::reorder(const std::vector<int32_t> &parents) {

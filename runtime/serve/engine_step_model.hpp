@@ -16,6 +16,8 @@ class EngineStepModel : public StepModel {
   int64_t vocab() const override { return engine_.model().vocab(); }
   int64_t rows() const override { return static_cast<int64_t>(rows_.size()); }
   std::vector<float> advance(const std::vector<int32_t> &tokens) override;
+  void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits) override;
+  void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) override;
   void reorder(const std::vector<int32_t> &parents) override;
   std::string logits_source() const override;
   std::vector<Engine::SequencePtr> &sequences() { return rows_; }

@@ -18,8 +18,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -27,6 +29,7 @@
 
 #include "core/error.hpp"
 #include "engine/chat_session.hpp"
+#include "engine/logits_processors.hpp"
 #include "parity_util.hpp"
 #include "serve/block_manager.hpp"
 #include "serve/engine.hpp"
@@ -330,6 +333,67 @@ TEST_F(EngineBatching, ConcurrentRequestsMatchAlone) {
   EXPECT_GT(st.max_batch_rows, 1) << "the requests never shared a step";
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.blocks.in_use, 0);
+}
+
+// run_into: the caller's logits storage is reused without clearing (filled
+// with NaN before each step, every entry must be overwritten), and the rows'
+// block statistics come from the output projection with them: valid on the
+// cpu plugin, each block's maximum exactly that of the returned row, its sum
+// of exp(x - max) and the row's log-normaliser within float tolerance of the
+// runtime's own pass (the tolerance of test_logit_stats.cpp: two float sums
+// of <= 64 exps in [0, 1] in different orders, 1e-5 relative). Prompts of
+// several lengths (prefill over several chunks and steps), then decode
+// steps; f32 and int8 weights (oneDNN's int8 GEMM writes them from its tile).
+TEST(EngineLogitStats, RunIntoReturnsTheRowsAndTheirBlockStatistics) {
+  for (const char *file : {"", "models/llama.int8.parley"}) {
+    SCOPED_TRACE(testing::Message() << "file '" << file << "'");
+    auto l = parity::load("llama", file);
+    ASSERT_TRUE(paged(*l->transformer));
+    EngineOptions o;
+    o.kv_budget_bytes = 8 << 20;
+    o.block_size = 4;
+    o.prefill_chunk = 8;
+    auto engine = make_engine(*l, o);
+    const int64_t V = l->transformer->vocab(), blocks = (V + parley::kLogitStatsBlock - 1) / parley::kLogitStatsBlock;
+    std::vector<Engine::SequencePtr> seqs;
+    std::vector<Engine::Sequence *> raw;
+    std::vector<std::vector<int32_t>> feed;
+    for (int64_t len : {2, 11, 27}) {
+      seqs.push_back(engine->open());
+      raw.push_back(seqs.back().get());
+      std::vector<int32_t> prompt;
+      for (int64_t k = 0; k < len; ++k) prompt.push_back(static_cast<int32_t>((k * 31 + len) % V));
+      feed.push_back(prompt);
+    }
+    std::vector<float> logits, want_max(static_cast<size_t>(blocks)), want_sum(static_cast<size_t>(blocks));
+    parley::LogitStats stats;
+    for (int step = 0; step < 4; ++step) {
+      SCOPED_TRACE(testing::Message() << "step " << step);
+      if (step > 0) {
+        for (size_t i = 0; i < feed.size(); ++i) feed[i] = {static_cast<int32_t>((step * 7 + 3 * i) % V)};
+        std::fill(logits.begin(), logits.end(), std::numeric_limits<float>::quiet_NaN());
+      }
+      engine->run_into(raw, feed, {}, logits, &stats);
+      ASSERT_EQ(logits.size(), raw.size() * static_cast<size_t>(V));
+      ASSERT_TRUE(stats.valid) << "the cpu plugin declares PARLEY_KERNEL_FLAG_LINEAR_STATS";
+      ASSERT_EQ(stats.blocks, blocks);
+      ASSERT_EQ(stats.block_max.size(), raw.size() * static_cast<size_t>(blocks));
+      for (size_t r = 0; r < raw.size(); ++r) {
+        const float *row = logits.data() + r * static_cast<size_t>(V);
+        for (int64_t e = 0; e < V; ++e) ASSERT_TRUE(std::isfinite(row[e])) << "row " << r << " entry " << e;
+        parley::decoding::logit_block_stats(row, V, want_max.data(), want_sum.data());
+        const float *got_max = stats.block_max.data() + r * static_cast<size_t>(blocks);
+        const float *got_sum = stats.block_sum.data() + r * static_cast<size_t>(blocks);
+        for (int64_t b = 0; b < blocks; ++b) {
+          ASSERT_EQ(got_max[b], want_max[size_t(b)]) << "row " << r << " block " << b;
+          EXPECT_NEAR(got_sum[b], want_sum[size_t(b)], 1e-5 * want_sum[size_t(b)]) << "row " << r << " block " << b;
+        }
+        EXPECT_NEAR(parley::decoding::log_sum_exp_of_blocks(got_max, got_sum, blocks),
+                    parley::decoding::log_sum_exp(row, V), 1e-5)
+            << "row " << r;
+      }
+    }
+  }
 }
 
 // One request is cancelled mid-flight (after its 3rd token) and one runs
