@@ -17,7 +17,10 @@
 // column still counts them once per sequence (the bytes a call without
 // sharing would read).
 //
-// Usage: bench_attention [--quick] [--threads 1,2] [--context 400] [--shared 0]
+// --q-len N: N query rows per sequence (a prefill chunk: the last N of its
+// keys are its own, causal), instead of one.
+//
+// Usage: bench_attention [--quick] [--threads 1,2] [--context 400] [--shared 0] [--q-len 1]
 //                        [--batches 1,32] [--model SUBSTRING] [--kv f32|f16|i8] [--reps N]
 // (--model, --kv, --batches and --reps narrow a run down for a profiler.)
 #include <parley/plugin.h>
@@ -74,7 +77,7 @@ double thread_cpu_us() {
 }
 
 Timing time_decode(Pool &pool, parley_kernel_fn fn, const Shape &s, int64_t batch, int64_t context, int64_t shared,
-                   int32_t dtype, int reps) {
+                   int64_t q_len, int32_t dtype, int reps) {
   constexpr int64_t kBlock = 16;
   const int64_t D = s.head_dim, kvd = s.kv_heads * D;
   const int64_t per_seq = (context + kBlock - 1) / kBlock, blocks = batch * per_seq;
@@ -92,7 +95,7 @@ Timing time_decode(Pool &pool, parley_kernel_fn fn, const Shape &s, int64_t batc
       for (size_t i = 0; i < buf->size() / 4; ++i) f[i] = static_cast<float>(byte(rng)) / 128.f - 1.f;
     }
   std::vector<float> ks(static_cast<size_t>(blocks * kBlock * s.kv_heads), 0.01f), vs(ks);
-  std::vector<float> q(static_cast<size_t>(batch * s.heads * D), 0.1f), out(q.size());
+  std::vector<float> q(static_cast<size_t>(batch * q_len * s.heads * D), 0.1f), out(q.size());
   std::vector<int32_t> lengths(static_cast<size_t>(batch), static_cast<int32_t>(context));
   // Blocks scattered over the pool, as after many sequences came and went.
   std::vector<int32_t> table(static_cast<size_t>(blocks));
@@ -110,17 +113,17 @@ Timing time_decode(Pool &pool, parley_kernel_fn fn, const Shape &s, int64_t batc
   a.batch = batch;
   a.num_heads = s.heads;
   a.num_kv_heads = s.kv_heads;
-  a.q_len = 1;
+  a.q_len = q_len;
   a.kv_len = context;
   a.head_dim = D;
   a.q = q.data();
-  a.q_stride_batch = s.heads * D, a.q_stride_head = D, a.q_stride_seq = s.heads * D;
+  a.q_stride_batch = q_len * s.heads * D, a.q_stride_head = D, a.q_stride_seq = s.heads * D;
   a.k = k.data(), a.v = v.data();
   a.k_stride_batch = a.v_stride_batch = kBlock * kvd;  // between blocks
   a.k_stride_head = a.v_stride_head = D;
   a.k_stride_seq = a.v_stride_seq = kvd;
   a.out = out.data();
-  a.out_stride_batch = s.heads * D, a.out_stride_head = D, a.out_stride_seq = s.heads * D;
+  a.out_stride_batch = q_len * s.heads * D, a.out_stride_head = D, a.out_stride_seq = s.heads * D;
   a.scale = 1.f / std::sqrt(static_cast<float>(D));
   a.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
   a.key_lengths = lengths.data();
@@ -163,7 +166,7 @@ std::vector<int> parse_list(const char *s) {
 int main(int argc, char **argv) {
   bool quick = false;
   std::vector<int> threads = {1, 2};
-  int64_t context = 400, shared = 0;
+  int64_t context = 400, shared = 0, q_len = 1;
   std::vector<int> batches = {1, 32};
   std::string model_filter, kv_filter;
   int reps_arg = 0;
@@ -175,6 +178,8 @@ int main(int argc, char **argv) {
       threads = parse_list(argv[++i]);
     } else if (arg == "--context" && i + 1 < argc) {
       context = std::atoll(argv[++i]);
+    } else if (arg == "--q-len" && i + 1 < argc) {
+      q_len = std::max<long long>(1, std::atoll(argv[++i]));
     } else if (arg == "--shared" && i + 1 < argc) {
       shared = std::atoll(argv[++i]);
     } else if (arg == "--batches" && i + 1 < argc) {
@@ -187,8 +192,8 @@ int main(int argc, char **argv) {
       reps_arg = std::atoi(argv[++i]);
     } else {
       std::fprintf(stderr,
-                   "usage: bench_attention [--quick] [--threads 1,2] [--context N] [--shared N] [--batches 1,32] "
-                   "[--model S] [--kv f32|f16|i8] [--reps N]\n");
+                   "usage: bench_attention [--quick] [--threads 1,2] [--context N] [--shared N] [--q-len N] "
+                   "[--batches 1,32] [--model S] [--kv f32|f16|i8] [--reps N]\n");
       return 2;
     }
   }
@@ -213,7 +218,7 @@ int main(int argc, char **argv) {
           if (!model_filter.empty() && std::string(s.model).find(model_filter) == std::string::npos) continue;
           if (!kv_filter.empty() && kv_filter != dtype_name(dt)) continue;
           Pool pool(t);
-          const Timing tm = time_decode(pool, fn, s, batch, context, shared, dt, reps);
+          const Timing tm = time_decode(pool, fn, s, batch, context, shared, q_len, dt, reps);
           std::printf("| %s | %lld/%lld | %s | %lld | %d | %.1f | %.2f | %.1f |\n", s.model,
                       static_cast<long long>(s.heads), static_cast<long long>(s.kv_heads), dtype_name(dt),
                       static_cast<long long>(batch), t, tm.us, tm.bytes / tm.us / 1e3, tm.cpu_us);

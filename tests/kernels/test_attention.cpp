@@ -547,7 +547,8 @@ TEST(Attention, HalfCacheEqualsTheF32CacheOfItsValues) {
 // and of a group of beams attending to one source (no mask),
 // must equal that row attended alone (q_len 1 over the keys it sees), bit
 // for bit in an optimised build, for F32, F16 and I8 caches, GQA and MHA,
-// whatever rows the kernel groups together.
+// whatever rows the kernel groups together: chunks of 7 rows (one query
+// block) and 20 (three, of several heads).
 TEST(Attention, RowsOfAChunkEqualEachRowAlone) {
   PARLEY_CASE_SEED(seed);
   Rng rng(seed);
@@ -557,81 +558,82 @@ TEST(Attention, RowsOfAChunkEqualEachRowAlone) {
   for (int32_t dt : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8})
     for (G g : {G{9, 3, 64}, G{4, 4, 64}, G{8, 2, 40}})
       for (int64_t window : {int64_t{0}, int64_t{100}, int64_t{70}})
-        for (uint32_t mask : {PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING, uint32_t{PARLEY_MASK_KEY_PADDING}}) {
-          if (window && !(mask & PARLEY_MASK_CAUSAL)) continue;  // a window needs the causal mask
-          const int64_t B = 2, D = g.D, kvd = g.kv_heads * D, kv_len = 150, q_len = 7;
-          SCOPED_TRACE(testing::Message() << "dtype " << dt << " " << g.heads << "/" << g.kv_heads << " D=" << D
-                                          << " mask " << mask << " window " << window);
-          std::vector<float> q = rng.uniform(size_t(B * q_len * g.heads * D), -2.f, 2.f);
-          std::vector<float> kf = rng.uniform(size_t(B * kv_len * kvd), -3.f, 3.f), vf = rng.uniform(kf.size());
-          // The cache in its dtype: bytes plus one scale per (position, kv head) row for I8.
-          const size_t es = dt == PARLEY_DTYPE_F32 ? 4 : dt == PARLEY_DTYPE_F16 ? 2 : 1;
-          std::vector<uint8_t> kb(kf.size() * es), vb(vf.size() * es);
-          std::vector<float> ks(kf.size() / size_t(D)), vs(vf.size() / size_t(D)), deq(static_cast<size_t>(D));
-          for (size_t row = 0; row < ks.size(); ++row) {
-            if (dt == PARLEY_DTYPE_F32) {
-              std::memcpy(kb.data() + row * D * 4, kf.data() + row * D, size_t(D) * 4);
-              std::memcpy(vb.data() + row * D * 4, vf.data() + row * D, size_t(D) * 4);
-            } else {
-              ks[row] = quantize_row(dt, kf.data() + row * D, D, kb.data() + row * D * es, deq.data());
-              vs[row] = quantize_row(dt, vf.data() + row * D, D, vb.data() + row * D * es, deq.data());
-            }
-          }
-          const std::vector<int32_t> lengths = {static_cast<int32_t>(kv_len), 61};
-          // Rows [i0, i0 + n) of every sequence, as the last n queries of a
-          // call whose sequences see `lens` keys.
-          // The chunk on one thread (a task takes several heads' rows); a row
-          // alone with a thread per head, so that its task holds it alone.
-          auto run = [&](int64_t i0, int64_t n, const std::vector<int32_t> &lens) {
-            TestHost host(n == 1 ? static_cast<int>(B * g.heads) : 1);
-            std::vector<float> out(size_t(B * n * g.heads * D), -1.f);
-            parley_attention_args a{};
-            a.struct_size = sizeof a;
-            a.dtype = PARLEY_DTYPE_F32;
-            a.batch = B, a.num_heads = g.heads, a.num_kv_heads = g.kv_heads, a.q_len = n, a.kv_len = kv_len;
-            a.head_dim = D;
-            a.q = q.data() + i0 * g.heads * D, a.q_stride_batch = q_len * g.heads * D, a.q_stride_head = D,
-            a.q_stride_seq = g.heads * D;
-            a.k = kb.data(), a.v = vb.data();
-            a.k_stride_batch = a.v_stride_batch = kv_len * kvd;
-            a.k_stride_head = a.v_stride_head = D;
-            a.k_stride_seq = a.v_stride_seq = kvd;
-            if (dt == PARLEY_DTYPE_I8) {
-              a.k_scales = ks.data(), a.v_scales = vs.data();
-              a.scale_stride_batch = kv_len * g.kv_heads, a.scale_stride_head = 1, a.scale_stride_seq = g.kv_heads;
-            }
-            a.out = out.data(), a.out_stride_batch = n * g.heads * D, a.out_stride_head = D,
-            a.out_stride_seq = g.heads * D;
-            a.scale = 1.f / std::sqrt(static_cast<float>(D));
-            a.mask = mask;
-            a.key_lengths = lens.data();
-            a.kv_dtype = dt;
-            a.window = window;
-            EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
-            return out;
-          };
-          const std::vector<float> chunk = run(0, q_len, lengths);
-          size_t differ = 0, compared = 0;
-          for (int64_t i = 0; i < q_len; ++i) {
-            // Causal: query i of the chunk sees the keys up to its own position.
-            std::vector<int32_t> lens = lengths;
-            if (mask & PARLEY_MASK_CAUSAL)
-              for (int32_t &l : lens) l = std::max<int32_t>(0, l - static_cast<int32_t>(q_len - 1 - i));
-            const std::vector<float> alone = run(i, 1, lens);
-            for (int64_t b = 0; b < B; ++b)
-              for (int64_t e = 0; e < g.heads * D; ++e) {
-                const float x = chunk[size_t((b * q_len + i) * g.heads * D + e)],
-                            y = alone[size_t(b * g.heads * D + e)];
-                ++compared;
-#ifdef __OPTIMIZE__
-                differ += std::memcmp(&x, &y, sizeof x) != 0;
-#else
-                differ += std::fabs(x - y) > 1e-5f * (1.f + std::fabs(y));
-#endif
+        for (uint32_t mask : {PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING, uint32_t{PARLEY_MASK_KEY_PADDING}})
+          for (int64_t q_len : {int64_t{7}, int64_t{20}}) {
+            if (window && !(mask & PARLEY_MASK_CAUSAL)) continue;  // a window needs the causal mask
+            const int64_t B = 2, D = g.D, kvd = g.kv_heads * D, kv_len = 150;
+            SCOPED_TRACE(testing::Message() << "dtype " << dt << " " << g.heads << "/" << g.kv_heads << " D=" << D
+                                            << " mask " << mask << " window " << window << " q_len " << q_len);
+            std::vector<float> q = rng.uniform(size_t(B * q_len * g.heads * D), -2.f, 2.f);
+            std::vector<float> kf = rng.uniform(size_t(B * kv_len * kvd), -3.f, 3.f), vf = rng.uniform(kf.size());
+            // The cache in its dtype: bytes plus one scale per (position, kv head) row for I8.
+            const size_t es = dt == PARLEY_DTYPE_F32 ? 4 : dt == PARLEY_DTYPE_F16 ? 2 : 1;
+            std::vector<uint8_t> kb(kf.size() * es), vb(vf.size() * es);
+            std::vector<float> ks(kf.size() / size_t(D)), vs(vf.size() / size_t(D)), deq(static_cast<size_t>(D));
+            for (size_t row = 0; row < ks.size(); ++row) {
+              if (dt == PARLEY_DTYPE_F32) {
+                std::memcpy(kb.data() + row * D * 4, kf.data() + row * D, size_t(D) * 4);
+                std::memcpy(vb.data() + row * D * 4, vf.data() + row * D, size_t(D) * 4);
+              } else {
+                ks[row] = quantize_row(dt, kf.data() + row * D, D, kb.data() + row * D * es, deq.data());
+                vs[row] = quantize_row(dt, vf.data() + row * D, D, vb.data() + row * D * es, deq.data());
               }
+            }
+            const std::vector<int32_t> lengths = {static_cast<int32_t>(kv_len), 61};
+            // Rows [i0, i0 + n) of every sequence, as the last n queries of a
+            // call whose sequences see `lens` keys.
+            // The chunk on one thread (a task takes several heads' rows); a row
+            // alone with a thread per head, so that its task holds it alone.
+            auto run = [&](int64_t i0, int64_t n, const std::vector<int32_t> &lens) {
+              TestHost host(n == 1 ? static_cast<int>(B * g.heads) : 1);
+              std::vector<float> out(size_t(B * n * g.heads * D), -1.f);
+              parley_attention_args a{};
+              a.struct_size = sizeof a;
+              a.dtype = PARLEY_DTYPE_F32;
+              a.batch = B, a.num_heads = g.heads, a.num_kv_heads = g.kv_heads, a.q_len = n, a.kv_len = kv_len;
+              a.head_dim = D;
+              a.q = q.data() + i0 * g.heads * D, a.q_stride_batch = q_len * g.heads * D, a.q_stride_head = D,
+              a.q_stride_seq = g.heads * D;
+              a.k = kb.data(), a.v = vb.data();
+              a.k_stride_batch = a.v_stride_batch = kv_len * kvd;
+              a.k_stride_head = a.v_stride_head = D;
+              a.k_stride_seq = a.v_stride_seq = kvd;
+              if (dt == PARLEY_DTYPE_I8) {
+                a.k_scales = ks.data(), a.v_scales = vs.data();
+                a.scale_stride_batch = kv_len * g.kv_heads, a.scale_stride_head = 1, a.scale_stride_seq = g.kv_heads;
+              }
+              a.out = out.data(), a.out_stride_batch = n * g.heads * D, a.out_stride_head = D,
+              a.out_stride_seq = g.heads * D;
+              a.scale = 1.f / std::sqrt(static_cast<float>(D));
+              a.mask = mask;
+              a.key_lengths = lens.data();
+              a.kv_dtype = dt;
+              a.window = window;
+              EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+              return out;
+            };
+            const std::vector<float> chunk = run(0, q_len, lengths);
+            size_t differ = 0, compared = 0;
+            for (int64_t i = 0; i < q_len; ++i) {
+              // Causal: query i of the chunk sees the keys up to its own position.
+              std::vector<int32_t> lens = lengths;
+              if (mask & PARLEY_MASK_CAUSAL)
+                for (int32_t &l : lens) l = std::max<int32_t>(0, l - static_cast<int32_t>(q_len - 1 - i));
+              const std::vector<float> alone = run(i, 1, lens);
+              for (int64_t b = 0; b < B; ++b)
+                for (int64_t e = 0; e < g.heads * D; ++e) {
+                  const float x = chunk[size_t((b * q_len + i) * g.heads * D + e)],
+                              y = alone[size_t(b * g.heads * D + e)];
+                  ++compared;
+#ifdef __OPTIMIZE__
+                  differ += std::memcmp(&x, &y, sizeof x) != 0;
+#else
+                  differ += std::fabs(x - y) > 1e-5f * (1.f + std::fabs(y));
+#endif
+                }
+            }
+            EXPECT_EQ(differ, 0u) << "of " << compared << " outputs differ from the row attended alone";
           }
-          EXPECT_EQ(differ, 0u) << "of " << compared << " outputs differ from the row attended alone";
-        }
 }
 
 TEST(Attention, Int8CacheMisuse) {

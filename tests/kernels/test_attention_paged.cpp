@@ -34,6 +34,7 @@ struct PagedCase {
   int32_t kv_dtype = PARLEY_DTYPE_F32;
   bool append = false;        // the q_len newest rows come in k_new / v_new
   int64_t shared_blocks = 0;  // sequence 1's first blocks are sequence 0's (a shared prefix)
+  int64_t sharers = 1;        // ...and those of sequences 2 .. sharers too
   bool head_major = false;    // pool [block, kv head, pos, d] (else [block, pos, kv head, d])
   bool probs = true, lse = true;
   int threads = 3;
@@ -45,7 +46,8 @@ std::string describe(const PagedCase &c) {
                   " q_len=" + std::to_string(c.q_len) + " d=" + std::to_string(c.head_dim) +
                   " block_size=" + std::to_string(c.block_size) + " kv_dtype=" + std::to_string(c.kv_dtype) +
                   " append=" + std::to_string(c.append) + " shared=" + std::to_string(c.shared_blocks) +
-                  " head_major=" + std::to_string(c.head_major) + " mask=" + std::to_string(c.mask) +
+                  " sharers=" + std::to_string(c.sharers) + " head_major=" + std::to_string(c.head_major) +
+                  " probs=" + std::to_string(c.probs) + " mask=" + std::to_string(c.mask) +
                   " window=" + std::to_string(c.window) + " lengths=";
   for (int32_t l : c.lengths) s += std::to_string(l) + ",";
   return s;
@@ -112,10 +114,13 @@ void run_paged(const PagedCase &c) {
   std::vector<float> k_src = rng.uniform(logical, -2.f, 2.f), v_src = rng.uniform(logical);
   const int64_t shared_keys = c.shared_blocks * bs;
   if (c.shared_blocks > 0) {
-    ASSERT_GE(B, 2);
-    ASSERT_GE(std::min(L_of(0), L_of(1)) - (c.append ? Q : 0), shared_keys) << "a shared block must only be read";
-    std::copy_n(&k_src[size_t(lrow(0, 0, 0))], shared_keys * G * D, &k_src[size_t(lrow(1, 0, 0))]);
-    std::copy_n(&v_src[size_t(lrow(0, 0, 0))], shared_keys * G * D, &v_src[size_t(lrow(1, 0, 0))]);
+    ASSERT_GT(B, c.sharers);
+    for (int64_t b = 0; b <= c.sharers; ++b) {
+      ASSERT_GE(L_of(b) - (c.append ? Q : 0), shared_keys) << "a shared block must only be read";
+      if (b == 0) continue;
+      std::copy_n(&k_src[size_t(lrow(0, 0, 0))], shared_keys * G * D, &k_src[size_t(lrow(b, 0, 0))]);
+      std::copy_n(&v_src[size_t(lrow(0, 0, 0))], shared_keys * G * D, &v_src[size_t(lrow(b, 0, 0))]);
+    }
   }
   std::vector<float> k_deq = k_src, v_deq = v_src, k_scale(logical / size_t(D), 1.f), v_scale = k_scale;
   std::vector<uint8_t> k_enc(c.kv_dtype == PARLEY_DTYPE_F32 ? 0 : logical * es), v_enc(k_enc.size());
@@ -133,7 +138,7 @@ void run_paged(const PagedCase &c) {
   int64_t distinct = 0, table_stride = 0;
   for (int64_t b = 0; b < B; ++b) {
     nblocks[size_t(b)] = (L_of(b) + bs - 1) / bs;
-    distinct += nblocks[size_t(b)] - (b == 1 ? c.shared_blocks : 0);
+    distinct += nblocks[size_t(b)] - (b >= 1 && b <= c.sharers ? c.shared_blocks : 0);
     table_stride = std::max(table_stride, nblocks[size_t(b)] + 1);
   }
   const int64_t P = distinct + 3;
@@ -145,7 +150,8 @@ void run_paged(const PagedCase &c) {
   size_t next = 0;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < nblocks[size_t(b)]; ++i)
-      table[size_t(b * table_stride + i)] = b == 1 && i < c.shared_blocks ? table[size_t(i)] : perm[next++];
+      table[size_t(b * table_stride + i)] =
+          b >= 1 && b <= c.sharers && i < c.shared_blocks ? table[size_t(i)] : perm[next++];
 
   // The pool's layout (padded rows and blocks) and its scales [block, g, pos].
   int64_t sb, sh, ss;
@@ -368,6 +374,31 @@ TEST(AttentionPaged, SequencesShareReadOnlyPrefixBlocks) {
       c.block_size = 1, c.shared_blocks = 30;
       run_paged(c);
     }
+}
+
+// A system prompt in the prefix cache: most sequences of a decode step (or
+// of prefill chunks) read the same first blocks, here whole 64-key blocks
+// of the kernel and part of the next one. Every output must equal the
+// contiguous cache's bit for bit and the float64 reference within
+// tolerance, without probs (a kernel may take other paths then). Head
+// layouts with 3, 4 and 1 query heads per kv head, head_dim 64 / 128 / 80,
+// F32 / F16 / I8, block sizes 16 and 5, with and without the fused append,
+// 1 and 3 threads, decode and 20-row chunks.
+TEST(AttentionPaged, ManySequencesSharePrefixBlocks) {
+  struct H {
+    int64_t heads, kv_heads, d;
+  };
+  for (H h : {H{9, 3, 64}, H{8, 2, 128}, H{4, 4, 64}, H{8, 2, 80}})
+    for (int32_t dt : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8})
+      for (int64_t bs : {16, 5})
+        for (int64_t q_len : {1, 20}) {
+          PagedCase c;
+          c.heads = h.heads, c.kv_heads = h.kv_heads, c.head_dim = h.d, c.kv_dtype = dt, c.block_size = bs;
+          c.q_len = q_len, c.probs = false, c.append = (bs == 5), c.threads = bs == 5 ? 1 : 3;
+          c.lengths = {250, 197, 231, 170, 250, 188, 245, 171, 220, 199, 175, 240, 9};
+          c.shared_blocks = 130 / bs, c.sharers = 11;  // all but the last (9 keys)
+          run_paged(c);
+        }
 }
 
 TEST(AttentionPaged, FusedAppendWritesIntoBlocks) {
