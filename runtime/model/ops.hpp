@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "model/logit_stats.hpp"
 #include "plugins/registry.hpp"
 
 namespace parley {
@@ -36,6 +37,16 @@ struct LinearStats {
   float *block_max = nullptr, *block_sum = nullptr;
   int64_t ld = 0;  // >= ceil(n / PARLEY_LINEAR_STATS_BLOCK)
 };
+
+// Sizes `stats` for `rows` rows of `cols` logits and returns where a LINEAR
+// call writes them (setting stats.valid is the caller's part).
+inline LinearStats linear_stats_for(LogitStats &stats, int64_t rows, int64_t cols) {
+  static_assert(kLogitStatsBlock == PARLEY_LINEAR_STATS_BLOCK);
+  stats.blocks = (cols + kLogitStatsBlock - 1) / kLogitStatsBlock;
+  stats.block_max.resize(static_cast<size_t>(rows * stats.blocks));
+  stats.block_sum.resize(stats.block_max.size());
+  return {stats.block_max.data(), stats.block_sum.data(), stats.blocks};
+}
 
 class LinearWeight {
  public:

@@ -697,14 +697,8 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
   }
   logits.resize(static_cast<size_t>(out_rows * vocab_));
   if (mem_->host_addressable()) {  // host memory: write the caller's vector directly
-    static_assert(kLogitStatsBlock == PARLEY_LINEAR_STATS_BLOCK);
     LinearStats into;
-    if (stats) {
-      stats->blocks = (vocab_ + kLogitStatsBlock - 1) / kLogitStatsBlock;
-      stats->block_max.resize(static_cast<size_t>(out_rows * stats->blocks));
-      stats->block_sum.resize(stats->block_max.size());
-      into = {stats->block_max.data(), stats->block_sum.data(), stats->blocks};
-    }
+    if (stats) into = linear_stats_for(*stats, out_rows, vocab_);
     const bool wrote = ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, logits.data(), PARLEY_ACT_NONE,
                                    nullptr, stats ? &into : nullptr);
     if (stats) stats->valid = wrote;

@@ -373,12 +373,7 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
     // With statistics: written for the W rows, then placed at their
     // sequences' rows (as the logits below).
     LinearStats into;
-    if (stats) {
-      stats->blocks = (vocab_ + kLogitStatsBlock - 1) / kLogitStatsBlock;
-      stats->block_max.resize(static_cast<size_t>(S * stats->blocks));
-      stats->block_sum.resize(stats->block_max.size());
-      into = {stats->block_max.data(), stats->block_sum.data(), stats->blocks};
-    }
+    if (stats) into = linear_stats_for(*stats, S, vocab_);
     const bool wrote =
         ops_.linear(lm_head_, final_rows, W, logits_bias_, out, PARLEY_ACT_NONE, nullptr, stats ? &into : nullptr);
     if (stats && wrote) {

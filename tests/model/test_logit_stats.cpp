@@ -10,7 +10,7 @@
 
 #include <cmath>
 
-#include "engine/logits_processors.hpp"
+#include "logit_stats_check.hpp"
 #include "parity_util.hpp"
 
 namespace {
@@ -21,32 +21,14 @@ TEST(LogitStats, OutputProjectionStatisticsDescribeTheLogits) {
       SCOPED_TRACE(testing::Message() << "file '" << file << "' rows " << rows);
       auto l = parity::load("llama", file);
       const parley::Transformer &t = *l->transformer;
-      const int64_t V = t.vocab(), blocks = (V + parley::kLogitStatsBlock - 1) / parley::kLogitStatsBlock;
+      const int64_t V = t.vocab();
       auto st = t.start(rows, 8);
       std::vector<int32_t> tokens;
       for (int64_t r = 0; r < rows * 3; ++r) tokens.push_back(static_cast<int32_t>((r * 37 + 5) % V));
       std::vector<float> logits;
       parley::LogitStats stats;
       t.step_into(st, tokens, 3, /*last_only=*/true, logits, {}, &stats);
-      ASSERT_TRUE(stats.valid) << "the cpu plugin declares PARLEY_KERNEL_FLAG_LINEAR_STATS";
-      ASSERT_EQ(stats.blocks, blocks);
-      ASSERT_EQ(stats.block_max.size(), size_t(rows * blocks));
-      std::vector<float> want_max(static_cast<size_t>(blocks)), want_sum(static_cast<size_t>(blocks));
-      for (int64_t r = 0; r < rows; ++r) {
-        const float *row = logits.data() + r * V;
-        parley::decoding::logit_block_stats(row, V, want_max.data(), want_sum.data());
-        const float *got_max = stats.block_max.data() + r * blocks, *got_sum = stats.block_sum.data() + r * blocks;
-        for (int64_t b = 0; b < blocks; ++b) {
-          ASSERT_EQ(got_max[b], want_max[size_t(b)]) << "row " << r << " block " << b;
-          // Two float sums of <= 64 exps in [0, 1] (about 1 ulp each), in
-          // different orders: within 64 * 2 * 2^-24 of the sum, say 1e-5.
-          EXPECT_NEAR(got_sum[b], want_sum[size_t(b)], 1e-5 * want_sum[size_t(b)]) << "row " << r << " block " << b;
-        }
-        // The log-normaliser from either: the sums' relative error, at most 1e-5.
-        EXPECT_NEAR(parley::decoding::log_sum_exp_of_blocks(got_max, got_sum, blocks),
-                    parley::decoding::log_sum_exp(row, V), 1e-5)
-            << "row " << r;
-      }
+      parity::expect_stats_describe_rows(logits, rows, V, stats);
     }
 }
 
