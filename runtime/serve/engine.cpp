@@ -760,10 +760,6 @@ void Engine::scheduler_loop() {
   std::vector<PagedSequence> paged;
   int64_t last_step_us = 0;
   for (;;) {
-    if (queue_.empty() && encodes_.empty()) {  // idle: the step buffers go back
-      std::vector<float>().swap(step_logits_);
-      step_stats_ = LogitStats{};
-    }
     work_.wait(lock, [&] { return stop_ || !queue_.empty() || !encodes_.empty(); });
     if (stop_) return;
     if (!encodes_.empty()) {
@@ -893,6 +889,14 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
     lock.unlock();
     std::vector<float> &logits = step_logits_;  // reused from step to step (not cleared)
     LogitStats &step_stats = step_stats_;
+    // Kept between steps and calls (so that a call's allocations do not
+    // depend on when the scheduler last ran), but not far above what the
+    // steps need now: a buffer four times this step's size goes back.
+    const size_t need = paged.size() * static_cast<size_t>(model_.vocab());
+    if (logits.capacity() > 4 * need) {
+      std::vector<float>().swap(logits);
+      step_stats = LogitStats{};
+    }
     const bool want_stats =
         std::any_of(batch.begin(), batch.end(), [](const Pick &p) { return p.seq->group_ && p.seq->group_->stats; });
     std::exception_ptr error;
