@@ -656,10 +656,8 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
   logits.resize(seqs.size() * static_cast<size_t>(vocab));
   g.logits = &logits;
   if (stats) {
+    linear_stats_for(*stats, static_cast<int64_t>(seqs.size()), vocab);
     stats->valid = false;
-    stats->blocks = (vocab + kLogitStatsBlock - 1) / kLogitStatsBlock;
-    stats->block_max.resize(seqs.size() * static_cast<size_t>(stats->blocks));
-    stats->block_sum.resize(stats->block_max.size());
     g.stats = stats;
   }
   std::unique_lock<std::mutex> lock(mu_);
