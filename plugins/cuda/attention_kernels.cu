@@ -40,30 +40,52 @@ void launch(const SimtParams &p, float *probs, cudaStream_t s) {
   if (p.splits > 1) attention_combine_kernel<D><<<static_cast<unsigned>(p.batch * p.kv_heads * rows), 32, 0, s>>>(p);
   if (probs) attention_probs_kernel<D><<<static_cast<unsigned>(p.batch * p.heads * p.q_len), 32, 0, s>>>(p, probs);
 }
-}  // namespace
 
-template <int D, bool kBf16, bool kAsync>
+template <int D, bool kBf16, bool kAsync, class QT>
 __global__ void __launch_bounds__(attn::kMmaThreads, 1) attention_mma_kernel(attn::MmaParams p) {
   DeviceCtx ctx;
-  attn::mma_attention_prefill<DeviceCtx, D, kBf16, kAsync>(ctx, p);
+  attn::mma_attention_prefill<DeviceCtx, D, kBf16, kAsync, true, QT>(ctx, p);
 }
 
-template <int D, bool kBf16>
+template <int D, class OutT, bool kBf16>
+__global__ void __launch_bounds__(32) attention_mma_combine_kernel(SimtParams p) {
+  DeviceCtx ctx;
+  attn::simt_attention_combine<DeviceCtx, D, OutT, kBf16>(ctx, p);
+}
+
+template <int D, bool kBf16, class QT>
 void launch_mma(const attn::MmaParams &p, bool async, cudaStream_t s) {
-  const unsigned grid = static_cast<unsigned>(p.batch * p.heads * p.row_tiles);
+  const dim3 grid(static_cast<unsigned>(p.batch * p.kv_heads * p.row_tiles), static_cast<unsigned>(p.splits));
   const size_t smem = attn::mma_smem_words<D>() * 4;
   if (async)
-    attention_mma_kernel<D, kBf16, true><<<grid, attn::kMmaThreads, smem, s>>>(p);
+    attention_mma_kernel<D, kBf16, true, QT><<<grid, attn::kMmaThreads, smem, s>>>(p);
   else
-    attention_mma_kernel<D, kBf16, false><<<grid, attn::kMmaThreads, smem, s>>>(p);
+    attention_mma_kernel<D, kBf16, false, QT><<<grid, attn::kMmaThreads, smem, s>>>(p);
+  if (p.splits > 1) {
+    const int rows = (p.heads / p.kv_heads) * p.q_len;
+    const SimtParams c = attn::combine_params(p);
+    attention_mma_combine_kernel<D, QT, kBf16><<<static_cast<unsigned>(p.batch * p.kv_heads * rows), 32, 0, s>>>(c);
+  }
 }
 
-// async: every row of q, k and v starts on a 16-byte boundary (cp.async).
-void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, cudaStream_t s) {
+template <class QT>
+void launch_mma_typed(const attn::MmaParams &p, int head_dim, bool bf16, bool async, cudaStream_t s) {
   if (head_dim == 64)
-    bf16 ? launch_mma<64, true>(p, async, s) : launch_mma<64, false>(p, async, s);
+    bf16 ? launch_mma<64, true, QT>(p, async, s) : launch_mma<64, false, QT>(p, async, s);
   else
-    bf16 ? launch_mma<128, true>(p, async, s) : launch_mma<128, false>(p, async, s);
+    bf16 ? launch_mma<128, true, QT>(p, async, s) : launch_mma<128, false, QT>(p, async, s);
+}
+}  // namespace
+
+// async: every K/V row (and with 16-bit queries every q row) starts on a
+// 16-byte boundary (cp.async). f32_queries: q, out, k_new and v_new are fp32
+// over a 16-bit cache.
+void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, bool f32_queries,
+                          cudaStream_t s) {
+  if (f32_queries)
+    launch_mma_typed<float>(p, head_dim, bf16, async, s);
+  else
+    launch_mma_typed<uint16_t>(p, head_dim, bf16, async, s);
 }
 
 void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s) {

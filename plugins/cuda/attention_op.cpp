@@ -15,7 +15,8 @@
 namespace parley::cuda {
 
 void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s);
-void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, cudaStream_t s);
+void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, bool f32_queries,
+                          cudaStream_t s);
 
 namespace {
 
@@ -54,6 +55,26 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     // Fields are read only when struct_size covers them (ABI 1.1: k_new; 1.3: the block table).
     const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
     const bool paged = a->struct_size >= kArgsSizeV1_3 && a->block_table != nullptr;
+    // ABI 1.2: the cache's element type. F32 activations read an F32 cache
+    // (the SIMT kernel) or an F16 one (the tensor-core kernel, queries
+    // rounded to F16); 16-bit activations read a cache of their own type.
+    const int32_t kv_dtype = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_2 ? a->kv_dtype : PARLEY_DTYPE_F32;
+    PARLEY_CHECK(host, kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_I8,
+                 "attention: kv_dtype %d is not F32, F16 or I8", kv_dtype);
+    if (kv_dtype == PARLEY_DTYPE_I8)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                       "attention: an I8 KV cache is not read by the cuda kernels (F32 or F16)");
+    if (a->dtype != PARLEY_DTYPE_F32 && kv_dtype != PARLEY_DTYPE_F32 && kv_dtype != a->dtype)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                       "attention: %s activations over a %s cache (the cuda kernels read 16-bit activations over a "
+                       "cache of their own type)",
+                       a->dtype == PARLEY_DTYPE_F16 ? "F16" : "BF16", kv_dtype == PARLEY_DTYPE_F16 ? "F16" : "BF16");
+    // The tensor-core kernel: 16-bit activations, or F32 ones over an F16 cache.
+    const bool f32_queries = a->dtype == PARLEY_DTYPE_F32 && kv_dtype == PARLEY_DTYPE_F16;
+    const bool tensor_cores = a->dtype != PARLEY_DTYPE_F32 || f32_queries;
+    if (tensor_cores && a->probs)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                       "attention: probabilities are only returned with F32 activations over an F32 cache on cuda");
     // ABI 1.4 sliding window (every kernel below honours it: the split-KV
     // and tensor-core kernels skip the keys before a CTA's window and mask
     // the rest per row); an older struct has none.
@@ -106,9 +127,6 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
       const int64_t news[] = {a->k_new_stride_batch, a->k_new_stride_head, a->k_new_stride_seq,
                               a->v_new_stride_batch, a->v_new_stride_head, a->v_new_stride_seq};
       for (int64_t st : news) PARLEY_CHECK(host, st >= 0, "attention: negative k_new/v_new stride %lld", ll(st));
-      if (a->dtype != PARLEY_DTYPE_F32)
-        return host.fail(PARLEY_KERNEL_UNSUPPORTED,
-                         "attention: k_new (KV append in the launch) is implemented by the F32 kernel only on cuda");
     }
     const int64_t D = a->head_dim;
     const int64_t strides[] = {a->q_stride_batch, a->q_stride_head,    a->q_stride_seq,    a->k_stride_batch,
@@ -133,13 +151,50 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     }
     if (auto st = use_device(op, host, state)) return st;
 
-    if (a->dtype != PARLEY_DTYPE_F32) {
-      // fp16 / bf16: the tensor-core kernel (one CTA per 64 query rows of a head).
-      if (a->probs)
-        return host.fail(PARLEY_KERNEL_UNSUPPORTED, "attention: probabilities are only returned for F32 on cuda");
+    attn::SplitConfig cfg;
+    cfg.num_sms = sm_count(state);
+    cfg.align = 64;
+    // Splits for the longest sequence: kv_len, or with a block table (where
+    // kv_len is only a hint) the smaller of kv_len and key_cap when kv_len > 0.
+    // Each CTA splits its own sequence's length (split_range), so a wrong
+    // hint costs speed, never correctness. With a sliding window a CTA's
+    // splits share out only the keys its rows' windows span: at most
+    // window + (its queries - 1) (+ 15 for the tensor-core kernel, whose
+    // splits start on the 16-key tile of the first key).
+    auto splits_for = [&](int64_t base_ctas, int rows_per_cta, int tile_slack) {
+      int split_len = paged && (a->kv_len <= 0 || a->kv_len > key_cap) ? key_cap : static_cast<int>(a->kv_len);
+      if (kernel_window > 0) {
+        const int64_t spanned = kernel_window + std::min<int64_t>(a->q_len, rows_per_cta) - 1 + tile_slack;
+        if (spanned < split_len) split_len = static_cast<int>(spanned);
+      }
+      return attn::num_splits(base_ctas, split_len, cfg);
+    };
+    Scratch scratch{state, {}};
+    auto alloc = [&](size_t bytes, void **ptr) -> parley_kernel_status {
+      std::string error;
+      if (auto st = state->allocator.allocate(stream, bytes, ptr, &error))
+        return host.fail(st, "attention: %s", error.c_str());
+      scratch.blocks.push_back(*ptr);
+      return PARLEY_KERNEL_OK;
+    };
+    // Per packed row and split: m, l and the unnormalised accumulator [D].
+    auto alloc_partials = [&](int splits, float **m, float **l, float **accs) -> parley_kernel_status {
+      const size_t slots = static_cast<size_t>(a->batch) * a->num_kv_heads * rows * splits;
+      void *pm = nullptr, *pl = nullptr, *pa = nullptr;
+      if (auto st = alloc(slots * sizeof(float), &pm)) return st;
+      if (auto st = alloc(slots * sizeof(float), &pl)) return st;
+      if (auto st = alloc(slots * D * sizeof(float), &pa)) return st;
+      *m = static_cast<float *>(pm), *l = static_cast<float *>(pl), *accs = static_cast<float *>(pa);
+      return PARLEY_KERNEL_OK;
+    };
+
+    if (tensor_cores) {
+      // The tensor-core kernel: a CTA per 64 packed rows (G query heads x
+      // queries) of one (sequence, KV head), split over the keys when that
+      // fills idle SMs (long decode).
       attn::MmaParams m{};
-      m.q = static_cast<const uint16_t *>(a->q), m.k = static_cast<const uint16_t *>(a->k);
-      m.v = static_cast<const uint16_t *>(a->v), m.out = static_cast<uint16_t *>(a->out), m.lse = a->lse;
+      m.q = a->q, m.k = static_cast<const uint16_t *>(a->k);
+      m.v = static_cast<const uint16_t *>(a->v), m.out = a->out, m.lse = a->lse;
       m.q_sb = a->q_stride_batch, m.q_sh = a->q_stride_head, m.q_ss = a->q_stride_seq;
       m.k_sb = a->k_stride_batch, m.k_sh = a->k_stride_head, m.k_ss = a->k_stride_seq;
       m.v_sb = a->v_stride_batch, m.v_sh = a->v_stride_head, m.v_ss = a->v_stride_seq;
@@ -148,13 +203,28 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
       m.kv_heads = static_cast<int>(a->num_kv_heads), m.q_len = static_cast<int>(a->q_len);
       m.kv_len = key_cap, m.scale = a->scale, m.mask = a->mask, m.key_lengths = a->key_lengths, m.kv = kv;
       m.window = kernel_window;
-      m.row_tiles = static_cast<int>((a->q_len + attn::kMmaRows - 1) / attn::kMmaRows);
-      // cp.async needs every row on a 16-byte boundary: base pointers and
-      // the batch/head/sequence strides (in 2-byte elements) multiples of 8.
+      m.row_tiles = attn::mma_row_tiles(m.heads, m.kv_heads, m.q_len);
+      if (append) {
+        m.k_new = a->k_new, m.v_new = a->v_new;
+        m.kn_sb = a->k_new_stride_batch, m.kn_sh = a->k_new_stride_head, m.kn_ss = a->k_new_stride_seq;
+        m.vn_sb = a->v_new_stride_batch, m.vn_sh = a->v_new_stride_head, m.vn_ss = a->v_new_stride_seq;
+      }
+      m.align = cfg.align;  // a multiple of the 16-key tile
+      m.splits = splits_for(int64_t{m.batch} * m.kv_heads * m.row_tiles, attn::kMmaRows, attn::kMmaKeys - 1);
+      if (m.splits > 1)
+        if (auto st = alloc_partials(m.splits, &m.part_m, &m.part_l, &m.part_acc)) return st;
+      // cp.async needs every K/V row (and 16-bit q row) on a 16-byte
+      // boundary: base pointers and strides (in 2-byte elements) multiples of 8.
       bool aligned = true;
-      for (const void *ptr : {a->q, a->k, a->v}) aligned = aligned && reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
-      for (int64_t st : strides) aligned = aligned && st % 8 == 0;
-      launch_attention_mma(m, static_cast<int>(D), a->dtype == PARLEY_DTYPE_BF16, aligned, stream);
+      for (const void *ptr : {a->k, a->v}) aligned = aligned && reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+      for (int64_t st :
+           {a->k_stride_batch, a->k_stride_head, a->k_stride_seq, a->v_stride_batch, a->v_stride_head, a->v_stride_seq})
+        aligned = aligned && st % 8 == 0;
+      if (!f32_queries) {
+        aligned = aligned && reinterpret_cast<uintptr_t>(a->q) % 16 == 0;
+        for (int64_t st : {a->q_stride_batch, a->q_stride_head, a->q_stride_seq}) aligned = aligned && st % 8 == 0;
+      }
+      launch_attention_mma(m, static_cast<int>(D), a->dtype == PARLEY_DTYPE_BF16, aligned, f32_queries, stream);
       return check_launch(host, op);
     }
     attn::SimtParams p{};
@@ -179,39 +249,10 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
       p.vn_sb = a->v_new_stride_batch, p.vn_sh = a->v_new_stride_head, p.vn_ss = a->v_new_stride_seq;
     }
     p.row_tiles = static_cast<int>((rows + attn::kSimtRows - 1) / attn::kSimtRows);
-    attn::SplitConfig cfg;
-    cfg.num_sms = sm_count(state);
-    cfg.align = 64;
     p.align = cfg.align;
-    // Splits for the longest sequence: kv_len, or with a block table (where
-    // kv_len is only a hint) the smaller of kv_len and key_cap when kv_len > 0.
-    // Each CTA splits its own sequence's length (split_range), so a wrong
-    // hint costs speed, never correctness.
-    int split_len = paged && (a->kv_len <= 0 || a->kv_len > key_cap) ? key_cap : static_cast<int>(a->kv_len);
-    // With a sliding window a CTA's splits share out only the keys its rows'
-    // windows span: at most window + (its queries - 1).
-    if (kernel_window > 0) {
-      const int64_t spanned = kernel_window + std::min<int64_t>(a->q_len, attn::kSimtRows) - 1;
-      if (spanned < split_len) split_len = static_cast<int>(spanned);
-    }
-    p.splits = attn::num_splits(int64_t{p.batch} * p.kv_heads * p.row_tiles, split_len, cfg);
-
-    Scratch scratch{state, {}};
-    auto alloc = [&](size_t bytes, void **ptr) -> parley_kernel_status {
-      std::string error;
-      if (auto st = state->allocator.allocate(stream, bytes, ptr, &error))
-        return host.fail(st, "attention: %s", error.c_str());
-      scratch.blocks.push_back(*ptr);
-      return PARLEY_KERNEL_OK;
-    };
-    if (p.splits > 1) {
-      const size_t slots = static_cast<size_t>(p.batch) * p.kv_heads * rows * p.splits;
-      void *m = nullptr, *l = nullptr, *accs = nullptr;
-      if (auto st = alloc(slots * sizeof(float), &m)) return st;
-      if (auto st = alloc(slots * sizeof(float), &l)) return st;
-      if (auto st = alloc(slots * D * sizeof(float), &accs)) return st;
-      p.part_m = static_cast<float *>(m), p.part_l = static_cast<float *>(l), p.part_acc = static_cast<float *>(accs);
-    }
+    p.splits = splits_for(int64_t{p.batch} * p.kv_heads * p.row_tiles, attn::kSimtRows, 0);
+    if (p.splits > 1)
+      if (auto st = alloc_partials(p.splits, &p.part_m, &p.part_l, &p.part_acc)) return st;
     if (a->probs && !p.lse) {  // the probabilities pass needs each row's lse
       void *lse = nullptr;
       if (auto st = alloc(static_cast<size_t>(p.batch) * p.heads * p.q_len * sizeof(float), &lse)) return st;

@@ -45,16 +45,22 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_SOFTMAX, PARLEY_DTYPE_F32, "softmax", softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_LOG_SOFTMAX, PARLEY_DTYPE_F32, "log_softmax", log_softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
-    // The F32 kernel appends the new K/V rows to the cache in the same launch;
-    // all three read a paged cache (block table, ABI 1.3), the F32 one also
-    // appends into its blocks, and all three honour a sliding window (ABI 1.4).
+    // All three append the new K/V rows to the cache in the same launch, read
+    // and append into a paged cache (block table, ABI 1.3) and honour a
+    // sliding window (ABI 1.4). F32 activations over an F32 cache run the
+    // SIMT split-KV kernel; over an F16 cache (kv_dtype, ABI 1.2) the
+    // tensor-core kernel, as do F16 / BF16 activations (attention_op.cpp).
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F32, kPriority, "attention_simt_splitkv",
+     attention_run,
+     PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_PAGED |
+         PARLEY_KERNEL_FLAG_SLIDING_WINDOW,
+     0, -1, nullptr, nullptr},
+    {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F16, kPriority, "attention_mma_fa2",
      attention_run, PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0,
      -1, nullptr, nullptr},
-    {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F16, kPriority, "attention_mma_fa2",
-     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0, -1, nullptr, nullptr},
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_BF16, kPriority, "attention_mma_fa2_bf16",
-     attention_run, PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0, -1, nullptr, nullptr},
+     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0,
+     -1, nullptr, nullptr},
     // LINEAR with F32 activations, one entry per weight dtype (linear_op.cpp).
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F32, "linear_cublaslt_f32w", linear_prepare_f32),
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F16, "linear_simt_f16w", linear_prepare_f16),

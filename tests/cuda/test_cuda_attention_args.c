@@ -95,11 +95,14 @@ int main(int argc, char **argv) {
   bf16 = find_attention(p, PARLEY_DTYPE_BF16);
   CHECK(f32 && f16 && bf16);
   if (!(f32 && f16 && bf16)) return 1;
-  /* Every attention kernel reads a paged cache and honours a sliding window;
-   * the F32 one also appends into the cache. */
-  CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
-  CHECK(f16->flags == (PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
-  CHECK(bf16->flags == (PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+  /* Every attention kernel appends into the cache, reads a paged cache and
+   * honours a sliding window; the F32 one also reads an F16 cache (the
+   * runtime's kv_cache_dtype F16 needs KV_APPEND | KV_F16), not an I8 one. */
+  CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_PAGED |
+                       PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+  CHECK(f16->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+  CHECK(bf16->flags ==
+        (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
 
   memset(&ctx, 0, sizeof ctx);
   ctx.struct_size = sizeof ctx;
@@ -151,9 +154,21 @@ int main(int argc, char **argv) {
   /* Without a table, kv_len still bounds the append. */
   a.v_new = data, a.block_table = NULL, a.mask = PARLEY_MASK_CAUSAL;
   expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "k_new with q_len > kv_len", __LINE__);
-  /* The tensor-core kernels read blocks but do not append. */
-  a = base, a.dtype = PARLEY_DTYPE_F16, a.k_new = data, a.v_new = data;
-  expect(f16, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "k_new (KV append in the launch) is implemented by the F32",
+  /* The tensor-core kernels append too: the append's own checks apply. */
+  a = base, a.dtype = PARLEY_DTYPE_F16, a.k_new = data, a.v_new = data, a.v_new_stride_seq = -2;
+  expect(f16, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "negative k_new/v_new stride -2", __LINE__);
+
+  /* The cache's element type (ABI 1.2 kv_dtype): F32 activations read an F32
+   * or F16 cache, 16-bit ones a cache of their own type; I8 is not read. */
+  a = base, a.kv_dtype = 7;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "kv_dtype 7 is not F32, F16 or I8", __LINE__);
+  a = base, a.kv_dtype = PARLEY_DTYPE_I8;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "an I8 KV cache is not read by the cuda kernels", __LINE__);
+  a = base, a.dtype = PARLEY_DTYPE_BF16, a.kv_dtype = PARLEY_DTYPE_F16;
+  expect(bf16, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "BF16 activations over a F16 cache", __LINE__);
+  a = base, a.block_table = NULL, a.mask = PARLEY_MASK_CAUSAL, a.kv_len = 4, a.kv_dtype = PARLEY_DTYPE_F16,
+  a.probs = data;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "probabilities are only returned with F32 activations over an F32",
          __LINE__);
 
   /* A sliding window (ABI 1.4) must be >= 0 and needs the causal mask. */
@@ -174,8 +189,11 @@ int main(int argc, char **argv) {
   expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "q or out is NULL", __LINE__);
   /* ... and its fused append is still seen (k_new is inside its struct). */
   a = base, a.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_2, a.dtype = PARLEY_DTYPE_BF16, a.kv_len = 4;
-  a.k_new = data, a.v_new = data;
-  expect(bf16, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "k_new (KV append in the launch)", __LINE__);
+  a.k_new = data, a.v_new = NULL;
+  expect(bf16, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "k_new without v_new", __LINE__);
+  /* An ABI 1.1 caller: kv_dtype lies past its struct_size and is not read. */
+  a = base, a.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_1, a.block_table = NULL, a.kv_dtype = 7, a.q = NULL;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "q or out is NULL", __LINE__);
   a = base, a.struct_size = PARLEY_ATTENTION_ARGS_SIZE_V1_1, a.block_table = NULL, a.mask = PARLEY_MASK_CAUSAL;
   a.kv_len = 4, a.k_new = data, a.v_new = NULL;
   expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "k_new without v_new", __LINE__);

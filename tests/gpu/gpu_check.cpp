@@ -241,15 +241,20 @@ float from_half(uint16_t h) {
   return f;
 }
 
+// f32_queries: the F32 kernel entry with kv_dtype F16 (fp32 queries and
+// output over the fp16 cache: the tensor-core kernel serving a model that
+// computes in F32 with an F16 KV cache); the cpu plugin gets the unrounded
+// queries.
 void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int kv_len, int D,
-                         uint32_t mask, bool timing, int window = 0) {
+                         uint32_t mask, bool timing, int window = 0, bool f32_queries = false) {
+  const int32_t entry = f32_queries ? PARLEY_DTYPE_F32 : PARLEY_DTYPE_F16;
   parley_kernel_fn fn = nullptr;
   for (size_t i = 0; i < gpu.plugin->num_kernels; ++i)
-    if (gpu.plugin->kernels[i].op == PARLEY_OP_ATTENTION && gpu.plugin->kernels[i].dtype == PARLEY_DTYPE_F16)
+    if (gpu.plugin->kernels[i].op == PARLEY_OP_ATTENTION && gpu.plugin->kernels[i].dtype == entry)
       fn = gpu.plugin->kernels[i].run;
   char what[160];
-  std::snprintf(what, sizeof what, "attention f16 b%d h%d/%d q%d kv%d D%d mask%u window%d", batch, heads, kv_heads,
-                q_len, kv_len, D, mask, window);
+  std::snprintf(what, sizeof what, "attention %s b%d h%d/%d q%d kv%d D%d mask%u window%d",
+                f32_queries ? "f32 q, f16 cache" : "f16", batch, heads, kv_heads, q_len, kv_len, D, mask, window);
   if (!fn) {
     std::printf("  %-58s not registered\n", what);
     ++g_failures;
@@ -259,7 +264,9 @@ void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int 
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<uint16_t> hq(nq), hk(nk), hv(nk), hout(nq);
   Buf q(&gpu, nq, rng), k(&gpu, nk, rng), v(&gpu, nk, rng), out(&gpu, nq, rng);  // f32 copies for the cpu
-  for (int64_t i = 0; i < nq; ++i) hq[i] = to_half(q.host[i]), q.host[i] = from_half(hq[i]);
+  Buf out32(&gpu, nq, rng);                                                      // the device output with f32_queries
+  if (!f32_queries)
+    for (int64_t i = 0; i < nq; ++i) hq[i] = to_half(q.host[i]), q.host[i] = from_half(hq[i]);
   for (int64_t i = 0; i < nk; ++i) hk[i] = to_half(k.host[i]), k.host[i] = from_half(hk[i]);
   for (int64_t i = 0; i < nk; ++i) hv[i] = to_half(v.host[i]), v.host[i] = from_half(hv[i]);
   void *dq = nullptr, *dk = nullptr, *dv = nullptr, *dout = nullptr;
@@ -287,6 +294,7 @@ void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int 
   cpu.dtype = PARLEY_DTYPE_F32, cpu.q = q.host.data(), cpu.k = k.host.data(), cpu.v = v.host.data();
   cpu.out = out.host.data(), cpu.key_lengths = lens.data();
   dev.dtype = PARLEY_DTYPE_F16, dev.q = dq, dev.k = dk, dev.v = dv, dev.out = dout;
+  if (f32_queries) dev.dtype = PARLEY_DTYPE_F32, dev.kv_dtype = PARLEY_DTYPE_F16, dev.q = q.dev, dev.out = out32.dev;
   dev.key_lengths = static_cast<const int32_t *>(dlens);
   TestHost host(2);
   gpu.ctx.host = host.services();
@@ -299,6 +307,7 @@ void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int 
     gpu.dev->synchronize(gpu.state, nullptr);
     std::vector<float> got(nq);
     for (int64_t i = 0; i < nq; ++i) got[i] = from_half(hout[i]);
+    if (f32_queries) got = out32.read();
     report(what, rel_error(got, out.host), 1e-2);
     if (timing) {
       const double ms = time_ms(gpu, [&] { fn(&gpu.ctx, &dev); });
@@ -455,6 +464,15 @@ int main(int argc, char **argv) {
       check_attention_f16(gpu, rng, 1, 4, 1, 70, 33, D, mask, false);
     }
   check_attention_f16(gpu, rng, 1, 14, 2, 2048, 2048, 64, 1u, true);
+  std::printf("== attention, f32 queries over an f16 cache (tensor cores: GQA packing, split-KV decode)\n");
+  for (int D : {64, 128})
+    for (uint32_t mask : {1u, 3u}) {
+      check_attention_f16(gpu, rng, 2, 14, 2, 1, 300, D, mask, false, 0, true);   // decode, GQA 7
+      check_attention_f16(gpu, rng, 2, 8, 2, 37, 90, D, mask, false, 0, true);    // a chunk over past keys
+      check_attention_f16(gpu, rng, 1, 14, 2, 1, 4096, D, mask, false, 0, true);  // long decode: splits
+    }
+  check_attention_f16(gpu, rng, 1, 14, 2, 1, 4096, 64, 1u, true, 0, true);  // decode timing (splits)
+  check_attention_f16(gpu, rng, 8, 14, 2, 1, 4096, 64, 1u, true, 0, true);
   // Sliding windows (plugin ABI 1.4) on every kernel: smaller than, equal to
   // and larger than the sequence, decode and chunks over past keys, paged.
   std::printf("== attention with a sliding window (cuda vs cpu plugin)\n");

@@ -4,8 +4,9 @@
 #  1. tests/gpu/gpu_check: every CUDA kernel against the cpu plugin on random
 #     inputs, and attention timed against the H100 roofline;
 #  2. whole models on the cuda device: the parity suite (every tiny family
-#     against its transformers goldens: logits, greedy and beam tokens) and
-#     the text C API suite (demo translation and chat models, exact texts);
+#     against its transformers goldens: logits, greedy and beam tokens), the
+#     F16 KV cache suite (the tensor-core attention kernel serving F32 models)
+#     and the text C API suite (demo translation and chat models, exact texts);
 #  3. end-to-end greedy decode of the demo dialogue model, cuda next to cpu
 #     in the same run (a 7.5 MB model: this measures per-step overhead —
 #     launches, copies, the host decoding loop — not memory bandwidth).
@@ -33,6 +34,9 @@ export PARLEY_PARITY_DIR="$PWD/tests/parity" PARLEY_TOKENIZER_DIR="$PWD/tests/to
 export PARLEY_DEMO_MODELS="$PWD/samples/support-bot/models"
 echo "== 2. whole models on the cuda device"
 "$build/tests/model/test_model" --gtest_filter='Families/Parity.*' || failed=1
+# An F16 KV cache on cuda: the tensor-core attention kernel with F32 queries
+# (decode with GQA packing and splits, the fused append, beam reorders).
+PARLEY_TEST_KV_DTYPES=f16 "$build/tests/model/test_model" --gtest_filter='Models/KvCache.*' || failed=1
 "$build/tests/text_api/test_text_api" || failed=1
 
 echo "== 3. end-to-end decode, demo dialogue model (greedy, 1 sequence, 128-token prompt, 256 new tokens)"

@@ -19,7 +19,11 @@
 // for the second-order terms: tol = 12 * layers * e * max|logit|.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "core/error.hpp"
 #include "parity_util.hpp"
@@ -118,6 +122,28 @@ const char *name(parley_dtype d) {
   return d == PARLEY_DTYPE_F16 ? "f16" : d == PARLEY_DTYPE_I8 ? "int8" : "f32";
 }
 
+// The narrow cache types to run: F16 and I8, or those PARLEY_TEST_KV_DTYPES
+// names ("f16", "int8", comma-separated): tests/gpu/run.sh runs the suite on
+// the cuda device, whose attention reads F16 caches but not I8 ones.
+std::vector<parley_dtype> narrow_dtypes() {
+  const char *env = std::getenv("PARLEY_TEST_KV_DTYPES");
+  if (!env || !*env) return {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8};
+  std::vector<parley_dtype> out;
+  const std::string list = env;
+  for (size_t at = 0; at <= list.size();) {
+    const size_t end = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, end - at);
+    if (item == "f16")
+      out.push_back(PARLEY_DTYPE_F16);
+    else if (item == "int8")
+      out.push_back(PARLEY_DTYPE_I8);
+    else
+      ADD_FAILURE() << "PARLEY_TEST_KV_DTYPES: unknown cache type '" << item << "' (f16, int8)";
+    at = end + 1;
+  }
+  return out;
+}
+
 class KvCache : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
@@ -130,7 +156,7 @@ TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
   const int kSteps = 8;
   const auto base_tokens = greedy(*ref->transformer, ref->golden, kSteps, &margins);
   std::printf("%s f32 cache: greedy %s\n", GetParam().c_str(), str(base_tokens).c_str());
-  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+  for (parley_dtype dt : narrow_dtypes()) {
     auto l = parity::load(GetParam(), "", dt);
     ASSERT_EQ(l->transformer->kv_dtype(), dt);
     const Logits got = collect(*l->transformer, l->golden);
@@ -157,7 +183,7 @@ TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
 TEST_P(KvCache, BeamSearchRunsOnNarrowCaches) {
   // Beam search reorders the cache (and the I8 scales) every step; with F16
   // its tokens match the golden's (the models' beam margins are wide).
-  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+  for (parley_dtype dt : narrow_dtypes()) {
     auto l = parity::load(GetParam(), "", dt);
     const json &g = l->golden["beam"];
     parley::DecodingOptions o = parity::options_from(g["settings"]);
@@ -181,7 +207,7 @@ INSTANTIATE_TEST_SUITE_P(Models, KvCache, ::testing::Values("llama", "marian"),
 // continues like one prefilled in the new order (to rounding: the rows sit
 // elsewhere in the GEMMs), a grown one exactly like one that never moved.
 TEST(KvCacheState, ReorderAndGrowKeepRowsAndScales) {
-  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+  for (parley_dtype dt : narrow_dtypes()) {
     auto l = parity::load("llama", "", dt);
     const parley::Transformer &t = *l->transformer;
     const std::vector<std::vector<int32_t>> hist = {{5, 9, 17}, {3, 44, 2}, {90, 1, 7}};

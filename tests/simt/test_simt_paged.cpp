@@ -48,11 +48,16 @@ struct Case {
   std::vector<int32_t> lens{37, 45};
   int block_size = 16;
   int shared_keys = 32;  // sequences 1.. read sequence 0's first shared_keys / block_size blocks
-  int splits = 1;        // the F32 kernel
-  bool append = false;   // the F32 kernel: the q_len newest rows come in k_new / v_new
+  int splits = 1;        // key splits (combined by simt_attention_combine)
+  int align = 8;         // split bounds: multiples of it (the tensor-core kernel: of 16)
+  bool append = false;   // the q_len newest rows come in k_new / v_new
   Elem elem = Elem::kF32;
   bool async = true;  // the tensor-core kernel: cp.async (else plain loads)
-  int window = 0;     // sliding window (needs mask & 1), 0: none
+  // The tensor-core kernel with fp32 queries, output and appended rows over
+  // the 16-bit cache (a model computing in F32 with an F16 KV cache): the
+  // queries keep their fp32 values (the kernel rounds them).
+  bool f32_q = false;
+  int window = 0;  // sliding window (needs mask & 1), 0: none
   int max_len() const { return *std::max_element(lens.begin(), lens.end()); }
   int shared_blocks() const { return shared_keys / block_size; }
 };
@@ -100,7 +105,7 @@ Logical make_logical(const Case &c, uint32_t seed) {
     return from_elem<uint16_t>(to_elem<uint16_t>(f, c.elem), c.elem);
   };
   for (auto *vec : {&x.q, &x.k, &x.v})
-    for (float &f : *vec) f = round(nd(rng) * 1.5f);
+    for (float &f : *vec) f = vec == &x.q && c.f32_q ? nd(rng) * 1.5f : round(nd(rng) * 1.5f);
   const size_t row = size_t(c.kv_heads) * D, shared_rows = size_t(c.shared_blocks()) * c.block_size;
   for (int b = 1; b < c.batch; ++b) {
     std::copy_n(x.k.begin(), shared_rows * row, x.k.begin() + size_t(b) * N * row);
@@ -256,10 +261,14 @@ Out run_simt(const Case &c, const Logical &x, Store<float> &s) {
   return r;
 }
 
-template <int D, bool kBf16, bool kAsync>
+// The tensor-core kernel (and the combine of its splits); QT: the element of
+// q, out and the appended rows (uint16_t: the cache's 16-bit type; float).
+template <int D, bool kBf16, bool kAsync, class QT>
 Out run_mma(const Case &c, const Logical &x, Store<uint16_t> &s) {
-  std::vector<uint16_t> q(x.q.size()), out(x.q.size(), 0x7FFF);
-  for (size_t i = 0; i < q.size(); ++i) q[i] = to_elem<uint16_t>(x.q[i], c.elem);
+  const int G = c.heads / c.kv_heads, rows = G * c.q_len;
+  std::vector<QT> q(x.q.size()), out(x.q.size(), poison<QT>());
+  for (size_t i = 0; i < q.size(); ++i) q[i] = to_elem<QT>(x.q[i], c.elem);
+  const std::vector<QT> kn = fresh_rows<QT>(c, x.k), vn = fresh_rows<QT>(c, x.v);
   MmaParams p{};
   p.q = q.data(), p.k = s.k.data(), p.v = s.v.data(), p.out = out.data();
   Out r;
@@ -274,13 +283,32 @@ Out run_mma(const Case &c, const Logical &x, Store<uint16_t> &s) {
   p.mask = c.mask;
   p.key_lengths = c.lens.data();
   p.window = c.window;
-  p.row_tiles = ceil_div(c.q_len, kMmaRows);
+  p.row_tiles = mma_row_tiles(c.heads, c.kv_heads, c.q_len);
+  p.splits = c.splits, p.align = c.align;
+  if (c.append) {
+    p.k_new = kn.data(), p.v_new = vn.data();
+    p.kn_sb = p.vn_sb = int64_t{c.q_len} * c.kv_heads * D, p.kn_sh = p.vn_sh = D,
+    p.kn_ss = p.vn_ss = int64_t{c.kv_heads} * D;
+  }
+  const size_t slots = size_t(c.batch) * c.kv_heads * rows * c.splits;
+  std::vector<float> pm(slots, std::nanf("")), pl(slots, std::nanf("")), pa(slots * D, std::nanf(""));
+  if (c.splits > 1) p.part_m = pm.data(), p.part_l = pl.data(), p.part_acc = pa.data();
   Emulator emu;
-  emu.launch(Dim3{c.batch * c.heads * p.row_tiles, 1, 1}, kMmaThreads, mma_smem_words<D>(),
-             [&](Ctx &ctx) { mma_attention_prefill<Ctx, D, kBf16, kAsync>(ctx, p); });
+  emu.launch(Dim3{c.batch * c.kv_heads * p.row_tiles, c.splits, 1}, kMmaThreads, mma_smem_words<D>(),
+             [&](Ctx &ctx) { mma_attention_prefill<Ctx, D, kBf16, kAsync, true, QT>(ctx, p); });
+  if (c.splits > 1) {
+    const SimtParams cp = combine_params(p);
+    emu.launch(Dim3{c.batch * c.kv_heads * rows, 1, 1}, 32, 0,
+               [&](Ctx &ctx) { simt_attention_combine<Ctx, D, QT, kBf16>(ctx, cp); });
+  }
   r.out.resize(out.size());
   for (size_t i = 0; i < out.size(); ++i) r.out[i] = from_elem(out[i], c.elem);
   return r;
+}
+
+template <int D, bool kBf16, bool kAsync>
+Out run_mma(const Case &c, const Logical &x, Store<uint16_t> &s) {
+  return c.f32_q ? run_mma<D, kBf16, kAsync, float>(c, x, s) : run_mma<D, kBf16, kAsync, uint16_t>(c, x, s);
 }
 
 template <class E>
@@ -345,8 +373,13 @@ bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
 std::string describe(const Case &c) {
   std::string s = "block_size " + std::to_string(c.block_size) + " q_len " + std::to_string(c.q_len) + " heads " +
                   std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " dim " + std::to_string(c.dim) +
-                  " mask " + std::to_string(c.mask) + " splits " + std::to_string(c.splits) +
-                  (c.append ? " append" : "") + " window " + std::to_string(c.window) + " lens";
+                  " mask " + std::to_string(c.mask) + " splits " + std::to_string(c.splits) + " align " +
+                  std::to_string(c.align) + (c.append ? " append" : "") +
+                  (c.elem == Elem::kF32   ? " f32"
+                   : c.elem == Elem::kF16 ? " f16"
+                                          : " bf16") +
+                  (c.f32_q ? " f32-queries" : "") + (c.async ? "" : " plain-loads") + " window " +
+                  std::to_string(c.window) + " lens";
   for (int L : c.lens) s += " " + std::to_string(L);
   return s;
 }
@@ -482,6 +515,42 @@ TEST(SimtPaged, SlidingWindowTensorCoreKernel) {
   Case c;  // D 128, plain loads, 70 query rows: two row tiles
   c.elem = Elem::kF16, c.dim = 128, c.heads = 2, c.kv_heads = 1, c.q_len = 70, c.lens = {75, 140}, c.async = false;
   c.window = 33;
+  EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
+}
+
+// The tensor-core kernel's decode features: GQA packing (G = 7 query heads of
+// one KV head in a CTA, as Qwen2.5-0.5B's 14 / 2; G = 4 chunks of 20 queries:
+// 80 packed rows, two row tiles), split-KV (1 / 3 / 4 splits, bounds on
+// multiples of 16 or 64 keys, combined by simt_attention_combine) and the
+// fused append (the q_len newest rows from k_new / v_new, written into their
+// blocks), with 16-bit queries and with fp32 queries over an F16 cache (the
+// kv_dtype F16 path of a model computing in F32), on contiguous and paged
+// caches (block sizes 1, 16, 24, 32), with and without a sliding window.
+TEST(SimtPaged, TensorCoreKernelPacksHeadsSplitsKeysAndAppends) {
+  PARLEY_TRACE_BASE_SEED();
+  PrintWorst worst;
+  int n = 0;
+  for (int bs : {1, 16, 24, 32})
+    for (int splits : {1, 3})
+      for (bool append : {false, true}) {
+        ++n;
+        Case c;  // decode, GQA 7, lengths 150 / 203 sharing 48 keys
+        c.heads = 14, c.kv_heads = 2, c.lens = {150, 203}, c.shared_keys = bs == 1 ? 48 : (48 / bs) * bs;
+        c.block_size = bs, c.splits = splits, c.append = append, c.align = n % 2 ? 16 : 64;
+        c.elem = n % 3 == 2 ? Elem::kBF16 : Elem::kF16;
+        c.f32_q = c.elem == Elem::kF16 && n % 3 == 0;
+        c.async = n % 4 != 1;
+        EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
+        c.q_len = 20, c.heads = 8, c.kv_heads = 2, c.lens = {90, 41};  // 80 packed rows: two row tiles
+        c.shared_keys = bs == 1 ? 32 : (32 / bs) * bs;
+        c.window = append ? 0 : 37;
+        EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
+      }
+  Case c;  // D 128, MQA 4, a prompt's first chunk (every row new, one sequence shorter than it), 4 splits
+  c.dim = 128, c.heads = 4, c.kv_heads = 1, c.q_len = 6, c.lens = {6, 4}, c.shared_keys = 0, c.append = true;
+  c.elem = Elem::kF16, c.f32_q = true, c.splits = 4, c.align = 16;
+  EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
+  c.q_len = 1, c.lens = {300, 17}, c.window = 100, c.append = false, c.splits = 3;  // a window over a long cache
   EXPECT_LE(paged_error<uint16_t>(c, parley::test::case_seed()), kTol16) << describe(c);
 }
 

@@ -72,9 +72,9 @@ void run_emulated(const Case &c, const std::vector<uint16_t> &q, const std::vect
   p.mask = c.mask;
   p.key_lengths = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
   p.window = c.window;
-  p.row_tiles = ceil_div(c.q_len, kMmaRows);
+  p.row_tiles = mma_row_tiles(c.heads, c.kv_heads, c.q_len);
   Emulator emu;
-  emu.launch(Dim3{c.batch * c.heads * p.row_tiles, 1, 1}, kMmaThreads, mma_smem_words<D>(),
+  emu.launch(Dim3{c.batch * c.kv_heads * p.row_tiles, 1, 1}, kMmaThreads, mma_smem_words<D>(),
              [&](Ctx &ctx) { mma_attention_prefill<Ctx, D, kBf16, kAsync, kSwizzle>(ctx, p); });
   g_bank_conflicts += emu.bank_conflicts();
 }

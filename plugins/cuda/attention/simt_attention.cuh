@@ -72,6 +72,40 @@ PARLEY_HD inline float bf16_bits_to_float(uint16_t h) {
   return v.f;
 }
 
+// float -> fp16 / bf16 bits, round to nearest even (portable; infinities
+// and NaN kept, overflow to infinity as IEEE rounding does).
+PARLEY_HD inline uint16_t float_to_bits(float f, bool bf16) {
+  union {
+    float f;
+    uint32_t u;
+  } v{f};
+  const uint32_t x = v.u;
+  if (bf16) {
+    if ((x & 0x7F800000u) == 0x7F800000u)  // inf stays inf, NaN stays NaN (quiet)
+      return static_cast<uint16_t>((x >> 16) | ((x & 0x7FFFFFu) ? 0x40u : 0u));
+    return static_cast<uint16_t>((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+  }
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  if ((x & 0x7F800000u) == 0x7F800000u)  // inf stays inf, NaN stays NaN (quiet)
+    return static_cast<uint16_t>(sign | 0x7C00u | ((x & 0x7FFFFFu) ? 0x200u : 0u));
+  const int exp = static_cast<int>((x >> 23) & 0xFF) - 127 + 15;
+  uint32_t mant = x & 0x7FFFFFu;
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7C00u);
+  if (exp <= 0) {  // subnormal or zero
+    if (exp < -10) return static_cast<uint16_t>(sign);
+    mant |= 0x800000u;
+    const int shift = 14 - exp;
+    uint32_t h = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) ++h;
+    return static_cast<uint16_t>(sign | h);
+  }
+  uint32_t h = (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
 template <class T>
 PARLEY_HD inline float load_elem(const T *p, int64_t i);
 template <>
@@ -86,7 +120,7 @@ PARLEY_HD inline float load_elem<uint16_t>(const uint16_t *p, int64_t i) {
 // Everything a launch needs, strides in elements (as parley_attention_args).
 struct SimtParams {
   const void *q, *k, *v;
-  float *out;  // fp32 output
+  float *out;  // fp32 output (the combine may also write 16-bit outputs here)
   float *lse;  // optional, [batch, heads, q_len]
   int64_t q_sb, q_sh, q_ss, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, o_sb, o_sh, o_ss;
   int batch, heads, kv_heads, q_len, kv_len;
@@ -270,7 +304,10 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
 }
 
 // Combine of splits: one warp per packed row; grid.x = batch * kv_heads * G*q_len.
-template <class Ctx, int D>
+// OutT: float (p.out as declared), or uint16_t when p.out holds 16-bit
+// outputs of the tensor-core kernel (fp16, or bf16 with kBf16), rounded to
+// nearest even.
+template <class Ctx, int D, class OutT = float, bool kBf16 = false>
 PARLEY_KERNEL_BODY void simt_attention_combine(Ctx &ctx, const SimtParams &p) {
   constexpr int kLaneDims = D / 32;
   const int lane = ctx.thread() % 32;
@@ -292,8 +329,13 @@ PARLEY_KERNEL_BODY void simt_attention_combine(Ctx &ctx, const SimtParams &p) {
     for (int t = 0; t < kLaneDims; ++t) out[t] = fmaf(f, p.part_acc[(base + s) * D + lane + 32 * t], out[t]);
   }
   const int h = pack.head_of(g, r), i = pack.query_of(r);
-  float *o = p.out + b * p.o_sb + h * p.o_sh + i * p.o_ss;
-  for (int t = 0; t < kLaneDims; ++t) o[lane + 32 * t] = out[t];
+  OutT *o = reinterpret_cast<OutT *>(p.out) + b * p.o_sb + h * p.o_sh + i * p.o_ss;
+  for (int t = 0; t < kLaneDims; ++t) {
+    if constexpr (sizeof(OutT) == 2)
+      o[lane + 32 * t] = float_to_bits(out[t], kBf16);
+    else
+      o[lane + 32 * t] = out[t];
+  }
   if (p.lse && lane == 0) p.lse[(static_cast<int64_t>(b) * p.heads + h) * p.q_len + i] = row_finalize<Base2>(total).lse;
 }
 
