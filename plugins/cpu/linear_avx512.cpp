@@ -271,11 +271,118 @@ void vnni_block_group(const uint8_t *const *xu, const int8_t *const *wr, const f
     for (int j = 0; j < NR; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
+// I4 group-wise weights with few activation rows (decode), where unpacking
+// the nibbles to signed bytes (eight instructions per 64 weights) was what
+// bound the kernel, not memory. Here the nibbles go to vpdpbusd unsigned
+// (w + 8 in 0 .. 15: one XOR flips the sign bits of both nibbles of a byte),
+// against signed activation bytes q:
+// sum w q = sum (w + 8) q - 8 sum q, the second term per 8 elements made once
+// per activation row (i4s_corr) and loaded as the accumulator's start. 64
+// weight bytes are 128 weights: low nibbles the even elements, high nibbles
+// the odd ones, so the activation row is stored per 128 elements as its 64
+// even elements then its 64 odd ones; int32 lane t then sums elements
+// 8t .. 8t+7 of the block (both halves), one group's scale per lane (groups
+// of 32, 64 or 128), one conversion and FMA per lane and block. Per 128
+// weights of a weight row: a load, two ANDs and a shift, the scales, and per
+// activation row two vpdpbusd, a conversion and an FMA. The integer sums are
+// the same as the general micro-kernel's; only the float order differs.
+constexpr int64_t kI4Block = 128;
+
+// kp: k padded to 128. Bytes [0, kp) of the row: the signed q, per 128
+// elements even then odd (zeros past k); then kp / 128 x 16 int32:
+// -8 x the sum of q over elements 8t .. 8t+7 of each block.
+int64_t i4s_row_bytes(int64_t kp) {
+  return kp + kp / kI4Block * 16 * int64_t(sizeof(int32_t));
+}
+
+float quantize_row_i4s(const float *x, int64_t k, int64_t kp, uint8_t *row) {
+  // u = q + 128 in natural order first (the shared quantiser), then reordered.
+  alignas(64) uint8_t u[kI4Block];
+  const float sx = quantize_row(x, k, k, false, row);  // natural order, k bytes (k is a multiple of 64)
+  if (sx < 0.f) return sx;
+  int8_t *q = reinterpret_cast<int8_t *>(row);
+  int32_t *corr = reinterpret_cast<int32_t *>(row + kp);
+  for (int64_t b = 0; b < kp; b += kI4Block) {
+    const int64_t valid = std::min<int64_t>(kI4Block, k - b);
+    std::memset(u, 128, sizeof u);
+    std::memcpy(u, row + b, size_t(valid));
+    for (int t = 0; t < 16; ++t) {
+      int32_t sum = 0;
+      for (int e = 0; e < 8; ++e) sum += int32_t(u[8 * t + e]) - 128;
+      corr[b / kI4Block * 16 + t] = -8 * sum;
+    }
+    for (int j = 0; j < 64; ++j) {
+      q[b + j] = int8_t(int32_t(u[2 * j]) - 128);
+      q[b + 64 + j] = int8_t(int32_t(u[2 * j + 1]) - 128);
+    }
+  }
+  return sx;
+}
+
+// The 16 lanes' scales of the 128-element block at element p (lane t: group
+// (p + 8t) / group). `valid`: the block's elements inside k (64 or 128).
+inline __m512 i4s_scales(const float *s, int64_t p, int64_t group, int64_t valid) {
+  if (group >= kI4Block) return _mm512_set1_ps(s[p / group]);
+  const int n = int(valid / group);  // scales of this block (no read past the row's last)
+  const __m512 v = _mm512_castps128_ps512(_mm_maskz_loadu_ps(__mmask8((1u << n) - 1), s + p / group));
+  const __m512i idx = group == 32 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
+                                  : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_permutexvar_ps(idx, v);
+}
+
+// out[i][j] = sum over blocks and lanes of scale * (int32 sum), for MR
+// activation rows (quantize_row_i4s) and NR I4 weight rows.
+template <int MR, int NR>
+void vnni_block_i4s(const uint8_t *const *xr, const int8_t *const *wr, const float *const *ws, int64_t k, int64_t kp,
+                    int64_t group, float out[kMR][kNR]) {
+  __m512 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  const __m512i nib = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(char(0x88));
+  for (int64_t p = 0; p < kp; p += kI4Block) {
+    const int64_t valid = std::min<int64_t>(kI4Block, k - p);
+    const __mmask64 wmask = valid == kI4Block ? ~__mmask64(0) : (~__mmask64(0)) >> (64 - valid / 2);
+    __m512i lo[NR], hi[NR];
+    __m512 sv[NR];
+    for (int j = 0; j < NR; ++j) {
+      // The file's nibbles are two's complement; ^ 8 makes each w + 8 (0 .. 15).
+      const __m512i b = _mm512_xor_si512(_mm512_maskz_loadu_epi8(wmask, wr[j] + p / 2), flip);
+      lo[j] = _mm512_and_si512(b, nib);
+      hi[j] = _mm512_and_si512(_mm512_srli_epi16(b, 4), nib);
+      sv[j] = i4s_scales(ws[j], p, group, valid);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xe = _mm512_loadu_si512(xr[i] + p), xo = _mm512_loadu_si512(xr[i] + p + 64);
+      const __m512i c = _mm512_loadu_si512(xr[i] + kp + p / kI4Block * 64);
+      for (int j = 0; j < NR; ++j) {
+        const __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, lo[j], xe), hi[j], xo);
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv[j], acc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
 }  // namespace
 
 #include "linear_int_driver.inc"
 
 namespace {
+
+// I4 group-wise weights, few activation rows: vnni_block_i4s (above).
+bool gemm_vnni_i4s(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
+  const int64_t k = a.k, kp = (k + kI4Block - 1) / kI4Block * kI4Block;
+  auto quantize = [&](const float *x, uint8_t *row) { return quantize_row_i4s(x, k, kp, row); };
+  auto tile = [&]<int MR, int NR>(const uint8_t *const *xr, const int8_t *const *wr, const float *const *ws,
+                                  const int64_t *, const float *sx, float(*vals)[kNR]) {
+    float fdots[kMR][kNR];
+    vnni_block_i4s<MR, NR>(xr, wr, ws, k, kp, w.group_size, fdots);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) vals[i][j] = fdots[i][j] * sx[i];
+  };
+  return int_activation_gemm<uint8_t, kMR, kNR>(host, a, w, i4s_row_bytes(kp), kUnit, kMR, kNR, quantize, tile, status);
+}
 
 template <QKind K>
 bool gemm_vnni(const Host &host, const parley_linear_args &a, const PackedWeight &w, parley_kernel_status *status) {
@@ -589,8 +696,7 @@ bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const P
     return packed ? gemm_vnni_group_packed<QKind::kI8Group>(host, a, w, status)
                   : gemm_vnni<QKind::kI8Group>(host, a, w, status);
   if (w.dtype == PARLEY_DTYPE_I4)
-    return packed ? gemm_vnni_group_packed<QKind::kI4Group>(host, a, w, status)
-                  : gemm_vnni<QKind::kI4Group>(host, a, w, status);
+    return packed ? gemm_vnni_group_packed<QKind::kI4Group>(host, a, w, status) : gemm_vnni_i4s(host, a, w, status);
   return false;
 }
 

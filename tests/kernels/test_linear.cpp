@@ -382,9 +382,10 @@ const WeightSpec kSpecs[] = {
 };
 
 // Row lengths per weight: odd ones (tails of every vector width) where the
-// format allows them, else multiples of the group that are not multiples of 64.
+// format allows them, else multiples of the group that are not multiples of 64
+// or of 128 (the I4 decode kernel's block: 6 groups of 32 end half-way into one).
 std::vector<int64_t> ks_for(const WeightSpec &s) {
-  if (s.quant == PARLEY_QUANT_GROUPWISE) return {s.group, 3 * s.group, 4 * s.group};
+  if (s.quant == PARLEY_QUANT_GROUPWISE) return {s.group, 3 * s.group, 4 * s.group, 6 * s.group};
   return {1, 7, 100, 263};
 }
 
