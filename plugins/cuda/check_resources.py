@@ -40,11 +40,14 @@ MAX_STATIC_SMEM = 48 * 1024
 # (69-72 registers): 80 x 256 threads allows 3 CTAs per SM;
 # __launch_bounds__(256, 2) keeps ptxas from capping it lower and spilling
 # (it spilled at 48 registers on sm_90 without the second argument).
+# The tensor-core LINEAR kernel (F16/BF16 weights, m > 8) keeps four n-tiles
+# of C fragments (16 floats), the A fragment (4) and a B fragment (2) per lane
+# plus the staging words (71-72 registers): the same 80 x 256 threads.
 BUDGET_OVERRIDES = {
     r"attention_(split|combine|probs)_kernel": (128, 48 * 1024),
     r"attention_mma_kernel": (255, 48 * 1024),
     r"linear_gemv_kernel": (96, 48 * 1024),
-    r"linear_tiled_kernel": (80, 48 * 1024),
+    r"linear_(tiled|mma)_kernel": (80, 48 * 1024),
 }
 # Kernels allowed a stack frame / local memory: regex on the demangled name ->
 # reason. Empty: no kernel of the plugin may use local memory or spill.

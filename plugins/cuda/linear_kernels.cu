@@ -6,6 +6,7 @@
 #include "attention/simt_device.cuh"
 #include "cuda_common.h"
 #include "linear/linear_body.cuh"
+#include "linear/linear_mma.cuh"
 
 namespace parley::cuda {
 
@@ -25,13 +26,19 @@ __global__ void __launch_bounds__(lin::kTileThreads, 2) linear_tiled_kernel(Line
   lin::linear_tiled<DeviceCtx, WT>(ctx, p);
 }
 
+template <int WT>
+__global__ void __launch_bounds__(lin::kMmaLinThreads, 2) linear_mma_kernel(LinearParams p) {
+  DeviceCtx ctx;
+  lin::linear_mma<DeviceCtx, WT>(ctx, p);
+}
+
 __global__ void __launch_bounds__(lin::kResidualThreads) linear_residual_kernel(lin::ResidualParams p) {
   DeviceCtx ctx;
   lin::linear_residual_add<DeviceCtx>(ctx, p);
 }
 
 template <int WT>
-void launch_typed(const LinearParams &p, cudaStream_t s) {
+void launch_typed(const LinearParams &p, bool tensor_cores, cudaStream_t s) {
   if (p.m <= lin::kGemvMaxM) {
     const unsigned grid = static_cast<unsigned>((p.n + lin::kGemvRows - 1) / lin::kGemvRows);
     const int rows = p.m <= 1 ? 1 : p.m <= 2 ? 2 : p.m <= 4 ? 4 : 8;
@@ -53,25 +60,33 @@ void launch_typed(const LinearParams &p, cudaStream_t s) {
     return;
   }
   const dim3 grid(static_cast<unsigned>((p.n + lin::kTileN - 1) / lin::kTileN), static_cast<unsigned>(p.grid_y));
+  if constexpr (WT == PARLEY_DTYPE_F16 || WT == PARLEY_DTYPE_BF16) {
+    if (tensor_cores) {
+      linear_mma_kernel<WT><<<grid, lin::kMmaLinThreads, lin::kMmaLinSmemWords * 4, s>>>(p);
+      return;
+    }
+  }
   linear_tiled_kernel<WT><<<grid, lin::kTileThreads, lin::kTileSmemWords * 4, s>>>(p);
 }
 
 }  // namespace
 
-// p.grid_y must be set (tiled_grid_y) by the caller.
-void launch_linear(int weight_dtype, const LinearParams &p, cudaStream_t s) {
+// p.grid_y must be set (tiled_grid_y) by the caller. tensor_cores: F16 / BF16
+// weights with more than kGemvMaxM rows run linear_mma (x rounded to 16 bits)
+// instead of linear_tiled.
+void launch_linear(int weight_dtype, const LinearParams &p, bool tensor_cores, cudaStream_t s) {
   switch (weight_dtype) {
     case PARLEY_DTYPE_F16:
-      launch_typed<PARLEY_DTYPE_F16>(p, s);
+      launch_typed<PARLEY_DTYPE_F16>(p, tensor_cores, s);
       break;
     case PARLEY_DTYPE_BF16:
-      launch_typed<PARLEY_DTYPE_BF16>(p, s);
+      launch_typed<PARLEY_DTYPE_BF16>(p, tensor_cores, s);
       break;
     case PARLEY_DTYPE_I8:
-      launch_typed<PARLEY_DTYPE_I8>(p, s);
+      launch_typed<PARLEY_DTYPE_I8>(p, false, s);
       break;
     case PARLEY_DTYPE_I4:
-      launch_typed<PARLEY_DTYPE_I4>(p, s);
+      launch_typed<PARLEY_DTYPE_I4>(p, false, s);
       break;
     default:
       break;  // the caller only passes these

@@ -15,6 +15,9 @@
 // output feature for m <= 8, 64 x 64 tiles above.
 #include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -23,10 +26,25 @@
 
 namespace parley::cuda {
 
-void launch_linear(int weight_dtype, const lin::LinearParams &p, cudaStream_t s);  // linear_kernels.cu
+void launch_linear(int weight_dtype, const lin::LinearParams &p, bool tensor_cores,
+                   cudaStream_t s);  // linear_kernels.cu
 void launch_linear_residual(const lin::ResidualParams &p, cudaStream_t s);
 
 namespace {
+
+// PARLEY_CUDA_EXACT=1 (read once): F16 / BF16 weights keep fp32 activations
+// (linear_tiled) instead of the tensor-core kernel, which rounds x to 16 bits.
+// Any other value than 0 / 1 is reported and taken as 1, as PARLEY_CPU_EXACT.
+bool exact_activations() {
+  static const bool exact = [] {
+    const char *env = std::getenv("PARLEY_CUDA_EXACT");
+    if (!env || !*env || std::strcmp(env, "0") == 0) return false;
+    if (std::strcmp(env, "1") != 0)
+      std::fprintf(stderr, "parley cuda plugin: PARLEY_CUDA_EXACT='%s' is not 0 or 1; taking it as 1\n", env);
+    return true;
+  }();
+  return exact;
+}
 
 constexpr size_t kUploadChunkBytes = size_t{8} << 20;  // host packing buffer (one staging chunk)
 
@@ -249,7 +267,7 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
       p.m = m, p.n = n, p.k = k, p.kp = L.kp;
       p.act = static_cast<int32_t>(act);
       p.grid_y = static_cast<int32_t>(std::min<int64_t>((m + lin::kTileM - 1) / lin::kTileM, 65535));
-      launch_linear(L.dtype, p, stream);
+      launch_linear(L.dtype, p, !exact_activations(), stream);
       return check_launch(host, "linear");
     }
 

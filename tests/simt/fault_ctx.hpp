@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "simt_emulator.hpp"
 
@@ -28,6 +29,12 @@ struct FaultCtx {
   float shfl_xor(float v, int m) { return c.shfl_xor(v, F == Fault::kWrongShuffleLane && m == From ? To : m); }
   float smem_load(size_t i) { return c.smem_load(i); }
   void smem_store(size_t i, float v) { c.smem_store(i, v); }
+  uint32_t smem_load_u32(size_t i) { return c.smem_load_u32(i); }
+  void smem_store_u32(size_t i, uint32_t v) { c.smem_store_u32(i, v); }
+  void ldmatrix(uint32_t *r, int count, bool trans, size_t off) { c.ldmatrix(r, count, trans, off); }
+  void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float acc[4], bool bf16) {
+    c.mma_m16n8k16(d, a, b, acc, bf16);
+  }
   bool dropped = false;
 };
 

@@ -24,6 +24,7 @@
 #include "../kernels/test_host.h"
 #include "fault_ctx.hpp"
 #include "linear_body.cuh"
+#include "linear_mma.cuh"
 #include "rel_error.hpp"
 #include "simt_emulator.hpp"
 
@@ -300,7 +301,7 @@ using parley::simt::Fault;
 template <Fault F>
 using KernelCtx = parley::simt::FaultCtx<F, 4, 8>;
 
-enum class Kernel { kGemv, kTiled };
+enum class Kernel { kGemv, kTiled, kMma };
 
 // Runs the emulated kernel. kernel_dtype is the body's weight type (equal to
 // the packed weight's except in the deliberately wrong runs); grid_y 0 means
@@ -362,6 +363,18 @@ std::vector<float> emulated(Kernel kernel, const Weight &w, const Packed &pk, co
         by_rows(std::integral_constant<int, PARLEY_DTYPE_I4>{});
         break;
     }
+  } else if (kernel == Kernel::kMma) {
+    const Dim3 grid{int((w.n + kTileN - 1) / kTileN), p.grid_y, 1};
+    auto run = [&](auto wt) {
+      emu.launch(grid, kMmaLinThreads, size_t(kMmaLinSmemWords), [&](Ctx &ctx) {
+        KernelCtx<F> kc{ctx};
+        linear_mma<KernelCtx<F>, decltype(wt)::value>(kc, p);
+      });
+    };
+    if (kernel_dtype == PARLEY_DTYPE_BF16)
+      run(std::integral_constant<int, PARLEY_DTYPE_BF16>{});
+    else
+      run(std::integral_constant<int, PARLEY_DTYPE_F16>{});
   } else {
     const Dim3 grid{int((w.n + kTileN - 1) / kTileN), p.grid_y, 1};
     auto run = [&](auto wt) {
@@ -511,6 +524,47 @@ TEST(SimtLinear, TiledSmallMAndGridStrideOverM) {
     EXPECT_LE(e.vs_cpu, kTol) << dtype_label(dt) << " m 130 " << parley::test::seed_note(seed);
     EXPECT_LE(e.vs_f64, kTol) << dtype_label(dt) << " m 130";
   }
+}
+
+// The tensor-core kernel (linear_mma.cuh) for F16 / BF16 weights: x is
+// rounded to the weight's 16-bit type, then everything is exact products
+// summed in fp32, so against a float64 product on the rounded x it meets the
+// fp32 tolerance (kTol), and against the unrounded x it is within the
+// rounding's relative error (2^-11 F16, 2^-8 BF16, times a factor for the sum
+// of |w x| over |out|: 8 here). m across two 64-row tiles and a one-tile grid
+// striding over three, n across two tiles, k odd (a staged tile past kp),
+// every activation, bias, residual separate and aliased.
+TEST(SimtLinear, TensorCoreKernelForHalfWeights) {
+  PARLEY_TRACE_BASE_SEED();
+  int idx = 0;
+  for (int32_t dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16})
+    for (int64_t m : {9, 67, 130}) {
+      const uint32_t seed = parley::test::case_seed();
+      std::mt19937 rng(seed);
+      const int64_t k = m == 67 ? 97 : 200 + 1, n = m == 9 ? 13 : 70;
+      const Weight w = make_weight(dt, PARLEY_QUANT_NONE, n, k, 0, rng);
+      Call c;
+      c.m = m, c.act = (idx++) % PARLEY_ACT_COUNT_;
+      c.residual = m == 67 ? Call::kAliased : Call::kSeparate;
+      c.bias = m != 9;
+      std::mt19937 prng(seed);
+      const Problem pr = make_problem(w, c, prng);
+      Problem rounded = pr;
+      for (float &v : rounded.x) {
+        const uint16_t b = parley::cuda::attn::float_to_bits(v, dt == PARLEY_DTYPE_BF16);
+        v = dt == PARLEY_DTYPE_BF16 ? parley::cuda::attn::bf16_bits_to_float(b) : parley::cuda::attn::half_to_float(b);
+      }
+      const Packed pk = pack(w);
+      const std::vector<float> got = emulated(Kernel::kMma, w, pk, c, pr, dt, m == 130 ? 1 : 0);
+      const double vs_rounded = rel_error(got, f64_linear(w, c, rounded));
+      const double vs_exact = rel_error(got, f64_linear(w, c, pr));
+      const double u16 = dt == PARLEY_DTYPE_BF16 ? 0x1p-8 : 0x1p-11;
+      EXPECT_LE(vs_rounded, kTol) << dtype_label(dt) << " m " << m << " " << parley::test::seed_note(seed);
+      EXPECT_LE(vs_exact, 8 * u16) << dtype_label(dt) << " m " << m << " " << parley::test::seed_note(seed);
+      std::printf("  mma %-4s m %lld n %lld k %lld act %d: error vs f64 on rounded x %.2e, on x %.2e\n",
+                  dtype_label(dt), static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+                  c.act, vs_rounded, vs_exact);
+    }
 }
 
 TEST(SimtLinear, F32WeightsThroughTheSameBodies) {
