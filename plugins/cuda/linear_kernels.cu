@@ -60,20 +60,18 @@ void launch_typed(const LinearParams &p, bool tensor_cores, cudaStream_t s) {
     return;
   }
   const dim3 grid(static_cast<unsigned>((p.n + lin::kTileN - 1) / lin::kTileN), static_cast<unsigned>(p.grid_y));
-  if constexpr (WT == PARLEY_DTYPE_F16 || WT == PARLEY_DTYPE_BF16) {
-    if (tensor_cores) {
-      linear_mma_kernel<WT><<<grid, lin::kMmaLinThreads, lin::kMmaLinSmemWords * 4, s>>>(p);
-      return;
-    }
+  if (tensor_cores) {
+    linear_mma_kernel<WT><<<grid, lin::kMmaLinThreads, lin::kMmaLinSmemWords * 4, s>>>(p);
+    return;
   }
   linear_tiled_kernel<WT><<<grid, lin::kTileThreads, lin::kTileSmemWords * 4, s>>>(p);
 }
 
 }  // namespace
 
-// p.grid_y must be set (tiled_grid_y) by the caller. tensor_cores: F16 / BF16
-// weights with more than kGemvMaxM rows run linear_mma (x rounded to 16 bits)
-// instead of linear_tiled.
+// p.grid_y must be set (tiled_grid_y) by the caller. tensor_cores: more than
+// kGemvMaxM rows run linear_mma (x rounded to 16 bits, I8 / I4 weights
+// dequantised to F16) instead of linear_tiled.
 void launch_linear(int weight_dtype, const LinearParams &p, bool tensor_cores, cudaStream_t s) {
   switch (weight_dtype) {
     case PARLEY_DTYPE_F16:
@@ -83,10 +81,10 @@ void launch_linear(int weight_dtype, const LinearParams &p, bool tensor_cores, c
       launch_typed<PARLEY_DTYPE_BF16>(p, tensor_cores, s);
       break;
     case PARLEY_DTYPE_I8:
-      launch_typed<PARLEY_DTYPE_I8>(p, false, s);
+      launch_typed<PARLEY_DTYPE_I8>(p, tensor_cores, s);
       break;
     case PARLEY_DTYPE_I4:
-      launch_typed<PARLEY_DTYPE_I4>(p, false, s);
+      launch_typed<PARLEY_DTYPE_I4>(p, tensor_cores, s);
       break;
     default:
       break;  // the caller only passes these

@@ -32,8 +32,9 @@ void launch_linear_residual(const lin::ResidualParams &p, cudaStream_t s);
 
 namespace {
 
-// PARLEY_CUDA_EXACT=1 (read once): F16 / BF16 weights keep fp32 activations
-// (linear_tiled) instead of the tensor-core kernel, which rounds x to 16 bits.
+// PARLEY_CUDA_EXACT=1 (read once): products of more than 8 rows keep fp32
+// activations and weights (linear_tiled) instead of the tensor-core kernel,
+// which rounds x (and I8 / I4 weights times their scales) to 16 bits.
 // Any other value than 0 / 1 is reported and taken as 1, as PARLEY_CPU_EXACT.
 bool exact_activations() {
   static const bool exact = [] {

@@ -371,10 +371,20 @@ std::vector<float> emulated(Kernel kernel, const Weight &w, const Packed &pk, co
         linear_mma<KernelCtx<F>, decltype(wt)::value>(kc, p);
       });
     };
-    if (kernel_dtype == PARLEY_DTYPE_BF16)
-      run(std::integral_constant<int, PARLEY_DTYPE_BF16>{});
-    else
-      run(std::integral_constant<int, PARLEY_DTYPE_F16>{});
+    switch (kernel_dtype) {
+      case PARLEY_DTYPE_BF16:
+        run(std::integral_constant<int, PARLEY_DTYPE_BF16>{});
+        break;
+      case PARLEY_DTYPE_I8:
+        run(std::integral_constant<int, PARLEY_DTYPE_I8>{});
+        break;
+      case PARLEY_DTYPE_I4:
+        run(std::integral_constant<int, PARLEY_DTYPE_I4>{});
+        break;
+      default:
+        run(std::integral_constant<int, PARLEY_DTYPE_F16>{});
+        break;
+    }
   } else {
     const Dim3 grid{int((w.n + kTileN - 1) / kTileN), p.grid_y, 1};
     auto run = [&](auto wt) {
@@ -526,44 +536,63 @@ TEST(SimtLinear, TiledSmallMAndGridStrideOverM) {
   }
 }
 
-// The tensor-core kernel (linear_mma.cuh) for F16 / BF16 weights: x is
-// rounded to the weight's 16-bit type, then everything is exact products
-// summed in fp32, so against a float64 product on the rounded x it meets the
-// fp32 tolerance (kTol), and against the unrounded x it is within the
-// rounding's relative error (2^-11 F16, 2^-8 BF16, times a factor for the sum
-// of |w x| over |out|: 8 here). m across two 64-row tiles and a one-tile grid
-// striding over three, n across two tiles, k odd (a staged tile past kp),
-// every activation, bias, residual separate and aliased.
-TEST(SimtLinear, TensorCoreKernelForHalfWeights) {
+// The tensor-core kernel (linear_mma.cuh): x is rounded to the weight's
+// 16-bit type (F16 for I8 / I4 weights, whose w * s are rounded to F16 as
+// they are staged), then everything is exact products summed in fp32. So
+// against a float64 product on the rounded x (and, for I8 / I4, the rounded
+// w * s, held in an F32 weight) it meets the fp32 tolerance (kTol); against
+// the unrounded inputs it is within the roundings' relative error (u16 =
+// 2^-11 F16, 2^-8 BF16; twice for I8 / I4), times 8 for the sum of |w x| over
+// |out|. m across two 64-row tiles and a one-tile grid striding over three, n
+// across two tiles, k odd or not a multiple of the 64-element k-tile, every
+// weight type and group size, every activation, bias, residual separate and
+// aliased.
+TEST(SimtLinear, TensorCoreKernelEveryWeightType) {
   PARLEY_TRACE_BASE_SEED();
   int idx = 0;
-  for (int32_t dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16})
+  for (const WeightCase &wc : kWeightCases)
     for (int64_t m : {9, 67, 130}) {
       const uint32_t seed = parley::test::case_seed();
       std::mt19937 rng(seed);
-      const int64_t k = m == 67 ? 97 : 200 + 1, n = m == 9 ? 13 : 70;
-      const Weight w = make_weight(dt, PARLEY_QUANT_NONE, n, k, 0, rng);
+      const int64_t k = odd_k(wc, m == 67 ? 97 : 200), n = m == 9 ? 13 : 70;
+      const Weight w = make_weight(wc.dtype, wc.quant, n, k, wc.group, rng);
       Call c;
       c.m = m, c.act = (idx++) % PARLEY_ACT_COUNT_;
       c.residual = m == 67 ? Call::kAliased : Call::kSeparate;
       c.bias = m != 9;
       std::mt19937 prng(seed);
       const Problem pr = make_problem(w, c, prng);
+      const bool bf16 = wc.dtype == PARLEY_DTYPE_BF16,
+                 ints = wc.dtype == PARLEY_DTYPE_I8 || wc.dtype == PARLEY_DTYPE_I4;
+      auto round16 = [&](float v) {
+        const uint16_t h = parley::cuda::attn::float_to_bits(v, bf16);
+        return bf16 ? parley::cuda::attn::bf16_bits_to_float(h) : parley::cuda::attn::half_to_float(h);
+      };
       Problem rounded = pr;
-      for (float &v : rounded.x) {
-        const uint16_t b = parley::cuda::attn::float_to_bits(v, dt == PARLEY_DTYPE_BF16);
-        v = dt == PARLEY_DTYPE_BF16 ? parley::cuda::attn::bf16_bits_to_float(b) : parley::cuda::attn::half_to_float(b);
-      }
+      for (float &v : rounded.x) v = round16(v);
+      // The weight as the kernel multiplies it, in an F32 weight of the same shape.
+      Weight wr;
+      wr.dtype = PARLEY_DTYPE_F32, wr.quant = PARLEY_QUANT_NONE, wr.n = n, wr.k = k, wr.ld_bytes = k * 4;
+      wr.data.resize(size_t(n * k * 4));
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t col = 0; col < k; ++col) {
+          const float v = ints ? round16(float(w.value(r, col))) : float(w.value(r, col));
+          std::memcpy(wr.data.data() + (r * k + col) * 4, &v, 4);
+        }
       const Packed pk = pack(w);
-      const std::vector<float> got = emulated(Kernel::kMma, w, pk, c, pr, dt, m == 130 ? 1 : 0);
-      const double vs_rounded = rel_error(got, f64_linear(w, c, rounded));
+      const std::vector<float> got = emulated(Kernel::kMma, w, pk, c, pr, wc.dtype, m == 130 ? 1 : 0);
+      const double vs_rounded = rel_error(got, f64_linear(wr, c, rounded));
       const double vs_exact = rel_error(got, f64_linear(w, c, pr));
-      const double u16 = dt == PARLEY_DTYPE_BF16 ? 0x1p-8 : 0x1p-11;
-      EXPECT_LE(vs_rounded, kTol) << dtype_label(dt) << " m " << m << " " << parley::test::seed_note(seed);
-      EXPECT_LE(vs_exact, 8 * u16) << dtype_label(dt) << " m " << m << " " << parley::test::seed_note(seed);
-      std::printf("  mma %-4s m %lld n %lld k %lld act %d: error vs f64 on rounded x %.2e, on x %.2e\n",
-                  dtype_label(dt), static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
-                  c.act, vs_rounded, vs_exact);
+      const double u16 = bf16 ? 0x1p-8 : 0x1p-11;
+      EXPECT_LE(vs_rounded, kTol) << dtype_label(wc.dtype) << " quant " << wc.quant << " group " << wc.group << " m "
+                                  << m << " " << parley::test::seed_note(seed);
+      EXPECT_LE(vs_exact, 8 * (ints ? 2 : 1) * u16)
+          << dtype_label(wc.dtype) << " quant " << wc.quant << " m " << m << " " << parley::test::seed_note(seed);
+      std::printf(
+          "  mma %-4s quant %d group %3lld m %lld n %lld k %lld act %d: error vs f64 on rounded inputs %.2e, "
+          "on the inputs %.2e\n",
+          dtype_label(wc.dtype), wc.quant, static_cast<long long>(wc.group), static_cast<long long>(m),
+          static_cast<long long>(n), static_cast<long long>(k), c.act, vs_rounded, vs_exact);
     }
 }
 

@@ -1,6 +1,8 @@
-// Tensor-core LINEAR for F16 / BF16 weights and more than kGemvMaxM
-// activation rows (prefill, batched decode): out = act(x @ W^T + bias) +
-// residual with mma.sync m16n8k16, fp32 accumulation.
+// Tensor-core LINEAR for more than kGemvMaxM activation rows (prefill,
+// batched decode): out = act(x @ W^T + bias) + residual with mma.sync
+// m16n8k16, fp32 accumulation. F16 / BF16 weights are used as stored; I8 /
+// I4 ones (per-row or group-wise scales) are dequantised while staged, each
+// w * s rounded to F16.
 //
 // A CTA of 8 warps owns a 64 x 64 output tile (as linear_tiled); warp w
 // computes rows 16 (w mod 4) .. +15 and columns 32 (w / 4) .. +31, four n-tiles
@@ -12,10 +14,11 @@
 // weight fragment with ldmatrix.x2 (the weight's [n][k] rows are the "col"
 // B operand, as K is in Q K^T), and runs four k-steps of 16.
 //
-// Accuracy: the weight is used exactly; x is rounded to 16 bits (relative
-// 2^-11 for F16, 2^-8 for BF16), the products of 16-bit values are exact and
-// summed in fp32: |out - exact| <= (u16 + gamma_k) * sum |w x| (plus the
-// epilogue's rounding). The cpu plugin's BF16 kernel (vdpbf16ps) rounds its
+// Accuracy: F16 / BF16 weights are used exactly; x is rounded to 16 bits
+// (relative u16 = 2^-11 for F16, 2^-8 for BF16), the products of 16-bit
+// values are exact and summed in fp32: |out - exact| <= (u16 + gamma_k) *
+// sum |w x| (plus the epilogue's rounding); I8 / I4 weights add their own
+// rounding to F16: (2 u16 + gamma_k) * sum |w x|. The cpu plugin's BF16 kernel (vdpbf16ps) rounds its
 // activations the same way above 8 rows; PARLEY_CUDA_EXACT=1 sends these
 // products to linear_tiled (fp32 activations) instead.
 #ifndef PARLEY_PLUGINS_CUDA_LINEAR_LINEAR_MMA_CUH
@@ -35,8 +38,9 @@ constexpr int kMmaLinSmemWords = (kTileM + kTileN) * kMmaLinRowWords;  // x, the
 // grid (ceil(n / 64), grid_y), kMmaLinThreads threads, kMmaLinSmemWords words.
 template <class Ctx, int WT>
 PARLEY_KERNEL_BODY void linear_mma(Ctx &ctx, const LinearParams &p) {
-  static_assert(WT == PARLEY_DTYPE_F16 || WT == PARLEY_DTYPE_BF16, "linear_mma: 16-bit float weights");
-  constexpr bool kBf16 = WT == PARLEY_DTYPE_BF16;
+  static_assert(WT != PARLEY_DTYPE_F32, "linear_mma: F32 weights go to cuBLASLt");
+  constexpr bool kBf16 = WT == PARLEY_DTYPE_BF16;  // I8 / I4: dequantised to F16
+  constexpr bool kStored16 = WT == PARLEY_DTYPE_F16 || WT == PARLEY_DTYPE_BF16;
   constexpr int kChunks = kMmaLinK / 8;  // 16-byte chunks per staged row
   const int tid = ctx.thread(), warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
   const int wr0 = (warp & 3) * 16, wc0 = (warp >> 2) * 32;
@@ -64,7 +68,19 @@ PARLEY_KERNEL_BODY void linear_mma(Ctx &ctx, const LinearParams &p) {
                              attn::pack2(attn::float_to_bits(v0, kBf16), attn::float_to_bits(v1, kBf16)));
         }
         uint32_t w[4] = {0u, 0u, 0u, 0u};
-        if (wrow < p.n && col < p.kp) load_words<4>(p.w + wrow * p.pitch + col * 2, w);
+        if (wrow < p.n && col < p.kp) {
+          if constexpr (kStored16) {
+            load_words<4>(p.w + wrow * p.pitch + col * 2, w);
+          } else {  // 8 integers of one scale group (groups are 32, 64 or 128), w * s rounded to F16
+            float v[8];
+            load8<WT>(p.w + wrow * p.pitch, col, v);
+            const float sc = p.scales[wrow * p.groups_per_row + col / p.group];
+            PARLEY_LIN_UNROLL
+            for (int i = 0; i < 4; ++i)
+              w[i] =
+                  attn::pack2(attn::float_to_bits(v[2 * i] * sc, false), attn::float_to_bits(v[2 * i + 1] * sc, false));
+          }
+        }
         PARLEY_LIN_UNROLL
         for (int i = 0; i < 4; ++i) ctx.smem_store_u32(static_cast<size_t>(kMmaLinXWords + word + i), w[i]);
       }
