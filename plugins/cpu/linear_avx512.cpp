@@ -291,30 +291,31 @@ constexpr int64_t kI4Block = 128;
 // kp: k padded to 128. Bytes [0, kp) of the row: the signed q, per 128
 // elements even then odd (zeros past k); then kp / 128 x 16 int32:
 // -8 x the sum of q over elements 8t .. 8t+7 of each block.
+// (quantize_row pads u with 128, i.e. q = 0, up to kp.)
 int64_t i4s_row_bytes(int64_t kp) {
   return kp + kp / kI4Block * 16 * int64_t(sizeof(int32_t));
 }
 
 float quantize_row_i4s(const float *x, int64_t k, int64_t kp, uint8_t *row) {
-  // u = q + 128 in natural order first (the shared quantiser), then reordered.
-  alignas(64) uint8_t u[kI4Block];
-  const float sx = quantize_row(x, k, k, false, row);  // natural order, k bytes (k is a multiple of 64)
+  // u = q + 128 in natural order first (the shared quantiser; u = 128 past k),
+  // then per block, in place: the lanes' sums (vpsadbw adds 8 bytes) and the
+  // bytes split even / odd (vpshufb within 16 bytes, then 8-byte halves).
+  const float sx = quantize_row(x, k, kp, false, row);
   if (sx < 0.f) return sx;
-  int8_t *q = reinterpret_cast<int8_t *>(row);
-  int32_t *corr = reinterpret_cast<int32_t *>(row + kp);
+  const __m512i split = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+  const __m512i even_idx = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14),
+                odd_idx = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+  const __m512i flip = _mm512_set1_epi8(char(0x80)), zero = _mm512_setzero_si512();
   for (int64_t b = 0; b < kp; b += kI4Block) {
-    const int64_t valid = std::min<int64_t>(kI4Block, k - b);
-    std::memset(u, 128, sizeof u);
-    std::memcpy(u, row + b, size_t(valid));
-    for (int t = 0; t < 16; ++t) {
-      int32_t sum = 0;
-      for (int e = 0; e < 8; ++e) sum += int32_t(u[8 * t + e]) - 128;
-      corr[b / kI4Block * 16 + t] = -8 * sum;
-    }
-    for (int j = 0; j < 64; ++j) {
-      q[b + j] = int8_t(int32_t(u[2 * j]) - 128);
-      q[b + 64 + j] = int8_t(int32_t(u[2 * j + 1]) - 128);
-    }
+    const __m512i lo = _mm512_loadu_si512(row + b), hi = _mm512_loadu_si512(row + b + 64);
+    // Lane t: sum of u over elements 8t .. 8t+7; -8 x sum q = 8 * 1024 - 8 x sum u.
+    const __m512i sums = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(_mm512_sad_epu8(lo, zero))),
+                                            _mm512_cvtepi64_epi32(_mm512_sad_epu8(hi, zero)), 1);
+    _mm512_storeu_si512(row + kp + b / kI4Block * 64,
+                        _mm512_sub_epi32(_mm512_set1_epi32(8 * 1024), _mm512_slli_epi32(sums, 3)));
+    const __m512i l2 = _mm512_shuffle_epi8(lo, split), h2 = _mm512_shuffle_epi8(hi, split);
+    _mm512_storeu_si512(row + b, _mm512_xor_si512(_mm512_permutex2var_epi64(l2, even_idx, h2), flip));
+    _mm512_storeu_si512(row + b + 64, _mm512_xor_si512(_mm512_permutex2var_epi64(l2, odd_idx, h2), flip));
   }
   return sx;
 }
