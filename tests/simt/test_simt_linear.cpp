@@ -301,7 +301,26 @@ using parley::simt::Fault;
 template <Fault F>
 using KernelCtx = parley::simt::FaultCtx<F, 4, 8>;
 
+// Calls f(std::integral_constant<int, dt>{}) for weight dtype dt (I4 for
+// any other value), so a body templated on the dtype can be picked at run time.
+template <class F>
+void with_dtype(int32_t dt, F &&f) {
+  switch (dt) {
+    case PARLEY_DTYPE_F32:
+      return f(std::integral_constant<int, PARLEY_DTYPE_F32>{});
+    case PARLEY_DTYPE_F16:
+      return f(std::integral_constant<int, PARLEY_DTYPE_F16>{});
+    case PARLEY_DTYPE_BF16:
+      return f(std::integral_constant<int, PARLEY_DTYPE_BF16>{});
+    case PARLEY_DTYPE_I8:
+      return f(std::integral_constant<int, PARLEY_DTYPE_I8>{});
+    default:
+      return f(std::integral_constant<int, PARLEY_DTYPE_I4>{});
+  }
+}
+
 enum class Kernel { kGemv, kTiled, kMma };
+uint64_t g_mma_bank_conflicts = 0;  // ldmatrix phases of the tensor-core kernel sharing a bank
 
 // Runs the emulated kernel. kernel_dtype is the body's weight type (equal to
 // the packed weight's except in the deliberately wrong runs); grid_y 0 means
@@ -346,45 +365,17 @@ std::vector<float> emulated(Kernel kernel, const Weight &w, const Packed &pk, co
           return run(wt, std::integral_constant<int, 8>{});
       }
     };
-    switch (kernel_dtype) {
-      case PARLEY_DTYPE_F32:
-        by_rows(std::integral_constant<int, PARLEY_DTYPE_F32>{});
-        break;
-      case PARLEY_DTYPE_F16:
-        by_rows(std::integral_constant<int, PARLEY_DTYPE_F16>{});
-        break;
-      case PARLEY_DTYPE_BF16:
-        by_rows(std::integral_constant<int, PARLEY_DTYPE_BF16>{});
-        break;
-      case PARLEY_DTYPE_I8:
-        by_rows(std::integral_constant<int, PARLEY_DTYPE_I8>{});
-        break;
-      default:
-        by_rows(std::integral_constant<int, PARLEY_DTYPE_I4>{});
-        break;
-    }
+    with_dtype(kernel_dtype, by_rows);
   } else if (kernel == Kernel::kMma) {
     const Dim3 grid{int((w.n + kTileN - 1) / kTileN), p.grid_y, 1};
     auto run = [&](auto wt) {
-      emu.launch(grid, kMmaLinThreads, size_t(kMmaLinSmemWords), [&](Ctx &ctx) {
-        KernelCtx<F> kc{ctx};
-        linear_mma<KernelCtx<F>, decltype(wt)::value>(kc, p);
-      });
+      if constexpr (decltype(wt)::value != PARLEY_DTYPE_F32)  // F32 weights go to cuBLASLt
+        emu.launch(grid, kMmaLinThreads, size_t(kMmaLinSmemWords), [&](Ctx &ctx) {
+          KernelCtx<F> kc{ctx};
+          linear_mma<KernelCtx<F>, decltype(wt)::value>(kc, p);
+        });
     };
-    switch (kernel_dtype) {
-      case PARLEY_DTYPE_BF16:
-        run(std::integral_constant<int, PARLEY_DTYPE_BF16>{});
-        break;
-      case PARLEY_DTYPE_I8:
-        run(std::integral_constant<int, PARLEY_DTYPE_I8>{});
-        break;
-      case PARLEY_DTYPE_I4:
-        run(std::integral_constant<int, PARLEY_DTYPE_I4>{});
-        break;
-      default:
-        run(std::integral_constant<int, PARLEY_DTYPE_F16>{});
-        break;
-    }
+    with_dtype(kernel_dtype, run);
   } else {
     const Dim3 grid{int((w.n + kTileN - 1) / kTileN), p.grid_y, 1};
     auto run = [&](auto wt) {
@@ -393,25 +384,10 @@ std::vector<float> emulated(Kernel kernel, const Weight &w, const Packed &pk, co
         linear_tiled<KernelCtx<F>, decltype(wt)::value>(kc, p);
       });
     };
-    switch (kernel_dtype) {
-      case PARLEY_DTYPE_F32:
-        run(std::integral_constant<int, PARLEY_DTYPE_F32>{});
-        break;
-      case PARLEY_DTYPE_F16:
-        run(std::integral_constant<int, PARLEY_DTYPE_F16>{});
-        break;
-      case PARLEY_DTYPE_BF16:
-        run(std::integral_constant<int, PARLEY_DTYPE_BF16>{});
-        break;
-      case PARLEY_DTYPE_I8:
-        run(std::integral_constant<int, PARLEY_DTYPE_I8>{});
-        break;
-      default:
-        run(std::integral_constant<int, PARLEY_DTYPE_I4>{});
-        break;
-    }
+    with_dtype(kernel_dtype, run);
   }
   EXPECT_GT(emu.barriers(), 0u);
+  if (kernel == Kernel::kMma) g_mma_bank_conflicts += emu.bank_conflicts();
   return dense(out, c.m, w.n, pr.ld_out);
 }
 
@@ -550,6 +526,7 @@ TEST(SimtLinear, TiledSmallMAndGridStrideOverM) {
 TEST(SimtLinear, TensorCoreKernelEveryWeightType) {
   PARLEY_TRACE_BASE_SEED();
   int idx = 0;
+  g_mma_bank_conflicts = 0;
   for (const WeightCase &wc : kWeightCases)
     for (int64_t m : {9, 67, 130}) {
       const uint32_t seed = parley::test::case_seed();
@@ -594,6 +571,8 @@ TEST(SimtLinear, TensorCoreKernelEveryWeightType) {
           dtype_label(wc.dtype), wc.quant, static_cast<long long>(wc.group), static_cast<long long>(m),
           static_cast<long long>(n), static_cast<long long>(k), c.act, vs_rounded, vs_exact);
     }
+  // The swizzle puts the 8 rows of every ldmatrix phase in 8 different bank groups.
+  EXPECT_EQ(g_mma_bank_conflicts, 0u);
 }
 
 TEST(SimtLinear, F32WeightsThroughTheSameBodies) {
