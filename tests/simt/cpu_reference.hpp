@@ -1,7 +1,8 @@
 // The reference the emulated CUDA attention kernels are compared with: the
 // cpu plugin's attention, on q/out [batch, q_len, heads, D] and k/v
 // [batch, kv_len, kv_heads, D] (a KV cache row per key), scale 1/sqrt(D),
-// with the cpu plugin's sliding window when one is given.
+// with the cpu plugin's sliding window when one is given, over an F32 cache
+// or (k16 / v16) an F16 one.
 // Outputs start as NaN so an unwritten element fails the comparison.
 #pragma once
 
@@ -27,8 +28,12 @@ struct AttentionResult {
   std::vector<float> out, lse, probs;  // probs only when asked for
 };
 
+// k16 / v16 (optional): the same keys and values as fp16 bits, read by the
+// cpu plugin as an F16 cache (ABI 1.2 kv_dtype) instead of k / v.
 inline AttentionResult cpu_attention(const AttentionShape &c, const std::vector<float> &q, const std::vector<float> &k,
-                                     const std::vector<float> &v, bool with_probs) {
+                                     const std::vector<float> &v, bool with_probs,
+                                     const std::vector<uint16_t> *k16 = nullptr,
+                                     const std::vector<uint16_t> *v16 = nullptr) {
   const int D = c.dim;
   AttentionResult r;
   r.out.assign(static_cast<size_t>(c.batch) * c.heads * c.q_len * D, std::nanf(""));
@@ -50,6 +55,7 @@ inline AttentionResult cpu_attention(const AttentionShape &c, const std::vector<
   a.mask = c.mask;
   a.window = c.window;
   a.key_lengths = c.key_lengths->empty() ? nullptr : c.key_lengths->data();
+  if (k16 && v16) a.kv_dtype = PARLEY_DTYPE_F16, a.k = k16->data(), a.v = v16->data();
   a.probs = with_probs ? r.probs.data() : nullptr;
   a.lse = r.lse.data();
   EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();

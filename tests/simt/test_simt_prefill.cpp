@@ -39,6 +39,10 @@ struct Case {
   // the kernel loads (0 * NaN in P V: proof that the poison catches a load).
   int window = 0;
   enum Poison { kNone, kTilesBefore, kRowsBefore } poison = kTilesBefore;
+  // fp32 queries and output over the fp16 cache (the kernel rounds the
+  // queries), compared with the cpu plugin reading the same bits as an F16
+  // cache (kv_dtype) with the unrounded queries.
+  bool f32_q = false;
 };
 
 // Rows of sequence b whose K/V are poisoned (see Case::poison).
@@ -58,9 +62,9 @@ struct Variant {
 };
 uint64_t g_bank_conflicts = 0;
 
-template <int D, bool kBf16, bool kAsync, bool kSwizzle>
-void run_emulated(const Case &c, const std::vector<uint16_t> &q, const std::vector<uint16_t> &k,
-                  const std::vector<uint16_t> &v, std::vector<uint16_t> &out, std::vector<float> &lse) {
+template <int D, bool kBf16, bool kAsync, bool kSwizzle, class QT = uint16_t>
+void run_emulated(const Case &c, const std::vector<QT> &q, const std::vector<uint16_t> &k,
+                  const std::vector<uint16_t> &v, std::vector<QT> &out, std::vector<float> &lse) {
   MmaParams p{};
   p.q = q.data(), p.k = k.data(), p.v = v.data(), p.out = out.data(), p.lse = lse.data();
   p.q_sb = int64_t{c.q_len} * c.heads * D, p.q_sh = D, p.q_ss = int64_t{c.heads} * D;
@@ -75,7 +79,7 @@ void run_emulated(const Case &c, const std::vector<uint16_t> &q, const std::vect
   p.row_tiles = mma_row_tiles(c.heads, c.kv_heads, c.q_len);
   Emulator emu;
   emu.launch(Dim3{c.batch * c.kv_heads * p.row_tiles, 1, 1}, kMmaThreads, mma_smem_words<D>(),
-             [&](Ctx &ctx) { mma_attention_prefill<Ctx, D, kBf16, kAsync, kSwizzle>(ctx, p); });
+             [&](Ctx &ctx) { mma_attention_prefill<Ctx, D, kBf16, kAsync, kSwizzle, QT>(ctx, p); });
   g_bank_conflicts += emu.bank_conflicts();
 }
 
@@ -103,24 +107,36 @@ double prefill_error(const Case &c, uint32_t seed, Variant var = {}, int ref_win
     }
   };
   fill(q, qf), fill(k, kf), fill(v, vf);
-  const size_t row = size_t(c.kv_heads) * D;  // the reference below reads kf / vf, never the poison
+  const std::vector<uint16_t> k_clean = k, v_clean = v;  // the cpu plugin's F16 cache: never the poison
+  const size_t row = size_t(c.kv_heads) * D;             // the reference below reads kf / vf, never the poison
   for (int b = 0; b < c.batch; ++b) {
     std::fill_n(k.begin() + size_t(b) * c.kv_len * row, poisoned_rows(c, b) * row, uint16_t{0x7FFF});
     std::fill_n(v.begin() + size_t(b) * c.kv_len * row, poisoned_rows(c, b) * row, uint16_t{0x7FFF});
   }
-  if (D == 64) {
-    c.bf16 ? run_variant<64, true>(var, c, q, k, v, out, lse) : run_variant<64, false>(var, c, q, k, v, out, lse);
-  } else {
-    c.bf16 ? run_variant<128, true>(var, c, q, k, v, out, lse) : run_variant<128, false>(var, c, q, k, v, out, lse);
-  }
   std::vector<float> got(nq);
-  for (size_t i = 0; i < nq; ++i) got[i] = bits_to_float(out[i], c.bf16);
+  if (c.f32_q) {  // fp16 cache (c.bf16 false), the queries unrounded
+    std::vector<float> q32(nq), out32(nq, std::nanf(""));
+    for (size_t i = 0; i < nq; ++i) q32[i] = qf[i] = nd(rng);
+    if (D == 64)
+      run_emulated<64, false, true, true, float>(c, q32, k, v, out32, lse);
+    else
+      run_emulated<128, false, true, true, float>(c, q32, k, v, out32, lse);
+    got = out32;
+  } else {
+    if (D == 64) {
+      c.bf16 ? run_variant<64, true>(var, c, q, k, v, out, lse) : run_variant<64, false>(var, c, q, k, v, out, lse);
+    } else {
+      c.bf16 ? run_variant<128, true>(var, c, q, k, v, out, lse) : run_variant<128, false>(var, c, q, k, v, out, lse);
+    }
+    for (size_t i = 0; i < nq; ++i) got[i] = bits_to_float(out[i], c.bf16);
+  }
 
   // The cpu plugin on the same values in fp32.
-  const auto want = parley::test::cpu_attention({c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, D, c.mask,
-                                                 &c.key_lengths, ref_window >= 0 ? ref_window : c.window},
-                                                qf, kf, vf,
-                                                /*with_probs=*/false);
+  const auto want =
+      parley::test::cpu_attention({c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, D, c.mask, &c.key_lengths,
+                                   ref_window >= 0 ? ref_window : c.window},
+                                  qf, kf, vf,
+                                  /*with_probs=*/false, c.f32_q ? &k_clean : nullptr, c.f32_q ? &v_clean : nullptr);
   return std::max(rel_error(got, want.out), rel_error(lse, want.lse));
 }
 
@@ -143,6 +159,27 @@ TEST(SimtPrefill, TensorCoreAttentionMatchesCpuPlugin) {
         EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16)
             << "q>kv bf16 " << bf16 << " dim " << dim << " mask " << mask;
       }
+}
+
+// fp32 queries over an fp16 cache (kv_cache_dtype F16 on cuda) against the
+// cpu plugin reading the same bits as its F16 cache with the unrounded
+// queries: the kernel's only extra rounding is the queries' (2^-11), inside
+// the 16-bit tolerance. GQA packing (8 / 2 and 14 / 2 heads), decode and
+// prefill chunks, every mask, both head dims, a window.
+TEST(SimtPrefill, Fp32QueriesOverAnF16CacheMatchCpuPluginF16Cache) {
+  PARLEY_TRACE_BASE_SEED();
+  for (int dim : {64, 128})
+    for (uint32_t mask : {0u, 1u, 2u, 3u}) {
+      Case c;
+      c.f32_q = true, c.dim = dim, c.mask = mask, c.heads = 8, c.kv_heads = 2;
+      if (mask & 2u) c.key_lengths = {37, 13};
+      EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16) << "dim " << dim << " mask " << mask;
+      c.q_len = 1, c.heads = 14;  // a decode step, G = 7
+      EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16) << "decode dim " << dim << " mask " << mask;
+    }
+  Case c;
+  c.f32_q = true, c.mask = 3u, c.q_len = 5, c.key_lengths = {37, 13}, c.window = 21;
+  EXPECT_LE(prefill_error(c, parley::test::case_seed()), kTol16);
 }
 
 TEST(SimtPrefill, PlainLoadsGiveTheSameResults) {
