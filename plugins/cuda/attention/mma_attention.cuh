@@ -1,6 +1,7 @@
-// FlashAttention-2 style prefill on tensor cores (fp16 / bf16 inputs, fp32
-// accumulation and softmax): a CTA of 4 warps owns 64 query rows of one
-// (sequence, head); each warp owns 16 of them. K and V stream through shared
+// FlashAttention-2 style attention on tensor cores, prefill and decode (fp16
+// / bf16 K and V, fp32 accumulation and softmax): a CTA of 4 warps owns 64
+// packed query rows of one (sequence, KV head) (GQA packing, below); each
+// warp owns 16 of them. K and V stream through shared
 // memory in tiles of 16 keys; per tile a warp computes S = Q K^T with
 // mma.sync m16n8k16 (Q fragments loaded once with ldmatrix.x4, K with
 // ldmatrix.x2), masks and runs the online softmax on the S fragments in
@@ -12,8 +13,8 @@
 // Shared memory holds rows of D 16-bit values as 16-byte chunks, chunk c of
 // row r stored at chunk c ^ (r % 8) (XOR swizzle): the 8 rows an ldmatrix
 // phase reads then fall in 8 different bank groups (no conflicts; the
-// emulator counts them). With kAsync, Q, K and V reach shared memory through
-// cp.async (16-byte copies, zero-filled past the ends) and the K/V tiles are
+// emulator counts them). With kAsync, 16-bit Q and the cached K and V reach
+// shared memory through cp.async (16-byte copies, zero-filled past the ends) and the K/V tiles are
 // double-buffered: tile i+1 is in flight while tile i is computed. Without it
 // (16-byte alignment not given), plain loads fill the same layout.
 // K/V come from a contiguous cache or, through a block table, from a paged
