@@ -342,15 +342,17 @@ typedef struct parley_model_options {
    * slightly and greedy tokens can differ where two candidates are close.
    * The cross-attention K/V of encoder-decoder models stays F32.
    * The device's attention kernel must read the type natively (the cpu
-   * plugin does; the cuda plugin serves F32 only): otherwise loading fails
-   * with PARLEY_ERROR_UNSUPPORTED naming the device; never widened silently.
+   * plugin reads F16 and I8; the cuda plugin F16, on its tensor-core kernel,
+   * not I8): otherwise loading fails with PARLEY_ERROR_UNSUPPORTED naming
+   * the device; never widened silently.
    * Any other value: PARLEY_ERROR_INVALID_ARGUMENT. */
   int32_t kv_cache_dtype;
   /* Ignored: the tail padding after kv_cache_dtype in the previous version
    * of this struct (binaries built then leave garbage there). */
   int32_t reserved2;
   /* ---- The serving engine (docs/serving.md). Decoder-only models on a
-   * device whose attention kernel reads a paged KV cache (the cpu plugin)
+   * device whose attention kernel reads a paged KV cache (the cpu and cuda
+   * plugins' kernels do)
    * run every chat turn and parley_generate call of the model through one
    * engine: concurrent requests from any number of threads are batched
    * into shared decode steps, long prompts are prefilled in chunks, and

@@ -64,7 +64,8 @@ void load(parley_runtime *runtime, const parley_model_options &o, parley_model *
     if ((k.flags & need) != need)
       fail(PARLEY_ERROR_UNSUPPORTED, std::string("options->kv_cache_dtype: device '") + o.device + "' cannot hold a " +
                                          dtype_name(o.kv_cache_dtype) + " KV cache (its attention kernel '" + k.name +
-                                         "' of plugin '" + k.plugin + "' reads F32 only); use PARLEY_DTYPE_F32 there");
+                                         "' of plugin '" + k.plugin + "' does not read and append it); use " +
+                                         "PARLEY_DTYPE_F32 there");
   }
   LoadOptions lo;
   lo.verify_checksums = o.verify_checksums != 0;
