@@ -5,8 +5,10 @@
 #     inputs, and attention timed against the H100 roofline;
 #  2. whole models on the cuda device: the parity suite (every tiny family
 #     against its transformers goldens: logits, greedy and beam tokens), the
-#     F16 KV cache suite (the tensor-core attention kernel serving F32 models)
-#     and the text C API suite (demo translation and chat models, exact texts);
+#     F16 KV cache suite (the tensor-core attention kernel serving F32 models),
+#     the serving engine's suite (paged KV in device memory, batches against
+#     each request alone) and the text C API suite (demo translation and chat
+#     models, exact texts);
 #  3. end-to-end greedy decode of the demo dialogue model, cuda next to cpu
 #     in the same run (a 7.5 MB model: this measures per-step overhead —
 #     launches, copies, the host decoding loop — not memory bandwidth).
@@ -19,7 +21,7 @@ build=${1:-build}
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DPARLEY_CUDA=ON >/dev/null || exit 1
 fi
-cmake --build "$build" --target gpu_check parley_cuda parley_cpu test_model test_text_api parley_bench \
+cmake --build "$build" --target gpu_check parley_cuda parley_cpu test_model test_engine test_text_api parley_bench \
   -j"$(nproc)" || exit 1
 plugins="$build/lib/parley/plugins"
 
@@ -39,6 +41,12 @@ echo "== 2. whole models on the cuda device"
 # An F16 KV cache on cuda: the tensor-core attention kernel with F32 queries
 # (decode with GQA packing and splits, the fused append, beam reorders).
 PARLEY_TEST_KV_DTYPES=f16 "$build/tests/model/test_model" --gtest_filter='Models/KvCache.*' || failed=1
+# The serving engine on cuda (its paged KV pool in device memory): every
+# family's goldens and batches against each request alone, with F32 caches
+# (the SIMT kernel) and F16 ones (the tensor-core kernel); I8 caches are not
+# read on cuda, so their cases are left out.
+"$build/tests/model/test_engine" \
+  --gtest_filter='Families/EngineParity.*:Families/EngineFamilies.*:EngineBatching.*-*_int8' || failed=1
 "$build/tests/text_api/test_text_api" || failed=1
 
 echo "== 3. end-to-end decode, demo dialogue model (greedy, 1 sequence, 128-token prompt, 256 new tokens)"
