@@ -1451,9 +1451,22 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * mirrors, run on that thread: its result is the same, and concurrent chat
  * turns, generations and translations of one model are batched by its
  * serving engine like concurrent blocking calls (tokens equal, scores up to
- * float32 rounding; without an engine each decodes alone). Streaming
- * callbacks (chat on_text, generation on_token, translation on_text) and
- * the completion callback are invoked on the worker thread.
+ * float32 rounding; without an engine each decodes alone).
+ *
+ * Callbacks: streaming callbacks (chat on_text, generation on_token,
+ * translation on_text) and the completion callback are invoked on the
+ * model's serving engine thread, between its batched steps, one at a time
+ * and never on the submitting thread: all callbacks of one model's requests
+ * are serialised on that one thread. While a callback runs, no request of
+ * that model takes a step, so keep callbacks short and never block in them
+ * (hand data to another thread). On that thread, a blocking call that
+ * decodes through a serving engine (parley_chat_generate, parley_generate,
+ * parley_translate..., of any model with an engine) and parley_request_wait
+ * on an unfinished request return PARLEY_ERROR_BUSY, since they would wait
+ * for a step of that thread: submit the work instead. Everything else may
+ * be called (see parley_request_fn). Without an engine (serving_engine = 0,
+ * or a device without a paged attention kernel) the callbacks run on the
+ * request's worker thread.
  *
  * Lifecycle: running -> finished (status and result set; the completion
  * callback, if any, runs) -> done (poll reports 1, wait returns). Take the
@@ -1469,8 +1482,8 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
 typedef struct parley_request parley_request;
 
 /*
- * Completion callback: called once per request, on its worker thread, when
- * it has finished (status: its parley_status, as parley_request_status).
+ * Completion callback: called once per request, on the engine thread (see
+ * above), when it has finished (status: its parley_status, as parley_request_status).
  * It may call parley_request_status, the parley_request_take_* functions,
  * parley_request_reply_logprobs, parley_request_poll (which still reports 0)
  * and parley_request_cancel on this request, and any Parley function on
@@ -1479,8 +1492,10 @@ typedef struct parley_request parley_request;
  * PARLEY_ERROR_BUSY there (it would wait for the callback itself).
  * parley_request_free on this request is allowed (fire and forget): the
  * request is freed when the callback returns, so take its result first.
- * The callback runs on the request's own worker thread, never on the
- * caller's; keep it short (a blocked callback holds only its own request).
+ * parley_request_free on another, unfinished request cancels it and runs
+ * its callbacks there, before it returns. The callback runs on the engine
+ * thread, never on the caller's; keep it short (a blocked callback holds
+ * every request of the model).
  */
 typedef void (*parley_request_fn)(void *user_data, parley_request *request, int32_t status);
 
@@ -1544,7 +1559,7 @@ PARLEY_API parley_status parley_generate_submit(const parley_model *model, const
  * Submit a text translation: parley_translate_n(model, texts, lengths,
  * count, options) when `lengths` is given, parley_translate(model, texts,
  * count, options) when it is NULL (NUL-terminated texts). options->on_text
- * streams per hypothesis on the worker thread. Cancellation and deadlines
+ * streams per hypothesis on the engine thread. Cancellation and deadlines
  * apply between decoding steps. Take the result with
  * parley_request_take_translation_result.
  */
@@ -1647,9 +1662,8 @@ PARLEY_API parley_status parley_request_reply_alternatives(const parley_request 
 /*
  * Free a request and what was not taken from it. An unfinished request is
  * cancelled and waited for first (at most one decoding step, or the
- * blocking kernel call in flight). NULL is a no-op. Called on the request's
- * own worker thread (its completion callback, or a streaming callback) it
- * does not wait: it cancels the request if it still runs, and the worker
+ * blocking kernel call in flight). NULL is a no-op. Called from one of the
+ * request's own callbacks (completion or streaming) it does not wait: it cancels the request if it still runs, and the worker
  * frees it after the completion callback (if any) has returned; the
  * handle must not be used by anyone after that callback. Freeing twice is
  * undefined (the handle is gone).

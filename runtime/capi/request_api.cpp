@@ -3,7 +3,10 @@
 // request). Concurrent requests of one model meet in the serving engine,
 // which batches them like concurrent blocking calls. The request owns copies
 // of every argument; its cancel flag, deadline and log-probability wish
-// reach the blocking call through a thread-local RequestControl.
+// reach the blocking call through a thread-local RequestControl. The host's
+// callbacks (streaming and completion) run on the engine's scheduler thread
+// (Engine::call_on_engine_thread): the copies' callback fields point at
+// trampolines here that hand the host's function over and wait for it.
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -21,6 +24,8 @@
 #include "capi/api_guard.hpp"
 #include "capi/request_control.hpp"
 #include "capi/result_json.hpp"
+#include "core/runtime.hpp"
+#include "serve/engine.hpp"
 #include "text/protect.hpp"
 
 using namespace parley;
@@ -188,6 +193,15 @@ struct parley_request {
   bool has_reply_logprobs = false, has_reply_alternatives = false;
   std::thread thread;
 
+  // The host's streaming callbacks; the copies above call the trampolines.
+  parley_token_fn host_on_token = nullptr;
+  parley_text_fn host_on_text = nullptr;
+  parley_translation_text_fn host_on_translation = nullptr;
+  void *host_stream_data = nullptr;
+  // Where the host's callbacks run: the model's serving engine (set by the
+  // worker before the work), or NULL: on the worker thread.
+  parley::Engine *engine = nullptr;
+
   ~parley_request() {
     parley_string_free(reply);
     parley_result_free(generation_result);
@@ -223,8 +237,93 @@ void release_session(parley_request &r) {
   r.session_held = false;
 }
 
+// Runs one of r's host callbacks where parley.h promises: on its model's
+// engine thread, or on the worker when the model has no engine.
+template <class F>
+void in_callback(parley_request &r, F &&f) {
+  auto body = [&] {
+    const parley_request *outer = t_worker_of;
+    t_worker_of = &r;  // parley_request_wait / _free on r know they are inside its callback
+    struct Restore {
+      const parley_request *outer;
+      ~Restore() { t_worker_of = outer; }
+    } restore{outer};
+    f();
+  };
+  if (r.engine)
+    r.engine->call_on_engine_thread(body);
+  else
+    body();
+}
+
+int32_t token_trampoline(void *user_data, size_t batch_index, size_t sequence_index, int32_t token) {
+  auto &r = *static_cast<parley_request *>(user_data);
+  int32_t ret = 0;
+  in_callback(r, [&] { ret = r.host_on_token(r.host_stream_data, batch_index, sequence_index, token); });
+  return ret;
+}
+int32_t text_trampoline(void *user_data, const char *text, size_t length) {
+  auto &r = *static_cast<parley_request *>(user_data);
+  int32_t ret = 0;
+  in_callback(r, [&] { ret = r.host_on_text(r.host_stream_data, text, length); });
+  return ret;
+}
+int32_t translation_trampoline(void *user_data, size_t text_index, size_t hypothesis, const char *text, size_t length,
+                               int32_t is_final) {
+  auto &r = *static_cast<parley_request *>(user_data);
+  int32_t ret = 0;
+  in_callback(r,
+              [&] { ret = r.host_on_translation(r.host_stream_data, text_index, hypothesis, text, length, is_final); });
+  return ret;
+}
+
+// Points the copies' streaming callbacks at the trampolines.
+void route_stream_callbacks(parley_request &r) {
+  switch (r.kind) {
+    case Kind::kGenerate:
+    case Kind::kTranslateTokens:
+      if (r.generation.set && r.generation.o.on_token) {
+        r.host_on_token = r.generation.o.on_token;
+        r.host_stream_data = r.generation.o.user_data;
+        r.generation.o.on_token = token_trampoline;
+        r.generation.o.user_data = &r;
+      }
+      break;
+    case Kind::kChat:
+      if (r.chat.on_text) {
+        r.host_on_text = r.chat.on_text;
+        r.host_stream_data = r.chat.user_data;
+        r.chat.on_text = text_trampoline;
+        r.chat.user_data = &r;
+      }
+      break;
+    case Kind::kTranslate:
+      // on_text is zero in the copy when the caller's struct predates it.
+      if (r.has_translation_options && r.translation.on_text) {
+        r.host_on_translation = r.translation.on_text;
+        r.host_stream_data = r.translation.user_data;
+        r.translation.on_text = translation_trampoline;
+        r.translation.user_data = &r;
+      }
+      break;
+  }
+}
+
+// The serving engine the request's work will use (starting it as the work
+// would); NULL without one, or when the model cannot be bound (the work
+// then reports why).
+parley::Engine *engine_for(const parley_request &r) {
+  const parley_model *model = r.kind == Kind::kChat ? parley::capi::chat_session_model(r.session) : r.model;
+  try {
+    return model ? model->impl.engine() : nullptr;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
 void run(parley_request *r) {
   t_worker_of = r;
+  r->engine = engine_for(*r);
   parley::Hypothesis hypothesis;
   if (r->kind == Kind::kChat) r->control.reply = &hypothesis;
   parley_status st;
@@ -253,7 +352,7 @@ void run(parley_request *r) {
     }
     r->finished = true;
   }
-  if (r->on_complete) r->on_complete(r->user_data, r, st);
+  if (r->on_complete) in_callback(*r, [&] { r->on_complete(r->user_data, r, st); });
   bool free_now;
   {
     std::lock_guard<std::mutex> lock(r->mu);
@@ -315,6 +414,7 @@ void start(std::unique_ptr<parley_request> r, const parley_request_options *opti
     }
     r->session_held = true;
   }
+  route_stream_callbacks(*r);
   parley_request *raw = r.get();
   try {
     // Under the lock: a worker that frees its own request reads `thread`.
@@ -502,6 +602,10 @@ PARLEY_API parley_status parley_request_wait(parley_request *request, int64_t ti
     if (t_worker_of == request)
       fail(PARLEY_ERROR_BUSY, "called from the request's own callback (it would wait for itself)");
     std::unique_lock<std::mutex> lock(request->mu);
+    if (parley::Engine::on_engine_thread() && !request->done)
+      fail(PARLEY_ERROR_BUSY,
+           "called on a serving engine's thread (from a request's callback) for a request that has not finished: it "
+           "could wait for a step of that thread; use parley_request_poll or the request's completion callback");
     auto is_done = [&] { return request->done; };
     if (timeout_ms < 0) {
       request->cv.wait(lock, is_done);
@@ -661,6 +765,17 @@ PARLEY_API void parley_request_free(parley_request *request) {
     std::lock_guard<std::mutex> lock(request->mu);
     request->free_when_done = true;
     return;
+  }
+  if (parley::Engine::on_engine_thread()) {
+    // From another request's callback: this request's callbacks may be
+    // queued for this very thread, so they run here while it winds down.
+    std::unique_lock<std::mutex> lock(request->mu);
+    while (!request->done) {
+      lock.unlock();
+      parley::Engine::run_queued_calls_here();
+      lock.lock();
+      request->cv.wait_for(lock, std::chrono::milliseconds(1), [&] { return request->done; });
+    }
   }
   if (request->thread.joinable()) request->thread.join();
   delete request;

@@ -42,6 +42,7 @@ inline void apply_request_control(const RequestControl *c, DecodingOptions &d, b
 // to the end of its turn. acquire throws Error(BUSY) when it is in use.
 void chat_session_acquire(parley_chat_session *session);
 void chat_session_release(parley_chat_session *session);
+const parley_model *chat_session_model(const parley_chat_session *session);
 // parley_chat_generate for a caller that holds the session.
 parley_status chat_generate_held(parley_chat_session *session, const parley_chat_options *options, char **out_reply);
 

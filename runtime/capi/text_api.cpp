@@ -548,6 +548,9 @@ void chat_session_acquire(parley_chat_session *session) {
 void chat_session_release(parley_chat_session *session) {
   session->busy.store(false, std::memory_order_release);
 }
+const parley_model *chat_session_model(const parley_chat_session *session) {
+  return session->model;
+}
 parley_status chat_generate_held(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
   return guarded("parley_chat_generate", [&] { chat_generate_impl(session, options, out_reply); });
 }

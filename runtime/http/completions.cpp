@@ -52,7 +52,7 @@ struct CompletionJob {
   bool finished = false;
   std::unique_ptr<TrackedRequest> request;
 
-  // Runs on the worker thread (parley_token_fn): detokenize, look for stop strings.
+  // Runs on the model's engine thread (parley_token_fn): detokenize, look for stop strings.
   static int32_t on_token(void *self, size_t batch_index, size_t, int32_t token) {
     auto *job = static_cast<CompletionJob *>(self);
     std::lock_guard<std::mutex> lock(job->mu);

@@ -450,6 +450,73 @@ bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
   return true;
 }
 
+// A function call_on_engine_thread hands to the scheduler. Lives on the
+// caller's stack until `done`.
+struct Engine::Call {
+  const std::function<void()> *fn = nullptr;
+  bool done = false;
+  std::exception_ptr error;
+};
+
+namespace {
+// The engine whose scheduler loop runs on this thread, if any.
+thread_local Engine *t_scheduler_of = nullptr;
+}  // namespace
+
+bool Engine::on_engine_thread() {
+  return t_scheduler_of != nullptr;
+}
+
+void Engine::refuse_on_engine_thread(const char *what) {
+  if (t_scheduler_of)
+    fail(PARLEY_ERROR_BUSY,
+         std::string(what) +
+             " was called on a serving engine's thread (from an asynchronous request's callback): it would wait "
+             "for a step that thread runs; submit it as a request (parley_*_submit) instead");
+}
+
+void Engine::call_on_engine_thread(const std::function<void()> &fn) {
+  if (t_scheduler_of == this) {
+    fn();
+    return;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stop_) {
+    lock.unlock();
+    fn();
+    return;
+  }
+  Call call;
+  call.fn = &fn;
+  calls_.push_back(&call);
+  work_.notify_all();
+  called_.wait(lock, [&] { return call.done; });
+  if (call.error) std::rethrow_exception(call.error);
+}
+
+void Engine::run_calls(std::unique_lock<std::mutex> &lock) {
+  while (!calls_.empty()) {
+    Call *c = calls_.front();
+    calls_.pop_front();
+    lock.unlock();
+    try {
+      (*c->fn)();
+    } catch (...) {
+      c->error = std::current_exception();
+    }
+    lock.lock();
+    c->done = true;
+    called_.notify_all();
+  }
+}
+
+void Engine::run_queued_calls_here() {
+  Engine *e = t_scheduler_of;
+  if (!e) return;
+  std::unique_lock<std::mutex> lock(e->mu_);
+  e->run_calls(lock);
+}
+
 // Sources waiting for the scheduler to encode them (attach_sources). Lives
 // on the caller's stack; the scheduler reaches it only while it is queued
 // or being encoded.
@@ -467,6 +534,7 @@ void Engine::attach_source(Sequence &s, const std::vector<int32_t> &source, cons
 void Engine::attach_sources(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources,
                             const RunControl &control) {
   if (!cross_blocks_) fail(PARLEY_ERROR_INTERNAL, "attach_source on a decoder-only model's engine");
+  refuse_on_engine_thread("a translation through the serving engine");
   if (seqs.empty() || seqs.size() != sources.size()) fail(PARLEY_ERROR_INTERNAL, "attach_sources: one source each");
   const int64_t bs = options_.block_size;
   std::vector<int64_t> need(seqs.size());
@@ -632,6 +700,7 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
                       std::vector<int64_t> *computed) {
   if (seqs.empty() || seqs.size() != tokens.size())
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "run needs one token list per sequence");
+  refuse_on_engine_thread("a blocking call that decodes through the serving engine");
   const int64_t vocab = model_.vocab(), max_pos = model_.decoder_params().max_positions;
   const uint64_t pool_tokens = static_cast<uint64_t>(blocks_.num_blocks() * options_.block_size);
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -753,28 +822,39 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
 }
 
 void Engine::scheduler_loop() {
+  t_scheduler_of = this;
   std::unique_lock<std::mutex> lock(mu_);
   std::vector<Pick> batch;
   std::vector<PagedSequence> paged;
   int64_t last_step_us = 0;
   for (;;) {
-    work_.wait(lock, [&] { return stop_ || !queue_.empty() || !encodes_.empty(); });
+    work_.wait(lock, [&] { return stop_ || !queue_.empty() || !encodes_.empty() || !calls_.empty(); });
+    run_calls(lock);  // also on stop: no caller is left waiting
     if (stop_) return;
+    if (queue_.empty() && encodes_.empty()) continue;
     if (!encodes_.empty()) {
       // Sources of requests arriving together are encoded together: give
       // the others a moment to queue theirs.
       if (options_.gather_us > 0) work_.wait_for(lock, std::chrono::microseconds(options_.gather_us));
+      run_calls(lock);
       if (stop_) return;
       encode_queued(lock);
       continue;
     }
     // The rows that just ran are choosing their next token: let them join,
     // for gather_us or an eighth of the last step (at most 10 x gather_us):
-    // a row that misses a long step waits a whole step for the next.
+    // a row that misses a long step waits a whole step for the next. Their
+    // callbacks run here meanwhile (a row whose streaming callback is
+    // queued posts its next token only after it ran).
     if (expected_ > 0 && options_.gather_us > 0) {
       const int64_t wait_us = std::max(options_.gather_us, std::min(last_step_us / 8, 10 * options_.gather_us));
-      work_.wait_for(lock, std::chrono::microseconds(wait_us), [&] { return stop_ || expected_ == 0; });
+      const auto until = Clock::now() + std::chrono::microseconds(wait_us);
+      while (work_.wait_until(lock, until, [&] { return stop_ || expected_ == 0 || !calls_.empty(); })) {
+        run_calls(lock);
+        if (stop_ || expected_ == 0) break;
+      }
     }
+    run_calls(lock);
     if (stop_) return;
     const auto step_start = std::chrono::steady_clock::now();
     try {

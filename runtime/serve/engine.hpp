@@ -22,6 +22,12 @@
 // that waits longer than admission_timeout_ms gets OUT_OF_MEMORY naming the
 // budget.
 //
+// Callbacks of asynchronous requests run on the scheduler thread
+// (call_on_engine_thread): between steps, one at a time, in the order they
+// were posted. A blocking engine call from that thread (a request's callback
+// calling run() on any engine) would wait for a step that cannot come, so it
+// fails with BUSY instead.
+//
 // Thread-safety: every public member may be called from any thread. A
 // Sequence is used by one request at a time.
 #pragma once
@@ -202,7 +208,25 @@ class Engine {
 
   EngineStats stats() const;
 
+  // Runs fn on the scheduler thread, between steps, and returns when it has
+  // run (rethrowing what it threw). On the scheduler thread itself, or once
+  // the engine is stopping, fn runs on the caller's thread. Calls from
+  // several threads run one at a time, in the order they were posted.
+  void call_on_engine_thread(const std::function<void()> &fn);
+  // True on the scheduler thread of any engine (inside a callback run by
+  // call_on_engine_thread).
+  static bool on_engine_thread();
+  // On a scheduler thread: runs the calls queued for it now (a callback
+  // that waits there for a request whose callbacks are queued behind it,
+  // e.g. parley_request_free, keeps them moving). Elsewhere: nothing.
+  static void run_queued_calls_here();
+
  private:
+  struct Call;
+  // Scheduler, under mu_ (released while each runs): runs every queued call.
+  void run_calls(std::unique_lock<std::mutex> &lock);
+  // Fails with BUSY on a scheduler thread: `what` would wait for a step.
+  static void refuse_on_engine_thread(const char *what);
   struct Pick {
     Sequence *seq;
     int64_t take;
@@ -240,8 +264,10 @@ class Engine {
   const Transformer &model_;
   EngineOptions options_;
   mutable std::mutex mu_;
-  std::condition_variable work_;  // scheduler: something was posted (or stop)
-  std::condition_variable done_;  // requesters: a step finished
+  std::condition_variable work_;    // scheduler: something was posted (or stop)
+  std::condition_variable done_;    // requesters: a step finished
+  std::condition_variable called_;  // call_on_engine_thread: a call ran
+  std::deque<Call *> calls_;        // waiting for the scheduler thread
   KvPool pool_;
   KvPool cross_pool_;  // encoder-decoder models only: cross-attention K/V
   BlockManager blocks_;

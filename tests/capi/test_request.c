@@ -1,6 +1,6 @@
 /* Asynchronous requests from C99 (parley_*_submit, parley_request_*): the
  * same results as the blocking calls, completion and streaming callbacks on
- * the worker thread, wait / poll / cancel / deadlines, per-token
+ * the model's engine thread, wait / poll / cancel / deadlines, per-token
  * log-probabilities, chat alternatives and logit_bias, 32 concurrent submissions from one thread, requests
  * freed from their own callbacks, 8 threads submitting and cancelling at
  * random, and misuse.
@@ -1119,6 +1119,199 @@ static void test_threads_submit_cancel(parley_model *llm) {
   for (i = 0; i < NPROMPTS; ++i) parley_result_free(sh.want[i]);
 }
 
+/* Every callback of an asynchronous request runs on its model's serving
+ * engine thread: four generations, a chat turn and two translations at once
+ * see one thread per model (not one per request, not the caller's). On that
+ * thread a blocking call through an engine and a wait for an unfinished
+ * request are refused with BUSY (they would wait for the thread itself);
+ * freeing another unfinished request there cancels it, and its completion
+ * callback runs before the free returns. */
+#define NTHREAD_REQ 4
+struct thread_log {
+  pthread_mutex_t mu;
+  pthread_t first;
+  int calls, others; /* callbacks; those on another thread than the first */
+};
+static void thread_log_init(struct thread_log *t) {
+  pthread_mutex_init(&t->mu, NULL);
+  t->calls = t->others = 0;
+}
+static void thread_log_note(struct thread_log *t) {
+  pthread_mutex_lock(&t->mu);
+  if (t->calls++ == 0)
+    t->first = pthread_self();
+  else if (!pthread_equal(t->first, pthread_self()))
+    ++t->others;
+  pthread_mutex_unlock(&t->mu);
+}
+static int32_t log_on_token(void *user, size_t b, size_t s, int32_t token) {
+  (void)b, (void)s, (void)token;
+  thread_log_note((struct thread_log *)user);
+  return 0;
+}
+static int32_t log_on_text(void *user, const char *text, size_t length) {
+  (void)text, (void)length;
+  thread_log_note((struct thread_log *)user);
+  return 0;
+}
+static int32_t log_on_translation(void *user, size_t t, size_t h, const char *text, size_t n, int32_t final) {
+  (void)t, (void)h, (void)text, (void)n, (void) final;
+  thread_log_note((struct thread_log *)user);
+  return 0;
+}
+static void log_on_complete(void *user, parley_request *r, int32_t status) {
+  (void)r, (void)status;
+  thread_log_note((struct thread_log *)user);
+}
+
+/* What the first token callback of a request may and may not do there. */
+struct inside_engine {
+  parley_model *llm;
+  parley_request *other; /* a long request still running: waited on, then freed */
+  pthread_t thread, other_completed_on;
+  int ran, other_completed;
+  parley_status blocking, wait_other, poll_other;
+  int32_t other_done, other_status;
+  char blocking_message[512];
+};
+static void other_on_complete(void *user, parley_request *r, int32_t status) {
+  struct inside_engine *x = (struct inside_engine *)user;
+  (void)r;
+  x->other_completed = 1;
+  x->other_status = status;
+  x->other_completed_on = pthread_self();
+}
+static int32_t inside_on_token(void *user, size_t b, size_t s, int32_t token) {
+  struct inside_engine *x = (struct inside_engine *)user;
+  int32_t ids[4] = {1, 2, 3, 4};
+  const int32_t *prompt = ids;
+  size_t len = 4;
+  parley_generation_options g;
+  parley_generation_result *res = NULL;
+  (void)b, (void)s, (void)token;
+  if (x->ran++) return 0;
+  x->thread = pthread_self();
+  parley_generation_options_init(x->llm, &g);
+  g.max_new_tokens = 2;
+  x->blocking = parley_generate(x->llm, &prompt, &len, 1, &g, &res);
+  snprintf(x->blocking_message, sizeof x->blocking_message, "%s", parley_last_error());
+  parley_result_free(res);
+  x->wait_other = parley_request_wait(x->other, -1);
+  x->poll_other = parley_request_poll(x->other, &x->other_done);
+  parley_request_free(x->other); /* cancels it; its callback runs meanwhile */
+  x->other = NULL;
+  return 0;
+}
+
+static void test_callbacks_on_engine_thread(parley_model *llm, parley_model *mt) {
+  static const char *const texts[] = {"Mein Fahrrad hat einen platten Reifen.", "Wann öffnet der Laden?"};
+  int32_t ids[NTHREAD_REQ][64];
+  const int32_t *prompts[NTHREAD_REQ];
+  size_t lengths[NTHREAD_REQ], i;
+  parley_request *req[NTHREAD_REQ], *chat_req = NULL, *tr[2] = {NULL, NULL};
+  parley_generation_options g;
+  parley_request_options ro, tro;
+  parley_translation_options to;
+  parley_chat_options co;
+  parley_chat_session *session = NULL;
+  struct thread_log llm_log, mt_log;
+  thread_log_init(&llm_log);
+  thread_log_init(&mt_log);
+
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 8;
+  g.on_token = log_on_token;
+  g.user_data = &llm_log;
+  parley_request_options_init(&ro);
+  ro.on_complete = log_on_complete;
+  ro.user_data = &llm_log;
+  for (i = 0; i < NTHREAD_REQ; ++i) {
+    char text[64];
+    snprintf(text, sizeof text, "Order %u: where is it?", (unsigned)i);
+    lengths[i] = ids_of(llm, text, ids[i], 64);
+    prompts[i] = ids[i];
+    req[i] = NULL;
+    CHECK_OK(parley_generate_submit(llm, &prompts[i], &lengths[i], 1, &g, &ro, &req[i]));
+  }
+  CHECK_OK(parley_chat_session_create(llm, NULL, &session));
+  if (session) {
+    parley_chat_options_init(&co);
+    co.on_text = log_on_text;
+    co.user_data = &llm_log;
+    CHECK_OK(parley_chat_append(session, PARLEY_ROLE_USER, "Hello, where is my order?"));
+    CHECK_OK(parley_chat_submit(session, &co, &ro, &chat_req));
+  }
+  parley_translation_options_init(&to);
+  to.on_text = log_on_translation;
+  to.user_data = &mt_log;
+  parley_request_options_init(&tro);
+  tro.on_complete = log_on_complete;
+  tro.user_data = &mt_log;
+  for (i = 0; i < 2; ++i) CHECK_OK(parley_translate_submit(mt, &texts[i], NULL, 1, &to, &tro, &tr[i]));
+  for (i = 0; i < NTHREAD_REQ; ++i)
+    if (req[i]) {
+      CHECK_OK(parley_request_wait(req[i], -1));
+      parley_request_free(req[i]);
+    }
+  if (chat_req) {
+    CHECK_OK(parley_request_wait(chat_req, -1));
+    parley_request_free(chat_req);
+  }
+  for (i = 0; i < 2; ++i)
+    if (tr[i]) {
+      CHECK_OK(parley_request_wait(tr[i], -1));
+      parley_request_free(tr[i]);
+    }
+  /* 4 x (8 tokens + completion), the chat's pieces and completion; 2 x (final text + completion). */
+  CHECK(llm_log.calls >= NTHREAD_REQ * 9 + 2);
+  CHECK(mt_log.calls >= 4);
+  CHECK(llm_log.others == 0);
+  CHECK(mt_log.others == 0);
+  CHECK(!pthread_equal(llm_log.first, pthread_self()));
+  CHECK(!pthread_equal(llm_log.first, mt_log.first)); /* each model its own engine */
+  if (llm_log.others || mt_log.others)
+    fprintf(stderr, "callbacks on other threads: llm %d of %d, mt %d of %d\n", llm_log.others, llm_log.calls,
+            mt_log.others, mt_log.calls);
+  parley_chat_session_free(session);
+
+  /* Inside a callback on the engine thread. */
+  {
+    struct inside_engine x;
+    parley_request *r = NULL;
+    int32_t long_ids[64];
+    const int32_t *long_prompt = long_ids;
+    size_t long_len = ids_of(llm, "Tell me everything about returns.", long_ids, 64);
+    parley_generation_options lg;
+    parley_request_options oro;
+    memset(&x, 0, sizeof x);
+    x.llm = llm;
+    parley_generation_options_init(llm, &lg);
+    lg.max_new_tokens = 200;
+    lg.min_new_tokens = 200; /* no EOS before: it runs 200 tokens unless cancelled */
+    parley_request_options_init(&oro);
+    oro.on_complete = other_on_complete;
+    oro.user_data = &x;
+    CHECK_OK(parley_generate_submit(llm, &long_prompt, &long_len, 1, &lg, &oro, &x.other));
+    g.max_new_tokens = 4;
+    g.on_token = inside_on_token;
+    g.user_data = &x;
+    CHECK_OK(parley_generate_submit(llm, &prompts[0], &lengths[0], 1, &g, NULL, &r));
+    if (r) {
+      CHECK_OK(parley_request_wait(r, -1));
+      parley_request_free(r);
+    }
+    CHECK(x.ran >= 1);
+    CHECK(x.blocking == PARLEY_ERROR_BUSY);
+    CHECK(strstr(x.blocking_message, "serving engine's thread") != NULL);
+    CHECK(x.wait_other == PARLEY_ERROR_BUSY);
+    CHECK(x.poll_other == PARLEY_OK && x.other_done == 0);
+    CHECK(x.other_completed && x.other_status == PARLEY_ERROR_CANCELLED);
+    CHECK(x.other_completed && pthread_equal(x.other_completed_on, x.thread));
+    if (x.blocking != PARLEY_ERROR_BUSY) fprintf(stderr, "blocking call inside: %s\n", x.blocking_message);
+    if (x.other) parley_request_free(x.other);
+  }
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
   parley_model *llm = load(rt, "support-llama.parley");
@@ -1131,6 +1324,7 @@ int main(void) {
   test_cancel_and_deadline(llm, mt);
   test_concurrent_chats(llm);
   test_free_from_callback(llm);
+  test_callbacks_on_engine_thread(llm, mt);
   test_threads_submit_cancel(llm);
   parley_model_free(llm);
   parley_model_free(mt);

@@ -3,9 +3,11 @@
 // thread, never on the JS thread, and settles a Promise. Streaming pieces
 // and the completion travel to the JS thread through one
 // napi_threadsafe_function per request, in order, so every piece reaches
-// its callback before the Promise settles. The queue is bounded: a worker
-// that produces faster than JS consumes waits (backpressure), and a cancel
-// issued from a callback lands within a few pieces.
+// its callback before the Promise settles. The queue is bounded: when JS
+// falls behind, the producer waits (backpressure), and a cancel issued from
+// a callback lands within a few pieces. The producer is the model's serving
+// engine thread (Parley runs request callbacks there), so the wait holds
+// every request of the model, not just this one.
 #include <atomic>
 #include <new>
 
@@ -143,7 +145,7 @@ void finalize_tsfn(napi_env, void *data, void *) {
   delete static_cast<std::shared_ptr<Request> *>(data);
 }
 
-// Worker thread: queue a message (waits while the queue is full). False when
+// Engine thread: queue a message (waits while the queue is full). False when
 // the queue is closed (the environment is going away).
 bool post(Request *r, Message *m) {
   if (m == nullptr) return false;

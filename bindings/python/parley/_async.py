@@ -1,9 +1,11 @@
 """asyncio on top of the C request API (parley_*_submit, parley_request_*).
 
 Each submitted request runs on a libparley worker thread of its own. Its
-completion callback and streaming callbacks run there; they only hand their
-data to the event loop with loop.call_soon_threadsafe. The request's result
-is taken and the request freed on the event loop's thread, after the
+completion callback and streaming callbacks run on the model's serving
+engine thread (between its steps; on the worker without an engine); they
+only hand their data to the event loop with loop.call_soon_threadsafe, since
+a callback holds up every request of the model while it runs. The request's
+result is taken and the request freed on the event loop's thread, after the
 completion has arrived there (parley_request_free then joins a worker that
 has already returned from the callback, so it does not block the loop).
 

@@ -933,7 +933,8 @@ class Model(Closable):
         ``on_token(batch_index, sequence_index, token)`` as for generate()
         (greedy and sampling; a true return value finishes that sequence, an
         exception stops it and is re-raised by the await), but called on the
-        libparley worker thread, not the event loop's: hand data to the loop
+        model's serving engine thread, not the event loop's: keep it short
+        (no request of the model steps meanwhile) and hand data to the loop
         with ``loop.call_soon_threadsafe``.
         """
         options = merge(generation, options)  # type: ignore[assignment]

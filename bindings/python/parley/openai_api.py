@@ -722,7 +722,7 @@ class _Completion:
     """One /v1/completions request: its n choices are the rows of one
     generate_async batch (the engine decodes them together, each sampled row
     from its own random stream), as parley serve submits them. Tokens arrive
-    on the libparley worker thread (on_token), are detokenized there and
+    on the model's serving engine thread (on_token), are detokenized there and
     checked for stop strings (a row stops at one), and what can be streamed
     is handed to the event loop."""
 
@@ -737,7 +737,7 @@ class _Completion:
         self.changed = asyncio.Event()
         self.finished = False
 
-    def _on_token(self, b: int, _s: int, token: int) -> bool:  # worker thread
+    def _on_token(self, b: int, _s: int, token: int) -> bool:  # the engine thread
         if b >= len(self.choices):
             return True
         c = self.choices[b]
