@@ -343,7 +343,7 @@ typedef struct parley_model_options {
    * The cross-attention K/V of encoder-decoder models stays F32.
    * The device's attention kernel must read the type natively (the cpu
    * plugin reads F16 and I8; the cuda plugin F16, on its tensor-core kernel,
-   * not I8): otherwise loading fails with PARLEY_ERROR_UNSUPPORTED naming
+   * and I8, on its split-KV kernel): otherwise loading fails with PARLEY_ERROR_UNSUPPORTED naming
    * the device; never widened silently.
    * Any other value: PARLEY_ERROR_INVALID_ARGUMENT. */
   int32_t kv_cache_dtype;

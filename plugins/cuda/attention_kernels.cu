@@ -14,10 +14,11 @@ namespace {
 using attn::DeviceCtx;
 using attn::SimtParams;
 
-template <int D>
+// C: the cache's element (float, or int8_t with a scale per row).
+template <int D, class C>
 __global__ void __launch_bounds__(attn::kSimtThreads) attention_split_kernel(SimtParams p) {
   DeviceCtx ctx;
-  attn::simt_attention_split<DeviceCtx, float, D>(ctx, p);
+  attn::simt_attention_split<DeviceCtx, float, D, C>(ctx, p);
 }
 
 template <int D>
@@ -33,10 +34,14 @@ __global__ void __launch_bounds__(32) attention_probs_kernel(SimtParams p, float
 }
 
 template <int D>
-void launch(const SimtParams &p, float *probs, cudaStream_t s) {
+void launch(const SimtParams &p, float *probs, bool i8_cache, cudaStream_t s) {
   const int rows = (p.heads / p.kv_heads) * p.q_len;
   const dim3 grid(static_cast<unsigned>(p.batch * p.kv_heads * p.row_tiles), static_cast<unsigned>(p.splits));
-  attention_split_kernel<D><<<grid, attn::kSimtThreads, attn::kSimtRows * D * sizeof(float), s>>>(p);
+  const size_t smem = attn::kSimtRows * D * sizeof(float);
+  if (i8_cache)
+    attention_split_kernel<D, int8_t><<<grid, attn::kSimtThreads, smem, s>>>(p);
+  else
+    attention_split_kernel<D, float><<<grid, attn::kSimtThreads, smem, s>>>(p);
   if (p.splits > 1) attention_combine_kernel<D><<<static_cast<unsigned>(p.batch * p.kv_heads * rows), 32, 0, s>>>(p);
   if (probs) attention_probs_kernel<D><<<static_cast<unsigned>(p.batch * p.heads * p.q_len), 32, 0, s>>>(p, probs);
 }
@@ -88,11 +93,11 @@ void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, boo
     launch_mma_typed<uint16_t>(p, head_dim, bf16, async, s);
 }
 
-void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s) {
+void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, bool i8_cache, cudaStream_t s) {
   if (head_dim == 64)
-    launch<64>(p, probs, s);
+    launch<64>(p, probs, i8_cache, s);
   else
-    launch<128>(p, probs, s);
+    launch<128>(p, probs, i8_cache, s);
 }
 
 }  // namespace parley::cuda

@@ -14,7 +14,7 @@
 
 namespace parley::cuda {
 
-void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, cudaStream_t s);
+void launch_attention(const attn::SimtParams &p, int head_dim, float *probs, bool i8_cache, cudaStream_t s);
 void launch_attention_mma(const attn::MmaParams &p, int head_dim, bool bf16, bool async, bool f32_queries,
                           cudaStream_t s);
 
@@ -56,19 +56,26 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     const bool append = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_1 && a->k_new != nullptr;
     const bool paged = a->struct_size >= kArgsSizeV1_3 && a->block_table != nullptr;
     // ABI 1.2: the cache's element type. F32 activations read an F32 cache
-    // (the SIMT kernel) or an F16 one (the tensor-core kernel, queries
-    // rounded to F16); 16-bit activations read a cache of their own type.
+    // or an I8 one (the SIMT kernel) or an F16 one (the tensor-core kernel,
+    // queries rounded to F16); 16-bit activations read a cache of their own type.
     const int32_t kv_dtype = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_2 ? a->kv_dtype : PARLEY_DTYPE_F32;
     PARLEY_CHECK(host, kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_I8,
                  "attention: kv_dtype %d is not F32, F16 or I8", kv_dtype);
-    if (kv_dtype == PARLEY_DTYPE_I8)
-      return host.fail(PARLEY_KERNEL_UNSUPPORTED,
-                       "attention: an I8 KV cache is not read by the cuda kernels (F32 or F16)");
+    auto type_name = [](int32_t t) { return t == PARLEY_DTYPE_F16 ? "F16" : t == PARLEY_DTYPE_I8 ? "I8" : "BF16"; };
     if (a->dtype != PARLEY_DTYPE_F32 && kv_dtype != PARLEY_DTYPE_F32 && kv_dtype != a->dtype)
       return host.fail(PARLEY_KERNEL_UNSUPPORTED,
                        "attention: %s activations over a %s cache (the cuda kernels read 16-bit activations over a "
                        "cache of their own type)",
-                       a->dtype == PARLEY_DTYPE_F16 ? "F16" : "BF16", kv_dtype == PARLEY_DTYPE_F16 ? "F16" : "BF16");
+                       type_name(a->dtype), type_name(kv_dtype));
+    const bool i8_cache = kv_dtype == PARLEY_DTYPE_I8;  // F32 activations (checked above)
+    if (i8_cache) {
+      PARLEY_CHECK(host, a->k_scales && a->v_scales, "attention: an I8 cache without k_scales / v_scales");
+      PARLEY_CHECK(host, a->scale_stride_batch >= 0 && a->scale_stride_head >= 0 && a->scale_stride_seq >= 0,
+                   "attention: negative scale stride");
+      if (a->probs)
+        return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                         "attention: probabilities are not returned over an I8 cache on cuda (F32 cache)");
+    }
     // The tensor-core kernel: 16-bit activations, or F32 ones over an F16 cache.
     const bool f32_queries = a->dtype == PARLEY_DTYPE_F32 && kv_dtype == PARLEY_DTYPE_F16;
     const bool tensor_cores = a->dtype != PARLEY_DTYPE_F32 || f32_queries;
@@ -243,6 +250,10 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     p.mask = a->mask;
     p.key_lengths = a->key_lengths;
     p.window = kernel_window;
+    if (i8_cache) {
+      p.k_scales = a->k_scales, p.v_scales = a->v_scales;
+      p.s_sb = a->scale_stride_batch, p.s_sh = a->scale_stride_head, p.s_ss = a->scale_stride_seq;
+    }
     if (append) {
       p.k_new = a->k_new, p.v_new = a->v_new;
       p.kn_sb = a->k_new_stride_batch, p.kn_sh = a->k_new_stride_head, p.kn_ss = a->k_new_stride_seq;
@@ -258,7 +269,7 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
       if (auto st = alloc(static_cast<size_t>(p.batch) * p.heads * p.q_len * sizeof(float), &lse)) return st;
       p.lse = static_cast<float *>(lse);
     }
-    launch_attention(p, static_cast<int>(D), a->probs, stream);
+    launch_attention(p, static_cast<int>(D), a->probs, i8_cache, stream);
     return check_launch(host, op);
   });
 }

@@ -47,12 +47,12 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
     // All three append the new K/V rows to the cache in the same launch, read
     // and append into a paged cache (block table, ABI 1.3) and honour a
-    // sliding window (ABI 1.4). F32 activations over an F32 cache run the
-    // SIMT split-KV kernel; over an F16 cache (kv_dtype, ABI 1.2) the
+    // sliding window (ABI 1.4). F32 activations over an F32 or I8 cache run
+    // the SIMT split-KV kernel; over an F16 cache (kv_dtype, ABI 1.2) the
     // tensor-core kernel, as do F16 / BF16 activations (attention_op.cpp).
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F32, kPriority, "attention_simt_splitkv",
      attention_run,
-     PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_PAGED |
+     PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8 | PARLEY_KERNEL_FLAG_KV_PAGED |
          PARLEY_KERNEL_FLAG_SLIDING_WINDOW,
      0, -1, nullptr, nullptr},
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F16, kPriority, "attention_mma_fa2",

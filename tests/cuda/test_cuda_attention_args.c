@@ -96,10 +96,10 @@ int main(int argc, char **argv) {
   CHECK(f32 && f16 && bf16);
   if (!(f32 && f16 && bf16)) return 1;
   /* Every attention kernel appends into the cache, reads a paged cache and
-   * honours a sliding window; the F32 one also reads an F16 cache (the
-   * runtime's kv_cache_dtype F16 needs KV_APPEND | KV_F16), not an I8 one. */
-  CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_PAGED |
-                       PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+   * honours a sliding window; the F32 one also reads an F16 and an I8 cache
+   * (the runtime's kv_cache_dtype F16 / I8 needs KV_APPEND | KV_F16 / KV_I8). */
+  CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8 |
+                       PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
   CHECK(f16->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
   CHECK(bf16->flags ==
         (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
@@ -158,12 +158,23 @@ int main(int argc, char **argv) {
   a = base, a.dtype = PARLEY_DTYPE_F16, a.k_new = data, a.v_new = data, a.v_new_stride_seq = -2;
   expect(f16, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "negative k_new/v_new stride -2", __LINE__);
 
-  /* The cache's element type (ABI 1.2 kv_dtype): F32 activations read an F32
-   * or F16 cache, 16-bit ones a cache of their own type; I8 is not read. */
+  /* The cache's element type (ABI 1.2 kv_dtype): F32 activations read an F32,
+   * F16 or I8 cache, 16-bit ones a cache of their own type. An I8 cache needs
+   * its scales and returns no probabilities. */
   a = base, a.kv_dtype = 7;
   expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "kv_dtype 7 is not F32, F16 or I8", __LINE__);
-  a = base, a.kv_dtype = PARLEY_DTYPE_I8;
-  expect(f32, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "an I8 KV cache is not read by the cuda kernels", __LINE__);
+  a = base, a.kv_dtype = PARLEY_DTYPE_I8, a.k_scales = (float *)data, a.v_scales = NULL;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "an I8 cache without k_scales / v_scales", __LINE__);
+  a = base, a.kv_dtype = PARLEY_DTYPE_I8, a.k_scales = a.v_scales = (float *)data, a.scale_stride_seq = -1;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "negative scale stride", __LINE__);
+  a = base, a.block_table = NULL, a.mask = PARLEY_MASK_CAUSAL, a.kv_len = 4, a.kv_dtype = PARLEY_DTYPE_I8;
+  a.k_scales = a.v_scales = (float *)data, a.probs = data;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "probabilities are not returned over an I8 cache", __LINE__);
+  a = base, a.dtype = PARLEY_DTYPE_F16, a.kv_dtype = PARLEY_DTYPE_I8, a.k_scales = a.v_scales = (float *)data;
+  expect(f16, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "F16 activations over a I8 cache", __LINE__);
+  /* A valid I8 call is no refusal: the next check (k NULL) is what fails. */
+  a = base, a.kv_dtype = PARLEY_DTYPE_I8, a.k_scales = a.v_scales = (float *)data, a.k = NULL;
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "k or v is NULL", __LINE__);
   a = base, a.dtype = PARLEY_DTYPE_BF16, a.kv_dtype = PARLEY_DTYPE_F16;
   expect(bf16, &ctx, &a, PARLEY_KERNEL_UNSUPPORTED, "BF16 activations over a F16 cache", __LINE__);
   a = base, a.block_table = NULL, a.mask = PARLEY_MASK_CAUSAL, a.kv_len = 4, a.kv_dtype = PARLEY_DTYPE_F16,

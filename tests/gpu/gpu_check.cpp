@@ -319,6 +319,88 @@ void check_attention_f16(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int 
   for (void *p : {dq, dk, dv, dout, dlens}) gpu.dev->release(gpu.state, p);
 }
 
+// F32 attention over an I8 KV cache (kv_dtype I8, a scale per row) with the
+// fused append: the cpu and cuda plugins get the same quantised cache and the
+// same q_len new rows; the outputs must agree to 1e-5 and the appended rows
+// (int8 values and scales) bit for bit, as both quantise with parley_attention_args'
+// formula.
+void check_attention_i8(Gpu &gpu, std::mt19937 &rng, int batch, int heads, int kv_heads, int q_len, int kv_len, int D,
+                        bool timing) {
+  char what[160];
+  std::snprintf(what, sizeof what, "attention f32 q, i8 cache, append b%d h%d/%d q%d kv%d D%d", batch, heads, kv_heads,
+                q_len, kv_len, D);
+  const int64_t nq = int64_t{batch} * q_len * heads * D, rows = int64_t{batch} * kv_len * kv_heads;
+  const int64_t nk = rows * D, nnew = int64_t{batch} * q_len * kv_heads * D;
+  Buf q(&gpu, nq, rng), out(&gpu, nq, rng), kn(&gpu, nnew, rng), vn(&gpu, nnew, rng), ks(&gpu, rows, rng),
+      vs(&gpu, rows, rng);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<int8_t> hk(nk), hv(nk);
+  for (int64_t r = 0; r < rows; ++r)  // a quantised cache: random int8 rows, positive scales
+    for (auto [data, scales] : {std::pair{&hk, &ks}, std::pair{&hv, &vs}}) {
+      for (int d = 0; d < D; ++d)
+        (*data)[r * D + d] = static_cast<int8_t>(std::lround(std::clamp(nd(rng) * 40.f, -127.f, 127.f)));
+      scales->host[r] = 0.01f + std::fabs(nd(rng)) * 0.02f;
+    }
+  for (Buf *b : {&ks, &vs})
+    gpu.dev->copy(gpu.state, b->dev, b->host.data(), b->host.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  void *dk = nullptr, *dv = nullptr, *dlens = nullptr;
+  gpu.dev->allocate(gpu.state, nk, 256, &dk), gpu.dev->allocate(gpu.state, nk, 256, &dv);
+  gpu.dev->copy(gpu.state, dk, hk.data(), nk, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  gpu.dev->copy(gpu.state, dv, hv.data(), nk, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  std::vector<int32_t> lens(batch);
+  for (int b = 0; b < batch; ++b) lens[b] = std::max(q_len, kv_len - (b * 7) % kv_len);
+  gpu.dev->allocate(gpu.state, lens.size() * 4, 256, &dlens);
+  gpu.dev->copy(gpu.state, dlens, lens.data(), lens.size() * 4, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  parley_attention_args a{};
+  a.struct_size = sizeof a;
+  a.dtype = PARLEY_DTYPE_F32, a.kv_dtype = PARLEY_DTYPE_I8;
+  a.batch = batch, a.num_heads = heads, a.num_kv_heads = kv_heads, a.q_len = q_len, a.kv_len = kv_len, a.head_dim = D;
+  a.q_stride_batch = int64_t{q_len} * heads * D, a.q_stride_head = D, a.q_stride_seq = int64_t{heads} * D;
+  a.k_stride_batch = a.v_stride_batch = int64_t{kv_len} * kv_heads * D, a.k_stride_head = a.v_stride_head = D;
+  a.k_stride_seq = a.v_stride_seq = int64_t{kv_heads} * D;
+  a.scale_stride_batch = int64_t{kv_len} * kv_heads, a.scale_stride_head = 1, a.scale_stride_seq = kv_heads;
+  a.out_stride_batch = a.q_stride_batch, a.out_stride_head = D, a.out_stride_seq = a.q_stride_seq;
+  a.k_new_stride_batch = a.v_new_stride_batch = int64_t{q_len} * kv_heads * D;
+  a.k_new_stride_head = a.v_new_stride_head = D, a.k_new_stride_seq = a.v_new_stride_seq = int64_t{kv_heads} * D;
+  a.scale = 1.f / std::sqrt(float(D));
+  a.mask = PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING;
+  parley_attention_args cpu = a, dev = a;
+  std::vector<int8_t> ck = hk, cv = hv;  // the cpu plugin appends into these
+  cpu.q = q.host.data(), cpu.k = ck.data(), cpu.v = cv.data(), cpu.out = out.host.data(), cpu.key_lengths = lens.data();
+  cpu.k_scales = ks.host.data(), cpu.v_scales = vs.host.data(), cpu.k_new = kn.host.data(), cpu.v_new = vn.host.data();
+  dev.q = q.dev, dev.k = dk, dev.v = dv, dev.out = out.dev, dev.key_lengths = static_cast<const int32_t *>(dlens);
+  dev.k_scales = static_cast<float *>(ks.dev), dev.v_scales = static_cast<float *>(vs.dev);
+  dev.k_new = kn.dev, dev.v_new = vn.dev;
+  const parley_kernel_desc *gpu_k = nullptr;
+  for (size_t i = 0; i < gpu.plugin->num_kernels; ++i)
+    if (gpu.plugin->kernels[i].op == PARLEY_OP_ATTENTION && gpu.plugin->kernels[i].dtype == PARLEY_DTYPE_F32)
+      gpu_k = &gpu.plugin->kernels[i];
+  TestHost host(2);
+  gpu.ctx.host = host.services();
+  if (!gpu_k || parley::test::find_kernel(PARLEY_OP_ATTENTION)(host.context(), &cpu) != PARLEY_KERNEL_OK ||
+      gpu_k->run(&gpu.ctx, &dev) != PARLEY_KERNEL_OK) {
+    std::printf("  %-58s kernel error: %s\n", what, host.last_error().c_str());
+    ++g_failures;
+  } else {
+    const std::vector<float> got = out.read(), gks = ks.read(), gvs = vs.read();
+    std::vector<int8_t> gk(nk), gv(nk);
+    gpu.dev->copy(gpu.state, gk.data(), dk, nk, PARLEY_COPY_DEVICE_TO_HOST, nullptr);
+    gpu.dev->copy(gpu.state, gv.data(), dv, nk, PARLEY_COPY_DEVICE_TO_HOST, nullptr);
+    gpu.dev->synchronize(gpu.state, nullptr);
+    const bool same_cache = gk == ck && gv == cv && std::memcmp(gks.data(), ks.host.data(), rows * 4) == 0 &&
+                            std::memcmp(gvs.data(), vs.host.data(), rows * 4) == 0;
+    if (!same_cache) {
+      std::printf("  %-58s the appended int8 rows or scales differ from the cpu plugin's  FAIL\n", what);
+      ++g_failures;
+    }
+    report(what, rel_error(got, out.host), 1e-5);
+    if (timing) {
+      const double ms = time_ms(gpu, [&] { gpu_k->run(&gpu.ctx, &dev); });
+      std::printf("    %.3f ms  %.1f GB/s of int8 cache\n", ms, 2.0 * nk / ms / 1e6);
+    }
+  }
+  for (void *p : {dk, dv, dlens}) gpu.dev->release(gpu.state, p);
+}
 }  // namespace
 
 // LINEAR (plugin ABI 1.2): the same weight prepared by the cpu plugin and by
@@ -464,6 +546,12 @@ int main(int argc, char **argv) {
     check_attention_paged(gpu, rng, 2, 8, 2, 7, 90, 128, block);  // a chunk of several tokens
   }
   check_attention_paged(gpu, rng, 1, 14, 2, 1, 4096, 64, 16);  // long decode: several splits
+  std::printf("== attention, f32 queries over an i8 cache (SIMT split-KV, fused append vs cpu plugin)\n");
+  for (int D : {64, 128}) {
+    check_attention_i8(gpu, rng, 2, 14, 2, 1, 300, D, false);  // decode, GQA 7
+    check_attention_i8(gpu, rng, 2, 8, 2, 37, 90, D, false);   // a chunk over past keys
+  }
+  check_attention_i8(gpu, rng, 8, 14, 2, 1, 4096, 64, true);  // long decode: splits (timing)
   std::printf("== attention f16, tensor cores (cuda vs cpu plugin on the rounded values)\n");
   for (int D : {64, 128})
     for (uint32_t mask : {0u, 1u, 2u, 3u}) {

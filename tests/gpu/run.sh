@@ -38,15 +38,15 @@ export PARLEY_PARITY_DIR="$PWD/tests/parity" PARLEY_TOKENIZER_DIR="$PWD/tests/to
 export PARLEY_DEMO_MODELS="$PWD/samples/support-bot/models"
 echo "== 2. whole models on the cuda device"
 "$build/tests/model/test_model" --gtest_filter='Families/Parity.*' || failed=1
-# An F16 KV cache on cuda: the tensor-core attention kernel with F32 queries
+# F16 and I8 KV caches on cuda: the tensor-core attention kernel with F32
+# queries, and the SIMT split-KV kernel over int8 rows with their scales
 # (decode with GQA packing and splits, the fused append, beam reorders).
-PARLEY_TEST_KV_DTYPES=f16 "$build/tests/model/test_model" --gtest_filter='Models/KvCache.*' || failed=1
+PARLEY_TEST_KV_DTYPES=f16,int8 "$build/tests/model/test_model" --gtest_filter='Models/KvCache.*' || failed=1
 # The serving engine on cuda (its paged KV pool in device memory): every
-# family's goldens and batches against each request alone, with F32 caches
-# (the SIMT kernel) and F16 ones (the tensor-core kernel); I8 caches are not
-# read on cuda, so their cases are left out.
+# family's goldens and batches against each request alone, with F32 and I8
+# caches (the SIMT kernel) and F16 ones (the tensor-core kernel).
 "$build/tests/model/test_engine" \
-  --gtest_filter='Families/EngineParity.*:Families/EngineFamilies.*:EngineBatching.*-*_int8' || failed=1
+  --gtest_filter='Families/EngineParity.*:Families/EngineFamilies.*:EngineBatching.*' || failed=1
 "$build/tests/text_api/test_text_api" || failed=1
 
 echo "== 3. end-to-end decode, demo dialogue model (greedy, 1 sequence, 128-token prompt, 256 new tokens)"

@@ -123,8 +123,8 @@ const char *name(parley_dtype d) {
 }
 
 // The narrow cache types to run: F16 and I8, or those PARLEY_TEST_KV_DTYPES
-// names ("f16", "int8", comma-separated): tests/gpu/run.sh runs the suite on
-// the cuda device, whose attention reads F16 caches but not I8 ones.
+// names ("f16", "int8", comma-separated; tests/gpu/run.sh names both when it
+// runs the suite on the cuda device).
 std::vector<parley_dtype> narrow_dtypes() {
   const char *env = std::getenv("PARLEY_TEST_KV_DTYPES");
   if (!env || !*env) return {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8};

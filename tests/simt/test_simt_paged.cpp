@@ -1,7 +1,9 @@
 // The CUDA plugin's attention kernels on a paged KV cache (plugin ABI 1.3:
 // block_table / block_table_stride / block_size) under the SIMT emulator:
-// the F32 split-KV kernel (simt_attention.cuh, with its fused append) and the
-// F16/BF16 tensor-core kernel (mma_attention.cuh). Each case stores random
+// the F32 split-KV kernel (simt_attention.cuh, with its fused append; over an
+// F32 cache and over an I8 one with a scale per row, which it writes and
+// reads as the cpu plugin's narrow_i8 / widen_i8_rows do) and the F16/BF16
+// tensor-core kernel (mma_attention.cuh). Each case stores random
 // K/V in a pool of blocks through a shuffled table (two sequences sharing
 // their first, read-only blocks; block sizes 1, 16, 24, 32 against lengths
 // that are no multiple of them; unused rows, unused blocks and the table
@@ -40,7 +42,7 @@ using parley::test::rel_error;
 
 namespace {
 
-enum class Elem { kF32, kF16, kBF16 };
+enum class Elem { kF32, kF16, kBF16, kI8 };
 
 struct Case {
   int batch = 2, heads = 4, kv_heads = 2, q_len = 1, dim = 64;
@@ -62,7 +64,26 @@ struct Case {
   int shared_blocks() const { return shared_keys / block_size; }
 };
 
-// Element storage: fp32 values, or fp16 / bf16 bits.
+// An I8 cache row as parley_attention_args specifies it (the cpu plugin's
+// narrow_i8): scale = max|x| / 127, q = nearest-even(x / scale) clamped to
+// [-127, 127]; all zero: scale 0; a NaN or infinity: scale NaN, q 0.
+float narrow_i8_row(const float *x, int8_t *q, int n) {
+  float m = 0.f;
+  bool finite = true;
+  for (int i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    m = std::max(m, std::fabs(x[i]));
+  }
+  const float scale = m / 127.f;
+  if (!finite || !(scale > 0.f)) {
+    std::fill(q, q + n, int8_t{0});
+    return finite ? 0.f : std::nanf("");
+  }
+  for (int i = 0; i < n; ++i) q[i] = int8_t(std::min(127.f, std::max(-127.f, std::nearbyint(x[i] / scale))));
+  return scale;
+}
+
+// Element storage: fp32 values, or fp16 / bf16 bits (int8 rows: narrow_i8_row).
 template <class E>
 E to_elem(float x, Elem e) {
   if constexpr (sizeof(E) == 4)
@@ -81,6 +102,8 @@ template <class E>
 E poison() {
   if constexpr (sizeof(E) == 4)
     return std::nanf("");
+  else if constexpr (sizeof(E) == 1)
+    return 127;  // with its NaN scale (Store::ks / vs), a NaN row
   else
     return 0x7FFF;  // NaN as fp16 and as bf16
 }
@@ -90,6 +113,11 @@ E poison() {
 // shared_blocks * block_size keys (they are read from the same blocks).
 struct Logical {
   std::vector<float> q, k, v;
+  // I8: k / v before quantisation (what k_new / v_new carry and what the
+  // cache rows are quantised from); k / v are then their dequantised rows.
+  std::vector<float> k_raw, v_raw;
+  const std::vector<float> &k_in(Elem e) const { return e == Elem::kI8 ? k_raw : k; }
+  const std::vector<float> &v_in(Elem e) const { return e == Elem::kI8 ? v_raw : v; }
 };
 
 Logical make_logical(const Case &c, uint32_t seed) {
@@ -101,7 +129,7 @@ Logical make_logical(const Case &c, uint32_t seed) {
   x.k.resize(size_t(c.batch) * N * c.kv_heads * D);
   x.v.resize(x.k.size());
   auto round = [&](float f) {
-    if (c.elem == Elem::kF32) return f;
+    if (c.elem == Elem::kF32 || c.elem == Elem::kI8) return f;
     return from_elem<uint16_t>(to_elem<uint16_t>(f, c.elem), c.elem);
   };
   for (auto *vec : {&x.q, &x.k, &x.v})
@@ -111,6 +139,15 @@ Logical make_logical(const Case &c, uint32_t seed) {
     std::copy_n(x.k.begin(), shared_rows * row, x.k.begin() + size_t(b) * N * row);
     std::copy_n(x.v.begin(), shared_rows * row, x.v.begin() + size_t(b) * N * row);
   }
+  if (c.elem == Elem::kI8) {  // K / V rows as an I8 cache holds them (q keeps fp32)
+    x.k_raw = x.k, x.v_raw = x.v;
+    for (auto *vec : {&x.k, &x.v})
+      for (size_t r = 0; r < vec->size(); r += size_t(D)) {
+        std::vector<int8_t> q8(size_t(D), 0);
+        const float sc = narrow_i8_row(&(*vec)[r], q8.data(), D);
+        for (int d = 0; d < D; ++d) (*vec)[r + size_t(d)] = float(q8[size_t(d)]) * sc;
+      }
+  }
   return x;
 }
 
@@ -119,13 +156,24 @@ Logical make_logical(const Case &c, uint32_t seed) {
 template <class E>
 struct Store {
   std::vector<E> k, v;
+  std::vector<float> ks, vs;  // int8: a scale per (block or sequence, row, KV head), NaN-poisoned
   std::vector<int32_t> table;
   int64_t k_sb = 0, k_sh = 0, k_ss = 0, v_sb = 0, v_sh = 0, v_ss = 0;
+  int64_t s_sb = 0, s_sh = 0, s_ss = 0;
   KvBlocks kv;
   int kv_len = 0;     // contiguous: max length; paged: table_stride * block_size (the clamp)
   int pool_rows = 0;  // paged: blocks * block_size
   int64_t k_row(int b, int j) const { return kv.row_offset(b, j, k_sb, k_ss); }
   int64_t v_row(int b, int j) const { return kv.row_offset(b, j, v_sb, v_ss); }
+  int64_t s_row(int b, int j) const { return kv.row_offset(b, j, s_sb, s_ss); }
+  // int8: scales for rows of `rows_per_block` positions in `blocks` blocks.
+  void init_scales(int blocks, int rows_per_block, int kv_heads) {
+    if constexpr (sizeof(E) == 1) {
+      s_sb = int64_t{rows_per_block} * kv_heads, s_sh = 1, s_ss = kv_heads;
+      ks.assign(size_t(blocks) * size_t(s_sb), std::nanf(""));
+      vs = ks;
+    }
+  }
 };
 
 // Keys of sequence b no CTA may read with a sliding window: those before the
@@ -149,12 +197,19 @@ void fill_rows(const Case &c, const Logical &x, Store<E> &s) {
   for (int b = 0; b < c.batch; ++b)
     for (int j = 0; j < c.lens[size_t(b)]; ++j) {
       if (!stored_before(c, b, j)) continue;
-      for (int g = 0; g < c.kv_heads; ++g)
-        for (int d = 0; d < D; ++d) {
-          const size_t src = ((size_t(b) * N + j) * c.kv_heads + g) * D + d;
-          s.k[size_t(s.k_row(b, j) + g * s.k_sh + d)] = to_elem<E>(x.k[src], c.elem);
-          s.v[size_t(s.v_row(b, j) + g * s.v_sh + d)] = to_elem<E>(x.v[src], c.elem);
+      for (int g = 0; g < c.kv_heads; ++g) {
+        const size_t src = ((size_t(b) * N + j) * c.kv_heads + g) * D;
+        if constexpr (sizeof(E) == 1) {
+          const int64_t srow = s.s_row(b, j) + g * s.s_sh;
+          s.ks[size_t(srow)] = narrow_i8_row(&x.k_raw[src], &s.k[size_t(s.k_row(b, j) + g * s.k_sh)], D);
+          s.vs[size_t(srow)] = narrow_i8_row(&x.v_raw[src], &s.v[size_t(s.v_row(b, j) + g * s.v_sh)], D);
+        } else {
+          for (int d = 0; d < D; ++d) {
+            s.k[size_t(s.k_row(b, j) + g * s.k_sh + d)] = to_elem<E>(x.k[src + size_t(d)], c.elem);
+            s.v[size_t(s.v_row(b, j) + g * s.v_sh + d)] = to_elem<E>(x.v[src + size_t(d)], c.elem);
+          }
         }
+      }
     }
 }
 
@@ -166,6 +221,7 @@ Store<E> make_contiguous(const Case &c, const Logical &x) {
   s.v = s.k;
   s.k_sb = s.v_sb = int64_t{N} * c.kv_heads * D, s.k_sh = s.v_sh = D, s.k_ss = s.v_ss = int64_t{c.kv_heads} * D;
   s.kv_len = N;
+  s.init_scales(c.batch, N, c.kv_heads);
   fill_rows(c, x, s);
   return s;
 }
@@ -198,6 +254,7 @@ Store<E> make_paged(const Case &c, const Logical &x, std::mt19937 &rng) {
   s.v_sb = int64_t{c.kv_heads} * bs * D, s.v_sh = int64_t{bs} * D, s.v_ss = D;
   s.kv.table = s.table.data(), s.kv.table_stride = stride, s.kv.block_size = bs;
   s.kv_len = static_cast<int>(stride * bs);
+  s.init_scales(blocks, bs, c.kv_heads);
   fill_rows(c, x, s);
   return s;
 }
@@ -222,10 +279,11 @@ struct Out {
   std::vector<float> out, lse;
 };
 
-template <int D>
-Out run_simt(const Case &c, const Logical &x, Store<float> &s) {
+// The F32 kernel over an fp32 (E = float) or int8 (E = int8_t) cache.
+template <int D, class E>
+Out run_simt(const Case &c, const Logical &x, Store<E> &s) {
   const int G = c.heads / c.kv_heads, rows = G * c.q_len;
-  const std::vector<float> kn = fresh_rows<float>(c, x.k), vn = fresh_rows<float>(c, x.v);
+  const std::vector<float> kn = fresh_rows<float>(c, x.k_in(c.elem)), vn = fresh_rows<float>(c, x.v_in(c.elem));
   SimtParams p{};
   p.q = x.q.data(), p.k = s.k.data(), p.v = s.v.data();
   Out r;
@@ -243,6 +301,8 @@ Out run_simt(const Case &c, const Logical &x, Store<float> &s) {
   p.window = c.window;
   p.splits = c.splits;
   p.align = 8;
+  p.k_scales = s.ks.empty() ? nullptr : s.ks.data(), p.v_scales = s.vs.empty() ? nullptr : s.vs.data();
+  p.s_sb = s.s_sb, p.s_sh = s.s_sh, p.s_ss = s.s_ss;
   p.row_tiles = ceil_div(rows, kSimtRows);
   if (c.append) {
     p.k_new = kn.data(), p.v_new = vn.data();
@@ -254,7 +314,7 @@ Out run_simt(const Case &c, const Logical &x, Store<float> &s) {
   p.part_m = pm.data(), p.part_l = pl.data(), p.part_acc = pa.data();
   Emulator emu;
   emu.launch(Dim3{c.batch * c.kv_heads * p.row_tiles, c.splits, 1}, kSimtThreads, kSimtRows * D,
-             [&](Ctx &ctx) { simt_attention_split<Ctx, float, D>(ctx, p); });
+             [&](Ctx &ctx) { simt_attention_split<Ctx, float, D, E>(ctx, p); });
   if (c.splits > 1)
     emu.launch(Dim3{c.batch * c.kv_heads * rows, 1, 1}, 32, 0,
                [&](Ctx &ctx) { simt_attention_combine<Ctx, D>(ctx, p); });
@@ -313,7 +373,7 @@ Out run_mma(const Case &c, const Logical &x, Store<uint16_t> &s) {
 
 template <class E>
 Out run_kernel(const Case &c, const Logical &x, Store<E> &s) {
-  if constexpr (sizeof(E) == 4) {
+  if constexpr (sizeof(E) != 2) {
     return c.dim == 64 ? run_simt<64>(c, x, s) : run_simt<128>(c, x, s);
   } else {
     const bool bf16 = c.elem == Elem::kBF16;
@@ -377,6 +437,7 @@ std::string describe(const Case &c) {
                   std::to_string(c.align) + (c.append ? " append" : "") +
                   (c.elem == Elem::kF32   ? " f32"
                    : c.elem == Elem::kF16 ? " f16"
+                   : c.elem == Elem::kI8  ? " i8"
                                           : " bf16") +
                   (c.f32_q ? " f32-queries" : "") + (c.async ? "" : " plain-loads") + " window " +
                   std::to_string(c.window) + " lens";
@@ -405,6 +466,8 @@ double paged_error(const Case &c, uint32_t seed) {
     all.append = false;  // every row < L stored
     want_pool.k.assign(paged.k.size(), poison<E>());
     want_pool.v = want_pool.k;
+    std::fill(want_pool.ks.begin(), want_pool.ks.end(), std::nanf(""));
+    std::fill(want_pool.vs.begin(), want_pool.vs.end(), std::nanf(""));
     want_pool.kv.table = want_pool.table.data();
     fill_rows(all, x, want_pool);
   }
@@ -415,6 +478,8 @@ double paged_error(const Case &c, uint32_t seed) {
   EXPECT_TRUE(std::memcmp(paged.k.data(), want_pool.k.data(), paged.k.size() * sizeof(E)) == 0 &&
               std::memcmp(paged.v.data(), want_pool.v.data(), paged.v.size() * sizeof(E)) == 0)
       << "the pool is not the old pool plus the appended rows in their blocks";
+  EXPECT_TRUE(same_bits(paged.ks, want_pool.ks) && same_bits(paged.vs, want_pool.vs))
+      << "the int8 pool's scales are not the old ones plus the appended rows'";
   const Out want = reference(c, x);
   const double e = std::max(rel_error(got.out, want.out), rel_error(got.lse, want.lse));
   g_worst = std::max(g_worst, e);
@@ -455,6 +520,29 @@ TEST(SimtPaged, FusedAppendWritesIntoTheBlocks) {
   Case c;  // a prompt's first chunk: every row new, one sequence shorter than q_len
   c.append = true, c.block_size = 16, c.shared_keys = 0, c.q_len = 6, c.lens = {6, 4}, c.mask = 3u;
   EXPECT_LE(paged_error<float>(c, parley::test::case_seed()), kTol32) << describe(c);
+}
+
+// kv_dtype I8 (a model computing in F32 with an int8 KV cache): the split-KV
+// kernel dequantises each cached row with its scale, appends new rows
+// quantised bit for bit as the cpu plugin's narrow_i8 (values and scales; the
+// rows it appends are read as the cache will hold them), on contiguous and
+// paged caches, with GQA, splits, D 128 and a sliding window.
+TEST(SimtPaged, SplitKvKernelReadsAndAppendsAnI8Cache) {
+  PARLEY_TRACE_BASE_SEED();
+  PrintWorst worst;
+  for (int bs : {1, 16, 32})
+    for (bool append : {false, true}) {
+      Case c;  // decode, GQA 2, lengths 37 / 45 sharing 32 keys
+      c.elem = Elem::kI8, c.block_size = bs, c.append = append, c.splits = append ? 3 : 1;
+      EXPECT_LE(paged_error<int8_t>(c, parley::test::case_seed()), kTol32) << describe(c);
+      c.q_len = 5, c.heads = 8, c.kv_heads = 2, c.lens = {47, 38}, c.splits = append ? 1 : 3;  // two row tiles
+      c.window = append ? 0 : 20;
+      EXPECT_LE(paged_error<int8_t>(c, parley::test::case_seed()), kTol32) << describe(c);
+    }
+  Case c;  // D 128, MQA, a prompt's first chunk (every row new, one sequence shorter than it)
+  c.elem = Elem::kI8, c.dim = 128, c.heads = 4, c.kv_heads = 1, c.q_len = 6, c.lens = {6, 4}, c.shared_keys = 0;
+  c.append = true, c.splits = 2;
+  EXPECT_LE(paged_error<int8_t>(c, parley::test::case_seed()), kTol32) << describe(c);
 }
 
 TEST(SimtPaged, TensorCoreKernelReadsBlocks) {

@@ -1,4 +1,5 @@
-// Fused attention on CUDA cores (fp32 arithmetic, fp32 or fp16 inputs):
+// Fused attention on CUDA cores (fp32 arithmetic, fp32 or fp16 inputs, and
+// fp32 inputs over an int8 KV cache with a scale per row):
 // split-KV flash attention with GQA row packing, the combine of splits, and
 // the optional probabilities pass. This is the plugin's general attention
 // path (any q_len, every mask kind, head_dim 64 or 128); the tensor-core
@@ -117,6 +118,36 @@ PARLEY_HD inline float load_elem<uint16_t>(const uint16_t *p, int64_t i) {
   return half_to_float(p[i]);
 }
 
+// An int8 cache row (parley_attention_args, kv_dtype I8): value = q * scale,
+// written as the cpu plugin's narrow_i8 does: scale = max|x| / 127 in F32,
+// q = nearest-even(x / scale) clamped to [-127, 127]; an all-zero row has
+// scale 0, a row holding a NaN or an infinity scale NaN (it reads back as
+// NaN). The row's D values are spread over a warp, kLaneDims per lane.
+struct I8Row {
+  float scale;
+  bool finite;
+};
+template <class Ctx, int N>
+PARLEY_HD inline I8Row i8_row_scale(Ctx &ctx, const float (&x)[N]) {
+  float m = 0.f, bad = 0.f;
+  for (int t = 0; t < N; ++t) {
+    if (!isfinite(x[t])) bad = 1.f;
+    m = fmaxf(m, fabsf(x[t]));
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    m = fmaxf(m, ctx.shfl_xor(m, off));
+    bad = fmaxf(bad, ctx.shfl_xor(bad, off));
+  }
+  return {m / 127.f, bad == 0.f};
+}
+PARLEY_HD inline int8_t i8_quantize(float x, const I8Row &r) {
+  if (!r.finite || !(r.scale > 0.f)) return 0;
+  return static_cast<int8_t>(fminf(127.f, fmaxf(-127.f, rintf(x / r.scale))));
+}
+PARLEY_HD inline float i8_stored_scale(const I8Row &r) {
+  return r.finite ? r.scale : NAN;
+}
+
 // Everything a launch needs, strides in elements (as parley_attention_args).
 struct SimtParams {
   const void *q, *k, *v;
@@ -152,6 +183,10 @@ struct SimtParams {
   // with CAUSAL query i sees keys max(0, i + L - q_len + 1 - window) ..
   // i + L - q_len.
   int window;
+  // An int8 cache (the kernel's C = int8_t): one F32 scale per (sequence or
+  // block, KV head, position) row, at s_sb / s_sh / s_ss strides (floats).
+  float *k_scales, *v_scales;
+  int64_t s_sb, s_sh, s_ss;
 };
 
 // Packed row index over the whole launch: ((b * kv_heads + g) * G*q_len + r).
@@ -162,9 +197,13 @@ PARLEY_HD inline int64_t global_row(const SimtParams &p, int b, int g, int r) {
 
 // One CTA: kSimtRows packed query rows of one (sequence, KV head) against the
 // keys of one split. grid.x = batch * kv_heads * row_tiles, grid.y = splits.
-// Shared memory: kSimtRows * D floats (the CTA's queries).
-template <class Ctx, class T, int D>
+// Shared memory: kSimtRows * D floats (the CTA's queries). T: the element of
+// q, k_new and v_new; C: the cache's (T, or int8_t with T = float: the rows
+// appended by this launch are read as the cache will hold them).
+template <class Ctx, class T, int D, class C = T>
 PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
+  constexpr bool kI8 = sizeof(C) == 1;
+  static_assert(!kI8 || sizeof(T) == 4, "an int8 cache is read with fp32 inputs");
   static_assert(D % 32 == 0, "head_dim must be a multiple of 32");
   constexpr int kLaneDims = D / 32;
   const int tid = ctx.thread(), warp = tid / 32, lane = tid % 32;
@@ -190,17 +229,35 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
   if (p.k_new && rt == 0 && split == 0) {  // the append, once per (sequence, KV head)
     const T *kn = static_cast<const T *>(p.k_new) + b * p.kn_sb + g * p.kn_sh;
     const T *vn = static_cast<const T *>(p.v_new) + b * p.vn_sb + g * p.vn_sh;
-    T *kc = static_cast<T *>(const_cast<void *>(p.k)) + g * p.k_sh;
-    T *vc = static_cast<T *>(const_cast<void *>(p.v)) + g * p.v_sh;
+    C *kc = static_cast<C *>(const_cast<void *>(p.k)) + g * p.k_sh;
+    C *vc = static_cast<C *>(const_cast<void *>(p.v)) + g * p.v_sh;
     // One new row per warp at a time: its block is resolved once, the lanes copy its dims.
     for (int i = warp; i < p.q_len; i += kSimtWarps) {
       const int pos = new_begin + i;
-      if (pos < 0) continue;
+      if (pos < 0) continue;  // uniform per warp (the int8 rows' shuffles need every lane)
       const int64_t blk = p.kv.block_index(b, pos), in_blk = pos % p.kv.block_size;
-      T *kd = kc + blk * p.k_sb + in_blk * p.k_ss, *vd = vc + blk * p.v_sb + in_blk * p.v_ss;
-      for (int d = lane; d < D; d += 32) {
-        kd[d] = kn[i * p.kn_ss + d];
-        vd[d] = vn[i * p.vn_ss + d];
+      C *kd = kc + blk * p.k_sb + in_blk * p.k_ss, *vd = vc + blk * p.v_sb + in_blk * p.v_ss;
+      if constexpr (kI8) {
+        float kx[kLaneDims], vx[kLaneDims];
+        for (int t = 0; t < kLaneDims; ++t) {
+          kx[t] = load_elem(kn, i * p.kn_ss + lane + 32 * t);
+          vx[t] = load_elem(vn, i * p.vn_ss + lane + 32 * t);
+        }
+        const I8Row kr8 = i8_row_scale(ctx, kx), vr8 = i8_row_scale(ctx, vx);
+        for (int t = 0; t < kLaneDims; ++t) {
+          kd[lane + 32 * t] = i8_quantize(kx[t], kr8);
+          vd[lane + 32 * t] = i8_quantize(vx[t], vr8);
+        }
+        if (lane == 0) {
+          const int64_t srow = blk * p.s_sb + g * p.s_sh + in_blk * p.s_ss;
+          p.k_scales[srow] = i8_stored_scale(kr8);
+          p.v_scales[srow] = i8_stored_scale(vr8);
+        }
+      } else {
+        for (int d = lane; d < D; d += 32) {
+          kd[d] = kn[i * p.kn_ss + d];
+          vd[d] = vn[i * p.vn_ss + d];
+        }
       }
     }
   }
@@ -245,30 +302,55 @@ PARLEY_KERNEL_BODY void simt_attention_split(Ctx &ctx, const SimtParams &p) {
     key_end = kr.begin;  // no rows: skip the loop (uniform per warp)
   }
   const float c = score_factor<Base2>(p.scale);
-  const T *kh = static_cast<const T *>(p.k) + g * p.k_sh;
-  const T *vh = static_cast<const T *>(p.v) + g * p.v_sh;
+  const C *kh = static_cast<const C *>(p.k) + g * p.k_sh;
+  const C *vh = static_cast<const C *>(p.v) + g * p.v_sh;
   // The current key's block: resolved at the first key and when the walk
   // enters the next block (never for keys past key_end, whose table entries
   // may not exist). Contiguous: one block per sequence.
-  const T *kblk = kh, *vblk = vh;
+  const C *kblk = kh, *vblk = vh;
+  int64_t sblk = 0;  // int8: the block's scale offset
   int in_blk = -1;
   for (int j = key_begin; j < key_end; ++j) {
     if (in_blk < 0 || in_blk == p.kv.block_size) {
       const int64_t blk = p.kv.block_index(b, j);
       in_blk = j % p.kv.block_size;
       kblk = kh + blk * p.k_sb, vblk = vh + blk * p.v_sb;
+      if constexpr (kI8) sblk = blk * p.s_sb + g * p.s_sh;
     }
     const bool fresh = j >= new_begin;  // a row appended by this launch: read it from k_new / v_new
-    const T *krow = fresh ? static_cast<const T *>(p.k_new) + b * p.kn_sb + g * p.kn_sh + (j - new_begin) * p.kn_ss
-                          : kblk + static_cast<int64_t>(in_blk) * p.k_ss;
-    const T *vrow = fresh ? static_cast<const T *>(p.v_new) + b * p.vn_sb + g * p.vn_sh + (j - new_begin) * p.vn_ss
-                          : vblk + static_cast<int64_t>(in_blk) * p.v_ss;
-    ++in_blk;
     float kf[kLaneDims], vf[kLaneDims];
-    for (int t = 0; t < kLaneDims; ++t) {
-      kf[t] = load_elem(krow, lane + 32 * t);
-      vf[t] = load_elem(vrow, lane + 32 * t);
+    if (fresh) {
+      const T *krow = static_cast<const T *>(p.k_new) + b * p.kn_sb + g * p.kn_sh + (j - new_begin) * p.kn_ss;
+      const T *vrow = static_cast<const T *>(p.v_new) + b * p.vn_sb + g * p.vn_sh + (j - new_begin) * p.vn_ss;
+      for (int t = 0; t < kLaneDims; ++t) {
+        kf[t] = load_elem(krow, lane + 32 * t);
+        vf[t] = load_elem(vrow, lane + 32 * t);
+      }
+      if constexpr (kI8) {  // as the append stores them
+        const I8Row kr8 = i8_row_scale(ctx, kf), vr8 = i8_row_scale(ctx, vf);
+        const float ks = i8_stored_scale(kr8), vs = i8_stored_scale(vr8);
+        for (int t = 0; t < kLaneDims; ++t) {
+          kf[t] = static_cast<float>(i8_quantize(kf[t], kr8)) * ks;
+          vf[t] = static_cast<float>(i8_quantize(vf[t], vr8)) * vs;
+        }
+      }
+    } else {
+      const C *krow = kblk + static_cast<int64_t>(in_blk) * p.k_ss;
+      const C *vrow = vblk + static_cast<int64_t>(in_blk) * p.v_ss;
+      if constexpr (kI8) {
+        const float ks = p.k_scales[sblk + in_blk * p.s_ss], vs = p.v_scales[sblk + in_blk * p.s_ss];
+        for (int t = 0; t < kLaneDims; ++t) {
+          kf[t] = static_cast<float>(krow[lane + 32 * t]) * ks;
+          vf[t] = static_cast<float>(vrow[lane + 32 * t]) * vs;
+        }
+      } else {
+        for (int t = 0; t < kLaneDims; ++t) {
+          kf[t] = load_elem(krow, lane + 32 * t);
+          vf[t] = load_elem(vrow, lane + 32 * t);
+        }
+      }
     }
+    ++in_blk;
     for (int k = 0; k < kSimtRowsPerWarp; ++k) {
       float dot = 0.f;
       for (int t = 0; t < kLaneDims; ++t) dot = fmaf(qr[k][t], kf[t], dot);
