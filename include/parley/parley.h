@@ -1493,7 +1493,9 @@ typedef struct parley_request parley_request;
  * parley_request_free on this request is allowed (fire and forget): the
  * request is freed when the callback returns, so take its result first.
  * parley_request_free on another, unfinished request cancels it and runs
- * its callbacks there, before it returns. The callback runs on the engine
+ * that request's own callbacks (its completion with PARLEY_ERROR_CANCELLED)
+ * there, nested, before it returns; no other request's callback runs
+ * inside this one. The callback runs on the engine
  * thread, never on the caller's; keep it short (a blocked callback holds
  * every request of the model).
  */

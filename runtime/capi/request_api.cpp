@@ -251,7 +251,7 @@ void in_callback(parley_request &r, F &&f) {
     f();
   };
   if (r.engine)
-    r.engine->call_on_engine_thread(body);
+    r.engine->call_on_engine_thread(body, &r);
   else
     body();
 }
@@ -768,11 +768,12 @@ PARLEY_API void parley_request_free(parley_request *request) {
   }
   if (parley::Engine::on_engine_thread()) {
     // From another request's callback: this request's callbacks may be
-    // queued for this very thread, so they run here while it winds down.
+    // queued for this very thread, so they run here while it winds down
+    // (its own only: no third request's callback runs inside the caller's).
     std::unique_lock<std::mutex> lock(request->mu);
     while (!request->done) {
       lock.unlock();
-      parley::Engine::run_queued_calls_here();
+      parley::Engine::run_queued_calls_here(request);
       lock.lock();
       request->cv.wait_for(lock, std::chrono::milliseconds(1), [&] { return request->done; });
     }

@@ -454,6 +454,7 @@ bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
 // caller's stack until `done`.
 struct Engine::Call {
   const std::function<void()> *fn = nullptr;
+  const void *owner = nullptr;
   bool done = false;
   std::exception_ptr error;
 };
@@ -475,7 +476,7 @@ void Engine::refuse_on_engine_thread(const char *what) {
              "for a step that thread runs; submit it as a request (parley_*_submit) instead");
 }
 
-void Engine::call_on_engine_thread(const std::function<void()> &fn) {
+void Engine::call_on_engine_thread(const std::function<void()> &fn, const void *owner) {
   if (t_scheduler_of == this) {
     fn();
     return;
@@ -488,16 +489,20 @@ void Engine::call_on_engine_thread(const std::function<void()> &fn) {
   }
   Call call;
   call.fn = &fn;
+  call.owner = owner;
   calls_.push_back(&call);
   work_.notify_all();
   called_.wait(lock, [&] { return call.done; });
   if (call.error) std::rethrow_exception(call.error);
 }
 
-void Engine::run_calls(std::unique_lock<std::mutex> &lock) {
-  while (!calls_.empty()) {
-    Call *c = calls_.front();
-    calls_.pop_front();
+void Engine::run_calls(std::unique_lock<std::mutex> &lock, const void *owner) {
+  for (;;) {
+    auto it = owner ? std::find_if(calls_.begin(), calls_.end(), [&](const Call *c) { return c->owner == owner; })
+                    : calls_.begin();
+    if (it == calls_.end()) return;
+    Call *c = *it;
+    calls_.erase(it);
     lock.unlock();
     try {
       (*c->fn)();
@@ -510,11 +515,11 @@ void Engine::run_calls(std::unique_lock<std::mutex> &lock) {
   }
 }
 
-void Engine::run_queued_calls_here() {
+void Engine::run_queued_calls_here(const void *owner) {
   Engine *e = t_scheduler_of;
-  if (!e) return;
+  if (!e || !owner) return;
   std::unique_lock<std::mutex> lock(e->mu_);
-  e->run_calls(lock);
+  e->run_calls(lock, owner);
 }
 
 // Sources waiting for the scheduler to encode them (attach_sources). Lives

@@ -212,19 +212,22 @@ class Engine {
   // run (rethrowing what it threw). On the scheduler thread itself, or once
   // the engine is stopping, fn runs on the caller's thread. Calls from
   // several threads run one at a time, in the order they were posted.
-  void call_on_engine_thread(const std::function<void()> &fn);
+  // `owner` tags the call for run_queued_calls_here.
+  void call_on_engine_thread(const std::function<void()> &fn, const void *owner = nullptr);
   // True on the scheduler thread of any engine (inside a callback run by
   // call_on_engine_thread).
   static bool on_engine_thread();
-  // On a scheduler thread: runs the calls queued for it now (a callback
-  // that waits there for a request whose callbacks are queued behind it,
-  // e.g. parley_request_free, keeps them moving). Elsewhere: nothing.
-  static void run_queued_calls_here();
+  // On a scheduler thread: runs the calls of `owner` queued for it now, in
+  // order, and leaves the others queued (a callback that waits there for a
+  // request whose callbacks are queued behind it, e.g. parley_request_free,
+  // keeps that request moving without running anyone else's callback
+  // inside its own). Elsewhere: nothing.
+  static void run_queued_calls_here(const void *owner);
 
  private:
   struct Call;
-  // Scheduler, under mu_ (released while each runs): runs every queued call.
-  void run_calls(std::unique_lock<std::mutex> &lock);
+  // Under mu_ (released while each runs): runs every queued call, or those of `owner`.
+  void run_calls(std::unique_lock<std::mutex> &lock, const void *owner = nullptr);
   // Fails with BUSY on a scheduler thread: `what` would wait for a step.
   static void refuse_on_engine_thread(const char *what);
   struct Pick {
