@@ -455,6 +455,9 @@ bool Engine::reserve(Sequence &s, int64_t upto, const Group *group) {
 struct Engine::Call {
   const std::function<void()> *fn = nullptr;
   const void *owner = nullptr;
+  // Its own: a shared one would wake every waiting caller after each call.
+  // Notified under mu_, so the caller cannot return and destroy it first.
+  std::condition_variable ran;
   bool done = false;
   std::exception_ptr error;
 };
@@ -492,7 +495,7 @@ void Engine::call_on_engine_thread(const std::function<void()> &fn, const void *
   call.owner = owner;
   calls_.push_back(&call);
   work_.notify_all();
-  called_.wait(lock, [&] { return call.done; });
+  call.ran.wait(lock, [&] { return call.done; });
   if (call.error) std::rethrow_exception(call.error);
 }
 
@@ -511,7 +514,7 @@ void Engine::run_calls(std::unique_lock<std::mutex> &lock, const void *owner) {
     }
     lock.lock();
     c->done = true;
-    called_.notify_all();
+    c->ran.notify_one();
   }
 }
 

@@ -267,10 +267,9 @@ class Engine {
   const Transformer &model_;
   EngineOptions options_;
   mutable std::mutex mu_;
-  std::condition_variable work_;    // scheduler: something was posted (or stop)
-  std::condition_variable done_;    // requesters: a step finished
-  std::condition_variable called_;  // call_on_engine_thread: a call ran
-  std::deque<Call *> calls_;        // waiting for the scheduler thread
+  std::condition_variable work_;  // scheduler: something was posted (or stop)
+  std::condition_variable done_;  // requesters: a step finished
+  std::deque<Call *> calls_;      // waiting for the scheduler thread
   KvPool pool_;
   KvPool cross_pool_;  // encoder-decoder models only: cross-attention K/V
   BlockManager blocks_;
