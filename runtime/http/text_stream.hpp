@@ -1,4 +1,4 @@
-// Text produced on a Parley worker thread (streaming callbacks) and read
+// Text produced by streaming callbacks (on the model's serving engine thread) and read
 // by the HTTP thread that writes server-sent events.
 #pragma once
 
