@@ -109,8 +109,21 @@ def held_out_table(convs: list[dict], path: Path) -> None:
     path.write_text("order,product,amount,status,date,carrier\n" + "\n".join(rows) + "\n", encoding="utf-8")
 
 
+def name_as_given(check: str, reply: str, users: list[str]) -> bool:
+    """A "Mr/Ms <surname>" check met by the name the customer introduced themselves with
+    ("Hi, this is Ida Brandt." -> "Hello Ida Brandt!"), with no title of the other kind
+    for that surname: the greeting a bot gives when it does not guess the customer's title."""
+    if check in reply:
+        return True
+    surname = check[3:]
+    other = ("Mr " if check.startswith("Ms ") else "Ms ") + surname
+    given = [m.group(1) for u in users for m in [re.search(r"this is ([^.]+)\.", u)] if m]
+    return any(g.endswith(" " + surname) and g in reply for g in given) and other not in reply
+
+
 def score_held_out(bot: str, dialogue: list[str], convs: list[dict], table: Path, policy: str) -> dict:
     passed = total = made_up = 0
+    passed_name_as_given = 0
     failures = []
     missing = {"order number": 0, "amount": 0, "Mr/Ms name": 0, "policy fact": 0}
     for conv in convs:
@@ -122,6 +135,8 @@ def score_held_out(bot: str, dialogue: list[str], convs: list[dict], table: Path
             reply = replies[i] if i < len(replies) else ""
             ok = all(c in reply for c in checks)
             passed += ok
+            passed_name_as_given += all(
+                name_as_given(c, reply, users) if c[:3] in ("Mr ", "Ms ") else c in reply for c in checks)
             total += 1
             made_up += invented(reply, known + "\n" + table.read_text(encoding="utf-8"))  # + the tool's results
             for c in checks:
@@ -131,7 +146,8 @@ def score_held_out(bot: str, dialogue: list[str], convs: list[dict], table: Path
                     missing[kind] += 1
             if not ok and len(failures) < 6:
                 failures.append(f"    {users[i]!r}\n      -> {reply!r}\n      missing {[c for c in checks if c not in reply]}")
-    return {"passed": passed, "turns": total, "invented": made_up, "missing": missing, "failures": failures}
+    return {"passed": passed, "turns": total, "invented": made_up, "missing": missing, "failures": failures,
+            "passed_name_as_given": passed_name_as_given}
 
 
 def model_alone(model_path: str, convs: list[dict], policy: str, lib: str) -> dict | None:
@@ -297,6 +313,8 @@ def main() -> None:
             print(f"\n== {name}  ({seconds:.0f} s)")
             print(f"  held-out set ({len(subset)} conversations), replies with every fact and slot: "
                   f"{percent(h['passed'], h['turns'])}")
+            print(f"  (the same, a greeting by the name the customer gave accepted for \"Mr/Ms <surname>\": "
+                  f"{percent(h['passed_name_as_given'], h['turns'])})")
             print(f"  held-out set, replies with an invented number or amount:        "
                   f"{percent(h['invented'], h['turns'])}")
             print("  held-out set, checks missed by kind: " + ", ".join(f"{k} {v}" for k, v in h["missing"].items()))
