@@ -107,9 +107,11 @@ func (s *ChatSession) Generate(ctx context.Context, o *ChatOptions) (string, err
 
 // GenerateStream is Generate with fn called with each new piece of the
 // reply (UTF-8, never a split code point). Returning false ends the reply
-// there (not an error: the reply so far is appended). fn runs on a Parley
-// worker thread while the session is busy: calls on the session from fn
-// fail with ErrBusy. A panic in fn ends the turn, leaves the conversation
+// there (not an error: the reply so far is appended). fn runs on the
+// model's serving engine thread (a Parley thread; without an engine, the
+// request's worker) while the session is busy: calls on the session from fn
+// fail with ErrBusy. Keep fn short and never block in it: while it runs, no
+// request of the model takes a step (Stream queues its pieces for that). A panic in fn ends the turn, leaves the conversation
 // unchanged and is raised again by GenerateStream.
 func (s *ChatSession) GenerateStream(ctx context.Context, o *ChatOptions, fn func(piece string) bool) (string, error) {
 	if ctx.Err() != nil {
@@ -184,21 +186,68 @@ func (r *ReplyStream) Wait() (string, error) {
 }
 
 // Stream runs the turn in the background and delivers its pieces on a
-// channel. Read Pieces to the end, or cancel ctx: the turn waits for its
-// reader (while ctx lives).
+// channel, in order. The turn does not wait for its reader: Parley produces
+// the pieces on the model's serving engine thread, which must not block
+// (every request of the model would wait), so they queue here until read.
+// Read Pieces to the end, or cancel ctx: then the pieces not yet read are
+// dropped and Pieces is closed.
 func (s *ChatSession) Stream(ctx context.Context, o *ChatOptions) *ReplyStream {
 	ch := make(chan string)
 	r := &ReplyStream{Pieces: ch, done: make(chan struct{})}
+	var (
+		mu     sync.Mutex
+		queue  []string
+		ended  bool
+		wakeup = make(chan struct{}, 1)
+	)
+	wake := func() {
+		select {
+		case wakeup <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
 	go func() {
-		defer close(r.done)
-		defer close(ch)
-		r.reply, r.err = s.GenerateStream(ctx, o, func(piece string) bool {
-			select {
-			case ch <- piece:
-			case <-ctx.Done(): // the turn is being cancelled
-			}
+		reply, err := s.GenerateStream(ctx, o, func(piece string) bool {
+			mu.Lock()
+			queue = append(queue, piece)
+			mu.Unlock()
+			wake()
 			return true
 		})
+		mu.Lock()
+		r.reply, r.err, ended = reply, err, true
+		mu.Unlock()
+		wake()
+	}()
+	go func() { // the reader's side: queued pieces onto the channel
+		defer close(r.done)
+		defer close(ch)
+		for {
+			mu.Lock()
+			pieces, last := queue, ended
+			queue = nil
+			mu.Unlock()
+			for _, p := range pieces {
+				select {
+				case ch <- p:
+				case <-ctx.Done(): // nobody reads any more: wait for the turn's end, drop the rest
+					for {
+						mu.Lock()
+						last = ended
+						queue = nil
+						mu.Unlock()
+						if last {
+							return
+						}
+						<-wakeup
+					}
+				}
+			}
+			if last {
+				return
+			}
+			<-wakeup
+		}
 	}()
 	return r
 }

@@ -329,6 +329,26 @@ func TestChatStreamsTheReplyTransformersGives(t *testing.T) {
 		t.Errorf("stream: %d pieces %q, reply %q, %v", len(got), strings.Join(got, ""), whole, err)
 	}
 
+	// Two streams at once, read one after the other: the first one's pieces
+	// wait in its queue, not on the engine thread both turns need (a Stream
+	// that waited for its reader there held the second turn for ever).
+	ok(t, s.RemoveLast())
+	other := must(NewChatSession(llm, system))
+	defer other.Close()
+	ok(t, other.Append(RoleUser, turns[0]))
+	tctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	streamA, streamB := s.Stream(tctx, longReply(t, llm, 24)), other.Stream(tctx, longReply(t, llm, 24))
+	var read [2]int
+	for i, st := range []*ReplyStream{streamB, streamA} {
+		for range st.Pieces {
+			read[i]++
+		}
+		if _, err := st.Wait(); err != nil || read[i] < 2 {
+			t.Errorf("stream %d read after the other: %d pieces, %v", i, read[i], err)
+		}
+	}
+
 	// A panic in the callback comes back out, and the conversation is unchanged.
 	ok(t, s.RemoveLast())
 	func() {

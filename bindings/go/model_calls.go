@@ -19,8 +19,9 @@ func (model *Model) Translate(ctx context.Context, texts []string, o *Translatio
 // (greedy decoding and sampling; beam search gives the final texts only):
 // soFar is the whole hypothesis so far, final marks its last call.
 // Returning false ends that hypothesis there (not an error). fn runs on
-// a Parley worker thread; a panic in fn stops the translation and is
-// raised again by TranslateStream.
+// the model's serving engine thread (keep it short, never block in it: no
+// request of the model steps meanwhile); a panic in fn stops the
+// translation and is raised again by TranslateStream.
 func (model *Model) TranslateStream(ctx context.Context, texts []string, o *TranslationOptions,
 	fn func(text, hypothesis int, soFar string, final bool) bool) (*TranslationResult, error) {
 	return model.translate(ctx, texts, o, fn)
@@ -88,7 +89,8 @@ func (model *Model) Generate(ctx context.Context, prompts [][]int32, o *Generati
 // GenerateStream is Generate with fn called for every token a sequence
 // generates, in order (greedy decoding and sampling; beam search does not
 // stream). Returning false finishes that sequence after this token. fn
-// runs on a Parley worker thread; a panic in fn is raised again.
+// runs on the model's serving engine thread (keep it short, never block in
+// it); a panic in fn is raised again.
 func (model *Model) GenerateStream(ctx context.Context, prompts [][]int32, o *GenerationOptions,
 	fn func(prompt, sequence int, token int32) bool) (*GenerationResult, error) {
 	if ctx.Err() != nil {
