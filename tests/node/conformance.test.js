@@ -337,6 +337,41 @@ test('request cancel and AbortSignal', async () => {
 
 // ------------------------------------------------------------ every error status
 
+// Parley calls every request's callbacks on the model's engine thread, which
+// waits while a request's queue to JS is full. A Worker terminated with two
+// streams in flight and its JS too busy to drain them (a busy loop in a piece
+// callback) must still end: its teardown frees each request (cleanup hooks),
+// which waits for callbacks queued on that engine thread behind the other
+// request's full queue. (process.exit runs no cleanup hooks; a Worker's
+// teardown does.)
+test('a Worker terminated with streams in flight while its JS lags ends', () => {
+  const { spawnSync } = require('node:child_process');
+  const worker = `
+    const { parentPort } = require('node:worker_threads');
+    const parley = require(${JSON.stringify(path.resolve(__dirname, '../../bindings/node'))});
+    const rt = new parley.Runtime({ pluginDirs: [${JSON.stringify(env('PARLEY_PLUGIN_BUILD_DIR'))}], pluginSources: 0 });
+    rt.loadModel(${JSON.stringify(demo('support-llama.parley'))}).then((llm) => {
+      const o = { generation: { doSample: false, maxNewTokens: 400, minNewTokens: 400 } };
+      let pieces = 0;
+      for (let i = 0; i < 2; ++i) {
+        const s = llm.chat('You are a helpful assistant.');
+        s.append('user', 'Tell me about returns, order ' + (9000000 + i) + '.');
+        s.generate({ ...o, onText: () => {
+          if (++pieces === 20) parentPort.postMessage('lagging');
+          const until = Date.now() + 30; while (Date.now() < until) {}  // JS lags behind both streams
+        } }).catch(() => {});
+      }
+    });`;
+  const main = `
+    const { Worker } = require('node:worker_threads');
+    const w = new Worker(${JSON.stringify(worker)}, { eval: true });
+    w.on('message', () => setTimeout(() => w.terminate().then(() => process.exit(0)), 300));
+    w.on('error', (e) => { console.error(e); process.exit(2); });`;
+  const r = spawnSync(process.execPath, ['-e', main], { timeout: 60000, encoding: 'utf8' });
+  assert.equal(r.error, undefined, `the child did not end: ${r.error}`);
+  assert.equal(r.status, 0, r.stderr);
+});
+
 test('every error status arrives as an Error with its code and message', async () => {
   const bytes = fs.readFileSync(data('tiny_decoder.parley'));
   assert.ok(bytes.length > 4096);
