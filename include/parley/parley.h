@@ -548,7 +548,9 @@ PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, 
 
 /*
  * Streaming: called for every token a sequence generates, in order, from the
- * thread that called parley_generate / parley_translate_tokens. Return 0 to
+ * thread that called parley_generate / parley_translate_tokens (for a
+ * submitted request: the model's serving engine thread, see
+ * parley_request). Return 0 to
  * go on, nonzero to finish that sequence after this token. Called for greedy
  * decoding and sampling; beam search (num_beams > 1) does not stream, since
  * its hypotheses are only final at the end.
@@ -1019,8 +1021,9 @@ PARLEY_API void parley_string_free(char *text);
  * as tokens are produced (an unfinished UTF-8 sequence is held back; the
  * same text is not sent twice) and then once with is_final = 1 and the
  * hypothesis' final text; beam search calls it only with the final texts,
- * best first. Called on the thread running the translation (the caller's,
- * or a parley_request's worker). Return 0 to go on; nonzero during a
+ * best first. Called on the thread running the translation (the caller's;
+ * for a submitted request, the model's serving engine thread, see
+ * parley_request). Return 0 to go on; nonzero during a
  * greedy/sampling stream finishes that hypothesis there (not an error).
  * Must not free or reuse the objects the translation uses.
  */
