@@ -1668,10 +1668,11 @@ PARLEY_API parley_status parley_request_reply_alternatives(const parley_request 
  * Free a request and what was not taken from it. An unfinished request is
  * cancelled and waited for first (at most one decoding step, or the
  * blocking kernel call in flight). NULL is a no-op. Called from one of the
- * request's own callbacks (completion or streaming) it does not wait: it cancels the request if it still runs, and the worker
- * frees it after the completion callback (if any) has returned; the
- * handle must not be used by anyone after that callback. Freeing twice is
- * undefined (the handle is gone).
+ * request's own callbacks (completion or streaming) it does not wait: it
+ * cancels the request if it still runs, and the worker frees it after the
+ * completion callback (if any) has returned; the handle must not be used by
+ * anyone after that callback. Freeing twice is undefined (the handle is
+ * gone).
  */
 PARLEY_API void parley_request_free(parley_request *request);
 /*
