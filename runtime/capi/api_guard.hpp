@@ -1,7 +1,9 @@
 // The C boundary: run a body, turning every exception into a status code and
-// the thread-local last-error message. Nothing may escape a parley_* function.
+// the thread-local last-error message. Nothing may escape a parley_* function
+// but a thread's forced unwinding (below).
 #pragma once
 
+#include <cxxabi.h>
 #include <parley/parley.h>
 
 #include <cstring>
@@ -26,8 +28,13 @@ inline void report(const char *function, const char *prefix, const char *what) n
   }
 }
 
+// Not noexcept: a thread ended by pthread_exit or pthread_cancel unwinds
+// with abi::__forced_unwind, which must pass (swallowed, it aborts the
+// process with "FATAL: exception not rethrown"; through noexcept, it
+// terminates). A host callback run inside a parley_* call ends its thread
+// that way when, e.g., CPython shuts down while a daemon thread streams.
 template <typename Body>
-parley_status guarded(const char *function, Body &&body) noexcept {
+parley_status guarded(const char *function, Body &&body) {
   try {
     clear_last_error();
     (void)MemoryScope::take_failed();
@@ -46,6 +53,8 @@ parley_status guarded(const char *function, Body &&body) noexcept {
   } catch (const std::exception &e) {
     report(function, "internal error: ", e.what());
     return PARLEY_ERROR_INTERNAL;
+  } catch (const abi::__forced_unwind &) {
+    throw;
   } catch (...) {
     report(function, "internal error (unknown exception)", "");
     return PARLEY_ERROR_INTERNAL;

@@ -1,5 +1,6 @@
 #include "serve/engine.hpp"
 
+#include <cxxabi.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -509,6 +510,23 @@ void Engine::run_calls(std::unique_lock<std::mutex> &lock, const void *owner) {
     lock.unlock();
     try {
       (*c->fn)();
+    } catch (const abi::__forced_unwind &) {
+      // The host's callback ended this thread (pthread_exit / cancel; CPython
+      // does it to a thread that asks for the GIL while it shuts down). The
+      // unwinding must go on (swallowed, it aborts the process). No waiter
+      // is left hanging on a callback: the queued ones are released unrun,
+      // and later ones run on their workers, as after stop.
+      lock.lock();
+      c->done = true;
+      c->ran.notify_one();
+      for (Call *q : calls_) {
+        q->done = true;
+        q->ran.notify_one();
+      }
+      calls_.clear();
+      stop_ = true;
+      lock.unlock();
+      throw;
     } catch (...) {
       c->error = std::current_exception();
     }

@@ -17,6 +17,7 @@ after that no libparley thread can call or read them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from ctypes import byref, c_void_p
 from typing import Any, Callable
@@ -170,6 +171,27 @@ async def run(request: AsyncRequest, take: Callable[[int], Any]) -> Any:
         if request.status is not None:
             request.free()
 
+
+def _end_live_requests() -> None:
+    """At interpreter exit: cancel and free every request still unfreed.
+
+    Otherwise the interpreter frees their ctypes callbacks with this module
+    while libparley threads may still call them (a program that ends, or
+    fails, with requests in flight). parley_request_free joins each worker;
+    a callback still due runs meanwhile (the call releases the GIL).
+    """
+    with _live_lock:
+        live = list(_live)
+    for r in live:
+        r.cancel()
+    for r in live:
+        try:
+            r.free()
+        except Exception:  # noqa: BLE001  (exit goes on; the others must still be freed)
+            pass
+
+
+atexit.register(_end_live_requests)
 
 _END = object()
 
