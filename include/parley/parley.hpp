@@ -34,6 +34,9 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>  // abi::__forced_unwind: a callback that ends its thread must unwind on
+#endif
 
 namespace parley {
 
@@ -395,6 +398,10 @@ class Model {
     if (s->state.error) return 1;
     try {
       return s->fn(text, hypothesis, std::string_view(t, length), is_final != 0) ? 0 : 1;
+#if defined(__GLIBCXX__)
+    } catch (const abi::__forced_unwind &) {  // pthread_exit / pthread_cancel: swallowed, it aborts
+      throw;
+#endif
     } catch (...) {
       s->state.error = std::current_exception();
       return 1;
@@ -554,6 +561,10 @@ class ChatSession {
     if (s->state.error) return 1;
     try {
       return s->fn(std::string_view(text, length)) ? 0 : 1;
+#if defined(__GLIBCXX__)
+    } catch (const abi::__forced_unwind &) {  // pthread_exit / pthread_cancel: swallowed, it aborts
+      throw;
+#endif
     } catch (...) {
       s->state.error = std::current_exception();
       return 1;

@@ -5,6 +5,7 @@
 // results-as-JSON documents (docs/results_json.md) against the getters.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <cmath>
@@ -256,6 +257,46 @@ TEST_F(Wrapper, ChatCancelFromAnotherThread) {
   g.min_new_tokens = 0;
   g.max_new_tokens = 4;
   EXPECT_FALSE(s.generate(&o).empty());  // and the session still works
+}
+
+// A streaming callback that ends its own thread (pthread_exit; CPython does
+// it to a thread that asks for the GIL while it shuts down) ends that thread
+// only: the unwinding passes the wrapper and libparley (swallowed, glibc
+// aborts the process), and the session is left as after a failed turn.
+TEST_F(Wrapper, ChatCallbackThatEndsItsThread) {
+  parley_generation_options g = long_reply(48);
+  parley_chat_options o = parley::chat_options();
+  o.generation = &g;
+  parley::ChatSession s(*llm_, CHAT_SYSTEM);
+  s.append(PARLEY_ROLE_USER, CHAT_TURNS[0]);
+  struct Turn {
+    parley::ChatSession *session;
+    parley_chat_options *options;
+    int pieces;
+  } turn{&s, &o, 0};
+  pthread_t thread;
+  ASSERT_EQ(pthread_create(
+                &thread, nullptr,
+                +[](void *p) -> void * {
+                  auto *t = static_cast<Turn *>(p);
+                  t->session->generate(
+                      [t](std::string_view) -> bool {
+                        ++t->pieces;
+                        pthread_exit(nullptr);
+                      },
+                      *t->options);
+                  return p;  // not reached
+                },
+                &turn),
+            0);
+  void *result = &turn;
+  ASSERT_EQ(pthread_join(thread, &result), 0);
+  EXPECT_EQ(result, nullptr);  // pthread_exit's value: the thread ended in the callback
+  EXPECT_EQ(turn.pieces, 1);
+  EXPECT_EQ(s.message_count(), 2u);  // the conversation is unchanged
+  g.min_new_tokens = 0;
+  g.max_new_tokens = 4;
+  EXPECT_FALSE(s.generate(&o).empty());  // and the session and its model still work
 }
 
 TEST_F(Wrapper, RequestCancelFromAnotherThread) {
