@@ -1078,7 +1078,10 @@ typedef struct parley_translation_options {
   size_t num_glossary;
   /* Appended in 0.1.x: the source limit in tokens (0: the model's encoder
    * positions; else the smaller of the two), and batching: 0 translates all
-   * texts (and sentences of split texts) as one batch; n > 0 runs batches of
+   * texts (and sentences of split texts) as one batch, or, through a serving
+   * engine, in order in batches of at most half its KV pools (each sentence
+   * counted with a target of up to twice its source), so that a document of
+   * many short lines is not refused for its size; n > 0 runs batches of
    * at most n padded source tokens (rows x the batch's longest source, as
    * CTranslate2's batch_type="tokens"; a longer single text runs alone). */
   size_t max_source_tokens;

@@ -84,7 +84,14 @@ class Splitter {
         return out;
       }
       if (long_text_ == 0) {
-        encode(whole.masked.text, limit_);  // fails with the tokenizer's "too long" message
+        try {
+          encode(whole.masked.text, limit_);  // fails with the tokenizer's "too long" message
+        } catch (const Error &e) {
+          if (e.status() != PARLEY_ERROR_INVALID_ARGUMENT) throw;
+          fail(e.status(), std::string(e.what()) +
+                               "; the long_text option \"split\" (PARLEY_LONG_TEXT_SPLIT) translates such a text "
+                               "sentence by sentence");
+        }
         fail(PARLEY_ERROR_INTERNAL, "a text over the limit was not refused");
       }
     }
@@ -282,8 +289,35 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
   // by length so that a batch pads little.
   std::vector<std::vector<size_t>> batches;
   if (!options.max_batch_tokens) {
+    // All pieces at once, in order, as far as half of the serving engine's
+    // KV pools hold them: a document split into many short sentences (a
+    // list, a table) is not refused for the batch it became, and other
+    // users keep room. A piece is counted with its source blocks and each
+    // beam's blocks for a target of up to twice the source (the engine
+    // waits or preempts when one runs longer).
+    int64_t self_cap = 0, cross_cap = 0, bs = 1, per_item = 1;
+    if (options.engine) {
+      self_cap = options.engine->pool_blocks() / 2;
+      cross_cap = options.engine->cross_pool_blocks() / 2;
+      bs = std::max<int64_t>(1, options.engine->options().block_size);
+      per_item = std::max<int64_t>(1, dec.num_beams);
+      if (dec.do_sample) per_item = std::max(per_item, dec.num_return_sequences);
+    }
+    int64_t self_used = 0, cross_used = 0;
     batches.emplace_back();
-    for (size_t k = 0; k < pieces.size(); ++k) batches.back().push_back(k);
+    for (size_t k = 0; k < pieces.size(); ++k) {
+      const int64_t len = static_cast<int64_t>(pieces[k].ids.size());
+      const int64_t target = std::min<int64_t>(dec.max_new_tokens, 2 * len + 8) + 1;
+      const int64_t self_need = per_item * ((target + bs - 1) / bs), cross_need = (len + bs - 1) / bs;
+      if (options.engine && !batches.back().empty() &&
+          (self_used + self_need > self_cap || cross_used + cross_need > cross_cap)) {
+        batches.emplace_back();
+        self_used = cross_used = 0;
+      }
+      batches.back().push_back(k);
+      self_used += self_need;
+      cross_used += cross_need;
+    }
   } else {
     std::vector<size_t> order(pieces.size());
     for (size_t k = 0; k < order.size(); ++k) order[k] = k;

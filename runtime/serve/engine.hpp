@@ -174,6 +174,10 @@ class Engine {
   // `blocks` exceeds the full blocks of `tokens`.
   int64_t import_prefix(const std::vector<int32_t> &tokens, const char *data, int64_t blocks);
   size_t kv_block_bytes() const;
+  // Blocks of the decoder's pool and of the cross pool (0 for a
+  // decoder-only model): what a caller sizes its batches by.
+  int64_t pool_blocks() const { return blocks_.num_blocks(); }
+  int64_t cross_pool_blocks() const { return cross_blocks_ ? cross_blocks_->num_blocks() : 0; }
   const BlockKey &identity() const { return blocks_.model_identity(); }
   // Encoder-decoder models: encodes `source` for the empty sequence s (its
   // cross-attention K/V goes to the cross pool; its decoder blocks are then

@@ -378,6 +378,35 @@ static void test_long_text(parley_runtime *rt) {
     }
     parley_translation_result_free(r);
   }
+  /* A document of many short lines (a list), beam 4, no max_batch_tokens:
+     3,000 sentences x 4 beams are more than the KV pool holds at once, so
+     they go in batches that fit instead of being refused with
+     OUT_OF_MEMORY (as they were). */
+  {
+    const char line[] = "Hallo!\n";
+    const size_t count = 3000, line_len = sizeof line - 1;
+    char *list = (char *)malloc(count * line_len + 1);
+    const char *t1[1];
+    size_t segs = 0, i;
+    if (!list) exit(1);
+    for (i = 0; i < count; ++i) memcpy(list + i * line_len, line, line_len);
+    list[count * line_len] = 0;
+    t1[0] = list;
+    g.num_beams = 4;
+    o.protect = 0;
+    o.max_batch_tokens = 0;
+    CHECK_STATUS(parley_translate(m, t1, 1, &o, &r), PARLEY_OK);
+    if (r) {
+      CHECK_STATUS(parley_translation_result_segments(r, 0, &segs), PARLEY_OK);
+      CHECK(segs == count);
+      CHECK_STATUS(parley_translation_result_text(r, 0, 0, &text, NULL), PARLEY_OK);
+      CHECK(count_char(text, '\n') == count);
+      parley_translation_result_free(r);
+    }
+    free(list);
+    g.num_beams = 1;
+    o.protect = PARLEY_PROTECT_NUMBERS;
+  }
   /* A tiny source limit splits sentences at whitespace too. */
   {
     const char *t2[] = {
