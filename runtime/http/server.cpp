@@ -191,6 +191,32 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
   };
   for (const char *path : {"/v1/chat/completions", "/v1/completions", "/v1/translations"}) svr.Get(path, not_allowed);
   for (const char *path : {"/v1/models", "/health", "/metrics"}) svr.Post(path, not_allowed);
+  // A declared body over the limit, or a Content-Length that is no number:
+  // answered from the headers. httplib would first read and drop the whole
+  // declared body, holding a connection thread until its read timeout for a
+  // client that never sends it (a 100 GB Content-Length got no answer).
+  svr.set_pre_routing_handler([&args](const httplib::Request &req, httplib::Response &res) {
+    if (!req.has_header("Content-Length")) return httplib::Server::HandlerResponse::Unhandled;
+    const std::string value = req.get_header_value("Content-Length");
+    uint64_t length = 0;
+    bool number = !value.empty() && value.size() <= 19;
+    for (char c : value) {
+      number = number && c >= '0' && c <= '9';
+      if (number) length = length * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (number && length <= args.max_body_bytes) return httplib::Server::HandlerResponse::Unhandled;
+    res.status = number ? 413 : 400;
+    if (number) {
+      fill_error(args, req, res);
+    } else {
+      ApiError e;
+      e.http_status = 400;
+      e.message = "the Content-Length header is not a byte count";
+      send_error(res, e);
+    }
+    res.set_header("Connection", "close");  // the unread body must not be taken for the next request
+    return httplib::Server::HandlerResponse::Handled;
+  });
   svr.set_error_handler([&args](const httplib::Request &req, httplib::Response &res) { fill_error(args, req, res); });
   svr.set_logger([&state, &args](const httplib::Request &req, const httplib::Response &res) {
     state.count_response(route_of(req.path), res.status);

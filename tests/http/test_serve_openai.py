@@ -439,6 +439,19 @@ def test_errors_in_openai_shape(server):
     assert status == 405 and json.loads(data)["error"]["code"] == "method_not_allowed"
     status, data = server.raw("GET", "/v1/nothing")
     assert status == 404 and "error" in json.loads(data)
+    # A declared body over the limit, or a Content-Length that is no number,
+    # is answered from the headers at once (it waited for the whole
+    # declared body before: a client that never sends it got no answer).
+    import socket
+    for length, status, code in [(b"99999999999", 413, "request_too_large"), (b"2097152", 413, "request_too_large"),
+                                 (b"-1", 400, None), (b"12x", 400, None)]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n")
+            head = s.recv(4096)  # raises socket.timeout after 5 s without an answer
+        assert head.startswith(b"HTTP/1.1 %d " % status), (length, head)
+        assert b"Connection: close" in head, head
+        if code:
+            assert code.encode() in head, head
 
 
 def test_translations(server):
