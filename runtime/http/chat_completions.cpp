@@ -261,6 +261,23 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
   json tools;
   if (const json *t = field(body, "tools")) {
     if (!t->is_array()) bad_request("tools must be an array", "tools", "invalid_type");
+    // OpenAI's shape, checked here: the chat template would render a
+    // malformed entry as it happens to (or not at all).
+    for (size_t i = 0; i < t->size(); ++i) {
+      const json &tool = (*t)[i];
+      const std::string where = "tools[" + std::to_string(i) + "]";
+      if (!tool.is_object()) bad_request(where + " must be an object", where, "invalid_type");
+      const auto type = opt_string(tool, "type", where + ".");
+      if (type != "function")
+        bad_request(where + ".type must be \"function\"", where + ".type",
+                    type ? "unsupported_value" : "missing_required_parameter");
+      const json *fn = field(tool, "function");
+      if (!fn) bad_request(where + ".function is required", where + ".function", "missing_required_parameter");
+      if (!fn->is_object()) bad_request(where + ".function must be an object", where + ".function", "invalid_type");
+      const auto name = opt_string(*fn, "name", where + ".function.");
+      if (!name || name->empty())
+        bad_request(where + ".function.name is required", where + ".function.name", "missing_required_parameter");
+    }
     if (!t->empty()) tools = *t;
   }
   if (const json *tc = field(body, "tool_choice")) {

@@ -430,6 +430,12 @@ def test_errors_in_openai_shape(server):
     for body, code in [(b"{not json", "invalid_json"), (b"[1, 2]", "invalid_json"),
                        (b'{"model": "bot", "messages": [], "frobnicate": 1}', "unknown_parameter"),
                        (b'{"model": "bot", "messages": "hi"}', "invalid_type"),
+                       (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": '
+                        b'"function"}]}', "missing_required_parameter"),
+                       (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "tools": [7]}',
+                        "invalid_type"),
+                       (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": '
+                        b'"code", "function": {"name": "f"}}]}', "unsupported_value"),
                        (b'{"model": "bot", "tools": ' + b"[" * 100000 + b"]" * 100000 + b"}", "invalid_json")]:
         status, data = server.raw("POST", "/v1/chat/completions", body)
         err = json.loads(data)["error"]
