@@ -9,7 +9,18 @@
 
 namespace parley {
 
+namespace {
+thread_local size_t t_longest_call = 0;
+}
+
+size_t sentencepiece_longest_call_on_this_thread(bool reset) {
+  const size_t n = t_longest_call;
+  if (reset) t_longest_call = 0;
+  return n;
+}
+
 std::vector<std::string> encode_pieces(const sentencepiece::SentencePieceProcessor &sp, std::string_view text) {
+  if (text.size() > t_longest_call) t_longest_call = text.size();
   auto result = std::make_unique<sentencepiece::ImmutableSentencePieceText>();
   sentencepiece::util::Status status;
   try {

@@ -9,6 +9,7 @@
 // of one half-built result instead of its life.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,5 +23,11 @@ namespace parley {
 // The pieces of `text`. Throws Error: OUT_OF_MEMORY (see above), INTERNAL
 // when libsentencepiece reports a failure.
 std::vector<std::string> encode_pieces(const sentencepiece::SentencePieceProcessor &sp, std::string_view text);
+
+// The longest text one encode_pieces call on this thread gave the library
+// since the last reset: libsentencepiece's cost grows with the square of an
+// unknown-character run inside one call, so the tests check that a long
+// text is encoded in parts.
+size_t sentencepiece_longest_call_on_this_thread(bool reset = false);
 
 }  // namespace parley

@@ -3,6 +3,7 @@
 // taken from the file's vocab table when it differs from the proto's order
 // (Marian's shared vocab.json, the fairseq offset of NLLB/M2M100).
 #include <sentencepiece_processor.h>
+#include <unicode/normalizer2.h>
 
 #include <memory>
 #include <new>
@@ -51,6 +52,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     sp_ = load(sentencepiece_proto::for_library(proto, flags));
     flags.emplace_back(sentencepiece_proto::kAddDummyPrefix, false);
     if (table_.prefix_first_only()) sp_rest_ = load(sentencepiece_proto::for_library(proto, flags));
+    if (!sp_rest_) sp_bare_ = load(sentencepiece_proto::for_library(proto, flags));
     if (const auto *vocab = table_.vocab()) {
       for (flatbuffers::uoffset_t i = 0; i < vocab->size(); ++i) {
         pieces_.push_back(vocab->Get(i)->str());
@@ -87,14 +89,30 @@ class SentencePieceTokenizer final : public Tokenizer {
     // and not when it already starts with a space (which becomes "▁").
     bool prefix = first && !(table_.decode_style() == format::DecodeStyle::Stream && !text.empty() && text[0] == ' ');
     const auto &sp = (!prefix && sp_rest_) ? *sp_rest_ : *sp_;
-    std::vector<std::string> pieces = encode_pieces(sp, text);  // text/sentencepiece_encode.hpp: OOM-safe
-    for (const std::string &p : pieces) {
-      auto it = ids_.find(p);
-      if (it != ids_.end()) {
-        out.push_back(it->second);
-      } else if (unk_ >= 0) {
-        out.push_back(unk_);
+    const sentencepiece::SentencePieceProcessor *bare = sp_rest_ ? sp_rest_.get() : sp_bare_.get();
+    // libsentencepiece joins a run of unknown characters into one piece by
+    // copying the run once per character (PopulateSentencePieceText):
+    // quadratic, 6 s for 100,000 emoji. A long text is therefore encoded in
+    // parts cut inside such runs only, between two characters that no piece
+    // holds (each encoded alone as itself), where NFKC always has a boundary:
+    // no merge and no normalisation crosses such a cut, and the run's two
+    // halves are joined again below.
+    size_t begin = 0;
+    std::unordered_map<uint32_t, bool> opaque;
+    while (begin < text.size()) {
+      size_t end = text.size();
+      if (bare && text.size() - begin > 2 * kPartBytes) end = part_end(*bare, text, begin + kPartBytes, opaque);
+      std::vector<std::string> pieces =
+          encode_pieces(begin == 0 ? sp : *bare, text.substr(begin, end - begin));  // OOM-safe
+      for (size_t k = 0; k < pieces.size(); ++k) {
+        auto it = ids_.find(pieces[k]);
+        if (it != ids_.end()) {
+          out.push_back(it->second);
+        } else if (unk_ >= 0 && !(k == 0 && begin > 0)) {  // a part's first unknown piece continues the run
+          out.push_back(unk_);
+        }
       }
+      begin = end;
     }
   }
 
@@ -159,7 +177,45 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
 
  private:
+  static constexpr size_t kPartBytes = 4096;
+
+  // Whether character c can sit on either side of a cut (see encode_text):
+  // no piece holds it and the library encodes it alone as itself.
+  bool opaque_char(const sentencepiece::SentencePieceProcessor &bare, std::string_view c) const {
+    if (ids_.count(std::string(c))) return false;
+    const std::vector<std::string> alone = encode_pieces(bare, c);
+    return alone.size() == 1 && alone[0] == c && bare.IsUnknown(bare.PieceToId(alone[0]));
+  }
+
+  // Where to end a part that should end near `from`: the first boundary at
+  // or after it between two opaque characters where NFKC always has a
+  // boundary (the second one never combines with what precedes it); the
+  // text's end if none.
+  size_t part_end(const sentencepiece::SentencePieceProcessor &bare, std::string_view text, size_t from,
+                  std::unordered_map<uint32_t, bool> &opaque) const {
+    UErrorCode status = U_ZERO_ERROR;
+    const icu::Normalizer2 *nfkc = icu::Normalizer2::getNFKCInstance(status);
+    if (U_FAILURE(status) || !nfkc) return text.size();
+    size_t i = from;
+    while (i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) ++i;  // a code point's start
+    bool prev_opaque = false;
+    while (i < text.size()) {
+      const size_t len = std::max<size_t>(1, utf8::sequence_length(text, i));
+      size_t j = i;
+      const uint32_t cp = utf8::next(text, j);
+      auto it = opaque.find(cp);
+      if (it == opaque.end()) it = opaque.emplace(cp, opaque_char(bare, text.substr(i, len))).first;
+      if (it->second && prev_opaque && i > from && nfkc->hasBoundaryBefore(static_cast<UChar32>(cp))) return i;
+      prev_opaque = it->second;
+      i += len;
+    }
+    return text.size();
+  }
+
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_, sp_rest_;
+  // Without a dummy prefix, for the parts after the first (see encode_text);
+  // sp_rest_ serves when it exists.
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_bare_;
   std::vector<std::string> pieces_;
   std::unordered_map<std::string, int32_t> ids_;
   int32_t unk_ = -1;

@@ -21,6 +21,7 @@
 #include "core/error.hpp"
 #include "format/model_file.hpp"
 #include "text/bpe_tokenizer.hpp"
+#include "text/sentencepiece_encode.hpp"
 #include "text/text_model.hpp"
 
 using namespace parley;
@@ -84,6 +85,42 @@ TEST(BpeScaling, OneLongWordCostsLinearWork) {
       EXPECT_FALSE(ids.empty());
       EXPECT_LE(work, 8 * n + 16) << family << ": a word of " << n << " letters took " << work << " work units";
     }
+  }
+}
+
+// libsentencepiece joins a run of unknown characters into one piece by
+// copying the run once per character: a text of 200,000 of them took
+// seconds (quadratic) when given to the library whole. It now goes in parts
+// cut inside such runs; the run still comes back as one unknown token, the
+// ids exactly those of a short run. Marian has no prefix-less processor of
+// its own (the tokenizer builds one), NLLB has (the prefix on the first
+// stretch only).
+TEST(SentencePieceScaling, LongUnknownRunGoesInPartsAndStaysOneToken) {
+  for (const char *family : {"marian", "nllb"}) {
+    Loaded l = fixture(family);
+    const Tokenizer &t = l.text->source();
+    const std::string lang = t.languages().empty() ? "" : "deu_Latn";
+    size_t runs = 0;
+    // U+6F22, U+0416, U+0E01, U+1F44D U+1F3FD: those no piece of the
+    // family's vocabulary holds (five encode as one) are tested.
+    for (const char *unit : {"\xE6\xBC\xA2", "\xD0\x96", "\xE0\xB8\x81", "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD"}) {
+      auto text = [&](size_t n) {
+        std::string s = "Order 9019917 ";
+        for (size_t i = 0; i < n; ++i) s += unit;
+        return s + " arrived.";
+      };
+      std::string five;
+      for (int i = 0; i < 5; ++i) five += unit;
+      if (t.encode(unit, false, lang) != t.encode(five, false, lang)) continue;
+      ++runs;
+      const std::vector<int32_t> short_ids = t.encode(text(3), true, lang);
+      sentencepiece_longest_call_on_this_thread(/*reset=*/true);
+      const std::vector<int32_t> long_ids = t.encode(text(200000), true, lang);
+      EXPECT_EQ(long_ids, short_ids) << family << ", unit " << unit;
+      EXPECT_LE(sentencepiece_longest_call_on_this_thread(), 16384u)
+          << family << ": one library call took a text of that many bytes";
+    }
+    EXPECT_GE(runs, 1u) << family << ": none of the characters is unknown to it";
   }
 }
 
