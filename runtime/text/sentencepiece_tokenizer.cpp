@@ -6,6 +6,7 @@
 #include <unicode/normalizer2.h>
 
 #include <memory>
+#include <mutex>
 #include <new>
 #include <unordered_map>
 
@@ -52,7 +53,10 @@ class SentencePieceTokenizer final : public Tokenizer {
     sp_ = load(sentencepiece_proto::for_library(proto, flags));
     flags.emplace_back(sentencepiece_proto::kAddDummyPrefix, false);
     if (table_.prefix_first_only()) sp_rest_ = load(sentencepiece_proto::for_library(proto, flags));
-    if (!sp_rest_) sp_bare_ = load(sentencepiece_proto::for_library(proto, flags));
+    if (!sp_rest_) {  // built when a long text first needs it (encode_text)
+      proto_ = proto;
+      bare_flags_ = flags;
+    }
     if (const auto *vocab = table_.vocab()) {
       for (flatbuffers::uoffset_t i = 0; i < vocab->size(); ++i) {
         pieces_.push_back(vocab->Get(i)->str());
@@ -89,7 +93,11 @@ class SentencePieceTokenizer final : public Tokenizer {
     // and not when it already starts with a space (which becomes "▁").
     bool prefix = first && !(table_.decode_style() == format::DecodeStyle::Stream && !text.empty() && text[0] == ' ');
     const auto &sp = (!prefix && sp_rest_) ? *sp_rest_ : *sp_;
-    const sentencepiece::SentencePieceProcessor *bare = sp_rest_ ? sp_rest_.get() : sp_bare_.get();
+    const sentencepiece::SentencePieceProcessor *bare = sp_rest_.get();
+    if (!bare && text.size() > 2 * kPartBytes) {
+      std::call_once(bare_once_, [&] { sp_bare_ = load(sentencepiece_proto::for_library(proto_, bare_flags_)); });
+      bare = sp_bare_.get();
+    }
     // libsentencepiece joins a run of unknown characters into one piece by
     // copying the run once per character (PopulateSentencePieceText):
     // quadratic, 6 s for 100,000 emoji. A long text is therefore encoded in
@@ -214,8 +222,12 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_, sp_rest_;
   // Without a dummy prefix, for the parts after the first (see encode_text);
-  // sp_rest_ serves when it exists.
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_bare_;
+  // sp_rest_ serves when it exists. proto_ lies in the model file, which
+  // outlives its tokenizers.
+  std::string_view proto_;
+  std::vector<std::pair<uint32_t, bool>> bare_flags_;
+  mutable std::once_flag bare_once_;
+  mutable std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_bare_;
   std::vector<std::string> pieces_;
   std::unordered_map<std::string, int32_t> ids_;
   int32_t unk_ = -1;
