@@ -1477,7 +1477,10 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * Lifecycle: running -> finished (status and result set; the completion
  * callback, if any, runs) -> done (poll reports 1, wait returns). Take the
  * result with the parley_request_take_* function of its kind, then free the
- * request with parley_request_free (always; also after a failure).
+ * request with parley_request_free (always; also after a failure). Free (or
+ * wait for) every request before the process exits: exit() runs the static
+ * destructors of the kernels' libraries (oneDNN's JIT code) while a request
+ * may still run them on its thread.
  *
  * Thread-safety: every request function may be called from any thread, also
  * concurrently on one request, except parley_request_free, which must not
