@@ -37,6 +37,16 @@
 #if defined(__GLIBCXX__)
 #include <cxxabi.h>  // abi::__forced_unwind: a callback that ends its thread must unwind on
 #endif
+// Catching abi::__forced_unwind binds a reference to no object (a forced
+// unwinding has none); GCC's UBSan reports that binding, harmlessly.
+#if defined(__GLIBCXX__) && defined(__has_attribute)
+#if __has_attribute(no_sanitize)
+#define PARLEY_HPP_CATCHES_FORCED_UNWIND __attribute__((no_sanitize("null")))
+#endif
+#endif
+#ifndef PARLEY_HPP_CATCHES_FORCED_UNWIND
+#define PARLEY_HPP_CATCHES_FORCED_UNWIND
+#endif
 
 namespace parley {
 
@@ -392,6 +402,7 @@ class Model {
     Fn fn;
     detail::CallbackState state;
   };
+  PARLEY_HPP_CATCHES_FORCED_UNWIND
   static int32_t translation_trampoline(void *user_data, size_t text, size_t hypothesis, const char *t, size_t length,
                                         int32_t is_final) {
     auto *s = static_cast<Stream<TranslationTextFn> *>(user_data);
@@ -556,6 +567,7 @@ class ChatSession {
     ChatTextFn fn;
     detail::CallbackState state;
   };
+  PARLEY_HPP_CATCHES_FORCED_UNWIND
   static int32_t trampoline(void *user_data, const char *text, size_t length) {
     auto *s = static_cast<Stream *>(user_data);
     if (s->state.error) return 1;

@@ -500,7 +500,8 @@ void Engine::call_on_engine_thread(const std::function<void()> &fn, const void *
   if (call.error) std::rethrow_exception(call.error);
 }
 
-void Engine::run_calls(std::unique_lock<std::mutex> &lock, const void *owner) {
+// no_sanitize: catching abi::__forced_unwind binds a reference to no object.
+__attribute__((no_sanitize("null"))) void Engine::run_calls(std::unique_lock<std::mutex> &lock, const void *owner) {
   for (;;) {
     auto it = owner ? std::find_if(calls_.begin(), calls_.end(), [&](const Call *c) { return c->owner == owner; })
                     : calls_.begin();
