@@ -1477,10 +1477,19 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * Lifecycle: running -> finished (status and result set; the completion
  * callback, if any, runs) -> done (poll reports 1, wait returns). Take the
  * result with the parley_request_take_* function of its kind, then free the
- * request with parley_request_free (always; also after a failure). Free (or
- * wait for) every request before the process exits: exit() runs the static
- * destructors of the kernels' libraries (oneDNN's JIT code) while a request
- * may still run them on its thread.
+ * request with parley_request_free (always; also after a failure).
+ *
+ * Exit: a process may exit (exit(), a return from main) with requests still
+ * running. The first exit handler stops the kernels: it waits (up to 10 s)
+ * for the kernel calls already running, and every later one is refused, so
+ * each unfinished request ends with PARLEY_ERROR_CANCELLED and no request
+ * runs a library's code while exit() destroys it. A model's first request
+ * binds its weights on the submitting thread, before the submit returns
+ * (that first call builds the kernels' code, which no exit may interrupt).
+ * The same holds for a blocking call on a thread of the host's: call
+ * parley_model_prepare on the main thread before such a thread makes a
+ * model's first call, if the process may exit while that call runs. Freeing
+ * (or waiting for) every request before exiting remains the clean way out.
  *
  * Thread-safety: every request function may be called from any thread, also
  * concurrently on one request, except parley_request_free, which must not

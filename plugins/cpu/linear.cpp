@@ -188,6 +188,11 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
     if (auto st = check_desc(host, d, dtype)) return st;
     PARLEY_CHECK(host, out != nullptr && out->struct_size >= sizeof(parley_prepared_weight),
                  "linear: prepared weight output is NULL or too small");
+    // oneDNN's kernels are built here, while the model loads, not in the
+    // first product: then no request is computing while they are built (and
+    // register their static destructors), so the runtime's exit handler
+    // (runtime/core/exit_gate.hpp) is registered after them.
+    if (auto st = onednn_ready(host)) return st;
     auto w = std::make_unique<PackedWeight>();
     w->name = d->name ? d->name : "";
     w->dtype = dtype;

@@ -400,6 +400,11 @@ void start(std::unique_ptr<parley_request> r, const parley_request_options *opti
   r->control.num_alternatives = static_cast<int64_t>(o.num_alternatives);
   if (o.deadline_ms > 0)
     r->control.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.deadline_ms);
+  // The model's first request binds its weights (and builds the kernels'
+  // JIT code) here, on the caller's thread, not on the worker: a host that
+  // exits with requests in flight must not exit while that runs (see
+  // runtime/core/exit_gate.hpp). A failure is the work's to report.
+  (void)engine_for(*r);
   if (g_unfinished.fetch_add(1) >= kMaxUnfinished) {
     g_unfinished.fetch_sub(1);
     fail(PARLEY_ERROR_BUSY, "too many unfinished requests (" + std::to_string(kMaxUnfinished) +

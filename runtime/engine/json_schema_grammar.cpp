@@ -29,9 +29,12 @@ object ::= "{" ws ( string ws ":" ws value ( ws "," ws string ws ":" ws value )*
 array ::= "[" ws ( value ( ws "," ws value )* )? ws "]"
 )";
 
-const std::set<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
-const std::set<std::string> kAnnotations = {"title",   "description", "default", "examples",
-                                            "$schema", "$id",         "$comment"};
+// Never destroyed (here and below): a request may still compile a schema on
+// another thread while exit() runs the static destructors.
+const std::set<std::string> &kTypes =
+    *new std::set<std::string>{"object", "array", "string", "number", "integer", "boolean", "null"};
+const std::set<std::string> &kAnnotations =
+    *new std::set<std::string>{"title", "description", "default", "examples", "$schema", "$id", "$comment"};
 
 std::string gbnf_literal(const std::string &text) {
   std::string out = "\"";
@@ -138,10 +141,11 @@ class Converter {
       return "value";
     }
     if (!s.is_object()) refuse(path, "a schema must be an object or a boolean");
-    static const std::set<std::string> known = {"type",      "properties", "required", "additionalProperties",
-                                                "items",     "minItems",   "maxItems", "minLength",
-                                                "maxLength", "enum",       "const",    "anyOf",
-                                                "oneOf"};
+    static const std::set<std::string> &known =
+        *new std::set<std::string>{"type",      "properties", "required", "additionalProperties",
+                                   "items",     "minItems",   "maxItems", "minLength",
+                                   "maxLength", "enum",       "const",    "anyOf",
+                                   "oneOf"};
     for (const auto &[key, v] : s.items())
       if (!known.count(key) && !kAnnotations.count(key)) refuse(path, "unsupported keyword '" + key + "'");
     const std::set<std::string> types = types_of(s, path);

@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 #include "core/escape.hpp"
+#include "core/exit_gate.hpp"
 #include "core/runtime.hpp"
 #include "model/weights.hpp"
 
@@ -44,7 +45,13 @@ Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device) : runtime_
 
 void Ops::run(parley_op op, const void *args) const {
   const Kernel &k = kernels_[op];
+  exit_gate::Call call;
+  if (!call.open()) fail(PARLEY_ERROR_CANCELLED, exit_gate::refusal_message());
   check(k, k.run(&ctx_, args));
+  if (!ran_[op].load(std::memory_order_relaxed)) {
+    ran_[op].store(true, std::memory_order_relaxed);
+    exit_gate::completed_first_call(reinterpret_cast<const void *>(k.run));
+  }
 }
 
 void Ops::check(const Kernel &k, parley_kernel_status st) const {
@@ -109,7 +116,14 @@ LinearWeight Ops::prepare_linear(Weights &weights, const std::string &name, int6
     for (const Kernel &kern : runtime_->registry.linear_candidates(device_, PARLEY_DTYPE_F32, t.dtype)) {
       parley_prepared_weight out{};
       out.struct_size = sizeof out;
-      parley_kernel_status st = kern.prepare_weight(&ctx_, &d, &out);
+      parley_kernel_status st;
+      {
+        exit_gate::Call call;
+        if (!call.open()) fail(PARLEY_ERROR_CANCELLED, exit_gate::refusal_message());
+        st = kern.prepare_weight(&ctx_, &d, &out);
+      }
+      // The cpu plugin builds oneDNN's JIT kernels (and their statics) here.
+      if (st == PARLEY_KERNEL_OK) exit_gate::completed_first_call(reinterpret_cast<const void *>(kern.prepare_weight));
       if (st == PARLEY_KERNEL_UNSUPPORTED) {
         HostServices::take_kernel_error();  // the next kernel may serve it
         continue;
@@ -171,7 +185,16 @@ bool Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *
       a.block_sum = stats->block_sum;
       a.ld_stats = stats->ld;
     }
-    check(w.kernel_, w.kernel_.run(&ctx_, &a));
+    {
+      exit_gate::Call call;
+      if (!call.open()) fail(PARLEY_ERROR_CANCELLED, exit_gate::refusal_message());
+      check(w.kernel_, w.kernel_.run(&ctx_, &a));
+    }
+    const uint32_t bit = 1u << (static_cast<uint32_t>(w.kernel_.weight_dtype) & 31u);
+    if (!(linear_ran_.load(std::memory_order_relaxed) & bit)) {
+      linear_ran_.fetch_or(bit, std::memory_order_relaxed);
+      exit_gate::completed_first_call(reinterpret_cast<const void *>(w.kernel_.run));
+    }
     return with_stats;
   }
   if (!w.f32_) fail(PARLEY_ERROR_INTERNAL, "linear weight used before it was prepared");

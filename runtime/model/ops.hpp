@@ -7,6 +7,7 @@
 #include <parley/plugin.h>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -101,6 +102,9 @@ class Ops {
   bool linear_any_ = false;  // the device has at least one LINEAR kernel
   std::array<Kernel, PARLEY_OP_COUNT_> kernels_;
   parley_kernel_context ctx_{};
+  // Which kernels have completed a call through this object (exit_gate).
+  mutable std::array<std::atomic<bool>, PARLEY_OP_COUNT_> ran_{};
+  mutable std::atomic<uint32_t> linear_ran_{0};  // bit: the weight's dtype
 };
 
 }  // namespace parley

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "core/exit_gate.hpp"
 #include "plugins/host_services.hpp"
 
 namespace parley {
@@ -94,8 +95,12 @@ Registry::Registry(HostServices &host) : host_(host) {}
 Registry::~Registry() {
   for (auto &d : devices_)
     if (d.available && d.desc.shutdown) d.desc.shutdown(d.state);
+  bool unloaded = false;
   for (auto it = plugins_.rbegin(); it != plugins_.rend(); ++it)
-    if (it->library) dlclose(it->library);
+    if (it->library) unloaded |= dlclose(it->library) == 0;
+  // A library loaded again builds its statics again: the exit handler must
+  // be registered after them again.
+  if (unloaded) exit_gate::forget_first_calls();
 }
 
 void Registry::load_library(const std::string &path) {

@@ -42,7 +42,9 @@ struct ByteMap {
   }
 };
 const ByteMap &byte_map() {
-  static const ByteMap m;
+  // Never destroyed: a request may still decode on another thread while
+  // exit() runs the static destructors.
+  static const ByteMap &m = *new ByteMap;
   return m;
 }
 
