@@ -411,7 +411,12 @@ PARLEY_API parley_status parley_model_load_file(parley_runtime *runtime, const c
 PARLEY_API parley_status parley_model_load_memory(parley_runtime *runtime, const void *data, size_t size,
                                                   const parley_model_options *options, parley_model **out_model);
 
-/* Free a model. NULL is a no-op. Must not race with other uses of it. */
+/*
+ * Free a model. NULL is a no-op. Its chat sessions and unfreed requests keep
+ * it alive: it goes when the last of them is freed (they may be freed in any
+ * order). Must not race with a blocking call on the model from another
+ * thread.
+ */
 PARLEY_API void parley_model_free(parley_model *model);
 
 typedef enum parley_model_kind { PARLEY_MODEL_DECODER_ONLY = 0, PARLEY_MODEL_ENCODER_DECODER = 1 } parley_model_kind;
@@ -1237,7 +1242,8 @@ typedef enum parley_chat_role {
 /*
  * A conversation with a decoder-only model. It keeps its KV cache between
  * turns: each reply runs the model only on the tokens not already cached
- * (see parley_chat_stats). The model must outlive the session. One thread
+ * (see parley_chat_stats). The session keeps its model alive (see
+ * parley_model_free). One thread
  * uses a session at a time, except parley_chat_cancel; many sessions may
  * share one model concurrently. A call on a session while another call on it
  * is running — from the on_text callback of parley_chat_generate, or from a
@@ -1565,7 +1571,7 @@ PARLEY_API parley_status parley_chat_submit(parley_chat_session *session, const 
 /*
  * Submit parley_generate(model, prompts, prompt_lengths, batch_size,
  * options) (arguments copied). Take the result with
- * parley_request_take_generation_result. The model must outlive the request.
+ * parley_request_take_generation_result. The request keeps the model alive.
  * Errors at submission as parley_chat_submit; those of parley_generate
  * become the request's status.
  */

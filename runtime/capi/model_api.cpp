@@ -1,11 +1,14 @@
 // parley_model_*: loading and introspection.
 #include <cmath>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "capi/api_guard.hpp"
+#include "capi/request_control.hpp"
 #include "core/escape.hpp"
 #include "core/runtime.hpp"
+#include "serve/engine.hpp"
 
 using namespace parley;
 using parley::capi::check_struct_size;
@@ -136,6 +139,30 @@ std::vector<parley_op> ops_needed(const ModelFile &f) {
 
 }  // namespace
 
+namespace parley::capi {
+
+void retain(const parley_model *model) noexcept {
+  if (model) model->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+void release(const parley_model *model) noexcept {
+  if (!model || model->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  parley_model *m = const_cast<parley_model *>(model);
+  if (Engine::on_engine_thread()) {
+    try {
+      std::thread([m] { delete m; }).detach();
+      return;
+    } catch (...) {
+      // No thread to be had: keep the model rather than join the engine
+      // from its own thread.
+      return;
+    }
+  }
+  delete m;
+}
+
+}  // namespace parley::capi
+
 extern "C" {
 
 PARLEY_API parley_status parley_model_options_defaults(parley_model_options *options) {
@@ -183,8 +210,9 @@ PARLEY_API parley_status parley_model_load_memory(parley_runtime *runtime, const
   });
 }
 
+
 PARLEY_API void parley_model_free(parley_model *model) {
-  delete model;
+  parley::capi::release(model);
 }
 
 PARLEY_API parley_status parley_model_get_info(const parley_model *model, parley_model_info *info) {

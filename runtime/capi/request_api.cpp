@@ -150,6 +150,7 @@ void copy_batch(const int32_t *const *seqs, const size_t *lengths, size_t batch,
 }  // namespace
 
 struct parley_request {
+  parley::capi::ModelRef model_ref;  // first: released after everything else (set by start())
   Kind kind = Kind::kGenerate;
   std::atomic<bool> cancel{false};
   parley::capi::RequestControl control;
@@ -419,6 +420,7 @@ void start(std::unique_ptr<parley_request> r, const parley_request_options *opti
     }
     r->session_held = true;
   }
+  r->model_ref.hold(r->model);  // a chat request's session holds its model
   route_stream_callbacks(*r);
   parley_request *raw = r.get();
   try {

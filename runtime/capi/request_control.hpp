@@ -43,6 +43,30 @@ inline void apply_request_control(const RequestControl *c, DecodingOptions &d, b
 void chat_session_acquire(parley_chat_session *session);
 void chat_session_release(parley_chat_session *session);
 const parley_model *chat_session_model(const parley_chat_session *session);
+
+// A reference to a model (parley_model::refs). The last release deletes it,
+// on a thread of its own when called on a serving engine's thread (the
+// model's engine joins that thread when it goes). NULL: no-op.
+void retain(const parley_model *model) noexcept;
+void release(const parley_model *model) noexcept;
+
+// One reference, dropped when this goes: declared first in its struct, so
+// that it goes after everything else there that uses the model.
+class ModelRef {
+ public:
+  ModelRef() = default;
+  ~ModelRef() { release(model_); }
+  ModelRef(const ModelRef &) = delete;
+  ModelRef &operator=(const ModelRef &) = delete;
+  void hold(const parley_model *model) noexcept {
+    retain(model);
+    release(model_);
+    model_ = model;
+  }
+
+ private:
+  const parley_model *model_ = nullptr;
+};
 // parley_chat_generate for a caller that holds the session.
 parley_status chat_generate_held(parley_chat_session *session, const parley_chat_options *options, char **out_reply);
 

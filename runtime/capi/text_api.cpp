@@ -30,6 +30,7 @@ bool wants_constraint(const parley_generation_options *options);
 using parley::capi::resolve_generation_options;
 
 struct parley_chat_session {
+  parley::capi::ModelRef model_ref;  // first: released after impl is gone
   const parley_model *model;
   std::unique_ptr<ChatSession> impl;
   // Set while a call uses the session. A second call meanwhile — from the
@@ -452,6 +453,7 @@ PARLEY_API parley_status parley_chat_session_create(const parley_model *model, c
       fail(PARLEY_ERROR_UNSUPPORTED,
            "chat needs a decoder-only model; this one is encoder-decoder (translate instead)");
     auto s = std::make_unique<parley_chat_session>();
+    s->model_ref.hold(model);
     s->model = model;
     s->impl = std::make_unique<ChatSession>(model->impl.transformer(), model->impl.text(), decoding_defaults(file),
                                             std::move(system), system_prompt != nullptr, model->impl.engine());
@@ -752,6 +754,7 @@ PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, 
       engine->import_prefix(snap.kv_tokens, snap.kv_data.data(), static_cast<int64_t>(snap.kv_blocks));
     std::string system = snap.has_system ? snap.messages[0].content : std::string();
     auto s = std::make_unique<parley_chat_session>();
+    s->model_ref.hold(model);
     s->model = model;
     s->impl = std::make_unique<ChatSession>(model->impl.transformer(), model->impl.text(), decoding_defaults(file),
                                             std::move(system), snap.has_system, model->impl.engine());

@@ -84,4 +84,9 @@ struct parley_runtime {
 
 struct parley_model {
   parley::Model impl;
+  // Held by the host's handle, by every chat session of the model and by
+  // every unfreed request that names it: parley_model_free drops the
+  // host's, and the model goes with the last (finalizers of garbage-collected
+  // bindings run in no particular order). parley::capi::retain / release.
+  mutable std::atomic<int64_t> refs{1};
 };

@@ -736,6 +736,93 @@ static void test_translate(parley_model *mt) {
   }
 }
 
+/* The host frees a model (and its runtime) before the requests and sessions
+ * that use it: they keep it alive and finish as if it had not been freed;
+ * the last of them to go takes the model with it, also when that is a
+ * request freeing itself in its completion callback on the engine thread
+ * (the model is then deleted on a thread of its own: the engine cannot join
+ * its own thread). Garbage-collected bindings free in no particular order. */
+struct freed_first {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, ok;
+};
+static void free_self_last(void *user, parley_request *r, int32_t status) {
+  struct freed_first *f = (struct freed_first *)user;
+  parley_request_free(r); /* drops the last reference to the model */
+  pthread_mutex_lock(&f->mu);
+  f->done = 1;
+  f->ok = status == PARLEY_OK;
+  pthread_cond_broadcast(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+}
+static void test_model_freed_first(void) {
+  const char *texts[] = {"Mein Fahrrad hat einen platten Reifen.", "Wann öffnet der Laden?"};
+  parley_runtime *rt = make_runtime();
+  parley_model *mt = load(rt, "opus-mt-de-en.parley"), *llm = load(rt, "support-llama.parley");
+  parley_translation_result *want = NULL;
+  parley_request *r[4] = {NULL, NULL, NULL, NULL};
+  parley_chat_session *s = NULL, *ref = NULL;
+  parley_generation_options g;
+  parley_chat_options co;
+  char *reply = NULL, *want_reply = NULL;
+  struct freed_first f;
+  size_t i;
+  CHECK_OK(parley_translate(mt, texts, 2, NULL, &want));
+  for (i = 0; i < 4; ++i) CHECK_OK(parley_translate_submit(mt, texts, NULL, 2, NULL, NULL, &r[i]));
+  chat_options(llm, &g, &co);
+  CHECK_OK(parley_chat_session_create(llm, kSystem, &ref));
+  CHECK_OK(parley_chat_append(ref, PARLEY_ROLE_USER, kTurns[1]));
+  CHECK_OK(parley_chat_generate(ref, &co, &want_reply));
+  parley_chat_session_free(ref);
+  CHECK_OK(parley_chat_session_create(llm, kSystem, &s));
+  parley_model_free(mt);  /* four requests still use it */
+  parley_model_free(llm); /* a session still uses it */
+  parley_runtime_free(rt);
+  for (i = 0; i < 4; ++i) {
+    parley_translation_result *got = NULL;
+    const char *a = NULL, *b = NULL;
+    if (!r[i]) continue;
+    CHECK_OK(parley_request_wait(r[i], -1));
+    CHECK_OK(parley_request_take_translation_result(r[i], &got));
+    CHECK(got && want && parley_translation_result_text(want, 1, 0, &a, NULL) == PARLEY_OK &&
+          parley_translation_result_text(got, 1, 0, &b, NULL) == PARLEY_OK && strcmp(a, b) == 0);
+    parley_translation_result_free(got);
+    parley_request_free(r[i]); /* the last one frees the model */
+  }
+  parley_translation_result_free(want);
+  /* The session goes on with its freed model, and gives the same reply. */
+  CHECK_OK(parley_chat_append(s, PARLEY_ROLE_USER, kTurns[1]));
+  CHECK_OK(parley_chat_generate(s, &co, &reply));
+  CHECK(reply && want_reply && strcmp(reply, want_reply) == 0);
+  parley_string_free(reply);
+  parley_string_free(want_reply);
+  parley_chat_session_free(s); /* frees the model */
+
+  /* The last reference dropped on the engine thread. */
+  rt = make_runtime();
+  mt = load(rt, "opus-mt-de-en.parley");
+  parley_runtime_free(rt);
+  memset(&f, 0, sizeof f);
+  pthread_mutex_init(&f.mu, NULL);
+  pthread_cond_init(&f.cv, NULL);
+  {
+    parley_request_options ro;
+    parley_request *self = NULL;
+    parley_request_options_init(&ro);
+    ro.on_complete = free_self_last;
+    ro.user_data = &f;
+    pthread_mutex_lock(&f.mu);
+    CHECK_OK(parley_translate_submit(mt, texts, NULL, 2, NULL, &ro, &self));
+    parley_model_free(mt);
+    while (self && !f.done) pthread_cond_wait(&f.cv, &f.mu);
+    pthread_mutex_unlock(&f.mu);
+  }
+  CHECK(f.ok);
+  pthread_mutex_destroy(&f.mu);
+  pthread_cond_destroy(&f.cv);
+}
+
 /* Misuse: NULL handles and outputs, bad struct_size, unknown option values,
  * takes of another kind and twice, a failing request. */
 static void test_misuse(parley_model *llm, parley_model *mt) {
@@ -1316,6 +1403,8 @@ int main(void) {
   parley_runtime *rt = make_runtime();
   parley_model *llm = load(rt, "support-llama.parley");
   parley_model *mt = load(rt, "opus-mt-de-en.parley");
+  /* First: the model it frees on a thread of its own is gone long before the exit. */
+  test_model_freed_first();
   test_misuse(llm, mt);
   test_chat_equals_blocking(llm);
   test_chat_alternatives_and_logit_bias(llm);
