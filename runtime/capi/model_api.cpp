@@ -210,7 +210,6 @@ PARLEY_API parley_status parley_model_load_memory(parley_runtime *runtime, const
   });
 }
 
-
 PARLEY_API void parley_model_free(parley_model *model) {
   parley::capi::release(model);
 }
