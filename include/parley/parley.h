@@ -575,7 +575,8 @@ typedef struct parley_generation_options {
   size_t min_new_tokens;       /* EOS is suppressed until this many tokens exist */
   size_t num_beams;            /* 1 = greedy / sampling */
   size_t num_return_sequences; /* <= num_beams for beam search */
-  float length_penalty;        /* beam score = sum log-prob / generated_length ^ length_penalty */
+  float length_penalty;        /* beam score = sum log-prob / generated_length ^ length_penalty; beam search
+                                * refuses |length_penalty| * ln(max_new_tokens + 1) > 80 (float overflow) */
   int32_t early_stopping;      /* 0 false, 1 true, 2 "never" */
   size_t no_repeat_ngram_size; /* 0 = off */
   float repetition_penalty;    /* 1 = off */
@@ -630,9 +631,11 @@ typedef struct parley_generation_options {
    * forces it. Per-token log-probabilities and alternatives are those of the
    * biased distribution. Both arrays hold num_logit_bias entries (at most
    * PARLEY_MAX_LOGIT_BIAS; read during the call only); a token listed twice
-   * gets the sum. Errors: PARLEY_ERROR_INVALID_ARGUMENT naming the entry for
-   * an id outside the vocabulary, a value that is not finite, NULL arrays
-   * with num_logit_bias > 0, or too many entries. */
+   * gets the sum, which must lie within [-10000, 10000] (float logits lose
+   * the model's own scores beyond). Errors: PARLEY_ERROR_INVALID_ARGUMENT
+   * naming the entry for an id outside the vocabulary, a value that is not
+   * finite, a token's sum out of range, NULL arrays with num_logit_bias > 0,
+   * or too many entries. */
   const int32_t *logit_bias_ids;
   const float *logit_bias_values;
   size_t num_logit_bias;
@@ -1072,9 +1075,9 @@ typedef struct parley_translation_options {
    * which and where). Of overlapping matches the earliest, then the longest
    * wins. Errors: PARLEY_ERROR_INVALID_ARGUMENT naming the pattern and the
    * offset where it does not compile, a pattern matching the empty string,
-   * NULL arrays or entries, too many or oversized entries, unknown flags.
-   * With protection, on_text gets only the final texts; source tokens and
-   * attention are the masked text's. Read during the call only. */
+   * NULL arrays or entries, too many or oversized entries, a glossary term
+   * that is not UTF-8 or only whitespace, unknown flags. With protection, on_text gets only the final texts; source
+   * tokens and attention are the masked text's. Read during the call only. */
   uint32_t protect;
   int32_t long_text; /* parley_long_text: what to do with a text over the source limit */
   const char *const *protect_patterns;

@@ -383,7 +383,7 @@ void start(std::unique_ptr<parley_request> r, const parley_request_options *opti
                                             ": at most PARLEY_MAX_ALTERNATIVES (" +
                                             std::to_string(PARLEY_MAX_ALTERNATIVES) + ") alternatives per step");
   if (o.num_alternatives > 0 && r->kind != Kind::kChat)
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("request_options->num_alternatives is for chat requests; a ") +
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("request_options->num_alternatives is for chat requests; ") +
                                             kind_name(r->kind) +
                                             " request takes num_alternatives from its generation options");
   if (o.deadline_ms < 0)

@@ -5,6 +5,7 @@
 // equal scores is unspecified; here equal scores keep index order.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -226,6 +227,22 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
   expand_rows(model, logits, vocab, o.num_beams);
   const int64_t padded = padded_prompt_length(prompts);  // decoder_prompt_len
   const int64_t max_length = padded + o.max_new_tokens;
+  // A hypothesis' score is divided by its length ** length_penalty in
+  // float32: past ~88 on the log scale that is inf or 0, and every score
+  // equal (an empty hypothesis won with OK).
+  if (o.length_penalty != 0.0 &&
+      std::abs(o.length_penalty) * std::log(static_cast<double>(o.max_new_tokens + 1)) > 80.0)
+    fail(
+        PARLEY_ERROR_INVALID_ARGUMENT, "length_penalty " +
+                                           [&] {
+                                             char buf[32];
+                                             std::snprintf(buf, sizeof buf, "%g",
+                                                           static_cast<double>(o.length_penalty));
+                                             return std::string(buf);
+                                           }() +
+                                           " with max_new_tokens " + std::to_string(o.max_new_tokens) +
+                                           ": length ** length_penalty leaves float's range (need |length_penalty| * "
+                                           "ln(max_new_tokens + 1) <= 80)");
   const size_t n_eos = o.eos_token_ids.size();
   const size_t beams_to_keep = std::max<size_t>(2, 1 + n_eos) * n;
   const bool early_true = o.early_stopping == EarlyStopping::kTrue;

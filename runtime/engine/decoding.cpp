@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
+#include <unordered_map>
 
 #include "core/error.hpp"
 #include "engine/decoding_internal.hpp"
@@ -28,6 +30,14 @@ void check_id(const char *name, int64_t id, int64_t vocab) {
 
 void check_ids(const char *name, const std::vector<int32_t> &ids, int64_t vocab) {
   for (int32_t id : ids) check_id(name, id, vocab);
+}
+
+constexpr double kMaxLogitBias = 1.0e4;
+
+std::string short_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
 }  // namespace
@@ -55,11 +65,20 @@ void validate_decoding_options(const DecodingOptions &o, int64_t vocab) {
   check_ids("forced_eos_token_id", o.forced_eos_token_ids, vocab);
   check_ids("suppress_tokens entry", o.suppress_tokens, vocab);
   check_ids("begin_suppress_tokens entry", o.begin_suppress_tokens, vocab);
+  // Each token's total bias within +-kMaxLogitBias: beyond, float logits
+  // lose the model's own scores (and two entries of 3e38 sum to inf).
+  std::unordered_map<int32_t, double> bias_sum;
   for (size_t i = 0; i < o.logit_bias.size(); ++i) {
     check_id(("logit_bias entry " + std::to_string(i) + " (token id)").c_str(), o.logit_bias[i].first, vocab);
     if (!std::isfinite(o.logit_bias[i].second))
       invalid("logit_bias entry " + std::to_string(i) + " (token " + std::to_string(o.logit_bias[i].first) +
               ") has a value that is not finite");
+    const double sum = bias_sum[o.logit_bias[i].first] += o.logit_bias[i].second;
+    if (std::abs(sum) > kMaxLogitBias)
+      invalid("logit_bias entry " + std::to_string(i) + " (token " + std::to_string(o.logit_bias[i].first) +
+              ") brings the token's bias to " + short_number(sum) + "; a token's bias (the sum of its entries) " +
+              "must be within [-" + std::to_string(static_cast<int>(kMaxLogitBias)) + ", " +
+              std::to_string(static_cast<int>(kMaxLogitBias)) + "] (-100 already bans a token)");
   }
   if (o.num_alternatives < 0 || o.num_alternatives > kMaxAlternatives)
     invalid("num_alternatives must be in [0, " + std::to_string(kMaxAlternatives) + "] (the limit is " +

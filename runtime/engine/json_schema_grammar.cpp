@@ -290,16 +290,21 @@ class Converter {
         values.push_back(convert(sub, path + "/properties/" + name, depth + 1));
       }
     }
-    for (const std::string &r : required)  // required but not described: any value
-      if (std::find(names.begin(), names.end(), r) == names.end()) {
-        names.push_back(r);
-        values.push_back("value");
-      }
     const Json *extra = s.contains("additionalProperties") ? &s.at("additionalProperties") : nullptr;
     if (extra && !extra->is_boolean() && !extra->is_object())
       refuse(path, "'additionalProperties' must be a boolean or a schema");
+    const bool closed = extra && extra->is_boolean() && !extra->get<bool>();
+    for (const std::string &r : required)  // required but not described: any value
+      if (std::find(names.begin(), names.end(), r) == names.end()) {
+        if (closed)
+          refuse(path, "property '" + r +
+                           "' is required but not in 'properties', and 'additionalProperties' is false: no object "
+                           "satisfies this schema");
+        names.push_back(r);
+        values.push_back("value");
+      }
     if (names.empty()) {
-      if (extra && extra->is_boolean() && !extra->get<bool>()) return add_rule("\"{\" ws \"}\"");
+      if (closed) return add_rule("\"{\" ws \"}\"");
       if (!extra || extra->is_boolean()) return "object";
       const std::string v = convert(*extra, path + "/additionalProperties", depth + 1);
       const std::string kv = "string ws \":\" ws " + v;

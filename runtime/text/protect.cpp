@@ -9,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "core/escape.hpp"
+#include "text/utf8.hpp"
 
 namespace parley {
 
@@ -108,6 +109,14 @@ ProtectRules::ProtectRules(uint32_t kinds, const std::vector<std::string> &patte
     if (t.size() > kMaxGlossaryTermBytes)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "glossary[" + std::to_string(i) + "] is " + std::to_string(t.size()) +
                                               " bytes: at most " + std::to_string(kMaxGlossaryTermBytes));
+    size_t bad = 0;
+    if (!utf8::valid(t, &bad))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "glossary[" + std::to_string(i) + "] is not valid UTF-8 (at byte " + std::to_string(bad) + ")");
+    // A term of spaces would protect the gaps between words: the text
+    // around them would be translated word by word.
+    if (t.find_first_not_of(" \t\r\n\f\v") == std::string::npos)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "glossary[" + std::to_string(i) + "] is only whitespace");
   }
   glossary_ = glossary;
   // Longest first: of two terms at one place, the longer wins anyway, and

@@ -350,6 +350,45 @@ static void test_chat_alternatives_and_logit_bias(parley_model *llm) {
     g.logit_bias_values = &v;
     CHECK_STATUS(parley_generate(llm, &pp, &one, 1, &g, &res), PARLEY_ERROR_INVALID_ARGUMENT);
   }
+  /* Finite biases whose sum leaves [-1e4, 1e4] (two entries of 3e38 summed to
+   * inf and gave NaN scores with OK; -1e9 everywhere made beam search return
+   * an empty hypothesis), and a length penalty whose power leaves float. */
+  {
+    parley_generation_options g;
+    parley_generation_result *res = NULL;
+    int32_t prompt[1] = {1}, ids[2] = {5, 5};
+    const int32_t *pp = prompt;
+    size_t one = 1, beams;
+    float big[2] = {3e38f, 3e38f}, edge[2] = {6000.f, 4000.f};
+    for (beams = 1; beams <= 2; ++beams) {
+      parley_generation_options_init(llm, &g);
+      g.max_new_tokens = 2;
+      g.num_beams = beams;
+      g.logit_bias_ids = ids;
+      g.logit_bias_values = big;
+      g.num_logit_bias = 2;
+      CHECK_STATUS(parley_generate(llm, &pp, &one, 1, &g, &res), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(strstr(parley_last_error(), "[-10000, 10000]") != NULL);
+      big[0] = -1e9f;
+      g.num_logit_bias = 1;
+      CHECK_STATUS(parley_generate(llm, &pp, &one, 1, &g, &res), PARLEY_ERROR_INVALID_ARGUMENT);
+      big[0] = 3e38f;
+      g.logit_bias_values = edge; /* a sum of exactly 10000: allowed */
+      g.num_logit_bias = 2;
+      CHECK_OK(parley_generate(llm, &pp, &one, 1, &g, &res));
+      parley_result_free(res);
+      res = NULL;
+    }
+    parley_generation_options_init(llm, &g);
+    g.max_new_tokens = 4;
+    g.num_beams = 3;
+    g.length_penalty = -1e30f;
+    CHECK_STATUS(parley_generate(llm, &pp, &one, 1, &g, &res), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "length_penalty") != NULL);
+    g.length_penalty = 2.f;
+    CHECK_OK(parley_generate(llm, &pp, &one, 1, &g, &res));
+    parley_result_free(res);
+  }
   /* request_options->num_alternatives: at most PARLEY_MAX_ALTERNATIVES, and only for chat. */
   {
     parley_generation_options g;

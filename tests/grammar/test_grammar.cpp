@@ -248,6 +248,10 @@ TEST(JsonSchema, RefusesWhatItCannotGuarantee) {
       {R"({"enum":["a"],"maxLength":3})", "together with 'maxLength'"},
       {R"({"type":"string","items":{}})", "applies to type array"},
       {R"({"properties":{"a":{}},"additionalProperties":{"type":"string"}})", "not supported"},
+      // A required property that additionalProperties: false forbids.
+      {R"({"type":"object","properties":{"a":{"type":"integer"}},"additionalProperties":false,"required":["zz"]})",
+       "no object satisfies"},
+      {R"({"type":"object","additionalProperties":false,"required":["zz"]})", "no object satisfies"},
       {"[1]", "must be an object or a boolean"},
   };
   for (const Case &c : cases) {

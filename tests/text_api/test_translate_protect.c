@@ -484,6 +484,17 @@ static void test_misuse(parley_runtime *rt) {
   o.num_glossary = 1;
   CHECK_STATUS(parley_translate(m, texts, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK(strstr(parley_last_error(), "glossary[0] is empty") != NULL);
+  {
+    const char *bad_terms[] = {"Saale-Monitor", "\xff"}, *space_terms[] = {" \t"};
+    o.glossary = bad_terms;
+    o.num_glossary = 2;
+    CHECK_STATUS(parley_translate(m, texts, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "glossary[1] is not valid UTF-8") != NULL);
+    o.glossary = space_terms;
+    o.num_glossary = 1;
+    CHECK_STATUS(parley_translate(m, texts, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "glossary[0] is only whitespace") != NULL);
+  }
   memset(long_term, 'a', 1999);
   long_term[1999] = 0;
   huge[0] = long_term;
