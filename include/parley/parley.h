@@ -1719,7 +1719,10 @@ PARLEY_API parley_status parley_chat_session_save(const parley_chat_session *ses
  * prefix cache when they were saved under the same model file, KV dtype
  * and block size (otherwise they are skipped and recomputed at the next
  * turn), so the next turn finds them (parley_chat_stats counts them as
- * reused) unless other traffic evicts them first. Errors:
+ * reused) unless other traffic evicts them first. They serve this session
+ * only, never another session's matching prompt: the checksum proves no
+ * origin, and forged K/V must not change anyone else's replies (the
+ * session's later blocks are its own too). Errors:
  * PARLEY_ERROR_INVALID_ARGUMENT naming what is wrong with the data (short,
  * bad magic, unsupported version, checksum mismatch, unknown role, invalid
  * UTF-8, a role order the model's chat format refuses, K/V sizes that do not

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,17 @@ struct parley_chat_session {
 };
 
 namespace {
+
+// A chain root no other session shares: the model's identity mixed with 128
+// random bits (a block key collision would need 2^64 tries).
+BlockKey private_kv_root(const BlockKey &identity) {
+  std::random_device rd;
+  auto draw = [&] { return (static_cast<uint64_t>(rd()) << 32) ^ rd(); };
+  BlockKey k;
+  k.lo = identity.lo ^ draw();
+  k.hi = identity.hi ^ draw();
+  return k;
+}
 
 constexpr size_t kMaxTexts = 4096;
 constexpr size_t kMaxTextBytes = size_t{1} << 26;  // 64 MiB per text
@@ -581,7 +593,7 @@ void save_session(const parley_chat_session *session, bool with_kv, char **out_d
     snap.kv_identity_hi = engine->identity().hi;
     snap.kv_block_bytes = engine->kv_block_bytes();
     int64_t blocks = 0;
-    snap.kv_data = engine->export_prefix(snap.kv_tokens, &blocks);
+    snap.kv_data = engine->export_prefix(snap.kv_tokens, &blocks, use.session().kv_root());
     snap.kv_blocks = static_cast<uint64_t>(blocks);
   }
   const std::string bytes = save_chat(snap);
@@ -747,17 +759,26 @@ PARLEY_API parley_status parley_chat_session_restore(const parley_model *model, 
     ChatSnapshot snap = load_chat(data, size);
     // Saved K/V go to the prefix cache only under the same engine identity
     // (model file, KV dtype, block size): other K/V would be wrong here, so
-    // they are skipped and the next turn computes them.
+    // they are skipped and the next turn computes them. They are keyed under
+    // a chain root of this session's own: the blob's checksum proves no
+    // origin (anyone can forge K/V and checksum), so its blocks must never
+    // answer another session's prompt, as they would under the shared root.
     Engine *engine = model->impl.engine();
-    if (snap.has_kv && engine && snap.kv_identity_lo == engine->identity().lo &&
-        snap.kv_identity_hi == engine->identity().hi && snap.kv_block_bytes == engine->kv_block_bytes())
-      engine->import_prefix(snap.kv_tokens, snap.kv_data.data(), static_cast<int64_t>(snap.kv_blocks));
+    const bool import_kv = snap.has_kv && engine && snap.kv_identity_lo == engine->identity().lo &&
+                           snap.kv_identity_hi == engine->identity().hi &&
+                           snap.kv_block_bytes == engine->kv_block_bytes();
+    BlockKey private_root{};
+    if (import_kv) {
+      private_root = private_kv_root(engine->identity());
+      engine->import_prefix(snap.kv_tokens, snap.kv_data.data(), static_cast<int64_t>(snap.kv_blocks), &private_root);
+    }
     std::string system = snap.has_system ? snap.messages[0].content : std::string();
     auto s = std::make_unique<parley_chat_session>();
     s->model_ref.hold(model);
     s->model = model;
     s->impl = std::make_unique<ChatSession>(model->impl.transformer(), model->impl.text(), decoding_defaults(file),
                                             std::move(system), snap.has_system, model->impl.engine());
+    if (import_kv) s->impl->set_private_kv_root(private_root);
     for (size_t i = snap.has_system ? 1 : 0; i < snap.messages.size(); ++i) {
       try {
         s->impl->append(snap.messages[i].role, std::move(snap.messages[i].content));

@@ -307,7 +307,7 @@ Hypothesis ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, siz
 // its memory is released) and remembers the tokens that ran.
 Hypothesis ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec) {
   if (!seq_)
-    seq_ = engine_->open();
+    seq_ = engine_->open(kv_root());
   else
     engine_->renew(*seq_);
   size_t keep = 0;

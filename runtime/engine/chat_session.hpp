@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,11 @@ class ChatSession {
   // before the first turn).
   Engine *engine() const { return engine_; }
   std::vector<int32_t> engine_tokens() const { return seq_ ? seq_->tokens() : std::vector<int32_t>(); }
+  // The chain root of the session's engine blocks: NULL for the model's
+  // shared one, or a private root (set before the first turn) for a session
+  // restored with K/V from outside, whose blocks then serve it alone.
+  const BlockKey *kv_root() const { return private_root_ ? &*private_root_ : nullptr; }
+  void set_private_kv_root(const BlockKey &root) { private_root_ = root; }
   const DecodingOptions &defaults() const { return defaults_; }
 
  private:
@@ -116,6 +122,7 @@ class ChatSession {
   size_t base_messages_ = 0;  // the system prompt, kept by reset()
   Engine *engine_ = nullptr;
   Engine::SequencePtr seq_;  // engine path: the conversation's tokens (K/V in the engine)
+  std::optional<BlockKey> private_root_;
   DecoderState state_;
   std::vector<int32_t> cached_;  // token ids whose K/V are in state_
   ChatCounters counters_;

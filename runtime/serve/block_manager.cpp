@@ -200,13 +200,13 @@ BlockKey BlockManager::chain_key(const BlockKey &parent, const int32_t *block_to
   return hash_block(parent, block_tokens, block_size_);
 }
 
-std::vector<BlockKey> BlockManager::chain_keys(const int32_t *tokens, int64_t n) const {
+std::vector<BlockKey> BlockManager::chain_keys(const int32_t *tokens, int64_t n, const BlockKey *root) const {
   if (n < 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "chain_keys: token count " + std::to_string(n) + " is negative");
   if (!tokens && n > 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "chain_keys: tokens are NULL");
   const int64_t full = n / block_size_;
   std::vector<BlockKey> keys;
   keys.reserve(static_cast<size_t>(full));
-  BlockKey parent = root_;
+  BlockKey parent = root ? *root : root_;
   for (int64_t i = 0; i < full; ++i) {
     parent = hash_block(parent, tokens + i * block_size_, block_size_);
     keys.push_back(parent);

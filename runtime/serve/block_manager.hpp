@@ -111,8 +111,9 @@ class BlockManager {
   // `parent` (model_identity() for the first block).
   BlockKey chain_key(const BlockKey &parent, const int32_t *block_tokens) const;
   // Keys of the floor(n / block_size) full blocks of tokens[0, n), chained from
-  // model_identity(). INVALID_ARGUMENT for n < 0 or tokens == nullptr with n > 0.
-  std::vector<BlockKey> chain_keys(const int32_t *tokens, int64_t n) const;
+  // `root` (model_identity() when NULL). INVALID_ARGUMENT for n < 0 or
+  // tokens == nullptr with n > 0.
+  std::vector<BlockKey> chain_keys(const int32_t *tokens, int64_t n, const BlockKey *root = nullptr) const;
   // The chain root of a translation's decoder blocks: its K/V depends on the
   // source too, so its chain starts from the model identity and the whole
   // source (tagged so that it never equals a block key).

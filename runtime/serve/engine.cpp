@@ -126,7 +126,7 @@ Engine::~Engine() {
   if (thread_.joinable()) thread_.join();
 }
 
-Engine::SequencePtr Engine::open() {
+Engine::SequencePtr Engine::open(const BlockKey *root) {
   // Allocated before taking the lock: when the shared_ptr's control block
   // cannot be allocated, it calls the deleter, and close() locks mu_.
   auto *raw = new Sequence();
@@ -135,7 +135,7 @@ Engine::SequencePtr Engine::open() {
     p->engine_->close(*p);
     delete p;
   });
-  raw->root_ = blocks_.model_identity();
+  raw->root_ = root ? *root : blocks_.model_identity();
   std::lock_guard<std::mutex> lock(mu_);
   holders_.push_back(raw);  // close() erases it; a failed push leaves nothing to erase
   s->ticket_ = next_ticket_++;
@@ -243,10 +243,10 @@ size_t Engine::kv_block_bytes() const {
   return model_.kv_block_bytes(pool_);
 }
 
-std::string Engine::export_prefix(const std::vector<int32_t> &tokens, int64_t *blocks) {
+std::string Engine::export_prefix(const std::vector<int32_t> &tokens, int64_t *blocks, const BlockKey *root) {
   // The blocks are retained while their bytes are read: a keyed block is
   // never written again, and a retained one is never evicted.
-  const std::vector<BlockKey> keys = blocks_.chain_keys(tokens.data(), static_cast<int64_t>(tokens.size()));
+  const std::vector<BlockKey> keys = blocks_.chain_keys(tokens.data(), static_cast<int64_t>(tokens.size()), root);
   std::vector<BlockId> held;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -274,13 +274,14 @@ std::string Engine::export_prefix(const std::vector<int32_t> &tokens, int64_t *b
   return out;
 }
 
-int64_t Engine::import_prefix(const std::vector<int32_t> &tokens, const char *data, int64_t blocks) {
+int64_t Engine::import_prefix(const std::vector<int32_t> &tokens, const char *data, int64_t blocks,
+                              const BlockKey *root) {
   const int64_t full = static_cast<int64_t>(tokens.size()) / options_.block_size;
   if (blocks < 0 || blocks > full)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved K/V holds " + std::to_string(blocks) + " blocks but its " +
                                             std::to_string(tokens.size()) + " tokens fill only " +
                                             std::to_string(full) + " blocks of " + std::to_string(options_.block_size));
-  const std::vector<BlockKey> keys = blocks_.chain_keys(tokens.data(), blocks * options_.block_size);
+  const std::vector<BlockKey> keys = blocks_.chain_keys(tokens.data(), blocks * options_.block_size, root);
   // (block, index into data) of the blocks to fill: new, unkeyed, ours alone.
   std::vector<std::pair<BlockId, size_t>> fill;
   {

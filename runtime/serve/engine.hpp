@@ -146,7 +146,10 @@ class Engine {
   const EngineOptions &options() const { return options_; }
 
   // A new, empty sequence; its request is younger than every earlier one.
-  SequencePtr open();
+  // Its blocks are keyed in a chain from `root` (identity() when NULL): a
+  // private root keeps them apart from every other sequence's (K/V that
+  // came from outside, a restored chat's, must not serve anyone else).
+  SequencePtr open(const BlockKey *root = nullptr);
   // Makes s's request the youngest (a new chat turn on an old sequence).
   void renew(Sequence &s);
   // A sequence with the same tokens sharing `parent`'s blocks (beam search);
@@ -166,13 +169,15 @@ class Engine {
   // from the model identity) that the cache holds now, block after block,
   // kv_block_bytes() each; stops at the first block it does not find.
   // *blocks: how many.
-  std::string export_prefix(const std::vector<int32_t> &tokens, int64_t *blocks);
+  // `root`: the chain's root (identity() when NULL; see open()).
+  std::string export_prefix(const std::vector<int32_t> &tokens, int64_t *blocks, const BlockKey *root = nullptr);
   // Puts `blocks` blocks of such bytes, taken from an engine of the same
   // identity() for the same tokens, into the prefix cache as if computed
   // here (a block the cache holds already is kept). Stops early when every
   // block is in use. Returns the blocks it added. INVALID_ARGUMENT when
   // `blocks` exceeds the full blocks of `tokens`.
-  int64_t import_prefix(const std::vector<int32_t> &tokens, const char *data, int64_t blocks);
+  int64_t import_prefix(const std::vector<int32_t> &tokens, const char *data, int64_t blocks,
+                        const BlockKey *root = nullptr);
   size_t kv_block_bytes() const;
   // Blocks of the decoder's pool and of the cross pool (0 for a
   // decoder-only model): what a caller sizes its batches by.

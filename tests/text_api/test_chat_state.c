@@ -273,6 +273,25 @@ static void save_and_restore_kv(parley_runtime *rt, parley_model *llm) {
   printf("restore with K/V into a fresh engine: %llu prompt tokens reused (text only: %llu)\n",
          (unsigned long long)reused_r, (unsigned long long)reused_t);
 
+  /* K/V from a blob serve only the session restored from it: anyone can
+   * forge K/V and recompute the checksum, so they must never answer another
+   * session's prompt. The same conversation restored as text into the same
+   * engine reuses none of them; the restored session's own save still
+   * carries its K/V. */
+  {
+    parley_chat_session *t2 = NULL;
+    char *reply_t2 = NULL, *kv2 = NULL;
+    size_t kv2_size = 0;
+    CHECK_STATUS(parley_chat_session_restore(fresh_a, text, text_size, &t2), PARLEY_OK);
+    CHECK(next_turn_reused(t2, &o, &reply_t2) == 0);
+    CHECK(reply_t2 && reply_s && strcmp(reply_t2, reply_s) == 0);
+    CHECK_STATUS(parley_chat_session_save_kv(r, &kv2, &kv2_size), PARLEY_OK);
+    CHECK(kv2 != NULL && kv2_size > text_size + 4096);
+    parley_string_free(reply_t2);
+    parley_string_free(kv2);
+    parley_chat_session_free(t2);
+  }
+
   /* Damaged K/V data: truncations across it and flipped bytes in it. */
   copy = (char *)malloc(kv_size);
   CHECK(copy != NULL);
