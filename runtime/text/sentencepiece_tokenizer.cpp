@@ -104,7 +104,11 @@ class SentencePieceTokenizer final : public Tokenizer {
     // parts cut inside such runs only, between two characters that no piece
     // holds (each encoded alone as itself), where NFKC always has a boundary:
     // no merge and no normalisation crosses such a cut, and the run's two
-    // halves are joined again below.
+    // halves are joined again below. A run without such a boundary for
+    // kForcedCutBytes (combining marks never give one: 4 MB of U+0301 took
+    // minutes) is cut between two such characters anyway; NFKC's canonical
+    // reordering of marks cannot reach across that cut, a difference only
+    // such a run can show.
     size_t begin = 0;
     std::unordered_map<uint32_t, bool> opaque;
     while (begin < text.size()) {
@@ -186,6 +190,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  private:
   static constexpr size_t kPartBytes = 4096;
+  static constexpr size_t kForcedCutBytes = 2 * kPartBytes;
 
   // Whether character c can sit on either side of a cut (see encode_text):
   // no piece holds it and the library encodes it alone as itself.
@@ -197,7 +202,8 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   // Where to end a part that should end near `from`: the first boundary at
   // or after it between two opaque characters where NFKC always has a
-  // boundary (the second one never combines with what precedes it); the
+  // boundary (the second one never combines with what precedes it), or from
+  // kForcedCutBytes on any boundary between two opaque characters; the
   // text's end if none.
   size_t part_end(const sentencepiece::SentencePieceProcessor &bare, std::string_view text, size_t from,
                   std::unordered_map<uint32_t, bool> &opaque) const {
@@ -213,7 +219,9 @@ class SentencePieceTokenizer final : public Tokenizer {
       const uint32_t cp = utf8::next(text, j);
       auto it = opaque.find(cp);
       if (it == opaque.end()) it = opaque.emplace(cp, opaque_char(bare, text.substr(i, len))).first;
-      if (it->second && prev_opaque && i > from && nfkc->hasBoundaryBefore(static_cast<UChar32>(cp))) return i;
+      if (it->second && prev_opaque && i > from &&
+          (i >= from + kForcedCutBytes || nfkc->hasBoundaryBefore(static_cast<UChar32>(cp))))
+        return i;
       prev_opaque = it->second;
       i += len;
     }
