@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "core/error.hpp"
 #include "core/memory_scope.hpp"
@@ -141,46 +142,81 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   // turns after the system prompt leave it until the prompt leaves room for
   // the reply (max_new_tokens, at most half the model's positions). The
   // session's messages change only when the turn succeeds.
-  std::vector<ChatMessage> conversation = messages_;
-  size_t dropped = 0;
+  //
+  // Where the conversation may be cut: cuts[k] drops messages
+  // [base_messages_, cuts[k]) (k whole turns: a message, then up to the next
+  // user message; never the last message). The prompt shrinks as k grows,
+  // so the first k that fits is found by bisection: O(log turns) renders of
+  // the conversation, where dropping turn after turn re-rendered it once per
+  // dropped turn (100,000 messages: half an hour).
   const int64_t reserve = limit > 0 ? std::min<int64_t>(std::max<int64_t>(1, o.max_new_tokens), limit / 2) : 0;
-  std::vector<int32_t> ids;
-  for (;;) {
-    std::vector<std::pair<size_t, size_t>> text_ranges;
-    std::string prompt = render(conversation, &text_ranges);
-    // What may go: every message after the system prompt but the last.
-    const bool can_drop = options.drop_oldest && conversation.size() > base_messages_ + 1;
+  std::vector<size_t> cuts{base_messages_};
+  if (options.drop_oldest)
+    while (messages_.size() > cuts.back() + 1) {
+      size_t end = cuts.back() + 1;
+      while (end < messages_.size() - 1 && messages_[end].role != ChatRole::kUser) ++end;
+      cuts.push_back(end);
+    }
+  struct Attempt {
+    std::vector<int32_t> ids;
     bool short_of_reply = false, too_long = false;
+    std::optional<Error> error;  // tokenizing stopped past the limit
+  };
+  counters_.last_prompt_renders = 0;
+  auto attempt = [&](size_t k) {
+    ++counters_.last_prompt_renders;
+    std::vector<ChatMessage> conversation(messages_.begin(), messages_.begin() + base_messages_);
+    conversation.insert(conversation.end(), messages_.begin() + static_cast<std::ptrdiff_t>(cuts[k]), messages_.end());
+    std::vector<std::pair<size_t, size_t>> text_ranges;
+    const std::string prompt = render(conversation, &text_ranges);
+    Attempt a;
     try {
       // A prompt of limit tokens leaves no room for the reply: stop tokenizing there.
-      ids = tok.encode_prompt(prompt, text_ranges, limit > 0 ? static_cast<size_t>(limit - 1) : SIZE_MAX);
-      if (ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
-      too_long = limit > 0 && static_cast<int64_t>(ids.size()) >= limit;
-      short_of_reply = limit > 0 && static_cast<int64_t>(ids.size()) + reserve > limit;
+      a.ids = tok.encode_prompt(prompt, text_ranges, limit > 0 ? static_cast<size_t>(limit - 1) : SIZE_MAX);
+      if (a.ids.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the conversation renders to no tokens");
+      a.too_long = limit > 0 && static_cast<int64_t>(a.ids.size()) >= limit;
+      a.short_of_reply = limit > 0 && static_cast<int64_t>(a.ids.size()) + reserve > limit;
     } catch (const Error &e) {  // past the limit, tokenizing stops with INVALID_ARGUMENT
       if (e.status() != PARLEY_ERROR_INVALID_ARGUMENT) throw;
-      if (!can_drop)
-        fail(e.status(),
-             std::string(e.what()) +
-                 (options.drop_oldest ? "" : " (PARLEY_CHAT_CONTEXT_DROP_OLDEST drops the oldest turns instead)"));
-      short_of_reply = true;
+      a.error = e;
+      a.short_of_reply = true;
     }
-    if (can_drop && short_of_reply) {
-      size_t end = base_messages_ + 1;  // one message, then up to the next user message
-      while (end < conversation.size() - 1 && conversation[end].role != ChatRole::kUser) ++end;
-      dropped += end - base_messages_;
-      conversation.erase(conversation.begin() + static_cast<std::ptrdiff_t>(base_messages_),
-                         conversation.begin() + static_cast<std::ptrdiff_t>(end));
-      continue;
+    return a;
+  };
+  // The first cut whose prompt leaves room for the reply; the last cut
+  // (only the last message left) when none does.
+  size_t k = 0;
+  Attempt chosen = attempt(0);
+  if (chosen.short_of_reply && cuts.size() > 1) {
+    size_t lo = 1, hi = cuts.size() - 1;  // the answer lies in [lo, hi]
+    std::optional<Attempt> at_hi;
+    while (lo < hi) {
+      const size_t mid = lo + (hi - lo) / 2;
+      Attempt a = attempt(mid);
+      if (a.short_of_reply) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+        at_hi = std::move(a);
+      }
     }
-    if (too_long)
-      fail(PARLEY_ERROR_INVALID_ARGUMENT,
-           "the conversation is " + std::to_string(ids.size()) + " tokens, the model accepts at most " +
-               std::to_string(limit - 1) + " before its reply" +
-               (options.drop_oldest ? " (its last message alone is too long)"
-                                    : " (PARLEY_CHAT_CONTEXT_DROP_OLDEST drops the oldest turns instead)"));
-    break;
+    k = lo;
+    chosen = at_hi && k == hi ? std::move(*at_hi) : attempt(k);
   }
+  const size_t dropped = cuts[k] - base_messages_;
+  if (chosen.error)  // the last cut, and its prompt alone passes the limit
+    fail(chosen.error->status(),
+         std::string(chosen.error->what()) +
+             (options.drop_oldest ? "" : " (PARLEY_CHAT_CONTEXT_DROP_OLDEST drops the oldest turns instead)"));
+  if (chosen.too_long)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "the conversation is " + std::to_string(chosen.ids.size()) + " tokens, the model accepts at most " +
+             std::to_string(limit - 1) + " before its reply" +
+             (options.drop_oldest ? " (its last message alone is too long)"
+                                  : " (PARLEY_CHAT_CONTEXT_DROP_OLDEST drops the oldest turns instead)"));
+  std::vector<int32_t> ids = std::move(chosen.ids);
+  std::vector<ChatMessage> conversation(messages_.begin(), messages_.begin() + base_messages_);
+  conversation.insert(conversation.end(), messages_.begin() + static_cast<std::ptrdiff_t>(cuts[k]), messages_.end());
 
   // Reuse the cached prefix; at least the last prompt token is run, for its logits.
   size_t keep = 0;

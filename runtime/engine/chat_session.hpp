@@ -51,6 +51,9 @@ struct ChatCounters {
   uint64_t cached_tokens = 0;           // tokens in the KV cache now
   uint64_t last_dropped_messages = 0;   // messages the context policy dropped at the last turn
   uint64_t total_dropped_messages = 0;
+  // Renderings of the conversation the last turn took to fit it (drop-oldest
+  // bisects: O(log turns)).
+  uint64_t last_prompt_renders = 0;
   // The last reply's ConstraintStatus (0 without a grammar).
   int32_t last_constraint_status = 0;
 };

@@ -1288,6 +1288,39 @@ TEST_F(EngineChat, ContiguousAndEngineRepliesAgree) {
   }
 }
 
+// Drop-oldest on a long conversation: the turns to drop are found by
+// bisection, in O(log turns) renderings (one per dropped turn took half an
+// hour at 100,000 messages), and the result is the one dropping turn after
+// turn gives: the fewest whole oldest turns that leave room for the reply.
+TEST_F(EngineChat, DropOldestBisectsAndKeepsTheNewestTurns) {
+  auto s = session(*warm_, kSystem);
+  const int kMessages = 4001;  // user / assistant alternating, a user message last
+  for (int i = 0; i < kMessages; ++i)
+    s->append(i % 2 ? parley::ChatRole::kAssistant : parley::ChatRole::kUser, "message number " + std::to_string(i));
+  parley::ChatReplyOptions o;
+  o.decoding = s->defaults();
+  o.decoding.max_new_tokens = 8;
+  o.decoding.do_sample = false;
+  o.drop_oldest = true;
+  (void)s->reply(o);
+  const parley::ChatCounters &c = s->counters();
+  EXPECT_LE(c.last_prompt_renders, 16u) << "renderings for " << kMessages << " messages";
+  const uint64_t dropped = c.last_dropped_messages;
+  ASSERT_GT(dropped, 0u);
+  ASSERT_EQ(dropped % 2, 0u) << "whole user + assistant turns";
+  // Kept: messages [dropped, kMessages) and the reply; they fit with room for
+  // the reply, and one more turn (two messages) would not.
+  const int64_t limit = warm_->impl().transformer().decoder_params().max_positions;
+  std::vector<parley::ChatMessage> kept(s->messages().begin(), s->messages().end() - 1);  // without the reply
+  ASSERT_EQ(kept.size(), 1 + kMessages - dropped);
+  EXPECT_LE(static_cast<int64_t>(prompt_ids(*warm_, kept).size()) + 8, limit);
+  std::vector<parley::ChatMessage> more(kept.begin(), kept.begin() + 1);
+  for (uint64_t i = dropped - 2; i < static_cast<uint64_t>(kMessages); ++i)
+    more.push_back(
+        {i % 2 ? parley::ChatRole::kAssistant : parley::ChatRole::kUser, "message number " + std::to_string(i)});
+  EXPECT_GT(static_cast<int64_t>(prompt_ids(*warm_, more).size()) + 8, limit);
+}
+
 // ---------------------------------------------------------------------------
 // 5. Stress (also run under TSan): 64 threads generating and chatting on one
 // engine with a small budget (preemption, eviction) while a canceller
