@@ -13,6 +13,14 @@
 
 namespace parley {
 
+namespace {
+size_t count_tool_messages(const std::vector<ChatMessage> &messages) {
+  size_t n = 0;
+  for (const ChatMessage &m : messages) n += m.uses_tools() ? 1 : 0;
+  return n;
+}
+}  // namespace
+
 ChatSession::ChatSession(const Transformer &model, const TextModel &text, const DecodingOptions &defaults,
                          std::string system_prompt, bool has_system, Engine *engine)
     : model_(model), text_(text), defaults_(defaults), engine_(engine) {
@@ -50,7 +58,8 @@ void ChatSession::append(ChatMessage m) {
                                                 : ", which cannot be used: " + text_.chat_template_error));
   // The per-role reduction checks the role order as its template would; the
   // Jinja template checks at rendering (raise_exception).
-  if (!needs_template(messages_) && !m.uses_tools()) text_.chat->check_next(messages_, m.role);
+  if (!session_needs_template() && !m.uses_tools()) text_.chat->check_next(messages_, m.role);
+  tool_messages_ += m.uses_tools() ? 1 : 0;
   messages_.push_back(std::move(m));
 }
 
@@ -67,11 +76,7 @@ void ChatSession::set_tools(std::string tools_json) {
 }
 
 bool ChatSession::needs_template(const std::vector<ChatMessage> &conversation) const {
-  if (!text_.chat) return true;
-  if (!tools_.empty()) return true;
-  for (const ChatMessage &m : conversation)
-    if (m.uses_tools()) return true;
-  return false;
+  return !text_.chat || !tools_.empty() || count_tool_messages(conversation) > 0;
 }
 
 std::string ChatSession::render(const std::vector<ChatMessage> &conversation,
@@ -83,11 +88,13 @@ std::string ChatSession::render(const std::vector<ChatMessage> &conversation,
 
 void ChatSession::reset() {
   messages_.resize(base_messages_);
+  tool_messages_ = count_tool_messages(messages_);
   cancel_.store(false);
 }
 
 void ChatSession::remove_last() {
   if (messages_.size() <= base_messages_) fail(PARLEY_ERROR_NOT_FOUND, "no message to remove after the system prompt");
+  tool_messages_ -= messages_.back().uses_tools() ? 1 : 0;
   messages_.pop_back();
 }
 
@@ -309,6 +316,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   }
   conversation.push_back(std::move(answer));
   messages_ = std::move(conversation);
+  tool_messages_ = count_tool_messages(messages_);
   counters_.last_dropped_messages = dropped;
   counters_.total_dropped_messages += dropped;
   return reply_text;

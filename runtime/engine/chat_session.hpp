@@ -111,6 +111,8 @@ class ChatSession {
   std::string render(const std::vector<ChatMessage> &conversation,
                      std::vector<std::pair<size_t, size_t>> *text_ranges) const;
   bool needs_template(const std::vector<ChatMessage> &conversation) const;
+  // needs_template(messages_) in O(1): appends stay constant-time in long conversations.
+  bool session_needs_template() const { return !text_.chat || !tools_.empty() || tool_messages_ > 0; }
   // Runs `fresh` (the prompt after the reused prefix) and the decoding loop;
   // returns the prompt's... see reply().
   // Both return the turn's hypothesis.
@@ -123,6 +125,7 @@ class ChatSession {
   std::vector<ChatMessage> messages_;
   std::string tools_;
   size_t base_messages_ = 0;  // the system prompt, kept by reset()
+  size_t tool_messages_ = 0;  // messages_ entries that use tools
   Engine *engine_ = nullptr;
   Engine::SequencePtr seq_;  // engine path: the conversation's tokens (K/V in the engine)
   std::optional<BlockKey> private_root_;
