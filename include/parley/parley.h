@@ -1460,10 +1460,14 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * A chat turn, generation or translation running in the background
  * (docs/serving.md, "Asynchronous requests"). A submit function checks and
  * copies its arguments (arrays, strings, option structs: none is read after
- * it returns; callbacks and their user_data are kept), starts the work on a
- * Parley worker thread of its own (one OS thread per unfinished request)
- * and returns at once with a request. The work is the blocking call it
- * mirrors, run on that thread: its result is the same, and concurrent chat
+ * it returns; callbacks and their user_data are kept), hands the work to
+ * the process's Parley request workers and returns at once with a request.
+ * Workers are threads reused from request to request, started on demand
+ * up to the environment variable PARLEY_REQUEST_WORKERS (1 to 65536, read
+ * at the first submit; default 256); past that, requests wait in
+ * submission order for a worker (a queued request that is cancelled or
+ * freed ends at once). The work is the blocking call it mirrors, run on
+ * the worker: its result is the same, and concurrent chat
  * turns, generations and translations of one model are batched by its
  * serving engine like concurrent blocking calls (tokens equal, scores up to
  * float32 rounding; without an engine each decodes alone).
@@ -1503,8 +1507,8 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * Thread-safety: every request function may be called from any thread, also
  * concurrently on one request, except parley_request_free, which must not
  * race with other calls on the same request (after it the handle is gone).
- * At most 4096 requests may be unfinished at once in a process; a submit
- * past that returns PARLEY_ERROR_BUSY.
+ * At most 65536 requests may be unfinished (queued or running) at once in a
+ * process; a submit past that returns PARLEY_ERROR_BUSY.
  */
 typedef struct parley_request parley_request;
 

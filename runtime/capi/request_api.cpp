@@ -1,19 +1,27 @@
 // Asynchronous requests: a submitted chat turn, generation or translation
-// runs the blocking call it mirrors on a worker thread of its own (one per
-// request). Concurrent requests of one model meet in the serving engine,
+// runs the blocking call it mirrors on a worker thread of a process-wide
+// pool (RequestWorkers: threads reused, started on demand up to
+// PARLEY_REQUEST_WORKERS, default 256; past that requests wait their turn
+// in submission order).
+// Concurrent requests of one model meet in the serving engine,
 // which batches them like concurrent blocking calls. The request owns copies
 // of every argument; its cancel flag, deadline and log-probability wish
 // reach the blocking call through a thread-local RequestControl. The host's
 // callbacks (streaming and completion) run on the engine's scheduler thread
 // (Engine::call_on_engine_thread): the copies' callback fields point at
 // trampolines here that hand the host's function over and wait for it.
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,7 +58,19 @@ const char *kind_name(Kind k) {
   return "?";
 }
 
-constexpr int64_t kMaxUnfinished = 4096;
+constexpr int64_t kMaxUnfinished = int64_t{1} << 16;
+// Worker threads that run requests at once (PARLEY_REQUEST_WORKERS
+// overrides it): the engine's default batch (max_batch_sequences). Past
+// this, requests queue here. More decoding threads would only wait in the
+// engine, and they cost there (every waiting caller wakes at each step and
+// every 5 ms): tests/bench/request_flood.c, 5,000 four-token generations of
+// the demo model, took 3.4 s with 128 workers, 4.6 s with 256, 19.5 s with
+// 1,024.
+constexpr size_t kDefaultMaxWorkers = 256;
+// Extra workers, past the limit, that a cancelled queued request may start
+// so that it ends (and its completion callback runs) without waiting for a
+// running request to finish.
+constexpr size_t kMaxExtraWorkers = 64;
 constexpr size_t kMaxBatch = 4096;
 constexpr size_t kMaxSequence = size_t{1} << 20;
 constexpr size_t kMaxTextBytes = size_t{1} << 26;
@@ -188,11 +208,16 @@ struct parley_request {
   parley_translation_result *translation_result = nullptr;
   bool taken = false;
   bool free_when_done = false;  // parley_request_free was called on the worker thread
+  bool released = false;        // the worker no longer touches the request (parley_request_free may delete it)
   // A chat reply's hypothesis (tokens, logprobs, alternatives) when its
   // request options asked for log-probabilities or alternatives.
   parley::Hypothesis reply_hypothesis;
   bool has_reply_logprobs = false, has_reply_alternatives = false;
-  std::thread thread;
+  // Under RequestWorkers' lock: the request's place in its queue while it
+  // waits for a worker.
+  const void *workers = nullptr;  // the RequestWorkers it was submitted to
+  bool queued = false;
+  std::list<parley_request *>::iterator queue_entry;
 
   // The host's streaming callbacks; the copies above call the trampolines.
   parley_token_fn host_on_token = nullptr;
@@ -223,8 +248,137 @@ const RequestControl *take_request_control() {
 
 namespace {
 
+void run(parley_request *r);
+
+// The process's request workers. Threads are started on demand, while more
+// requests wait than workers are idle, up to max_workers_; an idle worker
+// ends after kIdleExit. Never destroyed (a host may exit with requests in
+// flight: see runtime/core/exit_gate.hpp); a forked child makes its own,
+// since the parent's threads do not exist there.
+class RequestWorkers {
+ public:
+  static RequestWorkers &get() {
+    RequestWorkers *w = current_.load(std::memory_order_acquire);
+    const pid_t pid = getpid();
+    while (!w || w->pid_ != pid) {
+      auto *fresh = new RequestWorkers(pid);
+      if (current_.compare_exchange_strong(w, fresh, std::memory_order_acq_rel)) {
+        w = fresh;  // the parent's pool (in a child) is left as it is: its mutex may be held
+      } else {
+        delete fresh;  // another thread made it first; `w` is now that one
+      }
+    }
+    return *w;
+  }
+
+  // Queues r (the caller still owns it on failure). Throws Error(OUT_OF_MEMORY)
+  // when no worker exists and none can be started.
+  void submit(parley_request *r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    r->workers = this;
+    r->queue_entry = queue_.insert(queue_.end(), r);
+    r->queued = true;
+    if (queue_.size() <= idle_ || workers_ >= max_workers_) {
+      cv_.notify_one();
+      return;
+    }
+    try {
+      start_worker();
+    } catch (...) {
+      if (workers_ > 0) return;  // a running worker takes it in turn
+      queue_.erase(r->queue_entry);
+      r->queued = false;
+      throw;
+    }
+  }
+
+  // The process's pool, if it made one (no allocation: for noexcept callers).
+  static RequestWorkers *existing() {
+    RequestWorkers *w = current_.load(std::memory_order_acquire);
+    return w && w->pid_ == getpid() ? w : nullptr;
+  }
+
+  // A cancelled request that still waits for a worker goes first, with a
+  // worker of its own when none is idle (at most kMaxExtraWorkers past the
+  // limit), so that it ends now instead of after some running request.
+  void expedite(parley_request *r) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (r->workers != this || !r->queued) return;
+    queue_.splice(queue_.begin(), queue_, r->queue_entry);
+    if (idle_ > 0) {
+      cv_.notify_one();
+      return;
+    }
+    if (workers_ >= max_workers_ + kMaxExtraWorkers) return;
+    try {
+      start_worker();
+    } catch (...) {  // it waits for a running worker instead
+    }
+  }
+
+ private:
+  static constexpr std::chrono::seconds kIdleExit{30};
+
+  explicit RequestWorkers(pid_t pid) : pid_(pid), max_workers_(max_workers_from_environment()) {}
+
+  // PARLEY_REQUEST_WORKERS when set to a whole number 1 ... 65536, else the
+  // default (an unusable value is reported on stderr).
+  static size_t max_workers_from_environment() {
+    const char *text = std::getenv("PARLEY_REQUEST_WORKERS");
+    if (!text || !*text) return kDefaultMaxWorkers;
+    char *end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 1 || v > 65536) {
+      std::fprintf(stderr, "parley: PARLEY_REQUEST_WORKERS=\"%s\" is not a whole number from 1 to 65536; using %zu\n",
+                   text, kDefaultMaxWorkers);
+      return kDefaultMaxWorkers;
+    }
+    return static_cast<size_t>(v);
+  }
+
+  // Under mu_.
+  void start_worker() {
+    try {
+      std::thread([this] { loop(); }).detach();
+    } catch (const std::system_error &e) {
+      fail(PARLEY_ERROR_OUT_OF_MEMORY, std::string("cannot start a request worker thread: ") + e.what());
+    }
+    ++workers_;
+  }
+
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (queue_.empty()) {
+        ++idle_;
+        const bool got = cv_.wait_for(lock, kIdleExit, [&] { return !queue_.empty(); });
+        --idle_;
+        if (!got) break;
+      }
+      parley_request *r = queue_.front();
+      queue_.pop_front();
+      r->queued = false;
+      lock.unlock();
+      run(r);
+      lock.lock();
+      if (workers_ > max_workers_) break;  // an extra worker (expedite) ends after its request
+    }
+    --workers_;
+  }
+
+  static inline std::atomic<RequestWorkers *> current_{nullptr};
+  const pid_t pid_;
+  const size_t max_workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::list<parley_request *> queue_;
+  size_t workers_ = 0, idle_ = 0;
+};
+
 void cancel_request(parley_request &r) noexcept {
   r.cancel.store(true);
+  if (RequestWorkers *workers = RequestWorkers::existing()) workers->expedite(&r);
   // A chat turn also stops through its session's flag (the engine's run and
   // the stream check it). Only while the request still holds the session:
   // afterwards the host may have freed it.
@@ -359,21 +513,19 @@ void run(parley_request *r) {
     std::lock_guard<std::mutex> lock(r->mu);
     r->done = true;
     free_now = r->free_when_done;
+    r->released = !free_now;
+    // Under the lock: a parley_request_free waiting for `released` deletes
+    // r only after this worker's last touch (the unlock).
+    r->cv.notify_all();
   }
-  r->cv.notify_all();
   t_worker_of = nullptr;
-  if (free_now) {
-    // Freed from one of its own callbacks: nobody else may use the handle
-    // now (parley_request_free's contract), so the worker deletes it. The
-    // lock orders this after start() stored the thread object.
-    { std::lock_guard<std::mutex> lock(r->mu); }
-    r->thread.detach();
-    delete r;
-  }
+  // Freed from one of its own callbacks: nobody else may use the handle now
+  // (parley_request_free's contract), so the worker deletes it.
+  if (free_now) delete r;
   g_unfinished.fetch_sub(1);
 }
 
-// Common part of the submit functions: request options, the limit, the thread.
+// Common part of the submit functions: request options, the limit, the worker.
 void start(std::unique_ptr<parley_request> r, const parley_request_options *options, parley_request **out_request) {
   parley_request_options o{};
   o.struct_size = sizeof o;
@@ -423,16 +575,17 @@ void start(std::unique_ptr<parley_request> r, const parley_request_options *opti
   r->model_ref.hold(r->model);  // a chat request's session holds its model
   route_stream_callbacks(*r);
   parley_request *raw = r.get();
+  // Published before the worker may run (and, from a callback, free) it.
+  *out_request = raw;
   try {
-    // Under the lock: a worker that frees its own request reads `thread`.
-    std::lock_guard<std::mutex> lock(raw->mu);
-    raw->thread = std::thread(run, raw);
-  } catch (const std::system_error &e) {
+    RequestWorkers::get().submit(raw);
+  } catch (...) {
+    *out_request = nullptr;
     g_unfinished.fetch_sub(1);
     if (raw->session) parley::capi::chat_session_release(raw->session);
-    fail(PARLEY_ERROR_OUT_OF_MEMORY, std::string("cannot start the request's worker thread: ") + e.what());
+    throw;
   }
-  *out_request = r.release();
+  (void)r.release();
 }
 
 }  // namespace
@@ -785,7 +938,10 @@ PARLEY_API void parley_request_free(parley_request *request) {
       request->cv.wait_for(lock, std::chrono::milliseconds(1), [&] { return request->done; });
     }
   }
-  if (request->thread.joinable()) request->thread.join();
+  {
+    std::unique_lock<std::mutex> lock(request->mu);
+    request->cv.wait(lock, [&] { return request->released; });
+  }
   delete request;
 }
 

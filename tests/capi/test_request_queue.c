@@ -1,0 +1,207 @@
+/* Asynchronous requests past the worker limit (PARLEY_REQUEST_WORKERS,
+ * set to 2 here before the first submit): requests beyond the workers wait
+ * in a queue instead of being refused or starting threads of their own.
+ *  - 40 generations submitted at once all finish, each with the tokens of
+ *    the blocking call;
+ *  - with both workers held in a streaming callback, queued requests do not
+ *    start; a queued request that is cancelled ends at once (CANCELLED, its
+ *    completion callback run) while the workers are still held, and so does
+ *    one that is freed; the others start once the workers are released and
+ *    give the blocking call's tokens.
+ * The model runs with serving_engine = 0, so that callbacks run on the
+ * request's worker and a held callback holds exactly one worker.
+ * Uses the demo chat model (PARLEY_DEMO_MODELS). Run through ctest; also
+ * under TSan in CI. */
+#include <parley/parley.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "c_checks.h"
+
+#define CHECK_OK(call) CHECK_STATUS(call, PARLEY_OK)
+#define NREQ 40
+#define MAXTOK 64
+
+static parley_model *load_engine_off(parley_runtime *rt) {
+  char path[4096];
+  parley_model *m = NULL;
+  parley_model_options o;
+  const char *dir = getenv("PARLEY_DEMO_MODELS");
+  snprintf(path, sizeof path, "%s/support-llama.parley", dir ? dir : ".");
+  parley_model_options_init(&o);
+  o.serving_engine = 0;
+  if (parley_model_load_file(rt, path, &o, &m) != PARLEY_OK) {
+    fprintf(stderr, "load %s: %s\n", path, parley_last_error());
+    exit(1);
+  }
+  return m;
+}
+
+/* Holds every worker whose request streams through it until released. */
+struct hold {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int inside, released;
+};
+static struct hold g_hold = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+static int32_t hold_on_token(void *user, size_t b, size_t s, int32_t token) {
+  (void)user, (void)b, (void)s, (void)token;
+  pthread_mutex_lock(&g_hold.mu);
+  ++g_hold.inside;
+  pthread_cond_broadcast(&g_hold.cv);
+  while (!g_hold.released) pthread_cond_wait(&g_hold.cv, &g_hold.mu);
+  pthread_mutex_unlock(&g_hold.mu);
+  return 0;
+}
+
+/* Completion callbacks seen, by status. */
+static pthread_mutex_t g_done_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_completed, g_cancelled;
+static void on_complete(void *user, parley_request *r, int32_t status) {
+  (void)user, (void)r;
+  pthread_mutex_lock(&g_done_mu);
+  ++g_completed;
+  if (status == PARLEY_ERROR_CANCELLED) ++g_cancelled;
+  pthread_mutex_unlock(&g_done_mu);
+}
+
+static int same_tokens(const parley_generation_result *x, const parley_generation_result *y) {
+  const int32_t *t1 = NULL, *t2 = NULL;
+  size_t l1 = 0, l2 = 0;
+  float s1 = 0, s2 = 0;
+  if (parley_result_hypothesis(x, 0, 0, &t1, &l1, &s1) || parley_result_hypothesis(y, 0, 0, &t2, &l2, &s2)) return 0;
+  return l1 == l2 && memcmp(t1, t2, l1 * sizeof *t1) == 0;
+}
+
+static int32_t g_ids[NREQ][MAXTOK];
+static const int32_t *g_prompts[NREQ];
+static size_t g_lengths[NREQ];
+static parley_generation_result *g_want[NREQ];
+
+static void make_prompts(parley_model *llm, const parley_generation_options *g) {
+  size_t i;
+  for (i = 0; i < NREQ; ++i) {
+    char text[128];
+    snprintf(text, sizeof text, "Question %u: where is my order %u?", (unsigned)i, 9000000u + (unsigned)i * 7919u);
+    CHECK_OK(parley_tokenize(llm, text, 1, NULL, g_ids[i], MAXTOK, &g_lengths[i]));
+    g_prompts[i] = g_ids[i];
+    CHECK_OK(parley_generate(llm, &g_prompts[i], &g_lengths[i], 1, g, &g_want[i]));
+  }
+}
+
+static void check_result(parley_request *r, size_t i) {
+  parley_generation_result *got = NULL;
+  CHECK_OK(parley_request_wait(r, -1));
+  CHECK_OK(parley_request_take_generation_result(r, &got));
+  CHECK(got && same_tokens(got, g_want[i]));
+  parley_result_free(got);
+}
+
+static void test_many_queued(parley_model *llm, const parley_generation_options *g) {
+  parley_request *req[NREQ];
+  parley_request_options ro;
+  size_t i;
+  parley_request_options_init(&ro);
+  ro.on_complete = on_complete;
+  for (i = 0; i < NREQ; ++i) {
+    req[i] = NULL;
+    CHECK_OK(parley_generate_submit(llm, &g_prompts[i], &g_lengths[i], 1, g, &ro, &req[i]));
+  }
+  for (i = 0; i < NREQ; ++i) {
+    if (!req[i]) continue;
+    check_result(req[i], i);
+    parley_request_free(req[i]);
+  }
+  pthread_mutex_lock(&g_done_mu);
+  CHECK(g_completed == NREQ && g_cancelled == 0);
+  pthread_mutex_unlock(&g_done_mu);
+}
+
+static void test_cancel_while_queued(parley_model *llm, const parley_generation_options *g) {
+  parley_generation_options held = *g;
+  parley_request_options ro;
+  parley_request *busy[2] = {NULL, NULL}, *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+  int32_t done = -1, status = PARLEY_OK;
+  size_t i;
+  int inside;
+
+  held.on_token = hold_on_token;
+  parley_request_options_init(&ro);
+  ro.on_complete = on_complete;
+  pthread_mutex_lock(&g_done_mu);
+  g_completed = g_cancelled = 0;
+  pthread_mutex_unlock(&g_done_mu);
+
+  /* Both workers held in a token callback. */
+  for (i = 0; i < 2; ++i) CHECK_OK(parley_generate_submit(llm, &g_prompts[i], &g_lengths[i], 1, &held, &ro, &busy[i]));
+  pthread_mutex_lock(&g_hold.mu);
+  while (g_hold.inside < 2) pthread_cond_wait(&g_hold.cv, &g_hold.mu);
+  pthread_mutex_unlock(&g_hold.mu);
+
+  CHECK_OK(parley_generate_submit(llm, &g_prompts[2], &g_lengths[2], 1, g, &ro, &a));
+  CHECK_OK(parley_generate_submit(llm, &g_prompts[3], &g_lengths[3], 1, g, &ro, &b));
+  CHECK_OK(parley_generate_submit(llm, &g_prompts[4], &g_lengths[4], 1, g, &ro, &c));
+  CHECK_OK(parley_generate_submit(llm, &g_prompts[5], &g_lengths[5], 1, g, &ro, &d));
+
+  /* b is cancelled while queued: it ends although no worker came free. */
+  CHECK_OK(parley_request_cancel(b));
+  CHECK_OK(parley_request_wait(b, 60000)); /* a bound against a hang, not a timing */
+  CHECK_OK(parley_request_status(b, &status, NULL));
+  CHECK(status == PARLEY_ERROR_CANCELLED);
+  /* d is freed while queued: the free returns although no worker came free. */
+  parley_request_free(d);
+
+  pthread_mutex_lock(&g_hold.mu);
+  inside = g_hold.inside;
+  pthread_mutex_unlock(&g_hold.mu);
+  CHECK(inside == 2); /* the workers were held all along */
+  CHECK_OK(parley_request_poll(a, &done));
+  CHECK(done == 0);
+  CHECK_OK(parley_request_poll(c, &done));
+  CHECK(done == 0);
+  pthread_mutex_lock(&g_done_mu);
+  CHECK(g_completed == 2 && g_cancelled == 2); /* b's and d's completion callbacks */
+  pthread_mutex_unlock(&g_done_mu);
+
+  pthread_mutex_lock(&g_hold.mu);
+  g_hold.released = 1;
+  pthread_cond_broadcast(&g_hold.cv);
+  pthread_mutex_unlock(&g_hold.mu);
+  check_result(a, 2);
+  check_result(c, 4);
+  for (i = 0; i < 2; ++i) {
+    check_result(busy[i], i);
+    parley_request_free(busy[i]);
+  }
+  parley_request_free(a);
+  parley_request_free(b);
+  parley_request_free(c);
+  pthread_mutex_lock(&g_done_mu);
+  CHECK(g_completed == 6 && g_cancelled == 2);
+  pthread_mutex_unlock(&g_done_mu);
+}
+
+int main(void) {
+  parley_runtime *rt;
+  parley_model *llm;
+  parley_generation_options g;
+  size_t i;
+  /* Read when the process's request workers are first made (the first submit). */
+  setenv("PARLEY_REQUEST_WORKERS", "2", 1);
+  rt = make_runtime();
+  llm = load_engine_off(rt);
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 6;
+  g.do_sample = 0;
+  make_prompts(llm, &g);
+  test_many_queued(llm, &g);
+  test_cancel_while_queued(llm, &g);
+  for (i = 0; i < NREQ; ++i) parley_result_free(g_want[i]);
+  parley_model_free(llm);
+  parley_runtime_free(rt);
+  printf("test_request_queue: %d checks, %d failed\n", g_checks, g_failures);
+  return g_failures ? 1 : 0;
+}
