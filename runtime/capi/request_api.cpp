@@ -32,6 +32,7 @@
 #include "capi/api_guard.hpp"
 #include "capi/request_control.hpp"
 #include "capi/result_json.hpp"
+#include "core/environment.hpp"
 #include "core/runtime.hpp"
 #include "serve/engine.hpp"
 #include "text/protect.hpp"
@@ -324,17 +325,7 @@ class RequestWorkers {
   // PARLEY_REQUEST_WORKERS when set to a whole number 1 ... 65536, else the
   // default (an unusable value is reported on stderr).
   static size_t max_workers_from_environment() {
-    const char *text = std::getenv("PARLEY_REQUEST_WORKERS");
-    if (!text || !*text) return kDefaultMaxWorkers;
-    char *end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v < 1 || v > 65536) {
-      std::fprintf(stderr, "parley: PARLEY_REQUEST_WORKERS=\"%s\" is not a whole number from 1 to 65536; using %zu\n",
-                   text, kDefaultMaxWorkers);
-      return kDefaultMaxWorkers;
-    }
-    return static_cast<size_t>(v);
+    return static_cast<size_t>(integer_from_environment("PARLEY_REQUEST_WORKERS", 1, 65536, kDefaultMaxWorkers));
   }
 
   // Under mu_.

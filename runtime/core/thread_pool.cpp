@@ -9,6 +9,7 @@
 #include <string>
 #include <system_error>
 
+#include "core/environment.hpp"
 #include "core/error.hpp"
 
 namespace parley {
@@ -38,21 +39,7 @@ bool spin_until(int64_t spin_us, Ready ready) {
 }  // namespace
 
 int64_t ThreadPool::spin_us_from_environment() {
-  static const int64_t value = [] {
-    const char *text = std::getenv("PARLEY_SPIN_US");
-    if (!text || !*text) return kDefaultSpinUs;
-    char *end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v < 0 || v > 1000000) {
-      std::fprintf(stderr,
-                   "parley: PARLEY_SPIN_US=\"%s\" is not a whole number of microseconds from 0 to 1000000; "
-                   "using %lld\n",
-                   text, static_cast<long long>(kDefaultSpinUs));
-      return kDefaultSpinUs;
-    }
-    return static_cast<int64_t>(v);
-  }();
+  static const int64_t value = integer_from_environment("PARLEY_SPIN_US", 0, 1000000, kDefaultSpinUs, "microseconds");
   return value;
 }
 
