@@ -25,6 +25,10 @@ struct Engine::Group {
   std::exception_ptr error;
   std::optional<Clock::time_point> blocked_since;  // could not get blocks since then
   bool blocked = false;                            // could not get blocks in this scheduling round
+  // The caller's, woken (under mu_) when a step ran one of its sequences or
+  // failed it: a caller whose group did not move sleeps on, so callers
+  // waiting past the batch cost nothing per step.
+  std::condition_variable cv;
 };
 
 int64_t Engine::Sequence::length() const {
@@ -825,7 +829,13 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
                     " ms (admission_timeout_ms)",
                 &EngineStats::refused);
     }
-    done_.wait_for(lock, std::chrono::milliseconds(5));
+    // Cancellation (a flag the engine is not told about) is seen within
+    // kCancelPollMs; the deadline and the admission timeout on time.
+    auto wake = Clock::now() + std::chrono::milliseconds(kCancelPollMs);
+    if (control.deadline) wake = std::min(wake, *control.deadline);
+    if (g.blocked_since)
+      wake = std::min(wake, *g.blocked_since + std::chrono::milliseconds(options_.admission_timeout_ms));
+    g.cv.wait_until(lock, wake);
   }
   queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
   for (Sequence *s : seqs) {
@@ -909,6 +919,7 @@ void Engine::scheduler_loop() {
       picking_group_ = nullptr;
       picking_seq_ = nullptr;
       batch.clear();
+      for (Group *g : queue_) g->cv.notify_all();
       done_.notify_all();
     }
     last_step_us =
@@ -1022,6 +1033,7 @@ void Engine::schedule_and_step(std::unique_lock<std::mutex> &lock, std::vector<P
       Sequence &s = *batch[i].seq;
       s.in_step_ = false;
       Group *g = s.group_;
+      if (g) g->cv.notify_all();  // under mu_: it wakes once the step's bookkeeping is done
       if (error) {
         if (g && !g->error) g->error = error;
         continue;

@@ -196,6 +196,9 @@ class Engine {
   void attach_sources(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources,
                       const RunControl &control = {});
   static constexpr int64_t kEncodeBatchTokens = 2048;
+  // How often a caller waiting in run() looks at its cancel flag when no step
+  // wakes it (a step that runs one of its sequences does).
+  static constexpr int64_t kCancelPollMs = 20;
 
   // Appends tokens[i] (>= 1 each) to seqs[i], all at once, and waits until
   // every one has run. Returns [seqs.size(), vocab]: each sequence's logits
