@@ -71,6 +71,12 @@ class SentencePieceTokenizer final : public Tokenizer {
       for (size_t i = 0; i < pieces_.size(); ++i) ids_.emplace(pieces_[i], static_cast<int32_t>(i));
     }
     unk_ = table_.unk_id() >= 0 ? table_.unk_id() : (table_.vocab() ? -1 : sp_->unk_id());
+    // Words segment independently when "▁" is a piece and no piece holds a
+    // "▁" after its first character (split_by_whitespace, whitespace as
+    // prefix: what SentencePiece trains by default).
+    words_independent_ = !sp_->IsUnknown(sp_->PieceToId(kWordStart));
+    for (int i = 0; words_independent_ && i < sp_->GetPieceSize(); ++i)
+      words_independent_ = sp_->IdToPiece(i).find(kWordStart, 1) == std::string::npos;
   }
 
  protected:
@@ -126,6 +132,32 @@ class SentencePieceTokenizer final : public Tokenizer {
       }
       begin = end;
     }
+  }
+
+  // With a budget, a long text is first encoded up to a word end a little
+  // past what the budget could hold: when the words before the probe's last
+  // two already need more ids than are left, the text cannot fit, and the
+  // rest is not tokenized (1 s per MB before). Exact: words segment alone
+  // (words_independent_), and normalisation reaches across a word end only
+  // into the word before it (a charsmap rule spanning the space, NFKC at the
+  // boundary), so those earlier words get the same ids as in the whole text.
+  bool encode_text_bounded(std::string_view raw, bool first, std::vector<int32_t> &out, size_t limit) const override {
+    const size_t room = limit > out.size() ? limit - out.size() : 0;
+    if (limit != SIZE_MAX && words_independent_ && room < raw.size() / kProbeBytesPerId) {
+      const size_t cut = raw.find(' ', kProbeBytesPerId * room + kProbeSlackBytes);
+      if (cut != std::string_view::npos) {
+        std::vector<int32_t> probe;
+        encode_text(raw.substr(0, cut), first, probe);
+        size_t word_starts = 0, sure = probe.size();
+        while (sure > 0 && word_starts < 2) word_starts += starts_word(probe[--sure]) ? 1 : 0;
+        if (word_starts == 2 && sure > room) {
+          out.insert(out.end(), probe.begin(), probe.begin() + static_cast<std::ptrdiff_t>(sure));
+          return false;
+        }
+      }
+    }
+    encode_text(raw, first, out);
+    return out.size() <= limit;
   }
 
   bool piece_bytes(int32_t id, std::string *out) const override {
@@ -191,6 +223,15 @@ class SentencePieceTokenizer final : public Tokenizer {
  private:
   static constexpr size_t kPartBytes = 4096;
   static constexpr size_t kForcedCutBytes = 2 * kPartBytes;
+  static constexpr const char *kWordStart = "\xE2\x96\x81";  // "▁"
+  // The budget probe (encode_text_bounded) reads this many bytes per id
+  // left, plus the slack: more than ids usually cover (about 4 bytes each).
+  static constexpr size_t kProbeBytesPerId = 16, kProbeSlackBytes = 4096;
+
+  bool starts_word(int32_t id) const {
+    return id >= 0 && static_cast<size_t>(id) < pieces_.size() &&
+           pieces_[static_cast<size_t>(id)].rfind(kWordStart, 0) == 0;
+  }
 
   // Whether character c can sit on either side of a cut (see encode_text):
   // no piece holds it and the library encodes it alone as itself.
@@ -238,6 +279,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   mutable std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_bare_;
   std::vector<std::string> pieces_;
   std::unordered_map<std::string, int32_t> ids_;
+  bool words_independent_ = false;
   int32_t unk_ = -1;
   bool collapse_ = false;
 };

@@ -232,6 +232,55 @@ TEST(BpeBudget, ExactFitIsUnchanged) {
   }
 }
 
+// The same for SentencePiece: 4 MB of words over a budget of 256 ids is
+// refused after encoding a prefix of the text (16 bytes per id left plus
+// 4 KB, to a word end), not the whole text (which took 1 s per MB). The
+// library's longest call shows how much it read at once.
+TEST(SentencePieceBudget, FourMegabytesOverBudgetStopEarly) {
+  std::string text;
+  while (text.size() < (4u << 20)) text += "Order 9019917 arrived damaged, please  replace it. ";
+  for (const char *family : {"marian", "nllb", "mbart", "m2m100", "mistral"}) {
+    Loaded l = fixture(family);
+    const Tokenizer &t = l.text->source();
+    const std::string lang = t.needs_language() ? t.languages().front().first : "";
+    sentencepiece_longest_call_on_this_thread(/*reset=*/true);
+    try {
+      t.encode(text, true, lang, 256);
+      ADD_FAILURE() << family << ": 4 MB fit in 256 tokens";
+    } catch (const Error &e) {
+      EXPECT_EQ(e.status(), PARLEY_ERROR_INVALID_ARGUMENT);
+      EXPECT_NE(std::string(e.what()).find("text is too long: more than 256 tokens"), std::string::npos) << e.what();
+    }
+    EXPECT_LE(sentencepiece_longest_call_on_this_thread(), 16u * 256 + 4096 + 64)
+        << family << ": one library call took a text of that many bytes";
+  }
+}
+
+// The probe refuses only what cannot fit: texts with many bytes per id (long
+// runs of characters the vocabulary lacks, which become one unknown id per
+// run; runs of spaces) are long enough to be probed, and they are encoded
+// whole, giving the ids of the unbudgeted call, when exactly their ids are
+// left; one id less is refused.
+TEST(SentencePieceBudget, ProbedExactFitIsUnchanged) {
+  std::string sparse, spaced;
+  for (int w = 0; w < 64; ++w) {
+    sparse += "Order ";
+    for (int i = 0; i < 300; ++i) sparse += "\xE6\xBC\xA2";  // U+6F22
+    sparse += ' ';
+  }
+  for (int w = 0; w < 64; ++w) spaced += "Order" + std::string(2000, ' ');
+  for (const char *family : {"marian", "nllb", "mbart", "m2m100", "mistral"}) {
+    Loaded l = fixture(family);
+    const Tokenizer &t = l.text->source();
+    const std::string lang = t.needs_language() ? t.languages().front().first : "";
+    for (const std::string *text : {&sparse, &spaced}) {
+      const std::vector<int32_t> all = t.encode(*text, true, lang);
+      EXPECT_EQ(t.encode(*text, true, lang, all.size()), all) << family << ", " << text->size() << " bytes";
+      EXPECT_THROW(t.encode(*text, true, lang, all.size() - 1), Error) << family;
+    }
+  }
+}
+
 // Issue 10 item 4: "(?:)" made a 4 KB text 4 M tokens (every gap re-read
 // from the start). A regex that matches the empty string is refused at
 // load, naming it.
