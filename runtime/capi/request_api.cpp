@@ -63,10 +63,8 @@ constexpr int64_t kMaxUnfinished = int64_t{1} << 16;
 // Worker threads that run requests at once (PARLEY_REQUEST_WORKERS
 // overrides it): the engine's default batch (max_batch_sequences). Past
 // this, requests queue here. More decoding threads would only wait in the
-// engine, and they cost there (every waiting caller wakes at each step and
-// every 5 ms): tests/bench/request_flood.c, 5,000 four-token generations of
-// the demo model, took 3.4 s with 128 workers, 4.6 s with 256, 19.5 s with
-// 1,024.
+// engine: tests/bench/request_flood.c, 5,000 four-token generations of the
+// demo model, took 2.8 s with 128 workers, 3.1 s with 256, 5.9 s with 1,024.
 constexpr size_t kDefaultMaxWorkers = 256;
 // Extra workers, past the limit, that a cancelled queued request may start
 // so that it ends (and its completion callback runs) without waiting for a
