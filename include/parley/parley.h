@@ -733,6 +733,10 @@ typedef struct parley_generation_result parley_generation_result;
  * read during the call. On success *out_result holds, per prompt,
  * num_return_sequences hypotheses (best first for beam search): the generated
  * ids only, ending with the EOS id when the sequence finished on one.
+ * options NULL: the model's generation defaults, with the file's max_length
+ * (if any) counting the prompt as transformers does: max(1, max_length -
+ * longest prompt) new tokens. (parley_generation_options_init gives
+ * max_new_tokens = max_length, a fixed count that does not know the prompt.)
  * Errors: PARLEY_ERROR_INVALID_ARGUMENT (empty batch, empty prompt, id
  * outside the vocabulary, prompt + max_new_tokens past the model's positions,
  * bad options), PARLEY_ERROR_OUT_OF_MEMORY (the request's KV cache — batch x

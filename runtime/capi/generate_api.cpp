@@ -358,6 +358,7 @@ PARLEY_API parley_status parley_generate(const parley_model *model, const int32_
     DecodingOptions d = resolve_generation_options(*model->impl.file, options);
     parley::capi::apply_request_control(parley::capi::take_request_control(), d, /*with_logprobs=*/true);
     auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
+    if (!options) apply_max_length_to_prompts(*model->impl.file, batch, d);
     if (model->impl.file->kind() == PARLEY_MODEL_DECODER_ONLY)
       d.constraint = parley::capi::resolve_constraint(model->impl, options);
     auto result = std::make_unique<parley_generation_result>();

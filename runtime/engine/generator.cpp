@@ -60,6 +60,13 @@ int64_t longest(const std::vector<std::vector<int32_t>> &rows) {
 
 }  // namespace
 
+void apply_max_length_to_prompts(const ModelFile &f, const std::vector<std::vector<int32_t>> &prompts,
+                                 DecodingOptions &o) {
+  const int64_t max_length = cfg(f, "generation.max_length", 0);
+  if (f.kind() != PARLEY_MODEL_DECODER_ONLY || max_length <= 0) return;
+  o.max_new_tokens = std::max<int64_t>(1, max_length - longest(prompts));
+}
+
 DecodingOptions decoding_defaults(const ModelFile &f) {
   DecodingOptions o;
   int64_t max_length = cfg(f, "generation.max_length", 0);

@@ -16,6 +16,14 @@ namespace parley {
 // where the file sets nothing).
 DecodingOptions decoding_defaults(const ModelFile &file);
 
+// transformers counts a decoder-only prompt in max_length (generation stops
+// once prompt + new tokens reach it, after at least one new token): with the
+// model's defaults (no caller options), a decoder-only file's max_length
+// leaves max(1, max_length - longest prompt) new tokens. Other files and
+// files without max_length: `o` unchanged.
+void apply_max_length_to_prompts(const ModelFile &file, const std::vector<std::vector<int32_t>> &prompts,
+                                 DecodingOptions &o);
+
 // Decoder-only: continue each prompt (non-empty token ids).
 std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
                                               const std::vector<std::vector<int32_t>> &prompts,

@@ -531,6 +531,42 @@ static void test_generate_concurrent(parley_model *llm) {
   }
 }
 
+/* NULL generation options are the model's defaults, with its max_length
+ * counting the prompt as transformers does (the demo model's max_length is
+ * its 1024 positions): a short prompt generates (it failed with "requested
+ * length 1025" while max_length meant new tokens), a prompt 3 short of
+ * max_length gets at most 3 new tokens, one of max_length - 1 exactly 1;
+ * blocking and submitted alike. */
+static void test_null_options_count_the_prompt(parley_model *llm) {
+  static int32_t ids[1023];
+  const int32_t *prompts[1];
+  size_t len, i, k, n = 0;
+  int64_t max_length = 0;
+  CHECK_OK(parley_model_config_int(llm, "generation.max_length", &max_length));
+  CHECK(max_length == 1024);
+  prompts[0] = ids;
+  for (i = 0; i < 1023; ++i) ids[i] = (int32_t)(100 + i % 50);
+  for (k = 0; k < 3; ++k) {
+    const size_t lengths[] = {16, 1021, 1023};
+    const size_t most[] = {1024 - 16, 3, 1};
+    parley_generation_result *res = NULL;
+    parley_request *r = NULL;
+    const int32_t *toks = NULL;
+    len = lengths[k];
+    CHECK_OK(parley_generate(llm, prompts, &len, 1, NULL, &res));
+    if (res && parley_result_hypothesis(res, 0, 0, &toks, &n, NULL) == PARLEY_OK) CHECK(n >= 1 && n <= most[k]);
+    if (k == 2) CHECK(n == 1);
+    parley_result_free(res);
+    res = NULL;
+    CHECK_OK(parley_generate_submit(llm, prompts, &len, 1, NULL, NULL, &r));
+    CHECK_OK(parley_request_wait(r, -1));
+    CHECK_OK(parley_request_take_generation_result(r, &res));
+    if (res && parley_result_hypothesis(res, 0, 0, &toks, &n, NULL) == PARLEY_OK) CHECK(n >= 1 && n <= most[k]);
+    parley_result_free(res);
+    parley_request_free(r);
+  }
+}
+
 /* Cancellation mid-flight, a deadline, waiting with a timeout, freeing a running request. */
 static void test_cancel_and_deadline(parley_model *llm, parley_model *mt) {
   int32_t ids[64];
@@ -1448,6 +1484,7 @@ int main(void) {
   test_chat_equals_blocking(llm);
   test_chat_alternatives_and_logit_bias(llm);
   test_generate_concurrent(llm);
+  test_null_options_count_the_prompt(llm);
   test_translate(mt);
   test_cancel_and_deadline(llm, mt);
   test_concurrent_chats(llm);

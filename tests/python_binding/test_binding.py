@@ -1286,6 +1286,22 @@ def test_generate_async_matches_generate_with_logprobs(gpt2):
                                                                               num_beams=2, num_return_sequences=2)[0]]
 
 
+def test_max_length_counts_the_prompt_without_max_new_tokens(chat_model):
+    # Without max_new_tokens, a decoder-only model's max_length counts the
+    # prompt (transformers; parley_generate with NULL options): a short prompt
+    # generates (it was refused as "requested length > positions" when the
+    # demo model's max_length of 1024 meant 1024 new tokens), and a prompt of
+    # max_length - 1 gets exactly one new token; an explicit max_new_tokens wins.
+    max_length = chat_model.config().get("generation.max_length", 0)
+    if max_length <= 1:
+        pytest.fail(f"the chat model needs a generation.max_length > 1 for this test, has {max_length}")
+    short = chat_model.generate([[100] * 16])[0][0]
+    assert 1 <= len(short.tokens) <= max_length - 16
+    assert len(chat_model.generate([[100] * (max_length - 1)])[0][0].tokens) == 1
+    assert len(_arun(chat_model.generate_async([[100] * (max_length - 1)]))[0][0].tokens) == 1
+    assert len(chat_model.generate([[100] * 16], max_new_tokens=3, min_new_tokens=3)[0][0].tokens) == 3
+
+
 def test_generate_async_on_token(gpt2):
     prompt = [0, 92, 79, 57, 110]
     want = gpt2.generate([prompt], max_new_tokens=8)[0][0].tokens

@@ -545,6 +545,19 @@ class Model(Closable):
             out.append(hyps)
         return out
 
+    def _count_prompt_in_max_length(self, options, batch):
+        """Without max_new_tokens, a decoder-only model's max_length counts the
+        prompt as in transformers (and parley_generate with NULL options):
+        max(1, max_length - longest prompt) new tokens."""
+        if options.get("max_new_tokens") is not None or self.kind != "decoder-only":
+            return options
+        v = c_int64()
+        with self._use() as h:
+            if _lib.lib.parley_model_config_int(h, b"generation.max_length", byref(v)) != 0 or v.value <= 0:
+                return options
+        longest = max((batch.lengths[i] for i in range(batch.count)), default=0)
+        return {**options, "max_new_tokens": max(1, v.value - longest)}
+
     def _run_tokens(self, call, on_token, options, where, return_logprobs=False, alternatives=0):
         cb = _TokenCallback(on_token)
         result = c_void_p()
@@ -575,8 +588,9 @@ class Model(Closable):
         """Continue each prompt (a list of token ids) with a decoder-only model.
 
         Returns, per prompt, ``num_return_sequences`` hypotheses (best first):
-        the generated ids only. Options (None: the model's default):
-        max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
+        the generated ids only. Options (None: the model's default; without
+        max_new_tokens, the model's max_length counts the prompt, as in
+        transformers): max_new_tokens, min_new_tokens, num_beams, num_return_sequences,
         length_penalty, early_stopping (True/False/"never"),
         no_repeat_ngram_size, repetition_penalty, do_sample, temperature,
         top_k, top_p, min_p, seed, eos_token_ids, grammar (GBNF text),
@@ -592,6 +606,7 @@ class Model(Closable):
         """
         options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(prompts, "prompts")
+        options = self._count_prompt_in_max_length(options, batch)  # type: ignore[assignment]
         return self._run_tokens(
             lambda h, opts, out: _lib.lib.parley_generate(h, batch.pointers, batch.lengths, batch.count, opts, out),
             on_token,
@@ -939,6 +954,7 @@ class Model(Closable):
         """
         options = merge(generation, options)  # type: ignore[assignment]
         batch = IdBatch(prompts, "prompts")
+        options = self._count_prompt_in_max_length(options, batch)  # type: ignore[assignment]
         cb = _TokenCallback(on_token)
         with self._use() as h:
             opts = generation_options(h, options, "generate_async()")
