@@ -7,7 +7,9 @@
  *    start; a queued request that is cancelled ends at once (CANCELLED, its
  *    completion callback run) while the workers are still held, and so does
  *    one that is freed; the others start once the workers are released and
- *    give the blocking call's tokens.
+ *    give the blocking call's tokens;
+ *  - eight threads submitting, cancelling and freeing (also from the
+ *    completion callback) at random against the two workers.
  * The model runs with serving_engine = 0, so that callbacks run on the
  * request's worker and a held callback holds exactly one worker.
  * Uses the demo chat model (PARLEY_DEMO_MODELS). Run through ctest; also
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "c_checks.h"
 
@@ -184,6 +187,133 @@ static void test_cancel_while_queued(parley_model *llm, const parley_generation_
   pthread_mutex_unlock(&g_done_mu);
 }
 
+/* Eight threads submit sixteen generations each to the two workers and, at
+ * random (fixed seed, printed; PARLEY_TEST_SEED overrides): wait and free,
+ * cancel and wait, free at once, free from the completion callback (fire
+ * and forget), or a 1 ms deadline. Every request's completion callback runs
+ * exactly once; a request that finished OK has the blocking call's tokens;
+ * the others ended CANCELLED or TIMEOUT as their action allows. Under TSan
+ * in CI. */
+#define NTHREADS 8
+#define PER_THREAD 16
+struct slot {
+  int action, completions;
+  int32_t status, completed_status;
+  int matches;
+  size_t prompt;
+};
+struct stress_thread {
+  parley_model *llm;
+  const parley_generation_options *g;
+  unsigned seed;
+  struct slot slot[PER_THREAD];
+};
+static pthread_mutex_t g_slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static void slot_complete(void *user, parley_request *r, int32_t status) {
+  struct slot *sl = (struct slot *)user;
+  int fire_and_forget;
+  pthread_mutex_lock(&g_slot_mu);
+  ++sl->completions;
+  sl->completed_status = status;
+  fire_and_forget = sl->action == 3;
+  pthread_mutex_unlock(&g_slot_mu);
+  if (fire_and_forget) {
+    parley_generation_result *got = NULL;
+    int matches = -1;
+    if (status == PARLEY_OK && parley_request_take_generation_result(r, &got) == PARLEY_OK)
+      matches = same_tokens(got, g_want[sl->prompt]);
+    parley_result_free(got);
+    pthread_mutex_lock(&g_slot_mu);
+    sl->matches = matches;
+    pthread_mutex_unlock(&g_slot_mu);
+    parley_request_free(r);
+  }
+}
+static unsigned next_random(unsigned *state) {
+  *state = *state * 1103515245u + 12345u;
+  return (*state >> 16) & 0x7fff;
+}
+static void *stress_worker(void *arg) {
+  struct stress_thread *t = (struct stress_thread *)arg;
+  parley_request *req[PER_THREAD];
+  size_t k;
+  for (k = 0; k < PER_THREAD; ++k) {
+    struct slot *sl = &t->slot[k];
+    parley_request_options ro;
+    parley_request_options_init(&ro);
+    sl->prompt = next_random(&t->seed) % NREQ;
+    sl->action = (int)(next_random(&t->seed) % 5);
+    sl->matches = -1;
+    ro.on_complete = slot_complete;
+    ro.user_data = sl;
+    if (sl->action == 4) ro.deadline_ms = 1;
+    req[k] = NULL;
+    sl->status = parley_generate_submit(t->llm, &g_prompts[sl->prompt], &g_lengths[sl->prompt], 1, t->g, &ro, &req[k]);
+    if (sl->status != PARLEY_OK) continue;
+    if (sl->action == 1) parley_request_cancel(req[k]);
+    if (sl->action == 2 || sl->action == 3) {
+      if (sl->action == 2) parley_request_free(req[k]);
+      req[k] = NULL; /* action 3: freed by its completion callback */
+    }
+  }
+  for (k = 0; k < PER_THREAD; ++k) {
+    struct slot *sl = &t->slot[k];
+    parley_generation_result *got = NULL;
+    if (!req[k]) continue;
+    if (parley_request_wait(req[k], -1) != PARLEY_OK) sl->status = -1000;
+    parley_request_status(req[k], &sl->status, NULL);
+    if (sl->status == PARLEY_OK && parley_request_take_generation_result(req[k], &got) == PARLEY_OK)
+      sl->matches = same_tokens(got, g_want[sl->prompt]);
+    parley_result_free(got);
+    parley_request_free(req[k]);
+  }
+  return NULL;
+}
+static void test_threads_against_the_queue(parley_model *llm, const parley_generation_options *g) {
+  struct stress_thread th[NTHREADS];
+  pthread_t tid[NTHREADS];
+  const char *env = getenv("PARLEY_TEST_SEED");
+  unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : 4242u;
+  size_t i, k;
+  int all_completed = 0, rounds;
+  printf("test_threads_against_the_queue: seed %u (PARLEY_TEST_SEED overrides)\n", seed);
+  for (i = 0; i < NTHREADS; ++i) {
+    memset(&th[i], 0, sizeof th[i]);
+    th[i].llm = llm;
+    th[i].g = g;
+    th[i].seed = seed + (unsigned)i * 7919u;
+    CHECK(pthread_create(&tid[i], NULL, stress_worker, &th[i]) == 0);
+  }
+  for (i = 0; i < NTHREADS; ++i) pthread_join(tid[i], NULL);
+  /* Fire-and-forget requests end on their own: wait (bounded) for every callback. */
+  for (rounds = 0; rounds < 6000 && !all_completed; ++rounds) {
+    all_completed = 1;
+    pthread_mutex_lock(&g_slot_mu);
+    for (i = 0; i < NTHREADS; ++i)
+      for (k = 0; k < PER_THREAD; ++k)
+        if (th[i].slot[k].completions == 0) all_completed = 0;
+    pthread_mutex_unlock(&g_slot_mu);
+    if (!all_completed) {
+      struct timespec ts = {0, 10000000L};
+      nanosleep(&ts, NULL);
+    }
+  }
+  CHECK(all_completed);
+  pthread_mutex_lock(&g_slot_mu);
+  for (i = 0; i < NTHREADS; ++i)
+    for (k = 0; k < PER_THREAD; ++k) {
+      const struct slot *sl = &th[i].slot[k];
+      const int32_t st = sl->action == 2 || sl->action == 3 ? sl->completed_status : sl->status;
+      CHECK(sl->completions == 1);
+      if (sl->action != 2 && sl->action != 3) CHECK(sl->completed_status == sl->status);
+      if (st == PARLEY_OK && sl->action != 2) CHECK(sl->matches == 1);
+      if (sl->action == 0 || sl->action == 3) CHECK(st == PARLEY_OK);
+      if (sl->action == 1 || sl->action == 2) CHECK(st == PARLEY_OK || st == PARLEY_ERROR_CANCELLED);
+      if (sl->action == 4) CHECK(st == PARLEY_OK || st == PARLEY_ERROR_TIMEOUT);
+    }
+  pthread_mutex_unlock(&g_slot_mu);
+}
+
 int main(void) {
   parley_runtime *rt;
   parley_model *llm;
@@ -199,6 +329,7 @@ int main(void) {
   make_prompts(llm, &g);
   test_many_queued(llm, &g);
   test_cancel_while_queued(llm, &g);
+  test_threads_against_the_queue(llm, &g);
   for (i = 0; i < NREQ; ++i) parley_result_free(g_want[i]);
   parley_model_free(llm);
   parley_runtime_free(rt);
