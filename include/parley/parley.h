@@ -1470,7 +1470,7 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * up to the environment variable PARLEY_REQUEST_WORKERS (1 to 65536, read
  * at the first submit; default 256); past that, requests wait in
  * submission order for a worker (a queued request that is cancelled or
- * freed ends at once). The work is the blocking call it mirrors, run on
+ * freed ends at once, and one whose deadline passes ends then). The work is the blocking call it mirrors, run on
  * the worker: its result is the same, and concurrent chat
  * turns, generations and translations of one model are batched by its
  * serving engine like concurrent blocking calls (tokens equal, scores up to

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -217,6 +218,8 @@ struct parley_request {
   const void *workers = nullptr;  // the RequestWorkers it was submitted to
   bool queued = false;
   std::list<parley_request *>::iterator queue_entry;
+  bool deadline_watched = false;  // in the pool's deadline timer while queued
+  std::multimap<std::chrono::steady_clock::time_point, parley_request *>::iterator deadline_entry;
 
   // The host's streaming callbacks; the copies above call the trampolines.
   parley_token_fn host_on_token = nullptr;
@@ -279,6 +282,7 @@ class RequestWorkers {
     r->queued = true;
     if (queue_.size() <= idle_ || workers_ >= max_workers_) {
       cv_.notify_one();
+      if (r->control.deadline) watch_deadline(r);
       return;
     }
     try {
@@ -302,7 +306,19 @@ class RequestWorkers {
   // limit), so that it ends now instead of after some running request.
   void expedite(parley_request *r) noexcept {
     std::lock_guard<std::mutex> lock(mu_);
-    if (r->workers != this || !r->queued) return;
+    if (r->workers == this) expedite_locked(r);
+  }
+
+ private:
+  static constexpr std::chrono::seconds kIdleExit{30};
+  using Clock = std::chrono::steady_clock;
+
+  static bool ends_at_once(const parley_request &r) {
+    return r.cancel.load() || (r.control.deadline && Clock::now() >= *r.control.deadline);
+  }
+
+  void expedite_locked(parley_request *r) noexcept {
+    if (!r->queued) return;
     queue_.splice(queue_.begin(), queue_, r->queue_entry);
     if (idle_ > 0) {
       cv_.notify_one();
@@ -315,8 +331,48 @@ class RequestWorkers {
     }
   }
 
- private:
-  static constexpr std::chrono::seconds kIdleExit{30};
+  // A queued request whose deadline passes is expedited then (it ends with
+  // TIMEOUT at once), by a timer thread started with the first such request.
+  // Under mu_. Without the timer (no thread could start), it times out when
+  // a worker takes it.
+  void watch_deadline(parley_request *r) noexcept {
+    if (!timer_started_) {
+      try {
+        std::thread([this] { timer_loop(); }).detach();
+        timer_started_ = true;
+      } catch (...) {
+        return;
+      }
+    }
+    try {
+      r->deadline_entry = deadlines_.emplace(*r->control.deadline, r);
+    } catch (...) {  // out of memory: it times out when a worker takes it
+      return;
+    }
+    r->deadline_watched = true;
+    timer_cv_.notify_one();
+  }
+  void unwatch_deadline(parley_request *r) {
+    if (!r->deadline_watched) return;
+    deadlines_.erase(r->deadline_entry);
+    r->deadline_watched = false;
+  }
+  void timer_loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (deadlines_.empty()) {
+        timer_cv_.wait(lock);
+        continue;
+      }
+      if (Clock::now() < deadlines_.begin()->first) {
+        timer_cv_.wait_until(lock, deadlines_.begin()->first);
+        continue;
+      }
+      parley_request *r = deadlines_.begin()->second;
+      unwatch_deadline(r);
+      expedite_locked(r);
+    }
+  }
 
   explicit RequestWorkers(pid_t pid) : pid_(pid), max_workers_(max_workers_from_environment()) {}
 
@@ -339,19 +395,24 @@ class RequestWorkers {
   void loop() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
+      // Past the limit (the extra workers expedite starts; workers are
+      // interchangeable), a worker takes only requests that end at once
+      // (cancelled, or past their deadline), and ends when none waits.
+      if (workers_ > max_workers_ && (queue_.empty() || !ends_at_once(*queue_.front()))) break;
       if (queue_.empty()) {
         ++idle_;
         const bool got = cv_.wait_for(lock, kIdleExit, [&] { return !queue_.empty(); });
         --idle_;
         if (!got) break;
+        continue;
       }
       parley_request *r = queue_.front();
       queue_.pop_front();
       r->queued = false;
+      unwatch_deadline(r);
       lock.unlock();
       run(r);
       lock.lock();
-      if (workers_ > max_workers_) break;  // an extra worker (expedite) ends after its request
     }
     --workers_;
   }
@@ -363,6 +424,10 @@ class RequestWorkers {
   std::condition_variable cv_;
   std::list<parley_request *> queue_;
   size_t workers_ = 0, idle_ = 0;
+  // Deadlines of queued requests (watch_deadline), earliest first.
+  std::multimap<Clock::time_point, parley_request *> deadlines_;
+  std::condition_variable timer_cv_;
+  bool timer_started_ = false;
 };
 
 void cancel_request(parley_request &r) noexcept {

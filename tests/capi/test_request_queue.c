@@ -5,9 +5,10 @@
  *    the blocking call;
  *  - with both workers held in a streaming callback, queued requests do not
  *    start; a queued request that is cancelled ends at once (CANCELLED, its
- *    completion callback run) while the workers are still held, and so does
- *    one that is freed; the others start once the workers are released and
- *    give the blocking call's tokens;
+ *    completion callback run) while the workers are still held, and so do
+ *    one that is freed and one whose deadline passes (TIMEOUT); the others
+ *    start once the workers are released and give the blocking call's
+ *    tokens;
  *  - eight threads submitting, cancelling and freeing (also from the
  *    completion callback) at random against the two workers.
  * The model runs with serving_engine = 0, so that callbacks run on the
@@ -126,7 +127,7 @@ static void test_many_queued(parley_model *llm, const parley_generation_options 
 static void test_cancel_while_queued(parley_model *llm, const parley_generation_options *g) {
   parley_generation_options held = *g;
   parley_request_options ro;
-  parley_request *busy[2] = {NULL, NULL}, *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+  parley_request *busy[2] = {NULL, NULL}, *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL;
   int32_t done = -1, status = PARLEY_OK;
   size_t i;
   int inside;
@@ -156,6 +157,13 @@ static void test_cancel_while_queued(parley_model *llm, const parley_generation_
   CHECK(status == PARLEY_ERROR_CANCELLED);
   /* d is freed while queued: the free returns although no worker came free. */
   parley_request_free(d);
+  /* e's deadline passes while it is queued: it ends then with TIMEOUT. */
+  ro.deadline_ms = 100;
+  CHECK_OK(parley_generate_submit(llm, &g_prompts[6], &g_lengths[6], 1, g, &ro, &e));
+  ro.deadline_ms = 0;
+  CHECK_OK(parley_request_wait(e, 60000)); /* a bound against a hang, not a timing */
+  CHECK_OK(parley_request_status(e, &status, NULL));
+  CHECK(status == PARLEY_ERROR_TIMEOUT);
 
   pthread_mutex_lock(&g_hold.mu);
   inside = g_hold.inside;
@@ -166,7 +174,7 @@ static void test_cancel_while_queued(parley_model *llm, const parley_generation_
   CHECK_OK(parley_request_poll(c, &done));
   CHECK(done == 0);
   pthread_mutex_lock(&g_done_mu);
-  CHECK(g_completed == 2 && g_cancelled == 2); /* b's and d's completion callbacks */
+  CHECK(g_completed == 3 && g_cancelled == 2); /* b's, d's and e's completion callbacks */
   pthread_mutex_unlock(&g_done_mu);
 
   pthread_mutex_lock(&g_hold.mu);
@@ -182,8 +190,9 @@ static void test_cancel_while_queued(parley_model *llm, const parley_generation_
   parley_request_free(a);
   parley_request_free(b);
   parley_request_free(c);
+  parley_request_free(e);
   pthread_mutex_lock(&g_done_mu);
-  CHECK(g_completed == 6 && g_cancelled == 2);
+  CHECK(g_completed == 7 && g_cancelled == 2);
   pthread_mutex_unlock(&g_done_mu);
 }
 
