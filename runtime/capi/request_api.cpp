@@ -364,8 +364,10 @@ class RequestWorkers {
         timer_cv_.wait(lock);
         continue;
       }
-      if (Clock::now() < deadlines_.begin()->first) {
-        timer_cv_.wait_until(lock, deadlines_.begin()->first);
+      // A copy: a worker may take (and unwatch) that request meanwhile.
+      const Clock::time_point next = deadlines_.begin()->first;
+      if (Clock::now() < next) {
+        timer_cv_.wait_until(lock, next);
         continue;
       }
       parley_request *r = deadlines_.begin()->second;
