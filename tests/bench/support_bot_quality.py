@@ -103,6 +103,45 @@ def percent(a: int, b: int) -> str:
 # --------------------------------------------------------------------------- 1. held-out set
 
 
+# A second held-out set: two wordings per intent written on 2026-12-06, after the
+# last change to the training data's wordings (make_corpus.py's paraphrases) and
+# before the model trained on it was first scored. They are not in make_corpus.py,
+# and no training wording was tuned on them: they measure how far the held-out
+# figure above, whose misses that change was made after, carries to new wordings.
+FRESH_WORDINGS = {
+    "status": ["Has my parcel {order} left your warehouse yet?", "Any news on order {order}?"],
+    "return": ["The {p} from order {order} is not what I expected. Can it go back?",
+               "I would like my money back for the {p}, it is from order {order}. Do I ship it to you?"],
+    "refund": ["Where is my money for the returned order {order}?",
+               "I still have not received my refund for order {order}."],
+    "damaged": ["Order {order} came with a cracked {p}.", "The {p} I received in order {order} is defective."],
+    "cancel": ["Please stop order {order}, I do not need it anymore.",
+               "I changed my mind about order {order}. Can you cancel it?"],
+    "shipping_cost": ["What will delivery cost me for {amount}?", "Are there shipping fees on a {amount} order?"],
+    "express": ["Can order {order} arrive tomorrow?", "Do you have next-day delivery?"],
+    "hours": ["At what time does your hotline open?", "Can I reach you on the weekend?"],
+    "payment": ["Do you take credit cards?", "Is direct debit possible for order {order}?"],
+    "password": ["My password does not work anymore.", "I am locked out of my account."],
+    "address": ["My address has changed. How do I update it?", "I need my email address changed."],
+}
+
+
+def fresh_wordings(per_wording: int = 2) -> list[dict]:
+    """One-turn conversations on FRESH_WORDINGS, with held-out slot values."""
+    rng = random.Random(2026_12_06)
+    sampler = make_corpus.SlotSampler(rng, True)
+    convs = []
+    for intent, wordings in FRESH_WORDINGS.items():
+        for wording in wordings:
+            for _ in range(per_wording):
+                s = make_corpus.dialogue_slots(sampler)
+                answer, checks = make_corpus.INTENTS[intent]["answer"](s)
+                convs.append({"intent": intent, "messages": [{"role": "user", "content": wording.format(**s)},
+                                                             {"role": "assistant", "content": answer}],
+                              "checks": [checks]})
+    return convs
+
+
 def held_out_table(convs: list[dict], path: Path) -> None:
     ids = sorted({c for conv in convs for checks in conv["checks"] for c in checks if re.fullmatch(r"\d{7}", c)})
     rows = [f"{i},Nordwind item,49.90,shipped,2026-12-0{1 + k % 4},DHL" for k, i in enumerate(ids)]
@@ -290,6 +329,7 @@ def main() -> None:
     models_dir = Path(args.models)
     policy = (models_dir / "policy.txt").read_text(encoding="utf-8").strip()
     convs = held_out(args.conversations)
+    fresh = fresh_wordings()
     orders = read_orders(models_dir / "orders.csv")
     dialogues = {"trained (support-llama, 3.7 M)": ("trained", str(models_dir / "support-llama.parley"), [])}
     if Path(args.smollm2).exists():
@@ -299,17 +339,18 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp, "held_out_orders.csv")
-        held_out_table(convs, table)
+        held_out_table(convs + fresh, table)
         for name, (key, path, extra) in dialogues.items():
             if args.only and key != args.only:
                 continue
             t0 = time.perf_counter()
             subset = convs[: args.smollm2_conversations] if key == "smollm2" else convs
             h = score_held_out(args.bot, extra, subset, table, policy)
+            fr = score_held_out(args.bot, extra, fresh, table, policy)
             o = score_orders(args.bot, extra, orders, policy)
             alone = model_alone(path, subset, policy, args.library)
             seconds = time.perf_counter() - t0
-            results[key] = {"held_out": h, "orders": o, "model_alone": alone, "seconds": round(seconds, 1)}
+            results[key] = {"held_out": h, "fresh_wordings": fr, "orders": o, "model_alone": alone, "seconds": round(seconds, 1)}
             print(f"\n== {name}  ({seconds:.0f} s)")
             print(f"  held-out set ({len(subset)} conversations), replies with every fact and slot: "
                   f"{percent(h['passed'], h['turns'])}")
@@ -318,6 +359,8 @@ def main() -> None:
             print(f"  held-out set, replies with an invented number or amount:        "
                   f"{percent(h['invented'], h['turns'])}")
             print("  held-out set, checks missed by kind: " + ", ".join(f"{k} {v}" for k, v in h["missing"].items()))
+            print(f"  fresh wordings ({len(fresh)} questions, 2 per wording), every fact and slot: "
+                  f"{percent(fr['passed'], fr['turns'])}; invented number or amount in {fr['invented']}")
             if alone:
                 print(f"  (model alone, reference history, no tool or grounding:          "
                       f"{percent(alone['passed'], alone['turns'])})")
