@@ -471,99 +471,6 @@ INTENTS = {
                           "in your account.", ["Account settings"])),
 }
 
-# Training-only paraphrases. Every intent's own wordings above share their frames
-# ("How can I ...", "Is it possible to ...") with few other intents, so a small model
-# learns to answer the frame: the held-out "How can I reset my password?" got the
-# answer of "How can I change my delivery address?". Here a paraphrase draws its frame
-# first, from frames every intent uses alike, and then one of the intent's phrases, so
-# the frame says nothing about the intent and only the content words do. No
-# paraphrase shares more than four consecutive words with any held-out wording
-# (paraphrases() leaves such ones out; every intent keeps phrases for every frame).
-FRAMES = ["I want to {vp}.", "I would like to {vp}.", "How do I {vp}?", "How can I {vp}?", "Can I {vp}?",
-          "Is it possible to {vp}?", "I need to {vp}.", "Could you help me {vp}?", "Please help me {vp}.",
-          "What do I have to do to {vp}?", "Where can I {vp}?", "Can you tell me how to {vp}?",
-          "Is there a way to {vp}?", "Am I able to {vp}?", "When can I {vp}?", "Is it still possible to {vp}?",
-          "Tell me how to {vp}.", "I am trying to {vp}.", "What is the best way to {vp}?", "May I {vp}?"]
-ACTIONS = {
-    "status": ["track order {order}", "find out where order {order} is", "know when my order {order} arrives",
-               "see the delivery status of order {order}", "check on my package from order {order}",
-               "get an update on order {order}"],
-    "return": ["send back the {p} from order {order}", "return order {order}", "send order {order} back",
-               "give back the {p} I bought with order {order}", "send back my order {order}",
-               "return an item from order {order}", "get a return label for order {order}"],
-    "refund": ["get my money back for order {order}", "get a refund for the {p} from order {order}",
-               "know when the refund for order {order} arrives", "be refunded for my order {order}",
-               "see my refund for the returned order {order}"],
-    "damaged": ["report that the {p} from order {order} arrived broken", "complain about a damaged {p} in order {order}",
-                "get a replacement for the broken {p} from order {order}", "report a damaged delivery for order {order}",
-                "tell you that my order {order} came broken"],
-    "cancel": ["cancel my order {order}", "cancel the {p} from order {order}", "stop order {order} before it ships",
-               "withdraw order {order}", "call off my order {order}"],
-    "shipping_cost": ["know the shipping costs for an order of {amount}", "find out if I pay shipping on {amount}",
-                      "get free delivery with a cart of {amount}", "see what delivery costs for {amount}",
-                      "avoid shipping fees on my order of {amount}"],
-    "express": ["get order {order} with express shipping", "have order {order} delivered faster",
-                "choose express delivery", "get my order {order} by tomorrow", "speed up the delivery of order {order}"],
-    "hours": ["reach your customer service", "call customer service on a Saturday", "talk to someone from the shop",
-              "contact your support team", "find out when your support is open", "speak to an agent on the phone"],
-    "payment": ["pay with PayPal", "pay for order {order} by direct debit", "pay by credit card",
-                "choose a payment method", "pay for my purchase by invoice", "see which payment options you have"],
-    "password": ["change my password", "get a new password", "recover my password", "set a new password",
-                 "sign in when I do not remember my password", "get back into my account"],
-    "address": ["change my delivery address", "update the address for my deliveries",
-                "change the email address of my customer account", "use a new email address for my account",
-                "have my parcels sent to a new address"],
-}
-# Customer lines open and close in many ways; none of them changes the answer.
-OPENERS = ["Hello.", "Hi!", "Good morning.", "Good afternoon.", "Quick question:", "Excuse me."]
-CLOSERS = ["Thanks.", "Thank you in advance.", "Thanks for your help."]
-
-
-def held_out_wordings():
-    return [spec["questions"][-1] for spec in INTENTS.values()]
-
-
-def paraphrases(intent, frame):
-    """The intent's phrases under `frame` that share at most four consecutive words
-    with every held-out wording ("Is it possible to return order {order}?" is left out)."""
-    found = [frame.format(vp=vp) for vp in ACTIONS[intent]]
-    return [t for t in found if all(longest_shared_run(t, h) <= 4 for h in held_out_wordings())]
-
-
-def paraphrase_question(rng, intent, slots):
-    while True:
-        kept = paraphrases(intent, rng.choice(FRAMES))
-        if kept:
-            break
-    question = rng.choice(kept).format(**slots)
-    r = rng.random()
-    if r < 0.15:
-        question = f"{rng.choice(OPENERS)} {question}"
-    elif r < 0.25:
-        question = f"{question} {rng.choice(CLOSERS)}"
-    return question
-
-
-def longest_shared_run(a, b):
-    """Longest run of consecutive words two templates share (slots count as words)."""
-    wa, wb = a.split(), b.split()
-    best = 0
-    for i in range(len(wa)):
-        for j in range(len(wb)):
-            k = 0
-            while i + k < len(wa) and j + k < len(wb) and wa[i + k] == wb[j + k]:
-                k += 1
-            best = max(best, k)
-    return best
-
-
-def check_paraphrases():
-    assert set(ACTIONS) == set(INTENTS)
-    for intent in INTENTS:
-        for frame in FRAMES:
-            assert paraphrases(intent, frame), f"{intent}: no phrase under {frame!r} is far enough from the held-out wordings"
-
-
 # Which follow-up intents make sense after which first intent.
 FOLLOWUPS = {
     "status": ["cancel", "hours", "express"],
@@ -598,8 +505,6 @@ def make_dialogues(rng, n, test):
         spec = INTENTS[intent]
         wordings = spec["questions"][-1:] if test else spec["questions"][:-1]
         question = rng.choice(wordings).format(**s)
-        if not test and rng.random() < 0.5:  # the test split's random stream stays as it was
-            question = paraphrase_question(rng, intent, s)
         answer, checks = spec["answer"](s)
         # A customer that introduces themselves gets greeted by name.
         if rng.random() < 0.3:
@@ -645,7 +550,6 @@ def main():
     args = ap.parse_args()
 
     check_policy_consistency()
-    check_paraphrases()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Separate generators per part, so changing one size does not reshuffle the others.
