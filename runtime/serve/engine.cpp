@@ -241,6 +241,7 @@ void Engine::close(Sequence &s) {
     holders_.erase(std::remove(holders_.begin(), holders_.end(), &s), holders_.end());
   }
   work_.notify_all();
+  done_.notify_all();  // sources waiting for cross-attention blocks (attach_part)
 }
 
 size_t Engine::kv_block_bytes() const {
@@ -622,7 +623,12 @@ void Engine::attach_part(const std::vector<Sequence *> &seqs, const std::vector<
                                            " ms (admission_timeout_ms): no room for a source of " +
                                            std::to_string(need * bs) + " positions");
     }
-    done_.wait_for(lock, std::chrono::milliseconds(5));
+    // Released blocks notify done_ (close, the end of a step); cancellation is
+    // seen within kCancelPollMs, the deadline and the admission timeout on time.
+    auto wake = std::min(Clock::now() + std::chrono::milliseconds(kCancelPollMs),
+                         since + std::chrono::milliseconds(options_.admission_timeout_ms));
+    if (control.deadline) wake = std::min(wake, *control.deadline);
+    done_.wait_until(lock, wake);
   }
   auto release = [&] {
     for (Sequence *s : seqs) {
@@ -660,7 +666,9 @@ void Engine::attach_part(const std::vector<Sequence *> &seqs, const std::vector<
       release();
       check_control("while its source waited to be encoded");
     }
-    done_.wait_for(lock, std::chrono::milliseconds(5));
+    auto wake = Clock::now() + std::chrono::milliseconds(kCancelPollMs);  // encode_queued notifies when done
+    if (!job.started && control.deadline) wake = std::min(wake, *control.deadline);
+    done_.wait_until(lock, wake);
   }
   if (job.error) {
     release();
