@@ -166,6 +166,10 @@ static bool too_deep(const json &v, int depth) {
   return false;
 }
 
+bool nested_too_deep(const json &v) {
+  return too_deep(v, 1);
+}
+
 json parse_body(const httplib::Request &req) {
   json body;
   try {
@@ -174,7 +178,7 @@ json parse_body(const httplib::Request &req) {
     bad_request(std::string("the request body is not valid JSON: ") + e.what(), "", "invalid_json");
   }
   if (!body.is_object()) bad_request("the request body must be a JSON object", "", "invalid_json");
-  if (too_deep(body, 1))
+  if (nested_too_deep(body))
     bad_request("the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels", "",
                 "invalid_json");
   return body;

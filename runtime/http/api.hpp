@@ -60,6 +60,9 @@ std::optional<bool> opt_bool(const json &body, const char *name);
 std::vector<std::string> read_stop(const json &body);
 // Parse the body as a JSON object (400 invalid_json naming the byte offset otherwise).
 json parse_body(const httplib::Request &req);
+// Whether a document nests deeper than parse_body accepts (64 levels): such
+// a document is refused before anything copies or walks it recursively.
+bool nested_too_deep(const json &v);
 
 // A model the server holds (`--model name=path`).
 struct LoadedModel {

@@ -59,7 +59,10 @@ std::string tool_calls_for_parley(const json &calls, const std::string &where) {
     json &args = call["function"]["arguments"];
     if (args.is_string()) {
       json parsed = json::parse(args.get<std::string>(), nullptr, false);
-      if (!parsed.is_discarded()) args = parsed;
+      if (!parsed.is_discarded() && nested_too_deep(parsed))  // a string holds any depth; copying recurses
+        bad_request(where + ".tool_calls: function.arguments is nested deeper than 64 levels", where + ".tool_calls",
+                    "invalid_value");
+      if (!parsed.is_discarded()) args = std::move(parsed);
     }
     out.push_back(call);
   }

@@ -436,7 +436,14 @@ def test_errors_in_openai_shape(server):
                         "invalid_type"),
                        (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": '
                         b'"code", "function": {"name": "f"}}]}', "unsupported_value"),
-                       (b'{"model": "bot", "tools": ' + b"[" * 100000 + b"]" * 100000 + b"}", "invalid_json")]:
+                       (b'{"model": "bot", "tools": ' + b"[" * 100000 + b"]" * 100000 + b"}", "invalid_json"),
+                       # the depth of a JSON string inside the body (it overflowed the stack when copied)
+                       (json.dumps({"model": "bot", "messages": [
+                           {"role": "user", "content": "hi"},
+                           {"role": "assistant", "content": None, "tool_calls": [
+                               {"id": "c", "type": "function",
+                                "function": {"name": "f", "arguments": "[" * 100000 + "]" * 100000}}]},
+                           {"role": "tool", "tool_call_id": "c", "content": "x"}]}).encode(), "invalid_value")]:
         status, data = server.raw("POST", "/v1/chat/completions", body)
         err = json.loads(data)["error"]
         assert status == 400 and err["code"] == code, (body, data)
