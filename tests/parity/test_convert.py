@@ -776,3 +776,52 @@ def test_quantized_parity_models_and_references_are_up_to_date():
     import make_quantized
 
     assert make_quantized.check() == 0, "run tests/parity/make_quantized.py"
+
+
+# --- paths, loader ranges and damaged checkpoints (numpy only) ---------------------
+
+def test_paths_that_would_destroy_or_fail_late_are_refused(tmp_path, rng, capsys):
+    from parley_format.convert import convert
+
+    src = tmp_path / "hf"
+    tiny_llama_dir(str(src), rng)
+    weights = src / "model.safetensors"
+    before = weights.read_bytes()
+    # The output is the input (a GGUF converted onto itself was replaced by the .parley file).
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.raises(ConversionError, match="is the input"):
+        convert(str(gguf), str(gguf), force=True, progress=False)
+    assert gguf.read_bytes()[:4] == b"GGUF"
+    with pytest.raises(ConversionError, match="is a folder"):
+        convert(str(src), str(tmp_path), force=True, progress=False)
+    with pytest.raises(ConversionError, match="does not exist"):
+        convert(str(src), str(tmp_path / "no" / "such" / "x.parley"), progress=False)
+    with pytest.raises(ConversionError, match="neither a Hugging Face checkpoint folder nor a GGUF file"):
+        convert(str(weights), str(tmp_path / "x.parley"), progress=False)
+    with pytest.raises(ConversionError, match="does not exist"):
+        convert(str(tmp_path / "missing"), str(tmp_path / "x.parley"), progress=False)
+    assert weights.read_bytes() == before
+    # A damaged weights file: one line naming the input, exit code 1, no traceback.
+    weights.write_bytes((8).to_bytes(8, "little") + b"\xff" * 8)  # a header that is not UTF-8
+    assert cli_main([str(src), str(tmp_path / "x.parley"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"parley-convert: error: {src}: cannot read the model:") and "Traceback" not in err, err
+    assert not os.path.exists(tmp_path / "x.parley")
+
+
+def test_sampling_defaults_the_loader_refuses_are_dropped_loudly(tmp_path, rng):
+    from parley_format.convert import convert
+
+    src = tmp_path / "hf"
+    tiny_llama_dir(str(src), rng)
+    with open(src / "generation_config.json", "w") as f:
+        json.dump({"temperature": -1, "top_p": 5, "min_p": 0.1, "repetition_penalty": 0, "do_sample": True}, f)
+    out = str(tmp_path / "x.parley")
+    r = convert(str(src), out, progress=False, tokenizer=False, log=lambda s: None)
+    assert sorted(w.split("=")[0] for w in r.warnings if w.startswith("generation ")) == [
+        "generation repetition_penalty", "generation temperature", "generation top_p"]
+    g = read_header(out).Generation()
+    assert g.Temperature() == 1.0 and g.TopP() == 1.0 and g.RepetitionPenalty() == 1.0
+    assert abs(g.MinP() - 0.1) < 1e-7
+    assert metadata_of(out)["generation.dropped.temperature"] == "-1"

@@ -508,6 +508,14 @@ def _normalize_generation(value: Any) -> GenerationConfig:
         setattr(g, f, _f32(getattr(g, f), f"generation.{f}"))
     for f in ("early_stopping", "do_sample"):
         setattr(g, f, _bool(getattr(g, f), f"generation.{f}"))
+    # The loader's ranges (FORMAT.md): a file it would refuse is not written.
+    for f in ("top_p", "min_p"):
+        if not 0.0 <= getattr(g, f) <= 1.0:
+            raise ValueError(f"generation.{f} = {getattr(g, f)} must be in [0, 1]")
+    if g.temperature < 0.0:
+        raise ValueError(f"generation.temperature = {g.temperature} must be >= 0")
+    if g.repetition_penalty <= 0.0:
+        raise ValueError(f"generation.repetition_penalty = {g.repetition_penalty} must be > 0")
     for f in ("eos_token_ids", "suppress_tokens"):
         v = getattr(g, f)
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
@@ -892,6 +900,16 @@ def write_model(
     gen = _normalize_generation(generation) if generation is not None else None
     if chat_template is not None and not isinstance(chat_template, str):
         raise ValueError("chat_template: expected str or None")
+    if chat_template is not None and "\0" in chat_template:
+        raise ValueError(f"chat_template contains a NUL character at offset {chat_template.index(chr(0))}")
+    for i, t in enumerate(toks):  # the ids the loader accepts for the tokenizer's role
+        vocab = (cfg.decoder_vocab_size or cfg.vocab_size if t.role == TokenizerRole.Target
+                 else cfg.vocab_size if t.role == TokenizerRole.Source
+                 else min(cfg.vocab_size, cfg.decoder_vocab_size or cfg.vocab_size))
+        for st in t.special_tokens:
+            if not 0 <= st.id < vocab:
+                raise ValueError(f"tokenizers[{i}]: special token {st.content!r} has id {st.id}, outside the "
+                                 f"vocabulary (0..{vocab - 1})")
     meta = _normalize_metadata(metadata)
     chat_fmt = _normalize_chat_format(chat_format) if chat_format is not None else None
     if chat_fmt is not None or any(t.uses_format_1_1() for t in toks):

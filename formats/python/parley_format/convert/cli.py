@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as e:
         print(f"parley-convert: error: {e}", file=sys.stderr)
         return 1
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        # What the readers raise on a damaged checkpoint (a truncated or
+        # garbled safetensors header, pickle or index file): one line naming
+        # the input, not a traceback.
+        print(f"parley-convert: error: {args.model_dir}: cannot read the model: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 1
     print(f"wrote {r.path}: {r.plan.architecture}, {r.num_tensors} tensors, {r.dtype}, "
           f"{r.file_size} bytes (verified)")
     if args.report:

@@ -109,6 +109,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def check_paths(model_dir: str, out_path: str, force: bool) -> None:
+    """Refuses what would fail late or destroy something: a missing input, a
+    file that is no GGUF, an output that is the input, a folder, or in a
+    folder that does not exist."""
+    if not os.path.exists(model_dir):
+        raise ConversionError(f"{model_dir} does not exist")
+    if not os.path.isdir(model_dir) and not is_gguf(model_dir):
+        raise ConversionError(f"{model_dir} is neither a Hugging Face checkpoint folder nor a GGUF file "
+                              "(a GGUF file starts with the bytes 'GGUF')")
+    if os.path.isdir(out_path):
+        raise ConversionError(f"{out_path} is a folder; give the path of the .parley file to write")
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder):
+        raise ConversionError(f"the folder of {out_path} ({folder}) does not exist")
+    if os.path.exists(out_path):
+        if os.path.samefile(model_dir, out_path):
+            raise ConversionError(f"{out_path} is the input; writing it would destroy the model being converted")
+        if not force:
+            raise ConversionError(f"{out_path} exists (use --force to overwrite)")
+
+
 def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: bool = False,
             max_positions: int | None = None, progress: bool = True, tokenizer: bool = True,
             log: Callable[[str], None] | None = None, group_size: int | None = None,
@@ -154,8 +175,7 @@ def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: b
     for p in patterns:
         if not isinstance(p, str) or not p:
             raise ConversionError(f"--keep-f32 pattern {p!r} must be a non-empty string")
-    if os.path.exists(out_path) and not force:
-        raise ConversionError(f"{out_path} exists (use --force to overwrite)")
+    check_paths(model_dir, out_path, force)
     if is_gguf(model_dir):
         gguf_model = read_gguf(model_dir, tokenizer=tokenizer)
         plan = plan_from_hf(gguf_model.config, gguf_model.generation, max_positions=max_positions)

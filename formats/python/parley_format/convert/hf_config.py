@@ -304,9 +304,22 @@ def _generation(c: _Cfg, gen: dict[str, Any] | None, vocab_size: int, warnings: 
         metadata["generation.max_new_tokens"] = str(_int(merged["max_new_tokens"], "max_new_tokens"))
     if merged.get("num_beams") is not None:
         g.num_beams = _int(merged["num_beams"], "num_beams")
-    for key in ("length_penalty", "repetition_penalty", "temperature", "top_p", "min_p"):
+    # Sampling defaults outside what Parley (and transformers' own validation)
+    # accepts are dropped loudly, as out-of-vocabulary ids are: the model still
+    # converts, with the format's default for that setting.
+    valid = {"length_penalty": lambda x: True, "repetition_penalty": lambda x: x > 0,
+             "temperature": lambda x: x >= 0, "top_p": lambda x: 0 <= x <= 1, "min_p": lambda x: 0 <= x <= 1}
+    for key, ok in valid.items():
         if merged.get(key) is not None:
-            setattr(g, key, float(merged[key]))
+            try:
+                v = float(merged[key])
+            except (TypeError, ValueError):
+                raise ConversionError(f"generation {key}={merged[key]!r} is not a number") from None
+            if not math.isfinite(v) or not ok(v):
+                warnings.append(f"generation {key}={merged[key]!r} is out of range; not carried over")
+                metadata[f"generation.dropped.{key}"] = str(merged[key])
+                continue
+            setattr(g, key, v)
     for key in ("no_repeat_ngram_size", "top_k"):
         if merged.get(key) is not None:
             setattr(g, key, _int(merged[key], key))
