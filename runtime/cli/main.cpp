@@ -14,8 +14,11 @@
 #include <parley/parley.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
+#include <iostream>
 #include <map>
 #include <string>
 #include <vector>
@@ -283,7 +286,7 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
 
 }  // namespace
 
-int main(int argc, char **argv) {
+static int run(int argc, char **argv) {
   CLI::App app{"parley — Transformer inference runtime tools"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("parley ") + parley_version_string());
@@ -364,8 +367,21 @@ int main(int argc, char **argv) {
   chat->add_option("--system-file", ca.system_file, "Read the system prompt from a file");
   chat->add_option("--max-tokens", ca.max_tokens, "Most tokens per reply");
   chat->add_flag("--sample", ca.sample, "Sample instead of greedy decoding");
-  chat->add_option("--temperature", ca.temperature, "Sampling temperature");
-  chat->add_option("--top-p", ca.top_p, "Nucleus sampling threshold");
+  // NaN compares false with everything: refused by name instead of silently meaning "the model's default".
+  const CLI::Validator finite_positive(
+      [](std::string &v) {
+        const double x = std::strtod(v.c_str(), nullptr);
+        return x > 0 && x <= 1e6 ? std::string() : "must be a number > 0, got " + v;
+      },
+      "NUMBER > 0");
+  const CLI::Validator unit_interval(
+      [](std::string &v) {
+        const double x = std::strtod(v.c_str(), nullptr);
+        return x > 0 && x <= 1 ? std::string() : "must be in (0, 1], got " + v;
+      },
+      "NUMBER in (0, 1]");
+  chat->add_option("--temperature", ca.temperature, "Sampling temperature")->check(finite_positive);
+  chat->add_option("--top-p", ca.top_p, "Nucleus sampling threshold")->check(unit_interval);
   chat->add_option("--top-k", ca.top_k, "Top-k sampling");
   chat->add_option("--seed", ca.seed, "Sampling seed");
   chat->add_option("--stop", ca.stop, "Stop string (repeatable)");
@@ -465,4 +481,20 @@ int main(int argc, char **argv) {
     return rc;
   }
   return cmd_inspect(common, file, !no_verify, device, kv_cache);
+}
+
+// Output that could not be written (a full disk, a closed pipe or /dev/full)
+// is an error, not an exit status of 0 over lost results.
+int main(int argc, char **argv) {
+  int rc = run(argc, argv);
+  errno = 0;
+  std::cout.flush();
+  const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout;
+  if (failed) {
+    std::fprintf(
+        stderr, "parley: writing the output failed: %s\n",
+        errno ? std::strerror(errno) : "the output stream reported an error (a full disk or a closed output?)");
+    if (rc == 0) rc = 1;
+  }
+  return rc;
 }

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <string>
 
+#include "input_file.hpp"
 #include "text_commands.hpp"
 
 namespace parley_cli {
@@ -25,13 +26,9 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
     return 1;
   }
   std::ifstream file;
-  if (!a.input.empty()) {
-    file.open(a.input, std::ios::binary);
-    if (!file) {
-      std::fprintf(stderr, "parley: cannot read %s\n", a.input.c_str());
-      parley_model_free(m);
-      return 1;
-    }
+  if (!a.input.empty() && !open_input(a.input, "--input", file)) {
+    parley_model_free(m);
+    return 1;
   }
   std::istream &in = a.input.empty() ? std::cin : file;
   parley_score_options so;
@@ -40,8 +37,8 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
   so.target_language = a.target_language.empty() ? nullptr : a.target_language.c_str();
   int rc = 0;
   std::string line;
-  for (size_t number = 1; std::getline(in, line); ++number) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+  LineRead got = LineRead::kEnd;
+  for (size_t number = 1; (got = read_line(in, line)) == LineRead::kLine; ++number) {
     const size_t tab = line.find('\t');
     const std::string source = tab == std::string::npos ? std::string() : line.substr(0, tab);
     const std::string target = tab == std::string::npos ? line : line.substr(tab + 1);
@@ -73,6 +70,11 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
     }
     std::fputc('\n', stdout);
     parley_score_result_free(r);
+  }
+  if (got == LineRead::kTooLong || got == LineRead::kError) {
+    std::fprintf(stderr, "parley: the input's next line %s; stopping there\n",
+                 got == LineRead::kTooLong ? "is longer than 64 MiB" : "could not be read");
+    rc = 1;
   }
   std::fflush(stdout);
   parley_model_free(m);

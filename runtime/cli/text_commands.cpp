@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../core/protect_names.hpp"
+#include "input_file.hpp"
 #include "json_lines.hpp"
 #include "progress.hpp"
 #ifdef PARLEY_HAVE_LIBEDIT
@@ -55,11 +56,24 @@ struct Line {
   size_t number;
 };
 
-// Reads the next line of `in` (without '\n', and without a '\r' before it).
-bool next_line(std::istream &in, std::string &line) {
-  if (!std::getline(in, line)) return false;
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  return true;
+// Reads the next line of `in` (without '\n', and without a '\r' before it);
+// false at the end, and (with *failed set and a message) at a line over
+// 64 MiB or a read error, where reading stops.
+bool next_line(std::istream &in, std::string &line, size_t number, bool *failed) {
+  switch (read_line(in, line)) {
+    case LineRead::kLine:
+      return true;
+    case LineRead::kEnd:
+      return false;
+    case LineRead::kTooLong:
+      std::fprintf(stderr, "parley: line %zu is longer than 64 MiB (the most a text may be); stopping there\n", number);
+      break;
+    case LineRead::kError:
+      std::fprintf(stderr, "parley: reading line %zu failed: %s\n", number, std::strerror(errno));
+      break;
+  }
+  *failed = true;
+  return false;
 }
 
 // The progress bar of the running `parley translate`, if any: erased before
@@ -302,12 +316,6 @@ int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p
   return 0;
 }
 
-bool read_all(std::istream &in, std::string &out) {
-  std::stringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return !in.bad();
-}
 }  // namespace
 
 int translate(parley_runtime *rt, const TranslateArgs &a) {
@@ -342,14 +350,13 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
                                              : PARLEY_LONG_TEXT_SPLIT;
   p.glossary = a.glossary;
   if (!a.glossary_file.empty()) {
-    std::ifstream f(a.glossary_file);
-    if (!f) {
-      std::fprintf(stderr, "parley: cannot read --glossary %s: %s\n", a.glossary_file.c_str(), std::strerror(errno));
-      return 1;
-    }
+    std::ifstream f;
+    if (!open_input(a.glossary_file, "--glossary", f)) return 1;
     std::string term;
-    while (next_line(f, term))
+    bool failed = false;
+    for (size_t number = 1; next_line(f, term, number, &failed); ++number)
       if (!term.empty()) p.glossary.push_back(term);
+    if (failed) return 1;
   }
   for (const auto &x : a.protect_patterns) p.pattern_ptrs.push_back(x.c_str());
   for (const auto &x : p.glossary) p.glossary_ptrs.push_back(x.c_str());
@@ -358,13 +365,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
     return 2;
   }
   std::ifstream file;
-  if (!a.input.empty()) {
-    file.open(a.input, std::ios::binary);
-    if (!file) {
-      std::fprintf(stderr, "parley: cannot read --input %s: %s\n", a.input.c_str(), std::strerror(errno));
-      return 1;
-    }
-  }
+  if (!a.input.empty() && !open_input(a.input, "--input", file)) return 1;
   std::istream &in = a.input.empty() ? std::cin : file;
   parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
@@ -382,8 +383,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   int rc = 0;
   if (a.unit != "line") {
     std::string all;
-    if (!read_all(in, all)) {
-      std::fprintf(stderr, "parley: reading the input failed\n");
+    if (!read_all(in, all, "the input")) {
       rc = 1;
     } else {
       rc = translate_units(m, a, p, all);
@@ -395,7 +395,8 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
   std::string text;
   size_t number = 0, bad = 0;
   uint64_t consumed = 0;
-  while (rc == 0 && next_line(in, text)) {
+  bool read_failed = false;
+  while (rc == 0 && next_line(in, text, number + 1, &read_failed)) {
     lines.push_back({text, ++number});
     consumed += text.size() + 1;
     if (lines.size() >= a.batch) {
@@ -405,6 +406,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
     }
   }
   if (rc == 0 && !lines.empty()) rc = translate_batch(m, a, p, lines, &bad);
+  if (rc == 0 && read_failed) rc = 1;
   parley_model_free(m);
   progress.clear();
   if (rc == 0 && bad) {
@@ -419,15 +421,11 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   if (!m) return 1;
   std::string system = a.system;
   if (!a.system_file.empty()) {
-    std::ifstream f(a.system_file);
-    if (!f) {
-      std::fprintf(stderr, "parley: cannot read --system-file %s: %s\n", a.system_file.c_str(), std::strerror(errno));
+    std::ifstream f;
+    if (!open_input(a.system_file, "--system-file", f) || !read_all(f, system, "--system-file")) {
       parley_model_free(m);
       return 1;
     }
-    std::stringstream ss;
-    ss << f.rdbuf();
-    system = ss.str();
   }
   parley_chat_session *s = nullptr;
   bool has_system = !a.system.empty() || !a.system_file.empty();
@@ -453,16 +451,13 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   std::string constraint;
   for (const std::string *path : {&a.grammar_file, &a.json_schema_file}) {
     if (path->empty()) continue;
-    std::ifstream cf(*path, std::ios::binary);
-    if (!cf) {
+    const char *option = path == &a.grammar_file ? "--grammar-file" : "--json-schema-file";
+    std::ifstream cf;
+    if (!open_input(*path, option, cf) || !read_all(cf, constraint, option)) {
       parley_chat_session_free(s);
       parley_model_free(m);
-      std::fprintf(stderr, "parley chat: cannot read %s\n", path->c_str());
       return 1;
     }
-    std::stringstream css;
-    css << cf.rdbuf();
-    constraint = css.str();
     if (path == &a.grammar_file)
       g.grammar = constraint.c_str();
     else
@@ -484,7 +479,8 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   std::string line;
   size_t number = 0, bad = 0;
   int rc = 0;
-  auto read_line = [&]() -> bool {
+  bool read_failed = false;
+  auto read_input = [&]() -> bool {
 #ifdef PARLEY_HAVE_LIBEDIT
     if (tty) {
       char *l = readline("> ");
@@ -499,10 +495,10 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
       std::printf("> ");
       std::fflush(stdout);
     }
-    return next_line(std::cin, line);
+    return next_line(std::cin, line, number + 1, &read_failed);
   };
   while (true) {
-    if (!read_line()) break;
+    if (!read_input()) break;
     ++number;
     if (line == "/help") {
       std::printf(
@@ -597,7 +593,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
                    static_cast<unsigned long long>(stats.generated_tokens));
     }
   }
-  if (rc == 0 && bad) rc = 1;
+  if (rc == 0 && (bad || read_failed)) rc = 1;
   g_session = nullptr;
   parley_chat_session_free(s);
   parley_model_free(m);

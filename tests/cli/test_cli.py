@@ -450,3 +450,26 @@ def test_score_prints_sums_and_reports_bad_lines():
     assert r.returncode == 0, r.stderr.decode()
     whole, cont = [line.split("\t") for line in r.stdout.decode().splitlines()]
     assert float(whole[0]) < 0 and float(cont[0]) < 0 and int(cont[1]) < int(whole[1])
+
+
+def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
+    # Results written to a full disk are lost: that is an error, not exit 0.
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([CLI, "translate", DE_EN], input=b"Hallo!\n", stdout=full, stderr=subprocess.PIPE,
+                           timeout=120, env={**os.environ, "PARLEY_PLUGIN_PATH": os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")})
+    assert r.returncode == 1 and b"writing the output failed" in r.stderr, r.stderr
+    # A folder given as a file was read as an empty file.
+    for args in (["translate", DE_EN, "-i", str(tmp_path)], ["translate", DE_EN, "--glossary", str(tmp_path)],
+                 ["score", DE_EN, "-i", str(tmp_path)], ["chat", LLM, "--system-file", str(tmp_path)]):
+        r = cli(args)
+        assert r.returncode == 1 and b"it is a folder" in r.stderr, (args, r.stderr)
+    # A line with no end (here just over 64 MiB) is reported, not read into memory without limit;
+    # the lines before it are translated.
+    r = cli(["translate", DE_EN], stdin=b"Hallo!\n" + b"a" * ((64 << 20) + 10))
+    assert r.returncode == 1 and b"line 2 is longer than 64 MiB" in r.stderr, r.stderr
+    assert len(r.stdout.splitlines()) == 1, r.stdout
+    # Sampling settings that are no settings are refused by name, not replaced by the model's defaults.
+    for args, message in ((["--temperature", "-5"], b"--temperature"), (["--temperature", "nan"], b"--temperature"),
+                          (["--top-p", "nan"], b"--top-p"), (["--top-p", "1.5"], b"--top-p")):
+        r = cli(["chat", LLM, *args])
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
