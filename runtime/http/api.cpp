@@ -6,6 +6,8 @@
 #include <cmath>
 #include <random>
 
+#include "../core/escape.hpp"
+
 namespace parley_http {
 
 void bad_request(const std::string &message, const std::string &param, const std::string &code) {
@@ -170,17 +172,45 @@ bool nested_too_deep(const json &v) {
   return too_deep(v, 1);
 }
 
+// The path of the first string (value or key) in `v` that holds a NUL byte,
+// or "". The runtime takes NUL-terminated strings in many places (stop
+// strings, glossary terms, patterns, language codes, ids): such a string was
+// silently cut at the NUL.
+static std::string string_with_nul(const json &v, const std::string &path) {
+  if (v.is_string()) return v.get_ref<const std::string &>().find('\0') != std::string::npos ? path : "";
+  if (v.is_array()) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      std::string at = string_with_nul(v[i], path + "[" + std::to_string(i) + "]");
+      if (!at.empty()) return at;
+    }
+  } else if (v.is_object()) {
+    for (const auto &[key, child] : v.items()) {
+      const std::string here = path.empty() ? key : path + "." + key;
+      if (key.find('\0') != std::string::npos) return here;
+      std::string at = string_with_nul(child, here);
+      if (!at.empty()) return at;
+    }
+  }
+  return "";
+}
+
 json parse_body(const httplib::Request &req) {
   json body;
   try {
     body = json::parse(req.body);
-  } catch (const json::parse_error &e) {
-    bad_request(std::string("the request body is not valid JSON: ") + e.what(), "", "invalid_json");
+  } catch (const json::exception &e) {  // parse_error, and out_of_range for a number past a double (1e999)
+    std::string why = e.what();
+    if (why.size() > 300) why = why.substr(0, 300) + "...";  // a 100,000-digit number is not echoed back
+    bad_request("the request body is not valid JSON: " + why, "", "invalid_json");
   }
   if (!body.is_object()) bad_request("the request body must be a JSON object", "", "invalid_json");
   if (nested_too_deep(body))
     bad_request("the request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels", "",
                 "invalid_json");
+  const std::string nul = string_with_nul(body, "");
+  if (!nul.empty())
+    bad_request(parley::escape_untrusted(nul, 200) + " holds a NUL character (\\u0000), which no field accepts",
+                parley::escape_untrusted(nul, 200), "invalid_value");
   return body;
 }
 

@@ -69,8 +69,15 @@ struct LoadedModel {
   std::string name, path, architecture;
   parley_model *model = nullptr;
   bool decoder_only = false;
-  bool chat = false;       // has a chat format (chat sessions can be created)
-  int64_t vocab_size = 0;  // generated ids (logit_bias keys) are below this
+  bool chat = false;          // has a chat format (chat sessions can be created)
+  int64_t vocab_size = 0;     // generated ids (logit_bias keys) are below this
+  int64_t max_positions = 0;  // the decoder's positions (0: no limit): a reply that reaches them was cut
+  // Whether a reply of `generated` tokens after `prompt` ones ended at a
+  // limit (max_tokens or the positions) rather than by itself: "length".
+  bool cut_by_length(uint64_t prompt, uint64_t generated, uint64_t max_new_tokens) const {
+    return generated >= max_new_tokens ||
+           (max_positions > 0 && prompt + generated >= static_cast<uint64_t>(max_positions));
+  }
   int64_t created = 0;
   // Server-side counters (the engine keeps its own: parley_serving_stats).
   std::atomic<uint64_t> requests{0}, prompt_tokens{0}, completion_tokens{0};

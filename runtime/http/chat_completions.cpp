@@ -150,7 +150,7 @@ Outcome collect(ChatJob &job, ChatChoice &choice) {
   }
   if (!o.tool_calls.is_null() && !o.tool_calls.empty())
     o.finish_reason = "tool_calls";
-  else if (stats.generated_tokens >= choice.gen.max_new_tokens)
+  else if (job.model->cut_by_length(stats.prompt_tokens, stats.generated_tokens, choice.gen.max_new_tokens))
     o.finish_reason = "length";
   else
     o.finish_reason = "stop";

@@ -141,7 +141,8 @@ json envelope(const CompletionJob &job, json choices) {
 }
 
 std::string finish_reason(const CompletionJob &job, const CompletionChoice &c) {
-  return c.stopped || c.tokens.size() < job.max_new_tokens ? "stop" : "length";
+  return !c.stopped && job.model->cut_by_length(job.prompt_tokens, c.tokens.size(), job.max_new_tokens) ? "length"
+                                                                                                        : "stop";
 }
 
 size_t completion_tokens(const CompletionJob &job) {

@@ -5,11 +5,13 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <thread>
 
+#include "../core/escape.hpp"
 #include "api.hpp"
 #include "endpoints.hpp"
 
@@ -131,6 +133,9 @@ bool load_models(parley_runtime *rt, const ServeArgs &args, std::vector<std::uni
     if (parley_model_config_int(m->model, "decoder_vocab_size", &vocab) == PARLEY_OK ||
         parley_model_config_int(m->model, "vocab_size", &vocab) == PARLEY_OK)
       m->vocab_size = vocab;
+    int64_t positions = 0;
+    if (parley_model_config_int(m->model, "decoder.max_positions", &positions) == PARLEY_OK)
+      m->max_positions = positions;
     m->created = unix_now();
     std::fprintf(stderr, "parley serve: model '%s' (%s, %s) from %s\n", m->name.c_str(), m->architecture.c_str(),
                  m->decoder_only ? (m->chat ? "chat" : "text generation") : "translation", m->path.c_str());
@@ -195,7 +200,37 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
   // answered from the headers. httplib would first read and drop the whole
   // declared body, holding a connection thread until its read timeout for a
   // client that never sends it (a 100 GB Content-Length got no answer).
-  svr.set_pre_routing_handler([&args](const httplib::Request &req, httplib::Response &res) {
+  // Bodies whose size the headers do not state (chunked) or that grow when
+  // decoded (gzip: 300 KiB became 300 MiB) would pass that check: refused
+  // from the headers too. So is a second Content-Length (request smuggling
+  // behind a proxy that reads the other one).
+  auto refuse = [](httplib::Response &res, int status, const std::string &message, const char *code) {
+    ApiError e;
+    e.http_status = status;
+    e.message = message;
+    e.code = code;
+    send_error(res, e);
+    res.set_header("Connection", "close");  // the unread body must not be taken for the next request
+    return httplib::Server::HandlerResponse::Handled;
+  };
+  svr.set_pre_routing_handler([&args, refuse](const httplib::Request &req, httplib::Response &res) {
+    if (req.has_header("Transfer-Encoding"))
+      return refuse(res, 411,
+                    "request bodies must come with a Content-Length (Transfer-Encoding \"" +
+                        parley::escape_untrusted(req.get_header_value("Transfer-Encoding"), 64) +
+                        "\" is not accepted: the body's size is checked against --max-body-bytes from it)",
+                    "length_required");
+    if (req.has_header("Content-Encoding")) {
+      std::string coding = req.get_header_value("Content-Encoding");
+      for (char &c : coding) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (coding != "identity")
+        return refuse(res, 415,
+                      "request bodies must not be compressed (Content-Encoding \"" +
+                          parley::escape_untrusted(req.get_header_value("Content-Encoding"), 64) + "\")",
+                      "unsupported_content_encoding");
+    }
+    if (req.get_header_value_count("Content-Length") > 1)
+      return refuse(res, 400, "the request has more than one Content-Length header", "invalid_request");
     if (!req.has_header("Content-Length")) return httplib::Server::HandlerResponse::Unhandled;
     const std::string value = req.get_header_value("Content-Length");
     uint64_t length = 0;

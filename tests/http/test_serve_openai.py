@@ -632,3 +632,54 @@ def test_sigterm_cancels_what_outlives_the_grace_period():
     assert time.time() - start < 20
     assert "cancelling 1 request(s)" in err and "1 request(s) cancelled" in err, err
     assert "error" in out or out.get("finish") is None, out  # the stream ended with an error, not a reply
+
+
+def test_bodies_the_size_limit_cannot_see_and_strings_the_runtime_would_cut(server):
+    import gzip
+    import socket
+
+    def exchange(head: bytes, body: bytes) -> tuple[int, dict]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(head + body)
+            reply = b""
+            while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < int(
+                    re.search(rb"Content-Length: (\d+)", reply).group(1)):
+                chunk = s.recv(65536)
+                assert chunk, reply
+                reply += chunk
+        head_out, body_out = reply.split(b"\r\n\r\n", 1)
+        return int(head_out.split()[1]), json.loads(body_out)["error"]
+
+    small = json.dumps({"model": "bot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+    # Chunked: no size to check against --max-body-bytes before reading (a 20 MiB body was taken).
+    status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small))
+    assert status == 411 and err["code"] == "length_required", err
+    # Compressed: 300 KiB of gzip grew to 300 MiB in the server.
+    packed = gzip.compress(small)
+    status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed), packed)
+    assert status == 415 and err["code"] == "unsupported_content_encoding", err
+    status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\nContent-Length: 5\r\n\r\n" % len(small), small)
+    assert status == 400 and "more than one Content-Length" in err["message"], err
+    # A number past a double was a 500; a NUL inside a stop string cut it there ("day\0zzz" stopped at "day").
+    for body, param in ((b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e999}', None),
+                        (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "stop": "day\\u0000zzz"}',
+                         "stop"),
+                        (b'{"model": "en-de", "texts": ["Hallo"], "glossary": ["Bestellung\\u0000|x"]}', "glossary[0]")):
+        path = "/v1/translations" if b"texts" in body else "/v1/chat/completions"
+        status, data = server.raw("POST", path, body)
+        err = json.loads(data)["error"]
+        assert status == 400 and err["param"] == param, (body, data)
+        assert err["code"] == ("invalid_json" if param is None else "invalid_value"), (body, data)
+
+
+def test_a_reply_cut_by_the_context_window_ends_with_length(server):
+    # The demo model has 1,024 positions: a long prompt leaves fewer than max_tokens for the reply.
+    schema = {"type": "json_schema", "json_schema": {"name": "long", "schema": {
+        "type": "array", "items": {"type": "string", "minLength": 8, "maxLength": 12}, "minItems": 40, "maxItems": 40}}}
+    r = chat(server, messages=[{"role": "user", "content": "order " * 950 + "List forty order numbers."}],
+             temperature=0, max_tokens=1024, response_format=schema)
+    assert r.usage.total_tokens == 1024, r.usage
+    assert r.choices[0].finish_reason == "length", r.choices[0]
