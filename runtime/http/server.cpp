@@ -8,6 +8,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -296,12 +297,27 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
         state.cancel_all();
         cancelled = true;
       };
+      // Connection threads return when their client's read times out: one
+      // that sends a byte now and then (a slow or hostile client) never does.
+      // Past the grace period and kLingerSeconds more, with no request left
+      // to finish, the process ends without waiting for them.
+      constexpr int kLingerSeconds = 5;
       while (!listening_done) {
         svr.stop();  // (again, in case the signal came before listening began)
         // The deadline is checked before each wait, so that a grace period of
         // 0 (or one that has run out) cancels now, not a tick later: a short
         // reply can finish within a tick.
-        if (std::chrono::steady_clock::now() >= deadline) cancel();
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) cancel();
+        if (now >= deadline + std::chrono::seconds(kLingerSeconds) && state.in_flight() == 0) {
+          std::fprintf(stderr,
+                       "parley serve: stopped with connection(s) still open %d s after the grace period (clients "
+                       "that never finish a request); exiting without waiting for them\n",
+                       kLingerSeconds);
+          std::fflush(stdout);
+          std::fflush(stderr);
+          std::_Exit(0);
+        }
         if (sigtimedwait(&set, nullptr, &tick) > 0) cancel();  // a second signal: cancel now
       }
     }

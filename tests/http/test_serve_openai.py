@@ -683,3 +683,34 @@ def test_a_reply_cut_by_the_context_window_ends_with_length(server):
              temperature=0, max_tokens=1024, response_format=schema)
     assert r.usage.total_tokens == 1024, r.usage
     assert r.choices[0].finish_reason == "length", r.choices[0]
+
+
+def test_sigterm_exits_although_a_client_never_finishes_its_request():
+    import socket
+
+    s = Server("--grace-seconds", "1")
+    # A client that sends a byte of its request head now and then holds a connection thread for ever.
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHo")
+    stop = threading.Event()
+
+    def drip():
+        while not stop.wait(1.0):
+            try:
+                c.sendall(b"s")
+            except OSError:
+                return
+
+    t = threading.Thread(target=drip)
+    t.start()
+    try:
+        time.sleep(0.5)
+        start = time.time()
+        rc, err = s.stop(timeout=60)
+        assert rc == 0, err
+        assert time.time() - start < 20, err
+        assert "connection(s) still open" in err, err
+    finally:
+        stop.set()
+        t.join()
+        c.close()
