@@ -1830,3 +1830,27 @@ def test_interpreter_exit_with_work_in_flight(script, engine):
                            text=True, timeout=120)
         assert r.returncode == 0 and "leaving" in r.stdout, f"run {run}: exit status {r.returncode}\n{r.stderr[-2000:]}"
         assert "FATAL" not in r.stderr, r.stderr[-2000:]
+
+
+def test_model_close_from_a_callback_changes_nothing(runtime):
+    """close() from a chat's streaming callback is refused before it closes or cancels
+    anything (it had closed some of the model's chats and marked the model as closing)."""
+    model = parley.Model(runtime, str(SUPPORT_BOT_MODELS / "support-llama.parley"))
+    chat = parley.Chat(model)
+    others = [parley.Chat(model) for _ in range(3)]
+    raised = []
+
+    def on_text(piece):
+        try:
+            model.close()
+        except parley.BusyError as e:
+            raised.append(e)
+        return True
+
+    chat.say("Hello", max_new_tokens=3, on_text=on_text)
+    assert raised and "cannot be closed from inside" in str(raised[0])
+    assert not model.closed and not any(c.closed for c in others)
+    with parley.Chat(model) as fresh:  # the model still takes new chats
+        assert fresh.say("Hi", max_new_tokens=2) is not None
+    model.close()
+    assert model.closed and chat.closed and all(c.closed for c in others)

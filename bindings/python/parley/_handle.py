@@ -68,6 +68,11 @@ class HandleGuard:
             fn(self._handle)
             return True
 
+    def in_call_here(self) -> bool:
+        """Whether this thread is inside one of the handle's calls (e.g. in its callback)."""
+        with self._cond:
+            return bool(self._threads.get(threading.get_ident()))
+
     def close(self, before_wait: Callable[[int], None] | None = None) -> None:
         with self._cond:
             h = self._handle

@@ -26,7 +26,7 @@ from ._marshal import (
     opt_text,
     path_bytes,
 )
-from .errors import ClosedError, InvalidArgumentError
+from .errors import BusyError, ClosedError, InvalidArgumentError
 from .options import GenerationKwargs, GenerationOptions, TranslationKwargs, merge
 from .runtime import KernelInfo, Runtime
 
@@ -301,6 +301,10 @@ class Model(Closable):
         if self._guard is None or self._guard.closed:
             return
         with self._chats_lock:
+            # Refused before anything is closed: from a callback, closing
+            # would cancel and close part of the model's work and then fail.
+            if self._guard.in_call_here() or any(g.in_call_here() for g in self._chats):
+                raise BusyError("Model cannot be closed from inside one of its own or its chats' calls (a callback)")
             self._closing = True
             chats = list(self._chats)
             self._chats.clear()
