@@ -232,7 +232,12 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
     }
     if (req.get_header_value_count("Content-Length") > 1)
       return refuse(res, 400, "the request has more than one Content-Length header", "invalid_request");
-    if (!req.has_header("Content-Length")) return httplib::Server::HandlerResponse::Unhandled;
+    if (!req.has_header("Content-Length")) {
+      // httplib would wait for a body until its read timeout (30 s).
+      if (req.method == "POST")
+        return refuse(res, 411, "a POST request needs a Content-Length header (and a JSON body)", "length_required");
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
     const std::string value = req.get_header_value("Content-Length");
     uint64_t length = 0;
     bool number = !value.empty() && value.size() <= 19;

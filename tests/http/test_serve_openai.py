@@ -663,6 +663,9 @@ def test_bodies_the_size_limit_cannot_see_and_strings_the_runtime_would_cut(serv
     status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\nContent-Length: 5\r\n\r\n" % len(small), small)
     assert status == 400 and "more than one Content-Length" in err["message"], err
+    start = time.time()  # no Content-Length at all: answered at once, not after the 30 s read timeout
+    status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", b"")
+    assert status == 411 and err["code"] == "length_required" and time.time() - start < 10, err
     # A number past a double was a 500; a NUL inside a stop string cut it there ("day\0zzz" stopped at "day").
     for body, param in ((b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e999}', None),
                         (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "stop": "day\\u0000zzz"}',
