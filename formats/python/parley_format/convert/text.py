@@ -186,8 +186,16 @@ def _byte_level_bpe(tok, role: TokenizerRole, vocab_size: int) -> Tokenizer:
         raise UnsupportedError("BPE dropout / subword prefixes / end-of-word suffixes are not supported")
     vocab = ["" for _ in range(max(model["vocab"].values()) + 1)]
     for t, i in model["vocab"].items():
+        if vocab[i]:  # two tokens for one id: the second would silently replace the first
+            raise ConversionError(f"tokenizer.json: tokens {vocab[i]!r} and {t!r} both have id {i}")
         vocab[i] = t
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    known = set(vocab)
+    for n, m in enumerate(merges):  # what the runtime's tokenizer refuses to load (FORMAT.md)
+        parts = m.split(" ")
+        if len(parts) != 2 or not {parts[0], parts[1], "".join(parts)} <= known:
+            raise ConversionError(f"tokenizer.json: BPE merge #{n} ({m!r}) is not two tokens of the vocabulary "
+                                  "making a third")
     if len(vocab) > vocab_size:
         raise ConversionError(f"tokenizer has {len(vocab)} tokens, the model's vocabulary only {vocab_size}")
     unk = model.get("unk_token")
