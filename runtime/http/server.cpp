@@ -267,6 +267,7 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
   });
 
   int port = args.port;
+  errno = 0;  // a host that does not resolve fails without an errno ("Success")
   if (port == 0) {
     port = svr.bind_to_any_port(args.host);
   } else if (!svr.bind_to_port(args.host, port)) {
@@ -274,7 +275,7 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
   }
   if (port < 0) {
     std::fprintf(stderr, "parley serve: cannot listen on %s:%d: %s\n", args.host.c_str(), args.port,
-                 std::strerror(errno));
+                 errno ? std::strerror(errno) : "the host is not an address of this machine, or does not resolve");
     return 1;
   }
   std::printf("parley serve: listening on http://%s:%d\n", args.host.c_str(), port);
