@@ -215,6 +215,13 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
     return httplib::Server::HandlerResponse::Handled;
   };
   svr.set_pre_routing_handler([&args, refuse](const httplib::Request &req, httplib::Response &res) {
+    // Every route takes GET or POST. Others got 404, or (PATCH) no answer
+    // while httplib waited for a body.
+    if (req.method != "GET" && req.method != "HEAD" && req.method != "POST")
+      return refuse(
+          res, 405,
+          "method " + parley::escape_untrusted(req.method, 32) + " is not allowed (the routes take GET or POST)",
+          "method_not_allowed");
     if (req.has_header("Transfer-Encoding"))
       return refuse(res, 411,
                     "request bodies must come with a Content-Length (Transfer-Encoding \"" +

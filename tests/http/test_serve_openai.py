@@ -450,6 +450,9 @@ def test_errors_in_openai_shape(server):
         assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
     status, data = server.raw("GET", "/v1/chat/completions")
     assert status == 405 and json.loads(data)["error"]["code"] == "method_not_allowed"
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):  # 404 before, and PATCH waited for a body
+        status, data = server.raw(method, "/v1/models")
+        assert status == 405 and json.loads(data)["error"]["code"] == "method_not_allowed", (method, data)
     status, data = server.raw("GET", "/v1/nothing")
     assert status == 404 and "error" in json.loads(data)
     # A declared body over the limit, or a Content-Length that is no number,
