@@ -1337,6 +1337,10 @@ def test_async_argument_errors_are_raised_at_submission(gpt2, marian):
         _arun(gpt2.generate_async([], max_new_tokens=2))  # refused at submission
     with pytest.raises(ValueError, match="deadline"):
         _arun(gpt2.generate_async([[0, 1]], max_new_tokens=2, deadline=-1))
+    # No deadline in effect: inf (OverflowError before) and one past int64 milliseconds (it would wrap).
+    for far in (float("inf"), 1e300):
+        assert _arun(gpt2.generate_async([[0, 1]], max_new_tokens=2, deadline=far)) == gpt2.generate(
+            [[0, 1]], max_new_tokens=2)
     with pytest.raises(RuntimeError):  # no running event loop
         gpt2.generate_async([[0, 1]]).send(None)
     out = _arun(marian.translate_tokens_async([[5, 6, 7, 0]], max_new_tokens=4))

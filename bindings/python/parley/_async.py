@@ -88,7 +88,8 @@ class AsyncRequest:
             if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
                 self._abandon()
                 raise ValueError(f"deadline must be a number of seconds > 0, got {deadline!r}")
-            ro.deadline_ms = max(1, round(deadline * 1000))
+            # inf, or one past what int64 milliseconds hold (ctypes would wrap it): no deadline.
+            ro.deadline_ms = max(1, round(deadline * 1000)) if deadline < 2**62 / 1000 else 0
         ro.return_logprobs = 1 if logprobs else 0
         ro.num_alternatives = alternatives
         out = c_void_p()
