@@ -448,7 +448,7 @@ static int run(int argc, char **argv) {
   } catch (const CLI::ParseError &e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help / --version: 0; every usage error: 2 (not CLI11's 105-115)
   }
-  ta.json = ca.json = common.json;
+  ta.json = ca.json = sc.json = common.json;
   if (common.json && (plugins->parsed() || inspect->parsed())) {
     parley_runtime *rt = nullptr;
     parley_status st = make_runtime(common, &rt);

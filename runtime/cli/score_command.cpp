@@ -14,6 +14,7 @@
 #include <string>
 
 #include "input_file.hpp"
+#include "json_lines.hpp"
 #include "text_commands.hpp"
 
 namespace parley_cli {
@@ -44,18 +45,24 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
     const std::string target = tab == std::string::npos ? line : line.substr(tab + 1);
     const char *src[1] = {source.c_str()}, *tgt[1] = {target.c_str()};
     parley_score_result *r = nullptr;
+    // An error: on stderr by line, and an empty output line (a JSON object
+    // with "error" under --json), so that output lines stay aligned.
+    auto line_failed = [&](parley_status status, const std::string &message) {
+      std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, message.c_str(), parley_status_name(status));
+      if (a.json)
+        print_json_line({{"line", number}, {"error", {{"status", parley_status_name(status)}, {"message", message}}}});
+      else
+        std::fputc('\n', stdout);
+      rc = 1;
+    };
     // A NUL byte would cut the C string short: refuse it here, by line.
     if (line.find('\0') != std::string::npos) {
-      std::fprintf(stderr, "parley: line %zu: holds a NUL byte\n", number);
-      std::fputc('\n', stdout);
-      rc = 1;
+      line_failed(PARLEY_ERROR_INVALID_ARGUMENT, "holds a NUL byte");
       continue;
     }
     st = parley_score_text(m, tab == std::string::npos ? nullptr : src, tgt, 1, &so, &r);
     if (st != PARLEY_OK) {
-      std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, parley_last_error(), parley_status_name(st));
-      std::fputc('\n', stdout);
-      rc = 1;
+      line_failed(st, parley_last_error());
       continue;
     }
     const int32_t *ids = nullptr;
@@ -63,6 +70,13 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
     size_t n = 0;
     double sum = 0;
     parley_score_result_item(r, 0, &ids, &lp, &n, &sum);
+    if (a.json) {
+      nlohmann::json j = {{"line", number}, {"score", sum}, {"tokens", std::vector<int32_t>(ids, ids + n)}};
+      if (a.per_token) j["logprobs"] = std::vector<float>(lp, lp + n);
+      print_json_line(j);
+      parley_score_result_free(r);
+      continue;
+    }
     std::printf("%.6f\t%zu", sum, n);
     if (a.per_token) {
       std::fputc('\t', stdout);

@@ -43,6 +43,7 @@ struct ChatArgs {
 struct ScoreArgs {
   std::string model, source_language, target_language, input;
   bool per_token = false;
+  bool json = false;  // --json: one JSON object per input line on stdout
 };
 
 int translate(parley_runtime *rt, const TranslateArgs &a);

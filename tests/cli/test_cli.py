@@ -450,6 +450,18 @@ def test_score_prints_sums_and_reports_bad_lines():
     assert r.returncode == 0, r.stderr.decode()
     whole, cont = [line.split("\t") for line in r.stdout.decode().splitlines()]
     assert float(whole[0]) < 0 and float(cont[0]) < 0 and int(cont[1]) < int(whole[1])
+    # --json (accepted and ignored before): one object per line, errors included, the same figures.
+    text = b"Hallo Welt!\tHello world!\nnur Quelle\n"
+    plain = run(["score", DE_EN, "--per-token"], text).stdout.decode().split("\n")
+    r = run(["score", DE_EN, "--per-token", "--json"], text)
+    assert r.returncode == 1
+    good, bad = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    total, count, per_token = plain[0].split("\t")
+    assert good["line"] == 1 and abs(good["score"] - float(total)) < 1e-5 and len(good["tokens"]) == int(count)
+    plain_values = [float(v) for v in per_token.split()]  # printed with 6 decimals
+    assert len(good["logprobs"]) == len(plain_values)
+    assert all(abs(a - b) <= 1e-6 for a, b in zip(good["logprobs"], plain_values))
+    assert bad["line"] == 2 and bad["error"]["status"] == "PARLEY_ERROR_INVALID_ARGUMENT"
 
 
 def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
