@@ -8,7 +8,8 @@
 //   parley score MODEL [--source-language L] [--target-language L] [--per-token] [-i FILE]
 //                (lines "source<TAB>target" or "text" -> "sum<TAB>tokens[<TAB>log-probs]")
 //   parley convert HF_DIR|MODEL.gguf OUT.parley [converter options]
-//   parley --version; --json on plugins, inspect, translate and chat (json_commands.cpp, text_commands.cpp).
+//   parley --version; --json on plugins, inspect, translate, chat and score
+//   (json_commands.cpp, text_commands.cpp, score_command.cpp).
 // Exit status: 0 success, 1 failure (a file, a line, a checksum), 2 usage error.
 //   parley serve --model NAME=PATH... [--host H] [--port P] [limits]  (HTTP; docs/serve.md)
 #include <parley/parley.h>
