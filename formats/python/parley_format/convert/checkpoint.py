@@ -52,6 +52,11 @@ class Checkpoint:
             raise ConversionError(f"checkpoint: tensor {name!r} is missing")
         return self._loaders[name]()
 
+    def transform(self, name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Tensor `name` becomes fn(tensor) when loaded (a LoRA merge)."""
+        old = self._loaders[name]
+        self._loaders[name] = lambda: fn(old())
+
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         for n in self._loaders:
             yield n, self.get(n)

@@ -46,13 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bar and no summary of the worst errors")
     ap.add_argument("--no-tokenizer", action="store_true",
                     help="do not store the tokenizer and chat template (token-level API only)")
+    ap.add_argument("--lora", metavar="ADAPTER_DIR", default=None,
+                    help="merge a PEFT LoRA adapter (the folder save_pretrained writes: adapter_config.json, "
+                         "adapter_model.safetensors) into the weights before storing them")
     ap.add_argument("--version", action="version", version=f"parley-convert {CONVERTER_VERSION}")
     args = ap.parse_args(argv)
     try:
         r = convert(args.model_dir, args.output, dtype=args.dtype, force=args.force,
                     max_positions=args.max_positions, progress=not args.quiet,
                     tokenizer=not args.no_tokenizer, group_size=args.group_size,
-                    keep_f32_patterns=args.keep_f32)
+                    keep_f32_patterns=args.keep_f32, lora=args.lora)
     except ConversionError as e:
         print(f"parley-convert: error: {e}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from .errors import ConversionError
 from .families import map_tensors
 from .gguf_source import is_gguf, read_gguf
 from .hf_config import Plan, plan_from_hf
+from .lora import apply_adapter
 from .required import required_tensors
 from .storage import DEFAULT_INT4_GROUP_SIZE, STORAGE_DTYPES, TensorError, keep_f32, store, store_gguf_native
 from .text import export_text
@@ -133,7 +134,7 @@ def check_paths(model_dir: str, out_path: str, force: bool) -> None:
 def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: bool = False,
             max_positions: int | None = None, progress: bool = True, tokenizer: bool = True,
             log: Callable[[str], None] | None = None, group_size: int | None = None,
-            keep_f32_patterns: tuple[str, ...] | list[str] = ()) -> ConversionResult:
+            keep_f32_patterns: tuple[str, ...] | list[str] = (), lora: str | None = None) -> ConversionResult:
     """Converts the Hugging Face model in `model_dir` to `out_path`.
 
     `dtype` int4 stores Linear weights I4 group-wise (`group_size`, default
@@ -151,7 +152,11 @@ def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: b
     default `dtype` is "native": each tensor keeps the closest precision
     Parley stores (see storage.store_gguf_native); any other dtype
     dequantizes every tensor and stores it as for a Hugging Face folder.
-    The storage error is measured against the GGUF's dequantized values."""
+    The storage error is measured against the GGUF's dequantized values.
+
+    `lora`: a PEFT LoRA adapter folder merged into the weights before they
+    are stored (lora.py); the storage error is then that of the merged
+    weights, and a merged GGUF tensor is stored as a dequantized one."""
     gguf_model = None
     if is_gguf(model_dir):
         dtype = dtype or "native"
@@ -193,6 +198,7 @@ def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: b
         ck = load_checkpoint(model_dir)
     if text is not None:
         plan.warnings.extend(text.warnings)
+    merged = apply_adapter(ck, lora) if lora is not None else []
     pairs, unused = map_tensors(plan, ck)
     unused = [n for n in unused if n]
     if unused:
@@ -255,6 +261,9 @@ def convert(model_dir: str, out_path: str, *, dtype: str | None = None, force: b
         metadata["converter.quant_error.worst_tensor"] = worst.name
         metadata["converter.quant_error.mean_rel"] = f"{sum(e.rel_error for e in errors) / len(errors):.6g}"
         metadata["converter.quant_error.max_abs"] = f"{max(e.max_abs_error for e in errors):.6g}"
+    if lora is not None:
+        metadata["converter.lora"] = os.path.basename(os.path.normpath(lora))
+        metadata["converter.lora_tensors"] = str(len(merged))
     if max_positions is not None:
         metadata["converter.max_positions"] = str(max_positions)
     if text:

@@ -154,11 +154,20 @@ class GGUFCheckpoint(Checkpoint):
         self.tensors: dict[str, GGUFTensor] = {}
         self.files.append(path)
         self._handed_out: dict[int, tuple[np.ndarray, str]] = {}
+        self._transformed: set[str] = set()
 
     def add(self, name: str, t: GGUFTensor) -> None:
         self.tensors[name] = t
         self.source_dtypes.add(t.type_name)
         self._add(name, t.shape, lambda name=name, t=t: self._hand_out(name, self._dequantize(t)))
+
+    def transform(self, name: str, fn) -> None:
+        """Tensor `name` becomes fn(dequantized tensor): still handed out as
+        this GGUF tensor (its storage rule applies), but never as its exact
+        blocks, which no longer hold it."""
+        t = self.tensors[name]
+        self._transformed.add(name)
+        self._loaders[name] = lambda: self._hand_out(name, fn(self._dequantize(t)))
 
     def _hand_out(self, name: str, a: np.ndarray) -> np.ndarray:
         self._handed_out[id(a)] = (a, name)
@@ -197,7 +206,7 @@ class GGUFCheckpoint(Checkpoint):
         or None. `q * scale` equals gguf's own dequantization bit for bit
         (the caller checks)."""
         t = self.tensors.get(name)
-        if t is None or len(t.shape) != 2 or t.type_name not in ("Q8_0", "Q4_0"):
+        if t is None or name in self._transformed or len(t.shape) != 2 or t.type_name not in ("Q8_0", "Q4_0"):
             return None
         rows, cols = t.shape
         if cols % 32:
