@@ -353,6 +353,8 @@ void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_ge
 }
 
 void refuse_unsupported(const json &body) {
+  // Accepted and not used, but what OpenAI documents it to be: a string.
+  opt_string(body, "user");
   for (const char *p : {"presence_penalty", "frequency_penalty"})
     if (auto v = opt_number(body, p, -2.0, 2.0); v && *v != 0.0)
       bad_request(std::string(p) + " is not supported (only 0)", p, "unsupported_value");

@@ -51,6 +51,7 @@ void handle_translations(ServerState &state, const httplib::Request &req, httpli
                             "max_tokens", "protect", "protect_patterns", "glossary", "long_text", "user"});
   auto model_name = opt_string(body, "model");
   if (!model_name) bad_request("model is required", "model", "missing_required_parameter");
+  opt_string(body, "user");  // accepted and not used; a string, as in the other endpoints
   LoadedModel &model = state.find_model(*model_name);
   if (model.decoder_only)
     bad_request("the model '" + model.name + "' is not a translation model (use /v1/chat/completions)", "model",

@@ -391,6 +391,8 @@ def test_bad_n_logprobs_and_logit_bias_name_the_field(server):
         ("/v1/completions", {"logprobs": True}, "logprobs"),  # an integer on legacy completions
         ("/v1/completions", {"n": 2, "best_of": 3}, "best_of"),
         ("/v1/completions", {"logit_bias": {"1.5": 3}}, "logit_bias"),
+        ("/v1/chat/completions", {"user": 5}, "user"),  # accepted and unused, but a string
+        ("/v1/completions", {"user": ["a"]}, "user"),
     ]
     for path, extra, param in cases:
         body = {"model": "bot", "max_tokens": 2}
@@ -490,6 +492,8 @@ def test_translations(server):
     status, data = server.raw("POST", "/v1/translations", json.dumps(
         {"model": "en-de", "text": "Hi", "protect": "colours"}).encode())
     assert status == 400 and json.loads(data)["error"]["param"] == "protect"
+    status, data = server.raw("POST", "/v1/translations", json.dumps({"model": "en-de", "text": "Hi", "user": 5}).encode())
+    assert status == 400 and json.loads(data)["error"]["param"] == "user", data
 
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
