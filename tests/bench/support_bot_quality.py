@@ -27,11 +27,15 @@ Runs build/bin/support-bot (the sample, as users run it) and prints:
    exactly once, in the German reply.
 
 Each dialogue model: the trained demo model (models/support-llama.parley) and,
-where it was fetched (samples/support-bot/fetch_smollm2.sh),
-SmolLM2-135M-Instruct; a missing model is reported as skipped.
+where they were fetched, SmolLM2-135M-Instruct (samples/support-bot/
+fetch_smollm2.sh) and SmolLM2-135M-Instruct with the support-bot LoRA adapter
+this project trained (fetch_smollm2.sh --support); a missing model is
+reported as skipped.
 
   python3 tests/bench/support_bot_quality.py [--bot build/bin/support-bot]
       [--smollm2 build/models/smollm2-135m-instruct.q4_1.parley]
+      [--smollm2-support build/models/smollm2-135m-support.parley]
+      [--only trained|smollm2|support]
       [--conversations 60] [--translation-lines 60] [--json OUT]
 
 Not a unit test: it prints figures and does not fail on them.
@@ -144,7 +148,11 @@ def fresh_wordings(per_wording: int = 2) -> list[dict]:
 
 
 def held_out_table(convs: list[dict], path: Path) -> None:
-    ids = sorted({c for conv in convs for checks in conv["checks"] for c in checks if re.fullmatch(r"\d{7}", c)})
+    # Every order number a customer names, not only those the expected answer repeats ("Is direct debit
+    # possible for order …?" needs no number in the answer, but the bot looks the order up first).
+    ids = sorted({c for conv in convs for checks in conv["checks"] for c in checks if re.fullmatch(r"\d{7}", c)} |
+                 {i for conv in convs for m in conv["messages"] if m["role"] == "user"
+                  for i in re.findall(r"(?<!\d)\d{7}(?!\d)", m["content"])})
     rows = [f"{i},Nordwind item,49.90,shipped,2026-12-0{1 + k % 4},DHL" for k, i in enumerate(ids)]
     path.write_text("order,product,amount,status,date,carrier\n" + "\n".join(rows) + "\n", encoding="utf-8")
 
@@ -317,13 +325,15 @@ def main() -> None:
     ap.add_argument("--bot", default=str(ROOT / "build" / "bin" / "support-bot"))
     ap.add_argument("--models", default=str(ROOT / "samples" / "support-bot" / "models"))
     ap.add_argument("--smollm2", default=str(ROOT / "build" / "models" / "smollm2-135m-instruct.q4_1.parley"))
+    ap.add_argument("--smollm2-support", default=str(ROOT / "build" / "models" / "smollm2-135m-support.parley"),
+                    help="SmolLM2 with the support-bot LoRA adapter merged (fetch_smollm2.sh --support)")
     ap.add_argument("--library", default=str(ROOT / "build" / "lib" / "libparley.so"),
                     help="for the model-alone figure (Python binding)")
     ap.add_argument("--conversations", type=int, default=60, help="held-out conversations (60: 89 replies)")
     ap.add_argument("--smollm2-conversations", type=int, default=30,
                     help="held-out conversations for SmolLM2 (about 10 s a reply on 2 busy cores)")
     ap.add_argument("--translation-lines", type=int, default=60)
-    ap.add_argument("--only", choices=["trained", "smollm2"], help="one dialogue model")
+    ap.add_argument("--only", choices=["trained", "smollm2", "support"], help="one dialogue model")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
 
@@ -337,6 +347,12 @@ def main() -> None:
         dialogues["SmolLM2-135M-Instruct (Q4_1)"] = ("smollm2", args.smollm2, ["--dialogue", args.smollm2])
     else:
         print(f"SmolLM2-135M-Instruct: skipped, {args.smollm2} is absent (samples/support-bot/fetch_smollm2.sh)")
+    if Path(args.smollm2_support).exists():
+        dialogues["SmolLM2-135M-Instruct + support LoRA (fine-tuned here)"] = (
+            "support", args.smollm2_support, ["--dialogue", args.smollm2_support])
+    else:
+        print(f"SmolLM2 + support LoRA: skipped, {args.smollm2_support} is absent "
+              "(samples/support-bot/fetch_smollm2.sh --support)")
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp, "held_out_orders.csv")

