@@ -17,7 +17,9 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cinttypes>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -285,6 +287,25 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
   return 0;
 }
 
+// A whole number in [lo, hi] written in decimal digits alone: CLI11 reads
+// "-1" into an unsigned option as 2^64 - 1 and wraps values past 2^64, which
+// reached the library as "a count is absurdly large" without the option's name.
+CLI::Validator unsigned_in(uint64_t lo, uint64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string &v) {
+        errno = 0;
+        char *end = nullptr;
+        const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        const unsigned long long x = digits ? std::strtoull(v.c_str(), &end, 10) : 0;
+        if (!digits || errno == ERANGE || x < lo || x > hi)
+          return "must be a whole number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + v;
+        return std::string();
+      },
+      "INTEGER in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+}
+
+constexpr uint64_t kMaxCount = uint64_t{1} << 30;  // the C API's own bound on counts
+
 }  // namespace
 
 static int run(int argc, char **argv) {
@@ -330,8 +351,15 @@ static int run(int argc, char **argv) {
   translate->add_option("--nbest", ta.nbest, "Hypotheses per line (printed as score<TAB>text)")
       ->check(CLI::Range(1, 64));
   translate->add_option("--batch", ta.batch, "Lines per batch")->check(CLI::Range(1, 4096));
-  translate->add_option("--max-length", ta.max_length, "Most tokens per translation");
-  translate->add_option("--length-penalty", ta.length_penalty, "Beam length penalty (default: the model's)");
+  translate->add_option("--max-length", ta.max_length, "Most tokens per translation (0: the model's)")
+      ->check(unsigned_in(0, kMaxCount));
+  translate->add_option("--length-penalty", ta.length_penalty, "Beam length penalty (default: the model's)")
+      ->check(CLI::Validator(
+          [](std::string &v) {
+            const double x = std::strtod(v.c_str(), nullptr);
+            return x >= -100 && x <= 100 ? std::string() : "must be a number in [-100, 100], got " + v;
+          },
+          "NUMBER in [-100, 100]"));
   translate->add_flag("--scores", ta.scores, "Print score<TAB>text");
   translate->add_option("-i,--input", ta.input, "Read this file instead of stdin");
   translate
@@ -345,9 +373,12 @@ static int run(int argc, char **argv) {
                    "A text over the model's positions (or --max-source-tokens): split (default: into sentences, "
                    "translated as a batch and joined), sentences (always sentence by sentence) or error")
       ->check(CLI::IsMember({"split", "sentences", "error"}));
-  translate->add_option("--max-source-tokens", ta.max_source_tokens, "Source limit in tokens (0: the model's)");
-  translate->add_option("--max-batch-tokens", ta.max_batch_tokens,
-                        "Batches of at most this many padded source tokens (0: one batch per --batch texts)");
+  translate->add_option("--max-source-tokens", ta.max_source_tokens, "Source limit in tokens (0: the model's)")
+      ->check(unsigned_in(0, kMaxCount));
+  translate
+      ->add_option("--max-batch-tokens", ta.max_batch_tokens,
+                   "Batches of at most this many padded source tokens (0: one batch per --batch texts)")
+      ->check(unsigned_in(0, kMaxCount));
   translate->add_option("--protect", ta.protect,
                         "Keep these spans verbatim (comma-separated): numbers, emails, urls, placeholders, markup, "
                         "all");
@@ -366,7 +397,7 @@ static int run(int argc, char **argv) {
   chat->add_option("model", ca.model, "Dialogue model file")->required();
   chat->add_option("--system", ca.system, "System prompt");
   chat->add_option("--system-file", ca.system_file, "Read the system prompt from a file");
-  chat->add_option("--max-tokens", ca.max_tokens, "Most tokens per reply");
+  chat->add_option("--max-tokens", ca.max_tokens, "Most tokens per reply")->check(unsigned_in(0, kMaxCount));
   chat->add_flag("--sample", ca.sample, "Sample instead of greedy decoding");
   // NaN compares false with everything: refused by name instead of silently meaning "the model's default".
   const CLI::Validator finite_positive(
@@ -383,8 +414,8 @@ static int run(int argc, char **argv) {
       "NUMBER in (0, 1]");
   chat->add_option("--temperature", ca.temperature, "Sampling temperature")->check(finite_positive);
   chat->add_option("--top-p", ca.top_p, "Nucleus sampling threshold")->check(unit_interval);
-  chat->add_option("--top-k", ca.top_k, "Top-k sampling");
-  chat->add_option("--seed", ca.seed, "Sampling seed");
+  chat->add_option("--top-k", ca.top_k, "Top-k sampling")->check(unsigned_in(0, kMaxCount));
+  chat->add_option("--seed", ca.seed, "Sampling seed")->check(unsigned_in(0, UINT64_MAX));
   chat->add_option("--stop", ca.stop, "Stop string (repeatable)");
   auto *grammar_opt =
       chat->add_option("--grammar-file", ca.grammar_file, "Constrain replies to a GBNF grammar (read from a file)");

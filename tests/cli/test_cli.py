@@ -485,3 +485,15 @@ def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
                           (["--top-p", "nan"], b"--top-p"), (["--top-p", "1.5"], b"--top-p")):
         r = cli(["chat", LLM, *args])
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    # Counts and seeds that are no whole numbers in range (CLI11 wrapped -1 and 2^64 into unsigned options; the
+    # library then said "a count is absurdly large" without naming the option, or used the wrapped seed).
+    for cmd, args in ((["chat", LLM], ["--seed", "18446744073709551616"]), (["chat", LLM], ["--seed", "-1"]),
+                      (["chat", LLM], ["--max-tokens", "-1"]), (["chat", LLM], ["--top-k", "-5"]),
+                      (["translate", DE_EN], ["--max-length", "-1"]),
+                      (["translate", DE_EN], ["--max-batch-tokens", "99999999999999999999"]),
+                      (["translate", DE_EN], ["--max-source-tokens", "1.5"]),
+                      (["translate", DE_EN], ["--length-penalty", "nan"])):
+        r = cli([*cmd, *args], stdin=b"Hallo!\n")
+        assert r.returncode == 2 and args[0].encode() + b": must be" in r.stderr, (args, r.stderr)
+    r = cli(["chat", LLM, "--seed", "18446744073709551615", "--max-tokens", "2"], stdin=b"hi\n")
+    assert r.returncode == 0, r.stderr
