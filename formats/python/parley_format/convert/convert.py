@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from .errors import ConversionError
 from .families import map_tensors
 from .gguf_source import is_gguf, read_gguf
 from .hf_config import Plan, plan_from_hf
+from .jsonfile import read_json_object
 from .lora import apply_adapter
 from .required import required_tensors
 from .storage import DEFAULT_INT4_GROUP_SIZE, STORAGE_DTYPES, TensorError, keep_f32, store, store_gguf_native
@@ -51,24 +51,9 @@ def format_error_table(errors: list[TensorError]) -> str:
     return "\n".join(lines)
 
 
-def _read_json(path: str, required: bool) -> dict | None:
-    if not os.path.exists(path):
-        if required:
-            raise ConversionError(f"{path} not found")
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"{path}: cannot read JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ConversionError(f"{path}: expected a JSON object")
-    return data
-
-
 def plan_for_dir(model_dir: str, *, max_positions: int | None = None) -> Plan:
-    config = _read_json(os.path.join(model_dir, "config.json"), True)
-    gen = _read_json(os.path.join(model_dir, "generation_config.json"), False)
+    config = read_json_object(os.path.join(model_dir, "config.json"), True)
+    gen = read_json_object(os.path.join(model_dir, "generation_config.json"), False)
     return plan_from_hf(config, gen, max_positions=max_positions)  # type: ignore[arg-type]
 
 

@@ -22,7 +22,6 @@ module does not know.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -32,6 +31,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .errors import ConversionError, UnsupportedError
+from .jsonfile import read_json_object
 
 PREFIX = "base_model.model."
 _SUFFIXES = {".lora_A.weight": ("linear", "A"), ".lora_B.weight": ("linear", "B"),
@@ -76,15 +76,7 @@ def read_adapter(adapter_dir: str) -> list[LoraDelta]:
     if not os.path.isdir(adapter_dir):
         raise ConversionError(f"--lora {adapter_dir}: not a folder (give the folder PEFT's save_pretrained wrote)")
     cfg_path = os.path.join(adapter_dir, "adapter_config.json")
-    if not os.path.isfile(cfg_path):
-        raise ConversionError(f"--lora {adapter_dir}: adapter_config.json not found")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"{cfg_path}: cannot read JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise ConversionError(f"{cfg_path}: expected a JSON object")
+    config = read_json_object(cfg_path)
     kind = config.get("peft_type")
     if not isinstance(kind, str) or kind.upper() != "LORA":
         raise UnsupportedError(f"{cfg_path}: peft_type {kind!r}: only LORA adapters can be merged")
