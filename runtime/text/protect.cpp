@@ -472,9 +472,12 @@ RestoredText restore_spans(const MaskedText &masked, const std::vector<std::stri
                }())) {
       // A model-made number (or an extra copy of a placeholder): the source
       // held no such digits, so it is not part of the translation. Drop it
-      // with one space next to it.
+      // with one space next to it, or, when it is the decimal part of the
+      // number before ("€101.20" for "€101"), with its separator.
       size_t b = runs[r].begin, e = runs[r].end;
-      if (e < t.size() && t[e] == ' ')
+      if (b >= 2 && (t[b - 1] == '.' || t[b - 1] == ',') && is_digit(t[b - 2]))
+        --b;
+      else if (e < t.size() && t[e] == ' ')
         ++e;
       else if (b > 0 && t[b - 1] == ' ')
         --b;
