@@ -138,8 +138,10 @@ static size_t split_sentences(const char *text, size_t n, const char **starts, s
   return count;
 }
 
-/* Terms the translation models must not touch: the product lines and
- * carriers of the order table ("Saale", "DHL"), kept verbatim like numbers. */
+/* Terms the translation models must not touch, in both directions: the
+ * product lines and carriers of the order table ("Saale", "DHL"), kept
+ * verbatim like numbers (the demo models are trained to pass the
+ * placeholders through, make_corpus.py mask_pair). */
 typedef struct glossary {
   const char *terms[64];
   char storage[64][32];
@@ -593,7 +595,7 @@ int main(int argc, char **argv) {
         continue;
       }
     } else {
-      t = translate(de_en, NULL, customer, length, &english, &st, why, sizeof why);
+      t = translate(de_en, &terms, customer, length, &english, &st, why, sizeof why);
       if (t < 0) goto done;
       if (t > 0) {
         report_line(line_number, st, why);

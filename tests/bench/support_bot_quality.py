@@ -20,11 +20,14 @@ Runs build/bin/support-bot (the sample, as users run it) and prints:
    orders.csv and about 8 numbers that are not in it; a reply passes when it
    names the order and its status facts from the table (date, carrier), or
    says the order cannot be found, and invents no number.
-3. Translation (trained dialogue model, the German demo): German customer
+3. Translation (the German demo, per dialogue model): German customer
    sentences with order numbers and amounts from the corpus' held-out split,
    played through the German bot; order numbers and amounts of each message
-   verbatim in its English translation, and of each English reply verbatim,
-   exactly once, in the German reply.
+   verbatim in its English translation, and of each English reply verbatim
+   in the German reply, each as often as in the source (once, for most).
+   And whether the German reply is the reference translation of the English
+   one (make_corpus.DIALOGUE_TEMPLATES, for replies made only of sentences it
+   has a German for), exactly and by difflib's similarity ratio.
 
 Each dialogue model: the trained demo model (models/support-llama.parley) and,
 where they were fetched, SmolLM2-135M-Instruct (samples/support-bot/
@@ -44,6 +47,7 @@ Not a unit test: it prints figures and does not fail on them.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import random
@@ -274,11 +278,54 @@ def score_orders(bot: str, dialogue: list[str], orders: list[dict], policy: str)
 # --------------------------------------------------------------------------- 3. translation
 
 
-def once(text: str, span: str) -> bool:
-    return len(re.findall(r"(?<![\d.,])" + re.escape(span) + r"(?![\d])", text)) == 1
+def occurrences(text: str, span: str) -> int:
+    return len(re.findall(r"(?<![\d.,])" + re.escape(span) + r"(?![\d])", text))
 
 
-def score_translation(bot: str, n: int) -> dict:
+def kept(out: str, src: str, span: str) -> bool:
+    """The span as often in the output as in the source (once, for most)."""
+    return occurrences(out, span) == occurrences(src, span)
+
+
+SLOT_RE = {"order": r"(?P<order>\d{7})", "amount": r"(?P<amount>€\d+\.\d\d)", "name": r"(?P<name>(?:Mr|Ms) [\w-]+)"}
+
+
+def german_references() -> list[tuple[re.Pattern, str]]:
+    """(English sentence pattern, German template) for each sentence the
+    dialogue models say (make_corpus.DIALOGUE_TEMPLATES, agent side) whose
+    slots are an order number, an amount or a name; the product-line one
+    (its German depends on the product's gender) is left out."""
+    refs = []
+    for role, en, de in make_corpus.DIALOGUE_TEMPLATES:
+        names = re.findall(r"\{(\w+)\}", en)
+        if role != "a" or any(n not in SLOT_RE for n in names):
+            continue
+        pattern = "".join(SLOT_RE[p] if i % 2 else re.escape(p) for i, p in enumerate(re.split(r"\{(\w+)\}", en)))
+        refs.append((re.compile(pattern), de))
+    return refs
+
+
+def expected_german(english: str, refs) -> str | None:
+    """The reference German of a reply whose every sentence has one; the bot
+    keeps numbers and amounts as written, so they stay English-formatted."""
+    out = []
+    for sentence in re.split(r"(?<=[.!?]) +", english.strip()):
+        for pattern, de in refs:
+            m = pattern.fullmatch(sentence)
+            if m:
+                slots = m.groupdict()
+                if "name" in slots:
+                    slots["name"] = slots["name"].replace("Mr ", "Herr ").replace("Ms ", "Frau ")
+                # the policy's own amounts too ("4,90 €" -> "€4.90")
+                de = re.sub(r"(\d+)(?:,(\d\d))? €", lambda a: f"€{a[1]}" + (f".{a[2]}" if a[2] else ""), de)
+                out.append(de.format(**slots))
+                break
+        else:
+            return None
+    return " ".join(out)
+
+
+def score_translation(bot: str, n: int, extra: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, str(ROOT / "samples/support-bot/train/make_corpus.py"), "--out", tmp,
                         "--pairs", "10", "--dialogues", "10"], check=True, capture_output=True)
@@ -288,17 +335,20 @@ def score_translation(bot: str, n: int) -> dict:
     lines = ["Hallo! Wo ist meine Bestellung 9019917?", "Wann bekomme ich meine Erstattung über 107,49 €?"] + lines
     inbound = [0, 0]
     outbound = [0, 0]
+    german_exact = [0, 0]
+    similarity = []
+    refs = german_references()
     failures = []
     # two messages per conversation: the demo dialogue model was trained on one- and two-turn conversations
     for start in range(0, len(lines), 2):
-        stdout, _ = run_bot(bot, lines[start : start + 2], [])
+        stdout, _ = run_bot(bot, lines[start : start + 2], extra or [])
         for turn in stdout.split("\nKunde: ")[1:]:
             src = turn.split("\n", 1)[0]
             en = re.search(r"^  \[de->en\] (.*)$", turn, flags=re.M)
             if en:
                 for s in re.findall(r"\d{7}", src) + AMOUNT.findall(src):
                     inbound[1] += 1
-                    good = once(en.group(1), s.strip())
+                    good = kept(en.group(1), src, s.strip())
                     inbound[0] += good
                     if not good and len(failures) < 6:
                         failures.append(f"    de->en {s!r}: {src!r} -> {en.group(1)!r}")
@@ -307,14 +357,22 @@ def score_translation(bot: str, n: int) -> dict:
                 r"^  \[assistant, en\] (.*)$", turn, flags=re.M)
             # the German reply's translated part ([en->de] when the table's sentence precedes it)
             german = re.search(r"^  \[en->de\] (.*)$", turn, flags=re.M) or re.search(r"^Bot: (.*)$", turn, flags=re.M)
+            if model and german and "[grounding:" not in turn and (ref := expected_german(model.group(1), refs)):
+                german_exact[1] += 1
+                german_exact[0] += german.group(1).strip() == ref
+                similarity.append(difflib.SequenceMatcher(None, german.group(1).strip(), ref).ratio())
+                if german.group(1).strip() != ref and len(failures) < 12:
+                    failures.append(f"    en->de {model.group(1)!r}\n      got      {german.group(1)!r}\n"
+                                    f"      expected {ref!r}")
             if model and german and "[grounding:" not in turn:  # (not when the bot asked instead)
                 for s in re.findall(r"(?<![\d.,])\d{4,9}(?![\d])", model.group(1)) + AMOUNT.findall(model.group(1)):
                     outbound[1] += 1
-                    good = once(german.group(1), s.strip())
+                    good = kept(german.group(1), model.group(1), s.strip())
                     outbound[0] += good
                     if not good and len(failures) < 6:
                         failures.append(f"    en->de {s!r}: {model.group(1)!r} -> {german.group(1)!r}")
-    return {"messages": len(lines), "inbound": inbound, "outbound": outbound, "failures": failures}
+    return {"messages": len(lines), "inbound": inbound, "outbound": outbound, "german_exact": german_exact,
+            "german_similarity": round(sum(similarity) / max(len(similarity), 1), 4), "failures": failures}
 
 
 # --------------------------------------------------------------------------- main
@@ -385,14 +443,21 @@ def main() -> None:
                   f"{percent(o['passed'], o['questions'])}; invented numbers in {o['invented']}")
             for f in h["failures"] + o["failures"]:
                 print(f)
-    if not args.only or args.only == "trained":
-        t = score_translation(args.bot, args.translation_lines)
-        results["translation"] = t
-        print(f"\n== translation through the German bot (trained dialogue model, {t['messages']} customer messages)")
+    german_bots = {"trained": ("trained dialogue model", [])}
+    if Path(args.smollm2_support).exists():
+        german_bots["support"] = ("SmolLM2 + support LoRA", ["--dialogue", args.smollm2_support])
+    for key, (label, extra) in german_bots.items():
+        if args.only and key != args.only:
+            continue
+        t = score_translation(args.bot, args.translation_lines, extra)
+        results.setdefault("translation", {})[key] = t
+        print(f"\n== translation through the German bot ({label}, {t['messages']} customer messages)")
         print(f"  order numbers and amounts of the customer, verbatim in English:   "
               f"{percent(*t['inbound'])}")
-        print(f"  order numbers and amounts of the reply, verbatim once in German:  "
+        print(f"  order numbers and amounts of the reply, verbatim in German:       "
               f"{percent(*t['outbound'])}")
+        print(f"  German replies equal to the reference translation:               "
+              f"{percent(*t['german_exact'])}  (mean similarity {t['german_similarity']:.3f})")
         for f in t["failures"]:
             print(f)
     if args.json:

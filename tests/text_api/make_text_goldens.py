@@ -11,7 +11,8 @@ as Parley does), so the comparison is exact, not approximate.
 
 --chat-only regenerates the dialogue model's goldens and keeps the
 translation goldens of the committed goldens.json (for a retrained dialogue
-model when the translation checkpoints are not at hand).
+model when the translation checkpoints are not at hand); --translation-only
+does the converse (for retrained translation models).
 """
 from __future__ import annotations
 
@@ -84,8 +85,11 @@ def write_header(out: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-dir", default=os.path.join(ROOT, "build", "demo-train"))
-    ap.add_argument("--chat-only", action="store_true",
-                    help="keep the translation goldens of the committed goldens.json")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--chat-only", action="store_true",
+                       help="keep the translation goldens of the committed goldens.json")
+    group.add_argument("--translation-only", action="store_true",
+                       help="keep the chat goldens of the committed goldens.json")
     args = ap.parse_args()
     torch.manual_seed(0)
     out = {"transformers_version": __import__("transformers").__version__, "translate": {}, "chat": {}}
@@ -112,6 +116,14 @@ def main() -> int:
             "nbest2": tok.batch_decode(nbest.sequences, skip_special_tokens=True),
             "nbest2_scores": [float(s) for s in nbest.sequences_scores],
         }
+    if args.translation_only:
+        with open(os.path.join(HERE, "goldens.json"), encoding="utf-8") as f:
+            kept = json.load(f)
+        assert kept["chat"]["turns"] == CHAT_TURNS, "chat inputs changed"
+        out["chat"] = kept["chat"]
+        if kept.get("chat_transformers_version", kept["transformers_version"]) != out["transformers_version"]:
+            out["chat_transformers_version"] = kept.get("chat_transformers_version", kept["transformers_version"])
+        return finish(out)
     d = os.path.join(args.train_dir, "support-llama")
     tok = AutoTokenizer.from_pretrained(d)
     model = f16(AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32))
@@ -131,6 +143,10 @@ def main() -> int:
         messages.append({"role": "assistant", "content": reply})
     out["chat"] = {"system": policy, "turns": CHAT_TURNS, "replies": replies, "prompt_tokens": prompt_tokens,
                    "max_new_tokens": 64}
+    return finish(out)
+
+
+def finish(out: dict) -> int:
     with open(os.path.join(HERE, "goldens.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
     write_header(out)

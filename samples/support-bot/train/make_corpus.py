@@ -109,6 +109,10 @@ DE_FORMS = {
 }
 
 
+# More forms for the dialogue sentences: "mein" (nom.), "einem"/"einer" (dat.).
+DE_MORE = {"m": ("Mein", "einem"), "f": ("Meine", "einer"), "n": ("Mein", "einem")}
+
+
 # Invented names for the training pairs only: with a few dozen real names the
 # translation model memorises them instead of learning to copy names through,
 # and then fails on the held-out ones.
@@ -210,8 +214,10 @@ class SlotSampler:
             "my_acc": f"{my_acc} {de_name}", "a_acc": f"{a_acc} {de_name}",
             "it_nom": it_nom, "it_acc": it_acc, "one": one, "rel": rel,
             "p_pl": f"{model}-{p_de_pl}",
+            "my_nom": f"{DE_MORE[g][0]} {de_name}", "broken_dat": f"{DE_MORE[g][1]} kaputten {de_name}",
+            "damaged_dat": f"{dat} beschädigten {de_name}",
         }
-        return en, de
+        return en, de, model
 
 
 # ---------------------------------------------------------------------------
@@ -333,6 +339,129 @@ PARALLEL_TEMPLATES = [
     ("a", "Can I help you with anything else, {name}?", "Kann ich Ihnen sonst noch helfen, {name}?"),
 ]
 
+# The sentences the bot's dialogue models say and hear (INTENTS below), one
+# sentence each, as the bot splits a reply before translating it. Without
+# them the en->de model had never seen the answers it has to translate.
+# Templates without a slot are training-only (the test split differs from
+# train by slot values).
+DIALOGUE_TEMPLATES = [
+    # customer questions and follow-ups (the German customer's side, de->en)
+    ("c", "My order {order} has not arrived yet.", "Meine Bestellung {order} ist noch nicht angekommen."),
+    ("c", "Where is it?", "Wo ist sie?"),
+    ("c", "What is the status of my order {order}?", "Wie ist der Status meiner Bestellung {order}?"),
+    ("c", "Can you tell me when order {order} will arrive?",
+          "Können Sie mir sagen, wann die Bestellung {order} ankommt?"),
+    ("c", "I am still waiting for order {order}.", "Ich warte immer noch auf die Bestellung {order}."),
+    ("c", "When will it be delivered?", "Wann wird sie geliefert?"),
+    ("c", "Can I return the {p} from order {order}?", "Kann ich {p_acc} aus der Bestellung {order} zurückschicken?"),
+    ("c", "How do I return order {order}?", "Wie schicke ich die Bestellung {order} zurück?"),
+    ("c", "The {p} from order {order} does not fit.", "{P_nom} aus der Bestellung {order} passt nicht."),
+    ("c", "Can I return it?", "Kann ich es zurückschicken?"),
+    ("c", "I want to send back the {p} I got with order {order}.",
+          "Ich möchte {p_acc} zurückschicken, {rel} ich mit der Bestellung {order} bekommen habe."),
+    ("c", "Is it possible to return the {p} from my order {order}?",
+          "Ist es möglich, {p_acc} aus meiner Bestellung {order} zurückzuschicken?"),
+    ("c", "When will I get my refund for order {order}?", "Wann bekomme ich meine Erstattung für die Bestellung {order}?"),
+    ("c", "How long does the refund for order {order} take?", "Wie lange dauert die Erstattung für die Bestellung {order}?"),
+    ("c", "I returned the {p} from order {order}.", "Ich habe {p_acc} aus der Bestellung {order} zurückgeschickt."),
+    ("c", "When will I be refunded?", "Wann wird mir der Betrag erstattet?"),
+    ("c", "I sent back order {order}.", "Ich habe die Bestellung {order} zurückgeschickt."),
+    ("c", "When do I get my money back?", "Wann bekomme ich mein Geld zurück?"),
+    ("c", "Order {order} arrived with a broken {p}.", "Die Bestellung {order} kam mit {broken_dat} an."),
+    ("c", "My {p} from order {order} is broken.", "{my_nom} aus der Bestellung {order} ist kaputt."),
+    ("c", "What can I do?", "Was kann ich tun?"),
+    ("c", "The {p} in order {order} was damaged when it arrived.",
+          "{P_nom} in der Bestellung {order} war bei der Ankunft beschädigt."),
+    ("c", "I want to cancel order {order}.", "Ich möchte die Bestellung {order} stornieren."),
+    ("c", "Can I still cancel my order {order}?", "Kann ich meine Bestellung {order} noch stornieren?"),
+    ("c", "Please cancel order {order}.", "Bitte stornieren Sie die Bestellung {order}."),
+    ("c", "Is it too late to cancel order {order}?", "Ist es zu spät, die Bestellung {order} zu stornieren?"),
+    ("c", "My cart is {amount}.", "Mein Warenkorb beträgt {amount}."),
+    ("c", "Do I have to pay for shipping?", "Muss ich für den Versand bezahlen?"),
+    ("c", "What does shipping cost if I order for {amount}?", "Was kostet der Versand, wenn ich für {amount} bestelle?"),
+    ("c", "Is shipping free for an order of {amount}?", "Ist der Versand für eine Bestellung über {amount} kostenlos?"),
+    ("c", "Can I get order {order} faster?", "Kann ich die Bestellung {order} schneller bekommen?"),
+    ("c", "Is there a faster delivery option for my order {order}?",
+          "Gibt es eine schnellere Lieferoption für meine Bestellung {order}?"),
+    ("c", "Do you offer express shipping?", "Bieten Sie Expressversand an?"),
+    ("c", "How fast is express delivery?", "Wie schnell ist die Expresslieferung?"),
+    ("c", "What are your opening hours?", "Wie sind Ihre Öffnungszeiten?"),
+    ("c", "When can I reach customer service?", "Wann kann ich den Kundenservice erreichen?"),
+    ("c", "Are you open on Saturday?", "Haben Sie am Samstag geöffnet?"),
+    ("c", "When is your customer service open?", "Wann ist Ihr Kundenservice erreichbar?"),
+    ("c", "Which payment methods do you accept?", "Welche Zahlungsmethoden akzeptieren Sie?"),
+    ("c", "Can I pay by invoice?", "Kann ich per Rechnung bezahlen?"),
+    ("c", "Can I pay for order {order} with PayPal?", "Kann ich die Bestellung {order} mit PayPal bezahlen?"),
+    ("c", "How can I pay for my order?", "Wie kann ich meine Bestellung bezahlen?"),
+    ("c", "I forgot my password.", "Ich habe mein Passwort vergessen."),
+    ("c", "I cannot log in to my account.", "Ich kann mich nicht in mein Konto einloggen."),
+    ("c", "How can I reset my password?", "Wie kann ich mein Passwort zurücksetzen?"),
+    ("c", "How can I change my delivery address?", "Wie kann ich meine Lieferadresse ändern?"),
+    ("c", "I moved.", "Ich bin umgezogen."),
+    ("c", "Where do I change my address?", "Wo ändere ich meine Adresse?"),
+    ("c", "Can I change the email address of my account?", "Kann ich die E-Mail-Adresse meines Kontos ändern?"),
+    ("c", "Where can I update my email address?", "Wo kann ich meine E-Mail-Adresse aktualisieren?"),
+    ("c", "When will it arrive?", "Wann kommt sie an?"),
+    ("c", "And how long does delivery take?", "Und wie lange dauert die Lieferung?"),
+    ("c", "Can I return it instead?", "Kann ich sie stattdessen zurückschicken?"),
+    ("c", "Can I send it back?", "Kann ich sie zurückschicken?"),
+    ("c", "And when will I get my money back?", "Und wann bekomme ich mein Geld zurück?"),
+    ("c", "How long does the refund take?", "Wie lange dauert die Erstattung?"),
+    ("c", "It also arrived damaged.", "Sie ist auch beschädigt angekommen."),
+    ("c", "What now?", "Was nun?"),
+    ("c", "Can I still cancel it?", "Kann ich sie noch stornieren?"),
+    ("c", "Can I cancel it?", "Kann ich sie stornieren?"),
+    ("c", "Is there a faster option?", "Gibt es eine schnellere Option?"),
+    ("c", "By the way, what are your opening hours?", "Übrigens, wie sind Ihre Öffnungszeiten?"),
+    ("c", "When can I call you?", "Wann kann ich Sie anrufen?"),
+    ("c", "How can I pay?", "Wie kann ich bezahlen?"),
+    ("c", "Thanks!", "Danke!"),
+    ("c", "Thank you, bye.", "Vielen Dank, tschüss."),
+    ("c", "Great, thank you.", "Super, vielen Dank."),
+    # agent answers (the English dialogue model's side, en->de)
+    ("a", "Hello {name}!", "Hallo {name}!"),
+    ("a", "Your order {order} is on its way.", "Ihre Bestellung {order} ist unterwegs."),
+    ("a", "Standard shipping within Germany takes 2 to 4 business days, so it should arrive soon.",
+          "Der Standardversand innerhalb Deutschlands dauert 2 bis 4 Werktage, daher sollte sie bald ankommen."),
+    ("a", "Yes, you can return items within 30 days of delivery.",
+          "Ja, Sie können Artikel innerhalb von 30 Tagen nach der Lieferung zurückschicken."),
+    ("a", "The refund for order {order} goes back to your original payment method within 5 business days after "
+          "the return arrives at our warehouse.",
+          "Die Erstattung für die Bestellung {order} geht innerhalb von 5 Werktagen nach Eingang der Rücksendung "
+          "in unserem Lager auf Ihre ursprüngliche Zahlungsmethode zurück."),
+    ("a", "I am sorry to hear that.", "Das tut mir leid."),
+    ("a", "Please send us a photo of the damaged {p} within 14 days of delivery and we will send a free "
+          "replacement for order {order}.",
+          "Bitte schicken Sie uns innerhalb von 14 Tagen nach der Lieferung ein Foto von {damaged_dat}, dann "
+          "schicken wir Ihnen einen kostenlosen Ersatz für die Bestellung {order}."),
+    ("a", "Order {order} can be cancelled free of charge as long as it has not been shipped.",
+          "Die Bestellung {order} kann kostenlos storniert werden, solange sie noch nicht versandt wurde."),
+    ("a", "If it has already been shipped, you can return it within 30 days of delivery.",
+          "Wenn sie bereits versandt wurde, können Sie sie innerhalb von 30 Tagen nach der Lieferung zurückschicken."),
+    ("a", "Shipping is free for orders from €50, so your order of {amount} ships for free.",
+          "Ab 50 € ist der Versand kostenlos, daher wird Ihre Bestellung über {amount} kostenlos versandt."),
+    ("a", "Standard shipping costs €4.90 for orders under €50, so your order of {amount} costs €4.90 for shipping.",
+          # (not "... über {amount} 4,90 €": two amounts in a row read as one amount to the models)
+          "Der Standardversand kostet 4,90 € für Bestellungen unter 50 €, daher kostet der Versand 4,90 € für "
+          "Ihre Bestellung über {amount}."),
+    ("a", "Yes, express shipping costs €9.90 and arrives the next business day if you order before 14:00.",
+          "Ja, der Expressversand kostet 9,90 € und kommt am nächsten Werktag an, wenn Sie vor 14:00 Uhr bestellen."),
+    ("a", "Our customer service is available Monday to Friday from 9:00 to 18:00 and Saturday from 10:00 to 14:00.",
+          "Unser Kundenservice ist von Montag bis Freitag von 9:00 bis 18:00 Uhr und am Samstag von 10:00 bis "
+          "14:00 Uhr erreichbar."),
+    ("a", "We are closed on Sundays and public holidays.", "An Sonn- und Feiertagen haben wir geschlossen."),
+    ("a", "We accept credit card, PayPal, invoice and direct debit.",
+          "Wir akzeptieren Kreditkarte, PayPal, Rechnung und Lastschrift."),
+    ("a", "Invoices are due within 14 days.", "Rechnungen sind innerhalb von 14 Tagen fällig."),
+    ("a", "Please use the \"Forgot password\" link on the login page to set a new password.",
+          "Bitte nutzen Sie den Link \"Passwort vergessen\" auf der Anmeldeseite, um ein neues Passwort festzulegen."),
+    ("a", "You can change your email address and delivery address under \"Account settings\" in your account.",
+          "Sie können Ihre E-Mail-Adresse und Ihre Lieferadresse in Ihrem Konto unter \"Kontoeinstellungen\" ändern."),
+    ("a", "You are welcome!", "Gern geschehen!"),
+    ("a", "Have a nice day.", "Einen schönen Tag noch."),
+]
+ALL_TEMPLATES = PARALLEL_TEMPLATES + DIALOGUE_TEMPLATES
+
 # Optional sentence-level prefixes/suffixes; whole sentences, so no case fixes needed.
 CUSTOMER_PREFIXES = [("", ""), ("", ""), ("", ""), ("Hello! ", "Hallo! "), ("Good morning. ", "Guten Morgen. "),
                      ("Hi, this is {fullname}. ", "Hallo, hier ist {fullname}. ")]
@@ -347,19 +476,81 @@ def is_test_combo(template_id, category_index):
     return (7 * template_id + 5 * category_index) % 6 == 0
 
 
-def make_parallel(rng, n, test):
+# The runtime's protected number spans (runtime/text/protect.cpp, kNumberRe).
+NUMBER_RE = re.compile(
+    r"(?:(?:[€$£¥]|\b(?:EUR|USD|GBP|CHF|JPY)\b)\s?)?"
+    r"(?:\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}\b|\d{1,2}:\d{2}(?::\d{2})?|"
+    r"\b[A-Z]{1,5}-\d[\d-]*\d|#\d+|"
+    r"\d{1,3}(?:[.,'\u202f\u00a0]\d{3})+(?:[.,]\d+)?|\d+(?:[.,]\d+)?)"
+    r"(?:\s?(?:[€$£¥%]|(?:EUR|USD|GBP|CHF|JPY)\b))?")
+
+
+def protected_spans(text, terms):
+    """(start, end, key) of what the bot protects: numbers (key: their digits,
+    so that "€107.49" and "107,49 €" pair up) and glossary terms."""
+    spans = [(m.start(), m.end(), "#" + re.sub(r"\D", "", m.group())) for m in NUMBER_RE.finditer(text)]
+    for term in terms:
+        spans += [(m.start(), m.end(), "=" + term) for m in re.finditer(re.escape(term), text)]
+    spans.sort()
+    out = []
+    for span in spans:  # the first of overlapping spans wins, as in the runtime
+        if not out or span[0] >= out[-1][1]:
+            out.append(span)
+    return out
+
+
+def mask_pair(s_en, s_de, terms, rng):
+    """The pair as the models see it at run time with protection on: each
+    protected span replaced by a digit placeholder (101, 202, ... 909, 1001,
+    ...) numbered in the order of one side (the source, at run time; either
+    here, since the corpus trains both directions), a space added where a
+    placeholder would touch a word. Teaches the models to copy placeholders
+    through in any slot, product names included. None when the two sides'
+    spans do not pair up."""
+    sides = [protected_spans(s_en, terms), protected_spans(s_de, terms)]
+    if not sides[0] or sorted(k for *_, k in sides[0]) != sorted(k for *_, k in sides[1]):
+        return None
+    first = rng.randrange(2)
+    placeholder_of = {}  # (key, occurrence) -> placeholder
+    seen = {}
+    for n, (_, _, key) in enumerate(sides[first], 1):
+        placeholder_of[(key, seen.get(key, 0))] = str(n * 101 if n <= 9 else 991 + n)
+        seen[key] = seen.get(key, 0) + 1
+    masked = []
+    for text, spans in ((s_en, sides[0]), (s_de, sides[1])):
+        out, at, seen = [], 0, {}
+        for start, end, key in spans:
+            out.append(text[at:start])
+            if start > 0 and not text[start - 1].isspace():
+                out.append(" ")
+            out.append(placeholder_of[(key, seen.get(key, 0))])
+            seen[key] = seen.get(key, 0) + 1
+            if end < len(text) and (text[end].isalnum() or text[end] == "_"):
+                out.append(" ")
+            at = end
+        out.append(text[at:])
+        masked.append("".join(out))
+    return tuple(masked)
+
+
+def make_parallel(rng, n, test, masked_share=0.3):
+    """Sentence pairs from ALL_TEMPLATES; `masked_share` of them with their
+    numbers (and, half the time, the product line) masked as the bot's
+    protection masks them."""
     sampler = SlotSampler(rng, test, invent_names=True)
+    # Template ids index ALL_TEMPLATES in both splits (is_test_combo).
+    ids = [i for i, t in enumerate(ALL_TEMPLATES) if not test or re.search(r"\{\w+\}", t[1])]
     pairs, seen = [], set()
     while len(pairs) < n:
-        tid = rng.randrange(len(PARALLEL_TEMPLATES))
-        role, t_en, t_de = PARALLEL_TEMPLATES[tid]
+        tid = rng.choice(ids)
+        role, t_en, t_de = ALL_TEMPLATES[tid]
         uses_product = "{p" in t_en
         if uses_product:
             cats = [i for i in range(len(CATEGORIES)) if is_test_combo(tid, i) == test]
             cat = CATEGORIES[rng.choice(cats)]
         else:
             cat = None
-        en, de = sampler.draw(cat)
+        en, de, model = sampler.draw(cat)
         if role == "c":
             # Templates that introduce the customer already name them.
             prefixes = CUSTOMER_PREFIXES[:-1] if "{fullname}" in t_en else CUSTOMER_PREFIXES
@@ -371,7 +562,12 @@ def make_parallel(rng, n, test):
         s_en = (pre_en + t_en + suf_en).format(**en)
         s_de = (pre_de + t_de + suf_de).format(**de)
         s_de = s_de[0].upper() + s_de[1:]  # "{dear}"/"{p_nom}" may open a sentence
-        if (s_en, s_de) in seen:
+        if rng.random() < masked_share:
+            terms = [model] if uses_product and rng.random() < 0.5 else []
+            s_en, s_de = mask_pair(s_en, s_de, terms, rng) or (s_en, s_de)
+        # A sentence without slots repeats (as often as a template with slots
+        # is drawn): the bot's fixed answers must be learnt as well as the rest.
+        if (s_en, s_de) in seen and re.search(r"\{\w+\}", t_en):
             continue
         seen.add((s_en, s_de))
         pairs.append((s_en, s_de))
@@ -537,6 +733,17 @@ def check_policy_consistency():
         raise SystemExit(f"policy.txt does not state: {missing}")
     for role, t_en, t_de in PARALLEL_TEMPLATES:
         assert re.search(r"\{\w+\}", t_en), f"template without slot: {t_en}"
+    # Every sentence the dialogue models say or hear is a translation template.
+    english = {t_en for _, t_en, _ in ALL_TEMPLATES}
+    slots = {"order": "{order}", "amount": "{amount}", "p": "{p}", "title": "{name}"}
+    said = [CLOSINGS[1], "Hello {name}!"]
+    for spec in INTENTS.values():
+        said += [spec["answer"](dict(slots, euros=euros))[0] for euros in (10, 60)]
+        said += spec["questions"] + spec["followups"]
+    said += CLOSINGS[0]
+    for text in said:
+        for sentence in re.split(r"(?<=[.!?]) +", text):
+            assert sentence in english, f"no translation template for the dialogue sentence: {sentence}"
 
 
 def main():
@@ -554,7 +761,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     # Separate generators per part, so changing one size does not reshuffle the others.
     train = make_parallel(random.Random(args.seed), args.pairs, test=False)
-    test = make_parallel(random.Random(args.seed + 1), args.test_pairs, test=True)
+    # Unmasked: a masked pair holds no slot value, so train has it too.
+    test = make_parallel(random.Random(args.seed + 1), args.test_pairs, test=True, masked_share=0)
     train_src = {en for en, _ in train} | {de for _, de in train}
     assert not any(en in train_src or de in train_src for en, de in test), "test sentence leaked into train"
     for name, pairs in (("train", train), ("test", test)):
