@@ -345,6 +345,12 @@ RestoredText restore_spans(const MaskedText &masked, const std::vector<std::stri
     return t.compare(r.begin, r.end - r.begin, digits) == 0;
   };
 
+  // The run is the decimal part of the number before it ("303,50"): no place
+  // for a span of its own; it goes with its separator (below).
+  auto decimal_part = [&](const Run &r) {
+    return r.begin >= 2 && (t[r.begin - 1] == '.' || t[r.begin - 1] == ',') && is_digit(t[r.begin - 2]);
+  };
+
   RestoredText res;
   res.spans.resize(n);
   std::vector<bool> placed(n, false);
@@ -400,7 +406,7 @@ RestoredText restore_spans(const MaskedText &masked, const std::vector<std::stri
       int64_t best = -1;
       double best_a = -1.0;
       for (size_t r = 0; r < runs.size(); ++r) {
-        if (!runs[r].owners.empty()) continue;
+        if (!runs[r].owners.empty() || decimal_part(runs[r])) continue;
         double a = run_affinity(runs[r], p);
         if (a > best_a) {
           best_a = a;
@@ -457,6 +463,16 @@ RestoredText restore_spans(const MaskedText &masked, const std::vector<std::stri
         }
         break;
       }
+      // The same after it ("4,90 €" + " €").
+      const std::string &ls = span_of(runs[r].owners.back());
+      size_t q_after = ed.end < t.size() && t[ed.end] == ' ' ? ed.end + 1 : ed.end;
+      for (size_t len : {size_t{1}, size_t{2}, size_t{3}}) {
+        if (q_after + len > t.size()) break;
+        const std::string sign = t.substr(q_after, len);
+        if (!is_currency(sign) || ls.find(sign) == std::string::npos) continue;
+        ed.end = q_after + len;
+        break;
+      }
       // The model glued the placeholder to a word ("from101"): keep the span a word of its own.
       auto word = [](char c) { return is_word_byte(static_cast<unsigned char>(c)); };
       if (ed.begin > 0 && word(t[ed.begin - 1]) && word(ed.text.front())) {
@@ -475,7 +491,7 @@ RestoredText restore_spans(const MaskedText &masked, const std::vector<std::stri
       // with one space next to it, or, when it is the decimal part of the
       // number before ("€101.20" for "€101"), with its separator.
       size_t b = runs[r].begin, e = runs[r].end;
-      if (b >= 2 && (t[b - 1] == '.' || t[b - 1] == ',') && is_digit(t[b - 2]))
+      if (decimal_part(runs[r]))
         --b;
       else if (e < t.size() && t[e] == ' ')
         ++e;

@@ -43,6 +43,30 @@ TEST(ProtectRestore, InventedDecimalPartGoesWithItsSeparator) {
   EXPECT_EQ(got, "Your order of 447,49 € costs 4,90 €.");
 }
 
+// The model wrote a currency sign after the placeholder of an amount that
+// holds one: one sign, not "€367.90 €".
+TEST(ProtectRestore, CurrencySignAfterAnAmountHoldingOneIsDropped) {
+  EXPECT_EQ(restore("Your invoice is €367.90.", "Your invoice is 101.", "Ihre Rechnung beträgt 101 €."),
+            "Ihre Rechnung beträgt €367.90.");
+  EXPECT_EQ(restore("Das kostet 4,90 €.", "Das kostet 101.", "That costs 101 €."), "That costs 4,90 €.");
+  // A sign the span does not hold stays.
+  EXPECT_EQ(restore("Order 9019917 is paid.", "Order 101 is paid.", "Bestellung 101 € ist bezahlt."),
+            "Bestellung 9019917 € ist bezahlt.");
+}
+
+// A decimal part the model made up ("101,50") is no place for a missing
+// span: that span is inserted by position (no attention here), not glued on
+// as ",4,90 €".
+TEST(ProtectRestore, DecimalPartIsNoPlaceForAMissingSpan) {
+  const std::string got =
+      restore("Unter 50 € kostet der Versand 4,90 €.", "Unter 101 kostet der Versand 202.", "Under 101,50 shipping is.");
+  EXPECT_EQ(got.find(",4,90"), std::string::npos) << got;
+  EXPECT_EQ(got.find("50 €,"), std::string::npos) << got;
+  EXPECT_EQ(got.rfind("Under 50 € ", 0), 0u) << got;
+  EXPECT_NE(got.find("4,90 €"), std::string::npos) << got;
+  EXPECT_EQ(got.find("4,90 €"), got.rfind("4,90 €")) << got;
+}
+
 TEST(ProtectRestore, InventedNumberAloneIsDroppedWithOneSpace) {
   EXPECT_EQ(restore("Bestellung 9019917 ist da.", "Bestellung 101 ist da.", "Order 101 is 55 here."),
             "Order 9019917 is here.");
