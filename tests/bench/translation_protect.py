@@ -5,8 +5,9 @@ Uses the held-out test split of the demo corpus (make_corpus.py: order
 numbers starting with 9, amounts, dates never seen in training) and prints,
 per direction, the share of sentences/spans that come out right:
   order ids: each 7-digit order number of the source exactly once in the output;
-  amounts:   the amount's digits (separators ignored) exactly once, and the
-             source string verbatim (protection keeps "367,90 €" as written);
+  amounts:   the amount's digits (separators ignored), and the source string
+             verbatim (protection keeps "367,90 €" as written), as often as
+             in the source (once, but for a policy amount named twice);
   numbers:   every digit run of the source exactly once;
   order:     sentences with >= 2 numbers whose numbers come in the reference
              translation's order (where protection placed them).
@@ -32,8 +33,12 @@ ORDER = re.compile(r"(?<!\d)\d{7}(?!\d)")
 NUMBER = re.compile(r"\d+")
 
 
+def count(text: str, digits: str) -> int:
+    return len(re.findall(r"(?<!\d)" + re.escape(digits) + r"(?!\d)", text))
+
+
 def once(text: str, digits: str) -> bool:
-    return len(re.findall(r"(?<!\d)" + re.escape(digits) + r"(?!\d)", text)) == 1
+    return count(text, digits) == 1
 
 
 def score(src: list[str], out: list[str]) -> dict[str, tuple[int, int]]:
@@ -44,11 +49,13 @@ def score(src: list[str], out: list[str]) -> dict[str, tuple[int, int]]:
             res["order ids"][1] += 1
             res["order ids"][0] += once(o, m)
         squashed = re.sub(r"(?<=\d)[.,](?=\d)", "", o)
-        for m in AMOUNT.findall(s):
+        squashed_src = re.sub(r"(?<=\d)[.,](?=\d)", "", s)
+        for m in AMOUNT.findall(s):  # as often as in the source (a policy amount may come twice)
+            digits = re.sub(r"\D", "", m)
             res["amount values"][1] += 1
-            res["amount values"][0] += once(squashed, re.sub(r"\D", "", m))
+            res["amount values"][0] += count(squashed, digits) == count(squashed_src, digits)
             res["amounts verbatim"][1] += 1
-            res["amounts verbatim"][0] += o.count(m.strip()) == 1
+            res["amounts verbatim"][0] += o.count(m.strip()) == s.count(m.strip())
         ok = True
         for m in set(NUMBER.findall(re.sub(AMOUNT, "", s))):
             n = len(re.findall(r"(?<!\d)" + m + r"(?!\d)", s))

@@ -50,7 +50,7 @@ def parse_args():
     ap.add_argument("--layers", type=int, default=3, help="encoder layers = decoder layers")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ffn", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--batch-tokens", type=int, default=1500, help="source+target tokens per batch (approx.)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=150)
