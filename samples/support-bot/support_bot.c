@@ -164,8 +164,17 @@ static void glossary_add(glossary *g, const char *term, size_t n) {
  * fault: NUL, invalid UTF-8, too long) returns 1 with *why_status and
  * *why_message set (message owned by a static buffer); a failure of the call
  * itself returns -1 (already reported). 0 on success. */
-static int translate(parley_model *model, const glossary *terms, const char *text, size_t n, char **out,
-                     parley_status *why_status, char *why_message, size_t why_size) {
+/* Customers' names, which the demo models cannot copy reliably ("Ida
+ * Brandt" -> "Jda Brandt"): the name a German customer introduces
+ * themselves with, and a surname after an English title in a reply. Kept
+ * verbatim by the runtime's caller patterns (PCRE2, UTF/UCP). */
+static const char *const kNamePatternsGerman[] = {
+    "(?<=\\b[Hh]ier ist |\\b[Mm]ein Name ist |\\b[Ii]ch hei\u00dfe )\\p{Lu}[\\p{L}'-]*(?: \\p{Lu}[\\p{L}'-]*)?"};
+static const char *const kNamePatternsEnglish[] = {"(?<=\\bMr |\\bMs |\\bMrs )\\p{Lu}[\\p{L}'-]*"};
+
+static int translate(parley_model *model, const glossary *terms, const char *const *patterns, size_t num_patterns,
+                     glossary *learn, const char *text, size_t n, char **out, parley_status *why_status,
+                     char *why_message, size_t why_size) {
   const char *sentences[MAX_SENTENCES];
   size_t lengths[MAX_SENTENCES], count, i, used = 0, total = 1;
   parley_translation_result *r = NULL;
@@ -186,6 +195,8 @@ static int translate(parley_model *model, const glossary *terms, const char *tex
     o.glossary = terms->terms;
     o.num_glossary = terms->count;
   }
+  o.protect_patterns = patterns;
+  o.num_protect_patterns = num_patterns;
   if (check(parley_translate_n(model, sentences, lengths, count, &o, &r), "translate")) return -1;
   for (i = 0; i < count && rc == 0; ++i) {
     int32_t status = PARLEY_OK;
@@ -198,7 +209,18 @@ static int translate(parley_model *model, const glossary *terms, const char *tex
     } else if (check(parley_translation_result_text(r, i, 0, &t, NULL), "translation result")) {
       rc = -1;
     } else {
+      size_t spans = 0, k;
       total += strlen(t) + 1;
+      /* A name a pattern found goes into `learn`: kept in later turns and in the reply too. */
+      if (learn && parley_translation_result_protected_count(r, i, 0, &spans) == PARLEY_OK)
+        for (k = 0; k < spans; ++k) {
+          parley_protected_span sp;
+          memset(&sp, 0, sizeof sp);
+          sp.struct_size = sizeof sp;
+          if (parley_translation_result_protected_span(r, i, 0, k, &sp) == PARLEY_OK &&
+              sp.kind == PARLEY_PROTECT_PATTERN && sp.source_offset + sp.source_length <= lengths[i])
+            glossary_add(learn, sentences[i] + sp.source_offset, sp.source_length);
+        }
     }
   }
   if (rc == 0 && !(*out = (char *)malloc(total))) rc = -1;
@@ -595,7 +617,7 @@ int main(int argc, char **argv) {
         continue;
       }
     } else {
-      t = translate(de_en, &terms, customer, length, &english, &st, why, sizeof why);
+      t = translate(de_en, &terms, kNamePatternsGerman, 1, &terms, customer, length, &english, &st, why, sizeof why);
       if (t < 0) goto done;
       if (t > 0) {
         report_line(line_number, st, why);
@@ -722,7 +744,8 @@ int main(int argc, char **argv) {
     /* The reply in German: the shop's own sentences as written, the model's
      * answer through the en->de model (numbers and product lines protected). */
     if (model_text) {
-      t = translate(en_de, &terms, model_text, strlen(model_text), &german, &st, why, sizeof why);
+      t = translate(en_de, &terms, kNamePatternsEnglish, 1, NULL, model_text, strlen(model_text), &german, &st, why,
+                    sizeof why);
       if (t < 0) goto done;
       if (t > 0) {
         report_line(line_number, st, why);

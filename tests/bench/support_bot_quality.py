@@ -28,6 +28,17 @@ Runs build/bin/support-bot (the sample, as users run it) and prints:
    And whether the German reply is the reference translation of the English
    one (make_corpus.DIALOGUE_TEMPLATES, for replies made only of sentences it
    has a German for), exactly and by difflib's similarity ratio.
+4. The held-out set in German (per dialogue model): the same conversations
+   as a German customer writes them (each English customer sentence replaced
+   by its German in make_corpus' templates, slots in German form: "117,90 €",
+   "die Quarz-Fußmatte"), through the German bot: customer messages whose
+   de->en equals the corpus' English; replies whose English holds every fact
+   and slot (an order number may come from the table's German sentence); the
+   German replies equal to the reference translation; order numbers and
+   amounts of the English reply in the German one. The translation models
+   were trained on the customer sentences' templates (with other slot
+   values), so this measures names, products and numbers through them, not
+   unseen wordings.
 
 Each dialogue model: the trained demo model (models/support-llama.parley) and,
 where they were fetched, SmolLM2-135M-Instruct (samples/support-bot/
@@ -375,6 +386,104 @@ def score_translation(bot: str, n: int, extra: list[str] | None = None) -> dict:
             "german_similarity": round(sum(similarity) / max(len(similarity), 1), 4), "failures": failures}
 
 
+# --------------------------------------------------------------------------- 4. the held-out set in German
+
+CATEGORY_RE = "|".join(sorted((re.escape(c[0]) for c in make_corpus.CATEGORIES), key=len, reverse=True))
+CUSTOMER_SLOT_RE = {"order": r"(?P<order>\d{7})", "amount": r"€(?P<euros>\d+)\.(?P<cents>\d\d)",
+                    "p": r"(?P<model>[A-Z][\w-]*) (?P<category>" + CATEGORY_RE + ")",
+                    "fullname": r"(?P<fullname>[A-Z][\w-]* [A-Z][\w-]*)"}
+
+
+def german_customer_templates() -> list[tuple[re.Pattern, str]]:
+    """(English pattern, German template) of the customer sentences whose slots
+    are an order number, an amount, a product or the customer's name."""
+    out = [(re.compile(r"Hi, this is " + CUSTOMER_SLOT_RE["fullname"] + r"\."), "Hallo, hier ist {fullname}.")]
+    for role, en, de in make_corpus.ALL_TEMPLATES:
+        names = re.findall(r"\{(\w+)\}", en)
+        if role != "c" or any(n not in CUSTOMER_SLOT_RE for n in names):
+            continue
+        parts = re.split(r"\{(\w+)\}", en)
+        out.append((re.compile("".join(CUSTOMER_SLOT_RE[x] if i % 2 else re.escape(x) for i, x in enumerate(parts))),
+                    de))
+    return out
+
+
+def german_customer(text: str, templates) -> str | None:
+    """The German a customer would have written (the corpus' translation), or None."""
+    out = []
+    for sentence in re.split(r"(?<=[.!?]) +", text.strip()):
+        for pattern, de in templates:
+            m = pattern.fullmatch(sentence)
+            if not m:
+                continue
+            g = m.groupdict()
+            slots = {k: v for k, v in g.items() if v is not None}
+            if "euros" in slots:
+                slots["amount"] = f"{slots['euros']},{slots['cents']} €"
+            if "category" in slots:
+                cat = next(c for c in make_corpus.CATEGORIES if c[0] == slots["category"])
+                slots.update(make_corpus.german_product(slots["model"], cat[2], cat[3], cat[4]))
+            german = de.format(**slots)
+            out.append(german[0].upper() + german[1:])
+            break
+        else:
+            return None
+    return " ".join(out)
+
+
+def english_amounts(text: str) -> str:
+    """German amounts written the English way: the customer's "117,90 €" stays
+    as written through translation (protected), the checks want "€117.90"."""
+    return re.sub(r"(\d+),(\d\d) €", r"€\1.\2", text)
+
+
+def score_german_held_out(bot: str, dialogue: list[str], convs: list[dict], table: Path) -> dict:
+    """The held-out conversations as a German customer writes them, through the German bot."""
+    templates, refs = german_customer_templates(), german_references()
+    inbound = [0, 0]   # customer messages whose de->en is the corpus' English
+    facts = [0, 0]     # replies with every fact and slot
+    exact = [0, 0]     # German replies equal to the reference German
+    numbers = [0, 0]   # numbers and amounts of the English reply, as often in the German one
+    similarity, failures, skipped = [], [], 0
+    for conv in convs:
+        users = [m["content"] for m in conv["messages"] if m["role"] == "user"]
+        german = [german_customer(u, templates) for u in users]
+        if any(g is None for g in german):
+            skipped += 1
+            continue
+        stdout, _ = run_bot(bot, german, ["--orders", str(table), *dialogue])
+        turns = stdout.split("\nKunde: ")[1:]
+        for i, checks in enumerate(conv["checks"]):
+            turn = turns[i] if i < len(turns) else ""
+            en_in = re.search(r"^  \[de->en\] (.*)$", turn, flags=re.M)
+            inbound[1] += 1
+            inbound[0] += bool(en_in) and english_amounts(en_in.group(1).strip()) == users[i]
+            model = re.search(r"^  \[grounded\] (.*)$", turn, flags=re.M) or re.search(
+                r"^  \[assistant, en\] (.*)$", turn, flags=re.M)
+            bot_line = re.search(r"^Bot: (.*)$", turn, flags=re.M)
+            de_out = re.search(r"^  \[en->de\] (.*)$", turn, flags=re.M) or bot_line
+            english = model.group(1) if model else ""
+            # the order number may come from the table's German sentence, the rest from the English reply
+            ok = all(c in english_amounts(english) or (re.fullmatch(r"\d{7}", c) and bot_line and c in bot_line.group(1))
+                     for c in checks)
+            facts[1] += 1
+            facts[0] += ok
+            if not ok and len(failures) < 6:
+                failures.append(f"    {german[i]!r}\n      -> {english!r}\n      missing "
+                                f"{[c for c in checks if c not in english_amounts(english)]}")
+            if model and de_out and (ref := expected_german(english, refs)):
+                exact[1] += 1
+                exact[0] += de_out.group(1).strip() == ref
+                similarity.append(difflib.SequenceMatcher(None, de_out.group(1).strip(), ref).ratio())
+            if model and de_out:
+                for span in re.findall(r"(?<![\d.,])\d{4,9}(?![\d])", english) + AMOUNT.findall(english):
+                    numbers[1] += 1
+                    numbers[0] += kept(de_out.group(1), english, span.strip())
+    return {"conversations": len(convs) - skipped, "skipped": skipped, "inbound": inbound, "facts": facts,
+            "german_exact": exact, "german_similarity": round(sum(similarity) / max(len(similarity), 1), 4),
+            "numbers": numbers, "failures": failures}
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -423,9 +532,11 @@ def main() -> None:
             h = score_held_out(args.bot, extra, subset, table, policy)
             fr = score_held_out(args.bot, extra, fresh, table, policy)
             o = score_orders(args.bot, extra, orders, policy)
+            gh = score_german_held_out(args.bot, extra, subset, table)
             alone = model_alone(path, subset, policy, args.library)
             seconds = time.perf_counter() - t0
-            results[key] = {"held_out": h, "fresh_wordings": fr, "orders": o, "model_alone": alone, "seconds": round(seconds, 1)}
+            results[key] = {"held_out": h, "fresh_wordings": fr, "orders": o, "model_alone": alone,
+                            "german_held_out": gh, "seconds": round(seconds, 1)}
             print(f"\n== {name}  ({seconds:.0f} s)")
             print(f"  held-out set ({len(subset)} conversations), replies with every fact and slot: "
                   f"{percent(h['passed'], h['turns'])}")
@@ -441,7 +552,14 @@ def main() -> None:
                       f"{percent(alone['passed'], alone['turns'])})")
             print(f"  order table ({len(orders)} orders + 8 unknown numbers), right facts: "
                   f"{percent(o['passed'], o['questions'])}; invented numbers in {o['invented']}")
-            for f in h["failures"] + o["failures"]:
+            print(f"  held-out set in German ({gh['conversations']} conversations, the corpus' German; "
+                  f"{gh['skipped']} without one):")
+            print(f"    customer messages translated to the corpus' English exactly: {percent(*gh['inbound'])}")
+            print(f"    replies with every fact and slot:                             {percent(*gh['facts'])}")
+            print(f"    German replies equal to the reference translation:            {percent(*gh['german_exact'])}"
+                  f"  (mean similarity {gh['german_similarity']:.3f})")
+            print(f"    order numbers and amounts of the reply, verbatim in German:   {percent(*gh['numbers'])}")
+            for f in h["failures"] + o["failures"] + gh["failures"]:
                 print(f)
     german_bots = {"trained": ("trained dialogue model", [])}
     if Path(args.smollm2_support).exists():

@@ -9,24 +9,24 @@ static const char *const DE_EN_TEXTS[] = {
 };
 static const char *const DE_EN_BEST[] = {
     "Hello! Where is my order 9019917\077",
-    "How can I return my Saal monitor\077",
+    "How can I return my Salalo monitor\077",
     "When will I get my refund of \342\202\254107.49\077",
     "Thank you for your patience.",
     "What are your opening hours\077",
 };
 static const char *const DE_EN_NBEST2[] = {
     "Hello! Where is my order 9019917\077",
-    "Hello! Where is my order 9919917\077",
-    "How can I return my Saal monitor\077",
-    "How can I return my Saal desk lamp\077",
+    "Hello! Where is my order 9019917.",
+    "How can I return my Salalo monitor\077",
+    "How can I return my Salale monitor\077",
     "When will I get my refund of \342\202\254107.49\077",
-    "When will I get my refund of 107499\077",
+    "When will I get my refund of 107.49\077",
     "Thank you for your patience.",
     "Thank Thank you for your patience.",
     "What are your opening hours\077",
-    "What is your opening hours\077",
+    "What are your opening what are your opening hours\077",
 };
-static const float DE_EN_NBEST2_SCORES[] = {-0.063564f, -0.458183f, -0.220158f, -0.448981f, -0.071228f, -0.403934f, -0.072292f, -1.086483f, -0.064483f, -0.988477f};
+static const float DE_EN_NBEST2_SCORES[] = {-0.065314f, -0.471654f, -0.520160f, -0.572963f, -0.079048f, -0.373185f, -0.070591f, -1.012071f, -0.062331f, -0.797557f};
 static const char *const EN_DE_TEXTS[] = {
     "Where is my order 9019917\077",
     "You can return items within 30 days of delivery.",
@@ -36,20 +36,20 @@ static const char *const EN_DE_TEXTS[] = {
 static const char *const EN_DE_BEST[] = {
     "Wo ist meine Bestellung 9019917\077",
     "Sie k\303\266nnen Artikel innerhalb von 30 Tagen nach der Lieferung zur\303\274ckschicken.",
-    "Einen sch\303\266nen Tag-B\303\274rostuhl innerhalb von 5 Werktagen auf die urspr\303\274ngliche Zahlungsmethode.",
+    "Der Rres-Fahrradhelm innerhalb von 5 Werktagen auf der Lieferung innerhalb von 5 Werktagen f\303\244llig.",
     "Vielen Dank f\303\274r Ihre Geduld.",
 };
 static const char *const EN_DE_NBEST2[] = {
     "Wo ist meine Bestellung 9019917\077",
-    "Wo ist meine Bestellung 9019197\077",
+    "Wo ist meine Bestellung 90199117\077",
     "Sie k\303\266nnen Artikel innerhalb von 30 Tagen nach der Lieferung zur\303\274ckschicken.",
     "Sie k\303\266nnen Artikel innerhalb von 30 Tagen Tagen nach der Lieferung zur\303\274ckschicken.",
-    "Einen sch\303\266nen Tag-B\303\274rostuhl innerhalb von 5 Werktagen auf die urspr\303\274ngliche Zahlungsmethode.",
-    "Einen sch\303\266nen Tag-B\303\274rostuhl innerhalb von 5 Werktagen auf Ihre urspr\303\274ngliche Zahlungsmethode.",
+    "Der Rres-Fahrradhelm innerhalb von 5 Werktagen auf der Lieferung innerhalb von 5 Werktagen f\303\244llig.",
+    "Der Rres-Fahrradhelm innerhalb von 5 Werktagen auf der Lieferung innerhalb von 5 Werktagen gutgeschrieben.",
     "Vielen Dank f\303\274r Ihre Geduld.",
-    "Vielen Dank f\303\274r Ihre Geduld. Einen sch\303\266nen Tag f\303\274r Ihre Geduld.",
+    "Vielen Dank Dank f\303\274r Ihre Geduld.",
 };
-static const float EN_DE_NBEST2_SCORES[] = {-0.072656f, -0.232243f, -0.072111f, -0.398116f, -0.732224f, -0.732301f, -0.071117f, -0.953039f};
+static const float EN_DE_NBEST2_SCORES[] = {-0.062866f, -0.356606f, -0.073770f, -0.447406f, -0.887435f, -0.890124f, -0.072006f, -0.975765f};
 static const char *const CHAT_SYSTEM = "You are the customer service assistant of Nordwind Shop, an online shop in Germany. Answer briefly and politely and follow this policy:\012- Shipping: standard shipping within Germany takes 2 to 4 business days and costs \342\202\2544.90. It is free for orders from \342\202\25450. Express shipping costs \342\202\2549.90 and arrives the next business day if ordered before 14:00.\012- Returns: items can be returned within 30 days of delivery. The return label is free and can be found in the customer account under \042My Orders\042.\012- Refunds: refunds go back to the original payment method within 5 business days after the return arrives at our warehouse.\012- Damaged items: report them within 14 days of delivery with a photo. We send a free replacement.\012- Cancellations: an order can be cancelled free of charge until it has been shipped.\012- Payment: we accept credit card, PayPal, invoice (due within 14 days) and direct debit.\012- Opening hours of customer service: Monday to Friday 9:00 to 18:00, Saturday 10:00 to 14:00, closed on Sundays and public holidays.\012- Account: a forgotten password can be reset with the \042Forgot password\042 link on the login page. The email address and the delivery address can be changed under \042Account settings\042.\012";
 static const char *const CHAT_TURNS[] = {
     "Where is my order 9019917\077",

@@ -115,17 +115,23 @@ DE_MORE = {"m": ("Mein", "einem"), "f": ("Meine", "einer"), "n": ("Mein", "einem
 
 # Invented names for the training pairs only: with a few dozen real names the
 # translation model memorises them instead of learning to copy names through,
-# and then fails on the held-out ones.
-ONSETS = ["B", "Br", "D", "F", "G", "H", "K", "Kl", "L", "M", "N", "P", "R", "S", "Sch", "St", "T", "V", "W", "Z"]
-VOWELS = ["a", "e", "i", "o", "u", "ä", "ö", "ü", "au", "ei"]
-CODAS = ["", "n", "r", "l", "s", "t", "ck", "nd", "rt", "mann", "berg", "er"]
+# and then fails on the held-out ones ("Ida Brandt" -> "Julia Bridand"). Wide
+# letter combinations (clusters, "dt", "tz", "-ia" ...), one to three
+# syllables, so that the models copy spellings they have never seen.
+ONSETS = ["B", "Bl", "Br", "D", "Dr", "F", "Fr", "G", "Gr", "H", "J", "K", "Kl", "Kr", "L", "M", "N", "P", "Pf",
+          "Qu", "R", "S", "Sch", "Schw", "Sp", "St", "T", "Tr", "V", "W", "Z"]
+VOWELS = ["a", "e", "i", "o", "u", "ä", "ö", "ü", "au", "ei", "ie", "eu", "y"]
+CODAS = ["", "", "n", "r", "l", "s", "t", "ck", "nd", "rt", "mann", "berg", "er", "dt", "ndt", "tz", "ch", "rich",
+         "ss", "el", "ler", "ke", "ing", "nia", "x", "ld", "rz", "ow"]
 
 
 def invented_name(rng):
     while True:
-        name = (rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(ONSETS).lower() + rng.choice(VOWELS)
-                + rng.choice(CODAS))
-        if name not in SURNAMES and name not in MODEL_NAMES:
+        name = rng.choice(ONSETS) + rng.choice(VOWELS)
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            name += rng.choice(ONSETS).lower() + rng.choice(VOWELS)
+        name += rng.choice(CODAS)
+        if len(name) > 2 and name not in SURNAMES and name not in MODEL_NAMES:
             return name
 
 
@@ -140,6 +146,22 @@ def is_test_date(day, month):
 
 def is_test_amount(euros):
     return euros % 10 == 7
+
+
+def german_product(model, de_sg, de_pl, g):
+    """The German product slots of the templates ("p_acc": "den Aurora-Wasserkocher", ...)."""
+    nom, acc, dat, your_nom, your_acc, my_acc, a_acc, it_nom, it_acc, one, rel = DE_FORMS[g]
+    de_name = f"{model}-{de_sg}"
+    return {
+        "p_nom": f"{nom} {de_name}", "P_nom": f"{nom.capitalize()} {de_name}",
+        "p_acc": f"{acc} {de_name}", "p_dat": f"{dat} {de_name}",
+        "your_nom": f"{your_nom} {de_name}", "your_acc": f"{your_acc} {de_name}",
+        "my_acc": f"{my_acc} {de_name}", "a_acc": f"{a_acc} {de_name}",
+        "it_nom": it_nom, "it_acc": it_acc, "one": one, "rel": rel,
+        "p_pl": f"{model}-{de_pl}",
+        "my_nom": f"{DE_MORE[g][0]} {de_name}", "broken_dat": f"{DE_MORE[g][1]} kaputten {de_name}",
+        "damaged_dat": f"{dat} beschädigten {de_name}",
+    }
 
 
 class SlotSampler:
@@ -178,14 +200,16 @@ class SlotSampler:
         female = self.rng.random() < 0.5
         first = self.rng.choice(self.female if female else self.male)
         last = self.rng.choice(self.surnames)
-        if self.invent_names and self.rng.random() < 0.5:
+        if self.invent_names and self.rng.random() < 0.7:
             last = invented_name(self.rng)
+        if self.invent_names and self.rng.random() < 0.4:
+            first = invented_name(self.rng)
         return female, first, last
 
     def product(self, category=None):
         en, en_pl, de, de_pl, g = category or self.rng.choice(CATEGORIES)
         model = self.rng.choice(self.models)
-        if self.invent_names and self.rng.random() < 0.5:
+        if self.invent_names and self.rng.random() < 0.7:
             model = invented_name(self.rng)
         return model, en, en_pl, de, de_pl, g
 
@@ -197,8 +221,6 @@ class SlotSampler:
         model, p_en, p_en_pl, p_de, p_de_pl, g = self.product(category)
         qty = str(self.rng.randint(2, 9))
         order = self.order()
-        nom, acc, dat, your_nom, your_acc, my_acc, a_acc, it_nom, it_acc, one, rel = DE_FORMS[g]
-        de_name = f"{model}-{p_de}"
         en = {
             "order": order, "date": date_en, "amount": amount_en, "qty": qty,
             "name": f"{'Ms' if female else 'Mr'} {last}", "fullname": f"{first} {last}",
@@ -208,14 +230,7 @@ class SlotSampler:
             "order": order, "date": date_de, "amount": amount_de, "qty": qty,
             "name": f"{'Frau' if female else 'Herr'} {last}", "fullname": f"{first} {last}",
             "dear": "Sehr geehrte" if female else "Sehr geehrter",
-            "p_nom": f"{nom} {de_name}", "P_nom": f"{nom.capitalize()} {de_name}",
-            "p_acc": f"{acc} {de_name}", "p_dat": f"{dat} {de_name}",
-            "your_nom": f"{your_nom} {de_name}", "your_acc": f"{your_acc} {de_name}",
-            "my_acc": f"{my_acc} {de_name}", "a_acc": f"{a_acc} {de_name}",
-            "it_nom": it_nom, "it_acc": it_acc, "one": one, "rel": rel,
-            "p_pl": f"{model}-{p_de_pl}",
-            "my_nom": f"{DE_MORE[g][0]} {de_name}", "broken_dat": f"{DE_MORE[g][1]} kaputten {de_name}",
-            "damaged_dat": f"{dat} beschädigten {de_name}",
+            **german_product(model, p_de, p_de_pl, g),
         }
         return en, de, model
 
