@@ -134,6 +134,34 @@ def test_the_german_demo_keeps_the_tables_order_facts():
     assert bot[-1] == "Bot: Ich kann keine Bestellung 9876543 finden. Bitte prüfen Sie die Bestellnummer.", bot[-1]
 
 
+# Names the demo translation models never saw (make_corpus.py holds them out),
+# and two they could not have: the models alone mangle such names ("Ida
+# Brandt" -> "Jda Brandt"); the bot protects an introduced name.
+NAMES = ["Ida Brandt", "Oskar Schulte", "Zoë Quistorp-Øberg", "Mariana O'Neill"]
+
+
+def test_a_customers_name_comes_through_translation_verbatim(tmp_path: Path):
+    for name in NAMES:
+        script = tmp_path / "script.txt"
+        script.write_text(f"Hallo, hier ist {name}. Wie sind Ihre Öffnungszeiten?\n"
+                          "Kann ich mit Rechnung bezahlen?\n", encoding="utf-8")
+        env = dict(os.environ)
+        env["PARLEY_PLUGIN_PATH"] = os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")
+        out = subprocess.run([BOT, "--models", MODELS, "--script", str(script)], capture_output=True, timeout=600,
+                             env=env, check=False)
+        stdout = out.stdout.decode()
+        assert out.returncode == 0, out.stderr.decode()
+        english = re.findall(r"^  \[de->en\] (.*)$", stdout, flags=re.M)
+        assert english and name in english[0], stdout
+        # where the English reply names the customer, the German one does too, as written
+        surname = name.split()[-1]
+        for turn in stdout.split("\nKunde: ")[1:]:
+            reply_en = re.search(r"^  \[(?:grounded|assistant, en)\] (.*)$", turn, flags=re.M)
+            reply_de = re.search(r"^Bot: (.*)$", turn, flags=re.M)
+            if reply_en and surname in reply_en.group(1):
+                assert reply_de and surname in reply_de.group(1), turn
+
+
 def test_a_bad_order_table_is_refused_with_its_line(tmp_path: Path):
     table = tmp_path / "orders.csv"
     table.write_text("order,product,amount,status,date,carrier\n9019917,Saale monitor,107.49\n", encoding="utf-8")
