@@ -471,14 +471,18 @@ def score_german_held_out(bot: str, dialogue: list[str], convs: list[dict], tabl
             if not ok and len(failures) < 6:
                 failures.append(f"    {german[i]!r}\n      -> {english!r}\n      missing "
                                 f"{[c for c in checks if c not in english_amounts(english)]}")
-            if model and de_out and (ref := expected_german(english, refs)):
+            asked = "[grounding:" in turn  # the bot asked for the number instead of answering
+            if model and de_out and not asked and (ref := expected_german(english, refs)):
                 exact[1] += 1
                 exact[0] += de_out.group(1).strip() == ref
                 similarity.append(difflib.SequenceMatcher(None, de_out.group(1).strip(), ref).ratio())
-            if model and de_out:
+            if model and de_out and not asked:
                 for span in re.findall(r"(?<![\d.,])\d{4,9}(?![\d])", english) + AMOUNT.findall(english):
                     numbers[1] += 1
-                    numbers[0] += kept(de_out.group(1), english, span.strip())
+                    good = kept(de_out.group(1), english, span.strip())
+                    numbers[0] += good
+                    if not good and len(failures) < 12:
+                        failures.append(f"    en->de {span!r}: {english!r} -> {de_out.group(1)!r}")
     return {"conversations": len(convs) - skipped, "skipped": skipped, "inbound": inbound, "facts": facts,
             "german_exact": exact, "german_similarity": round(sum(similarity) / max(len(similarity), 1), 4),
             "numbers": numbers, "failures": failures}
