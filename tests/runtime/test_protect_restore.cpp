@@ -58,8 +58,8 @@ TEST(ProtectRestore, CurrencySignAfterAnAmountHoldingOneIsDropped) {
 // span: that span is inserted by position (no attention here), not glued on
 // as ",4,90 €".
 TEST(ProtectRestore, DecimalPartIsNoPlaceForAMissingSpan) {
-  const std::string got =
-      restore("Unter 50 € kostet der Versand 4,90 €.", "Unter 101 kostet der Versand 202.", "Under 101,50 shipping is.");
+  const std::string got = restore("Unter 50 € kostet der Versand 4,90 €.", "Unter 101 kostet der Versand 202.",
+                                  "Under 101,50 shipping is.");
   EXPECT_EQ(got.find(",4,90"), std::string::npos) << got;
   EXPECT_EQ(got.find("50 €,"), std::string::npos) << got;
   EXPECT_EQ(got.rfind("Under 50 € ", 0), 0u) << got;
