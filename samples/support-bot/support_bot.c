@@ -164,12 +164,15 @@ static void glossary_add(glossary *g, const char *term, size_t n) {
  * fault: NUL, invalid UTF-8, too long) returns 1 with *why_status and
  * *why_message set (message owned by a static buffer); a failure of the call
  * itself returns -1 (already reported). 0 on success. */
-/* Customers' names, which the demo models cannot copy reliably ("Ida
- * Brandt" -> "Jda Brandt"): the name a German customer introduces
- * themselves with, and a surname after an English title in a reply. Kept
- * verbatim by the runtime's caller patterns (PCRE2, UTF/UCP). */
+/* What the demo models cannot copy reliably: a customer's name ("Ida
+ * Brandt" -> "Jda Brandt") and a product line not in the order table
+ * ("Weser-Regenjacke" -> "Wei rain jacket"). German: the name a customer
+ * introduces themselves with, and the first part of a "Line-Noun" compound
+ * (not of "E-Mail-Adresse"); English: a surname after a title. Kept verbatim
+ * by the runtime's caller patterns (PCRE2, UTF/UCP). */
 static const char *const kNamePatternsGerman[] = {
-    "(?<=\\b[Hh]ier ist |\\b[Mm]ein Name ist |\\b[Ii]ch hei\u00dfe )\\p{Lu}[\\p{L}'-]*(?: \\p{Lu}[\\p{L}'-]*)?"};
+    "(?<=\\b[Hh]ier ist |\\b[Mm]ein Name ist |\\b[Ii]ch hei\u00dfe )\\p{Lu}[\\p{L}'-]*(?: \\p{Lu}[\\p{L}'-]*)?",
+    "(?<![\\p{L}-])\\p{Lu}\\p{Ll}+(?=-\\p{Lu}\\p{Ll})"};
 static const char *const kNamePatternsEnglish[] = {"(?<=\\bMr |\\bMs |\\bMrs )\\p{Lu}[\\p{L}'-]*"};
 
 static int translate(parley_model *model, const glossary *terms, const char *const *patterns, size_t num_patterns,
@@ -617,7 +620,7 @@ int main(int argc, char **argv) {
         continue;
       }
     } else {
-      t = translate(de_en, &terms, kNamePatternsGerman, 1, &terms, customer, length, &english, &st, why, sizeof why);
+      t = translate(de_en, &terms, kNamePatternsGerman, 2, &terms, customer, length, &english, &st, why, sizeof why);
       if (t < 0) goto done;
       if (t > 0) {
         report_line(line_number, st, why);

@@ -136,7 +136,8 @@ def test_the_german_demo_keeps_the_tables_order_facts():
 
 # Names the demo translation models never saw (make_corpus.py holds them out),
 # and two they could not have: the models alone mangle such names ("Ida
-# Brandt" -> "Jda Brandt"); the bot protects an introduced name.
+# Brandt" -> "Jda Brandt", "Weser-Regenjacke" -> "Wei rain jacket"); the bot
+# protects an introduced name and a product line's "Line-Noun" compound.
 NAMES = ["Ida Brandt", "Oskar Schulte", "Zoë Quistorp-Øberg", "Mariana O'Neill"]
 
 
@@ -144,7 +145,8 @@ def test_a_customers_name_comes_through_translation_verbatim(tmp_path: Path):
     for name in NAMES:
         script = tmp_path / "script.txt"
         script.write_text(f"Hallo, hier ist {name}. Wie sind Ihre Öffnungszeiten?\n"
-                          "Kann ich mit Rechnung bezahlen?\n", encoding="utf-8")
+                          "Kann ich mit Rechnung bezahlen?\n"
+                          "Die Weser-Regenjacke ist kaputt.\n", encoding="utf-8")
         env = dict(os.environ)
         env["PARLEY_PLUGIN_PATH"] = os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")
         out = subprocess.run([BOT, "--models", MODELS, "--script", str(script)], capture_output=True, timeout=600,
@@ -153,6 +155,7 @@ def test_a_customers_name_comes_through_translation_verbatim(tmp_path: Path):
         assert out.returncode == 0, out.stderr.decode()
         english = re.findall(r"^  \[de->en\] (.*)$", stdout, flags=re.M)
         assert english and name in english[0], stdout
+        assert len(english) == 3 and "Weser rain jacket" in english[2], stdout  # a line not in the order table
         # where the English reply names the customer, the German one does too, as written
         surname = name.split()[-1]
         for turn in stdout.split("\nKunde: ")[1:]:
