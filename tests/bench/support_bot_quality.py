@@ -298,6 +298,33 @@ def kept(out: str, src: str, span: str) -> bool:
     return occurrences(out, span) == occurrences(src, span)
 
 
+def reply_spans(text: str) -> list[str]:
+    """The order numbers and amounts of a reply."""
+    return re.findall(r"(?<![\d.,])\d{4,9}(?![\d])", text) + AMOUNT.findall(text)
+
+
+def tally_kept(spans: list[str], out: str, src: str, tally: list[int], failures: list[str], label: str,
+               limit: int) -> None:
+    """Counts the spans of `src` that `out` keeps (kept()) into tally = [kept, all]."""
+    for span in spans:
+        good = kept(out, src, span.strip())
+        tally[0] += good
+        tally[1] += 1
+        if not good and len(failures) < limit:
+            failures.append(f"    {label} {span!r}: {src!r} -> {out!r}")
+
+
+def tally_reference(german: str, english: str, ref: str, exact: list[int], similarity: list[float],
+                    failures: list[str]) -> None:
+    """A German reply against the reference translation of its English."""
+    german = german.strip()
+    exact[0] += german == ref
+    exact[1] += 1
+    similarity.append(difflib.SequenceMatcher(None, german, ref).ratio())
+    if german != ref and len(failures) < 12:
+        failures.append(f"    en->de {english!r}\n      got      {german!r}\n      expected {ref!r}")
+
+
 SLOT_RE = {"order": r"(?P<order>\d{7})", "amount": r"(?P<amount>€\d+\.\d\d)", "name": r"(?P<name>(?:Mr|Ms) [\w-]+)"}
 
 
@@ -357,31 +384,18 @@ def score_translation(bot: str, n: int, extra: list[str] | None = None) -> dict:
             src = turn.split("\n", 1)[0]
             en = re.search(r"^  \[de->en\] (.*)$", turn, flags=re.M)
             if en:
-                for s in re.findall(r"\d{7}", src) + AMOUNT.findall(src):
-                    inbound[1] += 1
-                    good = kept(en.group(1), src, s.strip())
-                    inbound[0] += good
-                    if not good and len(failures) < 6:
-                        failures.append(f"    de->en {s!r}: {src!r} -> {en.group(1)!r}")
+                tally_kept(re.findall(r"\d{7}", src) + AMOUNT.findall(src), en.group(1), src, inbound, failures,
+                           "de->en", 6)
             # the model's English answer (checked) and its German translation
             model = re.search(r"^  \[grounded\] (.*)$", turn, flags=re.M) or re.search(
                 r"^  \[assistant, en\] (.*)$", turn, flags=re.M)
             # the German reply's translated part ([en->de] when the table's sentence precedes it)
             german = re.search(r"^  \[en->de\] (.*)$", turn, flags=re.M) or re.search(r"^Bot: (.*)$", turn, flags=re.M)
-            if model and german and "[grounding:" not in turn and (ref := expected_german(model.group(1), refs)):
-                german_exact[1] += 1
-                german_exact[0] += german.group(1).strip() == ref
-                similarity.append(difflib.SequenceMatcher(None, german.group(1).strip(), ref).ratio())
-                if german.group(1).strip() != ref and len(failures) < 12:
-                    failures.append(f"    en->de {model.group(1)!r}\n      got      {german.group(1)!r}\n"
-                                    f"      expected {ref!r}")
             if model and german and "[grounding:" not in turn:  # (not when the bot asked instead)
-                for s in re.findall(r"(?<![\d.,])\d{4,9}(?![\d])", model.group(1)) + AMOUNT.findall(model.group(1)):
-                    outbound[1] += 1
-                    good = kept(german.group(1), model.group(1), s.strip())
-                    outbound[0] += good
-                    if not good and len(failures) < 6:
-                        failures.append(f"    en->de {s!r}: {model.group(1)!r} -> {german.group(1)!r}")
+                if ref := expected_german(model.group(1), refs):
+                    tally_reference(german.group(1), model.group(1), ref, german_exact, similarity, failures)
+                tally_kept(reply_spans(model.group(1)), german.group(1), model.group(1), outbound, failures,
+                           "en->de", 6)
     return {"messages": len(lines), "inbound": inbound, "outbound": outbound, "german_exact": german_exact,
             "german_similarity": round(sum(similarity) / max(len(similarity), 1), 4), "failures": failures}
 
@@ -472,17 +486,10 @@ def score_german_held_out(bot: str, dialogue: list[str], convs: list[dict], tabl
                 failures.append(f"    {german[i]!r}\n      -> {english!r}\n      missing "
                                 f"{[c for c in checks if c not in english_amounts(english)]}")
             asked = "[grounding:" in turn  # the bot asked for the number instead of answering
-            if model and de_out and not asked and (ref := expected_german(english, refs)):
-                exact[1] += 1
-                exact[0] += de_out.group(1).strip() == ref
-                similarity.append(difflib.SequenceMatcher(None, de_out.group(1).strip(), ref).ratio())
             if model and de_out and not asked:
-                for span in re.findall(r"(?<![\d.,])\d{4,9}(?![\d])", english) + AMOUNT.findall(english):
-                    numbers[1] += 1
-                    good = kept(de_out.group(1), english, span.strip())
-                    numbers[0] += good
-                    if not good and len(failures) < 12:
-                        failures.append(f"    en->de {span!r}: {english!r} -> {de_out.group(1)!r}")
+                if ref := expected_german(english, refs):
+                    tally_reference(de_out.group(1), english, ref, exact, similarity, failures)
+                tally_kept(reply_spans(english), de_out.group(1), english, numbers, failures, "en->de", 12)
     return {"conversations": len(convs) - skipped, "skipped": skipped, "inbound": inbound, "facts": facts,
             "german_exact": exact, "german_similarity": round(sum(similarity) / max(len(similarity), 1), 4),
             "numbers": numbers, "failures": failures}
