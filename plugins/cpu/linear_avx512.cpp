@@ -608,9 +608,12 @@ void stream_out(float *dst, const float *src, int64_t n) {
 // outputs per register (no lane sums), which the dot-product micro-kernel
 // above, reading weights in the file's layout, cannot (bench_linear, 1 thread,
 // Xeon with AVX512-VNNI, m = 128: 300-415 GOP/s against 155-245; from ~24
-// rows it wins with the weights coming from DRAM). With the zero point ao = 128 it returns
-// sum_p (u_p - 128) w_p = dot - 128 * row_sum exactly, the integer the
-// micro-kernel computes, so the outputs are the same bits for every m.
+// rows it wins with the weights coming from DRAM). It returns the plain
+// dot sum_p u_p w_p and the epilogue subtracts 128 * row_sum (prepared once):
+// sum_p (u_p - 128) w_p exactly, the integer the micro-kernel computes, so the
+// outputs are the same bits for every m. (Passing the zero point ao = 128
+// instead made oneDNN re-sum every weight row in scalar code on each call,
+// as many instructions as its VNNI GEMM itself at 32 rows.)
 bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const PackedWeight &w,
                         parley_kernel_status *status, bool *stats_written) {
   if (auto st = onednn_ready(host)) {
@@ -647,7 +650,7 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
           const int8_t *wt = reinterpret_cast<const int8_t *>(w.data + n0 * w.ld_bytes);
           for (int64_t i0 = 0; i0 < m; i0 += mb) {
             const int64_t mc = std::min(mb, m - i0);
-            const dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'F', mc, nc, k, 1.f, xq.data() + i0 * kp, kp, 128, wt,
+            const dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'F', mc, nc, k, 1.f, xq.data() + i0 * kp, kp, 0, wt,
                                                       w.ld_bytes, 0, 0.f, c, nc, &co);
             if (s != dnnl_success) {
               lib_error.store(int(s));
@@ -664,7 +667,8 @@ bool gemm_i8_row_onednn(const Host &host, const parley_linear_args &a, const Pac
               // onednn_i8_min_m() rows runs): a bias added in the same
               // expression contracted into an FMA here, one rounding fewer,
               // so a logit changed with the batch's row count.
-              for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j]) * (si * sw[j]);
+              const int32_t *rs = w.row_sums.data() + n0;
+              for (int64_t j = 0; j < nc; ++j) vals[j] = float(ci[j] - 128 * rs[j]) * (si * sw[j]);
               if (plain && stats) {
                 // The statistics from the tile in L1, then one streamed
                 // copy out: a logits row is not read from memory again for
