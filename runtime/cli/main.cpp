@@ -478,6 +478,15 @@ static int run(int argc, char **argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
+    // CLI11 reports a first word it does not know as "A subcommand is
+    // required"; name the word and the commands instead.
+    if (e.get_exit_code() != 0 && argc > 1 && app.get_subcommands().empty()) {
+      std::string names;
+      for (const CLI::App *sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "parley: unknown %s '%s' (commands: %s)\nRun with --help for more information.\n",
+                   argv[1][0] == '-' ? "option" : "command", argv[1], names.c_str());
+      return 2;
+    }
     return app.exit(e) == 0 ? 0 : 2;  // --help / --version: 0; every usage error: 2 (not CLI11's 105-115)
   }
   ta.json = ca.json = sc.json = common.json;

@@ -205,6 +205,11 @@ def test_version_help_and_usage_errors_exit_2():
         out = cli(args, b"Hallo\n")
         assert out.returncode == 2, f"{args}: exit {out.returncode}, stderr {out.stderr!r}"
         assert out.stderr and not out.stdout, args
+    # An unknown first word is named, with the commands there are.
+    for word, kind in (("frobnicate", b"command"), ("--frobnicate", b"option")):
+        out = cli([word])
+        assert b"unknown " + kind + b" '" + word.encode() + b"'" in out.stderr, out.stderr
+        assert b"translate" in out.stderr, out.stderr
     # A failure that is no usage error stays 1.
     out = cli(["inspect", str(MODELS / "no-such-file.parley")])
     assert out.returncode == 1 and b"no-such-file" in out.stderr, out
