@@ -879,6 +879,7 @@ type translationDoc struct {
 		Hypotheses   []struct {
 			Text           string            `json:"text"`
 			Score          float32           `json:"score"`
+			CutByLength    *bool             `json:"cut_by_length"`
 			Tokens         []int32           `json:"tokens"`
 			Attention      [][]float32       `json:"attention"`
 			ProtectedSpans []json.RawMessage `json:"protected_spans"`
@@ -924,6 +925,7 @@ func TestTranslationJSONHoldsWhatTheGettersReturn(t *testing.T) {
 		for h, j := range d.Hypotheses {
 			a := must(r.Attention(i, h))
 			if j.Text != must(r.Text(i, h)) || j.Score != must(r.Score(i, h)) || // exact: 9 digits round-trip a float
+				j.CutByLength == nil || *j.CutByLength != must(r.CutByLength(i, h)) ||
 				!equal(j.Tokens, must(r.TargetTokens(i, h))) || len(j.Attention) != a.Rows ||
 				j.ProtectedSpans == nil || len(j.ProtectedSpans) != 0 {
 				t.Errorf("text %d hypothesis %d differs from the getters", i, h)

@@ -127,6 +127,17 @@ func (r *TranslationResult) Score(i, h int) (float32, error) {
 	return float32(score), err
 }
 
+// CutByLength reports whether hypothesis h of text i used up MaxNewTokens
+// (or the model's positions), so that it may be cut short.
+func (r *TranslationResult) CutByLength(i, h int) (bool, error) {
+	var cut C.int32_t
+	err := call(func() C.parley_status {
+		return C.parley_translation_result_cut_by_length(r.handle(), index(i), index(h), &cut)
+	})
+	runtime.KeepAlive(r)
+	return cut != 0, err
+}
+
 // SourceTokens are text i's source ids as the model's tokenizer encoded them.
 func (r *TranslationResult) SourceTokens(i int) ([]int32, error) {
 	var p *C.int32_t

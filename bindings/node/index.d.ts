@@ -137,6 +137,7 @@ export interface TranslationResult {
     hypotheses: Array<{
       text: string;
       score: number | null;
+      cut_by_length: boolean; // used up max_new_tokens: the text may be cut short
       tokens?: number[];
       attention?: number[][];
       logprobs?: number[];

@@ -1224,6 +1224,14 @@ PARLEY_API parley_status parley_translation_result_protected_span(const parley_t
  * is its own translation). Errors: PARLEY_ERROR_NOT_FOUND. Thread-safe. */
 PARLEY_API parley_status parley_translation_result_segments(const parley_translation_result *result, size_t index,
                                                             size_t *out_count);
+/* *out_cut = 1 when hypothesis `hypothesis` of text `index` (or a piece of
+ * a split text) used up max_new_tokens or the decoder's positions, so the
+ * translation may be cut short (one that ended on EOS exactly there counts
+ * too: with a forced EOS the last allowed token is always EOS); else 0.
+ * Errors: PARLEY_ERROR_NOT_FOUND, PARLEY_ERROR_INVALID_ARGUMENT (out_cut
+ * NULL). Thread-safe. */
+PARLEY_API parley_status parley_translation_result_cut_by_length(const parley_translation_result *result, size_t index,
+                                                                 size_t hypothesis, int32_t *out_cut);
 
 /*
  * Why text `index` has no translation (options->per_text_errors): its status

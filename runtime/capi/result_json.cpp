@@ -79,6 +79,7 @@ Json translation_json(const parley_translation_result &result, uint32_t flags) {
       Json j = Json::object();
       j["text"] = h.text;
       j["score"] = number(h.score);
+      j["cut_by_length"] = h.cut_by_length;
       if (tokens) j["tokens"] = h.tokens;
       if (attention && !h.attention.empty()) {
         // Rows of the [target x source] matrix the attention getter returns.

@@ -450,6 +450,14 @@ PARLEY_API parley_status parley_translation_result_segments(const parley_transla
   });
 }
 
+PARLEY_API parley_status parley_translation_result_cut_by_length(const parley_translation_result *result, size_t index,
+                                                                 size_t hypothesis, int32_t *out_cut) {
+  return guarded(__func__, [&] {
+    require(out_cut, "out_cut");
+    *out_cut = hyp(result, index, hypothesis).cut_by_length ? 1 : 0;
+  });
+}
+
 PARLEY_API void parley_translation_result_free(parley_translation_result *result) {
   delete result;
 }

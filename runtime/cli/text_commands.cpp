@@ -129,6 +129,17 @@ void apply_protection(parley_translation_options &o, const TranslateArgs &a, con
   o.max_batch_tokens = a.max_batch_tokens;
 }
 
+// A best hypothesis that used up the token limit may be cut short: say so
+// on stderr (the output stays one text per unit). Returns whether it was.
+bool note_cut(const parley_translation_result *r, size_t index, const char *unit, size_t number) {
+  int32_t cut = 0;
+  if (parley_translation_result_cut_by_length(r, index, 0, &cut) != PARLEY_OK || !cut) return false;
+  if (g_progress) g_progress->clear();
+  std::fprintf(stderr, "parley: %s %zu: the translation used up its token limit (--max-length) and may be cut short\n",
+               unit, number);
+  return true;
+}
+
 // Translates one batch of lines. Output stays aligned with the input: every
 // input line gives exactly `nbest` output lines, empty for an empty line and
 // for a line that cannot be translated (reported on stderr as "line N:
@@ -178,13 +189,16 @@ int translate_batch(parley_model *m, const TranslateArgs &a, const Protection &p
       } else {
         parley_translation_result_hypothesis_count(r, next, &n);
         if (a.show_protected) show_protected(r, next, "line", l.number, l.text);
+        if (n > 0 && !a.json) note_cut(r, next, "line", l.number);
       }
       for (size_t h = 0; h < n && h < a.nbest; ++h) {
         const char *text = nullptr;
         float score = 0.f;
         parley_translation_result_text(r, next, h, &text, &score);
+        int32_t cut = 0;
+        parley_translation_result_cut_by_length(r, next, h, &cut);
         if (a.json)
-          j["hypotheses"].push_back({{"text", text}, {"score", score}});
+          j["hypotheses"].push_back({{"text", text}, {"score", score}, {"cut_by_length", cut != 0}});
         else if (with_scores)
           std::printf("%.4f\t%s\n", static_cast<double>(score), text);
         else
@@ -295,13 +309,17 @@ int translate_units(parley_model *m, const TranslateArgs &a, const Protection &p
       const char *text = "";
       parley_translation_result_text(r, k - first, 0, &text, nullptr);
       if (a.json) {
+        int32_t cut = 0;
+        parley_translation_result_cut_by_length(r, k - first, 0, &cut);
         j["text"] = text;
+        j["cut_by_length"] = cut != 0;
         print_json_line(j);
       } else {
         std::fputs(text, stdout);
       }
       if (a.show_protected)
         show_protected(r, k - first, a.unit.c_str(), k + 1, all.substr(kept[k].begin, kept[k].end - kept[k].begin));
+      if (!a.json) note_cut(r, k - first, a.unit.c_str(), k + 1);
     }
     parley_translation_result_free(r);
     if (g_progress) g_progress->update(last, kept[last - 1].end);

@@ -418,6 +418,8 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
         th.text += piece_text;
         at = p.end;
         th.score += h.score;
+        // With a forced EOS the last allowed token is EOS too: the length says it, not the last token.
+        if (static_cast<int64_t>(h.tokens.size()) >= dec.max_new_tokens) th.cut_by_length = true;
         if (want_attention) th.attention = std::move(attention);
         th.tokens.insert(th.tokens.end(), h.tokens.begin(), h.tokens.end());
         th.logprobs.insert(th.logprobs.end(), h.logprobs.begin(), h.logprobs.end());

@@ -76,6 +76,9 @@ struct TextHypothesis {
   int64_t alternatives = 0;
   std::vector<int32_t> alternative_ids;
   std::vector<float> alternative_logprobs;
+  // It (or a piece of a split text) used up max_new_tokens, or the
+  // decoder's positions: the translation may be cut short.
+  bool cut_by_length = false;
 };
 
 struct TextTranslation {

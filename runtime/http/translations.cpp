@@ -3,8 +3,9 @@
 //    "beam_size", "n", "max_tokens", "protect": ["numbers", "emails", "urls", "placeholders",
 //    "markup"] | "all", "protect_patterns": [...], "glossary": [...], "long_text": "split" |
 //    "sentences" | "error"}
-// -> {"object": "translation.list", "model", "data": [{"index", "text", "score",
-//    "alternatives"?, "protected"?} | {"index", "error"}], "usage"}
+// -> {"object": "translation.list", "model", "data": [{"index", "text", "score", "finish_reason"
+//    ("stop", or "length": max_tokens used up, the text may be cut short), "alternatives"?,
+//    "protected"?} | {"index", "error"}], "usage"}
 // One parley_translate_submit per request: concurrent requests of one model
 // are batched by its serving engine as concurrent blocking calls are.
 #include <httplib.h>
@@ -170,7 +171,9 @@ void handle_translations(ServerState &state, const httplib::Request &req, httpli
       float score = 0.f;
       parley_translation_result_text(raw, i, h, &text, &score);
       if (parley_translation_result_target_tokens(raw, i, h, &ids, &n) == PARLEY_OK && h == 0) target_tokens += n;
-      json hyp = {{"text", text ? text : ""}, {"score", score}};
+      int32_t cut = 0;
+      parley_translation_result_cut_by_length(raw, i, h, &cut);
+      json hyp = {{"text", text ? text : ""}, {"score", score}, {"finish_reason", cut ? "length" : "stop"}};
       size_t spans = 0;
       parley_translation_result_protected_count(raw, i, h, &spans);
       if (spans > 0) {
@@ -191,7 +194,7 @@ void handle_translations(ServerState &state, const httplib::Request &req, httpli
       }
       alternatives.push_back(hyp);
     }
-    if (alternatives.empty()) alternatives.push_back({{"text", ""}, {"score", 0.0}});
+    if (alternatives.empty()) alternatives.push_back({{"text", ""}, {"score", 0.0}, {"finish_reason", "stop"}});
     item.update(alternatives[0]);
     if (alternatives.size() > 1) item["alternatives"] = alternatives;
     data.push_back(item);

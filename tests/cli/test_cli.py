@@ -292,6 +292,13 @@ def test_translate_json_lines():
     plain = run(["translate", DE_EN], GOOD[0] + b"\n").stdout.decode().strip()
     assert got[0]["hypotheses"][0]["text"] == plain
     assert out.returncode == 1
+    assert got[0]["hypotheses"][0]["cut_by_length"] is False
+    # A translation that used up --max-length is flagged: in the JSON, and on stderr.
+    cut = run(["translate", DE_EN, "--json", "--max-length", "2"], GOOD[0] + b"\n")
+    assert json.loads(cut.stdout)["hypotheses"][0]["cut_by_length"] is True, cut.stdout
+    cut = run(["translate", DE_EN, "--max-length", "2"], GOOD[0] + b"\n")
+    assert cut.returncode == 0 and b"line 1: the translation used up its token limit" in cut.stderr, cut.stderr
+    assert b"cut short" not in run(["translate", DE_EN], GOOD[0] + b"\n").stderr
 
 
 

@@ -474,6 +474,7 @@ def test_translations_equal_parley_serve(rayep, ref):
             assert g["error"]["code"] == w["error"]["code"] == "PARLEY_ERROR_INVALID_ARGUMENT"
             continue
         assert g["text"] == w["text"] and g["score"] == pytest.approx(w["score"], rel=1e-5)
+        assert g["finish_reason"] == w["finish_reason"] == "stop"
         assert g.get("protected") == w.get("protected")
         assert [a["text"] for a in g["alternatives"]] == [a["text"] for a in w["alternatives"]]
     assert "9019917" in got["data"][0]["text"] and got["data"][0]["protected"][0]["kind"] == "number"

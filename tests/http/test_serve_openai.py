@@ -487,6 +487,13 @@ def test_translations(server):
     assert "9019917" in first["text"] and first["protected"][0]["kind"] == "number"
     assert empty["error"]["code"] == "PARLEY_ERROR_INVALID_ARGUMENT" and "text" not in empty
     assert third["text"] and out["usage"]["target_tokens"] > 0
+    assert first["finish_reason"] == third["finish_reason"] == "stop"
+    # A translation that used up max_tokens says so.
+    status, data = server.raw("POST", "/v1/translations", json.dumps(
+        {"model": "en-de", "text": "Where is my order 9019917?", "max_tokens": 2, "n": 2, "beam_size": 2}).encode())
+    assert status == 200, data
+    cut = json.loads(data)["data"][0]
+    assert cut["finish_reason"] == "length" and [a["finish_reason"] for a in cut["alternatives"]] == ["length"] * 2
     status, data = server.raw("POST", "/v1/translations", json.dumps({"model": "bot", "text": "Hi"}).encode())
     assert status == 400 and json.loads(data)["error"]["code"] == "model_not_supported"
     status, data = server.raw("POST", "/v1/translations", json.dumps(

@@ -864,6 +864,9 @@ def test_translate(translation_model):
     assert t.source_tokens == m.tokenize("Guten Morgen, wie geht es dir?")
     assert t.text == m.detokenize(t.tokens)
     assert t.attention is None and len(t.hypotheses) == 1
+    # cut_by_length: the hypothesis used up max_length.
+    assert t.cut_by_length == (len(t.tokens) == 12)
+    assert m.translate("Guten Morgen, wie geht es dir?", max_length=2).cut_by_length
     # The text API and the token API agree.
     assert m.translate_tokens([t.source_tokens], max_new_tokens=12)[0][0].tokens == t.tokens
     batch = m.translate(["Hallo Welt", "Guten Morgen, wie geht es dir?"], max_length=12)

@@ -616,8 +616,53 @@ static void test_submit_copies_protection(parley_runtime *rt) {
   parley_model_free(m);
 }
 
+/* A hypothesis that used up max_new_tokens says so; one that ended on EOS
+ * before it does not. */
+static void test_cut_by_length(parley_runtime *rt) {
+  parley_model *m = load(rt, "PARLEY_DEMO_MODELS", "opus-mt-de-en.parley");
+  const char *texts[] = {"Hallo! Wo ist meine Bestellung 9019917?"};
+  size_t limit;
+  printf("cut by length:\n");
+  for (limit = 0; limit < 2; ++limit) {
+    parley_generation_options g;
+    parley_translation_options o;
+    parley_translation_result *r = NULL;
+    size_t h, n = 0;
+    parley_generation_options_init(m, &g);
+    g.num_beams = 4;
+    g.num_return_sequences = 2;
+    if (limit) g.max_new_tokens = 3;
+    parley_translation_options_init(&o);
+    o.generation = &g;
+    CHECK_STATUS(parley_translate(m, texts, 1, &o, &r), PARLEY_OK);
+    if (!r) continue;
+    CHECK_STATUS(parley_translation_result_hypothesis_count(r, 0, &n), PARLEY_OK);
+    CHECK(n == 2);
+    for (h = 0; h < n; ++h) {
+      int32_t cut = -1;
+      const int32_t *ids = NULL;
+      size_t count = 0;
+      const char *text = NULL;
+      CHECK_STATUS(parley_translation_result_cut_by_length(r, 0, h, &cut), PARLEY_OK);
+      CHECK_STATUS(parley_translation_result_target_tokens(r, 0, h, &ids, &count), PARLEY_OK);
+      CHECK_STATUS(parley_translation_result_text(r, 0, h, &text, NULL), PARLEY_OK);
+      printf("  max_new_tokens %s: hypothesis %zu, %zu tokens, cut %d: %s\n", limit ? "3" : "default", h, count,
+             (int)cut, text ? text : "");
+      CHECK(cut == (limit ? 1 : 0));
+      if (limit) CHECK(count == 3);
+    }
+    CHECK_STATUS(parley_translation_result_cut_by_length(r, 0, 0, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(parley_translation_result_cut_by_length(r, 1, 0, &(int32_t){0}), PARLEY_ERROR_NOT_FOUND);
+    CHECK_STATUS(parley_translation_result_cut_by_length(r, 0, 2, &(int32_t){0}), PARLEY_ERROR_NOT_FOUND);
+    CHECK_STATUS(parley_translation_result_cut_by_length(NULL, 0, 0, &(int32_t){0}), PARLEY_ERROR_INVALID_ARGUMENT);
+    parley_translation_result_free(r);
+  }
+  parley_model_free(m);
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
+  test_cut_by_length(rt);
   test_misuse(rt);
   test_submit_copies_protection(rt);
   test_demo(rt);

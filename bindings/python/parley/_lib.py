@@ -431,6 +431,7 @@ _SIGNATURES: dict[str, tuple] = {
         [c_void_p, c_size_t, c_size_t, c_size_t, _p(ProtectedSpan)],
     ),
     "parley_translation_result_segments": (_status, [c_void_p, c_size_t, _p(c_size_t)]),
+    "parley_translation_result_cut_by_length": (_status, [c_void_p, c_size_t, c_size_t, _p(c_int32)]),
     # chat
     "parley_chat_session_create": (_status, [c_void_p, c_char_p, _p(c_void_p)]),
     "parley_chat_session_free": (None, [c_void_p]),

@@ -127,6 +127,8 @@ class TranslationHypothesis:
     # return_logprobs=True / alternatives=k: per token of `tokens` (as Hypothesis).
     logprobs: list[float] | None = None
     alternatives: list[list[tuple[int, float]]] | None = None
+    # It used up max_new_tokens (or the decoder's positions): it may be cut short.
+    cut_by_length: bool = False
 
 
 _PROTECT_CLASSES = {"numbers": 1, "emails": 2, "urls": 4, "placeholders": 8, "markup": 16, "all": 31}
@@ -178,6 +180,10 @@ class Translation:
     @property
     def attention(self) -> list[list[float]] | None:
         return self.hypotheses[0].attention
+
+    @property
+    def cut_by_length(self) -> bool:
+        return self.hypotheses[0].cut_by_length
 
     def __str__(self) -> str:
         return self.text
@@ -1204,10 +1210,13 @@ class Model(Closable):
                     lp = p[: m2.value] if m2.value else []
                 alts = _read_alternatives(L.parley_translation_result_hypothesis_alternatives, r, i, k) \
                     if alternatives else None
+                cut = c_int32()
+                _lib.check(L.parley_translation_result_cut_by_length(r, i, k, byref(cut)))
                 hyps.append(
                     TranslationHypothesis(
                         decode_text(raw), score.value, ids_list(tp, tn.value), source, attention,
                         Model._read_protected(r, i, k, raw, sources[i] if sources else None), lp, alts,
+                        bool(cut.value),
                     )
                 )
             out.append(Translation(source, hyps))

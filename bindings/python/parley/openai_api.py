@@ -689,12 +689,13 @@ class OpenAIService:
             src = texts[i]
             alts = []
             for h in r.hypotheses:
-                hyp: dict[str, Any] = {"text": h.text, "score": h.score}
+                hyp: dict[str, Any] = {"text": h.text, "score": h.score,
+                                       "finish_reason": "length" if h.cut_by_length else "stop"}
                 if h.protected:
                     hyp["protected"] = [_span_doc(sp, src, h.text) for sp in h.protected]
                 alts.append(hyp)
             if not alts:
-                alts.append({"text": "", "score": 0.0})
+                alts.append({"text": "", "score": 0.0, "finish_reason": "stop"})
             item: dict[str, Any] = {"index": i, **alts[0]}
             if len(alts) > 1:
                 item["alternatives"] = alts

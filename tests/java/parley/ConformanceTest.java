@@ -254,6 +254,7 @@ public final class ConformanceTest {
           checkEq(r.text(i, h), nbest.get(i * 2 + h), "text " + i + " hypothesis " + h);
           check(Math.abs(r.score(i, h) - scores[i * 2 + h]) < 1e-3f, "score " + i + "/" + h + ": " + r.score(i, h)
               + " vs " + scores[i * 2 + h]);
+          check(!r.cutByLength(i, h), "the goldens end on EOS well before max_length");
           int[] tgt = r.targetTokens(i, h);
           Attention a = r.attention(i, h);
           require(a.rows() == tgt.length && a.cols() == src.length, "attention is [target x source]");

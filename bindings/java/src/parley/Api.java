@@ -249,6 +249,7 @@ interface Api extends Library {
       LongByReference rows, LongByReference cols);
   int parley_translation_result_error(Pointer result, long index, IntByReference status,
       PointerByReference message);
+  int parley_translation_result_cut_by_length(Pointer result, long index, long hypothesis, IntByReference cut);
   int parley_translation_result_json(Pointer result, int flags, PointerByReference json, LongByReference length);
   void parley_translation_result_free(Pointer result);
 

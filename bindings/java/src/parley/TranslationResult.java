@@ -54,6 +54,17 @@ public final class TranslationResult extends Handle {
     }
   }
 
+  /** Whether the hypothesis used up max_new_tokens (or the model's positions), so it may be cut short. */
+  public boolean cutByLength(int text, int hypothesis) {
+    try {
+      IntByReference cut = new IntByReference();
+      Status.check(Api.LIB.parley_translation_result_cut_by_length(ptr(), text, hypothesis, cut));
+      return cut.getValue() != 0;
+    } finally {
+      Reference.reachabilityFence(this);
+    }
+  }
+
   /** The source token ids as encoded. */
   public int[] sourceTokens(int text) {
     try {

@@ -3804,6 +3804,14 @@ extern "C" {
     ) -> parley_status;
 }
 extern "C" {
+    pub fn parley_translation_result_cut_by_length(
+        result: *const parley_translation_result,
+        index: usize,
+        hypothesis: usize,
+        out_cut: *mut i32,
+    ) -> parley_status;
+}
+extern "C" {
     pub fn parley_translation_result_error(
         result: *const parley_translation_result,
         index: usize,

@@ -511,6 +511,12 @@ impl TranslationResult {
         check(unsafe { sys::parley_translation_result_text(self.raw, text, hypothesis, &mut t, &mut s) })?;
         Ok(s)
     }
+    /// Whether the hypothesis used up max_new_tokens (or the model's positions): it may be cut short.
+    pub fn cut_by_length(&self, text: usize, hypothesis: usize) -> Result<bool> {
+        let mut cut = 0i32;
+        check(unsafe { sys::parley_translation_result_cut_by_length(self.raw, text, hypothesis, &mut cut) })?;
+        Ok(cut != 0)
+    }
     pub fn source_tokens(&self, text: usize) -> Result<&[i32]> {
         let (mut p, mut n) = (ptr::null(), 0);
         check(unsafe { sys::parley_translation_result_source_tokens(self.raw, text, &mut p, &mut n) })?;
