@@ -372,8 +372,13 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
     if (!open_input(a.glossary_file, "--glossary", f)) return 1;
     std::string term;
     bool failed = false;
-    for (size_t number = 1; next_line(f, term, number, &failed); ++number)
+    for (size_t number = 1; next_line(f, term, number, &failed); ++number) {
+      if (term.find('\0') != std::string::npos) {  // the C API takes terms as C strings: it would be cut there
+        std::fprintf(stderr, "parley: --glossary %s: line %zu holds a NUL byte\n", a.glossary_file.c_str(), number);
+        return 2;
+      }
       if (!term.empty()) p.glossary.push_back(term);
+    }
     if (failed) return 1;
   }
   for (const auto &x : a.protect_patterns) p.pattern_ptrs.push_back(x.c_str());

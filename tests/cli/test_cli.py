@@ -487,6 +487,11 @@ def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
                  ["score", DE_EN, "-i", str(tmp_path)], ["chat", LLM, "--system-file", str(tmp_path)]):
         r = cli(args)
         assert r.returncode == 1 and b"it is a folder" in r.stderr, (args, r.stderr)
+    # A glossary term with a NUL byte would be cut there by the C API: refused, naming the line.
+    glossary = tmp_path / "glossary.txt"
+    glossary.write_bytes(b"Nordwind\nSaale\x00Monitor\n")
+    r = cli(["translate", DE_EN, "--glossary", str(glossary)], stdin=b"Hallo!\n")
+    assert r.returncode == 2 and b"line 2 holds a NUL byte" in r.stderr and not r.stdout, r.stderr
     # A line with no end (here just over 64 MiB) is reported, not read into memory without limit;
     # the lines before it are translated.
     r = cli(["translate", DE_EN], stdin=b"Hallo!\n" + b"a" * ((64 << 20) + 10))
