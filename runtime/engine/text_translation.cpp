@@ -232,12 +232,17 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
   if (!options.target_language.empty()) {
     int32_t id = tgt.language_token(options.target_language);
     if (id < 0)
-      fail(PARLEY_ERROR_NOT_FOUND, "unknown target language code " + quote_untrusted(options.target_language));
+      fail(PARLEY_ERROR_NOT_FOUND, "target_language " + quote_untrusted(options.target_language) +
+                                       " is not a language code of this model: " + tgt.describe_languages());
     dec.forced_bos_token_id = id;
   } else if (!tgt.languages().empty() && !dec.forced_bos_token_id) {
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "this multilingual model needs a target language (e.g. " +
                                             quote_untrusted(tgt.languages().front().first) + ")");
   }
+  // Checked once here, not as "text #i: unknown language code" for every text.
+  if (!options.source_language.empty() && src.language_token(options.source_language) < 0)
+    fail(PARLEY_ERROR_NOT_FOUND, "source_language " + quote_untrusted(options.source_language) +
+                                     " is not a language code of this model: " + src.describe_languages());
   const int64_t layers = model.decoder_params().layers;
   if (options.attention) {
     if (options.attention_layer < -1 || options.attention_layer >= layers)

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -36,10 +37,59 @@ void send_error(httplib::Response &res, const ApiError &e) {
   send_json(res, error_json(e), e.http_status);
 }
 
+namespace {
+
+// Without the C API's own framing: the functions' names ("parley_translate_n:
+// ...") and the request getters' "the request failed: "; an HTTP client
+// called neither.
+std::string without_function_name(std::string message) {
+  static const std::string kFailed = "the request failed: ";
+  for (size_t at = 0; (at = message.find("parley_", at)) != std::string::npos;) {
+    size_t end = at + 7;
+    while (end < message.size() && (std::islower(static_cast<unsigned char>(message[end])) || message[end] == '_'))
+      ++end;
+    if (message.compare(end, 2, ": ") == 0)
+      message.erase(at, end + 2 - at);
+    else
+      at = end;
+  }
+  for (size_t at; (at = message.find(kFailed)) != std::string::npos;) message.erase(at, kFailed.size());
+  return message;
+}
+
+// The request field a runtime message is about, where its wording names one
+// (the option's C name, or what the runtime calls it); "" when none does.
+std::string param_of(const std::string &message) {
+  static const std::pair<const char *, const char *> kNames[] = {
+      {"protect_patterns", "protect_patterns"},
+      {"glossary", "glossary"},
+      {"JSON schema", "response_format"},
+      {"json_schema", "response_format"},
+      {"grammar", "response_format"},
+      {"logit_bias", "logit_bias"},
+      {"stop string", "stop"},
+      {"tools", "tools"},
+      {"messages", "messages"},
+      {"source_language", "source_language"},
+      {"target_language", "target_language"},
+  };
+  size_t best = std::string::npos;
+  const char *param = "";
+  for (const auto &[word, name] : kNames) {
+    const size_t at = message.find(word);
+    if (at < best) best = at, param = name;
+  }
+  return param;
+}
+
+}  // namespace
+
 ApiError error_from_status(int32_t status, const std::string &message) {
   ApiError e;
-  e.message = message.empty() ? parley_status_name(status) : message;
+  e.message = message.empty() ? parley_status_name(status) : without_function_name(message);
   e.code = parley_status_name(status);
+  if (status == PARLEY_ERROR_INVALID_ARGUMENT || status == PARLEY_ERROR_UNSUPPORTED || status == PARLEY_ERROR_NOT_FOUND)
+    e.param = param_of(e.message);
   switch (status) {
     case PARLEY_ERROR_INVALID_ARGUMENT:
     case PARLEY_ERROR_UNSUPPORTED:

@@ -106,6 +106,16 @@ int32_t Tokenizer::language_token(std::string_view code) const {
   return -1;
 }
 
+std::string Tokenizer::describe_languages() const {
+  if (languages_.empty()) return "it has no language codes (a model for one language pair)";
+  constexpr size_t kShown = 8;
+  std::string out = "its codes are ";
+  for (size_t i = 0; i < languages_.size() && i < kShown; ++i)
+    out += (i ? ", " : "") + quote_untrusted(languages_[i].first);
+  if (languages_.size() > kShown) out += ", ... (" + std::to_string(languages_.size()) + " in all)";
+  return out;
+}
+
 bool Tokenizer::is_special(int32_t id) const {
   auto it = added_by_id_.find(id);
   return it != added_by_id_.end() && added_[it->second].special;
@@ -188,7 +198,8 @@ std::vector<int32_t> Tokenizer::encode_split(std::string_view text, bool add_spe
   int32_t lang_id = -1;
   if (!lang.empty()) {
     lang_id = language_token(lang);
-    if (lang_id < 0) fail(PARLEY_ERROR_NOT_FOUND, "unknown language code " + quote_untrusted(lang));
+    if (lang_id < 0)
+      fail(PARLEY_ERROR_NOT_FOUND, "unknown language code " + quote_untrusted(lang) + ": " + describe_languages());
   }
   if (add_special && needs_lang_ && lang_id < 0)
     fail(PARLEY_ERROR_INVALID_ARGUMENT,

@@ -75,6 +75,8 @@ class Tokenizer {
   // Token id of a language code, or -1.
   int32_t language_token(std::string_view code) const;
   const std::vector<std::pair<std::string, int32_t>> &languages() const { return languages_; }
+  // For messages: "its codes are 'de', 'en', ... (N in all)", or "it has no language codes".
+  std::string describe_languages() const;
   bool needs_language() const { return needs_lang_; }
   // Id of a token written as text (added token or vocabulary entry), or -1.
   int32_t token_id(std::string_view token) const;

@@ -478,6 +478,11 @@ def test_translations_equal_parley_serve(rayep, ref):
         assert g.get("protected") == w.get("protected")
         assert [a["text"] for a in g["alternatives"]] == [a["text"] for a in w["alternatives"]]
     assert "9019917" in got["data"][0]["text"] and got["data"][0]["protected"][0]["kind"] == "number"
+    # Runtime refusals: the same field named, the same message (no C function in it).
+    for extra in ({"glossary": [""]}, {"source_language": "de"}):
+        s1, got = rayep.post("/v1/translations", {"model": "en-de", "text": "Hi", **extra})
+        s2, want = ref.post("/v1/translations", {"model": "en-de", "text": "Hi", **extra})
+        assert s1 == s2 == 400 and got["error"] == want["error"] and got["error"]["param"] == next(iter(extra)), got
 
 
 def _replica_states(app: str) -> dict:

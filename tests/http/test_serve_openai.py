@@ -501,6 +501,15 @@ def test_translations(server):
     assert status == 400 and json.loads(data)["error"]["param"] == "protect"
     status, data = server.raw("POST", "/v1/translations", json.dumps({"model": "en-de", "text": "Hi", "user": 5}).encode())
     assert status == 400 and json.loads(data)["error"]["param"] == "user", data
+    # Refusals from the runtime name the field too, and no C function.
+    for extra, param, words in (({"source_language": "de"}, "source_language", "no language codes"),
+                                ({"target_language": "fr"}, "target_language", "no language codes"),
+                                ({"protect_patterns": ["(("]}, "protect_patterns", "does not compile"),
+                                ({"glossary": [""]}, "glossary", "is empty")):
+        status, data = server.raw("POST", "/v1/translations", json.dumps({"model": "en-de", "text": "Hi", **extra}).encode())
+        err = json.loads(data)["error"]
+        assert status == 400 and err["param"] == param and words in err["message"], data
+        assert "parley_" not in err["message"], data
 
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')

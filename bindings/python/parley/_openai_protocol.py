@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -39,14 +40,30 @@ def bad_request(message: str, param: str = "", code: str = "invalid_value") -> A
     return ApiError(message, param, code)
 
 
+# As runtime/http/api.cpp: the request field a runtime message names, first in the message wins.
+_PARAM_WORDS = (("protect_patterns", "protect_patterns"), ("glossary", "glossary"),
+                ("JSON schema", "response_format"), ("json_schema", "response_format"),
+                ("grammar", "response_format"), ("logit_bias", "logit_bias"), ("stop string", "stop"),
+                ("tools", "tools"), ("messages", "messages"), ("source_language", "source_language"),
+                ("target_language", "target_language"))
+# The C API's own framing: the functions' names ("parley_translate: ") and the
+# request getters' "the request failed: "; an HTTP client called neither.
+_FUNCTION_NAME = re.compile(r"parley_[a-z_]+: |the request failed: ")
+
+
+def _param_of(message: str) -> str:
+    found = [(message.find(word), name) for word, name in _PARAM_WORDS if word in message]
+    return min(found)[1] if found else ""
+
+
 def error_from_parley(e: BaseException, context: str = "") -> ApiError:
     """A binding exception as runtime/http's error_from_status maps its status."""
     if not isinstance(e, perr.ParleyError):
         return ApiError(f"{context}{e}", http_status=500, type="server_error")
-    msg = context + (e.message or e.status_name)
+    msg = context + _FUNCTION_NAME.sub("", e.message or e.status_name)
     code = e.status_name
     if isinstance(e, (perr.InvalidArgumentError, perr.UnsupportedError, perr.NotFoundError)):
-        return ApiError(msg, code=code, http_status=400)
+        return ApiError(msg, _param_of(msg), code=code, http_status=400)
     if isinstance(e, (perr.BusyError, perr.OutOfMemoryError)):
         return ApiError(msg, code=code, http_status=503, type="server_overloaded")
     if isinstance(e, perr.CancelledError):
