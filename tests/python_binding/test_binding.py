@@ -1437,6 +1437,21 @@ def test_say_async_and_stream_async_equal_blocking(chat_model):
 
         _arun(busy())
 
+        # A plain `break` drops the stream: that cancels the turn, and the next
+        # turn waits for it to end instead of raising BusyError.
+        async def plain_break():
+            async for _ in b.stream_async("And then?", max_new_tokens=16):
+                break
+            retried = await b.say_async(max_new_tokens=4)  # the kept user message, answered now
+            async for _ in b.stream_async("One more thing.", max_new_tokens=16):
+                break
+            pieces = [p async for p in b.stream_async(max_new_tokens=4)]
+            return retried, pieces
+
+        retried, pieces = _arun(plain_break())
+        assert isinstance(retried, str) and "".join(pieces) == b.messages[-1]["content"]
+        assert b._request is None
+
 
 def test_chat_reply_scores_async(chat_model):
     """return_logprobs / alternatives on say_async and stream_async: a Reply

@@ -20,7 +20,7 @@ import asyncio
 import atexit
 import threading
 from ctypes import byref, c_void_p
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from . import _lib
 from .errors import ClosedError
@@ -51,6 +51,7 @@ class AsyncRequest:
         self._handle: int | None = None
         self._freed = False
         self._free_when_done = False
+        self._cancel_requested = False
         self.status: int | None = None
         self.c_complete = _lib.REQUEST_FN(self._on_complete)
         with _live_lock:
@@ -129,6 +130,7 @@ class AsyncRequest:
 
     def cancel(self) -> None:
         with self._lock:
+            self._cancel_requested = True
             if not self._freed and self._handle is not None:
                 _lib.lib.parley_request_cancel(self._handle)
 
@@ -145,6 +147,11 @@ class AsyncRequest:
         self._release()
         with _live_lock:
             _live.discard(self)
+
+    @property
+    def cancelled_running(self) -> bool:
+        """Cancelled and not freed yet: it ends by itself, soon (at the engine's next step)."""
+        return self._cancel_requested and not self._freed
 
     def free_when_done(self) -> None:
         """Cancel, and free once the completion has reached the loop (never blocks the loop)."""
@@ -206,13 +213,17 @@ class AsyncStream:
     (no back-pressure: a slow consumer lets them accumulate).
     """
 
-    def __init__(self, request: AsyncRequest, queue: asyncio.Queue, take: Callable[[int], Any]):
+    def __init__(self, request: AsyncRequest | None, queue: asyncio.Queue, take: Callable[[int], Any],
+                 start: Callable[[], Awaitable[AsyncRequest]] | None = None):
+        """``request`` submitted already, or None and ``start`` submits it at the first ``__anext__``."""
         self._req = request
+        self._start = start
         self._q = queue
         self._take = take
         self._finished = False
         self.result: Any = None
-        request.on_done = lambda _status: queue.put_nowait(_END)
+        if request is not None:
+            request.on_done = lambda _status: queue.put_nowait(_END)
 
     def __aiter__(self) -> "AsyncStream":
         return self
@@ -220,6 +231,13 @@ class AsyncStream:
     async def __anext__(self) -> Any:
         if self._finished:
             raise StopAsyncIteration
+        if self._req is None:
+            try:
+                self._req = await self._start()  # type: ignore[misc]
+            except BaseException:
+                self._finished = True
+                raise
+            self._req.on_done = lambda _status: self._q.put_nowait(_END)
         try:
             item = await self._q.get()
         except asyncio.CancelledError:
@@ -240,6 +258,8 @@ class AsyncStream:
         if self._finished:
             return
         self._finished = True
+        if self._req is None:  # never started
+            return
         self._req.cancel()
         try:
             await self._req.wait()
@@ -253,8 +273,11 @@ class AsyncStream:
         await self.aclose()
 
     def __del__(self) -> None:
-        if not self._finished:
+        # Dropped unfinished (a plain ``break`` out of ``async for``): cancel
+        # now, not when the loop gets to it, and free it once it has ended.
+        if not self._finished and self._req is not None:
             try:
+                self._req.cancel()
                 self._req.loop.call_soon_threadsafe(self._req.free_when_done)
             except Exception:
                 pass

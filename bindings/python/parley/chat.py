@@ -505,8 +505,26 @@ class Chat(Closable):
         holds the generated token ids and their scores.
         """
         options = merge(generation, options)  # type: ignore[assignment]
+        await self._after_cancelled_turn()
         req = self._submit_async(text, stop, deadline, options, "say_async()", None, return_logprobs, alternatives)
         return await run(req, _reply_taker(return_logprobs, alternatives))
+
+    def _cancelled_turn(self) -> AsyncRequest | None:
+        """The async turn this chat still runs although it was cancelled (a stream left with a
+        plain ``break``), when it runs on this event loop: the next turn waits for it to end
+        instead of failing with BusyError."""
+        req = self._request
+        if req is None or not req.cancelled_running:
+            return None
+        try:
+            return req if req.loop is asyncio.get_running_loop() else None
+        except RuntimeError:
+            return None
+
+    async def _after_cancelled_turn(self) -> None:
+        req = self._cancelled_turn()
+        if req is not None:
+            await asyncio.shield(req.done)  # its completion frees it (and the chat) before waiters resume
 
     def stream_async(
         self,
@@ -537,9 +555,19 @@ class Chat(Closable):
             except RuntimeError:  # the loop is closed: nobody is listening
                 pass
 
-        req = self._submit_async(text, stop, deadline, options, "stream_async()", on_text, return_logprobs,
-                                 alternatives)
-        return AsyncChatStream(req, q, _reply_taker(return_logprobs, alternatives))
+        def submit() -> AsyncRequest:
+            return self._submit_async(text, stop, deadline, options, "stream_async()", on_text, return_logprobs,
+                                      alternatives)
+
+        take = _reply_taker(return_logprobs, alternatives)
+        if self._cancelled_turn() is None:
+            return AsyncChatStream(submit(), q, take)
+
+        async def start() -> AsyncRequest:  # after the cancelled turn, at the first piece asked for
+            await self._after_cancelled_turn()
+            return submit()
+
+        return AsyncChatStream(None, q, take, start)
 
 
 def _take_reply(handle: int) -> str:
