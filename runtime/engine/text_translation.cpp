@@ -1,6 +1,8 @@
 #include "engine/text_translation.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 
 #include "core/error.hpp"
 #include "core/escape.hpp"
@@ -263,7 +265,13 @@ std::vector<TextTranslation> translate_text(const Transformer &model, const Mode
   for (size_t i = 0; i < inputs.size(); ++i) {
     try {
       check_text(inputs[i]);
-      if (protecting) spans[i] = options.protect->find(inputs[i]);
+      if (protecting)
+        spans[i] = options.protect->find(inputs[i], [&] {
+          if (dec.cancel && dec.cancel->load(std::memory_order_acquire))
+            fail(PARLEY_ERROR_CANCELLED, "the request was cancelled (while matching protect_patterns)");
+          if (dec.deadline && std::chrono::steady_clock::now() >= *dec.deadline)
+            fail(PARLEY_ERROR_TIMEOUT, "the request's deadline passed while matching protect_patterns");
+        });
       std::vector<Piece> ps = splitter.pieces(inputs[i], i, spans[i]);
       out[i].segments = ps.size();
       for (Piece &p : ps) {

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <mutex>
 #include <random>
 
 #include "../core/escape.hpp"
@@ -377,6 +378,17 @@ Sampling read_sampling(const json &body, const ServeLimits &limits) {
   return s;
 }
 
+namespace {
+
+uint64_t random_seed() {
+  static std::mutex mu;  // std::random_device is not guaranteed thread-safe
+  static std::random_device device;
+  std::lock_guard<std::mutex> lock(mu);
+  return (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+}  // namespace
+
 void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_generation_options &g) {
   g.num_beams = 1;
   g.num_return_sequences = 1;
@@ -399,7 +411,9 @@ void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_ge
     else
       g.top_p = static_cast<float>(*s.top_p);
   }
-  if (s.seed) g.seed = static_cast<uint64_t>(*s.seed);
+  // Without a seed, sampling differs from request to request, as OpenAI's
+  // does (the model's default seed gave every request the same "random" reply).
+  g.seed = s.seed ? static_cast<uint64_t>(*s.seed) : random_seed();
 }
 
 void refuse_unsupported(const json &body) {

@@ -176,7 +176,12 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
   size_t threads = args.http_threads ? args.http_threads : args.max_concurrent + 16;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr.set_payload_max_length(args.max_body_bytes);
-  svr.set_keep_alive_max_count(10000);
+  // One request per connection. httplib 0.11 decides whether a connection
+  // stays open before routing, so a request refused from its headers (its
+  // body unread: 413, 411, a bad Content-Length) would leave that body to be
+  // read as the next request; and it answers only the first of pipelined
+  // requests. A new connection per request costs far less than a token.
+  svr.set_keep_alive_max_count(1);
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
   svr.set_tcp_nodelay(true);

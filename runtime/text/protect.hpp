@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -58,8 +59,12 @@ class ProtectRules {
   bool empty() const;
   uint32_t kinds() const { return kinds_; }
   // The spans to protect in `text`, sorted, not overlapping (of overlapping
-  // matches, the earliest wins, then the longest).
-  std::vector<SpanMatch> find(std::string_view text) const;
+  // matches, the earliest wins, then the longest). `between` (optional) runs
+  // before each match call of a caller's pattern and may throw: each call is
+  // bounded (a backtracking limit), but a pattern that costs nearly that much
+  // per match, matching many times in a long text, is bounded only by the
+  // text, so the request's cancellation and deadline are checked there.
+  std::vector<SpanMatch> find(std::string_view text, const std::function<void()> &between = {}) const;
 
  private:
   struct Regex;

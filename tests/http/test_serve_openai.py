@@ -569,10 +569,12 @@ def test_a_client_that_hangs_up_cancels_its_stream(server):
                        "response_format": LONG, "stream": True}).encode()
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
     conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    sock = conn.sock  # the response takes it over (Connection: close)
     r = conn.getresponse()
     assert r.status == 200
     assert r.readline().startswith(b"data: ")  # the reply has begun
-    conn.sock.shutdown(2)
+    sock.shutdown(2)
+    r.close()
     conn.close()
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -686,6 +688,27 @@ def test_bodies_the_size_limit_cannot_see_and_strings_the_runtime_would_cut(serv
     status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\nContent-Length: 5\r\n\r\n" % len(small), small)
     assert status == 400 and "more than one Content-Length" in err["message"], err
+    # A body refused unread is not read as the next request: the connection closes after the answer
+    # (the 413 was followed by a 200 for a GET sent on the same connection).
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+        reply, sent = b"", False
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            reply += chunk
+            if not sent and b'"request_too_large"' in reply:
+                sent = True
+                try:
+                    s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+                except OSError:
+                    break
+        assert reply.startswith(b"HTTP/1.1 413") and b"Connection: close" in reply, reply
+        assert b"HTTP/1.1 200" not in reply and b"Keep-Alive" not in reply, reply
     start = time.time()  # no Content-Length at all: answered at once, not after the 30 s read timeout
     status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", b"")
     assert status == 411 and err["code"] == "length_required" and time.time() - start < 10, err

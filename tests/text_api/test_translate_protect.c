@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "c_checks.h"
 
@@ -660,8 +661,60 @@ static void test_cut_by_length(parley_runtime *rt) {
   parley_model_free(m);
 }
 
+/* A caller pattern that costs millions of backtracking steps per match, in a
+ * text where it matches thousands of times, stays within each call's limit:
+ * the request's deadline (and cancellation) still stop it. */
+static void test_costly_pattern_stops_at_the_deadline(parley_runtime *rt) {
+  parley_model *m = load(rt, "PARLEY_TEXT_API_DIR", "random_marian.parley");
+  /* The first branch fails after trying every split of the a's into ones and
+   * twos (~1.3M ways for 28), the second then matches: ~40 ms a match, 4000
+   * matches, minutes in all. */
+  const char *patterns[] = {"(a|aa)+b|(a|aa)+c"};
+  const size_t unit = 29, units = 4000;
+  char *text = (char *)malloc(unit * units + 1);
+  const char *texts[1];
+  parley_translation_options o;
+  parley_request_options ro;
+  parley_request *req = NULL;
+  size_t i;
+  struct timespec t0, t1;
+  double seconds;
+  if (!text) exit(1);
+  for (i = 0; i < units; ++i) {
+    memset(text + i * unit, 'a', unit - 1);
+    text[i * unit + unit - 1] = 'c';
+  }
+  text[unit * units] = 0;
+  texts[0] = text;
+  parley_translation_options_init(&o);
+  o.protect_patterns = patterns;
+  o.num_protect_patterns = 1;
+  o.long_text = PARLEY_LONG_TEXT_SPLIT;
+  parley_request_options_init(&ro);
+  ro.deadline_ms = 300;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  CHECK_STATUS(parley_translate_submit(m, texts, NULL, 1, &o, &ro, &req), PARLEY_OK);
+  if (req) {
+    int32_t st = PARLEY_OK;
+    const char *message = NULL;
+    CHECK_STATUS(parley_request_wait(req, -1), PARLEY_OK);
+    CHECK_STATUS(parley_request_status(req, &st, &message), PARLEY_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    printf("costly pattern: %s after %.2f s: %s\n", parley_status_name((parley_status)st), seconds,
+           message ? message : "");
+    CHECK(st == PARLEY_ERROR_TIMEOUT && message && strstr(message, "protect_patterns"));
+    /* The whole text would take minutes; a deadline is checked every match. */
+    CHECK(seconds < 30.0);
+    parley_request_free(req);
+  }
+  free(text);
+  parley_model_free(m);
+}
+
 int main(void) {
   parley_runtime *rt = make_runtime();
+  test_costly_pattern_stops_at_the_deadline(rt);
   test_cut_by_length(rt);
   test_misuse(rt);
   test_submit_copies_protection(rt);

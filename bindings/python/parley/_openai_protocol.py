@@ -300,8 +300,8 @@ def _generation(s: _Sampling, default_max: int, cap: int, model_max: int) -> dic
             kw["do_sample"] = False
         else:
             kw["top_p"] = s.top_p
-    if s.seed is not None:
-        kw["seed"] = s.seed & 0xFFFFFFFFFFFFFFFF  # C's int64 -> uint64
+    # Without a seed, sampling differs from request to request, as OpenAI's does.
+    kw["seed"] = s.seed & 0xFFFFFFFFFFFFFFFF if s.seed is not None else secrets.randbits(64)  # int64 -> uint64
     return kw
 
 
