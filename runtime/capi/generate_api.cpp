@@ -136,15 +136,31 @@ DecodingOptions resolve_generation_options(const ModelFile &file, const parley_g
   parley_generation_options o;
   parley_generation_options_init(nullptr, &o);
   std::memcpy(&o, options, options->struct_size);
-  auto too_big = [](size_t v) { return v > (size_t{1} << 30); };
-  if (too_big(o.max_new_tokens) || too_big(o.min_new_tokens) || too_big(o.num_beams) ||
-      too_big(o.num_return_sequences) || too_big(o.no_repeat_ngram_size) || too_big(o.top_k))
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options: a count is absurdly large (> 2^30)");
+  const std::pair<const char *, size_t> counts[] = {{"max_new_tokens", o.max_new_tokens},
+                                                    {"min_new_tokens", o.min_new_tokens},
+                                                    {"num_beams", o.num_beams},
+                                                    {"num_return_sequences", o.num_return_sequences},
+                                                    {"no_repeat_ngram_size", o.no_repeat_ngram_size},
+                                                    {"top_k", o.top_k}};
+  for (const auto &[name, v] : counts)
+    if (v > (size_t{1} << 30))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("options->") + name + " is " + std::to_string(v) +
+                                              ": absurdly large (at most 2^30; a negative value wrapped around?)");
   if (o.early_stopping < 0 || o.early_stopping > 2)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->early_stopping must be 0, 1 or 2");
   if (o.do_sample != 0 && o.do_sample != 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->do_sample must be 0 or 1");
-  for (float f : {o.length_penalty, o.repetition_penalty, o.temperature, o.top_p, o.min_p})
-    if (!std::isfinite(f)) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options: a real-valued option is not finite");
+  const std::pair<const char *, float> reals[] = {{"length_penalty", o.length_penalty},
+                                                  {"repetition_penalty", o.repetition_penalty},
+                                                  {"temperature", o.temperature},
+                                                  {"top_p", o.top_p},
+                                                  {"min_p", o.min_p}};
+  for (const auto &[name, f] : reals)
+    if (!std::isfinite(f))
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("options->") + name + " is not finite (" +
+                                              (std::isnan(f) ? "NaN"
+                                               : f > 0       ? "inf"
+                                                             : "-inf") +
+                                              ")");
   if (o.num_eos_token_ids && !o.eos_token_ids)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->eos_token_ids is NULL but num_eos_token_ids > 0");
   if (o.num_eos_token_ids > 1024) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options: more than 1024 EOS ids");

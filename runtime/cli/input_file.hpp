@@ -33,6 +33,17 @@ inline bool open_input(const std::string &path, const char *option, std::ifstrea
   return true;
 }
 
+// Standard input as the input: a folder there (`< /tmp`) reads as nothing at
+// all, which would pass for empty input; prints why not.
+inline bool stdin_readable() {
+  struct stat st {};
+  if (fstat(0, &st) == 0 && S_ISDIR(st.st_mode)) {
+    std::fprintf(stderr, "parley: cannot read standard input: it is a folder\n");
+    return false;
+  }
+  return true;
+}
+
 enum class LineRead { kLine, kEnd, kTooLong, kError };
 
 // The next line of `in`, without its '\n' and a '\r' before it (NUL bytes

@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <cfloat>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -400,16 +401,18 @@ static int run(int argc, char **argv) {
   chat->add_option("--max-tokens", ca.max_tokens, "Most tokens per reply")->check(unsigned_in(0, kMaxCount));
   chat->add_flag("--sample", ca.sample, "Sample instead of greedy decoding");
   // NaN compares false with everything: refused by name instead of silently meaning "the model's default".
+  // The values are kept as floats: one that rounds to 0 there (below ~1e-38)
+  // would silently mean "the model's default" too.
   const CLI::Validator finite_positive(
       [](std::string &v) {
         const double x = std::strtod(v.c_str(), nullptr);
-        return x > 0 && x <= 1e6 ? std::string() : "must be a number > 0, got " + v;
+        return x >= FLT_MIN && x <= 1e6 ? std::string() : "must be a number in [1.2e-38, 1e6], got " + v;
       },
-      "NUMBER > 0");
+      "NUMBER in [1.2e-38, 1e6]");
   const CLI::Validator unit_interval(
       [](std::string &v) {
         const double x = std::strtod(v.c_str(), nullptr);
-        return x > 0 && x <= 1 ? std::string() : "must be in (0, 1], got " + v;
+        return x >= FLT_MIN && x <= 1 ? std::string() : "must be in (0, 1] (at least 1.2e-38), got " + v;
       },
       "NUMBER in (0, 1]");
   chat->add_option("--temperature", ca.temperature, "Sampling temperature")->check(finite_positive);

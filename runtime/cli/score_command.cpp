@@ -27,7 +27,7 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
     return 1;
   }
   std::ifstream file;
-  if (!a.input.empty() && !open_input(a.input, "--input", file)) {
+  if ((!a.input.empty() && !open_input(a.input, "--input", file)) || (a.input.empty() && !stdin_readable())) {
     parley_model_free(m);
     return 1;
   }

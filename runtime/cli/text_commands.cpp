@@ -387,8 +387,13 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
     std::fprintf(stderr, "parley: --nbest needs --unit line\n");
     return 2;
   }
+  if (a.beam && a.beam < a.nbest) {  // without --beam, the beams are raised to --nbest
+    std::fprintf(stderr, "parley: --nbest %zu needs --beam %zu or more (got --beam %zu)\n", a.nbest, a.nbest, a.beam);
+    return 2;
+  }
   std::ifstream file;
   if (!a.input.empty() && !open_input(a.input, "--input", file)) return 1;
+  if (a.input.empty() && !stdin_readable()) return 1;
   std::istream &in = a.input.empty() ? std::cin : file;
   parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
@@ -440,6 +445,7 @@ int translate(parley_runtime *rt, const TranslateArgs &a) {
 }
 
 int chat(parley_runtime *rt, const ChatArgs &a) {
+  if (!stdin_readable()) return 1;
   parley_model *m = load(rt, a.model, a.kv_cache);
   if (!m) return 1;
   std::string system = a.system;

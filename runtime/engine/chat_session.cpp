@@ -56,6 +56,10 @@ void ChatSession::append(ChatMessage m) {
          "tool calls and tool results need the model's Jinja chat template" +
              (text_.chat_template_error.empty() ? std::string(", which this model file lacks")
                                                 : ", which cannot be used: " + text_.chat_template_error));
+  // Whatever renders it (a tool message used to let one through).
+  if (m.role == ChatRole::kSystem && !messages_.empty())
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "message " + std::to_string(messages_.size()) + ": a system message may only start the conversation");
   // The per-role reduction checks the role order as its template would; the
   // Jinja template checks at rendering (raise_exception).
   if (!session_needs_template() && !m.uses_tools()) text_.chat->check_next(messages_, m.role);

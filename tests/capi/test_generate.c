@@ -114,6 +114,19 @@ static void test_llama_greedy(parley_runtime *rt) {
     o.do_sample = 7;
     CHECK_STATUS(parley_generate(m, prompts, lengths, 3, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
     o.do_sample = 0;
+    /* A value out of reason names its field. */
+    {
+      const float top_p = o.top_p;
+      const size_t top_k = o.top_k;
+      o.top_p = 0.f / 0.f;
+      CHECK_STATUS(parley_generate(m, prompts, lengths, 3, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(strstr(parley_last_error(), "options->top_p is not finite (NaN)") != NULL);
+      o.top_p = top_p;
+      o.top_k = (size_t)-1;
+      CHECK_STATUS(parley_generate(m, prompts, lengths, 3, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(strstr(parley_last_error(), "options->top_k is") != NULL);
+      o.top_k = top_k;
+    }
     o.struct_size = 3;
     CHECK_STATUS(parley_generate(m, prompts, lengths, 3, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
     o.struct_size = sizeof o;

@@ -200,6 +200,7 @@ def test_version_help_and_usage_errors_exit_2():
         ["inspect", DE_EN, "--kv-cache", "bf16"],  # not one of the choices
         ["translate", DE_EN, "--nbest", "2", "--unit", "paragraph"],
         ["translate", DE_EN, "--protect", "numbers,phones"],
+        ["translate", DE_EN, "--beam", "2", "--nbest", "5"],  # 5 beams were run without a word
     ]
     for args in usage:
         out = cli(args, b"Hallo\n")
@@ -487,6 +488,15 @@ def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
                  ["score", DE_EN, "-i", str(tmp_path)], ["chat", LLM, "--system-file", str(tmp_path)]):
         r = cli(args)
         assert r.returncode == 1 and b"it is a folder" in r.stderr, (args, r.stderr)
+    # A folder as standard input read as empty input (exit 0, nothing printed).
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for args in (["translate", DE_EN], ["score", DE_EN], ["chat", LLM]):
+            r = subprocess.run([CLI, *args], stdin=folder, capture_output=True, timeout=120,
+                               env={**os.environ, "PARLEY_PLUGIN_PATH": os.environ.get("PARLEY_PLUGIN_BUILD_DIR", "")})
+            assert r.returncode == 1 and b"standard input: it is a folder" in r.stderr, (args, r.stderr)
+    finally:
+        os.close(folder)
     # A glossary term with a NUL byte would be cut there by the C API: refused, naming the line.
     glossary = tmp_path / "glossary.txt"
     glossary.write_bytes(b"Nordwind\nSaale\x00Monitor\n")
@@ -499,7 +509,10 @@ def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
     assert len(r.stdout.splitlines()) == 1, r.stdout
     # Sampling settings that are no settings are refused by name, not replaced by the model's defaults.
     for args, message in ((["--temperature", "-5"], b"--temperature"), (["--temperature", "nan"], b"--temperature"),
-                          (["--top-p", "nan"], b"--top-p"), (["--top-p", "1.5"], b"--top-p")):
+                          (["--top-p", "nan"], b"--top-p"), (["--top-p", "1.5"], b"--top-p"),
+                          # a float rounds these to 0, which meant the model's default
+                          (["--temperature", "1e-300"], b"--temperature"), (["--top-p", "1e-300"], b"--top-p"),
+                          (["--temperature", "1e7"], b"1e6")):
         r = cli(["chat", LLM, *args])
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
     # Counts and seeds that are no whole numbers in range (CLI11 wrapped -1 and 2^64 into unsigned options; the

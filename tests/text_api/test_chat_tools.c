@@ -164,6 +164,9 @@ static void tool_turn(const parley_model *llm) {
   CHECK_STATUS(parley_chat_append_message(s, &m), PARLEY_ERROR_INVALID_ARGUMENT);
   m = message(PARLEY_ROLE_TOOL, "bad \xC0\xAF");
   CHECK_STATUS(parley_chat_append_message(s, &m), PARLEY_ERROR_INVALID_ARGUMENT);
+  /* A system message only starts a conversation, after a tool result too. */
+  CHECK_STATUS(parley_chat_append(s, PARLEY_ROLE_SYSTEM, "late"), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "a system message may only start the conversation") != NULL);
   CHECK_STATUS(parley_chat_set_tools(s, "{}"), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK_STATUS(parley_chat_set_tools(s, "[1]"), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK_STATUS(parley_chat_set_tools(NULL, kTools), PARLEY_ERROR_INVALID_ARGUMENT);
