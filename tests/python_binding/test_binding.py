@@ -1741,7 +1741,7 @@ def test_score_matches_transformers(runtime, marian):
         m = model or parley.Model(runtime, PARITY / "models" / "llama.parley")
         try:
             ctx = [it.get("source", it.get("prompt")) for it in gold["score"]]
-            got = m.score([it["target"] for it in gold["score"]], ctx)
+            got = m.score([it["target"] for it in gold["score"]], sources=ctx)
             for s, it in zip(got, gold["score"]):
                 assert s.tokens == it["target"]
                 assert s.logprobs == pytest.approx(it["logprobs"], abs=2e-4)
@@ -1765,7 +1765,7 @@ def test_score_and_alternatives_misuse(gpt2, marian):
     with pytest.raises(parley.InvalidArgumentError, match="vocabulary"):
         gpt2.score([[5, 10**6]])
     with pytest.raises(parley.InvalidArgumentError):
-        gpt2.score([[5, 6]], [[1], [2]])
+        gpt2.score([[5, 6]], sources=[[1], [2]])
     with pytest.raises(TypeError):
         gpt2.score("not a list")
     # Without alternatives requested the fields stay None.
@@ -1788,7 +1788,9 @@ def test_translate_with_scores(translation_model):
                                                 length_penalty=1.0, return_logprobs=True, alternatives=2))
     assert a.best.tokens == t.best.tokens and a.best.logprobs == pytest.approx(t.best.logprobs, abs=1e-5)
     # Scoring the text of the best translation: its target ids detokenize to it, EOS included.
-    s = translation_model.score([t.text], ["Where is my order?"])[0]
+    s = translation_model.score([t.text], sources=["Where is my order?"])[0]
+    with pytest.raises(TypeError, match="sources by keyword"):
+        translation_model.score([t.text], ["Where is my order?"])
     assert translation_model.detokenize(s.tokens) == t.text
     assert len(s.logprobs) == len(s.tokens) and s.score < 0
     assert sum(s.logprobs) == pytest.approx(s.score, abs=1e-4)

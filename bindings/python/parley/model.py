@@ -756,8 +756,8 @@ class Model(Closable):
     def score(
         self,
         targets: Sequence[str | bytes] | Sequence[Sequence[int]],
+        *args: Any,
         sources: Sequence[str | bytes] | Sequence[Sequence[int]] | None = None,
-        *,
         source_language: str | None = None,
         target_language: str | None = None,
     ) -> list[ScoredTarget]:
@@ -770,7 +770,12 @@ class Model(Closable):
         EOS, which is scored). Decoder-only models: without ``sources`` each target is a whole
         sequence scored from its second token; with ``sources`` (prompts) every target token is
         scored. Raw log-probabilities: no penalty, temperature or other processor.
+        ``sources`` is keyword-only: CTranslate2's score_batch takes the source first, and a
+        second positional list here would silently have swapped the two.
         """
+        if args:
+            raise TypeError("score(targets, sources=...): pass sources by keyword (the targets come first, "
+                            "unlike CTranslate2's score_batch(source, target))")
         if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
             raise TypeError("targets must be a list of texts or of token-id lists")
         if sources is not None and (isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence)):
