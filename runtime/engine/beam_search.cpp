@@ -487,7 +487,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     bool identity = !dropped;  // dropping rows at the end leaves the rest in place: still a reorder
     for (size_t r = 0; r < parents.size(); ++r) identity = identity && parents[r] == static_cast<int32_t>(r);
     if (!identity) model.reorder(parents);
-    check_run_control(o, step + 1);
+    check_run_control(o, step + 1, model);
     model.advance_into(next_tokens, logits, &stats);
     const size_t rows = live.size() * n;
     if (logits.size() != rows * static_cast<size_t>(vocab))

@@ -117,19 +117,23 @@ std::vector<std::vector<Hypothesis>> decode(StepModel &model, const std::vector<
     if (p.empty()) invalid("empty prompt (an encoder-decoder prompt holds at least the decoder start token)");
     check_ids("prompt token", p, vocab);
   }
-  decoding::check_run_control(options, 0);
+  decoding::check_run_control(options, 0, model);
   if (options.num_beams > 1) return decoding::beam_search(model, last_logits, prompts, options);
   return decoding::greedy_or_sample(model, last_logits, prompts, options);
 }
 
 namespace decoding {
 
-void check_run_control(const DecodingOptions &o, int64_t step) {
-  if (o.cancel && o.cancel->load(std::memory_order_acquire))
+void check_run_control(const DecodingOptions &o, int64_t step, StepModel &model) {
+  if (o.cancel && o.cancel->load(std::memory_order_acquire)) {
+    model.stopped(PARLEY_ERROR_CANCELLED);
     fail(PARLEY_ERROR_CANCELLED, "the request was cancelled (after " + std::to_string(step) + " generated tokens)");
-  if (o.deadline && std::chrono::steady_clock::now() >= *o.deadline)
+  }
+  if (o.deadline && std::chrono::steady_clock::now() >= *o.deadline) {
+    model.stopped(PARLEY_ERROR_TIMEOUT);
     fail(PARLEY_ERROR_TIMEOUT,
          "the request's deadline passed (after " + std::to_string(step) + " generated tokens); it was stopped");
+  }
 }
 
 void expand_rows(StepModel &model, std::vector<float> &logits, int64_t vocab, int64_t times) {
@@ -271,7 +275,7 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
     if (next_live.empty()) break;
     if (next_live.size() != live.size()) model.reorder(kept_rows);
     live = std::move(next_live);
-    check_run_control(o, step + 1);
+    check_run_control(o, step + 1, model);
     model.advance_into(tokens, logits);
     if (static_cast<int64_t>(logits.size()) != static_cast<int64_t>(live.size()) * vocab)
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");

@@ -49,8 +49,9 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
 
 // Throws CANCELLED when options.cancel is set, TIMEOUT when options.deadline
 // has passed; `step` (the number of tokens generated so far) goes into the
-// message. Called before each model.advance().
-void check_run_control(const DecodingOptions &options, int64_t step);
+// message. Called before each model.advance(); `model` hears of the stop
+// first (StepModel::stopped: the serving engine counts it).
+void check_run_control(const DecodingOptions &options, int64_t step, StepModel &model);
 
 // The longest prompt: transformers' input_ids.shape[-1] of a left-padded batch.
 int64_t padded_prompt_length(const std::vector<std::vector<int32_t>> &prompts);

@@ -4,6 +4,8 @@
 // behind this interface lets it be tested on a scripted model too.
 #pragma once
 
+#include <parley/parley.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -39,6 +41,9 @@ class StepModel {
   // Who produced the logits, for errors about them (e.g. "the output
   // projection (gemm kernel 'x') served by plugin 'y'"); "" when unknown.
   virtual std::string logits_source() const { return ""; }
+  // The decoding loop stops here: its request was cancelled
+  // (PARLEY_ERROR_CANCELLED) or its deadline passed (PARLEY_ERROR_TIMEOUT).
+  virtual void stopped(parley_status) {}
 };
 
 }  // namespace parley

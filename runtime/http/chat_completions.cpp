@@ -177,7 +177,8 @@ Outcome collect(ChatJob &job, ChatChoice &choice) {
   o.prompt_tokens = stats.prompt_tokens;
   o.completion_tokens = stats.generated_tokens;
   o.cached_tokens = stats.reused_tokens;
-  job.model->prompt_tokens += stats.prompt_tokens;
+  // Counted as usage counts them: the prompt once (every choice has it), every choice's completion.
+  if (!job.choices.empty() && job.choices.front().get() == &choice) job.model->prompt_tokens += stats.prompt_tokens;
   job.model->completion_tokens += stats.generated_tokens;
   job.state.token_rate.add(stats.generated_tokens);
   return o;

@@ -597,6 +597,12 @@ void Engine::attach_sources(const std::vector<Sequence *> &seqs, const std::vect
   }
 }
 
+void Engine::count_stopped(parley_status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (status == PARLEY_ERROR_CANCELLED) ++stats_.cancelled;
+  if (status == PARLEY_ERROR_TIMEOUT) ++stats_.timed_out;
+}
+
 void Engine::attach_part(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources,
                          int64_t need, const RunControl &control) {
   const int64_t bs = options_.block_size;

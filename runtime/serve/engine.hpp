@@ -219,6 +219,9 @@ class Engine {
                 std::vector<int64_t> *computed = nullptr);
 
   EngineStats stats() const;
+  // A request's decoding loop stopped between runs (CANCELLED or TIMEOUT):
+  // counted with those the engine stops while they wait in it.
+  void count_stopped(parley_status status);
 
   // Runs fn on the scheduler thread, between steps, and returns when it has
   // run (rethrowing what it threw). On the scheduler thread itself, or once

@@ -20,6 +20,7 @@ class EngineStepModel : public StepModel {
   void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) override;
   void reorder(const std::vector<int32_t> &parents) override;
   std::string logits_source() const override;
+  void stopped(parley_status status) override { engine_.count_stopped(status); }
   std::vector<Engine::SequencePtr> &sequences() { return rows_; }
 
  private:

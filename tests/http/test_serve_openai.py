@@ -311,8 +311,14 @@ def test_chat_logprobs_are_consistent(server):
 
 
 def test_n_choices(server):
+    before = metrics(server)
     r = chat(server, temperature=0, max_tokens=8, n=3)
+    after = metrics(server)
     assert [c.index for c in r.choices] == [0, 1, 2]
+    # The counters count as usage does: the prompt once, every choice's completion.
+    for key, used in (("prompt", r.usage.prompt_tokens), ("completion", r.usage.completion_tokens)):
+        name = f'parley_model_{key}_tokens_total{{model="bot"}}'
+        assert after[name] - before[name] == used, (key, after[name] - before[name], used)
     assert len({c.message.content for c in r.choices}) == 1  # greedy: the same answer three times
     one = chat(server, temperature=0, max_tokens=8)
     assert r.choices[0].message.content == one.choices[0].message.content
@@ -588,6 +594,9 @@ def test_a_client_that_hangs_up_cancels_its_stream(server):
     # stopped early: the whole reply (40 strings of >= 8 characters) is well over 60 tokens
     key = 'parley_engine_decode_tokens_total{model="bot"}'
     assert m[key] - before[key] < 60, m[key] - before[key]
+    # ... and counted as cancelled (the decoding loop stops between engine steps: it was not)
+    key = 'parley_engine_cancelled_total{model="bot"}'
+    assert m[key] == before[key] + 1, (before[key], m[key])
 
 
 def test_overload_is_503():

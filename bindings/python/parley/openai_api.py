@@ -386,7 +386,8 @@ class OpenAIService:
             finish = "length"
         else:
             finish = "stop"
-        job.entry.prompt_tokens += stats["prompt_tokens"]
+        if chat is job.chats[0]:  # as usage counts it: the prompt once, every choice's completion
+            job.entry.prompt_tokens += stats["prompt_tokens"]
         job.entry.completion_tokens += stats["generated_tokens"]
         return _Outcome(content, calls, finish, stats["prompt_tokens"], stats["generated_tokens"],
                         stats["reused_tokens"])
