@@ -85,6 +85,16 @@ std::string param_of(const std::string &message) {
 
 }  // namespace
 
+void send_event_stream(const httplib::Request &req, httplib::Response &res,
+                       std::function<bool(size_t, httplib::DataSink &)> provider) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  if (req.version == "HTTP/1.0")
+    res.set_content_provider("text/event-stream", std::move(provider));
+  else
+    res.set_chunked_content_provider("text/event-stream", std::move(provider));
+}
+
 ApiError error_from_status(int32_t status, const std::string &message) {
   ApiError e;
   e.message = message.empty() ? parley_status_name(status) : without_function_name(message);

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -22,6 +23,7 @@
 namespace httplib {
 struct Request;
 struct Response;
+class DataSink;
 }  // namespace httplib
 
 namespace parley_http {
@@ -45,6 +47,11 @@ struct ApiError {
 json error_json(const ApiError &e);
 void send_error(httplib::Response &res, const ApiError &e);
 void send_json(httplib::Response &res, const json &body, int status = 200);
+// A text/event-stream answer written by `provider` as its events come:
+// chunked for HTTP/1.1, and for an HTTP/1.0 client (which knows no chunked
+// encoding) a body that ends when the connection closes.
+void send_event_stream(const httplib::Request &req, httplib::Response &res,
+                       std::function<bool(size_t, httplib::DataSink &)> provider);
 // The HTTP answer for a request that failed with parley status `status`.
 ApiError error_from_status(int32_t status, const std::string &message);
 

@@ -446,10 +446,8 @@ bool write_done(httplib::DataSink &sink) {
   return ok;
 }
 
-void stream_response(std::shared_ptr<ChatJob> job, httplib::Response &res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider("text/event-stream", [job](size_t, httplib::DataSink &sink) {
+void stream_response(std::shared_ptr<ChatJob> job, const httplib::Request &req, httplib::Response &res) {
+  send_event_stream(req, res, [job](size_t, httplib::DataSink &sink) {
     auto disconnected = [&] {
       for (auto &c : job->choices) parley_request_cancel(c->request->get());
       job->state.client_disconnects++;  // the client went away
@@ -529,7 +527,7 @@ void handle_chat_completions(ServerState &state, const httplib::Request &req, ht
         if (st != PARLEY_OK) throw error_from_status(st, message);
       }
     }
-    stream_response(std::move(job), res);
+    stream_response(std::move(job), req, res);
     return;
   }
   std::vector<Outcome> outcomes;

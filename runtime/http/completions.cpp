@@ -296,8 +296,7 @@ void handle_completions(ServerState &state, const httplib::Request &req, httplib
       if (st != PARLEY_OK) throw error_from_status(st, message);
     }
   }
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider("text/event-stream", [job](size_t, httplib::DataSink &sink) {
+  send_event_stream(req, res, [job](size_t, httplib::DataSink &sink) {
     // Choices stream interleaved, each chunk naming its index; the
     // log-probabilities of a choice come with its last chunk (they are read
     // from the finished request).

@@ -122,6 +122,23 @@ def test_stream_equals_the_plain_reply(server):
     assert "".join(pieces) == plain.choices[0].message.content
     assert finish == plain.choices[0].finish_reason
     assert usage.completion_tokens == plain.usage.completion_tokens
+    # An HTTP/1.0 client knows no chunked encoding: the events come as they are, the body ending with the connection.
+    import socket
+
+    body = json.dumps({"model": "bot", "temperature": 0, "max_tokens": 32, "stream": True, "messages": [
+        {"role": "system", "content": POLICY}, {"role": "user", "content": QUESTION}]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                  % len(body) + body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, events = reply.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0] and b"chunked" not in head, head
+    lines = [line for line in events.split(b"\n") if line]
+    assert all(line.startswith(b"data: ") for line in lines) and lines[-1] == b"data: [DONE]", events[:300]
+    text = "".join(c["delta"].get("content") or "" for line in lines[:-1] for c in json.loads(line[6:])["choices"])
+    assert text == plain.choices[0].message.content
 
 
 def test_stop_strings_cut_the_reply(server):
