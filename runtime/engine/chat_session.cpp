@@ -76,6 +76,7 @@ void ChatSession::set_tools(std::string tools_json) {
                (text_.chat_template_error.empty() ? std::string(", which this model file lacks")
                                                   : ", which cannot be used: " + text_.chat_template_error));
   }
+  tool_names_ = tools_json.empty() ? std::vector<std::string>{} : declared_tool_names(tools_json);
   tools_ = std::move(tools_json);
 }
 
@@ -294,7 +295,10 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   }
   counters_.last_generated_tokens = generated.size();
   counters_.cached_tokens = cached_.size();
-  if (cancel_.load()) fail(PARLEY_ERROR_CANCELLED, "the reply was cancelled");
+  if (cancel_.load()) {
+    if (engine_) engine_->count_stopped(PARLEY_ERROR_CANCELLED);  // stopped by on_token, between engine runs
+    fail(PARLEY_ERROR_CANCELLED, "the reply was cancelled");
+  }
   if (!stopped_by_string && !stopped_by_host) {
     reply_text = text_of(generated);
     emit_upto(reply_text.size());
@@ -313,7 +317,9 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   // the next turn renders them in the template's own format.
   if (!tools_.empty()) {
     std::string calls, content;
-    if (parse_tool_calls(reply_text, &calls, &content)) {
+    size_t earlier = 0;  // calls in the conversation: the new ids follow theirs
+    for (const ChatMessage &m : conversation) earlier += m.tool_calls.empty() ? 0 : count_tool_calls(m.tool_calls);
+    if (parse_tool_calls(reply_text, &calls, &content, earlier + 1, &tool_names_)) {
       answer.tool_calls = std::move(calls);
       answer.content = std::move(content);
     }

@@ -76,7 +76,8 @@ class ChatSession {
   void append(ChatMessage message);
   // Tool definitions (a JSON array, check_tools_json) the template renders
   // on every turn; empty: none. With tools, a reply that holds tool calls
-  // (parse_tool_calls) is stored as an assistant message with tool_calls.
+  // (parse_tool_calls) of declared functions is stored as an assistant
+  // message with tool_calls, ids numbered on from the conversation's calls.
   void set_tools(std::string tools_json);
   const std::string &tools() const { return tools_; }
   // Generates the assistant's reply, appends it to the conversation and
@@ -124,8 +125,9 @@ class ChatSession {
   DecodingOptions defaults_;
   std::vector<ChatMessage> messages_;
   std::string tools_;
-  size_t base_messages_ = 0;  // the system prompt, kept by reset()
-  size_t tool_messages_ = 0;  // messages_ entries that use tools
+  std::vector<std::string> tool_names_;  // the functions tools_ declares
+  size_t base_messages_ = 0;             // the system prompt, kept by reset()
+  size_t tool_messages_ = 0;             // messages_ entries that use tools
   Engine *engine_ = nullptr;
   Engine::SequencePtr seq_;  // engine path: the conversation's tokens (K/V in the engine)
   std::optional<BlockKey> private_root_;

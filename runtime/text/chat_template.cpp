@@ -1,5 +1,6 @@
 #include "text/chat_template.hpp"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "core/error.hpp"
@@ -92,20 +93,28 @@ void check_tool_calls_json(std::string_view json) {
 
 namespace {
 
+bool try_json(std::string_view text, Value *out);
+
 // One call object as a model writes it: {"name", "arguments"|"parameters"}.
-bool call_from(const Value &v, size_t index, Array *calls) {
+bool call_from(const Value &v, size_t id_number, const std::vector<std::string> *declared, Array *calls) {
   if (v.type() != jinja::Type::kObject) return false;
   const Value *name = v.obj().find("name");
   const Value *args = v.obj().find("arguments");
   if (!args) args = v.obj().find("parameters");
   if (!name || !name->is_string() || !args) return false;
+  // A function the request did not offer is no call a client could make.
+  if (declared && std::find(declared->begin(), declared->end(), name->str()) == declared->end()) return false;
+  // Arguments are an object; some models write it as a JSON string.
+  Value object;
+  if (args->is_string() && try_json(args->str(), &object) && object.type() == jinja::Type::kObject) args = &object;
+  if (args->type() != jinja::Type::kObject) return false;
   Object fn;
   fn.set("name", *name);
   fn.set("arguments", *args);
   Object call;
   const Value *id = v.obj().find("id");
   char buf[16];
-  std::snprintf(buf, sizeof buf, "call%05zu", (index + 1) % 100000);
+  std::snprintf(buf, sizeof buf, "call%05zu", 1 + (id_number - 1) % 99999);
   call.set("id", id && id->is_string() ? *id : Value::string(buf));
   call.set("type", Value::string("function"));
   call.set("function", Value::object(std::move(fn)));
@@ -124,7 +133,27 @@ bool try_json(std::string_view text, Value *out) {
 
 }  // namespace
 
-bool parse_tool_calls(std::string_view reply, std::string *calls_json, std::string *content) {
+std::vector<std::string> declared_tool_names(std::string_view tools_json) {
+  std::vector<std::string> names;
+  Value v = jinja::parse_json(tools_json, "tools");
+  if (!v.is_array()) return names;
+  for (const Value &t : v.arr()) {
+    if (t.type() != jinja::Type::kObject) continue;
+    const Value *fn = t.obj().find("function");
+    const Value *name = fn && fn->type() == jinja::Type::kObject ? fn->obj().find("name") : t.obj().find("name");
+    if (name && name->is_string()) names.push_back(name->str());
+  }
+  return names;
+}
+
+size_t count_tool_calls(std::string_view calls_json) {
+  Value v;
+  return try_json(calls_json, &v) && v.is_array() ? v.arr().size() : 0;
+}
+
+bool parse_tool_calls(std::string_view reply, std::string *calls_json, std::string *content, size_t first_id,
+                      const std::vector<std::string> *declared) {
+  if (first_id == 0) first_id = 1;
   Array calls;
   std::string rest;
   static constexpr std::string_view kOpen = "<tool_call>", kClose = "</tool_call>";
@@ -142,7 +171,8 @@ bool parse_tool_calls(std::string_view reply, std::string *calls_json, std::stri
       std::string_view inner =
           reply.substr(body, close == std::string_view::npos ? std::string_view::npos : close - body);
       Value v;
-      if (!try_json(trim_unicode_space(inner), &v) || !call_from(v, calls.size(), &calls)) return false;
+      if (!try_json(trim_unicode_space(inner), &v) || !call_from(v, first_id + calls.size(), declared, &calls))
+        return false;
       if (close == std::string_view::npos) break;  // the reply stopped before </tool_call>
       pos = close + kClose.size();
     }
@@ -156,8 +186,8 @@ bool parse_tool_calls(std::string_view reply, std::string *calls_json, std::stri
     if (v.is_array()) {
       if (v.arr().empty()) return false;
       for (const Value &c : v.arr())
-        if (!call_from(c, calls.size(), &calls)) return false;
-    } else if (!call_from(v, 0, &calls)) {
+        if (!call_from(c, first_id + calls.size(), declared, &calls)) return false;
+    } else if (!call_from(v, first_id, declared, &calls)) {
       return false;
     }
   }

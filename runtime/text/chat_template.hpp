@@ -48,9 +48,19 @@ void check_tool_calls_json(std::string_view json);
 // Hermes/Qwen2.5 "<tool_call>{...}</tool_call>" blocks, and a reply that is
 // (after an optional "[TOOL_CALLS]" or "<|python_tag|>") a JSON object or
 // array of objects with "name" and "arguments" or "parameters" (Mistral,
-// Llama-3.1). Calls without an id get "call00001", "call00002", ... (nine
-// alphanumeric characters, as Mistral's template requires). Returns false
-// (outputs untouched) when the reply holds no well-formed call.
-bool parse_tool_calls(std::string_view reply, std::string *calls_json, std::string *content);
+// Llama-3.1). Calls without an id get "call00001", "call00002", ... from
+// `first_id` on (nine alphanumeric characters, as Mistral's template
+// requires; a conversation passes the number of calls it holds plus one, so
+// that ids stay unique in it). A call must name a function and carry its
+// arguments as a JSON object (or a string holding one, taken as the object);
+// with `declared`, the function must be one of those names. Returns false
+// (outputs untouched) when the reply holds no such call, or holds another.
+bool parse_tool_calls(std::string_view reply, std::string *calls_json, std::string *content, size_t first_id = 1,
+                      const std::vector<std::string> *declared = nullptr);
+// The function names of a tools array (check_tools_json's): each entry's
+// "function"."name", or its own "name".
+std::vector<std::string> declared_tool_names(std::string_view tools_json);
+// The number of calls in a tool_calls JSON array (0 for anything else).
+size_t count_tool_calls(std::string_view calls_json);
 
 }  // namespace parley

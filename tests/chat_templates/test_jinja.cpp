@@ -189,7 +189,20 @@ TEST(ToolCalls, ParsesQwenLlamaAndMistralReplies) {
   EXPECT_FALSE(parley::parse_tool_calls(R"({"status": "ok"})", &calls, &content));
   EXPECT_FALSE(parley::parse_tool_calls("<tool_call>{\"name\": </tool_call>", &calls, &content));
   EXPECT_FALSE(parley::parse_tool_calls("[]", &calls, &content));
+  // Arguments must be an object (or a string holding one); a function must be declared when the caller says which.
+  EXPECT_FALSE(parley::parse_tool_calls(R"({"name": "f", "arguments": "hello"})", &calls, &content));
+  EXPECT_FALSE(parley::parse_tool_calls(R"({"name": "f", "arguments": [1]})", &calls, &content));
+  const std::vector<std::string> declared{"order_status"};
+  EXPECT_FALSE(parley::parse_tool_calls(R"({"name": "rm_rf", "arguments": {}})", &calls, &content, 1, &declared));
   EXPECT_EQ(calls, "unchanged");
+  // Ids go on from the conversation's calls; arguments written as a JSON string become the object.
+  ASSERT_TRUE(parley::parse_tool_calls(R"({"name": "order_status", "arguments": "{\"order_id\": \"7\"}"})", &calls,
+                                       &content, 3, &declared));
+  EXPECT_EQ(calls, R"([{"id": "call00003", "type": "function", "function": {"name": "order_status", )"
+                   R"("arguments": {"order_id": "7"}}}])");
+  EXPECT_EQ(parley::count_tool_calls(calls), 1u);
+  EXPECT_EQ(parley::declared_tool_names(R"([{"type": "function", "function": {"name": "a"}}, {"name": "b"}])"),
+            (std::vector<std::string>{"a", "b"}));
 }
 
 TEST(ToolCalls, ChatTemplateRendersToolMessages) {
