@@ -315,8 +315,11 @@ static int run(int argc, char **argv) {
   app.set_version_flag("--version", std::string("parley ") + parley_version_string());
   Common common;
   auto add_common = [&](CLI::App *sub) {
-    sub->add_option("--plugin-dir", common.plugin_dirs, "Extra directory to search for plugins (repeatable)");
-    sub->add_option("--load", common.load, "Load a plugin library explicitly (repeatable)");
+    // Repeatable options take one value per use: CLI11 would let one use take
+    // every word after it, the model path too ("model is required").
+    sub->add_option("--plugin-dir", common.plugin_dirs, "Extra directory to search for plugins (repeatable)")
+        ->allow_extra_args(false);
+    sub->add_option("--load", common.load, "Load a plugin library explicitly (repeatable)")->allow_extra_args(false);
     sub->add_option("--threads", common.threads, "Kernel threads (0 = all CPUs)")->check(CLI::Range(0, 1024));
     sub->add_flag("-v,--verbose", common.verbose, "Debug logging");
     sub->add_flag("--json", common.json, "Machine-readable output on stdout (JSON; translate and chat: one line each)");
@@ -383,9 +386,11 @@ static int run(int argc, char **argv) {
   translate->add_option("--protect", ta.protect,
                         "Keep these spans verbatim (comma-separated): numbers, emails, urls, placeholders, markup, "
                         "all");
-  translate->add_option("--protect-pattern", ta.protect_patterns,
-                        "Keep what this PCRE2 pattern matches verbatim (repeatable)");
-  translate->add_option("--keep", ta.glossary, "Do-not-translate term (repeatable)");
+  translate
+      ->add_option("--protect-pattern", ta.protect_patterns,
+                   "Keep what this PCRE2 pattern matches verbatim (repeatable)")
+      ->allow_extra_args(false);
+  translate->add_option("--keep", ta.glossary, "Do-not-translate term (repeatable)")->allow_extra_args(false);
   translate->add_option("--glossary", ta.glossary_file, "File of do-not-translate terms, one per line");
   translate->add_flag("--show-protected", ta.show_protected,
                       "Print each text's protected spans on stderr (source and target byte offsets, and how "
@@ -419,7 +424,7 @@ static int run(int argc, char **argv) {
   chat->add_option("--top-p", ca.top_p, "Nucleus sampling threshold")->check(unit_interval);
   chat->add_option("--top-k", ca.top_k, "Top-k sampling")->check(unsigned_in(0, kMaxCount));
   chat->add_option("--seed", ca.seed, "Sampling seed")->check(unsigned_in(0, UINT64_MAX));
-  chat->add_option("--stop", ca.stop, "Stop string (repeatable)");
+  chat->add_option("--stop", ca.stop, "Stop string (repeatable)")->allow_extra_args(false);
   auto *grammar_opt =
       chat->add_option("--grammar-file", ca.grammar_file, "Constrain replies to a GBNF grammar (read from a file)");
   chat->add_option("--json-schema-file", ca.json_schema_file, "Constrain replies to a JSON schema (read from a file)")

@@ -36,6 +36,9 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
   parley_score_options_init(&so);
   so.source_language = a.source_language.empty() ? nullptr : a.source_language.c_str();
   so.target_language = a.target_language.empty() ? nullptr : a.target_language.c_str();
+  parley_model_info info{};
+  info.struct_size = sizeof info;
+  const bool needs_source = parley_model_get_info(m, &info) == PARLEY_OK && info.kind == PARLEY_MODEL_ENCODER_DECODER;
   int rc = 0;
   std::string line;
   LineRead got = LineRead::kEnd;
@@ -58,6 +61,12 @@ int score(parley_runtime *rt, const ScoreArgs &a) {
     // A NUL byte would cut the C string short: refuse it here, by line.
     if (line.find('\0') != std::string::npos) {
       line_failed(PARLEY_ERROR_INVALID_ARGUMENT, "holds a NUL byte");
+      continue;
+    }
+    if (needs_source && tab == std::string::npos) {
+      line_failed(PARLEY_ERROR_INVALID_ARGUMENT,
+                  line.empty() ? "is empty: a translation model scores lines \"source<TAB>target\""
+                               : "has no TAB: a translation model scores lines \"source<TAB>target\"");
       continue;
     }
     st = parley_score_text(m, tab == std::string::npos ? nullptr : src, tgt, 1, &so, &r);

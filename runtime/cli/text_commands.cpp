@@ -543,7 +543,10 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
       continue;
     }
     if (line == "/stats" || line.empty()) {
-      if (line.empty()) continue;
+      if (line.empty()) {
+        if (!tty && !a.json) std::printf("\n");  // piped: one output line per input line
+        continue;
+      }
       parley_chat_stats stats{};
       stats.struct_size = sizeof stats;
       parley_chat_stats_get(s, &stats);
@@ -563,6 +566,8 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
       if (a.json)
         print_json_line(
             {{"line", number}, {"error", {{"status", parley_status_name(st)}, {"message", parley_last_error()}}}});
+      else if (!tty)
+        std::printf("\n");  // one output line per input line, as for a reply that fails
       ++bad;
       continue;
     }

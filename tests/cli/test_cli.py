@@ -140,6 +140,8 @@ def test_chat_reports_a_bad_line_and_goes_on():
     err = out.stderr.decode(errors="replace")
     assert "Hello!" not in text and "opening hours" not in text, f"piped input is not echoed: {text!r}"
     assert len([line for line in text.split("\n") if line]) == 2, f"two replies: {text!r}"
+    # One output line per input line: an empty one for each refused line (the replies here have no newline).
+    assert text.split("\n")[1] == text.split("\n")[3] == "" and text.count("\n") == 4, f"aligned: {text!r}"
     assert re.search(r"line 2: .*NUL byte at byte offset 8", err), err
     assert re.search(r"line 4: .*UTF-8", err), err
     assert out.returncode == 1
@@ -457,7 +459,7 @@ def test_score_prints_sums_and_reports_bad_lines():
     assert abs(sum(values) - float(total)) <= 1e-4 * len(values)
     assert out[1] == "" and out[2] == ""
     err = r.stderr.decode()
-    assert re.search(r"line 2: .*UTF-8", err) and re.search(r"line 3: .*sources is NULL", err)
+    assert re.search(r"line 2: .*UTF-8", err) and "line 3: has no TAB: a translation model scores lines" in err, err
     # A dialogue model: a whole line, or an unscored prompt before a tab.
     r = run(["score", LLM], b"Where is my order?\nWhere is my\t order?\n")
     assert r.returncode == 0, r.stderr.decode()
@@ -497,6 +499,11 @@ def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
             assert r.returncode == 1 and b"standard input: it is a folder" in r.stderr, (args, r.stderr)
     finally:
         os.close(folder)
+    # A repeatable option takes one value per use: it left "model is required" when an option followed the model.
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"Hallo Welt\n")
+    r = cli(["translate", "--keep", "Welt", DE_EN, "-i", str(lines), "--show-protected"])
+    assert r.returncode == 0 and b"Welt" in r.stdout and b'glossary "Welt"' in r.stderr, r.stderr
     # A glossary term with a NUL byte would be cut there by the C API: refused, naming the line.
     glossary = tmp_path / "glossary.txt"
     glossary.write_bytes(b"Nordwind\nSaale\x00Monitor\n")
