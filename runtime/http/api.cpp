@@ -175,11 +175,21 @@ std::optional<double> opt_number(const json &body, const char *name, double lo, 
 std::optional<int64_t> opt_integer(const json &body, const char *name, int64_t lo, int64_t hi) {
   const json *v = field(body, name);
   if (!v) return std::nullopt;
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  // A whole number written as a float (1.0) is that number; one past int64
+  // arrives as a float too, and is out of range rather than "no integer".
+  if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && (d < static_cast<double>(lo) || d > static_cast<double>(hi)))
+      bad_request(std::string(name) + " must be an integer in " + range + ", not " + v->dump(), name);
+    if (!std::isfinite(d) || d != std::floor(d))
+      bad_request(std::string(name) + " must be an integer, not " + v->dump(), name, "invalid_type");
+    return static_cast<int64_t>(d);
+  }
   if (!v->is_number_integer())
-    bad_request(std::string(name) + " must be an integer, not " + (v->is_number() ? v->dump() : type_name(*v)), name,
-                "invalid_type");
+    bad_request(std::string(name) + " must be an integer, not " + type_name(*v), name, "invalid_type");
   if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-    bad_request(std::string(name) + " is out of range", name);
+    bad_request(std::string(name) + " must be an integer in " + range + ", not " + v->dump(), name);
   int64_t i = v->get<int64_t>();
   if (i < lo || i > hi)
     bad_request(std::string(name) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", not " +

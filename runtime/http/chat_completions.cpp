@@ -243,6 +243,7 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
   std::string schema;
   if (const json *rf = field(body, "response_format")) {
     if (!rf->is_object()) bad_request("response_format must be an object", "response_format", "invalid_type");
+    check_known_fields(*rf, {"type", "json_schema"}, "response_format.");
     auto type = opt_string(*rf, "type", "response_format.");
     if (!type) bad_request("response_format.type is required", "response_format.type", "missing_required_parameter");
     if (*type == "json_object") {
@@ -251,6 +252,9 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
       const json *js = field(*rf, "json_schema");
       if (!js || !js->is_object())
         bad_request("response_format.json_schema must be an object", "response_format.json_schema", "invalid_type");
+      check_known_fields(*js, {"name", "description", "schema", "strict"}, "response_format.json_schema.");
+      opt_string(*js, "name", "response_format.json_schema.");
+      opt_string(*js, "description", "response_format.json_schema.");
       const json *sc = field(*js, "schema");
       if (!sc || !sc->is_object())
         bad_request("response_format.json_schema.schema must be a JSON schema object",
@@ -271,6 +275,7 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
       const json &tool = (*t)[i];
       const std::string where = "tools[" + std::to_string(i) + "]";
       if (!tool.is_object()) bad_request(where + " must be an object", where, "invalid_type");
+      check_known_fields(tool, {"type", "function"}, where + ".");
       const auto type = opt_string(tool, "type", where + ".");
       if (type != "function")
         bad_request(where + ".type must be \"function\"", where + ".type",
@@ -278,12 +283,18 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
       const json *fn = field(tool, "function");
       if (!fn) bad_request(where + ".function is required", where + ".function", "missing_required_parameter");
       if (!fn->is_object()) bad_request(where + ".function must be an object", where + ".function", "invalid_type");
+      check_known_fields(*fn, {"name", "description", "parameters", "strict"}, where + ".function.");
+      opt_string(*fn, "description", where + ".function.");
+      if (const json *params = field(*fn, "parameters"); params && !params->is_object())
+        bad_request(where + ".function.parameters must be a JSON schema object", where + ".function.parameters",
+                    "invalid_type");
       const auto name = opt_string(*fn, "name", where + ".function.");
       if (!name || name->empty())
         bad_request(where + ".function.name is required", where + ".function.name", "missing_required_parameter");
     }
     if (!t->empty()) tools = *t;
   }
+  opt_bool(body, "parallel_tool_calls");  // accepted (several calls per reply are parsed either way); a boolean
   if (const json *tc = field(body, "tool_choice")) {
     if (tc->is_string() && *tc == "none") {
       tools = json();  // the model is not told about the tools
@@ -314,6 +325,11 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
     check_known_fields(m, {"role", "content", "name", "tool_calls", "tool_call_id", "refusal"}, where + ".");
     auto role = opt_string(m, "role", where + ".");
     if (!role) bad_request(where + ".role is required", where + ".role", "missing_required_parameter");
+    const auto name = opt_string(m, "name", where + ".");  // a participant's name on any role: a string
+    if (const json *r = field(m, "refusal"); r && !r->is_string())
+      bad_request(where + ".refusal must be a string", where + ".refusal", "invalid_type");
+    if (*role != "assistant" && field(m, "tool_calls"))
+      bad_request(where + ".tool_calls: only assistant messages carry tool calls", where + ".tool_calls");
     Msg msg;
     msg.content = content_text(m, where);
     if (*role == "system" || *role == "developer") {
@@ -332,7 +348,7 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
     } else if (*role == "tool") {
       msg.role = PARLEY_ROLE_TOOL;
       msg.tool_call_id = opt_string(m, "tool_call_id", where + ".").value_or("");
-      msg.name = opt_string(m, "name", where + ".").value_or("");
+      msg.name = name.value_or("");
     } else {
       bad_request(where + ".role must be system, developer, user, assistant or tool, not '" + *role + "'",
                   where + ".role", "unsupported_value");

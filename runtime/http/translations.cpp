@@ -142,7 +142,12 @@ void handle_translations(ServerState &state, const httplib::Request &req, httpli
   TrackedRequest request(state, r);
   std::string message;
   st = request.wait(&message);
-  if (st != PARLEY_OK) throw error_from_status(st, message);
+  if (st != PARLEY_OK) {
+    ApiError e = error_from_status(st, message);
+    // The text's own fault (empty, invalid, too long): the field is the text.
+    if (single && e.param.empty() && message.find("text #0: ") != std::string::npos) e.param = "text";
+    throw e;
+  }
   parley_translation_result *raw = nullptr;
   st = parley_request_take_translation_result(r, &raw);
   if (st != PARLEY_OK) throw error_from_status(st, parley_last_error());
@@ -156,7 +161,9 @@ void handle_translations(ServerState &state, const httplib::Request &req, httpli
     const char *text_message = "";
     parley_translation_result_error(raw, i, &text_status, &text_message);
     if (text_status != PARLEY_OK) {
-      item["error"] = error_json(error_from_status(text_status, text_message))["error"];
+      ApiError e = error_from_status(text_status, text_message);
+      if (e.param.empty()) e.param = "texts[" + std::to_string(i) + "]";
+      item["error"] = error_json(e)["error"];
       data.push_back(item);
       continue;
     }

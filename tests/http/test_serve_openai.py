@@ -509,6 +509,7 @@ def test_translations(server):
     first, empty, third = out["data"]
     assert "9019917" in first["text"] and first["protected"][0]["kind"] == "number"
     assert empty["error"]["code"] == "PARLEY_ERROR_INVALID_ARGUMENT" and "text" not in empty
+    assert empty["error"]["param"] == "texts[1]", empty
     assert third["text"] and out["usage"]["target_tokens"] > 0
     assert first["finish_reason"] == third["finish_reason"] == "stop"
     # A translation that used up max_tokens says so.
@@ -524,6 +525,23 @@ def test_translations(server):
     assert status == 400 and json.loads(data)["error"]["param"] == "protect"
     status, data = server.raw("POST", "/v1/translations", json.dumps({"model": "en-de", "text": "Hi", "user": 5}).encode())
     assert status == 400 and json.loads(data)["error"]["param"] == "user", data
+    status, data = server.raw("POST", "/v1/translations", json.dumps({"model": "en-de", "text": ""}).encode())
+    assert status == 400 and json.loads(data)["error"]["param"] == "text", data
+    # Nested objects are checked as the top level is: unknown fields and wrong types are refused by name.
+    msgs = [{"role": "user", "content": "hi"}]
+    for extra, param in (({"response_format": {"type": "text", "foo": 1}}, "response_format.foo"),
+                         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]},
+                          "tools[0].function.parameters"),
+                         ({"parallel_tool_calls": "x"}, "parallel_tool_calls"),
+                         ({"messages": [{"role": "user", "content": "hi", "name": 5}]}, "messages[0].name"),
+                         ({"messages": [{"role": "user", "content": "hi", "tool_calls": 5}]}, "messages[0].tool_calls"),
+                         ({"max_tokens": 2**70}, "max_tokens")):
+        status, data = server.raw("POST", "/v1/chat/completions",
+                                  json.dumps({"model": "bot", "messages": msgs, **extra}).encode())
+        assert status == 400 and json.loads(data)["error"]["param"] == param, (extra, data)
+    status, data = server.raw("POST", "/v1/chat/completions",
+                              json.dumps({"model": "bot", "messages": msgs, "max_tokens": 2.0}).encode())
+    assert status == 200 and json.loads(data)["usage"]["completion_tokens"] <= 2, data  # a whole number written 2.0
     # Refusals from the runtime name the field too, and no C function.
     for extra, param, words in (({"source_language": "de"}, "source_language", "no language codes"),
                                 ({"target_language": "fr"}, "target_language", "no language codes"),

@@ -154,6 +154,10 @@ def _opt_integer(body: Mapping[str, Any], name: str, lo: int, hi: int) -> int | 
     v = _field(body, name)
     if v is None:
         return None
+    if isinstance(v, float) and math.isfinite(v) and v == math.floor(v):
+        if v < lo or v > hi:  # as runtime/http: a whole number written as a float is that number
+            raise bad_request(f"{name} must be an integer in [{lo}, {hi}], not {v}", name)
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
         raise ApiError(f"{name} must be an integer, not {v if isinstance(v, float) else _type_name(v)}", name,
                        "invalid_type")

@@ -681,9 +681,12 @@ class OpenAIService:
             if isinstance(r, BaseException):
                 if not isinstance(r, perr.ParleyError):
                     raise r
+                err = error_from_parley(r)
+                if err.http_status == 400 and not err.param:  # the text's own fault: the field is the text
+                    err.param = "text" if single else f"texts[{i}]"
                 if single:
-                    raise error_from_parley(r) from None
-                data.append({"index": i, "error": error_from_parley(r).body()["error"]})
+                    raise err from None
+                data.append({"index": i, "error": err.body()["error"]})
                 continue
             source_tokens += len(r.source_tokens)
             target_tokens += len(r.hypotheses[0].tokens) if r.hypotheses else 0
