@@ -13,6 +13,7 @@
 // Exit status: 0 success, 1 failure (a file, a line, a checksum), 2 usage error.
 //   parley serve --model NAME=PATH... [--host H] [--port P] [limits]  (HTTP; docs/serve.md)
 #include <parley/parley.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -59,7 +60,15 @@ struct Common {
 
 parley_status make_runtime(const Common &c, parley_runtime **rt) {
   std::vector<const char *> dirs;
-  for (const auto &d : c.plugin_dirs) dirs.push_back(d.c_str());
+  for (const auto &d : c.plugin_dirs) {
+    struct stat st {};
+    // The runtime skips a folder it cannot list (as it does the default
+    // ones); one the user named deserves a word.
+    if (stat(d.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      std::fprintf(stderr, "parley: --plugin-dir %s: %s; not searched\n", d.c_str(),
+                   stat(d.c_str(), &st) != 0 ? std::strerror(errno) : "not a folder");
+    dirs.push_back(d.c_str());
+  }
   parley_runtime_options o;
   parley_runtime_options_init(&o);
   o.plugin_dirs = dirs.data();

@@ -265,6 +265,7 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
       ApiError e;
       e.http_status = 400;
       e.message = "the Content-Length header is not a byte count";
+      e.code = "invalid_request";
       send_error(res, e);
     }
     res.set_header("Connection", "close");  // the unread body must not be taken for the next request

@@ -504,6 +504,9 @@ def test_unwritable_output_folders_and_endless_lines_are_errors(tmp_path):
     lines.write_bytes(b"Hallo Welt\n")
     r = cli(["translate", "--keep", "Welt", DE_EN, "-i", str(lines), "--show-protected"])
     assert r.returncode == 0 and b"Welt" in r.stdout and b'glossary "Welt"' in r.stderr, r.stderr
+    # A --plugin-dir that is no folder is named (it was skipped without a word).
+    r = cli(["plugins", "--plugin-dir", str(tmp_path / "none")])
+    assert r.returncode == 0 and b"--plugin-dir" in r.stderr and b"not searched" in r.stderr, r.stderr
     # A glossary term with a NUL byte would be cut there by the C API: refused, naming the line.
     glossary = tmp_path / "glossary.txt"
     glossary.write_bytes(b"Nordwind\nSaale\x00Monitor\n")
