@@ -485,7 +485,7 @@ def test_errors_in_openai_shape(server):
     # declared body before: a client that never sends it got no answer).
     import socket
     for length, status, code in [(b"99999999999", 413, "request_too_large"), (b"2097152", 413, "request_too_large"),
-                                 (b"-1", 400, None), (b"12x", 400, None)]:
+                                 (b"-1", 400, "invalid_request"), (b"12x", 400, "invalid_request")]:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
             s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n")
             reply = b""  # the head, then the body it announces; recv raises socket.timeout after 5 s of nothing
