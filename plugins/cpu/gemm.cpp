@@ -125,8 +125,8 @@ parley_kernel_status onednn_ready(const Host &host) {
     std::vector<int32_t> ic(kWarmDim * kWarmDim);
     const int32_t co = 0;
     for (int64_t m : {int64_t{1}, int64_t{2}, int64_t{16}, kWarmDim}) {
-      dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'F', m, kWarmDim, kWarmDim, 1.f, ua.data(), kWarmDim, 0,
-                                          sb.data(), kWarmDim, 0, 0.f, ic.data(), kWarmDim, &co);
+      dnnl_status_t s = dnnl_gemm_u8s8s32('N', 'T', 'F', m, kWarmDim, kWarmDim, 1.f, ua.data(), kWarmDim, 0, sb.data(),
+                                          kWarmDim, 0, 0.f, ic.data(), kWarmDim, &co);
       if (s != dnnl_success) return library_failure(host, s, "its first int8 kernels");
     }
   }
