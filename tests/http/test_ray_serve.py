@@ -478,6 +478,15 @@ def test_translations_equal_parley_serve(rayep, ref):
         assert g.get("protected") == w.get("protected")
         assert [a["text"] for a in g["alternatives"]] == [a["text"] for a in w["alternatives"]]
     assert "9019917" in got["data"][0]["text"] and got["data"][0]["protected"][0]["kind"] == "number"
+    # Nested objects: refused by name, as parley serve refuses them.
+    msgs = [{"role": "user", "content": "hi"}]
+    for extra in ({"response_format": {"type": "text", "foo": 1}},
+                  {"tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]},
+                  {"parallel_tool_calls": "x"}, {"messages": [{"role": "user", "content": "hi", "name": 5}]},
+                  {"messages": [{"role": "user", "content": "hi", "tool_calls": 5}]}):
+        s1, got = rayep.post("/v1/chat/completions", {"model": "bot", "messages": msgs, **extra})
+        s2, want = ref.post("/v1/chat/completions", {"model": "bot", "messages": msgs, **extra})
+        assert s1 == s2 == 400 and got["error"]["param"] == want["error"]["param"], (extra, got, want)
     # Runtime refusals: the same field named, the same message (no C function in it).
     for extra in ({"glossary": [""]}, {"source_language": "de"}):
         s1, got = rayep.post("/v1/translations", {"model": "en-de", "text": "Hi", **extra})

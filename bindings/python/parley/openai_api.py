@@ -246,6 +246,7 @@ class OpenAIService:
         if rf is not None:
             if not isinstance(rf, dict):
                 raise ApiError("response_format must be an object", "response_format", "invalid_type")
+            _known(rf, ["type", "json_schema"], "response_format.")
             t = _opt_string(rf, "type", "response_format.")
             if t is None:
                 raise ApiError("response_format.type is required", "response_format.type",
@@ -257,6 +258,9 @@ class OpenAIService:
                 if not isinstance(js, dict):
                     raise ApiError("response_format.json_schema must be an object", "response_format.json_schema",
                                    "invalid_type")
+                _known(js, ["name", "description", "schema", "strict"], "response_format.json_schema.")
+                _opt_string(js, "name", "response_format.json_schema.")
+                _opt_string(js, "description", "response_format.json_schema.")
                 sc = _field(js, "schema")
                 if not isinstance(sc, dict):
                     raise ApiError("response_format.json_schema.schema must be a JSON schema object",
@@ -270,7 +274,31 @@ class OpenAIService:
         if tools is not None:
             if not isinstance(tools, list):
                 raise ApiError("tools must be an array", "tools", "invalid_type")
+            for i, tool in enumerate(tools):  # OpenAI's shape, as runtime/http checks it
+                where = f"tools[{i}]"
+                if not isinstance(tool, dict):
+                    raise ApiError(f"{where} must be an object", where, "invalid_type")
+                _known(tool, ["type", "function"], where + ".")
+                ttype = _opt_string(tool, "type", where + ".")
+                if ttype != "function":
+                    raise ApiError(f'{where}.type must be "function"', where + ".type",
+                                   "unsupported_value" if ttype is not None else "missing_required_parameter")
+                fn = _field(tool, "function")
+                if fn is None:
+                    raise ApiError(f"{where}.function is required", where + ".function", "missing_required_parameter")
+                if not isinstance(fn, dict):
+                    raise ApiError(f"{where}.function must be an object", where + ".function", "invalid_type")
+                _known(fn, ["name", "description", "parameters", "strict"], where + ".function.")
+                _opt_string(fn, "description", where + ".function.")
+                params = _field(fn, "parameters")
+                if params is not None and not isinstance(params, dict):
+                    raise ApiError(f"{where}.function.parameters must be a JSON schema object",
+                                   where + ".function.parameters", "invalid_type")
+                if not _opt_string(fn, "name", where + ".function."):
+                    raise ApiError(f"{where}.function.name is required", where + ".function.name",
+                                   "missing_required_parameter")
             tools = tools or None
+        _opt_bool(body, "parallel_tool_calls")  # accepted (calls are parsed either way); a boolean
         tc = _field(body, "tool_choice")
         if tc is not None:
             if tc == "none":
@@ -296,6 +324,12 @@ class OpenAIService:
             role = _opt_string(m, "role", where + ".")
             if role is None:
                 raise ApiError(f"{where}.role is required", where + ".role", "missing_required_parameter")
+            _opt_string(m, "name", where + ".")  # a participant's name on any role: a string
+            refusal = _field(m, "refusal")
+            if refusal is not None and not isinstance(refusal, str):
+                raise ApiError(f"{where}.refusal must be a string", where + ".refusal", "invalid_type")
+            if role != "assistant" and _field(m, "tool_calls") is not None:
+                raise bad_request(f"{where}.tool_calls: only assistant messages carry tool calls", where + ".tool_calls")
             content = _content_text(m, where)
             msg: dict[str, Any] = {"content": content}
             if role in ("system", "developer"):
