@@ -434,6 +434,10 @@ static int run(int argc, char **argv) {
   chat->add_option("--top-k", ca.top_k, "Top-k sampling")->check(unsigned_in(0, kMaxCount));
   chat->add_option("--seed", ca.seed, "Sampling seed")->check(unsigned_in(0, UINT64_MAX));
   chat->add_option("--stop", ca.stop, "Stop string (repeatable)")->allow_extra_args(false);
+  chat->add_option("--context", ca.context,
+                   "A conversation past the model's positions: error (default), or drop-oldest (the oldest turns "
+                   "after the system prompt leave it)")
+      ->check(CLI::IsMember({"error", "drop-oldest"}));
   auto *grammar_opt =
       chat->add_option("--grammar-file", ca.grammar_file, "Constrain replies to a GBNF grammar (read from a file)");
   chat->add_option("--json-schema-file", ca.json_schema_file, "Constrain replies to a JSON schema (read from a file)")
@@ -473,6 +477,12 @@ static int run(int argc, char **argv) {
   serve->add_option("--request-timeout-ms", sa.request_timeout_ms, "Deadline of each request (0: none)")
       ->check(CLI::Range(int64_t{0}, int64_t{86400000}));
   serve->add_flag("--log-requests", sa.log_requests, "Log each request on stderr");
+  std::string serve_context = "error";
+  serve
+      ->add_option("--context", serve_context,
+                   "A conversation past the model's positions: error (default, a 400), or drop-oldest (its oldest "
+                   "turns after the system prompt are left out)")
+      ->check(CLI::IsMember({"error", "drop-oldest"}));
   add_common(serve);
   parley_cli::ScoreArgs sc;
   auto *score = app.add_subcommand(
@@ -521,6 +531,7 @@ static int run(int argc, char **argv) {
   if (serve->parsed()) {
     parley_http::block_shutdown_signals();  // before the runtime starts threads: serve() takes them with sigwait
     sa.kv_budget_bytes = kv_budget_mib << 20;
+    sa.drop_oldest = serve_context == "drop-oldest";
     parley_runtime *rt = nullptr;
     parley_status st = make_runtime(common, &rt);
     if (st != PARLEY_OK) return report(st, "creating the runtime");

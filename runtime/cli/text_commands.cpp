@@ -82,6 +82,14 @@ Progress *g_progress = nullptr;
 
 // Why a line failed, by its input line number (the library names only the
 // text's index within one call; this maps it back).
+// The library's advice in this tool's words: its C constant is an option here.
+std::string with_option_names(std::string message) {
+  static const std::string kConstant = "PARLEY_CHAT_CONTEXT_DROP_OLDEST";
+  for (size_t at; (at = message.find(kConstant)) != std::string::npos;)
+    message.replace(at, kConstant.size(), "--context drop-oldest");
+  return message;
+}
+
 void report_line(size_t number, parley_status st, const char *message) {
   if (g_progress) g_progress->clear();
   std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, message, parley_status_name(st));
@@ -496,6 +504,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
   for (const auto &x : a.stop) stops.push_back(x.c_str());
   parley_chat_options o;
   parley_chat_options_init(&o);
+  o.context_policy = a.context == "drop-oldest" ? PARLEY_CHAT_CONTEXT_DROP_OLDEST : PARLEY_CHAT_CONTEXT_ERROR;
   o.generation = &g;
   o.stop_strings = stops.data();
   o.num_stop_strings = stops.size();
@@ -586,7 +595,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
           if (g.grammar || g.json_schema) j["complete"] = cs.constraint_status != PARLEY_CONSTRAINT_INCOMPLETE;
         }
       } else {
-        j["error"] = {{"status", parley_status_name(st)}, {"message", parley_last_error()}};
+        j["error"] = {{"status", parley_status_name(st)}, {"message", with_option_names(parley_last_error())}};
       }
       print_json_line(j);
       parley_string_free(reply);
@@ -599,7 +608,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
     }
     if (st == PARLEY_ERROR_INVALID_ARGUMENT) {
       // e.g. the conversation no longer fits the model: drop this message, say so, go on.
-      report_line(number, st, parley_last_error());
+      report_line(number, st, with_option_names(parley_last_error()).c_str());
       parley_chat_remove_last(s);
       ++bad;
       continue;

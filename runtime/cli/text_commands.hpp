@@ -37,7 +37,8 @@ struct ChatArgs {
   float temperature = 0.f, top_p = 0.f;
   size_t top_k = 0;
   uint64_t seed = 0;
-  bool json = false;  // --json: one JSON object per reply on stdout (no streaming)
+  bool json = false;              // --json: one JSON object per reply on stdout (no streaming)
+  std::string context = "error";  // --context: error | drop-oldest (parley_chat_options.context_policy)
 };
 
 struct ScoreArgs {

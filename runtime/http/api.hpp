@@ -94,6 +94,7 @@ struct ServeLimits {
   size_t max_body_bytes = 1 << 20;
   size_t max_tokens = 1024;        // most tokens one request may ask for
   size_t max_concurrent = 128;     // requests in flight before 503
+  bool drop_oldest = false;        // a conversation past the model's positions loses its oldest turns
   size_t max_messages = 1024;      // chat messages per request
   size_t max_texts = 256;          // texts per translation request
   double grace_seconds = 10.0;     // shutdown: in-flight requests may finish this long

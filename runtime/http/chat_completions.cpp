@@ -411,6 +411,7 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
     if (!job->json_schema.empty()) gen.json_schema = job->json_schema.c_str();
     job->logit_bias.apply(gen);
     parley_chat_options_init(&choice->chat);
+    if (state.limits.drop_oldest) choice->chat.context_policy = PARLEY_CHAT_CONTEXT_DROP_OLDEST;
     choice->chat.generation = &gen;
     choice->chat.stop_strings = job->stop_ptrs.data();
     choice->chat.num_stop_strings = job->stop_ptrs.size();

@@ -169,6 +169,7 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
   state.limits.max_concurrent = args.max_concurrent;
   state.limits.grace_seconds = args.grace_seconds;
   state.limits.request_timeout_ms = args.request_timeout_ms;
+  state.limits.drop_oldest = args.drop_oldest;
   LoadedModels guard{&state.models};
   if (!load_models(rt, args, state.models)) return 1;
 

@@ -23,6 +23,7 @@ struct ServeArgs {
   double grace_seconds = 10.0;
   int64_t request_timeout_ms = 0;
   bool log_requests = false;
+  bool drop_oldest = false;  // --context drop-oldest: parley_chat_options.context_policy
 };
 
 // Block SIGINT and SIGTERM in the calling thread and every thread it starts

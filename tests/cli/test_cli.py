@@ -155,6 +155,19 @@ def test_chat_reports_a_bad_line_and_goes_on():
     assert out.returncode == 1
 
 
+def test_chat_context_option_drops_the_oldest_turns():
+    # Four long turns: past the demo model's 1,024 positions from the second on.
+    line = ("Where is my order number 9019917 please " * 45).strip().encode()
+    stdin = (line + b"\n") * 4
+    out = run(["chat", LLM, "--max-tokens", "4"], stdin)
+    err = out.stderr.decode()
+    assert out.returncode == 1 and "line 2:" in err and "--context drop-oldest drops the oldest turns" in err, err
+    assert "PARLEY_CHAT_CONTEXT" not in err, err  # the advice names this tool's option, not the C constant
+    out = run(["chat", LLM, "--max-tokens", "4", "--context", "drop-oldest"], stdin)
+    assert out.returncode == 0, out.stderr.decode()
+    assert len([r for r in out.stdout.decode().split("\n") if r]) == 4, out.stdout
+
+
 def test_chat_json_schema_file(tmp_path):
     """--json-schema-file: every reply is a JSON object of the schema; a reply
     cut by --max-tokens is flagged incomplete on stderr."""
