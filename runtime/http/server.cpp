@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "../core/escape.hpp"
@@ -51,6 +52,19 @@ std::string route_of(const std::string &path) {
     if (path == r) return r;
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   return "other";
+}
+
+// The Content-Length header as a byte count; nullopt when it is none (not
+// digits only, or past 19 digits).
+std::optional<uint64_t> declared_length(const httplib::Request &req) {
+  const std::string value = req.get_header_value("Content-Length");
+  if (value.empty() || value.size() > 19) return std::nullopt;
+  uint64_t length = 0;
+  for (char c : value) {
+    if (c < '0' || c > '9') return std::nullopt;
+    length = length * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return length;
 }
 
 // The body of an error httplib answers itself (no route, a body over the
@@ -251,14 +265,9 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
         return refuse(res, 411, "a POST request needs a Content-Length header (and a JSON body)", "length_required");
       return httplib::Server::HandlerResponse::Unhandled;
     }
-    const std::string value = req.get_header_value("Content-Length");
-    uint64_t length = 0;
-    bool number = !value.empty() && value.size() <= 19;
-    for (char c : value) {
-      number = number && c >= '0' && c <= '9';
-      if (number) length = length * 10 + static_cast<uint64_t>(c - '0');
-    }
-    if (number && length <= args.max_body_bytes) return httplib::Server::HandlerResponse::Unhandled;
+    const std::optional<uint64_t> length = declared_length(req);
+    const bool number = length.has_value();
+    if (number && *length <= args.max_body_bytes) return httplib::Server::HandlerResponse::Unhandled;
     res.status = number ? 413 : 400;
     if (number) {
       fill_error(args, req, res);
@@ -273,6 +282,16 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
     return httplib::Server::HandlerResponse::Handled;
   });
   svr.set_error_handler([&args](const httplib::Request &req, httplib::Response &res) { fill_error(args, req, res); });
+  // "Expect: 100-continue" is answered before routing: a declared body over
+  // the limit gets its 413 then, not a "100 Continue" inviting the upload.
+  svr.set_expect_100_continue_handler([&args](const httplib::Request &req, httplib::Response &res) {
+    const std::optional<uint64_t> length = declared_length(req);
+    if (!length || *length <= args.max_body_bytes) return 100;  // a bad length: refused at routing
+    res.status = 413;
+    fill_error(args, req, res);
+    res.set_header("Connection", "close");
+    return 413;
+  });
   svr.set_logger([&state, &args](const httplib::Request &req, const httplib::Response &res) {
     state.count_response(route_of(req.path), res.status);
     if (args.log_requests)

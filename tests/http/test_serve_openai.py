@@ -753,6 +753,16 @@ def test_bodies_the_size_limit_cannot_see_and_strings_the_runtime_would_cut(serv
                     break
         assert reply.startswith(b"HTTP/1.1 413") and b"Connection: close" in reply, reply
         assert b"HTTP/1.1 200" not in reply and b"Keep-Alive" not in reply, reply
+    # Expect: 100-continue with a body over the limit: the 413 at once, no "100 Continue" inviting the upload.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        reply = b""
+        while b'"request_too_large"' not in reply:
+            chunk = s.recv(65536)
+            assert chunk, reply
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 413") and b"100 Continue" not in reply, reply
     start = time.time()  # no Content-Length at all: answered at once, not after the 30 s read timeout
     status, err = exchange(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", b"")
     assert status == 411 and err["code"] == "length_required" and time.time() - start < 10, err
