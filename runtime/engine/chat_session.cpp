@@ -319,7 +319,8 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
     std::string calls, content;
     size_t earlier = 0;  // calls in the conversation: the new ids follow theirs
     for (const ChatMessage &m : conversation) earlier += m.tool_calls.empty() ? 0 : count_tool_calls(m.tool_calls);
-    if (parse_tool_calls(reply_text, &calls, &content, earlier + 1, &tool_names_)) {
+    // (Tools whose entries name no function at all: any name is taken.)
+    if (parse_tool_calls(reply_text, &calls, &content, earlier + 1, tool_names_.empty() ? nullptr : &tool_names_)) {
       answer.tool_calls = std::move(calls);
       answer.content = std::move(content);
     }
