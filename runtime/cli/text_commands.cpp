@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/context_advice.hpp"
 #include "../core/protect_names.hpp"
 #include "input_file.hpp"
 #include "json_lines.hpp"
@@ -82,14 +83,6 @@ Progress *g_progress = nullptr;
 
 // Why a line failed, by its input line number (the library names only the
 // text's index within one call; this maps it back).
-// The library's advice in this tool's words: its C constant is an option here.
-std::string with_option_names(std::string message) {
-  static const std::string kConstant = "PARLEY_CHAT_CONTEXT_DROP_OLDEST";
-  for (size_t at; (at = message.find(kConstant)) != std::string::npos;)
-    message.replace(at, kConstant.size(), "--context drop-oldest");
-  return message;
-}
-
 void report_line(size_t number, parley_status st, const char *message) {
   if (g_progress) g_progress->clear();
   std::fprintf(stderr, "parley: line %zu: %s (%s)\n", number, message, parley_status_name(st));
@@ -595,7 +588,8 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
           if (g.grammar || g.json_schema) j["complete"] = cs.constraint_status != PARLEY_CONSTRAINT_INCOMPLETE;
         }
       } else {
-        j["error"] = {{"status", parley_status_name(st)}, {"message", with_option_names(parley_last_error())}};
+        j["error"] = {{"status", parley_status_name(st)},
+                      {"message", parley::with_context_option(parley_last_error(), "--context drop-oldest")}};
       }
       print_json_line(j);
       parley_string_free(reply);
@@ -608,7 +602,7 @@ int chat(parley_runtime *rt, const ChatArgs &a) {
     }
     if (st == PARLEY_ERROR_INVALID_ARGUMENT) {
       // e.g. the conversation no longer fits the model: drop this message, say so, go on.
-      report_line(number, st, with_option_names(parley_last_error()).c_str());
+      report_line(number, st, parley::with_context_option(parley_last_error(), "--context drop-oldest").c_str());
       parley_chat_remove_last(s);
       ++bad;
       continue;

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <random>
 
+#include "../core/context_advice.hpp"
 #include "../core/escape.hpp"
 
 namespace parley_http {
@@ -99,10 +100,7 @@ ApiError error_from_status(int32_t status, const std::string &message) {
   ApiError e;
   e.message = message.empty() ? parley_status_name(status) : without_function_name(message);
   e.code = parley_status_name(status);
-  // The library's advice in the server's words: its C constant is an option here.
-  static const std::string kConstant = "PARLEY_CHAT_CONTEXT_DROP_OLDEST";
-  for (size_t at; (at = e.message.find(kConstant)) != std::string::npos;)
-    e.message.replace(at, kConstant.size(), "parley serve --context drop-oldest");
+  e.message = parley::with_context_option(std::move(e.message), "parley serve --context drop-oldest");
   if (status == PARLEY_ERROR_INVALID_ARGUMENT || status == PARLEY_ERROR_UNSUPPORTED || status == PARLEY_ERROR_NOT_FOUND)
     e.param = param_of(e.message);
   switch (status) {
