@@ -57,6 +57,8 @@ export interface ModelOptions {
   maxBatchTokens?: number;
   prefillChunkTokens?: number;
   admissionTimeoutMs?: number;
+  /** parley_dtype of the activations: 0 = F32 (default), 1 = F16 (needs F16 kernels on the device and kvCacheDtype 1 or 3). */
+  activationDtype?: number;
 }
 
 /** parley_generation_options; absent keys keep the model's generation defaults. */

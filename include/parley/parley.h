@@ -381,6 +381,18 @@ typedef struct parley_model_options {
   int32_t prefill_chunk_tokens;
   /* Milliseconds a request may wait for KV memory (default 60000, >= 0). */
   int32_t admission_timeout_ms;
+  /* Element type of the activations between kernels (parley_dtype):
+   * PARLEY_DTYPE_F32 (default) or PARLEY_DTYPE_F16. F16 halves the
+   * activation traffic and lets a GPU's tensor cores serve every product;
+   * each kernel computes in float32 and rounds its output to F16 (11
+   * significant bits), so logits move by about 1e-3 relative and greedy
+   * tokens can differ where two candidates are close. Logits reach the host
+   * as float. Needs kv_cache_dtype F16 or I8 (INVALID_ARGUMENT otherwise),
+   * and kernels for F16 activations on the device for every op the model
+   * runs (PARLEY_ERROR_UNSUPPORTED naming the op otherwise: the cpu plugin
+   * computes in F32, its fastest form on a CPU). PARLEY_DTYPE_BF16:
+   * UNSUPPORTED in this version. Other values: INVALID_ARGUMENT. */
+  int32_t activation_dtype;
 } parley_model_options;
 
 /* Defaults for the first options->struct_size bytes; see parley_runtime_options_defaults. */

@@ -190,7 +190,17 @@ typedef struct parley_kernel_context {
 /* ----------------------------------------------------------- op arguments */
 /* Every argument struct starts with struct_size. dtype fields name the element
  * type of the tensors; a kernel registered for one dtype is only called with
- * that dtype, but must still reject anything it cannot do. */
+ * that dtype, but must still reject anything it cannot do.
+ *
+ * F16 activations (parley_model_options.activation_dtype): a model then calls
+ * EMBEDDING, LAYER_NORM, RMS_NORM, ROTARY, ATTENTION, GATED_ACTIVATION, ADD
+ * and LINEAR with dtype F16, which names the activations only: x / out /
+ * residual / residual_out, the attention's q, k_new, v_new and out (its
+ * cache has kv_dtype; K/V that are activations, as in cross-attention, come
+ * with kv_dtype F16), the embedding's out. Parameters keep their types:
+ * norm gamma / beta and LINEAR's bias are float, rotary inv_freq float, the
+ * embedding table its table_dtype, lse and probs float. Such a kernel
+ * computes in float and rounds each output once, to nearest even. */
 
 /*
  * C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b]  (+ bias[n]) -> epilogue

@@ -42,7 +42,7 @@ const Transformer &Model::transformer() const {
   MemoryScope memory_scope("the model's weights on its device (binding them at first use)");
   if (!bind_error_ && !transformer_) {
     try {
-      transformer_ = std::make_unique<Transformer>(runtime, *file, device, kv_dtype);
+      transformer_ = std::make_unique<Transformer>(runtime, *file, device, kv_dtype, act_dtype);
     } catch (...) {
       std::exception_ptr e = std::current_exception();
       if (transient(e)) throw;
@@ -61,8 +61,10 @@ Engine *Model::engine() const {
   if (engine_checked_.load(std::memory_order_relaxed)) return engine_.get();
   if (use_engine && t.supports_paged()) {
     MemoryScope memory_scope("the serving engine's KV pool");
-    engine_ =
-        std::make_unique<Engine>(t, engine_options, model_identity_key(*file, t.kv_dtype(), engine_options.block_size));
+    // K/V computed from F16 activations differ from F32 ones: another identity.
+    const std::string_view act = t.act_dtype() == PARLEY_DTYPE_F32 ? std::string_view() : "activations=f16";
+    engine_ = std::make_unique<Engine>(t, engine_options,
+                                       model_identity_key(*file, t.kv_dtype(), engine_options.block_size, act));
   }
   engine_checked_.store(true, std::memory_order_release);
   return engine_.get();

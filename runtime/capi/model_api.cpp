@@ -1,4 +1,5 @@
 // parley_model_*: loading and introspection.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <thread>
@@ -53,6 +54,18 @@ parley_model_options resolve_options(const parley_model_options *options) {
   if (o.max_batch_tokens < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->max_batch_tokens must be >= 1");
   if (o.prefill_chunk_tokens < 1) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->prefill_chunk_tokens must be >= 1");
   if (o.admission_timeout_ms < 0) fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->admission_timeout_ms must be >= 0");
+  if (o.activation_dtype != PARLEY_DTYPE_F32 && o.activation_dtype != PARLEY_DTYPE_F16 &&
+      o.activation_dtype != PARLEY_DTYPE_BF16)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->activation_dtype (" + std::to_string(o.activation_dtype) +
+                                            ") must be PARLEY_DTYPE_F32 or PARLEY_DTYPE_F16");
+  if (o.activation_dtype == PARLEY_DTYPE_BF16)
+    fail(PARLEY_ERROR_UNSUPPORTED,
+         "options->activation_dtype: BF16 activations are not supported yet (the plugin ABI "
+         "has no BF16 KV type); use PARLEY_DTYPE_F16 or PARLEY_DTYPE_F32");
+  if (o.activation_dtype != PARLEY_DTYPE_F32 && o.kv_cache_dtype == PARLEY_DTYPE_F32)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         std::string("options->activation_dtype ") + dtype_name(o.activation_dtype) +
+             " needs options->kv_cache_dtype PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8, not F32");
   return o;
 }
 
@@ -60,8 +73,23 @@ template <typename Open>
 void load(parley_runtime *runtime, const parley_model_options &o, parley_model **out_model, Open &&open) {
   // Never fall back silently: the device must exist and be up before we read a byte.
   runtime->impl->registry.device(o.device);
+  if (o.activation_dtype != PARLEY_DTYPE_F32) {  // checked again when the Transformer binds (ops.cpp)
+    const parley_dtype act = static_cast<parley_dtype>(o.activation_dtype);
+    const std::vector<Kernel> kernels = runtime->impl->registry.kernels();
+    for (parley_op op : {PARLEY_OP_EMBEDDING, PARLEY_OP_LAYER_NORM, PARLEY_OP_RMS_NORM, PARLEY_OP_ROTARY,
+                         PARLEY_OP_ATTENTION, PARLEY_OP_GATED_ACTIVATION, PARLEY_OP_ADD, PARLEY_OP_LINEAR}) {
+      const bool found = std::any_of(kernels.begin(), kernels.end(), [&](const Kernel &k) {
+        return k.op == op && k.device == o.device && k.dtype == act;
+      });
+      if (!found)
+        fail(PARLEY_ERROR_UNSUPPORTED, std::string("options->activation_dtype ") + dtype_name(act) + ": device '" +
+                                           o.device + "' has no " + dtype_name(act) + " kernel for op " + op_name(op) +
+                                           "; use PARLEY_DTYPE_F32 there");
+    }
+  }
   if (o.kv_cache_dtype != PARLEY_DTYPE_F32) {  // checked again when the Transformer binds
-    const Kernel k = runtime->impl->registry.find(PARLEY_OP_ATTENTION, o.device, PARLEY_DTYPE_F32);
+    const Kernel k =
+        runtime->impl->registry.find(PARLEY_OP_ATTENTION, o.device, static_cast<parley_dtype>(o.activation_dtype));
     const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND |
                           (o.kv_cache_dtype == PARLEY_DTYPE_F16 ? PARLEY_KERNEL_FLAG_KV_F16 : PARLEY_KERNEL_FLAG_KV_I8);
     if ((k.flags & need) != need)
@@ -80,6 +108,7 @@ void load(parley_runtime *runtime, const parley_model_options &o, parley_model *
   m->impl.file = std::move(file);
   m->impl.device = o.device;
   m->impl.kv_dtype = static_cast<parley_dtype>(o.kv_cache_dtype);
+  m->impl.act_dtype = static_cast<parley_dtype>(o.activation_dtype);
   m->impl.use_engine = o.serving_engine == 1;
   m->impl.engine_options.block_size = o.kv_block_size;
   m->impl.engine_options.kv_budget_bytes = o.kv_cache_budget_bytes;
@@ -182,6 +211,7 @@ PARLEY_API parley_status parley_model_options_defaults(parley_model_options *opt
       o.max_batch_tokens = 512;
       o.prefill_chunk_tokens = 256;
       o.admission_timeout_ms = 60000;
+      o.activation_dtype = PARLEY_DTYPE_F32;
       return o;
     });
   });

@@ -19,7 +19,7 @@ constexpr size_t rounded(size_t through) {
 static_assert(sizeof(parley_runtime_options) ==
               rounded<parley_runtime_options>(PARLEY_SIZE_THROUGH(parley_runtime_options, min_severity)));
 static_assert(sizeof(parley_model_options) ==
-              rounded<parley_model_options>(PARLEY_SIZE_THROUGH(parley_model_options, admission_timeout_ms)));
+              rounded<parley_model_options>(PARLEY_SIZE_THROUGH(parley_model_options, activation_dtype)));
 static_assert(sizeof(parley_generation_options) ==
               rounded<parley_generation_options>(PARLEY_SIZE_THROUGH(parley_generation_options, num_logit_bias)));
 static_assert(sizeof(parley_translation_options) ==

@@ -90,13 +90,14 @@ int plugins_json(parley_runtime *rt) {
   return 0;
 }
 
-int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const std::string &device,
-                 int32_t kv_cache) {
+int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const std::string &device, int32_t kv_cache,
+                 int32_t activations) {
   parley_model_options mo;
   parley_model_options_init(&mo);
   mo.verify_checksums = 0;  // verified one by one below, as the text output does
   mo.device = device.c_str();
   mo.kv_cache_dtype = kv_cache;
+  mo.activation_dtype = activations;
   parley_model *m = nullptr;
   parley_status st = parley_model_load_file(rt, path.c_str(), &mo, &m);
   if (st != PARLEY_OK) {
@@ -189,7 +190,8 @@ int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const
                        {"kv_bytes_per_token", mem.kv_bytes_per_token},
                        {"kv_cache", kv_cache == PARLEY_DTYPE_F16  ? "f16"
                                     : kv_cache == PARLEY_DTYPE_I8 ? "int8"
-                                                                  : "f32"}};
+                                                                  : "f32"},
+                       {"activations", activations == PARLEY_DTYPE_F16 ? "f16" : "f32"}};
   } else {
     doc["runnable"] = false;
     doc["not_runnable_because"] = parley_last_error();

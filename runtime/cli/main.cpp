@@ -1,6 +1,7 @@
 // parley — command-line front end over the public C API.
 //   parley plugins [--plugin-dir DIR]... [--load LIB]...
-//   parley inspect FILE [--no-verify] [--device NAME] [--kv-cache f32|f16|int8] [--plugin-dir DIR]...
+//   parley inspect FILE [--no-verify] [--device NAME] [--kv-cache f32|f16|int8] [--activations f32|f16]
+//                       [--plugin-dir DIR]...
 //   parley translate MODEL [--source-language L] [--target-language L] [--beam N] ...  (stdin -> stdout,
 //                          line N of the output for line N of the input; bad lines reported as "line N: ...")
 //   parley chat MODEL [--system TEXT | --system-file F] [--max-tokens N] [--sample]
@@ -140,7 +141,11 @@ int cmd_plugins(const Common &c) {
 const std::map<std::string, int32_t> kKvCacheTypes = {
     {"f32", PARLEY_DTYPE_F32}, {"f16", PARLEY_DTYPE_F16}, {"int8", PARLEY_DTYPE_I8}};
 
-int cmd_inspect(const Common &c, const std::string &path, bool verify, const std::string &device, int32_t kv_cache) {
+// --activations f32|f16 -> parley_model_options.activation_dtype.
+const std::map<std::string, int32_t> kActivationTypes = {{"f32", PARLEY_DTYPE_F32}, {"f16", PARLEY_DTYPE_F16}};
+
+int cmd_inspect(const Common &c, const std::string &path, bool verify, const std::string &device, int32_t kv_cache,
+                int32_t activations) {
   parley_runtime *rt = nullptr;
   parley_status st = make_runtime(c, &rt);
   if (st != PARLEY_OK) return report(st, "runtime");
@@ -149,6 +154,7 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
   mo.verify_checksums = 0;  // verified per tensor and tokenizer below, so every verdict is shown
   mo.device = device.c_str();
   mo.kv_cache_dtype = kv_cache;
+  mo.activation_dtype = activations;
   parley_model *m = nullptr;
   st = parley_model_load_file(rt, path.c_str(), &mo, &m);
   if (st != PARLEY_OK) {
@@ -236,13 +242,14 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     if (parley_model_memory_usage(m, &mem) == PARLEY_OK)
       std::printf(
           "Memory: file %s; kernels' packed weights %s; f32 conversions %s; %llu linear weights, %llu "
-          "widened to f32; KV cache %llu bytes per token (%s)\n",
+          "widened to f32; KV cache %llu bytes per token (%s); activations %s\n",
           human_bytes(mem.file_bytes).c_str(), human_bytes(mem.packed_bytes).c_str(),
           human_bytes(mem.converted_bytes).c_str(), static_cast<unsigned long long>(mem.linear_weights),
           static_cast<unsigned long long>(mem.widened_weights), static_cast<unsigned long long>(mem.kv_bytes_per_token),
           kv_cache == PARLEY_DTYPE_F16  ? "f16"
           : kv_cache == PARLEY_DTYPE_I8 ? "int8"
-                                        : "f32");
+                                        : "f32",
+          activations == PARLEY_DTYPE_F16 ? "f16" : "f32");
   } else
     std::printf("Runnable: NO — %s\n", parley_last_error());  // messages escape file content themselves
   {  // self-attention KV cache per cached token: layers x 2 x kv_heads x head_dim x element (+ I8 scales)
@@ -337,18 +344,29 @@ static int run(int argc, char **argv) {
   add_common(plugins);
   std::string file, device = "cpu";
   bool no_verify = false;
-  int32_t kv_cache = PARLEY_DTYPE_F32;
+  int32_t kv_cache = PARLEY_DTYPE_F32, activations = PARLEY_DTYPE_F32;
   auto kv_option = [&](CLI::App *sub, int32_t &target) {
     sub->add_option("--kv-cache", target,
                     "Element type of the decoder's KV cache: f32 (default), f16 (half the memory per token) or "
                     "int8 (about 3.9x less); the device must support it")
         ->transform(CLI::CheckedTransformer(kKvCacheTypes));
   };
+  // --activations f16 without --kv-cache means an F16 cache (F16 activations need F16 or int8).
+  auto activations_option = [&](CLI::App *sub, int32_t &target) {
+    sub->add_option("--activations", target,
+                    "Element type of the activations between kernels: f32 (default) or f16 (a device with F16 "
+                    "kernels, e.g. a GPU's; the cpu plugin computes in f32); f16 implies --kv-cache f16 unless given")
+        ->transform(CLI::CheckedTransformer(kActivationTypes));
+  };
+  auto imply_f16_cache = [](CLI::App *sub, int32_t activations_value, int32_t &kv) {
+    if (activations_value == PARLEY_DTYPE_F16 && sub->count("--kv-cache") == 0) kv = PARLEY_DTYPE_F16;
+  };
   auto *inspect = app.add_subcommand("inspect", "Describe a .parley model file and check it");
   inspect->add_option("file", file, "Model file")->required();
   inspect->add_flag("--no-verify", no_verify, "Skip tensor and tokenizer checksum verification");
   inspect->add_option("--device", device, "Device whose kernels to plan for");
   kv_option(inspect, kv_cache);
+  activations_option(inspect, activations);
   add_common(inspect);
 
   parley_cli::TranslateArgs ta;
@@ -461,6 +479,7 @@ static int run(int argc, char **argv) {
       ->check(CLI::Range(0, 65535));
   serve->add_option("--device", sa.device, "Device that runs the models (default cpu)");
   kv_option(serve, sa.kv_cache);
+  activations_option(serve, sa.activations);
   serve->add_option("--kv-budget-mib", kv_budget_mib, "KV cache per model in MiB (0: the runtime's default)");
   serve->add_option("--max-body-bytes", sa.max_body_bytes, "Largest request body (default 1 MiB; larger: 413)")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30));
@@ -517,12 +536,14 @@ static int run(int argc, char **argv) {
     return app.exit(e) == 0 ? 0 : 2;  // --help / --version: 0; every usage error: 2 (not CLI11's 105-115)
   }
   ta.json = ca.json = sc.json = common.json;
+  imply_f16_cache(inspect, activations, kv_cache);
+  imply_f16_cache(serve, sa.activations, sa.kv_cache);
   if (common.json && (plugins->parsed() || inspect->parsed())) {
     parley_runtime *rt = nullptr;
     parley_status st = make_runtime(common, &rt);
     if (st != PARLEY_OK) return report(st, "runtime");
     int rc = plugins->parsed() ? parley_cli::plugins_json(rt)
-                               : parley_cli::inspect_json(rt, file, !no_verify, device, kv_cache);
+                               : parley_cli::inspect_json(rt, file, !no_verify, device, kv_cache, activations);
     parley_runtime_free(rt);
     return rc;
   }
@@ -549,7 +570,7 @@ static int run(int argc, char **argv) {
     parley_runtime_free(rt);
     return rc;
   }
-  return cmd_inspect(common, file, !no_verify, device, kv_cache);
+  return cmd_inspect(common, file, !no_verify, device, kv_cache, activations);
 }
 
 // Output that could not be written (a full disk, a closed pipe or /dev/full)

@@ -54,6 +54,7 @@ int convert(const std::vector<std::string> &args);  // convert_command.cpp
 
 // --json forms of `parley plugins` and `parley inspect` (json_commands.cpp).
 int plugins_json(parley_runtime *rt);
-int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const std::string &device, int32_t kv_cache);
+int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const std::string &device, int32_t kv_cache,
+                 int32_t activations);
 
 }  // namespace parley_cli

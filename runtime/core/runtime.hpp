@@ -35,6 +35,8 @@ struct Model {
   std::string device;
   // parley_model_options.kv_cache_dtype: the Transformer's self-attention KV cache type.
   parley_dtype kv_dtype = PARLEY_DTYPE_F32;
+  // parley_model_options.activation_dtype: the Transformer's activations.
+  parley_dtype act_dtype = PARLEY_DTYPE_F32;
   // parley_model_options.serving_engine and the engine's options.
   bool use_engine = true;
   EngineOptions engine_options;

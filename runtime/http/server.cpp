@@ -125,6 +125,7 @@ bool load_models(parley_runtime *rt, const ServeArgs &args, std::vector<std::uni
     parley_model_options_init(&mo);
     mo.device = args.device.c_str();
     mo.kv_cache_dtype = args.kv_cache;
+    mo.activation_dtype = args.activations;
     mo.kv_cache_budget_bytes = args.kv_budget_bytes;
     int32_t st = parley_model_load_file(rt, m->path.c_str(), &mo, &m->model);
     if (st == PARLEY_OK) st = parley_model_prepare(m->model);

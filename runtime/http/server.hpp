@@ -15,6 +15,7 @@ struct ServeArgs {
   int port = 8080;  // 0: any free port (printed)
   std::string device = "cpu";
   int32_t kv_cache = 0;          // parley_model_options.kv_cache_dtype
+  int32_t activations = 0;       // parley_model_options.activation_dtype
   uint64_t kv_budget_bytes = 0;  // per model; 0: the runtime's default
   size_t max_body_bytes = 1 << 20;
   size_t max_tokens = 1024;

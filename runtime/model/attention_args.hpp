@@ -1,5 +1,5 @@
 // Helpers shared by the Transformer's contiguous and paged steps: the size
-// of a KV-cache element and a dense F32 attention call's arguments.
+// of a KV-cache element and a dense attention call's arguments.
 #pragma once
 
 #include <cmath>
@@ -11,16 +11,18 @@
 namespace parley {
 
 inline size_t kv_element_size(parley_dtype dtype) {
-  return dtype == PARLEY_DTYPE_F16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : sizeof(float);
+  return dtype == PARLEY_DTYPE_F16 || dtype == PARLEY_DTYPE_BF16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : sizeof(float);
 }
 
 // Attention over [batch, q_len, heads, hd] queries and [batch, kv_cap, kv_heads, hd] keys/values.
-inline parley_attention_args attention_args(int64_t batch, int64_t heads, int64_t kv_heads, int64_t hd, int64_t q_len,
-                                            int64_t kv_cap, const float *q, const void *k, const void *v, float *out,
-                                            const int32_t *key_lengths, uint32_t mask) {
+// q, k, v and out are activations of `dtype` (the model's activation dtype).
+inline parley_attention_args attention_args(parley_dtype dtype, int64_t batch, int64_t heads, int64_t kv_heads,
+                                            int64_t hd, int64_t q_len, int64_t kv_cap, const void *q, const void *k,
+                                            const void *v, void *out, const int32_t *key_lengths, uint32_t mask) {
   parley_attention_args a{};
   a.struct_size = sizeof a;
-  a.dtype = PARLEY_DTYPE_F32;
+  a.dtype = dtype;
+  a.kv_dtype = dtype;  // k and v are activations too, unless the caller points them at a cache
   a.batch = batch;
   a.num_heads = heads;
   a.num_kv_heads = kv_heads;

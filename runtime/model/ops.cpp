@@ -4,6 +4,7 @@
 #include "core/escape.hpp"
 #include "core/exit_gate.hpp"
 #include "core/runtime.hpp"
+#include "format/model_file.hpp"
 #include "model/weights.hpp"
 
 namespace parley {
@@ -29,11 +30,29 @@ void LinearWeight::reset() noexcept {
   f32_ = nullptr;
 }
 
-Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device) : runtime_(std::move(runtime)), device_(device) {
+Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device, parley_dtype act)
+    : runtime_(std::move(runtime)), device_(device), act_(act) {
   Device d = runtime_->registry.device(device);
+  if (act != PARLEY_DTYPE_F32 && act != PARLEY_DTYPE_F16 && act != PARLEY_DTYPE_BF16)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, "activation dtype " + std::to_string(static_cast<int>(act)) +
+                                            " is not PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_BF16");
   for (int op = 0; op < PARLEY_OP_COUNT_; ++op) {
     if (op == PARLEY_OP_LINEAR) continue;  // per weight dtype, in prepare_linear; optional (GEMM serves otherwise)
-    kernels_[op] = runtime_->registry.find(static_cast<parley_op>(op), device, PARLEY_DTYPE_F32);
+    const bool model_op = op == PARLEY_OP_EMBEDDING || op == PARLEY_OP_LAYER_NORM || op == PARLEY_OP_RMS_NORM ||
+                          op == PARLEY_OP_ROTARY || op == PARLEY_OP_ATTENTION || op == PARLEY_OP_GATED_ACTIVATION ||
+                          op == PARLEY_OP_ADD;
+    if (act == PARLEY_DTYPE_F32) {
+      kernels_[op] = runtime_->registry.find(static_cast<parley_op>(op), device, PARLEY_DTYPE_F32);
+    } else if (model_op) {
+      try {
+        kernels_[op] = runtime_->registry.find(static_cast<parley_op>(op), device, act);
+      } catch (const Error &e) {
+        if (e.status() != PARLEY_ERROR_NOT_FOUND) throw;
+        fail(PARLEY_ERROR_UNSUPPORTED, std::string("activation_dtype ") + dtype_name(act) + ": device '" + device +
+                                           "' has no " + dtype_name(act) + " kernel for op " +
+                                           op_name(static_cast<parley_op>(op)) + "; use PARLEY_DTYPE_F32 there");
+      }
+    }
   }
   for (const Kernel &k : runtime_->registry.kernels())
     if (k.op == PARLEY_OP_LINEAR && k.device == device) linear_any_ = true;
@@ -45,6 +64,7 @@ Ops::Ops(std::shared_ptr<Runtime> runtime, const std::string &device) : runtime_
 
 void Ops::run(parley_op op, const void *args) const {
   const Kernel &k = kernels_[op];
+  if (!k.run) fail(PARLEY_ERROR_INTERNAL, std::string("op ") + op_name(op) + " is not resolved for these activations");
   exit_gate::Call call;
   if (!call.open()) fail(PARLEY_ERROR_CANCELLED, exit_gate::refusal_message());
   check(k, k.run(&ctx_, args));
@@ -113,7 +133,7 @@ LinearWeight Ops::prepare_linear(Weights &weights, const std::string &name, int6
     d.ld_bytes = static_cast<int64_t>(t.length / static_cast<uint64_t>(n));
     d.scales = t.scales;
     d.group_size = t.quant == PARLEY_QUANT_GROUPWISE ? t.group_size : 0;
-    for (const Kernel &kern : runtime_->registry.linear_candidates(device_, PARLEY_DTYPE_F32, t.dtype)) {
+    for (const Kernel &kern : runtime_->registry.linear_candidates(device_, act_, t.dtype)) {
       parley_prepared_weight out{};
       out.struct_size = sizeof out;
       parley_kernel_status st;
@@ -151,6 +171,10 @@ LinearWeight Ops::prepare_linear(Weights &weights, const std::string &name, int6
       return w;
     }
   }
+  if (act_ != PARLEY_DTYPE_F32)  // GEMM over an f32 copy computes in F32 only
+    fail(PARLEY_ERROR_UNSUPPORTED, std::string("activation_dtype ") + dtype_name(act_) + ": device '" + device_ +
+                                       "' has no " + dtype_name(act_) + " linear kernel for tensor " +
+                                       quote_untrusted(name) + " (" + dtype_name(t.dtype) + " weights)");
   // No LINEAR kernel serves this weight here: GEMM over a float32 copy.
   w.f32_ = weights.f32(name, {n, k});
   info.kernel = kernels_[PARLEY_OP_GEMM].name;
@@ -161,24 +185,24 @@ LinearWeight Ops::prepare_linear(Weights &weights, const std::string &name, int6
   return w;
 }
 
-bool Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out, parley_activation act,
-                 const float *residual, const LinearStats *stats) const {
+bool Ops::linear(const LinearWeight &w, Act x_act, int64_t m, const float *bias, Act out_act, parley_activation act,
+                 Act residual_act, const LinearStats *stats) const {
   if (w.handle_) {
     const bool with_stats = stats && (w.kernel_.flags & PARLEY_KERNEL_FLAG_LINEAR_STATS);
     parley_linear_args a{};
     a.struct_size = sizeof a;
-    a.dtype = PARLEY_DTYPE_F32;
+    a.dtype = act_;
     a.activation = act;
     a.m = m;
     a.n = w.n;
     a.k = w.k;
-    a.x = x;
+    a.x = x_act.get();
     a.ld_x = w.k;
     a.weight = w.handle_;
     a.bias = bias;
-    a.residual = residual;
+    a.residual = residual_act.get();
     a.ld_residual = w.n;
-    a.out = out;
+    a.out = out_act.get();
     a.ld_out = w.n;
     if (with_stats) {
       a.block_max = stats->block_max;
@@ -198,6 +222,9 @@ bool Ops::linear(const LinearWeight &w, const float *x, int64_t m, const float *
     return with_stats;
   }
   if (!w.f32_) fail(PARLEY_ERROR_INTERNAL, "linear weight used before it was prepared");
+  // The GEMM fallback exists for F32 activations only (prepare_linear).
+  const float *x = static_cast<const float *>(x_act.get()), *residual = static_cast<const float *>(residual_act.get());
+  float *out = static_cast<float *>(out_act.get());
   if (residual && residual == out && act == PARLEY_ACT_NONE) {
     // C = x W^T + C, then bias: the GEMM contract adds beta * C before the bias.
     parley_gemm_args g{};

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "model/activations.hpp"
 #include "model/logit_stats.hpp"
 #include "plugins/registry.hpp"
 
@@ -72,8 +73,12 @@ class LinearWeight {
 
 class Ops {
  public:
-  // Resolves every op on `device` for F32. Throws NOT_FOUND / DEVICE.
-  Ops(std::shared_ptr<Runtime> runtime, const std::string &device);
+  // Resolves every op on `device` for F32 activations; for F16 / BF16
+  // activations the ops a model runs (embedding, norms, rotary, attention,
+  // gated activation, add and LINEAR; no GEMM fallback). Throws NOT_FOUND /
+  // DEVICE, and UNSUPPORTED naming the op the device lacks at that dtype.
+  Ops(std::shared_ptr<Runtime> runtime, const std::string &device, parley_dtype act = PARLEY_DTYPE_F32);
+  parley_dtype act_dtype() const { return act_; }
 
   // C[m,n] = A[m,k] @ B^T (B stored [n,k], nn.Linear layout) + bias, then act.
   void linear(const float *a, int64_t m, int64_t k, const float *w, int64_t n, const float *bias, float *c,
@@ -82,12 +87,13 @@ class Ops {
   // With `stats`, also the rows' block statistics (parley_linear_args.block_max /
   // block_sum, [m, ld] in out's memory) when the kernel writes them
   // (PARLEY_KERNEL_FLAG_LINEAR_STATS): returns whether it did.
-  bool linear(const LinearWeight &w, const float *x, int64_t m, const float *bias, float *out,
-              parley_activation act = PARLEY_ACT_NONE, const float *residual = nullptr,
-              const LinearStats *stats = nullptr) const;
+  // x, out and residual are activations (act_dtype()); bias stays F32.
+  bool linear(const LinearWeight &w, Act x, int64_t m, const float *bias, Act out,
+              parley_activation act = PARLEY_ACT_NONE, Act residual = {}, const LinearStats *stats = nullptr) const;
   // Hands tensor `name` ([n, k]) to the best LINEAR kernel for its stored
   // dtype on this device; falls back to GEMM over an f32 copy (recorded in
-  // `plan`, warned once per model by the caller) when none serves it.
+  // `plan`, warned once per model by the caller) when none serves it, for
+  // F32 activations only (else UNSUPPORTED naming the tensor).
   LinearWeight prepare_linear(Weights &weights, const std::string &name, int64_t n, int64_t k, LinearPlan *plan) const;
   void run(parley_op op, const void *args) const;
   bool has_linear() const { return linear_any_; }
@@ -99,6 +105,7 @@ class Ops {
 
   std::shared_ptr<Runtime> runtime_;
   std::string device_;
+  parley_dtype act_ = PARLEY_DTYPE_F32;
   bool linear_any_ = false;  // the device has at least one LINEAR kernel
   std::array<Kernel, PARLEY_OP_COUNT_> kernels_;
   parley_kernel_context ctx_{};

@@ -99,16 +99,23 @@ ThreadPool &Transformer::pool() const {
 }
 
 Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device,
-                         parley_dtype kv_dtype)
+                         parley_dtype kv_dtype, parley_dtype act_dtype)
     : runtime_(runtime),
       kv_dtype_(kv_dtype),
-      ops_(runtime, device),
+      ops_(runtime, device, act_dtype),
       mem_(std::make_shared<DeviceMemory>(runtime, runtime->registry.device(device))),
       weights_(file, mem_),
       label_(file.label()) {
   if (kv_dtype != PARLEY_DTYPE_F32 && kv_dtype != PARLEY_DTYPE_F16 && kv_dtype != PARLEY_DTYPE_I8)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype " + std::to_string(static_cast<int>(kv_dtype)) +
                                             " is not PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8");
+  if (act_dtype == PARLEY_DTYPE_BF16)  // its K/V (cross-attention, the encoder) would need a BF16 kv_dtype
+    fail(PARLEY_ERROR_UNSUPPORTED,
+         "activation_dtype BF16 is not supported yet (the plugin ABI has no BF16 KV type); "
+         "use PARLEY_DTYPE_F16 or PARLEY_DTYPE_F32");
+  if (act_dtype != PARLEY_DTYPE_F32 && kv_dtype == PARLEY_DTYPE_F32)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("activation_dtype ") + dtype_name(act_dtype) +
+                                            " needs an F16 or I8 KV cache (kv_cache_dtype), not F32");
   if (kv_dtype != PARLEY_DTYPE_F32) {  // never widened silently: the kernel must read it
     const Kernel &k = ops_.kernel(PARLEY_OP_ATTENTION);
     const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND |
@@ -258,48 +265,47 @@ void Transformer::bind_stack(Stack &s, const std::string &prefix, bool cross) {
   }
 }
 
-void Transformer::norm(const StackParams &p, const Norm &n, const float *x, float *out, int64_t rows) const {
+void Transformer::norm(const StackParams &p, const Norm &n, Act x, Act out, int64_t rows) const {
   parley_norm_args a{};
   a.struct_size = sizeof a;
-  a.dtype = PARLEY_DTYPE_F32;
+  a.dtype = act_dtype();
   a.rows = rows;
   a.cols = p.hidden;
-  a.x = x;
+  a.x = x.get();
   a.ld_x = p.hidden;
   a.gamma = n.gamma;
   a.beta = n.beta;
   a.eps = p.eps;
-  a.out = out;
+  a.out = out.get();
   a.ld_out = p.hidden;
   ops_.run(p.rms_norm ? PARLEY_OP_RMS_NORM : PARLEY_OP_LAYER_NORM, &a);
 }
 
-const float *Transformer::sublayer_input(const StackParams &p, const Norm &n, float *x, float *scratch,
-                                         int64_t rows) const {
+Act Transformer::sublayer_input(const StackParams &p, const Norm &n, Act x, Act scratch, int64_t rows) const {
   if (p.post_norm) return x;
   norm(p, n, x, scratch, rows);
   return scratch;
 }
 
-void Transformer::sublayer_output(const StackParams &p, const Norm &n, float *x, const float *y, int64_t rows) const {
+void Transformer::sublayer_output(const StackParams &p, const Norm &n, Act x, Act y, int64_t rows) const {
   residual_add(x, y, rows * p.hidden);
   if (p.post_norm) norm(p, n, x, x, rows);  // BART/Marian: norm after the residual
 }
 
-void Transformer::residual_add(float *x, const float *y, int64_t n) const {
+void Transformer::residual_add(Act x, Act y, int64_t n) const {
   parley_add_args a{};
   a.struct_size = sizeof a;
-  a.dtype = PARLEY_DTYPE_F32;
+  a.dtype = act_dtype();
   a.n = n;
-  a.a = x;
-  a.b = y;
-  a.out = x;
+  a.a = x.get();
+  a.b = y.get();
+  a.out = x.get();
   a.alpha = 1.f;
   ops_.run(PARLEY_OP_ADD, &a);
 }
 
-DeviceArray<float> Transformer::buffer(int64_t count) const {
-  return DeviceArray<float>(mem_, static_cast<size_t>(count));
+ActArray Transformer::buffer(int64_t count) const {
+  return ActArray(mem_, static_cast<size_t>(count), activation_size(act_dtype()));
 }
 
 DeviceArray<int32_t> Transformer::upload(const std::vector<int32_t> &host) const {
@@ -307,11 +313,11 @@ DeviceArray<int32_t> Transformer::upload(const std::vector<int32_t> &host) const
 }
 
 void Transformer::embed(const Stack &s, const int32_t *ids_dev, const std::vector<int32_t> &positions, int64_t rows,
-                        float *out) const {
+                        Act out) const {
   const StackParams &p = s.p;
   parley_embedding_args e{};
   e.struct_size = sizeof e;
-  e.dtype = PARLEY_DTYPE_F32;
+  e.dtype = act_dtype();
   e.table_dtype = s.embed.dtype;
   e.row_scales = s.embed.row_scales;
   e.count = rows;
@@ -320,7 +326,7 @@ void Transformer::embed(const Stack &s, const int32_t *ids_dev, const std::vecto
   e.ids = ids_dev;
   e.table = s.embed.data;
   e.scale = p.embedding_scale;
-  e.out = out;
+  e.out = out.get();
   e.ld_out = p.hidden;
   ops_.run(PARLEY_OP_EMBEDDING, &e);
   if (s.positions) {
@@ -328,38 +334,38 @@ void Transformer::embed(const Stack &s, const int32_t *ids_dev, const std::vecto
     for (int64_t i = 0; i < rows; ++i)
       pos[static_cast<size_t>(i)] = positions[static_cast<size_t>(i)] + static_cast<int32_t>(p.position_offset);
     DeviceArray<int32_t> pos_dev = upload(pos);
-    DeviceArray<float> pe = buffer(rows * p.hidden);
+    ActArray pe = buffer(rows * p.hidden);
     e.vocab = p.max_positions + p.position_offset;
     e.ids = pos_dev.data();
     e.table = s.positions;
     e.table_dtype = PARLEY_DTYPE_F32;
     e.row_scales = nullptr;
     e.scale = 1.f;
-    e.out = pe.data();
+    e.out = pe.data().get();
     ops_.run(PARLEY_OP_EMBEDDING, &e);
     residual_add(out, pe.data(), rows * p.hidden);
   }
   if (p.embedding_norm) norm(p, s.embedding_norm, out, out, rows);
 }
 
-void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const {
+void Transformer::ffn(const Stack &s, const Layer &l, Act x, Act out, int64_t rows) const {
   const StackParams &p = s.p;
-  DeviceArray<float> up = buffer(rows * p.ffn);
+  ActArray up = buffer(rows * p.ffn);
   if (p.gated) {
-    DeviceArray<float> gate = buffer(rows * p.ffn);
+    ActArray gate = buffer(rows * p.ffn);
     ops_.linear(l.gate, x, rows, l.b_gate, gate.data());
     ops_.linear(l.up, x, rows, l.b_up, up.data());
     parley_gated_activation_args g{};
     g.struct_size = sizeof g;
-    g.dtype = PARLEY_DTYPE_F32;
+    g.dtype = act_dtype();
     g.activation = p.activation;
     g.rows = rows;
     g.cols = p.ffn;
-    g.gate = gate.data();
+    g.gate = gate.data().get();
     g.ld_gate = p.ffn;
-    g.up = up.data();
+    g.up = up.data().get();
     g.ld_up = p.ffn;
-    g.out = up.data();
+    g.out = up.data().get();
     g.ld_out = p.ffn;
     ops_.run(PARLEY_OP_GATED_ACTIVATION, &g);
   } else {
@@ -368,7 +374,7 @@ void Transformer::ffn(const Stack &s, const Layer &l, const float *x, float *out
   ops_.linear(l.down, up.data(), rows, l.b_down, out);
 }
 
-DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
+ActArray Transformer::encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const {
   MemoryScope memory_scope("the encoder's activations");
   const StackParams &p = enc_.p;
   const int64_t B = static_cast<int64_t>(sources.size());
@@ -395,17 +401,17 @@ DeviceArray<float> Transformer::encode(const std::vector<std::vector<int32_t>> &
       }
     }
   }
-  DeviceArray<float> x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
-  DeviceArray<float> q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
+  ActArray x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
+  ActArray q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
   DeviceArray<int32_t> ids_dev = upload(ids), lengths_dev = upload(lengths);
   embed(enc_, ids_dev.data(), pos, rows, x.data());
   for (const Layer &l : enc_.layers) {
-    const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
+    Act in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
     ops_.linear(l.self_attn.wq, in, rows, l.self_attn.bq, q.data());
     ops_.linear(l.self_attn.wk, in, rows, l.self_attn.bk, k.data());
     ops_.linear(l.self_attn.wv, in, rows, l.self_attn.bv, v.data());
-    auto args = attention_args(B, p.heads, p.kv_heads, hd, S, S, q.data(), k.data(), v.data(), a.data(),
-                               lengths_dev.data(), PARLEY_MASK_KEY_PADDING);
+    auto args = attention_args(act_dtype(), B, p.heads, p.kv_heads, hd, S, S, q.data().get(), k.data().get(),
+                               v.data().get(), a.data().get(), lengths_dev.data(), PARLEY_MASK_KEY_PADDING);
     ops_.run(PARLEY_OP_ATTENTION, &args);
     ops_.linear(l.self_attn.wo, a.data(), rows, l.self_attn.bo, o.data());
     sublayer_output(p, l.self_norm, x.data(), o.data(), rows);
@@ -423,6 +429,7 @@ uint64_t Transformer::kv_bytes_per_token(parley_dtype dtype) const {
   const uint64_t elems = layers * 2 * heads * static_cast<uint64_t>(dec_.head_dim);
   switch (dtype) {
     case PARLEY_DTYPE_F16:
+    case PARLEY_DTYPE_BF16:
       return elems * 2;
     case PARLEY_DTYPE_I8:
       return elems + layers * 2 * heads * sizeof(float);  // one f32 scale per head row
@@ -434,8 +441,8 @@ uint64_t Transformer::kv_bytes_per_token(parley_dtype dtype) const {
 uint64_t Transformer::check_kv_bytes(int64_t rows, int64_t capacity, int64_t src_len) const {
   auto mul = [](uint64_t a, uint64_t b, uint64_t *out) { return __builtin_mul_overflow(a, b, out); };
   uint64_t tokens = 0, self = 0, cross = 0, total = 0;
-  // The cross-attention K/V stays F32 whatever the self-attention cache's dtype.
-  const uint64_t per_token = kv_bytes_per_token(kv_dtype_), per_source_token = kv_bytes_per_token(PARLEY_DTYPE_F32);
+  // The cross-attention K/V is in the activation dtype whatever the self-attention cache's.
+  const uint64_t per_token = kv_bytes_per_token(kv_dtype_), per_source_token = kv_bytes_per_token(act_dtype());
   bool overflow = mul(static_cast<uint64_t>(rows), static_cast<uint64_t>(capacity), &tokens) ||
                   mul(tokens, per_token, &self) ||
                   mul(static_cast<uint64_t>(rows) * static_cast<uint64_t>(src_len), per_source_token, &cross) ||
@@ -483,13 +490,13 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
     if (static_cast<int64_t>(sources.size()) != batch)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, "an encoder-decoder model needs one source per sequence");
     int64_t S = 0;
-    DeviceArray<float> enc = encode(sources, &S);
+    ActArray enc = encode(sources, &S);
     st.src_len = S;
     for (const auto &s : sources) st.src_lengths.push_back(static_cast<int32_t>(s.size()));
     st.src_lengths_device = upload(st.src_lengths);
     const int64_t kvd = dec_.kv_heads * dec_.head_dim;
     for (const Layer &l : dec_stack_.layers) {
-      DeviceArray<float> k = buffer(batch * S * kvd), v = buffer(batch * S * kvd);
+      ActArray k = buffer(batch * S * kvd), v = buffer(batch * S * kvd);
       // Cross-attention K/V: computed once per request from the encoder output.
       ops_.linear(l.cross_attn.wk, enc.data(), batch * S, l.cross_attn.bk, k.data());
       ops_.linear(l.cross_attn.wv, enc.data(), batch * S, l.cross_attn.bv, v.data());
@@ -500,8 +507,8 @@ DecoderState Transformer::start(int64_t batch, int64_t capacity,
   return st;
 }
 
-void Transformer::project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev, float *q,
-                              float *k, float *v) const {
+void Transformer::project_qkv(const Attention &a, Act in, int64_t rows, const int32_t *positions_dev, Act q, Act k,
+                              Act v) const {
   const StackParams &p = dec_;
   const int64_t hd = p.head_dim, qd = p.heads * hd, kvd = p.kv_heads * hd;
   ops_.linear(a.wq, in, rows, a.bq, q);
@@ -510,23 +517,23 @@ void Transformer::project_qkv(const Attention &a, const float *in, int64_t rows,
   if (a.q_norm) {  // Qwen3: RMSNorm over each head, before RoPE
     parley_norm_args na{};
     na.struct_size = sizeof na;
-    na.dtype = PARLEY_DTYPE_F32;
+    na.dtype = act_dtype();
     na.cols = hd;
     na.eps = p.eps;
     na.rows = rows * p.heads;
-    na.x = na.out = q;
+    na.x = na.out = q.get();
     na.ld_x = na.ld_out = hd;
     na.gamma = a.q_norm;
     ops_.run(PARLEY_OP_RMS_NORM, &na);
     na.rows = rows * p.kv_heads;
-    na.x = na.out = k;
+    na.x = na.out = k.get();
     na.gamma = a.k_norm;
     ops_.run(PARLEY_OP_RMS_NORM, &na);
   }
   if (p.position == 3) {
     parley_rotary_args r{};
     r.struct_size = sizeof r;
-    r.dtype = PARLEY_DTYPE_F32;
+    r.dtype = act_dtype();
     r.batch = 1;
     r.seq = rows;
     r.head_dim = hd;
@@ -536,13 +543,13 @@ void Transformer::project_qkv(const Attention &a, const float *in, int64_t rows,
     r.interleaved = p.rope_interleaved;
     r.attention_factor = 1.f;
     r.heads = p.heads;
-    r.x = q;
+    r.x = q.get();
     r.stride_batch = rows * qd;
     r.stride_seq = qd;
     r.stride_head = hd;
     ops_.run(PARLEY_OP_ROTARY, &r);
     r.heads = p.kv_heads;
-    r.x = k;
+    r.x = k.get();
     r.stride_batch = rows * kvd;
     r.stride_seq = kvd;
     ops_.run(PARLEY_OP_ROTARY, &r);
@@ -597,8 +604,8 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
       pos[static_cast<size_t>(b * n + i)] = static_cast<int32_t>(len + i);
     }
   }
-  DeviceArray<float> x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
-  DeviceArray<float> q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
+  ActArray x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
+  ActArray q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
   std::vector<int32_t> ids(tokens);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = count(b); i < n; ++i) ids[static_cast<size_t>(b * n + i)] = 0;
@@ -611,11 +618,11 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
     // Self-attention with the KV cache.
-    const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
+    Act in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
     project_qkv(l.self_attn, in, rows, pos_dev.data(), q.data(), k.data(), v.data());
     uint8_t *ck = st.k[li].data(), *cv = st.v[li].data();
-    auto sa = attention_args(B, p.heads, p.kv_heads, hd, n, st.capacity, q.data(), ck, cv, a.data(),
-                             key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    auto sa = attention_args(act_dtype(), B, p.heads, p.kv_heads, hd, n, st.capacity, q.data().get(), ck, cv,
+                             a.data().get(), key_lengths_dev.data(), PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
     sa.window = p.window(li);
     sa.kv_dtype = st.kv_dtype;
     if (st.kv_dtype == PARLEY_DTYPE_I8) {  // [batch, capacity, kv_heads]
@@ -626,8 +633,8 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
       sa.scale_stride_seq = p.kv_heads;
     }
     if (fused_append) {  // the kernel writes the new K/V rows into the cache itself
-      sa.k_new = k.data();
-      sa.v_new = v.data();
+      sa.k_new = k.data().get();
+      sa.v_new = v.data().get();
       sa.k_new_stride_batch = sa.v_new_stride_batch = n * kvd;
       sa.k_new_stride_head = sa.v_new_stride_head = hd;
       sa.k_new_stride_seq = sa.v_new_stride_seq = kvd;
@@ -636,9 +643,9 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
         fail(PARLEY_ERROR_INTERNAL, "a " + std::string(dtype_name(st.kv_dtype)) + " KV cache needs the fused append");
       for (int64_t b = 0; b < B; ++b) {
         size_t dst = static_cast<size_t>((b * st.capacity + st.lengths[static_cast<size_t>(b)]) * kvd) * sizeof(float);
-        size_t src = static_cast<size_t>(b * n * kvd);
-        mem_->on_device(ck + dst, k.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
-        mem_->on_device(cv + dst, v.data() + src, static_cast<size_t>(n * kvd) * sizeof(float));
+        const int64_t src = b * n * kvd;
+        mem_->on_device(ck + dst, (k.data() + src).get(), static_cast<size_t>(n * kvd) * sizeof(float));
+        mem_->on_device(cv + dst, (v.data() + src).get(), static_cast<size_t>(n * kvd) * sizeof(float));
       }
     }
     ops_.run(PARLEY_OP_ATTENTION, &sa);
@@ -650,11 +657,12 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
       ops_.linear(l.cross_attn.wq, in, rows, l.cross_attn.bq, q.data());
       // One attention "sequence" per source: its R rows' n queries each.
       const int64_t R = st.rows_per_source, sources = B / R;
-      auto ca = attention_args(sources, p.heads, p.kv_heads, hd, R * n, st.src_len, q.data(), st.cross_k[li].data(),
-                               st.cross_v[li].data(), a.data(), st.src_lengths_device.data(), PARLEY_MASK_KEY_PADDING);
-      DeviceArray<float> probs;
+      auto ca = attention_args(act_dtype(), sources, p.heads, p.kv_heads, hd, R * n, st.src_len, q.data().get(),
+                               st.cross_k[li].data().get(), st.cross_v[li].data().get(), a.data().get(),
+                               st.src_lengths_device.data(), PARLEY_MASK_KEY_PADDING);
+      DeviceArray<float> probs;  // probabilities are float whatever the activations
       if (st.record_cross_layer == static_cast<int64_t>(li)) {
-        probs = buffer(B * p.heads * n * st.src_len);
+        probs = DeviceArray<float>(mem_, static_cast<size_t>(B * p.heads * n * st.src_len));
         ca.probs = probs.data();
       }
       ops_.run(PARLEY_OP_ATTENTION, &ca);
@@ -678,35 +686,38 @@ void Transformer::step_into(DecoderState &st, const std::vector<int32_t> &tokens
   }
   for (int64_t b = 0; b < B; ++b) st.lengths[static_cast<size_t>(b)] += static_cast<int32_t>(count(b));
 
-  const float *final_rows = x.data();
+  Act final_rows = x.data();
   int64_t out_rows = rows;
-  DeviceArray<float> last;
+  ActArray last;
   if (last_only) {
     last = buffer(B * H);
     for (int64_t b = 0; b < B; ++b)
-      mem_->on_device(last.data() + b * H, x.data() + ((b * n) + count(b) - 1) * H,
-                      static_cast<size_t>(H) * sizeof(float));
+      mem_->on_device((last.data() + b * H).get(), (x.data() + ((b * n) + count(b) - 1) * H).get(), x.data().bytes(H));
     final_rows = last.data();
     out_rows = B;
   }
-  DeviceArray<float> normed;
+  ActArray normed;
   if (p.final_norm) {
     normed = buffer(out_rows * H);
     norm(p, dec_stack_.final_norm, final_rows, normed.data(), out_rows);
     final_rows = normed.data();
   }
   logits.resize(static_cast<size_t>(out_rows * vocab_));
-  if (mem_->host_addressable()) {  // host memory: write the caller's vector directly
-    LinearStats into;
-    if (stats) into = linear_stats_for(*stats, out_rows, vocab_);
-    const bool wrote = ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, logits.data(), PARLEY_ACT_NONE,
-                                   nullptr, stats ? &into : nullptr);
-    if (stats) stats->valid = wrote;
-  } else {
-    DeviceArray<float> dev = buffer(out_rows * vocab_);
-    ops_.linear(lm_head_, final_rows, out_rows, logits_bias_, dev.data());
-    dev.download(logits.data(), logits.size());
+  LinearStats into;
+  if (stats) into = linear_stats_for(*stats, out_rows, vocab_);
+  const bool wrote = project_logits(final_rows, out_rows, logits.data(), stats ? &into : nullptr);
+  if (stats) stats->valid = wrote;
+}
+
+bool Transformer::project_logits(Act final_rows, int64_t rows, float *out, LinearStats *stats) const {
+  if (mem_->host_addressable() && act_dtype() == PARLEY_DTYPE_F32) {  // host memory: write the caller's vector
+    return ops_.linear(lm_head_, final_rows, rows, logits_bias_, Act(out, sizeof(float)), PARLEY_ACT_NONE, {}, stats);
   }
+  // Device memory, or logits in the activation dtype: through a buffer.
+  ActArray dev = buffer(rows * vocab_);
+  ops_.linear(lm_head_, final_rows, rows, logits_bias_, dev.data());
+  download_as_float(*mem_, act_dtype(), dev.data().get(), static_cast<size_t>(rows * vocab_), out);
+  return false;
 }
 
 void Transformer::reorder(DecoderState &s, const std::vector<int32_t> &parents) const {
@@ -797,10 +808,12 @@ void Transformer::reorder_sources(DecoderState &s, const std::vector<int32_t> &p
   s.rows_per_source = static_cast<int64_t>(R);
   if (kept == identity) return;  // beams reordered within their items: nothing moves
   const size_t crow = static_cast<size_t>(s.src_len * dec_.kv_heads * dec_.head_dim);
-  auto gather = [&](DeviceArray<float> &buf) {
-    DeviceArray<float> out = buffer(static_cast<int64_t>(kept.size() * crow));
+  auto gather = [&](ActArray &buf) {
+    const int64_t row = static_cast<int64_t>(crow);
+    ActArray out = buffer(static_cast<int64_t>(kept.size()) * row);
     for (size_t i = 0; i < kept.size(); ++i)
-      mem_->on_device(out.data() + i * crow, buf.data() + static_cast<size_t>(kept[i]) * crow, crow * sizeof(float));
+      mem_->on_device((out.data() + static_cast<int64_t>(i) * row).get(), (buf.data() + kept[i] * row).get(),
+                      buf.data().bytes(row));
     buf = std::move(out);
   };
   for (auto &k : s.cross_k) gather(k);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "format/model_file.hpp"
+#include "model/activations.hpp"
 #include "model/device_memory.hpp"
 #include "model/logit_stats.hpp"
 #include "model/ops.hpp"
@@ -47,8 +48,8 @@ struct StackParams {
 // decoding loop needs them) and uploaded with each step. Move-only.
 // The self-attention cache is stored in the model's kv_dtype (F32, F16, or
 // I8 with one f32 scale per (sequence, position, kv head) row); the
-// cross-attention K/V stays F32 (computed once per request, read by the
-// attention kernel as F32).
+// cross-attention K/V is kept in the activation dtype (computed once per
+// request, read by the attention kernel with kv_dtype = that dtype).
 struct DecoderState {
   int64_t batch = 0, capacity = 0;
   std::vector<int32_t> lengths;  // tokens already in the cache, per sequence
@@ -64,9 +65,9 @@ struct DecoderState {
   // the whole group (the group's queries attend as one sequence of
   // rows_per_source * n queries: cross-attention has no causal mask).
   int64_t rows_per_source = 1;
-  std::vector<int32_t> src_lengths;                  // per source; host copy of src_lengths_device
-  DeviceArray<int32_t> src_lengths_device;           // [batch / rows_per_source]
-  std::vector<DeviceArray<float>> cross_k, cross_v;  // [layer] -> [sources, src_len, kv_heads, head_dim]
+  std::vector<int32_t> src_lengths;         // per source; host copy of src_lengths_device
+  DeviceArray<int32_t> src_lengths_device;  // [batch / rows_per_source]
+  std::vector<ActArray> cross_k, cross_v;   // [layer] -> [sources, src_len, kv_heads, head_dim]
   // When >= 0, step() leaves that decoder layer's cross-attention
   // probabilities of the tokens it ran in cross_probs (host memory):
   // [batch, heads, n, src_len].
@@ -112,8 +113,11 @@ class Transformer {
   // F16 / I8 need an attention kernel on `device` declaring
   // PARLEY_KERNEL_FLAG_KV_APPEND and KV_F16 / KV_I8 (else UNSUPPORTED,
   // naming the device and the kernel); other dtypes are INVALID_ARGUMENT.
+  // act_dtype: element type of the activations (F32, or F16 / BF16 where
+  // the device has kernels for them, else UNSUPPORTED naming the op); with
+  // F16 / BF16 the cache must be F16 or I8. Logits come back as float.
   Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device,
-              parley_dtype kv_dtype = PARLEY_DTYPE_F32);
+              parley_dtype kv_dtype = PARLEY_DTYPE_F32, parley_dtype act_dtype = PARLEY_DTYPE_F32);
 
   bool encoder_decoder() const { return has_encoder_; }
   int64_t vocab() const { return vocab_; }
@@ -131,6 +135,7 @@ class Transformer {
   // I8 scales included) for a cache of `dtype` (F32, F16 or I8).
   uint64_t kv_bytes_per_token(parley_dtype dtype) const;
   parley_dtype kv_dtype() const { return kv_dtype_; }
+  parley_dtype act_dtype() const { return ops_.act_dtype(); }
 
   // A fresh state for `batch` sequences of up to `capacity` tokens each. For
   // encoder-decoder models `sources` (token ids per sequence) are encoded now.
@@ -166,8 +171,8 @@ class Transformer {
   // _KV_APPEND); the engine needs both.
   bool supports_paged() const;
   // Encoder-decoder models: a pool for the cross-attention K/V of many
-  // sources (F32 whatever the self-attention cache's dtype, as in
-  // start()), and the bytes it needs per block.
+  // sources (in the activation dtype whatever the self-attention cache's,
+  // as in start()), and the bytes it needs per block.
   KvPool make_cross_pool(int64_t num_blocks, int64_t block_size) const;
   uint64_t cross_block_bytes(int64_t block_size) const;
   // Encodes the sources as one padded batch and writes each one's
@@ -222,7 +227,7 @@ class Transformer {
 
  private:
   // Encoder output for padded sources, on the device: [batch, max_len, hidden].
-  DeviceArray<float> encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const;
+  ActArray encode(const std::vector<std::vector<int32_t>> &sources, int64_t *max_len) const;
 
   struct Norm {
     const float *gamma = nullptr, *beta = nullptr;
@@ -259,26 +264,29 @@ class Transformer {
   EmbeddingTable bind_embedding(const std::string &name, int64_t vocab);
   LinearWeight bind_linear(const std::string &name, int64_t n, int64_t k);
   void bind_stack(Stack &s, const std::string &prefix, bool cross);
-  void norm(const StackParams &p, const Norm &n, const float *x, float *out, int64_t rows) const;
+  void norm(const StackParams &p, const Norm &n, Act x, Act out, int64_t rows) const;
   // ids and positions: host copies (the position table needs offset ids),
   // ids_dev / positions_dev: the same on the device.
   void embed(const Stack &s, const int32_t *ids_dev, const std::vector<int32_t> &positions, int64_t rows,
-             float *out) const;
+             Act out) const;
   // reorder()'s part for the cross-attention K/V of encoder-decoder states.
   void reorder_sources(DecoderState &s, const std::vector<int32_t> &parents) const;
-  DeviceArray<float> buffer(int64_t count) const;
+  ActArray buffer(int64_t count) const;
   DeviceArray<int32_t> upload(const std::vector<int32_t> &host) const;
-  void ffn(const Stack &s, const Layer &l, const float *x, float *out, int64_t rows) const;
+  void ffn(const Stack &s, const Layer &l, Act x, Act out, int64_t rows) const;
   // Self-attention projections of `rows` token rows (row-major, any
   // sequence layout): q [rows, heads * hd], k and v [rows, kv_heads * hd],
   // with the q/k norms and rotary positions (positions_dev: one per row).
-  void project_qkv(const Attention &a, const float *in, int64_t rows, const int32_t *positions_dev, float *q, float *k,
-                   float *v) const;
-  void residual_add(float *x, const float *y, int64_t n) const;
+  void project_qkv(const Attention &a, Act in, int64_t rows, const int32_t *positions_dev, Act q, Act k, Act v) const;
+  void residual_add(Act x, Act y, int64_t n) const;
   // Pre-norm: the normalised copy of x in scratch; post-norm: x itself.
-  const float *sublayer_input(const StackParams &p, const Norm &n, float *x, float *scratch, int64_t rows) const;
+  Act sublayer_input(const StackParams &p, const Norm &n, Act x, Act scratch, int64_t rows) const;
   // x += y, then the post-norm if the stack uses one.
-  void sublayer_output(const StackParams &p, const Norm &n, float *x, const float *y, int64_t rows) const;
+  void sublayer_output(const StackParams &p, const Norm &n, Act x, Act y, int64_t rows) const;
+  // The output projection of `rows` final hidden rows into host floats.
+  // With `stats` (F32 activations only) also their block statistics;
+  // returns whether the kernel wrote them.
+  bool project_logits(Act final_rows, int64_t rows, float *out, LinearStats *stats) const;
 
   std::shared_ptr<Runtime> runtime_;
   parley_dtype kv_dtype_;

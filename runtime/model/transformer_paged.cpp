@@ -31,8 +31,9 @@ KvPool Transformer::make_cross_pool(int64_t num_blocks, int64_t block_size) cons
   KvPool pool;
   pool.num_blocks = num_blocks;
   pool.block_size = block_size;
-  pool.kv_dtype = PARLEY_DTYPE_F32;
-  const size_t bytes = static_cast<size_t>(num_blocks * block_size * dec_.kv_heads * dec_.head_dim) * sizeof(float);
+  pool.kv_dtype = act_dtype();  // the cross-attention K/V as the linear layers write it
+  const size_t bytes =
+      static_cast<size_t>(num_blocks * block_size * dec_.kv_heads * dec_.head_dim) * activation_size(act_dtype());
   for (int64_t l = 0; l < dec_.layers; ++l) {
     pool.k.emplace_back(mem_, bytes);
     pool.v.emplace_back(mem_, bytes);
@@ -41,15 +42,15 @@ KvPool Transformer::make_cross_pool(int64_t num_blocks, int64_t block_size) cons
 }
 
 uint64_t Transformer::cross_block_bytes(int64_t block_size) const {
-  return has_encoder_
-             ? static_cast<uint64_t>(dec_.layers * 2 * dec_.kv_heads * dec_.head_dim * block_size) * sizeof(float)
-             : 0;
+  return has_encoder_ ? static_cast<uint64_t>(dec_.layers * 2 * dec_.kv_heads * dec_.head_dim * block_size) *
+                            activation_size(act_dtype())
+                      : 0;
 }
 
 void Transformer::encode_paged(KvPool &cross, const std::vector<std::vector<int32_t>> &sources,
                                const std::vector<const int32_t *> &tables) const {
   MemoryScope memory_scope("the encoder's activations");
-  if (!has_encoder_ || static_cast<int64_t>(cross.k.size()) != dec_.layers || cross.kv_dtype != PARLEY_DTYPE_F32)
+  if (!has_encoder_ || static_cast<int64_t>(cross.k.size()) != dec_.layers || cross.kv_dtype != act_dtype())
     fail(PARLEY_ERROR_INTERNAL, "the cross-attention pool was made for another model");
   if (sources.empty() || tables.size() != sources.size())
     fail(PARLEY_ERROR_INTERNAL, "encode_paged needs one block table per source");
@@ -63,9 +64,9 @@ void Transformer::encode_paged(KvPool &cross, const std::vector<std::vector<int3
   // One padded batch (key-padding masked, as a batched translate): each
   // source's rows are those it gets alone.
   int64_t S = 0;
-  DeviceArray<float> enc = encode(sources, &S);
+  ActArray enc = encode(sources, &S);
   const int64_t rows = static_cast<int64_t>(sources.size()) * S;
-  DeviceArray<float> k = buffer(rows * kvd), v = buffer(rows * kvd);
+  ActArray k = buffer(rows * kvd), v = buffer(rows * kvd);
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
     ops_.linear(l.cross_attn.wk, enc.data(), rows, l.cross_attn.bk, k.data());
@@ -74,10 +75,9 @@ void Transformer::encode_paged(KvPool &cross, const std::vector<std::vector<int3
       const int64_t len = static_cast<int64_t>(sources[i].size()), base = static_cast<int64_t>(i) * S * kvd;
       for (int64_t b = 0; b * bs < len; ++b) {  // [block, block_size, kv_heads, head_dim]
         const int64_t n_rows = std::min(bs, len - b * bs);
-        const size_t dst = static_cast<size_t>(tables[i][b] * bs * kvd) * sizeof(float);
-        const size_t n = static_cast<size_t>(n_rows * kvd) * sizeof(float);
-        mem_->on_device(cross.k[li].data() + dst, k.data() + base + b * bs * kvd, n);
-        mem_->on_device(cross.v[li].data() + dst, v.data() + base + b * bs * kvd, n);
+        const size_t dst = k.data().bytes(tables[i][b] * bs * kvd), n = k.data().bytes(n_rows * kvd);
+        mem_->on_device(cross.k[li].data() + dst, (k.data() + base + b * bs * kvd).get(), n);
+        mem_->on_device(cross.v[li].data() + dst, (v.data() + base + b * bs * kvd).get(), n);
       }
     }
   }
@@ -266,8 +266,8 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
     }
   }
 
-  DeviceArray<float> x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
-  DeviceArray<float> q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
+  ActArray x = buffer(rows * H), h = buffer(rows * H), o = buffer(rows * H);
+  ActArray q = buffer(rows * qd), k = buffer(rows * kvd), v = buffer(rows * kvd), a = buffer(rows * qd);
   DeviceArray<int32_t> ids_dev = upload(ids), pos_dev = upload(pos), lengths_dev = upload(key_lengths);
   DeviceArray<int32_t> tables_dev = upload(tables);
   DeviceArray<int32_t> cross_lengths_dev, cross_tables_dev;
@@ -281,9 +281,9 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
   // order, whose queries are q_len rows each, contiguous from first_row.
   auto attend = [&](size_t li, int64_t first, int64_t count, int64_t q_len) {
     const int64_t row0 = first_row[static_cast<size_t>(first)];
-    auto sa = attention_args(count, p.heads, p.kv_heads, hd, q_len, 0, q.data() + row0 * qd, pool.k[li].data(),
-                             pool.v[li].data(), a.data() + row0 * qd, lengths_dev.data() + first,
-                             PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
+    auto sa = attention_args(act_dtype(), count, p.heads, p.kv_heads, hd, q_len, 0, (q.data() + row0 * qd).get(),
+                             pool.k[li].data(), pool.v[li].data(), (a.data() + row0 * qd).get(),
+                             lengths_dev.data() + first, PARLEY_MASK_CAUSAL | PARLEY_MASK_KEY_PADDING);
     sa.k_stride_batch = sa.v_stride_batch = bs * kvd;  // between blocks
     sa.window = p.window(li);
     sa.kv_dtype = pool.kv_dtype;
@@ -294,8 +294,8 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
       sa.scale_stride_head = 1;
       sa.scale_stride_seq = p.kv_heads;
     }
-    sa.k_new = k.data() + row0 * kvd;
-    sa.v_new = v.data() + row0 * kvd;
+    sa.k_new = (k.data() + row0 * kvd).get();
+    sa.v_new = (v.data() + row0 * kvd).get();
     sa.k_new_stride_batch = sa.v_new_stride_batch = q_len * kvd;
     sa.k_new_stride_head = sa.v_new_stride_head = hd;
     sa.k_new_stride_seq = sa.v_new_stride_seq = kvd;
@@ -309,11 +309,11 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
   // nothing appended), grouped as the self-attention calls are.
   auto attend_source = [&](size_t li, int64_t first, int64_t count, int64_t q_len) {
     const int64_t row0 = first_row[static_cast<size_t>(first)];
-    auto ca = attention_args(count, p.heads, p.kv_heads, hd, q_len, 0, q.data() + row0 * qd, cross->k[li].data(),
-                             cross->v[li].data(), a.data() + row0 * qd, cross_lengths_dev.data() + first,
-                             PARLEY_MASK_KEY_PADDING);
+    auto ca = attention_args(act_dtype(), count, p.heads, p.kv_heads, hd, q_len, 0, (q.data() + row0 * qd).get(),
+                             cross->k[li].data(), cross->v[li].data(), (a.data() + row0 * qd).get(),
+                             cross_lengths_dev.data() + first, PARLEY_MASK_KEY_PADDING);
     ca.k_stride_batch = ca.v_stride_batch = cross->block_size * kvd;
-    ca.kv_dtype = PARLEY_DTYPE_F32;
+    ca.kv_dtype = cross->kv_dtype;
     ca.block_table = cross_tables_dev.data() + first * cross_widest;
     ca.block_table_stride = cross_widest;
     ca.block_size = cross->block_size;
@@ -322,7 +322,7 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
 
   for (size_t li = 0; li < dec_stack_.layers.size(); ++li) {
     const Layer &l = dec_stack_.layers[li];
-    const float *in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
+    Act in = sublayer_input(p, l.self_norm, x.data(), h.data(), rows);
     project_qkv(l.self_attn, in, rows, pos_dev.data(), q.data(), k.data(), v.data());
     if (decoders > 0) attend(li, 0, decoders, 1);
     for (int64_t i = decoders; i < S; ++i) attend(li, i, 1, seqs[static_cast<size_t>(order[static_cast<size_t>(i)])].n);
@@ -351,14 +351,14 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
   std::vector<int64_t> packed_of(static_cast<size_t>(S));
   for (int64_t i = 0; i < S; ++i) packed_of[static_cast<size_t>(order[static_cast<size_t>(i)])] = i;
   const int64_t W = static_cast<int64_t>(wanted.size());
-  DeviceArray<float> last = buffer(W * H);
+  ActArray last = buffer(W * H);
   for (int64_t w = 0; w < W; ++w) {
     const int64_t s = wanted[static_cast<size_t>(w)], i = packed_of[static_cast<size_t>(s)];
     const int64_t row = first_row[static_cast<size_t>(i)] + seqs[static_cast<size_t>(s)].n - 1;
-    mem_->on_device(last.data() + w * H, x.data() + row * H, static_cast<size_t>(H) * sizeof(float));
+    mem_->on_device((last.data() + w * H).get(), (x.data() + row * H).get(), x.data().bytes(H));
   }
-  const float *final_rows = last.data();
-  DeviceArray<float> normed;
+  Act final_rows = last.data();
+  ActArray normed;
   if (p.final_norm) {
     normed = buffer(W * H);
     norm(p, dec_stack_.final_norm, final_rows, normed.data(), W);
@@ -369,13 +369,12 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
   std::vector<float> packed;
   if (W < S) packed.resize(static_cast<size_t>(W * vocab_));
   float *out = W == S ? logits.data() : packed.data();
-  if (mem_->host_addressable()) {
+  {
     // With statistics: written for the W rows, then placed at their
     // sequences' rows (as the logits below).
     LinearStats into;
     if (stats) into = linear_stats_for(*stats, S, vocab_);
-    const bool wrote =
-        ops_.linear(lm_head_, final_rows, W, logits_bias_, out, PARLEY_ACT_NONE, nullptr, stats ? &into : nullptr);
+    const bool wrote = project_logits(final_rows, W, out, stats ? &into : nullptr);
     if (stats && wrote) {
       const int64_t nb = stats->blocks;
       for (int64_t w = W - 1; w >= 0; --w) {  // backwards: row w moves to wanted[w] >= w
@@ -386,10 +385,6 @@ void Transformer::step_paged_into(KvPool &pool, const std::vector<PagedSequence>
       }
       stats->valid = true;
     }
-  } else {
-    DeviceArray<float> dev = buffer(W * vocab_);
-    ops_.linear(lm_head_, final_rows, W, logits_bias_, dev.data());
-    dev.download(out, static_cast<size_t>(W * vocab_));
   }
   if (W == S) return;
   for (int64_t w = 0; w < W; ++w)

@@ -20,6 +20,13 @@
 //    table entry (a GPU would read another tensor or fault).
 //  - Fresh and released blocks are filled with 0xFF bytes (NaN as float, -1
 //    as int32), so reading memory nobody wrote shows up in the results.
+//  - F16 activations (parley_model_options.activation_dtype): the ops a
+//    model runs are also registered for F16. Each widens its F16 activation
+//    arguments into F32 scratch, runs the cpu plugin's F32 kernel and rounds
+//    its outputs to nearest even back into F16: what a GPU kernel that
+//    computes in F32 and stores F16 does. Parameters (norm weights, biases,
+//    rotary frequencies, embedding tables) and the KV cache (kv_dtype, read
+//    natively by the cpu kernel) keep their own types.
 //
 // Only include/parley/plugin.h is included from Parley, as for any plugin.
 #include <parley/plugin.h>
@@ -32,10 +39,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 extern "C" const parley_plugin_desc *parley_cpu_plugin_entry(uint32_t host_abi_version,
                                                              const parley_host_services *host);
@@ -342,7 +351,153 @@ std::string deep_check<PARLEY_OP_ATTENTION>(Guard *g, const void *args, const pa
   return {};
 }
 
+// ------------------------------------------------------- F16 activations
+
+float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else if (exp) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (!mant) {
+    bits = sign;
+  } else {
+    exp = 113;
+    while (!(mant & 0x400u)) {
+      mant <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Round to nearest even, overflow to infinity, NaN kept quiet.
+uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504
+  if (ax < 0x38800000u) {                                               // below 2^-14: a subnormal (or zero) half
+    if (ax < 0x33000000u) return sign;                                  // below half of the smallest subnormal
+    const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
+    uint32_t q = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) ++q;
+    return static_cast<uint16_t>(sign | q);
+  }
+  uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);  // nearest even at bit 13
+  return static_cast<uint16_t>(sign | ((r - 0x38000000u) >> 13));
+}
+
+// F32 copies of an op's F16 activation arguments (private-view addresses).
+// The same address always gets the same copy, so in-place ops (x == out)
+// stay in place; outputs are rounded back by finish().
+class Widened {
+ public:
+  float *in(const void *p, int64_t count) { return get(p, count, false); }
+  float *out(void *p, int64_t count) { return get(p, count, true); }
+  void finish() {
+    for (Entry &e : entries_)
+      if (e.written)
+        for (size_t i = 0; i < e.values.size(); ++i) e.at[i] = f32_to_f16(e.values[i]);
+  }
+
+ private:
+  struct Entry {
+    uint16_t *at;
+    std::vector<float> values;
+    bool written;
+  };
+  float *get(const void *p, int64_t count, bool written) {
+    if (!p || count <= 0) return nullptr;
+    auto *at = static_cast<uint16_t *>(const_cast<void *>(p));
+    for (Entry &e : entries_)
+      if (e.at == at) {
+        e.written = e.written || written;
+        widen(e, static_cast<size_t>(count));
+        return e.values.data();
+      }
+    entries_.push_back({at, {}, written});
+    widen(entries_.back(), static_cast<size_t>(count));
+    return entries_.back().values.data();
+  }
+  static void widen(Entry &e, size_t count) {
+    for (size_t i = e.values.size(); i < count; ++i) e.values.push_back(f16_to_f32(e.at[i]));
+  }
+  std::deque<Entry> entries_;  // a deque keeps earlier copies where they are
+};
+
+// Elements a strided 4-D view spans: the last element's offset + 1.
+int64_t span(int64_t n0, int64_t s0, int64_t n1, int64_t s1, int64_t n2, int64_t s2, int64_t inner) {
+  if (n0 < 1 || n1 < 1 || n2 < 1 || inner < 1) return 0;
+  return (n0 - 1) * s0 + (n1 - 1) * s1 + (n2 - 1) * s2 + inner;
+}
+int64_t rows_span(int64_t rows, int64_t ld, int64_t cols) {
+  return span(1, 0, 1, 0, rows, ld, cols);
+}
+
+// Points an op's F16 activation fields (already in the private view) at F32
+// copies in `w` and sets dtype F32; returns false for an op without an F16 form.
 template <int Op>
+bool widen_args(typename Fields<Op>::T &, Widened &) {
+  return false;
+}
+template <>
+bool widen_args<PARLEY_OP_LAYER_NORM>(parley_norm_args &a, Widened &w) {
+  a.x = w.in(a.x, rows_span(a.rows, a.ld_x, a.cols));
+  a.residual = w.in(a.residual, rows_span(a.rows, a.ld_residual, a.cols));
+  a.residual_out = w.out(a.residual_out, rows_span(a.rows, a.ld_residual_out, a.cols));
+  a.out = w.out(a.out, rows_span(a.rows, a.ld_out, a.cols));
+  return true;
+}
+template <>
+bool widen_args<PARLEY_OP_RMS_NORM>(parley_norm_args &a, Widened &w) {
+  return widen_args<PARLEY_OP_LAYER_NORM>(a, w);
+}
+template <>
+bool widen_args<PARLEY_OP_ROTARY>(parley_rotary_args &a, Widened &w) {
+  a.x = w.out(a.x, span(a.batch, a.stride_batch, a.seq, a.stride_seq, a.heads, a.stride_head, a.head_dim));
+  return true;
+}
+template <>
+bool widen_args<PARLEY_OP_GATED_ACTIVATION>(parley_gated_activation_args &a, Widened &w) {
+  a.gate = w.in(a.gate, rows_span(a.rows, a.ld_gate, a.cols));
+  a.up = w.in(a.up, rows_span(a.rows, a.ld_up, a.cols));
+  a.out = w.out(a.out, rows_span(a.rows, a.ld_out, a.cols));
+  return true;
+}
+template <>
+bool widen_args<PARLEY_OP_EMBEDDING>(parley_embedding_args &a, Widened &w) {
+  a.out = w.out(a.out, rows_span(a.count, a.ld_out, a.dim));
+  return true;
+}
+template <>
+bool widen_args<PARLEY_OP_ADD>(parley_add_args &a, Widened &w) {
+  a.a = w.in(a.a, a.n);
+  a.b = w.in(a.b, a.n);
+  a.out = w.out(a.out, a.n);
+  return true;
+}
+// q, out, k_new and v_new are activations; k / v are read as kv_dtype.
+template <>
+bool widen_args<PARLEY_OP_ATTENTION>(parley_attention_args &a, Widened &w) {
+  const int64_t hd = a.head_dim;
+  a.q = w.in(a.q, span(a.batch, a.q_stride_batch, a.q_len, a.q_stride_seq, a.num_heads, a.q_stride_head, hd));
+  a.k_new = w.in(a.k_new, span(a.batch, a.k_new_stride_batch, a.q_len, a.k_new_stride_seq, a.num_kv_heads,
+                               a.k_new_stride_head, hd));
+  a.v_new = w.in(a.v_new, span(a.batch, a.v_new_stride_batch, a.q_len, a.v_new_stride_seq, a.num_kv_heads,
+                               a.v_new_stride_head, hd));
+  a.out =
+      w.out(a.out, span(a.batch, a.out_stride_batch, a.q_len, a.out_stride_seq, a.num_heads, a.out_stride_head, hd));
+  return true;
+}
+
+template <int Op, int Act = PARLEY_DTYPE_F32>
 parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void *args) {
   using F = Fields<Op>;
   if (!ctx || !args) return PARLEY_KERNEL_INVALID_ARGUMENT;
@@ -369,7 +524,14 @@ parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void
   }
   parley_kernel_context inner = *ctx;
   inner.device_state = nullptr;  // the cpu kernels' own device has no state
-  return g_cpu[Op](&inner, &a);
+  if (Act == PARLEY_DTYPE_F32) return g_cpu[Op](&inner, &a);
+  if (a.dtype != Act) return refuse(g->host, "op " + std::to_string(Op) + ": dtype is not F16");
+  Widened w;
+  if (!widen_args<Op>(a, w)) return PARLEY_KERNEL_UNSUPPORTED;
+  a.dtype = PARLEY_DTYPE_F32;
+  const parley_kernel_status st = g_cpu[Op](&inner, &a);
+  if (st == PARLEY_KERNEL_OK) w.finish();
+  return st;
 }
 
 // LINEAR (plugin ABI 1.2): prepare_weight copies the weight (and its scales)
@@ -438,7 +600,7 @@ void guarded_release_weight(const parley_kernel_context *ctx, void *handle) {
   delete w;
 }
 
-template <int W>
+template <int W, int Act = PARLEY_DTYPE_F32>
 parley_kernel_status guarded_linear(const parley_kernel_context *ctx, const void *args) {
   if (!ctx || !args) return PARLEY_KERNEL_INVALID_ARGUMENT;
   auto *g = static_cast<Guard *>(ctx->device_state);
@@ -469,7 +631,16 @@ parley_kernel_status guarded_linear(const parley_kernel_context *ctx, const void
   a.weight = w->cpu_handle;
   parley_kernel_context inner = *ctx;
   inner.device_state = nullptr;
-  return g_cpu_linear[W]->run(&inner, &a);
+  if (Act == PARLEY_DTYPE_F32) return g_cpu_linear[W]->run(&inner, &a);
+  if (a.dtype != Act) return refuse(g->host, "linear: dtype is not F16");
+  Widened wide;
+  a.x = wide.in(a.x, rows_span(a.m, a.ld_x, a.k));
+  a.residual = wide.in(a.residual, rows_span(a.m, a.ld_residual, a.n));
+  a.out = wide.out(a.out, rows_span(a.m, a.ld_out, a.n));
+  a.dtype = PARLEY_DTYPE_F32;
+  const parley_kernel_status st = g_cpu_linear[W]->run(&inner, &a);
+  if (st == PARLEY_KERNEL_OK) wide.finish();
+  return st;
 }
 
 const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", PARLEY_DEVICE_OTHER, guard_init,
@@ -485,6 +656,18 @@ const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", P
   {                                                                                                                 \
     sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "guarded", PARLEY_DTYPE_F32, 0, name, guarded_linear<w>, 0, 0, w, \
         guarded_prepare<w>, guarded_release_weight<w>                                                               \
+  }
+
+#define GUARDED_F16(op, name)                                                                                         \
+  {                                                                                                                   \
+    sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F16, 0, name, guarded_kernel<op, PARLEY_DTYPE_F16>, 0, 0, \
+        -1, nullptr, nullptr                                                                                          \
+  }
+
+#define GUARDED_LINEAR_F16(w, name)                                                                 \
+  {                                                                                                 \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "guarded", PARLEY_DTYPE_F16, 0, name,             \
+        guarded_linear<w, PARLEY_DTYPE_F16>, 0, 0, w, guarded_prepare<w>, guarded_release_weight<w> \
   }
 
 parley_kernel_desc kKernels[] = {
@@ -506,6 +689,19 @@ parley_kernel_desc kKernels[] = {
     GUARDED_LINEAR(PARLEY_DTYPE_BF16, "guarded_linear_bf16w"),
     GUARDED_LINEAR(PARLEY_DTYPE_I8, "guarded_linear_i8w"),
     GUARDED_LINEAR(PARLEY_DTYPE_I4, "guarded_linear_i4w"),
+    // F16 activations: the ops a model runs (no GEMM fallback, softmax or top-k).
+    GUARDED_F16(PARLEY_OP_ATTENTION, "guarded_attention_f16"),
+    GUARDED_F16(PARLEY_OP_LAYER_NORM, "guarded_layer_norm_f16"),
+    GUARDED_F16(PARLEY_OP_RMS_NORM, "guarded_rms_norm_f16"),
+    GUARDED_F16(PARLEY_OP_ROTARY, "guarded_rotary_f16"),
+    GUARDED_F16(PARLEY_OP_GATED_ACTIVATION, "guarded_gated_activation_f16"),
+    GUARDED_F16(PARLEY_OP_EMBEDDING, "guarded_embedding_f16"),
+    GUARDED_F16(PARLEY_OP_ADD, "guarded_add_f16"),
+    GUARDED_LINEAR_F16(PARLEY_DTYPE_F32, "guarded_linear_f32w_f16"),
+    GUARDED_LINEAR_F16(PARLEY_DTYPE_F16, "guarded_linear_f16w_f16"),
+    GUARDED_LINEAR_F16(PARLEY_DTYPE_BF16, "guarded_linear_bf16w_f16"),
+    GUARDED_LINEAR_F16(PARLEY_DTYPE_I8, "guarded_linear_i8w_f16"),
+    GUARDED_LINEAR_F16(PARLEY_DTYPE_I4, "guarded_linear_i4w_f16"),
 };
 
 const parley_plugin_desc kPlugin = {sizeof(parley_plugin_desc),

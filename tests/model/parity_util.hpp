@@ -47,9 +47,10 @@ struct Loaded {
 
 // Golden `name` (tests/parity/goldens/<name>.json) with the model file
 // `model_file` (relative to tests/parity; empty: the golden's own, float32),
-// with a self-attention KV cache of `kv_dtype`.
+// with a self-attention KV cache of `kv_dtype` and activations of `act_dtype`.
 inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &model_file = "",
-                                    parley_dtype kv_dtype = PARLEY_DTYPE_F32) {
+                                    parley_dtype kv_dtype = PARLEY_DTYPE_F32,
+                                    parley_dtype act_dtype = PARLEY_DTYPE_F32) {
   auto l = std::make_unique<Loaded>();
   std::string dir = env("PARLEY_PARITY_DIR");
   std::ifstream f(dir + "/goldens/" + name + ".json");
@@ -73,7 +74,7 @@ inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &
   if (parley_model_load_file(l->rt, path.c_str(), nullptr, &l->model) != PARLEY_OK)
     throw std::runtime_error(parley_last_error());
   l->transformer =
-      std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, device, kv_dtype);
+      std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, device, kv_dtype, act_dtype);
   return l;
 }
 
@@ -87,6 +88,87 @@ inline std::vector<std::vector<int32_t>> real_tokens(const json &ids, const json
     rows.push_back(r);
   }
   return rows;
+}
+
+struct Logits {
+  std::vector<float> values;  // every real position of every path, in one order
+  int64_t vocab = 0;
+};
+
+// The golden's inputs through two paths: the batched (right-padded) prefill
+// and token by token through the cache.
+inline Logits collect(const parley::Transformer &t, const json &golden) {
+  const json &in = golden["inputs"];
+  Logits out;
+  out.vocab = t.vocab();
+  const int64_t V = t.vocab();
+  auto take = [&](const float *row) { out.values.insert(out.values.end(), row, row + V); };
+  if (!t.encoder_decoder()) {
+    auto rows = real_tokens(in["input_ids"], in["attention_mask"]);
+    const int64_t B = static_cast<int64_t>(rows.size());
+    int64_t n_max = 0;
+    for (auto &r : rows) n_max = std::max<int64_t>(n_max, static_cast<int64_t>(r.size()));
+    auto st = t.start(B, n_max);
+    std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
+    for (int64_t b = 0; b < B; ++b) {
+      counts.push_back(static_cast<int32_t>(rows[b].size()));
+      std::copy(rows[b].begin(), rows[b].end(), tokens.begin() + b * n_max);
+    }
+    auto logits = t.step(st, tokens, n_max, false, counts);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < counts[static_cast<size_t>(b)]; ++i) take(logits.data() + (b * n_max + i) * V);
+    for (int64_t b = 0; b < B; ++b) {
+      auto s1 = t.start(1, n_max);
+      for (int32_t tok : rows[b]) take(t.step(s1, {tok}, 1, true).data());
+    }
+  } else {
+    auto sources = real_tokens(in["input_ids"], in["attention_mask"]);
+    const json &dec = in["decoder_input_ids"];
+    const int64_t B = static_cast<int64_t>(sources.size()), n = static_cast<int64_t>(dec[0].size());
+    auto st = t.start(B, n, sources);
+    std::vector<int32_t> tokens;
+    for (const auto &row : dec)
+      for (const auto &id : row) tokens.push_back(id.get<int32_t>());
+    auto logits = t.step(st, tokens, n);
+    for (int64_t r = 0; r < B * n; ++r) take(logits.data() + r * V);
+    auto inc = t.start(B, n, sources);
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<int32_t> step_tokens;
+      for (int64_t b = 0; b < B; ++b) step_tokens.push_back(dec[b][i].get<int32_t>());
+      auto lg = t.step(inc, step_tokens, 1, true);
+      for (int64_t b = 0; b < B; ++b) take(lg.data() + b * V);
+    }
+  }
+  return out;
+}
+
+// Greedy continuation of the golden's first row (decoder-only: its prompt;
+// encoder-decoder: its source, from the decoder start token), `steps`
+// tokens; margins[i] = top-1 minus top-2 logit at step i.
+inline std::vector<int32_t> greedy(const parley::Transformer &t, const json &golden, int steps,
+                                   std::vector<float> *margins) {
+  const json &in = golden["inputs"];
+  auto rows = real_tokens(in["input_ids"], in["attention_mask"]);
+  std::vector<int32_t> prompt = rows[0];
+  parley::DecoderState st;
+  if (t.encoder_decoder()) {
+    st = t.start(1, steps + 1, {rows[0]});
+    prompt = {in["decoder_input_ids"][0][0].get<int32_t>()};
+  } else {
+    st = t.start(1, static_cast<int64_t>(prompt.size()) + steps);
+  }
+  std::vector<float> logits = t.step(st, prompt, static_cast<int64_t>(prompt.size()), true);
+  std::vector<int32_t> out;
+  for (int s = 0; s < steps; ++s) {
+    auto top = std::max_element(logits.begin(), logits.end());
+    float best = *top, second = -INFINITY;
+    for (auto it = logits.begin(); it != logits.end(); ++it)
+      if (it != top) second = std::max(second, *it);
+    if (margins) margins->push_back(best - second);
+    out.push_back(static_cast<int32_t>(top - logits.begin()));
+    if (s + 1 < steps) logits = t.step(st, {out.back()}, 1, true);
+  }
+  return out;
 }
 
 // max |got[v] - want[v]| over one vocabulary row (NaN -> infinity).

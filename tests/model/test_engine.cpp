@@ -839,16 +839,26 @@ TEST_F(EngineBatching, BudgetErrorsNameTheBudget) {
 struct FamilyCase {
   std::string family;
   parley_dtype kv;
+  parley_dtype act = PARLEY_DTYPE_F32;
 };
 
 std::string case_name(const FamilyCase &c) {
-  return c.family + (c.kv == PARLEY_DTYPE_F16 ? "_f16" : c.kv == PARLEY_DTYPE_I8 ? "_int8" : "_f32");
+  return c.family +
+         (c.kv == PARLEY_DTYPE_F16  ? "_f16"
+          : c.kv == PARLEY_DTYPE_I8 ? "_int8"
+                                    : "_f32") +
+         (c.act == PARLEY_DTYPE_F16 ? "_f16_activations" : "");
 }
 
 std::vector<FamilyCase> family_cases() {
   std::vector<FamilyCase> out;
   for (const std::string &f : decoder_only_goldens())
     for (parley_dtype kv : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) out.push_back({f, kv});
+  // F16 activations on a device with F16 kernels (tests/device_guard sets
+  // PARLEY_TEST_ACTIVATIONS=f16 for the guarded device).
+  const char *act = std::getenv("PARLEY_TEST_ACTIVATIONS");
+  if (act && std::string(act) == "f16")
+    for (const std::string &f : decoder_only_goldens()) out.push_back({f, PARLEY_DTYPE_F16, PARLEY_DTYPE_F16});
   return out;
 }
 
@@ -862,7 +872,7 @@ std::vector<float> logits_alone(Engine &e, const std::vector<int32_t> &tokens) {
 
 TEST_P(EngineFamilies, BatchOfDifferentRequestsMatchesEachAlone) {
   const FamilyCase c = GetParam();
-  auto l = parity::load(c.family, "", c.kv);
+  auto l = parity::load(c.family, "", c.kv, c.act);
   ASSERT_TRUE(paged(*l->transformer));
   const auto &t = *l->transformer;
   const int64_t V = t.vocab(), layers = t.decoder_params().layers, max_pos = t.decoder_params().max_positions;
@@ -874,7 +884,11 @@ TEST_P(EngineFamilies, BatchOfDifferentRequestsMatchesEachAlone) {
     for (const auto &row : b)
       for (const auto &x : row) max_logit = std::max(max_logit, std::fabs(x.get<double>()));
   const double e = c.kv == PARLEY_DTYPE_F16 ? std::ldexp(1.0, -11) : c.kv == PARLEY_DTYPE_I8 ? 1.0 / 254 : 0.0;
-  const double tol_logit = 2 * kTolerance + 2 * 12.0 * static_cast<double>(layers) * e * max_logit;
+  // F16 activations: one rounding of u = 2^-11 per kernel output, ~24 per
+  // layer plus 3 (tests/model/test_activations.cpp).
+  const double act_e = c.act == PARLEY_DTYPE_F16 ? (24.0 * static_cast<double>(layers) + 3) * std::ldexp(1.0, -11) : 0;
+  const double tol_logit =
+      2 * kTolerance + 2 * 12.0 * static_cast<double>(layers) * e * max_logit + 2 * act_e * max_logit;
 
   // Requests: the golden's prompts and random ones up to 30 tokens (within
   // the model's positions), greedy and beam with the golden's settings

@@ -32,86 +32,6 @@ namespace {
 
 using parity::json;
 
-struct Logits {
-  std::vector<float> values;  // every real position of every path, in one order
-  int64_t vocab = 0;
-};
-
-// The golden's inputs through two paths: the batched (right-padded) prefill
-// and token by token through the cache.
-Logits collect(const parley::Transformer &t, const json &golden) {
-  const json &in = golden["inputs"];
-  Logits out;
-  out.vocab = t.vocab();
-  const int64_t V = t.vocab();
-  auto take = [&](const float *row) { out.values.insert(out.values.end(), row, row + V); };
-  if (!t.encoder_decoder()) {
-    auto rows = parity::real_tokens(in["input_ids"], in["attention_mask"]);
-    const int64_t B = static_cast<int64_t>(rows.size());
-    int64_t n_max = 0;
-    for (auto &r : rows) n_max = std::max<int64_t>(n_max, static_cast<int64_t>(r.size()));
-    auto st = t.start(B, n_max);
-    std::vector<int32_t> tokens(static_cast<size_t>(B * n_max), 0), counts;
-    for (int64_t b = 0; b < B; ++b) {
-      counts.push_back(static_cast<int32_t>(rows[b].size()));
-      std::copy(rows[b].begin(), rows[b].end(), tokens.begin() + b * n_max);
-    }
-    auto logits = t.step(st, tokens, n_max, false, counts);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < counts[static_cast<size_t>(b)]; ++i) take(logits.data() + (b * n_max + i) * V);
-    for (int64_t b = 0; b < B; ++b) {
-      auto s1 = t.start(1, n_max);
-      for (int32_t tok : rows[b]) take(t.step(s1, {tok}, 1, true).data());
-    }
-  } else {
-    auto sources = parity::real_tokens(in["input_ids"], in["attention_mask"]);
-    const json &dec = in["decoder_input_ids"];
-    const int64_t B = static_cast<int64_t>(sources.size()), n = static_cast<int64_t>(dec[0].size());
-    auto st = t.start(B, n, sources);
-    std::vector<int32_t> tokens;
-    for (const auto &row : dec)
-      for (const auto &id : row) tokens.push_back(id.get<int32_t>());
-    auto logits = t.step(st, tokens, n);
-    for (int64_t r = 0; r < B * n; ++r) take(logits.data() + r * V);
-    auto inc = t.start(B, n, sources);
-    for (int64_t i = 0; i < n; ++i) {
-      std::vector<int32_t> step_tokens;
-      for (int64_t b = 0; b < B; ++b) step_tokens.push_back(dec[b][i].get<int32_t>());
-      auto lg = t.step(inc, step_tokens, 1, true);
-      for (int64_t b = 0; b < B; ++b) take(lg.data() + b * V);
-    }
-  }
-  return out;
-}
-
-// Greedy continuation of the golden's first row (decoder-only: its prompt;
-// encoder-decoder: its source, from the decoder start token), `steps`
-// tokens; margins[i] = top-1 minus top-2 logit at step i.
-std::vector<int32_t> greedy(const parley::Transformer &t, const json &golden, int steps, std::vector<float> *margins) {
-  const json &in = golden["inputs"];
-  auto rows = parity::real_tokens(in["input_ids"], in["attention_mask"]);
-  std::vector<int32_t> prompt = rows[0];
-  parley::DecoderState st;
-  if (t.encoder_decoder()) {
-    st = t.start(1, steps + 1, {rows[0]});
-    prompt = {in["decoder_input_ids"][0][0].get<int32_t>()};
-  } else {
-    st = t.start(1, static_cast<int64_t>(prompt.size()) + steps);
-  }
-  std::vector<float> logits = t.step(st, prompt, static_cast<int64_t>(prompt.size()), true);
-  std::vector<int32_t> out;
-  for (int s = 0; s < steps; ++s) {
-    auto top = std::max_element(logits.begin(), logits.end());
-    float best = *top, second = -INFINITY;
-    for (auto it = logits.begin(); it != logits.end(); ++it)
-      if (it != top) second = std::max(second, *it);
-    if (margins) margins->push_back(best - second);
-    out.push_back(static_cast<int32_t>(top - logits.begin()));
-    if (s + 1 < steps) logits = t.step(st, {out.back()}, 1, true);
-  }
-  return out;
-}
-
 std::string str(const std::vector<int32_t> &v) {
   std::string s;
   for (int32_t x : v) s += (s.empty() ? "" : " ") + std::to_string(x);
@@ -148,18 +68,18 @@ class KvCache : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
   auto ref = parity::load(GetParam());
-  const Logits base = collect(*ref->transformer, ref->golden);
+  const parity::Logits base = parity::collect(*ref->transformer, ref->golden);
   double max_logit = 0;
   for (float x : base.values) max_logit = std::max(max_logit, std::fabs(double(x)));
   const int64_t layers = ref->transformer->decoder_params().layers;
   std::vector<float> margins;
   const int kSteps = 8;
-  const auto base_tokens = greedy(*ref->transformer, ref->golden, kSteps, &margins);
+  const auto base_tokens = parity::greedy(*ref->transformer, ref->golden, kSteps, &margins);
   std::printf("%s f32 cache: greedy %s\n", GetParam().c_str(), str(base_tokens).c_str());
   for (parley_dtype dt : narrow_dtypes()) {
     auto l = parity::load(GetParam(), "", dt);
     ASSERT_EQ(l->transformer->kv_dtype(), dt);
-    const Logits got = collect(*l->transformer, l->golden);
+    const parity::Logits got = parity::collect(*l->transformer, l->golden);
     ASSERT_EQ(got.values.size(), base.values.size());
     double worst = 0;
     for (size_t i = 0; i < got.values.size(); ++i) {
@@ -168,7 +88,7 @@ TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
     }
     const double e = dt == PARLEY_DTYPE_F16 ? std::ldexp(1.0, -11) : 1.0 / 254;
     const double tol = 12.0 * double(layers) * e * max_logit;
-    const auto tokens = greedy(*l->transformer, l->golden, kSteps, nullptr);
+    const auto tokens = parity::greedy(*l->transformer, l->golden, kSteps, nullptr);
     std::printf("%s %s cache: worst |logit - f32 cache| = %.3g (tolerance %.3g, max |logit| %.3g); greedy %s\n",
                 GetParam().c_str(), name(dt), worst, tol, max_logit, str(tokens).c_str());
     EXPECT_LE(worst, tol) << GetParam() << " " << name(dt);

@@ -298,6 +298,18 @@ def test_kv_cache_option(runtime, gpt2):
         parley.Model(runtime, GPT2, kv_cache="bf16")
 
 
+def test_activations_option(runtime):
+    """activations= sets parley_model_options.activation_dtype: the cpu device has no F16 kernels."""
+    with pytest.raises(parley.UnsupportedError, match="has no f16 kernel for op"):
+        parley.Model(runtime, GPT2, activations="f16")  # kv_cache follows: f16
+    with pytest.raises(parley.InvalidArgumentError, match="kv_cache_dtype"):
+        parley.Model(runtime, GPT2, activations="f16", kv_cache="f32")
+    with pytest.raises(ValueError, match="activations"):
+        parley.Model(runtime, GPT2, activations="bf16")
+    with parley.Model(runtime, GPT2, activations="f32") as m:
+        assert m.generate([[0, 92, 79]], max_new_tokens=2)[0][0].tokens
+
+
 def test_serving_engine_option_and_stats(runtime):
     """serving_engine= sets parley_model_options.serving_engine; serving_stats()
     reads parley_model_serving_stats: with the engine the generation runs as

@@ -92,10 +92,10 @@ std::vector<int32_t> get_ids(napi_env env, napi_value v, const std::string &what
 }
 
 ModelOptions::ModelOptions(napi_env env, napi_value v) {
-  const Options opts(
-      env, v, "options",
-      {"device", "verifyChecksums", "readIntoMemory", "kvCacheDtype", "servingEngine", "kvBlockSize",
-       "kvCacheBudgetBytes", "maxBatchSequences", "maxBatchTokens", "prefillChunkTokens", "admissionTimeoutMs"});
+  const Options opts(env, v, "options",
+                     {"device", "verifyChecksums", "readIntoMemory", "kvCacheDtype", "servingEngine", "kvBlockSize",
+                      "kvCacheBudgetBytes", "maxBatchSequences", "maxBatchTokens", "prefillChunkTokens",
+                      "admissionTimeoutMs", "activationDtype"});
   check_init(env, (parley_model_options_init)(&o));
   if (auto d = opts.get("device")) {
     device = get_string(env, *d, opts.name("device"));
@@ -112,6 +112,7 @@ ModelOptions::ModelOptions(napi_env env, napi_value v) {
   o.max_batch_tokens = get_i32(opts, "maxBatchTokens", o.max_batch_tokens);
   o.prefill_chunk_tokens = get_i32(opts, "prefillChunkTokens", o.prefill_chunk_tokens);
   o.admission_timeout_ms = get_i32(opts, "admissionTimeoutMs", o.admission_timeout_ms);
+  o.activation_dtype = get_i32(opts, "activationDtype", o.activation_dtype);
 }
 
 GenerationOptions::GenerationOptions(napi_env env, const parley_model *model, napi_value v, const std::string &what) {

@@ -151,6 +151,7 @@ class ModelOptions(Structure):
         ("max_batch_tokens", c_int32),
         ("prefill_chunk_tokens", c_int32),
         ("admission_timeout_ms", c_int32),
+        ("activation_dtype", c_int32),
     ]
 
 

@@ -230,6 +230,13 @@ class Model(Closable):
     support it (the cpu device does), else ``ParleyError`` (UNSUPPORTED);
     any other value raises ``ValueError``.
 
+    ``activations`` picks the element type of the activations between
+    kernels: ``"f32"`` (default) or ``"f16"`` (a device with F16 kernels for
+    every op; the cpu device computes in f32 and refuses it with
+    ``ParleyError`` (UNSUPPORTED) naming the op). With ``"f16"``,
+    ``kv_cache`` defaults to ``"f16"`` (f16 activations need an f16 or int8
+    cache; an explicit ``"f32"`` is refused).
+
     ``serving_engine`` (default True) runs the chat turns and generations of
     a decoder-only model through the model's serving engine (requests from
     many threads batched into shared decode steps, a shared-prefix KV cache;
@@ -250,7 +257,8 @@ class Model(Closable):
         verify_checksums: bool = True,
         *,
         read_into_memory: bool = False,
-        kv_cache: str = "f32",
+        kv_cache: str | None = None,
+        activations: str = "f32",
         serving_engine: bool = True,
         _data: bytes | None = None,
     ):
@@ -258,8 +266,12 @@ class Model(Closable):
         if not isinstance(runtime, Runtime):
             raise TypeError("runtime must be a parley.Runtime")
         kv_dtypes = {"f32": 0, "f16": 1, "int8": 3}  # parley_dtype F32 / F16 / I8
+        if kv_cache is None:  # the default: f32, or f16 under f16 activations (which need f16 or int8)
+            kv_cache = "f16" if activations == "f16" else "f32"
         if kv_cache not in kv_dtypes:
             raise ValueError(f"kv_cache must be one of 'f32', 'f16', 'int8', not {kv_cache!r}")
+        if activations not in ("f32", "f16"):
+            raise ValueError(f"activations must be 'f32' or 'f16', not {activations!r}")
         self._runtime = runtime
         self._chats: set[HandleGuard] = set()
         self._requests: set[AsyncRequest] = set()  # *_async calls in flight
@@ -271,6 +283,8 @@ class Model(Closable):
         opts.verify_checksums = 1 if verify_checksums else 0
         opts.read_into_memory = 1 if read_into_memory and _data is None else 0
         opts.kv_cache_dtype = kv_dtypes[kv_cache]
+        if activations == "f16":
+            opts.activation_dtype = 1  # parley_dtype F16
         if not isinstance(serving_engine, bool):
             raise TypeError(f"serving_engine must be True or False, not {serving_engine!r}")
         opts.serving_engine = 1 if serving_engine else 0

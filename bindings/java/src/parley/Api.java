@@ -70,7 +70,7 @@ interface Api extends Library {
 
   @FieldOrder({"struct_size", "verify_checksums", "device", "borrow_memory", "reserved0", "read_into_memory",
       "reserved1", "kv_cache_dtype", "reserved2", "serving_engine", "kv_block_size", "kv_cache_budget_bytes",
-      "max_batch_sequences", "max_batch_tokens", "prefill_chunk_tokens", "admission_timeout_ms"})
+      "max_batch_sequences", "max_batch_tokens", "prefill_chunk_tokens", "admission_timeout_ms", "activation_dtype"})
   class ModelOptions extends Structure {
     public long struct_size;
     public int verify_checksums;
@@ -88,6 +88,7 @@ interface Api extends Library {
     public int max_batch_tokens;
     public int prefill_chunk_tokens;
     public int admission_timeout_ms;
+    public int activation_dtype;
   }
 
   @FieldOrder({"struct_size", "format_major", "format_minor", "architecture", "kind", "vocab_size", "num_tensors",

@@ -809,12 +809,13 @@ pub struct parley_model_options {
     pub max_batch_tokens: i32,
     pub prefill_chunk_tokens: i32,
     pub admission_timeout_ms: i32,
+    pub activation_dtype: i32,
 }
 #[test]
 fn bindgen_test_layout_parley_model_options() {
     assert_eq!(
         ::std::mem::size_of::<parley_model_options>(),
-        80usize,
+        88usize,
         concat!("Size of: ", stringify!(parley_model_options))
     );
     assert_eq!(
@@ -1094,6 +1095,23 @@ fn bindgen_test_layout_parley_model_options() {
         );
     }
     test_field_admission_timeout_ms();
+    fn test_field_activation_dtype() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_model_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).activation_dtype) as usize - ptr as usize
+            },
+            80usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_model_options),
+                "::",
+                stringify!(activation_dtype)
+            )
+        );
+    }
+    test_field_activation_dtype();
 }
 extern "C" {
     pub fn parley_model_options_defaults(options: *mut parley_model_options) -> parley_status;

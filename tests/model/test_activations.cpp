@@ -1,0 +1,165 @@
+// F16 activations (parley_model_options.activation_dtype): every op's output
+// rounded to half precision between kernels, the KV cache in F16.
+//
+// On a device without F16 kernels (the cpu plugin computes in F32) the model
+// is refused at load and at bind, naming the missing op. On a device with
+// them (tests/device_guard's "guarded" device: the cpu plugin's F32 kernels
+// with F16 inputs and outputs), each family's logits against the same
+// model's F32 run, greedy tokens while the F32 run's margin allows, and beam
+// search.
+//
+// Tolerance. Each kernel output is rounded once to F16: relative error
+// u = 2^-11 of that value. A decoder layer rounds about 12 tensors (norm,
+// q/k/v, rotary, attention, o_proj, residual, norm, gate/up, activation,
+// down, residual), the embedding, final norm and logits 3 more; each error
+// reaches the logits with gain ~1 (random init, layer norms: the same
+// argument as test_kv_cache.cpp), plus the F16 cache's own (12 u per layer
+// there). With a factor 2 for second-order terms and gains above one:
+// tol = 2 * (24 * layers + 3) * u * max|logit| (encoder layers count too).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "parity_util.hpp"
+
+namespace {
+
+using parity::json;
+
+std::string device() {
+  const char *d = std::getenv("PARLEY_TEST_DEVICE");
+  return d && *d ? d : "cpu";
+}
+
+// Whether the test device serves F16 activations: the guarded device does,
+// the cpu device does not (what it says instead is tested below).
+bool device_has_f16() {
+  return device() != "cpu";
+}
+
+std::string str(const std::vector<int32_t> &v) {
+  std::string s;
+  for (int32_t x : v) s += (s.empty() ? "" : " ") + std::to_string(x);
+  return s;
+}
+
+TEST(ActivationsF16, CpuDeviceRefusesNamingTheOp) {
+  if (device_has_f16()) GTEST_SKIP() << "device '" << device() << "' serves F16 activations";
+  try {
+    parity::load("llama", "", PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);
+    ADD_FAILURE() << "F16 activations bound on the cpu device";
+  } catch (const parley::Error &e) {
+    EXPECT_EQ(e.status(), PARLEY_ERROR_UNSUPPORTED) << e.what();
+    EXPECT_NE(std::string(e.what()).find("has no f16 kernel for op"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ActivationsF16, LoadOptionsAreChecked) {
+  std::string plugins = parity::env("PARLEY_PLUGIN_BUILD_DIR");
+  const char *dirs[] = {plugins.c_str()};
+  parley_runtime_options ro;
+  parley_runtime_options_init(&ro);
+  ro.plugin_sources = PARLEY_PLUGINS_NONE;
+  ro.plugin_dirs = dirs;
+  ro.num_plugin_dirs = 1;
+  parley_runtime *rt = nullptr;
+  ASSERT_EQ(parley_runtime_create(&ro, &rt), PARLEY_OK) << parley_last_error();
+  const std::string path =
+      parity::env("PARLEY_PARITY_DIR") + "/" + parity::load("llama")->golden["model_file"].get<std::string>();
+  auto try_load = [&](int32_t act, int32_t kv) {
+    parley_model_options mo;
+    parley_model_options_init(&mo);
+    mo.activation_dtype = act;
+    mo.kv_cache_dtype = kv;
+    parley_model *m = nullptr;
+    parley_status st = parley_model_load_file(rt, path.c_str(), &mo, &m);
+    std::string msg = st == PARLEY_OK ? "" : parley_last_error();
+    parley_model_free(m);
+    return std::make_pair(st, msg);
+  };
+  auto [st, msg] = try_load(PARLEY_DTYPE_F16, PARLEY_DTYPE_F32);
+  EXPECT_EQ(st, PARLEY_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(msg.find("kv_cache_dtype"), std::string::npos) << msg;
+  std::tie(st, msg) = try_load(PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);  // the cpu device: no F16 kernels
+  EXPECT_EQ(st, PARLEY_ERROR_UNSUPPORTED);
+  EXPECT_NE(msg.find("device 'cpu' has no f16 kernel for op"), std::string::npos) << msg;
+  std::tie(st, msg) = try_load(PARLEY_DTYPE_BF16, PARLEY_DTYPE_F16);
+  EXPECT_EQ(st, PARLEY_ERROR_UNSUPPORTED);
+  EXPECT_NE(msg.find("BF16"), std::string::npos) << msg;
+  std::tie(st, msg) = try_load(77, PARLEY_DTYPE_F16);
+  EXPECT_EQ(st, PARLEY_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(msg.find("options->activation_dtype (77)"), std::string::npos) << msg;
+  std::tie(st, msg) = try_load(PARLEY_DTYPE_F32, PARLEY_DTYPE_F32);
+  EXPECT_EQ(st, PARLEY_OK) << msg;
+  parley_runtime_free(rt);
+}
+
+class ActivationsF16Family : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ActivationsF16Family, LogitsNearF32AndGreedyTokens) {
+  if (!device_has_f16()) GTEST_SKIP() << "device '" << device() << "' has no F16 kernels (checked above)";
+  auto ref = parity::load(GetParam());
+  const parity::Logits base = parity::collect(*ref->transformer, ref->golden);
+  double max_logit = 0;
+  for (float x : base.values) max_logit = std::max(max_logit, std::fabs(double(x)));
+  const auto &t32 = *ref->transformer;
+  const int64_t layers = t32.decoder_params().layers + (t32.encoder_decoder() ? t32.encoder_params().layers : 0);
+  std::vector<float> margins;
+  const int kSteps = 8;
+  const auto base_tokens = parity::greedy(t32, ref->golden, kSteps, &margins);
+
+  auto l = parity::load(GetParam(), "", PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);
+  ASSERT_EQ(l->transformer->act_dtype(), PARLEY_DTYPE_F16);
+  const parity::Logits got = parity::collect(*l->transformer, l->golden);
+  ASSERT_EQ(got.values.size(), base.values.size());
+  double worst = 0;
+  for (size_t i = 0; i < got.values.size(); ++i) {
+    double d = std::fabs(double(got.values[i]) - base.values[i]);
+    if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
+  }
+  const double u = std::ldexp(1.0, -11);
+  const double tol = 2.0 * (24.0 * double(layers) + 3.0) * u * max_logit;
+  const auto tokens = parity::greedy(*l->transformer, l->golden, kSteps, nullptr);
+  std::printf("%s f16 activations: worst |logit - f32| = %.3g (tolerance %.3g, max |logit| %.3g); greedy %s (f32 %s)\n",
+              GetParam().c_str(), worst, tol, max_logit, str(tokens).c_str(), str(base_tokens).c_str());
+  EXPECT_LE(worst, tol);
+  EXPECT_GT(worst, 0.0) << "no rounding at all? the activations are not F16";
+  for (size_t i = 0; i < tokens.size() && margins[i] > 2 * tol; ++i)
+    EXPECT_EQ(tokens[i], base_tokens[i]) << "greedy step " << i;
+}
+
+TEST_P(ActivationsF16Family, BeamSearchMatchesTransformers) {
+  if (!device_has_f16()) GTEST_SKIP() << "device '" << device() << "' has no F16 kernels (checked above)";
+  auto l = parity::load(GetParam(), "", PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);
+  const json &g = l->golden["beam"];
+  parley::DecodingOptions o = parity::options_from(g["settings"]);
+  size_t width = 0;
+  auto hyps = parity::run_generate(*l, o, &width);
+  const size_t R = static_cast<size_t>(o.num_return_sequences);
+  ASSERT_EQ(hyps.size() * R, g["sequences"].size());
+  size_t same = 0;
+  for (size_t b = 0; b < hyps.size(); ++b)
+    for (size_t r = 0; r < R; ++r)
+      same += hyps[b][r].tokens == parity::generated_part(g["sequences"][b * R + r], width, o.eos_token_ids);
+  std::printf("%s f16 activations: beam hypotheses equal to transformers' f32: %zu of %zu\n", GetParam().c_str(), same,
+              hyps.size() * R);
+  // Reported, not asserted: a hypothesis may change where two beams' scores
+  // are within the tolerance above (the F16 cache test does the same).
+  EXPECT_GT(same, 0u) << "no beam hypothesis survives F16 activations";
+}
+
+// Every code path of the Transformer: GQA + rotary + gated SiLU + RMSNorm
+// (llama), q/k norms (qwen3), sliding windows (mistral_window), learned
+// positions + LayerNorm + GELU + tied head (gpt2), encoder-decoder with
+// sinusoidal positions and post-norm (marian), with learned positions and
+// an embedding norm (bart), with a final logits bias (m2m100).
+INSTANTIATE_TEST_SUITE_P(Families, ActivationsF16Family,
+                         ::testing::Values("llama", "qwen3", "mistral_window", "gpt2", "marian", "bart", "m2m100"),
+                         [](const auto &param_info) { return param_info.param; });
+
+}  // namespace
