@@ -389,8 +389,9 @@ typedef struct parley_model_options {
    * tokens can differ where two candidates are close. Logits reach the host
    * as float. Needs kv_cache_dtype F16 or I8 (INVALID_ARGUMENT otherwise),
    * and kernels for F16 activations on the device for every op the model
-   * runs (PARLEY_ERROR_UNSUPPORTED naming the op otherwise: the cpu plugin
-   * computes in F32, its fastest form on a CPU). PARLEY_DTYPE_BF16:
+   * runs (the cuda plugin has them; PARLEY_ERROR_UNSUPPORTED naming the op
+   * otherwise: the cpu plugin computes in F32, its fastest form on a CPU).
+   * PARLEY_DTYPE_BF16:
    * UNSUPPORTED in this version. Other values: INVALID_ARGUMENT. */
   int32_t activation_dtype;
 } parley_model_options;

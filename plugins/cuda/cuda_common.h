@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "rowwise/rowwise_params.h"
+
 namespace parley::cuda {
 
 template <typename E>
@@ -183,15 +185,14 @@ inline bool valid_activation(int64_t act) {
 // ---- launchers (kernels.cu); they only enqueue, errors via cudaGetLastError ----
 void launch_activation(int act, int dtype, int64_t rows, int64_t cols, const void *x, int64_t ld_x, void *out,
                        int64_t ld_out, cudaStream_t s);
-void launch_gated_activation(int act, int64_t rows, int64_t cols, const float *gate, int64_t ld_gate, const float *up,
-                             int64_t ld_up, float *out, int64_t ld_out, cudaStream_t s);
-void launch_norm(bool rms, int64_t rows, int64_t cols, const float *x, int64_t ld_x, const float *res, int64_t ld_res,
-                 float *res_out, int64_t ld_res_out, const float *gamma, const float *beta, float eps, float *out,
-                 int64_t ld_out, cudaStream_t s);
-void launch_rotary(const parley_rotary_args &a, cudaStream_t s);
-// Writes 1 to *bad_id (device memory) if an id is out of range.
-void launch_embedding(const parley_embedding_args &a, bool i8, int *bad_id, cudaStream_t s);
-void launch_add(int64_t n, const float *a, const float *b, float *out, float alpha, cudaStream_t s);
+// The model's row- and element-wise ops for `dtype` F32 or F16 activations
+// (rowwise/rowwise_body.cuh); p.grid is set by the launcher.
+void launch_gated_activation(int dtype, row::GatedParams p, cudaStream_t s);
+void launch_norm(int dtype, row::NormParams p, cudaStream_t s);
+void launch_rotary(int dtype, row::RotaryParams p, cudaStream_t s);
+// Writes 1 to *p.bad_id (device memory) if an id is out of range.
+void launch_embedding(int dtype, row::EmbeddingParams p, cudaStream_t s);
+void launch_add(int dtype, row::AddParams p, cudaStream_t s);
 void launch_softmax(bool log, int64_t rows, int64_t cols, const float *x, int64_t ld_x, float *out, int64_t ld_out,
                     cudaStream_t s);
 void launch_topk(int64_t rows, int64_t cols, int64_t k, const float *x, int64_t ld_x, float *values, int32_t *indices,
@@ -200,13 +201,15 @@ constexpr int64_t kTopkMaxK = 256;
 
 // ---- kernel entry points ----
 parley_kernel_status gemm_run(const parley_kernel_context *ctx, const void *args);
-parley_kernel_status layer_norm_f32(const parley_kernel_context *ctx, const void *args);
-parley_kernel_status rms_norm_f32(const parley_kernel_context *ctx, const void *args);
-parley_kernel_status rotary_f32(const parley_kernel_context *ctx, const void *args);
+// Norms, rotary, gated activation, embedding and add serve F32 and F16
+// activations (registered once per dtype; args->dtype says which).
+parley_kernel_status layer_norm_run(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status rms_norm_run(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status rotary_run(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status activation_f32(const parley_kernel_context *ctx, const void *args);
-parley_kernel_status gated_activation_f32(const parley_kernel_context *ctx, const void *args);
-parley_kernel_status embedding_f32(const parley_kernel_context *ctx, const void *args);
-parley_kernel_status add_f32(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status gated_activation_run(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status embedding_run(const parley_kernel_context *ctx, const void *args);
+parley_kernel_status add_run(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status softmax_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status log_softmax_f32(const parley_kernel_context *ctx, const void *args);
 parley_kernel_status topk_f32(const parley_kernel_context *ctx, const void *args);

@@ -1,15 +1,18 @@
-// The CUDA kernels of the row/element-wise ops and their launchers. Every
-// kernel is F32 (activation also F16/BF16, for the GEMM's unfused epilogues),
-// keeps its per-thread state in registers (no arrays indexed at run time, so
-// no local memory: check_resources.py enforces it) and uses grid-stride loops
-// so that any row count fits the grid limits.
+// The CUDA kernels of the row/element-wise ops and their launchers. Norms,
+// rotary, gated activation, add and embedding are F32 and F16 (the bodies of
+// rowwise/rowwise_body.cuh); activation also F16/BF16, for the GEMM's unfused
+// epilogues; softmax and top-k F32. Every kernel keeps its per-thread state in registers (no arrays indexed at run
+// time, so no local memory: check_resources.py enforces it) and uses grid-stride loops so that any row count fits the
+// grid limits.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
 #include "activation.cuh"
+#include "attention/simt_device.cuh"
 #include "cuda_common.h"
+#include "rowwise/rowwise_body.cuh"
 
 namespace parley::cuda {
 
@@ -70,20 +73,6 @@ __global__ void activation_kernel(int act, int64_t rows, int64_t cols, const T *
   }
 }
 
-__global__ void gated_kernel(int act, int64_t rows, int64_t cols, const float *gate, int64_t ld_gate, const float *up,
-                             int64_t ld_up, float *out, int64_t ld_out) {
-  const int64_t total = rows * cols;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = i / cols, c = i % cols;
-    out[r * ld_out + c] = act_apply(act, gate[r * ld_gate + c]) * up[r * ld_up + c];
-  }
-}
-
-__global__ void add_kernel(int64_t n, const float *a, const float *b, float *out, float alpha) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
-    out[i] = alpha * a[i] + b[i];
-}
-
 // ---- block reductions (blockDim.x == kRowThreads, a multiple of 32) ----
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
@@ -116,44 +105,6 @@ __device__ float block_max(float v, float *shared) {
   return v;
 }
 
-// LayerNorm / RMSNorm, one block per row. With a residual, the sum x + r is
-// written first (to residual_out, else to out) and normalised from there;
-// every element is read and written by the same thread, so x, residual and
-// out may alias (as the cpu plugin allows).
-__global__ void norm_kernel(bool rms, int64_t rows, int64_t cols, const float *x, int64_t ld_x, const float *res,
-                            int64_t ld_res, float *res_out, int64_t ld_res_out, const float *__restrict__ gamma,
-                            const float *__restrict__ beta, float eps, float *out, int64_t ld_out) {
-  __shared__ float shared[32];
-  const float inv_n = 1.f / static_cast<float>(cols);
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *src = x + r * ld_x;
-    float *dst = out + r * ld_out;
-    if (res) {
-      float *sum_row = res_out ? res_out + r * ld_res_out : dst;
-      const float *rr = res + r * ld_res;
-      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum_row[j] = src[j] + rr[j];
-      src = sum_row;
-    }
-    float mean = 0.f;
-    if (!rms) {
-      float s = 0.f;
-      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += src[j];
-      mean = block_sum(s, shared) * inv_n;
-    }
-    float sq = 0.f;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      const float d = src[j] - mean;
-      sq += d * d;
-    }
-    const float var = block_sum(sq, shared) * inv_n;
-    const float rstd = 1.f / sqrtf(var + eps);
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      const float y = (src[j] - mean) * rstd * gamma[j];
-      dst[j] = (!rms && beta) ? y + beta[j] : y;
-    }
-  }
-}
-
 // Softmax / log-softmax, one block per row, max-subtracted; the sum is
 // accumulated in float per thread, then reduced (the cpu plugin uses double).
 __global__ void softmax_kernel(bool log, int64_t rows, int64_t cols, const float *x, int64_t ld_x, float *out,
@@ -178,54 +129,35 @@ __global__ void softmax_kernel(bool log, int64_t rows, int64_t cols, const float
   }
 }
 
-// RoPE: one thread per (token, head, pair). The angle is position * inv_freq
-// in float, as in the cpu plugin; cos/sin with full range reduction below.
-__global__ void rotary_kernel(int64_t batch, int64_t seq, int64_t heads, int64_t half, float *x, int64_t stride_batch,
-                              int64_t stride_seq, int64_t stride_head, const int32_t *positions, const float *inv_freq,
-                              int interleaved, float attention_factor) {
-  const int64_t total = batch * seq * heads * half;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t p = i % half;
-    const int64_t h = (i / half) % heads;
-    const int64_t t = i / (half * heads);
-    const int64_t b = t / seq, s = t % seq;
-    const float ang = static_cast<float>(positions[t]) * inv_freq[p];
-    // sin/cos of the float angle without sincosf's Payne-Hanek slow path
-    // (which needs a local-memory array): ang / pi in double, reduced
-    // exactly modulo 2, then sincospif on [-1, 1] (no range reduction).
-    double turns = static_cast<double>(ang) * 0.31830988618379067154;
-    turns -= 2.0 * rint(turns * 0.5);
-    float sn, cs;
-    sincospif(static_cast<float>(turns), &sn, &cs);
-    cs *= attention_factor;
-    sn *= attention_factor;
-    float *xh = x + b * stride_batch + s * stride_seq + h * stride_head;
-    float *p0 = interleaved ? xh + 2 * p : xh + p;
-    float *p1 = interleaved ? p0 + 1 : p0 + half;
-    const float a0 = *p0, a1 = *p1;
-    *p0 = a0 * cs - a1 * sn;
-    *p1 = a1 * cs + a0 * sn;
-  }
-}
+// ---- the model's row- and element-wise ops: the bodies of
+// rowwise/rowwise_body.cuh (tested on the CPU under tests/simt's emulator)
+// with the device context, for F32 (T = float) and F16 (T = uint16_t bits).
+using attn::DeviceCtx;
 
-// Embedding gather; an id outside [0, vocab) writes zeros and raises *bad_id.
-template <bool I8>
-__global__ void embedding_kernel(int64_t count, int64_t vocab, int64_t dim, const int32_t *ids, const void *table,
-                                 const float *row_scales, float scale, float *out, int64_t ld_out, int *bad_id) {
-  const int64_t total = count * dim;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t row = i / dim, j = i % dim;
-    const int64_t id = ids[row];
-    float v = 0.f;
-    if (id < 0 || id >= vocab) {
-      if (j == 0) *bad_id = 1;
-    } else if (I8) {
-      v = static_cast<float>(static_cast<const int8_t *>(table)[id * dim + j]) * (row_scales[id] * scale);
-    } else {
-      v = static_cast<const float *>(table)[id * dim + j] * scale;
-    }
-    out[row * ld_out + j] = v;
-  }
+template <class T>
+__global__ void __launch_bounds__(row::kRowThreads) norm_kernel(row::NormParams p) {
+  DeviceCtx ctx;
+  row::norm_rows<DeviceCtx, T>(ctx, p);
+}
+template <class T>
+__global__ void __launch_bounds__(row::kElemThreads) rotary_kernel(row::RotaryParams p) {
+  DeviceCtx ctx;
+  row::rotary<DeviceCtx, T>(ctx, p);
+}
+template <class T>
+__global__ void __launch_bounds__(row::kElemThreads) gated_kernel(row::GatedParams p) {
+  DeviceCtx ctx;
+  row::gated<DeviceCtx, T>(ctx, p);
+}
+template <class T>
+__global__ void __launch_bounds__(row::kElemThreads) add_kernel(row::AddParams p) {
+  DeviceCtx ctx;
+  row::add<DeviceCtx, T>(ctx, p);
+}
+template <class T>
+__global__ void __launch_bounds__(row::kElemThreads) embedding_kernel(row::EmbeddingParams p) {
+  DeviceCtx ctx;
+  row::embedding<DeviceCtx, T>(ctx, p);
 }
 
 // ---- top-k: one block per row, k rounds of a block-wide arg-max ----
@@ -305,38 +237,50 @@ void launch_activation(int act, int dtype, int64_t rows, int64_t cols, const voi
                                                        static_cast<float *>(out), ld_out);
 }
 
-void launch_gated_activation(int act, int64_t rows, int64_t cols, const float *gate, int64_t ld_gate, const float *up,
-                             int64_t ld_up, float *out, int64_t ld_out, cudaStream_t s) {
-  gated_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(act, rows, cols, gate, ld_gate, up, ld_up, out,
-                                                                    ld_out);
-}
-
-void launch_norm(bool rms, int64_t rows, int64_t cols, const float *x, int64_t ld_x, const float *res, int64_t ld_res,
-                 float *res_out, int64_t ld_res_out, const float *gamma, const float *beta, float eps, float *out,
-                 int64_t ld_out, cudaStream_t s) {
-  norm_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(rms, rows, cols, x, ld_x, res, ld_res, res_out, ld_res_out, gamma,
-                                                     beta, eps, out, ld_out);
-}
-
-void launch_rotary(const parley_rotary_args &a, cudaStream_t s) {
-  const int64_t half = a.rotary_dim / 2;
-  rotary_kernel<<<grid_for(a.batch * a.seq * a.heads * half, kThreads), kThreads, 0, s>>>(
-      a.batch, a.seq, a.heads, half, static_cast<float *>(a.x), a.stride_batch, a.stride_seq, a.stride_head,
-      a.positions, a.inv_freq, a.interleaved != 0 ? 1 : 0, a.attention_factor);
-}
-
-void launch_embedding(const parley_embedding_args &a, bool i8, int *bad_id, cudaStream_t s) {
-  const unsigned grid = grid_for(a.count * a.dim, kThreads);
-  if (i8)
-    embedding_kernel<true><<<grid, kThreads, 0, s>>>(a.count, a.vocab, a.dim, a.ids, a.table, a.row_scales, a.scale,
-                                                     static_cast<float *>(a.out), a.ld_out, bad_id);
+void launch_gated_activation(int dtype, row::GatedParams p, cudaStream_t s) {
+  const unsigned grid = grid_for(p.rows * p.cols, row::kElemThreads);
+  p.grid = grid;
+  if (dtype == PARLEY_DTYPE_F16)
+    gated_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
   else
-    embedding_kernel<false><<<grid, kThreads, 0, s>>>(a.count, a.vocab, a.dim, a.ids, a.table, a.row_scales, a.scale,
-                                                      static_cast<float *>(a.out), a.ld_out, bad_id);
+    gated_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
 }
 
-void launch_add(int64_t n, const float *a, const float *b, float *out, float alpha, cudaStream_t s) {
-  add_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(n, a, b, out, alpha);
+void launch_norm(int dtype, row::NormParams p, cudaStream_t s) {
+  const unsigned grid = row_grid(p.rows);
+  const size_t smem = row::kRowSmemWords * sizeof(float);
+  p.grid = grid;
+  if (dtype == PARLEY_DTYPE_F16)
+    norm_kernel<uint16_t><<<grid, row::kRowThreads, smem, s>>>(p);
+  else
+    norm_kernel<float><<<grid, row::kRowThreads, smem, s>>>(p);
+}
+
+void launch_rotary(int dtype, row::RotaryParams p, cudaStream_t s) {
+  const unsigned grid = grid_for(p.batch * p.seq * p.heads * p.half, row::kElemThreads);
+  p.grid = grid;
+  if (dtype == PARLEY_DTYPE_F16)
+    rotary_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
+  else
+    rotary_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
+}
+
+void launch_embedding(int dtype, row::EmbeddingParams p, cudaStream_t s) {
+  const unsigned grid = grid_for(p.count * p.dim, row::kElemThreads);
+  p.grid = grid;
+  if (dtype == PARLEY_DTYPE_F16)
+    embedding_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
+  else
+    embedding_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
+}
+
+void launch_add(int dtype, row::AddParams p, cudaStream_t s) {
+  const unsigned grid = grid_for(p.n, row::kElemThreads);
+  p.grid = grid;
+  if (dtype == PARLEY_DTYPE_F16)
+    add_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
+  else
+    add_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
 }
 
 void launch_softmax(bool log, int64_t rows, int64_t cols, const float *x, int64_t ld_x, float *out, int64_t ld_out,

@@ -60,9 +60,11 @@ void launch_typed(const LinearParams &p, bool tensor_cores, cudaStream_t s) {
     return;
   }
   const dim3 grid(static_cast<unsigned>((p.n + lin::kTileN - 1) / lin::kTileN), static_cast<unsigned>(p.grid_y));
-  if (tensor_cores) {
-    linear_mma_kernel<WT><<<grid, lin::kMmaLinThreads, lin::kMmaLinSmemWords * 4, s>>>(p);
-    return;
+  if constexpr (WT != PARLEY_DTYPE_F32) {  // F32 weights (F16 activations only) stay on CUDA cores
+    if (tensor_cores) {
+      linear_mma_kernel<WT><<<grid, lin::kMmaLinThreads, lin::kMmaLinSmemWords * 4, s>>>(p);
+      return;
+    }
   }
   linear_tiled_kernel<WT><<<grid, lin::kTileThreads, lin::kTileSmemWords * 4, s>>>(p);
 }
@@ -74,6 +76,9 @@ void launch_typed(const LinearParams &p, bool tensor_cores, cudaStream_t s) {
 // dequantised to F16) instead of linear_tiled.
 void launch_linear(int weight_dtype, const LinearParams &p, bool tensor_cores, cudaStream_t s) {
   switch (weight_dtype) {
+    case PARLEY_DTYPE_F32:  // F16 activations over F32 weights (F32 ones go to cuBLASLt)
+      launch_typed<PARLEY_DTYPE_F32>(p, false, s);
+      break;
     case PARLEY_DTYPE_F16:
       launch_typed<PARLEY_DTYPE_F16>(p, tensor_cores, s);
       break;

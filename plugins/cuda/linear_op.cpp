@@ -13,6 +13,9 @@
 // kernel); F16, BF16, I8 and I4 weights to the kernels of
 // linear/linear_body.cuh (converted in registers, epilogue fused): a warp per
 // output feature for m <= 8, 64 x 64 tiles above.
+// F16 activations (plugin.h; registered per weight dtype with dtype F16): the
+// same bodies read x and the residual as F16 and round the output once; F32
+// weights then run on those bodies too (CUDA cores, no tensor cores).
 #include <algorithm>
 #include <climits>
 #include <cstdio>
@@ -230,8 +233,10 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     const parley_linear_args *a = nullptr;
     // A 1.2-1.4 host's struct is accepted; the 1.5 statistics are not
     // declared (no PARLEY_KERNEL_FLAG_LINEAR_STATS), so never read.
-    if (auto st = begin_call("linear", ctx, args, &host, &state, &stream, &a, 1u << PARLEY_DTYPE_F32,
-                             PARLEY_LINEAR_ARGS_SIZE_V1_2))
+    // F32 activations, or F16 ones (plugin.h) for the weights the SIMT /
+    // tensor-core bodies serve.
+    if (auto st = begin_call("linear", ctx, args, &host, &state, &stream, &a,
+                             (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16), PARLEY_LINEAR_ARGS_SIZE_V1_2))
       return st;
     PARLEY_CHECK(host, a->weight != nullptr, "linear: weight is NULL (not prepared?)");
     const DeviceWeight &w = *static_cast<const DeviceWeight *>(a->weight);
@@ -252,19 +257,23 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     PARLEY_CHECK(host, a->x != a->out, "linear: out aliases x");
     if (a->residual && a->residual == a->out)
       PARLEY_CHECK(host, a->ld_residual == a->ld_out, "linear: out aliases residual with another row stride");
+    const bool act16 = a->dtype == PARLEY_DTYPE_F16;
     if (auto st = use_device("linear", host, state)) return st;
     auto *out = static_cast<float *>(a->out);
     const auto *res = static_cast<const float *>(a->residual);
 
-    if (L.dtype != PARLEY_DTYPE_F32) {
+    // The bodies of linear/: every weight type but F32 with F32 activations
+    // (cuBLASLt below); with F16 activations F32 weights too, on CUDA cores.
+    if (L.dtype != PARLEY_DTYPE_F32 || act16) {
       lin::LinearParams p;
-      p.x = static_cast<const float *>(a->x), p.ld_x = a->ld_x;
+      p.x = a->x, p.ld_x = a->ld_x;
+      p.act16 = act16;
       p.w = w.mem, p.pitch = L.pitch;
       p.scales = L.scale_count ? reinterpret_cast<const float *>(w.mem + L.scale_offset) : nullptr;
       p.group = L.group, p.groups_per_row = L.groups_per_row;
       p.bias = a->bias;
-      p.residual = res, p.ld_res = a->ld_residual;
-      p.out = out, p.ld_out = a->ld_out;
+      p.residual = a->residual, p.ld_res = a->ld_residual;
+      p.out = a->out, p.ld_out = a->ld_out;
       p.m = m, p.n = n, p.k = k, p.kp = L.kp;
       p.act = static_cast<int32_t>(act);
       p.grid_y = static_cast<int32_t>(std::min<int64_t>((m + lin::kTileM - 1) / lin::kTileM, 65535));

@@ -9,19 +9,22 @@
 
 namespace parley::cuda {
 
-#define BEGIN(op_name, Args)                                                             \
-  Host host(nullptr);                                                                    \
-  DeviceState *state = nullptr;                                                          \
-  cudaStream_t stream = nullptr;                                                         \
-  const Args *a = nullptr;                                                               \
-  if (auto st_ = begin_call(op_name, ctx, args, &host, &state, &stream, &a)) return st_; \
+#define BEGIN_DTYPES(op_name, Args, mask)                                                      \
+  Host host(nullptr);                                                                          \
+  DeviceState *state = nullptr;                                                                \
+  cudaStream_t stream = nullptr;                                                               \
+  const Args *a = nullptr;                                                                     \
+  if (auto st_ = begin_call(op_name, ctx, args, &host, &state, &stream, &a, mask)) return st_; \
   if (auto st_ = use_device(op_name, host, state)) return st_
+#define BEGIN(op_name, Args) BEGIN_DTYPES(op_name, Args, 1u << PARLEY_DTYPE_F32)
+// The model's ops between products also take F16 activations (plugin.h).
+constexpr uint32_t kF32F16 = (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16);
 
 namespace {
 
 parley_kernel_status norm(const char *op, bool rms, const parley_kernel_context *ctx, const void *args) {
   return guarded(op, ctx, [&]() -> parley_kernel_status {
-    BEGIN(op, parley_norm_args);
+    BEGIN_DTYPES(op, parley_norm_args, kF32F16);
     PARLEY_CHECK(host, a->rows >= 0, "%s: rows (%lld) < 0", op, ll(a->rows));
     PARLEY_CHECK(host, a->cols >= 1, "%s: cols (%lld) < 1", op, ll(a->cols));
     if (a->rows == 0) return PARLEY_KERNEL_OK;
@@ -36,11 +39,18 @@ parley_kernel_status norm(const char *op, bool rms, const parley_kernel_context 
         PARLEY_CHECK(host, a->ld_residual_out >= a->cols, "%s: ld_residual_out (%lld) < cols (%lld)", op,
                      ll(a->ld_residual_out), ll(a->cols));
     }
-    launch_norm(rms, a->rows, a->cols, static_cast<const float *>(a->x), a->ld_x,
-                static_cast<const float *>(a->residual), a->ld_residual,
-                a->residual ? static_cast<float *>(a->residual_out) : nullptr, a->ld_residual_out,
-                static_cast<const float *>(a->gamma), rms ? nullptr : static_cast<const float *>(a->beta), a->eps,
-                static_cast<float *>(a->out), a->ld_out, stream);
+    row::NormParams p{};
+    p.x = a->x;
+    p.res = a->residual;
+    p.res_out = a->residual ? a->residual_out : nullptr;
+    p.out = a->out;
+    p.gamma = static_cast<const float *>(a->gamma);  // parameters stay float at F16 (plugin.h)
+    p.beta = rms ? nullptr : static_cast<const float *>(a->beta);
+    p.rows = a->rows, p.cols = a->cols, p.ld_x = a->ld_x, p.ld_res = a->ld_residual;
+    p.ld_res_out = a->ld_residual_out, p.ld_out = a->ld_out;
+    p.eps = a->eps;
+    p.rms = rms;
+    launch_norm(a->dtype, p, stream);
     return check_launch(host, op);
   });
 }
@@ -62,11 +72,11 @@ parley_kernel_status softmax_impl(const char *op, bool log, const parley_kernel_
 
 }  // namespace
 
-parley_kernel_status layer_norm_f32(const parley_kernel_context *ctx, const void *args) {
+parley_kernel_status layer_norm_run(const parley_kernel_context *ctx, const void *args) {
   return norm("layer_norm", false, ctx, args);
 }
 
-parley_kernel_status rms_norm_f32(const parley_kernel_context *ctx, const void *args) {
+parley_kernel_status rms_norm_run(const parley_kernel_context *ctx, const void *args) {
   return norm("rms_norm", true, ctx, args);
 }
 
@@ -78,9 +88,9 @@ parley_kernel_status log_softmax_f32(const parley_kernel_context *ctx, const voi
   return softmax_impl("log_softmax", true, ctx, args);
 }
 
-parley_kernel_status rotary_f32(const parley_kernel_context *ctx, const void *args) {
+parley_kernel_status rotary_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("rotary", ctx, [&]() -> parley_kernel_status {
-    BEGIN("rotary", parley_rotary_args);
+    BEGIN_DTYPES("rotary", parley_rotary_args, kF32F16);
     PARLEY_CHECK(host, a->batch >= 0 && a->seq >= 0 && a->heads >= 0,
                  "rotary: negative shape batch=%lld seq=%lld heads=%lld", ll(a->batch), ll(a->seq), ll(a->heads));
     PARLEY_CHECK(host, a->head_dim >= 1, "rotary: head_dim (%lld) < 1", ll(a->head_dim));
@@ -94,7 +104,15 @@ parley_kernel_status rotary_f32(const parley_kernel_context *ctx, const void *ar
                  ll(a->stride_seq), ll(a->head_dim));
     if (a->batch * a->seq == 0 || a->heads == 0 || a->rotary_dim == 0) return PARLEY_KERNEL_OK;
     PARLEY_CHECK(host, a->x && a->positions && a->inv_freq, "rotary: x, positions or inv_freq is NULL");
-    launch_rotary(*a, stream);
+    row::RotaryParams p{};
+    p.x = a->x;
+    p.positions = a->positions;
+    p.inv_freq = a->inv_freq;
+    p.batch = a->batch, p.seq = a->seq, p.heads = a->heads, p.half = a->rotary_dim / 2;
+    p.stride_batch = a->stride_batch, p.stride_seq = a->stride_seq, p.stride_head = a->stride_head;
+    p.interleaved = a->interleaved != 0;
+    p.attention_factor = a->attention_factor;
+    launch_rotary(a->dtype, p, stream);
     return check_launch(host, "rotary");
   });
 }
@@ -116,9 +134,9 @@ parley_kernel_status activation_f32(const parley_kernel_context *ctx, const void
   });
 }
 
-parley_kernel_status gated_activation_f32(const parley_kernel_context *ctx, const void *args) {
+parley_kernel_status gated_activation_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("gated_activation", ctx, [&]() -> parley_kernel_status {
-    BEGIN("gated_activation", parley_gated_activation_args);
+    BEGIN_DTYPES("gated_activation", parley_gated_activation_args, kF32F16);
     const int64_t act = enum_value(a->activation);
     PARLEY_CHECK(host, valid_activation(act), "gated_activation: unknown activation %lld", ll(act));
     PARLEY_CHECK(host, a->rows >= 0 && a->cols >= 0, "gated_activation: negative shape rows=%lld cols=%lld",
@@ -130,28 +148,31 @@ parley_kernel_status gated_activation_f32(const parley_kernel_context *ctx, cons
     PARLEY_CHECK(host, a->ld_up >= a->cols, "gated_activation: ld_up (%lld) < cols (%lld)", ll(a->ld_up), ll(a->cols));
     PARLEY_CHECK(host, a->ld_out >= a->cols, "gated_activation: ld_out (%lld) < cols (%lld)", ll(a->ld_out),
                  ll(a->cols));
-    launch_gated_activation(static_cast<int>(act), a->rows, a->cols, static_cast<const float *>(a->gate), a->ld_gate,
-                            static_cast<const float *>(a->up), a->ld_up, static_cast<float *>(a->out), a->ld_out,
-                            stream);
+    row::GatedParams p{};
+    p.gate = a->gate, p.up = a->up, p.out = a->out;
+    p.rows = a->rows, p.cols = a->cols, p.ld_gate = a->ld_gate, p.ld_up = a->ld_up, p.ld_out = a->ld_out;
+    p.act = static_cast<int>(act);
+    launch_gated_activation(a->dtype, p, stream);
     return check_launch(host, "gated_activation");
   });
 }
 
-parley_kernel_status add_f32(const parley_kernel_context *ctx, const void *args) {
+parley_kernel_status add_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("add", ctx, [&]() -> parley_kernel_status {
-    BEGIN("add", parley_add_args);
+    BEGIN_DTYPES("add", parley_add_args, kF32F16);
     PARLEY_CHECK(host, a->n >= 0, "add: n (%lld) < 0", ll(a->n));
     if (a->n == 0) return PARLEY_KERNEL_OK;
     PARLEY_CHECK(host, a->a && a->b && a->out, "add: a, b or out is NULL");
-    launch_add(a->n, static_cast<const float *>(a->a), static_cast<const float *>(a->b), static_cast<float *>(a->out),
-               a->alpha, stream);
+    row::AddParams p{};
+    p.a = a->a, p.b = a->b, p.out = a->out, p.n = a->n, p.alpha = a->alpha;
+    launch_add(a->dtype, p, stream);
     return check_launch(host, "add");
   });
 }
 
-parley_kernel_status embedding_f32(const parley_kernel_context *ctx, const void *args) {
+parley_kernel_status embedding_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("embedding", ctx, [&]() -> parley_kernel_status {
-    BEGIN("embedding", parley_embedding_args);
+    BEGIN_DTYPES("embedding", parley_embedding_args, kF32F16);
     const int64_t tdt = enum_value(a->table_dtype);
     PARLEY_CHECK(host, tdt >= 0 && tdt < PARLEY_DTYPE_COUNT_, "embedding: unknown table_dtype %lld", ll(tdt));
     if (tdt != PARLEY_DTYPE_F32 && tdt != PARLEY_DTYPE_I8)
@@ -178,7 +199,13 @@ parley_kernel_status embedding_f32(const parley_kernel_context *ctx, const void 
     } release{state, flag};
     cudaError_t err = cudaMemsetAsync(flag, 0, sizeof(int), stream);
     if (err != cudaSuccess) return cuda_fail(host, "embedding", "cudaMemsetAsync", err);
-    launch_embedding(*a, i8, static_cast<int *>(flag), stream);
+    row::EmbeddingParams p{};
+    p.ids = a->ids, p.table = a->table, p.row_scales = a->row_scales, p.out = a->out;
+    p.bad_id = static_cast<int *>(flag);
+    p.count = a->count, p.vocab = a->vocab, p.dim = a->dim, p.ld_out = a->ld_out;
+    p.scale = a->scale;
+    p.i8 = i8;
+    launch_embedding(a->dtype, p, stream);
     if (auto st = check_launch(host, "embedding")) return st;
     int bad = 0;
     if ((err = cudaMemcpyAsync(&bad, flag, sizeof bad, cudaMemcpyDeviceToHost, stream)) != cudaSuccess)

@@ -97,10 +97,12 @@ int main(int argc, char **argv) {
   if (!(f32 && f16 && bf16)) return 1;
   /* Every attention kernel appends into the cache, reads a paged cache and
    * honours a sliding window; the F32 one also reads an F16 and an I8 cache
-   * (the runtime's kv_cache_dtype F16 / I8 needs KV_APPEND | KV_F16 / KV_I8). */
+   * (the runtime's kv_cache_dtype F16 / I8 needs KV_APPEND | KV_F16 / KV_I8),
+   * the F16 one an F16 cache (its own type: F16-activation models). */
   CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8 |
                        PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
-  CHECK(f16->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+  CHECK(f16->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_PAGED |
+                       PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
   CHECK(bf16->flags ==
         (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
 

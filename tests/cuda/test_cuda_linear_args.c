@@ -34,11 +34,17 @@ static void log_line(void *host, int32_t level, const char *message) {
   (void)message;
 }
 
-static const parley_kernel_desc *find_linear(const parley_plugin_desc *p, int32_t weight_dtype) {
+/* The LINEAR kernel for (activation dtype, weight dtype), or NULL. */
+static const parley_kernel_desc *find_linear_for(const parley_plugin_desc *p, int32_t dtype, int32_t weight_dtype) {
   size_t i;
   for (i = 0; i < p->num_kernels; ++i)
-    if (p->kernels[i].op == PARLEY_OP_LINEAR && p->kernels[i].weight_dtype == weight_dtype) return &p->kernels[i];
+    if (p->kernels[i].op == PARLEY_OP_LINEAR && p->kernels[i].dtype == dtype &&
+        p->kernels[i].weight_dtype == weight_dtype)
+      return &p->kernels[i];
   return NULL;
+}
+static const parley_kernel_desc *find_linear(const parley_plugin_desc *p, int32_t weight_dtype) {
+  return find_linear_for(p, PARLEY_DTYPE_F32, weight_dtype);
 }
 
 /* prepare_weight(desc) must return `want` with a message containing `text`. */
@@ -95,6 +101,15 @@ int main(int argc, char **argv) {
   CHECK(f32 && f16 && i8 && i4 && find_linear(p, PARLEY_DTYPE_BF16));
   if (!(f32 && f16 && i8 && i4)) return 1;
   CHECK(i8->prepare_weight && i8->release_weight && i8->run && i8->dtype == PARLEY_DTYPE_F32);
+  /* F16 activations: every weight type (F32 ones on the SIMT bodies), with the same prepare. */
+  {
+    const parley_kernel_desc *i8_16 = find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8);
+    CHECK(i8_16 && i8_16->prepare_weight == i8->prepare_weight &&
+          find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_F16) &&
+          find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16) &&
+          find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_I4));
+    CHECK(find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_F32) != NULL);
+  }
 
   memset(&ctx, 0, sizeof ctx);
   ctx.struct_size = sizeof ctx;
@@ -164,8 +179,10 @@ int main(int argc, char **argv) {
     printf("run without a weight: status %d, \"%s\"\n", (int)st, g_error);
     CHECK(st == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "weight is NULL") != NULL);
     CHECK(i8->run(&ctx, NULL) == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "args is NULL") != NULL);
-    a.dtype = PARLEY_DTYPE_F16;
-    CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_UNSUPPORTED && strstr(g_error, "dtype F16") != NULL);
+    a.dtype = PARLEY_DTYPE_F16; /* served: checked as far as the missing weight */
+    CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "weight is NULL") != NULL);
+    a.dtype = PARLEY_DTYPE_BF16;
+    CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_UNSUPPORTED && strstr(g_error, "dtype BF16") != NULL);
     a.dtype = 99;
     CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "unknown dtype 99") != NULL);
     a.dtype = PARLEY_DTYPE_F32, a.struct_size = 16;

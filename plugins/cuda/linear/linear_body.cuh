@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "../activation.cuh"
+#include "../attention/simt_attention.cuh"  // float_to_bits (the host's F16 rounding)
 #include "linear_layout.h"
 
 #if defined(__CUDACC__)
@@ -168,11 +169,31 @@ PARLEY_HD inline float apply_act(int act, float x) {
   return parley_cuda_activation(act, x);
 }
 
+// Activations (x, residual, out): float, or F16 bits when p.act16; an
+// F16 output is the float result rounded once to nearest even.
+PARLEY_HD inline float load_act(const void *base, int64_t i, bool act16) {
+  return act16 ? half_bits_to_float(static_cast<const uint16_t *>(base)[i]) : static_cast<const float *>(base)[i];
+}
+PARLEY_HD inline void store_act(void *base, int64_t i, float v, bool act16) {
+  if (!act16) {
+    static_cast<float *>(base)[i] = v;
+    return;
+  }
+#if defined(__CUDA_ARCH__)
+  static_cast<uint16_t *>(base)[i] = __half_as_ushort(__float2half_rn(v));
+#else
+  static_cast<uint16_t *>(base)[i] = attn::float_to_bits(v, false);
+#endif
+}
+PARLEY_HD inline float load_x(const LinearParams &p, int64_t row, int64_t col) {
+  return load_act(p.x, row * p.ld_x + col, p.act16);
+}
+
 PARLEY_HD inline void store_output(const LinearParams &p, int64_t row, int64_t col, float acc) {
   float v = acc + (p.bias ? p.bias[col] : 0.f);
   v = apply_act(p.act, v);
-  if (p.residual) v += p.residual[row * p.ld_res + col];
-  p.out[row * p.ld_out + col] = v;
+  if (p.residual) v += load_act(p.residual, row * p.ld_res + col, p.act16);
+  store_act(p.out, row * p.ld_out + col, v, p.act16);
 }
 
 // ---- small m: one warp per output feature ----
@@ -194,7 +215,7 @@ PARLEY_KERNEL_BODY void linear_gemv(Ctx &ctx, const LinearParams &p) {
     for (int idx = tid; idx < M * kGemvKc; idx += kGemvThreads) {
       const int mi = idx / kGemvKc, j = idx % kGemvKc;
       const int64_t col = kc0 + j;
-      const float v = (mi < p.m && col < p.k) ? p.x[mi * p.ld_x + col] : 0.f;
+      const float v = (mi < p.m && col < p.k) ? load_x(p, mi, col) : 0.f;
       ctx.smem_store(static_cast<size_t>(mi) * kGemvXStride + j + (j >> 5), v);
     }
     ctx.sync();
@@ -276,7 +297,7 @@ PARLEY_KERNEL_BODY void linear_tiled(Ctx &ctx, const LinearParams &p) {
       PARLEY_LIN_UNROLL
       for (int e = 0; e < 8; ++e) {
         const int64_t col = k0 + cg * 8 + e;
-        const float v = (xr < p.m && col < p.k) ? p.x[xr * p.ld_x + col] : 0.f;
+        const float v = (xr < p.m && col < p.k) ? load_x(p, xr, col) : 0.f;
         ctx.smem_store(static_cast<size_t>((cg * 8 + e) * kTileStride + lr), v);
       }
       float wv[8];

@@ -118,21 +118,24 @@ constexpr int kResidualThreads = 256;
 
 // What a LINEAR launch reads: the product out = act(x @ W^T + bias) + residual
 // for m rows of x, with W in the layout above.
+// x, residual and out are F32, or F16 bits when act16 (F16 activations,
+// plugin.h); bias and scales are always float.
 struct LinearParams {
-  const float *x = nullptr;
+  const void *x = nullptr;
   int64_t ld_x = 0;
   const uint8_t *w = nullptr;  // row 0 of the device layout
   int64_t pitch = 0;
   const float *scales = nullptr;  // NULL for F16 / BF16 / F32
   int32_t group = 1, groups_per_row = 0;
   const float *bias = nullptr;
-  const float *residual = nullptr;  // may equal out (same row stride)
+  const void *residual = nullptr;  // may equal out (same row stride)
   int64_t ld_res = 0;
-  float *out = nullptr;
+  void *out = nullptr;
   int64_t ld_out = 0;
   int64_t m = 0, n = 0, k = 0, kp = 0;
   int32_t act = PARLEY_ACT_NONE;
   int32_t grid_y = 1;  // the tiled kernel's grid height (it strides over m tiles)
+  bool act16 = false;
 };
 
 // out = src + residual over rows x cols (after a cuBLASLt product).

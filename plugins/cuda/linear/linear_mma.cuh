@@ -62,8 +62,8 @@ PARLEY_KERNEL_BODY void linear_mma(Ctx &ctx, const LinearParams &p) {
         PARLEY_LIN_UNROLL
         for (int i = 0; i < 4; ++i) {
           const int64_t c0 = col + 2 * i;
-          const float v0 = xr < p.m && c0 < p.k ? p.x[xr * p.ld_x + c0] : 0.f;
-          const float v1 = xr < p.m && c0 + 1 < p.k ? p.x[xr * p.ld_x + c0 + 1] : 0.f;
+          const float v0 = xr < p.m && c0 < p.k ? load_x(p, xr, c0) : 0.f;
+          const float v1 = xr < p.m && c0 + 1 < p.k ? load_x(p, xr, c0 + 1) : 0.f;
           ctx.smem_store_u32(static_cast<size_t>(word + i),
                              attn::pack2(attn::float_to_bits(v0, kBf16), attn::float_to_bits(v1, kBf16)));
         }
