@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -76,6 +77,15 @@ inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &
   l->transformer =
       std::make_unique<parley::Transformer>(l->model->impl.runtime, *l->model->impl.file, device, kv_dtype, act_dtype);
   return l;
+}
+
+// Every golden's name (tests/parity/goldens/*.json), sorted.
+inline std::vector<std::string> golden_names() {
+  std::vector<std::string> names;
+  for (const auto &e : std::filesystem::directory_iterator(env("PARLEY_PARITY_DIR") + "/goldens"))
+    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 // Real (unmasked) tokens of each row.

@@ -153,13 +153,11 @@ TEST_P(ActivationsF16Family, BeamSearchMatchesTransformers) {
   EXPECT_GT(same, 0u) << "no beam hypothesis survives F16 activations";
 }
 
-// Every code path of the Transformer: GQA + rotary + gated SiLU + RMSNorm
-// (llama), q/k norms (qwen3), sliding windows (mistral_window), learned
-// positions + LayerNorm + GELU + tied head (gpt2), encoder-decoder with
-// sinusoidal positions and post-norm (marian), with learned positions and
-// an embedding norm (bart), with a final logits bias (m2m100).
-INSTANTIATE_TEST_SUITE_P(Families, ActivationsF16Family,
-                         ::testing::Values("llama", "qwen3", "mistral_window", "gpt2", "marian", "bart", "m2m100"),
+// Every parity golden: every family and code path of the Transformer (GQA,
+// rotary variants, q/k norms, sliding windows, learned and sinusoidal
+// positions, pre- and post-norm, tied and untied heads, encoder-decoder
+// with shared and separate vocabularies, logits biases).
+INSTANTIATE_TEST_SUITE_P(Families, ActivationsF16Family, ::testing::ValuesIn(parity::golden_names()),
                          [](const auto &param_info) { return param_info.param; });
 
 }  // namespace

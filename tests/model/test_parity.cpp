@@ -16,14 +16,6 @@ namespace fs = std::filesystem;
 
 constexpr double kTolerance = 1e-4;
 
-std::vector<std::string> golden_names() {
-  std::vector<std::string> names;
-  for (const auto &e : fs::directory_iterator(parity::env("PARLEY_PARITY_DIR") + "/goldens"))
-    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, LogitsMatchTransformers) {
@@ -54,7 +46,7 @@ TEST_P(Parity, GreedyTokensMatchTransformers) {
 // (mbart_no_start), for every encoder-decoder golden.
 TEST(ParityDecoderStart, MatchesTransformers) {
   int checked = 0;
-  for (const std::string &name : golden_names()) {
+  for (const std::string &name : parity::golden_names()) {
     auto l = parity::load(name);
     if (!l->transformer->encoder_decoder()) continue;
     const int32_t start = l->model->impl.file->decoder_start_token_id();
@@ -83,7 +75,7 @@ TEST_P(Parity, BeamTokensAndScoresMatchTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Parity, ::testing::ValuesIn(golden_names()),
+INSTANTIATE_TEST_SUITE_P(Families, Parity, ::testing::ValuesIn(parity::golden_names()),
                          [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
 
 }  // namespace
