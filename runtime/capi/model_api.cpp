@@ -142,12 +142,17 @@ void fill_tensor(const TensorView &t, parley_tensor_info *info) {
 }
 
 // The ops a Transformer of this configuration runs (compute dtype f32 for now).
-std::vector<parley_op> ops_needed(const ModelFile &f) {
+// The ops a model's kernel plan lists. With F16 activations the GEMM fallback
+// and the unfused activation are never run (Ops in model/ops.cpp).
+std::vector<parley_op> ops_needed(const ModelFile &f, parley_dtype act) {
   auto get = [&](const char *k) {
     const ConfigEntry *e = f.find_config(k);
     return e ? e->int_value : int64_t{-1};
   };
-  std::vector<parley_op> ops = {PARLEY_OP_EMBEDDING, PARLEY_OP_GEMM, PARLEY_OP_ATTENTION};
+  const bool f32 = act == PARLEY_DTYPE_F32;
+  std::vector<parley_op> ops = {PARLEY_OP_EMBEDDING};
+  if (f32) ops.push_back(PARLEY_OP_GEMM);
+  ops.push_back(PARLEY_OP_ATTENTION);
   bool layer_norm = false, rms_norm = false, rotary = false, gated = false, plain = false;
   for (const char *stack : {"encoder.", "decoder."}) {
     std::string p = stack;
@@ -160,7 +165,7 @@ std::vector<parley_op> ops_needed(const ModelFile &f) {
   if (layer_norm) ops.push_back(PARLEY_OP_LAYER_NORM);
   if (rms_norm) ops.push_back(PARLEY_OP_RMS_NORM);
   if (rotary) ops.push_back(PARLEY_OP_ROTARY);
-  if (plain) ops.push_back(PARLEY_OP_ACTIVATION);
+  if (plain && f32) ops.push_back(PARLEY_OP_ACTIVATION);
   if (gated) ops.push_back(PARLEY_OP_GATED_ACTIVATION);
   for (parley_op op : {PARLEY_OP_ADD, PARLEY_OP_SOFTMAX, PARLEY_OP_LOG_SOFTMAX, PARLEY_OP_TOPK}) ops.push_back(op);
   return ops;
@@ -416,7 +421,7 @@ PARLEY_API parley_status parley_model_kernel_plan_count(const parley_model *mode
     const ModelFile &f = file_of(model);
     require(out_count, "out_count");
     const Transformer *t = model->impl.bound();
-    *out_count = ops_needed(f).size() + (t ? t->linear_plan().size() : 0);
+    *out_count = ops_needed(f, model->impl.act_dtype).size() + (t ? t->linear_plan().size() : 0);
   });
 }
 
@@ -426,7 +431,8 @@ PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, 
     const ModelFile &f = file_of(model);
     require(info, "info");
     check_struct_size(info->struct_size, kKernelInfoV1, sizeof *info, "info");
-    auto ops = ops_needed(f);
+    const parley_dtype act = model->impl.act_dtype;
+    auto ops = ops_needed(f, act);
     const Transformer *t = model->impl.bound();
     const size_t linear = t ? t->linear_plan().size() : 0;
     if (index >= ops.size() + linear)
@@ -438,7 +444,7 @@ PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, 
       out.struct_size = sizeof out;
       out.op = op_name(e.op);
       out.device = reg.intern(model->impl.device);
-      out.dtype = PARLEY_DTYPE_F32;
+      out.dtype = act;
       out.name = reg.intern(e.kernel);
       out.plugin = reg.intern(e.plugin);
       out.selected = 1;
@@ -447,14 +453,18 @@ PARLEY_API parley_status parley_model_kernel_plan_at(const parley_model *model, 
       copy_out(info, out);
       return;
     }
+    // Softmax, log-softmax and top-k are F32 whatever the activations.
+    const parley_op op = ops[index];
+    const parley_dtype dtype =
+        op == PARLEY_OP_SOFTMAX || op == PARLEY_OP_LOG_SOFTMAX || op == PARLEY_OP_TOPK ? PARLEY_DTYPE_F32 : act;
     try {
-      out = reg.describe(reg.find(ops[index], model->impl.device, PARLEY_DTYPE_F32));
+      out = reg.describe(reg.find(op, model->impl.device, dtype));
     } catch (const Error &e) {
       if (e.status() != PARLEY_ERROR_NOT_FOUND) throw;
       out.struct_size = sizeof out;
-      out.op = op_name(ops[index]);
+      out.op = op_name(op);
       out.device = reg.intern(model->impl.device);
-      out.dtype = PARLEY_DTYPE_F32;
+      out.dtype = dtype;
       out.name = "";
       out.plugin = "";
     }

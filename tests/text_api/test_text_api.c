@@ -31,10 +31,14 @@
 static parley_model *load(parley_runtime *rt, const char *env, const char *rel) {
   char path[4096];
   parley_model *m = NULL;
-  const char *dir = getenv(env), *device = getenv("PARLEY_TEST_DEVICE");
+  const char *dir = getenv(env), *device = getenv("PARLEY_TEST_DEVICE"), *act = getenv("PARLEY_TEST_ACTIVATIONS");
   parley_model_options o;
   parley_model_options_init(&o);
   if (device && *device) o.device = device; /* tests/device_guard runs this suite on "guarded" */
+  if (act && strcmp(act, "f16") == 0) {     /* ... also with F16 activations (and the F16 cache they need) */
+    o.activation_dtype = PARLEY_DTYPE_F16;
+    o.kv_cache_dtype = PARLEY_DTYPE_F16;
+  }
   snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", rel);
   if (parley_model_load_file(rt, path, &o, &m) != PARLEY_OK) {
     fprintf(stderr, "load %s: %s\n", path, parley_last_error());
@@ -53,8 +57,9 @@ static parley_model *load(parley_runtime *rt, const char *env, const char *rel) 
 static void test_linear_plan_and_memory(parley_runtime *rt) {
   static const char *const files[] = {"models/llama.parley", "models/llama.float16.parley", "models/llama.int8.parley",
                                       "models/marian.int8.parley"};
-  const char *device = getenv("PARLEY_TEST_DEVICE");
+  const char *device = getenv("PARLEY_TEST_DEVICE"), *act = getenv("PARLEY_TEST_ACTIVATIONS");
   const int on_cpu = !device || !*device || strcmp(device, "cpu") == 0;
+  const int32_t act_dtype = act && strcmp(act, "f16") == 0 ? PARLEY_DTYPE_F16 : PARLEY_DTYPE_F32;
   size_t f;
   for (f = 0; f < COUNT(files); ++f) {
     parley_model *m = load(rt, "PARLEY_PARITY_DIR", files[f]);
@@ -71,9 +76,13 @@ static void test_linear_plan_and_memory(parley_runtime *rt) {
       if (!k.tensor) {
         CHECK(linear == 0); /* per-op entries come first */
         ++ops;
+        /* the model's ops run at the activation dtype; softmax / top-k stay F32 */
+        if (strcmp(k.op, "softmax") != 0 && strcmp(k.op, "log_softmax") != 0 && strcmp(k.op, "topk") != 0)
+          CHECK(k.dtype == act_dtype && *k.name);
         continue;
       }
       ++linear;
+      CHECK(k.dtype == act_dtype);
       CHECK(k.weight_dtype >= 0 && k.weight_dtype < PARLEY_DTYPE_COUNT_);
       if (on_cpu) {
         CHECK_STR(k.op, "linear");
