@@ -331,19 +331,21 @@ typedef struct parley_model_options {
    * of this struct (binaries built then leave garbage there). */
   int32_t reserved1;
   /* Element type of the decoder's self-attention KV cache (parley_dtype):
-   * PARLEY_DTYPE_F32 (default), PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8.
-   * Memory per cached token is layers x 2 (K and V) x kv_heads x head_dim x
-   * 4 bytes for F32, x 2 bytes for F16 (half), and x 1 byte plus one 4-byte
+   * PARLEY_DTYPE_F32 (default), PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16 or
+   * PARLEY_DTYPE_I8. Memory per cached token is layers x 2 (K and V) x
+   * kv_heads x head_dim x 4 bytes for F32, x 2 bytes for F16 / BF16, and x 1 byte plus one 4-byte
    * scale per (layer, K/V, kv head) for I8 (about 3.9x less than F32 at
    * head_dim 64); `parley inspect` prints the three figures for a model.
    * Accuracy: F16 rounds each cached value to 11 significant bits (relative
-   * error <= 2^-11); I8 stores each head's row as q * scale with
+   * error <= 2^-11), BF16 to 8 (2^-8, with F32's range); I8 stores each head's row as q * scale with
    * scale = max|row| / 127 (error <= scale / 2 per value), so logits move
    * slightly and greedy tokens can differ where two candidates are close.
-   * The cross-attention K/V of encoder-decoder models stays F32.
+   * The cross-attention K/V of encoder-decoder models is kept in the
+   * activation type (activation_dtype below).
    * The device's attention kernel must read the type natively (the cpu
-   * plugin reads F16 and I8; the cuda plugin F16, on its tensor-core kernel,
-   * and I8, on its split-KV kernel): otherwise loading fails with PARLEY_ERROR_UNSUPPORTED naming
+   * plugin reads F16, BF16 and I8; the cuda plugin F16 and, with BF16
+   * activations, BF16 on its tensor-core kernel, and I8 on its split-KV
+   * kernel): otherwise loading fails with PARLEY_ERROR_UNSUPPORTED naming
    * the device; never widened silently.
    * Any other value: PARLEY_ERROR_INVALID_ARGUMENT. */
   int32_t kv_cache_dtype;
@@ -382,17 +384,19 @@ typedef struct parley_model_options {
   /* Milliseconds a request may wait for KV memory (default 60000, >= 0). */
   int32_t admission_timeout_ms;
   /* Element type of the activations between kernels (parley_dtype):
-   * PARLEY_DTYPE_F32 (default) or PARLEY_DTYPE_F16. F16 halves the
-   * activation traffic and lets a GPU's tensor cores serve every product;
-   * each kernel computes in float32 and rounds its output to F16 (11
-   * significant bits), so logits move by about 1e-3 relative and greedy
-   * tokens can differ where two candidates are close. Logits reach the host
-   * as float. Needs kv_cache_dtype F16 or I8 (INVALID_ARGUMENT otherwise),
-   * and kernels for F16 activations on the device for every op the model
-   * runs (the cuda plugin has them; PARLEY_ERROR_UNSUPPORTED naming the op
-   * otherwise: the cpu plugin computes in F32, its fastest form on a CPU).
-   * PARLEY_DTYPE_BF16:
-   * UNSUPPORTED in this version. Other values: INVALID_ARGUMENT. */
+   * PARLEY_DTYPE_F32 (default), PARLEY_DTYPE_F16 or PARLEY_DTYPE_BF16.
+   * 16 bits halve the activation traffic and let a GPU's tensor cores serve
+   * every product; each kernel computes in float32 and rounds its output
+   * once (F16: 11 significant bits, range +-65504; BF16: 8 bits, float32's
+   * range, for models whose activations overflow F16), so logits move by
+   * about 1e-3 (F16) or 1e-2 (BF16) relative and greedy tokens can differ
+   * where two candidates are close. Logits reach the host as float. Needs a
+   * kv_cache_dtype of F16, BF16 or I8 (INVALID_ARGUMENT for F32; the cuda
+   * plugin reads a cache of the activations' own type), and kernels for the
+   * type on the device for every op the model runs (the cuda plugin has
+   * them; PARLEY_ERROR_UNSUPPORTED naming the op otherwise: the cpu plugin
+   * computes in F32, its fastest form on a CPU). Other values:
+   * INVALID_ARGUMENT. */
   int32_t activation_dtype;
 } parley_model_options;
 

@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PARLEY_PLUGIN_ABI_MAJOR 1
-#define PARLEY_PLUGIN_ABI_MINOR 5
+#define PARLEY_PLUGIN_ABI_MINOR 6
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
 #define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
@@ -192,12 +192,12 @@ typedef struct parley_kernel_context {
  * type of the tensors; a kernel registered for one dtype is only called with
  * that dtype, but must still reject anything it cannot do.
  *
- * F16 activations (parley_model_options.activation_dtype): a model then calls
- * EMBEDDING, LAYER_NORM, RMS_NORM, ROTARY, ATTENTION, GATED_ACTIVATION, ADD
- * and LINEAR with dtype F16, which names the activations only: x / out /
- * residual / residual_out, the attention's q, k_new, v_new and out (its
- * cache has kv_dtype; K/V that are activations, as in cross-attention, come
- * with kv_dtype F16), the embedding's out. Parameters keep their types:
+ * 16-bit activations (parley_model_options.activation_dtype F16 or BF16):
+ * a model then calls EMBEDDING, LAYER_NORM, RMS_NORM, ROTARY, ATTENTION,
+ * GATED_ACTIVATION, ADD and LINEAR with dtype F16 / BF16, which names the
+ * activations only: x / out / residual / residual_out, the attention's q,
+ * k_new, v_new and out (its cache has kv_dtype; K/V that are activations,
+ * as in cross-attention, come with kv_dtype = dtype), the embedding's out. Parameters keep their types:
  * norm gamma / beta and LINEAR's bias are float, rotary inv_freq float, the
  * embedding table its table_dtype, lse and probs float. Such a kernel
  * computes in float and rounds each output once, to nearest even. */
@@ -297,9 +297,10 @@ typedef struct parley_attention_args {
    * q = x / scale rounded to nearest even, clamped to [-127, 127] (an
    * all-zero row: scale 0; a row holding a NaN or infinity: scale NaN, so
    * it reads back as NaN). k_scales / v_scales must be non-NULL for I8
-   * (PARLEY_KERNEL_INVALID_ARGUMENT otherwise); kv_dtype other than F32 /
-   * F16 / I8 is invalid. Only kernels registered with
-   * PARLEY_KERNEL_FLAG_KV_F16 / _KV_I8 get F16 / I8. */
+   * (PARLEY_KERNEL_INVALID_ARGUMENT otherwise). ABI 1.6: BF16 too (appended
+   * rows rounded to nearest even). kv_dtype other than F32 / F16 / BF16 /
+   * I8 is invalid. Only kernels registered with PARLEY_KERNEL_FLAG_KV_F16 /
+   * _KV_BF16 / _KV_I8 get F16 / BF16 / I8. */
   int32_t kv_dtype; /* parley_dtype */
   float *k_scales;
   float *v_scales;
@@ -581,6 +582,8 @@ typedef parley_kernel_status (*parley_kernel_fn)(const parley_kernel_context *ct
 #define PARLEY_KERNEL_FLAG_SLIDING_WINDOW 16u
 /* PARLEY_OP_LINEAR (ABI 1.5): writes block_max / block_sum when they are set. */
 #define PARLEY_KERNEL_FLAG_LINEAR_STATS 32u
+/* PARLEY_OP_ATTENTION (ABI 1.6): reads and appends a BF16 cache (kv_dtype). */
+#define PARLEY_KERNEL_FLAG_KV_BF16 64u
 
 typedef struct parley_kernel_desc {
   size_t struct_size;

@@ -8,7 +8,7 @@
 // With k_new (fused KV-cache append, ABI 1.1) the new rows are first copied
 // into the cache, then the attention runs over the cache as usual.
 //
-// F16 / I8 caches (ABI 1.2 kv_dtype): an F16 cache is read in place where
+// F16 / BF16 / I8 caches (ABI 1.2 kv_dtype; BF16 from 1.6): an F16 cache is read in place where
 // the CPU has AVX2 + F16C (halves widened in registers, the same arithmetic
 // as the f32 loop); otherwise each task converts one key block of K and V
 // (kKeyBlock rows) to f32 in a per-thread tile as it reaches it, and the f32
@@ -572,6 +572,24 @@ void narrow_f16(const float *src, half *dst, int64_t n) {
   f32_to_f16(src, reinterpret_cast<uint16_t *>(dst), n);  // round to nearest even
 }
 
+// BF16 cache rows (ABI 1.6): the upper half of the float, rounded to nearest
+// even (NaN kept quiet); widened by a shift.
+void narrow_bf16(const float *src, uint16_t *dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t x;
+    std::memcpy(&x, &src[i], 4);
+    dst[i] = (x & 0x7fffffffu) > 0x7f800000u ? static_cast<uint16_t>((x >> 16) | 0x40u)
+                                             : static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+  }
+}
+PARLEY_CPU_MULTIVERSION void widen_bf16_rows(const uint16_t *src, int64_t stride, int64_t rows, int64_t d, float *dst) {
+  for (int64_t r = 0; r < rows; ++r, src += stride, dst += d)
+    for (int64_t i = 0; i < d; ++i) {
+      const uint32_t x = static_cast<uint32_t>(src[i]) << 16;
+      std::memcpy(&dst[i], &x, 4);
+    }
+}
+
 // scale = max|x| / 127 and q = nearest-even(x / scale) in [-127, 127]; an
 // all-zero row stores scale 0, a row holding a NaN or infinity scale NaN
 // (it reads back as NaN, as the F32 cache would propagate it).
@@ -601,7 +619,7 @@ struct Attn {
   int64_t head_pack;  // query heads per task: a divisor of group
   int64_t q_block;    // query rows per head per task
   int64_t q_blocks;   // ceil(q_len / q_block)
-  int32_t kv_dtype;   // F32, F16 or I8
+  int32_t kv_dtype;   // F32, F16, BF16 or I8
   // ABI 1.3 paged cache: NULL for a contiguous one.
   const int32_t *block_table;
   int64_t block_table_stride, block_size;
@@ -618,13 +636,15 @@ void widen_rows(const Attn &at, const void *cache, int64_t row0, int64_t stride_
   const int64_t D = at.a->head_dim;
   if (at.kv_dtype == PARLEY_DTYPE_F16)
     f16_rows_to_f32(reinterpret_cast<const uint16_t *>(static_cast<const half *>(cache) + row0), stride_seq, n, D, dst);
+  else if (at.kv_dtype == PARLEY_DTYPE_BF16)
+    widen_bf16_rows(static_cast<const uint16_t *>(cache) + row0, stride_seq, n, D, dst);
   else
     widen_i8_rows(static_cast<const int8_t *>(cache) + row0, stride_seq, scales + srow0, at.a->scale_stride_seq, n, D,
                   dst);
 }
 
 size_t element_size(int32_t dtype) {
-  return dtype == PARLEY_DTYPE_F16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : 4;
+  return dtype == PARLEY_DTYPE_F16 || dtype == PARLEY_DTYPE_BF16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : 4;
 }
 
 parley_kernel_status run_task(const Attn &at, int64_t task, float *acc, float *ktile, float *vtile) {
@@ -888,8 +908,10 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
     const int64_t window = a->struct_size >= sizeof(parley_attention_args) ? a->window : 0;
     const int32_t *table = has_paging ? a->block_table : nullptr;
     const int64_t bs = has_paging ? a->block_size : 0, table_stride = has_paging ? a->block_table_stride : 0;
-    PARLEY_CHECK(host, kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_I8,
-                 "attention: kv_dtype %d is not F32, F16 or I8", kv_dtype);
+    PARLEY_CHECK(host,
+                 kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_BF16 ||
+                     kv_dtype == PARLEY_DTYPE_I8,
+                 "attention: kv_dtype %d is not F32, F16, BF16 or I8", kv_dtype);
     PARLEY_CHECK(host, a->batch >= 0 && a->q_len >= 0 && a->kv_len >= 0,
                  "attention: negative shape batch=%lld q_len=%lld kv_len=%lld", ll(a->batch), ll(a->q_len),
                  ll(a->kv_len));
@@ -1004,6 +1026,8 @@ parley_kernel_status attention_f32(const parley_kernel_context *ctx, const void 
           std::copy_n(src, D, reinterpret_cast<float *>(dst));
         else if (kv_dtype == PARLEY_DTYPE_F16)
           narrow_f16(src, reinterpret_cast<half *>(dst), D);
+        else if (kv_dtype == PARLEY_DTYPE_BF16)
+          narrow_bf16(src, reinterpret_cast<uint16_t *>(dst), D);
         else
           narrow_i8(src, reinterpret_cast<int8_t *>(dst), scales + srow + g * a->scale_stride_head, D);
       };

@@ -70,8 +70,8 @@ constexpr int32_t kPriority = 10;
 const parley_kernel_desc kKernels[] = {
     PARLEY_CPU_KERNEL(PARLEY_OP_GEMM, "gemm_onednn", gemm_f32, 0),
     PARLEY_CPU_KERNEL(PARLEY_OP_ATTENTION, "attention_fused", attention_f32,
-                      PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8 |
-                          PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW),
+                      PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_BF16 |
+                          PARLEY_KERNEL_FLAG_KV_I8 | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW),
     PARLEY_CPU_KERNEL(PARLEY_OP_LAYER_NORM, "layer_norm", layer_norm_f32, 0),
     PARLEY_CPU_KERNEL(PARLEY_OP_RMS_NORM, "rms_norm", rms_norm_f32, 0),
     PARLEY_CPU_KERNEL(PARLEY_OP_ROTARY, "rotary", rotary_f32, 0),

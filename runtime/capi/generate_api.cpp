@@ -61,8 +61,9 @@ Engine *Model::engine() const {
   if (engine_checked_.load(std::memory_order_relaxed)) return engine_.get();
   if (use_engine && t.supports_paged()) {
     MemoryScope memory_scope("the serving engine's KV pool");
-    // K/V computed from F16 activations differ from F32 ones: another identity.
-    const std::string_view act = t.act_dtype() == PARLEY_DTYPE_F32 ? std::string_view() : "activations=f16";
+    // K/V computed from 16-bit activations differ from F32 ones: another identity.
+    const std::string act =
+        t.act_dtype() == PARLEY_DTYPE_F32 ? std::string() : std::string("activations=") + dtype_name(t.act_dtype());
     engine_ = std::make_unique<Engine>(t, engine_options,
                                        model_identity_key(*file, t.kv_dtype(), engine_options.block_size, act));
   }

@@ -9,6 +9,7 @@
 #include "capi/request_control.hpp"
 #include "core/escape.hpp"
 #include "core/runtime.hpp"
+#include "model/attention_args.hpp"
 #include "serve/engine.hpp"
 
 using namespace parley;
@@ -42,9 +43,10 @@ parley_model_options resolve_options(const parley_model_options *options) {
   if (o.read_into_memory && o.borrow_memory)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->read_into_memory and options->borrow_memory exclude each other");
   if (o.kv_cache_dtype != PARLEY_DTYPE_F32 && o.kv_cache_dtype != PARLEY_DTYPE_F16 &&
-      o.kv_cache_dtype != PARLEY_DTYPE_I8)
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->kv_cache_dtype (" + std::to_string(o.kv_cache_dtype) +
-                                            ") must be PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8");
+      o.kv_cache_dtype != PARLEY_DTYPE_BF16 && o.kv_cache_dtype != PARLEY_DTYPE_I8)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "options->kv_cache_dtype (" + std::to_string(o.kv_cache_dtype) +
+             ") must be PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16 or PARLEY_DTYPE_I8");
   if (o.serving_engine != 0 && o.serving_engine != 1)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->serving_engine must be 0 or 1");
   if (o.kv_block_size < 1 || o.kv_block_size > 4096)
@@ -57,15 +59,12 @@ parley_model_options resolve_options(const parley_model_options *options) {
   if (o.activation_dtype != PARLEY_DTYPE_F32 && o.activation_dtype != PARLEY_DTYPE_F16 &&
       o.activation_dtype != PARLEY_DTYPE_BF16)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "options->activation_dtype (" + std::to_string(o.activation_dtype) +
-                                            ") must be PARLEY_DTYPE_F32 or PARLEY_DTYPE_F16");
-  if (o.activation_dtype == PARLEY_DTYPE_BF16)
-    fail(PARLEY_ERROR_UNSUPPORTED,
-         "options->activation_dtype: BF16 activations are not supported yet (the plugin ABI "
-         "has no BF16 KV type); use PARLEY_DTYPE_F16 or PARLEY_DTYPE_F32");
+                                            ") must be PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_BF16");
   if (o.activation_dtype != PARLEY_DTYPE_F32 && o.kv_cache_dtype == PARLEY_DTYPE_F32)
     fail(PARLEY_ERROR_INVALID_ARGUMENT,
          std::string("options->activation_dtype ") + dtype_name(o.activation_dtype) +
-             " needs options->kv_cache_dtype PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8, not F32");
+             " needs a 16-bit or I8 KV cache (options->kv_cache_dtype PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16 or "
+             "PARLEY_DTYPE_I8), not F32");
   return o;
 }
 
@@ -90,8 +89,7 @@ void load(parley_runtime *runtime, const parley_model_options &o, parley_model *
   if (o.kv_cache_dtype != PARLEY_DTYPE_F32) {  // checked again when the Transformer binds
     const Kernel k =
         runtime->impl->registry.find(PARLEY_OP_ATTENTION, o.device, static_cast<parley_dtype>(o.activation_dtype));
-    const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND |
-                          (o.kv_cache_dtype == PARLEY_DTYPE_F16 ? PARLEY_KERNEL_FLAG_KV_F16 : PARLEY_KERNEL_FLAG_KV_I8);
+    const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND | kv_flag(static_cast<parley_dtype>(o.kv_cache_dtype));
     if ((k.flags & need) != need)
       fail(PARLEY_ERROR_UNSUPPORTED, std::string("options->kv_cache_dtype: device '") + o.device + "' cannot hold a " +
                                          dtype_name(o.kv_cache_dtype) + " KV cache (its attention kernel '" + k.name +

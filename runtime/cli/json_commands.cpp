@@ -182,16 +182,10 @@ int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const
     doc["runnable"] = true;
     auto mem = sized<parley_model_memory>();
     if (parley_model_memory_usage(m, &mem) == PARLEY_OK)
-      doc["memory"] = {{"file_bytes", mem.file_bytes},
-                       {"packed_bytes", mem.packed_bytes},
-                       {"converted_bytes", mem.converted_bytes},
-                       {"linear_weights", mem.linear_weights},
-                       {"widened_weights", mem.widened_weights},
-                       {"kv_bytes_per_token", mem.kv_bytes_per_token},
-                       {"kv_cache", kv_cache == PARLEY_DTYPE_F16  ? "f16"
-                                    : kv_cache == PARLEY_DTYPE_I8 ? "int8"
-                                                                  : "f32"},
-                       {"activations", activations == PARLEY_DTYPE_F16 ? "f16" : "f32"}};
+      doc["memory"] = {{"file_bytes", mem.file_bytes},           {"packed_bytes", mem.packed_bytes},
+                       {"converted_bytes", mem.converted_bytes}, {"linear_weights", mem.linear_weights},
+                       {"widened_weights", mem.widened_weights}, {"kv_bytes_per_token", mem.kv_bytes_per_token},
+                       {"kv_cache", type_label(kv_cache)},       {"activations", type_label(activations)}};
   } else {
     doc["runnable"] = false;
     doc["not_runnable_because"] = parley_last_error();

@@ -1,6 +1,6 @@
 // parley — command-line front end over the public C API.
 //   parley plugins [--plugin-dir DIR]... [--load LIB]...
-//   parley inspect FILE [--no-verify] [--device NAME] [--kv-cache f32|f16|int8] [--activations f32|f16]
+//   parley inspect FILE [--no-verify] [--device NAME] [--kv-cache f32|f16|bf16|int8] [--activations f32|f16|bf16]
 //                       [--plugin-dir DIR]...
 //   parley translate MODEL [--source-language L] [--target-language L] [--beam N] ...  (stdin -> stdout,
 //                          line N of the output for line N of the input; bad lines reported as "line N: ...")
@@ -139,10 +139,11 @@ int cmd_plugins(const Common &c) {
 
 // --kv-cache f32|f16|int8 -> parley_model_options.kv_cache_dtype.
 const std::map<std::string, int32_t> kKvCacheTypes = {
-    {"f32", PARLEY_DTYPE_F32}, {"f16", PARLEY_DTYPE_F16}, {"int8", PARLEY_DTYPE_I8}};
+    {"f32", PARLEY_DTYPE_F32}, {"f16", PARLEY_DTYPE_F16}, {"bf16", PARLEY_DTYPE_BF16}, {"int8", PARLEY_DTYPE_I8}};
 
-// --activations f32|f16 -> parley_model_options.activation_dtype.
-const std::map<std::string, int32_t> kActivationTypes = {{"f32", PARLEY_DTYPE_F32}, {"f16", PARLEY_DTYPE_F16}};
+// --activations f32|f16|bf16 -> parley_model_options.activation_dtype.
+const std::map<std::string, int32_t> kActivationTypes = {
+    {"f32", PARLEY_DTYPE_F32}, {"f16", PARLEY_DTYPE_F16}, {"bf16", PARLEY_DTYPE_BF16}};
 
 int cmd_inspect(const Common &c, const std::string &path, bool verify, const std::string &device, int32_t kv_cache,
                 int32_t activations) {
@@ -246,10 +247,7 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
           human_bytes(mem.file_bytes).c_str(), human_bytes(mem.packed_bytes).c_str(),
           human_bytes(mem.converted_bytes).c_str(), static_cast<unsigned long long>(mem.linear_weights),
           static_cast<unsigned long long>(mem.widened_weights), static_cast<unsigned long long>(mem.kv_bytes_per_token),
-          kv_cache == PARLEY_DTYPE_F16  ? "f16"
-          : kv_cache == PARLEY_DTYPE_I8 ? "int8"
-                                        : "f32",
-          activations == PARLEY_DTYPE_F16 ? "f16" : "f32");
+          parley_cli::type_label(kv_cache), parley_cli::type_label(activations));
   } else
     std::printf("Runnable: NO — %s\n", parley_last_error());  // messages escape file content themselves
   {  // self-attention KV cache per cached token: layers x 2 x kv_heads x head_dim x element (+ I8 scales)
@@ -261,11 +259,9 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
       const uint64_t rows = static_cast<uint64_t>(layers) * 2 * static_cast<uint64_t>(kv_heads);
       const uint64_t f32 = rows * static_cast<uint64_t>(head_dim) * 4, f16 = f32 / 2, i8 = f32 / 4 + rows * 4;
       std::printf("KV cache per cached token (%" PRId64 " layers x 2 x %" PRId64 " kv heads x %" PRId64
-                  " head dim): f32 %" PRIu64 " B, f16 %" PRIu64 " B, int8 %" PRIu64 " B (scales included)%s\n",
-                  layers, kv_heads, head_dim, f32, f16, i8,
-                  kv_cache == PARLEY_DTYPE_F16  ? "; selected: f16"
-                  : kv_cache == PARLEY_DTYPE_I8 ? "; selected: int8"
-                                                : "; selected: f32");
+                  " head dim): f32 %" PRIu64 " B, f16 / bf16 %" PRIu64 " B, int8 %" PRIu64
+                  " B (scales included); selected: %s\n",
+                  layers, kv_heads, head_dim, f32, f16, i8, parley_cli::type_label(kv_cache));
     }
   }
   // The text API builds the tokenizers at its first call: build them now, so
@@ -347,19 +343,20 @@ static int run(int argc, char **argv) {
   int32_t kv_cache = PARLEY_DTYPE_F32, activations = PARLEY_DTYPE_F32;
   auto kv_option = [&](CLI::App *sub, int32_t &target) {
     sub->add_option("--kv-cache", target,
-                    "Element type of the decoder's KV cache: f32 (default), f16 (half the memory per token) or "
+                    "Element type of the decoder's KV cache: f32 (default), f16 or bf16 (half the memory per token) or "
                     "int8 (about 3.9x less); the device must support it")
         ->transform(CLI::CheckedTransformer(kKvCacheTypes));
   };
   // --activations f16 without --kv-cache means an F16 cache (F16 activations need F16 or int8).
   auto activations_option = [&](CLI::App *sub, int32_t &target) {
     sub->add_option("--activations", target,
-                    "Element type of the activations between kernels: f32 (default) or f16 (a device with F16 "
-                    "kernels, e.g. a GPU's; the cpu plugin computes in f32); f16 implies --kv-cache f16 unless given")
+                    "Element type of the activations between kernels: f32 (default), f16 or bf16 (a device with "
+                    "16-bit kernels, e.g. a GPU's; the cpu plugin computes in f32); f16 / bf16 imply the same "
+                    "--kv-cache unless given")
         ->transform(CLI::CheckedTransformer(kActivationTypes));
   };
-  auto imply_f16_cache = [](CLI::App *sub, int32_t activations_value, int32_t &kv) {
-    if (activations_value == PARLEY_DTYPE_F16 && sub->count("--kv-cache") == 0) kv = PARLEY_DTYPE_F16;
+  auto imply_16bit_cache = [](CLI::App *sub, int32_t activations_value, int32_t &kv) {
+    if (activations_value != PARLEY_DTYPE_F32 && sub->count("--kv-cache") == 0) kv = activations_value;
   };
   auto *inspect = app.add_subcommand("inspect", "Describe a .parley model file and check it");
   inspect->add_option("file", file, "Model file")->required();
@@ -536,8 +533,8 @@ static int run(int argc, char **argv) {
     return app.exit(e) == 0 ? 0 : 2;  // --help / --version: 0; every usage error: 2 (not CLI11's 105-115)
   }
   ta.json = ca.json = sc.json = common.json;
-  imply_f16_cache(inspect, activations, kv_cache);
-  imply_f16_cache(serve, sa.activations, sa.kv_cache);
+  imply_16bit_cache(inspect, activations, kv_cache);
+  imply_16bit_cache(serve, sa.activations, sa.kv_cache);
   if (common.json && (plugins->parsed() || inspect->parsed())) {
     parley_runtime *rt = nullptr;
     parley_status st = make_runtime(common, &rt);

@@ -2,6 +2,8 @@
 // over the public C API (and, for convert, the Python converter).
 #pragma once
 
+#include <parley/parley.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -54,6 +56,14 @@ int convert(const std::vector<std::string> &args);  // convert_command.cpp
 
 // --json forms of `parley plugins` and `parley inspect` (json_commands.cpp).
 int plugins_json(parley_runtime *rt);
+// The CLI's name of a KV-cache or activation element type (--kv-cache, --activations).
+inline const char *type_label(int32_t dtype) {
+  return dtype == PARLEY_DTYPE_F16    ? "f16"
+         : dtype == PARLEY_DTYPE_BF16 ? "bf16"
+         : dtype == PARLEY_DTYPE_I8   ? "int8"
+                                      : "f32";
+}
+
 int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const std::string &device, int32_t kv_cache,
                  int32_t activations);
 

@@ -14,6 +14,15 @@ inline size_t kv_element_size(parley_dtype dtype) {
   return dtype == PARLEY_DTYPE_F16 || dtype == PARLEY_DTYPE_BF16 ? 2 : dtype == PARLEY_DTYPE_I8 ? 1 : sizeof(float);
 }
 
+// The attention kernel flag that says it reads and appends a `kv` cache (F16,
+// BF16 or I8; 0 for F32, which every kernel reads).
+inline uint32_t kv_flag(parley_dtype kv) {
+  return kv == PARLEY_DTYPE_F16    ? PARLEY_KERNEL_FLAG_KV_F16
+         : kv == PARLEY_DTYPE_BF16 ? PARLEY_KERNEL_FLAG_KV_BF16
+         : kv == PARLEY_DTYPE_I8   ? PARLEY_KERNEL_FLAG_KV_I8
+                                   : 0u;
+}
+
 // Attention over [batch, q_len, heads, hd] queries and [batch, kv_cap, kv_heads, hd] keys/values.
 // q, k, v and out are activations of `dtype` (the model's activation dtype).
 inline parley_attention_args attention_args(parley_dtype dtype, int64_t batch, int64_t heads, int64_t kv_heads,

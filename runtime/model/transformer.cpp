@@ -106,20 +106,17 @@ Transformer::Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file
       mem_(std::make_shared<DeviceMemory>(runtime, runtime->registry.device(device))),
       weights_(file, mem_),
       label_(file.label()) {
-  if (kv_dtype != PARLEY_DTYPE_F32 && kv_dtype != PARLEY_DTYPE_F16 && kv_dtype != PARLEY_DTYPE_I8)
-    fail(PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype " + std::to_string(static_cast<int>(kv_dtype)) +
-                                            " is not PARLEY_DTYPE_F32, PARLEY_DTYPE_F16 or PARLEY_DTYPE_I8");
-  if (act_dtype == PARLEY_DTYPE_BF16)  // its K/V (cross-attention, the encoder) would need a BF16 kv_dtype
-    fail(PARLEY_ERROR_UNSUPPORTED,
-         "activation_dtype BF16 is not supported yet (the plugin ABI has no BF16 KV type); "
-         "use PARLEY_DTYPE_F16 or PARLEY_DTYPE_F32");
+  if (kv_dtype != PARLEY_DTYPE_F32 && kv_dtype != PARLEY_DTYPE_F16 && kv_dtype != PARLEY_DTYPE_BF16 &&
+      kv_dtype != PARLEY_DTYPE_I8)
+    fail(PARLEY_ERROR_INVALID_ARGUMENT,
+         "kv_cache_dtype " + std::to_string(static_cast<int>(kv_dtype)) +
+             " is not PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16 or PARLEY_DTYPE_I8");
   if (act_dtype != PARLEY_DTYPE_F32 && kv_dtype == PARLEY_DTYPE_F32)
     fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("activation_dtype ") + dtype_name(act_dtype) +
-                                            " needs an F16 or I8 KV cache (kv_cache_dtype), not F32");
+                                            " needs a 16-bit or I8 KV cache (kv_cache_dtype), not F32");
   if (kv_dtype != PARLEY_DTYPE_F32) {  // never widened silently: the kernel must read it
     const Kernel &k = ops_.kernel(PARLEY_OP_ATTENTION);
-    const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND |
-                          (kv_dtype == PARLEY_DTYPE_F16 ? PARLEY_KERNEL_FLAG_KV_F16 : PARLEY_KERNEL_FLAG_KV_I8);
+    const uint32_t need = PARLEY_KERNEL_FLAG_KV_APPEND | kv_flag(kv_dtype);
     if ((k.flags & need) != need)
       fail(PARLEY_ERROR_UNSUPPORTED, "device '" + device + "': its attention kernel '" + k.name + "' (plugin '" +
                                          k.plugin + "') cannot read and append a " + dtype_name(kv_dtype) +

@@ -46,7 +46,7 @@ struct StackParams {
 // encoder output. Sequences are stored from position 0 without padding.
 // The caches live on the model's device; lengths are kept on the host (the
 // decoding loop needs them) and uploaded with each step. Move-only.
-// The self-attention cache is stored in the model's kv_dtype (F32, F16, or
+// The self-attention cache is stored in the model's kv_dtype (F32, F16, BF16, or
 // I8 with one f32 scale per (sequence, position, kv head) row); the
 // cross-attention K/V is kept in the activation dtype (computed once per
 // request, read by the attention kernel with kv_dtype = that dtype).
@@ -109,13 +109,13 @@ struct PagedSequence {
 
 class Transformer {
  public:
-  // kv_dtype: element type of the self-attention KV cache (F32, F16 or I8).
-  // F16 / I8 need an attention kernel on `device` declaring
-  // PARLEY_KERNEL_FLAG_KV_APPEND and KV_F16 / KV_I8 (else UNSUPPORTED,
+  // kv_dtype: element type of the self-attention KV cache (F32, F16, BF16 or
+  // I8). F16 / BF16 / I8 need an attention kernel on `device` declaring
+  // PARLEY_KERNEL_FLAG_KV_APPEND and KV_F16 / KV_BF16 / KV_I8 (else UNSUPPORTED,
   // naming the device and the kernel); other dtypes are INVALID_ARGUMENT.
   // act_dtype: element type of the activations (F32, or F16 / BF16 where
   // the device has kernels for them, else UNSUPPORTED naming the op); with
-  // F16 / BF16 the cache must be F16 or I8. Logits come back as float.
+  // F16 / BF16 the cache must be 16-bit or I8. Logits come back as float.
   Transformer(std::shared_ptr<Runtime> runtime, const ModelFile &file, const std::string &device,
               parley_dtype kv_dtype = PARLEY_DTYPE_F32, parley_dtype act_dtype = PARLEY_DTYPE_F32);
 

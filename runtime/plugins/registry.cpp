@@ -287,6 +287,9 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
     // Likewise a LINEAR kernel's block statistics (ABI 1.5 fields).
     if (kd.op == PARLEY_OP_LINEAR && major == PARLEY_PLUGIN_ABI_MAJOR && minor >= 5)
       flags |= kd.flags & PARLEY_KERNEL_FLAG_LINEAR_STATS;
+    // And a BF16 cache (a kv_dtype value ABI 1.6 allows).
+    if (kd.op == PARLEY_OP_ATTENTION && major == PARLEY_PLUGIN_ABI_MAJOR && minor >= 6)
+      flags |= kd.flags & PARLEY_KERNEL_FLAG_KV_BF16;
     Kernel k{static_cast<parley_op>(kd.op),
              kd.device,
              kd.name,

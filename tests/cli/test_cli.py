@@ -212,7 +212,8 @@ def test_version_help_and_usage_errors_exit_2():
         ["translate"],  # the model is required
         ["translate", DE_EN, "--beam", "0"],  # out of range
         ["translate", DE_EN, "--no-such-option"],
-        ["inspect", DE_EN, "--kv-cache", "bf16"],  # not one of the choices
+        ["inspect", DE_EN, "--kv-cache", "fp8"],  # not one of the choices
+        ["inspect", DE_EN, "--activations", "fp8"],
         ["translate", DE_EN, "--nbest", "2", "--unit", "paragraph"],
         ["translate", DE_EN, "--protect", "numbers,phones"],
         ["translate", DE_EN, "--beam", "2", "--nbest", "5"],  # 5 beams were run without a word

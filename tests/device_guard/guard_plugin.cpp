@@ -20,11 +20,11 @@
 //    table entry (a GPU would read another tensor or fault).
 //  - Fresh and released blocks are filled with 0xFF bytes (NaN as float, -1
 //    as int32), so reading memory nobody wrote shows up in the results.
-//  - F16 activations (parley_model_options.activation_dtype): the ops a
-//    model runs are also registered for F16. Each widens its F16 activation
-//    arguments into F32 scratch, runs the cpu plugin's F32 kernel and rounds
-//    its outputs to nearest even back into F16: what a GPU kernel that
-//    computes in F32 and stores F16 does. Parameters (norm weights, biases,
+//  - 16-bit activations (parley_model_options.activation_dtype): the ops a
+//    model runs are also registered for F16 and BF16. Each widens its 16-bit
+//    activation arguments into F32 scratch, runs the cpu plugin's F32 kernel
+//    and rounds its outputs to nearest even back into the 16-bit type: what
+//    a GPU kernel that computes in F32 and stores F16 / BF16 does. Parameters (norm weights, biases,
 //    rotary frequencies, embedding tables) and the KV cache (kv_dtype, read
 //    natively by the cpu kernel) keep their own types.
 //
@@ -309,7 +309,9 @@ std::string deep_check<PARLEY_OP_ATTENTION>(Guard *g, const void *args, const pa
     return {};
   if (!g->in_block(orig.key_lengths, size_t(a.batch) * sizeof(int32_t)))
     return "key_lengths (batch entries) runs past its allocation";
-  const size_t es = a.kv_dtype == PARLEY_DTYPE_F16 ? 2 : a.kv_dtype == PARLEY_DTYPE_I8 ? 1 : 4;
+  const size_t es = a.kv_dtype == PARLEY_DTYPE_F16 || a.kv_dtype == PARLEY_DTYPE_BF16 ? 2
+                    : a.kv_dtype == PARLEY_DTYPE_I8                                   ? 1
+                                                                                      : 4;
   // Bytes from a block's first element to the end of its last row.
   auto span = [&](int64_t stride_head, int64_t stride_seq, int64_t width) {
     return (__int128(a.block_size - 1) * stride_seq + __int128(a.num_kv_heads - 1) * stride_head + width);
@@ -351,7 +353,7 @@ std::string deep_check<PARLEY_OP_ATTENTION>(Guard *g, const void *args, const pa
   return {};
 }
 
-// ------------------------------------------------------- F16 activations
+// ------------------------------------------------------- 16-bit activations
 
 float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
@@ -394,17 +396,34 @@ uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | ((r - 0x38000000u) >> 13));
 }
 
-// F32 copies of an op's F16 activation arguments (private-view addresses).
-// The same address always gets the same copy, so in-place ops (x == out)
-// stay in place; outputs are rounded back by finish().
+float bf16_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// F32 copies of an op's 16-bit activation arguments (private-view
+// addresses; `bf16` picks the type). The same address always gets the same
+// copy, so in-place ops (x == out) stay in place; outputs are rounded back by
+// finish().
 class Widened {
  public:
+  explicit Widened(bool bf16) : bf16_(bf16) {}
   float *in(const void *p, int64_t count) { return get(p, count, false); }
   float *out(void *p, int64_t count) { return get(p, count, true); }
   void finish() {
     for (Entry &e : entries_)
       if (e.written)
-        for (size_t i = 0; i < e.values.size(); ++i) e.at[i] = f32_to_f16(e.values[i]);
+        for (size_t i = 0; i < e.values.size(); ++i)
+          e.at[i] = bf16_ ? f32_to_bf16(e.values[i]) : f32_to_f16(e.values[i]);
   }
 
  private:
@@ -426,9 +445,11 @@ class Widened {
     widen(entries_.back(), static_cast<size_t>(count));
     return entries_.back().values.data();
   }
-  static void widen(Entry &e, size_t count) {
-    for (size_t i = e.values.size(); i < count; ++i) e.values.push_back(f16_to_f32(e.at[i]));
+  void widen(Entry &e, size_t count) const {
+    for (size_t i = e.values.size(); i < count; ++i)
+      e.values.push_back(bf16_ ? bf16_to_f32(e.at[i]) : f16_to_f32(e.at[i]));
   }
+  bool bf16_;
   std::deque<Entry> entries_;  // a deque keeps earlier copies where they are
 };
 
@@ -525,8 +546,8 @@ parley_kernel_status guarded_kernel(const parley_kernel_context *ctx, const void
   parley_kernel_context inner = *ctx;
   inner.device_state = nullptr;  // the cpu kernels' own device has no state
   if (Act == PARLEY_DTYPE_F32) return g_cpu[Op](&inner, &a);
-  if (a.dtype != Act) return refuse(g->host, "op " + std::to_string(Op) + ": dtype is not F16");
-  Widened w;
+  if (a.dtype != Act) return refuse(g->host, "op " + std::to_string(Op) + ": dtype is not the kernel's");
+  Widened w(Act == PARLEY_DTYPE_BF16);
   if (!widen_args<Op>(a, w)) return PARLEY_KERNEL_UNSUPPORTED;
   a.dtype = PARLEY_DTYPE_F32;
   const parley_kernel_status st = g_cpu[Op](&inner, &a);
@@ -632,8 +653,8 @@ parley_kernel_status guarded_linear(const parley_kernel_context *ctx, const void
   parley_kernel_context inner = *ctx;
   inner.device_state = nullptr;
   if (Act == PARLEY_DTYPE_F32) return g_cpu_linear[W]->run(&inner, &a);
-  if (a.dtype != Act) return refuse(g->host, "linear: dtype is not F16");
-  Widened wide;
+  if (a.dtype != Act) return refuse(g->host, "linear: dtype is not the kernel's");
+  Widened wide(Act == PARLEY_DTYPE_BF16);
   a.x = wide.in(a.x, rows_span(a.m, a.ld_x, a.k));
   a.residual = wide.in(a.residual, rows_span(a.m, a.ld_residual, a.n));
   a.out = wide.out(a.out, rows_span(a.m, a.ld_out, a.n));
@@ -658,16 +679,13 @@ const parley_device_desc kDevices[] = {{sizeof(parley_device_desc), "guarded", P
         guarded_prepare<w>, guarded_release_weight<w>                                                               \
   }
 
-#define GUARDED_F16(op, name)                                                                                         \
-  {                                                                                                                   \
-    sizeof(parley_kernel_desc), op, "guarded", PARLEY_DTYPE_F16, 0, name, guarded_kernel<op, PARLEY_DTYPE_F16>, 0, 0, \
-        -1, nullptr, nullptr                                                                                          \
-  }
+#define GUARDED_16(op, act, name) \
+  { sizeof(parley_kernel_desc), op, "guarded", act, 0, name, guarded_kernel<op, act>, 0, 0, -1, nullptr, nullptr }
 
-#define GUARDED_LINEAR_F16(w, name)                                                                 \
-  {                                                                                                 \
-    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "guarded", PARLEY_DTYPE_F16, 0, name,             \
-        guarded_linear<w, PARLEY_DTYPE_F16>, 0, 0, w, guarded_prepare<w>, guarded_release_weight<w> \
+#define GUARDED_LINEAR_16(w, act, name)                                                                     \
+  {                                                                                                         \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "guarded", act, 0, name, guarded_linear<w, act>, 0, 0, w, \
+        guarded_prepare<w>, guarded_release_weight<w>                                                       \
   }
 
 parley_kernel_desc kKernels[] = {
@@ -689,19 +707,31 @@ parley_kernel_desc kKernels[] = {
     GUARDED_LINEAR(PARLEY_DTYPE_BF16, "guarded_linear_bf16w"),
     GUARDED_LINEAR(PARLEY_DTYPE_I8, "guarded_linear_i8w"),
     GUARDED_LINEAR(PARLEY_DTYPE_I4, "guarded_linear_i4w"),
-    // F16 activations: the ops a model runs (no GEMM fallback, softmax or top-k).
-    GUARDED_F16(PARLEY_OP_ATTENTION, "guarded_attention_f16"),
-    GUARDED_F16(PARLEY_OP_LAYER_NORM, "guarded_layer_norm_f16"),
-    GUARDED_F16(PARLEY_OP_RMS_NORM, "guarded_rms_norm_f16"),
-    GUARDED_F16(PARLEY_OP_ROTARY, "guarded_rotary_f16"),
-    GUARDED_F16(PARLEY_OP_GATED_ACTIVATION, "guarded_gated_activation_f16"),
-    GUARDED_F16(PARLEY_OP_EMBEDDING, "guarded_embedding_f16"),
-    GUARDED_F16(PARLEY_OP_ADD, "guarded_add_f16"),
-    GUARDED_LINEAR_F16(PARLEY_DTYPE_F32, "guarded_linear_f32w_f16"),
-    GUARDED_LINEAR_F16(PARLEY_DTYPE_F16, "guarded_linear_f16w_f16"),
-    GUARDED_LINEAR_F16(PARLEY_DTYPE_BF16, "guarded_linear_bf16w_f16"),
-    GUARDED_LINEAR_F16(PARLEY_DTYPE_I8, "guarded_linear_i8w_f16"),
-    GUARDED_LINEAR_F16(PARLEY_DTYPE_I4, "guarded_linear_i4w_f16"),
+    // 16-bit activations: the ops a model runs (no GEMM fallback, softmax or top-k).
+    GUARDED_16(PARLEY_OP_ATTENTION, PARLEY_DTYPE_F16, "guarded_attention_f16"),
+    GUARDED_16(PARLEY_OP_LAYER_NORM, PARLEY_DTYPE_F16, "guarded_layer_norm_f16"),
+    GUARDED_16(PARLEY_OP_RMS_NORM, PARLEY_DTYPE_F16, "guarded_rms_norm_f16"),
+    GUARDED_16(PARLEY_OP_ROTARY, PARLEY_DTYPE_F16, "guarded_rotary_f16"),
+    GUARDED_16(PARLEY_OP_GATED_ACTIVATION, PARLEY_DTYPE_F16, "guarded_gated_activation_f16"),
+    GUARDED_16(PARLEY_OP_EMBEDDING, PARLEY_DTYPE_F16, "guarded_embedding_f16"),
+    GUARDED_16(PARLEY_OP_ADD, PARLEY_DTYPE_F16, "guarded_add_f16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, "guarded_linear_f32w_f16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_F16, PARLEY_DTYPE_F16, "guarded_linear_f16w_f16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_BF16, PARLEY_DTYPE_F16, "guarded_linear_bf16w_f16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_I8, PARLEY_DTYPE_F16, "guarded_linear_i8w_f16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_I4, PARLEY_DTYPE_F16, "guarded_linear_i4w_f16"),
+    GUARDED_16(PARLEY_OP_ATTENTION, PARLEY_DTYPE_BF16, "guarded_attention_bf16"),
+    GUARDED_16(PARLEY_OP_LAYER_NORM, PARLEY_DTYPE_BF16, "guarded_layer_norm_bf16"),
+    GUARDED_16(PARLEY_OP_RMS_NORM, PARLEY_DTYPE_BF16, "guarded_rms_norm_bf16"),
+    GUARDED_16(PARLEY_OP_ROTARY, PARLEY_DTYPE_BF16, "guarded_rotary_bf16"),
+    GUARDED_16(PARLEY_OP_GATED_ACTIVATION, PARLEY_DTYPE_BF16, "guarded_gated_activation_bf16"),
+    GUARDED_16(PARLEY_OP_EMBEDDING, PARLEY_DTYPE_BF16, "guarded_embedding_bf16"),
+    GUARDED_16(PARLEY_OP_ADD, PARLEY_DTYPE_BF16, "guarded_add_bf16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_F32, PARLEY_DTYPE_BF16, "guarded_linear_f32w_bf16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16, "guarded_linear_f16w_bf16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_BF16, PARLEY_DTYPE_BF16, "guarded_linear_bf16w_bf16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_I8, PARLEY_DTYPE_BF16, "guarded_linear_i8w_bf16"),
+    GUARDED_LINEAR_16(PARLEY_DTYPE_I4, PARLEY_DTYPE_BF16, "guarded_linear_i4w_bf16"),
 };
 
 const parley_plugin_desc kPlugin = {sizeof(parley_plugin_desc),

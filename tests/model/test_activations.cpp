@@ -1,5 +1,6 @@
-// F16 activations (parley_model_options.activation_dtype): every op's output
-// rounded to half precision between kernels, the KV cache in F16.
+// 16-bit activations (parley_model_options.activation_dtype F16 / BF16):
+// every op's output rounded to half precision (or bfloat16) between kernels,
+// the KV cache of the same type.
 //
 // On a device without F16 kernels (the cpu plugin computes in F32) the model
 // is refused at load and at bind, naming the missing op. On a device with
@@ -9,7 +10,7 @@
 // search.
 //
 // Tolerance. Each kernel output is rounded once to F16: relative error
-// u = 2^-11 of that value. A decoder layer rounds about 12 tensors (norm,
+// u = 2^-11 of that value (BF16: u = 2^-8). A decoder layer rounds about 12 tensors (norm,
 // q/k/v, rotary, attention, o_proj, residual, norm, gate/up, activation,
 // down, residual), the embedding, final norm and logits 3 more; each error
 // reaches the logits with gain ~1 (random init, layer norms: the same
@@ -50,12 +51,15 @@ std::string str(const std::vector<int32_t> &v) {
 
 TEST(ActivationsF16, CpuDeviceRefusesNamingTheOp) {
   if (device_has_f16()) GTEST_SKIP() << "device '" << device() << "' serves F16 activations";
-  try {
-    parity::load("llama", "", PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);
-    ADD_FAILURE() << "F16 activations bound on the cpu device";
-  } catch (const parley::Error &e) {
-    EXPECT_EQ(e.status(), PARLEY_ERROR_UNSUPPORTED) << e.what();
-    EXPECT_NE(std::string(e.what()).find("has no f16 kernel for op"), std::string::npos) << e.what();
+  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16}) {
+    try {
+      parity::load("llama", "", dt, dt);
+      ADD_FAILURE() << "16-bit activations bound on the cpu device";
+    } catch (const parley::Error &e) {
+      EXPECT_EQ(e.status(), PARLEY_ERROR_UNSUPPORTED) << e.what();
+      const std::string want = std::string("has no ") + (dt == PARLEY_DTYPE_F16 ? "f16" : "bf16") + " kernel for op";
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -88,9 +92,12 @@ TEST(ActivationsF16, LoadOptionsAreChecked) {
   std::tie(st, msg) = try_load(PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);  // the cpu device: no F16 kernels
   EXPECT_EQ(st, PARLEY_ERROR_UNSUPPORTED);
   EXPECT_NE(msg.find("device 'cpu' has no f16 kernel for op"), std::string::npos) << msg;
-  std::tie(st, msg) = try_load(PARLEY_DTYPE_BF16, PARLEY_DTYPE_F16);
+  std::tie(st, msg) = try_load(PARLEY_DTYPE_BF16, PARLEY_DTYPE_BF16);
   EXPECT_EQ(st, PARLEY_ERROR_UNSUPPORTED);
-  EXPECT_NE(msg.find("BF16"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("device 'cpu' has no bf16 kernel for op"), std::string::npos) << msg;
+  std::tie(st, msg) = try_load(PARLEY_DTYPE_F32, 9);
+  EXPECT_EQ(st, PARLEY_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(msg.find("options->kv_cache_dtype (9)"), std::string::npos) << msg;
   std::tie(st, msg) = try_load(77, PARLEY_DTYPE_F16);
   EXPECT_EQ(st, PARLEY_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(msg.find("options->activation_dtype (77)"), std::string::npos) << msg;
@@ -113,44 +120,51 @@ TEST_P(ActivationsF16Family, LogitsNearF32AndGreedyTokens) {
   const int kSteps = 8;
   const auto base_tokens = parity::greedy(t32, ref->golden, kSteps, &margins);
 
-  auto l = parity::load(GetParam(), "", PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);
-  ASSERT_EQ(l->transformer->act_dtype(), PARLEY_DTYPE_F16);
-  const parity::Logits got = parity::collect(*l->transformer, l->golden);
-  ASSERT_EQ(got.values.size(), base.values.size());
-  double worst = 0;
-  for (size_t i = 0; i < got.values.size(); ++i) {
-    double d = std::fabs(double(got.values[i]) - base.values[i]);
-    if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
+  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16}) {
+    const char *name = dt == PARLEY_DTYPE_F16 ? "f16" : "bf16";
+    auto l = parity::load(GetParam(), "", dt, dt);
+    ASSERT_EQ(l->transformer->act_dtype(), dt);
+    const parity::Logits got = parity::collect(*l->transformer, l->golden);
+    ASSERT_EQ(got.values.size(), base.values.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.values.size(); ++i) {
+      double d = std::fabs(double(got.values[i]) - base.values[i]);
+      if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
+    }
+    const double u = std::ldexp(1.0, dt == PARLEY_DTYPE_F16 ? -11 : -8);
+    const double tol = 2.0 * (24.0 * double(layers) + 3.0) * u * max_logit;
+    const auto tokens = parity::greedy(*l->transformer, l->golden, kSteps, nullptr);
+    std::printf(
+        "%s %s activations: worst |logit - f32| = %.3g (tolerance %.3g, max |logit| %.3g); greedy %s (f32 %s)\n",
+        GetParam().c_str(), name, worst, tol, max_logit, str(tokens).c_str(), str(base_tokens).c_str());
+    EXPECT_LE(worst, tol) << name;
+    EXPECT_GT(worst, 0.0) << "no rounding at all? the activations are not " << name;
+    for (size_t i = 0; i < tokens.size() && margins[i] > 2 * tol; ++i)
+      EXPECT_EQ(tokens[i], base_tokens[i]) << name << " greedy step " << i;
   }
-  const double u = std::ldexp(1.0, -11);
-  const double tol = 2.0 * (24.0 * double(layers) + 3.0) * u * max_logit;
-  const auto tokens = parity::greedy(*l->transformer, l->golden, kSteps, nullptr);
-  std::printf("%s f16 activations: worst |logit - f32| = %.3g (tolerance %.3g, max |logit| %.3g); greedy %s (f32 %s)\n",
-              GetParam().c_str(), worst, tol, max_logit, str(tokens).c_str(), str(base_tokens).c_str());
-  EXPECT_LE(worst, tol);
-  EXPECT_GT(worst, 0.0) << "no rounding at all? the activations are not F16";
-  for (size_t i = 0; i < tokens.size() && margins[i] > 2 * tol; ++i)
-    EXPECT_EQ(tokens[i], base_tokens[i]) << "greedy step " << i;
 }
 
 TEST_P(ActivationsF16Family, BeamSearchMatchesTransformers) {
   if (!device_has_f16()) GTEST_SKIP() << "device '" << device() << "' has no F16 kernels (checked above)";
-  auto l = parity::load(GetParam(), "", PARLEY_DTYPE_F16, PARLEY_DTYPE_F16);
-  const json &g = l->golden["beam"];
-  parley::DecodingOptions o = parity::options_from(g["settings"]);
-  size_t width = 0;
-  auto hyps = parity::run_generate(*l, o, &width);
-  const size_t R = static_cast<size_t>(o.num_return_sequences);
-  ASSERT_EQ(hyps.size() * R, g["sequences"].size());
-  size_t same = 0;
-  for (size_t b = 0; b < hyps.size(); ++b)
-    for (size_t r = 0; r < R; ++r)
-      same += hyps[b][r].tokens == parity::generated_part(g["sequences"][b * R + r], width, o.eos_token_ids);
-  std::printf("%s f16 activations: beam hypotheses equal to transformers' f32: %zu of %zu\n", GetParam().c_str(), same,
-              hyps.size() * R);
-  // Reported, not asserted: a hypothesis may change where two beams' scores
-  // are within the tolerance above (the F16 cache test does the same).
-  EXPECT_GT(same, 0u) << "no beam hypothesis survives F16 activations";
+  for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16}) {
+    const char *name = dt == PARLEY_DTYPE_F16 ? "f16" : "bf16";
+    auto l = parity::load(GetParam(), "", dt, dt);
+    const json &g = l->golden["beam"];
+    parley::DecodingOptions o = parity::options_from(g["settings"]);
+    size_t width = 0;
+    auto hyps = parity::run_generate(*l, o, &width);
+    const size_t R = static_cast<size_t>(o.num_return_sequences);
+    ASSERT_EQ(hyps.size() * R, g["sequences"].size());
+    size_t same = 0;
+    for (size_t b = 0; b < hyps.size(); ++b)
+      for (size_t r = 0; r < R; ++r)
+        same += hyps[b][r].tokens == parity::generated_part(g["sequences"][b * R + r], width, o.eos_token_ids);
+    std::printf("%s %s activations: beam hypotheses equal to transformers' f32: %zu of %zu\n", GetParam().c_str(), name,
+                same, hyps.size() * R);
+    // Reported, not asserted: a hypothesis may change where two beams' scores
+    // are within the tolerance above (the F16 cache test does the same).
+    EXPECT_GT(same, 0u) << "no beam hypothesis survives " << name << " activations";
+  }
 }
 
 // Every parity golden: every family and code path of the Transformer (GQA,

@@ -843,22 +843,26 @@ struct FamilyCase {
 };
 
 std::string case_name(const FamilyCase &c) {
-  return c.family +
-         (c.kv == PARLEY_DTYPE_F16  ? "_f16"
-          : c.kv == PARLEY_DTYPE_I8 ? "_int8"
-                                    : "_f32") +
-         (c.act == PARLEY_DTYPE_F16 ? "_f16_activations" : "");
+  auto name = [](parley_dtype d) {
+    return d == PARLEY_DTYPE_F16 ? "f16" : d == PARLEY_DTYPE_BF16 ? "bf16" : d == PARLEY_DTYPE_I8 ? "int8" : "f32";
+  };
+  return c.family + "_" + name(c.kv) +
+         (c.act != PARLEY_DTYPE_F32 ? std::string("_") + name(c.act) + "_activations" : "");
 }
 
 std::vector<FamilyCase> family_cases() {
   std::vector<FamilyCase> out;
   for (const std::string &f : decoder_only_goldens())
     for (parley_dtype kv : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) out.push_back({f, kv});
-  // F16 activations on a device with F16 kernels (tests/device_guard sets
-  // PARLEY_TEST_ACTIVATIONS=f16 for the guarded device).
+  // 16-bit activations on a device with such kernels (tests/device_guard sets
+  // PARLEY_TEST_ACTIVATIONS=f16,bf16 for the guarded device), with a cache
+  // of their own type.
   const char *act = std::getenv("PARLEY_TEST_ACTIVATIONS");
-  if (act && std::string(act) == "f16")
-    for (const std::string &f : decoder_only_goldens()) out.push_back({f, PARLEY_DTYPE_F16, PARLEY_DTYPE_F16});
+  const std::string list = act ? act : "";
+  for (const auto &[word, dt] :
+       {std::pair<std::string, parley_dtype>{"f16", PARLEY_DTYPE_F16}, {"bf16", PARLEY_DTYPE_BF16}})
+    if (("," + list + ",").find("," + word + ",") != std::string::npos)
+      for (const std::string &f : decoder_only_goldens()) out.push_back({f, dt, dt});
   return out;
 }
 
@@ -883,10 +887,16 @@ TEST_P(EngineFamilies, BatchOfDifferentRequestsMatchesEachAlone) {
   for (const auto &b : l->golden["logits"]["values"])
     for (const auto &row : b)
       for (const auto &x : row) max_logit = std::max(max_logit, std::fabs(x.get<double>()));
-  const double e = c.kv == PARLEY_DTYPE_F16 ? std::ldexp(1.0, -11) : c.kv == PARLEY_DTYPE_I8 ? 1.0 / 254 : 0.0;
-  // F16 activations: one rounding of u = 2^-11 per kernel output, ~24 per
-  // layer plus 3 (tests/model/test_activations.cpp).
-  const double act_e = c.act == PARLEY_DTYPE_F16 ? (24.0 * static_cast<double>(layers) + 3) * std::ldexp(1.0, -11) : 0;
+  const double e = c.kv == PARLEY_DTYPE_F16    ? std::ldexp(1.0, -11)
+                   : c.kv == PARLEY_DTYPE_BF16 ? std::ldexp(1.0, -8)
+                   : c.kv == PARLEY_DTYPE_I8   ? 1.0 / 254
+                                               : 0.0;
+  // 16-bit activations: one rounding of u = 2^-11 (F16) or 2^-8 (BF16) per
+  // kernel output, ~24 per layer plus 3 (tests/model/test_activations.cpp).
+  const double act_u = c.act == PARLEY_DTYPE_F16    ? std::ldexp(1.0, -11)
+                       : c.act == PARLEY_DTYPE_BF16 ? std::ldexp(1.0, -8)
+                                                    : 0.0;
+  const double act_e = (24.0 * static_cast<double>(layers) + 3) * act_u;
   const double tol_logit =
       2 * kTolerance + 2 * 12.0 * static_cast<double>(layers) * e * max_logit + 2 * act_e * max_logit;
 

@@ -39,15 +39,15 @@ std::string str(const std::vector<int32_t> &v) {
 }
 
 const char *name(parley_dtype d) {
-  return d == PARLEY_DTYPE_F16 ? "f16" : d == PARLEY_DTYPE_I8 ? "int8" : "f32";
+  return d == PARLEY_DTYPE_F16 ? "f16" : d == PARLEY_DTYPE_BF16 ? "bf16" : d == PARLEY_DTYPE_I8 ? "int8" : "f32";
 }
 
-// The narrow cache types to run: F16 and I8, or those PARLEY_TEST_KV_DTYPES
-// names ("f16", "int8", comma-separated; tests/gpu/run.sh names both when it
+// The narrow cache types to run: F16, BF16 and I8, or those PARLEY_TEST_KV_DTYPES
+// names ("f16", "bf16", "int8", comma-separated; tests/gpu/run.sh names both when it
 // runs the suite on the cuda device).
 std::vector<parley_dtype> narrow_dtypes() {
   const char *env = std::getenv("PARLEY_TEST_KV_DTYPES");
-  if (!env || !*env) return {PARLEY_DTYPE_F16, PARLEY_DTYPE_I8};
+  if (!env || !*env) return {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16, PARLEY_DTYPE_I8};
   std::vector<parley_dtype> out;
   const std::string list = env;
   for (size_t at = 0; at <= list.size();) {
@@ -55,10 +55,12 @@ std::vector<parley_dtype> narrow_dtypes() {
     const std::string item = list.substr(at, end - at);
     if (item == "f16")
       out.push_back(PARLEY_DTYPE_F16);
+    else if (item == "bf16")
+      out.push_back(PARLEY_DTYPE_BF16);
     else if (item == "int8")
       out.push_back(PARLEY_DTYPE_I8);
     else
-      ADD_FAILURE() << "PARLEY_TEST_KV_DTYPES: unknown cache type '" << item << "' (f16, int8)";
+      ADD_FAILURE() << "PARLEY_TEST_KV_DTYPES: unknown cache type '" << item << "' (f16, bf16, int8)";
     at = end + 1;
   }
   return out;
@@ -86,7 +88,9 @@ TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
       double d = std::fabs(double(got.values[i]) - base.values[i]);
       if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
     }
-    const double e = dt == PARLEY_DTYPE_F16 ? std::ldexp(1.0, -11) : 1.0 / 254;
+    const double e = dt == PARLEY_DTYPE_F16    ? std::ldexp(1.0, -11)
+                     : dt == PARLEY_DTYPE_BF16 ? std::ldexp(1.0, -8)
+                                               : 1.0 / 254;
     const double tol = 12.0 * double(layers) * e * max_logit;
     const auto tokens = parity::greedy(*l->transformer, l->golden, kSteps, nullptr);
     std::printf("%s %s cache: worst |logit - f32 cache| = %.3g (tolerance %.3g, max |logit| %.3g); greedy %s\n",
@@ -162,13 +166,14 @@ TEST(KvCacheState, ReorderAndGrowKeepRowsAndScales) {
 // Bytes per cached token: F16 half of F32, I8 a quarter plus one f32 scale
 // per head row; what start() allocates is what check_kv_bytes() counts.
 TEST(KvCacheState, BytesPerToken) {
-  for (parley_dtype dt : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_I8}) {
+  for (parley_dtype dt : {PARLEY_DTYPE_F32, PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16, PARLEY_DTYPE_I8}) {
     auto l = parity::load("llama", "", dt);
     const parley::Transformer &t = *l->transformer;
     const auto &p = t.decoder_params();
     const uint64_t rows = uint64_t(p.layers) * 2 * uint64_t(p.kv_heads), f32 = rows * uint64_t(p.head_dim) * 4;
     EXPECT_EQ(t.kv_bytes_per_token(PARLEY_DTYPE_F32), f32);
     EXPECT_EQ(t.kv_bytes_per_token(PARLEY_DTYPE_F16), f32 / 2);
+    EXPECT_EQ(t.kv_bytes_per_token(PARLEY_DTYPE_BF16), f32 / 2);
     EXPECT_EQ(t.kv_bytes_per_token(PARLEY_DTYPE_I8), f32 / 4 + rows * 4);
     const uint64_t bytes = t.check_kv_bytes(3, 10);
     EXPECT_EQ(bytes, 30 * t.kv_bytes_per_token(dt));
@@ -187,8 +192,8 @@ TEST(KvCacheState, BytesPerToken) {
 
 TEST(KvCacheState, UnknownDtypeIsInvalid) {
   try {
-    parity::load("llama", "", PARLEY_DTYPE_BF16);
-    FAIL() << "a BF16 KV cache was accepted";
+    parity::load("llama", "", PARLEY_DTYPE_I4);
+    FAIL() << "an I4 KV cache was accepted";
   } catch (const parley::Error &e) {
     EXPECT_EQ(e.status(), PARLEY_ERROR_INVALID_ARGUMENT);
     EXPECT_NE(std::string(e.what()).find("kv_cache_dtype"), std::string::npos) << e.what();

@@ -287,15 +287,15 @@ def test_read_into_memory_survives_truncation(runtime, gpt2, tmp_path):
 def test_kv_cache_option(runtime, gpt2):
     """kv_cache= selects the KV cache's element type (parley_model_options.kv_cache_dtype)."""
     want = gpt2.generate([[0, 92, 79]], max_new_tokens=4)[0][0].tokens
-    for kind in ("f32", "f16", "int8"):
+    for kind in ("f32", "f16", "bf16", "int8"):
         with parley.Model(runtime, GPT2, kv_cache=kind) as m:
             got = m.generate([[0, 92, 79]], max_new_tokens=4)[0][0].tokens
             print(f"kv_cache={kind}: {got}")
             assert len(got) == len(want)
-            if kind != "int8":
+            if kind in ("f32", "f16"):
                 assert got == want
     with pytest.raises(ValueError, match="kv_cache"):
-        parley.Model(runtime, GPT2, kv_cache="bf16")
+        parley.Model(runtime, GPT2, kv_cache="fp8")
 
 
 def test_activations_option(runtime):
@@ -304,8 +304,10 @@ def test_activations_option(runtime):
         parley.Model(runtime, GPT2, activations="f16")  # kv_cache follows: f16
     with pytest.raises(parley.InvalidArgumentError, match="kv_cache_dtype"):
         parley.Model(runtime, GPT2, activations="f16", kv_cache="f32")
-    with pytest.raises(ValueError, match="activations"):
+    with pytest.raises(parley.UnsupportedError, match="has no bf16 kernel for op"):
         parley.Model(runtime, GPT2, activations="bf16")
+    with pytest.raises(ValueError, match="activations"):
+        parley.Model(runtime, GPT2, activations="fp8")
     with parley.Model(runtime, GPT2, activations="f32") as m:
         assert m.generate([[0, 92, 79]], max_new_tokens=2)[0][0].tokens
 

@@ -225,17 +225,18 @@ class Model(Closable):
     instead (costs its size in RAM), when the file cannot be guaranteed.
 
     ``kv_cache`` picks the element type of the decoder's self-attention KV
-    cache: ``"f32"`` (default), ``"f16"`` (half the memory per cached token)
-    or ``"int8"`` (about 3.9x less; one scale per head row). The device must
-    support it (the cpu device does), else ``ParleyError`` (UNSUPPORTED);
-    any other value raises ``ValueError``.
+    cache: ``"f32"`` (the default with f32 activations), ``"f16"`` or
+    ``"bf16"`` (half the memory per cached token) or ``"int8"`` (about 3.9x
+    less; one scale per head row). The device must support it (the cpu
+    device does), else ``ParleyError`` (UNSUPPORTED); any other value raises
+    ``ValueError``.
 
     ``activations`` picks the element type of the activations between
-    kernels: ``"f32"`` (default) or ``"f16"`` (a device with F16 kernels for
-    every op; the cpu device computes in f32 and refuses it with
-    ``ParleyError`` (UNSUPPORTED) naming the op). With ``"f16"``,
-    ``kv_cache`` defaults to ``"f16"`` (f16 activations need an f16 or int8
-    cache; an explicit ``"f32"`` is refused).
+    kernels: ``"f32"`` (default), ``"f16"`` or ``"bf16"`` (a device with
+    16-bit kernels for every op, as the cuda plugin; the cpu device computes
+    in f32 and refuses them with ``UnsupportedError`` naming the op). With
+    16-bit activations ``kv_cache`` defaults to the same type (they need a
+    16-bit or int8 cache; an explicit ``"f32"`` is refused).
 
     ``serving_engine`` (default True) runs the chat turns and generations of
     a decoder-only model through the model's serving engine (requests from
@@ -265,13 +266,13 @@ class Model(Closable):
         self._guard: HandleGuard | None = None
         if not isinstance(runtime, Runtime):
             raise TypeError("runtime must be a parley.Runtime")
-        kv_dtypes = {"f32": 0, "f16": 1, "int8": 3}  # parley_dtype F32 / F16 / I8
-        if kv_cache is None:  # the default: f32, or f16 under f16 activations (which need f16 or int8)
-            kv_cache = "f16" if activations == "f16" else "f32"
+        kv_dtypes = {"f32": 0, "f16": 1, "bf16": 2, "int8": 3}  # parley_dtype F32 / F16 / BF16 / I8
+        if activations not in ("f32", "f16", "bf16"):
+            raise ValueError(f"activations must be 'f32', 'f16' or 'bf16', not {activations!r}")
+        if kv_cache is None:  # the default: f32, or the 16-bit activations' own type (they need a 16-bit or int8 cache)
+            kv_cache = activations
         if kv_cache not in kv_dtypes:
-            raise ValueError(f"kv_cache must be one of 'f32', 'f16', 'int8', not {kv_cache!r}")
-        if activations not in ("f32", "f16"):
-            raise ValueError(f"activations must be 'f32' or 'f16', not {activations!r}")
+            raise ValueError(f"kv_cache must be one of 'f32', 'f16', 'bf16', 'int8', not {kv_cache!r}")
         self._runtime = runtime
         self._chats: set[HandleGuard] = set()
         self._requests: set[AsyncRequest] = set()  # *_async calls in flight
@@ -283,8 +284,7 @@ class Model(Closable):
         opts.verify_checksums = 1 if verify_checksums else 0
         opts.read_into_memory = 1 if read_into_memory and _data is None else 0
         opts.kv_cache_dtype = kv_dtypes[kv_cache]
-        if activations == "f16":
-            opts.activation_dtype = 1  # parley_dtype F16
+        opts.activation_dtype = kv_dtypes[activations]
         if not isinstance(serving_engine, bool):
             raise TypeError(f"serving_engine must be True or False, not {serving_engine!r}")
         opts.serving_engine = 1 if serving_engine else 0
