@@ -59,8 +59,13 @@ parley_kernel_status attention_run(const parley_kernel_context *ctx, const void 
     // or an I8 one (the SIMT kernel) or an F16 one (the tensor-core kernel,
     // queries rounded to F16); 16-bit activations read a cache of their own type.
     const int32_t kv_dtype = a->struct_size >= PARLEY_ATTENTION_ARGS_SIZE_V1_2 ? a->kv_dtype : PARLEY_DTYPE_F32;
-    PARLEY_CHECK(host, kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_I8,
-                 "attention: kv_dtype %d is not F32, F16 or I8", kv_dtype);
+    PARLEY_CHECK(host,
+                 kv_dtype == PARLEY_DTYPE_F32 || kv_dtype == PARLEY_DTYPE_F16 || kv_dtype == PARLEY_DTYPE_BF16 ||
+                     kv_dtype == PARLEY_DTYPE_I8,
+                 "attention: kv_dtype %d is not F32, F16, BF16 or I8", kv_dtype);
+    if (kv_dtype == PARLEY_DTYPE_BF16 && a->dtype != PARLEY_DTYPE_BF16)
+      return host.fail(PARLEY_KERNEL_UNSUPPORTED,
+                       "attention: a BF16 cache is read with BF16 activations only on cuda (ABI 1.6)");
     auto type_name = [](int32_t t) { return t == PARLEY_DTYPE_F16 ? "F16" : t == PARLEY_DTYPE_I8 ? "I8" : "BF16"; };
     if (a->dtype != PARLEY_DTYPE_F32 && kv_dtype != PARLEY_DTYPE_F32 && kv_dtype != a->dtype)
       return host.fail(PARLEY_KERNEL_UNSUPPORTED,

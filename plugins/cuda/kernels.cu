@@ -1,5 +1,5 @@
 // The CUDA kernels of the row/element-wise ops and their launchers. Norms,
-// rotary, gated activation, add and embedding are F32 and F16 (the bodies of
+// rotary, gated activation, add and embedding are F32, F16 and BF16 (the bodies of
 // rowwise/rowwise_body.cuh); activation also F16/BF16, for the GEMM's unfused
 // epilogues; softmax and top-k F32. Every kernel keeps its per-thread state in registers (no arrays indexed at run
 // time, so no local memory: check_resources.py enforces it) and uses grid-stride loops so that any row count fits the
@@ -131,7 +131,8 @@ __global__ void softmax_kernel(bool log, int64_t rows, int64_t cols, const float
 
 // ---- the model's row- and element-wise ops: the bodies of
 // rowwise/rowwise_body.cuh (tested on the CPU under tests/simt's emulator)
-// with the device context, for F32 (T = float) and F16 (T = uint16_t bits).
+// with the device context, for F32 (T = float), F16 (T = uint16_t bits) and
+// BF16 (T = row::Bf16).
 using attn::DeviceCtx;
 
 template <class T>
@@ -242,6 +243,8 @@ void launch_gated_activation(int dtype, row::GatedParams p, cudaStream_t s) {
   p.grid = grid;
   if (dtype == PARLEY_DTYPE_F16)
     gated_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
+  else if (dtype == PARLEY_DTYPE_BF16)
+    gated_kernel<row::Bf16><<<grid, row::kElemThreads, 0, s>>>(p);
   else
     gated_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
 }
@@ -252,6 +255,8 @@ void launch_norm(int dtype, row::NormParams p, cudaStream_t s) {
   p.grid = grid;
   if (dtype == PARLEY_DTYPE_F16)
     norm_kernel<uint16_t><<<grid, row::kRowThreads, smem, s>>>(p);
+  else if (dtype == PARLEY_DTYPE_BF16)
+    norm_kernel<row::Bf16><<<grid, row::kRowThreads, smem, s>>>(p);
   else
     norm_kernel<float><<<grid, row::kRowThreads, smem, s>>>(p);
 }
@@ -261,6 +266,8 @@ void launch_rotary(int dtype, row::RotaryParams p, cudaStream_t s) {
   p.grid = grid;
   if (dtype == PARLEY_DTYPE_F16)
     rotary_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
+  else if (dtype == PARLEY_DTYPE_BF16)
+    rotary_kernel<row::Bf16><<<grid, row::kElemThreads, 0, s>>>(p);
   else
     rotary_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
 }
@@ -270,6 +277,8 @@ void launch_embedding(int dtype, row::EmbeddingParams p, cudaStream_t s) {
   p.grid = grid;
   if (dtype == PARLEY_DTYPE_F16)
     embedding_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
+  else if (dtype == PARLEY_DTYPE_BF16)
+    embedding_kernel<row::Bf16><<<grid, row::kElemThreads, 0, s>>>(p);
   else
     embedding_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
 }
@@ -279,6 +288,8 @@ void launch_add(int dtype, row::AddParams p, cudaStream_t s) {
   p.grid = grid;
   if (dtype == PARLEY_DTYPE_F16)
     add_kernel<uint16_t><<<grid, row::kElemThreads, 0, s>>>(p);
+  else if (dtype == PARLEY_DTYPE_BF16)
+    add_kernel<row::Bf16><<<grid, row::kElemThreads, 0, s>>>(p);
   else
     add_kernel<float><<<grid, row::kElemThreads, 0, s>>>(p);
 }

@@ -13,9 +13,10 @@
 // kernel); F16, BF16, I8 and I4 weights to the kernels of
 // linear/linear_body.cuh (converted in registers, epilogue fused): a warp per
 // output feature for m <= 8, 64 x 64 tiles above.
-// F16 activations (plugin.h; registered per weight dtype with dtype F16): the
-// same bodies read x and the residual as F16 and round the output once; F32
-// weights then run on those bodies too (CUDA cores, no tensor cores).
+// 16-bit activations (plugin.h; registered per weight dtype with dtype F16
+// and BF16): the same bodies read x and the residual as F16 / BF16 and round
+// the output once; F32 weights then run on those bodies too (CUDA cores, no
+// tensor cores).
 #include <algorithm>
 #include <climits>
 #include <cstdio>
@@ -233,10 +234,10 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     const parley_linear_args *a = nullptr;
     // A 1.2-1.4 host's struct is accepted; the 1.5 statistics are not
     // declared (no PARLEY_KERNEL_FLAG_LINEAR_STATS), so never read.
-    // F32 activations, or F16 ones (plugin.h) for the weights the SIMT /
-    // tensor-core bodies serve.
+    // F32 activations, or 16-bit ones (plugin.h) on the SIMT / tensor-core bodies.
     if (auto st = begin_call("linear", ctx, args, &host, &state, &stream, &a,
-                             (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16), PARLEY_LINEAR_ARGS_SIZE_V1_2))
+                             (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16) | (1u << PARLEY_DTYPE_BF16),
+                             PARLEY_LINEAR_ARGS_SIZE_V1_2))
       return st;
     PARLEY_CHECK(host, a->weight != nullptr, "linear: weight is NULL (not prepared?)");
     const DeviceWeight &w = *static_cast<const DeviceWeight *>(a->weight);
@@ -257,7 +258,7 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     PARLEY_CHECK(host, a->x != a->out, "linear: out aliases x");
     if (a->residual && a->residual == a->out)
       PARLEY_CHECK(host, a->ld_residual == a->ld_out, "linear: out aliases residual with another row stride");
-    const bool act16 = a->dtype == PARLEY_DTYPE_F16;
+    const bool act16 = a->dtype != PARLEY_DTYPE_F32;
     if (auto st = use_device("linear", host, state)) return st;
     auto *out = static_cast<float *>(a->out);
     const auto *res = static_cast<const float *>(a->residual);
@@ -267,7 +268,7 @@ parley_kernel_status linear_run(const parley_kernel_context *ctx, const void *ar
     if (L.dtype != PARLEY_DTYPE_F32 || act16) {
       lin::LinearParams p;
       p.x = a->x, p.ld_x = a->ld_x;
-      p.act16 = act16;
+      p.act_dtype = a->dtype;
       p.w = w.mem, p.pitch = L.pitch;
       p.scales = L.scale_count ? reinterpret_cast<const float *>(w.mem + L.scale_offset) : nullptr;
       p.group = L.group, p.groups_per_row = L.groups_per_row;

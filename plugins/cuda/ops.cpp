@@ -17,14 +17,14 @@ namespace parley::cuda {
   if (auto st_ = begin_call(op_name, ctx, args, &host, &state, &stream, &a, mask)) return st_; \
   if (auto st_ = use_device(op_name, host, state)) return st_
 #define BEGIN(op_name, Args) BEGIN_DTYPES(op_name, Args, 1u << PARLEY_DTYPE_F32)
-// The model's ops between products also take F16 activations (plugin.h).
-constexpr uint32_t kF32F16 = (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16);
+// The model's ops between products also take 16-bit activations (plugin.h).
+constexpr uint32_t kActDtypes = (1u << PARLEY_DTYPE_F32) | (1u << PARLEY_DTYPE_F16) | (1u << PARLEY_DTYPE_BF16);
 
 namespace {
 
 parley_kernel_status norm(const char *op, bool rms, const parley_kernel_context *ctx, const void *args) {
   return guarded(op, ctx, [&]() -> parley_kernel_status {
-    BEGIN_DTYPES(op, parley_norm_args, kF32F16);
+    BEGIN_DTYPES(op, parley_norm_args, kActDtypes);
     PARLEY_CHECK(host, a->rows >= 0, "%s: rows (%lld) < 0", op, ll(a->rows));
     PARLEY_CHECK(host, a->cols >= 1, "%s: cols (%lld) < 1", op, ll(a->cols));
     if (a->rows == 0) return PARLEY_KERNEL_OK;
@@ -90,7 +90,7 @@ parley_kernel_status log_softmax_f32(const parley_kernel_context *ctx, const voi
 
 parley_kernel_status rotary_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("rotary", ctx, [&]() -> parley_kernel_status {
-    BEGIN_DTYPES("rotary", parley_rotary_args, kF32F16);
+    BEGIN_DTYPES("rotary", parley_rotary_args, kActDtypes);
     PARLEY_CHECK(host, a->batch >= 0 && a->seq >= 0 && a->heads >= 0,
                  "rotary: negative shape batch=%lld seq=%lld heads=%lld", ll(a->batch), ll(a->seq), ll(a->heads));
     PARLEY_CHECK(host, a->head_dim >= 1, "rotary: head_dim (%lld) < 1", ll(a->head_dim));
@@ -136,7 +136,7 @@ parley_kernel_status activation_f32(const parley_kernel_context *ctx, const void
 
 parley_kernel_status gated_activation_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("gated_activation", ctx, [&]() -> parley_kernel_status {
-    BEGIN_DTYPES("gated_activation", parley_gated_activation_args, kF32F16);
+    BEGIN_DTYPES("gated_activation", parley_gated_activation_args, kActDtypes);
     const int64_t act = enum_value(a->activation);
     PARLEY_CHECK(host, valid_activation(act), "gated_activation: unknown activation %lld", ll(act));
     PARLEY_CHECK(host, a->rows >= 0 && a->cols >= 0, "gated_activation: negative shape rows=%lld cols=%lld",
@@ -159,7 +159,7 @@ parley_kernel_status gated_activation_run(const parley_kernel_context *ctx, cons
 
 parley_kernel_status add_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("add", ctx, [&]() -> parley_kernel_status {
-    BEGIN_DTYPES("add", parley_add_args, kF32F16);
+    BEGIN_DTYPES("add", parley_add_args, kActDtypes);
     PARLEY_CHECK(host, a->n >= 0, "add: n (%lld) < 0", ll(a->n));
     if (a->n == 0) return PARLEY_KERNEL_OK;
     PARLEY_CHECK(host, a->a && a->b && a->out, "add: a, b or out is NULL");
@@ -172,7 +172,7 @@ parley_kernel_status add_run(const parley_kernel_context *ctx, const void *args)
 
 parley_kernel_status embedding_run(const parley_kernel_context *ctx, const void *args) {
   return guarded("embedding", ctx, [&]() -> parley_kernel_status {
-    BEGIN_DTYPES("embedding", parley_embedding_args, kF32F16);
+    BEGIN_DTYPES("embedding", parley_embedding_args, kActDtypes);
     const int64_t tdt = enum_value(a->table_dtype);
     PARLEY_CHECK(host, tdt >= 0 && tdt < PARLEY_DTYPE_COUNT_, "embedding: unknown table_dtype %lld", ll(tdt));
     if (tdt != PARLEY_DTYPE_F32 && tdt != PARLEY_DTYPE_I8)

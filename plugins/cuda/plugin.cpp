@@ -31,12 +31,12 @@ constexpr int32_t kPriority = 10;
         prepare, linear_release                                                                                     \
   }
 
-// F16 activations (plugin.h): the SIMT / tensor-core bodies with F16 x,
-// residual and out (F32 weights: the SIMT bodies, on CUDA cores).
-#define PARLEY_CUDA_LINEAR16(wdt, name, prepare)                                                                    \
-  {                                                                                                                 \
-    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cuda", PARLEY_DTYPE_F16, kPriority, name, linear_run, 0, 0, wdt, \
-        prepare, linear_release                                                                                     \
+// 16-bit activations (plugin.h): the SIMT / tensor-core bodies with F16 or
+// BF16 x, residual and out (F32 weights: the SIMT bodies, on CUDA cores).
+#define PARLEY_CUDA_LINEAR16(act, wdt, name, prepare)                                                           \
+  {                                                                                                             \
+    sizeof(parley_kernel_desc), PARLEY_OP_LINEAR, "cuda", act, kPriority, name, linear_run, 0, 0, wdt, prepare, \
+        linear_release                                                                                          \
   }
 
 const parley_kernel_desc kKernels[] = {
@@ -50,14 +50,20 @@ const parley_kernel_desc kKernels[] = {
     PARLEY_CUDA_KERNEL(PARLEY_OP_GATED_ACTIVATION, PARLEY_DTYPE_F32, "gated_activation", gated_activation_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_EMBEDDING, PARLEY_DTYPE_F32, "embedding", embedding_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_ADD, PARLEY_DTYPE_F32, "add", add_run),
-    // F16 activations (parley_model_options.activation_dtype): the same
-    // kernels over half-precision inputs and outputs, float parameters.
+    // 16-bit activations (parley_model_options.activation_dtype): the same
+    // kernels over F16 / BF16 inputs and outputs, float parameters.
     PARLEY_CUDA_KERNEL(PARLEY_OP_LAYER_NORM, PARLEY_DTYPE_F16, "layer_norm_f16", layer_norm_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_RMS_NORM, PARLEY_DTYPE_F16, "rms_norm_f16", rms_norm_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_ROTARY, PARLEY_DTYPE_F16, "rotary_f16", rotary_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_GATED_ACTIVATION, PARLEY_DTYPE_F16, "gated_activation_f16", gated_activation_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_EMBEDDING, PARLEY_DTYPE_F16, "embedding_f16", embedding_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_ADD, PARLEY_DTYPE_F16, "add_f16", add_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_LAYER_NORM, PARLEY_DTYPE_BF16, "layer_norm_bf16", layer_norm_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_RMS_NORM, PARLEY_DTYPE_BF16, "rms_norm_bf16", rms_norm_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_ROTARY, PARLEY_DTYPE_BF16, "rotary_bf16", rotary_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_GATED_ACTIVATION, PARLEY_DTYPE_BF16, "gated_activation_bf16", gated_activation_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_EMBEDDING, PARLEY_DTYPE_BF16, "embedding_bf16", embedding_run),
+    PARLEY_CUDA_KERNEL(PARLEY_OP_ADD, PARLEY_DTYPE_BF16, "add_bf16", add_run),
     PARLEY_CUDA_KERNEL(PARLEY_OP_SOFTMAX, PARLEY_DTYPE_F32, "softmax", softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_LOG_SOFTMAX, PARLEY_DTYPE_F32, "log_softmax", log_softmax_f32),
     PARLEY_CUDA_KERNEL(PARLEY_OP_TOPK, PARLEY_DTYPE_F32, "topk_block", topk_f32),
@@ -71,27 +77,34 @@ const parley_kernel_desc kKernels[] = {
      PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8 | PARLEY_KERNEL_FLAG_KV_PAGED |
          PARLEY_KERNEL_FLAG_SLIDING_WINDOW,
      0, -1, nullptr, nullptr},
-    // F16 activations read and append an F16 cache (KV_F16: the cache of an
-    // F16-activation model, parley_model_options.activation_dtype).
+    // 16-bit activations read and append a cache of their own type (KV_F16 /
+    // KV_BF16: the cache of a 16-bit-activation model, activation_dtype).
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_F16, kPriority, "attention_mma_fa2",
      attention_run,
      PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_PAGED |
          PARLEY_KERNEL_FLAG_SLIDING_WINDOW,
      0, -1, nullptr, nullptr},
     {sizeof(parley_kernel_desc), PARLEY_OP_ATTENTION, "cuda", PARLEY_DTYPE_BF16, kPriority, "attention_mma_fa2_bf16",
-     attention_run, PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW, 0,
-     -1, nullptr, nullptr},
+     attention_run,
+     PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_BF16 | PARLEY_KERNEL_FLAG_KV_PAGED |
+         PARLEY_KERNEL_FLAG_SLIDING_WINDOW,
+     0, -1, nullptr, nullptr},
     // LINEAR with F32 activations, one entry per weight dtype (linear_op.cpp).
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F32, "linear_cublaslt_f32w", linear_prepare_f32),
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_F16, "linear_simt_f16w", linear_prepare_f16),
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_BF16, "linear_simt_bf16w", linear_prepare_bf16),
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_I8, "linear_simt_i8w", linear_prepare_i8),
     PARLEY_CUDA_LINEAR(PARLEY_DTYPE_I4, "linear_simt_i4w", linear_prepare_i4),
-    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_F32, "linear_simt_f32w_f16", linear_prepare_f32),
-    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_F16, "linear_simt_f16w_f16", linear_prepare_f16),
-    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_BF16, "linear_simt_bf16w_f16", linear_prepare_bf16),
-    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_I8, "linear_simt_i8w_f16", linear_prepare_i8),
-    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_I4, "linear_simt_i4w_f16", linear_prepare_i4),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_F16, PARLEY_DTYPE_F32, "linear_simt_f32w_f16", linear_prepare_f32),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_F16, PARLEY_DTYPE_F16, "linear_simt_f16w_f16", linear_prepare_f16),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16, "linear_simt_bf16w_f16", linear_prepare_bf16),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_F16, PARLEY_DTYPE_I8, "linear_simt_i8w_f16", linear_prepare_i8),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_F16, PARLEY_DTYPE_I4, "linear_simt_i4w_f16", linear_prepare_i4),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_BF16, PARLEY_DTYPE_F32, "linear_simt_f32w_bf16", linear_prepare_f32),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_BF16, PARLEY_DTYPE_F16, "linear_simt_f16w_bf16", linear_prepare_f16),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_BF16, PARLEY_DTYPE_BF16, "linear_simt_bf16w_bf16", linear_prepare_bf16),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_BF16, PARLEY_DTYPE_I8, "linear_simt_i8w_bf16", linear_prepare_i8),
+    PARLEY_CUDA_LINEAR16(PARLEY_DTYPE_BF16, PARLEY_DTYPE_I4, "linear_simt_i4w_bf16", linear_prepare_i4),
 };
 
 const parley_plugin_desc kPlugin = {

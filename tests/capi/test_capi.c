@@ -968,8 +968,8 @@ static void test_kv_cache_option(parley_runtime *rt) {
   CHECK_OK(parley_model_options_init(&o));
   CHECK(o.kv_cache_dtype == PARLEY_DTYPE_F32);
 
-  /* Values outside F32 / F16 / I8 are refused naming the field. */
-  o.kv_cache_dtype = PARLEY_DTYPE_BF16;
+  /* Values outside F32 / F16 / BF16 / I8 are refused naming the field. */
+  o.kv_cache_dtype = PARLEY_DTYPE_I4;
   expect_load_refused(rt, g_decoder_path, &o, PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype", __LINE__);
   o.kv_cache_dtype = 99;
   expect_load_refused(rt, g_decoder_path, &o, PARLEY_ERROR_INVALID_ARGUMENT, "kv_cache_dtype", __LINE__);

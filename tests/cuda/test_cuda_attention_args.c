@@ -98,13 +98,13 @@ int main(int argc, char **argv) {
   /* Every attention kernel appends into the cache, reads a paged cache and
    * honours a sliding window; the F32 one also reads an F16 and an I8 cache
    * (the runtime's kv_cache_dtype F16 / I8 needs KV_APPEND | KV_F16 / KV_I8),
-   * the F16 one an F16 cache (its own type: F16-activation models). */
+   * the F16 / BF16 ones a cache of their own type (16-bit-activation models). */
   CHECK(f32->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_I8 |
                        PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
   CHECK(f16->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_F16 | PARLEY_KERNEL_FLAG_KV_PAGED |
                        PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
-  CHECK(bf16->flags ==
-        (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_PAGED | PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
+  CHECK(bf16->flags == (PARLEY_KERNEL_FLAG_KV_APPEND | PARLEY_KERNEL_FLAG_KV_BF16 | PARLEY_KERNEL_FLAG_KV_PAGED |
+                        PARLEY_KERNEL_FLAG_SLIDING_WINDOW));
 
   memset(&ctx, 0, sizeof ctx);
   ctx.struct_size = sizeof ctx;
@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
    * F16 or I8 cache, 16-bit ones a cache of their own type. An I8 cache needs
    * its scales and returns no probabilities. */
   a = base, a.kv_dtype = 7;
-  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "kv_dtype 7 is not F32, F16 or I8", __LINE__);
+  expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "kv_dtype 7 is not F32, F16, BF16 or I8", __LINE__);
   a = base, a.kv_dtype = PARLEY_DTYPE_I8, a.k_scales = (float *)data, a.v_scales = NULL;
   expect(f32, &ctx, &a, PARLEY_KERNEL_INVALID_ARGUMENT, "an I8 cache without k_scales / v_scales", __LINE__);
   a = base, a.kv_dtype = PARLEY_DTYPE_I8, a.k_scales = a.v_scales = (float *)data, a.scale_stride_seq = -1;

@@ -109,6 +109,8 @@ int main(int argc, char **argv) {
           find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16) &&
           find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_I4));
     CHECK(find_linear_for(p, PARLEY_DTYPE_F16, PARLEY_DTYPE_F32) != NULL);
+    CHECK(find_linear_for(p, PARLEY_DTYPE_BF16, PARLEY_DTYPE_I8) &&
+          find_linear_for(p, PARLEY_DTYPE_BF16, PARLEY_DTYPE_I8)->prepare_weight == i8->prepare_weight);
   }
 
   memset(&ctx, 0, sizeof ctx);
@@ -181,8 +183,10 @@ int main(int argc, char **argv) {
     CHECK(i8->run(&ctx, NULL) == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "args is NULL") != NULL);
     a.dtype = PARLEY_DTYPE_F16; /* served: checked as far as the missing weight */
     CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "weight is NULL") != NULL);
-    a.dtype = PARLEY_DTYPE_BF16;
-    CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_UNSUPPORTED && strstr(g_error, "dtype BF16") != NULL);
+    a.dtype = PARLEY_DTYPE_BF16; /* likewise */
+    CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "weight is NULL") != NULL);
+    a.dtype = PARLEY_DTYPE_I8; /* not an activation type */
+    CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_UNSUPPORTED && strstr(g_error, "dtype I8") != NULL);
     a.dtype = 99;
     CHECK(i8->run(&ctx, &a) == PARLEY_KERNEL_INVALID_ARGUMENT && strstr(g_error, "unknown dtype 99") != NULL);
     a.dtype = PARLEY_DTYPE_F32, a.struct_size = 16;

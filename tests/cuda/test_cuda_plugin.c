@@ -41,7 +41,8 @@ int main(int argc, char **argv) {
   parley_runtime *rt = NULL;
   char path[4096];
   size_t count = 0, i;
-  int found_cuda = 0, cuda_available = 0, cuda_kernels = 0, linear_weight_dtypes = 0, linear16_weight_dtypes = 0;
+  int found_cuda = 0, cuda_available = 0, cuda_kernels = 0, linear_weight_dtypes = 0, linear16_weight_dtypes = 0,
+      linearbf16_weight_dtypes = 0;
   char reason[1024] = "";
 
   if (argc != 2 || !plugin_dir || !data_dir || !parity_dir) {
@@ -84,8 +85,8 @@ int main(int argc, char **argv) {
   CHECK(found_cuda);
 
   /* Its kernels are registered (GEMM f32/f16/bf16, the row ops for F32 and, but softmax /
-   * log-softmax / top-k / activation, F16, attention F32/F16/BF16, LINEAR with F32 activations
-   * for F32/F16/BF16/I8/I4 weights and with F16 activations for the same). */
+   * log-softmax / top-k / activation, F16 and BF16, attention F32/F16/BF16, LINEAR with F32 activations
+   * for F32/F16/BF16/I8/I4 weights and with F16 and BF16 activations for the same). */
   CHECK(parley_runtime_kernel_count(rt, &count) == PARLEY_OK);
   for (i = 0; i < count; ++i) {
     parley_kernel_info k;
@@ -95,20 +96,22 @@ int main(int argc, char **argv) {
     if (k.device && strcmp(k.device, "cuda") == 0) {
       cuda_kernels++;
       if (k.op && strcmp(k.op, "linear") == 0) {
-        CHECK(k.dtype == PARLEY_DTYPE_F32 || k.dtype == PARLEY_DTYPE_F16);
+        CHECK(k.dtype == PARLEY_DTYPE_F32 || k.dtype == PARLEY_DTYPE_F16 || k.dtype == PARLEY_DTYPE_BF16);
         CHECK(k.weight_dtype >= 0 && k.weight_dtype < 31);
         if (k.weight_dtype >= 0 && k.weight_dtype < 31)
-          *(k.dtype == PARLEY_DTYPE_F32 ? &linear_weight_dtypes : &linear16_weight_dtypes) |= 1 << k.weight_dtype;
+          *(k.dtype == PARLEY_DTYPE_F32   ? &linear_weight_dtypes
+            : k.dtype == PARLEY_DTYPE_F16 ? &linear16_weight_dtypes
+                                          : &linearbf16_weight_dtypes) |= 1 << k.weight_dtype;
       } else {
         CHECK(k.weight_dtype == -1);
       }
     }
   }
   printf("cuda kernels registered: %d\n", cuda_kernels);
-  CHECK(cuda_kernels == 32);
+  CHECK(cuda_kernels == 43);
   CHECK(linear_weight_dtypes == ((1 << PARLEY_DTYPE_F32) | (1 << PARLEY_DTYPE_F16) | (1 << PARLEY_DTYPE_BF16) |
                                  (1 << PARLEY_DTYPE_I8) | (1 << PARLEY_DTYPE_I4)));
-  CHECK(linear16_weight_dtypes == linear_weight_dtypes);
+  CHECK(linear16_weight_dtypes == linear_weight_dtypes && linearbf16_weight_dtypes == linear_weight_dtypes);
 
   {
     parley_kernel_info k;

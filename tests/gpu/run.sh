@@ -47,13 +47,14 @@ PARLEY_TEST_KV_DTYPES=f16,int8 "$build/tests/model/test_model" --gtest_filter='M
 # caches (the SIMT kernel) and F16 ones (the tensor-core kernel).
 "$build/tests/model/test_engine" \
   --gtest_filter='Families/EngineParity.*:Families/EngineFamilies.*:EngineBatching.*' || failed=1
-# F16 activations on cuda (parley_model_options.activation_dtype): the F16
-# row kernels, LINEAR with F16 inputs and the tensor-core attention over the
-# F16 cache; every family near its F32 logits, greedy and beam, then the
-# engine's batches against each request alone with F16 activations.
+# 16-bit activations on cuda (parley_model_options.activation_dtype): the F16
+# / BF16 row kernels, LINEAR with 16-bit inputs and the tensor-core attention
+# over a cache of the same type; every family near its F32 logits, greedy and
+# beam, then the engine's batches against each request alone.
 "$build/tests/model/test_model" --gtest_filter='ActivationsF16.*:Families/ActivationsF16Family.*' || failed=1
-PARLEY_TEST_ACTIVATIONS=f16 "$build/tests/model/test_engine" \
-  --gtest_filter='Families/EngineFamilies.*f16_activations*' || failed=1
+PARLEY_TEST_ACTIVATIONS=f16,bf16 "$build/tests/model/test_engine" \
+  --gtest_filter='Families/EngineFamilies.*_activations*' || failed=1
+for act in f16 bf16; do PARLEY_TEST_ACTIVATIONS=$act "$build/tests/text_api/test_text_api" || failed=1; done
 "$build/tests/text_api/test_text_api" || failed=1
 
 echo "== 3. end-to-end decode, demo dialogue model (greedy, 1 sequence, 128-token prompt, 256 new tokens)"

@@ -652,7 +652,7 @@ TEST(Attention, Int8CacheMisuse) {
   EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
   EXPECT_NE(host.last_error().find("v_scales"), std::string::npos) << host.last_error();
   a.v_scales = scales.data();
-  a.kv_dtype = PARLEY_DTYPE_BF16;
+  a.kv_dtype = PARLEY_DTYPE_I4;  // not a cache type (F32, F16, BF16, I8)
   EXPECT_EQ(find_kernel(PARLEY_OP_ATTENTION)(host.context(), &a), PARLEY_KERNEL_INVALID_ARGUMENT);
   EXPECT_NE(host.last_error().find("kv_dtype"), std::string::npos) << host.last_error();
   a.kv_dtype = PARLEY_DTYPE_I8;

@@ -79,11 +79,14 @@ TEST_F(InspectCli, PrintsKvCacheBytesPerToken) {
   const std::string llama = std::string(PARLEY_PARITY_MODELS_DIR) + "/llama.parley";
   CliRun r = inspect(llama, "--kv-cache int8");
   EXPECT_EQ(r.rc, 0) << r.output;
-  EXPECT_NE(r.output.find("KV cache per cached token (2 layers x 2 x 2 kv heads x 8 head dim): f32 256 B, f16 128 B, "
-                          "int8 96 B (scales included); selected: int8"),
+  EXPECT_NE(r.output.find("KV cache per cached token (2 layers x 2 x 2 kv heads x 8 head dim): f32 256 B, f16 / bf16 "
+                          "128 B, int8 96 B (scales included); selected: int8"),
             std::string::npos)
       << r.output;
   r = inspect(llama, "--kv-cache bf16");
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("selected: bf16"), std::string::npos) << r.output;
+  r = inspect(llama, "--kv-cache fp8");
   EXPECT_NE(r.rc, 0) << r.output;
   EXPECT_NE(r.output.find("--kv-cache"), std::string::npos) << r.output;
 }

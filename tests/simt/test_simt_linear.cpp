@@ -325,22 +325,25 @@ uint64_t g_mma_bank_conflicts = 0;  // ldmatrix phases of the tensor-core kernel
 // Runs the emulated kernel. kernel_dtype is the body's weight type (equal to
 // the packed weight's except in the deliberately wrong runs); grid_y 0 means
 // as the plugin launches it.
-// act16: F16 activations (x, residual and out as F16 bits; x and the
-// residual must hold F16 values already), the result widened to float.
+// act: the activation dtype (F16 / BF16: x, residual and out as 16-bit
+// bits; x and the residual must hold such values already), the result
+// widened to float.
 template <Fault F = Fault::kNone>
 std::vector<float> emulated(Kernel kernel, const Weight &w, const Packed &pk, const Call &c, const Problem &pr,
-                            int32_t kernel_dtype, int32_t grid_y = 0, int32_t group_override = 0, bool act16 = false) {
+                            int32_t kernel_dtype, int32_t grid_y = 0, int32_t group_override = 0,
+                            int32_t act = PARLEY_DTYPE_F32) {
+  const bool act16 = act != PARLEY_DTYPE_F32, bf16 = act == PARLEY_DTYPE_BF16;
   const Layout &L = pk.layout;
   std::vector<float> out = fresh_out(w, c, pr);
-  auto halves = [](const std::vector<float> &v) {
+  auto halves = [&](const std::vector<float> &v) {
     std::vector<uint16_t> h(v.size());
-    for (size_t i = 0; i < v.size(); ++i) h[i] = parley::cuda::attn::float_to_bits(v[i], false);
+    for (size_t i = 0; i < v.size(); ++i) h[i] = parley::cuda::attn::float_to_bits(v[i], bf16);
     return h;
   };
   std::vector<uint16_t> x16 = halves(pr.x), res16 = halves(pr.residual), out16 = halves(out);
   LinearParams p;
   p.x = act16 ? static_cast<const void *>(x16.data()) : pr.x.data(), p.ld_x = pr.ld_x;
-  p.act16 = act16;
+  p.act_dtype = act;
   p.w = pk.bytes(), p.pitch = L.pitch;
   p.scales = L.scale_count ? reinterpret_cast<const float *>(pk.bytes() + L.scale_offset) : nullptr;
   p.group = group_override ? group_override : L.group, p.groups_per_row = L.groups_per_row;
@@ -408,7 +411,8 @@ std::vector<float> emulated(Kernel kernel, const Weight &w, const Packed &pk, co
   EXPECT_GT(emu.barriers(), 0u);
   if (kernel == Kernel::kMma) g_mma_bank_conflicts += emu.bank_conflicts();
   if (act16)
-    for (size_t i = 0; i < out.size(); ++i) out[i] = parley::cuda::attn::half_to_float(out16[i]);
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = bf16 ? parley::cuda::attn::bf16_bits_to_float(out16[i]) : parley::cuda::attn::half_to_float(out16[i]);
   return dense(out, c.m, w.n, pr.ld_out);
 }
 
@@ -596,47 +600,51 @@ TEST(SimtLinear, TensorCoreKernelEveryWeightType) {
   EXPECT_EQ(g_mma_bank_conflicts, 0u);
 }
 
-// F16 activations (plugin.h): x and the residual read as F16, the output
-// rounded once. Each body is run twice on the same F16-valued inputs, with
-// F32 and with F16 activations: the sums are the same operations in the same
-// order, so the F16 output must be the F32 output rounded to nearest even,
+// 16-bit activations (plugin.h): x and the residual read as F16 / BF16, the
+// output rounded once. Each body is run twice on the same 16-bit-valued
+// inputs, with F32 and with 16-bit activations: the sums are the same
+// operations in the same order, so the 16-bit output must be the F32 output rounded to nearest even,
 // bit for bit (the F32 runs are checked against the cpu plugin and float64
 // above). Outputs start poisoned; an aliased residual is read as F16 too.
-TEST(SimtLinear, F16ActivationsAreTheF32ResultRoundedOnce) {
+TEST(SimtLinear, SixteenBitActivationsAreTheF32ResultRoundedOnce) {
   PARLEY_TRACE_BASE_SEED();
   int idx = 0;
   std::vector<WeightCase> cases(std::begin(kWeightCases), std::end(kWeightCases));
-  cases.push_back({PARLEY_DTYPE_F32, PARLEY_QUANT_NONE, 0});  // F16 activations over F32 weights: CUDA cores
-  for (const WeightCase &wc : cases)
-    for (Kernel kernel : {Kernel::kGemv, Kernel::kTiled, Kernel::kMma}) {
-      if (wc.dtype == PARLEY_DTYPE_F32 && kernel == Kernel::kMma) continue;
-      const uint32_t seed = parley::test::case_seed();
-      std::mt19937 rng(seed);
-      const int64_t m = kernel == Kernel::kGemv ? 3 : kernel == Kernel::kTiled ? 70 : 67;
-      const int64_t k = odd_k(wc, 150), n = 21;
-      const Weight w = make_weight(wc.dtype, wc.quant, n, k, wc.group, rng);
-      Call c;
-      c.m = m, c.act = (idx++) % PARLEY_ACT_COUNT_;
-      c.residual = idx % 2 ? Call::kAliased : Call::kSeparate;
-      Problem pr = make_problem(w, c, rng);
-      auto to16 = [](float v) {
-        return parley::cuda::attn::half_to_float(parley::cuda::attn::float_to_bits(v, false));
-      };
-      for (float &v : pr.x) v = to16(v);
-      for (float &v : pr.residual) v = to16(v);
-      const Packed pk = pack(w);
-      const std::vector<float> f32 = emulated(kernel, w, pk, c, pr, wc.dtype);
-      const std::vector<float> f16 = emulated(kernel, w, pk, c, pr, wc.dtype, 0, 0, true);
-      size_t differ = 0;
-      for (size_t i = 0; i < f32.size(); ++i) differ += !(to16(f32[i]) == f16[i]);
-      const char *kname = kernel == Kernel::kGemv ? "gemv" : kernel == Kernel::kTiled ? "tiled" : "mma";
-      std::printf(
-          "  f16 activations %-5s %-4s quant %d group %3lld m %lld: %zu of %zu outputs differ from the rounded "
-          "f32 run\n",
-          kname, dtype_label(wc.dtype), wc.quant, static_cast<long long>(wc.group), static_cast<long long>(m), differ,
-          f32.size());
-      EXPECT_EQ(differ, 0u) << kname << " " << dtype_label(wc.dtype) << " " << parley::test::seed_note(seed);
-    }
+  cases.push_back({PARLEY_DTYPE_F32, PARLEY_QUANT_NONE, 0});  // 16-bit activations over F32 weights: CUDA cores
+  for (int32_t act : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16})
+    for (const WeightCase &wc : cases)
+      for (Kernel kernel : {Kernel::kGemv, Kernel::kTiled, Kernel::kMma}) {
+        if (wc.dtype == PARLEY_DTYPE_F32 && kernel == Kernel::kMma) continue;
+        const uint32_t seed = parley::test::case_seed();
+        std::mt19937 rng(seed);
+        const int64_t m = kernel == Kernel::kGemv ? 3 : kernel == Kernel::kTiled ? 70 : 67;
+        const int64_t k = odd_k(wc, 150), n = 21;
+        const Weight w = make_weight(wc.dtype, wc.quant, n, k, wc.group, rng);
+        Call c;
+        c.m = m, c.act = (idx++) % PARLEY_ACT_COUNT_;
+        c.residual = idx % 2 ? Call::kAliased : Call::kSeparate;
+        Problem pr = make_problem(w, c, rng);
+        const bool bf16 = act == PARLEY_DTYPE_BF16;
+        auto to16 = [&](float v) {
+          const uint16_t h = parley::cuda::attn::float_to_bits(v, bf16);
+          return bf16 ? parley::cuda::attn::bf16_bits_to_float(h) : parley::cuda::attn::half_to_float(h);
+        };
+        for (float &v : pr.x) v = to16(v);
+        for (float &v : pr.residual) v = to16(v);
+        const Packed pk = pack(w);
+        const std::vector<float> f32 = emulated(kernel, w, pk, c, pr, wc.dtype);
+        const std::vector<float> got = emulated(kernel, w, pk, c, pr, wc.dtype, 0, 0, act);
+        size_t differ = 0;
+        for (size_t i = 0; i < f32.size(); ++i) differ += !(to16(f32[i]) == got[i]);
+        const char *kname = kernel == Kernel::kGemv ? "gemv" : kernel == Kernel::kTiled ? "tiled" : "mma";
+        std::printf(
+            "  %s activations %-5s %-4s quant %d group %3lld m %lld: %zu of %zu outputs differ from the "
+            "rounded f32 run\n",
+            bf16 ? "bf16" : "f16", kname, dtype_label(wc.dtype), wc.quant, static_cast<long long>(wc.group),
+            static_cast<long long>(m), differ, f32.size());
+        EXPECT_EQ(differ, 0u) << kname << " " << dtype_label(wc.dtype) << (bf16 ? " bf16" : " f16") << " "
+                              << parley::test::seed_note(seed);
+      }
 }
 
 TEST(SimtLinear, F32WeightsThroughTheSameBodies) {

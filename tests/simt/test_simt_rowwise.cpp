@@ -369,6 +369,122 @@ TEST(SimtRowwise, EmbeddingFromF32AndI8TablesWithABadId) {
   for (int64_t j = 0; j < dim; ++j) EXPECT_EQ(out[size_t(dim + j)], 0) << j;
 }
 
+// ---------------------------------------------------------------- BF16
+// The same bodies with T = Bf16: each output the cpu plugin's F32 result
+// rounded to BF16, within one BF16 ulp (in practice equal).
+uint16_t to_bf16(float v) {
+  return float_to_bits(v, true);
+}
+float round_bf16(float v) {
+  return parley::cuda::attn::bf16_bits_to_float(to_bf16(v));
+}
+int bf16_ulps(const std::vector<Bf16> &got, const std::vector<float> &want, size_t *differing) {
+  int worst = 0;
+  *differing = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const uint16_t w = to_bf16(want[i]), g = got[i].bits;
+    if ((g & 0x7F80) == 0x7F80 && (g & 0x7F)) return 1 << 20;  // NaN (the poison)
+    auto ord = [](uint16_t h) { return (h & 0x8000) ? -static_cast<int>(h & 0x7FFF) : static_cast<int>(h); };
+    const int d = std::abs(ord(g) - ord(w));
+    worst = std::max(worst, d);
+    *differing += d != 0;
+  }
+  return worst;
+}
+std::vector<Bf16> bf16s(const std::vector<float> &v) {
+  std::vector<Bf16> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i].bits = to_bf16(v[i]);
+  return h;
+}
+std::vector<float> bf16_exact(std::vector<float> v) {
+  for (float &x : v) x = round_bf16(x);
+  return v;
+}
+constexpr Bf16 kPoisonBf16{0x7FC0};
+
+TEST(SimtRowwise, Bf16BodiesAreTheF32ResultRounded) {
+  PARLEY_CASE_SEED(seed);
+  std::mt19937 rng(seed);
+  size_t differ = 0;
+  // Norms (with and without a residual).
+  for (const NormCase &c : kNormCases) {
+    const size_t n = static_cast<size_t>(c.rows * c.cols);
+    auto x = bf16_exact(random_vec(rng, n, -3.f, 3.f, false)), res = bf16_exact(random_vec(rng, n, -1.f, 1.f, false));
+    auto gamma = random_vec(rng, size_t(c.cols), 0.5f, 1.5f, false),
+         beta = random_vec(rng, size_t(c.cols), -.5f, .5f, false);
+    std::vector<float> x_ref = x;
+    NormCase ref_case = c;
+    if (c.residual) {
+      for (size_t i = 0; i < n; ++i) x_ref[i] = round_bf16(x[i] + res[i]);
+      ref_case.residual = false;
+    }
+    const auto want = cpu_norm(ref_case, x_ref, res, gamma, beta, 1e-5f, nullptr);
+    auto xh = bf16s(x), rh = bf16s(res);
+    std::vector<Bf16> got(n, kPoisonBf16), got_res(n, kPoisonBf16);
+    emulated_norm_plain<Bf16>(c, xh.data(), rh.data(), got_res.data(), gamma, beta, 1e-5f, got.data(), 2);
+    EXPECT_LE(bf16_ulps(got, want, &differ), 1) << "norm rms=" << c.rms << " residual=" << c.residual;
+  }
+  // Rotary, both layouts.
+  for (bool interleaved : {false, true}) {
+    const RotaryCase c{2, 5, 3, 64, 64, interleaved};
+    const size_t n = static_cast<size_t>(c.batch * c.seq * c.heads * c.head_dim);
+    std::vector<int32_t> pos(static_cast<size_t>(c.batch * c.seq));
+    for (auto &q : pos) q = static_cast<int32_t>(rng() % 5000);
+    std::vector<float> inv_freq(32);
+    for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * float(i) / 64.f);
+    auto x = bf16_exact(random_vec(rng, n, -2.f, 2.f, false));
+    const auto want = cpu_rotary(c, x, pos, inv_freq);
+    auto xh = bf16s(x);
+    emulated_rotary<Bf16>(c, xh.data(), pos, inv_freq);
+    EXPECT_LE(bf16_ulps(xh, want, &differ), 1) << "rotary interleaved=" << interleaved;
+  }
+  // Gated activation, add in place, embedding.
+  const int64_t rows = 3, cols = 301, n = rows * cols;
+  auto gate = bf16_exact(random_vec(rng, size_t(n), -4.f, 4.f, false));
+  auto up = bf16_exact(random_vec(rng, size_t(n), -2.f, 2.f, false));
+  {
+    TestHost host(1);
+    std::vector<float> want(size_t(n), std::nanf(""));
+    parley_gated_activation_args a{};
+    a.struct_size = sizeof a;
+    a.dtype = PARLEY_DTYPE_F32, a.activation = PARLEY_ACT_SILU, a.rows = rows, a.cols = cols;
+    a.gate = gate.data(), a.ld_gate = cols, a.up = up.data(), a.ld_up = cols, a.out = want.data(), a.ld_out = cols;
+    ASSERT_EQ(find_kernel(PARLEY_OP_GATED_ACTIVATION)(host.context(), &a), PARLEY_KERNEL_OK) << host.last_error();
+    auto gh = bf16s(gate), uh = bf16s(up);
+    std::vector<Bf16> got(size_t(n), kPoisonBf16);
+    GatedParams p{};
+    p.gate = gh.data(), p.up = uh.data(), p.out = got.data();
+    p.rows = rows, p.cols = cols, p.ld_gate = p.ld_up = p.ld_out = cols, p.act = PARLEY_ACT_SILU, p.grid = 2;
+    run([&](Ctx &ctx) { gated<Ctx, Bf16>(ctx, p); }, p.grid, kElemThreads);
+    EXPECT_LE(bf16_ulps(got, want, &differ), 1) << "gated";
+  }
+  {
+    std::vector<float> want(static_cast<size_t>(n));
+    for (size_t i = 0; i < want.size(); ++i) want[i] = gate[i] + up[i];
+    auto gh = bf16s(gate), uh = bf16s(up);
+    AddParams p{};
+    p.a = p.out = gh.data(), p.b = uh.data(), p.n = n, p.alpha = 1.f, p.grid = 1;
+    run([&](Ctx &ctx) { add<Ctx, Bf16>(ctx, p); }, p.grid, kElemThreads);
+    EXPECT_EQ(bf16_ulps(gh, want, &differ), 0) << "add";
+  }
+  {
+    const int64_t vocab = 5, dim = 40;
+    auto table = random_vec(rng, size_t(vocab * dim), -1.f, 1.f, false);
+    const std::vector<int32_t> ids = {4, 0, 2};
+    std::vector<float> want(size_t(3 * dim));
+    for (int64_t r = 0; r < 3; ++r)
+      for (int64_t j = 0; j < dim; ++j) want[size_t(r * dim + j)] = table[size_t(ids[size_t(r)] * dim + j)] * 2.f;
+    std::vector<Bf16> got(want.size(), kPoisonBf16);
+    int bad = 0;
+    EmbeddingParams p{};
+    p.ids = ids.data(), p.table = table.data(), p.out = got.data(), p.bad_id = &bad;
+    p.count = 3, p.vocab = vocab, p.dim = dim, p.ld_out = dim, p.scale = 2.f, p.grid = 1;
+    run([&](Ctx &ctx) { embedding<Ctx, Bf16>(ctx, p); }, p.grid, kElemThreads);
+    EXPECT_EQ(bf16_ulps(got, want, &differ), 0) << "embedding";
+    EXPECT_EQ(bad, 0);
+  }
+}
+
 // ---------------------------------------------------------------- the harness can fail
 TEST(SimtRowwise, HarnessCatchesADroppedBarrierAndAWrongShuffle) {
   PARLEY_CASE_SEED(seed);

@@ -39,7 +39,8 @@
 #include "linear_layout.h"
 
 #if defined(__CUDACC__)
-#include <cuda_fp16.h>  // both nvcc passes see the same declarations
+#include <cuda_bf16.h>  // both nvcc passes see the same declarations
+#include <cuda_fp16.h>
 #endif
 
 #ifndef PARLEY_HD
@@ -169,31 +170,34 @@ PARLEY_HD inline float apply_act(int act, float x) {
   return parley_cuda_activation(act, x);
 }
 
-// Activations (x, residual, out): float, or F16 bits when p.act16; an
-// F16 output is the float result rounded once to nearest even.
-PARLEY_HD inline float load_act(const void *base, int64_t i, bool act16) {
-  return act16 ? half_bits_to_float(static_cast<const uint16_t *>(base)[i]) : static_cast<const float *>(base)[i];
+// Activations (x, residual, out): float, or F16 / BF16 bits (p.act_dtype);
+// a 16-bit output is the float result rounded once to nearest even.
+PARLEY_HD inline float load_act(const void *base, int64_t i, int32_t type) {
+  if (type == PARLEY_DTYPE_F32) return static_cast<const float *>(base)[i];
+  const uint16_t h = static_cast<const uint16_t *>(base)[i];
+  return type == PARLEY_DTYPE_BF16 ? bits_to_float(static_cast<uint32_t>(h) << 16) : half_bits_to_float(h);
 }
-PARLEY_HD inline void store_act(void *base, int64_t i, float v, bool act16) {
-  if (!act16) {
+PARLEY_HD inline void store_act(void *base, int64_t i, float v, int32_t type) {
+  if (type == PARLEY_DTYPE_F32) {
     static_cast<float *>(base)[i] = v;
     return;
   }
 #if defined(__CUDA_ARCH__)
-  static_cast<uint16_t *>(base)[i] = __half_as_ushort(__float2half_rn(v));
+  static_cast<uint16_t *>(base)[i] = type == PARLEY_DTYPE_BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v))
+                                                               : __half_as_ushort(__float2half_rn(v));
 #else
-  static_cast<uint16_t *>(base)[i] = attn::float_to_bits(v, false);
+  static_cast<uint16_t *>(base)[i] = attn::float_to_bits(v, type == PARLEY_DTYPE_BF16);
 #endif
 }
 PARLEY_HD inline float load_x(const LinearParams &p, int64_t row, int64_t col) {
-  return load_act(p.x, row * p.ld_x + col, p.act16);
+  return load_act(p.x, row * p.ld_x + col, p.act_dtype);
 }
 
 PARLEY_HD inline void store_output(const LinearParams &p, int64_t row, int64_t col, float acc) {
   float v = acc + (p.bias ? p.bias[col] : 0.f);
   v = apply_act(p.act, v);
-  if (p.residual) v += load_act(p.residual, row * p.ld_res + col, p.act16);
-  store_act(p.out, row * p.ld_out + col, v, p.act16);
+  if (p.residual) v += load_act(p.residual, row * p.ld_res + col, p.act_dtype);
+  store_act(p.out, row * p.ld_out + col, v, p.act_dtype);
 }
 
 // ---- small m: one warp per output feature ----

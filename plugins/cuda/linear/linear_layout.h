@@ -118,8 +118,8 @@ constexpr int kResidualThreads = 256;
 
 // What a LINEAR launch reads: the product out = act(x @ W^T + bias) + residual
 // for m rows of x, with W in the layout above.
-// x, residual and out are F32, or F16 bits when act16 (F16 activations,
-// plugin.h); bias and scales are always float.
+// x, residual and out are of act_dtype (F32, or F16 / BF16 bits: 16-bit
+// activations, plugin.h); bias and scales are always float.
 struct LinearParams {
   const void *x = nullptr;
   int64_t ld_x = 0;
@@ -135,7 +135,7 @@ struct LinearParams {
   int64_t m = 0, n = 0, k = 0, kp = 0;
   int32_t act = PARLEY_ACT_NONE;
   int32_t grid_y = 1;  // the tiled kernel's grid height (it strides over m tiles)
-  bool act16 = false;
+  int32_t act_dtype = PARLEY_DTYPE_F32;
 };
 
 // out = src + residual over rows x cols (after a cuBLASLt product).

@@ -1,9 +1,10 @@
 // Kernel bodies of the cuda plugin's row- and element-wise ops that a model
 // runs between its products: LayerNorm / RMSNorm, rotary embedding, gated
-// activation, add and the embedding gather, for F32 activations and F16 ones
-// (T = float or uint16_t holding IEEE binary16 bits). Every element is loaded
-// as float, the arithmetic is the F32 kernel's, and each output is rounded
-// once to T (F16: to nearest even), as plugin.h's F16 contract states.
+// activation, add and the embedding gather, for F32 activations and 16-bit
+// ones (T = float, uint16_t holding IEEE binary16 bits, or Bf16). Every
+// element is loaded as float, the arithmetic is the F32 kernel's, and each
+// output is rounded once to T (to nearest even), as plugin.h's 16-bit
+// activation contract states.
 //
 // Like the attention and LINEAR bodies these are templates over an execution
 // context `Ctx` (thread / block index, __syncthreads, warp shuffles, shared
@@ -17,21 +18,26 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "../activation.cuh"
 #include "../attention/simt_attention.cuh"  // half_to_float, float_to_bits (portable conversions)
 #include "rowwise_params.h"
 
 #if defined(__CUDACC__)
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #endif
 
 namespace parley::cuda::row {
 
-// ---- activation elements: float, or F16 bits ----
+// ---- activation elements: float, F16 bits (uint16_t) or BF16 (Bf16) ----
 template <class T>
 PARLEY_HD inline float load(const T *p, int64_t i) {
   if constexpr (sizeof(T) == 4) {
     return p[i];
+  } else if constexpr (std::is_same_v<T, Bf16>) {
+    return attn::bf16_bits_to_float(p[i].bits);
   } else {
 #if defined(__CUDA_ARCH__)
     return __half2float(__ushort_as_half(p[i]));
@@ -44,6 +50,12 @@ template <class T>
 PARLEY_HD inline void store(T *p, int64_t i, float v) {
   if constexpr (sizeof(T) == 4) {
     p[i] = v;
+  } else if constexpr (std::is_same_v<T, Bf16>) {
+#if defined(__CUDA_ARCH__)
+    p[i].bits = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+#else
+    p[i].bits = attn::float_to_bits(v, true);
+#endif
   } else {
 #if defined(__CUDA_ARCH__)
     p[i] = __half_as_ushort(__float2half_rn(v));

@@ -7,6 +7,12 @@
 
 namespace parley::cuda::row {
 
+// BF16 activations: the element type of the bodies (its bits; float32's
+// upper half). F16 activations use uint16_t bits.
+struct Bf16 {
+  uint16_t bits;
+};
+
 constexpr int kRowThreads = 256;                 // norms: one CTA per row
 constexpr int kElemThreads = 256;                // element-wise bodies
 constexpr int kRowSmemWords = kRowThreads / 32;  // one partial sum per warp
