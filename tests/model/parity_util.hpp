@@ -317,4 +317,22 @@ inline std::vector<std::vector<parley::Hypothesis>> run_generate(const Loaded &l
   return parley::translate(t, rows, std::vector<std::vector<int32_t>>(rows.size(), {start}), o);
 }
 
+// Beam search with the golden's settings: how many of its hypotheses equal
+// transformers' (the golden's "beam" sequences); *total gets their number.
+// For reduced-precision runs, which report it rather than assert it.
+inline size_t beam_hypotheses_matching(const Loaded &l, size_t *total) {
+  const json &g = l.golden["beam"];
+  parley::DecodingOptions o = options_from(g["settings"]);
+  size_t width = 0;
+  auto hyps = run_generate(l, o, &width);
+  const size_t R = static_cast<size_t>(o.num_return_sequences);
+  if (hyps.size() * R != g["sequences"].size()) throw std::runtime_error("beam search returned another count");
+  size_t same = 0;
+  for (size_t b = 0; b < hyps.size(); ++b)
+    for (size_t r = 0; r < R; ++r)
+      same += hyps[b][r].tokens == generated_part(g["sequences"][b * R + r], width, o.eos_token_ids);
+  *total = hyps.size() * R;
+  return same;
+}
+
 }  // namespace parity
