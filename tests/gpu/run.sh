@@ -51,7 +51,7 @@ PARLEY_TEST_KV_DTYPES=f16,int8 "$build/tests/model/test_model" --gtest_filter='M
 # / BF16 row kernels, LINEAR with 16-bit inputs and the tensor-core attention
 # over a cache of the same type; every family near its F32 logits, greedy and
 # beam, then the engine's batches against each request alone.
-"$build/tests/model/test_model" --gtest_filter='ActivationsF16.*:Families/ActivationsF16Family.*' || failed=1
+"$build/tests/model/test_model" --gtest_filter='Activations16Bit.*:Families/Activations16BitFamily.*' || failed=1
 PARLEY_TEST_ACTIVATIONS=f16,bf16 "$build/tests/model/test_engine" \
   --gtest_filter='Families/EngineFamilies.*_activations*' || failed=1
 for act in f16 bf16; do PARLEY_TEST_ACTIVATIONS=$act "$build/tests/text_api/test_text_api" || failed=1; done

@@ -37,9 +37,9 @@ std::string device() {
   return d && *d ? d : "cpu";
 }
 
-// Whether the test device serves F16 activations: the guarded device does,
+// Whether the test device serves 16-bit activations: the guarded device does,
 // the cpu device does not (what it says instead is tested below).
-bool device_has_f16() {
+bool device_has_16bit() {
   return device() != "cpu";
 }
 
@@ -49,8 +49,8 @@ std::string str(const std::vector<int32_t> &v) {
   return s;
 }
 
-TEST(ActivationsF16, CpuDeviceRefusesNamingTheOp) {
-  if (device_has_f16()) GTEST_SKIP() << "device '" << device() << "' serves F16 activations";
+TEST(Activations16Bit, CpuDeviceRefusesNamingTheOp) {
+  if (device_has_16bit()) GTEST_SKIP() << "device '" << device() << "' serves 16-bit activations";
   for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16}) {
     try {
       parity::load("llama", "", dt, dt);
@@ -63,7 +63,7 @@ TEST(ActivationsF16, CpuDeviceRefusesNamingTheOp) {
   }
 }
 
-TEST(ActivationsF16, LoadOptionsAreChecked) {
+TEST(Activations16Bit, LoadOptionsAreChecked) {
   std::string plugins = parity::env("PARLEY_PLUGIN_BUILD_DIR");
   const char *dirs[] = {plugins.c_str()};
   parley_runtime_options ro;
@@ -106,10 +106,10 @@ TEST(ActivationsF16, LoadOptionsAreChecked) {
   parley_runtime_free(rt);
 }
 
-class ActivationsF16Family : public ::testing::TestWithParam<std::string> {};
+class Activations16BitFamily : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(ActivationsF16Family, LogitsNearF32AndGreedyTokens) {
-  if (!device_has_f16()) GTEST_SKIP() << "device '" << device() << "' has no F16 kernels (checked above)";
+TEST_P(Activations16BitFamily, LogitsNearF32AndGreedyTokens) {
+  if (!device_has_16bit()) GTEST_SKIP() << "device '" << device() << "' has no 16-bit kernels (checked above)";
   auto ref = parity::load(GetParam());
   const parity::Logits base = parity::collect(*ref->transformer, ref->golden);
   double max_logit = 0;
@@ -144,8 +144,8 @@ TEST_P(ActivationsF16Family, LogitsNearF32AndGreedyTokens) {
   }
 }
 
-TEST_P(ActivationsF16Family, BeamSearchMatchesTransformers) {
-  if (!device_has_f16()) GTEST_SKIP() << "device '" << device() << "' has no F16 kernels (checked above)";
+TEST_P(Activations16BitFamily, BeamSearchMatchesTransformers) {
+  if (!device_has_16bit()) GTEST_SKIP() << "device '" << device() << "' has no 16-bit kernels (checked above)";
   for (parley_dtype dt : {PARLEY_DTYPE_F16, PARLEY_DTYPE_BF16}) {
     const char *name = dt == PARLEY_DTYPE_F16 ? "f16" : "bf16";
     auto l = parity::load(GetParam(), "", dt, dt);
@@ -163,7 +163,7 @@ TEST_P(ActivationsF16Family, BeamSearchMatchesTransformers) {
 // rotary variants, q/k norms, sliding windows, learned and sinusoidal
 // positions, pre- and post-norm, tied and untied heads, encoder-decoder
 // with shared and separate vocabularies, logits biases).
-INSTANTIATE_TEST_SUITE_P(Families, ActivationsF16Family, ::testing::ValuesIn(parity::golden_names()),
+INSTANTIATE_TEST_SUITE_P(Families, Activations16BitFamily, ::testing::ValuesIn(parity::golden_names()),
                          [](const auto &param_info) { return param_info.param; });
 
 }  // namespace
