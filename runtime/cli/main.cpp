@@ -137,7 +137,7 @@ int cmd_plugins(const Common &c) {
   return 0;
 }
 
-// --kv-cache f32|f16|int8 -> parley_model_options.kv_cache_dtype.
+// --kv-cache f32|f16|bf16|int8 -> parley_model_options.kv_cache_dtype.
 const std::map<std::string, int32_t> kKvCacheTypes = {
     {"f32", PARLEY_DTYPE_F32}, {"f16", PARLEY_DTYPE_F16}, {"bf16", PARLEY_DTYPE_BF16}, {"int8", PARLEY_DTYPE_I8}};
 

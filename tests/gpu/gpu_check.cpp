@@ -241,6 +241,114 @@ float from_half(uint16_t h) {
   return f;
 }
 
+uint16_t to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  return static_cast<uint16_t>((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+}
+float from_bf16(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// 16-bit activations (plugin.h): the cuda row kernels at F16 / BF16 against
+// the cpu plugin's F32 kernels on the same 16-bit values. Each output is the
+// F32 result rounded once, so the norm-wise relative error is at most u
+// (2^-11 F16, 2^-8 BF16) plus the F32 kernels' own difference (1e-5).
+struct Buf16 {
+  Gpu *gpu;
+  bool bf16;
+  std::vector<float> host;  // the 16-bit values, as floats (the cpu side)
+  void *dev = nullptr;
+  Buf16(Gpu *g, bool b, size_t n, std::mt19937 &rng) : gpu(g), bf16(b), host(n) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<uint16_t> bits(n);
+    for (size_t i = 0; i < n; ++i) {
+      bits[i] = bf16 ? to_bf16(nd(rng)) : to_half(nd(rng));
+      host[i] = bf16 ? from_bf16(bits[i]) : from_half(bits[i]);
+    }
+    if (gpu->dev->allocate(gpu->state, n * 2 + 64, 256, &dev) != PARLEY_KERNEL_OK) throw std::bad_alloc();
+    gpu->dev->copy(gpu->state, dev, bits.data(), n * 2, PARLEY_COPY_HOST_TO_DEVICE, nullptr);
+  }
+  ~Buf16() { gpu->dev->release(gpu->state, dev); }
+  std::vector<float> read() {
+    std::vector<uint16_t> bits(host.size());
+    gpu->dev->copy(gpu->state, bits.data(), dev, bits.size() * 2, PARLEY_COPY_DEVICE_TO_HOST, nullptr);
+    gpu->dev->synchronize(gpu->state, nullptr);
+    std::vector<float> out(bits.size());
+    for (size_t i = 0; i < bits.size(); ++i) out[i] = bf16 ? from_bf16(bits[i]) : from_half(bits[i]);
+    return out;
+  }
+};
+
+// Runs `args` on the cpu at F32 (host pointers) and on cuda at `dtype`
+// (device pointers) and compares `out` with the cpu's result.
+template <class Args>
+void compare16(Gpu &gpu, parley_op op, int32_t dtype, const std::string &what, Args args, Buf16 &out,
+               const std::function<void(Args &, bool device)> &fill) {
+  TestHost host(2);
+  Args cpu = args, dev = args;
+  cpu.dtype = PARLEY_DTYPE_F32;
+  dev.dtype = dtype;
+  std::vector<float> want(out.host.size(), std::nanf(""));
+  fill(cpu, false);
+  fill(dev, true);
+  parley_kernel_fn gpu_fn = nullptr;
+  for (size_t i = 0; i < gpu.plugin->num_kernels; ++i)
+    if (gpu.plugin->kernels[i].op == op && gpu.plugin->kernels[i].dtype == dtype) gpu_fn = gpu.plugin->kernels[i].run;
+  if (!gpu_fn) {
+    std::printf("  %-58s not registered by the cuda plugin\n", what.c_str());
+    ++g_failures;
+    return;
+  }
+  gpu.ctx.host = host.services();
+  if (parley::test::find_kernel(op)(host.context(), &cpu) != PARLEY_KERNEL_OK ||
+      gpu_fn(&gpu.ctx, &dev) != PARLEY_KERNEL_OK) {
+    std::printf("  %-58s kernel error: %s\n", what.c_str(), host.last_error().c_str());
+    ++g_failures;
+    return;
+  }
+  report(what.c_str(), rel_error(out.read(), out.host), std::ldexp(1.0, dtype == PARLEY_DTYPE_BF16 ? -8 : -11) + 1e-5);
+}
+
+void check_rows16(Gpu &gpu, std::mt19937 &rng, int32_t dtype) {
+  const bool bf16 = dtype == PARLEY_DTYPE_BF16;
+  const std::string tag = bf16 ? " (bf16)" : " (f16)";
+  const int64_t rows = 48, cols = 768;
+  Buf16 x(&gpu, bf16, rows * cols, rng), y(&gpu, bf16, rows * cols, rng), out(&gpu, bf16, rows * cols, rng);
+  Buf gamma(&gpu, cols, rng), beta(&gpu, cols, rng);  // parameters stay float
+  for (parley_op op : {PARLEY_OP_LAYER_NORM, PARLEY_OP_RMS_NORM}) {
+    parley_norm_args n{};
+    n.struct_size = sizeof n, n.rows = rows, n.cols = cols, n.ld_x = n.ld_out = cols, n.eps = 1e-5f;
+    compare16<parley_norm_args>(gpu, op, dtype,
+                                std::string(op == PARLEY_OP_LAYER_NORM ? "layer_norm" : "rms_norm") + " 48x768" + tag,
+                                n, out, [&](parley_norm_args &a, bool d) {
+                                  a.x = d ? x.dev : x.host.data();
+                                  a.gamma = d ? gamma.dev : gamma.host.data();
+                                  a.beta = d ? beta.dev : beta.host.data();
+                                  a.out = d ? out.dev : out.host.data();
+                                });
+  }
+  parley_gated_activation_args ga{};
+  ga.struct_size = sizeof ga, ga.activation = PARLEY_ACT_SILU, ga.rows = rows, ga.cols = cols;
+  ga.ld_gate = ga.ld_up = ga.ld_out = cols;
+  compare16<parley_gated_activation_args>(gpu, PARLEY_OP_GATED_ACTIVATION, dtype, "gated_activation silu 48x768" + tag,
+                                          ga, out, [&](parley_gated_activation_args &a, bool d) {
+                                            a.gate = d ? x.dev : x.host.data();
+                                            a.up = d ? y.dev : y.host.data();
+                                            a.out = d ? out.dev : out.host.data();
+                                          });
+  parley_add_args ad{};
+  ad.struct_size = sizeof ad, ad.n = rows * cols, ad.alpha = 1.f;
+  compare16<parley_add_args>(gpu, PARLEY_OP_ADD, dtype, "add 48x768" + tag, ad, out, [&](parley_add_args &a, bool d) {
+    a.a = d ? x.dev : x.host.data();
+    a.b = d ? y.dev : y.host.data();
+    a.out = d ? out.dev : out.host.data();
+  });
+}
+
 // f32_queries: the F32 kernel entry with kv_dtype F16 (fp32 queries and
 // output over the fp16 cache: the tensor-core kernel serving a model that
 // computes in F32 with an F16 KV cache); the cpu plugin gets the unrounded
@@ -768,6 +876,9 @@ int main(int argc, char **argv) {
         0.0);
     gpu.dev->release(gpu.state, didx);
   }
+  std::printf("== row ops with 16-bit activations (cuda at F16 / BF16 vs the cpu plugin at F32, rounded once)\n");
+  check_rows16(gpu, rng, PARLEY_DTYPE_F16);
+  check_rows16(gpu, rng, PARLEY_DTYPE_BF16);
   std::printf("%d failure(s)\n", g_failures);
   gpu.dev->shutdown(gpu.state);
   return g_failures ? 1 : 0;
