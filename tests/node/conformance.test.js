@@ -577,7 +577,11 @@ test('1,000 create/free cycles leave nothing behind', async (t) => {
   }
   // Every runtime's threads, every model's mapping, every file is gone.
   await collectGarbage(() => false);
-  assert.equal(countEntries('/proc/self/task'), threadsBefore);
+  // The shared runtime's request pool may have grown by a thread or two (a
+  // request submitted while the previous one's worker was still returning
+  // to the pool); a thread leaked per cycle would show as 1,000 more.
+  const threadsAfter = countEntries('/proc/self/task');
+  assert.ok(threadsAfter <= threadsBefore + 2, `threads ${threadsBefore} -> ${threadsAfter}`);
   assert.equal(countEntries('/proc/self/fd'), fdsBefore);
   assert.equal(mappingsOf(decoder), 0);
   // A leak of 32 KiB a cycle (a runtime's or a model's bookkeeping) would
