@@ -46,6 +46,21 @@ struct Loaded {
   }
 };
 
+// A runtime with only this build's plugins (PARLEY_PLUGIN_BUILD_DIR); the
+// caller frees it. Throws with the runtime's message.
+inline parley_runtime *build_runtime() {
+  std::string plugins = env("PARLEY_PLUGIN_BUILD_DIR");
+  const char *dirs[] = {plugins.c_str()};
+  parley_runtime_options o;
+  parley_runtime_options_init(&o);
+  o.plugin_sources = PARLEY_PLUGINS_NONE;
+  o.plugin_dirs = dirs;
+  o.num_plugin_dirs = 1;
+  parley_runtime *rt = nullptr;
+  if (parley_runtime_create(&o, &rt) != PARLEY_OK) throw std::runtime_error(parley_last_error());
+  return rt;
+}
+
 // Golden `name` (tests/parity/goldens/<name>.json) with the model file
 // `model_file` (relative to tests/parity; empty: the golden's own, float32),
 // with a self-attention KV cache of `kv_dtype` and activations of `act_dtype`.
@@ -57,14 +72,7 @@ inline std::unique_ptr<Loaded> load(const std::string &name, const std::string &
   std::ifstream f(dir + "/goldens/" + name + ".json");
   if (!f) throw std::runtime_error("cannot open golden " + name);
   l->golden = json::parse(f);
-  std::string plugins = env("PARLEY_PLUGIN_BUILD_DIR");
-  const char *dirs[] = {plugins.c_str()};
-  parley_runtime_options o;
-  parley_runtime_options_init(&o);
-  o.plugin_sources = PARLEY_PLUGINS_NONE;
-  o.plugin_dirs = dirs;
-  o.num_plugin_dirs = 1;
-  if (parley_runtime_create(&o, &l->rt) != PARLEY_OK) throw std::runtime_error(parley_last_error());
+  l->rt = build_runtime();
   // The suite also runs on tests/device_guard's "guarded" device.
   const char *extra = std::getenv("PARLEY_TEST_DEVICE_PLUGIN");
   if (extra && *extra && parley_runtime_load_plugin(l->rt, extra) != PARLEY_OK)
@@ -179,6 +187,16 @@ inline std::vector<int32_t> greedy(const parley::Transformer &t, const json &gol
     if (s + 1 < steps) logits = t.step(st, {out.back()}, 1, true);
   }
   return out;
+}
+
+// max |a[i] - b[i]| over two logit collections of one shape (NaN -> infinity).
+inline double worst_diff(const std::vector<float> &a, const std::vector<float> &b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    const double d = std::fabs(double(a[i]) - b[i]);
+    if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
+  }
+  return worst;
 }
 
 // max |got[v] - want[v]| over one vocabulary row (NaN -> infinity).

@@ -64,15 +64,7 @@ TEST(Activations16Bit, CpuDeviceRefusesNamingTheOp) {
 }
 
 TEST(Activations16Bit, LoadOptionsAreChecked) {
-  std::string plugins = parity::env("PARLEY_PLUGIN_BUILD_DIR");
-  const char *dirs[] = {plugins.c_str()};
-  parley_runtime_options ro;
-  parley_runtime_options_init(&ro);
-  ro.plugin_sources = PARLEY_PLUGINS_NONE;
-  ro.plugin_dirs = dirs;
-  ro.num_plugin_dirs = 1;
-  parley_runtime *rt = nullptr;
-  ASSERT_EQ(parley_runtime_create(&ro, &rt), PARLEY_OK) << parley_last_error();
+  parley_runtime *rt = parity::build_runtime();
   const std::string path =
       parity::env("PARLEY_PARITY_DIR") + "/" + parity::load("llama")->golden["model_file"].get<std::string>();
   auto try_load = [&](int32_t act, int32_t kv) {
@@ -126,11 +118,7 @@ TEST_P(Activations16BitFamily, LogitsNearF32AndGreedyTokens) {
     ASSERT_EQ(l->transformer->act_dtype(), dt);
     const parity::Logits got = parity::collect(*l->transformer, l->golden);
     ASSERT_EQ(got.values.size(), base.values.size());
-    double worst = 0;
-    for (size_t i = 0; i < got.values.size(); ++i) {
-      double d = std::fabs(double(got.values[i]) - base.values[i]);
-      if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
-    }
+    const double worst = parity::worst_diff(got.values, base.values);
     const double u = std::ldexp(1.0, dt == PARLEY_DTYPE_F16 ? -11 : -8);
     const double tol = 2.0 * (24.0 * double(layers) + 3.0) * u * max_logit;
     const auto tokens = parity::greedy(*l->transformer, l->golden, kSteps, nullptr);

@@ -1118,14 +1118,7 @@ std::string demo_dir() {
 std::unique_ptr<Demo> load_demo(int32_t serving_engine, int32_t block_size = 16, uint64_t budget = 16 << 20,
                                 bool use_defaults = false) {
   auto d = std::make_unique<Demo>();
-  std::string plugins = parity::env("PARLEY_PLUGIN_BUILD_DIR");
-  const char *dirs[] = {plugins.c_str()};
-  parley_runtime_options ro;
-  parley_runtime_options_init(&ro);
-  ro.plugin_sources = PARLEY_PLUGINS_NONE;
-  ro.plugin_dirs = dirs;
-  ro.num_plugin_dirs = 1;
-  if (parley_runtime_create(&ro, &d->rt) != PARLEY_OK) throw std::runtime_error(parley_last_error());
+  d->rt = parity::build_runtime();
   parley_model_options mo;
   parley_model_options_init(&mo);
   mo.serving_engine = serving_engine;

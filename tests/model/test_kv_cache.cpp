@@ -83,11 +83,7 @@ TEST_P(KvCache, LogitsNearTheF32CacheAndGreedyTokens) {
     ASSERT_EQ(l->transformer->kv_dtype(), dt);
     const parity::Logits got = parity::collect(*l->transformer, l->golden);
     ASSERT_EQ(got.values.size(), base.values.size());
-    double worst = 0;
-    for (size_t i = 0; i < got.values.size(); ++i) {
-      double d = std::fabs(double(got.values[i]) - base.values[i]);
-      if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
-    }
+    const double worst = parity::worst_diff(got.values, base.values);
     const double e = dt == PARLEY_DTYPE_F16    ? std::ldexp(1.0, -11)
                      : dt == PARLEY_DTYPE_BF16 ? std::ldexp(1.0, -8)
                                                : 1.0 / 254;
