@@ -156,6 +156,18 @@ void set_onednn_i8_min_m(int64_t m) {
   g_onednn_i8_min_m.store(m, std::memory_order_relaxed);
 }
 
+namespace {
+std::atomic<bool> g_i8_panels{true};
+}  // namespace
+
+bool i8_panels_enabled() {
+  return g_i8_panels.load(std::memory_order_relaxed);
+}
+
+void set_i8_panels(bool on) {
+  g_i8_panels.store(on, std::memory_order_relaxed);
+}
+
 int64_t vnni_packed_min_m() {
   const int64_t m = g_vnni_packed_min_m.load(std::memory_order_relaxed);
   return m >= 0 ? m : kVnniPackedMinM;

@@ -79,6 +79,13 @@ void set_onednn_i8_min_m(int64_t m);
 int64_t vnni_packed_min_m();
 void set_vnni_packed_min_m(int64_t m);
 
+// Whether prepare_weight lays I8 per-row weights out in VNNI panels when
+// AVX512-VNNI is in use (default true; false keeps the file's layout and the
+// older micro-kernel + oneDNN paths, which the tests compare with the
+// panels). Read at prepare time. Thread-safe.
+bool i8_panels_enabled();
+void set_i8_panels(bool on);
+
 // A line describing the active level (and what the CPU has), e.g. for the log.
 std::string isa_description();
 

@@ -12,6 +12,8 @@
 #include "linear.h"
 
 #include <immintrin.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -135,6 +137,23 @@ PARLEY_CPU_MULTIVERSION void i4_row(const uint8_t *src, const float *scales, int
   }
 }
 
+// Asks the kernel to reclaim the whole pages of [p, p + bytes): clean
+// mapped-file pages are dropped (and read again if touched), anonymous ones
+// swapped out where there is swap. Contents never change; failure (an older
+// kernel) leaves them resident.
+void page_out(const void *p, uint64_t bytes) {
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  if (page == 0 || page == uintptr_t(-1)) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) / page * page;
+  if (end > begin) (void)madvise(reinterpret_cast<void *>(begin), end - begin, MADV_PAGEOUT);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 // Checks shared by every dtype's prepare_weight.
 parley_kernel_status check_desc(const Host &host, const parley_weight_desc *d, int32_t dtype) {
   if (!d) return host.fail(PARLEY_KERNEL_INVALID_ARGUMENT, "linear: weight desc is NULL");
@@ -231,8 +250,19 @@ parley_kernel_status prepare(const parley_kernel_context *ctx, const parley_weig
         }
       }
     }
-    out->bytes = w->owned_bytes() + sizeof(PackedWeight);
+    // Where AVX512-VNNI is in use, I8 per-row weights get VNNI panels, and
+    // the source's pages are handed back to the kernel (MADV_PAGEOUT:
+    // reclaimed, never changed; a float path that reads them later - a
+    // non-finite activation row, a capped instruction set, the tied
+    // embedding table - faults them back in). So the process holds the
+    // weight once, as the panels, not also as the mapped file.
     out->flags = PARLEY_PREPARED_USES_SOURCE;
+    if (dtype == PARLEY_DTYPE_I8 && d->quant == PARLEY_QUANT_PER_ROW && use_avx512_vnni() && i8_panels_enabled() &&
+        pack_i8_panels(*w)) {
+      page_out(d->data, uint64_t(d->n) * uint64_t(d->ld_bytes));
+      out->flags |= PARLEY_PREPARED_SOURCE_RELEASED;
+    }
+    out->bytes = w->owned_bytes() + sizeof(PackedWeight);
     out->handle = w.release();
     return PARLEY_KERNEL_OK;
   });

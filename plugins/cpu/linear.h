@@ -5,14 +5,15 @@
 // mapped and stays so until release_weight): quantized and half-precision
 // weights are converted in registers or in a cache-sized tile, never into a
 // float32 copy of the whole matrix. Kernel paths that want another layout
-// (VNNI-interleaved int8, row sums for the unsigned-by-signed dot product)
-// add it here as plugin-owned memory and count it in `bytes`.
+// (VNNI panels of I8 per-row weights, row sums for the unsigned-by-signed
+// dot product) add it here as plugin-owned memory and count it in `bytes`.
 #ifndef PARLEY_PLUGINS_CPU_LINEAR_H
 #define PARLEY_PLUGINS_CPU_LINEAR_H
 
 #include <parley/plugin.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,7 +34,23 @@ struct PackedWeight {
   // Plugin-owned extras (counted in parley_prepared_weight.bytes).
   std::vector<int32_t> row_sums;  // I8 per-row: sum of each row (the u8 x s8 product's correction)
   std::vector<float> group_corr;  // group-wise: 128 * sum_g scale_g * sum(row's group g)
-  uint64_t owned_bytes() const { return row_sums.size() * sizeof(int32_t) + group_corr.size() * sizeof(float); }
+  // I8 per-row weights prepared while AVX512-VNNI is in use: the weight in
+  // VNNI panels (linear_avx512.cpp, pack_i8_panels), which every VNNI
+  // product of this weight reads instead of `data`: ceil(n / 64) tiles of
+  // panel_k / 4 steps x 64 output features x 4 bytes (element 4s + t of
+  // feature 64T + f at byte (T * panel_k / 4 + s) * 256 + 4f + t), panel_k =
+  // k rounded up to 64, zeros past n and k. Null where not made (other weights, another
+  // instruction set, k > 65536, no memory); `data` stays valid for the
+  // float paths either way.
+  struct FreeAligned {
+    void operator()(int8_t *p) const { std::free(p); }
+  };
+  std::unique_ptr<int8_t, FreeAligned> panels;
+  int64_t panel_k = 0;
+  uint64_t panel_bytes = 0;
+  uint64_t owned_bytes() const {
+    return row_sums.size() * sizeof(int32_t) + group_corr.size() * sizeof(float) + panel_bytes;
+  }
 };
 
 // IEEE half to float32 for n values (F16C where the CPU has it).

@@ -47,6 +47,11 @@ bool gemv_avx512(const Host &host, const parley_linear_args &a, const PackedWeig
 bool gemm_int_vnni_avx512(const Host &host, const parley_linear_args &a, const PackedWeight &w,
                           parley_kernel_status *status, bool *stats_written);
 
+// Lays an I8 per-row weight (k <= 65536) out in VNNI panels
+// (PackedWeight::panels), which gemm_int_vnni_avx512 then uses for every row
+// count. False (and nothing set) for other weights or without memory.
+bool pack_i8_panels(PackedWeight &w);
+
 // The same products on AVX2 (linear_int_avx2.cpp): int8-valued activations
 // widened to int16, vpmaddwd. I8 per-row (any k; bit-identical to the VNNI
 // kernel) and I8 / I4 group-wise with groups of 32, 64 or 128.

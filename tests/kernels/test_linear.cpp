@@ -203,12 +203,12 @@ struct Path {
   const char *name;
   Isa cap;
   bool vnni, bf16;
+  bool panels = true;  // I8 per-row weights in VNNI panels where VNNI is in use (else the file layout)
 };
-constexpr Path kPaths[] = {{"generic", Isa::kGeneric, false, false},
-                           {"avx2", Isa::kAvx2, false, false},
-                           {"avx2_int8", Isa::kAvx2, true, false},
-                           {"avx512", Isa::kAvx512, false, false},
-                           {"avx512_vnni_bf16", Isa::kAvx512, true, true}};
+constexpr Path kPaths[] = {
+    {"generic", Isa::kGeneric, false, false},       {"avx2", Isa::kAvx2, false, false},
+    {"avx2_int8", Isa::kAvx2, true, false},         {"avx512", Isa::kAvx512, false, false},
+    {"avx512_vnni_bf16", Isa::kAvx512, true, true}, {"avx512_vnni_file_layout", Isa::kAvx512, true, true, false}};
 
 // The CPU feature a path needs that this CPU lacks, or nullptr.
 const char *missing_feature(const Path &p) {
@@ -221,8 +221,14 @@ const char *missing_feature(const Path &p) {
 }
 
 struct PathScope {
-  explicit PathScope(const Path &p) { parley::cpu::set_isa_cap(p.cap, p.vnni, p.bf16); }
-  ~PathScope() { parley::cpu::set_isa_cap(Isa::kAvx512, true, true); }
+  explicit PathScope(const Path &p) {
+    parley::cpu::set_isa_cap(p.cap, p.vnni, p.bf16);
+    parley::cpu::set_i8_panels(p.panels);
+  }
+  ~PathScope() {
+    parley::cpu::set_isa_cap(Isa::kAvx512, true, true);
+    parley::cpu::set_i8_panels(true);
+  }
 };
 
 // Whether this call takes an int8-activation kernel: VNNI (I8 per-row, or I8
@@ -647,7 +653,10 @@ TEST(Linear, NonFiniteActivationsPropagateOnEveryPath) {
 // -128. From onednn_i8_min_m() rows VNNI hands the product to oneDNN's int8
 // GEMM; it is run here both ways (oneDNN from the default row count, and
 // the micro-kernel at every m), with more rows than one GEMM block and more
-// outputs than one tile. The bias: see below.
+// outputs than one tile. With AVX512-VNNI, weights are prepared in VNNI
+// panels by default, and every m runs on them (path avx512_vnni_bf16); path
+// avx512_vnni_file_layout runs the micro-kernel and oneDNN on the file's
+// layout. The bias: see below.
 TEST(Linear, I8PerRowInt8ActivationPathsGiveTheExactIntegerDot) {
   PARLEY_TRACE_BASE_SEED();
   int ran = 0;
@@ -703,6 +712,30 @@ TEST(Linear, I8PerRowInt8ActivationPathsGiveTheExactIntegerDot) {
       }
     }
   if (ran == 0) GTEST_SKIP() << "this CPU has no int8-activation path (needs AVX2 or AVX512-VNNI)";
+}
+
+// With AVX512-VNNI in use, an I8 per-row weight is prepared once in VNNI
+// panels (counted in the prepared bytes: at least n * k rounded up to 16 x
+// 64); without (or with the panels turned off) only its row sums are kept.
+TEST(Linear, I8PerRowWeightsGetVnniPanelsOnlyWhereVnniRuns) {
+  PARLEY_TRACE_BASE_SEED();
+  Rng rng(case_seed());
+  const int64_t n = 40, k = 100;
+  const Weight w = make_weight(kSpecs[3], n, k, rng);
+  const uint64_t panel_bytes = uint64_t((n + 15) / 16 * 16) * uint64_t((k + 63) / 64 * 64);
+  for (const Path &path : kPaths) {
+    if (missing_feature(path)) continue;
+    TestHost host(1);
+    PathScope scope(path);
+    const parley_kernel_desc *kd = linear_desc(PARLEY_DTYPE_I8);
+    const parley_weight_desc d = desc_of(w);
+    parley_prepared_weight pw{};
+    pw.struct_size = sizeof pw;
+    ASSERT_EQ(kd->prepare_weight(host.context(), &d, &pw), PARLEY_KERNEL_OK) << host.last_error();
+    const bool want = path.cap == Isa::kAvx512 && path.vnni && path.panels;
+    EXPECT_EQ(pw.bytes >= panel_bytes, want) << path.name << ": " << pw.bytes << " bytes prepared";
+    kd->release_weight(host.context(), pw.handle);
+  }
 }
 
 // ---- the instruction-set knob ------------------------------------------------------
