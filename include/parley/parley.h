@@ -700,6 +700,13 @@ typedef struct parley_model_memory {
    * whole blocks; 0 until the engine started, or without one). Pages of a
    * host pool cost RAM only once a sequence has written them. */
   uint64_t kv_pool_bytes;
+  /* Of file_bytes: weights whose kernels keep their own copy (counted in
+   * packed_bytes) and handed the file's pages back to the OS, which holds
+   * them only while something reads them again (a rare fallback path, or
+   * the same tensor as an embedding table). The cpu plugin does so with I8
+   * per-row weights on AVX512-VNNI. Resident weight memory is about
+   * file_bytes - released_bytes + packed_bytes + converted_bytes. */
+  uint64_t released_bytes;
 } parley_model_memory;
 
 /*

@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PARLEY_PLUGIN_ABI_MAJOR 1
-#define PARLEY_PLUGIN_ABI_MINOR 6
+#define PARLEY_PLUGIN_ABI_MINOR 7
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define PARLEY_PLUGIN_ABI_VERSION ((uint32_t)((PARLEY_PLUGIN_ABI_MAJOR << 16) | PARLEY_PLUGIN_ABI_MINOR))
 #define PARLEY_PLUGIN_ENTRY_SYMBOL "parley_plugin_entry"
@@ -511,6 +511,12 @@ typedef struct parley_weight_desc {
 
 /* The result of prepare_weight. */
 #define PARLEY_PREPARED_USES_SOURCE 1u /* the handle reads desc->data / desc->scales during calls */
+/* ABI 1.7: the handle holds the whole weight in its own layout (counted in
+ * `bytes`), and the plugin asked the OS to reclaim the pages of desc->data
+ * (madvise MADV_PAGEOUT: contents unchanged; read again, and so resident
+ * again, only where a rare fallback path needs them). The host reports
+ * those bytes as released (parley_model_memory.released_bytes). */
+#define PARLEY_PREPARED_SOURCE_RELEASED 2u
 typedef struct parley_prepared_weight {
   size_t struct_size;
   void *handle;   /* opaque: the plugin's own layout (may live in device memory) */

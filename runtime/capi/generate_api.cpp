@@ -323,7 +323,9 @@ PARLEY_API parley_status parley_model_memory_usage(const parley_model *model, pa
       m.packed_bytes += e.bytes;
       ++m.linear_weights;
       if (e.widened) ++m.widened_weights;
+      if (e.source_released) m.released_bytes += e.source_bytes;
     }
+    m.released_bytes = std::min(m.released_bytes, m.file_bytes);  // a tensor two weights share counts once at most
     m.converted_bytes = t.prepared_bytes() - m.packed_bytes;
     m.kv_bytes_per_token = t.check_kv_bytes(1, 1);
     if (const Engine *e = model->impl.engine_if_started()) m.kv_pool_bytes = e->stats().kv_budget_bytes;

@@ -185,7 +185,8 @@ int inspect_json(parley_runtime *rt, const std::string &path, bool verify, const
       doc["memory"] = {{"file_bytes", mem.file_bytes},           {"packed_bytes", mem.packed_bytes},
                        {"converted_bytes", mem.converted_bytes}, {"linear_weights", mem.linear_weights},
                        {"widened_weights", mem.widened_weights}, {"kv_bytes_per_token", mem.kv_bytes_per_token},
-                       {"kv_cache", type_label(kv_cache)},       {"activations", type_label(activations)}};
+                       {"kv_cache", type_label(kv_cache)},       {"activations", type_label(activations)},
+                       {"released_bytes", mem.released_bytes}};
   } else {
     doc["runnable"] = false;
     doc["not_runnable_because"] = parley_last_error();

@@ -242,9 +242,11 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
     auto mem = sized<parley_model_memory>();
     if (parley_model_memory_usage(m, &mem) == PARLEY_OK)
       std::printf(
-          "Memory: file %s; kernels' packed weights %s; f32 conversions %s; %llu linear weights, %llu "
-          "widened to f32; KV cache %llu bytes per token (%s); activations %s\n",
-          human_bytes(mem.file_bytes).c_str(), human_bytes(mem.packed_bytes).c_str(),
+          "Memory: file %s (%s of it released to the OS: kernels' own copies replace it); kernels' packed weights "
+          "%s; f32 conversions %s; %llu linear weights, %llu widened to f32; KV cache %llu bytes per token (%s); "
+          "activations %s\n",
+          human_bytes(mem.file_bytes).c_str(), human_bytes(mem.released_bytes).c_str(),
+          human_bytes(mem.packed_bytes).c_str(),
           human_bytes(mem.converted_bytes).c_str(), static_cast<unsigned long long>(mem.linear_weights),
           static_cast<unsigned long long>(mem.widened_weights), static_cast<unsigned long long>(mem.kv_bytes_per_token),
           parley_cli::type_label(kv_cache), parley_cli::type_label(activations));

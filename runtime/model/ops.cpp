@@ -167,6 +167,8 @@ LinearWeight Ops::prepare_linear(Weights &weights, const std::string &name, int6
       info.op = PARLEY_OP_LINEAR;
       info.bytes = out.bytes;
       info.uses_source = (out.flags & PARLEY_PREPARED_USES_SOURCE) != 0;
+      info.source_released = kern.reports_released_source && (out.flags & PARLEY_PREPARED_SOURCE_RELEASED) != 0;
+      info.source_bytes = t.length;
       if (plan) *plan = info;
       return w;
     }

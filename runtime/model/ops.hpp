@@ -29,6 +29,9 @@ struct LinearPlan {
   bool widened = false;             // a non-f32 weight converted to an f32 copy (the fallback)
   uint64_t bytes = 0;               // memory the kernel's packed copy owns
   bool uses_source = false;
+  // The kernel released the source's pages (PARLEY_PREPARED_SOURCE_RELEASED): source_bytes of the file.
+  bool source_released = false;
+  uint64_t source_bytes = 0;
 };
 
 // A weight prepared for one device: a LINEAR kernel's packed handle, or

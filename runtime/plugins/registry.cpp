@@ -315,6 +315,7 @@ void Registry::register_descriptor(const parley_plugin_desc *desc, const std::st
       k.weight_dtype = kd.weight_dtype;
       k.prepare_weight = kd.prepare_weight;
       k.release_weight = kd.release_weight;
+      k.reports_released_source = major == PARLEY_PLUGIN_ABI_MAJOR && minor >= 7;
     }
     new_kernels.push_back(std::move(k));
   }

@@ -48,6 +48,8 @@ struct Kernel {
   int32_t weight_dtype = -1;  // parley_dtype; an int: -1 is not a value of the enum
   decltype(parley_kernel_desc::prepare_weight) prepare_weight = nullptr;
   decltype(parley_kernel_desc::release_weight) release_weight = nullptr;
+  // PARLEY_PREPARED_SOURCE_RELEASED is a bit its plugin can have meant (ABI 1.7).
+  bool reports_released_source = false;
 };
 
 const char *op_name(parley_op op);

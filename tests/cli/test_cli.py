@@ -249,6 +249,7 @@ def test_inspect_names_config_enums_and_has_json():
     assert len(doc["tensors"]) == int(re.search(r"(\d+) tensors", text).group(1))
     assert all(t["checksum"] == "ok" for t in doc["tensors"]) and doc["tokenizers"][0]["checksum"] == "ok"
     assert doc["memory"]["kv_bytes_per_token"] > 0 and doc["kernel_plan"], doc.keys()
+    assert 0 <= doc["memory"]["released_bytes"] <= doc["memory"]["file_bytes"], doc["memory"]
 
     plugins = json.loads(cli(["plugins", "--json"]).stdout)
     cpu = [p for p in plugins["plugins"] if p["name"] == "cpu"]

@@ -334,6 +334,7 @@ def test_serving_engine_option_and_stats(runtime):
             mem = m.memory_usage()
             assert mem["kv_bytes_per_token"] > 0 and mem["file_bytes"] == GPT2.stat().st_size
             assert (mem["kv_pool_bytes"] > 0) == on
+            assert mem["released_bytes"] == 0  # an f32 file: no kernel keeps its own copy
     assert got[True] == got[False] and len(got[True]) == 6
     with pytest.raises(TypeError, match="serving_engine"):
         parley.Model(runtime, GPT2, serving_engine=1)

@@ -322,7 +322,7 @@ class ModelMemory(Structure):
     _fields_ = [("struct_size", c_size_t)] + [
         (n, c_uint64)
         for n in ("file_bytes", "packed_bytes", "converted_bytes", "linear_weights", "widened_weights",
-                  "kv_bytes_per_token", "kv_pool_bytes")
+                  "kv_bytes_per_token", "kv_pool_bytes", "released_bytes")
     ]
 
 

@@ -2367,12 +2367,13 @@ pub struct parley_model_memory {
     pub widened_weights: u64,
     pub kv_bytes_per_token: u64,
     pub kv_pool_bytes: u64,
+    pub released_bytes: u64,
 }
 #[test]
 fn bindgen_test_layout_parley_model_memory() {
     assert_eq!(
         ::std::mem::size_of::<parley_model_memory>(),
-        64usize,
+        72usize,
         concat!("Size of: ", stringify!(parley_model_memory))
     );
     assert_eq!(
@@ -2516,6 +2517,23 @@ fn bindgen_test_layout_parley_model_memory() {
         );
     }
     test_field_kv_pool_bytes();
+    fn test_field_released_bytes() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_model_memory>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).released_bytes) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_model_memory),
+                "::",
+                stringify!(released_bytes)
+            )
+        );
+    }
+    test_field_released_bytes();
 }
 extern "C" {
     pub fn parley_model_memory_usage(
