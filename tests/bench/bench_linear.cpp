@@ -12,7 +12,11 @@
 // Prefill / batched (m > 8): GFLOP/s (2 m n k per call) of each path, and of
 // oneDNN sgemm on float32 weights (the general path with F32 weights).
 //
-// Usage: bench_linear [--quick] [--threads 1,2] [--vnni-ukernel]
+// Usage: bench_linear [--quick] [--threads 1,2] [--vnni-ukernel] [--file-layout]
+// --file-layout: I8 per-row weights keep the file's layout on VNNI (no VNNI
+// panels): the micro-kernel and oneDNN's int8 GEMM, as before the panels.
+// --hot: one copy of each weight (it stays in the caches), as a model that
+// fits the L3 runs, instead of copies that make every call read memory.
 #include <immintrin.h>
 #include <parley/plugin.h>
 
@@ -247,7 +251,7 @@ const Path kPaths[] = {{"generic", Isa::kGeneric, false},
 }  // namespace
 
 int main(int argc, char **argv) {
-  bool quick = false;
+  bool quick = false, hot = false;
   std::vector<int> thread_counts = {1, 2};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
@@ -257,6 +261,8 @@ int main(int argc, char **argv) {
       parley::cpu::set_onednn_i8_min_m(int64_t{1} << 40);
       parley::cpu::set_vnni_packed_min_m(int64_t{1} << 40);
     }
+    if (std::strcmp(argv[i], "--file-layout") == 0) parley::cpu::set_i8_panels(false);
+    if (std::strcmp(argv[i], "--hot") == 0) hot = true;
     if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       thread_counts.clear();
       for (char *s = argv[++i]; *s;) {
@@ -287,7 +293,8 @@ int main(int argc, char **argv) {
       for (const Spec &spec : kSpecs) {
         if (quick && spec.dtype == PARLEY_DTYPE_BF16) continue;
         const int64_t bytes = weight_bytes(spec, s.n, s.k);
-        const int copies = int(std::max<int64_t>(1, ((int64_t(256) << 20) + bytes - 1) / bytes));
+        const int copies = hot ? 1 : int(std::max<int64_t>(1, ((int64_t(256) << 20) + bytes - 1) / bytes));
+        parley::cpu::set_isa_cap(Isa::kAvx512, true, false);  // prepared as a VNNI host does (i8row: panels)
         Weights w(spec, s.n, s.k, copies, pool.context());
         std::printf("%-18s %-6s %7.1f |", s.what, spec.name, bytes / 1048576.0);
         for (const Path &p : kPaths) {
@@ -316,11 +323,12 @@ int main(int argc, char **argv) {
         continue;
       const int64_t k = 896, n = 4864;
       const int64_t bytes = weight_bytes(spec, n, k);
-      const int copies = int(std::max<int64_t>(1, ((int64_t(256) << 20) + bytes - 1) / bytes));
+      const int copies = hot ? 1 : int(std::max<int64_t>(1, ((int64_t(256) << 20) + bytes - 1) / bytes));
+      parley::cpu::set_isa_cap(Isa::kAvx512, true, false);  // prepared as a VNNI host does (i8row: panels)
       Weights w(spec, n, k, copies, pool.context());
       // The avx2+int8 column forces the AVX2 int8 kernel at every m
       // (set_avx2_int8_max_m) to show where it stops winning.
-      for (int64_t m : {2, 4, 8, 10, 12, 16, 20, 24, 32}) {
+      for (int64_t m : {1, 2, 4, 8, 10, 12, 16, 20, 24, 32}) {
         std::printf("%-6s %4lld |", spec.name, static_cast<long long>(m));
         for (const Path &p : kPaths) {
           if ((p.cap == Isa::kAvx512 && !f.avx512) || (p.vnni && p.cap == Isa::kAvx512 && !f.avx512_vnni)) {
@@ -338,7 +346,8 @@ int main(int argc, char **argv) {
     }
     std::printf(
         "\nprefill / batched: GFLOP/s, best of the calls (general = tile convert + oneDNN sgemm; f32 general = sgemm "
-        "on f32)\n");
+        "on f32; vnni = the VNNI path as prepared (i8row: VNNI panels); file = i8row on the file's layout (oneDNN "
+        "int8 GEMM from 24 rows); ukernel = the file-layout micro-kernel at every m)\n");
     const Shape prefill_shapes[] = {{"qwen0.5b mlp up", 896, 4864},
                                     {"qwen0.5b mlp down", 4864, 896},
                                     {"smollm2 mlp up", 576, 1536},
@@ -349,6 +358,9 @@ int main(int argc, char **argv) {
         std::printf("%-18s m=%-4lld |", s.what, static_cast<long long>(m));
         for (const Spec &spec : kSpecs) {
           if (quick && spec.dtype == PARLEY_DTYPE_BF16) continue;
+          // Prepared while VNNI is in use: I8 per-row weights get their
+          // VNNI panels (unless --file-layout).
+          parley::cpu::set_isa_cap(Isa::kAvx512, true, false);
           Weights w(spec, s.n, s.k, 1, pool.context());
           parley::cpu::set_isa_cap(Isa::kAvx512, false, false);
           const double tg = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
@@ -357,13 +369,22 @@ int main(int argc, char **argv) {
             parley::cpu::set_isa_cap(Isa::kAvx512, true, false);
             const double tv = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
             std::printf(" (vnni %6.1f)", 2.0 * m * s.n * s.k / tv / 1e9);
-            // The same path with the dot-product micro-kernel at every m
-            // (without oneDNN's int8 GEMM / the packed-block kernel).
+            // The same path on the file's layout with the dot-product
+            // micro-kernel at every m (without oneDNN's int8 GEMM / the
+            // packed-block kernel).
+            const bool panels = parley::cpu::i8_panels_enabled();
+            parley::cpu::set_i8_panels(false);
+            Weights wf(spec, s.n, s.k, 1, pool.context());
+            parley::cpu::set_i8_panels(panels);
             const int64_t saved_onednn = parley::cpu::onednn_i8_min_m(),
                           saved_packed = parley::cpu::vnni_packed_min_m();
+            if (spec.dtype == PARLEY_DTYPE_I8 && spec.quant == PARLEY_QUANT_PER_ROW && panels) {
+              const double tf = time_linear(pool, wf, m, s.n, s.k, quick ? 5 : 11).best;
+              std::printf(" (file %6.1f)", 2.0 * m * s.n * s.k / tf / 1e9);
+            }
             parley::cpu::set_onednn_i8_min_m(int64_t{1} << 40);
             parley::cpu::set_vnni_packed_min_m(int64_t{1} << 40);
-            const double tu = time_linear(pool, w, m, s.n, s.k, quick ? 5 : 11).best;
+            const double tu = time_linear(pool, wf, m, s.n, s.k, quick ? 5 : 11).best;
             parley::cpu::set_onednn_i8_min_m(saved_onednn);
             parley::cpu::set_vnni_packed_min_m(saved_packed);
             std::printf(" (ukernel %6.1f)", 2.0 * m * s.n * s.k / tu / 1e9);
