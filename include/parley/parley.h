@@ -1010,7 +1010,8 @@ typedef enum parley_tokenize_flags {
  * Tokenize UTF-8 `text` with the model's tokenizer (for translation models:
  * the source tokenizer). add_special_tokens holds parley_tokenize_flags:
  * nonzero without PARLEY_TOKENIZE_PARSE_SPECIAL adds what the model's
- * tokenizer adds (BOS, EOS, the language token of `language`; NULL for none);
+ * tokenizer adds (BOS, EOS, the language token of `language`; NULL for none,
+ * "" is refused);
  * PARLEY_TOKENIZE_PARSE_SPECIAL alone parses special-token strings in the
  * text without adding any, combined with PARLEY_TOKENIZE_ADD_SPECIAL it does
  * both. Special-token strings in the text are plain text otherwise (as they

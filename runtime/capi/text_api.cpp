@@ -140,6 +140,8 @@ PARLEY_API parley_status parley_tokenize(const parley_model *model, const char *
     require(out_count, "out_count");
     std::string t = text_arg(text, "text");
     std::string lang = language ? text_arg(language, "language") : std::string();
+    if (language && lang.empty())  // an unset variable, not a choice: NULL says "no language token"
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "language is an empty string; pass NULL for no language token");
     if (add_special_tokens < 0)
       fail(PARLEY_ERROR_INVALID_ARGUMENT,
            "add_special_tokens is negative (" + std::to_string(add_special_tokens) +

@@ -160,6 +160,10 @@ static void test_tokenize(parley_runtime *rt) {
   CHECK(n >= 3);
   CHECK_STATUS(parley_tokenize(nllb, "Hallo", 1, "xx_Nope", ids, 256, &n), PARLEY_ERROR_NOT_FOUND);
   CHECK(strstr(parley_last_error(), "xx_Nope") != NULL);
+  /* "" is no language code (an unset variable, most likely): refused by name */
+  CHECK_STATUS(parley_tokenize(nllb, "Hallo", 1, "", ids, 256, &n), PARLEY_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(parley_last_error(), "language is an empty string") != NULL);
+  CHECK_STATUS(parley_tokenize(qwen, "Hallo", 1, "", ids, 256, &n), PARLEY_ERROR_INVALID_ARGUMENT);
   /* Misuse. */
   CHECK_STATUS(parley_tokenize(NULL, "x", 1, NULL, NULL, 0, &n), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK_STATUS(parley_tokenize(qwen, NULL, 1, NULL, NULL, 0, &n), PARLEY_ERROR_INVALID_ARGUMENT);
