@@ -1228,6 +1228,37 @@ def test_chat_context_policy_and_save_restore(chat_model):
 
 
 
+def test_openai_service_context_option(chat_model):
+    """The Python app (OpenAIService, and build_app on Ray) sets the context policy as
+    parley serve --context does; its refusal names its own option."""
+    import asyncio
+
+    from parley._openai_protocol import ApiError
+    from parley.openai_api import OpenAIService
+
+    with pytest.raises(ValueError, match="context"):
+        OpenAIService({"bot": chat_model.path}, threads=1, context="truncate")
+    long = " ".join(f"Order {i} has not arrived yet." for i in range(40))
+    turns = []
+    for i in range(8):  # about 300 tokens a turn: past the 1024 positions
+        turns += [{"role": "user", "content": long}, {"role": "assistant", "content": f"Noted ({i})."}]
+    body = {"model": "bot", "max_tokens": 4, "messages": [{"role": "system", "content": "Be brief."}] + turns +
+            [{"role": "user", "content": "And now?"}]}
+    for context in ("error", "drop_oldest", "drop-oldest"):
+        svc = OpenAIService({"bot": chat_model.path}, threads=1, context=context)
+        try:
+            if context == "error":
+                with pytest.raises(ApiError) as e:
+                    asyncio.run(svc.chat_completions(body))
+                assert e.value.http_status == 400 and "context='drop_oldest'" in e.value.message, e.value.message
+                assert "PARLEY_CHAT_CONTEXT" not in e.value.message
+            else:
+                doc = asyncio.run(svc.chat_completions(body))
+                assert doc["choices"][0]["message"]["role"] == "assistant", doc
+        finally:
+            svc.close()
+
+
 def test_chat_save_with_kv_into_a_fresh_model(runtime, chat_model):
     # A second instance of the file has an empty prefix cache: only K/V saved
     # with save(kv=True) can be reused there.

@@ -60,7 +60,9 @@ def error_from_parley(e: BaseException, context: str = "") -> ApiError:
     """A binding exception as runtime/http's error_from_status maps its status."""
     if not isinstance(e, perr.ParleyError):
         return ApiError(f"{context}{e}", http_status=500, type="server_error")
-    msg = context + _FUNCTION_NAME.sub("", e.message or e.status_name)
+    # The library's advice names its C constant; here the option is the service's.
+    msg = context + _FUNCTION_NAME.sub("", e.message or e.status_name).replace(
+        "PARLEY_CHAT_CONTEXT_DROP_OLDEST", "context='drop_oldest' (OpenAIService, build_app)")
     code = e.status_name
     if isinstance(e, (perr.InvalidArgumentError, perr.UnsupportedError, perr.NotFoundError)):
         return ApiError(msg, _param_of(msg), code=code, http_status=400)

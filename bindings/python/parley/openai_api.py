@@ -113,12 +113,19 @@ class OpenAIService:
     ``OpenAIService({"bot": "support-llama.parley", "en-de": "opus-mt-en-de.parley"}, threads=1)``
     loads each model once. The route methods must run on one event loop (the
     replica's); requests from many clients may run concurrently on it.
+    ``context``: what a conversation past a model's positions does, as
+    ``parley serve --context``: ``"error"`` (400) or ``"drop_oldest"`` (its
+    oldest turns after the system prompt are left out; ``"drop-oldest"`` is
+    accepted too).
     """
 
     def __init__(self, models: Mapping[str, str], *, threads: int = 0, device: str = "cpu",
-                 limits: Limits | None = None, plugin_dirs: Sequence[str] | None = None):
+                 limits: Limits | None = None, plugin_dirs: Sequence[str] | None = None, context: str = "error"):
         if not models:
             raise ValueError("at least one model is required: {name: path}")
+        if not isinstance(context, str) or context.replace("-", "_") not in ("error", "drop_oldest"):
+            raise ValueError(f"context must be 'error' or 'drop_oldest', not {context!r}")
+        self.context = context.replace("-", "_")
         self.limits = limits or Limits()
         self.runtime = Runtime(threads=threads, plugin_dirs=list(plugin_dirs) if plugin_dirs else None)
         self.models: dict[str, _Loaded] = {}
@@ -377,7 +384,7 @@ class OpenAIService:
         try:
             for _ in range(n):
                 try:
-                    chat = Chat(e.model, "\n\n".join(system) if system else None)
+                    chat = Chat(e.model, "\n\n".join(system) if system else None, context=self.context)
                 except perr.ParleyError as err:
                     raise error_from_parley(err) from None
                 chats.append(chat)

@@ -69,11 +69,13 @@ class ParleyDeployment:
     """One replica: the models, loaded once, and the routes of `parley serve`."""
 
     def __init__(self, models: Mapping[str, str], *, threads: int = 1, device: str = "cpu",
-                 max_tokens: int = 1024, max_body_bytes: int = 1 << 20, request_timeout_s: float | None = None):
+                 max_tokens: int = 1024, max_body_bytes: int = 1 << 20, request_timeout_s: float | None = None,
+                 context: str = "error"):
         self.max_body_bytes = max_body_bytes
         self.replica = _replica_id()
         self.service = OpenAIService(models, threads=threads, device=device,
-                                     limits=Limits(max_tokens=max_tokens, request_timeout_s=request_timeout_s))
+                                     limits=Limits(max_tokens=max_tokens, request_timeout_s=request_timeout_s),
+                                     context=context)
 
     def __del__(self) -> None:
         svc = getattr(self, "service", None)
@@ -153,6 +155,7 @@ def build_app(
     max_tokens: int = 1024,
     max_body_bytes: int = 1 << 20,
     request_timeout_s: float | None = None,
+    context: str = "error",
 ):
     """A Ray Serve application of `models` ({name: path of a .parley file}).
 
@@ -163,7 +166,8 @@ def build_app(
     most ``max_ongoing_requests`` at once (more wait in Serve's queue, up to
     ``max_queued_requests``, -1: no limit; beyond it Serve answers 503).
     ``num_cpus``: the Ray CPUs a replica reserves; ``threads`` its Parley
-    thread pool (default: ``num_cpus`` rounded up).
+    thread pool (default: ``num_cpus`` rounded up). ``context``: ``"error"``
+    or ``"drop_oldest"``, as ``parley serve --context``.
     """
     if not models:
         raise ValueError("build_app: at least one model is required ({name: path})")
@@ -179,13 +183,14 @@ def build_app(
     return ParleyDeployment.options(**opts).bind(
         {k: os.path.abspath(v) for k, v in models.items()},
         threads=threads if threads is not None else max(1, math.ceil(num_cpus)),
-        device=device, max_tokens=max_tokens, max_body_bytes=max_body_bytes, request_timeout_s=request_timeout_s)
+        device=device, max_tokens=max_tokens, max_body_bytes=max_body_bytes, request_timeout_s=request_timeout_s,
+        context=context)
 
 
 def app_builder(args: dict[str, str]):
     """For ``serve run parley.ray_serve:app_builder models=NAME=PATH,... [num_replicas=N]
     [min_replicas=A max_replicas=B target_ongoing_requests=T] [max_ongoing_requests=M] [num_cpus=C]
-    [threads=T] [max_tokens=K]``."""
+    [threads=T] [max_tokens=K] [context=error|drop_oldest]``."""
     args = dict(args)
     spec = args.pop("models", "")
     models = {}
@@ -200,7 +205,7 @@ def app_builder(args: dict[str, str]):
     kw: dict[str, Any] = {}
     for k, conv in (("num_replicas", int), ("max_ongoing_requests", int), ("max_queued_requests", int),
                     ("num_cpus", float), ("threads", int), ("max_tokens", int), ("device", str),
-                    ("request_timeout_s", float)):
+                    ("request_timeout_s", float), ("context", str)):
         if k in args:
             kw[k] = conv(args.pop(k))
     if args:
