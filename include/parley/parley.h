@@ -1103,7 +1103,8 @@ typedef struct parley_translation_options {
    * at its relative position (parley_translation_result_protected_span says
    * which and where). Of overlapping matches the earliest, then the longest
    * wins. Errors: PARLEY_ERROR_INVALID_ARGUMENT naming the pattern and the
-   * offset where it does not compile, a pattern matching the empty string,
+   * offset where it does not compile, a pattern that can match an empty string (also only in
+   * context: "\\b", "(?<=x)"; a lookahead alone, "(?=x)", where it matches),
    * NULL arrays or entries, too many or oversized entries, a glossary term
    * that is not UTF-8 or only whitespace, unknown flags. With protection, on_text gets only the final texts; source
    * tokens and attention are the masked text's. Read during the call only. */

@@ -58,6 +58,7 @@ bool is_space(char c) {
 struct ProtectRules::Regex {
   std::unique_ptr<pcre2_code, CodeFree> code;
   uint32_t kind = 0;
+  std::string what;  // for messages: "protect_patterns[i] '...'"
 };
 
 ProtectRules::ProtectRules(uint32_t kinds, const std::vector<std::string> &patterns,
@@ -76,6 +77,7 @@ ProtectRules::ProtectRules(uint32_t kinds, const std::vector<std::string> &patte
     PCRE2_SIZE off = 0;
     auto r = std::make_unique<Regex>();
     r->kind = kind;
+    r->what = what;
     r->code.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(re.data()), re.size(),
                                 PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &err, &off, nullptr));
     if (!r->code) {
@@ -106,6 +108,13 @@ ProtectRules::ProtectRules(uint32_t kinds, const std::vector<std::string> &patte
     if (!md) throw std::bad_alloc();
     if (pcre2_match(regexes_.back()->code.get(), reinterpret_cast<PCRE2_SPTR>(""), 0, 0, 0, md.get(), nullptr) >= 0)
       fail(PARLEY_ERROR_INVALID_ARGUMENT, what + " matches the empty string");
+    // ... nor in context: a lookaround or an anchor alone ("(?=Welt)",
+    // "\\b") matches empty strings inside a text, which protect nothing.
+    uint32_t min_length = 1;
+    if (pcre2_pattern_info(regexes_.back()->code.get(), PCRE2_INFO_MINLENGTH, &min_length) == 0 && min_length == 0)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, what +
+                                              " can match an empty string (a lookaround or an anchor alone, or an "
+                                              "optional whole): a protect pattern must match at least one character");
   }
   for (size_t i = 0; i < glossary.size(); ++i) {
     const std::string &t = glossary[i];
@@ -166,6 +175,12 @@ std::vector<SpanMatch> ProtectRules::find(std::string_view text, const std::func
       }
       const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md.get());
       size_t s = ov[0], e = ov[1];
+      // A caller's pattern that matches nothing here (a lookahead alone:
+      // "(?=Welt)", which compile-time checks cannot always tell) would
+      // protect nothing while looking as if it did: say so.
+      if (e == s && re.kind == kProtectPattern)
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, re.what + " matched an empty string at byte " + std::to_string(s) +
+                                                " of the text: a protect pattern must match at least one character");
       if (e > s) all.push_back({s, e - s, re.kind});
       // Advance past the match (one whole character past an empty one).
       at = e > at ? e : at + 1;

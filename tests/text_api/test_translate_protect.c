@@ -452,11 +452,12 @@ static void test_long_text(parley_runtime *rt) {
 
 static void test_misuse(parley_runtime *rt) {
   parley_model *m = load(rt, "PARLEY_TEXT_API_DIR", "random_marian.parley");
-  const char *texts[] = {"Bestellung 9019917"};
+  const char *texts[] = {"Bestellung 9019917"}, *welt[] = {"Hallo Welt"};
   parley_translation_options o;
   parley_translation_result *r = NULL;
   const char *bad[] = {"ab(c"};
   const char *empty_match[] = {"x*"};
+  const char *empty_in_context[] = {"(?=Welt)", "\\b", "(?<=\\d)", "Welt|"};
   const char *null_entry[] = {NULL};
   const char *empty_term[] = {""};
   char *long_term = (char *)malloc(2000);
@@ -471,6 +472,13 @@ static void test_misuse(parley_runtime *rt) {
   o.protect_patterns = empty_match;
   CHECK_STATUS(parley_translate(m, texts, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK(strstr(parley_last_error(), "empty string") != NULL);
+  /* Empty only in context: refused too (they protected nothing), when the
+   * pattern shows it or else (a lookahead alone) where it matches. */
+  for (i = 0; i < sizeof empty_in_context / sizeof *empty_in_context; ++i) {
+    o.protect_patterns = empty_in_context + i;
+    CHECK_STATUS(parley_translate(m, welt, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(parley_last_error(), "protect_patterns[0]") && strstr(parley_last_error(), "empty string"));
+  }
   o.protect_patterns = null_entry;
   CHECK_STATUS(parley_translate(m, texts, 1, &o, &r), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK(strstr(parley_last_error(), "protect_patterns[0] is NULL") != NULL);
