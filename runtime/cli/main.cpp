@@ -246,10 +246,10 @@ int cmd_inspect(const Common &c, const std::string &path, bool verify, const std
           "%s; f32 conversions %s; %llu linear weights, %llu widened to f32; KV cache %llu bytes per token (%s); "
           "activations %s\n",
           human_bytes(mem.file_bytes).c_str(), human_bytes(mem.released_bytes).c_str(),
-          human_bytes(mem.packed_bytes).c_str(),
-          human_bytes(mem.converted_bytes).c_str(), static_cast<unsigned long long>(mem.linear_weights),
-          static_cast<unsigned long long>(mem.widened_weights), static_cast<unsigned long long>(mem.kv_bytes_per_token),
-          parley_cli::type_label(kv_cache), parley_cli::type_label(activations));
+          human_bytes(mem.packed_bytes).c_str(), human_bytes(mem.converted_bytes).c_str(),
+          static_cast<unsigned long long>(mem.linear_weights), static_cast<unsigned long long>(mem.widened_weights),
+          static_cast<unsigned long long>(mem.kv_bytes_per_token), parley_cli::type_label(kv_cache),
+          parley_cli::type_label(activations));
   } else
     std::printf("Runnable: NO — %s\n", parley_last_error());  // messages escape file content themselves
   {  // self-attention KV cache per cached token: layers x 2 x kv_heads x head_dim x element (+ I8 scales)
