@@ -1731,6 +1731,36 @@ PARLEY_API parley_status parley_request_reply_alternatives(const parley_request 
                                                            size_t *out_k);
 
 /*
+ * What a chat request's streamed text covers, for log-probabilities that
+ * travel with each piece (OpenAI's streamed logprobs). Call it from inside
+ * the request's on_text callback (parley_chat_options.on_text of a submitted
+ * turn); `request` may be NULL there, meaning the request whose callback is
+ * running (a callback can run before the submit call has returned the
+ * handle). Filled, struct_size set by the caller:
+ *   tokens      the reply tokens whose text the pieces so far hold entirely,
+ *               this piece included (never an EOS token);
+ *   token_ids   [tokens] (the first entries of parley_request_reply_tokens);
+ *   logprobs    [tokens] with request_options->return_logprobs, else NULL;
+ *   alternatives, alternative_ids, alternative_logprobs: with
+ *               num_alternatives = k, k and [tokens x k] row-major; else 0
+ *               and NULL.
+ * The arrays stay valid until the callback returns. Errors:
+ * PARLEY_ERROR_INVALID_ARGUMENT (NULL out, struct_size too small, not a
+ * chat request), PARLEY_ERROR_BUSY (not inside that request's on_text).
+ */
+typedef struct parley_reply_progress {
+  size_t struct_size;
+  size_t tokens;
+  const int32_t *token_ids;
+  const float *logprobs;
+  size_t alternatives;
+  const int32_t *alternative_ids;
+  const float *alternative_logprobs;
+} parley_reply_progress;
+
+PARLEY_API parley_status parley_request_reply_progress(const parley_request *request, parley_reply_progress *out);
+
+/*
  * Free a request and what was not taken from it. An unfinished request is
  * cancelled and waited for first (at most one decoding step, or the
  * blocking kernel call in flight). NULL is a no-op. Called from one of the

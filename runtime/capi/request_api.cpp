@@ -213,6 +213,8 @@ struct parley_request {
   // request options asked for log-probabilities or alternatives.
   parley::Hypothesis reply_hypothesis;
   bool has_reply_logprobs = false, has_reply_alternatives = false;
+  // A chat turn's streamed text, while its on_text runs (parley_request_reply_progress).
+  parley::ChatStreamProgress stream_progress;
   // Under RequestWorkers' lock: the request's place in its queue while it
   // waits for a worker.
   const void *workers = nullptr;  // the RequestWorkers it was submitted to
@@ -536,7 +538,10 @@ void run(parley_request *r) {
   t_worker_of = r;
   r->engine = engine_for(*r);
   parley::Hypothesis hypothesis;
-  if (r->kind == Kind::kChat) r->control.reply = &hypothesis;
+  if (r->kind == Kind::kChat) {
+    r->control.reply = &hypothesis;
+    r->control.progress = &r->stream_progress;
+  }
   parley_status st;
   std::string message;
   if (r->cancel.load()) {
@@ -968,6 +973,34 @@ PARLEY_API parley_status parley_request_reply_alternatives(const parley_request 
     *out_logprobs = h.alternative_logprobs.data();
     *out_k = static_cast<size_t>(h.alternatives);
     *out_steps = h.alternatives > 0 ? h.alternative_ids.size() / static_cast<size_t>(h.alternatives) : 0;
+  });
+}
+
+PARLEY_API parley_status parley_request_reply_progress(const parley_request *request, parley_reply_progress *out) {
+  return guarded(__func__, [&] {
+    require(out, "out");
+    parley::capi::check_struct_size(out->struct_size, sizeof(parley_reply_progress), sizeof *out, "out");
+    const parley_request *r = request ? request : t_worker_of;
+    // Only inside its callback: the worker waits there, so the turn's state holds still.
+    if (!r || t_worker_of != r || !r->stream_progress.in_text)
+      fail(PARLEY_ERROR_BUSY, std::string("not inside ") + (request ? "this request's" : "a request's") +
+                                  " on_text callback: the reply's progress is read only there");
+    if (r->kind != Kind::kChat)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, std::string("the request is ") + kind_name(r->kind) + ", not a chat turn");
+    const parley::ChatStreamProgress &p = r->stream_progress;
+    parley_reply_progress o{};
+    o.struct_size = sizeof o;
+    if (const parley::Hypothesis *h = p.hypothesis) {
+      o.tokens = std::min(p.tokens, h->tokens.size());
+      o.token_ids = h->tokens.data();
+      if (r->control.return_logprobs && h->logprobs.size() >= o.tokens) o.logprobs = h->logprobs.data();
+      if (h->alternatives > 0 && h->alternative_ids.size() >= o.tokens * static_cast<size_t>(h->alternatives)) {
+        o.alternatives = static_cast<size_t>(h->alternatives);
+        o.alternative_ids = h->alternative_ids.data();
+        o.alternative_logprobs = h->alternative_logprobs.data();
+      }
+    }
+    parley::capi::copy_out(out, o);
   });
 }
 

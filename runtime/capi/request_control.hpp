@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "engine/chat_session.hpp"
 #include "engine/decoding.hpp"
 
 namespace parley::capi {
@@ -24,6 +25,8 @@ struct RequestControl {
   // chat: where the reply's hypothesis goes (tokens, log-probabilities,
   // alternatives) when return_logprobs or num_alternatives asked for them.
   Hypothesis *reply = nullptr;
+  // chat: what the streamed text covers, while the host's on_text runs.
+  ChatStreamProgress *progress = nullptr;
 };
 
 // Set (and cleared with nullptr) by a request's worker around its call.

@@ -532,6 +532,7 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
     if (control) {
       r.decoding.num_alternatives = control->num_alternatives;
       if (control->return_logprobs || control->num_alternatives > 0) r.hypothesis = control->reply;
+      r.progress = control->progress;
     }
     if (o.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
     if (o.num_stop_strings && !o.stop_strings)

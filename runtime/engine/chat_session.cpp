@@ -249,14 +249,35 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   std::string reply_text;
   size_t emitted = 0;
   bool stopped_by_string = false, stopped_by_host = false;
+  // For options.progress: the reply so far, and per generated token the
+  // length of the reply's text once it was added (SIZE_MAX for an EOS).
+  const Hypothesis *so_far = nullptr;
+  std::vector<size_t> text_ends;
   auto emit_upto = [&](size_t end) {
     if (end <= emitted) return true;
-    bool go = !options.on_text || options.on_text(std::string_view(reply_text).substr(emitted, end - emitted));
+    if (!options.on_text) {
+      emitted = end;
+      return true;
+    }
+    if (options.progress) {
+      size_t covered = 0;
+      while (covered < text_ends.size() && text_ends[covered] <= end) ++covered;
+      *options.progress = {true, covered, so_far};
+    }
+    struct Done {
+      ChatStreamProgress *p;
+      ~Done() {
+        if (p) *p = {};
+      }
+    } done{options.progress};
+    bool go = options.on_text(std::string_view(reply_text).substr(emitted, end - emitted));
     emitted = end;
     return go;
   };
+  if (options.progress) dec.on_hypothesis = [&](int64_t, int64_t, const Hypothesis &h) { so_far = &h; };
   dec.on_token = [&](int64_t, int64_t, int32_t token) {
     generated.push_back(token);
+    text_ends.push_back(SIZE_MAX);
     if (cancel_.load()) return false;
     if (std::find(dec.eos_token_ids.begin(), dec.eos_token_ids.end(), token) != dec.eos_token_ids.end()) return true;
     reply_text = text_of(generated);
@@ -267,6 +288,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
         stopped_by_string = true;
       }
     }
+    text_ends.back() = reply_text.size();
     if (stopped_by_string) {
       emit_upto(reply_text.size());
       return false;
@@ -301,6 +323,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   }
   if (!stopped_by_string && !stopped_by_host) {
     reply_text = text_of(generated);
+    so_far = &turn;  // decode()'s own hypothesis is gone
     emit_upto(reply_text.size());
   }
   // A reply cut by a stop string or the host is not what the grammar matched.

@@ -23,6 +23,17 @@
 
 namespace parley {
 
+// While ChatReplyOptions::on_text runs: what the text handed over so far
+// covers.
+struct ChatStreamProgress {
+  bool in_text = false;  // set only during an on_text call
+  // Reply tokens whose text the pieces so far hold entirely (this piece
+  // included; an EOS is never covered).
+  size_t tokens = 0;
+  // The reply so far (its tokens, and logprobs / alternatives as asked for).
+  const Hypothesis *hypothesis = nullptr;
+};
+
 struct ChatReplyOptions {
   DecodingOptions decoding;  // num_beams must be 1; on_token is the session's
   std::vector<std::string> stop;
@@ -36,6 +47,8 @@ struct ChatReplyOptions {
   // stop string cut included), and logprobs / alternatives when
   // decoding.return_logprobs / num_alternatives asked for them.
   Hypothesis *hypothesis = nullptr;
+  // Updated around every on_text call (see ChatStreamProgress). May be null.
+  ChatStreamProgress *progress = nullptr;
   // Context policy: false = a conversation too long for the model fails the
   // turn; true = the oldest turns after the system prompt are dropped from
   // the conversation until the prompt leaves room for the reply.

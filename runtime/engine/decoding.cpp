@@ -265,6 +265,7 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
         h.constraint = constraint_status(*cs);
         if (cs->finished() && o.eos_token_ids.empty()) done = true;
       }
+      if (o.on_hypothesis) o.on_hypothesis(b, s, h);
       if (o.on_token && !o.on_token(b, s, token)) done = true;
       if (!done) {
         next_live.push_back(id);

@@ -30,6 +30,7 @@
 namespace parley {
 
 struct Constraint;  // engine/token_constraint.hpp
+struct Hypothesis;
 
 // transformers' `early_stopping`: False, True or "never".
 enum class EarlyStopping { kFalse, kTrue, kNever };
@@ -66,6 +67,11 @@ struct DecodingOptions {
   // generated for (batch item, sequence index); returning false finishes that
   // sequence after this token. May be empty.
   std::function<bool(int64_t batch, int64_t sequence, int32_t token)> on_token;
+  // Greedy/sampling only: called right before on_token with the sequence's
+  // hypothesis so far (its token, log-probability and alternatives
+  // appended); the hypothesis stays where it is until decode() returns. May
+  // be empty.
+  std::function<void(int64_t batch, int64_t sequence, const Hypothesis &so_far)> on_hypothesis;
   // Checked before every decoding step (and handed to the serving engine's
   // RunControl by its callers): set by another thread -> Error(CANCELLED);
   // passed -> Error(TIMEOUT). Neither changes any result that finishes.

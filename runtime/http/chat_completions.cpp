@@ -418,6 +418,7 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
     if (streaming && !job->tools) {  // with tools the reply is parsed for calls at the end
       choice->chat.on_text = TextStream::on_text;
       choice->chat.user_data = &choice->stream;
+      if (job->top_logprobs) choice->stream.collect_scores();
     }
     parley_request_options ro;
     parley_request_options_init(&ro);
@@ -474,16 +475,25 @@ void stream_response(std::shared_ptr<ChatJob> job, const httplib::Request &req, 
       if (!write_event(sink, chunk(*job, i, {{"role", "assistant"}, {"content", ""}}, nullptr))) return disconnected();
     // The choices' text pieces, interleaved as they come, each naming its index.
     std::vector<bool> done(job->choices.size(), false);
+    std::vector<size_t> sent_logprobs(job->choices.size(), 0);  // entries sent with text pieces
     for (size_t left = job->choices.size(); left > 0;) {
       uint64_t seen = job->signal.count();
       bool any = false;
       for (size_t i = 0; i < job->choices.size(); ++i) {
         if (done[i]) continue;
         std::string text;
-        bool finished = job->choices[i]->stream.take(&text, 0);
+        TokenScores scores;
+        bool finished = job->choices[i]->stream.take(&text, 0, &scores);
         if (!text.empty()) {
           any = true;
-          if (!write_event(sink, chunk(*job, i, {{"content", text}}, nullptr))) return disconnected();
+          // The tokens this text completes, with their log-probabilities
+          // (the rest come with the choice's last chunk).
+          json logprobs = nullptr;
+          if (job->top_logprobs && !job->tools) {
+            logprobs = chat_logprobs(job->model->model, scores, *job->top_logprobs);
+            sent_logprobs[i] += logprobs["content"].size();
+          }
+          if (!write_event(sink, chunk(*job, i, {{"content", text}}, nullptr, logprobs))) return disconnected();
         }
         if (finished) {
           done[i] = true;
@@ -514,9 +524,15 @@ void stream_response(std::shared_ptr<ChatJob> job, const httplib::Request &req, 
           write_event(sink, chunk(*job, i, {{"tool_calls", calls}}, nullptr));
         }
       }
-      // The log-probabilities are read from the finished request: they come
-      // with the choice's last chunk.
-      write_event(sink, chunk(*job, i, json::object(), o.finish_reason, o.logprobs));
+      // What the text pieces did not carry (the tokens of a last piece held
+      // back, or all of them with tools) comes with the choice's last chunk.
+      json rest = o.logprobs;
+      if (rest.is_object() && rest.contains("content") && sent_logprobs[i] > 0) {
+        json &content = rest["content"];
+        const size_t skip = std::min(sent_logprobs[i], content.size());
+        content.erase(content.begin(), content.begin() + static_cast<std::ptrdiff_t>(skip));
+      }
+      write_event(sink, chunk(*job, i, json::object(), o.finish_reason, rest));
     }
     if (job->include_usage) {
       json u = chunk(*job, 0, json::object(), nullptr);

@@ -271,6 +271,104 @@ static parley_request *chat_turn_scored(parley_model *llm, size_t k, int32_t bia
   return r;
 }
 
+/* parley_request_reply_progress from inside a chat turn's on_text: the
+ * tokens the text so far completes grow piece by piece, never past the
+ * reply, and are the first tokens of the finished request with the same
+ * log-probabilities and alternatives; outside the callback, or misused, it
+ * is refused. */
+typedef struct {
+  size_t calls, tokens, k, misuse_ok;
+  int32_t ids[64], alt_ids[64 * 3];
+  float lps[64], alt_lps[64 * 3];
+  int monotonic, stable;
+  char text[4096];
+  size_t text_len;
+} ProgressLog;
+
+static int32_t progress_on_text(void *user, const char *text, size_t length) {
+  ProgressLog *log = (ProgressLog *)user;
+  parley_reply_progress p;
+  size_t i;
+  memset(&p, 0, sizeof p);
+  p.struct_size = sizeof p;
+  if (log->text_len + length < sizeof log->text) {
+    memcpy(log->text + log->text_len, text, length);
+    log->text_len += length;
+  }
+  if (parley_request_reply_progress(NULL, &p) != PARLEY_OK) return 0;
+  ++log->calls;
+  if (p.tokens < log->tokens) log->monotonic = 0;
+  for (i = 0; i < p.tokens && i < 64; ++i) {
+    if (i < log->tokens && (log->ids[i] != p.token_ids[i] || log->lps[i] != p.logprobs[i])) log->stable = 0;
+    log->ids[i] = p.token_ids[i];
+    log->lps[i] = p.logprobs ? p.logprobs[i] : 1.0f;
+    if (p.alternatives == 3) {
+      memcpy(log->alt_ids + 3 * i, p.alternative_ids + 3 * i, 3 * sizeof(int32_t));
+      memcpy(log->alt_lps + 3 * i, p.alternative_logprobs + 3 * i, 3 * sizeof(float));
+    }
+  }
+  log->tokens = p.tokens;
+  log->k = p.alternatives;
+  /* Misuse inside the callback: a NULL struct, a short struct_size. */
+  p.struct_size = 8;
+  if (parley_request_reply_progress(NULL, NULL) == PARLEY_ERROR_INVALID_ARGUMENT &&
+      parley_request_reply_progress(NULL, &p) == PARLEY_ERROR_INVALID_ARGUMENT)
+    ++log->misuse_ok;
+  return 0;
+}
+
+static void test_chat_reply_progress(parley_model *llm) {
+  parley_chat_session *s = NULL;
+  parley_generation_options g;
+  parley_chat_options o;
+  parley_request_options ro;
+  parley_request *r = NULL;
+  parley_reply_progress p;
+  ProgressLog log;
+  const int32_t *tokens = NULL, *ids = NULL;
+  const float *lp = NULL, *alp = NULL;
+  size_t n_tok = 0, n_lp = 0, steps = 0, k = 0, i;
+  char *reply = NULL;
+  memset(&log, 0, sizeof log);
+  log.monotonic = log.stable = 1;
+  chat_options(llm, &g, &o);
+  g.max_new_tokens = 12;
+  o.on_text = progress_on_text;
+  o.user_data = &log;
+  CHECK_OK(parley_chat_session_create(llm, kSystem, &s));
+  if (!s) return;
+  CHECK_OK(parley_chat_append(s, PARLEY_ROLE_USER, "Do you repair tyres?"));
+  parley_request_options_init(&ro);
+  ro.return_logprobs = 1;
+  ro.num_alternatives = 3;
+  CHECK_OK(parley_chat_submit(s, &o, &ro, &r));
+  if (!r) {
+    parley_chat_session_free(s);
+    return;
+  }
+  CHECK_OK(parley_request_wait(r, -1));
+  memset(&p, 0, sizeof p);
+  p.struct_size = sizeof p;
+  CHECK_STATUS(parley_request_reply_progress(r, &p), PARLEY_ERROR_BUSY); /* not inside its on_text */
+  CHECK(strstr(parley_last_error(), "on_text") != NULL);
+  CHECK_STATUS(parley_request_reply_progress(NULL, &p), PARLEY_ERROR_BUSY);
+  CHECK_OK(parley_request_reply_tokens(r, &tokens, &n_tok));
+  CHECK_OK(parley_request_reply_logprobs(r, &lp, &n_lp));
+  CHECK_OK(parley_request_reply_alternatives(r, &ids, &alp, &steps, &k));
+  CHECK_OK(parley_request_take_reply(r, &reply));
+  CHECK(log.calls >= 2 && log.monotonic && log.stable && log.misuse_ok == log.calls);
+  CHECK(log.tokens >= 1 && log.tokens <= n_tok && log.k == 3 && k == 3);
+  for (i = 0; i < log.tokens && i < 64; ++i) {
+    CHECK(log.ids[i] == tokens[i] && log.lps[i] == lp[i]);
+    CHECK(memcmp(log.alt_ids + 3 * i, ids + 3 * i, 3 * sizeof(int32_t)) == 0);
+    CHECK(memcmp(log.alt_lps + 3 * i, alp + 3 * i, 3 * sizeof(float)) == 0);
+  }
+  CHECK(reply && strlen(reply) == log.text_len && memcmp(reply, log.text, log.text_len) == 0);
+  parley_string_free(reply);
+  parley_request_free(r);
+  parley_chat_session_free(s);
+}
+
 /* A chat request's tokens and alternatives (parley_request_reply_tokens /
  * _alternatives): one row per token, best first, the greedy token first with
  * the log-probability reply_logprobs reports; and logit_bias moves the
@@ -1483,6 +1581,7 @@ int main(void) {
   test_misuse(llm, mt);
   test_chat_equals_blocking(llm);
   test_chat_alternatives_and_logit_bias(llm);
+  test_chat_reply_progress(llm);
   test_generate_concurrent(llm);
   test_null_options_count_the_prompt(llm);
   test_translate(mt);

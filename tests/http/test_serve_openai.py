@@ -315,10 +315,21 @@ def test_chat_logprobs_are_consistent(server):
     assert all(abs(a.logprob - b.logprob) <= LP_TOL for a, b in zip(plain, content))
     # Without logprobs: none.
     assert chat(server, temperature=0, max_tokens=4).choices[0].logprobs is None
-    # Streamed: the text pieces, then the values with the finishing chunk.
+    # Streamed: each text piece carries the tokens it completes, the finishing
+    # chunk the rest; together they are the non-streamed list, in order.
     chunks = list(chat(server, temperature=0, max_tokens=16, logprobs=True, top_logprobs=3, stream=True))
-    last = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason][0]
-    assert [(c.token, c.logprob) for c in last.logprobs.content] == [(c.token, c.logprob) for c in content]
+    pieces = [c.choices[0] for c in chunks if c.choices and c.choices[0].logprobs is not None]
+    streamed = [e for p in pieces for e in p.logprobs.content]
+    assert [(e.token, e.logprob, [a.token for a in e.top_logprobs]) for e in streamed] == \
+        [(c.token, c.logprob, [a.token for a in c.top_logprobs]) for c in content]
+    with_text = [p for p in pieces if p.delta.content and p.logprobs.content]
+    assert len(content) < 2 or len(with_text) >= 2, [(p.delta.content, len(p.logprobs.content)) for p in pieces]
+    # A piece's entries spell text the stream has sent by then (tokens are never ahead of the text).
+    sent, spelled = "", ""
+    for p in pieces:
+        sent += p.delta.content or ""
+        spelled += "".join(e.token for e in p.logprobs.content)
+        assert sent.startswith(spelled) or p.finish_reason, (sent, spelled)
     # A stop string cuts the tokens with the text.
     stop = choice.message.content[len(choice.message.content) // 2:][:3]
     if stop.strip():

@@ -4692,6 +4692,155 @@ extern "C" {
         out_k: *mut usize,
     ) -> parley_status;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct parley_reply_progress {
+    pub struct_size: usize,
+    pub tokens: usize,
+    pub token_ids: *const i32,
+    pub logprobs: *const f32,
+    pub alternatives: usize,
+    pub alternative_ids: *const i32,
+    pub alternative_logprobs: *const f32,
+}
+#[test]
+fn bindgen_test_layout_parley_reply_progress() {
+    assert_eq!(
+        ::std::mem::size_of::<parley_reply_progress>(),
+        56usize,
+        concat!("Size of: ", stringify!(parley_reply_progress))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<parley_reply_progress>(),
+        8usize,
+        concat!("Alignment of ", stringify!(parley_reply_progress))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_reply_progress>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_reply_progress),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_tokens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_reply_progress>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).tokens) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_reply_progress),
+                "::",
+                stringify!(tokens)
+            )
+        );
+    }
+    test_field_tokens();
+    fn test_field_token_ids() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_reply_progress>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).token_ids) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_reply_progress),
+                "::",
+                stringify!(token_ids)
+            )
+        );
+    }
+    test_field_token_ids();
+    fn test_field_logprobs() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_reply_progress>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).logprobs) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_reply_progress),
+                "::",
+                stringify!(logprobs)
+            )
+        );
+    }
+    test_field_logprobs();
+    fn test_field_alternatives() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_reply_progress>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).alternatives) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_reply_progress),
+                "::",
+                stringify!(alternatives)
+            )
+        );
+    }
+    test_field_alternatives();
+    fn test_field_alternative_ids() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_reply_progress>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).alternative_ids) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_reply_progress),
+                "::",
+                stringify!(alternative_ids)
+            )
+        );
+    }
+    test_field_alternative_ids();
+    fn test_field_alternative_logprobs() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<parley_reply_progress>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).alternative_logprobs) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(parley_reply_progress),
+                "::",
+                stringify!(alternative_logprobs)
+            )
+        );
+    }
+    test_field_alternative_logprobs();
+}
+extern "C" {
+    pub fn parley_request_reply_progress(
+        request: *const parley_request,
+        out: *mut parley_reply_progress,
+    ) -> parley_status;
+}
 extern "C" {
     pub fn parley_request_free(request: *mut parley_request);
 }
