@@ -549,11 +549,17 @@ def main() -> int:
         header.append(f"parley-convert of this checkout has no --dtype {', '.join(missing)}: those rows are "
                       "\"not available yet\"")
     import ctranslate2
-    import llama_cpp
     import torch
     import transformers
 
-    header.append(f"Versions: llama-cpp-python {llama_cpp.__version__} (llama.cpp built from the sdist, "
+    try:  # the translation rows alone need no llama.cpp
+        import llama_cpp
+        llama_version = llama_cpp.__version__
+    except ModuleNotFoundError:
+        if only & {"smollm2", "qwen"}:
+            raise
+        llama_version = "(not installed: translation rows only)"
+    header.append(f"Versions: llama-cpp-python {llama_version} (llama.cpp built from the sdist, "
                   f"GGML_NATIVE=ON, flash attention {'off' if args.no_flash_attn else 'on'}), ctranslate2 "
                   f"{ctranslate2.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
                   f"Parley build {args.build.resolve()} at {git_rev()}; decoder-only rows: KV cache "
