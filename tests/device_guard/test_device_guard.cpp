@@ -11,6 +11,7 @@
 #include <string>
 
 #include "../common/gtest_seed.h"
+#include "../model/parity_util.hpp"
 #include "core/error.hpp"
 #include "core/runtime.hpp"
 #include "model/device_memory.hpp"
@@ -19,24 +20,13 @@
 
 namespace {
 
-std::string env(const char *name) {
-  const char *v = std::getenv(name);
-  if (!v) throw std::runtime_error(std::string(name) + " is not set (run through ctest)");
-  return v;
-}
+using parity::env;
 
 struct Guarded : ::testing::Test {
   parley_runtime *rt = nullptr;
   std::shared_ptr<parley::DeviceMemory> mem;
   void SetUp() override {
-    std::string plugins = env("PARLEY_PLUGIN_BUILD_DIR");
-    const char *dirs[] = {plugins.c_str()};
-    parley_runtime_options o;
-    parley_runtime_options_init(&o);
-    o.plugin_sources = PARLEY_PLUGINS_NONE;
-    o.plugin_dirs = dirs;
-    o.num_plugin_dirs = 1;
-    ASSERT_EQ(parley_runtime_create(&o, &rt), PARLEY_OK) << parley_last_error();
+    rt = parity::build_runtime();  // this build's plugins only
     ASSERT_EQ(parley_runtime_load_plugin(rt, env("PARLEY_TEST_DEVICE_PLUGIN").c_str()), PARLEY_OK)
         << parley_last_error();
     mem = std::make_shared<parley::DeviceMemory>(rt->impl, rt->impl->registry.device("guarded"));
