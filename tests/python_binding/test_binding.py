@@ -1259,6 +1259,40 @@ def test_openai_service_context_option(chat_model):
             svc.close()
 
 
+def test_openai_service_streams_logprobs_per_piece(chat_model):
+    """Streamed with logprobs, the Python app's chunks carry the tokens their text
+    completes (as parley serve's do): together, the entries of the non-streamed answer."""
+    from parley.openai_api import OpenAIService
+
+    body = {"model": "bot", "max_tokens": 16, "temperature": 0, "logprobs": True, "top_logprobs": 2,
+            "messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Where is my parcel? It is late."}]}
+
+    async def both(svc):
+        whole = await svc.chat_completions(dict(body))
+        events = [e async for e in await svc.chat_completions(dict(body, stream=True))]
+        return whole, events
+
+    svc = OpenAIService({"bot": chat_model.path}, threads=1)
+    try:
+        whole, events = _arun(both(svc))
+    finally:
+        svc.close()
+    want = whole["choices"][0]["logprobs"]["content"]
+    chunks = [json.loads(e[len("data: "):]) for e in events if e.startswith("data: {")]
+    got, text, with_entries = [], "", 0
+    for ch in chunks:
+        for choice in ch["choices"]:
+            text += choice["delta"].get("content") or ""
+            entries = (choice.get("logprobs") or {}).get("content") or []
+            with_entries += bool(entries) and bool(choice["delta"].get("content"))
+            got += entries
+            # Never ahead of the text sent so far.
+            assert text.encode("utf-8").startswith(b"".join(bytes(e["bytes"]) for e in got)), (text, got)
+    assert text == whole["choices"][0]["message"]["content"]
+    assert got == want and with_entries >= 2, (with_entries, got)
+
+
 def test_chat_save_with_kv_into_a_fresh_model(runtime, chat_model):
     # A second instance of the file has an empty prefix cache: only K/V saved
     # with save(kv=True) can be reused there.
@@ -1525,6 +1559,29 @@ def test_chat_reply_scores_async(chat_model):
         pieces, reply = _arun(stream())
         assert isinstance(reply, parley.Reply) and "".join(pieces) == reply
         assert len(reply.logprobs) == len(reply.tokens) >= 1 and reply.alternatives is None
+        assert all(isinstance(p, parley.Reply) and p.alternatives is None for p in pieces)
+
+        # Each piece holds the tokens its text completes: together, in order,
+        # a prefix of the reply's tokens (an EOS token only comes with the
+        # reply), with the same scores, and never ahead of the text.
+        async def scored_stream():
+            s = c.stream_async("Tell me about returns, please.", max_new_tokens=16, return_logprobs=True,
+                               alternatives=2)
+            pieces = [p async for p in s]
+            return pieces, s.reply
+
+        pieces, reply = _arun(scored_stream())
+        assert "".join(pieces) == reply
+        toks = [t for p in pieces for t in p.tokens]
+        assert toks == reply.tokens[: len(toks)] and len(toks) >= len(reply.tokens) - 2
+        assert [lp for p in pieces for lp in p.logprobs] == reply.logprobs[: len(toks)]
+        assert [a for p in pieces for a in p.alternatives] == reply.alternatives[: len(toks)]
+        assert sum(1 for p in pieces if p.tokens) >= 2, [(str(p), p.tokens) for p in pieces]
+        text, n = "", 0
+        for p in pieces:
+            text += p
+            n += len(p.tokens)
+            assert text.startswith(chat_model.detokenize(reply.tokens[:n])), (text, n)
         # Without scores the reply is a plain str.
         plain_reply = _arun(c.say_async("Bye", max_new_tokens=4))
         assert type(plain_reply) is str

@@ -303,6 +303,18 @@ class ChatOptions(Structure):
     ]
 
 
+class ReplyProgress(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("tokens", c_size_t),
+        ("token_ids", POINTER(c_int32)),
+        ("logprobs", POINTER(c_float)),
+        ("alternatives", c_size_t),
+        ("alternative_ids", POINTER(c_int32)),
+        ("alternative_logprobs", POINTER(c_float)),
+    ]
+
+
 class ChatStats(Structure):
     _fields_ = [
         ("struct_size", c_size_t),
@@ -485,6 +497,7 @@ _SIGNATURES: dict[str, tuple] = {
         _status,
         [c_void_p, _p(_p(c_int32)), _p(_p(c_float)), _p(c_size_t), _p(c_size_t)],
     ),
+    "parley_request_reply_progress": (_status, [c_void_p, _p(ReplyProgress)]),
     "parley_request_free": (None, [c_void_p]),
     "parley_result_hypothesis_constraint": (_status, [c_void_p, c_size_t, c_size_t, _p(c_int32)]),
     "parley_result_hypothesis_logprobs": (_status, [c_void_p, c_size_t, c_size_t, _p(_p(c_float)), _p(c_size_t)]),

@@ -430,20 +430,33 @@ def _chat_logprobs(model: Any, reply: Any, text: str, top: int) -> dict[str, Any
             break
         keep += 1
 
+    return {"content": _chat_logprob_entries(model, reply, keep, top), "refusal": None}
+
+
+def _chat_logprob_entries(model: Any, scored: Any, count: int, top: int) -> list[dict[str, Any]]:
+    """The ``content`` entries of the first `count` tokens of a Reply (a
+    whole reply, or a streamed piece: the tokens its text completes)."""
+
     def named(token_id: int) -> tuple[str, list[int]]:
         t = model.detokenize([token_id], skip_special_tokens=False)
         return t, list(t.encode("utf-8"))
 
     content = []
-    for i in range(keep):
-        t, b = named(reply.tokens[i])
+    for i in range(count):
+        t, b = named(scored.tokens[i])
         alts = []
-        for aid, alp in (reply.alternatives[i][:top] if reply.alternatives and top else []):
+        for aid, alp in (scored.alternatives[i][:top] if scored.alternatives and top else []):
             at, ab = named(aid)
             alts.append({"token": at, "logprob": _finite_logprob(alp), "bytes": ab})
-        lp = reply.logprobs[i] if reply.logprobs and i < len(reply.logprobs) else 0.0
+        lp = scored.logprobs[i] if scored.logprobs and i < len(scored.logprobs) else 0.0
         content.append({"token": t, "logprob": _finite_logprob(lp), "bytes": b, "top_logprobs": alts})
-    return {"content": content, "refusal": None}
+    return content
+
+
+def _piece_logprobs(model: Any, piece: Any, top: int) -> dict[str, Any]:
+    """A streamed chunk's ``logprobs``: the tokens whose text its piece completes (Chat.stream_async with scores)."""
+    tokens = getattr(piece, "tokens", None) or []
+    return {"content": _chat_logprob_entries(model, piece, len(tokens), top), "refusal": None}
 
 
 def _completion_logprobs(model: Any, hyp: Any, text: str, base_offset: int, top: int) -> dict[str, Any]:

@@ -33,7 +33,9 @@ class Reply(str):
     with return_logprobs) and the k best (id, log-probability) pairs of that
     step, best first (``alternatives``, with alternatives=k). The tokens are
     every token the turn generated: an EOS token, and tokens a stop string
-    cut from the text, included (docs/scores.md).
+    cut from the text, included (docs/scores.md). A streamed piece of such a
+    turn is a Reply too, holding only the tokens whose text it completes
+    (Chat.stream_async).
     """
 
     tokens: list[int]
@@ -463,7 +465,12 @@ class Chat(Closable):
         try:
             copts, keep = self._options(stop, options, where)
             if on_text is not None:
-                fn = _lib.TEXT_FN(lambda _u, ptr, n: on_text(decode_text(ctypes.string_at(ptr, n))) or 0)
+                if return_logprobs or alternatives:
+                    scored = _PieceScores(bool(return_logprobs), alternatives)
+                    fn = _lib.TEXT_FN(lambda _u, ptr, n: on_text(scored.piece(decode_text(ctypes.string_at(ptr, n))))
+                                      or 0)
+                else:
+                    fn = _lib.TEXT_FN(lambda _u, ptr, n: on_text(decode_text(ctypes.string_at(ptr, n))) or 0)
                 keep.append(fn)
                 copts.on_text = fn
             if data is not None:
@@ -542,7 +549,12 @@ class Chat(Closable):
         Must be called from a running event loop. After the last piece the
         stream's ``reply`` holds the whole reply (a Reply with the token
         scores when ``return_logprobs`` / ``alternatives`` ask for them, as
-        say_async). Leaving early (``aclose()``, ``async with``, cancelling
+        say_async). With scores, each piece is a Reply too, holding the
+        tokens whose text it completes (those of no earlier piece; possibly
+        none): a token whose text is held back (it may begin a stop string,
+        or ends inside a character) comes with a later piece, and what no
+        piece holds (an EOS token, tokens a stop string cut) only with
+        ``reply``. Leaving early (``aclose()``, ``async with``, cancelling
         the task) cancels the turn.
         """
         options = merge(generation, options)  # type: ignore[assignment]
@@ -568,6 +580,35 @@ class Chat(Closable):
             return submit()
 
         return AsyncChatStream(None, q, take, start)
+
+
+class _PieceScores:
+    """Inside a scored stream's on_text: the piece as a Reply holding the
+    tokens its text completes (parley_request_reply_progress), those no
+    earlier piece held."""
+
+    def __init__(self, logprobs: bool, alternatives: int):
+        self.logprobs, self.alternatives = logprobs, alternatives
+        self.sent = 0  # tokens that earlier pieces held
+
+    def piece(self, text: str) -> "Reply":
+        p = _lib.ReplyProgress()
+        p.struct_size = ctypes.sizeof(p)
+        if _lib.lib.parley_request_reply_progress(None, byref(p)) != _lib.OK:
+            # Cannot happen inside on_text; should it, these tokens come
+            # with a later piece or with the reply instead of being lost.
+            return Reply(text, [], [] if self.logprobs else None, [] if self.alternatives else None)
+        begin, end = self.sent, max(self.sent, p.tokens)
+        self.sent = end
+        tokens = p.token_ids[begin:end] if end > begin else []
+        lps = (p.logprobs[begin:end] if end > begin and p.logprobs else []) if self.logprobs else None
+        alts = None
+        if self.alternatives:
+            k = p.alternatives
+            ids = p.alternative_ids[begin * k : end * k] if k and end > begin else []
+            lp = p.alternative_logprobs[begin * k : end * k] if k and end > begin else []
+            alts = [list(zip(ids[i * k : (i + 1) * k], lp[i * k : (i + 1) * k])) for i in range(end - begin)]
+        return Reply(text, tokens, lps, alts)
 
 
 def _take_reply(handle: int) -> str:

@@ -41,6 +41,7 @@ from ._openai_protocol import (
     _read_sampling,
     _read_logit_bias,
     _chat_logprobs,
+    _piece_logprobs,
     _completion_logprobs,
     _refuse_unsupported,
     _span_doc,
@@ -492,14 +493,25 @@ class OpenAIService:
             for i in range(len(streams)):
                 yield sse(self._chunk(job, {"role": "assistant", "content": ""}, None, index=i))
             error: BaseException | None = None
+            # With logprobs, each piece's chunk carries the tokens its text
+            # completes; the rest come with the choice's last chunk.
+            sent = [0] * len(streams)
+
+            def piece_chunk(i: int, piece: str) -> str:
+                lp = None
+                if job.top_logprobs is not None:
+                    lp = _piece_logprobs(job.entry.model, piece, job.top_logprobs)
+                    sent[i] += len(lp["content"])
+                return sse(self._chunk(job, {"content": piece}, None, lp, index=i))
+
             if len(streams) == 1:  # one choice: its pieces as they come
                 if firsts[0] is not None:
                     if firsts[0]:
-                        yield sse(self._chunk(job, {"content": firsts[0]}, None))
+                        yield piece_chunk(0, firsts[0])
                     try:
                         async for piece in streams[0]:
                             if piece:
-                                yield sse(self._chunk(job, {"content": piece}, None))
+                                yield piece_chunk(0, piece)
                     except perr.ParleyError as e:
                         error = e
             # Several: their text pieces, interleaved as they come, each naming its index.
@@ -527,7 +539,7 @@ class OpenAIService:
                     if piece is None:
                         error = error or err
                         break
-                    yield sse(self._chunk(job, {"content": piece}, None, index=i))
+                    yield piece_chunk(i, piece)
             if error is not None:
                 if not isinstance(error, perr.ParleyError):
                     raise error
@@ -536,10 +548,14 @@ class OpenAIService:
                 yield SSE_DONE
                 return
             outs = [self._outcome(job, c) for c in job.chats]
-            # The log-probabilities are read from the finished requests: they
-            # come with each choice's last chunk, as parley serve sends them.
+            # What the pieces did not carry (an EOS token, a token held back
+            # at the end) comes with each choice's last chunk, as parley
+            # serve sends it.
             for i, (st, o) in enumerate(zip(streams, outs)):
-                yield sse(self._chunk(job, {}, o.finish, self._logprobs(job, st.reply), index=i))
+                rest = self._logprobs(job, st.reply)
+                if rest is not None:
+                    rest["content"] = rest["content"][sent[i]:]
+                yield sse(self._chunk(job, {}, o.finish, rest, index=i))
             if job.include_usage:
                 yield sse(self._usage_chunk(job, self._usage(outs)))
             finished = True
