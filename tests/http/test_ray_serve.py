@@ -328,9 +328,13 @@ def test_chat_logprobs_as_parley_serve(rayep, ref):
             assert len(a["top_logprobs"]) == kw.get("top_logprobs", 0)
         assert "".join(t["token"] for t in g["content"]).startswith(got.message.content[:1])
     chunks = list(chat(rayep, max_tokens=12, stream=True, logprobs=True, top_logprobs=2))
-    last = [c for c in chunks if c.choices and c.choices[0].finish_reason][0].choices[0]
     plain = chat(rayep, max_tokens=12, logprobs=True, top_logprobs=2).choices[0].logprobs.model_dump()
-    assert last.logprobs.model_dump()["content"] == plain["content"]
+    # Each piece's chunk carries the tokens its text completes, the last chunk the rest.
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs
+                for e in c.choices[0].logprobs.model_dump()["content"]]
+    assert streamed == plain["content"]
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content and c.choices[0].logprobs
+               and c.choices[0].logprobs.content) >= 2
     # Without logprobs the choice has none.
     assert chat(rayep, max_tokens=4).choices[0].logprobs is None
 
