@@ -96,7 +96,17 @@ void apply_processors(const DecodingOptions &o, float *scores, int64_t vocab, co
 
 void temperature(float *scores, int64_t vocab, double t) {
   const float tf = static_cast<float>(t);
-  for (int64_t v = 0; v < vocab; ++v) scores[v] /= tf;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, scores[v]);
+  if (!std::isfinite(mx) || std::isfinite(mx / tf)) {
+    for (int64_t v = 0; v < vocab; ++v) scores[v] /= tf;
+    return;
+  }
+  // A temperature so small that the best score overflows (transformers then
+  // samples from NaN and fails): the distribution's limit as t -> 0, the
+  // best scores' tokens alone. Scaling score - max keeps the best at 0 and
+  // sends the rest to -inf, with the same ratios as score / t.
+  for (int64_t v = 0; v < vocab; ++v) scores[v] = scores[v] == mx ? 0.0f : (scores[v] - mx) / tf;
 }
 
 // TopKLogitsWarper: remove scores strictly below the k-th largest (ties kept).

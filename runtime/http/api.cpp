@@ -182,7 +182,11 @@ std::optional<int64_t> opt_integer(const json &body, const char *name, int64_t l
   // arrives as a float too, and is out of range rather than "no integer".
   if (v->is_number_float()) {
     const double d = v->get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && (d < static_cast<double>(lo) || d > static_cast<double>(hi)))
+    // +-2^63 and beyond: an integer past int64 (-2^63 - 1 rounds to -2^63
+    // as a double), out of range whatever the limits.
+    constexpr double kTwo63 = 9223372036854775808.0;
+    if (std::isfinite(d) && d == std::floor(d) &&
+        (d < static_cast<double>(lo) || d > static_cast<double>(hi) || d <= -kTwo63 || d >= kTwo63))
       bad_request(std::string(name) + " must be an integer in " + range + ", not " + v->dump(), name);
     if (!std::isfinite(d) || d != std::floor(d))
       bad_request(std::string(name) + " must be an integer, not " + v->dump(), name, "invalid_type");
@@ -418,9 +422,10 @@ void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_ge
   if (g.max_new_tokens > 0 && g.max_new_tokens < def) def = g.max_new_tokens;
   g.max_new_tokens = s.max_tokens ? static_cast<size_t>(*s.max_tokens) : std::min(def, cap);
   // temperature 0 (or top_p 0) is greedy decoding, as OpenAI documents it;
-  // a positive temperature samples; absent keeps the model's defaults.
+  // a positive temperature samples; absent keeps the model's defaults. A
+  // value too small for the options' float (1e-320) is 0 there: greedy too.
   if (s.temperature) {
-    if (*s.temperature == 0.0) {
+    if (static_cast<float>(*s.temperature) == 0.0f) {
       g.do_sample = 0;
     } else {
       g.do_sample = 1;
@@ -428,7 +433,7 @@ void apply_sampling(const Sampling &s, size_t default_max, size_t cap, parley_ge
     }
   }
   if (s.top_p) {
-    if (*s.top_p == 0.0)
+    if (static_cast<float>(*s.top_p) == 0.0f)
       g.do_sample = 0;
     else
       g.top_p = static_cast<float>(*s.top_p);

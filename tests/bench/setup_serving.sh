@@ -35,9 +35,22 @@ if [ ! -f "$llama/CMakeLists.txt" ]; then
   tar -xzf "$sdist" -C "$src"
 fi
 
+# -march=native, except on a CPU with AMX: this version's AMX matmul
+# (ggml_backend_amx_mul_mat) crashed llama-server on an AMX Xeon at the
+# first Q8_0 product, so there the ISA is named feature by feature, AMX left out.
+isa="-DGGML_NATIVE=ON"
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  has() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; }
+  isa="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma)
+    -DGGML_F16C=$(has f16c) -DGGML_BMI2=$(has bmi2) -DGGML_AVX_VNNI=$(has avx_vnni)
+    -DGGML_AVX512=$(has avx512bw) -DGGML_AVX512_VBMI=$(has avx512vbmi) -DGGML_AVX512_VNNI=$(has avx512_vnni)
+    -DGGML_AVX512_BF16=$(has avx512_bf16) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  echo "AMX CPU: building llama-server without AMX ($isa)"
+fi
+# shellcheck disable=SC2086
 cmake -S "$llama" -B "$out" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF \
+  $isa -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF \
   -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \

@@ -204,6 +204,31 @@ TEST(Sampling, FollowsTheDistribution) {
   }
 }
 
+// A temperature so small that score / T overflows float samples from the
+// limit distribution (the best token) instead of failing on NaN, and one
+// that does not overflow is already that sharp: both give greedy's tokens,
+// with log-probability 0 for each (the other tokens' probability is 0 or
+// below float's resolution next to 1).
+TEST(Sampling, TinyTemperatureIsTheGreedyLimit) {
+  DecodingOptions greedy;
+  greedy.max_new_tokens = 12;
+  greedy.eos_token_ids = {2};
+  const auto want = run(40, 7, kPrompts, greedy);
+  for (double t : {1e-30, 1e-40}) {
+    DecodingOptions o = sampling(5);
+    o.temperature = t;
+    o.return_logprobs = true;
+    o.num_alternatives = 2;
+    const auto got = run(40, 7, kPrompts, o);
+    for (size_t b = 0; b < kPrompts.size(); ++b) {
+      EXPECT_EQ(got[b][0].tokens, want[b][0].tokens) << "T=" << t << " row " << b;
+      for (float lp : got[b][0].logprobs) EXPECT_EQ(lp, 0.0f) << "T=" << t;
+      for (size_t i = 1; i < got[b][0].alternative_logprobs.size(); i += 2)
+        EXPECT_FALSE(got[b][0].alternative_logprobs[i] > -1e20f) << "T=" << t;  // the runner-up: gap / T, or -inf
+    }
+  }
+}
+
 // Every sampled token is allowed by the filter, checked by an independent
 // statement of each rule on the fake model's logits for that history.
 void check_filter(const DecodingOptions &o, const std::function<bool(const std::vector<float> &, int32_t)> &allowed) {

@@ -454,6 +454,16 @@ def test_errors_in_openai_shape(server):
     with pytest.raises(openai.BadRequestError) as e:
         chat(server, temperature="hot")
     assert e.value.body["code"] == "invalid_type"
+    # Integers past int64 either way (-2^63 - 1 arrives as the double -2^63).
+    for seed in (2**63, -(2**63) - 1, -(2**64)):
+        with pytest.raises(openai.BadRequestError) as e:
+            chat(server, temperature=1.0, seed=seed, max_tokens=2)
+        assert e.value.body["param"] == "seed", (seed, e.value.body)
+    # A temperature too small for float (1e-320), or one whose scores
+    # overflow (1e-40), is the greedy limit, not an error.
+    greedy = chat(server, temperature=0, max_tokens=8).choices[0].message.content
+    for t in (1e-320, 1e-40):
+        assert chat(server, temperature=t, max_tokens=8, seed=3).choices[0].message.content == greedy, t
     with pytest.raises(openai.BadRequestError) as e:
         chat(server, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])
     assert "not supported" in e.value.body["message"]

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import secrets
+import struct
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -294,15 +295,16 @@ def _generation(s: _Sampling, default_max: int, cap: int, model_max: int) -> dic
     kw: dict[str, Any] = {"num_beams": 1, "num_return_sequences": 1,
                           "max_new_tokens": s.max_tokens if s.max_tokens is not None else min(d, cap)}
     # temperature 0 (or top_p 0) is greedy decoding, as OpenAI documents it; a
-    # positive temperature samples; absent keeps the model's defaults.
+    # positive temperature samples; absent keeps the model's defaults. A value
+    # too small for the options' float (1e-320) is 0 there: greedy too.
     if s.temperature is not None:
-        if s.temperature == 0.0:
+        if _as_float32(s.temperature) == 0.0:
             kw["do_sample"] = False
         else:
             kw["do_sample"] = True
             kw["temperature"] = s.temperature
     if s.top_p is not None:
-        if s.top_p == 0.0:
+        if _as_float32(s.top_p) == 0.0:
             kw["do_sample"] = False
         else:
             kw["top_p"] = s.top_p
@@ -412,6 +414,10 @@ def _held_back(s: str, stops: Sequence[str]) -> int:
                 hold = k
                 break
     return hold
+
+
+def _as_float32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 def _finite_logprob(x: float) -> float:
