@@ -72,9 +72,12 @@ std::string param_of(const std::string &message) {
       {"stop string", "stop"},
       {"tools", "tools"},
       {"messages", "messages"},
+      {"the conversation is", "messages"},   // past the model's positions
+      {"the text is too long", "messages"},  // the rendered conversation, past the tokenizer's limit
       {"source_language", "source_language"},
       {"target_language", "target_language"},
   };
+  if (message.rfind("prompt: ", 0) == 0) return "prompt";  // /v1/completions names its prompt's failures so
   size_t best = std::string::npos;
   const char *param = "";
   for (const auto &[word, name] : kNames) {
@@ -210,6 +213,20 @@ std::optional<bool> opt_bool(const json &body, const char *name) {
   if (!v->is_boolean())
     bad_request(std::string(name) + " must be a boolean, not " + type_name(*v), name, "invalid_type");
   return v->get<bool>();
+}
+
+bool opt_include_usage(const json &body) {
+  const json *so = field(body, "stream_options");
+  if (!so) return false;
+  if (!so->is_object()) bad_request("stream_options must be an object", "stream_options", "invalid_type");
+  check_known_fields(*so, {"include_usage"}, "stream_options.");
+  try {
+    return opt_bool(*so, "include_usage").value_or(false);
+  } catch (ApiError &e) {
+    e.message = "stream_options." + e.message;
+    e.param = "stream_options." + e.param;
+    throw;
+  }
 }
 
 std::vector<std::string> read_stop(const json &body) {

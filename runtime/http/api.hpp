@@ -63,6 +63,8 @@ std::optional<std::string> opt_string(const json &body, const char *name, const 
 std::optional<double> opt_number(const json &body, const char *name, double lo, double hi);
 std::optional<int64_t> opt_integer(const json &body, const char *name, int64_t lo, int64_t hi);
 std::optional<bool> opt_bool(const json &body, const char *name);
+// stream_options.include_usage (false when absent); errors name the nested field.
+bool opt_include_usage(const json &body);
 // `stop`: a string or an array of at most 4 non-empty strings.
 std::vector<std::string> read_stop(const json &body);
 // Parse the body as a JSON object (400 invalid_json naming the byte offset otherwise).

@@ -233,12 +233,7 @@ std::shared_ptr<ChatJob> prepare(ServerState &state, const json &body) {
   if (top_logprobs && !logprobs) bad_request("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
   LogitBias logit_bias = read_logit_bias(body, model.vocab_size);
   bool streaming = opt_bool(body, "stream").value_or(false);
-  bool include_usage = false;
-  if (const json *so = field(body, "stream_options")) {
-    if (!so->is_object()) bad_request("stream_options must be an object", "stream_options", "invalid_type");
-    check_known_fields(*so, {"include_usage"}, "stream_options.");
-    include_usage = opt_bool(*so, "include_usage").value_or(false);
-  }
+  const bool include_usage = opt_include_usage(body);
 
   std::string schema;
   if (const json *rf = field(body, "response_format")) {

@@ -210,11 +210,7 @@ std::shared_ptr<CompletionJob> prepare(ServerState &state, const json &body) {
   if (logprobs) job->logprobs = static_cast<size_t>(*logprobs);
   job->logit_bias = std::move(logit_bias);
   job->streaming = opt_bool(body, "stream").value_or(false);
-  if (const json *so = field(body, "stream_options")) {
-    if (!so->is_object()) bad_request("stream_options must be an object", "stream_options", "invalid_type");
-    check_known_fields(*so, {"include_usage"}, "stream_options.");
-    job->include_usage = opt_bool(*so, "include_usage").value_or(false);
-  }
+  job->include_usage = opt_include_usage(body);
   model.requests++;
 
   size_t count = 0;
@@ -226,6 +222,10 @@ std::shared_ptr<CompletionJob> prepare(ServerState &state, const json &body) {
                          ids.size(), &count);
   if (st != PARLEY_OK) throw error_from_status(st, std::string("prompt: ") + parley_last_error());
   if (ids.empty()) bad_request("prompt: the prompt has no tokens", "prompt");
+  if (model.max_positions > 0 && ids.size() >= static_cast<uint64_t>(model.max_positions))
+    bad_request("prompt: the prompt is " + std::to_string(ids.size()) + " tokens; the model has " +
+                    std::to_string(model.max_positions) + " positions, and a completion needs at least one more",
+                "prompt", "context_length_exceeded");
   job->prompt_tokens = ids.size();
 
   parley_generation_options g;

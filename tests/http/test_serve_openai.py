@@ -454,6 +454,19 @@ def test_errors_in_openai_shape(server):
     with pytest.raises(openai.BadRequestError) as e:
         chat(server, temperature="hot")
     assert e.value.body["code"] == "invalid_type"
+    # A nested field is named with its parent; a prompt past the model's
+    # positions names the prompt.
+    for kw in ({"stream": True, "stream_options": {"include_usage": 1}},):
+        with pytest.raises(openai.BadRequestError) as e:
+            chat(server, max_tokens=2, **kw)
+        assert e.value.body["param"] == "stream_options.include_usage", e.value.body
+    with pytest.raises(openai.BadRequestError) as e:
+        server.client.completions.create(model="bot", prompt="Order " * 3000, max_tokens=2)
+    assert e.value.body["param"] == "prompt" and e.value.body["code"] == "context_length_exceeded", e.value.body
+    long = " ".join(f"Order {i} has not arrived yet." for i in range(200))
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, max_tokens=2, messages=[{"role": "user", "content": long}])
+    assert e.value.body["param"] == "messages", e.value.body
     # Integers past int64 either way (-2^63 - 1 arrives as the double -2^63).
     for seed in (2**63, -(2**63) - 1, -(2**64)):
         with pytest.raises(openai.BadRequestError) as e:

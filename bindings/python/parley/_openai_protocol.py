@@ -254,7 +254,11 @@ def _stream_options(body: Mapping[str, Any]) -> bool:
     if not isinstance(so, dict):
         raise ApiError("stream_options must be an object", "stream_options", "invalid_type")
     _known(so, ["include_usage"], "stream_options.")
-    return bool(_opt_bool(so, "include_usage"))
+    v = _field(so, "include_usage")
+    if v is not None and not isinstance(v, bool):
+        raise ApiError(f"stream_options.include_usage must be a boolean, not {_type_name(v)}",
+                       "stream_options.include_usage", "invalid_type")
+    return bool(v)
 
 
 @dataclass
