@@ -119,6 +119,11 @@ ChatSnapshot load_chat(const void *data, size_t size) {
            "saved chat message " + std::to_string(i) + " has unknown role " + std::to_string(role));
     const uint64_t length = r.get<uint64_t>("a message's length");
     s.messages.push_back({static_cast<ChatRole>(role), r.bytes(length, "a message's content")});
+    // Messages are NUL-terminated text (parley_chat_append): a NUL inside one
+    // would cut what the C API hands out (parley_chat_message).
+    if (const size_t nul = s.messages.back().content.find('\0'); nul != std::string::npos)
+      fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat message " + std::to_string(i) + " contains a NUL byte at offset " +
+                                              std::to_string(nul));
   }
   if (s.has_kv) {
     const uint64_t tokens = r.get<uint64_t>("the K/V token count");

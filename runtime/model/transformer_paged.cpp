@@ -9,6 +9,7 @@
 // another's length.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "core/error.hpp"
 #include "core/memory_scope.hpp"
@@ -165,9 +166,50 @@ void Transformer::read_kv_block(const KvPool &pool, int32_t block, void *out) co
   });
 }
 
+namespace {
+
+// Whether n bytes of K/V elements of `dtype` (or of I8 scales, floats) hold
+// an infinity or a NaN, which no computed K/V holds: NaN in one key poisons
+// every later token's attention.
+bool has_non_finite(const uint8_t *p, size_t n, parley_dtype dtype, bool scales) {
+  if (scales || dtype == PARLEY_DTYPE_F32) {
+    for (size_t i = 0; i + 4 <= n; i += 4) {
+      float x;
+      std::memcpy(&x, p + i, 4);
+      if (!std::isfinite(x)) return true;
+    }
+    return false;
+  }
+  if (dtype == PARLEY_DTYPE_F16 || dtype == PARLEY_DTYPE_BF16) {
+    const uint16_t exponent = dtype == PARLEY_DTYPE_F16 ? 0x7C00 : 0x7F80;
+    for (size_t i = 0; i + 2 <= n; i += 2) {
+      uint16_t h;
+      std::memcpy(&h, p + i, 2);
+      if ((h & exponent) == exponent) return true;
+    }
+  }
+  return false;  // I8 values: every byte is a number
+}
+
+}  // namespace
+
 void Transformer::write_kv_block(KvPool &pool, int32_t block, const void *in) const {
   if (block < 0 || block >= pool.num_blocks)
     fail(PARLEY_ERROR_INTERNAL, "write_kv_block: block " + std::to_string(block) + " outside the pool");
+  // K/V from outside (a saved chat): refused whole before any of it is written.
+  {
+    const auto *p = static_cast<const uint8_t *>(in);
+    size_t range = 0;
+    for_each_block_range(pool, dec_.kv_heads, dec_.head_dim, block, [&](const uint8_t *, size_t n) {
+      const bool scales = pool.kv_dtype == PARLEY_DTYPE_I8 && range % 4 >= 2;  // per layer: K, V, K scales, V scales
+      if (has_non_finite(p, n, pool.kv_dtype, scales))
+        fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved K/V holds an infinity or NaN (layer " +
+                                                std::to_string(pool.kv_dtype == PARLEY_DTYPE_I8 ? range / 4 : range / 2) +
+                                                ")");
+      p += n;
+      ++range;
+    });
+  }
   const auto *src = static_cast<const uint8_t *>(in);
   for_each_block_range(pool, dec_.kv_heads, dec_.head_dim, block, [&](uint8_t *dst, size_t n) {
     mem_->to_device(dst, src, n);

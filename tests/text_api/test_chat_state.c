@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "c_checks.h"
 
@@ -135,6 +136,15 @@ static void context_policies(parley_model *llm) {
 
 /* A session with the system prompt, one greedy exchange and a second user
  * message; o / g: the greedy options of its turns (20 new tokens). */
+/* A blob edited after its checksum (the last 8 bytes, XXH3-64 of the rest,
+ * little-endian) was made, resealed: anyone can forge a saved chat, so the
+ * checks past the checksum must hold on their own. */
+static void reseal(char *data, size_t size) {
+  unsigned long long h = (unsigned long long)XXH3_64bits(data, size - 8);
+  size_t i;
+  for (i = 0; i < 8; ++i) data[size - 8 + i] = (char)((h >> (8 * i)) & 0xff);
+}
+
 static parley_chat_session *two_turns(parley_model *llm, parley_chat_options *o, parley_generation_options *g) {
   parley_chat_session *s = NULL;
   CHECK_STATUS(parley_chat_session_create(llm, kSystem, &s), PARLEY_OK);
@@ -212,6 +222,23 @@ static void save_and_restore(parley_model *llm, parley_model *mt) {
     free(copy);
   }
   /* Misuse. */
+  { /* A NUL byte inside a message (resealed): refused, naming the message. */
+    const char *at = NULL;
+    for (i = 0; i + 4 <= size && !at; ++i)
+      if (memcmp(data + i, "4711", 4) == 0) at = data + i;
+    CHECK(at != NULL);
+    copy = (char *)malloc(size);
+    CHECK(copy != NULL);
+    if (copy && at) {
+      memcpy(copy, data, size);
+      copy[at - data] = '\0';
+      reseal(copy, size);
+      bad = NULL;
+      CHECK_STATUS(parley_chat_session_restore(llm, copy, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+      CHECK(bad == NULL && strstr(parley_last_error(), "NUL") != NULL);
+    }
+    free(copy);
+  }
   CHECK_STATUS(parley_chat_session_restore(NULL, data, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK_STATUS(parley_chat_session_restore(llm, NULL, size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
   CHECK_STATUS(parley_chat_session_restore(llm, data, size, NULL), PARLEY_ERROR_INVALID_ARGUMENT);
@@ -305,6 +332,25 @@ static void save_and_restore_kv(parley_runtime *rt, parley_model *llm) {
       CHECK_STATUS(parley_chat_session_restore(fresh_a, copy, kv_size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
       CHECK(bad == NULL);
     }
+    free(copy);
+  }
+  /* Forged K/V holding a NaN (the last bytes of K/V data, before the
+   * checksum: V, or V's scales for an I8 cache), resealed: refused by name,
+   * nothing restored. */
+  copy = (char *)malloc(kv_size);
+  CHECK(copy != NULL);
+  if (copy) {
+    memcpy(copy, kv, kv_size);
+    memset(copy + kv_size - 16, 0xff, 8);
+    reseal(copy, kv_size);
+    bad = NULL;
+    CHECK_STATUS(parley_chat_session_restore(fresh_a, copy, kv_size, &bad), PARLEY_ERROR_INVALID_ARGUMENT);
+    CHECK(bad == NULL && strstr(parley_last_error(), "NaN") != NULL);
+    /* The same blob resealed unchanged restores: the check is on the values. */
+    memcpy(copy, kv, kv_size);
+    reseal(copy, kv_size);
+    CHECK_STATUS(parley_chat_session_restore(fresh_a, copy, kv_size, &bad), PARLEY_OK);
+    parley_chat_session_free(bad);
     free(copy);
   }
   { /* Without the serving engine there are no K/V blocks to save. */
