@@ -122,8 +122,8 @@ ChatSnapshot load_chat(const void *data, size_t size) {
     // Messages are NUL-terminated text (parley_chat_append): a NUL inside one
     // would cut what the C API hands out (parley_chat_message).
     if (const size_t nul = s.messages.back().content.find('\0'); nul != std::string::npos)
-      fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved chat message " + std::to_string(i) + " contains a NUL byte at offset " +
-                                              std::to_string(nul));
+      fail(PARLEY_ERROR_INVALID_ARGUMENT,
+           "saved chat message " + std::to_string(i) + " contains a NUL byte at offset " + std::to_string(nul));
   }
   if (s.has_kv) {
     const uint64_t tokens = r.get<uint64_t>("the K/V token count");

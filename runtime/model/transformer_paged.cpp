@@ -203,9 +203,9 @@ void Transformer::write_kv_block(KvPool &pool, int32_t block, const void *in) co
     for_each_block_range(pool, dec_.kv_heads, dec_.head_dim, block, [&](const uint8_t *, size_t n) {
       const bool scales = pool.kv_dtype == PARLEY_DTYPE_I8 && range % 4 >= 2;  // per layer: K, V, K scales, V scales
       if (has_non_finite(p, n, pool.kv_dtype, scales))
-        fail(PARLEY_ERROR_INVALID_ARGUMENT, "saved K/V holds an infinity or NaN (layer " +
-                                                std::to_string(pool.kv_dtype == PARLEY_DTYPE_I8 ? range / 4 : range / 2) +
-                                                ")");
+        fail(PARLEY_ERROR_INVALID_ARGUMENT,
+             "saved K/V holds an infinity or NaN (layer " +
+                 std::to_string(pool.kv_dtype == PARLEY_DTYPE_I8 ? range / 4 : range / 2) + ")");
       p += n;
       ++range;
     });
