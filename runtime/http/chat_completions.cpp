@@ -37,6 +37,7 @@ std::string content_text(const json &msg, const std::string &where) {
       if (type != "text")
         bad_request(p + ": content parts of type '" + type.value_or("") + "' are not supported (only text)",
                     p + ".type", "unsupported_value");
+      check_known_fields(part, {"type", "text"}, p + ".");  // as unknown keys of a message are refused
       auto text = opt_string(part, "text", p + ".");
       if (!text) bad_request(p + ".text is required", p + ".text", "missing_required_parameter");
       out += *text;

@@ -489,6 +489,8 @@ def test_errors_in_openai_shape(server):
     for body, code in [(b"{not json", "invalid_json"), (b"[1, 2]", "invalid_json"),
                        (b'{"model": "bot", "messages": [], "frobnicate": 1}', "unknown_parameter"),
                        (b'{"model": "bot", "messages": "hi"}', "invalid_type"),
+                       (b'{"model": "bot", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", '
+                        b'"foo": 1}]}]}', "unknown_parameter"),
                        (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": '
                         b'"function"}]}', "missing_required_parameter"),
                        (b'{"model": "bot", "messages": [{"role": "user", "content": "hi"}], "tools": [7]}',

@@ -347,6 +347,7 @@ def _content_text(msg: Mapping[str, Any], where: str) -> str:
             if t != "text":
                 raise ApiError(f"{p}: content parts of type '{t or ''}' are not supported (only text)", p + ".type",
                                "unsupported_value")
+            _known(part, ["type", "text"], p + ".")  # as unknown keys of a message are refused
             text = _opt_string(part, "text", p + ".")
             if text is None:
                 raise ApiError(f"{p}.text is required", p + ".text", "missing_required_parameter")
