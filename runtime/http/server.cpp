@@ -232,7 +232,6 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
     e.message = message;
     e.code = code;
     send_error(res, e);
-    res.set_header("Connection", "close");  // the unread body must not be taken for the next request
     return httplib::Server::HandlerResponse::Handled;
   };
   svr.set_pre_routing_handler([&args, refuse](const httplib::Request &req, httplib::Response &res) {
@@ -279,7 +278,6 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
       e.code = "invalid_request";
       send_error(res, e);
     }
-    res.set_header("Connection", "close");  // the unread body must not be taken for the next request
     return httplib::Server::HandlerResponse::Handled;
   });
   svr.set_error_handler([&args](const httplib::Request &req, httplib::Response &res) { fill_error(args, req, res); });
@@ -290,7 +288,6 @@ int serve(parley_runtime *rt, const ServeArgs &args) {
     if (!length || *length <= args.max_body_bytes) return 100;  // a bad length: refused at routing
     res.status = 413;
     fill_error(args, req, res);
-    res.set_header("Connection", "close");
     return 413;
   });
   svr.set_logger([&state, &args](const httplib::Request &req, const httplib::Response &res) {
