@@ -52,16 +52,17 @@ std::string content_text(const json &msg, const std::string &where) {
 std::string tool_calls_for_parley(const json &calls, const std::string &where) {
   if (!calls.is_array()) bad_request(where + ".tool_calls must be an array", where + ".tool_calls", "invalid_type");
   json out = json::array();
-  for (const auto &c : calls) {
+  for (size_t j = 0; j < calls.size(); ++j) {
+    const json &c = calls[j];
+    const std::string at = where + ".tool_calls[" + std::to_string(j) + "]";
     if (!c.is_object() || !c.contains("function") || !c["function"].is_object())
-      bad_request(where + ".tool_calls entries must be {\"type\": \"function\", \"function\": {...}}",
-                  where + ".tool_calls", "invalid_type");
+      bad_request(at + " must be {\"type\": \"function\", \"function\": {...}}", at, "invalid_type");
     json call = c;
     json &args = call["function"]["arguments"];
     if (args.is_string()) {
       json parsed = json::parse(args.get<std::string>(), nullptr, false);
       if (!parsed.is_discarded() && nested_too_deep(parsed))  // a string holds any depth; copying recurses
-        bad_request(where + ".tool_calls: function.arguments is nested deeper than 64 levels", where + ".tool_calls",
+        bad_request(at + ".function.arguments is nested deeper than 64 levels", at + ".function.arguments",
                     "invalid_value");
       if (!parsed.is_discarded()) args = std::move(parsed);
     }

@@ -467,6 +467,12 @@ def test_errors_in_openai_shape(server):
     with pytest.raises(openai.BadRequestError) as e:
         chat(server, max_tokens=2, messages=[{"role": "user", "content": long}])
     assert e.value.body["param"] == "messages", e.value.body
+    # A malformed tool call is named with its index.
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server, max_tokens=2, messages=[{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": None, "tool_calls": [7]},
+                                             {"role": "user", "content": "and?"}])
+    assert e.value.body["param"] == "messages[1].tool_calls[0]", e.value.body
     # Integers past int64 either way (-2^63 - 1 arrives as the double -2^63).
     for seed in (2**63, -(2**63) - 1, -(2**64)):
         with pytest.raises(openai.BadRequestError) as e:

@@ -361,10 +361,10 @@ def _tool_calls_for_parley(calls: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(calls, list):
         raise ApiError(f"{where}.tool_calls must be an array", where + ".tool_calls", "invalid_type")
     out = []
-    for c in calls:
+    for j, c in enumerate(calls):
         if not isinstance(c, dict) or not isinstance(c.get("function"), dict):
-            raise ApiError(f'{where}.tool_calls entries must be {{"type": "function", "function": {{...}}}}',
-                           where + ".tool_calls", "invalid_type")
+            at = f"{where}.tool_calls[{j}]"
+            raise ApiError(f'{at} must be {{"type": "function", "function": {{...}}}}', at, "invalid_type")
         call = json.loads(json.dumps(c))
         args = call["function"].get("arguments")
         if isinstance(args, str):
