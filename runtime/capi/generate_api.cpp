@@ -288,6 +288,32 @@ const Hypothesis &hypothesis_at(const parley_generation_result &result, size_t b
 
 }  // namespace
 
+namespace parley::capi {
+
+Task<void> generate_task(const parley_model *model, const int32_t *const *prompts, const size_t *prompt_lengths,
+                         size_t batch_size, const parley_generation_options *options,
+                         parley_generation_result **out_result) {
+  require(model, "model");
+  require(out_result, "out_result");
+  const RequestControl *control = take_request_control();
+  DecodingOptions d = resolve_generation_options(*model->impl.file, options);
+  apply_request_control(control, d, /*with_logprobs=*/true);
+  auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
+  if (!options) apply_max_length_to_prompts(*model->impl.file, batch, d);
+  if (model->impl.file->kind() == PARLEY_MODEL_DECODER_ONLY) d.constraint = resolve_constraint(model->impl, options);
+  auto result = std::make_unique<parley_generation_result>();
+  Engine *engine = model->impl.engine();
+  if (engine) {
+    RunControl run{d.cancel, d.deadline, control ? control->resumer : nullptr};
+    result->items = co_await parley::generate_task(*engine, batch, d, run);
+  } else {
+    result->items = generate(model->impl.transformer(), batch, d);
+  }
+  *out_result = result.release();
+}
+
+}  // namespace parley::capi
+
 extern "C" {
 
 PARLEY_API parley_status parley_generation_options_defaults(const parley_model *model,
@@ -374,19 +400,7 @@ PARLEY_API parley_status parley_generate(const parley_model *model, const int32_
                                          const parley_generation_options *options,
                                          parley_generation_result **out_result) {
   return guarded(__func__, [&] {
-    require(model, "model");
-    require(out_result, "out_result");
-    DecodingOptions d = resolve_generation_options(*model->impl.file, options);
-    parley::capi::apply_request_control(parley::capi::take_request_control(), d, /*with_logprobs=*/true);
-    auto batch = read_batch(prompts, prompt_lengths, batch_size, "prompts", false);
-    if (!options) apply_max_length_to_prompts(*model->impl.file, batch, d);
-    if (model->impl.file->kind() == PARLEY_MODEL_DECODER_ONLY)
-      d.constraint = parley::capi::resolve_constraint(model->impl, options);
-    auto result = std::make_unique<parley_generation_result>();
-    Engine *engine = model->impl.engine();
-    result->items = engine ? generate(*engine, batch, d, RunControl{d.cancel, d.deadline})
-                           : generate(model->impl.transformer(), batch, d);
-    *out_result = result.release();
+    run_sync(parley::capi::generate_task(model, prompts, prompt_lengths, batch_size, options, out_result));
   });
 }
 

@@ -12,14 +12,17 @@
 // trampolines here that hand the host's function over and wait for it.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <coroutine>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <list>
 #include <map>
@@ -177,6 +180,11 @@ struct parley_request {
   parley_request_fn on_complete = nullptr;
   void *user_data = nullptr;
   std::function<parley_status(parley_request &)> work;  // the blocking call on the copies below
+  // The same call as a coroutine (chat turns, generations), run instead of
+  // `work` when the model has a serving engine: while the engine computes
+  // its rows it holds no thread (run_async).
+  std::function<parley::Task<void>(parley_request &)> async_work;
+  const char *function = "";  // the C function `work` is, for the messages of async_work's errors
 
   // Inputs (owned copies).
   const parley_model *model = nullptr;
@@ -240,6 +248,9 @@ struct parley_request {
 };
 
 namespace parley::capi {
+parley_status status_of(const char *function, std::exception_ptr error) {
+  return guarded(function, [&] { std::rethrow_exception(error); });
+}
 void set_request_control(const RequestControl *control) {
   t_control = control;
 }
@@ -534,28 +545,91 @@ parley::Engine *engine_for(const parley_request &r) {
   }
 }
 
-void run(parley_request *r) {
-  t_worker_of = r;
-  r->engine = engine_for(*r);
-  parley::Hypothesis hypothesis;
-  if (r->kind == Kind::kChat) {
-    r->control.reply = &hypothesis;
-    r->control.progress = &r->stream_progress;
+// Threads that resume suspended request coroutines (run_async) after the
+// serving engine ran their rows: a few, whatever the number of requests
+// (each runs a request's decoding between two engine steps). Never
+// destroyed, like RequestWorkers; a forked child makes its own.
+class ResumePool final : public parley::Resumer {
+ public:
+  static ResumePool &get() {
+    ResumePool *p = current_.load(std::memory_order_acquire);
+    const pid_t pid = getpid();
+    while (!p || p->pid_ != pid) {
+      auto *fresh = new ResumePool(pid);
+      if (current_.compare_exchange_strong(p, fresh, std::memory_order_acq_rel))
+        p = fresh;
+      else
+        delete fresh;
+    }
+    return *p;
   }
-  parley_status st;
-  std::string message;
-  if (r->cancel.load()) {
-    st = PARLEY_ERROR_CANCELLED;
-    message = "parley_request: the request was cancelled before it started";
-  } else if (r->control.deadline && std::chrono::steady_clock::now() >= *r->control.deadline) {
-    st = PARLEY_ERROR_TIMEOUT;
-    message = "parley_request: the request's deadline passed before it started";
-  } else {
-    parley::capi::set_request_control(&r->control);
-    st = r->work(*r);
-    parley::capi::set_request_control(nullptr);
-    if (st != PARLEY_OK) message = parley_last_error();
+
+  void resume(std::coroutine_handle<> h) noexcept override {
+    try {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (threads_ == 0 || (idle_ == 0 && threads_ < max_threads_ && queue_.size() >= threads_)) start_thread();
+      queue_.push_back(h);
+    } catch (...) {  // no memory for the queue, or no thread at all: go on here
+      h.resume();
+      return;
+    }
+    cv_.notify_one();
   }
+
+ private:
+  explicit ResumePool(pid_t pid)
+      : pid_(pid), max_threads_(std::clamp<size_t>(std::thread::hardware_concurrency(), 2, 16)) {}
+
+  // Under mu_. Throws when the thread cannot start (resume() goes on inline
+  // only when none exists).
+  void start_thread() {
+    try {
+      std::thread([this] { loop(); }).detach();
+      ++threads_;
+    } catch (const std::system_error &) {
+      if (threads_ == 0) throw;
+    }
+  }
+
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [&] { return !queue_.empty(); });
+      --idle_;
+      std::coroutine_handle<> h = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      h.resume();
+      lock.lock();
+    }
+  }
+
+  static inline std::atomic<ResumePool *> current_{nullptr};
+  const pid_t pid_;
+  const size_t max_threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::coroutine_handle<>> queue_;
+  size_t threads_ = 0, idle_ = 0;
+};
+
+// A coroutine that owns its own frame (freed when it ends): a request's
+// driver, which may end on any thread and free the request itself.
+struct Detached {
+  struct promise_type {
+    Detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }  // drive() catches everything
+  };
+};
+
+// The request ended with `st`: its results, the completion callback, and
+// its release (or its deletion, when it was freed from one of its own
+// callbacks). r must not be touched after this.
+void finish(parley_request *r, parley_status st, std::string message, parley::Hypothesis &hypothesis) {
   if (r->session) release_session(*r);  // before the callback: it may submit the next turn
   {
     std::lock_guard<std::mutex> lock(r->mu);
@@ -579,11 +653,66 @@ void run(parley_request *r) {
     // r only after this worker's last touch (the unlock).
     r->cv.notify_all();
   }
-  t_worker_of = nullptr;
   // Freed from one of its own callbacks: nobody else may use the handle now
   // (parley_request_free's contract), so the worker deletes it.
   if (free_now) delete r;
   g_unfinished.fetch_sub(1);
+}
+
+// Runs r's async_work: on the worker until the first wait for the serving
+// engine, then on the resume pool's threads; the worker is free meanwhile.
+Detached drive(parley_request *r) {
+  parley::Hypothesis hypothesis;
+  if (r->kind == Kind::kChat) {
+    r->control.reply = &hypothesis;
+    r->control.progress = &r->stream_progress;
+  }
+  r->control.resumer = &ResumePool::get();
+  parley_status st = PARLEY_OK;
+  std::string message;
+  std::exception_ptr error;
+  parley::capi::set_request_control(&r->control);  // taken at the work's start, on this thread
+  try {
+    co_await r->async_work(*r);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  parley::capi::set_request_control(nullptr);
+  if (error) {
+    st = parley::capi::status_of(r->function, error);
+    message = parley_last_error();
+  }
+  finish(r, st, std::move(message), hypothesis);
+}
+
+void run(parley_request *r) {
+  t_worker_of = r;
+  r->engine = engine_for(*r);
+  parley_status st;
+  std::string message;
+  parley::Hypothesis hypothesis;
+  if (r->cancel.load()) {
+    st = PARLEY_ERROR_CANCELLED;
+    message = "parley_request: the request was cancelled before it started";
+  } else if (r->control.deadline && std::chrono::steady_clock::now() >= *r->control.deadline) {
+    st = PARLEY_ERROR_TIMEOUT;
+    message = "parley_request: the request's deadline passed before it started";
+  } else if (r->async_work && r->engine) {
+    t_worker_of = nullptr;
+    drive(r);  // may end, and free r, before it returns
+    return;
+  } else {
+    if (r->kind == Kind::kChat) {
+      r->control.reply = &hypothesis;
+      r->control.progress = &r->stream_progress;
+    }
+    parley::capi::set_request_control(&r->control);
+    st = r->work(*r);
+    parley::capi::set_request_control(nullptr);
+    if (st != PARLEY_OK) message = parley_last_error();
+  }
+  t_worker_of = nullptr;
+  finish(r, st, std::move(message), hypothesis);
 }
 
 // Common part of the submit functions: request options, the limit, the worker.
@@ -688,6 +817,10 @@ PARLEY_API parley_status parley_chat_submit(parley_chat_session *session, const 
     r->work = [has_options](parley_request &q) {
       return parley::capi::chat_generate_held(q.session, has_options ? &q.chat : nullptr, &q.reply);
     };
+    r->async_work = [has_options](parley_request &q) {
+      return parley::capi::chat_generate_task(q.session, has_options ? &q.chat : nullptr, &q.reply);
+    };
+    r->function = "parley_chat_generate";
     start(std::move(r), request_options, out_request);
   });
 }
@@ -709,6 +842,11 @@ PARLEY_API parley_status parley_generate_submit(const parley_model *model, const
       return parley_generate(q.model, q.batch.ptrs.data(), q.batch.lengths.data(), q.batch.rows.size(),
                              q.generation.get(), &q.generation_result);
     };
+    r->async_work = [](parley_request &q) {
+      return parley::capi::generate_task(q.model, q.batch.ptrs.data(), q.batch.lengths.data(), q.batch.rows.size(),
+                                         q.generation.get(), &q.generation_result);
+    };
+    r->function = "parley_generate";
     start(std::move(r), request_options, out_request);
   });
 }

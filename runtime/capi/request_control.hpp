@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct RequestControl {
   Hypothesis *reply = nullptr;
   // chat: what the streamed text covers, while the host's on_text runs.
   ChatStreamProgress *progress = nullptr;
+  // Where the call goes on after waiting for the serving engine without a
+  // thread (its *_task form, run by the request); NULL: it blocks.
+  Resumer *resumer = nullptr;
 };
 
 // Set (and cleared with nullptr) by a request's worker around its call.
@@ -72,5 +76,15 @@ class ModelRef {
 };
 // parley_chat_generate for a caller that holds the session.
 parley_status chat_generate_held(parley_chat_session *session, const parley_chat_options *options, char **out_reply);
+// The same as a coroutine (throwing what parley_chat_generate reports), and
+// parley_generate's: with the request control's resumer they hold no thread
+// while the serving engine runs them. Arguments must outlive them.
+Task<void> chat_generate_task(parley_chat_session *session, const parley_chat_options *options, char **out_reply);
+Task<void> generate_task(const parley_model *model, const int32_t *const *prompts, const size_t *prompt_lengths,
+                         size_t batch_size, const parley_generation_options *options,
+                         parley_generation_result **out_result);
+// The status (and thread's last error, "function: message") that the C
+// boundary reports for an exception (capi/api_guard.hpp).
+parley_status status_of(const char *function, std::exception_ptr error);
 
 }  // namespace parley::capi

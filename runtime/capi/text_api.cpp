@@ -512,7 +512,7 @@ PARLEY_API parley_status parley_chat_options_defaults(parley_chat_options *optio
 
 namespace {
 // parley_chat_generate's body; the caller holds the session.
-void chat_generate_impl(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
+Task<void> chat_generate_coro(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
   {
     ChatSession &s = *session->impl;
     parley_chat_options o{};
@@ -533,6 +533,7 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
       r.decoding.num_alternatives = control->num_alternatives;
       if (control->return_logprobs || control->num_alternatives > 0) r.hypothesis = control->reply;
       r.progress = control->progress;
+      r.resumer = control->resumer;
     }
     if (o.num_stop_strings > kMaxStops) fail(PARLEY_ERROR_INVALID_ARGUMENT, "more than 64 stop strings");
     if (o.num_stop_strings && !o.stop_strings)
@@ -550,7 +551,7 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
                                                 " is neither PARLEY_CHAT_CONTEXT_ERROR nor _DROP_OLDEST");
       r.drop_oldest = o.context_policy == PARLEY_CHAT_CONTEXT_DROP_OLDEST;
     }
-    std::string reply = s.reply(r);
+    std::string reply = co_await s.reply_task(r);
     if (out_reply) {
       char *copy = static_cast<char *>(std::malloc(reply.size() + 1));
       if (!copy) {  // the turn did not happen: take the reply back out of the conversation
@@ -562,6 +563,11 @@ void chat_generate_impl(parley_chat_session *session, const parley_chat_options 
       *out_reply = copy;
     }
   }
+}
+
+void chat_generate_impl(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
+  MemoryScope memory_scope("the conversation's prompt, tokens and reply");
+  run_sync(chat_generate_coro(session, options, out_reply));
 }
 }  // namespace
 
@@ -578,6 +584,9 @@ const parley_model *chat_session_model(const parley_chat_session *session) {
 }
 parley_status chat_generate_held(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
   return guarded("parley_chat_generate", [&] { chat_generate_impl(session, options, out_reply); });
+}
+Task<void> chat_generate_task(parley_chat_session *session, const parley_chat_options *options, char **out_reply) {
+  return chat_generate_coro(session, options, out_reply);
 }
 }  // namespace parley::capi
 

@@ -214,9 +214,9 @@ bool top_candidates_sparse(const DecodingOptions &o, const float *rows, size_t n
   return true;
 }
 
-std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<float> logits,
-                                                 const std::vector<std::vector<int32_t>> &prompts,
-                                                 const DecodingOptions &o) {
+Task<std::vector<std::vector<Hypothesis>>> beam_search(StepModel &model, std::vector<float> logits,
+                                                       const std::vector<std::vector<int32_t>> &prompts,
+                                                       const DecodingOptions &o) {
   const int64_t vocab = model.vocab();
   const size_t batch = prompts.size();
   const size_t n = static_cast<size_t>(o.num_beams);
@@ -488,7 +488,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
     for (size_t r = 0; r < parents.size(); ++r) identity = identity && parents[r] == static_cast<int32_t>(r);
     if (!identity) model.reorder(parents);
     check_run_control(o, step + 1, model);
-    model.advance_into(next_tokens, logits, &stats);
+    co_await model.advance_task(next_tokens, logits, &stats);
     const size_t rows = live.size() * n;
     if (logits.size() != rows * static_cast<size_t>(vocab))
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
@@ -516,7 +516,7 @@ std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<f
         h.constraint = static_cast<int8_t>(ConstraintStatus::kIncomplete);
       out[b].push_back(std::move(h));
     }
-  return out;
+  co_return out;
 }
 
 }  // namespace parley::decoding

@@ -133,6 +133,12 @@ size_t partial_stop(std::string_view text, const std::vector<std::string> &stops
 
 std::string ChatSession::reply(const ChatReplyOptions &options) {
   MemoryScope memory_scope("the conversation's prompt, tokens and reply");
+  return run_sync(reply_task(options));
+}
+
+// No MemoryScope inside (thread-local: a turn may suspend on one thread and
+// go on on another); reply() opens one around the blocking call.
+Task<std::string> ChatSession::reply_task(const ChatReplyOptions &options) {
   cancel_.store(false);
   // A request cancelled before its turn began (its flag is set before it
   // calls cancel(), and cleared never): applied here, after the reset above.
@@ -308,7 +314,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
 
   Hypothesis turn;
   if (engine_) {
-    turn = run_turn_engine(ids, dec);
+    turn = co_await run_turn_engine(ids, dec, options.resumer);
   } else {
     turn = run_turn_contiguous(ids, keep, dec);
     // The cache holds the prompt and every generated token but the last.
@@ -353,7 +359,7 @@ std::string ChatSession::reply(const ChatReplyOptions &options) {
   tool_messages_ = count_tool_messages(messages_);
   counters_.last_dropped_messages = dropped;
   counters_.total_dropped_messages += dropped;
-  return reply_text;
+  co_return reply_text;
 }
 
 Hypothesis ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec) {
@@ -383,7 +389,7 @@ Hypothesis ChatSession::run_turn_contiguous(const std::vector<int32_t> &ids, siz
 // The engine keeps the K/V; the session keeps the tokens. Whatever the
 // outcome, the session parks its sequence (its full blocks stay findable,
 // its memory is released) and remembers the tokens that ran.
-Hypothesis ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec) {
+Task<Hypothesis> ChatSession::run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec, Resumer *resumer) {
   if (!seq_)
     seq_ = engine_->open(kv_root());
   else
@@ -396,6 +402,7 @@ Hypothesis ChatSession::run_turn_engine(const std::vector<int32_t> &ids, Decodin
   RunControl control;
   control.cancel = &cancel_;
   control.deadline = dec.deadline;
+  control.resumer = resumer;
   EngineStepModel step(*engine_, {seq_}, control);
   auto finish = [&] {
     seq_ = step.sequences().front();
@@ -404,20 +411,26 @@ Hypothesis ChatSession::run_turn_engine(const std::vector<int32_t> &ids, Decodin
     counters_.cached_tokens = cached_.size();
   };
   Hypothesis turn;
+  std::exception_ptr error;
   try {
     std::vector<int64_t> computed;
-    std::vector<int32_t> fresh(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end());
-    std::vector<float> last = engine_->run({seq_.get()}, {fresh}, control, &computed);
+    const std::vector<Engine::Sequence *> seqs{seq_.get()};
+    const std::vector<std::vector<int32_t>> fresh{
+        std::vector<int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end())};
+    std::vector<float> last;
+    co_await engine_->run_await(seqs, fresh, control, last, nullptr, &computed);
     counters_.last_processed_tokens = static_cast<uint64_t>(computed.front());
     counters_.last_reused_tokens = ids.size() - counters_.last_processed_tokens;
     counters_.total_processed_tokens += counters_.last_processed_tokens;
-    turn = std::move(decode(step, last, {ids}, dec).front().front());
+    const std::vector<std::vector<int32_t>> prompts{ids};
+    std::vector<std::vector<Hypothesis>> got = co_await decode_task(step, last, prompts, dec);
+    turn = std::move(got.front().front());
   } catch (...) {
-    finish();
-    throw;
+    error = std::current_exception();
   }
   finish();
-  return turn;
+  if (error) std::rethrow_exception(error);
+  co_return turn;
 }
 
 }  // namespace parley

@@ -53,6 +53,9 @@ struct ChatReplyOptions {
   // turn; true = the oldest turns after the system prompt are dropped from
   // the conversation until the prompt leaves room for the reply.
   bool drop_oldest = false;
+  // reply_task: where the turn goes on after waiting for the serving engine
+  // without a thread (asynchronous requests). NULL: it blocks its thread.
+  Resumer *resumer = nullptr;
 };
 
 struct ChatCounters {
@@ -97,6 +100,9 @@ class ChatSession {
   // returns it. Throws Error(CANCELLED) when cancel() was called (the
   // conversation is then unchanged; the cache keeps what it computed).
   std::string reply(const ChatReplyOptions &options);
+  // The same as a coroutine: with options.resumer it holds no thread while
+  // the serving engine runs the turn. `options` must outlive it.
+  Task<std::string> reply_task(const ChatReplyOptions &options);
   void cancel() { cancel_.store(true); }
   // Back to the system prompt only (the cached system prompt is reused).
   void reset();
@@ -131,7 +137,7 @@ class ChatSession {
   // returns the prompt's... see reply().
   // Both return the turn's hypothesis.
   Hypothesis run_turn_contiguous(const std::vector<int32_t> &ids, size_t keep, DecodingOptions &dec);
-  Hypothesis run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec);
+  Task<Hypothesis> run_turn_engine(const std::vector<int32_t> &ids, DecodingOptions &dec, Resumer *resumer);
 
   const Transformer &model_;
   const TextModel &text_;

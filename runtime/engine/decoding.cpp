@@ -104,6 +104,12 @@ void validate_decoding_options(const DecodingOptions &o, int64_t vocab) {
 std::vector<std::vector<Hypothesis>> decode(StepModel &model, const std::vector<float> &last_logits,
                                             const std::vector<std::vector<int32_t>> &prompts,
                                             const DecodingOptions &options) {
+  return run_sync(decode_task(model, last_logits, prompts, options));
+}
+
+Task<std::vector<std::vector<Hypothesis>>> decode_task(StepModel &model, const std::vector<float> &last_logits,
+                                                       const std::vector<std::vector<int32_t>> &prompts,
+                                                       const DecodingOptions &options) {
   const int64_t vocab = model.vocab();
   validate_decoding_options(options, vocab);
   const int64_t batch = model.rows();
@@ -118,8 +124,8 @@ std::vector<std::vector<Hypothesis>> decode(StepModel &model, const std::vector<
     check_ids("prompt token", p, vocab);
   }
   decoding::check_run_control(options, 0, model);
-  if (options.num_beams > 1) return decoding::beam_search(model, last_logits, prompts, options);
-  return decoding::greedy_or_sample(model, last_logits, prompts, options);
+  if (options.num_beams > 1) co_return co_await decoding::beam_search(model, last_logits, prompts, options);
+  co_return co_await decoding::greedy_or_sample(model, last_logits, prompts, options);
 }
 
 namespace decoding {
@@ -169,9 +175,9 @@ void append_alternatives(const float *logp, int64_t vocab, int64_t k, Hypothesis
 // Rows are independent in `_sample`, so instead of feeding pad tokens to
 // finished rows (transformers' behaviour) they are dropped from the model;
 // the output is the same.
-std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vector<float> logits,
-                                                      const std::vector<std::vector<int32_t>> &prompts,
-                                                      const DecodingOptions &o) {
+Task<std::vector<std::vector<Hypothesis>>> greedy_or_sample(StepModel &model, std::vector<float> logits,
+                                                            const std::vector<std::vector<int32_t>> &prompts,
+                                                            const DecodingOptions &o) {
   const int64_t vocab = model.vocab();
   const int64_t batch = static_cast<int64_t>(prompts.size());
   const int64_t per_item = o.do_sample ? o.num_return_sequences : 1;
@@ -277,11 +283,11 @@ std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vec
     if (next_live.size() != live.size()) model.reorder(kept_rows);
     live = std::move(next_live);
     check_run_control(o, step + 1, model);
-    model.advance_into(tokens, logits);
+    co_await model.advance_task(tokens, logits, nullptr);
     if (static_cast<int64_t>(logits.size()) != static_cast<int64_t>(live.size()) * vocab)
       fail(PARLEY_ERROR_INTERNAL, "decoding: the model returned logits of the wrong size");
   }
-  return out;
+  co_return out;
 }
 
 }  // namespace decoding

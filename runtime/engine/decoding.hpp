@@ -154,5 +154,11 @@ void validate_decoding_options(const DecodingOptions &options, int64_t vocab);
 std::vector<std::vector<Hypothesis>> decode(StepModel &model, const std::vector<float> &last_logits,
                                             const std::vector<std::vector<int32_t>> &prompts,
                                             const DecodingOptions &options);
+// The same as a coroutine: it suspends where the model's advance_task does
+// (an asynchronous request's engine rows), holding no thread meanwhile.
+// Every argument must outlive it.
+Task<std::vector<std::vector<Hypothesis>>> decode_task(StepModel &model, const std::vector<float> &last_logits,
+                                                       const std::vector<std::vector<int32_t>> &prompts,
+                                                       const DecodingOptions &options);
 
 }  // namespace parley

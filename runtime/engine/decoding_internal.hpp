@@ -6,14 +6,15 @@
 namespace parley::decoding {
 
 // transformers' `_sample` (greedy when !do_sample).
-std::vector<std::vector<Hypothesis>> greedy_or_sample(StepModel &model, std::vector<float> logits,
-                                                      const std::vector<std::vector<int32_t>> &prompts,
-                                                      const DecodingOptions &options);
+// Coroutines (awaiting the model's advance_task); references must outlive them.
+Task<std::vector<std::vector<Hypothesis>>> greedy_or_sample(StepModel &model, std::vector<float> logits,
+                                                            const std::vector<std::vector<int32_t>> &prompts,
+                                                            const DecodingOptions &options);
 
 // transformers' `_beam_search` (beam sampling when do_sample).
-std::vector<std::vector<Hypothesis>> beam_search(StepModel &model, std::vector<float> logits,
-                                                 const std::vector<std::vector<int32_t>> &prompts,
-                                                 const DecodingOptions &options);
+Task<std::vector<std::vector<Hypothesis>>> beam_search(StepModel &model, std::vector<float> logits,
+                                                       const std::vector<std::vector<int32_t>> &prompts,
+                                                       const DecodingOptions &options);
 
 // Expands every row `times` times in place (row b becomes rows b*times ..
 // b*times+times-1), in the model and in `logits`, like

@@ -156,6 +156,12 @@ void check_engine_request(Engine &engine, const std::vector<std::vector<int32_t>
 
 std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
                                               const DecodingOptions &options, const RunControl &control) {
+  return run_sync(generate_task(engine, prompts, options, control));
+}
+
+Task<std::vector<std::vector<Hypothesis>>> generate_task(Engine &engine,
+                                                         const std::vector<std::vector<int32_t>> &prompts,
+                                                         const DecodingOptions &options, RunControl control) {
   if (engine.model().encoder_decoder())
     fail(PARLEY_ERROR_UNSUPPORTED, "this is an encoder-decoder model: translate instead of generate");
   if (prompts.empty()) fail(PARLEY_ERROR_INVALID_ARGUMENT, "the batch is empty");
@@ -166,9 +172,10 @@ std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<
     rows.push_back(engine.open());
     seqs.push_back(rows.back().get());
   }
-  std::vector<float> last = engine.run(seqs, prompts, control);
+  std::vector<float> last;
+  co_await engine.run_await(seqs, prompts, control, last);
   EngineStepModel step_model(engine, std::move(rows), control);
-  return decode(step_model, last, prompts, options);
+  co_return co_await decode_task(step_model, last, prompts, options);
 }
 
 std::vector<std::vector<Hypothesis>> translate(Engine &engine, const std::vector<std::vector<int32_t>> &sources,

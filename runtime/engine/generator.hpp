@@ -33,6 +33,12 @@ std::vector<std::vector<Hypothesis>> generate(const Transformer &model,
 // batched with every other request the engine runs meanwhile.
 std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
                                               const DecodingOptions &options, const RunControl &control = {});
+// ... as a coroutine: with control.resumer set it holds no thread while the
+// engine runs its rows (asynchronous requests). `prompts` and `options`
+// must outlive it.
+Task<std::vector<std::vector<Hypothesis>>> generate_task(Engine &engine,
+                                                         const std::vector<std::vector<int32_t>> &prompts,
+                                                         const DecodingOptions &options, RunControl control);
 
 // Encoder-decoder: encode each source, then decode from its decoder prompt
 // (the decoder start token, possibly followed by a target prefix).

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/task.hpp"
 #include "model/logit_stats.hpp"
 
 namespace parley {
@@ -31,6 +32,17 @@ class StepModel {
   virtual void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) {
     advance_into(tokens, logits);
     stats->valid = false;
+  }
+  // co_await model.advance_task(...): advance_into (with `stats` when not
+  // NULL) for the decoding coroutines. A model that can wait without a
+  // thread (the serving engine's, for an asynchronous request) suspends
+  // there; the others run it at once.
+  virtual Task<void> advance_task(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) {
+    if (stats)
+      advance_into(tokens, logits, stats);
+    else
+      advance_into(tokens, logits);
+    co_return;
   }
   // Row r of the new state continues old row parents[r] (rows may be
   // duplicated or dropped; parents.size() becomes the new row count).

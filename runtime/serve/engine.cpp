@@ -29,6 +29,12 @@ struct Engine::Group {
   // failed it: a caller whose group did not move sleeps on, so callers
   // waiting past the batch cost nothing per step.
   std::condition_variable cv;
+  std::vector<int64_t> *computed = nullptr;  // the caller's, or NULL
+  // run_await: the suspended caller, its control (cancel, deadline,
+  // resumer: the scheduler checks them), and where its error goes.
+  std::coroutine_handle<> waiter;
+  RunControl control;
+  std::exception_ptr *error_out = nullptr;
 };
 
 int64_t Engine::Sequence::length() const {
@@ -547,6 +553,10 @@ void Engine::run_queued_calls_here(const void *owner) {
   Engine *e = t_scheduler_of;
   if (!e || !owner) return;
   std::unique_lock<std::mutex> lock(e->mu_);
+  // A suspended request the caller waits for (cancelled, to be freed) is
+  // released by the scheduler loop, which is this thread, inside a
+  // callback: release it from here.
+  e->release_async(lock);
   e->run_calls(lock, owner);
 }
 
@@ -741,12 +751,9 @@ std::vector<float> Engine::run(const std::vector<Sequence *> &seqs, const std::v
   return logits;
 }
 
-void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
-                      const RunControl &control, std::vector<float> &logits, LogitStats *stats,
-                      std::vector<int64_t> *computed) {
+void Engine::check_run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens) const {
   if (seqs.empty() || seqs.size() != tokens.size())
     fail(PARLEY_ERROR_INVALID_ARGUMENT, "run needs one token list per sequence");
-  refuse_on_engine_thread("a blocking call that decodes through the serving engine");
   const int64_t vocab = model_.vocab(), max_pos = model_.decoder_params().max_positions;
   const uint64_t pool_tokens = static_cast<uint64_t>(blocks_.num_blocks() * options_.block_size);
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -766,16 +773,10 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
            "a sequence of " + std::to_string(total) + " tokens does not fit the KV budget of " +
                std::to_string(stats_.kv_budget_bytes) + " bytes (" + std::to_string(pool_tokens) + " tokens)");
   }
-  Group g;
-  g.seqs = seqs;
-  logits.resize(seqs.size() * static_cast<size_t>(vocab));
-  g.logits = &logits;
-  if (stats) {
-    linear_stats_for(*stats, static_cast<int64_t>(seqs.size()), vocab);
-    stats->valid = false;
-    g.stats = stats;
-  }
-  std::unique_lock<std::mutex> lock(mu_);
+}
+
+void Engine::enqueue_locked(Group &g, const std::vector<Sequence *> &seqs,
+                            const std::vector<std::vector<int32_t>> &tokens) {
   g.ticket = UINT64_MAX;
   // Everything that may throw (allocations, a refusal) comes before the
   // first change to a sequence or the queue: a failure leaves both as they
@@ -789,9 +790,11 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
     s.tokens_.reserve(s.tokens_.size() + tokens[i].size());
     g.ticket = std::min(g.ticket, s.ticket_);
   }
+  if (g.waiter) async_.reserve(async_.size() + 1);
   queue_.insert(std::upper_bound(queue_.begin(), queue_.end(), &g,
                                  [](const Group *a, const Group *b) { return a->ticket < b->ticket; }),
                 &g);
+  if (g.waiter) async_.push_back(&g);
   for (size_t i = 0; i < seqs.size(); ++i) {
     Sequence &s = *seqs[i];
     forget_expected(s);
@@ -807,41 +810,75 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
   }
   g.remaining = static_cast<int64_t>(seqs.size());
   stats_.waiting += g.remaining;
-  work_.notify_all();
+}
 
-  // Leaves the group: the sequences keep only the tokens that ran.
-  auto abandon = [&](parley_status code, const std::string &message, uint64_t EngineStats::*counter) {
-    queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
-    for (Sequence *s : seqs) {
+bool Engine::stepping(const Group &g) {
+  return std::any_of(g.seqs.begin(), g.seqs.end(), [](const Sequence *s) { return s->in_step_; });
+}
+
+std::optional<Engine::StopReason> Engine::stop_reason(const Group &g, const RunControl &control) const {
+  if (control.cancel && control.cancel->load())
+    return StopReason{PARLEY_ERROR_CANCELLED, "the request was cancelled", &EngineStats::cancelled};
+  if (control.deadline && Clock::now() >= *control.deadline)
+    return StopReason{PARLEY_ERROR_TIMEOUT, "the request's deadline passed", &EngineStats::timed_out};
+  if (g.blocked_since && Clock::now() - *g.blocked_since >= std::chrono::milliseconds(options_.admission_timeout_ms))
+    return StopReason{PARLEY_ERROR_OUT_OF_MEMORY,
+                      "the KV budget of " + std::to_string(stats_.kv_budget_bytes) + " bytes (" +
+                          std::to_string(blocks_.num_blocks()) + " blocks of " + std::to_string(options_.block_size) +
+                          " tokens) stayed full for " + std::to_string(options_.admission_timeout_ms) +
+                          " ms (admission_timeout_ms)",
+                      &EngineStats::refused};
+  return std::nullopt;
+}
+
+void Engine::leave_locked(Group &g, bool keep_only_run) {
+  queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
+  async_.erase(std::remove(async_.begin(), async_.end(), &g), async_.end());
+  for (Sequence *s : g.seqs) {
+    if (keep_only_run) {
       if (!s->done_) --stats_.waiting;
       keep_resident(*s);
-      s->queued_ = false;
-      s->group_ = nullptr;
-      s->logits_ = nullptr;
     }
-    ++(stats_.*counter);
-    lock.unlock();
-    work_.notify_all();
-    fail(code, message);
-  };
+    s->queued_ = false;
+    s->group_ = nullptr;
+    s->logits_ = nullptr;
+  }
+}
+
+void Engine::finish_locked(Group &g) {
+  leave_locked(g, g.error != nullptr);
+  if (g.error) std::rethrow_exception(g.error);
+  if (g.computed) {
+    g.computed->clear();
+    for (Sequence *s : g.seqs) g.computed->push_back(s->computed_);
+  }
+  if (g.stats) g.stats->valid = g.stats_ok;
+}
+
+void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+                      const RunControl &control, std::vector<float> &logits, LogitStats *stats,
+                      std::vector<int64_t> *computed) {
+  refuse_on_engine_thread("a blocking call that decodes through the serving engine");
+  check_run(seqs, tokens);
+  Group g;
+  prepare_group(g, seqs, logits, stats, computed);
+  std::unique_lock<std::mutex> lock(mu_);
+  enqueue_locked(g, seqs, tokens);
+  work_.notify_all();
   for (;;) {
     // Never leave while the scheduler computes one of the sequences: it
     // reads their tokens and advances them when the step ends.
-    const bool stepping = std::any_of(seqs.begin(), seqs.end(), [](const Sequence *s) { return s->in_step_; });
-    if ((g.remaining == 0 || g.error) && !stepping) break;
-    if (!stepping) {
-      if (control.cancel && control.cancel->load())
-        abandon(PARLEY_ERROR_CANCELLED, "the request was cancelled", &EngineStats::cancelled);
-      if (control.deadline && Clock::now() >= *control.deadline)
-        abandon(PARLEY_ERROR_TIMEOUT, "the request's deadline passed", &EngineStats::timed_out);
-      if (g.blocked_since &&
-          Clock::now() - *g.blocked_since >= std::chrono::milliseconds(options_.admission_timeout_ms))
-        abandon(PARLEY_ERROR_OUT_OF_MEMORY,
-                "the KV budget of " + std::to_string(stats_.kv_budget_bytes) + " bytes (" +
-                    std::to_string(blocks_.num_blocks()) + " blocks of " + std::to_string(options_.block_size) +
-                    " tokens) stayed full for " + std::to_string(options_.admission_timeout_ms) +
-                    " ms (admission_timeout_ms)",
-                &EngineStats::refused);
+    const bool busy = stepping(g);
+    if ((g.remaining == 0 || g.error) && !busy) break;
+    if (!busy) {
+      if (std::optional<StopReason> why = stop_reason(g, control)) {
+        // Leaves the group: the sequences keep only the tokens that ran.
+        leave_locked(g, true);
+        ++(stats_.*why->counter);
+        lock.unlock();
+        work_.notify_all();
+        fail(why->status, why->message);
+      }
     }
     // Cancellation (a flag the engine is not told about) is seen within
     // kCancelPollMs; the deadline and the admission timeout on time.
@@ -851,26 +888,127 @@ void Engine::run_into(const std::vector<Sequence *> &seqs, const std::vector<std
       wake = std::min(wake, *g.blocked_since + std::chrono::milliseconds(options_.admission_timeout_ms));
     g.cv.wait_until(lock, wake);
   }
-  queue_.erase(std::remove(queue_.begin(), queue_.end(), &g), queue_.end());
-  for (Sequence *s : seqs) {
-    s->queued_ = false;
-    s->group_ = nullptr;
-    s->logits_ = nullptr;
-  }
   if (g.error) {
-    for (Sequence *s : seqs) {
-      if (!s->done_) --stats_.waiting;
-      keep_resident(*s);
-    }
+    // Failed: the sequences keep only the tokens that ran.
+    leave_locked(g, true);
     lock.unlock();
     work_.notify_all();
     std::rethrow_exception(g.error);
   }
-  if (computed) {
-    computed->clear();
-    for (Sequence *s : seqs) computed->push_back(s->computed_);
+  finish_locked(g);
+}
+
+void Engine::prepare_group(Group &g, const std::vector<Sequence *> &seqs, std::vector<float> &logits, LogitStats *stats,
+                           std::vector<int64_t> *computed) {
+  g.seqs = seqs;
+  logits.resize(seqs.size() * static_cast<size_t>(model_.vocab()));
+  g.logits = &logits;
+  g.computed = computed;
+  if (stats) {
+    linear_stats_for(*stats, static_cast<int64_t>(seqs.size()), model_.vocab());
+    stats->valid = false;
+    g.stats = stats;
   }
-  if (stats) stats->valid = g.stats_ok;
+}
+
+// ------------------------------------------------------------ run_await
+
+Engine::RunAwait::RunAwait(Engine &engine, const std::vector<Sequence *> &seqs,
+                           const std::vector<std::vector<int32_t>> &tokens, const RunControl &control,
+                           std::vector<float> &logits, LogitStats *stats, std::vector<int64_t> *computed)
+    : engine_(engine),
+      seqs_(seqs),
+      tokens_(tokens),
+      control_(control),
+      logits_(logits),
+      stats_(stats),
+      computed_(computed) {}
+
+Engine::RunAwait::~RunAwait() = default;
+
+bool Engine::RunAwait::await_ready() {
+  if (control_.resumer && !on_engine_thread()) return false;
+  // No one to resume a suspended caller (a blocking call): run it here.
+  engine_.run_into(seqs_, tokens_, control_, logits_, stats_, computed_);
+  return true;
+}
+
+bool Engine::RunAwait::await_suspend(std::coroutine_handle<> h) {
+  // Once the group is queued, the scheduler may resume the caller on
+  // another thread (and end this awaiter) before this returns: nothing of
+  // *this is touched after the lock is released.
+  Engine &engine = engine_;
+  try {
+    engine.check_run(seqs_, tokens_);
+    group_ = std::make_unique<Group>();
+    engine.prepare_group(*group_, seqs_, logits_, stats_, computed_);
+    group_->waiter = h;
+    group_->control = control_;
+    group_->error_out = &error_;
+    std::lock_guard<std::mutex> lock(engine.mu_);
+    if (engine.stop_) fail(PARLEY_ERROR_CANCELLED, "the serving engine stopped");
+    engine.enqueue_locked(*group_, seqs_, tokens_);
+    engine.work_.notify_all();
+  } catch (...) {
+    group_.reset();
+    error_ = std::current_exception();
+    return false;  // go on at once, with the error
+  }
+  return true;
+}
+
+void Engine::RunAwait::await_resume() {
+  if (error_) std::rethrow_exception(error_);
+}
+
+Engine::RunAwait Engine::run_await(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+                                   const RunControl &control, std::vector<float> &logits, LogitStats *stats,
+                                   std::vector<int64_t> *computed) {
+  return RunAwait(*this, seqs, tokens, control, logits, stats, computed);
+}
+
+void Engine::release_async(std::unique_lock<std::mutex> &lock) {
+  if (async_.empty()) return;
+  std::vector<std::pair<std::coroutine_handle<>, Resumer *>> ready;
+  for (size_t i = 0; i < async_.size();) {
+    Group &g = *async_[i];
+    if (stepping(g)) {
+      ++i;
+      continue;
+    }
+    std::optional<StopReason> why;
+    if (!(g.remaining == 0 || g.error) && !stop_) why = stop_reason(g, g.control);
+    if (!(g.remaining == 0 || g.error) && !why && !stop_) {
+      ++i;
+      continue;
+    }
+    // It leaves now (async_ loses it: the same index holds the next group).
+    std::exception_ptr *out = g.error_out;
+    try {
+      if (why) {
+        leave_locked(g, true);
+        ++(stats_.*why->counter);
+        fail(why->status, why->message);
+      }
+      if (stop_ && !(g.remaining == 0 || g.error)) {
+        leave_locked(g, true);
+        fail(PARLEY_ERROR_CANCELLED, "the serving engine stopped");
+      }
+      if (g.error) {
+        leave_locked(g, true);
+        std::rethrow_exception(g.error);
+      }
+      finish_locked(g);
+    } catch (...) {
+      if (out) *out = std::current_exception();
+    }
+    ready.emplace_back(g.waiter, g.control.resumer);
+  }
+  if (ready.empty()) return;
+  lock.unlock();
+  work_.notify_all();
+  for (auto &[h, resumer] : ready) resumer->resume(h);
+  lock.lock();
 }
 
 void Engine::scheduler_loop() {
@@ -881,7 +1019,8 @@ void Engine::scheduler_loop() {
   int64_t last_step_us = 0;
   for (;;) {
     work_.wait(lock, [&] { return stop_ || !queue_.empty() || !encodes_.empty() || !calls_.empty(); });
-    run_calls(lock);  // also on stop: no caller is left waiting
+    run_calls(lock);      // also on stop: no caller is left waiting
+    release_async(lock);  // cancelled, past their deadline, or (on stop) all of them
     if (stop_) return;
     if (queue_.empty() && encodes_.empty()) continue;
     if (!encodes_.empty()) {
@@ -936,6 +1075,7 @@ void Engine::scheduler_loop() {
       for (Group *g : queue_) g->cv.notify_all();
       done_.notify_all();
     }
+    release_async(lock);  // whose tokens just ran
     last_step_us =
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - step_start).count();
     if (options_.after_step_for_tests) {

@@ -35,6 +35,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <coroutine>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -46,6 +47,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/task.hpp"
 #include "model/transformer.hpp"
 #include "serve/block_manager.hpp"
 
@@ -85,10 +87,14 @@ struct EngineStats {
   BlockStats blocks{};
 };
 
-// How a run() may end early.
+// How a run() may end early, and where a suspended caller goes on.
 struct RunControl {
   const std::atomic<bool> *cancel = nullptr;                      // set by another thread: CANCELLED
   std::optional<std::chrono::steady_clock::time_point> deadline;  // passed: TIMEOUT
+  // Set: a decoding loop awaiting run_await() suspends instead of blocking
+  // its thread, and this resumes it once its tokens ran (asynchronous
+  // requests). NULL: run_await() blocks like run().
+  Resumer *resumer = nullptr;
 };
 
 class Engine {
@@ -218,6 +224,37 @@ class Engine {
                 const RunControl &control, std::vector<float> &logits, LogitStats *stats = nullptr,
                 std::vector<int64_t> *computed = nullptr);
 
+  // co_await engine.run_await(...): run_into() for a coroutine. With
+  // control.resumer set (and off the scheduler thread), the coroutine
+  // suspends, holding no thread, and the scheduler hands it to the resumer
+  // once the tokens ran, or the run failed, was cancelled or timed out (the
+  // error is thrown where it awaited). Without, it blocks like run_into().
+  // The arguments must outlive the co_await (named locals of the caller).
+  class RunAwait {
+   public:
+    RunAwait(Engine &engine, const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+             const RunControl &control, std::vector<float> &logits, LogitStats *stats, std::vector<int64_t> *computed);
+    RunAwait(RunAwait &&) = default;
+    ~RunAwait();
+    bool await_ready();
+    bool await_suspend(std::coroutine_handle<> h);
+    void await_resume();
+
+   private:
+    Engine &engine_;
+    const std::vector<Sequence *> &seqs_;
+    const std::vector<std::vector<int32_t>> &tokens_;
+    RunControl control_;
+    std::vector<float> &logits_;
+    LogitStats *stats_;
+    std::vector<int64_t> *computed_;
+    std::unique_ptr<Group> group_;
+    std::exception_ptr error_;
+  };
+  RunAwait run_await(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens,
+                     const RunControl &control, std::vector<float> &logits, LogitStats *stats = nullptr,
+                     std::vector<int64_t> *computed = nullptr);
+
   EngineStats stats() const;
   // A request's decoding loop stopped between runs (CANCELLED or TIMEOUT):
   // counted with those the engine stops while they wait in it.
@@ -249,6 +286,28 @@ class Engine {
     Sequence *seq;
     int64_t take;
   };
+  // Why a waiting group leaves before its tokens ran.
+  struct StopReason {
+    parley_status status;
+    std::string message;
+    uint64_t EngineStats::*counter;
+  };
+  // run_into / run_await, in parts. Validation, before any lock:
+  void check_run(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens) const;
+  void prepare_group(Group &g, const std::vector<Sequence *> &seqs, std::vector<float> &logits, LogitStats *stats,
+                     std::vector<int64_t> *computed);
+  // Under mu_: queues g (nothing changes when it throws).
+  void enqueue_locked(Group &g, const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &tokens);
+  static bool stepping(const Group &g);  // under mu_: one of its sequences is in the step being computed
+  std::optional<StopReason> stop_reason(const Group &g, const RunControl &control) const;
+  // Under mu_: g leaves the queue; keep_only_run: its sequences keep only
+  // the tokens that ran (a failed or abandoned run).
+  void leave_locked(Group &g, bool keep_only_run);
+  // Under mu_: a group whose run ended leaves (rethrowing its error).
+  void finish_locked(Group &g);
+  // Scheduler, under mu_ (released while resuming): suspended callers
+  // whose run ended, failed or was stopped go to their resumers.
+  void release_async(std::unique_lock<std::mutex> &lock);
   void scheduler_loop();
   void attach_part(const std::vector<Sequence *> &seqs, const std::vector<std::vector<int32_t>> &sources, int64_t need,
                    const RunControl &control);
@@ -290,6 +349,7 @@ class Engine {
   BlockManager blocks_;
   std::optional<BlockManager> cross_blocks_;  // of cross_pool_ (never keyed)
   std::deque<Group *> queue_;                 // groups with sequences still to run, in ticket order
+  std::vector<Group *> async_;                // those of suspended callers (run_await), also in queue_
   std::vector<EncodeJob *> encodes_;          // sources waiting to be encoded
   // Keys of full blocks that a sequence in a step is computing (not yet published).
   std::unordered_map<BlockKey, Sequence *, BlockKeyHash> inflight_;

@@ -29,6 +29,18 @@ void EngineStepModel::advance_into(const std::vector<int32_t> &tokens, std::vect
   engine_.run_into(seqs, feed, control_, logits, stats);
 }
 
+Task<void> EngineStepModel::advance_task(const std::vector<int32_t> &tokens, std::vector<float> &logits,
+                                         LogitStats *stats) {
+  if (tokens.size() != rows_.size()) fail(PARLEY_ERROR_INTERNAL, "advance: one token per row is needed");
+  std::vector<Engine::Sequence *> seqs;
+  std::vector<std::vector<int32_t>> feed;
+  for (size_t i = 0; i < rows_.size(); ++i) {
+    seqs.push_back(rows_[i].get());
+    feed.push_back({tokens[i]});
+  }
+  co_await engine_.run_await(seqs, feed, control_, logits, stats);
+}
+
 void EngineStepModel::reorder(const std::vector<int32_t> &parents) {
   std::vector<Engine::SequencePtr> next;
   std::vector<bool> taken(rows_.size(), false);

@@ -18,6 +18,8 @@ class EngineStepModel : public StepModel {
   std::vector<float> advance(const std::vector<int32_t> &tokens) override;
   void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits) override;
   void advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) override;
+  // Suspends while the engine runs the rows when the control has a resumer.
+  Task<void> advance_task(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) override;
   void reorder(const std::vector<int32_t> &parents) override;
   std::string logits_source() const override;
   void stopped(parley_status status) override { engine_.count_stopped(status); }

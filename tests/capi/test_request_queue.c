@@ -13,6 +13,11 @@
  *    completion callback) at random against the two workers.
  * The model runs with serving_engine = 0, so that callbacks run on the
  * request's worker and a held callback holds exactly one worker.
+ * Then, with the serving engine on, the two workers do not bound how many
+ * requests run: a generation or chat turn waiting for the engine holds no
+ * thread, so 40 generations (and then 16 chat turns) submitted at once
+ * step together (a step of more than 2 rows) and each gives the blocking
+ * call's result.
  * Uses the demo chat model (PARLEY_DEMO_MODELS). Run through ctest; also
  * under TSan in CI. */
 #include <parley/parley.h>
@@ -323,6 +328,85 @@ static void test_threads_against_the_queue(parley_model *llm, const parley_gener
   pthread_mutex_unlock(&g_slot_mu);
 }
 
+static parley_model *load_engine_on(parley_runtime *rt) {
+  char path[4096];
+  parley_model *m = NULL;
+  const char *dir = getenv("PARLEY_DEMO_MODELS");
+  snprintf(path, sizeof path, "%s/support-llama.parley", dir ? dir : ".");
+  if (parley_model_load_file(rt, path, NULL, &m) != PARLEY_OK) {
+    fprintf(stderr, "load %s: %s\n", path, parley_last_error());
+    exit(1);
+  }
+  return m;
+}
+
+static uint64_t max_rows(parley_model *m) {
+  parley_serving_stats st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  CHECK_OK(parley_model_serving_stats(m, &st));
+  CHECK(st.engine_active == 1);
+  return st.max_batch_rows;
+}
+
+static void test_engine_requests_hold_no_worker(parley_runtime *rt, const parley_generation_options *g) {
+  parley_model *m = load_engine_on(rt);
+  parley_request *req[NREQ];
+  parley_chat_session *s[16];
+  parley_request *cr[16];
+  char *want[16];
+  parley_chat_options co;
+  parley_generation_options cg;
+  size_t i;
+  for (i = 0; i < NREQ; ++i) {
+    req[i] = NULL;
+    CHECK_OK(parley_generate_submit(m, &g_prompts[i], &g_lengths[i], 1, g, NULL, &req[i]));
+  }
+  for (i = 0; i < NREQ; ++i) {
+    if (!req[i]) continue;
+    check_result(req[i], i);
+    parley_request_free(req[i]);
+  }
+  printf("engine on, 2 workers: 40 generations, largest step %llu rows\n", (unsigned long long)max_rows(m));
+  CHECK(max_rows(m) > 2);
+
+  /* Chat turns too: each equals the blocking turn of a fresh session. */
+  parley_chat_options_init(&co);
+  parley_generation_options_init(m, &cg);
+  cg.max_new_tokens = 8;
+  cg.do_sample = 0;
+  co.generation = &cg;
+  for (i = 0; i < 16; ++i) {
+    char text[64];
+    parley_chat_session *ref = NULL;
+    snprintf(text, sizeof text, "Do you sell %u bells?", (unsigned)(i + 2));
+    want[i] = NULL;
+    CHECK_OK(parley_chat_session_create(m, "You help customers.", &ref));
+    CHECK_OK(parley_chat_append(ref, PARLEY_ROLE_USER, text));
+    CHECK_OK(parley_chat_generate(ref, &co, &want[i]));
+    parley_chat_session_free(ref);
+    s[i] = NULL;
+    cr[i] = NULL;
+    CHECK_OK(parley_chat_session_create(m, "You help customers.", &s[i]));
+    CHECK_OK(parley_chat_append(s[i], PARLEY_ROLE_USER, text));
+  }
+  for (i = 0; i < 16; ++i) CHECK_OK(parley_chat_submit(s[i], &co, NULL, &cr[i]));
+  for (i = 0; i < 16; ++i) {
+    char *got = NULL;
+    if (!cr[i]) continue;
+    CHECK_OK(parley_request_wait(cr[i], -1));
+    CHECK_OK(parley_request_take_reply(cr[i], &got));
+    CHECK(got && want[i] && strcmp(got, want[i]) == 0);
+    parley_string_free(got);
+    parley_request_free(cr[i]);
+  }
+  for (i = 0; i < 16; ++i) {
+    parley_string_free(want[i]);
+    parley_chat_session_free(s[i]);
+  }
+  parley_model_free(m);
+}
+
 int main(void) {
   parley_runtime *rt;
   parley_model *llm;
@@ -339,6 +423,7 @@ int main(void) {
   test_many_queued(llm, &g);
   test_cancel_while_queued(llm, &g);
   test_threads_against_the_queue(llm, &g);
+  test_engine_requests_hold_no_worker(rt, &g);
   for (i = 0; i < NREQ; ++i) parley_result_free(g_want[i]);
   parley_model_free(llm);
   parley_runtime_free(rt);

@@ -1,0 +1,166 @@
+// Task<T>: a lazily started C++20 coroutine whose result (or exception) its
+// awaiter receives. The decoding loops are such coroutines, so that a
+// request's state lives in its frame rather than on a thread's stack: where
+// a loop waits for the serving engine it suspends (Engine::run_await), and
+// whoever the engine hands it back to resumes it. Called through run_sync()
+// (the blocking calls), nothing suspends and the loop runs on the caller's
+// thread as a plain call would.
+//
+// Thread-safety: a task is awaited once, by one coroutine or run_sync().
+#pragma once
+
+#include <cxxabi.h>
+
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <utility>
+
+#include "core/error.hpp"
+
+namespace parley {
+
+template <typename T>
+class Task;
+
+namespace task_detail {
+
+struct PromiseBase {
+  std::coroutine_handle<> continuation;  // resumed when this task ends (symmetric transfer)
+  std::exception_ptr error;
+
+  std::suspend_always initial_suspend() noexcept { return {}; }
+  struct Final {
+    bool await_ready() noexcept { return false; }
+    template <typename P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
+      std::coroutine_handle<> next = h.promise().continuation;
+      return next ? next : std::noop_coroutine();
+    }
+    void await_resume() noexcept {}
+  };
+  Final final_suspend() noexcept { return {}; }
+  void unhandled_exception() {
+    // A thread ended by pthread_exit / pthread_cancel (a host callback
+    // inside a blocking call) unwinds with abi::__forced_unwind, which must
+    // keep unwinding: kept here, it aborted the process.
+    try {
+      throw;
+    } catch (const abi::__forced_unwind &) {
+      throw;
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+};
+
+}  // namespace task_detail
+
+template <typename T>
+class [[nodiscard]] Task {
+ public:
+  struct promise_type : task_detail::PromiseBase {
+    std::optional<T> value;
+    Task get_return_object() { return Task(std::coroutine_handle<promise_type>::from_promise(*this)); }
+    template <typename U>
+    void return_value(U &&v) {
+      value.emplace(std::forward<U>(v));
+    }
+  };
+
+  Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
+  Task &operator=(Task &&o) noexcept {
+    if (this != &o) {
+      if (h_) h_.destroy();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  ~Task() {
+    if (h_) h_.destroy();
+  }
+
+  // co_await: starts the task; the awaiting coroutine goes on when it ends.
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
+    h_.promise().continuation = awaiting;
+    return h_;
+  }
+  T await_resume() { return take(); }
+
+  // Starts the task on this thread (it runs until it ends or suspends).
+  void start() { h_.resume(); }
+  bool done() const { return h_.done(); }
+  // The result of an ended task (rethrowing its exception).
+  T take() {
+    auto &p = h_.promise();
+    if (p.error) std::rethrow_exception(p.error);
+    return std::move(*p.value);
+  }
+  // The coroutine to resume when this one ends (before start()).
+  void then(std::coroutine_handle<> h) { h_.promise().continuation = h; }
+
+ private:
+  explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
+  std::coroutine_handle<promise_type> h_;
+};
+
+template <>
+class [[nodiscard]] Task<void> {
+ public:
+  struct promise_type : task_detail::PromiseBase {
+    Task get_return_object() { return Task(std::coroutine_handle<promise_type>::from_promise(*this)); }
+    void return_void() {}
+  };
+
+  Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
+  Task &operator=(Task &&o) noexcept {
+    if (this != &o) {
+      if (h_) h_.destroy();
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  ~Task() {
+    if (h_) h_.destroy();
+  }
+
+  bool await_ready() const noexcept { return false; }
+  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
+    h_.promise().continuation = awaiting;
+    return h_;
+  }
+  void await_resume() { take(); }
+
+  void start() { h_.resume(); }
+  bool done() const { return h_.done(); }
+  void take() {
+    if (h_.promise().error) std::rethrow_exception(h_.promise().error);
+  }
+  void then(std::coroutine_handle<> h) { h_.promise().continuation = h; }
+
+ private:
+  explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
+  std::coroutine_handle<promise_type> h_;
+};
+
+// Runs a task that cannot suspend (no awaiter in it was given somewhere to
+// resume it: a blocking call) to its end on this thread.
+template <typename T>
+T run_sync(Task<T> task) {
+  task.start();
+  if (!task.done()) fail(PARLEY_ERROR_INTERNAL, "a blocking call's decoding loop suspended");
+  return task.take();
+}
+
+// Where a suspended task goes on: the serving engine hands it here when
+// what it waited for is ready (RunControl::resumer).
+class Resumer {
+ public:
+  virtual ~Resumer() = default;
+  // Resumes h soon, on some thread other than the caller's; never throws
+  // (out of resources, it resumes h on the caller's thread after all).
+  virtual void resume(std::coroutine_handle<> h) noexcept = 0;
+};
+
+}  // namespace parley
