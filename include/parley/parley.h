@@ -1504,11 +1504,16 @@ PARLEY_API parley_status parley_chat_stats_get(const parley_chat_session *sessio
  * up to the environment variable PARLEY_REQUEST_WORKERS (1 to 65536, read
  * at the first submit; default 256); past that, requests wait in
  * submission order for a worker (a queued request that is cancelled or
- * freed ends at once, and one whose deadline passes ends then). The work is the blocking call it mirrors, run on
- * the worker: its result is the same, and concurrent chat
+ * freed ends at once, and one whose deadline passes ends then). The work is
+ * the blocking call it mirrors, with the same result; concurrent chat
  * turns, generations and translations of one model are batched by its
  * serving engine like concurrent blocking calls (tokens equal, scores up to
- * float32 rounding; without an engine each decodes alone).
+ * float32 rounding; without an engine each decodes alone). With an engine,
+ * a chat turn or generation holds its worker only until it first waits for
+ * the engine: while the engine computes its rows it holds no thread, and
+ * between steps a few resume threads run its decoding, so the workers do
+ * not bound how many of them run at once. A translation holds its worker
+ * until it ends.
  *
  * Callbacks: streaming callbacks (chat on_text, generation on_token,
  * translation on_text) and the completion callback are invoked on the

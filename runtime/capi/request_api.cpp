@@ -577,8 +577,11 @@ class ResumePool final : public parley::Resumer {
   }
 
  private:
+  // Twice the cores, at least 4: a thread whose request's streaming callback
+  // waits for the engine thread to run it (between steps) lets another one
+  // take the next request meanwhile.
   explicit ResumePool(pid_t pid)
-      : pid_(pid), max_threads_(std::clamp<size_t>(std::thread::hardware_concurrency(), 2, 16)) {}
+      : pid_(pid), max_threads_(std::clamp<size_t>(2 * std::thread::hardware_concurrency(), 4, 32)) {}
 
   // Under mu_. Throws when the thread cannot start (resume() goes on inline
   // only when none exists).
