@@ -19,7 +19,10 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <coroutine>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <mutex>
@@ -29,6 +32,7 @@
 
 #include "core/error.hpp"
 #include "engine/chat_session.hpp"
+#include "engine/generator.hpp"
 #include "logit_stats_check.hpp"
 #include "parity_util.hpp"
 #include "serve/block_manager.hpp"
@@ -430,6 +434,137 @@ TEST_F(EngineBatching, CancelAndDeadlineMidFlightLeaveOthersExact) {
     expect_same(got[i], alone[i], "request " + std::to_string(i));
   }
   auto st = engine->stats();
+  EXPECT_EQ(st.cancelled, 1u);
+  EXPECT_EQ(st.timed_out, 1u);
+  EXPECT_EQ(st.waiting, 0);
+  EXPECT_EQ(st.blocks.in_use, 0);
+}
+
+// Requests as coroutines (generate_task with a resumer, as asynchronous
+// requests run): all twelve started from this thread, each suspends at its
+// first engine run and goes on on one resume thread, so no request holds a
+// thread while it waits. Their results equal those computed alone (greedy,
+// sampling and beams, batched together); a request cancelled meanwhile ends
+// with CANCELLED and one whose deadline passes while the scheduler pauses
+// (every request suspended) with TIMEOUT: no thread waits on them to see it.
+class OneThreadResumer : public parley::Resumer {
+ public:
+  OneThreadResumer() : thread_([this] { loop(); }) {}
+  ~OneThreadResumer() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void resume(std::coroutine_handle<> h) noexcept override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(h);
+    }
+    cv_.notify_one();
+  }
+  std::thread::id id() const { return thread_.get_id(); }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      std::coroutine_handle<> h = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      h.resume();
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::coroutine_handle<>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// Owns its frame; records one request's outcome.
+struct Outcome {
+  std::vector<std::vector<Hypothesis>> got;
+  parley_status status = PARLEY_OK;
+  std::string message;
+  std::thread::id ended_on;
+};
+struct DetachedTest {
+  struct promise_type {
+    DetachedTest get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+DetachedTest run_request(Engine &e, const Request &r, parley::RunControl control, Outcome &out,
+                         std::atomic<int> &left) {
+  const std::vector<std::vector<int32_t>> prompts{r.prompt};
+  try {
+    out.got = co_await parley::generate_task(e, prompts, r.options, control);
+  } catch (const parley::Error &err) {
+    out.status = err.status();
+    out.message = err.what();
+  }
+  out.ended_on = std::this_thread::get_id();
+  left.fetch_sub(1);
+}
+
+TEST_F(EngineBatching, SuspendedRequestsHoldNoThread) {
+  EngineOptions o;
+  o.kv_budget_bytes = 8 << 20;
+  // After its 3rd step (of this test) the scheduler pauses past request 4's
+  // deadline, while every request is suspended waiting for it.
+  std::atomic<uint64_t> steps_seen{0};
+  std::atomic<bool> armed{false};
+  o.after_step_for_tests = [&] {
+    if (armed.load() && ++steps_seen == 3) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  };
+  auto engine = make_engine(*l_, o);
+  auto reqs = make_requests(*l_, 12, test_seed() + 2);
+  const auto alone = run_alone(*engine, reqs);
+  const uint64_t steps_before = engine->stats().steps;
+  OneThreadResumer resumer;
+  std::atomic<bool> cancel{false};
+  std::vector<Outcome> out(reqs.size());
+  std::atomic<int> left{static_cast<int>(reqs.size())};
+  // Requests 1 and 4 run to the model's last position unless stopped.
+  const int64_t positions = l_->transformer->decoder_params().max_positions;
+  for (size_t i : {size_t{1}, size_t{4}}) {
+    reqs[i].options.max_new_tokens = positions - static_cast<int64_t>(reqs[i].prompt.size());
+    reqs[i].options.eos_token_ids.clear();
+  }
+  armed.store(true);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    parley::RunControl control;
+    control.resumer = &resumer;
+    if (i == 1) control.cancel = &cancel;
+    if (i == 4) control.deadline = Clock::now() + std::chrono::milliseconds(150);
+    run_request(*engine, reqs[i], control, out[i], left);
+  }
+  // Every request is suspended now (started here; none finished on this thread).
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_NE(out[i].ended_on, std::this_thread::get_id()) << i;
+  while (engine->stats().steps < steps_before + 4) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  cancel.store(true);
+  const auto give_up = Clock::now() + std::chrono::seconds(120);
+  while (left.load() > 0 && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(left.load(), 0) << "a suspended request was never resumed";
+  EXPECT_EQ(out[1].status, PARLEY_ERROR_CANCELLED) << out[1].message;
+  EXPECT_EQ(out[4].status, PARLEY_ERROR_TIMEOUT) << out[4].message;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(out[i].ended_on, resumer.id()) << "request " << i << " ended off the resume thread";
+    if (i == 1 || i == 4) continue;
+    ASSERT_EQ(out[i].status, PARLEY_OK) << out[i].message;
+    expect_same(out[i].got, alone[i], "suspended request " + std::to_string(i));
+  }
+  auto st = engine->stats();
+  EXPECT_GT(st.max_batch_rows, 1);
   EXPECT_EQ(st.cancelled, 1u);
   EXPECT_EQ(st.timed_out, 1u);
   EXPECT_EQ(st.waiting, 0);
