@@ -617,18 +617,6 @@ class ResumePool final : public parley::Resumer {
   size_t threads_ = 0, idle_ = 0;
 };
 
-// A coroutine that owns its own frame (freed when it ends): a request's
-// driver, which may end on any thread and free the request itself.
-struct Detached {
-  struct promise_type {
-    Detached get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }  // drive() catches everything
-  };
-};
-
 // The request ended with `st`: its results, the completion callback, and
 // its release (or its deletion, when it was freed from one of its own
 // callbacks). r must not be touched after this.
@@ -664,7 +652,7 @@ void finish(parley_request *r, parley_status st, std::string message, parley::Hy
 
 // Runs r's async_work: on the worker until the first wait for the serving
 // engine, then on the resume pool's threads; the worker is free meanwhile.
-Detached drive(parley_request *r) {
+parley::Detached drive(parley_request *r) {
   parley::Hypothesis hypothesis;
   if (r->kind == Kind::kChat) {
     r->control.reply = &hypothesis;

@@ -20,9 +20,6 @@
 
 namespace parley {
 
-template <typename T>
-class Task;
-
 namespace task_detail {
 
 struct PromiseBase {
@@ -40,7 +37,9 @@ struct PromiseBase {
     void await_resume() noexcept {}
   };
   Final final_suspend() noexcept { return {}; }
-  void unhandled_exception() {
+  // no_sanitize: catching abi::__forced_unwind binds a reference to no
+  // object (UBSan reports it; capi/api_guard.hpp's guarded() does the same).
+  __attribute__((no_sanitize("null"))) void unhandled_exception() {
     // A thread ended by pthread_exit / pthread_cancel (a host callback
     // inside a blocking call) unwinds with abi::__forced_unwind, which must
     // keep unwinding: kept here, it aborted the process.
@@ -54,18 +53,34 @@ struct PromiseBase {
   }
 };
 
+template <typename T>
+struct Promise : PromiseBase {
+  std::optional<T> value;
+  template <typename U>
+  void return_value(U &&v) {
+    value.emplace(std::forward<U>(v));
+  }
+  T result() {
+    if (error) std::rethrow_exception(error);
+    return std::move(*value);
+  }
+};
+
+template <>
+struct Promise<void> : PromiseBase {
+  void return_void() {}
+  void result() {
+    if (error) std::rethrow_exception(error);
+  }
+};
+
 }  // namespace task_detail
 
 template <typename T>
 class [[nodiscard]] Task {
  public:
-  struct promise_type : task_detail::PromiseBase {
-    std::optional<T> value;
+  struct promise_type : task_detail::Promise<T> {
     Task get_return_object() { return Task(std::coroutine_handle<promise_type>::from_promise(*this)); }
-    template <typename U>
-    void return_value(U &&v) {
-      value.emplace(std::forward<U>(v));
-    }
   };
 
   Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
@@ -92,56 +107,24 @@ class [[nodiscard]] Task {
   void start() { h_.resume(); }
   bool done() const { return h_.done(); }
   // The result of an ended task (rethrowing its exception).
-  T take() {
-    auto &p = h_.promise();
-    if (p.error) std::rethrow_exception(p.error);
-    return std::move(*p.value);
-  }
-  // The coroutine to resume when this one ends (before start()).
-  void then(std::coroutine_handle<> h) { h_.promise().continuation = h; }
+  T take() { return h_.promise().result(); }
 
  private:
   explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
   std::coroutine_handle<promise_type> h_;
 };
 
-template <>
-class [[nodiscard]] Task<void> {
- public:
-  struct promise_type : task_detail::PromiseBase {
-    Task get_return_object() { return Task(std::coroutine_handle<promise_type>::from_promise(*this)); }
-    void return_void() {}
+// A coroutine that owns its frame (freed when it ends) and is started at
+// once: a driver that may end on any thread, e.g. an asynchronous
+// request's. Its body must not let an exception out.
+struct Detached {
+  struct promise_type {
+    Detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
   };
-
-  Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
-  Task &operator=(Task &&o) noexcept {
-    if (this != &o) {
-      if (h_) h_.destroy();
-      h_ = std::exchange(o.h_, {});
-    }
-    return *this;
-  }
-  ~Task() {
-    if (h_) h_.destroy();
-  }
-
-  bool await_ready() const noexcept { return false; }
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
-    h_.promise().continuation = awaiting;
-    return h_;
-  }
-  void await_resume() { take(); }
-
-  void start() { h_.resume(); }
-  bool done() const { return h_.done(); }
-  void take() {
-    if (h_.promise().error) std::rethrow_exception(h_.promise().error);
-  }
-  void then(std::coroutine_handle<> h) { h_.promise().continuation = h; }
-
- private:
-  explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
-  std::coroutine_handle<promise_type> h_;
 };
 
 // Runs a task that cannot suspend (no awaiter in it was given somewhere to

@@ -19,26 +19,27 @@ void EngineStepModel::advance_into(const std::vector<int32_t> &tokens, std::vect
 // (a [rows, vocab] buffer is not cleared and reallocated each time), and
 // the rows' block statistics come with them where the model writes them.
 void EngineStepModel::advance_into(const std::vector<int32_t> &tokens, std::vector<float> &logits, LogitStats *stats) {
-  if (tokens.size() != rows_.size()) fail(PARLEY_ERROR_INTERNAL, "advance: one token per row is needed");
   std::vector<Engine::Sequence *> seqs;
   std::vector<std::vector<int32_t>> feed;
-  for (size_t i = 0; i < rows_.size(); ++i) {
-    seqs.push_back(rows_[i].get());
-    feed.push_back({tokens[i]});
-  }
+  rows_and_feed(tokens, seqs, feed);
   engine_.run_into(seqs, feed, control_, logits, stats);
 }
 
 Task<void> EngineStepModel::advance_task(const std::vector<int32_t> &tokens, std::vector<float> &logits,
                                          LogitStats *stats) {
-  if (tokens.size() != rows_.size()) fail(PARLEY_ERROR_INTERNAL, "advance: one token per row is needed");
   std::vector<Engine::Sequence *> seqs;
   std::vector<std::vector<int32_t>> feed;
+  rows_and_feed(tokens, seqs, feed);
+  co_await engine_.run_await(seqs, feed, control_, logits, stats);
+}
+
+void EngineStepModel::rows_and_feed(const std::vector<int32_t> &tokens, std::vector<Engine::Sequence *> &seqs,
+                                    std::vector<std::vector<int32_t>> &feed) const {
+  if (tokens.size() != rows_.size()) fail(PARLEY_ERROR_INTERNAL, "advance: one token per row is needed");
   for (size_t i = 0; i < rows_.size(); ++i) {
     seqs.push_back(rows_[i].get());
     feed.push_back({tokens[i]});
   }
-  co_await engine_.run_await(seqs, feed, control_, logits, stats);
 }
 
 void EngineStepModel::reorder(const std::vector<int32_t> &parents) {

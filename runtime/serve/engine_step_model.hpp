@@ -26,6 +26,9 @@ class EngineStepModel : public StepModel {
   std::vector<Engine::SequencePtr> &sequences() { return rows_; }
 
  private:
+  // One engine sequence and one token per row, for a run.
+  void rows_and_feed(const std::vector<int32_t> &tokens, std::vector<Engine::Sequence *> &seqs,
+                     std::vector<std::vector<int32_t>> &feed) const;
   Engine &engine_;
   std::vector<Engine::SequencePtr> rows_;
   RunControl control_;

@@ -494,17 +494,8 @@ struct Outcome {
   std::string message;
   std::thread::id ended_on;
 };
-struct DetachedTest {
-  struct promise_type {
-    DetachedTest get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
-DetachedTest run_request(Engine &e, const Request &r, parley::RunControl control, Outcome &out,
-                         std::atomic<int> &left) {
+parley::Detached run_request(Engine &e, const Request &r, parley::RunControl control, Outcome &out,
+                             std::atomic<int> &left) {
   const std::vector<std::vector<int32_t>> prompts{r.prompt};
   try {
     out.got = co_await parley::generate_task(e, prompts, r.options, control);
