@@ -265,6 +265,24 @@ namespace {
 
 void run(parley_request *r);
 
+// The process's instance of a pool kept in `current` (made at first use,
+// never destroyed). A forked child makes its own, since the parent's
+// threads do not exist there; the parent's is left as it is (its mutex may
+// be held). Pool(pid) and pool->pid() identify the process.
+template <typename Pool>
+Pool &of_this_process(std::atomic<Pool *> &current) {
+  Pool *p = current.load(std::memory_order_acquire);
+  const pid_t pid = getpid();
+  while (!p || p->pid() != pid) {
+    auto *fresh = new Pool(pid);
+    if (current.compare_exchange_strong(p, fresh, std::memory_order_acq_rel))
+      p = fresh;
+    else
+      delete fresh;  // another thread made it first; `p` is now that one
+  }
+  return *p;
+}
+
 // The process's request workers. Threads are started on demand, while more
 // requests wait than workers are idle, up to max_workers_; an idle worker
 // ends after kIdleExit. Never destroyed (a host may exit with requests in
@@ -272,19 +290,10 @@ void run(parley_request *r);
 // since the parent's threads do not exist there.
 class RequestWorkers {
  public:
-  static RequestWorkers &get() {
-    RequestWorkers *w = current_.load(std::memory_order_acquire);
-    const pid_t pid = getpid();
-    while (!w || w->pid_ != pid) {
-      auto *fresh = new RequestWorkers(pid);
-      if (current_.compare_exchange_strong(w, fresh, std::memory_order_acq_rel)) {
-        w = fresh;  // the parent's pool (in a child) is left as it is: its mutex may be held
-      } else {
-        delete fresh;  // another thread made it first; `w` is now that one
-      }
-    }
-    return *w;
-  }
+  static RequestWorkers &get() { return of_this_process(current_); }
+  pid_t pid() const { return pid_; }
+  template <typename P>
+  friend P &of_this_process(std::atomic<P *> &current);
 
   // Queues r (the caller still owns it on failure). Throws Error(OUT_OF_MEMORY)
   // when no worker exists and none can be started.
@@ -551,18 +560,10 @@ parley::Engine *engine_for(const parley_request &r) {
 // destroyed, like RequestWorkers; a forked child makes its own.
 class ResumePool final : public parley::Resumer {
  public:
-  static ResumePool &get() {
-    ResumePool *p = current_.load(std::memory_order_acquire);
-    const pid_t pid = getpid();
-    while (!p || p->pid_ != pid) {
-      auto *fresh = new ResumePool(pid);
-      if (current_.compare_exchange_strong(p, fresh, std::memory_order_acq_rel))
-        p = fresh;
-      else
-        delete fresh;
-    }
-    return *p;
-  }
+  static ResumePool &get() { return of_this_process(current_); }
+  pid_t pid() const { return pid_; }
+  template <typename P>
+  friend P &of_this_process(std::atomic<P *> &current);
 
   void resume(std::coroutine_handle<> h) noexcept override {
     try {
