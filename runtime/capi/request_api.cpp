@@ -172,6 +172,15 @@ void copy_batch(const int32_t *const *seqs, const size_t *lengths, size_t batch,
 
 }  // namespace
 
+namespace {
+// Where a request's suspended coroutine goes on: the resume pool, tagged
+// with the request (ResumePool::run_here).
+struct RequestResumer final : parley::Resumer {
+  const void *owner = nullptr;
+  void resume(std::coroutine_handle<> h) noexcept override;
+};
+}  // namespace
+
 struct parley_request {
   parley::capi::ModelRef model_ref;  // first: released after everything else (set by start())
   Kind kind = Kind::kGenerate;
@@ -185,6 +194,7 @@ struct parley_request {
   // its rows it holds no thread (run_async).
   std::function<parley::Task<void>(parley_request &)> async_work;
   const char *function = "";  // the C function `work` is, for the messages of async_work's errors
+  RequestResumer resumer;
 
   // Inputs (owned copies).
   const parley_model *model = nullptr;
@@ -558,18 +568,25 @@ parley::Engine *engine_for(const parley_request &r) {
 // serving engine ran their rows: a few, whatever the number of requests
 // (each runs a request's decoding between two engine steps). Never
 // destroyed, like RequestWorkers; a forked child makes its own.
-class ResumePool final : public parley::Resumer {
+class ResumePool {
  public:
   static ResumePool &get() { return of_this_process(current_); }
+  static ResumePool *existing() {
+    ResumePool *p = current_.load(std::memory_order_acquire);
+    return p && p->pid_ == getpid() ? p : nullptr;
+  }
   pid_t pid() const { return pid_; }
   template <typename P>
   friend P &of_this_process(std::atomic<P *> &current);
 
-  void resume(std::coroutine_handle<> h) noexcept override {
+  // Resumes h soon on a pool thread; `owner`: the request it belongs to.
+  void post(std::coroutine_handle<> h, const void *owner) noexcept {
     try {
       std::lock_guard<std::mutex> lock(mu_);
-      if (threads_ == 0 || (idle_ == 0 && threads_ < max_threads_ && queue_.size() >= threads_)) start_thread();
-      queue_.push_back(h);
+      queue_.push_back({h, owner});
+      // A thread blocked in a streaming callback (waiting for the engine
+      // thread) is not idle: another one starts while work waits.
+      if (queue_.size() > idle_ && threads_ < max_threads_) start_thread();
     } catch (...) {  // no memory for the queue, or no thread at all: go on here
       h.resume();
       return;
@@ -577,15 +594,32 @@ class ResumePool final : public parley::Resumer {
     cv_.notify_one();
   }
 
- private:
-  // Twice the cores, at least 4: a thread whose request's streaming callback
-  // waits for the engine thread to run it (between steps) lets another one
-  // take the next request meanwhile.
-  explicit ResumePool(pid_t pid)
-      : pid_(pid), max_threads_(std::clamp<size_t>(2 * std::thread::hardware_concurrency(), 4, 32)) {}
+  // Resumes owner's coroutines waiting here on this thread, now. A callback
+  // on the engine thread that frees another request waits for it to end;
+  // the pool's threads may all be waiting for that callback to return.
+  void run_here(const void *owner) {
+    for (;;) {
+      std::coroutine_handle<> h;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Item &x) { return x.owner == owner; });
+        if (it == queue_.end()) return;
+        h = it->h;
+        queue_.erase(it);
+      }
+      h.resume();
+    }
+  }
 
-  // Under mu_. Throws when the thread cannot start (resume() goes on inline
-  // only when none exists).
+ private:
+  struct Item {
+    std::coroutine_handle<> h;
+    const void *owner;
+  };
+  explicit ResumePool(pid_t pid) : pid_(pid) {}
+
+  // Under mu_. Throws when no thread exists and none can start (post()
+  // then goes on inline).
   void start_thread() {
     try {
       std::thread([this] { loop(); }).detach();
@@ -601,7 +635,7 @@ class ResumePool final : public parley::Resumer {
       ++idle_;
       cv_.wait(lock, [&] { return !queue_.empty(); });
       --idle_;
-      std::coroutine_handle<> h = queue_.front();
+      std::coroutine_handle<> h = queue_.front().h;
       queue_.pop_front();
       lock.unlock();
       h.resume();
@@ -609,14 +643,20 @@ class ResumePool final : public parley::Resumer {
     }
   }
 
+  // Enough for the callbacks of many streaming requests waiting for the
+  // engine thread at once; threads start only while work waits.
+  static constexpr size_t max_threads_ = 64;
   static inline std::atomic<ResumePool *> current_{nullptr};
   const pid_t pid_;
-  const size_t max_threads_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::coroutine_handle<>> queue_;
+  std::deque<Item> queue_;
   size_t threads_ = 0, idle_ = 0;
 };
+
+void RequestResumer::resume(std::coroutine_handle<> h) noexcept {
+  ResumePool::get().post(h, owner);
+}
 
 // The request ended with `st`: its results, the completion callback, and
 // its release (or its deletion, when it was freed from one of its own
@@ -659,13 +699,16 @@ parley::Detached drive(parley_request *r) {
     r->control.reply = &hypothesis;
     r->control.progress = &r->stream_progress;
   }
-  r->control.resumer = &ResumePool::get();
+  r->resumer.owner = r;
+  r->control.resumer = &r->resumer;
   parley_status st = PARLEY_OK;
   std::string message;
   std::exception_ptr error;
   parley::capi::set_request_control(&r->control);  // taken at the work's start, on this thread
   try {
     co_await r->async_work(*r);
+  } catch (const abi::__forced_unwind &) {
+    throw;  // a callback ended this thread (pthread_exit): as on a worker, it unwinds
   } catch (...) {
     error = std::current_exception();
   }
@@ -1153,6 +1196,10 @@ PARLEY_API void parley_request_free(parley_request *request) {
     while (!request->done) {
       lock.unlock();
       parley::Engine::run_queued_calls_here(request);
+      // Its coroutine, resumed by the engine but waiting for a pool thread
+      // (they may all wait for this callback), goes on here: it was
+      // cancelled, so it ends at its next step.
+      if (ResumePool *pool = ResumePool::existing()) pool->run_here(request);
       lock.lock();
       request->cv.wait_for(lock, std::chrono::milliseconds(1), [&] { return request->done; });
     }

@@ -11,6 +11,7 @@
 
 #include <cxxabi.h>
 
+#include <atomic>
 #include <coroutine>
 #include <exception>
 #include <optional>
@@ -23,16 +24,26 @@ namespace parley {
 namespace task_detail {
 
 struct PromiseBase {
-  std::coroutine_handle<> continuation;  // resumed when this task ends (symmetric transfer)
+  std::coroutine_handle<> continuation;  // the awaiting coroutine
   std::exception_ptr error;
+  // Set by whichever comes second of the task's end and its awaiter's
+  // await_suspend returning: that one goes on with the awaiter. A task that
+  // ends without suspending so returns into its awaiter's await_suspend,
+  // which goes on without suspending: no stack grows with the number of
+  // awaits (symmetric transfer is a tail call only in optimised builds
+  // without sanitizers; a long generation in a debug build overflowed).
+  std::atomic<bool> ended_or_awaited{false};
 
   std::suspend_always initial_suspend() noexcept { return {}; }
   struct Final {
     bool await_ready() noexcept { return false; }
     template <typename P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
-      std::coroutine_handle<> next = h.promise().continuation;
-      return next ? next : std::noop_coroutine();
+      PromiseBase &p = h.promise();
+      // Second: the awaiter suspended meanwhile (this task waited somewhere
+      // and ends on another thread), so it goes on from here.
+      if (p.ended_or_awaited.exchange(true, std::memory_order_acq_rel) && p.continuation) return p.continuation;
+      return std::noop_coroutine();
     }
     void await_resume() noexcept {}
   };
@@ -95,11 +106,17 @@ class [[nodiscard]] Task {
     if (h_) h_.destroy();
   }
 
-  // co_await: starts the task; the awaiting coroutine goes on when it ends.
+  // co_await: runs the task here; the awaiting coroutine goes on at once
+  // when it ended without suspending, else when it ends (on whatever
+  // thread resumed it).
   bool await_ready() const noexcept { return false; }
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
-    h_.promise().continuation = awaiting;
-    return h_;
+  // Not noexcept: a thread ended inside the task (pthread_exit in a host
+  // callback) unwinds out of resume() and on through the awaiting coroutine.
+  bool await_suspend(std::coroutine_handle<> awaiting) {
+    auto &p = h_.promise();
+    p.continuation = awaiting;
+    h_.resume();
+    return !p.ended_or_awaited.exchange(true, std::memory_order_acq_rel);
   }
   T await_resume() { return take(); }
 
@@ -123,7 +140,17 @@ struct Detached {
     std::suspend_never initial_suspend() noexcept { return {}; }
     std::suspend_never final_suspend() noexcept { return {}; }
     void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
+    // A thread ended by pthread_exit in a host callback keeps unwinding
+    // (the frame is then left, as the old worker thread's stack was).
+    __attribute__((no_sanitize("null"))) void unhandled_exception() {
+      try {
+        throw;
+      } catch (const abi::__forced_unwind &) {
+        throw;
+      } catch (...) {
+        std::terminate();
+      }
+    }
   };
 };
 

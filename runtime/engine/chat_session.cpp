@@ -133,7 +133,10 @@ size_t partial_stop(std::string_view text, const std::vector<std::string> &stops
 
 std::string ChatSession::reply(const ChatReplyOptions &options) {
   MemoryScope memory_scope("the conversation's prompt, tokens and reply");
-  return run_sync(reply_task(options));
+  if (!options.resumer) return run_sync(reply_task(options));
+  ChatReplyOptions blocking = options;  // a resumer would let it suspend: run_sync cannot wait for that
+  blocking.resumer = nullptr;
+  return run_sync(reply_task(blocking));
 }
 
 // No MemoryScope inside (thread-local: a turn may suspend on one thread and
@@ -404,15 +407,25 @@ Task<Hypothesis> ChatSession::run_turn_engine(const std::vector<int32_t> &ids, D
   control.deadline = dec.deadline;
   control.resumer = resumer;
   EngineStepModel step(*engine_, {seq_}, control);
-  auto finish = [&] {
-    seq_ = step.sequences().front();
-    engine_->park(*seq_);
-    cached_ = seq_->tokens();
-    counters_.cached_tokens = cached_.size();
-  };
+  // Runs however the turn ends (also when a host callback ends the thread
+  // with pthread_exit, whose unwinding no handler here may stop).
+  struct Finish {
+    ChatSession &s;
+    EngineStepModel &step;
+    ~Finish() {
+      try {
+        s.seq_ = step.sequences().front();
+        s.engine_->park(*s.seq_);
+        s.cached_ = s.seq_->tokens();
+        s.counters_.cached_tokens = s.cached_.size();
+      } catch (...) {  // out of memory copying the tokens: the next turn recomputes them
+        s.cached_.clear();
+        s.counters_.cached_tokens = 0;
+      }
+    }
+  } finish{*this, step};
   Hypothesis turn;
-  std::exception_ptr error;
-  try {
+  {
     std::vector<int64_t> computed;
     const std::vector<Engine::Sequence *> seqs{seq_.get()};
     const std::vector<std::vector<int32_t>> fresh{
@@ -425,11 +438,7 @@ Task<Hypothesis> ChatSession::run_turn_engine(const std::vector<int32_t> &ids, D
     const std::vector<std::vector<int32_t>> prompts{ids};
     std::vector<std::vector<Hypothesis>> got = co_await decode_task(step, last, prompts, dec);
     turn = std::move(got.front().front());
-  } catch (...) {
-    error = std::current_exception();
   }
-  finish();
-  if (error) std::rethrow_exception(error);
   co_return turn;
 }
 

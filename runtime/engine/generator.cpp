@@ -156,7 +156,9 @@ void check_engine_request(Engine &engine, const std::vector<std::vector<int32_t>
 
 std::vector<std::vector<Hypothesis>> generate(Engine &engine, const std::vector<std::vector<int32_t>> &prompts,
                                               const DecodingOptions &options, const RunControl &control) {
-  return run_sync(generate_task(engine, prompts, options, control));
+  RunControl blocking = control;  // a resumer would let it suspend: run_sync cannot wait for that
+  blocking.resumer = nullptr;
+  return run_sync(generate_task(engine, prompts, options, blocking));
 }
 
 Task<std::vector<std::vector<Hypothesis>>> generate_task(Engine &engine,

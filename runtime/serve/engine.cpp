@@ -538,6 +538,12 @@ __attribute__((no_sanitize("null"))) void Engine::run_calls(std::unique_lock<std
       }
       calls_.clear();
       stop_ = true;
+      // The scheduler thread ends here: suspended callers end now
+      // (CANCELLED), or nothing would ever resume them.
+      try {
+        release_async(lock);
+      } catch (...) {
+      }
       lock.unlock();
       throw;
     } catch (...) {
@@ -970,6 +976,11 @@ Engine::RunAwait Engine::run_await(const std::vector<Sequence *> &seqs, const st
 void Engine::release_async(std::unique_lock<std::mutex> &lock) {
   if (async_.empty()) return;
   std::vector<std::pair<std::coroutine_handle<>, Resumer *>> ready;
+  try {
+    ready.reserve(async_.size());  // nothing below may fail once a group has left
+  } catch (...) {
+    return;  // no memory: the next round tries again
+  }
   for (size_t i = 0; i < async_.size();) {
     Group &g = *async_[i];
     if (stepping(g)) {
@@ -977,14 +988,25 @@ void Engine::release_async(std::unique_lock<std::mutex> &lock) {
       continue;
     }
     std::optional<StopReason> why;
-    if (!(g.remaining == 0 || g.error) && !stop_) why = stop_reason(g, g.control);
-    if (!(g.remaining == 0 || g.error) && !why && !stop_) {
+    std::exception_ptr why_failed;  // building the reason ran out of memory: it leaves with that
+    if (!(g.remaining == 0 || g.error) && !stop_) {
+      try {
+        why = stop_reason(g, g.control);
+      } catch (...) {
+        why_failed = std::current_exception();
+      }
+    }
+    if (!(g.remaining == 0 || g.error) && !why && !why_failed && !stop_) {
       ++i;
       continue;
     }
     // It leaves now (async_ loses it: the same index holds the next group).
     std::exception_ptr *out = g.error_out;
     try {
+      if (why_failed) {
+        leave_locked(g, true);
+        std::rethrow_exception(why_failed);
+      }
       if (why) {
         leave_locked(g, true);
         ++(stats_.*why->counter);
@@ -1028,7 +1050,10 @@ void Engine::scheduler_loop() {
       // the others a moment to queue theirs.
       if (options_.gather_us > 0) work_.wait_for(lock, std::chrono::microseconds(options_.gather_us));
       run_calls(lock);
-      if (stop_) return;
+      if (stop_) {
+        release_async(lock);
+        return;
+      }
       encode_queued(lock);
       continue;
     }
@@ -1046,7 +1071,10 @@ void Engine::scheduler_loop() {
       }
     }
     run_calls(lock);
-    if (stop_) return;
+    if (stop_) {
+      release_async(lock);  // suspended callers end (CANCELLED) rather than wait for ever
+      return;
+    }
     const auto step_start = std::chrono::steady_clock::now();
     try {
       schedule_and_step(lock, batch, paged);

@@ -1463,6 +1463,81 @@ static int32_t inside_on_token(void *user, size_t b, size_t s, int32_t token) {
   return 0;
 }
 
+/* Many streaming requests at once; the completion callback of the first to
+ * finish frees a long one still running (cancelling it). The long one's
+ * decoding goes on on the resume threads, which may all be waiting for
+ * this very callback (each blocked in a streaming callback queued for the
+ * engine thread): it must still end, CANCELLED, and so must the others. */
+#define NFREE_OTHER 24
+struct free_other {
+  pthread_mutex_t mu;
+  parley_request *victim; /* freed by the first completion that finds it */
+  int victim_status, victim_done, completions, freed;
+};
+static void victim_complete(void *user, parley_request *r, int32_t status) {
+  struct free_other *f = (struct free_other *)user;
+  (void)r;
+  f->victim_status = status; /* on the engine thread, inside the freeing callback */
+  f->victim_done = 1;
+}
+static void free_victim_on_complete(void *user, parley_request *r, int32_t status) {
+  struct free_other *f = (struct free_other *)user;
+  parley_request *v;
+  (void)r, (void)status;
+  pthread_mutex_lock(&f->mu);
+  f->completions++;
+  v = f->victim;
+  f->victim = NULL;
+  pthread_mutex_unlock(&f->mu);
+  if (v) {
+    parley_request_free(v); /* waits for it to end, running its callbacks here */
+    f->freed = 1;
+  }
+}
+static int32_t count_token(void *user, size_t b, size_t s, int32_t token) {
+  (void)user, (void)b, (void)s, (void)token;
+  return 0;
+}
+static void test_free_other_from_completion(parley_model *llm) {
+  struct free_other f;
+  int32_t ids[64];
+  const int32_t *prompt = ids;
+  size_t len = ids_of(llm, "Tell me everything about returns and refunds.", ids, 64), i;
+  parley_request *req[NFREE_OTHER];
+  parley_generation_options lg, g;
+  parley_request_options vo, ro;
+  memset(&f, 0, sizeof f);
+  pthread_mutex_init(&f.mu, NULL);
+  parley_generation_options_init(llm, &lg);
+  lg.max_new_tokens = 400;
+  lg.min_new_tokens = 400; /* runs long unless cancelled */
+  lg.on_token = count_token;
+  parley_request_options_init(&vo);
+  vo.on_complete = victim_complete;
+  vo.user_data = &f;
+  pthread_mutex_lock(&f.mu);
+  CHECK_OK(parley_generate_submit(llm, &prompt, &len, 1, &lg, &vo, &f.victim));
+  pthread_mutex_unlock(&f.mu);
+  parley_generation_options_init(llm, &g);
+  g.max_new_tokens = 6;
+  g.on_token = count_token;
+  parley_request_options_init(&ro);
+  ro.on_complete = free_victim_on_complete;
+  ro.user_data = &f;
+  for (i = 0; i < NFREE_OTHER; ++i) {
+    req[i] = NULL;
+    CHECK_OK(parley_generate_submit(llm, &prompt, &len, 1, &g, &ro, &req[i]));
+  }
+  for (i = 0; i < NFREE_OTHER; ++i)
+    if (req[i]) {
+      CHECK_OK(parley_request_wait(req[i], -1));
+      parley_request_free(req[i]);
+    }
+  CHECK(f.freed == 1 && f.victim_done == 1 && f.completions == NFREE_OTHER);
+  CHECK(f.victim_status == PARLEY_ERROR_CANCELLED);
+  pthread_mutex_destroy(&f.mu);
+}
+
 static void test_callbacks_on_engine_thread(parley_model *llm, parley_model *mt) {
   static const char *const texts[] = {"Mein Fahrrad hat einen platten Reifen.", "Wann öffnet der Laden?"};
   int32_t ids[NTHREAD_REQ][64];
@@ -1589,6 +1664,7 @@ int main(void) {
   test_concurrent_chats(llm);
   test_free_from_callback(llm);
   test_callbacks_on_engine_thread(llm, mt);
+  test_free_other_from_completion(llm);
   test_threads_submit_cancel(llm);
   parley_model_free(llm);
   parley_model_free(mt);
