@@ -2,6 +2,7 @@
 // transformers' generate() on the same scripted model (make_reference.py),
 // plus properties of sampling that no reference can pin down.
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cmath>
@@ -202,6 +203,41 @@ TEST(Sampling, FollowsTheDistribution) {
           << "T=" << t << " token " << v;
     }
   }
+}
+
+// A blocking decode runs its coroutines (one await per token) to their end
+// in place: the stack does not grow with the number of tokens. 20,000
+// greedy tokens on a thread with a 512 KiB stack; at the ~1.4 KB per token
+// that symmetric transfer took in a debug + ASan build, this overflowed.
+TEST(Decoding, LongGenerationInASmallStack) {
+  struct Arg {
+    std::vector<std::vector<Hypothesis>> out;
+    std::string error;
+  } arg;
+  pthread_attr_t attr;
+  ASSERT_EQ(pthread_attr_init(&attr), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attr, 512 * 1024), 0);
+  pthread_t thread;
+  ASSERT_EQ(pthread_create(
+                &thread, &attr,
+                +[](void *p) -> void * {
+                  auto *a = static_cast<Arg *>(p);
+                  try {
+                    DecodingOptions o;
+                    o.max_new_tokens = 20000;
+                    a->out = run(64, 3, {{1, 2}}, o);
+                  } catch (const std::exception &e) {
+                    a->error = e.what();
+                  }
+                  return nullptr;
+                },
+                &arg),
+            0);
+  pthread_join(thread, nullptr);
+  pthread_attr_destroy(&attr);
+  EXPECT_EQ(arg.error, "");
+  ASSERT_EQ(arg.out.size(), 1u);
+  EXPECT_EQ(arg.out[0][0].tokens.size(), 20000u);
 }
 
 // A temperature so small that score / T overflows float samples from the
