@@ -1,6 +1,8 @@
 """asyncio on top of the C request API (parley_*_submit, parley_request_*).
 
-Each submitted request runs on a libparley request worker thread. Its
+Each submitted request starts on a libparley request worker thread (a chat
+turn or generation through the serving engine gives it back while it waits
+for the engine, and goes on on a resume thread). Its
 completion callback and streaming callbacks run on the model's serving
 engine thread (between its steps; on the worker without an engine); they
 only hand their data to the event loop with loop.call_soon_threadsafe, since

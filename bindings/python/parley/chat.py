@@ -502,8 +502,9 @@ class Chat(Closable):
     ) -> str:
         """``await chat.say_async(text)``: say() without blocking the event loop.
 
-        The turn runs on a libparley worker thread (parley_chat_submit); the
-        serving engine batches it with every other turn of the model.
+        The turn runs in libparley (parley_chat_submit: it holds no thread while
+        the serving engine computes it); the engine batches it with every other
+        turn of the model.
         ``deadline`` (seconds): the turn stops with DeadlineError after it.
         Cancelling the awaiting task cancels the turn (the conversation then
         keeps no reply; the user message stays). Raises BusyError while

@@ -969,8 +969,8 @@ class Model(Closable):
     ) -> list[list[Hypothesis]]:
         """``await model.generate_async(prompts)``: generate() without blocking the event loop.
 
-        Runs on a libparley worker thread (parley_generate_submit); the
-        serving engine batches concurrent calls (tokens equal to a call alone,
+        Runs in libparley (parley_generate_submit: it holds no thread while the
+        serving engine computes it); the serving engine batches concurrent calls (tokens equal to a call alone,
         scores up to float32 rounding). ``return_logprobs`` / ``alternatives``:
         as generate(). ``deadline`` (seconds): DeadlineError after it.
         Cancelling the awaiting task cancels the request.
